@@ -1,0 +1,72 @@
+// Package buffer is the agent's durable store-and-forward queue: append-only, sequence-numbered
+// streams of records on local disk (Badger), read in order by the uplink and removed on ack.
+package buffer
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/gemba-io/gemba/signal"
+)
+
+// Errors returned by Buffer implementations.
+var (
+	// ErrClosed is returned by every call after Close.
+	ErrClosed = errors.New("buffer closed")
+	// ErrFull is returned by Append when the buffer is at its cap and the policy is drop_newest
+	// (the records were dropped and counted) or block and ctx ended while waiting.
+	ErrFull = errors.New("buffer full")
+)
+
+// Buffer is a durable queue of records in several independent streams.
+//
+// Lifecycle: an implementation is ready when its constructor returns (recovery after a crash happens
+// there). Close waits for in-flight calls, flushes, and is idempotent; calls after Close return
+// ErrClosed. All methods are safe for concurrent use.
+type Buffer interface {
+	// Append adds records to the end of stream and returns the sequence number of each, in order
+	// (sequences start at 1 and never repeat within a stream, across restarts too). When it returns
+	// nil the records are durable to the degree the sync mode promises. Concurrent appends are group
+	// committed. When the buffer is full the configured policy applies: drop_oldest evicts the oldest
+	// records (counted), drop_newest returns ErrFull (counted), block waits for space or ctx.
+	Append(ctx context.Context, stream signal.Stream, records ...[]byte) ([]uint64, error)
+
+	// Read returns up to max records of stream with sequence > after, in order, blocking until at
+	// least one exists or ctx is done. A record that fails its checksum is skipped and counted.
+	// The returned Data must not be modified; it stays valid until the next Read of that stream.
+	Read(ctx context.Context, stream signal.Stream, after uint64, max int) ([]signal.Record, error)
+
+	// Ack removes every record of stream up to and including upTo (cumulative). Acking a sequence
+	// that was already acked, or was dropped, is not an error.
+	Ack(stream signal.Stream, upTo uint64) error
+
+	// Stats returns the current depth, sizes and counters.
+	Stats() Stats
+
+	Close() error
+}
+
+// Stats describes a buffer.
+type Stats struct {
+	Streams  [signal.NumStreams]StreamStats
+	DiskSize int64 // bytes on disk, including Badger's value log
+	MaxBytes int64
+	// Full is set while appends are refused or evicting because of the byte cap.
+	Full bool
+	// Err is the last persistent I/O problem (e.g. disk full), nil when healthy.
+	Err error
+}
+
+// StreamStats describes one stream.
+type StreamStats struct {
+	Records  uint64    // records waiting (appended, not acked)
+	Bytes    uint64    // their payload size
+	Oldest   time.Time // append time of the oldest waiting record; zero when empty
+	FirstSeq uint64    // oldest waiting sequence (0 when empty)
+	LastSeq  uint64    // last appended sequence
+	Acked    uint64    // highest acked sequence
+	// Dropped counts records removed without being acked, by reason: "max_bytes", "max_age",
+	// "full" (drop_newest refusals), "corrupt".
+	Dropped map[string]uint64
+}

@@ -1,0 +1,220 @@
+package config
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"unicode"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// expand replaces ${VAR} and ${VAR:-default} in every scalar value (not in keys). "$$" is a literal
+// "$". An unset variable without a default is a problem at its path.
+func (d *Decoder) expand(n *yaml.Node, path string) {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		if !strings.Contains(n.Value, "$") {
+			return
+		}
+		out, err := expandString(n.Value, d.lookup)
+		if err != nil {
+			d.Errorf(n, path, "%v", err)
+			return
+		}
+		if out != n.Value {
+			n.Value = out
+			if n.Tag == "!!null" || n.Tag == "" {
+				n.Tag = "!!str"
+			}
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			d.expand(n.Content[i+1], mapKeyPath(path, n.Content[i].Value))
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			d.expand(c, path+Index(i))
+		}
+	}
+}
+
+func expandString(s string, lookup func(string) (string, bool)) (string, error) {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c != '$' {
+			b.WriteByte(c)
+			i++
+			continue
+		}
+		if i+1 < len(s) && s[i+1] == '$' {
+			b.WriteByte('$')
+			i += 2
+			continue
+		}
+		if i+1 >= len(s) || s[i+1] != '{' {
+			b.WriteByte(c)
+			i++
+			continue
+		}
+		end := strings.IndexByte(s[i:], '}')
+		if end < 0 {
+			return "", fmt.Errorf("unterminated ${ in %q", s)
+		}
+		expr := s[i+2 : i+end]
+		name, def, hasDef := strings.Cut(expr, ":-")
+		if !validEnvName(name) {
+			return "", fmt.Errorf("invalid environment variable name %q in ${%s}", name, expr)
+		}
+		val, ok := lookup(name)
+		switch {
+		case ok && val != "":
+			b.WriteString(val)
+		case hasDef:
+			b.WriteString(def)
+		case ok:
+			// set but empty, no default: keep the empty value
+		default:
+			return "", fmt.Errorf("${%s}: %w (set it, or give a default with ${%s:-value})", name, ErrUnset, name)
+		}
+		i += end + 1
+	}
+	return b.String(), nil
+}
+
+func validEnvName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, r := range s {
+		if r != '_' && !(r < unicode.MaxASCII && (unicode.IsLetter(r) || (i > 0 && unicode.IsDigit(r)))) {
+			return false
+		}
+	}
+	return true
+}
+
+// ByteSize is a size in bytes that reads from YAML as "2GiB", "512MB", "64KiB" or a plain number.
+// KB/MB/GB/TB are powers of 1000, KiB/MiB/GiB/TiB powers of 1024.
+type ByteSize int64
+
+var sizeUnits = []struct {
+	suffix string
+	mult   float64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+	{"B", 1},
+}
+
+// ParseByteSize parses a size such as "2GiB".
+func ParseByteSize(s string) (ByteSize, error) {
+	t := strings.TrimSpace(s)
+	mult := 1.0
+	for _, u := range sizeUnits {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(strings.ReplaceAll(t, "_", ""), 64)
+	if err != nil || f < 0 || math.IsNaN(f) || f*mult > math.MaxInt64 {
+		return 0, fmt.Errorf("invalid size %q (use a number with a unit: 512MB, 64KiB, 2GiB)", s)
+	}
+	return ByteSize(f * mult), nil
+}
+
+// UnmarshalConfig implements Unmarshaler.
+func (b *ByteSize) UnmarshalConfig(d *Decoder, n *yaml.Node, path string) {
+	s, ok := d.Scalar(n, path)
+	if !ok || s == "" {
+		return
+	}
+	v, err := ParseByteSize(s)
+	if err != nil {
+		d.Errorf(n, path, "%v", err)
+		return
+	}
+	*b = v
+}
+
+func (b ByteSize) String() string {
+	v := int64(b)
+	for _, u := range []struct {
+		s string
+		m int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if v >= u.m && v%u.m == 0 {
+			return strconv.FormatInt(v/u.m, 10) + u.s
+		}
+	}
+	return strconv.FormatInt(v, 10) + "B"
+}
+
+// MarshalJSON renders the size in its readable form (for the effective config).
+func (b ByteSize) MarshalJSON() ([]byte, error) { return json.Marshal(b.String()) }
+
+// Secret is a credential. In YAML it is a value (usually "${ENV_VAR}") or a mapping {file: PATH}
+// whose file content (trailing newline removed) is the secret. It never prints: String, JSON and
+// slog all show "[redacted]".
+type Secret struct {
+	value string
+	file  string
+}
+
+// NewSecret wraps a value.
+func NewSecret(v string) Secret { return Secret{value: v} }
+
+// Value returns the secret itself. Pass it to the library that needs it and nowhere else.
+func (s Secret) Value() string { return s.value }
+
+// IsSet reports whether a value was given.
+func (s Secret) IsSet() bool { return s.value != "" }
+
+func (s Secret) String() string {
+	if s.value == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// LogValue keeps secrets out of logs.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// MarshalJSON keeps secrets out of the effective config; the file path is shown when one was used.
+func (s Secret) MarshalJSON() ([]byte, error) {
+	if s.file != "" {
+		return json.Marshal(map[string]string{"file": s.file})
+	}
+	return json.Marshal(s.String())
+}
+
+// UnmarshalConfig implements Unmarshaler.
+func (s *Secret) UnmarshalConfig(d *Decoder, n *yaml.Node, path string) {
+	if n.Kind == yaml.MappingNode {
+		var src struct {
+			File string `yaml:"file"`
+		}
+		d.DecodeMapping(n, path, &src)
+		if src.File == "" {
+			d.Errorf(n, path, "a secret mapping needs file: PATH")
+			return
+		}
+		data, err := os.ReadFile(src.File)
+		if err != nil {
+			d.Errorf(n, Join(path, "file"), "cannot read secret: %v", err)
+			return
+		}
+		*s = Secret{value: strings.TrimRight(string(data), "\r\n"), file: src.File}
+		return
+	}
+	v, ok := d.Scalar(n, path)
+	if ok {
+		*s = Secret{value: v}
+	}
+}
