@@ -137,3 +137,9 @@ func Build(spec *Spec, deps Deps) (Collector, error) {
 	}
 	return c, nil
 }
+
+// SignalLister is implemented by collector configs whose signal names are known statically (not
+// templated from payloads), so cross-checks such as a feature's "by" signal can be validated.
+type SignalLister interface {
+	Signals() []string
+}
