@@ -1,0 +1,47 @@
+# gemba — build, test and run. `make help` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null)
+LDFLAGS := -s -w -X github.com/gemba-io/gemba/agent.Version=$(VERSION) -X github.com/gemba-io/gemba/agent.Commit=$(COMMIT)
+TOOLS := $(CURDIR)/.tools
+STATICCHECK_VERSION := v0.8.2
+TEST_TIMEOUT ?= 25m
+BENCH_TIME ?= 1x
+BENCH ?= .
+
+.PHONY: help build test lint bench fuzz demo peers clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+build: ## static binaries in bin/, version stamped
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
+
+peers: ## install the real servers the tests use (mosquitto, node-opcua)
+	@bash scripts/install-peers.sh
+
+test: peers ## the full test suite (race detector on)
+	$(GO) vet ./...
+	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+
+lint: ## go vet and staticcheck
+	$(GO) vet ./...
+	@test -x $(TOOLS)/staticcheck || GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	$(TOOLS)/staticcheck ./...
+
+bench: peers ## benchmarks (figures go to docs/BENCHMARKS.md)
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -benchtime $(BENCH_TIME) -timeout 30m ./...
+
+FUZZTIME ?= 10s
+fuzz: ## run every fuzzer briefly (FUZZTIME=60s for longer)
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; done
+
+demo: ## run a small plant end to end on embedded defaults
+	$(GO) run ./cmd/gemba-demo
+
+clean:
+	rm -rf bin

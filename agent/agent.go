@@ -1,0 +1,278 @@
+// Package agent wires gemba-agent together: config, collectors, feature engine, durable buffer and
+// uplink, with an ordered lifecycle, supervision, health endpoints and metrics.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gemba-io/gemba/buffer"
+	"github.com/gemba-io/gemba/collectors"
+	"github.com/gemba-io/gemba/features"
+	"github.com/gemba-io/gemba/signal"
+	"github.com/gemba-io/gemba/uplink"
+)
+
+// Build information, stamped by the Makefile with -ldflags -X.
+var (
+	Version = "dev"
+	Commit  = ""
+)
+
+// Uplink is what the agent needs of its forwarder.
+type Uplink interface {
+	// Run forwards until ctx is done and returns after in-flight work settles.
+	Run(ctx context.Context) error
+	// Ready reports whether data is flowing upstream, and if not, why (no secrets).
+	Ready() (bool, string)
+}
+
+// Options customise an Agent. Zero values select the production parts.
+type Options struct {
+	Logger *slog.Logger
+	// OpenBuffer opens the buffer; default buffer.Open (Badger).
+	OpenBuffer func(cfg buffer.Config, o buffer.Options) (buffer.Buffer, error)
+	// NewUplink builds the forwarder; default the NATS JetStream uplink.
+	NewUplink func(cfg uplink.Config, id uplink.Identity, src uplink.Source, o uplink.Options) (Uplink, error)
+	// Ready, when set, is closed once every part has started (tests and tools wait on it).
+	Ready chan<- string
+}
+
+// Agent is one running gemba-agent.
+type Agent struct {
+	cfg  *Config
+	opts Options
+	log  *slog.Logger
+	m    *metrics
+
+	started time.Time
+	buf     buffer.Buffer
+	up      Uplink
+	w       *writer
+	sups    []*supervisor
+	addr    string // HTTP listen address once bound
+
+	mu      sync.Mutex
+	running bool
+}
+
+// New checks the options and prepares an agent; Run starts it.
+func New(cfg *Config, opts Options) *Agent {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.OpenBuffer == nil {
+		opts.OpenBuffer = func(c buffer.Config, o buffer.Options) (buffer.Buffer, error) { return buffer.Open(c, o) }
+	}
+	if opts.NewUplink == nil {
+		opts.NewUplink = func(c uplink.Config, id uplink.Identity, src uplink.Source, o uplink.Options) (Uplink, error) {
+			u, err := uplink.New(c, id, src, o)
+			if err != nil {
+				return nil, err
+			}
+			return natsUplink{u}, nil
+		}
+	}
+	return &Agent{cfg: cfg, opts: opts, log: opts.Logger, m: newMetrics()}
+}
+
+// Registry returns the agent's metrics registry.
+func (a *Agent) Registry() *prometheus.Registry { return a.m.reg }
+
+// Addr returns the address the health and metrics listener is bound to, once started.
+func (a *Agent) Addr() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.addr
+}
+
+// Run starts the agent and blocks until ctx is cancelled, then shuts down in order: collectors
+// first, then the writer drains, the feature engine checkpoints, the uplink settles in-flight
+// publishes and the buffer closes, all within agent.shutdown_timeout. It returns an error only if
+// the agent could not start.
+func (a *Agent) Run(ctx context.Context) error {
+	cfg := a.cfg
+	a.started = time.Now()
+	log := a.log
+
+	// Downstream first: buffer, uplink, writer and features, then collectors.
+	buf, err := a.opts.OpenBuffer(cfg.Buffer, buffer.Options{Logger: log.With("component", "buffer"), Metrics: a.m.reg})
+	if err != nil {
+		return fmt.Errorf("buffer %s: %w", cfg.Buffer.Dir, err)
+	}
+	a.buf = buf
+	defer func() {
+		if err := buf.Close(); err != nil {
+			log.Error("buffer close failed", "err", err)
+		}
+	}()
+
+	hardCtx, hardCancel := context.WithCancel(context.Background())
+	defer hardCancel()
+	a.w = newWriter(hardCtx, buf, cfg.Version(), cfg.Agent.Linger, int(cfg.Agent.MaxChunk), log.With("component", "writer"), a.m)
+
+	eng, err := features.New(cfg.Features, features.Options{
+		Logger:  log.With("component", "features"),
+		Metrics: a.m.reg,
+		Store:   metaStore(buf),
+		Emit:    a.w.AddFeatures,
+	})
+	if err != nil {
+		return fmt.Errorf("features: %w", err)
+	}
+	a.w.forward, a.w.fold = eng.ForwardRaw, eng.Add
+
+	up, err := a.opts.NewUplink(cfg.Uplink,
+		uplink.Identity{Agent: cfg.Agent.ID, Site: cfg.Agent.Site, ConfigVersion: cfg.Version()},
+		buf,
+		uplink.Options{Logger: log.With("component", "uplink"), Metrics: a.m.reg, Status: a.Status})
+	if err != nil {
+		return fmt.Errorf("uplink: %w", err)
+	}
+	a.up = up
+
+	var srv *http.Server
+	if cfg.HTTP.Enabled {
+		ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+		if err != nil {
+			return fmt.Errorf("http listener %s: %w", cfg.HTTP.Listen, err)
+		}
+		a.mu.Lock()
+		a.addr = ln.Addr().String()
+		a.mu.Unlock()
+		srv = &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("http listener failed", "err", err)
+			}
+		}()
+		log.Info("health and metrics listening", "addr", a.addr)
+	}
+
+	upCtx, upCancel := context.WithCancel(context.Background())
+	defer upCancel()
+	var upWG, wWG, engWG, collWG sync.WaitGroup
+	upWG.Go(func() {
+		if err := up.Run(upCtx); err != nil && upCtx.Err() == nil {
+			log.Error("uplink stopped", "err", err)
+		}
+	})
+	wCtx, wCancel := context.WithCancel(context.Background())
+	defer wCancel()
+	wWG.Go(func() { a.w.run(wCtx) })
+	engCtx, engCancel := context.WithCancel(context.Background())
+	defer engCancel()
+	engWG.Go(func() { eng.Run(engCtx) })
+
+	collCtx, collCancel := context.WithCancel(ctx)
+	defer collCancel()
+	for _, spec := range cfg.Collectors {
+		if spec.Disabled {
+			continue
+		}
+		clog := log.With("collector", spec.Name)
+		s := &supervisor{name: spec.Name, emit: a.w, backoff: cfg.Agent.Restart, log: clog, m: a.m, state: "starting"}
+		c, err := collectors.Build(&spec, collectors.Deps{
+			Logger:  clog,
+			Metrics: prometheus.WrapRegistererWith(prometheus.Labels{"collector": spec.Name}, a.m.reg),
+			DataDir: cfg.Agent.DataDir + "/" + spec.Name,
+			Agent:   cfg.Agent.ID,
+		})
+		if err != nil {
+			clog.Error("collector cannot be built; it stays down", "err", err)
+			s.c = failed{err}
+		} else {
+			s.c = c
+		}
+		a.sups = append(a.sups, s)
+		collWG.Go(func() { s.run(collCtx) })
+	}
+	a.mu.Lock()
+	a.running = true
+	a.mu.Unlock()
+	log.Info("agent started", "id", cfg.Agent.ID, "site", cfg.Agent.Site, "version", Version,
+		"config_version", cfg.Version(), "collectors", len(a.sups))
+	if a.opts.Ready != nil {
+		a.opts.Ready <- a.Addr()
+	}
+
+	<-ctx.Done()
+	log.Info("shutting down", "timeout", cfg.Agent.ShutdownTimeout)
+	deadline := time.NewTimer(cfg.Agent.ShutdownTimeout)
+	defer deadline.Stop()
+	expired := false
+	wait := func(what string, wg *sync.WaitGroup) {
+		if expired {
+			return
+		}
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-deadline.C:
+			expired = true
+			hardCancel()
+			log.Error("shutdown timeout: giving up waiting", "for", what)
+		}
+	}
+	// Upstream first: collectors stop, then the writer drains what they handed over.
+	collCancel()
+	wait("collectors", &collWG)
+	wCancel()
+	wait("writer", &wWG)
+	engCancel()
+	wait("features", &engWG)
+	if err := eng.Close(); err != nil {
+		log.Error("features checkpoint failed", "err", err)
+	}
+	upCancel()
+	wait("uplink", &upWG)
+	if srv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = srv.Shutdown(sctx)
+		cancel()
+	}
+	a.mu.Lock()
+	a.running = false
+	a.mu.Unlock()
+	log.Info("stopped")
+	return nil
+}
+
+// failed stands in for a collector that could not be built: it reports the error permanently.
+type failed struct{ err error }
+
+func (f failed) Run(context.Context, collectors.Emitter) error { return collectors.Permanent(f.err) }
+
+// Status builds the heartbeat record.
+func (a *Agent) Status() signal.Status {
+	st := signal.Status{
+		Time: time.Now().UTC(), Agent: a.cfg.Agent.ID, Site: a.cfg.Agent.Site,
+		Version: Version, Commit: Commit, ConfigVersion: a.cfg.Version(),
+		Uptime:     time.Since(a.started).Seconds(),
+		Buffer:     map[string]signal.BufferState{},
+		Collectors: map[string]signal.CollectorState{},
+	}
+	if a.buf != nil {
+		bs := a.buf.Stats()
+		for i, s := range bs.Streams {
+			age := 0.0
+			if !s.Oldest.IsZero() {
+				age = time.Since(s.Oldest).Seconds()
+			}
+			st.Buffer[signal.Stream(i).String()] = signal.BufferState{Records: s.Records, Bytes: s.Bytes, OldestAge: age, Dropped: s.Dropped}
+		}
+	}
+	for _, s := range a.sups {
+		st.Collectors[s.name] = s.status()
+	}
+	return st
+}

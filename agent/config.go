@@ -1,0 +1,208 @@
+package agent
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/gemba-io/gemba/buffer"
+	"github.com/gemba-io/gemba/collectors"
+	"github.com/gemba-io/gemba/config"
+	"github.com/gemba-io/gemba/features"
+	"github.com/gemba-io/gemba/signal"
+	"github.com/gemba-io/gemba/uplink"
+)
+
+// Config is the whole agent configuration file.
+type Config struct {
+	Agent      Settings          `yaml:"agent" json:"agent"`
+	HTTP       HTTPConfig        `yaml:"http" json:"http"`
+	Buffer     buffer.Config     `yaml:"buffer" json:"buffer"`
+	Uplink     uplink.Config     `yaml:"uplink" json:"uplink"`
+	Collectors []collectors.Spec `yaml:"collectors" json:"collectors"`
+	Features   features.Config   `yaml:"features" json:"features"`
+	version    string            // hash of the effective config, set by Load
+	known      map[string]bool   // statically known signal names
+}
+
+// Settings identifies the agent and sets its process-wide behaviour.
+type Settings struct {
+	ID   string `yaml:"id" json:"id"`
+	Site string `yaml:"site" json:"site"`
+	// DataDir holds collector state (certificates, session state). Defaults to <buffer.dir>/state.
+	DataDir string    `yaml:"data_dir" json:"data_dir"`
+	Log     LogConfig `yaml:"log" json:"log"`
+	// ShutdownTimeout bounds the drain on SIGINT/SIGTERM.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" json:"shutdown_timeout"`
+	// Restart is the backoff for collectors that fail.
+	Restart Backoff `yaml:"restart" json:"restart"`
+	// Linger is how long the writer waits to group samples into one buffer record (and so one NATS
+	// message); MaxChunk caps the record size.
+	Linger   time.Duration   `yaml:"linger" json:"linger"`
+	MaxChunk config.ByteSize `yaml:"max_chunk" json:"max_chunk"`
+	// Heartbeat is how often the status record is published.
+	Heartbeat time.Duration `yaml:"heartbeat" json:"heartbeat"`
+}
+
+// LogConfig selects log format and level.
+type LogConfig struct {
+	Level  string `yaml:"level" json:"level"`   // debug, info, warn, error
+	Format string `yaml:"format" json:"format"` // json or text
+}
+
+// Backoff is a capped exponential backoff.
+type Backoff struct {
+	Initial time.Duration `yaml:"initial" json:"initial"`
+	Max     time.Duration `yaml:"max" json:"max"`
+}
+
+// HTTPConfig is the health and metrics listener.
+type HTTPConfig struct {
+	Enabled bool   `yaml:"enabled" json:"enabled"`
+	Listen  string `yaml:"listen" json:"listen"`
+}
+
+// DefaultConfig returns the configuration an empty file gives.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		Agent: Settings{
+			ID:              sanitizeToken(host),
+			Log:             LogConfig{Level: "info", Format: "json"},
+			ShutdownTimeout: 10 * time.Second,
+			Restart:         Backoff{Initial: time.Second, Max: time.Minute},
+			Linger:          5 * time.Millisecond,
+			MaxChunk:        256 << 10,
+			Heartbeat:       10 * time.Second,
+		},
+		HTTP:   HTTPConfig{Enabled: true, Listen: "127.0.0.1:9273"},
+		Buffer: buffer.DefaultConfig(),
+		Uplink: uplink.DefaultConfig(),
+	}
+}
+
+func sanitizeToken(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if strings.ContainsRune(".*> \t\r\n", r) {
+			return '-'
+		}
+		return r
+	}, s)
+	if s == "" {
+		return "gemba-agent"
+	}
+	return s
+}
+
+// Validate implements config.Validator for the agent section.
+func (s *Settings) Validate(r config.Report) {
+	if err := signal.CheckToken(s.ID); err != nil {
+		r.Errorf("id", "%v", err)
+	}
+	if err := signal.CheckToken(s.Site); err != nil {
+		r.Errorf("site", "required: the plant or site name, one NATS subject token (%v)", err)
+	}
+	if _, err := ParseLevel(s.Log.Level); err != nil {
+		r.Errorf("log.level", "%v", err)
+	}
+	if s.Log.Format != "json" && s.Log.Format != "text" {
+		r.Errorf("log.format", "must be json or text, got %q", s.Log.Format)
+	}
+	if s.ShutdownTimeout <= 0 {
+		r.Errorf("shutdown_timeout", "must be positive")
+	}
+	if s.Restart.Initial <= 0 || s.Restart.Max < s.Restart.Initial {
+		r.Errorf("restart", "need 0 < initial <= max")
+	}
+	if s.Linger < 0 || s.Linger > time.Second {
+		r.Errorf("linger", "must be between 0 and 1s")
+	}
+	if s.MaxChunk < 1<<10 || s.MaxChunk > 8<<20 {
+		r.Errorf("max_chunk", "must be between 1KiB and 8MiB (a NATS message holds one chunk)")
+	}
+	if s.Heartbeat <= 0 {
+		r.Errorf("heartbeat", "must be positive")
+	}
+}
+
+// Validate implements config.Validator for the HTTP section.
+func (h *HTTPConfig) Validate(r config.Report) {
+	if !h.Enabled {
+		return
+	}
+	if _, _, err := net.SplitHostPort(h.Listen); err != nil {
+		r.Errorf("listen", "want host:port, e.g. 127.0.0.1:9273 (%v)", err)
+	}
+}
+
+// Validate implements config.Validator for checks that span sections.
+func (c *Config) Validate(r config.Report) {
+	names := map[string]int{}
+	c.known = map[string]bool{}
+	for i, s := range c.Collectors {
+		if s.Name == "" {
+			continue
+		}
+		if j, dup := names[s.Name]; dup {
+			r.Errorf(fmt.Sprintf("collectors[%d].name", i), "duplicate collector name %q (also collectors[%d])", s.Name, j)
+		}
+		names[s.Name] = i
+		if l, ok := s.Settings.(collectors.SignalLister); ok {
+			for _, sig := range l.Signals() {
+				c.known[sig] = true
+			}
+		}
+	}
+	c.Features.CheckSignals(r.Sub("features"), func(s string) bool { return c.known[s] })
+}
+
+// Load reads, expands and validates a config file. lookup resolves ${VAR} (os.LookupEnv). The error,
+// if any, is a config.Problems listing everything wrong, each with path and line.
+func Load(path string, lookup func(string) (string, bool)) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(data, lookup)
+}
+
+// Parse is Load on bytes.
+func Parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
+	cfg := DefaultConfig()
+	d := config.NewDecoder(config.WithEnv(lookup))
+	if err := d.Unmarshal(data, &cfg); err != nil {
+		return nil, err
+	}
+	if cfg.Agent.DataDir == "" {
+		cfg.Agent.DataDir = cfg.Buffer.Dir + string(os.PathSeparator) + "state"
+	}
+	eff, err := json.Marshal(&cfg)
+	if err != nil {
+		return nil, fmt.Errorf("config: render effective config: %w", err)
+	}
+	sum := sha256.Sum256(eff)
+	cfg.version = hex.EncodeToString(sum[:8])
+	return &cfg, nil
+}
+
+// Version is the hash of the effective config (secrets excluded): the lineage id carried by every
+// batch the agent publishes.
+func (c *Config) Version() string { return c.version }
+
+// Effective renders the effective config as indented JSON with secrets redacted.
+func (c *Config) Effective() ([]byte, error) { return json.MarshalIndent(c, "", "  ") }
+
+// ParseLevel parses a log level name.
+func ParseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("unknown log level %q (want debug, info, warn or error)", s)
+	}
+	return l, nil
+}

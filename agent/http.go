@@ -1,0 +1,95 @@
+package agent
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Check is one line of the readiness report.
+type Check struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Readiness is the body of /readyz.
+type Readiness struct {
+	Ready  bool    `json:"ready"`
+	Checks []Check `json:"checks"`
+}
+
+// Readiness reports whether the agent is doing its job: config loaded, buffer open and healthy,
+// uplink connected with its stream in place, collectors running. Every failing check says why.
+func (a *Agent) Readiness() Readiness {
+	a.mu.Lock()
+	running := a.running
+	a.mu.Unlock()
+	r := Readiness{Checks: []Check{{Name: "config", OK: true, Reason: "version " + a.cfg.Version()}}}
+	if !running {
+		r.Checks = append(r.Checks, Check{Name: "agent", Reason: "starting or stopping"})
+		return r
+	}
+	bs := a.buf.Stats()
+	bc := Check{Name: "buffer", OK: bs.Err == nil && !bs.Full}
+	var depth uint64
+	for _, s := range bs.Streams {
+		depth += s.Records
+	}
+	switch {
+	case bs.Err != nil:
+		bc.Reason = "buffer error: " + bs.Err.Error()
+	case bs.Full:
+		bc.Reason = fmt.Sprintf("buffer full (%d of %d bytes); policy %s applies", bs.DiskSize, bs.MaxBytes, a.cfg.Buffer.WhenFull)
+	default:
+		bc.Reason = fmt.Sprintf("%d records waiting, %d of %d bytes used", depth, bs.DiskSize, bs.MaxBytes)
+	}
+	r.Checks = append(r.Checks, bc)
+	ok, why := a.up.Ready()
+	uc := Check{Name: "uplink", OK: ok, Reason: why}
+	if !ok {
+		uc.Reason = fmt.Sprintf("%s; buffering locally (%d records waiting)", why, depth)
+	}
+	r.Checks = append(r.Checks, uc)
+	for _, s := range a.sups {
+		st := s.status()
+		c := Check{Name: "collector " + s.name, OK: st.State != "failed" && st.State != "backoff", Reason: st.State}
+		if st.Error != "" {
+			c.Reason += ": " + st.Error
+		}
+		r.Checks = append(r.Checks, c)
+	}
+	r.Ready = true
+	for _, c := range r.Checks {
+		r.Ready = r.Ready && c.OK
+	}
+	return r
+}
+
+func (a *Agent) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		r := a.Readiness()
+		w.Header().Set("Content-Type", "application/json")
+		if !r.Ready {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(r)
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(a.Status())
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.m.reg, promhttp.HandlerOpts{Registry: a.m.reg}))
+	return mux
+}

@@ -1,0 +1,240 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/gemba-io/gemba/buffer"
+	"github.com/gemba-io/gemba/signal"
+)
+
+// writer is the single path from collectors into the buffer. It groups the samples of concurrent
+// Emit calls (for up to linger, or until maxChunk bytes) into one chunk, appends it durably, feeds
+// the feature engine, and only then releases the Emit callers, so a collector acknowledges its
+// source only for data that is on disk.
+type writer struct {
+	buf       buffer.Buffer
+	version   string
+	linger    time.Duration
+	maxChunk  int
+	log       *slog.Logger
+	m         *metrics
+	forward   func(*signal.Sample) bool // nil: forward every sample raw
+	fold      func([]signal.Sample)     // nil: no feature engine
+	// appendCtx bounds appends that wait for space (policy block); the agent cancels it when the
+	// shutdown timeout expires.
+	appendCtx context.Context
+	reqs      chan *emitReq
+	featReady chan struct{}
+
+	mu       sync.Mutex
+	features []signal.Feature // emitted by the feature engine, waiting to be appended
+	closing  bool
+
+	done chan struct{}
+}
+
+type emitReq struct {
+	samples []signal.Sample
+	done    chan error
+}
+
+var errStopping = errors.New("agent is stopping")
+
+func newWriter(appendCtx context.Context, buf buffer.Buffer, version string, linger time.Duration, maxChunk int, log *slog.Logger, m *metrics) *writer {
+	return &writer{
+		appendCtx: appendCtx, buf: buf, version: version, linger: linger, maxChunk: maxChunk, log: log, m: m,
+		reqs:      make(chan *emitReq),
+		featReady: make(chan struct{}, 1),
+		done:      make(chan struct{}),
+	}
+}
+
+var reqPool = sync.Pool{New: func() any { return &emitReq{done: make(chan error, 1)} }}
+
+// Emit implements collectors.Emitter.
+func (w *writer) Emit(ctx context.Context, samples []signal.Sample) error {
+	if len(samples) == 0 {
+		return nil
+	}
+	r := reqPool.Get().(*emitReq)
+	r.samples = samples
+	select {
+	case w.reqs <- r:
+	case <-ctx.Done():
+		r.samples = nil
+		reqPool.Put(r)
+		return ctx.Err()
+	case <-w.done:
+		return errStopping
+	}
+	// Once handed over, wait for the outcome even if ctx ends: the writer still holds the slice.
+	err := <-r.done
+	r.samples = nil
+	reqPool.Put(r)
+	return err
+}
+
+// AddFeatures queues features for the features stream. Safe for concurrent use.
+func (w *writer) AddFeatures(fs []signal.Feature) {
+	if len(fs) == 0 {
+		return
+	}
+	w.mu.Lock()
+	w.features = append(w.features, fs...)
+	w.mu.Unlock()
+	select {
+	case w.featReady <- struct{}{}:
+	default:
+	}
+}
+
+// run is the writer loop. It returns when ctx is done, after draining every Emit already accepted
+// and every pending feature.
+func (w *writer) run(ctx context.Context) {
+	defer close(w.done)
+	var (
+		batch  []*emitReq
+		enc    []byte
+		timer  = time.NewTimer(time.Hour)
+		timerC <-chan time.Time
+	)
+	timer.Stop()
+	defer timer.Stop()
+	size := 0
+	flush := func() {
+		if len(batch) > 0 {
+			enc = w.flushSamples(batch, enc[:0])
+			clear(batch)
+			batch, size = batch[:0], 0
+		}
+		w.flushFeatures()
+		timerC = nil
+	}
+	for {
+		select {
+		case r := <-w.reqs:
+			batch = append(batch, r)
+			size += estimate(r.samples)
+			if size >= w.maxChunk || w.linger == 0 {
+				flush()
+				continue
+			}
+			if timerC == nil {
+				timer.Reset(w.linger)
+				timerC = timer.C
+			}
+		case <-timerC:
+			flush()
+		case <-w.featReady:
+			if timerC == nil {
+				flush()
+			}
+		case <-ctx.Done():
+			flush()
+			return
+		}
+	}
+}
+
+// estimate guesses the encoded size of samples without encoding them.
+func estimate(s []signal.Sample) int {
+	n := 0
+	for i := range s {
+		n += 64 + len(s[i].Signal) + len(s[i].Source) + len(s[i].Reason)
+		if v, ok := s[i].Value.Str(); ok {
+			n += len(v)
+		}
+	}
+	return n
+}
+
+func (w *writer) flushSamples(batch []*emitReq, enc []byte) []byte {
+	var oldest, newest time.Time
+	n := 0
+	enc = append(enc, '[')
+	for _, r := range batch {
+		for i := range r.samples {
+			s := &r.samples[i]
+			if w.forward != nil && !w.forward(s) {
+				continue
+			}
+			if n > 0 {
+				enc = append(enc, ',')
+			}
+			enc = signal.AppendSampleJSON(enc, s)
+			n++
+			if oldest.IsZero() || s.Time.Before(oldest) {
+				oldest = s.Time
+			}
+			if s.Time.After(newest) {
+				newest = s.Time
+			}
+		}
+	}
+	enc = append(enc, ']')
+	var err error
+	if n > 0 {
+		c := signal.Chunk{Stream: signal.StreamSamples, ConfigVersion: w.version, Count: n, Oldest: oldest, Newest: newest, Records: enc}
+		err = w.append(signal.StreamSamples, signal.AppendChunk(make([]byte, 0, len(enc)+64), &c), n)
+	}
+	if err == nil && w.fold != nil {
+		for _, r := range batch {
+			w.fold(r.samples)
+		}
+	}
+	for _, r := range batch {
+		r.done <- err
+	}
+	return enc
+}
+
+func (w *writer) flushFeatures() {
+	w.mu.Lock()
+	fs := w.features
+	w.features = nil
+	w.mu.Unlock()
+	for len(fs) > 0 {
+		// Split so that one chunk stays under maxChunk.
+		n := min(len(fs), max(1, w.maxChunk/160))
+		part := fs[:n]
+		fs = fs[n:]
+		recs := signal.AppendFeaturesJSON(nil, part)
+		var oldest, newest time.Time
+		for _, f := range part {
+			if oldest.IsZero() || f.WindowEnd.Before(oldest) {
+				oldest = f.WindowEnd
+			}
+			if f.WindowEnd.After(newest) {
+				newest = f.WindowEnd
+			}
+		}
+		c := signal.Chunk{Stream: signal.StreamFeatures, ConfigVersion: w.version, Count: len(part), Oldest: oldest, Newest: newest, Records: recs}
+		if err := w.append(signal.StreamFeatures, signal.AppendChunk(nil, &c), len(part)); err != nil {
+			w.log.Error("features lost: buffer refused them", "count", len(part), "err", err)
+		}
+	}
+}
+
+// append writes one chunk. A drop_newest refusal is the configured policy, counted by the buffer;
+// the emitters are released with nil so their sources do not redeliver forever.
+func (w *writer) append(st signal.Stream, chunk []byte, n int) error {
+	// Shutdown does not cancel the append: a chunk accepted from a collector is written. Only the
+	// hard shutdown deadline ends a wait for space.
+	_, err := w.buf.Append(w.appendCtx, st, chunk)
+	switch {
+	case err == nil:
+		w.m.written.WithLabelValues(st.String()).Add(float64(n))
+		return nil
+	case errors.Is(err, buffer.ErrFull):
+		w.m.refused.WithLabelValues(st.String()).Add(float64(n))
+		return nil
+	default:
+		w.m.writeErrors.WithLabelValues(st.String()).Inc()
+		w.log.Error("buffer append failed", "stream", st.String(), "records", n, "err", err)
+		return err
+	}
+}

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gemba-io/gemba/agent"
+	"github.com/gemba-io/gemba/config"
+)
+
+func runCmd() *cobra.Command {
+	var file, level, format string
+	c := &cobra.Command{
+		Use:   "run -c FILE",
+		Short: "Run the agent until SIGINT or SIGTERM",
+		Long: `Run the agent with the given config. It keeps running through uplink outages and collector
+failures (buffering locally and retrying with backoff). On SIGINT or SIGTERM it stops the collectors
+first, drains what they handed over into the buffer, and exits 0 within agent.shutdown_timeout.
+
+Health: GET /healthz, /readyz (JSON, says why not ready), /status and /metrics (Prometheus) on
+http.listen (default 127.0.0.1:9273).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := agent.Load(file, os.LookupEnv)
+			if err != nil {
+				printProblems(cmd, file, err)
+				return exitError{1}
+			}
+			if level != "" {
+				cfg.Agent.Log.Level = level
+			}
+			if format != "" {
+				cfg.Agent.Log.Format = format
+			}
+			lvl, err := agent.ParseLevel(cfg.Agent.Log.Level)
+			if err != nil {
+				return err
+			}
+			log := agent.NewLogger(os.Stderr, cfg.Agent.Log.Format, lvl)
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if err := agent.New(cfg, agent.Options{Logger: log}).Run(ctx); err != nil {
+				log.Error("agent failed to start", "err", err)
+				return exitError{1}
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVarP(&file, "config", "c", "/etc/gemba/agent.yaml", "config file")
+	c.Flags().StringVar(&level, "log-level", "", "override agent.log.level (debug, info, warn, error)")
+	c.Flags().StringVar(&format, "log-format", "", "override agent.log.format (json, text)")
+	return c
+}
+
+func validateCmd() *cobra.Command {
+	var file string
+	var print bool
+	c := &cobra.Command{
+		Use:   "validate -c FILE",
+		Short: "Check a config file without connecting to anything",
+		Long: `Check a config file: YAML syntax, unknown keys, types, durations, sizes, required fields,
+unset ${ENV} variables and each collector's own rules. Every problem is printed on its own line as
+FILE:LINE: PATH: MESSAGE. Exits 0 when the file is valid, 1 otherwise.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := agent.Load(file, os.LookupEnv)
+			if err != nil {
+				printProblems(cmd, file, err)
+				return exitError{1}
+			}
+			if print {
+				out, err := cfg.Effective()
+				if err != nil {
+					return err
+				}
+				cmd.Println(string(out))
+			}
+			cmd.Printf("%s: valid (config version %s, %d collectors)\n", file, cfg.Version(), len(cfg.Collectors))
+			return nil
+		},
+	}
+	c.Flags().StringVarP(&file, "config", "c", "/etc/gemba/agent.yaml", "config file")
+	c.Flags().BoolVar(&print, "print", false, "print the effective config (defaults applied, secrets redacted)")
+	return c
+}
+
+// printProblems writes each config problem on its own line as FILE:LINE: PATH: MESSAGE.
+func printProblems(cmd *cobra.Command, file string, err error) {
+	var ps config.Problems
+	if !errors.As(err, &ps) {
+		cmd.PrintErrf("%s: %v\n", file, err)
+		return
+	}
+	for _, p := range ps {
+		loc := file
+		if p.Line > 0 {
+			loc = fmt.Sprintf("%s:%d", file, p.Line)
+		}
+		if p.Path != "" {
+			cmd.PrintErrf("%s: %s: %s\n", loc, p.Path, p.Msg)
+		} else {
+			cmd.PrintErrf("%s: %s\n", loc, p.Msg)
+		}
+	}
+}
+
+func versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print version, commit and Go version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			commit := agent.Commit
+			if commit == "" {
+				commit = "unknown"
+			}
+			cmd.Printf("gemba-agent %s (commit %s, %s, %s/%s)\n", agent.Version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		},
+	}
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the real servers the tests run against: Debian's mosquitto and the npm node-opcua server.
+# Idempotent and quiet when everything is present. Missing tools are reported; tests then skip, or fail
+# when CI is set.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v mosquitto >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing mosquitto (Debian package)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null) \
+      || echo "warning: could not install mosquitto" >&2
+  else
+    echo "warning: mosquitto missing and not root: MQTT interop tests will skip (fail under CI)" >&2
+  fi
+fi
+
+srv=collectors/opcua/testdata/nodeserver
+if [ -f "$srv/package-lock.json" ] && [ ! -d "$srv/node_modules/node-opcua" ]; then
+  if command -v npm >/dev/null 2>&1; then
+    echo "installing node-opcua test server (npm ci)"
+    (cd "$srv" && npm ci --no-audit --no-fund --loglevel=error) || echo "warning: npm ci failed in $srv" >&2
+  else
+    echo "warning: npm missing: node-opcua tests will skip (fail under CI)" >&2
+  fi
+fi
+exit 0
