@@ -1,0 +1,347 @@
+package uplink
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/config"
+)
+
+func validate(c *Config) error { return config.NewDecoder().Unmarshal(nil, c) }
+
+func replaceAll(s, old, repl string) string { return strings.ReplaceAll(s, old, repl) }
+
+// backoff is capped exponential backoff with ±50% jitter, so that many agents coming back after a
+// hub outage do not reconnect in lockstep.
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.min
+	}
+	d := b.cur
+	b.cur = min(b.cur*2, b.max)
+	return jitter(d)
+}
+
+func (b *backoff) reset() { b.cur = 0 }
+
+func jitter(d time.Duration) time.Duration {
+	return d/2 + time.Duration(rand.Int64N(int64(d)+1))
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// natsOptions builds the client options. ReconnectBufSize(-1) turns off the client's in-memory
+// reconnect buffer: while disconnected a publish fails at once instead of being held in memory,
+// where a crash would lose it. Durability is the buffer's job.
+func (u *Uplink) natsOptions() ([]nats.Option, error) {
+	n := &u.cfg.NATS
+	name := n.Name
+	if name == "" {
+		name = "gemba-agent/" + u.id.Agent
+	}
+	bo := backoff{min: n.ReconnectWait, max: n.ReconnectMaxWait}
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectBufSize(-1),
+		nats.Timeout(5 * time.Second),
+		nats.PingInterval(20 * time.Second),
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			if attempts <= 1 {
+				bo.reset()
+			}
+			return bo.next()
+		}),
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			u.setConnected(nil, false)
+			if err != nil {
+				u.log.Warn("nats disconnected", "err", u.setErr(err))
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			u.setConnected(nc, true)
+			u.log.Info("nats reconnected", "server", redactURL(nc.ConnectedUrl()))
+			u.checkStreamSoon()
+		}),
+		nats.ReconnectErrHandler(func(nc *nats.Conn, err error) {
+			u.log.Debug("nats reconnect failed", "err", u.setErr(err))
+		}),
+		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
+			// Authorization failures during reconnects arrive here.
+			u.log.Warn("nats error", "err", u.setErr(err))
+		}),
+		nats.ClosedHandler(func(nc *nats.Conn) { u.setConnected(nil, false) }),
+	}
+	switch {
+	case n.User != "":
+		opts = append(opts, nats.UserInfo(n.User, n.Password.Value()))
+	case n.Token.IsSet():
+		opts = append(opts, nats.Token(n.Token.Value()))
+	case n.NkeySeedFile != "":
+		o, err := nats.NkeyOptionFromSeed(n.NkeySeedFile)
+		if err != nil {
+			return nil, fmt.Errorf("nkey_seed_file %s: %w", n.NkeySeedFile, err)
+		}
+		opts = append(opts, o)
+	case n.CredsFile != "":
+		opts = append(opts, nats.UserCredentials(n.CredsFile))
+	}
+	if n.TLS.enabled() {
+		opts = append(opts, nats.Secure(&tls.Config{ServerName: n.TLS.ServerName, MinVersion: tls.VersionTLS12}))
+		if n.TLS.CAFile != "" {
+			opts = append(opts, nats.RootCAs(n.TLS.CAFile))
+		}
+		if n.TLS.CertFile != "" {
+			opts = append(opts, nats.ClientCert(n.TLS.CertFile, n.TLS.KeyFile))
+		}
+	}
+	return opts, nil
+}
+
+func (u *Uplink) setConnected(nc *nats.Conn, up bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if up == u.connected {
+		return
+	}
+	u.connected = up
+	if up {
+		u.server = redactURL(nc.ConnectedUrl())
+		close(u.connCh)
+	} else {
+		u.server = ""
+		u.connCh = make(chan struct{})
+	}
+}
+
+// connectedCh returns a channel that is closed while the connection is up.
+func (u *Uplink) connectedCh() <-chan struct{} {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.connCh
+}
+
+// connect dials until it succeeds or ctx ends; after that the client reconnects by itself forever.
+func (u *Uplink) connect(ctx context.Context) (*nats.Conn, jetstream.JetStream, error) {
+	opts, err := u.natsOptions()
+	if err != nil {
+		u.setErr(err)
+		return nil, nil, fmt.Errorf("uplink: %w", err)
+	}
+	url := strings.Join(u.cfg.NATS.Servers, ",")
+	bo := backoff{min: u.cfg.NATS.ReconnectWait, max: u.cfg.NATS.ReconnectMaxWait}
+	for {
+		nc, err := nats.Connect(url, opts...)
+		if err == nil {
+			jsOpts := []jetstream.JetStreamOpt{
+				jetstream.WithPublishAsyncMaxPending(2 * u.cfg.MaxInflight),
+				jetstream.WithPublishAsyncTimeout(u.cfg.PublishTimeout),
+				jetstream.WithPublishAsyncAckHandler(u.onAck),
+				jetstream.WithPublishAsyncErrHandler(u.onErr),
+			}
+			var js jetstream.JetStream
+			if u.cfg.NATS.Domain != "" {
+				js, err = jetstream.NewWithDomain(nc, u.cfg.NATS.Domain, jsOpts...)
+			} else {
+				js, err = jetstream.New(nc, jsOpts...)
+			}
+			if err != nil {
+				nc.Close()
+				return nil, nil, fmt.Errorf("uplink: jetstream: %w", err)
+			}
+			u.mu.Lock()
+			u.nc, u.js = nc, js
+			u.mu.Unlock()
+			u.setConnected(nc, true)
+			u.log.Info("nats connected", "server", redactURL(nc.ConnectedUrl()))
+			return nc, js, nil
+		}
+		msg := u.setErr(err)
+		d := bo.next()
+		u.log.Warn("nats connect failed", "servers", u.cfg.NATS.describe(), "err", msg, "retry_in", d.Round(time.Millisecond))
+		if !sleepCtx(ctx, d) {
+			return nil, nil, ctx.Err()
+		}
+	}
+}
+
+// provision creates/updates or verifies the stream, retrying until it succeeds or ctx ends.
+func (u *Uplink) provision(ctx context.Context, js jetstream.JetStream) bool {
+	bo := backoff{min: u.cfg.NATS.ReconnectWait, max: u.cfg.NATS.ReconnectMaxWait}
+	for {
+		if err := u.ensureStream(ctx, js); err == nil {
+			return true
+		}
+		if !sleepCtx(ctx, bo.next()) {
+			return false
+		}
+	}
+}
+
+func (u *Uplink) setStream(ok bool, why string) {
+	u.mu.Lock()
+	u.streamOK, u.streamWhy = ok, why
+	u.mu.Unlock()
+}
+
+// checkStreamSoon asks watchStream to check the stream again (after a reconnect, or when a
+// publish reports that no stream answers).
+func (u *Uplink) checkStreamSoon() {
+	select {
+	case u.streamCheck <- struct{}{}:
+	default:
+	}
+}
+
+func (u *Uplink) watchStream(ctx context.Context, js jetstream.JetStream) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-u.streamCheck:
+		}
+		bo := backoff{min: u.cfg.NATS.ReconnectWait, max: u.cfg.NATS.ReconnectMaxWait}
+		for ctx.Err() == nil {
+			select {
+			case <-u.connectedCh():
+			case <-ctx.Done():
+				return
+			}
+			if u.ensureStream(ctx, js) == nil {
+				break
+			}
+			sleepCtx(ctx, bo.next())
+		}
+	}
+}
+
+// streamSubjects are the subjects the stream needs: every agent's samples, features and status
+// under the prefix, so one stream serves a whole fleet.
+func (u *Uplink) streamSubjects() []string {
+	p := u.cfg.NATS.SubjectPrefix
+	return []string{p + ".*.*.samples", p + ".*.*.features", p + ".*.*.status"}
+}
+
+func (u *Uplink) ensureStream(ctx context.Context, js jetstream.JetStream) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var err error
+	if u.cfg.NATS.CreateStream {
+		err = u.createStream(ctx, js)
+	} else {
+		err = u.verifyStream(ctx, js)
+	}
+	if err != nil {
+		why := u.redact(err.Error())
+		u.setStream(false, why)
+		u.setErr(err)
+		u.log.Warn("stream not usable", "stream", u.cfg.NATS.Stream, "err", why)
+		return err
+	}
+	u.setStream(true, "")
+	return nil
+}
+
+func (u *Uplink) createStream(ctx context.Context, js jetstream.JetStream) error {
+	n := &u.cfg.NATS
+	want := jetstream.StreamConfig{
+		Name:        n.Stream,
+		Description: "gemba agent data (samples, features, status)",
+		Subjects:    u.streamSubjects(),
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      n.MaxAge,
+		MaxBytes:    int64(n.MaxBytes),
+		Replicas:    n.Replicas,
+		Duplicates:  n.DuplicateWindow,
+		Storage:     jetstream.FileStorage,
+		Discard:     jetstream.DiscardNew,
+	}
+	if n.MaxBytes == 0 {
+		want.MaxBytes = -1
+	}
+	if n.Storage == "memory" {
+		want.Storage = jetstream.MemoryStorage
+	}
+	if n.Discard == "old" {
+		want.Discard = jetstream.DiscardOld
+	}
+	s, err := js.Stream(ctx, n.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if _, err := js.CreateStream(ctx, want); err != nil {
+			return fmt.Errorf("create stream %s: %w", n.Stream, err)
+		}
+		u.log.Info("stream created", "stream", n.Stream, "subjects", want.Subjects, "replicas", want.Replicas)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", n.Stream, err)
+	}
+	// Update the existing stream to our settings, keeping subjects others added to it.
+	have := s.CachedInfo().Config
+	upd := have
+	for _, sub := range want.Subjects {
+		if !slices.Contains(upd.Subjects, sub) {
+			upd.Subjects = append(slices.Clone(upd.Subjects), sub)
+		}
+	}
+	upd.MaxAge, upd.MaxBytes, upd.Replicas, upd.Duplicates, upd.Discard = want.MaxAge, want.MaxBytes, want.Replicas, want.Duplicates, want.Discard
+	if have.Storage != want.Storage {
+		return fmt.Errorf("stream %s exists with %s storage, config asks for %s (JetStream cannot change it; delete the stream or change uplink.nats.storage)", n.Stream, have.Storage, want.Storage)
+	}
+	if slices.Equal(upd.Subjects, have.Subjects) && upd.MaxAge == have.MaxAge && upd.MaxBytes == have.MaxBytes &&
+		upd.Replicas == have.Replicas && upd.Duplicates == have.Duplicates && upd.Discard == have.Discard {
+		return nil
+	}
+	if _, err := js.UpdateStream(ctx, upd); err != nil {
+		return fmt.Errorf("update stream %s: %w", n.Stream, err)
+	}
+	u.log.Info("stream updated", "stream", n.Stream, "subjects", upd.Subjects)
+	return nil
+}
+
+// verifyStream checks that the configured stream captures this agent's subjects.
+func (u *Uplink) verifyStream(ctx context.Context, js jetstream.JetStream) error {
+	n := &u.cfg.NATS
+	for _, l := range u.lanes {
+		name, err := js.StreamNameBySubject(ctx, l.subject)
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			return fmt.Errorf("no JetStream stream captures %s (create stream %s with that subject on the hub, or set uplink.nats.create_stream: true)", l.subject, n.Stream)
+		case err != nil:
+			return fmt.Errorf("looking up the stream for %s: %w", l.subject, err)
+		case name != n.Stream:
+			return fmt.Errorf("subject %s is captured by stream %s, but uplink.nats.stream is %s", l.subject, name, n.Stream)
+		}
+	}
+	s, err := js.Stream(ctx, n.Stream)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", n.Stream, err)
+	}
+	if dw := s.CachedInfo().Config.Duplicates; dw <= u.cfg.RestartBudget {
+		u.log.Warn("stream duplicate window below restart budget", "stream", n.Stream, "duplicate_window", dw,
+			"restart_budget", u.cfg.RestartBudget, "effect", "a replay after a longer restart can store duplicates; the hub dedupes on (agent, stream, seq)")
+	}
+	return nil
+}
