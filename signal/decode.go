@@ -12,15 +12,23 @@ import (
 
 // DecodeBatch decodes a message published by the agent. It never panics on bad input; errors wrap
 // ErrCorrupt and say what was wrong.
+//
+// Batches in the exact form this package writes take a fast path (decode_fast.go); anything else,
+// including every malformed input, is decoded (or rejected) by the general encoding/json decoder
+// below, which is also the reference the fast path is tested and fuzzed against.
 func DecodeBatch(data []byte) (*Batch, error) {
-	var w wireBatch
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	if err := dec.Decode(&w); err != nil {
-		return nil, fmt.Errorf("%w: batch: %v", ErrCorrupt, err)
+	if b, ok := decodeBatchFast(data); ok {
+		return b, nil
 	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: batch: trailing data", ErrCorrupt)
+	return decodeBatchJSON(data)
+}
+
+// decodeBatchJSON is the general decoder: any valid JSON layout of the envelope is accepted.
+func decodeBatchJSON(data []byte) (*Batch, error) {
+	var w wireBatch
+	// json.Unmarshal, unlike a json.Decoder, rejects anything after the object (even a stray '}').
+	if err := json.Unmarshal(data, &w); err != nil {
+		return nil, fmt.Errorf("%w: batch: %v", ErrCorrupt, err)
 	}
 	if w.Schema == 0 || w.Schema > SchemaVersion {
 		return nil, fmt.Errorf("%w: batch: schema %d unsupported (this decoder reads %d)", ErrCorrupt, w.Schema, SchemaVersion)
@@ -54,6 +62,9 @@ func DecodeBatch(data []byte) (*Batch, error) {
 
 // DecodeSamples decodes a JSON array of samples, as stored in a samples Chunk.
 func DecodeSamples(records []byte) ([]Sample, error) {
+	if s, ok := decodeSamplesFast(records); ok {
+		return s, nil
+	}
 	s, err := decodeSamples(records)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
@@ -63,6 +74,9 @@ func DecodeSamples(records []byte) ([]Sample, error) {
 
 // DecodeFeatures decodes a JSON array of features, as stored in a features Chunk.
 func DecodeFeatures(records []byte) ([]Feature, error) {
+	if f, ok := decodeFeaturesFast(records); ok {
+		return f, nil
+	}
 	f, err := decodeFeatures(records)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
@@ -84,7 +98,16 @@ type wireBatch struct {
 	Oldest        wireTime        `json:"oldest"`
 	Newest        wireTime        `json:"newest"`
 	Sent          wireTime        `json:"sent"`
-	Records       json.RawMessage `json:"records"`
+	Records       rawRecords      `json:"records"`
+}
+
+// rawRecords keeps the records array as a sub-slice of the input instead of copying it like
+// json.RawMessage; it is decoded before DecodeBatch returns and never retained.
+type rawRecords []byte
+
+func (r *rawRecords) UnmarshalJSON(b []byte) error {
+	*r = b
+	return nil
 }
 
 type wireSample struct {
@@ -111,6 +134,7 @@ type wireFeature struct {
 	Lbl     wireLabels `json:"lbl"`
 }
 
+// decodeSamples and decodeFeatures are the general (encoding/json) record decoders.
 func decodeSamples(data []byte) ([]Sample, error) {
 	var ws []wireSample
 	if err := json.Unmarshal(data, &ws); err != nil {
@@ -220,6 +244,10 @@ func (w *wireLabels) UnmarshalJSON(b []byte) error {
 	var m map[string]string
 	if err := json.Unmarshal(b, &m); err != nil {
 		return fmt.Errorf("labels: %v", err)
+	}
+	if len(m) == 0 { // {} reads as no labels, as the encoder writes no labels
+		*w = nil
+		return nil
 	}
 	// Recover the key order from the document (json.Unmarshal has validated it already).
 	dec := json.NewDecoder(bytes.NewReader(b))

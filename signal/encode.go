@@ -31,10 +31,14 @@ func AppendSampleJSON(dst []byte, s *Sample) []byte {
 		dst = append(dst, `,"s":`...)
 		dst = appendString(dst, s.Value.str)
 	}
-	if s.Quality != Good {
-		dst = append(dst, `,"q":"`...)
-		dst = append(dst, s.Quality.String()...)
-		dst = append(dst, '"')
+	switch s.Quality {
+	case Good:
+	case Uncertain:
+		dst = append(dst, `,"q":"uncertain"`...)
+	default:
+		// A quality outside the contract is not good; writing its Go name would make the whole batch
+		// undecodable, so it travels as "bad" (the reason, if any, is kept).
+		dst = append(dst, `,"q":"bad"`...)
 	}
 	if s.Reason != "" {
 		dst = append(dst, `,"r":`...)
@@ -123,13 +127,32 @@ func appendFloat(dst []byte, f float64) []byte {
 	return strconv.AppendFloat(dst, f, 'g', -1, 64)
 }
 
+// RFC 3339 has four-digit years only. A device clock can report anything, and one unparsable timestamp
+// would make the whole batch undecodable, so times outside [minWireTime, maxWireTime] are clamped.
+var (
+	minWireTime = time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxWireTime = time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC)
+)
+
+// wireClamp returns t in UTC (without monotonic reading), clamped to the years RFC 3339 can write.
+func wireClamp(t time.Time) time.Time {
+	t = t.UTC()
+	if t.Before(minWireTime) {
+		return minWireTime
+	}
+	if t.After(maxWireTime) {
+		return maxWireTime
+	}
+	return t
+}
+
 // appendTime writes an RFC 3339 UTC timestamp with nanoseconds. The zero time is written as null.
 func appendTime(dst []byte, t time.Time) []byte {
 	if t.IsZero() {
 		return append(dst, "null"...)
 	}
 	dst = append(dst, '"')
-	dst = t.UTC().AppendFormat(dst, time.RFC3339Nano)
+	dst = wireClamp(t).AppendFormat(dst, time.RFC3339Nano)
 	return append(dst, '"')
 }
 

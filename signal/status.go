@@ -2,6 +2,8 @@ package signal
 
 import (
 	"encoding/json"
+	"maps"
+	"math"
 	"time"
 )
 
@@ -35,13 +37,32 @@ type CollectorState struct {
 }
 
 // AppendStatusJSON appends statuses as a JSON array. Heartbeats are rare; encoding/json is fine here.
+// Times are written in UTC like every other wire time; a non-finite uptime or buffer age (which
+// encoding/json cannot write, and which would otherwise cost the whole heartbeat) is written as 0.
 func AppendStatusJSON(dst []byte, st []Status) []byte {
-	if st == nil {
-		st = []Status{}
+	norm := make([]Status, len(st))
+	for i, s := range st {
+		s.Time = wireClamp(s.Time)
+		s.Uptime = finiteOrZero(s.Uptime)
+		if len(s.Buffer) > 0 {
+			s.Buffer = maps.Clone(s.Buffer)
+			for k, b := range s.Buffer {
+				b.OldestAge = finiteOrZero(b.OldestAge)
+				s.Buffer[k] = b
+			}
+		}
+		norm[i] = s
 	}
-	b, err := json.Marshal(st)
-	if err != nil { // cannot happen for these types
+	b, err := json.Marshal(norm)
+	if err != nil { // unreachable: every value encoding/json refuses was normalised above
 		return append(dst, "[]"...)
 	}
 	return append(dst, b...)
+}
+
+func finiteOrZero(f float64) float64 {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0
+	}
+	return f
 }
