@@ -1,0 +1,568 @@
+// Package mqtt is gemba's MQTT collector: it subscribes to brokers (persistent sessions, manual
+// acks after the samples are durable), and maps JSON, plain values and Sparkplug B to samples.
+package mqtt
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
+
+	"github.com/gemba-io/gemba/collectors"
+	"github.com/gemba-io/gemba/signal"
+)
+
+func init() {
+	collectors.Register(collectors.Factory{
+		Type:      "mqtt",
+		NewConfig: func() any { return NewConfig() },
+		New: func(name string, cfg any, deps collectors.Deps) (collectors.Collector, error) {
+			c, ok := cfg.(*Config)
+			if !ok {
+				return nil, fmt.Errorf("mqtt: config is %T, want *mqtt.Config", cfg)
+			}
+			return New(name, c, deps)
+		},
+	})
+}
+
+// Collector subscribes to one broker (or a failover list) and emits samples. See Run.
+type Collector struct {
+	name     string
+	cfg      *Config
+	deps     collectors.Deps
+	log      *slog.Logger
+	warn     *rateLog
+	clientID string
+	subs     []*sub
+	sp       []*spHost // per subscription; nil unless sparkplugb
+	m        *metrics
+	tlsCfg   *tls.Config
+
+	gen    atomic.Uint64 // client generation: messages of a reset client are dropped unacked
+	client atomic.Pointer[clientRef]
+
+	// per subscription: unix nanos of the last message, for the stall watchdog
+	lastMsg     []atomic.Int64
+	connectedAt atomic.Int64 // unix nanos; 0 while disconnected
+	busy        atomic.Bool  // the worker is inside Emit (backpressure is not a stall)
+	queued      atomic.Int64
+
+	mu    sync.Mutex
+	state string
+	info  map[string]string
+}
+
+type clientRef struct {
+	gen uint64
+	cl  paho.Client
+}
+
+// inMsg is a received message waiting for the worker.
+type inMsg struct {
+	msg   paho.Message
+	gen   uint64
+	recv  time.Time
+	match []int // indexes of the subscriptions it matched
+}
+
+// New builds a collector from a validated config.
+func New(name string, cfg *Config, deps collectors.Deps) (*Collector, error) {
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Collector{name: name, cfg: cfg, deps: deps, log: deps.Logger, m: newMetrics(deps.Metrics),
+		state: "stopped", info: map[string]string{}}
+	c.warn = newRateLog(c.log, 10*time.Second)
+	c.clientID = cfg.ClientID
+	if c.clientID == "" {
+		if deps.Agent == "" && cfg.Persistent() {
+			return nil, collectors.Permanent(fmt.Errorf("mqtt: client_id is required for a persistent session when the agent has no id"))
+		}
+		c.clientID = "gemba-" + deps.Agent + "-" + name
+		if deps.Agent == "" {
+			c.clientID = "gemba-" + name
+		}
+	}
+	for i := range cfg.Subscriptions {
+		s, err := compileSubscription(&cfg.Subscriptions[i])
+		if err != nil {
+			return nil, collectors.Permanent(fmt.Errorf("mqtt: subscriptions[%d]: %w", i, err))
+		}
+		s.idx, s.qos = i, cfg.subQoS(i)
+		s.stall = cfg.StallTimeout
+		if st := cfg.Subscriptions[i].StallTimeout; st != nil {
+			s.stall = *st
+		}
+		c.subs = append(c.subs, s)
+		var h *spHost
+		if s.format == FormatSparkplugB {
+			h = newSpHost()
+			gaps := c.m.seqGaps.WithLabelValues(s.filter)
+			h.seqGaps = func(topic string, got, want int) {
+				gaps.Inc()
+				c.warn.Warn("seq:"+topic, "sparkplug seq gap", "topic", topic, "seq", got, "expected", want)
+			}
+		}
+		c.sp = append(c.sp, h)
+	}
+	c.lastMsg = make([]atomic.Int64, len(c.subs))
+	t, err := buildTLS(cfg)
+	if err != nil {
+		return nil, collectors.Permanent(fmt.Errorf("mqtt: %w", err))
+	}
+	c.tlsCfg = t
+	return c, nil
+}
+
+func buildTLS(cfg *Config) (*tls.Config, error) {
+	t := cfg.TLS
+	needs := t != (TLSConfig{})
+	for _, b := range cfg.BrokerList() {
+		needs = needs || strings.HasPrefix(b, "ssl://") || strings.HasPrefix(b, "tls://") ||
+			strings.HasPrefix(b, "mqtts://") || strings.HasPrefix(b, "wss://")
+	}
+	if !needs {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify} //nolint:gosec // operator's explicit choice
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls.ca_file %s: no PEM certificates in it", t.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if t.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.cert_file/key_file: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}
+
+// State implements collectors.Stater.
+func (c *Collector) State() (string, map[string]string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state, maps.Clone(c.info)
+}
+
+func (c *Collector) setState(state string, kv ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.state = state
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i+1] == "" {
+			delete(c.info, kv[i])
+		} else {
+			c.info[kv[i]] = kv[i+1]
+		}
+	}
+}
+
+// Run connects, subscribes and emits until ctx is done. Connection losses are healed by paho's
+// reconnect (re-subscribing each time); a stall or a refused Emit rebuilds the session so the
+// broker redelivers what was not acknowledged. Refused credentials are a permanent error.
+func (c *Collector) Run(ctx context.Context, emit collectors.Emitter) error {
+	ctx, cancel := context.WithCancel(ctx)
+	queue := make(chan inMsg, 2*c.cfg.MaxBatch)
+	reset := make(chan string, 1)
+	requestReset := func(why string) {
+		select {
+		case reset <- why:
+		default:
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { c.worker(ctx, emit, queue, requestReset) })
+	wg.Go(func() { c.watchdog(ctx, requestReset) })
+	defer func() {
+		cancel()
+		wg.Wait()
+		c.setState("stopped")
+	}()
+
+	backoff := c.cfg.Reconnect.Initial
+	for {
+		gen := c.gen.Add(1)
+		cl := paho.NewClient(c.clientOptions(ctx, queue, gen))
+		c.client.Store(&clientRef{gen: gen, cl: cl})
+		c.setState("connecting", "broker", strings.Join(c.cfg.BrokerList(), ","), "client_id", c.clientID)
+		err := c.connect(ctx, cl)
+		if err == nil {
+			backoff = c.cfg.Reconnect.Initial
+			select {
+			case <-ctx.Done():
+				cl.Disconnect(250)
+				return nil
+			case why := <-reset:
+				c.log.Warn("session reset", "reason", why)
+				c.setState("reconnecting", "last_error", why)
+				cl.Disconnect(250)
+				c.connectedAt.Store(0)
+				c.m.connected.Set(0)
+			}
+		} else {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if isAuthError(err) {
+				c.setState("failed", "last_error", err.Error())
+				return collectors.Permanent(fmt.Errorf("mqtt %s: %w", c.cfg.BrokerList()[0], err))
+			}
+			c.log.Warn("connect failed", "broker", c.cfg.BrokerList(), "err", err, "retry_in", backoff)
+			c.setState("reconnecting", "last_error", err.Error())
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, c.cfg.Reconnect.Max)
+	}
+}
+
+func isAuthError(err error) bool {
+	return errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) || errors.Is(err, packets.ErrorRefusedNotAuthorised) ||
+		errors.Is(err, packets.ErrorRefusedIDRejected)
+}
+
+// connect makes one connection attempt (every broker of the list, in order).
+func (c *Collector) connect(ctx context.Context, cl paho.Client) error {
+	tok := cl.Connect()
+	select {
+	case <-tok.Done():
+	case <-ctx.Done():
+		cl.Disconnect(0)
+		return ctx.Err()
+	}
+	if err := tok.Error(); err != nil {
+		cl.Disconnect(0)
+		return err
+	}
+	return nil
+}
+
+func (c *Collector) clientOptions(ctx context.Context, queue chan<- inMsg, gen uint64) *paho.ClientOptions {
+	o := paho.NewClientOptions()
+	for _, b := range c.cfg.BrokerList() {
+		o.AddBroker(b)
+	}
+	o.SetClientID(c.clientID)
+	o.SetUsername(c.cfg.Username)
+	o.SetPassword(c.cfg.Password.Value())
+	o.SetCleanSession(!c.cfg.Persistent())
+	o.SetProtocolVersion(4)
+	// Acks are ours: sent in order, only after the samples are durable.
+	o.SetAutoAckDisabled(true)
+	o.SetOrderMatters(true)
+	o.SetResumeSubs(false)
+	o.SetKeepAlive(c.cfg.KeepAlive)
+	o.SetPingTimeout(max(c.cfg.KeepAlive/2, time.Second))
+	o.SetConnectTimeout(c.cfg.ConnectTimeout)
+	o.SetWriteTimeout(c.cfg.ConnectTimeout)
+	o.SetAutoReconnect(true)
+	o.SetConnectRetry(false)
+	o.SetMaxReconnectInterval(c.cfg.Reconnect.Max)
+	if c.tlsCfg != nil {
+		o.SetTLSConfig(c.tlsCfg)
+	}
+	o.SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { c.receive(ctx, queue, gen, m) })
+	o.SetOnConnectHandler(func(cl paho.Client) { c.onConnect(cl, gen) })
+	o.SetConnectionLostHandler(func(_ paho.Client, err error) {
+		c.m.lost.Inc()
+		c.m.connected.Set(0)
+		c.connectedAt.Store(0)
+		c.log.Warn("connection lost", "err", err)
+		c.setState("reconnecting", "last_error", err.Error())
+	})
+	return o
+}
+
+// receive runs on paho's router goroutine: it matches and queues, nothing slow. A QoS >= 1
+// message waits for room (the broker's in-flight window bounds how many come); a QoS 0 message is
+// dropped and counted when the worker is behind, so a flood cannot stall keepalives.
+func (c *Collector) receive(ctx context.Context, queue chan<- inMsg, gen uint64, m paho.Message) {
+	now := time.Now()
+	in := inMsg{msg: m, gen: gen, recv: now}
+	topic := m.Topic()
+	for i, s := range c.subs {
+		if topicMatch(s.filter, topic) {
+			in.match = append(in.match, i)
+			c.lastMsg[i].Store(now.UnixNano())
+		}
+	}
+	c.queued.Add(1)
+	if m.Qos() == 0 {
+		select {
+		case queue <- in:
+		default:
+			c.queued.Add(-1)
+			c.m.droppedQoS0.Inc()
+		}
+		return
+	}
+	select {
+	case queue <- in:
+	case <-ctx.Done():
+		c.queued.Add(-1)
+	}
+}
+
+// onConnect re-subscribes on every connection and reconciles the broker's subscription set with
+// the config: filters recorded in the state file but no longer configured are unsubscribed.
+func (c *Collector) onConnect(cl paho.Client, gen uint64) {
+	c.m.connects.Inc()
+	c.m.connected.Set(1)
+	c.connectedAt.Store(time.Now().UnixNano())
+	c.setState("connected", "last_error", "")
+	c.log.Info("connected", "client_id", c.clientID, "persistent", c.cfg.Persistent())
+
+	want := map[string]byte{}
+	for _, s := range c.subs {
+		want[s.filter] = s.qos
+	}
+	prev, err := loadState(c.deps.DataDir)
+	if err != nil {
+		c.log.Warn("subscription state unreadable; removed topics cannot be unsubscribed", "err", err)
+	}
+	var remove []string
+	if prev.ClientID == c.clientID && c.cfg.Persistent() {
+		for f := range prev.Topics {
+			if _, ok := want[f]; !ok {
+				remove = append(remove, f)
+			}
+		}
+		slices.Sort(remove)
+	}
+	// Record the union first: if we crash before the unsubscribe is confirmed, the next start
+	// still knows those filters are live at the broker.
+	union := maps.Clone(want)
+	for _, f := range remove {
+		union[f] = prev.Topics[f]
+	}
+	if err := saveState(c.deps.DataDir, subState{ClientID: c.clientID, Topics: union}); err != nil {
+		c.log.Warn("save subscription state", "err", err)
+	}
+	tok := cl.SubscribeMultiple(want, nil)
+	failed := c.waitSubscribe(tok)
+	if len(remove) > 0 {
+		ut := cl.Unsubscribe(remove...)
+		if !ut.WaitTimeout(c.cfg.ConnectTimeout) || ut.Error() != nil {
+			c.log.Warn("unsubscribe removed topics", "topics", remove, "err", ut.Error())
+			return
+		}
+		c.log.Info("unsubscribed topics no longer configured", "topics", remove)
+	}
+	if err := saveState(c.deps.DataDir, subState{ClientID: c.clientID, Topics: want}); err != nil {
+		c.log.Warn("save subscription state", "err", err)
+	}
+	if len(failed) > 0 {
+		c.setState("degraded", "failed_subscriptions", strings.Join(failed, ","))
+	} else {
+		c.setState("connected", "failed_subscriptions", "")
+	}
+}
+
+func (c *Collector) waitSubscribe(tok paho.Token) (failed []string) {
+	if !tok.WaitTimeout(c.cfg.ConnectTimeout) {
+		c.m.subFails.Add(float64(len(c.subs)))
+		c.log.Error("subscribe not confirmed", "timeout", c.cfg.ConnectTimeout)
+		for _, s := range c.subs {
+			failed = append(failed, s.filter)
+		}
+		return failed
+	}
+	if err := tok.Error(); err != nil {
+		c.log.Error("subscribe failed", "err", err)
+	}
+	st, ok := tok.(*paho.SubscribeToken)
+	if !ok {
+		return nil
+	}
+	for f, code := range st.Result() {
+		if code == 0x80 {
+			c.m.subFails.Inc()
+			c.log.Error("broker refused subscription", "topic", f)
+			failed = append(failed, f)
+		}
+	}
+	slices.Sort(failed)
+	return failed
+}
+
+// worker maps queued messages in batches, makes their samples durable with one Emit and then
+// acknowledges the messages in the order they arrived.
+func (c *Collector) worker(ctx context.Context, emit collectors.Emitter, queue <-chan inMsg, reset func(string)) {
+	batch := make([]inMsg, 0, c.cfg.MaxBatch)
+	var samples []signal.Sample
+	for {
+		select {
+		case in := <-queue:
+			batch = append(batch[:0], in)
+		case <-ctx.Done():
+			return
+		}
+	drain:
+		for len(batch) < c.cfg.MaxBatch {
+			select {
+			case in := <-queue:
+				batch = append(batch, in)
+			default:
+				break drain
+			}
+		}
+		c.queued.Add(-int64(len(batch)))
+		cur := c.gen.Load()
+		samples = samples[:0]
+		for _, in := range batch {
+			if in.gen == cur {
+				samples = c.mapMessage(samples, in)
+			}
+		}
+		if len(samples) > 0 {
+			c.busy.Store(true)
+			err := emit.Emit(ctx, samples)
+			c.busy.Store(false)
+			if err != nil {
+				if ctx.Err() != nil {
+					return // shutting down: unacknowledged messages are redelivered next time
+				}
+				c.m.emitErrors.Inc()
+				c.log.Error("emit failed; messages not acknowledged", "messages", len(batch), "err", err)
+				// The broker resends unacknowledged messages only on a new connection.
+				c.gen.Add(1)
+				reset("buffer refused samples: " + err.Error())
+				continue
+			}
+		}
+		for _, in := range batch {
+			if in.gen == cur {
+				in.msg.Ack()
+				if in.msg.Qos() > 0 {
+					c.m.acks.Inc()
+				}
+			}
+		}
+		c.publishRebirths()
+		clear(samples) // drop references to label slices and strings
+	}
+}
+
+// mapMessage appends the samples of one message for every subscription it matched.
+func (c *Collector) mapMessage(dst []signal.Sample, in inMsg) []signal.Sample {
+	topic := in.msg.Topic()
+	if len(in.match) == 0 {
+		c.m.unmatched.Inc()
+		return dst
+	}
+	payload := in.msg.Payload()
+	m := msgCtx{source: c.name + ":" + topic, topic: topic, levels: strings.Split(topic, "/"), recv: in.recv}
+	for _, i := range in.match {
+		s := c.subs[i]
+		c.m.messages.WithLabelValues(s.filter).Inc()
+		m.probs = m.probs[:0]
+		n := len(dst)
+		if len(payload) > int(c.cfg.MaxPayload) {
+			m.addProblem(reasonTooLarge, "payload of %d bytes exceeds max_payload %s", len(payload), c.cfg.MaxPayload)
+		} else {
+			switch s.format {
+			case FormatJSON:
+				dst = s.parseJSON(dst, &m, payload)
+			case FormatValue:
+				dst = s.parseValue(dst, &m, payload)
+			case FormatSparkplugB:
+				dst = s.parseSparkplug(dst, &m, payload, c.sp[i], c.cfg.Sparkplug.RebirthOnGap, c.cfg.Sparkplug.RebirthInterval)
+			}
+		}
+		c.m.samples.WithLabelValues(s.filter).Add(float64(len(dst) - n))
+		for _, p := range m.probs {
+			c.m.bad.WithLabelValues(s.filter, p.reason).Inc()
+			c.warn.Warn(s.filter+"|"+p.reason, "bad payload", "subscription", s.filter, "topic", topic, "reason", p.reason, "detail", p.detail)
+		}
+	}
+	return dst
+}
+
+// publishRebirths sends the NCMD rebirth requests the Sparkplug mapping asked for.
+func (c *Collector) publishRebirths() {
+	ref := c.client.Load()
+	for i, h := range c.sp {
+		if h == nil || len(h.pending) == 0 {
+			continue
+		}
+		for _, k := range h.pending {
+			payload, err := rebirthPayload(time.Now())
+			if err != nil || ref == nil {
+				continue
+			}
+			topic := spNamespace + "/" + k.group + "/NCMD/" + k.node
+			ref.cl.Publish(topic, 0, false, payload) // QoS 0 and not awaited: a lost request is retried on the next gap
+			c.m.rebirths.WithLabelValues(c.subs[i].filter).Inc()
+			c.log.Info("sparkplug rebirth requested", "group", k.group, "node", k.node)
+		}
+		h.pending = h.pending[:0]
+	}
+}
+
+// watchdog resets the session when a live subscription has been silent past its stall_timeout
+// while connected. Silence caused by our own backpressure (a blocked Emit) does not count.
+func (c *Collector) watchdog(ctx context.Context, reset func(string)) {
+	tick := time.Duration(0)
+	for _, s := range c.subs {
+		if s.stall > 0 && (tick == 0 || s.stall/4 < tick) {
+			tick = s.stall / 4
+		}
+	}
+	if tick == 0 {
+		return
+	}
+	tick = max(tick, 10*time.Millisecond)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		since := c.connectedAt.Load()
+		if since == 0 || c.busy.Load() || c.queued.Load() > 0 {
+			continue
+		}
+		now := time.Now().UnixNano()
+		for i, s := range c.subs {
+			if s.stall <= 0 {
+				continue
+			}
+			last := max(c.lastMsg[i].Load(), since)
+			if time.Duration(now-last) > s.stall {
+				c.m.stalls.WithLabelValues(s.filter).Inc()
+				c.log.Warn("subscription stalled", "subscription", s.filter, "silent_for", time.Duration(now-last).Round(time.Millisecond))
+				c.setState("stalled", "stalled_subscription", s.filter)
+				c.connectedAt.Store(0)
+				reset("no message on " + s.filter + " within stall_timeout")
+				break
+			}
+		}
+	}
+}

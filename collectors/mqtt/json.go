@@ -1,0 +1,201 @@
+package mqtt
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gemba-io/gemba/signal"
+)
+
+// parseJSON maps a JSON payload to samples. Every problem is recorded in m; whatever could be
+// mapped is appended to dst.
+func (s *sub) parseJSON(dst []signal.Sample, m *msgCtx, payload []byte) []signal.Sample {
+	// encoding/json silently replaces invalid UTF-8 with U+FFFD; a sensor sending it is broken
+	// and the operator should hear about it rather than see mangled strings.
+	if !utf8.Valid(payload) {
+		m.addProblem(reasonInvalidUTF8, "payload is not valid UTF-8")
+		return dst
+	}
+	root, err := decodeJSON(payload)
+	if err != nil {
+		m.addProblem(reasonInvalidJSON, "%v", err)
+		return dst
+	}
+	if s.each == nil {
+		return s.mapElement(dst, m, root, root, "")
+	}
+	v, ok := s.each.lookup(root, root)
+	if !ok {
+		m.addProblem(reasonMissingField, "each: %s not in payload", s.each)
+		return dst
+	}
+	arr, ok := v.([]any)
+	if !ok {
+		m.addProblem(reasonWrongType, "each: %s is %s, not an array", s.each, jsonKind(v))
+		return dst
+	}
+	for i, e := range arr {
+		dst = s.mapElement(dst, m, e, root, "["+strconv.Itoa(i)+"]")
+	}
+	return dst
+}
+
+// mapElement maps one element (the whole document, or one entry of the each array).
+func (s *sub) mapElement(dst []signal.Sample, m *msgCtx, elem, root any, at string) []signal.Sample {
+	c := tctx{topic: m.topic, levels: m.levels, elem: elem, root: root}
+	ts := m.recv
+	quality, reason := signal.Good, ""
+	if s.timePath != nil {
+		if t, err := s.readTime(elem, root); err != nil {
+			m.addProblem(reasonBadTime, "%s%s: %v", at, s.timePath, err)
+			// The reading is real, its time is not: keep it at receive time, marked as such.
+			quality, reason = signal.Uncertain, "bad time field: "+err.Error()
+		} else {
+			ts = t
+		}
+	}
+	labels := s.labelsFor(m, &c)
+	emit := func(name string, sig *template, v any, typ string) {
+		c.field = name
+		t := s.signal
+		if sig != nil {
+			t = *sig
+		}
+		sn, err := t.expand(&c)
+		if err != nil {
+			m.addProblem(reasonBadName, "%s%s: %v", at, name, err)
+			return
+		}
+		val, err := convert(v, typ, at+name)
+		smp := signal.Sample{Signal: sn, Time: ts, Value: val, Quality: quality, Reason: reason, Source: m.source, Labels: labels}
+		if err != nil {
+			m.addProblem(reasonWrongType, "%v", err)
+			smp.Value, smp.Quality, smp.Reason = signal.Value{}, signal.Bad, err.Error()
+		} else if v == nil {
+			smp.Quality, smp.Reason = signal.Bad, "null value"
+		}
+		dst = append(dst, smp)
+	}
+	if s.allLeaves {
+		ls := leaves(nil, "", elem, maxLeaves+1)
+		if len(ls) > maxLeaves {
+			m.addProblem(reasonTooMany, "%smore than %d values; configure fields", at, maxLeaves)
+			ls = ls[:maxLeaves]
+		}
+		for _, l := range ls {
+			if s.timePath != nil && !s.timePath.root && l.path == s.timePath.src {
+				continue
+			}
+			emit(l.path, nil, l.v, "")
+		}
+		return dst
+	}
+	for i := range s.fields {
+		f := &s.fields[i]
+		v, ok := f.path.lookup(elem, root)
+		if !ok {
+			if !f.optional {
+				m.addProblem(reasonMissingField, "%s%s not in payload", at, f.path)
+			}
+			continue
+		}
+		emit(f.name, f.signal, v, f.typ)
+	}
+	return dst
+}
+
+func (s *sub) readTime(elem, root any) (time.Time, error) {
+	v, ok := s.timePath.lookup(elem, root)
+	if !ok {
+		return time.Time{}, fmt.Errorf("not in payload")
+	}
+	return parseTime(v, s.timeFmt)
+}
+
+// Plausible epochs for auto detection: seconds until ~5138 AD are below 1e11.
+const (
+	autoSecLimit = 1e11
+	autoMsLimit  = 1e14
+	autoUsLimit  = 1e17
+)
+
+// parseTime reads a time value in the configured format ("" or auto guesses).
+func parseTime(v any, format string) (time.Time, error) {
+	switch x := v.(type) {
+	case json.Number:
+		f, err := strconv.ParseFloat(string(x), 64)
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			return time.Time{}, fmt.Errorf("%q is not a number", string(x))
+		}
+		return epoch(string(x), f, format)
+	case string:
+		switch format {
+		case "", "auto", "rfc3339":
+			if t, err := time.Parse(time.RFC3339Nano, x); err == nil {
+				return t, nil
+			}
+			if f, err := strconv.ParseFloat(x, 64); err == nil && format != "rfc3339" && !math.IsInf(f, 0) && !math.IsNaN(f) {
+				return epoch(x, f, format)
+			}
+			return time.Time{}, fmt.Errorf("%q is not an RFC 3339 time", x)
+		case "unix_s", "unix_ms", "unix_us", "unix_ns":
+			f, err := strconv.ParseFloat(strings.TrimSpace(x), 64)
+			if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+				return time.Time{}, fmt.Errorf("%q is not a number", x)
+			}
+			return epoch(x, f, format)
+		default:
+			t, err := time.Parse(format, x)
+			if err != nil {
+				return time.Time{}, fmt.Errorf("%q does not match layout %q", x, format)
+			}
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("expected a time, got %s", jsonKind(v))
+}
+
+func epoch(text string, f float64, format string) (time.Time, error) {
+	if format == "" || format == "auto" {
+		switch a := math.Abs(f); {
+		case a < autoSecLimit:
+			format = "unix_s"
+		case a < autoMsLimit:
+			format = "unix_ms"
+		case a < autoUsLimit:
+			format = "unix_us"
+		default:
+			format = "unix_ns"
+		}
+	}
+	// Integers are converted exactly; floats (unix_s with a fraction) to the nanosecond.
+	if i, err := strconv.ParseInt(text, 10, 64); err == nil {
+		switch format {
+		case "unix_s":
+			if i > math.MaxInt64/int64(time.Second) || i < math.MinInt64/int64(time.Second) {
+				return time.Time{}, fmt.Errorf("%s out of range", text)
+			}
+			return time.Unix(i, 0).UTC(), nil
+		case "unix_ms":
+			return time.UnixMilli(i).UTC(), nil
+		case "unix_us":
+			return time.UnixMicro(i).UTC(), nil
+		case "unix_ns":
+			return time.Unix(0, i).UTC(), nil
+		}
+	}
+	mult := map[string]float64{"unix_s": 1e9, "unix_ms": 1e6, "unix_us": 1e3, "unix_ns": 1}[format]
+	ns := f * mult
+	if ns > math.MaxInt64 || ns < math.MinInt64 {
+		return time.Time{}, fmt.Errorf("%s out of range", text)
+	}
+	return time.Unix(0, int64(ns)).UTC(), nil
+}
+
+func sortStrings(s []string) { sort.Strings(s) }

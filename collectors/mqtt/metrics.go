@@ -1,0 +1,114 @@
+package mqtt
+
+import (
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the collector's Prometheus series. Deps.Metrics already carries collector=<name>.
+type metrics struct {
+	messages   *prometheus.CounterVec // by subscription
+	samples    *prometheus.CounterVec
+	bad        *prometheus.CounterVec // by subscription, reason
+	unmatched  prometheus.Counter
+	droppedQoS0 prometheus.Counter
+	emitErrors prometheus.Counter
+	acks       prometheus.Counter
+	connects   prometheus.Counter
+	lost       prometheus.Counter
+	stalls     *prometheus.CounterVec
+	subFails   prometheus.Counter
+	seqGaps    *prometheus.CounterVec
+	rebirths   *prometheus.CounterVec
+	connected  prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	cv := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gemba_mqtt_" + name, Help: help}, labels))
+	}
+	c := func(name, help string) prometheus.Counter {
+		return register(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "gemba_mqtt_" + name, Help: help}))
+	}
+	return &metrics{
+		messages:    cv("messages_total", "MQTT messages received, by subscription.", "subscription"),
+		samples:     cv("samples_total", "Samples mapped from MQTT messages, by subscription.", "subscription"),
+		bad:         cv("bad_payloads_total", "Payload problems (malformed, oversized, wrong type, ...), by subscription and reason.", "subscription", "reason"),
+		unmatched:   c("unmatched_messages_total", "Messages that matched no configured subscription (acknowledged and dropped)."),
+		droppedQoS0: c("dropped_qos0_total", "QoS 0 messages dropped because the collector was behind."),
+		emitErrors:  c("emit_errors_total", "Batches the buffer refused; their messages were not acknowledged."),
+		acks:        c("acks_total", "Messages acknowledged to the broker after their samples were durable."),
+		connects:    c("connects_total", "Successful connections to a broker."),
+		lost:        c("connection_lost_total", "Connections lost."),
+		stalls:      cv("stalls_total", "Subscriptions silent past their stall_timeout while connected.", "subscription"),
+		subFails:    c("subscribe_failures_total", "Topic filters the broker refused or did not confirm."),
+		seqGaps:     cv("sparkplug_seq_gaps_total", "Sparkplug B seq numbers out of order.", "subscription"),
+		rebirths:    cv("sparkplug_rebirth_requests_total", "Sparkplug B rebirth requests (NCMD) sent.", "subscription"),
+		connected: register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gemba_mqtt_connected", Help: "1 while connected to a broker.",
+		})),
+	}
+}
+
+// register registers c, or returns the collector already registered under the same name, so a
+// rebuilt collector (config reload) keeps counting on the same series.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+	}
+	return c
+}
+
+// rateLog logs at most one line per key and interval, and says how many it held back.
+type rateLog struct {
+	log   *slog.Logger
+	every time.Duration
+	mu    sync.Mutex
+	keys  map[string]*rateEntry
+}
+
+type rateEntry struct {
+	last       time.Time
+	suppressed int
+}
+
+func newRateLog(log *slog.Logger, every time.Duration) *rateLog {
+	return &rateLog{log: log, every: every, keys: map[string]*rateEntry{}}
+}
+
+func (r *rateLog) Warn(key, msg string, args ...any) {
+	r.mu.Lock()
+	e := r.keys[key]
+	if e == nil {
+		if len(r.keys) > 10000 { // bound memory when keys come from topics
+			clear(r.keys)
+		}
+		e = &rateEntry{}
+		r.keys[key] = e
+	}
+	now := time.Now()
+	if !e.last.IsZero() && now.Sub(e.last) < r.every {
+		e.suppressed++
+		r.mu.Unlock()
+		return
+	}
+	n := e.suppressed
+	e.last, e.suppressed = now, 0
+	r.mu.Unlock()
+	if n > 0 {
+		args = append(args, "suppressed", n)
+	}
+	r.log.Warn(msg, args...)
+}

@@ -1,0 +1,74 @@
+package mqtt
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// subState is what the broker holds for a persistent session, as far as we know: the client id
+// and the topic filters subscribed with it. Kept so a filter removed from the config is
+// unsubscribed after a restart instead of flowing forever.
+type subState struct {
+	ClientID string          `json:"client_id"`
+	Topics   map[string]byte `json:"topics"`
+}
+
+const stateFile = "mqtt-subscriptions.json"
+
+func loadState(dir string) (subState, error) {
+	var s subState
+	if dir == "" {
+		return s, nil
+	}
+	data, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if os.IsNotExist(err) {
+		return s, nil
+	}
+	if err != nil {
+		return s, fmt.Errorf("read subscription state: %w", err)
+	}
+	if err := json.Unmarshal(data, &s); err != nil {
+		return subState{}, fmt.Errorf("subscription state %s: %w", filepath.Join(dir, stateFile), err)
+	}
+	return s, nil
+}
+
+// saveState writes the state atomically: a crash leaves the old or the new file, never half of one.
+func saveState(dir string, s subState) error {
+	if dir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("subscription state: %w", err)
+	}
+	data, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, stateFile+".*")
+	if err != nil {
+		return fmt.Errorf("subscription state: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("subscription state: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("subscription state: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("subscription state: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(dir, stateFile)); err != nil {
+		return fmt.Errorf("subscription state: %w", err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
