@@ -85,20 +85,20 @@ func DecodeFeatures(records []byte) ([]Feature, error) {
 }
 
 type wireBatch struct {
-	Schema        int             `json:"schema"`
-	Agent         string          `json:"agent"`
-	Site          string          `json:"site"`
-	Stream        string          `json:"stream"`
-	ConfigVersion string          `json:"config_version"`
-	FirstSeq      uint64          `json:"first_seq"`
-	LastSeq       uint64          `json:"last_seq"`
-	Count         int             `json:"count"`
-	Historical    bool            `json:"historical"`
-	DelayMS       int64           `json:"delay_ms"`
-	Oldest        wireTime        `json:"oldest"`
-	Newest        wireTime        `json:"newest"`
-	Sent          wireTime        `json:"sent"`
-	Records       rawRecords      `json:"records"`
+	Schema        int        `json:"schema"`
+	Agent         string     `json:"agent"`
+	Site          string     `json:"site"`
+	Stream        string     `json:"stream"`
+	ConfigVersion string     `json:"config_version"`
+	FirstSeq      uint64     `json:"first_seq"`
+	LastSeq       uint64     `json:"last_seq"`
+	Count         int        `json:"count"`
+	Historical    bool       `json:"historical"`
+	DelayMS       int64      `json:"delay_ms"`
+	Oldest        wireTime   `json:"oldest"`
+	Newest        wireTime   `json:"newest"`
+	Sent          wireTime   `json:"sent"`
+	Records       rawRecords `json:"records"`
 }
 
 // rawRecords keeps the records array as a sub-slice of the input instead of copying it like
