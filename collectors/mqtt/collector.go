@@ -334,7 +334,7 @@ func (c *Collector) onConnect(cl paho.Client, gen uint64) {
 	c.m.connects.Inc()
 	c.m.connected.Set(1)
 	c.connectedAt.Store(time.Now().UnixNano())
-	c.setState("connected", "last_error", "")
+	c.setState("subscribing", "last_error", "")
 	c.log.Info("connected", "client_id", c.clientID, "persistent", c.cfg.Persistent())
 
 	want := map[string]byte{}
