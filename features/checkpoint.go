@@ -1,0 +1,158 @@
+package features
+
+import (
+	"bytes"
+	"encoding/gob"
+	"fmt"
+
+	"github.com/DataDog/sketches-go/ddsketch"
+	"github.com/DataDog/sketches-go/ddsketch/store"
+)
+
+// Checkpoints hold every series' open windows (gauge panes with their sketches, counter and state
+// points), watermarks and close positions, and the group-by tracks, gob-encoded under
+// CheckpointKey. Clean is true only in the checkpoint written by Close; the engine rewrites the
+// checkpoint with Clean false as soon as it has restored it, so a crash at any later point is
+// recognised on the next start.
+
+const checkpointVersion = 1
+
+type checkpoint struct {
+	V      int
+	Clean  bool
+	Series []ckSeries
+	Tracks []ckTrack
+}
+
+type ckSeries struct {
+	Sig, FP  string
+	S        *series
+	Panes    []*pane
+	Sketches [][]byte
+}
+
+type ckTrack struct {
+	Sig string
+	Pts []tpoint
+}
+
+// encode serialises the engine state. Called with e.mu held.
+func (e *Engine) encode(clean bool) []byte {
+	ck := checkpoint{V: checkpointVersion, Clean: clean}
+	for _, s := range e.series {
+		cs := ckSeries{Sig: s.sig, FP: s.r.fp, S: s, Panes: s.panes}
+		if s.r.sketch {
+			for _, pn := range s.panes {
+				var b []byte
+				pn.sk.Encode(&b, true)
+				cs.Sketches = append(cs.Sketches, b)
+			}
+		}
+		ck.Series = append(ck.Series, cs)
+	}
+	for sig, en := range e.entries {
+		if en.t != nil && len(en.t.Pts) > 0 {
+			ck.Tracks = append(ck.Tracks, ckTrack{Sig: sig, Pts: en.t.Pts})
+		}
+	}
+	var buf bytes.Buffer
+	if err := gob.NewEncoder(&buf).Encode(&ck); err != nil {
+		// Only unencodable types fail here, which would be a programming error; log, don't crash.
+		e.log.Error("checkpoint encode failed", "err", err)
+		return nil
+	}
+	return buf.Bytes()
+}
+
+// load reads the checkpoint into e.restored and returns the tracks. A missing, corrupt or
+// incompatible checkpoint is logged and gives a cold start: windows are then marked partial.
+func (e *Engine) load() []ckTrack {
+	if e.opts.Store == nil {
+		return nil
+	}
+	data, ok, err := e.opts.Store.GetMeta(CheckpointKey)
+	if err != nil {
+		e.log.Error("checkpoint unreadable, cold start", "err", err)
+		return nil
+	}
+	if !ok {
+		return nil
+	}
+	var ck checkpoint
+	if err := gob.NewDecoder(bytes.NewReader(data)).Decode(&ck); err != nil {
+		e.log.Error("checkpoint corrupt, cold start", "err", err, "bytes", len(data))
+		return nil
+	}
+	if ck.V != checkpointVersion {
+		e.log.Warn("checkpoint version unknown, cold start", "version", ck.V)
+		return nil
+	}
+	e.crashed = !ck.Clean
+	e.restored = make(map[string]*series, len(ck.Series))
+	for _, cs := range ck.Series {
+		s := cs.S
+		if s == nil {
+			continue
+		}
+		s.sig, s.ckFP, s.panes = cs.Sig, cs.FP, cs.Panes
+		if err := e.restoreSketches(s, cs); err != nil {
+			e.log.Warn("checkpoint series dropped", "signal", cs.Sig, "err", err)
+			continue
+		}
+		if e.crashed {
+			// Samples folded after this checkpoint were lost with the process: every window open
+			// now, and any up to the first new sample, is partial.
+			s.ObsFrom = max(s.ObsFrom, s.WM+1)
+			s.resetObs = true
+		}
+		e.restored[cs.Sig] = s
+	}
+	return ck.Tracks
+}
+
+func (e *Engine) restoreSketches(s *series, cs ckSeries) error {
+	if len(cs.Sketches) == 0 {
+		return nil
+	}
+	if len(cs.Sketches) != len(cs.Panes) {
+		return fmt.Errorf("%d sketches for %d panes", len(cs.Sketches), len(cs.Panes))
+	}
+	provider := func() store.Store { return store.NewCollapsingLowestDenseStore(sketchBins) }
+	for i, pn := range s.panes {
+		sk, err := ddsketch.DecodeDDSketch(cs.Sketches[i], provider, e.mapping)
+		if err != nil {
+			return fmt.Errorf("pane %d sketch: %w", pn.Idx, err)
+		}
+		pn.sk = sk
+	}
+	return nil
+}
+
+// restore loads the checkpoint, re-attaches series whose rule is unchanged and marks the rest as
+// discarded, then writes the checkpoint back as not clean.
+func (e *Engine) restore() error {
+	tracks := e.load()
+	for _, r := range e.rules {
+		if r.src.By != "" {
+			if en := e.entry(r.src.By); en.t == nil {
+				en.t = &track{}
+			}
+		}
+	}
+	for sig := range e.restored {
+		e.entry(sig) // consumes e.restored[sig] when a rule still matches
+	}
+	for sig := range e.restored {
+		e.log.Warn("checkpoint series discarded (no rule matches)", "signal", sig)
+	}
+	e.restored = nil
+	for _, ct := range tracks {
+		if en := e.entries[ct.Sig]; en != nil && en.t != nil {
+			en.t.Pts = ct.Pts
+		}
+	}
+	if e.opts.Store != nil && len(e.series) > 0 {
+		return e.put(e.encode(false))
+	}
+	return nil
+}

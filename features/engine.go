@@ -1,0 +1,375 @@
+package features
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"path"
+	"sync"
+	"time"
+
+	"github.com/DataDog/sketches-go/ddsketch/mapping"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gemba-io/gemba/signal"
+)
+
+// Store keeps the engine's checkpoint. The buffer's Badger store implements it.
+type Store interface {
+	GetMeta(key string) ([]byte, bool, error)
+	PutMeta(key string, value []byte) error
+}
+
+// Options are the engine's dependencies.
+type Options struct {
+	Logger  *slog.Logger
+	Metrics prometheus.Registerer // nil: no metrics
+	Store   Store                 // nil: no checkpoints (every restart is a cold start)
+	// Emit receives the features of the windows that closed. It is called with the engine's lock held,
+	// from Add, Run or Flush, and must neither keep the slice nor call back into the engine.
+	Emit func([]signal.Feature)
+	Now  func() time.Time // wall clock (default time.Now), used for idle timeouts only
+	// CheckpointInterval is how often Run checkpoints open windows (default 10s).
+	CheckpointInterval time.Duration
+	// TickInterval is how often Run checks idle timeouts (default: a quarter of the shortest idle
+	// timeout, between 100ms and 1s).
+	TickInterval time.Duration
+}
+
+// CheckpointKey is the Store key of the engine's checkpoint.
+const CheckpointKey = "features/checkpoint"
+
+// maxCatchUp bounds the windows a state signal emits after a long gap, so one old carry cannot
+// produce millions of records.
+const maxCatchUp = 10000
+
+// Engine folds samples into windows. Add is called from one goroutine; Run and Close may run
+// concurrently with it (a mutex serialises them).
+type Engine struct {
+	mu      sync.Mutex
+	log     *slog.Logger
+	opts    Options
+	rules   []*rule
+	entries map[string]*entry
+	series  []*series // every series, for idle checks and checkpoints
+	mapping mapping.IndexMapping
+	out     []signal.Feature
+	closed  bool
+	m       metrics
+	lastCk  time.Time
+	// restored holds checkpointed series not yet seen since start, by signal name.
+	restored map[string]*series
+	crashed  bool
+}
+
+// entry is what a signal name resolves to: its own series (nil when no rule matches) and the
+// group-by track when other rules group by it.
+type entry struct {
+	s *series
+	t *track
+}
+
+type metrics struct {
+	folded, late, bad, excluded prometheus.Counter
+	closedWM, closedIdle        prometheus.Counter
+	emitted                     prometheus.Counter
+	ckErrors                    prometheus.Counter
+	ckBytes, seriesN            prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) (metrics, error) {
+	samples := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gemba_features_samples_total",
+		Help: "Samples seen by the feature engine by result: folded, late (beyond allowed lateness, not folded), bad (Bad quality or unusable value, counted not folded), excluded (Uncertain under policy exclude)."}, []string{"result"})
+	windows := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gemba_features_windows_closed_total",
+		Help: "Windows closed, by reason: watermark or idle."}, []string{"reason"})
+	m := metrics{
+		folded: samples.WithLabelValues("folded"), late: samples.WithLabelValues("late"),
+		bad: samples.WithLabelValues("bad"), excluded: samples.WithLabelValues("excluded"),
+		closedWM: windows.WithLabelValues("watermark"), closedIdle: windows.WithLabelValues("idle"),
+		emitted:  prometheus.NewCounter(prometheus.CounterOpts{Name: "gemba_features_emitted_total", Help: "Feature records emitted."}),
+		ckErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "gemba_features_checkpoint_errors_total", Help: "Failed checkpoint writes."}),
+		ckBytes:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "gemba_features_checkpoint_bytes", Help: "Size of the last checkpoint."}),
+		seriesN:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "gemba_features_series", Help: "Signals with a feature rule seen so far."}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{samples, windows, m.emitted, m.ckErrors, m.ckBytes, m.seriesN} {
+			if err := reg.Register(c); err != nil {
+				return m, fmt.Errorf("features: register metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}
+
+// New builds an engine for cfg (which must have passed Validate) and restores the checkpoint from
+// opts.Store, if any.
+func New(cfg Config, opts Options) (*Engine, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Emit == nil {
+		opts.Emit = func([]signal.Feature) {}
+	}
+	if opts.CheckpointInterval <= 0 {
+		opts.CheckpointInterval = 10 * time.Second
+	}
+	mp, err := mapping.NewLogarithmicMapping(sketchAccuracy)
+	if err != nil {
+		return nil, fmt.Errorf("features: sketch mapping: %w", err)
+	}
+	e := &Engine{log: opts.Logger, opts: opts, entries: map[string]*entry{}, mapping: mp}
+	for i := range cfg {
+		ru := &cfg[i]
+		if ru.Window <= 0 || (ru.Hop > 0 && ru.Window%ru.Hop != 0) {
+			return nil, fmt.Errorf("features: rule %d (%s): invalid window/hop (validate the config first)", i, ru.Signal)
+		}
+		e.rules = append(e.rules, compile(ru))
+	}
+	if opts.TickInterval <= 0 {
+		opts.TickInterval = time.Second
+		for _, r := range e.rules {
+			if r.idle > 0 {
+				opts.TickInterval = min(opts.TickInterval, max(r.idle/4, 100*time.Millisecond))
+			}
+		}
+		e.opts.TickInterval = opts.TickInterval
+	}
+	if e.m, err = newMetrics(opts.Metrics); err != nil {
+		return nil, err
+	}
+	if err := e.restore(); err != nil {
+		return nil, err
+	}
+	e.lastCk = opts.Now()
+	return e, nil
+}
+
+// entry returns the entry for sig, resolving its rule on first sight.
+func (e *Engine) entry(sig string) *entry {
+	en, ok := e.entries[sig]
+	if ok {
+		return en
+	}
+	en = &entry{}
+	e.entries[sig] = en
+	for _, r := range e.rules {
+		if ok, _ := path.Match(r.src.Signal, sig); ok {
+			en.s = e.newSeries(sig, r)
+			break
+		}
+	}
+	return en
+}
+
+func (e *Engine) newSeries(sig string, r *rule) *series {
+	s := &series{sig: sig, r: r, Closed: math.MinInt64}
+	if old, ok := e.restored[sig]; ok {
+		delete(e.restored, sig)
+		if old.ckFP == r.fp {
+			s = old
+			s.r = r
+		} else {
+			e.log.Warn("checkpoint series discarded (rule changed)", "signal", sig)
+		}
+	}
+	if r.src.By != "" {
+		// Group-by targets are tracked whether or not they have rules of their own.
+		en := e.entry(r.src.By)
+		if en.t == nil {
+			en.t = &track{}
+		}
+		s.track = en.t
+		s.track.deps = append(s.track.deps, s)
+	}
+	s.lastArrival = e.opts.Now()
+	e.series = append(e.series, s)
+	e.m.seriesN.Set(float64(len(e.series)))
+	return s
+}
+
+// batch counts what one Add did, so metrics are updated once per batch.
+type batch struct {
+	folded, late, bad, excluded int
+	closedWM, closedIdle        int
+}
+
+// Add folds samples into their windows, emits the features of windows that closed, and returns the
+// samples to forward raw: it compacts samples in place (the result aliases the argument) keeping
+// those of signals without a rule, of rules with forward_raw, and every late sample (late samples
+// are never folded, so forwarding them raw is how they are not lost).
+func (e *Engine) Add(samples []signal.Sample) []signal.Sample {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return samples
+	}
+	now := e.opts.Now()
+	var b batch
+	keep := samples[:0]
+	for i := range samples {
+		smp := &samples[i]
+		en := e.entries[smp.Signal]
+		if en == nil {
+			en = e.entry(smp.Signal)
+		}
+		if en.t != nil && smp.Quality != signal.Bad && smp.Value.Kind() != signal.KindNone {
+			en.t.add(smp.Time.UnixNano(), smp.Value.Text())
+		}
+		s := en.s
+		if s == nil {
+			keep = append(keep, *smp)
+			continue
+		}
+		s.lastArrival = now
+		late := s.add(e, smp, &b)
+		if late || s.r.forwardRaw {
+			keep = append(keep, *smp)
+		}
+	}
+	e.finish(&b)
+	return keep
+}
+
+// finish emits what the batch closed and updates metrics.
+func (e *Engine) finish(b *batch) {
+	if len(e.out) > 0 {
+		e.opts.Emit(e.out)
+		e.m.emitted.Add(float64(len(e.out)))
+		clear(e.out)
+		e.out = e.out[:0]
+	}
+	if b.folded > 0 {
+		e.m.folded.Add(float64(b.folded))
+	}
+	if b.late > 0 {
+		e.m.late.Add(float64(b.late))
+	}
+	if b.bad > 0 {
+		e.m.bad.Add(float64(b.bad))
+	}
+	if b.excluded > 0 {
+		e.m.excluded.Add(float64(b.excluded))
+	}
+	if b.closedWM > 0 {
+		e.m.closedWM.Add(float64(b.closedWM))
+	}
+	if b.closedIdle > 0 {
+		e.m.closedIdle.Add(float64(b.closedIdle))
+	}
+}
+
+// Run checks idle timeouts and writes periodic checkpoints until ctx ends. It returns nil when ctx
+// is cancelled; Close writes the final checkpoint.
+func (e *Engine) Run(ctx context.Context) error {
+	t := time.NewTicker(e.opts.TickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			e.Tick()
+		}
+	}
+}
+
+// Tick closes the windows of idle signals and checkpoints when the interval has passed. Run calls
+// it; tests call it directly with a fake clock.
+func (e *Engine) Tick() {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return
+	}
+	now := e.opts.Now()
+	var b batch
+	for _, s := range e.series {
+		s.idleCheck(e, now, &b)
+	}
+	e.finish(&b)
+	var data []byte
+	if now.Sub(e.lastCk) >= e.opts.CheckpointInterval {
+		data = e.encode(false)
+		e.lastCk = now
+	}
+	e.mu.Unlock()
+	if data != nil {
+		e.put(data)
+	}
+}
+
+// Checkpoint writes the open windows to the store now (not marked clean).
+func (e *Engine) Checkpoint() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return errClosed
+	}
+	data := e.encode(false)
+	e.lastCk = e.opts.Now()
+	e.mu.Unlock()
+	return e.put(data)
+}
+
+var errClosed = errors.New("features: engine closed")
+
+// Close writes a clean checkpoint of the open windows (they are not emitted: they continue after a
+// restart). It is idempotent; Add after Close forwards everything and folds nothing.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	data := e.encode(true)
+	e.mu.Unlock()
+	return e.put(data)
+}
+
+func (e *Engine) put(data []byte) error {
+	if e.opts.Store == nil {
+		return nil
+	}
+	if err := e.opts.Store.PutMeta(CheckpointKey, data); err != nil {
+		e.m.ckErrors.Inc()
+		e.log.Error("checkpoint failed", "err", err, "bytes", len(data))
+		return fmt.Errorf("features: write checkpoint: %w", err)
+	}
+	e.m.ckBytes.Set(float64(len(data)))
+	return nil
+}
+
+// Stats are engine totals since start, for tests and the status heartbeat.
+type Stats struct {
+	Series, Late, Bad, Excluded, Folded int64
+}
+
+// Stats returns the engine's totals.
+func (e *Engine) Stats() Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var st Stats
+	st.Series = int64(len(e.series))
+	for _, s := range e.series {
+		st.Late += s.nLate
+		st.Bad += s.nBad
+		st.Excluded += s.nExcl
+		st.Folded += s.nFolded
+	}
+	return st
+}
+
+// emit appends a feature record.
+func (e *Engine) emit(s *series, name string, start, end int64, v float64, n int64, partial bool, lbl signal.Labels) {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return
+	}
+	e.out = append(e.out, signal.Feature{Signal: s.sig, Name: name, WindowStart: time.Unix(0, start).UTC(),
+		WindowEnd: time.Unix(0, end).UTC(), Value: v, Count: n, Labels: lbl, Partial: partial})
+}

@@ -1,0 +1,290 @@
+package features
+
+import (
+	"math"
+
+	"github.com/DataDog/sketches-go/ddsketch"
+	"github.com/DataDog/sketches-go/ddsketch/store"
+)
+
+// sketchAccuracy is the relative accuracy of percentiles (DDSketch): a reported p95 is within 1%
+// of a value whose rank is the 95th percentile.
+const sketchAccuracy = 0.01
+
+// sketchBins bounds a sketch's bins (per sign); with 1% accuracy 2048 bins span 18 orders of
+// magnitude before the lowest bins collapse.
+const sketchBins = 2048
+
+// pane holds the mergeable statistics of one hop-long slice of a gauge signal. Fields are exported
+// for the checkpoint encoder.
+type pane struct {
+	Idx           int64
+	N, Bad, Excl  int64
+	Sum, Mean, M2 float64 // M2: Welford's sum of squared deviations
+	Min, Max      float64
+	FirstT, LastT int64
+	FirstV, LastV float64
+	TwI           float64 // time-weighted integral (value × seconds) of the held value
+	TwD           int64   // ns covered by TwI
+	EWMA          float64 // ewma after the pane's last in-order sample
+	EWMAT         int64
+	EWMAOK        bool
+	sk            *ddsketch.DDSketch
+}
+
+func (e *Engine) newSketch() *ddsketch.DDSketch {
+	return ddsketch.NewDDSketch(e.mapping, store.NewCollapsingLowestDenseStore(sketchBins), store.NewCollapsingLowestDenseStore(sketchBins))
+}
+
+// pane returns the pane with index p, creating it in order.
+func (s *series) pane(e *Engine, p int64) *pane {
+	i := len(s.panes) - 1
+	for ; i >= 0; i-- {
+		if s.panes[i].Idx == p {
+			return s.panes[i]
+		}
+		if s.panes[i].Idx < p {
+			break
+		}
+	}
+	var pn *pane
+	if n := len(s.free); n > 0 {
+		pn = s.free[n-1]
+		s.free[n-1] = nil
+		s.free = s.free[:n-1]
+		sk := pn.sk
+		*pn = pane{sk: sk}
+	} else {
+		pn = &pane{}
+	}
+	pn.Idx = p
+	if s.r.sketch {
+		if pn.sk == nil {
+			pn.sk = e.newSketch()
+		} else {
+			pn.sk.Clear()
+		}
+	}
+	s.panes = append(s.panes, nil)
+	copy(s.panes[i+2:], s.panes[i+1:])
+	s.panes[i+1] = pn
+	return pn
+}
+
+func (s *series) release(pn *pane) {
+	if len(s.free) < 4 {
+		s.free = append(s.free, pn)
+	}
+}
+
+func (s *series) foldGauge(e *Engine, p, t int64, v float64, bad, excl bool) {
+	pn := s.pane(e, p)
+	switch {
+	case bad:
+		pn.Bad++
+		return
+	case excl:
+		pn.Excl++
+		return
+	}
+	pn.N++
+	pn.Sum += v
+	d := v - pn.Mean
+	pn.Mean += d / float64(pn.N)
+	pn.M2 += d * (v - pn.Mean)
+	if pn.N == 1 {
+		pn.Min, pn.Max, pn.FirstT, pn.FirstV, pn.LastT, pn.LastV = v, v, t, v, t, v
+	} else {
+		pn.Min, pn.Max = min(pn.Min, v), max(pn.Max, v)
+		if t < pn.FirstT {
+			pn.FirstT, pn.FirstV = t, v
+		}
+		if t >= pn.LastT {
+			pn.LastT, pn.LastV = t, v
+		}
+	}
+	r := s.r
+	if r.sketch {
+		_ = pn.sk.Add(v) // finite by construction; beyond ±1e308 is refused and ignored
+	}
+	// ewma and the time-weighted mean follow the signal in time order; an out-of-order sample
+	// still counts in every other statistic.
+	if s.HoldOK && t < s.LastT {
+		return
+	}
+	if r.twa && s.HoldOK {
+		s.hold(s.HoldT, t, s.HoldV)
+	}
+	s.HoldT, s.HoldV, s.HoldOK, s.LastT = t, v, true, t
+	if r.ewma {
+		if s.EWMAOK {
+			s.EWMA = r.alpha*v + (1-r.alpha)*s.EWMA
+		} else {
+			s.EWMA, s.EWMAOK = v, true
+		}
+		pn.EWMA, pn.EWMAT, pn.EWMAOK = s.EWMA, t, true
+	}
+}
+
+// hold adds value v held over [t0, t1) to the panes it overlaps (sample-and-hold interpolation).
+func (s *series) hold(t0, t1 int64, v float64) {
+	if t1 <= t0 {
+		return
+	}
+	hop := s.r.hop
+	for i := len(s.panes) - 1; i >= 0; i-- {
+		pn := s.panes[i]
+		ps, pe := pn.Idx*hop, (pn.Idx+1)*hop
+		if pe <= t0 {
+			break
+		}
+		lo, hi := max(ps, t0), min(pe, t1)
+		if hi > lo {
+			pn.TwI += v * float64(hi-lo) / 1e9
+			pn.TwD += hi - lo
+		}
+	}
+}
+
+// merge folds b into a (Chan et al.'s parallel variance).
+func (a *pane) merge(b *pane) {
+	a.Bad += b.Bad
+	a.Excl += b.Excl
+	a.TwI += b.TwI
+	a.TwD += b.TwD
+	if b.EWMAOK && (!a.EWMAOK || b.EWMAT >= a.EWMAT) {
+		a.EWMA, a.EWMAT, a.EWMAOK = b.EWMA, b.EWMAT, true
+	}
+	if b.N == 0 {
+		return
+	}
+	if a.N == 0 {
+		a.N, a.Sum, a.Mean, a.M2, a.Min, a.Max = b.N, b.Sum, b.Mean, b.M2, b.Min, b.Max
+		a.FirstT, a.FirstV, a.LastT, a.LastV = b.FirstT, b.FirstV, b.LastT, b.LastV
+		return
+	}
+	n := a.N + b.N
+	d := b.Mean - a.Mean
+	a.Mean += d * float64(b.N) / float64(n)
+	a.M2 += b.M2 + d*d*float64(a.N)*float64(b.N)/float64(n)
+	a.N, a.Sum = n, a.Sum+b.Sum
+	a.Min, a.Max = min(a.Min, b.Min), max(a.Max, b.Max)
+	if b.FirstT < a.FirstT {
+		a.FirstT, a.FirstV = b.FirstT, b.FirstV
+	}
+	if b.LastT >= a.LastT {
+		a.LastT, a.LastV = b.LastT, b.LastV
+	}
+}
+
+// closeGauge emits windows Closed+1..kmax that hold at least one pane and returns how many.
+func (s *series) closeGauge(e *Engine, kmax int64, idle bool) int {
+	m := s.r.panes
+	n, i := 0, 0
+	for k := s.Closed + 1; k <= kmax; {
+		lo := k - m + 1
+		for i < len(s.panes) && s.panes[i].Idx < lo {
+			i++
+		}
+		if i == len(s.panes) {
+			break
+		}
+		if s.panes[i].Idx > k {
+			k = s.panes[i].Idx // skip windows without data
+			continue
+		}
+		var a pane
+		var sk *ddsketch.DDSketch
+		for j := i; j < len(s.panes) && s.panes[j].Idx <= k; j++ {
+			a.merge(s.panes[j])
+			if s.r.sketch {
+				if m == 1 {
+					sk = s.panes[j].sk
+				} else {
+					if sk == nil {
+						sk = e.newSketch()
+					}
+					_ = sk.MergeWith(s.panes[j].sk)
+				}
+			}
+		}
+		start, end := s.window(k)
+		s.emitGauge(e, &a, sk, start, end, s.partial(start, end, idle))
+		n++
+		k++
+	}
+	return n
+}
+
+func (s *series) emitGauge(e *Engine, a *pane, sk *ddsketch.DDSketch, start, end int64, partial bool) {
+	r := s.r
+	if a.N > 0 {
+		for _, f := range r.src.Compute {
+			var v float64
+			switch f {
+			case "count":
+				v = float64(a.N)
+			case "sum":
+				v = a.Sum
+			case "mean":
+				v = a.Mean
+			case "min":
+				v = a.Min
+			case "max":
+				v = a.Max
+			case "stddev":
+				v = math.Sqrt(a.M2 / float64(a.N))
+			case "first":
+				v = a.FirstV
+			case "last":
+				v = a.LastV
+			case "delta":
+				v = a.LastV - a.FirstV
+			case "rate":
+				if a.LastT == a.FirstT {
+					continue
+				}
+				v = (a.LastV - a.FirstV) / (float64(a.LastT-a.FirstT) / 1e9)
+			case "ewma":
+				if !a.EWMAOK {
+					continue
+				}
+				v = a.EWMA
+			case "twa":
+				v = a.Mean
+				if a.TwD > 0 {
+					v = a.TwI / (float64(a.TwD) / 1e9)
+				}
+			default:
+				q, ok := quantileOf(r, f)
+				if !ok || sk == nil {
+					continue
+				}
+				var err error
+				if v, err = sk.GetValueAtQuantile(q); err != nil {
+					continue
+				}
+			}
+			e.emit(s, r.name(f), start, end, v, a.N, partial, nil)
+		}
+	}
+	s.emitQuality(e, a.Bad, a.Excl, start, end, partial)
+}
+
+func (s *series) emitQuality(e *Engine, bad, excl, start, end int64, partial bool) {
+	if bad > 0 {
+		e.emit(s, "bad_count", start, end, float64(bad), bad, partial, nil)
+	}
+	if excl > 0 {
+		e.emit(s, "uncertain_count", start, end, float64(excl), excl, partial, nil)
+	}
+}
+
+func quantileOf(r *rule, f string) (float64, bool) {
+	for _, q := range r.quantiles {
+		if q.name == f {
+			return q.q, true
+		}
+	}
+	return 0, false
+}

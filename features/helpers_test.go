@@ -1,0 +1,153 @@
+package features
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gemba-io/gemba/config"
+	"github.com/gemba-io/gemba/signal"
+)
+
+// memStore is the in-memory Store of the tests.
+type memStore struct {
+	mu   sync.Mutex
+	m    map[string][]byte
+	fail error
+}
+
+func newMemStore() *memStore { return &memStore{m: map[string][]byte{}} }
+
+func (s *memStore) GetMeta(key string) ([]byte, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.m[key]
+	return append([]byte(nil), v...), ok, nil
+}
+
+func (s *memStore) PutMeta(key string, value []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail != nil {
+		return s.fail
+	}
+	s.m[key] = append([]byte(nil), value...)
+	return nil
+}
+
+// fakeClock is a settable wall clock.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Set(t time.Time) {
+	c.mu.Lock()
+	c.t = t
+	c.mu.Unlock()
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+type agentDoc struct {
+	Features Config `yaml:"features"`
+}
+
+// parseConfig decodes a features section with the project's strict decoder.
+func parseConfig(t testing.TB, yml string) Config {
+	t.Helper()
+	var doc agentDoc
+	if err := config.NewDecoder().Unmarshal([]byte(yml), &doc); err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	return doc.Features
+}
+
+// harness runs an engine with a fake clock and an in-memory store and collects what it emits.
+type harness struct {
+	t     testing.TB
+	cfg   Config
+	clock *fakeClock
+	store *memStore
+	e     *Engine
+	mu    sync.Mutex
+	out   []signal.Feature
+	fwd   int
+}
+
+func newHarness(t testing.TB, cfg Config) *harness {
+	h := &harness{t: t, cfg: cfg, clock: &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}, store: newMemStore()}
+	h.start()
+	return h
+}
+
+func (h *harness) start() {
+	h.t.Helper()
+	e, err := New(h.cfg, Options{
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Store:  h.store, Now: h.clock.Now, CheckpointInterval: time.Hour,
+		Emit: func(fs []signal.Feature) {
+			h.mu.Lock()
+			h.out = append(h.out, fs...)
+			h.mu.Unlock()
+		},
+	})
+	if err != nil {
+		h.t.Fatalf("New: %v", err)
+	}
+	h.e = e
+}
+
+func (h *harness) add(ss ...signal.Sample) {
+	h.fwd += len(h.e.Add(ss))
+}
+
+// restart stops the engine cleanly (Close) or as a crash (dropped without Close) and starts a new
+// one on the same store.
+func (h *harness) restart(clean bool) {
+	h.t.Helper()
+	if clean {
+		if err := h.e.Close(); err != nil {
+			h.t.Fatalf("Close: %v", err)
+		}
+	}
+	h.start()
+}
+
+func (h *harness) features() []signal.Feature {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]signal.Feature(nil), h.out...)
+}
+
+func gauge(sig string, ts time.Time, v float64) signal.Sample {
+	return signal.Sample{Signal: sig, Time: ts, Value: signal.Float(v)}
+}
+
+func featureKey(f signal.Feature) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s %s %s", f.WindowEnd.Format(time.RFC3339Nano), f.WindowStart.Format(time.RFC3339Nano), f.Signal, f.Name)
+	for _, l := range f.Labels {
+		fmt.Fprintf(&b, " %s=%s", l.Key, l.Value)
+	}
+	return b.String()
+}
+
+func sortFeatures(fs []signal.Feature) {
+	sort.SliceStable(fs, func(i, j int) bool { return featureKey(fs[i]) < featureKey(fs[j]) })
+}

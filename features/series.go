@@ -1,0 +1,248 @@
+package features
+
+import (
+	"math"
+	"time"
+
+	"github.com/gemba-io/gemba/signal"
+)
+
+// series is the window state of one signal.
+//
+// Windows are aligned to the Unix epoch in panes of length hop; window k is [(k+1-m)*hop, (k+1)*hop)
+// with m = window/hop panes, so boundaries never depend on when the agent started. Window k closes
+// when the signal's watermark (its newest event time) reaches its end plus the allowed lateness, or
+// when the idle timeout extrapolates the watermark there.
+type series struct {
+	sig   string
+	r     *rule
+	track *track // group-by source (counters with by)
+
+	HasWM  bool
+	WM     int64 // newest event time seen (ns)
+	Closed int64 // windows k <= Closed are closed; a sample in a pane <= Closed is late
+	// ObsFrom is the start of continuous observation: windows starting before it are partial.
+	ObsFrom int64
+
+	// gauge state: panes in ascending idx order, and the in-order carries for ewma and twa
+	panes          []*pane
+	free           []*pane
+	EWMA           float64
+	EWMAOK         bool
+	HoldT          int64 // last in-order good sample, for the time-weighted mean
+	HoldV          float64
+	HoldOK         bool
+	LastT          int64 // newest good sample time (order check for ewma/twa)
+	IdleCloseUntil int64 // windows ending after the last event that idle closed are partial
+
+	// counter and state kinds: points in time order (bad ones kept for counting)
+	Pts []point
+
+	ckFP                        string // rule fingerprint of a restored series
+	resetObs                    bool   // restored after a crash: observation restarts at the next sample
+	lastArrival                 time.Time
+	nLate, nBad, nExcl, nFolded int64
+}
+
+// point is one counter or state sample kept until its windows have closed.
+type point struct {
+	T   int64
+	V   float64
+	S   string
+	Bad bool // excluded from values (Bad, unusable, or Uncertain under exclude); counted
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if (a%b != 0) && ((a < 0) != (b < 0)) {
+		q--
+	}
+	return q
+}
+
+// add folds one sample and closes the windows its watermark passes. It reports whether the
+// sample was late.
+func (s *series) add(e *Engine, smp *signal.Sample, b *batch) bool {
+	t := smp.Time.UnixNano()
+	if smp.Time.IsZero() {
+		t = math.MinInt64 / 2
+	}
+	r := s.r
+	p := floorDiv(t, r.hop)
+	if s.Closed == math.MinInt64 {
+		s.Closed = p - 1
+		s.ObsFrom = t
+	}
+	if p <= s.Closed {
+		s.nLate++
+		b.late++
+		e.log.Debug("late sample", "signal", s.sig, "time", smp.Time, "watermark", time.Unix(0, s.WM).UTC())
+		return true
+	}
+	if s.resetObs {
+		s.ObsFrom, s.resetObs = max(s.ObsFrom, t), false
+	}
+	if !s.HasWM || t > s.WM {
+		s.WM, s.HasWM = t, true
+	}
+	// Value and quality: Bad, non-numeric gauges/counters and NaN/Inf are counted, not folded.
+	v, num := smp.Value.Number()
+	bad := smp.Quality == signal.Bad || smp.Value.Kind() == signal.KindNone
+	if r.kind != kindState && (!num || math.IsNaN(v) || math.IsInf(v, 0)) {
+		bad = true
+	}
+	excl := !bad && smp.Quality == signal.Uncertain && r.exclUnc
+	switch {
+	case bad:
+		s.nBad++
+		b.bad++
+	case excl:
+		s.nExcl++
+		b.excluded++
+	default:
+		s.nFolded++
+		b.folded++
+	}
+	if r.kind == kindGauge {
+		s.foldGauge(e, p, t, v, bad, excl)
+	} else {
+		pt := point{T: t, V: v, Bad: bad || excl}
+		if r.kind == kindState {
+			pt.S = smp.Value.Text()
+			if n, ok := r.stateNames[pt.S]; ok {
+				pt.S = n
+			}
+		}
+		s.insert(pt)
+	}
+	s.closeTo(e, s.WM-r.lateness, false, b)
+	return false
+}
+
+func (s *series) insert(pt point) {
+	i := len(s.Pts)
+	for i > 0 && s.Pts[i-1].T > pt.T {
+		i--
+	}
+	if i == len(s.Pts) {
+		s.Pts = append(s.Pts, pt)
+		return
+	}
+	s.Pts = append(s.Pts, point{})
+	copy(s.Pts[i+1:], s.Pts[i:])
+	s.Pts[i] = pt
+}
+
+// closeTo closes every window whose end is <= limit. Idle closes mark gauge and counter windows
+// partial (the signal stopped before their end, so they were not fully observed).
+func (s *series) closeTo(e *Engine, limit int64, idle bool, b *batch) {
+	r := s.r
+	kmax := floorDiv(limit, r.hop) - 1 // window k ends at (k+1)*hop <= limit
+	if kmax <= s.Closed {
+		return
+	}
+	n := 0
+	switch r.kind {
+	case kindGauge:
+		n = s.closeGauge(e, kmax, idle)
+	case kindCounter:
+		n = s.closeCounter(e, kmax, idle)
+	case kindState:
+		n = s.closeState(e, kmax)
+	}
+	s.Closed = kmax
+	if idle {
+		b.closedIdle += n
+	} else {
+		b.closedWM += n
+	}
+	s.prune()
+}
+
+// window returns the bounds of window k.
+func (s *series) window(k int64) (start, end int64) {
+	end = (k + 1) * s.r.hop
+	return end - s.r.window, end
+}
+
+// partial reports whether window [start, end) was not fully observed.
+func (s *series) partial(start, end int64, idle bool) bool {
+	return start < s.ObsFrom || (idle && end > s.WM)
+}
+
+// idleCheck extrapolates the watermark of a signal that has been silent for its idle timeout by
+// the wall-clock time since its last sample, and closes the windows that passes.
+func (s *series) idleCheck(e *Engine, now time.Time, b *batch) {
+	r := s.r
+	if r.idle <= 0 || !s.HasWM || !s.open() {
+		return
+	}
+	silent := now.Sub(s.lastArrival)
+	if silent < r.idle {
+		return
+	}
+	s.closeTo(e, s.WM+int64(silent)-r.lateness, r.kind != kindState, b)
+}
+
+// open reports whether the series has data in windows not yet closed.
+func (s *series) open() bool {
+	switch s.r.kind {
+	case kindGauge:
+		return len(s.panes) > 0
+	case kindCounter:
+		return len(s.Pts) > 0 && s.Pts[len(s.Pts)-1].T >= (s.Closed+1)*s.r.hop
+	}
+	return len(s.Pts) > 0
+}
+
+// prune drops what no open window needs: panes and points before the start of window Closed+1,
+// keeping the last good point before it as the carry (counter baseline, current state).
+func (s *series) prune() {
+	start, _ := s.window(s.Closed + 1)
+	if s.r.kind == kindGauge {
+		first := floorDiv(start, s.r.hop)
+		i := 0
+		for i < len(s.panes) && s.panes[i].Idx < first {
+			s.release(s.panes[i])
+			i++
+		}
+		if i > 0 {
+			n := copy(s.panes, s.panes[i:])
+			clear(s.panes[n:])
+			s.panes = s.panes[:n]
+		}
+		return
+	}
+	i := 0
+	for i < len(s.Pts) && s.Pts[i].T < start {
+		i++
+	}
+	// keep the carry: for counters the last good point before start (the baseline of the next
+	// increment); for states the last point, Bad or not (a Bad state means "unknown since then").
+	c := i - 1
+	for s.r.kind == kindCounter && c >= 0 && s.Pts[c].Bad {
+		c--
+	}
+	drop := i
+	if c >= 0 {
+		s.Pts[i-1] = s.Pts[c]
+		drop = i - 1
+	}
+	if drop > 0 {
+		n := copy(s.Pts, s.Pts[drop:])
+		clear(s.Pts[n:])
+		s.Pts = s.Pts[:n]
+	}
+	if s.track != nil {
+		s.track.prune()
+	}
+}
+
+// firstNeeded is the earliest time the series may still look up in its group-by track.
+func (s *series) firstNeeded() int64 {
+	start, _ := s.window(s.Closed + 1)
+	if len(s.Pts) > 0 && s.Pts[0].T < start {
+		return s.Pts[0].T
+	}
+	return start
+}

@@ -1,0 +1,256 @@
+package features
+
+import (
+	"sort"
+
+	"github.com/gemba-io/gemba/signal"
+)
+
+// Counters and states keep their points (they are slow signals: part counts, machine states) and
+// compute windows when they close, so out-of-order samples within the allowed lateness, sliding
+// windows and group-by changes are all exact.
+
+// unknownGroup labels increments observed before the group-by signal had any value.
+const unknownGroup = "unknown"
+
+// increment returns the increase from prev to cur: a decrease is a rollover when counterMax is set
+// and prev was in the upper half of the range (the counter wrapped), otherwise a reset to zero.
+func increment(prev, cur, counterMax float64) (inc float64, reset bool) {
+	if cur >= prev {
+		return cur - prev, false
+	}
+	if counterMax > 0 && prev > counterMax/2 && prev <= counterMax {
+		return counterMax - prev + cur + 1, true
+	}
+	return cur, true
+}
+
+// groupAgg is the per-group result of one counter window.
+type groupAgg struct {
+	key    string
+	delta  float64
+	n      int64
+	resets int64
+}
+
+// closeCounter emits windows Closed+1..kmax that hold at least one point.
+func (s *series) closeCounter(e *Engine, kmax int64, idle bool) int {
+	r := s.r
+	n := 0
+	var groups []groupAgg
+	for k := s.Closed + 1; k <= kmax; {
+		start, end := s.window(k)
+		i := sort.Search(len(s.Pts), func(i int) bool { return s.Pts[i].T >= start })
+		if i == len(s.Pts) {
+			break
+		}
+		if pk := floorDiv(s.Pts[i].T, r.hop); pk > k {
+			k = pk
+			continue
+		}
+		// baseline: the last good point before the window
+		havePrev, prev := false, 0.0
+		for j := i - 1; j >= 0; j-- {
+			if !s.Pts[j].Bad {
+				havePrev, prev = true, s.Pts[j].V
+				break
+			}
+		}
+		groups = groups[:0]
+		var bad int64
+		for j := i; j < len(s.Pts) && s.Pts[j].T < end; j++ {
+			p := &s.Pts[j]
+			if p.Bad {
+				bad++
+				continue
+			}
+			key := ""
+			if s.track != nil {
+				key = s.track.at(p.T)
+			}
+			g := findGroup(&groups, key)
+			g.n++
+			if havePrev {
+				inc, reset := increment(prev, p.V, r.counterMax)
+				g.delta += inc
+				if reset {
+					g.resets++
+				}
+			}
+			havePrev, prev = true, p.V
+		}
+		partial := s.partial(start, end, idle)
+		secs := float64(r.window) / 1e9
+		for _, g := range groups {
+			var lbl signal.Labels
+			if s.track != nil {
+				lbl = signal.Labels{{Key: r.byLabel, Value: g.key}}
+			}
+			for _, f := range r.src.Compute {
+				v := g.delta
+				switch f {
+				case "rate":
+					v = g.delta / secs
+				case "resets":
+					v = float64(g.resets)
+				}
+				e.emit(s, r.name(f), start, end, v, g.n, partial, lbl)
+			}
+		}
+		s.emitQuality(e, bad, 0, start, end, partial)
+		n++
+		k++
+	}
+	return n
+}
+
+func findGroup(gs *[]groupAgg, key string) *groupAgg {
+	for i := range *gs {
+		if (*gs)[i].key == key {
+			return &(*gs)[i]
+		}
+	}
+	*gs = append(*gs, groupAgg{key: key})
+	return &(*gs)[len(*gs)-1]
+}
+
+// closeState emits windows Closed+1..kmax in which the state is known (a carried state counts:
+// a state holds until it changes, so state windows close on the idle timeout without being partial).
+func (s *series) closeState(e *Engine, kmax int64) int {
+	r := s.r
+	if len(s.Pts) == 0 {
+		return 0
+	}
+	k := s.Closed + 1
+	if kmax-k >= maxCatchUp {
+		e.log.Warn("state windows skipped after a long gap", "signal", s.sig, "windows", kmax-k-maxCatchUp+1)
+		k = kmax - maxCatchUp + 1
+	}
+	n := 0
+	type stateTime struct {
+		state string
+		ns    int64
+	}
+	var times []stateTime
+	add := func(st string, d int64) {
+		for i := range times {
+			if times[i].state == st {
+				times[i].ns += d
+				return
+			}
+		}
+		times = append(times, stateTime{st, d})
+	}
+	for k <= kmax {
+		start, end := s.window(k)
+		i := sort.Search(len(s.Pts), func(i int) bool { return s.Pts[i].T >= start })
+		if i == 0 { // no carry: the state is unknown until the first point
+			if pk := floorDiv(s.Pts[0].T, r.hop); pk > k {
+				k = pk
+				continue
+			}
+		}
+		times = times[:0]
+		known, cur, curT := false, "", start
+		if i > 0 && !s.Pts[i-1].Bad {
+			known, cur = true, s.Pts[i-1].S
+		}
+		var transitions, good, bad int64
+		haveLast, last := known, cur // last good state, kept across Bad stretches
+		for j := i; j < len(s.Pts) && s.Pts[j].T < end; j++ {
+			p := &s.Pts[j]
+			if known {
+				add(cur, p.T-curT)
+			}
+			if p.Bad {
+				bad++
+				known = false
+				continue
+			}
+			good++
+			if haveLast && p.S != last {
+				transitions++
+			}
+			haveLast, last = true, p.S
+			known, cur, curT = true, p.S, p.T
+		}
+		if known {
+			add(cur, end-curT)
+		}
+		partial := s.partial(start, end, false)
+		var run, planned int64
+		for _, st := range times {
+			if r.want["time_in_state"] {
+				e.emit(s, r.name("time_in_state"), start, end, float64(st.ns)/1e9, good, partial, signal.Labels{{Key: "state", Value: st.state}})
+			}
+			if r.planned == nil || r.planned[st.state] {
+				planned += st.ns
+				if r.running[st.state] {
+					run += st.ns
+				}
+			}
+		}
+		if r.want["transitions"] {
+			e.emit(s, r.name("transitions"), start, end, float64(transitions), good, partial, nil)
+		}
+		if r.want["availability"] && planned > 0 {
+			e.emit(s, r.name("availability"), start, end, float64(run)/float64(planned), good, partial, nil)
+		}
+		s.emitQuality(e, bad, 0, start, end, partial)
+		n++
+		k++
+	}
+	return n
+}
+
+// track follows the value of a group-by signal over event time.
+type track struct {
+	Pts  []tpoint
+	deps []*series
+}
+
+type tpoint struct {
+	T int64
+	V string
+}
+
+func (t *track) add(ts int64, v string) {
+	i := len(t.Pts)
+	for i > 0 && t.Pts[i-1].T > ts {
+		i--
+	}
+	if i > 0 && t.Pts[i-1].V == v {
+		return // unchanged: the earlier point already says so
+	}
+	t.Pts = append(t.Pts, tpoint{})
+	copy(t.Pts[i+1:], t.Pts[i:])
+	t.Pts[i] = tpoint{ts, v}
+	if i+1 < len(t.Pts) && t.Pts[i+1].V == v {
+		t.Pts = append(t.Pts[:i+1], t.Pts[i+2:]...)
+	}
+}
+
+// at returns the value in force at ts: that of the last point at or before ts.
+func (t *track) at(ts int64) string {
+	i := sort.Search(len(t.Pts), func(i int) bool { return t.Pts[i].T > ts })
+	if i == 0 {
+		return unknownGroup
+	}
+	return t.Pts[i-1].V
+}
+
+// prune drops points no dependent can look up any more, keeping the one in force at that time.
+func (t *track) prune() {
+	if len(t.deps) == 0 {
+		return
+	}
+	need := t.deps[0].firstNeeded()
+	for _, d := range t.deps[1:] {
+		need = min(need, d.firstNeeded())
+	}
+	i := sort.Search(len(t.Pts), func(i int) bool { return t.Pts[i].T > need })
+	if i > 1 {
+		n := copy(t.Pts, t.Pts[i-1:])
+		t.Pts = t.Pts[:n]
+	}
+}
