@@ -37,6 +37,9 @@ func decodeBatchJSON(data []byte) (*Batch, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: batch: %v", ErrCorrupt, err)
 	}
+	if !delayInRange(w.DelayMS) {
+		return nil, fmt.Errorf("%w: batch: delay_ms %d out of range", ErrCorrupt, w.DelayMS)
+	}
 	b := &Batch{Header: Header{
 		Schema: w.Schema, Agent: w.Agent, Site: w.Site, Stream: st, ConfigVersion: w.ConfigVersion,
 		FirstSeq: w.FirstSeq, LastSeq: w.LastSeq, Count: w.Count, Historical: w.Historical,
@@ -53,11 +56,20 @@ func decodeBatchJSON(data []byte) (*Batch, error) {
 		b.Features, err = decodeFeatures(w.Records)
 	case StreamStatus:
 		err = json.Unmarshal(w.Records, &b.Status)
+		for i := range b.Status {
+			b.Status[i].Time = b.Status[i].Time.UTC() // every decoded time is UTC
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: batch %s:%s:%d: %v", ErrCorrupt, w.Agent, w.Stream, w.FirstSeq, err)
 	}
 	return b, nil
+}
+
+// delayInRange reports whether ms milliseconds fit a time.Duration (about ±292 years).
+func delayInRange(ms int64) bool {
+	const limit = math.MaxInt64 / int64(time.Millisecond)
+	return ms >= -limit && ms <= limit
 }
 
 // DecodeSamples decodes a JSON array of samples, as stored in a samples Chunk.

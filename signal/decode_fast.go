@@ -470,7 +470,7 @@ func decodeBatchFast(data []byte) (*Batch, bool) {
 			return 1 << 8, ok
 		case "delay_ms":
 			delayMS, ok = p.int64()
-			return 1 << 9, ok
+			return 1 << 9, ok && delayInRange(delayMS)
 		case "oldest":
 			h.Oldest, ok = p.time()
 			return 1 << 10, ok

@@ -49,7 +49,7 @@ func schemaBatches() map[string][]byte {
 		Sample{Signal: "zero time", Value: Int(1)},
 		Sample{Signal: "year 0", Time: time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC), Value: Int(1)},
 		Sample{Signal: "year 10000", Time: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), Value: Int(1)},
-		Sample{Signal: "local", Time: time.Now(), Value: Int(1)},
+		Sample{Signal: "local", Time: t0.In(time.FixedZone("CET", 3600)), Value: Int(1)},
 		Sample{Signal: "labels", Time: t0, Value: Bool(true), Labels: Labels{{"z", "1"}, {"a", "\xff"}, {"", ""}}},
 		Sample{Signal: "odd \"\x00\xff\u2028", Time: t0, Value: String("\\"), Reason: "\n", Source: "\t"},
 	)
