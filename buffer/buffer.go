@@ -70,3 +70,17 @@ type StreamStats struct {
 	// "full" (drop_newest refusals), "corrupt".
 	Dropped map[string]uint64
 }
+
+// MetaStore is a small durable key/value space beside the queues, for state that must survive a
+// restart together with the buffered records (the feature engine's window checkpoints).
+type MetaStore interface {
+	GetMeta(key string) (value []byte, ok bool, err error)
+	PutMeta(key string, value []byte) error
+}
+
+var (
+	_ Buffer    = (*Store)(nil)
+	_ Buffer    = (*Memory)(nil)
+	_ MetaStore = (*Store)(nil)
+	_ MetaStore = (*Memory)(nil)
+)

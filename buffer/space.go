@@ -1,0 +1,434 @@
+package buffer
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"golang.org/x/sys/unix"
+
+	"github.com/gemba-io/gemba/signal"
+)
+
+// evictOrder is who pays when drop_oldest needs room: raw samples first, status last, so a flood of
+// samples cannot push out features and alarms.
+var evictOrder = [signal.NumStreams]signal.Stream{signal.StreamSamples, signal.StreamFeatures, signal.StreamStatus}
+
+// reserve is the free space the filesystem must keep. Badger writes its logs through mmap into
+// sparse files: a page written on a full filesystem raises SIGBUS instead of returning ENOSPC, so the
+// store stops appending while less than the largest possible unbacked mmap region is free.
+func (s *Store) reserve() int64 {
+	b := s.cfg.Badger
+	return 2*int64(b.ValueLogFileSize) + int64(b.NumMemtables+1)*int64(b.MemTableSize) + 1<<20
+}
+
+func (s *Store) fsFree() (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(s.cfg.Dir, &st); err != nil {
+		return 0, fmt.Errorf("buffer %s: statfs: %w", s.cfg.Dir, err)
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
+}
+
+// makeRoom decides whether need more bytes may be written to stream, evicting (drop_oldest) and
+// reclaiming disk space as needed. It returns an error wrapping ErrFull when they may not.
+func (s *Store) makeRoom(stream signal.Stream, need int64) error {
+	limit := int64(s.cfg.MaxBytes)
+	vlog := int64(s.cfg.Badger.ValueLogFileSize)
+	for attempt := 0; ; attempt++ {
+		s.mu.Lock()
+		usage, garbage := s.disk+s.written, s.garbage
+		s.mu.Unlock()
+		free, err := s.fsFree()
+		if err != nil {
+			return err
+		}
+		diskFull := free-need < s.reserve()
+		if usage+need <= limit && !diskFull {
+			s.mu.Lock()
+			if attempt == 0 {
+				s.full = false
+			}
+			if s.ioErr != nil && errors.Is(s.ioErr, syscall.ENOSPC) {
+				s.ioErr = nil
+				s.log.Info("disk space is back", "dir", s.cfg.Dir, "free", free)
+			}
+			s.mu.Unlock()
+			return nil
+		}
+		s.mu.Lock()
+		s.full = true
+		if diskFull && s.ioErr == nil {
+			s.ioErr = fmt.Errorf("buffer %s: %w: %d bytes free, %d kept in reserve", s.cfg.Dir, syscall.ENOSPC, free, s.reserve())
+			s.diskErrs++
+			s.log.Error("disk full, refusing appends", "dir", s.cfg.Dir, "free", free, "reserve", s.reserve())
+		}
+		s.mu.Unlock()
+		if attempt >= 6 {
+			break
+		}
+		if garbage >= vlog/2 && attempt < 2 {
+			s.reclaim()
+			continue
+		}
+		if s.cfg.WhenFull != DropOldest {
+			break
+		}
+		target := usage + need - limit
+		if diskFull {
+			target = max(target, s.reserve()-(free-need))
+		}
+		if s.evict(target+vlog) == 0 {
+			break
+		}
+		s.reclaim()
+	}
+	s.mu.Lock()
+	err := s.ioErr
+	s.mu.Unlock()
+	if err != nil && errors.Is(err, syscall.ENOSPC) {
+		return fmt.Errorf("%w: %w", ErrFull, err)
+	}
+	return fmt.Errorf("%w: %d of %d bytes used (max_bytes)", ErrFull, s.Stats().DiskSize, limit)
+}
+
+// evict drops the oldest records, samples first, until about target bytes are freed.
+func (s *Store) evict(target int64) int64 {
+	s.headMu.Lock()
+	defer s.headMu.Unlock()
+	var freed int64
+	for _, st := range evictOrder {
+		if freed >= target {
+			break
+		}
+		n, err := s.removeHead(st, func(k qkeyInfo) bool {
+			if freed >= target {
+				return false
+			}
+			freed += int64(k.size + entryOverhead)
+			return true
+		}, "max_bytes", 0)
+		if err != nil {
+			s.log.Error("evict failed", "stream", st, "err", err)
+		}
+		if n > 0 {
+			s.log.Warn("buffer full, dropped oldest records", "stream", st, "records", n, "max_bytes", s.cfg.MaxBytes)
+		}
+	}
+	return freed
+}
+
+// removeHead deletes records from the head of stream while pred holds. reason is the drop counter
+// to charge ("" for an ack); ackTo, when set, becomes the persisted acked position. headMu must be
+// held. It returns the number of records removed.
+func (s *Store) removeHead(stream signal.Stream, pred func(qkeyInfo) bool, reason string, ackTo uint64) (uint64, error) {
+	var total uint64
+	for {
+		s.mu.Lock()
+		head, acked := s.st[stream].head, s.st[stream].acked
+		s.mu.Unlock()
+		var keys [][]byte
+		var n, bytes, lastSeq uint64
+		var more bool
+		err := s.db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: qprefix(uint8(stream))})
+			defer it.Close()
+			for it.Seek(qseek(uint8(stream), head+1)); it.Valid(); it.Next() {
+				k, ok := parseQKey(it.Item().Key())
+				if !ok {
+					continue
+				}
+				if len(keys) >= 4096 {
+					more = true
+					return nil
+				}
+				if !pred(k) {
+					return nil
+				}
+				keys = append(keys, it.Item().KeyCopy(nil))
+				n++
+				bytes += uint64(k.size)
+				lastSeq = k.seq
+			}
+			return nil
+		})
+		if err != nil {
+			return total, fmt.Errorf("buffer %s: scan %s head: %w", s.cfg.Dir, stream, err)
+		}
+		newHead := max(head, lastSeq)
+		if !more && ackTo > newHead {
+			newHead = ackTo // the records up to ackTo were dropped already
+		}
+		newAcked := acked
+		if ackTo > acked {
+			newAcked = min(ackTo, max(newHead, acked))
+		}
+		if n == 0 && newHead == head && newAcked == acked {
+			return total, nil
+		}
+		if err := s.deleteKeys(keys, stream, newHead, newAcked); err != nil {
+			return total, err
+		}
+		s.mu.Lock()
+		st := &s.st[stream]
+		st.head, st.acked = newHead, newAcked
+		st.count -= n
+		st.bytes -= bytes
+		s.garbage += int64(bytes + n*entryOverhead)
+		if reason != "" && n > 0 {
+			s.drops[stream][reason] += n
+		}
+		s.refreshFirstLocked(stream)
+		s.signalSpaceLocked()
+		kick := s.garbage >= 4*int64(s.cfg.Badger.ValueLogFileSize)
+		s.mu.Unlock()
+		if kick {
+			select {
+			case s.kick <- struct{}{}:
+			default:
+			}
+		}
+		total += n
+		if !more {
+			return total, nil
+		}
+	}
+}
+
+// deleteKeys removes keys and persists the head and acked positions with them.
+func (s *Store) deleteKeys(keys [][]byte, stream signal.Stream, head, acked uint64) error {
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	txn := s.db.NewTransaction(true)
+	defer func() { txn.Discard() }()
+	// retry runs op, starting a new transaction when Badger says this one is full.
+	retry := func(op func(*badger.Txn) error) error {
+		err := op(txn)
+		if errors.Is(err, badger.ErrTxnTooBig) {
+			if err = txn.Commit(); err != nil {
+				return err
+			}
+			txn = s.db.NewTransaction(true)
+			err = op(txn)
+		}
+		return err
+	}
+	for _, k := range keys {
+		if err := retry(func(t *badger.Txn) error { return t.Delete(k) }); err != nil {
+			return fmt.Errorf("buffer %s: delete: %w", s.cfg.Dir, err)
+		}
+	}
+	for _, m := range []struct {
+		kind byte
+		v    uint64
+	}{{metaHead, head}, {metaAcked, acked}} {
+		key, val := metaKey(uint8(stream), m.kind), binary.BigEndian.AppendUint64(nil, m.v)
+		if err := retry(func(t *badger.Txn) error { return t.Set(key, val) }); err != nil {
+			return fmt.Errorf("buffer %s: write %s position: %w", s.cfg.Dir, stream, err)
+		}
+	}
+	if err := txn.Commit(); err != nil {
+		return fmt.Errorf("buffer %s: commit delete: %w", s.cfg.Dir, err)
+	}
+	return nil
+}
+
+// refreshFirstLocked re-reads the first waiting key of stream. s.mu must be held: a writer that
+// commits after this peek sees the updated count and sets first itself.
+func (s *Store) refreshFirstLocked(stream signal.Stream) {
+	st := &s.st[stream]
+	if st.count == 0 {
+		st.first, st.oldest = 0, time.Time{}
+		return
+	}
+	_ = s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: qprefix(uint8(stream))})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if k, ok := parseQKey(it.Item().Key()); ok {
+				st.first, st.oldest = k.seq, k.t
+				return nil
+			}
+		}
+		return nil
+	})
+}
+
+// dropCorrupt removes records that failed their checksum, counting and logging each once.
+func (s *Store) dropCorrupt(stream signal.Stream, bad []qkeyInfo) {
+	s.headMu.Lock()
+	defer s.headMu.Unlock()
+	var n, bytes uint64
+	s.dbMu.RLock()
+	err := s.db.Update(func(txn *badger.Txn) error {
+		for _, k := range bad {
+			key := qkey(uint8(stream), k.seq, k.t, k.size)
+			if _, err := txn.Get(key); errors.Is(err, badger.ErrKeyNotFound) {
+				continue // acked meanwhile
+			} else if err != nil {
+				return err
+			}
+			if err := txn.Delete(key); err != nil {
+				return err
+			}
+			n++
+			bytes += uint64(k.size)
+		}
+		return nil
+	})
+	s.dbMu.RUnlock()
+	if err != nil {
+		s.log.Error("dropping corrupt records failed", "stream", stream, "err", err)
+		return
+	}
+	s.mu.Lock()
+	st := &s.st[stream]
+	st.count -= n
+	st.bytes -= bytes
+	s.drops[stream]["corrupt"] += n
+	s.refreshFirstLocked(stream)
+	s.mu.Unlock()
+}
+
+// reclaim gives the disk space of removed records back: Badger only frees a value-log file after a
+// compaction has seen the deletions (its discard statistics), and deletions sit in the memtable until
+// it fills. So: force a memtable flush (DropPrefix of a marker key flushes all memtables), flatten
+// the (tiny, keys-only) LSM so tombstones meet their values, then run value-log GC until it has
+// nothing left to rewrite.
+func (s *Store) reclaim() {
+	s.reclaimMu.Lock()
+	defer s.reclaimMu.Unlock()
+	start := time.Now()
+	s.mu.Lock()
+	before := s.disk + s.written
+	s.mu.Unlock()
+	s.dbMu.Lock()
+	err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte{pfxFlush}, []byte{1}) })
+	if err == nil {
+		err = s.db.DropPrefix([]byte{pfxFlush})
+	}
+	s.dbMu.Unlock()
+	if err == nil {
+		err = s.db.Flatten(2)
+	}
+	if err != nil {
+		s.log.Warn("reclaim: flush failed", "err", err)
+	}
+	files := 0
+	for ; files < 256; files++ {
+		if err := s.db.RunValueLogGC(0.5); err != nil {
+			break
+		}
+	}
+	s.mu.Lock()
+	s.garbage = 0
+	s.mu.Unlock()
+	s.measure()
+	s.mu.Lock()
+	after := s.disk
+	s.signalSpaceLocked()
+	s.mu.Unlock()
+	s.log.Debug("reclaimed", "before", before, "after", after, "vlog_files", files, "took", time.Since(start))
+}
+
+// measure sums the blocks the store's files occupy (sparse mmapped files count only what is written).
+func (s *Store) measure() {
+	var total int64
+	_ = filepath.WalkDir(s.cfg.Dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return nil
+		}
+		if info, err := d.Info(); err == nil {
+			if st, ok := info.Sys().(*syscall.Stat_t); ok {
+				total += st.Blocks * 512
+			} else {
+				total += info.Size()
+			}
+		}
+		return nil
+	})
+	s.mu.Lock()
+	s.disk, s.written = total, 0
+	s.mu.Unlock()
+}
+
+// expire drops records older than max_age.
+func (s *Store) expire(now time.Time) {
+	if s.cfg.MaxAge <= 0 {
+		return
+	}
+	cutoff := now.Add(-s.cfg.MaxAge)
+	s.headMu.Lock()
+	defer s.headMu.Unlock()
+	for st := range signal.NumStreams {
+		s.mu.Lock()
+		old := s.st[st].count > 0 && s.st[st].oldest.Before(cutoff)
+		s.mu.Unlock()
+		if !old {
+			continue
+		}
+		n, err := s.removeHead(st, func(k qkeyInfo) bool { return k.t.Before(cutoff) }, "max_age", 0)
+		if err != nil {
+			s.log.Error("age expiry failed", "stream", st, "err", err)
+		}
+		if n > 0 {
+			s.log.Warn("dropped records older than max_age", "stream", st, "records", n, "max_age", s.cfg.MaxAge)
+		}
+	}
+}
+
+// maintain runs periodic syncs (sync: batch), age expiry, disk measurement and reclaim.
+func (s *Store) maintain() {
+	defer s.bg.Done()
+	tick := time.Second
+	if s.cfg.MaxAge > 0 {
+		tick = min(max(s.cfg.MaxAge/4, 20*time.Millisecond), time.Second)
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	var syncC <-chan time.Time
+	if s.cfg.Sync == SyncBatch {
+		st := time.NewTicker(s.cfg.SyncInterval)
+		defer st.Stop()
+		syncC = st.C
+	}
+	lastReclaim := time.Now()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-s.kick:
+			s.reclaim()
+			lastReclaim = time.Now()
+		case <-syncC:
+			if err := s.db.Sync(); err != nil {
+				s.setIOErr(fmt.Errorf("buffer %s: sync: %w", s.cfg.Dir, err))
+			}
+		case now := <-t.C:
+			s.expire(now)
+			s.measure()
+			s.mu.Lock()
+			garbage, full, ioErr := s.garbage, s.full, s.ioErr
+			s.mu.Unlock()
+			vlog := int64(s.cfg.Badger.ValueLogFileSize)
+			if garbage >= vlog && (full || now.Sub(lastReclaim) >= 5*time.Second) || garbage > 0 && now.Sub(lastReclaim) >= time.Minute {
+				s.reclaim()
+				lastReclaim = time.Now()
+			}
+			if ioErr != nil && errors.Is(ioErr, syscall.ENOSPC) {
+				if free, err := s.fsFree(); err == nil && free >= s.reserve() {
+					s.mu.Lock()
+					s.ioErr = nil
+					s.signalSpaceLocked()
+					s.mu.Unlock()
+					s.log.Info("disk space is back", "dir", s.cfg.Dir, "free", free)
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,599 @@
+package buffer
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gemba-io/gemba/signal"
+)
+
+// Options are the store's collaborators.
+type Options struct {
+	Logger *slog.Logger
+	// Metrics, when set, receives the store's collector (gemba_buffer_*).
+	Metrics prometheus.Registerer
+}
+
+// Store is the Badger-backed Buffer. Records go to the value log; keys carry sequence, append time
+// and size. One writer goroutine group-commits concurrent appends: one Badger transaction and (with
+// sync: always) one fsync per group.
+type Store struct {
+	cfg  Config
+	log  *slog.Logger
+	db   *badger.DB
+	reg  prometheus.Registerer
+	coll *collector
+
+	reqs    chan *appendReq
+	stop    chan struct{} // tells the writer and maintenance goroutines to exit
+	closing chan struct{} // closed by Close: wakes blocked Reads and Appends
+	bg      sync.WaitGroup
+	kick    chan struct{} // asks the maintenance goroutine for a reclaim pass
+
+	closeMu sync.RWMutex
+	closed  bool
+	calls   sync.WaitGroup
+
+	// dbMu is taken exclusively while forcing a memtable flush (Badger's DropPrefix refuses
+	// concurrent writes); every other write holds it shared.
+	dbMu sync.RWMutex
+	// headMu serialises removals at the head of the queues (ack, eviction, expiry, corrupt skips).
+	headMu sync.Mutex
+	// reclaimMu serialises reclaim passes.
+	reclaimMu sync.Mutex
+
+	mu      sync.Mutex
+	st      [signal.NumStreams]streamState
+	wake    [signal.NumStreams]chan struct{} // closed when records are appended
+	space   chan struct{}                    // closed when records are removed or disk space returns
+	disk    int64                            // bytes on disk at the last measurement
+	written int64                            // estimated bytes written since then
+	garbage int64                            // bytes removed since the last reclaim
+	full    bool
+	ioErr   error
+	drops   [signal.NumStreams]map[string]uint64
+	diskErrs, recoveries uint64
+	lastSync             time.Time
+}
+
+type streamState struct {
+	first, last uint64 // first waiting (0 when empty) and last appended sequence
+	head, acked uint64 // highest removed, highest acked
+	count       uint64
+	bytes       uint64
+	oldest      time.Time
+}
+
+type appendReq struct {
+	stream  signal.Stream
+	records [][]byte
+	size    int64 // estimated bytes on disk
+	done    chan appendRes
+}
+
+type appendRes struct {
+	seqs []uint64
+	err  error
+}
+
+// errRetry tells a blocked (when_full: block) Append to wait for space and try again.
+var errRetry = errors.New("no space yet")
+
+// Open opens (or creates) the store in cfg.Dir and recovers its state. A directory Badger refuses to
+// open is moved aside to <dir>.corrupt-<time> and a fresh store is created in its place.
+func Open(cfg Config, opts Options) (*Store, error) {
+	if err := validateConfig(cfg); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "buffer")
+	s := &Store{
+		cfg:     cfg,
+		log:     log,
+		reg:     opts.Metrics,
+		reqs:    make(chan *appendReq, 256),
+		stop:    make(chan struct{}),
+		closing: make(chan struct{}),
+		space:   make(chan struct{}),
+		kick:    make(chan struct{}, 1),
+	}
+	for i := range s.wake {
+		s.wake[i] = make(chan struct{})
+		s.drops[i] = map[string]uint64{}
+	}
+	db, moved, err := openBadger(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	if moved != "" {
+		s.recoveries++
+	}
+	s.db = db
+	if err := s.recover(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("buffer %s: recover: %w", cfg.Dir, err)
+	}
+	s.measure()
+	if s.reg != nil {
+		s.coll = newCollector(s)
+		if err := s.reg.Register(s.coll); err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("buffer %s: register metrics: %w", cfg.Dir, err)
+		}
+	}
+	s.bg.Add(2)
+	go s.writer()
+	go s.maintain()
+	return s, nil
+}
+
+// recover rebuilds the per-stream state from the keys (values are not read).
+func (s *Store) recover() error {
+	return s.db.View(func(txn *badger.Txn) error {
+		for i := range s.st {
+			st := &s.st[i]
+			for _, m := range []struct {
+				kind byte
+				dst  *uint64
+			}{{metaHead, &st.head}, {metaAcked, &st.acked}} {
+				item, err := txn.Get(metaKey(uint8(i), m.kind))
+				if errors.Is(err, badger.ErrKeyNotFound) {
+					continue
+				} else if err != nil {
+					return err
+				}
+				if err := item.Value(func(v []byte) error {
+					if len(v) != 8 {
+						return fmt.Errorf("stream %s: meta %c has %d bytes", signal.Stream(i), m.kind, len(v))
+					}
+					*m.dst = binary.BigEndian.Uint64(v)
+					return nil
+				}); err != nil {
+					return err
+				}
+			}
+			it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: qprefix(uint8(i))})
+			for it.Rewind(); it.Valid(); it.Next() {
+				k, ok := parseQKey(it.Item().Key())
+				if !ok {
+					s.log.Warn("skipping malformed key", "stream", signal.Stream(i), "key", fmt.Sprintf("%x", it.Item().Key()))
+					continue
+				}
+				if st.first == 0 {
+					st.first, st.oldest = k.seq, k.t
+				}
+				st.last = k.seq
+				st.count++
+				st.bytes += uint64(k.size)
+			}
+			it.Close()
+			st.last = max(st.last, st.head)
+			if st.count > 0 || st.last > 0 {
+				s.log.Info("stream recovered", "stream", signal.Stream(i), "records", st.count,
+					"bytes", st.bytes, "first", st.first, "last", st.last, "acked", st.acked)
+			}
+		}
+		return nil
+	})
+}
+
+func (s *Store) enter() error {
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	s.calls.Add(1)
+	return nil
+}
+
+func checkStream(st signal.Stream) error {
+	if st >= signal.NumStreams {
+		return fmt.Errorf("buffer: unknown stream %d", st)
+	}
+	return nil
+}
+
+// Append implements Buffer.
+func (s *Store) Append(ctx context.Context, stream signal.Stream, records ...[]byte) ([]uint64, error) {
+	if err := checkStream(stream); err != nil {
+		return nil, err
+	}
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.calls.Done()
+	if len(records) == 0 {
+		return nil, nil
+	}
+	var size int64
+	for i, r := range records {
+		if len(r) > maxRecord {
+			return nil, fmt.Errorf("buffer: record %d of %d is %d bytes, above the %d-byte limit", i, len(records), len(r), maxRecord)
+		}
+		size += int64(len(r) + entryOverhead)
+	}
+	req := &appendReq{stream: stream, records: records, size: size, done: make(chan appendRes, 1)}
+	for {
+		space := s.spaceChan()
+		select {
+		case s.reqs <- req:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-s.closing:
+			return nil, ErrClosed
+		}
+		res := <-req.done
+		if !errors.Is(res.err, errRetry) {
+			return res.seqs, res.err
+		}
+		select { // when_full: block
+		case <-space:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %w", ErrFull, ctx.Err())
+		case <-s.closing:
+			return nil, ErrClosed
+		}
+	}
+}
+
+// maxRecord keeps one record well inside a value-log file and a Badger batch.
+const maxRecord = 512 << 10
+
+// writer group-commits appends until stop.
+func (s *Store) writer() {
+	defer s.bg.Done()
+	var batch []*appendReq
+	for {
+		select {
+		case r := <-s.reqs:
+			batch = append(batch[:0], r)
+			size := r.size
+		drain:
+			for size < 8<<20 && len(batch) < 1024 {
+				select {
+				case r := <-s.reqs:
+					batch = append(batch, r)
+					size += r.size
+				default:
+					break drain
+				}
+			}
+			s.commitGroup(batch)
+		case <-s.stop:
+			return
+		}
+	}
+}
+
+func (s *Store) commitGroup(batch []*appendReq) {
+	var accepted []*appendReq
+	for _, r := range batch {
+		if err := s.makeRoom(r.stream, r.size); err != nil {
+			if errors.Is(err, ErrFull) && s.cfg.WhenFull == Block {
+				err = errRetry
+			} else if errors.Is(err, ErrFull) {
+				s.countDrop(r.stream, "full", uint64(len(r.records)))
+			}
+			r.done <- appendRes{err: err}
+			continue
+		}
+		accepted = append(accepted, r)
+	}
+	if len(accepted) == 0 {
+		return
+	}
+	now := time.Now()
+	s.mu.Lock()
+	next := [signal.NumStreams]uint64{}
+	for i := range next {
+		next[i] = s.st[i].last
+	}
+	s.mu.Unlock()
+	seqs := make([][]uint64, len(accepted))
+	var entries []*badger.Entry
+	for i, r := range accepted {
+		seqs[i] = make([]uint64, len(r.records))
+		for j, rec := range r.records {
+			next[r.stream]++
+			seq := next[r.stream]
+			seqs[i][j] = seq
+			entries = append(entries, badger.NewEntry(qkey(uint8(r.stream), seq, now, len(rec)), frame(seq, rec)))
+		}
+	}
+	err := s.write(entries)
+	if err == nil && s.cfg.Sync == SyncAlways {
+		if err = s.db.Sync(); err != nil {
+			err = fmt.Errorf("buffer %s: sync: %w", s.cfg.Dir, err)
+		}
+	}
+	if err != nil {
+		s.setIOErr(err)
+		for _, r := range accepted {
+			r.done <- appendRes{err: err}
+		}
+		return
+	}
+	s.mu.Lock()
+	var written int64
+	for i, r := range accepted {
+		st := &s.st[r.stream]
+		if st.count == 0 {
+			st.first, st.oldest = seqs[i][0], now
+		}
+		st.last = seqs[i][len(seqs[i])-1]
+		st.count += uint64(len(r.records))
+		for _, rec := range r.records {
+			st.bytes += uint64(len(rec))
+		}
+		written += r.size
+	}
+	s.written += written
+	s.ioErr = nil
+	var woke [signal.NumStreams]bool
+	for _, r := range accepted {
+		if !woke[r.stream] {
+			woke[r.stream] = true
+			close(s.wake[r.stream])
+			s.wake[r.stream] = make(chan struct{})
+		}
+	}
+	s.mu.Unlock()
+	for i, r := range accepted {
+		r.done <- appendRes{seqs: seqs[i]}
+	}
+}
+
+// write stores entries in as few transactions as Badger allows.
+func (s *Store) write(entries []*badger.Entry) error {
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	txn := s.db.NewTransaction(true)
+	defer func() { txn.Discard() }()
+	for _, e := range entries {
+		err := txn.SetEntry(e)
+		if errors.Is(err, badger.ErrTxnTooBig) {
+			if err = txn.Commit(); err != nil {
+				return fmt.Errorf("buffer %s: commit: %w", s.cfg.Dir, err)
+			}
+			txn = s.db.NewTransaction(true)
+			err = txn.SetEntry(e)
+		}
+		if err != nil {
+			return fmt.Errorf("buffer %s: write: %w", s.cfg.Dir, err)
+		}
+	}
+	if err := txn.Commit(); err != nil {
+		return fmt.Errorf("buffer %s: commit: %w", s.cfg.Dir, err)
+	}
+	return nil
+}
+
+// Read implements Buffer. Records are copies: they stay valid as long as the caller keeps them.
+func (s *Store) Read(ctx context.Context, stream signal.Stream, after uint64, max int) ([]signal.Record, error) {
+	if err := checkStream(stream); err != nil {
+		return nil, err
+	}
+	if max <= 0 {
+		return nil, fmt.Errorf("buffer: read max %d must be positive", max)
+	}
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.calls.Done()
+	for {
+		s.mu.Lock()
+		wake, last := s.wake[stream], s.st[stream].last
+		s.mu.Unlock()
+		if last > after {
+			recs, next, err := s.scan(stream, after, max)
+			if err != nil || len(recs) > 0 {
+				return recs, err
+			}
+			if next > after { // only corrupt records were found: go on past them
+				after = next
+				continue
+			}
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-s.closing:
+			return nil, ErrClosed
+		}
+	}
+}
+
+// scan reads up to max valid records after after. next is the last sequence looked at.
+func (s *Store) scan(stream signal.Stream, after uint64, max int) (recs []signal.Record, next uint64, err error) {
+	var corrupt []qkeyInfo
+	err = s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: qprefix(uint8(stream))})
+		defer it.Close()
+		for it.Seek(qseek(uint8(stream), after+1)); it.Valid() && len(recs) < max; it.Next() {
+			item := it.Item()
+			k, ok := parseQKey(item.Key())
+			if !ok {
+				continue
+			}
+			next = k.seq
+			v, err := item.ValueCopy(nil)
+			if err != nil {
+				s.log.Error("record unreadable", "stream", stream, "seq", k.seq, "err", err)
+				corrupt = append(corrupt, k)
+				continue
+			}
+			p, err := unframe(k.seq, k.size, v)
+			if err != nil {
+				s.log.Error("record corrupt, skipped", "stream", stream, "seq", k.seq, "err", err)
+				corrupt = append(corrupt, k)
+				continue
+			}
+			recs = append(recs, signal.Record{Seq: k.seq, Data: p})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("buffer %s: read %s after %d: %w", s.cfg.Dir, stream, after, err)
+	}
+	if len(corrupt) > 0 {
+		s.dropCorrupt(stream, corrupt)
+	}
+	return recs, next, nil
+}
+
+// Ack implements Buffer.
+func (s *Store) Ack(stream signal.Stream, upTo uint64) error {
+	if err := checkStream(stream); err != nil {
+		return err
+	}
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.calls.Done()
+	s.mu.Lock()
+	last := s.st[stream].last
+	s.mu.Unlock()
+	if upTo > last {
+		return fmt.Errorf("buffer: ack %s up to %d beyond the last appended sequence %d", stream, upTo, last)
+	}
+	s.headMu.Lock()
+	defer s.headMu.Unlock()
+	_, err := s.removeHead(stream, func(k qkeyInfo) bool { return k.seq <= upTo }, "", upTo)
+	return err
+}
+
+// Stats implements Buffer.
+func (s *Store) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out Stats
+	for i, st := range s.st {
+		d := make(map[string]uint64, len(s.drops[i]))
+		for k, v := range s.drops[i] {
+			d[k] = v
+		}
+		out.Streams[i] = StreamStats{Records: st.count, Bytes: st.bytes, FirstSeq: st.first,
+			LastSeq: st.last, Acked: st.acked, Dropped: d}
+		if st.count > 0 {
+			out.Streams[i].Oldest = st.oldest
+		}
+	}
+	out.DiskSize = s.disk + s.written
+	out.MaxBytes = int64(s.cfg.MaxBytes)
+	out.Full, out.Err = s.full, s.ioErr
+	return out
+}
+
+// GetMeta returns a value stored with PutMeta (the feature engine's window checkpoints).
+func (s *Store) GetMeta(key string) ([]byte, bool, error) {
+	if err := s.enter(); err != nil {
+		return nil, false, err
+	}
+	defer s.calls.Done()
+	var v []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(append([]byte{pfxUser}, key...))
+		if err != nil {
+			return err
+		}
+		v, err = item.ValueCopy(nil)
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("buffer %s: get meta %q: %w", s.cfg.Dir, key, err)
+	}
+	return v, true, nil
+}
+
+// PutMeta durably stores value under key, in a key space separate from the queues. It is synced
+// like an Append.
+func (s *Store) PutMeta(key string, value []byte) error {
+	if key == "" {
+		return errors.New("buffer: put meta: empty key")
+	}
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.calls.Done()
+	s.dbMu.RLock()
+	err := s.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(append([]byte{pfxUser}, key...), append([]byte(nil), value...))
+	})
+	s.dbMu.RUnlock()
+	if err == nil && s.cfg.Sync == SyncAlways {
+		err = s.db.Sync()
+	}
+	if err != nil {
+		return fmt.Errorf("buffer %s: put meta %q: %w", s.cfg.Dir, key, err)
+	}
+	return nil
+}
+
+// Close implements Buffer: it waits for in-flight calls, syncs and closes Badger.
+func (s *Store) Close() error {
+	s.closeMu.Lock()
+	if s.closed {
+		s.closeMu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.closeMu.Unlock()
+	close(s.closing)
+	s.calls.Wait()
+	close(s.stop)
+	s.bg.Wait()
+	if s.coll != nil {
+		s.reg.Unregister(s.coll)
+	}
+	err := s.db.Sync()
+	if cerr := s.db.Close(); cerr != nil {
+		err = errors.Join(err, cerr)
+	}
+	if err != nil {
+		return fmt.Errorf("buffer %s: close: %w", s.cfg.Dir, err)
+	}
+	return nil
+}
+
+func (s *Store) spaceChan() chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.space
+}
+
+// signalSpaceLocked wakes blocked appends. s.mu must be held.
+func (s *Store) signalSpaceLocked() {
+	close(s.space)
+	s.space = make(chan struct{})
+}
+
+func (s *Store) countDrop(stream signal.Stream, reason string, n uint64) {
+	s.mu.Lock()
+	s.drops[stream][reason] += n
+	s.mu.Unlock()
+}
+
+func (s *Store) setIOErr(err error) {
+	s.mu.Lock()
+	s.ioErr = err
+	s.diskErrs++
+	s.mu.Unlock()
+	s.log.Error("buffer write failed", "dir", s.cfg.Dir, "err", err)
+}
