@@ -190,8 +190,11 @@ func epoch(text string, f float64, format string) (time.Time, error) {
 			return time.Unix(0, i).UTC(), nil
 		}
 	}
-	mult := map[string]float64{"unix_s": 1e9, "unix_ms": 1e6, "unix_us": 1e3, "unix_ns": 1}[format]
-	ns := f * mult
+	unit := map[string]int64{"unix_s": 1e9, "unix_ms": 1e6, "unix_us": 1e3, "unix_ns": 1}[format]
+	if ns, ok := decimalNanos(text, unit); ok {
+		return time.Unix(0, ns).UTC(), nil
+	}
+	ns := f * float64(unit)
 	if ns > math.MaxInt64 || ns < math.MinInt64 {
 		return time.Time{}, fmt.Errorf("%s out of range", text)
 	}
@@ -199,3 +202,37 @@ func epoch(text string, f float64, format string) (time.Time, error) {
 }
 
 func sortStrings(s []string) { sort.Strings(s) }
+
+// decimalNanos converts a plain decimal ("1700000000.25") in units of unit nanoseconds without
+// float rounding. It reports false for exponents or values out of range.
+func decimalNanos(text string, unit int64) (int64, bool) {
+	text = strings.TrimSpace(text)
+	neg := strings.HasPrefix(text, "-")
+	intPart, frac, _ := strings.Cut(strings.TrimPrefix(text, "-"), ".")
+	if intPart == "" || len(intPart) > 19 {
+		return 0, false
+	}
+	i, err := strconv.ParseInt(intPart, 10, 64)
+	if err != nil || i > math.MaxInt64/unit {
+		return 0, false
+	}
+	ns := i * unit
+	scale := unit
+	for _, c := range frac {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		scale /= 10
+		if scale == 0 {
+			break // below a nanosecond
+		}
+		ns += int64(c-'0') * scale
+		if ns < 0 {
+			return 0, false
+		}
+	}
+	if neg {
+		ns = -ns
+	}
+	return ns, true
+}

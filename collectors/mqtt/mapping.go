@@ -199,7 +199,8 @@ func checkTimeFormat(f string) error {
 	if slices.Contains(timeKeywords, f) {
 		return nil
 	}
-	ref := time.Date(2006, 1, 2, 15, 4, 5, 0, time.UTC)
+	// A layout renders a time differently from its own text; plain text renders as itself.
+	ref := time.Date(2011, 3, 4, 5, 6, 7, 0, time.UTC)
 	if ref.Format(f) == f {
 		return fmt.Errorf("%q is neither auto, unix_s, unix_ms, unix_us, unix_ns, rfc3339 nor a Go time layout (like 2006-01-02 15:04:05)", f)
 	}
