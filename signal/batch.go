@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -87,9 +88,22 @@ func ParseChunk(data []byte) (Chunk, error) {
 	return c, nil
 }
 
+// Chunk times are Unix nanoseconds, 0 meaning "no time" (so the epoch itself reads back as no time).
+// Only 1677-09-21..2262-04-11 fits; these are record times that may come from a device clock, and
+// UnixNano is undefined outside that range, so such times are clamped to it.
+var (
+	minChunkTime = time.Unix(0, math.MinInt64)
+	maxChunkTime = time.Unix(0, math.MaxInt64)
+)
+
 func unixNano(t time.Time) int64 {
-	if t.IsZero() {
+	switch {
+	case t.IsZero():
 		return 0
+	case t.Before(minChunkTime):
+		return math.MinInt64
+	case t.After(maxChunkTime):
+		return math.MaxInt64
 	}
 	return t.UnixNano()
 }

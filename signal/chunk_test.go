@@ -28,6 +28,11 @@ func TestChunkRoundTrip(t *testing.T) {
 		// Chunk times are Unix nanoseconds, with 0 meaning "no time": the epoch itself reads back as zero.
 		{"unix epoch reads as zero", Chunk{Stream: StreamSamples, Oldest: time.Unix(0, 0), Records: []byte("[]")},
 			func(c *Chunk) { c.Oldest = time.Time{} }},
+		{"times outside the Unix nanosecond range clamp", Chunk{Stream: StreamSamples,
+			Oldest: time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC), Newest: time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC),
+			Records: []byte("[]")}, func(c *Chunk) {
+			c.Oldest, c.Newest = time.Unix(0, math.MinInt64).UTC(), time.Unix(0, math.MaxInt64).UTC()
+		}},
 		{"large count", Chunk{Stream: StreamSamples, Count: 1 << 20, Records: bytes.Repeat([]byte("["), 1<<20+1)[:0]}, nil},
 	}
 	cases[len(cases)-1].c.Records = append(append([]byte("["), bytes.Repeat([]byte(" "), 1<<20)...), ']')
