@@ -227,7 +227,7 @@ func (l *lane) accept(recs []signal.Record, live bool) []*pending {
 			*p.buf = signal.AppendEnvelope((*p.buf)[:0], &h, c.Records)
 			p.size, p.records = len(*p.buf), c.Count
 			p.msg = &nats.Msg{Subject: l.subject, Data: *p.buf, Header: nats.Header{
-				jetstream.MsgIDHeader:       []string{l.msgID(r.Seq)},
+				jetstream.MsgIDHeader:          []string{l.msgID(r.Seq)},
 				jetstream.ExpectedStreamHeader: []string{u.cfg.NATS.Stream},
 			}}
 			out = append(out, p)
@@ -288,15 +288,17 @@ func (l *lane) publish(ctx context.Context, p *pending) error {
 	l.outstanding++
 	l.mu.Unlock()
 
+	m := p.msg // done (on another goroutine) clears p.msg
 	u.infMu.Lock()
-	u.inflight[p.msg] = p
+	u.inflight[m] = p
 	u.infMu.Unlock()
-	_, err := u.js.PublishMsgAsync(p.msg)
+	_, err := u.js.PublishMsgAsync(m)
 	if err != nil {
-		u.infMu.Lock()
-		delete(u.inflight, p.msg)
-		u.infMu.Unlock()
-		l.done(p, nil, fmt.Errorf("publish %s: %w", l.msgID(p.seq), err))
+		// The client may already have reported this message through the error callback (a
+		// disconnect racing the publish); whoever takes it from the map finishes it.
+		if u.take(m) != nil {
+			l.done(p, nil, fmt.Errorf("publish %s: %w", l.msgID(p.seq), err))
+		}
 		return err
 	}
 	u.m.published.Add(1)
@@ -355,7 +357,9 @@ func (l *lane) done(p *pending, pa *jetstream.PubAck, err error) {
 			l.cancel()
 		}
 	}
-	bufPool.Put(p.buf)
+	if p.buf != nil {
+		bufPool.Put(p.buf)
+	}
 	p.buf, p.msg = nil, nil
 	moved := l.updateFloorLocked()
 	settled := current && l.outstanding == 0
