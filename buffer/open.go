@@ -31,7 +31,6 @@ func badgerOptions(cfg Config, log *slog.Logger) badger.Options {
 	b := cfg.Badger
 	return badger.DefaultOptions(cfg.Dir).
 		WithLogger(badgerLogger{log.With("lib", "badger")}).
-		WithLoggingLevel(badger.INFO).
 		WithMetricsEnabled(false). // Badger's metrics are process-global expvars
 		WithDetectConflicts(false).
 		WithSyncWrites(false). // the store syncs itself, once per group or per interval

@@ -185,7 +185,7 @@ func (s *Store) removeHead(stream signal.Stream, pred func(qkeyInfo) bool, reaso
 		}
 		s.refreshFirstLocked(stream)
 		s.signalSpaceLocked()
-		kick := s.garbage >= 4*int64(s.cfg.Badger.ValueLogFileSize)
+		kick := s.garbage >= 2*int64(s.cfg.Badger.ValueLogFileSize)
 		s.mu.Unlock()
 		if kick {
 			select {
