@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -485,20 +486,35 @@ func (c *Collector) mapMessage(dst []signal.Sample, in inMsg) []signal.Sample {
 		if len(payload) > int(c.cfg.MaxPayload) {
 			m.addProblem(reasonTooLarge, "payload of %d bytes exceeds max_payload %s", len(payload), c.cfg.MaxPayload)
 		} else {
-			switch s.format {
-			case FormatJSON:
-				dst = s.parseJSON(dst, &m, payload)
-			case FormatValue:
-				dst = s.parseValue(dst, &m, payload)
-			case FormatSparkplugB:
-				dst = s.parseSparkplug(dst, &m, payload, c.sp[i], c.cfg.Sparkplug.RebirthOnGap, c.cfg.Sparkplug.RebirthInterval)
-			}
+			dst = c.parse(dst, &m, s, i, payload)
 		}
 		c.m.samples.WithLabelValues(s.filter).Add(float64(len(dst) - n))
 		for _, p := range m.probs {
 			c.m.bad.WithLabelValues(s.filter, p.reason).Inc()
 			c.warn.Warn(s.filter+"|"+p.reason, "bad payload", "subscription", s.filter, "topic", topic, "reason", p.reason, "detail", p.detail)
 		}
+	}
+	return dst
+}
+
+// parse maps one payload. A bug in a parser must not take the agent down with it: a panic is
+// counted as a bad payload, the message is acknowledged and its partial samples are dropped.
+func (c *Collector) parse(dst []signal.Sample, m *msgCtx, s *sub, i int, payload []byte) (out []signal.Sample) {
+	n := len(dst)
+	defer func() {
+		if r := recover(); r != nil {
+			m.addProblem(reasonInternal, "parser panic: %v", r)
+			c.log.Error("parser panic", "subscription", s.filter, "topic", m.topic, "panic", r, "stack", string(debug.Stack()))
+			out = dst[:n]
+		}
+	}()
+	switch s.format {
+	case FormatJSON:
+		return s.parseJSON(dst, m, payload)
+	case FormatValue:
+		return s.parseValue(dst, m, payload)
+	case FormatSparkplugB:
+		return s.parseSparkplug(dst, m, payload, c.sp[i], c.cfg.Sparkplug.RebirthOnGap, c.cfg.Sparkplug.RebirthInterval)
 	}
 	return dst
 }

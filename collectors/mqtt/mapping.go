@@ -31,6 +31,7 @@ const (
 	reasonProtobuf     = "protobuf"
 	reasonSpTopic      = "sparkplug_topic"
 	reasonUnknownAlias = "unknown_alias"
+	reasonInternal     = "internal_error"
 )
 
 // maxLeaves bounds the samples one JSON message yields when no fields are configured.

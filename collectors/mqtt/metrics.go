@@ -11,20 +11,20 @@ import (
 
 // metrics are the collector's Prometheus series. Deps.Metrics already carries collector=<name>.
 type metrics struct {
-	messages   *prometheus.CounterVec // by subscription
-	samples    *prometheus.CounterVec
-	bad        *prometheus.CounterVec // by subscription, reason
-	unmatched  prometheus.Counter
+	messages    *prometheus.CounterVec // by subscription
+	samples     *prometheus.CounterVec
+	bad         *prometheus.CounterVec // by subscription, reason
+	unmatched   prometheus.Counter
 	droppedQoS0 prometheus.Counter
-	emitErrors prometheus.Counter
-	acks       prometheus.Counter
-	connects   prometheus.Counter
-	lost       prometheus.Counter
-	stalls     *prometheus.CounterVec
-	subFails   prometheus.Counter
-	seqGaps    *prometheus.CounterVec
-	rebirths   *prometheus.CounterVec
-	connected  prometheus.Gauge
+	emitErrors  prometheus.Counter
+	acks        prometheus.Counter
+	connects    prometheus.Counter
+	lost        prometheus.Counter
+	stalls      *prometheus.CounterVec
+	subFails    prometheus.Counter
+	seqGaps     *prometheus.CounterVec
+	rebirths    *prometheus.CounterVec
+	connected   prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {

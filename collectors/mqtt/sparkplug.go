@@ -152,13 +152,13 @@ func (s *sub) parseSparkplug(dst []signal.Sample, m *msgCtx, payload []byte, h *
 		}
 		n.alive = true
 		n.aliases = map[uint64]*spMetric{}
-		n.devices = map[string]map[string]*spMetric{}
+		n.devices = map[string]map[string]*spMetric{"": {}}
 	case "DBIRTH":
 		if !n.alive {
 			requestRebirth()
 		}
 		if n.devices == nil {
-			n.devices = map[string]map[string]*spMetric{}
+			n.devices = map[string]map[string]*spMetric{"": {}}
 			n.aliases = map[uint64]*spMetric{}
 		}
 		// A device rebirth replaces that device's metrics.
@@ -245,10 +245,15 @@ func (s *sub) parseSparkplug(dst []signal.Sample, m *msgCtx, payload []byte, h *
 
 // spDeath marks every signal of a node (device "" covers its devices too) or of one device Bad.
 func (s *sub) spDeath(dst []signal.Sample, m *msgCtx, n *spNode, device string, at time.Time, why string, labels signal.Labels) []signal.Sample {
-	for dev, metrics := range n.devices {
-		if device != "" && dev != device {
-			continue
+	devs := make([]string, 0, len(n.devices))
+	for dev := range n.devices {
+		if device == "" || dev == device {
+			devs = append(devs, dev)
 		}
+	}
+	sortStrings(devs)
+	for _, dev := range devs {
+		metrics := n.devices[dev]
 		names := make([]string, 0, len(metrics))
 		for name := range metrics {
 			names = append(names, name)

@@ -16,14 +16,14 @@ type template struct {
 type tkind uint8
 
 const (
-	tLiteral tkind = iota
-	tTopic         // whole topic, '/' replaced by '.'
-	tTopicLevel    // one topic level, 0-based; negative counts from the end
-	tField         // the field's name (json) or the metric name (sparkplugb)
-	tJSON          // a scalar at a JSON path of the current element
-	tGroup         // sparkplug group id
-	tNode          // sparkplug edge node id
-	tDevice        // sparkplug device id ("" for node metrics)
+	tLiteral    tkind = iota
+	tTopic            // whole topic, '/' replaced by '.'
+	tTopicLevel       // one topic level, 0-based; negative counts from the end
+	tField            // the field's name (json) or the metric name (sparkplugb)
+	tJSON             // a scalar at a JSON path of the current element
+	tGroup            // sparkplug group id
+	tNode             // sparkplug edge node id
+	tDevice           // sparkplug device id ("" for node metrics)
 )
 
 type tpart struct {
