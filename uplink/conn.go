@@ -90,7 +90,7 @@ func (u *Uplink) natsOptions() ([]nats.Option, error) {
 		}),
 		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
 			// Authorization failures during reconnects arrive here.
-			u.log.Warn("nats error", "err", u.setErr(err))
+			u.log.Warn("nats error", "err", u.setErr(u.explainConnErr(err)))
 		}),
 		nats.ClosedHandler(func(nc *nats.Conn) { u.setConnected(nil, false) }),
 	}
@@ -143,6 +143,31 @@ func (u *Uplink) connectedCh() <-chan struct{} {
 	return u.connCh
 }
 
+// explainConnErr names the configured authentication method when the server refuses it, so the
+// operator knows which setting to fix. The secret itself is never part of the message.
+func (u *Uplink) explainConnErr(err error) error {
+	if !errors.Is(err, nats.ErrAuthorization) && !strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
+		return err
+	}
+	n := &u.cfg.NATS
+	var method string
+	switch {
+	case n.User != "":
+		method = "user " + n.User + " and its password"
+	case n.Token.IsSet():
+		method = "the token"
+	case n.NkeySeedFile != "":
+		method = "the NKEY seed in " + n.NkeySeedFile
+	case n.CredsFile != "":
+		method = "the credentials in " + n.CredsFile
+	case n.TLS.CertFile != "":
+		method = "the client certificate " + n.TLS.CertFile
+	default:
+		method = "no credentials (none configured)"
+	}
+	return fmt.Errorf("credentials refused by NATS: check %s (%w)", method, err)
+}
+
 // connect dials until it succeeds or ctx ends; after that the client reconnects by itself forever.
 func (u *Uplink) connect(ctx context.Context) (*nats.Conn, jetstream.JetStream, error) {
 	opts, err := u.natsOptions()
@@ -178,7 +203,7 @@ func (u *Uplink) connect(ctx context.Context) (*nats.Conn, jetstream.JetStream, 
 			u.log.Info("nats connected", "server", redactURL(nc.ConnectedUrl()))
 			return nc, js, nil
 		}
-		msg := u.setErr(err)
+		msg := u.setErr(u.explainConnErr(err))
 		d := bo.next()
 		u.log.Warn("nats connect failed", "servers", u.cfg.NATS.describe(), "err", msg, "retry_in", d.Round(time.Millisecond))
 		if !sleepCtx(ctx, d) {
