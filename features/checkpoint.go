@@ -103,7 +103,8 @@ func (e *Engine) load() []ckTrack {
 			// Samples folded after this checkpoint were lost with the process: every window open
 			// now, and any up to the first new sample, is partial.
 			s.ObsFrom = max(s.ObsFrom, s.WM+1)
-			s.resetObs = true
+			s.ResetObs = true
+			s.HoldOK = false // do not hold a value across the lost stretch
 		}
 		e.restored[cs.Sig] = s
 	}

@@ -45,6 +45,10 @@ const CheckpointKey = "features/checkpoint"
 // produce millions of records.
 const maxCatchUp = 10000
 
+// earlyCheckpoint is how soon after windows closed Tick checkpoints, shrinking the stretch in
+// which a crash would emit those windows a second time.
+const earlyCheckpoint = time.Second
+
 // Engine folds samples into windows. Add is called from one goroutine; Run and Close may run
 // concurrently with it (a mutex serialises them).
 type Engine struct {
@@ -59,6 +63,9 @@ type Engine struct {
 	closed  bool
 	m       metrics
 	lastCk  time.Time
+	// closedSince is set when windows closed after the last checkpoint: Tick then checkpoints
+	// early, so a crash re-emits as few windows as possible.
+	closedSince bool
 	// restored holds checkpointed series not yet seen since start, by signal name.
 	restored map[string]*series
 	crashed  bool
@@ -255,6 +262,9 @@ func (e *Engine) finish(b *batch) {
 	if b.excluded > 0 {
 		e.m.excluded.Add(float64(b.excluded))
 	}
+	if b.closedWM+b.closedIdle > 0 {
+		e.closedSince = true
+	}
 	if b.closedWM > 0 {
 		e.m.closedWM.Add(float64(b.closedWM))
 	}
@@ -293,9 +303,9 @@ func (e *Engine) Tick() {
 	}
 	e.finish(&b)
 	var data []byte
-	if now.Sub(e.lastCk) >= e.opts.CheckpointInterval {
+	if d := now.Sub(e.lastCk); d >= e.opts.CheckpointInterval || (e.closedSince && d >= earlyCheckpoint) {
 		data = e.encode(false)
-		e.lastCk = now
+		e.lastCk, e.closedSince = now, false
 	}
 	e.mu.Unlock()
 	if data != nil {
@@ -311,7 +321,7 @@ func (e *Engine) Checkpoint() error {
 		return errClosed
 	}
 	data := e.encode(false)
-	e.lastCk = e.opts.Now()
+	e.lastCk, e.closedSince = e.opts.Now(), false
 	e.mu.Unlock()
 	return e.put(data)
 }

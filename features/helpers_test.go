@@ -149,5 +149,15 @@ func featureKey(f signal.Feature) string {
 }
 
 func sortFeatures(fs []signal.Feature) {
-	sort.SliceStable(fs, func(i, j int) bool { return featureKey(fs[i]) < featureKey(fs[j]) })
+	keys := make([]string, len(fs))
+	idx := make([]int, len(fs))
+	for i := range fs {
+		keys[i], idx[i] = featureKey(fs[i]), i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return keys[idx[a]] < keys[idx[b]] })
+	sorted := make([]signal.Feature, len(fs))
+	for i, j := range idx {
+		sorted[i] = fs[j]
+	}
+	copy(fs, sorted)
 }

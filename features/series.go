@@ -39,7 +39,7 @@ type series struct {
 	Pts []point
 
 	ckFP                        string // rule fingerprint of a restored series
-	resetObs                    bool   // restored after a crash: observation restarts at the next sample
+	ResetObs                    bool   // restored after a crash: observation restarts at the next sample
 	lastArrival                 time.Time
 	nLate, nBad, nExcl, nFolded int64
 }
@@ -70,17 +70,16 @@ func (s *series) add(e *Engine, smp *signal.Sample, b *batch) bool {
 	r := s.r
 	p := floorDiv(t, r.hop)
 	if s.Closed == math.MinInt64 {
-		s.Closed = p - 1
-		s.ObsFrom = t
+		// Windows that would already be closed had this sample advanced the watermark are closed;
+		// the first sample's own window, and earlier ones within the lateness, are open.
+		s.Closed = min(p, floorDiv(t-r.lateness, r.hop)) - 1
+		s.ObsFrom, s.ResetObs = t, true
 	}
 	if p <= s.Closed {
 		s.nLate++
 		b.late++
 		e.log.Debug("late sample", "signal", s.sig, "time", smp.Time, "watermark", time.Unix(0, s.WM).UTC())
 		return true
-	}
-	if s.resetObs {
-		s.ObsFrom, s.resetObs = max(s.ObsFrom, t), false
 	}
 	if !s.HasWM || t > s.WM {
 		s.WM, s.HasWM = t, true
@@ -92,6 +91,11 @@ func (s *series) add(e *Engine, smp *signal.Sample, b *batch) bool {
 		bad = true
 	}
 	excl := !bad && smp.Quality == signal.Uncertain && r.exclUnc
+	if s.ResetObs && !bad && !excl {
+		// Observation (re)starts at the first usable value: a window starting before it lacks
+		// the value carried into it (time-weighted mean, counter baseline, state).
+		s.ObsFrom, s.ResetObs = max(s.ObsFrom, t), false
+	}
 	switch {
 	case bad:
 		s.nBad++
