@@ -1,0 +1,350 @@
+package opcua
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gopcua/opcua"
+	"github.com/gopcua/opcua/id"
+	"github.com/gopcua/opcua/ua"
+
+	"github.com/gemba-io/gemba/collectors"
+	"github.com/gemba-io/gemba/signal"
+)
+
+// heartbeatHandle is the client handle of the Server's CurrentTime item in the first subscription.
+// Servers that tick it prove their publish path alive every second, so silence means a dead
+// subscription, not quiet data.
+const heartbeatHandle = 0
+
+// runner is the work of one session: subscriptions, pollers and the watchdog.
+type runner struct {
+	c    *Collector
+	s    *session
+	emit collectors.Emitter
+
+	subs    map[int]*opcua.Subscription // by group index
+	notifs  chan *opcua.PublishNotificationData
+	errs    chan error
+	wg      sync.WaitGroup
+	pollers map[int]*poller
+
+	lastData      atomic.Int64 // unix nanos of the last notification (data or heartbeat)
+	heartbeats    int // heartbeat notifications; the first is only the initial value
+	buf           []signal.Sample
+}
+
+func newRunner(c *Collector, s *session, emit collectors.Emitter) *runner {
+	r := &runner{
+		c: c, s: s, emit: emit,
+		subs:    map[int]*opcua.Subscription{},
+		notifs:  make(chan *opcua.PublishNotificationData, 16),
+		errs:    make(chan error, len(c.groups)+1),
+		pollers: map[int]*poller{},
+	}
+	r.lastData.Store(time.Now().UnixNano())
+	return r
+}
+
+// start creates the subscriptions and starts the pollers.
+func (r *runner) start(ctx context.Context) error {
+	heartbeat := true
+	for gi, g := range r.c.groups {
+		if g.Mode == ModePoll {
+			p := &poller{r: r, group: gi}
+			r.pollers[gi] = p
+			r.wg.Go(func() { p.run(ctx) })
+			continue
+		}
+		keepAlive := uint32(max(1, min(1000, int(10*time.Second/g.PublishingInterval))))
+		sub, err := r.s.client.Subscribe(ctx, &opcua.SubscriptionParameters{
+			Interval:          g.PublishingInterval,
+			MaxKeepAliveCount: keepAlive,
+			LifetimeCount:     keepAlive * 6,
+		}, r.notifs)
+		if err != nil {
+			return fmt.Errorf("create subscription for group %s: %w", g.Name, err)
+		}
+		r.subs[gi] = sub
+		if heartbeat {
+			heartbeat = false
+			req := opcua.NewMonitoredItemCreateRequestWithDefaults(ua.NewNumericNodeID(0, id.Server_ServerStatus_CurrentTime), ua.AttributeIDValue, heartbeatHandle)
+			req.RequestedParameters.SamplingInterval = 1000
+			req.RequestedParameters.QueueSize = 1
+			if _, err := sub.Monitor(ctx, ua.TimestampsToReturnNeither, req); err != nil {
+				return fmt.Errorf("monitor heartbeat: %w", err)
+			}
+		}
+		if err := r.monitor(ctx, gi, r.c.byGroup[gi]); err != nil {
+			return fmt.Errorf("group %s: %w", g.Name, err)
+		}
+	}
+	return nil
+}
+
+// monitor creates monitored items for the group's items that have a resolved id, in batches no
+// larger than the server's MaxMonitoredItemsPerCall. A node the server rejects is quarantined; a
+// refused filter is retried without one (deadband then applies on our side).
+func (r *runner) monitor(ctx context.Context, gi int, items []*item) error {
+	sub := r.subs[gi]
+	var todo []*item
+	r.c.mu.Lock()
+	for _, it := range items {
+		if it.id != nil && it.monitorID == 0 {
+			todo = append(todo, it)
+		}
+	}
+	r.c.mu.Unlock()
+	batch := batchSize(r.s.limits.MaxMonitoredItemsPerCall, r.c.cfg.BatchSize)
+	for len(todo) > 0 {
+		var retry []*item
+		for start := 0; start < len(todo); start += batch {
+			part := todo[start:min(start+batch, len(todo))]
+			reqs := make([]*ua.MonitoredItemCreateRequest, len(part))
+			for i, it := range part {
+				reqs[i] = r.createRequest(it)
+			}
+			res, err := sub.Monitor(ctx, ua.TimestampsToReturnBoth, reqs...)
+			if err != nil {
+				return fmt.Errorf("create monitored items: %w", err)
+			}
+			if res.ResponseHeader.ServiceResult != ua.StatusOK {
+				return fmt.Errorf("create monitored items: %w", res.ResponseHeader.ServiceResult)
+			}
+			if len(res.Results) != len(part) {
+				return fmt.Errorf("create monitored items: %d results for %d items", len(res.Results), len(part))
+			}
+			for i, it := range part {
+				code := res.Results[i].StatusCode
+				switch {
+				case code == ua.StatusOK || uint32(code)&0xC0000000 == 0:
+					r.c.mu.Lock()
+					it.monitorID = res.Results[i].MonitoredItemID
+					r.c.mu.Unlock()
+					r.c.setItem(it, stateActive, "")
+				case filterCodes[code] && !it.noFilter:
+					r.c.mu.Lock()
+					it.noFilter = true
+					r.c.mu.Unlock()
+					r.c.log.Warn("server refused deadband/trigger filter, filtering here", "signal", it.spec.Signal, "status", statusName(code))
+					retry = append(retry, it)
+				default:
+					r.c.setItem(it, stateQuarantined, statusName(code))
+				}
+			}
+		}
+		todo = retry
+	}
+	return nil
+}
+
+func (r *runner) createRequest(it *item) *ua.MonitoredItemCreateRequest {
+	req := opcua.NewMonitoredItemCreateRequestWithDefaults(it.id, ua.AttributeIDValue, it.handle)
+	p := req.RequestedParameters
+	p.SamplingInterval = -1 // the publishing interval
+	if it.spec.Sampling > 0 {
+		p.SamplingInterval = float64(it.spec.Sampling) / float64(time.Millisecond)
+	}
+	p.QueueSize = it.spec.QueueSize
+	p.DiscardOldest = it.spec.DiscardOldest
+	db := it.spec.Deadband
+	if !it.noFilter && (db.Value > 0 || it.spec.Trigger != ua.DataChangeTriggerStatusValue) {
+		f := &ua.DataChangeFilter{Trigger: it.spec.Trigger}
+		if db.Value > 0 {
+			f.DeadbandType, f.DeadbandValue = uint32(ua.DeadbandTypeAbsolute), db.Value
+			if db.Type == "percent" {
+				f.DeadbandType = uint32(ua.DeadbandTypePercent)
+			}
+		}
+		p.Filter = ua.NewExtensionObject(f)
+	}
+	return req
+}
+
+// loop handles notifications and the watchdog until the session fails or ctx ends.
+func (r *runner) loop(ctx context.Context) error {
+	cfg := r.c.cfg.Reconnect
+	tick := time.Second
+	if cfg.Watchdog > 0 {
+		tick = min(tick, cfg.Watchdog/4)
+	}
+	watch := time.NewTicker(tick)
+	defer watch.Stop()
+	retry := time.NewTicker(cfg.QuarantineRetry)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-r.s.lost:
+			return errChannelLost
+		case err := <-r.errs:
+			return err
+		case n := <-r.notifs:
+			if err := r.handle(ctx, n); err != nil {
+				return err
+			}
+		case <-watch.C:
+			if err := r.watchdog(ctx); err != nil {
+				return err
+			}
+		case <-retry.C:
+			if err := r.retryQuarantined(ctx); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (r *runner) handle(ctx context.Context, n *opcua.PublishNotificationData) error {
+	if n.Error != nil {
+		return fmt.Errorf("publish: %w", n.Error)
+	}
+	r.lastData.Store(time.Now().UnixNano())
+	switch v := n.Value.(type) {
+	case *ua.DataChangeNotification:
+		now := time.Now()
+		out := r.buf[:0]
+		for _, mi := range v.MonitoredItems {
+			if mi == nil || mi.Value == nil {
+				continue
+			}
+			if mi.ClientHandle == heartbeatHandle {
+				r.heartbeats++
+				continue
+			}
+			if mi.ClientHandle > uint32(len(r.c.items)) {
+				continue
+			}
+			it := r.c.items[mi.ClientHandle-1]
+			out = r.c.appendSamples(out, it, mi.Value, now)
+		}
+		r.buf = out[:0]
+		return r.c.emitSamples(ctx, r.emit, out)
+	case *ua.StatusChangeNotification:
+		if uint32(v.Status)&0x80000000 != 0 {
+			return fmt.Errorf("subscription %d status: %w", n.SubscriptionID, v.Status)
+		}
+	}
+	return nil
+}
+
+// appendSamples converts one value and applies the client-side deadband.
+// A value whose status says the node itself is wrong (it vanished, access was revoked) quarantines
+// the node instead; a good value later brings it back. Only the goroutine handling the item's
+// group writes its state, so reading it here without the lock is safe.
+func (c *Collector) appendSamples(out []signal.Sample, it *item, dv *ua.DataValue, now time.Time) []signal.Sample {
+	if isQuarantineCode(dv.Status) {
+		if it.state != stateQuarantined {
+			c.setItem(it, stateQuarantined, statusName(dv.Status))
+		}
+		return out
+	}
+	if it.state != stateActive {
+		c.setItem(it, stateActive, "")
+	}
+	start := len(out)
+	out, dropped := convert(out, it, dv, now)
+	if dropped > 0 {
+		c.m.arrayDrops.Add(float64(dropped))
+	}
+	if len(out)-start == 1 && !it.passDeadband(&out[start]) {
+		c.m.deadband.Inc()
+		return out[:start]
+	}
+	return out
+}
+
+func (c *Collector) emitSamples(ctx context.Context, emit collectors.Emitter, out []signal.Sample) error {
+	if len(out) == 0 {
+		return nil
+	}
+	if err := emit.Emit(ctx, out); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("%w: %v", errEmit, err)
+	}
+	c.m.samples.Add(float64(len(out)))
+	return nil
+}
+
+// watchdog rebuilds when the library holds fewer subscriptions than we made, or when data has
+// been silent for longer than the watchdog and either the server's heartbeat stopped too or a
+// probe read fails.
+func (r *runner) watchdog(ctx context.Context) error {
+	if len(r.subs) > 0 && len(r.s.client.SubscriptionIDs()) < len(r.subs) {
+		return errNoSubscripton
+	}
+	wd := r.c.cfg.Reconnect.Watchdog
+	if wd <= 0 || len(r.subs) == 0 {
+		return nil
+	}
+	silent := time.Since(time.Unix(0, r.lastData.Load()))
+	if silent < wd {
+		return nil
+	}
+	if r.heartbeats >= 2 { // the server's clock ticks through this subscription, yet nothing came
+		return fmt.Errorf("%w (silent %s)", errSilence, silent.Round(time.Millisecond))
+	}
+	pctx, cancel := context.WithTimeout(ctx, r.c.cfg.Timeouts.Request)
+	defer cancel()
+	_, err := r.s.client.Read(pctx, &ua.ReadRequest{NodesToRead: []*ua.ReadValueID{{
+		NodeID: ua.NewNumericNodeID(0, id.Server_ServerStatus_CurrentTime), AttributeID: ua.AttributeIDValue}}})
+	if err != nil {
+		return fmt.Errorf("watchdog probe after %s of silence: %w", silent.Round(time.Millisecond), err)
+	}
+	// The server answers but sends nothing and has no heartbeat: quiet data. Check again later.
+	r.lastData.Store(time.Now().UnixNano())
+	return nil
+}
+
+// retryQuarantined re-reads the namespace table and tries quarantined nodes again.
+func (r *runner) retryQuarantined(ctx context.Context) error {
+	var q []*item
+	r.c.mu.Lock()
+	for _, it := range r.c.items {
+		if it.state == stateQuarantined {
+			q = append(q, it)
+		}
+	}
+	r.c.mu.Unlock()
+	if len(q) == 0 {
+		return nil
+	}
+	if err := r.s.client.UpdateNamespaces(ctx); err != nil {
+		return fmt.Errorf("read namespace array: %w", err)
+	}
+	ns := r.s.client.Namespaces()
+	byGroup := map[int][]*item{}
+	for _, it := range q {
+		nid, err := it.spec.Ref.resolve(ns)
+		if err != nil {
+			continue
+		}
+		r.c.mu.Lock()
+		it.id, it.monitorID = nid, 0
+		r.c.mu.Unlock()
+		byGroup[it.group] = append(byGroup[it.group], it)
+	}
+	for gi, items := range byGroup {
+		if p, ok := r.pollers[gi]; ok {
+			p.retry.Store(true)
+			continue
+		}
+		if err := r.monitor(ctx, gi, items); err != nil {
+			if errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// wait returns when every poller has stopped.
+func (r *runner) wait() { r.wg.Wait() }
