@@ -128,12 +128,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("features: %w", err)
 	}
-	a.w.forward, a.w.fold = eng.ForwardRaw, eng.Add
+	a.w.fold = eng.Add
 
 	up, err := a.opts.NewUplink(cfg.Uplink,
 		uplink.Identity{Agent: cfg.Agent.ID, Site: cfg.Agent.Site, ConfigVersion: cfg.Version()},
 		buf,
-		uplink.Options{Logger: log.With("component", "uplink"), Metrics: a.m.reg, Status: a.Status})
+		uplink.Options{Logger: log.With("component", "uplink"), Metrics: a.m.reg, Status: a.Status,
+			Tail: func(st signal.Stream) uint64 { return buf.Stats().Streams[st].LastSeq }})
 	if err != nil {
 		return fmt.Errorf("uplink: %w", err)
 	}
@@ -244,6 +245,26 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.running = false
 	a.mu.Unlock()
 	log.Info("stopped")
+	return nil
+}
+
+// natsUplink adapts the JetStream uplink to the agent's Uplink.
+type natsUplink struct{ *uplink.Uplink }
+
+func (n natsUplink) Ready() (bool, string) {
+	h := n.Health()
+	if ok, why := h.Ready(); !ok {
+		return false, why
+	}
+	return true, "connected to " + h.Server + ", stream " + h.Stream
+}
+
+// metaStore gives the feature engine a place for checkpoints: the buffer's Badger store when it has
+// one, else nothing (every restart is then a cold start for open windows).
+func metaStore(b buffer.Buffer) features.Store {
+	if s, ok := b.(features.Store); ok {
+		return s
+	}
 	return nil
 }
 

@@ -46,8 +46,6 @@ type Settings struct {
 	// message); MaxChunk caps the record size.
 	Linger   time.Duration   `yaml:"linger" json:"linger"`
 	MaxChunk config.ByteSize `yaml:"max_chunk" json:"max_chunk"`
-	// Heartbeat is how often the status record is published.
-	Heartbeat time.Duration `yaml:"heartbeat" json:"heartbeat"`
 }
 
 // LogConfig selects log format and level.
@@ -79,7 +77,6 @@ func DefaultConfig() Config {
 			Restart:         Backoff{Initial: time.Second, Max: time.Minute},
 			Linger:          5 * time.Millisecond,
 			MaxChunk:        256 << 10,
-			Heartbeat:       10 * time.Second,
 		},
 		HTTP:   HTTPConfig{Enabled: true, Listen: "127.0.0.1:9273"},
 		Buffer: buffer.DefaultConfig(),
@@ -125,9 +122,6 @@ func (s *Settings) Validate(r config.Report) {
 	}
 	if s.MaxChunk < 1<<10 || s.MaxChunk > 8<<20 {
 		r.Errorf("max_chunk", "must be between 1KiB and 8MiB (a NATS message holds one chunk)")
-	}
-	if s.Heartbeat <= 0 {
-		r.Errorf("heartbeat", "must be positive")
 	}
 }
 

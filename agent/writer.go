@@ -16,14 +16,16 @@ import (
 // the feature engine, and only then releases the Emit callers, so a collector acknowledges its
 // source only for data that is on disk.
 type writer struct {
-	buf       buffer.Buffer
-	version   string
-	linger    time.Duration
-	maxChunk  int
-	log       *slog.Logger
-	m         *metrics
-	forward   func(*signal.Sample) bool // nil: forward every sample raw
-	fold      func([]signal.Sample)     // nil: no feature engine
+	buf      buffer.Buffer
+	version  string
+	linger   time.Duration
+	maxChunk int
+	log      *slog.Logger
+	m        *metrics
+	// fold feeds the feature engine and returns the samples to forward raw (aliasing its argument);
+	// nil forwards everything.
+	fold    func([]signal.Sample) []signal.Sample
+	scratch []signal.Sample
 	// appendCtx bounds appends that wait for space (policy block); the agent cancels it when the
 	// shutdown timeout expires.
 	appendCtx context.Context
@@ -152,40 +154,43 @@ func estimate(s []signal.Sample) int {
 	return n
 }
 
+// flushSamples folds the batch into the feature engine, appends the samples to forward raw as one
+// chunk, and releases the Emit callers with the outcome. Folding happens before the append so that
+// the engine decides what is forwarded (late samples always are); if the append then fails with an
+// I/O error, the callers get the error and their sources redeliver, which can count those samples
+// twice in a feature window. That is the price of never losing a sample, and only on disk failure.
 func (w *writer) flushSamples(batch []*emitReq, enc []byte) []byte {
-	var oldest, newest time.Time
-	n := 0
-	enc = append(enc, '[')
+	all := w.scratch[:0]
 	for _, r := range batch {
-		for i := range r.samples {
-			s := &r.samples[i]
-			if w.forward != nil && !w.forward(s) {
-				continue
-			}
-			if n > 0 {
-				enc = append(enc, ',')
-			}
-			enc = signal.AppendSampleJSON(enc, s)
-			n++
-			if oldest.IsZero() || s.Time.Before(oldest) {
-				oldest = s.Time
-			}
-			if s.Time.After(newest) {
-				newest = s.Time
-			}
+		all = append(all, r.samples...)
+	}
+	fwd := all
+	if w.fold != nil {
+		fwd = w.fold(all)
+	}
+	var oldest, newest time.Time
+	enc = append(enc, '[')
+	for i := range fwd {
+		s := &fwd[i]
+		if i > 0 {
+			enc = append(enc, ',')
+		}
+		enc = signal.AppendSampleJSON(enc, s)
+		if oldest.IsZero() || s.Time.Before(oldest) {
+			oldest = s.Time
+		}
+		if s.Time.After(newest) {
+			newest = s.Time
 		}
 	}
 	enc = append(enc, ']')
 	var err error
-	if n > 0 {
+	if n := len(fwd); n > 0 {
 		c := signal.Chunk{Stream: signal.StreamSamples, ConfigVersion: w.version, Count: n, Oldest: oldest, Newest: newest, Records: enc}
 		err = w.append(signal.StreamSamples, signal.AppendChunk(make([]byte, 0, len(enc)+64), &c), n)
 	}
-	if err == nil && w.fold != nil {
-		for _, r := range batch {
-			w.fold(r.samples)
-		}
-	}
+	clear(all) // drop references to strings so the scratch slice does not pin them
+	w.scratch = all[:0]
 	for _, r := range batch {
 		r.done <- err
 	}
