@@ -24,6 +24,9 @@ func FuzzDecodeBatch(f *testing.F) {
 	for _, enc := range schemaBatches() {
 		f.Add(enc)
 	}
+	for _, enc := range smallBatches() {
+		f.Add(enc)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		b, err := DecodeBatch(data)
 		fast, fastOK := decodeBatchFast(data)
@@ -242,6 +245,9 @@ func TestFuzzCorpus(t *testing.T) {
 	for name, enc := range schemaBatches() {
 		want[filepath.Join("FuzzDecodeBatch", corpusName(name))] = corpusEntry(enc)
 	}
+	for name, enc := range smallBatches() {
+		want[filepath.Join("FuzzDecodeBatch", corpusName(name))] = corpusEntry(enc)
+	}
 	// Near misses: each one takes the fast path part of the way, then falls back or fails.
 	good := string(AppendBatch(nil, &Batch{Header: testHeader(StreamSamples, 1), Samples: typicalSamples(1)}))
 	for name, doc := range map[string]string{
@@ -281,4 +287,67 @@ func TestFuzzCorpus(t *testing.T) {
 			t.Errorf("%s is stale (run go test ./signal -run TestFuzzCorpus -update-corpus)", path)
 		}
 	}
+}
+
+// smallBatches are short canonical batches: cheap seeds whose mutations the fuzzer explores quickly,
+// and the base of TestFastPathNeighbourhood.
+func smallBatches() map[string][]byte {
+	h := testHeader(StreamSamples, 5)
+	hf := testHeader(StreamFeatures, 1)
+	hf.Historical, hf.Delay = true, 1500*time.Millisecond
+	return map[string][]byte{
+		"small samples": AppendBatch(nil, &Batch{Header: h, Samples: []Sample{
+			{Signal: "a", Time: t0, Value: Float(-1.5e-7), Labels: Labels{{"k", "v"}}},
+			{Signal: "b", Value: Int(-10), Quality: Uncertain, Reason: "r"},
+			{Signal: "c", Time: t0, Value: Bool(false), Source: "x"},
+			{Signal: "d", Time: t0, Value: String("é\"\\")},
+			{Signal: "e", Time: t0, Value: Float(math.Inf(-1)), Quality: Bad},
+		}}),
+		"small features": AppendBatch(nil, &Batch{Header: hf, Features: []Feature{
+			{Signal: "a", Name: "mean", WindowStart: t0, WindowEnd: t0, Value: 0.25, Count: 3, Partial: true,
+				Labels: Labels{{"k", "v"}}},
+		}}),
+	}
+}
+
+// TestFastPathNeighbourhood applies every single-byte deletion, insertion and replacement (with bytes
+// that matter to JSON) to small canonical batches and requires the fast path and the general decoder
+// to agree on each: deterministic coverage of the near misses a fuzzer finds only by luck.
+func TestFastPathNeighbourhood(t *testing.T) {
+	alphabet := []byte{'0', '1', '9', '-', '+', '.', 'e', 'E', '"', '\\', ',', ':', '{', '}', '[', ']', ' ', 'n',
+		't', 'f', 'u', 'x', 'Z', 0x00, 0x1f, 0x7f, 0x80, 0xc3, 0xff}
+	check := func(data []byte) {
+		fast, ok := decodeBatchFast(data)
+		if !ok {
+			return
+		}
+		ref, err := decodeBatchJSON(data)
+		if err != nil {
+			t.Fatalf("fast path accepted what the general decoder rejects (%v):\n%q", err, data)
+		}
+		if !batchesEqual(fast, ref) {
+			t.Fatalf("fast path and general decoder differ on %q:\n%#v\n%#v", data, fast, ref)
+		}
+	}
+	n := 0
+	for _, base := range smallBatches() {
+		buf := make([]byte, 0, len(base)+1)
+		for i := range len(base) + 1 {
+			if i < len(base) {
+				check(append(append(buf[:0], base[:i]...), base[i+1:]...)) // delete
+				n++
+			}
+			for _, c := range alphabet {
+				check(append(append(append(buf[:0], base[:i]...), c), base[i:]...)) // insert
+				n++
+				if i < len(base) && base[i] != c {
+					m := append(buf[:0], base...)
+					m[i] = c
+					check(m) // replace
+					n++
+				}
+			}
+		}
+	}
+	t.Logf("%d mutations checked", n)
 }
