@@ -133,6 +133,9 @@ func parseTime(v any, format string) (time.Time, error) {
 		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
 			return time.Time{}, fmt.Errorf("%q is not a number", string(x))
 		}
+		if !isEpochFormat(format) {
+			return time.Time{}, fmt.Errorf("number %s does not match layout %q", string(x), format)
+		}
 		return epoch(string(x), f, format)
 	case string:
 		switch format {
@@ -159,6 +162,14 @@ func parseTime(v any, format string) (time.Time, error) {
 		}
 	}
 	return time.Time{}, fmt.Errorf("expected a time, got %s", jsonKind(v))
+}
+
+func isEpochFormat(f string) bool {
+	switch f {
+	case "", "auto", "unix_s", "unix_ms", "unix_us", "unix_ns":
+		return true
+	}
+	return false
 }
 
 func epoch(text string, f float64, format string) (time.Time, error) {

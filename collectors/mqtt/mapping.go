@@ -32,6 +32,7 @@ const (
 	reasonSpTopic      = "sparkplug_topic"
 	reasonUnknownAlias = "unknown_alias"
 	reasonInternal     = "internal_error"
+	reasonEmpty        = "empty_payload"
 )
 
 // maxLeaves bounds the samples one JSON message yields when no fields are configured.
@@ -251,6 +252,10 @@ func (s *sub) parseValue(dst []signal.Sample, m *msgCtx, payload []byte) []signa
 		return dst
 	}
 	text := strings.TrimSpace(string(payload))
+	if text == "" {
+		m.addProblem(reasonEmpty, "empty payload")
+		return dst
+	}
 	v, err := convertText(text, s.valType)
 	if err != nil {
 		m.addProblem(reasonWrongType, "%v", err)
