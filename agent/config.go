@@ -139,6 +139,8 @@ func (h *HTTPConfig) Validate(r config.Report) {
 func (c *Config) Validate(r config.Report) {
 	names := map[string]int{}
 	c.known = map[string]bool{}
+	var matchers []func(string) bool
+	open := false // a collector whose signal names cannot be known statically
 	for i, s := range c.Collectors {
 		if s.Name == "" {
 			continue
@@ -147,13 +149,29 @@ func (c *Config) Validate(r config.Report) {
 			r.Errorf(fmt.Sprintf("collectors[%d].name", i), "duplicate collector name %q (also collectors[%d])", s.Name, j)
 		}
 		names[s.Name] = i
-		if l, ok := s.Settings.(collectors.SignalLister); ok {
+		switch l := s.Settings.(type) {
+		case collectors.SignalLister:
 			for _, sig := range l.Signals() {
 				c.known[sig] = true
 			}
+		case collectors.SignalMatcher:
+			matchers = append(matchers, l.MayProduce)
+		case nil:
+		default:
+			open = true
 		}
 	}
-	c.Features.CheckSignals(r.Sub("features"), func(s string) bool { return c.known[s] })
+	c.Features.CheckSignals(r.Sub("features"), func(s string) bool {
+		if c.known[s] || open {
+			return true
+		}
+		for _, m := range matchers {
+			if m(s) {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 // Load reads, expands and validates a config file. lookup resolves ${VAR} (os.LookupEnv). The error,

@@ -143,3 +143,10 @@ func Build(spec *Spec, deps Deps) (Collector, error) {
 type SignalLister interface {
 	Signals() []string
 }
+
+// SignalMatcher is implemented by collector configs whose signal names are templates (MQTT topics,
+// Sparkplug metrics): MayProduce reports whether some message could yield that signal name.
+// A config that implements neither SignalLister nor SignalMatcher is assumed to produce any name.
+type SignalMatcher interface {
+	MayProduce(signal string) bool
+}

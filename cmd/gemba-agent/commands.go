@@ -80,9 +80,9 @@ FILE:LINE: PATH: MESSAGE. Exits 0 when the file is valid, 1 otherwise.`,
 				if err != nil {
 					return err
 				}
-				cmd.Println(string(out))
+				fmt.Fprintln(cmd.OutOrStdout(), string(out))
 			}
-			cmd.Printf("%s: valid (config version %s, %d collectors)\n", file, cfg.Version(), len(cfg.Collectors))
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: valid (config version %s, %d collectors)\n", file, cfg.Version(), len(cfg.Collectors))
 			return nil
 		},
 	}
@@ -121,7 +121,7 @@ func versionCmd() *cobra.Command {
 			if commit == "" {
 				commit = "unknown"
 			}
-			cmd.Printf("gemba-agent %s (commit %s, %s, %s/%s)\n", agent.Version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			fmt.Fprintf(cmd.OutOrStdout(), "gemba-agent %s (commit %s, %s, %s/%s)\n", agent.Version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		},
 	}
 }

@@ -62,6 +62,7 @@ buffer:
 uplink:
   nats:
     servers: [nats://127.0.0.1:4222]
+    user: gw1
     password: ${GEMBA_TEST_UNSET_SECRET}
 collectors:
   - type: mqtt
@@ -81,9 +82,9 @@ collectors:
 	lines := strings.Split(strings.TrimSpace(stderr), "\n")
 	want := []struct{ line, path, msg string }{
 		{"6", "buffer.colour", "unknown field"},
-		{"10", "uplink.nats.password", "GEMBA_TEST_UNSET_SECRET"},
-		{"12", "collectors[0].name", "required"},
-		{"15", "collectors[0].keepalive", "invalid duration"},
+		{"11", "uplink.nats.password", "GEMBA_TEST_UNSET_SECRET"},
+		{"13", "collectors[0].name", "required"},
+		{"16", "collectors[0].keepalive", "invalid duration"},
 	}
 	if len(lines) != len(want) {
 		t.Fatalf("want %d problems, got %d:\n%s", len(want), len(lines), stderr)
