@@ -33,9 +33,9 @@ type runner struct {
 	wg      sync.WaitGroup
 	pollers map[int]*poller
 
-	lastData      atomic.Int64 // unix nanos of the last notification (data or heartbeat)
-	heartbeats    int // heartbeat notifications; the first is only the initial value
-	buf           []signal.Sample
+	lastData   atomic.Int64 // unix nanos of the last notification (data or heartbeat)
+	heartbeats int          // heartbeat notifications; the first is only the initial value
+	buf        []signal.Sample
 }
 
 func newRunner(c *Collector, s *session, emit collectors.Emitter) *runner {

@@ -187,9 +187,9 @@ const (
 	trustTOFU       trustState = "trusted (first use, stored)"
 	trustKnownTOFU  trustState = "trusted (stored on first use)"
 	trustUntrusted  trustState = "untrusted"
-	tofuFileName    = "trusted-server.der"
-	tofuDirName     = "pki"
-	maxTrustDirSize = 1 << 20
+	tofuFileName               = "trusted-server.der"
+	tofuDirName                = "pki"
+	maxTrustDirSize            = 1 << 20
 )
 
 // checkTrust decides whether the server certificate der is trusted. It stores the certificate
