@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -103,7 +102,10 @@ func run(cfgFile string, duration, outage time.Duration, rate int) error {
 	go func() { agentDone <- ag.Run(agentCtx) }()
 	defer func() {
 		agentStop()
-		<-agentDone
+		select {
+		case <-agentDone:
+		case <-time.After(cfg.Agent.ShutdownTimeout + 5*time.Second):
+		}
 	}()
 
 	fmt.Printf("gemba demo: a plant of 2 lines x 2 machines publishing over MQTT to one agent, forwarding to JetStream\n")
@@ -116,6 +118,16 @@ func run(cfgFile string, duration, outage time.Duration, rate int) error {
 	}
 	defer watch.Close()
 
+	// MQTT brokers deliver only to subscriptions that exist: start the plant once the agent listens.
+	for len(broker.Topics.Subscribers("plant/line1/press/telemetry").Subscriptions) == 0 {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-agentDone:
+			return fmt.Errorf("agent stopped: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 	plant, err := startPlant(env["GEMBA_DEMO_MQTT"], rate)
 	if err != nil {
 		return fmt.Errorf("plant: %w", err)
@@ -208,17 +220,16 @@ func printView(el time.Duration, p *plant, a *agent.Agent, w *watcher) {
 	header.Do(func() {
 		fmt.Printf("%5s %10s %10s %9s %10s %9s   %s\n", "t", "published", "agent in", "buffered", "in stream", "uplink", "features (last window)")
 	})
-	ready, why := "up", ""
+	ready := "up"
 	for _, c := range a.Readiness().Checks {
 		if c.Name == "uplink" && !c.OK {
-			ready, why = "DOWN", c.Reason
+			ready = "DOWN"
 		}
 	}
-	_ = why
 	fmt.Printf("%4.0fs %10d %10d %9d %10d %9s   %s\n", el.Seconds(), p.Samples(), inAgent(a), depth(a), w.Samples(), ready, w.Summary())
 }
 
-// featureKey orders the latest features for display.
+// featureLine renders features sorted by key.
 func featureLine(latest map[string]gsignal.Feature) string {
 	keys := make([]string, 0, len(latest))
 	for k := range latest {
@@ -232,5 +243,3 @@ func featureLine(latest map[string]gsignal.Feature) string {
 	}
 	return strings.Join(parts, " ")
 }
-
-var _ = slog.LevelInfo
