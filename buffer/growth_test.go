@@ -7,11 +7,11 @@ import (
 	"github.com/gemba-io/gemba/signal"
 )
 
-// TestGrowth appends and acks 1 GiB (256 MiB with -short) through a store whose cap is far away and
+// TestGrowth appends and acks 1 GiB (256 MiB with -short or -race) through a store whose cap is far away and
 // shows that value-log GC keeps the disk near the working set instead of growing with the total.
 func TestGrowth(t *testing.T) {
 	total := int64(1 << 30)
-	if testing.Short() {
+	if testing.Short() || raceEnabled {
 		total = 256 << 20
 	}
 	cfg := testConfig(t)

@@ -50,23 +50,26 @@ func (s *Store) makeRoom(stream signal.Stream, need int64) error {
 		}
 		diskFull := free-need < s.reserve()
 		if usage+need <= limit && !diskFull {
-			s.mu.Lock()
-			if attempt == 0 {
+			// Full and the disk error clear only with a file's worth of room to spare, so that a
+			// store evicting to stay under the cap does not flap between full and not full.
+			slack := 2 * vlog // eviction frees one file beyond the need: that is not yet room to spare
+			if attempt == 0 && usage+need+slack <= limit && free-need-slack >= s.reserve() {
+				s.mu.Lock()
 				s.full = false
+				if s.ioErr != nil && errors.Is(s.ioErr, syscall.ENOSPC) {
+					s.ioErr = nil
+					s.log.Info("disk space is back", "dir", s.cfg.Dir, "free", free)
+				}
+				s.mu.Unlock()
 			}
-			if s.ioErr != nil && errors.Is(s.ioErr, syscall.ENOSPC) {
-				s.ioErr = nil
-				s.log.Info("disk space is back", "dir", s.cfg.Dir, "free", free)
-			}
-			s.mu.Unlock()
 			return nil
 		}
 		s.mu.Lock()
 		s.full = true
-		if diskFull && s.ioErr == nil {
+		if diskFull && (s.ioErr == nil || !errors.Is(s.ioErr, syscall.ENOSPC)) {
 			s.ioErr = fmt.Errorf("buffer %s: %w: %d bytes free, %d kept in reserve", s.cfg.Dir, syscall.ENOSPC, free, s.reserve())
 			s.diskErrs++
-			s.log.Error("disk full, refusing appends", "dir", s.cfg.Dir, "free", free, "reserve", s.reserve())
+			s.log.Error("disk full", "dir", s.cfg.Dir, "free", free, "reserve", s.reserve(), "when_full", s.cfg.WhenFull)
 		}
 		s.mu.Unlock()
 		if attempt >= 6 {
@@ -116,8 +119,15 @@ func (s *Store) evict(target int64) int64 {
 		if err != nil {
 			s.log.Error("evict failed", "stream", st, "err", err)
 		}
-		if n > 0 {
-			s.log.Warn("buffer full, dropped oldest records", "stream", st, "records", n, "max_bytes", s.cfg.MaxBytes)
+		s.mu.Lock()
+		logIt := n > 0 && time.Since(s.lastEvictLog) >= 10*time.Second
+		if logIt {
+			s.lastEvictLog = time.Now()
+		}
+		total := s.drops[st]["max_bytes"]
+		s.mu.Unlock()
+		if logIt { // at most every 10 s: the counters carry the exact numbers
+			s.log.Warn("buffer full, dropping oldest records", "stream", st, "records", n, "dropped_total", total, "max_bytes", s.cfg.MaxBytes)
 		}
 	}
 	return freed
@@ -321,7 +331,12 @@ func (s *Store) reclaim() {
 	}
 	files := 0
 	for ; files < 256; files++ {
-		if err := s.db.RunValueLogGC(0.5); err != nil {
+		// Writes wait while a file is collected: Badger's GC reads the memtable's max version
+		// without synchronisation against concurrent writes (a data race under -race).
+		s.dbMu.Lock()
+		err := s.db.RunValueLogGC(0.5)
+		s.dbMu.Unlock()
+		if err != nil {
 			break
 		}
 	}
@@ -382,6 +397,29 @@ func (s *Store) expire(now time.Time) {
 	}
 }
 
+// clearIfRoom clears Full and a disk-full error once there is room to spare again without an
+// append having to find out (so /readyz recovers on an idle agent too).
+func (s *Store) clearIfRoom() {
+	free, err := s.fsFree()
+	if err != nil {
+		return
+	}
+	slack := 2 * int64(s.cfg.Badger.ValueLogFileSize)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if free-slack < s.reserve() {
+		return
+	}
+	if s.ioErr != nil && errors.Is(s.ioErr, syscall.ENOSPC) {
+		s.ioErr = nil
+		s.log.Info("disk space is back", "dir", s.cfg.Dir, "free", free)
+	}
+	if s.disk+s.written+slack <= int64(s.cfg.MaxBytes) {
+		s.full = false
+	}
+	s.signalSpaceLocked()
+}
+
 // maintain runs periodic syncs (sync: batch), age expiry, disk measurement and reclaim.
 func (s *Store) maintain() {
 	defer s.bg.Done()
@@ -420,14 +458,8 @@ func (s *Store) maintain() {
 				s.reclaim()
 				lastReclaim = time.Now()
 			}
-			if ioErr != nil && errors.Is(ioErr, syscall.ENOSPC) {
-				if free, err := s.fsFree(); err == nil && free >= s.reserve() {
-					s.mu.Lock()
-					s.ioErr = nil
-					s.signalSpaceLocked()
-					s.mu.Unlock()
-					s.log.Info("disk space is back", "dir", s.cfg.Dir, "free", free)
-				}
+			if full || ioErr != nil && errors.Is(ioErr, syscall.ENOSPC) {
+				s.clearIfRoom()
 			}
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -61,7 +62,7 @@ type Store struct {
 	ioErr   error
 	drops   [signal.NumStreams]map[string]uint64
 	diskErrs, recoveries uint64
-	lastSync             time.Time
+	lastEvictLog         time.Time
 }
 
 type streamState struct {
@@ -341,7 +342,9 @@ func (s *Store) commitGroup(batch []*appendReq) {
 		written += r.size
 	}
 	s.written += written
-	s.ioErr = nil
+	if s.ioErr != nil && !errors.Is(s.ioErr, syscall.ENOSPC) {
+		s.ioErr = nil // a write error that a write has since disproved
+	}
 	var woke [signal.NumStreams]bool
 	for _, r := range accepted {
 		if !woke[r.stream] {
