@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -300,8 +301,16 @@ type mosquitto struct {
 	cmd  *exec.Cmd
 }
 
-// startMosquitto starts mosquitto, or skips (fails under CI) when it is not installed.
+// startMosquitto starts mosquitto with a store saved on every change (so a SIGKILL loses as
+// little as mosquitto allows), or skips (fails under CI) when it is not installed.
 func startMosquitto(t testing.TB, extra string) *mosquitto {
+	t.Helper()
+	return startMosquittoConf(t, "persistence true\npersistence_location %[1]s/\nautosave_interval 1\nautosave_on_changes true\n"+extra)
+}
+
+// startMosquittoConf starts mosquitto with conf (%[1]s is its directory) added to a listener,
+// anonymous access and unlimited queues.
+func startMosquittoConf(t testing.TB, conf string) *mosquitto {
 	t.Helper()
 	bin, err := exec.LookPath("mosquitto")
 	if err != nil {
@@ -319,9 +328,9 @@ func startMosquitto(t testing.TB, extra string) *mosquitto {
 	}
 	m := &mosquitto{t: t, port: freePort(t), dir: t.TempDir()}
 	m.conf = filepath.Join(m.dir, "mosquitto.conf")
-	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\npersistence_location %s/\n"+
-		"autosave_interval 1\nautosave_on_changes true\nmax_queued_messages 0\nlog_dest none\n%s", m.port, m.dir, extra)
-	if err := os.WriteFile(m.conf, []byte(conf), 0o644); err != nil {
+	full := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nuser root\nmax_queued_messages 0\nlog_dest none\n", m.port) +
+		strings.ReplaceAll(conf, "%[1]s", m.dir)
+	if err := os.WriteFile(m.conf, []byte(full), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	m.cmd = exec.Command(bin, "-c", m.conf)
