@@ -391,8 +391,14 @@ func (p *fastParser) feature(f *Feature) bool {
 	})
 }
 
-func (p *fastParser) samples() ([]Sample, bool) {
-	out := make([]Sample, 0, 64)
+// capHint sizes a record slice from the envelope's count, bounded by what the input can hold (a
+// record takes more than 16 bytes), so a lying count cannot make us allocate much.
+func (p *fastParser) capHint(count int) int {
+	return max(0, min(count, (len(p.data)-p.pos)/16))
+}
+
+func (p *fastParser) samples(hint int) ([]Sample, bool) {
+	out := make([]Sample, 0, p.capHint(hint))
 	ok := p.array(func() bool {
 		out = append(out, Sample{})
 		return p.sample(&out[len(out)-1])
@@ -400,8 +406,8 @@ func (p *fastParser) samples() ([]Sample, bool) {
 	return out, ok
 }
 
-func (p *fastParser) features() ([]Feature, bool) {
-	out := make([]Feature, 0, 16)
+func (p *fastParser) features(hint int) ([]Feature, bool) {
+	out := make([]Feature, 0, p.capHint(hint))
 	ok := p.array(func() bool {
 		out = append(out, Feature{})
 		return p.feature(&out[len(out)-1])
@@ -411,13 +417,13 @@ func (p *fastParser) features() ([]Feature, bool) {
 
 func decodeSamplesFast(data []byte) ([]Sample, bool) {
 	p := fastParser{data: data}
-	s, ok := p.samples()
+	s, ok := p.samples(64)
 	return s, ok && p.pos == len(data)
 }
 
 func decodeFeaturesFast(data []byte) ([]Feature, bool) {
 	p := fastParser{data: data}
-	f, ok := p.features()
+	f, ok := p.features(16)
 	return f, ok && p.pos == len(data)
 }
 
@@ -484,9 +490,9 @@ func decodeBatchFast(data []byte) (*Batch, bool) {
 			records = true
 			switch {
 			case stream == "samples":
-				b.Samples, ok = p.samples()
+				b.Samples, ok = p.samples(h.Count)
 			case stream == "features":
-				b.Features, ok = p.features()
+				b.Features, ok = p.features(h.Count)
 			}
 			return 1 << 13, ok
 		}
