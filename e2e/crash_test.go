@@ -92,6 +92,10 @@ func child() int {
 			}
 		}
 	}
+	if mode == "live" {
+		live(ctx, buf)
+		mode = "drain"
+	}
 	if mode == "drain" {
 		for ctx.Err() == nil && buf.Stats().Streams[gsig.StreamSamples].Records > 0 {
 			time.Sleep(10 * time.Millisecond)
@@ -103,6 +107,75 @@ func child() int {
 	<-ctx.Done()
 	wg.Wait()
 	return 0
+}
+
+// live captures GEMBA_E2E_RATE samples/s for GEMBA_E2E_SECONDS and writes them the way the
+// agent's writer does: the first sample after a write starts a 5 ms linger, then everything
+// captured so far becomes one buffer record (so a slow append makes the next record bigger).
+func live(ctx context.Context, buf buffer.Buffer) {
+	rate, _ := strconv.Atoi(os.Getenv("GEMBA_E2E_RATE"))
+	secs, _ := strconv.Atoi(os.Getenv("GEMBA_E2E_SECONDS"))
+	const linger = 5 * time.Millisecond
+	start := time.Now()
+	end := start.Add(time.Duration(secs) * time.Second)
+	var (
+		mu      sync.Mutex
+		pending []gsig.Sample
+		arrived = make(chan struct{}, 1)
+		stopped = make(chan struct{})
+	)
+	go func() { // capture: rate samples/s, each stamped when captured
+		defer close(stopped)
+		t := time.NewTicker(time.Millisecond)
+		defer t.Stop()
+		produced := 0
+		for now := range t.C {
+			if now.After(end) || ctx.Err() != nil {
+				return
+			}
+			n := int(now.Sub(start).Seconds()*float64(rate)) - produced
+			if n <= 0 {
+				continue
+			}
+			mu.Lock()
+			for i := range n {
+				pending = append(pending, gsig.Sample{Signal: "line1.press.temperature", Time: time.Now(),
+					Value: gsig.Int(int64(produced + i)), Source: "press/ns=2;s=T"})
+			}
+			mu.Unlock()
+			produced += n
+			select {
+			case arrived <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	flush := func() bool {
+		mu.Lock()
+		ss := pending
+		pending = nil
+		mu.Unlock()
+		if len(ss) == 0 {
+			return true
+		}
+		c := gsig.AppendChunk(nil, &gsig.Chunk{Stream: gsig.StreamSamples, ConfigVersion: "bench", Count: len(ss),
+			Oldest: ss[0].Time, Newest: ss[len(ss)-1].Time, Records: gsig.AppendSamplesJSON(nil, ss)})
+		_, err := buf.Append(ctx, gsig.StreamSamples, c)
+		return err == nil
+	}
+	for {
+		select {
+		case <-arrived:
+		case <-stopped:
+			flush()
+			return
+		}
+		time.Sleep(linger) // the writer's linger, as in agent/writer.go
+		if !flush() {
+			<-stopped
+			return
+		}
+	}
 }
 
 func chunk(inc string, first, n int) []byte {
@@ -126,9 +199,15 @@ type agentProc struct {
 
 func startAgent(t *testing.T, dir, natsURL, inc, mode string) *agentProc {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	return startAgentEnv(t, dir, natsURL, inc, mode)
+}
+
+func startAgentEnv(t testing.TB, dir, natsURL, inc, mode string, env ...string) *agentProc {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$", "-test.bench=^$")
 	cmd.Env = append(os.Environ(), "GEMBA_E2E_CHILD=1", "GEMBA_E2E_DIR="+dir, "GEMBA_E2E_NATS="+natsURL,
 		"GEMBA_E2E_INC="+inc, "GEMBA_E2E_MODE="+mode)
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -167,7 +246,7 @@ func (p *agentProc) reported() int {
 }
 
 // kill sends SIGKILL and reaps the process; what it printed before dying counts as durable.
-func (p *agentProc) kill(t *testing.T) int {
+func (p *agentProc) kill(t testing.TB) int {
 	t.Helper()
 	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,296 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/buffer"
+	gsig "github.com/gemba-io/gemba/signal"
+	"github.com/gemba-io/gemba/uplink"
+)
+
+// Benchmark workload: 100-byte samples, 100 per buffer record (one NATS message of ~10 KiB).
+const (
+	benchChunk   = 100
+	benchRecords = 3000 // 300,000 samples per backlog run
+)
+
+func benchSamples(first, n int, ts time.Time) []byte {
+	ss := make([]gsig.Sample, n)
+	for i := range ss {
+		// ~100 bytes of JSON each: {"sig":"line1.press.temperature","ts":"...","i":N,"src":"..."}
+		ss[i] = gsig.Sample{Signal: "line1.press.temperature", Time: ts, Value: gsig.Int(int64(first + i)), Source: "press/ns=2;s=T"}
+	}
+	return gsig.AppendSamplesJSON(nil, ss)
+}
+
+func benchChunkBytes(first, n int, ts time.Time) []byte {
+	return gsig.AppendChunk(nil, &gsig.Chunk{Stream: gsig.StreamSamples, ConfigVersion: "bench", Count: n,
+		Oldest: ts, Newest: ts, Records: benchSamples(first, n, ts)})
+}
+
+func resetStream(b *testing.B, js jetstream.JetStream) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := js.DeleteStream(ctx, "GEMBA"); err != nil && err != jetstream.ErrStreamNotFound {
+		b.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "GEMBA", Subjects: []string{"gemba.*.*.samples", "gemba.*.*.features", "gemba.*.*.status"},
+		Duplicates: 20 * time.Minute, Storage: jetstream.FileStorage}); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func benchUplinkConfig(url string) uplink.Config {
+	c := uplink.DefaultConfig()
+	c.NATS.Servers = []string{url}
+	c.Heartbeat = 0
+	return c
+}
+
+// BenchmarkSideBySide runs against one embedded JetStream server (file storage):
+//   - raw_publish_async: the ceiling, js.PublishMsgAsync of pre-encoded envelopes with Msg-Ids,
+//     256 in flight, no buffer;
+//   - backlog_{badger,memory}: the uplink forwarding a full buffer (records of 100 samples);
+//   - live_10k: an agent process capturing 10,000 samples/s through the Badger buffer and the
+//     uplink; latency is capture -> delivered from the stream, CPU is the agent process's.
+func BenchmarkSideBySide(b *testing.B) {
+	dir := b.TempDir()
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		b.Fatal("nats not ready")
+	}
+	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+	url := ns.ClientURL()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+
+	b.Run("raw_publish_async", func(b *testing.B) {
+		msgs := make([]*nats.Msg, benchRecords)
+		old := time.Now().Add(-time.Hour)
+		for i := range msgs {
+			h := gsig.Header{Schema: 1, Agent: "gw1", Site: "plant1", Stream: gsig.StreamSamples, FirstSeq: uint64(i + 1), LastSeq: uint64(i + 1), Count: benchChunk, Oldest: old, Newest: old, Sent: time.Now()}
+			m := nats.NewMsg("gemba.plant1.gw1.samples")
+			m.Data = gsig.AppendEnvelope(nil, &h, benchSamples(i*benchChunk, benchChunk, old))
+			msgs[i] = m
+		}
+		pnc, err := nats.Connect(url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer pnc.Close()
+		// No stall: the pending limit is above the message count, so this is the client's ceiling.
+		pjs, _ := jetstream.New(pnc, jetstream.WithPublishAsyncMaxPending(2*len(msgs)))
+		var elapsed time.Duration
+		// Warm the server's file store and the connection, untimed.
+		resetStream(b, js)
+		for _, m := range msgs[:500] {
+			if _, err := pjs.PublishAsync(m.Subject, m.Data); err != nil {
+				b.Fatal(err)
+			}
+		}
+		<-pjs.PublishAsyncComplete()
+		for b.Loop() {
+			b.StopTimer()
+			resetStream(b, js)
+			for i, m := range msgs {
+				m.Header = nats.Header{jetstream.MsgIDHeader: []string{"gw1:samples:" + strconv.Itoa(i+1)}}
+			}
+			b.StartTimer()
+			start := time.Now()
+			for _, m := range msgs {
+				if _, err := pjs.PublishMsgAsync(m); err != nil {
+					b.Fatal(err)
+				}
+			}
+			<-pjs.PublishAsyncComplete()
+			elapsed += time.Since(start)
+		}
+		report(b, elapsed, len(msgs)*benchChunk*b.N, len(msgs)*b.N)
+	})
+
+	backlog := func(b *testing.B, open func(dir string) buffer.Buffer) {
+		var elapsed time.Duration
+		for b.Loop() {
+			b.StopTimer()
+			resetStream(b, js)
+			buf := open(b.TempDir())
+			old := time.Now().Add(-time.Hour)
+			recs := make([][]byte, 0, 100)
+			for i := 0; i < benchRecords; i += 100 {
+				recs = recs[:0]
+				for j := i; j < i+100; j++ {
+					recs = append(recs, benchChunkBytes(j*benchChunk, benchChunk, old))
+				}
+				if _, err := buf.Append(context.Background(), gsig.StreamSamples, recs...); err != nil {
+					b.Fatal(err)
+				}
+			}
+			u, err := uplink.New(benchUplinkConfig(url), uplink.Identity{Agent: "gw1", Site: "plant1"}, buf, uplink.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			b.StartTimer()
+			start := time.Now()
+			done := make(chan error, 1)
+			go func() { done <- u.Run(ctx) }()
+			for buf.Stats().Streams[gsig.StreamSamples].Acked < benchRecords {
+				time.Sleep(time.Millisecond) // polling for completion
+			}
+			elapsed += time.Since(start)
+			b.StopTimer()
+			cancel()
+			<-done
+			buf.Close()
+			b.StartTimer()
+		}
+		report(b, elapsed, benchRecords*benchChunk*b.N, benchRecords*b.N)
+	}
+	b.Run("backlog_badger", func(b *testing.B) {
+		backlog(b, func(dir string) buffer.Buffer {
+			c := buffer.DefaultConfig()
+			c.Dir, c.MaxBytes = dir, 1<<30
+			s, err := buffer.Open(c, buffer.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return s
+		})
+	})
+	b.Run("backlog_memory", func(b *testing.B) {
+		backlog(b, func(string) buffer.Buffer {
+			c := buffer.DefaultConfig()
+			c.MaxBytes = 1 << 30
+			return buffer.NewMemory(c)
+		})
+	})
+
+	b.Run("live_10k", func(b *testing.B) {
+		for b.Loop() {
+			b.StopTimer()
+			resetStream(b, js)
+			idle := runLiveAgent(b, url, 0, nil)
+			resetStream(b, js)
+			b.StartTimer()
+			lat := &latencies{}
+			live := runLiveAgent(b, url, 10000, lat)
+			b.StopTimer()
+			lat.mu.Lock()
+			defer lat.mu.Unlock()
+			l := lat.d
+			if len(l) == 0 {
+				b.Fatal("no samples delivered")
+			}
+			slices.Sort(l)
+			q := func(p float64) float64 { return float64(l[int(p*float64(len(l)-1))].Microseconds()) / 1000 }
+			b.ReportMetric(q(0.5), "p50_ms")
+			b.ReportMetric(q(0.99), "p99_ms")
+			b.ReportMetric(float64(l[len(l)-1].Microseconds())/1000, "max_ms")
+			b.ReportMetric(float64(live-idle)/float64(time.Microsecond)/float64(len(l)), "cpu_us/sample")
+			b.ReportMetric(float64(live)/float64(time.Microsecond)/float64(len(l)), "cpu_us/sample_gross")
+			b.ReportMetric(float64(len(l)), "samples")
+			b.StartTimer()
+		}
+	})
+}
+
+func report(b *testing.B, elapsed time.Duration, samples, msgs int) {
+	b.ReportMetric(float64(samples)/elapsed.Seconds(), "samples/s")
+	b.ReportMetric(float64(msgs)/elapsed.Seconds(), "msgs/s")
+	b.ReportMetric(float64(elapsed.Microseconds())/1000, "ms/run")
+}
+
+const liveSeconds = 4
+
+type latencies struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *latencies) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.d)
+}
+
+// runLiveAgent runs an agent process capturing rate samples/s for liveSeconds and returns its CPU
+// time; with lat set it also collects each sample's capture -> delivered-from-stream latency.
+func runLiveAgent(b *testing.B, url string, rate int, lat *latencies) time.Duration {
+	b.Helper()
+	if lat != nil {
+		nc, err := nats.Connect(url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer nc.Close()
+		// An ordered push consumer: messages arrive once JetStream has stored them.
+		js, _ := jetstream.New(nc)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		cons, err := js.OrderedConsumer(ctx, "GEMBA", jetstream.OrderedConsumerConfig{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		cc, err := cons.Consume(func(m jetstream.Msg) {
+			now := time.Now()
+			bt, err := gsig.DecodeBatch(m.Data())
+			if err != nil {
+				return
+			}
+			lat.mu.Lock()
+			for _, s := range bt.Samples {
+				lat.d = append(lat.d, now.Sub(s.Time))
+			}
+			lat.mu.Unlock()
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer cc.Stop()
+	}
+	p := startAgentEnv(b, b.TempDir(), url, "live", "live",
+		"GEMBA_E2E_RATE="+strconv.Itoa(rate), "GEMBA_E2E_SECONDS="+strconv.Itoa(liveSeconds))
+	select {
+	case <-p.done:
+	case <-time.After(60 * time.Second):
+		p.cmd.Process.Kill()
+		b.Fatal("live agent did not finish")
+	}
+	if err := p.cmd.Wait(); err != nil {
+		b.Fatalf("live agent: %v", err)
+	}
+	if lat != nil {
+		want := rate * liveSeconds
+		deadline := time.Now().Add(10 * time.Second)
+		for lat.len() < want && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond) // the consumer catching up
+		}
+		if n := lat.len(); n < want {
+			fmt.Fprintf(os.Stderr, "live: %d of %d samples delivered (stream holds %d messages)\n", n, want, streamMsgs(nil, url))
+		}
+	}
+	st := p.cmd.ProcessState
+	return st.UserTime() + st.SystemTime()
+}
