@@ -34,7 +34,6 @@ type writer struct {
 
 	mu       sync.Mutex
 	features []signal.Feature // emitted by the feature engine, waiting to be appended
-	closing  bool
 
 	done chan struct{}
 }

@@ -72,7 +72,7 @@ func run(cfgFile string, duration, outage time.Duration, rate int) error {
 	if err != nil {
 		return fmt.Errorf("nats: %w", err)
 	}
-	defer hub.Shutdown()
+	defer func() { hub.Shutdown() }() // the hub is restarted after the outage: shut down the latest
 	broker, err := startBroker(mqttPort)
 	if err != nil {
 		return fmt.Errorf("mqtt broker: %w", err)
