@@ -1,0 +1,177 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gemba-io/gemba/buffer"
+	"github.com/gemba-io/gemba/signal"
+)
+
+// failingBuffer wraps a memory buffer and fails appends with err while it is set.
+type failingBuffer struct {
+	buffer.Buffer
+	mu  sync.Mutex
+	err error
+}
+
+func (f *failingBuffer) Append(ctx context.Context, st signal.Stream, recs ...[]byte) ([]uint64, error) {
+	f.mu.Lock()
+	err := f.err
+	f.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	return f.Buffer.Append(ctx, st, recs...)
+}
+
+func startWriter(t *testing.T, b buffer.Buffer, fold func([]signal.Sample) []signal.Sample) (*writer, *metrics) {
+	t.Helper()
+	m := newMetrics()
+	w := newWriter(context.Background(), b, "cfgv1", time.Millisecond, 64<<10, slog.New(slog.NewTextHandler(io.Discard, nil)), m)
+	w.fold = fold
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return w, m
+}
+
+func sample(sig string, v int64) signal.Sample {
+	return signal.Sample{Signal: sig, Time: time.Unix(1700000000, v).UTC(), Value: signal.Int(v)}
+}
+
+func TestWriterConcurrentEmitsKeepPerCallerOrder(t *testing.T) {
+	mem := buffer.NewMemory(buffer.DefaultConfig())
+	defer mem.Close()
+	w, _ := startWriter(t, mem, nil)
+	var wg sync.WaitGroup
+	const callers, per = 8, 200
+	for c := range callers {
+		wg.Go(func() {
+			for i := range per {
+				if err := w.Emit(context.Background(), []signal.Sample{sample(fmt.Sprint("s", c), int64(i))}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	got := bufferedValues(t, mem)
+	for c := range callers {
+		vals := got[fmt.Sprint("s", c)]
+		if len(vals) != per {
+			t.Fatalf("caller %d: %d values buffered, want %d", c, len(vals), per)
+		}
+		for i, v := range vals {
+			if v != int64(i) {
+				t.Fatalf("caller %d: value %d at %d", c, v, i)
+			}
+		}
+	}
+}
+
+func TestWriterFoldsAndForwardsWhatTheEngineReturns(t *testing.T) {
+	mem := buffer.NewMemory(buffer.DefaultConfig())
+	defer mem.Close()
+	var folded []string
+	w, _ := startWriter(t, mem, func(s []signal.Sample) []signal.Sample {
+		keep := s[:0]
+		for _, x := range s {
+			folded = append(folded, x.Signal)
+			if x.Signal != "aggregated.only" {
+				keep = append(keep, x)
+			}
+		}
+		return keep
+	})
+	in := []signal.Sample{sample("raw", 1), sample("aggregated.only", 2), sample("raw", 3)}
+	if err := w.Emit(context.Background(), in); err != nil {
+		t.Fatal(err)
+	}
+	if in[1].Signal != "aggregated.only" {
+		t.Fatal("writer modified the caller's slice")
+	}
+	w.AddFeatures([]signal.Feature{{Signal: "raw", Name: "mean", Value: 2, Count: 2, WindowEnd: time.Unix(1700000060, 0)}})
+	got := bufferedValues(t, mem)
+	if len(got["raw"]) != 2 || len(got["aggregated.only"]) != 0 || len(folded) != 3 {
+		t.Fatalf("buffered %v, folded %v", got, folded)
+	}
+	eventually(t, 5*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		recs, err := mem.Read(ctx, signal.StreamFeatures, 0, 10)
+		if err != nil {
+			return err
+		}
+		c, err := signal.ParseChunk(recs[0].Data)
+		if err != nil {
+			return err
+		}
+		fs, err := signal.DecodeFeatures(c.Records)
+		if err != nil || len(fs) != 1 || fs[0].Name != "mean" || c.ConfigVersion != "cfgv1" {
+			return fmt.Errorf("features %v %v", fs, err)
+		}
+		return nil
+	})
+}
+
+func TestWriterFullBufferIsPolicyNotError(t *testing.T) {
+	fb := &failingBuffer{Buffer: buffer.NewMemory(buffer.DefaultConfig())}
+	defer fb.Close()
+	w, m := startWriter(t, fb, nil)
+	fb.err = fmt.Errorf("stream samples: %w", buffer.ErrFull)
+	if err := w.Emit(context.Background(), []signal.Sample{sample("x", 1)}); err != nil {
+		t.Fatalf("drop_newest refusal must release the source, got %v", err)
+	}
+	if n := counterValue(t, m, "gemba_buffer_refused_records_total"); n != 1 {
+		t.Fatalf("refused counter %v", n)
+	}
+	fb.mu.Lock()
+	fb.err = errors.New("write /var/lib/gemba: no space left on device")
+	fb.mu.Unlock()
+	err := w.Emit(context.Background(), []signal.Sample{sample("x", 2)})
+	if err == nil {
+		t.Fatal("an I/O error must reach the source so it does not acknowledge")
+	}
+	if n := counterValue(t, m, "gemba_buffer_write_errors_total"); n != 1 {
+		t.Fatalf("write error counter %v", n)
+	}
+}
+
+func TestEmitAfterStopFails(t *testing.T) {
+	mem := buffer.NewMemory(buffer.DefaultConfig())
+	defer mem.Close()
+	m := newMetrics()
+	w := newWriter(context.Background(), mem, "v", 0, 1<<20, slog.New(slog.DiscardHandler), m)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	w.run(ctx)
+	if err := w.Emit(context.Background(), []signal.Sample{sample("x", 1)}); !errors.Is(err, errStopping) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func counterValue(t *testing.T, m *metrics, name string) float64 {
+	t.Helper()
+	mfs, err := m.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, x := range mf.GetMetric() {
+				total += x.GetCounter().GetValue()
+			}
+		}
+	}
+	return total
+}
