@@ -125,3 +125,35 @@ func TestClusterR3SurvivesNodeLoss(t *testing.T) {
 	readStream(t, js, "GEMBA").exactlyOnce(t, total)
 	src.check(t)
 }
+
+// TestJetStreamDomainViaLeafNode: the agent talks to a leaf node (with its own JetStream domain)
+// and publishes into the hub's stream through uplink.nats.domain.
+func TestJetStreamDomainViaLeafNode(t *testing.T) {
+	hubOpts := jsOptions(t, t.TempDir(), -1)
+	hubOpts.ServerName, hubOpts.JetStreamDomain = "hub", "hub"
+	hubOpts.LeafNode = server.LeafNodeOpts{Host: "127.0.0.1", Port: -1}
+	hub := startServer(t, hubOpts)
+	t.Cleanup(func() { stopServer(hub) })
+
+	leafOpts := jsOptions(t, t.TempDir(), -1)
+	leafOpts.ServerName, leafOpts.JetStreamDomain = "leaf", "leaf"
+	remote := &url.URL{Scheme: "nats-leaf", Host: fmt.Sprintf("127.0.0.1:%d", hubOpts.LeafNode.Port)}
+	leafOpts.LeafNode.Remotes = []*server.RemoteLeafOpts{{URLs: []*url.URL{remote}}}
+	leaf := startServer(t, leafOpts)
+	t.Cleanup(func() { stopServer(leaf) })
+	eventually(t, 10*time.Second, "leaf connected", func() bool { return leaf.NumLeafNodes() == 1 })
+
+	src := newMemSource()
+	for i := range 20 {
+		src.Append(signal.StreamSamples, sampleChunk(i*10, 10, time.Now()))
+	}
+	cfg := testConfig(leaf.ClientURL())
+	cfg.NATS.Domain = "hub"
+	r := startUplink(t, cfg, src, Options{})
+	eventually(t, 15*time.Second, "delivered through the leaf", func() bool { return src.Acked(signal.StreamSamples) == 20 })
+	if ok, why := r.u.Health().Ready(); !ok {
+		t.Errorf("not ready: %s", why)
+	}
+	_, js := connectJS(t, hub.ClientURL())
+	readStream(t, js, "GEMBA").exactlyOnce(t, 200)
+}
