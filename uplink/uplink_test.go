@@ -3,6 +3,7 @@ package uplink
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -505,4 +506,49 @@ heartbeat: 5s
 	if err == nil || !strings.Contains(err.Error(), "strem") || !strings.Contains(err.Error(), "max_infligt") {
 		t.Errorf("unknown keys: %v", err)
 	}
+}
+
+func TestRunBadSeedFile(t *testing.T) {
+	cfg := testConfig("nats://127.0.0.1:1")
+	cfg.NATS.NkeySeedFile = writeFile(t, "bad.nk", []byte("not a seed"))
+	u, err := New(cfg, testID, newMemSource(), Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = u.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "nkey_seed_file "+cfg.NATS.NkeySeedFile) {
+		t.Fatalf("Run: %v", err)
+	}
+	if ok, why := u.Health().Ready(); ok || why == "" {
+		t.Errorf("ready %v %q", ok, why)
+	}
+}
+
+func TestCreateStreamKeepsOthersSubjectsAndRefusesStorageChange(t *testing.T) {
+	s, _ := newJSServer(t)
+	_, js := connectJS(t, s.ClientURL())
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "GEMBA", Subjects: []string{"hub.>"}, Duplicates: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	src := newMemSource()
+	src.Append(signal.StreamSamples, sampleChunk(0, 10, time.Now()))
+	cfg := testConfig(s.ClientURL())
+	startUplink(t, cfg, src, Options{})
+	eventually(t, 10*time.Second, "delivered", func() bool { return src.Acked(signal.StreamSamples) == 1 })
+	st, err := js.Stream(ctx, "GEMBA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := st.CachedInfo().Config
+	if !slices.Contains(sc.Subjects, "hub.>") || !slices.Contains(sc.Subjects, "gemba.*.*.samples") || sc.Duplicates != cfg.NATS.DuplicateWindow {
+		t.Errorf("stream after update: subjects %v, duplicates %s", sc.Subjects, sc.Duplicates)
+	}
+
+	cfg.NATS.Storage = "memory"
+	r := startUplink(t, cfg, newMemSource(), Options{})
+	eventually(t, 10*time.Second, "storage mismatch reported", func() bool {
+		_, why := r.u.Health().Ready()
+		return strings.Contains(why, "exists with File storage, config asks for Memory")
+	})
 }
