@@ -20,6 +20,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gemba-io/gemba/collectors"
 	"github.com/gemba-io/gemba/signal"
@@ -51,6 +52,11 @@ type Collector struct {
 	sp       []*spHost // per subscription; nil unless sparkplugb
 	m        *metrics
 	tlsCfg   *tls.Config
+
+	// used by the worker goroutine only
+	subMessages []prometheus.Counter
+	subSamples  []prometheus.Counter
+	sources     map[string]string
 
 	gen    atomic.Uint64 // client generation: messages of a reset client are dropped unacked
 	client atomic.Pointer[clientRef]
@@ -108,6 +114,8 @@ func New(name string, cfg *Config, deps collectors.Deps) (*Collector, error) {
 			s.stall = *st
 		}
 		c.subs = append(c.subs, s)
+		c.subMessages = append(c.subMessages, c.m.messages.WithLabelValues(s.filter))
+		c.subSamples = append(c.subSamples, c.m.samples.WithLabelValues(s.filter))
 		var h *spHost
 		if s.format == FormatSparkplugB {
 			h = newSpHost()
@@ -120,6 +128,7 @@ func New(name string, cfg *Config, deps collectors.Deps) (*Collector, error) {
 		c.sp = append(c.sp, h)
 	}
 	c.lastMsg = make([]atomic.Int64, len(c.subs))
+	c.sources = map[string]string{}
 	t, err := buildTLS(cfg)
 	if err != nil {
 		return nil, collectors.Permanent(fmt.Errorf("mqtt: %w", err))
@@ -477,10 +486,10 @@ func (c *Collector) mapMessage(dst []signal.Sample, in inMsg) []signal.Sample {
 		return dst
 	}
 	payload := in.msg.Payload()
-	m := msgCtx{source: c.name + ":" + topic, topic: topic, levels: strings.Split(topic, "/"), recv: in.recv}
+	m := msgCtx{source: c.source(topic), topic: topic, recv: in.recv}
 	for _, i := range in.match {
 		s := c.subs[i]
-		c.m.messages.WithLabelValues(s.filter).Inc()
+		c.subMessages[i].Inc()
 		m.probs = m.probs[:0]
 		n := len(dst)
 		if len(payload) > int(c.cfg.MaxPayload) {
@@ -488,13 +497,28 @@ func (c *Collector) mapMessage(dst []signal.Sample, in inMsg) []signal.Sample {
 		} else {
 			dst = c.parse(dst, &m, s, i, payload)
 		}
-		c.m.samples.WithLabelValues(s.filter).Add(float64(len(dst) - n))
+		if k := len(dst) - n; k > 0 {
+			c.subSamples[i].Add(float64(k))
+		}
 		for _, p := range m.probs {
 			c.m.bad.WithLabelValues(s.filter, p.reason).Inc()
 			c.warn.Warn(s.filter+"|"+p.reason, "bad payload", "subscription", s.filter, "topic", topic, "reason", p.reason, "detail", p.detail)
 		}
 	}
 	return dst
+}
+
+// source names a sample's origin, "<collector>:<topic>", cached per topic.
+func (c *Collector) source(topic string) string {
+	if s, ok := c.sources[topic]; ok {
+		return s
+	}
+	if len(c.sources) >= maxCachedNames {
+		clear(c.sources)
+	}
+	s := c.name + ":" + topic
+	c.sources[topic] = s
+	return s
 }
 
 // parse maps one payload. A bug in a parser must not take the agent down with it: a panic is

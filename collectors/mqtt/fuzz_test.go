@@ -101,20 +101,49 @@ func FuzzPathAndTemplate(f *testing.F) {
 	f.Add("$.ts", "{topic.-1}", `{"ts":1}`)
 	f.Add("[0]", "{", `[1]`)
 	f.Fuzz(func(t *testing.T, path, tmpl, doc string) {
+		var d jdoc
+		docOK := d.parse([]byte(doc)) == nil
 		p, err := parsePath(path)
-		if err == nil {
-			if v, err := decodeJSON([]byte(doc)); err == nil {
-				_, _ = p.lookup(v, v)
+		if err == nil && docOK {
+			if n, ok := p.lookup(&d, 0, 0); ok && (n < 0 || int(n) >= len(d.nodes)) {
+				t.Fatalf("lookup returned node %d of %d", n, len(d.nodes))
 			}
 		}
 		tp, err := parseTemplate(tmpl, FormatJSON)
 		if err != nil {
 			return
 		}
-		v, _ := decodeJSON([]byte(doc))
-		name, err := tp.expand(&tctx{topic: "a/b/c", levels: []string{"a", "b", "c"}, field: "f", elem: v, root: v})
+		c := tctx{topic: "a/b/c", levels: []string{"a", "b", "c"}, field: "f"}
+		if docOK {
+			c.doc = &d
+		}
+		name, err := tp.expand(&c)
 		if err == nil && name == "" {
 			t.Fatalf("template %q expanded to an empty name without an error", tmpl)
+		}
+	})
+}
+
+// FuzzJSONDoc checks the JSON parser against encoding/json: the same documents are valid, and
+// strings decode to the same text.
+func FuzzJSONDoc(f *testing.F) {
+	for _, s := range []string{`{"a":[1,2.5e-3,-0,true,false,null,"x\u00e9\ud83d\ude00"]}`, `"\ud800"`, `[]`, `{}`, `01`, `1.`, `-`, `{"a":1,}`, `"\x"`, " 1 ", `{"a" 1}`, `[1 2]`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var d jdoc
+		err := d.parse(data)
+		if want := json.Valid(data); (err == nil) != want {
+			t.Fatalf("parse(%q) error = %v, encoding/json valid = %v", data, err, want)
+		}
+		if err != nil {
+			return
+		}
+		if d.nodes[0].kind == jStr {
+			var ref string
+			if json.Unmarshal(data, &ref) == nil && utf8.Valid(data) && ref != d.scalar(0) {
+				t.Fatalf("string %q decoded to %q, encoding/json gives %q", data, d.scalar(0), ref)
+			}
 		}
 	})
 }

@@ -22,37 +22,38 @@ func (s *sub) parseJSON(dst []signal.Sample, m *msgCtx, payload []byte) []signal
 		m.addProblem(reasonInvalidUTF8, "payload is not valid UTF-8")
 		return dst
 	}
-	root, err := decodeJSON(payload)
-	if err != nil {
+	d := &s.doc
+	if err := d.parse(payload); err != nil {
 		m.addProblem(reasonInvalidJSON, "%v", err)
 		return dst
 	}
 	if s.each == nil {
-		return s.mapElement(dst, m, root, root, "")
+		return s.mapElement(dst, m, d, 0, "")
 	}
-	v, ok := s.each.lookup(root, root)
+	n, ok := s.each.lookup(d, 0, 0)
 	if !ok {
 		m.addProblem(reasonMissingField, "each: %s not in payload", s.each)
 		return dst
 	}
-	arr, ok := v.([]any)
-	if !ok {
-		m.addProblem(reasonWrongType, "each: %s is %s, not an array", s.each, jsonKind(v))
+	if d.nodes[n].kind != jArr {
+		m.addProblem(reasonWrongType, "each: %s is %s, not an array", s.each, jsonKind(d.scalar(n)))
 		return dst
 	}
-	for i, e := range arr {
-		dst = s.mapElement(dst, m, e, root, "["+strconv.Itoa(i)+"]")
+	i := 0
+	for e := d.nodes[n].first; e >= 0; e = d.nodes[e].next {
+		dst = s.mapElement(dst, m, d, e, "["+strconv.Itoa(i)+"]")
+		i++
 	}
 	return dst
 }
 
 // mapElement maps one element (the whole document, or one entry of the each array).
-func (s *sub) mapElement(dst []signal.Sample, m *msgCtx, elem, root any, at string) []signal.Sample {
-	c := tctx{topic: m.topic, levels: m.levels, elem: elem, root: root}
+func (s *sub) mapElement(dst []signal.Sample, m *msgCtx, d *jdoc, elem int32, at string) []signal.Sample {
+	c := tctx{topic: m.topic, levels: m.levels, doc: d, elem: elem}
 	ts := m.recv
 	quality, reason := signal.Good, ""
 	if s.timePath != nil {
-		if t, err := s.readTime(elem, root); err != nil {
+		if t, err := s.readTime(d, elem); err != nil {
 			m.addProblem(reasonBadTime, "%s%s: %v", at, s.timePath, err)
 			// The reading is real, its time is not: keep it at receive time, marked as such.
 			quality, reason = signal.Uncertain, "bad time field: "+err.Error()
@@ -61,7 +62,7 @@ func (s *sub) mapElement(dst []signal.Sample, m *msgCtx, elem, root any, at stri
 		}
 	}
 	labels := s.labelsFor(m, &c)
-	emit := func(name string, sig *template, v any, typ string) {
+	emit := func(name string, sig *template, n int32, typ string) {
 		c.field = name
 		t := s.signal
 		if sig != nil {
@@ -72,18 +73,31 @@ func (s *sub) mapElement(dst []signal.Sample, m *msgCtx, elem, root any, at stri
 			m.addProblem(reasonBadName, "%s%s: %v", at, name, err)
 			return
 		}
-		val, err := convert(v, typ, at+name)
-		smp := signal.Sample{Signal: sn, Time: ts, Value: val, Quality: quality, Reason: reason, Source: m.source, Labels: labels}
-		if err != nil {
-			m.addProblem(reasonWrongType, "%v", err)
-			smp.Value, smp.Quality, smp.Reason = signal.Value{}, signal.Bad, err.Error()
-		} else if v == nil {
+		smp := signal.Sample{Signal: sn, Time: ts, Quality: quality, Reason: reason, Source: m.source, Labels: labels}
+		nd := &d.nodes[n]
+		if nd.kind == jNum && (typ == "" || typ == "auto") {
+			// Fast path: a number read as is needs no intermediate string.
+			if num, ok := parseNumber(bytesView(nd.raw)); ok {
+				smp.Value = num
+				dst = append(dst, smp)
+				return
+			}
+		}
+		v := d.scalar(n)
+		val, err := convert(v, typ)
+		switch {
+		case err != nil:
+			m.addProblem(reasonWrongType, "%s%s: %v", at, name, err)
+			smp.Quality, smp.Reason = signal.Bad, at+name+": "+err.Error()
+		case v == nil:
 			smp.Quality, smp.Reason = signal.Bad, "null value"
+		default:
+			smp.Value = val
 		}
 		dst = append(dst, smp)
 	}
 	if s.allLeaves {
-		ls := leaves(nil, "", elem, maxLeaves+1)
+		ls := leaves(nil, d, "", elem, maxLeaves+1)
 		if len(ls) > maxLeaves {
 			m.addProblem(reasonTooMany, "%smore than %d values; configure fields", at, maxLeaves)
 			ls = ls[:maxLeaves]
@@ -92,30 +106,30 @@ func (s *sub) mapElement(dst []signal.Sample, m *msgCtx, elem, root any, at stri
 			if s.timePath != nil && !s.timePath.root && l.path == s.timePath.src {
 				continue
 			}
-			emit(l.path, nil, l.v, "")
+			emit(l.path, nil, l.n, "")
 		}
 		return dst
 	}
 	for i := range s.fields {
 		f := &s.fields[i]
-		v, ok := f.path.lookup(elem, root)
+		n, ok := f.path.lookup(d, elem, 0)
 		if !ok {
 			if !f.optional {
 				m.addProblem(reasonMissingField, "%s%s not in payload", at, f.path)
 			}
 			continue
 		}
-		emit(f.name, f.signal, v, f.typ)
+		emit(f.name, f.signal, n, f.typ)
 	}
 	return dst
 }
 
-func (s *sub) readTime(elem, root any) (time.Time, error) {
-	v, ok := s.timePath.lookup(elem, root)
+func (s *sub) readTime(d *jdoc, elem int32) (time.Time, error) {
+	n, ok := s.timePath.lookup(d, elem, 0)
 	if !ok {
 		return time.Time{}, fmt.Errorf("not in payload")
 	}
-	return parseTime(v, s.timeFmt)
+	return parseTime(d.scalar(n), s.timeFmt)
 }
 
 // Plausible epochs for auto detection: seconds until ~5138 AD are below 1e11.

@@ -80,30 +80,25 @@ func parsePath(s string) (jsonPath, error) {
 	return p, nil
 }
 
-// lookup walks the path from elem (or root for a $ path).
-func (p jsonPath) lookup(elem, root any) (any, bool) {
-	v := elem
+// lookup walks the path from node elem (or root for a $ path) of d.
+func (p jsonPath) lookup(d *jdoc, elem, root int32) (int32, bool) {
+	n := elem
 	if p.root {
-		v = root
+		n = root
 	}
 	for _, s := range p.steps {
-		if s.index >= 0 {
-			a, ok := v.([]any)
-			if !ok || s.index >= len(a) {
-				return nil, false
-			}
-			v = a[s.index]
-			continue
+		var ok bool
+		switch k := d.nodes[n].kind; {
+		case s.index >= 0 && k == jArr:
+			n, ok = d.index(n, s.index)
+		case s.index < 0 && k == jObj:
+			n, ok = d.member(n, s.key)
 		}
-		m, ok := v.(map[string]any)
 		if !ok {
-			return nil, false
-		}
-		if v, ok = m[s.key]; !ok {
-			return nil, false
+			return -1, false
 		}
 	}
-	return v, true
+	return n, true
 }
 
 // scalarText renders a JSON scalar for templates.
@@ -119,40 +114,36 @@ func scalarText(v any) (string, bool) {
 	return "", false
 }
 
-// leaves appends every scalar (and null) under v with its path, in document order of keys
-// as Go maps give them sorted for stable output.
-func leaves(dst []leaf, prefix string, v any, limit int) []leaf {
+// leaves appends every scalar (and null) under node n with its path, in document order.
+func leaves(dst []leaf, d *jdoc, prefix string, n int32, limit int) []leaf {
 	if len(dst) >= limit {
 		return dst
 	}
-	switch x := v.(type) {
-	case map[string]any:
-		keys := make([]string, 0, len(x))
-		for k := range x {
-			keys = append(keys, k)
-		}
-		sortStrings(keys)
-		for _, k := range keys {
-			name := k
+	switch d.nodes[n].kind {
+	case jObj:
+		for c := d.nodes[n].first; c >= 0; c = d.nodes[c].next {
+			name := d.keyOf(c)
 			if prefix != "" {
-				name = prefix + "." + k
+				name = prefix + "." + name
 			}
-			dst = leaves(dst, name, x[k], limit)
+			dst = leaves(dst, d, name, c, limit)
 		}
-	case []any:
-		for i, e := range x {
-			dst = leaves(dst, prefix+"["+strconv.Itoa(i)+"]", e, limit)
+	case jArr:
+		i := 0
+		for c := d.nodes[n].first; c >= 0; c = d.nodes[c].next {
+			dst = leaves(dst, d, prefix+"["+strconv.Itoa(i)+"]", c, limit)
+			i++
 		}
 	default:
 		if prefix == "" {
 			prefix = "value"
 		}
-		dst = append(dst, leaf{path: prefix, v: v})
+		dst = append(dst, leaf{path: prefix, n: n})
 	}
 	return dst
 }
 
 type leaf struct {
 	path string
-	v    any
+	n    int32
 }

@@ -1,10 +1,8 @@
 package mqtt
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
 	"slices"
 	"strconv"
@@ -56,6 +54,9 @@ type sub struct {
 	timeFmt   string
 	valType   string
 	stall     time.Duration
+	doc       jdoc // reused by parseJSON; a sub is used by one goroutine at a time
+	// labelCache holds rendered labels by topic when no label reads the payload.
+	labelCache map[string]signal.Labels
 }
 
 type labelTmpl struct {
@@ -114,6 +115,14 @@ func compileSubscription(s *Subscription) (*sub, error) {
 			return nil, cerr("labels."+k, "%v", err)
 		}
 		c.labels = append(c.labels, labelTmpl{key: k, val: lt})
+	}
+	if len(c.labels) > 0 {
+		c.labelCache = map[string]signal.Labels{}
+		for _, l := range c.labels {
+			if l.val.uses(tJSON) {
+				c.labelCache = nil
+			}
+		}
 	}
 	if !slices.Contains(valueTypes, s.Type) {
 		return nil, cerr("type", "unknown type %q (use auto, float, int, bool or string)", s.Type)
@@ -218,6 +227,14 @@ type msgCtx struct {
 	probs  []problem
 }
 
+// lv returns the topic levels, split on first use.
+func (m *msgCtx) lv() []string {
+	if m.levels == nil {
+		m.levels = strings.Split(m.topic, "/")
+	}
+	return m.levels
+}
+
 func (m *msgCtx) addProblem(reason, format string, args ...any) {
 	m.probs = append(m.probs, problem{reason: reason, detail: fmt.Sprintf(format, args...)})
 }
@@ -227,6 +244,12 @@ func (s *sub) labelsFor(m *msgCtx, c *tctx) signal.Labels {
 	if len(s.labels) == 0 {
 		return nil
 	}
+	if s.labelCache != nil {
+		if l, ok := s.labelCache[m.topic]; ok {
+			return l
+		}
+	}
+	nprobs := len(m.probs)
 	out := make(signal.Labels, 0, len(s.labels))
 	for _, l := range s.labels {
 		v, err := l.val.expand(c)
@@ -235,6 +258,13 @@ func (s *sub) labelsFor(m *msgCtx, c *tctx) signal.Labels {
 			continue
 		}
 		out = append(out, signal.Label{Key: l.key, Value: v})
+	}
+	if s.labelCache != nil && len(m.probs) == nprobs {
+		if len(s.labelCache) >= maxCachedNames {
+			clear(s.labelCache)
+		}
+		// Shared by every sample of the topic: nobody modifies a sample's labels in place.
+		s.labelCache[m.topic] = out
 	}
 	return out
 }
@@ -278,7 +308,7 @@ func convertText(text, typ string) (signal.Value, error) {
 	case "string":
 		return signal.String(text), nil
 	}
-	return convert(json.Number(text), typ, text)
+	return convert(json.Number(text), typ)
 }
 
 func parseNumber(s string) (signal.Value, bool) {
@@ -307,12 +337,12 @@ func parseNumber(s string) (signal.Value, bool) {
 }
 
 // convert turns a JSON scalar into a typed value; typ "" or auto keeps the JSON type.
-func convert(v any, typ, where string) (signal.Value, error) {
+func convert(v any, typ string) (signal.Value, error) {
 	switch x := v.(type) {
 	case json.Number:
 		num, ok := parseNumber(string(x))
 		if !ok {
-			return signal.Value{}, fmt.Errorf("%s: %q is not a number", where, string(x))
+			return signal.Value{}, fmt.Errorf("%q is not a number", string(x))
 		}
 		switch typ {
 		case "", "auto":
@@ -326,13 +356,13 @@ func convert(v any, typ, where string) (signal.Value, error) {
 			}
 			f, _ := num.Float()
 			if f != math.Trunc(f) || f < math.MinInt64 || f >= math.MaxInt64 {
-				return signal.Value{}, fmt.Errorf("%s: %s is not an integer", where, x)
+				return signal.Value{}, fmt.Errorf("%s is not an integer", x)
 			}
 			return signal.Int(int64(f)), nil
 		case "bool":
 			f, _ := num.Number()
 			if f != 0 && f != 1 {
-				return signal.Value{}, fmt.Errorf("%s: %s is not a boolean (0 or 1)", where, x)
+				return signal.Value{}, fmt.Errorf("%s is not a boolean (0 or 1)", x)
 			}
 			return signal.Bool(f == 1), nil
 		case "string":
@@ -356,16 +386,16 @@ func convert(v any, typ, where string) (signal.Value, error) {
 		case "bool":
 			b, err := strconv.ParseBool(strings.TrimSpace(x))
 			if err != nil {
-				return signal.Value{}, fmt.Errorf("%s: %q is not a boolean", where, x)
+				return signal.Value{}, fmt.Errorf("%q is not a boolean", x)
 			}
 			return signal.Bool(b), nil
 		default:
-			return convert(json.Number(strings.TrimSpace(x)), typ, where)
+			return convert(json.Number(strings.TrimSpace(x)), typ)
 		}
 	case nil:
 		return signal.Value{}, nil
 	}
-	return signal.Value{}, fmt.Errorf("%s: expected a %s value, got %s", where, typeName(typ), jsonKind(v))
+	return signal.Value{}, fmt.Errorf("expected a %s value, got %s", typeName(typ), jsonKind(v))
 }
 
 func b2f(b bool) float64 {
@@ -384,9 +414,9 @@ func typeName(t string) string {
 
 func jsonKind(v any) string {
 	switch v.(type) {
-	case map[string]any:
+	case jsonObject:
 		return "an object"
-	case []any:
+	case jsonArray:
 		return "an array"
 	case json.Number:
 		return "a number"
@@ -400,16 +430,3 @@ func jsonKind(v any) string {
 	return fmt.Sprintf("%T", v)
 }
 
-// decodeJSON decodes one JSON document, numbers kept exact.
-func decodeJSON(payload []byte) (any, error) {
-	d := json.NewDecoder(bytes.NewReader(payload))
-	d.UseNumber()
-	var v any
-	if err := d.Decode(&v); err != nil {
-		return nil, err
-	}
-	if _, err := d.Token(); err != io.EOF {
-		return nil, fmt.Errorf("unexpected data after the JSON value at offset %d", d.InputOffset())
-	}
-	return v, nil
-}

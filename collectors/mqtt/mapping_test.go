@@ -68,11 +68,11 @@ func TestJSONMapping(t *testing.T) {
 		probs   string
 	}{
 		{
-			name:    "all leaves by default, nested and arrays",
+			name:    "all leaves by default in document order, nested and arrays",
 			sub:     Subscription{Format: FormatJSON},
 			topic:   "p/m1",
 			payload: `{"b":{"c":2,"d":[true,"x"]},"a":1.5}`,
-			want:    "p.m1.a=float/1.5 p.m1.b.c=int/2 p.m1.b.d[0]=bool/true p.m1.b.d[1]=string/x",
+			want:    "p.m1.b.c=int/2 p.m1.b.d[0]=bool/true p.m1.b.d[1]=string/x p.m1.a=float/1.5",
 		},
 		{
 			name:    "fields with names, types and a per-field signal",

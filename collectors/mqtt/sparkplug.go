@@ -75,7 +75,7 @@ func parseSpTopic(levels []string) (spTopic, bool) {
 
 // parseSparkplug maps one Sparkplug B message.
 func (s *sub) parseSparkplug(dst []signal.Sample, m *msgCtx, payload []byte, h *spHost, rebirthOnGap bool, rebirthEvery time.Duration) []signal.Sample {
-	t, ok := parseSpTopic(m.levels)
+	t, ok := parseSpTopic(m.lv())
 	if !ok {
 		m.addProblem(reasonSpTopic, "not a Sparkplug B topic (want spBv1.0/<group>/<type>/<node>[/<device>])")
 		return dst
@@ -202,7 +202,7 @@ func (s *sub) parseSparkplug(dst []signal.Sample, m *msgCtx, payload []byte, h *
 		default:
 			md = n.aliases[mt.GetAlias()]
 			if md == nil || md.device != t.device {
-				m.addProblem(reasonUnknownAlias, "alias %d not in the birth of %s", mt.GetAlias(), strings.Join(m.levels[3:], "/"))
+				m.addProblem(reasonUnknownAlias, "alias %d not in the birth of %s", mt.GetAlias(), strings.Join(m.lv()[3:], "/"))
 				requestRebirth()
 				continue
 			}

@@ -11,7 +11,18 @@ import (
 type template struct {
 	src   string
 	parts []tpart
+	// cache holds expansions by topic and field for templates that do not read the payload, so
+	// the steady state allocates no names. Only the collector's worker goroutine expands.
+	cache *nameCache
 }
+
+type nameCache struct {
+	byTopic map[string]map[string]string
+	size    int
+}
+
+// maxCachedNames bounds the cache when topics or field names are unbounded (it is then reset).
+const maxCachedNames = 100000
 
 type tkind uint8
 
@@ -38,8 +49,9 @@ type tctx struct {
 	topic  string
 	levels []string
 	field  string
-	elem   any // current JSON element for {json.PATH}
-	root   any
+	doc    *jdoc // current JSON document and element for {json.PATH}
+	elem   int32
+	root   int32
 	group  string
 	node   string
 	device string
@@ -81,6 +93,9 @@ func parseTemplate(src, format string) (template, error) {
 		}
 		t.parts = append(t.parts, p)
 		rest = rest[i+end+1:]
+	}
+	if !t.uses(tJSON) && !(len(t.parts) == 1 && t.parts[0].kind == tLiteral) {
+		t.cache = &nameCache{byTopic: map[string]map[string]string{}}
 	}
 	return t, nil
 }
@@ -131,6 +146,32 @@ func (t template) expand(c *tctx) (string, error) {
 	if len(t.parts) == 1 && t.parts[0].kind == tLiteral {
 		return t.parts[0].lit, nil
 	}
+	if t.cache == nil {
+		return t.render(c)
+	}
+	if name, ok := t.cache.byTopic[c.topic][c.field]; ok {
+		return name, nil
+	}
+	name, err := t.render(c)
+	if err != nil {
+		return "", err
+	}
+	if t.cache.size >= maxCachedNames {
+		clear(t.cache.byTopic)
+		t.cache.size = 0
+	}
+	fields := t.cache.byTopic[c.topic]
+	if fields == nil {
+		fields = map[string]string{}
+		t.cache.byTopic[c.topic] = fields
+	}
+	fields[c.field] = name
+	t.cache.size++
+	return name, nil
+}
+
+func (t template) render(c *tctx) (string, error) {
+	levels := c.topicLevels()
 	var b strings.Builder
 	b.Grow(len(t.src) + 32)
 	for _, p := range t.parts {
@@ -142,12 +183,12 @@ func (t template) expand(c *tctx) (string, error) {
 		case tTopicLevel:
 			i := p.level
 			if i < 0 {
-				i += len(c.levels)
+				i += len(levels)
 			}
-			if i < 0 || i >= len(c.levels) {
+			if i < 0 || i >= len(levels) {
 				return "", fmt.Errorf("topic %q has no level %d", c.topic, p.level)
 			}
-			b.WriteString(c.levels[i])
+			b.WriteString(levels[i])
 		case tField:
 			b.WriteString(c.field)
 		case tGroup:
@@ -157,11 +198,14 @@ func (t template) expand(c *tctx) (string, error) {
 		case tDevice:
 			b.WriteString(c.device)
 		case tJSON:
-			v, ok := p.path.lookup(c.elem, c.root)
+			if c.doc == nil {
+				return "", fmt.Errorf("placeholder {json.%s}: no JSON document", p.path)
+			}
+			n, ok := p.path.lookup(c.doc, c.elem, c.root)
 			if !ok {
 				return "", fmt.Errorf("placeholder {json.%s}: not in payload", p.path)
 			}
-			s, ok := scalarText(v)
+			s, ok := scalarText(c.doc.scalar(n))
 			if !ok {
 				return "", fmt.Errorf("placeholder {json.%s}: not a scalar", p.path)
 			}
@@ -176,6 +220,14 @@ func (t template) expand(c *tctx) (string, error) {
 		return "", fmt.Errorf("template %q expands to an empty name", t.src)
 	}
 	return s, nil
+}
+
+// topicLevels splits the topic on first use.
+func (c *tctx) topicLevels() []string {
+	if c.levels == nil {
+		c.levels = strings.Split(c.topic, "/")
+	}
+	return c.levels
 }
 
 func collapseDots(s string) string {
