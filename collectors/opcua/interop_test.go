@@ -3,6 +3,7 @@ package opcua
 import (
 	"bytes"
 	"context"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -85,15 +86,24 @@ func TestNodeUntrustedClientCertificateThenPersistent(t *testing.T) {
 	r := startCollector(t, cfg, dataDir)
 	waitFor(t, 30*time.Second, "rejected client certificate reported", func() bool {
 		st, d := r.c.State()
-		return st == "reconnecting" && strings.Contains(d["last_error"], "does not trust this client's certificate")
+		return st == "reconnecting" && strings.Contains(d["last_error"], "probably does not trust this client's certificate")
 	})
 	certPath := filepath.Join(dataDir, "pki", "client.crt")
 	cert, err := os.ReadFile(certPath)
 	if err != nil {
 		t.Fatalf("generated certificate not persisted: %v", err)
 	}
-	// the operator trusts the certificate on the server; the running collector gets in by itself
-	if err := os.WriteFile(filepath.Join(ns.pki, "server", "trusted", "certs", "gemba.pem"), cert, 0o644); err != nil {
+	// the operator trusts the certificate on the server (node-opcua reads its trust list at
+	// start, so it is restarted); the running collector gets in by itself
+	block, _ := pem.Decode(cert)
+	if block == nil {
+		t.Fatal("generated certificate is not PEM")
+	}
+	if err := os.WriteFile(filepath.Join(ns.pki, "server", "trusted", "certs", "gemba.der"), block.Bytes, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ns.kill()
+	if err := ns.start(); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 60*time.Second, "data once the server trusts us", func() bool { return r.sink.count("n.double") > 0 })

@@ -171,7 +171,9 @@ func (c *Collector) setItem(it *item, state, reason string) {
 		c.log.Warn("node quarantined", "signal", it.spec.Signal, "node", it.spec.Raw, "reason", reason)
 	} else if old == stateQuarantined {
 		c.m.quarantined.DeleteLabelValues(it.spec.Signal)
-		c.log.Info("node recovered", "signal", it.spec.Signal, "node", it.spec.Raw)
+		if state == stateActive {
+			c.log.Info("node recovered", "signal", it.spec.Signal, "node", it.spec.Raw)
+		}
 	}
 }
 
@@ -297,11 +299,12 @@ func (c *Collector) resolveAll(s *session) {
 		c.mu.Lock()
 		it.id, it.monitorID = id, 0
 		c.mu.Unlock()
-		if err != nil {
+		switch {
+		case err != nil:
 			c.setItem(it, stateQuarantined, "BadNamespaceUnknown: "+it.spec.Ref.NSU)
-			continue
+		case it.state != stateQuarantined: // quarantined nodes are retried while groups are set up
+			c.setItem(it, statePending, "")
 		}
-		c.setItem(it, statePending, "")
 	}
 }
 

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/gopcua/opcua"
@@ -104,8 +104,9 @@ func connect(ctx context.Context, o connectOptions) (*session, error) {
 		}),
 	}
 	needCert := ep.SecurityMode != ua.MessageSecurityModeNone || tok == ua.UserTokenTypeCertificate
+	var cc *clientCert
 	if needCert {
-		cc, err := loadClientCert(cfg.Certificate, o.dataDir, o.agent)
+		cc, err = loadClientCert(cfg.Certificate, o.dataDir, o.agent)
 		if err != nil {
 			return nil, &authError{fmt.Errorf("client certificate: %w", err)}
 		}
@@ -148,9 +149,12 @@ func connect(ctx context.Context, o connectOptions) (*session, error) {
 				return nil, &authError{fmt.Errorf("connect: %w", err)}
 			}
 		}
-		if errors.Is(err, ua.StatusBadSecurityChecksFailed) || errors.Is(err, ua.StatusBadCertificateUntrusted) {
-			return nil, fmt.Errorf("connect: %w (the server does not trust this client's certificate: trust it on the server%s)",
-				err, certHint(cfg, o.dataDir))
+		// Servers that do not trust our certificate answer BadSecurityChecksFailed, or (node-opcua)
+		// just drop the connection while the secure channel opens.
+		if cc != nil && (errors.Is(err, ua.StatusBadSecurityChecksFailed) || errors.Is(err, ua.StatusBadCertificateUntrusted) ||
+			(ep.SecurityMode != ua.MessageSecurityModeNone && errors.Is(err, io.EOF))) {
+			return nil, fmt.Errorf("connect: %w (the server probably does not trust this client's certificate: trust it on the server; "+
+				"certificate %s, thumbprint %s)", err, cc.Path, thumbprint(cc.DER))
 		}
 		return nil, fmt.Errorf("connect: %w", err)
 	}
@@ -158,19 +162,6 @@ func connect(ctx context.Context, o connectOptions) (*session, error) {
 	s.namespaces = c.Namespaces()
 	s.limits = readLimits(dctx, c)
 	return s, nil
-}
-
-func certHint(cfg *Config, dataDir string) string {
-	if cfg.Certificate.CertFile != "" {
-		return ", certificate " + cfg.Certificate.CertFile
-	}
-	if dataDir != "" {
-		p := dataDir + "/pki/client.crt"
-		if _, err := os.Stat(p); err == nil {
-			return ", certificate " + p
-		}
-	}
-	return ""
 }
 
 // close ends the session and the channel; it never blocks for long on a dead connection.
