@@ -68,6 +68,9 @@ func BenchmarkAppend(b *testing.B) {
 				}
 			})
 			reportSamples(b, b.N)
+			s.mu.Lock()
+			b.ReportMetric(float64(s.grouped)/float64(max(s.groups, 1)), "appends/commit")
+			s.mu.Unlock()
 		})
 	}
 }

@@ -151,6 +151,15 @@ func TestCrash(t *testing.T) {
 				t.Fatalf("round %d: acknowledged record %d lost or changed (%d present, %d acknowledged)", round, seq, len(present), len(acknowledged))
 			}
 		}
+		// A sequence handed out before the crash is never handed out again.
+		maxSeen := prev
+		for seq := range acknowledged {
+			maxSeen = max(maxSeen, seq)
+		}
+		if seqs := appendT(t, s, signal.StreamSamples, fmt.Appendf(nil, "parent-%d", round)); seqs[0] <= maxSeen {
+			t.Fatalf("round %d: sequence %d reused (seen up to %d)", round, seqs[0], maxSeen)
+		}
+		recs = readAll(t, s, signal.StreamSamples)
 		if len(recs) > 0 { // ack a random prefix: it must stay acked across the next crash
 			ackedUpTo = recs[rand.IntN(len(recs))].Seq
 			if err := s.Ack(signal.StreamSamples, ackedUpTo); err != nil {

@@ -22,6 +22,13 @@ const (
 
 	metaHead  = 'h' // highest sequence removed from the queue (acked or dropped)
 	metaAcked = 'a' // highest sequence acknowledged
+	metaFloor = 'f' // sequences up to here may have been handed out: never reuse them
+	// metaClean (under stream byte 0xff) exists while the store is closed cleanly.
+	metaClean = 'c'
+	// uncleanGap is how far sequences jump after an unclean stop. With sync: batch or none, records
+	// visible to the uplink (and maybe published with their sequence in the message id) can be lost
+	// by a power cut; reusing their sequences would make JetStream's dedup drop the new records.
+	uncleanGap = 1 << 20
 
 	qkeyLen  = 22
 	frameLen = 4 // CRC32C in front of the payload

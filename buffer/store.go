@@ -63,11 +63,13 @@ type Store struct {
 	drops   [signal.NumStreams]map[string]uint64
 	diskErrs, recoveries uint64
 	lastEvictLog         time.Time
+	groups, grouped      uint64 // group commits and the appends they carried (benchmarks report the ratio)
 }
 
 type streamState struct {
 	first, last uint64 // first waiting (0 when empty) and last appended sequence
 	head, acked uint64 // highest removed, highest acked
+	floor       uint64 // persisted lower bound for the next sequence (see uncleanGap)
 	count       uint64
 	bytes       uint64
 	oldest      time.Time
@@ -126,6 +128,13 @@ func Open(cfg Config, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("buffer %s: recover: %w", cfg.Dir, err)
 	}
+	if err := s.markOpen(); err != nil || s.db.Sync() != nil {
+		if err == nil {
+			err = s.db.Sync()
+		}
+		_ = db.Close()
+		return nil, fmt.Errorf("buffer %s: %w", cfg.Dir, err)
+	}
 	s.measure()
 	if s.reg != nil {
 		s.coll = newCollector(s)
@@ -148,7 +157,7 @@ func (s *Store) recover() error {
 			for _, m := range []struct {
 				kind byte
 				dst  *uint64
-			}{{metaHead, &st.head}, {metaAcked, &st.acked}} {
+			}{{metaHead, &st.head}, {metaAcked, &st.acked}, {metaFloor, &st.floor}} {
 				item, err := txn.Get(metaKey(uint8(i), m.kind))
 				if errors.Is(err, badger.ErrKeyNotFound) {
 					continue
@@ -180,11 +189,40 @@ func (s *Store) recover() error {
 				st.bytes += uint64(k.size)
 			}
 			it.Close()
-			st.last = max(st.last, st.head)
+			st.last = max(st.last, st.head, st.floor)
 			if st.count > 0 || st.last > 0 {
 				s.log.Info("stream recovered", "stream", signal.Stream(i), "records", st.count,
 					"bytes", st.bytes, "first", st.first, "last", st.last, "acked", st.acked)
 			}
+		}
+		return nil
+	})
+}
+
+// markOpen removes the clean-shutdown marker. When it was missing (crash, power cut) every stream's
+// sequences jump by uncleanGap, and the new floor is made durable before any append.
+func (s *Store) markOpen() error {
+	clean := metaKey(0xff, metaClean)
+	return s.db.Update(func(txn *badger.Txn) error {
+		_, err := txn.Get(clean)
+		wasClean := err == nil
+		if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
+			return fmt.Errorf("read clean marker: %w", err)
+		}
+		for i := range s.st {
+			st := &s.st[i]
+			if wasClean || st.last == 0 {
+				continue
+			}
+			st.last += uncleanGap
+			st.floor = st.last
+			if err := txn.Set(metaKey(uint8(i), metaFloor), binary.BigEndian.AppendUint64(nil, st.floor)); err != nil {
+				return err
+			}
+			s.log.Warn("store was not closed cleanly, sequences skip ahead", "stream", signal.Stream(i), "next", st.last+1)
+		}
+		if wasClean {
+			return txn.Delete(clean)
 		}
 		return nil
 	})
@@ -342,6 +380,8 @@ func (s *Store) commitGroup(batch []*appendReq) {
 		written += r.size
 	}
 	s.written += written
+	s.groups++
+	s.grouped += uint64(len(accepted))
 	if s.ioErr != nil && !errors.Is(s.ioErr, syscall.ENOSPC) {
 		s.ioErr = nil // a write error that a write has since disproved
 	}
@@ -401,7 +441,7 @@ func (s *Store) Read(ctx context.Context, stream signal.Stream, after uint64, ma
 		wake, last := s.wake[stream], s.st[stream].last
 		s.mu.Unlock()
 		if last > after {
-			recs, next, err := s.scan(stream, after, max)
+			recs, next, err := s.scan(stream, after, last, max)
 			if err != nil || len(recs) > 0 {
 				return recs, err
 			}
@@ -420,8 +460,9 @@ func (s *Store) Read(ctx context.Context, stream signal.Stream, after uint64, ma
 	}
 }
 
-// scan reads up to max valid records after after. next is the last sequence looked at.
-func (s *Store) scan(stream signal.Stream, after uint64, max int) (recs []signal.Record, next uint64, err error) {
+// scan reads up to max valid records in (after, last]. Records beyond last are committed but not
+// yet reported durable (sync: always) and stay invisible. next is the last sequence looked at.
+func (s *Store) scan(stream signal.Stream, after, last uint64, max int) (recs []signal.Record, next uint64, err error) {
 	var corrupt []qkeyInfo
 	err = s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: qprefix(uint8(stream))})
@@ -431,6 +472,9 @@ func (s *Store) scan(stream signal.Stream, after uint64, max int) (recs []signal
 			k, ok := parseQKey(item.Key())
 			if !ok {
 				continue
+			}
+			if k.seq > last {
+				break
 			}
 			next = k.seq
 			v, err := item.ValueCopy(nil)
@@ -565,7 +609,8 @@ func (s *Store) Close() error {
 	if s.coll != nil {
 		s.reg.Unregister(s.coll)
 	}
-	err := s.db.Sync()
+	err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(metaKey(0xff, metaClean), nil) })
+	err = errors.Join(err, s.db.Sync())
 	if cerr := s.db.Close(); cerr != nil {
 		err = errors.Join(err, cerr)
 	}
