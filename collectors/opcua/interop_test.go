@@ -93,14 +93,24 @@ func TestNodeUntrustedClientCertificateThenPersistent(t *testing.T) {
 	if err != nil {
 		t.Fatalf("generated certificate not persisted: %v", err)
 	}
-	// the operator trusts the certificate on the server (node-opcua reads its trust list at
-	// start, so it is restarted); the running collector gets in by itself
-	block, _ := pem.Decode(cert)
-	if block == nil {
-		t.Fatal("generated certificate is not PEM")
+	// the operator moves the certificate from the server's rejected folder to its trusted folder
+	// (node-opcua reads them at start, so it is restarted); the running collector gets in by itself
+	rejected := filepath.Join(ns.pki, "server", "rejected")
+	entries, err := os.ReadDir(rejected)
+	if err != nil || len(entries) == 0 {
+		t.Fatalf("server rejected folder: %v, %d entries", err, len(entries))
 	}
-	if err := os.WriteFile(filepath.Join(ns.pki, "server", "trusted", "certs", "gemba.der"), block.Bytes, 0o644); err != nil {
-		t.Fatal(err)
+	for _, e := range entries {
+		data, err := os.ReadFile(filepath.Join(rejected, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := pem.Decode(data); b == nil || thumbprint(b.Bytes) != thumbprint(mustDER(t, cert)) {
+			t.Fatalf("rejected %s is not our certificate", e.Name())
+		}
+		if err := os.Rename(filepath.Join(rejected, e.Name()), filepath.Join(ns.pki, "server", "trusted", "certs", e.Name())); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ns.kill()
 	if err := ns.start(); err != nil {
@@ -231,4 +241,13 @@ func TestNodeBrowseThenProbe(t *testing.T) {
 	if len(problems) != 2 || !strings.Contains(problems[0]+problems[1], "nodes[15]") || !strings.Contains(problems[0]+problems[1], "BadNodeIdUnknown") {
 		t.Errorf("problems = %q", problems)
 	}
+}
+
+func mustDER(t testing.TB, pemData []byte) []byte {
+	t.Helper()
+	b, _ := pem.Decode(pemData)
+	if b == nil {
+		t.Fatal("not PEM")
+	}
+	return b.Bytes
 }
