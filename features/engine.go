@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/DataDog/sketches-go/ddsketch"
 	"github.com/DataDog/sketches-go/ddsketch/mapping"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -59,6 +60,7 @@ type Engine struct {
 	entries map[string]*entry
 	series  []*series // every series, for idle checks and checkpoints
 	mapping mapping.IndexMapping
+	scratch *ddsketch.DDSketch // merge target for sliding-window percentiles
 	out     []signal.Feature
 	closed  bool
 	m       metrics
@@ -125,7 +127,7 @@ func New(cfg Config, opts Options) (*Engine, error) {
 	if opts.CheckpointInterval <= 0 {
 		opts.CheckpointInterval = 10 * time.Second
 	}
-	mp, err := mapping.NewLogarithmicMapping(sketchAccuracy)
+	mp, err := mapping.NewCubicallyInterpolatedMapping(sketchAccuracy)
 	if err != nil {
 		return nil, fmt.Errorf("features: sketch mapping: %w", err)
 	}

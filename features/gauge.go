@@ -202,7 +202,11 @@ func (s *series) closeGauge(e *Engine, kmax int64, idle bool) int {
 					sk = s.panes[j].sk
 				} else {
 					if sk == nil {
-						sk = e.newSketch()
+						if e.scratch == nil {
+							e.scratch = e.newSketch()
+						}
+						sk = e.scratch
+						sk.Clear()
 					}
 					_ = sk.MergeWith(s.panes[j].sk)
 				}

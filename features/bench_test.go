@@ -1,0 +1,175 @@
+package features
+
+import (
+	"fmt"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/gemba-io/gemba/signal"
+)
+
+const benchSignals = 10_000
+
+func benchNames() []string {
+	names := make([]string, benchSignals)
+	for i := range names {
+		names[i] = "line" + strconv.Itoa(i/100) + ".m" + strconv.Itoa(i%100) + ".temperature"
+	}
+	return names
+}
+
+// feeder produces batches of gauge samples: every signal every 100 ms of event time, values
+// varying, written into one reused batch so the benchmark measures the engine.
+type feeder struct {
+	names []string
+	batch []signal.Sample
+	i     int
+}
+
+func newFeeder(size int) *feeder {
+	return &feeder{names: benchNames(), batch: make([]signal.Sample, size)}
+}
+
+func (f *feeder) next() []signal.Sample {
+	for j := range f.batch {
+		n := f.i
+		f.i++
+		f.batch[j] = signal.Sample{
+			Signal: f.names[n%benchSignals],
+			Time:   t0.Add(time.Duration(n/benchSignals) * 100 * time.Millisecond),
+			Value:  signal.Float(60 + float64(n%997)/50),
+		}
+	}
+	return f.batch
+}
+
+func benchEngine(b *testing.B, window, compute string) *Engine {
+	cfg := parseConfig(b, `
+features:
+  - {signal: "*", window: `+window+`, compute: `+compute+`}
+`)
+	emitted := 0
+	e, err := New(cfg, Options{Emit: func(fs []signal.Feature) { emitted += len(fs) }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = e.Close() })
+	return e
+}
+
+func runFold(b *testing.B, compute string) {
+	e := benchEngine(b, "10s", compute)
+	const batch = 1000
+	f := newFeeder(batch)
+	// Warm up through one window close (12 s of event time), so every signal's panes and
+	// sketches exist and the figures are the steady state.
+	for range 120 * benchSignals / batch {
+		e.Add(f.next())
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	samples := 0
+	for b.Loop() {
+		e.Add(f.next())
+		samples += batch
+	}
+	b.ReportMetric(float64(samples)/time.Since(start).Seconds(), "samples/s")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(samples), "ns/sample")
+}
+
+// BenchmarkFoldGauge: 10,000 signals sampled every 100 ms, 10-second windows, mean/min/max/count;
+// one op is a batch of 1,000 samples (allocs/op is per 1,000 samples). Every 1,000,000 samples
+// all 10,000 windows close; run at least 2000x so closes are part of the figure.
+func BenchmarkFoldGauge(b *testing.B) { runFold(b, "[mean, min, max, count]") }
+
+// BenchmarkFoldGaugePercentiles adds p50/p95/p99 (DDSketch per window).
+func BenchmarkFoldGaugePercentiles(b *testing.B) {
+	runFold(b, "[mean, min, max, count, p50, p95, p99]")
+}
+
+// BenchmarkBaselineMapSum is the named baseline: the least any engine must do per sample (look
+// the signal up in a map and add the value), so the engine's figures can be read as a ratio.
+func BenchmarkBaselineMapSum(b *testing.B) {
+	f := newFeeder(1000)
+	sums := map[string]*float64{}
+	for _, n := range f.names {
+		sums[n] = new(float64)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	samples := 0
+	for b.Loop() {
+		for _, s := range f.next() {
+			v, _ := s.Value.Number()
+			*sums[s.Signal] += v
+		}
+		samples += 1000
+	}
+	b.ReportMetric(float64(samples)/time.Since(start).Seconds(), "samples/s")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(samples), "ns/sample")
+}
+
+// BenchmarkFoldCounterBy: 1,000 part counters grouped by 1,000 SKU signals.
+func BenchmarkFoldCounterBy(b *testing.B) {
+	var cfgs string
+	for i := range 1000 {
+		cfgs += fmt.Sprintf("  - {signal: c%d.parts, kind: counter, window: 1m, compute: [delta], by: c%d.sku}\n", i, i)
+	}
+	e, err := New(parseConfig(b, "features:\n"+cfgs), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	names := make([]string, 1000)
+	for i := range names {
+		names[i] = fmt.Sprintf("c%d.parts", i)
+	}
+	batch := make([]signal.Sample, 1000)
+	n := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		for j := range batch {
+			batch[j] = signal.Sample{Signal: names[n%1000], Time: t0.Add(time.Duration(n/1000) * time.Second), Value: signal.Int(int64(n / 1000))}
+			n++
+		}
+		e.Add(batch)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/sample")
+}
+
+// BenchmarkMemory reports the heap held by 10,000 signals with one open 1-minute window each
+// (600 samples folded per signal), for 5 gauge features, and for 5 features including p95.
+func BenchmarkMemory(b *testing.B) {
+	for _, c := range []struct{ name, compute string }{
+		{"5features", "[mean, min, max, count, stddev]"},
+		{"5features_p95", "[mean, min, max, count, p95]"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				per := heapPerSignal(b, c.compute)
+				b.ReportMetric(per, "B/signal")
+				b.ReportMetric(per*benchSignals/(1<<20), "MiB/10k")
+			}
+		})
+	}
+}
+
+func heapPerSignal(b *testing.B, compute string) float64 {
+	f := newFeeder(1000)
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	e := benchEngine(b, "1m", compute)
+	for range 600 * benchSignals / 1000 { // 60 s of 100 ms samples: one full open window
+		e.Add(f.next())
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(e)
+	runtime.KeepAlive(f)
+	return float64(after.HeapAlloc-before.HeapAlloc) / benchSignals
+}
