@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X github.com/gemba-io/gemba/agent.Version=$(VERSION) -X github
 TOOLS := $(CURDIR)/.tools
 STATICCHECK_VERSION := v0.8.2
 TEST_TIMEOUT ?= 25m
-BENCH_TIME ?= 1x
+BENCH_TIME ?= 1s
 BENCH ?= .
 
 .PHONY: help build test lint bench fuzz demo peers clean
@@ -37,7 +37,7 @@ FUZZTIME ?= 10s
 fuzz: ## run every fuzzer briefly (FUZZTIME=60s for longer)
 	@set -e; for pkg in $$($(GO) list ./...); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
-	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $$pkg; \
 	  done; done
 
 demo: ## run a small plant end to end on embedded defaults
