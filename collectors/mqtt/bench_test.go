@@ -133,6 +133,7 @@ func benchBare(b *testing.B, mq *mosquitto) {
 type countingEmitter struct {
 	*fileEmitter
 	samples atomic.Int64
+	calls   atomic.Int64
 }
 
 func (e *countingEmitter) Emit(ctx context.Context, s []signal.Sample) error {
@@ -140,6 +141,7 @@ func (e *countingEmitter) Emit(ctx context.Context, s []signal.Sample) error {
 		return err
 	}
 	e.samples.Add(int64(len(s)))
+	e.calls.Add(1)
 	return nil
 }
 
@@ -183,5 +185,6 @@ func benchCollector(b *testing.B, mq *mosquitto) {
 	waitFor(b, 5*time.Minute, "all samples durable", func() bool { return em.samples.Load() >= 4*int64(n) })
 	b.StopTimer()
 	report(b, start, n)
+	b.ReportMetric(float64(n)/float64(em.calls.Load()), "msgs/emit")
 	stop()
 }

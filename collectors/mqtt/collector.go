@@ -425,6 +425,22 @@ func (c *Collector) waitSubscribe(tok paho.Token) (failed []string) {
 func (c *Collector) worker(ctx context.Context, emit collectors.Emitter, queue <-chan inMsg, reset func(string)) {
 	batch := make([]inMsg, 0, c.cfg.MaxBatch)
 	var samples []signal.Sample
+	// Acks go out from their own goroutine, in batch order, so writing one PUBACK per message
+	// overlaps with mapping and persisting the next batch.
+	acks := make(chan []paho.Message, 2)
+	var ackers sync.WaitGroup
+	ackers.Go(func() {
+		for b := range acks {
+			for _, m := range b {
+				m.Ack()
+			}
+			c.m.acks.Add(float64(len(b)))
+		}
+	})
+	defer func() {
+		close(acks)
+		ackers.Wait()
+	}()
 	for {
 		select {
 		case in := <-queue:
@@ -465,13 +481,14 @@ func (c *Collector) worker(ctx context.Context, emit collectors.Emitter, queue <
 				continue
 			}
 		}
+		toAck := make([]paho.Message, 0, len(batch))
 		for _, in := range batch {
-			if in.gen == cur {
-				in.msg.Ack()
-				if in.msg.Qos() > 0 {
-					c.m.acks.Inc()
-				}
+			if in.gen == cur && in.msg.Qos() > 0 {
+				toAck = append(toAck, in.msg)
 			}
+		}
+		if len(toAck) > 0 {
+			acks <- toAck
 		}
 		c.publishRebirths()
 		clear(samples) // drop references to label slices and strings
