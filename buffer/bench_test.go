@@ -222,6 +222,10 @@ func rssChild() {
 	for k, v := range procStatus() {
 		res["buffered-"+k] = v
 	}
+	trimMappings(s.cfg.Dir) // what the maintenance goroutine does every second
+	for k, v := range procStatus() {
+		res["trimmed-"+k] = v
+	}
 	var after uint64
 	for {
 		c, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
@@ -234,6 +238,10 @@ func rssChild() {
 	}
 	for k, v := range procStatus() {
 		res["read-"+k] = v
+	}
+	trimMappings(s.cfg.Dir)
+	for k, v := range procStatus() {
+		res["read-trimmed-"+k] = v
 	}
 	res["buffered-GiB"] = float64(s.Stats().Streams[signal.StreamSamples].Bytes) / (1 << 30)
 	_ = s.Close()

@@ -448,6 +448,7 @@ func (s *Store) maintain() {
 				s.setIOErr(fmt.Errorf("buffer %s: sync: %w", s.cfg.Dir, err))
 			}
 		case now := <-t.C:
+			trimMappings(s.cfg.Dir)
 			s.expire(now)
 			s.measure()
 			s.mu.Lock()

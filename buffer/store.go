@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -38,6 +40,7 @@ type Store struct {
 	closing chan struct{} // closed by Close: wakes blocked Reads and Appends
 	bg      sync.WaitGroup
 	kick    chan struct{} // asks the maintenance goroutine for a reclaim pass
+	touched atomic.Int64  // bytes of mapped files written or read since the last trimMappings
 
 	closeMu sync.RWMutex
 	closed  bool
@@ -97,6 +100,9 @@ func Open(cfg Config, opts Options) (*Store, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	if abs, err := filepath.Abs(cfg.Dir); err == nil {
+		cfg.Dir = abs // trimMappings matches mapped file names against it
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -380,6 +386,7 @@ func (s *Store) commitGroup(batch []*appendReq) {
 		written += r.size
 	}
 	s.written += written
+	defer s.touch(written)
 	s.groups++
 	s.grouped += uint64(len(accepted))
 	if s.ioErr != nil && !errors.Is(s.ioErr, syscall.ENOSPC) {
@@ -496,6 +503,11 @@ func (s *Store) scan(stream signal.Stream, after, last uint64, max int) (recs []
 	if err != nil {
 		return nil, 0, fmt.Errorf("buffer %s: read %s after %d: %w", s.cfg.Dir, stream, after, err)
 	}
+	var read int64
+	for _, r := range recs {
+		read += int64(len(r.Data))
+	}
+	s.touch(read)
 	if len(corrupt) > 0 {
 		s.dropCorrupt(stream, corrupt)
 	}
@@ -618,6 +630,15 @@ func (s *Store) Close() error {
 		return fmt.Errorf("buffer %s: close: %w", s.cfg.Dir, err)
 	}
 	return nil
+}
+
+// touch counts bytes that went through Badger's mmaps and trims the mappings every 32 MiB, so a
+// burst of reads or writes does not grow the RSS until the next maintenance tick.
+func (s *Store) touch(n int64) {
+	if s.touched.Add(n) >= 32<<20 {
+		s.touched.Store(0)
+		trimMappings(s.cfg.Dir)
+	}
 }
 
 func (s *Store) spaceChan() chan struct{} {
