@@ -81,6 +81,7 @@ type entry struct {
 }
 
 type metrics struct {
+	samples                     *prometheus.CounterVec
 	folded, late, bad, excluded prometheus.Counter
 	closedWM, closedIdle        prometheus.Counter
 	emitted                     prometheus.Counter
@@ -88,12 +89,15 @@ type metrics struct {
 	ckBytes, seriesN            prometheus.Gauge
 }
 
+func (m *metrics) samplesVec(result string) prometheus.Counter { return m.samples.WithLabelValues(result) }
+
 func newMetrics(reg prometheus.Registerer) (metrics, error) {
 	samples := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gemba_features_samples_total",
 		Help: "Samples seen by the feature engine by result: folded, late (beyond allowed lateness, not folded), bad (Bad quality or unusable value, counted not folded), excluded (Uncertain under policy exclude)."}, []string{"result"})
 	windows := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gemba_features_windows_closed_total",
 		Help: "Windows closed, by reason: watermark or idle."}, []string{"reason"})
 	m := metrics{
+		samples: samples,
 		folded: samples.WithLabelValues("folded"), late: samples.WithLabelValues("late"),
 		bad: samples.WithLabelValues("bad"), excluded: samples.WithLabelValues("excluded"),
 		closedWM: windows.WithLabelValues("watermark"), closedIdle: windows.WithLabelValues("idle"),
