@@ -27,6 +27,9 @@ func crashChild() {
 	cfg := DefaultConfig()
 	cfg.Dir = os.Getenv(crashChildEnv)
 	cfg.Sync = SyncAlways
+	if m := os.Getenv("GEMBA_BUFFER_CRASH_SYNC"); m != "" {
+		cfg.Sync = m // a SIGKILL (unlike a power cut) loses nothing in any mode: try batch or none
+	}
 	cfg.MaxBytes = 1 << 30
 	s, err := Open(cfg, Options{})
 	if err != nil {

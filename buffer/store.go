@@ -54,16 +54,16 @@ type Store struct {
 	// reclaimMu serialises reclaim passes.
 	reclaimMu sync.Mutex
 
-	mu      sync.Mutex
-	st      [signal.NumStreams]streamState
-	wake    [signal.NumStreams]chan struct{} // closed when records are appended
-	space   chan struct{}                    // closed when records are removed or disk space returns
-	disk    int64                            // bytes on disk at the last measurement
-	written int64                            // estimated bytes written since then
-	garbage int64                            // bytes removed since the last reclaim
-	full    bool
-	ioErr   error
-	drops   [signal.NumStreams]map[string]uint64
+	mu                   sync.Mutex
+	st                   [signal.NumStreams]streamState
+	wake                 [signal.NumStreams]chan struct{} // closed when records are appended
+	space                chan struct{}                    // closed when records are removed or disk space returns
+	disk                 int64                            // bytes on disk at the last measurement
+	written              int64                            // estimated bytes written since then
+	garbage              int64                            // bytes removed since the last reclaim
+	full                 bool
+	ioErr                error
+	drops                [signal.NumStreams]map[string]uint64
 	diskErrs, recoveries uint64
 	lastEvictLog         time.Time
 	groups, grouped      uint64 // group commits and the appends they carried (benchmarks report the ratio)
