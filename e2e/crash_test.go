@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,6 +45,13 @@ func TestMain(m *testing.M) {
 // "drain" (no appends; exit when the buffer is empty).
 func child() int {
 	inc, mode := os.Getenv("GEMBA_E2E_INC"), os.Getenv("GEMBA_E2E_MODE")
+	if p := os.Getenv("GEMBA_E2E_CPUPROFILE"); p != "" && mode == "live" && os.Getenv("GEMBA_E2E_RATE") != "0" {
+		// For finding where the live path's CPU goes: go tool pprof the file afterwards.
+		if f, err := os.Create(p); err == nil {
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	bcfg := buffer.DefaultConfig()
 	bcfg.Dir = os.Getenv("GEMBA_E2E_DIR")

@@ -443,6 +443,10 @@ func (l *lane) rewindLocked() uint64 {
 	return l.floor
 }
 
+// ackEvery rate-limits buffer acks: each is a write (deletes) in the buffer's store, and at live
+// rates every PubAck would move the floor. A crash re-sends at most this much more (deduplicated).
+const ackEvery = 10 * time.Millisecond
+
 // acker acknowledges the buffer as the floor rises; it runs apart from the PubAck callbacks so
 // that buffer I/O never delays them.
 func (l *lane) acker(ctx context.Context) {
@@ -453,6 +457,9 @@ func (l *lane) acker(ctx context.Context) {
 		case <-l.ackWake:
 		}
 		l.flushAck()
+		if !sleepCtx(ctx, ackEvery) {
+			return
+		}
 	}
 }
 
