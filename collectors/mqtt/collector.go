@@ -127,6 +127,9 @@ func New(name string, cfg *Config, deps collectors.Deps) (*Collector, error) {
 		}
 		c.sp = append(c.sp, h)
 	}
+	if cfg.Persistent() && deps.DataDir == "" {
+		c.log.Warn("no data dir: topics removed from the config cannot be unsubscribed after a restart")
+	}
 	c.lastMsg = make([]atomic.Int64, len(c.subs))
 	c.sources = map[string]string{}
 	t, err := buildTLS(cfg)
@@ -219,7 +222,7 @@ func (c *Collector) Run(ctx context.Context, emit collectors.Emitter) error {
 		c.setState("connecting", "broker", strings.Join(c.cfg.BrokerList(), ","), "client_id", c.clientID)
 		err := c.connect(ctx, cl)
 		if err == nil {
-			backoff = c.cfg.Reconnect.Initial
+			since := time.Now()
 			select {
 			case <-ctx.Done():
 				cl.Disconnect(250)
@@ -230,6 +233,11 @@ func (c *Collector) Run(ctx context.Context, emit collectors.Emitter) error {
 				cl.Disconnect(250)
 				c.connectedAt.Store(0)
 				c.m.connected.Set(0)
+				// A session that lived long was healthy: start the backoff afresh. Resets in quick
+				// succession (a buffer refusing everything) back off up to reconnect.max.
+				if time.Since(since) > c.cfg.Reconnect.Max {
+					backoff = c.cfg.Reconnect.Initial
+				}
 			}
 		} else {
 			if ctx.Err() != nil {
@@ -297,7 +305,7 @@ func (c *Collector) clientOptions(ctx context.Context, queue chan<- inMsg, gen u
 		o.SetTLSConfig(c.tlsCfg)
 	}
 	o.SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { c.receive(ctx, queue, gen, m) })
-	o.SetOnConnectHandler(func(cl paho.Client) { c.onConnect(cl, gen) })
+	o.SetOnConnectHandler(func(cl paho.Client) { c.onConnect(ctx, cl) })
 	o.SetConnectionLostHandler(func(_ paho.Client, err error) {
 		c.m.lost.Inc()
 		c.m.connected.Set(0)
@@ -340,7 +348,7 @@ func (c *Collector) receive(ctx context.Context, queue chan<- inMsg, gen uint64,
 
 // onConnect re-subscribes on every connection and reconciles the broker's subscription set with
 // the config: filters recorded in the state file but no longer configured are unsubscribed.
-func (c *Collector) onConnect(cl paho.Client, gen uint64) {
+func (c *Collector) onConnect(ctx context.Context, cl paho.Client) {
 	c.m.connects.Inc()
 	c.m.connected.Set(1)
 	c.connectedAt.Store(time.Now().UnixNano())
@@ -374,10 +382,13 @@ func (c *Collector) onConnect(cl paho.Client, gen uint64) {
 		c.log.Warn("save subscription state", "err", err)
 	}
 	tok := cl.SubscribeMultiple(want, nil)
-	failed := c.waitSubscribe(tok)
+	failed := c.waitSubscribe(ctx, tok)
+	if ctx.Err() != nil {
+		return
+	}
 	if len(remove) > 0 {
 		ut := cl.Unsubscribe(remove...)
-		if !ut.WaitTimeout(c.cfg.ConnectTimeout) || ut.Error() != nil {
+		if !waitToken(ctx, ut, c.cfg.ConnectTimeout) || ut.Error() != nil {
 			c.log.Warn("unsubscribe removed topics", "topics", remove, "err", ut.Error())
 			return
 		}
@@ -393,8 +404,25 @@ func (c *Collector) onConnect(cl paho.Client, gen uint64) {
 	}
 }
 
-func (c *Collector) waitSubscribe(tok paho.Token) (failed []string) {
-	if !tok.WaitTimeout(c.cfg.ConnectTimeout) {
+// waitToken waits for a paho token, giving up at the timeout or when the collector stops, so
+// no OnConnect goroutine outlives Run.
+func waitToken(ctx context.Context, tok paho.Token, timeout time.Duration) bool {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-tok.Done():
+		return true
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	return false
+}
+
+func (c *Collector) waitSubscribe(ctx context.Context, tok paho.Token) (failed []string) {
+	if !waitToken(ctx, tok, c.cfg.ConnectTimeout) {
+		if ctx.Err() != nil {
+			return nil
+		}
 		c.m.subFails.Add(float64(len(c.subs)))
 		c.log.Error("subscribe not confirmed", "timeout", c.cfg.ConnectTimeout)
 		for _, s := range c.subs {
