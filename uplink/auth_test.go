@@ -236,3 +236,17 @@ func TestMutualTLS(t *testing.T) {
 	cfg.NATS.TLS = TLSConfig{CAFile: stranger.caFile, CertFile: p.clientCert, KeyFile: p.clientKey, ServerName: "localhost"}
 	refused(t, cfg, "certificate signed by unknown authority")
 }
+
+func TestAuthToken(t *testing.T) {
+	o := jsOptions(t, t.TempDir(), -1)
+	o.Authorization = "s3cr3t-token"
+	s := startServer(t, o)
+	t.Cleanup(func() { stopServer(s) })
+
+	cfg := testConfig(s.ClientURL())
+	cfg.NATS.Token = config.NewSecret("s3cr3t-token")
+	deliverOne(t, cfg)
+
+	cfg.NATS.Token = config.NewSecret("guessed-token")
+	refused(t, cfg, "credentials refused by NATS: check the token", "guessed-token", "s3cr3t-token")
+}

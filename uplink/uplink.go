@@ -1,16 +1,28 @@
 // Package uplink forwards buffered records to NATS JetStream: in order per stream, with
 // deterministic message ids, acknowledging the buffer only after JetStream has stored them.
 //
-// Delivery contract (what the hub can rely on), per (agent, stream):
-//   - every buffer record is one JetStream message with Nats-Msg-Id <agent>:<stream>:<seq>, and
-//     its envelope carries agent, stream and first_seq/last_seq, so the stream holds each record
-//     once within its duplicate window and the hub can dedupe on (agent, stream, seq) beyond it;
-//   - the buffer is acked only up to the highest sequence below which every record has a PubAck,
-//     so nothing acked in the buffer is missing from the stream;
-//   - messages are published in increasing sequence order within each of at most two lanes (live
-//     and backlog, see lane.go); the stream order equals sequence order in steady state, but after
-//     a failed publish (re-sent from the buffer) or while a backlog is replayed next to live data
-//     it does not: order by first_seq when order matters. Backlog messages are marked historical.
+// Delivery contract (what the hub can rely on), per (agent, stream); samples and features are
+// independent streams with no order between them:
+//   - one buffer record (a signal.Chunk) is one JetStream message with Nats-Msg-Id
+//     <agent>:<stream>:<seq>; its envelope carries agent, stream, first_seq = last_seq = seq and
+//     count, so JetStream drops re-sends within its duplicate window and the hub can dedupe on
+//     (agent, stream, first_seq) beyond it;
+//   - the buffer is acked only up to the floor: the highest sequence below which every record
+//     read has a PubAck. Nothing acked in the buffer is missing from the stream. Sequence gaps in
+//     the stream are records the buffer itself dropped (its max_bytes/max_age policy, counted in
+//     the heartbeat), never records the uplink skipped (except undecodable ones, logged and counted);
+//   - in steady state messages are stored in sequence order. Two things reorder them: a failed
+//     publish (timeout, disconnect, stream full) makes the lane re-send from the floor, so the
+//     failed message lands after later ones; and while a backlog is replayed next to live data,
+//     live messages (sequence > T, the tail when catch-up began) are stored before the rest of
+//     the backlog (sequence <= T). Within each of those two parts sequence order holds. A hub
+//     that needs strict order sorts by first_seq; backlog messages carry historical=true and
+//     delay_ms, so they are never mistaken for the present.
+//
+// Duplicate window rule: duplicate_window > restart_budget + publish_timeout (checked when the
+// uplink creates the stream, warned about when it only verifies it). A message stored just before
+// a crash or hub outage whose PubAck was lost is re-sent after the restart; if that takes longer
+// than the window, JetStream stores it again and only the hub's (agent, stream, seq) dedupe helps.
 package uplink
 
 import (
