@@ -173,3 +173,34 @@ func heapPerSignal(b *testing.B, compute string) float64 {
 	runtime.KeepAlive(f)
 	return float64(after.HeapAlloc-before.HeapAlloc) / benchSignals
 }
+
+// BenchmarkCheckpoint encodes 10,000 gauge signals with one open window each (5 features and
+// p95) and reports the checkpoint size; one op is one full checkpoint.
+func BenchmarkCheckpoint(b *testing.B) {
+	e := benchEngine(b, "1m", "[mean, min, max, count, p95]")
+	f := newFeeder(1000)
+	for range 300 * benchSignals / 1000 { // 30 s of samples
+		e.Add(f.next())
+	}
+	var size int
+	b.ReportAllocs()
+	for b.Loop() {
+		e.mu.Lock()
+		size = len(e.encode(false))
+		e.mu.Unlock()
+	}
+	b.ReportMetric(float64(size), "bytes")
+	b.StopTimer()
+	st := newMemStore()
+	_ = st.PutMeta(CheckpointKey, func() []byte { e.mu.Lock(); defer e.mu.Unlock(); return e.encode(true) }())
+	start := time.Now()
+	e2, err := New(e.cfg, Options{Store: st})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(time.Since(start).Milliseconds()), "restore-ms")
+	if got := e2.Stats().Series; got != benchSignals {
+		b.Fatalf("restored %d series", got)
+	}
+	_ = e2.Close()
+}

@@ -105,6 +105,8 @@ func (e *Engine) load() []ckTrack {
 			s.ObsFrom = max(s.ObsFrom, s.WM+1)
 			s.ResetObs = true
 			s.HoldOK = false // do not hold a value across the lost stretch
+		} else {
+			s.GapCheck = true
 		}
 		e.restored[cs.Sig] = s
 	}
@@ -152,7 +154,7 @@ func (e *Engine) restore() error {
 			en.t.Pts = ct.Pts
 		}
 	}
-	if e.opts.Store != nil && len(e.series) > 0 {
+	if e.opts.Store != nil {
 		return e.put(e.encode(false))
 	}
 	return nil

@@ -1,6 +1,3 @@
-// Package features is the agent's edge feature engine: it folds samples into event-time windows per
-// signal (gauge statistics, counter increments, machine states, production per SKU) and emits
-// signal.Feature records when windows close, surviving restarts through checkpoints.
 package features
 
 import (

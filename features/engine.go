@@ -56,6 +56,7 @@ type Engine struct {
 	mu      sync.Mutex
 	log     *slog.Logger
 	opts    Options
+	cfg     Config
 	rules   []*rule
 	entries map[string]*entry
 	series  []*series // every series, for idle checks and checkpoints
@@ -89,7 +90,9 @@ type metrics struct {
 	ckBytes, seriesN            prometheus.Gauge
 }
 
-func (m *metrics) samplesVec(result string) prometheus.Counter { return m.samples.WithLabelValues(result) }
+func (m *metrics) samplesVec(result string) prometheus.Counter {
+	return m.samples.WithLabelValues(result)
+}
 
 func newMetrics(reg prometheus.Registerer) (metrics, error) {
 	samples := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gemba_features_samples_total",
@@ -98,7 +101,7 @@ func newMetrics(reg prometheus.Registerer) (metrics, error) {
 		Help: "Windows closed, by reason: watermark or idle."}, []string{"reason"})
 	m := metrics{
 		samples: samples,
-		folded: samples.WithLabelValues("folded"), late: samples.WithLabelValues("late"),
+		folded:  samples.WithLabelValues("folded"), late: samples.WithLabelValues("late"),
 		bad: samples.WithLabelValues("bad"), excluded: samples.WithLabelValues("excluded"),
 		closedWM: windows.WithLabelValues("watermark"), closedIdle: windows.WithLabelValues("idle"),
 		emitted:  prometheus.NewCounter(prometheus.CounterOpts{Name: "gemba_features_emitted_total", Help: "Feature records emitted."}),
@@ -135,7 +138,7 @@ func New(cfg Config, opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("features: sketch mapping: %w", err)
 	}
-	e := &Engine{log: opts.Logger, opts: opts, entries: map[string]*entry{}, mapping: mp}
+	e := &Engine{log: opts.Logger, opts: opts, cfg: cfg, entries: map[string]*entry{}, mapping: mp}
 	for i := range cfg {
 		ru := &cfg[i]
 		if ru.Window <= 0 || (ru.Hop > 0 && ru.Window%ru.Hop != 0) {

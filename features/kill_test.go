@@ -19,7 +19,9 @@ import (
 // with SIGKILL leaves either the old or the new value, like the buffer's Badger store.
 type fileStore struct{ dir string }
 
-func (f fileStore) path(key string) string { return filepath.Join(f.dir, hex.EncodeToString([]byte(key))) }
+func (f fileStore) path(key string) string {
+	return filepath.Join(f.dir, hex.EncodeToString([]byte(key)))
+}
 
 func (f fileStore) GetMeta(key string) ([]byte, bool, error) {
 	b, err := os.ReadFile(f.path(key))

@@ -39,7 +39,8 @@ type series struct {
 	Pts []point
 
 	ckFP                        string // rule fingerprint of a restored series
-	ResetObs                    bool   // restored after a crash: observation restarts at the next sample
+	ResetObs                    bool   // observation (re)starts at the next good sample (cold start, crash)
+	GapCheck                    bool   // restored cleanly: check the first sample for a downtime gap
 	lastArrival                 time.Time
 	nLate, nBad, nExcl, nFolded int64
 }
@@ -63,10 +64,13 @@ func floorDiv(a, b int64) int64 {
 // add folds one sample and closes the windows its watermark passes. It reports whether the
 // sample was late.
 func (s *series) add(e *Engine, smp *signal.Sample, b *batch) bool {
-	t := smp.Time.UnixNano()
 	if smp.Time.IsZero() {
-		t = math.MinInt64 / 2
+		// No timestamp: it cannot be placed in a window. Counted as bad and forwarded raw.
+		s.nBad++
+		b.bad++
+		return true
 	}
+	t := smp.Time.UnixNano()
 	r := s.r
 	p := floorDiv(t, r.hop)
 	if s.Closed == math.MinInt64 {
@@ -80,6 +84,15 @@ func (s *series) add(e *Engine, smp *signal.Sample, b *batch) bool {
 		b.late++
 		e.log.Debug("late sample", "signal", s.sig, "time", smp.Time, "watermark", time.Unix(0, s.WM).UTC())
 		return true
+	}
+	if s.GapCheck {
+		// First sample after a clean restart: if the agent was down longer than a window, the
+		// windows open at shutdown (and any in the gap) were not fully observed.
+		s.GapCheck = false
+		if t-s.WM > r.window {
+			s.ObsFrom = max(s.ObsFrom, t)
+			s.HoldOK = false
+		}
 	}
 	if !s.HasWM || t > s.WM {
 		s.WM, s.HasWM = t, true

@@ -144,8 +144,11 @@ func (s *series) closeState(e *Engine, kmax int64) int {
 	for k <= kmax {
 		start, end := s.window(k)
 		i := sort.Search(len(s.Pts), func(i int) bool { return s.Pts[i].T >= start })
-		if i == 0 { // no carry: the state is unknown until the first point
-			if pk := floorDiv(s.Pts[0].T, r.hop); pk > k {
+		if i == 0 || s.Pts[i-1].Bad { // no known state carried in: skip to the next point
+			if i == len(s.Pts) {
+				break
+			}
+			if pk := floorDiv(s.Pts[i].T, r.hop); pk > k {
 				k = pk
 				continue
 			}

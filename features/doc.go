@@ -1,0 +1,57 @@
+// Package features is the agent's edge feature engine: it folds samples into event-time windows per
+// signal (gauge statistics, counter increments, machine states, production per SKU) and emits
+// signal.Feature records when windows close, surviving restarts through checkpoints.
+//
+// # Features by kind
+//
+//	gauge    count sum mean min max stddev (population) first last delta (last-first)
+//	         rate (delta per second between first and last sample) ewma (ewma_alpha, value after
+//	         the window's last in-order sample) twa (time-weighted mean, sample-and-hold)
+//	         p50 p90 p95 p99 (DDSketch, 1% relative accuracy, rank floor(q*(n-1)))
+//	counter  delta (increase, resets and rollovers handled) rate (delta / window seconds) resets
+//	state    time_in_state (seconds, label state=...) transitions availability (running / planned)
+//
+// Every window with Bad samples also gets bad_count, and with excluded Uncertain samples
+// uncertain_count. Feature.Count is the number of samples a record was computed from (for a counter
+// with by: of that group). Counters with by emit one record per group value with a label (by_label,
+// default the last part of the by signal's name, e.g. sku).
+//
+// # Time
+//
+// Windows are event-time windows aligned to the Unix epoch: window k of a rule covers
+// [(k+1)*hop - window, (k+1)*hop). Each signal has its own watermark, its newest sample time. A
+// window closes when the watermark reaches its end plus allowed_lateness; a sample for a closed
+// window is late: it is counted (gemba_features_samples_total{result="late"}, Stats) and always
+// forwarded raw, never folded. When a signal has been silent for idle_timeout (wall clock), its
+// watermark is extrapolated by the silence and the windows that passes close; gauge and counter
+// windows closed that way are partial (the signal stopped), state windows are not (a state holds
+// until it changes; a Bad state sample makes it unknown).
+//
+// Gauges fold into panes of length hop (mergeable statistics, no allocation per sample); ewma and
+// twa follow samples in time order and skip out-of-order ones. Counters and states keep their
+// points until their windows close, so out-of-order samples within the lateness are exact. A counter
+// increment is the difference between consecutive samples in event time and belongs to the later
+// one's window; with by, to the by signal's value at that sample's time (last by sample at or
+// before it, looked up when the window closes, so a late-arriving SKU change is still exact).
+// A decrease is a rollover when counter_max is set and the previous value was above counter_max/2
+// (increase = counter_max - prev + cur + 1), otherwise a reset to zero (increase = cur).
+//
+// # Partial
+//
+// A record is partial when its window was not fully observed: it starts before the first usable
+// sample after a cold start or crash, after a clean restart that was down longer than a window, or
+// it was closed by the idle timeout (gauge, counter).
+//
+// # Restarts
+//
+// Open windows, watermarks and group-by values are checkpointed to the Store (key
+// CheckpointKey) by Run every CheckpointInterval, one second after windows closed, and by Close,
+// which alone marks the checkpoint clean. New restores it and immediately rewrites it as not
+// clean. After a clean restart the open windows continue: nothing is lost or counted twice.
+// After a crash the engine continues from the last checkpoint: what was folded after it is
+// missing, every window open at the restart (up to the first new usable sample) is partial, and a
+// window that closed after that checkpoint may be emitted a second time, partial; consumers keep
+// the non-partial record of a (signal, name, window, labels). Counter deltas stay exact across both
+// (the increase is measured from the last checkpointed value). A corrupt or unreadable checkpoint
+// is logged and gives a cold start; series whose rule changed start afresh.
+package features
