@@ -95,28 +95,51 @@ func (m *metrics) samplesVec(result string) prometheus.Counter {
 }
 
 func newMetrics(reg prometheus.Registerer) (metrics, error) {
+	var m metrics
 	samples := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gemba_features_samples_total",
 		Help: "Samples seen by the feature engine by result: folded, late (beyond allowed lateness, not folded), bad (Bad quality or unusable value, counted not folded), excluded (Uncertain under policy exclude)."}, []string{"result"})
 	windows := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gemba_features_windows_closed_total",
 		Help: "Windows closed, by reason: watermark or idle."}, []string{"reason"})
-	m := metrics{
-		samples: samples,
-		folded:  samples.WithLabelValues("folded"), late: samples.WithLabelValues("late"),
-		bad: samples.WithLabelValues("bad"), excluded: samples.WithLabelValues("excluded"),
-		closedWM: windows.WithLabelValues("watermark"), closedIdle: windows.WithLabelValues("idle"),
-		emitted:  prometheus.NewCounter(prometheus.CounterOpts{Name: "gemba_features_emitted_total", Help: "Feature records emitted."}),
-		ckErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "gemba_features_checkpoint_errors_total", Help: "Failed checkpoint writes."}),
-		ckBytes:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "gemba_features_checkpoint_bytes", Help: "Size of the last checkpoint."}),
-		seriesN:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "gemba_features_series", Help: "Signals with a feature rule seen so far."}),
-	}
+	emitted := prometheus.NewCounter(prometheus.CounterOpts{Name: "gemba_features_emitted_total", Help: "Feature records emitted."})
+	ckErrors := prometheus.NewCounter(prometheus.CounterOpts{Name: "gemba_features_checkpoint_errors_total", Help: "Failed checkpoint writes."})
+	ckBytes := prometheus.NewGauge(prometheus.GaugeOpts{Name: "gemba_features_checkpoint_bytes", Help: "Size of the last checkpoint."})
+	seriesN := prometheus.NewGauge(prometheus.GaugeOpts{Name: "gemba_features_series", Help: "Signals with a feature rule seen so far."})
 	if reg != nil {
-		for _, c := range []prometheus.Collector{samples, windows, m.emitted, m.ckErrors, m.ckBytes, m.seriesN} {
-			if err := reg.Register(c); err != nil {
-				return m, fmt.Errorf("features: register metrics: %w", err)
-			}
+		// An engine rebuilt on reload registers again: it shares the existing collectors.
+		var err error
+		samples, err = register(reg, samples, err)
+		windows, err = register(reg, windows, err)
+		emitted, err = register(reg, emitted, err)
+		ckErrors, err = register(reg, ckErrors, err)
+		ckBytes, err = register(reg, ckBytes, err)
+		seriesN, err = register(reg, seriesN, err)
+		if err != nil {
+			return m, fmt.Errorf("features: register metrics: %w", err)
 		}
 	}
+	m = metrics{samples: samples,
+		folded: samples.WithLabelValues("folded"), late: samples.WithLabelValues("late"),
+		bad: samples.WithLabelValues("bad"), excluded: samples.WithLabelValues("excluded"),
+		closedWM: windows.WithLabelValues("watermark"), closedIdle: windows.WithLabelValues("idle"),
+		emitted: emitted, ckErrors: ckErrors, ckBytes: ckBytes, seriesN: seriesN}
 	return m, nil
+}
+
+// register registers c, or returns the collector already registered under its name.
+func register[T prometheus.Collector](reg prometheus.Registerer, c T, prev error) (T, error) {
+	if prev != nil {
+		return c, prev
+	}
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if ex, ok := are.ExistingCollector.(T); ok {
+				return ex, nil
+			}
+		}
+		return c, err
+	}
+	return c, nil
 }
 
 // New builds an engine for cfg (which must have passed Validate) and restores the checkpoint from
@@ -158,9 +181,7 @@ func New(cfg Config, opts Options) (*Engine, error) {
 	if e.m, err = newMetrics(opts.Metrics); err != nil {
 		return nil, err
 	}
-	if err := e.restore(); err != nil {
-		return nil, err
-	}
+	e.restore()
 	e.lastCk = opts.Now()
 	return e, nil
 }

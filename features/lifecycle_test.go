@@ -100,9 +100,21 @@ func TestMetrics(t *testing.T) {
 	if got := counterValue(e.m.emitted); got != 1 {
 		t.Errorf("emitted = %v, want 1", got)
 	}
-	// A second engine on the same registry is a configuration error, not a panic.
-	if _, err := New(cfg, Options{Metrics: reg}); err == nil || !strings.Contains(err.Error(), "register metrics") {
-		t.Fatalf("second registration: %v", err)
+	// An engine rebuilt on reload shares the registered collectors.
+	e2, err := New(cfg, Options{Metrics: reg})
+	if err != nil {
+		t.Fatalf("second engine on the same registry: %v", err)
+	}
+	defer e2.Close()
+	e2.Add([]signal.Sample{gauge("s", t0.Add(30*time.Second), 1)})
+	if got := counterValue(e.m.samplesVec("folded")); got != 3 {
+		t.Errorf("shared samples{result=folded} = %v, want 3", got)
+	}
+	// A different metric under one of our names is an error, not a panic.
+	reg2 := prometheus.NewRegistry()
+	reg2.MustRegister(prometheus.NewGauge(prometheus.GaugeOpts{Name: "gemba_features_emitted_total", Help: "x"}))
+	if _, err := New(cfg, Options{Metrics: reg2}); err == nil || !strings.Contains(err.Error(), "register metrics") {
+		t.Fatalf("conflicting registration: %v", err)
 	}
 }
 
