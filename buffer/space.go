@@ -140,7 +140,7 @@ func (s *Store) removeHead(stream signal.Stream, pred func(qkeyInfo) bool, reaso
 	var total uint64
 	for {
 		s.mu.Lock()
-		head, acked := s.st[stream].head, s.st[stream].acked
+		head, acked, last := s.st[stream].head, s.st[stream].acked, s.st[stream].last
 		s.mu.Unlock()
 		var keys [][]byte
 		var n, bytes, lastSeq uint64
@@ -152,6 +152,9 @@ func (s *Store) removeHead(stream signal.Stream, pred func(qkeyInfo) bool, reaso
 				k, ok := parseQKey(it.Item().Key())
 				if !ok {
 					continue
+				}
+				if k.seq > last {
+					return nil // written but not yet published (syncing)
 				}
 				if len(keys) >= 4096 {
 					more = true

@@ -35,12 +35,15 @@ type Store struct {
 	reg  prometheus.Registerer
 	coll *collector
 
-	reqs    chan *appendReq
-	stop    chan struct{} // tells the writer and maintenance goroutines to exit
-	closing chan struct{} // closed by Close: wakes blocked Reads and Appends
-	bg      sync.WaitGroup
-	kick    chan struct{} // asks the maintenance goroutine for a reclaim pass
-	touched atomic.Int64  // bytes of mapped files written or read since the last trimMappings
+	reqs     chan *appendReq
+	stop     chan struct{} // tells the writer and maintenance goroutines to exit
+	closing  chan struct{} // closed by Close: wakes blocked Reads and Appends
+	bg       sync.WaitGroup
+	kick     chan struct{} // asks the maintenance goroutine for a reclaim pass
+	syncQ    chan *group   // written groups waiting for their fsync (sync: always)
+	inflight sync.WaitGroup
+	next     [signal.NumStreams]uint64 // last sequence handed out; owned by the writer goroutine
+	touched  atomic.Int64              // bytes of mapped files written or read since the last trimMappings
 
 	closeMu sync.RWMutex
 	closed  bool
@@ -117,6 +120,7 @@ func Open(cfg Config, opts Options) (*Store, error) {
 		closing: make(chan struct{}),
 		space:   make(chan struct{}),
 		kick:    make(chan struct{}, 1),
+		syncQ:   make(chan *group, 1024),
 	}
 	for i := range s.wake {
 		s.wake[i] = make(chan struct{})
@@ -149,8 +153,12 @@ func Open(cfg Config, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("buffer %s: register metrics: %w", cfg.Dir, err)
 		}
 	}
-	s.bg.Add(2)
+	for i := range s.st {
+		s.next[i] = s.st[i].last
+	}
+	s.bg.Add(3)
 	go s.writer()
+	go s.syncer()
 	go s.maintain()
 	return s, nil
 }
@@ -340,69 +348,147 @@ func (s *Store) commitGroup(batch []*appendReq) {
 	if len(accepted) == 0 {
 		return
 	}
-	now := time.Now()
-	s.mu.Lock()
-	next := [signal.NumStreams]uint64{}
-	for i := range next {
-		next[i] = s.st[i].last
-	}
-	s.mu.Unlock()
-	seqs := make([][]uint64, len(accepted))
+	g := &group{reqs: accepted, seqs: make([][]uint64, len(accepted)), now: time.Now()}
 	var entries []*badger.Entry
 	for i, r := range accepted {
-		seqs[i] = make([]uint64, len(r.records))
+		g.seqs[i] = make([]uint64, len(r.records))
 		for j, rec := range r.records {
-			next[r.stream]++
-			seq := next[r.stream]
-			seqs[i][j] = seq
-			entries = append(entries, badger.NewEntry(qkey(uint8(r.stream), seq, now, len(rec)), frame(seq, rec)))
+			s.next[r.stream]++
+			seq := s.next[r.stream]
+			g.seqs[i][j] = seq
+			entries = append(entries, badger.NewEntry(qkey(uint8(r.stream), seq, g.now, len(rec)), frame(seq, rec)))
 		}
 	}
-	err := s.write(entries)
-	if err == nil && s.cfg.Sync == SyncAlways {
-		if err = s.db.Sync(); err != nil {
-			err = fmt.Errorf("buffer %s: sync: %w", s.cfg.Dir, err)
-		}
-	}
-	if err != nil {
+	if err := s.write(entries); err != nil {
+		// Part of the group may be in Badger (several transactions): wait for the groups still
+		// syncing, then recount from the keys so that the counters match what is stored.
+		s.inflight.Wait()
+		s.recount()
 		s.setIOErr(err)
 		for _, r := range accepted {
 			r.done <- appendRes{err: err}
 		}
 		return
 	}
+	if s.cfg.Sync == SyncAlways {
+		// The syncer fsyncs while this goroutine writes the next group: one fsync covers every
+		// group written while the previous one ran.
+		s.inflight.Add(1)
+		s.syncQ <- g
+		return
+	}
+	s.publish([]*group{g}, nil)
+}
+
+// group is one group commit on its way to the readers.
+type group struct {
+	reqs []*appendReq
+	seqs [][]uint64
+	now  time.Time
+}
+
+// syncer makes written groups durable for sync: always, then publishes them.
+func (s *Store) syncer() {
+	defer s.bg.Done()
+	for {
+		select {
+		case g := <-s.syncQ:
+			gs := []*group{g}
+		drain:
+			for {
+				select {
+				case g := <-s.syncQ:
+					gs = append(gs, g)
+				default:
+					break drain
+				}
+			}
+			var err error
+			if serr := s.db.Sync(); serr != nil {
+				err = fmt.Errorf("buffer %s: sync: %w", s.cfg.Dir, serr)
+				s.setIOErr(err)
+			}
+			s.publish(gs, err)
+			for range gs {
+				s.inflight.Done()
+			}
+		case <-s.stop:
+			return
+		}
+	}
+}
+
+// publish makes written groups visible to readers and answers their appenders. The records are in
+// Badger even when err (a failed sync) is set, so they are counted either way; their appenders get
+// the error and may append again (at least once).
+func (s *Store) publish(gs []*group, err error) {
 	s.mu.Lock()
 	var written int64
-	for i, r := range accepted {
-		st := &s.st[r.stream]
-		if st.count == 0 {
-			st.first, st.oldest = seqs[i][0], now
+	var woke [signal.NumStreams]bool
+	for _, g := range gs {
+		for i, r := range g.reqs {
+			st := &s.st[r.stream]
+			if st.count == 0 {
+				st.first, st.oldest = g.seqs[i][0], g.now
+			}
+			st.last = g.seqs[i][len(g.seqs[i])-1]
+			st.count += uint64(len(r.records))
+			for _, rec := range r.records {
+				st.bytes += uint64(len(rec))
+			}
+			written += r.size
+			if !woke[r.stream] {
+				woke[r.stream] = true
+				close(s.wake[r.stream])
+				s.wake[r.stream] = make(chan struct{})
+			}
 		}
-		st.last = seqs[i][len(seqs[i])-1]
-		st.count += uint64(len(r.records))
-		for _, rec := range r.records {
-			st.bytes += uint64(len(rec))
-		}
-		written += r.size
+		s.groups++
+		s.grouped += uint64(len(g.reqs))
 	}
 	s.written += written
-	defer s.touch(written)
-	s.groups++
-	s.grouped += uint64(len(accepted))
-	if s.ioErr != nil && !errors.Is(s.ioErr, syscall.ENOSPC) {
+	if err == nil && s.ioErr != nil && !errors.Is(s.ioErr, syscall.ENOSPC) {
 		s.ioErr = nil // a write error that a write has since disproved
 	}
-	var woke [signal.NumStreams]bool
-	for _, r := range accepted {
-		if !woke[r.stream] {
-			woke[r.stream] = true
-			close(s.wake[r.stream])
-			s.wake[r.stream] = make(chan struct{})
+	s.mu.Unlock()
+	for _, g := range gs {
+		for i, r := range g.reqs {
+			if err != nil {
+				r.done <- appendRes{err: err}
+			} else {
+				r.done <- appendRes{seqs: g.seqs[i]}
+			}
 		}
 	}
-	s.mu.Unlock()
-	for i, r := range accepted {
-		r.done <- appendRes{seqs: seqs[i]}
+	s.touch(written)
+}
+
+// recount rebuilds the counters of every stream from its keys after a write that may have been
+// partly applied. Only the writer calls it, with no group in flight.
+func (s *Store) recount() {
+	s.headMu.Lock()
+	defer s.headMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range s.st {
+		st := &s.st[i]
+		st.count, st.bytes, st.first, st.oldest = 0, 0, 0, time.Time{}
+		_ = s.db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: qprefix(uint8(i))})
+			defer it.Close()
+			for it.Seek(qseek(uint8(i), st.head+1)); it.Valid(); it.Next() {
+				if k, ok := parseQKey(it.Item().Key()); ok {
+					if st.first == 0 {
+						st.first, st.oldest = k.seq, k.t
+					}
+					st.count++
+					st.bytes += uint64(k.size)
+					st.last = max(st.last, k.seq)
+				}
+			}
+			return nil
+		})
+		s.next[i] = max(s.next[i], st.last)
 	}
 }
 
