@@ -124,6 +124,10 @@ func New(name string, cfg *Config, deps collectors.Deps) (*Collector, error) {
 				gaps.Inc()
 				c.warn.Warn("seq:"+topic, "sparkplug seq gap", "topic", topic, "seq", got, "expected", want)
 			}
+			if err := s.loadSparkplug(h, deps.DataDir); err != nil {
+				// Not fatal: nodes are asked for a rebirth when their data cannot be named.
+				c.log.Warn("sparkplug state unreadable", "subscription", s.filter, "err", err)
+			}
 		}
 		c.sp = append(c.sp, h)
 	}
@@ -205,11 +209,12 @@ func (c *Collector) Run(ctx context.Context, emit collectors.Emitter) error {
 		default:
 		}
 	}
-	var wg sync.WaitGroup
-	wg.Go(func() { c.worker(ctx, emit, queue, requestReset) })
+	var wg, worker sync.WaitGroup
+	worker.Go(func() { c.worker(ctx, emit, queue, requestReset) })
 	wg.Go(func() { c.watchdog(ctx, requestReset) })
 	defer func() {
 		cancel()
+		worker.Wait()
 		wg.Wait()
 		c.setState("stopped")
 	}()
@@ -225,6 +230,9 @@ func (c *Collector) Run(ctx context.Context, emit collectors.Emitter) error {
 			since := time.Now()
 			select {
 			case <-ctx.Done():
+				// Stop the worker first: acks of samples already durable go out on this connection
+				// instead of making the broker redeliver them.
+				worker.Wait()
 				cl.Disconnect(250)
 				return nil
 			case why := <-reset:
@@ -507,6 +515,13 @@ func (c *Collector) worker(ctx context.Context, emit collectors.Emitter, queue <
 				c.gen.Add(1)
 				reset("buffer refused samples: " + err.Error())
 				continue
+			}
+		}
+		for i, h := range c.sp {
+			if h != nil && h.dirty {
+				if err := h.save(c.deps.DataDir, c.subs[i].filter); err != nil {
+					c.log.Warn("save sparkplug state", "subscription", c.subs[i].filter, "err", err)
+				}
 			}
 		}
 		toAck := make([]paho.Message, 0, len(batch))

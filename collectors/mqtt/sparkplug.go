@@ -24,6 +24,8 @@ type spHost struct {
 	seqGaps func(topic string, got, want int)
 	// rebirth requests made while mapping the current batch, published by the worker
 	pending []spKey
+	// dirty is set when a birth or death changed what must survive a restart (see spstate.go)
+	dirty bool
 }
 
 type spKey struct{ group, node string }
@@ -39,6 +41,7 @@ type spNode struct {
 }
 
 type spMetric struct {
+	alias    *uint64
 	name     string
 	device   string
 	datatype sparkplug.DataType
@@ -122,6 +125,7 @@ func (s *sub) parseSparkplug(dst []signal.Sample, m *msgCtx, payload []byte, h *
 			return dst // a late will from an earlier session; the current one is alive
 		}
 		n.alive, n.seq = false, -1
+		h.dirty = true
 		return s.spDeath(dst, m, n, "", ptime, "NDEATH", labels)
 	}
 
@@ -134,8 +138,11 @@ func (s *sub) parseSparkplug(dst []signal.Sample, m *msgCtx, payload []byte, h *
 	case t.typ == "NBIRTH":
 		n.seq = seq
 	case n.seq < 0:
-		// Data from a node whose birth we have not seen (agent restart): ask for one.
-		requestRebirth()
+		// Data from a node whose birth we have not seen: ask for one. After an agent restart the
+		// saved birth still names the aliases, so the sequence is simply picked up again.
+		if !n.alive {
+			requestRebirth()
+		}
 		n.seq = seq
 	default:
 		if want := (n.seq + 1) % 256; seq != want {
@@ -145,6 +152,9 @@ func (s *sub) parseSparkplug(dst []signal.Sample, m *msgCtx, payload []byte, h *
 		n.seq = seq
 	}
 
+	if strings.HasSuffix(t.typ, "BIRTH") || t.typ == "DDEATH" {
+		h.dirty = true
+	}
 	switch t.typ {
 	case "NBIRTH":
 		if bd, ok := bdSeqOf(&p); ok {
@@ -190,6 +200,7 @@ func (s *sub) parseSparkplug(dst []signal.Sample, m *msgCtx, payload []byte, h *
 			md.signal = sn
 			n.devices[t.device][md.name] = md
 			if mt.Alias != nil {
+				md.alias = proto.Uint64(mt.GetAlias())
 				n.aliases[mt.GetAlias()] = md
 			}
 		case mt.Name != nil:

@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"context"
 	"flag"
 	"os"
 	"strings"
@@ -205,4 +206,52 @@ func renderLines(ss []signal.Sample) string {
 		b.WriteByte('\n')
 	}
 	return b.String()
+}
+
+// TestSparkplugBirthSurvivesRestart: NDATA queued at the broker while the agent was down refers
+// to aliases only; the birth saved before it was acknowledged still names them after a restart.
+func TestSparkplugBirthSurvivesRestart(t *testing.T) {
+	b := startMochi(t)
+	dir := t.TempDir()
+	cfg := testConfig(b.url(), Subscription{Topic: "spBv1.0/plant1/#", Format: FormatSparkplugB})
+	cfg.ClientID = "sp-restart"
+	pub := newPublisher(t, b.url(), "edge")
+	e := &edgeNode{t: t, cl: pub, group: "plant1", node: "n1", now: 1700000000000}
+
+	run := func() (*memEmitter, *prometheus.Registry, func()) {
+		em := &memEmitter{}
+		reg := prometheus.NewRegistry()
+		c, err := New("test", cfg, collectors.Deps{Agent: "a", DataDir: dir, Metrics: reg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- c.Run(ctx, em) }()
+		waitFor(t, 10*time.Second, "connected", connectedState(c))
+		return em, reg, func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	em, _, stop := run()
+	e.send("NBIRTH", "", metricSpec{name: "bdSeq", dt: sparkplug.Int64, value: uint64(0)},
+		metricSpec{name: "Temp", alias: 7, dt: sparkplug.Double, value: 20.0})
+	waitFor(t, 5*time.Second, "birth sample", func() bool { return em.count() == 1 })
+	stop()
+	e.send("NDATA", "", metricSpec{alias: 7, noName: true, value: 23.5})
+	em, reg, stop := run()
+	defer stop()
+	waitFor(t, 5*time.Second, "NDATA after restart", func() bool { return em.count() >= 1 })
+	if got := render(withRecvTime(em.all())); got != "plant1.n1.Temp=float/23.5" {
+		t.Errorf("sample after restart = %s", got)
+	}
+	if v := counterValue(t, reg, "gemba_mqtt_bad_payloads_total", nil); v != 0 {
+		t.Errorf("bad payloads after restart = %v, want 0", v)
+	}
+	if v := counterValue(t, reg, "gemba_mqtt_sparkplug_rebirth_requests_total", nil); v != 0 {
+		t.Errorf("rebirth requests = %v, want 0", v)
+	}
 }

@@ -35,36 +35,43 @@ func loadState(dir string) (subState, error) {
 	return s, nil
 }
 
-// saveState writes the state atomically: a crash leaves the old or the new file, never half of one.
+// saveState writes the state atomically.
 func saveState(dir string, s subState) error {
 	if dir == "" {
 		return nil
-	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return fmt.Errorf("subscription state: %w", err)
 	}
 	data, err := json.Marshal(s)
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, stateFile+".*")
+	return writeFileAtomic(filepath.Join(dir, stateFile), data)
+}
+
+// writeFileAtomic replaces path with data durably: a crash leaves the old or the new file,
+// never half of one.
+func writeFileAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".*")
 	if err != nil {
-		return fmt.Errorf("subscription state: %w", err)
+		return fmt.Errorf("state: %w", err)
 	}
 	defer os.Remove(tmp.Name())
 	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
-		return fmt.Errorf("subscription state: %w", err)
+		return fmt.Errorf("state %s: %w", path, err)
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
-		return fmt.Errorf("subscription state: %w", err)
+		return fmt.Errorf("state %s: %w", path, err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("subscription state: %w", err)
+		return fmt.Errorf("state %s: %w", path, err)
 	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, stateFile)); err != nil {
-		return fmt.Errorf("subscription state: %w", err)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("state %s: %w", path, err)
 	}
 	if d, err := os.Open(dir); err == nil {
 		_ = d.Sync()
