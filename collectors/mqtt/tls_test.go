@@ -142,3 +142,27 @@ func TestFailoverToSecondBroker(t *testing.T) {
 		return ok && cl.State.Inflight.Len() == 0
 	})
 }
+
+// TestWebSocketBroker: ws:// brokers work like tcp:// ones.
+func TestWebSocketBroker(t *testing.T) {
+	port := freePort(t)
+	srv := mochi.New(&mochi.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
+	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.AddListener(listeners.NewWebsocket(listeners.Config{ID: "ws", Address: fmt.Sprintf("127.0.0.1:%d", port)})); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	cfg := testConfig(fmt.Sprintf("ws://127.0.0.1:%d/mqtt", port), Subscription{Topic: "w/#", Format: FormatValue})
+	em := &memEmitter{}
+	c := runCollector(t, cfg, collectors.Deps{Agent: "a"}, em)
+	waitFor(t, 10*time.Second, "connected over WebSocket", connectedState(c))
+	if err := srv.Publish("w/1", []byte("on"), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "sample over WebSocket", func() bool { return em.count() == 1 })
+}
