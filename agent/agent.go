@@ -297,3 +297,6 @@ func (a *Agent) Status() signal.Status {
 	}
 	return st
 }
+
+// The Badger buffer keeps the feature engine's checkpoints.
+var _ features.Store = (*buffer.Store)(nil)
