@@ -327,7 +327,7 @@ func (u *Uplink) createStream(ctx context.Context, js jetstream.JetStream) error
 	have := s.CachedInfo().Config
 	upd := have
 	for _, sub := range want.Subjects {
-		if !slices.Contains(upd.Subjects, sub) {
+		if !slices.ContainsFunc(upd.Subjects, func(have string) bool { return subjectCovers(have, sub) }) {
 			upd.Subjects = append(slices.Clone(upd.Subjects), sub)
 		}
 	}
@@ -369,4 +369,20 @@ func (u *Uplink) verifyStream(ctx context.Context, js jetstream.JetStream) error
 			"restart_budget", u.cfg.RestartBudget, "effect", "a replay after a longer restart can store duplicates; the hub dedupes on (agent, stream, seq)")
 	}
 	return nil
+}
+
+// subjectCovers reports whether every subject matching sub also matches pattern (NATS wildcards:
+// '*' one token, '>' the rest). Adding a subject a stream already covers would be refused as an
+// overlap.
+func subjectCovers(pattern, sub string) bool {
+	p, q := strings.Split(pattern, "."), strings.Split(sub, ".")
+	for i, t := range p {
+		if t == ">" {
+			return len(q) > i
+		}
+		if i >= len(q) || q[i] == ">" || (t != "*" && t != q[i]) {
+			return false
+		}
+	}
+	return len(p) == len(q)
 }

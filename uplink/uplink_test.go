@@ -552,3 +552,44 @@ func TestCreateStreamKeepsOthersSubjectsAndRefusesStorageChange(t *testing.T) {
 		return strings.Contains(why, "exists with File storage, config asks for Memory")
 	})
 }
+
+func TestSubjectCovers(t *testing.T) {
+	for _, c := range []struct {
+		pattern, sub string
+		want         bool
+	}{
+		{"gemba.>", "gemba.*.*.samples", true},
+		{"gemba.*.*.samples", "gemba.*.*.samples", true},
+		{"gemba.*.*.*", "gemba.*.*.samples", true},
+		{"gemba.plant1.*.samples", "gemba.*.*.samples", false},
+		{"gemba.*.*.features", "gemba.*.*.samples", false},
+		{"gemba.*.*", "gemba.*.*.samples", false},
+		{">", "gemba.*.*.samples", true},
+		{"gemba.*.*.samples.>", "gemba.*.*.samples", false},
+		{"gemba.*.*.samples", "gemba.>", false},
+	} {
+		if got := subjectCovers(c.pattern, c.sub); got != c.want {
+			t.Errorf("subjectCovers(%q, %q) = %v", c.pattern, c.sub, got)
+		}
+	}
+}
+
+func TestCreateStreamOverHubStreamWithWildcard(t *testing.T) {
+	s, _ := newJSServer(t)
+	_, js := connectJS(t, s.ClientURL())
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "GEMBA", Subjects: []string{"gemba.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	src := newMemSource()
+	src.Append(signal.StreamSamples, sampleChunk(0, 10, time.Now()))
+	startUplink(t, testConfig(s.ClientURL()), src, Options{})
+	eventually(t, 10*time.Second, "delivered", func() bool { return src.Acked(signal.StreamSamples) == 1 })
+	st, err := js.Stream(ctx, "GEMBA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sub := st.CachedInfo().Config.Subjects; !slices.Equal(sub, []string{"gemba.>"}) {
+		t.Errorf("subjects %v, want the hub's gemba.> untouched", sub)
+	}
+}
