@@ -288,6 +288,9 @@ func (c *Collector) runSession(ctx context.Context, emit collectors.Emitter) err
 	err = r.loop(sctx)
 	cancel()
 	r.wait()
+	if !errors.Is(err, errChannelLost) {
+		r.deleteSubscriptions() // free the server's resources now, not after the lifetime expires
+	}
 	return err
 }
 

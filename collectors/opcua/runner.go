@@ -346,5 +346,16 @@ func (r *runner) retryQuarantined(ctx context.Context) error {
 	return nil
 }
 
+// deleteSubscriptions removes our subscriptions from the server, briefly: the channel may be dead.
+func (r *runner) deleteSubscriptions() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for _, sub := range r.subs {
+		if err := sub.Cancel(ctx); err != nil {
+			return
+		}
+	}
+}
+
 // wait returns when every poller has stopped.
 func (r *runner) wait() { r.wg.Wait() }
