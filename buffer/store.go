@@ -718,10 +718,10 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// touch counts bytes that went through Badger's mmaps and trims the mappings every 32 MiB, so a
+// touch counts bytes that went through Badger's mmaps and trims the mappings every 16 MiB, so a
 // burst of reads or writes does not grow the RSS until the next maintenance tick.
 func (s *Store) touch(n int64) {
-	if s.touched.Add(n) >= 32<<20 {
+	if s.touched.Add(n) >= 16<<20 {
 		s.touched.Store(0)
 		trimMappings(s.cfg.Dir)
 	}
