@@ -1,7 +1,7 @@
 // Command gemba-demo runs a small plant end to end on loopback: an embedded NATS JetStream, an
-// embedded MQTT broker, a publisher simulating two lines, and one gemba-agent (configs/demo.yaml).
-// It prints a live view, cuts the uplink halfway through, and at the end counts the stream to show
-// that every published sample arrived exactly once.
+// embedded MQTT broker, the simulator (sim: OPC UA, MQTT JSON and a Sparkplug B edge node) and one
+// gemba-agent (configs/demo/agent.yaml). It prints a live view, cuts the uplink halfway through, and
+// at the end counts the stream to show that every acknowledged sample arrived exactly once.
 package main
 
 import (
@@ -9,44 +9,47 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sort"
-	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/gemba-io/gemba/agent"
+	"github.com/gemba-io/gemba/chaos"
 	_ "github.com/gemba-io/gemba/collectors/all"
-	gsignal "github.com/gemba-io/gemba/signal"
+	"github.com/gemba-io/gemba/sim"
 )
 
 func main() {
 	duration := flag.Duration("duration", 60*time.Second, "how long the plant runs")
 	outage := flag.Duration("outage", 20*time.Second, "how long the uplink is cut, halfway through (0: no cut)")
-	rate := flag.Int("rate", 20, "messages per second per machine")
-	cfgFile := flag.String("config", "configs/demo.yaml", "agent config")
+	tick := flag.Duration("tick", 100*time.Millisecond, "plant step: one MQTT message per machine per step")
+	speed := flag.Float64("speed", 20, "simulated seconds per wall second (machines change state every few seconds)")
+	seed := flag.Uint64("seed", 1, "plant seed")
+	cfgFile := flag.String("config", "configs/demo/agent.yaml", "agent config")
 	flag.Parse()
-	if err := run(*cfgFile, *duration, *outage, *rate); err != nil {
+	if err := run(*cfgFile, *duration, *outage, sim.Config{Seed: *seed, Tick: *tick, Speed: *speed}); err != nil {
 		fmt.Fprintln(os.Stderr, "gemba-demo:", err)
 		os.Exit(1)
 	}
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+type ports struct{ nats, mqtt, opcua, http int }
+
+func pickPorts() (p ports, err error) {
+	for _, f := range []*int{&p.nats, &p.mqtt, &p.opcua, &p.http} {
+		if *f, err = sim.FreePort(); err != nil {
+			return p, err
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return p, nil
 }
 
-func run(cfgFile string, duration, outage time.Duration, rate int) error {
+func run(cfgFile string, duration, outage time.Duration, plant sim.Config) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -55,35 +58,28 @@ func run(cfgFile string, duration, outage time.Duration, rate int) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	natsPort, err := freePort()
+	pt, err := pickPorts()
 	if err != nil {
 		return err
 	}
-	mqttPort, err := freePort()
-	if err != nil {
-		return err
-	}
-	httpPort, err := freePort()
-	if err != nil {
-		return err
-	}
-
-	hub, err := startNATS(natsPort, filepath.Join(dir, "jetstream"))
+	store := filepath.Join(dir, "jetstream")
+	hub, err := startNATS(pt.nats, store)
 	if err != nil {
 		return fmt.Errorf("nats: %w", err)
 	}
 	defer func() { hub.Shutdown() }() // the hub is restarted after the outage: shut down the latest
-	broker, err := startBroker(mqttPort)
+	broker, err := sim.StartBroker(fmt.Sprintf("127.0.0.1:%d", pt.mqtt), nil)
 	if err != nil {
 		return fmt.Errorf("mqtt broker: %w", err)
 	}
 	defer broker.Close()
 
 	env := map[string]string{
-		"GEMBA_DEMO_DIR":  dir,
-		"GEMBA_DEMO_NATS": fmt.Sprintf("nats://127.0.0.1:%d", natsPort),
-		"GEMBA_DEMO_MQTT": fmt.Sprintf("tcp://127.0.0.1:%d", mqttPort),
-		"GEMBA_DEMO_HTTP": fmt.Sprintf("127.0.0.1:%d", httpPort),
+		"GEMBA_DEMO_DIR":   dir,
+		"GEMBA_DEMO_NATS":  fmt.Sprintf("nats://127.0.0.1:%d", pt.nats),
+		"GEMBA_DEMO_MQTT":  fmt.Sprintf("tcp://127.0.0.1:%d", pt.mqtt),
+		"GEMBA_DEMO_OPCUA": fmt.Sprintf("opc.tcp://127.0.0.1:%d", pt.opcua),
+		"GEMBA_DEMO_HTTP":  fmt.Sprintf("127.0.0.1:%d", pt.http),
 	}
 	cfg, err := agent.Load(cfgFile, func(k string) (string, bool) {
 		if v, ok := env[k]; ok {
@@ -94,9 +90,18 @@ func run(cfgFile string, duration, outage time.Duration, rate int) error {
 	if err != nil {
 		return fmt.Errorf("%s:\n%w", cfgFile, err)
 	}
-	logw := io.Writer(os.Stderr)
+
+	// The plant first (the OPC UA server must be there for the agent to subscribe), publishing
+	// once the agent listens: MQTT brokers deliver only to subscriptions that exist.
+	plant.Site = "plant1"
+	s, err := sim.New(sim.Options{Plant: plant, OPCUA: fmt.Sprintf("127.0.0.1:%d", pt.opcua), Broker: env["GEMBA_DEMO_MQTT"], ClientID: "gemba-demo-sim"})
+	if err != nil {
+		return fmt.Errorf("simulator: %w", err)
+	}
+	defer s.Close()
+
 	lvl, _ := agent.ParseLevel(cfg.Agent.Log.Level)
-	ag := agent.New(cfg, agent.Options{Logger: agent.NewLogger(logw, cfg.Agent.Log.Format, lvl)})
+	ag := agent.New(cfg, agent.Options{Logger: agent.NewLogger(io.Writer(os.Stderr), cfg.Agent.Log.Format, lvl)})
 	agentCtx, agentStop := context.WithCancel(context.Background())
 	agentDone := make(chan error, 1)
 	go func() { agentDone <- ag.Run(agentCtx) }()
@@ -108,18 +113,20 @@ func run(cfgFile string, duration, outage time.Duration, rate int) error {
 		}
 	}()
 
-	fmt.Printf("gemba demo: a plant of 2 lines x 2 machines publishing over MQTT to one agent, forwarding to JetStream\n")
-	fmt.Printf("  NATS JetStream  %s (store %s)\n  MQTT broker     %s\n  agent health    http://%s/readyz  /metrics\n\n",
-		env["GEMBA_DEMO_NATS"], filepath.Join(dir, "jetstream"), env["GEMBA_DEMO_MQTT"], env["GEMBA_DEMO_HTTP"])
+	st := s.Stats()
+	fmt.Printf("gemba demo: a plant of 2 lines x 3 machines (%d signals) streaming through one agent into JetStream\n", st.Signals)
+	fmt.Printf("  OPC UA server   %s   line1 press, weld\n  MQTT broker     %s   line2 press, weld (JSON); line1/line2 pack (Sparkplug B edge node)\n",
+		env["GEMBA_DEMO_OPCUA"], env["GEMBA_DEMO_MQTT"])
+	fmt.Printf("  NATS JetStream  %s   stream %s (store %s)\n  agent health    http://%s/readyz  /metrics\n\n",
+		env["GEMBA_DEMO_NATS"], cfg.Uplink.NATS.Stream, store, env["GEMBA_DEMO_HTTP"])
 
-	watch, err := newWatcher(env["GEMBA_DEMO_NATS"], cfg.Agent.Site, cfg.Agent.ID)
+	watch, err := newWatcher(env["GEMBA_DEMO_NATS"], cfg.Uplink.NATS.Stream, cfg.Agent.Site, cfg.Agent.ID)
 	if err != nil {
 		return err
 	}
 	defer watch.Close()
 
-	// MQTT brokers deliver only to subscriptions that exist: start the plant once the agent listens.
-	for len(broker.Topics.Subscribers("plant/line1/press/telemetry").Subscriptions) == 0 {
+	for len(broker.Topics.Subscribers("plant1/line2/press/telemetry").Subscriptions) == 0 {
 		select {
 		case <-ctx.Done():
 			return nil
@@ -128,10 +135,10 @@ func run(cfgFile string, duration, outage time.Duration, rate int) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	plant, err := startPlant(env["GEMBA_DEMO_MQTT"], rate)
-	if err != nil {
-		return fmt.Errorf("plant: %w", err)
-	}
+	simCtx, simStop := context.WithCancel(ctx)
+	defer simStop()
+	simDone := make(chan error, 1)
+	go func() { simDone <- s.Run(simCtx) }()
 
 	cutAt, restoreAt := duration/2-outage/2, duration/2+outage/2
 	start := time.Now()
@@ -139,8 +146,8 @@ func run(cfgFile string, duration, outage time.Duration, rate int) error {
 	defer tick.Stop()
 	end := time.NewTimer(duration)
 	defer end.Stop()
-	cut := false
-	interrupted := false
+	v := &view{}
+	cut, interrupted := false, false
 loop:
 	for {
 		select {
@@ -153,46 +160,66 @@ loop:
 		}
 		el := time.Since(start)
 		if outage > 0 && !cut && el >= cutAt && el < restoreAt {
-			fmt.Printf("\n>>> %3.0fs  cutting the uplink: NATS stops for %v; the agent buffers on disk\n\n", el.Seconds(), outage)
+			fmt.Printf("\n>>> %3.0fs  cutting the uplink: NATS stops for %v; the agent keeps collecting into its disk buffer\n\n", el.Seconds(), outage)
 			hub.Shutdown()
 			hub.WaitForShutdown()
 			cut = true
 		}
 		if cut && el >= restoreAt && !hub.Running() {
-			if hub, err = startNATS(natsPort, filepath.Join(dir, "jetstream")); err != nil {
+			if hub, err = startNATS(pt.nats, store); err != nil {
 				return fmt.Errorf("nats restart: %w", err)
 			}
-			fmt.Printf("\n>>> %3.0fs  uplink back: the agent drains its buffer\n\n", el.Seconds())
+			fmt.Printf("\n>>> %3.0fs  uplink back: the agent drains its buffer (replayed batches are marked historical)\n\n", el.Seconds())
 		}
-		printView(el, plant, ag, watch)
+		v.print(el, ag, watch)
 	}
-	plant.Stop()
-	published := plant.Samples()
+	simStop()
+	<-simDone
+	s.Close() // waits for the last acknowledgements
 	if interrupted {
 		fmt.Println("\ninterrupted: stopping cleanly")
 		return nil
 	}
 	if !hub.Running() {
-		if hub, err = startNATS(natsPort, filepath.Join(dir, "jetstream")); err != nil {
+		if hub, err = startNATS(pt.nats, store); err != nil {
 			return err
 		}
 	}
-	fmt.Printf("\nplant stopped after publishing %d samples; waiting for the agent to drain...\n", published)
+	acked := s.Ledger().Samples()
+	fmt.Printf("\nplant stopped: the broker acknowledged %d MQTT samples (JSON + Sparkplug B); waiting for the agent to drain...\n", acked)
+	return verify(ctx, hub, ag, watch, s, cfg.Uplink.NATS.Stream, "gemba."+cfg.Agent.Site+"."+cfg.Agent.ID+".samples")
+}
+
+// verify waits for the agent to drain, then reads the whole stream back and checks it against the
+// simulator's ledger.
+func verify(ctx context.Context, hub *server.Server, ag *agent.Agent, w *watcher, s *sim.Sim, stream, subject string) error {
 	deadline := time.Now().Add(60 * time.Second)
+	var last uint64
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if inAgent(ag) >= published && depth(ag) == 0 && watch.Samples() >= published {
-			break
+		n := w.Samples()
+		if depth(ag) == 0 && n == last && n >= s.Ledger().Samples() {
+			break // nothing buffered and the stream stopped growing
 		}
-		time.Sleep(200 * time.Millisecond)
+		last = n
+		time.Sleep(time.Second)
 	}
-	total, unique, err := watch.CountStream()
+	js, nc, err := chaos.Connect(hub.ClientURL())
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	sc, err := chaos.CountStream(cctx, js, stream, subject)
 	if err != nil {
 		return fmt.Errorf("count stream: %w", err)
 	}
-	fmt.Printf("\nstream %s holds %d samples from this agent: %d unique, %d duplicates; the plant published %d\n",
-		watch.stream, total, unique, total-unique, published)
-	if unique != published || total != unique {
-		return fmt.Errorf("MISMATCH: published %d, stored %d unique, %d total", published, unique, total)
+	t := sim.Check(s.Ledger().Snapshot(), sc.Counter)
+	fmt.Printf("\nstream %s: %d messages (%d replayed after the outage, %d repeated ids), %d samples\n", stream, sc.Messages, sc.Historical, sc.DupMessages, sc.Samples)
+	fmt.Printf("  MQTT (JSON + Sparkplug B): %d acknowledged by the broker, %d in the stream, %d missing, %d duplicated\n", t.Acked, t.Delivered, t.Missing, t.Duplicates)
+	fmt.Printf("  OPC UA (subscriptions report changes): %d samples\n", t.Other)
+	if !t.OK() || sc.DupMessages > 0 || t.Other == 0 {
+		return fmt.Errorf("MISMATCH: %s; repeated message ids %d\n  %s", t, sc.DupMessages, strings.Join(t.Examples, "\n  "))
 	}
 	fmt.Println("nothing lost, nothing duplicated, through an uplink outage.")
 	return nil
@@ -214,32 +241,30 @@ func depth(a *agent.Agent) uint64 {
 	return n
 }
 
-var header sync.Once
+// view prints one block per tick: rates in and out, buffer depth, uplink state, features by line.
+type view struct {
+	header      bool
+	in, out     uint64
+	at          time.Duration
+	hadFeatures bool
+}
 
-func printView(el time.Duration, p *plant, a *agent.Agent, w *watcher) {
-	header.Do(func() {
-		fmt.Printf("%5s %10s %10s %9s %10s %9s   %s\n", "t", "published", "agent in", "buffered", "in stream", "uplink", "features (last window)")
-	})
+func (v *view) print(el time.Duration, a *agent.Agent, w *watcher) {
+	if !v.header {
+		fmt.Printf("%5s %9s %9s %9s %11s %7s\n", "t", "in/s", "out/s", "buffered", "in stream", "uplink")
+		v.header = true
+	}
+	in, out := inAgent(a), w.Samples()
+	dt := (el - v.at).Seconds()
 	ready := "up"
 	for _, c := range a.Readiness().Checks {
 		if c.Name == "uplink" && !c.OK {
 			ready = "DOWN"
 		}
 	}
-	fmt.Printf("%4.0fs %10d %10d %9d %10d %9s   %s\n", el.Seconds(), p.Samples(), inAgent(a), depth(a), w.Samples(), ready, w.Summary())
-}
-
-// featureLine renders features sorted by key.
-func featureLine(latest map[string]gsignal.Feature) string {
-	keys := make([]string, 0, len(latest))
-	for k := range latest {
-		keys = append(keys, k)
+	fmt.Printf("%4.0fs %9.0f %9.0f %9d %11d %7s\n", el.Seconds(), float64(in-v.in)/dt, float64(out-v.out)/dt, depth(a), out, ready)
+	for _, l := range w.Lines() {
+		fmt.Printf("        %s\n", l)
 	}
-	sort.Strings(keys)
-	var parts []string
-	for _, k := range keys {
-		f := latest[k]
-		parts = append(parts, k+"="+strconv.FormatFloat(f.Value, 'f', 1, 64))
-	}
-	return strings.Join(parts, " ")
+	v.in, v.out, v.at = in, out, el
 }

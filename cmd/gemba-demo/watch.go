@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,7 +29,7 @@ type watcher struct {
 	latest  map[string]gsignal.Feature
 }
 
-func newWatcher(url, site, agentID string) (*watcher, error) {
+func newWatcher(url, stream, site, agentID string) (*watcher, error) {
 	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
 	if err != nil {
 		return nil, err
@@ -38,7 +40,7 @@ func newWatcher(url, site, agentID string) (*watcher, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &watcher{nc: nc, js: js, stream: "GEMBA", subject: "gemba." + site + "." + agentID + ".>",
+	w := &watcher{nc: nc, js: js, stream: stream, subject: "gemba." + site + "." + agentID + ".>",
 		cancel: cancel, latest: map[string]gsignal.Feature{}}
 	w.wg.Add(1)
 	go w.follow(ctx)
@@ -101,64 +103,63 @@ func (w *watcher) handle(data []byte) {
 	}
 }
 
-// Samples is the number of samples seen in the stream so far.
+// Samples is the number of samples seen in the stream so far (a replay counts twice).
 func (w *watcher) Samples() uint64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.samples
 }
 
-// Summary renders a few of the latest features.
-func (w *watcher) Summary() string {
+// Lines renders the latest features of each line: units per SKU at the pack station, availability
+// per machine, and the press temperature statistics.
+func (w *watcher) Lines() []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	pick := map[string]gsignal.Feature{}
-	for k, f := range w.latest {
-		switch f.Name {
-		case "availability", "units_produced", "delta", "mean":
-			if f.Name == "mean" && f.Signal != "line1.press.temperature" {
-				continue
-			}
-			pick[k] = f
+	type line struct {
+		units, avail []string
+		temp         string
+	}
+	lines := map[string]*line{}
+	get := func(sig string) *line {
+		name, _, _ := strings.Cut(sig, ".")
+		if lines[name] == nil {
+			lines[name] = &line{}
+		}
+		return lines[name]
+	}
+	keys := make([]string, 0, len(w.latest))
+	for k := range w.latest {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		f := w.latest[k]
+		parts := strings.Split(f.Signal, ".")
+		if len(parts) != 3 {
+			continue
+		}
+		l := get(f.Signal)
+		switch {
+		case f.Name == "units" && len(f.Labels) > 0:
+			l.units = append(l.units, fmt.Sprintf("%s=%.0f", f.Labels[0].Value, f.Value))
+		case f.Name == "availability":
+			l.avail = append(l.avail, fmt.Sprintf("%s %.0f%%", parts[1], f.Value*100))
+		case f.Name == "mean" && parts[1] == "press" && parts[2] == "temperature":
+			mn, mx := w.latest[f.Signal+":min"], w.latest[f.Signal+":max"]
+			l.temp = fmt.Sprintf("press temp %.1f (%.1f..%.1f)", f.Value, mn.Value, mx.Value)
 		}
 	}
-	return featureLine(pick)
-}
-
-// CountStream reads every samples message of this agent from the start of the stream and returns
-// the number of samples, and the number counted once per message id.
-func (w *watcher) CountStream() (total, unique uint64, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	subj := w.subject[:len(w.subject)-1] + "samples"
-	cons, err := w.js.OrderedConsumer(ctx, w.stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}})
-	if err != nil {
-		return 0, 0, err
+	names := make([]string, 0, len(lines))
+	for n := range lines {
+		names = append(names, n)
 	}
-	seen := map[string]bool{}
-	for {
-		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			return 0, 0, err
-		}
-		n := 0
-		for msg := range batch.Messages() {
-			n++
-			b, err := gsignal.DecodeBatch(msg.Data())
-			if err != nil {
-				return 0, 0, fmt.Errorf("undecodable message: %w", err)
-			}
-			id := gsignal.MsgID(b.Agent, b.Stream, b.FirstSeq)
-			total += uint64(len(b.Samples))
-			if !seen[id] {
-				seen[id] = true
-				unique += uint64(len(b.Samples))
-			}
-		}
-		if n == 0 {
-			return total, unique, nil
-		}
+	sort.Strings(names)
+	var out []string
+	for _, n := range names {
+		l := lines[n]
+		out = append(out, fmt.Sprintf("%s  units/10s %-24s availability %-32s %s", n, strings.Join(l.units, " "), strings.Join(l.avail, ", "), l.temp))
 	}
+	return out
 }
 
 func (w *watcher) Close() {

@@ -1,0 +1,47 @@
+package sim
+
+import (
+	"fmt"
+	"strings"
+)
+
+// CollectorsYAML returns an agent `collectors:` section that reads every signal of the plant: one
+// OPC UA collector with a node per signal, and one MQTT collector for the JSON telemetry and the
+// Sparkplug B edge node. Signal names are <line>.<machine>.<field> on every protocol.
+func CollectorsYAML(p *Plant, opcuaEndpoint, broker string) string {
+	var b strings.Builder
+	b.WriteString("collectors:\n")
+	var opcua, json, sp bool
+	for _, m := range p.Machines {
+		switch m.Protocol {
+		case OPCUA:
+			opcua = true
+		case MQTTJSON:
+			json = true
+		case Sparkplug:
+			sp = true
+		}
+	}
+	if opcua {
+		fmt.Fprintf(&b, "  - name: sim-opcua\n    type: opcua\n    endpoint: %s\n    security: {policy: None, mode: None}\n    publishing_interval: 100ms\n    nodes:\n", opcuaEndpoint)
+		for _, m := range p.Machines {
+			if m.Protocol != OPCUA {
+				continue
+			}
+			for i := range m.Points {
+				s := m.Signal(m.Points[i].Field)
+				fmt.Fprintf(&b, "      - {node: \"nsu=%s;s=%s\", signal: %s}\n", NamespaceURI, s, s)
+			}
+		}
+	}
+	if json || sp {
+		fmt.Fprintf(&b, "  - name: sim-mqtt\n    type: mqtt\n    broker: %s\n    qos: 1\n    subscriptions:\n", broker)
+		if json {
+			fmt.Fprintf(&b, "      - {topic: \"%s/+/+/telemetry\", format: json, signal: \"{topic.1}.{topic.2}.{field}\", time_field: ts, time_format: unix_ms}\n", p.Config.Site)
+		}
+		if sp {
+			fmt.Fprintf(&b, "      - {topic: \"spBv1.0/%s/#\", format: sparkplugb, signal: \"{device}.{metric}\"}\n", p.Config.Site)
+		}
+	}
+	return b.String()
+}
