@@ -1,0 +1,224 @@
+package buffer
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/gemba-io/gemba/signal"
+)
+
+// writer group-commits appends until stop.
+func (s *Store) writer() {
+	defer s.bg.Done()
+	var batch []*appendReq
+	for {
+		select {
+		case r := <-s.reqs:
+			batch = append(batch[:0], r)
+			size := r.size
+		drain:
+			for size < 8<<20 && len(batch) < 1024 {
+				select {
+				case r := <-s.reqs:
+					batch = append(batch, r)
+					size += r.size
+				default:
+					break drain
+				}
+			}
+			s.commitGroup(batch)
+		case <-s.stop:
+			return
+		}
+	}
+}
+
+func (s *Store) commitGroup(batch []*appendReq) {
+	var accepted []*appendReq
+	for _, r := range batch {
+		if err := s.makeRoom(r.stream, r.size); err != nil {
+			if errors.Is(err, ErrFull) && s.cfg.WhenFull == Block {
+				err = errRetry
+			} else if errors.Is(err, ErrFull) {
+				s.countDrop(r.stream, "full", uint64(len(r.records)))
+			}
+			r.done <- appendRes{err: err}
+			continue
+		}
+		accepted = append(accepted, r)
+	}
+	if len(accepted) == 0 {
+		return
+	}
+	g := &group{reqs: accepted, seqs: make([][]uint64, len(accepted)), now: time.Now()}
+	var entries []*badger.Entry
+	for i, r := range accepted {
+		g.seqs[i] = make([]uint64, len(r.records))
+		for j, rec := range r.records {
+			s.next[r.stream]++
+			seq := s.next[r.stream]
+			g.seqs[i][j] = seq
+			entries = append(entries, badger.NewEntry(qkey(uint8(r.stream), seq, g.now, len(rec)), frame(seq, rec)))
+		}
+	}
+	if err := s.write(entries); err != nil {
+		// Part of the group may be in Badger (several transactions): wait for the groups still
+		// syncing, then recount from the keys so that the counters match what is stored.
+		s.inflight.Wait()
+		s.recount()
+		s.setIOErr(err)
+		for _, r := range accepted {
+			r.done <- appendRes{err: err}
+		}
+		return
+	}
+	if s.cfg.Sync == SyncAlways {
+		// The syncer fsyncs while this goroutine writes the next group: one fsync covers every
+		// group written while the previous one ran.
+		s.inflight.Add(1)
+		s.syncQ <- g
+		return
+	}
+	s.publish([]*group{g}, nil)
+}
+
+// group is one group commit on its way to the readers.
+type group struct {
+	reqs []*appendReq
+	seqs [][]uint64
+	now  time.Time
+}
+
+// syncer makes written groups durable for sync: always, then publishes them.
+func (s *Store) syncer() {
+	defer s.bg.Done()
+	for {
+		select {
+		case g := <-s.syncQ:
+			gs := []*group{g}
+		drain:
+			for {
+				select {
+				case g := <-s.syncQ:
+					gs = append(gs, g)
+				default:
+					break drain
+				}
+			}
+			var err error
+			if serr := s.db.Sync(); serr != nil {
+				err = fmt.Errorf("buffer %s: sync: %w", s.cfg.Dir, serr)
+				s.setIOErr(err)
+			}
+			s.publish(gs, err)
+			for range gs {
+				s.inflight.Done()
+			}
+		case <-s.stop:
+			return
+		}
+	}
+}
+
+// publish makes written groups visible to readers and answers their appenders. The records are in
+// Badger even when err (a failed sync) is set, so they are counted either way; their appenders get
+// the error and may append again (at least once).
+func (s *Store) publish(gs []*group, err error) {
+	s.mu.Lock()
+	var written int64
+	var woke [signal.NumStreams]bool
+	for _, g := range gs {
+		for i, r := range g.reqs {
+			st := &s.st[r.stream]
+			if st.count == 0 {
+				st.first, st.oldest = g.seqs[i][0], g.now
+			}
+			st.last = g.seqs[i][len(g.seqs[i])-1]
+			st.count += uint64(len(r.records))
+			for _, rec := range r.records {
+				st.bytes += uint64(len(rec))
+			}
+			written += r.size
+			if !woke[r.stream] {
+				woke[r.stream] = true
+				close(s.wake[r.stream])
+				s.wake[r.stream] = make(chan struct{})
+			}
+		}
+		s.groups++
+		s.grouped += uint64(len(g.reqs))
+	}
+	s.written += written
+	if err == nil && s.ioErr != nil && !errors.Is(s.ioErr, syscall.ENOSPC) {
+		s.ioErr = nil // a write error that a write has since disproved
+	}
+	s.mu.Unlock()
+	for _, g := range gs {
+		for i, r := range g.reqs {
+			if err != nil {
+				r.done <- appendRes{err: err}
+			} else {
+				r.done <- appendRes{seqs: g.seqs[i]}
+			}
+		}
+	}
+	s.touch(written)
+}
+
+// recount rebuilds the counters of every stream from its keys after a write that may have been
+// partly applied. Only the writer calls it, with no group in flight.
+func (s *Store) recount() {
+	s.headMu.Lock()
+	defer s.headMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range s.st {
+		st := &s.st[i]
+		st.count, st.bytes, st.first, st.oldest = 0, 0, 0, time.Time{}
+		_ = s.db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: qprefix(uint8(i))})
+			defer it.Close()
+			for it.Seek(qseek(uint8(i), st.head+1)); it.Valid(); it.Next() {
+				if k, ok := parseQKey(it.Item().Key()); ok {
+					if st.first == 0 {
+						st.first, st.oldest = k.seq, k.t
+					}
+					st.count++
+					st.bytes += uint64(k.size)
+					st.last = max(st.last, k.seq)
+				}
+			}
+			return nil
+		})
+		s.next[i] = max(s.next[i], st.last)
+	}
+}
+
+// write stores entries in as few transactions as Badger allows.
+func (s *Store) write(entries []*badger.Entry) error {
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	txn := s.db.NewTransaction(true)
+	defer func() { txn.Discard() }()
+	for _, e := range entries {
+		err := txn.SetEntry(e)
+		if errors.Is(err, badger.ErrTxnTooBig) {
+			if err = txn.Commit(); err != nil {
+				return fmt.Errorf("buffer %s: commit: %w", s.cfg.Dir, err)
+			}
+			txn = s.db.NewTransaction(true)
+			err = txn.SetEntry(e)
+		}
+		if err != nil {
+			return fmt.Errorf("buffer %s: write: %w", s.cfg.Dir, err)
+		}
+	}
+	if err := txn.Commit(); err != nil {
+		return fmt.Errorf("buffer %s: commit: %w", s.cfg.Dir, err)
+	}
+	return nil
+}
