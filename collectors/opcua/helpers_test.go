@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -201,6 +200,9 @@ type proxy struct {
 	conns  []net.Conn
 	down   bool
 	wg     sync.WaitGroup
+	// generation of live connections; those older than holeGen drop all data (half-open link)
+	gen     int
+	holeGen int
 }
 
 func newProxy(t testing.TB, target string) *proxy {
@@ -237,10 +239,41 @@ func (p *proxy) accept() {
 		}
 		p.mu.Lock()
 		p.conns = append(p.conns, in, out)
+		p.gen++
+		gen := p.gen
 		p.mu.Unlock()
-		p.wg.Go(func() { _, _ = io.Copy(out, in); out.Close() })
-		p.wg.Go(func() { _, _ = io.Copy(in, out); in.Close() })
+		p.wg.Go(func() { p.pipe(out, in, gen); out.Close() })
+		p.wg.Go(func() { p.pipe(in, out, gen); in.Close() })
 	}
+}
+
+// pipe copies src to dst until either ends; once the connection is black-holed it reads and
+// drops everything, like a link that died without a reset.
+func (p *proxy) pipe(dst, src net.Conn, gen int) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			p.mu.Lock()
+			hole := gen <= p.holeGen
+			p.mu.Unlock()
+			if !hole {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// Blackhole makes every live connection silently drop data; new connections work.
+func (p *proxy) Blackhole() {
+	p.mu.Lock()
+	p.holeGen = p.gen
+	p.mu.Unlock()
 }
 
 func (p *proxy) Cut() {

@@ -3,6 +3,7 @@ package opcua
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -250,4 +251,75 @@ func mustDER(t testing.TB, pemData []byte) []byte {
 		t.Fatal("not PEM")
 	}
 	return b.Bytes
+}
+
+func TestNodeX509UserCertificate(t *testing.T) {
+	ns := sharedNodeServer(t)
+	dir := t.TempDir()
+	der, key, err := generateCert("urn:gemba:test-user", "operator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := filepath.Join(dir, "user.crt"), filepath.Join(dir, "user.key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := decodeConfig(t, secureConfig(ns.url, fmt.Sprintf("auth: {cert_file: %s, key_file: %s}\ntrust: {trust_on_first_use: true}", certFile, keyFile), typedNodes()))
+	r := startCollector(t, cfg, t.TempDir())
+	waitFor(t, 30*time.Second, "data with an X.509 user identity", func() bool { return r.sink.count("n.double") > 0 })
+}
+
+func TestNodeServerSideDeadband(t *testing.T) {
+	ns := sharedNodeServer(t)
+	cfg := decodeConfig(t, fmt.Sprintf(`endpoint: %s
+security: {policy: None, mode: None}
+publishing_interval: 100ms
+nodes:
+  - {node: "nsu=%s;s=Int32", signal: every, sampling: 50ms}
+  - {node: "nsu=%s;s=Double", signal: banded, sampling: 50ms, deadband: 2.5}
+`, ns.url, nodeNSU, nodeNSU))
+	r := startCollector(t, cfg, t.TempDir())
+	waitFor(t, 30*time.Second, "banded samples", func() bool { return r.sink.count("banded") >= 4 })
+	var prev float64
+	for i, s := range r.sink.all() {
+		if s.Signal != "banded" {
+			continue
+		}
+		f, _ := s.Value.Float()
+		if i > 0 && prev != 0 && f-prev <= 2.5 {
+			t.Errorf("deadband 2.5 let %v follow %v", f, prev)
+		}
+		prev = f
+	}
+	// the server applied the filter: nothing was left for the client-side deadband to drop
+	if n := metricValue(r.c.m.deadband); n != 0 {
+		t.Errorf("client-side deadband dropped %v samples; the server should have filtered them", n)
+	}
+	if r.sink.count("every") < 2*r.sink.count("banded") {
+		t.Errorf("unfiltered node has %d samples, banded %d", r.sink.count("every"), r.sink.count("banded"))
+	}
+}
+
+func TestNodeHalfOpenLinkWatchdog(t *testing.T) {
+	ns := sharedNodeServer(t)
+	p := newProxy(t, fmt.Sprintf("127.0.0.1:%d", ns.port))
+	cfg := decodeConfig(t, fmt.Sprintf(`endpoint: opc.tcp://%s/UA/gemba
+security: {policy: None, mode: None}
+publishing_interval: 100ms
+timeouts: {request: 2s}
+reconnect: {min_backoff: 100ms, max_backoff: 1s, watchdog: 2s}
+nodes:
+%s`, p.addr(), typedNodes()))
+	r := startCollector(t, cfg, t.TempDir())
+	waitFor(t, 30*time.Second, "data", func() bool { return r.sink.count("n.int32") > 2 })
+	// the link dies without a reset: no error reaches the client, only silence
+	p.Blackhole()
+	waitFor(t, 20*time.Second, "watchdog rebuild", func() bool {
+		return metricValue(r.c.m.reconnects.WithLabelValues("watchdog"))+metricValue(r.c.m.reconnects.WithLabelValues("error")) > 0
+	})
+	n := r.sink.count("n.int32")
+	waitFor(t, 30*time.Second, "data over a new connection", func() bool { return r.sink.count("n.int32") > n+2 })
 }

@@ -242,7 +242,7 @@ func (c *Collector) Run(ctx context.Context, emit collectors.Emitter) error {
 
 // errors that end a session and name why (the reconnects metric's reason label)
 var (
-	errSilence       = errors.New("no data within the watchdog interval although the server is alive")
+	errSilence       = errors.New("no data and no server heartbeat within the watchdog interval")
 	errNoSubscripton = errors.New("client reports connected but holds no live subscription")
 	errChannelLost   = errors.New("secure channel lost")
 	errEmit          = errors.New("emit")
