@@ -330,10 +330,13 @@ func testBlock(t *testing.T, im impl) {
 	b := openT(t, im, capConfig(t, Block))
 	var last uint64
 	for i := 0; ; i++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		seqs, err := b.Append(ctx, signal.StreamSamples, bigRec(i))
 		cancel()
 		if errors.Is(err, ErrFull) && errors.Is(err, context.DeadlineExceeded) {
+			if !b.Stats().Full {
+				t.Fatal("an append timed out in block mode but Stats.Full is not set")
+			}
 			break
 		}
 		if err != nil || i > 400 {
