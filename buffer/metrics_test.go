@@ -65,7 +65,7 @@ func TestBadgerLogsThroughSlog(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(buf.String(), "msg=badger component=buffer lib=badger") {
+	if !strings.Contains(buf.String(), "msg=badger lib=badger") {
 		t.Fatalf("no Badger line in the slog output:\n%.2000s", buf.String())
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 // Options are the store's collaborators.
 type Options struct {
+	// Logger is used as given: scope it (e.g. With("component", "buffer")) before passing it.
 	Logger *slog.Logger
 	// Metrics, when set, receives the store's collector (gemba_buffer_*).
 	Metrics prometheus.Registerer
@@ -109,7 +110,6 @@ func Open(cfg Config, opts Options) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	log = log.With("component", "buffer")
 	s := &Store{
 		cfg:     cfg,
 		log:     log,
