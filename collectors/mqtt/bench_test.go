@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -22,25 +23,104 @@ import (
 // benchPayload is a ~100-byte telemetry message.
 var benchPayload = []byte(`{"ts":1700000000123,"temp":21.53,"pressure":101.325,"rpm":1450,"running":true,"sku":"SKU-00042"}`)
 
-// BenchmarkMosquittoQoS1 compares, in one run against one mosquitto on loopback, how fast QoS 1
-// messages queued for a persistent session are consumed by (a) a bare paho subscriber that only
-// counts (auto-ack) and (b) the collector mapping each message to 4 samples and acknowledging it
-// after a durable Emit (a file emitter that fsyncs every batch). One op is one message; run with
-// -benchtime=100000x. cpu-us/msg is this process's user+system CPU over the consume phase only
-// (the publisher runs before it); mosquitto's CPU is not included.
-func BenchmarkMosquittoQoS1(b *testing.B) {
-	for _, inflight := range []int{20, 1000} {
-		mq := startMosquittoConf(b, fmt.Sprintf("max_inflight_messages %d\n", inflight))
-		b.Run(fmt.Sprintf("inflight=%d/bare-paho", inflight), func(b *testing.B) { benchBare(b, mq) })
-		b.Run(fmt.Sprintf("inflight=%d/collector-durable", inflight), func(b *testing.B) { benchCollector(b, mq) })
-		mq.kill()
+// BenchmarkMosquittoSideBySide compares, in one run against one mosquitto on loopback (default
+// settings: max_inflight_messages 20), how fast 100k QoS 1 messages queued for a persistent session
+// are consumed by
+//   - bare: a paho subscriber that only counts (auto-ack), and
+//   - collector: the collector mapping each message to 4 samples (+ time field) and acknowledging
+//     it only after a durable Emit (a test file emitter: JSON lines, fsync per Emit).
+//
+// Each side runs in its own child process, so its CPU (user+system) and peak RSS are its own; the
+// wall time runs from process start to the last message. Rounds alternate the order to spread the
+// noise of a shared machine; medians are reported. -short uses 20k messages.
+func BenchmarkMosquittoSideBySide(b *testing.B) {
+	n, rounds := 100_000, 3
+	if testing.Short() {
+		n, rounds = 20_000, 1
+	}
+	mq := startMosquittoConf(b, "")
+	var bare, coll []benchRun
+	for i := 0; i < b.N; i++ {
+		for r := 0; r < rounds; r++ {
+			if r%2 == 0 {
+				bare = append(bare, benchChild(b, mq, "bare", i*rounds+r, n))
+				coll = append(coll, benchChild(b, mq, "collector", i*rounds+r, n))
+			} else {
+				coll = append(coll, benchChild(b, mq, "collector", i*rounds+r, n))
+				bare = append(bare, benchChild(b, mq, "bare", i*rounds+r, n))
+			}
+		}
+	}
+	mb, mc := median(bare), median(coll)
+	b.ReportMetric(mb.rate, "bare-msgs/s")
+	b.ReportMetric(mc.rate, "collector-msgs/s")
+	b.ReportMetric(mc.rate/mb.rate, "throughput-ratio")
+	b.ReportMetric(mb.cpuPerMsg, "bare-cpu-us/msg")
+	b.ReportMetric(mc.cpuPerMsg, "collector-cpu-us/msg")
+	b.ReportMetric(mb.rssMiB, "bare-maxrss-MiB")
+	b.ReportMetric(mc.rssMiB, "collector-maxrss-MiB")
+	for i := range bare {
+		b.Logf("round %d: bare %.0f msgs/s %.2f us/msg %.1f MiB | collector %.0f msgs/s %.2f us/msg %.1f MiB",
+			i, bare[i].rate, bare[i].cpuPerMsg, bare[i].rssMiB, coll[i].rate, coll[i].cpuPerMsg, coll[i].rssMiB)
+	}
+}
+
+type benchRun struct{ rate, cpuPerMsg, rssMiB float64 }
+
+// median takes each figure's median independently.
+func median(rs []benchRun) benchRun {
+	pick := func(f func(benchRun) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	return benchRun{
+		rate:      pick(func(r benchRun) float64 { return r.rate }),
+		cpuPerMsg: pick(func(r benchRun) float64 { return r.cpuPerMsg }),
+		rssMiB:    pick(func(r benchRun) float64 { return r.rssMiB }),
+	}
+}
+
+// benchChild prepares a persistent session with n queued messages and times a child consuming them.
+func benchChild(b *testing.B, mq *mosquitto, kind string, round, n int) benchRun {
+	b.Helper()
+	id := fmt.Sprintf("bench-%s-%d", kind, round)
+	topic := "bench/" + id
+	cl := paho.NewClient(paho.NewClientOptions().AddBroker(mq.url()).SetClientID(id).SetCleanSession(false))
+	if tok := cl.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		b.Fatal(tok.Error())
+	}
+	if tok := cl.Subscribe(topic, 1, nil); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		b.Fatal(tok.Error())
+	}
+	cl.Disconnect(100)
+	preload(b, mq.url(), topic, n)
+
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"=bench-"+kind, "GEMBA_MQTT_BROKER="+mq.url(), "GEMBA_MQTT_ID="+id,
+		"GEMBA_MQTT_TOPIC="+topic, "GEMBA_MQTT_N="+strconv.Itoa(n), "GEMBA_MQTT_OUT="+filepath.Join(b.TempDir(), "samples.jsonl"))
+	cmd.Stderr = os.Stderr
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		b.Fatalf("%s child: %v", kind, err)
+	}
+	wall := time.Since(start)
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	cpu := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	return benchRun{
+		rate:      float64(n) / wall.Seconds(),
+		cpuPerMsg: float64(cpu.Microseconds()) / float64(n),
+		rssMiB:    float64(ru.Maxrss) / 1024,
 	}
 }
 
 // preload publishes n messages for an offline persistent session.
 func preload(b *testing.B, url, topic string, n int) {
 	b.Helper()
-	pub := newPublisher(b, url, "bench-pub-"+strconv.Itoa(n))
+	pub := newPublisher(b, url, "bench-pub")
 	window := make(chan paho.Token, 2000)
 	errs := make(chan error, 1)
 	go func() {
@@ -64,127 +144,83 @@ func preload(b *testing.B, url, topic string, n int) {
 	pub.Disconnect(100)
 }
 
-type cpuClock struct {
-	wall time.Time
-	cpu  time.Duration
-}
-
-func cpuNow() cpuClock {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return cpuClock{wall: time.Now(), cpu: time.Duration(ru.Utime.Nano() + ru.Stime.Nano())}
-}
-
-func report(b *testing.B, start cpuClock, n int) {
-	end := cpuNow()
-	wall := end.wall.Sub(start.wall)
-	b.ReportMetric(float64(n)/wall.Seconds(), "msgs/s")
-	b.ReportMetric(float64((end.cpu-start.cpu).Microseconds())/float64(n), "cpu-us/msg")
-	b.ReportMetric(rssMiB(), "rss-MiB")
-}
-
-// rssMiB is the current resident set of this process (the benchmark binary holds both sides' code).
-func rssMiB() float64 {
-	data, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
-			return float64(kb) / 1024
-		}
-	}
-	return 0
-}
-
-func benchBare(b *testing.B, mq *mosquitto) {
-	n := b.N
-	id := "bench-bare-" + strconv.Itoa(n)
-	topic := "bench/bare/" + strconv.Itoa(n)
+// runBenchBare is the bare child: count GEMBA_MQTT_N messages with paho's defaults, then exit.
+func runBenchBare() int {
+	n, _ := strconv.ParseInt(os.Getenv("GEMBA_MQTT_N"), 10, 64)
 	var count atomic.Int64
-	opts := func() *paho.ClientOptions {
-		return paho.NewClientOptions().AddBroker(mq.url()).SetClientID(id).SetCleanSession(false).
-			SetDefaultPublishHandler(func(_ paho.Client, _ paho.Message) { count.Add(1) })
-	}
-	cl := paho.NewClient(opts())
+	done := make(chan struct{})
+	cl := paho.NewClient(paho.NewClientOptions().AddBroker(os.Getenv("GEMBA_MQTT_BROKER")).
+		SetClientID(os.Getenv("GEMBA_MQTT_ID")).SetCleanSession(false).
+		SetDefaultPublishHandler(func(_ paho.Client, _ paho.Message) {
+			if count.Add(1) == n {
+				close(done)
+			}
+		}))
 	if tok := cl.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		b.Fatal(tok.Error())
+		fmt.Fprintln(os.Stderr, "bare connect:", tok.Error())
+		return 1
 	}
-	if tok := cl.Subscribe(topic, 1, nil); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		b.Fatal(tok.Error())
+	select {
+	case <-done:
+		return 0
+	case <-time.After(5 * time.Minute):
+		fmt.Fprintln(os.Stderr, "bare: timeout at", count.Load())
+		return 1
 	}
-	cl.Disconnect(100)
-	preload(b, mq.url(), topic, n)
-
-	b.ResetTimer()
-	start := cpuNow()
-	cl = paho.NewClient(opts())
-	if tok := cl.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		b.Fatal(tok.Error())
-	}
-	waitFor(b, 5*time.Minute, "all messages", func() bool { return count.Load() >= int64(n) })
-	b.StopTimer()
-	report(b, start, n)
-	cl.Disconnect(100)
 }
 
 // countingEmitter counts samples on top of a durable file emitter.
 type countingEmitter struct {
 	*fileEmitter
 	samples atomic.Int64
-	calls   atomic.Int64
+	target  int64
+	done    chan struct{}
 }
 
 func (e *countingEmitter) Emit(ctx context.Context, s []signal.Sample) error {
 	if err := e.fileEmitter.Emit(ctx, s); err != nil {
 		return err
 	}
-	e.samples.Add(int64(len(s)))
-	e.calls.Add(1)
+	if e.samples.Add(int64(len(s))) >= e.target && e.target > 0 {
+		select {
+		case <-e.done:
+		default:
+			close(e.done)
+		}
+	}
 	return nil
 }
 
-func benchCollector(b *testing.B, mq *mosquitto) {
-	n := b.N
-	dir := b.TempDir()
-	topic := "bench/collector/" + strconv.Itoa(n)
-	cfg := testConfig(mq.url(), Subscription{Topic: topic, Format: FormatJSON, Signal: "line1.{field}",
-		Fields:    []Field{{Path: "temp"}, {Path: "pressure"}, {Path: "rpm"}, {Path: "running"}},
-		TimeField: "ts", TimeFormat: "unix_ms"})
-	cfg.ClientID = "bench-collector-" + strconv.Itoa(n)
-	fe, err := openFileEmitter(filepath.Join(dir, "samples.jsonl"))
+// runBenchCollector is the collector child: the collector with a durable file emitter until
+// every message's 4 samples are durable.
+func runBenchCollector() int {
+	n, _ := strconv.ParseInt(os.Getenv("GEMBA_MQTT_N"), 10, 64)
+	fe, err := openFileEmitter(os.Getenv("GEMBA_MQTT_OUT"))
 	if err != nil {
-		b.Fatal(err)
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
-	defer fe.Close()
-	em := &countingEmitter{fileEmitter: fe}
-	run := func() (*Collector, func()) {
-		c, err := New("bench", cfg, collectors.Deps{Agent: "a", DataDir: dir, Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			b.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- c.Run(ctx, em) }()
-		return c, func() {
-			cancel()
-			if err := <-done; err != nil {
-				b.Error(err)
-			}
-		}
+	em := &countingEmitter{fileEmitter: fe, target: 4 * n, done: make(chan struct{})}
+	cfg := NewConfig()
+	cfg.Broker = os.Getenv("GEMBA_MQTT_BROKER")
+	cfg.ClientID = os.Getenv("GEMBA_MQTT_ID")
+	cfg.Subscriptions = []Subscription{{Topic: os.Getenv("GEMBA_MQTT_TOPIC"), Format: FormatJSON, Signal: "line1.{field}",
+		Fields:    []Field{{Path: "temp"}, {Path: "pressure"}, {Path: "rpm"}, {Path: "running"}},
+		TimeField: "ts", TimeFormat: "unix_ms"}}
+	c, err := New("bench", cfg, collectors.Deps{Agent: "a", DataDir: filepath.Dir(os.Getenv("GEMBA_MQTT_OUT")),
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
-	c, stop := run()
-	waitFor(b, 10*time.Second, "collector subscribed", connectedState(c))
-	stop()
-	preload(b, mq.url(), topic, n)
-
-	b.ResetTimer()
-	start := cpuNow()
-	_, stop = run()
-	waitFor(b, 5*time.Minute, "all samples durable", func() bool { return em.samples.Load() >= 4*int64(n) })
-	b.StopTimer()
-	report(b, start, n)
-	b.ReportMetric(float64(n)/float64(em.calls.Load()), "msgs/emit")
-	stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = c.Run(ctx, em) }()
+	select {
+	case <-em.done:
+		return 0
+	case <-time.After(5 * time.Minute):
+		fmt.Fprintln(os.Stderr, "collector: timeout at", em.samples.Load())
+		return 1
+	}
 }
