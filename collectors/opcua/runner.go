@@ -308,7 +308,9 @@ func (r *runner) retryQuarantined(ctx context.Context) error {
 	var q []*item
 	r.c.mu.Lock()
 	for _, it := range r.c.items {
-		if it.state == stateQuarantined {
+		// a node quarantined by a notification still has its monitored item: a good value
+		// brings it back without creating a second one
+		if it.state == stateQuarantined && it.monitorID == 0 {
 			q = append(q, it)
 		}
 	}
