@@ -198,3 +198,22 @@ func TestMosquittoTopicsAcrossRestart(t *testing.T) {
 		t.Errorf("unmatched messages = %v: the removed filter is still subscribed", v)
 	}
 }
+
+// TestMosquittoRestartWithoutPersistence: mosquitto comes back with no memory of the session, so
+// only the collector's own re-subscribe in OnConnect makes messages flow again.
+func TestMosquittoRestartWithoutPersistence(t *testing.T) {
+	mq := startMosquittoConf(t, "")
+	cfg := testConfig(mq.url(), Subscription{Topic: "fresh/#", Format: FormatValue})
+	em := &memEmitter{}
+	reg := prometheus.NewRegistry()
+	c := runCollector(t, cfg, collectors.Deps{Agent: "a", DataDir: t.TempDir(), Metrics: reg}, em)
+	waitFor(t, 10*time.Second, "connected", connectedState(c))
+	mq.kill()
+	mq.start()
+	waitFor(t, 15*time.Second, "reconnected and re-subscribed", func() bool {
+		return counterValue(t, reg, "gemba_mqtt_connects_total", nil) >= 2 && connectedState(c)()
+	})
+	pub := newPublisher(t, mq.url(), "fresh-pub")
+	publish(t, pub, "fresh/1", 1, []byte("11"))
+	waitFor(t, 5*time.Second, "message after a broker that forgot the session", func() bool { return em.count() == 1 })
+}
