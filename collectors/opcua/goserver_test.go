@@ -258,7 +258,7 @@ groups:
 	}
 }
 
-func TestSubscribeQuarantineAndRestart(t *testing.T) {
+func TestSubscribeQuarantineAndReturn(t *testing.T) {
 	g := sharedGoServer(t)
 	a := g.add("sq.A", 1.0)
 	cfg := decodeConfig(t, goConfig(g.url, "publishing_interval: 50ms",
@@ -270,6 +270,16 @@ func TestSubscribeQuarantineAndRestart(t *testing.T) {
 	})
 	g.set(t, a, dval(2.0))
 	waitFor(t, 5*time.Second, "a=2", func() bool { s, _ := r.sink.last("a"); return s.Value.Equal(signal.Float(2)) })
+	if n := r.sink.count("gone"); n != 0 {
+		t.Errorf("quarantined node emitted %d samples", n)
+	}
+	// the node appears and changes: its monitored item delivers a good value and it is active again
+	gone := g.add("sq.Gone", 3.0)
+	g.set(t, gone, dval(4.0))
+	waitFor(t, 5*time.Second, "gone back", func() bool {
+		s, ok := r.sink.last("gone")
+		return ok && s.Value.Equal(signal.Float(4)) && r.c.NodeStates()["gone"] == stateActive
+	})
 }
 
 func TestWatchdogProbeKeepsQuietSession(t *testing.T) {
