@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -295,6 +296,20 @@ func runLiveAgent(b *testing.B, url string, rate int, lat *latencies) time.Durat
 		if n := lat.len(); n < want*99/100 {
 			fmt.Fprintf(os.Stderr, "live: %d of %d samples delivered (stream holds %d messages)\n", n, want, streamMsgs(nil, url))
 		}
+	}
+	for {
+		select {
+		case line := <-p.lines:
+			for _, kv := range strings.Fields(strings.TrimPrefix(line, "STAT ")) {
+				k, v, _ := strings.Cut(kv, "=")
+				if us, err := strconv.Atoi(v); err == nil && strings.HasPrefix(k, "append_") && lat != nil {
+					b.ReportMetric(float64(us)/1000, strings.TrimSuffix(k, "_us")+"_ms")
+				}
+			}
+			continue
+		default:
+		}
+		break
 	}
 	st := p.cmd.ProcessState
 	return st.UserTime() + st.SystemTime()

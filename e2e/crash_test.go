@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +25,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/gemba-io/gemba/buffer"
@@ -69,8 +71,9 @@ func child() int {
 	ucfg.PublishTimeout = 2 * time.Second
 	ucfg.Heartbeat = 0
 	tail := func(s gsig.Stream) uint64 { return buf.Stats().Streams[s].LastSeq }
+	reg := prometheus.NewRegistry()
 	up, err := uplink.New(ucfg, uplink.Identity{Agent: "gw1", Site: "plant1", ConfigVersion: "e2e"}, buf,
-		uplink.Options{Logger: log, Tail: tail})
+		uplink.Options{Logger: log, Tail: tail, Metrics: reg})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "uplink:", err)
 		return 2
@@ -114,6 +117,9 @@ func child() int {
 	}
 	<-ctx.Done()
 	wg.Wait()
+	if os.Getenv("GEMBA_E2E_DEBUG") != "" {
+		printAckLatency(reg)
+	}
 	return 0
 }
 
@@ -158,6 +164,16 @@ func live(ctx context.Context, buf buffer.Buffer) {
 			}
 		}
 	}()
+	// Capture -> appended latency of the oldest sample of each record, reported on stdout so the
+	// benchmark can separate the buffer's share of the end-to-end latency.
+	var appendLat []time.Duration
+	defer func() {
+		if len(appendLat) > 0 {
+			slices.Sort(appendLat)
+			fmt.Printf("STAT append_p50_us=%d append_p99_us=%d append_max_us=%d\n", appendLat[len(appendLat)/2].Microseconds(),
+				appendLat[len(appendLat)*99/100].Microseconds(), appendLat[len(appendLat)-1].Microseconds())
+		}
+	}()
 	flush := func() bool {
 		mu.Lock()
 		ss := pending
@@ -169,8 +185,10 @@ func live(ctx context.Context, buf buffer.Buffer) {
 		c := gsig.AppendChunk(nil, &gsig.Chunk{Stream: gsig.StreamSamples, ConfigVersion: "bench", Count: len(ss),
 			Oldest: ss[0].Time, Newest: ss[len(ss)-1].Time, Records: gsig.AppendSamplesJSON(nil, ss)})
 		_, err := buf.Append(ctx, gsig.StreamSamples, c)
+		appendLat = append(appendLat, time.Since(ss[0].Time))
 		return err == nil
 	}
+
 	for {
 		select {
 		case <-arrived:
@@ -183,6 +201,22 @@ func live(ctx context.Context, buf buffer.Buffer) {
 			<-stopped
 			return
 		}
+	}
+}
+
+// printAckLatency shows the uplink's publish -> PubAck histogram (debugging the live benchmark).
+func printAckLatency(reg *prometheus.Registry) {
+	mfs, _ := reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() != "gemba_uplink_publish_ack_seconds" {
+			continue
+		}
+		h := mf.GetMetric()[0].GetHistogram()
+		fmt.Fprintf(os.Stderr, "publish->PubAck: %d messages;", h.GetSampleCount())
+		for _, b := range h.GetBucket() {
+			fmt.Fprintf(os.Stderr, " <=%gms:%d", b.GetUpperBound()*1000, b.GetCumulativeCount())
+		}
+		fmt.Fprintln(os.Stderr)
 	}
 }
 
