@@ -456,27 +456,22 @@ func (c *Collector) waitSubscribe(ctx context.Context, tok paho.Token) (failed [
 	return failed
 }
 
-// worker maps queued messages in batches, makes their samples durable with one Emit and then
-// acknowledges the messages in the order they arrived.
+// worker maps queued messages in batches and hands each batch to the committer, which makes its
+// samples durable with one Emit and then acknowledges the messages in arrival order. The two
+// stages overlap, so mapping batch k+1 runs while batch k is being written.
 func (c *Collector) worker(ctx context.Context, emit collectors.Emitter, queue <-chan inMsg, reset func(string)) {
-	batch := make([]inMsg, 0, c.cfg.MaxBatch)
-	var samples []signal.Sample
-	// Acks go out from their own goroutine, in batch order, so writing one PUBACK per message
-	// overlaps with mapping and persisting the next batch.
-	acks := make(chan []paho.Message, 2)
-	var ackers sync.WaitGroup
-	ackers.Go(func() {
-		for b := range acks {
-			for _, m := range b {
-				m.Ack()
-			}
-			c.m.acks.Add(float64(len(b)))
-		}
-	})
+	jobs := make(chan commitJob, 1)
+	// Two sample buffers circulate between the stages: bounded memory, no allocation per batch.
+	free := make(chan []signal.Sample, 2)
+	free <- nil
+	free <- nil
+	var committer sync.WaitGroup
+	committer.Go(func() { c.commit(ctx, emit, jobs, free, reset) })
 	defer func() {
-		close(acks)
-		ackers.Wait()
+		close(jobs)
+		committer.Wait()
 	}()
+	batch := make([]inMsg, 0, c.cfg.MaxBatch)
 	for {
 		select {
 		case in := <-queue:
@@ -494,47 +489,89 @@ func (c *Collector) worker(ctx context.Context, emit collectors.Emitter, queue <
 			}
 		}
 		c.queued.Add(-int64(len(batch)))
-		cur := c.gen.Load()
-		samples = samples[:0]
+		var samples []signal.Sample
+		select {
+		case samples = <-free:
+		case <-ctx.Done():
+			return
+		}
+		job := commitJob{gen: c.gen.Load(), messages: len(batch)}
 		for _, in := range batch {
-			if in.gen == cur {
-				samples = c.mapMessage(samples, in)
+			if in.gen != job.gen {
+				continue // from a session we reset: the broker redelivers it
+			}
+			samples = c.mapMessage(samples, in)
+			if in.msg.Qos() > 0 {
+				job.acks = append(job.acks, in.msg)
 			}
 		}
-		if len(samples) > 0 {
-			c.busy.Store(true)
-			err := emit.Emit(ctx, samples)
-			c.busy.Store(false)
-			if err != nil {
-				if ctx.Err() != nil {
-					return // shutting down: unacknowledged messages are redelivered next time
-				}
-				c.m.emitErrors.Inc()
-				c.log.Error("emit failed; messages not acknowledged", "messages", len(batch), "err", err)
-				// The broker resends unacknowledged messages only on a new connection.
-				c.gen.Add(1)
-				reset("buffer refused samples: " + err.Error())
-				continue
-			}
-		}
+		job.samples = samples
 		for i, h := range c.sp {
-			if h != nil && h.dirty {
-				if err := h.save(c.deps.DataDir, c.subs[i].filter); err != nil {
-					c.log.Warn("save sparkplug state", "subscription", c.subs[i].filter, "err", err)
+			if h != nil && h.dirty && c.deps.DataDir != "" {
+				data, err := h.snapshot(c.subs[i].filter)
+				if err != nil {
+					c.log.Warn("sparkplug state", "subscription", c.subs[i].filter, "err", err)
+					continue
 				}
+				job.state = append(job.state, fileWrite{path: spStatePath(c.deps.DataDir, c.subs[i].filter), data: data})
 			}
-		}
-		toAck := make([]paho.Message, 0, len(batch))
-		for _, in := range batch {
-			if in.gen == cur && in.msg.Qos() > 0 {
-				toAck = append(toAck, in.msg)
-			}
-		}
-		if len(toAck) > 0 {
-			acks <- toAck
 		}
 		c.publishRebirths()
-		clear(samples) // drop references to label slices and strings
+		select {
+		case jobs <- job:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// commitJob is one mapped batch on its way to the buffer.
+type commitJob struct {
+	gen      uint64
+	messages int
+	samples  []signal.Sample
+	acks     []paho.Message // QoS >= 1 messages in arrival order
+	state    []fileWrite    // Sparkplug births to save before acknowledging
+}
+
+type fileWrite struct {
+	path string
+	data []byte
+}
+
+// commit runs the durable half of the pipeline: Emit, save state, acknowledge, in job order.
+func (c *Collector) commit(ctx context.Context, emit collectors.Emitter, jobs <-chan commitJob, free chan<- []signal.Sample, reset func(string)) {
+	for job := range jobs {
+		ok := job.gen == c.gen.Load() && ctx.Err() == nil
+		if ok && len(job.samples) > 0 {
+			c.busy.Store(true)
+			err := emit.Emit(ctx, job.samples)
+			c.busy.Store(false)
+			if err != nil {
+				ok = false
+				if ctx.Err() == nil {
+					c.m.emitErrors.Inc()
+					c.log.Error("emit failed; messages not acknowledged", "messages", job.messages, "err", err)
+					// The broker resends unacknowledged messages only on a new connection; batches
+					// mapped meanwhile belong to the old one and are dropped with it.
+					c.gen.Add(1)
+					reset("buffer refused samples: " + err.Error())
+				}
+			}
+		}
+		if ok {
+			for _, w := range job.state {
+				if err := writeFileAtomic(w.path, w.data); err != nil {
+					c.log.Warn("save sparkplug state", "err", err)
+				}
+			}
+			for _, m := range job.acks {
+				m.Ack()
+			}
+			c.m.acks.Add(float64(len(job.acks)))
+		}
+		clear(job.samples) // drop references to label slices and strings
+		free <- job.samples[:0]
 	}
 }
 

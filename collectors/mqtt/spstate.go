@@ -42,12 +42,10 @@ func spStatePath(dir, filter string) string {
 	return filepath.Join(dir, fmt.Sprintf("sparkplug-%016x.json", h.Sum64()))
 }
 
-// save writes the births of every node; called by the worker after Emit, before acking.
-func (h *spHost) save(dir, filter string) error {
+// snapshot renders the births of every node for the data dir. The worker calls it when a birth
+// or death changed them; the committer writes it before acknowledging that message.
+func (h *spHost) snapshot(filter string) ([]byte, error) {
 	h.dirty = false
-	if dir == "" {
-		return nil
-	}
 	out := spSaved{Filter: filter}
 	for k, n := range h.nodes {
 		sn := spSavedNode{Group: k.group, Node: k.node, BdSeq: n.bdSeq, Alive: n.alive}
@@ -61,11 +59,8 @@ func (h *spHost) save(dir, filter string) error {
 		})
 		out.Nodes = append(out.Nodes, sn)
 	}
-	data, err := json.Marshal(out)
-	if err != nil {
-		return err
-	}
-	return writeFileAtomic(spStatePath(dir, filter), data)
+	slices.SortFunc(out.Nodes, func(a, b spSavedNode) int { return strings.Compare(a.Group+"/"+a.Node, b.Group+"/"+b.Node) })
+	return json.Marshal(out)
 }
 
 // load restores saved births, naming signals with the current template (it may have changed).
