@@ -200,6 +200,7 @@ func (s *Store) recount() {
 
 // write stores entries in as few transactions as Badger allows.
 func (s *Store) write(entries []*badger.Entry) error {
+	s.dirty.Store(true)
 	s.dbMu.RLock()
 	defer s.dbMu.RUnlock()
 	txn := s.db.NewTransaction(true)

@@ -163,6 +163,33 @@ func TestRefusedStoreMovedAside(t *testing.T) {
 	}
 }
 
+// TestMovedAsidePruned: repeated damage keeps only the newest moved-aside stores.
+func TestMovedAsidePruned(t *testing.T) {
+	cfg := testConfig(t)
+	for i := range keepMovedAside + 2 {
+		if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(cfg.Dir, "MANIFEST"), []byte("damaged"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s, err := Open(cfg, Options{Logger: testLogger(t)})
+		if err != nil {
+			t.Fatalf("open %d: %v", i, err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.RemoveAll(cfg.Dir); err != nil {
+			t.Fatal(err)
+		}
+		aside, _ := filepath.Glob(cfg.Dir + ".corrupt-*")
+		if want := min(i+1, keepMovedAside); len(aside) != want {
+			t.Fatalf("after %d recoveries: %d moved-aside stores kept, want %d", i+1, len(aside), want)
+		}
+	}
+}
+
 // TestStoreInUseNotMovedAside: a lock held by another user of the directory is not damage.
 func TestStoreInUseNotMovedAside(t *testing.T) {
 	cfg := testConfig(t)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -73,11 +75,29 @@ func openBadger(cfg Config, log *slog.Logger) (db *badger.DB, movedTo string, er
 	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
 		return nil, "", fmt.Errorf("buffer %s: %w", cfg.Dir, err)
 	}
+	pruneMovedAside(cfg.Dir, log)
 	db, err = tryOpen(cfg, log)
 	if err != nil {
 		return nil, "", fmt.Errorf("buffer %s: open after moving the damaged store to %s: %w", cfg.Dir, movedTo, err)
 	}
 	return db, movedTo, nil
+}
+
+// keepMovedAside is how many moved-aside stores are kept for inspection. A failing disk that
+// corrupts the store again and again must not fill the filesystem with copies.
+const keepMovedAside = 2
+
+func pruneMovedAside(dir string, log *slog.Logger) {
+	old, _ := filepath.Glob(dir + ".corrupt-*")
+	sort.Strings(old) // the UTC timestamps sort in time order
+	for len(old) > keepMovedAside {
+		if err := os.RemoveAll(old[0]); err != nil {
+			log.Error("removing an old moved-aside store failed", "dir", old[0], "err", err)
+		} else {
+			log.Warn("removed an old moved-aside store", "dir", old[0], "kept", keepMovedAside)
+		}
+		old = old[1:]
+	}
 }
 
 // tryOpen turns Badger's panics on damaged files into errors.

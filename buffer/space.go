@@ -215,6 +215,7 @@ func (s *Store) removeHead(stream signal.Stream, pred func(qkeyInfo) bool, reaso
 
 // deleteKeys removes keys and persists the head and acked positions with them.
 func (s *Store) deleteKeys(keys [][]byte, stream signal.Stream, head, acked uint64) error {
+	s.dirty.Store(true)
 	s.dbMu.RLock()
 	defer s.dbMu.RUnlock()
 	txn := s.db.NewTransaction(true)
@@ -447,7 +448,11 @@ func (s *Store) maintain() {
 			s.reclaim()
 			lastReclaim = time.Now()
 		case <-syncC:
+			if !s.dirty.Swap(false) {
+				continue // nothing written: spare the flash an fsync
+			}
 			if err := s.db.Sync(); err != nil {
+				s.dirty.Store(true)
 				s.setIOErr(fmt.Errorf("buffer %s: sync: %w", s.cfg.Dir, err))
 			}
 		case now := <-t.C:

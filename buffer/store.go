@@ -44,6 +44,7 @@ type Store struct {
 	inflight sync.WaitGroup
 	next     [signal.NumStreams]uint64 // last sequence handed out; owned by the writer goroutine
 	touched  atomic.Int64              // bytes of mapped files written or read since the last trimMappings
+	dirty    atomic.Bool               // written since the last periodic sync (sync: batch skips idle syncs)
 
 	closeMu sync.RWMutex
 	closed  bool
@@ -469,6 +470,7 @@ func (s *Store) PutMeta(key string, value []byte) error {
 		return txn.Set(append([]byte{pfxUser}, key...), append([]byte(nil), value...))
 	})
 	s.dbMu.RUnlock()
+	s.dirty.Store(true)
 	if err == nil && s.cfg.Sync == SyncAlways {
 		err = s.db.Sync()
 	}
