@@ -50,7 +50,7 @@ func (s *Store) makeRoom(stream signal.Stream, need int64) error {
 		}
 		diskFull := free-need < s.reserve()
 		if usage+need <= limit && !diskFull {
-			// Full and the disk error clear only with a file's worth of room to spare, so that a
+			// Full and the disk error clear only with two files of room to spare, so that a
 			// store evicting to stay under the cap does not flap between full and not full.
 			slack := 2 * vlog // eviction frees one file beyond the need: that is not yet room to spare
 			if attempt == 0 && usage+need+slack <= limit && free-need-slack >= s.reserve() {
