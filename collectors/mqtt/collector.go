@@ -72,10 +72,7 @@ type Collector struct {
 	info  map[string]string
 }
 
-type clientRef struct {
-	gen uint64
-	cl  paho.Client
-}
+type clientRef struct{ cl paho.Client }
 
 // inMsg is a received message waiting for the worker.
 type inMsg struct {
@@ -223,7 +220,7 @@ func (c *Collector) Run(ctx context.Context, emit collectors.Emitter) error {
 	for {
 		gen := c.gen.Add(1)
 		cl := paho.NewClient(c.clientOptions(ctx, queue, gen))
-		c.client.Store(&clientRef{gen: gen, cl: cl})
+		c.client.Store(&clientRef{cl: cl})
 		c.setState("connecting", "broker", strings.Join(c.cfg.BrokerList(), ","), "client_id", c.clientID)
 		err := c.connect(ctx, cl)
 		if err == nil {
