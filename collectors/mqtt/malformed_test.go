@@ -2,6 +2,9 @@ package mqtt
 
 import (
 	"bytes"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -82,4 +85,52 @@ func withRecvTime(ss []signal.Sample) []signal.Sample {
 		out[i] = s
 	}
 	return out
+}
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestBadPayloadLogIsRateLimited: a sensor spamming garbage is counted every time but logged
+// once per interval, with the topic and the reason.
+func TestBadPayloadLogIsRateLimited(t *testing.T) {
+	b := startMochi(t)
+	cfg := testConfig(b.url(), Subscription{Topic: "spam/#", Format: FormatJSON})
+	var logs syncBuffer
+	reg := prometheus.NewRegistry()
+	c := runCollector(t, cfg, collectors.Deps{Agent: "a", Metrics: reg, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, &memEmitter{})
+	waitFor(t, 10*time.Second, "connected", connectedState(c))
+	// However slow the machine, all 20 fall in one interval.
+	c.warn.mu.Lock()
+	c.warn.every = time.Hour
+	c.warn.mu.Unlock()
+	pub := newPublisher(t, b.url(), "pub")
+	for range 20 {
+		publish(t, pub, "spam/s1", 1, []byte(`{"broken`))
+	}
+	labels := map[string]string{"subscription": "spam/#", "reason": reasonInvalidJSON}
+	waitFor(t, 10*time.Second, "20 bad payloads counted", func() bool {
+		return counterValue(t, reg, "gemba_mqtt_bad_payloads_total", labels) == 20
+	})
+	out := logs.String()
+	if n := strings.Count(out, `msg="bad payload"`); n != 1 {
+		t.Fatalf("%d bad payload log lines, want 1:\n%s", n, out)
+	}
+	if !strings.Contains(out, "topic=spam/s1") || !strings.Contains(out, "reason=invalid_json") {
+		t.Fatalf("log line lacks topic or reason: %s", out)
+	}
 }
