@@ -17,6 +17,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
@@ -586,7 +587,10 @@ func (c *Collector) mapMessage(dst []signal.Sample, in inMsg) []signal.Sample {
 		c.subMessages[i].Inc()
 		m.probs = m.probs[:0]
 		n := len(dst)
-		if len(payload) > int(c.cfg.MaxPayload) {
+		if !utf8.ValidString(topic) {
+			// MQTT forbids it and brokers should refuse it; never let it into signal names.
+			m.addProblem(reasonInvalidUTF8, "topic is not valid UTF-8")
+		} else if len(payload) > int(c.cfg.MaxPayload) {
 			m.addProblem(reasonTooLarge, "payload of %d bytes exceeds max_payload %s", len(payload), c.cfg.MaxPayload)
 		} else {
 			dst = c.parse(dst, &m, s, i, payload)

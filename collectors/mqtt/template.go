@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // A template names signals and label values from a message: "line1.{topic.2}.{field}".
@@ -218,6 +219,9 @@ func (t template) render(c *tctx) (string, error) {
 	}
 	if s == "" {
 		return "", fmt.Errorf("template %q expands to an empty name", t.src)
+	}
+	if !utf8.ValidString(s) {
+		return "", fmt.Errorf("template %q expands to a name that is not valid UTF-8: %q", t.src, s)
 	}
 	return s, nil
 }
