@@ -99,6 +99,8 @@ collectors:
 
 func TestValidateExampleConfigs(t *testing.T) {
 	files, _ := filepath.Glob("../../configs/*.yaml")
+	sub, _ := filepath.Glob("../../configs/*/*.yaml")
+	files = append(files, sub...)
 	if len(files) == 0 {
 		t.Fatal("no configs found")
 	}
@@ -113,9 +115,7 @@ func TestValidateExampleConfigs(t *testing.T) {
 // exampleEnv sets the variables the example configs reference.
 func exampleEnv(t *testing.T) []string {
 	dir := t.TempDir()
-	pw := filepath.Join(dir, "pw")
-	_ = os.WriteFile(pw, []byte("secret\n"), 0o600)
-	return []string{"OPCUA_PASSWORD=example", "MQTT_PASSWORD=example", "GEMBA_EXAMPLE_DIR=" + dir}
+	return []string{"OPCUA_PASSWORD=example", "MQTT_PASSWORD=example", "NATS_PASSWORD=example", "GEMBA_EXAMPLE_DIR=" + dir}
 }
 
 func TestVersion(t *testing.T) {
