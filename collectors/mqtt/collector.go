@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -49,6 +50,7 @@ type Collector struct {
 	log      *slog.Logger
 	warn     *rateLog
 	clientID string
+	stateDir string // per client id under Deps.DataDir: the broker's session belongs to the id
 	subs     []*sub
 	sp       []*spHost // per subscription; nil unless sparkplugb
 	m        *metrics
@@ -101,6 +103,9 @@ func New(name string, cfg *Config, deps collectors.Deps) (*Collector, error) {
 			c.clientID = "gemba-" + name
 		}
 	}
+	if deps.DataDir != "" {
+		c.stateDir = filepath.Join(deps.DataDir, "mqtt-"+fileSafe(c.clientID))
+	}
 	for i := range cfg.Subscriptions {
 		s, err := compileSubscription(&cfg.Subscriptions[i])
 		if err != nil {
@@ -122,7 +127,7 @@ func New(name string, cfg *Config, deps collectors.Deps) (*Collector, error) {
 				gaps.Inc()
 				c.warn.Warn("seq:"+topic, "sparkplug seq gap", "topic", topic, "seq", got, "expected", want)
 			}
-			if err := s.loadSparkplug(h, deps.DataDir); err != nil {
+			if err := s.loadSparkplug(h, c.stateDir); err != nil {
 				// Not fatal: nodes are asked for a rebirth when their data cannot be named.
 				c.log.Warn("sparkplug state unreadable", "subscription", s.filter, "err", err)
 			}
@@ -365,7 +370,7 @@ func (c *Collector) onConnect(ctx context.Context, cl paho.Client) {
 	for _, s := range c.subs {
 		want[s.filter] = s.qos
 	}
-	prev, err := loadState(c.deps.DataDir)
+	prev, err := loadState(c.stateDir)
 	if err != nil {
 		c.log.Warn("subscription state unreadable; removed topics cannot be unsubscribed", "err", err)
 	}
@@ -384,7 +389,7 @@ func (c *Collector) onConnect(ctx context.Context, cl paho.Client) {
 	for _, f := range remove {
 		union[f] = prev.Topics[f]
 	}
-	if err := saveState(c.deps.DataDir, subState{ClientID: c.clientID, Topics: union}); err != nil {
+	if err := saveState(c.stateDir, subState{ClientID: c.clientID, Topics: union}); err != nil {
 		c.log.Warn("save subscription state", "err", err)
 	}
 	tok := cl.SubscribeMultiple(want, nil)
@@ -400,7 +405,7 @@ func (c *Collector) onConnect(ctx context.Context, cl paho.Client) {
 		}
 		c.log.Info("unsubscribed topics no longer configured", "topics", remove)
 	}
-	if err := saveState(c.deps.DataDir, subState{ClientID: c.clientID, Topics: want}); err != nil {
+	if err := saveState(c.stateDir, subState{ClientID: c.clientID, Topics: want}); err != nil {
 		c.log.Warn("save subscription state", "err", err)
 	}
 	if len(failed) > 0 {
@@ -505,13 +510,13 @@ func (c *Collector) worker(ctx context.Context, emit collectors.Emitter, queue <
 		}
 		job.samples = samples
 		for i, h := range c.sp {
-			if h != nil && h.dirty && c.deps.DataDir != "" {
+			if h != nil && h.dirty && c.stateDir != "" {
 				data, err := h.snapshot(c.subs[i].filter)
 				if err != nil {
 					c.log.Warn("sparkplug state", "subscription", c.subs[i].filter, "err", err)
 					continue
 				}
-				job.state = append(job.state, fileWrite{path: spStatePath(c.deps.DataDir, c.subs[i].filter), data: data})
+				job.state = append(job.state, fileWrite{path: spStatePath(c.stateDir, c.subs[i].filter), data: data})
 			}
 		}
 		c.publishRebirths()

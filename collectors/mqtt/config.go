@@ -3,6 +3,7 @@ package mqtt
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -297,4 +298,51 @@ func topicMatch(filter, topic string) bool {
 		}
 		filter, topic = frest, trest
 	}
+}
+
+// SignalPatterns lists the signal names the collector can produce as globs in which "*" stands
+// for any text, dots included (each placeholder becomes "*"; runs like "*.*" fold into one "*",
+// because an empty placeholder drops its dot). `gemba-agent validate` can check feature rules
+// against them.
+func (c *Config) SignalPatterns() []string {
+	var out []string
+	add := func(t string) {
+		var b strings.Builder
+		for {
+			i := strings.IndexByte(t, '{')
+			j := strings.IndexByte(t, '}')
+			if i < 0 || j < i {
+				b.WriteString(t)
+				break
+			}
+			b.WriteString(t[:i])
+			b.WriteByte('*')
+			t = t[j+1:]
+		}
+		p := b.String()
+		for strings.Contains(p, "*.*") {
+			p = strings.ReplaceAll(p, "*.*", "*")
+		}
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	for _, s := range c.Subscriptions {
+		t := s.Signal
+		if t == "" {
+			t = defaultSignal(s.Format)
+		}
+		named := len(s.Fields) > 0
+		for _, f := range s.Fields {
+			if f.Signal != "" {
+				add(f.Signal)
+			} else {
+				named = false
+			}
+		}
+		if !named {
+			add(t)
+		}
+	}
+	return out
 }

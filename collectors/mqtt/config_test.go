@@ -1,11 +1,11 @@
 package mqtt
 
 import (
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
-
-	"os"
 
 	"github.com/gemba-io/gemba/config"
 )
@@ -64,5 +64,20 @@ func TestConfigErrorsNamePaths(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s\n got: %v\nwant: %s", tc.yaml, err, tc.want)
 		}
+	}
+}
+
+func TestSignalPatterns(t *testing.T) {
+	data, err := os.ReadFile("testdata/example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := decodeConfig(t, string(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := fmt.Sprint(cfg.SignalPatterns())
+	if want := "[line1.* cell4.* *]"; got != want {
+		t.Errorf("SignalPatterns = %s, want %s", got, want)
 	}
 }

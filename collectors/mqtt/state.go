@@ -3,6 +3,7 @@ package mqtt
 import (
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"path/filepath"
 )
@@ -15,7 +16,25 @@ type subState struct {
 	Topics   map[string]byte `json:"topics"`
 }
 
-const stateFile = "mqtt-subscriptions.json"
+const stateFile = "subscriptions.json"
+
+// fileSafe turns a client id into a directory name: readable where it can be, and unique (a hash
+// of the id is appended when characters had to be replaced).
+func fileSafe(id string) string {
+	b := []byte(id)
+	changed := false
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			b[i], changed = '_', true
+		}
+	}
+	if !changed && id != "" && id != "." && id != ".." {
+		return id
+	}
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return fmt.Sprintf("%s-%08x", b, h.Sum32())
+}
 
 func loadState(dir string) (subState, error) {
 	var s subState
