@@ -1,0 +1,268 @@
+package mqtt
+
+// The message pipeline: paho's router goroutine queues (receive, in collector.go), the worker maps
+// batches, the committer makes them durable and acknowledges them, the watchdog looks for silence.
+
+import (
+	"context"
+	"runtime/debug"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/gemba-io/gemba/collectors"
+	"github.com/gemba-io/gemba/signal"
+)
+
+// worker maps queued messages in batches and hands each batch to the committer, which makes its
+// samples durable with one Emit and then acknowledges the messages in arrival order. The two
+// stages overlap, so mapping batch k+1 runs while batch k is being written.
+func (c *Collector) worker(ctx context.Context, emit collectors.Emitter, queue <-chan inMsg, reset func(string)) {
+	jobs := make(chan commitJob, 1)
+	// Two sample buffers circulate between the stages: bounded memory, no allocation per batch.
+	free := make(chan []signal.Sample, 2)
+	free <- nil
+	free <- nil
+	var committer sync.WaitGroup
+	committer.Go(func() { c.commit(ctx, emit, jobs, free, reset) })
+	defer func() {
+		close(jobs)
+		committer.Wait()
+	}()
+	batch := make([]inMsg, 0, c.cfg.MaxBatch)
+	for {
+		select {
+		case in := <-queue:
+			batch = append(batch[:0], in)
+		case <-ctx.Done():
+			return
+		}
+	drain:
+		for len(batch) < c.cfg.MaxBatch {
+			select {
+			case in := <-queue:
+				batch = append(batch, in)
+			default:
+				break drain
+			}
+		}
+		c.queued.Add(-int64(len(batch)))
+		var samples []signal.Sample
+		select {
+		case samples = <-free:
+		case <-ctx.Done():
+			return
+		}
+		job := commitJob{gen: c.gen.Load(), messages: len(batch)}
+		for _, in := range batch {
+			if in.gen != job.gen {
+				continue // from a session we reset: the broker redelivers it
+			}
+			samples = c.mapMessage(samples, in)
+			if in.msg.Qos() > 0 {
+				job.acks = append(job.acks, in.msg)
+			}
+		}
+		job.samples = samples
+		for i, h := range c.sp {
+			if h != nil && h.dirty && c.stateDir != "" {
+				data, err := h.snapshot(c.subs[i].filter)
+				if err != nil {
+					c.log.Warn("sparkplug state", "subscription", c.subs[i].filter, "err", err)
+					continue
+				}
+				job.state = append(job.state, fileWrite{path: spStatePath(c.stateDir, c.subs[i].filter), data: data})
+			}
+		}
+		c.publishRebirths()
+		select {
+		case jobs <- job:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// commitJob is one mapped batch on its way to the buffer.
+type commitJob struct {
+	gen      uint64
+	messages int
+	samples  []signal.Sample
+	acks     []paho.Message // QoS >= 1 messages in arrival order
+	state    []fileWrite    // Sparkplug births to save before acknowledging
+}
+
+type fileWrite struct {
+	path string
+	data []byte
+}
+
+// commit runs the durable half of the pipeline: Emit, save state, acknowledge, in job order.
+func (c *Collector) commit(ctx context.Context, emit collectors.Emitter, jobs <-chan commitJob, free chan<- []signal.Sample, reset func(string)) {
+	for job := range jobs {
+		ok := job.gen == c.gen.Load() && ctx.Err() == nil
+		if ok && len(job.samples) > 0 {
+			c.busy.Store(true)
+			err := emit.Emit(ctx, job.samples)
+			c.busy.Store(false)
+			if err != nil {
+				ok = false
+				if ctx.Err() == nil {
+					c.m.emitErrors.Inc()
+					c.log.Error("emit failed; messages not acknowledged", "messages", job.messages, "err", err)
+					// The broker resends unacknowledged messages only on a new connection; batches
+					// mapped meanwhile belong to the old one and are dropped with it.
+					c.gen.Add(1)
+					reset("buffer refused samples: " + err.Error())
+				}
+			}
+		}
+		if ok {
+			for _, w := range job.state {
+				if err := writeFileAtomic(w.path, w.data); err != nil {
+					c.log.Warn("save sparkplug state", "err", err)
+				}
+			}
+			for _, m := range job.acks {
+				m.Ack()
+			}
+			c.m.acks.Add(float64(len(job.acks)))
+		}
+		clear(job.samples) // drop references to label slices and strings
+		free <- job.samples[:0]
+	}
+}
+
+// mapMessage appends the samples of one message for every subscription it matched.
+func (c *Collector) mapMessage(dst []signal.Sample, in inMsg) []signal.Sample {
+	topic := in.msg.Topic()
+	if len(in.match) == 0 {
+		c.m.unmatched.Inc()
+		return dst
+	}
+	payload := in.msg.Payload()
+	m := msgCtx{source: c.source(topic), topic: topic, recv: in.recv}
+	for _, i := range in.match {
+		s := c.subs[i]
+		c.subMessages[i].Inc()
+		m.probs = m.probs[:0]
+		n := len(dst)
+		if !utf8.ValidString(topic) {
+			// MQTT forbids it and brokers should refuse it; never let it into signal names.
+			m.addProblem(reasonInvalidUTF8, "topic is not valid UTF-8")
+		} else if len(payload) > int(c.cfg.MaxPayload) {
+			m.addProblem(reasonTooLarge, "payload of %d bytes exceeds max_payload %s", len(payload), c.cfg.MaxPayload)
+		} else {
+			dst = c.parse(dst, &m, s, i, payload)
+		}
+		if k := len(dst) - n; k > 0 {
+			c.subSamples[i].Add(float64(k))
+		}
+		for _, p := range m.probs {
+			c.m.bad.WithLabelValues(s.filter, p.reason).Inc()
+			c.warn.Warn(s.filter+"|"+p.reason, "bad payload", "subscription", s.filter, "topic", topic, "reason", p.reason, "detail", p.detail)
+		}
+	}
+	return dst
+}
+
+// source names a sample's origin, "<collector>:<topic>", cached per topic.
+func (c *Collector) source(topic string) string {
+	if s, ok := c.sources[topic]; ok {
+		return s
+	}
+	if len(c.sources) >= maxCachedNames {
+		clear(c.sources)
+	}
+	s := c.name + ":" + topic
+	c.sources[topic] = s
+	return s
+}
+
+// parse maps one payload. A bug in a parser must not take the agent down with it: a panic is
+// counted as a bad payload, the message is acknowledged and its partial samples are dropped.
+func (c *Collector) parse(dst []signal.Sample, m *msgCtx, s *sub, i int, payload []byte) (out []signal.Sample) {
+	n := len(dst)
+	defer func() {
+		if r := recover(); r != nil {
+			m.addProblem(reasonInternal, "parser panic: %v", r)
+			c.log.Error("parser panic", "subscription", s.filter, "topic", m.topic, "panic", r, "stack", string(debug.Stack()))
+			out = dst[:n]
+		}
+	}()
+	switch s.format {
+	case FormatJSON:
+		return s.parseJSON(dst, m, payload)
+	case FormatValue:
+		return s.parseValue(dst, m, payload)
+	case FormatSparkplugB:
+		return s.parseSparkplug(dst, m, payload, c.sp[i], c.cfg.Sparkplug.RebirthOnGap, c.cfg.Sparkplug.RebirthInterval)
+	}
+	return dst
+}
+
+// publishRebirths sends the NCMD rebirth requests the Sparkplug mapping asked for.
+func (c *Collector) publishRebirths() {
+	ref := c.client.Load()
+	for i, h := range c.sp {
+		if h == nil || len(h.pending) == 0 {
+			continue
+		}
+		for _, k := range h.pending {
+			payload, err := rebirthPayload(time.Now())
+			if err != nil || ref == nil {
+				continue
+			}
+			topic := spNamespace + "/" + k.group + "/NCMD/" + k.node
+			ref.cl.Publish(topic, 0, false, payload) // QoS 0 and not awaited: a lost request is retried on the next gap
+			c.m.rebirths.WithLabelValues(c.subs[i].filter).Inc()
+			c.log.Info("sparkplug rebirth requested", "group", k.group, "node", k.node)
+		}
+		h.pending = h.pending[:0]
+	}
+}
+
+// watchdog resets the session when a live subscription has been silent past its stall_timeout
+// while connected. Silence caused by our own backpressure (a blocked Emit) does not count.
+func (c *Collector) watchdog(ctx context.Context, reset func(string)) {
+	tick := time.Duration(0)
+	for _, s := range c.subs {
+		if s.stall > 0 && (tick == 0 || s.stall/4 < tick) {
+			tick = s.stall / 4
+		}
+	}
+	if tick == 0 {
+		return
+	}
+	tick = max(tick, 10*time.Millisecond)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		since := c.connectedAt.Load()
+		if since == 0 || c.busy.Load() || c.queued.Load() > 0 {
+			continue
+		}
+		now := time.Now().UnixNano()
+		for i, s := range c.subs {
+			if s.stall <= 0 {
+				continue
+			}
+			last := max(c.lastMsg[i].Load(), since)
+			if time.Duration(now-last) > s.stall {
+				c.m.stalls.WithLabelValues(s.filter).Inc()
+				c.log.Warn("subscription stalled", "subscription", s.filter, "silent_for", time.Duration(now-last).Round(time.Millisecond))
+				c.setState("stalled", "stalled_subscription", s.filter)
+				c.connectedAt.Store(0)
+				reset("no message on " + s.filter + " within stall_timeout")
+				break
+			}
+		}
+	}
+}
