@@ -25,11 +25,13 @@ type Config struct {
 	Mode               string        `yaml:"mode"` // subscribe | poll
 	PublishingInterval time.Duration `yaml:"publishing_interval"`
 	PollInterval       time.Duration `yaml:"poll_interval"`
-	Sampling           time.Duration `yaml:"sampling"`
-	QueueSize          uint32        `yaml:"queue_size"`
-	DiscardOldest      *bool         `yaml:"discard_oldest"`
-	Trigger            string        `yaml:"trigger"`
-	MaxArray           int           `yaml:"max_array"`
+	// Sampling unset means the publishing interval; 0 asks for the fastest the server can
+	// (exception-based on many servers).
+	Sampling      *time.Duration `yaml:"sampling"`
+	QueueSize     uint32         `yaml:"queue_size"`
+	DiscardOldest *bool          `yaml:"discard_oldest"`
+	Trigger       string         `yaml:"trigger"`
+	MaxArray      int            `yaml:"max_array"`
 
 	// Nodes outside any group form the group "default".
 	Nodes  []Node  `yaml:"nodes"`
@@ -97,16 +99,16 @@ type Reconnect struct {
 
 // Group is a set of nodes sharing one subscription (or one poll loop).
 type Group struct {
-	Name               string        `yaml:"name"`
-	Mode               string        `yaml:"mode"`
-	PublishingInterval time.Duration `yaml:"publishing_interval"`
-	PollInterval       time.Duration `yaml:"poll_interval"`
-	Sampling           time.Duration `yaml:"sampling"`
-	QueueSize          uint32        `yaml:"queue_size"`
-	DiscardOldest      *bool         `yaml:"discard_oldest"`
-	Trigger            string        `yaml:"trigger"`
-	MaxArray           int           `yaml:"max_array"`
-	Nodes              []Node        `yaml:"nodes"`
+	Name               string         `yaml:"name"`
+	Mode               string         `yaml:"mode"`
+	PublishingInterval time.Duration  `yaml:"publishing_interval"`
+	PollInterval       time.Duration  `yaml:"poll_interval"`
+	Sampling           *time.Duration `yaml:"sampling"`
+	QueueSize          uint32         `yaml:"queue_size"`
+	DiscardOldest      *bool          `yaml:"discard_oldest"`
+	Trigger            string         `yaml:"trigger"`
+	MaxArray           int            `yaml:"max_array"`
+	Nodes              []Node         `yaml:"nodes"`
 }
 
 // Node is one variable to collect.
@@ -115,13 +117,13 @@ type Node struct {
 	Node   string `yaml:"node"`
 	Signal string `yaml:"signal"`
 	// Type is informational (browse writes it); the value's own type is used.
-	Type          string        `yaml:"type"`
-	Sampling      time.Duration `yaml:"sampling"`
-	QueueSize     uint32        `yaml:"queue_size"`
-	DiscardOldest *bool         `yaml:"discard_oldest"`
-	Deadband      Deadband      `yaml:"deadband"`
-	Trigger       string        `yaml:"trigger"`
-	MaxArray      int           `yaml:"max_array"`
+	Type          string         `yaml:"type"`
+	Sampling      *time.Duration `yaml:"sampling"`
+	QueueSize     uint32         `yaml:"queue_size"`
+	DiscardOldest *bool          `yaml:"discard_oldest"`
+	Deadband      Deadband       `yaml:"deadband"`
+	Trigger       string         `yaml:"trigger"`
+	MaxArray      int            `yaml:"max_array"`
 }
 
 // Deadband filters small changes. In YAML a plain number is an absolute deadband; the mapping
@@ -262,6 +264,9 @@ func (c *Config) Validate(r config.Report) {
 		r.Errorf("auth", "use either username/password or a user certificate, not both")
 	}
 	c.validateSettings(r, "", c.Mode, c.PublishingInterval, c.PollInterval, c.Trigger, c.MaxArray)
+	if c.Sampling != nil && *c.Sampling < 0 {
+		r.Errorf("sampling", "must not be negative (leave it out to sample at the publishing interval)")
+	}
 	if c.MaxArray < 1 {
 		r.Errorf("max_array", "must be at least 1")
 	}
@@ -303,7 +308,7 @@ func (c *Config) Validate(r config.Report) {
 					r.Errorf(p+".trigger", "unknown trigger %q (status, status_value, status_value_timestamp)", n.Trigger)
 				}
 			}
-			if n.Sampling < 0 || n.MaxArray < 0 {
+			if (n.Sampling != nil && *n.Sampling < 0) || n.MaxArray < 0 {
 				r.Errorf(p, "sampling and max_array must not be negative")
 			}
 		}
@@ -318,6 +323,9 @@ func (c *Config) Validate(r config.Report) {
 		}
 		groupNames[g.Name] = true
 		c.validateSettings(r, p+".", g.Mode, g.PublishingInterval, g.PollInterval, g.Trigger, g.MaxArray)
+		if g.Sampling != nil && *g.Sampling < 0 {
+			r.Errorf(p+".sampling", "must not be negative")
+		}
 		if len(g.Nodes) == 0 {
 			r.Errorf(p+".nodes", "a group needs nodes")
 		}
@@ -362,7 +370,7 @@ type nodeSpec struct {
 	Ref           nodeRef
 	Raw           string
 	Signal        string
-	Sampling      time.Duration // 0: the publishing interval
+	Sampling      time.Duration // < 0: the publishing interval; 0: as fast as the server can
 	QueueSize     uint32
 	DiscardOldest bool
 	Deadband      Deadband
@@ -409,11 +417,17 @@ func (c *Config) resolve(g Group) groupSpec {
 		ref, _ := parseNodeRef(n.Node)
 		ns := nodeSpec{
 			Ref: ref, Raw: n.Node, Signal: n.Signal,
-			Sampling:  pick(n.Sampling, g.Sampling, c.Sampling),
+			Sampling:  -1,
 			QueueSize: firstU32(n.QueueSize, g.QueueSize, c.QueueSize),
 			Deadband:  n.Deadband,
 			Trigger:   triggers[str(n.Trigger, g.Trigger, c.Trigger, "status_value")],
 			MaxArray:  firstInt(n.MaxArray, g.MaxArray, c.MaxArray, 64),
+		}
+		for _, d := range []*time.Duration{n.Sampling, g.Sampling, c.Sampling} {
+			if d != nil {
+				ns.Sampling = *d
+				break
+			}
 		}
 		ns.DiscardOldest = true
 		for _, b := range []*bool{n.DiscardOldest, g.DiscardOldest, c.DiscardOldest} {

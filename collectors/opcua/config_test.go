@@ -98,6 +98,11 @@ groups:
 	if _, err := b.Ref.resolve([]string{"http://opcfoundation.org/UA/"}); err == nil {
 		t.Errorf("resolving an unknown namespace URI should fail")
 	}
+	// sampling: unset means the publishing interval (-1 on the wire), 0 means as fast as possible
+	sc := decodeConfig(t, "endpoint: opc.tcp://h:4840\nnodes:\n  - {node: ns=1;s=A, signal: a}\n  - {node: ns=1;s=B, signal: b, sampling: 0s}")
+	if sg := sc.groups()[0].Nodes; sg[0].Sampling != -1 || sg[1].Sampling != 0 {
+		t.Errorf("sampling unset/0 = %v/%v, want -1/0", sg[0].Sampling, sg[1].Sampling)
+	}
 	num, _ := parseNodeRef("nsu=urn:x;i=70000")
 	if id, err := num.resolve([]string{"a", "b", "c", "urn:x"}); err != nil || id.Namespace() != 3 || id.IntID() != 70000 {
 		t.Errorf("numeric resolve = %v %v", id, err)

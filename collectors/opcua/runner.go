@@ -146,7 +146,7 @@ func (r *runner) createRequest(it *item) *ua.MonitoredItemCreateRequest {
 	req := opcua.NewMonitoredItemCreateRequestWithDefaults(it.id, ua.AttributeIDValue, it.handle)
 	p := req.RequestedParameters
 	p.SamplingInterval = -1 // the publishing interval
-	if it.spec.Sampling > 0 {
+	if it.spec.Sampling >= 0 {
 		p.SamplingInterval = float64(it.spec.Sampling) / float64(time.Millisecond)
 	}
 	p.QueueSize = it.spec.QueueSize
