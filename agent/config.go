@@ -154,8 +154,10 @@ func (c *Config) Validate(r config.Report) {
 			for _, sig := range l.Signals() {
 				c.known[sig] = true
 			}
-		case collectors.SignalMatcher:
-			matchers = append(matchers, l.MayProduce)
+		case collectors.SignalPatterner:
+			for _, p := range l.SignalPatterns() {
+				matchers = append(matchers, func(s string) bool { return collectors.MatchGlob(p, s) })
+			}
 		case nil:
 		default:
 			open = true

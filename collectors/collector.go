@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -144,9 +145,28 @@ type SignalLister interface {
 	Signals() []string
 }
 
-// SignalMatcher is implemented by collector configs whose signal names are templates (MQTT topics,
-// Sparkplug metrics): MayProduce reports whether some message could yield that signal name.
-// A config that implements neither SignalLister nor SignalMatcher is assumed to produce any name.
-type SignalMatcher interface {
-	MayProduce(signal string) bool
+// SignalPatterner is implemented by collector configs whose signal names are templates (MQTT topics,
+// Sparkplug metrics): SignalPatterns returns globs in which "*" stands for any text, dots included.
+// A config that implements neither SignalLister nor SignalPatterner is assumed to produce any name.
+type SignalPatterner interface {
+	SignalPatterns() []string
+}
+
+// MatchGlob reports whether name matches pattern, where "*" matches any text (dots included) and
+// every other character matches itself.
+func MatchGlob(pattern, name string) bool {
+	star := strings.IndexByte(pattern, '*')
+	if star < 0 {
+		return pattern == name
+	}
+	if !strings.HasPrefix(name, pattern[:star]) {
+		return false
+	}
+	rest := pattern[star+1:]
+	for i := star; i <= len(name); i++ {
+		if MatchGlob(rest, name[i:]) {
+			return true
+		}
+	}
+	return false
 }

@@ -332,16 +332,21 @@ func (c *Config) SignalPatterns() []string {
 		if t == "" {
 			t = defaultSignal(s.Format)
 		}
-		named := len(s.Fields) > 0
-		for _, f := range s.Fields {
-			if f.Signal != "" {
-				add(f.Signal)
-			} else {
-				named = false
-			}
-		}
-		if !named {
+		if len(s.Fields) == 0 {
 			add(t)
+			continue
+		}
+		// With a field list, {field} can only be one of the fields' names.
+		for _, f := range s.Fields {
+			ft := f.Signal
+			if ft == "" {
+				ft = t
+			}
+			name := f.Name
+			if name == "" {
+				name = f.Path
+			}
+			add(strings.ReplaceAll(ft, "{field}", name))
 		}
 	}
 	return out

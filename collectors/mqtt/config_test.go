@@ -77,7 +77,7 @@ func TestSignalPatterns(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := fmt.Sprint(cfg.SignalPatterns())
-	if want := "[line1.* cell4.* *]"; got != want {
+	if want := "[line1.*.temp line1.*.x_load line1.*.running line1.*.alarm cell4.* *]"; got != want {
 		t.Errorf("SignalPatterns = %s, want %s", got, want)
 	}
 }
