@@ -144,8 +144,13 @@ func TestNodeKillRestartWithInvalidNode(t *testing.T) {
 	for i := range 5 {
 		before[fmt.Sprint("v", i)] = r.sink.count(fmt.Sprint("v", i))
 	}
+	r.c.mu.Lock()
+	idxBefore := r.c.items[0].id.Namespace()
+	r.c.mu.Unlock()
 	ns.kill()
 	killed := time.Now()
+	// the restarted server also re-indexes its namespaces: urn:gemba:test moves up by one
+	ns.args = append(ns.args, "--extra-namespace")
 	if err := ns.start(); err != nil {
 		t.Fatal(err)
 	}
@@ -157,6 +162,12 @@ func TestNodeKillRestartWithInvalidNode(t *testing.T) {
 	t.Logf("server down %s; data again %s after it was back", back.Sub(killed).Round(time.Millisecond), time.Since(back).Round(time.Millisecond))
 	if st := r.c.NodeStates()["invalid"]; st != "quarantined: BadNodeIdUnknown" {
 		t.Errorf("invalid node state after restart: %s", st)
+	}
+	r.c.mu.Lock()
+	idx := r.c.items[0].id.Namespace()
+	r.c.mu.Unlock()
+	if idx != idxBefore+1 {
+		t.Errorf("nsu=%s resolved to ns=%d after re-indexing, want %d", nodeNSU, idx, idxBefore+1)
 	}
 	if n := r.sink.count("invalid"); n != 0 {
 		t.Errorf("invalid node emitted %d samples", n)

@@ -1,6 +1,6 @@
 // A node-opcua server for the gemba OPC UA collector tests and benchmarks.
 // Usage: node server.js --port N --pki DIR [--vars N] [--interval MS] [--accept-unknown]
-//        [--user NAME:PASS] [--max-items-per-call N]
+//        [--user NAME:PASS] [--max-items-per-call N] [--extra-namespace]
 // Prints "READY <url>" once listening. Variables live in namespace urn:gemba:test:
 //   s=Double, s=Int32, s=Boolean, s=String, s=DoubleArray (typed values, change every tick)
 //   s=v0 .. s=v<N-1> (Double, every one set to the tick counter on every tick)
@@ -25,6 +25,8 @@ const interval = Number(arg("interval", 100));
 const acceptUnknown = arg("accept-unknown", false) === true;
 const [user, pass] = String(arg("user", "gemba:secret")).split(":");
 const maxItemsPerCall = Number(arg("max-items-per-call", 1000));
+// registers another namespace first, so urn:gemba:test gets a different index (re-indexing)
+const extraNamespace = arg("extra-namespace", false) === true;
 
 async function main() {
   const serverCertificateManager = new OPCUACertificateManager({
@@ -61,6 +63,7 @@ async function main() {
   });
   await server.initialize();
   const addressSpace = server.engine.addressSpace;
+  if (extraNamespace) addressSpace.registerNamespace("urn:gemba:other");
   const ns = addressSpace.registerNamespace("urn:gemba:test");
   const folder = ns.addFolder(addressSpace.rootFolder.objects, { browseName: "Gemba", nodeId: "s=Gemba" });
 
