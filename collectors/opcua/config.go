@@ -288,9 +288,12 @@ func (c *Config) Validate(r config.Report) {
 	}
 	signals := map[string]string{}
 	groupNames := map[string]bool{}
-	checkNodes := func(prefix string, nodes []Node) {
+	checkNodes := func(prefix, mode string, nodes []Node) {
 		for i, n := range nodes {
 			p := prefix + "nodes" + config.Index(i)
+			if mode == ModePoll && n.Deadband.Type == "percent" {
+				r.Errorf(p+".deadband", "a percent deadband needs subscribe mode (the server computes it from the node's EURange); use an absolute one")
+			}
 			if n.Node == "" {
 				r.Errorf(p+".node", "required")
 			} else if _, err := parseNodeRef(n.Node); err != nil {
@@ -313,7 +316,7 @@ func (c *Config) Validate(r config.Report) {
 			}
 		}
 	}
-	checkNodes("", c.Nodes)
+	checkNodes("", c.Mode, c.Nodes)
 	for i, g := range c.Groups {
 		p := "groups" + config.Index(i)
 		if g.Name == "" {
@@ -329,7 +332,11 @@ func (c *Config) Validate(r config.Report) {
 		if len(g.Nodes) == 0 {
 			r.Errorf(p+".nodes", "a group needs nodes")
 		}
-		checkNodes(p+".", g.Nodes)
+		gmode := g.Mode
+		if gmode == "" {
+			gmode = c.Mode
+		}
+		checkNodes(p+".", gmode, g.Nodes)
 	}
 }
 

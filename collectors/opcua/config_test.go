@@ -39,6 +39,7 @@ func TestConfigErrorsNamePathAndLine(t *testing.T) {
 			[]string{"nodes[0].deadband: expected a non-negative number", "nodes[1].deadband.type: unknown deadband type \"relative\"", "nodes[2].deadband.value: deadband 101 out of range"}},
 		{"group", "endpoint: opc.tcp://h:4840\ngroups:\n  - {name: g, mode: stream, nodes: [{node: ns=1;s=A, signal: a}]}\n  - {name: g, nodes: []}",
 			[]string{"groups[0].mode: unknown mode \"stream\"", "groups[1].name: duplicate group name", "groups[1].nodes: a group needs nodes"}},
+		{"percent in poll", "endpoint: opc.tcp://h:4840\nmode: poll\nnodes: [{node: ns=1;s=A, signal: a, deadband: {type: percent, value: 5}}]", []string{"nodes[0].deadband: a percent deadband needs subscribe mode"}},
 		{"trigger", "endpoint: opc.tcp://h:4840\nnodes: [{node: ns=1;s=A, signal: a, trigger: always}]", []string{"nodes[0].trigger: unknown trigger \"always\""}},
 		{"duration", "endpoint: opc.tcp://h:4840\npublishing_interval: fast\nnodes: [{node: ns=1;s=A, signal: a}]", []string{"publishing_interval: invalid duration \"fast\""}},
 		{"auth", "endpoint: opc.tcp://h:4840\nauth: {password: x}\ncertificate: {cert_file: a.pem}\nnodes: [{node: ns=1;s=A, signal: a}]",
@@ -297,5 +298,20 @@ func TestSignalNames(t *testing.T) {
 	}
 	if got := signalName([]string{"Gemba", "Bulk", "v1"}); got != "gemba.bulk.v1" {
 		t.Errorf("path = %q", got)
+	}
+}
+
+func TestExampleConfigLoads(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("testdata", "example.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := NewConfig()
+	env := func(k string) (string, bool) { return "pw", k == "OPCUA_PASSWORD" }
+	if err := config.NewDecoder(config.WithEnv(env)).Unmarshal(data, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Auth.Password.Value() != "pw" || len(cfg.groups()) != 2 || cfg.groups()[1].Mode != ModePoll {
+		t.Errorf("example decoded to %+v", cfg)
 	}
 }
