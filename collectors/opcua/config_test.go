@@ -70,15 +70,15 @@ nodes:
   - {node: "ns=2;i=7", signal: a, deadband: 0.5}
 groups:
   - name: fast
-    mode: poll
-    poll_interval: 100ms
+    mode: subscribe
+    publishing_interval: 100ms
     queue_size: 20
     nodes:
       - {node: "nsu=urn:x;g=72962B91-FA75-4AE6-8D28-B404DC7DAF63", signal: b, sampling: 10ms, trigger: status_value_timestamp, discard_oldest: true}
       - {node: "ns=3;b=YWJj", signal: c, deadband: {type: percent, value: 2}, max_array: 2}
 `)
 	gs := cfg.groups()
-	if len(gs) != 2 || gs[0].Name != "default" || gs[0].Mode != ModeSubscribe || gs[1].Mode != ModePoll || gs[1].PollInterval != 100*time.Millisecond {
+	if len(gs) != 2 || gs[0].Name != "default" || gs[0].Mode != ModeSubscribe || gs[1].PublishingInterval != 100*time.Millisecond || gs[0].PublishingInterval != time.Second {
 		t.Fatalf("groups = %+v", gs)
 	}
 	a, b, c := gs[0].Nodes[0], gs[1].Nodes[0], gs[1].Nodes[1]
