@@ -37,6 +37,16 @@ func (l *Ledger) add(source string, ms int64) {
 	s.Times = append(s.Times, ms)
 }
 
+// Reset forgets every acknowledged message so far (for example those published before a subscriber
+// was listening).
+func (l *Ledger) Reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range l.sources {
+		s.Times = s.Times[:0]
+	}
+}
+
 // Samples is the number of acknowledged samples.
 func (l *Ledger) Samples() uint64 {
 	l.mu.Lock()

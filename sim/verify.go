@@ -28,6 +28,23 @@ func (c *Counter) Samples() uint64 { return c.n }
 // Signal returns how many samples of one signal were added.
 func (c *Counter) Signal(name string) int { return len(c.times[name]) }
 
+// CountAfter counts the samples of the signals keep selects whose time is after t.
+func (c *Counter) CountAfter(keep func(signal string) bool, t time.Time) uint64 {
+	var n uint64
+	ms := t.UnixMilli()
+	for sig, ts := range c.times {
+		if !keep(sig) {
+			continue
+		}
+		for _, v := range ts {
+			if v > ms {
+				n++
+			}
+		}
+	}
+	return n
+}
+
 // Tally is the outcome of checking the stream against the ledger.
 type Tally struct {
 	Acked      uint64 // samples in acknowledged messages

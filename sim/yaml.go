@@ -23,7 +23,7 @@ func CollectorsYAML(p *Plant, opcuaEndpoint, broker string) string {
 		}
 	}
 	if opcua {
-		fmt.Fprintf(&b, "  - name: sim-opcua\n    type: opcua\n    endpoint: %s\n    security: {policy: None, mode: None}\n    publishing_interval: 100ms\n    nodes:\n", opcuaEndpoint)
+		fmt.Fprintf(&b, "  - name: sim-opcua\n    type: opcua\n    endpoint: %s\n    security: {policy: None, mode: None}\n    publishing_interval: 100ms\n    reconnect: {min_backoff: 200ms, max_backoff: 2s}\n    nodes:\n", opcuaEndpoint)
 		for _, m := range p.Machines {
 			if m.Protocol != OPCUA {
 				continue
@@ -35,7 +35,7 @@ func CollectorsYAML(p *Plant, opcuaEndpoint, broker string) string {
 		}
 	}
 	if json || sp {
-		fmt.Fprintf(&b, "  - name: sim-mqtt\n    type: mqtt\n    broker: %s\n    qos: 1\n    subscriptions:\n", broker)
+		fmt.Fprintf(&b, "  - name: sim-mqtt\n    type: mqtt\n    broker: %s\n    qos: 1\n    reconnect: {initial: 200ms, max: 2s}\n    subscriptions:\n", broker)
 		if json {
 			fmt.Fprintf(&b, "      - {topic: \"%s/+/+/telemetry\", format: json, signal: \"{topic.1}.{topic.2}.{field}\", time_field: ts, time_format: unix_ms}\n", p.Config.Site)
 		}

@@ -1,0 +1,47 @@
+package chaos
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	MaybeRunAgent() // the suite re-executes this binary as the agent process
+	goleak.VerifyTestMain(m)
+}
+
+type logWriter struct{ t *testing.T }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p))
+	return len(p), nil
+}
+
+// TestChaosShort runs every scenario in its short form against a real agent process, mosquitto, an
+// embedded JetStream and the simulator; any acknowledged sample lost or duplicated fails it.
+func TestChaosShort(t *testing.T) {
+	bin := MosquittoPath()
+	if bin == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("mosquitto is not installed (make peers); CI needs it")
+		}
+		t.Skip("mosquitto is not installed: run `make peers` (apt-get install mosquitto)")
+	}
+	o := Short(t.TempDir(), bin, logWriter{t})
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	for _, sc := range Scenarios(o) {
+		t.Run(sc.Name, func(t *testing.T) {
+			o.Log = logWriter{t}
+			r := Run(ctx, o, sc)
+			t.Log(r.Line())
+			if !r.Pass() {
+				t.Error(r.Err)
+			}
+		})
+	}
+}
