@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	_ "github.com/gemba-io/gemba/collectors/mqtt"
+	_ "github.com/gemba-io/gemba/collectors/opcua"
 	"github.com/gemba-io/gemba/config"
 )
 
@@ -98,4 +99,24 @@ func mustParse(t *testing.T, yml string, env map[string]string) *Config {
 		t.Fatal(err)
 	}
 	return c
+}
+
+func TestFeatureByChecksOPCUANodes(t *testing.T) {
+	yml := baseConfig + `
+collectors:
+  - name: plc
+    type: opcua
+    endpoint: opc.tcp://127.0.0.1:4840
+    security: {policy: None, mode: None}
+    nodes:
+      - {node: "ns=2;s=Parts", signal: line1.press.parts}
+      - {node: "ns=2;s=Sku", signal: line1.press.sku}
+features:
+  - {signal: line1.press.parts, kind: counter, window: 1m, compute: [delta], by: line1.press.sku}
+  - {signal: line1.press.parts, kind: counter, window: 1m, compute: [delta], by: line1.press.recipe}
+`
+	_, err := Parse([]byte(yml), noEnv)
+	if err == nil || !strings.Contains(err.Error(), "features[1].by") || strings.Contains(err.Error(), "features[0].by") {
+		t.Fatalf("got %v", err)
+	}
 }

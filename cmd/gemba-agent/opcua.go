@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -21,7 +22,7 @@ func browseCmd() *cobra.Command {
 	var (
 		o                  opcua.BrowseOptions
 		password, passFile string
-		level              string
+		level, security    string
 	)
 	c := &cobra.Command{
 		Use:   "browse ENDPOINT",
@@ -38,6 +39,13 @@ the command line.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Endpoint = args[0]
+			if security != "" {
+				policy, mode, _ := strings.Cut(security, "/")
+				o.Security.Policy = policy
+				if mode != "" {
+					o.Security.Mode = mode
+				}
+			}
 			switch {
 			case passFile != "":
 				b, err := os.ReadFile(passFile)
@@ -62,6 +70,7 @@ the command line.`,
 	f := c.Flags()
 	f.StringVar(&o.Root, "root", "", "node to start from (default the Objects folder, i=85)")
 	f.IntVar(&o.Depth, "depth", 5, "levels below --root")
+	f.StringVar(&security, "security", "", "POLICY[/MODE], e.g. Basic256Sha256/SignAndEncrypt or None (overrides --policy and --mode)")
 	f.StringVar(&o.Security.Policy, "policy", "auto", "security policy: None, Basic256Sha256, ..., or auto")
 	f.StringVar(&o.Security.Mode, "mode", "auto", "security mode: None, Sign, SignAndEncrypt or auto")
 	f.StringVar(&o.Auth.Username, "username", "", "user name (password from --password-file or GEMBA_OPCUA_PASSWORD)")
