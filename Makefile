@@ -43,8 +43,15 @@ fuzz: ## run every fuzzer briefly (FUZZTIME=60s for longer)
 	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $$pkg; \
 	  done; done
 
-demo: ## run a small plant end to end on embedded defaults
+demo: ## run a small plant end to end on embedded defaults (configs/demo/agent.yaml)
 	$(GO) run ./cmd/gemba-demo
+
+.PHONY: bench-e2e chaos
+bench-e2e: peers ## gemba-agent against a bare paho->NATS bridge, end to end; writes docs/BENCHMARKS.md
+	$(GO) run ./bench/e2e $(BENCH_E2E_FLAGS)
+
+chaos: peers ## the full fault suite (NATS outage, agent SIGKILL, broker and OPC UA restarts, full buffer)
+	$(GO) run ./chaos/cmd/gemba-chaos $(CHAOS_FLAGS)
 
 clean:
 	rm -rf bin

@@ -248,11 +248,13 @@ func (e *Env) stopSim() {
 }
 
 func (e *Env) teardown() {
-	e.stopSim()
 	var errs []error
 	if e.agent != nil && !e.agent.exited() {
-		errs = append(errs, e.agent.stop(15*time.Second))
+		if err := e.agent.stop(15 * time.Second); err != nil {
+			errs = append(errs, fmt.Errorf("%w: %s", err, tail(e.agentLog)))
+		}
 	}
+	e.stopSim()
 	if e.mq != nil {
 		e.mq.stop(syscall.SIGTERM)
 		if c, ok := e.mq.log.(*os.File); ok {
