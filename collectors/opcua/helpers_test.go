@@ -102,12 +102,6 @@ func (s *sink) last(sig string) (signal.Sample, bool) {
 	return signal.Sample{}, false
 }
 
-func (s *sink) len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.samples)
-}
-
 // decodeConfig decodes YAML over the defaults exactly as the agent does, validation included.
 func decodeConfig(t testing.TB, yml string) *Config {
 	t.Helper()

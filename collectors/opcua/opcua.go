@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -338,13 +337,4 @@ func (c *Collector) NodeStates() map[string]string {
 		out[it.spec.Signal] = it.state + reasonSuffix(it.reason)
 	}
 	return out
-}
-
-func sortedKeys(m map[string]string) []string {
-	k := make([]string, 0, len(m))
-	for x := range m {
-		k = append(k, x)
-	}
-	sort.Strings(k)
-	return k
 }
