@@ -19,7 +19,7 @@ srv=collectors/opcua/testdata/nodeserver
 if [ -f "$srv/package-lock.json" ] && [ ! -d "$srv/node_modules/node-opcua" ]; then
   if command -v npm >/dev/null 2>&1; then
     echo "installing node-opcua test server (npm ci)"
-    (cd "$srv" && npm ci --no-audit --no-fund --loglevel=error) || echo "warning: npm ci failed in $srv" >&2
+    (cd "$srv" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error) || echo "warning: npm ci failed in $srv" >&2
   else
     echo "warning: npm missing: node-opcua tests will skip (fail under CI)" >&2
   fi
