@@ -59,6 +59,7 @@ type Result struct {
 	Historical uint64
 	Dropped    uint64 // records the buffer dropped by policy (agent counter)
 	Gaps       uint64 // buffer sequences missing from the stream
+	Jumps      uint64 // sequence jumps after unclean restarts (by design)
 	OPCUAAfter uint64 // OPC UA samples after the last fault
 	Duration   time.Duration
 	Err        error
@@ -73,9 +74,9 @@ func (r Result) Line() string {
 	if r.Err != nil {
 		verdict = "FAIL: " + r.Err.Error()
 	}
-	return fmt.Sprintf("%-14s acked %d, in stream %d, missing %d, duplicates %d, extra %d, opcua %d (after fault %d), messages %d (historical %d, repeated ids %d), dropped records %d, sequence gaps %d, %s: %s",
+	return fmt.Sprintf("%-14s acked %d, in stream %d, missing %d, duplicates %d, extra %d, opcua %d (after fault %d), messages %d (historical %d, repeated ids %d), dropped records %d, sequence gaps %d (restart jumps %d), %s: %s",
 		r.Scenario, r.Tally.Acked, r.Tally.Delivered, r.Tally.Missing, r.Tally.Duplicates, r.Tally.Extra, r.Tally.Other, r.OPCUAAfter,
-		r.Messages, r.Historical, r.DupIDs, r.Dropped, r.Gaps, r.Duration.Round(time.Second), verdict)
+		r.Messages, r.Historical, r.DupIDs, r.Dropped, r.Gaps, r.Jumps, r.Duration.Round(time.Second), verdict)
 }
 
 // Scenarios are the faults of the issue, in order.
@@ -152,7 +153,23 @@ func Scenarios(o Options) []Scenario {
 				return err
 			}
 			e.mark = time.Now()
-			return e.sim.StartOPCUA()
+			if err := e.sim.StartOPCUA(); err != nil {
+				return err
+			}
+			// The collector must come back by itself: wait for its count to move again.
+			m, err := e.agent.metrics()
+			if err != nil {
+				return err
+			}
+			before := sumMetric(m, "gemba_collector_samples_total", "sim-opcua")
+			err = e.waitFor(60*time.Second, "OPC UA samples after the restart", func() (bool, error) {
+				m, err := e.agent.metrics()
+				return err == nil && sumMetric(m, "gemba_collector_samples_total", "sim-opcua") > before, nil
+			})
+			if err == nil {
+				e.logf("OPC UA data again %v after the server restart", time.Since(e.mark).Round(100*time.Millisecond))
+			}
+			return err
 		}, Check: func(e *Env, r *Result) error {
 			if r.OPCUAAfter == 0 {
 				return errors.New("no OPC UA sample after the server restart")
@@ -202,7 +219,12 @@ func Run(ctx context.Context, o Options, sc Scenario) (r Result) {
 	defer func() { r.Duration = time.Since(start) }()
 	e, err := setup(o, sc)
 	if e != nil {
-		defer e.teardown()
+		defer func() {
+			e.teardown()
+			if r.Err == nil {
+				_ = os.RemoveAll(e.dir) // keep the logs of failures only
+			}
+		}()
 	}
 	if err != nil {
 		r.Err = fmt.Errorf("setup: %w", err)
@@ -231,17 +253,14 @@ func Run(ctx context.Context, o Options, sc Scenario) (r Result) {
 				r.Tally.Missing, r.Tally.Duplicates, strings.Join(r.Tally.Examples, "; "), e.agentLog)
 		case r.DupIDs > 0:
 			r.Err = fmt.Errorf("%d message ids stored twice", r.DupIDs)
-		case r.Dropped > 0:
-			r.Err = fmt.Errorf("the buffer dropped %d records", r.Dropped)
+		case r.Dropped > 0 || r.Gaps > 0:
+			r.Err = fmt.Errorf("the buffer dropped %d records; %d sequences missing from the stream", r.Dropped, r.Gaps)
 		case r.Tally.Acked == 0:
 			r.Err = errors.New("no acknowledged samples: the load never ran")
 		}
 	}
 	if r.Err == nil && sc.Check != nil {
 		r.Err = sc.Check(e, &r)
-	}
-	if r.Err == nil {
-		_ = os.RemoveAll(e.dir) // keep the logs of failures only
 	}
 	return r
 }

@@ -80,7 +80,7 @@ func setup(o Options, sc Scenario) (*Env, error) {
 	if buf == "" {
 		buf = "256MiB"
 	}
-	cfg := fmt.Sprintf(`agent: {id: %s, site: %s, log: {level: warn, format: text}, shutdown_timeout: 10s}
+	cfg := fmt.Sprintf(`agent: {id: %s, site: %s, log: {level: info, format: text}, shutdown_timeout: 10s}
 http: {listen: "%s"}
 buffer: {dir: "%s", max_bytes: %s, when_full: drop_oldest, sync: batch}
 uplink:
@@ -221,7 +221,7 @@ func (e *Env) count(ctx context.Context, r *Result) {
 	}
 	r.Tally = sim.Check(e.sim.Ledger().Snapshot(), sc.Counter)
 	r.Messages, r.DupIDs, r.Historical = sc.Messages, sc.DupMessages, sc.Historical
-	r.Gaps = sc.MaxSeq - sc.Seqs
+	r.Gaps, r.Jumps = sc.Gaps, sc.Jumps
 	opcua := map[string]bool{}
 	for _, mc := range e.sim.Plant().Machines {
 		if mc.Protocol == sim.OPCUA {

@@ -3,6 +3,7 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -16,11 +17,11 @@ type StreamCount struct {
 	Messages    uint64 // JetStream messages
 	DupMessages uint64 // messages whose id (agent, stream, first sequence) was already seen
 	Samples     uint64 // samples in the messages counted once per id
-	// Seqs is the number of distinct buffer sequences covered; MaxSeq the highest. MaxSeq - Seqs
-	// records are missing from the stream (dropped by the buffer's policy, or lost).
-	Seqs, MaxSeq uint64
-	Historical   uint64 // messages marked historical (sent late, after an outage)
-	Counter      *sim.Counter
+	// Gaps is the number of buffer sequences missing between the messages (records dropped by the
+	// buffer's policy, or lost); Jumps counts the deliberate sequence jumps of unclean restarts.
+	Gaps, Jumps uint64
+	Historical  uint64 // messages marked historical (sent late, after an outage)
+	Counter     *sim.Counter
 }
 
 // CountStream reads every message of subject from the start of stream and counts its samples. A
@@ -73,14 +74,24 @@ func CountStream(ctx context.Context, js jetstream.JetStream, stream, subject st
 			}
 		}
 	}
-	// Sequence coverage: ranges may overlap only if the agent re-cut a replay differently.
-	covered := map[uint64]bool{}
-	for first, lastSeq := range seen {
-		for s := first; s <= lastSeq; s++ {
-			covered[s] = true
-		}
-		sc.MaxSeq = max(sc.MaxSeq, lastSeq)
+	// Sequence coverage. After an unclean stop the buffer deliberately jumps its sequences by 2^20
+	// (buffer/frame.go, uncleanGap), so holes that large are restarts, not drops.
+	firsts := make([]uint64, 0, len(seen))
+	for first := range seen {
+		firsts = append(firsts, first)
 	}
-	sc.Seqs = uint64(len(covered))
+	slices.Sort(firsts)
+	var next uint64 = 1
+	for _, first := range firsts {
+		lastSeq := seen[first]
+		if first > next {
+			if hole := first - next; hole < 1<<19 {
+				sc.Gaps += hole
+			} else {
+				sc.Jumps++
+			}
+		}
+		next = max(next, lastSeq+1)
+	}
 	return sc, ctx.Err()
 }

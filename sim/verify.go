@@ -69,10 +69,12 @@ func (t Tally) String() string {
 func Check(ledger map[string]LedgerSource, c *Counter) Tally {
 	var t Tally
 	inLedger := map[string]bool{}
-	note := func(format string, args ...any) {
-		if len(t.Examples) < 5 {
+	var nMissing, nDup int
+	note := func(n *int, format string, args ...any) {
+		if *n < 3 { // a few of each kind
 			t.Examples = append(t.Examples, fmt.Sprintf(format, args...))
 		}
+		*n++
 	}
 	for _, src := range ledger {
 		for _, sig := range src.Signals {
@@ -94,10 +96,10 @@ func Check(ledger map[string]LedgerSource, c *Counter) Tally {
 				switch {
 				case n == 0:
 					t.Missing++
-					note("missing %s at %s", sig, time.UnixMilli(want).UTC().Format(time.RFC3339Nano))
+					note(&nMissing, "missing %s at %s", sig, time.UnixMilli(want).UTC().Format(time.RFC3339Nano))
 				case n > 1:
 					t.Duplicates += uint64(n - 1)
-					note("%d copies of %s at %s", n, sig, time.UnixMilli(want).UTC().Format(time.RFC3339Nano))
+					note(&nDup, "%d copies of %s at %s", n, sig, time.UnixMilli(want).UTC().Format(time.RFC3339Nano))
 				}
 				if n > 0 {
 					t.Delivered++
