@@ -29,6 +29,9 @@ type Options struct {
 	// ClientID prefixes the MQTT client ids; default "gemba-sim".
 	ClientID string
 	Logger   *slog.Logger
+	// OPCUALogger receives gopcua's server log, which reports its standard nodeset import as errors;
+	// nil discards it.
+	OPCUALogger *slog.Logger
 }
 
 // Stats counts what the simulator did.
@@ -122,7 +125,11 @@ func (s *Sim) startOPCUA() error {
 	if err != nil {
 		return fmt.Errorf("opcua address %q: port: %w", s.opts.OPCUA, err)
 	}
-	o, err := startOPCUA(host, p, s.opcuaM, s.log.With("component", "opcua-server"))
+	l := s.opts.OPCUALogger
+	if l == nil {
+		l = slog.New(slog.DiscardHandler)
+	}
+	o, err := startOPCUA(host, p, s.opcuaM, l)
 	if err != nil {
 		return err
 	}

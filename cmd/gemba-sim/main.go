@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -41,6 +42,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	qos := fs.Int("qos", 1, "QoS of JSON telemetry (0 or 1)")
 	printCfg := fs.Bool("print-config", false, "print an agent collectors section for this plant and exit")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until interrupted)")
+	verbose := fs.Bool("v", false, "show the OPC UA server library's own log")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -57,6 +59,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	var opcuaLog *slog.Logger
+	if *verbose {
+		opcuaLog = log
+	} else {
+		stdlog.SetOutput(io.Discard) // gopcua's server prints its nodeset import through the standard logger
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if *duration > 0 {
@@ -72,7 +80,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		defer b.Close()
 	}
 	q := byte(*qos)
-	s, err := sim.New(sim.Options{Plant: cfg, OPCUA: *opcuaAddr, Broker: *broker, QoS: &q, Logger: log})
+	s, err := sim.New(sim.Options{Plant: cfg, OPCUA: *opcuaAddr, Broker: *broker, QoS: &q, Logger: log, OPCUALogger: opcuaLog})
 	if err != nil {
 		return err
 	}
