@@ -23,7 +23,9 @@ func CollectorsYAML(p *Plant, opcuaEndpoint, broker string) string {
 		}
 	}
 	if opcua {
-		fmt.Fprintf(&b, "  - name: sim-opcua\n    type: opcua\n    endpoint: %s\n    security: {policy: None, mode: None}\n    publishing_interval: 100ms\n    reconnect: {min_backoff: 200ms, max_backoff: 2s}\n    nodes:\n", opcuaEndpoint)
+		// The simulator changes values every step, so 5 s of silence means a dead session; gopcua's
+		// server keeps old connections open after Close, so only the watchdog notices its restart.
+		fmt.Fprintf(&b, "  - name: sim-opcua\n    type: opcua\n    endpoint: %s\n    security: {policy: None, mode: None}\n    publishing_interval: 100ms\n    reconnect: {min_backoff: 200ms, max_backoff: 2s, watchdog: 5s}\n    nodes:\n", opcuaEndpoint)
 		for _, m := range p.Machines {
 			if m.Protocol != OPCUA {
 				continue
