@@ -243,10 +243,9 @@ func depth(a *agent.Agent) uint64 {
 
 // view prints one block per tick: rates in and out, buffer depth, uplink state, features by line.
 type view struct {
-	header      bool
-	in, out     uint64
-	at          time.Duration
-	hadFeatures bool
+	header  bool
+	in, out uint64
+	at      time.Duration
 }
 
 func (v *view) print(el time.Duration, a *agent.Agent, w *watcher) {
