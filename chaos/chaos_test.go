@@ -59,5 +59,6 @@ func TestChaosShort(t *testing.T) {
 // not yet fixed. They still run and print their summary; `make chaos` fails on them.
 var knownFailures = map[string]string{
 	"mqtt-restart": "after a mosquitto restart the MQTT collector stores QoS 1 redeliveries twice and drops " +
-		"Sparkplug DDATA that arrive before the node's births (unknown alias)",
+		"Sparkplug DDATA that arrive before the node's births (unknown alias); under the full load the " +
+		"redelivered backlog becomes one buffer record above the 512 KiB limit and the agent livelocks",
 }
