@@ -66,6 +66,9 @@ type HTTPConfig struct {
 	Listen  string `yaml:"listen" json:"listen"`
 }
 
+// maxChunkLimit leaves room under the buffer's record limit for the chunk header.
+const maxChunkLimit = buffer.MaxRecord - 8<<10
+
 // DefaultConfig returns the configuration an empty file gives.
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
@@ -120,8 +123,8 @@ func (s *Settings) Validate(r config.Report) {
 	if s.Linger < 0 || s.Linger > time.Second {
 		r.Errorf("linger", "must be between 0 and 1s")
 	}
-	if s.MaxChunk < 1<<10 || s.MaxChunk > 8<<20 {
-		r.Errorf("max_chunk", "must be between 1KiB and 8MiB (a NATS message holds one chunk)")
+	if s.MaxChunk < 1<<10 || s.MaxChunk > maxChunkLimit {
+		r.Errorf("max_chunk", "must be between 1KiB and %v (one buffer record and one NATS message hold one chunk)", config.ByteSize(maxChunkLimit))
 	}
 }
 

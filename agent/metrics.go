@@ -19,6 +19,7 @@ type metrics struct {
 	written     *prometheus.CounterVec // by stream: records written to the buffer
 	refused     *prometheus.CounterVec // by stream: refused by a full buffer (drop_newest)
 	writeErrors *prometheus.CounterVec // by stream: appends that failed
+	oversized   prometheus.Counter     // samples whose value alone exceeded max_chunk
 }
 
 func newMetrics() *metrics {
@@ -55,6 +56,10 @@ func newMetrics() *metrics {
 	f(m.written)
 	f(m.refused)
 	f(m.writeErrors)
+	m.oversized = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "gemba_writer_oversized_samples_total", Help: "Samples whose value alone exceeded agent.max_chunk; sent as Bad without the value.",
+	})
+	f(m.oversized)
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	bi := prometheus.NewGauge(prometheus.GaugeOpts{

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -153,11 +154,12 @@ func estimate(s []signal.Sample) int {
 	return n
 }
 
-// flushSamples folds the batch into the feature engine, appends the samples to forward raw as one
-// chunk, and releases the Emit callers with the outcome. Folding happens before the append so that
-// the engine decides what is forwarded (late samples always are); if the append then fails with an
-// I/O error, the callers get the error and their sources redeliver, which can count those samples
-// twice in a feature window. That is the price of never losing a sample, and only on disk failure.
+// flushSamples folds the batch into the feature engine, appends the samples to forward raw as
+// chunks of at most maxChunk bytes (in one Append, so one group commit), and releases the Emit callers
+// with the outcome. Folding happens before the append so that the engine decides what is forwarded
+// (late samples always are); if the append then fails with an I/O error, the callers get the error and
+// their sources redeliver, which can count those samples twice in a feature window. That is the price
+// of never losing a sample, and only on disk failure.
 func (w *writer) flushSamples(batch []*emitReq, enc []byte) []byte {
 	all := w.scratch[:0]
 	for _, r := range batch {
@@ -167,26 +169,55 @@ func (w *writer) flushSamples(batch []*emitReq, enc []byte) []byte {
 	if w.fold != nil {
 		fwd = w.fold(all)
 	}
-	var oldest, newest time.Time
-	enc = append(enc, '[')
+	var chunks [][]byte
+	var c signal.Chunk
+	cut := func() {
+		if c.Count == 0 {
+			return
+		}
+		enc = append(enc, ']')
+		c.Stream, c.ConfigVersion, c.Records = signal.StreamSamples, w.version, enc
+		chunks = append(chunks, signal.AppendChunk(make([]byte, 0, len(enc)+64), &c))
+		c, enc = signal.Chunk{}, enc[:0]
+	}
 	for i := range fwd {
 		s := &fwd[i]
-		if i > 0 {
+		mark := len(enc)
+		if c.Count == 0 {
+			enc = append(enc[:0], '[')
+			mark = 1
+		} else {
 			enc = append(enc, ',')
 		}
 		enc = signal.AppendSampleJSON(enc, s)
-		if oldest.IsZero() || s.Time.Before(oldest) {
-			oldest = s.Time
+		if len(enc) >= w.maxChunk && c.Count > 0 {
+			// This sample starts the next chunk.
+			enc = enc[:mark]
+			cut()
+			enc = append(enc[:0], '[')
+			enc = signal.AppendSampleJSON(enc, s)
 		}
-		if s.Time.After(newest) {
-			newest = s.Time
+		if len(enc) >= w.maxChunk {
+			// One sample alone is too big for a record (a huge string payload): keep the fact, not
+			// the value, so the source is released instead of redelivering it forever.
+			big := *s
+			big.Value, big.Quality = signal.Value{}, signal.Bad
+			big.Reason = fmt.Sprintf("value of %d bytes exceeds agent.max_chunk (%d bytes)", len(enc), w.maxChunk)
+			enc = signal.AppendSampleJSON(append(enc[:0], '['), &big)
+			w.m.oversized.Inc()
 		}
+		if c.Count == 0 || s.Time.Before(c.Oldest) {
+			c.Oldest = s.Time
+		}
+		if s.Time.After(c.Newest) {
+			c.Newest = s.Time
+		}
+		c.Count++
 	}
-	enc = append(enc, ']')
+	cut()
 	var err error
-	if n := len(fwd); n > 0 {
-		c := signal.Chunk{Stream: signal.StreamSamples, ConfigVersion: w.version, Count: n, Oldest: oldest, Newest: newest, Records: enc}
-		err = w.append(signal.StreamSamples, signal.AppendChunk(make([]byte, 0, len(enc)+64), &c), n)
+	if len(chunks) > 0 {
+		err = w.append(signal.StreamSamples, len(fwd), chunks...)
 	}
 	clear(all) // drop references to strings so the scratch slice does not pin them
 	w.scratch = all[:0]
@@ -217,18 +248,18 @@ func (w *writer) flushFeatures() {
 			}
 		}
 		c := signal.Chunk{Stream: signal.StreamFeatures, ConfigVersion: w.version, Count: len(part), Oldest: oldest, Newest: newest, Records: recs}
-		if err := w.append(signal.StreamFeatures, signal.AppendChunk(nil, &c), len(part)); err != nil {
+		if err := w.append(signal.StreamFeatures, len(part), signal.AppendChunk(nil, &c)); err != nil {
 			w.log.Error("features lost: buffer refused them", "count", len(part), "err", err)
 		}
 	}
 }
 
-// append writes one chunk. A drop_newest refusal is the configured policy, counted by the buffer;
+// append writes chunks holding n records in one group commit. A drop_newest refusal is the configured policy, counted by the buffer;
 // the emitters are released with nil so their sources do not redeliver forever.
-func (w *writer) append(st signal.Stream, chunk []byte, n int) error {
+func (w *writer) append(st signal.Stream, n int, chunks ...[]byte) error {
 	// Shutdown does not cancel the append: a chunk accepted from a collector is written. Only the
 	// hard shutdown deadline ends a wait for space.
-	_, err := w.buf.Append(w.appendCtx, st, chunk)
+	_, err := w.buf.Append(w.appendCtx, st, chunks...)
 	switch {
 	case err == nil:
 		w.m.written.WithLabelValues(st.String()).Add(float64(n))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -174,4 +175,72 @@ func counterValue(t *testing.T, m *metrics, name string) float64 {
 		}
 	}
 	return total
+}
+
+func TestWriterSplitsLargeEmitsIntoChunks(t *testing.T) {
+	mem := buffer.NewMemory(buffer.DefaultConfig())
+	defer mem.Close()
+	m := newMetrics()
+	w := newWriter(context.Background(), mem, "v", time.Millisecond, 4<<10, slog.New(slog.DiscardHandler), m)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	// One emit of ~60 KiB must become many chunks of at most 4 KiB, every sample kept in order.
+	big := make([]signal.Sample, 1000)
+	for i := range big {
+		big[i] = sample("bulk", int64(i))
+	}
+	if err := w.Emit(context.Background(), big); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := mem.Read(context.Background(), signal.StreamSamples, 0, 10000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) < 10 {
+		t.Fatalf("%d chunks for ~60 KiB with max_chunk 4 KiB", len(recs))
+	}
+	var n int64
+	for _, r := range recs {
+		if len(r.Data) > 4<<10+128 {
+			t.Fatalf("chunk of %d bytes", len(r.Data))
+		}
+		c, err := signal.ParseChunk(r.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ss, err := signal.DecodeSamples(c.Records)
+		if err != nil || len(ss) != c.Count {
+			t.Fatalf("chunk decodes to %d samples (header %d): %v", len(ss), c.Count, err)
+		}
+		for _, s := range ss {
+			if v, _ := s.Value.Int(); v != n {
+				t.Fatalf("sample %d has value %d", n, v)
+			}
+			n++
+		}
+	}
+	if n != 1000 {
+		t.Fatalf("%d samples stored", n)
+	}
+
+	// A single value larger than a chunk is kept as a Bad sample without the value.
+	huge := signal.Sample{Signal: "blob", Time: time.Unix(1700000000, 0), Value: signal.String(string(make([]byte, 64<<10)))}
+	if err := w.Emit(context.Background(), []signal.Sample{huge}); err != nil {
+		t.Fatalf("an oversized value must not block its source: %v", err)
+	}
+	recs, err = mem.Read(context.Background(), signal.StreamSamples, recs[len(recs)-1].Seq, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := signal.ParseChunk(recs[0].Data)
+	ss, err := signal.DecodeSamples(c.Records)
+	if err != nil || len(ss) != 1 || ss[0].Quality != signal.Bad || !strings.Contains(ss[0].Reason, "exceeds agent.max_chunk") {
+		t.Fatalf("oversized sample stored as %+v (%v)", ss, err)
+	}
+	if got := counterValue(t, m, "gemba_writer_oversized_samples_total"); got != 1 {
+		t.Fatalf("oversized counter %v", got)
+	}
 }

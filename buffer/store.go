@@ -302,7 +302,10 @@ func (s *Store) Append(ctx context.Context, stream signal.Stream, records ...[]b
 	}
 }
 
-// maxRecord keeps one record well inside a value-log file and a Badger batch.
+// MaxRecord is the largest record Append accepts: it keeps one record well inside a value-log
+// file and a Badger batch. Writers split their data below it.
+const MaxRecord = maxRecord
+
 const maxRecord = 512 << 10
 
 // Read implements Buffer. Records are copies: they stay valid as long as the caller keeps them.
