@@ -161,8 +161,19 @@ func (s *sub) parseSparkplug(dst []signal.Sample, m *msgCtx, payload []byte, h *
 			n.bdSeq = bd
 		}
 		n.alive = true
-		n.aliases = map[uint64]*spMetric{}
-		n.devices = map[string]map[string]*spMetric{"": {}}
+		// The node's own metrics are replaced. Device metrics stay until each device's own DBIRTH:
+		// a broker that redelivers after a restart can interleave old device data with the new
+		// births, and that data was acknowledged to its publisher.
+		if n.aliases == nil || n.devices == nil {
+			n.aliases = map[uint64]*spMetric{}
+			n.devices = map[string]map[string]*spMetric{}
+		}
+		for alias, md := range n.aliases {
+			if md.device == "" {
+				delete(n.aliases, alias)
+			}
+		}
+		n.devices[""] = map[string]*spMetric{}
 	case "DBIRTH":
 		if !n.alive {
 			requestRebirth()

@@ -255,3 +255,40 @@ func TestSparkplugBirthSurvivesRestart(t *testing.T) {
 		t.Errorf("rebirth requests = %v, want 0", v)
 	}
 }
+
+// After a broker restart, redelivered device data can arrive after the node's new NBIRTH but before
+// the device's DBIRTH: the device's aliases must still resolve, since the data was acknowledged to
+// its publisher.
+func TestSparkplugDeviceAliasesSurviveNodeRebirth(t *testing.T) {
+	b := startMochi(t)
+	cfg := testConfig(b.url(), Subscription{Topic: "spBv1.0/plant1/#", Format: FormatSparkplugB})
+	cfg.ClientID = "sp-rebirth"
+	em := &memEmitter{}
+	reg := prometheus.NewRegistry()
+	c, err := New("test", cfg, collectors.Deps{Agent: "a", DataDir: t.TempDir(), Metrics: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx, em) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, 10*time.Second, "connected", connectedState(c))
+
+	e := &edgeNode{t: t, cl: newPublisher(t, b.url(), "edge"), group: "plant1", node: "n1", now: 1700000000000}
+	e.send("NBIRTH", "", metricSpec{name: "bdSeq", dt: sparkplug.Int64, value: uint64(0)},
+		metricSpec{name: "Uptime", alias: 1, dt: sparkplug.Double, value: 1.0})
+	e.send("DBIRTH", "press", metricSpec{name: "Temp", alias: 2, dt: sparkplug.Double, value: 20.0})
+	waitFor(t, 5*time.Second, "births", func() bool { return em.count() == 2 })
+	e.seq = 0 // the node restarts: a new NBIRTH with seq 0, then old device data, then the DBIRTH
+	e.send("NBIRTH", "", metricSpec{name: "bdSeq", dt: sparkplug.Int64, value: uint64(1)},
+		metricSpec{name: "Uptime", alias: 1, dt: sparkplug.Double, value: 0.0})
+	e.send("DDATA", "press", metricSpec{alias: 2, noName: true, value: 21.5})
+	waitFor(t, 5*time.Second, "device data", func() bool { return em.count() == 4 })
+	if got := render(withRecvTime(em.all()[3:])); got != "plant1.n1.press.Temp=float/21.5" {
+		t.Errorf("device data after node rebirth = %s", got)
+	}
+	if v := counterValue(t, reg, "gemba_mqtt_bad_payloads_total", nil); v != 0 {
+		t.Errorf("bad payloads = %v, want 0", v)
+	}
+}
