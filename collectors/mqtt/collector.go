@@ -66,6 +66,7 @@ type Collector struct {
 	connectedAt atomic.Int64 // unix nanos; 0 while disconnected
 	busy        atomic.Bool  // the worker is inside Emit (backpressure is not a stall)
 	queued      atomic.Int64
+	acked       *recentAcks // redeliveries of messages already stored are not stored again
 
 	mu    sync.Mutex
 	state string
@@ -90,6 +91,7 @@ func New(name string, cfg *Config, deps collectors.Deps) (*Collector, error) {
 	c := &Collector{name: name, cfg: cfg, deps: deps, log: deps.Logger, m: newMetrics(deps.Metrics),
 		state: "stopped", info: map[string]string{}}
 	c.warn = newRateLog(c.log, 10*time.Second)
+	c.acked = newRecentAcks(1 << 16)
 	c.clientID = cfg.ClientID
 	if c.clientID == "" {
 		if deps.Agent == "" && cfg.Persistent() {

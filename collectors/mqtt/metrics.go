@@ -18,6 +18,7 @@ type metrics struct {
 	droppedQoS0 prometheus.Counter
 	emitErrors  prometheus.Counter
 	acks        prometheus.Counter
+	redelivered prometheus.Counter
 	connects    prometheus.Counter
 	lost        prometheus.Counter
 	stalls      *prometheus.CounterVec
@@ -45,6 +46,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		droppedQoS0: c("dropped_qos0_total", "QoS 0 messages dropped because the collector was behind."),
 		emitErrors:  c("emit_errors_total", "Batches the buffer refused; their messages were not acknowledged."),
 		acks:        c("acks_total", "Messages acknowledged to the broker after their samples were durable."),
+		redelivered: c("redelivered_duplicates_total", "Redelivered messages (DUP) already stored and acknowledged by this process: acknowledged again, not stored twice."),
 		connects:    c("connects_total", "Successful connections to a broker."),
 		lost:        c("connection_lost_total", "Connections lost."),
 		stalls:      cv("stalls_total", "Subscriptions silent past their stall_timeout while connected.", "subscription"),

@@ -60,10 +60,14 @@ func (c *Collector) worker(ctx context.Context, emit collectors.Emitter, queue <
 			if in.gen != job.gen {
 				continue // from a session we reset: the broker redelivers it
 			}
-			samples = c.mapMessage(samples, in)
 			if in.msg.Qos() > 0 {
 				job.acks = append(job.acks, in.msg)
+				if c.acked.seen(in.msg) {
+					c.m.redelivered.Inc()
+					continue // stored and acknowledged before; the broker missed our PUBACK
+				}
 			}
+			samples = c.mapMessage(samples, in)
 		}
 		job.samples = samples
 		for i, h := range c.sp {
@@ -128,6 +132,7 @@ func (c *Collector) commit(ctx context.Context, emit collectors.Emitter, jobs <-
 			for _, m := range job.acks {
 				m.Ack()
 			}
+			c.acked.add(job.acks)
 			c.m.acks.Add(float64(len(job.acks)))
 		}
 		clear(job.samples) // drop references to label slices and strings
