@@ -47,18 +47,7 @@ func TestChaosShort(t *testing.T) {
 			if r.Pass() {
 				return
 			}
-			if why, known := knownFailures[sc.Name]; known && os.Getenv("GEMBA_CHAOS_STRICT") == "" {
-				t.Skipf("KNOWN FAILURE, reported to the lead (GEMBA_CHAOS_STRICT=1 fails on it): %s: %v", why, r.Err)
-			}
 			t.Error(r.Err)
 		})
 	}
-}
-
-// knownFailures are scenarios that find real defects outside this package which are reported and
-// not yet fixed. They still run and print their summary; `make chaos` fails on them.
-var knownFailures = map[string]string{
-	"mqtt-restart": "after a mosquitto restart the MQTT collector stores QoS 1 redeliveries twice and drops " +
-		"Sparkplug DDATA that arrive before the node's births (unknown alias); under the full load the " +
-		"redelivered backlog becomes one buffer record above the 512 KiB limit and the agent livelocks",
 }
