@@ -42,7 +42,8 @@ type Options struct {
 	OpenBuffer func(cfg buffer.Config, o buffer.Options) (buffer.Buffer, error)
 	// NewUplink builds the forwarder; default the NATS JetStream uplink.
 	NewUplink func(cfg uplink.Config, id uplink.Identity, src uplink.Source, o uplink.Options) (Uplink, error)
-	// Ready, when set, is closed once every part has started (tests and tools wait on it).
+	// Ready, when set, receives the HTTP listen address (empty when disabled) once every part has
+	// started; give it a buffer of one so the agent never blocks on it.
 	Ready chan<- string
 }
 
@@ -202,7 +203,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	log.Info("agent started", "id", cfg.Agent.ID, "site", cfg.Agent.Site, "version", Version,
 		"config_version", cfg.Version(), "collectors", len(a.sups))
 	if a.opts.Ready != nil {
-		a.opts.Ready <- a.Addr()
+		select {
+		case a.opts.Ready <- a.Addr():
+		default:
+		}
 	}
 
 	<-ctx.Done()
