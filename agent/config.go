@@ -78,7 +78,7 @@ func DefaultConfig() Config {
 			Log:             LogConfig{Level: "info", Format: "json"},
 			ShutdownTimeout: 10 * time.Second,
 			Restart:         Backoff{Initial: time.Second, Max: time.Minute},
-			Linger:          time.Millisecond,
+			Linger:          2 * time.Millisecond,
 			MaxChunk:        256 << 10,
 		},
 		HTTP:   HTTPConfig{Enabled: true, Listen: "127.0.0.1:9273"},

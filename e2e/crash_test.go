@@ -124,12 +124,12 @@ func child() int {
 }
 
 // live captures GEMBA_E2E_RATE samples/s for GEMBA_E2E_SECONDS and writes them the way the
-// agent's writer does: the first sample after a write starts a 5 ms linger, then everything
+// agent's writer does: the first sample after a write starts a 2 ms linger (agent.linger default), then everything
 // captured so far becomes one buffer record (so a slow append makes the next record bigger).
 func live(ctx context.Context, buf buffer.Buffer) {
 	rate, _ := strconv.Atoi(os.Getenv("GEMBA_E2E_RATE"))
 	secs, _ := strconv.Atoi(os.Getenv("GEMBA_E2E_SECONDS"))
-	const linger = 5 * time.Millisecond
+	const linger = 2 * time.Millisecond
 	start := time.Now()
 	end := start.Add(time.Duration(secs) * time.Second)
 	var (
