@@ -396,3 +396,18 @@ func testutilCounter(t *testing.T, h *harness, name, collector string) float64 {
 	}
 	return -1
 }
+
+func TestPprofOnlyWhenEnabled(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		h := start(t, strings.Replace(baseConfig, `http: {listen: "127.0.0.1:0"}`, fmt.Sprintf(`http: {listen: "127.0.0.1:0", pprof: %v}`, on), 1))
+		resp, err := http.Get("http://" + h.addr + "/debug/pprof/heap?debug=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.StatusCode == 200; got != on {
+			t.Errorf("pprof %v: status %d", on, resp.StatusCode)
+		}
+		h.stop(t)
+	}
+}

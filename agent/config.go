@@ -64,6 +64,8 @@ type Backoff struct {
 type HTTPConfig struct {
 	Enabled bool   `yaml:"enabled" json:"enabled"`
 	Listen  string `yaml:"listen" json:"listen"`
+	// Pprof serves Go's profiler under /debug/pprof/ (off by default: it exposes internals).
+	Pprof bool `yaml:"pprof" json:"pprof"`
 }
 
 // maxChunkLimit leaves room under the buffer's record limit for the chunk header.

@@ -91,7 +91,7 @@ func New(name string, cfg *Config, deps collectors.Deps) (*Collector, error) {
 	c := &Collector{name: name, cfg: cfg, deps: deps, log: deps.Logger, m: newMetrics(deps.Metrics),
 		state: "stopped", info: map[string]string{}}
 	c.warn = newRateLog(c.log, 10*time.Second)
-	c.acked = newRecentAcks(1 << 16)
+	c.acked = newRecentAcks(1 << 13) // more than a broker keeps in flight to one client
 	c.clientID = cfg.ClientID
 	if c.clientID == "" {
 		if deps.Agent == "" && cfg.Persistent() {
