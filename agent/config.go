@@ -28,7 +28,6 @@ type Config struct {
 	Collectors []collectors.Spec `yaml:"collectors" json:"collectors"`
 	Features   features.Config   `yaml:"features" json:"features"`
 	version    string            // hash of the effective config, set by Load
-	known      map[string]bool   // statically known signal names
 }
 
 // Settings identifies the agent and sets its process-wide behaviour.
@@ -143,7 +142,7 @@ func (h *HTTPConfig) Validate(r config.Report) {
 // Validate implements config.Validator for checks that span sections.
 func (c *Config) Validate(r config.Report) {
 	names := map[string]int{}
-	c.known = map[string]bool{}
+	known := map[string]bool{} // signal names collectors declare statically
 	var matchers []func(string) bool
 	open := false // a collector whose signal names cannot be known statically
 	for i, s := range c.Collectors {
@@ -157,7 +156,7 @@ func (c *Config) Validate(r config.Report) {
 		switch l := s.Settings.(type) {
 		case collectors.SignalLister:
 			for _, sig := range l.Signals() {
-				c.known[sig] = true
+				known[sig] = true
 			}
 		case collectors.SignalPatterner:
 			for _, p := range l.SignalPatterns() {
@@ -169,7 +168,7 @@ func (c *Config) Validate(r config.Report) {
 		}
 	}
 	c.Features.CheckSignals(r.Sub("features"), func(s string) bool {
-		if c.known[s] || open {
+		if known[s] || open {
 			return true
 		}
 		for _, m := range matchers {

@@ -161,10 +161,10 @@ func Scenarios(o Options) []Scenario {
 			if err != nil {
 				return err
 			}
-			before := sumMetric(m, "gemba_collector_samples_total", "sim-opcua")
+			before := m.Sum("gemba_collector_samples_total", "collector", "sim-opcua")
 			err = e.waitFor(60*time.Second, "OPC UA samples after the restart", func() (bool, error) {
 				m, err := e.agent.metrics()
-				return err == nil && sumMetric(m, "gemba_collector_samples_total", "sim-opcua") > before, nil
+				return err == nil && m.Sum("gemba_collector_samples_total", "collector", "sim-opcua") > before, nil
 			})
 			if err == nil {
 				e.logf("OPC UA data again %v after the server restart", time.Since(e.mark).Round(100*time.Millisecond))
@@ -184,7 +184,7 @@ func Scenarios(o Options) []Scenario {
 				deadline := time.Now().Add(max(4*o.Outage, 90*time.Second))
 				for time.Now().Before(deadline) {
 					m, err := e.agent.metrics()
-					if err == nil && sumMetric(m, "gemba_buffer_dropped_records_total", `stream="samples"`) > 0 {
+					if err == nil && m.Sum("gemba_buffer_dropped_records_total", "stream", "samples") > 0 {
 						break
 					}
 					if err := pause(ctx, 500*time.Millisecond); err != nil {

@@ -109,7 +109,7 @@ func (e *Env) startAgent() error {
 			return false, fmt.Errorf("agent exited: %s", tail(e.agentLog))
 		}
 		m, err := a.metrics()
-		return err == nil && sumMetric(m, "gemba_collector_up") >= 2, nil
+		return err == nil && m.Sum("gemba_collector_up") >= 2, nil
 	})
 }
 
@@ -148,7 +148,7 @@ func (e *Env) load(ctx context.Context, d time.Duration) error {
 	go func() { e.simDone <- e.sim.Run(sctx) }()
 	err := e.waitFor(30*time.Second, "MQTT samples at the agent", func() (bool, error) {
 		m, err := e.agent.metrics()
-		return err == nil && sumMetric(m, "gemba_collector_samples_total", `sim-mqtt`) > 0, nil
+		return err == nil && m.Sum("gemba_collector_samples_total", "collector", "sim-mqtt") > 0, nil
 	})
 	if err != nil {
 		return err
@@ -186,8 +186,8 @@ func (e *Env) finish(ctx context.Context, d time.Duration) error {
 		if err != nil {
 			return false, nil
 		}
-		in := sumMetric(m, "gemba_collector_samples_total")
-		depth := sumMetric(m, "gemba_buffer_records", `stream="samples"`)
+		in := m.Sum("gemba_collector_samples_total")
+		depth := m.Sum("gemba_buffer_records", "stream", "samples")
 		if in == last && depth == 0 {
 			stable++
 		} else {
@@ -205,7 +205,7 @@ func (e *Env) count(ctx context.Context, r *Result) {
 		r.Err = fmt.Errorf("agent metrics: %w", err)
 		return
 	}
-	r.Dropped = uint64(sumMetric(m, "gemba_buffer_dropped_records_total", `stream="samples"`))
+	r.Dropped = uint64(m.Sum("gemba_buffer_dropped_records_total", "stream", "samples"))
 	js, nc, err := Connect(e.nats.url())
 	if err != nil {
 		r.Err = err

@@ -1,19 +1,15 @@
 package chaos
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -21,6 +17,7 @@ import (
 
 	"github.com/gemba-io/gemba/agent"
 	_ "github.com/gemba-io/gemba/collectors/all" // the agent child runs every collector type
+	"github.com/gemba-io/gemba/internal/promtext"
 )
 
 // EnvAgent names the agent config a re-executed chaos binary runs instead of its own main.
@@ -111,51 +108,9 @@ func (a *agentProc) exited() bool {
 	}
 }
 
-// metrics reads the agent's Prometheus metrics as "name{labels}" -> value.
-func (a *agentProc) metrics() (map[string]float64, error) {
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get("http://" + a.http + "/metrics")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			continue
-		}
-		out[line[:i]] = v
-	}
-	return out, sc.Err()
-}
-
-// sumMetric adds every series of name whose labels contain all of want (e.g. `stream="samples"`).
-func sumMetric(m map[string]float64, name string, want ...string) float64 {
-	var s float64
-	for k, v := range m {
-		if k != name && !strings.HasPrefix(k, name+"{") {
-			continue
-		}
-		ok := true
-		for _, w := range want {
-			ok = ok && strings.Contains(k, w)
-		}
-		if ok {
-			s += v
-		}
-	}
-	return s
+// metrics scrapes the agent's Prometheus metrics.
+func (a *agentProc) metrics() (promtext.Metrics, error) {
+	return promtext.Scrape("http://" + a.http + "/metrics")
 }
 
 // natsServer is the hub side: an embedded JetStream server restartable on the same port and store.

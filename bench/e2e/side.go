@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/gemba-io/gemba/internal/promtext"
 	gsignal "github.com/gemba-io/gemba/signal"
 )
 
@@ -233,11 +232,11 @@ func runSide(ctx context.Context, o options, side, bin, mosq, dir string) (sideR
 		// Samples in the stream: what the collector took in, less what still waits in the buffer
 		// (the buffer acks only after JetStream's PubAck).
 		count = func() (uint64, error) {
-			m, err := scrape("http://" + httpAddr + "/metrics")
+			m, err := promtext.Scrape("http://" + httpAddr + "/metrics")
 			if err != nil {
 				return 0, err
 			}
-			in, depth := m["gemba_collector_samples_total"], m["gemba_buffer_records"]
+			in, depth := m.Sum("gemba_collector_samples_total"), m.Sum("gemba_buffer_records", "stream", "samples")
 			if depth > 0 {
 				return 0, nil // batches are not samples: report nothing until the buffer is empty
 			}
@@ -333,37 +332,6 @@ func waitCount(count func() (uint64, error), want uint64, d time.Duration) error
 		time.Sleep(10 * time.Millisecond)
 	}
 	return fmt.Errorf("%d of %d samples in the stream after %v", got, want, d)
-}
-
-func scrape(url string) (map[string]float64, error) {
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		l := sc.Text()
-		if l == "" || l[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(l, ' ')
-		name := l[:max(i, 0)]
-		if j := strings.IndexByte(name, '{'); j >= 0 {
-			if !strings.Contains(name, `stream="samples"`) && strings.Contains(name, "stream=") {
-				continue // only the samples stream's buffer counts
-			}
-			name = name[:j]
-		}
-		v, err := strconv.ParseFloat(l[i+1:], 64)
-		if err == nil {
-			out[name] += v
-		}
-	}
-	return out, sc.Err()
 }
 
 // readStream reads the whole stream: each sample's id (the JSON "v") with how often it is there, and
