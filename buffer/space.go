@@ -35,6 +35,37 @@ func (s *Store) fsFree() (int64, error) {
 	return int64(st.Bavail) * int64(st.Bsize), nil
 }
 
+// freeCache spares the writer a statfs per append while the disk has plenty of room: a reading is
+// reused for up to freeCacheAge, less the bytes cleared for writing since, as long as that estimate
+// stays freeCacheMargin above what makeRoom needs. Near the reserve every append measures.
+type freeCache struct {
+	at    time.Time
+	free  int64
+	since int64
+}
+
+const (
+	freeCacheAge    = 100 * time.Millisecond
+	freeCacheMargin = 64 << 20
+)
+
+// freeFor returns the free bytes for an append of need bytes, from the cache when it is fresh and
+// far from the reserve.
+func (s *Store) freeFor(need int64, fresh bool) (int64, error) {
+	c := &s.free
+	slack := 2 * int64(s.cfg.Badger.ValueLogFileSize)
+	if est := c.free - c.since; !fresh && time.Since(c.at) < freeCacheAge && est-need-slack-freeCacheMargin >= s.reserve() {
+		c.since += need
+		return est, nil
+	}
+	free, err := s.fsFree()
+	if err != nil {
+		return 0, err
+	}
+	c.at, c.free, c.since = time.Now(), free, need
+	return free, nil
+}
+
 // makeRoom decides whether need more bytes may be written to stream, evicting (drop_oldest) and
 // reclaiming disk space as needed. It returns an error wrapping ErrFull when they may not.
 func (s *Store) makeRoom(stream signal.Stream, need int64) error {
@@ -44,7 +75,7 @@ func (s *Store) makeRoom(stream signal.Stream, need int64) error {
 		s.mu.Lock()
 		usage, garbage := s.disk+s.written, s.garbage
 		s.mu.Unlock()
-		free, err := s.fsFree()
+		free, err := s.freeFor(need, attempt > 0)
 		if err != nil {
 			return err
 		}
@@ -263,7 +294,8 @@ func (s *Store) refreshFirstLocked(stream signal.Stream) {
 	_ = s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: qprefix(uint8(stream))})
 		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
+		// Seek past head: everything up to it is deleted, and Rewind would walk their tombstones.
+		for it.Seek(qseek(uint8(stream), st.head+1)); it.Valid(); it.Next() {
 			if k, ok := parseQKey(it.Item().Key()); ok {
 				st.first, st.oldest = k.seq, k.t
 				return nil

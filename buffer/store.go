@@ -44,6 +44,7 @@ type Store struct {
 	inflight sync.WaitGroup
 	next     [signal.NumStreams]uint64 // last sequence handed out; owned by the writer goroutine
 	touched  atomic.Int64              // bytes of mapped files written or read since the last trimMappings
+	free     freeCache                 // makeRoom's statfs, owned by the writer goroutine
 	dirty    atomic.Bool               // written since the last periodic sync (sync: batch skips idle syncs)
 
 	closeMu sync.RWMutex
@@ -513,7 +514,7 @@ func (s *Store) Close() error {
 // touch counts bytes that went through Badger's mmaps and trims the mappings every 16 MiB, so a
 // burst of reads or writes does not grow the RSS until the next maintenance tick.
 func (s *Store) touch(n int64) {
-	if s.touched.Add(n) >= 16<<20 {
+	if s.touched.Add(n) >= 4<<20 {
 		s.touched.Store(0)
 		trimMappings(s.cfg.Dir)
 	}

@@ -16,6 +16,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/gemba-io/gemba/buffer"
 	"github.com/gemba-io/gemba/collectors"
 	"github.com/gemba-io/gemba/signal"
 )
@@ -28,7 +29,8 @@ var benchPayload = []byte(`{"ts":1700000000123,"temp":21.53,"pressure":101.325,"
 // are consumed by
 //   - bare: a paho subscriber that only counts (auto-ack), and
 //   - collector: the collector mapping each message to 4 samples (+ time field) and acknowledging
-//     it only after a durable Emit (a test file emitter: JSON lines, fsync per Emit).
+//     it only after its samples are in the durable buffer (buffer.Store with the agent's defaults,
+//     sync: batch; encoded into chunks as the agent's writer does).
 //
 // Each side runs in its own child process, so its CPU (user+system) and peak RSS are its own; the
 // wall time runs from process start to the last message. Rounds alternate the order to spread the
@@ -169,16 +171,52 @@ func runBenchBare() int {
 	}
 }
 
-// countingEmitter counts samples on top of a durable file emitter.
+// bufferEmitter appends samples to the Badger buffer as the agent's writer does: JSON records in
+// chunks of at most 256 KiB, one Append per Emit.
+type bufferEmitter struct {
+	st  *buffer.Store
+	enc []byte
+}
+
+func (e *bufferEmitter) Emit(ctx context.Context, samples []signal.Sample) error {
+	var chunks [][]byte
+	var c signal.Chunk
+	cut := func() {
+		e.enc = append(e.enc, ']')
+		c.Stream, c.Records = signal.StreamSamples, e.enc
+		chunks = append(chunks, signal.AppendChunk(make([]byte, 0, len(e.enc)+32), &c))
+		c, e.enc = signal.Chunk{}, e.enc[:0]
+	}
+	for i := range samples {
+		if c.Count == 0 {
+			e.enc = append(e.enc[:0], '[')
+			c.Oldest, c.Newest = samples[i].Time, samples[i].Time
+		} else {
+			e.enc = append(e.enc, ',')
+		}
+		e.enc = signal.AppendSampleJSON(e.enc, &samples[i])
+		c.Newest = samples[i].Time
+		if c.Count++; len(e.enc) >= 256<<10 {
+			cut()
+		}
+	}
+	if c.Count > 0 {
+		cut()
+	}
+	_, err := e.st.Append(ctx, signal.StreamSamples, chunks...)
+	return err
+}
+
+// countingEmitter counts samples on top of the buffer emitter.
 type countingEmitter struct {
-	*fileEmitter
+	bufferEmitter
 	samples atomic.Int64
 	target  int64
 	done    chan struct{}
 }
 
 func (e *countingEmitter) Emit(ctx context.Context, s []signal.Sample) error {
-	if err := e.fileEmitter.Emit(ctx, s); err != nil {
+	if err := e.bufferEmitter.Emit(ctx, s); err != nil {
 		return err
 	}
 	if e.samples.Add(int64(len(s))) >= e.target && e.target > 0 {
@@ -192,15 +230,18 @@ func (e *countingEmitter) Emit(ctx context.Context, s []signal.Sample) error {
 }
 
 // runBenchCollector is the collector child: the collector with a durable file emitter until
-// every message's 4 samples are durable.
+// every message's 4 samples are in the buffer.
 func runBenchCollector() int {
 	n, _ := strconv.ParseInt(os.Getenv("GEMBA_MQTT_N"), 10, 64)
-	fe, err := openFileEmitter(os.Getenv("GEMBA_MQTT_OUT"))
+	bc := buffer.DefaultConfig()
+	bc.Dir = os.Getenv("GEMBA_MQTT_OUT") + ".buffer"
+	st, err := buffer.Open(bc, buffer.Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	em := &countingEmitter{fileEmitter: fe, target: 4 * n, done: make(chan struct{})}
+	defer st.Close()
+	em := &countingEmitter{bufferEmitter: bufferEmitter{st: st}, target: 4 * n, done: make(chan struct{})}
 	cfg := NewConfig()
 	cfg.Broker = os.Getenv("GEMBA_MQTT_BROKER")
 	cfg.ClientID = os.Getenv("GEMBA_MQTT_ID")

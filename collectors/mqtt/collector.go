@@ -314,6 +314,7 @@ func (c *Collector) clientOptions(ctx context.Context, queue chan<- inMsg, gen u
 	if c.tlsCfg != nil {
 		o.SetTLSConfig(c.tlsCfg)
 	}
+	o.SetCustomOpenConnectionFn(dialBroker) // buffered reads, coalesced acknowledgements
 	o.SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { c.receive(ctx, queue, gen, m) })
 	o.SetOnConnectHandler(func(cl paho.Client) { c.onConnect(ctx, cl) })
 	o.SetConnectionLostHandler(func(_ paho.Client, err error) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -112,6 +113,41 @@ func TestAckOnlyAfterEmit(t *testing.T) {
 	waitFor(t, 5*time.Second, "ack after Emit", func() bool { return inflight() == 0 })
 	if got := em.all(); len(got) != 1 || got[0].Signal != "a.x" || !got[0].Value.Equal(signal.Int(42)) {
 		t.Fatalf("samples = %+v", got)
+	}
+}
+
+// TestBatchGrowsWhileEmitBlocks: what arrives during one durable write becomes the next write,
+// one Emit for all of it.
+func TestBatchGrowsWhileEmitBlocks(t *testing.T) {
+	b := startMochi(t)
+	cfg := testConfig(b.url(), Subscription{Topic: "g/#", Format: FormatValue})
+	cfg.ClientID = "grow-test"
+	em := &blockingEmitter{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	reg := prometheus.NewRegistry()
+	c := runCollector(t, cfg, collectors.Deps{Agent: "a", Metrics: reg}, em)
+	waitFor(t, 10*time.Second, "connected", connectedState(c))
+	pub := newPublisher(t, b.url(), "pub")
+	publish(t, pub, "g/first", 1, []byte("0"))
+	<-em.entered
+	const more = 50
+	for i := 1; i <= more; i++ {
+		publish(t, pub, "g/x", 1, []byte(strconv.Itoa(i)))
+	}
+	waitFor(t, 10*time.Second, "all mapped while the first Emit blocks", func() bool {
+		return counterValue(t, reg, "gemba_mqtt_messages_total", nil) == more+1
+	})
+	close(em.release)
+	waitFor(t, 10*time.Second, "all stored", func() bool { return em.count() == more+1 })
+	em.mu.Lock()
+	calls := em.calls
+	em.mu.Unlock()
+	if calls != 2 {
+		t.Fatalf("%d Emit calls, want 2: the first message, then the %d that arrived meanwhile", calls, more)
+	}
+	for i, s := range em.all()[1:] {
+		if !s.Value.Equal(signal.Int(int64(i + 1))) {
+			t.Fatalf("sample %d = %v: arrival order lost", i+1, s.Value)
+		}
 	}
 }
 

@@ -6,6 +6,7 @@ package mqtt
 import (
 	"context"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -16,11 +17,13 @@ import (
 	"github.com/gemba-io/gemba/signal"
 )
 
-// worker maps queued messages in batches and hands each batch to the committer, which makes its
-// samples durable with one Emit and then acknowledges the messages in arrival order. The two
-// stages overlap, so mapping batch k+1 runs while batch k is being written.
+// worker maps queued messages into a job and hands the job to the committer, which makes its
+// samples durable with one Emit and then acknowledges the messages in arrival order. The job
+// grows for as long as the committer is busy with the previous one (up to max_batch messages), so
+// a batch is exactly what arrived during one durable write: no timer, no extra wait when idle, and
+// mapping overlaps writing.
 func (c *Collector) worker(ctx context.Context, emit collectors.Emitter, queue <-chan inMsg, reset func(string)) {
-	jobs := make(chan commitJob, 1)
+	jobs := make(chan commitJob) // unbuffered: a job leaves only when the committer is free
 	// Two sample buffers circulate between the stages: bounded memory, no allocation per batch.
 	free := make(chan []signal.Sample, 2)
 	free <- nil
@@ -31,62 +34,73 @@ func (c *Collector) worker(ctx context.Context, emit collectors.Emitter, queue <
 		close(jobs)
 		committer.Wait()
 	}()
-	batch := make([]inMsg, 0, c.cfg.MaxBatch)
+	var job commitJob
+	open := false // job holds a sample buffer taken from free
 	for {
+		in, out := queue, chan<- commitJob(nil)
+		if open && job.messages >= c.cfg.MaxBatch {
+			in = nil // full: wait for the committer
+		}
+		if open && job.messages > 0 {
+			out = jobs
+		}
 		select {
-		case in := <-queue:
-			batch = append(batch[:0], in)
-		case <-ctx.Done():
-			return
-		}
-	drain:
-		for len(batch) < c.cfg.MaxBatch {
-			select {
-			case in := <-queue:
-				batch = append(batch, in)
-			default:
-				break drain
-			}
-		}
-		c.queued.Add(-int64(len(batch)))
-		var samples []signal.Sample
-		select {
-		case samples = <-free:
-		case <-ctx.Done():
-			return
-		}
-		job := commitJob{gen: c.gen.Load(), messages: len(batch)}
-		for _, in := range batch {
-			if in.gen != job.gen {
-				continue // from a session we reset: the broker redelivers it
-			}
-			if in.msg.Qos() > 0 {
-				job.acks = append(job.acks, in.msg)
-				if c.acked.seen(in.msg) {
-					c.m.redelivered.Inc()
-					continue // stored and acknowledged before; the broker missed our PUBACK
+		case m := <-in:
+			c.queued.Add(-1)
+			if !open {
+				select {
+				case job.samples = <-free:
+				case <-ctx.Done():
+					return
 				}
+				job.gen, open = c.gen.Load(), true
 			}
-			samples = c.mapMessage(samples, in)
-		}
-		job.samples = samples
-		for i, h := range c.sp {
-			if h != nil && h.dirty && c.stateDir != "" {
-				data, err := h.snapshot(c.subs[i].filter)
-				if err != nil {
-					c.log.Warn("sparkplug state", "subscription", c.subs[i].filter, "err", err)
-					continue
-				}
-				job.state = append(job.state, fileWrite{path: spStatePath(c.stateDir, c.subs[i].filter), data: data})
-			}
-		}
-		c.publishRebirths()
-		select {
-		case jobs <- job:
+			c.addMessage(&job, m)
+		case out <- job:
+			job, open = commitJob{}, false
 		case <-ctx.Done():
 			return
 		}
 	}
+}
+
+// addMessage maps one message into job.
+func (c *Collector) addMessage(job *commitJob, in inMsg) {
+	cur := c.gen.Load()
+	if in.gen != cur {
+		return // from a session we reset: the broker redelivers it
+	}
+	if job.gen != cur {
+		// The session was reset while this job filled: what it holds is redelivered.
+		clear(job.samples)
+		*job = commitJob{gen: cur, samples: job.samples[:0]}
+	}
+	job.messages++
+	if in.msg.Qos() > 0 {
+		job.acks = append(job.acks, in.msg)
+		if c.acked.seen(in.msg) {
+			c.m.redelivered.Inc()
+			return // stored and acknowledged before; the broker missed our PUBACK
+		}
+	}
+	job.samples = c.mapMessage(job.samples, in)
+	for i, h := range c.sp {
+		if h == nil || !h.dirty || c.stateDir == "" {
+			continue
+		}
+		data, err := h.snapshot(c.subs[i].filter)
+		if err != nil {
+			c.log.Warn("sparkplug state", "subscription", c.subs[i].filter, "err", err)
+			continue
+		}
+		w := fileWrite{path: spStatePath(c.stateDir, c.subs[i].filter), data: data}
+		if k := slices.IndexFunc(job.state, func(f fileWrite) bool { return f.path == w.path }); k >= 0 {
+			job.state[k] = w // a later birth in the same batch supersedes
+		} else {
+			job.state = append(job.state, w)
+		}
+	}
+	c.publishRebirths()
 }
 
 // commitJob is one mapped batch on its way to the buffer.
