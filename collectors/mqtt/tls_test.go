@@ -166,3 +166,34 @@ func TestWebSocketBroker(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "sample over WebSocket", func() bool { return em.count() == 1 })
 }
+
+// TestSecureWebSocketBroker: wss:// with the CA, client certificate and server name from the
+// config, through the collector's own dialer.
+func TestSecureWebSocketBroker(t *testing.T) {
+	pki := newPKI(t)
+	port := freePort(t)
+	srv := mochi.New(&mochi.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
+	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+		t.Fatal(err)
+	}
+	tlsCfg := &tls.Config{Certificates: []tls.Certificate{pki.server}, ClientCAs: pki.pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}
+	if err := srv.AddListener(listeners.NewWebsocket(listeners.Config{ID: "wss", Address: fmt.Sprintf("127.0.0.1:%d", port), TLSConfig: tlsCfg})); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	cfg := testConfig(fmt.Sprintf("wss://127.0.0.1:%d/mqtt", port), Subscription{Topic: "w/#", Format: FormatValue})
+	cfg.TLS = TLSConfig{CAFile: pki.caFile, CertFile: pki.certFile, KeyFile: pki.keyFile, ServerName: "broker.test"}
+	em := &memEmitter{}
+	c := runCollector(t, cfg, collectors.Deps{Agent: "a"}, em)
+	waitFor(t, 10*time.Second, "connected over secure WebSocket", connectedState(c))
+	if err := srv.Publish("w/1", []byte("7"), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "sample over secure WebSocket", func() bool { return em.count() == 1 })
+	if got := em.all()[0]; !got.Value.Equal(signal.Int(7)) {
+		t.Fatalf("sample = %+v", got)
+	}
+}
