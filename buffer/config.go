@@ -43,8 +43,8 @@ type Config struct {
 // BadgerConfig sizes Badger for a small box. Zero values are filled by Open from MaxBytes.
 type BadgerConfig struct {
 	// MemTableSize is the size of one memtable. Records live in the value log, so memtables only
-	// hold keys and pointers (~100 B per record): 4 MiB covers ~40k records, over a minute of
-	// chunks at the writer's default linger. Each memtable is an arena on the Go heap, so it counts
+	// hold keys and pointers (~100 B per record): 2 MiB covers ~20k records, 40 s of chunks at
+	// the writer's busiest (one per 2 ms linger). Each memtable is an arena on the Go heap, so it counts
 	// twice in RSS under the default GOGC.
 	MemTableSize config.ByteSize `yaml:"memtable_size"`
 	// NumMemtables is how many memtables may be in memory at once (active + flushing).
@@ -73,7 +73,7 @@ func DefaultConfig() Config {
 		Sync:         SyncBatch,
 		SyncInterval: 200 * time.Millisecond,
 		Badger: BadgerConfig{
-			MemTableSize:   4 << 20,
+			MemTableSize:   2 << 20,
 			NumMemtables:   2,
 			BlockCacheSize: 0,
 			IndexCacheSize: 0,
