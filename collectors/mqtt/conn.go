@@ -44,9 +44,15 @@ func dialBroker(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
 }
 
 func dialRaw(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
-	dialer := o.Dialer
-	if dialer == nil {
-		dialer = &net.Dialer{Timeout: o.ConnectTimeout}
+	// paho's default dialer waits 30 s for TCP; connect_timeout bounds the whole attempt, so a
+	// dead broker in a failover list costs no more than that.
+	dialer := &net.Dialer{Timeout: o.ConnectTimeout}
+	if o.Dialer != nil {
+		d := *o.Dialer
+		if o.ConnectTimeout > 0 && (d.Timeout == 0 || d.Timeout > o.ConnectTimeout) {
+			d.Timeout = o.ConnectTimeout
+		}
+		dialer = &d
 	}
 	switch uri.Scheme {
 	case "ws", "wss":
