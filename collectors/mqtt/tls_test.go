@@ -75,45 +75,63 @@ func newPKI(t *testing.T) testPKI {
 	return p
 }
 
-// TestTLSClientCertificate: ssl:// to a broker that requires a client certificate, with the CA and
-// server name from the config (the broker is dialled by IP, its certificate names broker.test).
-func TestTLSClientCertificate(t *testing.T) {
-	pki := newPKI(t)
+// startTLSMochi serves a mochi broker on a listener made by listen, with the PKI's server
+// certificate and client certificates required.
+func startTLSMochi(t *testing.T, pki testPKI, listen func(listeners.Config) listeners.Listener) (*mochi.Server, int) {
+	t.Helper()
 	port := freePort(t)
 	srv := mochi.New(&mochi.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		t.Fatal(err)
 	}
 	tlsCfg := &tls.Config{Certificates: []tls.Certificate{pki.server}, ClientCAs: pki.pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}
-	if err := srv.AddListener(listeners.NewTCP(listeners.Config{ID: "tls", Address: fmt.Sprintf("127.0.0.1:%d", port), TLSConfig: tlsCfg})); err != nil {
+	if err := srv.AddListener(listen(listeners.Config{ID: "tls", Address: fmt.Sprintf("127.0.0.1:%d", port), TLSConfig: tlsCfg})); err != nil {
 		t.Fatal(err)
 	}
 	if err := srv.Serve(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Close() })
+	return srv, port
+}
 
-	cfg := testConfig(fmt.Sprintf("ssl://127.0.0.1:%d", port), Subscription{Topic: "secure/#", Format: FormatValue})
-	cfg.TLS = TLSConfig{CAFile: pki.caFile, CertFile: pki.certFile, KeyFile: pki.keyFile, ServerName: "broker.test"}
-	em := &memEmitter{}
-	c := runCollector(t, cfg, collectors.Deps{Agent: "a"}, em)
-	waitFor(t, 10*time.Second, "connected over TLS", connectedState(c))
-	if err := srv.Publish("secure/x", []byte("5"), false, 1); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 5*time.Second, "sample over TLS", func() bool { return em.count() == 1 })
-	if got := em.all()[0]; got.Signal != "secure.x" || !got.Value.Equal(signal.Int(5)) {
-		t.Fatalf("sample = %+v", got)
-	}
+// TestTLSClientCertificate: ssl:// and wss:// to a broker that requires a client certificate, with
+// the CA and server name from the config (the broker is dialled by IP, its certificate names
+// broker.test), through the collector's own dialer.
+func TestTLSClientCertificate(t *testing.T) {
+	pki := newPKI(t)
+	for _, tc := range []struct {
+		scheme, path string
+		listen       func(listeners.Config) listeners.Listener
+	}{
+		{"ssl", "", func(c listeners.Config) listeners.Listener { return listeners.NewTCP(c) }},
+		{"wss", "/mqtt", func(c listeners.Config) listeners.Listener { return listeners.NewWebsocket(c) }},
+	} {
+		t.Run(tc.scheme, func(t *testing.T) {
+			srv, port := startTLSMochi(t, pki, tc.listen)
+			cfg := testConfig(fmt.Sprintf("%s://127.0.0.1:%d%s", tc.scheme, port, tc.path), Subscription{Topic: "secure/#", Format: FormatValue})
+			cfg.TLS = TLSConfig{CAFile: pki.caFile, CertFile: pki.certFile, KeyFile: pki.keyFile, ServerName: "broker.test"}
+			em := &memEmitter{}
+			c := runCollector(t, cfg, collectors.Deps{Agent: "a"}, em)
+			waitFor(t, 10*time.Second, "connected over "+tc.scheme, connectedState(c))
+			if err := srv.Publish("secure/x", []byte("5"), false, 1); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 5*time.Second, "sample over "+tc.scheme, func() bool { return em.count() == 1 })
+			if got := em.all()[0]; got.Signal != "secure.x" || !got.Value.Equal(signal.Int(5)) {
+				t.Fatalf("sample = %+v", got)
+			}
 
-	// The same broker under a name its certificate does not carry is refused, and said so.
-	bad := *cfg
-	bad.TLS.ServerName = "impostor.test"
-	c2 := runCollector(t, &bad, collectors.Deps{Agent: "b"}, &memEmitter{})
-	waitFor(t, 10*time.Second, "certificate error reported", func() bool {
-		st, info := c2.State()
-		return st == "reconnecting" && strings.Contains(info["last_error"], "certificate")
-	})
+			// The same broker under a name its certificate does not carry is refused, and said so.
+			bad := *cfg
+			bad.TLS.ServerName = "impostor.test"
+			c2 := runCollector(t, &bad, collectors.Deps{Agent: "b"}, &memEmitter{})
+			waitFor(t, 10*time.Second, "certificate error reported", func() bool {
+				st, info := c2.State()
+				return st == "reconnecting" && strings.Contains(info["last_error"], "certificate")
+			})
+		})
+	}
 }
 
 func TestTLSBadCAFileIsPermanent(t *testing.T) {
@@ -165,35 +183,4 @@ func TestWebSocketBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, "sample over WebSocket", func() bool { return em.count() == 1 })
-}
-
-// TestSecureWebSocketBroker: wss:// with the CA, client certificate and server name from the
-// config, through the collector's own dialer.
-func TestSecureWebSocketBroker(t *testing.T) {
-	pki := newPKI(t)
-	port := freePort(t)
-	srv := mochi.New(&mochi.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
-	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
-		t.Fatal(err)
-	}
-	tlsCfg := &tls.Config{Certificates: []tls.Certificate{pki.server}, ClientCAs: pki.pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}
-	if err := srv.AddListener(listeners.NewWebsocket(listeners.Config{ID: "wss", Address: fmt.Sprintf("127.0.0.1:%d", port), TLSConfig: tlsCfg})); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Serve(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Close() })
-	cfg := testConfig(fmt.Sprintf("wss://127.0.0.1:%d/mqtt", port), Subscription{Topic: "w/#", Format: FormatValue})
-	cfg.TLS = TLSConfig{CAFile: pki.caFile, CertFile: pki.certFile, KeyFile: pki.keyFile, ServerName: "broker.test"}
-	em := &memEmitter{}
-	c := runCollector(t, cfg, collectors.Deps{Agent: "a"}, em)
-	waitFor(t, 10*time.Second, "connected over secure WebSocket", connectedState(c))
-	if err := srv.Publish("w/1", []byte("7"), false, 1); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 5*time.Second, "sample over secure WebSocket", func() bool { return em.count() == 1 })
-	if got := em.all()[0]; !got.Value.Equal(signal.Int(7)) {
-		t.Fatalf("sample = %+v", got)
-	}
 }
