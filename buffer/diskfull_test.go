@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gemba-io/gemba/internal/testutil"
 	"github.com/gemba-io/gemba/signal"
 )
 
@@ -118,7 +119,7 @@ func diskFull(t *testing.T, policy string) {
 	} else if err := s.Ack(signal.StreamSamples, last.Seq); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "the disk error to clear", func() bool { return s.Stats().Err == nil })
+	testutil.WaitFor(t, 20*time.Second, "the disk error to clear", func() bool { return s.Stats().Err == nil })
 	if _, err := s.Append(context.Background(), signal.StreamSamples, bigRec(-1)); err != nil {
 		t.Fatalf("append after space returned: %v", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gemba-io/gemba/internal/testutil"
 	"github.com/gemba-io/gemba/signal"
 )
 
@@ -370,7 +371,7 @@ func testMaxAge(t *testing.T, im impl) {
 	cfg.MaxAge = 100 * time.Millisecond
 	b := openT(t, im, cfg)
 	appendT(t, b, signal.StreamSamples, rec("old"), rec("older"))
-	waitFor(t, 10*time.Second, "records to expire", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "records to expire", func() bool {
 		s := b.Stats().Streams[signal.StreamSamples]
 		return s.Records == 0 && s.Dropped["max_age"] == 2
 	})
@@ -465,17 +466,5 @@ func testRestart(t *testing.T, im impl) {
 	}
 	if v, ok, _ := b.(MetaStore).GetMeta("k"); !ok || string(v) != "v" {
 		t.Fatalf("meta after restart = %q %v", v, ok)
-	}
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

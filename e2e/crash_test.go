@@ -29,6 +29,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/gemba-io/gemba/buffer"
+	"github.com/gemba-io/gemba/internal/testutil"
 	gsig "github.com/gemba-io/gemba/signal"
 	"github.com/gemba-io/gemba/uplink"
 )
@@ -311,17 +312,6 @@ func (p *agentProc) waitExit(t *testing.T, within time.Duration) {
 	}
 }
 
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling step
-	}
-}
-
 func startNATS(t *testing.T, dir string, port int) *server.Server {
 	t.Helper()
 	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true})
@@ -373,21 +363,21 @@ func TestCrashNothingLostNoDuplicates(t *testing.T) {
 
 	// 1. Normal flow, killed while publishing.
 	a := startAgent(t, bufDir, url, "1", "flow")
-	eventually(t, 30*time.Second, "flow into the stream", func() bool { return streamMsgs(t, url) > 100 })
+	testutil.WaitFor(t, 30*time.Second, "flow into the stream", func() bool { return streamMsgs(t, url) > 100 })
 	durable["1"] = a.kill(t)
 
 	// 2. NATS down: the agent keeps appending, then is killed with a backlog in its buffer.
 	ns.Shutdown()
 	ns.WaitForShutdown()
 	a = startAgent(t, bufDir, url, "2", "burst")
-	eventually(t, 60*time.Second, "backlog built during the outage", func() bool { return a.reported() >= 50000 })
+	testutil.WaitFor(t, 60*time.Second, "backlog built during the outage", func() bool { return a.reported() >= 50000 })
 	durable["2"] = a.kill(t)
 
 	// 3. NATS back; the agent replays the backlog and is killed in the middle of it.
 	ns = startNATS(t, natsDir, port)
 	before := streamMsgs(t, url)
 	a = startAgent(t, bufDir, url, "3", "idle")
-	eventually(t, 30*time.Second, "replay under way", func() bool { return streamMsgs(t, url) > before+300 })
+	testutil.WaitFor(t, 30*time.Second, "replay under way", func() bool { return streamMsgs(t, url) > before+300 })
 	atKill := streamMsgs(t, url)
 	a.kill(t)
 	durable["3"] = -1

@@ -15,18 +15,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/gemba-io/gemba/collectors/mqtt/sparkplug"
+	"github.com/gemba-io/gemba/internal/testutil"
 )
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %v", what, d)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 type received struct {
 	mu   sync.Mutex
@@ -83,7 +73,7 @@ func TestProtocols(t *testing.T) {
 	for range 5 {
 		s.Step()
 	}
-	waitFor(t, 10*time.Second, "JSON telemetry of line2.press", func() bool { return len(rx.get("plant1/line2/press/telemetry")) >= 5 })
+	testutil.WaitFor(t, 10*time.Second, "JSON telemetry of line2.press", func() bool { return len(rx.get("plant1/line2/press/telemetry")) >= 5 })
 
 	// JSON: every field, typed, with the message time.
 	var doc map[string]any
@@ -101,7 +91,7 @@ func TestProtocols(t *testing.T) {
 
 	// Sparkplug: a birth per node and device (the connect triggers one), then data by alias, with
 	// aliases unique across the node.
-	waitFor(t, 10*time.Second, "DDATA of line1.pack", func() bool { return len(rx.get("spBv1.0/plant1/DDATA/edge1/line1.pack")) >= 4 })
+	testutil.WaitFor(t, 10*time.Second, "DDATA of line1.pack", func() bool { return len(rx.get("spBv1.0/plant1/DDATA/edge1/line1.pack")) >= 4 })
 	if len(rx.get("spBv1.0/plant1/NBIRTH/edge1")) != 1 {
 		t.Fatalf("NBIRTH count = %d, want 1", len(rx.get("spBv1.0/plant1/NBIRTH/edge1")))
 	}
@@ -134,7 +124,7 @@ func TestProtocols(t *testing.T) {
 	cmd, _ := proto.Marshal(&sparkplug.Payload{Metrics: []*sparkplug.Payload_Metric{{Name: proto.String("Node Control/Rebirth"),
 		Datatype: proto.Uint32(uint32(sparkplug.Boolean)), Value: &sparkplug.Payload_Metric_BooleanValue{BooleanValue: true}}}})
 	sub.Publish("spBv1.0/plant1/NCMD/edge1", 1, false, cmd).WaitTimeout(5 * time.Second)
-	waitFor(t, 10*time.Second, "NBIRTH after the rebirth request", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "NBIRTH after the rebirth request", func() bool {
 		s.Step()
 		return len(rx.get("spBv1.0/plant1/NBIRTH/edge1")) == 2
 	})

@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/gemba-io/gemba/config"
+	"github.com/gemba-io/gemba/internal/testutil"
 	"github.com/gemba-io/gemba/signal"
 )
 
@@ -30,7 +31,7 @@ func deliverOne(t *testing.T, cfg Config) {
 	src := newMemSource()
 	src.Append(signal.StreamSamples, sampleChunk(0, 10, time.Now()))
 	r := startUplink(t, cfg, src, Options{})
-	eventually(t, 10*time.Second, "delivery", func() bool { return src.Acked(signal.StreamSamples) == 1 })
+	testutil.WaitFor(t, 10*time.Second, "delivery", func() bool { return src.Acked(signal.StreamSamples) == 1 })
 	if ok, why := r.u.Health().Ready(); !ok {
 		t.Errorf("not ready: %s", why)
 	}
@@ -40,7 +41,7 @@ func deliverOne(t *testing.T, cfg Config) {
 func refused(t *testing.T, cfg Config, want string, secrets ...string) {
 	t.Helper()
 	r := startUplink(t, cfg, newMemSource(), Options{})
-	eventually(t, 10*time.Second, "connect error", func() bool { return r.u.Health().LastError != "" })
+	testutil.WaitFor(t, 10*time.Second, "connect error", func() bool { return r.u.Health().LastError != "" })
 	h := r.u.Health()
 	ok, why := h.Ready()
 	if ok || !strings.Contains(why, want) || !strings.Contains(h.LastError, want) {

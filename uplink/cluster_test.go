@@ -3,25 +3,15 @@ package uplink
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/url"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/gemba-io/gemba/internal/testutil"
 	"github.com/gemba-io/gemba/signal"
 )
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // TestClusterR3SurvivesNodeLoss runs a 3-node JetStream cluster in process, forwards into an R3
 // stream, kills the stream's leader mid-flow and checks that every sample is stored exactly once.
@@ -32,7 +22,7 @@ func TestClusterR3SurvivesNodeLoss(t *testing.T) {
 	const n = 3
 	cports := make([]int, n)
 	for i := range cports {
-		cports[i] = freePort(t)
+		cports[i] = testutil.FreePort(t)
 	}
 	var routes []*url.URL
 	for _, p := range cports {
@@ -67,7 +57,7 @@ func TestClusterR3SurvivesNodeLoss(t *testing.T) {
 			}
 		}
 	})
-	eventually(t, 20*time.Second, "JetStream meta leader", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "JetStream meta leader", func() bool {
 		for _, s := range servers {
 			if s.JetStreamIsLeader() {
 				return true
@@ -82,10 +72,10 @@ func TestClusterR3SurvivesNodeLoss(t *testing.T) {
 	cfg.NATS.Replicas = 3
 	r := startUplink(t, cfg, src, Options{})
 	p := produce(src, 2*time.Millisecond)
-	eventually(t, 30*time.Second, "flowing into R3 stream", func() bool { return src.Acked(signal.StreamSamples) > 50 })
+	testutil.WaitFor(t, 30*time.Second, "flowing into R3 stream", func() bool { return src.Acked(signal.StreamSamples) > 50 })
 
 	leader := -1
-	eventually(t, 10*time.Second, "stream leader", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "stream leader", func() bool {
 		for i, s := range servers {
 			if s.JetStreamIsStreamLeader(server.DEFAULT_GLOBAL_ACCOUNT, "GEMBA") {
 				leader = i
@@ -97,12 +87,12 @@ func TestClusterR3SurvivesNodeLoss(t *testing.T) {
 	before := src.Acked(signal.StreamSamples)
 	stopServer(servers[leader])
 	alive[leader] = false
-	eventually(t, 30*time.Second, "flowing again after losing the leader", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "flowing again after losing the leader", func() bool {
 		return src.Acked(signal.StreamSamples) > before+100
 	})
 	total := p.halt()
 	last := src.LastSeq(signal.StreamSamples)
-	eventually(t, 30*time.Second, "everything acked", func() bool { return src.Acked(signal.StreamSamples) == last })
+	testutil.WaitFor(t, 30*time.Second, "everything acked", func() bool { return src.Acked(signal.StreamSamples) == last })
 	r.stop(t)
 
 	var survivor string
@@ -141,7 +131,7 @@ func TestJetStreamDomainViaLeafNode(t *testing.T) {
 	leafOpts.LeafNode.Remotes = []*server.RemoteLeafOpts{{URLs: []*url.URL{remote}}}
 	leaf := startServer(t, leafOpts)
 	t.Cleanup(func() { stopServer(leaf) })
-	eventually(t, 10*time.Second, "leaf connected", func() bool { return leaf.NumLeafNodes() == 1 })
+	testutil.WaitFor(t, 10*time.Second, "leaf connected", func() bool { return leaf.NumLeafNodes() == 1 })
 
 	src := newMemSource()
 	for i := range 20 {
@@ -150,7 +140,7 @@ func TestJetStreamDomainViaLeafNode(t *testing.T) {
 	cfg := testConfig(leaf.ClientURL())
 	cfg.NATS.Domain = "hub"
 	r := startUplink(t, cfg, src, Options{})
-	eventually(t, 15*time.Second, "delivered through the leaf", func() bool { return src.Acked(signal.StreamSamples) == 20 })
+	testutil.WaitFor(t, 15*time.Second, "delivered through the leaf", func() bool { return src.Acked(signal.StreamSamples) == 20 })
 	if ok, why := r.u.Health().Ready(); !ok {
 		t.Errorf("not ready: %s", why)
 	}

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/gemba-io/gemba/config"
+	"github.com/gemba-io/gemba/internal/testutil"
 	"github.com/gemba-io/gemba/signal"
 )
 
@@ -28,18 +29,6 @@ func TestMain(m *testing.M) {
 
 func decodeYAML(doc string, out *Config) error {
 	return config.NewDecoder(config.WithEnv(os.LookupEnv)).Unmarshal([]byte(doc), out)
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling step, not synchronisation
-	}
 }
 
 // memSource is an in-memory Source with the buffer's semantics: sequences from 1, cumulative
@@ -273,7 +262,7 @@ func readStream(t testing.TB, js jetstream.JetStream, name string) *streamConten
 	defer cancel()
 	var s jetstream.Stream
 	var err error
-	eventually(t, 20*time.Second, "stream info", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "stream info", func() bool {
 		s, err = js.Stream(ctx, name)
 		return err == nil
 	})
@@ -281,7 +270,7 @@ func readStream(t testing.TB, js jetstream.JetStream, name string) *streamConten
 	c := &streamContent{seqs: map[uint64]int{}, values: map[int64]int{}, ids: map[string]int{}}
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
 		var m *jetstream.RawStreamMsg
-		eventually(t, 20*time.Second, "get msg", func() bool {
+		testutil.WaitFor(t, 20*time.Second, "get msg", func() bool {
 			m, err = s.GetMsg(ctx, seq)
 			return err == nil || strings.Contains(err.Error(), "not found")
 		})

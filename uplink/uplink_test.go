@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gemba-io/gemba/internal/testutil"
 	"github.com/gemba-io/gemba/signal"
 )
 
@@ -32,7 +33,7 @@ func TestForwardEnvelopeAndIDs(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	r := startUplink(t, testConfig(s.ClientURL()), src, Options{Metrics: reg})
 
-	eventually(t, 10*time.Second, "all acked", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "all acked", func() bool {
 		return src.Acked(signal.StreamSamples) == 10 && src.Acked(signal.StreamFeatures) == 1
 	})
 	_, js := connectJS(t, s.ClientURL())
@@ -125,24 +126,24 @@ func TestOutageExactlyOnce(t *testing.T) {
 	r := startUplink(t, cfg, src, Options{})
 	p := produce(src, time.Millisecond)
 
-	eventually(t, 10*time.Second, "first acks", func() bool { return src.Acked(signal.StreamSamples) > 50 })
+	testutil.WaitFor(t, 10*time.Second, "first acks", func() bool { return src.Acked(signal.StreamSamples) > 50 })
 	stopServer(s)
-	eventually(t, 10*time.Second, "disconnect noticed", func() bool { return !r.u.Health().Connected })
+	testutil.WaitFor(t, 10*time.Second, "disconnect noticed", func() bool { return !r.u.Health().Connected })
 	if ok, why := r.u.Health().Ready(); ok || !strings.Contains(why, "not connected") {
 		t.Errorf("ready during outage: %v %q", ok, why)
 	}
 	before := src.LastSeq(signal.StreamSamples)
-	eventually(t, 10*time.Second, "data piling up in the buffer", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "data piling up in the buffer", func() bool {
 		return src.LastSeq(signal.StreamSamples) > before+100
 	})
 	s2 := startServer(t, o) // same port and store
 	t.Cleanup(func() { stopServer(s2) })
-	eventually(t, 10*time.Second, "more data after restart", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "more data after restart", func() bool {
 		return src.Acked(signal.StreamSamples) > before+150
 	})
 	n := p.halt()
 	last := src.LastSeq(signal.StreamSamples)
-	eventually(t, 20*time.Second, "everything acked", func() bool { return src.Acked(signal.StreamSamples) == last })
+	testutil.WaitFor(t, 20*time.Second, "everything acked", func() bool { return src.Acked(signal.StreamSamples) == last })
 	r.stop(t)
 
 	_, js := connectJS(t, s2.ClientURL())
@@ -168,7 +169,7 @@ func TestFullStreamBuffersWithoutLoss(t *testing.T) {
 	for i := range chunks {
 		src.Append(signal.StreamSamples, sampleChunk(i*10, 10, time.Now()))
 	}
-	eventually(t, 15*time.Second, "full stream reported", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "full stream reported", func() bool {
 		_, why := r.u.Health().Ready()
 		return strings.Contains(why, "refuses messages")
 	})
@@ -194,8 +195,8 @@ func TestFullStreamBuffersWithoutLoss(t *testing.T) {
 	if _, err := js.UpdateStream(ctx, sc); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, "backlog delivered", func() bool { return src.Acked(signal.StreamSamples) == chunks })
-	eventually(t, 5*time.Second, "ready again", func() bool { ok, _ := r.u.Health().Ready(); return ok })
+	testutil.WaitFor(t, 20*time.Second, "backlog delivered", func() bool { return src.Acked(signal.StreamSamples) == chunks })
+	testutil.WaitFor(t, 5*time.Second, "ready again", func() bool { ok, _ := r.u.Health().Ready(); return ok })
 	readStream(t, js, "GEMBA").exactlyOnce(t, chunks*10)
 	src.check(t)
 }
@@ -207,7 +208,7 @@ func TestVerifyStreamMissing(t *testing.T) {
 	cfg.NATS.CreateStream = false
 	src.Append(signal.StreamSamples, sampleChunk(0, 10, time.Now()))
 	r := startUplink(t, cfg, src, Options{})
-	eventually(t, 10*time.Second, "not-ready reason", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "not-ready reason", func() bool {
 		_, why := r.u.Health().Ready()
 		return strings.Contains(why, "no JetStream stream captures gemba.plant1.gw1.samples")
 	})
@@ -215,7 +216,7 @@ func TestVerifyStreamMissing(t *testing.T) {
 	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "GEMBA", Subjects: []string{"gemba.>"}}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "delivered after the hub created the stream", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "delivered after the hub created the stream", func() bool {
 		return src.Acked(signal.StreamSamples) == 1
 	})
 	if ok, why := r.u.Health().Ready(); !ok {
@@ -232,7 +233,7 @@ func TestWrongStreamCapturesSubject(t *testing.T) {
 	cfg := testConfig(s.ClientURL())
 	cfg.NATS.CreateStream = false
 	r := startUplink(t, cfg, newMemSource(), Options{})
-	eventually(t, 10*time.Second, "not-ready reason", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "not-ready reason", func() bool {
 		_, why := r.u.Health().Ready()
 		return strings.Contains(why, "captured by stream OTHER, but uplink.nats.stream is GEMBA")
 	})
@@ -261,7 +262,7 @@ func TestHistoricalAndLiveFirst(t *testing.T) {
 	cfg := testConfig(s.ClientURL())
 	cfg.MaxInflight = 16 // keep the backlog from being all in flight before live data exists
 	r := startUplink(t, cfg, src, Options{})
-	eventually(t, 20*time.Second, "all acked", func() bool { return src.Acked(signal.StreamSamples) == backlog+5 })
+	testutil.WaitFor(t, 20*time.Second, "all acked", func() bool { return src.Acked(signal.StreamSamples) == backlog+5 })
 	r.stop(t)
 
 	_, js := connectJS(t, s.ClientURL())
@@ -338,7 +339,7 @@ func TestCorruptRecordSkipped(t *testing.T) {
 	src.Append(signal.StreamSamples, []byte("garbage"))
 	src.Append(signal.StreamSamples, sampleChunk(10, 10, time.Now()))
 	r := startUplink(t, testConfig(s.ClientURL()), src, Options{})
-	eventually(t, 10*time.Second, "acked past the corrupt record", func() bool { return src.Acked(signal.StreamSamples) == 3 })
+	testutil.WaitFor(t, 10*time.Second, "acked past the corrupt record", func() bool { return src.Acked(signal.StreamSamples) == 3 })
 	if h := r.u.Health(); h.Errors != 1 || r.u.m.corrupt.Load() != 1 {
 		t.Errorf("corrupt record not counted: %+v", h)
 	}
@@ -355,7 +356,7 @@ func TestRunStopsWithoutServer(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- u.Run(ctx) }()
-	eventually(t, 5*time.Second, "connect error reported", func() bool { return u.Health().LastError != "" })
+	testutil.WaitFor(t, 5*time.Second, "connect error reported", func() bool { return u.Health().LastError != "" })
 	if ok, why := u.Health().Ready(); ok || !strings.Contains(why, "not connected to NATS (nats://127.0.0.1:1)") {
 		t.Errorf("reason %q", why)
 	}
@@ -427,7 +428,7 @@ func TestDuplicatesReportedOnResend(t *testing.T) {
 		}
 	}
 	r := startUplink(t, cfg, src, Options{})
-	eventually(t, 10*time.Second, "all acked", func() bool { return src.Acked(signal.StreamSamples) == 20 })
+	testutil.WaitFor(t, 10*time.Second, "all acked", func() bool { return src.Acked(signal.StreamSamples) == 20 })
 	if d := r.u.Health().Duplicates; d != 5 {
 		t.Errorf("duplicates %d, want 5", d)
 	}
@@ -535,7 +536,7 @@ func TestCreateStreamKeepsOthersSubjectsAndRefusesStorageChange(t *testing.T) {
 	src.Append(signal.StreamSamples, sampleChunk(0, 10, time.Now()))
 	cfg := testConfig(s.ClientURL())
 	startUplink(t, cfg, src, Options{})
-	eventually(t, 10*time.Second, "delivered", func() bool { return src.Acked(signal.StreamSamples) == 1 })
+	testutil.WaitFor(t, 10*time.Second, "delivered", func() bool { return src.Acked(signal.StreamSamples) == 1 })
 	st, err := js.Stream(ctx, "GEMBA")
 	if err != nil {
 		t.Fatal(err)
@@ -547,7 +548,7 @@ func TestCreateStreamKeepsOthersSubjectsAndRefusesStorageChange(t *testing.T) {
 
 	cfg.NATS.Storage = "memory"
 	r := startUplink(t, cfg, newMemSource(), Options{})
-	eventually(t, 10*time.Second, "storage mismatch reported", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "storage mismatch reported", func() bool {
 		_, why := r.u.Health().Ready()
 		return strings.Contains(why, "exists with File storage, config asks for Memory")
 	})
@@ -584,7 +585,7 @@ func TestCreateStreamOverHubStreamWithWildcard(t *testing.T) {
 	src := newMemSource()
 	src.Append(signal.StreamSamples, sampleChunk(0, 10, time.Now()))
 	startUplink(t, testConfig(s.ClientURL()), src, Options{})
-	eventually(t, 10*time.Second, "delivered", func() bool { return src.Acked(signal.StreamSamples) == 1 })
+	testutil.WaitFor(t, 10*time.Second, "delivered", func() bool { return src.Acked(signal.StreamSamples) == 1 })
 	st, err := js.Stream(ctx, "GEMBA")
 	if err != nil {
 		t.Fatal(err)

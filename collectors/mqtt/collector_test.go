@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gemba-io/gemba/config"
+	"github.com/gemba-io/gemba/internal/testutil"
 
 	"github.com/gemba-io/gemba/collectors"
 	"github.com/gemba-io/gemba/signal"
@@ -40,10 +41,10 @@ func TestJSONEndToEnd(t *testing.T) {
 	})
 	em := &memEmitter{}
 	c := runCollector(t, cfg, collectors.Deps{Agent: "a", DataDir: t.TempDir()}, em)
-	waitFor(t, 10*time.Second, "connected", connectedState(c))
+	testutil.WaitFor(t, 10*time.Second, "connected", connectedState(c))
 	pub := newPublisher(t, b.url(), "pub")
 	publish(t, pub, "plant1/line1/press/telemetry", 1, []byte(`{"ts":1700000000123,"temp":21.5,"axes":[{"load":1},{"load":7}],"state":{"running":true}}`))
-	waitFor(t, 5*time.Second, "3 samples", func() bool { return em.count() >= 3 })
+	testutil.WaitFor(t, 5*time.Second, "3 samples", func() bool { return em.count() >= 3 })
 	got := em.all()
 	want := []signal.Sample{
 		{Signal: "line1.press.temp", Value: signal.Float(21.5)},
@@ -94,7 +95,7 @@ func TestAckOnlyAfterEmit(t *testing.T) {
 	cfg.ClientID = "ack-test"
 	em := &blockingEmitter{entered: make(chan struct{}, 1), release: make(chan struct{})}
 	c := runCollector(t, cfg, collectors.Deps{Agent: "a"}, em)
-	waitFor(t, 10*time.Second, "connected", connectedState(c))
+	testutil.WaitFor(t, 10*time.Second, "connected", connectedState(c))
 	pub := newPublisher(t, b.url(), "pub")
 	publish(t, pub, "a/x", 1, []byte("42"))
 	<-em.entered
@@ -110,7 +111,7 @@ func TestAckOnlyAfterEmit(t *testing.T) {
 		t.Fatalf("broker in-flight for collector = %d while Emit blocks, want 1", n)
 	}
 	close(em.release)
-	waitFor(t, 5*time.Second, "ack after Emit", func() bool { return inflight() == 0 })
+	testutil.WaitFor(t, 5*time.Second, "ack after Emit", func() bool { return inflight() == 0 })
 	if got := em.all(); len(got) != 1 || got[0].Signal != "a.x" || !got[0].Value.Equal(signal.Int(42)) {
 		t.Fatalf("samples = %+v", got)
 	}
@@ -125,7 +126,7 @@ func TestBatchGrowsWhileEmitBlocks(t *testing.T) {
 	em := &blockingEmitter{entered: make(chan struct{}, 1), release: make(chan struct{})}
 	reg := prometheus.NewRegistry()
 	c := runCollector(t, cfg, collectors.Deps{Agent: "a", Metrics: reg}, em)
-	waitFor(t, 10*time.Second, "connected", connectedState(c))
+	testutil.WaitFor(t, 10*time.Second, "connected", connectedState(c))
 	pub := newPublisher(t, b.url(), "pub")
 	publish(t, pub, "g/first", 1, []byte("0"))
 	<-em.entered
@@ -133,11 +134,11 @@ func TestBatchGrowsWhileEmitBlocks(t *testing.T) {
 	for i := 1; i <= more; i++ {
 		publish(t, pub, "g/x", 1, []byte(strconv.Itoa(i)))
 	}
-	waitFor(t, 10*time.Second, "all mapped while the first Emit blocks", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "all mapped while the first Emit blocks", func() bool {
 		return counterValue(t, reg, "gemba_mqtt_messages_total", nil) == more+1
 	})
 	close(em.release)
-	waitFor(t, 10*time.Second, "all stored", func() bool { return em.count() == more+1 })
+	testutil.WaitFor(t, 10*time.Second, "all stored", func() bool { return em.count() == more+1 })
 	em.mu.Lock()
 	calls := em.calls
 	em.mu.Unlock()
@@ -158,10 +159,10 @@ func TestEmitErrorRedelivers(t *testing.T) {
 	em := &memEmitter{failNext: 1}
 	reg := prometheus.NewRegistry()
 	c := runCollector(t, cfg, collectors.Deps{Agent: "a", Metrics: reg}, em)
-	waitFor(t, 10*time.Second, "connected", connectedState(c))
+	testutil.WaitFor(t, 10*time.Second, "connected", connectedState(c))
 	pub := newPublisher(t, b.url(), "pub")
 	publish(t, pub, "a/x", 1, []byte("7"))
-	waitFor(t, 10*time.Second, "redelivered sample", func() bool { return em.count() == 1 })
+	testutil.WaitFor(t, 10*time.Second, "redelivered sample", func() bool { return em.count() == 1 })
 	if v := counterValue(t, reg, "gemba_mqtt_emit_errors_total", nil); v != 1 {
 		t.Errorf("emit_errors_total = %v, want 1", v)
 	}
@@ -176,16 +177,16 @@ func TestResubscribeAfterBrokerLosesSession(t *testing.T) {
 	em := &memEmitter{}
 	reg := prometheus.NewRegistry()
 	c := runCollector(t, cfg, collectors.Deps{Agent: "a", Metrics: reg}, em)
-	waitFor(t, 10*time.Second, "connected", connectedState(c))
+	testutil.WaitFor(t, 10*time.Second, "connected", connectedState(c))
 	// A fresh broker on the same port knows nothing of the session: only a re-subscribe helps.
 	b.stop()
 	b.start()
-	waitFor(t, 15*time.Second, "reconnect", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "reconnect", func() bool {
 		return counterValue(t, reg, "gemba_mqtt_connects_total", nil) >= 2 && len(b.subscriptions(c.clientID)) == 1
 	})
 	pub := newPublisher(t, b.url(), "pub")
 	publish(t, pub, "r/1", 1, []byte("1"))
-	waitFor(t, 5*time.Second, "sample after broker restart", func() bool { return em.count() == 1 })
+	testutil.WaitFor(t, 5*time.Second, "sample after broker restart", func() bool { return em.count() == 1 })
 }
 
 func TestSubscriptionsReconciledAcrossRestart(t *testing.T) {
@@ -205,7 +206,7 @@ func TestSubscriptionsReconciledAcrossRestart(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- c.Run(ctx, &memEmitter{}) }()
-		waitFor(t, 10*time.Second, "connected", connectedState(c))
+		testutil.WaitFor(t, 10*time.Second, "connected", connectedState(c))
 		cancel()
 		if err := <-done; err != nil {
 			t.Fatal(err)
@@ -227,8 +228,8 @@ func TestStallWatchdogReconnects(t *testing.T) {
 	cfg := testConfig(b.url(), Subscription{Topic: "live/#", Format: FormatValue, StallTimeout: &st})
 	reg := prometheus.NewRegistry()
 	c := runCollector(t, cfg, collectors.Deps{Agent: "a", Metrics: reg}, &memEmitter{})
-	waitFor(t, 10*time.Second, "connected", connectedState(c))
-	waitFor(t, 10*time.Second, "a stall and a new connection", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "connected", connectedState(c))
+	testutil.WaitFor(t, 10*time.Second, "a stall and a new connection", func() bool {
 		return counterValue(t, reg, "gemba_mqtt_stalls_total", map[string]string{"subscription": "live/#"}) >= 1 &&
 			counterValue(t, reg, "gemba_mqtt_connects_total", nil) >= 2
 	})

@@ -27,6 +27,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/gemba-io/gemba/collectors"
+	"github.com/gemba-io/gemba/internal/testutil"
 	"github.com/gemba-io/gemba/signal"
 )
 
@@ -37,28 +38,6 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
-	}
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // mochiBroker is an embedded broker on a fixed port that can be restarted.
 type mochiBroker struct {
 	t    testing.TB
@@ -67,7 +46,7 @@ type mochiBroker struct {
 }
 
 func startMochi(t testing.TB) *mochiBroker {
-	b := &mochiBroker{t: t, port: freePort(t)}
+	b := &mochiBroker{t: t, port: testutil.FreePort(t)}
 	b.start()
 	t.Cleanup(b.stop)
 	return b
@@ -335,7 +314,7 @@ func startMosquittoConf(t testing.TB, conf string) *mosquitto {
 		}
 		t.Skip("mosquitto not installed (apt-get install -y mosquitto); skipping interop test")
 	}
-	m := &mosquitto{t: t, port: freePort(t), dir: t.TempDir()}
+	m := &mosquitto{t: t, port: testutil.FreePort(t), dir: t.TempDir()}
 	m.conf = filepath.Join(m.dir, "mosquitto.conf")
 	full := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nuser root\nmax_queued_messages 0\nlog_dest none\n", m.port) +
 		strings.ReplaceAll(conf, "%[1]s", m.dir)
@@ -358,7 +337,7 @@ func (m *mosquitto) start() {
 	if err := m.cmd.Start(); err != nil {
 		m.t.Fatal(err)
 	}
-	waitFor(m.t, 10*time.Second, "mosquitto to listen", func() bool {
+	testutil.WaitFor(m.t, 10*time.Second, "mosquitto to listen", func() bool {
 		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", m.port))
 		if err == nil {
 			c.Close()

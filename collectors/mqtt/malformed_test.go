@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gemba-io/gemba/collectors"
+	"github.com/gemba-io/gemba/internal/testutil"
 	"github.com/gemba-io/gemba/signal"
 )
 
@@ -27,7 +28,7 @@ func TestMalformedPayloads(t *testing.T) {
 	em := &memEmitter{}
 	reg := prometheus.NewRegistry()
 	c := runCollector(t, cfg, collectors.Deps{Agent: "a", Metrics: reg}, em)
-	waitFor(t, 10*time.Second, "connected", connectedState(c))
+	testutil.WaitFor(t, 10*time.Second, "connected", connectedState(c))
 	pub := newPublisher(t, b.url(), "pub")
 
 	huge := append([]byte(`{"a":1,"pad":"`), bytes.Repeat([]byte("x"), 10<<20)...)
@@ -61,10 +62,10 @@ func TestMalformedPayloads(t *testing.T) {
 			before := counterValue(t, reg, "gemba_mqtt_bad_payloads_total", labels)
 			n := em.count()
 			publish(t, pub, tc.topic, 1, tc.payload)
-			waitFor(t, 10*time.Second, "bad payload counted", func() bool {
+			testutil.WaitFor(t, 10*time.Second, "bad payload counted", func() bool {
 				return counterValue(t, reg, "gemba_mqtt_bad_payloads_total", labels) == before+1
 			})
-			waitFor(t, 5*time.Second, "message acknowledged", func() bool { return inflight() == 0 })
+			testutil.WaitFor(t, 5*time.Second, "message acknowledged", func() bool { return inflight() == 0 })
 			got := em.all()[n:]
 			if r := render(withRecvTime(got)); r != tc.samples {
 				t.Errorf("samples kept = %s, want %s", r, tc.samples)
@@ -74,7 +75,7 @@ func TestMalformedPayloads(t *testing.T) {
 	// Still alive: a good message goes through.
 	n := em.count()
 	publish(t, pub, "v/ok", 1, []byte("1"))
-	waitFor(t, 5*time.Second, "good message after bad ones", func() bool { return em.count() == n+1 })
+	testutil.WaitFor(t, 5*time.Second, "good message after bad ones", func() bool { return em.count() == n+1 })
 }
 
 // withRecvTime normalises receive times for render.
@@ -113,7 +114,7 @@ func TestBadPayloadLogIsRateLimited(t *testing.T) {
 	var logs syncBuffer
 	reg := prometheus.NewRegistry()
 	c := runCollector(t, cfg, collectors.Deps{Agent: "a", Metrics: reg, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, &memEmitter{})
-	waitFor(t, 10*time.Second, "connected", connectedState(c))
+	testutil.WaitFor(t, 10*time.Second, "connected", connectedState(c))
 	// However slow the machine, all 20 fall in one interval.
 	c.warn.mu.Lock()
 	c.warn.every = time.Hour
@@ -123,7 +124,7 @@ func TestBadPayloadLogIsRateLimited(t *testing.T) {
 		publish(t, pub, "spam/s1", 1, []byte(`{"broken`))
 	}
 	labels := map[string]string{"subscription": "spam/#", "reason": reasonInvalidJSON}
-	waitFor(t, 10*time.Second, "20 bad payloads counted", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "20 bad payloads counted", func() bool {
 		return counterValue(t, reg, "gemba_mqtt_bad_payloads_total", labels) == 20
 	})
 	out := logs.String()

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gemba-io/gemba/collectors"
+	"github.com/gemba-io/gemba/internal/testutil"
 )
 
 // ackedPublisher publishes {"n": i} for i in [0, n) at QoS 1, retrying until the broker acks
@@ -84,12 +85,12 @@ func TestMosquittoBrokerKilled(t *testing.T) {
 	em := &memEmitter{}
 	reg := prometheus.NewRegistry()
 	c := runCollector(t, cfg, collectors.Deps{Agent: "a", DataDir: t.TempDir(), Metrics: reg}, em)
-	waitFor(t, 10*time.Second, "connected", connectedState(c))
+	testutil.WaitFor(t, 10*time.Second, "connected", connectedState(c))
 
 	const n = 600
 	pub := newPublisher(t, mq.url(), "broker-kill-pub")
 	p := startAckedPublisher(t, pub, "kill/m", n)
-	waitFor(t, 20*time.Second, "200 messages acknowledged", func() bool { return p.count() >= 200 })
+	testutil.WaitFor(t, 20*time.Second, "200 messages acknowledged", func() bool { return p.count() >= 200 })
 	mq.kill()
 	mq.start()
 	p.wait(t)
@@ -102,7 +103,7 @@ func TestMosquittoBrokerKilled(t *testing.T) {
 		}
 		return m
 	}
-	waitFor(t, 30*time.Second, "every acknowledged message", func() bool { return len(p.missing(got())) == 0 })
+	testutil.WaitFor(t, 30*time.Second, "every acknowledged message", func() bool { return len(p.missing(got())) == 0 })
 	if v := counterValue(t, reg, "gemba_mqtt_connects_total", nil); v < 2 {
 		t.Errorf("connects_total = %v, want a reconnect", v)
 	}
@@ -122,10 +123,10 @@ func TestMosquittoAgentKilled(t *testing.T) {
 	const n = 1500
 	pub := newPublisher(t, mq.url(), "agent-kill-pub")
 	p := startAckedPublisher(t, pub, "agentkill/m", n)
-	waitFor(t, 20*time.Second, "some messages through the collector", func() bool { return len(readRecords(t, out)) >= 300 })
+	testutil.WaitFor(t, 20*time.Second, "some messages through the collector", func() bool { return len(readRecords(t, out)) >= 300 })
 	child.kill()
 	before := len(readRecords(t, out))
-	waitFor(t, 20*time.Second, "publisher to go on while the collector is dead", func() bool { return p.count() >= before+200 })
+	testutil.WaitFor(t, 20*time.Second, "publisher to go on while the collector is dead", func() bool { return p.count() >= before+200 })
 	startChild(t, mq.url(), out, filepath.Join(dir, "state"), "agentkill/#")
 	p.wait(t)
 	got := func() map[int]int {
@@ -137,7 +138,7 @@ func TestMosquittoAgentKilled(t *testing.T) {
 		}
 		return m
 	}
-	waitFor(t, 30*time.Second, "every acknowledged message in the durable file", func() bool { return len(p.missing(got())) == 0 })
+	testutil.WaitFor(t, 30*time.Second, "every acknowledged message in the durable file", func() bool { return len(p.missing(got())) == 0 })
 	dups := 0
 	for _, k := range got() {
 		dups += k - 1
@@ -167,7 +168,7 @@ func TestMosquittoTopicsAcrossRestart(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- c.Run(ctx, em) }()
-		waitFor(t, 10*time.Second, "connected", connectedState(c))
+		testutil.WaitFor(t, 10*time.Second, "connected", connectedState(c))
 		return c, em, reg, func() {
 			cancel()
 			if err := <-done; err != nil {
@@ -182,11 +183,11 @@ func TestMosquittoTopicsAcrossRestart(t *testing.T) {
 	publish(t, pub, "keep/x", 1, []byte("1"))
 	_, em, reg, stop := run("keep/x", "new/x")
 	defer stop()
-	waitFor(t, 10*time.Second, "queued message", func() bool { return em.count() == 1 })
+	testutil.WaitFor(t, 10*time.Second, "queued message", func() bool { return em.count() == 1 })
 	publish(t, pub, "old/x", 1, []byte("2"))
 	publish(t, pub, "new/x", 1, []byte("3"))
 	publish(t, pub, "keep/x", 1, []byte("4")) // sentinel: mosquitto delivers one publisher's messages in order
-	waitFor(t, 10*time.Second, "new and sentinel messages", func() bool { return em.count() >= 3 })
+	testutil.WaitFor(t, 10*time.Second, "new and sentinel messages", func() bool { return em.count() >= 3 })
 	var names []string
 	for _, s := range em.all() {
 		names = append(names, s.Signal+"="+s.Value.Text())
@@ -207,13 +208,13 @@ func TestMosquittoRestartWithoutPersistence(t *testing.T) {
 	em := &memEmitter{}
 	reg := prometheus.NewRegistry()
 	c := runCollector(t, cfg, collectors.Deps{Agent: "a", DataDir: t.TempDir(), Metrics: reg}, em)
-	waitFor(t, 10*time.Second, "connected", connectedState(c))
+	testutil.WaitFor(t, 10*time.Second, "connected", connectedState(c))
 	mq.kill()
 	mq.start()
-	waitFor(t, 15*time.Second, "reconnected and re-subscribed", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "reconnected and re-subscribed", func() bool {
 		return counterValue(t, reg, "gemba_mqtt_connects_total", nil) >= 2 && connectedState(c)()
 	})
 	pub := newPublisher(t, mq.url(), "fresh-pub")
 	publish(t, pub, "fresh/1", 1, []byte("11"))
-	waitFor(t, 5*time.Second, "message after a broker that forgot the session", func() bool { return em.count() == 1 })
+	testutil.WaitFor(t, 5*time.Second, "message after a broker that forgot the session", func() bool { return em.count() == 1 })
 }

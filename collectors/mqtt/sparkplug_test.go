@@ -15,6 +15,7 @@ import (
 
 	"github.com/gemba-io/gemba/collectors"
 	"github.com/gemba-io/gemba/collectors/mqtt/sparkplug"
+	"github.com/gemba-io/gemba/internal/testutil"
 	"github.com/gemba-io/gemba/signal"
 )
 
@@ -106,7 +107,7 @@ func TestSparkplugGolden(t *testing.T) {
 	em := &memEmitter{}
 	reg := prometheus.NewRegistry()
 	c := runCollector(t, cfg, collectors.Deps{Agent: "a", Metrics: reg}, em)
-	waitFor(t, 10*time.Second, "connected", connectedState(c))
+	testutil.WaitFor(t, 10*time.Second, "connected", connectedState(c))
 
 	pub := newPublisher(t, b.url(), "edge-node-1")
 	var mu sync.Mutex
@@ -164,7 +165,7 @@ func TestSparkplugGolden(t *testing.T) {
 	e.send("NDEATH", "", metricSpec{name: "bdSeq", dt: sparkplug.Int64, value: uint64(3)})
 
 	// The last message yields 7 Bad samples (6 node metrics + 2 feeder metrics - bdSeq/control).
-	waitFor(t, 10*time.Second, "NDEATH samples", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "NDEATH samples", func() bool {
 		s := em.all()
 		return len(s) > 0 && s[len(s)-1].Reason == "NDEATH" && strings.Count(render(s), "NDEATH") >= 8
 	})
@@ -189,7 +190,7 @@ func TestSparkplugGolden(t *testing.T) {
 		t.Errorf("unknown_alias = %v, want 1", v)
 	}
 	// One NCMD for the gap, one for the unknown alias (rebirth_interval 0).
-	waitFor(t, 5*time.Second, "rebirth NCMDs", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "rebirth NCMDs", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(rebirths) == 2
@@ -228,7 +229,7 @@ func TestSparkplugBirthSurvivesRestart(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- c.Run(ctx, em) }()
-		waitFor(t, 10*time.Second, "connected", connectedState(c))
+		testutil.WaitFor(t, 10*time.Second, "connected", connectedState(c))
 		return em, reg, func() {
 			cancel()
 			if err := <-done; err != nil {
@@ -239,12 +240,12 @@ func TestSparkplugBirthSurvivesRestart(t *testing.T) {
 	em, _, stop := run()
 	e.send("NBIRTH", "", metricSpec{name: "bdSeq", dt: sparkplug.Int64, value: uint64(0)},
 		metricSpec{name: "Temp", alias: 7, dt: sparkplug.Double, value: 20.0})
-	waitFor(t, 5*time.Second, "birth sample", func() bool { return em.count() == 1 })
+	testutil.WaitFor(t, 5*time.Second, "birth sample", func() bool { return em.count() == 1 })
 	stop()
 	e.send("NDATA", "", metricSpec{alias: 7, noName: true, value: 23.5})
 	em, reg, stop := run()
 	defer stop()
-	waitFor(t, 5*time.Second, "NDATA after restart", func() bool { return em.count() >= 1 })
+	testutil.WaitFor(t, 5*time.Second, "NDATA after restart", func() bool { return em.count() >= 1 })
 	if got := render(withRecvTime(em.all())); got != "plant1.n1.Temp=float/23.5" {
 		t.Errorf("sample after restart = %s", got)
 	}
@@ -273,18 +274,18 @@ func TestSparkplugDeviceAliasesSurviveNodeRebirth(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx, em) }()
 	defer func() { cancel(); <-done }()
-	waitFor(t, 10*time.Second, "connected", connectedState(c))
+	testutil.WaitFor(t, 10*time.Second, "connected", connectedState(c))
 
 	e := &edgeNode{t: t, cl: newPublisher(t, b.url(), "edge"), group: "plant1", node: "n1", now: 1700000000000}
 	e.send("NBIRTH", "", metricSpec{name: "bdSeq", dt: sparkplug.Int64, value: uint64(0)},
 		metricSpec{name: "Uptime", alias: 1, dt: sparkplug.Double, value: 1.0})
 	e.send("DBIRTH", "press", metricSpec{name: "Temp", alias: 2, dt: sparkplug.Double, value: 20.0})
-	waitFor(t, 5*time.Second, "births", func() bool { return em.count() == 2 })
+	testutil.WaitFor(t, 5*time.Second, "births", func() bool { return em.count() == 2 })
 	e.seq = 0 // the node restarts: a new NBIRTH with seq 0, then old device data, then the DBIRTH
 	e.send("NBIRTH", "", metricSpec{name: "bdSeq", dt: sparkplug.Int64, value: uint64(1)},
 		metricSpec{name: "Uptime", alias: 1, dt: sparkplug.Double, value: 0.0})
 	e.send("DDATA", "press", metricSpec{alias: 2, noName: true, value: 21.5})
-	waitFor(t, 5*time.Second, "device data", func() bool { return em.count() == 4 })
+	testutil.WaitFor(t, 5*time.Second, "device data", func() bool { return em.count() == 4 })
 	if got := render(withRecvTime(em.all()[3:])); got != "plant1.n1.press.Temp=float/21.5" {
 		t.Errorf("device data after node rebirth = %s", got)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 
 	"github.com/gemba-io/gemba/collectors"
+	"github.com/gemba-io/gemba/internal/testutil"
 	"github.com/gemba-io/gemba/signal"
 )
 
@@ -79,7 +80,7 @@ func newPKI(t *testing.T) testPKI {
 // certificate and client certificates required.
 func startTLSMochi(t *testing.T, pki testPKI, listen func(listeners.Config) listeners.Listener) (*mochi.Server, int) {
 	t.Helper()
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	srv := mochi.New(&mochi.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		t.Fatal(err)
@@ -113,11 +114,11 @@ func TestTLSClientCertificate(t *testing.T) {
 			cfg.TLS = TLSConfig{CAFile: pki.caFile, CertFile: pki.certFile, KeyFile: pki.keyFile, ServerName: "broker.test"}
 			em := &memEmitter{}
 			c := runCollector(t, cfg, collectors.Deps{Agent: "a"}, em)
-			waitFor(t, 10*time.Second, "connected over "+tc.scheme, connectedState(c))
+			testutil.WaitFor(t, 10*time.Second, "connected over "+tc.scheme, connectedState(c))
 			if err := srv.Publish("secure/x", []byte("5"), false, 1); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, 5*time.Second, "sample over "+tc.scheme, func() bool { return em.count() == 1 })
+			testutil.WaitFor(t, 5*time.Second, "sample over "+tc.scheme, func() bool { return em.count() == 1 })
 			if got := em.all()[0]; got.Signal != "secure.x" || !got.Value.Equal(signal.Int(5)) {
 				t.Fatalf("sample = %+v", got)
 			}
@@ -126,7 +127,7 @@ func TestTLSClientCertificate(t *testing.T) {
 			bad := *cfg
 			bad.TLS.ServerName = "impostor.test"
 			c2 := runCollector(t, &bad, collectors.Deps{Agent: "b"}, &memEmitter{})
-			waitFor(t, 10*time.Second, "certificate error reported", func() bool {
+			testutil.WaitFor(t, 10*time.Second, "certificate error reported", func() bool {
 				st, info := c2.State()
 				return st == "reconnecting" && strings.Contains(info["last_error"], "certificate")
 			})
@@ -147,15 +148,15 @@ func TestTLSBadCAFileIsPermanent(t *testing.T) {
 func TestFailoverToSecondBroker(t *testing.T) {
 	b := startMochi(t)
 	cfg := testConfig("", Subscription{Topic: "f/#", Format: FormatValue, QoS: new(int)})
-	cfg.Brokers = []string{fmt.Sprintf("tcp://127.0.0.1:%d", freePort(t)), b.url()}
+	cfg.Brokers = []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t)), b.url()}
 	*cfg.Subscriptions[0].QoS = 2
 	em := &memEmitter{}
 	c := runCollector(t, cfg, collectors.Deps{Agent: "a"}, em)
-	waitFor(t, 10*time.Second, "connected to the second broker", connectedState(c))
+	testutil.WaitFor(t, 10*time.Second, "connected to the second broker", connectedState(c))
 	pub := newPublisher(t, b.url(), "pub")
 	publish(t, pub, "f/q2", 2, []byte("9"))
-	waitFor(t, 5*time.Second, "QoS 2 sample", func() bool { return em.count() == 1 })
-	waitFor(t, 5*time.Second, "QoS 2 flow completed", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "QoS 2 sample", func() bool { return em.count() == 1 })
+	testutil.WaitFor(t, 5*time.Second, "QoS 2 flow completed", func() bool {
 		cl, ok := b.srv.Clients.Get(c.clientID)
 		return ok && cl.State.Inflight.Len() == 0
 	})
@@ -163,7 +164,7 @@ func TestFailoverToSecondBroker(t *testing.T) {
 
 // TestWebSocketBroker: ws:// brokers work like tcp:// ones.
 func TestWebSocketBroker(t *testing.T) {
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	srv := mochi.New(&mochi.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
 	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
 		t.Fatal(err)
@@ -178,9 +179,9 @@ func TestWebSocketBroker(t *testing.T) {
 	cfg := testConfig(fmt.Sprintf("ws://127.0.0.1:%d/mqtt", port), Subscription{Topic: "w/#", Format: FormatValue})
 	em := &memEmitter{}
 	c := runCollector(t, cfg, collectors.Deps{Agent: "a"}, em)
-	waitFor(t, 10*time.Second, "connected over WebSocket", connectedState(c))
+	testutil.WaitFor(t, 10*time.Second, "connected over WebSocket", connectedState(c))
 	if err := srv.Publish("w/1", []byte("on"), false, 1); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "sample over WebSocket", func() bool { return em.count() == 1 })
+	testutil.WaitFor(t, 5*time.Second, "sample over WebSocket", func() bool { return em.count() == 1 })
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gemba-io/gemba/collectors"
+	"github.com/gemba-io/gemba/internal/testutil"
 	"github.com/gemba-io/gemba/signal"
 )
 
@@ -211,18 +212,18 @@ func benchNode(b *testing.B, vars int) {
 	// measure: ticks produced after the window opens and before it closes must all arrive (late
 	// ones get a grace period); CPU is counted over the window only.
 	measure := func(l *tickLog) (pct, usPerSample float64) {
-		waitFor(b, 60*time.Second, "data flowing", func() bool { return l.count() >= vars })
+		testutil.WaitFor(b, 60*time.Second, "data flowing", func() bool { return l.count() >= vars })
 		l.record(true)
 		lo := l.lastTick() + 1
 		n0, c0 := l.count(), cpuTime()
 		deadline := time.Now().Add(window)
-		waitFor(b, 2*window, "measurement window", func() bool { return time.Now().After(deadline) })
+		testutil.WaitFor(b, 2*window, "measurement window", func() bool { return time.Now().After(deadline) })
 		n1, c1 := l.count(), cpuTime()
 		hi := l.lastTick()
 		// late samples: wait (bounded) until every variable has reached hi; what is still
 		// missing then, or missing in between, is counted as lost
 		grace := time.Now().Add(15 * time.Second)
-		waitFor(b, 20*time.Second, "late samples", func() bool { return l.completeTick() >= hi || time.Now().After(grace) })
+		testutil.WaitFor(b, 20*time.Second, "late samples", func() bool { return l.completeTick() >= hi || time.Now().After(grace) })
 		hi = min(hi, max(l.completeTick(), lo-1))
 		l.record(false)
 		got, want := l.delivered(lo, hi)
@@ -272,7 +273,7 @@ nodes:
 		b.Fatal(err)
 	}
 	defer stopBase()
-	waitFor(b, 60*time.Second, "baseline data again", func() bool { return base2.count() >= vars })
+	testutil.WaitFor(b, 60*time.Second, "baseline data again", func() bool { return base2.count() >= vars })
 	ns.kill()
 	if err := ns.start(); err != nil {
 		b.Fatal(err)

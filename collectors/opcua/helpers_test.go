@@ -46,18 +46,6 @@ var (
 	sharedClose []func()
 )
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // sink is an Emitter that keeps every sample.
 type sink struct {
 	mu      sync.Mutex
@@ -173,16 +161,6 @@ func (r *running) runErr(t testing.TB, d time.Duration) error {
 		t.Fatalf("Run did not return within %s", d)
 	}
 	return nil
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // proxy is a TCP proxy for cutting connections: Cut drops live connections, SetDown refuses

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gemba-io/gemba/collectors"
+	"github.com/gemba-io/gemba/internal/testutil"
 	"github.com/gemba-io/gemba/signal"
 )
 
@@ -27,7 +28,7 @@ trust: {trust_on_first_use: true}`, typedNodes()))
 	kinds := map[string]signal.Kind{"n.double": signal.KindFloat, "n.int32": signal.KindInt, "n.boolean": signal.KindBool,
 		"n.string": signal.KindString, "n.doublearray[0]": signal.KindFloat, "n.doublearray[2]": signal.KindFloat}
 	for sig, k := range kinds {
-		waitFor(t, 30*time.Second, "samples of "+sig, func() bool {
+		testutil.WaitFor(t, 30*time.Second, "samples of "+sig, func() bool {
 			s, ok := r.sink.last(sig)
 			return ok && s.Value.Kind() == k && s.Quality == signal.Good && r.sink.count(sig) >= 3
 		})
@@ -74,7 +75,7 @@ func TestNodeUntrustedServerCertificate(t *testing.T) {
 	}
 	cfg = decodeConfig(t, secureConfig(ns.url, fmt.Sprintf("trust: {thumbprints: [%q]}", strings.Join(colon, ":")), typedNodes()))
 	r = startCollector(t, cfg, t.TempDir())
-	waitFor(t, 30*time.Second, "data with a pinned thumbprint", func() bool { return r.sink.count("n.double") > 0 })
+	testutil.WaitFor(t, 30*time.Second, "data with a pinned thumbprint", func() bool { return r.sink.count("n.double") > 0 })
 	if _, d := r.c.State(); d["trust"] != string(trustPinned) {
 		t.Errorf("trust = %q", d["trust"])
 	}
@@ -85,7 +86,7 @@ func TestNodeUntrustedClientCertificateThenPersistent(t *testing.T) {
 	dataDir := t.TempDir()
 	cfg := decodeConfig(t, secureConfig(ns.url, "trust: {trust_on_first_use: true}", typedNodes()))
 	r := startCollector(t, cfg, dataDir)
-	waitFor(t, 30*time.Second, "rejected client certificate reported", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "rejected client certificate reported", func() bool {
 		st, d := r.c.State()
 		return st == "reconnecting" && strings.Contains(d["last_error"], "probably does not trust this client's certificate")
 	})
@@ -117,12 +118,12 @@ func TestNodeUntrustedClientCertificateThenPersistent(t *testing.T) {
 	if err := ns.start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, "data once the server trusts us", func() bool { return r.sink.count("n.double") > 0 })
+	testutil.WaitFor(t, 60*time.Second, "data once the server trusts us", func() bool { return r.sink.count("n.double") > 0 })
 	r.stop(t)
 
 	// an agent restart reuses the persisted certificate, so the server still trusts it
 	r2 := startCollector(t, cfg, dataDir)
-	waitFor(t, 30*time.Second, "data after agent restart", func() bool { return r2.sink.count("n.double") > 0 })
+	testutil.WaitFor(t, 30*time.Second, "data after agent restart", func() bool { return r2.sink.count("n.double") > 0 })
 	again, _ := os.ReadFile(certPath)
 	if !bytes.Equal(cert, again) {
 		t.Errorf("client certificate changed across restarts")
@@ -135,9 +136,9 @@ func TestNodeKillRestartWithInvalidNode(t *testing.T) {
 	cfg := decodeConfig(t, secureConfig(ns.url, "trust: {trust_on_first_use: true}", nodes))
 	r := startCollector(t, cfg, t.TempDir())
 	for i := range 5 {
-		waitFor(t, 30*time.Second, fmt.Sprint("v", i), func() bool { return r.sink.count(fmt.Sprint("v", i)) >= 2 })
+		testutil.WaitFor(t, 30*time.Second, fmt.Sprint("v", i), func() bool { return r.sink.count(fmt.Sprint("v", i)) >= 2 })
 	}
-	waitFor(t, 10*time.Second, "invalid node quarantined", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "invalid node quarantined", func() bool {
 		return r.c.NodeStates()["invalid"] == "quarantined: BadNodeIdUnknown"
 	})
 	before := map[string]int{}
@@ -157,7 +158,7 @@ func TestNodeKillRestartWithInvalidNode(t *testing.T) {
 	back := time.Now()
 	for i := range 5 {
 		sig := fmt.Sprint("v", i)
-		waitFor(t, 60*time.Second, sig+" after server restart", func() bool { return r.sink.count(sig) > before[sig]+2 })
+		testutil.WaitFor(t, 60*time.Second, sig+" after server restart", func() bool { return r.sink.count(sig) > before[sig]+2 })
 	}
 	t.Logf("server down %s; data again %s after it was back", back.Sub(killed).Round(time.Millisecond), time.Since(back).Round(time.Millisecond))
 	if st := r.c.NodeStates()["invalid"]; st != "quarantined: BadNodeIdUnknown" {
@@ -180,13 +181,13 @@ func TestNodeTCPCut(t *testing.T) {
 	url := "opc.tcp://" + p.addr() + "/UA/gemba"
 	cfg := decodeConfig(t, secureConfig(url, "trust: {trust_on_first_use: true}", typedNodes()))
 	r := startCollector(t, cfg, t.TempDir())
-	waitFor(t, 30*time.Second, "data", func() bool { return r.sink.count("n.int32") > 2 })
+	testutil.WaitFor(t, 30*time.Second, "data", func() bool { return r.sink.count("n.int32") > 2 })
 	p.SetDown(true)
 	p.Cut()
-	waitFor(t, 20*time.Second, "loss noticed", func() bool { st, _ := r.c.State(); return st != "connected" })
+	testutil.WaitFor(t, 20*time.Second, "loss noticed", func() bool { st, _ := r.c.State(); return st != "connected" })
 	n := r.sink.count("n.int32")
 	p.SetDown(false)
-	waitFor(t, 30*time.Second, "data after the cut", func() bool { return r.sink.count("n.int32") > n+2 })
+	testutil.WaitFor(t, 30*time.Second, "data after the cut", func() bool { return r.sink.count("n.int32") > n+2 })
 }
 
 func TestNode10000MonitoredItems(t *testing.T) {
@@ -201,7 +202,7 @@ publishing_interval: 500ms
 nodes:
 %s`, ns.url, nodesYAML("nsu="+nodeNSU+";s=v", n)))
 	r := startCollector(t, cfg, t.TempDir())
-	waitFor(t, 90*time.Second, "a sample from each of 10,000 items", func() bool {
+	testutil.WaitFor(t, 90*time.Second, "a sample from each of 10,000 items", func() bool {
 		seen := map[string]bool{}
 		for _, s := range r.sink.all() {
 			seen[s.Signal] = true
@@ -280,7 +281,7 @@ func TestNodeX509UserCertificate(t *testing.T) {
 	}
 	cfg := decodeConfig(t, secureConfig(ns.url, fmt.Sprintf("auth: {cert_file: %s, key_file: %s}\ntrust: {trust_on_first_use: true}", certFile, keyFile), typedNodes()))
 	r := startCollector(t, cfg, t.TempDir())
-	waitFor(t, 30*time.Second, "data with an X.509 user identity", func() bool { return r.sink.count("n.double") > 0 })
+	testutil.WaitFor(t, 30*time.Second, "data with an X.509 user identity", func() bool { return r.sink.count("n.double") > 0 })
 }
 
 func TestNodeServerSideDeadband(t *testing.T) {
@@ -293,7 +294,7 @@ nodes:
   - {node: "nsu=%s;s=Double", signal: banded, sampling: 50ms, deadband: 2.5}
 `, ns.url, nodeNSU, nodeNSU))
 	r := startCollector(t, cfg, t.TempDir())
-	waitFor(t, 30*time.Second, "banded samples", func() bool { return r.sink.count("banded") >= 4 })
+	testutil.WaitFor(t, 30*time.Second, "banded samples", func() bool { return r.sink.count("banded") >= 4 })
 	var prev float64
 	for i, s := range r.sink.all() {
 		if s.Signal != "banded" {
@@ -325,12 +326,12 @@ reconnect: {min_backoff: 100ms, max_backoff: 1s, watchdog: 2s}
 nodes:
 %s`, p.addr(), typedNodes()))
 	r := startCollector(t, cfg, t.TempDir())
-	waitFor(t, 30*time.Second, "data", func() bool { return r.sink.count("n.int32") > 2 })
+	testutil.WaitFor(t, 30*time.Second, "data", func() bool { return r.sink.count("n.int32") > 2 })
 	// the link dies without a reset: no error reaches the client, only silence
 	p.Blackhole()
-	waitFor(t, 20*time.Second, "watchdog rebuild", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "watchdog rebuild", func() bool {
 		return metricValue(r.c.m.reconnects.WithLabelValues("watchdog"))+metricValue(r.c.m.reconnects.WithLabelValues("error")) > 0
 	})
 	n := r.sink.count("n.int32")
-	waitFor(t, 30*time.Second, "data over a new connection", func() bool { return r.sink.count("n.int32") > n+2 })
+	testutil.WaitFor(t, 30*time.Second, "data over a new connection", func() bool { return r.sink.count("n.int32") > n+2 })
 }

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gemba-io/gemba/internal/testutil"
 )
 
 // nodeServer is the npm node-opcua test server (testdata/nodeserver/server.js) in a child process.
@@ -76,7 +78,7 @@ func needNode(t testing.TB) string {
 
 func newNodeServer(t testing.TB, o nodeOpts) *nodeServer {
 	t.Helper()
-	ns, err := makeNodeServer(needNode(t), freePort(t), filepath.Join(t.TempDir(), "pki"), o)
+	ns, err := makeNodeServer(needNode(t), testutil.FreePort(t), filepath.Join(t.TempDir(), "pki"), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +196,7 @@ func sharedNodeServer(t testing.TB) *nodeServer {
 			sharedNodeErr = err
 			return
 		}
-		sharedNode, sharedNodeErr = makeNodeServer(dir, freePort(t), pki, nodeOpts{acceptUnknown: true})
+		sharedNode, sharedNodeErr = makeNodeServer(dir, testutil.FreePort(t), pki, nodeOpts{acceptUnknown: true})
 		sharedMu.Lock()
 		sharedClose = append(sharedClose, func() {
 			if sharedNode != nil {

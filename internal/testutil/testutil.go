@@ -1,0 +1,33 @@
+// Package testutil holds the helpers every package's tests share: polling with a deadline instead
+// of sleeping to synchronise, and free loopback ports for real servers.
+package testutil
+
+import (
+	"net"
+	"testing"
+	"time"
+)
+
+// WaitFor polls cond every few milliseconds until it holds, and fails the test naming what it
+// waited for once within has passed.
+func WaitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
