@@ -13,20 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/gemba-io/gemba/internal/testutil"
 	"github.com/gemba-io/gemba/signal"
 )
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met before the deadline")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 func TestCloseWithoutRunAndTwice(t *testing.T) {
 	st := newMemStore()
@@ -66,7 +55,7 @@ func TestRunStopsOnCancelAndTicks(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- e.Run(ctx) }()
 	clock.Add(5 * time.Second) // the signal is now idle: Run's ticker must close its window
-	eventually(t, 5*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 1 })
+	testutil.WaitFor(t, 5*time.Second, "the idle window closed by Run's ticker", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 1 })
 	cancel()
 	select {
 	case err := <-done:

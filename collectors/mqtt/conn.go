@@ -222,7 +222,7 @@ func (c *bufConn) isClosed() bool {
 func (c *bufConn) writeErr() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.err == nil || errors.Is(c.err, net.ErrClosed) && c.closed {
+	if errors.Is(c.err, net.ErrClosed) {
 		return nil
 	}
 	return c.err

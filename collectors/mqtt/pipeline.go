@@ -84,23 +84,44 @@ func (c *Collector) addMessage(job *commitJob, in inMsg) {
 		}
 	}
 	job.samples = c.mapMessage(job.samples, in)
-	for i, h := range c.sp {
-		if h == nil || !h.dirty || c.stateDir == "" {
-			continue
-		}
-		data, err := h.snapshot(c.subs[i].filter)
-		if err != nil {
-			c.log.Warn("sparkplug state", "subscription", c.subs[i].filter, "err", err)
-			continue
-		}
-		w := fileWrite{path: spStatePath(c.stateDir, c.subs[i].filter), data: data}
-		if k := slices.IndexFunc(job.state, func(f fileWrite) bool { return f.path == w.path }); k >= 0 {
-			job.state[k] = w // a later birth in the same batch supersedes
-		} else {
-			job.state = append(job.state, w)
+	for _, i := range in.match {
+		if h := c.sp[i]; h != nil {
+			c.afterSparkplug(job, i, h)
 		}
 	}
-	c.publishRebirths()
+}
+
+// afterSparkplug does what a Sparkplug message may have asked for: the birth state to save with
+// the job (before its acknowledgements), and rebirth requests to send.
+func (c *Collector) afterSparkplug(job *commitJob, i int, h *spHost) {
+	filter := c.subs[i].filter
+	if h.dirty && c.stateDir != "" {
+		if data, err := h.snapshot(filter); err != nil {
+			c.log.Warn("sparkplug state", "subscription", filter, "err", err)
+		} else {
+			w := fileWrite{path: spStatePath(c.stateDir, filter), data: data}
+			if k := slices.IndexFunc(job.state, func(f fileWrite) bool { return f.path == w.path }); k >= 0 {
+				job.state[k] = w // a later birth in the same batch supersedes
+			} else {
+				job.state = append(job.state, w)
+			}
+		}
+	}
+	if len(h.pending) == 0 {
+		return
+	}
+	ref := c.client.Load()
+	for _, k := range h.pending {
+		payload, err := rebirthPayload(time.Now())
+		if err != nil || ref == nil {
+			continue
+		}
+		topic := spNamespace + "/" + k.group + "/NCMD/" + k.node
+		ref.cl.Publish(topic, 0, false, payload) // QoS 0 and not awaited: a lost request is retried on the next gap
+		c.m.rebirths.WithLabelValues(filter).Inc()
+		c.log.Info("sparkplug rebirth requested", "group", k.group, "node", k.node)
+	}
+	h.pending = h.pending[:0]
 }
 
 // commitJob is one mapped batch on its way to the buffer.
@@ -220,27 +241,6 @@ func (c *Collector) parse(dst []signal.Sample, m *msgCtx, s *sub, i int, payload
 		return s.parseSparkplug(dst, m, payload, c.sp[i], c.cfg.Sparkplug.RebirthOnGap, c.cfg.Sparkplug.RebirthInterval)
 	}
 	return dst
-}
-
-// publishRebirths sends the NCMD rebirth requests the Sparkplug mapping asked for.
-func (c *Collector) publishRebirths() {
-	ref := c.client.Load()
-	for i, h := range c.sp {
-		if h == nil || len(h.pending) == 0 {
-			continue
-		}
-		for _, k := range h.pending {
-			payload, err := rebirthPayload(time.Now())
-			if err != nil || ref == nil {
-				continue
-			}
-			topic := spNamespace + "/" + k.group + "/NCMD/" + k.node
-			ref.cl.Publish(topic, 0, false, payload) // QoS 0 and not awaited: a lost request is retried on the next gap
-			c.m.rebirths.WithLabelValues(c.subs[i].filter).Inc()
-			c.log.Info("sparkplug rebirth requested", "group", k.group, "node", k.node)
-		}
-		h.pending = h.pending[:0]
-	}
 }
 
 // watchdog resets the session when a live subscription has been silent past its stall_timeout
