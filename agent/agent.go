@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -141,6 +142,29 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.up = up
 
+	// Supervisors exist before anything that reports them (HTTP, the uplink's heartbeat) starts;
+	// they run once the pipeline below them does.
+	for _, spec := range cfg.Collectors {
+		if spec.Disabled {
+			continue
+		}
+		clog := log.With("collector", spec.Name)
+		s := newSupervisor(spec.Name, a.w, cfg.Agent.Restart, clog, a.m)
+		c, err := collectors.Build(&spec, collectors.Deps{
+			Logger:  clog,
+			Metrics: prometheus.WrapRegistererWith(prometheus.Labels{"collector": spec.Name}, a.m.reg),
+			DataDir: filepath.Join(cfg.Agent.DataDir, spec.Name),
+			Agent:   cfg.Agent.ID,
+		})
+		if err != nil {
+			clog.Error("collector cannot be built; it stays down", "err", err)
+			s.c = failed{err}
+		} else {
+			s.c = c
+		}
+		a.sups = append(a.sups, s)
+	}
+
 	var srv *http.Server
 	if cfg.HTTP.Enabled {
 		ln, err := net.Listen("tcp", cfg.HTTP.Listen)
@@ -176,25 +200,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	collCtx, collCancel := context.WithCancel(ctx)
 	defer collCancel()
-	for _, spec := range cfg.Collectors {
-		if spec.Disabled {
-			continue
-		}
-		clog := log.With("collector", spec.Name)
-		s := &supervisor{name: spec.Name, emit: a.w, backoff: cfg.Agent.Restart, log: clog, m: a.m, state: "starting"}
-		c, err := collectors.Build(&spec, collectors.Deps{
-			Logger:  clog,
-			Metrics: prometheus.WrapRegistererWith(prometheus.Labels{"collector": spec.Name}, a.m.reg),
-			DataDir: cfg.Agent.DataDir + "/" + spec.Name,
-			Agent:   cfg.Agent.ID,
-		})
-		if err != nil {
-			clog.Error("collector cannot be built; it stays down", "err", err)
-			s.c = failed{err}
-		} else {
-			s.c = c
-		}
-		a.sups = append(a.sups, s)
+	for _, s := range a.sups {
 		collWG.Go(func() { s.run(collCtx) })
 	}
 	a.mu.Lock()
@@ -231,10 +237,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	// Upstream first: collectors stop, then the writer drains what they handed over.
 	collCancel()
 	wait("collectors", &collWG)
-	wCancel()
-	wait("writer", &wWG)
+	// The engine's ticker stops before the writer drains, so features it closes on the way out
+	// are still written; the writer's own folding needs only eng.Add.
 	engCancel()
 	wait("features", &engWG)
+	wCancel()
+	wait("writer", &wWG)
 	if err := eng.Close(); err != nil {
 		log.Error("features checkpoint failed", "err", err)
 	}

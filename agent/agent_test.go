@@ -411,3 +411,61 @@ func TestPprofOnlyWhenEnabled(t *testing.T) {
 		h.stop(t)
 	}
 }
+
+// statusUplink asks for the agent's status as soon as it runs, as the heartbeat does.
+type statusUplink struct {
+	status func() signal.Status
+	got    chan signal.Status
+}
+
+func (u *statusUplink) Run(ctx context.Context) error {
+	u.got <- u.status()
+	<-ctx.Done()
+	return nil
+}
+func (u *statusUplink) Ready() (bool, string) { return true, "" }
+
+// TestStatusDuringStartup: the heartbeat (and /status) may read the collectors while the agent is
+// still starting them; under -race this fails if they are built while being read.
+func TestStatusDuringStartup(t *testing.T) {
+	for _, k := range []string{"st1", "st2", "st3"} {
+		register(k, &scripted{})
+	}
+	cfg, err := Parse([]byte(`
+agent: {id: a, site: s, shutdown_timeout: 5s}
+http: {enabled: false}
+collectors:
+  - {name: c1, type: scripted, key: st1}
+  - {name: c2, type: scripted, key: st2}
+  - {name: c3, type: scripted, key: st3}
+`), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := &statusUplink{got: make(chan signal.Status, 1)}
+	a := New(cfg, Options{
+		OpenBuffer: func(c buffer.Config, _ buffer.Options) (buffer.Buffer, error) { return buffer.NewMemory(c), nil },
+		NewUplink: func(_ uplink.Config, _ uplink.Identity, _ uplink.Source, o uplink.Options) (Uplink, error) {
+			up.status = o.Status
+			return up, nil
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	var st signal.Status
+	select {
+	case st = <-up.got:
+	case err := <-done:
+		t.Fatalf("agent stopped: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("uplink never ran")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Collectors) != 3 {
+		t.Fatalf("status at startup lists %d collectors, want all 3", len(st.Collectors))
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/gemba-io/gemba/collectors"
 	"github.com/gemba-io/gemba/signal"
 )
@@ -22,13 +24,22 @@ type supervisor struct {
 	emit    collectors.Emitter
 	backoff Backoff
 	log     *slog.Logger
-	m       *metrics
+
+	// This collector's series, resolved once: Emit is the hot path.
+	mSamples, mErrors, mRestarts prometheus.Counter
+	mUp                          prometheus.Gauge
 
 	mu       sync.Mutex
 	state    string
 	lastErr  error
 	restarts uint64
 	samples  uint64
+}
+
+func newSupervisor(name string, emit collectors.Emitter, backoff Backoff, log *slog.Logger, m *metrics) *supervisor {
+	return &supervisor{name: name, emit: emit, backoff: backoff, log: log, state: "starting",
+		mSamples: m.samples.WithLabelValues(name), mErrors: m.collErrors.WithLabelValues(name),
+		mRestarts: m.restarts.WithLabelValues(name), mUp: m.collUp.WithLabelValues(name)}
 }
 
 // countingEmitter counts what a collector emitted successfully.
@@ -39,7 +50,7 @@ type countingEmitter struct {
 func (e countingEmitter) Emit(ctx context.Context, samples []signal.Sample) error {
 	err := e.s.emit.Emit(ctx, samples)
 	if err == nil {
-		e.s.m.samples.WithLabelValues(e.s.name).Add(float64(len(samples)))
+		e.s.mSamples.Add(float64(len(samples)))
 		e.s.mu.Lock()
 		e.s.samples += uint64(len(samples))
 		e.s.mu.Unlock()
@@ -52,12 +63,12 @@ const stableAfter = time.Minute
 
 func (s *supervisor) run(ctx context.Context) {
 	delay := s.backoff.Initial
-	for attempt := 0; ; attempt++ {
+	for {
 		s.setState("running", nil)
-		s.m.collUp.WithLabelValues(s.name).Set(1)
+		s.mUp.Set(1)
 		started := time.Now()
 		err := s.runOnce(ctx)
-		s.m.collUp.WithLabelValues(s.name).Set(0)
+		s.mUp.Set(0)
 		if ctx.Err() != nil {
 			s.setState("stopped", nil)
 			return
@@ -65,7 +76,7 @@ func (s *supervisor) run(ctx context.Context) {
 		if err == nil {
 			err = fmt.Errorf("collector returned without error before shutdown")
 		}
-		s.m.collErrors.WithLabelValues(s.name).Inc()
+		s.mErrors.Inc()
 		if collectors.IsPermanent(err) {
 			s.setState("failed", err)
 			s.log.Error("collector failed permanently; fix the config and restart or reload", "err", err)
@@ -89,7 +100,7 @@ func (s *supervisor) run(ctx context.Context) {
 		case <-t.C:
 		}
 		delay = min(delay*2, s.backoff.Max)
-		s.m.restarts.WithLabelValues(s.name).Inc()
+		s.mRestarts.Inc()
 		s.mu.Lock()
 		s.restarts++
 		s.mu.Unlock()
