@@ -120,3 +120,13 @@ features:
 		t.Fatalf("got %v", err)
 	}
 }
+
+// TestSectionsLeftOutAreValidated: a config without an agent section is not valid, it lacks a site.
+func TestSectionsLeftOutAreValidated(t *testing.T) {
+	for _, doc := range []string{"", "http: {enabled: false}\n", "agent:\n"} {
+		_, err := Parse([]byte(doc), func(string) (string, bool) { return "", false })
+		if err == nil || !strings.Contains(err.Error(), "agent.site: required") {
+			t.Errorf("%q: got %v, want agent.site: required", doc, err)
+		}
+	}
+}

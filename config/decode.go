@@ -5,8 +5,10 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -93,8 +95,8 @@ func (d *Decoder) Unmarshal(data []byte, out any) error {
 	}
 	if root != nil {
 		d.Decode(root, "", out)
-	} else if v, ok := out.(Validator); ok {
-		v.Validate(Report{d: d})
+	} else {
+		d.validateAbsent("", reflect.ValueOf(out))
 	}
 	return d.Err()
 }
@@ -288,7 +290,9 @@ func (d *Decoder) decode(n *yaml.Node, path string, v reflect.Value) {
 		d.decode(n, path, v.Elem())
 	case reflect.Struct:
 		if n.Kind != yaml.MappingNode {
-			if !isNull(n) {
+			if isNull(n) {
+				d.validateAbsent(path, v) // "section:" with nothing under it keeps the defaults
+			} else {
 				d.Errorf(n, path, "expected a mapping, got %s", describe(n))
 			}
 			return
@@ -467,7 +471,7 @@ func (d *Decoder) decodeStruct(n *yaml.Node, path string, v reflect.Value, skip 
 			d.Errorf(k, path, "merge keys (<<) are not supported")
 			continue
 		}
-		if contains(skip, key) {
+		if slices.Contains(skip, key) {
 			continue
 		}
 		kp := Join(path, key)
@@ -487,18 +491,40 @@ func (d *Decoder) decodeStruct(n *yaml.Node, path string, v reflect.Value, skip 
 		}
 		d.decode(val, kp, v.FieldByIndex(f.index))
 	}
+	for _, name := range sortedKeys(fields) {
+		if !seen[name] && !slices.Contains(skip, name) {
+			d.validateAbsent(Join(path, name), v.FieldByIndex(fields[name].index))
+		}
+	}
 	if v.CanAddr() && v.Addr().Type().Implements(validatorType) {
 		v.Addr().Interface().(Validator).Validate(Report{d: d, path: path})
 	}
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
+// validateAbsent runs the validators of a value the document does not mention, which keeps its
+// defaults, children first as decoding does: a required field in a section left out (or the
+// whole document empty) is reported like one left empty.
+func (d *Decoder) validateAbsent(path string, v reflect.Value) {
+	if v.Kind() == reflect.Pointer {
+		if !v.IsNil() {
+			d.validateAbsent(path, v.Elem())
+		}
+		return
+	}
+	custom := v.CanAddr() && v.Addr().Type().Implements(unmarshalType)
+	if v.Kind() == reflect.Struct && !custom {
+		fields := fieldsOf(v.Type())
+		for _, name := range sortedKeys(fields) {
+			d.validateAbsent(Join(path, name), v.FieldByIndex(fields[name].index))
 		}
 	}
-	return false
+	if v.CanAddr() && v.Addr().Type().Implements(validatorType) {
+		v.Addr().Interface().(Validator).Validate(Report{d: d, path: path})
+	}
+}
+
+func sortedKeys(fields map[string]fieldInfo) []string {
+	return slices.Sorted(maps.Keys(fields))
 }
 
 // suggest returns the known key closest to key, if it is close enough to be a typo.

@@ -241,3 +241,31 @@ func TestAnchorsAndAliases(t *testing.T) {
 		t.Fatalf("%+v %v", got, err)
 	}
 }
+
+// withSection holds a validated section that a document may leave out.
+type withSection struct {
+	Top     string `yaml:"top"`
+	Section struct {
+		Node node `yaml:"node"`
+	} `yaml:"section"`
+}
+
+// TestValidatorsRunForAbsentSections: a section left out, given empty, or a document with nothing
+// in it keeps its defaults, and those defaults are validated like written values.
+func TestValidatorsRunForAbsentSections(t *testing.T) {
+	for name, yml := range map[string]string{
+		"absent":         "top: x\n",
+		"null":           "section:\n",
+		"empty document": "",
+		"nested absent":  "section: {}\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			var out withSection
+			err := NewDecoder().Unmarshal([]byte(yml), &out)
+			var ps Problems
+			if !errors.As(err, &ps) || len(ps) != 1 || ps[0].Path != "section.node.node" || !strings.Contains(ps[0].Msg, "required") {
+				t.Fatalf("got %v, want one problem: section.node.node: required", err)
+			}
+		})
+	}
+}
