@@ -169,52 +169,22 @@ func (w *writer) flushSamples(batch []*emitReq, enc []byte) []byte {
 	if w.fold != nil {
 		fwd = w.fold(all)
 	}
-	var chunks [][]byte
-	var c signal.Chunk
-	cut := func() {
-		if c.Count == 0 {
-			return
-		}
-		enc = append(enc, ']')
-		c.Stream, c.ConfigVersion, c.Records = signal.StreamSamples, w.version, enc
-		chunks = append(chunks, signal.AppendChunk(make([]byte, 0, len(enc)+64), &c))
-		c, enc = signal.Chunk{}, enc[:0]
-	}
+	k := chunker{stream: signal.StreamSamples, version: w.version, max: w.maxChunk, enc: enc}
 	for i := range fwd {
 		s := &fwd[i]
-		mark := len(enc)
-		if c.Count == 0 {
-			enc = append(enc[:0], '[')
-			mark = 1
-		} else {
-			enc = append(enc, ',')
-		}
-		enc = signal.AppendSampleJSON(enc, s)
-		if len(enc) >= w.maxChunk && c.Count > 0 {
-			// This sample starts the next chunk.
-			enc = enc[:mark]
-			cut()
-			enc = append(enc[:0], '[')
-			enc = signal.AppendSampleJSON(enc, s)
-		}
-		if len(enc) >= w.maxChunk {
+		k.enc = signal.AppendSampleJSON(k.begin(), s)
+		if k.end(s.Time) {
 			// One sample alone is too big for a record (a huge string payload): keep the fact, not
 			// the value, so the source is released instead of redelivering it forever.
 			big := *s
 			big.Value, big.Quality = signal.Value{}, signal.Bad
-			big.Reason = fmt.Sprintf("value of %d bytes exceeds agent.max_chunk (%d bytes)", len(enc), w.maxChunk)
-			enc = signal.AppendSampleJSON(append(enc[:0], '['), &big)
+			big.Reason = fmt.Sprintf("value of %d bytes exceeds agent.max_chunk (%d bytes)", len(k.enc), w.maxChunk)
+			k.enc = signal.AppendSampleJSON(k.alone(), &big)
 			w.m.oversized.Inc()
 		}
-		if c.Count == 0 || s.Time.Before(c.Oldest) {
-			c.Oldest = s.Time
-		}
-		if s.Time.After(c.Newest) {
-			c.Newest = s.Time
-		}
-		c.Count++
 	}
-	cut()
+	chunks := k.finish()
+	enc = k.enc
 	var err error
 	if len(chunks) > 0 {
 		err = w.append(signal.StreamSamples, len(fwd), chunks...)
@@ -232,25 +202,16 @@ func (w *writer) flushFeatures() {
 	fs := w.features
 	w.features = nil
 	w.mu.Unlock()
-	for len(fs) > 0 {
-		// Split so that one chunk stays under maxChunk.
-		n := min(len(fs), max(1, w.maxChunk/160))
-		part := fs[:n]
-		fs = fs[n:]
-		recs := signal.AppendFeaturesJSON(nil, part)
-		var oldest, newest time.Time
-		for _, f := range part {
-			if oldest.IsZero() || f.WindowEnd.Before(oldest) {
-				oldest = f.WindowEnd
-			}
-			if f.WindowEnd.After(newest) {
-				newest = f.WindowEnd
-			}
-		}
-		c := signal.Chunk{Stream: signal.StreamFeatures, ConfigVersion: w.version, Count: len(part), Oldest: oldest, Newest: newest, Records: recs}
-		if err := w.append(signal.StreamFeatures, len(part), signal.AppendChunk(nil, &c)); err != nil {
-			w.log.Error("features lost: buffer refused them", "count", len(part), "err", err)
-		}
+	if len(fs) == 0 {
+		return
+	}
+	k := chunker{stream: signal.StreamFeatures, version: w.version, max: w.maxChunk}
+	for i := range fs {
+		k.enc = signal.AppendFeatureJSON(k.begin(), &fs[i])
+		k.end(fs[i].WindowEnd) // a feature is small: one alone always fits a record
+	}
+	if err := w.append(signal.StreamFeatures, len(fs), k.finish()...); err != nil {
+		w.log.Error("features lost: buffer refused them", "count", len(fs), "err", err)
 	}
 }
 
@@ -272,4 +233,70 @@ func (w *writer) append(st signal.Stream, n int, chunks ...[]byte) error {
 		w.log.Error("buffer append failed", "stream", st.String(), "records", n, "err", err)
 		return err
 	}
+}
+
+// chunker packs JSON records into chunks (buffer records) of at most max bytes, in order:
+//
+//	k.enc = appendRecord(k.begin(), rec)
+//	k.end(rec.Time)
+type chunker struct {
+	stream  signal.Stream
+	version string
+	max     int
+	enc     []byte // the open chunk's records array
+	start   int    // where the last record begins, before its separator
+	moved   []byte
+	c       signal.Chunk
+	chunks  [][]byte
+}
+
+// begin opens the next record and returns the buffer to append it to.
+func (k *chunker) begin() []byte {
+	k.start = len(k.enc)
+	if k.c.Count == 0 {
+		k.enc = append(k.enc[:0], '[')
+		k.start = 1
+	} else {
+		k.enc = append(k.enc, ',')
+	}
+	return k.enc
+}
+
+// end closes the record appended since begin, captured at t. A record that would take the open
+// chunk past max starts the next one. It reports whether the record alone reaches max, in which
+// case the caller may encode a smaller stand-in into alone().
+func (k *chunker) end(t time.Time) (tooBig bool) {
+	if len(k.enc) >= k.max && k.c.Count > 0 {
+		k.moved = append(k.moved[:0], k.enc[k.start+1:]...) // the record, without its comma
+		k.enc = k.enc[:k.start]
+		k.cut()
+		k.enc = append(append(k.enc[:0], '['), k.moved...)
+	}
+	if k.c.Count == 0 || t.Before(k.c.Oldest) {
+		k.c.Oldest = t
+	}
+	if t.After(k.c.Newest) {
+		k.c.Newest = t
+	}
+	k.c.Count++
+	return len(k.enc) >= k.max
+}
+
+// alone empties the open chunk, which holds just the last record, for a replacement.
+func (k *chunker) alone() []byte { return append(k.enc[:0], '[') }
+
+func (k *chunker) cut() {
+	if k.c.Count == 0 {
+		return
+	}
+	k.enc = append(k.enc, ']')
+	k.c.Stream, k.c.ConfigVersion, k.c.Records = k.stream, k.version, k.enc
+	k.chunks = append(k.chunks, signal.AppendChunk(make([]byte, 0, len(k.enc)+64), &k.c))
+	k.c, k.enc = signal.Chunk{}, k.enc[:0]
+}
+
+// finish closes the open chunk and returns every chunk.
+func (k *chunker) finish() [][]byte {
+	k.cut()
+	return k.chunks
 }

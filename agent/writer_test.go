@@ -244,3 +244,46 @@ func TestWriterSplitsLargeEmitsIntoChunks(t *testing.T) {
 		t.Fatalf("oversized counter %v", got)
 	}
 }
+
+// TestWriterSplitsFeaturesBySize: features with long labels are cut by their encoded size, not a
+// guessed count, so no chunk passes max_chunk.
+func TestWriterSplitsFeaturesBySize(t *testing.T) {
+	mem := buffer.NewMemory(buffer.DefaultConfig())
+	defer mem.Close()
+	w := newWriter(context.Background(), mem, "v", time.Millisecond, 4<<10, slog.New(slog.DiscardHandler), newMetrics())
+	lbl := signal.Labels{{Key: "machine", Value: strings.Repeat("m", 300)}}
+	fs := make([]signal.Feature, 200)
+	for i := range fs {
+		fs[i] = signal.Feature{Signal: "s", Name: "mean", WindowStart: time.Unix(int64(i), 0), WindowEnd: time.Unix(int64(i+1), 0),
+			Value: float64(i), Count: 1, Labels: lbl}
+	}
+	w.AddFeatures(fs)
+	w.flushFeatures()
+	recs, err := mem.Read(context.Background(), signal.StreamFeatures, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, r := range recs {
+		if len(r.Data) > 4<<10+128 {
+			t.Fatalf("features chunk of %d bytes with max_chunk 4 KiB", len(r.Data))
+		}
+		c, err := signal.ParseChunk(r.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := signal.DecodeFeatures(c.Records)
+		if err != nil || len(got) != c.Count {
+			t.Fatalf("chunk decodes to %d features (header %d): %v", len(got), c.Count, err)
+		}
+		for _, f := range got {
+			if f.Value != float64(n) {
+				t.Fatalf("feature %d has value %v: order lost", n, f.Value)
+			}
+			n++
+		}
+	}
+	if n != len(fs) {
+		t.Fatalf("%d features stored of %d", n, len(fs))
+	}
+}
