@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/gopcua/opcua/ua"
+
+	"github.com/gemba-io/gemba/internal/fsutil"
 )
 
 // ErrUntrustedServer is wrapped by errors about server certificates that are not trusted.
@@ -65,11 +67,12 @@ func loadClientCert(c Certificate, dataDir, agent string) (*clientCert, error) {
 		return nil, fmt.Errorf("create %s: %w", dir, err)
 	}
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
-	// key first: a crash between the two writes leaves no cert without key (the cert is what is checked)
-	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+	// key first: a crash between the two writes leaves no cert without key (the cert is what is
+	// checked). Both are synced: an empty key after a power cut would fail every later start.
+	if err := fsutil.WriteFileAtomic(keyPath, keyPEM, 0o600); err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		return nil, err
 	}
 	return &clientCert{DER: der, Key: key, Generated: true, Path: certPath}, nil
@@ -149,17 +152,6 @@ func generateCert(appURI, agent string) ([]byte, *rsa.PrivateKey, error) {
 	return der, key, nil
 }
 
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
-}
-
 // thumbprint is the hex SHA-1 of a DER certificate, the form OPC UA tools show.
 func thumbprint(der []byte) string {
 	sum := sha1.Sum(der) //nolint:gosec // see import
@@ -227,7 +219,7 @@ func checkTrust(t Trust, dataDir string, der []byte) (trustState, error) {
 			if err := os.MkdirAll(filepath.Dir(tofuPath), 0o700); err != nil {
 				return trustUntrusted, err
 			}
-			if err := writeFileAtomic(tofuPath, der, 0o644); err != nil {
+			if err := fsutil.WriteFileAtomic(tofuPath, der, 0o644); err != nil {
 				return trustUntrusted, err
 			}
 			return trustTOFU, nil
