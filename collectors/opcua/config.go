@@ -1,6 +1,7 @@
 package opcua
 
 import (
+	"cmp"
 	"fmt"
 	"strconv"
 	"strings"
@@ -398,37 +399,21 @@ func (c *Config) groups() []groupSpec {
 }
 
 func (c *Config) resolve(g Group) groupSpec {
-	pick := func(vals ...time.Duration) time.Duration {
-		for _, v := range vals {
-			if v != 0 {
-				return v
-			}
-		}
-		return 0
-	}
-	str := func(vals ...string) string {
-		for _, v := range vals {
-			if v != "" {
-				return v
-			}
-		}
-		return ""
-	}
 	gs := groupSpec{
 		Name:               g.Name,
-		Mode:               str(g.Mode, c.Mode),
-		PublishingInterval: pick(g.PublishingInterval, c.PublishingInterval),
-		PollInterval:       pick(g.PollInterval, c.PollInterval),
+		Mode:               cmp.Or(g.Mode, c.Mode),
+		PublishingInterval: cmp.Or(g.PublishingInterval, c.PublishingInterval),
+		PollInterval:       cmp.Or(g.PollInterval, c.PollInterval),
 	}
 	for _, n := range g.Nodes {
 		ref, _ := parseNodeRef(n.Node)
 		ns := nodeSpec{
 			Ref: ref, Raw: n.Node, Signal: n.Signal,
 			Sampling:  -1,
-			QueueSize: firstU32(n.QueueSize, g.QueueSize, c.QueueSize),
+			QueueSize: cmp.Or(n.QueueSize, g.QueueSize, c.QueueSize, 1), // 1 where every level says 0
 			Deadband:  n.Deadband,
-			Trigger:   triggers[str(n.Trigger, g.Trigger, c.Trigger, "status_value")],
-			MaxArray:  firstInt(n.MaxArray, g.MaxArray, c.MaxArray, 64),
+			Trigger:   triggers[cmp.Or(n.Trigger, g.Trigger, c.Trigger, "status_value")],
+			MaxArray:  cmp.Or(n.MaxArray, g.MaxArray, c.MaxArray, 64),
 		}
 		for _, d := range []*time.Duration{n.Sampling, g.Sampling, c.Sampling} {
 			if d != nil {
@@ -446,24 +431,6 @@ func (c *Config) resolve(g Group) groupSpec {
 		gs.Nodes = append(gs.Nodes, ns)
 	}
 	return gs
-}
-
-func firstU32(v ...uint32) uint32 {
-	for _, x := range v {
-		if x != 0 {
-			return x
-		}
-	}
-	return 1
-}
-
-func firstInt(v ...int) int {
-	for _, x := range v {
-		if x != 0 {
-			return x
-		}
-	}
-	return 0
 }
 
 // policyURI maps a configured policy name to its URI ("" for auto).

@@ -168,6 +168,9 @@ func TestGeneratedCertificateIsPersistedWithURI(t *testing.T) {
 	if st, _ := os.Stat(filepath.Join(dir, "pki", "client.key")); st == nil || st.Mode().Perm() != 0o600 {
 		t.Errorf("key file mode = %v", st)
 	}
+	if entries, _ := os.ReadDir(filepath.Join(dir, "pki")); len(entries) != 2 {
+		t.Errorf("pki holds %v, want client.crt and client.key only", entries)
+	}
 	// a configured pair is used as is; a broken one is an error naming the files
 	certPEM, _ := os.ReadFile(filepath.Join(dir, "pki", "client.crt"))
 	if err := os.WriteFile(filepath.Join(dir, "bad.key"), []byte("nope"), 0o600); err != nil {
@@ -299,6 +302,24 @@ func TestSignalNames(t *testing.T) {
 	}
 	if got := signalName([]string{"Gemba", "Bulk", "v1"}); got != "gemba.bulk.v1" {
 		t.Errorf("path = %q", got)
+	}
+}
+
+func TestStatusNames(t *testing.T) {
+	for code, want := range map[ua.StatusCode]string{
+		ua.StatusBadNodeIDUnknown:          "BadNodeIdUnknown",
+		ua.StatusBadSensorFailure | 0x0400: "BadSensorFailure", // info bits ignored
+		ua.StatusUncertainLastUsableValue:  "UncertainLastUsableValue",
+		ua.StatusCode(0x80EE0000):          "0x80EE0000",
+		ua.StatusCode(0x80EE0400):          "0x80EE0400", // unknown: shown whole
+	} {
+		if got := statusName(code); got != want {
+			t.Errorf("statusName(%#x) = %q, want %q", uint32(code), got, want)
+		}
+	}
+	// every Bad or Uncertain sample carries its name: naming a known code must not allocate
+	if n := testing.AllocsPerRun(100, func() { statusName(ua.StatusBadNodeIDUnknown) }); n != 0 {
+		t.Errorf("statusName allocates %v times per call", n)
 	}
 }
 

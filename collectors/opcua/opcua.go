@@ -74,12 +74,11 @@ type Collector struct {
 	byGroup [][]*item
 	m       *metrics
 
-	mu        sync.Mutex
-	state     string
-	lastErr   string
-	security  string
-	trust     string
-	connected time.Time
+	mu       sync.Mutex
+	state    string
+	lastErr  string
+	security string
+	trust    string
 }
 
 var _ collectors.Stater = (*Collector)(nil)
@@ -269,7 +268,6 @@ func (c *Collector) runSession(ctx context.Context, emit collectors.Emitter) err
 	c.mu.Lock()
 	c.security = policyName(s.endpoint.SecurityPolicyURI) + "/" + modeName(s.endpoint.SecurityMode)
 	c.trust = string(s.trust)
-	c.connected = time.Now()
 	c.mu.Unlock()
 	c.log.Info("connected", "endpoint", c.cfg.Endpoint, "security", c.security, "trust", c.trust,
 		"max_monitored_items_per_call", s.limits.MaxMonitoredItemsPerCall, "max_nodes_per_read", s.limits.MaxNodesPerRead)

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gopcua/opcua/ua"
@@ -27,13 +28,23 @@ func quality(code ua.StatusCode) (signal.Quality, string) {
 
 // statusName is the code's symbolic name, e.g. "BadNodeIdUnknown" (info bits ignored).
 func statusName(code ua.StatusCode) string {
-	base := ua.StatusCode(uint32(code) & 0xFFFF0000)
-	if d, ok := ua.StatusCodes[base]; ok {
-		// gopcua spells "Id" as "ID"; logs and samples use the specification's names
-		return strings.ReplaceAll(strings.TrimPrefix(d.Name, "Status"), "ID", "Id")
+	if name, ok := statusNames()[ua.StatusCode(uint32(code)&0xFFFF0000)]; ok {
+		return name
 	}
 	return fmt.Sprintf("0x%08X", uint32(code))
 }
+
+// statusNames holds every known code's name, built once: every Bad or Uncertain sample carries
+// one, and building it each time allocated. The map is read-only after construction, so the
+// runner goroutines of all collectors read it without a lock.
+var statusNames = sync.OnceValue(func() map[ua.StatusCode]string {
+	m := make(map[ua.StatusCode]string, len(ua.StatusCodes))
+	for code, d := range ua.StatusCodes {
+		// gopcua spells "Id" as "ID"; logs and samples use the specification's names
+		m[code] = strings.ReplaceAll(strings.TrimPrefix(d.Name, "Status"), "ID", "Id")
+	}
+	return m
+})
 
 // sampleTime is the source timestamp, else the server timestamp, else when we received it.
 func sampleTime(dv *ua.DataValue, now time.Time) time.Time {
