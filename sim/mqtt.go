@@ -111,7 +111,7 @@ func newJSONPublisher(broker, clientID, site string, qos byte, machines []*Machi
 	}
 	p := &jsonPublisher{client: c, site: site, qos: qos, machines: machines, last: make([]int64, len(machines)), ack: ack}
 	for _, m := range machines {
-		ack.ledger.declare(m.Line+"."+m.Name, signalsOf(m))
+		ack.ledger.declare(DeviceID(m), signalsOf(m))
 	}
 	return p, nil
 }
@@ -134,7 +134,7 @@ func (p *jsonPublisher) publish(at time.Time) {
 		p.buf = appendJSON(p.buf[:0], m, ms)
 		tok := p.client.Publish(Topic(p.site, m), p.qos, false, append([]byte(nil), p.buf...))
 		if p.qos > 0 {
-			p.ack.track(tok, m.Line+"."+m.Name, ms)
+			p.ack.track(tok, DeviceID(m), ms)
 		}
 	}
 }
@@ -186,7 +186,7 @@ type edgeNode struct {
 func newEdgeNode(broker, group, node string, bdSeq uint64, machines []*Machine, ack *acker) (*edgeNode, error) {
 	e := &edgeNode{group: group, node: node, machines: machines, ack: ack, bdSeq: bdSeq, rebirth: make(chan struct{}, 1)}
 	for _, m := range machines {
-		ack.ledger.declare(m.Line+"."+m.Name, signalsOf(m))
+		ack.ledger.declare(DeviceID(m), signalsOf(m))
 	}
 	death, err := proto.Marshal(&sparkplug.Payload{Timestamp: proto.Uint64(uint64(time.Now().UnixMilli())),
 		Metrics: []*sparkplug.Payload_Metric{{Name: proto.String("bdSeq"), Datatype: proto.Uint32(uint32(sparkplug.Int64)),
@@ -240,8 +240,9 @@ func (e *edgeNode) onCommand(_ paho.Client, msg paho.Message) {
 // aliasStride leaves room for every point of a machine (basePoints + up to 99,990 extra signals).
 const aliasStride = 100000
 
-// DeviceID is the Sparkplug device id of a machine: <line>.<machine>, so that the template
-// "{device}.{metric}" gives the same signal names as the other protocols.
+// DeviceID is a machine's id, <line>.<machine>: its Sparkplug device id (so that the template
+// "{device}.{metric}" gives the same signal names as the other protocols), its ledger source and
+// its OPC UA folder.
 func DeviceID(m *Machine) string { return m.Line + "." + m.Name }
 
 func (e *edgeNode) nextMs(at time.Time) int64 {
@@ -274,14 +275,14 @@ func (e *edgeNode) publish(at time.Time) {
 			{Name: proto.String("Node Control/Rebirth"), Datatype: proto.Uint32(uint32(sparkplug.Boolean)), Value: &sparkplug.Payload_Metric_BooleanValue{BooleanValue: false}},
 		}}, "")
 		for k, m := range e.machines {
-			ms := e.nextMs(at)
-			e.send("DBIRTH", DeviceID(m), e.payload(k, m, ms, true), m.Line+"."+m.Name)
+			ms, id := e.nextMs(at), DeviceID(m)
+			e.send("DBIRTH", id, e.payload(k, m, ms, true), id)
 		}
 	default:
 	}
 	for k, m := range e.machines {
-		ms := e.nextMs(at)
-		e.send("DDATA", DeviceID(m), e.payload(k, m, ms, false), m.Line+"."+m.Name)
+		ms, id := e.nextMs(at), DeviceID(m)
+		e.send("DDATA", id, e.payload(k, m, ms, false), id)
 	}
 }
 

@@ -41,7 +41,8 @@ func startOPCUA(host string, port int, machines []*Machine, log *slog.Logger) (*
 	ns := server.NewNodeNameSpace(srv, NamespaceURI)
 	now := time.Now()
 	for _, m := range machines {
-		folder := server.NewFolderNode(ua.NewStringNodeID(ns.ID(), m.Line+"."+m.Name), m.Line+"."+m.Name)
+		id := DeviceID(m)
+		folder := server.NewFolderNode(ua.NewStringNodeID(ns.ID(), id), id)
 		ns.AddNode(folder)
 		ns.Objects().AddRef(folder, server.RefTypeIDOrganizes, true)
 		ids := make([]*ua.NodeID, len(m.Points))

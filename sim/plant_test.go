@@ -145,7 +145,7 @@ func TestDefaultLayoutUsesEveryProtocol(t *testing.T) {
 	p := NewPlant(DefaultConfig())
 	got := map[string]Protocol{}
 	for _, m := range p.Machines {
-		got[m.Line+"."+m.Name] = m.Protocol
+		got[DeviceID(m)] = m.Protocol
 	}
 	want := map[string]Protocol{"line1.press": OPCUA, "line1.weld": OPCUA, "line1.pack": Sparkplug,
 		"line2.press": MQTTJSON, "line2.weld": MQTTJSON, "line2.pack": Sparkplug}

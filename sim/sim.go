@@ -195,19 +195,6 @@ func (s *Sim) Run(ctx context.Context) error {
 	}
 }
 
-// RestartOPCUA closes the OPC UA server, which drops every client, and starts a new one on the same
-// address with the current values.
-func (s *Sim) RestartOPCUA() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.opcua == nil {
-		return errors.New("no OPC UA server")
-	}
-	s.opcua.close()
-	s.opcua = nil
-	return s.startOPCUA()
-}
-
 // StopOPCUA closes the OPC UA server until StartOPCUA.
 func (s *Sim) StopOPCUA() {
 	s.mu.Lock()
@@ -218,10 +205,14 @@ func (s *Sim) StopOPCUA() {
 	}
 }
 
-// StartOPCUA starts the OPC UA server again after StopOPCUA.
+// StartOPCUA starts the OPC UA server again after StopOPCUA. After Close it is an error: Close
+// has already stopped the server, and one started now would be left running.
 func (s *Sim) StartOPCUA() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("start OPC UA server: simulator is closed")
+	}
 	if s.opcua != nil || s.opts.OPCUA == "" {
 		return nil
 	}
@@ -237,6 +228,10 @@ func (s *Sim) Close() {
 		return
 	}
 	s.closed = true
+	// taken under the lock: a StopOPCUA/StartOPCUA running alongside must not close it twice or
+	// replace it after we looked
+	o := s.opcua
+	s.opcua = nil
 	s.mu.Unlock()
 	s.ack.close()
 	if s.json != nil {
@@ -245,8 +240,8 @@ func (s *Sim) Close() {
 	if s.edge != nil {
 		s.edge.close()
 	}
-	if s.opcua != nil {
-		s.opcua.close()
+	if o != nil {
+		o.close()
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -201,5 +202,39 @@ func TestCollectorsYAMLNamesEveryOPCUASignal(t *testing.T) {
 		if !strings.Contains(y, want) {
 			t.Errorf("collectors YAML without %q", want)
 		}
+	}
+}
+
+// TestStartOPCUAAfterClose: a StartOPCUA that comes after Close (a chaos scenario ending while the
+// simulator shuts down) must not start a server that nobody closes.
+func TestStartOPCUAAfterClose(t *testing.T) {
+	port, err := FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	s, err := New(Options{Plant: Config{Seed: 1, Tick: 100 * time.Millisecond, Speed: 10}, OPCUA: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	listening := func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	}
+	if !listening() {
+		t.Fatal("OPC UA server not listening after New")
+	}
+	s.StopOPCUA()
+	s.Close()
+	if err := s.StartOPCUA(); err == nil {
+		t.Error("StartOPCUA after Close: no error")
+	}
+	if listening() {
+		t.Error("an OPC UA server is listening after Close")
 	}
 }

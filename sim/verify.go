@@ -10,7 +10,6 @@ import (
 // the ledger.
 type Counter struct {
 	times map[string][]int64
-	n     uint64
 }
 
 // NewCounter returns an empty counter.
@@ -19,14 +18,7 @@ func NewCounter() *Counter { return &Counter{times: map[string][]int64{}} }
 // Add counts one sample.
 func (c *Counter) Add(signal string, t time.Time) {
 	c.times[signal] = append(c.times[signal], t.UnixMilli())
-	c.n++
 }
-
-// Samples is the number of samples added.
-func (c *Counter) Samples() uint64 { return c.n }
-
-// Signal returns how many samples of one signal were added.
-func (c *Counter) Signal(name string) int { return len(c.times[name]) }
 
 // CountAfter counts the samples of the signals keep selects whose time is after t.
 func (c *Counter) CountAfter(keep func(signal string) bool, t time.Time) uint64 {
