@@ -34,18 +34,24 @@ const (
 
 // dialBroker opens the network connection for paho (its CustomOpenConnectionFn), the way paho
 // itself would (tcp and TLS through a proxy from the environment, websockets through paho), and
-// wraps it in a bufConn.
+// wraps it in a bufConn that bounds each write by paho's write timeout.
 func dialBroker(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
 	conn, err := dialRaw(uri, o)
 	if err != nil {
 		return nil, err
 	}
-	return newBufConn(conn), nil
+	return newBufConn(conn, o.WriteTimeout), nil
 }
 
 func dialRaw(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
-	// paho's default dialer waits 30 s for TCP; connect_timeout bounds the whole attempt, so a
-	// dead broker in a failover list costs no more than that.
+	// paho's default dialer waits 30 s for TCP; connect_timeout bounds the whole attempt (TCP,
+	// proxy and TLS handshakes together), so a dead broker in a failover list costs no more.
+	ctx := context.Background()
+	if o.ConnectTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.ConnectTimeout)
+		defer cancel()
+	}
 	dialer := &net.Dialer{Timeout: o.ConnectTimeout}
 	if o.Dialer != nil {
 		d := *o.Dialer
@@ -53,6 +59,13 @@ func dialRaw(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
 			d.Timeout = o.ConnectTimeout
 		}
 		dialer = &d
+	}
+	dialTCP := func() (net.Conn, error) {
+		pd := proxy.FromEnvironmentUsing(dialer)
+		if cd, ok := pd.(proxy.ContextDialer); ok {
+			return cd.DialContext(ctx, "tcp", uri.Host)
+		}
+		return pd.Dial("tcp", uri.Host) // the dialer's Timeout: nothing of the budget is spent yet
 	}
 	switch uri.Scheme {
 	case "ws", "wss":
@@ -64,9 +77,9 @@ func dialRaw(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
 		}
 		return paho.NewWebsocket(u.String(), tlsc, o.ConnectTimeout, o.HTTPHeaders, o.WebsocketOptions)
 	case "tcp", "mqtt":
-		return proxy.FromEnvironmentUsing(dialer).Dial("tcp", uri.Host)
+		return dialTCP()
 	case "ssl", "tls", "mqtts":
-		raw, err := proxy.FromEnvironmentUsing(dialer).Dial("tcp", uri.Host)
+		raw, err := dialTCP()
 		if err != nil {
 			return nil, err
 		}
@@ -79,15 +92,9 @@ func dialRaw(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
 			cfg.ServerName = uri.Hostname()
 		}
 		tc := tls.Client(raw, cfg)
-		ctx := context.Background()
-		if o.ConnectTimeout > 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, o.ConnectTimeout)
-			defer cancel()
-		}
 		if err := tc.HandshakeContext(ctx); err != nil {
 			_ = raw.Close()
-			return nil, err
+			return nil, fmt.Errorf("tls handshake with %s: %w", uri.Host, err)
 		}
 		return tc, nil
 	}
@@ -98,23 +105,38 @@ func dialRaw(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
 // returns; one flusher goroutine writes everything queued in one call, so bytes leave in order
 // and at once when the link is idle. A failed write is returned by every later Write and by Read,
 // which paho turns into a lost connection.
+//
+// The write deadlines are bufConn's own: paho sets one around each Write, but the bytes leave
+// later, in the flusher, so paho's deadline would bound nothing (and its reset to zero could
+// undo Close's). The flusher bounds each write by writeTimeout instead, and by Close's closeBy.
 type bufConn struct {
 	net.Conn
-	r *bufio.Reader
+	r            *bufio.Reader
+	writeTimeout time.Duration // per flusher write; 0: none
+	// interrupt is where Close moves the deadline of a write in flight: the connection under
+	// TLS or a websocket (a websocket's own SetWriteDeadline only applies to its next write, and
+	// races with the one in flight).
+	interrupt net.Conn
 
 	mu       sync.Mutex
-	cond     sync.Cond // signalled when a flush ends
+	cond     sync.Cond // signalled when pending is taken and when a flush ends
 	pending  []byte
 	spare    []byte
-	flushing bool  // pending is non-empty or being written
-	err      error // sticky: the first write error, or net.ErrClosed
+	flushing bool      // pending is non-empty or being written
+	deadline time.Time // of the flusher's current (or last) write
+	closeBy  time.Time // set by Close: no write may last beyond it
+	err      error     // sticky: the first write error, or net.ErrClosed
 	closed   bool
 	wake     chan struct{}
 	done     chan struct{}
 }
 
-func newBufConn(conn net.Conn) *bufConn {
-	c := &bufConn{Conn: conn, wake: make(chan struct{}, 1), done: make(chan struct{})}
+func newBufConn(conn net.Conn, writeTimeout time.Duration) *bufConn {
+	c := &bufConn{Conn: conn, writeTimeout: writeTimeout, interrupt: conn,
+		wake: make(chan struct{}, 1), done: make(chan struct{})}
+	if w, ok := conn.(interface{ NetConn() net.Conn }); ok {
+		c.interrupt = w.NetConn()
+	}
 	c.cond.L = &c.mu
 	c.r = bufio.NewReaderSize(connReader{c}, connReadBuffer)
 	go c.flusher()
@@ -158,8 +180,12 @@ func (c *bufConn) flusher() {
 		for len(c.pending) > 0 && c.err == nil {
 			buf := c.pending
 			c.pending = c.spare[:0]
+			c.cond.Broadcast() // writers waiting at connMaxPending may queue behind this write
+			err := c.setWriteDeadline()
 			c.mu.Unlock()
-			_, err := c.Conn.Write(buf)
+			if err == nil {
+				_, err = c.Conn.Write(buf)
+			}
 			c.mu.Lock()
 			c.spare = buf[:0]
 			if err != nil && c.err == nil {
@@ -174,6 +200,22 @@ func (c *bufConn) flusher() {
 	}
 }
 
+// setWriteDeadline bounds the next write by writeTimeout and closeBy. Called with mu held.
+func (c *bufConn) setWriteDeadline() error {
+	var d time.Time
+	if c.writeTimeout > 0 {
+		d = time.Now().Add(c.writeTimeout)
+	}
+	if !c.closeBy.IsZero() && (d.IsZero() || c.closeBy.Before(d)) {
+		d = c.closeBy
+	}
+	if d.IsZero() && c.deadline.IsZero() {
+		return nil // none before, none now
+	}
+	c.deadline = d
+	return c.Conn.SetWriteDeadline(d)
+}
+
 // Close gives queued bytes up to connCloseFlush to leave, then closes the socket.
 func (c *bufConn) Close() error {
 	c.mu.Lock()
@@ -183,7 +225,12 @@ func (c *bufConn) Close() error {
 	}
 	c.closed = true
 	if c.flushing && c.err == nil {
-		_ = c.Conn.SetWriteDeadline(time.Now().Add(connCloseFlush))
+		c.closeBy = time.Now().Add(connCloseFlush)
+		// Cut short a write in flight that may last longer; the flusher caps later ones.
+		if c.deadline.IsZero() || c.closeBy.Before(c.deadline) {
+			c.deadline = c.closeBy
+			_ = c.interrupt.SetWriteDeadline(c.closeBy)
+		}
 		for c.flushing && c.err == nil {
 			c.cond.Wait()
 		}
@@ -197,26 +244,22 @@ func (c *bufConn) Close() error {
 	return c.Conn.Close()
 }
 
-// SetDeadline and SetWriteDeadline are ignored once Close has set its own flush deadline.
-func (c *bufConn) SetDeadline(t time.Time) error {
-	if c.isClosed() {
-		return nil
-	}
-	return c.Conn.SetDeadline(t)
-}
+// SetDeadline sets the read deadline only: write deadlines are the flusher's (see bufConn).
+func (c *bufConn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t) }
 
-func (c *bufConn) SetWriteDeadline(t time.Time) error {
-	if c.isClosed() {
-		return nil
-	}
-	return c.Conn.SetWriteDeadline(t)
-}
-
-func (c *bufConn) isClosed() bool {
+// SetReadDeadline moves the read deadline, unless a failed write has already woken the reader
+// (paho clearing its handshake deadline must not put it back to sleep).
+func (c *bufConn) SetReadDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.closed
+	if c.err != nil {
+		return nil
+	}
+	return c.Conn.SetReadDeadline(t)
 }
+
+// SetWriteDeadline is ignored: paho sets it around a Write that only queues (see bufConn).
+func (c *bufConn) SetWriteDeadline(time.Time) error { return nil }
 
 // writeErr is the flusher's failure, if any (not the error of a local Close).
 func (c *bufConn) writeErr() error {

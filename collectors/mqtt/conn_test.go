@@ -4,26 +4,20 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gemba-io/gemba/internal/testutil"
 )
 
-// waitFlushing polls until the flusher has taken everything queued and is inside its write.
-func waitFlushing(t *testing.T, c *bufConn) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+// inWrite holds once the flusher has taken everything queued and is inside its write.
+func inWrite(c *bufConn) func() bool {
+	return func() bool {
 		c.mu.Lock()
-		inWrite := c.flushing && len(c.pending) == 0
-		c.mu.Unlock()
-		if inWrite {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("flusher never started writing")
-		}
-		time.Sleep(time.Millisecond)
+		defer c.mu.Unlock()
+		return c.flushing && len(c.pending) == 0
 	}
 }
 
@@ -41,12 +35,12 @@ func readN(t *testing.T, r io.Reader, n int) string {
 func TestBufConnCoalescesWritesInOrder(t *testing.T) {
 	client, server := net.Pipe()
 	defer server.Close()
-	c := newBufConn(client)
+	c := newBufConn(client, 0)
 	defer c.Close()
 	if _, err := c.Write([]byte("a")); err != nil {
 		t.Fatal(err)
 	}
-	waitFlushing(t, c) // net.Pipe: the write of "a" blocks until the server reads
+	testutil.WaitFor(t, 10*time.Second, "the flusher writing", inWrite(c)) // net.Pipe: the write of "a" blocks until the server reads
 	for _, p := range []string{"b", "c", "d"} {
 		if _, err := c.Write([]byte(p)); err != nil {
 			t.Fatal(err)
@@ -71,7 +65,7 @@ func TestBufConnCoalescesWritesInOrder(t *testing.T) {
 func TestBufConnReadsThroughBuffer(t *testing.T) {
 	client, server := net.Pipe()
 	defer server.Close()
-	c := newBufConn(client)
+	c := newBufConn(client, 0)
 	defer c.Close()
 	go func() { _, _ = server.Write([]byte("\x30\x05hello-rest")) }()
 	if got := readN(t, c, 1); got != "\x30" {
@@ -96,7 +90,7 @@ func (failWrites) Write([]byte) (int, error) { return 0, errors.New("connection 
 func TestBufConnWriteErrorReachesReaderAndWriters(t *testing.T) {
 	client, server := net.Pipe()
 	defer server.Close()
-	c := newBufConn(failWrites{client})
+	c := newBufConn(failWrites{client}, 0)
 	defer c.Close()
 	readErr := make(chan error, 1)
 	go func() {
@@ -123,11 +117,11 @@ func TestBufConnWriteErrorReachesReaderAndWriters(t *testing.T) {
 func TestBufConnCloseFlushesQueuedBytes(t *testing.T) {
 	client, server := net.Pipe()
 	defer server.Close()
-	c := newBufConn(client)
+	c := newBufConn(client, 0)
 	if _, err := c.Write([]byte("ack1")); err != nil {
 		t.Fatal(err)
 	}
-	waitFlushing(t, c)
+	testutil.WaitFor(t, 10*time.Second, "the flusher writing", inWrite(c))
 	if _, err := c.Write([]byte("ack2")); err != nil {
 		t.Fatal(err)
 	}
@@ -147,20 +141,109 @@ func TestBufConnCloseFlushesQueuedBytes(t *testing.T) {
 	}
 }
 
-// TestBufConnCloseGivesUpOnAStuckPeer: a peer that never reads does not hold Close forever.
+// TestBufConnCloseGivesUpOnAStuckPeer: a peer that never reads does not hold Close forever, with
+// or without a write timeout longer than Close's flush, whatever deadlines paho sets meanwhile.
 func TestBufConnCloseGivesUpOnAStuckPeer(t *testing.T) {
+	for _, timeout := range []time.Duration{0, time.Hour} {
+		t.Run(timeout.String(), func(t *testing.T) {
+			client, server := net.Pipe()
+			defer server.Close()
+			c := newBufConn(client, timeout)
+			if _, err := c.Write([]byte("never read")); err != nil {
+				t.Fatal(err)
+			}
+			testutil.WaitFor(t, 10*time.Second, "the flusher writing", inWrite(c))
+			closed := make(chan error, 1)
+			go func() { closed <- c.Close() }()
+			testutil.WaitFor(t, 10*time.Second, "Close to begin", func() bool {
+				c.mu.Lock()
+				defer c.mu.Unlock()
+				return c.closed
+			})
+			// paho resetting its deadlines after a write must not lift Close's.
+			_ = c.SetWriteDeadline(time.Time{})
+			_ = c.SetDeadline(time.Time{})
+			select {
+			case <-closed:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Close blocked on a peer that never reads")
+			}
+		})
+	}
+}
+
+// TestBufConnWriteTimeoutEndsStuckConnection: with a peer that stopped reading, the write timeout
+// fails the flusher's write (paho's own deadlines around Write bound nothing, as Write only
+// queues) and the reader gets the error, so paho sees the connection as lost.
+func TestBufConnWriteTimeoutEndsStuckConnection(t *testing.T) {
 	client, server := net.Pipe()
 	defer server.Close()
-	c := newBufConn(client)
+	c := newBufConn(client, 20*time.Millisecond)
+	defer c.Close()
+	// What paho does around each packet it writes.
+	_ = c.SetWriteDeadline(time.Now().Add(time.Hour))
 	if _, err := c.Write([]byte("never read")); err != nil {
 		t.Fatal(err)
 	}
-	waitFlushing(t, c)
-	closed := make(chan error, 1)
-	go func() { closed <- c.Close() }()
-	select {
-	case <-closed:
-	case <-time.After(10 * time.Second):
-		t.Fatal("Close blocked on a peer that never reads")
+	_ = c.SetWriteDeadline(time.Time{})
+	testutil.WaitFor(t, 10*time.Second, "the write to time out", func() bool { return c.writeErr() != nil })
+	// paho clearing its handshake deadline must not put the woken reader back to sleep.
+	_ = c.SetDeadline(time.Time{})
+	readErr := make(chan error, 1)
+	go func() {
+		_, err := c.Read(make([]byte, 1))
+		readErr <- err
+	}()
+	var err error
+	testutil.WaitFor(t, 10*time.Second, "the reader to fail", func() bool {
+		select {
+		case err = <-readErr:
+			return true
+		default:
+			return false
+		}
+	})
+	if !errors.Is(err, os.ErrDeadlineExceeded) || !strings.Contains(err.Error(), "write to broker") {
+		t.Fatalf("reader got %v, want the write timeout", err)
+	}
+	if _, err := c.Write([]byte("y")); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("write after the timeout: %v", err)
+	}
+}
+
+// TestBufConnWriterWakesWhenPendingIsTaken: a writer held at connMaxPending goes on as soon as the
+// flusher takes the queue, not only once the peer has read all of it.
+func TestBufConnWriterWakesWhenPendingIsTaken(t *testing.T) {
+	client, server := net.Pipe()
+	c := newBufConn(client, 0)
+	defer c.Close()
+	defer server.Close() // first, so Close need not wait for the peer
+	if _, err := c.Write([]byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "the flusher writing", inWrite(c))
+	if _, err := c.Write(make([]byte, connMaxPending)); err != nil {
+		t.Fatal(err)
+	}
+	written := make(chan error, 1)
+	go func() {
+		_, err := c.Write([]byte("b")) // waits: the queue is full
+		written <- err
+	}()
+	if got := readN(t, server, 1); got != "a" {
+		t.Fatalf("first write %q", got)
+	}
+	// The server reads nothing more: the full queue is now in flight, and the writer must not wait for it.
+	var err error
+	testutil.WaitFor(t, 10*time.Second, "the held writer to go on", func() bool {
+		select {
+		case err = <-written:
+			return true
+		default:
+			return false
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
