@@ -121,18 +121,28 @@ type natsServer struct {
 }
 
 func (n *natsServer) start() error {
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: n.port, JetStream: true, StoreDir: n.store,
-		NoLog: true, NoSigs: true})
+	s, err := StartJetStream(n.port, n.store)
 	if err != nil {
 		return err
+	}
+	n.srv = s
+	return nil
+}
+
+// StartJetStream runs an embedded NATS server with JetStream on 127.0.0.1:port, keeping its
+// streams in storeDir, and returns once it accepts connections.
+func StartJetStream(port int, storeDir string) (*server.Server, error) {
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: storeDir,
+		NoLog: true, NoSigs: true})
+	if err != nil {
+		return nil, err
 	}
 	go s.Start()
 	if !s.ReadyForConnections(10 * time.Second) {
 		s.Shutdown()
-		return errors.New("nats not ready after 10s")
+		return nil, errors.New("nats not ready after 10s")
 	}
-	n.srv = s
-	return nil
+	return s, nil
 }
 
 func (n *natsServer) stop() {

@@ -21,6 +21,7 @@ import (
 	"github.com/gemba-io/gemba/agent"
 	"github.com/gemba-io/gemba/chaos"
 	_ "github.com/gemba-io/gemba/collectors/all"
+	gsignal "github.com/gemba-io/gemba/signal"
 	"github.com/gemba-io/gemba/sim"
 )
 
@@ -63,7 +64,7 @@ func run(cfgFile string, duration, outage time.Duration, plant sim.Config) error
 		return err
 	}
 	store := filepath.Join(dir, "jetstream")
-	hub, err := startNATS(pt.nats, store)
+	hub, err := chaos.StartJetStream(pt.nats, store)
 	if err != nil {
 		return fmt.Errorf("nats: %w", err)
 	}
@@ -120,7 +121,7 @@ func run(cfgFile string, duration, outage time.Duration, plant sim.Config) error
 	fmt.Printf("  NATS JetStream  %s   stream %s (store %s)\n  agent health    http://%s/readyz  /metrics\n\n",
 		env["GEMBA_DEMO_NATS"], cfg.Uplink.NATS.Stream, store, env["GEMBA_DEMO_HTTP"])
 
-	watch, err := newWatcher(env["GEMBA_DEMO_NATS"], cfg.Uplink.NATS.Stream, cfg.Agent.Site, cfg.Agent.ID)
+	watch, err := newWatcher(env["GEMBA_DEMO_NATS"], cfg.Uplink.NATS.Stream, cfg.Uplink.NATS.SubjectPrefix+"."+cfg.Agent.Site+"."+cfg.Agent.ID+".>")
 	if err != nil {
 		return err
 	}
@@ -166,7 +167,7 @@ loop:
 			cut = true
 		}
 		if cut && el >= restoreAt && !hub.Running() {
-			if hub, err = startNATS(pt.nats, store); err != nil {
+			if hub, err = chaos.StartJetStream(pt.nats, store); err != nil {
 				return fmt.Errorf("nats restart: %w", err)
 			}
 			fmt.Printf("\n>>> %3.0fs  uplink back: the agent drains its buffer (replayed batches are marked historical)\n\n", el.Seconds())
@@ -181,13 +182,13 @@ loop:
 		return nil
 	}
 	if !hub.Running() {
-		if hub, err = startNATS(pt.nats, store); err != nil {
+		if hub, err = chaos.StartJetStream(pt.nats, store); err != nil {
 			return err
 		}
 	}
 	acked := s.Ledger().Samples()
 	fmt.Printf("\nplant stopped: the broker acknowledged %d MQTT samples (JSON + Sparkplug B); waiting for the agent to drain...\n", acked)
-	return verify(ctx, hub, ag, watch, s, cfg.Uplink.NATS.Stream, "gemba."+cfg.Agent.Site+"."+cfg.Agent.ID+".samples")
+	return verify(ctx, hub, ag, watch, s, cfg.Uplink.NATS.Stream, gsignal.Subject(cfg.Uplink.NATS.SubjectPrefix, cfg.Agent.Site, cfg.Agent.ID, gsignal.StreamSamples))
 }
 
 // verify waits for the agent to drain, then reads the whole stream back and checks it against the

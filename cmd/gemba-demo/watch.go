@@ -29,7 +29,7 @@ type watcher struct {
 	latest  map[string]gsignal.Feature
 }
 
-func newWatcher(url, stream, site, agentID string) (*watcher, error) {
+func newWatcher(url, stream, subject string) (*watcher, error) {
 	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
 	if err != nil {
 		return nil, err
@@ -40,7 +40,7 @@ func newWatcher(url, stream, site, agentID string) (*watcher, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &watcher{nc: nc, js: js, stream: stream, subject: "gemba." + site + "." + agentID + ".>",
+	w := &watcher{nc: nc, js: js, stream: stream, subject: subject,
 		cancel: cancel, latest: map[string]gsignal.Feature{}}
 	w.wg.Add(1)
 	go w.follow(ctx)
