@@ -2,6 +2,6 @@ package chaos
 
 import "syscall"
 
-// childAttr makes a child die with the suite: a test killed by its timeout must not leave an agent
+// ChildAttr makes a child die with its parent (Pdeathsig): a test killed by its timeout must not leave an agent
 // or a broker running.
-func childAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} }
+func ChildAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} }

@@ -4,4 +4,5 @@ package chaos
 
 import "syscall"
 
-func childAttr() *syscall.SysProcAttr { return nil }
+// ChildAttr is nil where Pdeathsig does not exist.
+func ChildAttr() *syscall.SysProcAttr { return nil }

@@ -70,7 +70,7 @@ func startAgent(cfgFile, httpAddr, logFile string) (*agentProc, error) {
 	cmd := exec.Command(exe, "-test.run=^$") // a test binary must not run tests if it ever got this far
 	cmd.Env = append(os.Environ(), EnvAgent+"="+cfgFile)
 	cmd.Stdout, cmd.Stderr = lf, lf
-	cmd.SysProcAttr = childAttr()
+	cmd.SysProcAttr = ChildAttr()
 	if err := cmd.Start(); err != nil {
 		lf.Close()
 		return nil, fmt.Errorf("start agent: %w", err)
@@ -196,7 +196,7 @@ func newMosquitto(bin, dir string, port int, log io.Writer) (*mosquitto, error) 
 func (m *mosquitto) start() error {
 	m.cmd = exec.Command(m.bin, "-c", m.conf)
 	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
-	m.cmd.SysProcAttr = childAttr()
+	m.cmd.SysProcAttr = ChildAttr()
 	if err := m.cmd.Start(); err != nil {
 		return fmt.Errorf("start mosquitto: %w", err)
 	}

@@ -15,6 +15,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/gemba-io/gemba/chaos"
 )
 
 type options struct {
@@ -52,7 +54,7 @@ func run(o options) error {
 		defer os.RemoveAll(d)
 		o.work = d
 	}
-	mosq := mosquittoPath()
+	mosq := chaos.MosquittoPath()
 	if mosq == "" {
 		return fmt.Errorf("mosquitto is not installed: run `make peers` (apt-get install mosquitto)")
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/gemba-io/gemba/chaos"
 	"github.com/gemba-io/gemba/internal/promtext"
 	gsignal "github.com/gemba-io/gemba/signal"
 )
@@ -94,6 +95,7 @@ func start(dir, name string, args ...string) (*proc, error) {
 		return nil, err
 	}
 	cmd := exec.Command(name, args...)
+	cmd.SysProcAttr = chaos.ChildAttr() // nothing outlives a killed benchmark
 	cmd.Stdout, cmd.Stderr = lf, lf
 	if err := cmd.Start(); err != nil {
 		lf.Close()
@@ -487,14 +489,4 @@ func (p *publisher) close() {
 	for _, c := range p.clients {
 		c.Disconnect(250)
 	}
-}
-
-func mosquittoPath() string {
-	for _, p := range []string{"/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	p, _ := exec.LookPath("mosquitto")
-	return p
 }
