@@ -339,52 +339,39 @@ func waitCount(count func() (uint64, error), want uint64, d time.Duration) error
 // readStream reads the whole stream: each sample's id (the JSON "v") with how often it is there, and
 // the latency (ms) of the samples stored from fromSeq on: store time minus the sample's own time.
 func readStream(ctx context.Context, js jetstream.JetStream, stream, side string, fromSeq uint64) ([]float64, map[int64]int, error) {
-	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		return nil, nil, err
-	}
 	ids := map[int64]int{}
 	var lat []float64
-	for {
-		batch, err := cons.Fetch(2000, jetstream.FetchMaxWait(time.Second))
+	err := chaos.EachMessage(ctx, js, stream, "", func(msg jetstream.Msg) error {
+		md, err := msg.Metadata()
 		if err != nil {
-			return nil, nil, err
+			return err
 		}
-		n := 0
-		for msg := range batch.Messages() {
-			n++
-			md, err := msg.Metadata()
-			if err != nil {
-				return nil, nil, err
-			}
-			add := func(id int64, at time.Time) {
-				ids[id]++
-				if md.Sequence.Stream >= fromSeq {
-					lat = append(lat, float64(md.Timestamp.Sub(at).Microseconds())/1000)
-				}
-			}
-			if side == "bridge" {
-				id, ts, ok := parsePayload(msg.Data())
-				if !ok {
-					return nil, nil, fmt.Errorf("bridge message %d: %q", md.Sequence.Stream, msg.Data())
-				}
-				add(id, time.UnixMicro(ts))
-				continue
-			}
-			b, err := gsignal.DecodeBatch(msg.Data())
-			if err != nil {
-				return nil, nil, fmt.Errorf("stream message %d: %w", md.Sequence.Stream, err)
-			}
-			for _, s := range b.Samples {
-				if v, ok := s.Value.Int(); ok {
-					add(v, s.Time)
-				}
+		add := func(id int64, at time.Time) {
+			ids[id]++
+			if md.Sequence.Stream >= fromSeq {
+				lat = append(lat, float64(md.Timestamp.Sub(at).Microseconds())/1000)
 			}
 		}
-		if n == 0 {
-			return lat, ids, nil
+		if side == "bridge" {
+			id, ts, ok := parsePayload(msg.Data())
+			if !ok {
+				return fmt.Errorf("bridge message %d: %q", md.Sequence.Stream, msg.Data())
+			}
+			add(id, time.UnixMicro(ts))
+			return nil
 		}
-	}
+		b, err := gsignal.DecodeBatch(msg.Data())
+		if err != nil {
+			return fmt.Errorf("stream message %d: %w", md.Sequence.Stream, err)
+		}
+		for _, s := range b.Samples {
+			if v, ok := s.Value.Int(); ok {
+				add(v, s.Time)
+			}
+		}
+		return nil
+	})
+	return lat, ids, err
 }
 
 // parsePayload reads {"ts":<µs>,"v":<id>} as the publisher writes it.
