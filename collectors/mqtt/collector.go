@@ -397,16 +397,31 @@ func (c *Collector) onConnect(ctx context.Context, cl paho.Client) {
 	if ctx.Err() != nil {
 		return
 	}
+	unsubscribed := true
 	if len(remove) > 0 {
 		ut := cl.Unsubscribe(remove...)
-		if !waitToken(ctx, ut, c.cfg.ConnectTimeout) || ut.Error() != nil {
-			c.log.Warn("unsubscribe removed topics", "topics", remove, "err", ut.Error())
+		confirmed := waitToken(ctx, ut, c.cfg.ConnectTimeout)
+		if ctx.Err() != nil {
 			return
 		}
-		c.log.Info("unsubscribed topics no longer configured", "topics", remove)
+		switch {
+		case !confirmed:
+			unsubscribed = false
+			c.log.Warn("unsubscribe of removed topics not confirmed; retried on the next connection", "topics", remove, "timeout", c.cfg.ConnectTimeout)
+		case ut.Error() != nil:
+			unsubscribed = false
+			c.log.Warn("unsubscribe of removed topics failed; retried on the next connection", "topics", remove, "err", ut.Error())
+		default:
+			c.log.Info("unsubscribed topics no longer configured", "topics", remove)
+		}
 	}
-	if err := saveState(c.stateDir, subState{ClientID: c.clientID, Topics: want}); err != nil {
-		c.log.Warn("save subscription state", "err", err)
+	// Until the broker confirms the unsubscribe the state keeps the union, so the next connection
+	// tries again; meanwhile their messages are counted as unmatched. The subscriptions made above
+	// are live either way, and so reported.
+	if unsubscribed {
+		if err := saveState(c.stateDir, subState{ClientID: c.clientID, Topics: want}); err != nil {
+			c.log.Warn("save subscription state", "err", err)
+		}
 	}
 	if len(failed) > 0 {
 		c.setState("degraded", "failed_subscriptions", strings.Join(failed, ","))

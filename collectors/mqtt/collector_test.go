@@ -13,6 +13,7 @@ import (
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gemba-io/gemba/config"
@@ -199,18 +200,9 @@ func TestSubscriptionsReconciledAcrossRestart(t *testing.T) {
 		}
 		cfg := testConfig(b.url(), subs...)
 		cfg.ClientID = "reconcile-test"
-		c, err := New("test", cfg, collectors.Deps{Agent: "a", DataDir: dir, Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- c.Run(ctx, &memEmitter{}) }()
+		c, stop := startCollector(t, cfg, collectors.Deps{Agent: "a", DataDir: dir}, &memEmitter{})
 		testutil.WaitFor(t, 10*time.Second, "connected", connectedState(c))
-		cancel()
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
+		stop()
 	}
 	run("t/a", "t/b")
 	if got := b.subscriptions("reconcile-test"); !slices.Equal(got, []string{"t/a", "t/b"}) {
@@ -219,6 +211,82 @@ func TestSubscriptionsReconciledAcrossRestart(t *testing.T) {
 	run("t/a", "t/c")
 	if got := b.subscriptions("reconcile-test"); !slices.Equal(got, []string{"t/a", "t/c"}) {
 		t.Fatalf("broker subscriptions after config change = %v, want [t/a t/c]", got)
+	}
+}
+
+// unsubHolder is a mochi hook that allows every client and filter but deny, and holds each
+// UNSUBSCRIBE (never confirming it) until release is closed.
+type unsubHolder struct {
+	mochi.HookBase
+	deny    string
+	release chan struct{}
+}
+
+func (h *unsubHolder) ID() string { return "unsub-holder" }
+
+func (h *unsubHolder) Provides(b byte) bool {
+	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck || b == mochi.OnUnsubscribe
+}
+
+func (h *unsubHolder) OnConnectAuthenticate(*mochi.Client, packets.Packet) bool { return true }
+
+func (h *unsubHolder) OnACLCheck(_ *mochi.Client, topic string, _ bool) bool { return topic != h.deny }
+
+func (h *unsubHolder) OnUnsubscribe(_ *mochi.Client, pk packets.Packet) packets.Packet {
+	<-h.release
+	return pk
+}
+
+// TestUnsubscribeNotConfirmedStillReportsSubscriptions: when the broker does not confirm the
+// unsubscribe of a topic removed from the config, the subscriptions just made are reported all the
+// same (not "subscribing" forever), and the removed topic stays recorded to be retried.
+func TestUnsubscribeNotConfirmedStillReportsSubscriptions(t *testing.T) {
+	b := startMochi(t)
+	b.stop()
+	hook := &unsubHolder{deny: "t/denied", release: make(chan struct{})}
+	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err := srv.AddHook(hook, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.AddListener(listeners.NewTCP(listeners.Config{ID: "t", Address: fmt.Sprintf("127.0.0.1:%d", b.port)})); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	b.srv = srv
+	t.Cleanup(func() { close(hook.release) }) // before the broker stops (cleanups run last first)
+
+	dir := t.TempDir()
+	start := func(topics ...string) (*Collector, func()) {
+		var subs []Subscription
+		for _, tp := range topics {
+			subs = append(subs, Subscription{Topic: tp, Format: FormatValue})
+		}
+		cfg := testConfig(b.url(), subs...)
+		cfg.ClientID = "unsub-test"
+		cfg.ConnectTimeout = 500 * time.Millisecond
+		return startCollector(t, cfg, collectors.Deps{Agent: "a", DataDir: dir}, &memEmitter{})
+	}
+	c, stop := start("t/a", "t/removed")
+	testutil.WaitFor(t, 10*time.Second, "connected", connectedState(c))
+	stop()
+
+	c, _ = start("t/a", "t/denied")
+	testutil.WaitFor(t, 10*time.Second, "subscriptions reported", func() bool {
+		st, _ := c.State()
+		return st == "degraded" || st == "connected"
+	})
+	st, info := c.State()
+	if st != "degraded" || info["failed_subscriptions"] != "t/denied" {
+		t.Errorf("state %s %v, want degraded with failed_subscriptions t/denied", st, info)
+	}
+	saved, err := loadState(c.stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := saved.Topics["t/removed"]; !ok {
+		t.Errorf("saved topics %v: t/removed no longer recorded, so never unsubscribed", saved.Topics)
 	}
 }
 

@@ -192,6 +192,14 @@ func readRecords(t testing.TB, path string) []fileRecord {
 // runCollector starts a collector and stops it at cleanup, checking that Run returned nil.
 func runCollector(t testing.TB, cfg *Config, deps collectors.Deps, em collectors.Emitter) *Collector {
 	t.Helper()
+	c, _ := startCollector(t, cfg, deps, em)
+	return c
+}
+
+// startCollector starts a collector and returns it with its stop, for tests that restart it:
+// stop cancels Run and checks that it returned nil; it runs at cleanup too, and only once.
+func startCollector(t testing.TB, cfg *Config, deps collectors.Deps, em collectors.Emitter) (*Collector, func()) {
+	t.Helper()
 	if deps.Metrics == nil {
 		deps.Metrics = prometheus.NewRegistry()
 	}
@@ -205,18 +213,22 @@ func runCollector(t testing.TB, cfg *Config, deps collectors.Deps, em collectors
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx, em) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run returned %v", err)
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run returned %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Errorf("Run did not return after cancel")
 			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("Run did not return after cancel")
-		}
-	})
-	return c
+		})
+	}
+	t.Cleanup(stop) // also when the test fails before calling it
+	return c, stop
 }
 
 func connectedState(c *Collector) func() bool {

@@ -1,9 +1,7 @@
 package mqtt
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -161,20 +159,9 @@ func TestMosquittoTopicsAcrossRestart(t *testing.T) {
 		cfg.ClientID = "topics-test"
 		em := &memEmitter{}
 		reg := prometheus.NewRegistry()
-		c, err := New("test", cfg, collectors.Deps{Agent: "a", DataDir: dir, Metrics: reg, Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- c.Run(ctx, em) }()
+		c, stop := startCollector(t, cfg, collectors.Deps{Agent: "a", DataDir: dir, Metrics: reg}, em)
 		testutil.WaitFor(t, 10*time.Second, "connected", connectedState(c))
-		return c, em, reg, func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Error(err)
-			}
-		}
+		return c, em, reg, stop
 	}
 	_, _, _, stop := run("old/x", "keep/x")
 	stop()

@@ -1,7 +1,6 @@
 package mqtt
 
 import (
-	"context"
 	"flag"
 	"os"
 	"strings"
@@ -222,20 +221,9 @@ func TestSparkplugBirthSurvivesRestart(t *testing.T) {
 	run := func() (*memEmitter, *prometheus.Registry, func()) {
 		em := &memEmitter{}
 		reg := prometheus.NewRegistry()
-		c, err := New("test", cfg, collectors.Deps{Agent: "a", DataDir: dir, Metrics: reg})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- c.Run(ctx, em) }()
+		c, stop := startCollector(t, cfg, collectors.Deps{Agent: "a", DataDir: dir, Metrics: reg}, em)
 		testutil.WaitFor(t, 10*time.Second, "connected", connectedState(c))
-		return em, reg, func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Error(err)
-			}
-		}
+		return em, reg, stop
 	}
 	em, _, stop := run()
 	e.send("NBIRTH", "", metricSpec{name: "bdSeq", dt: sparkplug.Int64, value: uint64(0)},
@@ -266,14 +254,7 @@ func TestSparkplugDeviceAliasesSurviveNodeRebirth(t *testing.T) {
 	cfg.ClientID = "sp-rebirth"
 	em := &memEmitter{}
 	reg := prometheus.NewRegistry()
-	c, err := New("test", cfg, collectors.Deps{Agent: "a", DataDir: t.TempDir(), Metrics: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx, em) }()
-	defer func() { cancel(); <-done }()
+	c := runCollector(t, cfg, collectors.Deps{Agent: "a", DataDir: t.TempDir(), Metrics: reg}, em)
 	testutil.WaitFor(t, 10*time.Second, "connected", connectedState(c))
 
 	e := &edgeNode{t: t, cl: newPublisher(t, b.url(), "edge"), group: "plant1", node: "n1", now: 1700000000000}
