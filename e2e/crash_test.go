@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -350,12 +349,7 @@ func TestCrashNothingLostNoDuplicates(t *testing.T) {
 		t.Skip("spawns agent processes")
 	}
 	natsDir, bufDir := t.TempDir(), t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	port := testutil.FreePort(t)
 	ns := startNATS(t, natsDir, port)
 	url := ns.ClientURL()
 	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()

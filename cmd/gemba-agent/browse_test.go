@@ -11,12 +11,14 @@ import (
 
 	"github.com/gopcua/opcua/server"
 	"github.com/gopcua/opcua/ua"
+
+	"github.com/gemba-io/gemba/internal/testutil"
 )
 
 // startOPCUA runs gopcua's in-process server (security None) with a few variables under Objects.
 func startOPCUA(t *testing.T) string {
 	t.Helper()
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	srv := server.New(
 		server.EndPoint("127.0.0.1", port),
 		server.EnableSecurity("None", ua.MessageSecurityModeNone),

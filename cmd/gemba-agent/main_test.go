@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/gemba-io/gemba/internal/testutil"
 )
 
 // The test binary doubles as gemba-agent: with GEMBA_TEST_MAIN=1 it runs main with the given args.
@@ -125,18 +126,9 @@ func TestVersion(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func TestRunWithUnreachableUplinkThenSIGTERM(t *testing.T) {
 	dir := t.TempDir()
-	httpPort, natsPort := freePort(t), freePort(t) // nothing listens on natsPort
+	httpPort, natsPort := testutil.FreePort(t), testutil.FreePort(t) // nothing listens on natsPort
 	file := filepath.Join(dir, "agent.yaml")
 	cfg := fmt.Sprintf(`agent: {id: gw1, site: plant1, shutdown_timeout: 5s, log: {format: text}}
 http: {listen: "127.0.0.1:%d"}
