@@ -50,7 +50,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("-qos %d: want 0 or 1", *qos)
 	}
 	cfg := sim.Config{Seed: *seed, Site: *site, Lines: *lines, MachinesPerLine: *machines, ExtraSignals: *extra, Tick: *tick, Speed: *speed}
-	if *broker == "" {
+	embedded := *broker == "" // no broker given (or -broker ""): run our own
+	if embedded {
 		*broker = "tcp://" + *listenMQTT
 	}
 	if *printCfg {
@@ -72,7 +73,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		ctx, cancel = context.WithTimeout(ctx, *duration)
 		defer cancel()
 	}
-	if !flagSet(fs, "broker") {
+	if embedded {
 		b, err := sim.StartBroker(*listenMQTT, log)
 		if err != nil {
 			return err
@@ -107,10 +108,4 @@ func run(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "steps %d  mqtt acked %d (unacked %d)  opcua updates %d\n", st.Steps, st.MQTTAcked, st.MQTTFailed, st.OPCUAUpdates)
 		}
 	}
-}
-
-func flagSet(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	return set
 }
