@@ -50,7 +50,7 @@ type Buffer interface {
 // Stats describes a buffer.
 type Stats struct {
 	Streams  [signal.NumStreams]StreamStats
-	DiskSize int64 // bytes on disk, including Badger's value log
+	DiskSize int64 // bytes on disk, including Badger's value log, and bytes accepted for writing
 	MaxBytes int64
 	// Full is set while appends are refused or evicting because of the byte cap.
 	Full bool

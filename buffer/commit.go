@@ -39,8 +39,20 @@ func (s *Store) writer() {
 
 func (s *Store) commitGroup(batch []*appendReq) {
 	var accepted []*appendReq
-	for _, r := range batch {
-		if err := s.makeRoom(r.stream, r.size); err != nil {
+	for i := 0; i < len(batch); i++ {
+		r := batch[i]
+		err := s.makeRoom(r.size)
+		if errors.Is(err, ErrFull) && s.cfg.WhenFull == DropOldest && len(accepted) > 0 {
+			// The appends accepted before this one hold the room it needs, and only published
+			// records can be evicted: commit them, then try this one again (once: accepted is
+			// empty then).
+			s.commit(accepted)
+			s.inflight.Wait() // sync: always publishes after the fsync
+			accepted = nil
+			i--
+			continue
+		}
+		if err != nil {
 			if errors.Is(err, ErrFull) && s.cfg.WhenFull == Block {
 				err = errRetry
 			} else if errors.Is(err, ErrFull) {
@@ -51,12 +63,19 @@ func (s *Store) commitGroup(batch []*appendReq) {
 		}
 		accepted = append(accepted, r)
 	}
-	if len(accepted) == 0 {
-		return
+	if len(accepted) > 0 {
+		s.commit(accepted)
 	}
+}
+
+// commit writes appends that makeRoom accepted as one group and hands them to the syncer or
+// publishes them.
+func (s *Store) commit(accepted []*appendReq) {
 	g := &group{reqs: accepted, seqs: make([][]uint64, len(accepted)), now: time.Now()}
 	var entries []*badger.Entry
+	var size int64
 	for i, r := range accepted {
+		size += r.size
 		g.seqs[i] = make([]uint64, len(r.records))
 		for j, rec := range r.records {
 			s.next[r.stream]++
@@ -65,9 +84,17 @@ func (s *Store) commitGroup(batch []*appendReq) {
 			entries = append(entries, badger.NewEntry(qkey(uint8(r.stream), seq, g.now, len(rec)), frame(seq, rec)))
 		}
 	}
-	if err := s.write(entries); err != nil {
+	err := s.write(entries)
+	s.mu.Lock()
+	s.pending -= size
+	if err == nil {
+		s.written += size // in Badger's files now: the next measure sees them
+	}
+	s.mu.Unlock()
+	if err != nil {
 		// Part of the group may be in Badger (several transactions): wait for the groups still
-		// syncing, then recount from the keys so that the counters match what is stored.
+		// syncing, then recount from the keys so that the counters match what is stored. The
+		// next measure counts the bytes that made it to disk.
 		s.inflight.Wait()
 		s.recount()
 		s.setIOErr(err)
@@ -129,7 +156,7 @@ func (s *Store) syncer() {
 // the error and may append again (at least once).
 func (s *Store) publish(gs []*group, err error) {
 	s.mu.Lock()
-	var written int64
+	var touched int64
 	var woke [signal.NumStreams]bool
 	for _, g := range gs {
 		for i, r := range g.reqs {
@@ -142,7 +169,7 @@ func (s *Store) publish(gs []*group, err error) {
 			for _, rec := range r.records {
 				st.bytes += uint64(len(rec))
 			}
-			written += r.size
+			touched += r.size
 			if !woke[r.stream] {
 				woke[r.stream] = true
 				close(s.wake[r.stream])
@@ -152,7 +179,6 @@ func (s *Store) publish(gs []*group, err error) {
 		s.groups++
 		s.grouped += uint64(len(g.reqs))
 	}
-	s.written += written
 	if err == nil && s.ioErr != nil && !errors.Is(s.ioErr, syscall.ENOSPC) {
 		s.ioErr = nil // a write error that a write has since disproved
 	}
@@ -166,7 +192,7 @@ func (s *Store) publish(gs []*group, err error) {
 			}
 		}
 	}
-	s.touch(written)
+	s.touch(touched)
 }
 
 // recount rebuilds the counters of every stream from its keys after a write that may have been

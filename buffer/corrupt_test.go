@@ -82,6 +82,13 @@ func TestCorruptValue(t *testing.T) {
 			t.Fatalf("stats = %+v, want 1 corrupt and %d waiting", st, n-1)
 		}
 	}
+	// The dropped record is garbage the next reclaim gives back, like an acked one.
+	s.mu.Lock()
+	garbage := s.garbage
+	s.mu.Unlock()
+	if want := int64(len(marked(5)) + entryOverhead); garbage != want {
+		t.Fatalf("garbage after dropping one corrupt record = %d, want %d", garbage, want)
+	}
 }
 
 // TestCorruptTail damages a record in the newest value-log file. Badger truncates that file at the

@@ -251,6 +251,16 @@ func (m *Memory) Stats() Stats {
 	return out
 }
 
+// LastSeq returns the last appended sequence of stream (0 for an unknown stream).
+func (m *Memory) LastSeq(stream signal.Stream) uint64 {
+	if checkStream(stream) != nil {
+		return 0
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.st[stream].last
+}
+
 // GetMeta returns a value stored with PutMeta.
 func (m *Memory) GetMeta(key string) ([]byte, bool, error) {
 	m.mu.Lock()

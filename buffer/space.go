@@ -66,14 +66,16 @@ func (s *Store) freeFor(need int64, fresh bool) (int64, error) {
 	return free, nil
 }
 
-// makeRoom decides whether need more bytes may be written to stream, evicting (drop_oldest) and
-// reclaiming disk space as needed. It returns an error wrapping ErrFull when they may not.
-func (s *Store) makeRoom(stream signal.Stream, need int64) error {
+// makeRoom decides whether need more bytes may be written, evicting (drop_oldest) and reclaiming
+// disk space as needed. It returns an error wrapping ErrFull when they may not; otherwise the bytes
+// count as pending until the writer has written them, so that the rest of a group commit (and
+// the groups after it) see them.
+func (s *Store) makeRoom(need int64) error {
 	limit := int64(s.cfg.MaxBytes)
 	vlog := int64(s.cfg.Badger.ValueLogFileSize)
 	for attempt := 0; ; attempt++ {
 		s.mu.Lock()
-		usage, garbage := s.disk+s.written, s.garbage
+		usage, garbage := s.usedLocked(), s.garbage
 		s.mu.Unlock()
 		free, err := s.freeFor(need, attempt > 0)
 		if err != nil {
@@ -81,18 +83,19 @@ func (s *Store) makeRoom(stream signal.Stream, need int64) error {
 		}
 		diskFull := free-need < s.reserve()
 		if usage+need <= limit && !diskFull {
+			s.mu.Lock()
+			s.pending += need
 			// Full and the disk error clear only with two files of room to spare, so that a
 			// store evicting to stay under the cap does not flap between full and not full.
 			slack := 2 * vlog // eviction frees one file beyond the need: that is not yet room to spare
 			if attempt == 0 && usage+need+slack <= limit && free-need-slack >= s.reserve() {
-				s.mu.Lock()
 				s.full = false
 				if s.ioErr != nil && errors.Is(s.ioErr, syscall.ENOSPC) {
 					s.ioErr = nil
 					s.log.Info("disk space is back", "dir", s.cfg.Dir, "free", free)
 				}
-				s.mu.Unlock()
 			}
+			s.mu.Unlock()
 			return nil
 		}
 		s.mu.Lock()
@@ -123,12 +126,12 @@ func (s *Store) makeRoom(stream signal.Stream, need int64) error {
 		s.reclaim()
 	}
 	s.mu.Lock()
-	err := s.ioErr
+	err, used := s.ioErr, s.usedLocked()
 	s.mu.Unlock()
 	if err != nil && errors.Is(err, syscall.ENOSPC) {
 		return fmt.Errorf("%w: %w", ErrFull, err)
 	}
-	return fmt.Errorf("%w: %d of %d bytes used (max_bytes)", ErrFull, s.Stats().DiskSize, limit)
+	return fmt.Errorf("%w: %d of %d bytes used (max_bytes)", ErrFull, used, limit)
 }
 
 // evict drops the oldest records, samples first, until about target bytes are freed.
@@ -219,28 +222,40 @@ func (s *Store) removeHead(stream signal.Stream, pred func(qkeyInfo) bool, reaso
 			return total, err
 		}
 		s.mu.Lock()
-		st := &s.st[stream]
-		st.head, st.acked = newHead, newAcked
-		st.count -= n
-		st.bytes -= bytes
-		s.garbage += int64(bytes + n*entryOverhead)
-		if reason != "" && n > 0 {
-			s.drops[stream][reason] += n
-		}
-		s.refreshFirstLocked(stream)
-		s.signalSpaceLocked()
-		kick := s.garbage >= 2*int64(s.cfg.Badger.ValueLogFileSize)
+		s.st[stream].head, s.st[stream].acked = newHead, newAcked
+		kick := s.removedLocked(stream, n, bytes, reason)
 		s.mu.Unlock()
 		if kick {
-			select {
-			case s.kick <- struct{}{}:
-			default:
-			}
+			s.kickReclaim()
 		}
 		total += n
 		if !more {
 			return total, nil
 		}
+	}
+}
+
+// removedLocked accounts for n records of bytes payload deleted from stream: its counters, the
+// drop counter reason ("" for none), the garbage a reclaim gives back, and it wakes blocked
+// appends. It reports whether enough garbage piled up to ask for a reclaim. s.mu must be held.
+func (s *Store) removedLocked(stream signal.Stream, n, bytes uint64, reason string) (kick bool) {
+	st := &s.st[stream]
+	st.count -= n
+	st.bytes -= bytes
+	s.garbage += int64(bytes + n*entryOverhead)
+	if reason != "" && n > 0 {
+		s.drops[stream][reason] += n
+	}
+	s.refreshFirstLocked(stream)
+	s.signalSpaceLocked()
+	return s.garbage >= 2*int64(s.cfg.Badger.ValueLogFileSize)
+}
+
+// kickReclaim asks the maintenance goroutine for a reclaim pass.
+func (s *Store) kickReclaim() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -310,6 +325,7 @@ func (s *Store) dropCorrupt(stream signal.Stream, bad []qkeyInfo) {
 	s.headMu.Lock()
 	defer s.headMu.Unlock()
 	var n, bytes uint64
+	s.dirty.Store(true)
 	s.dbMu.RLock()
 	err := s.db.Update(func(txn *badger.Txn) error {
 		for _, k := range bad {
@@ -333,12 +349,11 @@ func (s *Store) dropCorrupt(stream signal.Stream, bad []qkeyInfo) {
 		return
 	}
 	s.mu.Lock()
-	st := &s.st[stream]
-	st.count -= n
-	st.bytes -= bytes
-	s.drops[stream]["corrupt"] += n
-	s.refreshFirstLocked(stream)
+	kick := s.removedLocked(stream, n, bytes, "corrupt")
 	s.mu.Unlock()
+	if kick {
+		s.kickReclaim()
+	}
 }
 
 // reclaim gives the disk space of removed records back: Badger only frees a value-log file after a
@@ -351,7 +366,7 @@ func (s *Store) reclaim() {
 	defer s.reclaimMu.Unlock()
 	start := time.Now()
 	s.mu.Lock()
-	before := s.disk + s.written
+	before, garbage := s.usedLocked(), s.garbage
 	s.mu.Unlock()
 	s.dbMu.Lock()
 	err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte{pfxFlush}, []byte{1}) })
@@ -377,7 +392,7 @@ func (s *Store) reclaim() {
 		}
 	}
 	s.mu.Lock()
-	s.garbage = 0
+	s.garbage -= garbage // records removed during the pass may have escaped it: they stay counted
 	s.mu.Unlock()
 	s.measure()
 	s.mu.Lock()
@@ -389,6 +404,11 @@ func (s *Store) reclaim() {
 
 // measure sums the blocks the store's files occupy (sparse mmapped files count only what is written).
 func (s *Store) measure() {
+	s.measureMu.Lock()
+	defer s.measureMu.Unlock()
+	s.mu.Lock()
+	written := s.written
+	s.mu.Unlock()
 	var total int64
 	_ = filepath.WalkDir(s.cfg.Dir, func(_ string, d fs.DirEntry, err error) error {
 		if err != nil || !d.Type().IsRegular() {
@@ -404,7 +424,8 @@ func (s *Store) measure() {
 		return nil
 	})
 	s.mu.Lock()
-	s.disk, s.written = total, 0
+	// Bytes written during the walk may be missing from total: they stay counted in written.
+	s.disk, s.written = total, s.written-written
 	s.mu.Unlock()
 }
 
@@ -450,7 +471,7 @@ func (s *Store) clearIfRoom() {
 		s.ioErr = nil
 		s.log.Info("disk space is back", "dir", s.cfg.Dir, "free", free)
 	}
-	if s.disk+s.written+slack <= int64(s.cfg.MaxBytes) {
+	if s.usedLocked()+slack <= int64(s.cfg.MaxBytes) {
 		s.full = false
 	}
 	s.signalSpaceLocked()
@@ -465,6 +486,10 @@ func (s *Store) maintain() {
 	}
 	t := time.NewTicker(tick)
 	defer t.Stop()
+	// Trimming (a read of /proc/self/maps) and measuring (a directory walk) keep their own
+	// cadence: the tick follows max_age down to 20 ms.
+	mt := time.NewTicker(time.Second)
+	defer mt.Stop()
 	var syncC <-chan time.Time
 	if s.cfg.Sync == SyncBatch {
 		st := time.NewTicker(s.cfg.SyncInterval)
@@ -487,10 +512,11 @@ func (s *Store) maintain() {
 				s.dirty.Store(true)
 				s.setIOErr(fmt.Errorf("buffer %s: sync: %w", s.cfg.Dir, err))
 			}
-		case now := <-t.C:
+		case <-mt.C:
 			trimMappings(s.cfg.Dir)
-			s.expire(now)
 			s.measure()
+		case now := <-t.C:
+			s.expire(now)
 			s.mu.Lock()
 			garbage, full, ioErr := s.garbage, s.full, s.ioErr
 			s.mu.Unlock()

@@ -58,6 +58,8 @@ type Store struct {
 	headMu sync.Mutex
 	// reclaimMu serialises reclaim passes.
 	reclaimMu sync.Mutex
+	// measureMu serialises measure: each pass subtracts the written bytes it snapshotted.
+	measureMu sync.Mutex
 
 	mu                   sync.Mutex
 	st                   [signal.NumStreams]streamState
@@ -65,6 +67,7 @@ type Store struct {
 	space                chan struct{}                    // closed when records are removed or disk space returns
 	disk                 int64                            // bytes on disk at the last measurement
 	written              int64                            // estimated bytes written since then
+	pending              int64                            // bytes makeRoom accepted that are not written yet
 	garbage              int64                            // bytes removed since the last reclaim
 	full                 bool
 	ioErr                error
@@ -139,10 +142,11 @@ func Open(cfg Config, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("buffer %s: recover: %w", cfg.Dir, err)
 	}
-	if err := s.markOpen(); err != nil || s.db.Sync() != nil {
-		if err == nil {
-			err = s.db.Sync()
-		}
+	err = s.markOpen()
+	if err == nil {
+		err = s.db.Sync()
+	}
+	if err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("buffer %s: %w", cfg.Dir, err)
 	}
@@ -429,10 +433,27 @@ func (s *Store) Stats() Stats {
 			out.Streams[i].Oldest = st.oldest
 		}
 	}
-	out.DiskSize = s.disk + s.written
+	out.DiskSize = s.usedLocked()
 	out.MaxBytes = int64(s.cfg.MaxBytes)
 	out.Full, out.Err = s.full, s.ioErr
 	return out
+}
+
+// LastSeq returns the last appended sequence of stream (0 for an unknown stream). It is the
+// uplink's Tail, asked for every batch: unlike Stats it copies nothing.
+func (s *Store) LastSeq(stream signal.Stream) uint64 {
+	if checkStream(stream) != nil {
+		return 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.st[stream].last
+}
+
+// usedLocked is the store's size as max_bytes counts it: the last measurement, the bytes written
+// since, and the bytes accepted for writing. s.mu must be held.
+func (s *Store) usedLocked() int64 {
+	return s.disk + s.written + s.pending
 }
 
 // GetMeta returns a value stored with PutMeta (the feature engine's window checkpoints).
@@ -511,7 +532,7 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// touch counts bytes that went through Badger's mmaps and trims the mappings every 16 MiB, so a
+// touch counts bytes that went through Badger's mmaps and trims the mappings every 4 MiB, so a
 // burst of reads or writes does not grow the RSS until the next maintenance tick.
 func (s *Store) touch(n int64) {
 	if s.touched.Add(n) >= 4<<20 {

@@ -12,6 +12,13 @@ import (
 
 	"github.com/gemba-io/gemba/internal/testutil"
 	"github.com/gemba-io/gemba/signal"
+	"github.com/gemba-io/gemba/uplink"
+)
+
+// Both implementations give the uplink the tail of a stream without a Stats copy.
+var (
+	_ uplink.Tail = (*Store)(nil)
+	_ uplink.Tail = (*Memory)(nil)
 )
 
 // impl builds one Buffer implementation for the conformance suite. reopen, when not nil, closes
@@ -74,6 +81,7 @@ var suite = []struct {
 	{name: "closed", run: testClosed},
 	{name: "meta", run: testMeta},
 	{name: "bad input", run: testBadInput},
+	{name: "last seq", run: testLastSeq},
 	{name: "restart resumes", durable: true, run: testRestart},
 }
 
@@ -466,5 +474,35 @@ func testRestart(t *testing.T, im impl) {
 	}
 	if v, ok, _ := b.(MetaStore).GetMeta("k"); !ok || string(v) != "v" {
 		t.Fatalf("meta after restart = %q %v", v, ok)
+	}
+}
+
+func testLastSeq(t *testing.T, im impl) {
+	b := openT(t, im, testConfig(t))
+	tail := b.(uplink.Tail)
+	check := func(when string) {
+		t.Helper()
+		for st := range signal.NumStreams {
+			if got, want := tail.LastSeq(st), b.Stats().Streams[st].LastSeq; got != want {
+				t.Fatalf("%s: %s LastSeq = %d, Stats says %d", when, st, got, want)
+			}
+		}
+	}
+	check("empty")
+	appendT(t, b, signal.StreamSamples, rec("a"), rec("b"), rec("c"))
+	appendT(t, b, signal.StreamFeatures, rec("f"))
+	check("after appends")
+	if got := tail.LastSeq(signal.StreamSamples); got != 3 {
+		t.Fatalf("samples LastSeq = %d, want 3", got)
+	}
+	if err := b.Ack(signal.StreamSamples, 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Ack(signal.StreamFeatures, 1); err != nil {
+		t.Fatal(err)
+	}
+	check("after acking everything")
+	if got := tail.LastSeq(signal.NumStreams); got != 0 {
+		t.Fatalf("LastSeq of an unknown stream = %d, want 0", got)
 	}
 }
