@@ -26,12 +26,6 @@ type Emitter interface {
 	Emit(ctx context.Context, samples []signal.Sample) error
 }
 
-// EmitterFunc adapts a function to Emitter.
-type EmitterFunc func(ctx context.Context, samples []signal.Sample) error
-
-// Emit calls f.
-func (f EmitterFunc) Emit(ctx context.Context, s []signal.Sample) error { return f(ctx, s) }
-
 // Collector reads one source (an OPC UA server, an MQTT broker) and emits samples.
 //
 // Lifecycle: the agent calls Run in its own goroutine. Run connects, collects and returns only when

@@ -110,7 +110,7 @@ func New(name string, cfg *Config, deps collectors.Deps) (*Collector, error) {
 		if err != nil {
 			return nil, collectors.Permanent(fmt.Errorf("mqtt: subscriptions[%d]: %w", i, err))
 		}
-		s.idx, s.qos = i, cfg.subQoS(i)
+		s.qos = cfg.subQoS(i)
 		s.stall = cfg.StallTimeout
 		if st := cfg.Subscriptions[i].StallTimeout; st != nil {
 			s.stall = *st

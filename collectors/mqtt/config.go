@@ -228,13 +228,8 @@ func (s *Subscription) Validate(r config.Report) {
 		r.Errorf("stall_timeout", "must not be negative")
 	}
 	if _, err := compileSubscription(s); err != nil {
-		var ce *compileError
-		if e, ok := err.(*compileError); ok {
-			ce = e
-			r.Errorf(ce.field, "%s", ce.msg)
-		} else {
-			r.Errorf("", "%v", err)
-		}
+		ce := err.(*compileError) // the only kind of error compileSubscription returns
+		r.Errorf(ce.field, "%s", ce.msg)
 	}
 }
 

@@ -105,7 +105,7 @@ func FuzzPathAndTemplate(f *testing.F) {
 		docOK := d.parse([]byte(doc)) == nil
 		p, err := parsePath(path)
 		if err == nil && docOK {
-			if n, ok := p.lookup(&d, 0, 0); ok && (n < 0 || int(n) >= len(d.nodes)) {
+			if n, ok := p.lookup(&d, 0); ok && (n < 0 || int(n) >= len(d.nodes)) {
 				t.Fatalf("lookup returned node %d of %d", n, len(d.nodes))
 			}
 		}

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -30,7 +29,7 @@ func (s *sub) parseJSON(dst []signal.Sample, m *msgCtx, payload []byte) []signal
 	if s.each == nil {
 		return s.mapElement(dst, m, d, 0, "")
 	}
-	n, ok := s.each.lookup(d, 0, 0)
+	n, ok := s.each.lookup(d, 0)
 	if !ok {
 		m.addProblem(reasonMissingField, "each: %s not in payload", s.each)
 		return dst
@@ -97,7 +96,8 @@ func (s *sub) mapElement(dst []signal.Sample, m *msgCtx, d *jdoc, elem int32, at
 		dst = append(dst, smp)
 	}
 	if s.allLeaves {
-		ls := leaves(nil, d, "", elem, maxLeaves+1)
+		ls := leaves(s.leafBuf[:0], d, "", elem, maxLeaves+1)
+		s.leafBuf = ls
 		if len(ls) > maxLeaves {
 			m.addProblem(reasonTooMany, "%smore than %d values; configure fields", at, maxLeaves)
 			ls = ls[:maxLeaves]
@@ -112,7 +112,7 @@ func (s *sub) mapElement(dst []signal.Sample, m *msgCtx, d *jdoc, elem int32, at
 	}
 	for i := range s.fields {
 		f := &s.fields[i]
-		n, ok := f.path.lookup(d, elem, 0)
+		n, ok := f.path.lookup(d, elem)
 		if !ok {
 			if !f.optional {
 				m.addProblem(reasonMissingField, "%s%s not in payload", at, f.path)
@@ -125,7 +125,7 @@ func (s *sub) mapElement(dst []signal.Sample, m *msgCtx, d *jdoc, elem int32, at
 }
 
 func (s *sub) readTime(d *jdoc, elem int32) (time.Time, error) {
-	n, ok := s.timePath.lookup(d, elem, 0)
+	n, ok := s.timePath.lookup(d, elem)
 	if !ok {
 		return time.Time{}, fmt.Errorf("not in payload")
 	}
@@ -199,23 +199,36 @@ func epoch(text string, f float64, format string) (time.Time, error) {
 			format = "unix_ns"
 		}
 	}
-	// Integers are converted exactly; floats (unix_s with a fraction) to the nanosecond.
-	if i, err := strconv.ParseInt(text, 10, 64); err == nil {
-		switch format {
-		case "unix_s":
-			if i > math.MaxInt64/int64(time.Second) || i < math.MinInt64/int64(time.Second) {
-				return time.Time{}, fmt.Errorf("%s out of range", text)
+	// Integers are converted exactly; floats (unix_s with a fraction) to the nanosecond. Text
+	// with a fraction or an exponent is no integer: ParseInt (and its error) is spared on it.
+	if !strings.ContainsAny(text, ".eE") {
+		if i, err := strconv.ParseInt(text, 10, 64); err == nil {
+			switch format {
+			case "unix_s":
+				if i > math.MaxInt64/int64(time.Second) || i < math.MinInt64/int64(time.Second) {
+					return time.Time{}, fmt.Errorf("%s out of range", text)
+				}
+				return time.Unix(i, 0).UTC(), nil
+			case "unix_ms":
+				return time.UnixMilli(i).UTC(), nil
+			case "unix_us":
+				return time.UnixMicro(i).UTC(), nil
+			case "unix_ns":
+				return time.Unix(0, i).UTC(), nil
 			}
-			return time.Unix(i, 0).UTC(), nil
-		case "unix_ms":
-			return time.UnixMilli(i).UTC(), nil
-		case "unix_us":
-			return time.UnixMicro(i).UTC(), nil
-		case "unix_ns":
-			return time.Unix(0, i).UTC(), nil
 		}
 	}
-	unit := map[string]int64{"unix_s": 1e9, "unix_ms": 1e6, "unix_us": 1e3, "unix_ns": 1}[format]
+	var unit int64 // nanoseconds per unit of format
+	switch format {
+	case "unix_s":
+		unit = 1e9
+	case "unix_ms":
+		unit = 1e6
+	case "unix_us":
+		unit = 1e3
+	default: // unix_ns
+		unit = 1
+	}
 	if ns, ok := decimalNanos(text, unit); ok {
 		return time.Unix(0, ns).UTC(), nil
 	}
@@ -225,8 +238,6 @@ func epoch(text string, f float64, format string) (time.Time, error) {
 	}
 	return time.Unix(0, int64(ns)).UTC(), nil
 }
-
-func sortStrings(s []string) { sort.Strings(s) }
 
 // decimalNanos converts a plain decimal ("1700000000.25") in units of unit nanoseconds without
 // float rounding. It reports false for exponents or values out of range.

@@ -80,11 +80,11 @@ func parsePath(s string) (jsonPath, error) {
 	return p, nil
 }
 
-// lookup walks the path from node elem (or root for a $ path) of d.
-func (p jsonPath) lookup(d *jdoc, elem, root int32) (int32, bool) {
+// lookup walks the path from node elem (or the document root for a $ path) of d.
+func (p jsonPath) lookup(d *jdoc, elem int32) (int32, bool) {
 	n := elem
 	if p.root {
-		n = root
+		n = 0 // the root is the first node parsed
 	}
 	for _, s := range p.steps {
 		var ok bool

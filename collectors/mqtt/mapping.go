@@ -24,7 +24,6 @@ const (
 	reasonWrongType    = "wrong_type"
 	reasonBadTime      = "bad_time"
 	reasonBadName      = "bad_name"
-	reasonBadValue     = "bad_value"
 	reasonTooMany      = "too_many_fields"
 	reasonProtobuf     = "protobuf"
 	reasonSpTopic      = "sparkplug_topic"
@@ -41,7 +40,6 @@ type problem struct{ reason, detail string }
 
 // sub is a compiled subscription.
 type sub struct {
-	idx       int
 	filter    string
 	qos       byte
 	format    string
@@ -54,7 +52,8 @@ type sub struct {
 	timeFmt   string
 	valType   string
 	stall     time.Duration
-	doc       jdoc // reused by parseJSON; a sub is used by one goroutine at a time
+	doc       jdoc   // reused by parseJSON; a sub is used by one goroutine at a time
+	leafBuf   []leaf // reused by parseJSON when no fields are configured
 	// labelCache holds rendered labels by topic when no label reads the payload.
 	labelCache map[string]signal.Labels
 }

@@ -2,6 +2,7 @@ package mqtt
 
 import (
 	"math"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -273,14 +274,14 @@ func (s *sub) spDeath(dst []signal.Sample, m *msgCtx, n *spNode, device string, 
 			devs = append(devs, dev)
 		}
 	}
-	sortStrings(devs)
+	slices.Sort(devs)
 	for _, dev := range devs {
 		metrics := n.devices[dev]
 		names := make([]string, 0, len(metrics))
 		for name := range metrics {
 			names = append(names, name)
 		}
-		sortStrings(names)
+		slices.Sort(names)
 		for _, name := range names {
 			md := metrics[name]
 			if skipMetric(md.name) {

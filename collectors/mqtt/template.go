@@ -52,7 +52,6 @@ type tctx struct {
 	field  string
 	doc    *jdoc // current JSON document and element for {json.PATH}
 	elem   int32
-	root   int32
 	group  string
 	node   string
 	device string
@@ -172,7 +171,6 @@ func (t template) expand(c *tctx) (string, error) {
 }
 
 func (t template) render(c *tctx) (string, error) {
-	levels := c.topicLevels()
 	var b strings.Builder
 	b.Grow(len(t.src) + 32)
 	for _, p := range t.parts {
@@ -182,6 +180,7 @@ func (t template) render(c *tctx) (string, error) {
 		case tTopic:
 			b.WriteString(strings.ReplaceAll(c.topic, "/", "."))
 		case tTopicLevel:
+			levels := c.topicLevels() // split only for templates that name a level
 			i := p.level
 			if i < 0 {
 				i += len(levels)
@@ -202,7 +201,7 @@ func (t template) render(c *tctx) (string, error) {
 			if c.doc == nil {
 				return "", fmt.Errorf("placeholder {json.%s}: no JSON document", p.path)
 			}
-			n, ok := p.path.lookup(c.doc, c.elem, c.root)
+			n, ok := p.path.lookup(c.doc, c.elem)
 			if !ok {
 				return "", fmt.Errorf("placeholder {json.%s}: not in payload", p.path)
 			}
