@@ -135,8 +135,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	up, err := a.opts.NewUplink(cfg.Uplink,
 		uplink.Identity{Agent: cfg.Agent.ID, Site: cfg.Agent.Site, ConfigVersion: cfg.Version()},
 		buf,
-		uplink.Options{Logger: log.With("component", "uplink"), Metrics: a.m.reg, Status: a.Status,
-			Tail: func(st signal.Stream) uint64 { return buf.Stats().Streams[st].LastSeq }})
+		uplink.Options{Logger: log.With("component", "uplink"), Metrics: a.m.reg, Status: a.Status})
 	if err != nil {
 		return fmt.Errorf("uplink: %w", err)
 	}

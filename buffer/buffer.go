@@ -43,6 +43,9 @@ type Buffer interface {
 
 	// Stats returns the current depth, sizes and counters.
 	Stats() Stats
+	// LastSeq is the sequence of the newest record appended to stream (0 when none), cheap
+	// enough for the uplink to ask on every read.
+	LastSeq(stream signal.Stream) uint64
 
 	Close() error
 }
