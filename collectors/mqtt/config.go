@@ -228,8 +228,11 @@ func (s *Subscription) Validate(r config.Report) {
 		r.Errorf("stall_timeout", "must not be negative")
 	}
 	if _, err := compileSubscription(s); err != nil {
-		ce := err.(*compileError) // the only kind of error compileSubscription returns
-		r.Errorf(ce.field, "%s", ce.msg)
+		if ce, ok := err.(*compileError); ok {
+			r.Errorf(ce.field, "%s", ce.msg)
+		} else {
+			r.Errorf("", "%v", err)
+		}
 	}
 }
 
