@@ -212,10 +212,12 @@ func (c *Collector) Run(ctx context.Context, emit collectors.Emitter) error {
 		}
 	}
 	var wg, worker sync.WaitGroup
+	var handlers gate
 	worker.Go(func() { c.worker(ctx, emit, queue, requestReset) })
 	wg.Go(func() { c.watchdog(ctx, requestReset) })
 	defer func() {
 		cancel()
+		handlers.closeAndWait() // an OnConnect still subscribing gives up with ctx
 		worker.Wait()
 		wg.Wait()
 		c.setState("stopped")
@@ -224,7 +226,7 @@ func (c *Collector) Run(ctx context.Context, emit collectors.Emitter) error {
 	backoff := c.cfg.Reconnect.Initial
 	for {
 		gen := c.gen.Add(1)
-		cl := paho.NewClient(c.clientOptions(ctx, queue, gen))
+		cl := paho.NewClient(c.clientOptions(ctx, queue, gen, &handlers))
 		c.client.Store(&clientRef{cl: cl})
 		c.setState("connecting", "broker", strings.Join(c.cfg.BrokerList(), ","), "client_id", c.clientID)
 		err := c.connect(ctx, cl)
@@ -290,7 +292,7 @@ func (c *Collector) connect(ctx context.Context, cl paho.Client) error {
 	return nil
 }
 
-func (c *Collector) clientOptions(ctx context.Context, queue chan<- inMsg, gen uint64) *paho.ClientOptions {
+func (c *Collector) clientOptions(ctx context.Context, queue chan<- inMsg, gen uint64, handlers *gate) *paho.ClientOptions {
 	o := paho.NewClientOptions()
 	for _, b := range c.cfg.BrokerList() {
 		o.AddBroker(b)
@@ -316,7 +318,12 @@ func (c *Collector) clientOptions(ctx context.Context, queue chan<- inMsg, gen u
 	}
 	o.SetCustomOpenConnectionFn(dialBroker) // buffered reads, coalesced acknowledgements
 	o.SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { c.receive(ctx, queue, gen, m) })
-	o.SetOnConnectHandler(func(cl paho.Client) { c.onConnect(ctx, cl) })
+	o.SetOnConnectHandler(func(cl paho.Client) {
+		if handlers.enter() {
+			defer handlers.leave()
+			c.onConnect(ctx, cl)
+		}
+	})
 	o.SetConnectionLostHandler(func(_ paho.Client, err error) {
 		c.m.lost.Inc()
 		c.m.connected.Set(0)
@@ -430,8 +437,35 @@ func (c *Collector) onConnect(ctx context.Context, cl paho.Client) {
 	}
 }
 
-// waitToken waits for a paho token, giving up at the timeout or when the collector stops, so
-// no OnConnect goroutine outlives Run.
+// gate admits paho's OnConnect callbacks (which run on goroutines of their own) while Run runs,
+// and lets Run wait for them, so none writes state after Run returned.
+type gate struct {
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup
+}
+
+func (g *gate) enter() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
+	g.wg.Add(1)
+	return true
+}
+
+func (g *gate) leave() { g.wg.Done() }
+
+func (g *gate) closeAndWait() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+	g.wg.Wait()
+}
+
+// waitToken waits for a paho token, giving up at the timeout or when the collector stops, so an
+// OnConnect callback ends soon after Run is cancelled.
 func waitToken(ctx context.Context, tok paho.Token, timeout time.Duration) bool {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
