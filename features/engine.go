@@ -14,6 +14,7 @@ import (
 	"github.com/DataDog/sketches-go/ddsketch/mapping"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gemba-io/gemba/internal/promreg"
 	"github.com/gemba-io/gemba/signal"
 )
 
@@ -107,12 +108,12 @@ func newMetrics(reg prometheus.Registerer) (metrics, error) {
 	if reg != nil {
 		// An engine rebuilt on reload registers again: it shares the existing collectors.
 		var err error
-		samples, err = register(reg, samples, err)
-		windows, err = register(reg, windows, err)
-		emitted, err = register(reg, emitted, err)
-		ckErrors, err = register(reg, ckErrors, err)
-		ckBytes, err = register(reg, ckBytes, err)
-		seriesN, err = register(reg, seriesN, err)
+		samples = promreg.Register(reg, samples, &err)
+		windows = promreg.Register(reg, windows, &err)
+		emitted = promreg.Register(reg, emitted, &err)
+		ckErrors = promreg.Register(reg, ckErrors, &err)
+		ckBytes = promreg.Register(reg, ckBytes, &err)
+		seriesN = promreg.Register(reg, seriesN, &err)
 		if err != nil {
 			return m, fmt.Errorf("features: register metrics: %w", err)
 		}
@@ -123,23 +124,6 @@ func newMetrics(reg prometheus.Registerer) (metrics, error) {
 		closedWM: windows.WithLabelValues("watermark"), closedIdle: windows.WithLabelValues("idle"),
 		emitted: emitted, ckErrors: ckErrors, ckBytes: ckBytes, seriesN: seriesN}
 	return m, nil
-}
-
-// register registers c, or returns the collector already registered under its name.
-func register[T prometheus.Collector](reg prometheus.Registerer, c T, prev error) (T, error) {
-	if prev != nil {
-		return c, prev
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if ex, ok := are.ExistingCollector.(T); ok {
-				return ex, nil
-			}
-		}
-		return c, err
-	}
-	return c, nil
 }
 
 // New builds an engine for cfg (which must have passed Validate) and restores the checkpoint from

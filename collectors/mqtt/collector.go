@@ -88,7 +88,11 @@ func New(name string, cfg *Config, deps collectors.Deps) (*Collector, error) {
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Collector{name: name, cfg: cfg, deps: deps, log: deps.Logger, m: newMetrics(deps.Metrics),
+	m, err := newMetrics(deps.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt %s: metrics: %w", name, err)
+	}
+	c := &Collector{name: name, cfg: cfg, deps: deps, log: deps.Logger, m: m,
 		state: "stopped", info: map[string]string{}}
 	c.warn = newRateLog(c.log, 10*time.Second)
 	c.acked = newRecentAcks(1 << 13) // more than a broker keeps in flight to one client

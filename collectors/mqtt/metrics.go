@@ -1,12 +1,13 @@
 package mqtt
 
 import (
-	"errors"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gemba-io/gemba/internal/promreg"
 )
 
 // metrics are the collector's Prometheus series. Deps.Metrics already carries collector=<name>.
@@ -28,17 +29,18 @@ type metrics struct {
 	connected   prometheus.Gauge
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
+	var err error
 	cv := func(name, help string, labels ...string) *prometheus.CounterVec {
-		return register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gemba_mqtt_" + name, Help: help}, labels))
+		return promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gemba_mqtt_" + name, Help: help}, labels), &err)
 	}
 	c := func(name, help string) prometheus.Counter {
-		return register(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "gemba_mqtt_" + name, Help: help}))
+		return promreg.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: "gemba_mqtt_" + name, Help: help}), &err)
 	}
-	return &metrics{
+	m := &metrics{
 		messages:    cv("messages_total", "MQTT messages received, by subscription.", "subscription"),
 		samples:     cv("samples_total", "Samples mapped from MQTT messages, by subscription.", "subscription"),
 		bad:         cv("bad_payloads_total", "Payload problems (malformed, oversized, wrong type, ...), by subscription and reason.", "subscription", "reason"),
@@ -53,24 +55,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		subFails:    c("subscribe_failures_total", "Topic filters the broker refused or did not confirm."),
 		seqGaps:     cv("sparkplug_seq_gaps_total", "Sparkplug B seq numbers out of order.", "subscription"),
 		rebirths:    cv("sparkplug_rebirth_requests_total", "Sparkplug B rebirth requests (NCMD) sent.", "subscription"),
-		connected: register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+		connected: promreg.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gemba_mqtt_connected", Help: "1 while connected to a broker.",
-		})),
+		}), &err),
 	}
-}
-
-// register registers c, or returns the collector already registered under the same name, so a
-// rebuilt collector (config reload) keeps counting on the same series.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-	}
-	return c
+	return m, err
 }
 
 // rateLog logs at most one line per key and interval, and says how many it held back.

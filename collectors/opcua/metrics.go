@@ -1,9 +1,9 @@
 package opcua
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gemba-io/gemba/internal/promreg"
 )
 
 // metrics of one collector. The registerer the agent passes already carries collector=<name>.
@@ -38,29 +38,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "gemba_opcua_deadband_suppressed_total", Help: "Samples suppressed by the client-side deadband."}),
 	}
 	var err error
-	m.samples = register(reg, m.samples, &err)
-	m.reconnects = register(reg, m.reconnects, &err)
-	m.sessionUp = register(reg, m.sessionUp, &err)
-	m.nodes = register(reg, m.nodes, &err)
-	m.quarantined = register(reg, m.quarantined, &err)
-	m.arrayDrops = register(reg, m.arrayDrops, &err)
-	m.deadband = register(reg, m.deadband, &err)
+	m.samples = promreg.Register(reg, m.samples, &err)
+	m.reconnects = promreg.Register(reg, m.reconnects, &err)
+	m.sessionUp = promreg.Register(reg, m.sessionUp, &err)
+	m.nodes = promreg.Register(reg, m.nodes, &err)
+	m.quarantined = promreg.Register(reg, m.quarantined, &err)
+	m.arrayDrops = promreg.Register(reg, m.arrayDrops, &err)
+	m.deadband = promreg.Register(reg, m.deadband, &err)
 	return m, err
-}
-
-// register adds c, or returns the one already registered (a collector rebuilt on config reload
-// gets the same registerer).
-func register[T prometheus.Collector](reg prometheus.Registerer, c T, errp *error) T {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(T); ok {
-				return existing
-			}
-		}
-		if *errp == nil {
-			*errp = err
-		}
-	}
-	return c
 }
