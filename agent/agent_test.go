@@ -18,6 +18,7 @@ import (
 
 	"github.com/gemba-io/gemba/buffer"
 	"github.com/gemba-io/gemba/collectors"
+	"github.com/gemba-io/gemba/internal/testutil"
 	"github.com/gemba-io/gemba/signal"
 	"github.com/gemba-io/gemba/uplink"
 )
@@ -295,7 +296,7 @@ collectors:
 		}
 		return nil
 	})
-	if got := testutilCounter(t, h, "gemba_collector_restarts_total", "flaky"); got != 3 {
+	if got := testutil.Metric(t, h.agent.Registry(), "gemba_collector_restarts_total", "collector", "flaky"); got != 3 {
 		t.Errorf("restarts metric %v, want 3", got)
 	}
 }
@@ -374,27 +375,6 @@ func TestReadyzExplainsWhyNotReady(t *testing.T) {
 			t.Errorf("metrics lack build info")
 		}
 	}
-}
-
-func testutilCounter(t *testing.T, h *harness, name, collector string) float64 {
-	t.Helper()
-	mfs, err := h.agent.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "collector" && l.GetValue() == collector {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return -1
 }
 
 func TestPprofOnlyWhenEnabled(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gemba-io/gemba/buffer"
+	"github.com/gemba-io/gemba/internal/testutil"
 	"github.com/gemba-io/gemba/signal"
 )
 
@@ -132,7 +133,7 @@ func TestWriterFullBufferIsPolicyNotError(t *testing.T) {
 	if err := w.Emit(context.Background(), []signal.Sample{sample("x", 1)}); err != nil {
 		t.Fatalf("drop_newest refusal must release the source, got %v", err)
 	}
-	if n := counterValue(t, m, "gemba_buffer_refused_records_total"); n != 1 {
+	if n := testutil.Metric(t, m.reg, "gemba_buffer_refused_records_total"); n != 1 {
 		t.Fatalf("refused counter %v", n)
 	}
 	fb.mu.Lock()
@@ -142,7 +143,7 @@ func TestWriterFullBufferIsPolicyNotError(t *testing.T) {
 	if err == nil {
 		t.Fatal("an I/O error must reach the source so it does not acknowledge")
 	}
-	if n := counterValue(t, m, "gemba_buffer_write_errors_total"); n != 1 {
+	if n := testutil.Metric(t, m.reg, "gemba_buffer_write_errors_total"); n != 1 {
 		t.Fatalf("write error counter %v", n)
 	}
 }
@@ -158,23 +159,6 @@ func TestEmitAfterStopFails(t *testing.T) {
 	if err := w.Emit(context.Background(), []signal.Sample{sample("x", 1)}); !errors.Is(err, errStopping) {
 		t.Fatalf("got %v", err)
 	}
-}
-
-func counterValue(t *testing.T, m *metrics, name string) float64 {
-	t.Helper()
-	mfs, err := m.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	total := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			for _, x := range mf.GetMetric() {
-				total += x.GetCounter().GetValue()
-			}
-		}
-	}
-	return total
 }
 
 func TestWriterSplitsLargeEmitsIntoChunks(t *testing.T) {
@@ -240,7 +224,7 @@ func TestWriterSplitsLargeEmitsIntoChunks(t *testing.T) {
 	if err != nil || len(ss) != 1 || ss[0].Quality != signal.Bad || !strings.Contains(ss[0].Reason, "exceeds agent.max_chunk") {
 		t.Fatalf("oversized sample stored as %+v (%v)", ss, err)
 	}
-	if got := counterValue(t, m, "gemba_writer_oversized_samples_total"); got != 1 {
+	if got := testutil.Metric(t, m.reg, "gemba_writer_oversized_samples_total"); got != 1 {
 		t.Fatalf("oversized counter %v", got)
 	}
 }

@@ -1,4 +1,5 @@
-// Package promtext reads an agent's Prometheus /metrics endpoint, for the benchmark and chaos tools.
+// Package promtext reads Prometheus metrics, from an agent's /metrics endpoint (the benchmark and
+// chaos tools) or straight from a registry (tests).
 package promtext
 
 import (
@@ -6,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -31,6 +33,19 @@ func Scrape(url string) (Metrics, error) {
 		return nil, fmt.Errorf("scrape %s: %w", url, err)
 	}
 	return fams, nil
+}
+
+// Gather collects the metric families of g, by name.
+func Gather(g prometheus.Gatherer) (Metrics, error) {
+	fams, err := g.Gather()
+	if err != nil {
+		return nil, err
+	}
+	m := make(Metrics, len(fams))
+	for _, f := range fams {
+		m[f.GetName()] = f
+	}
+	return m, nil
 }
 
 // Sum adds the counter, gauge and untyped values of every series of name whose labels include all

@@ -6,6 +6,10 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gemba-io/gemba/internal/promtext"
 )
 
 // WaitFor polls cond every few milliseconds until it holds, and fails the test naming what it
@@ -19,6 +23,16 @@ func WaitFor(t testing.TB, within time.Duration, what string, cond func() bool) 
 		}
 		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
 	}
+}
+
+// Metric sums the series of the metric name in g whose labels include the given key/value pairs.
+func Metric(t testing.TB, g prometheus.Gatherer, name string, labels ...string) float64 {
+	t.Helper()
+	m, err := promtext.Gather(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Sum(name, labels...)
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
