@@ -79,21 +79,25 @@ func (r Result) Line() string {
 		r.Messages, r.Historical, r.DupIDs, r.Dropped, r.Gaps, r.Jumps, r.Duration.Round(time.Second), verdict)
 }
 
+// sleepCtx waits for d, or less if ctx ends first.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
 // Scenarios are the faults of the issue, in order.
 func Scenarios(o Options) []Scenario {
-	pause := func(ctx context.Context, d time.Duration) error {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(d):
-			return nil
-		}
-	}
 	return []Scenario{
 		{Name: "nats-outage", Act: func(ctx context.Context, e *Env) error {
 			e.logf("stopping NATS for %v", o.Outage)
 			e.nats.stop()
-			if err := pause(ctx, o.Outage); err != nil {
+			if err := sleepCtx(ctx, o.Outage); err != nil {
 				return err
 			}
 			e.mark = time.Now()
@@ -102,14 +106,14 @@ func Scenarios(o Options) []Scenario {
 		{Name: "agent-kill", Act: func(ctx context.Context, e *Env) error {
 			e.logf("stopping NATS for %v; SIGKILL the agent halfway and restart it", o.Outage)
 			e.nats.stop()
-			if err := pause(ctx, o.Outage/2); err != nil {
+			if err := sleepCtx(ctx, o.Outage/2); err != nil {
 				return err
 			}
 			e.agent.kill()
 			if err := e.startAgent(); err != nil {
 				return err
 			}
-			if err := pause(ctx, o.Outage/2); err != nil {
+			if err := sleepCtx(ctx, o.Outage/2); err != nil {
 				return err
 			}
 			e.mark = time.Now()
@@ -122,7 +126,7 @@ func Scenarios(o Options) []Scenario {
 				if err := e.startAgent(); err != nil {
 					return err
 				}
-				if err := pause(ctx, o.Settle); err != nil {
+				if err := sleepCtx(ctx, o.Settle); err != nil {
 					return err
 				}
 			}
@@ -133,13 +137,13 @@ func Scenarios(o Options) []Scenario {
 			e.logf("restarting mosquitto (SIGTERM, persistent sessions) twice")
 			for range 2 {
 				e.mq.stop(syscall.SIGTERM)
-				if err := pause(ctx, time.Second); err != nil {
+				if err := sleepCtx(ctx, time.Second); err != nil {
 					return err
 				}
 				if err := e.mq.start(); err != nil {
 					return err
 				}
-				if err := pause(ctx, o.Settle); err != nil {
+				if err := sleepCtx(ctx, o.Settle); err != nil {
 					return err
 				}
 			}
@@ -149,7 +153,7 @@ func Scenarios(o Options) []Scenario {
 		{Name: "opcua-restart", Act: func(ctx context.Context, e *Env) error {
 			e.logf("restarting the OPC UA server")
 			e.sim.StopOPCUA()
-			if err := pause(ctx, 2*time.Second); err != nil {
+			if err := sleepCtx(ctx, 2*time.Second); err != nil {
 				return err
 			}
 			e.mark = time.Now()
@@ -187,11 +191,11 @@ func Scenarios(o Options) []Scenario {
 					if err == nil && m.Sum("gemba_buffer_dropped_records_total", "stream", "samples") > 0 {
 						break
 					}
-					if err := pause(ctx, 500*time.Millisecond); err != nil {
+					if err := sleepCtx(ctx, 500*time.Millisecond); err != nil {
 						return err
 					}
 				}
-				if err := pause(ctx, 2*time.Second); err != nil {
+				if err := sleepCtx(ctx, 2*time.Second); err != nil {
 					return err
 				}
 				e.mark = time.Now()

@@ -154,21 +154,14 @@ func (e *Env) load(ctx context.Context, d time.Duration) error {
 		return err
 	}
 	e.sim.Ledger().Reset()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(d):
-		return nil
-	}
+	return sleepCtx(ctx, d)
 }
 
 // finish lets the plant run for d, stops it (after its last acknowledgements) and waits until the
 // agent has forwarded everything.
 func (e *Env) finish(ctx context.Context, d time.Duration) error {
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(d):
+	if err := sleepCtx(ctx, d); err != nil {
+		return err
 	}
 	e.stopSim()
 	if e.nats.srv == nil {

@@ -54,7 +54,6 @@ type agentProc struct {
 	cmd  *exec.Cmd
 	done chan error
 	http string
-	log  *os.File
 }
 
 func startAgent(cfgFile, httpAddr, logFile string) (*agentProc, error) {
@@ -75,7 +74,7 @@ func startAgent(cfgFile, httpAddr, logFile string) (*agentProc, error) {
 		lf.Close()
 		return nil, fmt.Errorf("start agent: %w", err)
 	}
-	a := &agentProc{cmd: cmd, done: make(chan error, 1), http: httpAddr, log: lf}
+	a := &agentProc{cmd: cmd, done: make(chan error, 1), http: httpAddr}
 	go func() { a.done <- cmd.Wait(); lf.Close() }()
 	return a, nil
 }
