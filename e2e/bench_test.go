@@ -276,17 +276,9 @@ func runLiveAgent(b *testing.B, url string, rate int, lat *latencies) time.Durat
 		}
 		defer cc.Stop()
 	}
-	p := startAgentEnv(b, b.TempDir(), url, "live", "live",
+	p := startAgent(b, b.TempDir(), url, "live", "live",
 		"GEMBA_E2E_RATE="+strconv.Itoa(rate), "GEMBA_E2E_SECONDS="+strconv.Itoa(liveSeconds))
-	select {
-	case <-p.done:
-	case <-time.After(60 * time.Second):
-		p.cmd.Process.Kill()
-		b.Fatal("live agent did not finish")
-	}
-	if err := p.cmd.Wait(); err != nil {
-		b.Fatalf("live agent: %v", err)
-	}
+	p.waitExit(b, 60*time.Second)
 	if lat != nil {
 		want := rate * liveSeconds
 		deadline := time.Now().Add(10 * time.Second)
@@ -294,7 +286,7 @@ func runLiveAgent(b *testing.B, url string, rate int, lat *latencies) time.Durat
 			time.Sleep(10 * time.Millisecond) // the consumer catching up
 		}
 		if n := lat.len(); n < want*99/100 {
-			fmt.Fprintf(os.Stderr, "live: %d of %d samples delivered (stream holds %d messages)\n", n, want, streamMsgs(nil, url))
+			fmt.Fprintf(os.Stderr, "live: %d of %d samples delivered (stream holds %d messages)\n", n, want, streamMsgs(url))
 		}
 	}
 	for {

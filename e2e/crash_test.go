@@ -239,12 +239,7 @@ type agentProc struct {
 	lines chan string
 }
 
-func startAgent(t *testing.T, dir, natsURL, inc, mode string) *agentProc {
-	t.Helper()
-	return startAgentEnv(t, dir, natsURL, inc, mode)
-}
-
-func startAgentEnv(t testing.TB, dir, natsURL, inc, mode string, env ...string) *agentProc {
+func startAgent(t testing.TB, dir, natsURL, inc, mode string, env ...string) *agentProc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$", "-test.bench=^$")
 	cmd.Env = append(os.Environ(), "GEMBA_E2E_CHILD=1", "GEMBA_E2E_DIR="+dir, "GEMBA_E2E_NATS="+natsURL,
@@ -298,7 +293,7 @@ func (p *agentProc) kill(t testing.TB) int {
 	return p.reported()
 }
 
-func (p *agentProc) waitExit(t *testing.T, within time.Duration) {
+func (p *agentProc) waitExit(t testing.TB, within time.Duration) {
 	t.Helper()
 	select {
 	case <-p.done:
@@ -324,7 +319,7 @@ func startNATS(t *testing.T, dir string, port int) *server.Server {
 	return s
 }
 
-func streamMsgs(t *testing.T, url string) uint64 {
+func streamMsgs(url string) uint64 {
 	nc, err := nats.Connect(url)
 	if err != nil {
 		return 0
@@ -357,7 +352,7 @@ func TestCrashNothingLostNoDuplicates(t *testing.T) {
 
 	// 1. Normal flow, killed while publishing.
 	a := startAgent(t, bufDir, url, "1", "flow")
-	testutil.WaitFor(t, 30*time.Second, "flow into the stream", func() bool { return streamMsgs(t, url) > 100 })
+	testutil.WaitFor(t, 30*time.Second, "flow into the stream", func() bool { return streamMsgs(url) > 100 })
 	durable["1"] = a.kill(t)
 
 	// 2. NATS down: the agent keeps appending, then is killed with a backlog in its buffer.
@@ -369,10 +364,10 @@ func TestCrashNothingLostNoDuplicates(t *testing.T) {
 
 	// 3. NATS back; the agent replays the backlog and is killed in the middle of it.
 	ns = startNATS(t, natsDir, port)
-	before := streamMsgs(t, url)
+	before := streamMsgs(url)
 	a = startAgent(t, bufDir, url, "3", "idle")
-	testutil.WaitFor(t, 30*time.Second, "replay under way", func() bool { return streamMsgs(t, url) > before+300 })
-	atKill := streamMsgs(t, url)
+	testutil.WaitFor(t, 30*time.Second, "replay under way", func() bool { return streamMsgs(url) > before+300 })
+	atKill := streamMsgs(url)
 	a.kill(t)
 	durable["3"] = -1
 	t.Logf("killed during replay with %d of about %d messages stored", atKill, before+uint64(durable["2"]+1)/10)
