@@ -90,7 +90,7 @@ func DefaultConfig() Config {
 
 func sanitizeToken(s string) string {
 	s = strings.Map(func(r rune) rune {
-		if strings.ContainsRune(".*> \t\r\n", r) {
+		if strings.ContainsRune(signal.NotInToken, r) {
 			return '-'
 		}
 		return r

@@ -200,12 +200,15 @@ func Subject(prefix, site, agent string, s Stream) string {
 	return prefix + "." + site + "." + agent + "." + s.String()
 }
 
+// NotInToken holds the characters that cannot appear in one token of a NATS subject.
+const NotInToken = ".*> \t\r\n"
+
 // CheckToken reports why name cannot be one token of a NATS subject, or nil.
 func CheckToken(name string) error {
 	if name == "" {
 		return errors.New("must not be empty")
 	}
-	if i := strings.IndexAny(name, ".*> \t\r\n"); i >= 0 {
+	if i := strings.IndexAny(name, NotInToken); i >= 0 {
 		return fmt.Errorf("%q contains %q, which cannot appear in a NATS subject token", name, name[i])
 	}
 	return nil

@@ -52,7 +52,7 @@ the command line.`,
 				if err != nil {
 					return fmt.Errorf("password file: %w", err)
 				}
-				o.Auth.Password = config.NewSecret(trimNewline(string(b)))
+				o.Auth.Password = config.NewSecret(strings.TrimRight(string(b), "\r\n"))
 			case password != "":
 				o.Auth.Password = config.NewSecret(password)
 			}
@@ -86,13 +86,6 @@ the command line.`,
 	f.StringVar(&level, "log-level", "warn", "log level")
 	o.Agent = "gemba-browse"
 	return c
-}
-
-func trimNewline(s string) string {
-	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == '\r') {
-		s = s[:len(s)-1]
-	}
-	return s
 }
 
 func probeCmd() *cobra.Command {
