@@ -2,8 +2,6 @@ package mqtt
 
 import (
 	"context"
-	"fmt"
-	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,7 +10,6 @@ import (
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -244,17 +241,7 @@ func TestUnsubscribeNotConfirmedStillReportsSubscriptions(t *testing.T) {
 	b := startMochi(t)
 	b.stop()
 	hook := &unsubHolder{deny: "t/denied", release: make(chan struct{})}
-	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.DiscardHandler)})
-	if err := srv.AddHook(hook, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.AddListener(listeners.NewTCP(listeners.Config{ID: "t", Address: fmt.Sprintf("127.0.0.1:%d", b.port)})); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Serve(); err != nil {
-		t.Fatal(err)
-	}
-	b.srv = srv
+	b.startWith(hook, nil)
 	t.Cleanup(func() { close(hook.release) }) // before the broker stops (cleanups run last first)
 
 	dir := t.TempDir()
@@ -307,17 +294,7 @@ func TestBadCredentialsArePermanent(t *testing.T) {
 	b := startMochi(t)
 	// Replace the allow-all broker with one that refuses everyone.
 	b.stop()
-	srv := mochi.New(&mochi.Options{Logger: slog.New(slog.DiscardHandler)})
-	if err := srv.AddHook(new(auth.Hook), &auth.Options{Ledger: &auth.Ledger{Auth: auth.AuthRules{{Username: "u", Password: "right", Allow: true}}}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.AddListener(listeners.NewTCP(listeners.Config{ID: "t", Address: fmt.Sprintf("127.0.0.1:%d", b.port)})); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Serve(); err != nil {
-		t.Fatal(err)
-	}
-	b.srv = srv
+	b.startWith(new(auth.Hook), &auth.Options{Ledger: &auth.Ledger{Auth: auth.AuthRules{{Username: "u", Password: "right", Allow: true}}}})
 	cfg := testConfig(b.url(), Subscription{Topic: "x", Format: FormatValue})
 	cfg.Username, cfg.Password = "u", config.NewSecret("wrong")
 	c, err := New("test", cfg, collectors.Deps{Agent: "a"})

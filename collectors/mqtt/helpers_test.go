@@ -54,10 +54,13 @@ func startMochi(t testing.TB) *mochiBroker {
 
 func (b *mochiBroker) url() string { return fmt.Sprintf("tcp://127.0.0.1:%d", b.port) }
 
-func (b *mochiBroker) start() {
+func (b *mochiBroker) start() { b.startWith(new(auth.AllowHook), nil) }
+
+// startWith serves the broker's port with hook (given config) deciding who may do what.
+func (b *mochiBroker) startWith(hook mochi.Hook, config any) {
 	b.t.Helper()
 	srv := mochi.New(&mochi.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
-	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+	if err := srv.AddHook(hook, config); err != nil {
 		b.t.Fatal(err)
 	}
 	if err := srv.AddListener(listeners.NewTCP(listeners.Config{ID: "t", Address: fmt.Sprintf("127.0.0.1:%d", b.port)})); err != nil {
