@@ -45,6 +45,8 @@ type Settings struct {
 	// message); MaxChunk caps the record size.
 	Linger   time.Duration   `yaml:"linger" json:"linger"`
 	MaxChunk config.ByteSize `yaml:"max_chunk" json:"max_chunk"`
+	// Timestamps bounds the sample times the agent trusts; see docs/configuration.md.
+	Timestamps features.TimeBounds `yaml:"timestamps" json:"timestamps"`
 }
 
 // LogConfig selects log format and level.
@@ -81,6 +83,7 @@ func DefaultConfig() Config {
 			Restart:         Backoff{Initial: time.Second, Max: time.Minute},
 			Linger:          2 * time.Millisecond,
 			MaxChunk:        256 << 10,
+			Timestamps:      features.DefaultTimeBounds(),
 		},
 		HTTP:   HTTPConfig{Enabled: true, Listen: "127.0.0.1:9273"},
 		Buffer: buffer.DefaultConfig(),
