@@ -67,6 +67,8 @@ type Decoder struct {
 	problems Problems
 	pos      map[string]*yaml.Node
 	lookup   func(string) (string, bool)
+	maxSize  int64
+	maxAlias int
 }
 
 // Option configures a Decoder.
@@ -79,7 +81,12 @@ func WithEnv(lookup func(string) (string, bool)) Option {
 
 // NewDecoder returns a decoder. Without WithEnv every ${VAR} without a default is an error.
 func NewDecoder(opts ...Option) *Decoder {
-	d := &Decoder{pos: map[string]*yaml.Node{}, lookup: func(string) (string, bool) { return "", false }}
+	d := &Decoder{
+		pos:      map[string]*yaml.Node{},
+		lookup:   func(string) (string, bool) { return "", false },
+		maxSize:  DefaultMaxSize,
+		maxAlias: DefaultMaxAliasNodes,
+	}
 	for _, o := range opts {
 		o(d)
 	}
@@ -102,33 +109,30 @@ func (d *Decoder) Unmarshal(data []byte, out any) error {
 }
 
 // Parse reads a YAML document and expands ${VAR} references in its scalar values. An empty
-// document gives a nil node.
+// document gives a nil node. A document over the size limit, with bytes YAML refuses, or whose
+// aliases expand past the limit is a problem before anything is decoded.
 func (d *Decoder) Parse(data []byte) (*yaml.Node, error) {
+	if d.sizeProblem(len(data)) {
+		return nil, d.Err()
+	}
+	if p, bad := checkText(data); bad {
+		d.problems = append(d.problems, p)
+		return nil, d.Err()
+	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		d.problems = append(d.problems, syntaxProblem(err))
+		d.problems = append(d.problems, syntaxProblem(data, err))
 		return nil, d.Err()
 	}
 	if doc.Kind == 0 || len(doc.Content) == 0 {
 		return nil, nil
 	}
 	root := doc.Content[0]
+	if !d.checkAliases(root) {
+		return nil, d.Err()
+	}
 	d.expand(root, "")
 	return root, nil
-}
-
-func syntaxProblem(err error) Problem {
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	p := Problem{Msg: msg}
-	// yaml.v3 says "line N: message"
-	if rest, ok := strings.CutPrefix(msg, "line "); ok {
-		if i := strings.IndexByte(rest, ':'); i > 0 {
-			if n, err := strconv.Atoi(rest[:i]); err == nil {
-				p.Line, p.Msg = n, strings.TrimSpace(rest[i+1:])
-			}
-		}
-	}
-	return p
 }
 
 // Err returns the problems found so far, or nil.

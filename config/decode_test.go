@@ -164,7 +164,6 @@ func TestEnvExpansion(t *testing.T) {
 		"pre-${A}-post":  "pre-x-post",
 		"${B:-dflt}":     "dflt",
 		"${EMPTY:-dflt}": "dflt",
-		"${EMPTY}":       "",
 		"$$A":            "$A",
 		"cost $5":        "cost $5",
 		"${A}${B:-}${A}": "xx",

@@ -8,96 +8,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"unicode"
 
 	"go.yaml.in/yaml/v3"
 )
-
-// expand replaces ${VAR} and ${VAR:-default} in every scalar value (not in keys). "$$" is a literal
-// "$". An unset variable without a default is a problem at its path.
-func (d *Decoder) expand(n *yaml.Node, path string) {
-	switch n.Kind {
-	case yaml.ScalarNode:
-		if !strings.Contains(n.Value, "$") {
-			return
-		}
-		out, err := expandString(n.Value, d.lookup)
-		if err != nil {
-			d.Errorf(n, path, "%v", err)
-			return
-		}
-		if out != n.Value {
-			n.Value = out
-			if n.Tag == "!!null" || n.Tag == "" {
-				n.Tag = "!!str"
-			}
-		}
-	case yaml.MappingNode:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			d.expand(n.Content[i+1], mapKeyPath(path, n.Content[i].Value))
-		}
-	case yaml.SequenceNode:
-		for i, c := range n.Content {
-			d.expand(c, path+Index(i))
-		}
-	}
-}
-
-func expandString(s string, lookup func(string) (string, bool)) (string, error) {
-	var b strings.Builder
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c != '$' {
-			b.WriteByte(c)
-			i++
-			continue
-		}
-		if i+1 < len(s) && s[i+1] == '$' {
-			b.WriteByte('$')
-			i += 2
-			continue
-		}
-		if i+1 >= len(s) || s[i+1] != '{' {
-			b.WriteByte(c)
-			i++
-			continue
-		}
-		end := strings.IndexByte(s[i:], '}')
-		if end < 0 {
-			return "", fmt.Errorf("unterminated ${ in %q", s)
-		}
-		expr := s[i+2 : i+end]
-		name, def, hasDef := strings.Cut(expr, ":-")
-		if !validEnvName(name) {
-			return "", fmt.Errorf("invalid environment variable name %q in ${%s}", name, expr)
-		}
-		val, ok := lookup(name)
-		switch {
-		case ok && val != "":
-			b.WriteString(val)
-		case hasDef:
-			b.WriteString(def)
-		case ok:
-			// set but empty, no default: keep the empty value
-		default:
-			return "", fmt.Errorf("${%s}: %w (set it, or give a default with ${%s:-value})", name, ErrUnset, name)
-		}
-		i += end + 1
-	}
-	return b.String(), nil
-}
-
-func validEnvName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i, r := range s {
-		if r != '_' && !(r < unicode.MaxASCII && (unicode.IsLetter(r) || (i > 0 && unicode.IsDigit(r)))) {
-			return false
-		}
-	}
-	return true
-}
 
 // ByteSize is a size in bytes that reads from YAML as "2GiB", "512MB", "64KiB" or a plain number.
 // KB/MB/GB/TB are powers of 1000, KiB/MiB/GiB/TiB powers of 1024.

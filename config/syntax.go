@@ -1,0 +1,114 @@
+package config
+
+import (
+	"bytes"
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// checkText reports the first byte sequence the YAML reader refuses (a NUL or other control
+// character, or bytes that are not UTF-8) with its line and column: yaml.v3 names neither.
+// The allowed set is YAML 1.2's printable characters, which is what yaml.v3 enforces.
+func checkText(data []byte) (Problem, bool) {
+	line, col := 1, 1
+	for i := 0; i < len(data); {
+		r, w := utf8.DecodeRune(data[i:])
+		var msg string
+		switch {
+		case r == utf8.RuneError && w <= 1:
+			msg = fmt.Sprintf("byte 0x%02x is not UTF-8 (the file must be UTF-8 text)", data[i])
+		case r == 0:
+			msg = "NUL byte (0x00) is not allowed in YAML (is this a binary file?)"
+		case !printable(r):
+			msg = fmt.Sprintf("control character %U is not allowed in YAML", r)
+		}
+		if msg != "" {
+			return Problem{Line: line, Column: col, Msg: msg}, true
+		}
+		if r == '\n' {
+			line, col = line+1, 1
+		} else if r != '\r' || i+1 >= len(data) || data[i+1] != '\n' {
+			col++
+		}
+		i += w
+	}
+	return Problem{}, false
+}
+
+func printable(r rune) bool {
+	switch {
+	case r == '\t' || r == '\n' || r == '\r':
+	case r >= 0x20 && r <= 0x7E, r == 0x85:
+	case r >= 0xA0 && r <= 0xD7FF, r >= 0xE000 && r <= 0xFFFD:
+	case r >= 0x10000 && r <= 0x10FFFF:
+	default:
+		return false
+	}
+	return true
+}
+
+// syntaxProblem turns a yaml.v3 parse error into a problem at the line that holds the problem.
+//
+// yaml.v3 names the line where the enclosing construct starts, and for parser errors (as opposed
+// to scanner errors) it prints that line 0-based, so "line 2: did not find expected key" can be
+// about line 5; some errors (an unknown anchor) have no line. The parser reads strictly forward,
+// so the problem is on the first line whose prefix of the document already fails with the same
+// message: found by bisection between the line yaml.v3 named (never past the problem) and the end.
+func syntaxProblem(data []byte, err error) Problem {
+	line, msg := splitLine(strings.TrimPrefix(err.Error(), "yaml: "))
+	ends := lineEnds(data)
+	fails := func(k int) bool { // does the document cut after line k fail the same way?
+		var n yaml.Node
+		err := yaml.Unmarshal(data[:ends[k-1]], &n)
+		if err == nil {
+			return false
+		}
+		_, m := splitLine(strings.TrimPrefix(err.Error(), "yaml: "))
+		return m == msg
+	}
+	lo, hi := max(line, 1), len(ends)
+	if lo > hi || !fails(hi) {
+		// Not a problem a prefix shows (or no text at all): keep what yaml.v3 said.
+		return Problem{Line: line, Msg: msg}
+	}
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		if fails(mid) {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return Problem{Line: lo, Msg: msg}
+}
+
+// splitLine separates yaml.v3's "line N: " prefix from its message.
+func splitLine(s string) (int, string) {
+	if rest, ok := strings.CutPrefix(s, "line "); ok {
+		if i := strings.IndexByte(rest, ':'); i > 0 {
+			if n, err := strconv.Atoi(rest[:i]); err == nil {
+				return n, strings.TrimSpace(rest[i+1:])
+			}
+		}
+	}
+	return 0, s
+}
+
+// lineEnds returns, for each line, the offset just past its newline (or the end of data).
+func lineEnds(data []byte) []int {
+	var ends []int
+	for off := 0; off < len(data); {
+		i := bytes.IndexByte(data[off:], '\n')
+		if i < 0 {
+			ends = append(ends, len(data))
+			break
+		}
+		off += i + 1
+		ends = append(ends, off)
+	}
+	return ends
+}
