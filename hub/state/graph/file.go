@@ -197,6 +197,9 @@ func validate(d *config.Decoder, f *file) ([]entry, []Edge) {
 func checkRef(d *config.Decoder, ids map[string]declared, path, id string, want Kind, why string) bool {
 	decl, ok := ids[id]
 	switch {
+	case !ok && want == kindNone:
+		d.Errorf(nil, path, "unknown id %q%s: no node has this id", id, why)
+		return false
 	case !ok:
 		d.Errorf(nil, path, "unknown %s %q%s: no node has this id", want, id, why)
 		return false
@@ -268,9 +271,7 @@ func validateEdges(d *config.Decoder, edges []edgeEntry, ids map[string]declared
 	return out
 }
 
-// expandedWithin guards against alias bombs: the config decoder follows every alias, so a small
-// document whose anchors nest can stand for billions of nodes. It returns false when root,
-// with its aliases expanded, has more than limit nodes.
+// expandedWithin reports whether root, with its aliases expanded, has at most limit nodes.
 func expandedWithin(root *yaml.Node, limit int) bool {
 	n, stack := 0, []*yaml.Node{root}
 	for len(stack) > 0 {

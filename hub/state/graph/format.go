@@ -2,7 +2,6 @@ package graph
 
 import (
 	"bytes"
-	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -36,7 +35,7 @@ func (g *Graph) Format() ([]byte, error) {
 		Channels []outNode `yaml:"channels,omitempty"`
 		Segments []outNode `yaml:"segments,omitempty"`
 		Edges    []outEdge `yaml:"edges,omitempty"`
-	}{Version: esc(g.version)}
+	}{Version: g.version}
 	sections := [numKinds]*[]outNode{KindSite: &doc.Sites, KindLine: &doc.Lines, KindMachine: &doc.Machines,
 		KindSignal: &doc.Signals, KindSKU: &doc.SKUs, KindChannel: &doc.Channels, KindSegment: &doc.Segments}
 	for k, sec := range sections {
@@ -44,20 +43,20 @@ func (g *Graph) Format() ([]byte, error) {
 			continue
 		}
 		for _, n := range g.byKind[k] {
-			o := outNode{ID: esc(n.ID), Name: esc(n.Name)}
+			o := outNode{ID: n.ID, Name: n.Name}
 			switch n.Kind {
 			case KindLine:
-				o.Site = esc(n.Parent)
+				o.Site = n.Parent
 			case KindMachine:
-				o.Line = esc(n.Parent)
+				o.Line = n.Parent
 			case KindSignal:
-				o.Machine = esc(n.Parent)
+				o.Machine = n.Parent
 			}
 			*sec = append(*sec, o)
 		}
 	}
 	for _, e := range g.edges {
-		doc.Edges = append(doc.Edges, outEdge{Kind: e.Kind.String(), From: esc(e.From), To: esc(e.To)})
+		doc.Edges = append(doc.Edges, outEdge{Kind: e.Kind.String(), From: e.From, To: e.To})
 	}
 	var b bytes.Buffer
 	b.WriteString("# gemba knowledge graph (docs/graph.md)\n")
@@ -72,5 +71,3 @@ func (g *Graph) Format() ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// esc protects a "$" from the ${VAR} expansion Load applies to every value.
-func esc(s string) string { return strings.ReplaceAll(s, "$", "$$") }

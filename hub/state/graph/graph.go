@@ -3,6 +3,7 @@
 package graph
 
 import (
+	"bytes"
 	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,7 +12,10 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
+
+	"go.yaml.in/yaml/v3"
 
 	"github.com/gemba-io/gemba/config"
 )
@@ -153,7 +157,7 @@ type Graph struct {
 
 type node struct {
 	Node
-	site string              // the site of a line, machine or signal
+	site string               // the site of a line, machine or signal
 	adj  [numEdgeKinds][]half // incident edges by kind, sorted by the other end's id
 }
 
@@ -219,18 +223,13 @@ func Load(data []byte) (*Graph, error) {
 	if len(data) > MaxFileSize {
 		return nil, config.Problems{{Msg: fmt.Sprintf("the graph is larger than the limit of %d MiB", MaxFileSize>>20)}}
 	}
-	// No WithEnv: a graph describes the plant and its market, not the host it is loaded on, and
-	// its hash must not depend on the environment. ${X} is an error; $$ writes a literal $.
-	d := config.NewDecoder()
-	root, err := d.Parse(data)
+	root, err := parse(data)
 	if err != nil {
 		return nil, err
 	}
+	d := config.NewDecoder()
 	var f file
 	if root != nil {
-		if !expandedWithin(root, 10_000+10*nodesIn(root)) {
-			return nil, config.Problems{{Line: root.Line, Msg: "aliases expand the document to more than ten times its size; write the nodes out"}}
-		}
 		d.Decode(root, "", &f)
 	}
 	entries, edges := validate(d, &f)
@@ -238,6 +237,61 @@ func Load(data []byte) (*Graph, error) {
 		return nil, err
 	}
 	return build(f.Version, entries, edges), nil
+}
+
+// parse reads the one YAML document of a graph file (nil when it is empty). The graph package
+// parses rather than config.Decoder.Parse because a graph is literal data: no ${VAR} expansion
+// (its content and hash must not depend on the host that loads it, and a "$" in a product name
+// is a "$"), and its size limit is MaxFileSize, above what agent configs need.
+func parse(data []byte) (*yaml.Node, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, nil
+		}
+		return nil, config.Problems{syntaxProblem(data, err)}
+	}
+	var next yaml.Node
+	if err := dec.Decode(&next); !errors.Is(err, io.EOF) {
+		p := config.Problem{Line: next.Line, Msg: "a second YAML document (after ---): a graph file holds one"}
+		if err != nil {
+			p = syntaxProblem(nil, err) // config reads the first document only
+		}
+		return nil, config.Problems{p}
+	}
+	if doc.Kind == 0 || len(doc.Content) == 0 {
+		return nil, nil
+	}
+	root := doc.Content[0]
+	// The config decoder follows every alias, so a small document whose anchors nest can stand
+	// for billions of nodes.
+	if !expandedWithin(root, 10_000+10*nodesIn(root)) {
+		return nil, config.Problems{{Line: root.Line, Msg: "aliases expand the document to more than ten times its size; write the nodes out"}}
+	}
+	return root, nil
+}
+
+// syntaxProblem turns yaml's "yaml: line N: message" into a problem at line N. The config
+// package knows better which line a yaml.v3 error is about, so its report of the same document
+// is used when it has one.
+func syntaxProblem(data []byte, err error) config.Problem {
+	if _, perr := config.NewDecoder().Parse(data); perr != nil {
+		var ps config.Problems
+		if errors.As(perr, &ps) && len(ps) == 1 && ps[0].Line > 0 && ps[0].Path == "" {
+			return ps[0]
+		}
+	}
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	p := config.Problem{Msg: msg}
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if i := strings.IndexByte(rest, ':'); i > 0 {
+			if n, err := strconv.Atoi(rest[:i]); err == nil {
+				p.Line, p.Msg = n, strings.TrimSpace(rest[i+1:])
+			}
+		}
+	}
+	return p
 }
 
 // build makes the graph of a validated file.
