@@ -1,0 +1,368 @@
+package inventory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Metrics counts what the store did; the wiring exports them (Prometheus counters).
+type Metrics struct {
+	Applied           atomic.Uint64 // movements that changed a position
+	Duplicates        atomic.Uint64 // movements and snapshots already applied
+	BeforeSnapshot    atomic.Uint64 // movements already in the count
+	AppliedUnverified atomic.Uint64 // movements older than the horizon, applied without idempotence check
+	Snapshots         atomic.Uint64 // snapshots that replaced the current one
+	StaleSnapshots    atomic.Uint64 // snapshots older than the current one
+	BeyondHorizon     atomic.Uint64 // snapshots refused because they fall inside the folded span
+	Invalid           atomic.Uint64 // refused inputs (InputError)
+	Conflicts         atomic.Uint64 // compare-and-set conflicts, retried
+	Retries           atomic.Uint64 // failed KV requests, retried
+	Failures          atomic.Uint64 // operations that gave up with an error
+	Folded            atomic.Uint64 // movements folded out of a value's list
+	ViewUpdates       atomic.Uint64 // summaries taken into the in-memory view
+	ViewErrors        atomic.Uint64 // values the view could not decode
+}
+
+func (m *Metrics) count(o Outcome) {
+	switch o {
+	case Applied:
+		m.Applied.Add(1)
+	case Duplicate:
+		m.Duplicates.Add(1)
+	case BeforeSnapshot:
+		m.BeforeSnapshot.Add(1)
+	case AppliedUnverified:
+		m.AppliedUnverified.Add(1)
+	case Stale:
+		m.StaleSnapshots.Add(1)
+	case BeyondHorizon:
+		m.BeyondHorizon.Add(1)
+	}
+}
+
+// Store is the inventory state of the hub: the KV bucket and an in-memory view of its summaries. Open
+// creates or binds the bucket and loads the view before returning; a background watcher keeps the view
+// current until Close. All methods are safe for concurrent use; several Stores (replicas) may share a bucket.
+type Store struct {
+	cfg     Config
+	kv      jetstream.KeyValue
+	log     *slog.Logger
+	maxVal  int // largest value we write: the connection's max payload less room for headers
+	Metrics Metrics
+
+	view *view
+
+	// stripes serialise the writes of one Store to one key: they would only conflict with each other.
+	stripes [256]sync.Mutex
+	seed    maphash.Seed
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	cancel    context.CancelFunc
+	watcher   jetstream.KeyWatcher
+	done      chan struct{}
+}
+
+// Open creates the bucket if needed (or updates it to cfg's replicas), loads every key's summary into
+// memory and starts watching the bucket. ctx bounds the start only.
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Logger) (*Store, error) {
+	if err := cfg.err(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "inventory", "bucket", cfg.Bucket)
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      cfg.Bucket,
+		Description: "gemba-hub inventory position per site × SKU",
+		History:     1,
+		Replicas:    cfg.Replicas,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("inventory: bucket %s: %w", cfg.Bucket, err)
+	}
+	s := &Store{cfg: cfg, kv: kv, log: log, seed: maphash.MakeSeed(), done: make(chan struct{}), maxVal: 1 << 20}
+	if nc := js.Conn(); nc != nil && nc.MaxPayload() > 0 {
+		s.maxVal = int(nc.MaxPayload())
+	}
+	s.maxVal -= 4 << 10 // subject and headers share the payload limit
+	hint := 0
+	if st, err := kv.Status(ctx); err == nil {
+		hint = int(st.Values())
+	}
+	s.view = newView(hint)
+	if err := s.startWatch(ctx); err != nil {
+		return nil, err
+	}
+	log.Info("inventory loaded", "keys", s.view.len())
+	return s, nil
+}
+
+// startWatch loads the view and keeps it current. The watcher lives until Close, not for ctx.
+func (s *Store) startWatch(ctx context.Context) error {
+	wctx, cancel := context.WithCancel(context.Background())
+	w, err := s.kv.WatchAll(wctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		cancel()
+		return fmt.Errorf("inventory: watch bucket %s: %w", s.cfg.Bucket, err)
+	}
+	s.cancel, s.watcher = cancel, w
+	loaded := make(chan struct{})
+	go func() {
+		defer close(s.done)
+		initial := true
+		for e := range w.Updates() {
+			if e == nil {
+				if initial {
+					initial = false
+					close(loaded)
+				}
+				continue
+			}
+			s.take(e)
+		}
+		if initial {
+			close(loaded)
+		}
+		if !s.closed.Load() {
+			s.log.Warn("inventory watcher ended: the view no longer follows other replicas")
+		}
+	}()
+	select {
+	case <-loaded:
+		return nil
+	case <-ctx.Done():
+		s.stopWatch()
+		return fmt.Errorf("inventory: loading bucket %s: %w", s.cfg.Bucket, ctx.Err())
+	}
+}
+
+func (s *Store) stopWatch() {
+	_ = s.watcher.Stop()
+	s.cancel()
+	<-s.done
+}
+
+// take puts a watched entry's summary into the view.
+func (s *Store) take(e jetstream.KeyValueEntry) {
+	if e.Operation() != jetstream.KeyValuePut {
+		return
+	}
+	sum, err := decodeSummary(e.Value())
+	if err == nil {
+		_, _, err = splitKey(e.Key())
+	}
+	if err != nil {
+		s.Metrics.ViewErrors.Add(1)
+		s.log.Warn("inventory value skipped", "key", e.Key(), "revision", e.Revision(), "err", err)
+		return
+	}
+	sum.rev = e.Revision()
+	s.view.put(e.Key(), sum)
+	s.Metrics.ViewUpdates.Add(1)
+}
+
+// Close stops the watcher. It is idempotent; the JetStream connection belongs to the caller.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		s.stopWatch()
+	})
+	return nil
+}
+
+// Move applies a movement. An InputError (wrapping ErrInvalid) names the movement's id and the bad field.
+func (s *Store) Move(ctx context.Context, m Movement) (Result, error) {
+	now := s.cfg.now()
+	if err := m.check(now, s.cfg.MaxFuture); err != nil {
+		s.Metrics.Invalid.Add(1)
+		return Result{}, err
+	}
+	r, err := s.update(ctx, m.Site, m.SKU, "movement "+m.ID, func(st *state, c clock) (Outcome, bool) {
+		return st.applyMove(&m, c)
+	})
+	if err == nil {
+		s.Metrics.count(r.Outcome)
+	}
+	return r, err
+}
+
+// Snapshot applies an on-hand count.
+func (s *Store) Snapshot(ctx context.Context, sn Snapshot) (Result, error) {
+	now := s.cfg.now()
+	if err := sn.check(now, s.cfg.MaxFuture); err != nil {
+		s.Metrics.Invalid.Add(1)
+		return Result{}, err
+	}
+	r, err := s.update(ctx, sn.Site, sn.SKU, "snapshot "+sn.ID, func(st *state, c clock) (Outcome, bool) {
+		return st.applySnapshot(&sn, c)
+	})
+	if err == nil {
+		if r.Outcome == Applied {
+			s.Metrics.Snapshots.Add(1)
+		} else {
+			s.Metrics.count(r.Outcome)
+		}
+	}
+	return r, err
+}
+
+// update is the read → modify → compare-and-set loop. It retries conflicts at once and failed requests
+// with backoff for cfg.RetryFor. A write whose reply was lost may have been stored: the retry then finds
+// the movement's id (or the snapshot) in the value and reports Applied rather than Duplicate, since the
+// write was most likely ours.
+func (s *Store) update(ctx context.Context, site, sku, what string, apply func(*state, clock) (Outcome, bool)) (Result, error) {
+	if s.closed.Load() {
+		return Result{}, ErrClosed
+	}
+	key := keyOf(site, sku)
+	mu := &s.stripes[maphash.String(s.seed, key)%uint64(len(s.stripes))]
+	mu.Lock()
+	defer mu.Unlock()
+
+	var (
+		giveUp    = time.Now().Add(s.cfg.RetryFor)
+		uncertain bool
+		backoff   = 10 * time.Millisecond
+		buf       []byte
+	)
+	fail := func(err error) (Result, error) {
+		s.Metrics.Failures.Add(1)
+		return Result{}, fmt.Errorf("inventory: %s at %s/%s: %w", what, site, sku, err)
+	}
+	retry := func(err error) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !time.Now().Before(giveUp) || !transient(err) {
+			return err
+		}
+		s.Metrics.Retries.Add(1)
+		s.log.Debug("inventory request failed, retrying", "key", key, "err", err, "backoff", backoff)
+		t := time.NewTimer(backoff/2 + rand.N(backoff/2+1))
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(2*backoff, time.Second)
+		return nil
+	}
+	for {
+		st, rev, err := s.read(ctx, key)
+		if err != nil {
+			if errors.Is(err, errCorrupt) {
+				return fail(fmt.Errorf("key %s: %w", key, err)) // never overwrite what we cannot read
+			}
+			if err := retry(err); err != nil {
+				return fail(err)
+			}
+			continue
+		}
+		c := newClock(&s.cfg, s.cfg.now())
+		out, write := apply(st, c)
+		if !write {
+			if out == Duplicate && uncertain {
+				out = Applied
+			}
+			sum := st.summary()
+			sum.rev = rev
+			return Result{Outcome: out, Position: sum.position(site, sku)}, nil
+		}
+		buf = st.encode(buf[:0])
+		for len(buf) > s.maxVal && len(st.moves) > 0 {
+			// A value must fit in one message: fold the older half early (documented limit for hot keys).
+			st.fold(c.cutoff, len(st.moves)/2)
+			st.finish(c)
+			buf = st.encode(buf[:0])
+		}
+		opCtx, cancel := context.WithTimeout(ctx, s.cfg.OpTimeout)
+		var newRev uint64
+		if rev == 0 {
+			newRev, err = s.kv.Create(opCtx, key, buf)
+		} else {
+			newRev, err = s.kv.Update(opCtx, key, buf, rev)
+		}
+		cancel()
+		switch {
+		case err == nil:
+			sum := st.summary()
+			sum.rev = newRev
+			s.view.put(key, sum) // read-your-writes; the watcher brings the same revision later
+			s.Metrics.Folded.Add(uint64(st.folded))
+			return Result{Outcome: out, Position: sum.position(site, sku)}, nil
+		case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
+			s.Metrics.Conflicts.Add(1)
+			if ctx.Err() != nil {
+				return fail(ctx.Err())
+			}
+		case errors.Is(err, nats.ErrMaxPayload):
+			return fail(err)
+		default:
+			uncertain = true
+			if err := retry(err); err != nil {
+				return fail(err)
+			}
+		}
+	}
+}
+
+// read returns a key's state and revision (0 when absent).
+func (s *Store) read(ctx context.Context, key string) (*state, uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.OpTimeout)
+	defer cancel()
+	e, err := s.kv.Get(ctx, key)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return &state{}, 0, nil
+	case err != nil:
+		return nil, 0, err
+	}
+	st, err := decodeState(e.Value())
+	if err != nil {
+		return nil, 0, fmt.Errorf("revision %d: %w", e.Revision(), err)
+	}
+	return st, e.Revision(), nil
+}
+
+// transient reports whether a failed request is worth retrying: anything but a closed connection, a
+// missing bucket or a cancelled context (timeouts, no responders and "no leader" during elections are).
+func transient(err error) bool {
+	switch {
+	case errors.Is(err, context.Canceled),
+		errors.Is(err, nats.ErrConnectionClosed),
+		errors.Is(err, jetstream.ErrBucketNotFound),
+		errors.Is(err, jetstream.ErrInvalidKey),
+		errors.Is(err, nats.ErrMaxPayload):
+		return false
+	}
+	return true
+}
+
+// Get returns the position of one SKU at one site from the in-memory view.
+func (s *Store) Get(sku, site string) (Position, bool) {
+	if sku == "" || site == "" {
+		return Position{}, false
+	}
+	sum, ok := s.view.get(keyOf(site, sku))
+	if !ok {
+		return Position{}, false
+	}
+	return sum.position(site, sku), true
+}
+
+// List returns the positions matching f from the in-memory view, sorted by site then SKU.
+func (s *Store) List(f Filter) []Position { return s.view.list(f) }
