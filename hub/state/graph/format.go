@@ -70,4 +70,3 @@ func (g *Graph) Format() ([]byte, error) {
 	}
 	return b.Bytes(), nil
 }
-
