@@ -30,6 +30,9 @@ const (
 	reasonUnknownAlias = "unknown_alias"
 	reasonInternal     = "internal_error"
 	reasonEmpty        = "empty_payload"
+	// Sparkplug births that break the specification's contract (see sparkplug.go).
+	reasonDuplicateAlias   = "duplicate_alias"
+	reasonDatatypeMismatch = "datatype_mismatch"
 )
 
 // maxLeaves bounds the samples one JSON message yields when no fields are configured.

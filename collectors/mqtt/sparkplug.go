@@ -3,6 +3,7 @@ package mqtt
 import (
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -47,6 +48,57 @@ type spMetric struct {
 	device   string
 	datatype sparkplug.DataType
 	signal   string
+	// dups, in an entry of spNode.aliases only, lists the metrics that declared the same alias:
+	// data by that alias cannot be attributed to one of them.
+	dups []*spMetric
+}
+
+func (md *spMetric) ambiguous() bool { return len(md.dups) > 0 }
+
+// declareAlias maps md's alias. Aliases are unique per edge node, its devices included: one
+// already held by a live metric becomes ambiguous, and declareAlias reports the metric that held
+// it. Guessing (the last declaration wins) would store readings under another metric's name.
+func (n *spNode) declareAlias(md *spMetric) (clash *spMetric) {
+	a := *md.alias
+	cur := n.aliases[a]
+	switch {
+	case cur == nil:
+		n.aliases[a] = md
+		return nil
+	case cur.ambiguous():
+		cur.dups = append(cur.dups, md)
+		return cur.dups[0]
+	}
+	n.aliases[a] = &spMetric{alias: md.alias, dups: []*spMetric{cur, md}}
+	return cur
+}
+
+// dropAliases forgets the aliases of one device's metrics ("" for the node's own), which its
+// rebirth replaces. An ambiguity left with a single metric resolves to it.
+func (n *spNode) dropAliases(device string) {
+	for a, md := range n.aliases {
+		if !md.ambiguous() {
+			if md.device == device {
+				delete(n.aliases, a)
+			}
+			continue
+		}
+		md.dups = slices.DeleteFunc(md.dups, func(d *spMetric) bool { return d.device == device })
+		switch len(md.dups) {
+		case 0:
+			delete(n.aliases, a)
+		case 1:
+			n.aliases[a] = md.dups[0]
+		}
+	}
+}
+
+// where names a metric for messages: "Temp" or "Temp of device d1".
+func (md *spMetric) where() string {
+	if md.device == "" {
+		return strconv.Quote(md.name)
+	}
+	return strconv.Quote(md.name) + " of device " + md.device
 }
 
 func newSpHost() *spHost {
@@ -169,11 +221,7 @@ func (s *sub) parseSparkplug(dst []signal.Sample, m *msgCtx, payload []byte, h *
 			n.aliases = map[uint64]*spMetric{}
 			n.devices = map[string]map[string]*spMetric{}
 		}
-		for alias, md := range n.aliases {
-			if md.device == "" {
-				delete(n.aliases, alias)
-			}
-		}
+		n.dropAliases("")
 		n.devices[""] = map[string]*spMetric{}
 	case "DBIRTH":
 		if !n.alive {
@@ -184,11 +232,7 @@ func (s *sub) parseSparkplug(dst []signal.Sample, m *msgCtx, payload []byte, h *
 			n.aliases = map[uint64]*spMetric{}
 		}
 		// A device rebirth replaces that device's metrics.
-		for alias, md := range n.aliases {
-			if md.device == t.device {
-				delete(n.aliases, alias)
-			}
-		}
+		n.dropAliases(t.device)
 		n.devices[t.device] = map[string]*spMetric{}
 	case "DDEATH":
 		return s.spDeath(dst, m, n, t.device, ptime, "DDEATH", labels)
@@ -213,7 +257,12 @@ func (s *sub) parseSparkplug(dst []signal.Sample, m *msgCtx, payload []byte, h *
 			n.devices[t.device][md.name] = md
 			if mt.Alias != nil {
 				md.alias = proto.Uint64(mt.GetAlias())
-				n.aliases[mt.GetAlias()] = md
+				if other := n.declareAlias(md); other != nil {
+					// Both metrics are born (by name they are distinct); the alias is not usable.
+					// No rebirth request: the node would send the same birth again.
+					m.addProblem(reasonDuplicateAlias, "alias %d declared by %s and %s in the births of %s/%s: data by this alias is not stored until a birth declares it once",
+						mt.GetAlias(), other.where(), md.where(), t.group, t.node)
+				}
 			}
 		case mt.Name != nil:
 			md = n.devices[t.device][mt.GetName()]
@@ -224,6 +273,10 @@ func (s *sub) parseSparkplug(dst []signal.Sample, m *msgCtx, payload []byte, h *
 			}
 		default:
 			md = n.aliases[mt.GetAlias()]
+			if md != nil && md.ambiguous() {
+				m.addProblem(reasonDuplicateAlias, "alias %d is declared by %d metrics of %s/%s: value not stored", mt.GetAlias(), len(md.dups), t.group, t.node)
+				continue
+			}
 			if md == nil || md.device != t.device {
 				m.addProblem(reasonUnknownAlias, "alias %d not in the birth of %s", mt.GetAlias(), strings.Join(m.lv()[3:], "/"))
 				requestRebirth()
@@ -233,9 +286,15 @@ func (s *sub) parseSparkplug(dst []signal.Sample, m *msgCtx, payload []byte, h *
 		if skipMetric(md.name) {
 			continue
 		}
+		// The birth is the contract. A data message that declares another datatype keeps its value
+		// (decoded by the datatype it declares) but not the Good quality: the reading contradicts
+		// what the signal was born as.
 		dt := md.datatype
-		if mt.Datatype != nil {
+		mismatch := ""
+		if mt.Datatype != nil && sparkplug.DataType(mt.GetDatatype()) != md.datatype {
 			dt = sparkplug.DataType(mt.GetDatatype())
+			mismatch = "datatype " + dt.String() + " differs from the birth's " + md.datatype.String()
+			m.addProblem(reasonDatatypeMismatch, "%s: %s", md.where(), mismatch)
 		}
 		smp := signal.Sample{Signal: md.signal, Time: ptime, Source: m.source, Labels: labels}
 		if mt.Timestamp != nil {
@@ -261,6 +320,9 @@ func (s *sub) parseSparkplug(dst []signal.Sample, m *msgCtx, payload []byte, h *
 			continue // datasets, templates, files and arrays are not single readings
 		}
 		smp.Value = v
+		if mismatch != "" {
+			smp.Quality, smp.Reason = signal.Bad, mismatch
+		}
 		dst = append(dst, smp)
 	}
 	return dst

@@ -98,7 +98,7 @@ func (s *sub) loadSparkplug(h *spHost, dir string) error {
 			}
 			n.devices[sm.Device][sm.Name] = md
 			if sm.Alias != nil {
-				n.aliases[*sm.Alias] = md
+				n.declareAlias(md) // an ambiguous alias stays ambiguous across a restart
 			}
 		}
 		h.nodes[spKey{sn.Group, sn.Node}] = n
