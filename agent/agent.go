@@ -133,7 +133,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.w.fold = eng.Add
 
 	up, err := a.opts.NewUplink(cfg.Uplink,
-		uplink.Identity{Agent: cfg.Agent.ID, Site: cfg.Agent.Site, ConfigVersion: cfg.Version()},
+		uplink.Identity{Agent: cfg.Agent.ID, Site: cfg.Agent.Site, ConfigVersion: cfg.Version(), Incarnation: buf.Incarnation()},
 		buf,
 		uplink.Options{Logger: log.With("component", "uplink"), Metrics: a.m.reg, Status: a.Status})
 	if err != nil {

@@ -4,6 +4,8 @@ package buffer
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"time"
 
@@ -43,6 +45,11 @@ type Buffer interface {
 
 	// Stats returns the current depth, sizes and counters.
 	Stats() Stats
+	// Incarnation names this life of the buffer: created with the store, persisted in it, never
+	// changed while the store lives. A buffer that starts empty because its store was lost, reset or
+	// moved aside has a new one, so (incarnation, stream, sequence) never names two records, even
+	// though sequences restart at 1.
+	Incarnation() string
 	// LastSeq is the sequence of the newest record appended to stream (0 when none), cheap
 	// enough for the uplink to ask on every read.
 	LastSeq(stream signal.Stream) uint64
@@ -87,3 +94,19 @@ var (
 	_ MetaStore = (*Store)(nil)
 	_ MetaStore = (*Memory)(nil)
 )
+
+// newIncarnation returns 64 random bits in hex: two buffer lives of one agent colliding is as
+// likely as a 64-bit random collision.
+func newIncarnation() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return hex.EncodeToString(b[:])
+}
+
+func validIncarnation(s string) bool {
+	if len(s) != 16 {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
+}

@@ -25,6 +25,8 @@ const (
 	metaFloor = 'f' // sequences up to here may have been handed out: never reuse them
 	// metaClean (under stream byte 0xff) exists while the store is closed cleanly.
 	metaClean = 'c'
+	// metaIncarnation (under stream byte 0xff) names this store's life; see Buffer.Incarnation.
+	metaIncarnation = 'i'
 	// uncleanGap is how far sequences jump after an unclean stop. With sync: batch or none, records
 	// visible to the uplink (and maybe published with their sequence in the message id) can be lost
 	// by a power cut; reusing their sequences would make JetStream's dedup drop the new records.

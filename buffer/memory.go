@@ -27,6 +27,8 @@ type Memory struct {
 	wake    [signal.NumStreams]chan struct{}
 	space   chan struct{}
 	meta    map[string][]byte
+	// incarnation is new for every Memory: its records do not survive the process.
+	incarnation string
 }
 
 type memRec struct {
@@ -40,7 +42,8 @@ func NewMemory(cfg Config) *Memory {
 	if cfg.WhenFull == "" {
 		cfg.WhenFull = DropOldest
 	}
-	m := &Memory{cfg: cfg, closing: make(chan struct{}), space: make(chan struct{}), meta: map[string][]byte{}}
+	m := &Memory{cfg: cfg, closing: make(chan struct{}), space: make(chan struct{}), meta: map[string][]byte{},
+		incarnation: newIncarnation()}
 	for i := range m.wake {
 		m.wake[i] = make(chan struct{})
 		m.drops[i] = map[string]uint64{}
@@ -293,3 +296,6 @@ func (m *Memory) Close() error {
 	}
 	return nil
 }
+
+// Incarnation is new for every Memory buffer (see Buffer.Incarnation).
+func (m *Memory) Incarnation() string { return m.incarnation }

@@ -61,6 +61,8 @@ type Store struct {
 	// measureMu serialises measure: each pass subtracts the written bytes it snapshotted.
 	measureMu sync.Mutex
 
+	incarnation string // see Buffer.Incarnation; set by markOpen
+
 	mu                   sync.Mutex
 	st                   [signal.NumStreams]streamState
 	wake                 [signal.NumStreams]chan struct{} // closed when records are appended
@@ -218,12 +220,38 @@ func (s *Store) recover() error {
 	})
 }
 
-// markOpen removes the clean-shutdown marker. When it was missing (crash, power cut) every stream's
-// sequences jump by uncleanGap, and the new floor is made durable before any append.
+// markOpen reads the store's incarnation, creating one when the store has none (new, reset or moved
+// aside: its sequences start again), and removes the clean-shutdown marker. When that was missing
+// (crash, power cut) every stream's sequences jump by uncleanGap, and the new floor is made durable
+// before any append.
 func (s *Store) markOpen() error {
 	clean := metaKey(0xff, metaClean)
 	return s.db.Update(func(txn *badger.Txn) error {
-		_, err := txn.Get(clean)
+		item, err := txn.Get(metaKey(0xff, metaIncarnation))
+		switch {
+		case err == nil:
+			v, verr := item.ValueCopy(nil)
+			if verr != nil {
+				return fmt.Errorf("read incarnation: %w", verr)
+			}
+			if validIncarnation(string(v)) {
+				s.incarnation = string(v)
+				break
+			}
+			// A damaged name cannot be trusted to be ours: a new life re-sends the waiting records
+			// under new ids (possible duplicates downstream) rather than risk colliding ids (loss).
+			s.log.Error("buffer incarnation unreadable, starting a new one", "stored", fmt.Sprintf("%q", v))
+			fallthrough
+		case errors.Is(err, badger.ErrKeyNotFound):
+			s.incarnation = newIncarnation()
+			if err := txn.Set(metaKey(0xff, metaIncarnation), []byte(s.incarnation)); err != nil {
+				return err
+			}
+			s.log.Info("new buffer incarnation", "incarnation", s.incarnation)
+		default:
+			return fmt.Errorf("read incarnation: %w", err)
+		}
+		_, err = txn.Get(clean)
 		wasClean := err == nil
 		if err != nil && !errors.Is(err, badger.ErrKeyNotFound) {
 			return fmt.Errorf("read clean marker: %w", err)
@@ -438,6 +466,9 @@ func (s *Store) Stats() Stats {
 	out.Full, out.Err = s.full, s.ioErr
 	return out
 }
+
+// Incarnation names this life of the store (see Buffer.Incarnation).
+func (s *Store) Incarnation() string { return s.incarnation }
 
 // LastSeq returns the last appended sequence of stream (0 for an unknown stream). It is the
 // uplink's Tail, asked for every batch: unlike Stats it copies nothing.

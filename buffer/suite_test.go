@@ -83,6 +83,33 @@ var suite = []struct {
 	{name: "bad input", run: testBadInput},
 	{name: "last seq", run: testLastSeq},
 	{name: "restart resumes", durable: true, run: testRestart},
+	{name: "incarnation", run: testIncarnation},
+}
+
+// testIncarnation: every buffer life has its own name; a durable store keeps it across restarts,
+// and a new (or reset) store, whose sequences start again at 1, gets another.
+func testIncarnation(t *testing.T, im impl) {
+	cfg := testConfig(t)
+	b := im.open(t, cfg)
+	inc := b.Incarnation()
+	if !validIncarnation(inc) {
+		t.Fatalf("incarnation %q: want 16 hex digits", inc)
+	}
+	appendT(t, b, signal.StreamSamples, rec("a"))
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again := openT(t, im, cfg)
+	if im.durable && again.Incarnation() != inc {
+		t.Errorf("reopened store: incarnation %q, was %q", again.Incarnation(), inc)
+	}
+	if !im.durable && again.Incarnation() == inc {
+		t.Errorf("a new in-memory buffer kept incarnation %q", inc)
+	}
+	other := testConfig(t)
+	if fresh := openT(t, im, other); fresh.Incarnation() == inc || fresh.Incarnation() == again.Incarnation() {
+		t.Errorf("a new store reused incarnation %q", fresh.Incarnation())
+	}
 }
 
 func openT(t *testing.T, im impl, cfg Config) Buffer {

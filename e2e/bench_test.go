@@ -153,10 +153,10 @@ func rawPublish(b *testing.B, url string, js jetstream.JetStream) time.Duration 
 	old := time.Now().Add(-time.Hour)
 	msgs := make([]*nats.Msg, benchRecords)
 	for i := range msgs {
-		h := gsig.Header{Schema: 1, Agent: "gw1", Site: "plant1", Stream: gsig.StreamSamples, FirstSeq: uint64(i + 1), LastSeq: uint64(i + 1), Count: benchChunk, Oldest: old, Newest: old, Sent: time.Now()}
+		h := gsig.Header{Schema: gsig.SchemaVersion, Agent: "gw1", Site: "plant1", Incarnation: "bench", Stream: gsig.StreamSamples, FirstSeq: uint64(i + 1), LastSeq: uint64(i + 1), Count: benchChunk, Oldest: old, Newest: old, Sent: time.Now()}
 		m := nats.NewMsg("gemba.plant1.gw1.samples")
 		m.Data = gsig.AppendEnvelope(nil, &h, benchSamples(i*benchChunk, benchChunk, old))
-		m.Header.Set(jetstream.MsgIDHeader, gsig.MsgID("gw1", gsig.StreamSamples, uint64(i+1)))
+		m.Header.Set(jetstream.MsgIDHeader, gsig.MsgID("gw1", gsig.StreamSamples, "bench", uint64(i+1)))
 		msgs[i] = m
 	}
 	pnc, err := nats.Connect(url)

@@ -10,8 +10,10 @@ import (
 	"time"
 )
 
-// SchemaVersion is the version of the wire envelope. Decoders refuse a newer major version.
-const SchemaVersion = 1
+// SchemaVersion is the version of the wire envelope this package writes. Decoders read every version
+// from 1 up to it and refuse a newer one. Version 2 added the buffer incarnation to the envelope and
+// the message id.
+const SchemaVersion = 2
 
 // Chunk is what the agent appends to the buffer: a group of records of one stream, encoded once as a
 // JSON array at capture time, with the header fields known then. The uplink wraps a chunk in an
@@ -122,8 +124,12 @@ type Header struct {
 	Site          string
 	Stream        Stream
 	ConfigVersion string // lineage: the agent config in force at capture
-	// FirstSeq and LastSeq are the buffer sequence range the message carries, per (agent, stream).
-	// Together with Agent and Stream they identify the message for deduplication.
+	// Incarnation names one life of the agent's buffer: it is created with the store and persisted
+	// in it, so a buffer that is lost or reset (and restarts its sequences at 1) starts a new one.
+	// Empty in schema 1 messages.
+	Incarnation string
+	// FirstSeq and LastSeq are the buffer sequence range the message carries, per (agent, stream,
+	// incarnation). Agent, Stream, Incarnation and FirstSeq identify the message for deduplication.
 	FirstSeq, LastSeq uint64
 	Count             int
 	// Historical is set when the records are sent noticeably later than they were captured (a replayed
@@ -134,10 +140,14 @@ type Header struct {
 	Sent           time.Time
 }
 
-// MsgID is the deterministic JetStream message id of the message starting at firstSeq.
-func MsgID(agent string, stream Stream, firstSeq uint64) string {
-	return agent + ":" + stream.String() + ":" + strconv.FormatUint(firstSeq, 10)
+// MsgID is the deterministic JetStream message id of the message starting at firstSeq:
+// <agent>:<stream>:<incarnation>:<first_seq>. The hub deduplicates on the same four parts.
+func MsgID(agent string, stream Stream, incarnation string, firstSeq uint64) string {
+	return agent + ":" + stream.String() + ":" + incarnation + ":" + strconv.FormatUint(firstSeq, 10)
 }
+
+// MsgID is the message identity of h (see the function MsgID).
+func (h *Header) MsgID() string { return MsgID(h.Agent, h.Stream, h.Incarnation, h.FirstSeq) }
 
 // AppendEnvelope appends a complete batch message: h followed by records, which must be a JSON array
 // (as in Chunk.Records).
@@ -152,6 +162,8 @@ func AppendEnvelope(dst []byte, h *Header, records []byte) []byte {
 	dst = append(dst, h.Stream.String()...)
 	dst = append(dst, `","config_version":`...)
 	dst = appendString(dst, h.ConfigVersion)
+	dst = append(dst, `,"incarnation":`...)
+	dst = appendString(dst, h.Incarnation)
 	dst = append(dst, `,"first_seq":`...)
 	dst = strconv.AppendUint(dst, h.FirstSeq, 10)
 	dst = append(dst, `,"last_seq":`...)

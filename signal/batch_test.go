@@ -33,7 +33,7 @@ func TestHeaderRoundTrip(t *testing.T) {
 			h.FirstSeq, h.LastSeq = math.MaxUint64-1, math.MaxUint64
 			return h
 		}(), nil},
-		{"zero times and empty strings", Header{Schema: SchemaVersion, Stream: StreamFeatures}, nil},
+		{"zero times and empty strings", Header{Schema: SchemaVersion, Stream: StreamFeatures, Incarnation: "i"}, nil},
 		{"odd strings", func() Header {
 			h := testHeader(StreamSamples, 0)
 			h.Agent, h.Site, h.ConfigVersion = "gw \"1\"", "Werk Süd", "\xff"
@@ -80,6 +80,7 @@ func TestEnvelopeWithEncodingJSON(t *testing.T) {
 		Site          string            `json:"site"`
 		Stream        string            `json:"stream"`
 		ConfigVersion string            `json:"config_version"`
+		Incarnation   string            `json:"incarnation"`
 		FirstSeq      uint64            `json:"first_seq"`
 		LastSeq       uint64            `json:"last_seq"`
 		Count         int               `json:"count"`
@@ -96,7 +97,7 @@ func TestEnvelopeWithEncodingJSON(t *testing.T) {
 		t.Fatalf("%v\n%s", err, enc)
 	}
 	if env.Schema != SchemaVersion || env.Agent != h.Agent || env.Site != h.Site || env.Stream != "samples" ||
-		env.ConfigVersion != h.ConfigVersion || env.FirstSeq != h.FirstSeq || env.LastSeq != h.LastSeq ||
+		env.ConfigVersion != h.ConfigVersion || env.Incarnation != h.Incarnation || env.FirstSeq != h.FirstSeq || env.LastSeq != h.LastSeq ||
 		env.Count != 1 || !env.Historical || env.DelayMS != 90000 || !env.Oldest.Equal(h.Oldest) ||
 		!env.Newest.Equal(h.Newest) || !env.Sent.Equal(h.Sent) || len(env.Records) != 1 {
 		t.Fatalf("encoding/json reads %+v from\n%s", env, enc)
@@ -199,9 +200,12 @@ func TestDecodeBatchErrors(t *testing.T) {
 		{"trailing brace", good + `}`, "after top-level value"},
 		{"trailing garbage", good + ` x`, "after top-level value"},
 		{"two batches", good + good, "after top-level value"},
-		{"schema missing", head(`"schema":1,`, ``), "schema 0 unsupported"},
-		{"schema newer", head(`"schema":1`, `"schema":2`), "schema 2 unsupported"},
-		{"schema fraction", head(`"schema":1`, `"schema":1.5`), "schema"},
+		{"schema missing", head(`"schema":2,`, ``), "schema 0 unsupported"},
+		{"schema newer", head(`"schema":2`, `"schema":3`), "schema 3 unsupported"},
+		{"schema fraction", head(`"schema":2`, `"schema":1.5`), "schema"},
+		{"incarnation missing", head(`"incarnation":"5be1c0de2f6a9d31",`, ``), "incarnation missing"},
+		{"incarnation empty", head(`"incarnation":"5be1c0de2f6a9d31"`, `"incarnation":""`), "incarnation missing"},
+		{"incarnation with separator", head(`"incarnation":"5be1c0de2f6a9d31"`, `"incarnation":"a:b"`), "cannot hold"},
 		{"stream unknown", head(`"stream":"samples"`, `"stream":"logs"`), `unknown stream "logs"`},
 		{"stream missing", head(`"stream":"samples",`, ``), `unknown stream ""`},
 		{"seq negative", head(`"first_seq":10`, `"first_seq":-1`), "first_seq"},
@@ -283,15 +287,17 @@ func TestMsgIDAndSubject(t *testing.T) {
 	cases := []struct {
 		agent  string
 		stream Stream
+		inc    string
 		seq    uint64
 		want   string
 	}{
-		{"gw-line1", StreamSamples, 1, "gw-line1:samples:1"},
-		{"gw-line1", StreamFeatures, 42, "gw-line1:features:42"},
-		{"a", StreamStatus, math.MaxUint64, "a:status:18446744073709551615"},
+		{"gw-line1", StreamSamples, "9f3a", 1, "gw-line1:samples:9f3a:1"},
+		{"gw-line1", StreamFeatures, "9f3a", 42, "gw-line1:features:9f3a:42"},
+		{"gw-line1", StreamFeatures, "77b0", 42, "gw-line1:features:77b0:42"}, // a reset buffer: same seq, new id
+		{"a", StreamStatus, "x", math.MaxUint64, "a:status:x:18446744073709551615"},
 	}
 	for _, c := range cases {
-		if got := MsgID(c.agent, c.stream, c.seq); got != c.want {
+		if got := MsgID(c.agent, c.stream, c.inc, c.seq); got != c.want {
 			t.Errorf("MsgID = %q, want %q", got, c.want)
 		}
 	}
@@ -314,5 +320,22 @@ func TestMsgIDAndSubject(t *testing.T) {
 	}
 	if _, err := ParseStream("stream(7)"); err == nil {
 		t.Error("ParseStream accepted an unknown stream")
+	}
+}
+
+// TestDecodeSchema1: batches of agents from before incarnations still decode, with none.
+func TestDecodeSchema1(t *testing.T) {
+	enc := string(AppendBatch(nil, &Batch{Header: testHeader(StreamSamples, 1),
+		Samples: []Sample{{Signal: "a", Time: t0, Value: Float(1)}}}))
+	old := strings.Replace(strings.Replace(enc, `"schema":2`, `"schema":1`, 1), `"incarnation":"5be1c0de2f6a9d31",`, ``, 1)
+	if old == enc {
+		t.Fatal("test did not build a schema-1 batch")
+	}
+	b, err := DecodeBatch([]byte(old))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Schema != 1 || b.Incarnation != "" || len(b.Samples) != 1 || b.MsgID() != "gw-line1:samples::10" {
+		t.Errorf("schema-1 batch decoded as %+v (id %s)", b.Header, b.MsgID())
 	}
 }

@@ -188,7 +188,7 @@ func BenchmarkDecode(b *testing.B) {
 
 func benchHeader(n int) Header {
 	t := time.Date(2026, 11, 24, 21, 9, 43, 0, time.UTC)
-	return Header{Schema: SchemaVersion, Agent: "gw-line1", Site: "plant1", Stream: StreamSamples,
+	return Header{Schema: SchemaVersion, Agent: "gw-line1", Site: "plant1", Incarnation: "5be1c0de2f6a9d31", Stream: StreamSamples,
 		ConfigVersion: "c0ffee12", FirstSeq: 4711, LastSeq: 4711, Count: n, Oldest: t, Newest: t.Add(10 * time.Second),
 		Sent: t.Add(11 * time.Second)}
 }

@@ -7,6 +7,7 @@ import (
 	"math"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -33,6 +34,9 @@ func decodeBatchJSON(data []byte) (*Batch, error) {
 	if w.Schema == 0 || w.Schema > SchemaVersion {
 		return nil, fmt.Errorf("%w: batch: schema %d unsupported (this decoder reads %d)", ErrCorrupt, w.Schema, SchemaVersion)
 	}
+	if err := checkIncarnation(w.Schema, w.Incarnation); err != nil {
+		return nil, fmt.Errorf("%w: batch: %v", ErrCorrupt, err)
+	}
 	st, err := ParseStream(w.Stream)
 	if err != nil {
 		return nil, fmt.Errorf("%w: batch: %v", ErrCorrupt, err)
@@ -42,7 +46,7 @@ func decodeBatchJSON(data []byte) (*Batch, error) {
 	}
 	b := &Batch{Header: Header{
 		Schema: w.Schema, Agent: w.Agent, Site: w.Site, Stream: st, ConfigVersion: w.ConfigVersion,
-		FirstSeq: w.FirstSeq, LastSeq: w.LastSeq, Count: w.Count, Historical: w.Historical,
+		Incarnation: w.Incarnation, FirstSeq: w.FirstSeq, LastSeq: w.LastSeq, Count: w.Count, Historical: w.Historical,
 		Delay:  time.Duration(w.DelayMS) * time.Millisecond,
 		Oldest: w.Oldest.t, Newest: w.Newest.t, Sent: w.Sent.t,
 	}}
@@ -64,6 +68,20 @@ func decodeBatchJSON(data []byte) (*Batch, error) {
 		return nil, fmt.Errorf("%w: batch %s:%s:%d: %v", ErrCorrupt, w.Agent, w.Stream, w.FirstSeq, err)
 	}
 	return b, nil
+}
+
+// checkIncarnation: from schema 2 every message names its buffer incarnation, which is one part of
+// the message id and so cannot contain its separator.
+func checkIncarnation(schema int, inc string) error {
+	switch {
+	case schema < 2:
+		return nil
+	case inc == "":
+		return fmt.Errorf("schema %d: incarnation missing", schema)
+	case strings.ContainsAny(inc, ":"+NotInToken):
+		return fmt.Errorf("incarnation %q contains a character a message id or subject token cannot hold", inc)
+	}
+	return nil
 }
 
 // delayInRange reports whether ms milliseconds fit a time.Duration (about ±292 years).
@@ -102,6 +120,7 @@ type wireBatch struct {
 	Site          string     `json:"site"`
 	Stream        string     `json:"stream"`
 	ConfigVersion string     `json:"config_version"`
+	Incarnation   string     `json:"incarnation"`
 	FirstSeq      uint64     `json:"first_seq"`
 	LastSeq       uint64     `json:"last_seq"`
 	Count         int        `json:"count"`

@@ -460,6 +460,9 @@ func decodeBatchFast(data []byte) (*Batch, bool) {
 		case "config_version":
 			h.ConfigVersion, ok = p.str()
 			return 1 << 4, ok
+		case "incarnation":
+			h.Incarnation, ok = p.str()
+			return 1 << 14, ok
 		case "first_seq":
 			h.FirstSeq, ok = p.uint64()
 			return 1 << 5, ok
@@ -498,7 +501,7 @@ func decodeBatchFast(data []byte) (*Batch, bool) {
 		}
 		return 0, false
 	})
-	if !ok || !records || h.Schema == 0 || p.pos != len(data) {
+	if !ok || !records || h.Schema == 0 || p.pos != len(data) || checkIncarnation(h.Schema, h.Incarnation) != nil {
 		return nil, false
 	}
 	h.Delay = time.Duration(delayMS) * time.Millisecond

@@ -19,7 +19,7 @@ const wireFormatDoc = "../docs/wire-format.md"
 
 func docExamples() map[string][]byte {
 	at := time.Date(2026, 11, 24, 9, 30, 0, 0, time.UTC)
-	h := Header{Schema: SchemaVersion, Agent: "gw-line1", Site: "plant1", ConfigVersion: "9f2c4e1a7b3d5608"}
+	h := Header{Schema: SchemaVersion, Agent: "gw-line1", Site: "plant1", Incarnation: "5be1c0de2f6a9d31", ConfigVersion: "9f2c4e1a7b3d5608"}
 
 	hs := h
 	hs.Stream, hs.FirstSeq, hs.LastSeq, hs.Count = StreamSamples, 48213, 48213, 5

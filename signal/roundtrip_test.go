@@ -408,7 +408,7 @@ func TestFeatureRoundTrip(t *testing.T) {
 }
 
 func testHeader(s Stream, n int) Header {
-	return Header{Schema: SchemaVersion, Agent: "gw-line1", Site: "plant1", Stream: s, ConfigVersion: "cfg-1a2b",
+	return Header{Schema: SchemaVersion, Agent: "gw-line1", Site: "plant1", Incarnation: "5be1c0de2f6a9d31", Stream: s, ConfigVersion: "cfg-1a2b",
 		FirstSeq: 10, LastSeq: 12, Count: n, Oldest: t0, Newest: t0.Add(time.Second), Sent: t0.Add(2 * time.Second)}
 }
 

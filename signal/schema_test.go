@@ -125,8 +125,10 @@ func TestSchemaRejectsMangledBatches(t *testing.T) {
 		return strings.Replace(doc, old, new, 1)
 	}
 	cases := map[string]string{
-		"schema 2":               mangle(samples, `"schema":1`, `"schema":2`),
-		"schema missing":         mangle(samples, `"schema":1,`, ``),
+		"schema 1":               mangle(samples, `"schema":2`, `"schema":1`),
+		"schema missing":         mangle(samples, `"schema":2,`, ``),
+		"incarnation missing":    mangle(samples, `"incarnation":"5be1c0de2f6a9d31",`, ``),
+		"incarnation with colon": mangle(samples, `"incarnation":"5be1c0de2f6a9d31"`, `"incarnation":"5b:e1"`),
 		"unknown stream":         mangle(samples, `"stream":"samples"`, `"stream":"logs"`),
 		"agent with a dot":       mangle(samples, `"agent":"gw-line1"`, `"agent":"gw.line1"`),
 		"negative seq":           mangle(samples, `"first_seq":10`, `"first_seq":-10`),

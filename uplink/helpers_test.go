@@ -184,7 +184,7 @@ func testConfig(url string) Config {
 	return c
 }
 
-var testID = Identity{Agent: "gw1", Site: "plant1", ConfigVersion: "cv1"}
+var testID = Identity{Agent: "gw1", Site: "plant1", ConfigVersion: "cv1", Incarnation: "inc1"}
 
 func testLogger(t testing.TB) *slog.Logger {
 	if testing.Verbose() && os.Getenv("UPLINK_LOG") != "" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -52,6 +53,10 @@ type lane struct {
 	failErr     error
 	floor       uint64
 	sourceAcked uint64
+	// A PubAck may say "duplicate" only for a record that could have been published before: one
+	// in the buffer when the uplink started (seq <= replayTo) or one sent by an earlier generation
+	// (seq <= prevSent). sent is the highest sequence handed to publish so far.
+	replayTo, prevSent, sent uint64
 }
 
 type pstate uint8
@@ -71,6 +76,7 @@ type pending struct {
 	size    int
 	sent    time.Time
 	state   pstate
+	resend  bool // a duplicate PubAck is expected (see lane.replayTo)
 	msg     *nats.Msg
 	buf     *[]byte
 }
@@ -84,7 +90,9 @@ func newLane(u *Uplink, s signal.Stream) *lane {
 	}
 }
 
-func (l *lane) msgID(seq uint64) string { return signal.MsgID(l.u.id.Agent, l.stream, seq) }
+func (l *lane) msgID(seq uint64) string {
+	return signal.MsgID(l.u.id.Agent, l.stream, l.u.id.Incarnation, seq)
+}
 
 func (l *lane) health() StreamHealth {
 	l.mu.Lock()
@@ -99,6 +107,12 @@ func (l *lane) health() StreamHealth {
 // run is the lane's reader: one generation after another until ctx ends.
 func (l *lane) run(ctx context.Context) {
 	bo := backoff{min: 50 * time.Millisecond, max: l.u.cfg.NATS.ReconnectMaxWait}
+	l.mu.Lock()
+	l.replayTo = math.MaxUint64 // without a tail, any record may be a re-send
+	if l.u.tail != nil {
+		l.replayTo = l.u.tail(l.stream)
+	}
+	l.mu.Unlock()
 	for ctx.Err() == nil {
 		select {
 		case <-l.u.connectedCh():
@@ -109,6 +123,7 @@ func (l *lane) run(ctx context.Context) {
 		l.mu.Lock()
 		l.gen++
 		l.cancel, l.genAcks, l.failErr = cancel, 0, nil
+		l.prevSent = l.sent
 		l.mu.Unlock()
 		err := l.forward(genCtx)
 		cancel()
@@ -203,7 +218,8 @@ func (l *lane) accept(recs []signal.Record, live bool) []*pending {
 			merge = true // the backlog reached the live part
 			break
 		}
-		p := &pending{lane: l, gen: l.gen, seq: r.Seq}
+		p := &pending{lane: l, gen: l.gen, seq: r.Seq, resend: r.Seq <= max(l.replayTo, l.prevSent)}
+		l.sent = max(l.sent, r.Seq)
 		c, err := signal.ParseChunk(r.Data)
 		if err == nil && c.Stream != l.stream {
 			err = fmt.Errorf("chunk of stream %s in buffer stream %s", c.Stream, l.stream)
@@ -217,7 +233,7 @@ func (l *lane) accept(recs []signal.Record, live bool) []*pending {
 		} else {
 			h := signal.Header{
 				Schema: signal.SchemaVersion, Agent: u.id.Agent, Site: u.id.Site, Stream: l.stream,
-				ConfigVersion: c.ConfigVersion, FirstSeq: r.Seq, LastSeq: r.Seq, Count: c.Count,
+				ConfigVersion: c.ConfigVersion, Incarnation: u.id.Incarnation, FirstSeq: r.Seq, LastSeq: r.Seq, Count: c.Count,
 				Oldest: c.Oldest, Newest: c.Newest, Sent: now.UTC(),
 			}
 			if d := now.Sub(c.Newest); !c.Newest.IsZero() && d > u.cfg.HistoricalAfter {
@@ -336,6 +352,9 @@ func (l *lane) done(p *pending, pa *jetstream.PubAck, err error) {
 		u.m.latency.Observe(time.Since(p.sent).Seconds())
 		if pa.Duplicate {
 			u.m.duplicates.Add(1)
+			if !p.resend {
+				l.collision(p)
+			}
 		}
 	} else {
 		u.m.errors.Add(1)
@@ -581,4 +600,24 @@ func (w *window) waitChange(deadline time.Time) {
 	case <-ch:
 	case <-t.C:
 	}
+}
+
+// collisionShown is how long an id collision keeps /readyz failing after the last one.
+const collisionShown = 10 * time.Minute
+
+// collision reports a PubAck that called a message a duplicate although this buffer incarnation
+// never published its id before: JetStream holds another message under that id and dropped this
+// one. With incarnations that takes a second agent configured with the same id and incarnation (a
+// copied buffer directory) or someone else publishing under our ids. The record is acked (a
+// re-send would be dropped the same way), counted, logged as an ERROR and shown in /readyz.
+func (l *lane) collision(p *pending) {
+	u := l.u
+	u.m.collisions.Add(1)
+	why := fmt.Sprintf("JetStream dropped message %s as a duplicate, but this buffer never sent it: "+
+		"another publisher uses this agent's ids (a copied buffer directory or a duplicate agent id?)", l.msgID(p.seq))
+	u.log.Error("message id collision: new data dropped by JetStream", "stream", l.stream.String(),
+		"seq", p.seq, "records", p.records, "msg_id", l.msgID(p.seq), "incarnation", u.id.Incarnation)
+	u.mu.Lock()
+	u.collideWhy, u.collideAt = why, time.Now()
+	u.mu.Unlock()
 }

@@ -10,6 +10,7 @@ import (
 // so the hot path pays one atomic add per event.
 type metrics struct {
 	published, acked, ackedRecords, errors, duplicates, corrupt atomic.Uint64
+	collisions                                                  atomic.Uint64
 	latency                                                     prometheus.Histogram
 }
 
@@ -35,6 +36,7 @@ func newMetrics(u *Uplink, reg prometheus.Registerer) (*metrics, error) {
 		counter("gemba_uplink_acked_records_total", "Records (samples or features) in acknowledged messages.", &m.ackedRecords),
 		counter("gemba_uplink_publish_errors_total", "Failed publishes (timeouts, disconnects, stream refusals) and corrupt buffer records.", &m.errors),
 		counter("gemba_uplink_duplicates_total", "PubAcks reporting a duplicate (a re-send JetStream dropped by message id).", &m.duplicates),
+		counter("gemba_uplink_id_collisions_total", "PubAcks reporting a duplicate for a message id this buffer incarnation had never published: JetStream dropped new data (see the ERROR log).", &m.collisions),
 		counter("gemba_uplink_corrupt_records_total", "Buffer records that could not be decoded and were skipped.", &m.corrupt),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gemba_uplink_inflight_messages", Help: "Messages published and awaiting a PubAck."},
 			func() float64 { return float64(u.win.count()) }),

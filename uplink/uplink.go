@@ -30,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,6 +61,9 @@ type Tail interface {
 // Identity names the agent in subjects, message ids and envelopes.
 type Identity struct {
 	Agent, Site, ConfigVersion string
+	// Incarnation is the buffer's (see buffer.Buffer.Incarnation); when empty it is taken from a
+	// Source that has an Incarnation method.
+	Incarnation string
 }
 
 // Options are the uplink's collaborators.
@@ -112,6 +116,8 @@ type Uplink struct {
 	lastErr     string
 	lastErrAt   time.Time
 	publishWhy  string // set while publishes fail, cleared by the next PubAck
+	collideWhy  string // the last id collision (see lane.done), shown until collideAt+collisionShown
+	collideAt   time.Time
 	streamCheck chan struct{}
 }
 
@@ -124,6 +130,14 @@ func New(cfg Config, id Identity, src Source, opts Options) (*Uplink, error) {
 		if err := signal.CheckToken(f.v); err != nil {
 			return nil, fmt.Errorf("uplink: %s: %w", f.name, err)
 		}
+	}
+	if id.Incarnation == "" {
+		if s, ok := src.(interface{ Incarnation() string }); ok {
+			id.Incarnation = s.Incarnation()
+		}
+	}
+	if err := signal.CheckToken(id.Incarnation); err != nil || strings.Contains(id.Incarnation, ":") {
+		return nil, fmt.Errorf("uplink: buffer incarnation %q: cannot be part of a message id", id.Incarnation)
 	}
 	if err := validate(&cfg); err != nil {
 		return nil, fmt.Errorf("uplink: %w", err)
@@ -249,6 +263,8 @@ func (u *Uplink) Health() Health {
 		h.Reason = u.streamWhy
 	case u.publishWhy != "":
 		h.Reason = u.publishWhy
+	case u.collideWhy != "" && time.Since(u.collideAt) < collisionShown:
+		h.Reason = u.collideWhy
 	}
 	u.mu.Unlock()
 	h.Published, h.Acked = u.m.published.Load(), u.m.acked.Load()
@@ -308,7 +324,7 @@ func (u *Uplink) sendHeartbeat(nc *nats.Conn, subject string, seq *uint64) {
 	*seq++
 	h := signal.Header{
 		Schema: signal.SchemaVersion, Agent: u.id.Agent, Site: u.id.Site, Stream: signal.StreamStatus,
-		ConfigVersion: u.id.ConfigVersion, FirstSeq: *seq, LastSeq: *seq, Count: 1,
+		ConfigVersion: u.id.ConfigVersion, Incarnation: u.id.Incarnation, FirstSeq: *seq, LastSeq: *seq, Count: 1,
 		Oldest: st.Time, Newest: st.Time, Sent: now,
 	}
 	data := signal.AppendEnvelope(nil, &h, signal.AppendStatusJSON(nil, []signal.Status{st}))

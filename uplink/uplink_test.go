@@ -43,7 +43,7 @@ func TestForwardEnvelopeAndIDs(t *testing.T) {
 		t.Fatalf("stream holds %d messages, want 11", c.msgs)
 	}
 	for _, b := range c.batches {
-		id := signal.MsgID("gw1", b.Stream, b.FirstSeq)
+		id := signal.MsgID("gw1", b.Stream, "inc1", b.FirstSeq)
 		if c.ids[id] != 1 {
 			t.Errorf("message id %s: %d copies", id, c.ids[id])
 		}
@@ -420,10 +420,10 @@ func TestDuplicatesReportedOnResend(t *testing.T) {
 	}
 	for seq := uint64(5); seq <= 9; seq++ {
 		c, _ := signal.ParseChunk(sampleChunk(int(seq-1)*10, 10, time.Now()))
-		h := signal.Header{Schema: 1, Agent: "gw1", Site: "plant1", Stream: signal.StreamSamples, FirstSeq: seq, LastSeq: seq, Count: c.Count}
+		h := signal.Header{Schema: signal.SchemaVersion, Agent: "gw1", Site: "plant1", Incarnation: "inc1", Stream: signal.StreamSamples, FirstSeq: seq, LastSeq: seq, Count: c.Count}
 		m := nats.NewMsg("gemba.plant1.gw1.samples")
 		m.Data = signal.AppendEnvelope(nil, &h, c.Records)
-		m.Header.Set(jetstream.MsgIDHeader, signal.MsgID("gw1", signal.StreamSamples, seq))
+		m.Header.Set(jetstream.MsgIDHeader, signal.MsgID("gw1", signal.StreamSamples, "inc1", seq))
 		if _, err := js.PublishMsg(context.Background(), m); err != nil {
 			t.Fatal(err)
 		}
