@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path"
 	"strings"
 	"time"
 
@@ -145,9 +146,6 @@ func (h *HTTPConfig) Validate(r config.Report) {
 // Validate implements config.Validator for checks that span sections.
 func (c *Config) Validate(r config.Report) {
 	names := map[string]int{}
-	known := map[string]bool{} // signal names collectors declare statically
-	var matchers []func(string) bool
-	open := false // a collector whose signal names cannot be known statically
 	for i, s := range c.Collectors {
 		if s.Name == "" {
 			continue
@@ -156,37 +154,118 @@ func (c *Config) Validate(r config.Report) {
 			r.Errorf(fmt.Sprintf("collectors[%d].name", i), "duplicate collector name %q (also collectors[%d])", s.Name, j)
 		}
 		names[s.Name] = i
+	}
+	src := c.signalSources(r)
+	c.Features.CheckSignals(r.Sub("features"), src.produces)
+	for i, ru := range c.Features {
+		if !src.mayMatch(ru.Signal) {
+			r.Errorf(fmt.Sprintf("features[%d].signal", i), "no collector produces a signal %q matches, so this rule never applies (checked against OPC UA node signals and MQTT signal templates)", ru.Signal)
+		}
+	}
+}
+
+// signals is what a config's collectors can produce. Names are known statically for OPC UA nodes
+// and for MQTT signals written without placeholders; a template such as "line1.{topic.2}.{field}"
+// is known only as a glob, and a collector type that declares nothing may produce anything.
+type signals struct {
+	static   map[string]bool
+	patterns []string // globs in which "*" stands for any text
+	open     bool
+}
+
+// signalSources collects what the collectors produce and reports a static signal name produced
+// by two enabled collectors: two sources interleaved in one series make every feature and chart
+// of it wrong. Templated names cannot be compared, so they are not checked.
+func (c *Config) signalSources(r config.Report) signals {
+	src := signals{static: map[string]bool{}}
+	owner := map[string]int{} // static name -> first enabled collector producing it
+	for i, s := range c.Collectors {
+		var names []string
 		switch l := s.Settings.(type) {
 		case collectors.SignalLister:
-			for _, sig := range l.Signals() {
-				known[sig] = true
-			}
+			names = l.Signals()
 		case collectors.SignalPatterner:
 			for _, p := range l.SignalPatterns() {
-				matchers = append(matchers, func(s string) bool { return collectors.MatchGlob(p, s) })
+				if strings.Contains(p, "*") {
+					src.patterns = append(src.patterns, p)
+				} else {
+					names = append(names, p)
+				}
 			}
 		case nil:
 		default:
-			open = true
+			src.open = true
+		}
+		seen := map[string]bool{}
+		for _, n := range names {
+			src.static[n] = true
+			if s.Disabled || seen[n] || n == "" {
+				continue
+			}
+			seen[n] = true
+			j, dup := owner[n]
+			if !dup {
+				owner[n] = i
+				continue
+			}
+			at := fmt.Sprintf("collectors[%d]", i)
+			if p, ok := r.Locate(at, "signal", n); ok {
+				at = p
+			}
+			r.Errorf(at, "signal %q is also produced by collector %q (collectors[%d]); two sources would interleave in one series", n, c.Collectors[j].Name, j)
 		}
 	}
-	c.Features.CheckSignals(r.Sub("features"), func(s string) bool {
-		if known[s] || open {
+	return src
+}
+
+// produces reports whether a collector may produce the exact name s. An OPC UA array node's
+// elements are named signal[i]; only the node's own name is listed.
+func (src signals) produces(s string) bool {
+	if src.open || src.static[s] || src.static[trimIndex(s)] {
+		return true
+	}
+	for _, p := range src.patterns {
+		if collectors.MatchGlob(p, s) {
 			return true
 		}
-		for _, m := range matchers {
-			if m(s) {
-				return true
-			}
+	}
+	return false
+}
+
+// mayMatch reports whether a feature rule's signal (a path.Match pattern) can match something a
+// collector produces. A pattern is compared only with static names: whether two globs overlap is
+// not worth guessing, and a pattern with [...] or \ escapes may be aimed at array elements.
+func (src signals) mayMatch(rule string) bool {
+	if rule == "" || !strings.ContainsAny(rule, "*?[\\") {
+		return rule == "" || src.produces(rule)
+	}
+	if src.open || len(src.patterns) > 0 || strings.ContainsAny(rule, "[\\") {
+		return true
+	}
+	for s := range src.static {
+		if ok, _ := path.Match(rule, s); ok {
+			return true
 		}
-		return false
-	})
+	}
+	return false
+}
+
+// trimIndex removes an array index suffix: "a.b[3]" gives "a.b".
+func trimIndex(s string) string {
+	if !strings.HasSuffix(s, "]") {
+		return s
+	}
+	i := strings.LastIndexByte(s, '[')
+	if i <= 0 || strings.Trim(s[i+1:len(s)-1], "0123456789") != "" || i+2 == len(s) {
+		return s
+	}
+	return s[:i]
 }
 
 // Load reads, expands and validates a config file. lookup resolves ${VAR} (os.LookupEnv). The error,
 // if any, is a config.Problems listing everything wrong, each with path and line.
 func Load(path string, lookup func(string) (string, bool)) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := config.ReadFile(path, config.DefaultMaxSize)
 	if err != nil {
 		return nil, err
 	}
@@ -207,7 +286,8 @@ func Parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: render effective config: %w", err)
 	}
-	sum := sha256.Sum256(eff)
+	// Hash what Effective shows: credentials in URLs are secrets too.
+	sum := sha256.Sum256(config.RedactJSON(eff))
 	cfg.version = hex.EncodeToString(sum[:8])
 	return &cfg, nil
 }
@@ -216,8 +296,15 @@ func Parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
 // batch the agent publishes.
 func (c *Config) Version() string { return c.version }
 
-// Effective renders the effective config as indented JSON with secrets redacted.
-func (c *Config) Effective() ([]byte, error) { return json.MarshalIndent(c, "", "  ") }
+// Effective renders the effective config as indented JSON with secrets redacted, credentials in
+// URLs (nats://user:password@host) included.
+func (c *Config) Effective() ([]byte, error) {
+	out, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return config.RedactJSON(out), nil
+}
 
 // ParseLevel parses a log level name.
 func ParseLevel(s string) (slog.Level, error) {

@@ -28,24 +28,6 @@ func (r Report) CheckFile(field, path string) {
 	}
 }
 
-// CheckDir reports field when path (if set) is not a readable directory.
-func (r Report) CheckDir(field, path string) {
-	if path == "" {
-		return
-	}
-	st, err := os.Stat(path)
-	switch {
-	case err != nil:
-		r.Errorf(field, "cannot read: %v", err)
-	case !st.IsDir():
-		r.Errorf(field, "%s is not a directory", path)
-	default:
-		if _, err := os.ReadDir(path); err != nil {
-			r.Errorf(field, "cannot read: %v", err)
-		}
-	}
-}
-
 // Locate finds where a value was written, for cross-checks that know a value but not its place:
 // the first scalar in document order under field whose key is key and whose (expanded) text is
 // value. The path returned is relative to the report, ready for Errorf.

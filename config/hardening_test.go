@@ -280,13 +280,13 @@ func TestCheckFile(t *testing.T) {
 		}
 		return NewDecoder().Unmarshal([]byte(yml), &out)
 	}
-	if err := check("f: {ca: " + f + ", dir: " + dir + "}\n"); err != nil {
-		t.Fatalf("existing files: %v", err)
+	if err := check("f: {ca: " + f + "}\n"); err != nil {
+		t.Fatalf("existing file: %v", err)
 	}
-	err := check("f:\n  ca: " + dir + "/nope.pem\n  dir: " + f + "\n")
+	err := check("f:\n  ca: " + dir + "/nope.pem\n  dir: " + dir + "\n")
 	var ps Problems
 	if !errors.As(err, &ps) || len(ps) != 2 || ps[0].Path != "f.ca" || ps[0].Line != 2 || !strings.Contains(ps[0].Msg, "nope.pem") ||
-		ps[1].Path != "f.dir" || !strings.Contains(ps[1].Msg, "not a directory") {
+		ps[1].Path != "f.dir" || !strings.Contains(ps[1].Msg, "is a directory") {
 		t.Fatalf("got %v", err)
 	}
 }
@@ -298,5 +298,5 @@ type checked struct {
 
 func (c *checked) Validate(r Report) {
 	r.CheckFile("ca", c.CA)
-	r.CheckDir("dir", c.Dir)
+	r.CheckFile("dir", c.Dir)
 }

@@ -2,7 +2,6 @@ package uplink
 
 import (
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -240,32 +239,10 @@ func (n *NATSConfig) validate(r config.Report) {
 
 // checkFile reports a file the uplink will need but cannot read, at validate time rather than
 // at the first connect.
-func checkFile(r config.Report, field, path string) {
-	if path == "" {
-		return
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		r.Errorf(field, "cannot read: %v", err)
-		return
-	}
-	f.Close()
-}
+func checkFile(r config.Report, field, path string) { r.CheckFile(field, path) }
 
-// redactURL hides a password embedded in a server URL.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		if i := strings.LastIndex(s, "@"); i >= 0 {
-			return "[redacted]@" + s[i+1:]
-		}
-		return s
-	}
-	if u.User != nil {
-		return u.Scheme + "://[redacted]@" + u.Host + u.Path
-	}
-	return s
-}
+// redactURL hides credentials embedded in a server URL (one function for logs and configs).
+func redactURL(s string) string { return config.RedactURL(s) }
 
 func (n *NATSConfig) subjectFor(id Identity, s signal.Stream) string {
 	return signal.Subject(n.SubjectPrefix, id.Site, id.Agent, s)
