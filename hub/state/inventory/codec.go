@@ -18,7 +18,8 @@ import (
 //
 // A quantity is one varint: an integer n (|n| ≤ 2^53) as zigzag(n)<<1, anything else as 1 followed by the
 // 8 bytes of the float64; most quantities are whole units and take one or two bytes. Times are Unix ns.
-// Compared with JSON of the same state, this is about a third of the size (see TestValueSize).
+// For a typical key this is under half the size of JSON of the same state (TestValueSize: ~30 bytes
+// per movement with ids like "sale:ORD-04000000:1").
 
 const valueVersion = 1
 

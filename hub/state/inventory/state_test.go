@@ -250,9 +250,23 @@ func TestPositionJSON(t *testing.T) {
 
 // ledgerCase is a random history: movements (some repeated), snapshots, and the position it must give.
 type ledgerCase struct {
-	ops                    []func(b *book)
+	ops                    []op
 	onHand, produced, sold float64
 	rate                   float64
+}
+
+// op is one movement or one snapshot.
+type op struct {
+	m *Movement
+	s *Snapshot
+}
+
+func (o op) apply(b *book) {
+	if o.m != nil {
+		b.move(*o.m)
+	} else {
+		b.snap(*o.s)
+	}
 }
 
 // The clock runs from t0 to t0+drift while a ledger case is applied, so movements fold into the base on the
@@ -324,14 +338,14 @@ func randomLedger(r *rand.Rand) ledgerCase {
 			copies = 2 // only movements that stay in the list repeat: older duplicates are the ingest's job
 		}
 		for range copies {
-			c.ops = append(c.ops, func(b *book) { b.move(m) })
+			c.ops = append(c.ops, op{m: &m})
 		}
 	}
 	for _, s := range snaps {
 		x := sn(s.id, s.on, s.ago)
-		c.ops = append(c.ops, func(b *book) { b.snap(x) })
+		c.ops = append(c.ops, op{s: &x})
 		if r.IntN(3) == 0 {
-			c.ops = append(c.ops, func(b *book) { b.snap(x) })
+			c.ops = append(c.ops, op{s: &x})
 		}
 	}
 	return c
@@ -347,9 +361,9 @@ func TestShuffledOrderGivesSamePosition(t *testing.T) {
 		for shuffle := range 4 {
 			r.Shuffle(len(c.ops), func(i, j int) { c.ops[i], c.ops[j] = c.ops[j], c.ops[i] })
 			b := newBook(t)
-			for i, op := range c.ops {
+			for i, o := range c.ops {
 				b.now = t0.Add(drift * time.Duration(i) / time.Duration(len(c.ops)))
-				op(b)
+				o.apply(b)
 			}
 			// One last movement at the end of the drift, so the rate is computed on the same day every time.
 			b.now = t0.Add(drift)

@@ -1,0 +1,349 @@
+package inventory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/config"
+	"github.com/gemba-io/gemba/internal/testutil"
+)
+
+func jsOptions(dir string, port int) *server.Options {
+	return &server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true}
+}
+
+func startServer(t testing.TB, o *server.Options) *server.Server {
+	t.Helper()
+	s, err := server.NewServer(o)
+	if err != nil {
+		t.Fatalf("nats server: %v", err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	return s
+}
+
+func stopServer(s *server.Server) {
+	s.Shutdown()
+	s.WaitForShutdown()
+}
+
+// newJSServer starts a JetStream server on a random port with its store in a temp dir; the returned
+// options restart it on the same port and store.
+func newJSServer(t testing.TB) (*server.Server, *server.Options) {
+	t.Helper()
+	o := jsOptions(t.TempDir(), -1)
+	s := startServer(t, o)
+	o.Port = s.Addr().(*net.TCPAddr).Port
+	t.Cleanup(func() { stopServer(s) })
+	return s, o
+}
+
+func connectJS(t testing.TB, urls string, opts ...nats.Option) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(urls, opts...)
+	if err != nil {
+		t.Fatalf("connect %s: %v", urls, err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// testClock is an injectable hub clock, fixed unless a test moves it.
+type testClock struct{ ns atomic.Int64 }
+
+func newTestClock(t time.Time) *testClock {
+	c := &testClock{}
+	c.ns.Store(t.UnixNano())
+	return c
+}
+
+func (c *testClock) Now() time.Time { return time.Unix(0, c.ns.Load()).UTC() }
+
+func testConfig(clock *testClock) Config {
+	c := DefaultConfig()
+	c.Now = clock.Now
+	c.RetryFor = 20 * time.Second
+	return c
+}
+
+func openStore(t testing.TB, js jetstream.JetStream, cfg Config) *Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := Open(ctx, js, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func mustMove(t testing.TB, s *Store, m Movement, want Outcome) Position {
+	t.Helper()
+	r, err := s.Move(context.Background(), m)
+	if err != nil {
+		t.Fatalf("move %s: %v", m.ID, err)
+	}
+	if want != 0 && r.Outcome != want {
+		t.Errorf("move %s: outcome %s, want %s", m.ID, r.Outcome, want)
+	}
+	return r.Position
+}
+
+func mustSnap(t testing.TB, s *Store, sn Snapshot, want Outcome) Position {
+	t.Helper()
+	r, err := s.Snapshot(context.Background(), sn)
+	if err != nil {
+		t.Fatalf("snapshot %s: %v", sn.ID, err)
+	}
+	if r.Outcome != want {
+		t.Errorf("snapshot %s: outcome %s, want %s", sn.ID, r.Outcome, want)
+	}
+	return r.Position
+}
+
+func TestStoreLateSnapshotDuplicatesAndRestart(t *testing.T) {
+	srv, opts := newJSServer(t)
+	clock := newTestClock(t0)
+	cfg := testConfig(clock)
+	js := connectJS(t, srv.ClientURL())
+	s := openStore(t, js, cfg)
+	h := time.Hour
+	moves := []Movement{mv("p1", Produced, 10, 9*h), mv("s1", Sold, 3, 8*h), mv("s0", Sold, 2, 11*h), mv("old", Produced, 4, 60*h)}
+	for _, m := range moves {
+		mustMove(t, s, m, 0)
+	}
+	expectPos(t, mustSnap(t, s, sn("erp-late", 100, 10*h), Applied), 100, 10, 3)
+	expectPos(t, mustSnap(t, s, sn("erp-older", 1, 12*h), Stale), 100, 10, 3)
+	p := mustMove(t, s, mv("s1", Sold, 3, 8*h), Duplicate)
+	expectPos(t, p, 100, 10, 3)
+	got, ok := s.Get("SKU", "S1")
+	if !ok || got != p || got.Revision == 0 {
+		t.Fatalf("Get %+v %v, want %+v", got, ok, p)
+	}
+	if _, ok := s.Get("SKU", "nowhere"); ok {
+		t.Error("Get of an unknown key")
+	}
+	if n := s.Metrics.Applied.Load(); n != 3 {
+		t.Errorf("applied %d, want 3", n)
+	}
+	if n := s.Metrics.Duplicates.Load(); n != 1 {
+		t.Errorf("duplicates %d, want 1", n)
+	}
+	s.Close()
+
+	// A new Store (another process, or this one after a restart) on a restarted server: the view loads
+	// from the bucket and the same ids are still duplicates.
+	stopServer(srv)
+	srv2 := startServer(t, opts)
+	t.Cleanup(func() { stopServer(srv2) })
+	s2 := openStore(t, connectJS(t, srv2.ClientURL()), cfg)
+	got, ok = s2.Get("SKU", "S1")
+	if !ok || got != p {
+		t.Fatalf("after restart Get %+v %v, want %+v", got, ok, p)
+	}
+	for _, m := range moves[:2] {
+		mustMove(t, s2, m, Duplicate)
+	}
+	mustSnap(t, s2, sn("erp-late", 100, 10*h), Duplicate)
+	if got, _ := s2.Get("SKU", "S1"); got != p {
+		t.Errorf("duplicates changed the position: %+v, want %+v", got, p)
+	}
+}
+
+func TestStoreRefusesBadInput(t *testing.T) {
+	srv, _ := newJSServer(t)
+	s := openStore(t, connectJS(t, srv.ClientURL()), testConfig(newTestClock(t0)))
+	_, err := s.Move(context.Background(), Movement{ID: "sale:1:1", SKU: "A", Site: "S1", Kind: Sold, Qty: -1, Time: t0})
+	var ie *InputError
+	if !errors.Is(err, ErrInvalid) || !errors.As(err, &ie) || ie.ID != "sale:1:1" || ie.Field != "qty" {
+		t.Errorf("negative qty: %v", err)
+	}
+	_, err = s.Snapshot(context.Background(), Snapshot{ID: "erp:1", SKU: "", Site: "S1", Time: t0})
+	if err == nil || !strings.Contains(err.Error(), `snapshot "erp:1": sku: empty`) {
+		t.Errorf("empty sku: %v", err)
+	}
+	if n := s.Metrics.Invalid.Load(); n != 2 {
+		t.Errorf("invalid %d, want 2", n)
+	}
+	// Unknown sites and SKUs are accepted (the graph is checked elsewhere), with any characters.
+	mustMove(t, s, Movement{ID: "x", SKU: "new sku.with*odd>chars", Site: "Site ü", Kind: Produced, Qty: 1, Time: t0}, Applied)
+	if p, ok := s.Get("new sku.with*odd>chars", "Site ü"); !ok || p.Position != 1 || p.Site != "Site ü" {
+		t.Errorf("odd names: %+v %v", p, ok)
+	}
+}
+
+func TestStoreCorruptValueIsNotOverwritten(t *testing.T) {
+	srv, _ := newJSServer(t)
+	js := connectJS(t, srv.ClientURL())
+	s := openStore(t, js, testConfig(newTestClock(t0)))
+	ctx := context.Background()
+	kv, err := js.KeyValue(ctx, "GEMBA_INVENTORY")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, err := kv.Put(ctx, keyOf("S1", "SKU"), []byte("not ours"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Move(ctx, mv("p1", Produced, 1, time.Hour))
+	if err == nil || !strings.Contains(err.Error(), "movement p1 at S1/SKU: key S1.SKU") || !errors.Is(err, errCorrupt) {
+		t.Errorf("move onto a corrupt value: %v", err)
+	}
+	if e, err := kv.Get(ctx, keyOf("S1", "SKU")); err != nil || e.Revision() != rev {
+		t.Errorf("corrupt value overwritten: %v", err)
+	}
+	testutil.WaitFor(t, 5*time.Second, "the view to skip the corrupt value", func() bool { return s.Metrics.ViewErrors.Load() == 1 })
+	if _, ok := s.Get("SKU", "S1"); ok {
+		t.Error("corrupt value in the view")
+	}
+}
+
+// TestStoreShuffledLedgers runs random histories through the store, several keys at once, and checks each
+// key against its ledger, in the writer's view and in a second store's.
+func TestStoreShuffledLedgers(t *testing.T) {
+	srv, _ := newJSServer(t)
+	clock := newTestClock(t0)
+	s := openStore(t, connectJS(t, srv.ClientURL()), testConfig(clock))
+	other := openStore(t, connectJS(t, srv.ClientURL()), testConfig(clock))
+	r := rand.New(rand.NewPCG(7, 8))
+	const keys = 12
+	cases := make([]ledgerCase, keys)
+	var wg sync.WaitGroup
+	for k := range keys {
+		cases[k] = randomLedger(r)
+		r.Shuffle(len(cases[k].ops), func(i, j int) { cases[k].ops[i], cases[k].ops[j] = cases[k].ops[j], cases[k].ops[i] })
+		sku := fmt.Sprintf("SKU-%02d", k)
+		wg.Go(func() {
+			for _, o := range cases[k].ops {
+				var err error
+				if o.m != nil {
+					m := *o.m
+					m.SKU = sku
+					_, err = s.Move(context.Background(), m)
+				} else {
+					x := *o.s
+					x.SKU = sku
+					_, err = s.Snapshot(context.Background(), x)
+				}
+				if err != nil {
+					t.Errorf("%s: %v", sku, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for k, c := range cases {
+		sku := fmt.Sprintf("SKU-%02d", k)
+		for _, st := range []*Store{s, other} {
+			testutil.WaitFor(t, 10*time.Second, sku+" in both views", func() bool {
+				p, ok := st.Get(sku, "S1")
+				return ok && p.OnHand == c.onHand && p.Produced == c.produced && p.Sold == c.sold
+			})
+		}
+	}
+}
+
+func TestStoreList(t *testing.T) {
+	srv, _ := newJSServer(t)
+	clock := newTestClock(t0)
+	s := openStore(t, connectJS(t, srv.ClientURL()), testConfig(clock))
+	for _, site := range []string{"S2", "S1", "S3"} {
+		for i := range 5 {
+			mustMove(t, s, Movement{ID: site + fmt.Sprint(i), SKU: fmt.Sprintf("K%d", 4-i), Site: site, Kind: Produced, Qty: float64(i + 1), Time: t0}, Applied)
+		}
+	}
+	var all []string
+	f := Filter{Limit: 4}
+	for {
+		page := s.List(f)
+		if len(page) == 0 {
+			break
+		}
+		if len(page) > 4 {
+			t.Fatalf("page of %d", len(page))
+		}
+		for _, p := range page {
+			all = append(all, p.Site+"/"+p.SKU)
+		}
+		last := page[len(page)-1]
+		f.AfterSite, f.AfterSKU = last.Site, last.SKU
+	}
+	want := "S1/K0 S1/K1 S1/K2 S1/K3 S1/K4 S2/K0 S2/K1 S2/K2 S2/K3 S2/K4 S3/K0 S3/K1 S3/K2 S3/K3 S3/K4"
+	if got := strings.Join(all, " "); got != want {
+		t.Errorf("paged list\n got %s\nwant %s", got, want)
+	}
+	if got := s.List(Filter{Site: "S2", AfterSKU: "K2", AfterSite: "S2"}); len(got) != 2 || got[0].SKU != "K3" || got[1].SKU != "K4" {
+		t.Errorf("site S2 after K2: %+v", got)
+	}
+	if got := s.List(Filter{SKU: "K1"}); len(got) != 3 || got[0].Site != "S1" || got[2].Site != "S3" || got[0].Position != 4 {
+		t.Errorf("sku K1: %+v", got)
+	}
+	if got := s.List(Filter{Site: "S9"}); len(got) != 0 {
+		t.Errorf("unknown site: %+v", got)
+	}
+}
+
+func TestStoreCloseAndCancel(t *testing.T) {
+	srv, _ := newJSServer(t)
+	js := connectJS(t, srv.ClientURL())
+	s := openStore(t, js, testConfig(newTestClock(t0)))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Move(context.Background(), mv("p", Produced, 1, time.Hour)); !errors.Is(err, ErrClosed) {
+		t.Errorf("move after close: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Open(ctx, js, testConfig(newTestClock(t0)), nil); err == nil {
+		t.Error("open with a cancelled context succeeded")
+	}
+	bad := DefaultConfig()
+	bad.Replicas, bad.Bucket = 2, "a.b"
+	if _, err := Open(context.Background(), js, bad, nil); err == nil || !strings.Contains(err.Error(), "bucket: must be") || !strings.Contains(err.Error(), "replicas: must be 1 or 3, got 2") {
+		t.Errorf("bad config: %v", err)
+	}
+}
+
+func TestConfigDecode(t *testing.T) {
+	cfg := DefaultConfig()
+	err := config.NewDecoder().Unmarshal([]byte("bucket: INV\nreplicas: 3\nhorizon: 72h\nrate_window_days: 14\ndemand_days: 21\n"), &cfg)
+	if err != nil || cfg.Bucket != "INV" || cfg.Replicas != 3 || cfg.Horizon != 72*time.Hour || cfg.RateWindow != 14 || cfg.DemandDays != 21 {
+		t.Fatalf("decode: %v %+v", err, cfg)
+	}
+	cfg = DefaultConfig()
+	err = config.NewDecoder().Unmarshal([]byte("replicas: 2\nrate_window_days: 14\nhorizon: 1s\nbuckets: x\n"), &cfg)
+	var ps config.Problems
+	if !errors.As(err, &ps) {
+		t.Fatalf("want problems, got %v", err)
+	}
+	for _, want := range []string{"buckets", "replicas: must be 1 or 3", "demand_days: must be between rate_window_days+1 (15)", "horizon: must be at least 1m"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("problems %q lack %q", err, want)
+		}
+	}
+}
