@@ -1,0 +1,148 @@
+package dedup
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/gemba-io/gemba/internal/testutil"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func startJS(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+func TestClaims(t *testing.T) {
+	js := startJS(t)
+	ctx := context.Background()
+	m, err := Open(ctx, js, Config{Bucket: "D", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := m.ClaimAll(ctx, []Claim{{"gw1:features:abc:1", 10}, {"gw1:features:abc:2", 11}, {"gw1:features:abc:1", 12}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []Verdict{Fresh, Fresh, Duplicate}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("verdicts %v, want %v (the second copy of an id in one batch is a duplicate)", got, want)
+	}
+	// A redelivery of the message that claimed an id is not a duplicate; a re-publish (a new stream
+	// message with the same identity, beyond JetStream's window) is.
+	got, err = m.ClaimAll(ctx, []Claim{{"gw1:features:abc:1", 10}, {"gw1:features:abc:2", 99}, {"gw1:features:other:1", 13}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []Verdict{Fresh, Duplicate, Fresh}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("verdicts %v, want %v", got, want)
+	}
+}
+
+// TestReplicasRace: two replicas (two connections) claim the same identities for different stream
+// messages at once: each identity is owned by exactly one.
+func TestReplicasRace(t *testing.T) {
+	js := startJS(t)
+	ctx := context.Background()
+	a, err := Open(ctx, js, Config{Bucket: "D", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	js2 := startJSConn(t, js)
+	b, err := Open(ctx, js2, Config{Bucket: "D", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 500
+	claims := func(base uint64) []Claim {
+		cs := make([]Claim, n)
+		for i := range cs {
+			cs[i] = Claim{ID: fmt.Sprintf("id-%d", i), StreamSeq: base + uint64(i)}
+		}
+		return cs
+	}
+	var va, vb []Verdict
+	var ea, eb error
+	var wg sync.WaitGroup
+	wg.Go(func() { va, ea = a.ClaimAll(ctx, claims(1000)) })
+	wg.Go(func() { vb, eb = b.ClaimAll(ctx, claims(5000)) })
+	wg.Wait()
+	if ea != nil || eb != nil {
+		t.Fatal(ea, eb)
+	}
+	for i := range n {
+		if (va[i] == Fresh) == (vb[i] == Fresh) {
+			t.Fatalf("id-%d: replica a %v, replica b %v: exactly one must own it", i, va[i], vb[i])
+		}
+	}
+}
+
+func startJSConn(t *testing.T, js jetstream.JetStream) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(js.Conn().ConnectedUrl())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js2, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js2
+}
+
+// TestExpiry: an identity is forgotten after the TTL (the bucket's MaxAge).
+func TestExpiry(t *testing.T) {
+	js := startJS(t)
+	ctx := context.Background()
+	m, err := Open(ctx, js, Config{Bucket: "D", TTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := m.ClaimAll(ctx, []Claim{{"x", 1}}); err != nil || v[0] != Fresh {
+		t.Fatal(v, err)
+	}
+	if v, err := m.ClaimAll(ctx, []Claim{{"x", 2}}); err != nil || v[0] != Duplicate {
+		t.Fatal(v, err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "expiry", func() bool {
+		v, err := m.ClaimAll(ctx, []Claim{{"x", 3}})
+		return err == nil && v[0] == Fresh
+	})
+}
+
+func TestBadConfig(t *testing.T) {
+	js := startJS(t)
+	if _, err := Open(context.Background(), js, Config{Bucket: "D"}); err == nil {
+		t.Fatal("zero ttl accepted")
+	}
+	if _, err := Open(context.Background(), js, Config{Bucket: "bad bucket", TTL: time.Hour}); err == nil {
+		t.Fatal("bad bucket name accepted")
+	}
+}
