@@ -69,21 +69,26 @@ func randomMoves(r *rand.Rand, prefix string, n int) []Movement {
 // storedState reads the key's value straight from the bucket.
 func storedState(t *testing.T, js jetstream.JetStream, bucket, key string) (*state, uint64) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	st, rev, err := readStored(js, bucket, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, rev
+}
+
+func readStored(js jetstream.JetStream, bucket, key string) (*state, uint64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	kv, err := js.KeyValue(ctx, bucket)
 	if err != nil {
-		t.Fatal(err)
+		return nil, 0, err
 	}
 	e, err := kv.Get(ctx, key)
 	if err != nil {
-		t.Fatal(err)
+		return nil, 0, err
 	}
 	st, err := decodeState(e.Value())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st, e.Revision()
+	return st, e.Revision(), err
 }
 
 func checkOnce(t *testing.T, st *state) {
