@@ -67,8 +67,11 @@ func syntaxProblem(data []byte, err error) Problem {
 		}
 	}
 	ends := lineEnds(data)
-	budget := 8*len(data) + 1<<20 // bytes to parse in prefixes: a few parses of the whole document
-	fails := func(k int) (bool, bool) { // does the document cut after line k fail the same way?
+	// Bytes to parse in prefixes: a few parses of the whole document.
+	budget := 8*len(data) + 1<<20
+	// fails reports whether the document cut after line k fails the same way (and false for ok
+	// once the budget is spent).
+	fails := func(k int) (same, ok bool) {
 		budget -= ends[k-1]
 		if budget < 0 {
 			return false, false
