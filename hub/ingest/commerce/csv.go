@@ -235,6 +235,7 @@ func ImportInventory(ctx context.Context, pub EventPublisher, r io.Reader, opts 
 	for _, res := range pub.Publish(ctx, events) {
 		switch {
 		case res.Err != nil:
+			// A snapshot has no field the publisher refuses after parsing: every error here is a failed store.
 			rep.Failed++
 			if firstErr == nil {
 				firstErr = res.Err

@@ -143,9 +143,13 @@ func (s Snapshot) Validate() error {
 	return checkTime(s.Time)
 }
 
-// checkTime: RFC 3339 can only write years 0000–9999; anything else could not be encoded.
+// checkTime: RFC 3339 can only write years 0000–9999, and year 0 would be a Go zero time after a
+// conversion to UTC; Go's zero time itself is what an unset field marshals to, so it is refused too.
 func checkTime(t time.Time) error {
-	if y := t.Year(); t.IsZero() || y < 1 || y > 9999 {
+	if t.IsZero() {
+		return fieldErr("time", "must be set (got the zero time 0001-01-01T00:00:00Z)")
+	}
+	if y := t.Year(); y < 1 || y > 9999 {
 		return fieldErr("time", "must be a time between years 0001 and 9999, got %s", t)
 	}
 	return nil
@@ -307,7 +311,7 @@ func (f *fields) number(name string) float64 {
 		return 0
 	}
 	var n json.Number
-	if json.Unmarshal(v, &n) != nil {
+	if v[0] == '"' || json.Unmarshal(v, &n) != nil { // json.Number would take "2" too
 		f.fail(fieldErr(name, "must be a number, got %s", clip(v)))
 		return 0
 	}
@@ -326,7 +330,7 @@ func (f *fields) integer(name string, lo, hi int64) int64 {
 		return 0
 	}
 	var n json.Number
-	if json.Unmarshal(v, &n) != nil {
+	if v[0] == '"' || json.Unmarshal(v, &n) != nil {
 		f.fail(fieldErr(name, "must be an integer, got %s", clip(v)))
 		return 0
 	}

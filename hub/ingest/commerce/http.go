@@ -189,7 +189,10 @@ func (h *handler) process(ctx context.Context, kind string, items []item, decode
 	if len(events) > 0 {
 		for j, r := range h.pub.Publish(ctx, events) {
 			res := &resp.Results[at[j]]
+			var fe *FieldError
 			switch {
+			case errors.As(r.Err, &fe): // refused before sending (a channel the stream does not capture)
+				res.Status, res.Field, res.Error = outcomeInvalid, fe.Field, fe.Error()
 			case r.Err != nil:
 				res.Status, res.Error = outcomeFailed, "not stored, retry: "+r.Err.Error()
 				h.log.Warn("commerce http: publish failed", "id", r.ID, "err", r.Err)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -19,7 +21,12 @@ import (
 type Config struct {
 	// Prefix is the first subject token(s): events are on <prefix>.commerce.sales.<channel> and <prefix>.commerce.inventory.
 	Prefix string `yaml:"prefix" json:"prefix"`
-	// Stream is the JetStream stream holding <prefix>.commerce.>.
+	// Channels lists the sales channels. The stream then captures exactly their subjects and the
+	// inventory subject: the agents' stream captures <prefix>.*.*.samples|features|status, which
+	// overlaps <prefix>.commerce.> (JetStream refuses overlapping streams) whenever both share the
+	// prefix. Empty: the stream captures <prefix>.commerce.> (a prefix no other stream uses).
+	Channels []string `yaml:"channels" json:"channels"`
+	// Stream is the JetStream stream holding the commerce subjects.
 	Stream   string `yaml:"stream" json:"stream"`
 	Replicas int    `yaml:"replicas" json:"replicas"`
 	// DuplicateWindow is JetStream's Nats-Msg-Id window; copies arriving later are caught by the dedup markers.
@@ -92,6 +99,19 @@ func (c *Config) problems(requireToken bool) [][2]string {
 			add("prefix", "token %d: %v", i+1, err)
 			break
 		}
+	}
+	seen := map[string]bool{}
+	for i, ch := range c.Channels {
+		field := fmt.Sprintf("channels[%d]", i)
+		switch {
+		case CheckToken(ch) != nil:
+			add(field, "%v", CheckToken(ch))
+		case ch == "samples" || ch == "features" || ch == "status":
+			add(field, "%q would overlap the agents' subjects <prefix>.*.*.%s", ch, ch)
+		case seen[ch]:
+			add(field, "%q listed twice", ch)
+		}
+		seen[ch] = true
 	}
 	if !nameRe.MatchString(c.Stream) {
 		add("stream", "must be letters, digits, '-' or '_', got %q", c.Stream)
@@ -187,7 +207,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg Config) (jets
 	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        cfg.Stream,
 		Description: "gemba-hub: commerce inputs (sales events, inventory snapshot rows)",
-		Subjects:    []string{cfg.Prefix + ".commerce.>"},
+		Subjects:    cfg.subjects(),
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
 		Duplicates:  cfg.DuplicateWindow,
@@ -195,10 +215,36 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg Config) (jets
 		MaxBytes:    cfg.MaxBytes,
 		Discard:     jetstream.DiscardOld,
 	})
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeSubjectOverlap && len(cfg.Channels) == 0 {
+		return nil, fmt.Errorf("commerce stream %s: %s.commerce.> overlaps another stream's subjects (the agents' "+
+			"stream captures %s.*.*.samples|features|status): list the sales channels in commerce.channels: %w",
+			cfg.Stream, cfg.Prefix, cfg.Prefix, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("commerce stream %s: %w", cfg.Stream, err)
 	}
 	return st, nil
+}
+
+// errCodeSubjectOverlap is nats-server's "subjects overlap with an existing stream" (nats.go names no constant).
+const errCodeSubjectOverlap jetstream.ErrorCode = 10065
+
+// subjects are the stream's subjects (see Config.Channels).
+func (c *Config) subjects() []string {
+	if len(c.Channels) == 0 {
+		return []string{c.Prefix + ".commerce.>"}
+	}
+	out := []string{InventorySubject(c.Prefix)}
+	for _, ch := range c.Channels {
+		out = append(out, SalesSubject(c.Prefix, ch))
+	}
+	return out
+}
+
+// channelAllowed reports whether a sale on ch has a subject the stream captures.
+func (c *Config) channelAllowed(ch string) bool {
+	return len(c.Channels) == 0 || slices.Contains(c.Channels, ch)
 }
 
 // Event is a Sale or a Snapshot.
@@ -239,6 +285,7 @@ type EventPublisher interface {
 // the PubAck, the point from which an event is durable. Safe for concurrent use.
 type Publisher struct {
 	js      jetstream.JetStream
+	cfg     Config
 	prefix  string
 	timeout time.Duration
 }
@@ -248,7 +295,7 @@ func NewPublisher(js jetstream.JetStream, cfg Config) (*Publisher, error) {
 	if err := cfg.check(false); err != nil {
 		return nil, err
 	}
-	return &Publisher{js: js, prefix: cfg.Prefix, timeout: cfg.PublishTimeout}, nil
+	return &Publisher{js: js, cfg: cfg, prefix: cfg.Prefix, timeout: cfg.PublishTimeout}, nil
 }
 
 // publishWindow bounds the asynchronous publishes in flight, below nats.go's default of 4000.
@@ -276,6 +323,10 @@ func (p *Publisher) window(ctx context.Context, events []Event, out []Result) {
 		data, err := ev.encode()
 		if err != nil {
 			out[i].Err = err
+			continue
+		}
+		if s, ok := ev.(Sale); ok && !p.cfg.channelAllowed(s.Channel) {
+			out[i].Err = fieldErr("channel", "%q is not one of the configured channels %s", s.Channel, strings.Join(p.cfg.Channels, ", "))
 			continue
 		}
 		msg := nats.NewMsg(ev.subject(p.prefix))
