@@ -111,6 +111,7 @@ func New(name string, cfg *Config, deps collectors.Deps) (*Collector, error) {
 	if deps.DataDir != "" {
 		c.stateDir = filepath.Join(deps.DataDir, "mqtt-"+fileSafe(c.clientID))
 	}
+	c.ret = newRetainedStore(c.stateDir)
 	for i := range cfg.Subscriptions {
 		s, err := compileSubscription(&cfg.Subscriptions[i])
 		if err != nil {
@@ -218,14 +219,8 @@ func (c *Collector) Run(ctx context.Context, emit collectors.Emitter) error {
 		}
 	}
 	// The retained-message digests outlive a Run in memory (a supervisor restart reuses the
-	// collector); the file is reopened, and closed when Run ends.
-	var err error
-	if c.ret == nil {
-		c.ret, err = openRetained(c.stateDir)
-	} else {
-		err = c.ret.compact()
-	}
-	if err != nil {
+	// collector); the file is read once, reopened for appends by each Run and closed when it ends.
+	if err := c.ret.open(); err != nil {
 		c.log.Warn("retained state unusable: retained messages may be stored again after the next restart", "err", err)
 	}
 	var wg, worker sync.WaitGroup

@@ -24,10 +24,10 @@ import (
 // mapping overlaps writing.
 func (c *Collector) worker(ctx context.Context, emit collectors.Emitter, queue <-chan inMsg, reset func(string)) {
 	jobs := make(chan commitJob) // unbuffered: a job leaves only when the committer is free
-	// Two sample buffers circulate between the stages: bounded memory, no allocation per batch.
-	free := make(chan []signal.Sample, 2)
-	free <- nil
-	free <- nil
+	// Two sets of job buffers circulate between the stages: bounded memory, no allocation per batch.
+	free := make(chan jobBufs, 2)
+	free <- jobBufs{}
+	free <- jobBufs{}
 	var committer sync.WaitGroup
 	committer.Go(func() { c.commit(ctx, emit, jobs, free, reset) })
 	defer func() {
@@ -49,7 +49,8 @@ func (c *Collector) worker(ctx context.Context, emit collectors.Emitter, queue <
 			c.queued.Add(-1)
 			if !open {
 				select {
-				case job.samples = <-free:
+				case bufs := <-free:
+					job.samples, job.seen = bufs.samples, bufs.seen
 				case <-ctx.Done():
 					return
 				}
@@ -73,7 +74,7 @@ func (c *Collector) addMessage(job *commitJob, in inMsg) {
 	if job.gen != cur {
 		// The session was reset while this job filled: what it holds is redelivered.
 		clear(job.samples)
-		*job = commitJob{gen: cur, samples: job.samples[:0]}
+		*job = commitJob{gen: cur, samples: job.samples[:0], seen: job.seen[:0]}
 	}
 	job.messages++
 	if in.msg.Qos() > 0 {
@@ -147,19 +148,26 @@ type commitJob struct {
 	seen     []seenMsg      // mapped messages, for the retained-message dedup (retained.go)
 }
 
+// jobBufs are a job's reusable slices, returned by the committer.
+type jobBufs struct {
+	samples []signal.Sample
+	seen    []seenMsg
+}
+
 type fileWrite struct {
 	path string
 	data []byte
 }
 
 // commit runs the durable half of the pipeline: Emit, save state, acknowledge, in job order.
-func (c *Collector) commit(ctx context.Context, emit collectors.Emitter, jobs <-chan commitJob, free chan<- []signal.Sample, reset func(string)) {
+func (c *Collector) commit(ctx context.Context, emit collectors.Emitter, jobs <-chan commitJob, free chan<- jobBufs, reset func(string)) {
+	var updates []retainedEntry
+	var undo []undoEntry
 	for job := range jobs {
 		ok := job.gen == c.gen.Load() && ctx.Err() == nil
-		var updates []retainedEntry
-		var undo []undoEntry
+		updates, undo = updates[:0], undo[:0]
 		if ok {
-			updates, undo = c.dedupRetained(&job)
+			updates, undo = c.dedupRetained(&job, updates, undo)
 		}
 		if ok && len(job.samples) > 0 {
 			c.busy.Store(true)
@@ -196,7 +204,10 @@ func (c *Collector) commit(ctx context.Context, emit collectors.Emitter, jobs <-
 			c.m.acks.Add(float64(len(job.acks)))
 		}
 		clear(job.samples) // drop references to label slices and strings
-		free <- job.samples[:0]
+		clear(job.seen)
+		clear(updates)
+		clear(undo)
+		free <- jobBufs{samples: job.samples[:0], seen: job.seen[:0]}
 	}
 }
 

@@ -56,6 +56,7 @@ type retainedEntry struct {
 // alone uses it while Run runs.
 type retainedStore struct {
 	path    string // "" keeps the digests in memory only
+	loaded  bool   // the file was read (once: later Runs keep the map)
 	last    map[string]uint64
 	f       *os.File
 	records int // records in the file, superseded ones included
@@ -63,27 +64,43 @@ type retainedStore struct {
 	full    bool // maxRetainedTopics reached (logged once)
 }
 
-// openRetained loads the digests saved in dir (a torn or damaged tail is dropped) and rewrites the
-// file compacted, ready for appends. dir "" gives a store in memory.
-func openRetained(dir string) (*retainedStore, error) {
+// newRetainedStore returns an empty store for the state dir dir ("" keeps it in memory).
+func newRetainedStore(dir string) *retainedStore {
 	st := &retainedStore{last: map[string]uint64{}}
-	if dir == "" {
-		return st, nil
+	if dir != "" {
+		st.path = filepath.Join(dir, retainedFile)
 	}
-	st.path = filepath.Join(dir, retainedFile)
-	data, err := os.ReadFile(st.path)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return st, fmt.Errorf("retained state %s: %w", st.path, err)
+	return st
+}
+
+// openRetained is newRetainedStore and open, for tests.
+func openRetained(dir string) (*retainedStore, error) {
+	st := newRetainedStore(dir)
+	return st, st.open()
+}
+
+// open loads the saved digests the first time (a torn or damaged tail is dropped) and rewrites the
+// file compacted, open for appends. Run calls it on every start; close ends the appends.
+func (st *retainedStore) open() error {
+	if st.path == "" {
+		return nil
 	}
-	for len(data) > 0 {
-		e, n, ok := decodeRetained(data)
-		if !ok {
-			break // a torn append or damage: what follows cannot be trusted
+	if !st.loaded {
+		st.loaded = true
+		data, err := os.ReadFile(st.path)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("retained state %s: %w", st.path, err)
 		}
-		st.last[e.topic] = e.digest
-		data = data[n:]
+		for len(data) > 0 {
+			e, n, ok := decodeRetained(data)
+			if !ok {
+				break // a torn append or damage: what follows cannot be trusted
+			}
+			st.last[e.topic] = e.digest
+			data = data[n:]
+		}
 	}
-	return st, st.compact()
+	return st.compact()
 }
 
 // commit records the digests of a durable batch.
@@ -163,7 +180,7 @@ type undoEntry struct {
 // dedupRetained runs in the committer before Emit: it drops the samples of retained deliveries
 // identical to their topic's last stored message, and applies the job's digests to the store,
 // returning what to journal once the batch is durable and what to undo if it is refused.
-func (c *Collector) dedupRetained(job *commitJob) (updates []retainedEntry, undo []undoEntry) {
+func (c *Collector) dedupRetained(job *commitJob, updates []retainedEntry, undo []undoEntry) ([]retainedEntry, []undoEntry) {
 	st := c.ret
 	var drop [][2]int
 	for i := range job.seen {
