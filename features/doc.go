@@ -27,6 +27,12 @@
 // windows closed that way are partial (the signal stopped), state windows are not (a state holds
 // until it changes; a Bad state sample makes it unknown).
 //
+// With Options.Bounds (the agent's agent.timestamps) a sample dated more than MaxFutureSkew ahead of
+// Now or before MinTime is out of bounds: counted (result="out_of_bounds", Stats.OutOfBounds) and
+// forwarded raw, never folded, and it moves no watermark. No watermark passes Now either: a sample
+// inside the skew is folded into its (future) window, which closes when the clock gets there, so a
+// fast source clock never makes the correct samples after it late.
+//
 // Gauges fold into panes of length hop (mergeable statistics, no allocation per sample); ewma and
 // twa follow samples in time order and skip out-of-order ones. Counters and states keep their
 // points until their windows close, so out-of-order samples within the lateness are exact. A counter
