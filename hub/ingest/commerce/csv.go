@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 )
@@ -149,17 +150,11 @@ func ParseInventoryCSV(r io.Reader, opts ImportOptions) ([]Snapshot, Report, err
 			}
 			continue
 		}
-		s, column, err := parseRow(rec, col)
+		id := rep.SnapshotID
 		if hasID {
-			s.SnapshotID = strings.TrimSpace(rec[idCol])
-			if err == nil {
-				if e := CheckToken(s.SnapshotID); e != nil {
-					column, err = "snapshot_id", e
-				}
-			}
-		} else {
-			s.SnapshotID = rep.SnapshotID
+			id = strings.TrimSpace(rec[idCol])
 		}
+		s, column, err := parseRow(rec, col, id)
 		if err != nil {
 			if !bad(line, column, err) {
 				break
@@ -181,21 +176,24 @@ func ParseInventoryCSV(r io.Reader, opts ImportOptions) ([]Snapshot, Report, err
 	return out, rep, nil
 }
 
-func parseRow(rec []string, col map[string]int) (Snapshot, string, error) {
-	var s Snapshot
+func parseRow(rec []string, col map[string]int, id string) (Snapshot, string, error) {
+	s := Snapshot{SnapshotID: id}
 	for _, c := range []struct {
 		name string
 		dst  *string
-	}{{"sku", &s.SKU}, {"site", &s.Site}} {
-		v := strings.TrimSpace(rec[col[c.name]])
+	}{{"snapshot_id", nil}, {"sku", &s.SKU}, {"site", &s.Site}} {
+		v := id
+		if c.dst != nil {
+			v = strings.TrimSpace(rec[col[c.name]])
+			*c.dst = v
+		}
 		if err := CheckToken(v); err != nil {
 			return s, c.name, err
 		}
-		*c.dst = v
 	}
 	v := strings.TrimSpace(rec[col["on_hand"]])
 	n, err := strconv.ParseFloat(v, 64)
-	if err != nil || n != n || n > maxFinite || n < -maxFinite {
+	if err != nil || math.IsNaN(n) || math.IsInf(n, 0) {
 		return s, "on_hand", fmt.Errorf("must be a finite number, got %q", clipStr(v))
 	}
 	s.OnHand = n
@@ -204,13 +202,8 @@ func parseRow(rec []string, col map[string]int) (Snapshot, string, error) {
 		return s, "time", err
 	}
 	s.Time = t
-	if err := s.Validate(); err != nil {
-		return s, Field(err), err
-	}
 	return s, "", nil
 }
-
-const maxFinite = 1.7976931348623157e308
 
 // ImportInventory reads an inventory CSV (docs/commerce-format.md "CSV import") and publishes its good
 // rows; bad rows are in the Report with their line. The error is for an import that did not complete:
