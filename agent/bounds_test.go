@@ -164,3 +164,31 @@ features:
 		})
 	}
 }
+
+func TestTimestampsConfig(t *testing.T) {
+	lookup := func(string) (string, bool) { return "", false }
+	cfg, err := Parse([]byte("agent:\n  site: s1\n  timestamps: {max_future_skew: 30s, min_time: 2010-05-01}\n"), lookup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ts := cfg.Agent.Timestamps; ts.MaxFutureSkew != 30*time.Second || !ts.MinTime.Equal(time.Date(2010, 5, 1, 0, 0, 0, 0, time.UTC)) {
+		t.Errorf("timestamps = %+v", ts)
+	}
+	def, err := Parse([]byte("agent: {site: s1}\n"), lookup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ts := def.Agent.Timestamps; ts.MaxFutureSkew != 5*time.Minute || ts.MinTime.Year() != 2000 {
+		t.Errorf("default timestamps = %+v", ts)
+	}
+	_, err = Parse([]byte("agent:\n  site: s1\n  timestamps:\n    max_future_skew: 0s\n    min_time: 2010-0\n"), lookup)
+	for _, want := range []string{"line 4: agent.timestamps.max_future_skew: must be positive", "line 5: agent.timestamps.min_time: expected a time"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
+	}
+	_, err = Parse([]byte("agent:\n  site: s1\n  timestamps: {min_time: 2999-01-01}\n"), lookup)
+	if err == nil || !strings.Contains(err.Error(), "line 3: agent.timestamps.min_time: 2999-01-01T00:00:00Z is in the future") {
+		t.Errorf("future min_time: %v", err)
+	}
+}

@@ -106,3 +106,20 @@ func TestTimeBoundsCheck(t *testing.T) {
 		t.Errorf("zero bounds refuse %s", got)
 	}
 }
+
+// A source that keeps sending only out-of-bounds times is silent as far as windows go: the idle
+// timeout still closes the window its last good sample opened.
+func TestOutOfBoundsSamplesDoNotHoldOffIdleClose(t *testing.T) {
+	h := boundsHarness(t, "features:\n  - {signal: s, window: 1m, compute: [count]}\n")
+	h.clock.Set(at(10 * time.Second))
+	h.add(gauge("s", at(5*time.Second), 1))
+	for i := range 12 {
+		h.clock.Set(at(time.Duration(20+10*i) * time.Second))
+		h.add(gauge("s", time.Date(5138, 1, 1, 0, 0, 0, 0, time.UTC), 9))
+		h.e.Tick()
+	}
+	got := featureValues(h.features())
+	if got["00:00:00 count"] != 1 {
+		t.Errorf("features = %v, want the window closed by the idle timeout with count 1", got)
+	}
+}

@@ -253,9 +253,10 @@ func (e *Engine) Add(samples []signal.Sample) []signal.Sample {
 		}
 		if (en.s != nil || en.t != nil) && lim.Check(smp.Time) != InBounds {
 			// A wrong source clock: neither a window nor a group-by value can hold it.
+			// Not an arrival either: a source sending only wrong times is silent for the idle
+			// timeout, which closes what its last good sample opened.
 			if en.s != nil {
 				en.s.nOOB++
-				en.s.lastArrival = now
 			}
 			b.outOfBounds++
 			keep = append(keep, *smp)
