@@ -120,12 +120,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	hardCtx, hardCancel := context.WithCancel(context.Background())
 	defer hardCancel()
 	a.w = newWriter(hardCtx, buf, cfg.Version(), cfg.Agent.Linger, int(cfg.Agent.MaxChunk), log.With("component", "writer"), a.m)
+	a.w.bounds = cfg.Agent.Timestamps
 
 	eng, err := features.New(cfg.Features, features.Options{
 		Logger:  log.With("component", "features"),
 		Metrics: a.m.reg,
 		Store:   metaStore(buf),
 		Emit:    a.w.AddFeatures,
+		Bounds:  cfg.Agent.Timestamps,
 	})
 	if err != nil {
 		return fmt.Errorf("features: %w", err)

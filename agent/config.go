@@ -154,6 +154,11 @@ func (c *Config) Validate(r config.Report) {
 			r.Errorf(fmt.Sprintf("collectors[%d].name", i), "duplicate collector name %q (also collectors[%d])", s.Name, j)
 		}
 		names[s.Name] = i
+		if fl, ok := s.Settings.(collectors.FileLister); ok && !s.Disabled {
+			for _, f := range fl.Files() {
+				r.CheckFile(fmt.Sprintf("collectors[%d].%s", i, f.Field), f.Path)
+			}
+		}
 	}
 	src := c.signalSources(r)
 	c.Features.CheckSignals(r.Sub("features"), src.produces)

@@ -5,10 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/gemba-io/gemba/buffer"
+	"github.com/gemba-io/gemba/features"
+	"github.com/gemba-io/gemba/internal/promreg"
+	"github.com/gemba-io/gemba/internal/ratelog"
 	"github.com/gemba-io/gemba/signal"
 )
 
@@ -27,6 +33,11 @@ type writer struct {
 	// nil forwards everything.
 	fold    func([]signal.Sample) []signal.Sample
 	scratch []signal.Sample
+	// bounds are the sample times the agent trusts (agent.timestamps); the zero value trusts all.
+	bounds features.TimeBounds
+	now    func() time.Time
+	oob    *prometheus.CounterVec // by collector and bound
+	warn   *ratelog.Logger        // one line per signal and minute
 	// appendCtx bounds appends that wait for space (policy block); the agent cancels it when the
 	// shutdown timeout expires.
 	appendCtx context.Context
@@ -47,8 +58,19 @@ type emitReq struct {
 var errStopping = errors.New("agent is stopping")
 
 func newWriter(appendCtx context.Context, buf buffer.Buffer, version string, linger time.Duration, maxChunk int, log *slog.Logger, m *metrics) *writer {
+	var err error
+	// The collector label comes from the sample's Source ("<collector>:<node or topic>"): the
+	// signal name would be unbounded cardinality (MQTT templates), so it goes to the log instead.
+	oob := promreg.Register(m.reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gemba_writer_out_of_bounds_samples_total",
+		Help: "Samples whose source time is outside agent.timestamps (bound future or past): stored Bad with the reason, never folded into features.",
+	}, []string{"collector", "bound"}), &err)
+	if err != nil {
+		log.Error("register writer metrics", "err", err) // only a conflicting registration; counting goes on unregistered
+	}
 	return &writer{
 		appendCtx: appendCtx, buf: buf, version: version, linger: linger, maxChunk: maxChunk, log: log, m: m,
+		now: time.Now, oob: oob, warn: ratelog.New(log, time.Minute),
 		reqs:      make(chan *emitReq),
 		featReady: make(chan struct{}, 1),
 		done:      make(chan struct{}),
@@ -165,6 +187,7 @@ func (w *writer) flushSamples(batch []*emitReq, enc []byte) []byte {
 	for _, r := range batch {
 		all = append(all, r.samples...)
 	}
+	w.checkTimes(all)
 	fwd := all
 	if w.fold != nil {
 		fwd = w.fold(all)
@@ -195,6 +218,33 @@ func (w *writer) flushSamples(batch []*emitReq, enc []byte) []byte {
 		r.done <- err
 	}
 	return enc
+}
+
+// checkTimes flags samples whose source time is out of bounds: Bad, with the reason, counted and
+// logged. They are stored (the value may be right where the clock is wrong) and the feature engine,
+// with the same bounds, forwards them without folding. ss is the writer's copy: the caller's
+// samples are not changed.
+func (w *writer) checkTimes(ss []signal.Sample) {
+	lim := w.bounds.At(w.now())
+	for i := range ss {
+		s := &ss[i]
+		why := lim.Check(s.Time)
+		if why == features.InBounds {
+			continue
+		}
+		reason := w.bounds.Reason(s.Time, why)
+		if s.Reason != "" {
+			reason += "; " + s.Reason
+		}
+		s.Quality, s.Reason = signal.Bad, reason
+		coll, _, _ := strings.Cut(s.Source, ":")
+		if coll == "" {
+			coll = "unknown"
+		}
+		w.oob.WithLabelValues(coll, why.String()).Inc()
+		w.warn.Warn(s.Signal, "sample time out of bounds: stored as Bad", "signal", s.Signal, "source", s.Source,
+			"time", s.Time, "bound", why.String(), "max_future_skew", w.bounds.MaxFutureSkew, "min_time", w.bounds.MinTime.Time)
+	}
 }
 
 func (w *writer) flushFeatures() {

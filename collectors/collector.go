@@ -146,6 +146,18 @@ type SignalPatterner interface {
 	SignalPatterns() []string
 }
 
+// File is a file a collector opens when it connects (a CA, a certificate, a key), with the config
+// field that names it relative to the collector ("tls.ca_file").
+type File struct {
+	Field, Path string
+}
+
+// FileLister is implemented by collector configs that name files, so that `validate` reports a
+// missing or unreadable one at its line instead of the collector failing at its first connect.
+type FileLister interface {
+	Files() []File
+}
+
 // MatchGlob reports whether name matches pattern, where "*" matches any text (dots included) and
 // every other character matches itself.
 func MatchGlob(pattern, name string) bool {

@@ -69,6 +69,7 @@ type Decoder struct {
 	lookup   func(string) (string, bool)
 	maxSize  int64
 	maxAlias int
+	literal  bool // no ${VAR} expansion
 }
 
 // Option configures a Decoder.
@@ -78,6 +79,10 @@ type Option func(*Decoder)
 func WithEnv(lookup func(string) (string, bool)) Option {
 	return func(d *Decoder) { d.lookup = lookup }
 }
+
+// WithoutEnv makes every value literal: "${X}" stays "${X}" and "$$" stays "$$". For data files
+// whose content must not depend on the host that loads them.
+func WithoutEnv() Option { return func(d *Decoder) { d.literal = true } }
 
 // NewDecoder returns a decoder. Without WithEnv every ${VAR} without a default is an error.
 func NewDecoder(opts ...Option) *Decoder {
@@ -108,7 +113,8 @@ func (d *Decoder) Unmarshal(data []byte, out any) error {
 	return d.Err()
 }
 
-// Parse reads a YAML document and expands ${VAR} references in its scalar values. An empty
+// Parse reads a YAML document and expands ${VAR} references in its scalar values (unless
+// WithoutEnv). Only the first document of a stream is read. An empty
 // document gives a nil node. A document over the size limit, with bytes YAML refuses, or whose
 // aliases expand past the limit is a problem before anything is decoded.
 func (d *Decoder) Parse(data []byte) (*yaml.Node, error) {
@@ -131,7 +137,9 @@ func (d *Decoder) Parse(data []byte) (*yaml.Node, error) {
 	if !d.checkAliases(root) {
 		return nil, d.Err()
 	}
-	d.expand(root, "")
+	if !d.literal {
+		d.expand(root, "")
+	}
 	return root, nil
 }
 

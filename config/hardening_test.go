@@ -300,3 +300,16 @@ func (c *checked) Validate(r Report) {
 	r.CheckFile("ca", c.CA)
 	r.CheckFile("dir", c.Dir)
 }
+
+// TestWithoutEnvKeepsValuesLiteral: data files (the hub's graph) keep "$" text as written and
+// still get the limits and line-accurate errors.
+func TestWithoutEnvKeepsValuesLiteral(t *testing.T) {
+	var out doc
+	err := NewDecoder(WithoutEnv()).Unmarshal([]byte("top: \"${X} costs $$5\"\n"), &out)
+	if err != nil || out.Top != "${X} costs $$5" {
+		t.Fatalf("got %q, %v", out.Top, err)
+	}
+	if _, err := NewDecoder(WithoutEnv()).Parse([]byte(aliasBomb(5, 8))); err == nil {
+		t.Fatal("alias bomb accepted without env expansion")
+	}
+}

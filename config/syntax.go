@@ -57,33 +57,93 @@ func printable(r rune) bool {
 // to scanner errors) it prints that line 0-based, so "line 2: did not find expected key" can be
 // about line 5; some errors (an unknown anchor) have no line. The parser reads strictly forward,
 // so the problem is on the first line whose prefix of the document already fails with the same
-// message: found by bisection between the line yaml.v3 named (never past the problem) and the end.
+// message: found by galloping from the line yaml.v3 named (never past the problem, and usually
+// close to it) and bisecting, within a parsing budget; past it, yaml.v3's line stands.
 func syntaxProblem(data []byte, err error) Problem {
 	line, msg := splitLine(strings.TrimPrefix(err.Error(), "yaml: "))
+	if name, ok := strings.CutPrefix(msg, "unknown anchor '"); ok {
+		if l, c, found := findAlias(data, strings.TrimSuffix(name, "' referenced")); found {
+			return Problem{Line: l, Column: c, Msg: msg}
+		}
+	}
 	ends := lineEnds(data)
-	fails := func(k int) bool { // does the document cut after line k fail the same way?
+	// Bytes to parse in prefixes: a few parses of the whole document.
+	budget := 8*len(data) + 1<<20
+	// fails reports whether the document cut after line k fails the same way (and false for ok
+	// once the budget is spent).
+	fails := func(k int) (same, ok bool) {
+		budget -= ends[k-1]
+		if budget < 0 {
+			return false, false
+		}
 		var n yaml.Node
 		err := yaml.Unmarshal(data[:ends[k-1]], &n)
 		if err == nil {
-			return false
+			return false, true
 		}
 		_, m := splitLine(strings.TrimPrefix(err.Error(), "yaml: "))
-		return m == msg
+		return m == msg, true
 	}
-	lo, hi := max(line, 1), len(ends)
-	if lo > hi || !fails(hi) {
-		// Not a problem a prefix shows (or no text at all): keep what yaml.v3 said.
-		return Problem{Line: line, Msg: msg}
+	keep := Problem{Line: line, Msg: msg}
+	lo, hi := max(line, 1), len(ends) // the problem is on a line in [lo, hi]
+	if lo > hi {
+		return keep
+	}
+	// Gallop: lo, lo+1, lo+3, lo+7, ... until a prefix fails.
+	for step := 1; lo < hi; step *= 2 {
+		k := min(lo+step-1, hi)
+		f, ok := fails(k)
+		if !ok {
+			return keep
+		}
+		if f {
+			hi = k
+			break
+		}
+		lo = k + 1
 	}
 	for lo < hi {
 		mid := lo + (hi-lo)/2
-		if fails(mid) {
+		f, ok := fails(mid)
+		if !ok {
+			return keep
+		}
+		if f {
 			hi = mid
 		} else {
 			lo = mid + 1
 		}
 	}
+	if lo == len(ends) {
+		// Only the whole document fails: check it really does so the same way (an error that no
+		// prefix shows, e.g. one about the document's end).
+		if f, _ := fails(lo); !f {
+			return keep
+		}
+	}
 	return Problem{Line: lo, Msg: msg}
+}
+
+// findAlias returns the position of the first alias *name in data: the token starts after
+// a blank, a flow indicator or a line start, and ends where an anchor name cannot go on.
+func findAlias(data []byte, name string) (line, col int, ok bool) {
+	tok := []byte("*" + name)
+	for off := 0; ; {
+		i := bytes.Index(data[off:], tok)
+		if i < 0 {
+			return 0, 0, false
+		}
+		i += off
+		end := i + len(tok)
+		before := i == 0 || strings.IndexByte(" \t\n\r[{,:-?", data[i-1]) >= 0
+		after := end == len(data) || strings.IndexByte(" \t\n\r]},", data[end]) >= 0
+		if before && after {
+			line = 1 + bytes.Count(data[:i], []byte("\n"))
+			col = 1 + utf8.RuneCount(data[bytes.LastIndexByte(data[:i], '\n')+1:i])
+			return line, col, true
+		}
+		off = i + 1
+	}
 }
 
 // splitLine separates yaml.v3's "line N: " prefix from its message.

@@ -38,6 +38,11 @@ type Options struct {
 	// TickInterval is how often Run checks idle timeouts (default: a quarter of the shortest idle
 	// timeout, between 100ms and 1s).
 	TickInterval time.Duration
+	// Bounds are the sample times the engine trusts, against Now (zero: no bounds). A sample out
+	// of bounds is counted and forwarded raw, never folded, and moves no watermark. With
+	// MaxFutureSkew set, no watermark passes Now either: a fast source clock delays its windows
+	// instead of making the correct samples after it late.
+	Bounds TimeBounds
 }
 
 // CheckpointKey is the Store key of the engine's checkpoint.
@@ -73,6 +78,8 @@ type Engine struct {
 	// restored holds checkpointed series not yet seen since start, by signal name.
 	restored map[string]*series
 	crashed  bool
+	// wmCap is the highest watermark Add may set in this batch (Now with Options.Bounds, else no cap).
+	wmCap int64
 }
 
 // entry is what a signal name resolves to: its own series (nil when no rule matches) and the
@@ -83,12 +90,12 @@ type entry struct {
 }
 
 type metrics struct {
-	samples                     *prometheus.CounterVec
-	folded, late, bad, excluded prometheus.Counter
-	closedWM, closedIdle        prometheus.Counter
-	emitted                     prometheus.Counter
-	ckErrors                    prometheus.Counter
-	ckBytes, seriesN            prometheus.Gauge
+	samples                                  *prometheus.CounterVec
+	folded, late, bad, excluded, outOfBounds prometheus.Counter
+	closedWM, closedIdle                     prometheus.Counter
+	emitted                                  prometheus.Counter
+	ckErrors                                 prometheus.Counter
+	ckBytes, seriesN                         prometheus.Gauge
 }
 
 func (m *metrics) samplesVec(result string) prometheus.Counter {
@@ -98,7 +105,7 @@ func (m *metrics) samplesVec(result string) prometheus.Counter {
 func newMetrics(reg prometheus.Registerer) (metrics, error) {
 	var m metrics
 	samples := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gemba_features_samples_total",
-		Help: "Samples seen by the feature engine by result: folded, late (beyond allowed lateness, not folded), bad (Bad quality or unusable value, counted not folded), excluded (Uncertain under policy exclude)."}, []string{"result"})
+		Help: "Samples seen by the feature engine by result: folded, late (beyond allowed lateness, not folded), bad (Bad quality or unusable value, counted not folded), excluded (Uncertain under policy exclude), out_of_bounds (source time outside agent.timestamps, not folded)."}, []string{"result"})
 	windows := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gemba_features_windows_closed_total",
 		Help: "Windows closed, by reason: watermark or idle."}, []string{"reason"})
 	emitted := prometheus.NewCounter(prometheus.CounterOpts{Name: "gemba_features_emitted_total", Help: "Feature records emitted."})
@@ -121,7 +128,8 @@ func newMetrics(reg prometheus.Registerer) (metrics, error) {
 	m = metrics{samples: samples,
 		folded: samples.WithLabelValues("folded"), late: samples.WithLabelValues("late"),
 		bad: samples.WithLabelValues("bad"), excluded: samples.WithLabelValues("excluded"),
-		closedWM: windows.WithLabelValues("watermark"), closedIdle: windows.WithLabelValues("idle"),
+		outOfBounds: samples.WithLabelValues("out_of_bounds"),
+		closedWM:    windows.WithLabelValues("watermark"), closedIdle: windows.WithLabelValues("idle"),
 		emitted: emitted, ckErrors: ckErrors, ckBytes: ckBytes, seriesN: seriesN}
 	return m, nil
 }
@@ -145,7 +153,7 @@ func New(cfg Config, opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("features: sketch mapping: %w", err)
 	}
-	e := &Engine{log: opts.Logger, opts: opts, cfg: cfg, entries: map[string]*entry{}, mapping: mp}
+	e := &Engine{log: opts.Logger, opts: opts, cfg: cfg, entries: map[string]*entry{}, mapping: mp, wmCap: math.MaxInt64}
 	for i := range cfg {
 		ru := &cfg[i]
 		if ru.Window <= 0 || (ru.Hop > 0 && ru.Window%ru.Hop != 0) {
@@ -215,8 +223,8 @@ func (e *Engine) newSeries(sig string, r *rule) *series {
 
 // batch counts what one Add did, so metrics are updated once per batch.
 type batch struct {
-	folded, late, bad, excluded int
-	closedWM, closedIdle        int
+	folded, late, bad, excluded, outOfBounds int
+	closedWM, closedIdle                     int
 }
 
 // Add folds samples into their windows, emits the features of windows that closed, and returns the
@@ -230,6 +238,11 @@ func (e *Engine) Add(samples []signal.Sample) []signal.Sample {
 		return samples
 	}
 	now := e.opts.Now()
+	lim := e.opts.Bounds.At(now)
+	e.wmCap = math.MaxInt64
+	if e.opts.Bounds.MaxFutureSkew > 0 {
+		e.wmCap = now.UnixNano()
+	}
 	var b batch
 	keep := samples[:0]
 	for i := range samples {
@@ -237,6 +250,16 @@ func (e *Engine) Add(samples []signal.Sample) []signal.Sample {
 		en := e.entries[smp.Signal]
 		if en == nil {
 			en = e.entry(smp.Signal)
+		}
+		if (en.s != nil || en.t != nil) && lim.Check(smp.Time) != InBounds {
+			// A wrong source clock: neither a window nor a group-by value can hold it.
+			if en.s != nil {
+				en.s.nOOB++
+				en.s.lastArrival = now
+			}
+			b.outOfBounds++
+			keep = append(keep, *smp)
+			continue
 		}
 		if en.t != nil && smp.Quality != signal.Bad && smp.Value.Kind() != signal.KindNone {
 			en.t.add(smp.Time.UnixNano(), smp.Value.Text())
@@ -275,6 +298,9 @@ func (e *Engine) finish(b *batch) {
 	}
 	if b.excluded > 0 {
 		e.m.excluded.Add(float64(b.excluded))
+	}
+	if b.outOfBounds > 0 {
+		e.m.outOfBounds.Add(float64(b.outOfBounds))
 	}
 	if b.closedWM+b.closedIdle > 0 {
 		e.closedSince = true
@@ -371,7 +397,7 @@ func (e *Engine) put(data []byte) error {
 
 // Stats are engine totals since start, for tests and the status heartbeat.
 type Stats struct {
-	Series, Late, Bad, Excluded, Folded int64
+	Series, Late, Bad, Excluded, Folded, OutOfBounds int64
 }
 
 // Stats returns the engine's totals.
@@ -385,6 +411,7 @@ func (e *Engine) Stats() Stats {
 		st.Bad += s.nBad
 		st.Excluded += s.nExcl
 		st.Folded += s.nFolded
+		st.OutOfBounds += s.nOOB
 	}
 	return st
 }

@@ -80,14 +80,15 @@ func parseConfig(t testing.TB, yml string) Config {
 
 // harness runs an engine with a fake clock and an in-memory store and collects what it emits.
 type harness struct {
-	t     testing.TB
-	cfg   Config
-	clock *fakeClock
-	store *memStore
-	e     *Engine
-	mu    sync.Mutex
-	out   []signal.Feature
-	fwd   int
+	t      testing.TB
+	cfg    Config
+	bounds TimeBounds
+	clock  *fakeClock
+	store  *memStore
+	e      *Engine
+	mu     sync.Mutex
+	out    []signal.Feature
+	fwd    int
 }
 
 func newHarness(t testing.TB, cfg Config) *harness {
@@ -100,7 +101,7 @@ func (h *harness) start() {
 	h.t.Helper()
 	e, err := New(h.cfg, Options{
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		Store:  h.store, Now: h.clock.Now, CheckpointInterval: time.Hour,
+		Store:  h.store, Now: h.clock.Now, CheckpointInterval: time.Hour, Bounds: h.bounds,
 		Emit: func(fs []signal.Feature) {
 			h.mu.Lock()
 			h.out = append(h.out, fs...)

@@ -38,11 +38,11 @@ type series struct {
 	// counter and state kinds: points in time order (bad ones kept for counting)
 	Pts []point
 
-	ckFP                        string // rule fingerprint of a restored series
-	ResetObs                    bool   // observation (re)starts at the next good sample (cold start, crash)
-	GapCheck                    bool   // restored cleanly: check the first sample for a downtime gap
-	lastArrival                 time.Time
-	nLate, nBad, nExcl, nFolded int64
+	ckFP                              string // rule fingerprint of a restored series
+	ResetObs                          bool   // observation (re)starts at the next good sample (cold start, crash)
+	GapCheck                          bool   // restored cleanly: check the first sample for a downtime gap
+	lastArrival                       time.Time
+	nLate, nBad, nExcl, nFolded, nOOB int64
 }
 
 // point is one counter or state sample kept until its windows have closed.
@@ -73,10 +73,13 @@ func (s *series) add(e *Engine, smp *signal.Sample, b *batch) bool {
 	t := smp.Time.UnixNano()
 	r := s.r
 	p := floorDiv(t, r.hop)
+	// The watermark follows event time but never passes the agent's clock (wmCap): a source
+	// clock running fast must not make the correct samples after it late.
+	wm := min(t, e.wmCap)
 	if s.Closed == math.MinInt64 {
 		// Windows that would already be closed had this sample advanced the watermark are closed;
 		// the first sample's own window, and earlier ones within the lateness, are open.
-		s.Closed = min(p, floorDiv(t-r.lateness, r.hop)) - 1
+		s.Closed = min(p, floorDiv(wm-r.lateness, r.hop)) - 1
 		s.ObsFrom, s.ResetObs = t, true
 	}
 	if p <= s.Closed {
@@ -94,8 +97,8 @@ func (s *series) add(e *Engine, smp *signal.Sample, b *batch) bool {
 			s.HoldOK = false
 		}
 	}
-	if !s.HasWM || t > s.WM {
-		s.WM, s.HasWM = t, true
+	if !s.HasWM || wm > s.WM {
+		s.WM, s.HasWM = wm, true
 	}
 	// Value and quality: Bad, non-numeric gauges/counters and NaN/Inf are counted, not folded.
 	v, num := smp.Value.Number()

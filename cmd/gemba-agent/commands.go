@@ -66,8 +66,10 @@ func validateCmd() *cobra.Command {
 		Use:   "validate -c FILE",
 		Short: "Check a config file without connecting to anything",
 		Long: `Check a config file: YAML syntax, unknown keys, types, durations, sizes, required fields,
-unset ${ENV} variables and each collector's own rules. Every problem is printed on its own line as
-FILE:LINE: PATH: MESSAGE. Exits 0 when the file is valid, 1 otherwise.`,
+unset or empty ${ENV} variables, files that cannot be read (TLS, certificates), a signal two
+collectors produce, feature rules on signals nothing produces, and each collector's own rules.
+Every problem is printed on its own line as FILE:LINE: PATH: MESSAGE. Exits 0 when the file is
+valid, 1 otherwise. --print shows the effective config with secrets and URL credentials redacted.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := agent.Load(file, os.LookupEnv)
@@ -91,16 +93,25 @@ FILE:LINE: PATH: MESSAGE. Exits 0 when the file is valid, 1 otherwise.`,
 	return c
 }
 
-// printProblems writes each config problem on its own line as FILE:LINE: PATH: MESSAGE.
+// printProblems writes each config problem on its own line as FILE:LINE: PATH: MESSAGE, or
+// FILE:LINE:COLUMN: MESSAGE for a problem with the text itself (syntax, bytes), where the column
+// is what finds it.
 func printProblems(cmd *cobra.Command, file string, err error) {
 	var ps config.Problems
 	if !errors.As(err, &ps) {
+		if errors.Is(err, config.ErrTooLarge) {
+			cmd.PrintErrf("%v\n", err) // ReadFile's error already names the file
+			return
+		}
 		cmd.PrintErrf("%s: %v\n", file, err)
 		return
 	}
 	for _, p := range ps {
 		loc := file
-		if p.Line > 0 {
+		switch {
+		case p.Line > 0 && p.Path == "" && p.Column > 0:
+			loc = fmt.Sprintf("%s:%d:%d", file, p.Line, p.Column)
+		case p.Line > 0:
 			loc = fmt.Sprintf("%s:%d", file, p.Line)
 		}
 		if p.Path != "" {

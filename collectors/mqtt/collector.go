@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gemba-io/gemba/collectors"
+	"github.com/gemba-io/gemba/internal/ratelog"
 )
 
 func init() {
@@ -45,7 +46,7 @@ type Collector struct {
 	cfg      *Config
 	deps     collectors.Deps
 	log      *slog.Logger
-	warn     *rateLog
+	warn     *ratelog.Logger
 	clientID string
 	stateDir string // per client id under Deps.DataDir: the broker's session belongs to the id
 	subs     []*sub
@@ -94,7 +95,7 @@ func New(name string, cfg *Config, deps collectors.Deps) (*Collector, error) {
 	}
 	c := &Collector{name: name, cfg: cfg, deps: deps, log: deps.Logger, m: m,
 		state: "stopped", info: map[string]string{}}
-	c.warn = newRateLog(c.log, 10*time.Second)
+	c.warn = ratelog.New(c.log, 10*time.Second)
 	c.acked = newRecentAcks(1 << 13) // more than a broker keeps in flight to one client
 	c.clientID = cfg.ClientID
 	if c.clientID == "" {

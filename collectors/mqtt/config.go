@@ -200,10 +200,6 @@ func (c *Config) Validate(r config.Report) {
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		r.Errorf("tls", "cert_file and key_file go together")
 	}
-	// A missing file fails here, not at the first connect.
-	r.CheckFile("tls.ca_file", c.TLS.CAFile)
-	r.CheckFile("tls.cert_file", c.TLS.CertFile)
-	r.CheckFile("tls.key_file", c.TLS.KeyFile)
 	if c.Password.IsSet() && c.Username == "" {
 		r.Errorf("username", "required when a password is set")
 	}

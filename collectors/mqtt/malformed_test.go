@@ -116,9 +116,7 @@ func TestBadPayloadLogIsRateLimited(t *testing.T) {
 	c := runCollector(t, cfg, collectors.Deps{Agent: "a", Metrics: reg, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, &memEmitter{})
 	testutil.WaitFor(t, 10*time.Second, "connected", connectedState(c))
 	// However slow the machine, all 20 fall in one interval.
-	c.warn.mu.Lock()
-	c.warn.every = time.Hour
-	c.warn.mu.Unlock()
+	c.warn.SetInterval(time.Hour)
 	pub := newPublisher(t, b.url(), "pub")
 	for range 20 {
 		publish(t, pub, "spam/s1", 1, []byte(`{"broken`))

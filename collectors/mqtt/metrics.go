@@ -1,10 +1,6 @@
 package mqtt
 
 import (
-	"log/slog"
-	"sync"
-	"time"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gemba-io/gemba/internal/promreg"
@@ -60,46 +56,4 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}), &err),
 	}
 	return m, err
-}
-
-// rateLog logs at most one line per key and interval, and says how many it held back.
-type rateLog struct {
-	log   *slog.Logger
-	every time.Duration
-	mu    sync.Mutex
-	keys  map[string]*rateEntry
-}
-
-type rateEntry struct {
-	last       time.Time
-	suppressed int
-}
-
-func newRateLog(log *slog.Logger, every time.Duration) *rateLog {
-	return &rateLog{log: log, every: every, keys: map[string]*rateEntry{}}
-}
-
-func (r *rateLog) Warn(key, msg string, args ...any) {
-	r.mu.Lock()
-	e := r.keys[key]
-	if e == nil {
-		if len(r.keys) > 10000 { // bound memory when keys come from topics
-			clear(r.keys)
-		}
-		e = &rateEntry{}
-		r.keys[key] = e
-	}
-	now := time.Now()
-	if !e.last.IsZero() && now.Sub(e.last) < r.every {
-		e.suppressed++
-		r.mu.Unlock()
-		return
-	}
-	n := e.suppressed
-	e.last, e.suppressed = now, 0
-	r.mu.Unlock()
-	if n > 0 {
-		args = append(args, "suppressed", n)
-	}
-	r.log.Warn(msg, args...)
 }

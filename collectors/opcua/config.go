@@ -261,11 +261,6 @@ func (c *Config) Validate(r config.Report) {
 	if (c.Auth.CertFile == "") != (c.Auth.KeyFile == "") {
 		r.Errorf("auth", "cert_file and key_file go together")
 	}
-	// A missing file fails here, not at the first connect.
-	r.CheckFile("certificate.cert_file", c.Certificate.CertFile)
-	r.CheckFile("certificate.key_file", c.Certificate.KeyFile)
-	r.CheckFile("auth.cert_file", c.Auth.CertFile)
-	r.CheckFile("auth.key_file", c.Auth.KeyFile)
 	if c.Auth.CertFile != "" && c.Auth.Username != "" {
 		r.Errorf("auth", "use either username/password or a user certificate, not both")
 	}
