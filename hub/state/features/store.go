@@ -118,8 +118,11 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, res Resolver,
 		res: res, log: log, now: time.Now,
 		vals: map[string]*Value{}, dirty: map[string]struct{}{}, warn: map[string]bool{},
 	}
-	w, err := kv.WatchAll(ctx)
+	// The watch lives until Close, not until the caller's ctx (nats.go ties the subscription to it).
+	wctx, stop := context.WithCancel(context.Background())
+	w, err := kv.WatchAll(wctx)
 	if err != nil {
+		stop()
 		return nil, fmt.Errorf("features bucket %s: watch: %w", cfg.Bucket, err)
 	}
 	// The initial values end with a nil entry: wait for it so a new replica starts complete.
@@ -129,7 +132,6 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, res Resolver,
 		}
 		s.remote(e)
 	}
-	wctx, stop := context.WithCancel(context.Background())
 	s.stop = stop
 	s.watch.Go(func() {
 		defer func() { _ = w.Stop() }()
