@@ -4,7 +4,7 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // Metrics are the consumer's Prometheus collectors (gemba_hub_ingest_*).
 type Metrics struct {
-	messages, records, production                         *prometheus.CounterVec
+	messages, records, production                          *prometheus.CounterVec
 	malformed, duplicates, historical, redelivered, errors prometheus.Counter
 	latency                                                prometheus.Histogram
 }

@@ -40,8 +40,8 @@ type View struct {
 	Stale      bool    `json:"stale"` // no heartbeat for longer than stale_after
 	AgeSeconds float64 `json:"age_s"`
 	// BufferRecords and Dropped sum the agent's buffer streams.
-	BufferRecords uint64 `json:"buffer_records"`
-	Dropped       uint64 `json:"dropped"`
+	BufferRecords uint64  `json:"buffer_records"`
+	Dropped       uint64  `json:"dropped"`
 	OldestSeconds float64 `json:"buffer_oldest_age_s"`
 }
 
