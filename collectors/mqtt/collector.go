@@ -67,7 +67,8 @@ type Collector struct {
 	connectedAt atomic.Int64 // unix nanos; 0 while disconnected
 	busy        atomic.Bool  // the worker is inside Emit (backpressure is not a stall)
 	queued      atomic.Int64
-	acked       *recentAcks // redeliveries of messages already stored are not stored again
+	acked       *recentAcks    // redeliveries of messages already stored are not stored again
+	ret         *retainedStore // digests of the last stored message per topic (retained.go)
 
 	mu    sync.Mutex
 	state string
@@ -216,6 +217,17 @@ func (c *Collector) Run(ctx context.Context, emit collectors.Emitter) error {
 		default:
 		}
 	}
+	// The retained-message digests outlive a Run in memory (a supervisor restart reuses the
+	// collector); the file is reopened, and closed when Run ends.
+	var err error
+	if c.ret == nil {
+		c.ret, err = openRetained(c.stateDir)
+	} else {
+		err = c.ret.compact()
+	}
+	if err != nil {
+		c.log.Warn("retained state unusable: retained messages may be stored again after the next restart", "err", err)
+	}
 	var wg, worker sync.WaitGroup
 	var handlers gate
 	worker.Go(func() { c.worker(ctx, emit, queue, requestReset) })
@@ -225,6 +237,7 @@ func (c *Collector) Run(ctx context.Context, emit collectors.Emitter) error {
 		handlers.closeAndWait() // an OnConnect still subscribing gives up with ctx
 		worker.Wait()
 		wg.Wait()
+		c.ret.close()
 		c.setState("stopped")
 	}()
 

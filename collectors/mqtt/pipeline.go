@@ -83,7 +83,20 @@ func (c *Collector) addMessage(job *commitJob, in inMsg) {
 			return // stored and acknowledged before; the broker missed our PUBACK
 		}
 	}
+	n := len(job.samples)
 	job.samples = c.mapMessage(job.samples, in)
+	if len(in.match) > 0 {
+		retained := in.msg.Retained()
+		job.seen = append(job.seen, seenMsg{topic: in.msg.Topic(), digest: payloadDigest(in.msg.Payload()), retained: retained, lo: n, hi: len(job.samples)})
+		if retained {
+			// A last-known value, not a fresh reading: say so to the hub. Labels may be shared
+			// between samples (cached per topic), so each gets its own copy.
+			for k := n; k < len(job.samples); k++ {
+				smp := &job.samples[k]
+				smp.Labels = append(append(make(signal.Labels, 0, len(smp.Labels)+1), smp.Labels...), signal.Label{Key: retainedLabelKey, Value: "true"})
+			}
+		}
+	}
 	for _, i := range in.match {
 		if h := c.sp[i]; h != nil {
 			c.afterSparkplug(job, i, h)
@@ -131,6 +144,7 @@ type commitJob struct {
 	samples  []signal.Sample
 	acks     []paho.Message // QoS >= 1 messages in arrival order
 	state    []fileWrite    // Sparkplug births to save before acknowledging
+	seen     []seenMsg      // mapped messages, for the retained-message dedup (retained.go)
 }
 
 type fileWrite struct {
@@ -142,12 +156,18 @@ type fileWrite struct {
 func (c *Collector) commit(ctx context.Context, emit collectors.Emitter, jobs <-chan commitJob, free chan<- []signal.Sample, reset func(string)) {
 	for job := range jobs {
 		ok := job.gen == c.gen.Load() && ctx.Err() == nil
+		var updates []retainedEntry
+		var undo []undoEntry
+		if ok {
+			updates, undo = c.dedupRetained(&job)
+		}
 		if ok && len(job.samples) > 0 {
 			c.busy.Store(true)
 			err := emit.Emit(ctx, job.samples)
 			c.busy.Store(false)
 			if err != nil {
 				ok = false
+				c.rollbackRetained(undo)
 				if ctx.Err() == nil {
 					c.m.emitErrors.Inc()
 					c.log.Error("emit failed; messages not acknowledged", "messages", job.messages, "err", err)
@@ -163,6 +183,11 @@ func (c *Collector) commit(ctx context.Context, emit collectors.Emitter, jobs <-
 				if err := writeFileAtomic(w.path, w.data); err != nil {
 					c.log.Warn("save sparkplug state", "err", err)
 				}
+			}
+			if err := c.ret.commit(updates); err != nil {
+				// The samples are durable: acknowledge them. Only the dedup state is behind, so a
+				// retained message may be stored again after a restart.
+				c.warn.Warn("retained-state", "save retained state", "err", err)
 			}
 			for _, m := range job.acks {
 				m.Ack()

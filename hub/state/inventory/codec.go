@@ -221,7 +221,7 @@ func decodeState(v []byte) (*state, error) {
 		}
 	}
 	if n := d.count(3); n > 0 {
-		st.moves = make([]move, n)
+		st.moves = make([]move, n, n+1) // room for the movement about to be inserted
 		prev := int64(0)
 		for i := range st.moves {
 			m := &st.moves[i]

@@ -235,6 +235,7 @@ func (s *Store) update(ctx context.Context, site, sku, what string, apply func(*
 	var (
 		giveUp    = time.Now().Add(s.cfg.RetryFor)
 		uncertain bool
+		conflicts int
 		backoff   = 10 * time.Millisecond
 		buf       []byte
 	)
@@ -251,18 +252,14 @@ func (s *Store) update(ctx context.Context, site, sku, what string, apply func(*
 		}
 		s.Metrics.Retries.Add(1)
 		s.log.Debug("inventory request failed, retrying", "key", key, "err", err, "backoff", backoff)
-		t := time.NewTimer(backoff/2 + rand.N(backoff/2+1))
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
+		if err := sleepCtx(ctx, backoff/2+rand.N(backoff/2+1)); err != nil {
+			return err
 		}
 		backoff = min(2*backoff, time.Second)
 		return nil
 	}
 	for {
-		st, rev, err := s.read(ctx, key)
+		st, rev, size, err := s.read(ctx, key)
 		if err != nil {
 			if errors.Is(err, errCorrupt) {
 				return fail(fmt.Errorf("key %s: %w", key, err)) // never overwrite what we cannot read
@@ -281,6 +278,9 @@ func (s *Store) update(ctx context.Context, site, sku, what string, apply func(*
 			sum := st.summary()
 			sum.rev = rev
 			return Result{Outcome: out, Position: sum.position(site, sku)}, nil
+		}
+		if cap(buf) < size+256 {
+			buf = make([]byte, 0, size+256)
 		}
 		buf = st.encode(buf[:0])
 		for len(buf) > s.maxVal && len(st.moves) > 0 {
@@ -305,8 +305,18 @@ func (s *Store) update(ctx context.Context, site, sku, what string, apply func(*
 			s.Metrics.Folded.Add(uint64(st.folded))
 			return Result{Outcome: out, Position: sum.position(site, sku)}, nil
 		case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
+			// Another replica wrote first: read again. Each conflict means someone progressed, but a loser
+			// can lose many times in a row, so spread the retries out and bound them like failures.
 			s.Metrics.Conflicts.Add(1)
-			if ctx.Err() != nil {
+			conflicts++
+			if !time.Now().Before(giveUp) {
+				return fail(fmt.Errorf("still conflicting after %d attempts in %s: %w", conflicts, s.cfg.RetryFor, err))
+			}
+			if conflicts > 2 {
+				if err := sleepCtx(ctx, rand.N(time.Duration(min(conflicts, 20))*time.Millisecond)); err != nil {
+					return fail(err)
+				}
+			} else if ctx.Err() != nil {
 				return fail(ctx.Err())
 			}
 		case errors.Is(err, nats.ErrMaxPayload):
@@ -320,22 +330,33 @@ func (s *Store) update(ctx context.Context, site, sku, what string, apply func(*
 	}
 }
 
-// read returns a key's state and revision (0 when absent).
-func (s *Store) read(ctx context.Context, key string) (*state, uint64, error) {
+// read returns a key's state, revision (0 when absent) and the size of its value.
+func (s *Store) read(ctx context.Context, key string) (*state, uint64, int, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.OpTimeout)
 	defer cancel()
 	e, err := s.kv.Get(ctx, key)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
-		return &state{}, 0, nil
+		return &state{}, 0, 0, nil
 	case err != nil:
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
 	st, err := decodeState(e.Value())
 	if err != nil {
-		return nil, 0, fmt.Errorf("revision %d: %w", e.Revision(), err)
+		return nil, 0, 0, fmt.Errorf("revision %d: %w", e.Revision(), err)
 	}
-	return st, e.Revision(), nil
+	return st, e.Revision(), len(e.Value()), nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // transient reports whether a failed request is worth retrying: anything but a closed connection, a

@@ -18,12 +18,11 @@ type Filter struct {
 // ventry is one key's summary. No per-key allocation besides the key string: entries live in one slice.
 type ventry struct {
 	key string
-	sep int32 // index of the '.' between site and SKU
 	summary
 }
 
-func (e *ventry) site() string { return e.key[:e.sep] }
-func (e *ventry) sku() string  { return e.key[e.sep+1:] }
+func (e *ventry) site() string { return e.key[:strings.IndexByte(e.key, '.')] }
+func (e *ventry) sku() string  { return e.key[strings.IndexByte(e.key, '.')+1:] }
 
 // view is the in-memory summary of every key: what Get and List read.
 type view struct {
@@ -55,7 +54,8 @@ func (v *view) put(key string, s summary) {
 		return
 	}
 	n := int32(len(v.entries))
-	v.entries = append(v.entries, ventry{key: key, sep: int32(strings.IndexByte(key, '.')), summary: s})
+	key = strings.Clone(key) // a watched key is a slice of its message's whole subject: keep only the key
+	v.entries = append(v.entries, ventry{key: key, summary: s})
 	v.idx[key] = n
 	v.order = append(v.order, n)
 	v.dirty = true

@@ -1,0 +1,208 @@
+package mqtt
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gemba-io/gemba/collectors"
+	"github.com/gemba-io/gemba/internal/testutil"
+	"github.com/gemba-io/gemba/signal"
+)
+
+// renderRetained renders value and the retained label of each sample: "1r 2 3r".
+func renderRetained(ss []signal.Sample) string {
+	var out []string
+	for _, s := range ss {
+		v := s.Value.Text()
+		for _, l := range s.Labels {
+			if l.Key == "retained" && l.Value == "true" {
+				v += "r"
+			}
+		}
+		out = append(out, v)
+	}
+	return strings.Join(out, " ")
+}
+
+// Issue 12 point 6: a retained message is the topic's last-known value. The broker sends it again
+// on every subscribe (each reconnect, each agent restart); it must be stored once, and again only
+// when it changed.
+func TestRetainedStoredOnceAcrossReconnectAndRestart(t *testing.T) {
+	b := startMochi(t)
+	dir := t.TempDir()
+	cfg := testConfig(b.url(), Subscription{Topic: "plant/+/temp", Format: FormatJSON, Fields: []Field{{Path: "v"}}, TimeField: "ts", TimeFormat: "unix_ms"})
+	cfg.ClientID = "retained"
+	pub := newPublisher(t, b.url(), "pub")
+	retain := func(v int) {
+		t.Helper()
+		tok := pub.Publish("plant/a/temp", 1, true, fmt.Sprintf(`{"v":%d,"ts":%d}`, v, 1700000000000+v))
+		if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
+		}
+	}
+	em := &memEmitter{} // outlives the collectors, like the buffer
+	run := func() (*Collector, *prometheus.Registry, func()) {
+		reg := prometheus.NewRegistry()
+		c, stop := startCollector(t, cfg, collectors.Deps{Agent: "a", DataDir: dir, Metrics: reg}, em)
+		testutil.WaitFor(t, 10*time.Second, "connected", connectedState(c))
+		return c, reg, stop
+	}
+	values := func(want string) {
+		t.Helper()
+		testutil.WaitFor(t, 5*time.Second, "values "+want+" (have "+renderRetained(em.all())+")", func() bool { return renderRetained(em.all()) == want })
+	}
+	dups := func(reg *prometheus.Registry, want float64) {
+		t.Helper()
+		testutil.WaitFor(t, 5*time.Second, fmt.Sprintf("%v retained duplicates", want), func() bool {
+			return counterValue(t, reg, "gemba_mqtt_retained_duplicates_total", nil) == want
+		})
+	}
+
+	retain(1)
+	_, reg, stop := run()
+	values("1r") // delivered on subscribe: retained
+	retain(2)
+	values("1r 2") // delivered live: the broker clears the flag (MQTT-3.3.1-9)
+
+	// The connection drops; paho reconnects and subscribes again: the broker resends 2 as retained.
+	cl, ok := b.srv.Clients.Get("retained")
+	if !ok {
+		t.Fatal("collector's client not at the broker")
+	}
+	cl.Stop(errors.New("test: connection dropped"))
+	testutil.WaitFor(t, 10*time.Second, "reconnect", func() bool { return counterValue(t, reg, "gemba_mqtt_connects_total", nil) == 2 })
+	dups(reg, 1)
+
+	// The agent restarts: the same retained message once more.
+	stop()
+	_, reg, stop = run()
+	dups(reg, 1)
+	stop()
+
+	// It changed while the agent was down. The persistent session queued the publication: it comes
+	// first, live, and the retained copy the subscribe brings is the same message.
+	retain(3)
+	_, reg, stop = run()
+	defer stop()
+	values("1r 2 3")
+	dups(reg, 1)
+	pub.Publish("plant/a/temp", 1, false, `{"v":4,"ts":1700000000004}`).Wait()
+	values("1r 2 3 4")
+}
+
+// Without a persistent session nothing is queued: a retained message that changed while the
+// agent was away arrives only as retained, and is stored.
+func TestRetainedChangedWhileAwayStoredOnceCleanSession(t *testing.T) {
+	b := startMochi(t)
+	dir := t.TempDir()
+	cfg := testConfig(b.url(), Subscription{Topic: "plant/+/temp", Format: FormatJSON, Fields: []Field{{Path: "v"}}})
+	cfg.ClientID = "retained-clean"
+	cfg.QoS = 0
+	pub := newPublisher(t, b.url(), "pub")
+	retain := func(v int) {
+		t.Helper()
+		if tok := pub.Publish("plant/a/temp", 1, true, fmt.Sprintf(`{"v":%d}`, v)); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatal(tok.Error())
+		}
+	}
+	em := &memEmitter{}
+	var reg *prometheus.Registry
+	run := func() func() {
+		reg = prometheus.NewRegistry()
+		c, stop := startCollector(t, cfg, collectors.Deps{Agent: "a", DataDir: dir, Metrics: reg}, em)
+		testutil.WaitFor(t, 10*time.Second, "connected", connectedState(c))
+		return stop
+	}
+	retain(1)
+	stop := run()
+	testutil.WaitFor(t, 5*time.Second, "1r", func() bool { return renderRetained(em.all()) == "1r" })
+	stop()
+	stop = run()
+	testutil.WaitFor(t, 5*time.Second, "a retained duplicate", func() bool {
+		return counterValue(t, reg, "gemba_mqtt_retained_duplicates_total", nil) == 1
+	})
+	stop()
+	retain(2)
+	stop = run()
+	defer stop()
+	testutil.WaitFor(t, 5*time.Second, "1r 2r", func() bool { return renderRetained(em.all()) == "1r 2r" })
+	if v := counterValue(t, reg, "gemba_mqtt_retained_duplicates_total", nil); v != 0 {
+		t.Errorf("retained duplicates = %v, want 0", v)
+	}
+}
+
+// A retained message redelivered (unacknowledged) after the buffer refused it must be stored: the
+// dedup state only learns what was made durable.
+func TestRetainedRefusedByBufferIsStoredOnRedelivery(t *testing.T) {
+	b := startMochi(t)
+	cfg := testConfig(b.url(), Subscription{Topic: "plant/+/temp", Format: FormatJSON, Fields: []Field{{Path: "v"}}})
+	cfg.ClientID = "retained-refused"
+	pub := newPublisher(t, b.url(), "pub")
+	if tok := pub.Publish("plant/a/temp", 1, true, `{"v":7}`); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	em := &memEmitter{failNext: 1}
+	c := runCollector(t, cfg, collectors.Deps{Agent: "a", DataDir: t.TempDir()}, em)
+	testutil.WaitFor(t, 10*time.Second, "connected", connectedState(c))
+	testutil.WaitFor(t, 10*time.Second, "stored after the refusal", func() bool { return renderRetained(em.all()) == "7r" })
+}
+
+// The state file is appended to without fsync; a torn tail (a crash mid-write) is ignored, the
+// records before it are kept.
+func TestRetainedStateTornTail(t *testing.T) {
+	dir := t.TempDir()
+	st, err := openRetained(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.commit([]retainedEntry{{topic: "a", digest: 1}, {topic: "b", digest: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.commit([]retainedEntry{{topic: "a", digest: 3}}); err != nil {
+		t.Fatal(err)
+	}
+	st.close()
+	path := filepath.Join(dir, retainedFile)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A torn record after the last good one.
+	if err := os.WriteFile(path, append(data, 0, 1, 'c', 9, 9), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err = openRetained(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	if d, ok := st.last["a"]; !ok || d != 3 {
+		t.Errorf("a = %d %v, want 3", d, ok)
+	}
+	if d, ok := st.last["b"]; !ok || d != 2 {
+		t.Errorf("b = %d %v, want 2", d, ok)
+	}
+	if _, ok := st.last["c"]; ok {
+		t.Error("torn record loaded")
+	}
+	// Reopening compacted the file: no torn tail left for later appends to follow.
+	if err := st.commit([]retainedEntry{{topic: "c", digest: 4}}); err != nil {
+		t.Fatal(err)
+	}
+	st.close()
+	st, err = openRetained(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	if st.last["c"] != 4 || st.last["a"] != 3 || len(st.last) != 3 {
+		t.Errorf("after reopen: %v", st.last)
+	}
+}
