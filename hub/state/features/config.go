@@ -66,6 +66,15 @@ func (d *Definition) Validate(r config.Report) {
 	}
 }
 
+// MarshalJSON writes max_age as a duration ("2m0s"), as the config reads it.
+func (d Definition) MarshalJSON() ([]byte, error) {
+	type plain Definition
+	return json.Marshal(struct {
+		plain
+		MaxAge string `json:"max_age"`
+	}{plain(d), d.MaxAge.String()})
+}
+
 // Definitions is the hub config's features section.
 type Definitions []Definition
 
