@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -93,32 +92,10 @@ valid, 1 otherwise. --print shows the effective config with secrets and URL cred
 	return c
 }
 
-// printProblems writes each config problem on its own line as FILE:LINE: PATH: MESSAGE, or
-// FILE:LINE:COLUMN: MESSAGE for a problem with the text itself (syntax, bytes), where the column
-// is what finds it.
+// printProblems writes each config problem on its own line (see config.Describe).
 func printProblems(cmd *cobra.Command, file string, err error) {
-	var ps config.Problems
-	if !errors.As(err, &ps) {
-		if errors.Is(err, config.ErrTooLarge) {
-			cmd.PrintErrf("%v\n", err) // ReadFile's error already names the file
-			return
-		}
-		cmd.PrintErrf("%s: %v\n", file, err)
-		return
-	}
-	for _, p := range ps {
-		loc := file
-		switch {
-		case p.Line > 0 && p.Path == "" && p.Column > 0:
-			loc = fmt.Sprintf("%s:%d:%d", file, p.Line, p.Column)
-		case p.Line > 0:
-			loc = fmt.Sprintf("%s:%d", file, p.Line)
-		}
-		if p.Path != "" {
-			cmd.PrintErrf("%s: %s: %s\n", loc, p.Path, p.Msg)
-		} else {
-			cmd.PrintErrf("%s: %s\n", loc, p.Msg)
-		}
+	for _, l := range config.Describe(file, err) {
+		cmd.PrintErrln(l)
 	}
 }
 

@@ -99,8 +99,9 @@ collectors:
 }
 
 func TestValidateExampleConfigs(t *testing.T) {
-	files, _ := filepath.Glob("../../configs/*.yaml")
-	sub, _ := filepath.Glob("../../configs/*/*.yaml")
+	// The agent's configs; hub and graph files beside them have their own tests.
+	files, _ := filepath.Glob("../../configs/agent*.yaml")
+	sub, _ := filepath.Glob("../../configs/*/agent*.yaml")
 	files = append(files, sub...)
 	if len(files) == 0 {
 		t.Fatal("no configs found")

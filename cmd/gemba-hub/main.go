@@ -1,0 +1,160 @@
+// Command gemba-hub is the central decision hub: it consumes the agents' streams and commerce
+// events, keeps features, inventory and the knowledge graph on JetStream, and serves them.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gemba-io/gemba/config"
+	"github.com/gemba-io/gemba/hub"
+	"github.com/gemba-io/gemba/hub/state/graph"
+)
+
+// exitError carries an exit code without printing anything more.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
+
+func main() {
+	root := &cobra.Command{
+		Use:   "gemba-hub",
+		Short: "Decision hub: agents' features, commerce events, inventory and the knowledge graph on NATS JetStream",
+		Long: `gemba-hub consumes the features and heartbeats gemba-agent publishes to JetStream, and sales and
+inventory events, and keeps the state a decision needs (latest features with lineage, inventory
+position per SKU and site, the knowledge graph) in JetStream KV, shared by every replica.
+
+Without nats.servers it runs an embedded NATS server with JetStream in hub.data_dir.
+Start with 'gemba-hub validate -c hub.yaml', then 'gemba-hub run -c hub.yaml'.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(runCmd(), validateCmd(), versionCmd(), importCmd())
+	if err := root.Execute(); err != nil {
+		var ee exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
+		fmt.Fprintln(os.Stderr, "gemba-hub:", err)
+		os.Exit(1)
+	}
+}
+
+func load(cmd *cobra.Command, file string) (*hub.Config, error) {
+	cfg, err := hub.Load(file, os.LookupEnv)
+	if err != nil {
+		for _, l := range config.Describe(file, err) {
+			cmd.PrintErrln(l)
+		}
+		return nil, exitError{1}
+	}
+	return cfg, nil
+}
+
+func runCmd() *cobra.Command {
+	var file, level, format string
+	c := &cobra.Command{
+		Use:   "run -c FILE",
+		Short: "Run the hub until SIGINT or SIGTERM",
+		Long: `Run one hub replica. On SIGINT or SIGTERM it stops pulling, finishes and acknowledges what it
+took (anything unfinished is redelivered to another replica), and exits 0 within hub.shutdown_timeout.
+
+HTTP (http.listen, default 127.0.0.1:9400): /healthz, /readyz (JSON, says why not ready),
+/metrics (Prometheus) and the read API under /api/v1/.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := load(cmd, file)
+			if err != nil {
+				return err
+			}
+			if level != "" {
+				cfg.Hub.Log.Level = level
+			}
+			if format != "" {
+				cfg.Hub.Log.Format = format
+			}
+			log := cfg.Hub.Log.NewLogger(os.Stderr)
+			h, err := hub.New(cfg, hub.Options{Logger: log})
+			if err != nil {
+				log.Error("hub cannot start", "err", err)
+				return exitError{1}
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if err := h.Run(ctx); err != nil {
+				log.Error("hub failed", "err", err)
+				return exitError{1}
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVarP(&file, "config", "c", "/etc/gemba/hub.yaml", "config file")
+	c.Flags().StringVar(&level, "log-level", "", "override hub.log.level (debug, info, warn, error)")
+	c.Flags().StringVar(&format, "log-format", "", "override hub.log.format (json, text)")
+	return c
+}
+
+func validateCmd() *cobra.Command {
+	var file string
+	var print bool
+	c := &cobra.Command{
+		Use:   "validate -c FILE",
+		Short: "Check a config file (and the graph it names) without connecting to anything",
+		Long: `Check a hub config: YAML syntax, unknown keys, types, durations, sizes, required fields, unset
+${ENV} variables, files that cannot be read, feature definitions, and the knowledge graph file it
+names. Every problem is printed on its own line as FILE:LINE: PATH: MESSAGE. Exits 0 when valid.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := load(cmd, file)
+			if err != nil {
+				return err
+			}
+			graphNote := "no graph"
+			if cfg.Graph.File != "" {
+				g, err := graph.LoadFile(cfg.Graph.File)
+				if err != nil {
+					for _, l := range config.Describe(cfg.Graph.File, err) {
+						cmd.PrintErrln(l)
+					}
+					return exitError{1}
+				}
+				graphNote = fmt.Sprintf("graph %s (%s)", g.Version(), g.Hash()[:12])
+			}
+			if print {
+				out, err := cfg.Effective()
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), string(out))
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: valid (config version %s, %d features, %s)\n", file, cfg.Version(), len(cfg.Features), graphNote)
+			return nil
+		},
+	}
+	c.Flags().StringVarP(&file, "config", "c", "/etc/gemba/hub.yaml", "config file")
+	c.Flags().BoolVar(&print, "print", false, "print the effective config (defaults applied, secrets redacted)")
+	return c
+}
+
+func versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print version, commit and Go version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			fmt.Fprintf(cmd.OutOrStdout(), "gemba-hub %s (commit %s, %s)\n", hub.Version, hub.Commit, runtime.Version())
+		},
+	}
+}
+
+func importCmd() *cobra.Command {
+	c := &cobra.Command{Use: "import", Short: "Import commerce data from files"}
+	return c
+}

@@ -1,0 +1,250 @@
+package hub
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"regexp"
+	"time"
+
+	"github.com/gemba-io/gemba/config"
+	"github.com/gemba-io/gemba/hub/ingest/agents"
+	"github.com/gemba-io/gemba/hub/state/features"
+	"github.com/gemba-io/gemba/hub/state/inventory"
+	"github.com/gemba-io/gemba/signal"
+)
+
+// Config is the whole hub configuration file.
+type Config struct {
+	Hub       Settings             `yaml:"hub" json:"hub"`
+	HTTP      HTTPConfig           `yaml:"http" json:"http"`
+	NATS      NATSConfig           `yaml:"nats" json:"nats"`
+	Ingest    agents.Config        `yaml:"ingest" json:"ingest"`
+	Features  features.Definitions `yaml:"features" json:"features"`
+	Inventory inventory.Config     `yaml:"inventory" json:"inventory"`
+	Graph     GraphConfig          `yaml:"graph" json:"graph"`
+	Fleet     FleetConfig          `yaml:"fleet" json:"fleet"`
+	version   string
+}
+
+// Settings name the replica and set its process-wide behaviour.
+type Settings struct {
+	// ID names this replica in logs and the embedded server (default: the host name).
+	ID string `yaml:"id" json:"id"`
+	// DataDir holds the embedded NATS server's store (when no nats.servers are configured).
+	DataDir         string        `yaml:"data_dir" json:"data_dir"`
+	Log             config.Log    `yaml:"log" json:"log"`
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" json:"shutdown_timeout"`
+}
+
+// HTTPConfig is the API, health and metrics listener.
+type HTTPConfig struct {
+	Enabled bool   `yaml:"enabled" json:"enabled"`
+	Listen  string `yaml:"listen" json:"listen"`
+	// Token authenticates the write endpoints (commerce events): "Authorization: Bearer <token>".
+	// From an environment variable (${GEMBA_HUB_TOKEN}) or TokenFile; never written in the file.
+	Token     config.Secret `yaml:"token" json:"token"`
+	TokenFile string        `yaml:"token_file" json:"token_file"`
+	// ReadToken, when set, is required for the read API as well (it is open on the listener otherwise).
+	ReadToken config.Secret   `yaml:"read_token" json:"read_token"`
+	MaxBody   config.ByteSize `yaml:"max_body" json:"max_body"`
+}
+
+// NATSConfig is how the hub reaches NATS; without servers it runs an embedded server.
+type NATSConfig struct {
+	Servers   []string      `yaml:"servers" json:"servers"`
+	Name      string        `yaml:"name" json:"name"`
+	User      string        `yaml:"user" json:"user"`
+	Password  config.Secret `yaml:"password" json:"password"`
+	Token     config.Secret `yaml:"token" json:"token"`
+	CredsFile string        `yaml:"creds_file" json:"creds_file"`
+	TLS       TLSConfig     `yaml:"tls" json:"tls"`
+	// SubjectPrefix is the agents' (uplink.nats.subject_prefix) and the commerce subjects' prefix.
+	SubjectPrefix string `yaml:"subject_prefix" json:"subject_prefix"`
+	// Replicas of the hub's KV buckets and streams: 1, or 3 on a cluster.
+	Replicas int            `yaml:"replicas" json:"replicas"`
+	Embedded EmbeddedConfig `yaml:"embedded" json:"embedded"`
+}
+
+// TLSConfig verifies the server and presents a client certificate (mTLS).
+type TLSConfig struct {
+	CAFile   string `yaml:"ca_file" json:"ca_file"`
+	CertFile string `yaml:"cert_file" json:"cert_file"`
+	KeyFile  string `yaml:"key_file" json:"key_file"`
+}
+
+// EmbeddedConfig is the embedded NATS server (used when nats.servers is empty).
+type EmbeddedConfig struct {
+	// Listen is where agents connect (loopback by default; set 0.0.0.0:4222 to accept gateways).
+	Listen string `yaml:"listen" json:"listen"`
+	// MaxStore caps JetStream's disk use (0: the server's default, a share of the free disk).
+	MaxStore config.ByteSize `yaml:"max_store" json:"max_store"`
+	// MaxMemory caps JetStream's memory storage.
+	MaxMemory config.ByteSize `yaml:"max_memory" json:"max_memory"`
+}
+
+// GraphConfig points at the knowledge graph file.
+type GraphConfig struct {
+	File string `yaml:"file" json:"file"`
+	// Bucket records each graph version (version, hash, when) loaded by any replica.
+	Bucket string `yaml:"bucket" json:"bucket"`
+}
+
+// FleetConfig is the agents' heartbeat table.
+type FleetConfig struct {
+	Bucket string `yaml:"bucket" json:"bucket"`
+	// StaleAfter marks an agent whose last heartbeat is older than this (a few heartbeat intervals).
+	StaleAfter time.Duration `yaml:"stale_after" json:"stale_after"`
+}
+
+// Bucket names of the hub's own state, beside those of the sections above.
+const (
+	featuresBucket = "GEMBA_FEATURES"
+	dedupBucket    = "GEMBA_DEDUP"
+)
+
+// DefaultConfig is what an empty file gives.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		Hub: Settings{ID: sanitize(host), DataDir: "/var/lib/gemba-hub", Log: config.Log{Level: "info", Format: "json"},
+			ShutdownTimeout: 15 * time.Second},
+		HTTP:      HTTPConfig{Enabled: true, Listen: "127.0.0.1:9400", MaxBody: 1 << 20},
+		NATS:      NATSConfig{SubjectPrefix: "gemba", Replicas: 1, Embedded: EmbeddedConfig{Listen: "127.0.0.1:4222"}},
+		Ingest:    agents.DefaultConfig(),
+		Inventory: inventory.DefaultConfig(),
+		Graph:     GraphConfig{Bucket: "GEMBA_GRAPH"},
+		Fleet:     FleetConfig{Bucket: "GEMBA_FLEET", StaleAfter: 30 * time.Second},
+	}
+}
+
+var nonToken = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
+
+func sanitize(s string) string {
+	if s = nonToken.ReplaceAllString(s, "-"); s == "" {
+		return "gemba-hub"
+	}
+	return s
+}
+
+// Validate checks the settings.
+func (s *Settings) Validate(r config.Report) {
+	if err := signal.CheckToken(s.ID); err != nil {
+		r.Errorf("id", "%v", err)
+	}
+	if s.ShutdownTimeout <= 0 {
+		r.Errorf("shutdown_timeout", "must be positive")
+	}
+}
+
+// Validate checks the listener.
+func (h *HTTPConfig) Validate(r config.Report) {
+	if !h.Enabled {
+		return
+	}
+	if _, _, err := net.SplitHostPort(h.Listen); err != nil {
+		r.Errorf("listen", "%q: %v", h.Listen, err)
+	}
+	if h.Token.Value() != "" && h.TokenFile != "" {
+		r.Errorf("token_file", "set either token or token_file, not both")
+	}
+	if h.TokenFile != "" {
+		r.CheckFile("token_file", h.TokenFile)
+	}
+	if h.MaxBody < 1<<10 || h.MaxBody > 64<<20 {
+		r.Errorf("max_body", "%s: want 1KiB..64MiB", h.MaxBody)
+	}
+}
+
+// Validate checks the NATS section.
+func (n *NATSConfig) Validate(r config.Report) {
+	if err := signal.CheckToken(n.SubjectPrefix); err != nil {
+		r.Errorf("subject_prefix", "%v", err)
+	}
+	if n.Replicas != 1 && n.Replicas != 3 {
+		r.Errorf("replicas", "must be 1 or 3, got %d", n.Replicas)
+	}
+	if len(n.Servers) == 0 {
+		if _, _, err := net.SplitHostPort(n.Embedded.Listen); err != nil {
+			r.Errorf("embedded.listen", "%q: %v", n.Embedded.Listen, err)
+		}
+		if n.Replicas != 1 {
+			r.Errorf("replicas", "the embedded server is a single node: replicas must be 1")
+		}
+	}
+	for i, s := range n.Servers {
+		if s == "" {
+			r.Errorf("servers"+config.Index(i), "empty URL")
+		}
+	}
+	if n.Password.Value() != "" && n.User == "" {
+		r.Errorf("password", "set without user")
+	}
+	for f, p := range map[string]string{"creds_file": n.CredsFile, "tls.ca_file": n.TLS.CAFile, "tls.cert_file": n.TLS.CertFile, "tls.key_file": n.TLS.KeyFile} {
+		if p != "" {
+			r.CheckFile(f, p)
+		}
+	}
+	if (n.TLS.CertFile == "") != (n.TLS.KeyFile == "") {
+		r.Errorf("tls", "cert_file and key_file go together")
+	}
+}
+
+// Validate checks the graph section.
+func (g *GraphConfig) Validate(r config.Report) {
+	if g.File != "" {
+		r.CheckFile("file", g.File)
+	}
+	if err := signal.CheckToken(g.Bucket); err != nil {
+		r.Errorf("bucket", "%v", err)
+	}
+}
+
+// Validate checks the fleet section.
+func (f *FleetConfig) Validate(r config.Report) {
+	if err := signal.CheckToken(f.Bucket); err != nil {
+		r.Errorf("bucket", "%v", err)
+	}
+	if f.StaleAfter < time.Second {
+		r.Errorf("stale_after", "%s: want at least 1s (a few agent heartbeat intervals)", f.StaleAfter)
+	}
+}
+
+// Load reads, expands and validates a config file; every problem is reported at once.
+func Load(path string, lookup func(string) (string, bool)) (*Config, error) {
+	data, err := config.ReadFile(path, config.DefaultMaxSize)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(data, lookup)
+}
+
+// Parse is Load on bytes. Relative paths are relative to the working directory, as in the agent.
+func Parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
+	cfg := DefaultConfig()
+	if err := config.NewDecoder(config.WithEnv(lookup)).Unmarshal(data, &cfg); err != nil {
+		return nil, err
+	}
+	eff, err := json.Marshal(&cfg)
+	if err != nil {
+		return nil, fmt.Errorf("config: render effective config: %w", err)
+	}
+	sum := sha256.Sum256(config.RedactJSON(eff))
+	cfg.version = hex.EncodeToString(sum[:8])
+	return &cfg, nil
+}
+
+// Version is the hash of the effective config (secrets excluded).
+func (c *Config) Version() string { return c.version }
+
+// Effective renders the effective config as indented JSON, secrets redacted.
+func (c *Config) Effective() ([]byte, error) {
+	out, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return config.RedactJSON(out), nil
+}

@@ -1,0 +1,346 @@
+// Package hub wires gemba-hub: NATS (embedded or a cluster), the state stores, the ingest
+// consumers and the HTTP listener, with their lifecycle (downstream first, drain on stop).
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/gemba-io/gemba/hub/ingest/agents"
+	"github.com/gemba-io/gemba/hub/ingest/dedup"
+	"github.com/gemba-io/gemba/hub/monitor/fleet"
+	"github.com/gemba-io/gemba/hub/state/features"
+	"github.com/gemba-io/gemba/hub/state/graph"
+	"github.com/gemba-io/gemba/hub/state/inventory"
+)
+
+// Version and Commit are stamped at build time (-ldflags -X).
+var (
+	Version = "dev"
+	Commit  = ""
+)
+
+// Options are the hub's collaborators.
+type Options struct {
+	Logger *slog.Logger
+	// Ready receives the HTTP listener's address once the hub is running (tests).
+	Ready chan<- string
+}
+
+// Hub is one replica.
+type Hub struct {
+	cfg  *Config
+	opts Options
+	log  *slog.Logger
+	reg  *prometheus.Registry
+
+	graph atomic.Pointer[graph.Graph]
+	feats atomic.Pointer[features.Store]
+	inv   atomic.Pointer[inventory.Store]
+	fleet atomic.Pointer[fleet.Fleet]
+
+	mu     sync.Mutex
+	addr   string
+	nc     *nats.Conn
+	ingest *agents.Consumer
+	why    string // not-ready reason while starting
+}
+
+// New checks the config and loads the graph; Run does the rest.
+func New(cfg *Config, opts Options) (*Hub, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	h := &Hub{cfg: cfg, opts: opts, log: opts.Logger, reg: prometheus.NewRegistry(), why: "starting"}
+	if cfg.Graph.File != "" {
+		g, err := graph.LoadFile(cfg.Graph.File)
+		if err != nil {
+			return nil, fmt.Errorf("graph: %w", err)
+		}
+		h.graph.Store(g)
+	}
+	h.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return h, nil
+}
+
+// Addr is the HTTP listener's address once running.
+func (h *Hub) Addr() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.addr
+}
+
+func (h *Hub) setWhy(s string) {
+	h.mu.Lock()
+	h.why = s
+	h.mu.Unlock()
+}
+
+// Run runs the hub until ctx ends, then stops upstream first: ingest stops pulling and finishes
+// what it took (acking only what is stored), the stores close, then NATS.
+func (h *Hub) Run(ctx context.Context) error {
+	cfg, log := h.cfg, h.log
+	srv, err := h.listen()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = srv.Shutdown(sctx)
+		cancel()
+	}()
+
+	urls := strings.Join(cfg.NATS.Servers, ",")
+	if urls == "" {
+		h.setWhy("starting the embedded NATS server")
+		ns, err := startEmbedded(cfg, log)
+		if err != nil {
+			return err
+		}
+		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+		urls = ns.ClientURL()
+		h.registerServer(ns)
+	}
+	nc, err := connect(cfg, urls, log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	h.mu.Lock()
+	h.nc = nc
+	h.mu.Unlock()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+
+	// Downstream first: the state the consumers write into.
+	dd, err := h.openState(ctx, js)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	defer h.closeState()
+
+	m := agents.NewMetrics()
+	if err := m.Register(h.reg); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	var stock agents.Stock
+	if inv := h.inv.Load(); inv != nil {
+		stock = inv
+	}
+	ing, err := agents.New(cfg.Ingest, agents.Deps{
+		JS: js, Prefix: cfg.NATS.SubjectPrefix, Dedup: dd, Features: h.feats.Load(), Stock: stock,
+		Fleet: h.fleet.Load(), Placer: placer{h}, Logger: log.With("component", "ingest"), Metrics: m,
+	}, cfg.Hub.ShutdownTimeout/2)
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	h.ingest, h.why = ing, ""
+	h.mu.Unlock()
+	ictx, icancel := context.WithCancel(context.Background())
+	defer icancel()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := ing.Run(ictx); err != nil {
+			log.Error("agents ingest stopped", "err", err)
+		}
+	})
+	log.Info("hub started", "id", cfg.Hub.ID, "version", Version, "config_version", cfg.Version(), "http", h.Addr(),
+		"nats", redactAll(urls))
+	if h.opts.Ready != nil {
+		select {
+		case h.opts.Ready <- h.Addr():
+		default:
+		}
+	}
+
+	<-ctx.Done()
+	log.Info("shutting down", "timeout", cfg.Hub.ShutdownTimeout)
+	icancel()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(cfg.Hub.ShutdownTimeout):
+		log.Error("shutdown timeout: ingest did not finish; unacked messages will be redelivered")
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// openState opens every store, retrying while JetStream is not available yet (a cluster still
+// electing, a server restarting) until ctx ends.
+func (h *Hub) openState(ctx context.Context, js jetstream.JetStream) (*dedup.Markers, error) {
+	wait := 250 * time.Millisecond
+	for {
+		dd, err := h.tryOpenState(ctx, js)
+		if err == nil {
+			return dd, nil
+		}
+		h.setWhy("opening state: " + err.Error())
+		h.log.Warn("state not available yet, retrying", "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+			wait = min(2*wait, 10*time.Second)
+		}
+	}
+}
+
+func (h *Hub) tryOpenState(ctx context.Context, js jetstream.JetStream) (*dedup.Markers, error) {
+	cfg := h.cfg
+	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	dd, err := dedup.Open(octx, js, dedup.Config{Bucket: dedupBucket, TTL: cfg.Ingest.DedupTTL, Replicas: cfg.NATS.Replicas})
+	if err != nil {
+		return nil, err
+	}
+	if g := h.graph.Load(); g != nil {
+		if err := h.recordGraph(octx, js, g); err != nil {
+			return nil, err
+		}
+	}
+	if h.feats.Load() == nil {
+		fs, err := features.Open(octx, js, features.Config{Bucket: featuresBucket, Replicas: cfg.NATS.Replicas,
+			Definitions: cfg.Features}, placer{h}, h.log.With("component", "features"))
+		if err != nil {
+			return nil, err
+		}
+		h.feats.Store(fs)
+		h.registerFeatures(fs)
+	}
+	if h.inv.Load() == nil {
+		icfg := cfg.Inventory
+		icfg.Replicas = cfg.NATS.Replicas
+		inv, err := inventory.Open(octx, js, icfg, h.log) // it names itself
+		if err != nil {
+			return nil, err
+		}
+		h.inv.Store(inv)
+	}
+	if h.fleet.Load() == nil {
+		fl, err := fleet.Open(octx, js, cfg.Fleet.Bucket, cfg.NATS.Replicas, cfg.Fleet.StaleAfter, h.log.With("component", "fleet"))
+		if err != nil {
+			return nil, err
+		}
+		h.fleet.Store(fl)
+	}
+	return dd, nil
+}
+
+func (h *Hub) closeState() {
+	if f := h.feats.Load(); f != nil {
+		f.Close()
+	}
+	if i := h.inv.Load(); i != nil {
+		_ = i.Close()
+	}
+	if f := h.fleet.Load(); f != nil {
+		f.Close()
+	}
+}
+
+// graphRecord is what the graph bucket keeps per version: any replica that loads a graph records it.
+type graphRecord struct {
+	Version  string    `json:"version"`
+	Hash     string    `json:"hash"`
+	File     string    `json:"file"`
+	LoadedAt time.Time `json:"loaded_at"`
+	LoadedBy string    `json:"loaded_by"`
+}
+
+func (h *Hub) recordGraph(ctx context.Context, js jetstream.JetStream, g *graph.Graph) error {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: h.cfg.Graph.Bucket, Replicas: h.cfg.NATS.Replicas,
+		History: 1, Description: "gemba-hub: knowledge graph versions loaded (by hash)"})
+	if err != nil {
+		return fmt.Errorf("graph bucket %s: %w", h.cfg.Graph.Bucket, err)
+	}
+	rec, _ := json.Marshal(graphRecord{Version: g.Version(), Hash: g.Hash(), File: h.cfg.Graph.File, LoadedAt: time.Now().UTC(), LoadedBy: h.cfg.Hub.ID})
+	if _, err := kv.Create(ctx, g.Hash(), rec); err == nil {
+		h.log.Info("new knowledge graph version recorded", "version", g.Version(), "hash", g.Hash())
+	} else if !errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("graph bucket %s: record %s: %w", h.cfg.Graph.Bucket, g.Hash(), err)
+	}
+	return nil
+}
+
+// placer resolves signals through the current graph.
+type placer struct{ h *Hub }
+
+func (p placer) Place(sig string) (machine, line, site string, ok bool) {
+	g := p.h.graph.Load()
+	if g == nil {
+		return "", "", "", false
+	}
+	r, err := g.LineOfSignal(sig)
+	if err != nil {
+		return "", "", "", false
+	}
+	for _, s := range r.Path {
+		if s.Kind == graph.KindMachine {
+			machine = s.ID
+		}
+	}
+	return machine, r.ID, r.Site, true
+}
+
+func (h *Hub) listen() (*http.Server, error) {
+	srv := &http.Server{Handler: h.handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second}
+	if !h.cfg.HTTP.Enabled {
+		return srv, nil
+	}
+	ln, err := net.Listen("tcp", h.cfg.HTTP.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("http listener %s: %w", h.cfg.HTTP.Listen, err)
+	}
+	h.mu.Lock()
+	h.addr = ln.Addr().String()
+	h.mu.Unlock()
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			h.log.Error("http listener failed", "err", err)
+		}
+	}()
+	return srv, nil
+}
+
+func (h *Hub) registerServer(ns *server.Server) {
+	h.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gemba_hub_embedded_nats_connections",
+		Help: "Client connections to the embedded NATS server (agents and the hub)."},
+		func() float64 { return float64(ns.NumClients()) }))
+}
+
+func (h *Hub) registerFeatures(fs *features.Store) {
+	c := func(name, help string, v *atomic.Uint64) {
+		h.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gemba_hub_features_" + name, Help: help},
+			func() float64 { return float64(v.Load()) }))
+	}
+	c("applied_total", "Edge feature records stored as the latest value of a hub feature.", &fs.Stats.Applied)
+	c("older_total", "Records not stored because a later window was already known (out of order, re-sent).", &fs.Stats.Older)
+	c("unmatched_total", "Records no feature definition takes.", &fs.Stats.Unmatched)
+	c("unresolved_total", "Records whose key (line, machine, site, sku) could not be found.", &fs.Stats.Unresolved)
+	c("non_finite_total", "Records with a NaN or infinite value (not stored).", &fs.Stats.NonFinite)
+	c("conflicts_total", "Compare-and-set conflicts with another replica's write (settled by the later window).", &fs.Stats.Conflicts)
+	c("writes_total", "Feature values written to the bucket.", &fs.Stats.Writes)
+}

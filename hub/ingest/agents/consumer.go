@@ -1,0 +1,396 @@
+// Package agents consumes the agents' stream with a durable pull consumer shared by every hub
+// replica: decode, deduplicate beyond JetStream's window, update state, then acknowledge.
+package agents
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/hub/ingest/dedup"
+	"github.com/gemba-io/gemba/hub/state/features"
+	"github.com/gemba-io/gemba/hub/state/inventory"
+	"github.com/gemba-io/gemba/signal"
+)
+
+// Features is the feature store as ingest uses it.
+type Features interface {
+	Apply([]features.Input)
+	Flush(ctx context.Context) error
+}
+
+// Stock takes produced units (idempotent by movement id).
+type Stock interface {
+	Move(ctx context.Context, m inventory.Movement) (inventory.Result, error)
+}
+
+// Fleet takes heartbeats.
+type Fleet interface {
+	Heartbeat(ctx context.Context, h *signal.Header, st *signal.Status) error
+}
+
+// Placer finds the site of a signal (the knowledge graph); ok=false when unknown.
+type Placer interface {
+	Place(signal string) (machine, line, site string, ok bool)
+}
+
+// Deps are the consumer's collaborators. Fleet and Stock may be nil.
+type Deps struct {
+	JS       jetstream.JetStream
+	Prefix   string // subject prefix of the agents (gemba)
+	Dedup    *dedup.Markers
+	Features Features
+	Stock    Stock
+	Fleet    Fleet
+	Placer   Placer
+	Logger   *slog.Logger
+	Metrics  *Metrics
+}
+
+// Consumer reads the agents' stream.
+//
+// Lifecycle: Run waits for the stream (agents create it), binds the durable consumer, and
+// processes batches until ctx ends; it then stops pulling, finishes the messages already taken
+// (within drain) and returns. Messages it could not settle are redelivered to another replica.
+type Consumer struct {
+	cfg   Config
+	d     Deps
+	log   *slog.Logger
+	m     *Metrics
+	drain time.Duration
+
+	mu     sync.Mutex
+	why    string // not-ready reason
+	warned map[string]bool
+}
+
+// New checks the config.
+func New(cfg Config, d Deps, drain time.Duration) (*Consumer, error) {
+	if d.JS == nil || d.Dedup == nil || d.Features == nil {
+		return nil, errors.New("agents ingest: JetStream, dedup markers and feature store are required")
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Metrics == nil {
+		d.Metrics = NewMetrics()
+	}
+	return &Consumer{cfg: cfg, d: d, log: d.Logger, m: d.Metrics, drain: drain, why: "not started", warned: map[string]bool{}}, nil
+}
+
+// Ready reports whether the consumer is bound and processing, and why not.
+func (c *Consumer) Ready() (bool, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.why == "", c.why
+}
+
+func (c *Consumer) setWhy(s string) {
+	c.mu.Lock()
+	c.why = s
+	c.mu.Unlock()
+}
+
+func (c *Consumer) subjects() []string {
+	p := c.d.Prefix + ".*.*."
+	s := []string{p + "features", p + "status"}
+	if c.cfg.Samples {
+		s = append(s, p+"samples")
+	}
+	return s
+}
+
+// bind waits for the stream and creates (or updates) the shared durable consumer.
+func (c *Consumer) bind(ctx context.Context) (jetstream.Consumer, error) {
+	wait := 100 * time.Millisecond
+	for {
+		cons, err := c.d.JS.CreateOrUpdateConsumer(ctx, c.cfg.Stream, jetstream.ConsumerConfig{
+			Durable: c.cfg.Consumer, FilterSubjects: c.subjects(), AckPolicy: jetstream.AckExplicitPolicy,
+			AckWait: c.cfg.AckWait, MaxAckPending: c.cfg.MaxAckPending, DeliverPolicy: jetstream.DeliverAllPolicy,
+			Description: "gemba-hub: agents' features and status, shared by every hub replica",
+		})
+		if err == nil {
+			return cons, nil
+		}
+		why := fmt.Sprintf("binding consumer %s on stream %s: %v", c.cfg.Consumer, c.cfg.Stream, err)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			why = fmt.Sprintf("waiting for stream %s (created by the first agent that connects)", c.cfg.Stream)
+		}
+		c.setWhy(why)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+			wait = min(wait*2, 5*time.Second)
+		}
+	}
+}
+
+// Run consumes until ctx ends.
+func (c *Consumer) Run(ctx context.Context) error {
+	cons, err := c.bind(ctx)
+	if err != nil {
+		return nil // ctx ended while waiting
+	}
+	msgs := make(chan jetstream.Msg, 2*c.cfg.Batch)
+	stopped := make(chan struct{})
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		select {
+		case msgs <- m:
+		case <-stopped: // not processed: redelivered after ack_wait
+		}
+	}, jetstream.PullMaxMessages(2*c.cfg.Batch), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		c.log.Debug("consume", "err", err)
+	}))
+	if err != nil {
+		c.setWhy(fmt.Sprintf("consume %s: %v", c.cfg.Consumer, err))
+		return fmt.Errorf("agents ingest: consume: %w", err)
+	}
+	c.setWhy("")
+	c.log.Info("consuming agents' stream", "stream", c.cfg.Stream, "consumer", c.cfg.Consumer, "subjects", c.subjects())
+	batch := make([]jetstream.Msg, 0, c.cfg.Batch)
+	for ctx.Err() == nil {
+		select {
+		case m := <-msgs:
+			batch = append(batch[:0], m)
+		case <-ctx.Done():
+			continue
+		}
+	fill:
+		for len(batch) < c.cfg.Batch {
+			select {
+			case m := <-msgs:
+				batch = append(batch, m)
+			default:
+				break fill
+			}
+		}
+		c.process(ctx, batch)
+	}
+	// Stop pulling, then finish what was already taken with a fresh deadline.
+	cc.Stop()
+	close(stopped)
+	dctx, cancel := context.WithTimeout(context.Background(), c.drain)
+	defer cancel()
+	for {
+		batch = batch[:0]
+	more:
+		for len(batch) < c.cfg.Batch {
+			select {
+			case m := <-msgs:
+				batch = append(batch, m)
+			default:
+				break more
+			}
+		}
+		if len(batch) == 0 {
+			break
+		}
+		c.process(dctx, batch)
+	}
+	c.setWhy("stopped")
+	return nil
+}
+
+// item is one message of a batch on its way through.
+type item struct {
+	msg   jetstream.Msg
+	seq   uint64
+	batch *signal.Batch
+}
+
+// process settles every message of a batch: malformed ones are terminated, duplicates and status
+// acked, fresh features applied and flushed, then acked. Anything that failed is nak'ed (with a
+// delay) and comes back, to this replica or another; state updates are idempotent.
+func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
+	items := make([]item, 0, len(msgs))
+	var claims []dedup.Claim
+	var claimed []int
+	for _, m := range msgs {
+		meta, err := m.Metadata()
+		if err != nil {
+			c.malformed(m, 0, fmt.Errorf("no JetStream metadata: %w", err))
+			continue
+		}
+		b, err := signal.DecodeBatch(m.Data())
+		if err == nil {
+			err = c.checkSubject(m.Subject(), &b.Header)
+		}
+		if err != nil {
+			c.malformed(m, meta.Sequence.Stream, err)
+			continue
+		}
+		c.m.messages.WithLabelValues(b.Stream.String()).Inc()
+		if meta.NumDelivered > 1 {
+			c.m.redelivered.Inc()
+		}
+		if b.Stream == signal.StreamStatus {
+			c.status(ctx, m, b)
+			continue
+		}
+		claims = append(claims, dedup.Claim{ID: b.MsgID(), StreamSeq: meta.Sequence.Stream})
+		claimed = append(claimed, len(items))
+		items = append(items, item{msg: m, seq: meta.Sequence.Stream, batch: b})
+	}
+	if len(items) == 0 {
+		return
+	}
+	verdicts, err := c.d.Dedup.ClaimAll(ctx, claims)
+	if err != nil {
+		c.retry(items, fmt.Errorf("dedup: %w", err))
+		return
+	}
+	fresh := items[:0]
+	for i, v := range verdicts {
+		it := items[claimed[i]]
+		if v == dedup.Duplicate {
+			c.m.duplicates.Inc()
+			_ = it.msg.Ack()
+			continue
+		}
+		fresh = append(fresh, it)
+	}
+	var ins []features.Input
+	var moves []inventory.Movement
+	for _, it := range fresh {
+		b := it.batch
+		if b.Historical {
+			c.m.historical.Inc()
+		}
+		if b.Stream == signal.StreamSamples {
+			c.m.records.WithLabelValues("samples").Add(float64(len(b.Samples)))
+			continue
+		}
+		c.m.records.WithLabelValues("features").Add(float64(len(b.Features)))
+		lin := features.Lineage{Agent: b.Agent, Site: b.Site, Incarnation: b.Incarnation, ConfigVersion: b.ConfigVersion,
+			FirstSeq: b.FirstSeq, StreamSeq: it.seq}
+		for fi := range b.Features {
+			f := &b.Features[fi]
+			ins = append(ins, features.Input{Feature: f, Lineage: lin, Historical: b.Historical})
+			if mv, ok := c.production(b, f); ok {
+				moves = append(moves, mv)
+			}
+		}
+	}
+	c.d.Features.Apply(ins)
+	for _, mv := range moves {
+		if c.d.Stock == nil {
+			break
+		}
+		r, err := c.d.Stock.Move(ctx, mv)
+		if errors.Is(err, inventory.ErrInvalid) {
+			c.m.production.WithLabelValues("invalid").Inc()
+			c.log.Warn("production record refused by the inventory", "movement", mv.ID, "err", err)
+			continue
+		}
+		if err != nil {
+			c.retry(fresh, fmt.Errorf("inventory: %w", err))
+			return
+		}
+		c.m.production.WithLabelValues(r.Outcome.String()).Inc()
+	}
+	if err := c.d.Features.Flush(ctx); err != nil {
+		c.retry(fresh, fmt.Errorf("feature store: %w", err))
+		return
+	}
+	now := time.Now()
+	for _, it := range fresh {
+		_ = it.msg.Ack()
+		if !it.batch.Sent.IsZero() {
+			c.m.latency.Observe(now.Sub(it.batch.Sent).Seconds())
+		}
+	}
+}
+
+// production turns a units-per-SKU feature into produced stock at the signal's site.
+func (c *Consumer) production(b *signal.Batch, f *signal.Feature) (inventory.Movement, bool) {
+	for _, p := range c.cfg.Production {
+		if p.Feature != f.Name {
+			continue
+		}
+		if ok, _ := path.Match(p.Signal, f.Signal); !ok {
+			continue
+		}
+		sku, _ := f.Labels.Get("sku")
+		if sku == "" || f.Value <= 0 {
+			return inventory.Movement{}, false // nothing produced, or not attributable to a SKU
+		}
+		site := b.Site
+		if c.d.Placer != nil {
+			if _, _, s, ok := c.d.Placer.Place(f.Signal); ok && s != "" {
+				site = s
+			}
+		}
+		// The window identifies the units: the same window re-sent in another message (or from a
+		// re-read stream) is the same movement.
+		id := "prod:" + b.Agent + ":" + f.Signal + ":" + sku + ":" + strconv.FormatInt(f.WindowEnd.UnixNano(), 10)
+		return inventory.Movement{ID: id, SKU: sku, Site: site, Kind: inventory.Produced, Qty: f.Value, Time: f.WindowEnd}, true
+	}
+	return inventory.Movement{}, false
+}
+
+func (c *Consumer) status(ctx context.Context, m jetstream.Msg, b *signal.Batch) {
+	if c.d.Fleet != nil {
+		for i := range b.Status {
+			if err := c.d.Fleet.Heartbeat(ctx, &b.Header, &b.Status[i]); err != nil {
+				c.m.errors.Inc()
+				c.log.Warn("heartbeat not stored", "agent", b.Agent, "err", err)
+				_ = m.NakWithDelay(time.Second)
+				return
+			}
+		}
+	}
+	_ = m.Ack()
+}
+
+// checkSubject: the envelope must belong on the subject it came on (<prefix>.<site>.<agent>.<stream>).
+func (c *Consumer) checkSubject(subj string, h *signal.Header) error {
+	want := signal.Subject(c.d.Prefix, h.Site, h.Agent, h.Stream)
+	if subj != want {
+		return fmt.Errorf("envelope of agent %q site %q stream %s arrived on subject %s", h.Agent, h.Site, h.Stream, subj)
+	}
+	return nil
+}
+
+// malformed terminates a message that can never be processed: counted, logged once per agent
+// (the subject's agent token), never redelivered.
+func (c *Consumer) malformed(m jetstream.Msg, seq uint64, err error) {
+	c.m.malformed.Inc()
+	agent := "?"
+	if t := strings.Split(m.Subject(), "."); len(t) >= 3 {
+		agent = t[len(t)-2]
+	}
+	c.mu.Lock()
+	first := !c.warned[agent] && len(c.warned) < 10000
+	c.warned[agent] = true
+	c.mu.Unlock()
+	if first {
+		c.log.Error("malformed message terminated (logged once per agent)", "agent", agent, "subject", m.Subject(),
+			"stream_seq", seq, "err", err)
+	}
+	_ = m.TermWithReason("malformed: " + truncate(err.Error(), 200))
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// retry hands the messages back for redelivery; their state updates so far are idempotent.
+func (c *Consumer) retry(items []item, err error) {
+	c.m.errors.Inc()
+	c.log.Warn("batch not stored, redelivering", "messages", len(items), "err", err)
+	for _, it := range items {
+		_ = it.msg.NakWithDelay(time.Second)
+	}
+}

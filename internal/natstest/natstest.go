@@ -1,0 +1,134 @@
+// Package natstest starts real nats-server nodes in process for tests: one JetStream server or a
+// cluster, on loopback with random ports and stores in the test's temp dirs.
+package natstest
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/internal/testutil"
+)
+
+// Node is one server. Stop and Start restart it on the same port and store, as an outage would.
+type Node struct {
+	t    testing.TB
+	Opts *server.Options
+	S    *server.Server
+}
+
+// URL is the node's client URL.
+func (n *Node) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.Opts.Port) }
+
+// Stop shuts the node down (idempotent).
+func (n *Node) Stop() {
+	if n.S != nil {
+		n.S.Shutdown()
+		n.S.WaitForShutdown()
+		n.S = nil
+	}
+}
+
+// Start starts a stopped node again on the same port and store.
+func (n *Node) Start() {
+	n.t.Helper()
+	s, err := server.NewServer(n.Opts)
+	if err != nil {
+		n.t.Fatalf("nats server: %v", err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(20 * time.Second) {
+		n.t.Fatal("nats server not ready")
+	}
+	n.S = s
+}
+
+func options(t testing.TB, port int) *server.Options {
+	return &server.Options{
+		Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: t.TempDir(),
+		NoLog: true, NoSigs: true, MaxPayload: 1 << 20,
+	}
+}
+
+// JetStream starts one JetStream server, stopped when the test ends.
+func JetStream(t testing.TB) *Node {
+	t.Helper()
+	n := &Node{t: t, Opts: options(t, -1)}
+	n.Start()
+	n.Opts.Port = n.S.Addr().(*net.TCPAddr).Port
+	t.Cleanup(n.Stop)
+	return n
+}
+
+// Cluster starts size JetStream servers routed into one cluster and waits for a meta leader.
+func Cluster(t testing.TB, size int) []*Node {
+	t.Helper()
+	cports := make([]int, size)
+	var routes []*url.URL
+	for i := range cports {
+		cports[i] = testutil.FreePort(t)
+		routes = append(routes, &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", cports[i])})
+	}
+	nodes := make([]*Node, size)
+	for i := range nodes {
+		o := options(t, testutil.FreePort(t))
+		o.ServerName = fmt.Sprintf("n%d", i+1)
+		o.Cluster = server.ClusterOpts{Name: "gemba", Host: "127.0.0.1", Port: cports[i]}
+		o.Routes = routes
+		nodes[i] = &Node{t: t, Opts: o}
+	}
+	for _, n := range nodes { // start all before waiting: each waits for routes to its peers
+		s, err := server.NewServer(n.Opts)
+		if err != nil {
+			t.Fatalf("nats server: %v", err)
+		}
+		go s.Start()
+		n.S = s
+		t.Cleanup(n.Stop)
+	}
+	for _, n := range nodes {
+		if !n.S.ReadyForConnections(20 * time.Second) {
+			t.Fatal("cluster node not ready")
+		}
+	}
+	testutil.WaitFor(t, 30*time.Second, "JetStream meta leader", func() bool {
+		for _, n := range nodes {
+			if n.S != nil && n.S.JetStreamIsLeader() {
+				return true
+			}
+		}
+		return false
+	})
+	return nodes
+}
+
+// URLs joins the nodes' client URLs for nats.Connect.
+func URLs(nodes ...*Node) string {
+	us := make([]string, len(nodes))
+	for i, n := range nodes {
+		us[i] = n.URL()
+	}
+	return strings.Join(us, ",")
+}
+
+// Connect opens a client that reconnects forever, closed when the test ends.
+func Connect(t testing.TB, urls string) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(urls, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatalf("connect %s: %v", urls, err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
+}
