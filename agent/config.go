@@ -312,10 +312,4 @@ func (c *Config) Effective() ([]byte, error) {
 }
 
 // ParseLevel parses a log level name.
-func ParseLevel(s string) (slog.Level, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(s)); err != nil {
-		return 0, fmt.Errorf("unknown log level %q (want debug, info, warn or error)", s)
-	}
-	return l, nil
-}
+func ParseLevel(s string) (slog.Level, error) { return config.ParseLevel(s) }

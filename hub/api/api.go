@@ -68,7 +68,9 @@ func writeErr(w http.ResponseWriter, code int, msg string) {
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
 }
 
-func starting(w http.ResponseWriter) { writeErr(w, http.StatusServiceUnavailable, "hub is starting: state not loaded yet") }
+func starting(w http.ResponseWriter) {
+	writeErr(w, http.StatusServiceUnavailable, "hub is starting: state not loaded yet")
+}
 
 func (a *api) fleet(w http.ResponseWriter, _ *http.Request) {
 	f := a.src.Fleet()
