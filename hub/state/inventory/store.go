@@ -221,8 +221,8 @@ func (s *Store) Snapshot(ctx context.Context, sn Snapshot) (Result, error) {
 
 // update is the read → modify → compare-and-set loop. It retries conflicts at once and failed requests
 // with backoff for cfg.RetryFor. A write whose reply was lost may have been stored: the retry then finds
-// the movement's id (or the snapshot) in the value and reports Applied rather than Duplicate, since the
-// write was most likely ours.
+// the movement's id (or the snapshot) in the value and reports what that write did rather than
+// Duplicate, since the write was most likely ours.
 func (s *Store) update(ctx context.Context, site, sku, what string, apply func(*state, clock) (Outcome, bool)) (Result, error) {
 	if s.closed.Load() {
 		return Result{}, ErrClosed
@@ -234,7 +234,7 @@ func (s *Store) update(ctx context.Context, site, sku, what string, apply func(*
 
 	var (
 		giveUp    = time.Now().Add(s.cfg.RetryFor)
-		uncertain bool
+		uncertain Outcome // outcome of a write whose reply was lost (0: none)
 		conflicts int
 		backoff   = 10 * time.Millisecond
 		buf       []byte
@@ -272,8 +272,8 @@ func (s *Store) update(ctx context.Context, site, sku, what string, apply func(*
 		c := newClock(&s.cfg, s.cfg.now())
 		out, write := apply(st, c)
 		if !write {
-			if out == Duplicate && uncertain {
-				out = Applied
+			if out == Duplicate && uncertain != 0 {
+				out = uncertain
 			}
 			sum := st.summary()
 			sum.rev = rev
@@ -322,7 +322,7 @@ func (s *Store) update(ctx context.Context, site, sku, what string, apply func(*
 		case errors.Is(err, nats.ErrMaxPayload):
 			return fail(err)
 		default:
-			uncertain = true
+			uncertain = out
 			if err := retry(err); err != nil {
 				return fail(err)
 			}

@@ -347,3 +347,67 @@ func TestConfigDecode(t *testing.T) {
 		}
 	}
 }
+
+// lossyKV stores writes on the real bucket but loses the reply of the next n of them, as a timeout
+// after the server stored the message does.
+type lossyKV struct {
+	jetstream.KeyValue
+	lose atomic.Int32
+}
+
+func (l *lossyKV) lost(rev uint64, err error) (uint64, error) {
+	if err == nil && l.lose.Add(-1) >= 0 {
+		return 0, context.DeadlineExceeded
+	}
+	return rev, err
+}
+
+func (l *lossyKV) Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error) {
+	return l.lost(l.KeyValue.Create(ctx, key, value, opts...))
+}
+
+func (l *lossyKV) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	return l.lost(l.KeyValue.Update(ctx, key, value, rev))
+}
+
+// TestStoreLostReplies: a write whose reply is lost is retried without being applied twice, and reports
+// what it did, also for a movement older than the horizon (which has no place in the list).
+func TestStoreLostReplies(t *testing.T) {
+	srv, _ := newJSServer(t)
+	s := openStore(t, connectJS(t, srv.ClientURL()), testConfig(newTestClock(t0)))
+	lossy := &lossyKV{KeyValue: s.kv}
+	s.kv = lossy
+	cases := []struct {
+		op       func() (Result, error)
+		want     Outcome
+		position float64
+	}{
+		{func() (Result, error) { return s.Move(context.Background(), mv("p1", Produced, 5, time.Hour)) }, Applied, 5},                 // Create
+		{func() (Result, error) { return s.Move(context.Background(), mv("p2", Produced, 7, 2*time.Hour)) }, Applied, 12},              // Update
+		{func() (Result, error) { return s.Move(context.Background(), mv("old", Produced, 11, 60*time.Hour)) }, AppliedUnverified, 23}, // base
+		{func() (Result, error) { return s.Snapshot(context.Background(), sn("erp", 100, 3*time.Hour)) }, Applied, 112},
+	}
+	for i, c := range cases {
+		lossy.lose.Store(1)
+		r, err := c.op()
+		if err != nil {
+			t.Fatalf("case %d: %v", i, err)
+		}
+		if r.Outcome != c.want {
+			t.Errorf("case %d: outcome %s, want %s", i, r.Outcome, c.want)
+		}
+		if lossy.lose.Load() != 0 {
+			t.Fatalf("case %d: no reply was lost", i)
+		}
+		if r.Position.Position != c.position {
+			t.Errorf("case %d: position %g, want %g", i, r.Position.Position, c.position)
+		}
+	}
+	if n := s.Metrics.Retries.Load(); n != uint64(len(cases)) {
+		t.Errorf("retries %d, want %d", n, len(cases))
+	}
+	p, _ := s.Get("SKU", "S1")
+	expectPos(t, p, 100, 12, 0)
+	st, _ := storedState(t, connectJS(t, srv.ClientURL()), "GEMBA_INVENTORY", keyOf("S1", "SKU"))
+	checkOnce(t, st)
+}
