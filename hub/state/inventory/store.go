@@ -119,7 +119,7 @@ func (s *Store) startWatch(ctx context.Context) error {
 		return fmt.Errorf("inventory: watch bucket %s: %w", s.cfg.Bucket, err)
 	}
 	s.cancel, s.watcher = cancel, w
-	loaded := make(chan struct{})
+	loaded := make(chan error, 1)
 	go func() {
 		defer close(s.done)
 		initial := true
@@ -127,26 +127,28 @@ func (s *Store) startWatch(ctx context.Context) error {
 			if e == nil {
 				if initial {
 					initial = false
-					close(loaded)
+					loaded <- nil
 				}
 				continue
 			}
 			s.take(e)
 		}
 		if initial {
-			close(loaded)
-		}
-		if !s.closed.Load() {
+			loaded <- errors.New("watcher ended before delivering every key")
+		} else if !s.closed.Load() {
 			s.log.Warn("inventory watcher ended: the view no longer follows other replicas")
 		}
 	}()
 	select {
-	case <-loaded:
-		return nil
+	case err = <-loaded:
 	case <-ctx.Done():
-		s.stopWatch()
-		return fmt.Errorf("inventory: loading bucket %s: %w", s.cfg.Bucket, ctx.Err())
+		err = ctx.Err()
 	}
+	if err != nil {
+		s.stopWatch()
+		return fmt.Errorf("inventory: loading bucket %s: %w", s.cfg.Bucket, err)
+	}
+	return nil
 }
 
 func (s *Store) stopWatch() {
