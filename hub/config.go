@@ -12,6 +12,7 @@ import (
 
 	"github.com/gemba-io/gemba/config"
 	"github.com/gemba-io/gemba/hub/ingest/agents"
+	"github.com/gemba-io/gemba/hub/ingest/commerce"
 	"github.com/gemba-io/gemba/hub/state/features"
 	"github.com/gemba-io/gemba/hub/state/inventory"
 	"github.com/gemba-io/gemba/signal"
@@ -23,6 +24,7 @@ type Config struct {
 	HTTP      HTTPConfig           `yaml:"http" json:"http"`
 	NATS      NATSConfig           `yaml:"nats" json:"nats"`
 	Ingest    agents.Config        `yaml:"ingest" json:"ingest"`
+	Commerce  commerce.Config      `yaml:"commerce" json:"commerce"`
 	Features  features.Definitions `yaml:"features" json:"features"`
 	Inventory inventory.Config     `yaml:"inventory" json:"inventory"`
 	Graph     GraphConfig          `yaml:"graph" json:"graph"`
@@ -44,13 +46,9 @@ type Settings struct {
 type HTTPConfig struct {
 	Enabled bool   `yaml:"enabled" json:"enabled"`
 	Listen  string `yaml:"listen" json:"listen"`
-	// Token authenticates the write endpoints (commerce events): "Authorization: Bearer <token>".
-	// From an environment variable (${GEMBA_HUB_TOKEN}) or TokenFile; never written in the file.
-	Token     config.Secret `yaml:"token" json:"token"`
-	TokenFile string        `yaml:"token_file" json:"token_file"`
-	// ReadToken, when set, is required for the read API as well (it is open on the listener otherwise).
-	ReadToken config.Secret   `yaml:"read_token" json:"read_token"`
-	MaxBody   config.ByteSize `yaml:"max_body" json:"max_body"`
+	// ReadToken, when set, is required for the read API (it is open on the listener otherwise). The
+	// commerce endpoints have their own token (commerce.http.token).
+	ReadToken config.Secret `yaml:"read_token" json:"read_token"`
 }
 
 // NATSConfig is how the hub reaches NATS; without servers it runs an embedded server.
@@ -112,13 +110,22 @@ func DefaultConfig() Config {
 	return Config{
 		Hub: Settings{ID: sanitize(host), DataDir: "/var/lib/gemba-hub", Log: config.Log{Level: "info", Format: "json"},
 			ShutdownTimeout: 15 * time.Second},
-		HTTP:      HTTPConfig{Enabled: true, Listen: "127.0.0.1:9400", MaxBody: 1 << 20},
+		HTTP:      HTTPConfig{Enabled: true, Listen: "127.0.0.1:9400"},
 		NATS:      NATSConfig{SubjectPrefix: "gemba", Replicas: 1, Embedded: EmbeddedConfig{Listen: "127.0.0.1:4222"}},
 		Ingest:    agents.DefaultConfig(),
+		Commerce:  defaultCommerce(),
 		Inventory: inventory.DefaultConfig(),
 		Graph:     GraphConfig{Bucket: "GEMBA_GRAPH"},
 		Fleet:     FleetConfig{Bucket: "GEMBA_FLEET", StaleAfter: 30 * time.Second},
 	}
+}
+
+// defaultCommerce names three sales channels: the commerce stream must list its channels when it
+// shares the agents' subject prefix (see Config.Validate).
+func defaultCommerce() commerce.Config {
+	c := commerce.DefaultConfig()
+	c.Channels = []string{"web", "retail", "wholesale"}
+	return c
 }
 
 var nonToken = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
@@ -147,15 +154,6 @@ func (h *HTTPConfig) Validate(r config.Report) {
 	}
 	if _, _, err := net.SplitHostPort(h.Listen); err != nil {
 		r.Errorf("listen", "%q: %v", h.Listen, err)
-	}
-	if h.Token.Value() != "" && h.TokenFile != "" {
-		r.Errorf("token_file", "set either token or token_file, not both")
-	}
-	if h.TokenFile != "" {
-		r.CheckFile("token_file", h.TokenFile)
-	}
-	if h.MaxBody < 1<<10 || h.MaxBody > 64<<20 {
-		r.Errorf("max_body", "%s: want 1KiB..64MiB", h.MaxBody)
 	}
 }
 
@@ -210,6 +208,15 @@ func (f *FleetConfig) Validate(r config.Report) {
 	}
 	if f.StaleAfter < time.Second {
 		r.Errorf("stale_after", "%s: want at least 1s (a few agent heartbeat intervals)", f.StaleAfter)
+	}
+}
+
+// Validate checks what spans sections.
+func (c *Config) Validate(r config.Report) {
+	if c.Commerce.Prefix == c.NATS.SubjectPrefix && len(c.Commerce.Channels) == 0 {
+		r.Errorf("commerce.channels", "list the sales channels: the commerce stream shares the prefix %q with the agents' "+
+			"stream, and a catch-all <prefix>.commerce.> would overlap <prefix>.*.*.samples (JetStream refuses overlapping streams)",
+			c.NATS.SubjectPrefix)
 	}
 }
 

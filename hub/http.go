@@ -3,8 +3,6 @@ package hub
 import (
 	"encoding/json"
 	"net/http"
-	"os"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -53,6 +51,20 @@ func (h *Hub) handler() http.Handler {
 		_ = json.NewEncoder(w).Encode(rd)
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(h.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/api/v1/commerce/", func(w http.ResponseWriter, r *http.Request) {
+		if hd := h.commerceHTTP.Load(); hd != nil {
+			(*hd).ServeHTTP(w, r)
+			return
+		}
+		msg := "hub is starting: the commerce stream is not ready yet"
+		code := http.StatusServiceUnavailable
+		if why := h.commerceWhy.Load(); why != nil {
+			msg, code = *why, http.StatusNotFound
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+	})
 	mux.Handle("/api/v1/", api.Handler(api.Sources{
 		Fleet:     func() *fleet.Fleet { return h.fleet.Load() },
 		Features:  func() *features.Store { return h.feats.Load() },
@@ -60,16 +72,4 @@ func (h *Hub) handler() http.Handler {
 		Graph:     func() *graph.Graph { return h.graph.Load() },
 	}, h.cfg.HTTP.ReadToken.Value()))
 	return mux
-}
-
-// writeToken is the token of the write endpoints, from the config or its file.
-func (h *Hub) writeToken() (string, error) {
-	if h.cfg.HTTP.TokenFile == "" {
-		return h.cfg.HTTP.Token.Value(), nil
-	}
-	b, err := os.ReadFile(h.cfg.HTTP.TokenFile)
-	if err != nil {
-		return "", err
-	}
-	return strings.TrimRight(string(b), "\r\n"), nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/gemba-io/gemba/hub/ingest/agents"
+	"github.com/gemba-io/gemba/hub/ingest/commerce"
 	"github.com/gemba-io/gemba/hub/ingest/dedup"
 	"github.com/gemba-io/gemba/hub/monitor/fleet"
 	"github.com/gemba-io/gemba/hub/state/features"
@@ -53,6 +54,10 @@ type Hub struct {
 	feats atomic.Pointer[features.Store]
 	inv   atomic.Pointer[inventory.Store]
 	fleet atomic.Pointer[fleet.Fleet]
+
+	// commerceHTTP serves the commerce endpoints once the stream is there (nil before, or without a token).
+	commerceHTTP atomic.Pointer[http.Handler]
+	commerceWhy  atomic.Pointer[string]
 
 	mu     sync.Mutex
 	addr   string
@@ -157,12 +162,22 @@ func (h *Hub) Run(ctx context.Context) error {
 	h.mu.Lock()
 	h.ingest, h.why = ing, ""
 	h.mu.Unlock()
+	cons, err := h.startCommerce(js, dd)
+	if err != nil {
+		return err
+	}
 	ictx, icancel := context.WithCancel(context.Background())
 	defer icancel()
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		if err := ing.Run(ictx); err != nil {
 			log.Error("agents ingest stopped", "err", err)
+		}
+	})
+	wg.Go(func() {
+		if err := cons.Run(ictx); err != nil {
+			log.Error("commerce ingest stopped", "err", err)
+			h.setWhy("commerce ingest stopped: " + err.Error())
 		}
 	})
 	log.Info("hub started", "id", cfg.Hub.ID, "version", Version, "config_version", cfg.Version(), "http", h.Addr(),
@@ -239,6 +254,9 @@ func (h *Hub) tryOpenState(ctx context.Context, js jetstream.JetStream) (*dedup.
 		}
 		h.inv.Store(inv)
 	}
+	if _, err := commerce.EnsureStream(octx, js, cfg.Commerce); err != nil {
+		return nil, err
+	}
 	if h.fleet.Load() == nil {
 		fl, err := fleet.Open(octx, js, cfg.Fleet.Bucket, cfg.NATS.Replicas, cfg.Fleet.StaleAfter, h.log.With("component", "fleet"))
 		if err != nil {
@@ -283,6 +301,33 @@ func (h *Hub) recordGraph(ctx context.Context, js jetstream.JetStream, g *graph.
 		return fmt.Errorf("graph bucket %s: record %s: %w", h.cfg.Graph.Bucket, g.Hash(), err)
 	}
 	return nil
+}
+
+// startCommerce builds the commerce publisher (HTTP endpoint, imports) and the consumer that applies
+// the COMMERCE stream to the inventory.
+func (h *Hub) startCommerce(js jetstream.JetStream, dd *dedup.Markers) (*commerce.Consumer, error) {
+	cfg, log := h.cfg, h.log.With("component", "commerce")
+	m, err := commerce.NewMetrics(h.reg)
+	if err != nil {
+		return nil, fmt.Errorf("commerce metrics: %w", err)
+	}
+	pub, err := commerce.NewPublisher(js, cfg.Commerce)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Commerce.HTTP.Token.IsSet() {
+		hd, err := commerce.Handler(pub, commerce.HandlerOptions{Config: cfg.Commerce, Log: log, Metrics: m})
+		if err != nil {
+			return nil, err
+		}
+		h.commerceHTTP.Store(&hd)
+	} else {
+		why := "commerce HTTP endpoint disabled: set commerce.http.token"
+		h.commerceWhy.Store(&why)
+		log.Info(why)
+	}
+	return commerce.NewConsumer(js, commerce.ConsumerOptions{Config: cfg.Commerce, Markers: dd,
+		Sink: stockSink{h.inv.Load()}, Log: log, Metrics: m})
 }
 
 // placer resolves signals through the current graph.

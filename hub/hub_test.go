@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -98,6 +100,7 @@ func TestEmbedded(t *testing.T) {
 hub: {id: t1, data_dir: "${DIR}", log: {level: error}}
 http: {listen: "127.0.0.1:${HTTP_PORT}"}
 nats: {embedded: {listen: "127.0.0.1:${NATS_PORT}"}}
+commerce: {channels: [web]}
 features:
   - {name: temperature, signal: "line1.press.temperature", feature: mean, key: signal, max_age: 1h}
 graph: {file: ../configs/demo/graph.yaml}
@@ -116,7 +119,7 @@ graph: {file: ../configs/demo/graph.yaml}
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "GEMBA", Subjects: []string{"gemba.>"}}); err != nil {
+	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "GEMBA", Subjects: []string{"gemba.*.*.features", "gemba.*.*.status", "gemba.*.*.samples"}}); err != nil {
 		t.Fatal(err)
 	}
 	testutil.WaitFor(t, 10*time.Second, "ready", func() bool { return get(t, base+"/readyz", &rd) == 200 && rd.Ready })
@@ -168,6 +171,7 @@ func TestUnreachableNATS(t *testing.T) {
 hub: {id: t2, data_dir: "${DIR}", log: {level: error}, shutdown_timeout: 2s}
 http: {listen: "127.0.0.1:${HTTP_PORT}"}
 nats: {servers: ["nats://127.0.0.1:%d"]}
+commerce: {channels: [web]}
 `, port))
 	r := start(t, cfg)
 	var rd Readiness
@@ -186,13 +190,14 @@ func TestTwoReplicasShareState(t *testing.T) {
 hub: {id: REPLICA, data_dir: "${DIR}", log: {level: error}}
 http: {listen: "127.0.0.1:${HTTP_PORT}"}
 nats: {servers: ["%s"]}
+commerce: {channels: [web]}
 features:
   - {name: temperature, signal: "*.temperature", feature: mean, key: signal, max_age: 1h}
 `, n.URL())
 	a := start(t, testConfig(t, strings.Replace(doc, "REPLICA", "a", 1)))
 	b := start(t, testConfig(t, strings.Replace(doc, "REPLICA", "b", 1)))
 	_, js := natstest.Connect(t, n.URL())
-	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "GEMBA", Subjects: []string{"gemba.>"}}); err != nil {
+	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "GEMBA", Subjects: []string{"gemba.*.*.features", "gemba.*.*.status", "gemba.*.*.samples"}}); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now().UTC()
@@ -216,4 +221,68 @@ features:
 			return len(out.Values) == 20
 		})
 	}
+}
+
+// TestCommerce: a sale over HTTP, an inventory count by CSV import and the produced units of an agent
+// all land in one inventory position; the same sale posted twice counts once.
+func TestCommerce(t *testing.T) {
+	cfg := testConfig(t, `
+hub: {id: t3, data_dir: "${DIR}", log: {level: error}}
+http: {listen: "127.0.0.1:${HTTP_PORT}"}
+nats: {embedded: {listen: "127.0.0.1:${NATS_PORT}"}}
+commerce: {channels: [web], http: {token: s3cret}}
+`)
+	r := start(t, cfg)
+	base := "http://" + r.h.Addr()
+	testutil.WaitFor(t, 10*time.Second, "commerce endpoint", func() bool {
+		resp, err := http.Post(base+"/api/v1/commerce/sales", "application/json", strings.NewReader("{}"))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusUnauthorized
+	})
+	post := func(path, body string) int {
+		req, _ := http.NewRequest("POST", base+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer s3cret")
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	now := time.Now().UTC()
+	csv := filepath.Join(t.TempDir(), "count.csv")
+	if err := os.WriteFile(csv, []byte("sku,site,on_hand,time\nA-100,plant1,50,"+now.Add(-time.Hour).Format(time.RFC3339)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := ImportInventory(context.Background(), cfg, csv, "")
+	if err != nil || rep.Published != 1 {
+		t.Fatalf("import: %+v %v", rep, err)
+	}
+	sale := fmt.Sprintf(`{"schema":1,"order_id":"O-1","line":1,"sku":"A-100","site":"plant1","channel":"web","quantity":4,"unit_price":9.5,"currency":"EUR","time":%q}`,
+		now.Add(-time.Minute).Format(time.RFC3339Nano))
+	for range 2 {
+		if code := post("/api/v1/commerce/sales", sale); code != 200 {
+			t.Fatalf("POST sale: %d", code)
+		}
+	}
+	var pos struct {
+		OnHand   float64 `json:"on_hand"`
+		Sold     float64 `json:"sold"`
+		Position float64 `json:"position"`
+	}
+	testutil.WaitFor(t, 10*time.Second, "position 50 − 4", func() bool {
+		return get(t, base+"/api/v1/inventory/plant1/A-100", &pos) == 200 && pos.Position == 46
+	})
+	if pos.OnHand != 50 || pos.Sold != 4 {
+		t.Errorf("position %+v", pos)
+	}
+	// Importing the same file again changes nothing.
+	if rep, err := ImportInventory(context.Background(), cfg, csv, ""); err != nil || rep.Published != 0 || rep.Duplicates != 1 {
+		t.Errorf("second import: %+v %v", rep, err)
+	}
+	r.stop(t)
 }

@@ -156,5 +156,41 @@ func versionCmd() *cobra.Command {
 
 func importCmd() *cobra.Command {
 	c := &cobra.Command{Use: "import", Short: "Import commerce data from files"}
+	var file, snapshot string
+	inv := &cobra.Command{
+		Use:   "inventory -c FILE INVENTORY.csv",
+		Short: "Publish an inventory count (CSV) to the COMMERCE stream",
+		Long: `Read an inventory CSV (header sku,site,on_hand,time and optionally snapshot_id; see
+docs/commerce-format.md) and publish its rows to the COMMERCE stream of the NATS the hub config names
+(its servers, or the embedded server's listen address of a running hub). Bad rows are listed with
+their line and skipped; good rows are published. Importing the same file again changes nothing (the
+rows keep their identity). Exits 0 when every row was stored, 1 otherwise.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := load(cmd, file)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			rep, err := hub.ImportInventory(ctx, cfg, args[0], snapshot)
+			for _, e := range rep.Errors {
+				cmd.PrintErrf("%s:%v\n", args[0], e)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: snapshot %s: %d rows, %d published, %d already stored, %d refused, %d failed\n",
+				args[0], rep.SnapshotID, rep.Rows, rep.Published, rep.Duplicates, len(rep.Errors), rep.Failed)
+			if err != nil {
+				cmd.PrintErrf("%s: %v\n", args[0], err)
+				return exitError{1}
+			}
+			if len(rep.Errors) > 0 || rep.Failed > 0 {
+				return exitError{1}
+			}
+			return nil
+		},
+	}
+	inv.Flags().StringVarP(&file, "config", "c", "/etc/gemba/hub.yaml", "hub config file (for NATS and the commerce stream)")
+	inv.Flags().StringVar(&snapshot, "snapshot-id", "", "snapshot id when the file has no snapshot_id column (default: from the file's hash)")
+	c.AddCommand(inv)
 	return c
 }

@@ -49,6 +49,9 @@ type Kind uint8
 const (
 	Produced Kind = iota + 1
 	Sold
+	// Returned is a sale coming back (a return): the units go back into the position, counted with
+	// the stock added (Produced in the summary), and the day's demand is reduced by them.
+	Returned
 )
 
 func (k Kind) String() string {
@@ -57,6 +60,8 @@ func (k Kind) String() string {
 		return "produced"
 	case Sold:
 		return "sold"
+	case Returned:
+		return "returned"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -230,8 +235,8 @@ func (m *Movement) check(now time.Time, maxFuture time.Duration) error {
 	if err := checkCommon("movement", m.ID, m.SKU, m.Site, m.Time, now, maxFuture); err != nil {
 		return err
 	}
-	if m.Kind != Produced && m.Kind != Sold {
-		return &InputError{"movement", m.ID, "kind", fmt.Sprintf("unknown kind %d (want produced or sold)", m.Kind)}
+	if m.Kind != Produced && m.Kind != Sold && m.Kind != Returned {
+		return &InputError{"movement", m.ID, "kind", fmt.Sprintf("unknown kind %d (want produced, sold or returned)", m.Kind)}
 	}
 	if math.IsNaN(m.Qty) || math.IsInf(m.Qty, 0) || m.Qty <= 0 {
 		return &InputError{"movement", m.ID, "qty", fmt.Sprintf("must be a finite number > 0, got %v", m.Qty)}

@@ -218,7 +218,7 @@ func (st *state) applyMove(m *Movement, c clock) (Outcome, bool) {
 	covered := st.covered(t)
 	var out Outcome
 	switch {
-	case covered && m.Kind == Produced:
+	case covered && m.Kind != Sold && m.Kind != Returned:
 		// Already in the count and no demand to record: nothing to keep. A duplicate of it is reported
 		// as before_snapshot again, which changes nothing either.
 		return BeforeSnapshot, false
@@ -240,8 +240,11 @@ func (st *state) applyMove(m *Movement, c clock) (Outcome, bool) {
 			out = BeforeSnapshot // kept for the demand rate's idempotence only
 		}
 	}
-	if m.Kind == Sold {
+	switch m.Kind {
+	case Sold:
 		st.addSale(t, m.Qty, c.firstDay())
+	case Returned:
+		st.addSale(t, -m.Qty, c.firstDay())
 	}
 	st.finish(c)
 	return out, true

@@ -424,3 +424,31 @@ func TestBadInputsNameTheID(t *testing.T) {
 		t.Errorf("negative on hand refused: %v", err)
 	}
 }
+
+// TestReturns: a return brings the units back into the position and takes them off the day's demand;
+// a repeated return is a duplicate like any movement.
+func TestReturns(t *testing.T) {
+	b := newBook(t)
+	b.snap(Snapshot{ID: "n1", SKU: "SKU", Site: "S1", OnHand: 10, Time: t0.Add(-3 * time.Hour)})
+	b.move(mv("sale:1:1", Sold, 3, 2*time.Hour))
+	if out := b.move(mv("sale:R1:1", Returned, 1, time.Hour)); out != Applied {
+		t.Fatalf("return: %v", out)
+	}
+	if out := b.move(mv("sale:R1:1", Returned, 1, time.Hour)); out != Duplicate {
+		t.Fatalf("repeated return: %v, want duplicate", out)
+	}
+	if p := b.pos(); p.Position != 8 || p.Sold != 3 {
+		t.Fatalf("position %v sold %v, want 8 and 3", p.Position, p.Sold)
+	}
+	st := b.load()
+	var demand float64
+	for _, d := range st.days {
+		demand += d.q
+	}
+	if demand != 2 {
+		t.Fatalf("demand recorded %v, want 3 sold − 1 returned = 2", demand)
+	}
+	if err := (&Movement{ID: "x", SKU: "a", Site: "b", Kind: Kind(9), Qty: 1, Time: t0}).check(t0, time.Hour); err == nil {
+		t.Fatal("unknown kind accepted")
+	}
+}
