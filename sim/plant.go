@@ -127,6 +127,7 @@ type Machine struct {
 	drift      float64 // slow sensor drift of the temperature, degrees
 	badLeft    float64 // seconds left in a bad-quality moment
 	extraLevel []float64
+	prod       Production // the machine's own record of what it did (see Production)
 }
 
 // Point indexes.
@@ -182,6 +183,7 @@ func NewPlant(cfg Config) *Plant {
 			m.Points[pParts].I = int64(rng.IntN(10000))
 			m.Points[pTemp].F = 25
 			m.dwell = 30 + rng.Float64()*300
+			m.prod = Production{Parts: map[string]int64{}, Seconds: map[string]float64{}}
 			m.extraLevel = make([]float64, cfg.ExtraSignals)
 			for i := range cfg.ExtraSignals {
 				m.Points[basePoints+i] = Point{Field: fmt.Sprintf("s%03d", i), Kind: Float}
@@ -271,7 +273,11 @@ func (m *Machine) step(dt float64) {
 		whole := math.Floor(m.partAcc)
 		m.Points[pParts].I += int64(whole)
 		m.partAcc -= whole
+		m.prod.Parts[m.Points[pSKU].S] += int64(whole)
 	}
+	// The whole step is booked under the state it ends in, as the parts are: that state and the
+	// parts counter are what this step publishes, and they hold until the next step.
+	m.prod.Seconds[state] += dt
 
 	// Temperature: a first-order approach to the state's set point, noise, a slow random-walk drift
 	// and rare spikes.

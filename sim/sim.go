@@ -32,6 +32,10 @@ type Options struct {
 	// OPCUALogger receives gopcua's server log, which reports its standard nodeset import as errors;
 	// nil discards it.
 	OPCUALogger *slog.Logger
+	// Clock stamps each step's messages; nil is time.Now. A test that steps the plant itself gives
+	// it a clock advancing one Tick per step, so that event time is exact and independent of how
+	// fast it steps.
+	Clock func() time.Time
 }
 
 // Stats counts what the simulator did.
@@ -71,6 +75,9 @@ func New(opts Options) (*Sim, error) {
 	}
 	if opts.ClientID == "" {
 		opts.ClientID = "gemba-sim"
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
 	}
 	qos := byte(1)
 	if opts.QoS != nil {
@@ -168,7 +175,7 @@ func (s *Sim) Step() {
 		return
 	}
 	s.plant.Step()
-	at := time.Now()
+	at := s.opts.Clock()
 	if s.opcua != nil {
 		s.updates += uint64(s.opcua.update(s.opcuaM, at))
 	}

@@ -29,8 +29,9 @@ import (
 
 const (
 	retainedFile = "retained.bin"
-	// maxRetainedTopics bounds the digests kept; topics beyond it are not deduplicated.
-	maxRetainedTopics = 1 << 20
+	// maxRetainedTopics bounds the digests kept (~100 bytes each in memory); topics beyond it are
+	// not deduplicated.
+	maxRetainedTopics = 1 << 18
 	// retainedLabel marks samples of a retained delivery (a last-known value, not a fresh reading).
 	retainedLabelKey = "retained"
 )
@@ -116,7 +117,9 @@ func (st *retainedStore) commit(es []retainedEntry) error {
 		return fmt.Errorf("retained state %s: %w", st.path, err)
 	}
 	st.records += len(es)
-	if st.records > 2*len(st.last)+4096 {
+	// Compaction rewrites and fsyncs the whole file in the committer's path: rarely, at the price
+	// of a file a few times larger than its content (~40 bytes a record).
+	if st.records > 4*len(st.last)+1<<16 {
 		return st.compact()
 	}
 	return nil

@@ -206,3 +206,39 @@ func TestRetainedStateTornTail(t *testing.T) {
 		t.Errorf("after reopen: %v", st.last)
 	}
 }
+
+// The append-only file is compacted once superseded records dominate it.
+func TestRetainedStateCompacts(t *testing.T) {
+	dir := t.TempDir()
+	st, err := openRetained(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := make([]retainedEntry, 1000)
+	for i := range 70 {
+		for j := range batch {
+			batch[j] = retainedEntry{topic: fmt.Sprintf("t/%d", j%10), digest: uint64(i*1000 + j)}
+			st.last[batch[j].topic] = batch[j].digest // as dedupRetained does before commit
+		}
+		if err := st.commit(batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.close()
+	fi, err := os.Stat(filepath.Join(dir, retainedFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 70,000 records written; compaction at 4*10+65,536 leaves one per topic plus what followed.
+	if fi.Size() > 10_000*20 {
+		t.Errorf("file is %d bytes after 70,000 appends on 10 topics: not compacted", fi.Size())
+	}
+	st, err = openRetained(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.close()
+	if len(st.last) != 10 || st.last["t/9"] != 69999 {
+		t.Errorf("after reopen: %d topics, t/9 = %d", len(st.last), st.last["t/9"])
+	}
+}
