@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -196,11 +198,17 @@ func (c *Consumer) handle(ctx context.Context, msgs []jetstream.Msg) {
 	if len(ok) == 0 {
 		return
 	}
+	var next atomic.Int64 // ok[next:] are not settled yet
+	stop := c.keepAlive(ok, &next)
+	defer stop()
 	claims := make([]dedup.Claim, len(ok))
 	for i, d := range ok {
 		claims[i] = dedup.Claim{ID: d.ev.MsgID(), StreamSeq: d.seq}
 	}
-	verdicts, err := c.o.Markers.ClaimAll(ctx, claims)
+	// Bounded: an unanswered claim must not hold the batch for ever (it is redelivered instead).
+	cctx, cancel := context.WithTimeout(ctx, c.o.Config.AckWait)
+	verdicts, err := c.o.Markers.ClaimAll(cctx, claims)
+	cancel()
 	if err != nil {
 		for _, d := range ok {
 			c.count(d.ev.kind(), outcomeClaimError)
@@ -212,6 +220,7 @@ func (c *Consumer) handle(ctx context.Context, msgs []jetstream.Msg) {
 		return
 	}
 	for i, d := range ok {
+		next.Store(int64(i)) // ok[:i] are settled
 		if verdicts[i] == dedup.Duplicate {
 			c.count(d.ev.kind(), outcomeDuplicate)
 			c.settle(d.msg, d.msg.Ack())
@@ -240,6 +249,29 @@ func (c *Consumer) handle(ctx context.Context, msgs []jetstream.Msg) {
 			c.giveBack(ctx, d.msg)
 		}
 	}
+}
+
+// keepAlive tells the server, every third of AckWait, that the batch's unsettled messages are still
+// being worked on: a slow Sink (retrying through a KV leader election) would otherwise see them
+// redelivered to another replica while this one still applies them. The returned func stops it.
+func (c *Consumer) keepAlive(ok []decoded, next *atomic.Int64) func() {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(c.o.Config.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				for i := int(next.Load()); i < len(ok); i++ {
+					_ = ok[i].msg.InProgress() // a failure only means an earlier redelivery, which is absorbed
+				}
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
 }
 
 func (c *Consumer) apply(ctx context.Context, ev Event) error {

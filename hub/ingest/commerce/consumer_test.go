@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -365,5 +366,37 @@ func TestStreamConfig(t *testing.T) {
 	err = config.NewDecoder().Unmarshal([]byte("commerce:\n  batch: 0\n  channels: [web, status]\n"), &doc)
 	if err == nil || !strings.Contains(err.Error(), "commerce.batch") || !strings.Contains(err.Error(), "commerce.channels[1]") {
 		t.Fatalf("validation: %v", err)
+	}
+}
+
+// slowSink takes longer than AckWait for its first event.
+type slowSink struct {
+	*fakeSink
+	delay time.Duration
+	once  sync.Once
+}
+
+func (s *slowSink) ApplySale(ctx context.Context, sl Sale) error {
+	s.once.Do(func() { time.Sleep(s.delay) }) // simulated slow work (a KV leader election), not synchronisation
+	return s.fakeSink.ApplySale(ctx, sl)
+}
+
+// A Sink slower than AckWait does not get its batch redelivered meanwhile (InProgress keeps it),
+// which would let the idle second replica apply it too.
+func TestConsumerSlowSinkKeepsMessages(t *testing.T) {
+	js, s := startJS(t)
+	sink := &slowSink{fakeSink: newFakeSink(), delay: 4 * time.Second}
+	short := func(o *ConsumerOptions) { o.Config.AckWait = time.Second; o.FetchWait = 200 * time.Millisecond }
+	runConsumer(t, js, sink, short)
+	runConsumer(t, connect(t, s), sink, short)
+	publishEvents(t, js, sale("S-1", 1), sale("S-1", 2))
+	testutil.WaitFor(t, 20*time.Second, "both applied", func() bool { n, _ := sink.calls(); return n >= 2 })
+	settled(t, js)
+
+	if info := consumerInfo(t, js); info.NumRedelivered != 0 {
+		t.Fatalf("%d redelivered while the sink worked on them", info.NumRedelivered)
+	}
+	if total, most := sink.calls(); total != 2 || most != 1 {
+		t.Fatalf("sink calls %d (max %d per id)", total, most)
 	}
 }
