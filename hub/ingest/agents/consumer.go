@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -66,6 +67,7 @@ type Consumer struct {
 	log   *slog.Logger
 	m     *Metrics
 	drain time.Duration
+	ins   []features.Input // reused by process (one goroutine)
 
 	mu     sync.Mutex
 	why    string // not-ready reason
@@ -142,12 +144,19 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	msgs := make(chan jetstream.Msg, 2*c.cfg.Batch)
 	stopped := make(chan struct{})
+	// Messages taken but not yet processed are bounded in bytes as well as in number: agents' feature
+	// chunks are up to 256 KiB, and 2×batch of them would be hundreds of MB.
+	g := newGate(bufferedBytes)
 	cc, err := cons.Consume(func(m jetstream.Msg) {
+		if !g.acquire(len(m.Data())) {
+			return // stopping: redelivered after ack_wait
+		}
 		select {
 		case msgs <- m:
 		case <-stopped: // not processed: redelivered after ack_wait
+			g.release(len(m.Data()))
 		}
-	}, jetstream.PullMaxMessages(2*c.cfg.Batch), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+	}, jetstream.PullMaxMessagesWithBytesLimit(2*c.cfg.Batch, pullBytes), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		c.log.Debug("consume", "err", err)
 	}))
 	if err != nil {
@@ -157,40 +166,39 @@ func (c *Consumer) Run(ctx context.Context) error {
 	c.setWhy("")
 	c.log.Info("consuming agents' stream", "stream", c.cfg.Stream, "consumer", c.cfg.Consumer, "subjects", c.subjects())
 	batch := make([]jetstream.Msg, 0, c.cfg.Batch)
-	for ctx.Err() == nil {
-		select {
-		case m := <-msgs:
-			batch = append(batch[:0], m)
-		case <-ctx.Done():
-			continue
-		}
-	fill:
-		for len(batch) < c.cfg.Batch {
+	// fill adds what is already waiting to batch, up to the batch's count and bytes.
+	fill := func(batch []jetstream.Msg, size int) ([]jetstream.Msg, int) {
+		for len(batch) < c.cfg.Batch && size < batchBytes {
 			select {
 			case m := <-msgs:
 				batch = append(batch, m)
+				size += len(m.Data())
 			default:
-				break fill
+				return batch, size
 			}
 		}
+		return batch, size
+	}
+	for ctx.Err() == nil {
+		var size int
+		select {
+		case m := <-msgs:
+			batch, size = append(batch[:0], m), len(m.Data())
+		case <-ctx.Done():
+			continue
+		}
+		batch, size = fill(batch, size)
 		c.process(ctx, batch)
+		g.release(size)
 	}
 	// Stop pulling, then finish what was already taken with a fresh deadline.
 	cc.Stop()
+	g.close()
 	close(stopped)
 	dctx, cancel := context.WithTimeout(context.Background(), c.drain)
 	defer cancel()
 	for {
-		batch = batch[:0]
-	more:
-		for len(batch) < c.cfg.Batch {
-			select {
-			case m := <-msgs:
-				batch = append(batch, m)
-			default:
-				break more
-			}
-		}
+		batch, _ = fill(batch[:0], 0)
 		if len(batch) == 0 {
 			break
 		}
@@ -198,6 +206,57 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	c.setWhy("stopped")
 	return nil
+}
+
+// Byte bounds of the messages in the hub's hands: asked for per pull, taken but not processed
+// (buffered and in the batch being processed), and per batch.
+const (
+	pullBytes     = 16 << 20 // above the largest message (the embedded server's max_payload is 8 MiB)
+	bufferedBytes = 32 << 20
+	batchBytes    = 16 << 20
+)
+
+// gate bounds the bytes of messages taken from the consumer and not yet processed.
+type gate struct {
+	mu     sync.Mutex
+	cond   sync.Cond
+	used   int
+	limit  int
+	closed bool
+}
+
+func newGate(limit int) *gate {
+	g := &gate{limit: limit}
+	g.cond.L = &g.mu
+	return g
+}
+
+// acquire waits until n more bytes fit (one message always fits alone); false once closed.
+func (g *gate) acquire(n int) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for !g.closed && g.used > 0 && g.used+n > g.limit {
+		g.cond.Wait()
+	}
+	if g.closed {
+		return false
+	}
+	g.used += n
+	return true
+}
+
+func (g *gate) release(n int) {
+	g.mu.Lock()
+	g.used -= n
+	g.mu.Unlock()
+	g.cond.Broadcast()
+}
+
+func (g *gate) close() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+	g.cond.Broadcast()
 }
 
 // item is one message of a batch on its way through.
@@ -258,7 +317,6 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 		}
 		fresh = append(fresh, it)
 	}
-	var ins []features.Input
 	var moves []inventory.Movement
 	for _, it := range fresh {
 		b := it.batch
@@ -272,30 +330,22 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 		c.m.records.WithLabelValues("features").Add(float64(len(b.Features)))
 		lin := features.Lineage{Agent: b.Agent, Site: b.Site, Incarnation: b.Incarnation, ConfigVersion: b.ConfigVersion,
 			FirstSeq: b.FirstSeq, StreamSeq: it.seq}
+		// One message at a time: the inputs of a whole batch (hundreds of messages of ~800 records)
+		// would be a slice of tens of MB regrown on every batch.
+		c.ins = c.ins[:0]
 		for fi := range b.Features {
 			f := &b.Features[fi]
-			ins = append(ins, features.Input{Feature: f, Lineage: lin, Historical: b.Historical})
+			c.ins = append(c.ins, features.Input{Feature: f, Lineage: lin, Historical: b.Historical})
 			if mv, ok := c.production(b, f); ok {
 				moves = append(moves, mv)
 			}
 		}
+		c.d.Features.Apply(c.ins)
 	}
-	c.d.Features.Apply(ins)
-	for _, mv := range moves {
-		if c.d.Stock == nil {
-			break
-		}
-		r, err := c.d.Stock.Move(ctx, mv)
-		if errors.Is(err, inventory.ErrInvalid) {
-			c.m.production.WithLabelValues("invalid").Inc()
-			c.log.Warn("production record refused by the inventory", "movement", mv.ID, "err", err)
-			continue
-		}
-		if err != nil {
-			c.retry(fresh, fmt.Errorf("inventory: %w", err))
-			return
-		}
-		c.m.production.WithLabelValues(r.Outcome.String()).Inc()
+	clear(c.ins) // drop the references into this batch's messages
+	if err := c.moveAll(ctx, moves); err != nil {
+		c.retry(fresh, fmt.Errorf("inventory: %w", err))
+		return
 	}
 	if err := c.d.Features.Flush(ctx); err != nil {
 		c.retry(fresh, fmt.Errorf("feature store: %w", err))
@@ -308,6 +358,68 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 			c.m.latency.Observe(now.Sub(it.batch.Sent).Seconds())
 		}
 	}
+}
+
+// moveWorkers bounds the inventory writes of one batch in flight at once.
+const moveWorkers = 16
+
+// moveAll applies the batch's production to the inventory: the movements of one SKU × site in order
+// (one after the other on its key), different keys concurrently, since each is a round trip or more
+// (read, compare-and-set) and a batch holds thousands. The first error is returned once every
+// worker has stopped; movements applied before it stay applied (they are idempotent by id).
+func (c *Consumer) moveAll(ctx context.Context, moves []inventory.Movement) error {
+	if c.d.Stock == nil || len(moves) == 0 {
+		return nil
+	}
+	type key struct{ sku, site string }
+	var groups [][]int
+	idx := make(map[key]int, len(moves))
+	for i, mv := range moves {
+		k := key{mv.SKU, mv.Site}
+		g, ok := idx[k]
+		if !ok {
+			g = len(groups)
+			idx[k] = g
+			groups = append(groups, nil)
+		}
+		groups[g] = append(groups[g], i)
+	}
+	var (
+		next     atomic.Int64
+		mu       sync.Mutex
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	for range min(moveWorkers, len(groups)) {
+		wg.Go(func() {
+			for {
+				g := int(next.Add(1) - 1)
+				if g >= len(groups) {
+					return
+				}
+				for _, i := range groups[g] {
+					mv := &moves[i]
+					r, err := c.d.Stock.Move(ctx, *mv)
+					if errors.Is(err, inventory.ErrInvalid) {
+						c.m.production.WithLabelValues("invalid").Inc()
+						c.log.Warn("production record refused by the inventory", "movement", mv.ID, "err", err)
+						continue
+					}
+					if err != nil {
+						mu.Lock()
+						if firstErr == nil {
+							firstErr = err
+						}
+						mu.Unlock()
+						break // the rest of this key waits for the redelivery, in order
+					}
+					c.m.production.WithLabelValues(r.Outcome.String()).Inc()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return firstErr
 }
 
 // production turns a units-per-SKU feature into produced stock at the signal's site.

@@ -81,7 +81,15 @@ func Key(id string) string {
 func (m *Markers) ClaimAll(ctx context.Context, claims []Claim) ([]Verdict, error) {
 	out := make([]Verdict, len(claims))
 	futs := make([]jetstream.PubAckFuture, len(claims))
+	// At most maxInFlight creates await their acks: a batch of up to 10,000 messages would otherwise
+	// run into the connection's async publish limit (4,000 by default) and fail on a busy server.
+	waited := 0
 	for i, c := range claims {
+		for ; waited <= i-maxInFlight; waited++ {
+			if err := m.await(ctx, claims[waited], futs[waited], &out[waited]); err != nil {
+				return nil, err
+			}
+		}
 		msg := nats.NewMsg(m.prefix + Key(c.ID))
 		msg.Data = strconv.AppendUint(nil, c.StreamSeq, 10)
 		f, err := m.js.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(0))
@@ -90,21 +98,32 @@ func (m *Markers) ClaimAll(ctx context.Context, claims []Claim) ([]Verdict, erro
 		}
 		futs[i] = f
 	}
-	for i, f := range futs {
-		select {
-		case <-f.Ok():
-			out[i] = Fresh
-		case err := <-f.Err():
-			v, err := m.settle(ctx, claims[i], err)
-			if err != nil {
-				return nil, err
-			}
-			out[i] = v
-		case <-ctx.Done():
-			return nil, fmt.Errorf("dedup claim %s: %w", claims[i].ID, ctx.Err())
+	for i := waited; i < len(claims); i++ {
+		if err := m.await(ctx, claims[i], futs[i], &out[i]); err != nil {
+			return nil, err
 		}
 	}
 	return out, nil
+}
+
+// maxInFlight bounds the unacknowledged creates of one ClaimAll.
+const maxInFlight = 256
+
+// await decides one claim from its create's ack.
+func (m *Markers) await(ctx context.Context, c Claim, f jetstream.PubAckFuture, v *Verdict) error {
+	select {
+	case <-f.Ok():
+		*v = Fresh
+	case err := <-f.Err():
+		verdict, err := m.settle(ctx, c, err)
+		if err != nil {
+			return err
+		}
+		*v = verdict
+	case <-ctx.Done():
+		return fmt.Errorf("dedup claim %s: %w", c.ID, ctx.Err())
+	}
+	return nil
 }
 
 // settle decides a claim whose create was refused: the identity exists, and it is a duplicate unless

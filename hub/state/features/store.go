@@ -296,50 +296,64 @@ func (s *Store) Flush(ctx context.Context) error {
 	s.mu.Unlock()
 
 	var firstErr error
-	fail := func(p pending, err error) {
+	fail := func(key string, err error) {
 		s.mu.Lock()
-		s.dirty[p.key] = struct{}{}
+		s.dirty[key] = struct{}{}
 		s.mu.Unlock()
 		if firstErr == nil {
 			firstErr = err
 		}
 	}
+	// At most maxInFlight writes wait for their acks: a flush of more keys than the connection's
+	// async publish limit (4,000 by default) would otherwise stall and fail the whole batch.
+	waited := 0
 	for i := range ps {
+		for ; waited <= i-maxInFlight; waited++ {
+			s.settleWrite(ctx, ps[waited].key, ps[waited].val, ps[waited].fut, fail)
+		}
 		p := &ps[i]
 		data, err := json.Marshal(p.val)
 		if err != nil {
-			fail(*p, fmt.Errorf("features: encode %s: %w", p.key, err))
+			fail(p.key, fmt.Errorf("features: encode %s: %w", p.key, err))
 			continue
 		}
 		msg := nats.NewMsg(s.subj + p.key)
 		msg.Data = data
 		p.fut, err = s.js.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(p.val.Revision))
 		if err != nil {
-			fail(*p, fmt.Errorf("features: write %s: %w", p.key, err))
+			fail(p.key, fmt.Errorf("features: write %s: %w", p.key, err))
 		}
 	}
-	for _, p := range ps {
-		if p.fut == nil {
-			continue
-		}
-		select {
-		case ack := <-p.fut.Ok():
-			s.Stats.Writes.Add(1)
-			s.stored(p.key, p.val, ack.Sequence)
-		case err := <-p.fut.Err():
-			if !wrongLastSeq(err) {
-				fail(p, fmt.Errorf("features: write %s: %w", p.key, err))
-				continue
-			}
-			s.Stats.Conflicts.Add(1)
-			if err := s.settle(ctx, p.key, p.val); err != nil {
-				fail(p, err)
-			}
-		case <-ctx.Done():
-			fail(p, ctx.Err())
-		}
+	for _, p := range ps[waited:] {
+		s.settleWrite(ctx, p.key, p.val, p.fut, fail)
 	}
 	return firstErr
+}
+
+// maxInFlight bounds the unacknowledged writes of one Flush.
+const maxInFlight = 256
+
+// settleWrite waits for one write's ack and settles a conflict; fail keeps the key dirty.
+func (s *Store) settleWrite(ctx context.Context, key string, val *Value, fut jetstream.PubAckFuture, fail func(string, error)) {
+	if fut == nil {
+		return
+	}
+	select {
+	case ack := <-fut.Ok():
+		s.Stats.Writes.Add(1)
+		s.stored(key, val, ack.Sequence)
+	case err := <-fut.Err():
+		if !wrongLastSeq(err) {
+			fail(key, fmt.Errorf("features: write %s: %w", key, err))
+			return
+		}
+		s.Stats.Conflicts.Add(1)
+		if err := s.settle(ctx, key, val); err != nil {
+			fail(key, err)
+		}
+	case <-ctx.Done():
+		fail(key, ctx.Err())
+	}
 }
 
 // stored records the revision of our own write unless a newer one is already known.
