@@ -199,3 +199,18 @@ func TestImportInventoryFile(t *testing.T) {
 		t.Fatalf("missing file: %v", err)
 	}
 }
+
+// The example file in configs/ imports cleanly: every row of the demo plant's SKUs.
+func TestExampleCSV(t *testing.T) {
+	paths, err := filepath.Glob("../../../configs/commerce/*.csv")
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("no example CSV: %v", err)
+	}
+	for _, p := range paths {
+		pub := &recordPublisher{}
+		rep, err := ImportInventoryFile(context.Background(), pub, p, ImportOptions{})
+		if err != nil || len(rep.Errors) > 0 || rep.Published == 0 || rep.Published != rep.Rows {
+			t.Errorf("%s: %v, %v, %v", p, rep, rep.Errors, err)
+		}
+	}
+}
