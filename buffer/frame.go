@@ -23,6 +23,12 @@ const (
 	metaHead  = 'h' // highest sequence removed from the queue (acked or dropped)
 	metaAcked = 'a' // highest sequence acknowledged
 	metaFloor = 'f' // sequences up to here may have been handed out: never reuse them
+	// metaRemoved counts the records ever removed (acked or dropped), in the transaction that
+	// removes them, so that a store found short at open can tell removed records from lost ones.
+	metaRemoved = 'r'
+	// metaDrops holds the drop counters (dropReasons order, 8 bytes each), written with every
+	// removal, so that they survive a crash.
+	metaDrops = 'd'
 	// metaClean (under stream byte 0xff) exists while the store is closed cleanly.
 	metaClean = 'c'
 	// metaIncarnation (under stream byte 0xff) names this store's life; see Buffer.Incarnation.

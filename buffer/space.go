@@ -218,7 +218,10 @@ func (s *Store) removeHead(stream signal.Stream, pred func(qkeyInfo) bool, reaso
 		if n == 0 && newHead == head && newAcked == acked {
 			return total, nil
 		}
-		if err := s.deleteKeys(keys, stream, newHead, newAcked); err != nil {
+		s.mu.Lock()
+		removed, drops := s.positionSetsLocked(stream, n, reason)
+		s.mu.Unlock()
+		if err := s.deleteKeys(keys, stream, newHead, newAcked, removed, drops); err != nil {
 			return total, err
 		}
 		s.mu.Lock()
@@ -242,6 +245,7 @@ func (s *Store) removedLocked(stream signal.Stream, n, bytes uint64, reason stri
 	st := &s.st[stream]
 	st.count -= n
 	st.bytes -= bytes
+	st.removed += n
 	s.garbage += int64(bytes + n*entryOverhead)
 	if reason != "" && n > 0 {
 		s.drops[stream][reason] += n
@@ -260,7 +264,8 @@ func (s *Store) kickReclaim() {
 }
 
 // deleteKeys removes keys and persists the head and acked positions with them.
-func (s *Store) deleteKeys(keys [][]byte, stream signal.Stream, head, acked uint64) error {
+// removed and drops (positionSetsLocked) are the counters after the removal, stored with it.
+func (s *Store) deleteKeys(keys [][]byte, stream signal.Stream, head, acked uint64, removed, drops []byte) error {
 	s.dirty.Store(true)
 	s.dbMu.RLock()
 	defer s.dbMu.RUnlock()
@@ -285,9 +290,10 @@ func (s *Store) deleteKeys(keys [][]byte, stream signal.Stream, head, acked uint
 	}
 	for _, m := range []struct {
 		kind byte
-		v    uint64
-	}{{metaHead, head}, {metaAcked, acked}} {
-		key, val := metaKey(uint8(stream), m.kind), binary.BigEndian.AppendUint64(nil, m.v)
+		v    []byte
+	}{{metaHead, binary.BigEndian.AppendUint64(nil, head)}, {metaAcked, binary.BigEndian.AppendUint64(nil, acked)},
+		{metaRemoved, removed}, {metaDrops, drops}} {
+		key, val := metaKey(uint8(stream), m.kind), m.v
 		if err := retry(func(t *badger.Txn) error { return t.Set(key, val) }); err != nil {
 			return fmt.Errorf("buffer %s: write %s position: %w", s.cfg.Dir, stream, err)
 		}
@@ -341,7 +347,16 @@ func (s *Store) dropCorrupt(stream signal.Stream, bad []qkeyInfo) {
 			n++
 			bytes += uint64(k.size)
 		}
-		return nil
+		if n == 0 {
+			return nil
+		}
+		s.mu.Lock()
+		removed, drops := s.positionSetsLocked(stream, n, "corrupt")
+		s.mu.Unlock()
+		if err := txn.Set(metaKey(uint8(stream), metaRemoved), removed); err != nil {
+			return err
+		}
+		return txn.Set(metaKey(uint8(stream), metaDrops), drops)
 	})
 	s.dbMu.RUnlock()
 	if err != nil {
@@ -515,6 +530,7 @@ func (s *Store) maintain() {
 		case <-mt.C:
 			trimMappings(s.cfg.Dir)
 			s.measure()
+			s.saveSidecar(false)
 		case now := <-t.C:
 			s.expire(now)
 			s.mu.Lock()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -63,6 +64,15 @@ type Store struct {
 
 	incarnation string // see Buffer.Incarnation; set by markOpen
 
+	sideMu   sync.Mutex // serialises sidecar writes
+	sideLast []byte     // the sidecar last written
+
+	// lost counts records the store should have held at open but did not (see reconcile), by
+	// stream and reason; lossErr reports the loss in Stats.Err until lossUntil.
+	lost      [signal.NumStreams]map[string]uint64
+	lossErr   error
+	lossUntil time.Time
+
 	mu                   sync.Mutex
 	st                   [signal.NumStreams]streamState
 	wake                 [signal.NumStreams]chan struct{} // closed when records are appended
@@ -83,6 +93,7 @@ type streamState struct {
 	first, last uint64 // first waiting (0 when empty) and last appended sequence
 	head, acked uint64 // highest removed, highest acked
 	floor       uint64 // persisted lower bound for the next sequence (see uncleanGap)
+	removed     uint64 // records ever removed (acked or dropped), persisted with head
 	count       uint64
 	bytes       uint64
 	oldest      time.Time
@@ -131,8 +142,18 @@ func Open(cfg Config, opts Options) (*Store, error) {
 	for i := range s.wake {
 		s.wake[i] = make(chan struct{})
 		s.drops[i] = map[string]uint64{}
+		s.lost[i] = map[string]uint64{}
 	}
-	db, moved, err := openBadger(cfg, log)
+	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("buffer %s: %w", cfg.Dir, err)
+	}
+	prev, serr := readSidecar(cfg.Dir)
+	if serr != nil {
+		// Without it a short store cannot be told from a small one; the store itself is opened
+		// and checked as usual.
+		log.Error("buffer state file unreadable: a store that lost records would not be noticed at this start", "err", serr)
+	}
+	db, moved, err := openBadger(cfg, log, prev)
 	if err != nil {
 		return nil, err
 	}
@@ -144,7 +165,10 @@ func Open(cfg Config, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("buffer %s: recover: %w", cfg.Dir, err)
 	}
-	err = s.markOpen()
+	err = s.reconcile(prev, moved)
+	if err == nil {
+		err = s.markOpen()
+	}
 	if err == nil {
 		err = s.db.Sync()
 	}
@@ -163,6 +187,7 @@ func Open(cfg Config, opts Options) (*Store, error) {
 	for i := range s.st {
 		s.next[i] = s.st[i].last
 	}
+	s.saveSidecar(true)
 	s.bg.Add(3)
 	go s.writer()
 	go s.syncer()
@@ -178,7 +203,7 @@ func (s *Store) recover() error {
 			for _, m := range []struct {
 				kind byte
 				dst  *uint64
-			}{{metaHead, &st.head}, {metaAcked, &st.acked}, {metaFloor, &st.floor}} {
+			}{{metaHead, &st.head}, {metaAcked, &st.acked}, {metaFloor, &st.floor}, {metaRemoved, &st.removed}} {
 				item, err := txn.Get(metaKey(uint8(i), m.kind))
 				if errors.Is(err, badger.ErrKeyNotFound) {
 					continue
@@ -194,6 +219,9 @@ func (s *Store) recover() error {
 				}); err != nil {
 					return err
 				}
+			}
+			if err := s.loadDrops(txn, i); err != nil {
+				return err
 			}
 			it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: qprefix(uint8(i))})
 			for it.Rewind(); it.Valid(); it.Next() {
@@ -464,6 +492,9 @@ func (s *Store) Stats() Stats {
 	out.DiskSize = s.usedLocked()
 	out.MaxBytes = int64(s.cfg.MaxBytes)
 	out.Full, out.Err = s.full, s.ioErr
+	if s.lossErr != nil && time.Now().Before(s.lossUntil) {
+		out.Err = errors.Join(out.Err, s.lossErr)
+	}
 	return out
 }
 
@@ -557,6 +588,7 @@ func (s *Store) Close() error {
 	if cerr := s.db.Close(); cerr != nil {
 		err = errors.Join(err, cerr)
 	}
+	s.saveSidecar(false)
 	if err != nil {
 		return fmt.Errorf("buffer %s: close: %w", s.cfg.Dir, err)
 	}

@@ -89,7 +89,11 @@ func (u *Uplink) natsOptions() ([]nats.Option, error) {
 			u.log.Debug("nats reconnect failed", "err", u.setErr(err))
 		}),
 		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
-			// Authorization failures during reconnects arrive here.
+			// Authorization failures during reconnects arrive here, and so do publish permission
+			// violations: the server drops the message and says so only on this channel.
+			if u.onPermissionDenied(err) {
+				return
+			}
 			u.log.Warn("nats error", "err", u.setErr(u.explainConnErr(err)))
 		}),
 		nats.ClosedHandler(func(nc *nats.Conn) { u.setConnected(nil, false) }),
@@ -166,6 +170,55 @@ func (u *Uplink) explainConnErr(err error) error {
 		method = "no credentials (none configured)"
 	}
 	return fmt.Errorf("credentials refused by NATS: check %s (%w)", method, err)
+}
+
+// onPermissionDenied records a publish permission violation. Without it the only symptom is a
+// PubAck that never comes (a timeout that hides the cause), so it becomes the readiness reason
+// at once, and stays the reason of the timeouts that follow.
+func (u *Uplink) onPermissionDenied(err error) bool {
+	if !errors.Is(err, nats.ErrPermissionViolation) || !strings.Contains(strings.ToLower(err.Error()), "publish") {
+		return false
+	}
+	msg := u.setErr(err)
+	why := fmt.Sprintf("the NATS user is not permitted to publish the agent's data (%s); records stay in the buffer: grant publish on %s.> to this user",
+		msg, u.cfg.NATS.SubjectPrefix)
+	u.mu.Lock()
+	first := u.deniedWhy == ""
+	u.deniedWhy, u.deniedAt, u.publishWhy = why, time.Now(), why
+	u.mu.Unlock()
+	if first {
+		u.log.Error("publish refused by NATS permissions", "err", msg)
+	}
+	return true
+}
+
+// deniedRecently returns the permission violation that explains a publish failure now: one
+// reported within the last publish timeout (and a margin), since the message that timed out was
+// sent at most that long ago.
+func (u *Uplink) deniedRecently() string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.deniedWhy != "" && time.Since(u.deniedAt) <= 2*u.cfg.PublishTimeout+5*time.Second {
+		return u.deniedWhy
+	}
+	return ""
+}
+
+// jetStreamMissing tells whether err (a stream request that nobody answered) means that
+// JetStream is not enabled on the server or the account, and says so in words an operator can act on.
+func (u *Uplink) jetStreamMissing(ctx context.Context, js jetstream.JetStream, err error) (string, bool) {
+	if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, jetstream.ErrJetStreamNotEnabled) &&
+		!errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) && !errors.Is(err, jetstream.ErrNoStreamResponse) {
+		return "", false
+	}
+	_, aerr := js.AccountInfo(ctx)
+	switch {
+	case errors.Is(aerr, jetstream.ErrJetStreamNotEnabledForAccount):
+		return "JetStream is not enabled for this account on the NATS server (" + u.cfg.NATS.describe() + "): enable it for the account; records stay in the buffer", true
+	case errors.Is(aerr, jetstream.ErrJetStreamNotEnabled):
+		return "JetStream is not enabled on the NATS server (" + u.cfg.NATS.describe() + "): start it with jetstream enabled; records stay in the buffer", true
+	}
+	return "", false
 }
 
 // connect dials until it succeeds or ctx ends; after that the client reconnects by itself forever.
@@ -280,6 +333,10 @@ func (u *Uplink) ensureStream(ctx context.Context, js jetstream.JetStream) error
 	}
 	if err != nil {
 		why := u.redact(err.Error())
+		if w, ok := u.jetStreamMissing(ctx, js, err); ok {
+			why = w
+			err = fmt.Errorf("%s (%w)", w, err)
+		}
 		u.setStream(false, why)
 		u.setErr(err)
 		u.log.Warn("stream not usable", "stream", u.cfg.NATS.Stream, "err", why)

@@ -511,6 +511,8 @@ func (u *Uplink) publishFailed(l *lane, err error) {
 		why = fmt.Sprintf("no JetStream stream answers on %s; records stay in the buffer", l.subject)
 		u.setStream(false, why)
 		u.checkStreamSoon()
+	case errors.Is(err, jetstream.ErrAsyncPublishTimeout) && u.deniedRecently() != "":
+		why = u.deniedRecently()
 	case errors.Is(err, jetstream.ErrAsyncPublishTimeout):
 		why = fmt.Sprintf("no PubAck within publish_timeout %s; records stay in the buffer and are re-sent", u.cfg.PublishTimeout)
 	case errors.As(err, &apiErr):

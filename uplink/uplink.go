@@ -116,6 +116,8 @@ type Uplink struct {
 	lastErr     string
 	lastErrAt   time.Time
 	publishWhy  string // set while publishes fail, cleared by the next PubAck
+	deniedWhy   string // the server's last publish permission violation (see onPermissionDenied)
+	deniedAt    time.Time
 	collideWhy  string // the last id collision (see lane.done), shown until collideAt+collisionShown
 	collideAt   time.Time
 	streamCheck chan struct{}

@@ -242,3 +242,47 @@ func TestRetainedStateCompacts(t *testing.T) {
 		t.Errorf("after reopen: %d topics, t/9 = %d", len(st.last), st.last["t/9"])
 	}
 }
+
+// The same against mosquitto, whose restart (kill, persistence on) makes the collector reconnect.
+func TestMosquittoRetainedStoredOnce(t *testing.T) {
+	mq := startMosquitto(t, "")
+	dir := t.TempDir()
+	cfg := testConfig(mq.url(), Subscription{Topic: "plant/+/temp", Format: FormatJSON, Fields: []Field{{Path: "v"}}})
+	cfg.ClientID = "retained-mosquitto"
+	pub := newPublisher(t, mq.url(), "retained-pub")
+	retain := func(v int) {
+		t.Helper()
+		if tok := pub.Publish("plant/a/temp", 1, true, fmt.Sprintf(`{"v":%d}`, v)); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
+		}
+	}
+	em := &memEmitter{}
+	var reg *prometheus.Registry
+	run := func() func() {
+		reg = prometheus.NewRegistry()
+		c, stop := startCollector(t, cfg, collectors.Deps{Agent: "a", DataDir: dir, Metrics: reg}, em)
+		testutil.WaitFor(t, 10*time.Second, "connected", connectedState(c))
+		return stop
+	}
+	dups := func(want float64) {
+		t.Helper()
+		testutil.WaitFor(t, 15*time.Second, fmt.Sprintf("%v retained duplicates", want), func() bool {
+			return counterValue(t, reg, "gemba_mqtt_retained_duplicates_total", nil) == want
+		})
+	}
+	retain(1)
+	stop := run()
+	testutil.WaitFor(t, 10*time.Second, "1r", func() bool { return renderRetained(em.all()) == "1r" })
+	retain(2)
+	testutil.WaitFor(t, 10*time.Second, "1r 2", func() bool { return renderRetained(em.all()) == "1r 2" })
+	mq.kill()
+	mq.start()
+	dups(1)
+	stop()
+	stop = run()
+	defer stop()
+	dups(1)
+	if got := renderRetained(em.all()); got != "1r 2" {
+		t.Errorf("stored %s, want 1r 2", got)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"strconv"
 	"strings"
 )
@@ -51,6 +52,30 @@ type Report struct {
 	Failed     int    // rows not stored (the stream unavailable): run the import again
 	Ignored    []string
 	Errors     []RowError
+}
+
+// String summarises the import in one line, for the command's output.
+func (r Report) String() string {
+	s := fmt.Sprintf("%s: %d rows: %d published, %d already present, %d invalid, %d failed", r.Name, r.Rows, r.Published,
+		r.Duplicates, len(r.Errors), r.Failed)
+	if r.SnapshotID != "" {
+		s += " (snapshot " + r.SnapshotID + ")"
+	}
+	return s
+}
+
+// ImportInventoryFile imports the CSV file at path (see ImportInventory); errors and the report are
+// named after the path.
+func ImportInventoryFile(ctx context.Context, pub EventPublisher, path string, opts ImportOptions) (Report, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Report{Name: path}, err // *PathError names the file
+	}
+	defer f.Close()
+	if opts.Name == "" {
+		opts.Name = path
+	}
+	return ImportInventory(ctx, pub, f, opts)
 }
 
 // MaxRowErrors bounds the errors reported; a file that bad is the wrong file.

@@ -2,6 +2,8 @@ package commerce
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -174,5 +176,26 @@ func TestImportInventory(t *testing.T) {
 	s, err := DecodeSnapshot(msg.Data)
 	if err != nil || s.SKU != "SKU-7" || s.OnHand != 7 || msg.Header.Get("Nats-Msg-Id") != "inv:erp-1:plant1:SKU-7" || msg.Subject != "gemba.commerce.inventory" {
 		t.Fatalf("message 8: %s %v %+v %v", msg.Subject, msg.Header, s, err)
+	}
+}
+
+func TestImportInventoryFile(t *testing.T) {
+	pub := &recordPublisher{}
+	path := filepath.Join(t.TempDir(), "erp.csv")
+	if err := os.WriteFile(path, []byte("sku,site,on_hand,time\nA,p,1,2026-12-04T06:00:00Z\nB,p,x,2026-12-04T06:00:00Z\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := ImportInventoryFile(context.Background(), pub, path, ImportOptions{SnapshotID: "erp-9"})
+	if err != nil || len(pub.events) != 1 {
+		t.Fatalf("%+v, %v", rep, err)
+	}
+	if got := rep.String(); got != path+": 2 rows: 1 published, 0 already present, 1 invalid, 0 failed (snapshot erp-9)" {
+		t.Fatalf("summary %q", got)
+	}
+	if got := rep.Errors[0].Error(); got != "line 3: on_hand: must be a finite number, got \"x\"" {
+		t.Fatalf("row error %q", got)
+	}
+	if _, err := ImportInventoryFile(context.Background(), pub, path+".missing", ImportOptions{}); err == nil || !strings.Contains(err.Error(), "erp.csv.missing") {
+		t.Fatalf("missing file: %v", err)
 	}
 }

@@ -14,6 +14,9 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/gemba-io/gemba/internal/ratelog"
 )
 
 // HandlerOptions configure Handler.
@@ -43,7 +46,7 @@ func Handler(pub EventPublisher, opts HandlerOptions) (http.Handler, error) {
 		m, _ := NewMetrics(nil)
 		opts.Metrics = m
 	}
-	h := &handler{pub: pub, cfg: opts.Config.HTTP, log: opts.Log, m: opts.Metrics,
+	h := &handler{pub: pub, cfg: opts.Config.HTTP, warn: ratelog.New(opts.Log, time.Minute), m: opts.Metrics,
 		token: sha256.Sum256([]byte(opts.Config.HTTP.Token.Value()))}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+SalesPath, func(w http.ResponseWriter, r *http.Request) {
@@ -58,7 +61,7 @@ func Handler(pub EventPublisher, opts HandlerOptions) (http.Handler, error) {
 type handler struct {
 	pub   EventPublisher
 	cfg   HTTPConfig
-	log   *slog.Logger
+	warn  *ratelog.Logger // a client retrying with a wrong token, or an outage, would flood the log
 	m     *Metrics
 	token [32]byte // SHA-256 of the token: compared in constant time whatever the lengths
 }
@@ -114,7 +117,7 @@ func (h *handler) fail(w http.ResponseWriter, kind string, code int, format stri
 func (h *handler) serve(w http.ResponseWriter, r *http.Request, kind string, decode func([]byte) (Event, error)) {
 	if !h.authorized(r) {
 		// No detail: which part was wrong helps only someone guessing. The token is never logged.
-		h.log.Warn("commerce http: unauthorized", "remote", r.RemoteAddr, "path", r.URL.Path)
+		h.warn.Warn("unauthorized", "commerce http: unauthorized", "remote", r.RemoteAddr, "path", r.URL.Path)
 		h.fail(w, kind, http.StatusUnauthorized, "unauthorized")
 		return
 	}
@@ -195,7 +198,7 @@ func (h *handler) process(ctx context.Context, kind string, items []item, decode
 				res.Status, res.Field, res.Error = outcomeInvalid, fe.Field, fe.Error()
 			case r.Err != nil:
 				res.Status, res.Error = outcomeFailed, "not stored, retry: "+r.Err.Error()
-				h.log.Warn("commerce http: publish failed", "id", r.ID, "err", r.Err)
+				h.warn.Warn("publish", "commerce http: publish failed", "id", r.ID, "err", r.Err)
 			case r.Duplicate:
 				res.Status, res.Seq = outcomeDuplicate, r.Seq
 			default:
