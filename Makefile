@@ -3,7 +3,8 @@ SHELL := /bin/bash
 GO ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null)
-LDFLAGS := -s -w -X github.com/gemba-io/gemba/agent.Version=$(VERSION) -X github.com/gemba-io/gemba/agent.Commit=$(COMMIT)
+LDFLAGS := -s -w -X github.com/gemba-io/gemba/agent.Version=$(VERSION) -X github.com/gemba-io/gemba/agent.Commit=$(COMMIT) \
+	-X github.com/gemba-io/gemba/hub.Version=$(VERSION) -X github.com/gemba-io/gemba/hub.Commit=$(COMMIT)
 TOOLS := $(CURDIR)/.tools
 STATICCHECK_VERSION := v0.8.2
 TEST_TIMEOUT ?= 25m

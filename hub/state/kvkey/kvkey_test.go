@@ -1,6 +1,8 @@
 package kvkey
 
 import (
+	"go.uber.org/goleak"
+
 	"strings"
 	"testing"
 )
@@ -52,3 +54,5 @@ func FuzzEscape(f *testing.F) {
 		_, _ = Unescape(s) // never panics
 	})
 }
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
