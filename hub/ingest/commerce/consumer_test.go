@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -398,5 +400,44 @@ func TestConsumerSlowSinkKeepsMessages(t *testing.T) {
 	}
 	if total, most := sink.calls(); total != 2 || most != 1 {
 		t.Fatalf("sink calls %d (max %d per id)", total, most)
+	}
+}
+
+// The server gone: Run keeps retrying, and still returns once its context ends; back up, it resumes.
+func TestConsumerOutage(t *testing.T) {
+	s := startServer(t)
+	port := s.Addr().(*net.TCPAddr).Port
+	dir := s.JetStreamConfig().StoreDir
+	js := connect(t, s)
+	if _, err := EnsureStream(context.Background(), js, testConfig()); err != nil {
+		t.Fatal(err)
+	}
+	sink := newFakeSink()
+	e := runConsumer(t, js, sink, func(o *ConsumerOptions) { o.FetchWait = 300 * time.Millisecond })
+	publishEvents(t, js, sale("O-1", 1))
+	testutil.WaitFor(t, 10*time.Second, "applied before the outage", func() bool { return sink.count("sale:O-1:1") == 1 })
+	s.Shutdown()
+	s.WaitForShutdown()
+	s2, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s2.Start()
+	if !s2.ReadyForConnections(10 * time.Second) {
+		t.Fatal("restarted server not ready")
+	}
+	t.Cleanup(func() { s2.Shutdown(); s2.WaitForShutdown() })
+	testutil.WaitFor(t, 20*time.Second, "publishing again after the restart", func() bool {
+		pub, _ := NewPublisher(js, testConfig())
+		return pub.Publish(context.Background(), []Event{sale("O-2", 1)})[0].Err == nil
+	})
+	testutil.WaitFor(t, 20*time.Second, "applied after the restart", func() bool { return sink.count("sale:O-2:1") == 1 })
+	s2.Shutdown()
+	s2.WaitForShutdown()
+	if err := e.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if total, most := sink.calls(); total != 2 || most != 1 {
+		t.Fatalf("sink calls %d (max %d)", total, most)
 	}
 }

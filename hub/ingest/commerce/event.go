@@ -374,7 +374,8 @@ func ParseTime(s string) (time.Time, error) {
 }
 
 func (f *fields) schema() {
-	if v := f.integer("schema", math.MinInt64, math.MaxInt64); f.err == nil && v != SchemaVersion {
+	// ±2^53: every such integer converts exactly between float64 and int64.
+	if v := f.integer("schema", -1<<53, 1<<53); f.err == nil && v != SchemaVersion {
 		f.fail(fieldErr("schema", "version %d is not supported (this hub reads %d)", v, SchemaVersion))
 	}
 }
