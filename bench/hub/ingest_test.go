@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -86,11 +87,16 @@ func ingestRound(b *testing.B, p plant, windows int) {
 	records := p.agents * windows * p.perWindow()
 
 	b.StopTimer() // the timed part is the hub's drain, measured by hand (the hub starts in between)
+	runtime.GC()
+	resetPeak()
 	h := startHub(b, cfg)
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	nc, js := connect(b, "nats://"+cfg.NATS.Embedded.Listen)
 	drained(b, js, 10*time.Minute)
-	el := time.Since(start)
+	el, cpu := time.Since(start), cpuTime()-cpu0
+	_, peak := memStatus("self")
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(records), "cpu-ns/record")
+	b.ReportMetric(peak, "peak-rss-MiB")
 	b.ReportMetric(float64(records)/el.Seconds(), "records/s")
 	b.ReportMetric(float64(p.agents*windows)/el.Seconds(), "msgs/s")
 	b.ReportMetric(float64(el.Nanoseconds())/float64(records), "ns/record")

@@ -95,6 +95,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while creating it: not a failure
+		}
 		return fmt.Errorf("commerce consumer %s on %s: %w", cfg.Consumer, cfg.Stream, err)
 	}
 	for ctx.Err() == nil {

@@ -93,6 +93,7 @@ type Store struct {
 	vals  map[string]*Value // by KV key
 	dirty map[string]struct{}
 	warn  map[string]bool // unresolved signals already logged
+	route map[routeKey][]route
 
 	stop  context.CancelFunc
 	watch sync.WaitGroup
@@ -116,7 +117,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, res Resolver,
 	s := &Store{
 		cfg: cfg, defVer: cfg.Definitions.Version(), js: js, kv: kv, subj: "$KV." + cfg.Bucket + ".",
 		res: res, log: log, now: time.Now,
-		vals: map[string]*Value{}, dirty: map[string]struct{}{}, warn: map[string]bool{},
+		vals: map[string]*Value{}, dirty: map[string]struct{}{}, warn: map[string]bool{}, route: map[routeKey][]route{},
 	}
 	// The watch lives until Close, not until the caller's ctx (nats.go ties the subscription to it).
 	wctx, stop := context.WithCancel(context.Background())
@@ -186,8 +187,7 @@ func (s *Store) remote(e jetstream.KeyValueEntry) {
 }
 
 // keyOf returns the key of a feature for a definition, or "" when it cannot be placed.
-func (s *Store) keyOf(d *Definition, in *Input) string {
-	f := in.Feature
+func (s *Store) keyOf(d *Definition, f *signal.Feature) string {
 	switch d.Key {
 	case BySignal:
 		return f.Signal
@@ -213,6 +213,49 @@ func (s *Store) keyOf(d *Definition, in *Input) string {
 	return ""
 }
 
+// route is where records of one (signal, feature name) go: a definition and, unless the key comes
+// from the record's labels (sku), the KV key. Computed once per pair (path.Match per definition, the
+// graph lookup, the key's escaping) instead of once per record.
+type route struct {
+	def      int
+	key, kvk string // empty for BySKU (taken from each record), or when the key is unknown
+}
+
+type routeKey struct{ signal, feature string }
+
+// maxRoutes bounds the route cache (signals × features seen); past it the cache starts over.
+const maxRoutes = 1 << 20
+
+// routes returns the routes of a record, computing them on first sight. Called with s.mu held.
+// The resolver's answers are cached with them: the hub loads its graph once, at start.
+func (s *Store) routes(f *signal.Feature) []route {
+	if rs, ok := s.route[routeKey{f.Signal, f.Name}]; ok {
+		return rs
+	}
+	rs := []route{} // non-nil: "matches nothing" is cached too
+	for di := range s.cfg.Definitions {
+		d := &s.cfg.Definitions[di]
+		if d.Feature != f.Name {
+			continue
+		}
+		if ok, _ := path.Match(d.Signal, f.Signal); !ok {
+			continue
+		}
+		r := route{def: di}
+		if d.Key != BySKU {
+			if r.key = s.keyOf(d, f); r.key != "" {
+				r.kvk = kvkey.Join(d.Name, r.key)
+			}
+		}
+		rs = append(rs, r)
+	}
+	if len(s.route) >= maxRoutes {
+		clear(s.route)
+	}
+	s.route[routeKey{f.Signal, f.Name}] = rs
+	return rs
+}
+
 // Apply folds records into the in-memory view, keeping per key the value with the latest window
 // end (an older or equal window never overwrites: out-of-order and re-delivered records are
 // harmless). Changed keys are written by the next Flush.
@@ -223,17 +266,19 @@ func (s *Store) Apply(ins []Input) {
 	for i := range ins {
 		in := &ins[i]
 		f := in.Feature
-		matched := false
-		for di := range s.cfg.Definitions {
-			d := &s.cfg.Definitions[di]
-			if d.Feature != f.Name {
-				continue
+		rs := s.routes(f)
+		if len(rs) == 0 {
+			s.Stats.Unmatched.Add(1)
+			continue
+		}
+		for _, r := range rs {
+			d := &s.cfg.Definitions[r.def]
+			key, kvk := r.key, r.kvk
+			if d.Key == BySKU {
+				if key, _ = f.Labels.Get("sku"); key != "" {
+					kvk = kvkey.Join(d.Name, key)
+				}
 			}
-			if ok, _ := path.Match(d.Signal, f.Signal); !ok {
-				continue
-			}
-			matched = true
-			key := s.keyOf(d, in)
 			if key == "" {
 				s.Stats.Unresolved.Add(1)
 				if !s.warn[f.Signal] && len(s.warn) < 10000 {
@@ -247,33 +292,39 @@ func (s *Store) Apply(ins []Input) {
 				s.Stats.NonFinite.Add(1)
 				continue
 			}
-			kvk := kvkey.Join(d.Name, key)
 			cur := s.vals[kvk]
 			if cur != nil && !f.WindowEnd.After(cur.WindowEnd) {
 				s.Stats.Older.Add(1)
 				continue
 			}
-			v := &Value{
+			v := cur
+			_, dirty := s.dirty[kvk]
+			if !dirty || v == nil {
+				// A value already written may be in a reader's hands or awaiting its ack: replace it.
+				// One not written since the last flush is ours alone (Apply and Flush run on one
+				// goroutine, readers copy under the lock): overwrite it in place.
+				v = &Value{}
+				s.vals[kvk] = v
+				s.dirty[kvk] = struct{}{}
+			}
+			rev := v.Revision
+			if cur != nil {
+				rev = cur.Revision
+			}
+			*v = Value{
 				Name: d.Name, Key: key, Value: f.Value, Count: f.Count, WindowStart: f.WindowStart.UTC(),
 				WindowEnd: f.WindowEnd.UTC(), Partial: f.Partial, Historical: in.Historical,
-				Lineage: in.Lineage, DefVersion: s.defVer, Updated: now,
+				Lineage: in.Lineage, DefVersion: s.defVer, Updated: now, Revision: rev,
 			}
 			v.Lineage.Signal = f.Signal
 			if len(f.Labels) > 0 {
+				// Always a new map: a reader's copy of the previous value shares the old one.
 				v.Labels = make(map[string]string, len(f.Labels))
 				for _, l := range f.Labels {
 					v.Labels[l.Key] = l.Value
 				}
 			}
-			if cur != nil {
-				v.Revision = cur.Revision
-			}
-			s.vals[kvk] = v
-			s.dirty[kvk] = struct{}{}
 			s.Stats.Applied.Add(1)
-		}
-		if !matched {
-			s.Stats.Unmatched.Add(1)
 		}
 	}
 }
@@ -286,11 +337,13 @@ func (s *Store) Flush(ctx context.Context) error {
 	type pending struct {
 		key string
 		val *Value
+		rev uint64 // read under the lock: the watcher updates revisions
 		fut jetstream.PubAckFuture
 	}
 	ps := make([]pending, 0, len(s.dirty))
 	for k := range s.dirty {
-		ps = append(ps, pending{key: k, val: s.vals[k]})
+		v := s.vals[k]
+		ps = append(ps, pending{key: k, val: v, rev: v.Revision})
 	}
 	clear(s.dirty)
 	s.mu.Unlock()
@@ -312,14 +365,14 @@ func (s *Store) Flush(ctx context.Context) error {
 			s.settleWrite(ctx, ps[waited].key, ps[waited].val, ps[waited].fut, fail)
 		}
 		p := &ps[i]
-		data, err := json.Marshal(p.val)
+		data, err := encodeValue(p.val)
 		if err != nil {
 			fail(p.key, fmt.Errorf("features: encode %s: %w", p.key, err))
 			continue
 		}
 		msg := nats.NewMsg(s.subj + p.key)
 		msg.Data = data
-		p.fut, err = s.js.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(p.val.Revision))
+		p.fut, err = s.js.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(p.rev))
 		if err != nil {
 			fail(p.key, fmt.Errorf("features: write %s: %w", p.key, err))
 		}

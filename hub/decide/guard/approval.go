@@ -1,0 +1,285 @@
+package guard
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Request is one decision awaiting approval.
+type Request struct {
+	Proposal Proposal  `json:"proposal"`
+	Verdict  Verdict   `json:"verdict"` // the needs_approval verdict, with its assessments
+	Created  time.Time `json:"created"`
+	Expires  time.Time `json:"expires"`
+}
+
+// Approve applies a person's approval to a queued decision. The guardrails other than the approval
+// threshold and the proposal's age are evaluated again, now, with compare-and-set on the caps and
+// cooldown, counted at the approval's time: the budget may be gone since it was queued, and then
+// the verdict is Suppress (with the approval recorded). Only one approval or rejection of a
+// decision takes effect, whichever replica receives it.
+func (g *Guard) Approve(ctx context.Context, id, approver, reason string) (Verdict, error) {
+	return g.decideRequest(ctx, id, approver, reason, true)
+}
+
+// Reject refuses a queued decision; it never acts. A requester may reject their own request.
+func (g *Guard) Reject(ctx context.Context, id, approver, reason string) (Verdict, error) {
+	return g.decideRequest(ctx, id, approver, reason, false)
+}
+
+func (g *Guard) decideRequest(ctx context.Context, id, who, reason string, approve bool) (Verdict, error) {
+	op := "reject"
+	if approve {
+		op = "approve"
+	}
+	if g.closed.Load() {
+		return Verdict{}, ErrClosed
+	}
+	if !validID(id) {
+		return Verdict{}, &InputError{ID: id, Field: "id", Msg: "not a decision id"}
+	}
+	if strings.TrimSpace(who) == "" {
+		return Verdict{}, fmt.Errorf("guard: %s %s: the approver is required", op, id)
+	}
+	defer g.lock(id)()
+	key := prefixDec + id
+	r := g.retrier(ctx)
+	for {
+		cur, rev, err := g.get(ctx, key)
+		if err != nil {
+			return Verdict{}, fmt.Errorf("guard: %s %s: %w", op, id, err)
+		}
+		if rev == 0 {
+			return Verdict{}, fmt.Errorf("guard: %s %s: %w", op, id, ErrNotFound)
+		}
+		rec, err := decodeRecord(id, cur)
+		if err != nil {
+			return Verdict{}, err
+		}
+		now := g.cfg.now()
+		switch {
+		case rec.Status == statusApproving && rec.Owner != g.replica && now.Before(rec.Lease):
+			if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
+				return Verdict{}, fmt.Errorf("guard: %s %s: waiting for %s: %w", op, id, rec.Owner, err)
+			}
+			continue
+		case rec.Status == statusApproving:
+			// Ours from a failed call, or lapsed: finish the approval it records, not this one.
+			if rec.Owner != g.replica {
+				g.Metrics.Takeovers.Add(1)
+			}
+			rec.Owner, rec.Lease = g.replica, now.Add(g.cfg.ClaimLease)
+			b, _ := json.Marshal(rec)
+			nrev, err := g.write(ctx, key, b, rev)
+			if err != nil {
+				if err := g.retryAfter(r, err); err != nil {
+					return Verdict{}, fmt.Errorf("guard: %s %s: %w", op, id, err)
+				}
+				continue
+			}
+			return g.applyApproval(ctx, key, rec, nrev)
+		case rec.Status != string(NeedsApproval):
+			return Verdict{}, &StateError{ID: id, Op: op, Status: rec.Status}
+		case now.After(rec.Created.Add(g.cfg.Approval.TTL)):
+			if err := g.expire(ctx, key, rec, rev); err != nil {
+				if isConflict(err) {
+					continue
+				}
+				return Verdict{}, fmt.Errorf("guard: %s %s: %w", op, id, err)
+			}
+			return Verdict{}, fmt.Errorf("guard: %s %s: %w (at %s)", op, id, ErrExpired, rec.Created.Add(g.cfg.Approval.TTL).Format(time.RFC3339))
+		case approve && g.cfg.Approval.ForbidSelf && rec.Proposal.Requester != "" && who == rec.Proposal.Requester:
+			return Verdict{}, fmt.Errorf("guard: %s %s by %s: %w", op, id, who, ErrSelfApproval)
+		}
+		a := &Approval{By: who, Reason: reason, At: now.UTC(), Approved: approve}
+		if !approve {
+			v := *rec.Verdict
+			v.Outcome, v.Approval, v.Decided, v.Replica = Rejected, a, now.UTC(), g.replica
+			v.Guardrail, v.Reason = GApproval, "rejected by "+who
+			if reason != "" {
+				v.Reason += ": " + reason
+			}
+			rec.Status, rec.Verdict, rec.Owner = string(Rejected), &v, g.replica
+			b, _ := json.Marshal(rec)
+			if _, err := g.write(ctx, key, b, rev); err != nil {
+				if err := g.retryAfter(r, err); err != nil {
+					return Verdict{}, fmt.Errorf("guard: %s %s: %w", op, id, err)
+				}
+				continue
+			}
+			g.dequeue(ctx, id)
+			return v, nil
+		}
+		rec.Status, rec.Owner, rec.Lease, rec.Approving = statusApproving, g.replica, now.Add(g.cfg.ClaimLease), a
+		b, _ := json.Marshal(rec)
+		nrev, err := g.write(ctx, key, b, rev)
+		if err != nil {
+			if err := g.retryAfter(r, err); err != nil {
+				return Verdict{}, fmt.Errorf("guard: %s %s: %w", op, id, err)
+			}
+			continue
+		}
+		return g.applyApproval(ctx, key, rec, nrev)
+	}
+}
+
+// retryAfter paces the retry of a failed record write (a conflict or a failed request) and returns
+// the error to give up with. After a failed request the write may have been stored; the caller
+// reads the record again and continues from whatever it says.
+func (g *Guard) retryAfter(r *retrier, err error) error {
+	if isConflict(err) {
+		return r.conflict(err)
+	}
+	return r.failed(err)
+}
+
+// applyApproval evaluates an approved decision (claimed in status approving at rev) and records it.
+func (g *Guard) applyApproval(ctx context.Context, key string, rec *record, rev uint64) (Verdict, error) {
+	a := rec.Approving
+	v, touched, err := g.evaluate(ctx, &rec.Proposal, a.At, a)
+	if err != nil {
+		return Verdict{}, err
+	}
+	if v.Outcome == Allow {
+		v.Reason = "approved by " + a.By
+	}
+	v, err = g.finish(ctx, key, rec, rev, v, touched)
+	if err == nil {
+		g.dequeue(ctx, rec.Proposal.ID)
+	}
+	return v, err
+}
+
+// expire records that nobody decided a queued decision in time.
+func (g *Guard) expire(ctx context.Context, key string, rec *record, rev uint64) error {
+	v := *rec.Verdict
+	at := rec.Created.Add(g.cfg.Approval.TTL).UTC()
+	v.Outcome, v.Decided, v.Replica = Expired, g.cfg.now().UTC(), g.replica
+	v.Guardrail, v.Reason = GApproval, "nobody approved it before "+at.Format(time.RFC3339)
+	rec.Status, rec.Verdict = string(Expired), &v
+	b, _ := json.Marshal(rec)
+	if _, err := g.write(ctx, key, b, rev); err != nil {
+		return err
+	}
+	g.dequeue(ctx, rec.Proposal.ID)
+	return nil
+}
+
+// dequeue removes a queue entry; one left behind is skipped and removed by Pending.
+func (g *Guard) dequeue(ctx context.Context, id string) {
+	opCtx, cancel := context.WithTimeout(ctx, g.cfg.OpTimeout)
+	defer cancel()
+	if err := g.kv.Delete(opCtx, prefixQueue+id); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		g.log.Debug("queue entry not removed", "decision", id, "err", err)
+	}
+}
+
+// Pending lists the decisions awaiting approval, oldest first. Requests past their expiry are
+// recorded as expired on the way and left out.
+func (g *Guard) Pending(ctx context.Context) ([]Request, error) {
+	if g.closed.Load() {
+		return nil, ErrClosed
+	}
+	lister, err := g.kv.ListKeysFiltered(ctx, prefixQueue+">")
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("guard: pending: %w", err)
+	}
+	var ids []string
+	for k := range lister.Keys() {
+		ids = append(ids, strings.TrimPrefix(k, prefixQueue))
+	}
+	var out []Request
+	for _, id := range ids {
+		cur, rev, err := g.get(ctx, prefixDec+id)
+		if err != nil {
+			return nil, fmt.Errorf("guard: pending: %w", err)
+		}
+		if rev == 0 {
+			g.dequeue(ctx, id)
+			continue
+		}
+		rec, err := decodeRecord(id, cur)
+		if err != nil {
+			g.log.Warn("pending request skipped", "decision", id, "err", err)
+			continue
+		}
+		if rec.Status != string(NeedsApproval) || rec.Verdict == nil {
+			if rec.final() {
+				g.dequeue(ctx, id) // decided; the entry outlived a crash
+			}
+			continue
+		}
+		exp := rec.Created.Add(g.cfg.Approval.TTL)
+		if g.cfg.now().After(exp) {
+			if err := g.expire(ctx, prefixDec+id, rec, rev); err != nil && !isConflict(err) {
+				g.log.Warn("expired request not recorded", "decision", id, "err", err)
+			}
+			continue
+		}
+		out = append(out, Request{Proposal: rec.Proposal, Verdict: *rec.Verdict, Created: rec.Created, Expires: exp})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+	return out, nil
+}
+
+// Release gives back what an allowed decision consumed (its cooldown and the day's count and
+// budget) when its action was not delivered after all — refused for good by the channel, or
+// dead-lettered and abandoned. The decision becomes Released and never acts; its id stays
+// claimed, so it is not decided again. Releasing twice is harmless. Not needed for a delivery
+// that is merely late: the act layer's outbox retries it under the same id.
+func (g *Guard) Release(ctx context.Context, id string) error {
+	if g.closed.Load() {
+		return ErrClosed
+	}
+	if !validID(id) {
+		return &InputError{ID: id, Field: "id", Msg: "not a decision id"}
+	}
+	defer g.lock(id)()
+	key := prefixDec + id
+	var rec *record
+	_, err := g.modify(ctx, key, func(cur []byte) ([]byte, bool, error) {
+		if cur == nil {
+			return nil, false, ErrNotFound
+		}
+		var err error
+		if rec, err = decodeRecord(id, cur); err != nil {
+			return nil, false, err
+		}
+		switch rec.Status {
+		case string(Released):
+			return nil, false, nil
+		case string(Allow):
+		default:
+			return nil, false, &StateError{ID: id, Op: "release", Status: rec.Status}
+		}
+		v := *rec.Verdict
+		v.Outcome, v.Reason = Released, "action not delivered; caps and cooldown given back"
+		rec.Status, rec.Verdict = string(Released), &v
+		b, err := json.Marshal(rec)
+		return b, true, err
+	})
+	if err != nil {
+		return fmt.Errorf("guard: release %s: %w", id, err)
+	}
+	// After the record says released: a crash here leaves the reservations, and a second Release
+	// gives them back.
+	if rec.Proposal.Kind == Promote {
+		for _, k := range g.resourceKeys(&rec.Proposal, rec.Verdict.ActionTime) {
+			if err := g.release(ctx, k, id); err != nil {
+				return fmt.Errorf("guard: release %s: %w", id, err)
+			}
+		}
+	}
+	g.Metrics.Released.Add(1)
+	return nil
+}

@@ -1,0 +1,187 @@
+package guard
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// evaluate runs every guardrail on p for an action at time at, in a fixed order: first those that
+// need no shared state (kill switch, inputs, time, discount, approval), then those that consume
+// it (cooldown, the channel's day, the whole day), each reserved by compare-and-set so that
+// concurrent replicas cannot pass a limit together. approved is set when an approval is applied:
+// the approval guardrail and the time check (the proposal waited in the queue) are then skipped.
+// touched reports whether a reservation may have been written, so that a suppressed verdict gives
+// it back once recorded.
+func (g *Guard) evaluate(ctx context.Context, p *Proposal, at time.Time, approved *Approval) (Verdict, bool, error) {
+	v := Verdict{DecisionID: p.ID, ActionTime: at.UTC(), Replica: g.replica, Approval: approved}
+	var as []Assessment
+	add := func(a Assessment) { as = append(as, a) }
+
+	kill, err := g.killAssessment(ctx)
+	if err != nil {
+		return Verdict{}, false, fmt.Errorf("guard: decision %s: %w", p.ID, err)
+	}
+	add(kill)
+	add(inputsAssessment(p))
+	if approved == nil {
+		skew := p.Time.Sub(g.cfg.now())
+		add(Assessment{Guardrail: GTimeSkew, Value: skew.Seconds(), Limit: g.cfg.MaxSkew.Seconds(),
+			Passed: skew.Abs() <= g.cfg.MaxSkew,
+			Detail: "seconds between the proposal's time and the guard's clock"})
+	}
+	if p.Kind == Promote {
+		add(Assessment{Guardrail: GMaxDiscount, Value: p.Discount, Limit: g.cfg.MaxDiscount,
+			Passed: p.Discount <= g.cfg.MaxDiscount, Detail: "discount percent"})
+		if ch, ok := g.cfg.Channels[p.Channel]; ok && ch.MaxDiscount > 0 {
+			add(Assessment{Guardrail: GMaxDiscountChannel, Value: p.Discount, Limit: ch.MaxDiscount,
+				Passed: p.Discount <= ch.MaxDiscount, Detail: "discount percent on channel " + p.Channel})
+		}
+		if approved == nil && g.cfg.Approval.Above > 0 {
+			add(Assessment{Guardrail: GApproval, Value: p.Discount, Limit: g.cfg.Approval.Above,
+				Passed: p.Discount <= g.cfg.Approval.Above, Detail: "discounts above the limit need a person's approval"})
+		}
+	}
+	for _, a := range as {
+		if !a.Passed {
+			return g.stop(v, as, a), false, nil
+		}
+	}
+	if p.Kind != Promote {
+		return g.allow(v, as), false, nil
+	}
+
+	// Shared state, one compare-and-set each. Each checks its own limit in its own write, so no
+	// interleaving of replicas passes one; a later failure leaves the earlier ones reserved until
+	// the suppressed verdict is recorded (finish gives them back).
+	w, wDetail := g.weight(p)
+	chLimits, chOK := g.cfg.Channels[p.Channel]
+	if w < 0 && (g.cfg.Daily.MaxBudget > 0 || chLimits.Daily.MaxBudget > 0) {
+		a := Assessment{Guardrail: GDailyBudget, Value: 0, Limit: g.cfg.Daily.MaxBudget, Detail: wDetail}
+		add(a)
+		return g.stop(v, as, a), false, nil
+	}
+	w = max(w, 0)
+	if g.cfg.Cooldown > 0 {
+		a, ok, err := g.reserveCooldown(ctx, coolKey(p.SKU, p.Channel), p.ID, at)
+		if err != nil {
+			return Verdict{}, true, fmt.Errorf("guard: decision %s: cooldown: %w", p.ID, err)
+		}
+		add(a)
+		if !ok {
+			return g.stop(v, as, a), true, nil
+		}
+	}
+	day := g.day(at)
+	if chOK && (chLimits.Daily.MaxPromotions > 0 || chLimits.Daily.MaxBudget > 0) {
+		cas, ok, err := g.reserveDay(ctx, dayKey(day, p.Channel), p.ID, at, w, chLimits.Daily, GDailyCountChannel, GDailyBudgetChannel, day+" on channel "+p.Channel)
+		if err != nil {
+			return Verdict{}, true, fmt.Errorf("guard: decision %s: daily caps of %s: %w", p.ID, p.Channel, err)
+		}
+		as = append(as, cas...)
+		if !ok {
+			return g.stop(v, as, firstFailed(cas)), true, nil
+		}
+	}
+	if g.cfg.Daily.MaxPromotions > 0 || g.cfg.Daily.MaxBudget > 0 {
+		cas, ok, err := g.reserveDay(ctx, dayKey(day, ""), p.ID, at, w, g.cfg.Daily, GDailyCount, GDailyBudget, day+" on all channels")
+		if err != nil {
+			return Verdict{}, true, fmt.Errorf("guard: decision %s: daily caps: %w", p.ID, err)
+		}
+		as = append(as, cas...)
+		if !ok {
+			return g.stop(v, as, firstFailed(cas)), true, nil
+		}
+	}
+	// The kill switch again, fresh: it may have been thrown while this decision reserved.
+	kill, err = g.killAssessment(ctx)
+	if err != nil {
+		return Verdict{}, true, fmt.Errorf("guard: decision %s: %w", p.ID, err)
+	}
+	if !kill.Passed {
+		add(kill)
+		return g.stop(v, as, kill), true, nil
+	}
+	return g.allow(v, as), true, nil
+}
+
+// weight is what p takes from a daily budget, and how it was computed; -1 when it cannot be.
+func (g *Guard) weight(p *Proposal) (float64, string) {
+	if g.cfg.BudgetWeight == WeightDiscountUnits {
+		if p.ExpectedUnits <= 0 {
+			return -1, "budget_weight is discount_x_units and the proposal has no expected units"
+		}
+		return p.Discount * p.ExpectedUnits, fmt.Sprintf("discount %g × expected units %g", p.Discount, p.ExpectedUnits)
+	}
+	return p.Discount, fmt.Sprintf("discount %g", p.Discount)
+}
+
+func firstFailed(as []Assessment) Assessment {
+	for _, a := range as {
+		if !a.Passed {
+			return a
+		}
+	}
+	return Assessment{}
+}
+
+func (g *Guard) allow(v Verdict, as []Assessment) Verdict {
+	v.Outcome, v.Assessments, v.Decided = Allow, as, g.cfg.now().UTC()
+	return v
+}
+
+// stop ends the evaluation at the failed assessment a: a suppression, or a request for approval
+// when the approval threshold is what failed.
+func (g *Guard) stop(v Verdict, as []Assessment, a Assessment) Verdict {
+	v.Assessments, v.Decided, v.Guardrail = as, g.cfg.now().UTC(), a.Guardrail
+	v.Outcome = Suppress
+	if a.Guardrail == GApproval {
+		v.Outcome = NeedsApproval
+	}
+	v.Reason = reason(a)
+	return v
+}
+
+func reason(a Assessment) string {
+	switch a.Guardrail {
+	case GKillSwitch, GInputs:
+		return a.Detail
+	case GTimeSkew:
+		return fmt.Sprintf("proposal dated %.0fs from the guard's clock, limit ±%.0fs", a.Value, a.Limit)
+	case GApproval:
+		return fmt.Sprintf("discount %g%% above the approval threshold %g%%", a.Value, a.Limit)
+	case GCooldown:
+		return fmt.Sprintf("another promotion of this SKU on this channel %.0fs away, cooldown %.0fs", a.Value, a.Limit)
+	}
+	return fmt.Sprintf("%s: %g over the limit %g (%s)", a.Guardrail, a.Value, a.Limit, a.Detail)
+}
+
+// inputsAssessment refuses any stale, historical, partial or bad-quality input, naming each.
+func inputsAssessment(p *Proposal) Assessment {
+	var bad []string
+	for _, in := range p.Inputs {
+		var why []string
+		if in.Stale {
+			why = append(why, "stale")
+		}
+		if in.Historical {
+			why = append(why, "historical")
+		}
+		if in.Partial {
+			why = append(why, "partial")
+		}
+		if in.BadQuality {
+			why = append(why, "bad quality")
+		}
+		if len(why) > 0 {
+			bad = append(bad, in.Name+" ("+strings.Join(why, ", ")+")")
+		}
+	}
+	a := Assessment{Guardrail: GInputs, Passed: len(bad) == 0, Value: float64(len(bad)), Limit: 0,
+		Detail: "inputs that are stale, historical, partial or of bad quality"}
+	if len(bad) > 0 {
+		a.Detail = "unusable inputs: " + strings.Join(bad, "; ")
+	}
+	return a
+}

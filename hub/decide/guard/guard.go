@@ -1,0 +1,316 @@
+// Package guard holds the hub's guardrails: it judges every proposed action (allow, suppress,
+// needs approval) atomically across replicas, with all memory in one JetStream KV bucket.
+package guard
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+var (
+	// ErrClosed: the Guard was closed.
+	ErrClosed = errors.New("guard: closed")
+	// ErrNotFound: no decision with that id.
+	ErrNotFound = errors.New("guard: no such decision")
+	// ErrState: the decision is not in a state the operation applies to (StateError says which).
+	ErrState = errors.New("guard: decision in the wrong state")
+	// ErrSelfApproval: the approver is the proposal's requester and forbid_self_approval is set.
+	ErrSelfApproval = errors.New("guard: an approver cannot approve their own request")
+	// ErrExpired: the approval request expired before it was decided.
+	ErrExpired = errors.New("guard: approval request expired")
+)
+
+// StateError says what state a decision was in when an operation needed another.
+type StateError struct {
+	ID, Op string
+	Status string
+}
+
+func (e *StateError) Error() string {
+	return fmt.Sprintf("guard: %s %s: decision is %s", e.Op, e.ID, e.Status)
+}
+
+func (e *StateError) Unwrap() error { return ErrState }
+
+// Metrics counts what the guard did; the wiring exports them.
+type Metrics struct {
+	Allowed, Suppressed, Queued atomic.Uint64
+	Replayed                    atomic.Uint64 // Checks answered from a recorded verdict
+	Takeovers                   atomic.Uint64 // decisions taken over from a replica whose claim lapsed
+	Conflicts, Retries          atomic.Uint64
+	Released                    atomic.Uint64
+}
+
+// Guard judges proposals. All methods are safe for concurrent use; several Guards (replicas) on
+// separate connections may share a bucket: every decision, counter and cooldown is claimed or
+// updated by compare-and-set, so no interleaving exceeds a limit or decides one id twice.
+type Guard struct {
+	cfg     Config
+	zone    *time.Location
+	kv      jetstream.KeyValue
+	log     *slog.Logger
+	replica string
+	closed  atomic.Bool
+	Metrics Metrics
+
+	// Calls of one replica on one decision id are serialised: they would only race each other.
+	stripes [64]sync.Mutex
+	seed    maphash.Seed
+}
+
+// New creates or binds the bucket. replica names this Guard in records (a random name when empty).
+func New(ctx context.Context, js jetstream.JetStream, cfg Config, replica string, log *slog.Logger) (*Guard, error) {
+	if err := cfg.err(); err != nil {
+		return nil, err
+	}
+	zone, _ := time.LoadLocation(cfg.Zone) // checked by cfg.err
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if replica == "" {
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		replica = "guard-" + hex.EncodeToString(b[:])
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      cfg.Bucket,
+		Description: "gemba-hub guardrails: decisions, daily caps, cooldowns, approvals, kill switch",
+		History:     1,
+		Replicas:    cfg.Replicas,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("guard: bucket %s: %w", cfg.Bucket, err)
+	}
+	return &Guard{cfg: cfg, zone: zone, kv: kv, replica: replica, seed: maphash.MakeSeed(),
+		log: log.With("component", "guard", "replica", replica)}, nil
+}
+
+// Close stops new calls. It is idempotent; the connection belongs to the caller.
+func (g *Guard) Close() error {
+	g.closed.Store(true)
+	return nil
+}
+
+// Replica is the name this Guard writes into records.
+func (g *Guard) Replica() string { return g.replica }
+
+func (g *Guard) lock(id string) func() {
+	mu := &g.stripes[maphash.String(g.seed, id)%uint64(len(g.stripes))]
+	mu.Lock()
+	return mu.Unlock
+}
+
+// Record statuses besides the final outcomes: a replica holds the decision while it decides.
+const (
+	statusClaimed   = "claimed"
+	statusApproving = "approving"
+)
+
+// record is the value of dec.<id>.
+type record struct {
+	Status   string    `json:"status"`
+	Owner    string    `json:"owner"`
+	Lease    time.Time `json:"lease"` // another replica may take a claimed decision over after it
+	Created  time.Time `json:"created"`
+	Proposal Proposal  `json:"proposal"`
+	Verdict  *Verdict  `json:"verdict,omitempty"`
+	// Approving: the approval being applied (kept so a replica taking over applies the same one).
+	Approving *Approval `json:"approving,omitempty"`
+}
+
+func decodeRecord(id string, b []byte) (*record, error) {
+	var r record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("guard: decision %s: undecodable record: %w", id, err)
+	}
+	return &r, nil
+}
+
+func (r *record) final() bool { return r.Status != statusClaimed && r.Status != statusApproving }
+
+// Check judges a proposal once per decision id. The first call anywhere (any replica) decides and
+// records the verdict; every later call returns the recorded verdict with Replayed set, whatever
+// proposal it carries. An Allow has consumed the day's caps and the cooldown (reserve-then-commit:
+// counters first, then the verdict); an action that is then not delivered should be Released.
+// An InputError means the proposal itself is malformed; other errors mean KV did not answer in
+// retry_for, and the same call may be repeated.
+func (g *Guard) Check(ctx context.Context, p Proposal) (Verdict, error) {
+	if g.closed.Load() {
+		return Verdict{}, ErrClosed
+	}
+	if err := p.check(); err != nil {
+		return Verdict{}, err
+	}
+	defer g.lock(p.ID)()
+	key := prefixDec + p.ID
+	r := g.retrier(ctx)
+	for {
+		cur, rev, err := g.get(ctx, key)
+		if err != nil {
+			return Verdict{}, fmt.Errorf("guard: decision %s: %w", p.ID, err)
+		}
+		var rec *record
+		takeover := false
+		if rev == 0 {
+			now := g.cfg.now()
+			rec = &record{Status: statusClaimed, Owner: g.replica, Lease: now.Add(g.cfg.ClaimLease), Created: now, Proposal: p}
+		} else {
+			if rec, err = decodeRecord(p.ID, cur); err != nil {
+				return Verdict{}, err
+			}
+			switch {
+			case rec.final() || rec.Status == statusApproving:
+				return g.replay(rec)
+			case rec.Owner == g.replica:
+				// Our own claim: an earlier call failed after claiming, or a claim whose reply was
+				// lost. Deciding again is safe: reservations are idempotent per id.
+				p = rec.Proposal
+			case g.cfg.now().After(rec.Lease):
+				takeover = true
+				p = rec.Proposal
+				rec.Owner, rec.Lease = g.replica, g.cfg.now().Add(g.cfg.ClaimLease)
+			default:
+				if err := sleepCtx(ctx, 10*time.Millisecond); err != nil { // another replica is deciding
+					return Verdict{}, fmt.Errorf("guard: decision %s: waiting for %s: %w", p.ID, rec.Owner, err)
+				}
+				continue
+			}
+		}
+		if rev == 0 || takeover {
+			b, _ := json.Marshal(rec)
+			nrev, err := g.write(ctx, key, b, rev)
+			switch {
+			case isConflict(err):
+				if err := r.conflict(err); err != nil {
+					return Verdict{}, fmt.Errorf("guard: decision %s: %w", p.ID, err)
+				}
+				continue
+			case err != nil:
+				if err := r.failed(err); err != nil {
+					return Verdict{}, fmt.Errorf("guard: decision %s: claim: %w", p.ID, err)
+				}
+				continue // the claim may have been stored: read it back
+			}
+			rev = nrev
+			if takeover {
+				g.Metrics.Takeovers.Add(1)
+				g.log.Warn("decision taken over from a lapsed claim", "decision", p.ID)
+			}
+		}
+		v, touched, err := g.evaluate(ctx, &p, p.Time, nil)
+		if err != nil {
+			return Verdict{}, err
+		}
+		// A decision taken over (or re-decided after a failed call) may hold reservations from
+		// before: a suppression must give them back too.
+		return g.finish(ctx, key, rec, rev, v, touched || takeover || cur != nil)
+	}
+}
+
+// replay returns a recorded verdict.
+func (g *Guard) replay(rec *record) (Verdict, error) {
+	g.Metrics.Replayed.Add(1)
+	if rec.Verdict == nil {
+		return Verdict{}, fmt.Errorf("guard: decision %s: %s record without a verdict", rec.Proposal.ID, rec.Status)
+	}
+	v := *rec.Verdict
+	v.Replayed = true
+	return v, nil
+}
+
+// finish records the verdict with compare-and-set on the revision this call claimed: reserve then
+// commit. A lost race means another replica took the decision over; its verdict is returned, and
+// what this call reserved is left to it (it reserved the same id, idempotently).
+func (g *Guard) finish(ctx context.Context, key string, rec *record, rev uint64, v Verdict, touched bool) (Verdict, error) {
+	id := rec.Proposal.ID
+	if v.Outcome == NeedsApproval {
+		// The queue entry goes first: a crash before the record leaves an entry whose record is
+		// not pending, which Pending skips and removes.
+		if _, err := g.modify(ctx, prefixQueue+id, func(cur []byte) ([]byte, bool, error) {
+			return []byte(id), cur == nil, nil
+		}); err != nil {
+			return Verdict{}, fmt.Errorf("guard: decision %s: queue: %w", id, err)
+		}
+	}
+	rec.Status, rec.Verdict, rec.Approving = string(v.Outcome), &v, nil
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return Verdict{}, err
+	}
+	r := g.retrier(ctx)
+	for {
+		_, err := g.write(ctx, key, b, rev)
+		if err == nil {
+			break
+		}
+		if !isConflict(err) {
+			if err := r.failed(err); err != nil {
+				return Verdict{}, fmt.Errorf("guard: decision %s: record verdict: %w", id, err)
+			}
+			continue
+		}
+		// Lost the record: either our own write whose reply was lost, or a takeover.
+		cur, _, gerr := g.get(ctx, key)
+		if gerr != nil {
+			return Verdict{}, fmt.Errorf("guard: decision %s: %w", id, gerr)
+		}
+		now, derr := decodeRecord(id, cur)
+		if derr != nil {
+			return Verdict{}, derr
+		}
+		if now.Owner == g.replica && now.Verdict != nil && now.Status == rec.Status && now.Verdict.Decided.Equal(v.Decided) {
+			break // ours
+		}
+		if now.final() && now.Verdict != nil {
+			return g.replay(now)
+		}
+		return Verdict{}, fmt.Errorf("guard: decision %s: taken over by %s while deciding", id, now.Owner)
+	}
+	switch v.Outcome {
+	case Allow:
+		g.Metrics.Allowed.Add(1)
+	case Suppress:
+		g.Metrics.Suppressed.Add(1)
+		if touched {
+			g.releaseAll(ctx, &rec.Proposal, v.ActionTime)
+		}
+		// Only now that the record says suppress: a replica that took the decision over may have
+		// reserved it too, and what an allowed decision holds must never be given back.
+	case NeedsApproval:
+		g.Metrics.Queued.Add(1)
+	}
+	g.log.Debug("decision", "decision", id, "outcome", v.Outcome, "guardrail", v.Guardrail)
+	return v, nil
+}
+
+// releaseAll gives back whatever a decision may hold. Failures leave a reservation behind, which
+// only makes the guard stricter for the rest of the day or cooldown; they are logged.
+func (g *Guard) releaseAll(ctx context.Context, p *Proposal, at time.Time) {
+	if p.Kind != Promote {
+		return
+	}
+	for _, key := range g.resourceKeys(p, at) {
+		if err := g.release(ctx, key, p.ID); err != nil {
+			g.log.Warn("reservation not released", "decision", p.ID, "key", key, "err", err)
+		}
+	}
+}
+
+func (g *Guard) day(at time.Time) string { return at.In(g.zone).Format(time.DateOnly) }
+
+func (g *Guard) resourceKeys(p *Proposal, at time.Time) []string {
+	day := g.day(at)
+	return []string{coolKey(p.SKU, p.Channel), dayKey(day, p.Channel), dayKey(day, "")}
+}

@@ -1,0 +1,185 @@
+package guard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Keys of the guard bucket. Every piece of guardrail memory is one of them; none relies on a TTL.
+const (
+	keyKill     = "kill"   // the kill switch
+	prefixDec   = "dec."   // dec.<id>: the decision record, claimed with Create
+	prefixQueue = "queue." // queue.<id>: a decision awaiting approval
+	prefixCool  = "cool."  // cool.<sku>.<channel>: recent promotions of one SKU on one channel
+	prefixDay   = "day."   // day.<date> and day.<date>.<channel>: the promotions of one day
+)
+
+// token writes s as one KV key token, one-to-one: letters, digits, '-', '_' stay; every other byte
+// becomes '=' and two hex digits. (The state packages' kvkey does the same; the guard keeps its own
+// copy to import no other hub package.)
+func token(s string) string {
+	const hexDigits = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('=')
+		b.WriteByte(hexDigits[c>>4])
+		b.WriteByte(hexDigits[c&15])
+	}
+	return b.String()
+}
+
+func coolKey(sku, channel string) string { return prefixCool + token(sku) + "." + token(channel) }
+
+func dayKey(day, channel string) string {
+	if channel == "" {
+		return prefixDay + day
+	}
+	return prefixDay + day + "." + token(channel)
+}
+
+// errConflict reports a lost compare-and-set: another writer changed the key since it was read.
+func isConflict(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
+}
+
+// transient reports whether a failed request is worth retrying: timeouts, no responders and "no
+// leader" during elections are; a closed connection, a missing bucket or a cancelled context are not.
+func transient(err error) bool {
+	switch {
+	case errors.Is(err, context.Canceled),
+		errors.Is(err, nats.ErrConnectionClosed),
+		errors.Is(err, jetstream.ErrBucketNotFound),
+		errors.Is(err, jetstream.ErrInvalidKey),
+		errors.Is(err, nats.ErrMaxPayload):
+		return false
+	}
+	return true
+}
+
+// retrier paces retries of one operation.
+type retrier struct {
+	ctx       context.Context
+	giveUp    time.Time
+	backoff   time.Duration
+	conflicts int
+}
+
+func (g *Guard) retrier(ctx context.Context) *retrier {
+	return &retrier{ctx: ctx, giveUp: time.Now().Add(g.cfg.RetryFor), backoff: 10 * time.Millisecond}
+}
+
+// failed decides whether to retry after err: nil means try again (after a pause), otherwise the
+// error to return.
+func (r *retrier) failed(err error) error {
+	if r.ctx.Err() != nil {
+		return r.ctx.Err()
+	}
+	if !transient(err) || !time.Now().Before(r.giveUp) {
+		return err
+	}
+	d := r.backoff/2 + rand.N(r.backoff/2+1)
+	r.backoff = min(2*r.backoff, time.Second)
+	return sleepCtx(r.ctx, d)
+}
+
+// conflict paces a retry after a lost race: at once twice, then with a short random pause, since
+// each conflict means someone else progressed but a loser can lose many times in a row.
+func (r *retrier) conflict(err error) error {
+	r.conflicts++
+	if r.ctx.Err() != nil {
+		return r.ctx.Err()
+	}
+	if !time.Now().Before(r.giveUp) {
+		return fmt.Errorf("still conflicting after %d attempts: %w", r.conflicts, err)
+	}
+	if r.conflicts > 2 {
+		return sleepCtx(r.ctx, rand.N(time.Duration(min(r.conflicts, 20))*time.Millisecond)+time.Millisecond)
+	}
+	return nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// get reads a key: its value and revision, or revision 0 when absent or deleted.
+func (g *Guard) get(ctx context.Context, key string) ([]byte, uint64, error) {
+	r := g.retrier(ctx)
+	for {
+		opCtx, cancel := context.WithTimeout(ctx, g.cfg.OpTimeout)
+		e, err := g.kv.Get(opCtx, key)
+		cancel()
+		switch {
+		case err == nil:
+			return e.Value(), e.Revision(), nil
+		case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+			return nil, 0, nil
+		}
+		if err := r.failed(err); err != nil {
+			return nil, 0, fmt.Errorf("read %s: %w", key, err)
+		}
+	}
+}
+
+// write stores val at key if the key is still at rev (0: absent). It does not retry: a lost race
+// and a lost reply both need the caller to read again.
+func (g *Guard) write(ctx context.Context, key string, val []byte, rev uint64) (uint64, error) {
+	opCtx, cancel := context.WithTimeout(ctx, g.cfg.OpTimeout)
+	defer cancel()
+	if rev == 0 {
+		return g.kv.Create(opCtx, key, val)
+	}
+	return g.kv.Update(opCtx, key, val, rev)
+}
+
+// modify is the read → change → compare-and-set loop. change sees the current value (nil when
+// absent) and returns the next one, or write=false to leave the key as it is. change must be
+// idempotent: a write whose reply was lost may have been stored, and the loop then reads it back
+// and calls change on it again. It returns whether this call's last change was written.
+func (g *Guard) modify(ctx context.Context, key string, change func(cur []byte) (next []byte, write bool, err error)) (bool, error) {
+	r := g.retrier(ctx)
+	for {
+		cur, rev, err := g.get(ctx, key)
+		if err != nil {
+			return false, err
+		}
+		next, write, err := change(cur)
+		if err != nil || !write {
+			return false, err
+		}
+		_, err = g.write(ctx, key, next, rev)
+		switch {
+		case err == nil:
+			return true, nil
+		case isConflict(err):
+			g.Metrics.Conflicts.Add(1)
+			if err := r.conflict(err); err != nil {
+				return false, fmt.Errorf("update %s: %w", key, err)
+			}
+		default:
+			g.Metrics.Retries.Add(1)
+			if err := r.failed(err); err != nil {
+				return false, fmt.Errorf("update %s: %w", key, err)
+			}
+		}
+	}
+}

@@ -1,0 +1,87 @@
+package guard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Sweep removes guardrail memory that can no longer matter, so the bucket does not grow forever:
+// daily ledgers of days that ended more than retention ago, cooldown ledgers whose newest entry
+// is older than cooldown + retention, and final decision records decided more than retention ago.
+// It is cleanup only, never what enforces a limit: each removal is a delete at the revision that
+// was judged, so a key changed meanwhile stays. Any replica may run it, on a slow timer. It returns
+// how many keys it removed.
+func (g *Guard) Sweep(ctx context.Context) (int, error) {
+	if g.closed.Load() {
+		return 0, ErrClosed
+	}
+	lister, err := g.kv.ListKeys(ctx)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("guard: sweep: %w", err)
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	now := g.cfg.now()
+	removed := 0
+	for _, k := range keys {
+		if ctx.Err() != nil {
+			return removed, ctx.Err()
+		}
+		cur, rev, err := g.get(ctx, k)
+		if err != nil || rev == 0 {
+			continue
+		}
+		if !g.spent(k, cur, now) {
+			continue
+		}
+		opCtx, cancel := context.WithTimeout(ctx, g.cfg.OpTimeout)
+		err = g.kv.Delete(opCtx, k, jetstream.LastRevision(rev))
+		cancel()
+		if err == nil {
+			removed++
+		}
+	}
+	return removed, nil
+}
+
+// spent reports whether key (with value cur) can no longer affect any decision at now.
+func (g *Guard) spent(key string, cur []byte, now time.Time) bool {
+	switch {
+	case strings.HasPrefix(key, prefixDay):
+		day, _, _ := strings.Cut(strings.TrimPrefix(key, prefixDay), ".")
+		start, err := time.ParseInLocation(time.DateOnly, day, g.zone)
+		if err != nil {
+			return false
+		}
+		return now.After(start.AddDate(0, 0, 1).Add(g.cfg.Retention))
+	case strings.HasPrefix(key, prefixCool):
+		l, err := decodeLedger(key, cur)
+		if err != nil {
+			return false
+		}
+		var newest time.Time
+		for _, e := range l.Entries {
+			if e.At.After(newest) {
+				newest = e.At
+			}
+		}
+		return now.After(newest.Add(g.cfg.Cooldown + g.cfg.Retention))
+	case strings.HasPrefix(key, prefixDec):
+		rec, err := decodeRecord(key, cur)
+		if err != nil || !rec.final() || rec.Verdict == nil || rec.Status == string(NeedsApproval) {
+			return false
+		}
+		return now.After(rec.Verdict.Decided.Add(g.cfg.Retention))
+	}
+	return false
+}
