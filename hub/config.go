@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"time"
 
@@ -192,10 +193,8 @@ func (n *NATSConfig) Validate(r config.Report) {
 }
 
 // Validate checks the graph section.
+// The file itself is read (and every problem in it reported with its line) by validate and run.
 func (g *GraphConfig) Validate(r config.Report) {
-	if g.File != "" {
-		r.CheckFile("file", g.File)
-	}
 	if err := signal.CheckToken(g.Bucket); err != nil {
 		r.Errorf("bucket", "%v", err)
 	}
@@ -226,10 +225,18 @@ func Load(path string, lookup func(string) (string, bool)) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Parse(data, lookup)
+	cfg, err := Parse(data, lookup)
+	if err != nil {
+		return nil, err
+	}
+	// The graph travels with the config: a relative path is relative to the config file.
+	if cfg.Graph.File != "" && !filepath.IsAbs(cfg.Graph.File) {
+		cfg.Graph.File = filepath.Join(filepath.Dir(path), cfg.Graph.File)
+	}
+	return cfg, nil
 }
 
-// Parse is Load on bytes. Relative paths are relative to the working directory, as in the agent.
+// Parse is Load on bytes; a relative graph.file stays relative to the working directory.
 func Parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
 	cfg := DefaultConfig()
 	if err := config.NewDecoder(config.WithEnv(lookup)).Unmarshal(data, &cfg); err != nil {

@@ -134,7 +134,9 @@ func (h *Hub) Run(ctx context.Context) error {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 
-	// Downstream first: the state the consumers write into.
+	// Downstream first: the state the consumers write into. Whatever was opened is closed, also when
+	// the hub is stopped while still opening.
+	defer h.closeState()
 	dd, err := h.openState(ctx, js)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -142,7 +144,6 @@ func (h *Hub) Run(ctx context.Context) error {
 		}
 		return err
 	}
-	defer h.closeState()
 
 	m := agents.NewMetrics()
 	if err := m.Register(h.reg); err != nil {

@@ -1,7 +1,8 @@
 // Command gemba-demo runs a small plant end to end on loopback: an embedded NATS JetStream, an
-// embedded MQTT broker, the simulator (sim: OPC UA, MQTT JSON and a Sparkplug B edge node) and one
-// gemba-agent (configs/demo/agent.yaml). It prints a live view, cuts the uplink halfway through, and
-// at the end counts the stream to show that every acknowledged sample arrived exactly once.
+// embedded MQTT broker, the simulator (sim: OPC UA, MQTT JSON and a Sparkplug B edge node), one
+// gemba-agent (configs/demo/agent.yaml) and gemba-hub (configs/demo/hub.yaml). It prints a live
+// view, cuts the uplink halfway through, counts the stream at the end to show that every
+// acknowledged sample arrived exactly once, and shows what the hub made of it.
 package main
 
 import (
@@ -21,6 +22,7 @@ import (
 	"github.com/gemba-io/gemba/agent"
 	"github.com/gemba-io/gemba/chaos"
 	_ "github.com/gemba-io/gemba/collectors/all"
+	gembahub "github.com/gemba-io/gemba/hub"
 	gsignal "github.com/gemba-io/gemba/signal"
 	"github.com/gemba-io/gemba/sim"
 )
@@ -32,17 +34,18 @@ func main() {
 	speed := flag.Float64("speed", 20, "simulated seconds per wall second (machines change state every few seconds)")
 	seed := flag.Uint64("seed", 1, "plant seed")
 	cfgFile := flag.String("config", "configs/demo/agent.yaml", "agent config")
+	hubFile := flag.String("hub-config", "configs/demo/hub.yaml", "hub config")
 	flag.Parse()
-	if err := run(*cfgFile, *duration, *outage, sim.Config{Seed: *seed, Tick: *tick, Speed: *speed}); err != nil {
+	if err := run(*cfgFile, *hubFile, *duration, *outage, sim.Config{Seed: *seed, Tick: *tick, Speed: *speed}); err != nil {
 		fmt.Fprintln(os.Stderr, "gemba-demo:", err)
 		os.Exit(1)
 	}
 }
 
-type ports struct{ nats, mqtt, opcua, http int }
+type ports struct{ nats, mqtt, opcua, http, hub int }
 
 func pickPorts() (p ports, err error) {
-	for _, f := range []*int{&p.nats, &p.mqtt, &p.opcua, &p.http} {
+	for _, f := range []*int{&p.nats, &p.mqtt, &p.opcua, &p.http, &p.hub} {
 		if *f, err = sim.FreePort(); err != nil {
 			return p, err
 		}
@@ -50,7 +53,7 @@ func pickPorts() (p ports, err error) {
 	return p, nil
 }
 
-func run(cfgFile string, duration, outage time.Duration, plant sim.Config) error {
+func run(cfgFile, hubFile string, duration, outage time.Duration, plant sim.Config) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -76,21 +79,40 @@ func run(cfgFile string, duration, outage time.Duration, plant sim.Config) error
 	defer broker.Close()
 
 	env := map[string]string{
-		"GEMBA_DEMO_DIR":   dir,
-		"GEMBA_DEMO_NATS":  fmt.Sprintf("nats://127.0.0.1:%d", pt.nats),
-		"GEMBA_DEMO_MQTT":  fmt.Sprintf("tcp://127.0.0.1:%d", pt.mqtt),
-		"GEMBA_DEMO_OPCUA": fmt.Sprintf("opc.tcp://127.0.0.1:%d", pt.opcua),
-		"GEMBA_DEMO_HTTP":  fmt.Sprintf("127.0.0.1:%d", pt.http),
+		"GEMBA_DEMO_DIR":      dir,
+		"GEMBA_DEMO_NATS":     fmt.Sprintf("nats://127.0.0.1:%d", pt.nats),
+		"GEMBA_DEMO_MQTT":     fmt.Sprintf("tcp://127.0.0.1:%d", pt.mqtt),
+		"GEMBA_DEMO_OPCUA":    fmt.Sprintf("opc.tcp://127.0.0.1:%d", pt.opcua),
+		"GEMBA_DEMO_HTTP":     fmt.Sprintf("127.0.0.1:%d", pt.http),
+		"GEMBA_DEMO_HUB_HTTP": fmt.Sprintf("127.0.0.1:%d", pt.hub),
 	}
-	cfg, err := agent.Load(cfgFile, func(k string) (string, bool) {
+	lookup := func(k string) (string, bool) {
 		if v, ok := env[k]; ok {
 			return v, true
 		}
 		return os.LookupEnv(k)
-	})
+	}
+	cfg, err := agent.Load(cfgFile, lookup)
 	if err != nil {
 		return fmt.Errorf("%s:\n%w", cfgFile, err)
 	}
+	// The hub is a client of the demo's NATS server (which the outage stops and restarts).
+	hcfg, err := gembahub.Load(hubFile, lookup)
+	if err != nil {
+		return fmt.Errorf("%s:\n%w", hubFile, err)
+	}
+	hcfg.NATS.Servers = []string{env["GEMBA_DEMO_NATS"]}
+	hb, err := gembahub.New(hcfg, gembahub.Options{Logger: hcfg.Hub.Log.NewLogger(os.Stderr)})
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	hubCtx, hubStop := context.WithCancel(context.Background())
+	hubDone := make(chan error, 1)
+	go func() { hubDone <- hb.Run(hubCtx) }()
+	defer func() {
+		hubStop()
+		<-hubDone
+	}()
 
 	// The plant first (the OPC UA server must be there for the agent to subscribe), publishing
 	// once the agent listens: MQTT brokers deliver only to subscriptions that exist.
@@ -118,8 +140,9 @@ func run(cfgFile string, duration, outage time.Duration, plant sim.Config) error
 	fmt.Printf("gemba demo: a plant of 2 lines x 3 machines (%d signals) streaming through one agent into JetStream\n", st.Signals)
 	fmt.Printf("  OPC UA server   %s   line1 press, weld\n  MQTT broker     %s   line2 press, weld (JSON); line1/line2 pack (Sparkplug B edge node)\n",
 		env["GEMBA_DEMO_OPCUA"], env["GEMBA_DEMO_MQTT"])
-	fmt.Printf("  NATS JetStream  %s   stream %s (store %s)\n  agent health    http://%s/readyz  /metrics\n\n",
+	fmt.Printf("  NATS JetStream  %s   stream %s (store %s)\n  agent health    http://%s/readyz  /metrics\n",
 		env["GEMBA_DEMO_NATS"], cfg.Uplink.NATS.Stream, store, env["GEMBA_DEMO_HTTP"])
+	fmt.Printf("  hub API         http://%s/api/v1/inventory  /api/v1/features  /api/v1/fleet  /readyz\n\n", env["GEMBA_DEMO_HUB_HTTP"])
 
 	watch, err := newWatcher(env["GEMBA_DEMO_NATS"], cfg.Uplink.NATS.Stream, cfg.Uplink.NATS.SubjectPrefix+"."+cfg.Agent.Site+"."+cfg.Agent.ID+".>")
 	if err != nil {
@@ -188,7 +211,10 @@ loop:
 	}
 	acked := s.Ledger().Samples()
 	fmt.Printf("\nplant stopped: the broker acknowledged %d MQTT samples (JSON + Sparkplug B); waiting for the agent to drain...\n", acked)
-	return verify(ctx, hub, ag, watch, s, cfg.Uplink.NATS.Stream, gsignal.Subject(cfg.Uplink.NATS.SubjectPrefix, cfg.Agent.Site, cfg.Agent.ID, gsignal.StreamSamples))
+	if err := verify(ctx, hub, ag, watch, s, cfg.Uplink.NATS.Stream, gsignal.Subject(cfg.Uplink.NATS.SubjectPrefix, cfg.Agent.Site, cfg.Agent.ID, gsignal.StreamSamples)); err != nil {
+		return err
+	}
+	return showHub("http://" + env["GEMBA_DEMO_HUB_HTTP"])
 }
 
 // verify waits for the agent to drain, then reads the whole stream back and checks it against the

@@ -45,7 +45,7 @@ func TestDemoRuns(t *testing.T) {
 	defer null.Close()
 	os.Stdout = null // the live view is for people
 	defer func() { os.Stdout = stdout }()
-	err = run(demoConfig, 12*time.Second, 4*time.Second, sim.Config{Seed: 2, Tick: 100 * time.Millisecond, Speed: 20})
+	err = run(demoConfig, "../../configs/demo/hub.yaml", 12*time.Second, 4*time.Second, sim.Config{Seed: 2, Tick: 100 * time.Millisecond, Speed: 20})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// showHub prints what the hub holds at the end: the stock each SKU gained from production and the
+// availability of each line, read through its API as the console will.
+func showHub(base string) error {
+	var inv struct {
+		Positions []struct {
+			SKU, Site string
+			Produced  float64 `json:"produced"`
+			Position  float64 `json:"position"`
+		} `json:"positions"`
+	}
+	var feats struct {
+		Values []struct {
+			Name, Key string
+			Value     float64   `json:"value"`
+			WindowEnd time.Time `json:"window_end"`
+			Stale     bool      `json:"stale"`
+		} `json:"values"`
+	}
+	if err := getJSON(base+"/api/v1/inventory", &inv); err != nil {
+		return fmt.Errorf("hub inventory: %w", err)
+	}
+	if err := getJSON(base+"/api/v1/features?name=availability", &feats); err != nil {
+		return fmt.Errorf("hub features: %w", err)
+	}
+	fmt.Printf("\nthe hub (%s):\n", base)
+	for _, p := range inv.Positions {
+		fmt.Printf("  %-8s at %-10s produced %6.0f units, position %6.0f\n", p.SKU, p.Site, p.Produced, p.Position)
+	}
+	for _, v := range feats.Values {
+		stale := ""
+		if v.Stale {
+			stale = " (stale)"
+		}
+		fmt.Printf("  %-8s availability %.2f in the window ending %s%s\n", v.Key, v.Value, v.WindowEnd.Format(time.TimeOnly), stale)
+	}
+	if len(inv.Positions) == 0 {
+		return fmt.Errorf("the hub holds no inventory: production did not reach it")
+	}
+	return nil
+}
+
+func getJSON(url string, out any) error {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
