@@ -52,7 +52,7 @@ func TestGuardrails(t *testing.T) {
 		{name: "approval threshold", p: func(c *clock) Proposal { return promo(c, "r", "SKU-1", "retail", 21) },
 			want: NeedsApproval, guardrail: GApproval, value: 21, limit: 20},
 		{name: "cooldown", prior: func(c *clock) []Proposal { return []Proposal{promo(c, "a", "SKU-1", "retail", 10)} },
-			p: func(c *clock) Proposal { c.Add(time.Hour); return promo(c, "b", "SKU-1", "retail", 10) },
+			p:    func(c *clock) Proposal { c.Add(time.Hour); return promo(c, "b", "SKU-1", "retail", 10) },
 			want: Suppress, guardrail: GCooldown, value: 3600, limit: 6 * 3600},
 		{name: "cooldown is per channel", prior: func(c *clock) []Proposal { return []Proposal{promo(c, "a", "SKU-1", "retail", 10)} },
 			p: func(c *clock) Proposal { return promo(c, "b", "SKU-1", "wholesale", 10) }, want: Allow},
