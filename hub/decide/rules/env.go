@@ -7,6 +7,7 @@ import (
 
 	"cel.dev/cel-go/cel"
 	"cel.dev/cel-go/common/types"
+	"cel.dev/cel-go/common/types/ref"
 	"cel.dev/cel-go/ext"
 	"cel.dev/cel-go/interpreter"
 )
@@ -106,28 +107,72 @@ func (p freshProvider) FindStructFieldType(structType, field string) (*types.Fie
 	return &fresh, true
 }
 
-// activation hands the input's parts to CEL without copying them into a map.
-type activation struct{ in *Input }
-
-func (a activation) ResolveName(name string) (any, bool) {
-	in := a.in
-	switch name {
-	case "sku":
-		return in.SKU, true
-	case "site":
-		return in.Site, true
-	case "lines":
-		return in.Lines, true
-	case "inventory":
-		return in.Inventory, true
-	case "features":
-		return in.Features, true
-	case "neighbours":
-		return in.Neighbours, true
-	case "now":
-		return in.Now, true
-	}
-	return nil, false
+// activation hands the input's parts to CEL without copying them into a map. Each part is
+// turned into a CEL value once per input, on first use, and shared by every rule of the set.
+type activation struct {
+	in      *Input
+	adapter types.Adapter
+	vals    [numVars]ref.Val
 }
 
-func (activation) Parent() interpreter.Activation { return nil }
+const (
+	varSKU = iota
+	varSite
+	varLines
+	varInventory
+	varFeatures
+	varNeighbours
+	varNow
+	numVars
+)
+
+func newActivation(in *Input, adapter types.Adapter) *activation {
+	return &activation{in: in, adapter: adapter}
+}
+
+func (a *activation) ResolveName(name string) (any, bool) {
+	var i int
+	switch name {
+	case "sku":
+		i = varSKU
+	case "site":
+		i = varSite
+	case "lines":
+		i = varLines
+	case "inventory":
+		i = varInventory
+	case "features":
+		i = varFeatures
+	case "neighbours":
+		i = varNeighbours
+	case "now":
+		i = varNow
+	default:
+		return nil, false
+	}
+	if a.vals[i] == nil {
+		a.vals[i] = a.adapter.NativeToValue(a.native(i))
+	}
+	return a.vals[i], true
+}
+
+func (a *activation) native(i int) any {
+	in := a.in
+	switch i {
+	case varSKU:
+		return in.SKU
+	case varSite:
+		return in.Site
+	case varLines:
+		return in.Lines
+	case varInventory:
+		return in.Inventory
+	case varFeatures:
+		return in.Features
+	case varNeighbours:
+		return in.Neighbours
+	}
+	return in.Now
+}
+
+func (*activation) Parent() interpreter.Activation { return nil }

@@ -3,8 +3,11 @@ package rules
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"cel.dev/cel-go/common/types"
 )
@@ -59,7 +62,7 @@ func (s *Set) Evaluate(in *Input) Result {
 		res.Errors = 1
 		return res
 	}
-	act := activation{in}
+	act := newActivation(in, s.adapter)
 	var errored []string
 	for _, i := range s.order {
 		r := s.rules[i]
@@ -84,7 +87,7 @@ func (s *Set) Evaluate(in *Input) Result {
 }
 
 // eval evaluates the condition; an error is never a match.
-func (r *Rule) eval(act activation) (matched bool, err error) {
+func (r *Rule) eval(act *activation) (matched bool, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			matched, err = false, fmt.Errorf("internal error evaluating the condition: %v", p)
@@ -139,5 +142,33 @@ func (r Result) PerChannel() []Decision {
 		out = append(out, Decision{Channel: ch, Rule: r.Matches[i].Rule, Action: a})
 	}
 	slices.SortFunc(out, func(a, b Decision) int { return strings.Compare(a.Channel, b.Channel) })
+	return out
+}
+
+// EvaluateAll evaluates s on every input with up to workers goroutines (GOMAXPROCS when 0), for a
+// re-evaluation of every SKU after a version change or a backtest. Results are in input order.
+func EvaluateAll(s *Set, ins []*Input, workers int) []Result {
+	out := make([]Result, len(ins))
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	workers = min(workers, len(ins))
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	const chunk = 64
+	for range workers {
+		wg.Go(func() {
+			for {
+				lo := int(next.Add(chunk)) - chunk
+				if lo >= len(ins) {
+					return
+				}
+				for i := lo; i < min(lo+chunk, len(ins)); i++ {
+					out[i] = s.Evaluate(ins[i])
+				}
+			}
+		})
+	}
+	wg.Wait()
 	return out
 }

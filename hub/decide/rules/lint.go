@@ -172,7 +172,7 @@ func (s *Set) overlaps() []Finding {
 	matched := make([]bool, n)
 	for k := 0; k < LintSamples && len(witness) < len(pending); k++ {
 		in := smp.input()
-		act := activation{in}
+		act := newActivation(in, s.adapter)
 		for i, r := range s.rules {
 			matched[i], _ = r.eval(act)
 		}

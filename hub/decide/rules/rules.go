@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"cel.dev/cel-go/cel"
+	"cel.dev/cel-go/common/types"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/gemba-io/gemba/config"
@@ -88,6 +89,7 @@ type Set struct {
 	rules                    []*Rule
 	order                    []int // evaluation order: priority, highest first, then file order
 	costLimit                uint64
+	adapter                  types.Adapter
 }
 
 // Name returns the rule set's name.
@@ -214,7 +216,8 @@ func load(data []byte, strict bool, opts []Option) (*Set, error) {
 		return nil, fmt.Errorf("rules: CEL environment: %w", err) // a bug here, not in the file
 	}
 	src := newSource(data)
-	s := &Set{name: f.Name, label: f.Label, description: f.Description, policy: HitPolicy(f.HitPolicy), costLimit: o.costLimit}
+	s := &Set{name: f.Name, label: f.Label, description: f.Description, policy: HitPolicy(f.HitPolicy), costLimit: o.costLimit,
+		adapter: env.CELTypeAdapter()}
 	for i, fr := range f.Rules {
 		r := &Rule{Name: fr.body.Name, Description: fr.body.Description, Priority: fr.body.Priority,
 			When: fr.body.When.text, Index: i, Path: fmt.Sprintf("rules[%d]", i), line: fr.node.Line}
