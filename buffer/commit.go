@@ -85,6 +85,7 @@ func (s *Store) commit(accepted []*appendReq) {
 		}
 	}
 	err := s.write(entries)
+	s.secureFiles() // the group may have started a new value log or write-ahead log
 	s.mu.Lock()
 	s.pending -= size
 	if err == nil {

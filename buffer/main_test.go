@@ -17,6 +17,10 @@ func TestMain(m *testing.M) {
 		crashChild() // re-executed test binary: the crash test's victim
 		return
 	}
+	if os.Getenv(fullChildEnv) != "" {
+		fullChild() // re-executed test binary: the full-disk test's store
+		return
+	}
 	if os.Getenv(damageChildEnv) != "" {
 		damageChild() // re-executed test binary: opens a damaged store
 		return

@@ -54,7 +54,7 @@ const (
 func (s *Store) freeFor(need int64, fresh bool) (int64, error) {
 	c := &s.free
 	slack := 2 * int64(s.cfg.Badger.ValueLogFileSize)
-	if est := c.free - c.since; !fresh && time.Since(c.at) < freeCacheAge && est-need-slack-freeCacheMargin >= s.reserve() {
+	if est := c.free - c.since; !fresh && time.Since(c.at) < freeCacheAge && est-need-slack-freeCacheMargin >= s.reserveNeed() {
 		c.since += need
 		return est, nil
 	}
@@ -81,14 +81,14 @@ func (s *Store) makeRoom(need int64) error {
 		if err != nil {
 			return err
 		}
-		diskFull := free-need < s.reserve()
+		diskFull := free-need < s.reserveNeed() || s.unsecured.Load()
 		if usage+need <= limit && !diskFull {
 			s.mu.Lock()
 			s.pending += need
 			// Full and the disk error clear only with two files of room to spare, so that a
 			// store evicting to stay under the cap does not flap between full and not full.
 			slack := 2 * vlog // eviction frees one file beyond the need: that is not yet room to spare
-			if attempt == 0 && usage+need+slack <= limit && free-need-slack >= s.reserve() {
+			if attempt == 0 && usage+need+slack <= limit && free-need-slack >= s.reserveNeed() {
 				s.full = false
 				if s.ioErr != nil && errors.Is(s.ioErr, syscall.ENOSPC) {
 					s.ioErr = nil
@@ -101,11 +101,16 @@ func (s *Store) makeRoom(need int64) error {
 		s.mu.Lock()
 		s.full = true
 		if diskFull && (s.ioErr == nil || !errors.Is(s.ioErr, syscall.ENOSPC)) {
-			s.ioErr = fmt.Errorf("buffer %s: %w: %d bytes free, %d kept in reserve", s.cfg.Dir, syscall.ENOSPC, free, s.reserve())
+			s.ioErr = fmt.Errorf("buffer %s: %w: %d bytes free, %d kept in reserve", s.cfg.Dir, syscall.ENOSPC, free, s.reserveNeed())
 			s.diskErrs++
-			s.log.Error("disk full", "dir", s.cfg.Dir, "free", free, "reserve", s.reserve(), "when_full", s.cfg.WhenFull)
+			s.log.Error("disk full", "dir", s.cfg.Dir, "free", free, "reserve", s.reserveNeed(), "when_full", s.cfg.WhenFull)
 		}
 		s.mu.Unlock()
+		if diskFull && free-need < s.reserve() {
+			// Below the store's own reserve: another process took it. The eviction and reclaim
+			// below write through Badger's mmaps; give them the reserve file's blocks.
+			s.releaseReserve("disk full while appending", free)
+		}
 		if attempt >= 6 {
 			break
 		}
@@ -119,6 +124,9 @@ func (s *Store) makeRoom(need int64) error {
 		target := usage + need - limit
 		if diskFull {
 			target = max(target, s.reserve()-(free-need))
+			if !s.roomToWrite("evict") {
+				break // deleting writes too: refuse (counted as full) rather than write blindly
+			}
 		}
 		if s.evict(target+vlog) == 0 {
 			break
@@ -301,6 +309,7 @@ func (s *Store) deleteKeys(keys [][]byte, stream signal.Stream, head, acked uint
 	if err := txn.Commit(); err != nil {
 		return fmt.Errorf("buffer %s: commit delete: %w", s.cfg.Dir, err)
 	}
+	s.secureFiles() // the deletions may have started a new write-ahead log
 	return nil
 }
 
@@ -379,6 +388,9 @@ func (s *Store) dropCorrupt(stream signal.Stream, bad []qkeyInfo) {
 func (s *Store) reclaim() {
 	s.reclaimMu.Lock()
 	defer s.reclaimMu.Unlock()
+	if !s.roomToWrite("reclaim") {
+		return
+	}
 	start := time.Now()
 	s.mu.Lock()
 	before, garbage := s.usedLocked(), s.garbage
@@ -409,6 +421,7 @@ func (s *Store) reclaim() {
 	s.mu.Lock()
 	s.garbage -= garbage // records removed during the pass may have escaped it: they stay counted
 	s.mu.Unlock()
+	s.secureFiles()
 	s.measure()
 	s.mu.Lock()
 	after := s.disk
@@ -425,9 +438,16 @@ func (s *Store) measure() {
 	written := s.written
 	s.mu.Unlock()
 	var total int64
-	_ = filepath.WalkDir(s.cfg.Dir, func(_ string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
-			return nil
+	secured := s.securedSizes()
+	_ = filepath.WalkDir(s.cfg.Dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() || d.Name() == reserveName {
+			return nil // the reserve file is space held for Badger, not data
+		}
+		if size, ok := secured[d.Name()]; ok && filepath.Dir(path) == s.cfg.Dir {
+			if end, ok := dataEnd(path, size); ok {
+				total += end
+				return nil
+			}
 		}
 		if info, err := d.Info(); err == nil {
 			if st, ok := info.Sys().(*syscall.Stat_t); ok {
@@ -479,7 +499,7 @@ func (s *Store) clearIfRoom() {
 	slack := 2 * int64(s.cfg.Badger.ValueLogFileSize)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if free-slack < s.reserve() {
+	if free-slack < s.reserveNeed() {
 		return
 	}
 	if s.ioErr != nil && errors.Is(s.ioErr, syscall.ENOSPC) {
@@ -529,6 +549,8 @@ func (s *Store) maintain() {
 			}
 		case <-mt.C:
 			trimMappings(s.cfg.Dir)
+			s.checkReserve()
+			s.secureFiles()
 			s.measure()
 			s.saveSidecar(false)
 		case now := <-t.C:

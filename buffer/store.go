@@ -47,6 +47,14 @@ type Store struct {
 	touched  atomic.Int64              // bytes of mapped files written or read since the last trimMappings
 	free     freeCache                 // makeRoom's statfs, owned by the writer goroutine
 	dirty    atomic.Bool               // written since the last periodic sync (sync: batch skips idle syncs)
+	// reserveHeld is set while the reserve file (see reserve.go) holds its blocks.
+	reserveHeld atomic.Bool
+	// secureFiles' state: the directory's mtime at the last pass, the files allocated and their
+	// sizes, and whether the last pass failed (the disk is full).
+	secMu     sync.Mutex
+	secMtime  time.Time
+	secDone   map[string]int64
+	unsecured atomic.Bool
 
 	closeMu sync.RWMutex
 	closed  bool
@@ -86,6 +94,7 @@ type Store struct {
 	drops                [signal.NumStreams]map[string]uint64
 	diskErrs, recoveries uint64
 	lastEvictLog         time.Time
+	lastNoRoomLog        time.Time
 	groups, grouped      uint64 // group commits and the appends they carried (benchmarks report the ratio)
 }
 
@@ -147,6 +156,7 @@ func Open(cfg Config, opts Options) (*Store, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("buffer %s: %w", cfg.Dir, err)
 	}
+	s.initReserve()
 	prev, serr := readSidecar(cfg.Dir)
 	if serr != nil {
 		// Without it a short store cannot be told from a small one; the store itself is opened
@@ -188,6 +198,8 @@ func Open(cfg Config, opts Options) (*Store, error) {
 		s.next[i] = s.st[i].last
 	}
 	s.saveSidecar(true)
+	s.secureFiles() // Badger's logs get their blocks before the reserve file takes any
+	s.checkReserve()
 	s.bg.Add(3)
 	go s.writer()
 	go s.syncer()

@@ -83,6 +83,29 @@ func NewConsumer(js jetstream.JetStream, o ConsumerOptions) (*Consumer, error) {
 // replica. It returns an error only if the consumer cannot be created; later failures (server
 // unavailable, sink errors) are logged, counted and retried.
 func (c *Consumer) Run(ctx context.Context) error {
+	cons, err := c.bind(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while creating it: not a failure
+		}
+		return err
+	}
+	for ctx.Err() == nil {
+		msgs, err := c.fetch(ctx, cons)
+		if err != nil {
+			// A deleted consumer is not created again here: a new one would replay the whole stream, and
+			// events older than the state's idempotence horizon would be applied twice. That takes a
+			// decision (restart, or a consumer starting at a chosen sequence), so it is only logged.
+			c.warn.Warn("fetch", "commerce: fetch failed", "consumer", c.o.Config.Consumer, "err", err)
+			sleep(ctx, c.backoff)
+			continue
+		}
+		c.handle(ctx, msgs)
+	}
+	return nil
+}
+
+func (c *Consumer) bind(ctx context.Context) (jetstream.Consumer, error) {
 	cfg := c.o.Config
 	cons, err := c.js.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
 		Durable:       cfg.Consumer,
@@ -95,21 +118,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil // stopped while creating it: not a failure
-		}
-		return fmt.Errorf("commerce consumer %s on %s: %w", cfg.Consumer, cfg.Stream, err)
+		return nil, fmt.Errorf("commerce consumer %s on %s: %w", cfg.Consumer, cfg.Stream, err)
 	}
-	for ctx.Err() == nil {
-		msgs, err := c.fetch(ctx, cons)
-		if err != nil {
-			c.warn.Warn("fetch", "commerce: fetch failed", "consumer", cfg.Consumer, "err", err)
-			sleep(ctx, c.backoff)
-			continue
-		}
-		c.handle(ctx, msgs)
-	}
-	return nil
+	return cons, nil
 }
 
 // fetch takes what is waiting without waiting (a batch per dedup round trip); when nothing is, it

@@ -223,10 +223,10 @@ func object(data []byte) (map[string]json.RawMessage, error) {
 		key, _ := tok.(string) // object keys are always strings once Token succeeded
 		var v json.RawMessage
 		if err := dec.Decode(&v); err != nil {
-			return nil, fieldErr(key, "invalid JSON: %v", err)
+			return nil, fieldErr(clipStr(key), "invalid JSON: %v", err) // the key may be anything, of any length
 		}
 		if _, dup := m[key]; dup {
-			return nil, fieldErr(key, "appears twice")
+			return nil, fieldErr(clipStr(key), "appears twice")
 		}
 		m[key] = v
 	}

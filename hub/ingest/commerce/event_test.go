@@ -135,6 +135,7 @@ func TestDecodeSaleErrors(t *testing.T) {
 		{"time number", "", with(goodSale, "time", `1764842400`), "time", "must be a string"},
 		{"time year 0", "", with(goodSale, "time", `"0000-01-01T00:00:00Z"`), "time", "years 0001 and 9999"},
 		{"time bad day", "", with(goodSale, "time", `"2026-02-30T00:00:00Z"`), "time", "RFC 3339"},
+		{"long unknown key", "", `{"` + strings.Repeat("k", 60000) + `":tru}`, strings.Repeat("k", 64) + "…", "invalid JSON"},
 		{"too big", "", with(goodSale, "schema", `1,"pad":"`+strings.Repeat("x", MaxEventSize)+`"`), "", "at most"},
 	}
 	for _, c := range cases {
