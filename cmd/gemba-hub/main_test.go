@@ -19,21 +19,37 @@ import (
 	"github.com/gemba-io/gemba/internal/testutil"
 )
 
-// The test binary doubles as gemba-hub: with GEMBA_TEST_MAIN=1 it runs main with the arguments in
-// GEMBA_TEST_ARGS (one per line, so paths may hold spaces).
+// hubBin is gemba-hub built once for the package's tests, without the race detector even under
+// -race: the replicas test loads real processes, and an instrumented hub would be a tenth as fast.
+var hubBin string
+
 func TestMain(m *testing.M) {
-	if os.Getenv("GEMBA_TEST_MAIN") == "1" {
-		os.Args = append([]string{"gemba-hub"}, strings.Split(os.Getenv("GEMBA_TEST_ARGS"), "\n")...)
-		main()
-		os.Exit(0)
+	dir, err := os.MkdirTemp("", "gemba-hub-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
 	}
-	goleak.VerifyTestMain(m)
+	hubBin = filepath.Join(dir, "gemba-hub")
+	if out, err := exec.Command("go", "build", "-o", hubBin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build gemba-hub: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(2)
+	}
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 // hubCmd is gemba-hub with args, run in dir ("" for the package directory).
 func hubCmd(dir string, env []string, args ...string) *exec.Cmd {
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), append(env, "GEMBA_TEST_MAIN=1", "GEMBA_TEST_ARGS="+strings.Join(args, "\n"))...)
+	cmd := exec.Command(hubBin, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Dir = dir
 	return cmd
 }

@@ -3,6 +3,7 @@
 package features
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -94,6 +95,9 @@ type Store struct {
 	dirty map[string]struct{}
 	warn  map[string]bool // unresolved signals already logged
 	route map[routeKey][]route
+	// inflight holds the encoded values being written (until settled), to recognise their echo
+	// from the watcher without decoding it.
+	inflight map[string][]byte
 
 	stop  context.CancelFunc
 	watch sync.WaitGroup
@@ -117,7 +121,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, res Resolver,
 	s := &Store{
 		cfg: cfg, defVer: cfg.Definitions.Version(), js: js, kv: kv, subj: "$KV." + cfg.Bucket + ".",
 		res: res, log: log, now: time.Now,
-		vals: map[string]*Value{}, dirty: map[string]struct{}{}, warn: map[string]bool{}, route: map[routeKey][]route{},
+		vals: map[string]*Value{}, dirty: map[string]struct{}{}, warn: map[string]bool{}, route: map[routeKey][]route{}, inflight: map[string][]byte{},
 	}
 	// The watch lives until Close, not until the caller's ctx (nats.go ties the subscription to it).
 	wctx, stop := context.WithCancel(context.Background())
@@ -171,6 +175,12 @@ func (s *Store) remote(e jetstream.KeyValueEntry) {
 		return
 	}
 	if cur != nil && e.Revision() <= cur.Revision {
+		return
+	}
+	if mine, ok := s.inflight[e.Key()]; ok && cur != nil && bytes.Equal(mine, e.Value()) {
+		// Our own write, back before its ack: the value is cur, only the revision is new. (Decoding
+		// it cost as much as the rest of the write.)
+		cur.Revision = e.Revision()
 		return
 	}
 	var v Value
@@ -372,8 +382,12 @@ func (s *Store) Flush(ctx context.Context) error {
 		}
 		msg := nats.NewMsg(s.subj + p.key)
 		msg.Data = data
+		s.mu.Lock()
+		s.inflight[p.key] = data
+		s.mu.Unlock()
 		p.fut, err = s.js.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(p.rev))
 		if err != nil {
+			s.landed(p.key)
 			fail(p.key, fmt.Errorf("features: write %s: %w", p.key, err))
 		}
 	}
@@ -391,6 +405,7 @@ func (s *Store) settleWrite(ctx context.Context, key string, val *Value, fut jet
 	if fut == nil {
 		return
 	}
+	defer s.landed(key)
 	select {
 	case ack := <-fut.Ok():
 		s.Stats.Writes.Add(1)
@@ -407,6 +422,13 @@ func (s *Store) settleWrite(ctx context.Context, key string, val *Value, fut jet
 	case <-ctx.Done():
 		fail(key, ctx.Err())
 	}
+}
+
+// landed forgets an in-flight write once settled.
+func (s *Store) landed(key string) {
+	s.mu.Lock()
+	delete(s.inflight, key)
+	s.mu.Unlock()
 }
 
 // stored records the revision of our own write unless a newer one is already known.

@@ -1,0 +1,104 @@
+package rules
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+)
+
+// Input is what a rule sees about one SKU at one site. The hub's wiring fills it from its state
+// (features, inventory, graph); the rules package does not read the state itself, so a backtest or
+// a test can build inputs by hand. The json names are the names rules use.
+type Input struct {
+	SKU        SKU                `json:"sku"`
+	Site       string             `json:"site"`
+	Lines      []Line             `json:"lines"` // the lines that can produce the SKU
+	Inventory  Inventory          `json:"inventory"`
+	Features   map[string]Feature `json:"features"` // by feature name; absent when there is no value
+	Neighbours Neighbours         `json:"neighbours"`
+	Now        time.Time          `json:"now"`
+}
+
+// SKU names the product being decided on.
+type SKU struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+// Line is one production line that can make the SKU.
+type Line struct {
+	ID           string  `json:"id"`
+	Availability float64 `json:"availability"` // 0..1, running time over planned time
+	State        string  `json:"state"`        // the line's state as its agent reports it (running, idle, down, changeover)
+	UnitsPerHour float64 `json:"units_per_hour"`
+	Stale        bool    `json:"stale"` // the line's readings are older than their max age
+}
+
+// Inventory is the SKU's position at the site (units; days_of_cover is +Inf without demand).
+type Inventory struct {
+	OnHand      float64 `json:"on_hand"`
+	Position    float64 `json:"position"`
+	DaysOfCover float64 `json:"days_of_cover"`
+	DailyRate   float64 `json:"daily_rate"`
+	Produced    float64 `json:"produced"`
+	Sold        float64 `json:"sold"`
+}
+
+// Feature is the latest value of one feature for the input's key. Rules read value only when it
+// is fresh: reading the value of a stale feature is an evaluation error, never a number, so a
+// rule that forgets to check freshness does not match instead of acting on old data.
+type Feature struct {
+	Value      float64 `json:"value"`
+	Stale      bool    `json:"stale"`
+	Historical bool    `json:"historical"` // from a replayed backlog
+	Partial    bool    `json:"partial"`    // the window was not complete
+	AgeS       float64 `json:"age_s"`      // seconds since the value's window ended
+}
+
+// Neighbours are the SKU's neighbours in the knowledge graph (ids).
+type Neighbours struct {
+	Substitutes []string `json:"substitutes"`
+	Complements []string `json:"complements"`
+	Channels    []string `json:"channels"` // the channels the SKU is sold via
+}
+
+// MarshalJSON writes an infinite days_of_cover (no demand) as the string "+Inf": JSON numbers
+// cannot hold it, and an audit record or a lint witness must still encode.
+func (v Inventory) MarshalJSON() ([]byte, error) {
+	type plain Inventory
+	if !math.IsInf(v.DaysOfCover, 0) {
+		return json.Marshal(plain(v))
+	}
+	return json.Marshal(struct {
+		plain
+		DaysOfCover string `json:"days_of_cover"`
+	}{plain(v), strconv.FormatFloat(v.DaysOfCover, 'g', -1, 64)})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (v *Inventory) UnmarshalJSON(data []byte) error {
+	type plain Inventory
+	var aux struct {
+		plain
+		DaysOfCover json.RawMessage `json:"days_of_cover"`
+	}
+	if err := json.Unmarshal(data, &aux); err != nil {
+		return err
+	}
+	*v = Inventory(aux.plain)
+	if len(aux.DaysOfCover) == 0 || string(aux.DaysOfCover) == "null" {
+		return nil
+	}
+	var s string
+	if json.Unmarshal(aux.DaysOfCover, &s) == nil {
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return fmt.Errorf("days_of_cover: %w", err)
+		}
+		v.DaysOfCover = f
+		return nil
+	}
+	return json.Unmarshal(aux.DaysOfCover, &v.DaysOfCover)
+}

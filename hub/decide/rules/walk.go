@@ -1,0 +1,100 @@
+package rules
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"cel.dev/cel-go/cel"
+	"cel.dev/cel-go/common/ast"
+	"cel.dev/cel-go/common/operators"
+	"cel.dev/cel-go/common/types"
+)
+
+// exprFacts is what a condition mentions: the constants and feature names the overlap lint
+// builds its sample inputs from, and the places strict checks report.
+type exprFacts struct {
+	strings  []string
+	numbers  []float64
+	features []featureRef
+	dyns     []int32 // offsets of dyn() calls
+}
+
+type featureRef struct {
+	name   string
+	offset int32
+}
+
+func factsOf(a *cel.Ast) exprFacts {
+	var f exprFacts
+	if a == nil {
+		return f
+	}
+	native := a.NativeRep()
+	info := native.SourceInfo()
+	offset := func(id int64) int32 {
+		r, _ := info.GetOffsetRange(id)
+		return r.Start
+	}
+	ast.PreOrderVisit(native.Expr(), ast.NewExprVisitor(func(e ast.Expr) {
+		switch e.Kind() {
+		case ast.LiteralKind:
+			switch v := e.AsLiteral().(type) {
+			case types.String:
+				f.strings = append(f.strings, string(v))
+			case types.Int:
+				f.numbers = append(f.numbers, float64(v))
+			case types.Uint:
+				f.numbers = append(f.numbers, float64(v))
+			case types.Double:
+				f.numbers = append(f.numbers, float64(v))
+			}
+		case ast.SelectKind:
+			s := e.AsSelect()
+			if isFeatures(s.Operand()) {
+				f.features = append(f.features, featureRef{s.FieldName(), offset(e.ID()) + 1}) // the name, after the dot
+			}
+		case ast.CallKind:
+			c := e.AsCall()
+			switch c.FunctionName() {
+			case operators.Index, operators.OptIndex:
+				args := c.Args()
+				if len(args) == 2 && isFeatures(args[0]) && args[1].Kind() == ast.LiteralKind {
+					if s, ok := args[1].AsLiteral().(types.String); ok {
+						f.features = append(f.features, featureRef{string(s), offset(args[1].ID())})
+					}
+				}
+			case "dyn":
+				f.dyns = append(f.dyns, max(offset(e.ID())-int32(len("dyn")), 0)) // CEL places a call at its "("
+			}
+		}
+	}))
+	return f
+}
+
+func isFeatures(e ast.Expr) bool { return e.Kind() == ast.IdentKind && e.AsIdent() == "features" }
+
+type strictProblem struct {
+	offset int32
+	msg    string
+}
+
+// strictChecks are the checks of new conditions beyond CEL's type check: a feature name that
+// no definition has (when the caller says which exist), and dyn(), which would hide a value's
+// type from the checker and so read a stale feature's value without the freshness check.
+func strictChecks(a *cel.Ast, known []string) []strictProblem {
+	f := factsOf(a)
+	var out []strictProblem
+	if known != nil {
+		for _, r := range f.features {
+			if !slices.Contains(known, r.name) {
+				out = append(out, strictProblem{r.offset, fmt.Sprintf("unknown feature %q (defined: %s)", r.name, strings.Join(known, ", "))})
+			}
+		}
+	}
+	for _, off := range f.dyns {
+		out = append(out, strictProblem{off, "dyn() is not allowed in rules: it hides types from the checker"})
+	}
+	slices.SortFunc(out, func(a, b strictProblem) int { return int(a.offset - b.offset) })
+	return out
+}
