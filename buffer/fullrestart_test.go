@@ -133,7 +133,7 @@ func TestDiskFullRestart(t *testing.T) {
 			return got
 		}
 		t.Cleanup(func() { _ = cmd.Process.Kill() }) // before the unmount
-		if round > 0 { // on the full disk appends are refused: a moment is enough
+		if round > 0 {                               // on the full disk appends are refused: a moment is enough
 			count(time.Second, 1<<30)
 		} else if got := count(30*time.Second, 200); got < 200 {
 			t.Fatalf("round %d: child appended %d records: %s", round, got, stderr.String())

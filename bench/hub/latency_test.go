@@ -1,0 +1,176 @@
+package hubbench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/hub/state/kvkey"
+	"github.com/gemba-io/gemba/internal/testutil"
+)
+
+// BenchmarkLatency is the latency target (publish by an agent → value readable in the store, p99 ≤
+// 10 ms at 5,000 records/s): agents publish their windows as they close, spread evenly over the
+// window, at 5,000 feature records/s in total, for -latency-seconds (default 10 s, the first 2 s
+// not counted). A record is readable when its value is in the feature store's KV bucket: this process
+// watches the bucket as another replica would, and takes the time from just before the agent's
+// publish to the update's arrival. Variants: few agents with big chunks (815 records), many with small
+// (98). Run with -benchtime 1x.
+func BenchmarkLatency(b *testing.B) {
+	for _, v := range []struct {
+		name string
+		p    plant
+	}{
+		{"6agents-815records", plant{agents: 6, lines: 5, machines: 4, fields: 10, skus: 50}},
+		{"50agents-98records", plant{agents: 50, lines: 1, machines: 4, fields: 6, skus: 50}},
+	} {
+		b.Run(v.name, func(b *testing.B) {
+			for b.Loop() {
+				latencyRound(b, v.p, 5000, 10*time.Second, 2*time.Second)
+			}
+		})
+	}
+}
+
+func latencyRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration) {
+	dir := b.TempDir()
+	cfg := hubConfig(b, p, dir, testutil.FreePort(b))
+	offline(b, dir, func(js jetstream.JetStream) { agentsStream(b, js) })
+	b.StopTimer()
+	h := startHub(b, cfg)
+	defer h.halt(b)
+	nc, js := connect(b, "nats://"+cfg.NATS.Embedded.Listen)
+	defer nc.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	kv, err := js.KeyValue(ctx, "GEMBA_FEATURES")
+	if err != nil {
+		b.Fatal(err)
+	}
+	w, err := kv.WatchAll(ctx, jetstream.UpdatesOnly())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = w.Stop() }()
+
+	// The window that makes the agents' records add up to rate per second.
+	window := time.Duration(float64(time.Second) * float64(p.agents*p.perWindow()) / float64(rate))
+	windows := int(runFor / window)
+	counted := int(warmup/window) + 1 // first window counted
+	type msgKey struct {
+		agent string
+		seq   uint64
+	}
+	var mu sync.Mutex
+	sent := map[msgKey]time.Time{}
+	var lat []time.Duration
+	lastSeen := map[string]uint64{} // per agent, the latest window of its first signal's mean
+	probe := map[string]string{}    // KV key of that feature → agent
+	for a := range p.agents {
+		probe[kvkey.Join("mean", fmt.Sprintf("%s.%s.f0", p.line(a, 0), machineNames[0]))] = p.agent(a)
+	}
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for e := range w.Updates() {
+			if e == nil {
+				continue
+			}
+			at := time.Now()
+			agent, seq, ok := lineageOf(e.Value())
+			if !ok {
+				continue
+			}
+			mu.Lock()
+			if t, ok := sent[msgKey{agent, seq}]; ok && seq >= uint64(counted) {
+				lat = append(lat, at.Sub(t))
+			}
+			if a, ok := probe[e.Key()]; ok {
+				lastSeen[a] = seq
+			}
+			mu.Unlock()
+		}
+	}()
+
+	t0 := time.Now().Truncate(time.Second)
+	start := time.Now()
+	cpu0 := cpuTime()
+	for wi := 1; wi <= windows; wi++ {
+		for a := range p.agents {
+			// Agent a's window wi closes at its own offset within the window.
+			due := start.Add(time.Duration(wi-1)*window + time.Duration(a)*window/time.Duration(p.agents))
+			if d := time.Until(due); d > 0 {
+				time.Sleep(d) // pacing the load, not synchronising
+			}
+			now := time.Now()
+			bt := p.batch(a, wi, t0, window, now)
+			m := msg(bt)
+			mu.Lock()
+			sent[msgKey{bt.Agent, bt.FirstSeq}] = now
+			mu.Unlock()
+			if _, err := js.PublishMsgAsync(m); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	el := time.Since(start)
+	testutil.WaitFor(b, time.Minute, "every agent's last window in the store", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for a := range p.agents {
+			if lastSeen[p.agent(a)] != uint64(windows) {
+				return false
+			}
+		}
+		return true
+	})
+	cpu := cpuTime() - cpu0
+	drained(b, js, time.Minute)
+	mu.Lock()
+	ls := slices.Clone(lat)
+	mu.Unlock()
+	slices.Sort(ls)
+	if len(ls) < (windows-counted)*p.agents*p.perWindow()/2 {
+		b.Fatalf("only %d updates observed for %d windows of %d agents", len(ls), windows-counted, p.agents)
+	}
+	q := func(f float64) float64 { return float64(ls[int(f*float64(len(ls)-1))].Microseconds()) / 1000 }
+	records := windows * p.agents * p.perWindow()
+	b.ReportMetric(float64(records)/el.Seconds(), "records/s")
+	b.ReportMetric(q(0.5), "p50-ms")
+	b.ReportMetric(q(0.99), "p99-ms")
+	b.ReportMetric(q(1), "max-ms")
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(records), "cpu-ns/record")
+	b.Logf("%d records (%d updates timed) at %.0f records/s, window %s: p50 %.2f ms, p99 %.2f ms, max %.2f ms",
+		records, len(ls), float64(records)/el.Seconds(), window, q(0.5), q(0.99), q(1))
+	b.StartTimer()
+}
+
+// lineageOf picks the agent and first_seq out of a stored value without decoding all of it: this
+// process shares the CPU with the hub it measures.
+func lineageOf(v []byte) (agent string, seq uint64, ok bool) {
+	_, rest, ok := bytes.Cut(v, []byte(`"lineage":{"agent":"`))
+	if !ok {
+		return "", 0, false
+	}
+	a, rest, ok := bytes.Cut(rest, []byte(`"`))
+	if !ok {
+		return "", 0, false
+	}
+	_, rest, ok = bytes.Cut(rest, []byte(`"first_seq":`))
+	if !ok {
+		return "", 0, false
+	}
+	end := bytes.IndexByte(rest, ',')
+	if end < 0 {
+		return "", 0, false
+	}
+	n, err := strconv.ParseUint(string(rest[:end]), 10, 64)
+	return string(a), n, err == nil
+}
