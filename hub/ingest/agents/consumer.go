@@ -120,6 +120,7 @@ func (c *Consumer) bind(ctx context.Context) (jetstream.Consumer, error) {
 			Description: "gemba-hub: agents' features and status, shared by every hub replica",
 		})
 		if err == nil {
+			c.checkRetention(ctx)
 			return cons, nil
 		}
 		why := fmt.Sprintf("binding consumer %s on stream %s: %v", c.cfg.Consumer, c.cfg.Stream, err)
@@ -133,6 +134,20 @@ func (c *Consumer) bind(ctx context.Context) (jetstream.Consumer, error) {
 		case <-time.After(wait):
 			wait = min(wait*2, 5*time.Second)
 		}
+	}
+}
+
+// checkRetention warns when the stream keeps messages longer than the dedup markers remember
+// them: a consumer re-created from the start would re-apply what is older than the markers.
+func (c *Consumer) checkRetention(ctx context.Context) {
+	st, err := c.d.JS.Stream(ctx, c.cfg.Stream)
+	if err != nil {
+		return
+	}
+	if age := st.CachedInfo().Config.MaxAge; age == 0 || age > c.cfg.DedupTTL {
+		c.log.Warn("the agents' stream keeps messages longer than ingest.dedup_ttl: if the consumer is deleted and "+
+			"re-created, messages older than the markers would be applied again", "stream", c.cfg.Stream,
+			"stream_max_age", age, "dedup_ttl", c.cfg.DedupTTL)
 	}
 }
 
@@ -349,6 +364,14 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 	}
 	if err := c.d.Features.Flush(ctx); err != nil {
 		c.retry(fresh, fmt.Errorf("feature store: %w", err))
+		return
+	}
+	done := make([]dedup.Claim, len(fresh))
+	for i, it := range fresh {
+		done[i] = dedup.Claim{ID: it.batch.MsgID(), StreamSeq: it.seq}
+	}
+	if err := c.d.Dedup.DoneAll(ctx, done); err != nil {
+		c.retry(fresh, err) // stored, but not marked: the redelivery is fresh and absorbed by the state
 		return
 	}
 	now := time.Now()

@@ -245,6 +245,11 @@ func (c *Consumer) handle(ctx context.Context, msgs []jetstream.Msg) {
 			continue
 		}
 		err := c.apply(ctx, d.ev)
+		if err == nil {
+			// Applied: mark the claim done before the ack, so that re-reading the stream (a re-created
+			// consumer) finds it done. A failure leaves it pending: the redelivery is absorbed by the sink.
+			err = c.o.Markers.DoneAll(ctx, claims[i:i+1])
+		}
 		switch {
 		case err == nil:
 			c.count(d.ev.kind(), outcomeApplied)

@@ -1,5 +1,10 @@
 // Package dedup remembers message identities beyond JetStream's duplicate window, in a KV bucket
 // with a TTL that every hub replica shares: the first stream message to claim an identity owns it.
+//
+// A marker holds the claiming stream sequence while the message is being applied ("12") and is
+// marked done once its state is stored ("d12"). A claim by the same stream message is fresh while
+// the marker is pending (a redelivery after a crash: the state absorbs it) and a duplicate once it
+// is done, so a consumer that re-reads the stream (deleted and re-created) applies nothing twice.
 package dedup
 
 import (
@@ -148,7 +153,41 @@ func (m *Markers) settle(ctx context.Context, c Claim, cause error) (Verdict, er
 		return 0, fmt.Errorf("dedup claim %s: read: %w", c.ID, err)
 	}
 	if seq, err := strconv.ParseUint(string(e.Value()), 10, 64); err == nil && seq == c.StreamSeq {
-		return Fresh, nil
+		return Fresh, nil // pending, by this very message
 	}
-	return Duplicate, nil
+	return Duplicate, nil // done, or claimed by another message
+}
+
+// DoneAll marks claims as applied (their state is stored), in one round trip, before the messages
+// are acknowledged. Only the owner of a claim marks it, so a plain put is enough.
+func (m *Markers) DoneAll(ctx context.Context, claims []Claim) error {
+	futs := make([]jetstream.PubAckFuture, 0, min(len(claims), maxInFlight))
+	wait := func() error {
+		for _, f := range futs {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				return fmt.Errorf("dedup done %s: %w", f.Msg().Subject, err)
+			case <-ctx.Done():
+				return fmt.Errorf("dedup done: %w", ctx.Err())
+			}
+		}
+		futs = futs[:0]
+		return nil
+	}
+	for _, c := range claims {
+		if len(futs) == maxInFlight {
+			if err := wait(); err != nil {
+				return err
+			}
+		}
+		msg := nats.NewMsg(m.prefix + Key(c.ID))
+		msg.Data = strconv.AppendUint([]byte{'d'}, c.StreamSeq, 10)
+		f, err := m.js.PublishMsgAsync(msg)
+		if err != nil {
+			return fmt.Errorf("dedup done %s: %w", c.ID, err)
+		}
+		futs = append(futs, f)
+	}
+	return wait()
 }

@@ -146,3 +146,27 @@ func TestBadConfig(t *testing.T) {
 		t.Fatal("bad bucket name accepted")
 	}
 }
+
+// TestDone: once a claim is marked done, even the message that claimed it is a duplicate (a
+// consumer re-reading the stream applies nothing twice); while pending, its redelivery is fresh.
+func TestDone(t *testing.T) {
+	js := startJS(t)
+	ctx := context.Background()
+	m, err := Open(ctx, js, Config{Bucket: "D", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := []Claim{{"a", 7}, {"b", 8}}
+	if v, err := m.ClaimAll(ctx, c); err != nil || v[0] != Fresh || v[1] != Fresh {
+		t.Fatal(v, err)
+	}
+	if v, err := m.ClaimAll(ctx, c); err != nil || v[0] != Fresh || v[1] != Fresh {
+		t.Fatalf("redelivery while pending: %v %v, want fresh", v, err)
+	}
+	if err := m.DoneAll(ctx, c[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := m.ClaimAll(ctx, c); err != nil || v[0] != Duplicate || v[1] != Fresh {
+		t.Fatalf("after done: %v %v, want duplicate for a, fresh for pending b", v, err)
+	}
+}

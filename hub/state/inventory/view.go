@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/gemba-io/gemba/hub/state/kvkey"
 )
 
 // Filter selects and pages positions for List. Positions are ordered by site, then SKU, both compared in
@@ -94,7 +96,7 @@ func (v *view) sorted() {
 
 func escaped(s string) string {
 	var b strings.Builder
-	escapeTo(&b, s)
+	kvkey.EscapeTo(&b, s)
 	return b.String()
 }
 
