@@ -178,15 +178,20 @@ func (s *Store) secureFiles() {
 			done[name] = info.Size()
 			continue
 		}
-		if err := fallocate(filepath.Join(s.cfg.Dir, name), info.Size()); err != nil {
-			if errors.Is(err, unix.EOPNOTSUPP) {
-				done[name] = info.Size() // a filesystem without fallocate: nothing to secure with
-				continue
-			}
+		size, err := fallocate(filepath.Join(s.cfg.Dir, name))
+		switch {
+		case err == nil:
+			done[name] = size
+		case errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT):
 			failed = err
-			continue
+		default:
+			// Not a lack of space (a filesystem without fallocate, a file gone meanwhile):
+			// there is nothing to secure with, and refusing appends would not help.
+			done[name] = info.Size()
+			if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, os.ErrNotExist) {
+				s.log.Warn("allocating a Badger log file failed", "file", name, "err", err)
+			}
 		}
-		done[name] = info.Size()
 	}
 	s.secDone, s.secMtime = done, st.ModTime()
 	if failed != nil {
@@ -203,16 +208,22 @@ func (s *Store) secureFiles() {
 	}
 }
 
-func fallocate(path string, size int64) error {
+// fallocate allocates the blocks of path up to its current size. KEEP_SIZE: a file Badger has
+// truncated meanwhile (a rotated value log) must not grow back.
+func fallocate(path string) (int64, error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil
-		}
-		return err
+		return 0, err
 	}
 	defer f.Close()
-	return unix.Fallocate(int(f.Fd()), 0, 0, size)
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	if st.Size() == 0 {
+		return 0, nil
+	}
+	return st.Size(), unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_KEEP_SIZE, 0, st.Size())
 }
 
 // securedSizes returns the secured files' names and logical sizes (measure counts their data, not
