@@ -190,7 +190,7 @@ func damageCases(t *testing.T, base string, long bool) []damageCase {
 	for _, e := range entries {
 		name := e.Name()
 		info, err := e.Info()
-		if err != nil || !info.Mode().IsRegular() || info.Size() == 0 || name == "LOCK" || strings.HasSuffix(name, ".tmp") {
+		if err != nil || !info.Mode().IsRegular() || info.Size() == 0 || name == "LOCK" || name == reserveName || strings.HasSuffix(name, ".tmp") {
 			continue
 		}
 		for _, f := range fracs {
@@ -226,6 +226,9 @@ func copyDir(t *testing.T, from, to string) {
 		t.Fatal(err)
 	}
 	for _, e := range es {
+		if e.Name() == reserveName {
+			continue // space held, not data
+		}
 		b, err := os.ReadFile(filepath.Join(from, e.Name()))
 		if err != nil {
 			t.Fatal(err)
@@ -237,7 +240,7 @@ func copyDir(t *testing.T, from, to string) {
 }
 
 // TestDamageCorpus damages every file of a store (Badger's tables, value and write-ahead logs,
-// MANIFEST, KEYREGISTRY, the state file) in many ways: flipped bytes at several offsets,
+// MANIFEST, KEYREGISTRY, DISCARD, the state file) in many ways: flipped bytes at several offsets,
 // truncation, deletion. Each damaged store is opened twice in a child process: it must open
 // (never a panic, never a refusal that would crash-loop the agent), and every record that was
 // waiting is either read back intact or counted as lost (corrupt or store_lost). The second
