@@ -86,6 +86,9 @@ func (g *Guard) decideRequest(ctx context.Context, id, who, reason string, appro
 			}
 			return g.applyApproval(ctx, key, rec, nrev)
 		case rec.Status != string(NeedsApproval):
+			if a := rec.Verdict; a != nil && a.Approval != nil && a.Approval.By == who && a.Approval.Approved == approve {
+				return g.replay(rec) // this approver's own decision, e.g. a write whose reply was lost
+			}
 			return Verdict{}, &StateError{ID: id, Op: op, Status: rec.Status}
 		case now.After(rec.Created.Add(g.cfg.Approval.TTL)):
 			if err := g.expire(ctx, key, rec, rev); err != nil {
@@ -187,16 +190,13 @@ func (g *Guard) Pending(ctx context.Context) ([]Request, error) {
 	if g.closed.Load() {
 		return nil, ErrClosed
 	}
-	lister, err := g.kv.ListKeysFiltered(ctx, prefixQueue+">")
+	keys, err := g.keys(ctx, prefixQueue+">")
 	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return nil, nil
-		}
 		return nil, fmt.Errorf("guard: pending: %w", err)
 	}
-	var ids []string
-	for k := range lister.Keys() {
-		ids = append(ids, strings.TrimPrefix(k, prefixQueue))
+	ids := make([]string, len(keys))
+	for i, k := range keys {
+		ids[i] = strings.TrimPrefix(k, prefixQueue)
 	}
 	var out []Request
 	for _, id := range ids {

@@ -128,6 +128,15 @@ type record struct {
 	Verdict  *Verdict  `json:"verdict,omitempty"`
 	// Approving: the approval being applied (kept so a replica taking over applies the same one).
 	Approving *Approval `json:"approving,omitempty"`
+	// Attempt is a random token of the call that wrote the verdict: after a lost reply, it tells
+	// that call's own write from another's (owner and time can coincide).
+	Attempt string `json:"attempt,omitempty"`
+}
+
+func attempt() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 func decodeRecord(id string, b []byte) (*record, error) {
@@ -244,7 +253,7 @@ func (g *Guard) finish(ctx context.Context, key string, rec *record, rev uint64,
 			return Verdict{}, fmt.Errorf("guard: decision %s: queue: %w", id, err)
 		}
 	}
-	rec.Status, rec.Verdict, rec.Approving = string(v.Outcome), &v, nil
+	rec.Status, rec.Verdict, rec.Approving, rec.Attempt = string(v.Outcome), &v, nil, attempt()
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return Verdict{}, err
@@ -261,22 +270,15 @@ func (g *Guard) finish(ctx context.Context, key string, rec *record, rev uint64,
 			}
 			continue
 		}
-		// Lost the record: either our own write whose reply was lost, or a takeover.
-		cur, _, gerr := g.get(ctx, key)
-		if gerr != nil {
-			return Verdict{}, fmt.Errorf("guard: decision %s: %w", id, gerr)
+		// Lost the record: our own write whose reply was lost, or a takeover.
+		ours, err := g.awaitFinal(ctx, r, key, rec, &v)
+		if err != nil {
+			return Verdict{}, err
 		}
-		now, derr := decodeRecord(id, cur)
-		if derr != nil {
-			return Verdict{}, derr
+		if !ours {
+			return v, nil
 		}
-		if now.Owner == g.replica && now.Verdict != nil && now.Status == rec.Status && now.Verdict.Decided.Equal(v.Decided) {
-			break // ours
-		}
-		if now.final() && now.Verdict != nil {
-			return g.replay(now)
-		}
-		return Verdict{}, fmt.Errorf("guard: decision %s: taken over by %s while deciding", id, now.Owner)
+		break
 	}
 	switch v.Outcome {
 	case Allow:
@@ -293,6 +295,40 @@ func (g *Guard) finish(ctx context.Context, key string, rec *record, rev uint64,
 	}
 	g.log.Debug("decision", "decision", id, "outcome", v.Outcome, "guardrail", v.Guardrail)
 	return v, nil
+}
+
+// awaitFinal reads a decision whose verdict write lost its compare-and-set until it is final. It
+// reports ours when the final verdict is the one this call wrote (its reply was lost); otherwise v
+// becomes the recorded verdict. A read may come from an R3 follower a little behind, which can
+// still show this call's claim: it is read again.
+func (g *Guard) awaitFinal(ctx context.Context, r *retrier, key string, rec *record, v *Verdict) (bool, error) {
+	id := rec.Proposal.ID
+	for {
+		cur, rev, err := g.get(ctx, key)
+		if err != nil {
+			return false, fmt.Errorf("guard: decision %s: %w", id, err)
+		}
+		if rev == 0 {
+			return false, fmt.Errorf("guard: decision %s: record removed while deciding", id)
+		}
+		now, err := decodeRecord(id, cur)
+		if err != nil {
+			return false, err
+		}
+		if now.final() && now.Verdict != nil {
+			if now.Attempt == rec.Attempt {
+				return true, nil
+			}
+			*v, err = g.replay(now)
+			return false, err
+		}
+		if !time.Now().Before(r.giveUp) {
+			return false, fmt.Errorf("guard: decision %s: still %s by %s after losing its record", id, now.Status, now.Owner)
+		}
+		if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
+			return false, fmt.Errorf("guard: decision %s: %w", id, err)
+		}
+	}
 }
 
 // releaseAll gives back whatever a decision may hold. Failures leave a reservation behind, which

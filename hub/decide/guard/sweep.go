@@ -2,7 +2,6 @@ package guard
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -20,16 +19,9 @@ func (g *Guard) Sweep(ctx context.Context) (int, error) {
 	if g.closed.Load() {
 		return 0, ErrClosed
 	}
-	lister, err := g.kv.ListKeys(ctx)
+	keys, err := g.keys(ctx, ">")
 	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return 0, nil
-		}
 		return 0, fmt.Errorf("guard: sweep: %w", err)
-	}
-	var keys []string
-	for k := range lister.Keys() {
-		keys = append(keys, k)
 	}
 	now := g.cfg.now()
 	removed := 0
