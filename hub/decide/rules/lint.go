@@ -54,9 +54,10 @@ const LintSamples = 4000
 //     CEL's canonical form);
 //   - never (warning): a condition that folds to false;
 //   - overlap: two rules with different actions that both match a generated input (the input is
-//     the finding's witness). A warning under collect, where both act; info under first, where
-//     the earlier rule wins by design. Found by sampling (see sampler): every overlap reported
-//     is real, but finding none does not prove the conditions disjoint.
+//     the finding's witness). A warning under collect when the actions share a channel at the
+//     same priority (two decisions for one channel, nothing saying which wins); info otherwise,
+//     and under first, where the earlier rule wins by design. Found by sampling (see sampler): every overlap reported is real, but
+//     finding none does not prove the conditions disjoint.
 //   - conflict (warning): a promote and a hold of the same channel ("*" is every channel) at the
 //     same priority: give the one that must win a higher priority.
 //
@@ -193,7 +194,13 @@ func (s *Set) overlaps() []Finding {
 		if s.rank(p.b) < s.rank(p.a) {
 			first, second = second, first
 		}
-		sev, what := Warning, "both act"
+		sev, what := Info, "both act, on different channels"
+		if ch, shared := sharedChannel(first.Action.Channels, second.Action.Channels); shared {
+			sev, what = Warning, "both act on channel "+ch
+			if first.Priority != second.Priority {
+				sev, what = Info, fmt.Sprintf("%q wins channel %s by priority", first.Name, ch)
+			}
+		}
 		if s.policy == First {
 			sev, what = Info, fmt.Sprintf("%q wins there", first.Name)
 		}
