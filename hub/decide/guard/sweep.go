@@ -33,6 +33,14 @@ func (g *Guard) Sweep(ctx context.Context) (int, error) {
 		if err != nil || rev == 0 {
 			continue
 		}
+		if strings.HasPrefix(k, prefixDec) {
+			// Requests nobody decided expire here too, not only when someone lists the queue.
+			if rec, err := decodeRecord(k, cur); err == nil && rec.Status == string(NeedsApproval) && rec.Verdict != nil &&
+				now.After(rec.Created.Add(g.cfg.Approval.TTL)) {
+				_ = g.expire(ctx, k, rec, rev)
+				continue
+			}
+		}
 		if !g.spent(k, cur, now) {
 			continue
 		}
