@@ -64,6 +64,10 @@ func (g *Guard) decideRequest(ctx context.Context, id, who, reason string, appro
 			return Verdict{}, err
 		}
 		now := g.cfg.now()
+		if (rec.Status == string(NeedsApproval) || rec.Status == statusApproving) && rec.Verdict == nil ||
+			rec.Status == statusApproving && rec.Approving == nil {
+			return Verdict{}, fmt.Errorf("guard: %s %s: %s record without its verdict or approval", op, id, rec.Status)
+		}
 		switch {
 		case rec.Status == statusApproving && rec.Owner != g.replica && now.Before(rec.Lease):
 			if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
@@ -254,6 +258,9 @@ func (g *Guard) Release(ctx context.Context, id string) error {
 		var err error
 		if rec, err = decodeRecord(id, cur); err != nil {
 			return nil, false, err
+		}
+		if rec.Verdict == nil {
+			return nil, false, fmt.Errorf("%s record without a verdict", rec.Status)
 		}
 		switch rec.Status {
 		case string(Released):

@@ -3,6 +3,7 @@ package guard
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -218,5 +219,40 @@ func TestRelease(t *testing.T) {
 	}
 	if err := g.Release(ctx, DecisionID("x", "y", "z", "w", c.Now())); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("release of an unknown decision: %v", err)
+	}
+}
+
+// TestCorruptValues: a record or ledger that does not decode is an error naming the key, never
+// overwritten, never a panic.
+func TestCorruptValues(t *testing.T) {
+	g, c, js := single(t, nil)
+	ctx := context.Background()
+	kv, err := js.KeyValue(ctx, g.cfg.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := promo(c, "r", "SKU-1", "retail", 10)
+	if _, err := kv.Put(ctx, prefixDec+p.ID, []byte("garbage")); err != nil {
+		t.Fatal(err)
+	}
+	for name, call := range map[string]func() error{
+		"check":   func() error { _, err := g.Check(ctx, p); return err },
+		"approve": func() error { _, err := g.Approve(ctx, p.ID, "bob", ""); return err },
+		"reject":  func() error { _, err := g.Reject(ctx, p.ID, "bob", ""); return err },
+		"release": func() error { return g.Release(ctx, p.ID) },
+	} {
+		if err := call(); err == nil || !strings.Contains(err.Error(), p.ID) || !strings.Contains(err.Error(), "undecodable") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	q := promo(c, "r", "SKU-2", "retail", 10)
+	if _, err := kv.Put(ctx, coolKey(q.SKU, q.Channel), []byte("{")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Check(ctx, q); err == nil || !strings.Contains(err.Error(), coolKey(q.SKU, q.Channel)) {
+		t.Fatalf("corrupt ledger: %v", err)
+	}
+	if e, err := kv.Get(ctx, coolKey(q.SKU, q.Channel)); err != nil || string(e.Value()) != "{" {
+		t.Fatalf("corrupt ledger overwritten: %v", err)
 	}
 }
