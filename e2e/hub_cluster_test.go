@@ -61,7 +61,7 @@ func featureLedger(agent string, first uint64, n, perMsg, skus int, total map[st
 // with the same Msg-Id until acknowledged, as the agent's uplink does. Nothing lost or doubled: the
 // inventory equals the ledger exactly, every message is settled, one dedup marker per identity.
 func TestHubOnClusterNodeKilledUnderLoad(t *testing.T) {
-	if testing.Short() {
+	if testing.Short() && os.Getenv("CI") == "" { // CI runs everything
 		t.Skip("runs a 3-node NATS cluster (~30 s)")
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))

@@ -45,7 +45,7 @@ const (
 //     unique, so line2.pack's samples are 1 ms after line1.pack's (up to 4 ms at the first step's
 //     births): a state boundary may move by a few ms of a 10 s window (≤ 4e-4).
 func TestHubMatchesSimulatorLedger(t *testing.T) {
-	if testing.Short() {
+	if testing.Short() && os.Getenv("CI") == "" { // CI runs everything
 		t.Skip("runs an agent, a simulator and a hub (~15 s)")
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))

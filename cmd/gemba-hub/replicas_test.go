@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -119,7 +120,7 @@ func agentLedger(n, perMsg, skus int) ([]ledgerMsg, map[string]float64) {
 // ledger exactly, every message is settled, the dedup bucket holds one marker per identity, and the
 // survivor counts one duplicate per copy (more only for duplicates JetStream delivered again).
 func TestTwoReplicasOneKilledMidLoad(t *testing.T) {
-	if testing.Short() {
+	if testing.Short() && os.Getenv("CI") == "" { // CI runs everything
 		t.Skip("runs two hub processes (~20 s)")
 	}
 	dir := t.TempDir()
