@@ -113,6 +113,7 @@ type activation struct {
 	in      *Input
 	adapter types.Adapter
 	vals    [numVars]ref.Val
+	bounded bool // the input is within the bounds of the static cost estimate
 }
 
 const (
@@ -127,7 +128,7 @@ const (
 )
 
 func newActivation(in *Input, adapter types.Adapter) *activation {
-	return &activation{in: in, adapter: adapter}
+	return &activation{in: in, adapter: adapter, bounded: bounded(in)}
 }
 
 func (a *activation) ResolveName(name string) (any, bool) {
@@ -151,7 +152,18 @@ func (a *activation) ResolveName(name string) (any, bool) {
 		return nil, false
 	}
 	if a.vals[i] == nil {
-		a.vals[i] = a.adapter.NativeToValue(a.native(i))
+		switch i {
+		case varFeatures:
+			a.vals[i] = a.features()
+		case varLines:
+			ls := make([]ref.Val, len(a.in.Lines))
+			for j := range a.in.Lines {
+				ls[j] = a.adapter.NativeToValue(a.in.Lines[j])
+			}
+			a.vals[i] = types.NewRefValList(a.adapter, ls)
+		default:
+			a.vals[i] = a.adapter.NativeToValue(a.native(i))
+		}
 	}
 	return a.vals[i], true
 }
@@ -173,6 +185,16 @@ func (a *activation) native(i int) any {
 		return in.Neighbours
 	}
 	return in.Now
+}
+
+// features converts the map once: CEL's view of a Go map looks every key up by reflection, and
+// its view of a Go slice (lines) converts an element at every access.
+func (a *activation) features() ref.Val {
+	m := make(map[ref.Val]ref.Val, len(a.in.Features))
+	for k, f := range a.in.Features {
+		m[types.String(k)] = a.adapter.NativeToValue(f)
+	}
+	return types.NewRefValMap(a.adapter, m)
 }
 
 func (*activation) Parent() interpreter.Activation { return nil }

@@ -93,7 +93,11 @@ func (r *Rule) eval(act *activation) (matched bool, err error) {
 			matched, err = false, fmt.Errorf("internal error evaluating the condition: %v", p)
 		}
 	}()
-	out, _, err := r.prog.Eval(act)
+	prog := r.prog
+	if r.fast != nil && act.bounded {
+		prog = r.fast
+	}
+	out, _, err := prog.Eval(act)
 	if err != nil {
 		return false, err
 	}

@@ -74,7 +74,9 @@ type Rule struct {
 	Index       int    // position in the file
 	Path        string // rules[i]
 
-	prog     cel.Program
+	prog     cel.Program // with runtime cost tracking and the limit
+	fast     cel.Program // without tracking, for inputs within bounds; nil when the bound is over the limit
+	maxCost  uint64      // the static worst case within bounds (with fast)
 	ast      *cel.Ast
 	line     int       // the rule's line in the file
 	whenPos  []filePos // where each character of When is written
@@ -298,6 +300,13 @@ func compile(d *config.Decoder, env *cel.Env, r *Rule, strict bool, o options) {
 		return
 	}
 	r.ast, r.prog = ast, prog
+	// Within the input bounds the worst case is known: when it is under the limit, the same
+	// condition also gets a program without runtime cost tracking.
+	if est, err := env.EstimateCost(ast, sizeBounds{}); err == nil && est.Max <= o.costLimit {
+		if fast, err := env.Program(ast, cel.EvalOptions(cel.OptOptimize)); err == nil {
+			r.fast, r.maxCost = fast, est.Max
+		}
+	}
 }
 
 func (r *Rule) whenNode() *yaml.Node {
