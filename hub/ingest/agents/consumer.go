@@ -171,7 +171,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		case <-stopped: // not processed: redelivered after ack_wait
 			g.release(len(m.Data()))
 		}
-	}, jetstream.PullMaxMessagesWithBytesLimit(2*c.cfg.Batch, pullBytes), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+	}, jetstream.PullMaxMessagesWithBytesLimit(2*c.cfg.Batch, c.pullBytes()), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		c.log.Debug("consume", "err", err)
 	}))
 	if err != nil {
@@ -226,10 +226,20 @@ func (c *Consumer) Run(ctx context.Context) error {
 // Byte bounds of the messages in the hub's hands: asked for per pull, taken but not processed
 // (buffered and in the batch being processed), and per batch.
 const (
-	pullBytes     = 16 << 20 // above the largest message (the embedded server's max_payload is 8 MiB)
-	bufferedBytes = 32 << 20
-	batchBytes    = 16 << 20
+	minPullBytes  = 1 << 20
+	bufferedBytes = 16 << 20
+	batchBytes    = 8 << 20
 )
+
+// pullBytes is the most bytes asked for per pull: the server's max_payload, so that the largest
+// message it can hold still fits one pull (a larger one would never be delivered).
+func (c *Consumer) pullBytes() int {
+	n := minPullBytes
+	if nc := c.d.JS.Conn(); nc != nil {
+		n = max(n, int(nc.MaxPayload()))
+	}
+	return n
+}
 
 // gate bounds the bytes of messages taken from the consumer and not yet processed.
 type gate struct {
