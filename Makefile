@@ -36,6 +36,17 @@ bench: peers ## benchmarks (figures go to docs/BENCHMARKS.md)
 	$(GO) test -run '^$$' -bench 'MapJSON|Convert' -benchmem -benchtime $(BENCH_TIME) ./collectors/...
 	@# side-by-side runs against real servers time their own rounds: one iteration each
 	$(GO) test -run '^$$' -bench 'SideBySide|NodeOPCUA' -benchtime 1x -timeout 30m ./e2e/ ./collectors/...
+	$(MAKE) --no-print-directory bench-hub
+
+# The hub's benchmarks against its embedded NATS server (bench/hub): ingest throughput, publish→store
+# latency, process RSS with 300k inventory keys. Each round starts its own hub: one iteration each.
+# BENCH_HUB selects (e.g. BENCH_HUB=Ingest), BENCH_HUB_COUNT repeats, HEAPPROF=file profiles the RSS run's hub.
+BENCH_HUB ?= .
+BENCH_HUB_COUNT ?= 1
+.PHONY: bench-hub
+bench-hub: ## hub part 1: ingest records/s, publish→store latency, RSS with 100k SKUs × 3 sites (docs/BENCHMARKS.md)
+	$(GO) test -run '^$$' -bench 'EncodeValue' -benchmem ./hub/state/features/
+	HUBBENCH_HEAPPROF=$(HEAPPROF) $(GO) test -run '^$$' -bench '$(BENCH_HUB)' -benchtime 1x -count $(BENCH_HUB_COUNT) -timeout 60m ./bench/hub/
 
 FUZZTIME ?= 10s
 fuzz: ## run every fuzzer briefly (FUZZTIME=60s for longer)
