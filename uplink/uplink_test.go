@@ -446,21 +446,21 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("defaults with create_stream invalid: %v", err)
 	}
 	cases := map[string]func(*Config){
-		"nats.servers[0]: scheme \"http\"":                        func(c *Config) { c.NATS.Servers = []string{"http://x:1"} },
-		"nats.servers[0]: \"[redacted]@%zz\" is not a server URL": func(c *Config) { c.NATS.Servers = []string{"nats://u:hunter2@%zz"} },
-		"nats.password: user \"u\" needs a password":              func(c *Config) { c.NATS.User = "u" },
-		"nats.creds_file: cannot read":                            func(c *Config) { c.NATS.CredsFile = "/nonexistent/x.creds" },
-		"nats: set only one of":                                   func(c *Config) { c.NATS.CredsFile = "/dev/null"; c.NATS.User = "u" },
-		"nats.tls: cert_file and key_file go together":            func(c *Config) { c.NATS.TLS.CertFile = "/dev/null" },
-		"nats.duplicate_window: 5m0s must exceed":                 func(c *Config) { c.NATS.DuplicateWindow = 5 * time.Minute },
-		"nats.storage: \"disk\" unknown":                          func(c *Config) { c.NATS.Storage = "disk" },
-		"nats.stream: \"a.b\" is not a valid stream":              func(c *Config) { c.NATS.Stream = "a.b" },
-		"nats.subject_prefix: \"a*\" contains":                    func(c *Config) { c.NATS.SubjectPrefix = "x.a*" },
-		"backfill_share: must be in (0, 1]":                       func(c *Config) { c.BackfillShare = 0 },
-		"max_inflight: must be between 1 and 65536":               func(c *Config) { c.MaxInflight = 0 },
-		"nats.discard: \"none\" unknown":                          func(c *Config) { c.NATS.Discard = "none" },
-		"nats.reconnect_max_wait: 1ms is below":                   func(c *Config) { c.NATS.ReconnectMaxWait = time.Millisecond },
-		"nats.duplicate_window: 2h0m0s exceeds max_age":           func(c *Config) { c.NATS.MaxAge = time.Hour; c.NATS.DuplicateWindow = 2 * time.Hour },
+		"nats.servers[0]: scheme \"http\"":                               func(c *Config) { c.NATS.Servers = []string{"http://x:1"} },
+		"nats.servers[0]: \"nats://[redacted]@%zz\" is not a server URL": func(c *Config) { c.NATS.Servers = []string{"nats://u:hunter2@%zz"} },
+		"nats.password: user \"u\" needs a password":                     func(c *Config) { c.NATS.User = "u" },
+		"nats.creds_file: cannot read":                                   func(c *Config) { c.NATS.CredsFile = "/nonexistent/x.creds" },
+		"nats: set only one of":                                          func(c *Config) { c.NATS.CredsFile = "/dev/null"; c.NATS.User = "u" },
+		"nats.tls: cert_file and key_file go together":                   func(c *Config) { c.NATS.TLS.CertFile = "/dev/null" },
+		"nats.duplicate_window: 5m0s must exceed":                        func(c *Config) { c.NATS.DuplicateWindow = 5 * time.Minute },
+		"nats.storage: \"disk\" unknown":                                 func(c *Config) { c.NATS.Storage = "disk" },
+		"nats.stream: \"a.b\" is not a valid stream":                     func(c *Config) { c.NATS.Stream = "a.b" },
+		"nats.subject_prefix: \"a*\" contains":                           func(c *Config) { c.NATS.SubjectPrefix = "x.a*" },
+		"backfill_share: must be in (0, 1]":                              func(c *Config) { c.BackfillShare = 0 },
+		"max_inflight: must be between 1 and 65536":                      func(c *Config) { c.MaxInflight = 0 },
+		"nats.discard: \"none\" unknown":                                 func(c *Config) { c.NATS.Discard = "none" },
+		"nats.reconnect_max_wait: 1ms is below":                          func(c *Config) { c.NATS.ReconnectMaxWait = time.Millisecond },
+		"nats.duplicate_window: 2h0m0s exceeds max_age":                  func(c *Config) { c.NATS.MaxAge = time.Hour; c.NATS.DuplicateWindow = 2 * time.Hour },
 	}
 	for want, mut := range cases {
 		c := DefaultConfig()
