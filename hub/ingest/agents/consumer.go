@@ -162,13 +162,20 @@ func (c *Consumer) Run(ctx context.Context) error {
 	// Messages taken but not yet processed are bounded in bytes as well as in number: agents' feature
 	// chunks are up to 256 KiB, and 2×batch of them would be hundreds of MB.
 	g := newGate(bufferedBytes)
+	h := newHeld()
+	kctx, kstop := context.WithCancel(context.Background())
+	defer kstop()
+	go h.keepAlive(kctx, c.cfg.AckWait/3)
 	cc, err := cons.Consume(func(m jetstream.Msg) {
+		h.add(m)
 		if !g.acquire(len(m.Data())) {
+			h.remove(m)
 			return // stopping: redelivered after ack_wait
 		}
 		select {
 		case msgs <- m:
 		case <-stopped: // not processed: redelivered after ack_wait
+			h.remove(m)
 			g.release(len(m.Data()))
 		}
 	}, jetstream.PullMaxMessagesWithBytesLimit(2*c.cfg.Batch, c.pullBytes()), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
@@ -204,6 +211,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 		batch, size = fill(batch, size)
 		c.process(ctx, batch)
+		h.remove(batch...)
 		g.release(size)
 	}
 	// Stop pulling, then finish what was already taken with a fresh deadline.
@@ -218,9 +226,56 @@ func (c *Consumer) Run(ctx context.Context) error {
 			break
 		}
 		c.process(dctx, batch)
+		h.remove(batch...)
 	}
 	c.setWhy("stopped")
 	return nil
+}
+
+// held are the messages taken from the consumer and not yet settled (waiting or being processed).
+// Their ack deadline is pushed back every ack_wait/3, so a backlog waiting behind a slow batch (a
+// leader election, a slow state write) is not redelivered to another replica meanwhile, which would
+// only multiply the work.
+type held struct {
+	mu   sync.Mutex
+	msgs map[jetstream.Msg]struct{}
+}
+
+func newHeld() *held { return &held{msgs: map[jetstream.Msg]struct{}{}} }
+
+func (h *held) add(m jetstream.Msg) {
+	h.mu.Lock()
+	h.msgs[m] = struct{}{}
+	h.mu.Unlock()
+}
+
+func (h *held) remove(ms ...jetstream.Msg) {
+	h.mu.Lock()
+	for _, m := range ms {
+		delete(h.msgs, m)
+	}
+	h.mu.Unlock()
+}
+
+func (h *held) keepAlive(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(max(every, 100*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		h.mu.Lock()
+		ms := make([]jetstream.Msg, 0, len(h.msgs))
+		for m := range h.msgs {
+			ms = append(ms, m)
+		}
+		h.mu.Unlock()
+		for _, m := range ms {
+			_ = m.InProgress()
+		}
+	}
 }
 
 // Byte bounds of the messages in the hub's hands: asked for per pull, taken but not processed

@@ -272,3 +272,67 @@ func TestRecreatedConsumer(t *testing.T) {
 		t.Fatalf("after replay: produced %v, want 40", p.Produced)
 	}
 }
+
+// slowFeatures delays the first flush past the ack deadline.
+type slowFeatures struct {
+	*features.Store
+	once sync.Once
+	hold time.Duration
+}
+
+func (s *slowFeatures) Flush(ctx context.Context) error {
+	s.once.Do(func() { time.Sleep(s.hold) }) // the slow state write under test, not synchronisation
+	return s.Store.Flush(ctx)
+}
+
+// TestSlowBatchKeepsItsMessages: a batch whose state write takes longer than ack_wait, with more
+// messages waiting behind it: what the hub holds is not redelivered meanwhile (the deadlines are
+// pushed back); only what the client library has pulled and not yet handed over (at most one pull,
+// 2×batch) can be, and is then dropped as a duplicate.
+func TestSlowBatchKeepsItsMessages(t *testing.T) {
+	n := natstest.JetStream(t)
+	_, js := natstest.Connect(t, n.URL())
+	stream(t, js)
+	ctx := context.Background()
+	fs, err := features.Open(ctx, js, features.Config{Bucket: "F", Definitions: defs}, plant{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fs.Close()
+	dd, err := dedup.Open(ctx, js, dedup.Config{Bucket: "DEDUP", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Batch, cfg.AckWait = 4, time.Second
+	m := NewMetrics()
+	c, err := New(cfg, Deps{JS: js, Prefix: "gemba", Dedup: dd, Features: &slowFeatures{Store: fs, hold: 3 * time.Second},
+		Placer: plant{}, Metrics: m}, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		publish(t, js, uint64(i+1), false, "", units("SKU-1", i, 1))
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(rctx) }()
+	cons, _ := js.Consumer(ctx, "GEMBA", "gemba-hub")
+	testutil.WaitFor(t, 30*time.Second, "all settled", func() bool {
+		if cons == nil {
+			cons, _ = js.Consumer(ctx, "GEMBA", "gemba-hub")
+			return false
+		}
+		info, err := cons.Info(ctx)
+		return err == nil && info.NumAckPending == 0 && info.NumPending == 0 && info.Delivered.Consumer >= 20
+	})
+	cancel()
+	<-done
+	r := count(m.redelivered)
+	if r > float64(2*cfg.Batch) {
+		t.Errorf("%v messages redelivered while the first batch was slow, want at most one pull (%d)", r, 2*cfg.Batch)
+	}
+	if d := count(m.duplicates); d != r {
+		t.Errorf("duplicates %v, want one per redelivery (%v)", d, r)
+	}
+}
