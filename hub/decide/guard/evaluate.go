@@ -94,6 +94,15 @@ func (g *Guard) evaluate(ctx context.Context, p *Proposal, at time.Time, approve
 			return g.stop(v, as, firstFailed(cas)), true, nil
 		}
 	}
+	// The clock again: a cooldown ledger forgets promotions more than cooldown + 2 × max_skew
+	// before the clock of whoever writes it, which is safe only for an action time still within
+	// max_skew of the clock now (a decision stalled in retries may no longer be).
+	if late := g.cfg.now().Sub(at); late > g.cfg.MaxSkew {
+		a := Assessment{Guardrail: GTimeSkew, Value: -late.Seconds(), Limit: g.cfg.MaxSkew.Seconds(),
+			Detail: "seconds between the action time and the guard's clock once the caps were reserved"}
+		add(a)
+		return g.stop(v, as, a), true, nil
+	}
 	// The kill switch again, fresh: it may have been thrown while this decision reserved.
 	kill, err = g.killAssessment(ctx)
 	if err != nil {

@@ -11,10 +11,12 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -56,13 +58,17 @@ type Metrics struct {
 // separate connections may share a bucket: every decision, counter and cooldown is claimed or
 // updated by compare-and-set, so no interleaving exceeds a limit or decides one id twice.
 type Guard struct {
-	cfg     Config
-	zone    *time.Location
-	kv      jetstream.KeyValue
-	log     *slog.Logger
-	replica string
-	closed  atomic.Bool
-	Metrics Metrics
+	cfg    Config
+	zone   *time.Location
+	kv     jetstream.KeyValue
+	nc     *nats.Conn
+	msgGet string // the stream leader's message-get subject, for reads (see get)
+	// subjPrefix is "$KV.<bucket>.", the subject prefix of the bucket's keys.
+	subjPrefix string
+	log        *slog.Logger
+	replica    string
+	closed     atomic.Bool
+	Metrics    Metrics
 
 	// Calls of one replica on one decision id are serialised: they would only race each other.
 	stripes [64]sync.Mutex
@@ -93,7 +99,20 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config, replica string
 	if err != nil {
 		return nil, fmt.Errorf("guard: bucket %s: %w", cfg.Bucket, err)
 	}
-	return &Guard{cfg: cfg, zone: zone, kv: kv, replica: replica, seed: maphash.MakeSeed(),
+	nc := js.Conn()
+	if nc == nil {
+		return nil, fmt.Errorf("guard: bucket %s: JetStream has no connection", cfg.Bucket)
+	}
+	opts := js.Options()
+	api := "$JS.API."
+	switch {
+	case opts.Domain != "":
+		api = "$JS." + opts.Domain + ".API."
+	case opts.APIPrefix != "":
+		api = strings.TrimSuffix(opts.APIPrefix, ".") + "."
+	}
+	return &Guard{cfg: cfg, zone: zone, kv: kv, nc: nc, replica: replica, seed: maphash.MakeSeed(),
+		msgGet: api + "STREAM.MSG.GET.KV_" + cfg.Bucket, subjPrefix: "$KV." + cfg.Bucket + ".",
 		log: log.With("component", "guard", "replica", replica)}, nil
 }
 
@@ -271,11 +290,18 @@ func (g *Guard) finish(ctx context.Context, key string, rec *record, rev uint64,
 			continue
 		}
 		// Lost the record: our own write whose reply was lost, or a takeover.
+		mine := v.ActionTime
 		ours, err := g.awaitFinal(ctx, r, key, rec, &v)
 		if err != nil {
 			return Verdict{}, err
 		}
 		if !ours {
+			// Suppress is final for good: nothing may hold this id any more. What this call
+			// reserved after the other replica gave back (it took over while this one was slow)
+			// is given back here; under any other verdict the reservations are the other's too.
+			if v.Outcome == Suppress && touched {
+				g.releaseAll(ctx, &rec.Proposal, mine)
+			}
 			return v, nil
 		}
 		break

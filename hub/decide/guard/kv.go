@@ -2,6 +2,7 @@ package guard
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -121,23 +122,70 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// get reads a key: its value and revision, or revision 0 when absent or deleted.
+// get reads a key: its value and revision, or revision 0 when absent or deleted. It asks the
+// bucket's stream leader (STREAM.MSG.GET), not a direct get: on an R3 bucket any replica answers a
+// direct get and a follower may be a little behind, and the guard decides from some reads without
+// writing (a reservation already held, nothing to release, the kill switch) where a compare-and-set
+// would not catch an old value.
 func (g *Guard) get(ctx context.Context, key string) ([]byte, uint64, error) {
 	r := g.retrier(ctx)
 	for {
-		opCtx, cancel := context.WithTimeout(ctx, g.cfg.OpTimeout)
-		e, err := g.kv.Get(opCtx, key)
-		cancel()
-		switch {
-		case err == nil:
-			return e.Value(), e.Revision(), nil
-		case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
-			return nil, 0, nil
+		val, rev, err := g.getOnce(ctx, key)
+		if err == nil {
+			return val, rev, nil
 		}
 		if err := r.failed(err); err != nil {
 			return nil, 0, fmt.Errorf("read %s: %w", key, err)
 		}
 	}
+}
+
+// msgGetResponse is the JetStream API's answer to STREAM.MSG.GET.
+type msgGetResponse struct {
+	Error *struct {
+		Code        int    `json:"code"`
+		ErrCode     uint16 `json:"err_code"`
+		Description string `json:"description"`
+	} `json:"error"`
+	Message *struct {
+		Seq  uint64 `json:"seq"`
+		Hdrs []byte `json:"hdrs"`
+		Data []byte `json:"data"`
+	} `json:"message"`
+}
+
+const errCodeNoMessage = 10037 // JSNoMessageFoundErr
+
+func (g *Guard) getOnce(ctx context.Context, key string) ([]byte, uint64, error) {
+	req, _ := json.Marshal(map[string]string{"last_by_subj": g.subjPrefix + key})
+	opCtx, cancel := context.WithTimeout(ctx, g.cfg.OpTimeout)
+	defer cancel()
+	msg, err := g.nc.RequestWithContext(opCtx, g.msgGet, req)
+	if err != nil {
+		return nil, 0, err
+	}
+	var resp msgGetResponse
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return nil, 0, fmt.Errorf("undecodable reply from the stream leader: %w", err)
+	}
+	if resp.Error != nil {
+		if resp.Error.ErrCode == errCodeNoMessage {
+			return nil, 0, nil
+		}
+		return nil, 0, fmt.Errorf("stream leader: %s (%d)", resp.Error.Description, resp.Error.ErrCode)
+	}
+	if resp.Message == nil {
+		return nil, 0, errors.New("empty reply from the stream leader")
+	}
+	if len(resp.Message.Hdrs) > 0 {
+		h, err := nats.DecodeHeadersMsg(resp.Message.Hdrs)
+		if err == nil {
+			if op := h.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+				return nil, 0, nil
+			}
+		}
+	}
+	return resp.Message.Data, resp.Message.Seq, nil
 }
 
 // write stores val at key if the key is still at rev (0: absent). It does not retry: a lost race

@@ -195,6 +195,11 @@ func verify(t *testing.T, js jetstream.JetStream, cfg Config, exact bool) (allow
 		}
 		if exact && len(got) != len(a.ids) {
 			t.Errorf("%s: ledger holds %v, allowed %v", k, got, a.ids)
+			for _, id := range got {
+				if r := recs[id]; r != nil && r.Status != string(Allow) {
+					t.Logf("%s: %s owner %s verdict %+v", id, r.Status, r.Owner, r.Verdict)
+				}
+			}
 		}
 	}
 	for k, ts := range cool {
@@ -250,9 +255,9 @@ func TestPropertyReplicas(t *testing.T) {
 			hit[vs[0].Guardrail] = true
 		}
 	}
-	for _, g := range []string{GDailyCount, GDailyCountChannel, GCooldown, GInputs, GMaxDiscount, GTimeSkew} {
-		if !hit[g] {
-			t.Errorf("no decision suppressed by %s: %v", g, hit)
+	for _, gs := range [][]string{{GDailyCount, GDailyBudget}, {GDailyCountChannel, GDailyBudgetChannel}, {GCooldown}, {GInputs}, {GMaxDiscount}, {GTimeSkew}} {
+		if !hit[gs[0]] && !hit[gs[len(gs)-1]] {
+			t.Errorf("no decision suppressed by %v: %v", gs, hit)
 		}
 	}
 }

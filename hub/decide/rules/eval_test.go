@@ -212,3 +212,27 @@ rules:
 		t.Errorf("monday: %+v", res)
 	}
 }
+
+// EvaluateAll gives, in input order, what Evaluate gives for each input (run with -race).
+func TestEvaluateAll(t *testing.T) {
+	s := benchSet(t)
+	ins := benchInputs(500)
+	all := EvaluateAll(s, ins, 4)
+	if len(all) != len(ins) {
+		t.Fatalf("%d results for %d inputs", len(all), len(ins))
+	}
+	matched := 0
+	for i, in := range ins {
+		want := s.Evaluate(in)
+		if fmt.Sprint(all[i]) != fmt.Sprint(want) {
+			t.Fatalf("input %d: %+v, want %+v", i, all[i], want)
+		}
+		matched += len(want.Matches)
+	}
+	if matched == 0 {
+		t.Error("no input matched any rule: the comparison proves nothing")
+	}
+	if len(EvaluateAll(s, nil, 0)) != 0 {
+		t.Error("results without inputs")
+	}
+}

@@ -39,10 +39,13 @@ type Finding struct {
 	Witness  *Input   `json:"witness,omitempty"` // an input on which both rules of an overlap match
 }
 
-// String prints the finding as LINE: PATH: SEVERITY: MESSAGE.
+// String prints the finding as LINE: PATH: SEVERITY: CODE: MESSAGE.
 func (f Finding) String() string {
-	return fmt.Sprintf("%d: %s: %s: %s", f.Line, f.Path, f.Severity, f.Msg)
+	return fmt.Sprintf("%d: %s: %s: %s: %s", f.Line, f.Path, f.Severity, f.Code, f.Msg)
 }
+
+// Format prints the finding for a terminal as FILE:LINE: PATH: SEVERITY: CODE: MESSAGE.
+func (f Finding) Format(file string) string { return file + ":" + f.String() }
 
 // LintSamples is how many generated inputs the overlap lint evaluates every rule on.
 const LintSamples = 4000

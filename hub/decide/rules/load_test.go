@@ -140,6 +140,16 @@ func TestVersion(t *testing.T) {
 	if names := ruleNames(sa.Rules()); !slices.Equal(names, []string{"a"}) {
 		t.Errorf("rules %v", names)
 	}
+	// The set cannot be changed through what Rules returns.
+	rs := sa.Rules()
+	rs[0].Action.Channels[0] = "retail"
+	if sa.Rules()[0].Action.Channels[0] != "web" {
+		t.Error("a rule's channels changed through Rules()")
+	}
+	// An empty list of known features refuses every feature.
+	if _, err := Load([]byte(strings.Replace(a, "inventory.on_hand > 3", "features.x.value > 3", 1)), KnownFeatures()); err == nil {
+		t.Error("a feature accepted with no feature defined")
+	}
 }
 
 func mustLoad(t testing.TB, src string, opts ...Option) *Set {
@@ -151,7 +161,7 @@ func mustLoad(t testing.TB, src string, opts ...Option) *Set {
 	return s
 }
 
-func ruleNames(rs []*Rule) []string {
+func ruleNames(rs []Rule) []string {
 	var out []string
 	for _, r := range rs {
 		out = append(out, r.Name)

@@ -112,8 +112,15 @@ func (s *Set) Policy() HitPolicy { return s.policy }
 // under a new label are the same version, and any change a rule's behaviour can see is a new one.
 func (s *Set) Version() string { return s.version }
 
-// Rules returns the rules in file order.
-func (s *Set) Rules() []*Rule { return slices.Clone(s.rules) }
+// Rules returns copies of the rules in file order (the set itself cannot be changed).
+func (s *Set) Rules() []Rule {
+	out := make([]Rule, len(s.rules))
+	for i, r := range s.rules {
+		out[i] = *r
+		out[i].Action.Channels = slices.Clone(r.Action.Channels)
+	}
+	return out
+}
 
 // Option configures loading.
 type Option func(*options)
@@ -121,6 +128,7 @@ type Option func(*options)
 type options struct {
 	costLimit uint64
 	features  []string
+	known     bool // features lists every feature (KnownFeatures was given)
 }
 
 // CostLimit sets the cost limit of one condition's evaluation (DefaultCostLimit by default).
@@ -130,7 +138,7 @@ func CostLimit(n uint64) Option { return func(o *options) { o.costLimit = n } }
 // column of the name), instead of leaving it to fail at run time as a missing feature.
 // LoadStored ignores it: a stored version must run even after a feature is renamed.
 func KnownFeatures(names ...string) Option {
-	return func(o *options) { o.features = slices.Clone(names) }
+	return func(o *options) { o.features, o.known = slices.Clone(names), true }
 }
 
 // Load decodes, validates and compiles a new rule set with the strict environment. Its error is
@@ -284,7 +292,7 @@ func compile(d *config.Decoder, env *cel.Env, r *Rule, strict bool, o options) {
 		return
 	}
 	if strict {
-		for _, e := range strictChecks(ast, o.features) {
+		for _, e := range strictChecks(ast, o.features, o.known) {
 			at := r.posAtOffset(int(e.offset))
 			d.Errorf(&yaml.Node{Line: at.Line, Column: at.Col}, path, "%s", e.msg)
 		}

@@ -82,10 +82,10 @@ type strictProblem struct {
 // strictChecks are the checks of new conditions beyond CEL's type check: a feature name that
 // no definition has (when the caller says which exist), and dyn(), which would hide a value's
 // type from the checker and so read a stale feature's value without the freshness check.
-func strictChecks(a *cel.Ast, known []string) []strictProblem {
+func strictChecks(a *cel.Ast, known []string, checkFeatures bool) []strictProblem {
 	f := factsOf(a)
 	var out []strictProblem
-	if known != nil {
+	if checkFeatures {
 		for _, r := range f.features {
 			if !slices.Contains(known, r.name) {
 				out = append(out, strictProblem{r.offset, fmt.Sprintf("unknown feature %q (defined: %s)", r.name, strings.Join(known, ", "))})
