@@ -95,12 +95,15 @@ func TestStrictAndStoredEnvironments(t *testing.T) {
 	src := "name: x\nhit_policy: collect\nrules:\n" +
 		"  - name: a\n    when: features.units.value > 1 && features.tempo.value < 3" + hold +
 		"  - name: b\n    when: sku.id.matches('[a-')" + hold +
-		"  - name: c\n    when: sku.id == 'y' || dyn(sku).id == 'x'" + hold
+		"  - name: c\n    when: sku.id == 'y' || dyn(sku).id == 'x'" + hold +
+		"  - name: d\n    when: 'features.units == rules.Feature{value: 2.0} || rules.Feature{} in features.map(k, features[k])'" + hold
 	_, err := Load([]byte(src), KnownFeatures("units", "temperature"))
 	want := []string{
 		`x:5:48: rules[0].when: unknown feature "tempo" (defined: units, temperature)`,
 		"x:8:26: rules[1].when: invalid matches argument", // the bad regular expression (cel.ExtendedValidations)
 		"x:11:28: rules[2].when: dyn() is not allowed",
+		"x:14:27: rules[3].when: features are compared by their fields",
+		"x:14:75: rules[3].when: features are compared by their fields",
 	}
 	got := Describe("x", err)
 	if len(got) != len(want) {
@@ -117,7 +120,9 @@ func TestStrictAndStoredEnvironments(t *testing.T) {
 	}
 	// It runs: the bad pattern is an evaluation error of rule b, not a panic.
 	res := s.Evaluate(&Input{SKU: SKU{ID: "x"}, Features: map[string]Feature{"units": {Value: 2}, "tempo": {Value: 1}}})
-	if len(res.Matches) != 2 || res.Matches[0].Rule != "a" || res.Matches[1].Rule != "c" || res.Errors != 1 || res.Trace[1].Err == "" {
+	// The whole-feature comparison a stored version may hold still runs.
+	if len(res.Matches) != 3 || res.Matches[0].Rule != "a" || res.Matches[1].Rule != "c" || res.Matches[2].Rule != "d" ||
+		res.Errors != 1 || res.Trace[1].Err == "" {
 		t.Errorf("result %+v", res)
 	}
 }

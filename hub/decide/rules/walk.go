@@ -18,6 +18,7 @@ type exprFacts struct {
 	numbers  []float64
 	features []featureRef
 	dyns     []int32 // offsets of dyn() calls
+	wholes   []int32 // offsets of comparisons of whole features
 }
 
 type featureRef struct {
@@ -66,6 +67,13 @@ func factsOf(a *cel.Ast) exprFacts {
 				}
 			case "dyn":
 				f.dyns = append(f.dyns, max(offset(e.ID())-int32(len("dyn")), 0)) // CEL places a call at its "("
+			case operators.Equals, operators.NotEquals, operators.In, operators.OldIn:
+				for _, arg := range c.Args() {
+					if t := native.GetType(arg.ID()); t != nil && mentionsFeature(t) {
+						f.wholes = append(f.wholes, offset(e.ID()))
+						break
+					}
+				}
 			}
 		}
 	}))
@@ -95,6 +103,22 @@ func strictChecks(a *cel.Ast, known []string, checkFeatures bool) []strictProble
 	for _, off := range f.dyns {
 		out = append(out, strictProblem{off, "dyn() is not allowed in rules: it hides types from the checker"})
 	}
+	for _, off := range f.wholes {
+		out = append(out, strictProblem{off, "features are compared by their fields (features.x.value, .stale), not whole: a whole comparison would read a stale value"})
+	}
 	slices.SortFunc(out, func(a, b strictProblem) int { return int(a.offset - b.offset) })
 	return out
+}
+
+// mentionsFeature reports whether t is rules.Feature or holds it (a list or map of features).
+func mentionsFeature(t *types.Type) bool {
+	if t.TypeName() == typeFeature {
+		return true
+	}
+	for _, p := range t.Parameters() {
+		if mentionsFeature(p) {
+			return true
+		}
+	}
+	return false
 }
