@@ -47,8 +47,9 @@ type expr struct {
 }
 
 func (e *expr) UnmarshalConfig(d *config.Decoder, n *yaml.Node, path string) {
+	e.node = n
 	if s, ok := d.Scalar(n, path); ok {
-		e.text, e.node = s, n
+		e.text = s
 	}
 }
 
@@ -110,7 +111,7 @@ func (f *file) Validate(r config.Report) {
 
 func (b *ruleBody) Validate(r config.Report) {
 	checkID(r, "name", "the rule's name", b.Name, true)
-	if strings.TrimSpace(b.When.text) == "" {
+	if strings.TrimSpace(b.When.text) == "" && (b.When.node == nil || b.When.node.Kind == yaml.ScalarNode) {
 		r.Errorf("when", "when is required: a CEL condition (use true to always match)")
 	}
 	switch {

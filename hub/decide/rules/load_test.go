@@ -23,7 +23,9 @@ func TestCompileErrorsAtLineAndColumn(t *testing.T) {
 		"  - name: syntax\n    when: 1 +" + hold + // 23-25
 		"  - name: notbool\n    when: sku.id" + hold + // 26-28
 		"  - name: ok\n    when: inventory.on_hand > 3" + hold + // 29-31
-		"  - name: crlf\r\n    when: \"lines.size() > 0 &&\\\n      sku.idd == 'x'\"" + hold // 32-35
+		"  - name: crlf\r\n    when: \"lines.size() > 0 &&\\\n      sku.idd == 'x'\"" + hold + // 32-35
+		"  - name: no-reason\n    when: sku.nmae == 'x'\n    hold: {channels: [web]}\n" + // 36-38
+		"  - name: map\n    when: {a: b}" + hold // 39-41
 	_, err := Load([]byte(src))
 	want := []string{
 		"rules.yaml:5:21: rules[0].when: undefined field 'on_hnd'",
@@ -34,6 +36,9 @@ func TestCompileErrorsAtLineAndColumn(t *testing.T) {
 		"rules.yaml:24:14: rules[5].when: Syntax error: mismatched input '<EOF>'",
 		"rules.yaml:27:11: rules[6].when: a condition must be true or false, this one gives string",
 		"rules.yaml:34:11: rules[8].when: undefined field 'idd'",
+		"rules.yaml:37:15: rules[9].when: undefined field 'nmae'", // with the problem of another field
+		"rules.yaml:38:11: rules[9].hold.reason: reason is required",
+		"rules.yaml:40:11: rules[10].when: expected a single value, got a mapping",
 	}
 	got := Describe("rules.yaml", err)
 	if len(got) != len(want) {

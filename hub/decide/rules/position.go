@@ -32,6 +32,9 @@ func newSource(data []byte) source {
 // the value where the previous character ended. A file it cannot follow (which would be a bug
 // here) falls back to the scalar's start, so an error is still at the right line.
 func (s source) positions(n *yaml.Node) []filePos {
+	if n == nil {
+		return nil
+	}
 	val := []rune(n.Value)
 	out := make([]filePos, len(val)+1)
 	l, c := n.Line-1, n.Column-1
