@@ -52,6 +52,17 @@ func TestDemoRules(t *testing.T) {
 			}
 		}
 	}
+	// The sampling lint finds the one overlap of the demo: the bundle and the general promote
+	// (a conjunction of two exact ids, a weekday, and production), info under first.
+	var overlaps []string
+	for _, f := range s.Lint() {
+		if f.Code == "overlap" {
+			overlaps = append(overlaps, f.Other+"+"+f.Rule+"/"+string(f.Severity))
+		}
+	}
+	if !slices.Contains(overlaps, "promote-overstock+bundle-b-c-wholesale/info") {
+		t.Errorf("overlaps %v", overlaps)
+	}
 	input := func(sku string, state string, cover float64, units *Feature, now time.Time) *Input {
 		in := &Input{SKU: SKU{ID: sku}, Site: "demo-plant", Now: now, Features: map[string]Feature{},
 			Inventory: Inventory{DaysOfCover: cover, OnHand: 100, Position: 100, DailyRate: 100 / cover}}

@@ -47,8 +47,12 @@ func (f Finding) String() string {
 // Format prints the finding for a terminal as FILE:LINE: PATH: SEVERITY: CODE: MESSAGE.
 func (f Finding) Format(file string) string { return file + ":" + f.String() }
 
-// LintSamples is how many generated inputs the overlap lint evaluates every rule on.
+// LintSamples is how many generated inputs the overlap lint evaluates every rule on, and at
+// most how many it generates for one pair not found among them.
 const LintSamples = 4000
+
+// focusedBudget bounds the samples of the pairs not found in the common sample, all together.
+const focusedBudget = 200_000
 
 // Lint checks the rule set for rules that cannot decide and pairs that disagree:
 //
@@ -171,7 +175,7 @@ func (s *Set) overlaps() []Finding {
 	if len(pending) == 0 {
 		return nil
 	}
-	smp := newSampler(s)
+	smp := newSampler(s, s.rules...)
 	witness := map[pair]*Input{}
 	matched := make([]bool, n)
 	for k := 0; k < LintSamples && len(witness) < len(pending); k++ {
@@ -183,6 +187,33 @@ func (s *Set) overlaps() []Finding {
 		for _, p := range pending {
 			if matched[p.a] && matched[p.b] && witness[p] == nil {
 				witness[p] = in
+			}
+		}
+	}
+	// A pair not found yet gets samples of its own, built from its two conditions' constants
+	// only: a conjunction of several exact values is rare among every rule's constants.
+	var left []pair
+	for _, p := range pending {
+		if witness[p] == nil {
+			left = append(left, p)
+		}
+	}
+	perPair := 0
+	if len(left) > 0 {
+		perPair = min(max(focusedBudget/len(left), 200), LintSamples)
+	}
+	for _, p := range left {
+		a, b := s.rules[p.a], s.rules[p.b]
+		fs := newSampler(s, a, b)
+		for range perPair {
+			in := fs.input()
+			act := newActivation(in, s.adapter)
+			if ok, _ := a.eval(act); !ok {
+				continue
+			}
+			if ok, _ := b.eval(act); ok {
+				witness[p] = in
+				break
 			}
 		}
 	}
@@ -273,17 +304,21 @@ type sampler struct {
 	base     time.Time
 }
 
-func newSampler(s *Set) *sampler {
+// newSampler builds a sampler from the constants of rules, seeded from the set's version (and
+// the rules, so that each pair's focused samples differ).
+func newSampler(s *Set, rules ...*Rule) *sampler {
 	var seed [2]uint64
 	for i := range 16 {
 		seed[i/8] = seed[i/8]<<8 | uint64(s.version[i])
 	}
+	for _, r := range rules {
+		seed[1] = seed[1]*31 + uint64(r.Index)
+	}
 	smp := &sampler{rng: rand.New(rand.NewPCG(seed[0], seed[1])),
 		numbers: []float64{0, 0.5, 1, 2, 10, 100, 1000},
-		strs:    []string{"running", "idle", "down", "changeover", "web", "retail"},
 		base:    time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)}
 	feats := map[string]bool{}
-	for _, r := range s.rules {
+	for _, r := range rules {
 		f := factsOf(r.ast)
 		for _, x := range f.numbers {
 			smp.numbers = append(smp.numbers, x-1, x-0.01, x, x+0.01, x+1)
@@ -295,6 +330,10 @@ func newSampler(s *Set) *sampler {
 				smp.features = append(smp.features, fr.name)
 			}
 		}
+	}
+	if len(smp.strs) == 0 || len(rules) > 2 {
+		// Typical ids and states: the conditions name none, or the sample serves every rule.
+		smp.strs = append(smp.strs, "running", "idle", "down", "changeover", "web", "retail")
 	}
 	return smp
 }
