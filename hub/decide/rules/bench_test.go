@@ -117,3 +117,11 @@ func cpuTime() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkLint lints the 20-rule benchmark set (a validate run).
+func BenchmarkLint(b *testing.B) {
+	s := benchSet(b)
+	for b.Loop() {
+		s.Lint()
+	}
+}
