@@ -83,6 +83,11 @@ func (s *Store) commit(accepted []*appendReq) {
 			g.seqs[i][j] = seq
 			entries = append(entries, badger.NewEntry(qkey(uint8(r.stream), seq, g.now, len(rec)), frame(seq, rec)))
 		}
+		// After the records: should write split the group, a meta key never lands in a
+		// transaction before the records it describes.
+		for _, m := range r.meta {
+			entries = append(entries, badger.NewEntry(append([]byte{pfxUser}, m.Key...), m.Value))
+		}
 	}
 	err := s.write(entries)
 	s.secureFiles() // the group may have started a new value log or write-ahead log

@@ -111,7 +111,8 @@ type streamState struct {
 type appendReq struct {
 	stream  signal.Stream
 	records [][]byte
-	size    int64 // estimated bytes on disk
+	meta    []Meta // user meta keys written after the records, in their transaction
+	size    int64  // estimated bytes on disk
 	done    chan appendRes
 }
 
@@ -334,6 +335,11 @@ func checkStream(st signal.Stream) error {
 
 // Append implements Buffer.
 func (s *Store) Append(ctx context.Context, stream signal.Stream, records ...[]byte) ([]uint64, error) {
+	return s.appendMeta(ctx, stream, nil, records)
+}
+
+// appendMeta is Append, with user meta keys written in the same transaction (see AppendMeta).
+func (s *Store) appendMeta(ctx context.Context, stream signal.Stream, meta []Meta, records [][]byte) ([]uint64, error) {
 	if err := checkStream(stream); err != nil {
 		return nil, err
 	}
@@ -351,7 +357,10 @@ func (s *Store) Append(ctx context.Context, stream signal.Stream, records ...[]b
 		}
 		size += int64(len(r) + entryOverhead)
 	}
-	req := &appendReq{stream: stream, records: records, size: size, done: make(chan appendRes, 1)}
+	for _, m := range meta {
+		size += int64(len(m.Key) + len(m.Value) + entryOverhead)
+	}
+	req := &appendReq{stream: stream, records: records, meta: meta, size: size, done: make(chan appendRes, 1)}
 	for {
 		space := s.spaceChan()
 		select {
