@@ -52,6 +52,7 @@ type writer struct {
 
 type emitReq struct {
 	samples []signal.Sample
+	meta    []buffer.Meta // written in the transaction of the samples' chunks (EmitMeta)
 	done    chan error
 }
 
@@ -81,15 +82,23 @@ var reqPool = sync.Pool{New: func() any { return &emitReq{done: make(chan error,
 
 // Emit implements collectors.Emitter.
 func (w *writer) Emit(ctx context.Context, samples []signal.Sample) error {
-	if len(samples) == 0 {
+	return w.EmitMeta(ctx, samples, nil)
+}
+
+// EmitMeta is Emit, with buffer meta keys stored in the same durable write as the samples: a
+// collector's record of what it has stored (the MQTT collector's digests of stored messages)
+// then survives a crash exactly when the samples do. Meta of samples the buffer refused by policy
+// (drop_newest) is not written. The meta values must not change until EmitMeta returns.
+func (w *writer) EmitMeta(ctx context.Context, samples []signal.Sample, meta []buffer.Meta) error {
+	if len(samples) == 0 && len(meta) == 0 {
 		return nil
 	}
 	r := reqPool.Get().(*emitReq)
-	r.samples = samples
+	r.samples, r.meta = samples, meta
 	select {
 	case w.reqs <- r:
 	case <-ctx.Done():
-		r.samples = nil
+		r.samples, r.meta = nil, nil
 		reqPool.Put(r)
 		return ctx.Err()
 	case <-w.done:
@@ -97,9 +106,53 @@ func (w *writer) Emit(ctx context.Context, samples []signal.Sample) error {
 	}
 	// Once handed over, wait for the outcome even if ctx ends: the writer still holds the slice.
 	err := <-r.done
-	r.samples = nil
+	r.samples, r.meta = nil, nil
 	reqPool.Put(r)
 	return err
+}
+
+// GetMeta reads a key written by EmitMeta (or the buffer's PutMeta); not found without a meta store.
+func (w *writer) GetMeta(key string) ([]byte, bool, error) {
+	if ms, ok := w.buf.(buffer.MetaStore); ok {
+		return ms.GetMeta(key)
+	}
+	return nil, false, nil
+}
+
+// metaEmitter is what the writer offers beyond collectors.Emitter (the MQTT collector looks for it).
+type metaEmitter interface {
+	EmitMeta(ctx context.Context, samples []signal.Sample, meta []buffer.Meta) error
+	GetMeta(key string) ([]byte, bool, error)
+}
+
+var _ metaEmitter = (*writer)(nil)
+
+// EmitMeta forwards to the writer and counts like Emit (the supervisor's wrapper must not hide
+// the writer's EmitMeta from a collector).
+func (e countingEmitter) EmitMeta(ctx context.Context, samples []signal.Sample, meta []buffer.Meta) error {
+	me, ok := e.s.emit.(metaEmitter)
+	if !ok {
+		if len(meta) > 0 {
+			return errors.New("agent: emitter cannot store meta with samples")
+		}
+		return e.Emit(ctx, samples)
+	}
+	err := me.EmitMeta(ctx, samples, meta)
+	if err == nil && len(samples) > 0 {
+		e.s.mSamples.Add(float64(len(samples)))
+		e.s.mu.Lock()
+		e.s.samples += uint64(len(samples))
+		e.s.mu.Unlock()
+	}
+	return err
+}
+
+// GetMeta forwards to the writer.
+func (e countingEmitter) GetMeta(key string) ([]byte, bool, error) {
+	if me, ok := e.s.emit.(metaEmitter); ok {
+		return me.GetMeta(key)
+	}
+	return nil, false, nil
 }
 
 // AddFeatures queues features for the features stream. Safe for concurrent use.
@@ -184,8 +237,10 @@ func estimate(s []signal.Sample) int {
 // of never losing a sample, and only on disk failure.
 func (w *writer) flushSamples(batch []*emitReq, enc []byte) []byte {
 	all := w.scratch[:0]
+	var meta []buffer.Meta
 	for _, r := range batch {
 		all = append(all, r.samples...)
+		meta = append(meta, r.meta...)
 	}
 	w.checkTimes(all)
 	fwd := all
@@ -209,8 +264,12 @@ func (w *writer) flushSamples(batch []*emitReq, enc []byte) []byte {
 	chunks := k.finish()
 	enc = k.enc
 	var err error
-	if len(chunks) > 0 {
-		err = w.append(signal.StreamSamples, len(fwd), chunks...)
+	switch {
+	case len(chunks) > 0:
+		err = w.append(signal.StreamSamples, len(fwd), meta, chunks...)
+	case len(meta) > 0:
+		// Nothing forwarded raw (the feature engine took every sample): the meta alone.
+		err = w.putMeta(meta)
 	}
 	clear(all) // drop references to strings so the scratch slice does not pin them
 	w.scratch = all[:0]
@@ -260,17 +319,28 @@ func (w *writer) flushFeatures() {
 		k.enc = signal.AppendFeatureJSON(k.begin(), &fs[i])
 		k.end(fs[i].WindowEnd) // a feature is small: one alone always fits a record
 	}
-	if err := w.append(signal.StreamFeatures, len(fs), k.finish()...); err != nil {
+	if err := w.append(signal.StreamFeatures, len(fs), nil, k.finish()...); err != nil {
 		w.log.Error("features lost: buffer refused them", "count", len(fs), "err", err)
 	}
 }
 
-// append writes chunks holding n records in one group commit. A drop_newest refusal is the configured policy, counted by the buffer;
-// the emitters are released with nil so their sources do not redeliver forever.
-func (w *writer) append(st signal.Stream, n int, chunks ...[]byte) error {
+// append writes chunks holding n records in one group commit, and meta in the transaction of the
+// chunks. A drop_newest refusal is the configured policy, counted by the buffer; the emitters are
+// released with nil so their sources do not redeliver forever (and no meta is written).
+func (w *writer) append(st signal.Stream, n int, meta []buffer.Meta, chunks ...[]byte) error {
 	// Shutdown does not cancel the append: a chunk accepted from a collector is written. Only the
 	// hard shutdown deadline ends a wait for space.
-	_, err := w.buf.Append(w.appendCtx, st, chunks...)
+	var err error
+	if ma, ok := w.buf.(buffer.MetaAppender); ok && len(meta) > 0 {
+		_, err = ma.AppendMeta(w.appendCtx, st, meta, chunks...)
+	} else {
+		_, err = w.buf.Append(w.appendCtx, st, chunks...)
+		if err == nil && len(meta) > 0 {
+			// A buffer without MetaAppender (the in-memory one survives no crash anyway): after
+			// the records, never before them.
+			err = w.putMeta(meta)
+		}
+	}
 	switch {
 	case err == nil:
 		w.m.written.WithLabelValues(st.String()).Add(float64(n))
@@ -349,4 +419,20 @@ func (k *chunker) cut() {
 func (k *chunker) finish() [][]byte {
 	k.cut()
 	return k.chunks
+}
+
+// putMeta stores meta without records.
+func (w *writer) putMeta(meta []buffer.Meta) error {
+	ms, ok := w.buf.(buffer.MetaStore)
+	if !ok {
+		return nil // nothing to keep it in: the collector falls back to what it remembers in memory
+	}
+	for _, m := range meta {
+		if err := ms.PutMeta(m.Key, m.Value); err != nil {
+			w.m.writeErrors.WithLabelValues(signal.StreamSamples.String()).Inc()
+			w.log.Error("buffer meta write failed", "key", m.Key, "err", err)
+			return err
+		}
+	}
+	return nil
 }

@@ -271,3 +271,51 @@ func TestWriterSplitsFeaturesBySize(t *testing.T) {
 		t.Fatalf("%d features stored of %d", n, len(fs))
 	}
 }
+
+// EmitMeta stores the meta keys with the samples' chunk (one Badger transaction in the Store),
+// also when the feature engine forwards none of the samples; the supervisor's counting wrapper
+// passes it through, so a collector sees it.
+func TestWriterEmitMetaStoresMetaWithSamples(t *testing.T) {
+	cfg := buffer.DefaultConfig()
+	cfg.Dir = t.TempDir()
+	cfg.MaxBytes = 64 << 20
+	st, err := buffer.Open(cfg, buffer.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	forward := true
+	w, m := startWriter(t, st, func(s []signal.Sample) []signal.Sample {
+		if forward {
+			return s
+		}
+		return s[:0]
+	})
+	var emit any = countingEmitter{newSupervisor("c", w, Backoff{}, slog.New(slog.DiscardHandler), m)}
+	me, ok := emit.(metaEmitter)
+	if !ok {
+		t.Fatal("the collectors' emitter hides EmitMeta")
+	}
+	if err := me.EmitMeta(context.Background(), []signal.Sample{sample("x", 1)}, []buffer.Meta{{Key: "k", Value: []byte("v1")}}); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok, err := me.GetMeta("k"); err != nil || !ok || string(v) != "v1" {
+		t.Fatalf("meta after EmitMeta = %q %v %v", v, ok, err)
+	}
+	if n := st.Stats().Streams[signal.StreamSamples].Records; n != 1 {
+		t.Fatalf("%d records, want the one chunk", n)
+	}
+	if n := testutil.Metric(t, m.reg, "gemba_collector_samples_total"); n != 1 {
+		t.Fatalf("samples counted %v, want 1", n)
+	}
+	forward = false
+	if err := me.EmitMeta(context.Background(), []signal.Sample{sample("x", 2)}, []buffer.Meta{{Key: "k", Value: []byte("v2")}}); err != nil {
+		t.Fatal(err)
+	}
+	if v, _, _ := me.GetMeta("k"); string(v) != "v2" {
+		t.Fatalf("meta of a batch the feature engine took whole = %q, want v2", v)
+	}
+	if n := st.Stats().Streams[signal.StreamSamples].Records; n != 1 {
+		t.Fatalf("%d records, want still 1", n)
+	}
+}

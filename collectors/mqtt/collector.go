@@ -68,6 +68,7 @@ type Collector struct {
 	busy        atomic.Bool  // the worker is inside Emit (backpressure is not a stall)
 	queued      atomic.Int64
 	acked       *recentAcks    // redeliveries of messages already stored are not stored again
+	stored      *storedJournal // their digests, journaled with the samples (stored.go)
 	ret         *retainedStore // digests of the last stored message per topic (retained.go)
 
 	mu    sync.Mutex
@@ -112,6 +113,7 @@ func New(name string, cfg *Config, deps collectors.Deps) (*Collector, error) {
 		c.stateDir = filepath.Join(deps.DataDir, "mqtt-"+fileSafe(c.clientID))
 	}
 	c.ret = newRetainedStore(c.stateDir)
+	c.stored = newStoredJournal(c.clientID)
 	for i := range cfg.Subscriptions {
 		s, err := compileSubscription(&cfg.Subscriptions[i])
 		if err != nil {
@@ -222,6 +224,15 @@ func (c *Collector) Run(ctx context.Context, emit collectors.Emitter) error {
 	// collector); the file is read once, reopened for appends by each Run and closed when it ends.
 	if err := c.ret.open(); err != nil {
 		c.log.Warn("retained state unusable: retained messages may be stored again after the next restart", "err", err)
+	}
+	// Digests of the messages stored before a crash: their redeliveries are acknowledged, not
+	// stored again. Read once per collector, from the buffer the samples went to.
+	if me, ok := emit.(metaEmitter); ok {
+		ds, err := c.stored.load(me.GetMeta)
+		c.acked.add(ds)
+		if err != nil {
+			c.log.Warn("stored-message journal damaged: redeliveries of messages stored before the restart may be stored again", "err", err)
+		}
 	}
 	var wg, worker sync.WaitGroup
 	var handlers gate

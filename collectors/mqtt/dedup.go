@@ -1,19 +1,19 @@
 package mqtt
 
 import (
-	"hash/maphash"
+	"encoding/binary"
 	"sync"
 
+	"github.com/cespare/xxhash/v2"
 	paho "github.com/eclipse/paho.mqtt.golang"
 )
 
-// recentAcks remembers digests of the last QoS >= 1 messages this process acknowledged. A broker that
-// restarts before it has recorded our PUBACK sends such a message again with the DUP flag; one we
-// already made durable and acknowledged is then acknowledged again without being stored twice.
-// It lives in memory: after an agent crash the broker's redeliveries are stored again (MQTT is
-// at-least-once there; the hub dedupes on signal and source time).
+// recentAcks remembers digests of the last QoS >= 1 messages whose samples were made durable. The
+// broker resends a message it has no PUBACK for with the DUP flag (after our crash, its restart, or a
+// lost connection); one we already stored is then acknowledged again without being stored twice.
+// The digests of this process's stores are journaled with the samples themselves (stored.go), so a
+// crash between the durable write and the PUBACK does not make the redelivery look new.
 type recentAcks struct {
-	seed maphash.Seed
 	mu   sync.Mutex
 	set  map[uint64]struct{}
 	ring []uint64
@@ -21,38 +21,39 @@ type recentAcks struct {
 }
 
 func newRecentAcks(size int) *recentAcks {
-	return &recentAcks{seed: maphash.MakeSeed(), set: make(map[uint64]struct{}, size), ring: make([]uint64, size)}
+	return &recentAcks{set: make(map[uint64]struct{}, size), ring: make([]uint64, size)}
 }
 
-func (r *recentAcks) digest(m paho.Message) uint64 {
-	var h maphash.Hash
-	h.SetSeed(r.seed)
-	h.WriteString(m.Topic())
-	h.WriteByte(0)
-	h.Write(m.Payload())
+// messageDigest names one delivery: packet id, topic and payload. A redelivery keeps its packet id
+// (MQTT-4.4.0-1), so a publisher repeating a payload under another id is never mistaken for one.
+// The hash is unseeded: digests are compared across restarts.
+func messageDigest(m paho.Message) uint64 {
+	var h xxhash.Digest
+	h.Reset()
+	var id [2]byte
+	binary.BigEndian.PutUint16(id[:], m.MessageID())
+	_, _ = h.Write(id[:])
+	_, _ = h.WriteString(m.Topic())
+	_, _ = h.Write([]byte{0})
+	_, _ = h.Write(m.Payload())
 	return h.Sum64()
 }
 
-// seen reports whether a redelivered message is one we acknowledged recently.
-func (r *recentAcks) seen(m paho.Message) bool {
+// seen reports whether m is a redelivery (DUP) of a message stored recently; d is its digest.
+func (r *recentAcks) seen(m paho.Message, d uint64) bool {
 	if !m.Duplicate() {
 		return false
 	}
-	d := r.digest(m)
 	r.mu.Lock()
 	_, ok := r.set[d]
 	r.mu.Unlock()
 	return ok
 }
 
-// add records acknowledged messages, forgetting the oldest beyond the ring's size.
-func (r *recentAcks) add(ms []paho.Message) {
-	if len(ms) == 0 {
+// add records digests of stored messages, forgetting the oldest beyond the ring's size.
+func (r *recentAcks) add(ds []uint64) {
+	if len(ds) == 0 {
 		return
-	}
-	ds := make([]uint64, len(ms))
-	for i, m := range ms {
-		ds[i] = r.digest(m)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

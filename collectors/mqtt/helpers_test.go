@@ -400,6 +400,8 @@ func runChild() int {
 		return runBenchBare()
 	case "bench-collector":
 		return runBenchCollector()
+	case "crash-point":
+		return runCrashPointChild()
 	}
 	em, err := openFileEmitter(os.Getenv("GEMBA_MQTT_OUT"))
 	if err != nil {

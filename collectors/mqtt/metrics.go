@@ -45,7 +45,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		droppedQoS0:  c("dropped_qos0_total", "QoS 0 messages dropped because the collector was behind."),
 		emitErrors:   c("emit_errors_total", "Batches the buffer refused; their messages were not acknowledged."),
 		acks:         c("acks_total", "Messages acknowledged to the broker after their samples were durable."),
-		redelivered:  c("redelivered_duplicates_total", "Redelivered messages (DUP) already stored and acknowledged by this process: acknowledged again, not stored twice."),
+		redelivered:  c("redelivered_duplicates_total", "Redelivered messages (DUP) already stored, by this process or (journaled with the samples) before a crash: acknowledged again, not stored twice."),
 		retainedDups: c("retained_duplicates_total", "Retained messages the broker sent again (on a subscribe) whose payload equals the last message stored from their topic: acknowledged, not stored twice."),
 		connects:     c("connects_total", "Successful connections to a broker."),
 		lost:         c("connection_lost_total", "Connections lost."),

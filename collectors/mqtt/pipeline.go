@@ -13,6 +13,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/gemba-io/gemba/buffer"
 	"github.com/gemba-io/gemba/collectors"
 	"github.com/gemba-io/gemba/signal"
 )
@@ -50,7 +51,7 @@ func (c *Collector) worker(ctx context.Context, emit collectors.Emitter, queue <
 			if !open {
 				select {
 				case bufs := <-free:
-					job.samples, job.seen = bufs.samples, bufs.seen
+					job.samples, job.seen, job.digests = bufs.samples, bufs.seen, bufs.digests
 				case <-ctx.Done():
 					return
 				}
@@ -74,15 +75,17 @@ func (c *Collector) addMessage(job *commitJob, in inMsg) {
 	if job.gen != cur {
 		// The session was reset while this job filled: what it holds is redelivered.
 		clear(job.samples)
-		*job = commitJob{gen: cur, samples: job.samples[:0], seen: job.seen[:0]}
+		*job = commitJob{gen: cur, samples: job.samples[:0], seen: job.seen[:0], digests: job.digests[:0]}
 	}
 	job.messages++
 	if in.msg.Qos() > 0 {
 		job.acks = append(job.acks, in.msg)
-		if c.acked.seen(in.msg) {
+		d := messageDigest(in.msg)
+		if c.acked.seen(in.msg, d) {
 			c.m.redelivered.Inc()
-			return // stored and acknowledged before; the broker missed our PUBACK
+			return // stored before (maybe by the process before a crash); the broker missed our PUBACK
 		}
+		job.digests = append(job.digests, d)
 	}
 	n := len(job.samples)
 	job.samples = c.mapMessage(job.samples, in)
@@ -146,12 +149,14 @@ type commitJob struct {
 	acks     []paho.Message // QoS >= 1 messages in arrival order
 	state    []fileWrite    // Sparkplug births to save before acknowledging
 	seen     []seenMsg      // mapped messages, for the retained-message dedup (retained.go)
+	digests  []uint64       // of the QoS >= 1 messages to store, journaled with the samples (stored.go)
 }
 
 // jobBufs are a job's reusable slices, returned by the committer.
 type jobBufs struct {
 	samples []signal.Sample
 	seen    []seenMsg
+	digests []uint64
 }
 
 type fileWrite struct {
@@ -159,10 +164,16 @@ type fileWrite struct {
 	data []byte
 }
 
+// crashPoint, when set (by tests only, before any collector runs), is called after each durable
+// batch and before its acknowledgements: the moment a crash makes the broker redeliver what was
+// stored.
+var crashPoint func()
+
 // commit runs the durable half of the pipeline: Emit, save state, acknowledge, in job order.
 func (c *Collector) commit(ctx context.Context, emit collectors.Emitter, jobs <-chan commitJob, free chan<- jobBufs, reset func(string)) {
 	var updates []retainedEntry
 	var undo []undoEntry
+	me, _ := emit.(metaEmitter)
 	for job := range jobs {
 		ok := job.gen == c.gen.Load() && ctx.Err() == nil
 		updates, undo = updates[:0], undo[:0]
@@ -170,9 +181,22 @@ func (c *Collector) commit(ctx context.Context, emit collectors.Emitter, jobs <-
 			updates, undo = c.dedupRetained(&job, updates, undo)
 		}
 		if ok && len(job.samples) > 0 {
+			var meta []buffer.Meta
+			journaled := 0
+			if me != nil {
+				meta, journaled = c.stored.prepare(job.digests)
+			}
 			c.busy.Store(true)
-			err := emit.Emit(ctx, job.samples)
+			var err error
+			if len(meta) > 0 {
+				err = me.EmitMeta(ctx, job.samples, meta)
+			} else {
+				err = emit.Emit(ctx, job.samples)
+			}
 			c.busy.Store(false)
+			if err == nil {
+				c.stored.commit(journaled)
+			}
 			if err != nil {
 				ok = false
 				c.rollbackRetained(undo)
@@ -187,6 +211,10 @@ func (c *Collector) commit(ctx context.Context, emit collectors.Emitter, jobs <-
 			}
 		}
 		if ok {
+			if crashPoint != nil && len(job.samples) > 0 {
+				crashPoint() // tests: die with the batch durable and not acknowledged
+			}
+			c.acked.add(job.digests) // before the PUBACKs: a redelivery may follow at once
 			for _, w := range job.state {
 				if err := writeFileAtomic(w.path, w.data); err != nil {
 					c.log.Warn("save sparkplug state", "err", err)
@@ -200,14 +228,13 @@ func (c *Collector) commit(ctx context.Context, emit collectors.Emitter, jobs <-
 			for _, m := range job.acks {
 				m.Ack()
 			}
-			c.acked.add(job.acks)
 			c.m.acks.Add(float64(len(job.acks)))
 		}
 		clear(job.samples) // drop references to label slices and strings
 		clear(job.seen)
 		clear(updates)
 		clear(undo)
-		free <- jobBufs{samples: job.samples[:0], seen: job.seen[:0]}
+		free <- jobBufs{samples: job.samples[:0], seen: job.seen[:0], digests: job.digests[:0]}
 	}
 }
 
