@@ -173,7 +173,9 @@ type storeEmitter struct {
 	done context.CancelFunc
 }
 
-func (e *storeEmitter) Emit(ctx context.Context, s []signal.Sample) error { return e.EmitMeta(ctx, s, nil) }
+func (e *storeEmitter) Emit(ctx context.Context, s []signal.Sample) error {
+	return e.EmitMeta(ctx, s, nil)
+}
 
 func (e *storeEmitter) EmitMeta(ctx context.Context, s []signal.Sample, meta []buffer.Meta) error {
 	var rec []byte
