@@ -1,0 +1,196 @@
+package act
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Run is one replica's delivery loop; it returns when ctx ends. Any number of replicas may run
+// one on the same outbox: a record is delivered by the loop that claimed it with a compare-and-set
+// (a lease), and a record whose owner died is taken over once the lease has passed.
+//
+// The loop watches the bucket, so a new record is tried at once; a poll picks up retries, the ends
+// of promotions and expired leases.
+func (o *Outbox) Run(ctx context.Context) error {
+	w, err := o.kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("act loop: watch %s: %w", o.cfg.Bucket, err)
+	}
+	defer func() { _ = w.Stop() }()
+	due := map[string]time.Time{} // records not final, by when they may next be tried
+	tick := time.NewTicker(o.cfg.Poll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("act loop: watch of %s closed", o.cfg.Bucket)
+			}
+			if e == nil {
+				continue // end of the initial values
+			}
+			if e.Operation() != jetstream.KeyValuePut {
+				delete(due, e.Key())
+				continue
+			}
+			var rec Record
+			if err := json.Unmarshal(e.Value(), &rec); err != nil {
+				o.log.Error("outbox record undecodable; skipped", "key", e.Key(), "err", err)
+				delete(due, e.Key())
+				continue
+			}
+			if rec.State != Pending {
+				delete(due, e.Key())
+				continue
+			}
+			at := nextTry(rec)
+			due[e.Key()] = at
+			if !at.After(o.cfg.now()) {
+				o.try(ctx, e.Key())
+			}
+		case <-tick.C:
+			now := o.cfg.now()
+			for k, at := range due {
+				if ctx.Err() != nil {
+					return nil
+				}
+				if !at.After(now) {
+					o.try(ctx, k)
+				}
+			}
+		}
+	}
+}
+
+func nextTry(rec Record) time.Time {
+	at := rec.NextAt
+	if rec.Owner != "" && rec.LeaseUntil.After(at) {
+		at = rec.LeaseUntil
+	}
+	return at
+}
+
+// errLost: another loop changed the record since this one claimed it (its lease was taken over).
+var errLost = errors.New("lease lost")
+
+// try claims one record and delivers its current phase.
+func (o *Outbox) try(ctx context.Context, k string) {
+	rec, rev, err := o.read(ctx, k)
+	if err != nil {
+		if !errors.Is(err, jetstream.ErrKeyNotFound) && ctx.Err() == nil {
+			o.log.Warn("outbox read failed", "key", k, "err", err)
+		}
+		return
+	}
+	now := o.cfg.now()
+	if rec.State != Pending || nextTry(rec).After(now) {
+		return // finished, not yet due, or leased by a live loop
+	}
+	if rec.Owner != "" && rec.Owner != o.cfg.Owner {
+		o.log.Warn("taking over an expired lease", "decision", rec.Action.DecisionID, "from", rec.Owner)
+	}
+	rec.Owner, rec.LeaseUntil = o.cfg.Owner, now.Add(o.cfg.Lease)
+	rev, err = o.write(ctx, k, rec, rev)
+	if err != nil {
+		if !isConflict(err) && ctx.Err() == nil {
+			o.log.Warn("outbox claim failed", "key", k, "err", err)
+		}
+		return // another loop claimed it first
+	}
+	if err := o.deliver(ctx, k, rec, rev); err != nil && ctx.Err() == nil && !errors.Is(err, errLost) {
+		o.log.Warn("delivery attempt failed", "decision", rec.Action.DecisionID, "phase", rec.Phase, "err", err)
+	}
+}
+
+// deliver runs the claimed phase: NATS, then the webhook, each marked once acknowledged. Every
+// mark is a compare-and-set on the claim's revision, so a loop that lost its lease stops there.
+func (o *Outbox) deliver(ctx context.Context, k string, rec Record, rev uint64) error {
+	mark := func() error {
+		r, err := o.write(ctx, k, rec, rev)
+		if isConflict(err) {
+			return errLost
+		}
+		if err != nil {
+			return fmt.Errorf("mark %s: %w", rec.msgID(), err)
+		}
+		rev = r
+		return nil
+	}
+	body, err := json.Marshal(Message{ID: rec.msgID(), Event: rec.Phase, Action: rec.Action})
+	if err != nil {
+		return err
+	}
+	if !rec.Published {
+		subj := o.cfg.subject(rec.Action.Kind, rec.Action.Channel)
+		pctx, cancel := context.WithTimeout(ctx, o.cfg.Lease/3)
+		_, err := o.js.Publish(pctx, subj, body, jetstream.WithMsgID(rec.msgID()), jetstream.WithExpectStream(o.cfg.Stream))
+		cancel()
+		if err != nil {
+			// Not counted as a webhook attempt: NATS being away is not the receiver's failure.
+			rec.LastError = "publish: " + err.Error()
+			rec.Owner, rec.LeaseUntil, rec.NextAt = "", time.Time{}, o.cfg.now().Add(o.cfg.Retry.Initial)
+			_ = mark()
+			return fmt.Errorf("publish %s on %s: %w", rec.msgID(), subj, err)
+		}
+		if o.afterPublish != nil {
+			if err := o.afterPublish(rec.msgID()); err != nil {
+				return err
+			}
+		}
+		rec.Published = true
+		if err := mark(); err != nil {
+			return err
+		}
+	}
+	if hook := o.cfg.Channels[rec.Action.Channel].Webhook; hook != nil && !rec.Hooked {
+		res := o.post(ctx, hook, o.keys[rec.Action.Channel], rec.msgID(), body)
+		if res.err != nil {
+			now := o.cfg.now()
+			rec.Attempts++
+			rec.LastError = res.err.Error()
+			rec.Owner, rec.LeaseUntil = "", time.Time{}
+			switch {
+			case res.gone:
+				rec.State = Dead
+			case rec.Attempts >= o.cfg.Retry.MaxAttempts:
+				rec.State, rec.LastError = Dead, fmt.Sprintf("%d attempts; last: %s", rec.Attempts, rec.LastError)
+			default:
+				next := now.Add(o.backoff(rec.Attempts))
+				if res.retryAfter > 0 {
+					next = now.Add(res.retryAfter)
+				}
+				if next.Sub(rec.FirstAt) > o.cfg.Retry.MaxAge {
+					rec.State, rec.LastError = Dead, fmt.Sprintf("older than %s after %d attempts; last: %s", o.cfg.Retry.MaxAge, rec.Attempts, rec.LastError)
+				}
+				rec.NextAt = next
+			}
+			if rec.State == Dead {
+				o.log.Error("webhook dead-lettered", "decision", rec.Action.DecisionID, "id", rec.msgID(), "attempts", rec.Attempts, "err", rec.LastError)
+			}
+			if err := mark(); err != nil {
+				return err
+			}
+			return res.err
+		}
+		rec.Hooked = true
+	}
+	// The phase is delivered: a promotion waits for its end, anything else is done.
+	if rec.Phase == EventStart && rec.Action.Kind == Promote {
+		rec.Phase, rec.Published, rec.Hooked, rec.Attempts, rec.LastError = EventEnd, false, false, 0, ""
+		rec.FirstAt, rec.NextAt = rec.Action.End, rec.Action.End
+	} else {
+		rec.State = Done
+	}
+	rec.Owner, rec.LeaseUntil = "", time.Time{}
+	return mark()
+}

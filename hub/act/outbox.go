@@ -1,0 +1,219 @@
+package act
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// State is where a record is in its delivery.
+type State string
+
+const (
+	// Pending: some delivery of the current phase is still to do (at NextAt).
+	Pending State = "pending"
+	// Done: every message of the action was delivered.
+	Done State = "done"
+	// Dead: a webhook gave up (410 Gone, too many attempts, too old); Replay re-queues it.
+	Dead State = "dead"
+)
+
+// Record is an action's outbox entry: the action and how far its delivery got. Each field that
+// says something was delivered is written only after the receiver acknowledged it.
+type Record struct {
+	Action Action `json:"action"`
+	State  State  `json:"state"`
+	// Phase is the event being delivered: start, then (promotions) end once Action.End has passed.
+	Phase     string `json:"phase"`
+	Published bool   `json:"published"` // the phase's NATS message has its PubAck
+	Hooked    bool   `json:"hooked"`    // the phase's webhook answered 2xx
+	// Attempts counts failed webhook calls of this phase; FirstAt is when the phase became due.
+	Attempts  int       `json:"attempts"`
+	FirstAt   time.Time `json:"first_at"`
+	NextAt    time.Time `json:"next_at"`
+	LastError string    `json:"last_error,omitempty"`
+	// Owner holds a claimed record until LeaseUntil; another loop may take it over afterwards.
+	Owner      string    `json:"owner,omitempty"`
+	LeaseUntil time.Time `json:"lease_until,omitzero"`
+}
+
+// msgID is the idempotency key of the record's current phase.
+func (r *Record) msgID() string {
+	if r.Phase == EventEnd {
+		return r.Action.DecisionID + ":end"
+	}
+	return r.Action.DecisionID
+}
+
+// Outbox is the durable list of actions to deliver, shared by every replica through a KV bucket
+// keyed by decision id. Safe for concurrent use.
+type Outbox struct {
+	cfg    Config
+	js     jetstream.JetStream
+	kv     jetstream.KeyValue
+	log    *slog.Logger
+	client *http.Client
+	keys   map[string][]byte // channel → webhook key
+
+	// afterPublish, when set by a test, runs after a PubAck and before the record is marked: a
+	// non-nil error stops the attempt there as a crash would.
+	afterPublish func(id string) error
+}
+
+// Open checks cfg, creates or updates the outbox bucket and the actions stream, and returns the
+// outbox. Several replicas open the same bucket and stream.
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Logger) (*Outbox, error) {
+	cfg.Defaults()
+	if err := cfg.err(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Owner == "" {
+		var b [6]byte
+		_, _ = rand.Read(b[:])
+		cfg.Owner = "act-" + hex.EncodeToString(b[:])
+	}
+	o := &Outbox{cfg: cfg, js: js, log: log.With("owner", cfg.Owner), client: &http.Client{}, keys: map[string][]byte{}}
+	for name, ch := range cfg.Channels {
+		if ch.Webhook != nil {
+			o.keys[name], _ = decodeSecret(ch.Webhook.Secret.Value()) // checked by cfg.err
+		}
+	}
+	// History 1 and no TTL: the record itself is the memory that a decision was enqueued; a TTL
+	// would let a late duplicate Enqueue deliver again.
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: cfg.Bucket, History: 1, Replicas: max(cfg.Replicas, 1),
+		Description: "gemba-hub: actions to deliver, keyed by decision id, with their delivery state",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("act outbox bucket %s: %w", cfg.Bucket, err)
+	}
+	o.kv = kv
+	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: cfg.Stream, Subjects: cfg.subjects(), Storage: jetstream.FileStorage,
+		Replicas: max(cfg.Replicas, 1), Duplicates: cfg.DuplicateWindow,
+		Description: "gemba-hub: promotions and holds, one message per decision (Nats-Msg-Id = decision id)",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("act stream %s (subjects %v): %w", cfg.Stream, cfg.subjects(), err)
+	}
+	return o, nil
+}
+
+func key(decisionID string) string { return "a." + token(decisionID) }
+
+// Enqueue records the action for delivery. A second Enqueue of the same decision id is a no-op
+// (false, nil), whatever its content: the first replica to create the key owns the action.
+func (o *Outbox) Enqueue(ctx context.Context, a Action) (bool, error) {
+	if err := a.check(); err != nil {
+		return false, err
+	}
+	if _, ok := o.cfg.Channels[a.Channel]; !ok {
+		return false, fmt.Errorf("action %q: channel %q: %w", a.DecisionID, a.Channel, ErrUnknownChannel)
+	}
+	now := o.cfg.now()
+	rec := Record{Action: a, State: Pending, Phase: EventStart, FirstAt: now, NextAt: now}
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return false, fmt.Errorf("action %q: %w", a.DecisionID, err)
+	}
+	if _, err := o.kv.Create(ctx, key(a.DecisionID), data); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return false, nil
+		}
+		return false, fmt.Errorf("enqueue action %q: %w", a.DecisionID, err)
+	}
+	return true, nil
+}
+
+// Get returns the record of a decision (jetstream.ErrKeyNotFound when none).
+func (o *Outbox) Get(ctx context.Context, decisionID string) (Record, error) {
+	rec, _, err := o.read(ctx, key(decisionID))
+	return rec, err
+}
+
+// ErrNotDead is returned by Replay for a record that is not dead-lettered.
+var ErrNotDead = errors.New("not dead-lettered")
+
+// Replay re-queues a dead-lettered action: its failed phase starts again with fresh attempts.
+// What was already delivered (the NATS message, an earlier phase) is not delivered again.
+func (o *Outbox) Replay(ctx context.Context, decisionID string) error {
+	for {
+		rec, rev, err := o.read(ctx, key(decisionID))
+		if err != nil {
+			return fmt.Errorf("replay %q: %w", decisionID, err)
+		}
+		if rec.State != Dead {
+			return fmt.Errorf("replay %q: state %s: %w", decisionID, rec.State, ErrNotDead)
+		}
+		now := o.cfg.now()
+		rec.State, rec.Attempts, rec.FirstAt, rec.NextAt, rec.Owner, rec.LeaseUntil = Pending, 0, now, now, "", time.Time{}
+		_, err = o.write(ctx, key(decisionID), rec, rev)
+		if isConflict(err) {
+			continue // someone changed it meanwhile: look again
+		}
+		if err != nil {
+			return fmt.Errorf("replay %q: %w", decisionID, err)
+		}
+		o.log.Info("dead letter replayed", "decision", decisionID)
+		return nil
+	}
+}
+
+// DeadLetters lists the decision ids whose delivery gave up.
+func (o *Outbox) DeadLetters(ctx context.Context) ([]string, error) {
+	lister, err := o.kv.ListKeys(ctx)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var ids []string
+	for k := range lister.Keys() {
+		rec, _, err := o.read(ctx, k)
+		if err != nil {
+			continue // removed meanwhile
+		}
+		if rec.State == Dead {
+			ids = append(ids, rec.Action.DecisionID)
+		}
+	}
+	return ids, nil
+}
+
+func (o *Outbox) read(ctx context.Context, k string) (Record, uint64, error) {
+	e, err := o.kv.Get(ctx, k)
+	if err != nil {
+		return Record{}, 0, err
+	}
+	var rec Record
+	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+		return Record{}, 0, fmt.Errorf("outbox key %s: undecodable record: %w", k, err)
+	}
+	return rec, e.Revision(), nil
+}
+
+// write replaces the record if it is still at rev: every change is a compare-and-set, so a loop
+// whose lease was taken over cannot overwrite its successor's progress.
+func (o *Outbox) write(ctx context.Context, k string, rec Record, rev uint64) (uint64, error) {
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return 0, err
+	}
+	return o.kv.Update(ctx, k, data, rev)
+}
+
+func isConflict(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
+}
