@@ -282,8 +282,8 @@ func (h *held) keepAlive(ctx context.Context, every time.Duration) {
 // (buffered and in the batch being processed), and per batch.
 const (
 	minPullBytes  = 1 << 20
-	bufferedBytes = 16 << 20
-	batchBytes    = 8 << 20
+	bufferedBytes = 32 << 20
+	batchBytes    = 24 << 20
 )
 
 // pullBytes is the most bytes asked for per pull: the server's max_payload, so that the largest

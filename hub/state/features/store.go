@@ -398,7 +398,7 @@ func (s *Store) Flush(ctx context.Context) error {
 }
 
 // maxInFlight bounds the unacknowledged writes of one Flush.
-const maxInFlight = 256
+const maxInFlight = 1024
 
 // settleWrite waits for one write's ack and settles a conflict; fail keeps the key dirty.
 func (s *Store) settleWrite(ctx context.Context, key string, val *Value, fut jetstream.PubAckFuture, fail func(string, error)) {
