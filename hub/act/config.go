@@ -33,6 +33,8 @@ type Config struct {
 	// names are subject tokens, listed literally in the stream (a wildcard channel token would
 	// overlap the agents' <prefix>.*.*.samples|features|status).
 	Channels map[string]Channel `yaml:"channels" json:"channels"`
+	// Workers bounds the attempts one loop runs at once (a slow webhook does not hold up others).
+	Workers int `yaml:"workers" json:"workers"`
 	// Retry paces failed webhooks.
 	Retry Retry `yaml:"retry" json:"retry"`
 	// Owner names this replica in leases (host name, pod name); a random one when empty.
@@ -85,6 +87,9 @@ func (c *Config) Defaults() {
 	def(&c.Retry.Initial, time.Second)
 	def(&c.Retry.Max, 10*time.Minute)
 	def(&c.Retry.MaxAge, 24*time.Hour)
+	if c.Workers == 0 {
+		c.Workers = 8
+	}
 	if c.Retry.MaxAttempts == 0 {
 		c.Retry.MaxAttempts = 20
 	}
@@ -92,7 +97,7 @@ func (c *Config) Defaults() {
 	for name, ch := range c.Channels {
 		if ch.Webhook != nil {
 			w := *ch.Webhook
-			def(&w.Timeout, 10*time.Second)
+			def(&w.Timeout, min(10*time.Second, c.Lease/2))
 			ch.Webhook = &w
 		}
 		chs[name] = ch
@@ -128,6 +133,9 @@ func (c *Config) problems() [][2]string {
 	if c.Retry.Initial <= 0 || c.Retry.Max < c.Retry.Initial {
 		add("retry", "need 0 < initial (%s) <= max (%s)", c.Retry.Initial, c.Retry.Max)
 	}
+	if c.Workers < 1 {
+		add("workers", "must be at least 1")
+	}
 	if c.Retry.MaxAttempts < 1 {
 		add("retry.max_attempts", "must be at least 1")
 	}
@@ -155,8 +163,8 @@ func (c *Config) problems() [][2]string {
 		if _, err := decodeSecret(w.Secret.Value()); err != nil {
 			add(field+".webhook.secret", "%v", err)
 		}
-		if w.Timeout <= 0 || w.Timeout >= c.Lease {
-			add(field+".webhook.timeout", "%s must be positive and below lease %s (a call must end before another loop may take over)", w.Timeout, c.Lease)
+		if w.Timeout <= 0 || w.Timeout > c.Lease/2 {
+			add(field+".webhook.timeout", "%s must be positive and at most half the lease %s (a call must end well before another loop may take over)", w.Timeout, c.Lease)
 		}
 	}
 	return ps

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -25,10 +26,30 @@ func (o *Outbox) Run(ctx context.Context) error {
 	due := map[string]time.Time{} // records not final, by when they may next be tried
 	tick := time.NewTicker(o.cfg.Poll)
 	defer tick.Stop()
+	// Attempts run on up to Workers goroutines so that one slow webhook does not hold up the
+	// others; a key is attempted by one goroutine of this loop at a time.
+	inflight := map[string]bool{}
+	finished := make(chan string, o.cfg.Workers)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	start := func(k string) {
+		if inflight[k] || len(inflight) >= o.cfg.Workers {
+			return // running, or all workers busy: the next tick tries again
+		}
+		inflight[k] = true
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			o.try(ctx, k)
+			finished <- k // buffered for every worker: never blocks
+		}()
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case k := <-finished:
+			delete(inflight, k)
 		case e, ok := <-w.Updates():
 			if !ok {
 				if ctx.Err() != nil {
@@ -56,7 +77,7 @@ func (o *Outbox) Run(ctx context.Context) error {
 			at := nextTry(rec)
 			due[e.Key()] = at
 			if !at.After(o.cfg.now()) {
-				o.try(ctx, e.Key())
+				start(e.Key())
 			}
 		case <-tick.C:
 			now := o.cfg.now()
@@ -65,7 +86,7 @@ func (o *Outbox) Run(ctx context.Context) error {
 					return nil
 				}
 				if !at.After(now) {
-					o.try(ctx, k)
+					start(k)
 				}
 			}
 		}
@@ -126,6 +147,12 @@ func (o *Outbox) deliver(ctx context.Context, k string, rec Record, rev uint64) 
 		rev = r
 		return nil
 	}
+	if _, ok := o.cfg.Channels[rec.Action.Channel]; !ok {
+		// The channel left the config after the action was enqueued: nowhere to deliver it.
+		rec.State, rec.LastError, rec.Owner, rec.LeaseUntil = Dead, fmt.Sprintf("channel %q is no longer configured", rec.Action.Channel), "", time.Time{}
+		o.log.Error("action dead-lettered", "decision", rec.Action.DecisionID, "err", rec.LastError)
+		return mark()
+	}
 	body, err := json.Marshal(Message{ID: rec.msgID(), Event: rec.Phase, Action: rec.Action})
 	if err != nil {
 		return err
@@ -153,6 +180,12 @@ func (o *Outbox) deliver(ctx context.Context, k string, rec Record, rev uint64) 
 		}
 	}
 	if hook := o.cfg.Channels[rec.Action.Channel].Webhook; hook != nil && !rec.Hooked {
+		// Renew the lease first: the call may take up to its timeout (at most half a lease), and
+		// another loop must not take the record over while it runs.
+		rec.LeaseUntil = o.cfg.now().Add(o.cfg.Lease)
+		if err := mark(); err != nil {
+			return err
+		}
 		res := o.post(ctx, hook, o.keys[rec.Action.Channel], rec.msgID(), body)
 		if res.err != nil {
 			now := o.cfg.now()

@@ -83,7 +83,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 		_, _ = rand.Read(b[:])
 		cfg.Owner = "act-" + hex.EncodeToString(b[:])
 	}
-	o := &Outbox{cfg: cfg, js: js, log: log.With("owner", cfg.Owner), client: &http.Client{}, keys: map[string][]byte{}}
+	o := &Outbox{cfg: cfg, js: js, log: log.With("owner", cfg.Owner), client: &http.Client{CheckRedirect: noRedirects}, keys: map[string][]byte{}}
 	for name, ch := range cfg.Channels {
 		if ch.Webhook != nil {
 			o.keys[name], _ = decodeSecret(ch.Webhook.Secret.Value()) // checked by cfg.err
@@ -109,6 +109,10 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 	}
 	return o, nil
 }
+
+// noRedirects makes a redirect a failed call: following it would turn the POST into a GET and
+// send the signed action somewhere its configuration did not name.
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 func key(decisionID string) string { return "a." + token(decisionID) }
 
