@@ -83,7 +83,13 @@ func (c *Collector) addMessage(job *commitJob, in inMsg) {
 		d := messageDigest(in.msg)
 		if c.acked.seen(in.msg, d) {
 			c.m.redelivered.Inc()
-			return // stored before (maybe by the process before a crash); the broker missed our PUBACK
+			if len(in.match) > 0 {
+				// Stored before, maybe by a process that crashed before it saved the retained digests
+				// (retained.go): it is its topic's last stored message, so the retained copy that
+				// the next subscribe brings is not stored again either.
+				job.seen = append(job.seen, seenMsg{topic: in.msg.Topic(), digest: payloadDigest(in.msg.Payload()), lo: len(job.samples), hi: len(job.samples)})
+			}
+			return // the broker missed our PUBACK
 		}
 		job.digests = append(job.digests, d)
 	}
