@@ -76,7 +76,7 @@ func (c *Config) Defaults() {
 		c.Prefix = "gemba"
 	}
 	if c.Bucket == "" {
-		c.Bucket = "gemba_act_outbox"
+		c.Bucket = "GEMBA_ACT_OUTBOX"
 	}
 	if c.Stream == "" {
 		c.Stream = "ACTIONS"

@@ -222,7 +222,7 @@ func (o *Outbox) deliver(ctx context.Context, k string, rec Record, rev uint64) 
 		rec.Phase, rec.Published, rec.Hooked, rec.Attempts, rec.LastError = EventEnd, false, false, 0, ""
 		rec.FirstAt, rec.NextAt = rec.Action.End, rec.Action.End
 	} else {
-		rec.State = Done
+		rec.State, rec.DoneAt = Done, o.cfg.now()
 	}
 	rec.Owner, rec.LeaseUntil = "", time.Time{}
 	return mark()

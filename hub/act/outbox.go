@@ -43,6 +43,8 @@ type Record struct {
 	// Owner holds a claimed record until LeaseUntil; another loop may take it over afterwards.
 	Owner      string    `json:"owner,omitempty"`
 	LeaseUntil time.Time `json:"lease_until,omitzero"`
+	// DoneAt is when the record became Done; Sweep removes it a retention later.
+	DoneAt time.Time `json:"done_at,omitzero"`
 }
 
 // msgID is the idempotency key of the record's current phase.
@@ -194,6 +196,47 @@ func (o *Outbox) DeadLetters(ctx context.Context) ([]string, error) {
 		}
 	}
 	return ids, nil
+}
+
+// Sweep removes records done more than retention ago (each at the revision it judged) and then
+// the delete markers older than retention, and returns how many records it removed. A removed
+// decision could be enqueued and delivered again, so retention must exceed how long a decider can
+// still produce the same decision id (the guard's own retention and time buckets). Pending and
+// dead records are never removed.
+func (o *Outbox) Sweep(ctx context.Context, retention time.Duration) (int, error) {
+	if retention <= 0 {
+		return 0, fmt.Errorf("act sweep: retention %s must be positive", retention)
+	}
+	lister, err := o.kv.ListKeys(ctx)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("act sweep: %w", err)
+	}
+	cut := o.cfg.now().Add(-retention)
+	var ks []string
+	for k := range lister.Keys() {
+		ks = append(ks, k)
+	}
+	removed := 0
+	for _, k := range ks {
+		rec, rev, err := o.read(ctx, k)
+		if err != nil || rec.State != Done || rec.DoneAt.IsZero() || rec.DoneAt.After(cut) {
+			continue
+		}
+		if err := o.kv.Delete(ctx, k, jetstream.LastRevision(rev)); err != nil {
+			if isConflict(err) {
+				continue // changed meanwhile (a replay): judged again next time
+			}
+			return removed, fmt.Errorf("act sweep: delete %s: %w", k, err)
+		}
+		removed++
+	}
+	if err := o.kv.PurgeDeletes(ctx, jetstream.DeleteMarkersOlderThan(retention)); err != nil {
+		return removed, fmt.Errorf("act sweep: purge delete markers: %w", err)
+	}
+	return removed, nil
 }
 
 func (o *Outbox) read(ctx context.Context, k string) (Record, uint64, error) {
