@@ -423,12 +423,18 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 		c.d.Features.Apply(c.ins)
 	}
 	clear(c.ins) // drop the references into this batch's messages
-	if err := c.moveAll(ctx, moves); err != nil {
-		c.retry(fresh, fmt.Errorf("inventory: %w", err))
+	// The feature writes and the inventory moves are independent round trips: overlap them. Both
+	// must succeed before the ack; either failing redelivers the batch (both are idempotent).
+	flushed := make(chan error, 1)
+	go func() { flushed <- c.d.Features.Flush(ctx) }()
+	merr := c.moveAll(ctx, moves)
+	ferr := <-flushed
+	if merr != nil {
+		c.retry(fresh, fmt.Errorf("inventory: %w", merr))
 		return
 	}
-	if err := c.d.Features.Flush(ctx); err != nil {
-		c.retry(fresh, fmt.Errorf("feature store: %w", err))
+	if ferr != nil {
+		c.retry(fresh, fmt.Errorf("feature store: %w", ferr))
 		return
 	}
 	done := make([]dedup.Claim, len(fresh))
