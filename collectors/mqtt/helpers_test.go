@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -26,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
+	"github.com/gemba-io/gemba/buffer"
 	"github.com/gemba-io/gemba/collectors"
 	"github.com/gemba-io/gemba/internal/testutil"
 	"github.com/gemba-io/gemba/signal"
@@ -128,9 +130,10 @@ func (e *memEmitter) count() int {
 // fileEmitter is a durable Emitter for tests: one JSON line per sample, fsync per Emit, so
 // "Emit returned" means "on disk" as with the real buffer.
 type fileEmitter struct {
-	mu  sync.Mutex
-	f   *os.File
-	buf []byte
+	mu   sync.Mutex
+	path string
+	f    *os.File
+	buf  []byte
 }
 
 func openFileEmitter(path string) (*fileEmitter, error) {
@@ -138,7 +141,7 @@ func openFileEmitter(path string) (*fileEmitter, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &fileEmitter{f: f}, nil
+	return &fileEmitter{path: path, f: f}, nil
 }
 
 type fileRecord struct {
@@ -149,6 +152,12 @@ type fileRecord struct {
 }
 
 func (e *fileEmitter) Emit(ctx context.Context, s []signal.Sample) error {
+	return e.EmitMeta(ctx, s, nil)
+}
+
+// EmitMeta writes the meta keys as lines after the samples, in the same write(2): a SIGKILL keeps
+// both or neither, as the buffer's transaction does.
+func (e *fileEmitter) EmitMeta(ctx context.Context, s []signal.Sample, meta []buffer.Meta) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.buf = e.buf[:0]
@@ -165,6 +174,13 @@ func (e *fileEmitter) Emit(ctx context.Context, s []signal.Sample) error {
 		e.buf = strconv.AppendInt(e.buf, x.Time.UnixNano(), 10)
 		e.buf = append(e.buf, "}\n"...)
 	}
+	for _, m := range meta {
+		e.buf = append(e.buf, `{"m":`...)
+		e.buf = strconv.AppendQuote(e.buf, m.Key)
+		e.buf = append(e.buf, `,"x":"`...)
+		e.buf = hex.AppendEncode(e.buf, m.Value)
+		e.buf = append(e.buf, "\"}\n"...)
+	}
 	if _, err := e.f.Write(e.buf); err != nil {
 		return err
 	}
@@ -172,6 +188,29 @@ func (e *fileEmitter) Emit(ctx context.Context, s []signal.Sample) error {
 }
 
 func (e *fileEmitter) Close() error { return e.f.Close() }
+
+// GetMeta returns the last value written for key.
+func (e *fileEmitter) GetMeta(key string) ([]byte, bool, error) {
+	data, err := os.ReadFile(e.path)
+	if err != nil {
+		return nil, false, err
+	}
+	var v []byte
+	found := false
+	for line := range bytes.Lines(data) {
+		var m struct {
+			Key string `json:"m"`
+			Hex string `json:"x"`
+		}
+		if json.Unmarshal(line, &m) != nil || m.Key != key {
+			continue
+		}
+		if b, err := hex.DecodeString(m.Hex); err == nil {
+			v, found = b, true
+		}
+	}
+	return v, found, nil
+}
 
 // readRecords reads a fileEmitter file; a torn last line (killed mid-write) is ignored.
 func readRecords(t testing.TB, path string) []fileRecord {
@@ -185,7 +224,7 @@ func readRecords(t testing.TB, path string) []fileRecord {
 	var out []fileRecord
 	for line := range bytes.Lines(data) {
 		var r fileRecord
-		if json.Unmarshal(line, &r) == nil {
+		if json.Unmarshal(line, &r) == nil && r.Signal != "" { // not a meta line
 			out = append(out, r)
 		}
 	}
