@@ -26,7 +26,7 @@ import (
 const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 // connect opens a client connection to n, closed when the test ends.
-func connect(t *testing.T, n *natstest.Node) (*nats.Conn, jetstream.JetStream) {
+func connect(t testing.TB, n *natstest.Node) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
 	nc, err := nats.Connect(n.URL())
 	if err != nil {
