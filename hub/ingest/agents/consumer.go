@@ -281,7 +281,7 @@ func (h *held) keepAlive(ctx context.Context, every time.Duration) {
 // Byte bounds of the messages in the hub's hands: asked for per pull, taken but not processed
 // (buffered and in the batch being processed), and per batch.
 const (
-	minPullBytes  = 1 << 20
+	minPullBytes  = 8 << 20 // a cluster's max_payload is 1 MiB by default: pulls that small make small batches
 	bufferedBytes = 32 << 20
 	batchBytes    = 24 << 20
 )
