@@ -41,6 +41,10 @@ type Settings struct {
 	DataDir         string        `yaml:"data_dir" json:"data_dir"`
 	Log             config.Log    `yaml:"log" json:"log"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout" json:"shutdown_timeout"`
+	// MemoryLimit is Go's soft memory limit for the process (runtime/debug.SetMemoryLimit): the
+	// collector works harder near it instead of letting the heap double. 0 leaves Go's default (or
+	// the GOMEMLIMIT environment variable). See docs/BENCHMARKS.md for what it does to RSS.
+	MemoryLimit config.ByteSize `yaml:"memory_limit" json:"memory_limit"`
 }
 
 // HTTPConfig is the API, health and metrics listener.
@@ -145,6 +149,9 @@ func (s *Settings) Validate(r config.Report) {
 	}
 	if s.ShutdownTimeout <= 0 {
 		r.Errorf("shutdown_timeout", "must be positive")
+	}
+	if s.MemoryLimit != 0 && s.MemoryLimit < 32<<20 {
+		r.Errorf("memory_limit", "%s is below 32MiB: the hub would spend its time collecting garbage", s.MemoryLimit)
 	}
 }
 

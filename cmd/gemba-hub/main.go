@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -81,6 +82,9 @@ HTTP (http.listen, default 127.0.0.1:9400): /healthz, /readyz (JSON, says why no
 				cfg.Hub.Log.Format = format
 			}
 			log := cfg.Hub.Log.NewLogger(os.Stderr)
+			if cfg.Hub.MemoryLimit > 0 {
+				debug.SetMemoryLimit(int64(cfg.Hub.MemoryLimit))
+			}
 			h, err := hub.New(cfg, hub.Options{Logger: log})
 			if err != nil {
 				log.Error("hub cannot start", "err", err)
