@@ -98,10 +98,12 @@ func Cluster(t testing.TB, size int) []*Node {
 			t.Fatal("cluster node not ready")
 		}
 	}
-	testutil.WaitFor(t, 30*time.Second, "JetStream meta leader", func() bool {
+	// Ready means the meta leader sees every node online with JetStream: before that, placing an R3
+	// stream or bucket fails with "no suitable peers for placement".
+	testutil.WaitFor(t, 30*time.Second, "JetStream meta leader seeing every peer", func() bool {
 		for _, n := range nodes {
 			if n.S != nil && n.S.JetStreamIsLeader() {
-				return true
+				return len(n.S.JetStreamClusterPeers()) == size
 			}
 		}
 		return false
