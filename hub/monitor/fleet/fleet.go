@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gemba-io/gemba/hub/state/kvkey"
+	"github.com/gemba-io/gemba/hub/state/kvwatch"
 	"github.com/gemba-io/gemba/signal"
 )
 
@@ -55,8 +56,7 @@ type Fleet struct {
 	mu     sync.RWMutex
 	agents map[string]*Agent // by KV key
 
-	stop  context.CancelFunc
-	watch sync.WaitGroup
+	stop func() // ends the bucket watch
 }
 
 // Open creates or binds the bucket, loads it and starts watching it.
@@ -72,36 +72,11 @@ func Open(ctx context.Context, js jetstream.JetStream, bucket string, replicas i
 		return nil, fmt.Errorf("fleet bucket %s: %w", bucket, err)
 	}
 	f := &Fleet{kv: kv, staleAfter: staleAfter, log: log, now: time.Now, agents: map[string]*Agent{}}
-	// The watch lives until Close, not until the caller's ctx (nats.go ties the subscription to it).
-	wctx, stop := context.WithCancel(context.Background())
-	w, err := kv.WatchAll(wctx)
+	stop, err := kvwatch.Follow(kv, f.remote)
 	if err != nil {
-		stop()
-		return nil, fmt.Errorf("fleet bucket %s: watch: %w", bucket, err)
-	}
-	for e := range w.Updates() {
-		if e == nil {
-			break
-		}
-		f.remote(e)
+		return nil, fmt.Errorf("fleet bucket %s: %w", bucket, err)
 	}
 	f.stop = stop
-	f.watch.Go(func() {
-		defer func() { _ = w.Stop() }()
-		for {
-			select {
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e != nil {
-					f.remote(e)
-				}
-			case <-wctx.Done():
-				return
-			}
-		}
-	})
 	return f, nil
 }
 
@@ -109,7 +84,7 @@ func Open(ctx context.Context, js jetstream.JetStream, bucket string, replicas i
 func (f *Fleet) Close() {
 	if f.stop != nil {
 		f.stop()
-		f.watch.Wait()
+		f.stop = nil
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gemba-io/gemba/hub/state/kvkey"
+	"github.com/gemba-io/gemba/hub/state/kvwatch"
 	"github.com/gemba-io/gemba/signal"
 )
 
@@ -99,8 +100,7 @@ type Store struct {
 	// from the watcher without decoding it.
 	inflight map[string][]byte
 
-	stop  context.CancelFunc
-	watch sync.WaitGroup
+	stop func() // ends the bucket watch
 }
 
 // Open creates or binds the bucket and loads it.
@@ -123,37 +123,11 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, res Resolver,
 		res: res, log: log, now: time.Now,
 		vals: map[string]*Value{}, dirty: map[string]struct{}{}, warn: map[string]bool{}, route: map[routeKey][]route{}, inflight: map[string][]byte{},
 	}
-	// The watch lives until Close, not until the caller's ctx (nats.go ties the subscription to it).
-	wctx, stop := context.WithCancel(context.Background())
-	w, err := kv.WatchAll(wctx)
+	stop, err := kvwatch.Follow(kv, s.remote)
 	if err != nil {
-		stop()
-		return nil, fmt.Errorf("features bucket %s: watch: %w", cfg.Bucket, err)
-	}
-	// The initial values end with a nil entry: wait for it so a new replica starts complete.
-	for e := range w.Updates() {
-		if e == nil {
-			break
-		}
-		s.remote(e)
+		return nil, fmt.Errorf("features bucket %s: %w", cfg.Bucket, err)
 	}
 	s.stop = stop
-	s.watch.Go(func() {
-		defer func() { _ = w.Stop() }()
-		for {
-			select {
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e != nil {
-					s.remote(e)
-				}
-			case <-wctx.Done():
-				return
-			}
-		}
-	})
 	return s, nil
 }
 
@@ -161,7 +135,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, res Resolver,
 func (s *Store) Close() {
 	if s.stop != nil {
 		s.stop()
-		s.watch.Wait()
+		s.stop = nil
 	}
 }
 
