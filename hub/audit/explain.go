@@ -1,0 +1,212 @@
+package audit
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/gemba-io/gemba/hub/act"
+	"github.com/gemba-io/gemba/hub/decide/rules"
+	"github.com/gemba-io/gemba/hub/state/features"
+)
+
+// Explain writes the answer to "why did this decision happen": the decision's rule with its
+// version and text, what it read (with event times and lineage), the graph paths, the guardrails,
+// the approval, the shadow disagreement or canary, each event, and the delivery state (delivery
+// nil: not known). recs are a decision's records oldest first (History).
+func Explain(w io.Writer, recs []Record, delivery *act.Record) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
+	if len(recs) == 0 {
+		p("no audit record (unknown decision id, or its records expired)")
+		return
+	}
+	first, last := recs[0], recs[len(recs)-1]
+	p("decision %s: %s", first.DecisionID, last.Outcome)
+	where := first.SKU
+	if first.Site != "" {
+		where += " at " + first.Site
+	}
+	p("  sku %s, channel %s, mode %s", where, first.Channel, first.Mode)
+	p("  action: %s", FormatAction(first.Action))
+	rs := first.RuleSet
+	label := ""
+	if rs.Label != "" {
+		label = fmt.Sprintf(" (%s)", rs.Label)
+	}
+	p("  rule set %s version %s%s, live since rules change #%d", rs.Name, short(rs.Version), label, rs.ChangeSeq)
+	p("  rule %q (rule %d, priority %d): when %s", first.Rule.Name, first.Rule.Index, first.Rule.Priority, strings.TrimSpace(first.Rule.When))
+	if first.Arm != "" {
+		p("  experiment arm: %s", first.Arm)
+	}
+
+	p("events:")
+	for _, r := range recs {
+		line := fmt.Sprintf("  %s  %-8s → %s", r.Time.UTC().Format(time.RFC3339), r.Event, r.Outcome)
+		if r.Replica != "" {
+			line += " (replica " + r.Replica + ")"
+		}
+		if r.Note != "" {
+			line += ": " + r.Note
+		}
+		p("%s", line)
+	}
+
+	if len(first.Inputs) > 0 || first.Inventory != nil {
+		p("inputs:")
+	}
+	for _, in := range first.Inputs {
+		var flags []string
+		for _, f := range []struct {
+			on   bool
+			name string
+		}{{in.Stale, "stale"}, {in.Historical, "historical"}, {in.Partial, "partial"}, {in.BadQuality, "bad quality"}} {
+			if f.on {
+				flags = append(flags, f.name)
+			}
+		}
+		flag := ""
+		if len(flags) > 0 {
+			flag = " [" + strings.Join(flags, ", ") + "]"
+		}
+		p("  %s[%s] = %g at %s (window from %s, age %.1fs)%s", in.Name, in.Key, in.Value, stamp(in.EventTime), stamp(in.WindowStart), in.AgeS, flag)
+		l := in.Lineage
+		if l != (features.Lineage{}) {
+			p("      from agent %s at site %s, signal %s, agent config %s, stream seq %d (buffer seq %d)",
+				l.Agent, l.Site, l.Signal, l.ConfigVersion, l.StreamSeq, l.FirstSeq)
+		}
+	}
+	if inv := first.Inventory; inv != nil {
+		v := inv.Inventory
+		p("  inventory: on hand %g, position %g, days of cover %g (daily rate %g), updated %s, snapshot %s",
+			v.OnHand, v.Position, v.DaysOfCover, v.DailyRate, stamp(inv.Updated), stamp(inv.SnapshotTime))
+	}
+	if len(first.Paths) > 0 {
+		p("graph paths:")
+		for _, path := range first.Paths {
+			p("  %s", path)
+		}
+	}
+	if len(first.Trace) > 0 {
+		p("rules evaluated:")
+		for _, s := range first.Trace {
+			res := "no match"
+			switch {
+			case s.Err != "":
+				res = "error: " + s.Err
+			case s.Matched:
+				res = "matched"
+			}
+			p("  %s: %s", s.Rule, res)
+		}
+	}
+	explainVerdict(p, recs)
+	if d := first.Disagreement; d != nil {
+		active := "nothing"
+		if d.ActiveAction != nil {
+			active = FormatAction(*d.ActiveAction)
+			if d.ActiveRule != "" {
+				active += fmt.Sprintf(" (rule %q)", d.ActiveRule)
+			}
+		}
+		p("shadow: never acted; the active version %s decided %s", short(d.ActiveVersion), active)
+	}
+	if c := first.Canary; c != nil {
+		in := "out of"
+		if c.In {
+			in = "in"
+		}
+		p("canary: version %s acts for %.1f%% of %ss; %s %s is %s the canary", short(c.Version), c.Share*100, c.By, c.By, c.Unit, in)
+	}
+	explainDelivery(p, delivery)
+}
+
+func explainVerdict(p func(string, ...any), recs []Record) {
+	// The latest verdict holds the approval and any release; the first holds the assessments.
+	var v = recs[0].Verdict
+	for _, r := range recs {
+		if r.Verdict != nil {
+			v = r.Verdict
+		}
+	}
+	if v == nil {
+		return
+	}
+	head := fmt.Sprintf("guardrails: %s", v.Outcome)
+	if v.Guardrail != "" {
+		head += fmt.Sprintf(" by %s", v.Guardrail)
+	}
+	if v.Reason != "" {
+		head += ": " + v.Reason
+	}
+	p("%s", head)
+	for _, a := range v.Assessments {
+		mark := "pass"
+		if !a.Passed {
+			mark = "FAIL"
+		}
+		line := fmt.Sprintf("  %s %s: %g (limit %g)", mark, a.Guardrail, a.Value, a.Limit)
+		if a.Detail != "" {
+			line += " " + a.Detail
+		}
+		p("%s", line)
+	}
+	if a := v.Approval; a != nil {
+		what := "rejected"
+		if a.Approved {
+			what = "approved"
+		}
+		line := fmt.Sprintf("approval: %s by %s at %s", what, a.By, stamp(a.At))
+		if a.Reason != "" {
+			line += fmt.Sprintf(": %q", a.Reason)
+		}
+		p("%s", line)
+	}
+}
+
+func explainDelivery(p func(string, ...any), d *act.Record) {
+	if d == nil {
+		p("delivery: not known here (no outbox record)")
+		return
+	}
+	yes := map[bool]string{true: "yes", false: "no"}
+	line := fmt.Sprintf("delivery: %s, phase %s, published %s, webhook %s, %d failed attempts", d.State, d.Phase,
+		yes[d.Published], yes[d.Hooked], d.Attempts)
+	if !d.DoneAt.IsZero() {
+		line += ", done at " + stamp(d.DoneAt)
+	}
+	p("%s", line)
+	if d.LastError != "" {
+		p("  last error: %s", d.LastError)
+	}
+}
+
+// FormatAction prints an action on one line.
+func FormatAction(a rules.Action) string {
+	ch := strings.Join(a.Channels, ",")
+	switch a.Kind {
+	case rules.Promote:
+		s := fmt.Sprintf("promote on %s: %g%% off for %s", ch, a.Discount, a.Duration)
+		if a.Audience != "" {
+			s += " to " + a.Audience
+		}
+		return s
+	case rules.Hold:
+		return fmt.Sprintf("hold on %s: %s", ch, a.Reason)
+	}
+	return "none"
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+func short(v string) string {
+	if len(v) > 12 {
+		return v[:12]
+	}
+	return v
+}

@@ -1,0 +1,283 @@
+// Package audit is the decision log: every decision and rule change on one JetStream stream,
+// decision records with a TTL, rule changes kept, the last change being the rules state.
+package audit
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+var (
+	// ErrFenced: a rules change landed after the one the decision was evaluated under; the
+	// record was not stored, and the decider must evaluate again under the new rules.
+	ErrFenced = errors.New("audit: a rules change landed since the decision's rules (fenced)")
+	// ErrConflict: another rules change landed since the one this change was computed from.
+	ErrConflict = errors.New("audit: the rules changed concurrently")
+)
+
+// Stats are the log's counters (the hub exports them).
+type Stats struct {
+	Published  atomic.Uint64 // records stored
+	Duplicates atomic.Uint64 // records already stored (a re-publish)
+	Fenced     atomic.Uint64 // records refused by the fence
+	Changes    atomic.Uint64 // rules changes stored
+	Conflicts  atomic.Uint64 // rules changes refused as concurrent
+	Malformed  atomic.Uint64 // messages on the stream that do not decode (skipped)
+}
+
+// Log is the decision log. Safe for concurrent use; several replicas open the same stream.
+type Log struct {
+	cfg    Config
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	log    *slog.Logger
+	Stats  Stats
+}
+
+// Open checks cfg and creates or updates the stream.
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Logger) (*Log, error) {
+	cfg.Defaults()
+	if err := cfg.err(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	// No MaxAge: rule changes must outlive any retention (the last one is the state); decision
+	// records carry their own TTL. Direct gets let any replica serve History and Recent.
+	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: cfg.Stream, Subjects: cfg.subjects(), Storage: jetstream.FileStorage,
+		Replicas: max(cfg.Replicas, 1), Duplicates: cfg.DuplicateWindow, AllowMsgTTL: true, AllowDirect: true,
+		Description: "gemba-hub: decision records (TTL'd) and rules changes (kept; the last is the rules state)",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("audit stream %s (subjects %v): %w", cfg.Stream, cfg.subjects(), err)
+	}
+	return &Log{cfg: cfg, js: js, stream: st, log: log.With("stream", cfg.Stream)}, nil
+}
+
+// Config returns the config as it runs (defaults filled).
+func (l *Log) Config() Config { return l.cfg }
+
+// wrongLast reports the server's "wrong last sequence" refusal: 10071 on a single server, 10164
+// on a replicated stream.
+func wrongLast(err error) bool {
+	var je jetstream.JetStreamError
+	if !errors.As(err, &je) || je.APIError() == nil {
+		return false
+	}
+	c := je.APIError().ErrorCode
+	return c == jetstream.JSErrCodeStreamWrongLastSequence || c == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+}
+
+// Publish stores a decision record fenced at the rules change fence (its stream sequence; 0
+// when no change existed): if another change landed since, nothing is stored and the error is
+// ErrFenced. A record already stored (same decision id and event, within the duplicate window)
+// is not stored again; its sequence is returned.
+func (l *Log) Publish(ctx context.Context, rec Record, fence uint64) (uint64, error) {
+	if err := rec.check(); err != nil {
+		return 0, err
+	}
+	rec.Seq = 0
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return 0, fmt.Errorf("audit record %s %s: %w", rec.DecisionID, rec.Event, err)
+	}
+	m := &nats.Msg{Subject: l.cfg.RecordSubject(rec.DecisionID), Data: data, Header: nats.Header{}}
+	// The fence: the server compares the last sequence of the rules subject, not the record's.
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(fence, 10))
+	m.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, l.cfg.RulesSubject())
+	ack, err := l.js.PublishMsg(ctx, m, jetstream.WithMsgID(rec.DecisionID+":"+rec.Event), jetstream.WithMsgTTL(l.cfg.Retention))
+	switch {
+	case wrongLast(err):
+		l.Stats.Fenced.Add(1)
+		return 0, fmt.Errorf("audit record %s %s at rules change %d: %w", rec.DecisionID, rec.Event, fence, ErrFenced)
+	case err != nil:
+		return 0, fmt.Errorf("audit record %s %s: %w", rec.DecisionID, rec.Event, err)
+	case ack.Duplicate:
+		l.Stats.Duplicates.Add(1)
+	default:
+		l.Stats.Published.Add(1)
+	}
+	return ack.Sequence, nil
+}
+
+// Current returns the rules state: the last change (Seq 0 when there is none yet). It is read
+// from the stream leader, not a direct get that a lagging replica could answer.
+func (l *Log) Current(ctx context.Context) (Change, error) {
+	req, _ := json.Marshal(map[string]string{"last_by_subj": l.cfg.RulesSubject()})
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+	}
+	resp, err := l.js.Conn().RequestWithContext(ctx, l.apiPrefix()+"STREAM.MSG.GET."+l.cfg.Stream, req)
+	if err != nil {
+		return Change{}, fmt.Errorf("audit: read the rules state: %w", err)
+	}
+	var r struct {
+		Message *struct {
+			Subject string `json:"subject"`
+			Seq     uint64 `json:"seq"`
+			Data    []byte `json:"data"`
+		} `json:"message"`
+		Error *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(resp.Data, &r); err != nil {
+		return Change{}, fmt.Errorf("audit: read the rules state: %w", err)
+	}
+	if r.Error != nil {
+		if r.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound {
+			return Change{}, nil
+		}
+		return Change{}, fmt.Errorf("audit: read the rules state: %w", r.Error)
+	}
+	if r.Message == nil {
+		return Change{}, fmt.Errorf("audit: read the rules state: empty answer")
+	}
+	c, err := decodeChange(r.Message.Data, r.Message.Seq)
+	if err != nil {
+		l.Stats.Malformed.Add(1)
+		return Change{}, fmt.Errorf("audit: the rules state %s seq %d: %w", l.cfg.RulesSubject(), r.Message.Seq, err)
+	}
+	return c, nil
+}
+
+func (l *Log) apiPrefix() string {
+	o := l.js.Options()
+	switch {
+	case o.APIPrefix != "":
+		p := o.APIPrefix
+		if p[len(p)-1] != '.' {
+			p += "."
+		}
+		return p
+	case o.Domain != "":
+		return "$JS." + o.Domain + ".API."
+	}
+	return jetstream.DefaultAPIPrefix
+}
+
+func decodeChange(data []byte, seq uint64) (Change, error) {
+	var c Change
+	if err := json.Unmarshal(data, &c); err != nil {
+		return Change{}, err
+	}
+	if err := c.check(); err != nil {
+		return Change{}, err
+	}
+	c.Seq = seq
+	return c, nil
+}
+
+// RecordChange stores c as the new rules state if the last change is still expect (0: none
+// yet); otherwise it stores nothing and returns ErrConflict. Returns c's sequence.
+func (l *Log) RecordChange(ctx context.Context, c Change, expect uint64) (uint64, error) {
+	if c.At.IsZero() {
+		c.At = time.Now().UTC()
+	}
+	if err := c.check(); err != nil {
+		return 0, err
+	}
+	data, err := json.Marshal(c)
+	if err != nil {
+		return 0, fmt.Errorf("rules change %s: %w", c.Op, err)
+	}
+	// The id covers the content and what it was computed from: a retry of the same change after a
+	// lost ack is a duplicate (its sequence comes back), a different change is judged by expect.
+	h := sha256.Sum256(append(strconv.AppendUint(nil, expect, 10), data...))
+	ack, err := l.js.Publish(ctx, l.cfg.RulesSubject(), data,
+		jetstream.WithExpectLastSequencePerSubject(expect), jetstream.WithMsgID("rules:"+hex.EncodeToString(h[:16])))
+	switch {
+	case wrongLast(err):
+		l.Stats.Conflicts.Add(1)
+		return 0, fmt.Errorf("rules change %s computed from change %d: %w", c.Op, expect, ErrConflict)
+	case err != nil:
+		return 0, fmt.Errorf("rules change %s: %w", c.Op, err)
+	}
+	if !ack.Duplicate {
+		l.Stats.Changes.Add(1)
+	}
+	return ack.Sequence, nil
+}
+
+// Changes returns every rules change, oldest first.
+func (l *Log) Changes(ctx context.Context) ([]Change, error) {
+	var out []Change
+	err := l.scanSubject(ctx, l.cfg.RulesSubject(), func(m *jetstream.RawStreamMsg) {
+		c, err := decodeChange(m.Data, m.Sequence)
+		if err != nil {
+			l.malformed(m.Subject, m.Sequence, err)
+			return
+		}
+		out = append(out, c)
+	})
+	return out, err
+}
+
+func (l *Log) malformed(subject string, seq uint64, err error) {
+	l.Stats.Malformed.Add(1)
+	l.log.Error("malformed message on the decision log, skipped", "subject", subject, "seq", seq, "err", err)
+}
+
+// scanSubject hands every message of subject in order, reading by "next message on subject from
+// sequence" gets: one round trip per message, bounded by the subject's messages.
+func (l *Log) scanSubject(ctx context.Context, subject string, fn func(*jetstream.RawStreamMsg)) error {
+	for seq := uint64(1); ; {
+		m, err := l.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("audit: read %s from seq %d: %w", subject, seq, err)
+		}
+		fn(m)
+		seq = m.Sequence + 1
+	}
+}
+
+// FollowChanges calls fn with the current rules state, then with every new change, in order, on
+// one goroutine. It follows through a server restart or a leader change (an ordered consumer
+// resumes after the last change it handed). stop ends it and waits for fn to return.
+func (l *Log) FollowChanges(fn func(Change)) (stop func(), err error) {
+	ctx := context.Background()
+	cons, err := l.js.OrderedConsumer(ctx, l.cfg.Stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{l.cfg.RulesSubject()}, DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("audit: follow %s: %w", l.cfg.RulesSubject(), err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		md, err := m.Metadata()
+		if err != nil {
+			l.malformed(m.Subject(), 0, err)
+			return
+		}
+		c, err := decodeChange(m.Data(), md.Sequence.Stream)
+		if err != nil {
+			l.malformed(m.Subject(), md.Sequence.Stream, err)
+			return
+		}
+		fn(c)
+	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		l.log.Debug("following rules changes", "err", err) // the ordered consumer recovers by itself
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("audit: follow %s: %w", l.cfg.RulesSubject(), err)
+	}
+	return func() {
+		cc.Stop()
+		<-cc.Closed()
+	}, nil
+}

@@ -1,0 +1,126 @@
+package audit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func (l *Log) decodeRecord(m *jetstream.RawStreamMsg) (Record, bool) {
+	var r Record
+	err := json.Unmarshal(m.Data, &r)
+	if err == nil {
+		err = r.check()
+	}
+	if err == nil && m.Subject != l.cfg.RecordSubject(r.DecisionID) {
+		err = fmt.Errorf("decision id %q does not match the subject", r.DecisionID)
+	}
+	if err != nil {
+		l.malformed(m.Subject, m.Sequence, err)
+		return Record{}, false
+	}
+	r.Seq = m.Sequence
+	return r, true
+}
+
+// History returns a decision's records, oldest first, each (id, event) once. Malformed messages
+// on its subject are skipped (counted and logged with subject and sequence).
+func (l *Log) History(ctx context.Context, decisionID string) ([]Record, error) {
+	if !ValidID(decisionID) {
+		return nil, fmt.Errorf("audit: decision id %q is not 32 lower-case hex digits", decisionID)
+	}
+	var out []Record
+	seen := map[string]bool{}
+	err := l.scanSubject(ctx, l.cfg.RecordSubject(decisionID), func(m *jetstream.RawStreamMsg) {
+		r, ok := l.decodeRecord(m)
+		// A re-publish after the duplicate window passed is stored again; it is the same event.
+		if ok && !seen[r.Event] {
+			seen[r.Event] = true
+			out = append(out, r)
+		}
+	})
+	return out, err
+}
+
+// Filter selects records for Recent; empty fields match everything.
+type Filter struct {
+	SKU, Channel, Rule, Outcome, Mode string
+	// Limit is how many records at most (DefaultLimit when 0, at most MaxLimit).
+	Limit int
+	// MaxScan bounds the messages read looking for matches (DefaultMaxScan when 0).
+	MaxScan int
+}
+
+// Bounds of Recent.
+const (
+	DefaultLimit   = 50
+	MaxLimit       = 1000
+	DefaultMaxScan = 20_000
+)
+
+func (f *Filter) match(r *Record) bool {
+	return (f.SKU == "" || f.SKU == r.SKU) && (f.Channel == "" || f.Channel == r.Channel) &&
+		(f.Rule == "" || f.Rule == r.Rule.Name) && (f.Outcome == "" || f.Outcome == r.Outcome) &&
+		(f.Mode == "" || f.Mode == r.Mode)
+}
+
+// recentBatch is how many direct gets Recent has in flight.
+const recentBatch = 32
+
+// Recent returns the newest records matching f, newest first. It reads backwards by sequence
+// with direct gets (any replica answers), at most f.MaxScan messages, so a rare filter costs a
+// bounded amount of work rather than a scan of the whole stream.
+func (l *Log) Recent(ctx context.Context, f Filter) ([]Record, error) {
+	if f.Limit <= 0 {
+		f.Limit = DefaultLimit
+	}
+	f.Limit = min(f.Limit, MaxLimit)
+	if f.MaxScan <= 0 {
+		f.MaxScan = DefaultMaxScan
+	}
+	info, err := l.stream.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("audit: stream %s: %w", l.cfg.Stream, err)
+	}
+	first, last := info.State.FirstSeq, info.State.LastSeq
+	if info.State.Msgs == 0 {
+		return nil, nil
+	}
+	rules := l.cfg.RulesSubject()
+	var out []Record
+	scanned := 0
+	for hi := last; hi >= first && scanned < f.MaxScan && len(out) < f.Limit; {
+		n := min(uint64(recentBatch), hi-first+1, uint64(f.MaxScan-scanned))
+		msgs := make([]*jetstream.RawStreamMsg, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() { msgs[i], errs[i] = l.stream.GetMsg(ctx, hi-i) })
+		}
+		wg.Wait()
+		for i := range n {
+			if errors.Is(errs[i], jetstream.ErrMsgNotFound) || (errs[i] == nil && msgs[i].Subject == rules) {
+				continue // expired, deleted, or a rules change
+			}
+			if errs[i] != nil {
+				return out, fmt.Errorf("audit: read seq %d: %w", hi-i, errs[i])
+			}
+			if r, ok := l.decodeRecord(msgs[i]); ok && f.match(&r) {
+				out = append(out, r)
+				if len(out) == f.Limit {
+					break
+				}
+			}
+		}
+		scanned += int(n)
+		if hi < first+n {
+			break
+		}
+		hi -= n
+	}
+	return out, nil
+}
