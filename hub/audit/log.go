@@ -86,6 +86,20 @@ func wrongLast(err error) bool {
 // ErrFenced. A record already stored (same decision id and event, within the duplicate window)
 // is not stored again; its sequence is returned.
 func (l *Log) Publish(ctx context.Context, rec Record, fence uint64) (uint64, error) {
+	return l.publish(ctx, rec, &fence)
+}
+
+// Append stores a later event of a decision already recorded (approved, rejected, expired,
+// released) without the fence: it answers a decision made under the rules of its decided
+// record, which a rules change since does not undo. A decided record must go through Publish.
+func (l *Log) Append(ctx context.Context, rec Record) (uint64, error) {
+	if rec.Event == EventDecided {
+		return 0, fmt.Errorf("audit record %s: a decided record is published with its fence (Publish), not appended", rec.DecisionID)
+	}
+	return l.publish(ctx, rec, nil)
+}
+
+func (l *Log) publish(ctx context.Context, rec Record, fence *uint64) (uint64, error) {
 	if err := rec.check(); err != nil {
 		return 0, err
 	}
@@ -95,14 +109,16 @@ func (l *Log) Publish(ctx context.Context, rec Record, fence uint64) (uint64, er
 		return 0, fmt.Errorf("audit record %s %s: %w", rec.DecisionID, rec.Event, err)
 	}
 	m := &nats.Msg{Subject: l.cfg.RecordSubject(rec.DecisionID), Data: data, Header: nats.Header{}}
-	// The fence: the server compares the last sequence of the rules subject, not the record's.
-	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(fence, 10))
-	m.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, l.cfg.RulesSubject())
+	if fence != nil {
+		// The fence: the server compares the last sequence of the rules subject, not the record's.
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(*fence, 10))
+		m.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, l.cfg.RulesSubject())
+	}
 	ack, err := l.js.PublishMsg(ctx, m, jetstream.WithMsgID(rec.DecisionID+":"+rec.Event), jetstream.WithMsgTTL(l.cfg.Retention))
 	switch {
-	case wrongLast(err):
+	case fence != nil && wrongLast(err):
 		l.Stats.Fenced.Add(1)
-		return 0, fmt.Errorf("audit record %s %s at rules change %d: %w", rec.DecisionID, rec.Event, fence, ErrFenced)
+		return 0, fmt.Errorf("audit record %s %s at rules change %d: %w", rec.DecisionID, rec.Event, *fence, ErrFenced)
 	case err != nil:
 		return 0, fmt.Errorf("audit record %s %s: %w", rec.DecisionID, rec.Event, err)
 	case ack.Duplicate:

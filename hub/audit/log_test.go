@@ -214,3 +214,27 @@ func TestRefusesBadRecords(t *testing.T) {
 		t.Error("canary share 2 accepted")
 	}
 }
+
+// Later events of a decision are not fenced: an approval answers the decision as it was made.
+func TestAppendUnfenced(t *testing.T) {
+	n := natstest.JetStream(t)
+	_, js := natstest.Connect(t, n.URL())
+	l := openLog(t, js, 1)
+	ctx := context.Background()
+	if _, err := l.Publish(ctx, record(1, EventDecided, OutcomeAwaitingApproval), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.RecordChange(ctx, Change{Op: OpActivate, Active: "v2", By: "a"}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Append(ctx, record(1, EventApproved, OutcomeFired)); err != nil {
+		t.Fatalf("append after a change: %v", err)
+	}
+	if _, err := l.Append(ctx, record(2, EventDecided, OutcomeFired)); err == nil {
+		t.Fatal("a decided record appended without its fence")
+	}
+	h, err := l.History(ctx, id(1))
+	if err != nil || len(h) != 2 || h[1].Event != EventApproved {
+		t.Fatalf("history %+v %v", h, err)
+	}
+}
