@@ -11,7 +11,14 @@ import (
 	"regexp"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/gemba-io/gemba/config"
+	"github.com/gemba-io/gemba/hub/act"
+	"github.com/gemba-io/gemba/hub/audit"
+	"github.com/gemba-io/gemba/hub/decide"
+	"github.com/gemba-io/gemba/hub/decide/guard"
+	"github.com/gemba-io/gemba/hub/decide/versions"
 	"github.com/gemba-io/gemba/hub/ingest/agents"
 	"github.com/gemba-io/gemba/hub/ingest/commerce"
 	"github.com/gemba-io/gemba/hub/state/features"
@@ -30,8 +37,20 @@ type Config struct {
 	Inventory inventory.Config     `yaml:"inventory" json:"inventory"`
 	Graph     GraphConfig          `yaml:"graph" json:"graph"`
 	Fleet     FleetConfig          `yaml:"fleet" json:"fleet"`
-	version   string
+
+	// The decision room is on when the file has a guard section (its max_discount is required):
+	// rules, guardrails, the decision log and action delivery.
+	Guard  *guard.Config   `yaml:"guard" json:"guard,omitempty"`
+	Act    *act.Config     `yaml:"act" json:"act,omitempty"` // default: NATS only, on the commerce channels
+	Decide decide.Config   `yaml:"decide" json:"decide"`
+	Audit  audit.Config    `yaml:"audit" json:"audit"`
+	Rules  versions.Config `yaml:"rules" json:"rules"`
+
+	version string
 }
+
+// Decisions reports whether the decision room runs (the config has a guard section).
+func (c *Config) Decisions() bool { return c.Guard != nil }
 
 // Settings name the replica and set its process-wide behaviour.
 type Settings struct {
@@ -54,6 +73,9 @@ type HTTPConfig struct {
 	// ReadToken, when set, is required for the read API (it is open on the listener otherwise). The
 	// commerce endpoints have their own token (commerce.http.token).
 	ReadToken config.Secret `yaml:"read_token" json:"read_token"`
+	// WriteToken is required for the API's changes (approve, reject, kill switch); without it they
+	// are refused.
+	WriteToken config.Secret `yaml:"write_token" json:"write_token"`
 }
 
 // NATSConfig is how the hub reaches NATS; without servers it runs an embedded server.
@@ -122,6 +144,9 @@ func DefaultConfig() Config {
 		Inventory: inventory.DefaultConfig(),
 		Graph:     GraphConfig{Bucket: "GEMBA_GRAPH"},
 		Fleet:     FleetConfig{Bucket: "GEMBA_FLEET", StaleAfter: 30 * time.Second},
+		Decide:    decide.DefaultConfig(),
+		Audit:     audit.Config{Stream: audit.DefaultStream, Retention: audit.DefaultRetention, DuplicateWindow: audit.DefaultDuplicateWindow},
+		Rules:     versions.Config{Bucket: versions.DefaultBucket},
 	}
 }
 
@@ -217,8 +242,46 @@ func (f *FleetConfig) Validate(r config.Report) {
 	}
 }
 
+// fillDecisions sets what the decision room's sections take from the others: the subject prefix,
+// the replicas, and (without an act section) delivery on NATS alone to the commerce channels.
+func (c *Config) fillDecisions() {
+	c.Audit.Prefix = c.NATS.SubjectPrefix
+	c.Audit.Defaults()
+	if c.Audit.Replicas == 0 {
+		c.Audit.Replicas = c.NATS.Replicas
+	}
+	if c.Rules.Replicas == 0 {
+		c.Rules.Replicas = c.NATS.Replicas
+	}
+	if c.Guard == nil {
+		return
+	}
+	if c.Guard.Replicas <= 1 {
+		c.Guard.Replicas = c.NATS.Replicas
+	}
+	if c.Act == nil {
+		c.Act = &act.Config{Channels: map[string]act.Channel{}}
+		for _, ch := range c.Commerce.Channels {
+			c.Act.Channels[ch] = act.Channel{}
+		}
+	}
+	if c.Act.Prefix == "" {
+		c.Act.Prefix = c.NATS.SubjectPrefix
+	}
+	if c.Act.Replicas == 0 {
+		c.Act.Replicas = c.NATS.Replicas
+	}
+	c.Act.Defaults()
+}
+
 // Validate checks what spans sections.
 func (c *Config) Validate(r config.Report) {
+	if c.Guard == nil && c.Decide.Rules != "" {
+		r.Errorf("guard", "required with decide.rules: no decision acts without guardrails (set at least guard.max_discount)")
+	}
+	if c.Guard == nil && c.Act != nil {
+		r.Errorf("guard", "required with act: no decision acts without guardrails (set at least guard.max_discount)")
+	}
 	if c.Commerce.Prefix == c.NATS.SubjectPrefix && len(c.Commerce.Channels) == 0 {
 		r.Errorf("commerce.channels", "list the sales channels: the commerce stream shares the prefix %q with the agents' "+
 			"stream, and a catch-all <prefix>.commerce.> would overlap <prefix>.*.*.samples (JetStream refuses overlapping streams)",
@@ -240,15 +303,31 @@ func Load(path string, lookup func(string) (string, bool)) (*Config, error) {
 	if cfg.Graph.File != "" && !filepath.IsAbs(cfg.Graph.File) {
 		cfg.Graph.File = filepath.Join(filepath.Dir(path), cfg.Graph.File)
 	}
+	if cfg.Decide.Rules != "" && !filepath.IsAbs(cfg.Decide.Rules) {
+		cfg.Decide.Rules = filepath.Join(filepath.Dir(path), cfg.Decide.Rules)
+	}
 	return cfg, nil
 }
 
 // Parse is Load on bytes; a relative graph.file stays relative to the working directory.
 func Parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
 	cfg := DefaultConfig()
+	// The optional sections start from their defaults when the file has them (and stay nil, off and
+	// unchecked, when it does not).
+	var top map[string]yaml.Node
+	if yaml.Unmarshal(data, &top) == nil {
+		if _, ok := top["guard"]; ok {
+			g := guard.DefaultConfig()
+			cfg.Guard = &g
+		}
+		if _, ok := top["act"]; ok {
+			cfg.Act = &act.Config{}
+		}
+	}
 	if err := config.NewDecoder(config.WithEnv(lookup)).Unmarshal(data, &cfg); err != nil {
 		return nil, err
 	}
+	cfg.fillDecisions()
 	eff, err := json.Marshal(&cfg)
 	if err != nil {
 		return nil, fmt.Errorf("config: render effective config: %w", err)

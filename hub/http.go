@@ -1,12 +1,19 @@
 package hub
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/gemba-io/gemba/hub/act"
 	"github.com/gemba-io/gemba/hub/api"
+	"github.com/gemba-io/gemba/hub/audit"
+	"github.com/gemba-io/gemba/hub/decide/guard"
 	"github.com/gemba-io/gemba/hub/monitor/fleet"
 	"github.com/gemba-io/gemba/hub/state/features"
 	"github.com/gemba-io/gemba/hub/state/graph"
@@ -65,6 +72,15 @@ func (h *Hub) handler() http.Handler {
 		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
 	})
+	dh := api.DecisionsHandler(func() api.Decisions {
+		if d := h.dec.Load(); d != nil {
+			return decisionsAPI{d}
+		}
+		return nil
+	}, h.cfg.HTTP.ReadToken.Value(), h.cfg.HTTP.WriteToken.Value())
+	for _, p := range []string{"/api/v1/decisions", "/api/v1/decisions/", "/api/v1/approvals", "/api/v1/approvals/", "/api/v1/kill", "/api/v1/rules"} {
+		mux.Handle(p, dh)
+	}
 	mux.Handle("/api/v1/", api.Handler(api.Sources{
 		Fleet:     func() *fleet.Fleet { return h.fleet.Load() },
 		Features:  func() *features.Store { return h.feats.Load() },
@@ -72,4 +88,49 @@ func (h *Hub) handler() http.Handler {
 		Graph:     func() *graph.Graph { return h.graph.Load() },
 	}, h.cfg.HTTP.ReadToken.Value()))
 	return mux
+}
+
+// decisionsAPI serves the decision endpoints from the decision room.
+type decisionsAPI struct{ d *decisions }
+
+func (a decisionsAPI) Recent(ctx context.Context, f audit.Filter) ([]audit.Record, error) {
+	return a.d.log.Recent(ctx, f)
+}
+
+func (a decisionsAPI) History(ctx context.Context, id string) ([]audit.Record, error) {
+	return a.d.log.History(ctx, id)
+}
+
+func (a decisionsAPI) Delivery(ctx context.Context, id string) (*act.Record, error) {
+	r, err := a.d.outbox.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+func (a decisionsAPI) Pending(ctx context.Context) ([]guard.Request, error) {
+	return a.d.guard.Pending(ctx)
+}
+
+func (a decisionsAPI) Answer(ctx context.Context, id, by, reason string, approve bool) (guard.Verdict, error) {
+	return a.d.approver.Answer(ctx, id, by, reason, approve)
+}
+
+func (a decisionsAPI) Kill(ctx context.Context) (guard.KillSwitch, error) { return a.d.guard.Kill(ctx) }
+
+func (a decisionsAPI) SetKill(ctx context.Context, on bool, by, reason string) error {
+	return a.d.guard.SetKill(ctx, on, by, reason)
+}
+
+func (a decisionsAPI) Rules(ctx context.Context) (audit.Change, []audit.Change, error) {
+	cur, err := a.d.log.Current(ctx)
+	if err != nil {
+		return cur, nil, err
+	}
+	hist, err := a.d.log.Changes(ctx)
+	return cur, hist, err
 }

@@ -54,6 +54,7 @@ type Hub struct {
 	feats atomic.Pointer[features.Store]
 	inv   atomic.Pointer[inventory.Store]
 	fleet atomic.Pointer[fleet.Fleet]
+	dec   atomic.Pointer[decisions] // nil without a guard section
 
 	// commerceHTTP serves the commerce endpoints once the stream is there (nil before, or without a token).
 	commerceHTTP atomic.Pointer[http.Handler]
@@ -167,6 +168,10 @@ func (h *Hub) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	stopDecisions := func() {}
+	if d := h.dec.Load(); d != nil {
+		stopDecisions = h.runDecisions(d, log.With("component", "decide"))
+	}
 	ictx, icancel := context.WithCancel(context.Background())
 	defer icancel()
 	var wg sync.WaitGroup
@@ -200,6 +205,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	case <-time.After(cfg.Hub.ShutdownTimeout):
 		log.Error("shutdown timeout: ingest did not finish; unacked messages will be redelivered")
 	}
+	stopDecisions()
 	log.Info("stopped")
 	return nil
 }
@@ -264,6 +270,14 @@ func (h *Hub) tryOpenState(ctx context.Context, js jetstream.JetStream) (*dedup.
 			return nil, err
 		}
 		h.fleet.Store(fl)
+	}
+	if cfg.Decisions() && h.dec.Load() == nil {
+		d, err := h.openDecisions(octx, js)
+		if err != nil {
+			return nil, err
+		}
+		h.registerDecisions(d)
+		h.dec.Store(d)
 	}
 	return dd, nil
 }

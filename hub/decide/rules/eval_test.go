@@ -236,3 +236,32 @@ func TestEvaluateAll(t *testing.T) {
 		t.Error("results without inputs")
 	}
 }
+
+func TestReads(t *testing.T) {
+	s, err := Load([]byte(`name: r
+hit_policy: collect
+rules:
+  - name: named
+    when: has(features.units) && !features.units.stale && features["temp"].value > 1.0
+    hold: {channels: [web], reason: x}
+  - name: lines-and-stock
+    when: lines.exists(l, l.state == "running") && inventory.days_of_cover > 3.0
+    hold: {channels: [web], reason: y}
+  - name: any-feature
+    when: features.exists(k, features[k].stale)
+    hold: {channels: [web], reason: z}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := s.Rules()
+	if got := rs[0].Reads; !slices.Equal(got.Features, []string{"temp", "units"}) || got.AllFeatures || got.Lines || got.Inventory {
+		t.Errorf("named: %+v", got)
+	}
+	if got := rs[1].Reads; len(got.Features) != 0 || got.AllFeatures || !got.Lines || !got.Inventory {
+		t.Errorf("lines-and-stock: %+v", got)
+	}
+	if got := rs[2].Reads; !got.AllFeatures || got.Lines {
+		t.Errorf("any-feature: %+v", got)
+	}
+}

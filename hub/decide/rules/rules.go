@@ -73,6 +73,9 @@ type Rule struct {
 	Action      Action
 	Index       int    // position in the file
 	Path        string // rules[i]
+	// Reads is what the condition mentions: the inputs whose quality decides whether its match
+	// may be acted on (a rule that never looks at the lines is not stopped by a stale line).
+	Reads Reads
 
 	prog     cel.Program // with runtime cost tracking and the limit
 	fast     cel.Program // without tracking, for inputs within bounds; nil when the bound is over the limit
@@ -308,6 +311,7 @@ func compile(d *config.Decoder, env *cel.Env, r *Rule, strict bool, o options) {
 		return
 	}
 	r.ast, r.prog = ast, prog
+	r.Reads = readsOf(ast)
 	// Within the input bounds the worst case is known: when it is under the limit, the same
 	// condition also gets a program without runtime cost tracking.
 	if est, err := env.EstimateCost(ast, sizeBounds{}); err == nil && est.Max <= o.costLimit {

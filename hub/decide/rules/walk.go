@@ -80,6 +80,58 @@ func factsOf(a *cel.Ast) exprFacts {
 	return f
 }
 
+// Reads is what a condition mentions of its input.
+type Reads struct {
+	// Features are the features read by name; AllFeatures is set when the condition reaches
+	// features another way (features.exists(...), features[name] with a computed name).
+	Features    []string `json:"features,omitempty"`
+	AllFeatures bool     `json:"all_features,omitempty"`
+	Lines       bool     `json:"lines,omitempty"`
+	Inventory   bool     `json:"inventory,omitempty"`
+}
+
+// readsOf lists what a compiled condition mentions.
+func readsOf(a *cel.Ast) Reads {
+	var r Reads
+	if a == nil {
+		return r
+	}
+	f := factsOf(a)
+	for _, ref := range f.features {
+		if !slices.Contains(r.Features, ref.name) {
+			r.Features = append(r.Features, ref.name)
+		}
+	}
+	slices.Sort(r.Features)
+	named := 0 // features identifiers that are the operand of a select or a literal index
+	ast.PreOrderVisit(a.NativeRep().Expr(), ast.NewExprVisitor(func(e ast.Expr) {
+		switch e.Kind() {
+		case ast.IdentKind:
+			switch e.AsIdent() {
+			case "lines":
+				r.Lines = true
+			case "inventory":
+				r.Inventory = true
+			case "features":
+				named--
+			}
+		case ast.SelectKind:
+			if isFeatures(e.AsSelect().Operand()) {
+				named++
+			}
+		case ast.CallKind:
+			c := e.AsCall()
+			if fn := c.FunctionName(); fn == operators.Index || fn == operators.OptIndex {
+				if args := c.Args(); len(args) == 2 && isFeatures(args[0]) && args[1].Kind() == ast.LiteralKind {
+					named++
+				}
+			}
+		}
+	}))
+	r.AllFeatures = named < 0
+	return r
+}
+
 func isFeatures(e ast.Expr) bool { return e.Kind() == ast.IdentKind && e.AsIdent() == "features" }
 
 type strictProblem struct {

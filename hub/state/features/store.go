@@ -101,6 +101,8 @@ type Store struct {
 	inflight map[string][]byte
 
 	stop func() // ends the bucket watch
+
+	notify atomic.Pointer[func(name, key string)]
 }
 
 // Open creates or binds the bucket and loads it.
@@ -139,35 +141,53 @@ func (s *Store) Close() {
 	}
 }
 
+// Notify sets fn to be called with the name and key of every value that lands in the bucket (this
+// replica's writes and other replicas'), once stored: what a decider re-evaluates on. fn must not
+// block; it runs on the watcher's goroutine.
+func (s *Store) Notify(fn func(name, key string)) { s.notify.Store(&fn) }
+
 // remote applies a bucket update (another replica's write, or our own coming back).
 func (s *Store) remote(e jetstream.KeyValueEntry) {
+	name, key, ok := s.take(e)
+	if !ok {
+		return
+	}
+	if fn := s.notify.Load(); fn != nil {
+		(*fn)(name, key)
+	}
+}
+
+// take folds a bucket update into the view and returns the feature and key it is about, ok when it
+// is news.
+func (s *Store) take(e jetstream.KeyValueEntry) (string, string, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cur := s.vals[e.Key()]
 	if e.Operation() != jetstream.KeyValuePut {
 		delete(s.vals, e.Key())
-		return
+		return "", "", false
 	}
 	if cur != nil && e.Revision() <= cur.Revision {
-		return
+		return "", "", false
 	}
 	if mine, ok := s.inflight[e.Key()]; ok && cur != nil && bytes.Equal(mine, e.Value()) {
 		// Our own write, back before its ack: the value is cur, only the revision is new. (Decoding
 		// it cost as much as the rest of the write.)
 		cur.Revision = e.Revision()
-		return
+		return cur.Name, cur.Key, true
 	}
 	var v Value
 	if err := json.Unmarshal(e.Value(), &v); err != nil {
 		s.log.Error("feature value unreadable, ignored", "bucket", s.cfg.Bucket, "key", e.Key(), "revision", e.Revision(), "err", err)
-		return
+		return "", "", false
 	}
 	v.Revision = e.Revision()
 	if _, dirty := s.dirty[e.Key()]; dirty && cur != nil && cur.WindowEnd.After(v.WindowEnd) {
 		cur.Revision = e.Revision() // ours is newer and will be written over this revision
-		return
+		return "", "", false
 	}
 	s.vals[e.Key()] = &v
+	return v.Name, v.Key, true
 }
 
 // keyOf returns the key of a feature for a definition, or "" when it cannot be placed.

@@ -71,6 +71,8 @@ type Store struct {
 	cancel    context.CancelFunc
 	watcher   jetstream.KeyWatcher
 	done      chan struct{}
+
+	notify atomic.Pointer[func(sku, site string)]
 }
 
 // Open creates the bucket if needed (or updates it to cfg's replicas), loads every key's summary into
@@ -174,7 +176,16 @@ func (s *Store) take(e jetstream.KeyValueEntry) {
 	sum.rev = e.Revision()
 	s.view.put(e.Key(), sum)
 	s.Metrics.ViewUpdates.Add(1)
+	if fn := s.notify.Load(); fn != nil {
+		site, sku, _ := splitKey(e.Key())
+		(*fn)(sku, site)
+	}
 }
+
+// Notify sets fn to be called with the SKU and site of every position that lands in the bucket
+// (this replica's writes and other replicas'), once stored: what a decider re-evaluates on. fn
+// must not block; it runs on the watcher's goroutine.
+func (s *Store) Notify(fn func(sku, site string)) { s.notify.Store(&fn) }
 
 // Close stops the watcher. It is idempotent; the JetStream connection belongs to the caller.
 func (s *Store) Close() error {

@@ -1,0 +1,253 @@
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gemba-io/gemba/hub/act"
+	"github.com/gemba-io/gemba/hub/audit"
+	"github.com/gemba-io/gemba/hub/decide/guard"
+)
+
+// Decisions is what the decision endpoints read and change; the hub implements it over its
+// decision room.
+type Decisions interface {
+	Recent(ctx context.Context, f audit.Filter) ([]audit.Record, error)
+	History(ctx context.Context, id string) ([]audit.Record, error)
+	// Delivery is the outbox record of an acted decision (nil when it has none).
+	Delivery(ctx context.Context, id string) (*act.Record, error)
+	Pending(ctx context.Context) ([]guard.Request, error)
+	Answer(ctx context.Context, id, by, reason string, approve bool) (guard.Verdict, error)
+	Kill(ctx context.Context) (guard.KillSwitch, error)
+	SetKill(ctx context.Context, on bool, by, reason string) error
+	Rules(ctx context.Context) (audit.Change, []audit.Change, error)
+}
+
+// maxBody bounds a request body of the decision endpoints.
+const maxBody = 16 << 10
+
+// DecisionsHandler serves the decision endpoints under /api/v1/: reads with readToken (open when
+// empty), changes (approve, reject, kill switch) only with writeToken, which has no default: without
+// it they answer 403. Both are bearer tokens in the Authorization header, which a browser never
+// sends on its own, so a cross-site form cannot forge a change.
+func DecisionsHandler(src func() Decisions, readToken, writeToken string) http.Handler {
+	d := &decisionsAPI{src: src}
+	mux := http.NewServeMux()
+	read := func(h http.HandlerFunc) http.HandlerFunc { return bearer(readToken, h) }
+	write := func(h http.HandlerFunc) http.HandlerFunc {
+		if writeToken == "" {
+			return func(w http.ResponseWriter, _ *http.Request) {
+				writeErr(w, http.StatusForbidden, "changes are disabled: set http.write_token")
+			}
+		}
+		return bearer(writeToken, h)
+	}
+	mux.HandleFunc("GET /api/v1/decisions", read(d.recent))
+	mux.HandleFunc("GET /api/v1/decisions/{id}", read(d.why))
+	mux.HandleFunc("GET /api/v1/approvals", read(d.pending))
+	mux.HandleFunc("POST /api/v1/approvals/{id}/{answer}", write(d.answer))
+	mux.HandleFunc("GET /api/v1/kill", read(d.kill))
+	mux.HandleFunc("PUT /api/v1/kill", write(d.setKill))
+	mux.HandleFunc("GET /api/v1/rules", read(d.rules))
+	return mux
+}
+
+func bearer(token string, h http.HandlerFunc) http.HandlerFunc {
+	if token == "" {
+		return h
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="gemba-hub"`)
+			writeErr(w, http.StatusUnauthorized, "missing or wrong bearer token")
+			return
+		}
+		h(w, r)
+	}
+}
+
+type decisionsAPI struct{ src func() Decisions }
+
+func (d *decisionsAPI) get(w http.ResponseWriter) Decisions {
+	s := d.src()
+	if s == nil {
+		writeErr(w, http.StatusNotFound, "decisions are off: the hub config has no guard section")
+	}
+	return s
+}
+
+func (d *decisionsAPI) recent(w http.ResponseWriter, r *http.Request) {
+	s := d.get(w)
+	if s == nil {
+		return
+	}
+	q := r.URL.Query()
+	f := audit.Filter{SKU: q.Get("sku"), Channel: q.Get("channel"), Rule: q.Get("rule"), Outcome: q.Get("outcome"), Mode: q.Get("mode")}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > audit.MaxLimit {
+			writeErr(w, http.StatusBadRequest, "limit: want 1.."+strconv.Itoa(audit.MaxLimit))
+			return
+		}
+		f.Limit = n
+	}
+	recs, err := s.Recent(r.Context(), f)
+	if err != nil {
+		writeErr(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, map[string]any{"decisions": recs})
+}
+
+// why is one decision: every record of it (decided, then approved, ...) and its delivery.
+func (d *decisionsAPI) why(w http.ResponseWriter, r *http.Request) {
+	s := d.get(w)
+	if s == nil {
+		return
+	}
+	id := r.PathValue("id")
+	recs, err := s.History(r.Context(), id)
+	if err != nil {
+		writeErr(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	if len(recs) == 0 {
+		writeErr(w, http.StatusNotFound, "no decision "+id)
+		return
+	}
+	del, err := s.Delivery(r.Context(), id)
+	if err != nil {
+		writeErr(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	if strings.Contains(r.Header.Get("Accept"), "text/plain") {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		audit.Explain(w, recs, del)
+		return
+	}
+	writeJSON(w, map[string]any{"id": id, "records": recs, "delivery": del})
+}
+
+func (d *decisionsAPI) pending(w http.ResponseWriter, r *http.Request) {
+	s := d.get(w)
+	if s == nil {
+		return
+	}
+	reqs, err := s.Pending(r.Context())
+	if err != nil {
+		writeErr(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, map[string]any{"approvals": reqs})
+}
+
+// change is the body of a change: who makes it and why.
+type change struct {
+	By     string `json:"by"`
+	Reason string `json:"reason"`
+	On     *bool  `json:"on,omitempty"` // kill switch only
+}
+
+func readChange(w http.ResponseWriter, r *http.Request) (change, bool) {
+	var c change
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		writeErr(w, http.StatusBadRequest, "body: "+err.Error())
+		return c, false
+	}
+	if c.By = strings.TrimSpace(c.By); c.By == "" {
+		writeErr(w, http.StatusBadRequest, "body: by (who makes the change) is required")
+		return c, false
+	}
+	return c, true
+}
+
+func (d *decisionsAPI) answer(w http.ResponseWriter, r *http.Request) {
+	s := d.get(w)
+	if s == nil {
+		return
+	}
+	var approve bool
+	switch r.PathValue("answer") {
+	case "approve":
+		approve = true
+	case "reject":
+	default:
+		writeErr(w, http.StatusNotFound, "want /approvals/{id}/approve or /reject")
+		return
+	}
+	c, ok := readChange(w, r)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	v, err := s.Answer(ctx, r.PathValue("id"), c.By, c.Reason, approve)
+	switch {
+	case err == nil:
+		writeJSON(w, v)
+	case errors.Is(err, guard.ErrNotFound):
+		writeErr(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, guard.ErrSelfApproval):
+		writeErr(w, http.StatusForbidden, err.Error())
+	case errors.Is(err, guard.ErrState), errors.Is(err, guard.ErrExpired):
+		writeErr(w, http.StatusConflict, err.Error())
+	default:
+		writeErr(w, http.StatusServiceUnavailable, err.Error())
+	}
+}
+
+func (d *decisionsAPI) kill(w http.ResponseWriter, r *http.Request) {
+	s := d.get(w)
+	if s == nil {
+		return
+	}
+	k, err := s.Kill(r.Context())
+	if err != nil {
+		writeErr(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, k)
+}
+
+func (d *decisionsAPI) setKill(w http.ResponseWriter, r *http.Request) {
+	s := d.get(w)
+	if s == nil {
+		return
+	}
+	c, ok := readChange(w, r)
+	if !ok {
+		return
+	}
+	if c.On == nil {
+		writeErr(w, http.StatusBadRequest, "body: on (true throws the kill switch, false resets it) is required")
+		return
+	}
+	if err := s.SetKill(r.Context(), *c.On, c.By, c.Reason); err != nil {
+		writeErr(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	d.kill(w, r)
+}
+
+func (d *decisionsAPI) rules(w http.ResponseWriter, r *http.Request) {
+	s := d.get(w)
+	if s == nil {
+		return
+	}
+	cur, hist, err := s.Rules(r.Context())
+	if err != nil {
+		writeErr(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, map[string]any{"current": cur, "history": hist})
+}

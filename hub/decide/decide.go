@@ -1,0 +1,218 @@
+package decide
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/gemba-io/gemba/hub/act"
+	"github.com/gemba-io/gemba/hub/audit"
+	"github.com/gemba-io/gemba/hub/decide/guard"
+	"github.com/gemba-io/gemba/hub/decide/rules"
+)
+
+// outcome names a verdict for the audit.
+func outcome(kind rules.ActionKind, v guard.Verdict) string {
+	switch v.Outcome {
+	case guard.Allow:
+		if kind == rules.Hold {
+			return audit.OutcomeHeld
+		}
+		return audit.OutcomeFired
+	case guard.NeedsApproval:
+		return audit.OutcomeAwaitingApproval
+	case guard.Rejected:
+		return audit.OutcomeRejected
+	case guard.Expired:
+		return audit.OutcomeExpired
+	case guard.Released:
+		return audit.OutcomeReleased
+	}
+	return audit.OutcomeSuppressed
+}
+
+// decide takes one decision of the acting version through the guard (which claims its id once for
+// every replica), the audit (fenced: not recorded, and so never acted on, once a rules change has
+// landed since the version was loaded) and the outbox. Every step is idempotent on the decision id,
+// so a replica that crashed between two of them is completed by the next evaluation of the same
+// SKU in the same time bucket, on any replica.
+func (e *Engine) decide(ctx context.Context, ls *liveSets, set *rules.Set, mode string, res *rules.Result,
+	d rules.Decision, ex *explained, bucket, now time.Time) error {
+	id := guard.DecisionID(set.Version(), d.Rule, ex.in.SKU.ID, d.Channel, bucket)
+	if e.done.has(id) {
+		return nil
+	}
+	rule := ls.byName[set][d.Rule]
+	var errored []string
+	for _, m := range res.Matches {
+		if m.Rule == d.Rule {
+			errored = m.ErroredBefore
+		}
+	}
+	p := guard.Proposal{
+		ID: id, RuleVersion: set.Version(), Rule: d.Rule, SKU: ex.in.SKU.ID, Site: ex.in.Site, Channel: d.Channel,
+		Kind: guard.Kind(d.Action.Kind), Time: now, Requester: ls.Change.By,
+		Inputs: guardInputs(ex, rule.Reads, errored),
+	}
+	if d.Action.Kind == rules.Promote {
+		p.Discount, p.Duration = d.Action.Discount, guard.Duration(d.Action.Duration)
+		if r := ex.in.Inventory.DailyRate; r > 0 && !math.IsInf(r, 0) && !math.IsNaN(r) {
+			p.ExpectedUnits = r * d.Action.Duration.Hours() / 24
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, e.cfg.OpTimeout)
+	defer cancel()
+	v, err := e.deps.Guard.Check(cctx, p)
+	if err != nil {
+		var ie *guard.InputError
+		if errors.As(err, &ie) {
+			// The proposal itself is wrong (a rule asked for what no guardrail can judge): retrying
+			// cannot help. Said once per decision.
+			e.log.Error("decision refused by the guard", "decision", id, "rule", d.Rule, "sku", p.SKU, "channel", p.Channel, "err", err)
+			e.done.add(id)
+			return nil
+		}
+		return fmt.Errorf("guard: %w", err)
+	}
+	rec := e.record(ls, set, mode, res, d, rule, ex, now)
+	rec.DecisionID, rec.Event, rec.Outcome, rec.Verdict = id, audit.EventDecided, outcome(d.Action.Kind, v), &v
+	if _, err := e.deps.Audit.Publish(cctx, rec, ls.Change.Seq); err != nil {
+		if errors.Is(err, audit.ErrFenced) {
+			// A rules change landed after this version was loaded: this decision is never recorded
+			// nor acted on. The SKU is evaluated again under the new rules as soon as they arrive.
+			// What an allow reserved stays reserved (never more promotions than the caps, only
+			// possibly fewer); see docs/hub-architecture.md.
+			e.Metrics.Fenced.Add(1)
+			e.mark(Unit{ex.in.SKU.ID, ex.in.Site})
+			return nil
+		}
+		return fmt.Errorf("audit: %w", err)
+	}
+	if v.Acts() {
+		if _, err := e.deps.Outbox.Enqueue(cctx, Action(p, d.Action, v)); err != nil {
+			return fmt.Errorf("outbox: %w", err)
+		}
+	}
+	if !v.Replayed {
+		e.Metrics.Decisions.Add(1)
+		switch v.Outcome {
+		case guard.Allow:
+			e.Metrics.Acted.Add(1)
+		case guard.NeedsApproval:
+			e.Metrics.Queued.Add(1)
+		default:
+			e.Metrics.Suppressed.Add(1)
+		}
+	}
+	e.done.add(id)
+	return nil
+}
+
+// Action is what the outbox delivers for an allowed decision: a promotion from its action time
+// for its duration, or a hold.
+func Action(p guard.Proposal, a rules.Action, v guard.Verdict) act.Action {
+	start := v.ActionTime
+	if start.IsZero() {
+		start = p.Time
+	}
+	out := act.Action{
+		DecisionID: p.ID, Kind: act.Kind(p.Kind), SKU: p.SKU, Site: p.Site, Channel: p.Channel,
+		Start: start, RuleSetVersion: p.RuleVersion, Rule: p.Rule,
+	}
+	if p.Kind == guard.Promote {
+		out.Discount, out.Audience = p.Discount, a.Audience
+		out.End = start.Add(time.Duration(p.Duration))
+	} else {
+		out.Reason = a.Reason
+	}
+	return out
+}
+
+// record fills what a decision's audit record says about its rules and inputs.
+func (e *Engine) record(ls *liveSets, set *rules.Set, mode string, res *rules.Result, d rules.Decision,
+	rule rules.Rule, ex *explained, now time.Time) audit.Record {
+	rec := audit.Record{
+		Mode: mode, Time: now, Replica: e.deps.Replica,
+		RuleSet: audit.RuleSetRef{Name: set.Name(), Version: set.Version(), Label: set.Label(), ChangeSeq: ls.Change.Seq},
+		Rule:    audit.RuleRef{Name: rule.Name, When: rule.When, Index: rule.Index, Priority: rule.Priority},
+		SKU:     ex.in.SKU.ID, Site: ex.in.Site, Channel: d.Channel, Action: d.Action,
+		Inputs: ex.inputs, Inventory: ex.inv, Paths: ex.paths, Trace: res.Trace,
+	}
+	if c := ls.Change.Canary; c != nil && ls.Canary != nil {
+		unit := ex.in.SKU.ID
+		if c.By == "site" {
+			unit = ex.in.Site
+		}
+		rec.Canary = &audit.CanaryRef{Version: c.Version, Share: c.Share, By: c.By, Unit: unit, In: mode == audit.ModeCanary}
+	}
+	return rec
+}
+
+// shadow evaluates the shadow version on the same input and records each of its decisions that
+// differs from what the acting version decided (a channel decided by only one of them counts),
+// never acting on any. One record per shadow decision id (version, rule, SKU, channel, bucket).
+func (e *Engine) shadow(ctx context.Context, ls *liveSets, acting *rules.Set, actDecs []rules.Decision, ex *explained, now time.Time) error {
+	sres := ls.Shadow.Evaluate(&ex.in)
+	sdecs := sres.PerChannel()
+	byChannel := map[string]*rules.Decision{}
+	for i := range actDecs {
+		byChannel[actDecs[i].Channel] = &actDecs[i]
+	}
+	bucket := guard.TimeBucket(now, e.cfg.Bucket)
+	var errs []error
+	record := func(rule string, sd *rules.Decision, channel string) {
+		id := guard.DecisionID(ls.Shadow.Version(), rule, ex.in.SKU.ID, channel, bucket)
+		if e.done.has(id) {
+			return
+		}
+		ad := byChannel[channel]
+		dis := &audit.Disagreement{}
+		if acting != nil {
+			dis.ActiveVersion = acting.Version()
+		}
+		if ad != nil {
+			a := ad.Action
+			dis.ActiveRule, dis.ActiveAction = ad.Rule, &a
+		}
+		var rec audit.Record
+		if sd != nil {
+			rec = e.record(ls, ls.Shadow, audit.ModeShadow, &sres, *sd, ls.byName[ls.Shadow][sd.Rule], ex, now)
+		} else {
+			rec = e.record(ls, ls.Shadow, audit.ModeShadow, &sres, rules.Decision{Channel: channel}, rules.Rule{}, ex, now)
+			rec.Note = "the shadow version decides nothing on this channel"
+		}
+		rec.Canary = nil
+		rec.DecisionID, rec.Event, rec.Outcome, rec.Disagreement = id, audit.EventDecided, audit.OutcomeShadow, dis
+		cctx, cancel := context.WithTimeout(ctx, e.cfg.OpTimeout)
+		defer cancel()
+		if _, err := e.deps.Audit.Publish(cctx, rec, ls.Change.Seq); err != nil {
+			if errors.Is(err, audit.ErrFenced) {
+				e.Metrics.Fenced.Add(1)
+				e.mark(Unit{ex.in.SKU.ID, ex.in.Site})
+				return
+			}
+			errs = append(errs, err)
+			return
+		}
+		e.Metrics.Shadow.Add(1)
+		e.done.add(id)
+	}
+	seen := map[string]bool{}
+	for i := range sdecs {
+		sd := &sdecs[i]
+		seen[sd.Channel] = true
+		if ad := byChannel[sd.Channel]; ad != nil && ad.Action.Kind == sd.Action.Kind && ad.Rule == sd.Rule &&
+			ad.Action.Discount == sd.Action.Discount && ad.Action.Duration == sd.Action.Duration {
+			continue // agreement: nothing to record
+		}
+		record(sd.Rule, sd, sd.Channel)
+	}
+	for _, ad := range actDecs {
+		if !seen[ad.Channel] {
+			record("", nil, ad.Channel)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,357 @@
+package decide
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gemba-io/gemba/hub/act"
+	"github.com/gemba-io/gemba/hub/audit"
+	"github.com/gemba-io/gemba/hub/decide/guard"
+	"github.com/gemba-io/gemba/hub/decide/rules"
+	"github.com/gemba-io/gemba/hub/decide/versions"
+	"github.com/gemba-io/gemba/hub/state/features"
+	"github.com/gemba-io/gemba/hub/state/graph"
+)
+
+// Guard judges a proposal once per decision id (guard.Guard).
+type Guard interface {
+	Check(ctx context.Context, p guard.Proposal) (guard.Verdict, error)
+	Release(ctx context.Context, id string) error
+}
+
+// Outbox records an action for delivery, once per decision id (act.Outbox).
+type Outbox interface {
+	Enqueue(ctx context.Context, a act.Action) (bool, error)
+}
+
+// Recorder writes a decision's audit record, fenced on the rules change it was decided under
+// (audit.Log).
+type Recorder interface {
+	Publish(ctx context.Context, rec audit.Record, fence uint64) (uint64, error)
+}
+
+// Deps are the engine's collaborators.
+type Deps struct {
+	Graph    *graph.Graph
+	State    State
+	Features features.Definitions
+	Guard    Guard
+	Outbox   Outbox
+	Audit    Recorder
+	Replica  string
+	Log      *slog.Logger
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+}
+
+// Metrics count what the engine did; the hub exports them.
+type Metrics struct {
+	Evaluations, Decisions, Acted, Suppressed, Queued, Shadow atomic.Uint64
+	Fenced, Errors, Released                                  atomic.Uint64
+}
+
+// Engine is one replica's decision loop. Every replica runs one on the same state: each sees every
+// change (the stores' buckets are watched), evaluates, and the guard's claim on the decision id
+// makes one replica's decision the decision.
+type Engine struct {
+	cfg     Config
+	deps    Deps
+	b       builder
+	log     *slog.Logger
+	now     func() time.Time
+	Metrics Metrics
+
+	live atomic.Pointer[liveSets]
+
+	mu    sync.Mutex
+	dirty map[Unit]struct{}
+	all   bool
+	wake  chan struct{}
+
+	done *idSet // decision ids fully handled here (recorded, and acted on when allowed)
+}
+
+// liveSets is a versions.Live with each set's rules by name.
+type liveSets struct {
+	*versions.Live
+	byName map[*rules.Set]map[string]rules.Rule
+}
+
+func newLiveSets(l *versions.Live) *liveSets {
+	ls := &liveSets{Live: l, byName: map[*rules.Set]map[string]rules.Rule{}}
+	for _, s := range []*rules.Set{l.Active, l.Shadow, l.Canary} {
+		if s == nil {
+			continue
+		}
+		m := map[string]rules.Rule{}
+		for _, r := range s.Rules() {
+			m[r.Name] = r
+		}
+		ls.byName[s] = m
+	}
+	return ls
+}
+
+// New returns an engine; Run starts it, SetLive gives it rules.
+func New(cfg Config, d Deps) (*Engine, error) {
+	if d.State == nil || d.Guard == nil || d.Outbox == nil || d.Audit == nil {
+		return nil, errors.New("decide: state, guard, outbox and audit are required")
+	}
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	defs := map[string]features.Definition{}
+	for _, def := range d.Features {
+		defs[def.Name] = def
+	}
+	e := &Engine{
+		cfg: cfg, deps: d, log: d.Log.With("component", "decide"), now: d.Now,
+		b:     builder{cfg: cfg.Lines, topo: newTopology(d.Graph), state: d.State, defs: defs},
+		dirty: map[Unit]struct{}{}, wake: make(chan struct{}, 1), done: newIDSet(1 << 16),
+	}
+	return e, nil
+}
+
+// SetLive switches the rules every later evaluation uses, and re-evaluates every SKU under them.
+func (e *Engine) SetLive(l *versions.Live) {
+	if l == nil {
+		return
+	}
+	e.live.Store(newLiveSets(l))
+	e.mu.Lock()
+	e.all = true
+	e.mu.Unlock()
+	e.poke()
+}
+
+// Live returns the rules in use (nil before the first SetLive).
+func (e *Engine) Live() *versions.Live {
+	if l := e.live.Load(); l != nil {
+		return l.Live
+	}
+	return nil
+}
+
+func (e *Engine) poke() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (e *Engine) mark(us ...Unit) {
+	if len(us) == 0 {
+		return
+	}
+	e.mu.Lock()
+	for _, u := range us {
+		e.dirty[u] = struct{}{}
+	}
+	e.mu.Unlock()
+	e.poke()
+}
+
+// FeatureChanged is the feature store's notice of a stored value: it marks the SKUs the value is an
+// input of. It never blocks.
+func (e *Engine) FeatureChanged(name, key string) {
+	def, ok := e.b.defs[name]
+	t := e.b.topo
+	if name == e.cfg.Lines.Availability || name == e.cfg.Lines.Units {
+		def.Key, ok = features.ByLine, true
+	}
+	if !ok {
+		return
+	}
+	switch def.Key {
+	case features.BySKU:
+		if st := t.skus[key]; st != nil {
+			us := make([]Unit, 0, len(st.sites))
+			for _, site := range st.sites {
+				us = append(us, Unit{key, site})
+			}
+			e.mark(us...)
+		}
+	case features.ByLine:
+		var us []Unit
+		for _, sku := range t.lineSKUs[key] {
+			for _, l := range t.skus[sku].lines {
+				if l.ID == key {
+					us = append(us, Unit{sku, l.Site})
+				}
+			}
+		}
+		e.mark(us...)
+	case features.BySite:
+		us := make([]Unit, 0, len(t.siteSKUs[key]))
+		for _, sku := range t.siteSKUs[key] {
+			us = append(us, Unit{sku, key})
+		}
+		e.mark(us...)
+	}
+}
+
+// PositionChanged is the inventory store's notice of a stored position. It never blocks.
+func (e *Engine) PositionChanged(sku, site string) { e.mark(Unit{sku, site}) }
+
+// Run evaluates marked SKUs as they come and every SKU every cfg.Timer, until ctx ends.
+func (e *Engine) Run(ctx context.Context) error {
+	tick := time.NewTicker(e.cfg.Timer)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-e.wake:
+		case <-tick.C:
+			e.mu.Lock()
+			e.all = true
+			e.mu.Unlock()
+		}
+		e.round(ctx)
+	}
+}
+
+// round evaluates what is marked. A unit whose decision could not be completed (KV or the stream
+// did not answer) is marked again for the next round.
+func (e *Engine) round(ctx context.Context) {
+	ls := e.live.Load()
+	e.mu.Lock()
+	var us []Unit
+	if e.all {
+		us = e.allUnits()
+		clear(e.dirty)
+		e.all = false
+	} else {
+		us = make([]Unit, 0, len(e.dirty))
+		for u := range e.dirty {
+			us = append(us, u)
+		}
+		clear(e.dirty)
+	}
+	e.mu.Unlock()
+	if ls == nil || len(us) == 0 {
+		return
+	}
+	workers := e.cfg.Workers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	work := make(chan Unit)
+	var wg sync.WaitGroup
+	for range min(workers, len(us)) {
+		wg.Go(func() {
+			for u := range work {
+				if err := e.unit(ctx, ls, u); err != nil && ctx.Err() == nil {
+					e.Metrics.Errors.Add(1)
+					e.log.Warn("decision not completed, retried next round", "sku", u.SKU, "site", u.Site, "err", err)
+					e.mark(u)
+				}
+			}
+		})
+	}
+	for _, u := range us {
+		if ctx.Err() != nil {
+			break
+		}
+		work <- u
+	}
+	close(work)
+	wg.Wait()
+}
+
+// allUnits is every SKU × site the graph knows and every one the inventory has seen.
+func (e *Engine) allUnits() []Unit {
+	us := append([]Unit(nil), e.b.topo.units...)
+	seen := make(map[Unit]bool, len(us))
+	for _, u := range us {
+		seen[u] = true
+	}
+	for u := range e.dirty {
+		if !seen[u] {
+			us = append(us, u)
+		}
+	}
+	return us
+}
+
+// evaluate evaluates the acting version on it (the active one, or the
+// canary for a unit in its share): what a backtest and the engine both run.
+func evaluate(l *versions.Live, ex *explained) (set *rules.Set, mode string, res rules.Result) {
+	set, mode = l.Active, audit.ModeActive
+	if c := l.Change.Canary; c != nil && l.Canary != nil {
+		unit := ex.in.SKU.ID
+		if c.By == "site" {
+			unit = ex.in.Site
+		}
+		if versions.InCanary(c.Version, unit, c.Share) {
+			set, mode = l.Canary, audit.ModeCanary
+		}
+	}
+	if set == nil {
+		return nil, mode, rules.Result{}
+	}
+	return set, mode, set.Evaluate(&ex.in)
+}
+
+// unit evaluates one SKU at one site and takes each decision through guard, audit and outbox.
+func (e *Engine) unit(ctx context.Context, ls *liveSets, u Unit) error {
+	now := e.now().UTC()
+	ex := e.b.input(u, now)
+	e.Metrics.Evaluations.Add(1)
+	set, mode, res := evaluate(ls.Live, ex)
+	var errs []error
+	var decs []rules.Decision
+	if set != nil {
+		decs = res.PerChannel()
+		bucket := guard.TimeBucket(now, e.cfg.Bucket)
+		for _, d := range decs {
+			if err := e.decide(ctx, ls, set, mode, &res, d, ex, bucket, now); err != nil {
+				errs = append(errs, fmt.Errorf("%s on %s: %w", d.Rule, d.Channel, err))
+			}
+		}
+	}
+	if ls.Shadow != nil {
+		if err := e.shadow(ctx, ls, set, decs, ex, now); err != nil {
+			errs = append(errs, fmt.Errorf("shadow: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// idSet remembers recent decision ids (bounded; the oldest half is forgotten when full, which only
+// costs a replayed Check).
+type idSet struct {
+	mu       sync.Mutex
+	cur, old map[string]struct{}
+	max      int
+}
+
+func newIDSet(n int) *idSet {
+	return &idSet{cur: map[string]struct{}{}, old: map[string]struct{}{}, max: n}
+}
+
+func (s *idSet) has(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, a := s.cur[id]
+	_, b := s.old[id]
+	return a || b
+}
+
+func (s *idSet) add(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.cur) >= s.max/2 {
+		s.old, s.cur = s.cur, map[string]struct{}{}
+	}
+	s.cur[id] = struct{}{}
+}

@@ -1,0 +1,195 @@
+package decide
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gemba-io/gemba/hub/audit"
+	"github.com/gemba-io/gemba/hub/decide/guard"
+	"github.com/gemba-io/gemba/hub/state/features"
+	"github.com/gemba-io/gemba/internal/testutil"
+)
+
+// An over-stocked SKU made by a running line is promoted on every channel it is sold via, once per
+// decision: more input changes in the same time bucket decide nothing new.
+func TestPromoteOncePerDecision(t *testing.T) {
+	r := newRig(t, nil)
+	v := r.activate(testRules)
+	r.overstocked("l1", "A")
+	testutil.WaitFor(t, 10*time.Second, "two promotions", func() bool { return len(r.actions()) == 2 })
+	var chans []string
+	for _, m := range r.actions() {
+		if m.Kind != "promote" || m.SKU != "A" || m.Discount != 10 || m.RuleSetVersion != v || m.Rule != "promote-over" {
+			t.Errorf("action %+v", m)
+		}
+		if got := m.End.Sub(m.Start); got != 24*time.Hour {
+			t.Errorf("promotion lasts %s, want 24h", got)
+		}
+		chans = append(chans, m.Channel)
+	}
+	slices.Sort(chans)
+	if !slices.Equal(chans, []string{"retail", "web"}) {
+		t.Errorf("channels %v", chans)
+	}
+	fired := r.records(audit.Filter{Outcome: audit.OutcomeFired})
+	if len(fired) != 2 {
+		t.Fatalf("%d fired records, want 2", len(fired))
+	}
+	rec := fired[0]
+	if rec.RuleSet.Version != v || rec.Rule.When == "" || rec.Verdict == nil || len(rec.Verdict.Assessments) == 0 {
+		t.Errorf("record lacks rule or verdict: %+v", rec)
+	}
+	var units *audit.Input
+	for i := range rec.Inputs {
+		if rec.Inputs[i].Name == "units" {
+			units = &rec.Inputs[i]
+		}
+	}
+	if units == nil || units.Lineage.Agent != "agent-1" || units.Lineage.StreamSeq == 0 || units.EventTime.IsZero() {
+		t.Errorf("units input without lineage: %+v", rec.Inputs)
+	}
+	if len(rec.Paths) == 0 || rec.Inventory == nil || rec.Inventory.Inventory.DaysOfCover != 45 {
+		t.Errorf("paths %v inventory %+v", rec.Paths, rec.Inventory)
+	}
+
+	// More changes in the same bucket: evaluated again, decided again to the same ids, acted never.
+	before := r.eng.Metrics.Evaluations.Load()
+	for i := range 5 {
+		r.state.setFeature("units", "A", float64(41+i), r.clock(), nil)
+		r.eng.FeatureChanged("units", "A")
+	}
+	testutil.WaitFor(t, 10*time.Second, "re-evaluations", func() bool { return r.eng.Metrics.Evaluations.Load() >= before+1 })
+	// Another SKU's decision is a marker that the engine went through a later round.
+	r.overstocked("l2", "B")
+	testutil.WaitFor(t, 10*time.Second, "B promoted", func() bool { return len(r.actions()) == 3 })
+	if n := len(r.records(audit.Filter{SKU: "A"})); n != 2 {
+		t.Errorf("%d records of A, want 2", n)
+	}
+}
+
+// A stopped line and short stock put a hold on every channel; the guard lets holds through
+// without cooldown or caps.
+func TestHoldWhenLineStops(t *testing.T) {
+	r := newRig(t, nil)
+	r.activate(testRules)
+	now := r.clock()
+	r.state.setCover("A", "s1", 3)
+	r.state.setFeature("availability", "l1", 0, now, nil)
+	r.eng.FeatureChanged("availability", "l1")
+	testutil.WaitFor(t, 10*time.Second, "two holds", func() bool { return len(r.actions()) == 2 })
+	for _, m := range r.actions() {
+		if m.Kind != "hold" || m.Reason != "line down and short" || !m.End.IsZero() {
+			t.Errorf("action %+v", m)
+		}
+	}
+	if n := len(r.records(audit.Filter{Outcome: audit.OutcomeHeld})); n != 2 {
+		t.Errorf("%d held records, want 2", n)
+	}
+}
+
+// Nothing acts on stale, historical or partial inputs, nor on an unknown stock: each decision is
+// recorded as suppressed by the inputs guardrail, naming the input.
+func TestNoActionOnBadInputs(t *testing.T) {
+	// A rule that reads a stale value does not match at all (reading it is an evaluation error);
+	// this one only asks whether there is one, so the guardrail is what stops it.
+	careless := strings.Replace(testRules, "has(features.units) && features.units.value > 0.0", "has(features.units)", 1)
+	cases := map[string]func(r *rig){
+		"stale units": func(r *rig) {
+			r.state.setFeature("units", "A", 40, r.clock(), func(rd *features.Reading) { rd.Stale = true })
+		},
+		"historical units": func(r *rig) {
+			r.state.setFeature("units", "A", 40, r.clock(), func(rd *features.Reading) { rd.Historical = true })
+		},
+		"partial line": func(r *rig) {
+			r.state.setFeature("availability", "l1", 0.9, r.clock(), func(rd *features.Reading) { rd.Partial = true })
+		},
+	}
+	for name, spoil := range cases {
+		t.Run(name, func(t *testing.T) {
+			r := newRig(t, nil)
+			r.activate(careless)
+			r.state.setCover("A", "s1", 45)
+			r.state.setFeature("units", "A", 40, r.clock(), nil)
+			r.state.setFeature("availability", "l1", 0.9, r.clock(), nil)
+			spoil(r)
+			r.eng.FeatureChanged("availability", "l1")
+			testutil.WaitFor(t, 10*time.Second, "suppressed records", func() bool {
+				return len(r.records(audit.Filter{Outcome: audit.OutcomeSuppressed})) == 2
+			})
+			for _, rec := range r.records(audit.Filter{Outcome: audit.OutcomeSuppressed}) {
+				if rec.Verdict.Guardrail != guard.GInputs {
+					t.Errorf("suppressed by %q, want %q", rec.Verdict.Guardrail, guard.GInputs)
+				}
+			}
+			if n := len(r.actions()); n != 0 {
+				t.Errorf("%d actions, want none", n)
+			}
+		})
+	}
+}
+
+// A rule that reads the stock does not act for a SKU whose stock nobody has counted: neither
+// plenty nor none.
+func TestUnknownStockDoesNotAct(t *testing.T) {
+	r := newRig(t, nil)
+	r.activate(`name: t
+hit_policy: first
+rules:
+  - name: not-over
+    when: "!(inventory.days_of_cover > 30.0) && lines.exists(l, l.state == \"running\")"
+    promote: {channels: [web], discount: 5, duration: 1h}
+`)
+	r.state.setFeature("availability", "l1", 0.9, r.clock(), nil)
+	r.eng.FeatureChanged("availability", "l1")
+	testutil.WaitFor(t, 10*time.Second, "a suppressed record", func() bool {
+		return len(r.records(audit.Filter{Outcome: audit.OutcomeSuppressed})) == 1
+	})
+	rec := r.records(audit.Filter{})[0]
+	if rec.Verdict.Guardrail != guard.GInputs || !strings.Contains(rec.Verdict.Reason+rec.Verdict.Assessments[1].Detail, "inventory") {
+		t.Errorf("verdict %+v", rec.Verdict)
+	}
+	if n := len(r.actions()); n != 0 {
+		t.Errorf("%d actions, want none", n)
+	}
+}
+
+// A discount above the approval threshold waits for a person; an approval delivers it, recorded
+// with the approver.
+func TestApprovalQueue(t *testing.T) {
+	r := newRig(t, nil)
+	r.activate(strings.Replace(testRules, "discount: 10", "discount: 15", 1))
+	r.overstocked("l1", "A")
+	testutil.WaitFor(t, 10*time.Second, "two queued decisions", func() bool {
+		p, err := r.guard.Pending(r.ctx)
+		return err == nil && len(p) == 2
+	})
+	if n := len(r.actions()); n != 0 {
+		t.Fatalf("%d actions before approval", n)
+	}
+	pend, _ := r.guard.Pending(r.ctx)
+	ap := &Approver{Guard: r.guard, Audit: r.log, Outbox: r.outbox, Replica: "r1", Now: r.clock}
+	if _, err := ap.Answer(r.ctx, pend[0].Proposal.ID, "alice", "ok", true); err == nil {
+		t.Errorf("alice activated the rules and approved her own request")
+	}
+	v, err := ap.Answer(r.ctx, pend[0].Proposal.ID, "bob", "stock is real", true)
+	if err != nil || !v.Acts() {
+		t.Fatalf("approve: %+v %v", v, err)
+	}
+	if _, err := ap.Answer(r.ctx, pend[1].Proposal.ID, "bob", "not this one", false); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "one promotion", func() bool { return len(r.actions()) == 1 })
+	if m := r.actions()[0]; m.DecisionID != pend[0].Proposal.ID || m.Discount != 15 {
+		t.Errorf("delivered %+v", m)
+	}
+	hist, err := r.log.History(r.ctx, pend[0].Proposal.ID)
+	if err != nil || len(hist) != 2 || hist[1].Event != audit.EventApproved || hist[1].Verdict.Approval == nil || hist[1].Verdict.Approval.By != "bob" {
+		t.Errorf("history %+v %v", hist, err)
+	}
+	hist, _ = r.log.History(r.ctx, pend[1].Proposal.ID)
+	if len(hist) != 2 || hist[1].Outcome != audit.OutcomeRejected {
+		t.Errorf("rejected history %+v", hist)
+	}
+}

@@ -1,0 +1,254 @@
+package decide
+
+import (
+	"math"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/gemba-io/gemba/hub/audit"
+	"github.com/gemba-io/gemba/hub/decide/guard"
+	"github.com/gemba-io/gemba/hub/decide/rules"
+	"github.com/gemba-io/gemba/hub/state/features"
+	"github.com/gemba-io/gemba/hub/state/graph"
+	"github.com/gemba-io/gemba/hub/state/inventory"
+)
+
+// State is what a rule input is built from: the hub's stores when live, the replayed streams in a
+// backtest.
+type State interface {
+	// Feature returns the value of feature name for key, with its freshness at the reader's clock.
+	Feature(name, key string) (features.Reading, bool)
+	// Position returns the inventory position of a SKU at a site.
+	Position(sku, site string) (inventory.Position, bool)
+}
+
+// Unit is what one evaluation decides for: one SKU at one site.
+type Unit struct{ SKU, Site string }
+
+// topology is the graph's answers a decision needs, computed once per graph: which lines make a
+// SKU (and where), what it is sold via, its neighbours, and the reverse (a line's or site's SKUs).
+type topology struct {
+	skus     map[string]*skuTopo
+	lineSKUs map[string][]string
+	siteSKUs map[string][]string
+	units    []Unit
+}
+
+type skuTopo struct {
+	name        string
+	lines       []graph.Result // producing lines, each with its site and path
+	channels    []graph.Result
+	substitutes []string
+	complements []string
+	sites       []string
+}
+
+func newTopology(g *graph.Graph) *topology {
+	t := &topology{skus: map[string]*skuTopo{}, lineSKUs: map[string][]string{}, siteSKUs: map[string][]string{}}
+	if g == nil {
+		return t
+	}
+	ids := func(rs []graph.Result, _ error) []string {
+		out := make([]string, 0, len(rs))
+		for _, r := range rs {
+			out = append(out, r.ID)
+		}
+		return out
+	}
+	for _, n := range g.SKUs() {
+		st := &skuTopo{name: n.Name}
+		st.lines, _ = g.ProducersOf(n.ID)
+		st.channels, _ = g.ChannelsOf(n.ID)
+		st.substitutes = ids(g.Substitutes(n.ID))
+		st.complements = ids(g.Complements(n.ID))
+		for _, l := range st.lines {
+			t.lineSKUs[l.ID] = append(t.lineSKUs[l.ID], n.ID)
+			if l.Site != "" && !slices.Contains(st.sites, l.Site) {
+				st.sites = append(st.sites, l.Site)
+				t.siteSKUs[l.Site] = append(t.siteSKUs[l.Site], n.ID)
+			}
+		}
+		sort.Strings(st.sites)
+		for _, site := range st.sites {
+			t.units = append(t.units, Unit{n.ID, site})
+		}
+		t.skus[n.ID] = st
+	}
+	return t
+}
+
+// explained is a rule input with what the audit says about it: every value with its event time
+// and lineage, and the graph paths it came through.
+type explained struct {
+	in       rules.Input
+	inputs   []audit.Input
+	lineIn   []int // indexes into inputs of each line's availability reading (-1: none)
+	inv      *audit.InventoryInput
+	invFound bool
+	paths    []string
+}
+
+// builder makes rule inputs from the state.
+type builder struct {
+	cfg   Lines
+	topo  *topology
+	state State
+	defs  map[string]features.Definition
+}
+
+func reading(name, key string, r features.Reading) audit.Input {
+	return audit.Input{
+		Name: name, Key: key, Value: r.Value.Value, WindowStart: r.WindowStart, EventTime: r.WindowEnd,
+		AgeS: r.AgeSeconds, Stale: r.Stale, Historical: r.Historical, Partial: r.Partial, Lineage: r.Lineage,
+	}
+}
+
+// input builds the rule input of u at now.
+func (b *builder) input(u Unit, now time.Time) *explained {
+	ex := &explained{in: rules.Input{SKU: rules.SKU{ID: u.SKU}, Site: u.Site, Now: now, Features: map[string]rules.Feature{}}}
+	st := b.topo.skus[u.SKU]
+	if st == nil {
+		st = &skuTopo{}
+	}
+	ex.in.SKU.Name = st.name
+	ex.in.Neighbours = rules.Neighbours{
+		Substitutes: st.substitutes, Complements: st.complements, Channels: make([]string, 0, len(st.channels)),
+	}
+	for _, c := range st.channels {
+		ex.in.Neighbours.Channels = append(ex.in.Neighbours.Channels, c.ID)
+		ex.paths = append(ex.paths, c.String())
+	}
+	var lineIDs []string
+	for _, l := range st.lines {
+		if l.Site != u.Site {
+			continue
+		}
+		lineIDs = append(lineIDs, l.ID)
+		ex.paths = append(ex.paths, l.String())
+		ex.in.Lines = append(ex.in.Lines, b.line(ex, l.ID))
+	}
+	if p, ok := b.state.Position(u.SKU, u.Site); ok {
+		ex.invFound = true
+		ex.in.Inventory = rules.Inventory{
+			OnHand: p.OnHand, Position: p.Position, DaysOfCover: p.DaysOfCover, DailyRate: p.DailyRate,
+			Produced: p.Produced, Sold: p.Sold,
+		}
+		ex.inv = &audit.InventoryInput{Inventory: ex.in.Inventory, Updated: p.Updated, SnapshotTime: p.SnapshotTime}
+	} else {
+		// Nothing known of the stock: neither plenty nor none. The guardrails refuse to act on a
+		// rule that reads it (see guardInputs).
+		ex.in.Inventory = rules.Inventory{DaysOfCover: math.NaN()}
+		ex.inv = nil
+	}
+	for name, d := range b.defs {
+		var key string
+		var r features.Reading
+		var ok bool
+		switch d.Key {
+		case features.BySKU:
+			key = u.SKU
+			r, ok = b.state.Feature(name, key)
+		case features.BySite:
+			key = u.Site
+			r, ok = b.state.Feature(name, key)
+		case features.ByLine:
+			// The freshest reading among the lines that make the SKU here.
+			for _, l := range lineIDs {
+				if lr, lok := b.state.Feature(name, l); lok && (!ok || lr.AgeSeconds < r.AgeSeconds) {
+					key, r, ok = l, lr, true
+				}
+			}
+		}
+		if !ok {
+			continue
+		}
+		ex.in.Features[name] = rules.Feature{
+			Value: r.Value.Value, Stale: r.Stale, Historical: r.Historical, Partial: r.Partial, AgeS: r.AgeSeconds,
+		}
+		ex.inputs = append(ex.inputs, reading(name, key, r))
+	}
+	slices.SortFunc(ex.inputs, func(a, b audit.Input) int {
+		if a.Name != b.Name {
+			return cmpStr(a.Name, b.Name)
+		}
+		return cmpStr(a.Key, b.Key)
+	})
+	// A line's availability can also be the SKU's feature of that name: list it once.
+	ex.inputs = slices.CompactFunc(ex.inputs, func(a, b audit.Input) bool { return a.Name == b.Name && a.Key == b.Key })
+	// inputs were sorted: find the lines' readings again.
+	ex.lineIn = ex.lineIn[:0]
+	for _, l := range ex.in.Lines {
+		i := slices.IndexFunc(ex.inputs, func(in audit.Input) bool { return in.Name == b.cfg.Availability && in.Key == l.ID })
+		ex.lineIn = append(ex.lineIn, i)
+	}
+	return ex
+}
+
+func cmpStr(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// line reads one line's features and adds its readings to ex.inputs.
+func (b *builder) line(ex *explained, id string) rules.Line {
+	l := rules.Line{ID: id, State: "unknown", Stale: true}
+	r, ok := b.state.Feature(b.cfg.Availability, id)
+	if ok {
+		l.Availability, l.Stale = r.Value.Value, r.Stale
+		switch {
+		case r.Value.Value >= b.cfg.RunningAbove:
+			l.State = "running"
+		case r.Value.Value > 0:
+			l.State = "degraded"
+		default:
+			l.State = "down"
+		}
+		ex.inputs = append(ex.inputs, reading(b.cfg.Availability, id, r))
+	}
+	if b.cfg.Units != "" {
+		if u, ok := b.state.Feature(b.cfg.Units, id); ok && !u.Stale {
+			if h := u.WindowEnd.Sub(u.WindowStart).Hours(); h > 0 {
+				l.UnitsPerHour = u.Value.Value / h
+			}
+			ex.inputs = append(ex.inputs, reading(b.cfg.Units, id, u))
+		}
+	}
+	return l
+}
+
+// guardInputs lists the inputs the deciding rule read, with their quality, for the guardrails: a
+// rule is stopped by a stale, historical or partial value it read, not by one it never looks at.
+// A rule that reads the stock of a SKU without a known position reads a stale input; one that
+// reads the lines reads each line's availability (a line without a reading is stale).
+func guardInputs(ex *explained, reads rules.Reads, erroredBefore []string) []guard.Input {
+	var out []guard.Input
+	for _, in := range ex.inputs {
+		if reads.AllFeatures || slices.Contains(reads.Features, in.Name) {
+			out = append(out, guard.Input{Name: "feature:" + in.Name + "@" + in.Key, Stale: in.Stale, Historical: in.Historical, Partial: in.Partial, BadQuality: in.BadQuality})
+		}
+	}
+	if reads.Lines {
+		for i, l := range ex.in.Lines {
+			gi := guard.Input{Name: "line:" + l.ID, Stale: l.Stale}
+			if j := ex.lineIn[i]; j >= 0 {
+				in := ex.inputs[j]
+				gi.Historical, gi.Partial, gi.BadQuality = in.Historical, in.Partial, in.BadQuality
+			}
+			out = append(out, gi)
+		}
+	}
+	if reads.Inventory {
+		out = append(out, guard.Input{Name: "inventory:" + ex.in.SKU.ID + "@" + ex.in.Site, Stale: !ex.invFound})
+	}
+	for _, r := range erroredBefore {
+		// An earlier rule could not be evaluated and might have decided instead.
+		out = append(out, guard.Input{Name: "rule:" + r, BadQuality: true})
+	}
+	return out
+}
