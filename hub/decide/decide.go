@@ -45,23 +45,7 @@ func (e *Engine) decide(ctx context.Context, ls *liveSets, set *rules.Set, mode 
 		return nil
 	}
 	rule := ls.byName[set][d.Rule]
-	var errored []string
-	for _, m := range res.Matches {
-		if m.Rule == d.Rule {
-			errored = m.ErroredBefore
-		}
-	}
-	p := guard.Proposal{
-		ID: id, RuleVersion: set.Version(), Rule: d.Rule, SKU: ex.in.SKU.ID, Site: ex.in.Site, Channel: d.Channel,
-		Kind: guard.Kind(d.Action.Kind), Time: now, Requester: ls.Change.By,
-		Inputs: guardInputs(ex, rule.Reads, errored),
-	}
-	if d.Action.Kind == rules.Promote {
-		p.Discount, p.Duration = d.Action.Discount, guard.Duration(d.Action.Duration)
-		if r := ex.in.Inventory.DailyRate; r > 0 && !math.IsInf(r, 0) && !math.IsNaN(r) {
-			p.ExpectedUnits = r * d.Action.Duration.Hours() / 24
-		}
-	}
+	p := proposal(set, res, d, rule, ex, bucket, now, ls.Change.By)
 	cctx, cancel := context.WithTimeout(ctx, e.cfg.OpTimeout)
 	defer cancel()
 	v, err := e.deps.Guard.Check(cctx, p)
@@ -108,6 +92,30 @@ func (e *Engine) decide(ctx context.Context, ls *liveSets, set *rules.Set, mode 
 	}
 	e.done.add(id)
 	return nil
+}
+
+// proposal is what one decision asks of the guardrails: its id (rule version, rule, SKU, channel,
+// time bucket) and the inputs the deciding rule read, with their quality.
+func proposal(set *rules.Set, res *rules.Result, d rules.Decision, rule rules.Rule, ex *explained, bucket, now time.Time, requester string) guard.Proposal {
+	var errored []string
+	for _, m := range res.Matches {
+		if m.Rule == d.Rule {
+			errored = m.ErroredBefore
+		}
+	}
+	p := guard.Proposal{
+		ID:          guard.DecisionID(set.Version(), d.Rule, ex.in.SKU.ID, d.Channel, bucket),
+		RuleVersion: set.Version(), Rule: d.Rule, SKU: ex.in.SKU.ID, Site: ex.in.Site, Channel: d.Channel,
+		Kind: guard.Kind(d.Action.Kind), Time: now, Requester: requester,
+		Inputs: guardInputs(ex, rule.Reads, errored),
+	}
+	if d.Action.Kind == rules.Promote {
+		p.Discount, p.Duration = d.Action.Discount, guard.Duration(d.Action.Duration)
+		if r := ex.in.Inventory.DailyRate; r > 0 && !math.IsInf(r, 0) && !math.IsNaN(r) {
+			p.ExpectedUnits = r * d.Action.Duration.Hours() / 24
+		}
+	}
+	return p
 }
 
 // Action is what the outbox delivers for an allowed decision: a promotion from its action time

@@ -162,42 +162,7 @@ func (e *Engine) mark(us ...Unit) {
 
 // FeatureChanged is the feature store's notice of a stored value: it marks the SKUs the value is an
 // input of. It never blocks.
-func (e *Engine) FeatureChanged(name, key string) {
-	def, ok := e.b.defs[name]
-	t := e.b.topo
-	if name == e.cfg.Lines.Availability || name == e.cfg.Lines.Units {
-		def.Key, ok = features.ByLine, true
-	}
-	if !ok {
-		return
-	}
-	switch def.Key {
-	case features.BySKU:
-		if st := t.skus[key]; st != nil {
-			us := make([]Unit, 0, len(st.sites))
-			for _, site := range st.sites {
-				us = append(us, Unit{key, site})
-			}
-			e.mark(us...)
-		}
-	case features.ByLine:
-		var us []Unit
-		for _, sku := range t.lineSKUs[key] {
-			for _, l := range t.skus[sku].lines {
-				if l.ID == key {
-					us = append(us, Unit{sku, l.Site})
-				}
-			}
-		}
-		e.mark(us...)
-	case features.BySite:
-		us := make([]Unit, 0, len(t.siteSKUs[key]))
-		for _, sku := range t.siteSKUs[key] {
-			us = append(us, Unit{sku, key})
-		}
-		e.mark(us...)
-	}
-}
+func (e *Engine) FeatureChanged(name, key string) { e.mark(e.b.affected(name, key)...) }
 
 // PositionChanged is the inventory store's notice of a stored position. It never blocks.
 func (e *Engine) PositionChanged(sku, site string) { e.mark(Unit{sku, site}) }

@@ -252,3 +252,39 @@ func guardInputs(ex *explained, reads rules.Reads, erroredBefore []string) []gua
 	}
 	return out
 }
+
+// affected lists the units a new value of feature name for key is an input of: the SKU's own
+// (keyed by SKU), those a line makes (keyed by line, and the lines' availability and units), those
+// made at a site (keyed by site). Features keyed by machine or signal are not a SKU's input.
+func (b *builder) affected(name, key string) []Unit {
+	def, ok := b.defs[name]
+	if name == b.cfg.Availability || (b.cfg.Units != "" && name == b.cfg.Units) {
+		def.Key, ok = features.ByLine, true
+	}
+	if !ok {
+		return nil
+	}
+	t := b.topo
+	var us []Unit
+	switch def.Key {
+	case features.BySKU:
+		if st := t.skus[key]; st != nil {
+			for _, site := range st.sites {
+				us = append(us, Unit{key, site})
+			}
+		}
+	case features.ByLine:
+		for _, sku := range t.lineSKUs[key] {
+			for _, l := range t.skus[sku].lines {
+				if l.ID == key {
+					us = append(us, Unit{sku, l.Site})
+				}
+			}
+		}
+	case features.BySite:
+		for _, sku := range t.siteSKUs[key] {
+			us = append(us, Unit{sku, key})
+		}
+	}
+	return us
+}
