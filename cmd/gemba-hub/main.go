@@ -16,6 +16,7 @@ import (
 
 	"github.com/gemba-io/gemba/config"
 	"github.com/gemba-io/gemba/hub"
+	"github.com/gemba-io/gemba/hub/decide/rules"
 	"github.com/gemba-io/gemba/hub/state/graph"
 )
 
@@ -131,6 +132,26 @@ names. Every problem is printed on its own line as FILE:LINE: PATH: MESSAGE. Exi
 				}
 				graphNote = fmt.Sprintf("graph %s (%s)", g.Version(), g.Hash()[:12])
 			}
+			rulesNote := ""
+			if cfg.Decide.Rules != "" {
+				names := make([]string, 0, len(cfg.Features))
+				for _, f := range cfg.Features {
+					names = append(names, f.Name)
+				}
+				set, err := rules.LoadFile(cfg.Decide.Rules, rules.KnownFeatures(names...))
+				if err != nil {
+					var fe *rules.FileError
+					if errors.As(err, &fe) {
+						for _, l := range rules.Describe(cfg.Decide.Rules, fe.Err) {
+							cmd.PrintErrln(l)
+						}
+					} else {
+						cmd.PrintErrln(err)
+					}
+					return exitError{1}
+				}
+				rulesNote = fmt.Sprintf(", rules %s (%s)", set.Name(), set.Version()[:12])
+			}
 			if print {
 				out, err := cfg.Effective()
 				if err != nil {
@@ -138,7 +159,7 @@ names. Every problem is printed on its own line as FILE:LINE: PATH: MESSAGE. Exi
 				}
 				fmt.Fprintln(cmd.OutOrStdout(), string(out))
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: valid (config version %s, %d features, %s)\n", file, cfg.Version(), len(cfg.Features), graphNote)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: valid (config version %s, %d features, %s%s)\n", file, cfg.Version(), len(cfg.Features), graphNote, rulesNote)
 			return nil
 		},
 	}
