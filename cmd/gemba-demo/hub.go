@@ -45,6 +45,34 @@ func showHub(base string) error {
 	if len(inv.Positions) == 0 {
 		return fmt.Errorf("the hub holds no inventory: production did not reach it")
 	}
+	return showDecisions(base)
+}
+
+// showDecisions prints the hub's latest decisions, oldest first, and how to ask why.
+func showDecisions(base string) error {
+	var ds struct {
+		Decisions []struct {
+			ID      string    `json:"decision_id"`
+			Time    time.Time `json:"time"`
+			Outcome string    `json:"outcome"`
+			SKU     string    `json:"sku"`
+			Channel string    `json:"channel"`
+			Rule    struct {
+				Name string `json:"name"`
+			} `json:"rule"`
+		} `json:"decisions"`
+	}
+	if err := getJSON(base+"/api/v1/decisions?limit=20", &ds); err != nil {
+		return fmt.Errorf("hub decisions: %w", err)
+	}
+	fmt.Printf("\nthe hub's latest decisions (%d):\n", len(ds.Decisions))
+	for i := len(ds.Decisions) - 1; i >= 0; i-- {
+		d := ds.Decisions[i]
+		fmt.Printf("  %s  %-8s %-10s %-22s %-18s %s\n", d.Time.Format(time.TimeOnly), d.SKU, d.Channel, d.Rule.Name, d.Outcome, d.ID)
+	}
+	if len(ds.Decisions) > 0 {
+		fmt.Printf("  why: curl -H 'Accept: text/plain' %s/api/v1/decisions/%s\n", base, ds.Decisions[0].ID)
+	}
 	return nil
 }
 
