@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -34,6 +35,7 @@ type Stats struct {
 	Changes    atomic.Uint64 // rules changes stored
 	Conflicts  atomic.Uint64 // rules changes refused as concurrent
 	Malformed  atomic.Uint64 // messages on the stream that do not decode (skipped)
+	Busy       atomic.Uint64 // publishes repeated because a replicated stream could not check yet (10164)
 }
 
 // Log is the decision log. Safe for concurrent use; several replicas open the same stream.
@@ -70,15 +72,39 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 // Config returns the config as it runs (defaults filled).
 func (l *Log) Config() Config { return l.cfg }
 
-// wrongLast reports the server's "wrong last sequence" refusal: 10071 on a single server, 10164
-// on a replicated stream.
-func wrongLast(err error) bool {
+func apiCode(err error) jetstream.ErrorCode {
 	var je jetstream.JetStreamError
 	if !errors.As(err, &je) || je.APIError() == nil {
-		return false
+		return 0
 	}
-	c := je.APIError().ErrorCode
-	return c == jetstream.JSErrCodeStreamWrongLastSequence || c == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+	return je.APIError().ErrorCode
+}
+
+// wrongLast reports the server's "wrong last sequence": the subject's last sequence is not the
+// one expected (10071, on one server and on a replicated stream alike).
+func wrongLast(err error) bool { return apiCode(err) == jetstream.JSErrCodeStreamWrongLastSequence }
+
+// publishCAS publishes with an expected-last-subject-sequence check, again while the server cannot
+// check it yet. A replicated stream refuses the check with 10164 ("wrong last sequence", constant)
+// while another message checking or writing the same subject is proposed and not yet applied:
+// nothing is decided then (nothing stored, the sequence may well be right), so the publish is
+// repeated after a short pause. Every fenced record checks the rules subject, so on R3 concurrent
+// records take turns here; a single server checks under its lock and never answers 10164.
+func (l *Log) publishCAS(ctx context.Context, pub func() (*jetstream.PubAck, error)) (*jetstream.PubAck, error) {
+	wait := 500 * time.Microsecond
+	for {
+		ack, err := pub()
+		if apiCode(err) != jetstream.JSErrCodeStreamWrongLastSequenceConstant {
+			return ack, err
+		}
+		l.Stats.Busy.Add(1)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (the server was still checking another message against the same subject)", ctx.Err())
+		case <-time.After(wait/2 + rand.N(wait)):
+		}
+		wait = min(wait*2, 20*time.Millisecond)
+	}
 }
 
 // Publish stores a decision record fenced at the rules change fence (its stream sequence; 0
@@ -114,7 +140,13 @@ func (l *Log) publish(ctx context.Context, rec Record, fence *uint64) (uint64, e
 		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(*fence, 10))
 		m.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, l.cfg.RulesSubject())
 	}
-	ack, err := l.js.PublishMsg(ctx, m, jetstream.WithMsgID(rec.DecisionID+":"+rec.Event), jetstream.WithMsgTTL(l.cfg.Retention))
+	opts := []jetstream.PublishOpt{jetstream.WithMsgID(rec.DecisionID + ":" + rec.Event), jetstream.WithMsgTTL(l.cfg.Retention)}
+	var ack *jetstream.PubAck
+	if fence != nil {
+		ack, err = l.publishCAS(ctx, func() (*jetstream.PubAck, error) { return l.js.PublishMsg(ctx, m, opts...) })
+	} else {
+		ack, err = l.js.PublishMsg(ctx, m, opts...)
+	}
 	switch {
 	case fence != nil && wrongLast(err):
 		l.Stats.Fenced.Add(1)
@@ -213,8 +245,10 @@ func (l *Log) RecordChange(ctx context.Context, c Change, expect uint64) (uint64
 	// The id covers the content and what it was computed from: a retry of the same change after a
 	// lost ack is a duplicate (its sequence comes back), a different change is judged by expect.
 	h := sha256.Sum256(append(strconv.AppendUint(nil, expect, 10), data...))
-	ack, err := l.js.Publish(ctx, l.cfg.RulesSubject(), data,
-		jetstream.WithExpectLastSequencePerSubject(expect), jetstream.WithMsgID("rules:"+hex.EncodeToString(h[:16])))
+	ack, err := l.publishCAS(ctx, func() (*jetstream.PubAck, error) {
+		return l.js.Publish(ctx, l.cfg.RulesSubject(), data,
+			jetstream.WithExpectLastSequencePerSubject(expect), jetstream.WithMsgID("rules:"+hex.EncodeToString(h[:16])))
+	})
 	switch {
 	case wrongLast(err):
 		l.Stats.Conflicts.Add(1)
@@ -267,12 +301,23 @@ func (l *Log) scanSubject(ctx context.Context, subject string, fn func(*jetstrea
 // one goroutine. It follows through a server restart or a leader change (an ordered consumer
 // resumes after the last change it handed). stop ends it and waits for fn to return.
 func (l *Log) FollowChanges(fn func(Change)) (stop func(), err error) {
-	ctx := context.Background()
-	cons, err := l.js.OrderedConsumer(ctx, l.cfg.Stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{l.cfg.RulesSubject()}, DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("audit: follow %s: %w", l.cfg.RulesSubject(), err)
+	// Creating the consumer can outlast one API timeout on a busy cluster (a stream leader just
+	// elected): a replica that cannot follow the rules cannot decide, so it tries for a while.
+	var cons jetstream.Consumer
+	for deadline := time.Now().Add(time.Minute); ; {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		cons, err = l.js.OrderedConsumer(ctx, l.cfg.Stream, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{l.cfg.RulesSubject()}, DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
+		})
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("audit: follow %s: %w", l.cfg.RulesSubject(), err)
+		}
+		l.log.Warn("following rules changes: creating the consumer failed, retrying", "err", err)
+		time.Sleep(250 * time.Millisecond) // a pause between attempts, not synchronisation
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		md, err := m.Metadata()
