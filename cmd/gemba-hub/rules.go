@@ -37,14 +37,15 @@ from → to, and every replica follows it within a second. Where a FILE is asked
 
 func rulesValidateCmd() *cobra.Command {
 	var file string
-	var strict bool
+	var strict, info bool
 	c := &cobra.Command{
-		Use:   "validate RULES.yaml... [--strict] [-c hub.yaml]",
+		Use:   "validate RULES.yaml... [--strict] [--info] [-c hub.yaml]",
 		Short: "Type-check and lint rule files (offline)",
 		Long: `Load each rule file as a new version would be: YAML, fields, CEL types (FILE:LINE:COL for a
 condition's error), then lint it (unreachable rules, conditions that never match, overlapping rules
 with different actions, conflicts). With -c, a condition naming a feature the hub config does not
-define is an error. Exits 1 on an error, and with --strict on a warning too.`,
+define is an error. Info findings (overlaps that the hit policy or priorities settle) are printed
+with --info. Exits 1 on an error, and with --strict on a warning too.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var opts []rules.Option
@@ -55,7 +56,7 @@ define is an error. Exits 1 on an error, and with --strict on a warning too.`,
 				}
 				opts = append(opts, rules.KnownFeatures(featureNames(cfg)...))
 			}
-			if !validateRuleFiles(cmd.OutOrStdout(), cmd.ErrOrStderr(), args, strict, opts...) {
+			if !validateRuleFiles(cmd.OutOrStdout(), cmd.ErrOrStderr(), args, strict, info, opts...) {
 				return exitError{1}
 			}
 			return nil
@@ -63,6 +64,7 @@ define is an error. Exits 1 on an error, and with --strict on a warning too.`,
 	}
 	c.Flags().StringVarP(&file, "config", "c", "", "hub config: conditions may name only its features")
 	c.Flags().BoolVar(&strict, "strict", false, "warnings are errors")
+	c.Flags().BoolVar(&info, "info", false, "print info findings too")
 	return c
 }
 
@@ -75,8 +77,8 @@ func featureNames(cfg *hub.Config) []string {
 }
 
 // validateRuleFiles prints each file's problems and findings (to errw) and a summary line per
-// valid file (to out); it reports whether every file passed.
-func validateRuleFiles(out, errw io.Writer, files []string, strict bool, opts ...rules.Option) bool {
+// valid file (to out); it reports whether every file passed. Info findings are printed with info.
+func validateRuleFiles(out, errw io.Writer, files []string, strict, info bool, opts ...rules.Option) bool {
 	ok := true
 	for _, f := range files {
 		s, err := rules.LoadFile(f, opts...)
@@ -94,7 +96,9 @@ func validateRuleFiles(out, errw io.Writer, files []string, strict bool, opts ..
 		count := map[rules.Severity]int{}
 		for _, fd := range s.Lint() {
 			count[fd.Severity]++
-			fmt.Fprintln(errw, fd.Format(f))
+			if fd.Severity != rules.Info || info {
+				fmt.Fprintln(errw, fd.Format(f))
+			}
 		}
 		if count[rules.Error] > 0 || (strict && count[rules.Warning] > 0) {
 			ok = false
@@ -102,8 +106,8 @@ func validateRuleFiles(out, errw io.Writer, files []string, strict bool, opts ..
 				map[bool]string{true: ", --strict", false: ""}[strict])
 			continue
 		}
-		fmt.Fprintf(out, "%s: valid (%s, version %s, %d rules, hit policy %s, %d warnings)\n", f, s.Name(), s.Version()[:12],
-			len(s.Rules()), s.Policy(), count[rules.Warning])
+		fmt.Fprintf(out, "%s: valid (%s, version %s, %d rules, hit policy %s, %d warnings, %d infos)\n", f, s.Name(), s.Version()[:12],
+			len(s.Rules()), s.Policy(), count[rules.Warning], count[rules.Info])
 	}
 	return ok
 }

@@ -75,6 +75,13 @@ func TestRulesValidateFiles(t *testing.T) {
 	if exitCode(err) != 0 || !strings.Contains(out, good+": valid (promo, version ") || !strings.Contains(errOut, warn+":7: rules[1]: warning: unreachable") {
 		t.Fatalf("validate good+warn: code %d\nout %s\nerr %s", exitCode(err), out, errOut)
 	}
+	ex := filepath.Join("..", "..", "configs", "rules.example.yaml")
+	if out, errOut, err := runCobra(t, rulesCmd(), "validate", "--strict", ex); exitCode(err) != 0 || errOut != "" || !strings.Contains(out, "infos)") {
+		t.Fatalf("validate the example: code %d\nout %s\nerr %s", exitCode(err), out, errOut)
+	}
+	if _, errOut, err := runCobra(t, rulesCmd(), "validate", "--info", ex); exitCode(err) != 0 || !strings.Contains(errOut, ": info: overlap: ") {
+		t.Fatalf("validate --info: code %d\nerr %s", exitCode(err), errOut)
+	}
 	_, errOut, err = runCobra(t, rulesCmd(), "validate", "--strict", warn)
 	if exitCode(err) != 1 || !strings.Contains(errOut, "not valid (0 errors, 1 warnings, --strict)") {
 		t.Fatalf("validate --strict: code %d, %s", exitCode(err), errOut)
