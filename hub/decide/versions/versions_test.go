@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/gemba-io/gemba/config"
 	"github.com/gemba-io/gemba/hub/audit"
 	"github.com/gemba-io/gemba/hub/decide/rules"
 	"github.com/gemba-io/gemba/internal/natstest"
@@ -349,3 +350,87 @@ func TestCorruptVersionKeepsLive(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// On an R3 cluster, a rollback made through one server reaches a replica connected to another.
+func TestFollowRollbackClusterR3(t *testing.T) {
+	nodes := natstest.Cluster(t, 3)
+	_, js1 := natstest.Connect(t, nodes[0].URL())
+	_, js2 := natstest.Connect(t, nodes[2].URL())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	open3 := func(js jetstream.JetStream) env {
+		l, err := audit.Open(ctx, js, audit.Config{Prefix: "gemba", Replicas: 3}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := Open(ctx, js, Config{Replicas: 3}, l, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return env{js, l, r}
+	}
+	a, b := open3(js1), open3(js2)
+	v1, err := a.reg.Store(ctx, ruleSet(1), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, _ := a.reg.Store(ctx, ruleSet(2), "a")
+	for _, v := range []string{v1, v2} {
+		if _, err := a.reg.Activate(ctx, v, "a", "up"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	var live *Live
+	stop, err := b.reg.Follow(func(l *Live) { mu.Lock(); live = l; mu.Unlock() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	active := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		if live == nil || live.Active == nil {
+			return ""
+		}
+		return live.Active.Version()
+	}
+	testutil.WaitFor(t, 20*time.Second, "replica b on v2", func() bool { return active() == v2 })
+	if _, err := a.reg.Rollback(ctx, "a", "down"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 20*time.Second, "replica b back on v1", func() bool { return active() == v1 })
+}
+
+func TestStoreNeverOverwrites(t *testing.T) {
+	e, _ := newEnv(t)
+	ctx := context.Background()
+	v, err := e.reg.Store(ctx, ruleSet(1), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := e.reg.kv.Get(ctx, key(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.reg.Store(ctx, append([]byte("label: other\n"), ruleSet(1)...), "b"); err != nil {
+		t.Fatal(err)
+	}
+	after, err := e.reg.kv.Get(ctx, key(v))
+	if err != nil || after.Revision() != before.Revision() || string(after.Value()) != string(before.Value()) {
+		t.Fatalf("stored version rewritten: revision %d → %d (%v)", before.Revision(), after.Revision(), err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, c := range []struct {
+		yaml string
+		bad  bool
+	}{{"{}", false}, {"{bucket: GEMBA_RULES, replicas: 3}", false}, {"{bucket: a.b}", true}, {"{replicas: 2}", true}} {
+		var cfg Config
+		err := config.NewDecoder(config.WithoutEnv()).Unmarshal([]byte(c.yaml), &cfg)
+		if (err != nil) != c.bad {
+			t.Errorf("config %s: %v", c.yaml, err)
+		}
+	}
+}
