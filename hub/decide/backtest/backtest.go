@@ -1,0 +1,275 @@
+// Package backtest replays the agents' and the commerce streams through a rule version with the
+// hub's own evaluation and guardrails, on private state, and reports what it would have decided.
+package backtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/hub"
+	"github.com/gemba-io/gemba/hub/audit"
+	"github.com/gemba-io/gemba/hub/decide"
+	"github.com/gemba-io/gemba/hub/decide/guard"
+	"github.com/gemba-io/gemba/hub/decide/rules"
+	"github.com/gemba-io/gemba/hub/decide/versions"
+	"github.com/gemba-io/gemba/hub/state/graph"
+	"github.com/gemba-io/gemba/hub/state/inventory"
+)
+
+// DefaultReorder is how far (in event time) inputs may arrive out of order and still be applied
+// in order: agents publish their windows within seconds, several agents interleave.
+const DefaultReorder = time.Minute
+
+// Options say what to replay through what.
+type Options struct {
+	// JS is the hub's NATS. It is only read (ordered consumers on the agents' and the COMMERCE
+	// streams); nothing is published to it.
+	JS jetstream.JetStream
+	// Config is the hub config: streams and prefix, features, ingest.production, inventory,
+	// decide (bucket, timer, lines) and guard. It must have a guard section.
+	Config *hub.Config
+	// Graph is the knowledge graph (nil: Config.Graph.File is loaded).
+	Graph *graph.Graph
+	// Rules is the rule version replayed (as the active version).
+	Rules *rules.Set
+	// From and To bound the replay in event time: decisions are taken for [From, To). Inputs
+	// before From (back to Warmup) only build the state.
+	From, To time.Time
+	// Warmup is how far before From the COMMERCE stream is read to rebuild the inventory (its last
+	// count and the demand rate's days): inventory.demand_days when 0. The agents' stream is read
+	// from From less the longest feature max_age.
+	Warmup time.Duration
+	// Reorder is the reorder window (DefaultReorder when 0).
+	Reorder time.Duration
+	// Out receives each decision once, in decision order (may be nil).
+	Out func(Decision)
+	// Log receives warnings (malformed messages); discarded when nil.
+	Log *slog.Logger
+	// TempDir holds the private JetStream's store, removed at the end (os.TempDir when empty).
+	TempDir string
+}
+
+// Decision is one decision the rule version would have taken, with the guardrails' verdict.
+type Decision struct {
+	ID        string        `json:"decision_id"`
+	Time      time.Time     `json:"time"` // replay time of the evaluation (the event time that triggered it)
+	SKU       string        `json:"sku"`
+	Site      string        `json:"site"`
+	Channel   string        `json:"channel"`
+	Rule      string        `json:"rule"`
+	Version   string        `json:"rule_version"`
+	Action    rules.Action  `json:"action"`
+	Outcome   guard.Outcome `json:"outcome"` // allow, suppress, needs_approval
+	Guardrail string        `json:"guardrail,omitempty"`
+	Reason    string        `json:"reason,omitempty"`
+}
+
+// Verdict is the decision's outcome in words: allow, suppressed by <guardrail>, needs approval.
+func (d Decision) Verdict() string {
+	switch d.Outcome {
+	case guard.Allow:
+		return "allow"
+	case guard.NeedsApproval:
+		return "needs approval"
+	case guard.Suppress:
+		return "suppressed by " + d.Guardrail
+	}
+	return string(d.Outcome)
+}
+
+// Summary is what a replay did.
+type Summary struct {
+	From, To time.Time
+	// First and Last are the event times of the first and last input applied.
+	First, Last time.Time
+	Features    int // feature records read
+	Sales       int
+	Snapshots   int
+	Malformed   int // messages that do not decode (the hub terminates them too)
+	Refused     int // movements and counts the inventory refused
+	Evaluations int
+	Decisions   int
+	ByOutcome   map[string]int // by Verdict()
+	ByRule      map[string]int
+	ByChannel   map[string]int
+	Wall        time.Duration
+	// Speed is the replayed span (To − From) over the wall time.
+	Speed float64
+}
+
+// Run replays [From, To) and returns what it decided. The guardrails and the inventory run on a
+// private in-process JetStream server (no listener) removed at the end; the hub's NATS is read.
+func Run(ctx context.Context, o Options) (Summary, error) {
+	started := time.Now()
+	if err := o.check(); err != nil {
+		return Summary{}, err
+	}
+	cfg := o.Config
+	g := o.Graph
+	if g == nil && cfg.Graph.File != "" {
+		var err error
+		if g, err = graph.LoadFile(cfg.Graph.File); err != nil {
+			return Summary{}, fmt.Errorf("graph: %w", err)
+		}
+	}
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	priv, err := startPrivate(o.TempDir)
+	if err != nil {
+		return Summary{}, err
+	}
+	defer priv.close()
+
+	clk := &clock{now: o.From.Add(-o.warmup())}
+	icfg := cfg.Inventory
+	icfg.Replicas, icfg.Now = 1, clk.Now
+	inv, err := inventory.Open(ctx, priv.js, icfg, log)
+	if err != nil {
+		return Summary{}, fmt.Errorf("backtest inventory: %w", err)
+	}
+	defer inv.Close()
+	gcfg := *cfg.Guard
+	gcfg.Replicas, gcfg.Now = 1, clk.Now
+	gd, err := guard.New(ctx, priv.js, gcfg, "backtest", log)
+	if err != nil {
+		return Summary{}, fmt.Errorf("backtest guard: %w", err)
+	}
+	defer gd.Close()
+
+	st := newState(clk, cfg.Features, g, cfg.Ingest.Production, inv)
+	r := &replay{
+		o: o, clk: clk, st: st, ev: decide.NewEvaluator(cfg.Decide, g, st, cfg.Features),
+		live:    &versions.Live{Change: audit.Change{Op: "backtest", Active: o.Rules.Version(), By: "backtest"}, Active: o.Rules},
+		decided: map[string]bool{},
+		sum:     Summary{From: o.From, To: o.To, ByOutcome: map[string]int{}, ByRule: map[string]int{}, ByChannel: map[string]int{}},
+	}
+	r.evaluate = r.judge(gd)
+	if err := r.run(ctx, o.JS, log); err != nil {
+		return r.sum, err
+	}
+	r.sum.Wall = time.Since(started)
+	if r.sum.Wall > 0 {
+		r.sum.Speed = float64(o.To.Sub(o.From)) / float64(r.sum.Wall)
+	}
+	return r.sum, nil
+}
+
+func (o *Options) check() error {
+	var errs []error
+	if o.JS == nil {
+		errs = append(errs, errors.New("no connection to the hub's NATS"))
+	}
+	if o.Config == nil {
+		errs = append(errs, errors.New("no hub config"))
+	} else if o.Config.Guard == nil {
+		errs = append(errs, errors.New("the hub config has no guard section: decisions are judged by the hub's guardrails (set at least guard.max_discount)"))
+	}
+	if o.Rules == nil {
+		errs = append(errs, errors.New("no rule set"))
+	}
+	if o.From.IsZero() || o.To.IsZero() || !o.To.After(o.From) {
+		errs = append(errs, fmt.Errorf("the span is empty: from %s to %s", o.From.Format(time.RFC3339), o.To.Format(time.RFC3339)))
+	}
+	if o.Warmup < 0 || o.Reorder < 0 {
+		errs = append(errs, errors.New("warmup and reorder must not be negative"))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("backtest: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+func (o *Options) warmup() time.Duration {
+	if o.Warmup > 0 {
+		return o.Warmup
+	}
+	return time.Duration(max(o.Config.Inventory.DemandDays, 1)) * 24 * time.Hour
+}
+
+func (o *Options) reorder() time.Duration {
+	if o.Reorder > 0 {
+		return o.Reorder
+	}
+	return DefaultReorder
+}
+
+// private is the in-process JetStream server the backtest keeps its guard and inventory on.
+type private struct {
+	ns  *server.Server
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	dir string
+}
+
+func startPrivate(parent string) (*private, error) {
+	dir, err := os.MkdirTemp(parent, "gemba-backtest-")
+	if err != nil {
+		return nil, fmt.Errorf("backtest: private store: %w", err)
+	}
+	p := &private{dir: dir}
+	// No listener at all: the backtest talks to it in process, nothing else can.
+	ns, err := server.NewServer(&server.Options{ServerName: "gemba-backtest", DontListen: true, JetStream: true,
+		StoreDir: dir, NoLog: true, NoSigs: true, MaxPayload: 8 << 20})
+	if err != nil {
+		p.close()
+		return nil, fmt.Errorf("backtest: private server: %w", err)
+	}
+	p.ns = ns
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		p.close()
+		return nil, errors.New("backtest: private server did not start")
+	}
+	if p.nc, err = nats.Connect("", nats.InProcessServer(ns), nats.Name("gemba-backtest")); err != nil {
+		p.close()
+		return nil, fmt.Errorf("backtest: private server: %w", err)
+	}
+	if p.js, err = jetstream.New(p.nc); err != nil {
+		p.close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *private) close() {
+	if p.nc != nil {
+		p.nc.Close()
+	}
+	if p.ns != nil {
+		p.ns.Shutdown()
+		p.ns.WaitForShutdown()
+	}
+	_ = os.RemoveAll(p.dir)
+}
+
+// SortDecisions orders decisions by time, SKU, site, channel and id (for printing and comparing).
+func SortDecisions(ds []Decision) {
+	slices.SortStableFunc(ds, func(a, b Decision) int {
+		if c := a.Time.Compare(b.Time); c != 0 {
+			return c
+		}
+		for _, p := range [][2]string{{a.SKU, b.SKU}, {a.Site, b.Site}, {a.Channel, b.Channel}, {a.ID, b.ID}} {
+			if p[0] != p[1] {
+				if p[0] < p[1] {
+					return -1
+				}
+				return 1
+			}
+		}
+		return 0
+	})
+}

@@ -1,0 +1,154 @@
+package backtest
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/hub/decide/guard"
+	"github.com/gemba-io/gemba/hub/decide/rules"
+)
+
+func streamNames(t *testing.T, js jetstream.JetStream) []string {
+	t.Helper()
+	var out []string
+	l := js.StreamNames(context.Background())
+	for n := range l.Name() {
+		out = append(out, n)
+	}
+	if err := l.Err(); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func lastSeq(t *testing.T, js jetstream.JetStream, name string) uint64 {
+	t.Helper()
+	s, err := js.Stream(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.CachedInfo().State.LastSeq
+}
+
+// line renders a decision as the test expects it.
+func line(d Decision) string {
+	return fmt.Sprintf("%s %s %s %s %s %s", d.Time.Format("15:04:05"), d.SKU, d.Channel, d.Rule, d.Action.Kind, d.Verdict())
+}
+
+// The scripted day: holds while l1 is down and A is short (none before From, while the state warms up), a promotion once A is over-stocked and
+// l1 runs again, and the next hour's promotion stopped by the cooldown. Nothing is published to
+// the hub's NATS.
+func TestBacktestScriptedDay(t *testing.T) {
+	cfg, _ := testConfig(t)
+	js := hubNATS(t, cfg)
+	publishHistory(t, js, cfg)
+	before := streamNames(t, js)
+	lastSeqs := map[string]uint64{}
+	for _, name := range before {
+		lastSeqs[name] = lastSeq(t, js, name)
+	}
+
+	// Anything the backtest published on the hub's subjects (actions, decisions, KV) would show here.
+	nc := js.Conn()
+	var mu sync.Mutex
+	var seen []string
+	sub, err := nc.Subscribe(">", func(m *nats.Msg) {
+		if strings.HasPrefix(m.Subject, "_INBOX.") {
+			return // the ordered consumers' deliveries and API replies
+		}
+		mu.Lock()
+		seen = append(seen, m.Subject)
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	var got []Decision
+	sum, err := Run(context.Background(), Options{JS: js, Config: cfg, Rules: testSet(t), From: at(9, 0), To: at(14, 0),
+		Out: func(d Decision) { got = append(got, d) }, TempDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, d := range got {
+		lines = append(lines, line(d))
+	}
+	want := []string{
+		"10:00:10 A retail hold-short hold allow",
+		"10:00:10 A web hold-short hold allow",
+		"11:00:00 A retail hold-short hold allow",
+		"11:00:00 A web hold-short hold allow",
+		"12:00:00 A retail hold-short hold allow", // the window ending 12:00:00 is still down
+		"12:00:00 A web hold-short hold allow",
+		"12:30:00 A retail promote-over promote allow",
+		"12:30:00 A web promote-over promote allow",
+		"13:00:00 A retail promote-over promote suppressed by cooldown",
+		"13:00:00 A web promote-over promote suppressed by cooldown",
+	}
+	SortDecisions(got)
+	lines = lines[:0]
+	for _, d := range got {
+		lines = append(lines, line(d))
+	}
+	if !slices.Equal(lines, want) {
+		t.Fatalf("decisions:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+	for _, d := range got {
+		if want := guard.DecisionID(testSet(t).Version(), d.Rule, d.SKU, d.Channel, guard.TimeBucket(d.Time, time.Hour)); d.ID != want {
+			t.Errorf("%s: id %s, want %s", line(d), d.ID, want)
+		}
+		if d.Action.Kind == rules.Promote && (d.Action.Discount != 10 || d.Action.Duration != 24*time.Hour) {
+			t.Errorf("%s: action %+v", line(d), d.Action)
+		}
+	}
+	if sum.Decisions != 10 || sum.ByOutcome["allow"] != 8 || sum.ByOutcome["suppressed by cooldown"] != 2 ||
+		sum.ByRule["hold-short"] != 6 || sum.ByChannel["web"] != 5 {
+		t.Errorf("summary %+v", sum)
+	}
+	// 5 h 10 min of 10 s windows (from 08:50: the warm-up; the one ending at To is out), 3 features each; 7 sales and 2 counts.
+	if sum.Features != 3*(31*60-1) || sum.Sales != 7 || sum.Snapshots != 2 || sum.Malformed != 0 {
+		t.Errorf("inputs: %d features, %d sales, %d counts, %d malformed", sum.Features, sum.Sales, sum.Snapshots, sum.Malformed)
+	}
+	if sum.Speed <= 0 || sum.Wall <= 0 {
+		t.Errorf("speed %v wall %v", sum.Speed, sum.Wall)
+	}
+
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// The ordered consumers' deliveries carry the stored messages' subjects; anything else (an
+	// action, a decision record, a KV write, a request beyond creating consumers) is a publish.
+	for _, s := range seen {
+		switch {
+		case s == "gemba.s1.agent-1.features", strings.HasPrefix(s, "gemba.commerce."),
+			strings.HasPrefix(s, "$JS.EVENT.ADVISORY."), strings.HasPrefix(s, "$JS.API.CONSUMER."),
+			strings.HasPrefix(s, "$JS.API.STREAM.INFO."), s == "$JS.API.INFO":
+		default:
+			t.Errorf("the backtest sent %s on the hub's NATS", s)
+		}
+	}
+	for name, seq := range lastSeqs {
+		if now := lastSeq(t, js, name); now != seq {
+			t.Errorf("stream %s grew from %d to %d", name, seq, now)
+		}
+	}
+	if after := streamNames(t, js); !slices.Equal(before, after) {
+		t.Errorf("streams before %v, after %v (no ACTIONS, decision log or bucket may appear)", before, after)
+	}
+}

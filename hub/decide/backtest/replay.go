@@ -1,0 +1,264 @@
+package backtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/hub/decide"
+	"github.com/gemba-io/gemba/hub/decide/guard"
+	"github.com/gemba-io/gemba/hub/decide/versions"
+)
+
+// replay drives the state through the merged inputs and asks for evaluations as the live engine
+// would: the units an input is an input of once it is applied (at its event time), and every
+// unit every decide.timer of replay time from From.
+type replay struct {
+	o       Options
+	clk     *clock
+	st      *state
+	ev      *decide.Evaluator
+	live    *versions.Live
+	decided map[string]bool // decision ids already judged (the engine's done set)
+	sum     Summary
+
+	// evaluate evaluates units at now (the replay clock): the guard in a backtest; the live
+	// engine in the equivalence test.
+	evaluate func(ctx context.Context, units []decide.Unit, now time.Time, all bool) error
+
+	pending map[decide.Unit]struct{}
+	changed []fkey
+}
+
+// run reads both streams and replays them; it returns once both are read (or on error).
+func (r *replay) run(ctx context.Context, js jetstream.JetStream, log *slog.Logger) error {
+	cfg := r.o.Config
+	var longest time.Duration
+	for _, d := range cfg.Features {
+		longest = max(longest, d.MaxAge)
+	}
+	reorder := r.o.reorder()
+	stop := r.o.To.Add(reorder)
+	bad := func(name string) func(string, uint64, error) {
+		warned := map[string]bool{}
+		return func(subj string, seq uint64, err error) {
+			if !warned[subj] && len(warned) < 1000 {
+				warned[subj] = true
+				log.Warn("malformed message skipped (the hub terminates it too; logged once per subject)",
+					"stream", name, "subject", subj, "stream_seq", seq, "err", err)
+			}
+		}
+	}
+	srcs := []*source{
+		{name: "agents", stream: cfg.Ingest.Stream, filter: []string{cfg.NATS.SubjectPrefix + ".*.*.features"},
+			start: r.o.From.Add(-longest - reorder), batch: 64, decode: featureDecoder(cfg.NATS.SubjectPrefix, 0), badLog: bad(cfg.Ingest.Stream)},
+		// The COMMERCE stream holds only commerce subjects: all of it is read.
+		{name: "commerce", stream: cfg.Commerce.Stream,
+			start: r.o.From.Add(-r.o.warmup()), batch: 512, decode: commerceDecoder(1), badLog: bad(cfg.Commerce.Stream)},
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, len(srcs))
+	chans := make([]<-chan []item, len(srcs))
+	for i, s := range srcs {
+		ch := make(chan []item, 4)
+		chans[i] = ch
+		wg.Go(func() { errs[i] = s.run(rctx, js, func() time.Time { return stop }, ch) })
+	}
+	err := r.loop(rctx, newMerger(reorder, chans...))
+	cancel()
+	wg.Wait()
+	for _, s := range srcs {
+		r.sum.Malformed += s.bad
+	}
+	r.sum.Refused = r.st.refused
+	if err != nil {
+		return err
+	}
+	for _, e := range errs {
+		if e != nil && !errors.Is(e, context.Canceled) {
+			return fmt.Errorf("backtest: %w", e)
+		}
+	}
+	return nil
+}
+
+// loop applies the merged inputs in event-time order, evaluating as it goes.
+func (r *replay) loop(ctx context.Context, m *merger) error {
+	r.pending = map[decide.Unit]struct{}{}
+	timer := r.o.Config.Decide.Timer
+	tick := r.o.From
+	for {
+		it, ok, err := m.next(ctx)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			break
+		}
+		if !it.t.Before(r.o.To) {
+			continue // after the span; the sources stop soon after
+		}
+		// Ticks due before this input see the state as it was.
+		for tick.Before(it.t) && tick.Before(r.o.To) {
+			if err := r.flush(ctx); err != nil {
+				return err
+			}
+			r.clk.advance(tick)
+			if err := r.evaluate(ctx, r.ev.Units(), tick, true); err != nil {
+				return err
+			}
+			tick = tick.Add(timer)
+		}
+		if it.t.After(r.clk.Now()) {
+			// A later time: what the inputs of the earlier one changed is evaluated at that time.
+			if err := r.flush(ctx); err != nil {
+				return err
+			}
+			r.clk.advance(it.t)
+		}
+		if err := r.apply(ctx, &it); err != nil {
+			return err
+		}
+	}
+	if err := r.flush(ctx); err != nil {
+		return err
+	}
+	for ; tick.Before(r.o.To); tick = tick.Add(timer) {
+		r.clk.advance(tick)
+		if err := r.evaluate(ctx, r.ev.Units(), tick, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// apply folds one input into the state and marks the units it is an input of.
+func (r *replay) apply(ctx context.Context, it *item) error {
+	if r.sum.First.IsZero() || it.t.Before(r.sum.First) {
+		r.sum.First = it.t
+	}
+	if it.t.After(r.sum.Last) {
+		r.sum.Last = it.t
+	}
+	mark := func(u decide.Unit) { r.pending[u] = struct{}{} }
+	switch it.kind {
+	case kindFeature:
+		r.sum.Features++
+		r.changed = r.st.applyFeature(it.h, it.seq, it.f, r.changed[:0])
+		for _, k := range r.changed {
+			for _, u := range r.ev.Affected(k.name, k.key) {
+				mark(u)
+			}
+		}
+		if mv, ok := r.st.production(it.h, it.f); ok {
+			w, err := r.st.move(ctx, mv)
+			if err != nil {
+				return fmt.Errorf("backtest: production %s: %w", mv.ID, err)
+			}
+			if w {
+				mark(decide.Unit{SKU: mv.SKU, Site: mv.Site})
+			}
+		}
+	case kindSale:
+		r.sum.Sales++
+		w, err := r.st.sale(ctx, it.sale)
+		if err != nil {
+			return fmt.Errorf("backtest: sale %s: %w", it.sale.MsgID(), err)
+		}
+		if w {
+			mark(decide.Unit{SKU: it.sale.SKU, Site: it.sale.Site})
+		}
+	case kindSnapshot:
+		r.sum.Snapshots++
+		w, err := r.st.snapshot(ctx, it.snap)
+		if err != nil {
+			return fmt.Errorf("backtest: inventory count %s: %w", it.snap.MsgID(), err)
+		}
+		if w {
+			mark(decide.Unit{SKU: it.snap.SKU, Site: it.snap.Site})
+		}
+	}
+	return nil
+}
+
+// flush evaluates the marked units at the replay clock; before From they only built the state.
+func (r *replay) flush(ctx context.Context) error {
+	if len(r.pending) == 0 {
+		return nil
+	}
+	now := r.clk.Now()
+	if now.Before(r.o.From) {
+		clear(r.pending)
+		return nil
+	}
+	us := make([]decide.Unit, 0, len(r.pending))
+	for u := range r.pending {
+		us = append(us, u)
+	}
+	clear(r.pending)
+	// A fixed order: the same history replays the same way.
+	slices.SortFunc(us, func(a, b decide.Unit) int {
+		if a.SKU != b.SKU {
+			if a.SKU < b.SKU {
+				return -1
+			}
+			return 1
+		}
+		if a.Site < b.Site {
+			return -1
+		}
+		if a.Site > b.Site {
+			return 1
+		}
+		return 0
+	})
+	return r.evaluate(ctx, us, now, false)
+}
+
+// judge is the backtest's evaluation: each unit through the evaluator, each new decision id
+// through the real guard (on the private JetStream, at the replay clock), nothing acted on.
+func (r *replay) judge(g *guard.Guard) func(context.Context, []decide.Unit, time.Time, bool) error {
+	bucket := r.o.Config.Decide.Bucket
+	return func(ctx context.Context, us []decide.Unit, now time.Time, _ bool) error {
+		for _, u := range us {
+			ev := r.ev.Evaluate(r.live, u, now, bucket)
+			r.sum.Evaluations++
+			for i, p := range ev.Proposals {
+				if r.decided[p.ID] {
+					continue
+				}
+				d := Decision{ID: p.ID, Time: now, SKU: p.SKU, Site: p.Site, Channel: p.Channel, Rule: p.Rule,
+					Version: p.RuleVersion, Action: ev.Actions[i]}
+				d.Action.Channels = []string{p.Channel}
+				v, err := g.Check(ctx, p)
+				var ie *guard.InputError
+				switch {
+				case errors.As(err, &ie):
+					// The engine refuses it too (logged, never acted on).
+					d.Outcome, d.Guardrail, d.Reason = guard.Suppress, "proposal", ie.Error()
+				case err != nil:
+					return fmt.Errorf("backtest: guard: %w", err)
+				default:
+					d.Outcome, d.Guardrail, d.Reason = v.Outcome, v.Guardrail, v.Reason
+				}
+				r.decided[p.ID] = true
+				r.sum.Decisions++
+				r.sum.ByOutcome[d.Verdict()]++
+				r.sum.ByRule[d.Rule]++
+				r.sum.ByChannel[d.Channel]++
+				if r.o.Out != nil {
+					r.o.Out(d)
+				}
+			}
+		}
+		return nil
+	}
+}
