@@ -123,6 +123,7 @@ func TestBacktestScriptedDay(t *testing.T) {
 	if sum.Features != 3*(31*60-1) || sum.Sales != 7 || sum.Snapshots != 2 || sum.Malformed != 0 {
 		t.Errorf("inputs: %d features, %d sales, %d counts, %d malformed", sum.Features, sum.Sales, sum.Snapshots, sum.Malformed)
 	}
+	t.Logf("replayed %s in %s (%.0f× real time)", sum.To.Sub(sum.From), sum.Wall, sum.Speed)
 	if sum.Speed <= 0 || sum.Wall <= 0 {
 		t.Errorf("speed %v wall %v", sum.Speed, sum.Wall)
 	}

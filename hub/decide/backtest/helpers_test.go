@@ -67,7 +67,9 @@ rules:
 // day is the scripted day: line l1 is down from 10:00 to 12:00.
 var day = time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
 
-func at(h, m int) time.Time { return day.Add(time.Duration(h)*time.Hour + time.Duration(m)*time.Minute) }
+func at(h, m int) time.Time {
+	return day.Add(time.Duration(h)*time.Hour + time.Duration(m)*time.Minute)
+}
 
 // testConfig writes the graph and hub config into a directory and loads them as the command does.
 func testConfig(t testing.TB) (*hub.Config, string) {

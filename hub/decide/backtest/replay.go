@@ -106,8 +106,9 @@ func (r *replay) loop(ctx context.Context, m *merger) error {
 		if !it.t.Before(r.o.To) {
 			continue // after the span; the sources stop soon after
 		}
-		// Ticks due before this input see the state as it was.
-		for tick.Before(it.t) && tick.Before(r.o.To) {
+		// Ticks due by this input's time see the state as it was before it (the first, at From, is
+		// the first evaluation: what the engine does when it gets its rules).
+		for !tick.After(it.t) && tick.Before(r.o.To) {
 			if err := r.flush(ctx); err != nil {
 				return err
 			}
