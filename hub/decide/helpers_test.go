@@ -133,6 +133,12 @@ func (r *rig) advance(d time.Duration) {
 // a guard (max 20 %, approval above 12 %), an outbox delivering on NATS, and the engine.
 func newRig(t *testing.T, gcfg func(*guard.Config)) *rig {
 	t.Helper()
+	return newRigOn(t, testGraph, gcfg, nil)
+}
+
+// newRigOn is newRig on another graph, with the engine's config changed by ecfg.
+func newRigOn(t *testing.T, graphYAML string, gcfg func(*guard.Config), ecfg func(*Config)) *rig {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	node := natstest.JetStream(t)
@@ -162,12 +168,15 @@ func newRig(t *testing.T, gcfg func(*guard.Config)) *rig {
 	if r.outbox, err = act.Open(ctx, js, oc, nil); err != nil {
 		t.Fatal(err)
 	}
-	g, err := graph.Load([]byte(testGraph))
+	g, err := graph.Load([]byte(graphYAML))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := DefaultConfig()
 	cfg.Timer = time.Hour // rounds come from changes in these tests
+	if ecfg != nil {
+		ecfg(&cfg)
+	}
 	r.eng, err = New(cfg, Deps{Graph: g, State: r.state, Features: testDefs, Guard: r.guard, Outbox: r.outbox,
 		Audit: r.log, Replica: "r1", Now: r.clock})
 	if err != nil {
