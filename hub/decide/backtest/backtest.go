@@ -88,22 +88,26 @@ func (d Decision) Verdict() string {
 
 // Summary is what a replay did.
 type Summary struct {
-	From, To time.Time
-	// First and Last are the event times of the first and last input applied.
-	First, Last time.Time
-	Features    int // feature records read
-	Sales       int
-	Snapshots   int
-	Malformed   int // messages that do not decode (the hub terminates them too)
-	Refused     int // movements and counts the inventory refused
-	Evaluations int
-	Decisions   int
-	ByOutcome   map[string]int // by Verdict()
-	ByRule      map[string]int
-	ByChannel   map[string]int
-	Wall        time.Duration
+	From time.Time `json:"from"`
+	To   time.Time `json:"to"`
+	// First and Last are the event times of the first and last input applied (the first is in
+	// the warm-up before From).
+	First       time.Time      `json:"first_input"`
+	Last        time.Time      `json:"last_input"`
+	Features    int            `json:"features"` // feature records read
+	Sales       int            `json:"sales"`
+	Snapshots   int            `json:"inventory_counts"`
+	Malformed   int            `json:"malformed"` // messages that do not decode (the hub terminates them too)
+	Refused     int            `json:"refused"`   // movements and counts the inventory refused
+	Evaluations int            `json:"evaluations"`
+	Decisions   int            `json:"decisions"`
+	ByOutcome   map[string]int `json:"by_outcome"` // by Verdict()
+	ByRule      map[string]int `json:"by_rule"`
+	ByChannel   map[string]int `json:"by_channel"`
+	// Wall is the wall time the replay took (nanoseconds in JSON).
+	Wall time.Duration `json:"wall_ns"`
 	// Speed is the replayed span (To − From) over the wall time.
-	Speed float64
+	Speed float64 `json:"x_realtime"`
 }
 
 // Run replays [From, To) and returns what it decided. The guardrails and the inventory run on a
