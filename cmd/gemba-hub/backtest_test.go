@@ -50,7 +50,9 @@ rules:
 
 var btDay = time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
 
-func btAt(h, m int) time.Time { return btDay.Add(time.Duration(h)*time.Hour + time.Duration(m)*time.Minute) }
+func btAt(h, m int) time.Time {
+	return btDay.Add(time.Duration(h)*time.Hour + time.Duration(m)*time.Minute)
+}
 
 // btHistory publishes a week of sales of A and B, counts of A (3 days of cover) and B (50 days),
 // l1 stopping at 10:00 and l2 running and making B, from 09:50 to 10:30.
