@@ -75,6 +75,9 @@ type Engine struct {
 	wake  chan struct{}
 
 	done *idSet // decision ids fully handled here (recorded, and acted on when allowed)
+
+	rounds  atomic.Uint64 // completed rounds (tests wait on it)
+	running bool          // a round is evaluating what it took (under mu)
 }
 
 // liveSets is a versions.Live with each set's rules by name.
@@ -182,7 +185,17 @@ func (e *Engine) Run(ctx context.Context) error {
 			e.mu.Unlock()
 		}
 		e.round(ctx)
+		e.rounds.Add(1)
 	}
+}
+
+// settled reports whether nothing is marked and no evaluation is under way: every change handed to
+// the engine so far has been evaluated. It is for tests; a round may start right after.
+func (e *Engine) settled(after uint64) bool {
+	e.mu.Lock()
+	idle := len(e.dirty) == 0 && !e.all && !e.running
+	e.mu.Unlock()
+	return idle && e.rounds.Load() > after && len(e.wake) == 0
 }
 
 // round evaluates what is marked. A unit whose decision could not be completed (KV or the stream
@@ -202,7 +215,13 @@ func (e *Engine) round(ctx context.Context) {
 		}
 		clear(e.dirty)
 	}
+	e.running = true
 	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		e.running = false
+		e.mu.Unlock()
+	}()
 	if ls == nil || len(us) == 0 {
 		return
 	}
