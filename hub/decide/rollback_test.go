@@ -59,7 +59,9 @@ rules:
 		}
 	})
 	decided := func(v string) func() bool {
-		return func() bool { return len(r.records(audit.Filter{Outcome: audit.OutcomeFired})) > 0 && r.eng.Live().Active.Version() == v }
+		return func() bool {
+			return len(r.records(audit.Filter{Outcome: audit.OutcomeFired})) > 0 && r.eng.Live().Active.Version() == v
+		}
 	}
 	testutil.WaitFor(t, 20*time.Second, "decisions under v1", decided(v1))
 	if _, err := r.reg.Activate(r.ctx, v2, "alice", "cheaper"); err != nil {
