@@ -2,7 +2,9 @@ package backtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -151,5 +153,71 @@ func TestBacktestScriptedDay(t *testing.T) {
 	}
 	if after := streamNames(t, js); !slices.Equal(before, after) {
 		t.Errorf("streams before %v, after %v (no ACTIONS, decision log or bucket may appear)", before, after)
+	}
+}
+
+// A replay stopped half-way returns the context's error and leaves nothing behind: the private
+// server is shut down (goleak checks its goroutines) and its store removed.
+func TestBacktestCancelled(t *testing.T) {
+	cfg, _ := testConfig(t)
+	js := hubNATS(t, cfg)
+	publishHistory(t, js, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tmp := t.TempDir()
+	n := 0
+	_, err := Run(ctx, Options{JS: js, Config: cfg, Rules: testSet(t), From: at(9, 0), To: at(14, 0), TempDir: tmp,
+		Out: func(Decision) { n++; cancel() }})
+	if !errors.Is(err, context.Canceled) || n != 1 {
+		t.Fatalf("err %v after %d decisions, want context.Canceled after the first", err, n)
+	}
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Fatalf("the private store was left in %s: %v", tmp, left)
+	}
+}
+
+func TestBacktestRefusesBadOptions(t *testing.T) {
+	cfg, _ := testConfig(t)
+	noGuard := *cfg
+	noGuard.Guard = nil
+	for _, c := range []struct {
+		o    Options
+		want string
+	}{
+		{Options{Config: cfg, Rules: testSet(t), From: at(9, 0), To: at(10, 0)}, "no connection"},
+		{Options{JS: hubNATS(t, cfg), Config: &noGuard, Rules: testSet(t), From: at(9, 0), To: at(10, 0)}, "no guard section"},
+		{Options{JS: hubNATS(t, cfg), Config: cfg, From: at(9, 0), To: at(10, 0)}, "no rule set"},
+		{Options{JS: hubNATS(t, cfg), Config: cfg, Rules: testSet(t), From: at(10, 0), To: at(10, 0)}, "the span is empty"},
+	} {
+		if _, err := Run(context.Background(), c.o); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("err %v, want one mentioning %q", err, c.want)
+		}
+	}
+}
+
+// Messages the hub would terminate (not an envelope, an envelope on another agent's subject, a
+// sale without its fields) are counted and skipped; the replay decides the same.
+func TestBacktestSkipsMalformed(t *testing.T) {
+	cfg, _ := testConfig(t)
+	js := hubNATS(t, cfg)
+	ctx := context.Background()
+	for subj, data := range map[string]string{
+		"gemba.s1.agent-1.features": "not json",
+		"gemba.s1.agent-9.features": `{"schema":1,"agent":"agent-1","site":"s1","stream":"features","config_version":"c","first_seq":1,"last_seq":1,"count":0,"records":[]}`,
+		"gemba.commerce.sales.web":  `{"schema":1,"order_id":"x"}`,
+	} {
+		if _, err := js.Publish(ctx, subj, []byte(data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publishHistory(t, js, cfg)
+	var n int
+	sum, err := Run(ctx, Options{JS: js, Config: cfg, Rules: testSet(t), From: at(9, 0), To: at(14, 0), TempDir: t.TempDir(),
+		Out: func(Decision) { n++ }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Malformed != 3 || n != 10 || sum.Sales != 7 {
+		t.Fatalf("%d malformed, %d decisions, %d sales; want 3, 10, 7", sum.Malformed, n, sum.Sales)
 	}
 }

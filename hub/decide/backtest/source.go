@@ -80,6 +80,8 @@ func (s *source) run(ctx context.Context, js jetstream.JetStream, stop func() ti
 		return fmt.Errorf("%s stream %s: %w", s.name, s.stream, err)
 	}
 	defer it.Stop()
+	// Next waits without a context: stopping the iterator is what ends a wait when ctx ends.
+	defer context.AfterFunc(ctx, it.Stop)()
 	var wm time.Time
 	var items []item
 	send := func() error {
@@ -101,6 +103,9 @@ func (s *source) run(ctx context.Context, js jetstream.JetStream, stop func() ti
 			return send()
 		}
 		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
 			return fmt.Errorf("%s stream %s: %w", s.name, s.stream, err)
 		}
 		meta, err := m.Metadata()
