@@ -125,6 +125,9 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 			return Summary{}, fmt.Errorf("graph: %w", err)
 		}
 	}
+	if g == nil {
+		return Summary{}, errors.New("backtest: no knowledge graph (graph.file in the hub config): no SKU to decide for")
+	}
 	log := o.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

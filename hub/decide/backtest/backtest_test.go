@@ -180,6 +180,8 @@ func TestBacktestRefusesBadOptions(t *testing.T) {
 	cfg, _ := testConfig(t)
 	noGuard := *cfg
 	noGuard.Guard = nil
+	noGraph := *cfg
+	noGraph.Graph.File = ""
 	for _, c := range []struct {
 		o    Options
 		want string
@@ -188,6 +190,7 @@ func TestBacktestRefusesBadOptions(t *testing.T) {
 		{Options{JS: hubNATS(t, cfg), Config: &noGuard, Rules: testSet(t), From: at(9, 0), To: at(10, 0)}, "no guard section"},
 		{Options{JS: hubNATS(t, cfg), Config: cfg, From: at(9, 0), To: at(10, 0)}, "no rule set"},
 		{Options{JS: hubNATS(t, cfg), Config: cfg, Rules: testSet(t), From: at(10, 0), To: at(10, 0)}, "the span is empty"},
+		{Options{JS: hubNATS(t, cfg), Config: &noGraph, Rules: testSet(t), From: at(9, 0), To: at(10, 0)}, "no knowledge graph"},
 	} {
 		if _, err := Run(context.Background(), c.o); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("err %v, want one mentioning %q", err, c.want)
