@@ -224,3 +224,5 @@ func (e *Engine) shadow(ctx context.Context, ls *liveSets, acting *rules.Set, ac
 	}
 	return errors.Join(errs...)
 }
+
+func ruleKind(k guard.Kind) rules.ActionKind { return rules.ActionKind(k) }

@@ -28,12 +28,16 @@ type Guard interface {
 // Outbox records an action for delivery, once per decision id (act.Outbox).
 type Outbox interface {
 	Enqueue(ctx context.Context, a act.Action) (bool, error)
+	// Get returns a decision's record (jetstream.ErrKeyNotFound when it has none).
+	Get(ctx context.Context, id string) (act.Record, error)
 }
 
 // Recorder writes a decision's audit record, fenced on the rules change it was decided under
 // (audit.Log).
 type Recorder interface {
 	Publish(ctx context.Context, rec audit.Record, fence uint64) (uint64, error)
+	Append(ctx context.Context, rec audit.Record) (uint64, error)
+	History(ctx context.Context, decisionID string) ([]audit.Record, error)
 }
 
 // Deps are the engine's collaborators.
@@ -183,6 +187,11 @@ func (e *Engine) Run(ctx context.Context) error {
 			e.mu.Lock()
 			e.all = true
 			e.mu.Unlock()
+			if n, m, err := e.reconcile(ctx); err != nil && ctx.Err() == nil {
+				e.log.Warn("reconcile incomplete, retried next timer", "err", err)
+			} else if n+m > 0 {
+				e.log.Info("reconciled allowed decisions", "enqueued", n, "released", m)
+			}
 		}
 		e.round(ctx)
 		e.rounds.Add(1)

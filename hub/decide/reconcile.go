@@ -1,0 +1,101 @@
+package decide
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/hub/audit"
+	"github.com/gemba-io/gemba/hub/decide/guard"
+)
+
+// Reconciler is what reconciling needs beyond deciding: the guard's allowed decisions, the decision
+// log's history, the outbox's records.
+type Reconciler interface {
+	AllowedSince(ctx context.Context, since time.Time) ([]guard.Allowed, error)
+}
+
+// reconcile completes or releases allowed decisions that nothing delivers: a replica that stopped
+// between the guard's verdict and the outbox leaves one behind, and when no evaluation of the same
+// SKU in the same bucket comes after (the input changed, the bucket ended) nothing else would.
+// Each allowed decision older than the grace period (a live replica finishes or gives up on its
+// own decision well within it) and without an outbox record is
+//   - enqueued, when its decided (or approved) record is on the decision log: the decision was
+//     recorded and only the action is missing;
+//   - released otherwise (what it reserved is given back, a released record says why): a decision
+//     with no record of its inputs is never acted on.
+//
+// It returns how many it enqueued and released.
+func (e *Engine) reconcile(ctx context.Context) (enqueued, released int, err error) {
+	rc, ok := e.deps.Guard.(Reconciler)
+	if !ok {
+		return 0, 0, nil
+	}
+	now := e.now().UTC()
+	grace := 3*e.cfg.OpTimeout + time.Minute
+	allowed, err := rc.AllowedSince(ctx, now.Add(-grace-10*e.cfg.Timer-e.cfg.Bucket))
+	if err != nil {
+		return 0, 0, err
+	}
+	var errs []error
+	for _, a := range allowed {
+		id := a.Proposal.ID
+		if e.done.has(id) || now.Sub(a.Verdict.Decided) < grace {
+			continue
+		}
+		if _, err := e.deps.Outbox.Get(ctx, id); err == nil {
+			e.done.add(id)
+			continue
+		} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			errs = append(errs, fmt.Errorf("decision %s: outbox: %w", id, err))
+			continue
+		}
+		recs, err := e.deps.Audit.History(ctx, id)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("decision %s: %w", id, err))
+			continue
+		}
+		var rec *audit.Record
+		for i := range recs {
+			if ev := recs[i].Event; ev == audit.EventDecided || ev == audit.EventApproved {
+				rec = &recs[i]
+			}
+		}
+		if rec != nil {
+			if _, err := e.deps.Outbox.Enqueue(ctx, Action(a.Proposal, rec.Action, a.Verdict)); err != nil {
+				errs = append(errs, fmt.Errorf("decision %s: outbox: %w", id, err))
+				continue
+			}
+			e.log.Warn("allowed decision completed by reconcile: its action was not in the outbox", "decision", id, "sku", a.Proposal.SKU, "channel", a.Proposal.Channel)
+			enqueued++
+			e.done.add(id)
+			continue
+		}
+		if err := e.deps.Guard.Release(ctx, id); err != nil {
+			errs = append(errs, fmt.Errorf("decision %s: release: %w", id, err))
+			continue
+		}
+		v := a.Verdict
+		v.Outcome = guard.Released
+		p := a.Proposal
+		r := audit.Record{
+			DecisionID: id, Event: audit.EventReleased, Outcome: audit.OutcomeReleased, Mode: audit.ModeActive,
+			Time: now, Replica: e.deps.Replica, RuleSet: audit.RuleSetRef{Version: p.RuleVersion}, Rule: audit.RuleRef{Name: p.Rule},
+			SKU: p.SKU, Site: p.Site, Channel: p.Channel, Verdict: &v,
+			Note: "allowed, but the deciding replica stopped before recording it: released by reconcile, never acted on",
+		}
+		r.Action.Kind, r.Action.Channels, r.Action.Discount, r.Action.Duration = ruleKind(p.Kind), []string{p.Channel}, p.Discount, time.Duration(p.Duration)
+		if _, err := e.deps.Audit.Append(ctx, r); err != nil {
+			errs = append(errs, fmt.Errorf("decision %s: %w", id, err))
+			continue
+		}
+		e.log.Warn("allowed decision released by reconcile: it was never recorded", "decision", id, "sku", p.SKU, "channel", p.Channel)
+		e.Metrics.Released.Add(1)
+		released++
+		e.done.add(id)
+	}
+	return enqueued, released, errors.Join(errs...)
+}
