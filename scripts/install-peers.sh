@@ -24,4 +24,13 @@ if [ -f "$srv/package-lock.json" ] && [ ! -d "$srv/node_modules/node-opcua" ]; t
     echo "warning: npm missing: node-opcua tests will skip (fail under CI)" >&2
   fi
 fi
+
+# The Standard Webhooks reference library, which verifies the hub's webhook signatures in hub/act tests.
+wh=hub/act/testdata/standardwebhooks
+if [ -f "$wh/package-lock.json" ] && [ ! -d "$wh/node_modules/standardwebhooks" ]; then
+  if command -v npm >/dev/null 2>&1; then
+    echo "installing the Standard Webhooks reference library (npm ci)"
+    (cd "$wh" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error) || echo "warning: npm ci failed in $wh" >&2
+  fi
+fi
 exit 0
