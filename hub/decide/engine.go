@@ -192,6 +192,9 @@ func (e *Engine) Run(ctx context.Context) error {
 			} else if n+m > 0 {
 				e.log.Info("reconciled allowed decisions", "enqueued", n, "released", m)
 			}
+			if _, err := e.expire(ctx); err != nil && ctx.Err() == nil {
+				e.log.Warn("expired approval requests not all recorded, retried next timer", "err", err)
+			}
 		}
 		e.round(ctx)
 		e.rounds.Add(1)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -12,10 +13,48 @@ import (
 	"github.com/gemba-io/gemba/hub/decide/guard"
 )
 
-// Reconciler is what reconciling needs beyond deciding: the guard's allowed decisions, the decision
-// log's history, the outbox's records.
+// Reconciler is what reconciling needs of the guard beyond deciding: its allowed decisions, and
+// the approval requests that expired.
 type Reconciler interface {
 	AllowedSince(ctx context.Context, since time.Time) ([]guard.Allowed, error)
+	Expire(ctx context.Context) ([]guard.Request, error)
+}
+
+// expire records the approval requests that expired unanswered: each gets an expired record
+// beside its decided one. It returns how many.
+func (e *Engine) expire(ctx context.Context) (int, error) {
+	rc, ok := e.deps.Guard.(Reconciler)
+	if !ok {
+		return 0, nil
+	}
+	reqs, err := rc.Expire(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var errs []error
+	n := 0
+	for _, q := range reqs {
+		id := q.Proposal.ID
+		recs, err := e.deps.Audit.History(ctx, id)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("decision %s: %w", id, err))
+			continue
+		}
+		i := slices.IndexFunc(recs, func(r audit.Record) bool { return r.Event == audit.EventDecided })
+		if i < 0 {
+			continue // never recorded: reconcile deals with it
+		}
+		rec := recs[i]
+		v := q.Verdict
+		rec.Event, rec.Outcome, rec.Verdict, rec.Time, rec.Replica = audit.EventExpired, audit.OutcomeExpired, &v, e.now().UTC(), e.deps.Replica
+		rec.Note = "nobody answered the approval request before it expired"
+		if _, err := e.deps.Audit.Append(ctx, rec); err != nil {
+			errs = append(errs, fmt.Errorf("decision %s: %w", id, err))
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
 }
 
 // reconcile completes or releases allowed decisions that nothing delivers: a replica that stopped

@@ -1,6 +1,7 @@
 package decide
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -61,5 +62,34 @@ func TestReconcileCompletesOrReleases(t *testing.T) {
 	// Nothing left to do.
 	if n, m, err := r.eng.reconcile(r.ctx); err != nil || n+m != 0 {
 		t.Errorf("second pass: enqueued %d, released %d, %v", n, m, err)
+	}
+}
+
+// An approval request nobody answers expires: the guard never acts on it, and the decision log
+// says so beside its decided record.
+func TestExpiredApprovalRecorded(t *testing.T) {
+	r := newRig(t, func(c *guard.Config) { c.Approval.TTL = time.Hour })
+	r.activate(strings.Replace(testRules, "discount: 10", "discount: 15", 1))
+	r.overstocked("l1", "A")
+	testutil.WaitFor(t, 10*time.Second, "two queued decisions", func() bool {
+		p, err := r.guard.Pending(r.ctx)
+		return err == nil && len(p) == 2
+	})
+	pend, _ := r.guard.Pending(r.ctx)
+	if n, err := r.eng.expire(r.ctx); err != nil || n != 0 {
+		t.Fatalf("before the ttl: %d expired, %v", n, err)
+	}
+	r.advance(2 * time.Hour)
+	if n, err := r.eng.expire(r.ctx); err != nil || n != 2 {
+		t.Fatalf("after the ttl: %d expired (want 2), %v", n, err)
+	}
+	for _, q := range pend {
+		hist, err := r.log.History(r.ctx, q.Proposal.ID)
+		if err != nil || len(hist) != 2 || hist[1].Event != audit.EventExpired || hist[1].Outcome != audit.OutcomeExpired {
+			t.Errorf("history of %s: %+v %v", q.Proposal.ID, hist, err)
+		}
+	}
+	if n := len(r.actions()); n != 0 {
+		t.Errorf("%d actions from expired requests", n)
 	}
 }

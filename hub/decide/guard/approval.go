@@ -191,22 +191,33 @@ func (g *Guard) dequeue(ctx context.Context, id string) {
 // Pending lists the decisions awaiting approval, oldest first. Requests past their expiry are
 // recorded as expired on the way and left out.
 func (g *Guard) Pending(ctx context.Context) ([]Request, error) {
+	out, _, err := g.pending(ctx)
+	return out, err
+}
+
+// Expire records every request past its expiry as expired and returns them (with the expired
+// verdict), so that the caller can say so in its own records. Any replica may run it.
+func (g *Guard) Expire(ctx context.Context) ([]Request, error) {
+	_, expired, err := g.pending(ctx)
+	return expired, err
+}
+
+func (g *Guard) pending(ctx context.Context) (out, expired []Request, err error) {
 	if g.closed.Load() {
-		return nil, ErrClosed
+		return nil, nil, ErrClosed
 	}
 	keys, err := g.keys(ctx, prefixQueue+">")
 	if err != nil {
-		return nil, fmt.Errorf("guard: pending: %w", err)
+		return nil, nil, fmt.Errorf("guard: pending: %w", err)
 	}
 	ids := make([]string, len(keys))
 	for i, k := range keys {
 		ids[i] = strings.TrimPrefix(k, prefixQueue)
 	}
-	var out []Request
 	for _, id := range ids {
 		cur, rev, err := g.get(ctx, prefixDec+id)
 		if err != nil {
-			return nil, fmt.Errorf("guard: pending: %w", err)
+			return nil, nil, fmt.Errorf("guard: pending: %w", err)
 		}
 		if rev == 0 {
 			g.dequeue(ctx, id)
@@ -225,15 +236,19 @@ func (g *Guard) Pending(ctx context.Context) ([]Request, error) {
 		}
 		exp := rec.Created.Add(g.cfg.Approval.TTL)
 		if g.cfg.now().After(exp) {
-			if err := g.expire(ctx, prefixDec+id, rec, rev); err != nil && !isConflict(err) {
-				g.log.Warn("expired request not recorded", "decision", id, "err", err)
+			if err := g.expire(ctx, prefixDec+id, rec, rev); err != nil {
+				if !isConflict(err) {
+					g.log.Warn("expired request not recorded", "decision", id, "err", err)
+				}
+				continue
 			}
+			expired = append(expired, Request{Proposal: rec.Proposal, Verdict: *rec.Verdict, Created: rec.Created, Expires: exp})
 			continue
 		}
 		out = append(out, Request{Proposal: rec.Proposal, Verdict: *rec.Verdict, Created: rec.Created, Expires: exp})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
-	return out, nil
+	return out, expired, nil
 }
 
 // Release gives back what an allowed decision consumed (its cooldown and the day's count and
