@@ -20,7 +20,9 @@ type fakeDecisions struct {
 	kill    guard.KillSwitch
 }
 
-func (f *fakeDecisions) Recent(context.Context, audit.Filter) ([]audit.Record, error) { return nil, nil }
+func (f *fakeDecisions) Recent(context.Context, audit.Filter) ([]audit.Record, error) {
+	return nil, nil
+}
 func (f *fakeDecisions) History(_ context.Context, id string) ([]audit.Record, error) {
 	if id == "known" {
 		return []audit.Record{{DecisionID: id, Event: audit.EventDecided}}, nil
