@@ -1,0 +1,362 @@
+package hubbench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/hub"
+	"github.com/gemba-io/gemba/hub/act"
+	"github.com/gemba-io/gemba/hub/audit"
+	"github.com/gemba-io/gemba/hub/state/kvkey"
+	"github.com/gemba-io/gemba/internal/promtext"
+	"github.com/gemba-io/gemba/internal/testutil"
+	"github.com/gemba-io/gemba/signal"
+)
+
+// decideYAML turns the part-1 replica into a deciding one: every SKU decides once per second
+// (so each crossing is a new decision), and no guardrail but the maximum discount can stop a
+// promotion (no cooldown, no caps, no approval).
+const decideYAML = `
+decide: {rules: %q, bucket: 1s, timer: 1h, lines: {availability: availability, running_above: 0.5}}
+guard: {max_discount: 90, cooldown: 0s, daily: {max_promotions: 0, max_budget: 0}, approval: {above_discount: 0}}
+act: {channels: {web: {}}}
+`
+
+// hotRules promotes a SKU whose units feature jumps above what the plant ever makes (≤ 9 per window).
+const hotRules = `name: bench-hot
+hit_policy: first
+rules:
+  - name: promote-hot
+    when: has(features.units) && !features.units.stale && features.units.value > 100.0
+    promote: {channels: [web], discount: 10, duration: 1h}
+`
+
+// hotValue is a crossing record's units: far above the threshold.
+const hotValue = 1000
+
+// hot is the SKU a crossing of agent a in window w is about: one per (window, agent), never again.
+func (p plant) hot(a, w int) string { return fmt.Sprintf("HOT-%04d-%03d", w, a) }
+
+// crosses says whether agent a's window w carries a crossing: every other batch, so crossings are
+// spread over agents and time.
+func crosses(a, w int) bool { return (a+w)%2 == 0 }
+
+// decideGraphYAML is the plant's graph plus what a decision needs: the web channel, each plant SKU
+// made by two agents' first lines, and every SKU a crossing will be about, made by its agent's line.
+func (p plant) decideGraphYAML(windows int) string {
+	var b strings.Builder
+	b.WriteString(p.graphYAML()) // ends with its skus list: more follow
+	for w := 1; w <= windows; w++ {
+		for a := range p.agents {
+			if crosses(a, w) {
+				fmt.Fprintf(&b, "  - {id: %s}\n", p.hot(a, w))
+			}
+		}
+	}
+	b.WriteString("channels: [{id: web}]\nedges:\n")
+	for s := range min(p.skus, 1000) {
+		sku := fmt.Sprintf("SKU-%06d", s)
+		for _, a := range []int{s % p.agents, (s + 1) % p.agents} {
+			fmt.Fprintf(&b, "  - {kind: produces, from: %s, to: %s}\n", p.line(a, 0), sku)
+		}
+		fmt.Fprintf(&b, "  - {kind: sold_via, from: %s, to: web}\n", sku)
+	}
+	for w := 1; w <= windows; w++ {
+		for a := range p.agents {
+			if crosses(a, w) {
+				fmt.Fprintf(&b, "  - {kind: produces, from: %s, to: %s}\n", p.line(a, 0), p.hot(a, w))
+				fmt.Fprintf(&b, "  - {kind: sold_via, from: %s, to: web}\n", p.hot(a, w))
+			}
+		}
+	}
+	return b.String()
+}
+
+// decideConfig is hubConfig with the decision room on.
+func decideConfig(tb testing.TB, p plant, dir string, port, windows int) *hub.Config {
+	tb.Helper()
+	gf, rf := filepath.Join(dir, "graph.yaml"), filepath.Join(dir, "rules.yaml")
+	if err := os.WriteFile(gf, []byte(p.decideGraphYAML(windows)), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(rf, []byte(hotRules), 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	cfg, err := hub.Parse([]byte(fmt.Sprintf(hubYAML+decideYAML, dir, fmt.Sprintf("127.0.0.1:%d", port), gf, rf)), os.LookupEnv)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return cfg
+}
+
+// BenchmarkDecideLatency is the decision latency target (a feature arriving in JetStream → the
+// promotion published on <prefix>.actions.promotions.<channel>: p99 ≤ 25 ms at 5,000 records/s, one
+// replica, embedded NATS). Agents publish their windows as in BenchmarkLatency; every other
+// batch also carries a units record of 1,000 for a SKU seen nowhere else, which the rule promotes.
+// Each crossing is timed from just before its batch's publish to its promotion's arrival, and,
+// to say where the time goes, to its stages as another process sees them: the value in the features
+// bucket, the decision record on the decision log, the action in the outbox bucket. Only crossings
+// after the first 2 s count. Run with -benchtime 1x.
+func BenchmarkDecideLatency(b *testing.B) {
+	for _, v := range []struct {
+		name string
+		p    plant
+	}{
+		{"50agents-98records", plant{agents: 50, lines: 1, machines: 4, fields: 6, skus: 50}},
+		{"6agents-810records", plant{agents: 6, lines: 5, machines: 4, fields: 10, skus: 50}},
+	} {
+		b.Run(v.name, func(b *testing.B) {
+			for b.Loop() {
+				decideRound(b, v.p, 5000, 10*time.Second, 2*time.Second)
+			}
+		})
+	}
+}
+
+// stage is when one crossing reached each point of its path (zero: not seen).
+type stage struct {
+	sent, feature, record, outbox, action time.Time
+}
+
+func decideRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration) {
+	window := time.Duration(float64(time.Second) * float64(p.agents*p.perWindow()) / float64(rate))
+	windows := int(runFor / window)
+	counted := int(warmup/window) + 1
+	dir := b.TempDir()
+	cfg := decideConfig(b, p, dir, testutil.FreePort(b), windows)
+	offline(b, dir, func(js jetstream.JetStream) { agentsStream(b, js) })
+	b.StopTimer()
+	h := startHub(b, cfg)
+	defer h.halt(b)
+	nc, js := connect(b, "nats://"+cfg.NATS.Embedded.Listen)
+	defer nc.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	var mu sync.Mutex
+	stages := map[string]*stage{} // by SKU
+	published := map[string]int{} // promotions seen, by message id (decision id)
+	at := func(sku string, f func(*stage)) {
+		mu.Lock()
+		defer mu.Unlock()
+		if s := stages[sku]; s != nil {
+			f(s)
+		}
+	}
+	set := func(t *time.Time, now time.Time) {
+		if t.IsZero() {
+			*t = now
+		}
+	}
+	// The promotions, as a shop's consumer sees them.
+	promoted, err := nc.Subscribe(cfg.Act.Prefix+".actions.promotions.>", func(m *nats.Msg) {
+		now := time.Now()
+		var msg act.Message
+		if err := json.Unmarshal(m.Data, &msg); err != nil {
+			b.Errorf("promotion on %s undecodable: %v", m.Subject, err)
+			return
+		}
+		mu.Lock()
+		published[msg.ID]++
+		mu.Unlock()
+		if msg.Event == act.EventStart {
+			at(msg.SKU, func(s *stage) { set(&s.action, now) })
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = promoted.Unsubscribe() }()
+	// The decision records (only the crossings decide: nothing else matches the rule).
+	recorded, err := nc.Subscribe(cfg.Audit.Prefix+".decisions.*", func(m *nats.Msg) {
+		now := time.Now()
+		var rec audit.Record
+		if json.Unmarshal(m.Data, &rec) == nil && rec.Outcome == audit.OutcomeFired {
+			at(rec.SKU, func(s *stage) { set(&s.record, now) })
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = recorded.Unsubscribe() }()
+	watch := func(bucket, keys string, fn func(jetstream.KeyValueEntry, time.Time)) {
+		kv, err := js.KeyValue(ctx, bucket)
+		if err != nil {
+			b.Fatal(err)
+		}
+		w, err := kv.Watch(ctx, keys, jetstream.UpdatesOnly())
+		if err != nil {
+			b.Fatal(err)
+		}
+		go func() {
+			for e := range w.Updates() {
+				if e != nil {
+					fn(e, time.Now())
+				}
+			}
+		}()
+		b.Cleanup(func() { _ = w.Stop() })
+	}
+	// The units values in the feature store (only units: every record's value would load the CPU).
+	watch("GEMBA_FEATURES", kvkey.Escape("units")+".*", func(e jetstream.KeyValueEntry, now time.Time) {
+		parts, err := kvkey.Split(e.Key(), 2)
+		if err == nil {
+			at(parts[1], func(s *stage) { set(&s.feature, now) })
+		}
+	})
+	watch(cfg.Act.Bucket, ">", func(e jetstream.KeyValueEntry, now time.Time) {
+		var rec act.Record
+		if json.Unmarshal(e.Value(), &rec) == nil {
+			at(rec.Action.SKU, func(s *stage) { set(&s.outbox, now) })
+		}
+	})
+
+	metrics := func() promtext.Metrics {
+		m, err := promtext.Scrape("http://" + h.h.Addr() + "/metrics")
+		if err != nil {
+			b.Fatal(err)
+		}
+		return m
+	}
+	m0 := metrics()
+	t0 := time.Now().Truncate(time.Second)
+	start := time.Now()
+	cpu0 := cpuTime()
+	records, crossings := 0, 0
+	for wi := 1; wi <= windows; wi++ {
+		for a := range p.agents {
+			due := start.Add(time.Duration(wi-1)*window + time.Duration(a)*window/time.Duration(p.agents))
+			if d := time.Until(due); d > 0 {
+				time.Sleep(d) // pacing the load, not synchronising
+			}
+			now := time.Now()
+			bt := p.batch(a, wi, t0, window, now)
+			if crosses(a, wi) {
+				bt.Features = append(bt.Features, signal.Feature{Signal: p.line(a, 0) + ".pack.parts", Name: "units",
+					WindowStart: bt.Oldest, WindowEnd: bt.Newest, Value: hotValue, Count: 10,
+					Labels: signal.Labels{{Key: "sku", Value: p.hot(a, wi)}}})
+				bt.Count = len(bt.Features)
+				mu.Lock()
+				stages[p.hot(a, wi)] = &stage{sent: now}
+				mu.Unlock()
+				crossings++
+			}
+			if w := wi - 1; w >= 1 && crosses(a, w) {
+				// The SKU's units fall back: later evaluations (its line's next availability) do not
+				// decide again in a later bucket.
+				bt.Features = append(bt.Features, signal.Feature{Signal: p.line(a, 0) + ".pack.parts", Name: "units",
+					WindowStart: bt.Oldest, WindowEnd: bt.Newest, Value: 0, Count: 10,
+					Labels: signal.Labels{{Key: "sku", Value: p.hot(a, w)}}})
+				bt.Count = len(bt.Features)
+			}
+			records += bt.Count
+			if _, err := js.PublishMsgAsync(msg(bt)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	el := time.Since(start)
+	m1 := metrics()
+	testutil.WaitFor(b, time.Minute, "a promotion for every crossing", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, s := range stages {
+			if s.action.IsZero() {
+				return false
+			}
+		}
+		return true
+	})
+	cpu := cpuTime() - cpu0
+	drained(b, js, time.Minute)
+
+	// Every decision acted on is published once, and only crossings are promoted. A crossing may be
+	// decided again in the next 1 s bucket (evaluated once more before its units fall back): a new
+	// decision, counted apart.
+	m2 := metrics()
+	acted := m2.Sum("gemba_hub_decide_acted_total")
+	mu.Lock()
+	for id, n := range published {
+		if n != 1 {
+			b.Errorf("decision %s published %d times", id, n)
+		}
+	}
+	npub := len(published)
+	mu.Unlock()
+	if acted != float64(npub) {
+		b.Errorf("%v decisions acted on, %d published", acted, npub)
+	}
+	if npub < crossings {
+		b.Errorf("%d promotions for %d crossings", npub, crossings)
+	}
+	st, err := js.Stream(ctx, cfg.Act.Stream)
+	if err != nil {
+		b.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if info.State.Msgs != uint64(npub) {
+		b.Errorf("%d messages on %s, %d promotions received", info.State.Msgs, cfg.Act.Stream, npub)
+	}
+
+	var total, ingest, decide, enqueue, deliver []time.Duration
+	mu.Lock()
+	for sku, s := range stages {
+		var w, a int
+		if _, err := fmt.Sscanf(sku, "HOT-%04d-%03d", &w, &a); err != nil || w < counted {
+			continue
+		}
+		total = append(total, s.action.Sub(s.sent))
+		if !s.feature.IsZero() && !s.record.IsZero() && !s.outbox.IsZero() {
+			ingest = append(ingest, s.feature.Sub(s.sent))
+			decide = append(decide, s.record.Sub(s.feature))
+			enqueue = append(enqueue, s.outbox.Sub(s.record))
+			deliver = append(deliver, s.action.Sub(s.outbox))
+		}
+	}
+	mu.Unlock()
+	if len(total) == 0 {
+		b.Fatal("no crossing counted")
+	}
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	q := func(ds []time.Duration, f float64) float64 {
+		if len(ds) == 0 {
+			return 0
+		}
+		return ms(ds[int(f*float64(len(ds)-1))])
+	}
+	for _, ds := range [][]time.Duration{total, ingest, decide, enqueue, deliver} {
+		slices.Sort(ds)
+	}
+	evals := m1.Sum("gemba_hub_decide_evaluations_total") - m0.Sum("gemba_hub_decide_evaluations_total")
+	decisions := m1.Sum("gemba_hub_decide_decisions_total") - m0.Sum("gemba_hub_decide_decisions_total")
+	b.ReportMetric(float64(records)/el.Seconds(), "records/s")
+	b.ReportMetric(float64(len(total)), "crossings")
+	b.ReportMetric(q(total, 0.5), "p50-ms")
+	b.ReportMetric(q(total, 0.99), "p99-ms")
+	b.ReportMetric(q(total, 1), "max-ms")
+	b.ReportMetric(evals/el.Seconds(), "evaluations/s")
+	b.ReportMetric(decisions/el.Seconds(), "decisions/s")
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(records), "cpu-ns/record")
+	b.Logf("%d records at %.0f records/s, window %s, %d crossings timed: publish → promotion p50 %.1f / p99 %.1f / max %.1f ms",
+		records, float64(records)/el.Seconds(), window, len(total), q(total, 0.5), q(total, 0.99), q(total, 1))
+	b.Logf("stages (p50 / p99 / max ms, %d with every stage seen): publish → units in KV %.1f / %.1f / %.1f; → decision record %.1f / %.1f / %.1f; → outbox record %.1f / %.1f / %.1f; → promotion %.1f / %.1f / %.1f",
+		len(ingest), q(ingest, 0.5), q(ingest, 0.99), q(ingest, 1), q(decide, 0.5), q(decide, 0.99), q(decide, 1),
+		q(enqueue, 0.5), q(enqueue, 0.99), q(enqueue, 1), q(deliver, 0.5), q(deliver, 0.99), q(deliver, 1))
+	b.Logf("engine during the load: %.0f evaluations/s, %.0f decisions/s; %d crossings, %d promotions", evals/el.Seconds(),
+		decisions/el.Seconds(), crossings, npub)
+	b.StartTimer()
+}
