@@ -44,6 +44,12 @@ func (e *Engine) decide(ctx context.Context, ls *liveSets, set *rules.Set, mode 
 	if e.done.has(id) {
 		return nil
 	}
+	wkey := waitKey(set.Version(), d.Rule, ex.in.SKU.ID, ex.in.Site, d.Channel)
+	if e.waiting(wkey) {
+		// The same rule already asks a person about this SKU on this channel: one request is
+		// enough, a new one per time bucket would bury the queue.
+		return nil
+	}
 	rule := ls.byName[set][d.Rule]
 	p := proposal(set, res, d, rule, ex, bucket, now, ls.Change.By)
 	cctx, cancel := context.WithTimeout(ctx, e.cfg.OpTimeout)
@@ -78,6 +84,9 @@ func (e *Engine) decide(ctx context.Context, ls *liveSets, set *rules.Set, mode 
 		if _, err := e.deps.Outbox.Enqueue(cctx, Action(p, d.Action, v)); err != nil {
 			return fmt.Errorf("outbox: %w", err)
 		}
+	}
+	if v.Outcome == guard.NeedsApproval {
+		e.wait(wkey, time.Time{})
 	}
 	if !v.Replayed {
 		e.Metrics.Decisions.Add(1)
@@ -226,3 +235,36 @@ func (e *Engine) shadow(ctx context.Context, ls *liveSets, acting *rules.Set, ac
 }
 
 func ruleKind(k guard.Kind) rules.ActionKind { return rules.ActionKind(k) }
+
+func waitKey(version, rule, sku, site, channel string) string {
+	return version + "\x00" + rule + "\x00" + sku + "\x00" + site + "\x00" + channel
+}
+
+// waiting reports whether a request of the same rule for the same SKU, site and channel awaits a
+// person (as this replica last saw the queue).
+func (e *Engine) waiting(key string) bool {
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	exp, ok := e.queued[key]
+	return ok && (exp.IsZero() || e.now().Before(exp))
+}
+
+// wait notes a queued request until exp (zero: until the next look at the queue).
+func (e *Engine) wait(key string, exp time.Time) {
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	e.queued[key] = exp
+}
+
+// refreshQueue replaces the noted requests with the guard's queue: answered and expired ones
+// leave it, other replicas' join it.
+func (e *Engine) refreshQueue(reqs []guard.Request) {
+	m := make(map[string]time.Time, len(reqs))
+	for _, q := range reqs {
+		p := q.Proposal
+		m[waitKey(p.RuleVersion, p.Rule, p.SKU, p.Site, p.Channel)] = q.Expires
+	}
+	e.wmu.Lock()
+	e.queued = m
+	e.wmu.Unlock()
+}

@@ -80,6 +80,9 @@ type Engine struct {
 
 	done *idSet // decision ids fully handled here (recorded, and acted on when allowed)
 
+	wmu    sync.Mutex
+	queued map[string]time.Time // requests awaiting a person, by waitKey, until when
+
 	rounds  atomic.Uint64 // completed rounds (tests wait on it)
 	running bool          // a round is evaluating what it took (under mu)
 }
@@ -123,7 +126,7 @@ func New(cfg Config, d Deps) (*Engine, error) {
 	e := &Engine{
 		cfg: cfg, deps: d, log: d.Log.With("component", "decide"), now: d.Now,
 		b:     builder{cfg: cfg.Lines, topo: newTopology(d.Graph), state: d.State, defs: defs},
-		dirty: map[Unit]struct{}{}, wake: make(chan struct{}, 1), done: newIDSet(1 << 16),
+		dirty: map[Unit]struct{}{}, wake: make(chan struct{}, 1), done: newIDSet(1 << 16), queued: map[string]time.Time{},
 	}
 	return e, nil
 }
@@ -194,6 +197,11 @@ func (e *Engine) Run(ctx context.Context) error {
 			}
 			if _, err := e.expire(ctx); err != nil && ctx.Err() == nil {
 				e.log.Warn("expired approval requests not all recorded, retried next timer", "err", err)
+			}
+			if rc, ok := e.deps.Guard.(Reconciler); ok {
+				if reqs, err := rc.Pending(ctx); err == nil {
+					e.refreshQueue(reqs)
+				}
 			}
 		}
 		e.round(ctx)

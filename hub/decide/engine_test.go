@@ -168,6 +168,15 @@ func TestApprovalQueue(t *testing.T) {
 	if n := len(r.actions()); n != 0 {
 		t.Fatalf("%d actions before approval", n)
 	}
+	// Two hours (two time buckets) later the rule still holds: the requests already queued are
+	// enough, no new ones pile up.
+	r.advance(2 * time.Hour)
+	before := r.eng.rounds.Load()
+	r.overstocked("l1", "A")
+	testutil.WaitFor(t, 10*time.Second, "the SKU evaluated again", func() bool { return r.eng.settled(before) })
+	if p, err := r.guard.Pending(r.ctx); err != nil || len(p) != 2 {
+		t.Fatalf("%d requests queued after another bucket (want still 2): %v", len(p), err)
+	}
 	pend, _ := r.guard.Pending(r.ctx)
 	ap := &Approver{Guard: r.guard, Audit: r.log, Outbox: r.outbox, Replica: "r1", Now: r.clock}
 	if _, err := ap.Answer(r.ctx, pend[0].Proposal.ID, "alice", "ok", true); err == nil {

@@ -18,6 +18,7 @@ import (
 type Reconciler interface {
 	AllowedSince(ctx context.Context, since time.Time) ([]guard.Allowed, error)
 	Expire(ctx context.Context) ([]guard.Request, error)
+	Pending(ctx context.Context) ([]guard.Request, error)
 }
 
 // expire records the approval requests that expired unanswered: each gets an expired record
