@@ -45,11 +45,11 @@ rules:
 // hotValue is a crossing record's units: far above the threshold.
 const hotValue = 1000
 
-// hot is the SKU a crossing of agent a in window w is about: one per (window, agent), never again.
-func (p plant) hot(a, w int) string { return fmt.Sprintf("HOT-%04d-%03d", w, a) }
+// hot is the SKU a crossing on agent a's line l in window w is about: never crossed again.
+func (p plant) hot(a, w, l int) string { return fmt.Sprintf("HOT-%04d-%03d-%d", w, a, l) }
 
-// crosses says whether agent a's window w carries a crossing: every other batch, so crossings are
-// spread over agents and time.
+// crosses says whether agent a's window w carries crossings (one per line): every other batch, so
+// crossings are spread over agents and time.
 func crosses(a, w int) bool { return (a+w)%2 == 0 }
 
 // decideGraphYAML is the plant's graph plus what a decision needs: the web channel, each plant SKU
@@ -59,8 +59,10 @@ func (p plant) decideGraphYAML(windows int) string {
 	b.WriteString(p.graphYAML()) // ends with its skus list: more follow
 	for w := 1; w <= windows; w++ {
 		for a := range p.agents {
-			if crosses(a, w) {
-				fmt.Fprintf(&b, "  - {id: %s}\n", p.hot(a, w))
+			for l := range p.lines {
+				if crosses(a, w) {
+					fmt.Fprintf(&b, "  - {id: %s}\n", p.hot(a, w, l))
+				}
 			}
 		}
 	}
@@ -74,9 +76,11 @@ func (p plant) decideGraphYAML(windows int) string {
 	}
 	for w := 1; w <= windows; w++ {
 		for a := range p.agents {
-			if crosses(a, w) {
-				fmt.Fprintf(&b, "  - {kind: produces, from: %s, to: %s}\n", p.line(a, 0), p.hot(a, w))
-				fmt.Fprintf(&b, "  - {kind: sold_via, from: %s, to: web}\n", p.hot(a, w))
+			for l := range p.lines {
+				if crosses(a, w) {
+					fmt.Fprintf(&b, "  - {kind: produces, from: %s, to: %s}\n", p.line(a, l), p.hot(a, w, l))
+					fmt.Fprintf(&b, "  - {kind: sold_via, from: %s, to: web}\n", p.hot(a, w, l))
+				}
 			}
 		}
 	}
@@ -126,7 +130,7 @@ func BenchmarkDecideLatency(b *testing.B) {
 
 // stage is when one crossing reached each point of its path (zero: not seen).
 type stage struct {
-	sent, feature, record, outbox, action time.Time
+	sent, feature, inventory, record, outbox, action time.Time
 }
 
 func decideRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration) {
@@ -215,6 +219,13 @@ func decideRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration) 
 			at(parts[1], func(s *stage) { set(&s.feature, now) })
 		}
 	})
+	// The production the crossing counts (inventory keys are site.sku).
+	watch(cfg.Inventory.Bucket, ">", func(e jetstream.KeyValueEntry, now time.Time) {
+		parts, err := kvkey.Split(e.Key(), 2)
+		if err == nil {
+			at(parts[1], func(s *stage) { set(&s.inventory, now) })
+		}
+	})
 	watch(cfg.Act.Bucket, ">", func(e jetstream.KeyValueEntry, now time.Time) {
 		var rec act.Record
 		if json.Unmarshal(e.Value(), &rec) == nil {
@@ -242,24 +253,25 @@ func decideRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration) 
 			}
 			now := time.Now()
 			bt := p.batch(a, wi, t0, window, now)
-			if crosses(a, wi) {
-				bt.Features = append(bt.Features, signal.Feature{Signal: p.line(a, 0) + ".pack.parts", Name: "units",
-					WindowStart: bt.Oldest, WindowEnd: bt.Newest, Value: hotValue, Count: 10,
-					Labels: signal.Labels{{Key: "sku", Value: p.hot(a, wi)}}})
-				bt.Count = len(bt.Features)
-				mu.Lock()
-				stages[p.hot(a, wi)] = &stage{sent: now}
-				mu.Unlock()
-				crossings++
+			for l := range p.lines {
+				if crosses(a, wi) {
+					bt.Features = append(bt.Features, signal.Feature{Signal: p.line(a, l) + ".pack.parts", Name: "units",
+						WindowStart: bt.Oldest, WindowEnd: bt.Newest, Value: hotValue, Count: 10,
+						Labels: signal.Labels{{Key: "sku", Value: p.hot(a, wi, l)}}})
+					mu.Lock()
+					stages[p.hot(a, wi, l)] = &stage{sent: now}
+					mu.Unlock()
+					crossings++
+				}
+				if w := wi - 1; w >= 1 && crosses(a, w) {
+					// The SKU's units fall back: later evaluations (its line's next availability)
+					// do not decide again in a later bucket.
+					bt.Features = append(bt.Features, signal.Feature{Signal: p.line(a, l) + ".pack.parts", Name: "units",
+						WindowStart: bt.Oldest, WindowEnd: bt.Newest, Value: 0, Count: 10,
+						Labels: signal.Labels{{Key: "sku", Value: p.hot(a, w, l)}}})
+				}
 			}
-			if w := wi - 1; w >= 1 && crosses(a, w) {
-				// The SKU's units fall back: later evaluations (its line's next availability) do not
-				// decide again in a later bucket.
-				bt.Features = append(bt.Features, signal.Feature{Signal: p.line(a, 0) + ".pack.parts", Name: "units",
-					WindowStart: bt.Oldest, WindowEnd: bt.Newest, Value: 0, Count: 10,
-					Labels: signal.Labels{{Key: "sku", Value: p.hot(a, w)}}})
-				bt.Count = len(bt.Features)
-			}
+			bt.Count = len(bt.Features)
 			records += bt.Count
 			if _, err := js.PublishMsgAsync(msg(bt)); err != nil {
 				b.Fatal(err)
@@ -312,19 +324,27 @@ func decideRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration) 
 		b.Errorf("%d messages on %s, %d promotions received", info.State.Msgs, cfg.Act.Stream, npub)
 	}
 
-	var total, ingest, decide, enqueue, deliver []time.Duration
+	// Each stage from the publish: the hub decides on whichever of the units value (features bucket)
+	// or the production it counts (inventory bucket) it sees first, so the stages overlap.
+	var total []time.Duration
+	from := map[string][]time.Duration{} // stage → durations from the publish
+	hops := map[string][]time.Duration{} // record → outbox → promotion: one after another in the hub
 	mu.Lock()
 	for sku, s := range stages {
-		var w, a int
-		if _, err := fmt.Sscanf(sku, "HOT-%04d-%03d", &w, &a); err != nil || w < counted {
+		var w, a, l int
+		if _, err := fmt.Sscanf(sku, "HOT-%04d-%03d-%d", &w, &a, &l); err != nil || w < counted {
 			continue
 		}
 		total = append(total, s.action.Sub(s.sent))
-		if !s.feature.IsZero() && !s.record.IsZero() && !s.outbox.IsZero() {
-			ingest = append(ingest, s.feature.Sub(s.sent))
-			decide = append(decide, s.record.Sub(s.feature))
-			enqueue = append(enqueue, s.outbox.Sub(s.record))
-			deliver = append(deliver, s.action.Sub(s.outbox))
+		for name, t := range map[string]time.Time{"units in features KV": s.feature, "production in inventory KV": s.inventory,
+			"decision record": s.record, "outbox record": s.outbox} {
+			if !t.IsZero() {
+				from[name] = append(from[name], t.Sub(s.sent))
+			}
+		}
+		if !s.record.IsZero() && !s.outbox.IsZero() {
+			hops["decision record → outbox record"] = append(hops["decision record → outbox record"], s.outbox.Sub(s.record))
+			hops["outbox record → promotion"] = append(hops["outbox record → promotion"], s.action.Sub(s.outbox))
 		}
 	}
 	mu.Unlock()
@@ -338,8 +358,15 @@ func decideRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration) 
 		}
 		return ms(ds[int(f*float64(len(ds)-1))])
 	}
-	for _, ds := range [][]time.Duration{total, ingest, decide, enqueue, deliver} {
-		slices.Sort(ds)
+	slices.Sort(total)
+	line := func(title string, m map[string][]time.Duration, order ...string) {
+		var parts []string
+		for _, name := range order {
+			ds := m[name]
+			slices.Sort(ds)
+			parts = append(parts, fmt.Sprintf("%s %.1f / %.1f / %.1f (%d)", name, q(ds, 0.5), q(ds, 0.99), q(ds, 1), len(ds)))
+		}
+		b.Logf("%s (p50 / p99 / max ms, count): %s", title, strings.Join(parts, "; "))
 	}
 	evals := m1.Sum("gemba_hub_decide_evaluations_total") - m0.Sum("gemba_hub_decide_evaluations_total")
 	decisions := m1.Sum("gemba_hub_decide_decisions_total") - m0.Sum("gemba_hub_decide_decisions_total")
@@ -353,9 +380,8 @@ func decideRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration) 
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(records), "cpu-ns/record")
 	b.Logf("%d records at %.0f records/s, window %s, %d crossings timed: publish → promotion p50 %.1f / p99 %.1f / max %.1f ms",
 		records, float64(records)/el.Seconds(), window, len(total), q(total, 0.5), q(total, 0.99), q(total, 1))
-	b.Logf("stages (p50 / p99 / max ms, %d with every stage seen): publish → units in KV %.1f / %.1f / %.1f; → decision record %.1f / %.1f / %.1f; → outbox record %.1f / %.1f / %.1f; → promotion %.1f / %.1f / %.1f",
-		len(ingest), q(ingest, 0.5), q(ingest, 0.99), q(ingest, 1), q(decide, 0.5), q(decide, 0.99), q(decide, 1),
-		q(enqueue, 0.5), q(enqueue, 0.99), q(enqueue, 1), q(deliver, 0.5), q(deliver, 0.99), q(deliver, 1))
+	line("from the publish to", from, "units in features KV", "production in inventory KV", "decision record", "outbox record")
+	line("hops", hops, "decision record → outbox record", "outbox record → promotion")
 	b.Logf("engine during the load: %.0f evaluations/s, %.0f decisions/s; %d crossings, %d promotions", evals/el.Seconds(),
 		decisions/el.Seconds(), crossings, npub)
 	b.StartTimer()
