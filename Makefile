@@ -39,13 +39,17 @@ bench: peers ## benchmarks (figures go to docs/BENCHMARKS.md)
 	$(MAKE) --no-print-directory bench-hub
 
 # The hub's benchmarks against its embedded NATS server (bench/hub): ingest throughput, publish→store
-# latency, process RSS with 300k inventory keys. Each round starts its own hub: one iteration each.
-# BENCH_HUB selects (e.g. BENCH_HUB=Ingest), BENCH_HUB_COUNT repeats, HEAPPROF=file profiles the RSS run's hub.
+# latency, process RSS with 300k inventory keys, feature published → promotion published (DecideLatency).
+# Each round starts its own hub: one iteration each. Before them, the rules' and the engine's CPU
+# benchmarks (20-rule set, 10,000 SKUs). BENCH_HUB selects (e.g. BENCH_HUB=Ingest, BENCH_HUB=DecideLatency),
+# BENCH_HUB_COUNT repeats, HEAPPROF=file profiles the RSS run's hub.
 BENCH_HUB ?= .
 BENCH_HUB_COUNT ?= 1
 .PHONY: bench-hub
-bench-hub: ## hub part 1: ingest records/s, publish→store latency, RSS with 100k SKUs × 3 sites (docs/BENCHMARKS.md)
+bench-hub: ## hub parts 1-2: ingest, latency, RSS; CEL per rule, 10k SKUs, feature → promotion p99 (docs/BENCHMARKS.md)
 	$(GO) test -run '^$$' -bench 'EncodeValue' -benchmem ./hub/state/features/
+	$(GO) test -run '^$$' -bench 'Evaluate' -benchmem ./hub/decide/rules/
+	$(GO) test -run '^$$' -bench 'EngineEvaluate10kSKUs' -benchmem ./hub/decide/
 	HUBBENCH_HEAPPROF=$(HEAPPROF) $(GO) test -run '^$$' -bench '$(BENCH_HUB)' -benchtime 1x -count $(BENCH_HUB_COUNT) -timeout 60m ./bench/hub/
 
 FUZZTIME ?= 10s
