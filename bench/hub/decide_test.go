@@ -130,7 +130,7 @@ func BenchmarkDecideLatency(b *testing.B) {
 
 // stage is when one crossing reached each point of its path (zero: not seen).
 type stage struct {
-	sent, feature, inventory, record, outbox, action time.Time
+	sent, feature, inventory, claim, verdict, record, outbox, action time.Time
 }
 
 func decideRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration) {
@@ -224,6 +224,23 @@ func decideRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration) 
 		parts, err := kvkey.Split(e.Key(), 2)
 		if err == nil {
 			at(parts[1], func(s *stage) { set(&s.inventory, now) })
+		}
+	})
+	// The guard's decision key: claimed (Create), then its verdict (compare-and-set).
+	watch(cfg.Guard.Bucket, "dec.>", func(e jetstream.KeyValueEntry, now time.Time) {
+		var rec struct {
+			Status   string `json:"status"`
+			Proposal struct {
+				SKU string `json:"sku"`
+			} `json:"proposal"`
+		}
+		if json.Unmarshal(e.Value(), &rec) == nil {
+			at(rec.Proposal.SKU, func(s *stage) {
+				set(&s.claim, now)
+				if rec.Status != "claimed" {
+					set(&s.verdict, now)
+				}
+			})
 		}
 	})
 	watch(cfg.Act.Bucket, ">", func(e jetstream.KeyValueEntry, now time.Time) {
@@ -337,14 +354,18 @@ func decideRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration) 
 		}
 		total = append(total, s.action.Sub(s.sent))
 		for name, t := range map[string]time.Time{"units in features KV": s.feature, "production in inventory KV": s.inventory,
-			"decision record": s.record, "outbox record": s.outbox} {
+			"guard claim": s.claim, "guard verdict": s.verdict, "decision record": s.record, "outbox record": s.outbox} {
 			if !t.IsZero() {
 				from[name] = append(from[name], t.Sub(s.sent))
 			}
 		}
-		if !s.record.IsZero() && !s.outbox.IsZero() {
-			hops["decision record → outbox record"] = append(hops["decision record → outbox record"], s.outbox.Sub(s.record))
-			hops["outbox record → promotion"] = append(hops["outbox record → promotion"], s.action.Sub(s.outbox))
+		if !s.inventory.IsZero() && !s.claim.IsZero() && !s.verdict.IsZero() && !s.record.IsZero() && !s.outbox.IsZero() {
+			hop := func(name string, from, to time.Time) { hops[name] = append(hops[name], to.Sub(from)) }
+			hop("inventory → claim", s.inventory, s.claim)
+			hop("claim → verdict", s.claim, s.verdict)
+			hop("verdict → record", s.verdict, s.record)
+			hop("record → outbox", s.record, s.outbox)
+			hop("outbox → promotion", s.outbox, s.action)
 		}
 	}
 	mu.Unlock()
@@ -380,8 +401,9 @@ func decideRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration) 
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(records), "cpu-ns/record")
 	b.Logf("%d records at %.0f records/s, window %s, %d crossings timed: publish → promotion p50 %.1f / p99 %.1f / max %.1f ms",
 		records, float64(records)/el.Seconds(), window, len(total), q(total, 0.5), q(total, 0.99), q(total, 1))
-	line("from the publish to", from, "units in features KV", "production in inventory KV", "decision record", "outbox record")
-	line("hops", hops, "decision record → outbox record", "outbox record → promotion")
+	line("from the publish to", from, "units in features KV", "production in inventory KV", "guard claim", "guard verdict",
+		"decision record", "outbox record")
+	line("hops (as seen by watchers)", hops, "inventory → claim", "claim → verdict", "verdict → record", "record → outbox", "outbox → promotion")
 	b.Logf("engine during the load: %.0f evaluations/s, %.0f decisions/s; %d crossings, %d promotions", evals/el.Seconds(),
 		decisions/el.Seconds(), crossings, npub)
 	b.StartTimer()
