@@ -87,8 +87,15 @@ func (p plant) decideGraphYAML(windows int) string {
 	return b.String()
 }
 
-// decideConfig is hubConfig with the decision room on.
-func decideConfig(tb testing.TB, p plant, dir string, port, windows int) *hub.Config {
+// productionYAML is hubYAML's production mapping: units also move the inventory (and so notify
+// the engine through the inventory bucket as well as the features bucket).
+const productionYAML = `
+  production:
+    - {signal: "*.pack.parts", feature: units}
+`
+
+// decideConfig is hubConfig with the decision room on; without production, units are a feature only.
+func decideConfig(tb testing.TB, p plant, dir string, port, windows int, production bool) *hub.Config {
 	tb.Helper()
 	gf, rf := filepath.Join(dir, "graph.yaml"), filepath.Join(dir, "rules.yaml")
 	if err := os.WriteFile(gf, []byte(p.decideGraphYAML(windows)), 0o644); err != nil {
@@ -97,7 +104,14 @@ func decideConfig(tb testing.TB, p plant, dir string, port, windows int) *hub.Co
 	if err := os.WriteFile(rf, []byte(hotRules), 0o644); err != nil {
 		tb.Fatal(err)
 	}
-	cfg, err := hub.Parse([]byte(fmt.Sprintf(hubYAML+decideYAML, dir, fmt.Sprintf("127.0.0.1:%d", port), gf, rf)), os.LookupEnv)
+	y := hubYAML + decideYAML
+	if !production {
+		if !strings.Contains(y, productionYAML) {
+			tb.Fatal("hubYAML's production mapping changed: update productionYAML")
+		}
+		y = strings.Replace(y, productionYAML, "\n", 1)
+	}
+	cfg, err := hub.Parse([]byte(fmt.Sprintf(y, dir, fmt.Sprintf("127.0.0.1:%d", port), gf, rf)), os.LookupEnv)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -111,18 +125,30 @@ func decideConfig(tb testing.TB, p plant, dir string, port, windows int) *hub.Co
 // Each crossing is timed from just before its batch's publish to its promotion's arrival, and,
 // to say where the time goes, to its stages as another process sees them: the value in the features
 // bucket, the decision record on the decision log, the action in the outbox bucket. Only crossings
-// after the first 2 s count. Run with -benchtime 1x.
+// after the first 2 s count. Run with -benchtime 1x. The units-only variants do not count units as
+// production: the engine hears of a crossing through the features bucket alone.
 func BenchmarkDecideLatency(b *testing.B) {
+	small := plant{agents: 50, lines: 1, machines: 4, fields: 6, skus: 50}
+	big := plant{agents: 6, lines: 5, machines: 4, fields: 10, skus: 50}
 	for _, v := range []struct {
-		name string
-		p    plant
+		name       string
+		p          plant
+		production bool
+		// mayMiss: crossings the engine never hears of are counted ("missed"), not a failure. The
+		// feature store drops the watch's echo of its own write when the write's ack came first
+		// (features.Store.take: revision ≤ the acked one is "not news"), so a value this replica
+		// wrote notifies the engine only when the echo wins that race. With production on, the
+		// inventory's notification covers it. Set it to false once the store notifies every write.
+		mayMiss bool
 	}{
-		{"50agents-98records", plant{agents: 50, lines: 1, machines: 4, fields: 6, skus: 50}},
-		{"6agents-810records", plant{agents: 6, lines: 5, machines: 4, fields: 10, skus: 50}},
+		{"50agents-98records", small, true, false},
+		{"6agents-810records", big, true, false},
+		{"50agents-98records-units-only", small, false, true},
+		{"6agents-810records-units-only", big, false, true},
 	} {
 		b.Run(v.name, func(b *testing.B) {
 			for b.Loop() {
-				decideRound(b, v.p, 5000, 10*time.Second, 2*time.Second)
+				decideRound(b, v.p, v.production, v.mayMiss, 5000, 10*time.Second, 2*time.Second)
 			}
 		})
 	}
@@ -133,12 +159,12 @@ type stage struct {
 	sent, feature, inventory, claim, verdict, record, outbox, action time.Time
 }
 
-func decideRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration) {
+func decideRound(b *testing.B, p plant, production, mayMiss bool, rate int, runFor, warmup time.Duration) {
 	window := time.Duration(float64(time.Second) * float64(p.agents*p.perWindow()) / float64(rate))
 	windows := int(runFor / window)
 	counted := int(warmup/window) + 1
 	dir := b.TempDir()
-	cfg := decideConfig(b, p, dir, testutil.FreePort(b), windows)
+	cfg := decideConfig(b, p, dir, testutil.FreePort(b), windows, production)
 	offline(b, dir, func(js jetstream.JetStream) { agentsStream(b, js) })
 	b.StopTimer()
 	h := startHub(b, cfg)
@@ -297,16 +323,53 @@ func decideRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration) 
 	}
 	el := time.Since(start)
 	m1 := metrics()
-	testutil.WaitFor(b, time.Minute, "a promotion for every crossing", func() bool {
+	defer func() {
+		if !b.Failed() {
+			return
+		}
+		// How far the crossings got: which stage a failing run stops at.
 		mu.Lock()
 		defer mu.Unlock()
+		var n [6]int
 		for _, s := range stages {
-			if s.action.IsZero() {
-				return false
+			for i, t := range []time.Time{s.feature, s.inventory, s.claim, s.record, s.outbox, s.action} {
+				if !t.IsZero() {
+					n[i]++
+				}
 			}
 		}
-		return true
-	})
+		b.Logf("of %d crossings seen: units in features KV %d, production in inventory KV %d, guard claim %d, decision record %d, outbox %d, promotion %d",
+			len(stages), n[0], n[1], n[2], n[3], n[4], n[5])
+	}()
+	promotedSKUs := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, s := range stages {
+			if !s.action.IsZero() {
+				n++
+			}
+		}
+		return n
+	}
+	if !mayMiss {
+		testutil.WaitFor(b, time.Minute, "a promotion for every crossing", func() bool { return promotedSKUs() == crossings })
+	} else {
+		// Every crossing promoted, or none more for 5 s: the misses are counted, not waited for.
+		tick := time.NewTicker(100 * time.Millisecond)
+		for last, prev := time.Now(), -1; time.Since(last) < 5*time.Second; {
+			<-tick.C
+			n := promotedSKUs()
+			if n == crossings {
+				break
+			}
+			if n != prev {
+				last, prev = time.Now(), n
+			}
+		}
+		tick.Stop()
+	}
+	missed := crossings - promotedSKUs()
 	cpu := cpuTime() - cpu0
 	drained(b, js, time.Minute)
 
@@ -326,8 +389,8 @@ func decideRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration) 
 	if acted != float64(npub) {
 		b.Errorf("%v decisions acted on, %d published", acted, npub)
 	}
-	if npub < crossings {
-		b.Errorf("%d promotions for %d crossings", npub, crossings)
+	if npub < crossings-missed {
+		b.Errorf("%d promotions for %d crossings promoted", npub, crossings-missed)
 	}
 	st, err := js.Stream(ctx, cfg.Act.Stream)
 	if err != nil {
@@ -352,6 +415,9 @@ func decideRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration) 
 		if _, err := fmt.Sscanf(sku, "HOT-%04d-%03d-%d", &w, &a, &l); err != nil || w < counted {
 			continue
 		}
+		if s.action.IsZero() {
+			continue // missed (mayMiss): counted apart
+		}
 		total = append(total, s.action.Sub(s.sent))
 		for name, t := range map[string]time.Time{"units in features KV": s.feature, "production in inventory KV": s.inventory,
 			"guard claim": s.claim, "guard verdict": s.verdict, "decision record": s.record, "outbox record": s.outbox} {
@@ -359,9 +425,14 @@ func decideRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration) 
 				from[name] = append(from[name], t.Sub(s.sent))
 			}
 		}
-		if !s.inventory.IsZero() && !s.claim.IsZero() && !s.verdict.IsZero() && !s.record.IsZero() && !s.outbox.IsZero() {
+		// The engine re-evaluates on whichever store tells it first.
+		input := s.feature
+		if !s.inventory.IsZero() && (input.IsZero() || s.inventory.Before(input)) {
+			input = s.inventory
+		}
+		if !input.IsZero() && !s.claim.IsZero() && !s.verdict.IsZero() && !s.record.IsZero() && !s.outbox.IsZero() {
 			hop := func(name string, from, to time.Time) { hops[name] = append(hops[name], to.Sub(from)) }
-			hop("inventory → claim", s.inventory, s.claim)
+			hop("first input stored → claim", input, s.claim)
 			hop("claim → verdict", s.claim, s.verdict)
 			hop("verdict → record", s.verdict, s.record)
 			hop("record → outbox", s.record, s.outbox)
@@ -393,6 +464,10 @@ func decideRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration) 
 	decisions := m1.Sum("gemba_hub_decide_decisions_total") - m0.Sum("gemba_hub_decide_decisions_total")
 	b.ReportMetric(float64(records)/el.Seconds(), "records/s")
 	b.ReportMetric(float64(len(total)), "crossings")
+	b.ReportMetric(float64(missed), "missed")
+	if missed > 0 {
+		b.Logf("MISSED: %d of %d crossings never promoted (the engine was not told of the value; see the variant's note)", missed, crossings)
+	}
 	b.ReportMetric(q(total, 0.5), "p50-ms")
 	b.ReportMetric(q(total, 0.99), "p99-ms")
 	b.ReportMetric(q(total, 1), "max-ms")
@@ -403,7 +478,7 @@ func decideRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration) 
 		records, float64(records)/el.Seconds(), window, len(total), q(total, 0.5), q(total, 0.99), q(total, 1))
 	line("from the publish to", from, "units in features KV", "production in inventory KV", "guard claim", "guard verdict",
 		"decision record", "outbox record")
-	line("hops (as seen by watchers)", hops, "inventory → claim", "claim → verdict", "verdict → record", "record → outbox", "outbox → promotion")
+	line("hops (as seen by watchers)", hops, "first input stored → claim", "claim → verdict", "verdict → record", "record → outbox", "outbox → promotion")
 	b.Logf("engine during the load: %.0f evaluations/s, %.0f decisions/s; %d crossings, %d promotions", evals/el.Seconds(),
 		decisions/el.Seconds(), crossings, npub)
 	b.StartTimer()
