@@ -36,6 +36,7 @@ type Stats struct {
 	Conflicts  atomic.Uint64 // rules changes refused as concurrent
 	Malformed  atomic.Uint64 // messages on the stream that do not decode (skipped)
 	Busy       atomic.Uint64 // publishes repeated because a replicated stream could not check yet (10164)
+	Retries    atomic.Uint64 // publishes repeated because no answer came (leader election, slow replica)
 }
 
 // Log is the decision log. Safe for concurrent use; several replicas open the same stream.
@@ -84,6 +85,14 @@ func apiCode(err error) jetstream.ErrorCode {
 // one expected (10071, on one server and on a replicated stream alike).
 func wrongLast(err error) bool { return apiCode(err) == jetstream.JSErrCodeStreamWrongLastSequence }
 
+// transientFor is how long a publish that got no answer is retried.
+const transientFor = 15 * time.Second
+
+// transient reports whether a publish got no answer, so that the same message may be sent again.
+func transient(err error) bool {
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)
+}
+
 // publishCAS publishes with an expected-last-subject-sequence check, again while the server cannot
 // check it yet. A replicated stream refuses the check with 10164 ("wrong last sequence", constant)
 // while another message checking or writing the same subject is proposed and not yet applied:
@@ -92,8 +101,20 @@ func wrongLast(err error) bool { return apiCode(err) == jetstream.JSErrCodeStrea
 // records take turns here; a single server checks under its lock and never answers 10164.
 func (l *Log) publishCAS(ctx context.Context, pub func() (*jetstream.PubAck, error)) (*jetstream.PubAck, error) {
 	wait := 500 * time.Microsecond
+	giveUp := time.Now().Add(transientFor)
 	for {
 		ack, err := pub()
+		if transient(err) && time.Now().Before(giveUp) {
+			// No answer (a leader election, a slow replica): the message id makes the retry of a
+			// message that was stored after all a duplicate, not a second record.
+			l.Stats.Retries.Add(1)
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("%w (after: %v)", ctx.Err(), err)
+			case <-time.After(100*time.Millisecond + rand.N(100*time.Millisecond)):
+			}
+			continue
+		}
 		if apiCode(err) != jetstream.JSErrCodeStreamWrongLastSequenceConstant {
 			return ack, err
 		}
@@ -145,7 +166,7 @@ func (l *Log) publish(ctx context.Context, rec Record, fence *uint64) (uint64, e
 	if fence != nil {
 		ack, err = l.publishCAS(ctx, func() (*jetstream.PubAck, error) { return l.js.PublishMsg(ctx, m, opts...) })
 	} else {
-		ack, err = l.js.PublishMsg(ctx, m, opts...)
+		ack, err = l.publishCAS(ctx, func() (*jetstream.PubAck, error) { return l.js.PublishMsg(ctx, m, opts...) })
 	}
 	switch {
 	case fence != nil && wrongLast(err):
