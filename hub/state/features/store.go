@@ -167,8 +167,13 @@ func (s *Store) take(e jetstream.KeyValueEntry) (string, string, bool) {
 		delete(s.vals, e.Key())
 		return "", "", false
 	}
-	if cur != nil && e.Revision() <= cur.Revision {
+	if cur != nil && e.Revision() < cur.Revision {
 		return "", "", false
+	}
+	if cur != nil && e.Revision() == cur.Revision {
+		// Our own write, back after its ack already recorded the revision: nothing to change, but
+		// it is stored, which is what a reader waiting for the value is told.
+		return cur.Name, cur.Key, true
 	}
 	if mine, ok := s.inflight[e.Key()]; ok && cur != nil && bytes.Equal(mine, e.Value()) {
 		// Our own write, back before its ack: the value is cur, only the revision is new. (Decoding
