@@ -46,10 +46,11 @@ bench: peers ## benchmarks (figures go to docs/BENCHMARKS.md)
 BENCH_HUB ?= .
 BENCH_HUB_COUNT ?= 1
 .PHONY: bench-hub
-bench-hub: ## hub parts 1-2: ingest, latency, RSS; CEL per rule, 10k SKUs, feature → promotion p99 (docs/BENCHMARKS.md)
+bench-hub: ## hub parts 1-2: ingest, latency, RSS; CEL per rule, 10k SKUs, backtest speed, feature → promotion p99 (docs/BENCHMARKS.md)
 	$(GO) test -run '^$$' -bench 'EncodeValue' -benchmem ./hub/state/features/
 	$(GO) test -run '^$$' -bench 'Evaluate' -benchmem ./hub/decide/rules/
 	$(GO) test -run '^$$' -bench 'EngineEvaluate10kSKUs' -benchmem ./hub/decide/
+	$(GO) test -run '^$$' -bench 'BacktestPlantDay' -benchtime 1x ./hub/decide/backtest/
 	HUBBENCH_HEAPPROF=$(HEAPPROF) $(GO) test -run '^$$' -bench '$(BENCH_HUB)' -benchtime 1x -count $(BENCH_HUB_COUNT) -timeout 60m ./bench/hub/
 
 FUZZTIME ?= 10s
