@@ -79,12 +79,22 @@ func (s *series) release(pn *pane) {
 
 func (s *series) foldGauge(e *Engine, p, t int64, v float64, bad, excl bool) {
 	pn := s.pane(e, p)
-	switch {
-	case bad:
-		pn.Bad++
-		return
-	case excl:
-		pn.Excl++
+	if bad || excl {
+		if bad {
+			pn.Bad++
+		} else {
+			pn.Excl++
+		}
+		// A Bad (or excluded) sample carries no value, but it is in-order evidence that the held
+		// value lasted until then: add the hold now, or a window closed by this sample (the
+		// first one after it) would lose the held tail. The hold then continues to the next good
+		// sample, so the position of a Bad sample never changes twa.
+		if s.HoldOK && t > s.HoldT {
+			if s.r.twa {
+				s.hold(s.HoldT, t, s.HoldV)
+			}
+			s.HoldT = t
+		}
 		return
 	}
 	pn.N++
@@ -109,7 +119,7 @@ func (s *series) foldGauge(e *Engine, p, t int64, v float64, bad, excl bool) {
 	}
 	// ewma and the time-weighted mean follow the signal in time order; an out-of-order sample
 	// still counts in every other statistic.
-	if s.HoldOK && t < s.LastT {
+	if s.HoldOK && t < s.HoldT { // HoldT: the newest in-order sample, a Bad one included
 		return
 	}
 	if r.twa && s.HoldOK {

@@ -1,0 +1,170 @@
+package features
+
+import (
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/gemba-io/gemba/signal"
+)
+
+// Tests for issue 19, one per point; each failed on the code before its fix.
+
+func sec(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+
+func badSample(sig string, ts time.Time) signal.Sample {
+	return signal.Sample{Signal: sig, Time: ts, Quality: signal.Bad}
+}
+
+// find returns the records named name of the window starting at start (seconds after t0).
+func find(fs []signal.Feature, sig, name string, start float64) []signal.Feature {
+	var out []signal.Feature
+	for _, f := range fs {
+		if f.Signal == sig && f.Name == name && f.WindowStart.Equal(sec(start)) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func one(t *testing.T, fs []signal.Feature, sig, name string, start float64) signal.Feature {
+	t.Helper()
+	got := find(fs, sig, name, start)
+	if len(got) != 1 {
+		t.Fatalf("%s %s window %gs: %d records, want 1 (all: %+v)", sig, name, start, len(got), fs)
+	}
+	return got[0]
+}
+
+// Point 1: a Bad sample anywhere, right after the window included, neither drops nor shortens the
+// held value: twa of [0,10) is 10 held 5 s then 20 held 5 s = 15 wherever the Bad sample sits.
+func TestTWABadSampleAtEveryPosition(t *testing.T) {
+	cases := map[string][]signal.Sample{
+		"first":        {gauge("g", sec(-2), 10), badSample("g", sec(0)), gauge("g", sec(5), 20), gauge("g", sec(10), 0)},
+		"middle":       {gauge("g", sec(0), 10), badSample("g", sec(3)), gauge("g", sec(5), 20), gauge("g", sec(10), 0)},
+		"last":         {gauge("g", sec(0), 10), gauge("g", sec(5), 20), badSample("g", sec(9)), gauge("g", sec(10), 0)},
+		"after window": {gauge("g", sec(0), 10), gauge("g", sec(5), 20), badSample("g", sec(10))},
+	}
+	for name, ss := range cases {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, parseConfig(t, `
+features:
+  - {signal: g, window: 10s, compute: [twa, mean]}
+`))
+			defer h.e.Close()
+			for _, s := range ss {
+				h.add(s)
+			}
+			f := one(t, h.features(), "g", "twa", 0)
+			if math.Abs(f.Value-15) > 1e-9 || f.Partial {
+				t.Fatalf("twa = %v partial=%v, want 15 not partial", f.Value, f.Partial)
+			}
+		})
+	}
+}
+
+// Point 2: after a restart (clean or crash) a quiet state signal keeps its window cadence: the idle
+// clock continues from the checkpoint instead of starting again at the restart.
+func TestIdleClockSurvivesRestart(t *testing.T) {
+	for _, clean := range []bool{true, false} {
+		h := newHarness(t, parseConfig(t, `
+features:
+  - {signal: st, kind: state, window: 10s, compute: [time_in_state]}
+`))
+		h.clock.Set(sec(1))
+		h.add(signal.Sample{Signal: "st", Time: sec(1), Value: signal.String("stopped")})
+		h.clock.Set(sec(30.5))
+		h.e.Tick()
+		if got := len(find(h.features(), "st", "time_in_state", 20)); got != 1 {
+			t.Fatalf("before restart: window [20,30) has %d records, want 1", got)
+		}
+		if !clean {
+			if err := h.e.Checkpoint(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		h.restart(clean)
+		h.clock.Set(sec(40.5))
+		h.e.Tick()
+		f := find(h.features(), "st", "time_in_state", 30)
+		if len(f) != 1 || f[0].Value != 10 {
+			t.Fatalf("clean=%v: window [30,40) 10 s after the restart: %+v, want one record of 10 s", clean, f)
+		}
+		_ = h.e.Close()
+	}
+}
+
+// Point 4: a state change exactly at a window start gives the previous state no record in that
+// window (it held there for 0 s), and counts as a transition of that window.
+func TestStateChangeOnWindowStartNoPhantom(t *testing.T) {
+	h := newHarness(t, parseConfig(t, `
+features:
+  - {signal: st, kind: state, window: 10s, compute: [time_in_state, transitions]}
+`))
+	defer h.e.Close()
+	h.add(signal.Sample{Signal: "st", Time: sec(2), Value: signal.String("running")})
+	h.add(signal.Sample{Signal: "st", Time: sec(10), Value: signal.String("stopped")})
+	h.add(signal.Sample{Signal: "st", Time: sec(25), Value: signal.String("stopped")})
+	got := find(h.features(), "st", "time_in_state", 10)
+	if len(got) != 1 || got[0].Value != 10 {
+		t.Fatalf("window [10,20): %+v, want only stopped=10s", got)
+	}
+	if st, _ := got[0].Labels.Get("state"); st != "stopped" {
+		t.Fatalf("window [10,20): state %q, want stopped", st)
+	}
+	if tr := one(t, h.features(), "st", "transitions", 10); tr.Value != 1 {
+		t.Fatalf("transitions [10,20) = %v, want 1", tr.Value)
+	}
+}
+
+// type7 is Hyndman–Fan type 7 (R's and numpy's default): linear interpolation between the order
+// statistics around rank q·(n−1).
+func type7(vals []float64, q float64) float64 {
+	s := slices.Clone(vals)
+	slices.Sort(s)
+	h := q * float64(len(s)-1)
+	lo := math.Floor(h)
+	i := int(lo)
+	if i+1 >= len(s) {
+		return s[len(s)-1]
+	}
+	return s[i] + (h-lo)*(s[i+1]-s[i])
+}
+
+// Point 5: percentiles are Hyndman–Fan type 7, exact while a window holds at most exactCap samples
+// per pane (here 20 and, sliding, 3×20), and within the sketch's accuracy beyond.
+func TestPercentilesType7(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 19))
+	for _, cfg := range []string{"window: 10s", "window: 30s, hop: 10s"} {
+		h := newHarness(t, parseConfig(t, `
+features:
+  - {signal: g, `+cfg+`, compute: [p50, p90, p95, p99]}
+`))
+		var vals []float64
+		for i := range 60 {
+			v := 20 + 10*rng.Float64()
+			vals = append(vals, v)
+			h.add(gauge("g", sec(float64(i)/2), v))
+		}
+		h.add(gauge("g", sec(100), 0))
+		start := 0.0
+		if cfg != "window: 10s" {
+			start = 0 // window [0,30) covers every sample
+		}
+		win := vals[:20]
+		if cfg != "window: 10s" {
+			win = vals
+			start = 0
+		}
+		for _, q := range []float64{0.5, 0.9, 0.95, 0.99} {
+			name := map[float64]string{0.5: "p50", 0.9: "p90", 0.95: "p95", 0.99: "p99"}[q]
+			f := one(t, h.features(), "g", name, start)
+			if want := type7(win, q); math.Abs(f.Value-want) > 1e-9 {
+				t.Errorf("%s %s = %v, want type 7 %v", cfg, name, f.Value, want)
+			}
+		}
+		_ = h.e.Close()
+	}
+}
