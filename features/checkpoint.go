@@ -40,6 +40,7 @@ type ckTrack struct {
 func (e *Engine) encode(clean bool) []byte {
 	ck := checkpoint{V: checkpointVersion, Clean: clean}
 	for _, s := range e.series {
+		s.Arrival = s.lastArrival.UnixNano()
 		cs := ckSeries{Sig: s.sig, FP: s.r.fp, S: s, Panes: s.panes}
 		if s.r.sketch {
 			for _, pn := range s.panes {

@@ -197,11 +197,20 @@ func (e *Engine) entry(sig string) *entry {
 
 func (e *Engine) newSeries(sig string, r *rule) *series {
 	s := &series{sig: sig, r: r, Closed: math.MinInt64}
+	s.lastArrival = e.opts.Now()
 	if old, ok := e.restored[sig]; ok {
 		delete(e.restored, sig)
 		if old.ckFP == r.fp {
 			s = old
 			s.r = r
+			// The idle clock continues from the last arrival before the restart; after a crash
+			// samples arrived after the checkpoint, of which the newest event time (the
+			// watermark) is the best trace left. Never later than now.
+			last := max(s.Arrival, s.WM)
+			s.lastArrival = time.Unix(0, last)
+			if !s.HasWM && s.Arrival == 0 || s.lastArrival.After(e.opts.Now()) {
+				s.lastArrival = e.opts.Now()
+			}
 		} else {
 			e.log.Warn("checkpoint series discarded (rule changed)", "signal", sig)
 		}
@@ -215,7 +224,6 @@ func (e *Engine) newSeries(sig string, r *rule) *series {
 		s.track = en.t
 		s.track.deps = append(s.track.deps, s)
 	}
-	s.lastArrival = e.opts.Now()
 	e.series = append(e.series, s)
 	e.m.seriesN.Set(float64(len(e.series)))
 	return s

@@ -42,6 +42,9 @@ type series struct {
 	ResetObs                          bool   // observation (re)starts at the next good sample (cold start, crash)
 	GapCheck                          bool   // restored cleanly: check the first sample for a downtime gap
 	lastArrival                       time.Time
+	// Arrival is lastArrival in the checkpoint (Unix ns), so the idle clock continues after a
+	// restart instead of starting again: a quiet signal keeps its window cadence.
+	Arrival int64
 	nLate, nBad, nExcl, nFolded, nOOB int64
 }
 

@@ -133,6 +133,9 @@ func (s *series) closeState(e *Engine, kmax int64) int {
 	}
 	var times []stateTime
 	add := func(st string, d int64) {
+		if d <= 0 {
+			return // a state replaced at the instant it is counted from held 0 s: no record
+		}
 		for i := range times {
 			if times[i].state == st {
 				times[i].ns += d
