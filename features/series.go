@@ -38,13 +38,13 @@ type series struct {
 	// counter and state kinds: points in time order (bad ones kept for counting)
 	Pts []point
 
-	ckFP                              string // rule fingerprint of a restored series
-	ResetObs                          bool   // observation (re)starts at the next good sample (cold start, crash)
-	GapCheck                          bool   // restored cleanly: check the first sample for a downtime gap
-	lastArrival                       time.Time
+	ckFP        string // rule fingerprint of a restored series
+	ResetObs    bool   // observation (re)starts at the next good sample (cold start, crash)
+	GapCheck    bool   // restored cleanly: check the first sample for a downtime gap
+	lastArrival time.Time
 	// Arrival is lastArrival in the checkpoint (Unix ns), so the idle clock continues after a
 	// restart instead of starting again: a quiet signal keeps its window cadence.
-	Arrival int64
+	Arrival                           int64
 	nLate, nBad, nExcl, nFolded, nOOB int64
 }
 
