@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the real servers the tests run against: Debian's mosquitto and the npm node-opcua server.
+# Installs the real servers the tests run against: Debian's mosquitto, the npm node-opcua server and R's
+# forecast package.
 # Idempotent and quiet when everything is present. Missing tools are reported; tests then skip, or fail
 # when CI is set.
 set -uo pipefail
@@ -31,6 +32,17 @@ if [ -f "$wh/package-lock.json" ] && [ ! -d "$wh/node_modules/standardwebhooks" 
   if command -v npm >/dev/null 2>&1; then
     echo "installing the Standard Webhooks reference library (npm ci)"
     (cd "$wh" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error) || echo "warning: npm ci failed in $wh" >&2
+  fi
+fi
+
+# R and its forecast package: hub/learn/forecast compares its fits with R's (testdata/reference.R).
+if ! Rscript -e 'quit(status = !requireNamespace("forecast", quietly = TRUE))' >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing R and r-cran-forecast (Debian packages)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      r-base-core r-cran-forecast >/dev/null) || echo "warning: could not install R" >&2
+  else
+    echo "warning: R's forecast package missing and not root: the R reference test will skip (fail under CI)" >&2
   fi
 fi
 exit 0

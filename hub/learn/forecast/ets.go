@@ -69,7 +69,7 @@ func sesProfile(y []float64, alpha float64) (float64, float64) {
 // fitHoltDamped fits ETS(A,Ad,N) as forecast::holt(damped=TRUE, initial="optimal") does: alpha, beta,
 // phi, l0 and b0 minimising the in-sample one-step MSE within R's usual bounds. As for SES the initial
 // states are solved exactly (least squares) for each (alpha, beta, phi), which Nelder-Mead searches from
-// R's own starting point (alpha 0.2, beta 0.1, phi 0.9782) and from a second one, then restarts once.
+// R's own starting point (alpha 0.2, beta 0.1, phi 0.9782), then restarts once from its optimum.
 func fitHoltDamped(y []float64, name string) (Model, error) {
 	if len(y) < 10 {
 		return Model{}, fmt.Errorf("forecast: series %q: holt_damped needs at least 10 values, got %d", name, len(y))
@@ -84,9 +84,7 @@ func fitHoltDamped(y []float64, name string) (Model, error) {
 	}
 	step := []float64{0.1, 0.05, 0.05}
 	best, bestV := nelderMead(f, []float64{0.2, 0.1, loPhi + 0.99*(hiPhi-loPhi)}, step, reltol, 2000)
-	if x, v := nelderMead(f, []float64{0.6, 0.05, 0.9}, step, reltol, 2000); v < bestV {
-		best, bestV = x, v
-	}
+	// One restart from the optimum with a fresh simplex: Nelder-Mead can stall on a flat SSE surface.
 	if x, v := nelderMead(f, best, []float64{0.05, 0.02, 0.02}, reltol, 2000); v < bestV {
 		best = x
 	}
