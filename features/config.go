@@ -225,6 +225,7 @@ type rule struct {
 	want      map[string]bool
 	quantiles []quantile
 	sketch    bool
+	exactCap  int // values a pane keeps for exact percentiles: exactBudget / panes
 	twa       bool
 	ewma      bool
 	fp        string // fingerprint: checkpoints of a changed rule are not restored
@@ -268,6 +269,7 @@ func compile(ru *Rule) *rule {
 			c.sketch = true
 		}
 	}
+	c.exactCap = int(max(1, exactBudget/c.panes))
 	c.twa = c.want["twa"]
 	c.ewma = c.want["ewma"]
 	if ru.By != "" {

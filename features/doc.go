@@ -7,7 +7,9 @@
 //	gauge    count sum mean min max stddev (population) first last delta (last-first)
 //	         rate (delta per second between first and last sample) ewma (ewma_alpha, value after
 //	         the window's last in-order sample) twa (time-weighted mean, sample-and-hold)
-//	         p50 p90 p95 p99 (DDSketch, 1% relative accuracy, rank floor(q*(n-1)))
+//	         p50 p90 p95 p99 (Hyndman–Fan type 7, R's and numpy's default: exact while the
+//	         window holds at most 4096 values; beyond, type 7 over a DDSketch's order
+//	         statistics, within 1% relative accuracy)
 //	counter  delta (increase, resets and rollovers handled) rate (delta / window seconds) resets
 //	state    time_in_state (seconds, label state=...) transitions availability (running / planned)
 //

@@ -68,6 +68,7 @@ type Engine struct {
 	series  []*series // every series, for idle checks and checkpoints
 	mapping mapping.IndexMapping
 	scratch *ddsketch.DDSketch // merge target for sliding-window percentiles
+	vals    []float64          // merge target for a window's exact values (percentiles)
 	out     []signal.Feature
 	closed  bool
 	m       metrics

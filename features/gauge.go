@@ -2,6 +2,7 @@ package features
 
 import (
 	"math"
+	"slices"
 
 	"github.com/DataDog/sketches-go/ddsketch"
 	"github.com/DataDog/sketches-go/ddsketch/store"
@@ -10,6 +11,11 @@ import (
 // sketchAccuracy is the relative accuracy of percentiles (DDSketch): a reported p95 is within 1%
 // of a value whose rank is the 95th percentile.
 const sketchAccuracy = 0.01
+
+// exactBudget is how many sample values a window keeps for exact percentiles (32 KiB), split
+// evenly over its panes. A window whose panes all stayed within their share gets exact Hyndman–Fan
+// type 7 percentiles; beyond it, the same definition is applied to the sketch's order statistics.
+const exactBudget = 4096
 
 // sketchBins bounds a sketch's bins (per sign); with 1% accuracy 2048 bins span 18 orders of
 // magnitude before the lowest bins collapse.
@@ -29,6 +35,8 @@ type pane struct {
 	EWMA          float64 // ewma after the pane's last in-order sample
 	EWMAT         int64
 	EWMAOK        bool
+	Vals          []float64 // good values while at most rule.exactCap (percentiles)
+	Over          bool      // more than exactCap values: percentiles come from the sketch
 	sk            *ddsketch.DDSketch
 }
 
@@ -52,8 +60,8 @@ func (s *series) pane(e *Engine, p int64) *pane {
 		pn = s.free[n-1]
 		s.free[n-1] = nil
 		s.free = s.free[:n-1]
-		sk := pn.sk
-		*pn = pane{sk: sk}
+		sk, vals := pn.sk, pn.Vals[:0]
+		*pn = pane{sk: sk, Vals: vals}
 	} else {
 		pn = &pane{}
 	}
@@ -116,6 +124,13 @@ func (s *series) foldGauge(e *Engine, p, t int64, v float64, bad, excl bool) {
 	r := s.r
 	if r.sketch {
 		_ = pn.sk.Add(v) // finite by construction; beyond ±1e308 is refused and ignored
+		if !pn.Over {
+			if len(pn.Vals) < r.exactCap {
+				pn.Vals = append(pn.Vals, v)
+			} else {
+				pn.Over, pn.Vals = true, pn.Vals[:0]
+			}
+		}
 	}
 	// ewma and the time-weighted mean follow the signal in time order; an out-of-order sample
 	// still counts in every other statistic.
@@ -205,8 +220,16 @@ func (s *series) closeGauge(e *Engine, kmax int64, idle bool) int {
 		}
 		var a pane
 		var sk *ddsketch.DDSketch
+		exact := s.r.sketch
+		e.vals = e.vals[:0]
 		for j := i; j < len(s.panes) && s.panes[j].Idx <= k; j++ {
 			a.merge(s.panes[j])
+			if exact {
+				if s.panes[j].Over {
+					exact = false
+				}
+				e.vals = append(e.vals, s.panes[j].Vals...)
+			}
 			if s.r.sketch {
 				if m == 1 {
 					sk = s.panes[j].sk
@@ -223,14 +246,21 @@ func (s *series) closeGauge(e *Engine, kmax int64, idle bool) int {
 			}
 		}
 		start, end := s.window(k)
-		s.emitGauge(e, &a, sk, start, end, s.partial(start, end, idle))
+		var vals []float64
+		if exact {
+			vals = e.vals
+			slices.Sort(vals)
+		}
+		s.emitGauge(e, &a, sk, vals, start, end, s.partial(start, end, idle))
 		n++
 		k++
 	}
 	return n
 }
 
-func (s *series) emitGauge(e *Engine, a *pane, sk *ddsketch.DDSketch, start, end int64, partial bool) {
+// emitGauge emits the records of one window; vals are its values sorted when the window kept them
+// all (exact percentiles), else nil (percentiles from the sketch).
+func (s *series) emitGauge(e *Engine, a *pane, sk *ddsketch.DDSketch, vals []float64, start, end int64, partial bool) {
 	r := s.r
 	if a.N > 0 {
 		for _, f := range r.src.Compute {
@@ -271,12 +301,17 @@ func (s *series) emitGauge(e *Engine, a *pane, sk *ddsketch.DDSketch, start, end
 				}
 			default:
 				q, ok := quantileOf(r, f)
-				if !ok || sk == nil {
+				if !ok {
 					continue
 				}
-				var err error
-				if v, err = sk.GetValueAtQuantile(q); err != nil {
-					continue
+				if len(vals) == int(a.N) {
+					v = type7(q, len(vals), func(i int) float64 { return vals[i] })
+				} else {
+					if sk == nil || sk.GetCount() < 1 {
+						continue
+					}
+					v = type7(q, int(sk.GetCount()), func(i int) float64 { return sketchRank(sk, i) })
+					v = min(max(v, a.Min), a.Max) // the sketch's bins may lie beyond the exact extremes
 				}
 			}
 			e.emit(s, r.name(f), start, end, v, a.N, partial, nil)
@@ -292,6 +327,38 @@ func (s *series) emitQuality(e *Engine, bad, excl, start, end int64, partial boo
 	if excl > 0 {
 		e.emit(s, "uncertain_count", start, end, float64(excl), excl, partial, nil)
 	}
+}
+
+// type7 is the Hyndman–Fan type 7 sample quantile (R's and numpy's default): linear interpolation
+// between the order statistics x[floor(h)] and x[floor(h)+1], h = q·(n−1), 0-based; at(i) returns
+// the i-th smallest of n values.
+func type7(q float64, n int, at func(i int) float64) float64 {
+	h := q * float64(n-1)
+	lo := math.Floor(h)
+	i := int(lo)
+	v := at(i)
+	if f := h - lo; f > 0 && i+1 < n {
+		v += f * (at(i+1) - v)
+	}
+	return v
+}
+
+// sketchRank returns the sketch's estimate of the r-th smallest value (0-based). The sketch looks
+// ranks up as "first bin whose cumulative count exceeds q·(n−1)", counting negative values from the
+// most negative one: asking for r±0.25 lands on the bin holding element r on either side.
+func sketchRank(sk *ddsketch.DDSketch, r int) float64 {
+	n := sk.GetCount()
+	if n <= 1 {
+		v, _ := sk.GetValueAtQuantile(0)
+		return v
+	}
+	rr := float64(r) + 0.25
+	if float64(r) < sk.GetNegativeValueStore().TotalCount() {
+		rr = float64(r) - 0.25
+	}
+	q := min(max(rr/(n-1), 0), 1)
+	v, _ := sk.GetValueAtQuantile(q)
+	return v
 }
 
 func quantileOf(r *rule, f string) (float64, bool) {

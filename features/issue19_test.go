@@ -119,9 +119,9 @@ features:
 	}
 }
 
-// type7 is Hyndman–Fan type 7 (R's and numpy's default): linear interpolation between the order
+// refType7 is Hyndman–Fan type 7 (R's and numpy's default): linear interpolation between the order
 // statistics around rank q·(n−1).
-func type7(vals []float64, q float64) float64 {
+func refType7(vals []float64, q float64) float64 {
 	s := slices.Clone(vals)
 	slices.Sort(s)
 	h := q * float64(len(s)-1)
@@ -161,10 +161,40 @@ features:
 		for _, q := range []float64{0.5, 0.9, 0.95, 0.99} {
 			name := map[float64]string{0.5: "p50", 0.9: "p90", 0.95: "p95", 0.99: "p99"}[q]
 			f := one(t, h.features(), "g", name, start)
-			if want := type7(win, q); math.Abs(f.Value-want) > 1e-9 {
+			if want := refType7(win, q); math.Abs(f.Value-want) > 1e-9 {
 				t.Errorf("%s %s = %v, want type 7 %v", cfg, name, f.Value, want)
 			}
 		}
 		_ = h.e.Close()
+	}
+}
+
+// Point 5, beyond the bound: a window with more values than exactBudget keeps the memory bound and
+// applies type 7 to the sketch's order statistics, within its 1% relative accuracy, negative values
+// included.
+func TestPercentilesBeyondBound(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 19))
+	h := newHarness(t, parseConfig(t, `
+features:
+  - {signal: g, window: 10s, compute: [p50, p90, p99, count]}
+`))
+	defer h.e.Close()
+	var vals []float64
+	n := exactBudget + 500
+	for i := range n {
+		v := -50 + 20*rng.NormFloat64()
+		vals = append(vals, v)
+		h.add(gauge("g", t0.Add(time.Duration(i)*(10*time.Second)/time.Duration(n)), v))
+	}
+	if pn := h.e.series[0].panes[0]; !pn.Over || len(pn.Vals) != 0 {
+		t.Fatalf("pane over the bound keeps %d values (over=%v), want none", len(pn.Vals), pn.Over)
+	}
+	h.add(gauge("g", sec(100), 0))
+	for _, q := range []float64{0.5, 0.9, 0.99} {
+		name := map[float64]string{0.5: "p50", 0.9: "p90", 0.99: "p99"}[q]
+		f := one(t, h.features(), "g", name, 0)
+		if want := refType7(vals, q); math.Abs(f.Value-want) > 0.011*math.Abs(want) {
+			t.Errorf("%s = %v, want type 7 %v within 1%%", name, f.Value, want)
+		}
 	}
 }
