@@ -43,8 +43,8 @@ func fitSES(y []float64, name string) (Model, error) {
 	m := Model{Method: SES, Alpha: a, L0: l0}
 	sum := m.runETS(y)
 	m.MSE = sum / float64(len(y))
-	// R counts the variance as a parameter: k = alpha, l0 and sigma.
-	m.Sigma2 = sum / float64(len(y)-3)
+	// As R's ets: SSE / (n - k), k = the estimated parameters and states (alpha, l0).
+	m.Sigma2 = sum / float64(len(y)-2)
 	return m, nil
 }
 
@@ -69,7 +69,7 @@ func sesProfile(y []float64, alpha float64) (float64, float64) {
 // fitHoltDamped fits ETS(A,Ad,N) as forecast::holt(damped=TRUE, initial="optimal") does: alpha, beta,
 // phi, l0 and b0 minimising the in-sample one-step MSE within R's usual bounds. As for SES the initial
 // states are solved exactly (least squares) for each (alpha, beta, phi), which Nelder-Mead searches from
-// R's own starting point (alpha 0.2, beta 0.1, phi 0.9782), then restarts once from its optimum.
+// R's own starting point (alpha 0.2, beta 0.02, phi 0.9782), then restarts once from its optimum.
 func fitHoltDamped(y []float64, name string) (Model, error) {
 	if len(y) < 10 {
 		return Model{}, fmt.Errorf("forecast: series %q: holt_damped needs at least 10 values, got %d", name, len(y))
@@ -83,7 +83,9 @@ func fitHoltDamped(y []float64, name string) (Model, error) {
 		return s
 	}
 	step := []float64{0.1, 0.05, 0.05}
-	best, bestV := nelderMead(f, []float64{0.2, 0.1, loPhi + 0.99*(hiPhi-loPhi)}, step, reltol, 2000)
+	// R's initparam: alpha 0.2 of its range, beta 0.1 of [lower, alpha], phi 0.99 of its range.
+	a0 := loAlpha + 0.2*(hiAlpha-loAlpha)
+	best, bestV := nelderMead(f, []float64{a0, loBeta + 0.1*(a0-loBeta), loPhi + 0.99*(hiPhi-loPhi)}, step, reltol, 2000)
 	// One restart from the optimum with a fresh simplex: Nelder-Mead can stall on a flat SSE surface.
 	if x, v := nelderMead(f, best, []float64{0.05, 0.02, 0.02}, reltol, 2000); v < bestV {
 		best = x
@@ -92,8 +94,8 @@ func fitHoltDamped(y []float64, name string) (Model, error) {
 	m := Model{Method: HoltDamped, Alpha: best[0], Beta: best[1], Phi: best[2], L0: l0, B0: b0}
 	sum := m.runETS(y)
 	m.MSE = sum / float64(len(y))
-	// k = alpha, beta, phi, l0, b0 and sigma, as R counts.
-	m.Sigma2 = sum / float64(len(y)-6)
+	// As R's ets: SSE / (n - k), k = alpha, beta, phi, l0, b0.
+	m.Sigma2 = sum / float64(len(y)-5)
 	return m, nil
 }
 
