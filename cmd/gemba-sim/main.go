@@ -43,6 +43,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	printCfg := fs.Bool("print-config", false, "print an agent collectors section for this plant and exit")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until interrupted)")
 	verbose := fs.Bool("v", false, "show the OPC UA server library's own log")
+	commerceF := addCommerceFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -92,6 +93,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "  OPC UA  %s  (namespace %s)\n", ep, sim.NamespaceURI)
 	}
 	fmt.Fprintf(stdout, "  MQTT    %s  (JSON on %s/<line>/<machine>/telemetry, Sparkplug B group %s)\n", *broker, cfg.Site, cfg.Site)
+	stopCommerce, err := commerceF.start(ctx, cfg, s, log, stdout)
+	if err != nil {
+		return err
+	}
+	defer stopCommerce()
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 	t := time.NewTicker(10 * time.Second)
