@@ -43,6 +43,12 @@ type Options struct {
 	// MaxFutureSkew set, no watermark passes Now either: a fast source clock delays its windows
 	// instead of making the correct samples after it late.
 	Bounds TimeBounds
+	// Live reports whether the collector behind a sample Source ("collector:node") is connected.
+	// When a counter or state signal falls silent for its idle timeout, a live source is taken to
+	// hold its value (counter windows continue with delta 0, state windows with the state); a
+	// source that is not live leaves a gap after its last sample and its last window is partial.
+	// Nil: every source is live.
+	Live func(source string) bool
 }
 
 // CheckpointKey is the Store key of the engine's checkpoint.
@@ -280,6 +286,9 @@ func (e *Engine) Add(samples []signal.Sample) []signal.Sample {
 			continue
 		}
 		s.lastArrival = now
+		if smp.Source != "" && smp.Source != s.Source {
+			s.Source = smp.Source
+		}
 		late := s.add(e, smp, &b)
 		if late || s.r.forwardRaw {
 			keep = append(keep, *smp)

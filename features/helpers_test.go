@@ -83,6 +83,7 @@ type harness struct {
 	t      testing.TB
 	cfg    Config
 	bounds TimeBounds
+	live   func(source string) bool
 	clock  *fakeClock
 	store  *memStore
 	e      *Engine
@@ -101,7 +102,7 @@ func (h *harness) start() {
 	h.t.Helper()
 	e, err := New(h.cfg, Options{
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		Store:  h.store, Now: h.clock.Now, CheckpointInterval: time.Hour, Bounds: h.bounds,
+		Store:  h.store, Now: h.clock.Now, CheckpointInterval: time.Hour, Bounds: h.bounds, Live: h.live,
 		Emit: func(fs []signal.Feature) {
 			h.mu.Lock()
 			h.out = append(h.out, fs...)

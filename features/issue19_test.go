@@ -198,3 +198,105 @@ features:
 		}
 	}
 }
+
+func counterAt(s float64, v int64) signal.Sample {
+	return signal.Sample{Signal: "parts", Time: sec(s), Value: signal.Int(v), Source: "plc1:ns=2;s=parts"}
+}
+
+// Point 3: a live counter that stops changing (a source reporting by exception sends nothing)
+// keeps emitting windows, delta 0 and n 0, none partial; the next increment lands in the window of
+// the sample that reports it. With the source gone (Options.Live) or its newest sample Bad, the
+// windows stop after the last sample and the last one is partial.
+func TestCounterLiveUnchangedKeepsWindows(t *testing.T) {
+	cfg := `
+features:
+  - {signal: parts, kind: counter, window: 10s, compute: [delta, rate], by: sku}
+`
+	run := func(live bool, lastBad bool) *harness {
+		h := newHarness(t, parseConfig(t, cfg))
+		h.live = func(src string) bool {
+			if src != "plc1:ns=2;s=parts" {
+				t.Errorf("Live asked about %q", src)
+			}
+			return live
+		}
+		h.restart(true) // pick up h.live
+		h.clock.Set(sec(1))
+		h.add(signal.Sample{Signal: "sku", Time: sec(0.5), Value: signal.String("A")}, counterAt(1, 5))
+		h.clock.Set(sec(11))
+		h.add(counterAt(11, 6))
+		h.clock.Set(sec(14))
+		h.add(counterAt(14, 9))
+		if lastBad {
+			h.add(signal.Sample{Signal: "parts", Time: sec(16), Quality: signal.Bad, Source: "plc1:ns=2;s=parts"})
+		}
+		for _, now := range []float64{25, 35, 45} {
+			h.clock.Set(sec(now))
+			h.e.Tick()
+		}
+		return h
+	}
+	h := run(true, false)
+	fs := h.features()
+	if f := one(t, fs, "parts", "delta", 10); f.Value != 4 || f.Partial {
+		t.Fatalf("[10,20): delta %v partial=%v, want 4 not partial (the source is live)", f.Value, f.Partial)
+	}
+	for _, start := range []float64{20, 30} {
+		f := one(t, fs, "parts", "delta", start)
+		if sku, _ := f.Labels.Get("sku"); f.Value != 0 || f.Count != 0 || f.Partial || sku != "A" {
+			t.Fatalf("[%g,+10): %+v, want delta 0, n 0, not partial, sku A", start, f)
+		}
+	}
+	h.clock.Set(sec(46))
+	h.add(counterAt(46, 13))
+	h.clock.Set(sec(60))
+	h.add(counterAt(60, 13))
+	fs = h.features()
+	if f := one(t, fs, "parts", "delta", 40); f.Value != 4 || f.Count != 1 || f.Partial {
+		t.Fatalf("[40,50): %+v, want delta 4 from one sample", f)
+	}
+	if f := one(t, fs, "parts", "delta", 50); f.Value != 0 || f.Count != 0 {
+		t.Fatalf("[50,60) (a gap between samples): %+v, want delta 0, n 0", f)
+	}
+	_ = h.e.Close()
+
+	for _, c := range []struct {
+		name      string
+		live, bad bool
+	}{{"gone", false, false}, {"newest Bad", true, true}} {
+		h := run(c.live, c.bad)
+		fs := h.features()
+		if f := one(t, fs, "parts", "delta", 10); f.Value != 4 || !f.Partial {
+			t.Fatalf("%s: [10,20): %+v, want delta 4 partial", c.name, f)
+		}
+		for _, f := range fs {
+			if f.WindowStart.After(sec(15)) {
+				t.Fatalf("%s: window after the source stopped: %+v", c.name, f)
+			}
+		}
+		_ = h.e.Close()
+	}
+}
+
+// Point 3 for states: a state source that is gone leaves a gap too (a live one keeps its state,
+// see the golden case idle_timeout).
+func TestStateSourceGoneLeavesGap(t *testing.T) {
+	h := newHarness(t, parseConfig(t, `
+features:
+  - {signal: st, kind: state, window: 10s, compute: [time_in_state]}
+`))
+	h.live = func(string) bool { return false }
+	h.restart(true)
+	defer h.e.Close()
+	h.clock.Set(sec(1))
+	h.add(signal.Sample{Signal: "st", Time: sec(1), Value: signal.String("running"), Source: "plc1:st"})
+	h.clock.Set(sec(40))
+	h.e.Tick()
+	fs := h.features()
+	if f := one(t, fs, "st", "time_in_state", 0); !f.Partial {
+		t.Fatalf("[0,10) of a gone source: %+v, want partial", f)
+	}
+	if len(fs) != 1 {
+		t.Fatalf("gone source: %d records, want only [0,10): %+v", len(fs), fs)
+	}
+}

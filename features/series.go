@@ -42,6 +42,9 @@ type series struct {
 	ResetObs    bool   // observation (re)starts at the next good sample (cold start, crash)
 	GapCheck    bool   // restored cleanly: check the first sample for a downtime gap
 	lastArrival time.Time
+	// Source is the newest sample's Source (collector:node), for Options.Live.
+	Source string
+	gone   bool // set by idleCheck: Options.Live says the source is not connected
 	// Arrival is lastArrival in the checkpoint (Unix ns), so the idle clock continues after a
 	// restart instead of starting again: a quiet signal keeps its window cadence.
 	Arrival                           int64
@@ -156,8 +159,9 @@ func (s *series) insert(pt point) {
 	s.Pts[i] = pt
 }
 
-// closeTo closes every window whose end is <= limit. Idle closes mark gauge and counter windows
-// partial (the signal stopped before their end, so they were not fully observed).
+// closeTo closes every window whose end is <= limit. Idle closes mark gauge windows partial (the
+// signal stopped before their end, so they were not fully observed); counters and states hold their
+// value, so their idle-closed windows are partial only when the source is gone (see closeCounter).
 func (s *series) closeTo(e *Engine, limit int64, idle bool, b *batch) {
 	r := s.r
 	kmax := floorDiv(limit, r.hop) - 1 // window k ends at (k+1)*hop <= limit
@@ -171,7 +175,7 @@ func (s *series) closeTo(e *Engine, limit int64, idle bool, b *batch) {
 	case kindCounter:
 		n = s.closeCounter(e, kmax, idle)
 	case kindState:
-		n = s.closeState(e, kmax)
+		n = s.closeState(e, kmax, idle)
 	}
 	s.Closed = kmax
 	if idle {
@@ -204,7 +208,9 @@ func (s *series) idleCheck(e *Engine, now time.Time, b *batch) {
 	if silent < r.idle {
 		return
 	}
-	s.closeTo(e, s.WM+int64(silent)-r.lateness, r.kind != kindState, b)
+	s.gone = e.opts.Live != nil && !e.opts.Live(s.Source)
+	s.closeTo(e, s.WM+int64(silent)-r.lateness, true, b)
+	s.gone = false
 }
 
 // open reports whether the series has data in windows not yet closed.
@@ -212,8 +218,6 @@ func (s *series) open() bool {
 	switch s.r.kind {
 	case kindGauge:
 		return len(s.panes) > 0
-	case kindCounter:
-		return len(s.Pts) > 0 && s.Pts[len(s.Pts)-1].T >= (s.Closed+1)*s.r.hop
 	}
 	return len(s.Pts) > 0
 }
@@ -240,15 +244,19 @@ func (s *series) prune() {
 	for i < len(s.Pts) && s.Pts[i].T < start {
 		i++
 	}
-	// keep the carry: for counters the last good point before start (the baseline of the next
-	// increment); for states the last point, Bad or not (a Bad state means "unknown since then").
+	// keep the carry: the last point before start (for states the state since then, a Bad one
+	// meaning "unknown"; for counters whether the value is known) and, for counters, the last good
+	// point before start as well (the baseline of the next increment).
 	c := i - 1
 	for s.r.kind == kindCounter && c >= 0 && s.Pts[c].Bad {
 		c--
 	}
 	drop := i
-	if c >= 0 {
-		s.Pts[i-1] = s.Pts[c]
+	switch {
+	case c >= 0 && c < i-1: // a counter whose last point before start is Bad: keep both
+		s.Pts[i-2] = s.Pts[c]
+		drop = i - 2
+	case c >= 0:
 		drop = i - 1
 	}
 	if drop > 0 {

@@ -33,19 +33,39 @@ type groupAgg struct {
 	resets int64
 }
 
-// closeCounter emits windows Closed+1..kmax that hold at least one point.
+// closeCounter emits windows Closed+1..kmax. A window without samples is emitted with delta 0 and
+// n 0 when the counter's value is known there (its last sample before the window was good): a live
+// source reporting by exception (OPC UA) sends nothing while a stopped machine's counter does not
+// change, and "0 produced" must not look like "no data". Only a stopped source leaves a gap: one
+// the agent reports not live (Options.Live), or whose newest sample is Bad (value unknown).
 func (s *series) closeCounter(e *Engine, kmax int64, idle bool) int {
 	r := s.r
+	stopped := idle && (s.gone || (len(s.Pts) > 0 && s.Pts[len(s.Pts)-1].Bad))
 	n := 0
 	var groups []groupAgg
-	for k := s.Closed + 1; k <= kmax; {
+	for k := s.Closed + 1; k <= kmax; k++ {
 		start, end := s.window(k)
 		i := sort.Search(len(s.Pts), func(i int) bool { return s.Pts[i].T >= start })
-		if i == len(s.Pts) {
-			break
-		}
-		if pk := floorDiv(s.Pts[i].T, r.hop); pk > k {
-			k = pk
+		if i == len(s.Pts) || s.Pts[i].T >= end {
+			next := kmax + 1 // the first window holding the next point
+			if i < len(s.Pts) {
+				next = min(next, floorDiv(s.Pts[i].T, r.hop))
+			}
+			if i == 0 || s.Pts[i-1].Bad || (stopped && i == len(s.Pts)) {
+				k = next - 1 // value unknown, or the source is gone: no record
+				continue
+			}
+			if next-k > maxCatchUp {
+				e.log.Warn("counter windows skipped after a long gap", "signal", s.sig, "windows", next-k-maxCatchUp)
+				k = next - maxCatchUp
+				start, end = s.window(k)
+			}
+			key := ""
+			if s.track != nil {
+				key = s.track.at(end - 1)
+			}
+			s.emitCounter(e, []groupAgg{{key: key}}, start, end, s.partial(start, end, stopped))
+			n++
 			continue
 		}
 		// baseline: the last good point before the window
@@ -79,29 +99,34 @@ func (s *series) closeCounter(e *Engine, kmax int64, idle bool) int {
 			}
 			havePrev, prev = true, p.V
 		}
-		partial := s.partial(start, end, idle)
-		secs := float64(r.window) / 1e9
-		for _, g := range groups {
-			var lbl signal.Labels
-			if s.track != nil {
-				lbl = signal.Labels{{Key: r.byLabel, Value: g.key}}
-			}
-			for _, f := range r.src.Compute {
-				v := g.delta
-				switch f {
-				case "rate":
-					v = g.delta / secs
-				case "resets":
-					v = float64(g.resets)
-				}
-				e.emit(s, r.name(f), start, end, v, g.n, partial, lbl)
-			}
-		}
+		partial := s.partial(start, end, stopped)
+		s.emitCounter(e, groups, start, end, partial)
 		s.emitQuality(e, bad, 0, start, end, partial)
 		n++
-		k++
 	}
 	return n
+}
+
+// emitCounter emits the records of one counter window, one set per group.
+func (s *series) emitCounter(e *Engine, groups []groupAgg, start, end int64, partial bool) {
+	r := s.r
+	secs := float64(r.window) / 1e9
+	for _, g := range groups {
+		var lbl signal.Labels
+		if s.track != nil {
+			lbl = signal.Labels{{Key: r.byLabel, Value: g.key}}
+		}
+		for _, f := range r.src.Compute {
+			v := g.delta
+			switch f {
+			case "rate":
+				v = g.delta / secs
+			case "resets":
+				v = float64(g.resets)
+			}
+			e.emit(s, r.name(f), start, end, v, g.n, partial, lbl)
+		}
+	}
 }
 
 func findGroup(gs *[]groupAgg, key string) *groupAgg {
@@ -116,11 +141,12 @@ func findGroup(gs *[]groupAgg, key string) *groupAgg {
 
 // closeState emits windows Closed+1..kmax in which the state is known (a carried state counts:
 // a state holds until it changes, so state windows close on the idle timeout without being partial).
-func (s *series) closeState(e *Engine, kmax int64) int {
+func (s *series) closeState(e *Engine, kmax int64, idle bool) int {
 	r := s.r
 	if len(s.Pts) == 0 {
 		return 0
 	}
+	stopped := idle && s.gone // the source is gone: no window after its last sample
 	k := s.Closed + 1
 	if kmax-k >= maxCatchUp {
 		e.log.Warn("state windows skipped after a long gap", "signal", s.sig, "windows", kmax-k-maxCatchUp+1)
@@ -146,6 +172,9 @@ func (s *series) closeState(e *Engine, kmax int64) int {
 	}
 	for k <= kmax {
 		start, end := s.window(k)
+		if stopped && start > s.WM {
+			break
+		}
 		i := sort.Search(len(s.Pts), func(i int) bool { return s.Pts[i].T >= start })
 		if i == 0 || s.Pts[i-1].Bad { // no known state carried in: skip to the next point
 			if i == len(s.Pts) {
@@ -183,7 +212,7 @@ func (s *series) closeState(e *Engine, kmax int64) int {
 		if known {
 			add(cur, end-curT)
 		}
-		partial := s.partial(start, end, false)
+		partial := s.partial(start, end, stopped)
 		var run, planned int64
 		for _, st := range times {
 			if r.want["time_in_state"] {
