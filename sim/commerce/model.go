@@ -1,10 +1,5 @@
-// Package commerce simulates the sales side of the simulated plant: its SKUs sold on web, retail and
-// wholesale channels with seasonality, intermittent slow movers, ERP inventory counts and promotions.
-//
-// The demand is deterministic: with the same seed, start, step and actions applied at the same steps,
-// Step returns the same events. Each SKU × channel draws from its own random stream, so a promotion on
-// one leaves every other series untouched. The response to a discount (TrueLift) is the simulator's
-// secret: the hub only sees the sales it causes, so lift estimates and bandits can be scored against it.
+// Package commerce simulates the market of the simulated plant's SKUs: sales on web, retail and
+// wholesale with seasonality, slow movers, ERP counts and promotions whose true response it keeps.
 package commerce
 
 import (
@@ -95,6 +90,11 @@ type promo struct {
 
 // Sim is the commerce simulator. Step it alongside the plant, Apply the hub's actions, publish with
 // Flush (or Run). Safe for concurrent use.
+//
+// The demand is deterministic: with the same seed, start, step and actions applied at the same steps,
+// Step returns the same events. Each SKU × channel draws from its own random stream, so a promotion on
+// one leaves every other series untouched. The response to a discount (TrueLift) is the simulator's
+// secret: the hub only sees the sales it causes, so lift estimates and bandits can be scored against it.
 type Sim struct {
 	cfg      Config
 	log      *slog.Logger
