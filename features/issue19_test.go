@@ -300,3 +300,40 @@ features:
 		t.Fatalf("gone source: %d records, want only [0,10): %+v", len(fs), fs)
 	}
 }
+
+// Point 3 after an outage: the source comes back and resends its unchanged value with the old
+// source time (late: windows past it are closed). The windows resume one idle timeout later on
+// their cadence, not only after as long again as the outage lasted.
+func TestCounterResumesAfterOutageWithLateResend(t *testing.T) {
+	h := newHarness(t, parseConfig(t, `
+features:
+  - {signal: parts, kind: counter, window: 10s, compute: [delta]}
+`))
+	live := true
+	h.live = func(string) bool { return live }
+	h.restart(true)
+	defer h.e.Close()
+	h.clock.Set(sec(1))
+	h.add(counterAt(1, 5))
+	h.clock.Set(sec(11))
+	h.add(counterAt(11, 7))
+	live = false
+	for now := 25.0; now <= 95; now += 10 {
+		h.clock.Set(sec(now))
+		h.e.Tick()
+	}
+	before := len(h.features())
+	live = true
+	h.add(counterAt(11, 7)) // the reconnect's initial value, old source time: late
+	for now := 96.0; now <= 120; now++ {
+		h.clock.Set(sec(now))
+		h.e.Tick()
+	}
+	fs := h.features()
+	if len(fs) == before {
+		t.Fatalf("no window within 24 s of the reconnect (outage 85 s)")
+	}
+	if f := one(t, fs, "parts", "delta", 100); f.Value != 0 || f.Partial {
+		t.Fatalf("[100,110) after the reconnect: %+v, want delta 0 not partial", f)
+	}
+}

@@ -44,6 +44,11 @@ type series struct {
 	lastArrival time.Time
 	// Source is the newest sample's Source (collector:node), for Options.Live.
 	Source string
+	// ExtT is the event time the idle timeout last extrapolated the watermark to, at wall time
+	// ExtAt (Unix ns): a late sample (an OPC UA reconnect resends the unchanged value with its old
+	// source time) restarts the silence without moving the watermark, and the extrapolation
+	// continues from here instead of falling back behind windows already closed.
+	ExtT, ExtAt int64
 	gone   bool // set by idleCheck: Options.Live says the source is not connected
 	// Arrival is lastArrival in the checkpoint (Unix ns), so the idle clock continues after a
 	// restart instead of starting again: a quiet signal keeps its window cadence.
@@ -209,7 +214,12 @@ func (s *series) idleCheck(e *Engine, now time.Time, b *batch) {
 		return
 	}
 	s.gone = e.opts.Live != nil && !e.opts.Live(s.Source)
-	s.closeTo(e, s.WM+int64(silent)-r.lateness, true, b)
+	to := s.WM + int64(silent)
+	if s.ExtAt != 0 {
+		to = max(to, s.ExtT+now.UnixNano()-s.ExtAt)
+	}
+	s.closeTo(e, to-r.lateness, true, b)
+	s.ExtT, s.ExtAt = to, now.UnixNano()
 	s.gone = false
 }
 
