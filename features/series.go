@@ -49,7 +49,7 @@ type series struct {
 	// source time) restarts the silence without moving the watermark, and the extrapolation
 	// continues from here instead of falling back behind windows already closed.
 	ExtT, ExtAt int64
-	gone   bool // set by idleCheck: Options.Live says the source is not connected
+	gone        bool // set by idleCheck: Options.Live says the source is not connected
 	// Arrival is lastArrival in the checkpoint (Unix ns), so the idle clock continues after a
 	// restart instead of starting again: a quiet signal keeps its window cadence.
 	Arrival                           int64
