@@ -68,30 +68,51 @@ func sesProfile(y []float64, alpha float64) (float64, float64) {
 
 // fitHoltDamped fits ETS(A,Ad,N) as forecast::holt(damped=TRUE, initial="optimal") does: alpha, beta,
 // phi, l0 and b0 minimising the in-sample one-step MSE within R's usual bounds. As for SES the initial
-// states are solved exactly (least squares) for each (alpha, beta, phi), which Nelder-Mead searches from
-// R's own starting point (alpha 0.2, beta 0.02, phi 0.9782), then restarts once from its optimum.
+// states are solved exactly (least squares) for each (alpha, beta, phi), which Nelder-Mead searches.
 func fitHoltDamped(y []float64, name string) (Model, error) {
 	if len(y) < 10 {
 		return Model{}, fmt.Errorf("forecast: series %q: holt_damped needs at least 10 values, got %d", name, len(y))
 	}
-	f := func(p []float64) float64 {
-		a, b, phi := p[0], p[1], p[2]
-		if a < loAlpha || a > hiAlpha || b < loBeta || b > a || phi < loPhi || phi > hiPhi {
-			return math.Inf(1)
-		}
+	// Nelder-Mead runs on unbounded coordinates mapped into R's bounds by logistic functions (beta's upper
+	// bound is alpha): a penalty wall at a bound makes the simplex stall short of a minimum on or near it,
+	// and such minima are common here (alpha at its floor, phi at 0.98).
+	f := func(u []float64) float64 {
+		a, b, phi := holtParams(u)
 		s, _, _ := holtProfile(y, a, b, phi)
 		return s
 	}
-	step := []float64{0.1, 0.05, 0.05}
-	// R's initparam: alpha 0.2 of its range, beta 0.1 of [lower, alpha], phi 0.99 of its range.
+	// The SSE surface has several local minima, so the search starts from R's own starting point and from
+	// the best point of a coarse grid over the bounded region, then restarts once from the better optimum.
 	a0 := loAlpha + 0.2*(hiAlpha-loAlpha)
-	best, bestV := nelderMead(f, []float64{a0, loBeta + 0.1*(a0-loBeta), loPhi + 0.99*(hiPhi-loPhi)}, step, reltol, 2000)
+	starts := [][]float64{holtCoords(a0, loBeta+0.1*(a0-loBeta), loPhi+0.99*(hiPhi-loPhi))}
+	var gridBest []float64
+	gridV := math.Inf(1)
+	for _, a := range []float64{0.001, 0.05, 0.2, 0.5, 0.9} {
+		for _, bf := range []float64{0.01, 0.1, 0.5} {
+			for _, phi := range []float64{0.81, 0.9, 0.975} {
+				u := holtCoords(a, math.Max(loBeta, bf*a), phi)
+				if v := f(u); v < gridV {
+					gridBest, gridV = u, v
+				}
+			}
+		}
+	}
+	starts = append(starts, gridBest)
+	step := []float64{1, 1, 1}
+	var best []float64
+	bestV := math.Inf(1)
+	for _, x0 := range starts {
+		if x, v := nelderMead(f, x0, step, reltol, 2000); v < bestV {
+			best, bestV = x, v
+		}
+	}
 	// One restart from the optimum with a fresh simplex: Nelder-Mead can stall on a flat SSE surface.
-	if x, v := nelderMead(f, best, []float64{0.05, 0.02, 0.02}, reltol, 2000); v < bestV {
+	if x, v := nelderMead(f, best, []float64{0.3, 0.3, 0.3}, reltol, 2000); v < bestV {
 		best = x
 	}
-	_, l0, b0 := holtProfile(y, best[0], best[1], best[2])
-	m := Model{Method: HoltDamped, Alpha: best[0], Beta: best[1], Phi: best[2], L0: l0, B0: b0}
+	a, b, phi := holtParams(best)
+	_, l0, b0 := holtProfile(y, a, b, phi)
+	m := Model{Method: HoltDamped, Alpha: a, Beta: b, Phi: phi, L0: l0, B0: b0}
 	sum := m.runETS(y)
 	m.MSE = sum / float64(len(y))
 	// As R's ets: SSE / (n - k), k = alpha, beta, phi, l0, b0.
@@ -166,4 +187,30 @@ func golden(f func(float64) float64, lo, hi, tol float64) float64 {
 		}
 	}
 	return (lo + hi) / 2
+}
+
+func logistic(u float64) float64 { return 1 / (1 + math.Exp(-u)) }
+
+// logit is logistic's inverse, clamped so that a bound maps to a finite coordinate.
+func logit(p float64) float64 {
+	p = math.Min(math.Max(p, 1e-6), 1-1e-6)
+	return math.Log(p / (1 - p))
+}
+
+// holtParams maps search coordinates into R's bounds: alpha in [loAlpha, hiAlpha], beta in
+// [loBeta, alpha], phi in [loPhi, hiPhi].
+func holtParams(u []float64) (alpha, beta, phi float64) {
+	alpha = loAlpha + (hiAlpha-loAlpha)*logistic(u[0])
+	beta = loBeta + (alpha-loBeta)*logistic(u[1])
+	phi = loPhi + (hiPhi-loPhi)*logistic(u[2])
+	return alpha, beta, phi
+}
+
+// holtCoords is holtParams' inverse.
+func holtCoords(alpha, beta, phi float64) []float64 {
+	return []float64{
+		logit((alpha - loAlpha) / (hiAlpha - loAlpha)),
+		logit((beta - loBeta) / (alpha - loBeta)),
+		logit((phi - loPhi) / (hiPhi - loPhi)),
+	}
 }
