@@ -128,6 +128,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		Store:   metaStore(buf),
 		Emit:    a.w.AddFeatures,
 		Bounds:  cfg.Agent.Timestamps,
+		// The supervisors are built below, before eng.Run starts the idle checks that ask.
+		Live: (&sourceLive{sups: func() []*supervisor { return a.sups }, now: time.Now}).Live,
 	})
 	if err != nil {
 		return fmt.Errorf("features: %w", err)
