@@ -107,3 +107,29 @@ func TestDaysOfCover(t *testing.T) {
 		t.Errorf("no demand at the end of the horizon: cover %v, want +Inf", d)
 	}
 }
+
+// Out of sample, the chosen models must beat the flat 28-day moving average (the baseline) in
+// total absolute error over the last 28 days of 300 seeded series they never saw.
+func TestChosenBeatsMovingAverageOutOfSample(t *testing.T) {
+	var chosen, ma float64
+	for i, y := range benchSeries(300, 365) {
+		train, test := y[:len(y)-28], y[len(y)-28:]
+		m, _, err := Select(train, Options{})
+		if err != nil {
+			t.Fatalf("series %d: %v", i, err)
+		}
+		fc := m.Forecast(len(test))
+		var avg float64
+		for _, v := range train[len(train)-28:] {
+			avg += v / 28
+		}
+		for j, v := range test {
+			chosen += math.Abs(fc[j].Mean - v)
+			ma += math.Abs(avg - v)
+		}
+	}
+	t.Logf("28-day holdout, total absolute error: chosen %.1f, moving average %.1f", chosen, ma)
+	if !(chosen < ma) {
+		t.Errorf("chosen models' holdout error %.1f not below the moving average's %.1f", chosen, ma)
+	}
+}
