@@ -337,3 +337,64 @@ features:
 		t.Fatalf("[100,110) after the reconnect: %+v, want delta 0 not partial", f)
 	}
 }
+
+// Point 6: each semantic the configuration reference states.
+func TestDocumentedSemantics(t *testing.T) {
+	h := newHarness(t, parseConfig(t, `
+features:
+  - {signal: g, window: 10s, compute: [stddev, rate, ewma, twa], ewma_alpha: 0.5}
+  - {signal: parts, kind: counter, window: 10s, compute: [delta, rate], by: sku}
+  - {signal: st, kind: state, window: 10s, compute: [time_in_state, transitions]}
+`))
+	defer h.e.Close()
+	// gauge: first sample exactly at a window start (not partial), values 2, 4 at 0 s and 4 s
+	h.add(gauge("g", sec(0), 2), gauge("g", sec(4), 4), gauge("g", sec(10), 8), gauge("g", sec(20), 0))
+	fs := h.features()
+	if f := one(t, fs, "g", "stddev", 0); f.Value != 1 || f.Partial {
+		t.Errorf("stddev of {2,4} = %v partial=%v, want 1 (population), not partial (first sample at the window start)", f.Value, f.Partial)
+	}
+	if f := one(t, fs, "g", "rate", 0); f.Value != 0.5 {
+		t.Errorf("gauge rate = %v, want (4-2)/4 s = 0.5 (between first and last sample)", f.Value)
+	}
+	if f := one(t, fs, "g", "ewma", 10); f.Value != 0.5*8+0.5*(0.5*4+0.5*2) {
+		t.Errorf("ewma of [10,20) = %v, want 5.5 (carried from the previous window)", f.Value)
+	}
+	if f := one(t, fs, "g", "twa", 0); f.Value != (2*4+4*6)/10.0 {
+		t.Errorf("twa = %v, want 3.2", f.Value)
+	}
+	// counter: the SKU changes between two counter samples: the increment goes to the later
+	// sample's window and to the SKU in force at its time
+	h.add(signal.Sample{Signal: "sku", Time: sec(0), Value: signal.String("A")}, counterAt(0, 100), counterAt(8, 110))
+	h.add(signal.Sample{Signal: "sku", Time: sec(9), Value: signal.String("B")}, counterAt(12, 125), counterAt(20, 125))
+	fs = h.features()
+	type win struct {
+		start float64
+		sku   string
+	}
+	want := map[win]float64{{0, "A"}: 10, {10, "B"}: 15}
+	for _, f := range fs {
+		if f.Signal != "parts" || f.Name != "delta" || f.WindowStart.After(sec(10)) {
+			continue
+		}
+		sku, _ := f.Labels.Get("sku")
+		k := win{f.WindowStart.Sub(t0).Seconds(), sku}
+		if w, ok := want[k]; !ok || w != f.Value {
+			t.Errorf("counter delta %v for %+v, want %v", f.Value, k, want)
+		}
+		delete(want, k)
+	}
+	if len(want) != 0 {
+		t.Errorf("counter windows missing: %v", want)
+	}
+	if f := one(t, fs, "parts", "rate", 10); f.Value != 1.5 {
+		t.Errorf("counter rate = %v, want 15 / 10 s = 1.5 (per window second)", f.Value)
+	}
+	// state: windows without samples are emitted with n 0
+	h.add(signal.Sample{Signal: "st", Time: sec(0), Value: signal.String("idle")}, signal.Sample{Signal: "st", Time: sec(35), Value: signal.String("idle")})
+	fs = h.features()
+	for _, start := range []float64{10, 20} {
+		if f := one(t, fs, "st", "time_in_state", start); f.Value != 10 || f.Count != 0 {
+			t.Errorf("state window %g without samples: %+v, want 10 s idle, n 0", start, f)
+		}
+	}
+}
