@@ -1,6 +1,7 @@
 package forecast
 
 import (
+	"bytes"
 	"context"
 	"encoding/csv"
 	"fmt"
@@ -223,6 +224,9 @@ func TestRScriptReproducesFixtures(t *testing.T) {
 	defer cancel()
 	out, err := exec.CommandContext(ctx, rs, "testdata/reference.R", dir).CombinedOutput()
 	if err != nil {
+		if bytes.Contains(out, []byte("there is no package called")) && os.Getenv("CI") != "true" {
+			t.Skipf("R's forecast package is not installed (apt-get install r-cran-forecast):\n%s", out)
+		}
 		t.Fatalf("Rscript testdata/reference.R: %v\n%s", err, out)
 	}
 	for _, f := range []string{"r_params.csv", "r_forecasts.csv"} {
