@@ -92,3 +92,34 @@ func trendSeries(n int) []float64 {
 	}
 	return y
 }
+
+// Degenerate but legal demand (all zero, constant, one spike, exactly linear) must give finite
+// forecasts from every method and from Select.
+func TestDegenerateSeriesGiveFiniteForecasts(t *testing.T) {
+	n := 60
+	zero, flat, spike, line := make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n)
+	for i := range flat {
+		flat[i] = 7
+		line[i] = float64(i)
+	}
+	spike[30] = 100
+	for name, y := range map[string][]float64{"zero": zero, "flat": flat, "spike": spike, "line": line} {
+		for _, method := range AllMethods {
+			m, err := Fit(method, y, Options{Name: name})
+			if err != nil {
+				t.Errorf("%s/%s: %v", name, method, err)
+				continue
+			}
+			for h, p := range m.Forecast(5) {
+				for _, v := range []float64{p.Mean, p.Lo80, p.Hi80, p.Lo95, p.Hi95} {
+					if math.IsNaN(v) || math.IsInf(v, 0) {
+						t.Errorf("%s/%s h=%d: %+v", name, method, h+1, p)
+					}
+				}
+			}
+		}
+		if m, _, err := Select(y, Options{Name: name}); err != nil || math.IsNaN(m.Forecast(1)[0].Mean) {
+			t.Errorf("%s: Select gave %+v, %v", name, m, err)
+		}
+	}
+}
