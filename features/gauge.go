@@ -99,7 +99,7 @@ func (s *series) foldGauge(e *Engine, p, t int64, v float64, bad, excl bool) {
 		// sample, so the position of a Bad sample never changes twa.
 		if s.HoldOK && t > s.HoldT {
 			if s.r.twa {
-				s.hold(s.HoldT, t, s.HoldV)
+				s.hold(e, s.HoldT, t, s.HoldV)
 			}
 			s.HoldT = t
 		}
@@ -138,7 +138,7 @@ func (s *series) foldGauge(e *Engine, p, t int64, v float64, bad, excl bool) {
 		return
 	}
 	if r.twa && s.HoldOK {
-		s.hold(s.HoldT, t, s.HoldV)
+		s.hold(e, s.HoldT, t, s.HoldV)
 	}
 	s.HoldT, s.HoldV, s.HoldOK, s.LastT = t, v, true, t
 	if r.ewma {
@@ -152,11 +152,22 @@ func (s *series) foldGauge(e *Engine, p, t int64, v float64, bad, excl bool) {
 }
 
 // hold adds value v held over [t0, t1) to the panes it overlaps (sample-and-hold interpolation).
-func (s *series) hold(t0, t1 int64, v float64) {
+// Panes without samples inside [t0, t1) are created next to either end, within a window's reach
+// (at most 2·panes of them): the windows holding t0's or t1's pane also hold the value across those
+// empty panes, and a window whose last panes are empty must not lose its held tail.
+func (s *series) hold(e *Engine, t0, t1 int64, v float64) {
 	if t1 <= t0 {
 		return
 	}
-	hop := s.r.hop
+	hop, m := s.r.hop, s.r.panes
+	p0, p1 := floorDiv(t0, hop), floorDiv(t1-1, hop)
+	need := s.Closed + 2 - m // the first pane an open window still covers
+	for p := max(p0, need); p <= min(p1, p0+m-1); p++ {
+		s.pane(e, p)
+	}
+	for p := max(p1-m+1, p0+m, need); p <= p1; p++ {
+		s.pane(e, p)
+	}
 	for i := len(s.panes) - 1; i >= 0; i-- {
 		pn := s.panes[i]
 		ps, pe := pn.Idx*hop, (pn.Idx+1)*hop
