@@ -34,8 +34,14 @@ func refStream(rng *rand.Rand) []signal.Sample {
 		return signal.Good
 	}
 	end := t0.Add(3 * time.Minute)
-	for _, sig := range []string{"a.temp", "b.temp"} { // dense: every pane gets samples
-		for at := t0.Add(time.Duration(rng.IntN(500)) * time.Millisecond); at.Before(end); at = at.Add(time.Duration(50+rng.IntN(550)) * time.Millisecond) {
+	gstep := func() time.Duration {
+		if rng.IntN(150) == 0 {
+			return time.Duration(3+rng.IntN(20)) * time.Second // a gap: empty panes and windows
+		}
+		return time.Duration(50+rng.IntN(550)) * time.Millisecond
+	}
+	for _, sig := range []string{"a.temp", "b.temp"} {
+		for at := t0.Add(time.Duration(rng.IntN(500)) * time.Millisecond); at.Before(end); at = at.Add(gstep()) {
 			ss = append(ss, signal.Sample{Signal: sig, Time: at, Value: signal.Float(math.Round(100*(20+10*rng.Float64())) / 100), Quality: q()})
 		}
 	}
