@@ -25,9 +25,14 @@
 // window closes when the watermark reaches its end plus allowed_lateness; a sample for a closed
 // window is late: it is counted (gemba_features_samples_total{result="late"}, Stats) and always
 // forwarded raw, never folded. When a signal has been silent for idle_timeout (wall clock), its
-// watermark is extrapolated by the silence and the windows that passes close; gauge and counter
-// windows closed that way are partial (the signal stopped), state windows are not (a state holds
-// until it changes; a Bad state sample makes it unknown).
+// watermark is extrapolated by the silence (continuing from where an earlier extrapolation got,
+// and across restarts: the idle clock is checkpointed) and the windows that passes close. Gauge
+// windows closed that way are partial (the signal stopped). Counters and states hold their value:
+// sources report by exception, so silence from a live source means "unchanged". Their windows keep
+// coming, a counter's with delta 0 and n 0, not partial, while the value is known (the newest
+// sample is not Bad) and Options.Live does not report the sample Source gone; otherwise they stop
+// after the last sample, and the window holding it is partial. A counter window without samples
+// between two samples is emitted the same way (delta 0, n 0).
 //
 // With Options.Bounds (the agent's agent.timestamps) a sample dated more than MaxFutureSkew ahead of
 // Now or before MinTime is out of bounds: counted (result="out_of_bounds", Stats.OutOfBounds) and
@@ -36,7 +41,10 @@
 // fast source clock never makes the correct samples after it late.
 //
 // Gauges fold into panes of length hop (mergeable statistics, no allocation per sample); ewma and
-// twa follow samples in time order and skip out-of-order ones. Counters and states keep their
+// twa follow samples in time order and skip out-of-order ones (older than the newest in-order
+// sample, Bad ones included). twa holds each good value until the next in-order sample: a Bad
+// sample neither contributes nor interrupts the hold, and the hold also covers empty panes next to
+// a sample. stddev is the population one; ewma carries across windows. Counters and states keep their
 // points until their windows close, so out-of-order samples within the lateness are exact. A counter
 // increment is the difference between consecutive samples in event time and belongs to the later
 // one's window; with by, to the by signal's value at that sample's time (last by sample at or
@@ -48,7 +56,8 @@
 //
 // A record is partial when its window was not fully observed: it starts before the first usable
 // sample after a cold start or crash, after a clean restart that was down longer than a window, or
-// it was closed by the idle timeout (gauge, counter).
+// it was closed by the idle timeout (gauge; counter and state only when their source is gone). A
+// first sample exactly at a window start leaves that window complete.
 //
 // # Restarts
 //
