@@ -20,6 +20,7 @@ const checkpointVersion = 1
 type checkpoint struct {
 	V      int
 	Clean  bool
+	Saved  int64 // wall clock (Unix ns) when written: the downtime of a clean stop
 	Series []ckSeries
 	Tracks []ckTrack
 }
@@ -38,7 +39,7 @@ type ckTrack struct {
 
 // encode serialises the engine state. Called with e.mu held.
 func (e *Engine) encode(clean bool) []byte {
-	ck := checkpoint{V: checkpointVersion, Clean: clean}
+	ck := checkpoint{V: checkpointVersion, Clean: clean, Saved: e.opts.Now().UnixNano()}
 	for _, s := range e.series {
 		s.Arrival = s.lastArrival.UnixNano()
 		cs := ckSeries{Sig: s.sig, FP: s.r.fp, S: s, Panes: s.panes}
@@ -88,7 +89,7 @@ func (e *Engine) load() []ckTrack {
 		e.log.Warn("checkpoint version unknown, cold start", "version", ck.V)
 		return nil
 	}
-	e.crashed = !ck.Clean
+	e.crashed, e.saved = !ck.Clean, ck.Saved
 	e.restored = make(map[string]*series, len(ck.Series))
 	for _, cs := range ck.Series {
 		s := cs.S

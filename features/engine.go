@@ -85,6 +85,7 @@ type Engine struct {
 	// restored holds checkpointed series not yet seen since start, by signal name.
 	restored map[string]*series
 	crashed  bool
+	saved    int64 // wall time the restored checkpoint was written (Unix ns)
 	// wmCap is the highest watermark Add may set in this batch (Now with Options.Bounds, else no cap).
 	wmCap int64
 }
@@ -213,10 +214,18 @@ func (e *Engine) newSeries(sig string, r *rule) *series {
 			// The idle clock continues from the last arrival before the restart; after a crash
 			// samples arrived after the checkpoint, of which the newest event time (the
 			// watermark) is the best trace left. Never later than now.
+			now := e.opts.Now()
 			last := max(s.Arrival, s.WM)
 			s.lastArrival = time.Unix(0, last)
-			if !s.HasWM && s.Arrival == 0 || s.lastArrival.After(e.opts.Now()) {
-				s.lastArrival = e.opts.Now()
+			if !s.HasWM && s.Arrival == 0 || s.lastArrival.After(now) {
+				s.lastArrival = now
+			}
+			// Where the signal's event time has got to by now, extrapolating its silence: the
+			// agent was not watching before it. After a crash (from the checkpoint on) or a clean
+			// stop longer than a window, windows starting before it are partial; those after
+			// it are observed, so a quiet live signal's windows are complete again at once.
+			if s.HasWM && (e.crashed || now.UnixNano()-e.saved > r.window) {
+				s.ObsFrom = max(s.ObsFrom, s.WM+int64(now.Sub(s.lastArrival)))
 			}
 		} else {
 			e.log.Warn("checkpoint series discarded (rule changed)", "signal", sig)

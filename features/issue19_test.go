@@ -398,3 +398,51 @@ features:
 		}
 	}
 }
+
+// Points 2 and 3 together: after a restart the windows of the downtime are partial (nobody was
+// watching, so a live counter's delta 0 there would claim "0 produced"), and the windows after the
+// restart are complete at once, without waiting for the quiet signal to change.
+func TestRestartDowntimePartialThenComplete(t *testing.T) {
+	for _, clean := range []bool{true, false} {
+		h := newHarness(t, parseConfig(t, `
+features:
+  - {signal: parts, kind: counter, window: 10s, compute: [delta]}
+  - {signal: st, kind: state, window: 10s, compute: [time_in_state]}
+`))
+		h.clock.Set(sec(1))
+		h.add(counterAt(1, 5), signal.Sample{Signal: "st", Time: sec(1), Value: signal.String("stopped")})
+		h.clock.Set(sec(11))
+		h.add(counterAt(11, 6), signal.Sample{Signal: "st", Time: sec(11), Value: signal.String("stopped")})
+		h.clock.Set(sec(15))
+		var err error
+		if clean {
+			err = h.e.Close()
+		} else {
+			err = h.e.Checkpoint() // then the process dies
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.clock.Set(sec(100.5)) // down 85 s
+		h.start()
+		h.e.Tick()
+		h.clock.Set(sec(125))
+		h.e.Tick()
+		fs := h.features()
+		for _, f := range fs {
+			// [0,10): before the first sample; [10,100): open at the stop or in the downtime;
+			// [100,110): the restart at 100.5 falls in it
+			start := f.WindowStart.Sub(t0).Seconds()
+			if wantPartial := start <= 100; f.Partial != wantPartial {
+				t.Errorf("clean=%v: %s [%gs,+10s) partial=%v, want %v", clean, f.Signal, start, f.Partial, wantPartial)
+			}
+		}
+		if f := one(t, fs, "parts", "delta", 110); f.Value != 0 || f.Count != 0 {
+			t.Errorf("clean=%v: [110,120): %+v, want delta 0 n 0", clean, f)
+		}
+		if f := one(t, fs, "st", "time_in_state", 110); f.Value != 10 {
+			t.Errorf("clean=%v: [110,120): %+v, want 10 s stopped", clean, f)
+		}
+		_ = h.e.Close()
+	}
+}

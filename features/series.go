@@ -198,11 +198,8 @@ func (s *series) window(k int64) (start, end int64) {
 }
 
 // partial reports whether window [start, end) was not fully observed.
-// Until observation restarts (the first usable sample after a cold start or crash) every window
-// is partial: a Bad sample may close windows of the stretch a crash lost, which a carried counter
-// value or state would otherwise report as observed.
 func (s *series) partial(start, end int64, idle bool) bool {
-	return s.ResetObs || start < s.ObsFrom || (idle && end > s.WM)
+	return start < s.ObsFrom || (idle && end > s.WM)
 }
 
 // idleCheck extrapolates the watermark of a signal that has been silent for its idle timeout by
