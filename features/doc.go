@@ -55,7 +55,8 @@
 // # Partial
 //
 // A record is partial when its window was not fully observed: it starts before the first usable
-// sample after a cold start or crash, after a clean restart that was down longer than a window, or
+// sample after a cold start or crash, before the restart after a crash or a clean stop longer than
+// a window (the newest event time plus the wall-clock silence since), or
 // it was closed by the idle timeout (gauge; counter and state only when their source is gone). A
 // first sample exactly at a window start leaves that window complete.
 //
