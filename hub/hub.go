@@ -401,6 +401,9 @@ func (h *Hub) registerFeatures(fs *features.Store) {
 	c("unmatched_total", "Records no feature definition takes.", &fs.Stats.Unmatched)
 	c("unresolved_total", "Records whose key (line, machine, site, sku) could not be found.", &fs.Stats.Unresolved)
 	c("non_finite_total", "Records with a NaN or infinite value (not stored).", &fs.Stats.NonFinite)
-	c("conflicts_total", "Compare-and-set conflicts with another replica's write (settled by the later window).", &fs.Stats.Conflicts)
-	c("writes_total", "Feature values written to the bucket.", &fs.Stats.Writes)
+	c("writes_total", "Feature values written to the feature log.", &fs.Stats.Writes)
+	c("log_messages_total", "Messages written to the feature log (one per flush, more only past its size limit).", &fs.Stats.Messages)
+	c("snapshots_total", "Snapshots of the feature log written by this replica (compaction).", &fs.Stats.Snapshots)
+	c("unreadable_total", "Feature log entries that could not be decoded (skipped).", &fs.Stats.Unreadable)
+	c("dropped_total", "Feature values that could not be stored (too big for a log message).", &fs.Stats.Dropped)
 }

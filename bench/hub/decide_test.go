@@ -1,6 +1,7 @@
 package hubbench
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -239,12 +240,22 @@ func decideRound(b *testing.B, p plant, production, mayMiss bool, rate int, runF
 		b.Cleanup(func() { _ = w.Stop() })
 	}
 	// The units values in the feature store (only units: every record's value would load the CPU).
-	watch("GEMBA_FEATURES", kvkey.Escape("units")+".*", func(e jetstream.KeyValueEntry, now time.Time) {
-		parts, err := kvkey.Split(e.Key(), 2)
-		if err == nil {
-			at(parts[1], func(s *stage) { set(&s.feature, now) })
+	fsub, err := nc.Subscribe(featureLog+">", func(m *nats.Msg) {
+		now := time.Now()
+		for line := range bytes.SplitSeq(m.Data, []byte{'\n'}) {
+			if !bytes.Contains(line, []byte(`"name":"units"`)) {
+				continue
+			}
+			var v struct{ Key string }
+			if json.Unmarshal(line, &v) == nil {
+				at(v.Key, func(s *stage) { set(&s.feature, now) })
+			}
 		}
 	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = fsub.Unsubscribe() })
 	// The production the crossing counts (inventory keys are site.sku).
 	watch(cfg.Inventory.Bucket, ">", func(e jetstream.KeyValueEntry, now time.Time) {
 		parts, err := kvkey.Split(e.Key(), 2)

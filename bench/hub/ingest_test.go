@@ -2,7 +2,6 @@ package hubbench
 
 import (
 	"context"
-	"encoding/json"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -12,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gemba-io/gemba/hub/state/features"
-	"github.com/gemba-io/gemba/hub/state/kvkey"
 	"github.com/gemba-io/gemba/internal/promtext"
 	"github.com/gemba-io/gemba/internal/testutil"
 )
@@ -118,25 +116,23 @@ func ingestRound(b *testing.B, p plant, windows int) {
 	if d := m.Sum("gemba_hub_ingest_duplicates_total"); d != 0 {
 		b.Errorf("%v duplicates in a fixture without any", d)
 	}
-	b.ReportMetric(m.Sum("gemba_hub_features_writes_total")/float64(records), "kv-writes/record")
-	kv, err := js.KeyValue(context.Background(), "GEMBA_FEATURES")
+	b.ReportMetric(m.Sum("gemba_hub_features_log_messages_total")/float64(records), "log-messages/record")
+	// What another replica loads from the feature log.
+	st, err := features.Open(context.Background(), js, features.Config{Bucket: "GEMBA_FEATURES", Definitions: cfg.Features}, nil, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
 	last := p.batch(p.agents-1, windows, t0, time.Second, t0)
 	for _, f := range last.Features[:3] {
-		e, err := kv.Get(context.Background(), kvkey.Join(f.Name, f.Signal)) // mean, min, max
-		if err != nil {
-			b.Fatalf("feature %s of %s: %v", f.Name, f.Signal, err)
+		v, ok := st.Get(f.Name, f.Signal) // mean, min, max
+		if !ok {
+			b.Fatalf("feature %s of %s not stored", f.Name, f.Signal)
 		}
-		var v features.Value
-		if err := json.Unmarshal(e.Value(), &v); err != nil {
-			b.Fatal(err)
-		}
-		if !v.WindowEnd.Equal(f.WindowEnd) || v.Value != f.Value || v.Lineage.FirstSeq != uint64(windows) {
+		if !v.WindowEnd.Equal(f.WindowEnd) || v.Value.Value != f.Value || v.Lineage.FirstSeq != uint64(windows) {
 			b.Errorf("%s %s: stored %+v, want window %s value %v", f.Name, f.Signal, v, f.WindowEnd, f.Value)
 		}
 	}
+	st.Close()
 	nc.Close()
 	h.halt(b)
 	b.StartTimer()

@@ -3,6 +3,7 @@ package hubbench
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gemba-io/gemba/hub/state/kvkey"
@@ -50,15 +52,13 @@ func latencyRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration)
 	defer nc.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	kv, err := js.KeyValue(ctx, "GEMBA_FEATURES")
+	// Values are readable once on the feature log: this process follows it as another replica would.
+	log := make(chan *nats.Msg, 1<<16)
+	sub, err := nc.ChanSubscribe(featureLog+">", log)
 	if err != nil {
 		b.Fatal(err)
 	}
-	w, err := kv.WatchAll(ctx, jetstream.UpdatesOnly())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = w.Stop() }()
+	defer func() { _ = sub.Unsubscribe() }()
 
 	// The window that makes the agents' records add up to rate per second.
 	window := time.Duration(float64(time.Second) * float64(p.agents*p.perWindow()) / float64(rate))
@@ -79,23 +79,28 @@ func latencyRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration)
 	watched := make(chan struct{})
 	go func() {
 		defer close(watched)
-		for e := range w.Updates() {
-			if e == nil {
-				continue
+		for {
+			var m *nats.Msg
+			select {
+			case m = <-log:
+			case <-ctx.Done():
+				return
 			}
 			at := time.Now()
-			agent, seq, ok := lineageOf(e.Value())
-			if !ok {
-				continue
+			for line := range bytes.SplitSeq(m.Data, []byte{'\n'}) {
+				agent, seq, ok := lineageOf(line)
+				if !ok {
+					continue
+				}
+				mu.Lock()
+				if t, ok := sent[msgKey{agent, seq}]; ok && seq >= uint64(counted) {
+					lat = append(lat, at.Sub(t)) // every value of a log message is readable when it arrives
+				}
+				if a, ok := probe[keyOf(line)]; ok {
+					lastSeen[a] = seq
+				}
+				mu.Unlock()
 			}
-			mu.Lock()
-			if t, ok := sent[msgKey{agent, seq}]; ok && seq >= uint64(counted) {
-				lat = append(lat, at.Sub(t))
-			}
-			if a, ok := probe[e.Key()]; ok {
-				lastSeen[a] = seq
-			}
-			mu.Unlock()
 		}
 	}()
 
@@ -154,6 +159,18 @@ func latencyRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration)
 
 // lineageOf picks the agent and first_seq out of a stored value without decoding all of it: this
 // process shares the CPU with the hub it measures.
+// featureLog is the subject prefix of the hub's feature log (hub/state/features/log.go).
+const featureLog = "gemba_features.GEMBA_FEATURES."
+
+// keyOf returns the store key (kvkey.Join(name, key)) of one feature log line.
+func keyOf(line []byte) string {
+	var v struct{ Name, Key string }
+	if json.Unmarshal(line, &v) != nil {
+		return ""
+	}
+	return kvkey.Join(v.Name, v.Key)
+}
+
 func lineageOf(v []byte) (agent string, seq uint64, ok bool) {
 	_, rest, ok := bytes.Cut(v, []byte(`"lineage":{"agent":"`))
 	if !ok {

@@ -3,72 +3,35 @@ package features
 import (
 	"context"
 	"fmt"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gemba-io/gemba/internal/natstest"
 )
 
-// pendingMeter is the real JetStream context, noting the most publishes awaiting their ack.
-type pendingMeter struct {
-	jetstream.JetStream
-	most atomic.Int64
-}
-
-func (p *pendingMeter) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
-	if n := int64(p.PublishAsyncPending()) + 1; n > p.most.Load() {
-		p.most.Store(n)
-	}
-	return p.JetStream.PublishMsgAsync(m, opts...)
-}
-
-// TestFlushManyKeys: one flush of more changed keys than the connection's async publish limit
-// (4,000) stores them all, never with more than maxInFlight writes unacknowledged. Unbounded, a
-// flush on a busy server stalled on that limit and failed its whole batch, which was redelivered.
+// TestFlushManyKeys: one flush of 9,000 changed keys is a handful of log messages (a KV bucket
+// took 9,000 writes), and a new replica loads every value.
 func TestFlushManyKeys(t *testing.T) {
 	n := natstest.JetStream(t)
-	_, js := natstest.Connect(t, n.URL())
-	meter := &pendingMeter{JetStream: js}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	s, err := Open(ctx, meter, Config{Bucket: "F", Definitions: defs}, testPlant, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := open(t, n.URL())
 	const keys = 9000
 	ins := make([]Input, 0, keys)
 	for i := range keys {
 		ins = append(ins, in(feat("line1.pack.parts", "units", t0, float64(i), "sku", fmt.Sprintf("SKU-%05d", i)), uint64(i)))
 	}
 	s.Apply(ins)
-	if err := s.Flush(ctx); err != nil {
+	if err := s.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if w := s.Stats.Writes.Load(); w != keys {
-		t.Errorf("%d writes, want %d", w, keys)
-	}
-	// Well under the connection's limit, whatever the window is tuned to.
-	if m := meter.most.Load(); m > 2000 || m > maxInFlight {
-		t.Errorf("%d writes awaited their ack at once, want ≤ %d and well under 4,000", m, maxInFlight)
-	}
-	kv, err := js.KeyValue(ctx, "F")
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := kv.Status(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Values() != keys {
-		t.Errorf("bucket holds %d values, want %d", st.Values(), keys)
+	if w, m := s.Stats.Writes.Load(), s.Stats.Messages.Load(); w != keys || m == 0 || m > 5 {
+		t.Errorf("%d values in %d messages, want %d in a few", w, m, keys)
 	}
 	if r, ok := s.Get("units", "SKU-08999"); !ok || r.Value.Value != 8999 || r.Revision == 0 {
 		t.Errorf("units SKU-08999 = %+v %v", r, ok)
+	}
+	s2 := open(t, n.URL())
+	if l := s2.List("units"); len(l) != keys {
+		t.Errorf("a new replica loads %d values, want %d", len(l), keys)
 	}
 }
 
@@ -102,7 +65,7 @@ func TestApplyTwiceBeforeFlush(t *testing.T) {
 	if err := s.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if r2, _ := s.Get("units", "SKU-1"); r2.Value.Value != 8 || r2.Revision <= r.Revision || s.Stats.Conflicts.Load() != 0 {
-		t.Errorf("after the second flush: %+v, conflicts %d", r2, s.Stats.Conflicts.Load())
+	if r2, _ := s.Get("units", "SKU-1"); r2.Value.Value != 8 || r2.Revision <= r.Revision {
+		t.Errorf("after the second flush: %+v", r2)
 	}
 }

@@ -1,13 +1,9 @@
 // Package features is the hub's feature store: the latest value of every configured edge feature
-// per key (line, SKU, site, ...) with its event time and lineage, in a KV bucket all replicas share.
+// per key (line, SKU, site, ...) with its event time and lineage, on a JetStream log all replicas share.
 package features
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
 	"log/slog"
 	"math"
 	"path"
@@ -16,11 +12,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gemba-io/gemba/hub/state/kvkey"
-	"github.com/gemba-io/gemba/hub/state/kvwatch"
 	"github.com/gemba-io/gemba/signal"
 )
 
@@ -49,7 +43,7 @@ type Value struct {
 	Lineage     Lineage           `json:"lineage"`
 	DefVersion  string            `json:"def_version"`
 	Updated     time.Time         `json:"updated"` // when the hub stored it
-	Revision    uint64            `json:"-"`
+	Revision    uint64            `json:"-"`       // the log's sequence of the message that stored it (0: not yet stored)
 }
 
 // Stale reports whether the value is older than maxAge at now.
@@ -72,127 +66,44 @@ type Resolver interface {
 
 // Stats are the store's counters (read by the hub's metrics).
 type Stats struct {
-	Applied, Older, Unmatched, Unresolved, NonFinite, Conflicts, Writes atomic.Uint64
+	Applied, Older, Unmatched, Unresolved, NonFinite atomic.Uint64
+	// Writes counts values written to the log, Messages the messages that carried them, Snapshots
+	// the snapshots this replica wrote, Unreadable the log messages it could not decode.
+	// Dropped the values that cannot be stored (one too big for a log message).
+	Writes, Messages, Snapshots, Unreadable, Dropped atomic.Uint64
 }
 
-// Store keeps the latest values in memory, mirrored to and from the KV bucket.
+// Store keeps the latest values in memory, mirrored to and from the feature log (see log.go).
 //
-// Lifecycle: Open loads the bucket and starts watching it (other replicas' writes become readable
+// Lifecycle: Open loads the log and starts following it (other replicas' writes become readable
 // here); Apply and Flush are called by one ingest goroutine; Get and List by anyone; Close stops
-// the watcher.
+// the follower.
 type Store struct {
 	cfg    Config
 	defVer string
 	js     jetstream.JetStream
-	kv     jetstream.KeyValue
-	subj   string // "$KV.<bucket>."
+	stream jetstream.Stream
+	subj   string // gemba_features.<bucket>.
+	writer string // this instance, in the header of the log messages it writes
 	res    Resolver
 	log    *slog.Logger
 	now    func() time.Time
 	Stats  Stats
 
 	mu    sync.RWMutex
-	vals  map[string]*Value // by KV key
+	vals  map[string]*Value // by key (kvkey.Join(name, key))
 	dirty map[string]struct{}
 	warn  map[string]bool // unresolved signals already logged
 	route map[routeKey][]route
-	// inflight holds the encoded values being written (until settled), to recognise their echo
-	// from the watcher without decoding it.
-	inflight map[string][]byte
-
-	stop func() // ends the bucket watch
+	// applied is the stream sequence of the last message the follower folded: a snapshot taken
+	// now covers every message up to it.
+	applied uint64
 
 	notify atomic.Pointer[func(name, key string)]
-}
 
-// Open creates or binds the bucket and loads it.
-func Open(ctx context.Context, js jetstream.JetStream, cfg Config, res Resolver, log *slog.Logger) (*Store, error) {
-	if err := cfg.check(); err != nil {
-		return nil, err
-	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: cfg.Bucket, Replicas: max(cfg.Replicas, 1), History: 1,
-		Description: "gemba-hub: latest value of each feature per key, with lineage",
-	})
-	if err != nil {
-		return nil, fmt.Errorf("features bucket %s: %w", cfg.Bucket, err)
-	}
-	s := &Store{
-		cfg: cfg, defVer: cfg.Definitions.Version(), js: js, kv: kv, subj: "$KV." + cfg.Bucket + ".",
-		res: res, log: log, now: time.Now,
-		vals: map[string]*Value{}, dirty: map[string]struct{}{}, warn: map[string]bool{}, route: map[routeKey][]route{}, inflight: map[string][]byte{},
-	}
-	stop, err := kvwatch.Follow(kv, s.remote)
-	if err != nil {
-		return nil, fmt.Errorf("features bucket %s: %w", cfg.Bucket, err)
-	}
-	s.stop = stop
-	return s, nil
-}
-
-// Close stops watching the bucket. It does not flush: the caller flushes before acking input.
-func (s *Store) Close() {
-	if s.stop != nil {
-		s.stop()
-		s.stop = nil
-	}
-}
-
-// Notify sets fn to be called with the name and key of every value that lands in the bucket (this
-// replica's writes and other replicas'), once stored: what a decider re-evaluates on. fn must not
-// block; it runs on the watcher's goroutine.
-func (s *Store) Notify(fn func(name, key string)) { s.notify.Store(&fn) }
-
-// remote applies a bucket update (another replica's write, or our own coming back).
-func (s *Store) remote(e jetstream.KeyValueEntry) {
-	name, key, ok := s.take(e)
-	if !ok {
-		return
-	}
-	if fn := s.notify.Load(); fn != nil {
-		(*fn)(name, key)
-	}
-}
-
-// take folds a bucket update into the view and returns the feature and key it is about, ok when it
-// is news.
-func (s *Store) take(e jetstream.KeyValueEntry) (string, string, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	cur := s.vals[e.Key()]
-	if e.Operation() != jetstream.KeyValuePut {
-		delete(s.vals, e.Key())
-		return "", "", false
-	}
-	if cur != nil && e.Revision() < cur.Revision {
-		return "", "", false
-	}
-	if cur != nil && e.Revision() == cur.Revision {
-		// Our own write, back after its ack already recorded the revision: nothing to change, but
-		// it is stored, which is what a reader waiting for the value is told.
-		return cur.Name, cur.Key, true
-	}
-	if mine, ok := s.inflight[e.Key()]; ok && cur != nil && bytes.Equal(mine, e.Value()) {
-		// Our own write, back before its ack: the value is cur, only the revision is new. (Decoding
-		// it cost as much as the rest of the write.)
-		cur.Revision = e.Revision()
-		return cur.Name, cur.Key, true
-	}
-	var v Value
-	if err := json.Unmarshal(e.Value(), &v); err != nil {
-		s.log.Error("feature value unreadable, ignored", "bucket", s.cfg.Bucket, "key", e.Key(), "revision", e.Revision(), "err", err)
-		return "", "", false
-	}
-	v.Revision = e.Revision()
-	if _, dirty := s.dirty[e.Key()]; dirty && cur != nil && cur.WindowEnd.After(v.WindowEnd) {
-		cur.Revision = e.Revision() // ours is newer and will be written over this revision
-		return "", "", false
-	}
-	s.vals[e.Key()] = &v
-	return v.Name, v.Key, true
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+	closing atomic.Bool
 }
 
 // keyOf returns the key of a feature for a definition, or "" when it cannot be placed.
@@ -302,7 +213,7 @@ func (s *Store) Apply(ins []Input) {
 				continue
 			}
 			cur := s.vals[kvk]
-			if cur != nil && !f.WindowEnd.After(cur.WindowEnd) {
+			if cur != nil && !later(f.WindowEnd, in.Lineage.StreamSeq, f.Signal, cur) {
 				s.Stats.Older.Add(1)
 				continue
 			}
@@ -316,14 +227,10 @@ func (s *Store) Apply(ins []Input) {
 				s.vals[kvk] = v
 				s.dirty[kvk] = struct{}{}
 			}
-			rev := v.Revision
-			if cur != nil {
-				rev = cur.Revision
-			}
 			*v = Value{
 				Name: d.Name, Key: key, Value: f.Value, Count: f.Count, WindowStart: f.WindowStart.UTC(),
 				WindowEnd: f.WindowEnd.UTC(), Partial: f.Partial, Historical: in.Historical,
-				Lineage: in.Lineage, DefVersion: s.defVer, Updated: now, Revision: rev,
+				Lineage: in.Lineage, DefVersion: s.defVer, Updated: now,
 			}
 			v.Lineage.Signal = f.Signal
 			if len(f.Labels) > 0 {
@@ -336,156 +243,6 @@ func (s *Store) Apply(ins []Input) {
 			s.Stats.Applied.Add(1)
 		}
 	}
-}
-
-// Flush writes every changed key to the bucket (asynchronously, compare-and-set on the revision
-// this replica last saw) and returns when all are stored. A conflict with another replica's write
-// is settled by keeping the later window. On error the keys stay dirty.
-func (s *Store) Flush(ctx context.Context) error {
-	s.mu.Lock()
-	type pending struct {
-		key string
-		val *Value
-		rev uint64 // read under the lock: the watcher updates revisions
-		fut jetstream.PubAckFuture
-	}
-	ps := make([]pending, 0, len(s.dirty))
-	for k := range s.dirty {
-		v := s.vals[k]
-		ps = append(ps, pending{key: k, val: v, rev: v.Revision})
-	}
-	clear(s.dirty)
-	s.mu.Unlock()
-
-	var firstErr error
-	fail := func(key string, err error) {
-		s.mu.Lock()
-		s.dirty[key] = struct{}{}
-		s.mu.Unlock()
-		if firstErr == nil {
-			firstErr = err
-		}
-	}
-	// At most maxInFlight writes wait for their acks: a flush of more keys than the connection's
-	// async publish limit (4,000 by default) would otherwise stall and fail the whole batch.
-	waited := 0
-	for i := range ps {
-		for ; waited <= i-maxInFlight; waited++ {
-			s.settleWrite(ctx, ps[waited].key, ps[waited].val, ps[waited].fut, fail)
-		}
-		p := &ps[i]
-		data, err := encodeValue(p.val)
-		if err != nil {
-			fail(p.key, fmt.Errorf("features: encode %s: %w", p.key, err))
-			continue
-		}
-		msg := nats.NewMsg(s.subj + p.key)
-		msg.Data = data
-		s.mu.Lock()
-		s.inflight[p.key] = data
-		s.mu.Unlock()
-		p.fut, err = s.js.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(p.rev))
-		if err != nil {
-			s.landed(p.key)
-			fail(p.key, fmt.Errorf("features: write %s: %w", p.key, err))
-		}
-	}
-	for _, p := range ps[waited:] {
-		s.settleWrite(ctx, p.key, p.val, p.fut, fail)
-	}
-	return firstErr
-}
-
-// maxInFlight bounds the unacknowledged writes of one Flush.
-const maxInFlight = 1024
-
-// settleWrite waits for one write's ack and settles a conflict; fail keeps the key dirty.
-func (s *Store) settleWrite(ctx context.Context, key string, val *Value, fut jetstream.PubAckFuture, fail func(string, error)) {
-	if fut == nil {
-		return
-	}
-	defer s.landed(key)
-	select {
-	case ack := <-fut.Ok():
-		s.Stats.Writes.Add(1)
-		s.stored(key, val, ack.Sequence)
-	case err := <-fut.Err():
-		if !wrongLastSeq(err) {
-			fail(key, fmt.Errorf("features: write %s: %w", key, err))
-			return
-		}
-		s.Stats.Conflicts.Add(1)
-		if err := s.settle(ctx, key, val); err != nil {
-			fail(key, err)
-		}
-	case <-ctx.Done():
-		fail(key, ctx.Err())
-	}
-}
-
-// landed forgets an in-flight write once settled.
-func (s *Store) landed(key string) {
-	s.mu.Lock()
-	delete(s.inflight, key)
-	s.mu.Unlock()
-}
-
-// stored records the revision of our own write unless a newer one is already known.
-func (s *Store) stored(key string, v *Value, rev uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if cur := s.vals[key]; cur == v || (cur != nil && cur.Revision < rev && !cur.WindowEnd.After(v.WindowEnd)) {
-		cur.Revision = rev
-	}
-}
-
-// settle resolves a compare-and-set conflict: read the bucket's value and keep the later window.
-func (s *Store) settle(ctx context.Context, key string, ours *Value) error {
-	for range 10 {
-		e, err := s.kv.Get(ctx, key)
-		var rev uint64
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-		case err != nil:
-			return fmt.Errorf("features: read %s: %w", key, err)
-		default:
-			var theirs Value
-			if json.Unmarshal(e.Value(), &theirs) == nil && !ours.WindowEnd.After(theirs.WindowEnd) {
-				theirs.Revision = e.Revision()
-				s.mu.Lock()
-				if cur := s.vals[key]; cur == nil || !cur.WindowEnd.After(theirs.WindowEnd) {
-					s.vals[key] = &theirs
-				}
-				s.mu.Unlock()
-				return nil
-			}
-			rev = e.Revision()
-		}
-		data, err := json.Marshal(ours)
-		if err != nil {
-			return err
-		}
-		if rev == 0 {
-			rev, err = s.kv.Create(ctx, key, data)
-		} else {
-			rev, err = s.kv.Update(ctx, key, data, rev)
-		}
-		if err == nil {
-			s.Stats.Writes.Add(1)
-			s.stored(key, ours, rev)
-			return nil
-		}
-		if !wrongLastSeq(err) && !errors.Is(err, jetstream.ErrKeyExists) {
-			return fmt.Errorf("features: write %s: %w", key, err)
-		}
-	}
-	return fmt.Errorf("features: write %s: still conflicting after 10 attempts", key)
-}
-
-func wrongLastSeq(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // Reading is a value with its freshness for a reader.

@@ -99,9 +99,10 @@ func TestApplyFlushGet(t *testing.T) {
 			s.Stats.Unresolved.Load(), s.Stats.NonFinite.Load())
 	}
 
-	// An older or equal window never overwrites (out of order, re-delivered); a newer one does.
+	// An older window (out of order) or the same message again (re-delivered) never overwrites; a
+	// newer one does. (The same window from another message: see TestSameWindowTieBreak.)
 	s.Apply([]Input{in(feat("line1.pack.state", "availability", t0.Add(-10*time.Second), 0.1), 7),
-		in(feat("line1.pack.state", "availability", t0, 0.2), 8)})
+		in(feat("line1.pack.state", "availability", t0, 0.2), 1)})
 	if r, _ := s.Get("availability", "line1"); r.Value.Value != 0.8 {
 		t.Fatalf("older window overwrote: %v", r.Value.Value)
 	}
@@ -163,9 +164,6 @@ func TestReplicasConverge(t *testing.T) {
 				return ok && r.Value.Value == windows-1
 			})
 		}
-	}
-	if a.Stats.Conflicts.Load()+b.Stats.Conflicts.Load() == 0 {
-		t.Log("no compare-and-set conflict happened in this run")
 	}
 }
 

@@ -1,0 +1,117 @@
+package features
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gemba-io/gemba/internal/natstest"
+	"github.com/gemba-io/gemba/internal/testutil"
+)
+
+// Compaction: a snapshot replaces the messages it covers while another replica keeps writing; the
+// log shrinks, and a new replica loads exactly the state of the writers.
+func TestCompactWhileWriting(t *testing.T) {
+	n := natstest.JetStream(t)
+	a, b := open(t, n.URL()), open(t, n.URL())
+	const rounds, keys = 60, 50
+	write := func(s *Store, r int) {
+		var ins []Input
+		for k := range keys {
+			ins = append(ins, in(feat("line1.pack.parts", "units", t0.Add(time.Duration(r)*time.Second), float64(r), "sku", fmt.Sprint("S", k)), uint64(r*keys+k)))
+		}
+		s.Apply(ins)
+		if err := s.Flush(context.Background()); err != nil {
+			t.Error(err)
+		}
+	}
+	for r := range rounds / 2 {
+		write(a, r)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for r := rounds / 2; r < rounds; r++ {
+			write(b, r)
+		}
+	})
+	testutil.WaitFor(t, 10*time.Second, "a folded its own writes", func() bool { a.mu.RLock(); defer a.mu.RUnlock(); return a.applied > 0 })
+	if _, err := a.Compact(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if _, err := a.Compact(context.Background()); err != nil { // a second one, after b's writes
+		t.Fatal(err)
+	}
+	info, err := a.stream.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs >= uint64(rounds) {
+		t.Errorf("the log still holds %d messages after compaction (%d flushes)", info.State.Msgs, rounds)
+	}
+	c := open(t, n.URL())
+	for k := range keys {
+		sku := fmt.Sprint("S", k)
+		for name, s := range map[string]*Store{"a": a, "b": b, "new": c} {
+			testutil.WaitFor(t, 10*time.Second, name+" holds the last window of "+sku, func() bool {
+				r, ok := s.Get("units", sku)
+				return ok && r.Value.Value == rounds-1
+			})
+		}
+	}
+	if a.Stats.Snapshots.Load() != 2 {
+		t.Errorf("%d snapshots, want 2", a.Stats.Snapshots.Load())
+	}
+}
+
+// Two sources of one key closing a window at the same instant: every replica keeps the same value
+// (the later agents' stream message), whichever order its writes came in.
+func TestSameWindowTieBreak(t *testing.T) {
+	n := natstest.JetStream(t)
+	a, b := open(t, n.URL()), open(t, n.URL())
+	a.Apply([]Input{in(feat("line1.pack.parts", "units", t0, 10, "sku", "X"), 7)})
+	b.Apply([]Input{in(feat("line2.pack.parts", "units", t0, 20, "sku", "X"), 3)})
+	for _, s := range []*Store{b, a} {
+		if err := s.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := open(t, n.URL())
+	for name, s := range map[string]*Store{"a": a, "b": b, "new": c} {
+		testutil.WaitFor(t, 10*time.Second, name+" keeps the later message", func() bool {
+			r, ok := s.Get("units", "X")
+			return ok && r.Value.Value == 10 && r.Lineage.FirstSeq == 7
+		})
+	}
+}
+
+// A log message that does not decode is skipped, counted and logged with its subject and
+// sequence; the values around it load.
+func TestUnreadableLogEntry(t *testing.T) {
+	n := natstest.JetStream(t)
+	s := open(t, n.URL())
+	s.Apply([]Input{in(feat("line1.pack.parts", "units", t0, 1, "sku", "A"), 1)})
+	if err := s.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	nc, _ := natstest.Connect(t, n.URL())
+	if err := nc.Publish(s.subj+"d", []byte("{not json\n")); err != nil {
+		t.Fatal(err)
+	}
+	s.Apply([]Input{in(feat("line1.pack.parts", "units", t0, 2, "sku", "B"), 2)})
+	if err := s.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c := open(t, n.URL())
+	if _, ok := c.Get("units", "A"); !ok {
+		t.Error("A lost")
+	}
+	if _, ok := c.Get("units", "B"); !ok {
+		t.Error("B lost")
+	}
+	if c.Stats.Unreadable.Load() != 1 {
+		t.Errorf("%d unreadable, want 1", c.Stats.Unreadable.Load())
+	}
+}
