@@ -8,7 +8,7 @@
 //	         rate (delta per second between first and last sample) ewma (ewma_alpha, value after
 //	         the window's last in-order sample) twa (time-weighted mean, sample-and-hold)
 //	         p50 p90 p95 p99 (Hyndman–Fan type 7, R's and numpy's default: exact while the
-//	         window holds at most 1024 values; beyond, type 7 over a DDSketch's order
+//	         window holds at most 128 values; beyond, type 7 over a DDSketch's order
 //	         statistics, within 1% relative accuracy)
 //	counter  delta (increase, resets and rollovers handled) rate (delta / window seconds) resets
 //	state    time_in_state (seconds, label state=...) transitions availability (running / planned)

@@ -12,10 +12,10 @@ import (
 // of a value whose rank is the 95th percentile.
 const sketchAccuracy = 0.01
 
-// exactBudget is how many sample values a window keeps for exact percentiles (8 KiB), split
+// exactBudget is how many sample values a window keeps for exact percentiles (1 KiB), split
 // evenly over its panes. A window whose panes all stayed within their share gets exact Hyndman–Fan
 // type 7 percentiles; beyond it, the same definition is applied to the sketch's order statistics.
-const exactBudget = 1024
+const exactBudget = 128
 
 // sketchBins bounds a sketch's bins (per sign); with 1% accuracy 2048 bins span 18 orders of
 // magnitude before the lowest bins collapse.
