@@ -126,6 +126,10 @@ func (s *series) foldGauge(e *Engine, p, t int64, v float64, bad, excl bool) {
 		_ = pn.sk.Add(v) // finite by construction; beyond ±1e308 is refused and ignored
 		if !pn.Over {
 			if len(pn.Vals) < r.exactCap {
+				if pn.Vals == nil {
+					// once, at full size: panes are reused with their values' capacity
+					pn.Vals = make([]float64, 0, r.exactCap)
+				}
 				pn.Vals = append(pn.Vals, v)
 			} else {
 				pn.Over, pn.Vals = true, pn.Vals[:0]
