@@ -1,6 +1,7 @@
 package decide
 
 import (
+	"sync"
 	"time"
 
 	"github.com/gemba-io/gemba/hub/decide/guard"
@@ -13,7 +14,10 @@ import (
 // Evaluator is the engine's evaluation without its side effects: rule inputs built from a State,
 // the acting version chosen (active or canary), the rules run, and each decision's proposal for
 // the guardrails — what a backtest replays history through.
-type Evaluator struct{ b builder }
+type Evaluator struct {
+	b   builder
+	idx sync.Map // *rules.Set → map[string]rules.Rule: a set's rules by name, built once per version
+}
 
 // NewEvaluator returns an evaluator over st with the engine's input rules (cfg.Lines).
 func NewEvaluator(cfg Config, g *graph.Graph, st State, defs features.Definitions) *Evaluator {
@@ -50,14 +54,23 @@ func (ev *Evaluator) Evaluate(l *versions.Live, u Unit, now time.Time, bucket ti
 		return out
 	}
 	out.Version = set.Version()
-	byName := map[string]rules.Rule{}
-	for _, r := range set.Rules() {
-		byName[r.Name] = r
-	}
+	byName := ev.rules(set)
 	b := guard.TimeBucket(now, bucket)
 	for _, d := range res.PerChannel() {
 		out.Proposals = append(out.Proposals, proposal(set, &res, d, byName[d.Rule], ex, b, now, l.Change.By))
 		out.Actions = append(out.Actions, d.Action)
 	}
 	return out
+}
+
+func (ev *Evaluator) rules(set *rules.Set) map[string]rules.Rule {
+	if m, ok := ev.idx.Load(set); ok {
+		return m.(map[string]rules.Rule)
+	}
+	m := map[string]rules.Rule{}
+	for _, r := range set.Rules() {
+		m[r.Name] = r
+	}
+	ev.idx.Store(set, m)
+	return m
 }

@@ -42,6 +42,15 @@ type skuTopo struct {
 	substitutes []string
 	complements []string
 	sites       []string
+	// Computed once per graph, shared read-only by every input of the SKU: the channel ids, and
+	// per site the lines there and the graph paths an audit record shows.
+	channelIDs []string
+	bySite     map[string]siteTopo
+}
+
+type siteTopo struct {
+	lines []string
+	paths []string
 }
 
 func newTopology(g *graph.Graph) *topology {
@@ -72,6 +81,22 @@ func newTopology(g *graph.Graph) *topology {
 		sort.Strings(st.sites)
 		for _, site := range st.sites {
 			t.units = append(t.units, Unit{n.ID, site})
+		}
+		var chPaths []string
+		for _, c := range st.channels {
+			st.channelIDs = append(st.channelIDs, c.ID)
+			chPaths = append(chPaths, c.String())
+		}
+		st.bySite = map[string]siteTopo{}
+		for _, site := range st.sites {
+			ss := siteTopo{paths: slices.Clip(slices.Clone(chPaths))}
+			for _, l := range st.lines {
+				if l.Site == site {
+					ss.lines = append(ss.lines, l.ID)
+					ss.paths = append(ss.paths, l.String())
+				}
+			}
+			st.bySite[site] = ss
 		}
 		t.skus[n.ID] = st
 	}
@@ -112,21 +137,18 @@ func (b *builder) input(u Unit, now time.Time) *explained {
 		st = &skuTopo{}
 	}
 	ex.in.SKU.Name = st.name
-	ex.in.Neighbours = rules.Neighbours{
-		Substitutes: st.substitutes, Complements: st.complements, Channels: make([]string, 0, len(st.channels)),
+	ex.in.Neighbours = rules.Neighbours{Substitutes: st.substitutes, Complements: st.complements, Channels: st.channelIDs}
+	ss, ok := st.bySite[u.Site]
+	if !ok {
+		ss.paths = st.channelIDs[:0:0]
 	}
-	for _, c := range st.channels {
-		ex.in.Neighbours.Channels = append(ex.in.Neighbours.Channels, c.ID)
-		ex.paths = append(ex.paths, c.String())
+	ex.paths = ss.paths // shared: never appended to
+	lineIDs := ss.lines
+	if len(lineIDs) > 0 {
+		ex.in.Lines = make([]rules.Line, 0, len(lineIDs))
 	}
-	var lineIDs []string
-	for _, l := range st.lines {
-		if l.Site != u.Site {
-			continue
-		}
-		lineIDs = append(lineIDs, l.ID)
-		ex.paths = append(ex.paths, l.String())
-		ex.in.Lines = append(ex.in.Lines, b.line(ex, l.ID))
+	for _, l := range lineIDs {
+		ex.in.Lines = append(ex.in.Lines, b.line(ex, l))
 	}
 	if p, ok := b.state.Position(u.SKU, u.Site); ok {
 		ex.invFound = true
