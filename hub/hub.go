@@ -342,7 +342,7 @@ func (h *Hub) startCommerce(js jetstream.JetStream, dd *dedup.Markers) (*commerc
 		log.Info(why)
 	}
 	return commerce.NewConsumer(js, commerce.ConsumerOptions{Config: cfg.Commerce, Markers: dd,
-		Sink: stockSink{h.inv.Load()}, Log: log, Metrics: m})
+		Sink: commerce.StockSink{Inventory: h.inv.Load()}, Log: log, Metrics: m})
 }
 
 // placer resolves signals through the current graph.

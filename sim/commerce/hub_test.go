@@ -42,31 +42,6 @@ func startNATS(t *testing.T) *nats.Conn {
 	return nc
 }
 
-// stockSink is the hub's own adapter (package hub, unexported), restated: a sale removes stock, a
-// return brings it back, a row sets the count; refusals are final.
-type stockSink struct{ inv *inventory.Store }
-
-func (s stockSink) ApplySale(ctx context.Context, e commerce.Sale) error {
-	m := inventory.Movement{ID: e.MsgID(), SKU: e.SKU, Site: e.Site, Kind: inventory.Sold, Qty: e.Quantity, Time: e.Time, Channel: e.Channel}
-	if e.IsReturn() {
-		m.Kind, m.Qty = inventory.Returned, -e.Quantity
-	}
-	_, err := s.inv.Move(ctx, m)
-	return reject(err)
-}
-
-func (s stockSink) ApplySnapshot(ctx context.Context, e commerce.Snapshot) error {
-	_, err := s.inv.Snapshot(ctx, inventory.Snapshot{ID: e.MsgID(), SKU: e.SKU, Site: e.Site, OnHand: e.OnHand, Time: e.Time})
-	return reject(err)
-}
-
-func reject(err error) error {
-	if errors.Is(err, inventory.ErrInvalid) {
-		return fmt.Errorf("%w: %w", commerce.ErrReject, err)
-	}
-	return err
-}
-
 // The simulator publishes through the hub's commerce publisher to the hub's COMMERCE stream; the hub's
 // consumer applies it to a real inventory store, which ends up with exactly the ledger's counts and
 // sales.
@@ -106,7 +81,7 @@ func TestHubInventoryEqualsLedger(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cons, err := commerce.NewConsumer(js, commerce.ConsumerOptions{Config: ccfg, Markers: markers, Sink: stockSink{inv},
+	cons, err := commerce.NewConsumer(js, commerce.ConsumerOptions{Config: ccfg, Markers: markers, Sink: commerce.StockSink{Inventory: inv},
 		Log: slog.New(slog.DiscardHandler), FetchWait: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)

@@ -227,18 +227,13 @@ func (s *state) move(ctx context.Context, m inventory.Movement) (bool, error) {
 
 // snapshot applies an ERP count as the hub's commerce sink does.
 func (s *state) snapshot(ctx context.Context, e commerce.Snapshot) (bool, error) {
-	r, err := s.inv.Snapshot(ctx, inventory.Snapshot{ID: e.MsgID(), SKU: e.SKU, Site: e.Site, OnHand: e.OnHand, Time: e.Time})
+	r, err := s.inv.Snapshot(ctx, e.Count())
 	return s.written(r, err)
 }
 
 // sale applies a sale (or a return) as the hub's commerce sink does.
 func (s *state) sale(ctx context.Context, e commerce.Sale) (bool, error) {
-	m := inventory.Movement{ID: e.MsgID(), SKU: e.SKU, Site: e.Site, Kind: inventory.Sold, Qty: e.Quantity,
-		Time: e.Time, Channel: e.Channel}
-	if e.IsReturn() {
-		m.Kind, m.Qty = inventory.Returned, -e.Quantity
-	}
-	return s.move(ctx, m)
+	return s.move(ctx, e.Movement())
 }
 
 func (s *state) written(r inventory.Result, err error) (bool, error) {
