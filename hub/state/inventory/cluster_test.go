@@ -89,7 +89,18 @@ func TestClusterR3NodeLoss(t *testing.T) {
 		return true
 	})
 	t.Cleanup(func() { a.Close() })
-	b := openStore(t, jsB, cfg)
+	var b *Store
+	testutil.WaitFor(t, 60*time.Second, "the second store opened through another node", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s, err := Open(ctx, jsB, cfg, nil)
+		if err != nil {
+			return false // a loaded cluster may not answer in time: the hub retries the same way
+		}
+		b = s
+		return true
+	})
+	t.Cleanup(func() { b.Close() })
 	stores := []*Store{a, b}
 
 	const keys = 6
