@@ -28,9 +28,9 @@ type Features interface {
 	Flush(ctx context.Context) error
 }
 
-// Stock takes produced units (idempotent by movement id).
+// Stock takes produced units (idempotent by movement id): all movements of one SKU × site at once.
 type Stock interface {
-	Move(ctx context.Context, m inventory.Movement) (inventory.Result, error)
+	MoveAll(ctx context.Context, ms []inventory.Movement) ([]inventory.Result, []error, error)
 }
 
 // Fleet takes heartbeats.
@@ -457,9 +457,9 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 // moveWorkers bounds the inventory writes of one batch in flight at once.
 const moveWorkers = 16
 
-// moveAll applies the batch's production to the inventory: the movements of one SKU × site in order
-// (one after the other on its key), different keys concurrently, since each is a round trip or more
-// (read, compare-and-set) and a batch holds thousands. The first error is returned once every
+// moveAll applies the batch's production to the inventory: the movements of one SKU × site in one
+// write of its key (in order), different keys concurrently, since each is a read and a
+// compare-and-set and a batch holds thousands. The first error is returned once every
 // worker has stopped; movements applied before it stay applied (they are idempotent by id).
 func (c *Consumer) moveAll(ctx context.Context, moves []inventory.Movement) error {
 	if c.d.Stock == nil || len(moves) == 0 {
@@ -491,23 +491,26 @@ func (c *Consumer) moveAll(ctx context.Context, moves []inventory.Movement) erro
 				if g >= len(groups) {
 					return
 				}
-				for _, i := range groups[g] {
-					mv := &moves[i]
-					r, err := c.d.Stock.Move(ctx, *mv)
-					if errors.Is(err, inventory.ErrInvalid) {
+				ms := make([]inventory.Movement, len(groups[g]))
+				for j, i := range groups[g] {
+					ms[j] = moves[i]
+				}
+				rs, bad, err := c.d.Stock.MoveAll(ctx, ms)
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					continue // the key's movements wait for the redelivery
+				}
+				for j := range ms {
+					if bad[j] != nil {
 						c.m.production.WithLabelValues("invalid").Inc()
-						c.log.Warn("production record refused by the inventory", "movement", mv.ID, "err", err)
+						c.log.Warn("production record refused by the inventory", "movement", ms[j].ID, "err", bad[j])
 						continue
 					}
-					if err != nil {
-						mu.Lock()
-						if firstErr == nil {
-							firstErr = err
-						}
-						mu.Unlock()
-						break // the rest of this key waits for the redelivery, in order
-					}
-					c.m.production.WithLabelValues(r.Outcome.String()).Inc()
+					c.m.production.WithLabelValues(rs[j].Outcome.String()).Inc()
 				}
 			}
 		})

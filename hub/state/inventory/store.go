@@ -7,6 +7,7 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -230,6 +231,66 @@ func (s *Store) Snapshot(ctx context.Context, sn Snapshot) (Result, error) {
 		}
 	}
 	return r, err
+}
+
+// MoveAll applies movements of one SKU at one site, in order, with one read and one write of the
+// key (Move takes a read and a compare-and-set each): what the ingest of a batch of agent messages
+// does with the production of one key. Results and refusals are per movement, in input order: a
+// movement the store refuses as invalid (ErrInvalid, wrapped) has its error in bad and a zero
+// Result; err is a failure to read or write the key, after which none or all valid movements may
+// be stored (they are idempotent by id: the caller repeats them).
+func (s *Store) MoveAll(ctx context.Context, ms []Movement) (rs []Result, bad []error, err error) {
+	if len(ms) == 0 {
+		return nil, nil, nil
+	}
+	now := s.cfg.now()
+	bad = make([]error, len(ms))
+	site, sku := ms[0].Site, ms[0].SKU
+	valid := 0
+	for i := range ms {
+		if ms[i].Site != site || ms[i].SKU != sku {
+			return nil, nil, fmt.Errorf("inventory: MoveAll of %s/%s given a movement of %s/%s", site, sku, ms[i].Site, ms[i].SKU)
+		}
+		if e := ms[i].check(now, s.cfg.MaxFuture); e != nil {
+			s.Metrics.Invalid.Add(1)
+			bad[i] = e
+			continue
+		}
+		valid++
+	}
+	rs = make([]Result, len(ms))
+	if valid == 0 {
+		return rs, bad, nil
+	}
+	var outs, tried []Outcome // this attempt's outcomes; those of the last attempt that wrote
+	r, err := s.update(ctx, site, sku, fmt.Sprintf("%d movements from %s", valid, ms[0].ID), func(st *state, c clock) (Outcome, bool) {
+		if outs != nil && slices.ContainsFunc(outs, func(o Outcome) bool { return o != Duplicate && o != 0 }) {
+			tried = outs
+		}
+		outs = make([]Outcome, len(ms))
+		write := false
+		for i := range ms {
+			if bad[i] != nil {
+				continue
+			}
+			o, w := st.applyMove(&ms[i], c)
+			outs[i], write = o, write || w
+		}
+		return Applied, write
+	})
+	if err != nil {
+		return nil, bad, err
+	}
+	if tried != nil && !slices.ContainsFunc(outs, func(o Outcome) bool { return o != Duplicate && o != 0 }) {
+		outs = tried // our write went through although its reply was lost
+	}
+	for i := range ms {
+		if bad[i] == nil {
+			rs[i] = Result{Outcome: outs[i], Position: r.Position}
+			s.Metrics.count(outs[i])
+		}
+	}
+	return rs, bad, nil
 }
 
 // update is the read → modify → compare-and-set loop. It retries conflicts at once and failed requests

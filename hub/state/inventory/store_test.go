@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -406,8 +407,61 @@ func TestStoreLostReplies(t *testing.T) {
 	if n := s.Metrics.Retries.Load(); n != uint64(len(cases)) {
 		t.Errorf("retries %d, want %d", n, len(cases))
 	}
-	p, _ := s.Get("SKU", "S1")
+	p, _ := s.Get("SKU", "S1") // (sku, site)
 	expectPos(t, p, 100, 12, 0)
 	st, _ := storedState(t, connectJS(t, srv.ClientURL()), "GEMBA_INVENTORY", keyOf("S1", "SKU"))
 	checkOnce(t, st)
+}
+
+// MoveAll is Move for every movement of one key in one write: the same positions and outcomes,
+// refusals per movement, duplicates recognised on a second call.
+func TestStoreMoveAll(t *testing.T) {
+	srv, _ := newJSServer(t)
+	clock := newTestClock(t0)
+	js := connectJS(t, srv.ClientURL())
+	s := openStore(t, js, testConfig(clock))
+	h := time.Hour
+	moves := []Movement{mv("p1", Produced, 10, 9*h), mv("s1", Sold, 3, 8*h), mv("s0", Sold, 2, 11*h), mv("p2", Produced, 7, 2*h)}
+	bad := mv("bad", Produced, 1, 2*h)
+	bad.ID = ""
+	all := append(slices.Clone(moves[:2]), bad)
+	all = append(all, moves[2:]...)
+	rs, refused, err := s.MoveAll(context.Background(), all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if refused[2] == nil || !errors.Is(refused[2], ErrInvalid) || rs[2].Outcome != 0 {
+		t.Errorf("the bad movement: %v %+v", refused[2], rs[2])
+	}
+	for i, r := range rs {
+		if i != 2 && (refused[i] != nil || r.Outcome != Applied) {
+			t.Errorf("movement %d: %+v %v", i, r, refused[i])
+		}
+	}
+	p, _ := s.Get("SKU", "S1") // (sku, site)
+	if p.Revision != 1 {
+		t.Errorf("key revision %d after one MoveAll, want 1 (one write)", p.Revision)
+	}
+	// The same movements one by one on another key end at the same position.
+	other := openStore(t, js, testConfig(clock))
+	var last Position
+	for _, m := range moves {
+		m.SKU = "S2"
+		last = mustMove(t, other, m, Applied)
+	}
+	if p.Position != last.Position || p.Produced != last.Produced || p.Sold != last.Sold {
+		t.Errorf("MoveAll position %+v, one by one %+v", p, last)
+	}
+	rs, _, err = s.MoveAll(context.Background(), moves)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range rs {
+		if r.Outcome != Duplicate {
+			t.Errorf("again, movement %d: %v, want duplicate", i, r.Outcome)
+		}
+	}
+	if _, _, err := s.MoveAll(context.Background(), []Movement{moves[0], {ID: "x", SKU: "S9", Site: moves[0].Site, Kind: Produced, Qty: 1, Time: t0}}); err == nil {
+		t.Error("MoveAll over two keys accepted")
+	}
 }
