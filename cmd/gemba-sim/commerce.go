@@ -105,6 +105,11 @@ func (f *commerceFlags) start(ctx context.Context, plant sim.Config, s *sim.Sim,
 	return func() {
 		cancel()
 		<-done
+		// What was generated before the stop and not yet acknowledged is sent now: stopping must
+		// not lose the ledger's tail (the events keep their identity, so a repeat is absorbed).
+		fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_ = cs.Flush(fctx, pub)
+		fcancel()
 		_ = unsub()
 		nc.Close()
 		sales, rows := cs.Ledger().Events()
