@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/gemba-io/gemba/hub"
+	"github.com/gemba-io/gemba/hub/act"
+)
+
+func actionsCmd() *cobra.Command {
+	var file string
+	c := &cobra.Command{Use: "actions", Short: "Inspect and replay action deliveries (the outbox)"}
+	c.PersistentFlags().StringVarP(&file, "config", "c", "/etc/gemba/hub.yaml", "hub config (NATS, the act section)")
+	withOutbox := func(cmd *cobra.Command, fn func(ctx context.Context, o *act.Outbox) error) error {
+		cfg, err := load(cmd, file)
+		if err != nil {
+			return err
+		}
+		if cfg.Act == nil {
+			cmd.PrintErrln(file + ": decisions are off (no guard section): there is no outbox")
+			return exitError{1}
+		}
+		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		nc, js, err := hub.Dial(ctx, cfg)
+		if err != nil {
+			cmd.PrintErrln(err)
+			return exitError{1}
+		}
+		defer nc.Close()
+		o, err := openOutbox(ctx, js, *cfg.Act)
+		if err != nil {
+			cmd.PrintErrln(err)
+			return exitError{1}
+		}
+		return fn(ctx, o)
+	}
+	dead := &cobra.Command{
+		Use:   "dead -c hub.yaml",
+		Short: "List the dead-lettered deliveries: decision id, phase, attempts, last error",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withOutbox(cmd, func(ctx context.Context, o *act.Outbox) error {
+				return listDead(ctx, cmd.OutOrStdout(), o)
+			})
+		},
+	}
+	replay := &cobra.Command{
+		Use:   "replay -c hub.yaml DECISION_ID...",
+		Short: "Re-queue dead-lettered deliveries (their failed phase starts again; what was delivered is not sent again)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withOutbox(cmd, func(ctx context.Context, o *act.Outbox) error {
+				return replayDead(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), o, args)
+			})
+		},
+	}
+	c.AddCommand(dead, replay)
+	return c
+}
+
+// openOutbox binds the outbox without running a delivery loop (a running hub delivers).
+func openOutbox(ctx context.Context, js jetstream.JetStream, cfg act.Config) (*act.Outbox, error) {
+	return act.Open(ctx, js, cfg, nil)
+}
+
+func listDead(ctx context.Context, out io.Writer, o *act.Outbox) error {
+	ids, err := o.DeadLetters(ctx)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		r, err := o.Get(ctx, id)
+		if err != nil {
+			fmt.Fprintf(out, "%s\t(unreadable: %v)\n", id, err)
+			continue
+		}
+		fmt.Fprintf(out, "%s\t%s %s on %s\tphase %s\t%d attempts since %s\t%s\n", id, r.Action.Kind, r.Action.SKU,
+			r.Action.Channel, r.Phase, r.Attempts, r.FirstAt.Format("2006-01-02 15:04:05Z07:00"), r.LastError)
+	}
+	fmt.Fprintf(out, "%d dead-lettered\n", len(ids))
+	return nil
+}
+
+func replayDead(ctx context.Context, out, errw io.Writer, o *act.Outbox, ids []string) error {
+	failed := 0
+	for _, id := range ids {
+		if err := o.Replay(ctx, id); err != nil {
+			fmt.Fprintf(errw, "%s: %v\n", id, err)
+			failed++
+			continue
+		}
+		fmt.Fprintf(out, "%s: re-queued\n", id)
+	}
+	if failed > 0 {
+		return exitError{1}
+	}
+	return nil
+}
