@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -70,10 +71,34 @@ func showDecisions(base string) error {
 		d := ds.Decisions[i]
 		fmt.Printf("  %s  %-8s %-10s %-22s %-18s %s\n", d.Time.Format(time.TimeOnly), d.SKU, d.Channel, d.Rule.Name, d.Outcome, d.ID)
 	}
-	if len(ds.Decisions) > 0 {
-		fmt.Printf("  why: curl -H 'Accept: text/plain' %s/api/v1/decisions/%s\n", base, ds.Decisions[0].ID)
+	if len(ds.Decisions) == 0 {
+		return nil
 	}
-	return nil
+	// Explain one that acted if there is one (the newest otherwise), as `gemba-hub why` would.
+	id := ds.Decisions[0].ID
+	for _, d := range ds.Decisions {
+		if d.Outcome == "fired" || d.Outcome == "held" {
+			id = d.ID
+			break
+		}
+	}
+	fmt.Printf("\nwhy %s (gemba-hub why, or: curl -H 'Accept: text/plain' %s/api/v1/decisions/%s):\n", id, base, id)
+	req, err := http.NewRequest(http.MethodGet, base+"/api/v1/decisions/"+id, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "text/plain")
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		return fmt.Errorf("hub why: %w", err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for n := 0; sc.Scan() && n < 30; n++ {
+		fmt.Println("  " + sc.Text())
+	}
+	return sc.Err()
 }
 
 func getJSON(url string, out any) error {
