@@ -96,9 +96,11 @@ func (s *Store) Close() {
 	s.wg.Wait()
 }
 
-// Notify sets fn to be called with the name and key of every value once stored in the log: this
-// replica's when its write is acknowledged, other replicas' when they arrive. It is what a decider
-// re-evaluates on. fn must not block; it runs on the flushing or the following goroutine.
+// Notify sets fn to be called with the name and key of every new value: this replica's as its
+// ingest applies it (a decider need not wait for the flush: the value comes from the agents'
+// stream, and a replica that dies before flushing leaves the message to be applied again), other
+// replicas' as their log messages arrive. It is what a decider re-evaluates on. fn must not block;
+// it runs on the ingest or the following goroutine.
 func (s *Store) Notify(fn func(name, key string)) { s.notify.Store(&fn) }
 
 func (s *Store) notifyAll(keys []*Value) {
@@ -237,7 +239,6 @@ func (s *Store) Flush(ctx context.Context) error {
 		}
 		s.mu.Unlock()
 		s.Stats.Writes.Add(uint64(len(part)))
-		s.notifyAll(part)
 	})
 	if err != nil {
 		s.mu.Lock()

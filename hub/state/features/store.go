@@ -180,6 +180,16 @@ func (s *Store) routes(f *signal.Feature) []route {
 // end (an older or equal window never overwrites: out-of-order and re-delivered records are
 // harmless). Changed keys are written by the next Flush.
 func (s *Store) Apply(ins []Input) {
+	changed := s.apply(ins)
+	if fn := s.notify.Load(); fn != nil {
+		for _, k := range changed {
+			(*fn)(k[0], k[1])
+		}
+	}
+}
+
+// apply folds records in under the lock and returns the (name, key) of each value it changed.
+func (s *Store) apply(ins []Input) (changed [][2]string) {
 	now := s.now().UTC()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -241,8 +251,10 @@ func (s *Store) Apply(ins []Input) {
 				}
 			}
 			s.Stats.Applied.Add(1)
+			changed = append(changed, [2]string{d.Name, key})
 		}
 	}
+	return changed
 }
 
 // Reading is a value with its freshness for a reader.
