@@ -70,6 +70,38 @@ func JetStream(t testing.TB) *Node {
 // Cluster starts size JetStream servers routed into one cluster and waits for a meta leader.
 func Cluster(t testing.TB, size int) []*Node {
 	t.Helper()
+	var nodes []*Node
+	// A port picked free can be taken by another test before the server binds it (CI runs many
+	// packages at once): a cluster whose node does not come up is started again on new ports.
+	for attempt := 1; ; attempt++ {
+		if nodes = startCluster(t, size); nodes != nil {
+			break
+		}
+		if attempt == 3 {
+			t.Fatal("cluster node not ready, three times")
+		}
+		t.Logf("cluster node not ready (attempt %d): starting the cluster again on new ports", attempt)
+	}
+	for _, n := range nodes {
+		t.Cleanup(n.Stop)
+	}
+	// Ready means the meta leader sees every node online with JetStream: before that, placing an R3
+	// stream or bucket fails with "no suitable peers for placement".
+	testutil.WaitFor(t, 30*time.Second, "JetStream meta leader seeing every peer", func() bool {
+		for _, n := range nodes {
+			if n.S != nil && n.S.JetStreamIsLeader() {
+				return len(n.S.JetStreamClusterPeers()) == size
+			}
+		}
+		return false
+	})
+	return nodes
+}
+
+// startCluster starts the nodes and waits until each accepts connections; nil (every node stopped)
+// when one does not.
+func startCluster(t testing.TB, size int) []*Node {
+	t.Helper()
 	cports := make([]int, size)
 	var routes []*url.URL
 	for i := range cports {
@@ -91,23 +123,15 @@ func Cluster(t testing.TB, size int) []*Node {
 		}
 		go s.Start()
 		n.S = s
-		t.Cleanup(n.Stop)
 	}
 	for _, n := range nodes {
 		if !n.S.ReadyForConnections(20 * time.Second) {
-			t.Fatal("cluster node not ready")
+			for _, m := range nodes {
+				m.Stop()
+			}
+			return nil
 		}
 	}
-	// Ready means the meta leader sees every node online with JetStream: before that, placing an R3
-	// stream or bucket fails with "no suitable peers for placement".
-	testutil.WaitFor(t, 30*time.Second, "JetStream meta leader seeing every peer", func() bool {
-		for _, n := range nodes {
-			if n.S != nil && n.S.JetStreamIsLeader() {
-				return len(n.S.JetStreamClusterPeers()) == size
-			}
-		}
-		return false
-	})
 	return nodes
 }
 
