@@ -4,9 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
@@ -20,28 +17,18 @@ func actionsCmd() *cobra.Command {
 	c := &cobra.Command{Use: "actions", Short: "Inspect and replay action deliveries (the outbox)"}
 	c.PersistentFlags().StringVarP(&file, "config", "c", "/etc/gemba/hub.yaml", "hub config (NATS, the act section)")
 	withOutbox := func(cmd *cobra.Command, fn func(ctx context.Context, o *act.Outbox) error) error {
-		cfg, err := load(cmd, file)
-		if err != nil {
-			return err
-		}
-		if cfg.Act == nil {
-			cmd.PrintErrln(file + ": decisions are off (no guard section): there is no outbox")
-			return exitError{1}
-		}
-		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		nc, js, err := hub.Dial(ctx, cfg)
-		if err != nil {
-			cmd.PrintErrln(err)
-			return exitError{1}
-		}
-		defer nc.Close()
-		o, err := openOutbox(ctx, js, *cfg.Act)
-		if err != nil {
-			cmd.PrintErrln(err)
-			return exitError{1}
-		}
-		return fn(ctx, o)
+		return withHub(cmd, file, func(ctx context.Context, cfg *hub.Config, js jetstream.JetStream) error {
+			if cfg.Act == nil {
+				cmd.PrintErrln(file + ": decisions are off (no guard section): there is no outbox")
+				return exitError{1}
+			}
+			o, err := act.Open(ctx, js, *cfg.Act, nil) // no delivery loop here: a running hub delivers
+			if err != nil {
+				cmd.PrintErrln(err)
+				return exitError{1}
+			}
+			return fn(ctx, o)
+		})
 	}
 	dead := &cobra.Command{
 		Use:   "dead -c hub.yaml",
@@ -65,11 +52,6 @@ func actionsCmd() *cobra.Command {
 	}
 	c.AddCommand(dead, replay)
 	return c
-}
-
-// openOutbox binds the outbox without running a delivery loop (a running hub delivers).
-func openOutbox(ctx context.Context, js jetstream.JetStream, cfg act.Config) (*act.Outbox, error) {
-	return act.Open(ctx, js, cfg, nil)
 }
 
 func listDead(ctx context.Context, out io.Writer, o *act.Outbox) error {

@@ -6,12 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/gemba-io/gemba/hub"
@@ -265,29 +264,19 @@ func quote(s string) string { return fmt.Sprintf("%q", s) }
 // withRegistry loads the hub config, connects, opens the decision log and the rules bucket, and
 // runs fn; it ends on SIGINT or SIGTERM.
 func withRegistry(cmd *cobra.Command, file string, fn func(context.Context, *versions.Registry, *audit.Log) error) error {
-	cfg, err := load(cmd, file)
-	if err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	nc, js, err := hub.Dial(ctx, cfg)
-	if err != nil {
-		cmd.PrintErrln(err)
-		return exitError{1}
-	}
-	defer nc.Close()
-	log, err := audit.Open(ctx, js, cfg.Audit, nil)
-	if err != nil {
-		cmd.PrintErrln(err)
-		return exitError{1}
-	}
-	reg, err := versions.Open(ctx, js, cfg.Rules, log, nil, rules.KnownFeatures(featureNames(cfg)...))
-	if err != nil {
-		cmd.PrintErrln(err)
-		return exitError{1}
-	}
-	return fn(ctx, reg, log)
+	return withHub(cmd, file, func(ctx context.Context, cfg *hub.Config, js jetstream.JetStream) error {
+		log, err := audit.Open(ctx, js, cfg.Audit, nil)
+		if err != nil {
+			cmd.PrintErrln(err)
+			return exitError{1}
+		}
+		reg, err := versions.Open(ctx, js, cfg.Rules, log, nil, rules.KnownFeatures(featureNames(cfg)...))
+		if err != nil {
+			cmd.PrintErrln(err)
+			return exitError{1}
+		}
+		return fn(ctx, reg, log)
+	})
 }
 
 // changeFlags are the flags of every command that changes the rules state.

@@ -5,9 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
@@ -30,19 +27,9 @@ shadow's disagreement or a canary, each event (decided, approved, ...) and the d
 the action outbox. --json prints the records instead. Exits 1 when the decision has no record.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := load(cmd, file)
-			if err != nil {
-				return err
-			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			nc, js, err := hub.Dial(ctx, cfg)
-			if err != nil {
-				cmd.PrintErrln(err)
-				return exitError{1}
-			}
-			defer nc.Close()
-			return why(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), js, cfg.Audit, cfg.Act, args[0], asJSON)
+			return withHub(cmd, file, func(ctx context.Context, cfg *hub.Config, js jetstream.JetStream) error {
+				return why(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), js, cfg.Audit, cfg.Act, args[0], asJSON)
+			})
 		},
 	}
 	c.Flags().StringVarP(&file, "config", "c", "/etc/gemba/hub.yaml", "hub config (NATS, the decision log, the outbox)")
