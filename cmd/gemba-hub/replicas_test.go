@@ -169,6 +169,12 @@ func TestTwoReplicasOneKilledMidLoad(t *testing.T) {
 			testutil.WaitFor(t, 30*time.Second, "both replicas applying messages", func() bool {
 				return a.metric(t, "gemba_hub_ingest_messages_total") > 0 && b.metric(t, "gemba_hub_ingest_messages_total") > 0
 			})
+			// A burst just before the kill, so that hub-a dies with messages in hand (the hub is fast
+			// enough to be idle between paced messages). The loop publishes them again below: same
+			// Msg-Id, dropped by JetStream as duplicates.
+			for _, m := range msgs[i+1 : min(i+1+300, len(msgs))] {
+				publish(m, true)
+			}
 			if err := a.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
