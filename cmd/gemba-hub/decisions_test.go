@@ -121,16 +121,7 @@ func TestThreeReplicasDecideOnceUnderKills(t *testing.T) {
 	defer srv.Close()
 	decisionFiles(t, dir, ns.ClientURL(), srv.URL)
 
-	start := func(name string) *replica {
-		r := &replica{name: name, cmd: hubCmd(dir, nil, "run", "-c", filepath.Join(dir, name+".yaml")), stderr: &syncBuffer{}, exited: make(chan struct{})}
-		r.cmd.Stderr = r.stderr
-		if err := r.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func() { r.err = r.cmd.Wait(); close(r.exited) }()
-		t.Cleanup(func() { _ = r.cmd.Process.Kill(); <-r.exited })
-		return r
-	}
+	start := func(name string) *replica { return runReplica(t, name, dir, filepath.Join(dir, name+".yaml")) }
 	reps := []*replica{start("hub-a"), start("hub-b"), start("hub-c")}
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -46,8 +46,15 @@ ingest:
 features:
   - {name: units, signal: "*.pack.parts", feature: units, key: sku, max_age: 1h}
 `, name, dir, name, port, natsURL))
-	r := &replica{name: name, cmd: hubCmd("", nil, "run", "-c", file), base: fmt.Sprintf("http://127.0.0.1:%d", port),
-		stderr: &syncBuffer{}, exited: make(chan struct{})}
+	r := runReplica(t, name, "", file)
+	r.base = fmt.Sprintf("http://127.0.0.1:%d", port)
+	return r
+}
+
+// runReplica starts `gemba-hub run -c file` in dir as replica name, killed when the test ends.
+func runReplica(t *testing.T, name, dir, file string) *replica {
+	t.Helper()
+	r := &replica{name: name, cmd: hubCmd(dir, nil, "run", "-c", file), stderr: &syncBuffer{}, exited: make(chan struct{})}
 	r.cmd.Stderr = r.stderr
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)
