@@ -50,7 +50,18 @@ func TestClusterNodeLoss(t *testing.T) {
 		return true
 	})
 	t.Cleanup(func() { _ = a.Close() })
-	b := openGuard(t, jsB, cfg, "b")
+	var b *Guard
+	testutil.WaitFor(t, 60*time.Second, "the second guard opened through another node", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		g, err := New(ctx, jsB, cfg, "b", nil)
+		if err != nil {
+			return false // a loaded cluster may not answer in time: the hub retries the same way
+		}
+		b = g
+		return true
+	})
+	t.Cleanup(func() { _ = b.Close() })
 
 	var done atomic.Bool
 	killed := make(chan int, 1)
