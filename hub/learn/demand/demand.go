@@ -1,0 +1,222 @@
+// Package demand holds daily demand series per SKU × site (× channel), built from the sales events on
+// the COMMERCE stream with every sale counted once by its order id and line, as the hub's consumer does.
+package demand
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/hub/ingest/commerce"
+)
+
+// Key names one series. Channel is "" when the channels of a SKU × site are summed (Options.ByChannel
+// false): inventory, and so days of cover, is kept per SKU × site.
+type Key struct {
+	SKU     string `json:"sku"`
+	Site    string `json:"site"`
+	Channel string `json:"channel,omitempty"`
+}
+
+func (k Key) String() string {
+	if k.Channel == "" {
+		return k.SKU + " @ " + k.Site
+	}
+	return k.SKU + " @ " + k.Site + " / " + k.Channel
+}
+
+// Series is one key's units sold per day, oldest first, one value for every day of the set's range
+// (zero on a day without sales).
+type Series struct {
+	Key    Key
+	Values []float64
+}
+
+// Options shape a build.
+type Options struct {
+	// From and To bound the days (sale times in [From, To), read as days in Location; From is moved
+	// back to its day's start, To up to the next day's start unless it is one).
+	From, To time.Time
+	// Location is where a day starts (default UTC).
+	Location *time.Location
+	// ByChannel keeps one series per channel; false sums the channels of a SKU × site.
+	ByChannel bool
+}
+
+// Stats count what a build saw. Returns (negative quantities) are not demand: they are counted here
+// and left out of the series (the inventory position takes them back into stock).
+type Stats struct {
+	Sales         int     `json:"sales"`          // sales counted into a series
+	Duplicates    int     `json:"duplicates"`     // copies of a sale already counted (same order id and line)
+	Returns       int     `json:"returns"`        // returns seen (not demand)
+	ReturnedUnits float64 `json:"returned_units"` // their units, positive
+	OutOfRange    int     `json:"out_of_range"`   // sales dated outside [From, To)
+	Undecodable   int     `json:"undecodable"`    // messages on a sales subject that are not a valid sale
+	Messages      int     `json:"messages"`       // stream messages read
+	// Oldest is the time of the oldest sale the stream still held: a range starting before it cannot be
+	// complete (the stream's max_age, or max_bytes, removed the rest).
+	Oldest time.Time `json:"oldest,omitzero"`
+}
+
+// Set is the series of one range.
+type Set struct {
+	From, To time.Time // the first day's start and the day after the last's
+	Days     int
+	Series   map[Key]*Series
+	Stats    Stats
+
+	loc      *time.Location
+	firstDay int64
+	seen     map[string]struct{}
+	byChan   bool
+}
+
+// New starts an empty set over opts' range.
+func New(opts Options) (*Set, error) {
+	loc := opts.Location
+	if loc == nil {
+		loc = time.UTC
+	}
+	if opts.From.IsZero() || opts.To.IsZero() {
+		return nil, errors.New("demand: a range needs both from and to")
+	}
+	from := dayStart(opts.From.In(loc))
+	to := dayStart(opts.To.In(loc))
+	if to.Before(opts.To.In(loc)) {
+		to = to.AddDate(0, 0, 1)
+	}
+	days := int(civil(to) - civil(from))
+	if days <= 0 {
+		return nil, fmt.Errorf("demand: range %s to %s holds no day", opts.From.Format(time.RFC3339), opts.To.Format(time.RFC3339))
+	}
+	return &Set{From: from, To: to, Days: days, Series: map[Key]*Series{}, loc: loc, firstDay: civil(from),
+		seen: map[string]struct{}{}, byChan: opts.ByChannel}, nil
+}
+
+func dayStart(t time.Time) time.Time {
+	y, m, d := t.Date()
+	return time.Date(y, m, d, 0, 0, 0, 0, t.Location())
+}
+
+// civil numbers a calendar day (independent of DST: a day is a date, not 24 hours).
+func civil(t time.Time) int64 {
+	y, m, d := t.Date()
+	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC).Unix() / 86400
+}
+
+// Add counts one sale, once per order id and line whatever the number of copies: the first copy
+// counts, as the consumer's dedup marker makes the first copy the one applied.
+func (s *Set) Add(sale commerce.Sale) {
+	id := sale.MsgID()
+	if _, dup := s.seen[id]; dup {
+		s.Stats.Duplicates++
+		return
+	}
+	s.seen[id] = struct{}{}
+	if sale.IsReturn() {
+		s.Stats.Returns++
+		s.Stats.ReturnedUnits -= sale.Quantity
+		return
+	}
+	day := civil(sale.Time.In(s.loc)) - s.firstDay
+	if day < 0 || day >= int64(s.Days) {
+		s.Stats.OutOfRange++
+		return
+	}
+	k := Key{SKU: sale.SKU, Site: sale.Site}
+	if s.byChan {
+		k.Channel = sale.Channel
+	}
+	sr := s.Series[k]
+	if sr == nil {
+		sr = &Series{Key: k, Values: make([]float64, s.Days)}
+		s.Series[k] = sr
+	}
+	sr.Values[day] += sale.Quantity
+	s.Stats.Sales++
+}
+
+// Keys returns the keys in order (SKU, site, channel).
+func (s *Set) Keys() []Key {
+	keys := make([]Key, 0, len(s.Series))
+	for k := range s.Series {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b Key) int {
+		return strings.Compare(a.SKU+"\x00"+a.Site+"\x00"+a.Channel, b.SKU+"\x00"+b.Site+"\x00"+b.Channel)
+	})
+	return keys
+}
+
+// Source is where Build reads: the COMMERCE stream and the subject prefix of its sales.
+type Source struct {
+	Stream string
+	Prefix string
+	Logger *slog.Logger
+}
+
+// Build reads every sale the stream holds (an ordered consumer on <prefix>.commerce.sales.>, from
+// the stream's first message to the last one there when it starts) and returns the daily series of
+// opts' range. A message that is not a valid sale is logged with its stream sequence and subject,
+// counted, and skipped: the consumer dead-letters it too, so it was never applied.
+//
+// The whole stream is read, not only the messages stored since From: sale times and stream times
+// differ (late uploads, and the simulator's accelerated clock), and the stream's max_age bounds it.
+func Build(ctx context.Context, js jetstream.JetStream, src Source, opts Options) (*Set, error) {
+	set, err := New(opts)
+	if err != nil {
+		return nil, err
+	}
+	lg := src.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	filter := src.Prefix + ".commerce.sales.>"
+	cons, err := js.OrderedConsumer(ctx, src.Stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		return nil, fmt.Errorf("demand: read stream %s (%s): %w", src.Stream, filter, err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("demand: stream %s (%s): %w", src.Stream, filter, err)
+	}
+	if info.NumPending == 0 {
+		return set, nil
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(1000))
+	if err != nil {
+		return nil, fmt.Errorf("demand: read stream %s: %w", src.Stream, err)
+	}
+	defer it.Stop()
+	for {
+		m, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return nil, fmt.Errorf("demand: read stream %s after %d messages: %w", src.Stream, set.Stats.Messages, err)
+		}
+		set.Stats.Messages++
+		md, err := m.Metadata()
+		if err != nil {
+			return nil, fmt.Errorf("demand: stream %s: message metadata: %w", src.Stream, err)
+		}
+		sale, err := commerce.DecodeSale(m.Subject(), m.Data())
+		if err != nil {
+			set.Stats.Undecodable++
+			lg.Warn("demand: not a sale, skipped", "stream", src.Stream, "seq", md.Sequence.Stream, "subject", m.Subject(), "err", err)
+		} else {
+			if set.Stats.Oldest.IsZero() || sale.Time.Before(set.Stats.Oldest) {
+				set.Stats.Oldest = sale.Time
+			}
+			set.Add(sale)
+		}
+		if md.NumPending == 0 {
+			return set, nil
+		}
+	}
+}

@@ -1,0 +1,191 @@
+package demand
+
+import (
+	"context"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/hub/ingest/commerce"
+	"github.com/gemba-io/gemba/sim"
+	simcommerce "github.com/gemba-io/gemba/sim/commerce"
+)
+
+func startJS(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+var monday = time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC)
+
+// The simulator publishes a week of sales through the hub's publisher; the series built from the
+// stream hold exactly the ledger's units and orders per SKU × channel, day by day in range, and copies
+// published again without their message id (past the duplicate window) change nothing.
+func TestSeriesEqualLedger(t *testing.T) {
+	js := startJS(t)
+	ctx := context.Background()
+	ccfg := commerce.DefaultConfig()
+	if _, err := commerce.EnsureStream(ctx, js, ccfg); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := commerce.NewPublisher(js, ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plant := sim.DefaultConfig()
+	plant.Seed, plant.Speed = 7, 3600 // one simulated hour per step
+	s, err := simcommerce.New(simcommerce.Config{Plant: plant, Start: monday, DemandScale: 0.05})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sales []commerce.Sale
+	for range 7 * 24 {
+		for _, ev := range s.Step() {
+			if sale, ok := ev.(commerce.Sale); ok {
+				sales = append(sales, sale)
+			}
+		}
+		if err := s.Flush(ctx, pub); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, _ := s.Ledger().Events()
+	if n < 200 {
+		t.Fatalf("the simulator sold %d times in a week; want at least 200 for a meaningful check", n)
+	}
+	// Copies of the first 50 sales, published without a Nats-Msg-Id so the stream keeps them.
+	for _, sale := range sales[:50] {
+		data, err := commerce.EncodeSale(sale)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := js.Publish(ctx, commerce.SalesSubject(ccfg.Prefix, sale.Channel), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// And a message that is no sale.
+	if _, err := js.Publish(ctx, commerce.SalesSubject(ccfg.Prefix, "web"), []byte(`{"nonsense":1}`)); err != nil {
+		t.Fatal(err)
+	}
+
+	set, err := Build(ctx, js, Source{Stream: ccfg.Stream, Prefix: ccfg.Prefix},
+		Options{From: monday, To: monday.AddDate(0, 0, 7), ByChannel: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if set.Days != 7 {
+		t.Fatalf("days = %d, want 7", set.Days)
+	}
+	if set.Stats.Duplicates != 50 || set.Stats.Undecodable != 1 || set.Stats.Sales != n || set.Stats.OutOfRange != 0 {
+		t.Fatalf("stats %+v: want 50 duplicates, 1 undecodable, %d sales, none out of range", set.Stats, n)
+	}
+	// Day by day from the events the simulator generated (the ledger keeps totals only).
+	daily := map[Key][]float64{}
+	for _, sale := range sales {
+		k := Key{SKU: sale.SKU, Site: sale.Site, Channel: sale.Channel}
+		if daily[k] == nil {
+			daily[k] = make([]float64, 7)
+		}
+		daily[k][int(sale.Time.Sub(monday)/(24*time.Hour))] += sale.Quantity
+	}
+	checked := 0
+	for _, sku := range s.SKUs() {
+		for _, ch := range s.Channels() {
+			k := Key{SKU: sku.Name, Site: s.Site(), Channel: ch}
+			sr := set.Series[k]
+			want := s.Ledger().Sold(sku.Name, ch)
+			var got float64
+			if sr != nil {
+				for d, v := range sr.Values {
+					got += v
+					if v != daily[k][d] {
+						t.Errorf("%s day %d: %v units, the simulator sold %v", k, d, v, daily[k][d])
+					}
+				}
+			}
+			if math.Abs(got-want) > 1e-9 {
+				t.Errorf("%s: series total %v, ledger %v", k, got, want)
+			}
+			if want > 0 {
+				checked++
+			}
+		}
+	}
+	if checked < 10 || len(set.Series) != checked {
+		t.Fatalf("%d series checked against the ledger, the set has %d", checked, len(set.Series))
+	}
+
+	// Summed over channels: one series per SKU × site with the same units.
+	all, err := Build(ctx, js, Source{Stream: ccfg.Stream, Prefix: ccfg.Prefix}, Options{From: monday, To: monday.AddDate(0, 0, 7)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sku := range s.SKUs() {
+		var want float64
+		for _, ch := range s.Channels() {
+			want += s.Ledger().Sold(sku.Name, ch)
+		}
+		var got float64
+		if sr := all.Series[Key{SKU: sku.Name, Site: s.Site()}]; sr != nil {
+			for _, v := range sr.Values {
+				got += v
+			}
+		}
+		if math.Abs(got-want) > 1e-9 {
+			t.Errorf("%s: summed series %v, ledger %v", sku.Name, got, want)
+		}
+	}
+
+	// A range of the last two days only: the rest is out of range.
+	last, err := Build(ctx, js, Source{Stream: ccfg.Stream, Prefix: ccfg.Prefix}, Options{From: monday.AddDate(0, 0, 5), To: monday.AddDate(0, 0, 7)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last.Days != 2 || last.Stats.OutOfRange == 0 || last.Stats.Sales+last.Stats.OutOfRange != n {
+		t.Fatalf("two-day range: %d days, stats %+v", last.Days, last.Stats)
+	}
+}
+
+func TestEmptyStreamAndBadRange(t *testing.T) {
+	js := startJS(t)
+	ctx := context.Background()
+	ccfg := commerce.DefaultConfig()
+	if _, err := commerce.EnsureStream(ctx, js, ccfg); err != nil {
+		t.Fatal(err)
+	}
+	set, err := Build(ctx, js, Source{Stream: ccfg.Stream, Prefix: ccfg.Prefix}, Options{From: monday, To: monday.AddDate(0, 0, 3)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(set.Series) != 0 || set.Days != 3 {
+		t.Fatalf("empty stream: %d series over %d days", len(set.Series), set.Days)
+	}
+	if _, err := Build(ctx, js, Source{Stream: ccfg.Stream, Prefix: ccfg.Prefix}, Options{From: monday, To: monday}); err == nil {
+		t.Fatal("an empty range was accepted")
+	}
+	if _, err := Build(ctx, js, Source{Stream: "NOPE", Prefix: ccfg.Prefix}, Options{From: monday, To: monday.AddDate(0, 0, 1)}); err == nil {
+		t.Fatal("a missing stream was accepted")
+	}
+}
