@@ -4,11 +4,8 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"path/filepath"
 	"sync"
 	"time"
@@ -43,9 +40,11 @@ type Options struct {
 	OpenBuffer func(cfg buffer.Config, o buffer.Options) (buffer.Buffer, error)
 	// NewUplink builds the forwarder; default the NATS JetStream uplink.
 	NewUplink func(cfg uplink.Config, id uplink.Identity, src uplink.Source, o uplink.Options) (Uplink, error)
-	// Ready, when set, receives the HTTP listen address (empty when disabled) once every part has
-	// started; give it a buffer of one so the agent never blocks on it.
+	// Ready, when set, receives the HTTP listen address (empty when disabled or not bound yet) once
+	// every part has started; give it a buffer of one so the agent never blocks on it.
 	Ready chan<- string
+	// HTTPRetry is how often a listener that could not bind tries again; default DefaultHTTPRetry.
+	HTTPRetry time.Duration
 }
 
 // Agent is one running gemba-agent.
@@ -168,22 +167,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.sups = append(a.sups, s)
 	}
 
-	var srv *http.Server
+	var lis *listener
 	if cfg.HTTP.Enabled {
-		ln, err := net.Listen("tcp", cfg.HTTP.Listen)
-		if err != nil {
-			return fmt.Errorf("http listener %s: %w", cfg.HTTP.Listen, err)
-		}
-		a.mu.Lock()
-		a.addr = ln.Addr().String()
-		a.mu.Unlock()
-		srv = &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("http listener failed", "err", err)
-			}
-		}()
-		log.Info("health and metrics listening", "addr", a.addr)
+		lis = a.newListener(log)
+		lis.start()
 	}
 
 	upCtx, upCancel := context.WithCancel(context.Background())
@@ -251,10 +238,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	upCancel()
 	wait("uplink", &upWG)
-	if srv != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_ = srv.Shutdown(sctx)
-		cancel()
+	if lis != nil {
+		lis.stop()
 	}
 	a.mu.Lock()
 	a.running = false

@@ -86,7 +86,7 @@ func DefaultConfig() Config {
 			MaxChunk:        256 << 10,
 			Timestamps:      features.DefaultTimeBounds(),
 		},
-		HTTP:   HTTPConfig{Enabled: true, Listen: "127.0.0.1:9273"},
+		HTTP:   HTTPConfig{Enabled: true, Listen: "127.0.0.1:7467"},
 		Buffer: buffer.DefaultConfig(),
 		Uplink: uplink.DefaultConfig(),
 	}
@@ -139,7 +139,7 @@ func (h *HTTPConfig) Validate(r config.Report) {
 		return
 	}
 	if _, _, err := net.SplitHostPort(h.Listen); err != nil {
-		r.Errorf("listen", "want host:port, e.g. 127.0.0.1:9273 (%v)", err)
+		r.Errorf("listen", "want host:port, e.g. 127.0.0.1:7467 (%v)", err)
 	}
 }
 
