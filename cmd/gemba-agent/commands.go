@@ -24,7 +24,7 @@ failures (buffering locally and retrying with backoff). On SIGINT or SIGTERM it 
 first, drains what they handed over into the buffer, and exits 0 within agent.shutdown_timeout.
 
 Health: GET /healthz, /readyz (JSON, says why not ready), /status and /metrics (Prometheus) on
-http.listen (default 127.0.0.1:9273).`,
+http.listen (default 127.0.0.1:7467).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := agent.Load(file, os.LookupEnv)
