@@ -43,7 +43,18 @@ type Placer interface {
 	Place(signal string) (machine, line, site string, ok bool)
 }
 
-// Deps are the consumer's collaborators. Fleet and Stock may be nil.
+// Observer sees every fresh agents' message (features or samples, not status): after dedup, so a
+// redelivered or re-sent copy is not seen twice by this replica, and before the ack. Observe runs
+// on the ingest goroutine and must be cheap (it is on the hot path); Flush runs with the feature
+// store's flush, and an error hands the batch back for redelivery like a state error (what the
+// observer records must be idempotent per message identity). The batch and its records are only
+// valid during Observe.
+type Observer interface {
+	Observe(b *signal.Batch)
+	Flush(ctx context.Context) error
+}
+
+// Deps are the consumer's collaborators. Fleet, Stock and Observer may be nil.
 type Deps struct {
 	JS       jetstream.JetStream
 	Prefix   string // subject prefix of the agents (gemba)
@@ -54,6 +65,7 @@ type Deps struct {
 	Placer   Placer
 	Logger   *slog.Logger
 	Metrics  *Metrics
+	Observer Observer
 }
 
 // Consumer reads the agents' stream.
@@ -403,6 +415,9 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 		if b.Historical {
 			c.m.historical.Inc()
 		}
+		if c.d.Observer != nil {
+			c.d.Observer.Observe(b)
+		}
 		if b.Stream == signal.StreamSamples {
 			c.m.records.WithLabelValues("samples").Add(float64(len(b.Samples)))
 			continue
@@ -428,9 +443,17 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 	flushed := make(chan error, 1)
 	go func() { flushed <- c.d.Features.Flush(ctx) }()
 	merr := c.moveAll(ctx, moves)
+	if merr != nil {
+		merr = fmt.Errorf("inventory: %w", merr)
+	} else if c.d.Observer != nil {
+		merr = c.d.Observer.Flush(ctx)
+		if merr != nil {
+			merr = fmt.Errorf("observer: %w", merr)
+		}
+	}
 	ferr := <-flushed
 	if merr != nil {
-		c.retry(fresh, fmt.Errorf("inventory: %w", merr))
+		c.retry(fresh, merr)
 		return
 	}
 	if ferr != nil {
