@@ -1,8 +1,9 @@
 # gemba — build, test and run. `make help` lists the targets.
 SHELL := /bin/bash
 GO ?= go
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null)
+# The release version lives in VERSION (semantic, without the v); the commit says which tree it came from.
+VERSION ?= v$(shell cat VERSION 2>/dev/null || echo 0.0.0-dev)
+COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X github.com/gemba-io/gemba/agent.Version=$(VERSION) -X github.com/gemba-io/gemba/agent.Commit=$(COMMIT) \
 	-X github.com/gemba-io/gemba/hub.Version=$(VERSION) -X github.com/gemba-io/gemba/hub.Commit=$(COMMIT)
 TOOLS := $(CURDIR)/.tools
@@ -11,13 +12,16 @@ TEST_TIMEOUT ?= 25m
 BENCH_TIME ?= 1s
 BENCH ?= .
 
-.PHONY: help build test lint bench fuzz demo peers clean
+.PHONY: help build test lint bench fuzz demo peers clean package
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
 build: ## static binaries in bin/, version stamped
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
+
+package: ## gemba-agent .deb and .rpm for amd64 and arm64 in dist/ (nfpm, pinned in scripts/package.sh)
+	VERSION=$(VERSION) COMMIT=$(COMMIT) GO=$(GO) bash scripts/package.sh
 
 peers: ## install the real servers the tests use (mosquitto, node-opcua)
 	@bash scripts/install-peers.sh
@@ -71,4 +75,4 @@ chaos: peers ## the full fault suite (NATS outage, agent SIGKILL, broker and OPC
 	$(GO) run ./chaos/cmd/gemba-chaos $(CHAOS_FLAGS)
 
 clean:
-	rm -rf bin
+	rm -rf bin dist
