@@ -48,6 +48,9 @@ type Config struct {
 	DemandScale float64
 	// InitialDays is the initial stock in days of mean demand (10 when 0).
 	InitialDays float64
+	// InitialDaysOf overrides InitialDays for some SKUs, so a scenario can open with one SKU
+	// over-stocked and another nearly out (the demo does). Every key must be a SKU of the plant.
+	InitialDaysOf map[string]float64
 	// Currency of the prices; default EUR.
 	Currency string
 	// RunID prefixes order and snapshot ids; default "sim<seed>-<Start as Unix seconds>", so a restarted
@@ -184,6 +187,11 @@ func New(cfg Config) (*Sim, error) {
 	if cfg.InitialDays < 0 || math.IsNaN(cfg.InitialDays) || math.IsInf(cfg.InitialDays, 0) {
 		errs = append(errs, fmt.Errorf("commerce simulator: initial_days %v: must be a positive number", cfg.InitialDays))
 	}
+	for sku, d := range cfg.InitialDaysOf {
+		if d < 0 || math.IsNaN(d) || math.IsInf(d, 0) {
+			errs = append(errs, fmt.Errorf("commerce simulator: initial_days_of[%s] %v: must be a positive number", sku, d))
+		}
+	}
 	if err := commerce.CheckToken(cfg.RunID); err != nil {
 		errs = append(errs, fmt.Errorf("commerce simulator: run id %q: %w", cfg.RunID, err))
 	}
@@ -215,11 +223,20 @@ func New(cfg Config) (*Sim, error) {
 	for _, i := range setup.Perm(len(s.skus))[:max(0, min(slow, len(s.skus)))] {
 		s.skus[i].Slow = true
 	}
+	for sku := range cfg.InitialDaysOf {
+		if _, ok := s.bySKU[sku]; !ok {
+			return nil, fmt.Errorf("commerce simulator: initial_days_of: %q is not a SKU of the plant", sku)
+		}
+	}
 	for _, k := range s.skus {
+		days := cfg.InitialDays
+		if d, ok := cfg.InitialDaysOf[k.Name]; ok {
+			days = d
+		}
 		for _, ch := range s.channels {
 			st := newStream(cfg.Seed, k, ch, cfg.DemandScale)
 			s.streams[[2]string{k.Name, ch}] = st
-			s.initial[k.Name] += st.ordersPerDay * st.meanSize * cfg.InitialDays
+			s.initial[k.Name] += st.ordersPerDay * st.meanSize * days
 		}
 		s.initial[k.Name] = math.Round(s.initial[k.Name])
 	}
