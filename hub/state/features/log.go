@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -280,20 +281,38 @@ func (s *Store) write(ctx context.Context, subject string, vs []*Value, stored f
 		buf, cur = nil, nil
 	}
 	for _, v := range vs {
-		line, err := encodeValue(v)
-		if err == nil && len(line) >= maxMessage {
-			err = fmt.Errorf("%d bytes encoded, more than a log message holds (%d)", len(line), maxMessage)
+		if buf == nil {
+			buf = make([]byte, 0, min(maxMessage, 384*(len(vs)-len(cur)+1)))
+		}
+		// Encoded in place (most values), or by encoding/json when the fast path declines.
+		n := len(buf)
+		var err error
+		line, ok := appendValue(buf, v)
+		if !ok {
+			var j []byte
+			if j, err = json.Marshal(v); err == nil {
+				line = append(buf[:n], j...)
+			}
+		}
+		if err == nil && len(line)-n >= maxMessage {
+			err = fmt.Errorf("%d bytes encoded, more than a log message holds (%d)", len(line)-n, maxMessage)
 		}
 		if err != nil {
 			// Retrying cannot help: the value is dropped, said and counted.
+			buf = line[:n]
 			s.Stats.Dropped.Add(1)
 			s.log.Error("feature value not storable, dropped", "feature", v.Name, "key", v.Key, "signal", v.Lineage.Signal, "err", err)
 			continue
 		}
-		if len(buf)+len(line)+1 > maxMessage {
+		if len(line)+1 > maxMessage && n > 0 {
+			// The value does not fit this message: send what came before it, start the next with it.
+			enc := slices.Clone(line[n:])
+			buf = line[:n]
 			send()
+			buf = append(make([]byte, 0, min(maxMessage, 384*(len(vs)-len(cur)+1))), enc...)
+			line = buf
 		}
-		buf = append(append(buf, line...), '\n')
+		buf = append(line, '\n')
 		cur = append(cur, v)
 	}
 	send()

@@ -115,3 +115,41 @@ func TestUnreadableLogEntry(t *testing.T) {
 		t.Errorf("%d unreadable, want 1", c.Stats.Unreadable.Load())
 	}
 }
+
+// A flush larger than one log message is split over several, each value in exactly one, and another
+// replica reads all of them.
+func TestFlushSplitsLargeWrites(t *testing.T) {
+	n := natstest.JetStream(t)
+	a, b := open(t, n.URL()), open(t, n.URL())
+	const keys = 4000 // ~350 bytes each: about two messages of maxMessage
+	var ins []Input
+	for k := range keys {
+		ins = append(ins, in(feat("line1.pack.parts", "units", t0, float64(k), "sku", fmt.Sprint("S", k)), uint64(k+1)))
+	}
+	a.Apply(ins)
+	if err := a.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if m := a.Stats.Messages.Load(); m < 2 {
+		t.Fatalf("%d log messages for %d values: want the flush split", m, keys)
+	}
+	if w, d := a.Stats.Writes.Load(), a.Stats.Dropped.Load(); w != keys || d != 0 {
+		t.Fatalf("%d written, %d dropped: want %d and 0", w, d, keys)
+	}
+	info, err := a.stream.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Bytes > uint64(info.State.Msgs)*(maxMessage+1024) {
+		t.Errorf("%d bytes in %d messages: a message over %d bytes", info.State.Bytes, info.State.Msgs, maxMessage)
+	}
+	testutil.WaitFor(t, 10*time.Second, "b read every stored value", func() bool {
+		for k := range keys {
+			r, ok := b.Get("units", fmt.Sprint("S", k))
+			if !ok || r.Value.Value != float64(k) {
+				return false
+			}
+		}
+		return true
+	})
+}
