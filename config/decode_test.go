@@ -268,3 +268,35 @@ func TestValidatorsRunForAbsentSections(t *testing.T) {
 		})
 	}
 }
+
+func TestChecks(t *testing.T) {
+	var c Checks
+	if err := c.Err("x"); err != nil {
+		t.Fatalf("no problems: %v", err)
+	}
+	c.Add("bucket", "must be letters, got %q", "a b")
+	c.Add("replicas", "must be 1 or 3, got %d", 2)
+	if got, want := c.Err("inventory").Error(), `inventory config: bucket: must be letters, got "a b"; replicas: must be 1 or 3, got 2`; got != want {
+		t.Errorf("Err = %q, want %q", got, want)
+	}
+	var out struct {
+		S checkedSection `yaml:"s"`
+	}
+	err := NewDecoder(WithoutEnv()).Unmarshal([]byte("s:\n  bucket: a b\n"), &out)
+	var ps Problems
+	if !errors.As(err, &ps) || len(ps) != 1 || ps[0].Path != "s.bucket" || ps[0].Line != 2 {
+		t.Fatalf("Report through a Validator: %v (%#v)", err, ps)
+	}
+}
+
+type checkedSection struct {
+	Bucket string `yaml:"bucket"`
+}
+
+func (c *checkedSection) Validate(r Report) {
+	var cs Checks
+	if strings.Contains(c.Bucket, " ") {
+		cs.Add("bucket", "no spaces, got %q", c.Bucket)
+	}
+	cs.Report(r)
+}

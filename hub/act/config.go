@@ -110,14 +110,12 @@ func (c *Config) Defaults() {
 var reserved = map[string]bool{"samples": true, "features": true, "status": true}
 
 // problems checks the config as it will run, defaults filled (Validate sees it as decoded).
-func (c *Config) problems() [][2]string {
+func (c *Config) problems() config.Checks {
 	d := *c
 	d.Defaults()
 	c = &d
-	var ps [][2]string
-	add := func(field, format string, args ...any) {
-		ps = append(ps, [2]string{field, fmt.Sprintf(format, args...)})
-	}
+	var ps config.Checks
+	add := ps.Add
 	if !subjectToken(c.Prefix) {
 		add("prefix", "%q is not one subject token", c.Prefix)
 	}
@@ -172,22 +170,10 @@ func (c *Config) problems() [][2]string {
 
 // Validate implements config.Validator.
 func (c *Config) Validate(r config.Report) {
-	for _, p := range c.problems() {
-		r.Errorf(p[0], "%s", p[1])
-	}
+	c.problems().Report(r)
 }
 
-func (c *Config) err() error {
-	ps := c.problems()
-	if len(ps) == 0 {
-		return nil
-	}
-	msg := make([]string, len(ps))
-	for i, p := range ps {
-		msg[i] = p[0] + ": " + p[1]
-	}
-	return fmt.Errorf("act config: %s", strings.Join(msg, "; "))
-}
+func (c *Config) err() error { return c.problems().Err("act") }
 
 func (c *Config) now() time.Time {
 	if c.Now != nil {

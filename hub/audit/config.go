@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"fmt"
 	"strings"
 	"time"
 
@@ -48,12 +47,10 @@ func (c *Config) Defaults() {
 }
 
 // problems checks the config as it will run (defaults filled on a copy).
-func (c Config) problems() [][2]string {
+func (c Config) problems() config.Checks {
 	c.Defaults()
-	var ps [][2]string
-	add := func(field, format string, args ...any) {
-		ps = append(ps, [2]string{field, fmt.Sprintf(format, args...)})
-	}
+	var ps config.Checks
+	add := ps.Add
 	if err := signal.CheckToken(c.Prefix); err != nil {
 		add("prefix", "subject prefix: %v", err)
 	}
@@ -78,22 +75,10 @@ func (c Config) problems() [][2]string {
 
 // Validate implements config.Validator.
 func (c *Config) Validate(r config.Report) {
-	for _, p := range c.problems() {
-		r.Errorf(p[0], "%s", p[1])
-	}
+	c.problems().Report(r)
 }
 
-func (c Config) err() error {
-	ps := c.problems()
-	if len(ps) == 0 {
-		return nil
-	}
-	msg := make([]string, len(ps))
-	for i, p := range ps {
-		msg[i] = p[0] + ": " + p[1]
-	}
-	return fmt.Errorf("audit config: %s", strings.Join(msg, "; "))
-}
+func (c *Config) err() error { return c.problems().Err("audit") }
 
 // RulesSubject is the subject of the rule changes: its last message is the rules state.
 func (c Config) RulesSubject() string { return c.Prefix + ".decisions.rules" }

@@ -1,7 +1,6 @@
 package guard
 
 import (
-	"fmt"
 	"math"
 	"regexp"
 	"strings"
@@ -111,11 +110,9 @@ var (
 )
 
 // problems lists what is wrong as (field, message) pairs; Validate and New share it.
-func (c *Config) problems() [][2]string {
-	var ps [][2]string
-	add := func(field, format string, args ...any) {
-		ps = append(ps, [2]string{field, fmt.Sprintf(format, args...)})
-	}
+func (c *Config) problems() config.Checks {
+	var ps config.Checks
+	add := ps.Add
 	pct := func(field string, v float64, required bool) {
 		if math.IsNaN(v) || v < 0 || v > 100 || (required && v == 0) {
 			if required {
@@ -186,22 +183,10 @@ func (c *Config) problems() [][2]string {
 
 // Validate implements config.Validator.
 func (c *Config) Validate(r config.Report) {
-	for _, p := range c.problems() {
-		r.Errorf(p[0], "%s", p[1])
-	}
+	c.problems().Report(r)
 }
 
-func (c *Config) err() error {
-	ps := c.problems()
-	if len(ps) == 0 {
-		return nil
-	}
-	msg := make([]string, len(ps))
-	for i, p := range ps {
-		msg[i] = p[0] + ": " + p[1]
-	}
-	return fmt.Errorf("guard config: %s", strings.Join(msg, "; "))
-}
+func (c *Config) err() error { return c.problems().Err("guard") }
 
 func (c *Config) now() time.Time {
 	if c.Now != nil {

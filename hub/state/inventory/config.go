@@ -1,7 +1,6 @@
 package inventory
 
 import (
-	"fmt"
 	"regexp"
 	"time"
 
@@ -55,11 +54,9 @@ func DefaultConfig() Config {
 var bucketRe = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
 
 // problems lists what is wrong, as (field, message) pairs; Validate and Open share it.
-func (c *Config) problems() [][2]string {
-	var ps [][2]string
-	add := func(field, format string, args ...any) {
-		ps = append(ps, [2]string{field, fmt.Sprintf(format, args...)})
-	}
+func (c *Config) problems() config.Checks {
+	var ps config.Checks
+	add := ps.Add
 	if !bucketRe.MatchString(c.Bucket) {
 		add("bucket", "must be letters, digits, '-' or '_', got %q", c.Bucket)
 	}
@@ -92,22 +89,10 @@ func (c *Config) problems() [][2]string {
 
 // Validate implements config.Validator.
 func (c *Config) Validate(r config.Report) {
-	for _, p := range c.problems() {
-		r.Errorf(p[0], "%s", p[1])
-	}
+	c.problems().Report(r)
 }
 
-func (c *Config) err() error {
-	ps := c.problems()
-	if len(ps) == 0 {
-		return nil
-	}
-	msg := "inventory config:"
-	for _, p := range ps {
-		msg += " " + p[0] + ": " + p[1] + ";"
-	}
-	return fmt.Errorf("%s", msg[:len(msg)-1])
-}
+func (c *Config) err() error { return c.problems().Err("inventory") }
 
 func (c *Config) now() time.Time {
 	if c.Now != nil {
