@@ -1,0 +1,380 @@
+package console
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gemba-io/gemba/hub/act"
+	"github.com/gemba-io/gemba/hub/api"
+	"github.com/gemba-io/gemba/hub/audit"
+	"github.com/gemba-io/gemba/hub/decide/guard"
+	"github.com/gemba-io/gemba/hub/monitor/fleet"
+	"github.com/gemba-io/gemba/hub/state/features"
+	"github.com/gemba-io/gemba/hub/state/graph"
+	"github.com/gemba-io/gemba/hub/state/inventory"
+)
+
+func (c *Console) starting(w http.ResponseWriter, r *http.Request, what string) {
+	c.fail(w, r, http.StatusServiceUnavailable, "the hub is starting: "+what+" not loaded yet")
+}
+
+func (c *Console) fleetPage(w http.ResponseWriter, r *http.Request) {
+	f := c.src.Fleet()
+	if f == nil {
+		c.starting(w, r, "the fleet")
+		return
+	}
+	list := f.List()
+	stale := 0
+	for _, a := range list {
+		if a.Stale {
+			stale++
+		}
+	}
+	c.render(w, r, http.StatusOK, "fleet", page{Title: "Fleet", Data: struct {
+		Agents []fleet.View
+		Stale  int
+	}{list, stale}})
+}
+
+// featureRow is one value with where it is (line, site from the graph when the key is a signal or line).
+type featureRow struct {
+	features.Reading
+	Unit string
+}
+
+func (c *Console) featuresPage(w http.ResponseWriter, r *http.Request) {
+	s := c.src.Features()
+	if s == nil {
+		c.starting(w, r, "features")
+		return
+	}
+	q := r.URL.Query()
+	defs, ver := s.Definitions()
+	name, key := q.Get("name"), q.Get("key")
+	all := s.List(name)
+	if key != "" {
+		all = slices.DeleteFunc(all, func(v features.Reading) bool { return !strings.Contains(v.Key, key) })
+	}
+	off, _ := strconv.Atoi(q.Get("offset"))
+	off = max(0, min(off, len(all)))
+	end := min(off+c.cfg.PageSize, len(all))
+	rows := make([]featureRow, 0, end-off)
+	stale := 0
+	for _, v := range all {
+		if v.Stale {
+			stale++
+		}
+	}
+	for _, v := range all[off:end] {
+		rows = append(rows, featureRow{Reading: v})
+	}
+	var lines []graph.Node
+	if g := c.src.Graph(); g != nil {
+		lines = g.Lines()
+	}
+	next := ""
+	if end < len(all) {
+		next = "?" + url.Values{"name": {name}, "key": {key}, "offset": {strconv.Itoa(end)}}.Encode()
+	}
+	c.render(w, r, http.StatusOK, "features", page{Title: "Lines & features", Data: map[string]any{
+		"Defs": defs, "DefsVersion": ver, "Rows": rows, "Total": len(all), "Stale": stale, "From": off + 1, "To": end,
+		"Next": next, "Name": name, "Key": key, "Lines": lines,
+	}})
+}
+
+// bar is one bar of the inventory chart.
+type bar struct {
+	Label       string
+	X, W, H, Y  float64
+	Value       string
+	Low, Ok, NA bool
+}
+
+// coverChart draws days of cover per position as SVG bars (capped at 30 days; no demand shown
+// full and grey).
+func coverChart(ps []inventory.Position) []bar {
+	const height, width, capDays = 120.0, 900.0, 30.0
+	n := min(len(ps), 60)
+	if n == 0 {
+		return nil
+	}
+	bw := width / float64(n)
+	out := make([]bar, n)
+	for i, p := range ps[:n] {
+		d := p.DaysOfCover
+		b := bar{Label: p.SKU + " @ " + p.Site, X: float64(i) * bw, W: bw * 0.8}
+		switch {
+		case p.NoDemand():
+			b.H, b.NA, b.Value = height, true, "no demand"
+		default:
+			b.H = min(d, capDays) / capDays * height
+			b.Value = strconv.FormatFloat(d, 'f', 1, 64) + " days"
+			b.Low, b.Ok = d < 3, d >= 3
+		}
+		b.Y = height - b.H
+		out[i] = b
+	}
+	return out
+}
+
+func (c *Console) inventoryPage(w http.ResponseWriter, r *http.Request) {
+	s := c.src.Inventory()
+	if s == nil {
+		c.starting(w, r, "inventory")
+		return
+	}
+	q := r.URL.Query()
+	f := inventory.Filter{Site: q.Get("site"), SKU: q.Get("sku"), AfterSite: q.Get("after_site"), AfterSKU: q.Get("after_sku"), Limit: c.cfg.PageSize}
+	list := s.List(f)
+	next := ""
+	if len(list) == f.Limit {
+		last := list[len(list)-1]
+		next = "?" + url.Values{"site": {f.Site}, "sku": {f.SKU}, "after_site": {last.Site}, "after_sku": {last.SKU}}.Encode()
+	}
+	c.render(w, r, http.StatusOK, "inventory", page{Title: "Inventory", Data: map[string]any{
+		"Positions": list, "Chart": coverChart(list), "Next": next, "Site": f.Site, "SKU": f.SKU, "Now": c.now(),
+	}})
+}
+
+func (c *Console) decisions(w http.ResponseWriter, r *http.Request) api.Decisions {
+	d := c.src.Decisions()
+	if d == nil {
+		c.fail(w, r, http.StatusNotFound, "decisions are off: the hub config has no guard section (or the hub is starting)")
+	}
+	return d
+}
+
+// filterOf reads the decision feed's filters from the query.
+func (c *Console) filterOf(q url.Values) audit.Filter {
+	f := audit.Filter{SKU: q.Get("sku"), Channel: q.Get("channel"), Rule: q.Get("rule"), Outcome: q.Get("outcome"), Mode: q.Get("mode"),
+		Limit: c.cfg.PageSize}
+	if n, err := strconv.Atoi(q.Get("limit")); err == nil && n > 0 {
+		f.Limit = min(n, audit.MaxLimit)
+	}
+	return f
+}
+
+var outcomes = []string{audit.OutcomeFired, audit.OutcomeHeld, audit.OutcomeSuppressed, audit.OutcomeAwaitingApproval,
+	audit.OutcomeRejected, audit.OutcomeExpired, audit.OutcomeReleased, audit.OutcomeShadow}
+
+func (c *Console) decisionsPage(w http.ResponseWriter, r *http.Request) {
+	d := c.decisions(w, r)
+	if d == nil {
+		return
+	}
+	f := c.filterOf(r.URL.Query())
+	recs, err := d.Recent(r.Context(), f)
+	if err != nil {
+		c.fail(w, r, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	var after uint64
+	if len(recs) > 0 {
+		after = recs[0].Seq
+	}
+	q := url.Values{"sku": {f.SKU}, "channel": {f.Channel}, "rule": {f.Rule}, "outcome": {f.Outcome}, "mode": {f.Mode}}
+	live := c.prefix + "/decisions/live?" + q.Encode() + "&after=" + strconv.FormatUint(after, 10)
+	more := ""
+	if len(recs) == f.Limit && f.Limit < audit.MaxLimit {
+		mq := url.Values{}
+		for k, v := range q {
+			mq[k] = v
+		}
+		mq.Set("limit", strconv.Itoa(min(f.Limit*2, audit.MaxLimit)))
+		more = "?" + mq.Encode()
+	}
+	var channels []graph.Node
+	if g := c.src.Graph(); g != nil {
+		channels = g.Channels()
+	}
+	c.render(w, r, http.StatusOK, "decisions", page{Title: "Decisions", Data: map[string]any{
+		"Records": recs, "F": f, "Live": live, "More": more, "Outcomes": outcomes, "Channels": channels,
+	}})
+}
+
+// live streams new decisions matching the page's filters as server-sent events, one table row
+// each. It asks the decision log for the newest few every live_poll (a bounded read, never a
+// scan) and sends those past the last sequence it sent.
+func (c *Console) live(w http.ResponseWriter, r *http.Request) {
+	d := c.decisions(w, r)
+	if d == nil {
+		return
+	}
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		c.fail(w, r, http.StatusInternalServerError, "streaming not supported")
+		return
+	}
+	f := c.filterOf(r.URL.Query())
+	f.Limit = 50
+	after, _ := strconv.ParseUint(r.URL.Query().Get("after"), 10, 64)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write([]byte(": live decisions\nretry: 2000\n\n"))
+	fl.Flush()
+	t := time.NewTicker(c.cfg.LivePoll)
+	defer t.Stop()
+	row := c.pages["decisions"].Lookup("row")
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		recs, err := d.Recent(ctx, f)
+		cancel()
+		if err != nil {
+			c.log.Warn("console: live decisions", "err", err)
+			continue
+		}
+		// Oldest first, so that each prepended row ends up newest on top.
+		for i := len(recs) - 1; i >= 0; i-- {
+			rec := recs[i]
+			if rec.Seq <= after {
+				continue
+			}
+			after = rec.Seq
+			var b strings.Builder
+			if err := row.Execute(&b, map[string]any{"R": rec, "Prefix": c.prefix}); err != nil {
+				c.log.Error("console: render live row", "err", err)
+				return
+			}
+			// One data line: an event's data lines are joined with newlines, and a row has none.
+			line := strings.ReplaceAll(strings.ReplaceAll(b.String(), "\r", ""), "\n", " ")
+			if _, err := w.Write([]byte("event: decision\nid: " + strconv.FormatUint(rec.Seq, 10) + "\ndata: " + line + "\n\n")); err != nil {
+				return
+			}
+		}
+		fl.Flush()
+	}
+}
+
+func (c *Console) whyPage(w http.ResponseWriter, r *http.Request) {
+	d := c.decisions(w, r)
+	if d == nil {
+		return
+	}
+	id := r.PathValue("id")
+	if !audit.ValidID(id) {
+		c.fail(w, r, http.StatusNotFound, "no decision "+id+": a decision id is 32 lower-case hex digits")
+		return
+	}
+	recs, err := d.History(r.Context(), id)
+	if err != nil {
+		c.fail(w, r, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	if len(recs) == 0 {
+		c.fail(w, r, http.StatusNotFound, "no decision "+id+" (unknown, or its records expired)")
+		return
+	}
+	del, err := d.Delivery(r.Context(), id)
+	if err != nil {
+		c.fail(w, r, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	var text strings.Builder
+	audit.Explain(&text, recs, del)
+	first, last := recs[0], recs[len(recs)-1]
+	var verdict *guard.Verdict
+	for _, rec := range recs {
+		if rec.Verdict != nil {
+			verdict = rec.Verdict
+		}
+	}
+	c.render(w, r, http.StatusOK, "why", page{Title: "Why " + id[:12], Data: struct {
+		ID          string
+		First, Last audit.Record
+		Records     []audit.Record
+		Verdict     *guard.Verdict
+		Delivery    *act.Record
+		Text        string
+	}{id, first, last, recs, verdict, del, text.String()}})
+}
+
+func (c *Console) approvalsPage(w http.ResponseWriter, r *http.Request) {
+	d := c.decisions(w, r)
+	if d == nil {
+		return
+	}
+	reqs, err := d.Pending(r.Context())
+	if err != nil {
+		c.fail(w, r, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	kill, err := d.Kill(r.Context())
+	if err != nil {
+		c.fail(w, r, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	recent, err := d.Recent(r.Context(), audit.Filter{Outcome: "", Limit: 200, MaxScan: 2000})
+	if err != nil {
+		c.fail(w, r, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	answered := recent[:0]
+	for _, rec := range recent {
+		if rec.Event == audit.EventApproved || rec.Event == audit.EventRejected {
+			answered = append(answered, rec)
+		}
+	}
+	c.render(w, r, http.StatusOK, "approvals", page{Title: "Approvals", Data: map[string]any{
+		"Pending": reqs, "Kill": kill, "Answered": answered, "Now": c.now(), "User": sessionOf(r).user,
+	}})
+}
+
+// answer approves or rejects as the signed-in user, through the same call as the API
+// (decide.Approver via api.Decisions): the guard refuses self-approval when configured.
+func (c *Console) answer(w http.ResponseWriter, r *http.Request) {
+	d := c.decisions(w, r)
+	if d == nil {
+		return
+	}
+	id := r.PathValue("id")
+	approve := false
+	switch r.PathValue("answer") {
+	case "approve":
+		approve = true
+	case "reject":
+	default:
+		c.fail(w, r, http.StatusNotFound, "want /approvals/{id}/approve or /reject")
+		return
+	}
+	reason := strings.TrimSpace(r.PostFormValue("reason"))
+	by := sessionOf(r).user
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	v, err := d.Answer(ctx, id, by, reason, approve)
+	switch {
+	case err == nil:
+	case errors.Is(err, guard.ErrNotFound):
+		c.fail(w, r, http.StatusNotFound, err.Error())
+		return
+	case errors.Is(err, guard.ErrSelfApproval):
+		c.fail(w, r, http.StatusForbidden, "you asked for this change: someone else must approve it ("+err.Error()+")")
+		return
+	case errors.Is(err, guard.ErrState), errors.Is(err, guard.ErrExpired):
+		c.fail(w, r, http.StatusConflict, err.Error())
+		return
+	default:
+		c.fail(w, r, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	c.log.Info("console: approval answered", "decision", id, "by", by, "approve", approve, "outcome", v.Outcome)
+	msg := "decision " + id[:min(12, len(id))] + ": " + string(v.Outcome)
+	if v.Reason != "" {
+		msg += " (" + v.Reason + ")"
+	}
+	http.Redirect(w, r, c.prefix+"/decisions/"+url.PathEscape(id)+"?msg="+url.QueryEscape(msg), http.StatusSeeOther)
+}
