@@ -16,6 +16,7 @@ import (
 	"github.com/gemba-io/gemba/config"
 	"github.com/gemba-io/gemba/hub/act"
 	"github.com/gemba-io/gemba/hub/audit"
+	"github.com/gemba-io/gemba/hub/console"
 	"github.com/gemba-io/gemba/hub/decide"
 	"github.com/gemba-io/gemba/hub/decide/guard"
 	"github.com/gemba-io/gemba/hub/decide/versions"
@@ -45,6 +46,9 @@ type Config struct {
 	Decide decide.Config   `yaml:"decide" json:"decide"`
 	Audit  audit.Config    `yaml:"audit" json:"audit"`
 	Rules  versions.Config `yaml:"rules" json:"rules"`
+
+	// Console is the web console on the HTTP listener (off by default).
+	Console console.Config `yaml:"console" json:"console"`
 
 	version string
 }
@@ -147,6 +151,7 @@ func DefaultConfig() Config {
 		Decide:    decide.DefaultConfig(),
 		Audit:     audit.Config{Stream: audit.DefaultStream, Retention: audit.DefaultRetention, DuplicateWindow: audit.DefaultDuplicateWindow},
 		Rules:     versions.Config{Bucket: versions.DefaultBucket},
+		Console:   console.DefaultConfig(),
 	}
 }
 
@@ -278,6 +283,9 @@ func (c *Config) fillDecisions() {
 func (c *Config) Validate(r config.Report) {
 	if c.Guard == nil && c.Decide.Rules != "" {
 		r.Errorf("guard", "required with decide.rules: no decision acts without guardrails (set at least guard.max_discount)")
+	}
+	if c.Console.Enabled && !c.HTTP.Enabled {
+		r.Errorf("console.enabled", "the console is served on the HTTP listener: set http.enabled too")
 	}
 	if c.Guard == nil && c.Act != nil {
 		r.Errorf("guard", "required with act: no decision acts without guardrails (set at least guard.max_discount)")
