@@ -13,6 +13,7 @@ import (
 	"github.com/gemba-io/gemba/hub/act"
 	"github.com/gemba-io/gemba/hub/api"
 	"github.com/gemba-io/gemba/hub/audit"
+	"github.com/gemba-io/gemba/hub/console"
 	"github.com/gemba-io/gemba/hub/decide/guard"
 	"github.com/gemba-io/gemba/hub/monitor/fleet"
 	"github.com/gemba-io/gemba/hub/state/features"
@@ -81,6 +82,9 @@ func (h *Hub) handler() http.Handler {
 	for _, p := range []string{"/api/v1/decisions", "/api/v1/decisions/", "/api/v1/approvals", "/api/v1/approvals/", "/api/v1/kill", "/api/v1/rules"} {
 		mux.Handle(p, dh)
 	}
+	if h.cfg.Console.Enabled {
+		mux.Handle(console.Prefix+"/", h.console())
+	}
 	mux.Handle("/api/v1/", api.Handler(api.Sources{
 		Fleet:     func() *fleet.Fleet { return h.fleet.Load() },
 		Features:  func() *features.Store { return h.feats.Load() },
@@ -88,6 +92,36 @@ func (h *Hub) handler() http.Handler {
 		Graph:     func() *graph.Graph { return h.graph.Load() },
 	}, h.cfg.HTTP.ReadToken.Value()))
 	return mux
+}
+
+// console builds the web console over the same sources as the API (a config that passed Validate
+// cannot fail here; if it does, the console answers with the reason).
+func (h *Hub) console() http.Handler {
+	c, err := console.New(h.cfg.Console, console.Sources{
+		Fleet:     func() *fleet.Fleet { return h.fleet.Load() },
+		Features:  func() *features.Store { return h.feats.Load() },
+		Inventory: func() *inventory.Store { return h.inv.Load() },
+		Graph:     func() *graph.Graph { return h.graph.Load() },
+		Decisions: func() api.Decisions {
+			if d := h.dec.Load(); d != nil {
+				return decisionsAPI{d}
+			}
+			return nil
+		},
+		Rules: func() console.Rules {
+			if d := h.dec.Load(); d != nil {
+				return d.registry
+			}
+			return nil
+		},
+	}, console.Options{Logger: h.log})
+	if err != nil {
+		h.log.Error("console not served", "err", err)
+		return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "console: "+err.Error(), http.StatusInternalServerError)
+		})
+	}
+	return c
 }
 
 // decisionsAPI serves the decision endpoints from the decision room.
