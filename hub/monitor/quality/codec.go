@@ -1,0 +1,237 @@
+package quality
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/gemba-io/gemba/signal"
+)
+
+// A monitor log message is what one replica's ingest observed in one batch: per fresh agents'
+// message (a chunk) its identity and, for each monitored value, the hub feature and key it feeds,
+// the value, its event time and whether it was partial; samples only as counts (total, bad) per
+// feature and key. Binary, with a string table per message, because it is written on the ingest
+// hot path for every record:
+//
+//	'm' 1                                         magic, version
+//	'S' uvarint(len) bytes                         next string of the table
+//	'C' str(agent) stream str(incarnation) uvarint(first) uvarint(last)
+//	'V' str(feature) str(key) float64 varint(unix ns) flags     a value of the last chunk (flag 1: partial)
+//	'Q' str(feature) str(key) varint(unix ns) uvarint(total) uvarint(bad)   sample counts of the last chunk
+//
+// str(x) is the uvarint index of x in the table.
+const (
+	magic   = 'm'
+	version = 1
+)
+
+// chunkRec is one observed agents' message.
+type chunkRec struct {
+	Agent       string
+	Stream      signal.Stream
+	Incarnation string
+	First, Last uint64
+	Values      []valueRec
+	Samples     []sampleRec
+}
+
+type valueRec struct {
+	Feature, Key string
+	Value        float64
+	Time         int64 // unix ns
+	Partial      bool
+}
+
+type sampleRec struct {
+	Feature, Key string
+	Time         int64
+	Total, Bad   uint64
+}
+
+// encoder appends entries to one message.
+type encoder struct {
+	buf  []byte
+	strs map[string]uint64
+}
+
+func (e *encoder) reset() {
+	e.buf = append(e.buf[:0], magic, version)
+	if e.strs == nil {
+		e.strs = map[string]uint64{}
+	}
+	clear(e.strs)
+}
+
+func (e *encoder) str(s string) uint64 {
+	if i, ok := e.strs[s]; ok {
+		return i
+	}
+	i := uint64(len(e.strs))
+	e.strs[s] = i
+	e.buf = append(e.buf, 'S')
+	e.buf = binary.AppendUvarint(e.buf, uint64(len(s)))
+	e.buf = append(e.buf, s...)
+	return i
+}
+
+func (e *encoder) chunk(h *signal.Header) {
+	a, inc := e.str(h.Agent), e.str(h.Incarnation)
+	e.buf = append(e.buf, 'C')
+	e.buf = binary.AppendUvarint(e.buf, a)
+	e.buf = append(e.buf, byte(h.Stream))
+	e.buf = binary.AppendUvarint(e.buf, inc)
+	e.buf = binary.AppendUvarint(e.buf, h.FirstSeq)
+	e.buf = binary.AppendUvarint(e.buf, h.LastSeq)
+}
+
+func (e *encoder) value(feature, key string, v float64, t int64, partial bool) {
+	f, k := e.str(feature), e.str(key)
+	e.buf = append(e.buf, 'V')
+	e.buf = binary.AppendUvarint(e.buf, f)
+	e.buf = binary.AppendUvarint(e.buf, k)
+	e.buf = binary.LittleEndian.AppendUint64(e.buf, math.Float64bits(v))
+	e.buf = binary.AppendVarint(e.buf, t)
+	var flags byte
+	if partial {
+		flags = 1
+	}
+	e.buf = append(e.buf, flags)
+}
+
+func (e *encoder) samples(feature, key string, t int64, total, bad uint64) {
+	f, k := e.str(feature), e.str(key)
+	e.buf = append(e.buf, 'Q')
+	e.buf = binary.AppendUvarint(e.buf, f)
+	e.buf = binary.AppendUvarint(e.buf, k)
+	e.buf = binary.AppendVarint(e.buf, t)
+	e.buf = binary.AppendUvarint(e.buf, total)
+	e.buf = binary.AppendUvarint(e.buf, bad)
+}
+
+// errMalformed marks a message that does not decode.
+var errMalformed = errors.New("malformed monitor log message")
+
+// decode reads a whole message; the error names the entry and byte offset.
+func decode(data []byte) ([]chunkRec, error) {
+	if len(data) < 2 || data[0] != magic {
+		return nil, fmt.Errorf("%w: not a monitor log message (%d bytes)", errMalformed, len(data))
+	}
+	if data[1] != version {
+		return nil, fmt.Errorf("%w: version %d, this hub reads %d", errMalformed, data[1], version)
+	}
+	d := decoder{data: data, pos: 2}
+	var out []chunkRec
+	for n := 0; d.pos < len(data); n++ {
+		start := d.pos
+		tag := data[d.pos]
+		d.pos++
+		fail := func(what string) error {
+			return fmt.Errorf("%w: entry %d (%q) at byte %d: %s", errMalformed, n, tag, start, what)
+		}
+		switch tag {
+		case 'S':
+			l, ok := d.uvarint()
+			if !ok || l > uint64(len(data)-d.pos) {
+				return nil, fail("bad string length")
+			}
+			d.strs = append(d.strs, string(data[d.pos:d.pos+int(l)]))
+			d.pos += int(l)
+		case 'C':
+			var c chunkRec
+			var ok bool
+			if c.Agent, ok = d.str(); !ok {
+				return nil, fail(d.why)
+			}
+			if d.pos >= len(data) || data[d.pos] >= byte(signal.NumStreams) {
+				return nil, fail("bad stream")
+			}
+			c.Stream = signal.Stream(data[d.pos])
+			d.pos++
+			if c.Incarnation, ok = d.str(); !ok {
+				return nil, fail(d.why)
+			}
+			f, ok1 := d.uvarint()
+			l, ok2 := d.uvarint()
+			if !ok1 || !ok2 || l < f {
+				return nil, fail("bad sequence range")
+			}
+			c.First, c.Last = f, l
+			out = append(out, c)
+		case 'V', 'Q':
+			if len(out) == 0 {
+				return nil, fail("a value before any chunk")
+			}
+			c := &out[len(out)-1]
+			feat, ok1 := d.str()
+			key, ok2 := d.str()
+			if !ok1 || !ok2 {
+				return nil, fail(d.why)
+			}
+			if tag == 'V' {
+				if len(data)-d.pos < 8 {
+					return nil, fail("truncated value")
+				}
+				v := math.Float64frombits(binary.LittleEndian.Uint64(data[d.pos:]))
+				d.pos += 8
+				t, ok := d.varint()
+				if !ok || d.pos >= len(data) {
+					return nil, fail("bad time or flags")
+				}
+				flags := data[d.pos]
+				d.pos++
+				c.Values = append(c.Values, valueRec{Feature: feat, Key: key, Value: v, Time: t, Partial: flags&1 != 0})
+				continue
+			}
+			t, ok := d.varint()
+			total, ok1 := d.uvarint()
+			bad, ok2 := d.uvarint()
+			if !ok || !ok1 || !ok2 || bad > total {
+				return nil, fail("bad sample counts")
+			}
+			c.Samples = append(c.Samples, sampleRec{Feature: feat, Key: key, Time: t, Total: total, Bad: bad})
+		default:
+			return nil, fail("unknown entry")
+		}
+	}
+	return out, nil
+}
+
+type decoder struct {
+	data []byte
+	pos  int
+	strs []string
+	why  string
+}
+
+func (d *decoder) uvarint() (uint64, bool) {
+	v, n := binary.Uvarint(d.data[d.pos:])
+	if n <= 0 {
+		return 0, false
+	}
+	d.pos += n
+	return v, true
+}
+
+func (d *decoder) varint() (int64, bool) {
+	v, n := binary.Varint(d.data[d.pos:])
+	if n <= 0 {
+		return 0, false
+	}
+	d.pos += n
+	return v, true
+}
+
+func (d *decoder) str() (string, bool) {
+	i, ok := d.uvarint()
+	if !ok {
+		d.why = "bad string index"
+		return "", false
+	}
+	if i >= uint64(len(d.strs)) {
+		d.why = fmt.Sprintf("string index %d beyond the %d defined", i, len(d.strs))
+		return "", false
+	}
+	return d.strs[i], true
+}

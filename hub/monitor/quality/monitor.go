@@ -1,0 +1,595 @@
+// Package quality monitors the agents' data per hub feature × key and per agent stream: freshness,
+// sequence gaps, bad-quality share and drift (PSI, KS), folded from a log every replica shares.
+package quality
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/hub/state/features"
+)
+
+// Why a log of its own: the ingest consumer is shared, so each agents' message reaches one
+// replica, and the feature log keeps only the latest value per key (a batch's intermediate
+// values and their sequences are not in it): neither gives every replica every value and
+// every sequence. The observers append a compact summary of every fresh message to the monitor
+// log; every replica folds the whole log in its order, so all reach the same state (drift and
+// bad share are judged in event time at the same log positions), and gaps are computed from what
+// all replicas ingested. The fold is idempotent per message identity (agent, stream, incarnation,
+// first_seq): a message observed twice (a redelivery after a failed flush) counts once. The log
+// keeps reference_lag + window: the state is rebuilt from it on start, with no snapshot.
+
+// Options are the monitor's collaborators.
+type Options struct {
+	Config      Config
+	Definitions features.Definitions
+	Resolver    Resolver // the knowledge graph, for line, machine and site keys
+	Sink        Sink     // where breaches and recoveries are recorded (the decision log); may be nil
+	Logger      *slog.Logger
+	Now         func() time.Time // the clock of freshness and gaps (tests)
+}
+
+// Sink records events; Record is called from one goroutine, never from the fold.
+type Sink interface {
+	Record(ctx context.Context, e Event) error
+}
+
+// Stats are the monitor's counters.
+type Stats struct {
+	Folded, Duplicates, Unreadable, Unknown, KeysDropped, Events, EventsDropped, SinkErrors atomic.Uint64
+}
+
+// Bounds of the state.
+const (
+	maxKeys    = 200_000
+	maxStreams = 100_000
+	eventQueue = 4096
+)
+
+// Monitor is one replica's view of the monitoring state.
+//
+// Lifecycle: Open creates or binds the monitor log, folds it (returning once what was there is
+// folded, so a new replica starts complete; no events are raised for that history), then follows
+// it, checks freshness and gaps every cfg.Every and hands events to the sink, until Close.
+type Monitor struct {
+	cfg   Config
+	defs  map[string]features.Definition
+	names []string
+	log   *slog.Logger
+	now   func() time.Time
+	sink  Sink
+	obs   *Observer
+	Stats Stats
+
+	mu      sync.RWMutex
+	keys    map[[2]string]*keyState
+	streams map[streamRef]*seqTracker
+	loaded  bool
+	warned  bool
+
+	events  chan Event
+	metrics *metrics
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+	closing atomic.Bool
+}
+
+// Open starts the monitor. It fails on a bad config or when the log cannot be created.
+func Open(ctx context.Context, js jetstream.JetStream, o Options) (*Monitor, error) {
+	cfg := o.Config
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	m := &Monitor{cfg: cfg, defs: map[string]features.Definition{}, log: o.Logger, now: o.Now, sink: o.Sink,
+		keys: map[[2]string]*keyState{}, streams: map[streamRef]*seqTracker{}, events: make(chan Event, eventQueue)}
+	for _, d := range o.Definitions {
+		m.defs[d.Name] = d
+		m.names = append(m.names, d.Name)
+	}
+	sort.Strings(m.names)
+	m.metrics = newMetrics(m)
+	subj := "gemba_monitor." + cfg.Stream
+	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: cfg.Stream, Subjects: []string{subj}, Replicas: max(cfg.Replicas, 1), Retention: jetstream.LimitsPolicy,
+		Discard: jetstream.DiscardOld, Storage: jetstream.FileStorage, MaxAge: cfg.Retention(), MaxMsgSize: maxMessage + 64<<10,
+		Description: "gemba-hub: what every replica's ingest observed (message identities, monitored values) for quality monitoring",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("monitor log %s: %w", cfg.Stream, err)
+	}
+	m.obs = newObserver(js, subj, o.Definitions, o.Resolver)
+	if err := m.follow(ctx, st); err != nil {
+		return nil, fmt.Errorf("monitor log %s: %w", cfg.Stream, err)
+	}
+	return m, nil
+}
+
+// Observer is what the agents' ingest consumer is given.
+func (m *Monitor) Observer() *Observer { return m.obs }
+
+// Close stops following and waits for the event sender (events still queued are dropped).
+func (m *Monitor) Close() {
+	if m.closing.Swap(true) || m.stop == nil {
+		return
+	}
+	m.stop()
+	m.wg.Wait()
+}
+
+func (m *Monitor) follow(ctx context.Context, st jetstream.Stream) error {
+	info, err := st.Info(ctx)
+	if err != nil {
+		return err
+	}
+	last := info.State.LastSeq
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return err
+	}
+	loaded := make(chan struct{})
+	var once sync.Once
+	done := func() {
+		once.Do(func() {
+			m.mu.Lock()
+			m.loaded = true
+			m.mu.Unlock()
+			close(loaded)
+		})
+	}
+	if info.State.Msgs == 0 {
+		done()
+	}
+	cc, err := cons.Consume(func(msg jetstream.Msg) {
+		meta, err := msg.Metadata()
+		if err != nil {
+			return
+		}
+		m.fold(msg.Data(), meta.Sequence.Stream, meta.Timestamp)
+		if meta.Sequence.Stream >= last {
+			done()
+		}
+	})
+	if err != nil {
+		return err
+	}
+	select {
+	case <-loaded:
+	case <-ctx.Done():
+		cc.Stop()
+		return ctx.Err()
+	}
+	fctx, cancel := context.WithCancel(context.Background())
+	m.stop = func() { cancel(); cc.Stop() }
+	m.wg.Go(func() {
+		<-fctx.Done()
+		<-cc.Closed()
+	})
+	m.wg.Go(func() { m.tickLoop(fctx) })
+	m.wg.Go(func() { m.sendLoop(fctx) })
+	return nil
+}
+
+// fold applies one log message. It runs on the follower goroutine.
+func (m *Monitor) fold(data []byte, seq uint64, at time.Time) {
+	chunks, err := decode(data)
+	if err != nil {
+		m.Stats.Unreadable.Add(1)
+		m.log.Error("monitor log message unreadable, skipped", "stream", m.cfg.Stream, "seq", seq, "err", err)
+		return
+	}
+	at = at.UTC()
+	var evs []Event
+	m.mu.Lock()
+	for ci := range chunks {
+		c := &chunks[ci]
+		ref := streamRef{Agent: c.Agent, Stream: c.Stream, Incarnation: c.Incarnation}
+		tr := m.tracker(ref, at)
+		if tr == nil {
+			continue
+		}
+		if tr.seen(c.First) {
+			m.Stats.Duplicates.Add(1)
+			continue
+		}
+		for _, h := range tr.add(c.First, c.Last, at) {
+			evs = append(evs, Event{Kind: KindGap, State: StateRecovered, Agent: ref.Agent, Stream: ref.Stream.String(),
+				Incarnation: ref.Incarnation, From: h[0], To: h[1], Time: at,
+				Why: fmt.Sprintf("sequences %d-%d of %s/%s arrived late: the gap is closed", h[0], h[1], ref.Agent, ref.Stream)})
+		}
+		m.Stats.Folded.Add(1)
+		for _, v := range c.Values {
+			k := m.key(v.Feature, v.Key)
+			if k == nil {
+				continue
+			}
+			bad := v.Partial || !finite(v.Value)
+			var b uint32
+			if bad {
+				b = 1
+			}
+			t := time.Unix(0, v.Time).UTC()
+			evs = m.advance(k, t, evs)
+			if !t.Before(k.newest) {
+				k.feeder = ref
+			}
+			k.add(t, v.Value, 1, b, true)
+		}
+		for _, s := range c.Samples {
+			k := m.key(s.Feature, s.Key)
+			if k == nil {
+				continue
+			}
+			t := time.Unix(0, s.Time).UTC()
+			evs = m.advance(k, t, evs)
+			k.add(t, 0, uint32(min(s.Total, math.MaxUint32)), uint32(min(s.Bad, math.MaxUint32)), false)
+		}
+	}
+	loaded := m.loaded
+	m.mu.Unlock()
+	if loaded {
+		m.emit(evs...)
+	}
+}
+
+// advance evaluates the key's windows when t starts a later slice than it had. Called with m.mu held.
+func (m *Monitor) advance(k *keyState, t time.Time, evs []Event) []Event {
+	s := k.sliceOf(t)
+	if k.cur == math.MinInt64 || s <= k.cur {
+		return evs
+	}
+	lag := int(m.cfg.ReferenceLag / m.cfg.Slice())
+	dc, bc := k.evaluate(s-1, m.cfg.Slices, lag)
+	if dc {
+		e := m.keyEvent(k, KindDrift, k.drifting, k.driftSince)
+		e.Why = fmt.Sprintf("PSI %.3f (threshold %g), KS D %.3f p %.2g (threshold D %g at p < %g) over %d current vs %d reference values",
+			k.psi, k.th.PSI, k.ks, k.ksP, k.th.KS, k.th.KSAlpha, k.curN, k.refN)
+		evs = append(evs, e)
+	}
+	if bc {
+		e := m.keyEvent(k, KindBadShare, k.bad, k.badSince)
+		e.Why = fmt.Sprintf("bad-quality share %.3f (threshold %g) in the window ending %s", k.badShare, k.th.BadShare, k.badSince.Format(time.RFC3339))
+		evs = append(evs, e)
+	}
+	return evs
+}
+
+func (m *Monitor) keyEvent(k *keyState, kind string, breach bool, at time.Time) Event {
+	st := StateRecovered
+	if breach {
+		st = StateBreach
+	}
+	return Event{Kind: kind, State: st, Feature: k.feature, Key: k.key, Agent: k.feeder.Agent, Stream: k.feeder.Stream.String(),
+		Incarnation: k.feeder.Incarnation, Time: at, PSI: num(k.psi), KS: num(k.ks), KSP: num(k.ksP), BadShare: num(k.badShare),
+		Current: k.curN, Reference: k.refN}
+}
+
+func num(x float64) float64 {
+	if math.IsNaN(x) || math.IsInf(x, 0) {
+		return 0
+	}
+	return x
+}
+
+// key returns the state of a feature × key, created on first sight; nil for a feature this hub
+// does not define (a replica with another config wrote it) or past maxKeys. Called with m.mu held.
+func (m *Monitor) key(feature, key string) *keyState {
+	if k := m.keys[[2]string{feature, key}]; k != nil {
+		return k
+	}
+	d, ok := m.defs[feature]
+	if !ok {
+		m.Stats.Unknown.Add(1)
+		return nil
+	}
+	if len(m.keys) >= maxKeys {
+		m.Stats.KeysDropped.Add(1)
+		if !m.warned {
+			m.warned = true
+			m.log.Error("too many monitored keys: new ones are not monitored", "max", maxKeys, "feature", feature, "key", key)
+		}
+		return nil
+	}
+	th := m.cfg.For(feature)
+	maxAge := d.MaxAge
+	if th.MaxAge > 0 {
+		maxAge = th.MaxAge
+	}
+	k := newKeyState(feature, key, th, maxAge, m.cfg.ring(), m.cfg.Slice(), max(1, m.cfg.Samples/m.cfg.Slices))
+	m.keys[[2]string{feature, key}] = k
+	return k
+}
+
+// tracker returns the sequence tracker of an agent stream. Called with m.mu held.
+func (m *Monitor) tracker(ref streamRef, at time.Time) *seqTracker {
+	if t := m.streams[ref]; t != nil {
+		return t
+	}
+	if len(m.streams) >= maxStreams {
+		m.evictStreams(at)
+		if len(m.streams) >= maxStreams {
+			m.Stats.KeysDropped.Add(1)
+			return nil
+		}
+	}
+	t := &seqTracker{updated: at}
+	m.streams[ref] = t
+	return t
+}
+
+// evictStreams forgets trackers not updated for the log's retention (an old incarnation).
+func (m *Monitor) evictStreams(now time.Time) {
+	for ref, t := range m.streams {
+		if now.Sub(t.updated) > m.cfg.Retention() {
+			delete(m.streams, ref)
+		}
+	}
+}
+
+// tickLoop checks freshness and gaps against the clock.
+func (m *Monitor) tickLoop(ctx context.Context) {
+	t := time.NewTicker(m.cfg.Every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			m.Check()
+		}
+	}
+}
+
+// Check raises stale and gap events due at the clock's now (the ticker calls it; tests may).
+func (m *Monitor) Check() {
+	now := m.now().UTC()
+	var evs []Event
+	m.mu.Lock()
+	for _, k := range m.keys {
+		if k.newest.IsZero() || k.maxAge <= 0 {
+			continue
+		}
+		stale := now.Sub(k.newest) > k.maxAge
+		if stale == k.stale {
+			continue
+		}
+		k.stale = stale
+		at := k.newest.Add(k.maxAge)
+		if !stale {
+			at = k.newest
+		}
+		k.staleSince = at
+		e := m.keyEvent(k, KindStale, stale, at)
+		e.Why = fmt.Sprintf("newest value at %s, max age %s", k.newest.Format(time.RFC3339), k.maxAge)
+		evs = append(evs, e)
+	}
+	for ref, t := range m.streams {
+		for i := 1; i < len(t.runs); i++ {
+			r := &t.runs[i]
+			from, to := t.runs[i-1].hi+1, r.lo-1
+			if r.reported || to-from+1 >= jumpSize || now.Sub(r.opened) < m.cfg.GapAfter {
+				continue
+			}
+			r.reported = true
+			evs = append(evs, Event{Kind: KindGap, State: StateBreach, Agent: ref.Agent, Stream: ref.Stream.String(),
+				Incarnation: ref.Incarnation, From: from, To: to, Time: r.opened,
+				Why: fmt.Sprintf("sequences %d-%d (%d records) of %s/%s incarnation %s never arrived within %s", from, to, to-from+1,
+					ref.Agent, ref.Stream, ref.Incarnation, m.cfg.GapAfter)})
+		}
+	}
+	if len(m.streams) > maxStreams/2 {
+		m.evictStreams(now)
+	}
+	loaded := m.loaded
+	m.mu.Unlock()
+	if loaded {
+		m.emit(evs...)
+	}
+}
+
+func (m *Monitor) emit(evs ...Event) {
+	for _, e := range evs {
+		m.Stats.Events.Add(1)
+		m.metrics.events.WithLabelValues(e.Kind, e.State).Inc()
+		m.log.Info("quality event", "kind", e.Kind, "state", e.State, "feature", e.Feature, "key", e.Key, "agent", e.Agent, "why", e.Why)
+		if m.sink == nil {
+			continue
+		}
+		select {
+		case m.events <- e:
+		default:
+			m.Stats.EventsDropped.Add(1)
+			m.log.Warn("quality event not recorded: the queue to the decision log is full", "kind", e.Kind, "feature", e.Feature, "key", e.Key)
+		}
+	}
+}
+
+// sendLoop hands events to the sink, one at a time, retrying a failed one a few times.
+func (m *Monitor) sendLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e := <-m.events:
+			var err error
+			for try := 0; try < 3; try++ {
+				rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				err = m.sink.Record(rctx, e)
+				cancel()
+				if err == nil || ctx.Err() != nil {
+					break
+				}
+			}
+			if err != nil && !errors.Is(err, context.Canceled) {
+				m.Stats.SinkErrors.Add(1)
+				m.log.Error("quality event not recorded on the decision log", "id", e.ID(), "err", err)
+			}
+		}
+	}
+}
+
+// Quality is the monitoring state of one feature × key, as rules and the API read it.
+type Quality struct {
+	Feature string `json:"feature"`
+	Key     string `json:"key"`
+	// Stale: the newest value is older than the max age (the threshold's, else the feature's).
+	Stale  bool      `json:"stale"`
+	Newest time.Time `json:"newest,omitzero"`
+	AgeS   float64   `json:"age_s"`
+	// Gap: the agent stream that fed the newest value has sequences missing longer than gap_after.
+	Gap     bool   `json:"gap"`
+	Missing uint64 `json:"missing"`
+	// BadShare of the current window (partial or non-finite values, bad samples); Bad when above threshold.
+	BadShare float64 `json:"bad_share"`
+	Bad      bool    `json:"bad"`
+	// PSI and KS (D and its p-value) of the current window against the reference.
+	PSI      float64 `json:"psi"`
+	KS       float64 `json:"ks"`
+	KSP      float64 `json:"ks_p"`
+	Drifting bool    `json:"drifting"`
+	// Since is when the earliest breach still in force began (zero when none).
+	Since  time.Time `json:"since,omitzero"`
+	Agent  string    `json:"agent,omitempty"`
+	Values uint64    `json:"values"`
+	// Reasons says what is wrong, in words (empty when nothing).
+	Reasons []string `json:"reasons,omitempty"`
+}
+
+// OK reports whether nothing is in breach.
+func (q *Quality) OK() bool { return !q.Stale && !q.Gap && !q.Bad && !q.Drifting }
+
+// Status returns the quality of feature × key; false when the monitor has no value for it.
+func (m *Monitor) Status(feature, key string) (Quality, bool) {
+	now := m.now().UTC()
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	k := m.keys[[2]string{feature, key}]
+	if k == nil {
+		return Quality{}, false
+	}
+	return m.status(k, now), true
+}
+
+// Lookup is Status with an error saying why there is none.
+func (m *Monitor) Lookup(feature, key string) (Quality, error) {
+	if _, ok := m.defs[feature]; !ok {
+		return Quality{}, fmt.Errorf("quality: unknown feature %q (defined: %s)", feature, strings.Join(m.names, ", "))
+	}
+	q, ok := m.Status(feature, key)
+	if !ok {
+		return Quality{}, fmt.Errorf("quality: no value of feature %q for key %q observed yet", feature, key)
+	}
+	return q, nil
+}
+
+// List returns the quality of every key of feature (every feature when empty), sorted.
+func (m *Monitor) List(feature string) []Quality {
+	now := m.now().UTC()
+	m.mu.RLock()
+	out := make([]Quality, 0, len(m.keys))
+	for _, k := range m.keys {
+		if feature == "" || k.feature == feature {
+			out = append(out, m.status(k, now))
+		}
+	}
+	m.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Feature != out[j].Feature {
+			return out[i].Feature < out[j].Feature
+		}
+		return out[i].Key < out[j].Key
+	})
+	return out
+}
+
+// status builds a Quality. Called with m.mu held.
+func (m *Monitor) status(k *keyState, now time.Time) Quality {
+	q := Quality{Feature: k.feature, Key: k.key, Newest: k.newest, BadShare: num(k.badShare), Bad: k.bad, PSI: num(k.psi),
+		KS: num(k.ks), KSP: num(k.ksP), Drifting: k.drifting, Agent: k.feeder.Agent, Values: k.count}
+	if !k.newest.IsZero() {
+		q.AgeS = now.Sub(k.newest).Seconds()
+		q.Stale = k.maxAge > 0 && now.Sub(k.newest) > k.maxAge
+	}
+	var since []time.Time
+	if q.Stale {
+		since = append(since, k.newest.Add(k.maxAge))
+		q.Reasons = append(q.Reasons, fmt.Sprintf("stale: newest value %.0fs old, max age %s", q.AgeS, k.maxAge))
+	}
+	if t := m.streams[k.feeder]; t != nil {
+		hs, missing := t.holes(now, m.cfg.GapAfter)
+		if len(hs) > 0 {
+			q.Gap, q.Missing = true, missing
+			since = append(since, hs[0].Since)
+			q.Reasons = append(q.Reasons, fmt.Sprintf("gap: %d records of %s/%s missing (first %d-%d)", missing, k.feeder.Agent,
+				k.feeder.Stream, hs[0].From, hs[0].To))
+		}
+	}
+	if k.bad {
+		since = append(since, k.badSince)
+		q.Reasons = append(q.Reasons, fmt.Sprintf("bad quality: share %.3f, threshold %g", q.BadShare, k.th.BadShare))
+	}
+	if k.drifting {
+		since = append(since, k.driftSince)
+		q.Reasons = append(q.Reasons, fmt.Sprintf("drifting: PSI %.3f (threshold %g), KS D %.3f p %.2g", q.PSI, k.th.PSI, q.KS, q.KSP))
+	}
+	for _, s := range since {
+		if q.Since.IsZero() || s.Before(q.Since) {
+			q.Since = s
+		}
+	}
+	return q
+}
+
+// StreamGaps is the sequence state of one agent stream in one incarnation.
+type StreamGaps struct {
+	Agent       string `json:"agent"`
+	Stream      string `json:"stream"`
+	Incarnation string `json:"incarnation"`
+	// Missing counts the records in holes older than gap_after, plus those given up.
+	Missing uint64 `json:"missing"`
+	Holes   []Hole `json:"holes,omitempty"`
+	// Jumps counts the sequence jumps of an unclean agent stop (not lost records).
+	Jumps int `json:"jumps"`
+}
+
+// Gaps returns every agent stream's gaps (of agent when not empty), sorted.
+func (m *Monitor) Gaps(agent string) []StreamGaps {
+	now := m.now().UTC()
+	m.mu.RLock()
+	var out []StreamGaps
+	for ref, t := range m.streams {
+		if agent != "" && ref.Agent != agent {
+			continue
+		}
+		hs, missing := t.holes(now, m.cfg.GapAfter)
+		out = append(out, StreamGaps{Agent: ref.Agent, Stream: ref.Stream.String(), Incarnation: ref.Incarnation,
+			Missing: missing + t.lost, Holes: hs, Jumps: t.jumps})
+	}
+	m.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Agent != b.Agent {
+			return a.Agent < b.Agent
+		}
+		if a.Stream != b.Stream {
+			return a.Stream < b.Stream
+		}
+		return a.Incarnation < b.Incarnation
+	})
+	return out
+}

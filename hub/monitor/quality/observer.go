@@ -1,0 +1,217 @@
+package quality
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"path"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/hub/state/features"
+	"github.com/gemba-io/gemba/signal"
+)
+
+// Resolver places a signal in the plant (the knowledge graph), as the feature store does.
+type Resolver = features.Resolver
+
+// maxMessage bounds one monitor log message (JetStream's default max payload is 1 MiB).
+const maxMessage = 768 << 10
+
+// Observer is the ingest side: it sees every fresh agents' message on this replica (it
+// implements the agents consumer's Observer) and appends what the monitor needs to the monitor
+// log, from which every replica's Monitor folds the same state. Observe and Flush are called by
+// the one ingest goroutine.
+type Observer struct {
+	js    jetstream.JetStream
+	subj  string
+	defs  features.Definitions
+	res   Resolver
+	Stats ObserverStats
+
+	mu      sync.Mutex
+	routes  map[routeKey][]target
+	enc     encoder
+	open    bool
+	pending [][]byte
+	agg     map[[2]string]*sampleRec // per chunk of samples, reused
+}
+
+// ObserverStats are the observer's counters.
+type ObserverStats struct {
+	Chunks, Values, Messages atomic.Uint64
+}
+
+type routeKey struct{ signal, feature string } // feature "" for samples
+
+// target is a hub feature a record feeds and its key (empty when taken from the sku label).
+type target struct {
+	feature string
+	bySKU   bool
+	key     string
+}
+
+// maxRoutes bounds the route cache; past it the cache starts over.
+const maxRoutes = 1 << 18
+
+func newObserver(js jetstream.JetStream, subj string, defs features.Definitions, res Resolver) *Observer {
+	return &Observer{js: js, subj: subj, defs: defs, res: res, routes: map[routeKey][]target{}, agg: map[[2]string]*sampleRec{}}
+}
+
+// route returns the hub features a record of (signal, edge feature) feeds; an empty edge feature
+// (a sample) feeds every definition of its signal.
+func (o *Observer) route(sig, feat string) []target {
+	rk := routeKey{sig, feat}
+	if ts, ok := o.routes[rk]; ok {
+		return ts
+	}
+	ts := []target{}
+	for i := range o.defs {
+		d := &o.defs[i]
+		if feat != "" && d.Feature != feat {
+			continue
+		}
+		if ok, _ := path.Match(d.Signal, sig); !ok {
+			continue
+		}
+		t := target{feature: d.Name}
+		switch d.Key {
+		case features.BySKU:
+			t.bySKU = true
+		case features.BySignal:
+			t.key = sig
+		default:
+			if o.res == nil {
+				continue
+			}
+			machine, line, site, ok := o.res.Place(sig)
+			if !ok {
+				continue
+			}
+			t.key = map[features.KeyKind]string{features.ByMachine: machine, features.ByLine: line, features.BySite: site}[d.Key]
+			if t.key == "" {
+				continue
+			}
+		}
+		ts = append(ts, t)
+	}
+	if len(o.routes) >= maxRoutes {
+		clear(o.routes)
+	}
+	o.routes[rk] = ts
+	return ts
+}
+
+func keyOf(t *target, labels signal.Labels) string {
+	if t.bySKU {
+		k, _ := labels.Get("sku")
+		return k
+	}
+	return t.key
+}
+
+// Observe records one fresh message: its identity always (for gaps), its monitored values.
+func (o *Observer) Observe(b *signal.Batch) {
+	if b.Stream != signal.StreamFeatures && b.Stream != signal.StreamSamples {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.open || len(o.enc.buf) > maxMessage {
+		o.seal()
+		o.enc.reset()
+		o.open = true
+	}
+	o.enc.chunk(&b.Header)
+	o.Stats.Chunks.Add(1)
+	if b.Stream == signal.StreamFeatures {
+		for i := range b.Features {
+			f := &b.Features[i]
+			for _, t := range o.route(f.Signal, f.Name) {
+				if k := keyOf(&t, f.Labels); k != "" {
+					o.enc.value(t.feature, k, f.Value, unixNano(f.WindowEnd), f.Partial)
+					o.Stats.Values.Add(1)
+				}
+			}
+		}
+		return
+	}
+	clear(o.agg)
+	for i := range b.Samples {
+		s := &b.Samples[i]
+		for _, t := range o.route(s.Signal, "") {
+			k := keyOf(&t, s.Labels)
+			if k == "" {
+				continue
+			}
+			a := o.agg[[2]string{t.feature, k}]
+			if a == nil {
+				a = &sampleRec{Feature: t.feature, Key: k}
+				o.agg[[2]string{t.feature, k}] = a
+			}
+			a.Total++
+			if s.Quality == signal.Bad {
+				a.Bad++
+			}
+			a.Time = max(a.Time, unixNano(s.Time))
+		}
+	}
+	for _, a := range o.agg {
+		o.enc.samples(a.Feature, a.Key, a.Time, a.Total, a.Bad)
+	}
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// seal closes the message being written. Called with o.mu held.
+func (o *Observer) seal() {
+	if o.open && len(o.enc.buf) > 2 {
+		o.pending = append(o.pending, append([]byte(nil), o.enc.buf...))
+	}
+	o.open = false
+}
+
+// Flush appends what was observed since the last flush to the monitor log and waits for it to be
+// stored. On error it is dropped: the batch is handed back, observed again on its redelivery, and
+// the monitor folds a message identity once however often it is logged.
+func (o *Observer) Flush(ctx context.Context) error {
+	o.mu.Lock()
+	o.seal()
+	msgs := o.pending
+	o.pending = nil
+	o.mu.Unlock()
+	if len(msgs) == 0 {
+		return nil
+	}
+	futs := make([]jetstream.PubAckFuture, 0, len(msgs))
+	for _, data := range msgs {
+		f, err := o.js.PublishMsgAsync(&nats.Msg{Subject: o.subj, Data: data})
+		if err != nil {
+			return fmt.Errorf("monitor log %s: %w", o.subj, err)
+		}
+		futs = append(futs, f)
+	}
+	for _, f := range futs {
+		select {
+		case <-f.Ok():
+			o.Stats.Messages.Add(1)
+		case err := <-f.Err():
+			return fmt.Errorf("monitor log %s: %w", o.subj, err)
+		case <-ctx.Done():
+			return fmt.Errorf("monitor log %s: %w", o.subj, ctx.Err())
+		}
+	}
+	return nil
+}
+
+// finite reports whether v is a usable number (NaN and ±Inf count as bad values).
+func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }

@@ -1,0 +1,209 @@
+package quality
+
+import (
+	"math"
+	"time"
+
+	"github.com/gemba-io/gemba/signal"
+)
+
+// slice holds what one slice of event time contributed to a key: counts, the histogram over the
+// configured edges (if any) and a bounded reservoir of values for KS.
+type slice struct {
+	idx        int64 // slice number (unix ns / slice width); -1: unused
+	total, bad uint32
+	seen       uint32 // finite values seen (the reservoir's n)
+	hist       []uint32
+	res        []float32
+}
+
+// keyState is the monitor's state of one hub feature × key. It is changed only by the fold (in
+// log order, identically on every replica) and read under the monitor's lock.
+type keyState struct {
+	feature, key string
+	seed         uint64
+	width        int64 // slice width, ns
+	resCap       int   // reservoir per slice
+	th           Thresholds
+	maxAge       time.Duration
+
+	newest  time.Time // newest event time of a value or sample
+	feeder  streamRef // the agent stream of the newest value
+	count   uint64
+	cur     int64 // newest slice number seen
+	ring    []slice
+	lastEvl int64 // last slice evaluated up to
+
+	// the last evaluation
+	psi, ks, ksP, badShare float64
+	curN, refN             int
+	drifting, bad          bool
+	driftSince, badSince   time.Time
+	// stale is the last staleness this replica reported (clock-driven, by the ticker)
+	stale      bool
+	staleSince time.Time
+}
+
+// streamRef names one agent's buffer stream in one incarnation.
+type streamRef struct {
+	Agent       string
+	Stream      signal.Stream
+	Incarnation string
+}
+
+func newKeyState(feature, key string, th Thresholds, maxAge time.Duration, ring int, width time.Duration, resCap int) *keyState {
+	k := &keyState{feature: feature, key: key, seed: hashString(feature + "\x00" + key), th: th, maxAge: maxAge,
+		width: int64(width), resCap: resCap,
+		ring: make([]slice, ring), cur: math.MinInt64, lastEvl: math.MinInt64, psi: math.NaN(), ks: math.NaN(), ksP: math.NaN()}
+	for i := range k.ring {
+		k.ring[i].idx = -1
+	}
+	return k
+}
+
+// entry returns the ring entry of slice s, reset for it if it held an older slice; nil when s is
+// older than the ring reaches (a late value past the reference window: ignored).
+func (k *keyState) entry(s int64) *slice {
+	if k.cur != math.MinInt64 && s <= k.cur-int64(len(k.ring)) {
+		return nil
+	}
+	e := &k.ring[mod(s, len(k.ring))]
+	switch {
+	case e.idx == s:
+	case e.idx < s:
+		e.idx, e.total, e.bad, e.seen = s, 0, 0, 0
+		clear(e.hist)
+		e.res = e.res[:0]
+	default:
+		return nil
+	}
+	return e
+}
+
+func mod(a int64, n int) int {
+	m := int(a % int64(n))
+	if m < 0 {
+		m += n
+	}
+	return m
+}
+
+// add folds a value (value set: total 1, bad 1 when it is not usable) or sample counts at event
+// time t into its slice.
+func (k *keyState) add(t time.Time, v float64, total, bad uint32, value bool) {
+	s := k.sliceOf(t)
+	if t.After(k.newest) {
+		k.newest = t
+	}
+	if s > k.cur {
+		k.cur = s
+	}
+	e := k.entry(s)
+	if e == nil {
+		return
+	}
+	e.total += total
+	e.bad += bad
+	if !value || bad > 0 {
+		return
+	}
+	k.count++
+	if len(k.th.Edges) > 0 {
+		if e.hist == nil {
+			e.hist = make([]uint32, len(k.th.Edges)+1)
+		}
+		e.hist[searchEdges(k.th.Edges, v)]++
+	}
+	// Reservoir sampling (algorithm R) with a hash of the key and the count for its randomness:
+	// the same values in the same order keep the same reservoir on every replica.
+	e.seen++
+	if len(e.res) < k.resCap {
+		e.res = append(e.res, float32(v))
+	} else if j := mix64(k.seed^uint64(e.seen)*0x9e3779b97f4a7c15^uint64(s)) % uint64(e.seen); j < uint64(k.resCap) {
+		e.res[j] = float32(v)
+	}
+}
+
+func searchEdges(edges []float64, v float64) int {
+	lo, hi := 0, len(edges)
+	for lo < hi {
+		m := (lo + hi) / 2
+		if edges[m] < v {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo
+}
+
+// window gathers slices [from, to]: counts, the histogram and the reservoir values.
+func (k *keyState) window(from, to int64) (total, bad uint64, hist []float64, vals []float64) {
+	if len(k.th.Edges) > 0 {
+		hist = make([]float64, len(k.th.Edges)+1)
+	}
+	for s := from; s <= to; s++ {
+		e := &k.ring[mod(s, len(k.ring))]
+		if e.idx != s {
+			continue
+		}
+		total += uint64(e.total)
+		bad += uint64(e.bad)
+		for i, c := range e.hist {
+			hist[i] += float64(c)
+		}
+		for _, x := range e.res {
+			vals = append(vals, float64(x))
+		}
+	}
+	return total, bad, hist, vals
+}
+
+// evaluate judges the current window ending at slice end against the reference window lag slices
+// earlier, and returns what changed.
+func (k *keyState) evaluate(end int64, perWindow, lag int) (driftChanged, badChanged bool) {
+	from := end - int64(perWindow) + 1
+	total, bad, curHist, cur := k.window(from, end)
+	_, _, refHist, ref := k.window(from-int64(lag), end-int64(lag))
+	k.curN, k.refN = len(cur), len(ref)
+	k.badShare = math.NaN()
+	if total > 0 {
+		k.badShare = float64(bad) / float64(total)
+	}
+	k.psi, k.ks, k.ksP = math.NaN(), math.NaN(), math.NaN()
+	drifting := false
+	if len(cur) >= max(k.th.MinCount, 1) && len(ref) >= max(k.th.MinCount, 1) {
+		if curHist != nil {
+			k.psi = psi(refHist, curHist)
+		} else {
+			k.ks, k.ksP = ks(ref, cur) // sorts both
+			edges := quantileEdges(ref, k.th.Bins)
+			k.psi = psi(binsOf(ref, edges), binsOf(cur, edges))
+		}
+		if math.IsNaN(k.ks) {
+			k.ks, k.ksP = ks(ref, cur)
+		}
+		drifting = k.psi >= k.th.PSI || (k.ks >= k.th.KS && k.ksP < k.th.KSAlpha)
+	} else if k.drifting && len(cur) > 0 && len(ref) == 0 {
+		drifting = true // no reference to judge by (e.g. data resumed after a long gap): keep the verdict
+	}
+	isBad := total >= uint64(max(k.th.MinCount, 1)) && k.badShare >= k.th.BadShare
+	at := time.Unix(0, (end+1)*k.width).UTC()
+	if drifting != k.drifting {
+		k.drifting, k.driftSince, driftChanged = drifting, at, true
+	}
+	if isBad != k.bad {
+		k.bad, k.badSince, badChanged = isBad, at, true
+	}
+	return driftChanged, badChanged
+}
+
+// sliceOf is the slice number of t (floor division: times before 1970 too).
+func (k *keyState) sliceOf(t time.Time) int64 {
+	n := t.UnixNano()
+	s := n / k.width
+	if n < 0 && n%k.width != 0 {
+		s--
+	}
+	return s
+}
