@@ -59,9 +59,11 @@ type Stats struct {
 	OutOfRange    int     `json:"out_of_range"`   // sales dated outside [From, To)
 	Undecodable   int     `json:"undecodable"`    // messages on a sales subject that are not a valid sale
 	Messages      int     `json:"messages"`       // stream messages read
-	// Oldest is the time of the oldest sale the stream still held: a range starting before it cannot be
-	// complete (the stream's max_age, or max_bytes, removed the rest).
-	Oldest time.Time `json:"oldest,omitzero"`
+	// Oldest is the time of the oldest sale the stream still held. When the stream has dropped older
+	// messages (its max_age or max_bytes), days before Oldest's are incomplete, and From is moved up to
+	// the day after Oldest's (Trimmed): a missing day would read as a day without demand.
+	Oldest  time.Time `json:"oldest,omitzero"`
+	Trimmed bool      `json:"trimmed,omitempty"`
 }
 
 // Set is the series of one range.
@@ -178,6 +180,15 @@ func Build(ctx context.Context, js jetstream.JetStream, src Source, opts Options
 		lg = slog.New(slog.DiscardHandler)
 	}
 	filter := src.Prefix + ".commerce.sales.>"
+	st, err := js.Stream(ctx, src.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("demand: stream %s: %w", src.Stream, err)
+	}
+	sinfo, err := st.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("demand: stream %s: %w", src.Stream, err)
+	}
+	dropped := sinfo.State.FirstSeq > 1
 	cons, err := js.OrderedConsumer(ctx, src.Stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverAllPolicy})
 	if err != nil {
@@ -216,7 +227,37 @@ func Build(ctx context.Context, js jetstream.JetStream, src Source, opts Options
 			set.Add(sale)
 		}
 		if md.NumPending == 0 {
+			if dropped {
+				set.trim(lg)
+			}
 			return set, nil
 		}
+	}
+}
+
+// ByChannel reports whether the set keeps one series per channel.
+func (s *Set) ByChannel() bool { return s.byChan }
+
+// trim moves From up to the day after the oldest sale read, when that is later: the stream no longer
+// holds that day whole.
+func (s *Set) trim(lg *slog.Logger) {
+	if s.Stats.Oldest.IsZero() {
+		return
+	}
+	cut := civil(s.Stats.Oldest.In(s.loc)) + 1 - s.firstDay
+	if cut <= 0 {
+		return
+	}
+	if cut >= int64(s.Days) {
+		cut = int64(s.Days) - 1 // keep the last day: a set needs one
+	}
+	lg.Warn("demand: the stream no longer holds the start of the range; the series start later",
+		"from", s.From, "oldest_sale", s.Stats.Oldest, "days_dropped", cut)
+	s.From = s.From.AddDate(0, 0, int(cut))
+	s.firstDay += cut
+	s.Days -= int(cut)
+	s.Stats.Trimmed = true
+	for _, sr := range s.Series {
+		sr.Values = sr.Values[cut:]
 	}
 }

@@ -1,0 +1,146 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/hub/learn/demand"
+)
+
+// What a refit does with the set it stored.
+const (
+	PromoteActivate = "activate" // it becomes the active set (the old one goes on the rollback stack)
+	PromoteShadow   = "shadow"   // it becomes the shadow set, forecasting beside the active one
+	PromoteNone     = "none"     // it is stored only
+)
+
+// RefitOptions shape a refit.
+type RefitOptions struct {
+	Source demand.Source
+	// History is how many whole days before today the fit reads (default 365).
+	History  int
+	Location *time.Location
+	// ByChannel fits one series per channel (summed for Cover) rather than per SKU × site.
+	ByChannel bool
+	Fit       FitOptions
+	// Promote is PromoteActivate, PromoteShadow or PromoteNone. Whatever it says, the first set ever
+	// stored is promoted unless it is PromoteNone: with no active set there is no cover at all.
+	Promote string
+	// Now is the refit's clock: the data ends at the start of its day (today, partial, is left out).
+	Now func() time.Time
+}
+
+// RefitResult is what a refit did.
+type RefitResult struct {
+	Version string
+	Set     *Set
+	Change  *Change // nil when the set was only stored
+}
+
+// Refit takes the refit lock (ErrLocked if another refit holds it), builds the demand series from
+// the stream, fits them, stores the set and promotes or shadows it as opts say.
+func (r *Registry) Refit(ctx context.Context, js jetstream.JetStream, opts RefitOptions) (RefitResult, error) {
+	if opts.History <= 0 {
+		opts.History = 365
+	}
+	if opts.Now == nil {
+		opts.Now = r.now
+	}
+	if opts.Location == nil {
+		opts.Location = time.UTC
+	}
+	switch opts.Promote {
+	case "":
+		opts.Promote = PromoteActivate
+	case PromoteActivate, PromoteShadow, PromoteNone:
+	default:
+		return RefitResult{}, fmt.Errorf("refit: promote %q: want %s, %s or %s", opts.Promote, PromoteActivate, PromoteShadow, PromoteNone)
+	}
+	by := opts.Fit.By
+	if by == "" {
+		by = "refit"
+	}
+	lock, err := r.TryLock(ctx, by)
+	if err != nil {
+		return RefitResult{}, err
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := lock.Release(rctx); err != nil {
+			r.lg.Warn("refit lock not released (it expires)", "err", err)
+		}
+	}()
+	// A lost lock stops the refit: another replica may be fitting by now.
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-lock.Lost():
+			cancel()
+		case <-fctx.Done():
+		}
+	}()
+
+	now := opts.Now().In(opts.Location)
+	to := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, opts.Location)
+	ds, err := demand.Build(fctx, js, opts.Source, demand.Options{From: to.AddDate(0, 0, -opts.History), To: to,
+		Location: opts.Location, ByChannel: opts.ByChannel})
+	if err != nil {
+		return RefitResult{}, lostOr(lock, err)
+	}
+	fo := opts.Fit
+	fo.By = by
+	if fo.Now == nil {
+		fo.Now = opts.Now
+	}
+	set, err := Fit(fctx, ds, fo)
+	if err != nil {
+		return RefitResult{}, lostOr(lock, err)
+	}
+	select {
+	case <-lock.Lost():
+		return RefitResult{}, lostOr(lock, errors.New("refit"))
+	default:
+	}
+	v, err := r.Store(ctx, set)
+	if err != nil {
+		return RefitResult{}, err
+	}
+	res := RefitResult{Version: v, Set: set}
+	cur, _, err := r.State(ctx)
+	if err != nil {
+		return res, err
+	}
+	why := fmt.Sprintf("refit: %d series, data %s to %s", len(set.Series), day(set.From), day(set.To))
+	if opts.Fit.Why != "" {
+		why = opts.Fit.Why + " (" + why + ")"
+	}
+	var c Change
+	switch {
+	case opts.Promote == PromoteNone:
+		return res, nil
+	case opts.Promote == PromoteActivate || cur.Active == "":
+		c, err = r.Promote(ctx, v, by, why)
+	default:
+		c, err = r.Shadow(ctx, v, by, why)
+	}
+	if err != nil {
+		return res, err
+	}
+	res.Change = &c
+	return res, nil
+}
+
+func lostOr(lock *Lock, err error) error {
+	select {
+	case <-lock.Lost():
+		return fmt.Errorf("%w: the refit lock was lost (this refit stalled past its TTL)", err)
+	default:
+		return err
+	}
+}
