@@ -6,11 +6,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/gemba-io/gemba/buffer"
 	"github.com/gemba-io/gemba/collectors"
@@ -45,6 +46,10 @@ type Options struct {
 	Ready chan<- string
 	// HTTPRetry is how often a listener that could not bind tries again; default DefaultHTTPRetry.
 	HTTPRetry time.Duration
+	// Reload loads the config again (the file and its conf.d) for SIGHUP and POST /admin/reload;
+	// nil refuses reloads. ConfigFile names the file in the problems of a refused reload.
+	Reload     func() (*Config, error)
+	ConfigFile string
 }
 
 // Agent is one running gemba-agent.
@@ -58,11 +63,17 @@ type Agent struct {
 	buf     buffer.Buffer
 	up      Uplink
 	w       *writer
-	sups    []*supervisor
 	addr    string // HTTP listen address once bound
+
+	// live is the config in force: the start config with the collectors of the last applied
+	// reload. Sections a reload cannot apply stay as they started.
+	live    atomic.Pointer[Config]
+	reloads chan reloadReq
 
 	mu      sync.Mutex
 	running bool
+	sups    []*supervisor // in config order; replaced whole by a reload
+	pending []string      // sections changed in the file and not applied (restart required)
 }
 
 // New checks the options and prepares an agent; Run starts it.
@@ -82,11 +93,31 @@ func New(cfg *Config, opts Options) *Agent {
 			return natsUplink{u}, nil
 		}
 	}
-	return &Agent{cfg: cfg, opts: opts, log: opts.Logger, m: newMetrics()}
+	a := &Agent{cfg: cfg, opts: opts, log: opts.Logger, m: newMetrics(), reloads: make(chan reloadReq)}
+	a.live.Store(cfg)
+	return a
 }
 
-// Registry returns the agent's metrics registry.
-func (a *Agent) Registry() *prometheus.Registry { return a.m.reg }
+// Registry returns every metric the agent serves: its own registry and each running collector's.
+func (a *Agent) Registry() prometheus.Gatherer { return prometheus.GathererFunc(a.gather) }
+
+func (a *Agent) gather() ([]*dto.MetricFamily, error) {
+	gs := prometheus.Gatherers{a.m.reg}
+	for _, s := range a.supervisors() {
+		gs = append(gs, s.reg)
+	}
+	return gs.Gather()
+}
+
+// supervisors returns the collectors' supervisors in force.
+func (a *Agent) supervisors() []*supervisor {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.sups
+}
+
+// config returns the config in force (see live).
+func (a *Agent) config() *Config { return a.live.Load() }
 
 // Addr returns the address the health and metrics listener is bound to, once started.
 func (a *Agent) Addr() string {
@@ -128,7 +159,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		Emit:    a.w.AddFeatures,
 		Bounds:  cfg.Agent.Timestamps,
 		// The supervisors are built below, before eng.Run starts the idle checks that ask.
-		Live: (&sourceLive{sups: func() []*supervisor { return a.sups }, now: time.Now}).Live,
+		Live: (&sourceLive{sups: a.supervisors, now: time.Now}).Live,
 	})
 	if err != nil {
 		return fmt.Errorf("features: %w", err)
@@ -146,26 +177,15 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	// Supervisors exist before anything that reports them (HTTP, the uplink's heartbeat) starts;
 	// they run once the pipeline below them does.
+	var sups []*supervisor
 	for _, spec := range cfg.Collectors {
-		if spec.Disabled {
-			continue
+		if !spec.Disabled {
+			sups = append(sups, a.build(spec))
 		}
-		clog := log.With("collector", spec.Name)
-		s := newSupervisor(spec.Name, a.w, cfg.Agent.Restart, clog, a.m)
-		c, err := collectors.Build(&spec, collectors.Deps{
-			Logger:  clog,
-			Metrics: prometheus.WrapRegistererWith(prometheus.Labels{"collector": spec.Name}, a.m.reg),
-			DataDir: filepath.Join(cfg.Agent.DataDir, spec.Name),
-			Agent:   cfg.Agent.ID,
-		})
-		if err != nil {
-			clog.Error("collector cannot be built; it stays down", "err", err)
-			s.c = failed{err}
-		} else {
-			s.c = c
-		}
-		a.sups = append(a.sups, s)
 	}
+	a.mu.Lock()
+	a.sups = sups
+	a.mu.Unlock()
 
 	var lis *listener
 	if cfg.HTTP.Enabled {
@@ -175,7 +195,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	upCtx, upCancel := context.WithCancel(context.Background())
 	defer upCancel()
-	var upWG, wWG, engWG, collWG sync.WaitGroup
+	var upWG, wWG, engWG sync.WaitGroup
 	upWG.Go(func() {
 		if err := up.Run(upCtx); err != nil && upCtx.Err() == nil {
 			log.Error("uplink stopped", "err", err)
@@ -190,14 +210,14 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	collCtx, collCancel := context.WithCancel(ctx)
 	defer collCancel()
-	for _, s := range a.sups {
-		collWG.Go(func() { s.run(collCtx) })
+	for _, s := range sups {
+		s.start(collCtx)
 	}
 	a.mu.Lock()
 	a.running = true
 	a.mu.Unlock()
 	log.Info("agent started", "id", cfg.Agent.ID, "site", cfg.Agent.Site, "version", Version,
-		"config_version", cfg.Version(), "collectors", len(a.sups))
+		"config_version", cfg.Version(), "collectors", len(sups))
 	if a.opts.Ready != nil {
 		select {
 		case a.opts.Ready <- a.Addr():
@@ -205,7 +225,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 
-	<-ctx.Done()
+	// Reloads run here, one at a time, between start and shutdown: nothing else changes the
+	// supervisors.
+	for running := true; running; {
+		select {
+		case <-ctx.Done():
+			running = false
+		case req := <-a.reloads:
+			req.done <- a.reload(collCtx)
+		}
+	}
 	log.Info("shutting down", "timeout", cfg.Agent.ShutdownTimeout)
 	deadline := time.NewTimer(cfg.Agent.ShutdownTimeout)
 	defer deadline.Stop()
@@ -226,6 +255,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	// Upstream first: collectors stop, then the writer drains what they handed over.
 	collCancel()
+	var collWG sync.WaitGroup
+	for _, s := range a.supervisors() {
+		collWG.Go(func() { <-s.done })
+	}
 	wait("collectors", &collWG)
 	// The engine's ticker stops before the writer drains, so features it closes on the way out
 	// are still written; the writer's own folding needs only eng.Add.
@@ -277,7 +310,7 @@ func (f failed) Run(context.Context, collectors.Emitter) error { return collecto
 func (a *Agent) Status() signal.Status {
 	st := signal.Status{
 		Time: time.Now().UTC(), Agent: a.cfg.Agent.ID, Site: a.cfg.Agent.Site,
-		Version: Version, Commit: Commit, ConfigVersion: a.cfg.Version(),
+		Version: Version, Commit: Commit, ConfigVersion: a.config().Version(),
 		Uptime:     time.Since(a.started).Seconds(),
 		Buffer:     map[string]signal.BufferState{},
 		Collectors: map[string]signal.CollectorState{},
@@ -292,7 +325,7 @@ func (a *Agent) Status() signal.Status {
 			st.Buffer[signal.Stream(i).String()] = signal.BufferState{Records: s.Records, Bytes: s.Bytes, OldestAge: age, Dropped: s.Dropped}
 		}
 	}
-	for _, s := range a.sups {
+	for _, s := range a.supervisors() {
 		st.Collectors[s.name] = s.status()
 	}
 	return st

@@ -1,8 +1,6 @@
 package agent
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -68,6 +66,9 @@ type HTTPConfig struct {
 	Listen  string `yaml:"listen" json:"listen"`
 	// Pprof serves Go's profiler under /debug/pprof/ (off by default: it exposes internals).
 	Pprof bool `yaml:"pprof" json:"pprof"`
+	// AdminToken, when set, is required (Authorization: Bearer) by POST /admin/reload, on top of
+	// the loopback-only rule. A value ("${VAR}") or {file: PATH}.
+	AdminToken config.Secret `yaml:"admin_token" json:"admin_token"`
 }
 
 // maxChunkLimit leaves room under the buffer's record limit for the chunk header.
@@ -151,7 +152,15 @@ func (c *Config) Validate(r config.Report) {
 			continue
 		}
 		if j, dup := names[s.Name]; dup {
-			r.Errorf(fmt.Sprintf("collectors[%d].name", i), "duplicate collector name %q (also collectors[%d])", s.Name, j)
+			// Merged from conf.d, the index means nothing to the reader: the file and line do.
+			first := fmt.Sprintf("collectors[%d]", j)
+			switch w := r.Where(first + ".name"); {
+			case strings.HasPrefix(w, "line "):
+				first += ", " + w
+			case w != "":
+				first = "at " + w
+			}
+			r.Errorf(fmt.Sprintf("collectors[%d].name", i), "duplicate collector name %q (also %s)", s.Name, first)
 		}
 		names[s.Name] = i
 		if fl, ok := s.Settings.(collectors.FileLister); ok && !s.Disabled {
@@ -284,17 +293,20 @@ func Parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
 	if err := d.Unmarshal(data, &cfg); err != nil {
 		return nil, err
 	}
+	return finish(&cfg)
+}
+
+// finish fills what depends on other settings and stamps the version.
+func finish(cfg *Config) (*Config, error) {
 	if cfg.Agent.DataDir == "" {
 		cfg.Agent.DataDir = cfg.Buffer.Dir + string(os.PathSeparator) + "state"
 	}
-	eff, err := json.Marshal(&cfg)
-	if err != nil {
+	if _, err := json.Marshal(cfg); err != nil {
 		return nil, fmt.Errorf("config: render effective config: %w", err)
 	}
 	// Hash what Effective shows: credentials in URLs are secrets too.
-	sum := sha256.Sum256(config.RedactJSON(eff))
-	cfg.version = hex.EncodeToString(sum[:8])
-	return &cfg, nil
+	cfg.version = versionOf(cfg)
+	return cfg, nil
 }
 
 // Version is the hash of the effective config (secrets excluded): the lineage id carried by every

@@ -5,30 +5,47 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Check is one line of the readiness report.
 type Check struct {
-	Name   string `json:"name"`
-	OK     bool   `json:"ok"`
-	Reason string `json:"reason,omitempty"`
+	Name string `json:"name"`
+	OK   bool   `json:"ok"`
+	// Degraded marks a check that passes but not fully (a collector with quarantined nodes).
+	Degraded bool   `json:"degraded,omitempty"`
+	Reason   string `json:"reason,omitempty"`
 }
 
-// Readiness is the body of /readyz.
+// Readiness states, the body's "status".
+const (
+	StatusReady    = "ready"
+	StatusDegraded = "degraded"
+	StatusNotReady = "not_ready"
+)
+
+// Readiness is the body of /readyz. Status is "ready" (200), "degraded" (200: every source
+// reached, some only in part; the degraded checks say what) or "not_ready" (503).
 type Readiness struct {
 	Ready  bool    `json:"ready"`
+	Status string  `json:"status"`
 	Checks []Check `json:"checks"`
 }
 
 // Readiness reports whether the agent is doing its job: config loaded, buffer open and healthy,
-// uplink connected with its stream in place, collectors running. Every failing check says why.
+// uplink connected with its stream in place, every collector reaching its source. Every failing
+// or degraded check says why.
 func (a *Agent) Readiness() Readiness {
 	a.mu.Lock()
 	running := a.running
 	a.mu.Unlock()
-	r := Readiness{Checks: []Check{{Name: "config", OK: true, Reason: "version " + a.cfg.Version()}}}
+	cc := Check{Name: "config", OK: true, Reason: "version " + a.config().Version()}
+	if p := a.pendingRestart(); len(p) > 0 {
+		cc.Reason += "; the file has changes a restart applies: " + strings.Join(p, ", ")
+	}
+	r := Readiness{Status: StatusNotReady, Checks: []Check{cc}}
 	if !running {
 		r.Checks = append(r.Checks, Check{Name: "agent", Reason: "starting or stopping"})
 		return r
@@ -54,17 +71,23 @@ func (a *Agent) Readiness() Readiness {
 		uc.Reason = fmt.Sprintf("%s; buffering locally (%d records waiting)", why, depth)
 	}
 	r.Checks = append(r.Checks, uc)
-	for _, s := range a.sups {
-		st := s.status()
-		c := Check{Name: "collector " + s.name, OK: st.State != "failed" && st.State != "backoff", Reason: st.State}
-		if st.Error != "" {
-			c.Reason += ": " + st.Error
-		}
-		r.Checks = append(r.Checks, c)
+	for _, s := range a.supervisors() {
+		h := s.health()
+		r.Checks = append(r.Checks, Check{Name: "collector " + s.name, OK: h.Up, Degraded: h.Degraded, Reason: h.Reason})
 	}
 	r.Ready = true
+	degraded := false
 	for _, c := range r.Checks {
 		r.Ready = r.Ready && c.OK
+		degraded = degraded || c.Degraded
+	}
+	switch {
+	case !r.Ready:
+		r.Status = StatusNotReady
+	case degraded:
+		r.Status = StatusDegraded
+	default:
+		r.Status = StatusReady
 	}
 	return r
 }
@@ -91,7 +114,8 @@ func (a *Agent) handler() http.Handler {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(a.Status())
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(a.m.reg, promhttp.HandlerOpts{Registry: a.m.reg}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.Registry(), promhttp.HandlerOpts{Registry: a.m.reg}))
+	mux.HandleFunc("POST /admin/reload", a.handleReload)
 	if a.cfg.HTTP.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

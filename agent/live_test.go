@@ -13,11 +13,10 @@ import (
 // TestSourceLive: the feature engine's Options.Live follows the heartbeat state of the collector a
 // sample Source names (the collector's own state when it has one), with a one-second memo.
 func TestSourceLive(t *testing.T) {
-	m := newMetrics()
 	log := slog.New(slog.DiscardHandler)
-	plc := newSupervisor("plc", nil, Backoff{}, log, m)
-	plc2 := newSupervisor("plc:2", nil, Backoff{}, log, m)
-	mq := newSupervisor("mq", nil, Backoff{}, log, m)
+	plc := newSupervisor(collectors.Spec{Name: "plc"}, nil, Backoff{}, log)
+	plc2 := newSupervisor(collectors.Spec{Name: "plc:2"}, nil, Backoff{}, log)
+	mq := newSupervisor(collectors.Spec{Name: "mq"}, nil, Backoff{}, log)
 	st := &stateColl{state: "connected"}
 	mq.c = st
 	plc.setState("running", nil)

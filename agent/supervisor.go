@@ -20,14 +20,22 @@ import (
 // collector never takes the agent down.
 type supervisor struct {
 	name    string
+	spec    collectors.Spec // as configured: a reload compares it with the new file's
 	c       collectors.Collector
 	emit    collectors.Emitter
 	backoff Backoff
 	log     *slog.Logger
 
+	// reg holds every series of this collector (the agent's and the collector's own, all labelled
+	// collector=<name>): a reload that removes or replaces the collector drops it whole, so no
+	// stale series stays behind.
+	reg *prometheus.Registry
 	// This collector's series, resolved once: Emit is the hot path.
 	mSamples, mErrors, mRestarts prometheus.Counter
-	mUp                          prometheus.Gauge
+
+	// cancel and done are set by start.
+	cancel context.CancelFunc
+	done   chan struct{}
 
 	mu       sync.Mutex
 	state    string
@@ -36,10 +44,44 @@ type supervisor struct {
 	samples  uint64
 }
 
-func newSupervisor(name string, emit collectors.Emitter, backoff Backoff, log *slog.Logger, m *metrics) *supervisor {
-	return &supervisor{name: name, emit: emit, backoff: backoff, log: log, state: "starting",
-		mSamples: m.samples.WithLabelValues(name), mErrors: m.collErrors.WithLabelValues(name),
-		mRestarts: m.restarts.WithLabelValues(name), mUp: m.collUp.WithLabelValues(name)}
+func newSupervisor(spec collectors.Spec, emit collectors.Emitter, backoff Backoff, log *slog.Logger) *supervisor {
+	s := &supervisor{name: spec.Name, spec: spec, emit: emit, backoff: backoff, log: log, state: "starting",
+		reg: prometheus.NewRegistry()}
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	}
+	s.mSamples = counter("gemba_collector_samples_total", "Samples emitted by each collector and accepted by the agent.")
+	s.mErrors = counter("gemba_collector_errors_total", "Collector runs that ended in an error.")
+	s.mRestarts = counter("gemba_collector_restarts_total", "Collector restarts after a failure.")
+	// Up and degraded are read from the collector's state at each scrape, so they can never lag
+	// behind /readyz or disagree with it.
+	up := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gemba_collector_up",
+		Help: "1 while the collector reaches its source (connected, possibly degraded), 0 while it connects, reconnects, backs off or has failed.",
+	}, func() float64 { return b2f(s.health().Up) })
+	degraded := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gemba_collector_degraded",
+		Help: "1 while the collector reaches its source but not all of it (OPC UA nodes quarantined, MQTT subscriptions refused or stalled).",
+	}, func() float64 { return b2f(s.health().Degraded) })
+	wr := s.registerer()
+	for _, c := range []prometheus.Collector{s.mSamples, s.mErrors, s.mRestarts, up, degraded} {
+		if err := wr.Register(c); err != nil {
+			log.Error("register collector metric", "err", err) // a fresh registry: only a programming error
+		}
+	}
+	return s
+}
+
+// registerer is where this collector's series go, each labelled with its name.
+func (s *supervisor) registerer() prometheus.Registerer {
+	return prometheus.WrapRegistererWith(prometheus.Labels{"collector": s.name}, s.reg)
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // countingEmitter counts what a collector emitted successfully.
@@ -61,14 +103,38 @@ func (e countingEmitter) Emit(ctx context.Context, samples []signal.Sample) erro
 // stableAfter is how long a run must last before a failure restarts the backoff from Initial.
 const stableAfter = time.Minute
 
+// start runs the supervisor in its own goroutine under parent; stop ends it.
+func (s *supervisor) start(parent context.Context) {
+	ctx, cancel := context.WithCancel(parent)
+	s.cancel, s.done = cancel, make(chan struct{})
+	go func() {
+		defer close(s.done)
+		s.run(ctx)
+	}()
+}
+
+// stop cancels the collector and waits until its Run has returned (every Emit it made has been
+// answered, so what it handed over is in the buffer) or until ctx ends; it reports whether it
+// stopped.
+func (s *supervisor) stop(ctx context.Context) bool {
+	if s.cancel == nil {
+		return true
+	}
+	s.cancel()
+	select {
+	case <-s.done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
 func (s *supervisor) run(ctx context.Context) {
 	delay := s.backoff.Initial
 	for {
 		s.setState("running", nil)
-		s.mUp.Set(1)
 		started := time.Now()
 		err := s.runOnce(ctx)
-		s.mUp.Set(0)
 		if ctx.Err() != nil {
 			s.setState("stopped", nil)
 			return
@@ -124,16 +190,24 @@ func (s *supervisor) setState(state string, err error) {
 
 // status reports the collector's state for the heartbeat and /readyz.
 func (s *supervisor) status() signal.CollectorState {
+	st, _ := s.stateDetails()
+	return st
+}
+
+// stateDetails is status with the collector's own details (per-node states, last error).
+func (s *supervisor) stateDetails() (signal.CollectorState, map[string]string) {
 	s.mu.Lock()
 	st := signal.CollectorState{State: s.state, Restarts: s.restarts, Samples: s.samples}
 	if s.lastErr != nil {
 		st.Error = s.lastErr.Error()
 	}
 	s.mu.Unlock()
+	var details map[string]string
 	if sr, ok := s.c.(collectors.Stater); ok && st.State == "running" {
-		if state, _ := sr.State(); state != "" {
+		var state string
+		if state, details = sr.State(); state != "" {
 			st.State = state
 		}
 	}
-	return st
+	return st, details
 }

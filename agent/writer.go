@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,8 +24,10 @@ import (
 // the feature engine, and only then releases the Emit callers, so a collector acknowledges its
 // source only for data that is on disk.
 type writer struct {
-	buf      buffer.Buffer
-	version  string
+	buf buffer.Buffer
+	// version is the config version stamped on chunks; a reload switches it between two flushes,
+	// so every chunk carries exactly one version and no chunk after the switch the old one.
+	version  atomic.Pointer[string]
 	linger   time.Duration
 	maxChunk int
 	log      *slog.Logger
@@ -69,14 +72,19 @@ func newWriter(appendCtx context.Context, buf buffer.Buffer, version string, lin
 	if err != nil {
 		log.Error("register writer metrics", "err", err) // only a conflicting registration; counting goes on unregistered
 	}
-	return &writer{
-		appendCtx: appendCtx, buf: buf, version: version, linger: linger, maxChunk: maxChunk, log: log, m: m,
+	w := &writer{
+		appendCtx: appendCtx, buf: buf, linger: linger, maxChunk: maxChunk, log: log, m: m,
 		now: time.Now, oob: oob, warn: ratelog.New(log, time.Minute),
 		reqs:      make(chan *emitReq),
 		featReady: make(chan struct{}, 1),
 		done:      make(chan struct{}),
 	}
+	w.setVersion(version)
+	return w
 }
+
+// setVersion switches the config version stamped on the chunks of the next flush.
+func (w *writer) setVersion(v string) { w.version.Store(&v) }
 
 var reqPool = sync.Pool{New: func() any { return &emitReq{done: make(chan error, 1)} }}
 
@@ -247,7 +255,7 @@ func (w *writer) flushSamples(batch []*emitReq, enc []byte) []byte {
 	if w.fold != nil {
 		fwd = w.fold(all)
 	}
-	k := chunker{stream: signal.StreamSamples, version: w.version, max: w.maxChunk, enc: enc}
+	k := chunker{stream: signal.StreamSamples, version: *w.version.Load(), max: w.maxChunk, enc: enc}
 	for i := range fwd {
 		s := &fwd[i]
 		k.enc = signal.AppendSampleJSON(k.begin(), s)
@@ -314,7 +322,7 @@ func (w *writer) flushFeatures() {
 	if len(fs) == 0 {
 		return
 	}
-	k := chunker{stream: signal.StreamFeatures, version: w.version, max: w.maxChunk}
+	k := chunker{stream: signal.StreamFeatures, version: *w.version.Load(), max: w.maxChunk}
 	for i := range fs {
 		k.enc = signal.AppendFeatureJSON(k.begin(), &fs[i])
 		k.end(fs[i].WindowEnd) // a feature is small: one alone always fits a record

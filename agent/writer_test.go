@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gemba-io/gemba/buffer"
+	"github.com/gemba-io/gemba/collectors"
 	"github.com/gemba-io/gemba/internal/testutil"
 	"github.com/gemba-io/gemba/signal"
 )
@@ -285,13 +286,14 @@ func TestWriterEmitMetaStoresMetaWithSamples(t *testing.T) {
 	}
 	defer st.Close()
 	forward := true
-	w, m := startWriter(t, st, func(s []signal.Sample) []signal.Sample {
+	w, _ := startWriter(t, st, func(s []signal.Sample) []signal.Sample {
 		if forward {
 			return s
 		}
 		return s[:0]
 	})
-	var emit any = countingEmitter{newSupervisor("c", w, Backoff{}, slog.New(slog.DiscardHandler), m)}
+	sup := newSupervisor(collectors.Spec{Name: "c"}, w, Backoff{}, slog.New(slog.DiscardHandler))
+	var emit any = countingEmitter{sup}
 	me, ok := emit.(metaEmitter)
 	if !ok {
 		t.Fatal("the collectors' emitter hides EmitMeta")
@@ -305,7 +307,7 @@ func TestWriterEmitMetaStoresMetaWithSamples(t *testing.T) {
 	if n := st.Stats().Streams[signal.StreamSamples].Records; n != 1 {
 		t.Fatalf("%d records, want the one chunk", n)
 	}
-	if n := testutil.Metric(t, m.reg, "gemba_collector_samples_total"); n != 1 {
+	if n := testutil.Metric(t, sup.reg, "gemba_collector_samples_total"); n != 1 {
 		t.Fatalf("samples counted %v, want 1", n)
 	}
 	forward = false

@@ -20,6 +20,9 @@ import (
 
 // Problem is one configuration error.
 type Problem struct {
+	// File is set when a config is read from several files (ParseFile); Describe falls back to
+	// the file it is given.
+	File   string
 	Path   string // e.g. collectors[1].nodes[3].sampling; empty for the document itself
 	Line   int    // 1-based; 0 when unknown
 	Column int
@@ -28,6 +31,10 @@ type Problem struct {
 
 func (p Problem) Error() string {
 	var b strings.Builder
+	if p.File != "" {
+		b.WriteString(p.File)
+		b.WriteString(": ")
+	}
 	if p.Line > 0 {
 		fmt.Fprintf(&b, "line %d: ", p.Line)
 	}
@@ -70,6 +77,9 @@ type Decoder struct {
 	maxSize  int64
 	maxAlias int
 	literal  bool // no ${VAR} expansion
+	// Several files merged into one document (see files.go).
+	fileOf    func(path string) (file, local string)
+	fileOrder map[string]int
 }
 
 // Option configures a Decoder.
@@ -149,7 +159,19 @@ func (d *Decoder) Err() error {
 		return nil
 	}
 	ps := append(Problems(nil), d.problems...)
-	sort.SliceStable(ps, func(i, j int) bool { return ps[i].Line < ps[j].Line && ps[i].Line > 0 })
+	if d.fileOf != nil {
+		for i := range ps {
+			if ps[i].File == "" {
+				ps[i].File, ps[i].Path = d.fileOf(ps[i].Path)
+			}
+		}
+	}
+	sort.SliceStable(ps, func(i, j int) bool {
+		if fi, fj := d.fileOrder[ps[i].File], d.fileOrder[ps[j].File]; fi != fj {
+			return fi < fj
+		}
+		return ps[i].Line < ps[j].Line && ps[i].Line > 0
+	})
 	return ps
 }
 

@@ -18,12 +18,16 @@ func Describe(file string, err error) []string {
 	}
 	out := make([]string, 0, len(ps))
 	for _, p := range ps {
-		loc := file
+		f := file
+		if p.File != "" {
+			f = p.File // one of several merged files (a conf.d entry)
+		}
+		loc := f
 		switch {
 		case p.Line > 0 && p.Path == "" && p.Column > 0:
-			loc = fmt.Sprintf("%s:%d:%d", file, p.Line, p.Column)
+			loc = fmt.Sprintf("%s:%d:%d", f, p.Line, p.Column)
 		case p.Line > 0:
-			loc = fmt.Sprintf("%s:%d", file, p.Line)
+			loc = fmt.Sprintf("%s:%d", f, p.Line)
 		}
 		if p.Path != "" {
 			out = append(out, loc+": "+p.Path+": "+p.Msg)

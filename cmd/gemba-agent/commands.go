@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"sync"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -15,28 +16,46 @@ import (
 )
 
 func runCmd() *cobra.Command {
-	var file, level, format string
+	var file, dir, level, format string
 	c := &cobra.Command{
 		Use:   "run -c FILE",
 		Short: "Run the agent until SIGINT or SIGTERM",
 		Long: `Run the agent with the given config. It keeps running through uplink outages and collector
 failures (buffering locally and retrying with backoff). On SIGINT or SIGTERM it stops the collectors
 first, drains what they handed over into the buffer, and exits 0 within agent.shutdown_timeout.
+On SIGHUP (or 'gemba-agent reload') it reads the config again: an invalid file is logged and the
+running config stays; a valid one restarts only the collectors that changed. Changes to agent,
+http, buffer, uplink or features are reported as "restart required" and applied at the next start.
 
 Health: GET /healthz, /readyz (JSON, says why not ready), /status and /metrics (Prometheus) on
 http.listen (default 127.0.0.1:7467).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := agent.Load(file, os.LookupEnv)
+			// First of all: SIGHUP's default action kills the process on the spot, with no log
+			// and no drain (systemctl reload, kill -HUP, a closed terminal). From here on it
+			// reloads the config, or is logged and ignored while the agent starts or stops.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			load := func() (*agent.Config, error) {
+				cfg, err := agent.LoadDir(file, dir, os.LookupEnv)
+				if err != nil {
+					return nil, err
+				}
+				// The flags override the file at every load, so a reload does not see them
+				// as a change of the agent section.
+				if level != "" {
+					cfg.Agent.Log.Level = level
+				}
+				if format != "" {
+					cfg.Agent.Log.Format = format
+				}
+				return cfg, nil
+			}
+			cfg, err := load()
 			if err != nil {
 				printProblems(cmd, file, err)
 				return exitError{1}
-			}
-			if level != "" {
-				cfg.Agent.Log.Level = level
-			}
-			if format != "" {
-				cfg.Agent.Log.Format = format
 			}
 			lvl, err := agent.ParseLevel(cfg.Agent.Log.Level)
 			if err != nil {
@@ -45,7 +64,28 @@ http.listen (default 127.0.0.1:7467).`,
 			log := agent.NewLogger(os.Stderr, cfg.Agent.Log.Format, lvl)
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			if err := agent.New(cfg, agent.Options{Logger: log}).Run(ctx); err != nil {
+			a := agent.New(cfg, agent.Options{Logger: log, Reload: load, ConfigFile: file})
+			var hupWG sync.WaitGroup
+			defer hupWG.Wait()
+			hupCtx, hupStop := context.WithCancel(ctx)
+			defer hupStop()
+			hupWG.Go(func() {
+				for {
+					select {
+					case <-hupCtx.Done():
+						return
+					case <-hup:
+						log.Info("SIGHUP: reloading the config", "file", file, "dir", dir)
+						// The agent logs the outcome; an error here is only the agent stopping.
+						if _, err := a.Reload(hupCtx); err != nil && hupCtx.Err() == nil {
+							log.Error("reload failed", "err", err)
+						}
+					}
+				}
+			})
+			err = a.Run(ctx)
+			hupStop()
+			if err != nil {
 				log.Error("agent failed to start", "err", err)
 				return exitError{1}
 			}
@@ -53,13 +93,14 @@ http.listen (default 127.0.0.1:7467).`,
 		},
 	}
 	c.Flags().StringVarP(&file, "config", "c", "/etc/gemba/agent.yaml", "config file")
+	c.Flags().StringVar(&dir, "config-dir", "", "conf.d directory: each *.yaml in it adds collectors (one PLC or broker per file)")
 	c.Flags().StringVar(&level, "log-level", "", "override agent.log.level (debug, info, warn, error)")
 	c.Flags().StringVar(&format, "log-format", "", "override agent.log.format (json, text)")
 	return c
 }
 
 func validateCmd() *cobra.Command {
-	var file string
+	var file, dir string
 	var print bool
 	c := &cobra.Command{
 		Use:   "validate -c FILE",
@@ -71,7 +112,7 @@ Every problem is printed on its own line as FILE:LINE: PATH: MESSAGE. Exits 0 wh
 valid, 1 otherwise. --print shows the effective config with secrets and URL credentials redacted.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := agent.Load(file, os.LookupEnv)
+			cfg, err := agent.LoadDir(file, dir, os.LookupEnv)
 			if err != nil {
 				printProblems(cmd, file, err)
 				return exitError{1}
@@ -88,6 +129,7 @@ valid, 1 otherwise. --print shows the effective config with secrets and URL cred
 		},
 	}
 	c.Flags().StringVarP(&file, "config", "c", "/etc/gemba/agent.yaml", "config file")
+	c.Flags().StringVar(&dir, "config-dir", "", "conf.d directory merged with the config file (as run --config-dir)")
 	c.Flags().BoolVar(&print, "print", false, "print the effective config (defaults applied, secrets redacted)")
 	return c
 }

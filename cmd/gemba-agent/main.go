@@ -29,7 +29,7 @@ Start with 'gemba-agent validate -c agent.yaml', then 'gemba-agent run -c agent.
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(runCmd(), validateCmd(), versionCmd(), browseCmd(), probeCmd())
+	root.AddCommand(runCmd(), validateCmd(), reloadCmd(), versionCmd(), browseCmd(), probeCmd())
 	if err := root.Execute(); err != nil {
 		var ee exitError
 		if errors.As(err, &ee) {
