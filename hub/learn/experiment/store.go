@@ -1,0 +1,305 @@
+package experiment
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"regexp"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/hub/state/kvkey"
+)
+
+// StoreConfig places the bandits' posteriors.
+type StoreConfig struct {
+	// Bucket is the KV bucket of posteriors, one key per experiment and pool (History 1, no TTL).
+	Bucket   string `yaml:"bucket" json:"bucket"`
+	Replicas int    `yaml:"replicas" json:"replicas"`
+	// OpTimeout bounds each KV request; RetryFor is how long failed requests and lost races are retried.
+	OpTimeout time.Duration `yaml:"op_timeout" json:"op_timeout"`
+	RetryFor  time.Duration `yaml:"retry_for" json:"retry_for"`
+}
+
+// DefaultStoreConfig returns the defaults.
+func DefaultStoreConfig() StoreConfig {
+	return StoreConfig{Bucket: "GEMBA_EXPERIMENTS", Replicas: 1, OpTimeout: 5 * time.Second, RetryFor: 30 * time.Second}
+}
+
+var bucketRe = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
+
+func (c StoreConfig) err() error {
+	var errs []error
+	if !bucketRe.MatchString(c.Bucket) {
+		errs = append(errs, fmt.Errorf("experiments: bucket: must be letters, digits, '-' or '_', got %q", c.Bucket))
+	}
+	if c.Replicas != 1 && c.Replicas != 3 {
+		errs = append(errs, fmt.Errorf("experiments: replicas: must be 1 or 3, got %d", c.Replicas))
+	}
+	if c.OpTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("experiments: op_timeout: must be positive, got %s", c.OpTimeout))
+	}
+	if c.RetryFor < 0 {
+		errs = append(errs, fmt.Errorf("experiments: retry_for: must not be negative, got %s", c.RetryFor))
+	}
+	return errors.Join(errs...)
+}
+
+// Store keeps the bandits' posteriors in a JetStream KV bucket. Every replica of the hub opens the
+// same bucket: a choice reads the newest posterior, and an outcome is applied by compare-and-set on
+// the key's revision, carrying its id inside the value, so that two replicas recording the same
+// outcome, or one recording it twice, apply it once. Safe for concurrent use.
+type Store struct {
+	cfg StoreConfig
+	kv  jetstream.KeyValue
+	log *slog.Logger
+}
+
+// Open creates or binds the bucket.
+func Open(ctx context.Context, js jetstream.JetStream, cfg StoreConfig, log *slog.Logger) (*Store, error) {
+	if err := cfg.err(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      cfg.Bucket,
+		Description: "gemba-hub experiments: bandit posteriors per experiment and pool",
+		History:     1,
+		Replicas:    cfg.Replicas,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("experiments: bucket %s: %w", cfg.Bucket, err)
+	}
+	return &Store{cfg: cfg, kv: kv, log: log.With("component", "experiments")}, nil
+}
+
+// Key is the KV key of the pool a SKU × channel belongs to in experiment cfg.
+func Key(cfg Config, sku, channel string) (string, error) {
+	if cfg.ID == "" {
+		return "", errors.New("experiment: empty id (the engine sets it to the rule's name)")
+	}
+	if cfg.Bandit == nil {
+		return "", fmt.Errorf("experiment %s: no bandit block", cfg.ID)
+	}
+	switch p := cfg.Bandit.pool(); p {
+	case PoolUnit:
+		return kvkey.Join(cfg.ID, p, sku, channel), nil
+	case PoolChannel:
+		return kvkey.Join(cfg.ID, p, channel), nil
+	default:
+		return kvkey.Join(cfg.ID, p), nil
+	}
+}
+
+func checkBandit(cfg *Config) error {
+	if err := cfg.Err(); err != nil {
+		return err
+	}
+	if cfg.Bandit == nil {
+		return fmt.Errorf("experiment %s: no bandit block", cfg.ID)
+	}
+	return nil
+}
+
+// Choose picks the discount for one decision of a bandit rule on unit u. It reads the pool's
+// posterior and writes nothing: the choice, with the posterior it came from, goes into the
+// decision record, and the same decision id against the same revision chooses the same arm on any
+// replica. ErrNoEligibleArm (wrapped) means no discount fits the unit's cover.
+func (s *Store) Choose(ctx context.Context, cfg Config, decisionID string, u Unit) (Choice, error) {
+	if err := checkBandit(&cfg); err != nil {
+		return Choice{}, err
+	}
+	if decisionID == "" {
+		return Choice{}, fmt.Errorf("experiment %s: choose for %s/%s: empty decision id", cfg.ID, u.SKU, u.Channel)
+	}
+	if err := u.check(); err != nil {
+		return Choice{}, fmt.Errorf("experiment %s: choose for decision %s: %w", cfg.ID, decisionID, err)
+	}
+	key, err := Key(cfg, u.SKU, u.Channel)
+	if err != nil {
+		return Choice{}, err
+	}
+	st, rev, err := s.read(ctx, key)
+	if err != nil {
+		return Choice{}, err
+	}
+	return choose(&st, cfg.Bandit, cfg.ID, key, rev, decisionID, u)
+}
+
+// Record applies a measured outcome to its pool's posterior. It returns false without error when
+// the outcome was applied before (by this replica or another). Safe to call again after an error:
+// a write whose reply was lost is found applied on the next read.
+func (s *Store) Record(ctx context.Context, cfg Config, o Outcome) (bool, error) {
+	if err := checkBandit(&cfg); err != nil {
+		return false, err
+	}
+	if err := o.check(); err != nil {
+		return false, fmt.Errorf("experiment %s: %w", cfg.ID, err)
+	}
+	key, err := Key(cfg, o.SKU, o.Channel)
+	if err != nil {
+		return false, err
+	}
+	r := s.retrier(ctx)
+	for {
+		st, rev, err := s.read(ctx, key)
+		if err != nil {
+			return false, err
+		}
+		changed, err := st.apply(o)
+		if err != nil || !changed {
+			if err != nil {
+				err = fmt.Errorf("experiment %s: key %s: %w", cfg.ID, key, err)
+			}
+			return false, err
+		}
+		val, err := json.Marshal(&st)
+		if err != nil {
+			return false, fmt.Errorf("experiment %s: key %s: encode: %w", cfg.ID, key, err)
+		}
+		err = s.write(ctx, key, val, rev)
+		switch {
+		case err == nil:
+			s.log.Debug("outcome applied", "experiment", cfg.ID, "key", key, "outcome", o.ID, "discount", o.Discount, "lift", o.Units/o.Baseline)
+			return true, nil
+		case errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch):
+			if err := r.conflict(err); err != nil {
+				return false, fmt.Errorf("experiment %s: key %s: %w", cfg.ID, key, err)
+			}
+		default:
+			if err := r.failed(err); err != nil {
+				return false, fmt.Errorf("experiment %s: key %s: write: %w", cfg.ID, key, err)
+			}
+		}
+	}
+}
+
+// Posterior is the pool state of a SKU × channel and its revision (0 and an empty state before any
+// outcome): for the read API and tests.
+func (s *Store) Posterior(ctx context.Context, cfg Config, sku, channel string) (State, uint64, error) {
+	key, err := Key(cfg, sku, channel)
+	if err != nil {
+		return State{}, 0, err
+	}
+	return s.read(ctx, key)
+}
+
+// read returns the state at key and its revision; an absent key is an empty state at revision 0.
+// A value that does not decode, or decodes to a state this package could not have written, is an
+// error naming the bucket, key and revision: it is never overwritten silently.
+func (s *Store) read(ctx context.Context, key string) (State, uint64, error) {
+	r := s.retrier(ctx)
+	for {
+		e, err := s.getOnce(ctx, key)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			return State{Version: stateVersion}, 0, nil
+		case err != nil:
+			if err := r.failed(err); err != nil {
+				return State{}, 0, fmt.Errorf("experiments: bucket %s: read %s: %w", s.cfg.Bucket, key, err)
+			}
+			continue
+		}
+		var st State
+		if err := json.Unmarshal(e.Value(), &st); err != nil {
+			return State{}, 0, fmt.Errorf("experiments: bucket %s: key %s revision %d: corrupt entry: %w", s.cfg.Bucket, key, e.Revision(), err)
+		}
+		if err := st.check(); err != nil {
+			return State{}, 0, fmt.Errorf("experiments: bucket %s: key %s revision %d: corrupt entry: %w", s.cfg.Bucket, key, e.Revision(), err)
+		}
+		return st, e.Revision(), nil
+	}
+}
+
+func (s *Store) getOnce(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	opCtx, cancel := context.WithTimeout(ctx, s.cfg.OpTimeout)
+	defer cancel()
+	return s.kv.Get(opCtx, key)
+}
+
+// write stores val at key if the key is still at rev (0: absent).
+func (s *Store) write(ctx context.Context, key string, val []byte, rev uint64) error {
+	opCtx, cancel := context.WithTimeout(ctx, s.cfg.OpTimeout)
+	defer cancel()
+	var err error
+	if rev == 0 {
+		_, err = s.kv.Create(opCtx, key, val)
+	} else {
+		_, err = s.kv.Update(opCtx, key, val, rev)
+	}
+	return err
+}
+
+// retrier paces retries of one call until RetryFor has passed.
+type retrier struct {
+	ctx       context.Context
+	giveUp    time.Time
+	backoff   time.Duration
+	conflicts int
+}
+
+func (s *Store) retrier(ctx context.Context) *retrier {
+	return &retrier{ctx: ctx, giveUp: time.Now().Add(s.cfg.RetryFor), backoff: 10 * time.Millisecond}
+}
+
+// failed decides whether to retry after err: nil means try again (after a pause).
+func (r *retrier) failed(err error) error {
+	if r.ctx.Err() != nil {
+		return r.ctx.Err()
+	}
+	if !transient(err) || !time.Now().Before(r.giveUp) {
+		return err
+	}
+	d := r.backoff/2 + rand.N(r.backoff/2+1)
+	r.backoff = min(2*r.backoff, time.Second)
+	return sleepCtx(r.ctx, d)
+}
+
+// conflict paces a retry after a lost race: at once twice, then after a short random pause, since
+// each conflict means another writer progressed but one loser can lose many times in a row.
+func (r *retrier) conflict(err error) error {
+	r.conflicts++
+	if r.ctx.Err() != nil {
+		return r.ctx.Err()
+	}
+	if !time.Now().Before(r.giveUp) {
+		return fmt.Errorf("still conflicting after %d attempts: %w", r.conflicts, err)
+	}
+	if r.conflicts > 2 {
+		return sleepCtx(r.ctx, rand.N(time.Duration(min(r.conflicts, 20))*time.Millisecond)+time.Millisecond)
+	}
+	return nil
+}
+
+// transient reports whether a failed request is worth retrying: timeouts, no responders and "no
+// leader" during elections are; a closed connection, a missing bucket or a cancelled context are not.
+func transient(err error) bool {
+	switch {
+	case errors.Is(err, context.Canceled),
+		errors.Is(err, nats.ErrConnectionClosed),
+		errors.Is(err, jetstream.ErrBucketNotFound),
+		errors.Is(err, jetstream.ErrInvalidKey),
+		errors.Is(err, nats.ErrMaxPayload):
+		return false
+	}
+	return true
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
