@@ -90,7 +90,7 @@ func (l *Log) Recent(ctx context.Context, f Filter) ([]Record, error) {
 	if info.State.Msgs == 0 {
 		return nil, nil
 	}
-	rules := l.cfg.RulesSubject()
+	rules, monitor := l.cfg.RulesSubject(), l.cfg.MonitorSubject()
 	var out []Record
 	scanned := 0
 	for hi := last; hi >= first && scanned < f.MaxScan && len(out) < f.Limit; {
@@ -103,8 +103,8 @@ func (l *Log) Recent(ctx context.Context, f Filter) ([]Record, error) {
 		}
 		wg.Wait()
 		for i := range n {
-			if errors.Is(errs[i], jetstream.ErrMsgNotFound) || (errs[i] == nil && msgs[i].Subject == rules) {
-				continue // expired, deleted, or a rules change
+			if errors.Is(errs[i], jetstream.ErrMsgNotFound) || (errs[i] == nil && (msgs[i].Subject == rules || msgs[i].Subject == monitor)) {
+				continue // expired, deleted, a rules change or a monitor event
 			}
 			if errs[i] != nil {
 				return out, fmt.Errorf("audit: read seq %d: %w", hi-i, errs[i])
