@@ -150,7 +150,10 @@ type harness struct {
 	addr   string
 }
 
-func start(t *testing.T, yml string) *harness {
+func start(t *testing.T, yml string) *harness { t.Helper(); return startWith(t, yml, nil) }
+
+// startWith is start with options changed by opt (a Reload, say) before the agent is built.
+func startWith(t *testing.T, yml string, opt func(*Options)) *harness {
 	t.Helper()
 	cfg, err := Parse([]byte(yml), func(string) (string, bool) { return "", false })
 	if err != nil {
@@ -158,7 +161,7 @@ func start(t *testing.T, yml string) *harness {
 	}
 	h := &harness{up: &fakeUplink{}, done: make(chan error, 1)}
 	ready := make(chan string, 1)
-	h.agent = New(cfg, Options{
+	o := Options{
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		OpenBuffer: func(c buffer.Config, _ buffer.Options) (buffer.Buffer, error) {
 			h.buf = buffer.NewMemory(c)
@@ -168,7 +171,11 @@ func start(t *testing.T, yml string) *harness {
 			return h.up, nil
 		},
 		Ready: ready,
-	})
+	}
+	if opt != nil {
+		opt(&o)
+	}
+	h.agent = New(cfg, o)
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	go func() { h.done <- h.agent.Run(ctx) }()
