@@ -36,13 +36,19 @@ func newMQTTClient(broker, clientID string, will func(*paho.ClientOptions), onCo
 
 // acker waits for PUBACKs off the tick path, in publish order, and records what was acknowledged in
 // the ledger. Its queue is bounded, so a broker that stops acknowledging slows the publishers down.
+// A stop must not wait for a broker that is gone: shutdown unblocks publishers stuck on a full
+// queue, and close gives up on the acknowledgements still outstanding after its timeout (they
+// count as failed; the ledger only ever undercounts).
 type acker struct {
-	ledger *Ledger
-	queue  chan pending
-	done   chan struct{}
-	mu     sync.Mutex
-	acked  uint64 // messages
-	failed uint64
+	ledger   *Ledger
+	queue    chan pending
+	done     chan struct{}
+	stopping chan struct{} // closed by shutdown: track no longer waits for room
+	giveUp   chan struct{} // closed by close after its timeout: run stops waiting for PUBACKs
+	stopOnce sync.Once
+	mu       sync.Mutex
+	acked    uint64 // messages
+	failed   uint64
 }
 
 type pending struct {
@@ -53,7 +59,8 @@ type pending struct {
 }
 
 func newAcker(l *Ledger) *acker {
-	a := &acker{ledger: l, queue: make(chan pending, 1<<14), done: make(chan struct{})}
+	a := &acker{ledger: l, queue: make(chan pending, 1<<14), done: make(chan struct{}),
+		stopping: make(chan struct{}), giveUp: make(chan struct{})}
 	go a.run()
 	return a
 }
@@ -61,7 +68,7 @@ func newAcker(l *Ledger) *acker {
 func (a *acker) run() {
 	defer close(a.done)
 	for p := range a.queue {
-		ok := p.tok.WaitTimeout(max(time.Until(p.deadline), time.Millisecond)) && p.tok.Error() == nil
+		ok := a.wait(p)
 		if ok {
 			a.ledger.add(p.source, p.ms)
 		}
@@ -75,14 +82,55 @@ func (a *acker) run() {
 	}
 }
 
-func (a *acker) track(tok paho.Token, source string, ms int64) {
-	a.queue <- pending{tok, source, ms, time.Now().Add(ackTimeout)}
+// wait reports whether p was acknowledged before its deadline or before close gave up.
+func (a *acker) wait(p pending) bool {
+	select {
+	case <-p.tok.Done():
+		return p.tok.Error() == nil
+	default:
+	}
+	t := time.NewTimer(max(time.Until(p.deadline), time.Millisecond))
+	defer t.Stop()
+	select {
+	case <-p.tok.Done():
+		return p.tok.Error() == nil
+	case <-t.C:
+	case <-a.giveUp:
+	}
+	return false
 }
 
-// close waits for the outstanding acknowledgements. No track may follow.
-func (a *acker) close() {
+func (a *acker) track(tok paho.Token, source string, ms int64) {
+	p := pending{tok, source, ms, time.Now().Add(ackTimeout)}
+	select {
+	case a.queue <- p: // room: always tracked, even while stopping
+		return
+	default:
+	}
+	select {
+	case a.queue <- p:
+	case <-a.stopping:
+		a.mu.Lock()
+		a.failed++
+		a.mu.Unlock()
+	}
+}
+
+// shutdown lets a publisher blocked on a full queue go; its message counts as not acknowledged.
+func (a *acker) shutdown() { a.stopOnce.Do(func() { close(a.stopping) }) }
+
+// close waits for the outstanding acknowledgements, at most timeout. No track may follow.
+func (a *acker) close(timeout time.Duration) {
+	a.shutdown()
 	close(a.queue)
-	<-a.done
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-a.done:
+	case <-t.C:
+		close(a.giveUp)
+		<-a.done
+	}
 }
 
 func (a *acker) counts() (acked, failed uint64) {

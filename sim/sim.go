@@ -32,11 +32,18 @@ type Options struct {
 	// OPCUALogger receives gopcua's server log, which reports its standard nodeset import as errors;
 	// nil discards it.
 	OPCUALogger *slog.Logger
+	// ShutdownTimeout bounds how long Close waits for the broker's outstanding acknowledgements;
+	// default DefaultShutdownTimeout. A broker that is gone would otherwise hold Close for
+	// ackTimeout, and a full queue of publishes for far longer.
+	ShutdownTimeout time.Duration
 	// Clock stamps each step's messages; nil is time.Now. A test that steps the plant itself gives
 	// it a clock advancing one Tick per step, so that event time is exact and independent of how
 	// fast it steps.
 	Clock func() time.Time
 }
+
+// DefaultShutdownTimeout is Options.ShutdownTimeout's default.
+const DefaultShutdownTimeout = 10 * time.Second
 
 // Stats counts what the simulator did.
 type Stats struct {
@@ -78,6 +85,9 @@ func New(opts Options) (*Sim, error) {
 	}
 	if opts.Clock == nil {
 		opts.Clock = time.Now
+	}
+	if opts.ShutdownTimeout <= 0 {
+		opts.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	qos := byte(1)
 	if opts.QoS != nil {
@@ -226,9 +236,12 @@ func (s *Sim) StartOPCUA() error {
 	return s.startOPCUA()
 }
 
-// Close disconnects the MQTT clients (after their outstanding acknowledgements) and stops the OPC UA
-// server. It is idempotent.
+// Close disconnects the MQTT clients (after their outstanding acknowledgements, waited for at most
+// ShutdownTimeout) and stops the OPC UA server. It is idempotent.
 func (s *Sim) Close() {
+	// First free a Step blocked on the acknowledgement queue (a broker that is gone fills it): it
+	// holds mu, which Close needs.
+	s.ack.shutdown()
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -240,7 +253,7 @@ func (s *Sim) Close() {
 	o := s.opcua
 	s.opcua = nil
 	s.mu.Unlock()
-	s.ack.close()
+	s.ack.close(s.opts.ShutdownTimeout)
 	if s.json != nil {
 		s.json.close()
 	}

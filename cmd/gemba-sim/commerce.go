@@ -41,7 +41,7 @@ func addCommerceFlags(fs *flag.FlagSet) *commerceFlags {
 // of each line packs as produced. Its event times start at the wall time and advance with the
 // simulated time, so with -speed above 1 they run ahead of the wall clock: the hub must then keep
 // the same clock (a backtest), or its inventory refuses events too far in its future.
-func (f *commerceFlags) start(ctx context.Context, plant sim.Config, s *sim.Sim, log *slog.Logger, stdout io.Writer) (stop func(), err error) {
+func (f *commerceFlags) start(ctx context.Context, plant sim.Config, s *sim.Sim, log *slog.Logger, stdout io.Writer, flushTimeout time.Duration) (stop func(), err error) {
 	if *f.url == "" {
 		return func() {}, nil
 	}
@@ -107,7 +107,7 @@ func (f *commerceFlags) start(ctx context.Context, plant sim.Config, s *sim.Sim,
 		<-done
 		// What was generated before the stop and not yet acknowledged is sent now: stopping must
 		// not lose the ledger's tail (the events keep their identity, so a repeat is absorbed).
-		fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		fctx, fcancel := context.WithTimeout(context.Background(), flushTimeout)
 		_ = cs.Flush(fctx, pub)
 		fcancel()
 		_ = unsub()

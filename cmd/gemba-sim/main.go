@@ -43,9 +43,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 	printCfg := fs.Bool("print-config", false, "print an agent collectors section for this plant and exit")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until interrupted)")
 	verbose := fs.Bool("v", false, "show the OPC UA server library's own log")
+	shutdown := fs.Duration("shutdown-timeout", sim.DefaultShutdownTimeout, "on SIGTERM/SIGINT, wait at most this long for the MQTT broker's acknowledgements (and, with -commerce-nats, for the commerce flush); a broker that is gone is not waited for longer")
 	commerceF := addCommerceFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *shutdown <= 0 {
+		return fmt.Errorf("-shutdown-timeout %s: must be positive", *shutdown)
 	}
 	if *qos < 0 || *qos > 1 {
 		return fmt.Errorf("-qos %d: want 0 or 1", *qos)
@@ -82,7 +86,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		defer b.Close()
 	}
 	q := byte(*qos)
-	s, err := sim.New(sim.Options{Plant: cfg, OPCUA: *opcuaAddr, Broker: *broker, QoS: &q, Logger: log, OPCUALogger: opcuaLog})
+	s, err := sim.New(sim.Options{Plant: cfg, OPCUA: *opcuaAddr, Broker: *broker, QoS: &q, Logger: log, OPCUALogger: opcuaLog, ShutdownTimeout: *shutdown})
 	if err != nil {
 		return err
 	}
@@ -93,7 +97,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "  OPC UA  %s  (namespace %s)\n", ep, sim.NamespaceURI)
 	}
 	fmt.Fprintf(stdout, "  MQTT    %s  (JSON on %s/<line>/<machine>/telemetry, Sparkplug B group %s)\n", *broker, cfg.Site, cfg.Site)
-	stopCommerce, err := commerceF.start(ctx, cfg, s, log, stdout)
+	stopCommerce, err := commerceF.start(ctx, cfg, s, log, stdout, *shutdown)
 	if err != nil {
 		return err
 	}
