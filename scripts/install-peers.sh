@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the real servers the tests run against: Debian's mosquitto, the npm node-opcua server and R's
-# forecast package.
+# Installs the real servers and tools the tests run against: Debian's mosquitto and promtool, the npm
+# node-opcua server and R's forecast package.
 # Idempotent and quiet when everything is present. Missing tools are reported; tests then skip, or fail
 # when CI is set.
 set -uo pipefail
@@ -32,6 +32,18 @@ if [ -f "$wh/package-lock.json" ] && [ ! -d "$wh/node_modules/standardwebhooks" 
   if command -v npm >/dev/null 2>&1; then
     echo "installing the Standard Webhooks reference library (npm ci)"
     (cd "$wh" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error) || echo "warning: npm ci failed in $wh" >&2
+  fi
+fi
+
+# promtool (Debian's prometheus package): the agent's health test runs the alert rules of
+# docs/operations.md against its real /metrics with `promtool test rules`.
+if ! command -v promtool >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing promtool (Debian package prometheus)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
+      || echo "warning: could not install prometheus" >&2
+  else
+    echo "warning: promtool missing and not root: the alert rule test will skip (fail under CI)" >&2
   fi
 fi
 
