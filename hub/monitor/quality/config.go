@@ -41,7 +41,8 @@ type Config struct {
 type Thresholds struct {
 	// PSI at or above which a distribution has drifted (0.25 is the usual "significant shift").
 	PSI float64 `yaml:"psi" json:"psi"`
-	// KS: the two-sample KS statistic D at or above which (with p below KSAlpha) it has drifted.
+	// KS: the two-sample KS statistic D at or above which it has drifted. Either PSI or D must
+	// reach its threshold, and the KS p-value be below KSAlpha (the difference is significant).
 	KS      float64 `yaml:"ks" json:"ks"`
 	KSAlpha float64 `yaml:"ks_alpha" json:"ks_alpha"`
 	// BadShare of values (partial windows, NaN/Inf) or samples (quality bad) in the current window.
@@ -53,8 +54,11 @@ type Thresholds struct {
 	// Edges are fixed PSI bin edges (ascending); without them PSI bins are the deciles of the
 	// reference window's reservoir.
 	Edges []float64 `yaml:"edges" json:"edges,omitempty"`
-	// Bins is the number of reference-quantile bins when no edges are set.
+	// Bins is the number of reference-quantile bins when no edges are set (at most one per 25
+	// values of the smaller window).
 	Bins int `yaml:"bins" json:"bins"`
+	// Confirm: a breach (or its recovery) counts after this many consecutive evaluations agree.
+	Confirm int `yaml:"confirm" json:"confirm"`
 }
 
 // Defaults of the section.
@@ -74,7 +78,7 @@ const (
 
 // DefaultThresholds are the thresholds without configuration.
 func DefaultThresholds() Thresholds {
-	return Thresholds{PSI: 0.25, KS: 0.2, KSAlpha: 0.001, BadShare: 0.1, MinCount: 30, Bins: 10}
+	return Thresholds{PSI: 0.25, KS: 0.2, KSAlpha: 0.0001, BadShare: 0.1, MinCount: 30, Bins: 10, Confirm: 2}
 }
 
 // DefaultConfig is the section without configuration.
@@ -129,6 +133,9 @@ func (c *Config) For(feature string) Thresholds {
 	if o.Bins != 0 {
 		t.Bins = o.Bins
 	}
+	if o.Confirm != 0 {
+		t.Confirm = o.Confirm
+	}
 	return t
 }
 
@@ -151,6 +158,9 @@ func (t *Thresholds) Validate(r config.Report) {
 	}
 	if t.Bins < 0 || t.Bins == 1 || t.Bins > maxBins {
 		r.Errorf("bins", "%d: want 2 to %d bins", t.Bins, maxBins)
+	}
+	if t.Confirm < 0 || t.Confirm > 100 {
+		r.Errorf("confirm", "%d: want 1 to 100 consecutive evaluations", t.Confirm)
 	}
 	if len(t.Edges) > maxEdges {
 		r.Errorf("edges", "%d edges, at most %d", len(t.Edges), maxEdges)
@@ -218,6 +228,9 @@ func (c *Config) problems() [][2]string {
 	}
 	if c.Defaults.Bins < 2 {
 		add("defaults.bins", "required, at least 2")
+	}
+	if c.Defaults.Confirm < 1 {
+		add("defaults.confirm", "required, at least 1")
 	}
 	return ps
 }

@@ -39,6 +39,7 @@ type keyState struct {
 	curN, refN             int
 	drifting, bad          bool
 	driftSince, badSince   time.Time
+	driftV, badV           verdict
 	// stale is the last staleness this replica reported (clock-driven, by the ticker)
 	stale      bool
 	staleSince time.Time
@@ -177,25 +178,55 @@ func (k *keyState) evaluate(end int64, perWindow, lag int) (driftChanged, badCha
 			k.psi = psi(refHist, curHist)
 		} else {
 			k.ks, k.ksP = ks(ref, cur) // sorts both
-			edges := quantileEdges(ref, k.th.Bins)
+			// PSI's sampling noise grows with bins/n (about (bins-1)·(1/n+1/m) for equal
+			// distributions): with reservoirs of a hundred or so values, ten bins alone would read
+			// as drift. At least 25 values per bin.
+			edges := quantileEdges(ref, min(k.th.Bins, max(2, min(len(ref), len(cur))/25)))
 			k.psi = psi(binsOf(ref, edges), binsOf(cur, edges))
 		}
 		if math.IsNaN(k.ks) {
 			k.ks, k.ksP = ks(ref, cur)
 		}
-		drifting = k.psi >= k.th.PSI || (k.ks >= k.th.KS && k.ksP < k.th.KSAlpha)
+		// Large enough (PSI or D at its threshold) and significant (KS p-value below alpha):
+		// PSI alone has no notion of sample size, and on reservoirs of a hundred values its
+		// noise reaches 0.3 now and then.
+		drifting = (k.psi >= k.th.PSI || k.ks >= k.th.KS) && k.ksP < k.th.KSAlpha
 	} else if k.drifting && len(cur) > 0 && len(ref) == 0 {
 		drifting = true // no reference to judge by (e.g. data resumed after a long gap): keep the verdict
 	}
 	isBad := total >= uint64(max(k.th.MinCount, 1)) && k.badShare >= k.th.BadShare
 	at := time.Unix(0, (end+1)*k.width).UTC()
-	if drifting != k.drifting {
-		k.drifting, k.driftSince, driftChanged = drifting, at, true
-	}
-	if isBad != k.bad {
-		k.bad, k.badSince, badChanged = isBad, at, true
-	}
+	driftChanged = k.driftV.judge(drifting, at, k.th.Confirm)
+	badChanged = k.badV.judge(isBad, at, k.th.Confirm)
+	k.drifting, k.driftSince = k.driftV.on, k.driftV.since
+	k.bad, k.badSince = k.badV.on, k.badV.since
 	return driftChanged, badChanged
+}
+
+// verdict is a breach judged over consecutive evaluations: it changes only after confirm
+// evaluations in a row disagree with it, so one noisy window does not flap it (with a few
+// thousand evaluations a day per key, single-window false alarms would add up).
+type verdict struct {
+	on      bool
+	since   time.Time
+	streak  int
+	pending time.Time // when the current streak began
+}
+
+func (v *verdict) judge(now bool, at time.Time, confirm int) bool {
+	if now == v.on {
+		v.streak = 0
+		return false
+	}
+	if v.streak == 0 {
+		v.pending = at
+	}
+	v.streak++
+	if v.streak < max(confirm, 1) {
+		return false
+	}
+	v.on, v.since, v.streak = now, v.pending, 0
+	return true
 }
 
 // sliceOf is the slice number of t (floor division: times before 1970 too).
