@@ -59,9 +59,10 @@ type Stats struct {
 	OutOfRange    int     `json:"out_of_range"`   // sales dated outside [From, To)
 	Undecodable   int     `json:"undecodable"`    // messages on a sales subject that are not a valid sale
 	Messages      int     `json:"messages"`       // stream messages read
-	// Oldest is the time of the oldest sale the stream still held. When the stream has dropped older
-	// messages (its max_age or max_bytes), days before Oldest's are incomplete, and From is moved up to
-	// the day after Oldest's (Trimmed): a missing day would read as a day without demand.
+	// Oldest is the time of the oldest sale the stream held. Days before it are not days without
+	// demand but days the stream has no record of (it is younger than the range, or its max_age or
+	// max_bytes dropped them), so From is moved up to Oldest's day (Trimmed), or to the day after when
+	// the stream has dropped messages (that day is no longer whole).
 	Oldest  time.Time `json:"oldest,omitzero"`
 	Trimmed bool      `json:"trimmed,omitempty"`
 }
@@ -227,9 +228,7 @@ func Build(ctx context.Context, js jetstream.JetStream, src Source, opts Options
 			set.Add(sale)
 		}
 		if md.NumPending == 0 {
-			if dropped {
-				set.trim(lg)
-			}
+			set.trim(dropped, lg)
 			return set, nil
 		}
 	}
@@ -238,21 +237,24 @@ func Build(ctx context.Context, js jetstream.JetStream, src Source, opts Options
 // ByChannel reports whether the set keeps one series per channel.
 func (s *Set) ByChannel() bool { return s.byChan }
 
-// trim moves From up to the day after the oldest sale read, when that is later: the stream no longer
-// holds that day whole.
-func (s *Set) trim(lg *slog.Logger) {
+// trim moves From up to the oldest sale's day (the day after when the stream dropped messages), when
+// that is later.
+func (s *Set) trim(dropped bool, lg *slog.Logger) {
 	if s.Stats.Oldest.IsZero() {
 		return
 	}
-	cut := civil(s.Stats.Oldest.In(s.loc)) + 1 - s.firstDay
+	cut := civil(s.Stats.Oldest.In(s.loc)) - s.firstDay
+	if dropped {
+		cut++
+	}
 	if cut <= 0 {
 		return
 	}
 	if cut >= int64(s.Days) {
 		cut = int64(s.Days) - 1 // keep the last day: a set needs one
 	}
-	lg.Warn("demand: the stream no longer holds the start of the range; the series start later",
-		"from", s.From, "oldest_sale", s.Stats.Oldest, "days_dropped", cut)
+	lg.Info("demand: the stream holds no sales before the range's start; the series start later",
+		"from", s.From, "oldest_sale", s.Stats.Oldest, "dropped", dropped, "days_cut", cut)
 	s.From = s.From.AddDate(0, 0, int(cut))
 	s.firstDay += cut
 	s.Days -= int(cut)

@@ -2,6 +2,7 @@ package demand
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -165,6 +166,53 @@ func TestSeriesEqualLedger(t *testing.T) {
 	}
 	if last.Days != 2 || last.Stats.OutOfRange == 0 || last.Stats.Sales+last.Stats.OutOfRange != n {
 		t.Fatalf("two-day range: %d days, stats %+v", last.Days, last.Stats)
+	}
+}
+
+// A range reaching before the stream's first sale starts at that sale's day; once the stream has
+// dropped messages, at the day after (that day is no longer whole).
+func TestRangeTrimmedToTheStream(t *testing.T) {
+	js := startJS(t)
+	ctx := context.Background()
+	ccfg := commerce.DefaultConfig()
+	st, err := commerce.EnsureStream(ctx, js, ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := commerce.NewPublisher(js, ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evs []commerce.Event
+	for d := range 4 {
+		for h := range 3 {
+			evs = append(evs, commerce.Sale{OrderID: fmt.Sprintf("o%d-%d", d, h), Line: 1, SKU: "A", Site: "s1", Channel: "web",
+				Quantity: 1, UnitPrice: 1, Currency: "EUR", Time: monday.AddDate(0, 0, d).Add(time.Duration(h+1) * time.Hour)})
+		}
+	}
+	for _, r := range pub.Publish(ctx, evs) {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	src := Source{Stream: ccfg.Stream, Prefix: ccfg.Prefix}
+	set, err := Build(ctx, js, src, Options{From: monday.AddDate(0, 0, -10), To: monday.AddDate(0, 0, 4)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !set.Stats.Trimmed || !set.From.Equal(monday) || set.Days != 4 || len(set.Series[Key{SKU: "A", Site: "s1"}].Values) != 4 {
+		t.Fatalf("a young stream: from %v, %d days, trimmed %v", set.From, set.Days, set.Stats.Trimmed)
+	}
+	if err := st.DeleteMsg(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	set, err = Build(ctx, js, src, Options{From: monday.AddDate(0, 0, -10), To: monday.AddDate(0, 0, 4)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sr := set.Series[Key{SKU: "A", Site: "s1"}]
+	if !set.From.Equal(monday.AddDate(0, 0, 1)) || set.Days != 3 || len(sr.Values) != 3 || sr.Values[0] != 3 {
+		t.Fatalf("a stream that dropped its first message: from %v, %d days, values %v", set.From, set.Days, sr.Values)
 	}
 }
 

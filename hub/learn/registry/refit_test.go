@@ -1,0 +1,117 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/gemba-io/gemba/hub/ingest/commerce"
+	"github.com/gemba-io/gemba/hub/learn/demand"
+	"github.com/gemba-io/gemba/internal/testutil"
+	"github.com/gemba-io/gemba/sim"
+	simcommerce "github.com/gemba-io/gemba/sim/commerce"
+)
+
+// A refit reads the simulator's sales from the COMMERCE stream, fits, stores and promotes the first
+// set, and shadows the next when told to; it refuses to run while another holds the lock; every
+// SKU the simulator sells then has a cover on a following replica.
+func TestRefitFromStream(t *testing.T) {
+	srv := startServer(t)
+	js := connect(t, srv)
+	ctx := context.Background()
+	ccfg := commerce.DefaultConfig()
+	if _, err := commerce.EnsureStream(ctx, js, ccfg); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := commerce.NewPublisher(js, ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plant := sim.DefaultConfig()
+	plant.Seed, plant.Speed = 3, 3600
+	s, err := simcommerce.New(simcommerce.Config{Plant: plant, Start: monday, DemandScale: 0.02})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const days = 60
+	for step := range days * 24 {
+		s.Step()
+		if step%24 == 23 {
+			if err := s.Flush(ctx, pub); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	a := openRegistry(t, js, Options{})
+	b := openRegistry(t, connect(t, srv), Options{})
+	f, err := b.Follow(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Stop)
+	now := monday.AddDate(0, 0, days).Add(time.Hour)
+	opts := RefitOptions{Source: demand.Source{Stream: ccfg.Stream, Prefix: ccfg.Prefix}, Promote: PromoteShadow,
+		Now: func() time.Time { return now }, Fit: FitOptions{By: "replica-a", Horizon: 14}}
+
+	held, err := b.TryLock(ctx, "replica-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Refit(ctx, js, opts); !errors.Is(err, ErrLocked) {
+		t.Fatalf("a refit while replica-b holds the lock: %v", err)
+	}
+	if err := held.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.Refit(ctx, js, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No active set yet: the first is promoted although the refit says shadow.
+	if res.Change == nil || res.Change.Op != OpPromote || res.Change.Active != res.Version || res.Change.By != "replica-a" {
+		t.Fatalf("first refit: %+v", res.Change)
+	}
+	if res.Set.Days != days || !res.Set.From.Equal(monday) || res.Set.Demand.Sales == 0 || len(res.Set.Series) != len(s.SKUs()) {
+		t.Fatalf("first refit's set: %d days from %v, %d sales, %d series for %d SKUs", res.Set.Days, res.Set.From,
+			res.Set.Demand.Sales, len(res.Set.Series), len(s.SKUs()))
+	}
+	testutil.WaitFor(t, 10*time.Second, "the follower takes the refit", func() bool {
+		l := f.Live()
+		return l != nil && l.Active != nil && l.Active.Set.Version == res.Version
+	})
+	for _, sku := range s.SKUs() {
+		if c, ok := f.Cover(sku.Name, s.Site(), 100, now); !ok || c.DailyMean <= 0 || !(c.Days > 0) {
+			t.Errorf("%s: cover %+v, %v", sku.Name, c, ok)
+		}
+	}
+	// A day later, with another day of sales: a new version, shadowed beside the active one.
+	for range 24 {
+		s.Step()
+	}
+	if err := s.Flush(ctx, pub); err != nil {
+		t.Fatal(err)
+	}
+	now = now.AddDate(0, 0, 1)
+	res2, err := a.Refit(ctx, js, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res2.Version == res.Version || res2.Change == nil || res2.Change.Op != OpShadow || res2.Change.Active != res.Version {
+		t.Fatalf("second refit: version %s (first %s), change %+v", res2.Version, res.Version, res2.Change)
+	}
+	testutil.WaitFor(t, 10*time.Second, "the follower takes the shadow", func() bool {
+		l := f.Live()
+		return l.Shadow != nil && l.Shadow.Set.Version == res2.Version
+	})
+	c, ok := f.Cover(s.SKUs()[0].Name, s.Site(), 100, now)
+	if !ok || c.Version != res.Version || c.Shadow == nil || c.Shadow.Version != res2.Version {
+		t.Fatalf("cover with shadow: %+v", c)
+	}
+	if h, ok, err := a.LockHolder(ctx); err != nil || ok {
+		t.Fatalf("the lock is still held after the refits: %+v, %v", h, err)
+	}
+	if _, err := a.Refit(ctx, js, RefitOptions{Promote: "sometimes"}); err == nil {
+		t.Fatal("an unknown promote mode was accepted")
+	}
+}
