@@ -1,0 +1,152 @@
+package kpi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gemba-io/gemba/hub/audit"
+	"github.com/gemba-io/gemba/hub/decide/rules"
+	"github.com/gemba-io/gemba/internal/natstest"
+	"github.com/gemba-io/gemba/internal/testutil"
+)
+
+type lifts struct{ err error }
+
+func (l lifts) Lifts(context.Context) ([]Lift, error) {
+	if l.err != nil {
+		return nil, l.err
+	}
+	return []Lift{{Rule: "overstock", Arm: "10", Lift: 0.12, Low: 0.05, High: 0.19, Level: 0.95, Treated: 400, Held: 100}}, nil
+}
+
+func rec(n int, event, outcome, mode, rule string, discount float64, lag time.Duration) audit.Record {
+	at := time.Date(2026, 12, 4, 10, 0, n, 0, time.UTC)
+	kind := rules.Promote
+	if outcome == audit.OutcomeHeld {
+		kind = rules.Hold
+	}
+	return audit.Record{DecisionID: fmt.Sprintf("%032x", n), Event: event, Outcome: outcome, Mode: mode, Time: at,
+		RuleSet: audit.RuleSetRef{Name: "promo", Version: "v1"}, Rule: audit.RuleRef{Name: rule}, SKU: "B-1", Channel: "web",
+		Action: rules.Action{Kind: kind, Channels: []string{"web"}, Discount: discount},
+		Inputs: []audit.Input{{Name: "temp", Key: "line1", EventTime: at.Add(-lag)}, {Name: "units", Key: "B-1", EventTime: at.Add(-time.Hour)}}}
+}
+
+func TestKPIsFromTheDecisionLog(t *testing.T) {
+	n := natstest.JetStream(t)
+	nc, js := natstest.Connect(t, n.URL())
+	ctx := context.Background()
+	log, err := audit.Open(ctx, js, audit.Config{Prefix: "gemba"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []audit.Record{
+		rec(1, audit.EventDecided, audit.OutcomeFired, audit.ModeActive, "overstock", 10, 40*time.Millisecond),
+		rec(2, audit.EventDecided, audit.OutcomeFired, audit.ModeActive, "overstock", 15, 3*time.Second),
+		rec(3, audit.EventDecided, audit.OutcomeHeld, audit.ModeActive, "line-down", 0, 200*time.Millisecond),
+		rec(4, audit.EventDecided, audit.OutcomeSuppressed, audit.ModeActive, "overstock", 30, time.Second),
+		rec(5, audit.EventDecided, audit.OutcomeAwaitingApproval, audit.ModeActive, "overstock", 40, time.Second),
+		rec(6, audit.EventDecided, audit.OutcomeShadow, audit.ModeShadow, "overstock", 20, time.Second),
+	} {
+		if _, err := log.Publish(ctx, r, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := log.RecordMonitor(ctx, audit.MonitorEvent{ID: "q1", Kind: "drift", State: "breach", Feature: "temp", Key: "line1",
+		Time: time.Now(), Why: "PSI 0.4"}); err != nil {
+		t.Fatal(err)
+	}
+	// A message that is no record: not counted, said with its sequence.
+	if err := nc.Publish("gemba.decisions."+fmt.Sprintf("%032x", 99), []byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 5*time.Second, "the broken message stored", func() bool {
+		st, err := js.Stream(ctx, audit.DefaultStream)
+		return err == nil && st.CachedInfo() != nil && func() bool { i, err := st.Info(ctx); return err == nil && i.State.Msgs == 8 }()
+	})
+	tr, err := Open(ctx, js, Options{Audit: audit.Config{Prefix: "gemba"}, Lifts: lifts{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	f := tr.Figures(ctx)
+	want := map[string]uint64{audit.OutcomeFired: 2, audit.OutcomeHeld: 1, audit.OutcomeSuppressed: 1, audit.OutcomeAwaitingApproval: 1}
+	for o, n := range want {
+		if f.Decisions[o] != n {
+			t.Errorf("%s: %d, want %d (%v)", o, f.Decisions[o], n, f.Decisions)
+		}
+	}
+	if f.Shadow != 1 || tr.Stats.Malformed.Load() != 1 || f.Quality["drift/breach"] != 1 {
+		t.Errorf("shadow %d malformed %d quality %v", f.Shadow, tr.Stats.Malformed.Load(), f.Quality)
+	}
+	if f.Discount.Promotions != 2 || f.Discount.PointsTotal != 25 || f.Discount.Max != 15 {
+		t.Errorf("discount: %+v (want 2 fired promotions, 25 points: suppressed, awaiting and shadow give nothing)", f.Discount)
+	}
+	// Latency from the newest input (not the hour-old one), of the three acting decisions.
+	if f.Latency.Count != 3 || f.Latency.P50S != 0.25 || f.Latency.P99S != 5 {
+		t.Errorf("latency: %+v", f.Latency)
+	}
+	if len(f.Lifts) != 1 || f.Lifts[0].Arm != "10" || f.LiftNote != "" {
+		t.Errorf("lifts: %+v %q", f.Lifts, f.LiftNote)
+	}
+	// An approval that lands later is counted as it arrives.
+	ap := rec(5, audit.EventApproved, audit.OutcomeFired, audit.ModeActive, "overstock", 40, time.Hour)
+	if _, err := log.Append(ctx, ap); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 5*time.Second, "the approval counted", func() bool { return tr.Figures(ctx).Decisions[audit.OutcomeFired] == 3 })
+	if f := tr.Figures(ctx); f.Latency.Count != 3 || f.Discount.PointsTotal != 65 {
+		t.Errorf("after the approval: latency %+v (a person's wait is not signal-to-action), discount %+v", f.Latency, f.Discount)
+	}
+	// Metrics and the read API.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(tr.Collector())
+	if v := testutil.Metric(t, reg, "gemba_hub_kpi_decisions", "outcome", "fired"); v != 3 {
+		t.Errorf("decisions metric: %v", v)
+	}
+	if v := testutil.Metric(t, reg, "gemba_hub_kpi_lift", "rule", "overstock"); v != 0.12 {
+		t.Errorf("lift metric: %v", v)
+	}
+	srv := httptest.NewServer(tr.Handler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/api/v1/kpis")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got Figures
+	err = json.NewDecoder(resp.Body).Decode(&got)
+	resp.Body.Close()
+	if err != nil || got.Decisions[audit.OutcomeFired] != 3 || len(got.Rules) != 2 {
+		t.Errorf("GET: %+v %v", got, err)
+	}
+	resp, err = http.Post(srv.URL+"/api/v1/kpis", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST: %d", resp.StatusCode)
+	}
+	// Without experiments, or with their error, the figures say why there is no lift.
+	tr.o.Lifts = lifts{err: errors.New("no experiment running")}
+	if f := tr.Figures(ctx); len(f.Lifts) != 0 || f.LiftNote != "experiments: no experiment running" {
+		t.Errorf("lift note: %+v %q", f.Lifts, f.LiftNote)
+	}
+}
+
+func TestOpenWithoutLog(t *testing.T) {
+	n := natstest.JetStream(t)
+	_, js := natstest.Connect(t, n.URL())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := Open(ctx, js, Options{Audit: audit.Config{Prefix: "gemba", Stream: "NOPE"}}); err == nil {
+		t.Fatal("opened without a decision log")
+	}
+}
