@@ -31,11 +31,13 @@ func TestDemoConfigLoads(t *testing.T) {
 	}
 }
 
-// TestDemoRuns runs the whole demo briefly: the plant on three protocols, an uplink cut, and the
-// final count, which fails on any acknowledged sample missing or duplicated.
+// TestDemoRuns runs the whole demo for a minute: the plant on three protocols, the market, the hub
+// deciding, an uplink cut, and the final count, which fails on any acknowledged sample missing or
+// duplicated. It asserts the demo's four moments: a promotion acted, a hold acted, a promotion
+// waiting for approval, and the outage survived with data replayed and no decision acted on it.
 func TestDemoRuns(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs the demo for ~20 s")
+		t.Skip("runs the demo for about a minute")
 	}
 	stdout := os.Stdout
 	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
@@ -45,8 +47,28 @@ func TestDemoRuns(t *testing.T) {
 	defer null.Close()
 	os.Stdout = null // the live view is for people
 	defer func() { os.Stdout = stdout }()
-	err = run(demoConfig, "../../configs/demo/hub.yaml", 12*time.Second, 4*time.Second, sim.Config{Seed: 2, Tick: 100 * time.Millisecond, Speed: 20})
+	out, err := run(options{agentFile: demoConfig, hubFile: "../../configs/demo/hub.yaml", duration: 55 * time.Second,
+		outageAt: 38 * time.Second, outage: 8 * time.Second, plant: sim.Config{Seed: 1, Tick: 100 * time.Millisecond, Speed: 20}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	if out == nil {
+		t.Fatal("the run was interrupted")
+	}
+	if len(out.problems) > 0 {
+		t.Errorf("moments: %v", out.problems)
+	}
+	for name, m := range map[string]moment{"promotion": out.Promotion, "hold": out.Hold, "approval": out.Approval} {
+		if m.At == 0 || m.Decision == "" {
+			t.Errorf("%s: not seen", name)
+		}
+	}
+	if out.replayed == 0 {
+		t.Error("the outage replayed nothing")
+	}
+	if len(out.ActedOnHistorical) > 0 {
+		t.Errorf("decisions acted on replayed data: %v", out.ActedOnHistorical)
+	}
+	t.Logf("first promotion at %v, hold at %v, approval at %v; %d replayed messages, %d decisions on them suppressed",
+		out.Promotion.At, out.Hold.At, out.Approval.At, out.replayed, out.Historical)
 }
