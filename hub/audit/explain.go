@@ -80,6 +80,12 @@ func Explain(w io.Writer, recs []Record, delivery *act.Record) {
 		v := inv.Inventory
 		p("  inventory: on hand %g, position %g, days of cover %g (daily rate %g), updated %s, snapshot %s",
 			v.OnHand, v.Position, v.DaysOfCover, v.DailyRate, stamp(inv.Updated), stamp(inv.SnapshotTime))
+		if fc := inv.Forecast; fc != nil {
+			p("      days of cover from model set %s (methods %s, fitted on data to %s): %g, %g to %g in the 80%% interval; moving average %g/day",
+				fc.Version, strings.Join(fc.Methods, ", "), stamp(fc.DataTo), v.DaysOfCover, v.DaysOfCoverLow, v.DaysOfCoverHigh, inv.MovingAverage)
+		} else {
+			p("      days of cover from the moving average of daily sales (no model set covers this SKU)")
+		}
 	}
 	if len(first.Paths) > 0 {
 		p("graph paths:")

@@ -114,6 +114,19 @@ type InventoryInput struct {
 	Inventory    rules.Inventory `json:"inventory"`
 	Updated      time.Time       `json:"updated,omitzero"`
 	SnapshotTime time.Time       `json:"snapshot_time,omitzero"`
+	// MovingAverage is the inventory's own daily rate (sales averaged over its demand window);
+	// Forecast, when a model set covered the SKU, is where the rule's days of cover came from.
+	MovingAverage float64      `json:"moving_average"`
+	Forecast      *ForecastRef `json:"forecast,omitempty"`
+}
+
+// ForecastRef names the model set whose forecast gave a decision's days of cover (the days
+// themselves are in the inventory input).
+type ForecastRef struct {
+	Version     string    `json:"version"`
+	Methods     []string  `json:"methods"` // the chosen method of each of the SKU's series
+	DataTo      time.Time `json:"data_to"` // the end of the data the set was fitted on
+	HasInterval bool      `json:"has_interval"`
 }
 
 // RuleSetRef names the version that decided and the rules change it was live under.

@@ -16,6 +16,7 @@ import (
 	"github.com/gemba-io/gemba/hub/audit"
 	"github.com/gemba-io/gemba/hub/decide/guard"
 	"github.com/gemba-io/gemba/hub/decide/versions"
+	"github.com/gemba-io/gemba/hub/learn/registry"
 	"github.com/gemba-io/gemba/hub/state/features"
 	"github.com/gemba-io/gemba/hub/state/graph"
 	"github.com/gemba-io/gemba/hub/state/inventory"
@@ -103,8 +104,28 @@ func (s *fakeState) setCover(sku, site string, days float64) {
 	s.pos[[2]string{sku, site}] = inventory.Position{SKU: sku, Site: site, OnHand: days * 10, Position: days * 10, DailyRate: 10, DaysOfCover: days}
 }
 
+// fakeForecasts stand for the active model set (the registry is tested against NATS in its package).
+type fakeForecasts struct {
+	mu sync.Mutex
+	by map[[2]string]registry.Cover
+}
+
+func (f *fakeForecasts) Cover(sku, site string, position float64, now time.Time) (registry.Cover, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.by[[2]string{sku, site}]
+	return c, ok
+}
+
+func (f *fakeForecasts) set(sku, site string, c registry.Cover) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.by[[2]string{sku, site}] = c
+}
+
 type rig struct {
 	t      *testing.T
+	fc     *fakeForecasts
 	ctx    context.Context
 	js     jetstream.JetStream
 	state  *fakeState
@@ -144,7 +165,7 @@ func newRigOn(t *testing.T, graphYAML string, gcfg func(*guard.Config), ecfg fun
 	node := natstest.JetStream(t)
 	nc, js := natstest.Connect(t, node.URL())
 	_ = nc
-	r := &rig{t: t, ctx: ctx, js: js, state: newFakeState(), now: time.Now().UTC()}
+	r := &rig{t: t, ctx: ctx, js: js, state: newFakeState(), now: time.Now().UTC(), fc: &fakeForecasts{by: map[[2]string]registry.Cover{}}}
 	var err error
 	acfg := audit.Config{Prefix: "gemba"}
 	acfg.Defaults()
@@ -177,7 +198,7 @@ func newRigOn(t *testing.T, graphYAML string, gcfg func(*guard.Config), ecfg fun
 	if ecfg != nil {
 		ecfg(&cfg)
 	}
-	r.eng, err = New(cfg, Deps{Graph: g, State: r.state, Features: testDefs, Guard: r.guard, Outbox: r.outbox,
+	r.eng, err = New(cfg, Deps{Graph: g, State: r.state, Forecasts: r.fc, Features: testDefs, Guard: r.guard, Outbox: r.outbox,
 		Audit: r.log, Replica: "r1", Now: r.clock})
 	if err != nil {
 		t.Fatal(err)

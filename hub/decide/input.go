@@ -9,6 +9,7 @@ import (
 	"github.com/gemba-io/gemba/hub/audit"
 	"github.com/gemba-io/gemba/hub/decide/guard"
 	"github.com/gemba-io/gemba/hub/decide/rules"
+	"github.com/gemba-io/gemba/hub/learn/registry"
 	"github.com/gemba-io/gemba/hub/state/features"
 	"github.com/gemba-io/gemba/hub/state/graph"
 	"github.com/gemba-io/gemba/hub/state/inventory"
@@ -21,6 +22,12 @@ type State interface {
 	Feature(name, key string) (features.Reading, bool)
 	// Position returns the inventory position of a SKU at a site.
 	Position(sku, site string) (inventory.Position, bool)
+}
+
+// Forecasts project a SKU's days of cover from its demand forecast (the active model set); ok=false
+// when no set covers the SKU at the site, and the inventory's moving average is used instead.
+type Forecasts interface {
+	Cover(sku, site string, position float64, now time.Time) (registry.Cover, bool)
 }
 
 // Unit is what one evaluation decides for: one SKU at one site.
@@ -119,6 +126,7 @@ type builder struct {
 	cfg   Lines
 	topo  *topology
 	state State
+	fc    Forecasts // nil: days of cover from the moving average
 	defs  map[string]features.Definition
 }
 
@@ -154,9 +162,24 @@ func (b *builder) input(u Unit, now time.Time) *explained {
 		ex.invFound = true
 		ex.in.Inventory = rules.Inventory{
 			OnHand: p.OnHand, Position: p.Position, DaysOfCover: p.DaysOfCover, DailyRate: p.DailyRate,
-			Produced: p.Produced, Sold: p.Sold,
+			DaysOfCoverLow: p.DaysOfCover, DaysOfCoverHigh: p.DaysOfCover, Produced: p.Produced, Sold: p.Sold,
 		}
-		ex.inv = &audit.InventoryInput{Inventory: ex.in.Inventory, Updated: p.Updated, SnapshotTime: p.SnapshotTime}
+		ex.inv = &audit.InventoryInput{Updated: p.Updated, SnapshotTime: p.SnapshotTime, MovingAverage: p.DailyRate}
+		if b.fc != nil {
+			// A forecast past its horizon is an extrapolation of a set nobody refitted: the moving
+			// average of what actually sold is the better guess then.
+			if c, ok := b.fc.Cover(u.SKU, u.Site, p.Position, now); ok && !c.Stale {
+				inv := &ex.in.Inventory
+				inv.DaysOfCover, inv.DaysOfCoverLow, inv.DaysOfCoverHigh = c.Days, c.LowDays, c.HighDays
+				inv.DailyRate, inv.Forecast = c.DailyMean, c.Version
+				ms := make([]string, len(c.Methods))
+				for i, m := range c.Methods {
+					ms[i] = string(m)
+				}
+				ex.inv.Forecast = &audit.ForecastRef{Version: c.Version, Methods: ms, DataTo: c.DataTo, HasInterval: c.HasInterval}
+			}
+		}
+		ex.inv.Inventory = ex.in.Inventory
 	} else {
 		// Nothing known of the stock: neither plenty nor none. The guardrails refuse to act on a
 		// rule that reads it (see guardInputs).

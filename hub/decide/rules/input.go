@@ -37,13 +37,20 @@ type Line struct {
 }
 
 // Inventory is the SKU's position at the site (units; days_of_cover is +Inf without demand).
+// Days of cover and the daily rate come from the demand forecast when a model set covers the SKU
+// (forecast names the set's version; low and high are the cover if demand runs at the top or the
+// bottom of the forecast's 80 % interval), else from the moving average of daily sales (forecast
+// empty, low = high = days_of_cover).
 type Inventory struct {
-	OnHand      float64 `json:"on_hand"`
-	Position    float64 `json:"position"`
-	DaysOfCover float64 `json:"days_of_cover"`
-	DailyRate   float64 `json:"daily_rate"`
-	Produced    float64 `json:"produced"`
-	Sold        float64 `json:"sold"`
+	OnHand          float64 `json:"on_hand"`
+	Position        float64 `json:"position"`
+	DaysOfCover     float64 `json:"days_of_cover"`
+	DaysOfCoverLow  float64 `json:"days_of_cover_low"`
+	DaysOfCoverHigh float64 `json:"days_of_cover_high"`
+	DailyRate       float64 `json:"daily_rate"`
+	Forecast        string  `json:"forecast"`
+	Produced        float64 `json:"produced"`
+	Sold            float64 `json:"sold"`
 }
 
 // Feature is the latest value of one feature for the input's key. Rules read value only when it
@@ -64,17 +71,24 @@ type Neighbours struct {
 	Channels    []string `json:"channels"` // the channels the SKU is sold via
 }
 
-// MarshalJSON writes an infinite days_of_cover (no demand) as the string "+Inf": JSON numbers
-// cannot hold it, and an audit record or a lint witness must still encode.
+// MarshalJSON writes a days of cover that is not a finite number (+Inf without demand, NaN when the
+// stock is unknown) as a string ("+Inf", "NaN"): JSON numbers cannot hold it, and an audit record or
+// a lint witness must still encode.
 func (v Inventory) MarshalJSON() ([]byte, error) {
 	type plain Inventory
-	if !math.IsInf(v.DaysOfCover, 0) {
-		return json.Marshal(plain(v))
-	}
 	return json.Marshal(struct {
 		plain
-		DaysOfCover string `json:"days_of_cover"`
-	}{plain(v), strconv.FormatFloat(v.DaysOfCover, 'g', -1, 64)})
+		DaysOfCover     any `json:"days_of_cover"`
+		DaysOfCoverLow  any `json:"days_of_cover_low"`
+		DaysOfCoverHigh any `json:"days_of_cover_high"`
+	}{plain(v), days(v.DaysOfCover), days(v.DaysOfCoverLow), days(v.DaysOfCoverHigh)})
+}
+
+func days(f float64) any {
+	if math.IsInf(f, 0) || math.IsNaN(f) {
+		return strconv.FormatFloat(f, 'g', -1, 64)
+	}
+	return f
 }
 
 // UnmarshalJSON reads what MarshalJSON writes.
@@ -82,23 +96,35 @@ func (v *Inventory) UnmarshalJSON(data []byte) error {
 	type plain Inventory
 	var aux struct {
 		plain
-		DaysOfCover json.RawMessage `json:"days_of_cover"`
+		DaysOfCover     json.RawMessage `json:"days_of_cover"`
+		DaysOfCoverLow  json.RawMessage `json:"days_of_cover_low"`
+		DaysOfCoverHigh json.RawMessage `json:"days_of_cover_high"`
 	}
 	if err := json.Unmarshal(data, &aux); err != nil {
 		return err
 	}
 	*v = Inventory(aux.plain)
-	if len(aux.DaysOfCover) == 0 || string(aux.DaysOfCover) == "null" {
-		return nil
-	}
-	var s string
-	if json.Unmarshal(aux.DaysOfCover, &s) == nil {
-		f, err := strconv.ParseFloat(s, 64)
-		if err != nil {
-			return fmt.Errorf("days_of_cover: %w", err)
+	for _, f := range []struct {
+		name string
+		raw  json.RawMessage
+		to   *float64
+	}{{"days_of_cover", aux.DaysOfCover, &v.DaysOfCover}, {"days_of_cover_low", aux.DaysOfCoverLow, &v.DaysOfCoverLow},
+		{"days_of_cover_high", aux.DaysOfCoverHigh, &v.DaysOfCoverHigh}} {
+		if len(f.raw) == 0 || string(f.raw) == "null" {
+			continue
 		}
-		v.DaysOfCover = f
-		return nil
+		var s string
+		if json.Unmarshal(f.raw, &s) == nil {
+			d, err := strconv.ParseFloat(s, 64)
+			if err != nil {
+				return fmt.Errorf("%s: %w", f.name, err)
+			}
+			*f.to = d
+			continue
+		}
+		if err := json.Unmarshal(f.raw, f.to); err != nil {
+			return fmt.Errorf("%s: %w", f.name, err)
+		}
 	}
-	return json.Unmarshal(aux.DaysOfCover, &v.DaysOfCover)
+	return nil
 }
