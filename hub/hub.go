@@ -55,6 +55,7 @@ type Hub struct {
 	inv   atomic.Pointer[inventory.Store]
 	fleet atomic.Pointer[fleet.Fleet]
 	dec   atomic.Pointer[decisions] // nil without a guard section
+	learn atomic.Pointer[learning]  // nil until the model registry is followed (learn.enabled)
 
 	// commerceHTTP serves the commerce endpoints once the stream is there (nil before, or without a token).
 	commerceHTTP atomic.Pointer[http.Handler]
@@ -168,6 +169,8 @@ func (h *Hub) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	stopLearning := h.startLearning(js)
+	defer stopLearning()
 	stopDecisions := func() {}
 	if d := h.dec.Load(); d != nil {
 		stopDecisions = h.runDecisions(d, log.With("component", "decide"))
