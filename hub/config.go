@@ -50,6 +50,9 @@ type Config struct {
 	// Console is the web console on the HTTP listener (off by default).
 	Console console.Config `yaml:"console" json:"console"`
 
+	// Learn is the demand model registry: forecasts for days of cover (off by default; hub/learning.go).
+	Learn LearnConfig `yaml:"learn" json:"learn"`
+
 	version string
 }
 
@@ -152,6 +155,7 @@ func DefaultConfig() Config {
 		Audit:     audit.Config{Stream: audit.DefaultStream, Retention: audit.DefaultRetention, DuplicateWindow: audit.DefaultDuplicateWindow},
 		Rules:     versions.Config{Bucket: versions.DefaultBucket},
 		Console:   console.DefaultConfig(),
+		Learn:     DefaultLearnConfig(),
 	}
 }
 
