@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gopcua/opcua/id"
 	"github.com/gopcua/opcua/server"
 	"github.com/gopcua/opcua/ua"
 )
@@ -15,7 +16,7 @@ import (
 // nsu=urn:gemba:sim;s=<line>.<machine>.<field>, e.g. nsu=urn:gemba:sim;s=line1.press.temperature.
 const NamespaceURI = "urn:gemba:sim"
 
-// opcuaServer exposes the OPC UA machines as variables, one folder per machine under Objects.
+// opcuaServer exposes the OPC UA machines as variables, one folder per machine under Objects (i=85).
 // gopcua's server reads values through callbacks; ours read under mu because the plant updates
 // them from another goroutine.
 type opcuaServer struct {
@@ -39,12 +40,20 @@ func startOPCUA(host string, port int, machines []*Machine, log *slog.Logger) (*
 	)
 	o := &opcuaServer{srv: srv, url: fmt.Sprintf("opc.tcp://%s:%d", host, port), vals: map[string]*ua.DataValue{}}
 	ns := server.NewNodeNameSpace(srv, NamespaceURI)
+	// The machine folders hang off the standard Objects folder (ns=0;i=85), where every client and
+	// `gemba-agent browse` starts, not off the Objects node gopcua makes for each namespace
+	// (ns=1;i=85), which nothing references.
+	objects := srv.Node(ua.NewNumericNodeID(0, id.ObjectsFolder))
+	if objects == nil {
+		return nil, fmt.Errorf("opcua server %s: no Objects folder in the standard nodeset", host)
+	}
 	now := time.Now()
 	for _, m := range machines {
-		id := DeviceID(m)
-		folder := server.NewFolderNode(ua.NewStringNodeID(ns.ID(), id), id)
+		dev := DeviceID(m)
+		folder := server.NewFolderNode(ua.NewStringNodeID(ns.ID(), dev), dev)
 		ns.AddNode(folder)
-		ns.Objects().AddRef(folder, server.RefTypeIDOrganizes, true)
+		objects.AddRef(folder, server.RefTypeIDOrganizes, true)
+		folder.AddRef(objects, server.RefTypeIDOrganizes, false)
 		ids := make([]*ua.NodeID, len(m.Points))
 		for i := range m.Points {
 			name := m.Signal(m.Points[i].Field)

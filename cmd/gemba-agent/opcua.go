@@ -28,8 +28,9 @@ func browseCmd() *cobra.Command {
 		Use:   "browse ENDPOINT",
 		Short: "Walk an OPC UA server's address space and print YAML node entries",
 		Long: `Connect to an OPC UA server, walk its address space from --root down to --depth levels, and print
-ready-to-paste YAML 'nodes:' entries for every variable: namespace-URI node ids (nsu=..., stable when the
-server re-indexes namespaces), data types and suggested signal names.
+ready-to-paste YAML 'nodes:' entries for every variable, each once: namespace-URI node ids (nsu=..., stable
+when the server re-indexes namespaces), data types and suggested signal names. The Server object (the
+server's own diagnostics) is skipped unless --include-server.
 
 The password comes from --password-file or the environment variable GEMBA_OPCUA_PASSWORD, never from
 the command line.`,
@@ -82,6 +83,7 @@ the command line.`,
 	f.BoolVar(&o.Trust.TrustOnFirstUse, "trust-on-first-use", false, "accept and remember the server certificate seen first")
 	f.StringVar(&o.DataDir, "data-dir", filepath.Join(os.TempDir(), "gemba-browse"), "where a generated client certificate is kept")
 	f.StringVar(&o.SignalPrefix, "prefix", "", "prefix for suggested signal names, e.g. line1.press.")
+	f.BoolVar(&o.IncludeServer, "include-server", false, "also walk the Server object (i=2253): the server's own status and diagnostics")
 	f.DurationVar(&o.Timeout, "timeout", 10*time.Second, "connect and request timeout")
 	f.StringVar(&level, "log-level", "warn", "log level")
 	o.Agent = "gemba-browse"

@@ -28,7 +28,10 @@ type BrowseOptions struct {
 	Timeout     time.Duration // connect and per-request timeout; default 10s
 	// SignalPrefix is put in front of every suggested signal name ("line1.press.").
 	SignalPrefix string
-	Logger       *slog.Logger
+	// IncludeServer also walks the Server object (i=2253): the server's own status and
+	// diagnostics, dozens of variables that are not plant signals. Off by default.
+	IncludeServer bool
+	Logger        *slog.Logger
 }
 
 // browsedVar is one variable found.
@@ -76,7 +79,7 @@ func Browse(ctx context.Context, opts BrowseOptions, w io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("browse root %s: %w", opts.Root, err)
 	}
-	b := &browser{c: s.client, seen: map[string]bool{}}
+	b := &browser{c: s.client, seen: map[string]bool{}, listed: map[string]bool{}, skipServer: !opts.IncludeServer}
 	if err := b.walk(ctx, root, nil, opts.Depth); err != nil {
 		return fmt.Errorf("browse %s: %w", opts.Endpoint, err)
 	}
@@ -108,13 +111,15 @@ func Browse(ctx context.Context, opts BrowseOptions, w io.Writer) error {
 }
 
 type browser struct {
-	c    *opcua.Client
-	seen map[string]bool
-	vars []*browsedVar
+	c          *opcua.Client
+	seen       map[string]bool // nodes walked
+	listed     map[string]bool // variables listed: a variable reached by two paths is listed once
+	skipServer bool
+	vars       []*browsedVar
 }
 
 // walk follows hierarchical references below n. Properties (HasProperty) are metadata, not
-// signals, and are skipped.
+// signals, and are skipped; so is the Server object unless asked for.
 func (b *browser) walk(ctx context.Context, n *ua.NodeID, path []string, depth int) error {
 	if depth < 0 || b.seen[n.String()] {
 		return nil
@@ -133,6 +138,9 @@ func (b *browser) walk(ctx context.Context, n *ua.NodeID, path []string, depth i
 			continue
 		}
 		child := r.NodeID.NodeID
+		if b.skipServer && child.Namespace() == 0 && child.IntID() == id.Server && child.Type() != ua.NodeIDTypeString {
+			continue
+		}
 		name := ""
 		if r.BrowseName != nil {
 			name = r.BrowseName.Name
@@ -141,7 +149,8 @@ func (b *browser) walk(ctx context.Context, n *ua.NodeID, path []string, depth i
 			name = r.DisplayName.Text
 		}
 		p := append(append([]string(nil), path...), name)
-		if r.NodeClass == ua.NodeClassVariable && !b.seen[child.String()] {
+		if r.NodeClass == ua.NodeClassVariable && !b.listed[child.String()] {
+			b.listed[child.String()] = true
 			b.vars = append(b.vars, &browsedVar{id: child, path: p})
 		}
 		if err := b.walk(ctx, child, p, depth-1); err != nil {

@@ -288,6 +288,7 @@ func (c *Config) Validate(r config.Report) {
 		r.Errorf("nodes", "no nodes configured (add nodes: or groups:; `gemba-agent browse` prints them)")
 	}
 	signals := map[string]string{}
+	nodeIDs := map[string]string{} // canonical node id → path of its first entry
 	groupNames := map[string]bool{}
 	checkNodes := func(prefix, mode string, nodes []Node) {
 		for i, n := range nodes {
@@ -297,8 +298,14 @@ func (c *Config) Validate(r config.Report) {
 			}
 			if n.Node == "" {
 				r.Errorf(p+".node", "required")
-			} else if _, err := parseNodeRef(n.Node); err != nil {
+			} else if ref, err := parseNodeRef(n.Node); err != nil {
 				r.Errorf(p+".node", "%v", err)
+			} else if prev, dup := nodeIDs[ref.key()]; dup {
+				// One node twice would be subscribed twice and stored under two signals (or
+				// the second silently wins): name both places so the operator can pick one.
+				r.Errorf(p+".node", "node %s is listed twice: also at %s (%s)", n.Node, where(r, prev+".node"), prev)
+			} else {
+				nodeIDs[ref.key()] = p
 			}
 			if n.Signal == "" {
 				r.Errorf(p+".signal", "required")
@@ -447,4 +454,12 @@ func modeName(m ua.MessageSecurityMode) string {
 		}
 	}
 	return fmt.Sprintf("mode(%d)", m)
+}
+
+// where names the line of an earlier entry, or its path when the line is unknown.
+func where(r config.Report, path string) string {
+	if w := r.Where(path); w != "" {
+		return w
+	}
+	return r.Path(path)
 }

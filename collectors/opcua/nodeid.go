@@ -57,6 +57,15 @@ func checkIDPart(rest string) error {
 	return errors.New("identifier must be i=, s=, g= or b= followed by a value")
 }
 
+// key is the node id in one canonical spelling (i=85 and ns=0;i=85 agree), for finding duplicates.
+// Ids in different forms (ns= and nsu=) can only be compared once connected, so they never match.
+func (r nodeRef) key() string {
+	if r.NSU != "" {
+		return "nsu=" + r.NSU + ";" + r.ID.String()
+	}
+	return r.ID.String()
+}
+
 // resolve returns the node id for one session's namespace table.
 func (r nodeRef) resolve(namespaces []string) (*ua.NodeID, error) {
 	if r.NSU == "" {
