@@ -59,6 +59,9 @@ type BanditConfig struct {
 	// margin lift × (1 − d − cost) / (1 − cost); 0 maximises revenue. A discount at or above the
 	// margin is then never worth choosing (its value is ≤ 0).
 	CostShare float64 `yaml:"cost_share" json:"cost_share,omitempty"`
+	// PoolWeight, with pool unit only: a unit's prior is its channel's posterior (from every SKU of
+	// the channel) worth at most this many outcomes; 0 learns each unit alone.
+	PoolWeight float64 `yaml:"pool_weight" json:"pool_weight,omitempty"`
 }
 
 var idRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$`)
@@ -104,6 +107,11 @@ func (c *Config) problems() [][2]string {
 	case "", PoolChannel, PoolUnit, PoolRule:
 	default:
 		add("bandit.pool", "must be %q, %q or %q, got %q", PoolChannel, PoolUnit, PoolRule, b.Pool)
+	}
+	if w := b.PoolWeight; math.IsNaN(w) || math.IsInf(w, 0) || w < 0 {
+		add("bandit.pool_weight", "must be a number of outcomes ≥ 0, got %v", w)
+	} else if w > 0 && b.pool() != PoolUnit {
+		add("bandit.pool_weight", "applies to pool %q only (pool is %q)", PoolUnit, b.pool())
 	}
 	if cs := b.CostShare; math.IsNaN(cs) || cs < 0 || cs >= 1 {
 		add("bandit.cost_share", "must be a share in [0, 1), got %v", cs)

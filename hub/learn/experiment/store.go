@@ -131,7 +131,24 @@ func (s *Store) Choose(ctx context.Context, cfg Config, decisionID string, u Uni
 	if err != nil {
 		return Choice{}, err
 	}
-	return choose(&st, cfg.Bandit, cfg.ID, key, rev, decisionID, u)
+	prior := priorModel()
+	if pk, ok := channelKey(cfg, u.Channel); ok {
+		ps, _, err := s.read(ctx, pk)
+		if err != nil {
+			return Choice{}, err
+		}
+		prior = prior.update(ps.Stats).asPrior(cfg.Bandit.PoolWeight)
+	}
+	return choose(&st, prior, cfg.Bandit, cfg.ID, key, rev, decisionID, u)
+}
+
+// channelKey is the key of the channel pool whose posterior is a unit's prior, when the bandit
+// pools partially (pool unit with a pool weight).
+func channelKey(cfg Config, channel string) (string, bool) {
+	if cfg.Bandit.pool() != PoolUnit || cfg.Bandit.PoolWeight <= 0 {
+		return "", false
+	}
+	return kvkey.Join(cfg.ID, PoolChannel, channel), true
 }
 
 // Record applies a measured outcome to its pool's posterior. It returns false without error when
@@ -148,6 +165,22 @@ func (s *Store) Record(ctx context.Context, cfg Config, o Outcome) (bool, error)
 	if err != nil {
 		return false, err
 	}
+	applied, err := s.apply(ctx, cfg.ID, key, o)
+	if err != nil {
+		return false, err
+	}
+	// With partial pooling the outcome also goes to its channel's pool: a second key, updated on its
+	// own, as idempotent as the first, so a call that failed between the two completes on retry.
+	if pk, ok := channelKey(cfg, o.Channel); ok {
+		if _, err := s.apply(ctx, cfg.ID, pk, o); err != nil {
+			return false, err
+		}
+	}
+	return applied, nil
+}
+
+// apply is the read → apply → compare-and-set loop of one outcome on one key.
+func (s *Store) apply(ctx context.Context, exp, key string, o Outcome) (bool, error) {
 	r := s.retrier(ctx)
 	for {
 		st, rev, err := s.read(ctx, key)
@@ -157,26 +190,26 @@ func (s *Store) Record(ctx context.Context, cfg Config, o Outcome) (bool, error)
 		changed, err := st.apply(o)
 		if err != nil || !changed {
 			if err != nil {
-				err = fmt.Errorf("experiment %s: key %s: %w", cfg.ID, key, err)
+				err = fmt.Errorf("experiment %s: key %s: %w", exp, key, err)
 			}
 			return false, err
 		}
 		val, err := json.Marshal(&st)
 		if err != nil {
-			return false, fmt.Errorf("experiment %s: key %s: encode: %w", cfg.ID, key, err)
+			return false, fmt.Errorf("experiment %s: key %s: encode: %w", exp, key, err)
 		}
 		err = s.write(ctx, key, val, rev)
 		switch {
 		case err == nil:
-			s.log.Debug("outcome applied", "experiment", cfg.ID, "key", key, "outcome", o.ID, "discount", o.Discount, "lift", o.Units/o.Baseline)
+			s.log.Debug("outcome applied", "experiment", exp, "key", key, "outcome", o.ID, "discount", o.Discount, "lift", o.Units/o.Baseline)
 			return true, nil
 		case errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch):
 			if err := r.conflict(err); err != nil {
-				return false, fmt.Errorf("experiment %s: key %s: %w", cfg.ID, key, err)
+				return false, fmt.Errorf("experiment %s: key %s: %w", exp, key, err)
 			}
 		default:
 			if err := r.failed(err); err != nil {
-				return false, fmt.Errorf("experiment %s: key %s: write: %w", cfg.ID, key, err)
+				return false, fmt.Errorf("experiment %s: key %s: write: %w", exp, key, err)
 			}
 		}
 	}
@@ -201,7 +234,7 @@ func (s *Store) read(ctx context.Context, key string) (State, uint64, error) {
 		e, err := s.getOnce(ctx, key)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
-			return State{Version: stateVersion}, 0, nil
+			return newState(), 0, nil
 		case err != nil:
 			if err := r.failed(err); err != nil {
 				return State{}, 0, fmt.Errorf("experiments: bucket %s: read %s: %w", s.cfg.Bucket, key, err)

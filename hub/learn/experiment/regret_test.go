@@ -1,0 +1,178 @@
+package experiment
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/gemba-io/gemba/hub/ingest/commerce"
+	"github.com/gemba-io/gemba/internal/natstest"
+)
+
+// regretRun is the bandit benchmark of issue 15 in the commerce simulator, in accelerated time: 4
+// lines (12 SKUs × 3 channels), 28 days without promotion from which each unit's baseline per
+// weekday is taken (what the engine's forecast would give), then 60 days in which every unit with
+// expected sales runs a one-day promotion each day at the discount the bandit chooses, its outcome
+// recorded the next morning through the real KV store. Regret is expected revenue lost against the
+// best configured arm of each unit, from the simulator's TrueLift (which the bandit never sees):
+// baseline units × unit price × (v(best) − v(chosen)), v(d) = TrueLift(d) × (1 − d/100). The fixed
+// policy runs the middle arm every time on the same unit-days.
+type regretResult struct {
+	bandit, fixed float64            // cumulative regret, EUR
+	byChannel     map[string][2]float64 // bandit, fixed
+	decisions     int
+	share         map[float64]int // choices per arm
+	floor         int
+}
+
+func regretRun(t testing.TB, store *Store, id string, bandit BanditConfig, seed uint64) regretResult {
+	t.Helper()
+	ctx := context.Background()
+	arms := bandit.sortedArms()
+	mid := arms[len(arms)/2]
+	cfg := Config{ID: id, Bandit: &bandit} // a new id per run: a fresh posterior
+	if err := cfg.Err(); err != nil {
+		t.Fatal(err)
+	}
+	m := newMarket(t, seed, 4, 1)
+	units := m.units()
+
+	// Warm-up: units per weekday (4 of each) and the undiscounted unit price per unit.
+	base := map[unitKey]*[7]float64{}
+	price := map[unitKey]float64{}
+	for _, u := range units {
+		base[u] = &[7]float64{}
+	}
+	for range 28 {
+		wd := m.s.Now().Weekday()
+		for _, ev := range m.s.Step() {
+			if s, ok := ev.(commerce.Sale); ok {
+				u := unitKey{s.SKU, s.Channel}
+				base[u][wd] += s.Quantity / 4
+				price[u] = s.UnitPrice
+			}
+		}
+	}
+
+	res := regretResult{byChannel: map[string][2]float64{}, share: map[float64]int{}}
+	value := func(u unitKey, d float64) float64 { return m.s.TrueLift(u.sku, u.channel, d) * (1 - d/100) }
+	for day := range 60 {
+		wd := m.s.Now().Weekday()
+		end := m.s.Now().Add(24 * time.Hour)
+		chosen := map[unitKey]float64{}
+		for _, u := range units {
+			b := base[u][wd]
+			if b < 1 { // no sales expected (retail on Sunday, wholesale at the weekend): no promotion
+				continue
+			}
+			c, err := store.Choose(ctx, cfg, fmt.Sprintf("day%d-%s-%s", day, u.sku, u.channel),
+				Unit{SKU: u.sku, Channel: u.channel, Baseline: b, Position: 1e12})
+			if err != nil {
+				t.Fatal(err)
+			}
+			chosen[u] = c.Discount
+			res.decisions++
+			res.share[c.Discount]++
+			if c.Reason == ReasonFloor {
+				res.floor++
+			}
+			m.promote(u, c.Discount, 24*time.Hour)
+			best := math.Inf(-1)
+			for _, d := range arms {
+				best = max(best, value(u, d))
+			}
+			w := b * price[u]
+			rb, rf := w*(best-value(u, c.Discount)), w*(best-value(u, mid))
+			res.bandit += rb
+			res.fixed += rf
+			bc := res.byChannel[u.channel]
+			res.byChannel[u.channel] = [2]float64{bc[0] + rb, bc[1] + rf}
+		}
+		sold := m.days(1)
+		for u, d := range chosen {
+			o := Outcome{ID: fmt.Sprintf("day%d-%s-%s", day, u.sku, u.channel), SKU: u.sku, Channel: u.channel,
+				Discount: d, Units: sold[u], Baseline: base[u][wd], End: end}
+			if _, err := store.Record(ctx, cfg, o); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return res
+}
+
+func (r regretResult) log(t testing.TB, pool string) {
+	t.Logf("pool %s: %d decisions (%d by floor), regret bandit %.0f EUR vs fixed mid discount %.0f EUR: %.1f %%",
+		pool, r.decisions, r.floor, r.bandit, r.fixed, 100*r.bandit/r.fixed)
+	chs := make([]string, 0, len(r.byChannel))
+	for ch := range r.byChannel {
+		chs = append(chs, ch)
+	}
+	slices.Sort(chs)
+	for _, ch := range chs {
+		v := r.byChannel[ch]
+		t.Logf("  %-9s bandit %8.0f  fixed %8.0f", ch, v[0], v[1])
+	}
+	ds := make([]float64, 0, len(r.share))
+	for d := range r.share {
+		ds = append(ds, d)
+	}
+	slices.Sort(ds)
+	for _, d := range ds {
+		t.Logf("  arm %2.0f %%: %d choices", d, r.share[d])
+	}
+}
+
+// Issue 15's target is a cumulative regret after 60 simulated days of at most 30 % of a fixed
+// mid-level discount's. This bandit does NOT reach it: it measures 50-58 % depending on the
+// experiment id that seeds the draws (docs/BENCHMARKS.md, "Learning: bandits", says why). The test
+// pins what it does reach, so that a change that makes it worse fails: at most 65 %. Fixed seed: the simulator's demand and every Thompson draw (seeded by
+// the decision id) repeat exactly.
+func TestBanditRegretAgainstFixedMidDiscount(t *testing.T) {
+	n := natstest.JetStream(t)
+	_, js := natstest.Connect(t, n.URL())
+	store, err := Open(context.Background(), js, DefaultStoreConfig(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := regretRun(t, store, "regret-test", BanditConfig{Arms: []float64{5, 10, 20, 30, 40}, Pool: PoolChannel}, 7)
+	r.log(t, PoolChannel)
+	if r.fixed <= 0 {
+		t.Fatalf("the fixed mid discount has no regret (%v): the benchmark measures nothing", r.fixed)
+	}
+	if r.bandit > 0.65*r.fixed {
+		t.Fatalf("bandit regret %.0f is %.1f %% of the fixed mid discount's %.0f, want ≤ 65 %% (measured 58.0 %%)", r.bandit, 100*r.bandit/r.fixed, r.fixed)
+	}
+}
+
+// BenchmarkBanditRegret runs the same 60 simulated days for each pooling, reporting regret as a
+// share of the fixed mid discount's (go test -run '^$' -bench BanditRegret -benchtime 1x).
+func BenchmarkBanditRegret(b *testing.B) {
+	n := natstest.JetStream(b)
+	_, js := natstest.Connect(b, n.URL())
+	store, err := Open(context.Background(), js, DefaultStoreConfig(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	arms := []float64{5, 10, 20, 30, 40}
+	for _, c := range []struct {
+		name string
+		cfg  BanditConfig
+	}{
+		{"channel", BanditConfig{Arms: arms, Pool: PoolChannel}},
+		{"channel-floor0.02", BanditConfig{Arms: arms, Pool: PoolChannel, Floor: 0.02}},
+		{"unit", BanditConfig{Arms: arms, Pool: PoolUnit}},
+		{"unit-weight10", BanditConfig{Arms: arms, Pool: PoolUnit, PoolWeight: 10}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			for i := range b.N {
+				r := regretRun(b, store, fmt.Sprintf("regret-%s-%d", c.name, i), c.cfg, 7) // the same seed each time
+				b.ReportMetric(100*r.bandit/r.fixed, "regret%ofFixed")
+				b.ReportMetric(r.bandit, "regretEUR")
+				b.ReportMetric(r.fixed, "fixedRegretEUR")
+			}
+		})
+	}
+}
