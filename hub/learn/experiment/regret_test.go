@@ -21,7 +21,7 @@ import (
 // baseline units × unit price × (v(best) − v(chosen)), v(d) = TrueLift(d) × (1 − d/100). The fixed
 // policy runs the middle arm every time on the same unit-days.
 type regretResult struct {
-	bandit, fixed float64            // cumulative regret, EUR
+	bandit, fixed float64               // cumulative regret, EUR
 	byChannel     map[string][2]float64 // bandit, fixed
 	decisions     int
 	share         map[float64]int // choices per arm
