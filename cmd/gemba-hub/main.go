@@ -38,7 +38,7 @@ Start with 'gemba-hub validate -c hub.yaml', then 'gemba-hub run -c hub.yaml'.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(runCmd(), validateCmd(), versionCmd(), importCmd(), rulesCmd(), whyCmd(), backtestCmd(), actionsCmd())
+	root.AddCommand(runCmd(), validateCmd(), versionCmd(), importCmd(), rulesCmd(), whyCmd(), backtestCmd(), actionsCmd(), modelsCmd())
 	if err := root.Execute(); err != nil {
 		var ee exitError
 		if errors.As(err, &ee) {
