@@ -303,7 +303,7 @@ func (c *Config) Validate(r config.Report) {
 			} else if prev, dup := nodeIDs[ref.key()]; dup {
 				// One node twice would be subscribed twice and stored under two signals (or
 				// the second silently wins): name both places so the operator can pick one.
-				r.Errorf(p+".node", "node %s is listed twice: also at %s (%s)", n.Node, where(r, prev+".node"), prev)
+				r.Errorf(p+".node", "node %s is listed twice: also at %s (%s)", n.Node, where(r, prev+".node"), r.Path(prev))
 			} else {
 				nodeIDs[ref.key()] = p
 			}
