@@ -22,6 +22,7 @@ import (
 	"github.com/gemba-io/gemba/hub/decide/versions"
 	"github.com/gemba-io/gemba/hub/ingest/agents"
 	"github.com/gemba-io/gemba/hub/ingest/commerce"
+	"github.com/gemba-io/gemba/hub/monitor/quality"
 	"github.com/gemba-io/gemba/hub/state/features"
 	"github.com/gemba-io/gemba/hub/state/inventory"
 	"github.com/gemba-io/gemba/signal"
@@ -52,6 +53,10 @@ type Config struct {
 
 	// Learn is the demand model registry: forecasts for days of cover (off by default; hub/learning.go).
 	Learn LearnConfig `yaml:"learn" json:"learn"`
+
+	// Monitor is data-quality and drift monitoring per feature × key and agent stream (on by
+	// default; hub/monitoring.go).
+	Monitor quality.Config `yaml:"monitor" json:"monitor"`
 
 	version string
 }
@@ -156,6 +161,7 @@ func DefaultConfig() Config {
 		Rules:     versions.Config{Bucket: versions.DefaultBucket},
 		Console:   console.DefaultConfig(),
 		Learn:     DefaultLearnConfig(),
+		Monitor:   quality.DefaultConfig(),
 	}
 }
 
@@ -285,6 +291,11 @@ func (c *Config) fillDecisions() {
 
 // Validate checks what spans sections.
 func (c *Config) Validate(r config.Report) {
+	names := make([]string, 0, len(c.Features))
+	for _, f := range c.Features {
+		names = append(names, f.Name)
+	}
+	c.Monitor.CheckFeatures(r.Sub("monitor"), names)
 	if c.Guard == nil && c.Decide.Rules != "" {
 		r.Errorf("guard", "required with decide.rules: no decision acts without guardrails (set at least guard.max_discount)")
 	}
