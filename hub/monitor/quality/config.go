@@ -12,8 +12,10 @@ import (
 	"github.com/gemba-io/gemba/signal"
 )
 
-// Config is the quality part of the hub's monitor section.
+// Config is the hub's monitor section.
 type Config struct {
+	// Enabled runs the monitor: the ingest observes every fresh message into the monitor log.
+	Enabled bool `yaml:"enabled" json:"enabled"`
 	// Stream is the monitor log: what every replica's ingest observed (see log.go). Its retention
 	// is derived: reference_lag + window + one slice, all the state needs.
 	Stream   string `yaml:"stream" json:"stream"`
@@ -83,7 +85,7 @@ func DefaultThresholds() Thresholds {
 
 // DefaultConfig is the section without configuration.
 func DefaultConfig() Config {
-	return Config{Stream: DefaultStream, Window: DefaultWindow, ReferenceLag: DefaultReferenceLag, Slices: DefaultSlices,
+	return Config{Enabled: true, Stream: DefaultStream, Window: DefaultWindow, ReferenceLag: DefaultReferenceLag, Slices: DefaultSlices,
 		Samples: DefaultSamples, GapAfter: DefaultGapAfter, Every: DefaultEvery, Defaults: DefaultThresholds()}
 }
 
