@@ -143,22 +143,6 @@ func (m Model) draw(rng *rand.Rand) [2]float64 {
 	return [2]float64{m.Mu[0] + a*z1, m.Mu[1] + b*z1 + c*z2}
 }
 
-func (m Model) check() error {
-	ok := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
-	l := m.Lambda
-	switch {
-	case m.N < 0:
-		return fmt.Errorf("model: n %d", m.N)
-	case !ok(m.Mu[0]) || !ok(m.Mu[1]):
-		return fmt.Errorf("model: mean %v", m.Mu)
-	case !ok(l[0]) || !ok(l[1]) || !ok(l[2]) || l[0] <= 0 || l[2] <= 0 || l[0]*l[2]-l[1]*l[1] <= 0:
-		return fmt.Errorf("model: precision %v is not positive definite", l)
-	case !ok(m.A) || m.A <= 0 || !ok(m.B) || m.B <= 0:
-		return fmt.Errorf("model: a %v, b %v must be positive", m.A, m.B)
-	}
-	return nil
-}
-
 // Arm counts the outcomes of one discount: for the floor and for reading.
 type Arm struct {
 	Discount float64 `json:"discount"`
