@@ -288,7 +288,12 @@ func TestBadInputIsAnError(t *testing.T) {
 		{func() error { o := outcome("o", 10, 5); o.Baseline = 0; _, err := s.Record(ctx, cfg, o); return err }(), "baseline 0 must be a finite number above 0"},
 		{func() error { _, err := s.Record(ctx, cfg, outcome("", 10, 5)); return err }(), "empty outcome id"},
 		{func() error { _, err := s.Record(ctx, cfg, outcome("o", 100, 5)); return err }(), "discount 100 is not an arm"},
-		{func() error { o := outcome("o", 10, 5); o.End = time.Time{}; _, err := s.Record(ctx, cfg, o); return err }(), "empty window end"},
+		{func() error {
+			o := outcome("o", 10, 5)
+			o.End = time.Time{}
+			_, err := s.Record(ctx, cfg, o)
+			return err
+		}(), "empty window end"},
 		{func() error { _, err := s.Record(ctx, Config{ID: "x"}, outcome("o", 10, 5)); return err }(), "experiment x: no bandit block"},
 		{func() error { _, err := s.Choose(ctx, cfg, "", u); return err }(), "empty decision id"},
 		{func() error { v := u; v.Baseline = math.NaN(); _, err := s.Choose(ctx, cfg, "d", v); return err }(), "baseline NaN"},
