@@ -25,7 +25,8 @@ for arch in $ARCHS; do
 	mkdir -p "$build/$arch"
 	CGO_ENABLED=0 GOOS=linux GOARCH=$arch $GO build -trimpath -ldflags "$ldflags" -o "$build/$arch/gemba-agent" ./cmd/gemba-agent
 	for format in $FORMATS; do
-		GOARCH=$arch GEMBA_BIN="$build/$arch/gemba-agent" $NFPM package --config deploy/nfpm.yaml --packager "$format" --target "$OUT/"
+		# GEMBA_ARCH, not GOARCH: `go run` would build nfpm itself for the target architecture.
+		GEMBA_ARCH=$arch GEMBA_BIN="$build/$arch/gemba-agent" $NFPM package --config deploy/nfpm.yaml --packager "$format" --target "$OUT/"
 	done
 done
 ls -l "$OUT"
