@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,7 +24,12 @@ import (
 	"github.com/gemba-io/gemba/uplink"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(opcChildEnv); spec != "" {
+		os.Exit(runOPCChild(spec)) // a child serving OPC UA for the health and reload tests
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // eventually polls fn until it returns nil or the deadline passes.
 func eventually(t *testing.T, within time.Duration, fn func() error) {
