@@ -116,7 +116,7 @@ func (r *Registry) Refit(ctx context.Context, js jetstream.JetStream, opts Refit
 	if err != nil {
 		return res, err
 	}
-	why := fmt.Sprintf("refit: %d series, data %s to %s", len(set.Series), day(set.From), day(set.To))
+	why := fmt.Sprintf("refit: %d series, data %s to %s", len(set.Series), day(set.From), day(set.To.AddDate(0, 0, -1)))
 	if opts.Fit.Why != "" {
 		why = opts.Fit.Why + " (" + why + ")"
 	}
