@@ -60,11 +60,12 @@ func Explain(w io.Writer, recs []Record, delivery *act.Record) {
 		for _, f := range []struct {
 			on   bool
 			name string
-		}{{in.Stale, "stale"}, {in.Historical, "historical"}, {in.Partial, "partial"}, {in.BadQuality, "bad quality"}} {
+		}{{in.Stale, "stale"}, {in.Historical, "historical"}, {in.Partial, "partial"}, {in.BadQuality, "bad quality"}, {in.Drifting, "drifting"}} {
 			if f.on {
 				flags = append(flags, f.name)
 			}
 		}
+		flags = append(flags, in.Quality...)
 		flag := ""
 		if len(flags) > 0 {
 			flag = " [" + strings.Join(flags, ", ") + "]"

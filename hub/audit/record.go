@@ -42,17 +42,20 @@ const (
 
 // Input is one value a decision read, with where it came from.
 type Input struct {
-	Name        string           `json:"name"`
-	Key         string           `json:"key"`
-	Value       float64          `json:"value"`
-	WindowStart time.Time        `json:"window_start,omitzero"`
-	EventTime   time.Time        `json:"event_time,omitzero"`
-	AgeS        float64          `json:"age_s"`
-	Stale       bool             `json:"stale,omitempty"`
-	Historical  bool             `json:"historical,omitempty"`
-	Partial     bool             `json:"partial,omitempty"`
-	BadQuality  bool             `json:"bad_quality,omitempty"`
-	Lineage     features.Lineage `json:"lineage"`
+	Name        string    `json:"name"`
+	Key         string    `json:"key"`
+	Value       float64   `json:"value"`
+	WindowStart time.Time `json:"window_start,omitzero"`
+	EventTime   time.Time `json:"event_time,omitzero"`
+	AgeS        float64   `json:"age_s"`
+	Stale       bool      `json:"stale,omitempty"`
+	Historical  bool      `json:"historical,omitempty"`
+	Partial     bool      `json:"partial,omitempty"`
+	BadQuality  bool      `json:"bad_quality,omitempty"`
+	Drifting    bool      `json:"drifting,omitempty"`
+	// Quality is what the monitor found wrong with the feature's values for this key, in words.
+	Quality []string         `json:"quality,omitempty"`
+	Lineage features.Lineage `json:"lineage"`
 }
 
 // MarshalJSON writes a non-finite value or age as a string ("NaN", "+Inf"): JSON numbers cannot

@@ -46,12 +46,14 @@ type Deps struct {
 	State State
 	// Forecasts give days of cover from the demand forecast; nil: the inventory's moving average.
 	Forecasts Forecasts
-	Features  features.Definitions
-	Guard     Guard
-	Outbox    Outbox
-	Audit     Recorder
-	Replica   string
-	Log       *slog.Logger
+	// Quality is the monitor's verdict on feature values (drift, gaps, bad share); nil: none.
+	Quality  Quality
+	Features features.Definitions
+	Guard    Guard
+	Outbox   Outbox
+	Audit    Recorder
+	Replica  string
+	Log      *slog.Logger
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 }
@@ -127,7 +129,7 @@ func New(cfg Config, d Deps) (*Engine, error) {
 	}
 	e := &Engine{
 		cfg: cfg, deps: d, log: d.Log.With("component", "decide"), now: d.Now,
-		b:     builder{cfg: cfg.Lines, topo: newTopology(d.Graph), state: d.State, fc: d.Forecasts, defs: defs},
+		b:     builder{cfg: cfg.Lines, topo: newTopology(d.Graph), state: d.State, fc: d.Forecasts, q: d.Quality, defs: defs},
 		dirty: map[Unit]struct{}{}, wake: make(chan struct{}, 1), done: newIDSet(1 << 16), queued: map[string]time.Time{},
 	}
 	return e, nil

@@ -123,9 +123,29 @@ func (f *fakeForecasts) set(sku, site string, c registry.Cover) {
 	f.by[[2]string{sku, site}] = c
 }
 
+// fakeQuality stands for the monitor (tested against NATS in hub/monitor/quality).
+type fakeQuality struct {
+	mu sync.Mutex
+	by map[[2]string]FeatureQuality
+}
+
+func (f *fakeQuality) Quality(feature, key string) (FeatureQuality, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	q, ok := f.by[[2]string{feature, key}]
+	return q, ok
+}
+
+func (f *fakeQuality) set(feature, key string, q FeatureQuality) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.by[[2]string{feature, key}] = q
+}
+
 type rig struct {
 	t      *testing.T
 	fc     *fakeForecasts
+	q      *fakeQuality
 	ctx    context.Context
 	js     jetstream.JetStream
 	state  *fakeState
@@ -165,7 +185,8 @@ func newRigOn(t *testing.T, graphYAML string, gcfg func(*guard.Config), ecfg fun
 	node := natstest.JetStream(t)
 	nc, js := natstest.Connect(t, node.URL())
 	_ = nc
-	r := &rig{t: t, ctx: ctx, js: js, state: newFakeState(), now: time.Now().UTC(), fc: &fakeForecasts{by: map[[2]string]registry.Cover{}}}
+	r := &rig{t: t, ctx: ctx, js: js, state: newFakeState(), now: time.Now().UTC(), fc: &fakeForecasts{by: map[[2]string]registry.Cover{}},
+		q: &fakeQuality{by: map[[2]string]FeatureQuality{}}}
 	var err error
 	acfg := audit.Config{Prefix: "gemba"}
 	acfg.Defaults()
@@ -198,7 +219,7 @@ func newRigOn(t *testing.T, graphYAML string, gcfg func(*guard.Config), ecfg fun
 	if ecfg != nil {
 		ecfg(&cfg)
 	}
-	r.eng, err = New(cfg, Deps{Graph: g, State: r.state, Forecasts: r.fc, Features: testDefs, Guard: r.guard, Outbox: r.outbox,
+	r.eng, err = New(cfg, Deps{Graph: g, State: r.state, Forecasts: r.fc, Quality: r.q, Features: testDefs, Guard: r.guard, Outbox: r.outbox,
 		Audit: r.log, Replica: "r1", Now: r.clock})
 	if err != nil {
 		t.Fatal(err)

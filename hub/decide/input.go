@@ -30,6 +30,18 @@ type Forecasts interface {
 	Cover(sku, site string, position float64, now time.Time) (registry.Cover, bool)
 }
 
+// Quality is the monitor's verdict on a feature's values for one key; ok=false when it has none.
+type Quality interface {
+	Quality(feature, key string) (FeatureQuality, bool)
+}
+
+// FeatureQuality is what the decision needs of the monitor's state of one feature × key.
+type FeatureQuality struct {
+	Drifting, Gap, Bad bool
+	BadShare           float64
+	Reasons            []string // what is wrong, in words, for the record
+}
+
 // Unit is what one evaluation decides for: one SKU at one site.
 type Unit struct{ SKU, Site string }
 
@@ -127,14 +139,25 @@ type builder struct {
 	topo  *topology
 	state State
 	fc    Forecasts // nil: days of cover from the moving average
+	q     Quality   // nil: no monitoring
 	defs  map[string]features.Definition
 }
 
-func reading(name, key string, r features.Reading) audit.Input {
-	return audit.Input{
+// reading is the audit's view of a value, with the monitor's verdict on it. A bad share above its
+// threshold makes the value bad quality, as a bad source status would; drifting is its own flag.
+func (b *builder) reading(name, key string, r features.Reading) (audit.Input, FeatureQuality) {
+	in := audit.Input{
 		Name: name, Key: key, Value: r.Value.Value, WindowStart: r.WindowStart, EventTime: r.WindowEnd,
 		AgeS: r.AgeSeconds, Stale: r.Stale, Historical: r.Historical, Partial: r.Partial, Lineage: r.Lineage,
 	}
+	var q FeatureQuality
+	if b.q != nil {
+		if fq, ok := b.q.Quality(name, key); ok {
+			q = fq
+			in.Drifting, in.BadQuality, in.Quality = fq.Drifting, fq.Bad, fq.Reasons
+		}
+	}
+	return in, q
 }
 
 // input builds the rule input of u at now.
@@ -208,10 +231,12 @@ func (b *builder) input(u Unit, now time.Time) *explained {
 		if !ok {
 			continue
 		}
+		in, q := b.reading(name, key, r)
 		ex.in.Features[name] = rules.Feature{
 			Value: r.Value.Value, Stale: r.Stale, Historical: r.Historical, Partial: r.Partial, AgeS: r.AgeSeconds,
+			Drifting: q.Drifting, Gap: q.Gap, Bad: q.Bad, BadShare: q.BadShare,
 		}
-		ex.inputs = append(ex.inputs, reading(name, key, r))
+		ex.inputs = append(ex.inputs, in)
 	}
 	slices.SortFunc(ex.inputs, func(a, b audit.Input) int {
 		if a.Name != b.Name {
@@ -254,14 +279,16 @@ func (b *builder) line(ex *explained, id string) rules.Line {
 		default:
 			l.State = "down"
 		}
-		ex.inputs = append(ex.inputs, reading(b.cfg.Availability, id, r))
+		in, _ := b.reading(b.cfg.Availability, id, r)
+		ex.inputs = append(ex.inputs, in)
 	}
 	if b.cfg.Units != "" {
 		if u, ok := b.state.Feature(b.cfg.Units, id); ok && !u.Stale {
 			if h := u.WindowEnd.Sub(u.WindowStart).Hours(); h > 0 {
 				l.UnitsPerHour = u.Value.Value / h
 			}
-			ex.inputs = append(ex.inputs, reading(b.cfg.Units, id, u))
+			in, _ := b.reading(b.cfg.Units, id, u)
+			ex.inputs = append(ex.inputs, in)
 		}
 	}
 	return l
@@ -275,7 +302,8 @@ func guardInputs(ex *explained, reads rules.Reads, erroredBefore []string) []gua
 	var out []guard.Input
 	for _, in := range ex.inputs {
 		if reads.AllFeatures || slices.Contains(reads.Features, in.Name) {
-			out = append(out, guard.Input{Name: "feature:" + in.Name + "@" + in.Key, Stale: in.Stale, Historical: in.Historical, Partial: in.Partial, BadQuality: in.BadQuality})
+			out = append(out, guard.Input{Name: "feature:" + in.Name + "@" + in.Key, Stale: in.Stale, Historical: in.Historical,
+				Partial: in.Partial, BadQuality: in.BadQuality, Drifting: in.Drifting})
 		}
 	}
 	if reads.Lines {
@@ -283,7 +311,7 @@ func guardInputs(ex *explained, reads rules.Reads, erroredBefore []string) []gua
 			gi := guard.Input{Name: "line:" + l.ID, Stale: l.Stale}
 			if j := ex.lineIn[i]; j >= 0 {
 				in := ex.inputs[j]
-				gi.Historical, gi.Partial, gi.BadQuality = in.Historical, in.Partial, in.BadQuality
+				gi.Historical, gi.Partial, gi.BadQuality, gi.Drifting = in.Historical, in.Partial, in.BadQuality, in.Drifting
 			}
 			out = append(out, gi)
 		}

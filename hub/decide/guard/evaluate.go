@@ -166,7 +166,7 @@ func reason(a Assessment) string {
 	return fmt.Sprintf("%s: %g over the limit %g (%s)", a.Guardrail, a.Value, a.Limit, a.Detail)
 }
 
-// inputsAssessment refuses any stale, historical, partial or bad-quality input, naming each.
+// inputsAssessment refuses any stale, historical, partial, bad-quality or drifting input, naming each.
 func inputsAssessment(p *Proposal) Assessment {
 	var bad []string
 	for _, in := range p.Inputs {
@@ -183,12 +183,15 @@ func inputsAssessment(p *Proposal) Assessment {
 		if in.BadQuality {
 			why = append(why, "bad quality")
 		}
+		if in.Drifting {
+			why = append(why, "drifting")
+		}
 		if len(why) > 0 {
 			bad = append(bad, in.Name+" ("+strings.Join(why, ", ")+")")
 		}
 	}
 	a := Assessment{Guardrail: GInputs, Passed: len(bad) == 0, Value: float64(len(bad)), Limit: 0,
-		Detail: "inputs that are stale, historical, partial or of bad quality"}
+		Detail: "inputs that are stale, historical, partial, of bad quality or drifting"}
 	if len(bad) > 0 {
 		a.Detail = "unusable inputs: " + strings.Join(bad, "; ")
 	}

@@ -25,6 +25,7 @@ type Input struct {
 	Historical bool   `json:"historical,omitempty"`  // from a historical (backfill) batch
 	Partial    bool   `json:"partial,omitempty"`     // a window that was not complete
 	BadQuality bool   `json:"bad_quality,omitempty"` // the source marked it bad or uncertain
+	Drifting   bool   `json:"drifting,omitempty"`    // the monitor finds its values drifting from their reference
 }
 
 // Proposal is one action a rule wants, for one SKU on one channel.

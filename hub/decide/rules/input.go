@@ -62,6 +62,13 @@ type Feature struct {
 	Historical bool    `json:"historical"` // from a replayed backlog
 	Partial    bool    `json:"partial"`    // the window was not complete
 	AgeS       float64 `json:"age_s"`      // seconds since the value's window ended
+	// The monitor's verdict on the feature's values for this key (false and 0 when not monitored):
+	// drifting away from its reference window, fed by an agent stream with missing sequences, or
+	// with too many bad values in the current window (bad_share is that share).
+	Drifting bool    `json:"drifting"`
+	Gap      bool    `json:"gap"`
+	Bad      bool    `json:"bad"`
+	BadShare float64 `json:"bad_share"`
 }
 
 // Neighbours are the SKU's neighbours in the knowledge graph (ids).
