@@ -117,7 +117,7 @@ type learning struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	refits struct{ ok, locked, failed atomic.Uint64 }
+	refits struct{ ok, locked, noData, failed atomic.Uint64 }
 }
 
 // Cover is the active model set's days of cover of position (units on hand) for sku at site at now,
@@ -194,12 +194,16 @@ func (h *Hub) startLearning(js jetstream.JetStream) (stop func()) {
 // fresh set.
 func (h *Hub) refitLoop(ctx context.Context, js jetstream.JetStream, l *learning, log *slog.Logger) {
 	cfg := h.cfg
+	// The first check soon after start (a new hub gets its first set without waiting a minute), then
+	// about every minute.
+	wait := time.Second + rand.N(4*time.Second)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(time.Minute/2 + rand.N(time.Minute)):
+		case <-time.After(wait):
 		}
+		wait = time.Minute/2 + rand.N(time.Minute)
 		metas, err := l.reg.List(ctx)
 		if err != nil {
 			log.Warn("model sets not listed; refit check skipped", "err", err)
@@ -209,14 +213,18 @@ func (h *Hub) refitLoop(ctx context.Context, js jetstream.JetStream, l *learning
 			continue
 		}
 		start := time.Now()
-		res, err := l.reg.Refit(ctx, js, RefitOptions(cfg, cfg.Hub.ID, "scheduled", "", log))
+		opts := RefitOptions(cfg, cfg.Hub.ID, "scheduled", "", log)
+		opts.FreshFor = cfg.Learn.RefitEvery // checked again under the lock: another replica may just have refitted
+		res, err := l.reg.Refit(ctx, js, opts)
 		switch {
+		case errors.Is(err, registry.ErrFresh):
+			log.Debug("refit skipped: another replica has just refitted", "err", err)
 		case errors.Is(err, registry.ErrLocked):
 			l.refits.locked.Add(1)
 			log.Debug("refit skipped: another replica is refitting", "err", err)
 		case errors.Is(err, registry.ErrNoSeries):
-			l.refits.failed.Add(1)
-			log.Info("refit: no sales to fit yet", "err", err)
+			l.refits.noData.Add(1)
+			log.Debug("refit: no sales to fit yet", "err", err)
 		case err != nil:
 			l.refits.failed.Add(1)
 			log.Error("refit failed", "err", err)
@@ -231,9 +239,10 @@ func (h *Hub) refitLoop(ctx context.Context, js jetstream.JetStream, l *learning
 }
 
 func (h *Hub) registerLearning(l *learning) {
-	for outcome, v := range map[string]*atomic.Uint64{"ok": &l.refits.ok, "locked": &l.refits.locked, "failed": &l.refits.failed} {
+	for outcome, v := range map[string]*atomic.Uint64{"ok": &l.refits.ok, "locked": &l.refits.locked,
+		"no_data": &l.refits.noData, "failed": &l.refits.failed} {
 		h.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gemba_hub_models_refits_total",
-			Help:        "Scheduled refits of the demand models by this replica, by outcome (locked: another replica was refitting).",
+			Help:        "Scheduled refits of the demand models by this replica, by outcome (locked: another replica was refitting; no_data: no sales in the stream yet).",
 			ConstLabels: prometheus.Labels{"outcome": outcome}}, func() float64 { return float64(v.Load()) }))
 	}
 	h.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gemba_hub_models_active_series",

@@ -32,7 +32,14 @@ type RefitOptions struct {
 	Promote string
 	// Now is the refit's clock: the data ends at the start of its day (today, partial, is left out).
 	Now func() time.Time
+	// FreshFor, when positive, makes the refit a no-op (ErrFresh) if, once it holds the lock, the
+	// newest stored set is younger than this: a scheduled refit on one replica then does not repeat
+	// the one another replica has just finished.
+	FreshFor time.Duration
 }
+
+// ErrFresh: a scheduled refit found a set younger than FreshFor and did nothing.
+var ErrFresh = errors.New("the newest model set is fresh: no refit needed")
 
 // RefitResult is what a refit did.
 type RefitResult struct {
@@ -86,6 +93,15 @@ func (r *Registry) Refit(ctx context.Context, js jetstream.JetStream, opts Refit
 		}
 	}()
 
+	if opts.FreshFor > 0 {
+		metas, err := r.List(ctx)
+		if err != nil {
+			return RefitResult{}, err
+		}
+		if n := len(metas); n > 0 && opts.Now().Sub(metas[n-1].Created) < opts.FreshFor {
+			return RefitResult{}, fmt.Errorf("%w (%s, created %s)", ErrFresh, metas[n-1].Version, metas[n-1].Created.Format(time.RFC3339))
+		}
+	}
 	now := opts.Now().In(opts.Location)
 	to := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, opts.Location)
 	ds, err := demand.Build(fctx, js, opts.Source, demand.Options{From: to.AddDate(0, 0, -opts.History), To: to,

@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -107,6 +108,11 @@ func TestRefitFromStream(t *testing.T) {
 	c, ok := f.Cover(s.SKUs()[0].Name, s.Site(), 100, now)
 	if !ok || c.Version != res.Version || c.Shadow == nil || c.Shadow.Version != res2.Version {
 		t.Fatalf("cover with shadow: %+v", c)
+	}
+	fresh := opts
+	fresh.FreshFor = time.Hour
+	if _, err := b.Refit(ctx, js, fresh); !errors.Is(err, ErrFresh) || !strings.Contains(err.Error(), res2.Version) {
+		t.Fatalf("a refit right after another with fresh_for 1h: %v", err)
 	}
 	if h, ok, err := a.LockHolder(ctx); err != nil || ok {
 		t.Fatalf("the lock is still held after the refits: %+v, %v", h, err)
