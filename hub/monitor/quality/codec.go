@@ -18,10 +18,11 @@ import (
 //	'm' 1                                         magic, version
 //	'S' uvarint(len) bytes                         next string of the table
 //	'C' str(agent) stream str(incarnation) uvarint(first) uvarint(last)
-//	'V' str(feature) str(key) float64 varint(unix ns) flags     a value of the last chunk (flag 1: partial)
-//	'Q' str(feature) str(key) varint(unix ns) uvarint(total) uvarint(bad)   sample counts of the last chunk
+//	'V' str(feature) raw(key) float64 varint(unix ns) flags     a value of the last chunk (flag 1: partial)
+//	'Q' str(feature) raw(key) varint(unix ns) uvarint(total) uvarint(bad)   sample counts of the last chunk
 //
-// str(x) is the uvarint index of x in the table.
+// str(x) is the uvarint index of x in the table; raw(x) is uvarint(len) bytes: keys are mostly
+// distinct within a message (a signal, a SKU), and a table lookup per record cost more than it saved.
 const (
 	magic   = 'm'
 	version = 1
@@ -86,11 +87,16 @@ func (e *encoder) chunk(h *signal.Header) {
 	e.buf = binary.AppendUvarint(e.buf, h.LastSeq)
 }
 
+func (e *encoder) raw(s string) {
+	e.buf = binary.AppendUvarint(e.buf, uint64(len(s)))
+	e.buf = append(e.buf, s...)
+}
+
 func (e *encoder) value(feature, key string, v float64, t int64, partial bool) {
-	f, k := e.str(feature), e.str(key)
+	f := e.str(feature)
 	e.buf = append(e.buf, 'V')
 	e.buf = binary.AppendUvarint(e.buf, f)
-	e.buf = binary.AppendUvarint(e.buf, k)
+	e.raw(key)
 	e.buf = binary.LittleEndian.AppendUint64(e.buf, math.Float64bits(v))
 	e.buf = binary.AppendVarint(e.buf, t)
 	var flags byte
@@ -101,10 +107,10 @@ func (e *encoder) value(feature, key string, v float64, t int64, partial bool) {
 }
 
 func (e *encoder) samples(feature, key string, t int64, total, bad uint64) {
-	f, k := e.str(feature), e.str(key)
+	f := e.str(feature)
 	e.buf = append(e.buf, 'Q')
 	e.buf = binary.AppendUvarint(e.buf, f)
-	e.buf = binary.AppendUvarint(e.buf, k)
+	e.raw(key)
 	e.buf = binary.AppendVarint(e.buf, t)
 	e.buf = binary.AppendUvarint(e.buf, total)
 	e.buf = binary.AppendUvarint(e.buf, bad)
@@ -165,7 +171,7 @@ func decode(data []byte) ([]chunkRec, error) {
 			}
 			c := &out[len(out)-1]
 			feat, ok1 := d.str()
-			key, ok2 := d.str()
+			key, ok2 := d.raw()
 			if !ok1 || !ok2 {
 				return nil, fail(d.why)
 			}
@@ -221,6 +227,17 @@ func (d *decoder) varint() (int64, bool) {
 	}
 	d.pos += n
 	return v, true
+}
+
+func (d *decoder) raw() (string, bool) {
+	l, ok := d.uvarint()
+	if !ok || l > uint64(len(d.data)-d.pos) {
+		d.why = "bad key length"
+		return "", false
+	}
+	s := string(d.data[d.pos : d.pos+int(l)])
+	d.pos += int(l)
+	return s, true
 }
 
 func (d *decoder) str() (string, bool) {

@@ -175,7 +175,9 @@ func unixNano(t time.Time) int64 {
 // seal closes the message being written. Called with o.mu held.
 func (o *Observer) seal() {
 	if o.open && len(o.enc.buf) > 2 {
-		o.pending = append(o.pending, append([]byte(nil), o.enc.buf...))
+		// The buffer is handed over, not copied: the next message starts a new one.
+		o.pending = append(o.pending, o.enc.buf)
+		o.enc.buf = make([]byte, 0, min(2*len(o.enc.buf), maxMessage+64<<10))
 	}
 	o.open = false
 }

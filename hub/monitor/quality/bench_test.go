@@ -1,0 +1,62 @@
+package quality
+
+import (
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/gemba-io/gemba/signal"
+)
+
+// BenchmarkObserve is the observer's cost on the ingest hot path, per feature record (every record
+// feeding a monitored feature; an 800-record message as the agents send them).
+func BenchmarkObserve(b *testing.B) {
+	o := newObserver(nil, "x", defs, nil)
+	a := &agent{id: "a1", inc: "i1"}
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	fs := make([]signal.Feature, 800)
+	for i := range fs {
+		fs[i] = mean(fmt.Sprintf("line%d.oven.temp", i), t0, float64(i))
+	}
+	batch := a.batch(fs...)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		o.Observe(batch)
+		if i%100 == 99 {
+			o.mu.Lock()
+			o.seal()
+			o.pending = o.pending[:0]
+			o.mu.Unlock()
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(fs)), "ns/record")
+}
+
+// TestMemoryPerKey measures the state a continuously fed key holds at the defaults (a day-ago
+// reference): the figure docs/hub-learning.md quotes.
+func TestMemoryPerKey(t *testing.T) {
+	cfg := DefaultConfig()
+	const keys = 200
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	ks := make([]*keyState, keys)
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	for i := range ks {
+		k := newKeyState("temp", fmt.Sprint(i), cfg.For("temp"), time.Hour, cfg.ring(), cfg.Slice(), cfg.Samples/cfg.Slices)
+		for j := range 26 * 60 { // a value a minute for 26 hours: every slice of the ring filled
+			k.add(t0.Add(time.Duration(j)*time.Minute), float64(j%17), 1, 0, true)
+		}
+		ks[i] = k
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := float64(after.HeapAlloc-before.HeapAlloc) / keys
+	t.Logf("%.1f KiB per key (ring of %d slices, %d samples per slice)", per/1024, cfg.ring(), cfg.Samples/cfg.Slices)
+	if per > 20<<10 {
+		t.Errorf("%.0f bytes per key at the defaults, more than the 20 KiB documented", per)
+	}
+	runtime.KeepAlive(ks)
+}
