@@ -199,7 +199,7 @@ func jsString(s string) string { return "'" + strings.ReplaceAll(s, "'", `\'`) +
 // and rolls one back; a viewer sees no buttons, and the server answers 403 to each of those
 // changes made with the viewer's own session and CSRF token. No page may log a JavaScript error.
 func TestBrowser(t *testing.T) {
-	th := startHub(t)
+	th := startHub(t, hubOptions{})
 	b := newBrowser(t)
 	base := th.base
 	th.heartbeat(t, "gw1", time.Now().UTC(), 42)

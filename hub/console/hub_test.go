@@ -69,7 +69,14 @@ func (h *hookCount) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // Passwords of the test users; their bcrypt hashes go into the config.
 var passwords = map[string]string{"vera": "viewer-pw-1", "alice": "approver-pw-1", "root": "admin-pw-1"}
 
-func startHub(t *testing.T) *testHub {
+// hubOptions size the hub of a test: skus in the graph (3 by default) and whether the rules file
+// is activated at the first start.
+type hubOptions struct {
+	skus    int
+	noRules bool
+}
+
+func startHub(t testing.TB, o hubOptions) *testHub {
 	t.Helper()
 	dir := t.TempDir()
 	write := func(name, s string) {
@@ -77,19 +84,19 @@ func startHub(t *testing.T) *testHub {
 			t.Fatal(err)
 		}
 	}
-	write("graph.yaml", `version: console
-sites: [{id: s1}]
-lines: [{id: l1, site: s1}]
-channels: [{id: web}]
-skus: [{id: SKU-1}, {id: SKU-2}, {id: SKU-3}]
-edges:
-  - {kind: produces, from: l1, to: SKU-1}
-  - {kind: produces, from: l1, to: SKU-2}
-  - {kind: produces, from: l1, to: SKU-3}
-  - {kind: sold_via, from: SKU-1, to: web}
-  - {kind: sold_via, from: SKU-2, to: web}
-  - {kind: sold_via, from: SKU-3, to: web}
-`)
+	if o.skus == 0 {
+		o.skus = 3
+	}
+	var g strings.Builder
+	g.WriteString("version: console\nsites: [{id: s1}]\nlines: [{id: l1, site: s1}]\nchannels: [{id: web}]\nskus:\n")
+	for i := 1; i <= o.skus; i++ {
+		fmt.Fprintf(&g, "  - {id: SKU-%d}\n", i)
+	}
+	g.WriteString("edges:\n")
+	for i := 1; i <= o.skus; i++ {
+		fmt.Fprintf(&g, "  - {kind: produces, from: l1, to: SKU-%d}\n  - {kind: sold_via, from: SKU-%d, to: web}\n", i, i)
+	}
+	write("graph.yaml", g.String())
 	write("rules.yaml", rulesV1)
 	hc := &hookCount{}
 	hs := &http.Server{Handler: hc, ReadHeaderTimeout: 5 * time.Second}
@@ -99,6 +106,10 @@ edges:
 	}
 	go func() { _ = hs.Serve(hl) }()
 	t.Cleanup(func() { _ = hs.Close() })
+	rulesRef := fmt.Sprintf("rules: %q,", filepath.Join(dir, "rules.yaml"))
+	if o.noRules {
+		rulesRef = ""
+	}
 	hashes := map[string]string{}
 	for u, pw := range passwords {
 		h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
@@ -115,7 +126,7 @@ features:
   - {name: units, signal: "*.pack.parts", feature: units, key: sku, max_age: 1h}
 graph: {file: %q}
 fleet: {stale_after: 30s}
-decide: {rules: %q, bucket: 2s, timer: 1m}
+decide: {%s bucket: 2s, timer: 1m}
 guard:
   max_discount: 50
   cooldown: 0s
@@ -133,7 +144,7 @@ console:
     - {name: vera, role: viewer, password_hash: "${HASH_VERA}"}
     - {name: alice, role: approver, password_hash: "${HASH_ALICE}"}
     - {name: root, role: admin, password_hash: "${HASH_ROOT}"}
-`, dir, testutil.FreePort(t), filepath.Join(dir, "graph.yaml"), filepath.Join(dir, "rules.yaml"), hl.Addr(), hookSecret)
+`, dir, testutil.FreePort(t), filepath.Join(dir, "graph.yaml"), rulesRef, hl.Addr(), hookSecret)
 	cfg, err := hub.Parse([]byte(doc), func(k string) (string, bool) { v, ok := hashes[k]; return v, ok })
 	if err != nil {
 		t.Fatal(err)
@@ -180,7 +191,7 @@ console:
 	return th
 }
 
-func (th *testHub) stop(t *testing.T) {
+func (th *testHub) stop(t testing.TB) {
 	if th.cancel == nil {
 		return
 	}
@@ -197,7 +208,7 @@ func (th *testHub) stop(t *testing.T) {
 }
 
 // units publishes an agent's features message: units made of each SKU in a window that just ended.
-func (th *testHub) units(t *testing.T, counts map[string]float64) {
+func (th *testHub) units(t testing.TB, counts map[string]float64) {
 	t.Helper()
 	end := time.Now().UTC()
 	fs := make([]gsig.Feature, 0, len(counts))
@@ -212,7 +223,7 @@ func (th *testHub) units(t *testing.T, counts map[string]float64) {
 }
 
 // heartbeat publishes an agent's status, as of at.
-func (th *testHub) heartbeat(t *testing.T, agent string, at time.Time, records uint64) {
+func (th *testHub) heartbeat(t testing.TB, agent string, at time.Time, records uint64) {
 	t.Helper()
 	st := gsig.Status{Time: at, Agent: agent, Site: "s1", Version: "v1.4.0", ConfigVersion: "3f2a9c01d4e5b6a7", Uptime: 3600,
 		Buffer:     map[string]gsig.BufferState{"features": {Records: records, Bytes: records * 120, OldestAge: float64(records) / 10}},
@@ -222,7 +233,7 @@ func (th *testHub) heartbeat(t *testing.T, agent string, at time.Time, records u
 	th.publish(t, gsig.Subject("gemba", "s1", agent, gsig.StreamStatus), h, &gsig.Batch{Header: h, Status: []gsig.Status{st}})
 }
 
-func (th *testHub) publish(t *testing.T, subject string, h gsig.Header, b *gsig.Batch) {
+func (th *testHub) publish(t testing.TB, subject string, h gsig.Header, b *gsig.Batch) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -233,7 +244,7 @@ func (th *testHub) publish(t *testing.T, subject string, h gsig.Header, b *gsig.
 
 // stock gives each SKU an inventory count and a few sales, through the hub's own import and
 // commerce endpoint.
-func (th *testHub) stock(t *testing.T) {
+func (th *testHub) stock(t testing.TB) {
 	t.Helper()
 	now := time.Now().UTC()
 	csv := filepath.Join(t.TempDir(), "count.csv")
@@ -266,13 +277,13 @@ func (th *testHub) stock(t *testing.T) {
 
 // client is a console user in Go (no browser): for the checks the server must make on its own.
 type client struct {
-	t    *testing.T
+	t    testing.TB
 	hc   *http.Client
 	base string
 	csrf string
 }
 
-func signIn(t *testing.T, base, user string) *client {
+func signIn(t testing.TB, base, user string) *client {
 	t.Helper()
 	jar, _ := cookiejar.New(nil)
 	c := &client{t: t, base: base, hc: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}

@@ -92,7 +92,9 @@ func (c *Console) featuresPage(w http.ResponseWriter, r *http.Request) {
 // bar is one bar of the inventory chart.
 type bar struct {
 	Label       string
+	SKU         string
 	X, W, H, Y  float64
+	TX          float64 // label position (centre of the bar)
 	Value       string
 	Low, Ok, NA bool
 }
@@ -105,11 +107,11 @@ func coverChart(ps []inventory.Position) []bar {
 	if n == 0 {
 		return nil
 	}
-	bw := width / float64(n)
+	bw := min(width/float64(n), 45)
 	out := make([]bar, n)
 	for i, p := range ps[:n] {
 		d := p.DaysOfCover
-		b := bar{Label: p.SKU + " @ " + p.Site, X: float64(i) * bw, W: bw * 0.8}
+		b := bar{Label: p.SKU + " @ " + p.Site, SKU: p.SKU, X: float64(i) * bw, W: bw * 0.8, TX: float64(i)*bw + bw*0.4}
 		switch {
 		case p.NoDemand():
 			b.H, b.NA, b.Value = height, true, "no demand"
@@ -158,8 +160,21 @@ func (c *Console) filterOf(q url.Values) audit.Filter {
 	if n, err := strconv.Atoi(q.Get("limit")); err == nil && n > 0 {
 		f.Limit = min(n, audit.MaxLimit)
 	}
+	// A filter reads the log backwards until it has a page: bound how far by default (direct gets
+	// cost ~0.1 ms each), and let the user ask to search further, up to the log's own bound.
+	f.MaxScan = defaultScan
+	if n, err := strconv.Atoi(q.Get("scan")); err == nil && n > 0 {
+		f.MaxScan = min(n, audit.DefaultMaxScan)
+	}
 	return f
 }
+
+// Bounds of the decision log reads: a page, and each poll of the live feed (which wants only the
+// records since the last poll).
+const (
+	defaultScan = 1000
+	liveScan    = 500
+)
 
 var outcomes = []string{audit.OutcomeFired, audit.OutcomeHeld, audit.OutcomeSuppressed, audit.OutcomeAwaitingApproval,
 	audit.OutcomeRejected, audit.OutcomeExpired, audit.OutcomeReleased, audit.OutcomeShadow}
@@ -181,21 +196,29 @@ func (c *Console) decisionsPage(w http.ResponseWriter, r *http.Request) {
 	}
 	q := url.Values{"sku": {f.SKU}, "channel": {f.Channel}, "rule": {f.Rule}, "outcome": {f.Outcome}, "mode": {f.Mode}}
 	live := c.prefix + "/decisions/live?" + q.Encode() + "&after=" + strconv.FormatUint(after, 10)
-	more := ""
-	if len(recs) == f.Limit && f.Limit < audit.MaxLimit {
+	with := func(k string, n int) string {
 		mq := url.Values{}
 		for k, v := range q {
 			mq[k] = v
 		}
-		mq.Set("limit", strconv.Itoa(min(f.Limit*2, audit.MaxLimit)))
-		more = "?" + mq.Encode()
+		mq.Set("limit", strconv.Itoa(f.Limit))
+		mq.Set("scan", strconv.Itoa(f.MaxScan))
+		mq.Set(k, strconv.Itoa(n))
+		return "?" + mq.Encode()
+	}
+	more, further := "", ""
+	if len(recs) == f.Limit && f.Limit < audit.MaxLimit {
+		more = with("limit", min(f.Limit*2, audit.MaxLimit))
+	}
+	if len(recs) < f.Limit && f.MaxScan < audit.DefaultMaxScan {
+		further = with("scan", min(f.MaxScan*4, audit.DefaultMaxScan))
 	}
 	var channels []graph.Node
 	if g := c.src.Graph(); g != nil {
 		channels = g.Channels()
 	}
 	c.render(w, r, http.StatusOK, "decisions", page{Title: "Decisions", Data: map[string]any{
-		"Records": recs, "F": f, "Live": live, "More": more, "Outcomes": outcomes, "Channels": channels,
+		"Records": recs, "F": f, "Live": live, "More": more, "Further": further, "Outcomes": outcomes, "Channels": channels,
 	}})
 }
 
@@ -213,7 +236,7 @@ func (c *Console) live(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := c.filterOf(r.URL.Query())
-	f.Limit = 50
+	f.Limit, f.MaxScan = 50, liveScan
 	after, _ := strconv.ParseUint(r.URL.Query().Get("after"), 10, 64)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")

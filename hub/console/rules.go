@@ -30,8 +30,12 @@ type shadowStats struct {
 	Truncated bool
 }
 
-// shadowSample bounds the records the disagreement rate is computed over.
-const shadowSample = 1000
+// shadowSample bounds the shadow records the disagreement rate is computed over, and shadowScan
+// the records read looking for them (the log holds the active version's records too).
+const (
+	shadowSample = 500
+	shadowScan   = 1000
+)
 
 // disagreement counts the shadow records of version whose action differs from the active
 // version's on the same channel (nothing decided on one side counts as a difference).
@@ -124,7 +128,7 @@ func (c *Console) rulesPage(w http.ResponseWriter, r *http.Request) {
 	}
 	var shadow *shadowStats
 	if cur.Shadow != "" {
-		recs, err := d.Recent(r.Context(), audit.Filter{Mode: audit.ModeShadow, Limit: shadowSample})
+		recs, err := d.Recent(r.Context(), audit.Filter{Mode: audit.ModeShadow, Limit: shadowSample, MaxScan: shadowScan})
 		if err != nil {
 			c.fail(w, r, http.StatusServiceUnavailable, err.Error())
 			return
