@@ -50,11 +50,10 @@ func (a *Agent) newListener(log *slog.Logger) *listener {
 		if err := a.m.reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {
-				switch c {
-				case l.up:
-					l.up = are.ExistingCollector.(prometheus.Gauge)
-				default:
-					l.failures = are.ExistingCollector.(prometheus.Counter)
+				if g, ok := are.ExistingCollector.(prometheus.Gauge); ok && c == l.up {
+					l.up = g
+				} else if k, ok := are.ExistingCollector.(prometheus.Counter); ok && c == l.failures {
+					l.failures = k
 				}
 			} else {
 				log.Error("listener metric not registered", "err", err)
