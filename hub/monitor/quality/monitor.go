@@ -146,6 +146,9 @@ func (m *Monitor) follow(ctx context.Context, st jetstream.Stream) error {
 	var once sync.Once
 	done := func() {
 		once.Do(func() {
+			// What is stale or missing already was raised by whoever ran then (or by no one):
+			// take it as the starting state, silently, rather than raise it again on every start.
+			m.check(false)
 			m.mu.Lock()
 			m.loaded = true
 			m.mu.Unlock()
@@ -356,7 +359,9 @@ func (m *Monitor) tickLoop(ctx context.Context) {
 }
 
 // Check raises stale and gap events due at the clock's now (the ticker calls it; tests may).
-func (m *Monitor) Check() {
+func (m *Monitor) Check() { m.check(true) }
+
+func (m *Monitor) check(emit bool) {
 	now := m.now().UTC()
 	var evs []Event
 	m.mu.Lock()
@@ -397,7 +402,7 @@ func (m *Monitor) Check() {
 	}
 	loaded := m.loaded
 	m.mu.Unlock()
-	if loaded {
+	if loaded && emit {
 		m.emit(evs...)
 	}
 }

@@ -251,3 +251,36 @@ func TestDecodeMalformed(t *testing.T) {
 		}
 	}
 }
+
+// A replica that starts after a key went stale and a gap opened takes them as its starting state:
+// it reports them but raises no event for them again.
+func TestRestartRaisesNothingOld(t *testing.T) {
+	js := jetStream(t)
+	s, c := &sink{}, &clock{}
+	m := open(t, js, testConfig(), s, c)
+	obs := m.Observer()
+	a := &agent{id: "a5", inc: "i1"}
+	old := time.Now().Add(-time.Hour)
+	obs.Observe(a.batch(mean("line5.oven.temp", old, 10)))
+	a.seq++ // seq 2 never arrives
+	obs.Observe(a.batch(mean("line5.oven.temp", old.Add(time.Second), 10)))
+	flush(t, obs)
+	waitFolded(t, m, 2)
+	c.skip(2 * time.Minute)
+	m.Check()
+	testutil.WaitFor(t, 5*time.Second, "stale and gap events", func() bool {
+		return len(s.of(KindStale, StateBreach, "line5.oven.temp")) == 1 && len(s.of(KindGap, StateBreach, "a5")) == 1
+	})
+	s2 := &sink{}
+	m2 := open(t, js, testConfig(), s2, c)
+	m2.Check()
+	q, ok := m2.Status("temp", "line5.oven.temp")
+	if !ok || !q.Stale || !q.Gap || q.Since.IsZero() {
+		t.Errorf("the new replica's status: %+v %v", q, ok)
+	}
+	s2.mu.Lock()
+	defer s2.mu.Unlock()
+	if len(s2.evs) != 0 {
+		t.Errorf("the new replica raised %d events for what was already so: %+v", len(s2.evs), s2.evs)
+	}
+}
