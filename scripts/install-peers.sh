@@ -47,6 +47,17 @@ if ! command -v promtool >/dev/null 2>&1; then
   fi
 fi
 
+# Chromium (Debian's package): hub/console's browser tests drive it with chromedp.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium (Debian package)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "warning: could not install chromium" >&2
+  else
+    echo "warning: chromium missing and not root: the console's browser tests will skip (fail under CI)" >&2
+  fi
+fi
+
 # R and its forecast package: hub/learn/forecast compares its fits with R's (testdata/reference.R).
 if ! Rscript -e 'quit(status = !requireNamespace("forecast", quietly = TRUE))' >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
