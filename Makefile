@@ -58,6 +58,13 @@ bench-hub: ## hub parts 1-2: ingest, latency, RSS; CEL per rule, 10k SKUs, backt
 	HUBBENCH_HEAPPROF=$(HEAPPROF) $(GO) test -run '^$$' -bench '$(BENCH_HUB)' -benchtime 1x -count $(BENCH_HUB_COUNT) -timeout 60m ./bench/hub/
 
 FUZZTIME ?= 10s
+.PHONY: screenshots bench-console
+screenshots: peers ## the console's pages as PNGs in docs/console/, taken by its browser test
+	GEMBA_SCREENSHOTS=docs/console $(GO) test -count=1 -run '^TestBrowser$$' ./hub/console/
+
+bench-console: ## every console page with 10,000 SKUs and 100,000 decisions (docs/BENCHMARKS.md, Console)
+	$(GO) test -run '^$$' -bench 'Pages' -benchtime 20x -timeout 15m ./hub/console/
+
 fuzz: ## run every fuzzer briefly (FUZZTIME=60s for longer)
 	@set -e; for pkg in $$($(GO) list ./...); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
