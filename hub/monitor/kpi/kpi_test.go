@@ -14,6 +14,7 @@ import (
 
 	"github.com/gemba-io/gemba/hub/audit"
 	"github.com/gemba-io/gemba/hub/decide/rules"
+	"github.com/gemba-io/gemba/hub/learn/experiment"
 	"github.com/gemba-io/gemba/internal/natstest"
 	"github.com/gemba-io/gemba/internal/testutil"
 )
@@ -148,5 +149,24 @@ func TestOpenWithoutLog(t *testing.T) {
 	defer cancel()
 	if _, err := Open(ctx, js, Options{Audit: audit.Config{Prefix: "gemba", Stream: "NOPE"}}); err == nil {
 		t.Fatal("opened without a decision log")
+	}
+}
+
+func TestFromHoldout(t *testing.T) {
+	var units []experiment.UnitOutcome
+	for i := range 200 {
+		g, sales := experiment.Treated, 12.0+float64(i%5)
+		if i%5 == 0 {
+			g, sales = experiment.Held, 10.0+float64(i%3)
+		}
+		units = append(units, experiment.UnitOutcome{SKU: fmt.Sprint("S", i), Channel: "web", Group: g, Sales: sales, Baseline: 10})
+	}
+	r, err := experiment.Lift(units, 0.2, 0.95)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := FromHoldout("overstock", "10", r)
+	if l.Lift != r.Lift || l.Low > l.Lift || l.High < l.Lift || l.Treated != 160 || l.Held != 40 || l.SRM || l.Level != 0.95 {
+		t.Errorf("lift %+v from %+v", l, r)
 	}
 }
