@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -93,11 +94,19 @@ func TestDebInstallsAndPurgesCleanly(t *testing.T) {
 		t.Fatal(err)
 	}
 	ver := strings.TrimSpace(string(version))
-	// One architecture, one format: the install is what this test checks (make package does all four).
-	run(t, root, []string{"ARCHS=amd64", "FORMATS=deb", "OUT=" + out, "COMMIT=testbuild"}, "bash", "scripts/package.sh")
+	// One architecture: the install is what this test checks (make package does both). The .rpm is
+	// built too when the rpm tool is here to read it.
+	formats := "deb"
+	if haveTool("rpm") {
+		formats = "deb rpm"
+	}
+	run(t, root, []string{"ARCHS=amd64", "FORMATS=" + formats, "OUT=" + out, "COMMIT=testbuild"}, "bash", "scripts/package.sh")
 	deb := filepath.Join(out, "gemba-agent_"+ver+"_amd64.deb")
 	if _, err := os.Stat(deb); err != nil {
 		t.Fatalf("package not built: %v", err)
+	}
+	if formats != "deb" {
+		checkRPM(t, filepath.Join(out, "gemba-agent-"+ver+"-1.x86_64.rpm"), deb)
 	}
 
 	t.Cleanup(func() {
@@ -193,4 +202,41 @@ func TestDebInstallsAndPurgesCleanly(t *testing.T) {
 	if out, _ := exec.Command("dpkg-query", "-W", "-f=${Status}", "gemba-agent").CombinedOutput(); strings.Contains(string(out), "installed") && !strings.Contains(string(out), "not-installed") {
 		t.Errorf("dpkg still lists gemba-agent: %s", out)
 	}
+}
+
+// checkRPM compares the .rpm's files with the .deb's and checks it carries the same scripts and
+// marks the config as a config file.
+func checkRPM(t *testing.T, rpm, deb string) {
+	t.Helper()
+	rpmFiles := strings.Fields(run(t, "", nil, "rpm", "-qpl", rpm))
+	var debFiles []string
+	for _, l := range strings.Split(run(t, "", nil, "dpkg-deb", "-c", deb), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 6 {
+			continue
+		}
+		p := strings.TrimSuffix(strings.TrimPrefix(f[5], "."), "/")
+		// dpkg lists every parent directory; rpm only those the package owns.
+		if p != "" && (!strings.HasPrefix(l, "d") || p == "/etc/gemba" || p == "/var/lib/gemba") {
+			debFiles = append(debFiles, p)
+		}
+	}
+	if strings.Join(rpmFiles, " ") != strings.Join(sortedCopy(debFiles), " ") {
+		t.Errorf("rpm files differ from deb files:\nrpm %v\ndeb %v", rpmFiles, sortedCopy(debFiles))
+	}
+	scripts := run(t, "", nil, "rpm", "-qp", "--scripts", rpm)
+	for _, want := range []string{"postinstall scriptlet", "useradd --system", "preuninstall scriptlet", "postuninstall scriptlet"} {
+		if !strings.Contains(scripts, want) {
+			t.Errorf("rpm scripts lack %q:\n%s", want, scripts)
+		}
+	}
+	if c := strings.TrimSpace(run(t, "", nil, "rpm", "-qpc", rpm)); c != "/etc/gemba/agent.yaml" {
+		t.Errorf("rpm config files %q, want /etc/gemba/agent.yaml", c)
+	}
+}
+
+func sortedCopy(s []string) []string {
+	out := append([]string(nil), s...)
+	sort.Strings(out)
+	return out
 }
