@@ -216,3 +216,42 @@ func startNATS(t *testing.T) *natsserver.Server {
 	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
 	return s
 }
+
+// startMosquitto runs Debian's mosquitto on a free port (anonymous, unlimited queues) until the
+// test ends. Missing, it skips the test outside CI and fails it under CI, as the MQTT interop
+// tests do (scripts/install-peers.sh installs it).
+func startMosquitto(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("mosquitto")
+	if err != nil {
+		if _, e := os.Stat("/usr/sbin/mosquitto"); e == nil {
+			bin, err = "/usr/sbin/mosquitto", nil
+		}
+	}
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("mosquitto is required under CI (scripts/install-peers.sh)")
+		}
+		t.Skip("mosquitto not installed (scripts/install-peers.sh installs it); CI fails here")
+	}
+	port := testutil.FreePort(t)
+	dir := t.TempDir()
+	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nuser root\nmax_queued_messages 0\nmax_inflight_messages 0\nlog_dest none\n", port)
+	if err := os.WriteFile(dir+"/mosquitto.conf", []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-c", dir+"/mosquitto.conf")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	testutil.WaitFor(t, 10*time.Second, "mosquitto listening", func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return addr
+}
