@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -35,7 +36,8 @@ type monitoring struct {
 
 // openMonitoring opens what the config asks for: the quality monitor (events to the decision log
 // when the decision room runs, d non-nil) and the KPI tracker over the decision log. Its metrics
-// join the hub's registry.
+// join the hub's registry once both are open (a failed attempt, retried by openState, leaves no
+// collector behind).
 func (h *Hub) openMonitoring(ctx context.Context, js jetstream.JetStream, d *decisions) (*monitoring, error) {
 	cfg, log := h.cfg, h.log.With("component", "monitor")
 	m := &monitoring{}
@@ -53,24 +55,6 @@ func (h *Hub) openMonitoring(ctx context.Context, js jetstream.JetStream, d *dec
 			return nil, err
 		}
 		m.quality = q
-		if err := h.reg.Register(q.Collector()); err != nil {
-			q.Close()
-			return nil, err
-		}
-		obs := q.Observer()
-		for name, v := range map[string]func() uint64{
-			"gemba_hub_quality_observed_messages_total": obs.Stats.Chunks.Load,
-			"gemba_hub_quality_observed_values_total":   obs.Stats.Values.Load,
-			"gemba_hub_quality_log_messages_total":      obs.Stats.Messages.Load,
-			"gemba_hub_quality_log_unreadable_total":    q.Stats.Unreadable.Load,
-			"gemba_hub_quality_events_unrecorded_total": func() uint64 { return q.Stats.EventsDropped.Load() + q.Stats.SinkErrors.Load() },
-		} {
-			if err := h.reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: monitorHelp[name]},
-				func() float64 { return float64(v()) })); err != nil {
-				q.Close()
-				return nil, err
-			}
-		}
 	}
 	if d != nil {
 		t, err := kpi.Open(ctx, js, kpi.Options{Audit: d.log.Config(), Logger: log})
@@ -79,12 +63,42 @@ func (h *Hub) openMonitoring(ctx context.Context, js jetstream.JetStream, d *dec
 			return nil, err
 		}
 		m.kpis = t
-		if err := h.reg.Register(t.Collector()); err != nil {
-			m.close()
-			return nil, err
-		}
+	}
+	if err := m.register(h.reg); err != nil {
+		m.close()
+		return nil, fmt.Errorf("monitor metrics: %w", err)
 	}
 	return m, nil
+}
+
+func (m *monitoring) register(reg prometheus.Registerer) error {
+	var cs []prometheus.Collector
+	if q := m.quality; q != nil {
+		cs = append(cs, q.Collector())
+		obs := q.Observer()
+		for name, v := range map[string]func() uint64{
+			"gemba_hub_quality_observed_messages_total": obs.Stats.Chunks.Load,
+			"gemba_hub_quality_observed_values_total":   obs.Stats.Values.Load,
+			"gemba_hub_quality_log_messages_total":      obs.Stats.Messages.Load,
+			"gemba_hub_quality_log_unreadable_total":    q.Stats.Unreadable.Load,
+			"gemba_hub_quality_events_unrecorded_total": func() uint64 { return q.Stats.EventsDropped.Load() + q.Stats.SinkErrors.Load() },
+		} {
+			cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: monitorHelp[name]},
+				func() float64 { return float64(v()) }))
+		}
+	}
+	if m.kpis != nil {
+		cs = append(cs, m.kpis.Collector())
+	}
+	for i, c := range cs {
+		if err := reg.Register(c); err != nil {
+			for _, done := range cs[:i] {
+				reg.Unregister(done)
+			}
+			return err
+		}
+	}
+	return nil
 }
 
 var monitorHelp = map[string]string{
