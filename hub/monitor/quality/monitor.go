@@ -47,6 +47,8 @@ type Sink interface {
 // Stats are the monitor's counters.
 type Stats struct {
 	Folded, Duplicates, Unreadable, Unknown, KeysDropped, Events, EventsDropped, SinkErrors atomic.Uint64
+	// Future counts values and samples whose event time was more than maxAhead past their logging.
+	Future atomic.Uint64
 }
 
 // Bounds of the state.
@@ -54,6 +56,8 @@ const (
 	maxKeys    = 200_000
 	maxStreams = 100_000
 	eventQueue = 4096
+	// maxAhead: an event time further than this past the log's own time is a clock error.
+	maxAhead = time.Hour
 )
 
 // Monitor is one replica's view of the monitoring state.
@@ -222,11 +226,17 @@ func (m *Monitor) fold(data []byte, seq uint64, at time.Time) {
 				continue
 			}
 			bad := v.Partial || !finite(v.Value)
+			t := time.Unix(0, v.Time).UTC()
+			if t.After(at.Add(maxAhead)) {
+				// A device clock far ahead would move the key's windows past every later value:
+				// counted as a bad value at the time it was logged instead.
+				t, bad = at, true
+				m.Stats.Future.Add(1)
+			}
 			var b uint32
 			if bad {
 				b = 1
 			}
-			t := time.Unix(0, v.Time).UTC()
 			evs = m.advance(k, t, evs)
 			if !t.Before(k.newest) {
 				k.feeder = ref
@@ -239,6 +249,10 @@ func (m *Monitor) fold(data []byte, seq uint64, at time.Time) {
 				continue
 			}
 			t := time.Unix(0, s.Time).UTC()
+			if t.After(at.Add(maxAhead)) {
+				t = at
+				m.Stats.Future.Add(1)
+			}
 			evs = m.advance(k, t, evs)
 			k.add(t, 0, uint32(min(s.Total, math.MaxUint32)), uint32(min(s.Bad, math.MaxUint32)), false)
 		}

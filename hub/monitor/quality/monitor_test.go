@@ -284,3 +284,20 @@ func TestRestartRaisesNothingOld(t *testing.T) {
 		t.Errorf("the new replica raised %d events for what was already so: %+v", len(s2.evs), s2.evs)
 	}
 }
+
+// A value from a clock far ahead neither moves the key's windows nor is lost: it counts as bad.
+func TestFutureTimeIsBad(t *testing.T) {
+	js := jetStream(t)
+	m := open(t, js, testConfig(), &sink{}, nil)
+	obs := m.Observer()
+	a := &agent{id: "a6", inc: "i1"}
+	now := time.Now().UTC()
+	obs.Observe(a.batch(mean("line6.oven.temp", now, 10)))
+	obs.Observe(a.batch(mean("line6.oven.temp", now.AddDate(100, 0, 0), 10)))
+	flush(t, obs)
+	waitFolded(t, m, 2)
+	q, _ := m.Status("temp", "line6.oven.temp")
+	if m.Stats.Future.Load() != 1 || q.Newest.After(now.Add(time.Hour)) {
+		t.Errorf("future: %d, newest %s", m.Stats.Future.Load(), q.Newest)
+	}
+}
