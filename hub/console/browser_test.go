@@ -299,6 +299,8 @@ func TestBrowser(t *testing.T) {
 	}
 	b.shot("rules")
 	b.do("roll back",
+		chromedp.Navigate(base+"/rules"), // a page without the last change's message, so that #msg is the rollback's
+		chromedp.WaitVisible(chromedp.CSS("#rollback")),
 		chromedp.SendKeys(chromedp.CSS(`#rollback input[name="why"]`), "12% was a mistake"),
 		chromedp.Click(chromedp.CSS(`#rollback button`)),
 		chromedp.WaitVisible(chromedp.CSS("#msg")),
@@ -341,8 +343,16 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("viewer POST %s: %d, want 403", c.path, code)
 		}
 	}
-	// And a change without the CSRF token is refused for an admin too.
+	// The pending promotion was asked for by root's rollback (the rules change's author): root may
+	// not approve it (guard.approval.forbid_self_approval).
+	if !strings.Contains(viewer.get("/approvals"), "<td>root</td>") {
+		t.Error("the pending promotion does not name root as its requester")
+	}
 	admin := signIn(t, base, "root")
+	if code := admin.post("/approvals/"+pending+"/approve", url.Values{"reason": {"mine"}}); code != http.StatusForbidden {
+		t.Errorf("root approving their own request: %d, want 403", code)
+	}
+	// And a change without the CSRF token is refused for an admin too.
 	admin.csrf = ""
 	if code := admin.post("/rules/rollback", url.Values{"why": {"no token"}}); code != http.StatusForbidden {
 		t.Errorf("admin rollback without a CSRF token: %d, want 403", code)

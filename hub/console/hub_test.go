@@ -331,3 +331,19 @@ func between(s, from, to string) string {
 	v, _, _ := strings.Cut(after, to)
 	return v
 }
+
+// TestListenerDefault: a config that turns the console on and says nothing of the listener serves
+// it on loopback only.
+func TestListenerDefault(t *testing.T) {
+	cfg, err := hub.Parse([]byte("console: {enabled: true, proxy: {user_header: X-User, trusted: [127.0.0.1], default_role: viewer}}\n"), func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Console.Enabled || !strings.HasPrefix(cfg.HTTP.Listen, "127.0.0.1:") {
+		t.Fatalf("console %v on %s, want enabled on 127.0.0.1", cfg.Console.Enabled, cfg.HTTP.Listen)
+	}
+	if _, err := hub.Parse([]byte("http: {enabled: false}\nconsole: {enabled: true, proxy: {user_header: X-User, trusted: [127.0.0.1]}}\n"),
+		func(string) (string, bool) { return "", false }); err == nil || !strings.Contains(err.Error(), "console.enabled") {
+		t.Fatalf("console without http: %v, want an error at console.enabled", err)
+	}
+}
