@@ -9,6 +9,7 @@ import (
 
 	"github.com/gemba-io/gemba/hub/decide/guard"
 	"github.com/gemba-io/gemba/hub/decide/rules"
+	"github.com/gemba-io/gemba/hub/learn/experiment"
 	"github.com/gemba-io/gemba/hub/state/features"
 )
 
@@ -30,7 +31,8 @@ const (
 	OutcomeRejected         = "rejected"
 	OutcomeExpired          = "expired"
 	OutcomeReleased         = "released"
-	OutcomeShadow           = "shadow" // a shadow version's decision: never acted
+	OutcomeShadow           = "shadow"   // a shadow version's decision: never acted
+	OutcomeHeldOut          = "held_out" // in its experiment's holdout: eligible, deliberately not promoted
 )
 
 // Modes: which version decided.
@@ -164,6 +166,14 @@ type CanaryRef struct {
 	In      bool    `json:"in"`
 }
 
+// ExperimentRef is what a decision's experiment did: the unit's holdout draw and, for a bandit,
+// the arm chosen with the posterior it came from.
+type ExperimentRef struct {
+	ID      string                 `json:"id"`
+	Holdout *experiment.Assignment `json:"holdout,omitempty"`
+	Bandit  *experiment.Choice     `json:"bandit,omitempty"`
+}
+
 // Record is one event of one decision on the decision log.
 type Record struct {
 	DecisionID   string          `json:"decision_id"`
@@ -186,6 +196,7 @@ type Record struct {
 	Disagreement *Disagreement   `json:"disagreement,omitempty"`
 	Canary       *CanaryRef      `json:"canary,omitempty"`
 	Arm          string          `json:"arm,omitempty"`
+	Experiment   *ExperimentRef  `json:"experiment,omitempty"`
 	Note         string          `json:"note,omitempty"`
 
 	// Seq is the record's stream sequence, filled on read.
@@ -195,7 +206,7 @@ type Record struct {
 var (
 	events   = map[string]bool{EventDecided: true, EventApproved: true, EventRejected: true, EventExpired: true, EventReleased: true}
 	outcomes = map[string]bool{OutcomeFired: true, OutcomeHeld: true, OutcomeSuppressed: true, OutcomeAwaitingApproval: true,
-		OutcomeRejected: true, OutcomeExpired: true, OutcomeReleased: true, OutcomeShadow: true}
+		OutcomeRejected: true, OutcomeExpired: true, OutcomeReleased: true, OutcomeShadow: true, OutcomeHeldOut: true}
 	modes = map[string]bool{ModeActive: true, ModeCanary: true, ModeShadow: true}
 )
 

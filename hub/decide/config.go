@@ -25,6 +25,9 @@ type Config struct {
 	Workers int `yaml:"workers" json:"workers"`
 	// OpTimeout bounds each decision's guardrail check, audit record and outbox write.
 	OpTimeout time.Duration `yaml:"op_timeout" json:"op_timeout"`
+	// SafetyDays is the stock a bandit's promotion must leave, in days of the SKU's daily rate: an
+	// arm whose expected extra sales would eat into it is not chosen (docs/hub-learning.md).
+	SafetyDays float64 `yaml:"safety_days" json:"safety_days"`
 }
 
 // Lines maps features keyed by line onto what rules see of a line.
@@ -42,7 +45,7 @@ type Lines struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		Bucket: time.Hour, Timer: time.Minute, OpTimeout: 10 * time.Second,
+		Bucket: time.Hour, Timer: time.Minute, OpTimeout: 10 * time.Second, SafetyDays: 3,
 		Lines: Lines{Availability: "availability", RunningAbove: 0.5},
 	}
 }
@@ -57,6 +60,9 @@ func (c *Config) Validate(r config.Report) {
 	}
 	if c.OpTimeout <= 0 {
 		r.Errorf("op_timeout", "must be positive")
+	}
+	if c.SafetyDays < 0 || c.SafetyDays != c.SafetyDays {
+		r.Errorf("safety_days", "must be a number of days ≥ 0 (got %g)", c.SafetyDays)
 	}
 	if c.Workers < 0 {
 		r.Errorf("workers", "must not be negative")

@@ -45,15 +45,27 @@ func (e *Engine) decide(ctx context.Context, ls *liveSets, set *rules.Set, mode 
 		return nil
 	}
 	wkey := waitKey(set.Version(), d.Rule, ex.in.SKU.ID, ex.in.Site, d.Channel)
-	if e.waiting(wkey) {
+	if e.waiting(wkey) || e.holdingOut(wkey) {
 		// The same rule already asks a person about this SKU on this channel: one request is
-		// enough, a new one per time bucket would bury the queue.
+		// enough, a new one per time bucket would bury the queue. (Likewise a held-out unit
+		// stays held out, and is recorded once, for its promotion's duration.)
 		return nil
 	}
 	rule := ls.byName[set][d.Rule]
-	p := proposal(set, res, d, rule, ex, bucket, now, ls.Change.By)
 	cctx, cancel := context.WithTimeout(ctx, e.cfg.OpTimeout)
 	defer cancel()
+	xs, err := e.experiment(cctx, rule, d, ex, id)
+	if err != nil {
+		return err
+	}
+	switch {
+	case xs.heldOut:
+		return e.heldOut(cctx, ls, set, mode, res, d, rule, ex, id, wkey, xs, now)
+	case xs.noArm != nil:
+		return e.noArm(cctx, ls, set, mode, res, d, rule, ex, id, xs, now)
+	}
+	d.Action.Discount = xs.discount // the bandit's arm, or the rule's own
+	p := proposal(set, res, d, rule, ex, bucket, now, ls.Change.By)
 	v, err := e.deps.Guard.Check(cctx, p)
 	if err != nil {
 		var ie *guard.InputError
@@ -66,8 +78,15 @@ func (e *Engine) decide(ctx context.Context, ls *liveSets, set *rules.Set, mode 
 		}
 		return fmt.Errorf("guard: %w", err)
 	}
+	if v.Replayed && v.Judged != nil {
+		// Another call decided this id first: act on what the guard judged then (a bandit may draw
+		// another arm now that its posterior moved), never on this call's proposal.
+		p = *v.Judged
+		d.Action.Discount = p.Discount
+	}
 	rec := e.record(ls, set, mode, res, d, rule, ex, now)
 	rec.DecisionID, rec.Event, rec.Outcome, rec.Verdict = id, audit.EventDecided, outcome(d.Action.Kind, v), &v
+	rec.Experiment = xs.ref
 	if _, err := e.deps.Audit.Publish(cctx, rec, ls.Change.Seq); err != nil {
 		if errors.Is(err, audit.ErrFenced) {
 			// A rules change landed after this version was loaded: this decision is never recorded

@@ -47,13 +47,15 @@ type Deps struct {
 	// Forecasts give days of cover from the demand forecast; nil: the inventory's moving average.
 	Forecasts Forecasts
 	// Quality is the monitor's verdict on feature values (drift, gaps, bad share); nil: none.
-	Quality  Quality
-	Features features.Definitions
-	Guard    Guard
-	Outbox   Outbox
-	Audit    Recorder
-	Replica  string
-	Log      *slog.Logger
+	Quality Quality
+	// Experiments holds the bandits' posteriors; nil: a bandit rule promotes with its own discount.
+	Experiments Experiments
+	Features    features.Definitions
+	Guard       Guard
+	Outbox      Outbox
+	Audit       Recorder
+	Replica     string
+	Log         *slog.Logger
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 }
@@ -61,7 +63,7 @@ type Deps struct {
 // Metrics count what the engine did; the hub exports them.
 type Metrics struct {
 	Evaluations, Decisions, Acted, Suppressed, Queued, Shadow atomic.Uint64
-	Fenced, Errors, Released                                  atomic.Uint64
+	Fenced, Errors, Released, HeldOut                         atomic.Uint64
 }
 
 // Engine is one replica's decision loop. Every replica runs one on the same state: each sees every
@@ -84,8 +86,9 @@ type Engine struct {
 
 	done *idSet // decision ids fully handled here (recorded, and acted on when allowed)
 
-	wmu    sync.Mutex
-	queued map[string]time.Time // requests awaiting a person, by waitKey, until when
+	wmu       sync.Mutex
+	queued    map[string]time.Time // requests awaiting a person, by waitKey, until when
+	heldUntil map[string]time.Time // units recorded as held out, by waitKey, until their promotion's end
 
 	rounds  atomic.Uint64 // completed rounds (tests wait on it)
 	running bool          // a round is evaluating what it took (under mu)
@@ -131,6 +134,7 @@ func New(cfg Config, d Deps) (*Engine, error) {
 		cfg: cfg, deps: d, log: d.Log.With("component", "decide"), now: d.Now,
 		b:     builder{cfg: cfg.Lines, topo: newTopology(d.Graph), state: d.State, fc: d.Forecasts, q: d.Quality, defs: defs},
 		dirty: map[Unit]struct{}{}, wake: make(chan struct{}, 1), done: newIDSet(1 << 16), queued: map[string]time.Time{},
+		heldUntil: map[string]time.Time{},
 	}
 	return e, nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/gemba-io/gemba/hub/audit"
 	"github.com/gemba-io/gemba/hub/decide/guard"
 	"github.com/gemba-io/gemba/hub/decide/versions"
+	"github.com/gemba-io/gemba/hub/learn/experiment"
 	"github.com/gemba-io/gemba/hub/learn/registry"
 	"github.com/gemba-io/gemba/hub/state/features"
 	"github.com/gemba-io/gemba/hub/state/graph"
@@ -146,6 +147,7 @@ type rig struct {
 	t      *testing.T
 	fc     *fakeForecasts
 	q      *fakeQuality
+	exps   *experiment.Store
 	ctx    context.Context
 	js     jetstream.JetStream
 	state  *fakeState
@@ -219,7 +221,10 @@ func newRigOn(t *testing.T, graphYAML string, gcfg func(*guard.Config), ecfg fun
 	if ecfg != nil {
 		ecfg(&cfg)
 	}
-	r.eng, err = New(cfg, Deps{Graph: g, State: r.state, Forecasts: r.fc, Quality: r.q, Features: testDefs, Guard: r.guard, Outbox: r.outbox,
+	if r.exps, err = experiment.Open(ctx, js, experiment.DefaultStoreConfig(), nil); err != nil {
+		t.Fatal(err)
+	}
+	r.eng, err = New(cfg, Deps{Graph: g, State: r.state, Forecasts: r.fc, Quality: r.q, Experiments: r.exps, Features: testDefs, Guard: r.guard, Outbox: r.outbox,
 		Audit: r.log, Replica: "r1", Now: r.clock})
 	if err != nil {
 		t.Fatal(err)

@@ -37,8 +37,8 @@ func TestDecisionID(t *testing.T) {
 	}
 }
 
-// TestDecisionOnce: the second Check of an id returns the first verdict, whatever it carries, and
-// consumes nothing more.
+// TestDecisionOnce: the second Check of an id returns the first verdict and the proposal it judged,
+// whatever it carries, and consumes nothing more.
 func TestDecisionOnce(t *testing.T) {
 	g, c, js := single(t, nil)
 	p := promo(c, "r", "SKU-1", "retail", 10)
@@ -52,6 +52,10 @@ func TestDecisionOnce(t *testing.T) {
 	second := mustCheck(t, g, q)
 	if !second.Replayed || second.Outcome != Allow || !second.Decided.Equal(first.Decided) || len(second.Assessments) != len(first.Assessments) {
 		t.Fatalf("second %+v", second)
+	}
+	// What was judged is what the caller must act on, not its own (different) proposal.
+	if second.Judged == nil || second.Judged.Discount != 10 || second.Judged.Inputs[0].Stale {
+		t.Fatalf("replay judged %+v, want the first proposal", second.Judged)
 	}
 	l := ledgerOf(t, js, g.cfg.Bucket, dayKey("2026-12-04", ""))
 	if len(l.Entries) != 1 || l.budget() != 10 {

@@ -255,6 +255,8 @@ func (g *Guard) replay(rec *record) (Verdict, error) {
 	}
 	v := *rec.Verdict
 	v.Replayed = true
+	judged := rec.Proposal
+	v.Judged = &judged
 	return v, nil
 }
 

@@ -68,8 +68,10 @@ type Verdict struct {
 	Decided    time.Time `json:"decided"`
 	Replica    string    `json:"replica"`
 	Approval   *Approval `json:"approval,omitempty"`
-	// Replayed: this call found the verdict already recorded (another replica, an earlier call).
-	Replayed bool `json:"-"`
+	// Replayed: this call found the verdict already recorded (another replica, an earlier call);
+	// Judged is then the proposal that verdict was given to, which the caller acts on.
+	Replayed bool      `json:"-"`
+	Judged   *Proposal `json:"-"`
 }
 
 // Acts reports whether the decision may be acted on.

@@ -10,6 +10,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/gemba-io/gemba/config"
+	"github.com/gemba-io/gemba/hub/learn/experiment"
 )
 
 // The YAML form of a rule set (docs/rules.md).
@@ -33,6 +34,9 @@ type ruleBody struct {
 	When        expr         `yaml:"when"`
 	Promote     *filePromote `yaml:"promote"`
 	Hold        *fileHold    `yaml:"hold"`
+	// Experiment holds out a share of the rule's units and/or chooses its discount by bandit
+	// (promote rules only; docs/hub-learning.md).
+	Experiment *experiment.Config `yaml:"experiment"`
 }
 
 func (r *fileRule) UnmarshalConfig(d *config.Decoder, n *yaml.Node, path string) {
@@ -119,6 +123,16 @@ func (b *ruleBody) Validate(r config.Report) {
 		r.Errorf("", "a rule needs an action: promote or hold")
 	case b.Promote != nil && b.Hold != nil:
 		r.Errorf("hold", "a rule has one action: promote or hold, not both")
+	}
+	if b.Experiment != nil && b.Promote == nil {
+		r.Errorf("experiment", "an experiment needs a promote action: it holds out promotions or chooses their discount")
+	}
+	if e := b.Experiment; e != nil && e.Bandit != nil && b.Promote != nil {
+		for i, d := range e.Bandit.Arms {
+			if d > MaxDiscount {
+				r.Errorf(fmt.Sprintf("experiment.bandit.arms[%d]", i), "discount %v is above %v", d, MaxDiscount)
+			}
+		}
 	}
 }
 

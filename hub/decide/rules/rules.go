@@ -21,6 +21,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/gemba-io/gemba/config"
+	"github.com/gemba-io/gemba/hub/learn/experiment"
 )
 
 // MaxFileSize bounds a rule file: hundreds of rules fit in far less.
@@ -76,6 +77,8 @@ type Rule struct {
 	// Reads is what the condition mentions: the inputs whose quality decides whether its match
 	// may be acted on (a rule that never looks at the lines is not stopped by a stale line).
 	Reads Reads
+	// Experiment is the rule's holdout and bandit (nil: none); its id defaults to the rule's name.
+	Experiment *experiment.Config
 
 	prog     cel.Program // with runtime cost tracking and the limit
 	fast     cel.Program // without tracking, for inputs within bounds; nil when the bound is over the limit
@@ -239,6 +242,13 @@ func load(data []byte, strict bool, opts []Option) (*Set, error) {
 		} else if h := fr.body.Hold; h != nil {
 			r.Action = Action{Kind: Hold, Channels: h.Channels, Reason: h.Reason}
 		}
+		if e := fr.body.Experiment; e != nil {
+			x := *e
+			if x.ID == "" {
+				x.ID = r.Name
+			}
+			r.Experiment = &x
+		}
 		r.whenRune = []rune(r.When)
 		r.whenPos = src.positions(fr.body.When.node)
 		compile(d, env, r, strict, o)
@@ -344,6 +354,8 @@ type canonicalRule struct {
 	Priority    int    `json:"priority"`
 	When        string `json:"when"`
 	Action      Action `json:"action"`
+	// omitempty: a rule without an experiment hashes as it did before experiments existed.
+	Experiment *experiment.Config `json:"experiment,omitempty"`
 }
 
 // canonicalFormat names the encoding the version is taken over; change it when the encoding changes.
@@ -353,7 +365,7 @@ func (s *Set) hash() string {
 	c := canonical{Name: s.name, Description: s.description, HitPolicy: s.policy}
 	for _, r := range s.rules {
 		c.Rules = append(c.Rules, canonicalRule{Name: r.Name, Description: r.Description, Priority: r.Priority,
-			When: strings.TrimSpace(r.When), Action: r.Action})
+			When: strings.TrimSpace(r.When), Action: r.Action, Experiment: r.Experiment})
 	}
 	b, _ := json.Marshal(c) // strings and finite numbers: cannot fail
 	h := sha256.Sum256(append([]byte(canonicalFormat), b...))

@@ -1,0 +1,145 @@
+package decide
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/gemba-io/gemba/hub/audit"
+	"github.com/gemba-io/gemba/hub/decide/guard"
+	"github.com/gemba-io/gemba/hub/decide/rules"
+	"github.com/gemba-io/gemba/hub/learn/experiment"
+)
+
+// Experiments chooses a bandit rule's discount for one decision from the posteriors all replicas
+// share (experiment.Store).
+type Experiments interface {
+	Choose(ctx context.Context, cfg experiment.Config, decisionID string, u experiment.Unit) (experiment.Choice, error)
+}
+
+// GuardExperimentCover names, in a suppressed decision's verdict, a bandit that found no discount the
+// stock can supply.
+const GuardExperimentCover = "experiment_cover"
+
+// experimentStep is what a rule's experiment does to one promote decision before the guard sees it:
+// held out (record it, act on nothing), or the discount chosen by the bandit (d.Action changed), or
+// suppressed because no arm fits the cover. ref is nil for a rule without an experiment.
+type experimentStep struct {
+	ref      *audit.ExperimentRef
+	heldOut  bool
+	noArm    error // experiment.ErrNoEligibleArm, wrapped
+	discount float64
+}
+
+// experiment applies rule's experiment to decision id of d. Only the acting version's promotions
+// take part (a shadow decision never acts, so it neither holds out nor draws). An error is worth
+// retrying (the posteriors did not answer).
+func (e *Engine) experiment(ctx context.Context, rule rules.Rule, d rules.Decision, ex *explained, id string) (experimentStep, error) {
+	x := rule.Experiment
+	if x == nil || d.Action.Kind != rules.Promote {
+		return experimentStep{discount: d.Action.Discount}, nil
+	}
+	st := experimentStep{ref: &audit.ExperimentRef{ID: x.ID}, discount: d.Action.Discount}
+	if x.Holdout > 0 {
+		a, err := experiment.Assign(x.ID, ex.in.SKU.ID, d.Channel, x.Holdout)
+		if err != nil {
+			return st, fmt.Errorf("experiment %s: %w", x.ID, err)
+		}
+		st.ref.Holdout = &a
+		if a.Group == experiment.Held {
+			st.heldOut = true
+			return st, nil
+		}
+	}
+	if x.Bandit == nil || e.deps.Experiments == nil {
+		return st, nil
+	}
+	inv := ex.in.Inventory
+	if !ex.invFound || !finite(inv.DailyRate) || !finite(inv.Position) {
+		// Unknown stock or demand: no arm can be judged against the cover. The rule's own discount
+		// stands; the guard refuses anyway if the rule reads the stock.
+		return st, nil
+	}
+	u := experiment.Unit{
+		SKU: ex.in.SKU.ID, Channel: d.Channel, Position: inv.Position,
+		Baseline:    math.Max(inv.DailyRate, 0) * d.Action.Duration.Hours() / 24,
+		SafetyStock: math.Max(inv.DailyRate, 0) * e.cfg.SafetyDays,
+	}
+	c, err := e.deps.Experiments.Choose(ctx, *x, id, u)
+	switch {
+	case errors.Is(err, experiment.ErrNoEligibleArm):
+		st.ref.Bandit = &c
+		st.noArm = err
+		return st, nil
+	case err != nil:
+		return st, fmt.Errorf("experiment %s: %w", x.ID, err)
+	}
+	st.ref.Bandit = &c
+	st.discount = c.Discount
+	return st, nil
+}
+
+func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
+
+// heldOut records a decision its experiment held out: eligible, and deliberately not promoted, so
+// that its sales measure what the promotion changed. Nothing is claimed in the guard (no cap or
+// cooldown is used up), and the same rule does not record this SKU × channel again on this replica
+// for the promotion's duration.
+func (e *Engine) heldOut(ctx context.Context, ls *liveSets, set *rules.Set, mode string, res *rules.Result, d rules.Decision,
+	rule rules.Rule, ex *explained, id, wkey string, st experimentStep, now time.Time) error {
+	rec := e.record(ls, set, mode, res, d, rule, ex, now)
+	rec.DecisionID, rec.Event, rec.Outcome, rec.Experiment = id, audit.EventDecided, audit.OutcomeHeldOut, st.ref
+	if _, err := e.deps.Audit.Publish(ctx, rec, ls.Change.Seq); err != nil {
+		if errors.Is(err, audit.ErrFenced) {
+			e.Metrics.Fenced.Add(1)
+			e.mark(Unit{ex.in.SKU.ID, ex.in.Site})
+			return nil
+		}
+		return fmt.Errorf("audit: %w", err)
+	}
+	e.Metrics.HeldOut.Add(1)
+	e.holdOut(wkey, now.Add(d.Action.Duration))
+	e.done.add(id)
+	return nil
+}
+
+// noArm records a bandit decision for which no discount fits the cover as suppressed.
+func (e *Engine) noArm(ctx context.Context, ls *liveSets, set *rules.Set, mode string, res *rules.Result, d rules.Decision,
+	rule rules.Rule, ex *explained, id string, st experimentStep, now time.Time) error {
+	rec := e.record(ls, set, mode, res, d, rule, ex, now)
+	v := guard.Verdict{DecisionID: id, Outcome: guard.Suppress, Guardrail: GuardExperimentCover, Reason: st.noArm.Error(),
+		ActionTime: now, Decided: now, Replica: e.deps.Replica}
+	rec.DecisionID, rec.Event, rec.Outcome, rec.Verdict, rec.Experiment = id, audit.EventDecided, audit.OutcomeSuppressed, &v, st.ref
+	if _, err := e.deps.Audit.Publish(ctx, rec, ls.Change.Seq); err != nil {
+		if errors.Is(err, audit.ErrFenced) {
+			e.Metrics.Fenced.Add(1)
+			e.mark(Unit{ex.in.SKU.ID, ex.in.Site})
+			return nil
+		}
+		return fmt.Errorf("audit: %w", err)
+	}
+	e.Metrics.Decisions.Add(1)
+	e.Metrics.Suppressed.Add(1)
+	e.done.add(id)
+	return nil
+}
+
+// holdingOut reports whether this replica recorded key (a waitKey) as held out until after now.
+func (e *Engine) holdingOut(key string) bool {
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	until, ok := e.heldUntil[key]
+	if ok && !e.now().Before(until) {
+		delete(e.heldUntil, key)
+		return false
+	}
+	return ok
+}
+
+func (e *Engine) holdOut(key string, until time.Time) {
+	e.wmu.Lock()
+	defer e.wmu.Unlock()
+	e.heldUntil[key] = until
+}

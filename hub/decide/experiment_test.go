@@ -1,0 +1,118 @@
+package decide
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gemba-io/gemba/hub/audit"
+	"github.com/gemba-io/gemba/hub/learn/experiment"
+	"github.com/gemba-io/gemba/internal/testutil"
+)
+
+const holdoutRules = `name: x
+hit_policy: first
+rules:
+  - name: promote-over
+    when: inventory.days_of_cover > 30.0 && has(features.units) && features.units.value > 0.0
+    promote: {channels: ["*"], discount: 10, duration: 24h}
+    experiment: {id: %s, holdout: 0.5}
+`
+
+// A holdout: the units its deterministic draw holds out are recorded as held out (with the draw)
+// and never acted on; the others are promoted, their records carrying the draw too. Every unit of
+// the graph (A on web and retail, B on web) goes the way experiment.Assign says.
+func TestHoldoutUnits(t *testing.T) {
+	units := [][2]string{{"A", "web"}, {"A", "retail"}, {"B", "web"}}
+	// An experiment id whose draw puts at least one unit in each group (the draw is fixed per id).
+	var id string
+	want := map[[2]string]experiment.Group{}
+	for i := 0; id == ""; i++ {
+		cand := fmt.Sprintf("ho-%d", i)
+		groups := map[experiment.Group]int{}
+		for _, u := range units {
+			a, err := experiment.Assign(cand, u[0], u[1], 0.5)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want[u] = a.Group
+			groups[a.Group]++
+		}
+		if groups[experiment.Held] > 0 && groups[experiment.Treated] > 0 {
+			id = cand
+		}
+	}
+	r := newRig(t, nil)
+	r.activate(fmt.Sprintf(holdoutRules, id))
+	r.overstocked("l1", "A")
+	r.overstocked("l2", "B")
+	testutil.WaitFor(t, 10*time.Second, "every unit decided", func() bool { return len(r.records(audit.Filter{})) == len(units) })
+	var acted [][2]string
+	for _, m := range r.actions() {
+		acted = append(acted, [2]string{m.SKU, m.Channel})
+	}
+	for _, rec := range r.records(audit.Filter{}) {
+		u := [2]string{rec.SKU, rec.Channel}
+		x := rec.Experiment
+		if x == nil || x.ID != id || x.Holdout == nil || x.Holdout.Group != want[u] {
+			t.Errorf("%v: experiment %+v, want group %s", u, x, want[u])
+			continue
+		}
+		switch want[u] {
+		case experiment.Held:
+			if rec.Outcome != audit.OutcomeHeldOut || slices.Contains(acted, u) {
+				t.Errorf("%v held out: outcome %s, acted %v", u, rec.Outcome, slices.Contains(acted, u))
+			}
+		case experiment.Treated:
+			if rec.Outcome != audit.OutcomeFired || !slices.Contains(acted, u) {
+				t.Errorf("%v treated: outcome %s, acted %v", u, rec.Outcome, slices.Contains(acted, u))
+			}
+		}
+	}
+}
+
+const banditRules = `name: b
+hit_policy: first
+rules:
+  - name: promote-any
+    when: has(features.units) && features.units.value > 0.0
+    promote: {channels: [web], discount: 10, duration: 24h}
+    experiment: {bandit: {arms: [5, 8, 11]}}
+`
+
+// A bandit: the promotion runs with the arm chosen, recorded with the posterior it was drawn from;
+// a SKU whose stock cannot cover even the safety stock gets no arm and is suppressed, saying why.
+func TestBanditChoosesWithinCover(t *testing.T) {
+	r := newRig(t, nil)
+	r.activate(banditRules)
+	r.overstocked("l1", "A") // 45 days of cover
+	now := r.clock()
+	r.state.setFeature("units", "B", 40, now, nil)
+	r.state.setCover("B", "s1", 2) // 20 units against a safety stock of 3 days (30)
+	r.eng.FeatureChanged("units", "B")
+	testutil.WaitFor(t, 10*time.Second, "A promoted", func() bool { return len(r.actions()) == 1 })
+	m := r.actions()[0]
+	fired := r.records(audit.Filter{SKU: "A", Outcome: audit.OutcomeFired})
+	if len(fired) != 1 {
+		t.Fatalf("%d fired records of A", len(fired))
+	}
+	b := fired[0].Experiment
+	if b == nil || b.Bandit == nil || b.ID != "promote-any" || len(b.Bandit.Arms) != 3 {
+		t.Fatalf("A's record has no bandit choice: %+v", b)
+	}
+	if !slices.Contains([]float64{5, 8, 11}, m.Discount) || m.Discount != b.Bandit.Discount || fired[0].Action.Discount != m.Discount {
+		t.Errorf("promotion at %v%%, the choice says %v%%, the record %v%%", m.Discount, b.Bandit.Discount, fired[0].Action.Discount)
+	}
+	testutil.WaitFor(t, 10*time.Second, "B suppressed", func() bool {
+		return len(r.records(audit.Filter{SKU: "B", Outcome: audit.OutcomeSuppressed})) == 1
+	})
+	rec := r.records(audit.Filter{SKU: "B"})[0]
+	if rec.Verdict == nil || rec.Verdict.Guardrail != GuardExperimentCover || !strings.Contains(rec.Verdict.Reason, "no eligible arm") {
+		t.Errorf("B's verdict %+v", rec.Verdict)
+	}
+	if n := len(r.actions()); n != 1 {
+		t.Errorf("%d actions: B acted without an arm", n)
+	}
+}
