@@ -39,6 +39,24 @@ func Explain(w io.Writer, recs []Record, delivery *act.Record) {
 	if first.Arm != "" {
 		p("  experiment arm: %s", first.Arm)
 	}
+	if x := first.Experiment; x != nil {
+		if h := x.Holdout; h != nil {
+			p("  experiment %s: holdout %.0f%%, this unit drew %.4f: %s", x.ID, h.Share*100, h.Bucket, h.Group)
+		}
+		if b := x.Bandit; b != nil {
+			p("  experiment %s: bandit (pool %s, posterior revision %d) chose %g%% (%s) among:", x.ID, b.Pool, b.PoolRevision, b.Discount, b.Reason)
+			for _, a := range b.Arms {
+				state := "not eligible: expected extra units exceed the stock above safety"
+				if a.Eligible {
+					state = "eligible"
+				}
+				if a.Drawn {
+					state += fmt.Sprintf(", drew lift %.3f, value %.3f", a.Sample, a.Value)
+				}
+				p("    %g%%: expected lift %.3f (%d outcomes), expected extra units %.1f, %s", a.Discount, a.ExpectedLift, a.PoolN, a.ExpectedExtra, state)
+			}
+		}
+	}
 
 	p("events:")
 	for _, r := range recs {

@@ -116,3 +116,18 @@ func TestBanditChoosesWithinCover(t *testing.T) {
 		t.Errorf("%d actions: B acted without an arm", n)
 	}
 }
+
+// The why of a bandit's decision lists the arms it chose among.
+func TestBanditWhy(t *testing.T) {
+	r := newRig(t, nil)
+	r.activate(banditRules)
+	r.overstocked("l1", "A")
+	testutil.WaitFor(t, 10*time.Second, "A promoted", func() bool { return len(r.actions()) == 1 })
+	var b strings.Builder
+	audit.Explain(&b, r.records(audit.Filter{SKU: "A"}), nil)
+	for _, want := range []string{"experiment promote-any: bandit", "5%: expected lift", "8%: expected lift", "11%: expected lift"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("why lacks %q:\n%s", want, b.String())
+		}
+	}
+}
