@@ -210,7 +210,9 @@ func (c *Console) decisionsPage(w http.ResponseWriter, r *http.Request) {
 	if len(recs) == f.Limit && f.Limit < audit.MaxLimit {
 		more = with("limit", min(f.Limit*2, audit.MaxLimit))
 	}
-	if len(recs) < f.Limit && f.MaxScan < audit.DefaultMaxScan {
+	// Without a filter every record matches: a short page means the log was read to its start.
+	filtered := f.SKU != "" || f.Channel != "" || f.Rule != "" || f.Outcome != "" || f.Mode != ""
+	if filtered && len(recs) < f.Limit && f.MaxScan < audit.DefaultMaxScan {
 		further = with("scan", min(f.MaxScan*4, audit.DefaultMaxScan))
 	}
 	var channels []graph.Node
