@@ -117,7 +117,7 @@ type learning struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	refits struct{ ok, locked, noData, failed atomic.Uint64 }
+	refits struct{ checks, ok, fresh, locked, noData, failed atomic.Uint64 }
 }
 
 // Cover is the active model set's days of cover of position (units on hand) for sku at site at now,
@@ -204,6 +204,7 @@ func (h *Hub) refitLoop(ctx context.Context, js jetstream.JetStream, l *learning
 		case <-time.After(wait):
 		}
 		wait = time.Minute/2 + rand.N(time.Minute)
+		l.refits.checks.Add(1)
 		metas, err := l.reg.List(ctx)
 		if err != nil {
 			log.Warn("model sets not listed; refit check skipped", "err", err)
@@ -218,6 +219,7 @@ func (h *Hub) refitLoop(ctx context.Context, js jetstream.JetStream, l *learning
 		res, err := l.reg.Refit(ctx, js, opts)
 		switch {
 		case errors.Is(err, registry.ErrFresh):
+			l.refits.fresh.Add(1)
 			log.Debug("refit skipped: another replica has just refitted", "err", err)
 		case errors.Is(err, registry.ErrLocked):
 			l.refits.locked.Add(1)
@@ -239,12 +241,15 @@ func (h *Hub) refitLoop(ctx context.Context, js jetstream.JetStream, l *learning
 }
 
 func (h *Hub) registerLearning(l *learning) {
-	for outcome, v := range map[string]*atomic.Uint64{"ok": &l.refits.ok, "locked": &l.refits.locked,
+	for outcome, v := range map[string]*atomic.Uint64{"ok": &l.refits.ok, "fresh": &l.refits.fresh, "locked": &l.refits.locked,
 		"no_data": &l.refits.noData, "failed": &l.refits.failed} {
 		h.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gemba_hub_models_refits_total",
-			Help:        "Scheduled refits of the demand models by this replica, by outcome (locked: another replica was refitting; no_data: no sales in the stream yet).",
+			Help:        "Scheduled refits of the demand models by this replica, by outcome (fresh: another replica had just refitted; locked: another replica was refitting; no_data: no sales in the stream yet).",
 			ConstLabels: prometheus.Labels{"outcome": outcome}}, func() float64 { return float64(v.Load()) }))
 	}
+	h.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "gemba_hub_models_refit_checks_total",
+		Help: "Times this replica checked whether the newest model set is older than learn.refit_every."},
+		func() float64 { return float64(l.refits.checks.Load()) }))
 	h.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gemba_hub_models_active_series",
 		Help: "Series in the active demand model set this replica follows (0 before one is active)."}, func() float64 {
 		if l := h.learn.Load(); l != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gemba-io/gemba/hub/ingest/commerce"
 	"github.com/gemba-io/gemba/internal/natstest"
+	"github.com/gemba-io/gemba/internal/testutil"
 )
 
 // The models commands against a real server: refit fits the stream's sales and promotes the first
@@ -105,5 +106,66 @@ learn: {enabled: true, horizon_days: 7}
 	if _, errOut, code = runHub(t, dir, nil, "models", "refit", "-c", cfgFile, "--by", "x", "--why", "y", "--promote", "maybe"); code != 1 ||
 		!strings.Contains(errOut, `promote "maybe"`) {
 		t.Errorf("refit with a bad --promote: code %d, %s", code, errOut)
+	}
+}
+
+// Two hub replicas with learn enabled: exactly one refits on schedule (the lock, then the freshness
+// check under it), and both follow the set it stores.
+func TestReplicasRefitOnceAndFollow(t *testing.T) {
+	n := natstest.JetStream(t)
+	_, js := natstest.Connect(t, n.URL())
+	ctx := context.Background()
+	ccfg := commerce.DefaultConfig()
+	ccfg.Channels = []string{"web", "retail", "wholesale"}
+	if _, err := commerce.EnsureStream(ctx, js, ccfg); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := commerce.NewPublisher(js, ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	today := time.Now().UTC().Truncate(24 * time.Hour)
+	var evs []commerce.Event
+	for d := 1; d <= 60; d++ {
+		for i, sku := range []string{"A-100", "B-210"} {
+			evs = append(evs, commerce.Sale{OrderID: fmt.Sprintf("o%d-%d", d, i), Line: 1, SKU: sku, Site: "plant1", Channel: "retail",
+				Quantity: float64(3 + (d+i)%4), UnitPrice: 3, Currency: "EUR", Time: today.AddDate(0, 0, -d).Add(15 * time.Hour)})
+		}
+	}
+	for _, r := range pub.Publish(ctx, evs) {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	dir := t.TempDir()
+	var reps []*replica
+	for _, name := range []string{"m1", "m2"} {
+		port := testutil.FreePort(t)
+		file := writeFile(t, filepath.Join(dir, name+".yaml"), fmt.Sprintf(`hub: {id: %s, data_dir: %s/%s, log: {level: warn, format: text}}
+http: {listen: "127.0.0.1:%d"}
+nats: {servers: ["%s"]}
+learn: {enabled: true, refit_every: 1h, horizon_days: 14}
+`, name, dir, name, port, n.URL()))
+		r := runReplica(t, name, "", file)
+		r.base = fmt.Sprintf("http://127.0.0.1:%d", port)
+		reps = append(reps, r)
+	}
+	for _, r := range reps {
+		testutil.WaitFor(t, 60*time.Second, r.name+" follows a model set of two series", func() bool {
+			return r.metric(t, "gemba_hub_models_active_series") == 2
+		})
+	}
+	var ok float64
+	for _, r := range reps {
+		testutil.WaitFor(t, 30*time.Second, r.name+" has made its first check", func() bool {
+			return r.metric(t, "gemba_hub_models_refit_checks_total") >= 1
+		})
+		ok += r.metric(t, "gemba_hub_models_refits_total", "outcome", "ok")
+	}
+	if ok != 1 {
+		for _, r := range reps {
+			t.Logf("%s stderr:\n%s", r.name, r.stderr.String())
+		}
+		t.Fatalf("%v scheduled refits succeeded over two replicas, want exactly 1", ok)
 	}
 }
