@@ -8,36 +8,10 @@ import (
 	"math/rand/v2"
 	"slices"
 	"time"
-
-	"gonum.org/v1/gonum/stat/distuv"
 )
 
-// The bandit's model. One outcome's lift is L = units sold over the promotion / baseline units
-// expected without it; by that definition L = 1 at no discount. The pool's response to a discount d
-// is a curve through that point, L(d) = 1 + β₁x + β₂x² with x = d/100, observed with Normal noise
-// of unknown variance σ². The conjugate prior is Normal-Inverse-Gamma: σ² ~ InvGamma(a, b),
-// β | σ² ~ Normal(μ, σ²Λ⁻¹) (Bayesian linear regression). Thompson sampling draws σ² and β from the
-// posterior, evaluates every eligible arm on the drawn curve and picks the arm worth most:
-// value = L(d) × (1 − d/100 − cost) / (1 − cost), the margin (revenue when cost is 0) relative to
-// an unpromoted day.
-//
-// Why a curve rather than one independent mean per arm: every outcome then informs every arm (a
-// 10 % outcome says much about 5 % and 20 %), and the anchor L(0) = 1 is known for free, so a pool
-// learns its best arm in tens of outcomes instead of tens per arm; a quadratic is the least shape
-// that can bend over (diminishing returns). Why Normal rather than Gamma-Poisson on units: sales are
-// over-dispersed (orders of 200 units on wholesale), so a Poisson posterior would be far too sure of
-// itself and stop exploring; the variance here is learnt.
-//
-// The prior: μ = 0 (no lift), Λ = 10⁻⁴·I (so β's prior spread is about ±10, a lift of 2 at a 10 %
-// discount is plausible), a = 1, b = 0.01 (a lift noise around 0.1, soon replaced by the data).
-const (
-	priorLambda = 1e-4
-	priorA      = 1
-	priorB      = 0.01
-)
-
-// MaxApplied is how many outcome ids a pool's state remembers to apply each outcome once. Older ids
-// are forgotten, and an outcome whose window ended at or before the newest forgotten one is refused
+// MaxApplied is how many outcome ids a state remembers to apply each outcome once. Older ids are
+// forgotten, and an outcome whose window ended at or before the newest forgotten one is refused
 // (ErrOutcomeTooOld) rather than risk applying it twice.
 const MaxApplied = 2048
 
@@ -48,130 +22,23 @@ var ErrNoEligibleArm = errors.New("no eligible arm: every discount's expected ex
 // already applied cannot be told; it is refused.
 var ErrOutcomeTooOld = errors.New("outcome too old: its window ended before the oldest outcome id remembered")
 
-// Model is the Normal-Inverse-Gamma posterior of a pool's response curve.
-type Model struct {
-	N      int        `json:"n"`      // outcomes applied
-	Mu     [2]float64 `json:"mu"`     // posterior mean of (β₁, β₂)
-	Lambda [3]float64 `json:"lambda"` // posterior precision (Λ₁₁, Λ₁₂, Λ₂₂), symmetric
-	A      float64    `json:"a"`
-	B      float64    `json:"b"`
-}
-
-func priorModel() Model {
-	return Model{Lambda: [3]float64{priorLambda, 0, priorLambda}, A: priorA, B: priorB}
-}
-
-func basis(d float64) [2]float64 { x := d / 100; return [2]float64{x, x * x} }
-
-// Lift is the posterior mean lift at discount d.
-func (m Model) Lift(d float64) float64 {
-	x := basis(d)
-	return 1 + m.Mu[0]*x[0] + m.Mu[1]*x[1]
-}
-
-// Stats are the sufficient statistics of a pool's outcomes (x = basis(d), r = lift − 1): the state
-// keeps these rather than a posterior so that one pool's data can be read under another prior (a
-// unit's own outcomes under its channel's posterior, see BanditConfig.PoolWeight).
-type Stats struct {
-	N  int        `json:"n"`
-	XX [3]float64 `json:"xx"` // Σxxᵀ: (11, 12, 22)
-	XR [2]float64 `json:"xr"` // Σxr
-	RR float64    `json:"rr"` // Σr²
-}
-
-func (st *Stats) add(d, y float64) {
-	x, r := basis(d), y-1
-	st.N++
-	st.XX[0] += x[0] * x[0]
-	st.XX[1] += x[0] * x[1]
-	st.XX[2] += x[1] * x[1]
-	st.XR[0] += x[0] * r
-	st.XR[1] += x[1] * r
-	st.RR += r * r
-}
-
-func (st Stats) check() error {
-	ok := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
-	if st.N < 0 || !ok(st.XX[0]) || !ok(st.XX[1]) || !ok(st.XX[2]) || !ok(st.XR[0]) || !ok(st.XR[1]) || !ok(st.RR) ||
-		st.XX[0] < 0 || st.XX[2] < 0 || st.RR < 0 {
-		return fmt.Errorf("stats %+v are not sums of squares", st)
-	}
-	return nil
-}
-
-// update is the posterior of prior m given the outcomes summed in st (the conjugate update).
-func (m Model) update(st Stats) Model {
-	l := m.Lambda
-	lm := [2]float64{l[0]*m.Mu[0] + l[1]*m.Mu[1], l[1]*m.Mu[0] + l[2]*m.Mu[1]}
-	before := m.Mu[0]*lm[0] + m.Mu[1]*lm[1]
-	n := [3]float64{l[0] + st.XX[0], l[1] + st.XX[1], l[2] + st.XX[2]}
-	rhs := [2]float64{lm[0] + st.XR[0], lm[1] + st.XR[1]}
-	det := n[0]*n[2] - n[1]*n[1]
-	mu := [2]float64{(n[2]*rhs[0] - n[1]*rhs[1]) / det, (n[0]*rhs[1] - n[1]*rhs[0]) / det}
-	after := mu[0]*rhs[0] + mu[1]*rhs[1] // μ'ᵀΛ'μ' = μ'ᵀ(Λμ + Σxr)
-	return Model{N: m.N + st.N, Mu: mu, Lambda: n, A: m.A + float64(st.N)/2, B: m.B + 0.5*max(0, st.RR+before-after)}
-}
-
-// asPrior turns a channel's posterior into a unit's prior worth at most w outcomes: the same mean
-// curve and noise, its precision scaled down to w outcomes' worth (partial pooling: a unit with
-// few outcomes of its own follows its channel, one with many follows its own).
-func (m Model) asPrior(w float64) Model {
-	if m.N == 0 || w <= 0 {
-		return priorModel()
-	}
-	f := min(1, w/float64(m.N))
-	p := priorModel()
-	p.Mu = m.Mu
-	p.Lambda = [3]float64{priorLambda + m.Lambda[0]*f, m.Lambda[1] * f, priorLambda + m.Lambda[2]*f}
-	n := min(w, float64(m.N))
-	p.A = priorA + n/2
-	p.B = priorB + (m.B-priorB)*n/float64(m.N)
-	return p
-}
-
-// draw samples (β₁, β₂) from the posterior: σ² ~ InvGamma(a, b), β ~ Normal(μ, σ²Λ⁻¹).
-func (m Model) draw(rng *rand.Rand) [2]float64 {
-	tau := distuv.Gamma{Alpha: m.A, Beta: m.B, Src: rng}.Rand() // 1/σ²
-	l := m.Lambda
-	det := l[0]*l[2] - l[1]*l[1]
-	// Covariance σ²Λ⁻¹ and its Cholesky factor (2×2 by hand).
-	c11, c12, c22 := l[2]/det/tau, -l[1]/det/tau, l[0]/det/tau
-	a := math.Sqrt(c11)
-	b := c12 / a
-	c := math.Sqrt(max(0, c22-b*b))
-	z1, z2 := rng.NormFloat64(), rng.NormFloat64()
-	return [2]float64{m.Mu[0] + a*z1, m.Mu[1] + b*z1 + c*z2}
-}
-
-// Arm counts the outcomes of one discount: for the floor and for reading.
-type Arm struct {
-	Discount float64 `json:"discount"`
-	N        int     `json:"n"`
-	Sum      float64 `json:"sum"` // of the lifts observed
-}
-
-func (a Arm) check() error {
-	switch {
-	case math.IsNaN(a.Discount) || a.Discount <= 0 || a.Discount >= 100:
-		return fmt.Errorf("discount %v", a.Discount)
-	case a.N < 0 || math.IsNaN(a.Sum) || math.IsInf(a.Sum, 0) || a.Sum < 0:
-		return fmt.Errorf("arm %v: n %d, sum %v", a.Discount, a.N, a.Sum)
-	}
-	return nil
-}
-
 // AppliedOutcome remembers an applied outcome by id and the end of its window.
 type AppliedOutcome struct {
 	ID  string    `json:"id"`
 	End time.Time `json:"end"`
 }
 
-// State is one pool's posterior, the value of its KV key.
+// State is the value of one KV key: a pool's outcomes (pool channel or rule, or the channel
+// population of pool unit) or one unit's own (pool unit).
 type State struct {
-	Version int              `json:"v"`
-	Stats   Stats            `json:"stats"`
-	Arms    []Arm            `json:"arms"` // by increasing discount
-	Applied []AppliedOutcome `json:"applied,omitempty"`
+	Version int   `json:"v"`
+	Stats   Stats `json:"stats"` // of the curve
+	Arms    []Arm `json:"arms"`  // by increasing discount
+	// WithinSS and WithinDF sum the squared deviations of units' outcomes from their own arm means
+	// and their degrees of freedom: the channel's noise estimate (pool unit, channel key only).
+	WithinSS float64          `json:"within_ss,omitempty"`
+	WithinDF float64          `json:"within_df,omitempty"`
+	Applied  []AppliedOutcome `json:"applied,omitempty"`
 	// Horizon is the newest window end among forgotten ids (see MaxApplied).
 	Horizon time.Time `json:"horizon,omitzero"`
 }
@@ -188,6 +55,9 @@ func (s *State) check() error {
 	}
 	if err := s.Stats.check(); err != nil {
 		return err
+	}
+	if math.IsNaN(s.WithinSS) || math.IsInf(s.WithinSS, 0) || s.WithinSS < 0 || math.IsNaN(s.WithinDF) || math.IsInf(s.WithinDF, 0) || s.WithinDF < 0 {
+		return fmt.Errorf("within-unit sums %v, %v are not sums of squares", s.WithinSS, s.WithinDF)
 	}
 	for i, a := range s.Arms {
 		if err := a.check(); err != nil {
@@ -210,15 +80,7 @@ func (s *State) check() error {
 
 // arm returns the state's arm of discount d, adding it when new.
 func (s *State) arm(d float64) *Arm {
-	i, found := slices.BinarySearchFunc(s.Arms, d, func(a Arm, d float64) int {
-		switch {
-		case a.Discount < d:
-			return -1
-		case a.Discount > d:
-			return 1
-		}
-		return 0
-	})
+	i, found := slices.BinarySearchFunc(s.Arms, d, cmpArm)
 	if !found {
 		s.Arms = slices.Insert(s.Arms, i, Arm{Discount: d})
 	}
@@ -264,7 +126,8 @@ const (
 // its lift and value on the drawn curve.
 type ArmDraw struct {
 	Discount      float64 `json:"discount"`
-	N             int     `json:"n"`              // outcomes of this arm in the pool
+	PoolN         int     `json:"pool_n"`         // outcomes of this arm in the pool
+	UnitN         int     `json:"unit_n"`         // and in the unit's own (pool unit)
 	ExpectedLift  float64 `json:"expected_lift"`  // on the posterior mean curve
 	ExpectedExtra float64 `json:"expected_extra"` // Baseline × (ExpectedLift − 1)
 	Eligible      bool    `json:"eligible"`
@@ -276,38 +139,46 @@ type ArmDraw struct {
 // Choice is the arm a bandit chose for one decision and the posterior it came from; the engine
 // records it in the decision as it is.
 type Choice struct {
-	Experiment string     `json:"experiment"`
-	Key        string     `json:"key"`      // the pool's KV key
-	Revision   uint64     `json:"revision"` // the pool state's revision (0: no outcome yet)
-	DecisionID string     `json:"decision_id"`
-	Discount   float64    `json:"discount"`
-	Reason     string     `json:"reason"`
-	Model      Model      `json:"model"`         // the posterior drawn from
-	Beta       [2]float64 `json:"beta,omitzero"` // the curve drawn (Thompson only)
-	Arms       []ArmDraw  `json:"arms"`          // the configured arms by increasing discount
+	Experiment string `json:"experiment"`
+	Pool       string `json:"pool"`
+	// PoolKey and PoolRevision name the pool state read; UnitKey and UnitRevision the unit's own
+	// (pool unit). Revision 0: no outcome yet.
+	PoolKey      string     `json:"pool_key"`
+	PoolRevision uint64     `json:"pool_revision"`
+	UnitKey      string     `json:"unit_key,omitempty"`
+	UnitRevision uint64     `json:"unit_revision,omitempty"`
+	DecisionID   string     `json:"decision_id"`
+	Discount     float64    `json:"discount"`
+	Reason       string     `json:"reason"`
+	Curve        Curve      `json:"curve"`         // the posterior drawn from
+	Beta         [2]float64 `json:"beta,omitzero"` // the curve drawn (Thompson only)
+	Arms         []ArmDraw  `json:"arms"`          // the configured arms by increasing discount
 }
 
-// choose picks an arm from state s (at revision rev) for one decision. The draws come from a
-// random stream seeded by the experiment, pool key, decision id and revision, so the same decision
-// against the same state chooses the same arm on any replica.
-func choose(s *State, prior Model, b *BanditConfig, exp, key string, rev uint64, decisionID string, u Unit) (Choice, error) {
+// choose picks an arm for one decision from the pool's state (and the unit's own, pool unit). The
+// draws come from a random stream seeded by the experiment, the decision id and the revisions
+// read, so the same decision against the same states chooses the same arm on any replica.
+func choose(c Choice, pool, unit *State, b *BanditConfig, u Unit) (Choice, error) {
 	h := fnv.New64a()
-	h.Write([]byte(exp + "\x00" + key + "\x00" + decisionID))
-	rng := rand.New(rand.NewPCG(h.Sum64(), rev))
-	model := prior.update(s.Stats)
-	c := Choice{Experiment: exp, Key: key, Revision: rev, DecisionID: decisionID, Model: model}
+	h.Write([]byte(c.Experiment + "\x00" + c.PoolKey + "\x00" + c.UnitKey + "\x00" + c.DecisionID))
+	rng := rand.New(rand.NewPCG(h.Sum64(), c.PoolRevision<<32^c.UnitRevision))
+	p := newPrior(b.priorLift())
+	if unit == nil {
+		c.Curve = poolCurve(p, pool.Stats)
+	} else {
+		c.Curve = unitCurve(p, pool, unit)
+	}
 	room := u.Position - u.SafetyStock
 	total := 0
 	for _, d := range b.sortedArms() {
-		n := 0
-		if i := slices.IndexFunc(s.Arms, func(a Arm) bool { return a.Discount == d }); i >= 0 {
-			n = s.Arms[i].N
-		}
-		lift := model.Lift(d)
+		lift := c.Curve.Lift(d)
 		extra := u.Baseline * (lift - 1)
-		ad := ArmDraw{Discount: d, N: n, ExpectedLift: lift, ExpectedExtra: extra, Eligible: extra <= room}
+		ad := ArmDraw{Discount: d, PoolN: find(pool.Arms, d).N, ExpectedLift: lift, ExpectedExtra: extra, Eligible: extra <= room}
+		if unit != nil {
+			ad.UnitN = find(unit.Arms, d).N
+		}
 		if ad.Eligible {
-			total += n
+			total += ad.PoolN
 		}
 		c.Arms = append(c.Arms, ad)
 	}
@@ -317,13 +188,13 @@ func choose(s *State, prior Model, b *BanditConfig, exp, key string, rev uint64,
 			continue
 		}
 		eligible = append(eligible, i)
-		if float64(a.N) < b.Floor*float64(total+1) {
+		if float64(a.PoolN) < b.Floor*float64(total+1) {
 			under = append(under, i)
 		}
 	}
 	if len(eligible) == 0 {
 		return c, fmt.Errorf("experiment %s: %s/%s (baseline %v, position %v, safety stock %v): %w",
-			exp, u.SKU, u.Channel, u.Baseline, u.Position, u.SafetyStock, ErrNoEligibleArm)
+			c.Experiment, u.SKU, u.Channel, u.Baseline, u.Position, u.SafetyStock, ErrNoEligibleArm)
 	}
 	if len(under) > 0 {
 		// Drawn at random among the arms below their floor rather than the least-served one: every
@@ -333,7 +204,7 @@ func choose(s *State, prior Model, b *BanditConfig, exp, key string, rev uint64,
 		c.Discount, c.Reason = c.Arms[i].Discount, ReasonFloor
 		return c, nil
 	}
-	c.Beta = model.draw(rng)
+	c.Beta = c.Curve.draw(rng.NormFloat64(), rng.NormFloat64())
 	best := -1
 	margin := 1 - b.CostShare
 	for _, i := range eligible {
@@ -384,8 +255,10 @@ func (o Outcome) check() error {
 }
 
 // apply adds outcome o to s unless it was applied already; it reports whether s changed. An arm
-// not (or no longer) configured is updated all the same: the outcome happened.
-func (s *State) apply(o Outcome) (bool, error) {
+// not (or no longer) configured is updated all the same: the outcome happened. within is the
+// within-unit increment (sum of squares, degrees of freedom) that a channel state of pool unit
+// adds to its noise estimate; zero elsewhere.
+func (s *State) apply(o Outcome, within [2]float64) (bool, error) {
 	if slices.ContainsFunc(s.Applied, func(a AppliedOutcome) bool { return a.ID == o.ID }) {
 		return false, nil
 	}
@@ -394,9 +267,9 @@ func (s *State) apply(o Outcome) (bool, error) {
 	}
 	y := o.Units / o.Baseline
 	s.Stats.add(o.Discount, y)
-	a := s.arm(o.Discount)
-	a.N++
-	a.Sum += y
+	s.arm(o.Discount).add(y)
+	s.WithinSS += within[0]
+	s.WithinDF += within[1]
 	s.Applied = append(s.Applied, AppliedOutcome{ID: o.ID, End: o.End.UTC()})
 	if len(s.Applied) > MaxApplied {
 		slices.SortStableFunc(s.Applied, func(a, b AppliedOutcome) int { return a.End.Compare(b.End) })

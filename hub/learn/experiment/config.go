@@ -15,13 +15,15 @@ import (
 
 // Pools: which units of a rule share one bandit posterior.
 const (
-	// PoolChannel: one posterior per rule and channel, learnt from every SKU sold there. The default:
-	// one SKU × channel sees one promotion a day at most, far too few draws to learn from alone when
-	// its daily sales are noisy (a wholesale day is a handful of large orders).
-	PoolChannel = "channel"
-	// PoolUnit: one posterior per SKU × channel; for units that sell many orders a day.
+	// PoolUnit, the default: each SKU × channel learns its own response, starting from its channel's
+	// (learnt from every SKU sold there) and leaning on it as much as its own sales are noisy. One
+	// SKU × channel sees one promotion a day at most: alone, a noisy one (a wholesale day is a
+	// handful of large orders) would learn nothing in weeks; pooled, a clean one (web) would be held
+	// to its channel's average response, which is not its own.
 	PoolUnit = "unit"
-	// PoolRule: one posterior for the whole rule.
+	// PoolChannel: one response per rule and channel, shared by its SKUs.
+	PoolChannel = "channel"
+	// PoolRule: one response for the whole rule.
 	PoolRule = "rule"
 )
 
@@ -34,8 +36,10 @@ const (
 //	  bandit:
 //	    arms: [5, 10, 20, 30]  # discounts in percent
 //	    floor: 0.02            # each eligible arm gets at least this share of a pool's outcomes
-//	    pool: channel          # channel (default), unit or rule
+//	    pool: unit             # unit (default), channel or rule
 //	    cost_share: 0          # unit cost as a share of the list price: 0 maximises revenue
+//	    prior_lift: 0.4        # lift expected at a saturating discount, before any outcome
+//	    prior_lift_sd: 0.35
 type Config struct {
 	// ID salts the holdout assignment and names the bandit's posteriors. Changing it reshuffles the
 	// holdout and starts the bandit afresh; the engine fills it with the rule's name when empty.
@@ -53,15 +57,17 @@ type BanditConfig struct {
 	// Floor is the least share of a pool's outcomes each eligible arm gets, so that no arm is starved
 	// of the data that would show it is better; 0 ≤ floor and floor × len(arms) < 1.
 	Floor float64 `yaml:"floor" json:"floor,omitempty"`
-	// Pool is which units share a posterior: channel (default), unit or rule.
+	// Pool is which units share a posterior: unit (default: partial pooling per channel), channel
+	// or rule.
 	Pool string `yaml:"pool" json:"pool,omitempty"`
 	// CostShare is the unit cost as a share of the list price, in [0, 1): the bandit maximises the
 	// margin lift × (1 − d − cost) / (1 − cost); 0 maximises revenue. A discount at or above the
 	// margin is then never worth choosing (its value is ≤ 0).
 	CostShare float64 `yaml:"cost_share" json:"cost_share,omitempty"`
-	// PoolWeight, with pool unit only: a unit's prior is its channel's posterior (from every SKU of
-	// the channel) worth at most this many outcomes; 0 learns each unit alone.
-	PoolWeight float64 `yaml:"pool_weight" json:"pool_weight,omitempty"`
+	// PriorLift ± PriorLiftSD is the lift expected at a saturating discount before any outcome
+	// (0.4 ± 0.35 when nil / 0): where every unit's first draws come from.
+	PriorLift   *float64 `yaml:"prior_lift" json:"prior_lift,omitempty"`
+	PriorLiftSD float64  `yaml:"prior_lift_sd" json:"prior_lift_sd,omitempty"`
 }
 
 var idRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$`)
@@ -108,10 +114,11 @@ func (c *Config) problems() [][2]string {
 	default:
 		add("bandit.pool", "must be %q, %q or %q, got %q", PoolChannel, PoolUnit, PoolRule, b.Pool)
 	}
-	if w := b.PoolWeight; math.IsNaN(w) || math.IsInf(w, 0) || w < 0 {
-		add("bandit.pool_weight", "must be a number of outcomes ≥ 0, got %v", w)
-	} else if w > 0 && b.pool() != PoolUnit {
-		add("bandit.pool_weight", "applies to pool %q only (pool is %q)", PoolUnit, b.pool())
+	if p := b.PriorLift; p != nil && (math.IsNaN(*p) || *p < -1 || *p > 10) {
+		add("bandit.prior_lift", "must be a lift between -1 and 10, got %v", *p)
+	}
+	if sd := b.PriorLiftSD; math.IsNaN(sd) || sd < 0 || sd > 10 {
+		add("bandit.prior_lift_sd", "must be between 0 (default) and 10, got %v", sd)
 	}
 	if cs := b.CostShare; math.IsNaN(cs) || cs < 0 || cs >= 1 {
 		add("bandit.cost_share", "must be a share in [0, 1), got %v", cs)
@@ -142,9 +149,21 @@ func (c *Config) Err() error {
 // pool is the bandit's pool with its default applied.
 func (b *BanditConfig) pool() string {
 	if b.Pool == "" {
-		return PoolChannel
+		return PoolUnit
 	}
 	return b.Pool
+}
+
+// priorLift is the prior's lift and sd with their defaults applied.
+func (b *BanditConfig) priorLift() (lift, sd float64) {
+	lift, sd = defaultPriorLift, b.PriorLiftSD
+	if b.PriorLift != nil {
+		lift = *b.PriorLift
+	}
+	if sd == 0 {
+		sd = defaultPriorLiftSD
+	}
+	return lift, sd
 }
 
 // sortedArms are the arms in increasing discount, so ties and listings do not depend on the

@@ -20,15 +20,22 @@ experiment:
     arms: [5, 10, 20]
     floor: 0.05
     pool: unit
-    pool_weight: 10
     cost_share: 0.4
+    prior_lift: 0
+    prior_lift_sd: 0.5
 `
 	var d ruleDoc
 	if err := config.NewDecoder(config.WithoutEnv()).Unmarshal([]byte(good), &d); err != nil {
 		t.Fatal(err)
 	}
-	if d.Experiment.Holdout != 0.1 || len(d.Experiment.Bandit.Arms) != 3 || d.Experiment.Bandit.PoolWeight != 10 {
+	if d.Experiment.Holdout != 0.1 || len(d.Experiment.Bandit.Arms) != 3 {
 		t.Fatalf("decoded %+v", d.Experiment)
+	}
+	if l, sd := d.Experiment.Bandit.priorLift(); l != 0 || sd != 0.5 {
+		t.Fatalf("prior lift %v ± %v, want an explicit 0 ± 0.5", l, sd)
+	}
+	if l, sd := (&BanditConfig{}).priorLift(); l != defaultPriorLift || sd != defaultPriorLiftSD {
+		t.Fatalf("default prior lift %v ± %v", l, sd)
 	}
 	if err := d.Experiment.Err(); err != nil {
 		t.Fatal(err)
@@ -44,9 +51,10 @@ experiment:
 		{"experiment:\n  bandit:\n    arms: [10, 0, 10]\n", "experiment.bandit.arms[2]: discount 10 is also arms[0]"},
 		{"experiment:\n  bandit:\n    arms: [10, 20]\n    floor: 0.5\n", "experiment.bandit.floor: must be ≥ 0 with floor × 2 arms below 1, got 0.5"},
 		{"experiment:\n  bandit:\n    arms: [10, 20]\n    pool: sku\n", `experiment.bandit.pool: must be "channel", "unit" or "rule", got "sku"`},
-		{"experiment:\n  bandit:\n    arms: [10, 20]\n    pool_weight: 5\n", `experiment.bandit.pool_weight: applies to pool "unit" only`},
 		{"experiment:\n  bandit:\n    arms: [10, 20]\n    cost_share: 1\n", "experiment.bandit.cost_share: must be a share in [0, 1), got 1"},
 		{"experiment:\n  id: 'a b'\n", `experiment.id: must be 1-128 letters`},
+		{"experiment:\n  bandit:\n    arms: [10, 20]\n    prior_lift: 20\n", "experiment.bandit.prior_lift: must be a lift between -1 and 10, got 20"},
+		{"experiment:\n  bandit:\n    arms: [10, 20]\n    prior_lift_sd: -1\n", "experiment.bandit.prior_lift_sd: must be between 0 (default) and 10, got -1"},
 		{"experiment:\n  bandit:\n    arm: [10, 20]\n", "arm"},
 	} {
 		var d ruleDoc

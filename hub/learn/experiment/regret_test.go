@@ -125,11 +125,10 @@ func (r regretResult) log(t testing.TB, pool string) {
 	}
 }
 
-// Issue 15's target is a cumulative regret after 60 simulated days of at most 30 % of a fixed
-// mid-level discount's. This bandit does NOT reach it: it measures 50-58 % depending on the
-// experiment id that seeds the draws (docs/BENCHMARKS.md, "Learning: bandits", says why). The test
-// pins what it does reach, so that a change that makes it worse fails: at most 65 %. Fixed seed: the simulator's demand and every Thompson draw (seeded by
-// the decision id) repeat exactly.
+// Target (issue 15): after 60 simulated days the bandit's cumulative regret is at most 30 % of a
+// fixed mid-level discount's. Fixed seed: the simulator's demand and every Thompson draw (seeded by
+// the experiment and decision ids) repeat exactly. Other experiment ids draw otherwise: over five of
+// them the default bandit measures 27-30 % (BenchmarkBanditRegret; docs/BENCHMARKS.md).
 func TestBanditRegretAgainstFixedMidDiscount(t *testing.T) {
 	n := natstest.JetStream(t)
 	_, js := natstest.Connect(t, n.URL())
@@ -137,18 +136,20 @@ func TestBanditRegretAgainstFixedMidDiscount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := regretRun(t, store, "regret-test", BanditConfig{Arms: []float64{5, 10, 20, 30, 40}, Pool: PoolChannel}, 7)
-	r.log(t, PoolChannel)
+	r := regretRun(t, store, "regret-test", BanditConfig{Arms: []float64{5, 10, 20, 30, 40}}, 7)
+	r.log(t, PoolUnit)
 	if r.fixed <= 0 {
 		t.Fatalf("the fixed mid discount has no regret (%v): the benchmark measures nothing", r.fixed)
 	}
-	if r.bandit > 0.65*r.fixed {
-		t.Fatalf("bandit regret %.0f is %.1f %% of the fixed mid discount's %.0f, want ≤ 65 %% (measured 58.0 %%)", r.bandit, 100*r.bandit/r.fixed, r.fixed)
+	if r.bandit > 0.3*r.fixed {
+		t.Fatalf("bandit regret %.0f is %.1f %% of the fixed mid discount's %.0f, want ≤ 30 %%", r.bandit, 100*r.bandit/r.fixed, r.fixed)
 	}
 }
 
-// BenchmarkBanditRegret runs the same 60 simulated days for each pooling, reporting regret as a
-// share of the fixed mid discount's (go test -run '^$' -bench BanditRegret -benchtime 1x).
+// BenchmarkBanditRegret runs the 60 simulated days of the test for several bandits, each with five
+// experiment ids (five sets of Thompson draws on the same market), and reports the mean regret as a
+// share of the fixed mid discount's, and the range (go test -run '^$' -bench BanditRegret
+// -benchtime 1x).
 func BenchmarkBanditRegret(b *testing.B) {
 	n := natstest.JetStream(b)
 	_, js := natstest.Connect(b, n.URL())
@@ -157,21 +158,34 @@ func BenchmarkBanditRegret(b *testing.B) {
 		b.Fatal(err)
 	}
 	arms := []float64{5, 10, 20, 30, 40}
+	zero := 0.0
 	for _, c := range []struct {
 		name string
 		cfg  BanditConfig
 	}{
+		{"unit", BanditConfig{Arms: arms}},
+		{"unit-floor0.02", BanditConfig{Arms: arms, Floor: 0.02}},
+		{"unit-vague-prior", BanditConfig{Arms: arms, PriorLift: &zero, PriorLiftSD: 2}},
 		{"channel", BanditConfig{Arms: arms, Pool: PoolChannel}},
-		{"channel-floor0.02", BanditConfig{Arms: arms, Pool: PoolChannel, Floor: 0.02}},
-		{"unit", BanditConfig{Arms: arms, Pool: PoolUnit}},
-		{"unit-weight10", BanditConfig{Arms: arms, Pool: PoolUnit, PoolWeight: 10}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			for i := range b.N {
-				r := regretRun(b, store, fmt.Sprintf("regret-%s-%d", c.name, i), c.cfg, 7) // the same seed each time
-				b.ReportMetric(100*r.bandit/r.fixed, "regret%ofFixed")
-				b.ReportMetric(r.bandit, "regretEUR")
-				b.ReportMetric(r.fixed, "fixedRegretEUR")
+				var sum, lo, hi float64
+				const ids = 5
+				for j := range ids {
+					r := regretRun(b, store, fmt.Sprintf("regret-%s-%d-%d", c.name, i, j), c.cfg, 7)
+					share := 100 * r.bandit / r.fixed
+					sum += share
+					if j == 0 || share < lo {
+						lo = share
+					}
+					if j == 0 || share > hi {
+						hi = share
+					}
+				}
+				b.ReportMetric(sum/ids, "regret%ofFixed")
+				b.ReportMetric(lo, "min%")
+				b.ReportMetric(hi, "max%")
 			}
 		})
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"regexp"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -81,21 +82,22 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg StoreConfig, log *slo
 	return &Store{cfg: cfg, kv: kv, log: log.With("component", "experiments")}, nil
 }
 
-// Key is the KV key of the pool a SKU × channel belongs to in experiment cfg.
-func Key(cfg Config, sku, channel string) (string, error) {
+// Keys are the KV keys a SKU × channel reads in experiment cfg: its pool's (pool channel: per
+// channel; rule: one; unit: its channel's population) and, with pool unit, its own.
+func Keys(cfg Config, sku, channel string) (pool, unit string, err error) {
 	if cfg.ID == "" {
-		return "", errors.New("experiment: empty id (the engine sets it to the rule's name)")
+		return "", "", errors.New("experiment: empty id (the engine sets it to the rule's name)")
 	}
 	if cfg.Bandit == nil {
-		return "", fmt.Errorf("experiment %s: no bandit block", cfg.ID)
+		return "", "", fmt.Errorf("experiment %s: no bandit block", cfg.ID)
 	}
-	switch p := cfg.Bandit.pool(); p {
+	switch cfg.Bandit.pool() {
 	case PoolUnit:
-		return kvkey.Join(cfg.ID, p, sku, channel), nil
+		return kvkey.Join(cfg.ID, PoolChannel, channel), kvkey.Join(cfg.ID, PoolUnit, sku, channel), nil
 	case PoolChannel:
-		return kvkey.Join(cfg.ID, p, channel), nil
+		return kvkey.Join(cfg.ID, PoolChannel, channel), "", nil
 	default:
-		return kvkey.Join(cfg.ID, p), nil
+		return kvkey.Join(cfg.ID, PoolRule), "", nil
 	}
 }
 
@@ -123,32 +125,24 @@ func (s *Store) Choose(ctx context.Context, cfg Config, decisionID string, u Uni
 	if err := u.check(); err != nil {
 		return Choice{}, fmt.Errorf("experiment %s: choose for decision %s: %w", cfg.ID, decisionID, err)
 	}
-	key, err := Key(cfg, u.SKU, u.Channel)
+	pk, uk, err := Keys(cfg, u.SKU, u.Channel)
 	if err != nil {
 		return Choice{}, err
 	}
-	st, rev, err := s.read(ctx, key)
+	pool, prev, err := s.read(ctx, pk)
 	if err != nil {
 		return Choice{}, err
 	}
-	prior := priorModel()
-	if pk, ok := channelKey(cfg, u.Channel); ok {
-		ps, _, err := s.read(ctx, pk)
+	c := Choice{Experiment: cfg.ID, Pool: cfg.Bandit.pool(), PoolKey: pk, PoolRevision: prev, DecisionID: decisionID}
+	var unit *State
+	if uk != "" {
+		us, urev, err := s.read(ctx, uk)
 		if err != nil {
 			return Choice{}, err
 		}
-		prior = prior.update(ps.Stats).asPrior(cfg.Bandit.PoolWeight)
+		unit, c.UnitKey, c.UnitRevision = &us, uk, urev
 	}
-	return choose(&st, prior, cfg.Bandit, cfg.ID, key, rev, decisionID, u)
-}
-
-// channelKey is the key of the channel pool whose posterior is a unit's prior, when the bandit
-// pools partially (pool unit with a pool weight).
-func channelKey(cfg Config, channel string) (string, bool) {
-	if cfg.Bandit.pool() != PoolUnit || cfg.Bandit.PoolWeight <= 0 {
-		return "", false
-	}
-	return kvkey.Join(cfg.ID, PoolChannel, channel), true
+	return choose(c, &pool, unit, cfg.Bandit, u)
 }
 
 // Record applies a measured outcome to its pool's posterior. It returns false without error when
@@ -161,33 +155,41 @@ func (s *Store) Record(ctx context.Context, cfg Config, o Outcome) (bool, error)
 	if err := o.check(); err != nil {
 		return false, fmt.Errorf("experiment %s: %w", cfg.ID, err)
 	}
-	key, err := Key(cfg, o.SKU, o.Channel)
+	pk, uk, err := Keys(cfg, o.SKU, o.Channel)
 	if err != nil {
 		return false, err
 	}
-	applied, err := s.apply(ctx, cfg.ID, key, o)
+	if uk == "" {
+		return s.apply(ctx, cfg.ID, pk, o, [2]float64{})
+	}
+	// Pool unit: the outcome goes to the channel's population and to the unit, two keys each
+	// updated on its own and as idempotent as the other, so a call that failed between the two
+	// completes on retry. The channel first, with the unit's within-arm deviation read from the
+	// unit's state before this outcome (zero once the unit has it: a retry adds nothing twice).
+	us, _, err := s.read(ctx, uk)
 	if err != nil {
 		return false, err
 	}
-	// With partial pooling the outcome also goes to its channel's pool: a second key, updated on its
-	// own, as idempotent as the first, so a call that failed between the two completes on retry.
-	if pk, ok := channelKey(cfg, o.Channel); ok {
-		if _, err := s.apply(ctx, cfg.ID, pk, o); err != nil {
-			return false, err
-		}
+	var within [2]float64
+	if !slices.ContainsFunc(us.Applied, func(a AppliedOutcome) bool { return a.ID == o.ID }) {
+		a := find(us.Arms, o.Discount)
+		within[0], within[1] = a.add(o.Units / o.Baseline)
 	}
-	return applied, nil
+	if _, err := s.apply(ctx, cfg.ID, pk, o, within); err != nil {
+		return false, err
+	}
+	return s.apply(ctx, cfg.ID, uk, o, [2]float64{})
 }
 
 // apply is the read → apply → compare-and-set loop of one outcome on one key.
-func (s *Store) apply(ctx context.Context, exp, key string, o Outcome) (bool, error) {
+func (s *Store) apply(ctx context.Context, exp, key string, o Outcome, within [2]float64) (bool, error) {
 	r := s.retrier(ctx)
 	for {
 		st, rev, err := s.read(ctx, key)
 		if err != nil {
 			return false, err
 		}
-		changed, err := st.apply(o)
+		changed, err := st.apply(o, within)
 		if err != nil || !changed {
 			if err != nil {
 				err = fmt.Errorf("experiment %s: key %s: %w", exp, key, err)
@@ -215,14 +217,24 @@ func (s *Store) apply(ctx context.Context, exp, key string, o Outcome) (bool, er
 	}
 }
 
-// Posterior is the pool state of a SKU × channel and its revision (0 and an empty state before any
-// outcome): for the read API and tests.
-func (s *Store) Posterior(ctx context.Context, cfg Config, sku, channel string) (State, uint64, error) {
-	key, err := Key(cfg, sku, channel)
+// Posterior is the pool state a SKU × channel reads and, with pool unit, its own state (nil
+// otherwise); an empty state before any outcome. For the read API and tests.
+func (s *Store) Posterior(ctx context.Context, cfg Config, sku, channel string) (pool State, unit *State, err error) {
+	pk, uk, err := Keys(cfg, sku, channel)
 	if err != nil {
-		return State{}, 0, err
+		return State{}, nil, err
 	}
-	return s.read(ctx, key)
+	if pool, _, err = s.read(ctx, pk); err != nil {
+		return State{}, nil, err
+	}
+	if uk != "" {
+		us, _, err := s.read(ctx, uk)
+		if err != nil {
+			return State{}, nil, err
+		}
+		unit = &us
+	}
+	return pool, unit, nil
 }
 
 // read returns the state at key and its revision; an absent key is an empty state at revision 0.

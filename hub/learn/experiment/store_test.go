@@ -27,9 +27,14 @@ func openStore(t *testing.T, url string) (*Store, jetstream.JetStream) {
 	return s, js
 }
 
+// banditCfg pools per channel: one state per test, its arithmetic easy to follow.
 func banditCfg(id string) Config {
-	return Config{ID: id, Bandit: &BanditConfig{Arms: []float64{10, 20, 30}}}
+	return Config{ID: id, Bandit: &BanditConfig{Arms: []float64{10, 20, 30}, Pool: PoolChannel}}
 }
+
+// curveLift is a response the model's curve family holds exactly: worth 1.28, 1.38 and 1.36 at 10,
+// 20 and 30 %, so 20 % is the best arm.
+func curveLift(d float64) float64 { return 1 + 1.5*(1-math.Exp(-d/30)) }
 
 func outcome(id string, d, units float64) Outcome {
 	return Outcome{ID: id, SKU: "A-100", Channel: "web", Discount: d, Units: units, Baseline: 100, End: day0}
@@ -41,7 +46,7 @@ func TestRecordAppliesEachOutcomeOnceAcrossReplicas(t *testing.T) {
 	n := natstest.JetStream(t)
 	a, _ := openStore(t, n.URL())
 	b, _ := openStore(t, n.URL())
-	cfg := banditCfg("once")
+	cfg := Config{ID: "once", Bandit: &BanditConfig{Arms: []float64{10, 20, 30}}} // pool unit: two keys per outcome
 	ctx := context.Background()
 	const outcomes = 40
 	var applied [2]int
@@ -52,7 +57,7 @@ func TestRecordAppliesEachOutcomeOnceAcrossReplicas(t *testing.T) {
 			for i := range outcomes {
 				for range 2 {
 					d := 10 + 10*float64(i%3)
-					ok, err := s.Record(ctx, cfg, outcome(fmt.Sprintf("dec-%d", i), d, 100+3*d)) // lift 1 + 0.03d
+					ok, err := s.Record(ctx, cfg, outcome(fmt.Sprintf("dec-%d", i), d, 100*curveLift(d)))
 					if err != nil {
 						errs <- err
 						return
@@ -72,28 +77,34 @@ func TestRecordAppliesEachOutcomeOnceAcrossReplicas(t *testing.T) {
 	if applied[0]+applied[1] != outcomes {
 		t.Fatalf("applied %d + %d times, want %d in all", applied[0], applied[1], outcomes)
 	}
-	st, rev, err := a.Posterior(ctx, cfg, "A-100", "web")
+	pool, unit, err := a.Posterior(ctx, cfg, "A-100", "web")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Stats.N != outcomes || rev == 0 || len(st.Applied) != outcomes {
-		t.Fatalf("state after %d outcomes: n %d, %d ids, revision %d", outcomes, st.Stats.N, len(st.Applied), rev)
-	}
-	var arms int
-	for _, arm := range st.Arms {
-		arms += arm.N
-		if want := 1 + 0.03*arm.Discount; math.Abs(arm.Sum/float64(arm.N)-want) > 1e-9 {
-			t.Fatalf("arm %v: mean lift %v, want %v", arm.Discount, arm.Sum/float64(arm.N), want)
+	for name, st := range map[string]State{"channel": pool, "unit": *unit} {
+		if st.Stats.N != outcomes || len(st.Applied) != outcomes {
+			t.Fatalf("%s state after %d outcomes: n %d, %d ids", name, outcomes, st.Stats.N, len(st.Applied))
+		}
+		var arms int
+		for _, arm := range st.Arms {
+			arms += arm.N
+			if want := curveLift(arm.Discount); math.Abs(arm.Sum/float64(arm.N)-want) > 1e-9 {
+				t.Fatalf("%s arm %v: mean lift %v, want %v", name, arm.Discount, arm.Sum/float64(arm.N), want)
+			}
+		}
+		if arms != outcomes {
+			t.Fatalf("%s arms count %d outcomes, want %d", name, arms, outcomes)
 		}
 	}
-	if arms != outcomes {
-		t.Fatalf("arms count %d outcomes, want %d", arms, outcomes)
+	// Every unit's outcome at an arm was the same: no within-unit noise was added.
+	if pool.WithinSS > 1e-12 || pool.WithinDF != outcomes-3 {
+		t.Fatalf("within-unit sums %v, %v: want 0 and %d", pool.WithinSS, pool.WithinDF, outcomes-3)
 	}
-	// The posterior saw lift 1 + 0.03d at every discount: its mean curve goes through it.
-	m := priorModel().update(st.Stats)
+	// The outcomes lie on a curve of the model's family: the posterior mean curve goes through them.
+	c := poolCurve(newPrior(defaultPriorLift, defaultPriorLiftSD), pool.Stats)
 	for _, d := range []float64{10, 20, 30, 40} {
-		if math.Abs(m.Lift(d)-(1+0.03*d)) > 0.01 {
-			t.Fatalf("posterior mean lift at %v %% = %v, want %v", d, m.Lift(d), 1+0.03*d)
+		if math.Abs(c.Lift(d)-curveLift(d)) > 0.02 { // 40 % is beyond every outcome: the prior still shows a little
+			t.Fatalf("posterior mean lift at %v %% = %v, want %v", d, c.Lift(d), curveLift(d))
 		}
 	}
 }
@@ -105,7 +116,7 @@ func TestChooseIsDeterministicAndRecordsItsPosterior(t *testing.T) {
 	cfg := banditCfg("choose")
 	ctx := context.Background()
 	for i, d := range []float64{10, 20, 30, 10, 20, 30} {
-		if _, err := a.Record(ctx, cfg, outcome(fmt.Sprintf("o%d", i), d, 100+3*d)); err != nil {
+		if _, err := a.Record(ctx, cfg, outcome(fmt.Sprintf("o%d", i), d, 100*curveLift(d))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -121,11 +132,11 @@ func TestChooseIsDeterministicAndRecordsItsPosterior(t *testing.T) {
 	if fmt.Sprint(c1) != fmt.Sprint(c2) {
 		t.Fatalf("two replicas, one decision, one state: %+v and %+v", c1, c2)
 	}
-	if c1.Reason != ReasonThompson || c1.Revision == 0 || c1.Model.N != 6 || len(c1.Arms) != 3 || c1.Key == "" {
+	if c1.Reason != ReasonThompson || c1.PoolRevision == 0 || c1.Curve.N != 6 || len(c1.Arms) != 3 || c1.PoolKey == "" || c1.UnitKey != "" {
 		t.Fatalf("choice %+v", c1)
 	}
 	for _, ad := range c1.Arms {
-		if !ad.Drawn || !ad.Eligible || ad.N != 2 || ad.Sample == 0 {
+		if !ad.Drawn || !ad.Eligible || ad.PoolN != 2 || ad.Sample == 0 {
 			t.Fatalf("arm %+v: want drawn, eligible, two outcomes", ad)
 		}
 		if ad.Discount == c1.Discount {
@@ -136,15 +147,14 @@ func TestChooseIsDeterministicAndRecordsItsPosterior(t *testing.T) {
 			}
 		}
 	}
-	// Lift 1.3, 1.6, 1.9 at 10, 20, 30 % is worth 1.17, 1.28, 1.33: 30 % is the best and, with this
-	// little noise, the arm chosen nearly always.
+	// 20 % is the best and, with outcomes this clean, the arm chosen nearly always.
 	best := 0
 	for i := range 100 {
 		c, err := a.Choose(ctx, cfg, fmt.Sprintf("dec-%d", i), u)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.Discount == 30 {
+		if c.Discount == 20 {
 			best++
 		}
 	}
@@ -161,25 +171,25 @@ func TestChooseNeverBreachesCover(t *testing.T) {
 	cfg := banditCfg("cover")
 	ctx := context.Background()
 	for i, d := range []float64{10, 20, 30, 10, 20, 30} {
-		if _, err := s.Record(ctx, cfg, outcome(fmt.Sprintf("o%d", i), d, 100+3*d)); err != nil {
+		if _, err := s.Record(ctx, cfg, outcome(fmt.Sprintf("o%d", i), d, 100*curveLift(d))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// Expected extra over a baseline of 100: 30, 60, 90 units. Room 70 leaves 10 % and 20 %.
-	u := Unit{SKU: "A-100", Channel: "web", Baseline: 100, Position: 90, SafetyStock: 20}
+	// Expected extra over a baseline of 100: 43, 73, 95 units. Room 80 leaves 10 % and 20 %.
+	u := Unit{SKU: "A-100", Channel: "web", Baseline: 100, Position: 100, SafetyStock: 20}
 	for i := range 100 {
 		c, err := s.Choose(ctx, cfg, fmt.Sprintf("dec-%d", i), u)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if c.Discount == 30 {
-			t.Fatalf("chose 30 %% (expected extra %v) with room for 70", c.Arms[2].ExpectedExtra)
+			t.Fatalf("chose 30 %% (expected extra %v) with room for 80", c.Arms[2].ExpectedExtra)
 		}
 		if c.Arms[2].Eligible || c.Arms[2].Drawn || !c.Arms[1].Eligible {
 			t.Fatalf("arms %+v", c.Arms)
 		}
 	}
-	u.Position = 40 // room 20: no arm
+	u.Position = 50 // room 30: no arm
 	_, err := s.Choose(ctx, cfg, "dec-x", u)
 	if !errors.Is(err, ErrNoEligibleArm) || !strings.Contains(err.Error(), "A-100/web") {
 		t.Fatalf("got %v, want ErrNoEligibleArm naming the unit", err)
@@ -209,30 +219,38 @@ func TestFloorServesAStarvedArm(t *testing.T) {
 func TestPartialPoolingUpdatesUnitAndChannel(t *testing.T) {
 	n := natstest.JetStream(t)
 	s, _ := openStore(t, n.URL())
-	cfg := Config{ID: "partial", Bandit: &BanditConfig{Arms: []float64{10, 20}, Pool: PoolUnit, PoolWeight: 5}}
+	cfg := Config{ID: "partial", Bandit: &BanditConfig{Arms: []float64{10, 20}}}
 	ctx := context.Background()
-	if ok, err := s.Record(ctx, cfg, outcome("o1", 10, 140)); err != nil || !ok {
-		t.Fatal(ok, err)
+	skus := []string{"A-100", "B-110", "C-120", "A-200", "B-210"}
+	for i, sku := range skus {
+		o := outcome(fmt.Sprintf("o%d", i), 10, 180)
+		o.SKU = sku
+		if ok, err := s.Record(ctx, cfg, o); err != nil || !ok {
+			t.Fatal(ok, err)
+		}
 	}
-	unit, _, err := s.Posterior(ctx, cfg, "A-100", "web")
+	pool, unit, err := s.Posterior(ctx, cfg, "A-100", "web")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ch := Config{ID: "partial", Bandit: &BanditConfig{Arms: []float64{10, 20}}}
-	pool, _, err := s.Posterior(ctx, ch, "any", "web")
+	if unit == nil || unit.Stats.N != 1 || pool.Stats.N != len(skus) {
+		t.Fatalf("unit %+v, channel n %d: want 1 and %d", unit, pool.Stats.N, len(skus))
+	}
+	// A SKU new to the channel starts from the channel's curve (lift 1.8 at 10 %), not the prior's 1.18.
+	c, err := s.Choose(ctx, cfg, "dec", Unit{SKU: "C-220", Channel: "web", Baseline: 100, Position: 1e6})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if unit.Stats.N != 1 || pool.Stats.N != 1 {
-		t.Fatalf("unit n %d, channel n %d: want 1 and 1", unit.Stats.N, pool.Stats.N)
+	if c.Arms[0].ExpectedLift < 1.6 || c.UnitKey == "" || c.UnitRevision != 0 || c.Pool != PoolUnit {
+		t.Fatalf("a new unit's choice %+v: its channel's lift of 1.8 at 10 %% was not its prior", c)
 	}
-	// Another SKU of the channel starts from the channel's curve, not from no lift.
-	c, err := s.Choose(ctx, cfg, "dec", Unit{SKU: "B-110", Channel: "web", Baseline: 100, Position: 1e6})
+	// A SKU of another channel does not.
+	c, err = s.Choose(ctx, cfg, "dec", Unit{SKU: "C-220", Channel: "retail", Baseline: 100, Position: 1e6})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Arms[0].ExpectedLift < 1.2 {
-		t.Fatalf("a new unit's expected lift at 10 %% is %v: its channel's 1.4 was not its prior", c.Arms[0].ExpectedLift)
+	if c.Arms[0].ExpectedLift > 1.25 {
+		t.Fatalf("retail's expected lift at 10 %% is %v, from web's outcomes", c.Arms[0].ExpectedLift)
 	}
 }
 
@@ -241,7 +259,7 @@ func TestCorruptEntryIsAnErrorNeverOverwritten(t *testing.T) {
 	s, js := openStore(t, n.URL())
 	cfg := banditCfg("corrupt")
 	ctx := context.Background()
-	key, err := Key(cfg, "A-100", "web")
+	key, _, err := Keys(cfg, "A-100", "web")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,23 +339,23 @@ func TestForgottenOutcomeIsRefused(t *testing.T) {
 	for i := range MaxApplied + 1 {
 		o := outcome(fmt.Sprintf("o%d", i), 10, 120)
 		o.End = day0.Add(time.Duration(i) * time.Minute)
-		if ok, err := st.apply(o); err != nil || !ok {
+		if ok, err := st.apply(o, [2]float64{}); err != nil || !ok {
 			t.Fatal(ok, err)
 		}
 	}
 	if len(st.Applied) != MaxApplied || !st.Horizon.Equal(day0) {
 		t.Fatalf("%d ids, horizon %s", len(st.Applied), st.Horizon)
 	}
-	_, err := st.apply(outcome("o0", 10, 120))
+	_, err := st.apply(outcome("o0", 10, 120), [2]float64{})
 	if !errors.Is(err, ErrOutcomeTooOld) {
 		t.Fatalf("re-applying the forgotten o0: %v, want ErrOutcomeTooOld", err)
 	}
-	if ok, err := st.apply(outcome("o5", 10, 120)); ok || err != nil {
+	if ok, err := st.apply(outcome("o5", 10, 120), [2]float64{}); ok || err != nil {
 		t.Fatalf("re-applying a remembered id: %v, %v", ok, err)
 	}
 	late := outcome("new", 10, 120)
 	late.End = day0.Add(time.Hour)
-	if ok, err := st.apply(late); !ok || err != nil {
+	if ok, err := st.apply(late, [2]float64{}); !ok || err != nil {
 		t.Fatalf("a new outcome: %v, %v", ok, err)
 	}
 	if err := st.check(); err != nil || st.Stats.N != MaxApplied+2 {
