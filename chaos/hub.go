@@ -185,19 +185,30 @@ func setupHub(ctx context.Context, o HubOptions, sc HubScenario) (*HubEnv, error
 	if err := e.writeFiles(max(1, sc.Replicas)); err != nil {
 		return e, err
 	}
-	for _, h := range e.hubs {
+	// The first replica creates the streams and buckets (on a cluster each is a raft group to
+	// elect, tens of seconds on 2 busy cores); the others start once they exist, as a rolling
+	// deployment would, instead of racing to create the same ones.
+	if err := e.startHub(e.hubs[0]); err != nil {
+		return e, err
+	}
+	if err := e.waitHubsReady(ctx, e.hubs[:1], 120*time.Second); err != nil {
+		return e, err
+	}
+	for _, h := range e.hubs[1:] {
 		if err := e.startHub(h); err != nil {
 			return e, err
 		}
 	}
-	return e, e.waitHubsReady(ctx, 90*time.Second)
+	return e, e.waitHubsReady(ctx, e.hubs, 60*time.Second)
 }
 
 // waitHubsReady waits until every replica answers /readyz with 200 and the decision room's
 // stores exist.
-func (e *HubEnv) waitHubsReady(ctx context.Context, d time.Duration) error {
+func (e *HubEnv) waitHubsReady(ctx context.Context, hubs []*hubProc, d time.Duration) error {
+	t0 := time.Now()
+	defer func() { e.logf("%d replica(s) ready in %v", len(hubs), time.Since(t0).Round(100*time.Millisecond)) }()
 	deadline := time.Now().Add(d)
-	for _, h := range e.hubs {
+	for _, h := range hubs {
 		for !e.hubReady(h) {
 			if h.exited() {
 				return fmt.Errorf("%s exited: %s", h.name, tail(h.logFile))
