@@ -18,6 +18,7 @@ import (
 	"github.com/gemba-io/gemba/hub/decide/guard"
 	"github.com/gemba-io/gemba/hub/decide/rules"
 	"github.com/gemba-io/gemba/hub/decide/versions"
+	"github.com/gemba-io/gemba/hub/learn/experiment"
 	"github.com/gemba-io/gemba/hub/state/features"
 	"github.com/gemba-io/gemba/hub/state/inventory"
 )
@@ -31,7 +32,25 @@ type decisions struct {
 	registry *versions.Registry
 	engine   *decide.Engine
 	approver *decide.Approver
-	stop     func() // stops following rule changes
+	// experiments are the bandits' posteriors (the engine chooses arms from them).
+	experiments *experiment.Store
+	stop        func() // stops following rule changes
+}
+
+// hubQuality is the monitor's verdict as the engine reads it; nothing while monitoring is off or
+// not open yet.
+type hubQuality struct{ h *Hub }
+
+func (q hubQuality) Quality(feature, key string) (decide.FeatureQuality, bool) {
+	m := q.h.mon.Load()
+	if m == nil || m.quality == nil {
+		return decide.FeatureQuality{}, false
+	}
+	s, ok := m.quality.Status(feature, key)
+	if !ok {
+		return decide.FeatureQuality{}, false
+	}
+	return decide.FeatureQuality{Drifting: s.Drifting, Gap: s.Gap, Bad: s.Bad, BadShare: s.BadShare, Reasons: s.Reasons}, true
 }
 
 // liveState is the engine's view of the hub's stores.
@@ -72,8 +91,15 @@ func (h *Hub) openDecisions(ctx context.Context, js jetstream.JetStream) (*decis
 		_ = d.guard.Close()
 		return nil, err
 	}
+	xcfg := experiment.DefaultStoreConfig()
+	xcfg.Replicas = cfg.NATS.Replicas
+	if d.experiments, err = experiment.Open(ctx, js, xcfg, log.With("component", "experiment")); err != nil {
+		_ = d.guard.Close()
+		return nil, err
+	}
 	d.engine, err = decide.New(cfg.Decide, decide.Deps{
 		Graph: h.graph.Load(), State: liveState{h.feats.Load(), h.inv.Load()}, Features: cfg.Features,
+		Forecasts: h, Quality: hubQuality{h}, Experiments: d.experiments,
 		Guard: d.guard, Outbox: d.outbox, Audit: d.log, Replica: cfg.Hub.ID, Log: log,
 	})
 	if err != nil {

@@ -82,6 +82,10 @@ func (h *Hub) handler() http.Handler {
 	for _, p := range []string{"/api/v1/decisions", "/api/v1/decisions/", "/api/v1/approvals", "/api/v1/approvals/", "/api/v1/kill", "/api/v1/rules"} {
 		mux.Handle(p, dh)
 	}
+	mh := h.monitorHandlers(func() *monitoring { return h.mon.Load() })
+	for _, p := range []string{"/api/v1/kpis", "/api/v1/quality", "/api/v1/quality/gaps"} {
+		mux.Handle(p, mh)
+	}
 	if h.cfg.Console.Enabled {
 		mux.Handle(console.Prefix+"/", h.console())
 	}

@@ -54,8 +54,9 @@ type Hub struct {
 	feats atomic.Pointer[features.Store]
 	inv   atomic.Pointer[inventory.Store]
 	fleet atomic.Pointer[fleet.Fleet]
-	dec   atomic.Pointer[decisions] // nil without a guard section
-	learn atomic.Pointer[learning]  // nil until the model registry is followed (learn.enabled)
+	dec   atomic.Pointer[decisions]  // nil without a guard section
+	learn atomic.Pointer[learning]   // nil until the model registry is followed (learn.enabled)
+	mon   atomic.Pointer[monitoring] // nil until the monitor room is open
 
 	// commerceHTTP serves the commerce endpoints once the stream is there (nil before, or without a token).
 	commerceHTTP atomic.Pointer[http.Handler]
@@ -157,7 +158,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	}
 	ing, err := agents.New(cfg.Ingest, agents.Deps{
 		JS: js, Prefix: cfg.NATS.SubjectPrefix, Dedup: dd, Features: h.feats.Load(), Stock: stock,
-		Fleet: h.fleet.Load(), Placer: placer{h}, Logger: log.With("component", "ingest"), Metrics: m,
+		Fleet: h.fleet.Load(), Placer: placer{h}, Observer: h.mon.Load().observer(), Logger: log.With("component", "ingest"), Metrics: m,
 	}, cfg.Hub.ShutdownTimeout/2)
 	if err != nil {
 		return err
@@ -282,10 +283,18 @@ func (h *Hub) tryOpenState(ctx context.Context, js jetstream.JetStream) (*dedup.
 		h.registerDecisions(d)
 		h.dec.Store(d)
 	}
+	if h.mon.Load() == nil {
+		m, err := h.openMonitoring(octx, js, h.dec.Load())
+		if err != nil {
+			return nil, err
+		}
+		h.mon.Store(m)
+	}
 	return dd, nil
 }
 
 func (h *Hub) closeState() {
+	h.mon.Load().close() // nil-safe
 	if f := h.feats.Load(); f != nil {
 		f.Close()
 	}
