@@ -33,6 +33,8 @@ type HubResult struct {
 	Scenario  string
 	Crossings int // live SKUs reported made (one decision each)
 	Replayed  int // SKUs in the historical backlog
+	// ReplayDecided counts replayed SKUs with a decision on the log (each must be suppressed).
+	ReplayDecided int
 	Decided   int // crossings with a decision on the log
 	Allowed   int // decisions the guard allowed
 	Fired     int // fired records on the decision log
@@ -69,8 +71,8 @@ func (r HubResult) Line() string {
 		vs = append(vs, fmt.Sprintf("%s:%d", v[:min(8, len(v))], n))
 	}
 	sort.Strings(vs)
-	return fmt.Sprintf("%-18s crossings %d (decided %d), replayed %d; allowed %d (cap %d), fired %d, actions %d, webhook ids %d (reposted %d, refused while down %d); versions %s; %s: %s",
-		r.Scenario, r.Crossings, r.Decided, r.Replayed, r.Allowed, r.Cap, r.Fired, r.Actions, r.Posted, r.Reposted, r.Refused,
+	return fmt.Sprintf("%-18s crossings %d (decided %d), replayed %d (decided %d, none may act); allowed %d (cap %d), fired %d, actions %d, webhook ids %d (reposted %d, refused while down %d); versions %s; %s: %s",
+		r.Scenario, r.Crossings, r.Decided, r.Replayed, r.ReplayDecided, r.Allowed, r.Cap, r.Fired, r.Actions, r.Posted, r.Reposted, r.Refused,
 		strings.Join(vs, ","), r.Duration.Round(time.Second), verdict)
 }
 
@@ -302,6 +304,9 @@ func (e *HubEnv) judge(l *ledger, r *HubResult) {
 	histSKU := map[string]bool{}
 	for _, s := range hist {
 		histSKU[s] = true
+		if l.decided[s] > 0 {
+			r.ReplayDecided++
+		}
 	}
 	for id, recs := range l.fired {
 		rec := recs[0]
