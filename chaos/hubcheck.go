@@ -35,19 +35,19 @@ type HubResult struct {
 	Replayed  int // SKUs in the historical backlog
 	// ReplayDecided counts replayed SKUs with a decision on the log (each must be suppressed).
 	ReplayDecided int
-	Decided   int // crossings with a decision on the log
-	Allowed   int // decisions the guard allowed
-	Fired     int // fired records on the decision log
-	Actions   int // start messages on ACTIONS
-	Posted    int // webhook-ids the receiver accepted
-	Reposted  int // accepted calls beyond the first per webhook-id (at-least-once; the id dedups)
-	Refused   int // calls the receiver refused while down
-	Cap       int
-	Versions  map[string]int // fired decisions per rule set version
-	Notes     []string
-	Breaches  []string
-	Duration  time.Duration
-	Err       error
+	Decided       int // crossings with a decision on the log
+	Allowed       int // decisions the guard allowed
+	Fired         int // fired records on the decision log
+	Actions       int // start messages on ACTIONS
+	Posted        int // webhook-ids the receiver accepted
+	Reposted      int // accepted calls beyond the first per webhook-id (at-least-once; the id dedups)
+	Refused       int // calls the receiver refused while down
+	Cap           int
+	Versions      map[string]int // fired decisions per rule set version
+	Notes         []string
+	Breaches      []string
+	Duration      time.Duration
+	Err           error
 }
 
 // Pass reports whether the scenario held: no breach and no error.
