@@ -53,10 +53,29 @@ func TestMemoryPerKey(t *testing.T) {
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)
-	per := float64(after.HeapAlloc-before.HeapAlloc) / keys
+	per := (float64(after.HeapAlloc) - float64(before.HeapAlloc)) / keys
 	t.Logf("%.1f KiB per key (ring of %d slices, %d samples per slice)", per/1024, cfg.ring(), cfg.Samples/cfg.Slices)
 	if per > 20<<10 {
 		t.Errorf("%.0f bytes per key at the defaults, more than the 20 KiB documented", per)
+	}
+	runtime.KeepAlive(ks)
+	// A key fed a few values (a short backlog, a rare signal) holds only the slices it used.
+	clear(ks)
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range ks {
+		k := newKeyState("temp", fmt.Sprint(i), cfg.For("temp"), time.Hour, cfg.ring(), cfg.Slice(), cfg.Samples/cfg.Slices)
+		for j := range 6 {
+			k.add(t0.Add(time.Duration(j)*time.Second), float64(j), 1, 0, true)
+		}
+		ks[i] = k
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	sparse := (float64(after.HeapAlloc) - float64(before.HeapAlloc)) / keys
+	t.Logf("%.0f bytes per key fed 6 values", sparse)
+	if sparse > 2<<10 {
+		t.Errorf("%.0f bytes per sparse key: the slices are not allocated as used", sparse)
 	}
 	runtime.KeepAlive(ks)
 }

@@ -1,7 +1,9 @@
 package quality
 
 import (
+	"cmp"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/gemba-io/gemba/signal"
@@ -27,12 +29,12 @@ type keyState struct {
 	th           Thresholds
 	maxAge       time.Duration
 
-	newest  time.Time // newest event time of a value or sample
-	feeder  streamRef // the agent stream of the newest value
-	count   uint64
-	cur     int64 // newest slice number seen
-	ring    []slice
-	lastEvl int64 // last slice evaluated up to
+	newest time.Time // newest event time of a value or sample
+	feeder streamRef // the agent stream of the newest value
+	count  uint64
+	cur    int64   // newest slice number seen
+	span   int     // slices kept: the reference window, the lag and the current slice
+	ring   []slice // the slices holding data, by ascending idx (a key fed rarely holds few)
 
 	// the last evaluation
 	psi, ks, ksP, badShare float64
@@ -52,41 +54,45 @@ type streamRef struct {
 	Incarnation string
 }
 
-func newKeyState(feature, key string, th Thresholds, maxAge time.Duration, ring int, width time.Duration, resCap int) *keyState {
-	k := &keyState{feature: feature, key: key, seed: hashString(feature + "\x00" + key), th: th, maxAge: maxAge,
-		width: int64(width), resCap: resCap,
-		ring: make([]slice, ring), cur: math.MinInt64, lastEvl: math.MinInt64, psi: math.NaN(), ks: math.NaN(), ksP: math.NaN()}
-	for i := range k.ring {
-		k.ring[i].idx = -1
-	}
-	return k
+func newKeyState(feature, key string, th Thresholds, maxAge time.Duration, span int, width time.Duration, resCap int) *keyState {
+	return &keyState{feature: feature, key: key, seed: hashString(feature + "\x00" + key), th: th, maxAge: maxAge,
+		width: int64(width), resCap: resCap, span: span, cur: math.MinInt64, psi: math.NaN(), ks: math.NaN(), ksP: math.NaN()}
 }
 
-// entry returns the ring entry of slice s, reset for it if it held an older slice; nil when s is
-// older than the ring reaches (a late value past the reference window: ignored).
+// entry returns the slice s, added if new; nil when s is older than the span reaches (a late
+// value past the reference window: ignored). Slices that fall out of the span are dropped.
 func (k *keyState) entry(s int64) *slice {
-	if k.cur != math.MinInt64 && s <= k.cur-int64(len(k.ring)) {
+	cur := max(k.cur, s)
+	if s <= cur-int64(k.span) {
 		return nil
 	}
-	e := &k.ring[mod(s, len(k.ring))]
-	switch {
-	case e.idx == s:
-	case e.idx < s:
-		e.idx, e.total, e.bad, e.seen = s, 0, 0, 0
-		clear(e.hist)
-		e.res = e.res[:0]
-	default:
-		return nil
+	// Values mostly arrive in time order: look from the newest end.
+	i := len(k.ring)
+	for i > 0 && k.ring[i-1].idx > s {
+		i--
 	}
-	return e
+	if i > 0 && k.ring[i-1].idx == s {
+		return &k.ring[i-1]
+	}
+	k.ring = slices.Insert(k.ring, i, slice{idx: s})
+	drop := 0
+	for drop < len(k.ring) && k.ring[drop].idx <= cur-int64(k.span) {
+		drop++
+	}
+	if drop > 0 {
+		k.ring = slices.Delete(k.ring, 0, drop)
+		i -= drop
+	}
+	return &k.ring[i]
 }
 
-func mod(a int64, n int) int {
-	m := int(a % int64(n))
-	if m < 0 {
-		m += n
+// find returns slice s, or nil when it holds nothing.
+func (k *keyState) find(s int64) *slice {
+	i, ok := slices.BinarySearchFunc(k.ring, s, func(e slice, s int64) int { return cmp.Compare(e.idx, s) })
+	if !ok {
+		return nil
 	}
-	return m
+	return &k.ring[i]
 }
 
 // add folds a value (value set: total 1, bad 1 when it is not usable) or sample counts at event
@@ -144,8 +150,8 @@ func (k *keyState) window(from, to int64) (total, bad uint64, hist []float64, va
 		hist = make([]float64, len(k.th.Edges)+1)
 	}
 	for s := from; s <= to; s++ {
-		e := &k.ring[mod(s, len(k.ring))]
-		if e.idx != s {
+		e := k.find(s)
+		if e == nil {
 			continue
 		}
 		total += uint64(e.total)
