@@ -376,11 +376,14 @@ func (r *Registry) Promote(ctx context.Context, version, by, why string) (Change
 	})
 }
 
-// Rollback returns to the active set before the current one.
+// Rollback returns to the active set before the current one (refused if that set no longer loads).
 func (r *Registry) Rollback(ctx context.Context, by, why string) (Change, error) {
 	return r.change(ctx, func(cur Change) (Change, error) {
 		if len(cur.Previous) == 0 {
 			return Change{}, ErrNoPrevious
+		}
+		if err := r.known(ctx, cur.Previous[0]); err != nil {
+			return Change{}, fmt.Errorf("rollback to %s: %w", cur.Previous[0], err)
 		}
 		return Change{Op: OpRollback, From: cur.Active, To: cur.Previous[0], Active: cur.Previous[0], Shadow: cur.Shadow,
 			Previous: slices.Clone(cur.Previous[1:]), By: by, Why: why}, nil
