@@ -104,7 +104,7 @@ func run(o options) (*outcome, error) {
 	}
 	base := "http://" + env["GEMBA_DEMO_HUB_HTTP"]
 	// The console is served by the hub's listener: its address comes first, before any setup.
-	fmt.Printf("gemba demo — console: %s/\n\n", base)
+	fmt.Printf("gemba demo — console: %s/console/ (user demo, password demo)\n\n", base)
 
 	store := filepath.Join(dir, "jetstream")
 	hub, err := chaos.StartJetStream(pt.nats, store)

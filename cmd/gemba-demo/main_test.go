@@ -8,6 +8,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/gemba-io/gemba/agent"
+	gembahub "github.com/gemba-io/gemba/hub"
 	"github.com/gemba-io/gemba/sim"
 )
 
@@ -28,6 +29,18 @@ func TestDemoConfigLoads(t *testing.T) {
 	}
 	if len(cfg.Collectors) != 2 || cfg.Agent.ID != "demo-gw1" {
 		t.Fatalf("collectors %d, agent %q", len(cfg.Collectors), cfg.Agent.ID)
+	}
+}
+
+// The hub's demo config loads as it is too (graph, rules, console user), and its guard sends the
+// clearance rule's 15 % to a person: the approval moment depends on it.
+func TestDemoHubConfigLoads(t *testing.T) {
+	cfg, err := gembahub.Load("../../configs/demo/hub.yaml", func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Console.Enabled || cfg.Guard == nil || cfg.Guard.Approval.Above >= 15 || cfg.Guard.Approval.Above <= 0 {
+		t.Fatalf("console %v, guard %+v", cfg.Console.Enabled, cfg.Guard)
 	}
 }
 

@@ -119,8 +119,8 @@ func (m *moments) take(r *audit.Record) {
 		line = fmt.Sprintf("HOLD       %s on %s: %s (rule %s%s)", r.SKU, r.Channel, r.Action.Reason, r.Rule.Name, cover)
 		first = &m.Hold
 	case audit.OutcomeAwaitingApproval:
-		line = fmt.Sprintf("APPROVAL   %s on %s: %g%% off waits for a person (rule %s%s); approve with POST %s/api/v1/approvals/%s/approve",
-			r.SKU, r.Channel, r.Action.Discount, r.Rule.Name, cover, m.base, r.DecisionID)
+		line = fmt.Sprintf("APPROVAL   %s on %s: %g%% off waits for a person (rule %s%s): approve or reject it in the console's Approvals",
+			r.SKU, r.Channel, r.Action.Discount, r.Rule.Name, cover)
 		first = &m.Approval
 	default:
 		return
