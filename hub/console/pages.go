@@ -172,7 +172,7 @@ func (c *Console) filterOf(q url.Values) audit.Filter {
 // Bounds of the decision log reads: a page, and each poll of the live feed (which wants only the
 // records since the last poll).
 const (
-	defaultScan = 1000
+	defaultScan = 500
 	liveScan    = 500
 )
 
