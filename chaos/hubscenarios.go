@@ -137,7 +137,9 @@ func RunHub(ctx context.Context, o HubOptions, sc HubScenario) (r HubResult) {
 		}
 	}
 	var l *ledger
-	deadline := time.Now().Add(o.Settle)
+	settle := time.Now()
+	deadline := settle.Add(o.Settle)
+	defer func() { e.logf("settled in %v", time.Since(settle).Round(100*time.Millisecond)) }()
 	for {
 		l, err = e.read(ctx)
 		if err == nil && e.complete(l) {
