@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/gemba-io/gemba/hub/decide/rules"
 )
 
 // Cookie names. The login cookie carries the sign-in form's CSRF token before there is a session.
@@ -188,6 +190,9 @@ func (c *Console) authed(min Role, h http.HandlerFunc) http.HandlerFunc {
 			http.Redirect(w, r, c.prefix+"/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
 			return
 		}
+		if !safeMethod(r.Method) {
+			r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+		}
 		if !safeMethod(r.Method) && !c.csrfOK(r, ss.csrf) {
 			c.log.Warn("console: request refused, CSRF token missing or wrong", "user", ss.user, "path", r.URL.Path)
 			c.fail(w, r, http.StatusForbidden, "CSRF token missing or wrong: reload the page")
@@ -213,14 +218,13 @@ func (c *Console) csrfOK(r *http.Request, want string) bool {
 	}
 	got := r.Header.Get(csrfHeader)
 	if got == "" {
-		r.Body = http.MaxBytesReader(nil, r.Body, maxForm)
 		got = r.PostFormValue(csrfField)
 	}
 	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
 }
 
-// maxForm bounds a form body.
-const maxForm = 64 << 10
+// maxForm bounds a form body: a pasted rule file and the form around it.
+const maxForm = rules.MaxFileSize + 64<<10
 
 func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
 	tok := token()
@@ -232,6 +236,7 @@ func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
 // login checks the form (its CSRF token against the login cookie: double submit), then starts a
 // new session.
 func (c *Console) login(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
 	ck, err := r.Cookie(loginCookie)
 	if err != nil || !c.csrfOK(r, ck.Value) {
 		c.fail(w, r, http.StatusForbidden, "CSRF token missing or wrong: reload the sign-in page")
