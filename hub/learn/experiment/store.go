@@ -66,6 +66,9 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg StoreConfig, log *slo
 	if err := cfg.err(); err != nil {
 		return nil, err
 	}
+	if js == nil {
+		return nil, fmt.Errorf("experiments: bucket %s: no JetStream context", cfg.Bucket)
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

@@ -330,6 +330,9 @@ func TestBadInputIsAnError(t *testing.T) {
 		!strings.Contains(err.Error(), "bucket: must be letters") || !strings.Contains(err.Error(), "replicas: must be 1 or 3") {
 		t.Fatalf("Open with a bad config: %v", err)
 	}
+	if _, err := Open(ctx, nil, DefaultStoreConfig(), nil); err == nil || !strings.Contains(err.Error(), "no JetStream context") {
+		t.Fatalf("Open without JetStream: %v", err)
+	}
 }
 
 // Past MaxApplied ids the oldest are forgotten; an outcome that old is refused rather than risk
