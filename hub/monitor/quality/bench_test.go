@@ -2,12 +2,16 @@ package quality
 
 import (
 	"fmt"
+	"log/slog"
 	"runtime"
 	"testing"
 	"time"
 
+	"github.com/gemba-io/gemba/hub/state/features"
 	"github.com/gemba-io/gemba/signal"
 )
+
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // BenchmarkObserve is the observer's cost on the ingest hot path, per feature record (every record
 // feeding a monitored feature; an 800-record message as the agents send them).
@@ -78,4 +82,36 @@ func TestMemoryPerKey(t *testing.T) {
 		t.Errorf("%.0f bytes per sparse key: the slices are not allocated as used", sparse)
 	}
 	runtime.KeepAlive(ks)
+}
+
+// BenchmarkFold is what every replica spends per monitored value folding the monitor log (the
+// whole fleet's values: the consumer is shared, the log is not). 800 keys, one value each per message.
+func BenchmarkFold(b *testing.B) {
+	cfg := testConfig()
+	m := &Monitor{cfg: cfg, defs: map[string]features.Definition{}, log: discard(), now: time.Now,
+		keys: map[string]map[string]*keyState{}, streams: map[streamRef]*seqTracker{}, loaded: true}
+	for _, d := range defs {
+		m.defs[d.Name] = d
+	}
+	m.metrics = newMetrics(m)
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	sigs := make([]string, 800)
+	for i := range sigs {
+		sigs[i] = fmt.Sprintf("line%d.oven.temp", i)
+	}
+	var e encoder
+	at := time.Now()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		e.reset()
+		e.chunk(&signal.Header{Agent: "a1", Stream: signal.StreamFeatures, Incarnation: "i1", FirstSeq: uint64(i + 1), LastSeq: uint64(i + 1)})
+		end := t0.Add(time.Duration(i) * 30 * time.Second)
+		for j, s := range sigs {
+			e.value("temp", s, float64(j%7), end.UnixNano(), false)
+		}
+		b.StartTimer()
+		m.fold(e.buf, uint64(i+1), at)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(sigs)), "ns/value")
 }

@@ -28,23 +28,7 @@ const (
 	version = 1
 )
 
-// chunkRec is one observed agents' message.
-type chunkRec struct {
-	Agent       string
-	Stream      signal.Stream
-	Incarnation string
-	First, Last uint64
-	Values      []valueRec
-	Samples     []sampleRec
-}
-
-type valueRec struct {
-	Feature, Key string
-	Value        float64
-	Time         int64 // unix ns
-	Partial      bool
-}
-
+// sampleRec is the sample counts of one feature × key in one message.
 type sampleRec struct {
 	Feature, Key string
 	Time         int64
@@ -119,16 +103,26 @@ func (e *encoder) samples(feature, key string, t int64, total, bad uint64) {
 // errMalformed marks a message that does not decode.
 var errMalformed = errors.New("malformed monitor log message")
 
-// decode reads a whole message; the error names the entry and byte offset.
-func decode(data []byte) ([]chunkRec, error) {
+// visitor receives a message's entries in order. Keys alias the message's bytes (valid during the
+// call): the fold looks them up without allocating, and copies only a key it has not seen.
+type visitor interface {
+	chunk(agent string, stream signal.Stream, incarnation string, first, last uint64)
+	value(feature string, key []byte, v float64, t int64, partial bool)
+	samples(feature string, key []byte, t int64, total, bad uint64)
+}
+
+// scan reads a whole message, handing each entry to v (nil: only check it); the error names the
+// entry and its byte offset. The fold scans twice, first with nil, so that a message broken half
+// way changes nothing.
+func scan(data []byte, v visitor) error {
 	if len(data) < 2 || data[0] != magic {
-		return nil, fmt.Errorf("%w: not a monitor log message (%d bytes)", errMalformed, len(data))
+		return fmt.Errorf("%w: not a monitor log message (%d bytes)", errMalformed, len(data))
 	}
 	if data[1] != version {
-		return nil, fmt.Errorf("%w: version %d, this hub reads %d", errMalformed, data[1], version)
+		return fmt.Errorf("%w: version %d, this hub reads %d", errMalformed, data[1], version)
 	}
 	d := decoder{data: data, pos: 2}
-	var out []chunkRec
+	chunks := 0
 	for n := 0; d.pos < len(data); n++ {
 		start := d.pos
 		tag := data[d.pos]
@@ -140,68 +134,73 @@ func decode(data []byte) ([]chunkRec, error) {
 		case 'S':
 			l, ok := d.uvarint()
 			if !ok || l > uint64(len(data)-d.pos) {
-				return nil, fail("bad string length")
+				return fail("bad string length")
 			}
 			d.strs = append(d.strs, string(data[d.pos:d.pos+int(l)]))
 			d.pos += int(l)
 		case 'C':
-			var c chunkRec
-			var ok bool
-			if c.Agent, ok = d.str(); !ok {
-				return nil, fail(d.why)
+			agent, ok := d.str()
+			if !ok {
+				return fail(d.why)
 			}
 			if d.pos >= len(data) || data[d.pos] >= byte(signal.NumStreams) {
-				return nil, fail("bad stream")
+				return fail("bad stream")
 			}
-			c.Stream = signal.Stream(data[d.pos])
+			st := signal.Stream(data[d.pos])
 			d.pos++
-			if c.Incarnation, ok = d.str(); !ok {
-				return nil, fail(d.why)
+			inc, ok := d.str()
+			if !ok {
+				return fail(d.why)
 			}
 			f, ok1 := d.uvarint()
 			l, ok2 := d.uvarint()
 			if !ok1 || !ok2 || l < f {
-				return nil, fail("bad sequence range")
+				return fail("bad sequence range")
 			}
-			c.First, c.Last = f, l
-			out = append(out, c)
+			chunks++
+			if v != nil {
+				v.chunk(agent, st, inc, f, l)
+			}
 		case 'V', 'Q':
-			if len(out) == 0 {
-				return nil, fail("a value before any chunk")
+			if chunks == 0 {
+				return fail("a value before any chunk")
 			}
-			c := &out[len(out)-1]
 			feat, ok1 := d.str()
 			key, ok2 := d.raw()
 			if !ok1 || !ok2 {
-				return nil, fail(d.why)
+				return fail(d.why)
 			}
 			if tag == 'V' {
 				if len(data)-d.pos < 8 {
-					return nil, fail("truncated value")
+					return fail("truncated value")
 				}
-				v := math.Float64frombits(binary.LittleEndian.Uint64(data[d.pos:]))
+				x := math.Float64frombits(binary.LittleEndian.Uint64(data[d.pos:]))
 				d.pos += 8
 				t, ok := d.varint()
 				if !ok || d.pos >= len(data) {
-					return nil, fail("bad time or flags")
+					return fail("bad time or flags")
 				}
 				flags := data[d.pos]
 				d.pos++
-				c.Values = append(c.Values, valueRec{Feature: feat, Key: key, Value: v, Time: t, Partial: flags&1 != 0})
+				if v != nil {
+					v.value(feat, key, x, t, flags&1 != 0)
+				}
 				continue
 			}
 			t, ok := d.varint()
 			total, ok1 := d.uvarint()
 			bad, ok2 := d.uvarint()
 			if !ok || !ok1 || !ok2 || bad > total {
-				return nil, fail("bad sample counts")
+				return fail("bad sample counts")
 			}
-			c.Samples = append(c.Samples, sampleRec{Feature: feat, Key: key, Time: t, Total: total, Bad: bad})
+			if v != nil {
+				v.samples(feat, key, t, total, bad)
+			}
 		default:
-			return nil, fail("unknown entry")
+			return fail("unknown entry")
 		}
 	}
-	return out, nil
+	return nil
 }
 
 type decoder struct {
@@ -229,15 +228,15 @@ func (d *decoder) varint() (int64, bool) {
 	return v, true
 }
 
-func (d *decoder) raw() (string, bool) {
+func (d *decoder) raw() ([]byte, bool) {
 	l, ok := d.uvarint()
 	if !ok || l > uint64(len(d.data)-d.pos) {
 		d.why = "bad key length"
-		return "", false
+		return nil, false
 	}
-	s := string(d.data[d.pos : d.pos+int(l)])
+	b := d.data[d.pos : d.pos+int(l)]
 	d.pos += int(l)
-	return s, true
+	return b, true
 }
 
 func (d *decoder) str() (string, bool) {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"math"
 	"sort"
@@ -17,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gemba-io/gemba/hub/state/features"
+	"github.com/gemba-io/gemba/signal"
 )
 
 // Why a log of its own: the ingest consumer is shared, so each agents' message reaches one
@@ -56,6 +58,9 @@ const (
 	maxKeys    = 200_000
 	maxStreams = 100_000
 	eventQueue = 4096
+	// followBytes bounds what the follower has buffered: monitor log messages are up to 768 KiB,
+	// and the default 500 of them would overrun the connection's pending limit (slow consumer).
+	followBytes = 16 << 20
 	// maxAhead: an event time further than this past the log's own time is a clock error.
 	maxAhead = time.Hour
 )
@@ -76,7 +81,8 @@ type Monitor struct {
 	Stats Stats
 
 	mu      sync.RWMutex
-	keys    map[[2]string]*keyState
+	keys    map[string]map[string]*keyState // feature → key → state
+	nkeys   int
 	streams map[streamRef]*seqTracker
 	loaded  bool
 	warned  bool
@@ -101,7 +107,7 @@ func Open(ctx context.Context, js jetstream.JetStream, o Options) (*Monitor, err
 		o.Now = time.Now
 	}
 	m := &Monitor{cfg: cfg, defs: map[string]features.Definition{}, log: o.Logger, now: o.Now, sink: o.Sink,
-		keys: map[[2]string]*keyState{}, streams: map[streamRef]*seqTracker{}, events: make(chan Event, eventQueue)}
+		keys: map[string]map[string]*keyState{}, streams: map[streamRef]*seqTracker{}, events: make(chan Event, eventQueue)}
 	for _, d := range o.Definitions {
 		m.defs[d.Name] = d
 		m.names = append(m.names, d.Name)
@@ -171,7 +177,7 @@ func (m *Monitor) follow(ctx context.Context, st jetstream.Stream) error {
 		if meta.Sequence.Stream >= last {
 			done()
 		}
-	})
+	}, jetstream.PullMaxBytes(followBytes))
 	if err != nil {
 		return err
 	}
@@ -194,74 +200,92 @@ func (m *Monitor) follow(ctx context.Context, st jetstream.Stream) error {
 
 // fold applies one log message. It runs on the follower goroutine.
 func (m *Monitor) fold(data []byte, seq uint64, at time.Time) {
-	chunks, err := decode(data)
-	if err != nil {
+	if err := scan(data, nil); err != nil {
 		m.Stats.Unreadable.Add(1)
 		m.log.Error("monitor log message unreadable, skipped", "stream", m.cfg.Stream, "seq", seq, "err", err)
 		return
 	}
-	at = at.UTC()
-	var evs []Event
+	f := folder{m: m, at: at.UTC()}
 	m.mu.Lock()
-	for ci := range chunks {
-		c := &chunks[ci]
-		ref := streamRef{Agent: c.Agent, Stream: c.Stream, Incarnation: c.Incarnation}
-		tr := m.tracker(ref, at)
-		if tr == nil {
-			continue
-		}
-		if tr.seen(c.First) {
-			m.Stats.Duplicates.Add(1)
-			continue
-		}
-		for _, h := range tr.add(c.First, c.Last, at) {
-			evs = append(evs, Event{Kind: KindGap, State: StateRecovered, Agent: ref.Agent, Stream: ref.Stream.String(),
-				Incarnation: ref.Incarnation, From: h[0], To: h[1], Time: at,
-				Why: fmt.Sprintf("sequences %d-%d of %s/%s arrived late: the gap is closed", h[0], h[1], ref.Agent, ref.Stream)})
-		}
-		m.Stats.Folded.Add(1)
-		for _, v := range c.Values {
-			k := m.key(v.Feature, v.Key)
-			if k == nil {
-				continue
-			}
-			bad := v.Partial || !finite(v.Value)
-			t := time.Unix(0, v.Time).UTC()
-			if t.After(at.Add(maxAhead)) {
-				// A device clock far ahead would move the key's windows past every later value:
-				// counted as a bad value at the time it was logged instead.
-				t, bad = at, true
-				m.Stats.Future.Add(1)
-			}
-			var b uint32
-			if bad {
-				b = 1
-			}
-			evs = m.advance(k, t, evs)
-			if !t.Before(k.newest) {
-				k.feeder = ref
-			}
-			k.add(t, v.Value, 1, b, true)
-		}
-		for _, s := range c.Samples {
-			k := m.key(s.Feature, s.Key)
-			if k == nil {
-				continue
-			}
-			t := time.Unix(0, s.Time).UTC()
-			if t.After(at.Add(maxAhead)) {
-				t = at
-				m.Stats.Future.Add(1)
-			}
-			evs = m.advance(k, t, evs)
-			k.add(t, 0, uint32(min(s.Total, math.MaxUint32)), uint32(min(s.Bad, math.MaxUint32)), false)
-		}
-	}
+	_ = scan(data, &f) // checked above
 	loaded := m.loaded
 	m.mu.Unlock()
 	if loaded {
-		m.emit(evs...)
+		m.emit(f.evs...)
 	}
+}
+
+// folder applies a message's entries under m.mu.
+type folder struct {
+	m    *Monitor
+	at   time.Time
+	ref  streamRef
+	skip bool // the current chunk was folded before (or its stream is not tracked)
+	evs  []Event
+}
+
+func (f *folder) chunk(agent string, st signal.Stream, inc string, first, last uint64) {
+	m := f.m
+	f.ref = streamRef{Agent: agent, Stream: st, Incarnation: inc}
+	tr := m.tracker(f.ref, f.at)
+	if f.skip = tr == nil || tr.seen(first); f.skip {
+		if tr != nil {
+			m.Stats.Duplicates.Add(1)
+		}
+		return
+	}
+	for _, h := range tr.add(first, last, f.at) {
+		f.evs = append(f.evs, Event{Kind: KindGap, State: StateRecovered, Agent: agent, Stream: st.String(),
+			Incarnation: inc, From: h[0], To: h[1], Time: f.at,
+			Why: fmt.Sprintf("sequences %d-%d of %s/%s arrived late: the gap is closed", h[0], h[1], agent, st)})
+	}
+	m.Stats.Folded.Add(1)
+}
+
+func (f *folder) value(feature string, key []byte, v float64, ns int64, partial bool) {
+	if f.skip {
+		return
+	}
+	m := f.m
+	k := m.key(feature, key)
+	if k == nil {
+		return
+	}
+	bad := partial || !finite(v)
+	t := time.Unix(0, ns).UTC()
+	if t.After(f.at.Add(maxAhead)) {
+		// A device clock far ahead would move the key's windows past every later value:
+		// counted as a bad value at the time it was logged instead.
+		t, bad = f.at, true
+		m.Stats.Future.Add(1)
+	}
+	var b uint32
+	if bad {
+		b = 1
+	}
+	f.evs = m.advance(k, t, f.evs)
+	if !t.Before(k.newest) {
+		k.feeder = f.ref
+	}
+	k.add(t, v, 1, b, true)
+}
+
+func (f *folder) samples(feature string, key []byte, ns int64, total, bad uint64) {
+	if f.skip {
+		return
+	}
+	m := f.m
+	k := m.key(feature, key)
+	if k == nil {
+		return
+	}
+	t := time.Unix(0, ns).UTC()
+	if t.After(f.at.Add(maxAhead)) {
+		t = f.at
+		m.Stats.Future.Add(1)
+	}
+	f.evs = m.advance(k, t, f.evs)
+	k.add(t, 0, uint32(min(total, math.MaxUint32)), uint32(min(bad, math.MaxUint32)), false)
 }
 
 // advance evaluates the key's windows when t starts a later slice than it had. Called with m.mu held.
@@ -305,8 +329,9 @@ func num(x float64) float64 {
 
 // key returns the state of a feature × key, created on first sight; nil for a feature this hub
 // does not define (a replica with another config wrote it) or past maxKeys. Called with m.mu held.
-func (m *Monitor) key(feature, key string) *keyState {
-	if k := m.keys[[2]string{feature, key}]; k != nil {
+func (m *Monitor) key(feature string, key []byte) *keyState {
+	byKey := m.keys[feature]
+	if k := byKey[string(key)]; k != nil { // no allocation for the lookup
 		return k
 	}
 	d, ok := m.defs[feature]
@@ -314,7 +339,7 @@ func (m *Monitor) key(feature, key string) *keyState {
 		m.Stats.Unknown.Add(1)
 		return nil
 	}
-	if len(m.keys) >= maxKeys {
+	if m.nkeys >= maxKeys {
 		m.Stats.KeysDropped.Add(1)
 		if !m.warned {
 			m.warned = true
@@ -327,9 +352,27 @@ func (m *Monitor) key(feature, key string) *keyState {
 	if th.MaxAge > 0 {
 		maxAge = th.MaxAge
 	}
-	k := newKeyState(feature, key, th, maxAge, m.cfg.ring(), m.cfg.Slice(), max(1, m.cfg.Samples/m.cfg.Slices))
-	m.keys[[2]string{feature, key}] = k
+	k := newKeyState(feature, string(key), th, maxAge, m.cfg.ring(), m.cfg.Slice(), max(1, m.cfg.Samples/m.cfg.Slices))
+	if byKey == nil {
+		byKey = map[string]*keyState{}
+		m.keys[feature] = byKey
+	}
+	byKey[k.key] = k
+	m.nkeys++
 	return k
+}
+
+// all iterates every key's state. Called with m.mu held.
+func (m *Monitor) all() iter.Seq[*keyState] {
+	return func(yield func(*keyState) bool) {
+		for _, byKey := range m.keys {
+			for _, k := range byKey {
+				if !yield(k) {
+					return
+				}
+			}
+		}
+	}
 }
 
 // tracker returns the sequence tracker of an agent stream. Called with m.mu held.
@@ -379,7 +422,7 @@ func (m *Monitor) check(emit bool) {
 	now := m.now().UTC()
 	var evs []Event
 	m.mu.Lock()
-	for _, k := range m.keys {
+	for k := range m.all() {
 		if k.newest.IsZero() || k.maxAge <= 0 {
 			continue
 		}
@@ -497,7 +540,7 @@ func (m *Monitor) Status(feature, key string) (Quality, bool) {
 	now := m.now().UTC()
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	k := m.keys[[2]string{feature, key}]
+	k := m.keys[feature][key]
 	if k == nil {
 		return Quality{}, false
 	}
@@ -520,8 +563,8 @@ func (m *Monitor) Lookup(feature, key string) (Quality, error) {
 func (m *Monitor) List(feature string) []Quality {
 	now := m.now().UTC()
 	m.mu.RLock()
-	out := make([]Quality, 0, len(m.keys))
-	for _, k := range m.keys {
+	out := make([]Quality, 0, m.nkeys)
+	for k := range m.all() {
 		if feature == "" || k.feature == feature {
 			out = append(out, m.status(k, now))
 		}

@@ -227,15 +227,22 @@ func TestBadInputs(t *testing.T) {
 	}
 }
 
+// collect is a visitor that keeps what it is given.
+type collect struct{ vals []float64 }
+
+func (c *collect) chunk(string, signal.Stream, string, uint64, uint64)  {}
+func (c *collect) value(_ string, _ []byte, v float64, _ int64, _ bool) { c.vals = append(c.vals, v) }
+func (c *collect) samples(string, []byte, int64, uint64, uint64)        {}
+
 func TestDecodeMalformed(t *testing.T) {
 	var e encoder
 	e.reset()
 	e.chunk(&signal.Header{Agent: "a", Stream: signal.StreamFeatures, Incarnation: "i", FirstSeq: 1, LastSeq: 1})
 	e.value("temp", "k", 1.5, 42, true)
 	good := append([]byte(nil), e.buf...)
-	cs, err := decode(good)
-	if err != nil || len(cs) != 1 || len(cs[0].Values) != 1 || cs[0].Values[0].Value != 1.5 || !cs[0].Values[0].Partial {
-		t.Fatalf("round trip: %+v %v", cs, err)
+	var c collect
+	if err := scan(good, &c); err != nil || len(c.vals) != 1 || c.vals[0] != 1.5 {
+		t.Fatalf("round trip: %+v %v", c.vals, err)
 	}
 	for name, data := range map[string][]byte{
 		"empty":       nil,
@@ -246,7 +253,7 @@ func TestDecodeMalformed(t *testing.T) {
 		"bad index":   {'m', 1, 'C', 5},
 		"unknown":     {'m', 1, 'Z'},
 	} {
-		if _, err := decode(data); err == nil || !strings.Contains(err.Error(), "monitor log message") {
+		if err := scan(data, nil); err == nil || !strings.Contains(err.Error(), "monitor log message") {
 			t.Errorf("%s: got %v", name, err)
 		}
 	}

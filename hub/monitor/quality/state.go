@@ -149,6 +149,7 @@ func (k *keyState) window(from, to int64) (total, bad uint64, hist []float64, va
 	if len(k.th.Edges) > 0 {
 		hist = make([]float64, len(k.th.Edges)+1)
 	}
+	vals = make([]float64, 0, int(to-from+1)*k.resCap)
 	for s := from; s <= to; s++ {
 		e := k.find(s)
 		if e == nil {
