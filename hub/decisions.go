@@ -19,6 +19,7 @@ import (
 	"github.com/gemba-io/gemba/hub/decide/rules"
 	"github.com/gemba-io/gemba/hub/decide/versions"
 	"github.com/gemba-io/gemba/hub/learn/experiment"
+	"github.com/gemba-io/gemba/hub/monitor/outcome"
 	"github.com/gemba-io/gemba/hub/state/features"
 	"github.com/gemba-io/gemba/hub/state/inventory"
 )
@@ -32,8 +33,10 @@ type decisions struct {
 	registry *versions.Registry
 	engine   *decide.Engine
 	approver *decide.Approver
-	// experiments are the bandits' posteriors (the engine chooses arms from them).
+	// experiments are the bandits' posteriors (the engine chooses arms from them); outcomes measures
+	// experiment decisions once their windows are over, feeding the posteriors and the holdout lifts.
 	experiments *experiment.Store
+	outcomes    *outcome.Measurer
 	stop        func() // stops following rule changes
 }
 
@@ -97,6 +100,8 @@ func (h *Hub) openDecisions(ctx context.Context, js jetstream.JetStream) (*decis
 		_ = d.guard.Close()
 		return nil, err
 	}
+	d.outcomes = outcome.New(js, d.experiments, outcome.Options{Audit: d.log.Config(), Commerce: cfg.Commerce.Stream,
+		Prefix: cfg.Commerce.Prefix, Logger: log})
 	d.engine, err = decide.New(cfg.Decide, decide.Deps{
 		Graph: h.graph.Load(), State: liveState{h.feats.Load(), h.inv.Load()}, Features: cfg.Features,
 		Forecasts: h, Quality: hubQuality{h}, Experiments: d.experiments,
@@ -172,6 +177,11 @@ func (h *Hub) runDecisions(d *decisions, log *slog.Logger) (stop func()) {
 		}
 	})
 	ow.Go(func() { h.sweepDecisions(octx, d, log) })
+	ow.Go(func() {
+		if err := d.outcomes.Run(octx); err != nil {
+			log.Error("experiment outcomes not measured on this replica", "err", err)
+		}
+	})
 	return func() {
 		d.stop()
 		ecancel()

@@ -57,7 +57,11 @@ func (h *Hub) openMonitoring(ctx context.Context, js jetstream.JetStream, d *dec
 		m.quality = q
 	}
 	if d != nil {
-		t, err := kpi.Open(ctx, js, kpi.Options{Audit: d.log.Config(), Logger: log})
+		var lifts kpi.LiftSource
+		if d.outcomes != nil {
+			lifts = d.outcomes
+		}
+		t, err := kpi.Open(ctx, js, kpi.Options{Audit: d.log.Config(), Lifts: lifts, Logger: log})
 		if err != nil {
 			m.close()
 			return nil, err

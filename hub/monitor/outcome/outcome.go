@@ -1,0 +1,371 @@
+// Package outcome measures what experiment decisions did: each promoted and held-out unit's sales over
+// its promotion window against its own baseline, fed to the bandits' posteriors and to each holdout's lift.
+package outcome
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/hub/audit"
+	"github.com/gemba-io/gemba/hub/ingest/commerce"
+	"github.com/gemba-io/gemba/hub/learn/experiment"
+	"github.com/gemba-io/gemba/hub/monitor/kpi"
+)
+
+// Options place the measurer and set its pace.
+type Options struct {
+	Audit    audit.Config // the decision log (defaults filled)
+	Commerce string       // the COMMERCE stream
+	Prefix   string       // the commerce subjects' prefix
+	// Every is the pace of measurement rounds; Settle is how long after a window's end its sales are
+	// taken as complete (late uploads); Baseline is the period before a window its baseline rate is
+	// taken over. Level is the confidence level of the lift intervals.
+	Every, Settle, Baseline time.Duration
+	Level                   float64
+	Logger                  *slog.Logger
+	Now                     func() time.Time
+}
+
+func (o *Options) defaults() {
+	o.Audit.Defaults()
+	if o.Every == 0 {
+		o.Every = 10 * time.Minute
+	}
+	if o.Settle == 0 {
+		o.Settle = time.Hour
+	}
+	if o.Baseline == 0 {
+		o.Baseline = 28 * 24 * time.Hour
+	}
+	if o.Level == 0 {
+		o.Level = 0.95
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// unit is one experiment decision to measure: a promotion (treated, or a bandit's arm) or a holdout.
+type unit struct {
+	id, exp, sku, channel string
+	start, end            time.Time
+	group                 experiment.Group // "" without a holdout
+	share                 float64
+	choice                *experiment.Choice // nil without a bandit
+	measured              bool
+	sales, baseline       float64 // once measured
+}
+
+// Stats count what the measurer did.
+type Stats struct {
+	Units, Measured, NoBaseline, Recorded, Rounds, Errors, Malformed atomic.Uint64
+}
+
+// Measurer follows the decision log's experiment decisions and measures each once its window is over.
+// Every replica may run one: a bandit outcome is applied once by its decision id (experiment.Store).
+type Measurer struct {
+	o     Options
+	js    jetstream.JetStream
+	store *experiment.Store // nil: lifts only
+	log   *slog.Logger
+	Stats Stats
+
+	mu    sync.Mutex
+	units map[string]*unit // by decision id
+	lifts []kpi.Lift
+}
+
+// New returns a measurer; Run follows and measures until its context ends.
+func New(js jetstream.JetStream, store *experiment.Store, o Options) *Measurer {
+	o.defaults()
+	return &Measurer{o: o, js: js, store: store, log: o.Logger.With("component", "outcome"), units: map[string]*unit{}}
+}
+
+// Run follows the decision log and runs a measurement round every Options.Every until ctx ends.
+func (m *Measurer) Run(ctx context.Context) error {
+	stop, err := m.follow(ctx)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	t := time.NewTicker(m.o.Every)
+	defer t.Stop()
+	for {
+		if err := m.Round(ctx); err != nil && ctx.Err() == nil {
+			m.Stats.Errors.Add(1)
+			m.log.Warn("measurement round failed; retried next round", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// follow keeps the experiment decisions of the decision log (from its first retained message).
+func (m *Measurer) follow(ctx context.Context) (func(), error) {
+	st, err := m.js.Stream(ctx, m.o.Audit.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("outcome: decision log %s: %w", m.o.Audit.Stream, err)
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{m.o.Audit.Prefix + ".decisions.*"}})
+	if err != nil {
+		return nil, fmt.Errorf("outcome: follow %s: %w", m.o.Audit.Stream, err)
+	}
+	cc, err := cons.Consume(func(msg jetstream.Msg) { m.add(msg.Subject(), msg.Data()) })
+	if err != nil {
+		return nil, fmt.Errorf("outcome: follow %s: %w", m.o.Audit.Stream, err)
+	}
+	return func() { cc.Stop(); <-cc.Closed() }, nil
+}
+
+// add keeps a decision record that an experiment took part in.
+func (m *Measurer) add(subject string, data []byte) {
+	if subject == m.o.Audit.RulesSubject() || subject == m.o.Audit.MonitorSubject() {
+		return
+	}
+	var r audit.Record
+	if err := json.Unmarshal(data, &r); err != nil {
+		m.Stats.Malformed.Add(1)
+		return
+	}
+	x := r.Experiment
+	if x == nil || r.Event != audit.EventDecided || r.Mode == audit.ModeShadow {
+		return
+	}
+	u := &unit{id: r.DecisionID, exp: x.ID, sku: r.SKU, channel: r.Channel, choice: x.Bandit}
+	switch r.Outcome {
+	case audit.OutcomeFired:
+		u.start = r.Time
+		if r.Verdict != nil && !r.Verdict.ActionTime.IsZero() {
+			u.start = r.Verdict.ActionTime
+		}
+	case audit.OutcomeHeldOut:
+		u.start, u.choice = r.Time, nil
+	default:
+		return // not acted on and not a holdout: nothing to measure
+	}
+	u.end = u.start.Add(r.Action.Duration)
+	if h := x.Holdout; h != nil {
+		u.group, u.share = h.Group, h.Share
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.units[u.id]; !ok {
+		m.units[u.id] = u
+		m.Stats.Units.Add(1)
+	}
+}
+
+// Round measures every unit whose window (plus Settle) is over and not measured yet: its sales over
+// the window and its baseline (its SKU × channel's daily rate over the Baseline period before the
+// window, times the window's days). Bandit outcomes go to the posteriors; lifts are recomputed.
+func (m *Measurer) Round(ctx context.Context) error {
+	m.Stats.Rounds.Add(1)
+	now := m.o.Now()
+	m.mu.Lock()
+	var due []*unit
+	from := now
+	for _, u := range m.units {
+		if !u.measured && !u.end.Add(m.o.Settle).After(now) {
+			due = append(due, u)
+			from = minTime(from, u.start.Add(-m.o.Baseline))
+		}
+	}
+	m.mu.Unlock()
+	if len(due) == 0 {
+		return nil
+	}
+	want := map[[2]string]bool{}
+	for _, u := range due {
+		want[[2]string{u.sku, u.channel}] = true
+	}
+	sales, oldest, err := m.readSales(ctx, want)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, u := range due {
+		s := sales[[2]string{u.sku, u.channel}]
+		u.sales = s.sum(u.start, u.end)
+		// The baseline period as far as the stream reaches back (its max_age may be shorter).
+		bFrom := maxTime(u.start.Add(-m.o.Baseline), oldest)
+		days := u.start.Sub(bFrom).Hours() / 24
+		if days >= 1 {
+			u.baseline = s.sum(bFrom, u.start) / days * u.end.Sub(u.start).Hours() / 24
+		}
+		if u.choice != nil && m.store != nil {
+			if u.baseline <= 0 {
+				m.Stats.NoBaseline.Add(1)
+			} else {
+				cfg := experiment.Config{ID: u.exp, Bandit: &experiment.BanditConfig{Pool: u.choice.Pool, Arms: armsOf(u.choice)}}
+				ok, err := m.store.Record(ctx, cfg, experiment.Outcome{ID: u.id, SKU: u.sku, Channel: u.channel,
+					Discount: u.choice.Discount, Units: u.sales, Baseline: u.baseline, End: u.end})
+				switch {
+				case err != nil && !errors.Is(err, experiment.ErrOutcomeTooOld):
+					errs = append(errs, fmt.Errorf("decision %s: %w", u.id, err))
+					continue // measured again next round
+				case ok:
+					m.Stats.Recorded.Add(1)
+				}
+			}
+		}
+		m.mu.Lock()
+		u.measured = true
+		m.mu.Unlock()
+		m.Stats.Measured.Add(1)
+	}
+	m.computeLifts()
+	return errors.Join(errs...)
+}
+
+// computeLifts measures each holdout experiment over its measured units: one outcome per SKU ×
+// channel (the assignment is per unit), its sales and baselines summed over every window measured.
+func (m *Measurer) computeLifts() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	type key struct{ exp, sku, channel string }
+	agg := map[key]*experiment.UnitOutcome{}
+	share := map[string]float64{}
+	for _, u := range m.units {
+		if !u.measured || u.group == "" {
+			continue
+		}
+		k := key{u.exp, u.sku, u.channel}
+		o := agg[k]
+		if o == nil {
+			o = &experiment.UnitOutcome{SKU: u.sku, Channel: u.channel, Group: u.group}
+			agg[k] = o
+		}
+		o.Sales += u.sales
+		o.Baseline += u.baseline
+		share[u.exp] = u.share
+	}
+	byExp := map[string][]experiment.UnitOutcome{}
+	for k, o := range agg {
+		byExp[k.exp] = append(byExp[k.exp], *o)
+	}
+	var lifts []kpi.Lift
+	for exp, us := range byExp {
+		r, err := experiment.Lift(us, share[exp], m.o.Level)
+		if err != nil {
+			m.log.Debug("no lift yet", "experiment", exp, "err", err)
+			continue
+		}
+		lifts = append(lifts, kpi.FromHoldout(exp, "holdout", r))
+	}
+	sort.Slice(lifts, func(i, j int) bool { return lifts[i].Rule < lifts[j].Rule })
+	m.lifts = lifts
+}
+
+// Lifts reports the holdout lift of every experiment measured so far (kpi.LiftSource).
+func (m *Measurer) Lifts(context.Context) ([]kpi.Lift, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]kpi.Lift(nil), m.lifts...), nil
+}
+
+func armsOf(c *experiment.Choice) []float64 {
+	arms := make([]float64, 0, len(c.Arms))
+	for _, a := range c.Arms {
+		arms = append(arms, a.Discount)
+	}
+	return arms
+}
+
+// timeline is one SKU × channel's sales, by sale time.
+type timeline []sale
+
+type sale struct {
+	at  time.Time
+	qty float64
+}
+
+func (tl timeline) sum(from, to time.Time) float64 {
+	var n float64
+	for _, s := range tl {
+		if !s.at.Before(from) && s.at.Before(to) {
+			n += s.qty
+		}
+	}
+	return n
+}
+
+// readSales reads every sale the COMMERCE stream holds for the wanted SKU × channel pairs, each order
+// line once (as the commerce consumer applies it), and the oldest sale time the stream still has.
+// The whole stream is read: sale times need not follow stream times (late uploads, a simulator's
+// accelerated clock), and the stream's max_age bounds it.
+func (m *Measurer) readSales(ctx context.Context, want map[[2]string]bool) (map[[2]string]timeline, time.Time, error) {
+	out := map[[2]string]timeline{}
+	var oldest time.Time
+	filter := m.o.Prefix + ".commerce.sales.>"
+	cons, err := m.js.OrderedConsumer(ctx, m.o.Commerce, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+	if err != nil {
+		return nil, oldest, fmt.Errorf("outcome: read %s (%s): %w", m.o.Commerce, filter, err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return nil, oldest, fmt.Errorf("outcome: read %s: %w", m.o.Commerce, err)
+	}
+	if info.NumPending == 0 {
+		return out, oldest, nil
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(1000))
+	if err != nil {
+		return nil, oldest, fmt.Errorf("outcome: read %s: %w", m.o.Commerce, err)
+	}
+	defer it.Stop()
+	seen := map[string]bool{}
+	for {
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return nil, oldest, fmt.Errorf("outcome: read %s: %w", m.o.Commerce, err)
+		}
+		md, err := msg.Metadata()
+		if err != nil {
+			return nil, oldest, fmt.Errorf("outcome: read %s: %w", m.o.Commerce, err)
+		}
+		if s, err := commerce.DecodeSale(msg.Subject(), msg.Data()); err == nil && s.Quantity > 0 {
+			if oldest.IsZero() || s.Time.Before(oldest) {
+				oldest = s.Time
+			}
+			k := [2]string{s.SKU, s.Channel}
+			line := fmt.Sprintf("%s\x00%d", s.OrderID, s.Line)
+			if want[k] && !seen[line] {
+				seen[line] = true
+				out[k] = append(out[k], sale{s.Time, s.Quantity})
+			}
+		}
+		if md.NumPending == 0 {
+			return out, oldest, nil
+		}
+	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+

@@ -1,0 +1,167 @@
+package outcome
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"math"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gemba-io/gemba/hub/audit"
+	"github.com/gemba-io/gemba/hub/decide/guard"
+	"github.com/gemba-io/gemba/hub/decide/rules"
+	"github.com/gemba-io/gemba/hub/ingest/commerce"
+	"github.com/gemba-io/gemba/hub/learn/experiment"
+	"github.com/gemba-io/gemba/internal/natstest"
+	"github.com/gemba-io/gemba/internal/testutil"
+)
+
+func id(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:16])
+}
+
+// Four units of one experiment, each with 10 units a day before its window: A (treated, a bandit's
+// 10 % arm) sells 25 in its day, C (treated) 20, B and D (held out) 12 and 8. The measurer records A's
+// bandit outcome once (lift 2.5 against a baseline of 10), and the holdout's lift is mean(2.5, 2) /
+// mean(1.2, 0.8) = 2.25. Sales of other SKUs, a returned line and a second copy of an order line
+// count for nothing.
+func TestMeasuresBanditAndHoldout(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	n := natstest.JetStream(t)
+	_, js := natstest.Connect(t, n.URL())
+	acfg := audit.Config{Prefix: "gemba"}
+	acfg.Defaults()
+	log, err := audit.Open(ctx, js, acfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ccfg := commerce.DefaultConfig()
+	if _, err := commerce.EnsureStream(ctx, js, ccfg); err != nil {
+		t.Fatal(err)
+	}
+	store, err := experiment.Open(ctx, js, experiment.DefaultStoreConfig(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	order := 0
+	sell := func(sku string, at time.Time, qty float64, copies int) {
+		order++
+		b, err := commerce.EncodeSale(commerce.Sale{OrderID: fmt.Sprint("o", order), Line: 1, SKU: sku, Site: "s1", Channel: "web",
+			Quantity: qty, UnitPrice: 2, Currency: "EUR", Time: at})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range copies {
+			if _, err := js.Publish(ctx, commerce.SalesSubject("gemba", "web"), b); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	during := map[string]float64{"A": 25, "B": 12, "C": 20, "D": 8}
+	for sku, q := range during {
+		for d := 1; d <= 28; d++ {
+			sell(sku, start.Add(-time.Duration(d)*24*time.Hour+time.Hour), 10, 1)
+		}
+		sell(sku, start.Add(3*time.Hour), q-1, 2) // a second copy of the line counts once
+		sell(sku, start.Add(20*time.Hour), 1, 1)
+		sell(sku, start.Add(30*time.Hour), 50, 1) // after the window
+	}
+	sell("X", start.Add(time.Hour), 99, 1)
+	sell("A", start.Add(2*time.Hour), -3, 1) // a return is not demand
+
+	arms := []experiment.ArmDraw{{Discount: 5}, {Discount: 10}, {Discount: 20}}
+	choice := &experiment.Choice{Experiment: "clear", Pool: experiment.PoolChannel, DecisionID: id("A"), Discount: 10, Arms: arms}
+	rec := func(sku, outcome string, g experiment.Group, c *experiment.Choice) {
+		r := audit.Record{DecisionID: id(sku), Event: audit.EventDecided, Outcome: outcome, Mode: audit.ModeActive, Time: start,
+			RuleSet: audit.RuleSetRef{Name: "x", Version: "v1"}, Rule: audit.RuleRef{Name: "clear"}, SKU: sku, Site: "s1", Channel: "web",
+			Action:     rules.Action{Kind: rules.Promote, Channels: []string{"web"}, Discount: 10, Duration: 24 * time.Hour},
+			Experiment: &audit.ExperimentRef{ID: "clear", Holdout: &experiment.Assignment{Salt: "clear", Share: 0.5, Group: g}, Bandit: c}}
+		if outcome == audit.OutcomeFired {
+			r.Verdict = &guard.Verdict{DecisionID: r.DecisionID, Outcome: guard.Allow, ActionTime: start}
+		}
+		if _, err := log.Publish(ctx, r, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec("A", audit.OutcomeFired, experiment.Treated, choice)
+	rec("C", audit.OutcomeFired, experiment.Treated, nil)
+	rec("B", audit.OutcomeHeldOut, experiment.Held, nil)
+	rec("D", audit.OutcomeHeldOut, experiment.Held, nil)
+
+	m := New(js, store, Options{Audit: acfg, Commerce: ccfg.Stream, Prefix: "gemba", Every: 50 * time.Millisecond,
+		Now: func() time.Time { return start.Add(3 * 24 * time.Hour) }})
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = m.Run(ctx) })
+	defer wg.Wait()
+	defer cancel()
+	testutil.WaitFor(t, 20*time.Second, "four units measured", func() bool { return m.Stats.Measured.Load() == 4 })
+	if r := m.Stats.Recorded.Load(); r != 1 {
+		t.Fatalf("%d bandit outcomes recorded, want 1 (A's)", r)
+	}
+	cfg := experiment.Config{ID: "clear", Bandit: &experiment.BanditConfig{Arms: []float64{5, 10, 20}, Pool: experiment.PoolChannel}}
+	again, err := store.Record(ctx, cfg, experiment.Outcome{ID: id("A"), SKU: "A", Channel: "web", Discount: 10, Units: 25, Baseline: 10, End: start.Add(24 * time.Hour)})
+	if err != nil || again {
+		t.Fatalf("A's outcome was not in the posterior: applied again %v, %v", again, err)
+	}
+	lifts, _ := m.Lifts(ctx)
+	if len(lifts) != 1 || lifts[0].Rule != "clear" || lifts[0].Treated != 2 || lifts[0].Held != 2 || math.Abs(lifts[0].Lift-2.25) > 1e-9 {
+		t.Fatalf("lifts %+v, want clear at 2.25 over 2 and 2 units", lifts)
+	}
+	// Another round measures nothing again.
+	rounds := m.Stats.Rounds.Load()
+	testutil.WaitFor(t, 10*time.Second, "two more rounds", func() bool { return m.Stats.Rounds.Load() >= rounds+2 })
+	if m.Stats.Measured.Load() != 4 || m.Stats.Recorded.Load() != 1 {
+		t.Errorf("measured %d, recorded %d after more rounds", m.Stats.Measured.Load(), m.Stats.Recorded.Load())
+	}
+}
+
+// A unit without sales before its window has no baseline: measured, not fed to the bandit (a lift
+// from nothing would be noise). An undecodable message on the decision log is counted and skipped.
+func TestNoBaselineAndMalformed(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	n := natstest.JetStream(t)
+	_, js := natstest.Connect(t, n.URL())
+	acfg := audit.Config{Prefix: "gemba"}
+	acfg.Defaults()
+	log, err := audit.Open(ctx, js, acfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ccfg := commerce.DefaultConfig()
+	if _, err := commerce.EnsureStream(ctx, js, ccfg); err != nil {
+		t.Fatal(err)
+	}
+	store, err := experiment.Open(ctx, js, experiment.DefaultStoreConfig(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	if _, err := js.Publish(ctx, "gemba.decisions."+id("junk"), []byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	arms := []experiment.ArmDraw{{Discount: 5}, {Discount: 10}}
+	r := audit.Record{DecisionID: id("N"), Event: audit.EventDecided, Outcome: audit.OutcomeFired, Mode: audit.ModeActive, Time: start,
+		RuleSet: audit.RuleSetRef{Name: "x", Version: "v1"}, Rule: audit.RuleRef{Name: "b"}, SKU: "N", Channel: "web",
+		Action:     rules.Action{Kind: rules.Promote, Channels: []string{"web"}, Discount: 5, Duration: 24 * time.Hour},
+		Experiment: &audit.ExperimentRef{ID: "b", Bandit: &experiment.Choice{Experiment: "b", Pool: experiment.PoolChannel, Discount: 5, Arms: arms}}}
+	if _, err := log.Publish(ctx, r, 0); err != nil {
+		t.Fatal(err)
+	}
+	m := New(js, store, Options{Audit: acfg, Commerce: ccfg.Stream, Prefix: "gemba", Every: 50 * time.Millisecond,
+		Now: func() time.Time { return start.Add(3 * 24 * time.Hour) }})
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = m.Run(ctx) })
+	defer wg.Wait()
+	defer cancel()
+	testutil.WaitFor(t, 20*time.Second, "N measured", func() bool { return m.Stats.Measured.Load() == 1 })
+	if m.Stats.NoBaseline.Load() != 1 || m.Stats.Recorded.Load() != 0 || m.Stats.Malformed.Load() != 1 {
+		t.Errorf("no baseline %d, recorded %d, malformed %d: want 1, 0, 1", m.Stats.NoBaseline.Load(), m.Stats.Recorded.Load(), m.Stats.Malformed.Load())
+	}
+}
