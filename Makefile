@@ -71,14 +71,14 @@ fuzz: ## run every fuzzer briefly (FUZZTIME=60s for longer)
 	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $$pkg; \
 	  done; done
 
-demo: ## run a small plant end to end on embedded defaults (configs/demo/agent.yaml)
+demo: ## the whole system on embedded defaults: plant, agent, NATS, hub, market; promotion, hold, approval, outage (configs/demo/)
 	$(GO) run ./cmd/gemba-demo
 
 .PHONY: bench-e2e chaos
 bench-e2e: peers ## gemba-agent against a bare paho->NATS bridge, end to end; writes docs/BENCHMARKS.md
 	$(GO) run ./bench/e2e $(BENCH_E2E_FLAGS)
 
-chaos: peers ## the full fault suite (NATS outage, agent SIGKILL, broker and OPC UA restarts, full buffer)
+chaos: peers ## the full fault suite: agent (NATS outage, SIGKILL, broker and OPC UA restarts, full buffer) and hub (replica SIGKILL, NATS node restart, webhook down, replay burst, rule rollback)
 	$(GO) run ./chaos/cmd/gemba-chaos $(CHAOS_FLAGS)
 
 clean:
