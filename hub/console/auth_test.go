@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,11 +41,21 @@ func hash(t testing.TB, pw string) config.Secret {
 // fakeDecisions answers the approval calls the way the hub's guard does (pure logic behind the
 // api.Decisions interface; the browser tests drive the real one).
 type fakeDecisions struct {
+	mu       sync.Mutex
 	answered []string
+	recs     []audit.Record // newest first, as the decision log answers
 }
 
-func (f *fakeDecisions) Recent(context.Context, audit.Filter) ([]audit.Record, error) {
-	return nil, nil
+func (f *fakeDecisions) Recent(_ context.Context, flt audit.Filter) ([]audit.Record, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []audit.Record
+	for _, r := range f.recs {
+		if len(out) < flt.Limit && (flt.SKU == "" || r.SKU == flt.SKU) {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 func (f *fakeDecisions) History(context.Context, string) ([]audit.Record, error) { return nil, nil }
 func (f *fakeDecisions) Delivery(context.Context, string) (*act.Record, error)   { return nil, nil }
