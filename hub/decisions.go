@@ -229,6 +229,13 @@ func (h *Hub) registerDecisions(d *decisions) {
 	c("decide_shadow_total", "Shadow version decisions recorded (never acted on).", &m.Shadow)
 	c("decide_fenced_total", "Decisions not recorded nor acted on because a rules change landed first.", &m.Fenced)
 	c("decide_errors_total", "Evaluations whose decisions could not be completed (retried).", &m.Errors)
+	c("decide_released_total", "Allowed decisions released by reconcile (never recorded, so never acted on).", &m.Released)
+	c("decide_held_out_total", "Decisions recorded as held out by their experiment (never acted on).", &m.HeldOut)
+	o := &d.outcomes.Stats
+	c("outcome_measured_total", "Experiment decisions measured after their window.", &o.Measured)
+	c("outcome_recorded_total", "Bandit outcomes this replica applied to the posteriors (first to get there).", &o.Recorded)
+	c("outcome_no_baseline_total", "Measured units without sales before their window: not fed to the bandit.", &o.NoBaseline)
+	c("outcome_errors_total", "Measurement rounds that failed (retried next round).", &o.Errors)
 	g := &d.guard.Metrics
 	c("guard_allowed_total", "Guard verdicts: allow.", &g.Allowed)
 	c("guard_suppressed_total", "Guard verdicts: suppress.", &g.Suppressed)
