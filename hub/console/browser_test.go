@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -208,6 +209,15 @@ func TestBrowser(t *testing.T) {
 
 	// An approver watches the decision feed; a decision arrives while the page is open.
 	b.signIn(base, "alice")
+	// The error listener hears the page: a probe error logged now must reach it (then it is cleared).
+	b.eval(`console.error('gemba-probe'); 'logged'`)
+	testutil.WaitFor(t, 10*time.Second, "the probe console error", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		n := len(b.errs)
+		b.errs = slices.DeleteFunc(b.errs, func(e string) bool { return strings.Contains(e, "gemba-probe") })
+		return len(b.errs) < n
+	})
 	b.shot("fleet")
 	b.do("decisions page", chromedp.Navigate(base+"/decisions"), chromedp.WaitVisible(chromedp.CSS("#feed")))
 	testutil.WaitFor(t, 10*time.Second, "the live feed connected", func() bool { return b.eval(`document.getElementById('live-state').className`) == "live-dot on" })
