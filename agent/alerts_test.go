@@ -373,7 +373,7 @@ func runPromtool(t *testing.T, promtool, rules string, groups []promGroup) {
 	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("promtool test rules: %v\n%s\n(test file kept in %s)", err, out, dir)
+		t.Fatalf("promtool test rules: %v\n%s", err, out)
 	}
 	if !strings.Contains(string(out), "SUCCESS") {
 		t.Fatalf("promtool: %s", out)
