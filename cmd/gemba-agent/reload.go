@@ -53,6 +53,7 @@ could not be reached.`,
 			resp, err := (&http.Client{Timeout: timeout}).Do(req)
 			if err != nil {
 				cmd.PrintErrln("agent not reachable:", err)
+				cmd.PrintErrln("is it running with this config's http.listen? SIGHUP reloads too: systemctl reload gemba-agent")
 				return exitError{2}
 			}
 			defer resp.Body.Close()
