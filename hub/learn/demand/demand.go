@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -207,40 +209,78 @@ func Build(ctx context.Context, js jetstream.JetStream, src Source, opts Options
 	if info.NumPending == 0 {
 		return set, nil
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(1000))
+	it, err := cons.Messages(jetstream.PullMaxMessages(batchSize))
 	if err != nil {
 		return nil, fmt.Errorf("demand: read stream %s: %w", src.Stream, err)
 	}
 	defer it.Stop()
+	// Decoding a sale (strict JSON, every field checked as the consumer checks it) costs far more than
+	// reading it: batches are decoded on every CPU, then added in stream order, so the first copy of a
+	// sale is still the one that counts.
+	batch := make([]raw, 0, batchSize)
 	for {
 		m, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
 			return nil, fmt.Errorf("demand: read stream %s after %d messages: %w", src.Stream, set.Stats.Messages, err)
 		}
-		set.Stats.Messages++
 		md, err := m.Metadata()
 		if err != nil {
 			return nil, fmt.Errorf("demand: stream %s: message metadata: %w", src.Stream, err)
 		}
-		sale, err := commerce.DecodeSale(m.Subject(), m.Data())
-		if err != nil {
-			set.Stats.Undecodable++
-			lg.Warn("demand: not a sale, skipped", "stream", src.Stream, "seq", md.Sequence.Stream, "subject", m.Subject(), "err", err)
-		} else {
-			if set.Stats.Oldest.IsZero() || sale.Time.Before(set.Stats.Oldest) {
-				set.Stats.Oldest = sale.Time
-			}
-			set.Add(sale)
+		batch = append(batch, raw{subject: m.Subject(), data: m.Data(), seq: md.Sequence.Stream})
+		last := md.NumPending == 0
+		if len(batch) == batchSize || last {
+			set.addBatch(decodeAll(batch), src.Stream, lg)
+			batch = batch[:0]
 		}
-		if md.NumPending == 0 {
+		if last {
 			set.trim(dropped, lg)
 			return set, nil
 		}
 	}
 }
 
-// ByChannel reports whether the set keeps one series per channel.
-func (s *Set) ByChannel() bool { return s.byChan }
+const batchSize = 1000
+
+// raw is a stream message to decode.
+type raw struct {
+	subject string
+	data    []byte
+	seq     uint64
+	sale    commerce.Sale
+	err     error
+}
+
+// decodeAll decodes the batch in place on every CPU.
+func decodeAll(batch []raw) []raw {
+	workers := min(runtime.GOMAXPROCS(0), len(batch))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(batch); i += workers {
+				batch[i].sale, batch[i].err = commerce.DecodeSale(batch[i].subject, batch[i].data)
+			}
+		})
+	}
+	wg.Wait()
+	return batch
+}
+
+func (s *Set) addBatch(batch []raw, stream string, lg *slog.Logger) {
+	for i := range batch {
+		r := &batch[i]
+		s.Stats.Messages++
+		if r.err != nil {
+			s.Stats.Undecodable++
+			lg.Warn("demand: not a sale, skipped", "stream", stream, "seq", r.seq, "subject", r.subject, "err", r.err)
+			continue
+		}
+		if s.Stats.Oldest.IsZero() || r.sale.Time.Before(s.Stats.Oldest) {
+			s.Stats.Oldest = r.sale.Time
+		}
+		s.Add(r.sale)
+	}
+}
 
 // trim moves From up to the oldest sale's day (the day after when the stream dropped messages), when
 // that is later.
