@@ -10,6 +10,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -52,6 +53,10 @@ func main() {
 	flag.BoolVar(&verbose, "v", false, "print every decision the guard suppressed too")
 	flag.Parse()
 	m, err := run(o)
+	if errors.Is(err, context.Canceled) {
+		fmt.Println("\ninterrupted while starting: stopped")
+		return
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gemba-demo:", err)
 		os.Exit(1)
@@ -259,11 +264,15 @@ func run(o options) (*outcome, error) {
 	simStop()
 	<-simDone
 	mk.close()
-	s.Close() // waits for the last acknowledgements
 	if interrupted {
+		// The agent first: gopcua's server waits up to 10 s on Close for a client still connected.
+		agentStop()
+		agentDone <- <-agentDone // stopped; left for the deferred wait
+		s.Close()
 		fmt.Println("\ninterrupted: stopping cleanly")
 		return nil, nil
 	}
+	s.Close() // waits for the last acknowledgements
 	if !hub.Running() {
 		if hub, err = chaos.StartJetStream(pt.nats, store); err != nil {
 			return nil, err
