@@ -308,3 +308,6 @@ func (s *Set) trim(dropped bool, lg *slog.Logger) {
 		sr.Values = sr.Values[cut:]
 	}
 }
+
+// ByChannel reports whether the set keeps one series per channel.
+func (s *Set) ByChannel() bool { return s.byChan }
