@@ -128,6 +128,12 @@ func (m *moments) take(r *audit.Record) {
 	if first != nil && first.At == 0 {
 		*first = moment{At: max(el, time.Second), Decision: r.DecisionID, Line: line}
 	}
+	// A hold is decided again every bucket while its line stays down: print it once.
+	unit := r.Outcome + "/" + r.Rule.Name + "/" + r.SKU + "/" + r.Channel
+	if m.seen[unit] {
+		return
+	}
+	m.seen[unit] = true
 	fmt.Printf(">>> %4.0fs  %s\n", el.Seconds(), line)
 }
 
