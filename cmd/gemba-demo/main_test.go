@@ -60,8 +60,8 @@ func TestDemoRuns(t *testing.T) {
 	defer null.Close()
 	os.Stdout = null // the live view is for people
 	defer func() { os.Stdout = stdout }()
-	out, err := run(options{agentFile: demoConfig, hubFile: "../../configs/demo/hub.yaml", duration: 55 * time.Second,
-		outageAt: 38 * time.Second, outage: 8 * time.Second, plant: sim.Config{Seed: 1, Tick: 100 * time.Millisecond, Speed: 20}})
+	out, err := run(options{agentFile: demoConfig, hubFile: "../../configs/demo/hub.yaml", duration: 60 * time.Second,
+		outageAt: 44 * time.Second, outage: 8 * time.Second, plant: sim.Config{Seed: 1, Tick: 100 * time.Millisecond, Speed: 20}})
 	if err != nil {
 		t.Fatal(err)
 	}
