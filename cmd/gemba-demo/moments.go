@@ -10,6 +10,9 @@ import (
 	"github.com/gemba-io/gemba/hub/decide/guard"
 )
 
+// launched is when the process started: the first promotion is measured from it too.
+var launched = time.Now()
+
 // verbose prints every suppressed decision too (-v).
 var verbose bool
 
@@ -150,6 +153,10 @@ func (m *moments) summary(replayed uint64) []string {
 		fmt.Printf("  %-46s at %3.0fs  decision %s\n", name, mo.At.Seconds(), mo.Decision)
 	}
 	show("an over-stocked SKU being packed is promoted", m.Promotion)
+	if m.Promotion.At > 0 {
+		fmt.Printf("  %-46s %.0fs after the demo started (the plant started %.0fs after it)\n", "",
+			m.start.Add(m.Promotion.At).Sub(launched).Seconds(), m.start.Sub(launched).Seconds())
+	}
 	show("a stopped line's low-cover SKU is held", m.Hold)
 	show("a deep clearance waits for approval", m.Approval)
 	fmt.Printf("  %-46s %d replayed messages; %d decisions on them suppressed, %d of %d acted decisions read one\n",
