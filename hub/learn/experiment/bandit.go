@@ -156,12 +156,13 @@ type Choice struct {
 }
 
 // choose picks an arm for one decision from the pool's state (and the unit's own, pool unit). The
-// draws come from a random stream seeded by the experiment, the decision id and the revisions
-// read, so the same decision against the same states chooses the same arm on any replica.
+// draws come from a random stream seeded by the experiment, the keys and the decision id: the same
+// decision against the same states chooses the same arm on any replica, and the draws do not depend
+// on the order other keys were written in (revisions are the bucket's sequence numbers).
 func choose(c Choice, pool, unit *State, b *BanditConfig, u Unit) (Choice, error) {
 	h := fnv.New64a()
 	h.Write([]byte(c.Experiment + "\x00" + c.PoolKey + "\x00" + c.UnitKey + "\x00" + c.DecisionID))
-	rng := rand.New(rand.NewPCG(h.Sum64(), c.PoolRevision<<32^c.UnitRevision))
+	rng := rand.New(rand.NewPCG(h.Sum64(), 0x7ea5))
 	p := newPrior(b.priorLift())
 	if unit == nil {
 		c.Curve = poolCurve(p, pool.Stats)
