@@ -206,6 +206,7 @@ func TestBrowser(t *testing.T) {
 	th.heartbeat(t, "gw1", time.Now().UTC(), 42)
 	th.heartbeat(t, "gw2", time.Now().UTC().Add(-5*time.Minute), 1800)
 	th.stock(t)
+	th.unitsAt(t, time.Now().UTC().Add(-2*time.Hour), map[string]float64{"SKU-3": 3}) // past max_age: stale, decides nothing
 
 	// An approver watches the decision feed; a decision arrives while the page is open.
 	b.signIn(base, "alice")
@@ -273,6 +274,9 @@ func TestBrowser(t *testing.T) {
 	b.do("features page", chromedp.Navigate(base+"/features"), chromedp.WaitVisible(chromedp.CSS("#features")))
 	if s := b.text("#features"); !strings.Contains(s, "SKU-2") {
 		t.Errorf("features: %q", s)
+	}
+	if s := b.eval(`Array.from(document.querySelectorAll('#features tr.stale')).map(r => r.textContent).join('|')`); !strings.Contains(s, "SKU-3") || !strings.Contains(s, "STALE") {
+		t.Errorf("the stale value of SKU-3 is not marked: %q", s)
 	}
 	b.shot("features")
 	b.do("inventory page", chromedp.Navigate(base+"/inventory"), chromedp.WaitVisible(chromedp.CSS("#inventory")))

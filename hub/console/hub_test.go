@@ -210,7 +210,12 @@ func (th *testHub) stop(t testing.TB) {
 // units publishes an agent's features message: units made of each SKU in a window that just ended.
 func (th *testHub) units(t testing.TB, counts map[string]float64) {
 	t.Helper()
-	end := time.Now().UTC()
+	th.unitsAt(t, time.Now().UTC(), counts)
+}
+
+// unitsAt is units in a window that ended at end.
+func (th *testHub) unitsAt(t testing.TB, end time.Time, counts map[string]float64) {
+	t.Helper()
 	fs := make([]gsig.Feature, 0, len(counts))
 	for sku, v := range counts {
 		fs = append(fs, gsig.Feature{Signal: "l1.pack.parts", Name: "units", WindowStart: end.Add(-10 * time.Second), WindowEnd: end,
