@@ -41,42 +41,62 @@ func (x *metrics) Describe(ch chan<- *prometheus.Desc) {
 
 func (x *metrics) Collect(ch chan<- prometheus.Metric) {
 	x.events.Collect(ch)
-	m := x.m
-	type counts struct {
-		all, stale, gap, bad, drifting float64
-		psi                            float64
-	}
-	per := map[string]*counts{}
-	for _, n := range m.names {
-		per[n] = &counts{}
-	}
-	for _, q := range m.List("") {
-		c := per[q.Feature]
-		if c == nil {
-			continue
-		}
-		c.all++
-		for _, b := range []struct {
-			on bool
-			n  *float64
-		}{{q.Stale, &c.stale}, {q.Gap, &c.gap}, {q.Bad, &c.bad}, {q.Drifting, &c.drifting}} {
-			if b.on {
-				*b.n++
-			}
-		}
-		c.psi = max(c.psi, q.PSI)
-	}
+	per, miss := x.m.tally()
 	for f, c := range per {
 		for cond, v := range map[string]float64{"all": c.all, "stale": c.stale, "gap": c.gap, "bad": c.bad, "drifting": c.drifting} {
 			ch <- prometheus.MustNewConstMetric(x.keys, prometheus.GaugeValue, v, f, cond)
 		}
 		ch <- prometheus.MustNewConstMetric(x.psi, prometheus.GaugeValue, c.psi, f)
 	}
-	miss := map[string]float64{}
-	for _, g := range m.Gaps("") {
-		miss[g.Agent] += float64(g.Missing)
-	}
 	for a, v := range miss {
 		ch <- prometheus.MustNewConstMetric(x.miss, prometheus.GaugeValue, v, a)
 	}
+}
+
+type tally struct {
+	all, stale, gap, bad, drifting float64
+	psi                            float64
+}
+
+// tally counts the keys per feature and condition, and the missing records per agent, in one
+// pass under the read lock without building each key's Quality (a scrape of 100,000 keys must
+// not take seconds).
+func (m *Monitor) tally() (map[string]*tally, map[string]float64) {
+	now := m.now().UTC()
+	per := map[string]*tally{}
+	for _, n := range m.names {
+		per[n] = &tally{}
+	}
+	miss := map[string]float64{}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	gapped := make(map[streamRef]bool, len(m.streams))
+	for ref, t := range m.streams {
+		hs, missing := t.holes(now, m.cfg.GapAfter)
+		gapped[ref] = len(hs) > 0
+		miss[ref.Agent] += float64(missing + t.lost)
+	}
+	for feature, byKey := range m.keys {
+		c := per[feature]
+		if c == nil {
+			continue
+		}
+		for _, k := range byKey {
+			c.all++
+			if !k.newest.IsZero() && k.maxAge > 0 && now.Sub(k.newest) > k.maxAge {
+				c.stale++
+			}
+			if gapped[k.feeder] {
+				c.gap++
+			}
+			if k.bad {
+				c.bad++
+			}
+			if k.drifting {
+				c.drifting++
+			}
+			c.psi = max(c.psi, num(k.psi))
+		}
+	}
+	return per, miss
 }
