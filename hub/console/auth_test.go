@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -63,7 +64,12 @@ func (f *fakeDecisions) Pending(context.Context) ([]guard.Request, error)       
 func (f *fakeDecisions) Kill(context.Context) (guard.KillSwitch, error) {
 	return guard.KillSwitch{}, nil
 }
-func (f *fakeDecisions) SetKill(context.Context, bool, string, string) error { return nil }
+func (f *fakeDecisions) SetKill(_ context.Context, on bool, by, reason string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.answered = append(f.answered, fmt.Sprintf("kill %v by %s: %s", on, by, reason))
+	return nil
+}
 func (f *fakeDecisions) Rules(context.Context) (audit.Change, []audit.Change, error) {
 	return audit.Change{}, nil, nil
 }
@@ -271,6 +277,20 @@ func TestCSRFAndRoles(t *testing.T) {
 	}
 	if w := e.do("POST", "/console/rules/rollback", url.Values{"csrf": {adtok}, "why": {"x"}}, []*http.Cookie{ad}, nil); w.Code != http.StatusNotFound {
 		t.Fatalf("admin rollback without a registry: %d, want 404", w.Code)
+	}
+	// The kill switch is the admin's too, and records who and why.
+	e.dec.answered = nil
+	if w := e.do("POST", "/console/kill", url.Values{"csrf": {atok}, "on": {"true"}, "reason": {"x"}}, []*http.Cookie{as}, nil); w.Code != http.StatusForbidden {
+		t.Fatalf("approver kill switch: %d, want 403", w.Code)
+	}
+	if w := e.do("POST", "/console/kill", url.Values{"csrf": {adtok}, "on": {"true"}}, []*http.Cookie{ad}, nil); w.Code != http.StatusBadRequest {
+		t.Fatalf("kill switch without a reason: %d, want 400", w.Code)
+	}
+	if w := e.do("POST", "/console/kill", url.Values{"csrf": {adtok}, "on": {"true"}, "reason": {"webhook storm"}}, []*http.Cookie{ad}, nil); w.Code != http.StatusSeeOther {
+		t.Fatalf("admin kill switch: %d, want 303", w.Code)
+	}
+	if len(e.dec.answered) != 1 || e.dec.answered[0] != "kill true by root: webhook storm" {
+		t.Fatalf("kill switch calls: %q", e.dec.answered)
 	}
 }
 

@@ -136,6 +136,7 @@ func (c *Console) routes() {
 	m.HandleFunc("GET "+p+"/decisions/{id}", c.authed(RoleViewer, c.whyPage))
 	m.HandleFunc("GET "+p+"/approvals", c.authed(RoleViewer, c.approvalsPage))
 	m.HandleFunc("POST "+p+"/approvals/{id}/{answer}", c.authed(RoleApprover, c.answer))
+	m.HandleFunc("POST "+p+"/kill", c.authed(RoleAdmin, c.kill))
 	m.HandleFunc("GET "+p+"/rules", c.authed(RoleViewer, c.rulesPage))
 	m.HandleFunc("GET "+p+"/rules/diff", c.authed(RoleViewer, c.diffPage))
 	m.HandleFunc("POST "+p+"/rules/{op}", c.authed(RoleAdmin, c.rulesChange))

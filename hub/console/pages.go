@@ -403,3 +403,29 @@ func (c *Console) answer(w http.ResponseWriter, r *http.Request) {
 	}
 	http.Redirect(w, r, c.prefix+"/decisions/"+url.PathEscape(id)+"?msg="+url.QueryEscape(msg), http.StatusSeeOther)
 }
+
+// kill throws or resets the kill switch as the signed-in admin (the API's SetKill): while it is on,
+// nothing acts.
+func (c *Console) kill(w http.ResponseWriter, r *http.Request) {
+	d := c.decisions(w, r)
+	if d == nil {
+		return
+	}
+	on := r.PostFormValue("on") == "true"
+	reason := strings.TrimSpace(r.PostFormValue("reason"))
+	if reason == "" {
+		c.fail(w, r, http.StatusBadRequest, "reason is required: the kill switch records why it was thrown or reset")
+		return
+	}
+	by := sessionOf(r).user
+	if err := d.SetKill(r.Context(), on, by, reason); err != nil {
+		c.fail(w, r, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	c.log.Warn("console: kill switch set", "on", on, "by", by, "reason", reason)
+	state := "reset: decisions act again"
+	if on {
+		state = "thrown: nothing acts"
+	}
+	http.Redirect(w, r, c.prefix+"/approvals?msg="+url.QueryEscape("kill switch "+state), http.StatusSeeOther)
+}
