@@ -215,19 +215,26 @@ func (e *HubEnv) read(ctx context.Context) (*ledger, error) {
 // complete reports whether every crossing is decided and every allowed decision recorded,
 // published and posted: what the scenario waits for before judging.
 func (e *HubEnv) complete(l *ledger) bool {
+	undecided, unfinished := e.missing(l)
+	return undecided == 0 && unfinished == 0
+}
+
+// missing counts the crossings without a decision and the allowed decisions not yet recorded,
+// published and posted.
+func (e *HubEnv) missing(l *ledger) (undecided, unfinished int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, s := range e.live {
 		if l.decided[s] == 0 {
-			return false
+			undecided++
 		}
 	}
 	for id := range l.allowed {
 		if len(l.fired[id]) == 0 || len(l.actions[id]) == 0 || l.posted[id] == 0 {
-			return false
+			unfinished++
 		}
 	}
-	return true
+	return undecided, unfinished
 }
 
 // judge lists every breach of the hub's promises in l.

@@ -139,6 +139,7 @@ func RunHub(ctx context.Context, o HubOptions, sc HubScenario) (r HubResult) {
 	var l *ledger
 	settle := time.Now()
 	deadline := settle.Add(o.Settle)
+	logged := 0
 	defer func() { e.logf("settled in %v", time.Since(settle).Round(100*time.Millisecond)) }()
 	for {
 		l, err = e.read(ctx)
@@ -151,6 +152,11 @@ func RunHub(ctx context.Context, o HubOptions, sc HubScenario) (r HubResult) {
 				return r
 			}
 			break // judge what is there: the breaches say what is missing
+		}
+		if l != nil && time.Since(settle) >= time.Duration(logged+1)*10*time.Second {
+			logged++
+			u, f := e.missing(l)
+			e.logf("still settling after %v: %d crossings undecided, %d allowed decisions not yet recorded, published and posted", time.Since(settle).Round(time.Second), u, f)
 		}
 		_ = sleepCtx(ctx, 500*time.Millisecond)
 	}
