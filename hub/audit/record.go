@@ -132,6 +132,15 @@ type ForecastRef struct {
 	Methods     []string  `json:"methods"` // the chosen method of each of the SKU's series
 	DataTo      time.Time `json:"data_to"` // the end of the data the set was fitted on
 	HasInterval bool      `json:"has_interval"`
+	// Shadow is the shadow model set's cover of the same position, recorded beside the active one's
+	// (it decides nothing): its version and days of cover, low and high.
+	Shadow *ShadowCover `json:"shadow,omitempty"`
+}
+
+// ShadowCover is a shadow model set's days of cover (strings for +Inf, as rules.Inventory writes them).
+type ShadowCover struct {
+	Version string          `json:"version"`
+	Cover   rules.Inventory `json:"cover"` // days_of_cover, _low, _high and daily_rate
 }
 
 // RuleSetRef names the version that decided and the rules change it was live under.

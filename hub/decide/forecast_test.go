@@ -1,6 +1,7 @@
 package decide
 
 import (
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +20,8 @@ func TestForecastDrivesDaysOfCover(t *testing.T) {
 	r.activate(testRules)
 	now := r.clock()
 	r.fc.set("A", "s1", registry.Cover{Version: "models-7", Methods: []forecast.Method{forecast.SES}, DailyMean: 2.5,
-		Days: 40, LowDays: 32, HighDays: 55, HasInterval: true, DataTo: now.Add(-12 * time.Hour)})
+		Days: 40, LowDays: 32, HighDays: 55, HasInterval: true, DataTo: now.Add(-12 * time.Hour),
+		Shadow: &registry.Cover{Version: "models-8", Days: 38, LowDays: 30, HighDays: math.Inf(1)}})
 	r.fc.set("B", "s1", registry.Cover{Version: "models-7", Days: 40, LowDays: 40, HighDays: 40, Stale: true})
 	for _, sku := range []string{"A", "B"} {
 		r.state.setFeature("units", sku, 40, now, nil)
@@ -42,7 +44,10 @@ func TestForecastDrivesDaysOfCover(t *testing.T) {
 	var b strings.Builder
 	audit.Explain(&b, []audit.Record{rec}, nil)
 	why := b.String()
-	if !strings.Contains(why, "model set models-7") || !strings.Contains(why, "32 to 55") {
+	if sc := inv.Forecast.Shadow; sc == nil || sc.Version != "models-8" || sc.Cover.DaysOfCover != 38 || !math.IsInf(sc.Cover.DaysOfCoverHigh, 1) {
+		t.Errorf("shadow cover %+v", sc)
+	}
+	if !strings.Contains(why, "model set models-7") || !strings.Contains(why, "32 to 55") || !strings.Contains(why, "shadow model set models-8") {
 		t.Errorf("why does not name the forecast:\n%s", why)
 	}
 	// B's forecast is past its horizon: its moving average decides. At 10 days nothing; at 45 a

@@ -200,6 +200,10 @@ func (b *builder) input(u Unit, now time.Time) *explained {
 					ms[i] = string(m)
 				}
 				ex.inv.Forecast = &audit.ForecastRef{Version: c.Version, Methods: ms, DataTo: c.DataTo, HasInterval: c.HasInterval}
+				if sc := c.Shadow; sc != nil {
+					ex.inv.Forecast.Shadow = &audit.ShadowCover{Version: sc.Version, Cover: rules.Inventory{DaysOfCover: sc.Days,
+						DaysOfCoverLow: sc.LowDays, DaysOfCoverHigh: sc.HighDays, DailyRate: sc.DailyMean, Forecast: sc.Version}}
+				}
 			}
 		}
 		ex.inv.Inventory = ex.in.Inventory
