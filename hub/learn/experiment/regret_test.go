@@ -31,7 +31,7 @@ type regretResult struct {
 
 // warmWeeks of sales without promotion give each unit's baseline per weekday: what the engine's
 // forecast would give from its history (with 4 weeks, the baseline's own error — about 2 % on a
-// retail unit — was a quarter of the regret left).
+// retail unit — was a tenth to a fifth of the regret).
 const warmWeeks = 8
 
 func regretRun(t testing.TB, store *Store, id string, bandit BanditConfig, seed uint64) regretResult {
@@ -143,7 +143,7 @@ func (r regretResult) log(t testing.TB, pool string) {
 // Target (issue 15): after 60 simulated days the bandit's cumulative regret is at most 30 % of a
 // fixed mid-level discount's. Fixed seed: the simulator's demand and every Thompson draw (seeded by
 // the experiment and decision ids) repeat exactly. Other experiment ids draw otherwise: over five of
-// them the default bandit measures 26.3-29.8 %, mean 28.1 % (BenchmarkBanditRegret; docs/BENCHMARKS.md).
+// them the default bandit measures 24.4-27.4 %, mean 25.7 % (BenchmarkBanditRegret; docs/BENCHMARKS.md).
 func TestBanditRegretAgainstFixedMidDiscount(t *testing.T) {
 	n := natstest.JetStream(t)
 	_, js := natstest.Connect(t, n.URL())
