@@ -255,7 +255,9 @@ func (w *writer) flushSamples(batch []*emitReq, enc []byte) []byte {
 	if w.fold != nil {
 		fwd = w.fold(all)
 	}
-	k := chunker{stream: signal.StreamSamples, version: *w.version.Load(), max: w.maxChunk, enc: enc}
+	// The capture time is now, when the agent holds the samples, not their source time: the uplink
+	// marks a message historical by how long it waited here, not by how old its values are.
+	k := chunker{stream: signal.StreamSamples, version: *w.version.Load(), max: w.maxChunk, enc: enc, captured: w.now()}
 	for i := range fwd {
 		s := &fwd[i]
 		k.enc = signal.AppendSampleJSON(k.begin(), s)
@@ -322,7 +324,7 @@ func (w *writer) flushFeatures() {
 	if len(fs) == 0 {
 		return
 	}
-	k := chunker{stream: signal.StreamFeatures, version: *w.version.Load(), max: w.maxChunk}
+	k := chunker{stream: signal.StreamFeatures, version: *w.version.Load(), max: w.maxChunk, captured: w.now()}
 	for i := range fs {
 		k.enc = signal.AppendFeatureJSON(k.begin(), &fs[i])
 		k.end(fs[i].WindowEnd) // a feature is small: one alone always fits a record
@@ -368,14 +370,15 @@ func (w *writer) append(st signal.Stream, n int, meta []buffer.Meta, chunks ...[
 //	k.enc = appendRecord(k.begin(), rec)
 //	k.end(rec.Time)
 type chunker struct {
-	stream  signal.Stream
-	version string
-	max     int
-	enc     []byte // the open chunk's records array
-	start   int    // where the last record begins, before its separator
-	moved   []byte
-	c       signal.Chunk
-	chunks  [][]byte
+	stream   signal.Stream
+	version  string
+	max      int
+	captured time.Time // stamped on every chunk: when the agent received the records
+	enc      []byte    // the open chunk's records array
+	start    int       // where the last record begins, before its separator
+	moved    []byte
+	c        signal.Chunk
+	chunks   [][]byte
 }
 
 // begin opens the next record and returns the buffer to append it to.
@@ -418,7 +421,7 @@ func (k *chunker) cut() {
 		return
 	}
 	k.enc = append(k.enc, ']')
-	k.c.Stream, k.c.ConfigVersion, k.c.Records = k.stream, k.version, k.enc
+	k.c.Stream, k.c.ConfigVersion, k.c.Captured, k.c.Records = k.stream, k.version, k.captured, k.enc
 	k.chunks = append(k.chunks, signal.AppendChunk(make([]byte, 0, len(k.enc)+64), &k.c))
 	k.c, k.enc = signal.Chunk{}, k.enc[:0]
 }

@@ -23,14 +23,30 @@ type Chunk struct {
 	Stream        Stream
 	ConfigVersion string    // config version in force when the records were captured (lineage)
 	Count         int       // number of records
-	Oldest        time.Time // earliest capture time in the chunk
-	Newest        time.Time // latest capture time in the chunk
-	Records       []byte    // JSON array of records
+	Oldest        time.Time // earliest record time in the chunk (sample source time, feature window end)
+	Newest        time.Time // latest record time in the chunk
+	// Captured is when the agent received the records and wrote the chunk (its own clock). It, not
+	// Newest, decides whether a message is historical: a fresh OPC UA snapshot of a value that has
+	// not changed for an hour carries an hour-old source time but is not late. Zero in version-1
+	// chunks (see CaptureTime).
+	Captured time.Time
+	Records  []byte // JSON array of records
 }
 
+// CaptureTime is when the records were captured: Captured, or for a chunk written before capture
+// times were recorded (version 1, from an older agent's buffer), Newest as the best guess left.
+func (c *Chunk) CaptureTime() time.Time {
+	if c.Captured.IsZero() {
+		return c.Newest
+	}
+	return c.Captured
+}
+
+// Chunk versions: 1 had no capture time; 2 adds it after Newest. AppendChunk writes 2; ParseChunk
+// reads both, so a newer agent forwards a buffer an older one wrote.
 const (
 	chunkMagic   = 'g'
-	chunkVersion = 1
+	chunkVersion = 2
 )
 
 // ErrCorrupt reports an undecodable chunk or batch.
@@ -42,6 +58,7 @@ func AppendChunk(dst []byte, c *Chunk) []byte {
 	dst = binary.AppendUvarint(dst, uint64(c.Count))
 	dst = binary.AppendVarint(dst, unixNano(c.Oldest))
 	dst = binary.AppendVarint(dst, unixNano(c.Newest))
+	dst = binary.AppendVarint(dst, unixNano(c.Captured))
 	dst = binary.AppendUvarint(dst, uint64(len(c.ConfigVersion)))
 	dst = append(dst, c.ConfigVersion...)
 	return append(dst, c.Records...)
@@ -53,7 +70,8 @@ func ParseChunk(data []byte) (Chunk, error) {
 	if len(data) < 3 || data[0] != chunkMagic {
 		return c, fmt.Errorf("%w: not a chunk", ErrCorrupt)
 	}
-	if data[1] != chunkVersion {
+	version := data[1]
+	if version != 1 && version != chunkVersion {
 		return c, fmt.Errorf("%w: chunk version %d unsupported", ErrCorrupt, data[1])
 	}
 	c.Stream = Stream(data[2])
@@ -77,6 +95,14 @@ func ParseChunk(data []byte) (Chunk, error) {
 	}
 	p = p[k:]
 	c.Oldest, c.Newest = fromUnixNano(oldest), fromUnixNano(newest)
+	if version >= 2 {
+		captured, k := binary.Varint(p)
+		if k <= 0 {
+			return c, fmt.Errorf("%w: bad chunk capture time", ErrCorrupt)
+		}
+		p = p[k:]
+		c.Captured = fromUnixNano(captured)
+	}
 	l, k := binary.Uvarint(p)
 	if k <= 0 || l > uint64(len(p)-k) {
 		return c, fmt.Errorf("%w: bad chunk config version", ErrCorrupt)
@@ -132,11 +158,12 @@ type Header struct {
 	// incarnation). Agent, Stream, Incarnation and FirstSeq identify the message for deduplication.
 	FirstSeq, LastSeq uint64
 	Count             int
-	// Historical is set when the records are sent noticeably later than they were captured (a replayed
-	// backlog); Delay is then how much later, measured from the newest record.
+	// Historical is set when the records are sent noticeably later than the agent captured
+	// (received) them: a backlog replayed after an uplink outage. It says nothing about how old the
+	// values are (Oldest, Newest). Delay is then Sent minus the capture time.
 	Historical     bool
 	Delay          time.Duration
-	Oldest, Newest time.Time // capture time range
+	Oldest, Newest time.Time // record time range: sample source times, feature window ends
 	Sent           time.Time
 }
 

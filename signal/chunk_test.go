@@ -17,7 +17,8 @@ func TestChunkRoundTrip(t *testing.T) {
 		c    Chunk
 		want func(*Chunk)
 	}{
-		{"samples", Chunk{Stream: StreamSamples, ConfigVersion: "cfg-1", Count: 2, Oldest: t0, Newest: t0.Add(time.Second), Records: recs}, nil},
+		{"samples", Chunk{Stream: StreamSamples, ConfigVersion: "cfg-1", Count: 2, Oldest: t0, Newest: t0.Add(time.Second),
+			Captured: t0.Add(time.Hour), Records: recs}, nil},
 		{"features empty", Chunk{Stream: StreamFeatures, Records: []byte("[]")}, nil},
 		{"status", Chunk{Stream: StreamStatus, Count: 1, Oldest: t0, Newest: t0, Records: AppendStatusJSON(nil, []Status{{Time: t0}})}, nil},
 		{"unicode config version", Chunk{Stream: StreamSamples, ConfigVersion: "версия\x00", Records: []byte("[]")}, nil},
@@ -52,6 +53,7 @@ func TestChunkRoundTrip(t *testing.T) {
 			}
 			sameTimeOrZero(t, "oldest", got.Oldest, want.Oldest)
 			sameTimeOrZero(t, "newest", got.Newest, want.Newest)
+			sameTimeOrZero(t, "captured", got.Captured, want.Captured)
 			if got.Stream != want.Stream || got.ConfigVersion != want.ConfigVersion || got.Count != want.Count ||
 				!bytes.Equal(got.Records, want.Records) {
 				t.Fatalf("got %+v, want %+v", got, want)
@@ -69,6 +71,32 @@ func sameTimeOrZero(t *testing.T, what string, got, want time.Time) {
 		return
 	}
 	sameTime(t, what, got, want)
+}
+
+// TestChunkVersion1StillReads: a buffer written by an agent before capture times (chunk version 1)
+// is forwarded by a newer one, with the newest record time standing in for the capture time.
+func TestChunkVersion1StillReads(t *testing.T) {
+	v1 := []byte{'g', 1, byte(StreamSamples)}
+	v1 = binary.AppendUvarint(v1, 1)
+	v1 = binary.AppendVarint(v1, t0.UnixNano())
+	v1 = binary.AppendVarint(v1, t0.Add(time.Second).UnixNano())
+	v1 = binary.AppendUvarint(v1, 3)
+	v1 = append(v1, "cv1"...)
+	v1 = append(v1, `[{"sig":"a","ts":null}]`...)
+	c, err := ParseChunk(v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ConfigVersion != "cv1" || c.Count != 1 || string(c.Records) != `[{"sig":"a","ts":null}]` || !c.Captured.IsZero() {
+		t.Fatalf("version 1 chunk read as %+v", c)
+	}
+	sameTime(t, "capture time of a version 1 chunk", c.CaptureTime(), t0.Add(time.Second))
+	now := Chunk{Stream: StreamSamples, Newest: t0, Captured: t0.Add(time.Minute), Records: []byte("[]")}
+	again, err := ParseChunk(AppendChunk(nil, &now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameTime(t, "capture time of a version 2 chunk", again.CaptureTime(), t0.Add(time.Minute))
 }
 
 func TestChunkRecordsAliasData(t *testing.T) {
@@ -111,7 +139,8 @@ func TestParseChunkMalformed(t *testing.T) {
 		{"nil", nil, "not a chunk"},
 		{"json", []byte(`[{"sig":"a"}]`), "not a chunk"},
 		{"bad magic", mutate(func(b []byte) []byte { b[0] = 'G'; return b }), "not a chunk"},
-		{"newer version", mutate(func(b []byte) []byte { b[1] = 2; return b }), "chunk version 2 unsupported"},
+		{"newer version", mutate(func(b []byte) []byte { b[1] = 3; return b }), "chunk version 3 unsupported"},
+		{"version 2 without capture time", []byte{'g', 2, 0, 0, 0, 0}, "bad chunk capture time"},
 		{"unknown stream", mutate(func(b []byte) []byte { b[2] = byte(NumStreams); return b }), "unknown stream 3"},
 		{"count overflow", header(0, overflow), "bad chunk count"},
 		{"count beyond data", header(0, uv(1000), sv(0), sv(0), uv(0), []byte("[]")), "bad chunk count"},

@@ -92,7 +92,7 @@ func FuzzParseChunk(f *testing.F) {
 			t.Fatalf("re-encoded chunk does not parse: %v", err)
 		}
 		if again.Stream != c.Stream || again.ConfigVersion != c.ConfigVersion || again.Count != c.Count ||
-			!again.Oldest.Equal(c.Oldest) || !again.Newest.Equal(c.Newest) || !bytes.Equal(again.Records, c.Records) {
+			!again.Oldest.Equal(c.Oldest) || !again.Newest.Equal(c.Newest) || !again.Captured.Equal(c.Captured) || !bytes.Equal(again.Records, c.Records) {
 			t.Fatalf("chunk changed on re-encoding:\n%+v\n%+v", c, again)
 		}
 		switch c.Stream {
@@ -206,7 +206,7 @@ func corpusSampleArgs() map[string]sampleArgs {
 
 func corpusChunks() map[string]Chunk {
 	return map[string]Chunk{
-		"samples":  {Stream: StreamSamples, ConfigVersion: "cfg-1", Count: 3, Oldest: t0, Newest: t0.Add(time.Second), Records: AppendSamplesJSON(nil, typicalSamples(3))},
+		"samples":  {Stream: StreamSamples, ConfigVersion: "cfg-1", Count: 3, Oldest: t0, Newest: t0.Add(time.Second), Captured: t0.Add(2 * time.Second), Records: AppendSamplesJSON(nil, typicalSamples(3))},
 		"features": {Stream: StreamFeatures, Count: 1, Oldest: t0, Newest: t0, Records: AppendFeaturesJSON(nil, []Feature{{Signal: "s", Name: "mean", Value: 1}})},
 		"status":   {Stream: StreamStatus, Count: 1, Records: AppendStatusJSON(nil, []Status{{Time: t0, Agent: "a"}})},
 		"empty":    {Stream: StreamSamples, Records: []byte("[]")},

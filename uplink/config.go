@@ -24,8 +24,9 @@ type Config struct {
 	// PublishTimeout is how long a PubAck may take before the message counts as failed and is
 	// re-sent (with the same Nats-Msg-Id) from the buffer.
 	PublishTimeout time.Duration `yaml:"publish_timeout" json:"publish_timeout"`
-	// HistoricalAfter marks a message historical when its newest record is older than this at send
-	// time, with the delay in the envelope.
+	// HistoricalAfter marks a message historical when it is sent more than this after the agent
+	// captured (received) its records, with the delay in the envelope. How old the values' source
+	// times are does not count.
 	HistoricalAfter time.Duration `yaml:"historical_after" json:"historical_after"`
 	// BackfillShare is the share of messages given to a replayed backlog while live data is also
 	// pending (0 < share <= 1). When no live data is pending the backlog gets everything.

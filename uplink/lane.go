@@ -236,8 +236,10 @@ func (l *lane) accept(recs []signal.Record, live bool) []*pending {
 				ConfigVersion: c.ConfigVersion, Incarnation: u.id.Incarnation, FirstSeq: r.Seq, LastSeq: r.Seq, Count: c.Count,
 				Oldest: c.Oldest, Newest: c.Newest, Sent: now.UTC(),
 			}
-			if d := now.Sub(c.Newest); !c.Newest.IsZero() && d > u.cfg.HistoricalAfter {
-				h.Historical, h.Delay = true, d
+			// Late relative to capture (receive) time, not to the values' source times: the first
+			// OPC UA snapshot after a start carries old source times and is live.
+			if ct := c.CaptureTime(); !ct.IsZero() && now.Sub(ct) > u.cfg.HistoricalAfter {
+				h.Historical, h.Delay = true, now.Sub(ct)
 			}
 			p.buf = bufPool.Get().(*[]byte)
 			*p.buf = signal.AppendEnvelope((*p.buf)[:0], &h, c.Records)
@@ -267,7 +269,7 @@ func (l *lane) accept(recs []signal.Record, live bool) []*pending {
 		u.log.Info("backlog replayed", "stream", l.stream.String(), "up_to_seq", l.backlogEnd)
 	} else if !l.split && !live && len(recs) > 0 && u.tail != nil {
 		// Split when what we read is historical and the tail is more than a read ahead.
-		if hist := now.Sub(lastNewest(recs)) > u.cfg.HistoricalAfter; hist {
+		if hist := now.Sub(lastCaptured(recs)) > u.cfg.HistoricalAfter; hist {
 			if t := u.tail(l.stream); t > l.cursor+uint64(u.cfg.ReadBatch) {
 				l.split, l.backlogEnd, l.liveCursor = true, t, t
 				l.liveBytes, l.backBytes = 0, 0
@@ -280,12 +282,12 @@ func (l *lane) accept(recs []signal.Record, live bool) []*pending {
 	return out
 }
 
-func lastNewest(recs []signal.Record) time.Time {
+func lastCaptured(recs []signal.Record) time.Time {
 	c, err := signal.ParseChunk(recs[len(recs)-1].Data)
 	if err != nil {
 		return time.Now()
 	}
-	return c.Newest
+	return c.CaptureTime()
 }
 
 // publish sends one message asynchronously once the window has room.
