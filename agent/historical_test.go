@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
+	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	natsserver "github.com/nats-io/nats-server/v2/server"
 
 	"github.com/gemba-io/gemba/internal/testutil"
 	"github.com/gemba-io/gemba/signal"
