@@ -174,6 +174,7 @@ func (c *Console) filterOf(q url.Values) audit.Filter {
 const (
 	defaultScan = 500
 	liveScan    = 500
+	liveFor     = 5 * time.Minute
 )
 
 var outcomes = []string{audit.OutcomeFired, audit.OutcomeHeld, audit.OutcomeSuppressed, audit.OutcomeAwaitingApproval,
@@ -240,6 +241,10 @@ func (c *Console) live(w http.ResponseWriter, r *http.Request) {
 	f := c.filterOf(r.URL.Query())
 	f.Limit, f.MaxScan = 50, liveScan
 	after, _ := strconv.ParseUint(r.URL.Query().Get("after"), 10, 64)
+	// A browser reconnecting sends the last event's id: go on from there, not from the page's start.
+	if last, err := strconv.ParseUint(r.Header.Get("Last-Event-ID"), 10, 64); err == nil && last > after {
+		after = last
+	}
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
@@ -249,10 +254,16 @@ func (c *Console) live(w http.ResponseWriter, r *http.Request) {
 	fl.Flush()
 	t := time.NewTicker(c.cfg.LivePoll)
 	defer t.Stop()
+	// A stream ends after a while and the browser reconnects (retry above, Last-Event-ID): a handler
+	// never outlives the hub's shutdown by long, whatever the client does.
+	end := time.NewTimer(liveFor)
+	defer end.Stop()
 	row := c.pages["decisions"].Lookup("row")
 	for {
 		select {
 		case <-r.Context().Done():
+			return
+		case <-end.C:
 			return
 		case <-t.C:
 		}
@@ -260,8 +271,9 @@ func (c *Console) live(w http.ResponseWriter, r *http.Request) {
 		recs, err := d.Recent(ctx, f)
 		cancel()
 		if err != nil {
-			c.log.Warn("console: live decisions", "err", err)
-			continue
+			// The hub stopping, or NATS away: end the stream; the browser retries.
+			c.log.Info("console: live decisions stream ended", "err", err)
+			return
 		}
 		// Oldest first, so that each prepended row ends up newest on top.
 		for i := len(recs) - 1; i >= 0; i-- {

@@ -76,6 +76,33 @@ func TestLiveFeed(t *testing.T) {
 	cancel()
 	for range events { // the reader ends with the request
 	}
+
+	// A reconnect with Last-Event-ID 5 gets only what came after 5.
+	e.dec.mu.Lock()
+	e.dec.recs = append([]audit.Record{rec(6, "A")}, e.dec.recs...)
+	e.dec.mu.Unlock()
+	req, _ = http.NewRequest("GET", srv.URL+"/console/decisions/live?sku=A&after=2", nil)
+	req.AddCookie(sc)
+	req.Header.Set("Last-Event-ID", "5")
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	resp2, err := http.DefaultClient.Do(req.WithContext(ctx2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp2.Body.Close()
+	sc2 := bufio.NewScanner(resp2.Body)
+	got := ""
+	for got == "" && sc2.Scan() {
+		got, _ = strings.CutPrefix(sc2.Text(), "data: ")
+		if !strings.HasPrefix(sc2.Text(), "data: ") {
+			got = ""
+		}
+	}
+	if !strings.Contains(got, fmt.Sprintf("%032x", 6)) {
+		t.Fatalf("after a reconnect from 5: %q, want record 6 first", got)
+	}
+	cancel2()
 }
 
 // fakeRules is the registry's behaviour the rules handlers rely on (the browser test drives the real one).
