@@ -49,7 +49,7 @@ func TestMemoryPerKey(t *testing.T) {
 	ks := make([]*keyState, keys)
 	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	for i := range ks {
-		k := newKeyState("temp", fmt.Sprint(i), cfg.For("temp"), time.Hour, cfg.ring(), cfg.Slice(), cfg.Samples/cfg.Slices)
+		k := newKeyState("temp", fmt.Sprint(i), ptr(cfg.For("temp")), time.Hour, cfg.ring(), cfg.Slice(), cfg.Samples/cfg.Slices)
 		for j := range 26 * 60 { // a value a minute for 26 hours: every slice of the ring filled
 			k.add(t0.Add(time.Duration(j)*time.Minute), float64(j%17), 1, 0, true)
 		}
@@ -68,7 +68,7 @@ func TestMemoryPerKey(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	for i := range ks {
-		k := newKeyState("temp", fmt.Sprint(i), cfg.For("temp"), time.Hour, cfg.ring(), cfg.Slice(), cfg.Samples/cfg.Slices)
+		k := newKeyState("temp", fmt.Sprint(i), ptr(cfg.For("temp")), time.Hour, cfg.ring(), cfg.Slice(), cfg.Samples/cfg.Slices)
 		for j := range 6 {
 			k.add(t0.Add(time.Duration(j)*time.Second), float64(j), 1, 0, true)
 		}
@@ -89,7 +89,7 @@ func TestMemoryPerKey(t *testing.T) {
 func BenchmarkFold(b *testing.B) {
 	cfg := testConfig()
 	m := &Monitor{cfg: cfg, defs: map[string]features.Definition{}, log: discard(), now: time.Now,
-		keys: map[string]map[string]*keyState{}, streams: map[streamRef]*seqTracker{}, loaded: true}
+		keys: map[string]map[string]*keyState{}, th: map[string]*Thresholds{}, streams: map[streamRef]*seqTracker{}, loaded: true}
 	for _, d := range defs {
 		m.defs[d.Name] = d
 	}

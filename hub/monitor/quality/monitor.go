@@ -82,6 +82,7 @@ type Monitor struct {
 
 	mu      sync.RWMutex
 	keys    map[string]map[string]*keyState // feature → key → state
+	th      map[string]*Thresholds
 	nkeys   int
 	streams map[streamRef]*seqTracker
 	loaded  bool
@@ -107,8 +108,13 @@ func Open(ctx context.Context, js jetstream.JetStream, o Options) (*Monitor, err
 		o.Now = time.Now
 	}
 	m := &Monitor{cfg: cfg, defs: map[string]features.Definition{}, log: o.Logger, now: o.Now, sink: o.Sink,
-		keys: map[string]map[string]*keyState{}, streams: map[streamRef]*seqTracker{}, events: make(chan Event, eventQueue)}
+		keys: map[string]map[string]*keyState{}, th: map[string]*Thresholds{}, streams: map[streamRef]*seqTracker{}, events: make(chan Event, eventQueue)}
+	var monitored features.Definitions
 	for _, d := range o.Definitions {
+		if _, listed := cfg.Features[d.Name]; cfg.ListedOnly && !listed {
+			continue
+		}
+		monitored = append(monitored, d)
 		m.defs[d.Name] = d
 		m.names = append(m.names, d.Name)
 	}
@@ -123,7 +129,7 @@ func Open(ctx context.Context, js jetstream.JetStream, o Options) (*Monitor, err
 	if err != nil {
 		return nil, fmt.Errorf("monitor log %s: %w", cfg.Stream, err)
 	}
-	m.obs = newObserver(js, subj, o.Definitions, o.Resolver)
+	m.obs = newObserver(js, subj, monitored, o.Resolver)
 	if err := m.follow(ctx, st); err != nil {
 		return nil, fmt.Errorf("monitor log %s: %w", cfg.Stream, err)
 	}
@@ -347,7 +353,12 @@ func (m *Monitor) key(feature string, key []byte) *keyState {
 		}
 		return nil
 	}
-	th := m.cfg.For(feature)
+	th := m.th[feature]
+	if th == nil {
+		t := m.cfg.For(feature)
+		th = &t
+		m.th[feature] = th
+	}
 	maxAge := d.MaxAge
 	if th.MaxAge > 0 {
 		maxAge = th.MaxAge
@@ -550,7 +561,7 @@ func (m *Monitor) Status(feature, key string) (Quality, bool) {
 // Lookup is Status with an error saying why there is none.
 func (m *Monitor) Lookup(feature, key string) (Quality, error) {
 	if _, ok := m.defs[feature]; !ok {
-		return Quality{}, fmt.Errorf("quality: unknown feature %q (defined: %s)", feature, strings.Join(m.names, ", "))
+		return Quality{}, fmt.Errorf("quality: unknown feature %q (monitored: %s)", feature, strings.Join(m.names, ", "))
 	}
 	q, ok := m.Status(feature, key)
 	if !ok {

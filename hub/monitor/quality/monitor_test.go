@@ -308,3 +308,23 @@ func TestFutureTimeIsBad(t *testing.T) {
 		t.Errorf("future: %d, newest %s", m.Stats.Future.Load(), q.Newest)
 	}
 }
+
+// listed_only: a feature without thresholds of its own is not observed at all.
+func TestListedOnly(t *testing.T) {
+	js := jetStream(t)
+	cfg := testConfig()
+	cfg.ListedOnly = true
+	cfg.Features = map[string]Thresholds{"units": {}}
+	m := open(t, js, cfg, &sink{}, nil)
+	obs := m.Observer()
+	a := &agent{id: "a7", inc: "i1"}
+	obs.Observe(a.batch(mean("line7.oven.temp", time.Now(), 10)))
+	flush(t, obs)
+	waitFolded(t, m, 1)
+	if obs.Stats.Values.Load() != 0 {
+		t.Errorf("%d values of an unlisted feature observed", obs.Stats.Values.Load())
+	}
+	if _, err := m.Lookup("temp", "line7.oven.temp"); err == nil || !strings.Contains(err.Error(), "monitored: units") {
+		t.Errorf("lookup of an unlisted feature: %v", err)
+	}
+}

@@ -26,7 +26,7 @@ type keyState struct {
 	seed         uint64
 	width        int64 // slice width, ns
 	resCap       int   // reservoir per slice
-	th           Thresholds
+	th           *Thresholds // shared by the feature's keys
 	maxAge       time.Duration
 
 	newest time.Time // newest event time of a value or sample
@@ -54,7 +54,7 @@ type streamRef struct {
 	Incarnation string
 }
 
-func newKeyState(feature, key string, th Thresholds, maxAge time.Duration, span int, width time.Duration, resCap int) *keyState {
+func newKeyState(feature, key string, th *Thresholds, maxAge time.Duration, span int, width time.Duration, resCap int) *keyState {
 	return &keyState{feature: feature, key: key, seed: hashString(feature + "\x00" + key), th: th, maxAge: maxAge,
 		width: int64(width), resCap: resCap, span: span, cur: math.MinInt64, psi: math.NaN(), ks: math.NaN(), ksP: math.NaN()}
 }

@@ -10,7 +10,7 @@ import (
 // run feeds a key a value every 30 s for 8 hours (mean mu, then mu+delta from shift on) the way
 // the monitor does, and returns when it first went drifting (zero: never).
 func runKey(cfg Config, seed uint64, delta float64, shift time.Duration) (first time.Time, evaluations int) {
-	k := newKeyState("temp", "x", cfg.For("temp"), time.Hour, cfg.ring(), cfg.Slice(), cfg.Samples/cfg.Slices)
+	k := newKeyState("temp", "x", ptr(cfg.For("temp")), time.Hour, cfg.ring(), cfg.Slice(), cfg.Samples/cfg.Slices)
 	r := rand.New(rand.NewPCG(seed, 9))
 	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	for i := range 8 * 120 {
@@ -105,3 +105,5 @@ func TestTracker(t *testing.T) {
 		t.Errorf("runs %d (max %d), lost %d", len(tr.runs), maxRuns, tr.lost)
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
