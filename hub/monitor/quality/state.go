@@ -24,8 +24,8 @@ type slice struct {
 type keyState struct {
 	feature, key string
 	seed         uint64
-	width        int64 // slice width, ns
-	resCap       int   // reservoir per slice
+	width        int64       // slice width, ns
+	resCap       int         // reservoir per slice
 	th           *Thresholds // shared by the feature's keys
 	maxAge       time.Duration
 
