@@ -414,6 +414,10 @@ func (s *Store) reclaim() {
 		s.dbMu.Lock()
 		err := s.db.RunValueLogGC(0.5)
 		s.dbMu.Unlock()
+		// GC read the whole file through its mmap (and the rewritten records went to the
+		// current one): give those pages back before the next file, or a pass over n files
+		// would hold n files' worth of RSS.
+		trimMappings(s.cfg.Dir)
 		if err != nil {
 			break
 		}

@@ -38,11 +38,22 @@ type runner struct {
 	buf        []signal.Sample
 }
 
+// Memory bounds on the notification path. A publish response is decoded whole (every DataValue a
+// few heap objects), and responses wait in notifs until converted: at 5,000 variables × 10 changes
+// per publishing interval, gopcua's default of 10,000 notifications per response and a queue of 16
+// could hold 160,000 decoded values (tens of MiB). The server splits a larger cycle into several
+// responses (MoreNotifications), so this costs round trips (gopcua has one publish request in
+// flight), not data.
+const (
+	maxNotificationsPerPublish = 5000
+	notifQueue                 = 4
+)
+
 func newRunner(c *Collector, s *session, emit collectors.Emitter) *runner {
 	r := &runner{
 		c: c, s: s, emit: emit,
 		subs:    map[int]*opcua.Subscription{},
-		notifs:  make(chan *opcua.PublishNotificationData, 16),
+		notifs:  make(chan *opcua.PublishNotificationData, notifQueue),
 		errs:    make(chan error, len(c.groups)+1),
 		pollers: map[int]*poller{},
 	}
@@ -62,9 +73,10 @@ func (r *runner) start(ctx context.Context) error {
 		}
 		keepAlive := uint32(max(1, min(1000, int(10*time.Second/g.PublishingInterval))))
 		sub, err := r.s.client.Subscribe(ctx, &opcua.SubscriptionParameters{
-			Interval:          g.PublishingInterval,
-			MaxKeepAliveCount: keepAlive,
-			LifetimeCount:     keepAlive * 6,
+			Interval:                   g.PublishingInterval,
+			MaxKeepAliveCount:          keepAlive,
+			LifetimeCount:              keepAlive * 6,
+			MaxNotificationsPerPublish: maxNotificationsPerPublish,
 		}, r.notifs)
 		if err != nil {
 			return fmt.Errorf("create subscription for group %s: %w", g.Name, err)
