@@ -40,7 +40,7 @@ type Collector interface {
 
 // Stater is implemented by collectors that report more than running/not running, e.g. per-node state.
 type Stater interface {
-	// State returns a short state ("connected", "reconnecting") and details for /readyz.
+	// State returns one of signal.CollectorStates ("running", "reconnecting"…) and details for /readyz.
 	State() (state string, details map[string]string)
 }
 

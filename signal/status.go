@@ -28,9 +28,36 @@ type BufferState struct {
 	Dropped   map[string]uint64 `json:"dropped,omitempty"` // by reason
 }
 
+// Collector states: the one set a status record's collectors.<name>.state takes (an enum in
+// docs/batch.schema.json). Collectors report them through collectors.Stater, the agent adds
+// backoff and failed for a Run that returned an error.
+const (
+	CollectorStarting     = "starting"     // connecting or subscribing for the first time: not receiving yet
+	CollectorRunning      = "running"      // receiving its whole source
+	CollectorDegraded     = "degraded"     // receiving part of it: OPC UA nodes quarantined, MQTT subscriptions refused
+	CollectorReconnecting = "reconnecting" // lost its source (or a subscription went silent) and reconnects itself
+	CollectorBackoff      = "backoff"      // its run failed; the agent restarts it after a delay
+	CollectorFailed       = "failed"       // a permanent error (bad credentials, config): not retried until a reload
+	CollectorStopped      = "stopped"      // stopped by shutdown or reload
+)
+
+// CollectorStates lists every collector state, in the order of the lifecycle.
+var CollectorStates = []string{CollectorStarting, CollectorRunning, CollectorDegraded, CollectorReconnecting,
+	CollectorBackoff, CollectorFailed, CollectorStopped}
+
+// IsCollectorState reports whether s is one of CollectorStates.
+func IsCollectorState(s string) bool {
+	for _, x := range CollectorStates {
+		if s == x {
+			return true
+		}
+	}
+	return false
+}
+
 // CollectorState is the health of one collector.
 type CollectorState struct {
-	State    string `json:"state"` // starting, running, backoff, failed, stopped
+	State    string `json:"state"` // one of CollectorStates
 	Error    string `json:"error,omitempty"`
 	Restarts uint64 `json:"restarts"`
 	Samples  uint64 `json:"samples"`

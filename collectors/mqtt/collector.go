@@ -24,6 +24,7 @@ import (
 
 	"github.com/gemba-io/gemba/collectors"
 	"github.com/gemba-io/gemba/internal/ratelog"
+	"github.com/gemba-io/gemba/signal"
 )
 
 func init() {
@@ -252,7 +253,7 @@ func (c *Collector) Run(ctx context.Context, emit collectors.Emitter) error {
 		gen := c.gen.Add(1)
 		cl := paho.NewClient(c.clientOptions(ctx, queue, gen, &handlers))
 		c.client.Store(&clientRef{cl: cl})
-		c.setState("connecting", "broker", strings.Join(c.cfg.BrokerList(), ","), "client_id", c.clientID)
+		c.setState(signal.CollectorStarting, "broker", strings.Join(c.cfg.BrokerList(), ","), "client_id", c.clientID)
 		err := c.connect(ctx, cl)
 		if err == nil {
 			since := time.Now()
@@ -394,7 +395,7 @@ func (c *Collector) onConnect(ctx context.Context, cl paho.Client) {
 	c.m.connects.Inc()
 	c.m.connected.Set(1)
 	c.connectedAt.Store(time.Now().UnixNano())
-	c.setState("subscribing", "last_error", "")
+	c.setState(signal.CollectorStarting, "last_error", "") // subscribing
 	c.log.Info("connected", "client_id", c.clientID, "persistent", c.cfg.Persistent())
 
 	want := map[string]byte{}
@@ -457,7 +458,7 @@ func (c *Collector) onConnect(ctx context.Context, cl paho.Client) {
 	if len(failed) > 0 {
 		c.setState("degraded", "failed_subscriptions", strings.Join(failed, ","))
 	} else {
-		c.setState("connected", "failed_subscriptions", "")
+		c.setState(signal.CollectorRunning, "failed_subscriptions", "")
 	}
 }
 

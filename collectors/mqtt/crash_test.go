@@ -292,7 +292,7 @@ func runCrashPointChild() int {
 	if killAfter < 0 { // dies once subscribed: the session exists at the broker
 		go func() {
 			for ctx.Err() == nil {
-				if s, _ := c.State(); s == "connected" {
+				if s, _ := c.State(); s == "running" {
 					die()
 				}
 				time.Sleep(2 * time.Millisecond) // a child's poll, not test synchronisation

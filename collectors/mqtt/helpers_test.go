@@ -274,7 +274,7 @@ func startCollector(t testing.TB, cfg *Config, deps collectors.Deps, em collecto
 }
 
 func connectedState(c *Collector) func() bool {
-	return func() bool { s, _ := c.State(); return s == "connected" }
+	return func() bool { s, _ := c.State(); return s == "running" }
 }
 
 // publisher is a plain paho client for tests.
@@ -461,7 +461,7 @@ func runChild() int {
 	}
 	go func() {
 		for {
-			if s, _ := c.State(); s == "connected" {
+			if s, _ := c.State(); s == "running" {
 				fmt.Println("READY")
 				return
 			}

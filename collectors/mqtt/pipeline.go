@@ -346,7 +346,7 @@ func (c *Collector) watchdog(ctx context.Context, reset func(string)) {
 			if time.Duration(now-last) > s.stall {
 				c.m.stalls.WithLabelValues(s.filter).Inc()
 				c.log.Warn("subscription stalled", "subscription", s.filter, "silent_for", time.Duration(now-last).Round(time.Millisecond))
-				c.setState("stalled", "stalled_subscription", s.filter)
+				c.setState(signal.CollectorReconnecting, "stalled_subscription", s.filter) // the reset below rebuilds the session
 				c.connectedAt.Store(0)
 				reset("no message on " + s.filter + " within stall_timeout")
 				break

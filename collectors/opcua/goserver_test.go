@@ -166,7 +166,7 @@ func TestSubscribeDataTypesArraysAndQuality(t *testing.T) {
 	g.set(t, ids["Int32"], dval(int32(42)))
 	testutil.WaitFor(t, 5*time.Second, "changed int", func() bool { s, ok := r.sink.last("t.int32"); return ok && s.Value.Equal(signal.Int(42)) })
 	st, details := r.c.State()
-	if st != "connected" || details["security"] != "None/None" || details["nodes_active"] != fmt.Sprint(len(ids)) {
+	if st != "running" || details["security"] != "None/None" || details["nodes_active"] != fmt.Sprint(len(ids)) {
 		t.Errorf("state = %s %v", st, details)
 	}
 }

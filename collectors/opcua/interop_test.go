@@ -34,7 +34,7 @@ trust: {trust_on_first_use: true}`, typedNodes()))
 		})
 	}
 	st, d := r.c.State()
-	if st != "connected" || d["security"] != "Basic256Sha256/SignAndEncrypt" || !strings.Contains(d["trust"], "first use") {
+	if st != "running" || d["security"] != "Basic256Sha256/SignAndEncrypt" || !strings.Contains(d["trust"], "first use") {
 		t.Errorf("state %s %v", st, d)
 	}
 	stored, err := os.ReadFile(filepath.Join(dataDir, "pki", tofuFileName))
@@ -184,7 +184,7 @@ func TestNodeTCPCut(t *testing.T) {
 	testutil.WaitFor(t, 30*time.Second, "data", func() bool { return r.sink.count("n.int32") > 2 })
 	p.SetDown(true)
 	p.Cut()
-	testutil.WaitFor(t, 20*time.Second, "loss noticed", func() bool { st, _ := r.c.State(); return st != "connected" })
+	testutil.WaitFor(t, 20*time.Second, "loss noticed", func() bool { st, _ := r.c.State(); return st != "running" })
 	n := r.sink.count("n.int32")
 	p.SetDown(false)
 	testutil.WaitFor(t, 30*time.Second, "data after the cut", func() bool { return r.sink.count("n.int32") > n+2 })

@@ -20,6 +20,7 @@ import (
 	"github.com/gopcua/opcua/ua"
 
 	"github.com/gemba-io/gemba/collectors"
+	"github.com/gemba-io/gemba/signal"
 )
 
 func init() {
@@ -197,7 +198,7 @@ func (c *Collector) Run(ctx context.Context, emit collectors.Emitter) error {
 	first := true
 	for {
 		if first {
-			c.setState("connecting", nil)
+			c.setState(signal.CollectorStarting, nil)
 		} else {
 			c.setState("reconnecting", nil)
 		}
@@ -281,7 +282,7 @@ func (c *Collector) runSession(ctx context.Context, emit collectors.Emitter) err
 		r.wait()
 		return err
 	}
-	c.setState("connected", nil)
+	c.setState(signal.CollectorRunning, nil)
 	err = r.loop(sctx)
 	cancel()
 	r.wait()
