@@ -142,9 +142,9 @@ func (g *Guard) decideRequest(ctx context.Context, id, who, reason string, appro
 // reads the record again and continues from whatever it says.
 func (g *Guard) retryAfter(r *retrier, err error) error {
 	if isConflict(err) {
-		return r.conflict(err)
+		return r.Conflict(err)
 	}
-	return r.failed(err)
+	return r.Failed(err)
 }
 
 // applyApproval evaluates an approved decision (claimed in status approving at rev) and records it.

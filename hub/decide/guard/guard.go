@@ -221,12 +221,12 @@ func (g *Guard) Check(ctx context.Context, p Proposal) (Verdict, error) {
 			nrev, err := g.write(ctx, key, b, rev)
 			switch {
 			case isConflict(err):
-				if err := r.conflict(err); err != nil {
+				if err := r.Conflict(err); err != nil {
 					return Verdict{}, fmt.Errorf("guard: decision %s: %w", p.ID, err)
 				}
 				continue
 			case err != nil:
-				if err := r.failed(err); err != nil {
+				if err := r.Failed(err); err != nil {
 					return Verdict{}, fmt.Errorf("guard: decision %s: claim: %w", p.ID, err)
 				}
 				continue // the claim may have been stored: read it back
@@ -286,7 +286,7 @@ func (g *Guard) finish(ctx context.Context, key string, rec *record, rev uint64,
 			break
 		}
 		if !isConflict(err) {
-			if err := r.failed(err); err != nil {
+			if err := r.Failed(err); err != nil {
 				return Verdict{}, fmt.Errorf("guard: decision %s: record verdict: %w", id, err)
 			}
 			continue
@@ -350,7 +350,7 @@ func (g *Guard) awaitFinal(ctx context.Context, r *retrier, key string, rec *rec
 			*v, err = g.replay(now)
 			return false, err
 		}
-		if !time.Now().Before(r.giveUp) {
+		if r.Expired() {
 			return false, fmt.Errorf("guard: decision %s: still %s by %s after losing its record", id, now.Status, now.Owner)
 		}
 		if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {

@@ -37,7 +37,7 @@ func (g *Guard) SetKill(ctx context.Context, on bool, by, reason string) error {
 			g.log.Warn("kill switch set", "on", on, "by", by, "reason", reason)
 			return nil
 		}
-		if err := r.failed(err); err != nil {
+		if err := r.Failed(err); err != nil {
 			return fmt.Errorf("guard: kill switch: %w", err)
 		}
 	}

@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strings"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/internal/kvretry"
 )
 
 // Keys of the guard bucket. Every piece of guardrail memory is one of them; none relies on a TTL.
@@ -50,77 +50,17 @@ func dayKey(day, channel string) string {
 	return prefixDay + day + "." + token(channel)
 }
 
-// errConflict reports a lost compare-and-set: another writer changed the key since it was read.
-func isConflict(err error) bool {
-	return errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
-}
-
-// transient reports whether a failed request is worth retrying: timeouts, no responders and "no
-// leader" during elections are; a closed connection, a missing bucket or a cancelled context are not.
-func transient(err error) bool {
-	switch {
-	case errors.Is(err, context.Canceled),
-		errors.Is(err, nats.ErrConnectionClosed),
-		errors.Is(err, jetstream.ErrBucketNotFound),
-		errors.Is(err, jetstream.ErrInvalidKey),
-		errors.Is(err, nats.ErrMaxPayload):
-		return false
-	}
-	return true
-}
+// isConflict, transient and sleepCtx are the shared KV retry rules (internal/kvretry).
+var (
+	isConflict = kvretry.IsConflict
+	transient  = kvretry.Transient
+	sleepCtx   = kvretry.Sleep
+)
 
 // retrier paces retries of one operation.
-type retrier struct {
-	ctx       context.Context
-	giveUp    time.Time
-	backoff   time.Duration
-	conflicts int
-}
+type retrier = kvretry.Retrier
 
-func (g *Guard) retrier(ctx context.Context) *retrier {
-	return &retrier{ctx: ctx, giveUp: time.Now().Add(g.cfg.RetryFor), backoff: 10 * time.Millisecond}
-}
-
-// failed decides whether to retry after err: nil means try again (after a pause), otherwise the
-// error to return.
-func (r *retrier) failed(err error) error {
-	if r.ctx.Err() != nil {
-		return r.ctx.Err()
-	}
-	if !transient(err) || !time.Now().Before(r.giveUp) {
-		return err
-	}
-	d := r.backoff/2 + rand.N(r.backoff/2+1)
-	r.backoff = min(2*r.backoff, time.Second)
-	return sleepCtx(r.ctx, d)
-}
-
-// conflict paces a retry after a lost race: at once twice, then with a short random pause, since
-// each conflict means someone else progressed but a loser can lose many times in a row.
-func (r *retrier) conflict(err error) error {
-	r.conflicts++
-	if r.ctx.Err() != nil {
-		return r.ctx.Err()
-	}
-	if !time.Now().Before(r.giveUp) {
-		return fmt.Errorf("still conflicting after %d attempts: %w", r.conflicts, err)
-	}
-	if r.conflicts > 2 {
-		return sleepCtx(r.ctx, rand.N(time.Duration(min(r.conflicts, 20))*time.Millisecond)+time.Millisecond)
-	}
-	return nil
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
+func (g *Guard) retrier(ctx context.Context) *retrier { return kvretry.New(ctx, g.cfg.RetryFor) }
 
 // get reads a key: its value and revision, or revision 0 when absent or deleted. It asks the
 // bucket's stream leader (STREAM.MSG.GET), not a direct get: on an R3 bucket any replica answers a
@@ -134,7 +74,7 @@ func (g *Guard) get(ctx context.Context, key string) ([]byte, uint64, error) {
 		if err == nil {
 			return val, rev, nil
 		}
-		if err := r.failed(err); err != nil {
+		if err := r.Failed(err); err != nil {
 			return nil, 0, fmt.Errorf("read %s: %w", key, err)
 		}
 	}
@@ -220,12 +160,12 @@ func (g *Guard) modify(ctx context.Context, key string, change func(cur []byte) 
 			return true, nil
 		case isConflict(err):
 			g.Metrics.Conflicts.Add(1)
-			if err := r.conflict(err); err != nil {
+			if err := r.Conflict(err); err != nil {
 				return false, fmt.Errorf("update %s: %w", key, err)
 			}
 		default:
 			g.Metrics.Retries.Add(1)
-			if err := r.failed(err); err != nil {
+			if err := r.Failed(err); err != nil {
 				return false, fmt.Errorf("update %s: %w", key, err)
 			}
 		}
@@ -241,7 +181,7 @@ func (g *Guard) keys(ctx context.Context, filter string) ([]string, error) {
 		if err == nil || errors.Is(err, jetstream.ErrNoKeysFound) {
 			return keys, nil
 		}
-		if err := r.failed(err); err != nil {
+		if err := r.Failed(err); err != nil {
 			return nil, err
 		}
 	}

@@ -14,6 +14,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/internal/kvretry"
 )
 
 // Metrics counts what the store did; the wiring exports them (Prometheus counters).
@@ -422,30 +424,11 @@ func (s *Store) read(ctx context.Context, key string) (*state, uint64, int, erro
 	return st, e.Revision(), len(e.Value()), nil
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
-// transient reports whether a failed request is worth retrying: anything but a closed connection, a
-// missing bucket or a cancelled context (timeouts, no responders and "no leader" during elections are).
-func transient(err error) bool {
-	switch {
-	case errors.Is(err, context.Canceled),
-		errors.Is(err, nats.ErrConnectionClosed),
-		errors.Is(err, jetstream.ErrBucketNotFound),
-		errors.Is(err, jetstream.ErrInvalidKey),
-		errors.Is(err, nats.ErrMaxPayload):
-		return false
-	}
-	return true
-}
+// The shared KV retry rules (internal/kvretry).
+var (
+	sleepCtx  = kvretry.Sleep
+	transient = kvretry.Transient
+)
 
 // Get returns the position of one SKU at one site from the in-memory view.
 func (s *Store) Get(sku, site string) (Position, bool) {

@@ -1,0 +1,70 @@
+package kvretry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestClassifies(t *testing.T) {
+	for _, c := range []struct {
+		err                 error
+		transient, conflict bool
+	}{
+		{context.DeadlineExceeded, true, false},
+		{nats.ErrTimeout, true, false},
+		{nats.ErrNoResponders, true, false},
+		{fmt.Errorf("put: %w", jetstream.ErrKeyExists), true, true},
+		{jetstream.ErrKeyRevisionMismatch, true, true},
+		{context.Canceled, false, false},
+		{nats.ErrConnectionClosed, false, false},
+		{fmt.Errorf("open: %w", jetstream.ErrBucketNotFound), false, false},
+		{jetstream.ErrInvalidKey, false, false},
+		{nats.ErrMaxPayload, false, false},
+	} {
+		if got := Transient(c.err); got != c.transient {
+			t.Errorf("Transient(%v) = %v", c.err, got)
+		}
+		if got := IsConflict(c.err); got != c.conflict {
+			t.Errorf("IsConflict(%v) = %v", c.err, got)
+		}
+	}
+}
+
+// A retrier retries transient errors until its deadline, then returns the error; never a permanent
+// one; and gives up at once when its context ends.
+func TestRetrier(t *testing.T) {
+	r := New(context.Background(), time.Hour)
+	for range 3 {
+		if err := r.Failed(nats.ErrTimeout); err != nil {
+			t.Fatalf("transient error not retried: %v", err)
+		}
+	}
+	if err := r.Failed(nats.ErrConnectionClosed); !errors.Is(err, nats.ErrConnectionClosed) {
+		t.Errorf("permanent error: %v", err)
+	}
+	if err := New(context.Background(), 0).Failed(nats.ErrTimeout); !errors.Is(err, nats.ErrTimeout) {
+		t.Errorf("past the deadline: %v", err)
+	}
+	for range 5 {
+		if err := r.Conflict(jetstream.ErrKeyExists); err != nil {
+			t.Fatalf("conflict not retried: %v", err)
+		}
+	}
+	if err := New(context.Background(), 0).Conflict(jetstream.ErrKeyExists); !errors.Is(err, jetstream.ErrKeyExists) {
+		t.Errorf("conflict past the deadline: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := New(ctx, time.Hour).Failed(nats.ErrTimeout); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: %v", err)
+	}
+}
