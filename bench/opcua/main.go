@@ -33,7 +33,9 @@ import (
 
 // variant is one agent configuration: YAML added to the collector and the buffer, and environment.
 type variant struct {
-	name      string
+	name   string
+	before bool // run the agent built from -before
+
 	collector string // extra collector keys, one per line, two-space indented
 	buffer    string // extra buffer keys (flow mapping entries)
 	env       []string
@@ -43,6 +45,10 @@ type variant struct {
 // buffer, GOGC 100, no memory limit); "default" is what the agent does today with no knobs set.
 var variants = map[string]variant{
 	"default":      {name: "default"},
+	"before":       {name: "before", before: true},
+	"memlimit-32":  {name: "memlimit-32", env: []string{"GOMEMLIMIT=32MiB"}},
+	"memlimit-24":  {name: "memlimit-24", env: []string{"GOMEMLIMIT=24MiB"}},
+	"gogc-50":      {name: "gogc-50", env: []string{"GOGC=50"}},
 	"old-buffer":   {name: "old-buffer", buffer: "badger: {value_log_file_size: 64MiB}"},
 	"sampling-0":   {name: "sampling-0", collector: "    sampling: 0s\n"},
 	"sampling-pi":  {name: "sampling-pi", collector: "    sampling: 1s\n"},
@@ -58,6 +64,9 @@ type options struct {
 	node     string
 	extra    string
 	heap     string
+	before   string
+	after    string
+	coll     string
 }
 
 func main() {
@@ -70,6 +79,9 @@ func main() {
 	flag.StringVar(&o.node, "node", "collectors/opcua/testdata/nodeserver", "directory of server.js with node_modules (npm ci)")
 	flag.StringVar(&o.extra, "buffer", "", "extra buffer keys for every variant (flow mapping entries)")
 	flag.StringVar(&o.heap, "heap", "", "directory to save each variant's heap profile into (at the end of the window)")
+	flag.StringVar(&o.before, "before", "", "git revision to build the \"before\" variant's agent from (git archive, no checkout)")
+	flag.StringVar(&o.coll, "collector", "", "extra collector keys for every variant (YAML lines, e.g. \"sampling: 0s\")")
+	flag.StringVar(&o.after, "after", "", "git revision to build the other variants' agent from (default: the working tree)")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-opcua:", err)
@@ -111,15 +123,23 @@ func run(o options) error {
 	}
 	o.node = node
 	bin := filepath.Join(o.work, "bin")
-	for _, b := range [][]string{
-		{"-o", filepath.Join(bin, "gemba-agent"), "./cmd/gemba-agent"},
-		{"-o", filepath.Join(bin, "nats-server"), "github.com/nats-io/nats-server/v2"},
-	} {
+	builds := [][]string{{"-o", filepath.Join(bin, "nats-server"), "github.com/nats-io/nats-server/v2"}}
+	if o.after == "" {
+		builds = append(builds, []string{"-o", filepath.Join(bin, "gemba-agent"), "./cmd/gemba-agent"})
+	}
+	for _, b := range builds {
 		cmd := exec.Command("go", append([]string{"build", "-trimpath"}, b...)...)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 		if err := cmd.Run(); err != nil {
 			return fmt.Errorf("go build %s: %w", b[len(b)-1], err)
+		}
+	}
+	for _, b := range []struct{ rev, exe string }{{o.before, "gemba-agent-before"}, {o.after, "gemba-agent"}} {
+		if b.rev != "" {
+			if err := buildAt(o.work, b.rev, filepath.Join(bin, b.exe)); err != nil {
+				return err
+			}
 		}
 	}
 	var results []result
@@ -184,6 +204,12 @@ func runVariant(o options, v variant, bin, dir string) (result, error) {
 	for i := range o.vars {
 		fmt.Fprintf(&nodes, "      - {node: \"nsu=urn:gemba:test;s=v%d\", signal: v%d}\n", i, i)
 	}
+	coll := v.collector
+	for _, l := range strings.Split(o.coll, "\n") {
+		if strings.TrimSpace(l) != "" {
+			coll += "    " + strings.TrimSpace(l) + "\n"
+		}
+	}
 	buf := ""
 	for _, extra := range []string{v.buffer, o.extra} {
 		if extra != "" {
@@ -192,11 +218,15 @@ func runVariant(o options, v variant, bin, dir string) (result, error) {
 	}
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", httpPort)
 	cfg := filepath.Join(dir, "agent.yaml")
-	yaml := fmt.Sprintf(agentYAML, httpAddr, o.heap != "", filepath.Join(dir, "buffer"), buf, natsURL, url, v.collector, nodes.String())
+	yaml := fmt.Sprintf(agentYAML, httpAddr, o.heap != "", filepath.Join(dir, "buffer"), buf, natsURL, url, coll, nodes.String())
 	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
 		return res, err
 	}
-	agent, err := start(dir, v.env, filepath.Join(bin, "gemba-agent"), "run", "-c", cfg)
+	exe := filepath.Join(bin, "gemba-agent")
+	if v.before {
+		exe += "-before"
+	}
+	agent, err := start(dir, v.env, exe, "run", "-c", cfg)
 	if err != nil {
 		return res, err
 	}
@@ -341,6 +371,25 @@ func (p *proc) status() map[string]float64 {
 		out[k] = kb / 1024
 	}
 	return out
+}
+
+// buildAt builds gemba-agent from a git revision (git archive into a temp dir: no checkout).
+func buildAt(work, rev, out string) error {
+	src, err := os.MkdirTemp(work, "src-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(src)
+	sh := fmt.Sprintf("git archive %s | tar -x -C %s", rev, src)
+	if out, err := exec.Command("sh", "-c", sh).CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: %v\n%s", sh, err, out)
+	}
+	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./cmd/gemba-agent")
+	cmd.Dir, cmd.Env = src, append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build the agent at %s: %v\n%s", rev, err, b)
+	}
+	return nil
 }
 
 func saveHeap(url, file string) error {
