@@ -32,19 +32,22 @@ type HubOptions struct {
 	KillEvery, WebhookDown, NodeDown time.Duration
 	Burst                            int
 	// Settle bounds the wait, after the load, for every decision to be recorded, published and posted.
+	// It must exceed the engine's reconcile grace (3 × decide.op_timeout + 1 min = 90 s): a decision
+	// allowed but refused by the decision log's fence (a rules change landed first) is released only
+	// then, and counts as allowed until it is.
 	Settle time.Duration
 }
 
 // HubShort is what `go test` runs: about a minute and a half for every hub scenario together.
 func HubShort(dir, hubBin string, log io.Writer) HubOptions {
 	return HubOptions{Dir: dir, HubBin: hubBin, Log: log, Load: 8 * time.Second, Rate: 20,
-		KillEvery: 2 * time.Second, WebhookDown: 4 * time.Second, NodeDown: 3 * time.Second, Burst: 100, Settle: 45 * time.Second}
+		KillEvery: 2 * time.Second, WebhookDown: 4 * time.Second, NodeDown: 3 * time.Second, Burst: 100, Settle: 2 * time.Minute}
 }
 
 // HubFull is what `make chaos` runs: a minute of load, a webhook down for a minute.
 func HubFull(dir, hubBin string, log io.Writer) HubOptions {
 	return HubOptions{Dir: dir, HubBin: hubBin, Log: log, Load: 75 * time.Second, Rate: 40,
-		KillEvery: 4 * time.Second, WebhookDown: time.Minute, NodeDown: 20 * time.Second, Burst: 1000, Settle: 3 * time.Minute}
+		KillEvery: 4 * time.Second, WebhookDown: time.Minute, NodeDown: 20 * time.Second, Burst: 1000, Settle: 4 * time.Minute}
 }
 
 // HubScenario is one fault against the hub; Act runs while the load flows.
