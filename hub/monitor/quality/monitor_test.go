@@ -328,3 +328,48 @@ func TestListedOnly(t *testing.T) {
 		t.Errorf("lookup of an unlisted feature: %v", err)
 	}
 }
+
+// Two replicas share the agents' consumer, so each ingests part of an agent's messages: each sees
+// the gap in what all of them ingested, and no gap where the other replica took the message.
+func TestGapsAcrossReplicas(t *testing.T) {
+	js := jetStream(t)
+	c := &clock{}
+	s1, s2 := &sink{}, &sink{}
+	m1, m2 := open(t, js, testConfig(), s1, c), open(t, js, testConfig(), s2, c)
+	a := &agent{id: "a10", inc: "i1"}
+	now := time.Now()
+	for i := 1; i <= 40; i++ {
+		b := a.batch(mean("line10.oven.temp", now.Add(time.Duration(i)*time.Second), 10))
+		switch {
+		case i == 23: // dropped: no replica ever gets it
+		case i%2 == 0:
+			m1.Observer().Observe(b)
+		default:
+			m2.Observer().Observe(b)
+		}
+	}
+	flush(t, m1.Observer())
+	flush(t, m2.Observer())
+	waitFolded(t, m1, 39)
+	waitFolded(t, m2, 39)
+	c.skip(2 * time.Minute)
+	for _, m := range []*Monitor{m1, m2} {
+		g := m.Gaps("a10")
+		if len(g) != 1 || g[0].Missing != 1 || len(g[0].Holes) != 1 || g[0].Holes[0].From != 23 {
+			t.Errorf("gaps seen by a replica: %+v", g)
+		}
+		q, _ := m.Status("temp", "line10.oven.temp")
+		if q.Values != 39 {
+			t.Errorf("values folded: %d, want 39 (both replicas' share)", q.Values)
+		}
+	}
+	m1.Check()
+	m2.Check()
+	testutil.WaitFor(t, 5*time.Second, "both replicas raise the gap", func() bool {
+		return len(s1.of(KindGap, StateBreach, "a10")) == 1 && len(s2.of(KindGap, StateBreach, "a10")) == 1
+	})
+	e1, e2 := s1.of(KindGap, StateBreach, "a10")[0], s2.of(KindGap, StateBreach, "a10")[0]
+	if e1.ID() != e2.ID() {
+		t.Errorf("the replicas' events differ in id (the decision log would store two): %s vs %s", e1.ID(), e2.ID())
+	}
+}
