@@ -47,6 +47,7 @@ var variants = map[string]variant{
 	"default":      {name: "default"},
 	"before":       {name: "before", before: true},
 	"memlimit-32":  {name: "memlimit-32", env: []string{"GOMEMLIMIT=32MiB"}},
+	"memlimit-28":  {name: "memlimit-28", env: []string{"GOMEMLIMIT=28MiB"}},
 	"memlimit-24":  {name: "memlimit-24", env: []string{"GOMEMLIMIT=24MiB"}},
 	"gogc-50":      {name: "gogc-50", env: []string{"GOGC=50"}},
 	"old-buffer":   {name: "old-buffer", buffer: "badger: {value_log_file_size: 64MiB}"},
