@@ -2,6 +2,7 @@ package experiment
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -131,6 +132,15 @@ func TestChooseIsDeterministicAndRecordsItsPosterior(t *testing.T) {
 	}
 	if fmt.Sprint(c1) != fmt.Sprint(c2) {
 		t.Fatalf("two replicas, one decision, one state: %+v and %+v", c1, c2)
+	}
+	// The decision records the choice as JSON: it must encode, and decode to the same choice.
+	data, err := json.Marshal(c1)
+	if err != nil {
+		t.Fatalf("the choice does not encode: %v", err)
+	}
+	var back Choice
+	if err := json.Unmarshal(data, &back); err != nil || fmt.Sprint(back) != fmt.Sprint(c1) {
+		t.Fatalf("the choice does not round-trip through JSON (%v): %s", err, data)
 	}
 	if c1.Reason != ReasonThompson || c1.PoolRevision == 0 || c1.Curve.N != 6 || len(c1.Arms) != 3 || c1.PoolKey == "" || c1.UnitKey != "" {
 		t.Fatalf("choice %+v", c1)
