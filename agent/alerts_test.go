@@ -167,7 +167,7 @@ collectors:
 		code, r = readyz(t, addr)
 		return code == 503 && r.Status == StatusNotReady && !plcCheck(r).OK && gauge("gemba_collector_up") == 0
 	})
-	if c := plcCheck(r); !strings.Contains(c.Reason, "connecting") {
+	if c := plcCheck(r); !strings.Contains(c.Reason, "reconnecting") {
 		t.Errorf("down check: %+v", c)
 	}
 	down, err := promtext.Scrape(metricsURL)

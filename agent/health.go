@@ -5,24 +5,25 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/gemba-io/gemba/signal"
 )
 
 // Health is what the agent makes of a collector's state for /readyz and the gemba_collector_up
 // and gemba_collector_degraded gauges.
 //
-//   - Up: the collector reaches its source. States "running" (a collector that reports no state of
-//     its own), "connected", "subscribing", "degraded" and "stalled" are up; "starting",
-//     "connecting", "reconnecting", "backoff", "failed" and "stopped" are not.
-//   - Degraded: up, but not all of the source arrives: state "degraded" (MQTT subscriptions the
-//     broker refused), "stalled" (a subscription silent past its stall timeout) or any OPC UA node
-//     quarantined (nodes_quarantined > 0 in the collector's details).
+//   - Up: the collector reaches its source: states "running" and "degraded" (signal.CollectorStates);
+//     "starting", "reconnecting", "backoff", "failed" and "stopped" are not up.
+//   - Degraded: up, but not all of the source arrives: MQTT subscriptions the broker refused
+//     (failed_subscriptions in the details) or OPC UA nodes quarantined (nodes_quarantined > 0).
+//     The supervisor reports such a collector as "degraded" even when it says "running".
 type Health struct {
 	Up, Degraded bool
 	Reason       string
 }
 
 // upStates are the states in which a collector reaches its source.
-var upStates = map[string]bool{"running": true, "connected": true, "subscribing": true, "degraded": true, "stalled": true}
+var upStates = map[string]bool{signal.CollectorRunning: true, signal.CollectorDegraded: true}
 
 // health classifies the collector's current state.
 func (s *supervisor) health() Health {
@@ -39,11 +40,8 @@ func classify(state, lastErr string, details map[string]string) Health {
 		return h
 	}
 	var why []string
-	switch state {
-	case "degraded":
-		why = append(why, "subscriptions refused: "+firstNonEmpty(details["failed_subscriptions"], "see the log"))
-	case "stalled":
-		why = append(why, "subscription stalled: "+firstNonEmpty(details["stalled_subscription"], "see the log"))
+	if f := details["failed_subscriptions"]; f != "" {
+		why = append(why, "subscriptions refused: "+f)
 	}
 	if q, _ := strconv.Atoi(details["nodes_quarantined"]); q > 0 {
 		total := q
@@ -52,6 +50,9 @@ func classify(state, lastErr string, details map[string]string) Health {
 			total += n
 		}
 		why = append(why, fmt.Sprintf("%d of %d nodes quarantined (%s)", q, total, quarantined(details)))
+	}
+	if len(why) == 0 && state == signal.CollectorDegraded {
+		why = append(why, firstNonEmpty(details["last_error"], "see the log"))
 	}
 	if len(why) > 0 {
 		h.Degraded = true

@@ -52,7 +52,7 @@ func init() {
 // /readyz 503 and gemba_collector_up 0; one that reaches it only in part (quarantined nodes) is
 // up, degraded (gauge 1) and /readyz 200 with status "degraded" and the reason.
 func TestReadyzAndGaugesFollowCollectorHealth(t *testing.T) {
-	plc := &reporting{state: "connecting"}
+	plc := &reporting{state: "starting"}
 	reportMu.Lock()
 	reports["health-plc"] = plc
 	reportMu.Unlock()
@@ -90,18 +90,25 @@ collectors:
 		status  string
 		up, deg float64
 		reason  string
+		beat    string // the state in the status heartbeat
 	}{
-		{"connecting", nil, 503, StatusNotReady, 0, 0, "connecting"},
-		{"connected", map[string]string{"nodes_active": "8", "nodes_pending": "0", "nodes_quarantined": "0"}, 200, StatusReady, 1, 0, "connected"},
-		{"connected", map[string]string{"nodes_active": "6", "nodes_pending": "0", "nodes_quarantined": "2",
+		{"starting", nil, 503, StatusNotReady, 0, 0, "starting", "starting"},
+		{"running", map[string]string{"nodes_active": "8", "nodes_pending": "0", "nodes_quarantined": "0"}, 200, StatusReady, 1, 0, "running", "running"},
+		{"running", map[string]string{"nodes_active": "6", "nodes_pending": "0", "nodes_quarantined": "2",
 			"node line1.b": "quarantined: BadNodeIdUnknown", "node line1.a": "quarantined: BadNodeIdUnknown"},
-			200, StatusDegraded, 1, 1, "degraded: 2 of 8 nodes quarantined (line1.a: quarantined: BadNodeIdUnknown, line1.b: quarantined: BadNodeIdUnknown)"},
+			200, StatusDegraded, 1, 1, "degraded: 2 of 8 nodes quarantined (line1.a: quarantined: BadNodeIdUnknown, line1.b: quarantined: BadNodeIdUnknown)", "degraded"},
 		{"reconnecting", map[string]string{"last_error": "dial tcp 127.0.0.1:4840: connection refused", "nodes_quarantined": "2"}, 503, StatusNotReady, 0, 0,
-			"reconnecting: dial tcp 127.0.0.1:4840: connection refused"},
-		{"degraded", map[string]string{"failed_subscriptions": "plant/#"}, 200, StatusDegraded, 1, 1, "degraded: subscriptions refused: plant/#"},
-		{"failed", map[string]string{"last_error": "bad credentials"}, 503, StatusNotReady, 0, 0, "failed: bad credentials"},
+			"reconnecting: dial tcp 127.0.0.1:4840: connection refused", "reconnecting"},
+		{"degraded", map[string]string{"failed_subscriptions": "plant/#"}, 200, StatusDegraded, 1, 1, "degraded: subscriptions refused: plant/#", "degraded"},
+		{"failed", map[string]string{"last_error": "bad credentials"}, 503, StatusNotReady, 0, 0, "failed: bad credentials", "failed"},
+		// A name outside the documented set (what collectors said before) is not taken for healthy.
+		{"connected", nil, 503, StatusNotReady, 0, 0, `starting: collector reported unknown state "connected"`, "starting"},
 	} {
 		plc.set(c.state, c.details)
+		if got := h.agent.Status().Collectors["plc"].State; got != c.beat {
+			t.Errorf("%s %v: heartbeat state %q, want %q", c.state, c.details, got, c.beat)
+		}
+		checkStatusSchema(t, h.agent.Status())
 		code, r := get()
 		ch := check(r)
 		if code != c.code || r.Status != c.status || r.Ready != (c.code == 200) || ch.Reason != c.reason {

@@ -4,11 +4,13 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/gemba-io/gemba/signal"
 )
 
 // liveStates are the heartbeat collector states in which a collector receives its sources' data:
 // a signal it reports nothing for is unchanged (OPC UA reports by exception), not missing.
-var liveStates = map[string]bool{"running": true, "connected": true, "degraded": true}
+var liveStates = map[string]bool{signal.CollectorRunning: true, signal.CollectorDegraded: true}
 
 // liveTTL is how long a collector's state is reused: the feature engine asks once per idle
 // signal and tick, and an OPC UA collector's state walks all its nodes.

@@ -17,7 +17,7 @@ func TestSourceLive(t *testing.T) {
 	plc := newSupervisor(collectors.Spec{Name: "plc"}, nil, Backoff{}, log)
 	plc2 := newSupervisor(collectors.Spec{Name: "plc:2"}, nil, Backoff{}, log)
 	mq := newSupervisor(collectors.Spec{Name: "mq"}, nil, Backoff{}, log)
-	st := &stateColl{state: "connected"}
+	st := &stateColl{state: "running"}
 	mq.c = st
 	plc.setState("running", nil)
 	plc2.setState("backoff", nil)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/gemba-io/gemba/collectors"
 	"github.com/gemba-io/gemba/config"
+	"github.com/gemba-io/gemba/signal"
 )
 
 // ReloadResult is what a reload did, for the log, the reload command and POST /admin/reload.
@@ -136,7 +137,7 @@ func (a *Agent) reload(parent context.Context) ReloadResult {
 		case !ok:
 			r.Started = append(r.Started, spec.Name)
 			start = append(start, spec)
-		case sameSpec(s.spec, spec) && s.status().State != "failed":
+		case sameSpec(s.spec, spec) && s.status().State != signal.CollectorFailed:
 			r.Unchanged = append(r.Unchanged, spec.Name)
 		default:
 			// Changed, or failed (a fixed certificate or password file is read again).

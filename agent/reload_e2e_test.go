@@ -147,7 +147,7 @@ collectors:
 
 	for _, name := range []string{"line-a", "line-b"} {
 		testutil.WaitFor(t, 20*time.Second, name+" subscribed", func() bool {
-			return a.Status().Collectors[name].State == "connected"
+			return a.Status().Collectors[name].State == "running"
 		})
 	}
 	metric := func(name, coll string) float64 { return testutil.Metric(t, a.Registry(), name, "collector", coll) }

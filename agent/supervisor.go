@@ -45,7 +45,7 @@ type supervisor struct {
 }
 
 func newSupervisor(spec collectors.Spec, emit collectors.Emitter, backoff Backoff, log *slog.Logger) *supervisor {
-	s := &supervisor{name: spec.Name, spec: spec, emit: emit, backoff: backoff, log: log, state: "starting",
+	s := &supervisor{name: spec.Name, spec: spec, emit: emit, backoff: backoff, log: log, state: signal.CollectorStarting,
 		reg: prometheus.NewRegistry()}
 	counter := func(name, help string) prometheus.Counter {
 		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
@@ -132,11 +132,11 @@ func (s *supervisor) stop(ctx context.Context) bool {
 func (s *supervisor) run(ctx context.Context) {
 	delay := s.backoff.Initial
 	for {
-		s.setState("running", nil)
+		s.setState(signal.CollectorRunning, nil)
 		started := time.Now()
 		err := s.runOnce(ctx)
 		if ctx.Err() != nil {
-			s.setState("stopped", nil)
+			s.setState(signal.CollectorStopped, nil)
 			return
 		}
 		if err == nil {
@@ -144,10 +144,10 @@ func (s *supervisor) run(ctx context.Context) {
 		}
 		s.mErrors.Inc()
 		if collectors.IsPermanent(err) {
-			s.setState("failed", err)
+			s.setState(signal.CollectorFailed, err)
 			s.log.Error("collector failed permanently; fix the config and restart or reload", "err", err)
 			<-ctx.Done()
-			s.setState("stopped", err)
+			s.setState(signal.CollectorStopped, err)
 			return
 		}
 		if time.Since(started) > stableAfter {
@@ -155,13 +155,13 @@ func (s *supervisor) run(ctx context.Context) {
 		}
 		// Full jitter around the delay keeps many agents from reconnecting in lockstep.
 		wait := delay/2 + rand.N(delay/2+1)
-		s.setState("backoff", err)
+		s.setState(signal.CollectorBackoff, err)
 		s.log.Warn("collector failed; restarting", "err", err, "in", wait.Round(time.Millisecond))
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			s.setState("stopped", err)
+			s.setState(signal.CollectorStopped, err)
 			return
 		case <-t.C:
 		}
@@ -203,11 +203,27 @@ func (s *supervisor) stateDetails() (signal.CollectorState, map[string]string) {
 	}
 	s.mu.Unlock()
 	var details map[string]string
-	if sr, ok := s.c.(collectors.Stater); ok && st.State == "running" {
+	if sr, ok := s.c.(collectors.Stater); ok && st.State == signal.CollectorRunning {
 		var state string
 		if state, details = sr.State(); state != "" {
 			st.State = state
 		}
 	}
-	return st, details
+	return normalize(st, details), details
+}
+
+// normalize keeps the heartbeat's state within signal.CollectorStates, the documented enum: a
+// collector reaching only part of its source is "degraded" whatever it calls itself, and a state
+// outside the set (a collector bug) reads as not up ("starting") with the name in the error, so
+// it shows instead of passing for healthy.
+func normalize(st signal.CollectorState, details map[string]string) signal.CollectorState {
+	if !signal.IsCollectorState(st.State) {
+		st.Error = firstNonEmpty(st.Error, fmt.Sprintf("collector reported unknown state %q", st.State))
+		st.State = signal.CollectorStarting
+		return st
+	}
+	if st.State == signal.CollectorRunning && classify(st.State, st.Error, details).Degraded {
+		st.State = signal.CollectorDegraded
+	}
+	return st
 }

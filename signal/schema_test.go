@@ -2,8 +2,11 @@ package signal
 
 import (
 	"bytes"
+	"encoding/json"
 	"math"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -152,6 +155,7 @@ func TestSchemaRejectsMangledBatches(t *testing.T) {
 		"sample in features":     mangle(samples, `"stream":"samples"`, `"stream":"features"`),
 		"status null time":       mangle(status, `"time":"2026-11-24T21:09:43.123456789Z"`, `"time":null`),
 		"status collector bad":   mangle(status, `"restarts":0`, `"restarts":-1`),
+		"status collector state": mangle(status, `"state":"running"`, `"state":"connected"`),
 	}
 	for name, doc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -159,5 +163,40 @@ func TestSchemaRejectsMangledBatches(t *testing.T) {
 				t.Fatalf("schema accepted %s", doc)
 			}
 		})
+	}
+}
+
+// TestSchemaCollectorStatesAreTheCodes: the schema's enum of collector states is exactly
+// CollectorStates (what the agent writes), and docs/wire-format.md names each of them.
+func TestSchemaCollectorStatesAreTheCodes(t *testing.T) {
+	raw, err := os.ReadFile(schemaPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Defs struct {
+			CollectorState struct {
+				Properties struct {
+					State struct {
+						Enum []string `json:"enum"`
+					} `json:"state"`
+				} `json:"properties"`
+			} `json:"collectorState"`
+		} `json:"$defs"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if got := doc.Defs.CollectorState.Properties.State.Enum; !slices.Equal(got, CollectorStates) {
+		t.Errorf("schema enum %v, code %v", got, CollectorStates)
+	}
+	wire, err := os.ReadFile("../docs/wire-format.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range CollectorStates {
+		if !bytes.Contains(wire, []byte("| `"+st+"` |")) {
+			t.Errorf("docs/wire-format.md has no row for collector state %q", st)
+		}
 	}
 }
