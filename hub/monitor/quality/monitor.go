@@ -191,6 +191,7 @@ func (m *Monitor) follow(ctx context.Context, st jetstream.Stream) error {
 	case <-loaded:
 	case <-ctx.Done():
 		cc.Stop()
+		<-cc.Closed()
 		return ctx.Err()
 	}
 	fctx, cancel := context.WithCancel(context.Background())
