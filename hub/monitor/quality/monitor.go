@@ -515,4 +515,3 @@ func (m *Monitor) sendLoop(ctx context.Context) {
 		}
 	}
 }
-
