@@ -157,6 +157,11 @@ collectors:
 	if c := plcCheck(r); !c.OK || !c.Degraded || !strings.Contains(c.Reason, "1 of 3 nodes quarantined (plc.missing: quarantined: BadNodeIdUnknown") {
 		t.Errorf("degraded check: %+v", c)
 	}
+	// The heartbeat says so in the documented enum, valid against the wire schema.
+	if st := a.Status().Collectors["plc"].State; st != "degraded" {
+		t.Errorf("heartbeat state %q with a node quarantined, want degraded", st)
+	}
+	checkStatusSchema(t, a.Status())
 	degraded, err := promtext.Scrape(metricsURL)
 	if err != nil {
 		t.Fatal(err)
@@ -170,6 +175,10 @@ collectors:
 	if c := plcCheck(r); !strings.Contains(c.Reason, "reconnecting") {
 		t.Errorf("down check: %+v", c)
 	}
+	if st := a.Status().Collectors["plc"].State; st != "reconnecting" {
+		t.Errorf("heartbeat state %q with the server gone, want reconnecting", st)
+	}
+	checkStatusSchema(t, a.Status())
 	down, err := promtext.Scrape(metricsURL)
 	if err != nil {
 		t.Fatal(err)

@@ -25,14 +25,14 @@ func docExamples() map[string][]byte {
 	hs.Stream, hs.FirstSeq, hs.LastSeq, hs.Count = StreamSamples, 48213, 48213, 5
 	hs.Oldest, hs.Newest, hs.Sent = at, at.Add(1900*time.Millisecond), at.Add(2*time.Second+312*time.Millisecond)
 	samples := []Sample{
-		{Signal: "line1.press.temperature", Time: at, Value: Float(71.25), Source: "press-opcua/ns=2;s=Temperature"},
-		{Signal: "line1.press.parts", Time: at.Add(500 * time.Millisecond), Value: Int(120431), Source: "press-opcua/ns=2;s=PartCount"},
+		{Signal: "line1.press.temperature", Time: at, Value: Float(71.25), Source: "press-opcua:ns=2;s=Temperature"},
+		{Signal: "line1.press.parts", Time: at.Add(500 * time.Millisecond), Value: Int(120431), Source: "press-opcua:ns=2;s=PartCount"},
 		{Signal: "line1.press.running", Time: at.Add(time.Second), Value: Bool(true), Quality: Uncertain,
-			Reason: "UncertainLastUsableValue", Source: "press-opcua/ns=2;s=Running"},
+			Reason: "UncertainLastUsableValue", Source: "press-opcua:ns=2;s=Running"},
 		{Signal: "line1.oven.sku", Time: at.Add(1500 * time.Millisecond), Value: String("SKU-4711"),
-			Source: "line1-mqtt/plant1/line1/oven/telemetry", Labels: Labels{{"machine", "oven"}, {"line", "line1"}}},
+			Source: "line1-mqtt:plant1/line1/oven/telemetry", Labels: Labels{{"machine", "oven"}, {"line", "line1"}}},
 		{Signal: "line1.oven.zone2_temp", Time: at.Add(1900 * time.Millisecond), Quality: Bad,
-			Reason: "BadSensorFailure", Source: "oven-opcua/ns=3;s=Zone2.Temp"},
+			Reason: "BadSensorFailure", Source: "oven-opcua:ns=3;s=Zone2.Temp"},
 	}
 
 	hf := h
