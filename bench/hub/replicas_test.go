@@ -1,0 +1,167 @@
+package hubbench
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/hub"
+	"github.com/gemba-io/gemba/internal/natstest"
+	"github.com/gemba-io/gemba/internal/promtext"
+	"github.com/gemba-io/gemba/internal/testutil"
+)
+
+// BenchmarkIngestCluster is the scaling target of issue 17 (3 replicas on a 3-node cluster ≥ 2× the
+// feature ingest rate of one replica on the same cluster): a 3-node cluster in this process, the
+// agents' stream and every hub store at R3, and 1 or 3 replicas (in this process too: on 2 cores a
+// replica per process would share the same CPU). A backlog is in the stream when the replicas start
+// (all at once, on stores created before); the time from their start to every message acknowledged
+// gives records/s. Run with -benchtime 1x.
+func BenchmarkIngestCluster(b *testing.B) {
+	p := plant{agents: 10, lines: 5, machines: 4, fields: 10, skus: 50}
+	const windows = 40
+	for _, n := range []int{1, 3} {
+		b.Run(fmt.Sprintf("%dreplicas-3nodes", n), func(b *testing.B) {
+			for b.Loop() {
+				clusterRound(b, p, windows, n)
+			}
+		})
+	}
+}
+
+func clusterRound(b *testing.B, p plant, windows, replicas int) {
+	b.StopTimer() // timed by hand: from the first publish to the last ack
+	nodes := natstest.Cluster(b, 3)
+	urls := natstest.URLs(nodes...)
+	nc, js := connect(b, urls)
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	// Right after the meta leader is elected the peers may not all be placeable yet: retried.
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+		if _, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "GEMBA",
+			Subjects: []string{"gemba.*.*.samples", "gemba.*.*.features", "gemba.*.*.status"}, Retention: jetstream.LimitsPolicy,
+			MaxAge: 7 * 24 * time.Hour, Duplicates: 20 * time.Minute, Storage: jetstream.FileStorage, Replicas: 3}); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		b.Fatalf("agents' stream at R3: %v", err)
+	}
+	dir := b.TempDir()
+	var cfgs []*hub.Config
+	var servers []string
+	for _, nd := range nodes {
+		servers = append(servers, fmt.Sprintf("%q", nd.URL()))
+	}
+	for i := range replicas {
+		rdir := filepath.Join(dir, fmt.Sprintf("hub-%d", i))
+		if err := os.MkdirAll(rdir, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		base := hubConfig(b, p, rdir, 0) // only for the graph file it writes
+		y := fmt.Sprintf(hubYAML, rdir, "127.0.0.1:0", base.Graph.File)
+		y = strings.Replace(y, `nats: {embedded: {listen: "127.0.0.1:0"}}`, "nats: {servers: ["+strings.Join(servers, ", ")+"], replicas: 3}", 1)
+		y = strings.Replace(y, "id: bench-hub", fmt.Sprintf("id: bench-hub-%d", i), 1)
+		cfg, err := hub.Parse([]byte(y), os.LookupEnv)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cfgs = append(cfgs, cfg)
+	}
+	// Once, one at a time, to create the R3 streams and buckets (replicas creating the same ones at
+	// once take far longer to start); then stopped, the backlog published, and every replica
+	// started at once on stores that exist: the timed part is their drain.
+	for _, cfg := range cfgs {
+		startHub(b, cfg).halt(b)
+	}
+	t0 := time.Now().Add(-time.Duration(windows+60) * time.Second).Truncate(time.Second)
+	records := p.agents * windows * p.perWindow()
+	publishAll(b, js, p, windows, t0)
+	runtime.GC()
+	start, cpu0 := time.Now(), cpuTime()
+	hubs := make([]*running, len(cfgs))
+	errs := make(chan error, len(cfgs))
+	for i, cfg := range cfgs {
+		go func() {
+			var err error
+			hubs[i], err = launch(cfg)
+			errs <- err
+		}()
+	}
+	for range cfgs {
+		if err := <-errs; err != nil {
+			b.Fatal(err)
+		}
+	}
+	defer func() {
+		for _, h := range hubs {
+			h.halt(b)
+		}
+	}()
+	// Drained: the consumer's ack floor reached the stream's last message (its pending count, read
+	// right after the publishes on a cluster, could still say 0).
+	si, err := js.Stream(ctx, "GEMBA")
+	if err != nil {
+		b.Fatal(err)
+	}
+	last := si.CachedInfo().State.LastSeq
+	testutil.WaitFor(b, 10*time.Minute, "every message of the backlog acknowledged", func() bool {
+		c, err := js.Consumer(ctx, "GEMBA", "gemba-hub")
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(ctx)
+		return err == nil && info.AckFloor.Stream >= last && info.NumAckPending == 0
+	})
+	el, cpu := time.Since(start), cpuTime()-cpu0
+	var applied float64
+	for _, h := range hubs {
+		m, err := promtext.Scrape("http://" + h.h.Addr() + "/metrics")
+		if err != nil {
+			b.Fatal(err)
+		}
+		applied += m.Sum("gemba_hub_ingest_records_total", "stream", "features")
+	}
+	if applied < float64(records) {
+		b.Errorf("the replicas applied %v records, want %d", applied, records)
+	}
+	b.Logf("%d replica(s) on 3 nodes: %d records in %d messages in %v: %.0f records/s, %.0f cpu-ns/record (the whole process: nodes and replicas)",
+		replicas, records, p.agents*windows, el.Round(time.Millisecond), float64(records)/el.Seconds(), float64(cpu.Nanoseconds())/float64(records))
+	b.ReportMetric(float64(records)/el.Seconds(), "records/s")
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(records), "cpu-ns/record")
+	b.StartTimer()
+}
+
+// launch starts a replica in this process and waits until it runs (startHub without the test's
+// FailNow, for goroutines).
+func launch(cfg *hub.Config) (*running, error) {
+	ready := make(chan string, 1)
+	h, err := hub.New(cfg, hub.Options{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), Ready: ready})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{h: h, stop: cancel, done: make(chan error, 1)}
+	go func() { r.done <- h.Run(ctx) }()
+	select {
+	case <-ready:
+		return r, nil
+	case err := <-r.done:
+		cancel()
+		return nil, fmt.Errorf("hub stopped while starting: %v", err)
+	case <-time.After(60 * time.Second):
+		cancel()
+		<-r.done
+		return nil, fmt.Errorf("hub not ready within 60s")
+	}
+}
