@@ -309,6 +309,32 @@ func (s *sub) parseSparkplug(dst []signal.Sample, m *msgCtx, payload []byte, h *
 			dst = append(dst, smp)
 			continue
 		}
+		if els, cut, ok, err := spElements(mt, dt); ok {
+			// arrays and DataSets: one sample per element, signal[i] or signal.column[row]
+			if err != nil {
+				m.addProblem(reasonWrongType, "%s: %v", md.name, err)
+				smp.Quality, smp.Reason = signal.Bad, err.Error()
+				dst = append(dst, smp)
+				continue
+			}
+			if cut > 0 {
+				m.addProblem(reasonUnsupported, "%s: %d %s elements beyond the first %d not stored", md.where(), cut, dt, maxSpElements)
+			}
+			for _, e := range els {
+				es := smp
+				es.Signal = md.signal + e.suffix
+				switch {
+				case e.err != nil:
+					es.Quality, es.Reason = signal.Bad, e.err.Error()
+				case mismatch != "":
+					es.Value, es.Quality, es.Reason = e.val, signal.Bad, mismatch
+				default:
+					es.Value = e.val
+				}
+				dst = append(dst, es)
+			}
+			continue
+		}
 		v, ok, err := spValue(mt, dt)
 		if err != nil {
 			m.addProblem(reasonWrongType, "%s: %v", md.name, err)
@@ -317,7 +343,9 @@ func (s *sub) parseSparkplug(dst []signal.Sample, m *msgCtx, payload []byte, h *
 			continue
 		}
 		if !ok {
-			continue // datasets, templates, files and arrays are not single readings
+			// Template, File, PropertySet: no reading to store. Counted and logged, not silent.
+			m.addProblem(reasonUnsupported, "%s: datatype %s makes no sample (not stored)", md.where(), dt)
+			continue
 		}
 		smp.Value = v
 		if mismatch != "" {
@@ -400,13 +428,17 @@ func spValue(mt *sparkplug.Payload_Metric, dt sparkplug.DataType) (signal.Value,
 		}
 	case *sparkplug.Payload_Metric_LongValue:
 		switch dt {
-		case sparkplug.Int64, sparkplug.DateTime:
+		case sparkplug.Int64:
 			return signal.Int(int64(v.LongValue)), true, nil
+		case sparkplug.DateTime:
+			dv, err := dateTimeValue(v.LongValue)
+			return dv, err == nil, err
 		case sparkplug.UInt64, sparkplug.UInt32:
-			if v.LongValue > math.MaxInt64 {
-				return signal.Float(float64(v.LongValue)), true, nil
-			}
-			return signal.Int(int64(v.LongValue)), true, nil
+			return uint64Value(v.LongValue), true, nil
+		}
+	case *sparkplug.Payload_Metric_BytesValue:
+		if dt == sparkplug.Bytes {
+			return bytesValue(v.BytesValue), true, nil
 		}
 	case *sparkplug.Payload_Metric_FloatValue:
 		if dt == sparkplug.Float {

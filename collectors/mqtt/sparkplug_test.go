@@ -36,7 +36,7 @@ type metricSpec struct {
 	name     string
 	alias    uint64
 	dt       sparkplug.DataType
-	value    any // uint32, uint64, float32, float64, bool, string, or nil for is_null
+	value    any // uint32, uint64, float32, float64, bool, string, []byte, *DataSet, *Template, or nil for is_null
 	hist     bool
 	noName   bool // data messages refer by alias only
 	tsOffset uint64
@@ -79,6 +79,12 @@ func (e *edgeNode) payload(metrics []metricSpec, withSeq bool) []byte {
 			pm.Value = &sparkplug.Payload_Metric_BooleanValue{BooleanValue: v}
 		case string:
 			pm.Value = &sparkplug.Payload_Metric_StringValue{StringValue: v}
+		case []byte:
+			pm.Value = &sparkplug.Payload_Metric_BytesValue{BytesValue: v}
+		case *sparkplug.Payload_DataSet:
+			pm.Value = &sparkplug.Payload_Metric_DatasetValue{DatasetValue: v}
+		case *sparkplug.Payload_Template:
+			pm.Value = &sparkplug.Payload_Metric_TemplateValue{TemplateValue: v}
 		case nil:
 			pm.IsNull = proto.Bool(true)
 		}

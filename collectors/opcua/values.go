@@ -140,7 +140,8 @@ func scalar(x any) (signal.Value, error) {
 		return signal.Int(int64(v)), nil
 	case uint64:
 		if v > math.MaxInt64 {
-			return signal.Float(float64(v)), nil
+			// exact decimal digits: a float would round it (docs/wire-format.md, Values from the sources)
+			return signal.String(strconv.FormatUint(v, 10)), nil
 		}
 		return signal.Int(int64(v)), nil
 	case float32:
@@ -150,6 +151,10 @@ func scalar(x any) (signal.Value, error) {
 	case string:
 		return signal.String(v), nil
 	case time.Time:
+		// RFC 3339 in UTC, as the wire writes times; the year must have four digits
+		if y := v.UTC().Year(); y < 0 || y > 9999 {
+			return signal.Value{}, fmt.Errorf("DateTime %s is outside years 0000-9999", v.UTC().Format(time.RFC3339))
+		}
 		return signal.String(v.UTC().Format(time.RFC3339Nano)), nil
 	case *ua.LocalizedText:
 		if v == nil {
