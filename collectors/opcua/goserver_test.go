@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -116,7 +117,7 @@ func TestSubscribeDataTypesArraysAndQuality(t *testing.T) {
 		"Double": 1.5, "Float": float32(2.5), "Int16": int16(-3), "Int32": int32(-4), "Int64": int64(1 << 40),
 		"UInt16": uint16(5), "UInt32": uint32(6), "UInt64": uint64(7), "Byte": byte(8), "SByte": int8(-9),
 		"Boolean": true, "String": "sku-1", "DateTime": when, "Array": []float64{1, 2, 3, 4, 5},
-		"Quality": 0.0,
+		"Quality": 0.0, "UInt64Big": uint64(math.MaxUint64),
 	} {
 		ids[name] = g.add("types."+name, v)
 	}
@@ -131,7 +132,7 @@ func TestSubscribeDataTypesArraysAndQuality(t *testing.T) {
 		"t.double": signal.Float(1.5), "t.float": signal.Float(2.5), "t.int16": signal.Int(-3), "t.int32": signal.Int(-4),
 		"t.int64": signal.Int(1 << 40), "t.uint16": signal.Int(5), "t.uint32": signal.Int(6), "t.uint64": signal.Int(7),
 		"t.byte": signal.Int(8), "t.sbyte": signal.Int(-9), "t.boolean": signal.Bool(true), "t.string": signal.String("sku-1"),
-		"t.datetime": signal.String("2026-03-04T05:06:07Z"),
+		"t.datetime": signal.String("2026-03-04T05:06:07Z"), "t.uint64big": signal.String("18446744073709551615"),
 		"t.array[0]": signal.Float(1), "t.array[1]": signal.Float(2), "t.array[2]": signal.Float(3),
 	}
 	for sig, v := range want {
