@@ -32,6 +32,9 @@ type Config struct {
 	Samples int `yaml:"samples" json:"samples"`
 	// GapAfter: a sequence hole still open this long after it appeared is a gap.
 	GapAfter time.Duration `yaml:"gap_after" json:"gap_after"`
+	// MaxAhead: an event time further than this past the moment it was logged is a clock error
+	// (counted as a bad value); 0 turns the check off, for simulations in accelerated time.
+	MaxAhead time.Duration `yaml:"max_ahead" json:"max_ahead"`
 	// Every is how often freshness and gaps are checked against the clock.
 	Every time.Duration `yaml:"every" json:"every"`
 	// ListedOnly monitors only the features listed under Features (the others cost nothing): the
@@ -89,7 +92,7 @@ func DefaultThresholds() Thresholds {
 // DefaultConfig is the section without configuration.
 func DefaultConfig() Config {
 	return Config{Enabled: true, Stream: DefaultStream, Window: DefaultWindow, ReferenceLag: DefaultReferenceLag, Slices: DefaultSlices,
-		Samples: DefaultSamples, GapAfter: DefaultGapAfter, Every: DefaultEvery, Defaults: DefaultThresholds()}
+		Samples: DefaultSamples, GapAfter: DefaultGapAfter, MaxAhead: time.Hour, Every: DefaultEvery, Defaults: DefaultThresholds()}
 }
 
 // Slice is the width of one slice.
@@ -218,6 +221,9 @@ func (c *Config) problems() [][2]string {
 	}
 	if c.GapAfter <= 0 {
 		add("gap_after", "must be positive")
+	}
+	if c.MaxAhead < 0 {
+		add("max_ahead", "must not be negative (0 turns the check off)")
 	}
 	if c.Every <= 0 {
 		add("every", "must be positive")

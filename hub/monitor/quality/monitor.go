@@ -48,7 +48,7 @@ type Sink interface {
 // Stats are the monitor's counters.
 type Stats struct {
 	Folded, Duplicates, Unreadable, Unknown, KeysDropped, Events, EventsDropped, SinkErrors atomic.Uint64
-	// Future counts values and samples whose event time was more than maxAhead past their logging.
+	// Future counts values and samples whose event time was more than max_ahead past their logging.
 	Future atomic.Uint64
 }
 
@@ -60,8 +60,6 @@ const (
 	// followBytes bounds what the follower has buffered: monitor log messages are up to 768 KiB,
 	// and the default 500 of them would overrun the connection's pending limit (slow consumer).
 	followBytes = 16 << 20
-	// maxAhead: an event time further than this past the log's own time is a clock error.
-	maxAhead = time.Hour
 )
 
 // Monitor is one replica's view of the monitoring state.
@@ -259,7 +257,7 @@ func (f *folder) value(feature string, key []byte, v float64, ns int64, partial 
 	}
 	bad := partial || !finite(v)
 	t := time.Unix(0, ns).UTC()
-	if t.After(f.at.Add(maxAhead)) {
+	if f.m.ahead(t, f.at) {
 		// A device clock far ahead would move the key's windows past every later value:
 		// counted as a bad value at the time it was logged instead.
 		t, bad = f.at, true
@@ -286,7 +284,7 @@ func (f *folder) samples(feature string, key []byte, ns int64, total, bad uint64
 		return
 	}
 	t := time.Unix(0, ns).UTC()
-	if t.After(f.at.Add(maxAhead)) {
+	if f.m.ahead(t, f.at) {
 		t = f.at
 		m.Stats.Future.Add(1)
 	}
@@ -371,6 +369,11 @@ func (m *Monitor) key(feature string, key []byte) *keyState {
 	byKey[k.key] = k
 	m.nkeys++
 	return k
+}
+
+// ahead reports whether event time t is further past the log time at than max_ahead allows.
+func (m *Monitor) ahead(t, at time.Time) bool {
+	return m.cfg.MaxAhead > 0 && t.After(at.Add(m.cfg.MaxAhead))
 }
 
 // all iterates every key's state. Called with m.mu held.
