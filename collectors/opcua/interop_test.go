@@ -335,3 +335,33 @@ nodes:
 	n := r.sink.count("n.int32")
 	testutil.WaitFor(t, 30*time.Second, "data over a new connection", func() bool { return r.sink.count("n.int32") > n+2 })
 }
+
+// TestNodePercentDeadbandRefused: node-opcua refuses a percent deadband on a variable without an
+// EURange. The collector says so (log, gemba_opcua_percent_deadband_not_applied) and stores every
+// change: a percent deadband is never silently turned into something else.
+func TestNodePercentDeadbandRefused(t *testing.T) {
+	ns := sharedNodeServer(t)
+	cfg := decodeConfig(t, fmt.Sprintf(`endpoint: %s
+security: {policy: None, mode: None}
+publishing_interval: 100ms
+nodes:
+  - {node: "nsu=%s;s=Double", signal: pct, sampling: 0s, deadband: {type: percent, value: 50}}
+`, ns.url, nodeNSU))
+	r := startCollector(t, cfg, t.TempDir())
+	testutil.WaitFor(t, 30*time.Second, "samples", func() bool { return r.sink.count("pct") >= 5 })
+	if n := metricValue(r.c.m.unfiltered); n != 1 {
+		t.Errorf("percent_deadband_not_applied = %v, want 1", n)
+	}
+	if n := metricValue(r.c.m.deadband); n != 0 {
+		t.Errorf("the client dropped %v samples of a node whose deadband is not applied", n)
+	}
+	// the value goes up by 1 per server tick: unfiltered, consecutive samples differ by about 1
+	var prev float64
+	for _, s := range r.sink.all() {
+		f, _ := s.Value.Float()
+		if prev != 0 && f-prev > 3 {
+			t.Errorf("sample %v follows %v: changes were filtered", f, prev)
+		}
+		prev = f
+	}
+}

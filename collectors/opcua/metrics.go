@@ -15,6 +15,7 @@ type metrics struct {
 	quarantined *prometheus.GaugeVec
 	arrayDrops  prometheus.Counter
 	deadband    prometheus.Counter
+	unfiltered  prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -36,6 +37,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "gemba_opcua_array_elements_dropped_total", Help: "Array elements beyond max_array, not emitted."}),
 		deadband: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gemba_opcua_deadband_suppressed_total", Help: "Samples suppressed by the client-side deadband."}),
+		unfiltered: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gemba_opcua_percent_deadband_not_applied", Help: "Nodes whose percent deadband the server refused: every change of them is stored (only absolute deadbands are applied by the collector)."}),
 	}
 	var err error
 	m.samples = promreg.Register(reg, m.samples, &err)
@@ -45,5 +48,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.quarantined = promreg.Register(reg, m.quarantined, &err)
 	m.arrayDrops = promreg.Register(reg, m.arrayDrops, &err)
 	m.deadband = promreg.Register(reg, m.deadband, &err)
+	m.unfiltered = promreg.Register(reg, m.unfiltered, &err)
 	return m, err
 }

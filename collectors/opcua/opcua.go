@@ -60,7 +60,7 @@ type item struct {
 	state     string
 	reason    string
 	id        *ua.NodeID // resolved for the current session
-	noFilter  bool       // the server refused our DataChangeFilter; deadband is applied here
+	noFilter  bool       // the server refused our DataChangeFilter; an absolute deadband is applied here
 	monitorID uint32
 }
 

@@ -100,7 +100,8 @@ func (r *runner) start(ctx context.Context) error {
 
 // monitor creates monitored items for the group's items that have a resolved id, in batches no
 // larger than the server's MaxMonitoredItemsPerCall. A node the server rejects is quarantined; a
-// refused filter is retried without one (deadband then applies on our side).
+// refused filter is retried without one: an absolute deadband then applies on our side, a percent one
+// is not applied at all (logged and counted in gemba_opcua_percent_deadband_not_applied).
 func (r *runner) monitor(ctx context.Context, gi int, items []*item) error {
 	sub := r.subs[gi]
 	var todo []*item
@@ -142,7 +143,16 @@ func (r *runner) monitor(ctx context.Context, gi int, items []*item) error {
 					r.c.mu.Lock()
 					it.noFilter = true
 					r.c.mu.Unlock()
-					r.c.log.Warn("server refused deadband/trigger filter, filtering here", "signal", it.spec.Signal, "status", statusName(code))
+					if it.spec.Deadband.Type == "percent" && it.spec.Deadband.Value > 0 {
+						// The collector cannot compute a percent deadband without the node's
+						// EURange, and a server that refuses the filter usually has none for it.
+						r.c.m.unfiltered.Inc()
+						r.c.log.Warn("server refused the percent deadband: NOT applied, every change of this node is stored (use an absolute deadband to filter here)",
+							"signal", it.spec.Signal, "deadband_percent", it.spec.Deadband.Value, "status", statusName(code))
+					} else {
+						r.c.log.Warn("server refused the deadband/trigger filter: the absolute deadband is applied here, the trigger is status_value",
+							"signal", it.spec.Signal, "status", statusName(code))
+					}
 					retry = append(retry, it)
 				default:
 					r.c.setItem(it, stateQuarantined, statusName(code))
