@@ -44,16 +44,18 @@ type variant struct {
 // variants: "old-buffer" is the buffer as it was before issue 18 (64 MiB value-log files for a 2 GiB
 // buffer, GOGC 100, no memory limit); "default" is what the agent does today with no knobs set.
 var variants = map[string]variant{
-	"default":      {name: "default"},
-	"before":       {name: "before", before: true},
-	"memlimit-32":  {name: "memlimit-32", env: []string{"GOMEMLIMIT=32MiB"}},
-	"memlimit-28":  {name: "memlimit-28", env: []string{"GOMEMLIMIT=28MiB"}},
-	"memlimit-24":  {name: "memlimit-24", env: []string{"GOMEMLIMIT=24MiB"}},
-	"gogc-50":      {name: "gogc-50", env: []string{"GOGC=50"}},
-	"old-buffer":   {name: "old-buffer", buffer: "badger: {value_log_file_size: 64MiB}"},
-	"sampling-0":   {name: "sampling-0", collector: "    sampling: 0s\n"},
-	"sampling-pi":  {name: "sampling-pi", collector: "    sampling: 1s\n"},
-	"sampling-100": {name: "sampling-100", collector: "    sampling: 100ms\n"},
+	"default":        {name: "default"},
+	"before":         {name: "before", before: true},
+	"memlimit-32":    {name: "memlimit-32", env: []string{"GOMEMLIMIT=32MiB"}},
+	"memlimit-28":    {name: "memlimit-28", env: []string{"GOMEMLIMIT=28MiB"}},
+	"memlimit-24":    {name: "memlimit-24", env: []string{"GOMEMLIMIT=24MiB"}},
+	"gogc-50":        {name: "gogc-50", env: []string{"GOGC=50"}},
+	"old-buffer":     {name: "old-buffer", buffer: "badger: {value_log_file_size: 64MiB}"},
+	"sampling-0":     {name: "sampling-0", collector: "    sampling: 0s\n"},
+	"sampling-pi":    {name: "sampling-pi", collector: "    sampling: 1s\n"},
+	"pi-100":         {name: "pi-100", collector: "    publishing_interval: 100ms\n"},
+	"sampling-0-q20": {name: "sampling-0-q20", collector: "    sampling: 0s\n    queue_size: 20\n"},
+	"sampling-100":   {name: "sampling-100", collector: "    sampling: 100ms\n"},
 }
 
 type options struct {
