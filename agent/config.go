@@ -313,15 +313,5 @@ func finish(cfg *Config) (*Config, error) {
 // batch the agent publishes.
 func (c *Config) Version() string { return c.version }
 
-// Effective renders the effective config as indented JSON with secrets redacted, credentials in
-// URLs (nats://user:password@host) included.
-func (c *Config) Effective() ([]byte, error) {
-	out, err := json.MarshalIndent(c, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	return config.RedactJSON(out), nil
-}
-
 // ParseLevel parses a log level name.
 func ParseLevel(s string) (slog.Level, error) { return config.ParseLevel(s) }
