@@ -7,9 +7,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/gemba-io/gemba/hub/decide/experiment"
 	"github.com/gemba-io/gemba/hub/decide/guard"
 	"github.com/gemba-io/gemba/hub/decide/rules"
-	"github.com/gemba-io/gemba/hub/learn/experiment"
 	"github.com/gemba-io/gemba/hub/state/features"
 )
 

@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/gemba-io/gemba/hub/audit"
+	"github.com/gemba-io/gemba/hub/decide/experiment"
 	"github.com/gemba-io/gemba/hub/decide/guard"
 	"github.com/gemba-io/gemba/hub/decide/rules"
-	"github.com/gemba-io/gemba/hub/learn/experiment"
 )
 
 // Experiments chooses a bandit rule's discount for one decision from the posteriors all replicas

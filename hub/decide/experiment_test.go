@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/gemba-io/gemba/hub/audit"
-	"github.com/gemba-io/gemba/hub/learn/experiment"
+	"github.com/gemba-io/gemba/hub/decide/experiment"
 	"github.com/gemba-io/gemba/internal/testutil"
 )
 

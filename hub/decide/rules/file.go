@@ -10,7 +10,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/gemba-io/gemba/config"
-	"github.com/gemba-io/gemba/hub/learn/experiment"
+	"github.com/gemba-io/gemba/hub/decide/experiment"
 )
 
 // The YAML form of a rule set (docs/rules.md).

@@ -21,7 +21,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/gemba-io/gemba/config"
-	"github.com/gemba-io/gemba/hub/learn/experiment"
+	"github.com/gemba-io/gemba/hub/decide/experiment"
 )
 
 // MaxFileSize bounds a rule file: hundreds of rules fit in far less.

@@ -40,7 +40,7 @@ type Lift struct {
 	SRM bool `json:"srm,omitempty"`
 }
 
-// LiftSource is the seam to the experiments (hub/learn/experiment): it reports the lift measured
+// LiftSource is the seam to the experiments (hub/decide/experiment): it reports the lift measured
 // per rule and arm. Lifts must be safe to call from any goroutine and return promptly.
 type LiftSource interface {
 	Lifts(ctx context.Context) ([]Lift, error)
@@ -319,7 +319,7 @@ func (t *Tracker) Figures(ctx context.Context) Figures {
 	sort.Slice(f.Rules, func(i, j int) bool { return f.Rules[i].Rule < f.Rules[j].Rule })
 	f.Lifts = []Lift{}
 	if t.o.Lifts == nil {
-		f.LiftNote = "no experiment results wired (hub/learn/experiment)"
+		f.LiftNote = "no experiment results wired (hub/decide/experiment)"
 		return f
 	}
 	lifts, err := t.o.Lifts.Lifts(ctx)

@@ -1,6 +1,6 @@
 package kpi
 
-import "github.com/gemba-io/gemba/hub/learn/experiment"
+import "github.com/gemba-io/gemba/hub/decide/experiment"
 
 // FromHoldout turns a holdout experiment's measurement into one Lift of rule and arm (a LiftSource
 // over the experiments builds its answer with it). Lift, Low and High are the ratio of treated to

@@ -16,8 +16,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gemba-io/gemba/hub/audit"
+	"github.com/gemba-io/gemba/hub/decide/experiment"
 	"github.com/gemba-io/gemba/hub/ingest/commerce"
-	"github.com/gemba-io/gemba/hub/learn/experiment"
 	"github.com/gemba-io/gemba/hub/monitor/kpi"
 )
 
@@ -368,4 +368,3 @@ func maxTime(a, b time.Time) time.Time {
 	}
 	return b
 }
-
