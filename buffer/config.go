@@ -56,7 +56,7 @@ type BadgerConfig struct {
 	// ValueThreshold: records at least this big go to the value log, smaller ones stay in the LSM.
 	ValueThreshold config.ByteSize `yaml:"value_threshold"`
 	// ValueLogFileSize is the size of one value-log file, the unit in which disk space is given
-	// back. 0 means MaxBytes/256 within [1 MiB, 8 MiB]: value-log GC reads a whole file through
+	// back. 0 means MaxBytes/512 within [1 MiB, 4 MiB]: value-log GC reads a whole file through
 	// its mmap, so the file size is a step in the agent's peak RSS (64 MiB files made 113-125 MiB
 	// peaks at 5,000 variables × 100 ms; see docs/BENCHMARKS.md).
 	ValueLogFileSize config.ByteSize `yaml:"value_log_file_size"`
@@ -143,7 +143,7 @@ func (b BadgerConfig) validate(r config.Report) {
 }
 
 // maxDefaultVlog caps the derived value-log file size (see BadgerConfig.ValueLogFileSize).
-const maxDefaultVlog = 8 << 20
+const maxDefaultVlog = 4 << 20
 
 // withDefaults fills zero Badger knobs and derives the value-log file size from MaxBytes.
 func (c Config) withDefaults() Config {
@@ -162,7 +162,7 @@ func (c Config) withDefaults() Config {
 		b.NumCompactors = d.NumCompactors
 	}
 	if b.ValueLogFileSize == 0 {
-		b.ValueLogFileSize = min(max(c.MaxBytes/256, 1<<20), maxDefaultVlog)
+		b.ValueLogFileSize = min(max(c.MaxBytes/512, 1<<20), maxDefaultVlog)
 	}
 	if c.SyncInterval <= 0 {
 		c.SyncInterval = 200 * time.Millisecond
