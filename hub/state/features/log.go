@@ -37,6 +37,9 @@ const writerHeader = "Gemba-Writer"
 const (
 	// maxMessage bounds one log message (JetStream's default max payload is 1 MiB).
 	maxMessage = 768 << 10
+	// followBytes bounds what a replica's follower asks for per pull: room for many messages, well
+	// under the connection's pending limit (64 MiB).
+	followBytes = 16 << 20
 	// compactAbove: the stream is compacted when it holds this many bytes beyond the last snapshot's
 	// own size times compactRatio.
 	compactAbove = 32 << 20
@@ -146,7 +149,7 @@ func (s *Store) follow(ctx context.Context) error {
 		if meta.Sequence.Stream >= last {
 			done()
 		}
-	})
+	}, jetstream.PullMaxBytes(followBytes)) // by count (500 of up to 768 KiB) a pull outgrows the client's pending limit: "slow consumer"
 	if err != nil {
 		cancel()
 		return err
