@@ -211,14 +211,18 @@ func benchNode(b *testing.B, vars int) {
 	defer cancel()
 	// measure: ticks produced after the window opens and before it closes must all arrive (late
 	// ones get a grace period); CPU is counted over the window only.
+	// serverCPU is node-opcua's share of one core over each client's window: what the client's
+	// subscription costs the server (sampling, queues, publish responses).
+	var serverCPU float64
 	measure := func(l *tickLog) (pct, usPerSample float64) {
 		testutil.WaitFor(b, 60*time.Second, "data flowing", func() bool { return l.count() >= vars })
 		l.record(true)
 		lo := l.lastTick() + 1
-		n0, c0 := l.count(), cpuTime()
+		n0, c0, s0, t0 := l.count(), cpuTime(), ns.cpu(), time.Now()
 		deadline := time.Now().Add(window)
 		testutil.WaitFor(b, 2*window, "measurement window", func() bool { return time.Now().After(deadline) })
 		n1, c1 := l.count(), cpuTime()
+		serverCPU = (ns.cpu() - s0).Seconds() / time.Since(t0).Seconds()
 		hi := l.lastTick()
 		// late samples: wait (bounded) until every variable has reached hi; what is still
 		// missing then, or missing in between, is counted as lost
@@ -242,6 +246,7 @@ func benchNode(b *testing.B, vars int) {
 		b.Fatal(err)
 	}
 	basePct, baseCPU := measure(base)
+	baseServer := serverCPU
 	stopBase() // each client is measured alone: CPU is per process
 
 	// collector alone
@@ -264,6 +269,7 @@ nodes:
 	go func() { done <- c.Run(cctx, logEmitter{col}) }()
 	defer func() { ccancel(); <-done }()
 	colPct, colCPU := measure(col)
+	colServer := serverCPU
 	rss := rssMiB()
 
 	// restart: both clients connected, SIGKILL, restart on the same port and PKI
@@ -307,9 +313,30 @@ nodes:
 	b.ReportMetric(colRec, "recovery-s")
 	b.ReportMetric(baseRec, "recovery-s-bare")
 	b.ReportMetric(rss, "rss-MiB")
+	b.ReportMetric(100*colServer, "server-cpu-%")
+	b.ReportMetric(100*baseServer, "server-cpu-%-bare")
 	b.Logf("vars=%d window=%s: collector %.2f%% delivered, %.2f µs/sample; bare gopcua %.2f%%, %.2f µs/sample; "+
-		"recovery after restart: collector %.2fs, bare %.2fs (-1 = not within 30s); RSS %.1f MiB",
-		vars, window, colPct, colCPU, basePct, baseCPU, colRec, baseRec, rss)
+		"recovery after restart: collector %.2fs, bare %.2fs (-1 = not within 30s); RSS %.1f MiB; node-opcua CPU %.0f%% (collector), %.0f%% (bare)",
+		vars, window, colPct, colCPU, basePct, baseCPU, colRec, baseRec, rss, 100*colServer, 100*baseServer)
+}
+
+// cpu is the node-opcua process's utime+stime (fields 14 and 15 of /proc/<pid>/stat).
+func (ns *nodeServer) cpu() time.Duration {
+	ns.mu.Lock()
+	cmd := ns.cmd
+	ns.mu.Unlock()
+	if cmd == nil {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ is 100 on Linux
 }
 
 // BenchmarkConvert is the collector's own per-sample cost: DataValue → Sample with deadband.
