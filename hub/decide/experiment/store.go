@@ -6,15 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"regexp"
 	"slices"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gemba-io/gemba/hub/state/kvkey"
+	"github.com/gemba-io/gemba/internal/kvretry"
 )
 
 // StoreConfig places the bandits' posteriors.
@@ -208,12 +207,12 @@ func (s *Store) apply(ctx context.Context, exp, key string, o Outcome, within [2
 		case err == nil:
 			s.log.Debug("outcome applied", "experiment", exp, "key", key, "outcome", o.ID, "discount", o.Discount, "lift", o.Units/o.Baseline)
 			return true, nil
-		case errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch):
-			if err := r.conflict(err); err != nil {
+		case kvretry.IsConflict(err):
+			if err := r.Conflict(err); err != nil {
 				return false, fmt.Errorf("experiment %s: key %s: %w", exp, key, err)
 			}
 		default:
-			if err := r.failed(err); err != nil {
+			if err := r.Failed(err); err != nil {
 				return false, fmt.Errorf("experiment %s: key %s: write: %w", exp, key, err)
 			}
 		}
@@ -251,7 +250,7 @@ func (s *Store) read(ctx context.Context, key string) (State, uint64, error) {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 			return newState(), 0, nil
 		case err != nil:
-			if err := r.failed(err); err != nil {
+			if err := r.Failed(err); err != nil {
 				return State{}, 0, fmt.Errorf("experiments: bucket %s: read %s: %w", s.cfg.Bucket, key, err)
 			}
 			continue
@@ -286,68 +285,6 @@ func (s *Store) write(ctx context.Context, key string, val []byte, rev uint64) e
 	return err
 }
 
-// retrier paces retries of one call until RetryFor has passed.
-type retrier struct {
-	ctx       context.Context
-	giveUp    time.Time
-	backoff   time.Duration
-	conflicts int
-}
-
-func (s *Store) retrier(ctx context.Context) *retrier {
-	return &retrier{ctx: ctx, giveUp: time.Now().Add(s.cfg.RetryFor), backoff: 10 * time.Millisecond}
-}
-
-// failed decides whether to retry after err: nil means try again (after a pause).
-func (r *retrier) failed(err error) error {
-	if r.ctx.Err() != nil {
-		return r.ctx.Err()
-	}
-	if !transient(err) || !time.Now().Before(r.giveUp) {
-		return err
-	}
-	d := r.backoff/2 + rand.N(r.backoff/2+1)
-	r.backoff = min(2*r.backoff, time.Second)
-	return sleepCtx(r.ctx, d)
-}
-
-// conflict paces a retry after a lost race: at once twice, then after a short random pause, since
-// each conflict means another writer progressed but one loser can lose many times in a row.
-func (r *retrier) conflict(err error) error {
-	r.conflicts++
-	if r.ctx.Err() != nil {
-		return r.ctx.Err()
-	}
-	if !time.Now().Before(r.giveUp) {
-		return fmt.Errorf("still conflicting after %d attempts: %w", r.conflicts, err)
-	}
-	if r.conflicts > 2 {
-		return sleepCtx(r.ctx, rand.N(time.Duration(min(r.conflicts, 20))*time.Millisecond)+time.Millisecond)
-	}
-	return nil
-}
-
-// transient reports whether a failed request is worth retrying: timeouts, no responders and "no
-// leader" during elections are; a closed connection, a missing bucket or a cancelled context are not.
-func transient(err error) bool {
-	switch {
-	case errors.Is(err, context.Canceled),
-		errors.Is(err, nats.ErrConnectionClosed),
-		errors.Is(err, jetstream.ErrBucketNotFound),
-		errors.Is(err, jetstream.ErrInvalidKey),
-		errors.Is(err, nats.ErrMaxPayload):
-		return false
-	}
-	return true
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+func (s *Store) retrier(ctx context.Context) *kvretry.Retrier {
+	return kvretry.New(ctx, s.cfg.RetryFor)
 }
