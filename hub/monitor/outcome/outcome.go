@@ -8,12 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"gonum.org/v1/gonum/stat"
+	"gonum.org/v1/gonum/stat/distuv"
 
 	"github.com/gemba-io/gemba/hub/audit"
 	"github.com/gemba-io/gemba/hub/decide/experiment"
@@ -263,8 +266,43 @@ func (m *Measurer) computeLifts() {
 		}
 		lifts = append(lifts, kpi.FromHoldout(exp, "holdout", r))
 	}
-	sort.Slice(lifts, func(i, j int) bool { return lifts[i].Rule < lifts[j].Rule })
+	lifts = append(lifts, m.armLifts()...)
+	sort.Slice(lifts, func(i, j int) bool {
+		if lifts[i].Rule != lifts[j].Rule {
+			return lifts[i].Rule < lifts[j].Rule
+		}
+		return lifts[i].Arm < lifts[j].Arm
+	})
 	m.lifts = lifts
+}
+
+// armLifts is each bandit arm's observed lift: the mean of its promotions' sales over their
+// baselines, with a normal-approximation interval at the configured level once it has two. Unlike
+// a holdout's, it is against each unit's own history, not a concurrent control (m.mu held).
+func (m *Measurer) armLifts() []kpi.Lift {
+	type key struct {
+		exp  string
+		disc float64
+	}
+	ys := map[key][]float64{}
+	for _, u := range m.units {
+		if u.measured && u.choice != nil && u.baseline > 0 {
+			k := key{u.exp, u.choice.Discount}
+			ys[k] = append(ys[k], u.sales/u.baseline)
+		}
+	}
+	z := distuv.UnitNormal.Quantile(0.5 + m.o.Level/2)
+	var out []kpi.Lift
+	for k, y := range ys {
+		mean, sd := stat.MeanStdDev(y, nil)
+		l := kpi.Lift{Rule: k.exp, Arm: fmt.Sprintf("%g%%", k.disc), Lift: mean, Low: mean, High: mean, Level: m.o.Level, Treated: len(y)}
+		if len(y) >= 2 {
+			half := z * sd / math.Sqrt(float64(len(y)))
+			l.Low, l.High = mean-half, mean+half
+		}
+		out = append(out, l)
+	}
+	return out
 }
 
 // Lifts reports the holdout lift of every experiment measured so far (kpi.LiftSource).

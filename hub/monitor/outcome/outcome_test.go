@@ -110,8 +110,15 @@ func TestMeasuresBanditAndHoldout(t *testing.T) {
 		t.Fatalf("A's outcome was not in the posterior: applied again %v, %v", again, err)
 	}
 	lifts, _ := m.Lifts(ctx)
-	if len(lifts) != 1 || lifts[0].Rule != "clear" || lifts[0].Treated != 2 || lifts[0].Held != 2 || math.Abs(lifts[0].Lift-2.25) > 1e-9 {
-		t.Fatalf("lifts %+v, want clear at 2.25 over 2 and 2 units", lifts)
+	if len(lifts) != 2 {
+		t.Fatalf("lifts %+v, want the holdout's and the 10%% arm's", lifts)
+	}
+	arm, ho := lifts[0], lifts[1] // sorted by arm: "10%" < "holdout"
+	if ho.Rule != "clear" || ho.Arm != "holdout" || ho.Treated != 2 || ho.Held != 2 || math.Abs(ho.Lift-2.25) > 1e-9 {
+		t.Errorf("holdout lift %+v, want clear at 2.25 over 2 and 2 units", ho)
+	}
+	if arm.Rule != "clear" || arm.Arm != "10%" || arm.Treated != 1 || math.Abs(arm.Lift-2.5) > 1e-9 {
+		t.Errorf("arm lift %+v, want 2.5 from A's one promotion", arm)
 	}
 	// Another round measures nothing again.
 	rounds := m.Stats.Rounds.Load()
