@@ -15,7 +15,9 @@ import (
 	"github.com/gemba-io/gemba/hub/audit"
 	"github.com/gemba-io/gemba/hub/console"
 	"github.com/gemba-io/gemba/hub/decide/guard"
+	"github.com/gemba-io/gemba/hub/learn/registry"
 	"github.com/gemba-io/gemba/hub/monitor/fleet"
+	"github.com/gemba-io/gemba/hub/monitor/kpi"
 	"github.com/gemba-io/gemba/hub/state/features"
 	"github.com/gemba-io/gemba/hub/state/graph"
 	"github.com/gemba-io/gemba/hub/state/inventory"
@@ -118,6 +120,7 @@ func (h *Hub) console() http.Handler {
 			}
 			return nil
 		},
+		Learning: func() console.Learning { return hubLearning{h} },
 	}, console.Options{Logger: h.log})
 	if err != nil {
 		h.log.Error("console not served", "err", err)
@@ -171,4 +174,27 @@ func (a decisionsAPI) Rules(ctx context.Context) (audit.Change, []audit.Change, 
 	}
 	hist, err := a.d.log.Changes(ctx)
 	return cur, hist, err
+}
+
+// hubLearning is the console's view of the model registry and the experiments' lifts.
+type hubLearning struct{ h *Hub }
+
+func (l hubLearning) ModelSets(ctx context.Context) (active, shadow string, sets []registry.Meta, err error) {
+	lr := l.h.learn.Load()
+	if lr == nil {
+		return "", "", nil, errors.New("learning is off on this hub (learn.enabled) or its registry is not open yet")
+	}
+	if live := lr.follow.Live(); live != nil {
+		active, shadow = live.Change.Active, live.Change.Shadow
+	}
+	sets, err = lr.reg.List(ctx)
+	return active, shadow, sets, err
+}
+
+func (l hubLearning) Lifts(ctx context.Context) ([]kpi.Lift, error) {
+	d := l.h.dec.Load()
+	if d == nil || d.outcomes == nil {
+		return nil, errors.New("no experiments: the decision room is off (no guard section) or starting")
+	}
+	return d.outcomes.Lifts(ctx)
 }

@@ -82,10 +82,11 @@ func (f *fakeDecisions) Answer(_ context.Context, id, by, reason string, approve
 }
 
 type env struct {
-	c    *Console
-	dec  *fakeDecisions
-	logs *bytes.Buffer
-	now  time.Time
+	c        *Console
+	dec      *fakeDecisions
+	learning Learning // nil: learning off
+	logs     *bytes.Buffer
+	now      time.Time
 }
 
 func newEnv(t *testing.T, mod func(*Config)) *env {
@@ -107,6 +108,7 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 		Graph:     func() *graph.Graph { return nil },
 		Decisions: func() api.Decisions { return e.dec },
 		Rules:     func() Rules { return nil },
+		Learning:  func() Learning { return e.learning },
 	}, Options{Logger: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Now: func() time.Time { return e.now }})
 	if err != nil {
 		t.Fatal(err)

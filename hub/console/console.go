@@ -19,6 +19,8 @@ import (
 	"github.com/gemba-io/gemba/hub/audit"
 	"github.com/gemba-io/gemba/hub/decide/rules"
 	"github.com/gemba-io/gemba/hub/decide/versions"
+	"github.com/gemba-io/gemba/hub/learn/registry"
+	"github.com/gemba-io/gemba/hub/monitor/kpi"
 	"github.com/gemba-io/gemba/hub/monitor/fleet"
 	"github.com/gemba-io/gemba/hub/state/features"
 	"github.com/gemba-io/gemba/hub/state/graph"
@@ -56,6 +58,15 @@ type Sources struct {
 	Graph     func() *graph.Graph
 	Decisions func() api.Decisions
 	Rules     func() Rules
+	// Learning is the model registry and the experiments' measured lifts (nil while off or starting).
+	Learning func() Learning
+}
+
+// Learning is what the learning page reads: the stored model sets, the one in force and the
+// shadow, and the lift measured per experiment and arm.
+type Learning interface {
+	ModelSets(ctx context.Context) (active, shadow string, sets []registry.Meta, err error)
+	Lifts(ctx context.Context) ([]kpi.Lift, error)
 }
 
 // Options are the console's collaborators.
@@ -138,6 +149,7 @@ func (c *Console) routes() {
 	m.HandleFunc("POST "+p+"/approvals/{id}/{answer}", c.authed(RoleApprover, c.answer))
 	m.HandleFunc("POST "+p+"/kill", c.authed(RoleAdmin, c.kill))
 	m.HandleFunc("GET "+p+"/rules", c.authed(RoleViewer, c.rulesPage))
+	m.HandleFunc("GET "+p+"/learning", c.authed(RoleViewer, c.learningPage))
 	m.HandleFunc("GET "+p+"/rules/diff", c.authed(RoleViewer, c.diffPage))
 	m.HandleFunc("POST "+p+"/rules/{op}", c.authed(RoleAdmin, c.rulesChange))
 	c.mux = m
@@ -222,7 +234,7 @@ func (c *Console) parse() error {
 	if err != nil {
 		return fmt.Errorf("console templates: %w", err)
 	}
-	for _, name := range []string{"login", "error", "fleet", "features", "inventory", "decisions", "why", "approvals", "rules", "diff"} {
+	for _, name := range []string{"login", "error", "fleet", "features", "inventory", "decisions", "why", "approvals", "rules", "diff", "learning"} {
 		t, err := base.Clone()
 		if err == nil {
 			t, err = t.ParseFS(templateFS, "templates/"+name+".html")
