@@ -6,8 +6,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/gemba-io/gemba/hub/ingest/commerce"
 )
 
@@ -24,7 +22,7 @@ func ImportInventory(ctx context.Context, cfg *Config, file, snapshotID string) 
 		return commerce.Report{}, err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	js, err := newJetStream(nc)
 	if err != nil {
 		return commerce.Report{}, err
 	}

@@ -24,7 +24,7 @@ func Dial(ctx context.Context, cfg *Config) (*nats.Conn, jetstream.JetStream, er
 	if err != nil {
 		return nil, nil, err
 	}
-	js, err := jetstream.New(nc)
+	js, err := newJetStream(nc)
 	if err != nil {
 		nc.Close()
 		return nil, nil, err

@@ -132,7 +132,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	h.mu.Lock()
 	h.nc = nc
 	h.mu.Unlock()
-	js, err := jetstream.New(nc)
+	js, err := newJetStream(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}

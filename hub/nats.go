@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gemba-io/gemba/config"
 )
@@ -112,4 +113,16 @@ func redactAll(urls string) string {
 		us[i] = config.RedactURL(u)
 	}
 	return strings.Join(us, ",")
+}
+
+// asyncAckTimeout bounds the wait for an asynchronous publish's acknowledgement. nats.go waits
+// forever by default: an ack lost with a NATS node that stopped mid-publish then held a batch (and,
+// through the consumer's in-progress pings, its messages) on this replica for good — chaos saw a
+// replica stop ingesting after a node restart. With a bound the publish fails, the batch is
+// retried, and its messages are redelivered if this replica cannot finish them.
+const asyncAckTimeout = 20 * time.Second
+
+// newJetStream is the hub's JetStream context on nc.
+func newJetStream(nc *nats.Conn) (jetstream.JetStream, error) {
+	return jetstream.New(nc, jetstream.WithPublishAsyncTimeout(asyncAckTimeout))
 }

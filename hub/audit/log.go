@@ -88,10 +88,17 @@ func wrongLast(err error) bool { return apiCode(err) == jetstream.JSErrCodeStrea
 // transientFor is how long a publish that got no answer is retried.
 const transientFor = 15 * time.Second
 
-// transient reports whether a publish got no answer, so that the same message may be sent again.
+// transient reports whether a publish got no answer, so that the same message may be sent again —
+// also 10158 ("duplicate message id is in process", 409): an earlier copy of this very record (a
+// retry after a lost answer, during an election) is still being proposed, and its outcome is known
+// only by sending again once it is decided (then the duplicate window answers).
 func transient(err error) bool {
-	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
+		apiCode(err) == jsErrDuplicateInProcess
 }
+
+// jsErrDuplicateInProcess is nats-server's JSStreamDuplicateMessageConflict (nats.go has no constant).
+const jsErrDuplicateInProcess = 10158
 
 // publishCAS publishes with an expected-last-subject-sequence check, again while the server cannot
 // check it yet. A replicated stream refuses the check with 10164 ("wrong last sequence", constant)
