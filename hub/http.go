@@ -121,6 +121,7 @@ func (h *Hub) console() http.Handler {
 			return nil
 		},
 		Learning: func() console.Learning { return hubLearning{h} },
+		Cover:    h.Cover,
 	}, console.Options{Logger: h.log})
 	if err != nil {
 		h.log.Error("console not served", "err", err)

@@ -11,6 +11,7 @@ import (
 	"math"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -20,8 +21,8 @@ import (
 	"github.com/gemba-io/gemba/hub/decide/rules"
 	"github.com/gemba-io/gemba/hub/decide/versions"
 	"github.com/gemba-io/gemba/hub/learn/registry"
-	"github.com/gemba-io/gemba/hub/monitor/kpi"
 	"github.com/gemba-io/gemba/hub/monitor/fleet"
+	"github.com/gemba-io/gemba/hub/monitor/kpi"
 	"github.com/gemba-io/gemba/hub/state/features"
 	"github.com/gemba-io/gemba/hub/state/graph"
 	"github.com/gemba-io/gemba/hub/state/inventory"
@@ -60,6 +61,8 @@ type Sources struct {
 	Rules     func() Rules
 	// Learning is the model registry and the experiments' measured lifts (nil while off or starting).
 	Learning func() Learning
+	// Cover is the active model set's days of cover of a position (false: no set covers it).
+	Cover func(sku, site string, position float64, now time.Time) (registry.Cover, bool)
 }
 
 // Learning is what the learning page reads: the stored model sets, the one in force and the
@@ -213,6 +216,12 @@ var funcs = template.FuncMap{
 		return fmt.Sprintf("%.4g", f)
 	},
 	"pct": func(f float64) string { return fmt.Sprintf("%.1f%%", f*100) },
+	"days": func(d float64) string {
+		if math.IsInf(d, 1) {
+			return "no demand"
+		}
+		return strconv.FormatFloat(d, 'f', 1, 64)
+	},
 	"action": func(a any) string {
 		switch a := a.(type) {
 		case rules.Action:

@@ -2,13 +2,16 @@ package console
 
 import (
 	"context"
+	"math"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gemba-io/gemba/hub/learn/registry"
 	"github.com/gemba-io/gemba/hub/monitor/kpi"
+	"github.com/gemba-io/gemba/hub/state/inventory"
 )
 
 type fakeLearning struct {
@@ -58,5 +61,31 @@ func TestLearningPage(t *testing.T) {
 	}
 	if a, s := row("aaaaaaaaaaaa"), row("bbbbbbbbbbbb"); !strings.Contains(a, "<strong>active</strong>") || !strings.Contains(s, "shadow") {
 		t.Errorf("rows: active %q shadow %q", a, s)
+	}
+}
+
+// The inventory page shows the active model set's cover beside the moving average's: days, the
+// interval, the daily mean and the set; a set past its horizon marked stale; "no demand" for +Inf.
+func TestInventoryForecastColumn(t *testing.T) {
+	e := newEnv(t, nil)
+	day := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	rows := []inventoryRow{
+		{position: inventory.Position{SKU: "A", Site: "s1", Position: 40, DailyRate: 4, DaysOfCover: 10},
+			Forecast: &registry.Cover{Version: "cafecafecafecafe", Days: 12.5, LowDays: 9.25, HighDays: math.Inf(1), DailyMean: 3.2, DataTo: day}},
+		{position: inventory.Position{SKU: "B", Site: "s1", Position: 5, DailyRate: 1, DaysOfCover: 5}},
+		{position: inventory.Position{SKU: "C", Site: "s1", Position: 5, DailyRate: 1, DaysOfCover: 5},
+			Forecast: &registry.Cover{Version: "beefbeefbeefbeef", Days: 7, LowDays: 7, HighDays: 7, Stale: true}},
+	}
+	w := httptest.NewRecorder()
+	e.c.render(w, httptest.NewRequest("GET", "/console/inventory", nil), http.StatusOK, "inventory", page{Title: "Inventory",
+		Data: map[string]any{"Positions": rows, "Now": day}})
+	body := w.Body.String()
+	if w.Code != 200 {
+		t.Fatalf("render: %d %s\n%s", w.Code, body, e.logs.String())
+	}
+	for _, want := range []string{"12.5 (9.2 – no demand), 3.2/day", "cafecafecafe", `class="stale"`, "beefbeefbeef"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("inventory page lacks %q", want)
+		}
 	}
 }

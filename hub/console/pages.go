@@ -14,6 +14,7 @@ import (
 	"github.com/gemba-io/gemba/hub/api"
 	"github.com/gemba-io/gemba/hub/audit"
 	"github.com/gemba-io/gemba/hub/decide/guard"
+	"github.com/gemba-io/gemba/hub/learn/registry"
 	"github.com/gemba-io/gemba/hub/monitor/fleet"
 	"github.com/gemba-io/gemba/hub/state/features"
 	"github.com/gemba-io/gemba/hub/state/graph"
@@ -126,6 +127,15 @@ func coverChart(ps []inventory.Position) []bar {
 	return out
 }
 
+// inventoryRow is a position with the active model set's cover of it (nil: none covers it).
+// Embedded under another name, so that the template's .Position stays the position's units.
+type inventoryRow struct {
+	position
+	Forecast *registry.Cover
+}
+
+type position = inventory.Position
+
 func (c *Console) inventoryPage(w http.ResponseWriter, r *http.Request) {
 	s := c.src.Inventory()
 	if s == nil {
@@ -140,8 +150,18 @@ func (c *Console) inventoryPage(w http.ResponseWriter, r *http.Request) {
 		last := list[len(list)-1]
 		next = "?" + url.Values{"site": {f.Site}, "sku": {f.SKU}, "after_site": {last.Site}, "after_sku": {last.SKU}}.Encode()
 	}
+	now := c.now()
+	rows := make([]inventoryRow, len(list))
+	for i, p := range list {
+		rows[i].position = p
+		if c.src.Cover != nil {
+			if fc, ok := c.src.Cover(p.SKU, p.Site, p.Position, now); ok {
+				rows[i].Forecast = &fc
+			}
+		}
+	}
 	c.render(w, r, http.StatusOK, "inventory", page{Title: "Inventory", Data: map[string]any{
-		"Positions": list, "Chart": coverChart(list), "Next": next, "Site": f.Site, "SKU": f.SKU, "Now": c.now(),
+		"Positions": rows, "Chart": coverChart(list), "Next": next, "Site": f.Site, "SKU": f.SKU, "Now": now,
 	}})
 }
 
