@@ -284,6 +284,11 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("inventory: %q", s)
 	}
 	b.shot("inventory")
+	b.do("learning page", chromedp.Navigate(base+"/learning"), chromedp.WaitVisible(chromedp.CSS("#models")))
+	if s := b.text("main"); !strings.Contains(s, "Demand models") || !strings.Contains(s, "Experiments") {
+		t.Errorf("learning: %q", s)
+	}
+	b.shot("learning")
 	b.do("fleet page", chromedp.Navigate(base+"/fleet"), chromedp.WaitVisible(chromedp.CSS("#fleet")))
 	if s := b.eval(`document.querySelector('#fleet tr.stale') ? document.querySelector('#fleet tr.stale').textContent : ''`); !strings.Contains(s, "gw2") {
 		t.Errorf("the stale agent gw2 does not stand out: %q", s)
