@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/gemba-io/gemba/hub/audit"
 	"github.com/gemba-io/gemba/hub/decide/experiment"
 	"github.com/gemba-io/gemba/hub/decide/guard"
@@ -19,19 +21,9 @@ import (
 	"github.com/gemba-io/gemba/internal/testutil"
 )
 
-func id(s string) string {
-	h := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(h[:16])
-}
-
-// Four units of one experiment, each with 10 units a day before its window: A (treated, a bandit's
-// 10 % arm) sells 25 in its day, C (treated) 20, B and D (held out) 12 and 8. The measurer records A's
-// bandit outcome once (lift 2.5 against a baseline of 10), and the holdout's lift is mean(2.5, 2) /
-// mean(1.2, 0.8) = 2.25. Sales of other SKUs, a returned line and a second copy of an order line
-// count for nothing.
-func TestMeasuresBanditAndHoldout(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+// setup starts a server with the decision log, the COMMERCE stream and the experiments' bucket.
+func setup(ctx context.Context, t *testing.T) (jetstream.JetStream, *audit.Log, audit.Config, commerce.Config, *experiment.Store) {
+	t.Helper()
 	n := natstest.JetStream(t)
 	_, js := natstest.Connect(t, n.URL())
 	acfg := audit.Config{Prefix: "gemba"}
@@ -48,6 +40,23 @@ func TestMeasuresBanditAndHoldout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return js, log, acfg, ccfg, store
+}
+
+func id(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:16])
+}
+
+// Four units of one experiment, each with 10 units a day before its window: A (treated, a bandit's
+// 10 % arm) sells 25 in its day, C (treated) 20, B and D (held out) 12 and 8. The measurer records A's
+// bandit outcome once (lift 2.5 against a baseline of 10), and the holdout's lift is mean(2.5, 2) /
+// mean(1.2, 0.8) = 2.25. Sales of other SKUs, a returned line and a second copy of an order line
+// count for nothing.
+func TestMeasuresBanditAndHoldout(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	js, log, acfg, ccfg, store := setup(ctx, t)
 	start := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 	order := 0
 	sell := func(sku string, at time.Time, qty float64, copies int) {
@@ -133,22 +142,7 @@ func TestMeasuresBanditAndHoldout(t *testing.T) {
 func TestNoBaselineAndMalformed(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	n := natstest.JetStream(t)
-	_, js := natstest.Connect(t, n.URL())
-	acfg := audit.Config{Prefix: "gemba"}
-	acfg.Defaults()
-	log, err := audit.Open(ctx, js, acfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ccfg := commerce.DefaultConfig()
-	if _, err := commerce.EnsureStream(ctx, js, ccfg); err != nil {
-		t.Fatal(err)
-	}
-	store, err := experiment.Open(ctx, js, experiment.DefaultStoreConfig(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, log, acfg, ccfg, store := setup(ctx, t)
 	start := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 	if _, err := js.Publish(ctx, "gemba.decisions."+id("junk"), []byte("{not json")); err != nil {
 		t.Fatal(err)
