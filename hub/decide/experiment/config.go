@@ -73,11 +73,9 @@ type BanditConfig struct {
 var idRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$`)
 
 // problems lists what is wrong as (field, message) pairs; Validate and Err share it.
-func (c *Config) problems() [][2]string {
-	var ps [][2]string
-	add := func(field, format string, args ...any) {
-		ps = append(ps, [2]string{field, fmt.Sprintf(format, args...)})
-	}
+func (c *Config) problems() config.Checks {
+	var ps config.Checks
+	add := ps.Add
 	if c.ID != "" && !idRe.MatchString(c.ID) {
 		add("id", "must be 1-128 letters, digits or _ . : / - starting with a letter or digit, got %q", c.ID)
 	}
@@ -128,9 +126,7 @@ func (c *Config) problems() [][2]string {
 
 // Validate implements config.Validator: each problem names its field under the rule's experiment block.
 func (c *Config) Validate(r config.Report) {
-	for _, p := range c.problems() {
-		r.Errorf(p[0], "%s", p[1])
-	}
+	c.problems().Report(r)
 }
 
 // Err is every problem of c as one error naming each field (for configs not read from YAML).

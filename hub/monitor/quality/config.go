@@ -186,16 +186,12 @@ func (t *Thresholds) Validate(r config.Report) {
 // Validate checks the section (config.Validator). The feature names are checked against the
 // hub's feature definitions by CheckFeatures.
 func (c *Config) Validate(r config.Report) {
-	for _, p := range c.problems() {
-		r.Errorf(p[0], "%s", p[1])
-	}
+	c.problems().Report(r)
 }
 
-func (c *Config) problems() [][2]string {
-	var ps [][2]string
-	add := func(field, format string, args ...any) {
-		ps = append(ps, [2]string{field, fmt.Sprintf(format, args...)})
-	}
+func (c *Config) problems() config.Checks {
+	var ps config.Checks
+	add := ps.Add
 	if err := signal.CheckToken(c.Stream); err != nil || strings.ContainsAny(c.Stream, "/\\") {
 		add("stream", "%q is not a stream name (one subject token, no '/' or '\\')", c.Stream)
 	}
