@@ -2,6 +2,7 @@ package forecast
 
 import (
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -45,7 +46,7 @@ func TestBacktestFitsOnTrainingPartOnly(t *testing.T) {
 		z[i] += 1000 // a future the fit must not have seen
 	}
 	train2, _ := Fit(SES, z[:a.Train], Options{})
-	if train != train2 {
+	if !reflect.DeepEqual(train, train2) {
 		t.Fatalf("training fit changed with data after the first origin")
 	}
 	_, b, err := Select(z, Options{Candidates: []Method{SES}})

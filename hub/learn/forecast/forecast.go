@@ -19,10 +19,14 @@ const (
 	Croston    Method = "croston"
 	SBA        Method = "sba"
 	TSB        Method = "tsb"
+	// SESWeekly is SES on the series adjusted by a multiplicative weekly profile (daily demand whose
+	// weekdays differ, as shops' do), the forecast scaled back by weekday; its interval is SES's,
+	// scaled the same way. Not in R's forecast package as such (stlf with ETS(A,N,N) is the nearest).
+	SESWeekly Method = "ses_weekly"
 )
 
 // AllMethods is the default candidate set of Select, in its tie-breaking order (simpler first).
-var AllMethods = []Method{SES, HoltDamped, Croston, SBA, TSB}
+var AllMethods = []Method{SES, HoltDamped, Croston, SBA, TSB, SESWeekly}
 
 // Normal quantiles for the central 80 % and 95 % intervals (qnorm(0.9), qnorm(0.975) in R).
 const (
@@ -67,6 +71,8 @@ type Model struct {
 	Sigma2 float64 `json:"sigma2,omitempty"`
 	MSE    float64 `json:"mse"`
 	N      int     `json:"n"`
+	// Season is the weekly profile of SESWeekly: the multiplier of weekday t mod 7 (average 1).
+	Season []float64 `json:"season,omitempty"`
 }
 
 // Forecast returns the next h steps after the fitted data.
@@ -92,6 +98,8 @@ func (m Model) Forecast(h int) []Point {
 			c := m.Alpha + m.Beta*damp
 			cum += c * c
 		}
+	case SESWeekly:
+		return m.forecastSESWeekly(h)
 	default:
 		mean := m.intermittentMean()
 		for i := range out {
@@ -121,6 +129,8 @@ func Fit(method Method, y []float64, opts Options) (Model, error) {
 		return fitCroston(method, y, opts.crostonAlpha(), opts.Name)
 	case TSB:
 		return fitTSB(y, opts.Name)
+	case SESWeekly:
+		return fitSESWeekly(y, opts.Name)
 	default:
 		return Model{}, fmt.Errorf("forecast: series %q: unknown method %q (want one of %v)", opts.Name, method, AllMethods)
 	}

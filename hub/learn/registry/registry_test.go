@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -52,7 +53,7 @@ func TestVersionsImmutable(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got.Version != v || len(got.Series) != len(s.Series) || got.Series[3].Forecast[5] != s.Series[3].Forecast[5] ||
-		got.Series[3].Model != s.Series[3].Model {
+		!reflect.DeepEqual(got.Series[3].Model, s.Series[3].Model) {
 		t.Fatalf("loaded set differs from the stored one")
 	}
 	other := fitSet(t, synthetic(t, 20, 120, 2), "test")

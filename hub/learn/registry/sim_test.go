@@ -36,10 +36,10 @@ func simDemand(t *testing.T, seed uint64, days int) *demand.Set {
 }
 
 // On the simulator's demand the chosen models' backtest MASE is lower than the 28-day moving
-// average's on the same origins, for every seed (the target). The out-of-sample comparison on
-// the last 28 days, never seen by the fit, is logged, not asserted: over these seeds it is mixed
-// (within a few per cent either way; docs/hub-learning.md), because no method models the weekly
-// pattern while a 28-day average spans whole weeks.
+// average's on the same origins, for every seed (the target), and so is their absolute error
+// on the last 28 days, which the fit never saw (selection cannot flatter that one). Before the weekly
+// model (ses_weekly) the out-of-sample comparison was mixed, within a few per cent either way: the
+// simulator sells by weekday and no method modelled it; with it the error is about 30 % lower.
 func TestChosenBeatsMovingAverageOnSimulator(t *testing.T) {
 	const days, holdout = 210, 28
 	var errModel, errMA float64
@@ -60,6 +60,10 @@ func TestChosenBeatsMovingAverageOnSimulator(t *testing.T) {
 				sum.MeanMASE, sum.MeanBaseline, sum.Backtested, len(ds.Series))
 		}
 		m, a := outOfSample(t, ds, days, holdout)
+		t.Logf("seed %d: out of sample, last %d days: chosen models' absolute error %.1f, moving average's %.1f", seed, holdout, m, a)
+		if !(m < a) {
+			t.Errorf("seed %d: out of sample the chosen models (%.1f) do not beat the moving average (%.1f)", seed, m, a)
+		}
 		errModel += m
 		errMA += a
 	}
