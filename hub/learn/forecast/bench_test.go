@@ -51,7 +51,7 @@ func forEach(series [][]float64, f func(y []float64)) {
 	wg.Wait()
 }
 
-// BenchmarkFitAll fits all five methods to 10,000 series of 365 days (the target: <= 30 s).
+// BenchmarkFitAll fits every method (AllMethods) to 10,000 series of 365 days (the target: <= 30 s).
 func BenchmarkFitAll(b *testing.B) {
 	series := benchSeries(10000, 365)
 	b.ResetTimer()
@@ -66,7 +66,7 @@ func BenchmarkFitAll(b *testing.B) {
 	}
 }
 
-// BenchmarkSelect runs the full choice (backtest of all five methods, then the final fit) on the same
+// BenchmarkSelect runs the full choice (backtest of every method, then the final fit) on the same
 // 10,000 series.
 func BenchmarkSelect(b *testing.B) {
 	series := benchSeries(10000, 365)
