@@ -81,12 +81,12 @@ func TestConfigVersionTracksDataShapingChangesNotSecrets(t *testing.T) {
 
 func TestAgentSettingsValidation(t *testing.T) {
 	yml := `
-agent: {id: "gw.1", site: "", log: {level: loud, format: xml}, shutdown_timeout: 0s, restart: {initial: 1m, max: 1s}, max_chunk: 1B}
+agent: {id: "gw.1", site: "", log: {level: loud, format: xml}, shutdown_timeout: 0s, restart: {initial: 1m, max: 1s}, max_chunk: 1B, memory_limit: 1MiB}
 http: {listen: "nope"}
 buffer: {dir: /tmp/x}
 `
 	_, err := Parse([]byte(yml), noEnv)
-	for _, want := range []string{"agent.id:", "agent.site:", "agent.log.level:", "agent.log.format:", "agent.shutdown_timeout:", "agent.restart:", "agent.max_chunk:", "http.listen:"} {
+	for _, want := range []string{"agent.id:", "agent.site:", "agent.log.level:", "agent.log.format:", "agent.shutdown_timeout:", "agent.restart:", "agent.max_chunk:", "agent.memory_limit:", "http.listen:"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)
 		}

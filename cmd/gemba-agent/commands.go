@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"syscall"
 
@@ -62,6 +63,9 @@ http.listen (default 127.0.0.1:7467).`,
 				return err
 			}
 			log := agent.NewLogger(os.Stderr, cfg.Agent.Log.Format, lvl)
+			if cfg.Agent.MemoryLimit > 0 {
+				debug.SetMemoryLimit(int64(cfg.Agent.MemoryLimit))
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			a := agent.New(cfg, agent.Options{Logger: log, Reload: load, ConfigFile: file})
