@@ -300,3 +300,12 @@ func (c *checkedSection) Validate(r Report) {
 	}
 	cs.Report(r)
 }
+
+// The hub's logger writes durations as text in JSON too (not nanoseconds).
+func TestLoggerDurationsAsText(t *testing.T) {
+	var b strings.Builder
+	Log{Level: "info", Format: "json"}.NewLogger(&b).Info("x", "retry_in", 1500*time.Millisecond)
+	if !strings.Contains(b.String(), `"retry_in":"1.5s"`) {
+		t.Errorf("log line %s", b.String())
+	}
+}

@@ -34,9 +34,18 @@ func ParseLevel(s string) (slog.Level, error) {
 // NewLogger returns a JSON or text logger writing to w (an unknown level reads as info).
 func (l Log) NewLogger(w io.Writer) *slog.Logger {
 	lvl, _ := ParseLevel(l.Level)
-	o := &slog.HandlerOptions{Level: lvl}
+	o := &slog.HandlerOptions{Level: lvl, ReplaceAttr: DurationText}
 	if l.Format == "text" {
 		return slog.New(slog.NewTextHandler(w, o))
 	}
 	return slog.New(slog.NewJSONHandler(w, o))
+}
+
+// DurationText is a slog ReplaceAttr that writes a time.Duration as its String() (1.5s): slog's JSON
+// handler would write nanoseconds, which nobody reading a journal converts.
+func DurationText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
 }
