@@ -18,6 +18,7 @@ import (
 	"github.com/gemba-io/gemba/hub/learn/registry"
 	"github.com/gemba-io/gemba/hub/monitor/fleet"
 	"github.com/gemba-io/gemba/hub/monitor/kpi"
+	"github.com/gemba-io/gemba/hub/monitor/quality"
 	"github.com/gemba-io/gemba/hub/state/features"
 	"github.com/gemba-io/gemba/hub/state/graph"
 	"github.com/gemba-io/gemba/hub/state/inventory"
@@ -122,6 +123,13 @@ func (h *Hub) console() http.Handler {
 		},
 		Learning: func() console.Learning { return hubLearning{h} },
 		Cover:    h.Cover,
+		Lines:    h.cfg.Decide.Lines,
+		Timeline: func(feature, key string) ([]quality.Span, bool) {
+			if m := h.mon.Load(); m != nil && m.quality != nil {
+				return m.quality.Timeline(feature, key)
+			}
+			return nil, false
+		},
 	}, console.Options{Logger: h.log})
 	if err != nil {
 		h.log.Error("console not served", "err", err)

@@ -278,6 +278,9 @@ func TestBrowser(t *testing.T) {
 	if s := b.eval(`Array.from(document.querySelectorAll('#features tr.stale')).map(r => r.textContent).join('|')`); !strings.Contains(s, "SKU-3") || !strings.Contains(s, "STALE") {
 		t.Errorf("the stale value of SKU-3 is not marked: %q", s)
 	}
+	if s := b.text("#lines"); !strings.Contains(s, "l1") {
+		t.Errorf("the lines table does not list l1: %q", s)
+	}
 	b.shot("features")
 	b.do("inventory page", chromedp.Navigate(base+"/inventory"), chromedp.WaitVisible(chromedp.CSS("#inventory")))
 	if s := b.text("#inventory"); !strings.Contains(s, "SKU-3") {

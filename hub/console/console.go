@@ -18,11 +18,13 @@ import (
 
 	"github.com/gemba-io/gemba/hub/api"
 	"github.com/gemba-io/gemba/hub/audit"
+	"github.com/gemba-io/gemba/hub/decide"
 	"github.com/gemba-io/gemba/hub/decide/rules"
 	"github.com/gemba-io/gemba/hub/decide/versions"
 	"github.com/gemba-io/gemba/hub/learn/registry"
 	"github.com/gemba-io/gemba/hub/monitor/fleet"
 	"github.com/gemba-io/gemba/hub/monitor/kpi"
+	"github.com/gemba-io/gemba/hub/monitor/quality"
 	"github.com/gemba-io/gemba/hub/state/features"
 	"github.com/gemba-io/gemba/hub/state/graph"
 	"github.com/gemba-io/gemba/hub/state/inventory"
@@ -63,6 +65,10 @@ type Sources struct {
 	Learning func() Learning
 	// Cover is the active model set's days of cover of a position (false: no set covers it).
 	Cover func(sku, site string, position float64, now time.Time) (registry.Cover, bool)
+	// Lines says which features describe a line (the hub's decide.lines); Timeline is a feature's
+	// recent history for one key from the quality monitor (nil or false: none kept).
+	Lines    decide.Lines
+	Timeline func(feature, key string) ([]quality.Span, bool)
 }
 
 // Learning is what the learning page reads: the stored model sets, the one in force and the

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gemba-io/gemba/hub/learn/registry"
 	"github.com/gemba-io/gemba/hub/monitor/kpi"
+	"github.com/gemba-io/gemba/hub/state/features"
 	"github.com/gemba-io/gemba/hub/state/inventory"
 )
 
@@ -86,6 +87,32 @@ func TestInventoryForecastColumn(t *testing.T) {
 	for _, want := range []string{"12.5 (9.2 – no demand), 3.2/day", "cafecafecafe", `class="stale"`, "beefbeefbeef"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("inventory page lacks %q", want)
+		}
+	}
+}
+
+// The Lines table: each line's state (as decisions derive it), availability with its freshness,
+// units per hour, and its state over time from the monitor's slices, coloured per state.
+func TestLinesTable(t *testing.T) {
+	e := newEnv(t, nil)
+	day := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	avail := features.Reading{Value: features.Value{Value: 0.92}, AgeSeconds: 12}
+	rows := []lineRow{
+		{ID: "l1", Site: "s1", State: "running", Availability: &avail, UnitsPerHour: 240, Units: &avail,
+			Timeline:     []cell{{X: 0, W: 500, State: "running", Title: "00:00 running"}, {X: 500, W: 500, State: "down", Title: "12:00 down"}},
+			TimelineFrom: day, TimelineTo: day.Add(24 * time.Hour)},
+		{ID: "l2", Site: "s1", State: "unknown"},
+	}
+	w := httptest.NewRecorder()
+	e.c.render(w, httptest.NewRequest("GET", "/console/features", nil), http.StatusOK, "features", page{Title: "Lines & features",
+		Data: map[string]any{"LineRows": rows}})
+	body := w.Body.String()
+	if w.Code != 200 {
+		t.Fatalf("render: %d %s\n%s", w.Code, body, e.logs.String())
+	}
+	for _, want := range []string{`id="lines"`, "c-running", "0.92", "240", `class="s-running"`, `class="s-down"`, "12:00 down", "no reading", "no history kept"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("lines table lacks %q", want)
 		}
 	}
 }

@@ -80,13 +80,14 @@ func (c *Console) featuresPage(w http.ResponseWriter, r *http.Request) {
 	if g := c.src.Graph(); g != nil {
 		lines = g.Lines()
 	}
+	lineRows := c.lineRows(s, lines)
 	next := ""
 	if end < len(all) {
 		next = "?" + url.Values{"name": {name}, "key": {key}, "offset": {strconv.Itoa(end)}}.Encode()
 	}
 	c.render(w, r, http.StatusOK, "features", page{Title: "Lines & features", Data: map[string]any{
 		"Defs": defs, "DefsVersion": ver, "Rows": rows, "Total": len(all), "Stale": stale, "From": off + 1, "To": end,
-		"Next": next, "Name": name, "Key": key, "Lines": lines,
+		"Next": next, "Name": name, "Key": key, "Lines": lines, "LineRows": lineRows,
 	}})
 }
 

@@ -42,6 +42,18 @@ type Lines struct {
 	RunningAbove float64 `yaml:"running_above" json:"running_above"`
 }
 
+// State is a line's state from its latest availability: running at or above RunningAbove, degraded
+// above 0, down at 0 (a line without a reading is "unknown").
+func (l Lines) State(availability float64) string {
+	switch {
+	case availability >= l.RunningAbove:
+		return "running"
+	case availability > 0:
+		return "degraded"
+	}
+	return "down"
+}
+
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{

@@ -274,15 +274,7 @@ func (b *builder) line(ex *explained, id string) rules.Line {
 	l := rules.Line{ID: id, State: "unknown", Stale: true}
 	r, ok := b.state.Feature(b.cfg.Availability, id)
 	if ok {
-		l.Availability, l.Stale = r.Value.Value, r.Stale
-		switch {
-		case r.Value.Value >= b.cfg.RunningAbove:
-			l.State = "running"
-		case r.Value.Value > 0:
-			l.State = "degraded"
-		default:
-			l.State = "down"
-		}
+		l.Availability, l.Stale, l.State = r.Value.Value, r.Stale, b.cfg.State(r.Value.Value)
 		in, _ := b.reading(b.cfg.Availability, id, r)
 		ex.inputs = append(ex.inputs, in)
 	}

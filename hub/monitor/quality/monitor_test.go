@@ -62,6 +62,24 @@ func TestDriftingSensorRaisesDriftStableDoesNot(t *testing.T) {
 	if !ok || q.Drifting || q.Values != 8*120 {
 		t.Errorf("status of the stable sensor: %+v %v", q, ok)
 	}
+	// The timeline holds the slices still kept (lag + window + the current one), oldest first: the
+	// drifting sensor's means step from about 10 to about 12 at the shift.
+	tl, ok := m.Timeline("temp", "line1.oven.temp")
+	if !ok || len(tl) < 12 {
+		t.Fatalf("timeline: %d spans, %v", len(tl), ok)
+	}
+	for i, sp := range tl {
+		want := 10.0
+		if !sp.Start.Before(shift) {
+			want = 12
+		}
+		if math.Abs(sp.Mean-want) > 0.6 || sp.Width != cfg.Slice() || (i > 0 && !sp.Start.After(tl[i-1].Start)) {
+			t.Errorf("span %d %+v: want a mean near %v, width %s, after the previous", i, sp, want, cfg.Slice())
+		}
+	}
+	if _, ok := m.Timeline("temp", "nowhere"); ok {
+		t.Error("a timeline for a key never seen")
+	}
 	// A second replica that starts later folds the same log to the same verdicts, raising nothing
 	// for what happened before it started.
 	s2 := &sink{}
