@@ -1,10 +1,12 @@
 package quality
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	"github.com/gemba-io/gemba/internal/natstest"
+	"github.com/gemba-io/gemba/internal/testutil"
 )
 
 // On a 3-node cluster with an R3 monitor log, replicas connected to different nodes, each
@@ -18,6 +20,18 @@ func TestClusterReplicasAgree(t *testing.T) {
 	c := &clock{}
 	m1 := open(t, js1, cfg, &sink{}, c)
 	m2 := open(t, js2, cfg, &sink{}, c)
+	// A new R3 stream answers publishes once its leader is elected; a flush before that fails (and
+	// the hub would redeliver the batch, which this test does not).
+	testutil.WaitFor(t, 30*time.Second, "the monitor log's leader", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		st, err := js1.Stream(ctx, cfg.Stream)
+		if err != nil {
+			return false
+		}
+		info, err := st.Info(ctx)
+		return err == nil && info.Cluster != nil && info.Cluster.Leader != "" && len(info.Cluster.Replicas) == 2
+	})
 	a := &agent{id: "a11", inc: "i1"}
 	now := time.Now()
 	for i := 1; i <= 30; i++ {
