@@ -157,6 +157,24 @@ func (s *Sim) startOPCUA() error {
 // Plant is the simulated plant; read it only while Run is not stepping (for example after Close).
 func (s *Sim) Plant() *Plant { return s.plant }
 
+// LineEnds lists the device id of the last machine of every line, in line order: the stations that
+// pack finished units. Machines never change after the plant is built, so it is safe while it runs.
+func (s *Sim) LineEnds() []string {
+	last := map[string]*Machine{}
+	var order []string
+	for _, m := range s.plant.Machines {
+		if last[m.Line] == nil {
+			order = append(order, m.Line)
+		}
+		last[m.Line] = m
+	}
+	var out []string
+	for _, l := range order {
+		out = append(out, DeviceID(last[l]))
+	}
+	return out
+}
+
 // Ledger is the record of acknowledged MQTT messages.
 func (s *Sim) Ledger() *Ledger { return s.ledger }
 

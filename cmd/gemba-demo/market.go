@@ -46,7 +46,7 @@ type market struct {
 // site, the agent's site: the hub keeps production and sales on the same position).
 func openMarket(url string, hcfg *gembahub.Config, plant sim.Config, site string, s *sim.Sim, log *slog.Logger) (*market, error) {
 	plant.Site = site
-	ends := lineEnds(s)
+	ends := s.LineEnds()
 	cs, err := simcommerce.New(simcommerce.Config{Plant: plant, Channels: hcfg.Commerce.Channels, SlowMovers: -1,
 		InitialDaysOf: demoCover, Logger: log, Production: func() map[string]float64 {
 			prod, _ := s.Production()
@@ -76,24 +76,6 @@ func openMarket(url string, hcfg *gembahub.Config, plant sim.Config, site string
 		return nil, fmt.Errorf("commerce simulator: the hub's commerce section: %w", err)
 	}
 	return &market{cs: cs, pub: pub, nc: nc, site: site, log: log, done: make(chan struct{})}, nil
-}
-
-// lineEnds are the device ids of the last machine of each line: the stations whose parts are
-// finished units.
-func lineEnds(s *sim.Sim) []string {
-	last := map[string]*sim.Machine{}
-	var order []string
-	for _, m := range s.Plant().Machines {
-		if last[m.Line] == nil {
-			order = append(order, m.Line)
-		}
-		last[m.Line] = m
-	}
-	var out []string
-	for _, l := range order {
-		out = append(out, sim.DeviceID(last[l]))
-	}
-	return out
 }
 
 // backfill publishes the market's opening count and the last historyDays complete days of sales

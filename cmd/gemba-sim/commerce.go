@@ -57,7 +57,7 @@ func (f *commerceFlags) start(ctx context.Context, plant sim.Config, s *sim.Sim,
 	if *f.scale <= 0 {
 		return nil, fmt.Errorf("-commerce-scale %v: must be positive", *f.scale)
 	}
-	ends := lineEnds(s)
+	ends := s.LineEnds()
 	cs, err := simcommerce.New(simcommerce.Config{Plant: plant, Channels: channels, SnapshotEvery: *f.every, DemandScale: *f.scale,
 		SlowMovers: *f.slow, Logger: log, Production: func() map[string]float64 {
 			prod, _ := s.Production()
@@ -116,22 +116,4 @@ func (f *commerceFlags) start(ctx context.Context, plant sim.Config, s *sim.Sim,
 		fmt.Fprintf(stdout, "commerce: %d sales and %d count rows acknowledged, %d not (simulated time %s)\n",
 			sales, rows, cs.Pending(), cs.Now().Format(time.RFC3339))
 	}, nil
-}
-
-// lineEnds lists the device id of the last machine of every line: the one that packs finished units.
-// Machines and their names never change after the plant is built, so reading them is safe while it runs.
-func lineEnds(s *sim.Sim) []string {
-	last := map[string]*sim.Machine{}
-	var order []string
-	for _, m := range s.Plant().Machines {
-		if last[m.Line] == nil {
-			order = append(order, m.Line)
-		}
-		last[m.Line] = m
-	}
-	var out []string
-	for _, l := range order {
-		out = append(out, sim.DeviceID(last[l]))
-	}
-	return out
 }
