@@ -24,10 +24,17 @@ import (
 // agents' stream and every hub store at R3, and 1 or 3 replicas (in this process too: on 2 cores a
 // replica per process would share the same CPU). A backlog is in the stream when the replicas start
 // (all at once, on stores created before); the time from their start to every message acknowledged
-// gives records/s. Run with -benchtime 1x.
+// gives records/s. 1replica-embedded is BenchmarkIngest's round on the same backlog (one replica,
+// its embedded server, R1), for the side-by-side of issue 17. Run with -benchtime 1x.
 func BenchmarkIngestCluster(b *testing.B) {
 	p := plant{agents: 10, lines: 5, machines: 4, fields: 10, skus: 50}
 	const windows = 40
+	b.Run("1replica-embedded", func(b *testing.B) {
+		for b.Loop() {
+			b.Logf("load average %s at the start", loadAvg())
+			ingestRound(b, p, windows)
+		}
+	})
 	for _, n := range []int{1, 3} {
 		b.Run(fmt.Sprintf("%dreplicas-3nodes", n), func(b *testing.B) {
 			for b.Loop() {
@@ -39,24 +46,14 @@ func BenchmarkIngestCluster(b *testing.B) {
 
 func clusterRound(b *testing.B, p plant, windows, replicas int) {
 	b.StopTimer() // timed by hand: from the first publish to the last ack
+	load0 := loadAvg()
 	nodes := natstest.Cluster(b, 3)
 	urls := natstest.URLs(nodes...)
 	nc, js := connect(b, urls)
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	// Right after the meta leader is elected the peers may not all be placeable yet: retried.
-	var err error
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
-		if _, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "GEMBA",
-			Subjects: []string{"gemba.*.*.samples", "gemba.*.*.features", "gemba.*.*.status"}, Retention: jetstream.LimitsPolicy,
-			MaxAge: 7 * 24 * time.Hour, Duplicates: 20 * time.Minute, Storage: jetstream.FileStorage, Replicas: 3}); err == nil {
-			break
-		}
-	}
-	if err != nil {
-		b.Fatalf("agents' stream at R3: %v", err)
-	}
+	agentsStreamR3(b, js)
 	dir := b.TempDir()
 	var cfgs []*hub.Config
 	var servers []string
@@ -135,11 +132,26 @@ func clusterRound(b *testing.B, p plant, windows, replicas int) {
 	if applied < float64(records) {
 		b.Errorf("the replicas applied %v records, want %d", applied, records)
 	}
-	b.Logf("%d replica(s) on 3 nodes: %d records in %d messages in %v: %.0f records/s, %.0f cpu-ns/record (the whole process: nodes and replicas)",
-		replicas, records, p.agents*windows, el.Round(time.Millisecond), float64(records)/el.Seconds(), float64(cpu.Nanoseconds())/float64(records))
+	b.Logf("load average %s at the start, %s at the end; %d replica(s) on 3 nodes: %d records in %d messages in %v: %.0f records/s, %.0f cpu-ns/record (the whole process: nodes and replicas)",
+		load0, loadAvg(), replicas, records, p.agents*windows, el.Round(time.Millisecond), float64(records)/el.Seconds(), float64(cpu.Nanoseconds())/float64(records))
 	b.ReportMetric(float64(records)/el.Seconds(), "records/s")
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(records), "cpu-ns/record")
 	b.StartTimer()
+}
+
+// agentsStreamR3 is agentsStream at R3 on a cluster. Right after the meta leader is elected the
+// peers may not all be placeable yet: retried for 30 s.
+func agentsStreamR3(tb testing.TB, js jetstream.JetStream) {
+	tb.Helper()
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+		if _, err = js.CreateOrUpdateStream(context.Background(), jetstream.StreamConfig{Name: "GEMBA",
+			Subjects: []string{"gemba.*.*.samples", "gemba.*.*.features", "gemba.*.*.status"}, Retention: jetstream.LimitsPolicy,
+			MaxAge: 7 * 24 * time.Hour, Duplicates: 20 * time.Minute, Storage: jetstream.FileStorage, Replicas: 3}); err == nil {
+			return
+		}
+	}
+	tb.Fatalf("agents' stream at R3: %v", err)
 }
 
 // launch starts a replica in this process and waits until it runs (startHub without the test's
