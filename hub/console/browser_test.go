@@ -278,8 +278,15 @@ func TestBrowser(t *testing.T) {
 	if s := b.eval(`Array.from(document.querySelectorAll('#features tr.stale')).map(r => r.textContent).join('|')`); !strings.Contains(s, "SKU-3") || !strings.Contains(s, "STALE") {
 		t.Errorf("the stale value of SKU-3 is not marked: %q", s)
 	}
-	if s := b.text("#lines"); !strings.Contains(s, "l1") {
-		t.Errorf("the lines table does not list l1: %q", s)
+	if s := b.text("#lines"); !strings.Contains(s, "l1") || !strings.Contains(s, "Units/h per SKU") {
+		t.Errorf("the lines table does not list l1 with units/h per SKU: %q", s)
+	}
+	// l1 makes SKU-1..3 (graph): SKU-1's 7 units in a 10 s window are 2520/h; SKU-3's reading is stale.
+	if s := b.eval(`document.querySelector('#lines li[data-sku="SKU-1"]').textContent`); !strings.Contains(s, "2520/h") {
+		t.Errorf("SKU-1 on l1: %q, want 2520/h", s)
+	}
+	if s := b.eval(`(document.querySelector('#lines li.stale[data-sku="SKU-3"]') || {textContent: ''}).textContent`); !strings.Contains(s, "STALE") {
+		t.Errorf("SKU-3 on l1 is not marked stale: %q", s)
 	}
 	b.shot("features")
 	b.do("inventory page", chromedp.Navigate(base+"/inventory"), chromedp.WaitVisible(chromedp.CSS("#inventory")))

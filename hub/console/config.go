@@ -54,6 +54,10 @@ type Config struct {
 	LivePoll time.Duration `yaml:"live_poll" json:"live_poll"`
 	// PageSize is how many rows a page shows at most (features, inventory, decisions).
 	PageSize int `yaml:"page_size" json:"page_size"`
+	// SKUUnits is the hub feature (keyed by sku) of units made per window: the Lines table shows
+	// each line's SKUs with their units per hour from it. The agents' counters name no standard
+	// feature for this, so it is named here ("units" in the example configs).
+	SKUUnits string `yaml:"sku_units" json:"sku_units"`
 }
 
 // User is one console user.
@@ -84,6 +88,9 @@ func (c *Config) Defaults() {
 	}
 	if c.PageSize == 0 {
 		c.PageSize = 200
+	}
+	if c.SKUUnits == "" {
+		c.SKUUnits = "units"
 	}
 }
 

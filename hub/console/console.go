@@ -221,6 +221,13 @@ var funcs = template.FuncMap{
 		}
 		return fmt.Sprintf("%.4g", f)
 	},
+	// rate is a count per hour: whole units from 100 up (never 1.8e+05), three digits below.
+	"rate": func(f float64) string {
+		if math.Abs(f) >= 100 && !math.IsInf(f, 0) {
+			return strconv.FormatFloat(f, 'f', 0, 64)
+		}
+		return fmt.Sprintf("%.3g", f)
+	},
 	"pct": func(f float64) string { return fmt.Sprintf("%.1f%%", f*100) },
 	"days": func(d float64) string {
 		if math.IsInf(d, 1) {

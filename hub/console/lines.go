@@ -1,6 +1,8 @@
 package console
 
 import (
+	"cmp"
+	"slices"
 	"strconv"
 	"time"
 
@@ -9,18 +11,38 @@ import (
 )
 
 // lineRow is one production line as the rules see it: its availability and the state derived from it
-// (the same thresholds as decisions), units per hour, each with its freshness, and a timeline of its
-// state over what the quality monitor keeps (a day and more by default).
+// (the same thresholds as decisions), units per hour, each with its freshness, the SKUs it makes with
+// their units per hour, and a timeline of its state over what the quality monitor keeps (a day and
+// more by default).
 type lineRow struct {
 	ID, Site     string
 	State        string // running, degraded, down, unknown
 	Availability *features.Reading
 	UnitsPerHour float64
 	Units        *features.Reading
+	SKUs         []skuRate
+	MoreSKUs     int // SKUs of the line not shown (past maxLineSKUs)
 	Timeline     []cell
 	TimelineFrom time.Time
 	TimelineTo   time.Time
 }
+
+// skuRate is one SKU of a line: whether the graph says the line produces it, and its units per hour
+// from the SKU's units reading when that reading is this line's.
+type skuRate struct {
+	SKU      string
+	Produces bool              // the graph's produces edge
+	Units    *features.Reading // nil: no reading of this SKU made here
+	PerHour  float64
+	// Elsewhere is the line whose signal brought the SKU's latest reading, when not this one: the
+	// value is kept per SKU, so the line that reported last is the one it belongs to.
+	Elsewhere string
+	// Running: a fresh reading with units made here, whether or not the graph lists the SKU.
+	Running bool
+}
+
+// maxLineSKUs bounds the SKUs listed per line: the running ones come first, the rest are counted.
+const maxLineSKUs = 12
 
 // cell is one slice of a line's state timeline, placed on a 0..1000 wide strip.
 type cell struct {
@@ -29,12 +51,67 @@ type cell struct {
 	Title string
 }
 
-func (c *Console) lineRows(fs *features.Store, lines []graph.Node) []lineRow {
-	lc := c.src.Lines
-	if lc.Availability == "" {
-		return nil
+// featureReader is what the Lines table reads of the feature store (*features.Store).
+type featureReader interface {
+	Get(name, key string) (features.Reading, bool)
+	List(name string) []features.Reading
+	Definitions() (features.Definitions, string)
+}
+
+// perHour is a windowed count scaled to an hour: the value over the window's length, as decide
+// gives rules lines[].units_per_hour (0 when the window has no length).
+func perHour(r features.Reading) float64 {
+	if h := r.WindowEnd.Sub(r.WindowStart).Hours(); h > 0 {
+		return r.Value.Value / h
 	}
-	rows := make([]lineRow, 0, len(lines))
+	return 0
+}
+
+// skuUnits checks that the console's sku_units names a feature keyed by SKU; the reason when not.
+func skuUnits(fs featureReader, name string) (ok bool, why string) {
+	defs, _ := fs.Definitions()
+	i := slices.IndexFunc(defs, func(d features.Definition) bool { return d.Name == name })
+	switch {
+	case i < 0:
+		return false, "no feature " + strconv.Quote(name) + " is defined (console.sku_units names the feature of units made per SKU)"
+	case defs[i].Key != features.BySKU:
+		return false, "feature " + strconv.Quote(name) + " (console.sku_units) is keyed by " + string(defs[i].Key) + ", not by sku"
+	}
+	return true, ""
+}
+
+func (c *Console) lineRows(fs featureReader, g *graph.Graph) (rows []lineRow, skuNote string) {
+	lc := c.src.Lines
+	if lc.Availability == "" || g == nil {
+		return nil, ""
+	}
+	lines := g.Lines()
+	// Each SKU's latest units reading and the line whose signal brought it ("" when the graph does
+	// not place the signal: then it is taken as made by the lines the graph says produce the SKU).
+	units := map[string]features.Reading{}
+	from := map[string]string{}
+	ok, skuNote := skuUnits(fs, c.cfg.SKUUnits)
+	if ok {
+		placed := map[string]string{}
+		for _, r := range fs.List(c.cfg.SKUUnits) {
+			sig := r.Lineage.Signal
+			l, seen := placed[sig]
+			if !seen {
+				if res, err := g.LineOfSignal(sig); err == nil {
+					l = res.ID
+				}
+				placed[sig] = l
+			}
+			units[r.Key], from[r.Key] = r, l
+		}
+	}
+	here := map[string][]string{} // line → SKUs whose latest reading came from it
+	for sku, l := range from {
+		if l != "" {
+			here[l] = append(here[l], sku)
+		}
+	}
+	rows = make([]lineRow, 0, len(lines))
 	for _, l := range lines {
 		row := lineRow{ID: l.ID, Site: l.Parent, State: "unknown"}
 		if r, ok := fs.Get(lc.Availability, l.ID); ok {
@@ -46,10 +123,11 @@ func (c *Console) lineRows(fs *features.Store, lines []graph.Node) []lineRow {
 		if lc.Units != "" {
 			if u, ok := fs.Get(lc.Units, l.ID); ok {
 				row.Units = &u
-				if h := u.WindowEnd.Sub(u.WindowStart).Hours(); h > 0 {
-					row.UnitsPerHour = u.Value.Value / h
-				}
+				row.UnitsPerHour = perHour(u)
 			}
+		}
+		if ok {
+			row.SKUs, row.MoreSKUs = lineSKUs(g, l.ID, here[l.ID], units, from)
 		}
 		if c.src.Timeline != nil {
 			if spans, ok := c.src.Timeline(lc.Availability, l.ID); ok && len(spans) > 0 {
@@ -65,5 +143,63 @@ func (c *Console) lineRows(fs *features.Store, lines []graph.Node) []lineRow {
 		}
 		rows = append(rows, row)
 	}
-	return rows
+	return rows, skuNote
+}
+
+// lineSKUs lists the SKUs of line: those the graph says it produces and those whose latest units
+// reading came from its signals (made here though the graph does not say so). The running ones
+// come first, fastest first; then those with a reading (stale, or none made), then those without,
+// each by id; at most maxLineSKUs, the others counted.
+func lineSKUs(g *graph.Graph, line string, madeHere []string, units map[string]features.Reading, from map[string]string) ([]skuRate, int) {
+	var out []skuRate
+	seen := map[string]bool{}
+	add := func(sku string, produces bool) {
+		if seen[sku] {
+			return
+		}
+		seen[sku] = true
+		s := skuRate{SKU: sku, Produces: produces}
+		if r, ok := units[sku]; ok {
+			switch l := from[sku]; {
+			case l == line || (l == "" && produces):
+				s.Units, s.PerHour = &r, perHour(r)
+				s.Running = !r.Stale && r.Value.Value > 0
+			case l != "":
+				s.Elsewhere = l
+			}
+		}
+		out = append(out, s)
+	}
+	if prod, err := g.SKUsOf(line); err == nil {
+		for _, p := range prod {
+			add(p.ID, true)
+		}
+	}
+	for _, sku := range madeHere {
+		add(sku, false)
+	}
+	rank := func(s skuRate) int {
+		switch {
+		case s.Running:
+			return 0
+		case s.Units != nil: // stale, or none made in its window
+			return 1
+		}
+		return 2
+	}
+	slices.SortFunc(out, func(a, b skuRate) int {
+		if c := cmp.Compare(rank(a), rank(b)); c != 0 {
+			return c
+		}
+		if a.Running {
+			if c := cmp.Compare(b.PerHour, a.PerHour); c != 0 {
+				return c
+			}
+		}
+		return cmp.Compare(a.SKU, b.SKU)
+	})
+	if len(out) > maxLineSKUs {
+		return out[:maxLineSKUs], len(out) - maxLineSKUs
+	}
+	return out, 0
 }

@@ -77,10 +77,11 @@ func (c *Console) featuresPage(w http.ResponseWriter, r *http.Request) {
 		rows = append(rows, featureRow{Reading: v})
 	}
 	var lines []graph.Node
-	if g := c.src.Graph(); g != nil {
+	g := c.src.Graph()
+	if g != nil {
 		lines = g.Lines()
 	}
-	lineRows := c.lineRows(s, lines)
+	lineRows, skuNote := c.lineRows(s, g)
 	next := ""
 	if end < len(all) {
 		next = "?" + url.Values{"name": {name}, "key": {key}, "offset": {strconv.Itoa(end)}}.Encode()
@@ -88,6 +89,7 @@ func (c *Console) featuresPage(w http.ResponseWriter, r *http.Request) {
 	c.render(w, r, http.StatusOK, "features", page{Title: "Lines & features", Data: map[string]any{
 		"Defs": defs, "DefsVersion": ver, "Rows": rows, "Total": len(all), "Stale": stale, "From": off + 1, "To": end,
 		"Next": next, "Name": name, "Key": key, "Lines": lines, "LineRows": lineRows,
+		"SKUUnits": c.cfg.SKUUnits, "SKUNote": skuNote,
 	}})
 }
 
