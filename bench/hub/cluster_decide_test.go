@@ -152,12 +152,11 @@ func (rs *replicaSet) sum(b *testing.B, name string, labels ...string) (total fl
 }
 
 // cpu is the CPU time so far of the replicas' processes and of this one (nodes, load, watchers).
-func (rs *replicaSet) cpu() time.Duration {
-	t := cpuTime()
+func (rs *replicaSet) cpu() (replicas, self time.Duration) {
 	for _, pr := range rs.procs {
-		t += procCPU(pr.pid)
+		replicas += procCPU(pr.pid)
 	}
-	return t
+	return replicas, cpuTime()
 }
 
 // routed waits until a subscription of nc receives what is published on every node: the
@@ -246,7 +245,8 @@ func clusterDecideRound(b *testing.B, p plant, replicas int, cluster bool, rate 
 	evals0, _ := rs.sum(b, "gemba_hub_decide_evaluations_total")
 	dec0, _ := rs.sum(b, "gemba_hub_decide_decisions_total")
 	t0 := time.Now().Truncate(time.Second)
-	start, cpu0 := time.Now(), rs.cpu()
+	start := time.Now()
+	rcpu0, scpu0 := rs.cpu()
 	records, crossings := 0, 0
 	// Per agent and line, the crossings whose units are still 1,000: set back to 0 in the agent's
 	// first window after the promotion arrived (as BenchmarkDecideLatency does, so that a later
@@ -308,7 +308,10 @@ func clusterDecideRound(b *testing.B, p plant, replicas int, cluster bool, rate 
 		return len(arrived)
 	}
 	testutil.WaitFor(b, time.Minute, "a promotion for every crossing", func() bool { return promotedSKUs() == crossings })
-	cpu := rs.cpu() - cpu0
+	rcpu, scpu := rs.cpu()
+	wall := time.Since(start) // the load and the last promotions
+	rcpu, scpu = rcpu-rcpu0, scpu-scpu0
+	cpu := rcpu + scpu
 	drained(b, js, time.Minute)
 	st, err := js.Stream(ctx, rs.cfg.Act.Stream)
 	if err != nil {
@@ -393,8 +396,9 @@ func clusterDecideRound(b *testing.B, p plant, replicas int, cluster bool, rate 
 		load0, loadAvg(), replicas, where, setupTook.Seconds(), records, float64(records)/el.Seconds(), crossings, len(total), q(0.5), q(0.99), q(1))
 	b.Logf("checks: %d crossings promoted, %d promotions each published once (%d crossings decided again in a later bucket), acted %v = ACTIONS %d; %v records applied (%v duplicates dropped)",
 		promotedSKUs(), npub, again, acted, inStream, ingested, dups)
-	b.Logf("engine: %.0f evaluations/s in all (per replica %v over %.1fs), %.0f decisions/s; CPU of every process %.1f µs/record (%.2f cores)",
-		evals, evalsEach, el.Seconds(), (dec1-dec0)/el.Seconds(), float64(cpu.Microseconds())/float64(records), cpu.Seconds()/el.Seconds())
+	b.Logf("engine: %.0f evaluations/s in all (per replica %v over %.1fs), %.0f decisions/s; CPU of every process %.1f µs/record (%.2f cores: replicas %.2f, the benchmark's process %.2f)",
+		evals, evalsEach, el.Seconds(), (dec1-dec0)/el.Seconds(), float64(cpu.Microseconds())/float64(records), cpu.Seconds()/wall.Seconds(),
+		rcpu.Seconds()/wall.Seconds(), scpu.Seconds()/wall.Seconds())
 	b.Logf("RSS per replica process (VmRSS / VmHWM MiB): %s; the benchmark's process (NATS nodes if any, load, watchers) VmRSS %.0f MiB",
 		pairs(rss, peak), selfRSS)
 	b.StartTimer()
