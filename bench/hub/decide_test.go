@@ -298,6 +298,7 @@ func decideRound(b *testing.B, p plant, production, mayMiss bool, rate int, runF
 	t0 := time.Now().Truncate(time.Second)
 	start := time.Now()
 	cpu0 := cpuTime()
+	sched0 := readSched()
 	records, crossings := 0, 0
 	// Per agent and line, the crossings whose units are still 1,000. A crossing's units fall back to
 	// 0 in its agent's first window after its promotion arrived (so that later evaluations, e.g. on
@@ -400,6 +401,7 @@ func decideRound(b *testing.B, p plant, production, mayMiss bool, rate int, runF
 	}
 	missed := crossings - promotedSKUs()
 	cpu := cpuTime() - cpu0
+	schedQ, schedMax, _, gcMax := readSched().since(sched0, 0.99)
 	drained(b, js, time.Minute)
 
 	// Every decision acted on is published once, and only crossings are promoted. A crossing may be
@@ -513,5 +515,8 @@ func decideRound(b *testing.B, p plant, production, mayMiss bool, rate int, runF
 	line("hops (as seen by watchers)", hops, "first input stored → claim", "claim → verdict", "verdict → record", "record → outbox", "outbox → promotion")
 	b.Logf("engine during the load: %.0f evaluations/s, %.0f decisions/s; %d crossings, %d promotions", evals/el.Seconds(),
 		decisions/el.Seconds(), crossings, npub)
+	b.ReportMetric(ms(schedMax), "sched-max-ms")
+	b.Logf("this process during the load: goroutines waited for a core p99 %.2f ms, max %.2f ms; longest GC pause %.2f ms",
+		ms(schedQ), ms(schedMax), ms(gcMax))
 	b.StartTimer()
 }

@@ -3,7 +3,6 @@ package hubbench
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -107,6 +106,7 @@ func latencyRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration)
 	t0 := time.Now().Truncate(time.Second)
 	start := time.Now()
 	cpu0 := cpuTime()
+	sched0 := readSched()
 	for wi := 1; wi <= windows; wi++ {
 		for a := range p.agents {
 			// Agent a's window wi closes at its own offset within the window.
@@ -137,6 +137,7 @@ func latencyRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration)
 		return true
 	})
 	cpu := cpuTime() - cpu0
+	schedQ, schedMax, _, gcMax := readSched().since(sched0, 0.99)
 	drained(b, js, time.Minute)
 	mu.Lock()
 	ls := slices.Clone(lat)
@@ -152,25 +153,42 @@ func latencyRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration)
 	b.ReportMetric(q(0.99), "p99-ms")
 	b.ReportMetric(q(1), "max-ms")
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(records), "cpu-ns/record")
-	b.Logf("%d records (%d updates timed) at %.0f records/s, window %s: p50 %.2f ms, p99 %.2f ms, max %.2f ms",
-		records, len(ls), float64(records)/el.Seconds(), window, q(0.5), q(0.99), q(1))
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	b.ReportMetric(ms(schedMax), "sched-max-ms")
+	b.Logf("%d records (%d updates timed) at %.0f records/s, window %s: p50 %.2f ms, p99 %.2f ms, max %.2f ms; "+
+		"goroutines waited for a core p99 %.2f ms, max %.2f ms; longest GC pause %.2f ms",
+		records, len(ls), float64(records)/el.Seconds(), window, q(0.5), q(0.99), q(1), ms(schedQ), ms(schedMax), ms(gcMax))
 	b.StartTimer()
+}
+
+// featureLog is the subject prefix of the hub's feature log (hub/state/features/log.go).
+const featureLog = "gemba_features.GEMBA_FEATURES."
+
+// keyOf returns the store key (kvkey.Join(name, key)) of one feature log line, read by scanning
+// as lineageOf does: decoding every line with encoding/json took a fifth of this process's CPU,
+// which the hub it measures shares.
+func keyOf(line []byte) string {
+	_, rest, ok := bytes.Cut(line, []byte(`"name":"`))
+	if !ok {
+		return ""
+	}
+	name, rest, ok := bytes.Cut(rest, []byte(`"`))
+	if !ok {
+		return ""
+	}
+	_, rest, ok = bytes.Cut(rest, []byte(`"key":"`))
+	if !ok {
+		return ""
+	}
+	key, _, ok := bytes.Cut(rest, []byte(`"`))
+	if !ok {
+		return ""
+	}
+	return kvkey.Join(string(name), string(key))
 }
 
 // lineageOf picks the agent and first_seq out of a stored value without decoding all of it: this
 // process shares the CPU with the hub it measures.
-// featureLog is the subject prefix of the hub's feature log (hub/state/features/log.go).
-const featureLog = "gemba_features.GEMBA_FEATURES."
-
-// keyOf returns the store key (kvkey.Join(name, key)) of one feature log line.
-func keyOf(line []byte) string {
-	var v struct{ Name, Key string }
-	if json.Unmarshal(line, &v) != nil {
-		return ""
-	}
-	return kvkey.Join(v.Name, v.Key)
-}
-
 func lineageOf(v []byte) (agent string, seq uint64, ok bool) {
 	_, rest, ok := bytes.Cut(v, []byte(`"lineage":{"agent":"`))
 	if !ok {
