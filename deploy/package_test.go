@@ -146,6 +146,7 @@ func TestDebInstallsAndPurgesCleanly(t *testing.T) {
 		"/usr/lib/systemd/system/gemba-agent.service": {"root", "root", 0o644},
 		"/etc/gemba":                            {"root", "root", 0o755},
 		"/etc/gemba/agent.yaml":                 {"root", "gemba", 0o640},
+		"/etc/gemba/conf.d":                     {"root", "gemba", 0o750},
 		"/var/lib/gemba":                        {"gemba", "gemba", 0o750},
 		"/usr/share/doc/gemba/LICENSE":          {"root", "root", 0o644},
 		"/usr/share/doc/gemba/operations.md":    {"root", "root", 0o644},
@@ -175,6 +176,12 @@ func TestDebInstallsAndPurgesCleanly(t *testing.T) {
 	// The packaged binary runs and says which release and commit it is.
 	if v := run(t, "", nil, "/usr/bin/gemba-agent", "version"); !strings.HasPrefix(v, "gemba-agent v"+ver+" (commit testbuild,") {
 		t.Errorf("gemba-agent version: %q, want gemba-agent v%s (commit testbuild, …", v, ver)
+	}
+	// The unit's ExecStartPre as the unit runs it: the gemba user reads agent.yaml and the empty
+	// conf.d the package made (a missing or unreadable dir would keep the agent from starting).
+	if v := run(t, "", nil, "setpriv", "--reuid=gemba", "--regid=gemba", "--init-groups", "/usr/bin/gemba-agent",
+		"validate", "-c", "/etc/gemba/agent.yaml", "--config-dir", "/etc/gemba/conf.d"); !strings.Contains(v, "valid (config version") {
+		t.Errorf("validate as the unit runs it: %s", v)
 	}
 	// systemd accepts the installed unit (user, paths, directives of this systemd).
 	if haveTool("systemd-analyze") {
@@ -217,7 +224,7 @@ func checkRPM(t *testing.T, rpm, deb string) {
 		}
 		p := strings.TrimSuffix(strings.TrimPrefix(f[5], "."), "/")
 		// dpkg lists every parent directory; rpm only those the package owns.
-		if p != "" && (!strings.HasPrefix(l, "d") || p == "/etc/gemba" || p == "/var/lib/gemba") {
+		if p != "" && (!strings.HasPrefix(l, "d") || p == "/etc/gemba" || p == "/etc/gemba/conf.d" || p == "/var/lib/gemba") {
 			debFiles = append(debFiles, p)
 		}
 	}

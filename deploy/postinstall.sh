@@ -15,6 +15,9 @@ fi
 install -d -o gemba -g gemba -m 0750 /var/lib/gemba
 chown root:gemba /etc/gemba/agent.yaml
 chmod 0640 /etc/gemba/agent.yaml
+# conf.d files may name hosts and secret files as agent.yaml does; made again if an admin removed it
+# (the unit passes --config-dir and a missing dir stops the agent).
+install -d -o root -g gemba -m 0750 /etc/gemba/conf.d
 
 upgrade=0
 case "$1" in

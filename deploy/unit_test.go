@@ -117,4 +117,10 @@ func TestUnitKeepsNetworkStateAndReload(t *testing.T) {
 	if s := one("ExecStart"); !strings.HasPrefix(s, "/usr/bin/gemba-agent run -c /etc/gemba/agent.yaml") {
 		t.Errorf("ExecStart=%q does not run the packaged binary", s)
 	}
+	// conf.d: the packaged dir, checked before the start with the same files the agent will read.
+	for _, k := range []string{"ExecStart", "ExecStartPre"} {
+		if s := one(k); !strings.HasSuffix(s, " --config-dir /etc/gemba/conf.d") {
+			t.Errorf("%s=%q does not pass --config-dir /etc/gemba/conf.d", k, s)
+		}
+	}
 }
