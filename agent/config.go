@@ -46,11 +46,11 @@ type Settings struct {
 	MaxChunk config.ByteSize `yaml:"max_chunk" json:"max_chunk"`
 	// Timestamps bounds the sample times the agent trusts; see docs/configuration.md.
 	Timestamps features.TimeBounds `yaml:"timestamps" json:"timestamps"`
-	// MemoryLimit is Go's soft memory limit for the process (runtime/debug.SetMemoryLimit): the heap
-	// is collected harder near it instead of growing to twice what is live. 0 keeps Go's default (or
-	// GOMEMLIMIT). 32MiB kept the agent's peak RSS at 47 MiB with 5,000 OPC UA variables at 100 ms
-	// (docs/BENCHMARKS.md); too low and the collector runs all the time.
-	MemoryLimit config.ByteSize `yaml:"memory_limit" json:"memory_limit"`
+	// MemoryLimit is Go's soft memory limit for the process (runtime/debug.SetMemoryLimit): auto
+	// (the default) keeps it at 32MiB, raised with the live heap (see RunMemoryLimit); off leaves
+	// Go's default or GOMEMLIMIT/GOGC; a size is a fixed limit. Without a limit the heap grows to
+	// twice what is live, and the peak RSS at 5,000 OPC UA variables went over 50 MiB.
+	MemoryLimit MemoryLimit `yaml:"memory_limit" json:"memory_limit"`
 }
 
 // LogConfig selects log format and level.
@@ -91,6 +91,7 @@ func DefaultConfig() Config {
 			Linger:          2 * time.Millisecond,
 			MaxChunk:        256 << 10,
 			Timestamps:      features.DefaultTimeBounds(),
+			MemoryLimit:     MemoryAuto,
 		},
 		HTTP:   HTTPConfig{Enabled: true, Listen: "127.0.0.1:7467"},
 		Buffer: buffer.DefaultConfig(),
@@ -128,9 +129,7 @@ func (s *Settings) Validate(r config.Report) {
 	if s.ShutdownTimeout <= 0 {
 		r.Errorf("shutdown_timeout", "must be positive")
 	}
-	if s.MemoryLimit != 0 && s.MemoryLimit < 16<<20 {
-		r.Errorf("memory_limit", "%s is below 16MiB: the agent would spend its time collecting garbage", s.MemoryLimit)
-	}
+	s.MemoryLimit.check(r, "memory_limit")
 	if s.Restart.Initial <= 0 || s.Restart.Max < s.Restart.Initial {
 		r.Errorf("restart", "need 0 < initial <= max")
 	}

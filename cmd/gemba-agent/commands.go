@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"runtime/debug"
 	"sync"
 	"syscall"
 
@@ -63,11 +62,16 @@ http.listen (default 127.0.0.1:7467).`,
 				return err
 			}
 			log := agent.NewLogger(os.Stderr, cfg.Agent.Log.Format, lvl)
-			if cfg.Agent.MemoryLimit > 0 {
-				debug.SetMemoryLimit(int64(cfg.Agent.MemoryLimit))
-			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			// Before the collectors start: the first subscriptions are a peak of their own.
+			if follow := agent.ApplyMemoryLimit(cfg.Agent.MemoryLimit, os.LookupEnv, log); follow != nil {
+				var memWG sync.WaitGroup
+				defer memWG.Wait()
+				memCtx, memStop := context.WithCancel(ctx)
+				defer memStop()
+				memWG.Go(func() { follow(memCtx) })
+			}
 			a := agent.New(cfg, agent.Options{Logger: log, Reload: load, ConfigFile: file})
 			var hupWG sync.WaitGroup
 			defer hupWG.Wait()
