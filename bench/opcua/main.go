@@ -36,15 +36,21 @@ type variant struct {
 	name   string
 	before bool // run the agent built from -before
 
+	agent     string // extra agent keys (flow mapping entries)
 	collector string // extra collector keys, one per line, two-space indented
 	buffer    string // extra buffer keys (flow mapping entries)
 	env       []string
 }
 
 // variants: "old-buffer" is the buffer as it was before issue 18 (64 MiB value-log files for a 2 GiB
-// buffer, GOGC 100, no memory limit); "default" is what the agent does today with no knobs set.
+// buffer, GOGC 100, no memory limit); "default" is what the agent does today with no knobs set
+// (agent.memory_limit: auto); "off" is Go's own default (GOGC 100, no limit), the agent's before
+// auto. GOMEMLIMIT or GOGC in a variant's environment make auto step aside.
 var variants = map[string]variant{
 	"default":        {name: "default"},
+	"off":            {name: "off", agent: "memory_limit: off"},
+	"fixed-32":       {name: "fixed-32", agent: "memory_limit: 32MiB"},
+	"gogc-50-32":     {name: "gogc-50-32", env: []string{"GOGC=50", "GOMEMLIMIT=32MiB"}},
 	"before":         {name: "before", before: true},
 	"memlimit-32":    {name: "memlimit-32", env: []string{"GOMEMLIMIT=32MiB"}},
 	"memlimit-28":    {name: "memlimit-28", env: []string{"GOMEMLIMIT=28MiB"}},
@@ -106,6 +112,7 @@ type result struct {
 	anonMax, fileMax     float64 // MiB, the largest sample of each
 	serverCPU, agentCPU  float64 // share of one core over the window
 	samplesPerS, changes float64 // samples taken in per second, changes produced per second
+	gcPerS, limitEnd     float64 // GC cycles per second over the window; Go's memory limit at the end (MiB)
 }
 
 func run(o options) error {
@@ -162,16 +169,20 @@ func run(o options) error {
 	load, _ := os.ReadFile("/proc/loadavg")
 	fmt.Printf("\n%s, %d CPUs, load %s, %s; %d variables × 100 ms, window %v\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"),
 		runtime.NumCPU(), strings.Join(strings.Fields(string(load))[:3], " "), runtime.Version(), o.vars, o.window)
-	fmt.Println("| variant | agent VmHWM | VmRSS max / end | RssAnon max | RssFile max | agent CPU | node-opcua CPU | samples/s (of changes/s) |")
-	fmt.Println("|---|---|---|---|---|---|---|---|")
+	fmt.Println("| variant | agent VmHWM | VmRSS max / end | RssAnon max | RssFile max | agent CPU | GC cycles/s | Go limit at end | node-opcua CPU | samples/s (of changes/s) |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range results {
-		fmt.Printf("| %s | %.1f MiB | %.1f / %.1f MiB | %.1f MiB | %.1f MiB | %.0f %% | %.0f %% | %.0f (%.0f) |\n", r.variant, r.hwm, r.rssMax,
-			r.rssEnd, r.anonMax, r.fileMax, 100*r.agentCPU, 100*r.serverCPU, r.samplesPerS, r.changes)
+		limit := fmt.Sprintf("%.0f MiB", r.limitEnd)
+		if r.limitEnd > 1<<40 {
+			limit = "none"
+		}
+		fmt.Printf("| %s | %.1f MiB | %.1f / %.1f MiB | %.1f MiB | %.1f MiB | %.1f %% | %.2f | %s | %.0f %% | %.0f (%.0f) |\n", r.variant, r.hwm, r.rssMax,
+			r.rssEnd, r.anonMax, r.fileMax, 100*r.agentCPU, r.gcPerS, limit, 100*r.serverCPU, r.samplesPerS, r.changes)
 	}
 	return nil
 }
 
-const agentYAML = `agent: {id: bench, site: bench, log: {level: warn, format: text}}
+const agentYAML = `agent: {id: bench, site: bench, log: {level: warn, format: text}%s}
 http: {listen: "%s", pprof: %v}
 buffer: {dir: "%s", max_bytes: 2GiB, sync: batch%s}
 uplink:
@@ -221,7 +232,11 @@ func runVariant(o options, v variant, bin, dir string) (result, error) {
 	}
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", httpPort)
 	cfg := filepath.Join(dir, "agent.yaml")
-	yaml := fmt.Sprintf(agentYAML, httpAddr, o.heap != "", filepath.Join(dir, "buffer"), buf, natsURL, url, coll, nodes.String())
+	ag := ""
+	if v.agent != "" {
+		ag = ", " + v.agent
+	}
+	yaml := fmt.Sprintf(agentYAML, ag, httpAddr, o.heap != "", filepath.Join(dir, "buffer"), buf, natsURL, url, coll, nodes.String())
 	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
 		return res, err
 	}
@@ -253,6 +268,18 @@ func runVariant(o options, v variant, bin, dir string) (result, error) {
 	}
 	time.Sleep(o.warmup)
 
+	// GC cycles (go_gc_duration_seconds' count) and the limit in force show what auto did.
+	gc := func() (cycles, limit float64) {
+		m, err := promtext.Scrape("http://" + httpAddr + "/metrics")
+		if err != nil {
+			return -1, -1
+		}
+		if f := m["go_gc_duration_seconds"]; f != nil && len(f.GetMetric()) > 0 {
+			cycles = float64(f.GetMetric()[0].GetSummary().GetSampleCount())
+		}
+		return cycles, m.Sum("go_gc_gomemlimit_bytes") / (1 << 20)
+	}
+	g0, _ := gc()
 	s0, a0, n0, t0 := samples(), agent.cpu(), srv.cpu(), time.Now()
 	end := t0.Add(o.window)
 	for time.Now().Before(end) {
@@ -277,6 +304,8 @@ func runVariant(o options, v variant, bin, dir string) (result, error) {
 	res.serverCPU = (srv.cpu() - n0).Seconds() / el.Seconds()
 	res.samplesPerS = (samples() - s0) / el.Seconds()
 	res.changes = float64(o.vars) * 10
+	g1, lim := gc()
+	res.gcPerS, res.limitEnd = (g1-g0)/el.Seconds(), lim
 	return res, nil
 }
 
