@@ -58,9 +58,19 @@ func (f *fakeDecisions) Recent(_ context.Context, flt audit.Filter) ([]audit.Rec
 	}
 	return out, nil
 }
-func (f *fakeDecisions) History(context.Context, string) ([]audit.Record, error) { return nil, nil }
-func (f *fakeDecisions) Delivery(context.Context, string) (*act.Record, error)   { return nil, nil }
-func (f *fakeDecisions) Pending(context.Context) ([]guard.Request, error)        { return nil, nil }
+func (f *fakeDecisions) History(_ context.Context, id string) ([]audit.Record, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []audit.Record
+	for i := len(f.recs) - 1; i >= 0; i-- { // oldest first
+		if f.recs[i].DecisionID == id {
+			out = append(out, f.recs[i])
+		}
+	}
+	return out, nil
+}
+func (f *fakeDecisions) Delivery(context.Context, string) (*act.Record, error) { return nil, nil }
+func (f *fakeDecisions) Pending(context.Context) ([]guard.Request, error)      { return nil, nil }
 func (f *fakeDecisions) Kill(context.Context) (guard.KillSwitch, error) {
 	return guard.KillSwitch{}, nil
 }

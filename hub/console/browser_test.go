@@ -244,6 +244,9 @@ func TestBrowser(t *testing.T) {
 	if s := b.text("#verdict"); !strings.Contains(s, "allow") {
 		t.Errorf("why verdict: %q", s)
 	}
+	if s := b.text("#experiment"); !strings.Contains(s, "console-holdout") || !strings.Contains(s, "treated") {
+		t.Errorf("why experiment: %q, want the holdout console-holdout with the arm treated", s)
+	}
 	whyURL := b.eval(`location.href`)
 	b.waitText(whyURL, "main", "Start delivered", 15*time.Second)
 	b.shot("why")

@@ -26,7 +26,9 @@ import (
 )
 
 // The rule set the hub starts with: a big count of units made asks for a 30% promotion (above the
-// approval threshold: it waits for a person), any other count for 10% (acts at once).
+// approval threshold: it waits for a person), any other count for 10% (acts at once), under a 10%
+// holdout whose draw puts SKU-1..3 on web in the treated group (buckets 0.16, 0.20, 0.95), so that
+// the why page has an experiment to show.
 const rulesV1 = `name: console-test
 hit_policy: first
 rules:
@@ -36,6 +38,7 @@ rules:
   - name: promote-made
     when: has(features.units) && !features.units.stale && features.units.value > 0.0
     promote: {channels: [web], discount: 10, duration: 24h}
+    experiment: {id: console-holdout, holdout: 0.1}
 `
 
 const hookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

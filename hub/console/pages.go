@@ -359,8 +359,10 @@ func (c *Console) whyPage(w http.ResponseWriter, r *http.Request) {
 		Records     []audit.Record
 		Verdict     *guard.Verdict
 		Delivery    *act.Record
+		Experiment  *experimentView
+		Forecast    *forecastView
 		Text        string
-	}{id, first, last, recs, verdict, del, text.String()}})
+	}{id, first, last, recs, verdict, del, experimentOf(first), forecastOf(first), text.String()}})
 }
 
 func (c *Console) approvalsPage(w http.ResponseWriter, r *http.Request) {
