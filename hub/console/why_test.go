@@ -27,7 +27,7 @@ func TestWhyExperimentAndForecast(t *testing.T) {
 	day := time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
 	both := rec(7, "SKU-7")
 	both.Inventory = &audit.InventoryInput{
-		Inventory: rules.Inventory{Position: 120, DaysOfCover: 8.5, DaysOfCoverLow: 6.25, DaysOfCoverHigh: 11.75, DailyRate: 14.1, Forecast: "fa11fa11fa11fa11"},
+		Inventory:     rules.Inventory{Position: 120, DaysOfCover: 8.5, DaysOfCoverLow: 6.25, DaysOfCoverHigh: 11.75, DailyRate: 14.1, Forecast: "fa11fa11fa11fa11"},
 		MovingAverage: 10,
 		Forecast: &audit.ForecastRef{Version: "fa11fa11fa11fa11", Methods: []string{"ses_weekly"}, DataTo: day, HasInterval: true,
 			Shadow: &audit.ShadowCover{Version: "5badc0de5badc0de", Cover: rules.Inventory{DaysOfCover: 9.5, DaysOfCoverLow: 7, DaysOfCoverHigh: math.Inf(1), DailyRate: 12.6}}},
