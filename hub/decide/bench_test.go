@@ -5,11 +5,11 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gemba-io/gemba/hub/audit"
+	"github.com/gemba-io/gemba/hub/decide/internal/benchset"
 	"github.com/gemba-io/gemba/hub/decide/rules"
 	"github.com/gemba-io/gemba/hub/decide/versions"
 	"github.com/gemba-io/gemba/hub/state/features"
@@ -50,33 +50,11 @@ func benchGraph(tb testing.TB) *graph.Graph {
 	return g
 }
 
-// benchRules is the 20-rule set of hub/decide/rules' BenchmarkEvaluate (same conditions, same
-// actions): collect, so every rule runs for every SKU.
+// benchRules is the 20-rule set of hub/decide/rules' BenchmarkEvaluate: collect, so every rule
+// runs for every SKU.
 func benchRules(tb testing.TB) *rules.Set {
 	tb.Helper()
-	var b strings.Builder
-	b.WriteString("name: bench\nhit_policy: collect\nrules:\n")
-	conds := []string{
-		`inventory.days_of_cover > %d && lines.exists(l, l.state == "running" && !l.stale)`,
-		`lines.size() > 0 && lines.all(l, l.state == "down") && inventory.days_of_cover < %d`,
-		`has(features.units) && !features.units.stale && features.units.value > %d.0`,
-		`inventory.on_hand > %d && inventory.daily_rate < 5.0`,
-		`"web" in neighbours.channels && inventory.position > %d`,
-		`has(features.availability) && !features.availability.stale && features.availability.value < 0.%d`,
-		`now.getHours("UTC") >= %d && inventory.days_of_cover > 10`,
-		`sku.id.startsWith("A-") && neighbours.substitutes.size() > 0 && inventory.on_hand > %d`,
-		`lines.exists(l, l.units_per_hour > %d.0) && inventory.days_of_cover > 20`,
-		`inventory.produced - inventory.sold > %d.0`,
-	}
-	for i := range 20 {
-		fmt.Fprintf(&b, "  - name: r%d\n    when: '%s'\n", i, strings.ReplaceAll(fmt.Sprintf(conds[i%len(conds)], 10+i), "'", "''"))
-		if i%2 == 0 {
-			fmt.Fprintf(&b, "    promote: {channels: [web], discount: %d, duration: 24h}\n", 5+i)
-		} else {
-			fmt.Fprintf(&b, "    hold: {channels: [web], reason: r%d}\n", i)
-		}
-	}
-	s, err := rules.Load([]byte(b.String()))
+	s, err := rules.Load(benchset.Rules())
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -134,7 +112,7 @@ func BenchmarkEngineEvaluate10kSKUs(b *testing.B) {
 	}
 	b.Run("serial", func(b *testing.B) {
 		b.ReportAllocs()
-		cpu, decided := cpuTime(), 0
+		cpu, decided := benchset.CPUTime(), 0
 		for b.Loop() {
 			for _, u := range units {
 				e := ev.Evaluate(live, u, now, time.Hour)
@@ -147,7 +125,7 @@ func BenchmarkEngineEvaluate10kSKUs(b *testing.B) {
 	// the Evaluator's per-call rule index and proposals (the engine indexes rules once per version).
 	b.Run("engine-path", func(b *testing.B) {
 		b.ReportAllocs()
-		cpu, decided := cpuTime(), 0
+		cpu, decided := benchset.CPUTime(), 0
 		for b.Loop() {
 			for _, u := range units {
 				_, _, res := evaluate(live, ev.b.input(u, now))
@@ -158,7 +136,7 @@ func BenchmarkEngineEvaluate10kSKUs(b *testing.B) {
 	})
 	b.Run("parallel", func(b *testing.B) {
 		b.ReportAllocs()
-		cpu, decided := cpuTime(), 0
+		cpu, decided := benchset.CPUTime(), 0
 		workers := runtime.GOMAXPROCS(0)
 		for b.Loop() {
 			// As the engine's round: a channel of units, one worker per core.
@@ -193,16 +171,7 @@ func reportRound(b *testing.B, cpu0 time.Duration, decided int) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/10k-SKUs")
 	// On a shared machine the wall clock includes waiting for a core; CPU time is what it costs.
-	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/1000/float64(b.N), "cpu-ms/10k-SKUs")
+	b.ReportMetric(float64((benchset.CPUTime()-cpu0).Microseconds())/1000/float64(b.N), "cpu-ms/10k-SKUs")
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/benchSKUs/20, "ns/rule")
 	b.ReportMetric(float64(decided)/float64(b.N), "proposals/10k-SKUs")
-}
-
-// cpuTime is the CPU time (user and system) the process has used.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

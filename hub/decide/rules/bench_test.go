@@ -2,38 +2,16 @@ package rules
 
 import (
 	"fmt"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gemba-io/gemba/hub/decide/internal/benchset"
 )
 
-// benchSet is 20 rules of the kinds the examples use: inventory thresholds, line states,
-// features with freshness checks, neighbours, time. Collect, so every rule runs for every SKU.
+// benchSet is the 20-rule set hub/decide's engine benchmark evaluates too.
 func benchSet(tb testing.TB) *Set {
-	var b strings.Builder
-	b.WriteString("name: bench\nhit_policy: collect\nrules:\n")
-	conds := []string{
-		`inventory.days_of_cover > %d && lines.exists(l, l.state == "running" && !l.stale)`,
-		`lines.size() > 0 && lines.all(l, l.state == "down") && inventory.days_of_cover < %d`,
-		`has(features.units) && !features.units.stale && features.units.value > %d.0`,
-		`inventory.on_hand > %d && inventory.daily_rate < 5.0`,
-		`"web" in neighbours.channels && inventory.position > %d`,
-		`has(features.availability) && !features.availability.stale && features.availability.value < 0.%d`,
-		`now.getHours("UTC") >= %d && inventory.days_of_cover > 10`,
-		`sku.id.startsWith("A-") && neighbours.substitutes.size() > 0 && inventory.on_hand > %d`,
-		`lines.exists(l, l.units_per_hour > %d.0) && inventory.days_of_cover > 20`,
-		`inventory.produced - inventory.sold > %d.0`,
-	}
-	for i := range 20 {
-		fmt.Fprintf(&b, "  - name: r%d\n    when: '%s'\n", i, strings.ReplaceAll(fmt.Sprintf(conds[i%len(conds)], 10+i), "'", "''"))
-		if i%2 == 0 {
-			fmt.Fprintf(&b, "    promote: {channels: [web], discount: %d, duration: 24h}\n", 5+i)
-		} else {
-			fmt.Fprintf(&b, "    hold: {channels: [web], reason: r%d}\n", i)
-		}
-	}
-	s, err := Load([]byte(b.String()))
+	tb.Helper()
+	s, err := Load(benchset.Rules())
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -67,7 +45,7 @@ func BenchmarkEvaluate(b *testing.B) {
 	s := benchSet(b)
 	ins := benchInputs(1000)
 	b.ReportAllocs()
-	cpu := cpuTime()
+	cpu := benchset.CPUTime()
 	i := 0
 	for b.Loop() {
 		res := s.Evaluate(ins[i%len(ins)])
@@ -79,7 +57,7 @@ func BenchmarkEvaluate(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/20, "ns/rule")
 	// On a shared machine the wall clock includes waiting for a core; the process's CPU time
 	// (every thread, GC included) is what a rule costs.
-	b.ReportMetric(float64((cpuTime()-cpu).Nanoseconds())/float64(b.N)/20, "cpu-ns/rule")
+	b.ReportMetric(float64((benchset.CPUTime()-cpu).Nanoseconds())/float64(b.N)/20, "cpu-ns/rule")
 }
 
 // BenchmarkEvaluate10kSKUs re-evaluates 10,000 SKUs with the 20-rule set (target ≤ 200 ms), on
@@ -89,33 +67,24 @@ func BenchmarkEvaluate10kSKUs(b *testing.B) {
 	ins := benchInputs(10_000)
 	b.Run("serial", func(b *testing.B) {
 		b.ReportAllocs()
-		cpu := cpuTime()
+		cpu := benchset.CPUTime()
 		for b.Loop() {
 			for _, in := range ins {
 				s.Evaluate(in)
 			}
 		}
 		b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/10k-SKUs")
-		b.ReportMetric(float64((cpuTime()-cpu).Milliseconds())/float64(b.N), "cpu-ms/10k-SKUs")
+		b.ReportMetric(float64((benchset.CPUTime()-cpu).Milliseconds())/float64(b.N), "cpu-ms/10k-SKUs")
 	})
 	b.Run("parallel", func(b *testing.B) {
 		b.ReportAllocs()
-		cpu := cpuTime()
+		cpu := benchset.CPUTime()
 		for b.Loop() {
 			EvaluateAll(s, ins, 0)
 		}
 		b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/10k-SKUs")
-		b.ReportMetric(float64((cpuTime()-cpu).Milliseconds())/float64(b.N), "cpu-ms/10k-SKUs")
+		b.ReportMetric(float64((benchset.CPUTime()-cpu).Milliseconds())/float64(b.N), "cpu-ms/10k-SKUs")
 	})
-}
-
-// cpuTime is the CPU time (user and system) the process has used.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkLint lints the 20-rule benchmark set (a validate run).
