@@ -88,12 +88,16 @@ func (c *Console) lineRows(fs featureReader, g *graph.Graph) (rows []lineRow, sk
 	lines := g.Lines()
 	// Each SKU's latest units reading and the line whose signal brought it ("" when the graph does
 	// not place the signal: then it is taken as made by the lines the graph says produce the SKU).
-	units := map[string]features.Reading{}
-	from := map[string]string{}
+	// Pointers into the list: no copy of each reading per SKU.
+	var units map[string]skuReading
 	ok, skuNote := skuUnits(fs, c.cfg.SKUUnits)
+	here := map[string][]string{} // line → SKUs whose latest reading came from it
 	if ok {
+		list := fs.List(c.cfg.SKUUnits)
+		units = make(map[string]skuReading, len(list))
 		placed := map[string]string{}
-		for _, r := range fs.List(c.cfg.SKUUnits) {
+		for i := range list {
+			r := &list[i]
 			sig := r.Lineage.Signal
 			l, seen := placed[sig]
 			if !seen {
@@ -102,13 +106,10 @@ func (c *Console) lineRows(fs featureReader, g *graph.Graph) (rows []lineRow, sk
 				}
 				placed[sig] = l
 			}
-			units[r.Key], from[r.Key] = r, l
-		}
-	}
-	here := map[string][]string{} // line → SKUs whose latest reading came from it
-	for sku, l := range from {
-		if l != "" {
-			here[l] = append(here[l], sku)
+			units[r.Key] = skuReading{r, l}
+			if l != "" {
+				here[l] = append(here[l], r.Key)
+			}
 		}
 	}
 	rows = make([]lineRow, 0, len(lines))
@@ -127,7 +128,7 @@ func (c *Console) lineRows(fs featureReader, g *graph.Graph) (rows []lineRow, sk
 			}
 		}
 		if ok {
-			row.SKUs, row.MoreSKUs = lineSKUs(g, l.ID, here[l.ID], units, from)
+			row.SKUs, row.MoreSKUs = lineSKUs(g, l.ID, here[l.ID], units)
 		}
 		if c.src.Timeline != nil {
 			if spans, ok := c.src.Timeline(lc.Availability, l.ID); ok && len(spans) > 0 {
@@ -150,35 +151,37 @@ func (c *Console) lineRows(fs featureReader, g *graph.Graph) (rows []lineRow, sk
 // reading came from its signals (made here though the graph does not say so). The running ones
 // come first, fastest first; then those with a reading (stale, or none made), then those without,
 // each by id; at most maxLineSKUs, the others counted.
-func lineSKUs(g *graph.Graph, line string, madeHere []string, units map[string]features.Reading, from map[string]string) ([]skuRate, int) {
-	var out []skuRate
-	seen := map[string]bool{}
+func lineSKUs(g *graph.Graph, line string, madeHere []string, units map[string]skuReading) ([]skuRate, int) {
+	prod, err := g.SKUsOf(line)
+	if err != nil {
+		prod = nil
+	}
+	out := make([]skuRate, 0, len(prod)+len(madeHere))
+	seen := make(map[string]bool, cap(out))
 	add := func(sku string, produces bool) {
 		if seen[sku] {
 			return
 		}
 		seen[sku] = true
 		s := skuRate{SKU: sku, Produces: produces}
-		if r, ok := units[sku]; ok {
-			switch l := from[sku]; {
-			case l == line || (l == "" && produces):
-				s.Units, s.PerHour = &r, perHour(r)
-				s.Running = !r.Stale && r.Value.Value > 0
-			case l != "":
-				s.Elsewhere = l
+		if u, ok := units[sku]; ok {
+			switch {
+			case u.line == line || (u.line == "" && produces):
+				s.Units, s.PerHour = u.r, perHour(*u.r)
+				s.Running = !u.r.Stale && u.r.Value.Value > 0
+			case u.line != "":
+				s.Elsewhere = u.line
 			}
 		}
 		out = append(out, s)
 	}
-	if prod, err := g.SKUsOf(line); err == nil {
-		for _, p := range prod {
-			add(p.ID, true)
-		}
+	for _, p := range prod {
+		add(p.ID, true)
 	}
 	for _, sku := range madeHere {
 		add(sku, false)
 	}
-	rank := func(s skuRate) int {
+	rank := func(s *skuRate) int {
 		switch {
 		case s.Running:
 			return 0
@@ -188,7 +191,7 @@ func lineSKUs(g *graph.Graph, line string, madeHere []string, units map[string]f
 		return 2
 	}
 	slices.SortFunc(out, func(a, b skuRate) int {
-		if c := cmp.Compare(rank(a), rank(b)); c != 0 {
+		if c := cmp.Compare(rank(&a), rank(&b)); c != 0 {
 			return c
 		}
 		if a.Running {
@@ -199,7 +202,13 @@ func lineSKUs(g *graph.Graph, line string, madeHere []string, units map[string]f
 		return cmp.Compare(a.SKU, b.SKU)
 	})
 	if len(out) > maxLineSKUs {
-		return out[:maxLineSKUs], len(out) - maxLineSKUs
+		return out[:maxLineSKUs:maxLineSKUs], len(out) - maxLineSKUs
 	}
 	return out, 0
+}
+
+// skuReading is a SKU's latest units reading and the line its signal is placed on ("": none).
+type skuReading struct {
+	r    *features.Reading
+	line string
 }
