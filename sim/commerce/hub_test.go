@@ -11,46 +11,20 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/gemba-io/gemba/hub/act"
 	"github.com/gemba-io/gemba/hub/ingest/commerce"
 	"github.com/gemba-io/gemba/hub/ingest/dedup"
 	"github.com/gemba-io/gemba/hub/state/inventory"
+	"github.com/gemba-io/gemba/internal/natstest"
 	"github.com/gemba-io/gemba/internal/testutil"
 	"github.com/gemba-io/gemba/sim"
 )
-
-func startNATS(t *testing.T) *nats.Conn {
-	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
-}
 
 // The simulator publishes through the hub's commerce publisher to the hub's COMMERCE stream; the hub's
 // consumer applies it to a real inventory store, which ends up with exactly the ledger's counts and
 // sales.
 func TestHubInventoryEqualsLedger(t *testing.T) {
-	nc := startNATS(t)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natstest.Connect(t, natstest.JetStream(t).URL())
 	ctx := context.Background()
 	ccfg := commerce.DefaultConfig()
 	ccfg.Channels = []string{Web, Retail, Wholesale}
@@ -208,7 +182,7 @@ func (f *flakyPublisher) Publish(_ context.Context, evs []commerce.Event) []comm
 // Actions published on the hub's subjects reach the simulator; one whose channel is not its
 // subject's is dropped.
 func TestListenAppliesActions(t *testing.T) {
-	nc := startNATS(t)
+	nc, _ := natstest.Connect(t, natstest.JetStream(t).URL())
 	plant := sim.DefaultConfig()
 	plant.Speed = 3600
 	s := newSim(t, Config{Plant: plant, Start: monday, NoQueue: true})
