@@ -47,7 +47,11 @@ func TestEncodeValueIsJSONMarshal(t *testing.T) {
 		if (werr != nil) != (gerr != nil) || !bytes.Equal(got, want) {
 			t.Fatalf("value %+v\n got %s (%v)\nwant %s (%v)", v, got, gerr, want, werr)
 		}
+		checkDecode(t, want)
 		if _, ok := appendValue(nil, v); ok {
+			if d := (lineDecoder{b: want}); !d.value(&Value{}) {
+				t.Fatalf("a line the fast encoder wrote missed the fast decoder: %s", want)
+			}
 			fast++
 		} else if i%7 == 0 {
 			t.Fatalf("a common value missed the fast path: %+v", v)

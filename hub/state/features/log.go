@@ -172,19 +172,24 @@ func (s *Store) follow(ctx context.Context) error {
 
 // fold merges one log message into memory and notifies the keys it changed.
 func (s *Store) fold(subject string, data []byte, seq uint64) {
-	var changed []*Value
-	s.mu.Lock()
+	// Decoded before taking the lock: Apply (the ingest) waits for it, not for the decoding.
+	vs := make([]*Value, 0, bytes.Count(data, []byte{'\n'})+1)
 	for line := range bytes.SplitSeq(data, []byte{'\n'}) {
 		if len(line) == 0 {
 			continue
 		}
 		v := &Value{}
-		if err := json.Unmarshal(line, v); err != nil || v.Name == "" {
+		if err := decodeValue(line, v); err != nil || v.Name == "" {
 			s.Stats.Unreadable.Add(1)
 			s.log.Error("feature log entry unreadable, skipped", "stream", s.cfg.Bucket, "subject", subject, "seq", seq, "err", err)
 			continue
 		}
 		v.Revision = seq
+		vs = append(vs, v)
+	}
+	var changed []*Value
+	s.mu.Lock()
+	for _, v := range vs {
 		k := kvkey.Join(v.Name, v.Key)
 		cur := s.vals[k]
 		if cur != nil && !later(v.WindowEnd, v.Lineage.StreamSeq, v.Lineage.Signal, cur) {
