@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
@@ -16,10 +15,9 @@ import (
 func TestHistoryAndRecentSkipGarbage(t *testing.T) {
 	n := natstest.JetStream(t)
 	nc, js := natstest.Connect(t, n.URL())
-	var logs bytes.Buffer
-	var mu sync.Mutex
+	var logs testutil.Buffer
 	ctx := context.Background()
-	l, err := Open(ctx, js, Config{Prefix: "gemba"}, slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)))
+	l, err := Open(ctx, js, Config{Prefix: "gemba"}, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,9 +53,7 @@ func TestHistoryAndRecentSkipGarbage(t *testing.T) {
 	if got := l.Stats.Malformed.Load(); got != 2 {
 		t.Fatalf("malformed counted %d after History, want 2", got)
 	}
-	mu.Lock()
 	out := logs.String()
-	mu.Unlock()
 	if !strings.Contains(out, "subject=gemba.decisions."+id(4)) || !strings.Contains(out, "seq=") {
 		t.Fatalf("malformed messages not logged with subject and seq:\n%s", out)
 	}
@@ -97,17 +93,6 @@ func ids(rs []Record) []string {
 		out = append(out, r.DecisionID[28:]+":"+r.Event)
 	}
 	return out
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	b  *bytes.Buffer
-}
-
-func (w lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
 }
 
 func TestFollowChangesSurvivesRestart(t *testing.T) {
