@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
@@ -43,24 +42,6 @@ func (h *withholdAcks) OnPublish(_ *mqtt.Client, pk packets.Packet) (packets.Pac
 	return pk, nil
 }
 
-// lockedBuffer collects a child's output written from one goroutine and read from another.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // Issue 18 point 10: with its broker gone and publishes unacknowledged, gemba-sim used to wait out
 // every publish's 30 s acknowledgement timeout (and, with a full queue, far longer) before exiting
 // on SIGTERM. It must exit within its shutdown timeout.
@@ -97,14 +78,14 @@ func TestExitsOnSIGTERMWhenBrokerIsGone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr lockedBuffer
+	var stderr testutil.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	exited := make(chan error, 1)
 	started := make(chan struct{})
-	var out lockedBuffer
+	var out testutil.Buffer
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		once := sync.Once{}
