@@ -12,13 +12,22 @@ import (
 // key of every batch. Anything the fast path does not reproduce exactly (a string needing escapes,
 // a time outside years 0–9999, a non-finite number) goes through encoding/json.
 func encodeValue(v *Value) ([]byte, error) {
-	if b, ok := appendValue(make([]byte, 0, 512), v); ok {
+	if b, ok := appendValue(make([]byte, 0, 512), v, nil); ok {
 		return b, nil
 	}
 	return json.Marshal(v)
 }
 
-func appendValue(b []byte, v *Value) ([]byte, bool) {
+// timeCache remembers the last encoding of each of a value's three times: the values of one flush
+// mostly share their window and update times, and formatting them is a third of the encoding.
+type timeCache struct {
+	t   [3]time.Time
+	enc [3][]byte
+}
+
+// appendValue appends v as json.Marshal writes it; ok is false when it cannot (see encodeValue).
+// tc may be nil.
+func appendValue(b []byte, v *Value, tc *timeCache) ([]byte, bool) {
 	ok := true
 	str := func(name, s string) {
 		b = append(b, name...)
@@ -26,21 +35,29 @@ func appendValue(b []byte, v *Value) ([]byte, bool) {
 			b = append(append(append(b, '"'), s...), '"')
 		}
 	}
-	tm := func(name string, t time.Time) {
+	tm := func(name string, t time.Time, slot int) {
 		b = append(b, name...)
+		if tc != nil && tc.enc[slot] != nil && tc.t[slot] == t { // same instant, same location
+			b = append(b, tc.enc[slot]...)
+			return
+		}
 		if y := t.Year(); y < 0 || y > 9999 {
 			ok = false
 			return
 		}
+		n := len(b)
 		b = append(t.AppendFormat(append(b, '"'), time.RFC3339Nano), '"')
+		if tc != nil {
+			tc.t[slot], tc.enc[slot] = t, append(tc.enc[slot][:0], b[n:]...)
+		}
 	}
 	str(`{"name":`, v.Name)
 	str(`,"key":`, v.Key)
 	b = append(b, `,"value":`...)
 	b, ok = appendFloat(b, v.Value, ok)
 	b = strconv.AppendInt(append(b, `,"count":`...), v.Count, 10)
-	tm(`,"window_start":`, v.WindowStart)
-	tm(`,"window_end":`, v.WindowEnd)
+	tm(`,"window_start":`, v.WindowStart, 0)
+	tm(`,"window_end":`, v.WindowEnd, 1)
 	if v.Partial {
 		b = append(b, `,"partial":true`...)
 	}
@@ -74,7 +91,7 @@ func appendValue(b []byte, v *Value) ([]byte, bool) {
 	b = strconv.AppendUint(append(b, `,"first_seq":`...), l.FirstSeq, 10)
 	b = strconv.AppendUint(append(b, `,"stream_seq":`...), l.StreamSeq, 10)
 	str(`},"def_version":`, v.DefVersion)
-	tm(`,"updated":`, v.Updated)
+	tm(`,"updated":`, v.Updated, 2)
 	return append(b, '}'), ok
 }
 

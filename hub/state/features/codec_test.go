@@ -21,6 +21,7 @@ func TestEncodeValueIsJSONMarshal(t *testing.T) {
 		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC), t0.In(time.FixedZone("x", 3600+1800))}
 	pick := func(s []string) string { return s[r.IntN(len(s))] }
 	fast := 0
+	var tc timeCache
 	for i := range 20000 {
 		v := &Value{Name: pick(strs), Key: pick(strs), Value: floats[r.IntN(len(floats))] * float64(1+r.IntN(3)),
 			Count: r.Int64N(1 << 40), WindowStart: times[r.IntN(len(times))], WindowEnd: times[r.IntN(len(times))],
@@ -48,7 +49,13 @@ func TestEncodeValueIsJSONMarshal(t *testing.T) {
 			t.Fatalf("value %+v\n got %s (%v)\nwant %s (%v)", v, got, gerr, want, werr)
 		}
 		checkDecode(t, want)
-		if _, ok := appendValue(nil, v); ok {
+		// With the time cache, after a value with other times (and then the same ones again).
+		for range 2 {
+			if got, ok := appendValue(nil, v, &tc); ok && !bytes.Equal(got, want) {
+				t.Fatalf("value %+v with the time cache\n got %s\nwant %s", v, got, want)
+			}
+		}
+		if _, ok := appendValue(nil, v, nil); ok {
 			if d := (lineDecoder{b: want}); !d.value(&Value{}) {
 				t.Fatalf("a line the fast encoder wrote missed the fast decoder: %s", want)
 			}

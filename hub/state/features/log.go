@@ -271,6 +271,7 @@ func (s *Store) write(ctx context.Context, subject string, vs []*Value, stored f
 		fut  jetstream.PubAckFuture
 	}
 	var parts []part
+	var tc timeCache
 	var buf []byte
 	var cur []*Value
 	var firstErr error
@@ -295,7 +296,7 @@ func (s *Store) write(ctx context.Context, subject string, vs []*Value, stored f
 		// Encoded in place (most values), or by encoding/json when the fast path declines.
 		n := len(buf)
 		var err error
-		line, ok := appendValue(buf, v)
+		line, ok := appendValue(buf, v, &tc)
 		if !ok {
 			var j []byte
 			if j, err = json.Marshal(v); err == nil {
