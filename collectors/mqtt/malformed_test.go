@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -88,30 +87,12 @@ func withRecvTime(ss []signal.Sample) []signal.Sample {
 	return out
 }
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestBadPayloadLogIsRateLimited: a sensor spamming garbage is counted every time but logged
 // once per interval, with the topic and the reason.
 func TestBadPayloadLogIsRateLimited(t *testing.T) {
 	b := startMochi(t)
 	cfg := testConfig(b.url(), Subscription{Topic: "spam/#", Format: FormatJSON})
-	var logs syncBuffer
+	var logs testutil.Buffer
 	reg := prometheus.NewRegistry()
 	c := runCollector(t, cfg, collectors.Deps{Agent: "a", Metrics: reg, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, &memEmitter{})
 	testutil.WaitFor(t, 10*time.Second, "connected", connectedState(c))

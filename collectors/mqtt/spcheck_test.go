@@ -17,7 +17,7 @@ import (
 type spRig struct {
 	em   *memEmitter
 	reg  *prometheus.Registry
-	logs *syncBuffer
+	logs *testutil.Buffer
 	e    *edgeNode
 }
 
@@ -26,7 +26,7 @@ func startSpRig(t *testing.T, dataDir string) *spRig {
 	b := startMochi(t)
 	cfg := testConfig(b.url(), Subscription{Topic: "spBv1.0/plant1/#", Format: FormatSparkplugB})
 	cfg.ClientID = "sp-check"
-	r := &spRig{em: &memEmitter{}, reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	r := &spRig{em: &memEmitter{}, reg: prometheus.NewRegistry(), logs: &testutil.Buffer{}}
 	c := runCollector(t, cfg, collectors.Deps{Agent: "a", DataDir: dataDir, Metrics: r.reg,
 		Logger: slog.New(slog.NewTextHandler(r.logs, nil))}, r.em)
 	testutil.WaitFor(t, 10*time.Second, "connected", connectedState(c))
