@@ -58,15 +58,6 @@ type featureReader interface {
 	Definitions() (features.Definitions, string)
 }
 
-// perHour is a windowed count scaled to an hour: the value over the window's length, as decide
-// gives rules lines[].units_per_hour (0 when the window has no length).
-func perHour(r features.Reading) float64 {
-	if h := r.WindowEnd.Sub(r.WindowStart).Hours(); h > 0 {
-		return r.Value.Value / h
-	}
-	return 0
-}
-
 // skuUnits checks that the console's sku_units names a feature keyed by SKU; the reason when not.
 func skuUnits(fs featureReader, name string) (ok bool, why string) {
 	defs, _ := fs.Definitions()
@@ -124,7 +115,7 @@ func (c *Console) lineRows(fs featureReader, g *graph.Graph) (rows []lineRow, sk
 		if lc.Units != "" {
 			if u, ok := fs.Get(lc.Units, l.ID); ok {
 				row.Units = &u
-				row.UnitsPerHour = perHour(u)
+				row.UnitsPerHour = u.PerHour()
 			}
 		}
 		if ok {
@@ -167,7 +158,7 @@ func lineSKUs(g *graph.Graph, line string, madeHere []string, units map[string]s
 		if u, ok := units[sku]; ok {
 			switch {
 			case u.line == line || (u.line == "" && produces):
-				s.Units, s.PerHour = u.r, perHour(*u.r)
+				s.Units, s.PerHour = u.r, u.r.PerHour()
 				s.Running = !u.r.Stale && u.r.Value.Value > 0
 			case u.line != "":
 				s.Elsewhere = u.line

@@ -280,9 +280,7 @@ func (b *builder) line(ex *explained, id string) rules.Line {
 	}
 	if b.cfg.Units != "" {
 		if u, ok := b.state.Feature(b.cfg.Units, id); ok && !u.Stale {
-			if h := u.WindowEnd.Sub(u.WindowStart).Hours(); h > 0 {
-				l.UnitsPerHour = u.Value.Value / h
-			}
+			l.UnitsPerHour = u.PerHour()
 			in, _ := b.reading(b.cfg.Units, id, u)
 			ex.inputs = append(ex.inputs, in)
 		}

@@ -46,6 +46,15 @@ type Value struct {
 	Revision    uint64            `json:"-"`       // the log's sequence of the message that stored it (0: not yet stored)
 }
 
+// PerHour is a count over the value's window scaled to an hour (units made in a window → units per
+// hour); 0 when the window has no length. Rules see it as lines[].units_per_hour.
+func (v *Value) PerHour() float64 {
+	if h := v.WindowEnd.Sub(v.WindowStart).Hours(); h > 0 {
+		return v.Value / h
+	}
+	return 0
+}
+
 // Stale reports whether the value is older than maxAge at now.
 func (v *Value) Stale(now time.Time, maxAge time.Duration) bool {
 	return now.Sub(v.WindowEnd) > maxAge

@@ -190,3 +190,16 @@ func TestDefinitionsValidate(t *testing.T) {
 func contains(s, sub string) bool {
 	return len(sub) == 0 || (len(s) >= len(sub) && (s[:len(sub)] == sub || contains(s[1:], sub)))
 }
+
+func TestPerHour(t *testing.T) {
+	for _, c := range []struct {
+		v      float64
+		window time.Duration
+		want   float64
+	}{{30, 10 * time.Minute, 180}, {5, 0, 0}, {12, time.Hour, 12}, {1, -time.Minute, 0}} {
+		v := &Value{Value: c.v, WindowStart: t0, WindowEnd: t0.Add(c.window)}
+		if got := v.PerHour(); got != c.want {
+			t.Errorf("%v units over %s: %v per hour, want %v", c.v, c.window, got, c.want)
+		}
+	}
+}
