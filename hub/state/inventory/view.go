@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"cmp"
+	"hash/maphash"
 	"slices"
 	"strings"
 	"sync"
@@ -29,14 +30,55 @@ func (e *ventry) sku() string  { return e.key[strings.IndexByte(e.key, '.')+1:] 
 // view is the in-memory summary of every key: what Get and List read.
 type view struct {
 	mu      sync.RWMutex
-	idx     map[string]int32
+	seed    maphash.Seed
+	slots   []int32 // open addressing on the key's hash: entry index + 1, 0 = empty; a power of two
 	entries []ventry
 	order   []int32 // entries sorted by (site, sku) once !dirty
 	dirty   bool
 }
 
+// The index is a table of int32 rather than a map[string]int32: 4 bytes a slot (≤ 3/4 full) instead
+// of a map's ~40 bytes a key (its own copy of the string header, slack, control bytes), ~11 MiB less
+// at 300,000 keys, the largest part of the hub's live heap. Keys are never removed.
 func newView(hint int) *view {
-	return &view{idx: make(map[string]int32, hint), entries: make([]ventry, 0, hint), order: make([]int32, 0, hint)}
+	return &view{seed: maphash.MakeSeed(), slots: make([]int32, slotsFor(hint)), entries: make([]ventry, 0, hint),
+		order: make([]int32, 0, hint)}
+}
+
+// slotsFor is the table size for n keys: a power of two at least 4/3 n (and at least 64).
+func slotsFor(n int) int {
+	s := 64
+	for s*3 < n*4 {
+		s *= 2
+	}
+	return s
+}
+
+// find returns the slot of key: its entry's, or the empty one where it would go.
+func (v *view) find(key string) (slot int, found bool) {
+	mask := len(v.slots) - 1
+	for i := int(maphash.String(v.seed, key)) & mask; ; i = (i + 1) & mask {
+		e := v.slots[i]
+		if e == 0 {
+			return i, false
+		}
+		if v.entries[e-1].key == key {
+			return i, true
+		}
+	}
+}
+
+// grow doubles the table and places every entry again (under the write lock).
+func (v *view) grow() {
+	v.slots = make([]int32, 2*len(v.slots))
+	mask := len(v.slots) - 1
+	for n := range v.entries {
+		i := int(maphash.String(v.seed, v.entries[n].key)) & mask
+		for v.slots[i] != 0 {
+			i = (i + 1) & mask
+		}
+		v.slots[i] = int32(n + 1)
+	}
 }
 
 func (v *view) len() int {
@@ -49,8 +91,9 @@ func (v *view) len() int {
 func (v *view) put(key string, s summary) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if i, ok := v.idx[key]; ok {
-		if e := &v.entries[i]; s.rev > e.rev {
+	slot, ok := v.find(key)
+	if ok {
+		if e := &v.entries[v.slots[slot]-1]; s.rev > e.rev {
 			e.summary = s
 		}
 		return
@@ -58,7 +101,10 @@ func (v *view) put(key string, s summary) {
 	n := int32(len(v.entries))
 	key = strings.Clone(key) // a watched key is a slice of its message's whole subject: keep only the key
 	v.entries = append(v.entries, ventry{key: key, summary: s})
-	v.idx[key] = n
+	v.slots[slot] = n + 1
+	if len(v.entries)*4 > len(v.slots)*3 {
+		v.grow()
+	}
 	v.order = append(v.order, n)
 	v.dirty = true
 }
@@ -66,11 +112,11 @@ func (v *view) put(key string, s summary) {
 func (v *view) get(key string) (summary, bool) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	i, ok := v.idx[key]
+	slot, ok := v.find(key)
 	if !ok {
 		return summary{}, false
 	}
-	return v.entries[i].summary, true
+	return v.entries[v.slots[slot]-1].summary, true
 }
 
 func (v *view) compare(a, b int32) int {
