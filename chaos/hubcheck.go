@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/gemba-io/gemba/chaos/verdicts"
 	"github.com/gemba-io/gemba/hub/act"
 	"github.com/gemba-io/gemba/hub/audit"
 )
@@ -141,34 +142,13 @@ func readStream(ctx context.Context, js jetstream.JetStream, name, prefix string
 }
 
 func (e *HubEnv) read(ctx context.Context) (*ledger, error) {
-	l := &ledger{allowed: map[string]bool{}, decided: map[string]int{}, fired: map[string][]audit.Record{},
+	l := &ledger{decided: map[string]int{}, fired: map[string][]audit.Record{},
 		actions: map[string][]act.Message{}, changes: map[uint64]audit.Change{}, versions: map[string]int{}}
-	kv, err := e.js.KeyValue(ctx, "GEMBA_GUARD")
+	allowed, err := verdicts.Allowed(ctx, e.js)
 	if err != nil {
 		return nil, err
 	}
-	keys, err := kv.ListKeys(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for k := range keys.Keys() {
-		id, ok := strings.CutPrefix(k, "dec.")
-		if !ok {
-			continue
-		}
-		ent, err := kv.Get(ctx, k)
-		if err != nil {
-			continue
-		}
-		var rec struct {
-			Verdict *struct {
-				Outcome string `json:"outcome"`
-			} `json:"verdict"`
-		}
-		if json.Unmarshal(ent.Value(), &rec) == nil && rec.Verdict != nil && rec.Verdict.Outcome == "allow" {
-			l.allowed[id] = true
-		}
-	}
+	l.allowed = allowed
 	var bad error
 	err = readStream(ctx, e.js, audit.DefaultStream, "gemba.decisions.", func(subject string, seq uint64, data []byte) {
 		if subject == "gemba.decisions.rules" {
