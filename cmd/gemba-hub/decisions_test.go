@@ -16,11 +16,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/gemba-io/gemba/chaos/verdicts"
 	"github.com/gemba-io/gemba/hub/act"
+	"github.com/gemba-io/gemba/internal/natstest"
 	"github.com/gemba-io/gemba/internal/testutil"
 	gsig "github.com/gemba-io/gemba/signal"
 )
@@ -106,20 +106,12 @@ func TestThreeReplicasDecideOnceUnderKills(t *testing.T) {
 		t.Skip("runs three hub processes (~30 s)")
 	}
 	dir := t.TempDir()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: filepath.Join(dir, "nats"), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-	createAgentStream(t, ns.ClientURL(), 1)
+	ns := natstest.JetStream(t)
+	createAgentStream(t, ns.URL(), 1)
 	rcv := &hooks{got: map[string]int{}}
 	srv := httptest.NewServer(rcv)
 	defer srv.Close()
-	decisionFiles(t, dir, ns.ClientURL(), srv.URL)
+	decisionFiles(t, dir, ns.URL(), srv.URL)
 
 	start := func(name string) *replica { return runReplica(t, name, dir, filepath.Join(dir, name+".yaml")) }
 	reps := []*replica{start("hub-a"), start("hub-b"), start("hub-c")}
@@ -131,12 +123,7 @@ func TestThreeReplicasDecideOnceUnderKills(t *testing.T) {
 		}
 	})
 
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	_, js := natstest.Connect(t, ns.URL())
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	testutil.WaitFor(t, 60*time.Second, "the decision room on every replica", func() bool {
@@ -176,33 +163,10 @@ func TestThreeReplicasDecideOnceUnderKills(t *testing.T) {
 	}
 
 	// The allowed decisions, from the guard's own records.
-	guardKV, err := js.KeyValue(ctx, "GEMBA_GUARD")
-	if err != nil {
-		t.Fatal(err)
-	}
 	allowed := func() map[string]bool {
-		out := map[string]bool{}
-		lister, err := guardKV.ListKeys(ctx)
+		out, err := verdicts.Allowed(ctx, js)
 		if err != nil {
 			t.Fatal(err)
-		}
-		for k := range lister.Keys() {
-			id, ok := strings.CutPrefix(k, "dec.")
-			if !ok {
-				continue
-			}
-			e, err := guardKV.Get(ctx, k)
-			if err != nil {
-				continue
-			}
-			var rec struct {
-				Verdict *struct {
-					Outcome string `json:"outcome"`
-				} `json:"verdict"`
-			}
-			if json.Unmarshal(e.Value(), &rec) == nil && rec.Verdict != nil && rec.Verdict.Outcome == "allow" {
-				out[id] = true
-			}
 		}
 		return out
 	}
