@@ -57,10 +57,21 @@ func options(t testing.TB, port int) *server.Options {
 	}
 }
 
+// Options are the options JetStream starts a server with (loopback, a random port, the store in a
+// temp dir), for a test that needs more (auth, TLS, a leaf node, JetStream off) to change and Start.
+func Options(t testing.TB) *server.Options { return options(t, -1) }
+
 // JetStream starts one JetStream server, stopped when the test ends.
 func JetStream(t testing.TB) *Node {
 	t.Helper()
-	n := &Node{t: t, Opts: options(t, -1)}
+	return Start(t, Options(t))
+}
+
+// Start starts one server with o, stopped when the test ends. A random port (-1) becomes the one
+// the server bound, so that Stop and Start keep it.
+func Start(t testing.TB, o *server.Options) *Node {
+	t.Helper()
+	n := &Node{t: t, Opts: o}
 	n.Start()
 	n.Opts.Port = n.S.Addr().(*net.TCPAddr).Port
 	t.Cleanup(n.Stop)
@@ -144,10 +155,11 @@ func URLs(nodes ...*Node) string {
 	return strings.Join(us, ",")
 }
 
-// Connect opens a client that reconnects forever, closed when the test ends.
-func Connect(t testing.TB, urls string) (*nats.Conn, jetstream.JetStream) {
+// Connect opens a client that reconnects forever, closed when the test ends; opts come after those
+// two and may override them.
+func Connect(t testing.TB, urls string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(urls, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	nc, err := nats.Connect(urls, append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond)}, opts...)...)
 	if err != nil {
 		t.Fatalf("connect %s: %v", urls, err)
 	}
