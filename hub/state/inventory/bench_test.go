@@ -18,17 +18,19 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/internal/natstest"
 )
 
 // BenchmarkMove measures one movement end to end (Get, apply, Update, view) on an embedded server:
 // on fresh keys (Create), spread over 1,000 keys from parallel goroutines, and on one hot key whose list
 // grows (each write rewrites the whole value).
 func BenchmarkMove(b *testing.B) {
-	srv, _ := newJSServer(b)
+	srv := natstest.JetStream(b)
 	clock := newTestClock(t0)
 	cfg := testConfig(clock)
 	cfg.MaxMovements = 1000
-	s := openStore(b, connectJS(b, srv.ClientURL()), cfg)
+	s := openStore(b, connectJS(b, srv.URL()), cfg)
 	ctx := context.Background()
 	var seq atomic.Int64
 	next := func(sku string) Movement {
@@ -173,10 +175,11 @@ func BenchmarkOpen300k(b *testing.B) {
 	const sites, skus = 3, 100_000
 	dir := b.TempDir()
 	func() {
-		o := jsOptions(dir, -1)
-		srv := startServer(b, o)
-		defer stopServer(srv)
-		js := connectJS(b, srv.ClientURL())
+		o := natstest.Options(b)
+		o.StoreDir = dir // where the measured process finds the bucket
+		srv := natstest.Start(b, o)
+		defer srv.Stop()
+		js := connectJS(b, srv.URL())
 		cfg := DefaultConfig()
 		ctx := context.Background()
 		if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: cfg.Bucket, History: 1, Storage: jetstream.FileStorage}); err != nil {
@@ -239,14 +242,14 @@ func typicalValue(cfg *Config) []byte {
 
 // hubProcess is the measured process: an embedded server on dir and an opened Store, nothing else.
 func hubProcess(dir string) int {
-	o := jsOptions(dir, -1)
-	srv, err := server.NewServer(o)
+	// Not natstest: this is a process of its own, without a test to fail or clean up.
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true})
 	if err != nil {
 		fmt.Println(err)
 		return 1
 	}
 	go srv.Start()
-	defer stopServer(srv)
+	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
 	if !srv.ReadyForConnections(30 * time.Second) {
 		fmt.Println("server not ready")
 		return 1

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +12,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/gemba-io/gemba/internal/natstest"
 	"github.com/gemba-io/gemba/internal/testutil"
 )
 
@@ -22,61 +21,16 @@ import (
 // stored exactly once and both views converge on the stored positions.
 func TestClusterR3NodeLoss(t *testing.T) {
 	const n = 3
-	cports := make([]int, n)
-	for i := range cports {
-		cports[i] = testutil.FreePort(t)
-	}
-	var routes []*url.URL
-	for _, p := range cports {
-		routes = append(routes, &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", p)})
-	}
-	servers := make([]*server.Server, n)
-	for i := range n {
-		o := jsOptions(t.TempDir(), -1)
-		o.ServerName = fmt.Sprintf("n%d", i+1)
-		o.Cluster = server.ClusterOpts{Name: "hub", Host: "127.0.0.1", Port: cports[i]}
-		o.Routes = routes
-		s, err := server.NewServer(o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		go s.Start()
-		servers[i] = s
-	}
-	var alive [n]bool
-	var urls []string
-	for i, s := range servers {
-		if !s.ReadyForConnections(10 * time.Second) {
-			t.Fatal("cluster node not ready")
-		}
-		alive[i] = true
-		urls = append(urls, s.ClientURL())
-	}
-	t.Cleanup(func() {
-		for i, s := range servers {
-			if alive[i] {
-				stopServer(s)
-			}
-		}
-	})
-	testutil.WaitFor(t, 20*time.Second, "JetStream meta leader", func() bool {
-		for _, s := range servers {
-			if s.JetStreamIsLeader() {
-				return true
-			}
-		}
-		return false
-	})
+	nodes := natstest.Cluster(t, n)
 
 	clock := newTestClock(t0)
 	cfg := testConfig(clock)
 	cfg.Replicas = 3
 	cfg.OpTimeout = 2 * time.Second
 	cfg.RetryFor = time.Minute
-	reconnect := []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond)}
-	// Each store starts on a different node; both know all three.
-	jsA := connectJS(t, strings.Join([]string{urls[0], urls[1], urls[2]}, ","), append(reconnect, nats.DontRandomize())...)
-	jsB := connectJS(t, strings.Join([]string{urls[1], urls[2], urls[0]}, ","), append(reconnect, nats.DontRandomize())...)
+	// Each store starts on a different node; both know all three (natstest's clients reconnect forever).
+	jsA := connectJS(t, natstest.URLs(nodes[0], nodes[1], nodes[2]), nats.DontRandomize())
+	jsB := connectJS(t, natstest.URLs(nodes[1], nodes[2], nodes[0]), nats.DontRandomize())
 	var a *Store
 	testutil.WaitFor(t, 30*time.Second, "R3 bucket created", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -133,8 +87,8 @@ func TestClusterR3NodeLoss(t *testing.T) {
 	testutil.WaitFor(t, 60*time.Second, "a quarter of the load", func() bool { return done.Load() > total/4 })
 	leader := -1
 	testutil.WaitFor(t, 10*time.Second, "bucket stream leader", func() bool {
-		for i, s := range servers {
-			if s.JetStreamIsStreamLeader(server.DEFAULT_GLOBAL_ACCOUNT, "KV_"+cfg.Bucket) {
+		for i, nd := range nodes {
+			if nd.S.JetStreamIsStreamLeader(server.DEFAULT_GLOBAL_ACCOUNT, "KV_"+cfg.Bucket) {
 				leader = i
 				return true
 			}
@@ -142,8 +96,7 @@ func TestClusterR3NodeLoss(t *testing.T) {
 		return false
 	})
 	before := done.Load()
-	stopServer(servers[leader])
-	alive[leader] = false
+	nodes[leader].Stop()
 	t.Logf("killed n%d (bucket leader) after %d of %d sends", leader+1, before, total)
 	wg.Wait()
 	if before >= total {
@@ -151,7 +104,7 @@ func TestClusterR3NodeLoss(t *testing.T) {
 	}
 	t.Logf("retries %d, conflicts %d", a.Metrics.Retries.Load()+b.Metrics.Retries.Load(), a.Metrics.Conflicts.Load()+b.Metrics.Conflicts.Load())
 
-	survivor := urls[(leader+1)%n]
+	survivor := nodes[(leader+1)%n].URL()
 	js := connectJS(t, survivor)
 	for k := range keys {
 		var produced, sold float64

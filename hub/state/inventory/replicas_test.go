@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/gemba-io/gemba/internal/natstest"
 	"github.com/gemba-io/gemba/internal/testutil"
 )
 
@@ -105,9 +106,9 @@ func checkOnce(t *testing.T, st *state) {
 // TestTwoReplicasOneKey: two stores on two connections update one key from several goroutines each, with
 // the same ids sent to both; nothing is lost or doubled and both views converge on the stored position.
 func TestTwoReplicasOneKey(t *testing.T) {
-	srv, _ := newJSServer(t)
+	srv := natstest.JetStream(t)
 	clock := newTestClock(t0)
-	jsA, jsB := connectJS(t, srv.ClientURL()), connectJS(t, srv.ClientURL())
+	jsA, jsB := connectJS(t, srv.URL()), connectJS(t, srv.URL())
 	a, b := openStore(t, jsA, testConfig(clock)), openStore(t, jsB, testConfig(clock))
 	stores := []*Store{a, b}
 	r := rand.New(rand.NewPCG(11, 12))

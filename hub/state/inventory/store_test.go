@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -14,58 +13,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gemba-io/gemba/config"
+	"github.com/gemba-io/gemba/internal/natstest"
 	"github.com/gemba-io/gemba/internal/testutil"
 )
 
-func jsOptions(dir string, port int) *server.Options {
-	return &server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true}
-}
-
-func startServer(t testing.TB, o *server.Options) *server.Server {
-	t.Helper()
-	s, err := server.NewServer(o)
-	if err != nil {
-		t.Fatalf("nats server: %v", err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	return s
-}
-
-func stopServer(s *server.Server) {
-	s.Shutdown()
-	s.WaitForShutdown()
-}
-
-// newJSServer starts a JetStream server on a random port with its store in a temp dir; the returned
-// options restart it on the same port and store.
-func newJSServer(t testing.TB) (*server.Server, *server.Options) {
-	t.Helper()
-	o := jsOptions(t.TempDir(), -1)
-	s := startServer(t, o)
-	o.Port = s.Addr().(*net.TCPAddr).Port
-	t.Cleanup(func() { stopServer(s) })
-	return s, o
-}
-
+// connectJS connects to urls (natstest's client: reconnecting forever) with opts added.
 func connectJS(t testing.TB, urls string, opts ...nats.Option) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(urls, opts...)
-	if err != nil {
-		t.Fatalf("connect %s: %v", urls, err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natstest.Connect(t, urls, opts...)
 	return js
 }
 
@@ -124,10 +83,10 @@ func mustSnap(t testing.TB, s *Store, sn Snapshot, want Outcome) Position {
 }
 
 func TestStoreLateSnapshotDuplicatesAndRestart(t *testing.T) {
-	srv, opts := newJSServer(t)
+	srv := natstest.JetStream(t)
 	clock := newTestClock(t0)
 	cfg := testConfig(clock)
-	js := connectJS(t, srv.ClientURL())
+	js := connectJS(t, srv.URL())
 	s := openStore(t, js, cfg)
 	h := time.Hour
 	moves := []Movement{mv("p1", Produced, 10, 9*h), mv("s1", Sold, 3, 8*h), mv("s0", Sold, 2, 11*h), mv("old", Produced, 4, 60*h)}
@@ -155,10 +114,9 @@ func TestStoreLateSnapshotDuplicatesAndRestart(t *testing.T) {
 
 	// A new Store (another process, or this one after a restart) on a restarted server: the view loads
 	// from the bucket and the same ids are still duplicates.
-	stopServer(srv)
-	srv2 := startServer(t, opts)
-	t.Cleanup(func() { stopServer(srv2) })
-	s2 := openStore(t, connectJS(t, srv2.ClientURL()), cfg)
+	srv.Stop()
+	srv.Start() // same port and store
+	s2 := openStore(t, connectJS(t, srv.URL()), cfg)
 	got, ok = s2.Get("SKU", "S1")
 	if !ok || got != p {
 		t.Fatalf("after restart Get %+v %v, want %+v", got, ok, p)
@@ -173,8 +131,8 @@ func TestStoreLateSnapshotDuplicatesAndRestart(t *testing.T) {
 }
 
 func TestStoreRefusesBadInput(t *testing.T) {
-	srv, _ := newJSServer(t)
-	s := openStore(t, connectJS(t, srv.ClientURL()), testConfig(newTestClock(t0)))
+	srv := natstest.JetStream(t)
+	s := openStore(t, connectJS(t, srv.URL()), testConfig(newTestClock(t0)))
 	_, err := s.Move(context.Background(), Movement{ID: "sale:1:1", SKU: "A", Site: "S1", Kind: Sold, Qty: -1, Time: t0})
 	var ie *InputError
 	if !errors.Is(err, ErrInvalid) || !errors.As(err, &ie) || ie.ID != "sale:1:1" || ie.Field != "qty" {
@@ -195,8 +153,8 @@ func TestStoreRefusesBadInput(t *testing.T) {
 }
 
 func TestStoreCorruptValueIsNotOverwritten(t *testing.T) {
-	srv, _ := newJSServer(t)
-	js := connectJS(t, srv.ClientURL())
+	srv := natstest.JetStream(t)
+	js := connectJS(t, srv.URL())
 	s := openStore(t, js, testConfig(newTestClock(t0)))
 	ctx := context.Background()
 	kv, err := js.KeyValue(ctx, "GEMBA_INVENTORY")
@@ -223,10 +181,10 @@ func TestStoreCorruptValueIsNotOverwritten(t *testing.T) {
 // TestStoreShuffledLedgers runs random histories through the store, several keys at once, and checks each
 // key against its ledger, in the writer's view and in a second store's.
 func TestStoreShuffledLedgers(t *testing.T) {
-	srv, _ := newJSServer(t)
+	srv := natstest.JetStream(t)
 	clock := newTestClock(t0)
-	s := openStore(t, connectJS(t, srv.ClientURL()), testConfig(clock))
-	other := openStore(t, connectJS(t, srv.ClientURL()), testConfig(clock))
+	s := openStore(t, connectJS(t, srv.URL()), testConfig(clock))
+	other := openStore(t, connectJS(t, srv.URL()), testConfig(clock))
 	r := rand.New(rand.NewPCG(7, 8))
 	const keys = 12
 	cases := make([]ledgerCase, keys)
@@ -266,9 +224,9 @@ func TestStoreShuffledLedgers(t *testing.T) {
 }
 
 func TestStoreList(t *testing.T) {
-	srv, _ := newJSServer(t)
+	srv := natstest.JetStream(t)
 	clock := newTestClock(t0)
-	s := openStore(t, connectJS(t, srv.ClientURL()), testConfig(clock))
+	s := openStore(t, connectJS(t, srv.URL()), testConfig(clock))
 	for _, site := range []string{"S2", "S1", "S3"} {
 		for i := range 5 {
 			mustMove(t, s, Movement{ID: site + fmt.Sprint(i), SKU: fmt.Sprintf("K%d", 4-i), Site: site, Kind: Produced, Qty: float64(i + 1), Time: t0}, Applied)
@@ -306,8 +264,8 @@ func TestStoreList(t *testing.T) {
 }
 
 func TestStoreCloseAndCancel(t *testing.T) {
-	srv, _ := newJSServer(t)
-	js := connectJS(t, srv.ClientURL())
+	srv := natstest.JetStream(t)
+	js := connectJS(t, srv.URL())
 	s := openStore(t, js, testConfig(newTestClock(t0)))
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -374,8 +332,8 @@ func (l *lossyKV) Update(ctx context.Context, key string, value []byte, rev uint
 // TestStoreLostReplies: a write whose reply is lost is retried without being applied twice, and reports
 // what it did, also for a movement older than the horizon (which has no place in the list).
 func TestStoreLostReplies(t *testing.T) {
-	srv, _ := newJSServer(t)
-	s := openStore(t, connectJS(t, srv.ClientURL()), testConfig(newTestClock(t0)))
+	srv := natstest.JetStream(t)
+	s := openStore(t, connectJS(t, srv.URL()), testConfig(newTestClock(t0)))
 	lossy := &lossyKV{KeyValue: s.kv}
 	s.kv = lossy
 	cases := []struct {
@@ -409,16 +367,16 @@ func TestStoreLostReplies(t *testing.T) {
 	}
 	p, _ := s.Get("SKU", "S1") // (sku, site)
 	expectPos(t, p, 100, 12, 0)
-	st, _ := storedState(t, connectJS(t, srv.ClientURL()), "GEMBA_INVENTORY", keyOf("S1", "SKU"))
+	st, _ := storedState(t, connectJS(t, srv.URL()), "GEMBA_INVENTORY", keyOf("S1", "SKU"))
 	checkOnce(t, st)
 }
 
 // MoveAll is Move for every movement of one key in one write: the same positions and outcomes,
 // refusals per movement, duplicates recognised on a second call.
 func TestStoreMoveAll(t *testing.T) {
-	srv, _ := newJSServer(t)
+	srv := natstest.JetStream(t)
 	clock := newTestClock(t0)
-	js := connectJS(t, srv.ClientURL())
+	js := connectJS(t, srv.URL())
 	s := openStore(t, js, testConfig(clock))
 	h := time.Hour
 	moves := []Movement{mv("p1", Produced, 10, 9*h), mv("s1", Sold, 3, 8*h), mv("s0", Sold, 2, 11*h), mv("p2", Produced, 7, 2*h)}
