@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/gemba-io/gemba/config"
+	"github.com/gemba-io/gemba/internal/natstest"
 	"github.com/gemba-io/gemba/internal/testutil"
 	"github.com/gemba-io/gemba/signal"
 )
@@ -64,11 +65,10 @@ func writeFile(t *testing.T, name string, data []byte) string {
 }
 
 func TestAuthUserPassword(t *testing.T) {
-	o := jsOptions(t, t.TempDir(), -1)
+	o := natstest.Options(t)
 	o.Username, o.Password = "agent", "correct-horse"
-	s := startServer(t, o)
-	t.Cleanup(func() { stopServer(s) })
-	url := "nats://" + s.Addr().String()
+	s := natstest.Start(t, o)
+	url := s.URL()
 
 	cfg := testConfig(url)
 	cfg.NATS.User, cfg.NATS.Password = "agent", config.NewSecret("correct-horse")
@@ -82,12 +82,11 @@ func TestAuthNKey(t *testing.T) {
 	kp, _ := nkeys.CreateUser()
 	pub, _ := kp.PublicKey()
 	seed, _ := kp.Seed()
-	o := jsOptions(t, t.TempDir(), -1)
+	o := natstest.Options(t)
 	o.Nkeys = []*server.NkeyUser{{Nkey: pub}}
-	s := startServer(t, o)
-	t.Cleanup(func() { stopServer(s) })
+	s := natstest.Start(t, o)
 
-	cfg := testConfig(s.ClientURL())
+	cfg := testConfig(s.URL())
 	cfg.NATS.NkeySeedFile = writeFile(t, "agent.nk", seed)
 	deliverOne(t, cfg)
 
@@ -125,12 +124,11 @@ func TestAuthCredsJWT(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	o := jsOptions(t, t.TempDir(), -1)
+	o := natstest.Options(t)
 	o.TrustedOperators = []*jwt.OperatorClaims{opClaims}
 	o.AccountResolver = resolver
 	o.SystemAccount = sysPub
-	s := startServer(t, o)
-	t.Cleanup(func() { stopServer(s) })
+	s := natstest.Start(t, o)
 
 	userCreds := func(signer nkeys.KeyPair) (string, []byte) {
 		u, _ := nkeys.CreateUser()
@@ -146,7 +144,7 @@ func TestAuthCredsJWT(t *testing.T) {
 		}
 		return writeFile(t, "agent.creds", creds), seed
 	}
-	cfg := testConfig(s.ClientURL())
+	cfg := testConfig(s.URL())
 	cfg.NATS.CredsFile, _ = userCreds(accKP)
 	deliverOne(t, cfg)
 
@@ -213,16 +211,15 @@ func TestMutualTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := jsOptions(t, t.TempDir(), -1)
+	o := natstest.Options(t)
 	o.TLS, o.TLSVerify = true, true
 	o.TLSTimeout = 2
 	o.TLSConfig = &tls.Config{
 		Certificates: []tls.Certificate{cert}, ClientCAs: p.pool,
 		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12,
 	}
-	s := startServer(t, o)
-	t.Cleanup(func() { stopServer(s) })
-	url := "tls://" + s.Addr().String()
+	s := natstest.Start(t, o)
+	url := "tls://" + s.S.Addr().String()
 
 	cfg := testConfig(url)
 	cfg.NATS.TLS = TLSConfig{CAFile: p.caFile, CertFile: p.clientCert, KeyFile: p.clientKey, ServerName: "localhost"}
@@ -239,12 +236,11 @@ func TestMutualTLS(t *testing.T) {
 }
 
 func TestAuthToken(t *testing.T) {
-	o := jsOptions(t, t.TempDir(), -1)
+	o := natstest.Options(t)
 	o.Authorization = "s3cr3t-token"
-	s := startServer(t, o)
-	t.Cleanup(func() { stopServer(s) })
+	s := natstest.Start(t, o)
 
-	cfg := testConfig(s.ClientURL())
+	cfg := testConfig(s.URL())
 	cfg.NATS.Token = config.NewSecret("s3cr3t-token")
 	deliverOne(t, cfg)
 

@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/gemba-io/gemba/config"
+	"github.com/gemba-io/gemba/internal/natstest"
 	"github.com/gemba-io/gemba/signal"
 )
 
@@ -42,14 +43,13 @@ func notReadyWith(t *testing.T, cfg Config, want string, notWant ...string) {
 // data subjects. The server says "Permissions Violation"; /readyz must say that, not "no PubAck
 // within publish_timeout".
 func TestPublishPermissionDenied(t *testing.T) {
-	o := jsOptions(t, t.TempDir(), -1)
+	o := natstest.Options(t)
 	o.Users = []*server.User{{Username: "agent", Password: "pw", Permissions: &server.Permissions{
 		Publish:   &server.SubjectPermission{Allow: []string{"$JS.API.>", "_INBOX.>"}},
 		Subscribe: &server.SubjectPermission{Allow: []string{">"}},
 	}}}
-	s := startServer(t, o)
-	t.Cleanup(func() { stopServer(s) })
-	cfg := testConfig("nats://" + s.Addr().String())
+	s := natstest.Start(t, o)
+	cfg := testConfig(s.URL())
 	cfg.NATS.User, cfg.NATS.Password = "agent", config.NewSecret("pw")
 	notReadyWith(t, cfg, "not permitted to publish", "PubAck")
 }
@@ -58,11 +58,10 @@ func TestPublishPermissionDenied(t *testing.T) {
 // say JetStream is not enabled, not "no responders".
 func TestJetStreamDisabled(t *testing.T) {
 	for _, create := range []bool{true, false} {
-		o := jsOptions(t, t.TempDir(), -1)
+		o := natstest.Options(t)
 		o.JetStream = false
-		s := startServer(t, o)
-		t.Cleanup(func() { stopServer(s) })
-		cfg := testConfig("nats://" + s.Addr().String())
+		s := natstest.Start(t, o)
+		cfg := testConfig(s.URL())
 		cfg.NATS.CreateStream = create
 		notReadyWith(t, cfg, "JetStream is not enabled", "no responders")
 	}

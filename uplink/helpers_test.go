@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"sort"
 	"strings"
@@ -13,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
@@ -134,44 +131,6 @@ func sampleChunk(first, n int, ts time.Time) []byte {
 	})
 }
 
-// --- embedded NATS ---------------------------------------------------------------------------
-
-func jsOptions(t testing.TB, dir string, port int) *server.Options {
-	t.Helper()
-	return &server.Options{
-		Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: dir,
-		NoLog: true, NoSigs: true, MaxPayload: 1 << 20,
-	}
-}
-
-func startServer(t testing.TB, o *server.Options) *server.Server {
-	t.Helper()
-	s, err := server.NewServer(o)
-	if err != nil {
-		t.Fatalf("nats server: %v", err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	return s
-}
-
-func stopServer(s *server.Server) {
-	s.Shutdown()
-	s.WaitForShutdown()
-}
-
-// newJSServer starts a JetStream server on a random port with its store in a temp dir.
-func newJSServer(t testing.TB) (*server.Server, *server.Options) {
-	t.Helper()
-	o := jsOptions(t, t.TempDir(), -1)
-	s := startServer(t, o)
-	o.Port = s.Addr().(*net.TCPAddr).Port
-	t.Cleanup(func() { stopServer(s) })
-	return s, o
-}
-
 func testConfig(url string) Config {
 	c := DefaultConfig()
 	c.NATS.Servers = []string{url}
@@ -230,20 +189,6 @@ func (r *running) stop(t testing.TB) {
 			t.Fatal("Run did not return after cancel")
 		}
 	})
-}
-
-func connectJS(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
-	t.Helper()
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		t.Fatalf("connect %s: %v", url, err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return nc, js
 }
 
 // streamContent is what the stream holds for one agent stream.

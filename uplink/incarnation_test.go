@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gemba-io/gemba/buffer"
+	"github.com/gemba-io/gemba/internal/natstest"
 	"github.com/gemba-io/gemba/internal/testutil"
 	"github.com/gemba-io/gemba/signal"
 )
@@ -57,17 +58,17 @@ func forwardAll(t *testing.T, dir, url string, from, n int) string {
 // its sequences at 1; its messages must still reach the stream instead of being dropped as
 // duplicates of the previous buffer's messages (issue 12, point 1: 0 of 200 arrived).
 func TestResetBufferIsNotDeduplicated(t *testing.T) {
-	s, _ := newJSServer(t)
+	s := natstest.JetStream(t)
 	dir := t.TempDir() + "/buf"
-	first := forwardAll(t, dir, s.ClientURL(), 0, 20)
+	first := forwardAll(t, dir, s.URL(), 0, 20)
 	if err := os.RemoveAll(dir); err != nil {
 		t.Fatal(err)
 	}
-	second := forwardAll(t, dir, s.ClientURL(), 200, 20)
+	second := forwardAll(t, dir, s.URL(), 200, 20)
 	if first == second || first == "" || second == "" {
 		t.Fatalf("incarnations %q and %q: a new store must start a new one", first, second)
 	}
-	_, js := connectJS(t, s.ClientURL())
+	_, js := natstest.Connect(t, s.URL())
 	c := readStream(t, js, "GEMBA")
 	if c.msgs != 40 {
 		t.Fatalf("stream holds %d messages, want 40 (20 per buffer life)", c.msgs)
@@ -92,13 +93,13 @@ func TestResetBufferIsNotDeduplicated(t *testing.T) {
 // TestIDCollisionIsAnError: a PubAck that says "duplicate" for an id this incarnation never sent
 // means JetStream dropped new data. It is counted, logged and shown in Health, never a silent success.
 func TestIDCollisionIsAnError(t *testing.T) {
-	s, _ := newJSServer(t)
+	s := natstest.JetStream(t)
 	src := newMemSource()
-	r := startUplink(t, testConfig(s.ClientURL()), src, Options{})
+	r := startUplink(t, testConfig(s.URL()), src, Options{})
 	testutil.WaitFor(t, 10*time.Second, "ready", func() bool { ok, _ := r.u.Health().Ready(); return ok })
 
 	// Someone else publishes under the ids of sequences 1..3 before the agent has them.
-	_, js := connectJS(t, s.ClientURL())
+	_, js := natstest.Connect(t, s.URL())
 	for seq := uint64(1); seq <= 3; seq++ {
 		m := nats.NewMsg("gemba.plant1.gw1.samples")
 		h := signal.Header{Schema: signal.SchemaVersion, Agent: "gw1", Site: "plant1", Incarnation: "inc1",

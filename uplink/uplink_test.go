@@ -14,12 +14,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gemba-io/gemba/internal/natstest"
 	"github.com/gemba-io/gemba/internal/testutil"
 	"github.com/gemba-io/gemba/signal"
 )
 
 func TestForwardEnvelopeAndIDs(t *testing.T) {
-	s, _ := newJSServer(t)
+	s := natstest.JetStream(t)
 	src := newMemSource()
 	now := time.Now()
 	for i := range 10 {
@@ -31,12 +32,12 @@ func TestForwardEnvelopeAndIDs(t *testing.T) {
 	})
 	src.Append(signal.StreamFeatures, feat)
 	reg := prometheus.NewRegistry()
-	r := startUplink(t, testConfig(s.ClientURL()), src, Options{Metrics: reg})
+	r := startUplink(t, testConfig(s.URL()), src, Options{Metrics: reg})
 
 	testutil.WaitFor(t, 10*time.Second, "all acked", func() bool {
 		return src.Acked(signal.StreamSamples) == 10 && src.Acked(signal.StreamFeatures) == 1
 	})
-	_, js := connectJS(t, s.ClientURL())
+	_, js := natstest.Connect(t, s.URL())
 	c := readStream(t, js, "GEMBA")
 	c.exactlyOnce(t, 100+0) // features carry no sample values
 	if c.msgs != 11 {
@@ -120,14 +121,14 @@ func produce(src *memSource, every time.Duration) *producer {
 func (p *producer) halt() int { close(p.stop); <-p.done; return int(p.count.Load()) }
 
 func TestOutageExactlyOnce(t *testing.T) {
-	s, o := newJSServer(t)
+	s := natstest.JetStream(t)
 	src := newMemSource()
-	cfg := testConfig(s.ClientURL())
+	cfg := testConfig(s.URL())
 	r := startUplink(t, cfg, src, Options{})
 	p := produce(src, time.Millisecond)
 
 	testutil.WaitFor(t, 10*time.Second, "first acks", func() bool { return src.Acked(signal.StreamSamples) > 50 })
-	stopServer(s)
+	s.Stop()
 	testutil.WaitFor(t, 10*time.Second, "disconnect noticed", func() bool { return !r.u.Health().Connected })
 	if ok, why := r.u.Health().Ready(); ok || !strings.Contains(why, "not connected") {
 		t.Errorf("ready during outage: %v %q", ok, why)
@@ -136,8 +137,7 @@ func TestOutageExactlyOnce(t *testing.T) {
 	testutil.WaitFor(t, 10*time.Second, "data piling up in the buffer", func() bool {
 		return src.LastSeq(signal.StreamSamples) > before+100
 	})
-	s2 := startServer(t, o) // same port and store
-	t.Cleanup(func() { stopServer(s2) })
+	s.Start() // same port and store
 	testutil.WaitFor(t, 10*time.Second, "more data after restart", func() bool {
 		return src.Acked(signal.StreamSamples) > before+150
 	})
@@ -146,7 +146,7 @@ func TestOutageExactlyOnce(t *testing.T) {
 	testutil.WaitFor(t, 20*time.Second, "everything acked", func() bool { return src.Acked(signal.StreamSamples) == last })
 	r.stop(t)
 
-	_, js := connectJS(t, s2.ClientURL())
+	_, js := natstest.Connect(t, s.URL())
 	c := readStream(t, js, "GEMBA")
 	c.exactlyOnce(t, n)
 	if c.msgs != int(last) {
@@ -159,9 +159,9 @@ func TestOutageExactlyOnce(t *testing.T) {
 }
 
 func TestFullStreamBuffersWithoutLoss(t *testing.T) {
-	s, _ := newJSServer(t)
+	s := natstest.JetStream(t)
 	src := newMemSource()
-	cfg := testConfig(s.ClientURL())
+	cfg := testConfig(s.URL())
 	cfg.NATS.MaxBytes = 64 << 10 // a few dozen chunks
 	cfg.NATS.Discard = "new"
 	r := startUplink(t, cfg, src, Options{})
@@ -178,7 +178,7 @@ func TestFullStreamBuffersWithoutLoss(t *testing.T) {
 	if acked >= chunks {
 		t.Fatalf("acked %d of %d while the stream is full", acked, chunks)
 	}
-	_, js := connectJS(t, s.ClientURL())
+	_, js := natstest.Connect(t, s.URL())
 	c := readStream(t, js, "GEMBA")
 	for seq := uint64(1); seq <= acked; seq++ {
 		if c.seqs[seq] != 1 {
@@ -203,9 +203,9 @@ func TestFullStreamBuffersWithoutLoss(t *testing.T) {
 }
 
 func TestVerifyStreamMissing(t *testing.T) {
-	s, _ := newJSServer(t)
+	s := natstest.JetStream(t)
 	src := newMemSource()
-	cfg := testConfig(s.ClientURL())
+	cfg := testConfig(s.URL())
 	cfg.NATS.CreateStream = false
 	src.Append(signal.StreamSamples, sampleChunk(0, 10, time.Now()))
 	r := startUplink(t, cfg, src, Options{})
@@ -213,7 +213,7 @@ func TestVerifyStreamMissing(t *testing.T) {
 		_, why := r.u.Health().Ready()
 		return strings.Contains(why, "no JetStream stream captures gemba.plant1.gw1.samples")
 	})
-	_, js := connectJS(t, s.ClientURL())
+	_, js := natstest.Connect(t, s.URL())
 	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "GEMBA", Subjects: []string{"gemba.>"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -226,12 +226,12 @@ func TestVerifyStreamMissing(t *testing.T) {
 }
 
 func TestWrongStreamCapturesSubject(t *testing.T) {
-	s, _ := newJSServer(t)
-	_, js := connectJS(t, s.ClientURL())
+	s := natstest.JetStream(t)
+	_, js := natstest.Connect(t, s.URL())
 	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "OTHER", Subjects: []string{"gemba.>"}}); err != nil {
 		t.Fatal(err)
 	}
-	cfg := testConfig(s.ClientURL())
+	cfg := testConfig(s.URL())
 	cfg.NATS.CreateStream = false
 	r := startUplink(t, cfg, newMemSource(), Options{})
 	testutil.WaitFor(t, 10*time.Second, "not-ready reason", func() bool {
@@ -241,7 +241,7 @@ func TestWrongStreamCapturesSubject(t *testing.T) {
 }
 
 func TestHistoricalAndLiveFirst(t *testing.T) {
-	s, _ := newJSServer(t)
+	s := natstest.JetStream(t)
 	src := newMemSource()
 	old := time.Now().Add(-time.Hour)
 	const backlog = 600
@@ -260,13 +260,13 @@ func TestHistoricalAndLiveFirst(t *testing.T) {
 			})
 		}
 	}
-	cfg := testConfig(s.ClientURL())
+	cfg := testConfig(s.URL())
 	cfg.MaxInflight = 16 // keep the backlog from being all in flight before live data exists
 	r := startUplink(t, cfg, src, Options{})
 	testutil.WaitFor(t, 20*time.Second, "all acked", func() bool { return src.Acked(signal.StreamSamples) == backlog+5 })
 	r.stop(t)
 
-	_, js := connectJS(t, s.ClientURL())
+	_, js := natstest.Connect(t, s.URL())
 	c := readStream(t, js, "GEMBA")
 	c.exactlyOnce(t, (backlog+5)*10)
 	firstLive, lastBacklog := -1, -1
@@ -304,13 +304,13 @@ func TestHistoricalAndLiveFirst(t *testing.T) {
 }
 
 func TestHeartbeat(t *testing.T) {
-	s, _ := newJSServer(t)
-	nc, _ := connectJS(t, s.ClientURL())
+	s := natstest.JetStream(t)
+	nc, _ := natstest.Connect(t, s.URL())
 	sub, err := nc.SubscribeSync("gemba.plant1.gw1.status")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := testConfig(s.ClientURL())
+	cfg := testConfig(s.URL())
 	cfg.Heartbeat = 50 * time.Millisecond
 	status := func() signal.Status {
 		return signal.Status{Agent: "gw1", Site: "plant1", Version: "1.2.3", ConfigVersion: "cv1",
@@ -334,17 +334,17 @@ func TestHeartbeat(t *testing.T) {
 }
 
 func TestCorruptRecordSkipped(t *testing.T) {
-	s, _ := newJSServer(t)
+	s := natstest.JetStream(t)
 	src := newMemSource()
 	src.Append(signal.StreamSamples, sampleChunk(0, 10, time.Now()))
 	src.Append(signal.StreamSamples, []byte("garbage"))
 	src.Append(signal.StreamSamples, sampleChunk(10, 10, time.Now()))
-	r := startUplink(t, testConfig(s.ClientURL()), src, Options{})
+	r := startUplink(t, testConfig(s.URL()), src, Options{})
 	testutil.WaitFor(t, 10*time.Second, "acked past the corrupt record", func() bool { return src.Acked(signal.StreamSamples) == 3 })
 	if h := r.u.Health(); h.Errors != 1 || r.u.m.corrupt.Load() != 1 {
 		t.Errorf("corrupt record not counted: %+v", h)
 	}
-	_, js := connectJS(t, s.ClientURL())
+	_, js := natstest.Connect(t, s.URL())
 	readStream(t, js, "GEMBA").exactlyOnce(t, 20)
 }
 
@@ -405,15 +405,15 @@ func TestNewRejects(t *testing.T) {
 // TestDuplicatesReportedOnResend: records a previous run published (stored, buffer not acked,
 // as after a crash) are re-sent with the same ids; JetStream drops them and the uplink counts them.
 func TestDuplicatesReportedOnResend(t *testing.T) {
-	s, _ := newJSServer(t)
+	s := natstest.JetStream(t)
 	src := newMemSource()
 	for i := range 20 {
 		src.Append(signal.StreamSamples, sampleChunk(i*10, 10, time.Now()))
 	}
 	// Another publisher already stored seq 5..9 with the uplink's ids (as if from a run that
 	// crashed before acking the buffer).
-	_, js := connectJS(t, s.ClientURL())
-	cfg := testConfig(s.ClientURL())
+	_, js := natstest.Connect(t, s.URL())
+	cfg := testConfig(s.URL())
 	u, _ := New(cfg, testID, newMemSource(), Options{})
 	if err := u.ensureStream(context.Background(), js); err != nil {
 		t.Fatal(err)
@@ -527,15 +527,15 @@ func TestRunBadSeedFile(t *testing.T) {
 }
 
 func TestCreateStreamKeepsOthersSubjectsAndRefusesStorageChange(t *testing.T) {
-	s, _ := newJSServer(t)
-	_, js := connectJS(t, s.ClientURL())
+	s := natstest.JetStream(t)
+	_, js := natstest.Connect(t, s.URL())
 	ctx := context.Background()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "GEMBA", Subjects: []string{"hub.>"}, Duplicates: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
 	src := newMemSource()
 	src.Append(signal.StreamSamples, sampleChunk(0, 10, time.Now()))
-	cfg := testConfig(s.ClientURL())
+	cfg := testConfig(s.URL())
 	startUplink(t, cfg, src, Options{})
 	testutil.WaitFor(t, 10*time.Second, "delivered", func() bool { return src.Acked(signal.StreamSamples) == 1 })
 	st, err := js.Stream(ctx, "GEMBA")
@@ -577,15 +577,15 @@ func TestSubjectCovers(t *testing.T) {
 }
 
 func TestCreateStreamOverHubStreamWithWildcard(t *testing.T) {
-	s, _ := newJSServer(t)
-	_, js := connectJS(t, s.ClientURL())
+	s := natstest.JetStream(t)
+	_, js := natstest.Connect(t, s.URL())
 	ctx := context.Background()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "GEMBA", Subjects: []string{"gemba.>"}}); err != nil {
 		t.Fatal(err)
 	}
 	src := newMemSource()
 	src.Append(signal.StreamSamples, sampleChunk(0, 10, time.Now()))
-	startUplink(t, testConfig(s.ClientURL()), src, Options{})
+	startUplink(t, testConfig(s.URL()), src, Options{})
 	testutil.WaitFor(t, 10*time.Second, "delivered", func() bool { return src.Acked(signal.StreamSamples) == 1 })
 	st, err := js.Stream(ctx, "GEMBA")
 	if err != nil {
