@@ -174,7 +174,7 @@ http: {listen: "127.0.0.1:%d"}
 nats: {embedded: {listen: "127.0.0.1:%d"}}
 `, dir, httpPort, natsPort))
 	cmd := hubCmd("", nil, "run", "-c", file)
-	var stderr syncBuffer
+	var stderr testutil.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

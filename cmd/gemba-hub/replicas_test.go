@@ -27,7 +27,7 @@ type replica struct {
 	name   string
 	cmd    *exec.Cmd
 	base   string // http://host:port
-	stderr *syncBuffer
+	stderr *testutil.Buffer
 	exited chan struct{}
 	err    error
 }
@@ -54,7 +54,7 @@ features:
 // runReplica starts `gemba-hub run -c file` in dir as replica name, killed when the test ends.
 func runReplica(t *testing.T, name, dir, file string) *replica {
 	t.Helper()
-	r := &replica{name: name, cmd: hubCmd(dir, nil, "run", "-c", file), stderr: &syncBuffer{}, exited: make(chan struct{})}
+	r := &replica{name: name, cmd: hubCmd(dir, nil, "run", "-c", file), stderr: &testutil.Buffer{}, exited: make(chan struct{})}
 	r.cmd.Stderr = r.stderr
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)
