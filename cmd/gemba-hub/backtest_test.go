@@ -60,15 +60,6 @@ func btHistory(t *testing.T, url string, js jetstream.JetStream) {
 	t.Helper()
 	createAgentStream(t, url, 1)
 	ctx := context.Background()
-	ccfg := commerce.DefaultConfig()
-	ccfg.Channels = []string{"web"}
-	if _, err := commerce.EnsureStream(ctx, js, ccfg); err != nil {
-		t.Fatal(err)
-	}
-	pub, err := commerce.NewPublisher(js, ccfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var evs []commerce.Event
 	for d := 7; d >= 1; d-- {
 		for _, sku := range []string{"A", "B"} {
@@ -78,11 +69,7 @@ func btHistory(t *testing.T, url string, js jetstream.JetStream) {
 	}
 	evs = append(evs, commerce.Snapshot{SnapshotID: "erp", SKU: "A", Site: "s1", OnHand: 300, Time: btAt(9, 40)},
 		commerce.Snapshot{SnapshotID: "erp", SKU: "B", Site: "s1", OnHand: 5000, Time: btAt(9, 40)})
-	for _, r := range pub.Publish(ctx, evs) {
-		if r.Err != nil {
-			t.Fatal(r.Err)
-		}
-	}
+	publishSales(t, js, []string{"web"}, evs)
 	var fs []signal.Feature
 	seq := uint64(0)
 	for end := btAt(9, 50).Add(10 * time.Second); !end.After(btAt(10, 30)); end = end.Add(10 * time.Second) {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"path/filepath"
 	"regexp"
@@ -26,16 +25,6 @@ func TestModelsCommands(t *testing.T) {
 nats: {servers: [%q]}
 learn: {enabled: true, horizon_days: 7}
 `, dir, n.URL()))
-	ctx := context.Background()
-	ccfg := commerce.DefaultConfig()
-	ccfg.Channels = []string{"web", "retail", "wholesale"}
-	if _, err := commerce.EnsureStream(ctx, js, ccfg); err != nil {
-		t.Fatal(err)
-	}
-	pub, err := commerce.NewPublisher(js, ccfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	today := time.Now().UTC().Truncate(24 * time.Hour)
 	var evs []commerce.Event
 	for d := 1; d <= 90; d++ {
@@ -48,11 +37,7 @@ learn: {enabled: true, horizon_days: 7}
 				Quantity: q, UnitPrice: 3, Currency: "EUR", Time: today.AddDate(0, 0, -d).Add(9 * time.Hour)})
 		}
 	}
-	for _, r := range pub.Publish(ctx, evs) {
-		if r.Err != nil {
-			t.Fatal(r.Err)
-		}
-	}
+	publishSales(t, js, []string{"web", "retail", "wholesale"}, evs)
 
 	out, errOut, code := runHub(t, dir, nil, "models", "refit", "-c", cfgFile, "--by", "ops", "--why", "first fit", "--promote", "shadow")
 	m := regexp.MustCompile(`stored model set ([0-9a-f]{16}) .*: 3 series \(0 failed\)`).FindStringSubmatch(out)
@@ -114,16 +99,6 @@ learn: {enabled: true, horizon_days: 7}
 func TestReplicasRefitOnceAndFollow(t *testing.T) {
 	n := natstest.JetStream(t)
 	_, js := natstest.Connect(t, n.URL())
-	ctx := context.Background()
-	ccfg := commerce.DefaultConfig()
-	ccfg.Channels = []string{"web", "retail", "wholesale"}
-	if _, err := commerce.EnsureStream(ctx, js, ccfg); err != nil {
-		t.Fatal(err)
-	}
-	pub, err := commerce.NewPublisher(js, ccfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	today := time.Now().UTC().Truncate(24 * time.Hour)
 	var evs []commerce.Event
 	for d := 1; d <= 60; d++ {
@@ -132,11 +107,7 @@ func TestReplicasRefitOnceAndFollow(t *testing.T) {
 				Quantity: float64(3 + (d+i)%4), UnitPrice: 3, Currency: "EUR", Time: today.AddDate(0, 0, -d).Add(15 * time.Hour)})
 		}
 	}
-	for _, r := range pub.Publish(ctx, evs) {
-		if r.Err != nil {
-			t.Fatal(r.Err)
-		}
-	}
+	publishSales(t, js, []string{"web", "retail", "wholesale"}, evs)
 	dir := t.TempDir()
 	var reps []*replica
 	for _, name := range []string{"m1", "m2"} {
