@@ -13,10 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/gemba-io/gemba/internal/natstest"
 	"github.com/gemba-io/gemba/internal/promtext"
 	"github.com/gemba-io/gemba/internal/testutil"
 	gsig "github.com/gemba-io/gemba/signal"
@@ -131,31 +130,15 @@ func TestTwoReplicasOneKilledMidLoad(t *testing.T) {
 		t.Skip("runs two hub processes (~20 s)")
 	}
 	dir := t.TempDir()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: filepath.Join(dir, "nats"), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-	createAgentStream(t, ns.ClientURL(), 1)
+	ns := natstest.JetStream(t)
+	createAgentStream(t, ns.URL(), 1)
 
-	a, b := startReplica(t, dir, "hub-a", ns.ClientURL()), startReplica(t, dir, "hub-b", ns.ClientURL())
+	a, b := startReplica(t, dir, "hub-a", ns.URL()), startReplica(t, dir, "hub-b", ns.URL())
 	testutil.WaitFor(t, 60*time.Second, "both replicas ready", func() bool { return a.ready() && b.ready() })
 
 	const n, perMsg, skus, copies = 1500, 4, 40, 200
 	msgs, want := agentLedger(n, perMsg, skus)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natstest.Connect(t, ns.URL())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	publish := func(m ledgerMsg, withID bool) {
