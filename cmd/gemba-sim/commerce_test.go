@@ -6,37 +6,19 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gemba-io/gemba/hub/ingest/commerce"
+	"github.com/gemba-io/gemba/internal/natstest"
 	"github.com/gemba-io/gemba/internal/testutil"
 )
 
 // With -commerce-nats the simulator publishes the plant's sales and counts to the hub's COMMERCE
 // stream, beside the plant, and says what it did when it stops.
 func TestCommerceSimulatorPublishes(t *testing.T) {
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	defer func() { s.Shutdown(); s.WaitForShutdown() }()
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := natstest.JetStream(t)
+	_, js := natstest.Connect(t, s.URL())
 	cfg := commerce.DefaultConfig()
 	cfg.Channels = []string{"web", "retail", "wholesale"}
 	st, err := commerce.EnsureStream(context.Background(), js, cfg)
@@ -45,7 +27,7 @@ func TestCommerceSimulatorPublishes(t *testing.T) {
 	}
 	var out, errb bytes.Buffer
 	args := []string{"-opcua", "", "-listen-mqtt", fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)), "-tick", "50ms",
-		"-speed", "12000", "-duration", "3s", "-commerce-nats", s.ClientURL(), "-commerce-scale", "0.05"}
+		"-speed", "12000", "-duration", "3s", "-commerce-nats", s.URL(), "-commerce-scale", "0.05"}
 	if err := run(args, &out, &errb); err != nil {
 		t.Fatal(err, errb.String())
 	}
@@ -61,7 +43,7 @@ func TestCommerceSimulatorPublishes(t *testing.T) {
 	if info.State.Msgs < 20 || inv.State.Subjects[commerce.InventorySubject("gemba")] < 6 {
 		t.Fatalf("stream holds %d messages, %v inventory rows: want sales and counts\n%s", info.State.Msgs, inv.State.Subjects, out.String())
 	}
-	if !strings.Contains(out.String(), "  commerce "+s.ClientURL()) || !strings.Contains(out.String(), "count rows acknowledged, 0 not") {
+	if !strings.Contains(out.String(), "  commerce "+s.URL()) || !strings.Contains(out.String(), "count rows acknowledged, 0 not") {
 		t.Fatalf("output:\n%s", out.String())
 	}
 }
