@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"runtime/debug"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -18,6 +17,7 @@ import (
 	"github.com/gemba-io/gemba/hub"
 	"github.com/gemba-io/gemba/hub/decide/rules"
 	"github.com/gemba-io/gemba/hub/state/graph"
+	"github.com/gemba-io/gemba/internal/memlimit"
 )
 
 // exitError carries an exit code without printing anything more.
@@ -83,9 +83,7 @@ HTTP (http.listen, default 127.0.0.1:9400): /healthz, /readyz (JSON, says why no
 				cfg.Hub.Log.Format = format
 			}
 			log := cfg.Hub.Log.NewLogger(os.Stderr)
-			if cfg.Hub.MemoryLimit > 0 {
-				debug.SetMemoryLimit(int64(cfg.Hub.MemoryLimit))
-			}
+			follow := memlimit.Apply(cfg.Hub.MemoryLimit, hub.MemoryPolicy, os.LookupEnv, log)
 			h, err := hub.New(cfg, hub.Options{Logger: log})
 			if err != nil {
 				log.Error("hub cannot start", "err", err)
@@ -93,6 +91,9 @@ HTTP (http.listen, default 127.0.0.1:9400): /healthz, /readyz (JSON, says why no
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if follow != nil {
+				go follow(ctx)
+			}
 			if err := h.Run(ctx); err != nil {
 				log.Error("hub failed", "err", err)
 				return exitError{1}
