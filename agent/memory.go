@@ -21,7 +21,7 @@ type MemoryLimit int64
 
 const (
 	// MemoryAuto keeps Go's soft limit at AutoMemoryFloor, raised with the live heap so that the
-	// collector always has at least half the live heap of headroom (see RunMemoryLimit).
+	// collector always has at least half the live heap of headroom (see ApplyMemoryLimit).
 	MemoryAuto MemoryLimit = 0
 	// MemoryOff sets no limit: Go's default, or GOMEMLIMIT and GOGC from the environment.
 	MemoryOff MemoryLimit = -1
@@ -143,7 +143,7 @@ type memoryGovernor struct {
 	last    int64
 }
 
-var governorMetrics = []string{
+var governorMetrics = [...]string{
 	"/gc/heap/live:bytes",                 // marked live at the end of the last cycle
 	"/gc/scan/stack:bytes",                // counted into GOGC's goal since Go 1.18
 	"/gc/scan/globals:bytes",              // likewise
@@ -172,7 +172,7 @@ type memStats struct {
 // step reads the runtime's figures and sets the limit; it returns the limit set.
 func (g *memoryGovernor) step() int64 {
 	rtmetrics.Read(g.samples)
-	v := make([]uint64, len(g.samples))
+	var v [len(governorMetrics)]uint64
 	for i, s := range g.samples {
 		if s.Value.Kind() == rtmetrics.KindUint64 {
 			v[i] = s.Value.Uint64()
