@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"path"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -174,8 +173,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	stopped := make(chan struct{})
 	// Messages taken but not yet processed are bounded in bytes as well as in number: agents' feature
 	// chunks are up to 256 KiB, and 2×batch of them would be hundreds of MB.
-	buffered, batchBytes := inFlight(debug.SetMemoryLimit(-1))
-	g := newGate(buffered)
+	g := newGate(bufferedBytes)
 	h := newHeld()
 	kctx, kstop := context.WithCancel(context.Background())
 	defer kstop()
@@ -223,9 +221,6 @@ func (c *Consumer) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			continue
 		}
-		// The limit may move (memory_limit auto follows a bigger state): follow it.
-		buffered, batchBytes = inFlight(debug.SetMemoryLimit(-1))
-		g.setLimit(buffered)
 		batch, size = fill(batch, size)
 		c.process(ctx, batch)
 		h.remove(batch...)
@@ -297,25 +292,15 @@ func (h *held) keepAlive(ctx context.Context, every time.Duration) {
 }
 
 // Byte bounds of the messages in the hub's hands: asked for per pull, taken but not processed
-// (buffered and in the batch being processed), and per batch.
+// (buffered and in the batch being processed), and per batch. Not derived from the memory limit:
+// under the default limit, 8 MiB (batches of 6) instead of 32 lowered a 300,000-key hub's peak while
+// ingesting a backlog by 10 MiB at best (within the runs' spread), and cost 25–45 % of the ingest rate
+// (more, smaller flushes: more garbage for a collector already working near the limit).
 const (
-	minPullBytes = 8 << 20 // a cluster's max_payload is 1 MiB by default: pulls that small make small batches
-	// The messages taken are bounded to 1/16 of Go's memory limit (hub.memory_limit) within these:
-	// a process without a limit (memory_limit: off) takes 32 MiB, batches of 24; the default limit
-	// (120 MiB for a small state) 8 MiB, batches of 6, which kept the peak of a 300,000-key hub
-	// ingesting a backlog 10–15 MiB lower (the pull's 8 MiB come on top, in the client). Smaller
-	// batches cost CPU where every message brings new keys (fewer changes coalesce per flush: +15–25 %
-	// per record at 8 MiB with 100 agents), so a process with room keeps the larger ones.
-	minBufferedBytes = 8 << 20
-	maxBufferedBytes = 32 << 20
+	minPullBytes  = 8 << 20 // a cluster's max_payload is 1 MiB by default: pulls that small make small batches
+	bufferedBytes = 32 << 20
+	batchBytes    = 24 << 20
 )
-
-// inFlight is the bound of the bytes taken and not yet processed, and of one batch, under Go's memory
-// limit lim (math.MaxInt64 when none).
-func inFlight(lim int64) (buffered, batch int) {
-	buffered = int(min(max(lim/16, minBufferedBytes), maxBufferedBytes))
-	return buffered, buffered / 4 * 3
-}
 
 // pullBytes is the most bytes asked for per pull: the server's max_payload, so that the largest
 // message it can hold still fits one pull (a larger one would never be delivered).
@@ -354,17 +339,6 @@ func (g *gate) acquire(n int) bool {
 	}
 	g.used += n
 	return true
-}
-
-// setLimit changes the bound; waiters see a raised one at once.
-func (g *gate) setLimit(n int) {
-	g.mu.Lock()
-	raised := n > g.limit
-	g.limit = n
-	g.mu.Unlock()
-	if raised {
-		g.cond.Broadcast()
-	}
 }
 
 func (g *gate) release(n int) {
