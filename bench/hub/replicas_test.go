@@ -78,9 +78,42 @@ func clusterRound(b *testing.B, p plant, windows, replicas int) {
 	// Once, one at a time, to create the R3 streams and buckets (replicas creating the same ones at
 	// once take far longer to start); then stopped, the backlog published, and every replica
 	// started at once on stores that exist: the timed part is their drain.
-	for _, cfg := range cfgs {
-		startHub(b, cfg).halt(b)
+	// The shared consumer is bound in the background once a replica is ready: waited for (with a
+	// leader: until one is elected its info reads all zeros), or the timed replicas would create
+	// it. A stopped replica's last pull request could also outlive it on the consumer's leader
+	// and take part of the backlog until the ack wait: published once none is waiting.
+	consumerReady := func(what string) {
+		var last string
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) { // polling with a deadline
+			c, err := js.Consumer(ctx, "GEMBA", "gemba-hub")
+			if err == nil {
+				var info *jetstream.ConsumerInfo
+				if info, err = c.Info(ctx); err == nil {
+					if info.Cluster != nil && info.Cluster.Leader != "" && info.NumWaiting == 0 {
+						return
+					}
+					last = fmt.Sprintf("%d waiting pulls, cluster %+v", info.NumWaiting, info.Cluster)
+				}
+			}
+			if err != nil {
+				last = err.Error()
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("%s: not within 1 min; last: %s", what, last)
+			}
+		}
 	}
+	for i, cfg := range cfgs {
+		h := startHub(b, cfg)
+		if i == 0 {
+			testutil.WaitFor(b, time.Minute, "the replica's consumer created", func() bool {
+				_, err := js.Consumer(ctx, "GEMBA", "gemba-hub")
+				return err == nil
+			})
+		}
+		h.halt(b)
+	}
+	consumerReady("the consumer with a leader and no pull request of the stopped replicas waiting")
 	t0 := time.Now().Add(-time.Duration(windows+60) * time.Second).Truncate(time.Second)
 	records := p.agents * windows * p.perWindow()
 	publishAll(b, js, p, windows, t0)
@@ -101,8 +134,12 @@ func clusterRound(b *testing.B, p plant, windows, replicas int) {
 		}
 	}
 	defer func() {
+		t := time.Now()
 		for _, h := range hubs {
 			h.halt(b)
+		}
+		if d := time.Since(t); d > 10*time.Second {
+			b.Logf("the replicas took %s to stop", d.Round(time.Millisecond))
 		}
 	}()
 	// Drained: the consumer's ack floor reached the stream's last message (its pending count, read
@@ -112,14 +149,40 @@ func clusterRound(b *testing.B, p plant, windows, replicas int) {
 		b.Fatal(err)
 	}
 	last := si.CachedInfo().State.LastSeq
-	testutil.WaitFor(b, 10*time.Minute, "every message of the backlog acknowledged", func() bool {
-		c, err := js.Consumer(ctx, "GEMBA", "gemba-hub")
-		if err != nil {
-			return false
+	// Bounded at 3 min (a round takes 2–15 s): a replica that stops acknowledging is a failure to
+	// show, with where the consumer and each replica stand, not a wait.
+	var info *jetstream.ConsumerInfo
+	for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(50 * time.Millisecond) { // polling with a deadline
+		if c, err := js.Consumer(ctx, "GEMBA", "gemba-hub"); err == nil {
+			if i, err := c.Info(ctx); err == nil {
+				info = i
+				if i.AckFloor.Stream >= last && i.NumAckPending == 0 {
+					break
+				}
+			}
 		}
-		info, err := c.Info(ctx)
-		return err == nil && info.AckFloor.Stream >= last && info.NumAckPending == 0
-	})
+		if time.Now().After(deadline) {
+			if info != nil {
+				b.Logf("consumer (created %s): delivered stream seq %d, ack floor %d of %d, %d pending, %d ack pending, %d redelivered, %d waiting pulls; cluster %+v",
+					info.Created.Format(time.RFC3339Nano), info.Delivered.Stream, info.AckFloor.Stream, last, info.NumPending, info.NumAckPending,
+					info.NumRedelivered, info.NumWaiting, info.Cluster)
+				if info.Cluster != nil {
+					for _, r := range info.Cluster.Replicas {
+						b.Logf("consumer replica %+v", *r)
+					}
+				}
+			}
+			for i, h := range hubs {
+				if m, err := promtext.Scrape("http://" + h.h.Addr() + "/metrics"); err == nil {
+					b.Logf("replica %d: %v messages, %v records, %v duplicates, %v redelivered, %v errors", i,
+						m.Sum("gemba_hub_ingest_messages_total"), m.Sum("gemba_hub_ingest_records_total"),
+						m.Sum("gemba_hub_ingest_duplicates_total"), m.Sum("gemba_hub_ingest_redelivered_total"),
+						m.Sum("gemba_hub_ingest_errors_total"))
+				}
+			}
+			b.Fatalf("the backlog not acknowledged within 3 min")
+		}
+	}
 	el, cpu := time.Since(start), cpuTime()-cpu0
 	var applied float64
 	for _, h := range hubs {
