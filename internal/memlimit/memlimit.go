@@ -110,8 +110,8 @@ func Apply(s Setting, p Policy, lookup func(string) (string, bool), log *slog.Lo
 			return nil
 		}
 	}
-	g := newGovernor(p, debug.SetMemoryLimit)
-	lim := g.step(time.Now(), read())
+	g, r := newGovernor(p, debug.SetMemoryLimit), newReader()
+	lim := g.step(time.Now(), r.read())
 	log.Info("memory limit", "memory_limit", "auto", "floor", config.ByteSize(p.Floor), "limit", config.ByteSize(lim))
 	return func(ctx context.Context) {
 		t := time.NewTicker(interval)
@@ -121,7 +121,7 @@ func Apply(s Setting, p Policy, lookup func(string) (string, bool), log *slog.Lo
 			case <-ctx.Done():
 				return
 			case now := <-t.C:
-				if lim := g.step(now, read()); lim != 0 {
+				if lim := g.step(now, r.read()); lim != 0 {
 					log.Debug("memory limit raised or lowered", "limit", config.ByteSize(lim))
 				}
 			}
@@ -158,16 +158,23 @@ var metricNames = []string{
 	"/memory/classes/heap/free:bytes",
 }
 
-func read() stats {
-	s := make([]rtmetrics.Sample, len(metricNames))
+// reader reads the figures into samples it keeps (one reading a second, no allocation).
+type reader struct{ s []rtmetrics.Sample }
+
+func newReader() *reader {
+	r := &reader{s: make([]rtmetrics.Sample, len(metricNames))}
 	for i, n := range metricNames {
-		s[i].Name = n
+		r.s[i].Name = n
 	}
-	rtmetrics.Read(s)
-	v := make([]uint64, len(s))
-	for i := range s {
-		if s[i].Value.Kind() == rtmetrics.KindUint64 {
-			v[i] = s[i].Value.Uint64()
+	return r
+}
+
+func (r *reader) read() stats {
+	rtmetrics.Read(r.s)
+	var v [8]uint64
+	for i := range r.s {
+		if r.s[i].Value.Kind() == rtmetrics.KindUint64 {
+			v[i] = r.s[i].Value.Uint64()
 		}
 	}
 	return stats{live: v[0], stacks: v[1], globals: v[2], held: v[3] - min(v[3], v[4]), heap: v[5] + v[6] + v[7]}
@@ -196,7 +203,7 @@ func (g *governor) step(now time.Time, s stats) int64 {
 	for i < len(g.seen)-1 && now.Sub(g.seen[i].at) > g.p.Window {
 		i++
 	}
-	g.seen = g.seen[i:]
+	g.seen = g.seen[:copy(g.seen, g.seen[i:])] // in place: the window's readings, not a growing array
 	least := g.seen[0].live
 	for _, r := range g.seen[1:] {
 		least = min(least, r.live)

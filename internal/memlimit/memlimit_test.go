@@ -149,3 +149,16 @@ func TestApply(t *testing.T) {
 		t.Fatal("auto's loop did not stop with its context")
 	}
 }
+
+// A step (once a second for the process's life) allocates nothing once its window is full.
+func TestStepAllocatesNothing(t *testing.T) {
+	g, r := newGovernor(Policy{Floor: 1 << 40, Headroom: 25, Window: 5 * time.Second}, func(int64) int64 { return 0 }), newReader()
+	now := time.Now()
+	for range 10 {
+		now = now.Add(time.Second)
+		g.step(now, r.read())
+	}
+	if n := testing.AllocsPerRun(100, func() { now = now.Add(time.Second); g.step(now, r.read()) }); n != 0 {
+		t.Errorf("%v allocations per step", n)
+	}
+}
