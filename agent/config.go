@@ -129,7 +129,7 @@ func (s *Settings) Validate(r config.Report) {
 	if s.ShutdownTimeout <= 0 {
 		r.Errorf("shutdown_timeout", "must be positive")
 	}
-	s.MemoryLimit.check(r, "memory_limit")
+	s.MemoryLimit.Check(r, "memory_limit", minFixedLimit)
 	if s.Restart.Initial <= 0 || s.Restart.Max < s.Restart.Initial {
 		r.Errorf("restart", "need 0 < initial <= max")
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"math"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -57,55 +56,28 @@ func TestMemoryLimitSetting(t *testing.T) {
 	}
 }
 
-func TestAutoLimit(t *testing.T) {
-	const mib = 1 << 20
-	small := memStats{live: 13 * mib, stacks: mib, globals: mib / 2, total: 30 * mib, objects: 20 * mib, unused: 2 * mib, free: 2 * mib}
-	if got := autoLimit(AutoMemoryFloor, small); got != AutoMemoryFloor {
-		t.Errorf("5,000 variables' heap: limit %d MiB, want the floor", got/mib)
-	}
-	// A big gateway: the limit must leave at least autoHeadroom % of the live heap to grow in,
-	// plus what the runtime holds outside the heap, or the collector would run back to back.
-	big := memStats{live: 200 * mib, stacks: 2 * mib, globals: mib / 2, total: 420 * mib, released: 10 * mib, objects: 380 * mib, unused: 10 * mib, free: 5 * mib}
-	got := autoLimit(AutoMemoryFloor, big)
-	outside := int64(420-10-380-10-5) * mib
-	if min := int64(200*mib*(100+autoHeadroom)/100) + outside; got < min {
-		t.Errorf("200 MiB live: limit %d MiB, want at least %d MiB", got/mib, min/mib)
-	}
-	if got > 2*200*mib+outside+8*mib {
-		t.Errorf("200 MiB live: limit %d MiB is above what GOGC 100 would use: auto would not bound anything", got/mib)
-	}
-	if autoLimit(AutoMemoryFloor, memStats{live: math.MaxUint64 / 2}) != math.MaxInt64 {
-		t.Error("an absurd reading must give no limit, not an overflow")
-	}
-}
-
-// TestGovernorFollowsTheLiveHeap reads the real runtime: a heap that outgrows the floor raises the
-// limit above what is live (no collection spiral), and the limit falls back once it is freed.
-func TestGovernorFollowsTheLiveHeap(t *testing.T) {
-	g := newMemoryGovernor(AutoMemoryFloor)
-	var set []int64
-	g.set = func(v int64) int64 { set = append(set, v); return 0 }
-	runtime.GC()
-	if lim := g.step(); lim != AutoMemoryFloor {
-		t.Fatalf("idle test process: limit %d, want the floor %d", lim, AutoMemoryFloor)
-	}
+// TestAutoFollowsTheLiveHeap reads the real runtime through the agent's policy: a heap that
+// outgrew the floor gets a limit at least half its size above it (no collection spiral), and once
+// it is freed the floor again.
+func TestAutoFollowsTheLiveHeap(t *testing.T) {
+	orig := debug.SetMemoryLimit(-1)
+	defer debug.SetMemoryLimit(orig)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	live := make([][]byte, 96)
 	for i := range live {
 		live[i] = bytes.Repeat([]byte{byte(i)}, 1<<20)
 	}
 	runtime.GC()
-	lim := g.step()
-	if lim < 96<<20*(100+autoHeadroom)/100 {
-		t.Errorf("96 MiB live: limit %d MiB, want at least %d MiB", lim>>20, (96<<20*(100+autoHeadroom)/100)>>20)
+	ApplyMemoryLimit(MemoryAuto, noEnv, log) // the first step is taken before it returns
+	if lim, want := debug.SetMemoryLimit(-1), int64(96<<20*(100+MemoryPolicy.Headroom)/100); lim < want {
+		t.Errorf("96 MiB live: limit %d MiB, want at least %d MiB", lim>>20, want>>20)
 	}
 	runtime.KeepAlive(live)
 	live = nil
 	runtime.GC()
-	if lim := g.step(); lim != AutoMemoryFloor {
-		t.Errorf("heap freed: limit %d MiB, want the floor again", lim>>20)
-	}
-	if len(set) != 3 {
-		t.Errorf("limit set %d times, want 3 (only on change): %v", len(set), set)
+	ApplyMemoryLimit(MemoryAuto, noEnv, log)
+	if lim := debug.SetMemoryLimit(-1); lim != AutoMemoryFloor {
+		t.Errorf("heap freed: limit %d MiB, want the floor %d MiB", lim>>20, AutoMemoryFloor>>20)
 	}
 }
 
