@@ -85,16 +85,21 @@ func clusterRound(b *testing.B, p plant, windows, replicas int) {
 	consumerReady := func(what string) {
 		var last string
 		for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) { // polling with a deadline
-			c, err := js.Consumer(ctx, "GEMBA", "gemba-hub")
+			// Each request bounded: the API has gone unanswered for minutes here (a consumer
+			// without a leader does not answer its info requests).
+			rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+			c, err := js.Consumer(rctx, "GEMBA", "gemba-hub")
 			if err == nil {
 				var info *jetstream.ConsumerInfo
-				if info, err = c.Info(ctx); err == nil {
+				if info, err = c.Info(rctx); err == nil {
 					if info.Cluster != nil && info.Cluster.Leader != "" && info.NumWaiting == 0 {
+						rcancel()
 						return
 					}
 					last = fmt.Sprintf("%d waiting pulls, cluster %+v", info.NumWaiting, info.Cluster)
 				}
 			}
+			rcancel()
 			if err != nil {
 				last = err.Error()
 			}
@@ -107,7 +112,9 @@ func clusterRound(b *testing.B, p plant, windows, replicas int) {
 		h := startHub(b, cfg)
 		if i == 0 {
 			testutil.WaitFor(b, time.Minute, "the replica's consumer created", func() bool {
-				_, err := js.Consumer(ctx, "GEMBA", "gemba-hub")
+				rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+				defer rcancel()
+				_, err := js.Consumer(rctx, "GEMBA", "gemba-hub")
 				return err == nil
 			})
 		}
@@ -153,14 +160,17 @@ func clusterRound(b *testing.B, p plant, windows, replicas int) {
 	// show, with where the consumer and each replica stand, not a wait.
 	var info *jetstream.ConsumerInfo
 	for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(50 * time.Millisecond) { // polling with a deadline
-		if c, err := js.Consumer(ctx, "GEMBA", "gemba-hub"); err == nil {
-			if i, err := c.Info(ctx); err == nil {
+		rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+		if c, err := js.Consumer(rctx, "GEMBA", "gemba-hub"); err == nil {
+			if i, err := c.Info(rctx); err == nil {
 				info = i
 				if i.AckFloor.Stream >= last && i.NumAckPending == 0 {
+					rcancel()
 					break
 				}
 			}
 		}
+		rcancel()
 		if time.Now().After(deadline) {
 			if info != nil {
 				b.Logf("consumer (created %s): delivered stream seq %d, ack floor %d of %d, %d pending, %d ack pending, %d redelivered, %d waiting pulls; cluster %+v",
