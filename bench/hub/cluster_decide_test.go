@@ -20,7 +20,6 @@ import (
 	"github.com/gemba-io/gemba/internal/natstest"
 	"github.com/gemba-io/gemba/internal/promtext"
 	"github.com/gemba-io/gemba/internal/testutil"
-	"github.com/gemba-io/gemba/signal"
 )
 
 // BenchmarkDecideCluster is issue 17's "1 replica on embedded NATS vs 3 replicas on a 3-node cluster"
@@ -247,56 +246,16 @@ func clusterDecideRound(b *testing.B, p plant, replicas int, cluster bool, rate 
 	t0 := time.Now().Truncate(time.Second)
 	start := time.Now()
 	rcpu0, scpu0 := rs.cpu()
-	records, crossings := 0, 0
-	// Per agent and line, the crossings whose units are still 1,000: set back to 0 in the agent's
-	// first window after the promotion arrived (as BenchmarkDecideLatency does, so that a later
-	// evaluation does not decide the SKU again in a later bucket).
-	type hotKey struct{ a, l int }
-	unreset := map[hotKey][]string{}
-	for wi := 1; wi <= windows; wi++ {
-		for a := range p.agents {
-			due := start.Add(time.Duration(wi-1)*window + time.Duration(a)*window/time.Duration(p.agents))
-			if d := time.Until(due); d > 0 {
-				time.Sleep(d) // pacing the load, not synchronising
-			}
-			now := time.Now()
-			bt := p.batch(a, wi, t0, window, now)
-			for l := range p.lines {
-				if crosses(a, wi) {
-					bt.Features = append(bt.Features, signal.Feature{Signal: p.line(a, l) + ".pack.parts", Name: "units",
-						WindowStart: bt.Oldest, WindowEnd: bt.Newest, Value: hotValue, Count: 10,
-						Labels: signal.Labels{{Key: "sku", Value: p.hot(a, wi, l)}}})
-					mu.Lock()
-					sent[p.hot(a, wi, l)] = now
-					mu.Unlock()
-					crossings++
-				}
-				k := hotKey{a, l}
-				var keep []string
-				for _, sku := range unreset[k] {
-					mu.Lock()
-					_, done := arrived[sku]
-					mu.Unlock()
-					if !done {
-						keep = append(keep, sku)
-						continue
-					}
-					bt.Features = append(bt.Features, signal.Feature{Signal: p.line(a, l) + ".pack.parts", Name: "units",
-						WindowStart: bt.Oldest, WindowEnd: bt.Newest, Value: 0, Count: 10,
-						Labels: signal.Labels{{Key: "sku", Value: sku}}})
-				}
-				unreset[k] = keep
-				if crosses(a, wi) {
-					unreset[k] = append(unreset[k], p.hot(a, wi, l))
-				}
-			}
-			bt.Count = len(bt.Features)
-			records += bt.Count
-			if _, err := js.PublishMsgAsync(msg(bt)); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
+	records, crossings := crossingLoad(b, js, p, windows, window, t0, start, func(sku string, at time.Time) {
+		mu.Lock()
+		sent[sku] = at
+		mu.Unlock()
+	}, func(sku string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		_, done := arrived[sku]
+		return done
+	})
 	el := time.Since(start)
 	evals1, evalsEach := rs.sum(b, "gemba_hub_decide_evaluations_total")
 	dec1, _ := rs.sum(b, "gemba_hub_decide_decisions_total")

@@ -299,58 +299,20 @@ func decideRound(b *testing.B, p plant, production, mayMiss bool, rate int, runF
 	start := time.Now()
 	cpu0 := cpuTime()
 	sched0 := readSched()
-	records, crossings := 0, 0
-	// Per agent and line, the crossings whose units are still 1,000. A crossing's units fall back to
-	// 0 in its agent's first window after its promotion arrived (so that later evaluations, e.g. on
-	// its line's next availability, do not decide again in a later bucket, and a slow round is not
-	// overtaken by its own reset); with mayMiss in the next window whatever happened, so that a
-	// crossing the engine never heard of stays missed rather than decided late on another input.
-	type hotKey struct{ a, l int }
-	unreset := map[hotKey][]string{}
-	for wi := 1; wi <= windows; wi++ {
-		for a := range p.agents {
-			due := start.Add(time.Duration(wi-1)*window + time.Duration(a)*window/time.Duration(p.agents))
-			if d := time.Until(due); d > 0 {
-				time.Sleep(d) // pacing the load, not synchronising
-			}
-			now := time.Now()
-			bt := p.batch(a, wi, t0, window, now)
-			for l := range p.lines {
-				if crosses(a, wi) {
-					bt.Features = append(bt.Features, signal.Feature{Signal: p.line(a, l) + ".pack.parts", Name: "units",
-						WindowStart: bt.Oldest, WindowEnd: bt.Newest, Value: hotValue, Count: 10,
-						Labels: signal.Labels{{Key: "sku", Value: p.hot(a, wi, l)}}})
-					mu.Lock()
-					stages[p.hot(a, wi, l)] = &stage{sent: now}
-					mu.Unlock()
-					crossings++
-				}
-				k := hotKey{a, l}
-				var keep []string
-				for _, sku := range unreset[k] {
-					mu.Lock()
-					promoted := !stages[sku].action.IsZero()
-					mu.Unlock()
-					if !promoted && !mayMiss {
-						keep = append(keep, sku)
-						continue
-					}
-					bt.Features = append(bt.Features, signal.Feature{Signal: p.line(a, l) + ".pack.parts", Name: "units",
-						WindowStart: bt.Oldest, WindowEnd: bt.Newest, Value: 0, Count: 10,
-						Labels: signal.Labels{{Key: "sku", Value: sku}}})
-				}
-				unreset[k] = keep
-				if crosses(a, wi) {
-					unreset[k] = append(unreset[k], p.hot(a, wi, l))
-				}
-			}
-			bt.Count = len(bt.Features)
-			records += bt.Count
-			if _, err := js.PublishMsgAsync(msg(bt)); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
+	// A crossing's units fall back to 0 in its agent's first window after its promotion arrived (so
+	// that later evaluations, e.g. on its line's next availability, do not decide again in a later
+	// bucket, and a slow round is not overtaken by its own reset); with mayMiss in the next window
+	// whatever happened, so that a crossing the engine never heard of stays missed rather than
+	// decided late on another input.
+	records, crossings := crossingLoad(b, js, p, windows, window, t0, start, func(sku string, at time.Time) {
+		mu.Lock()
+		stages[sku] = &stage{sent: at}
+		mu.Unlock()
+	}, func(sku string) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return mayMiss || !stages[sku].action.IsZero()
+	})
 	el := time.Since(start)
 	m1 := metrics()
 	defer func() {
@@ -519,4 +481,56 @@ func decideRound(b *testing.B, p plant, production, mayMiss bool, rate int, runF
 	b.Logf("this process during the load: goroutines waited for a core p99 %.2f ms, max %.2f ms; longest GC pause %.2f ms",
 		ms(schedQ), ms(schedMax), ms(gcMax))
 	b.StartTimer()
+}
+
+// crossingLoad publishes agents' windows as they close, spread over the window, for windows
+// windows: every other batch of an agent carries one crossing per line (units of hotValue for a
+// SKU seen nowhere else, told to sent with its publish time), and a crossing's units are set back
+// to 0 in its agent's first window after reset(sku) is true. It returns the records and crossings
+// published.
+func crossingLoad(b *testing.B, js jetstream.JetStream, p plant, windows int, window time.Duration, t0, start time.Time,
+	sent func(sku string, at time.Time), reset func(sku string) bool) (records, crossings int) {
+	type hotKey struct{ a, l int }
+	unreset := map[hotKey][]string{} // per agent and line, the crossings whose units are still hotValue
+	for wi := 1; wi <= windows; wi++ {
+		for a := range p.agents {
+			due := start.Add(time.Duration(wi-1)*window + time.Duration(a)*window/time.Duration(p.agents))
+			if d := time.Until(due); d > 0 {
+				time.Sleep(d) // pacing the load, not synchronising
+			}
+			now := time.Now()
+			bt := p.batch(a, wi, t0, window, now)
+			for l := range p.lines {
+				units := func(sku string, v float64) {
+					bt.Features = append(bt.Features, signal.Feature{Signal: p.line(a, l) + ".pack.parts", Name: "units",
+						WindowStart: bt.Oldest, WindowEnd: bt.Newest, Value: v, Count: 10,
+						Labels: signal.Labels{{Key: "sku", Value: sku}}})
+				}
+				if crosses(a, wi) {
+					units(p.hot(a, wi, l), hotValue)
+					sent(p.hot(a, wi, l), now)
+					crossings++
+				}
+				k := hotKey{a, l}
+				var keep []string
+				for _, sku := range unreset[k] {
+					if !reset(sku) {
+						keep = append(keep, sku)
+						continue
+					}
+					units(sku, 0)
+				}
+				unreset[k] = keep
+				if crosses(a, wi) {
+					unreset[k] = append(unreset[k], p.hot(a, wi, l))
+				}
+			}
+			bt.Count = len(bt.Features)
+			records += bt.Count
+			if _, err := js.PublishMsgAsync(msg(bt)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	return records, crossings
 }
