@@ -1,14 +1,12 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,24 +15,6 @@ import (
 	"github.com/gemba-io/gemba/uplink"
 	dto "github.com/prometheus/client_model/go"
 )
-
-// syncBuffer is a log sink the agent writes from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestDefaultListenIsNotTelegrafs(t *testing.T) {
 	cfg, err := Parse([]byte("agent: {id: gw, site: s}\nbuffer: {dir: /tmp/x}\n"), noEnv)
@@ -66,7 +46,7 @@ collectors:
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs testutil.Buffer
 	var mem *buffer.Memory
 	ready := make(chan string, 1)
 	a := New(cfg, Options{

@@ -1,38 +1,18 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gemba-io/gemba/internal/testutil"
 )
-
-// syncBuffer is a bytes.Buffer the child's stderr copier writes while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestSIGHUPAndReloadCommand: SIGHUP reloads instead of killing the agent (the bug: it died on
 // the spot with no log), conf.d files come and go, an invalid file is refused and named with its
@@ -66,7 +46,7 @@ uplink:
 	env := []string{"GEMBA_TEST_ADMIN_TOKEN=t0ken"}
 
 	cmd := agentCmd(t, env, "run", "-c", file, "--config-dir", confd)
-	var stderr syncBuffer
+	var stderr testutil.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
