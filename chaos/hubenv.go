@@ -58,8 +58,24 @@ func (n *node) stop() {
 
 func (n *node) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.opts.Port) }
 
-// startNodes starts one JetStream server, or three routed into a cluster.
+// startNodes starts one JetStream server, or three routed into a cluster. A port picked free can
+// be taken by another process before the server binds it (the test suite runs packages side by
+// side): nodes that do not come up are started again, on new ports and empty stores, twice more.
 func startNodes(dir string, cluster bool) ([]*node, error) {
+	var err error
+	for attempt := 1; attempt <= 3; attempt++ {
+		var nodes []*node
+		if nodes, err = startNodesOnce(dir, cluster); err == nil {
+			return nodes, nil
+		}
+		for i := range 3 {
+			_ = os.RemoveAll(filepath.Join(dir, fmt.Sprintf("nats-n%d", i+1)))
+		}
+	}
+	return nil, fmt.Errorf("%w (three attempts on new ports)", err)
+}
+
+func startNodesOnce(dir string, cluster bool) ([]*node, error) {
 	size := 1
 	if cluster {
 		size = 3
