@@ -17,14 +17,7 @@ import (
 // GOMEMLIMIT or GOGC from the environment win over auto; an explicit memory_limit wins over
 // GOMEMLIMIT; off leaves Go's default.
 func TestRunAppliesTheMemoryDefault(t *testing.T) {
-	for _, c := range memlimittest.Cases(agent.AutoMemoryFloor, 100, 64) {
-		t.Run(c.Name, func(t *testing.T) {
-			limit, gogc := runtimeSettings(t, c.Setting, c.Env)
-			if limit != c.Limit || gogc != c.GOGC {
-				t.Errorf("go_gc_gomemlimit_bytes %.0f, go_gc_gogc_percent %.0f; want %.0f, %.0f", limit, gogc, c.Limit, c.GOGC)
-			}
-		})
-	}
+	memlimittest.Check(t, agent.AutoMemoryFloor, 100, 64, runtimeSettings)
 }
 
 // runtimeSettings runs the agent (no collectors, nothing on the uplink's port) with the given

@@ -16,14 +16,7 @@ import (
 // GOMEMLIMIT or GOGC from the environment win over auto; an explicit memory_limit wins over
 // GOMEMLIMIT; off leaves Go's default.
 func TestRunAppliesTheMemoryDefault(t *testing.T) {
-	for _, c := range memlimittest.Cases(float64(hub.MemoryPolicy.Floor), 300, 256) {
-		t.Run(c.Name, func(t *testing.T) {
-			limit, gogc := hubRuntimeSettings(t, c.Setting, c.Env)
-			if limit != c.Limit || gogc != c.GOGC {
-				t.Errorf("go_gc_gomemlimit_bytes %.0f, go_gc_gogc_percent %.0f; want %.0f, %.0f", limit, gogc, c.Limit, c.GOGC)
-			}
-		})
-	}
+	memlimittest.Check(t, float64(hub.MemoryPolicy.Floor), 300, 256, hubRuntimeSettings)
 }
 
 // hubRuntimeSettings runs the hub (embedded NATS, no agents) with the given memory_limit and

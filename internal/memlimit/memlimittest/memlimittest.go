@@ -42,6 +42,19 @@ func Cases(floor float64, envLimit, fixed int) []Case {
 	}
 }
 
+// Check runs every case of Cases(floor, envLimit, fixed) as a subtest: run starts the binary with
+// the case's memory_limit and environment and returns what Settings read.
+func Check(t *testing.T, floor float64, envLimit, fixed int, run func(t *testing.T, setting string, env []string) (limit, gogc float64)) {
+	for _, c := range Cases(floor, envLimit, fixed) {
+		t.Run(c.Name, func(t *testing.T) {
+			limit, gogc := run(t, c.Setting, c.Env)
+			if limit != c.Limit || gogc != c.GOGC {
+				t.Errorf("go_gc_gomemlimit_bytes %.0f, go_gc_gogc_percent %.0f; want %.0f, %.0f", limit, gogc, c.Limit, c.GOGC)
+			}
+		})
+	}
+}
+
 // Settings starts cmd (a binary's run command; GOGC and GOMEMLIMIT from the test's own environment
 // are dropped unless env sets them), waits for its /metrics at metricsURL, checks that it logs the
 // memory setting in force, stops it with SIGTERM and returns its go_gc_gomemlimit_bytes and
