@@ -3,6 +3,8 @@
 package natstest
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -106,7 +108,45 @@ func Cluster(t testing.TB, size int) []*Node {
 		}
 		return false
 	})
+	placeable(t, nodes[0].URL(), size)
 	return nodes
+}
+
+// placeable waits until the cluster creates (and deletes) a stream at full replication, each try
+// bounded: on a fresh cluster under load the first stream create has gone unanswered (clean-clone
+// CI runs: a test's own 30 s open of an R3 stream timed out, twice), so a test starts on a cluster
+// that has placed one already.
+func placeable(t testing.TB, url string, replicas int) {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatalf("natstest: connect to the new cluster: %v", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const name = "NATSTEST_PLACEABLE"
+	created := false
+	var last error
+	testutil.WaitFor(t, 90*time.Second, "a stream of "+fmt.Sprint(replicas)+" replicas placed and deleted on the new cluster", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if !created {
+			_, last = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{"natstest.placeable"},
+				Replicas: replicas, Storage: jetstream.MemoryStorage})
+			if created = last == nil; !created {
+				t.Logf("natstest: placing a stream: %v (retried)", last)
+				return false
+			}
+		}
+		if last = js.DeleteStream(ctx, name); last != nil && !errors.Is(last, jetstream.ErrStreamNotFound) {
+			t.Logf("natstest: deleting the placed stream: %v (retried)", last)
+			return false
+		}
+		return true
+	})
 }
 
 // startCluster starts the nodes and waits until each accepts connections; nil (every node stopped)
