@@ -47,8 +47,7 @@ func BenchmarkChunk(b *testing.B) {
 	}
 	for _, cached := range []bool{true, false} {
 		b.Run(fmt.Sprintf("time-cache=%v", cached), func(b *testing.B) {
-			s := &Store{cfg: Config{Definitions: ds}, defVer: ds.Version(), res: res, log: slog.New(slog.DiscardHandler),
-				now: time.Now, vals: map[string]*Value{}, dirty: map[string]struct{}{}, warn: map[string]bool{}, route: map[routeKey][]route{}}
+			s := newStore(Config{Definitions: ds}, res, slog.New(slog.DiscardHandler))
 			ins := make([]Input, len(fs))
 			var buf []byte
 			w := 0

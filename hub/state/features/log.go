@@ -79,15 +79,18 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, res Resolver,
 	if err != nil {
 		return nil, fmt.Errorf("features log %s: %w", cfg.Bucket, err)
 	}
-	s := &Store{
-		cfg: cfg, defVer: cfg.Definitions.Version(), js: js, stream: st, subj: subj, writer: rand.Text(),
-		res: res, log: log, now: time.Now,
-		vals: map[string]*Value{}, dirty: map[string]struct{}{}, warn: map[string]bool{}, route: map[routeKey][]route{},
-	}
+	s := newStore(cfg, res, log)
+	s.js, s.stream, s.subj, s.writer = js, st, subj, rand.Text()
 	if err := s.follow(ctx); err != nil {
 		return nil, fmt.Errorf("features log %s: %w", cfg.Bucket, err)
 	}
 	return s, nil
+}
+
+// newStore is a store's in-memory side, not yet bound to its log.
+func newStore(cfg Config, res Resolver, log *slog.Logger) *Store {
+	return &Store{cfg: cfg, defVer: cfg.Definitions.Version(), res: res, log: log, now: time.Now,
+		vals: map[string]*Value{}, dirty: map[string]struct{}{}, warn: map[string]bool{}, route: map[routeKey][]route{}}
 }
 
 // Close stops following the log and compacting. It does not flush: the caller flushes before

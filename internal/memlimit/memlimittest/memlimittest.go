@@ -28,10 +28,10 @@ type Case struct {
 // None is Go's "no memory limit".
 const None = math.MaxInt64
 
-// Cases are the precedence rules every binary follows: auto's floor by default; GOMEMLIMIT or GOGC
+// cases are the precedence rules every binary follows: auto's floor by default; GOMEMLIMIT or GOGC
 // from the environment win over auto; an explicit size wins over GOMEMLIMIT; off leaves Go alone.
 // envLimit and fixed are sizes in MiB above the floor.
-func Cases(floor float64, envLimit, fixed int) []Case {
+func cases(floor float64, envLimit, fixed int) []Case {
 	mib := func(n int) float64 { return float64(n << 20) }
 	return []Case{
 		{"defaults", "", nil, floor, 100},
@@ -42,10 +42,10 @@ func Cases(floor float64, envLimit, fixed int) []Case {
 	}
 }
 
-// Check runs every case of Cases(floor, envLimit, fixed) as a subtest: run starts the binary with
+// Check runs every case of cases(floor, envLimit, fixed) as a subtest: run starts the binary with
 // the case's memory_limit and environment and returns what Settings read.
 func Check(t *testing.T, floor float64, envLimit, fixed int, run func(t *testing.T, setting string, env []string) (limit, gogc float64)) {
-	for _, c := range Cases(floor, envLimit, fixed) {
+	for _, c := range cases(floor, envLimit, fixed) {
 		t.Run(c.Name, func(t *testing.T) {
 			limit, gogc := run(t, c.Setting, c.Env)
 			if limit != c.Limit || gogc != c.GOGC {
