@@ -16,19 +16,12 @@ import (
 
 func openLog(t *testing.T, js jetstream.JetStream, replicas int) *Log {
 	t.Helper()
-	// Each attempt bounded, as the hub retries opening its state: on a fresh R3 cluster under load
-	// a stream create's answer can be lost to a leader change and never come (CI waited 30 s once).
-	var l *Log
-	var last error
-	testutil.WaitFor(t, 90*time.Second, "the decision log opened", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		l, last = Open(ctx, js, Config{Prefix: "gemba", Replicas: replicas}, nil)
-		if last != nil {
-			t.Logf("open: %v (retried)", last)
-		}
-		return last == nil
-	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l, err := Open(ctx, js, Config{Prefix: "gemba", Replicas: replicas}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return l
 }
 
