@@ -212,19 +212,17 @@ func clusterRound(b *testing.B, p plant, windows, replicas int) {
 	b.StartTimer()
 }
 
-// agentsStreamR3 is agentsStream at R3 on a cluster. Right after the meta leader is elected the
-// peers may not all be placeable yet: retried for 30 s.
+// agentsStreamR3 is agentsStream at R3 on a cluster (natstest.Cluster hands it over once it has
+// placed a stream at R3).
 func agentsStreamR3(tb testing.TB, js jetstream.JetStream) {
 	tb.Helper()
-	var err error
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
-		if _, err = js.CreateOrUpdateStream(context.Background(), jetstream.StreamConfig{Name: "GEMBA",
-			Subjects: []string{"gemba.*.*.samples", "gemba.*.*.features", "gemba.*.*.status"}, Retention: jetstream.LimitsPolicy,
-			MaxAge: 7 * 24 * time.Hour, Duplicates: 20 * time.Minute, Storage: jetstream.FileStorage, Replicas: 3}); err == nil {
-			return
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "GEMBA",
+		Subjects: []string{"gemba.*.*.samples", "gemba.*.*.features", "gemba.*.*.status"}, Retention: jetstream.LimitsPolicy,
+		MaxAge: 7 * 24 * time.Hour, Duplicates: 20 * time.Minute, Storage: jetstream.FileStorage, Replicas: 3}); err != nil {
+		tb.Fatalf("agents' stream at R3: %v", err)
 	}
-	tb.Fatalf("agents' stream at R3: %v", err)
 }
 
 // launch starts a replica in this process and waits until it runs (startHub without the test's
