@@ -17,11 +17,16 @@ import (
 // ledger (it may still arrive: the ledger only ever undercounts).
 const ackTimeout = 30 * time.Second
 
+// publishWait bounds how long a publish waits for the client to take it (paho's write timeout; it
+// would wait 30 s in the moment between losing a broker and noticing). A publish that times out
+// counts as not acknowledged.
+const publishWait = time.Second
+
 func newMQTTClient(broker, clientID string, will func(*paho.ClientOptions), onConnect paho.OnConnectHandler) (paho.Client, error) {
 	o := paho.NewClientOptions().AddBroker(broker).SetClientID(clientID).
 		SetCleanSession(true).SetConnectTimeout(2 * time.Second).SetKeepAlive(10 * time.Second).
 		SetAutoReconnect(true).SetMaxReconnectInterval(time.Second).SetConnectRetry(true).
-		SetConnectRetryInterval(500 * time.Millisecond).SetOrderMatters(true).SetOnConnectHandler(onConnect)
+		SetConnectRetryInterval(500 * time.Millisecond).SetWriteTimeout(publishWait).SetOrderMatters(true).SetOnConnectHandler(onConnect)
 	if will != nil {
 		will(o)
 	}
@@ -117,7 +122,17 @@ func (a *acker) track(tok paho.Token, source string, ms int64) {
 }
 
 // shutdown lets a publisher blocked on a full queue go; its message counts as not acknowledged.
+// Publishers publish nothing more after it.
 func (a *acker) shutdown() { a.stopOnce.Do(func() { close(a.stopping) }) }
+
+func (a *acker) stopped() bool {
+	select {
+	case <-a.stopping:
+		return true
+	default:
+		return false
+	}
+}
 
 // close waits for the outstanding acknowledgements, at most timeout. No track may follow.
 func (a *acker) close(timeout time.Duration) {
@@ -177,6 +192,9 @@ func Topic(site string, m *Machine) string { return site + "/" + m.Line + "/" + 
 
 func (p *jsonPublisher) publish(at time.Time) {
 	for k, m := range p.machines {
+		if p.ack.stopped() {
+			return
+		}
 		ms := max(at.UnixMilli(), p.last[k]+1) // a source's times are unique: they identify its samples
 		p.last[k] = ms
 		p.buf = appendJSON(p.buf[:0], m, ms)
@@ -302,6 +320,9 @@ func (e *edgeNode) send(typ, device string, p *sparkplug.Payload, source string)
 	if typ != "NDEATH" {
 		p.Seq = proto.Uint64(e.seq)
 		e.seq = (e.seq + 1) % 256
+	}
+	if e.ack.stopped() {
+		return
 	}
 	b, err := proto.Marshal(p)
 	if err != nil {

@@ -216,10 +216,13 @@ func (s *Sim) Step() {
 }
 
 // Run steps the plant every Tick until ctx ends. A step that overruns its tick delays the next one
-// rather than piling up.
+// rather than piling up. Once ctx ends the step under way publishes nothing more (a broker that
+// is gone would hold it), and the simulator is only good for Close.
 func (s *Sim) Run(ctx context.Context) error {
 	t := time.NewTicker(s.plant.Config.Tick)
 	defer t.Stop()
+	stop := context.AfterFunc(ctx, s.ack.shutdown)
+	defer stop()
 	for {
 		select {
 		case <-ctx.Done():
