@@ -150,7 +150,7 @@ func (g *Guard) retryAfter(r *retrier, err error) error {
 // applyApproval evaluates an approved decision (claimed in status approving at rev) and records it.
 func (g *Guard) applyApproval(ctx context.Context, key string, rec *record, rev uint64) (Verdict, error) {
 	a := rec.Approving
-	v, touched, err := g.evaluate(ctx, &rec.Proposal, a.At, a)
+	v, touched, err := g.evaluate(ctx, &rec.Proposal, a.At, a, nil)
 	if err != nil {
 		return Verdict{}, err
 	}

@@ -260,3 +260,46 @@ func TestCorruptValues(t *testing.T) {
 		t.Fatalf("corrupt ledger overwritten: %v", err)
 	}
 }
+
+// TestFirstDecisionRoundTrips: the first Check of an id with nothing to reserve costs three
+// requests (the claim and the kill switch, side by side, then the verdict); an id whose record
+// was deleted, and one decided already, still go through the read-first path.
+func TestFirstDecisionRoundTrips(t *testing.T) {
+	g, c, js := single(t, func(cfg *Config) {
+		cfg.Cooldown, cfg.Daily, cfg.Channels, cfg.Approval = 0, Caps{}, nil, ApprovalConfig{}
+	})
+	nc := js.Conn()
+	p := promo(c, "r", "SKU-1", "web", 10)
+	before := nc.Stats().OutMsgs
+	if v := mustCheck(t, g, p); v.Outcome != Allow || v.Replayed {
+		t.Fatalf("first %+v", v)
+	}
+	if n := nc.Stats().OutMsgs - before; n != 3 {
+		t.Fatalf("first decision sent %d requests, want 3 (claim, kill switch, verdict)", n)
+	}
+	if v := mustCheck(t, g, p); !v.Replayed || v.Outcome != Allow {
+		t.Fatalf("again %+v", v)
+	}
+
+	// A deleted record fails the create (its delete marker is the key's last message): the
+	// read-first path claims over it.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, g.cfg.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := promo(c, "r", "SKU-2", "web", 10)
+	if _, err := kv.Create(ctx, prefixDec+q.ID, []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(ctx, prefixDec+q.ID); err != nil {
+		t.Fatal(err)
+	}
+	if v := mustCheck(t, g, q); v.Outcome != Allow || v.Replayed {
+		t.Fatalf("over a deleted record %+v", v)
+	}
+	if recs := allRecords(t, js, g.cfg.Bucket); recs[q.ID] == nil || recs[q.ID].Status != string(Allow) || recs[q.ID].Owner != "r1" {
+		t.Fatalf("record over the deleted one: %+v", recs[q.ID])
+	}
+}

@@ -13,17 +13,21 @@ import (
 // concurrent replicas cannot pass a limit together. approved is set when an approval is applied:
 // the approval guardrail and the time check (the proposal waited in the queue) are then skipped.
 // touched reports whether a reservation may have been written, so that a suppressed verdict gives
-// it back once recorded.
-func (g *Guard) evaluate(ctx context.Context, p *Proposal, at time.Time, approved *Approval) (Verdict, bool, error) {
+// it back once recorded. kill, when set, gives the first reading of the kill switch (one taken
+// alongside the claim); nil reads it here.
+func (g *Guard) evaluate(ctx context.Context, p *Proposal, at time.Time, approved *Approval, kill func() (Assessment, error)) (Verdict, bool, error) {
 	v := Verdict{DecisionID: p.ID, ActionTime: at.UTC(), Replica: g.replica, Approval: approved}
 	var as []Assessment
 	add := func(a Assessment) { as = append(as, a) }
 
-	kill, err := g.killAssessment(ctx)
+	if kill == nil {
+		kill = func() (Assessment, error) { return g.killAssessment(ctx) }
+	}
+	ka, err := kill()
 	if err != nil {
 		return Verdict{}, false, fmt.Errorf("guard: decision %s: %w", p.ID, err)
 	}
-	add(kill)
+	add(ka)
 	add(inputsAssessment(p))
 	if approved == nil {
 		skew := p.Time.Sub(g.cfg.now())
@@ -63,7 +67,9 @@ func (g *Guard) evaluate(ctx context.Context, p *Proposal, at time.Time, approve
 		return g.stop(v, as, a), false, nil
 	}
 	w = max(w, 0)
+	reserved := false
 	if g.cfg.Cooldown > 0 {
+		reserved = true
 		a, ok, err := g.reserveCooldown(ctx, coolKey(p.SKU, p.Channel), p.ID, at)
 		if err != nil {
 			return Verdict{}, true, fmt.Errorf("guard: decision %s: cooldown: %w", p.ID, err)
@@ -75,6 +81,7 @@ func (g *Guard) evaluate(ctx context.Context, p *Proposal, at time.Time, approve
 	}
 	day := g.day(at)
 	if chOK && (chLimits.Daily.MaxPromotions > 0 || chLimits.Daily.MaxBudget > 0) {
+		reserved = true
 		cas, ok, err := g.reserveDay(ctx, dayKey(day, p.Channel), p.ID, at, w, chLimits.Daily, GDailyCountChannel, GDailyBudgetChannel, day+" on channel "+p.Channel)
 		if err != nil {
 			return Verdict{}, true, fmt.Errorf("guard: decision %s: daily caps of %s: %w", p.ID, p.Channel, err)
@@ -85,6 +92,7 @@ func (g *Guard) evaluate(ctx context.Context, p *Proposal, at time.Time, approve
 		}
 	}
 	if g.cfg.Daily.MaxPromotions > 0 || g.cfg.Daily.MaxBudget > 0 {
+		reserved = true
 		cas, ok, err := g.reserveDay(ctx, dayKey(day, ""), p.ID, at, w, g.cfg.Daily, GDailyCount, GDailyBudget, day+" on all channels")
 		if err != nil {
 			return Verdict{}, true, fmt.Errorf("guard: decision %s: daily caps: %w", p.ID, err)
@@ -103,14 +111,18 @@ func (g *Guard) evaluate(ctx context.Context, p *Proposal, at time.Time, approve
 		add(a)
 		return g.stop(v, as, a), true, nil
 	}
+	if !reserved {
+		// Nothing reserved: the first reading is as fresh as a second would be (the verdict's
+		// write follows at once).
+		return g.allow(v, as), true, nil
+	}
 	// The kill switch again, fresh: it may have been thrown while this decision reserved.
-	kill, err = g.killAssessment(ctx)
-	if err != nil {
+	if ka, err = g.killAssessment(ctx); err != nil {
 		return Verdict{}, true, fmt.Errorf("guard: decision %s: %w", p.ID, err)
 	}
-	if !kill.Passed {
-		add(kill)
-		return g.stop(v, as, kill), true, nil
+	if !ka.Passed {
+		add(ka)
+		return g.stop(v, as, ka), true, nil
 	}
 	return g.allow(v, as), true, nil
 }

@@ -183,6 +183,9 @@ func (g *Guard) Check(ctx context.Context, p Proposal) (Verdict, error) {
 	}
 	defer g.lock(p.ID)()
 	key := prefixDec + p.ID
+	if v, ok, err := g.claimFirst(ctx, key, p); ok || err != nil {
+		return v, err
+	}
 	r := g.retrier(ctx)
 	for {
 		cur, rev, err := g.get(ctx, key)
@@ -237,7 +240,7 @@ func (g *Guard) Check(ctx context.Context, p Proposal) (Verdict, error) {
 				g.log.Warn("decision taken over from a lapsed claim", "decision", p.ID)
 			}
 		}
-		v, touched, err := g.evaluate(ctx, &p, p.Time, nil)
+		v, touched, err := g.evaluate(ctx, &p, p.Time, nil, nil)
 		if err != nil {
 			return Verdict{}, err
 		}
@@ -245,6 +248,44 @@ func (g *Guard) Check(ctx context.Context, p Proposal) (Verdict, error) {
 		// before: a suppression must give them back too.
 		return g.finish(ctx, key, rec, rev, v, touched || takeover || cur != nil)
 	}
+}
+
+// claimFirst decides p when this call is the first for its id, the common case: it claims the id
+// with a create, reading the kill switch alongside, so the first decision costs the claim and the
+// verdict's write (not a read before the claim and a read of the switch after it). ok is false
+// when the id exists already (or a deleted record holds it, or the create failed): Check's loop
+// then reads the record and goes on from what it says.
+func (g *Guard) claimFirst(ctx context.Context, key string, p Proposal) (Verdict, bool, error) {
+	now := g.cfg.now()
+	rec := &record{Status: statusClaimed, Owner: g.replica, Lease: now.Add(g.cfg.ClaimLease), Created: now, Proposal: p}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return Verdict{}, false, err
+	}
+	type reading struct {
+		a   Assessment
+		err error
+	}
+	killed := make(chan reading, 1)
+	go func() {
+		a, err := g.killAssessment(ctx)
+		killed <- reading{a, err}
+	}()
+	opCtx, cancel := context.WithTimeout(ctx, g.cfg.OpTimeout)
+	rev, err := g.kv.Update(opCtx, key, b, 0) // a create that a deleted record fails too
+	cancel()
+	k := <-killed
+	if err != nil {
+		// Taken, deleted, or not known: the loop reads what is there. A create whose reply
+		// was lost reads back as our own claim and is decided from it.
+		return Verdict{}, false, nil
+	}
+	v, touched, err := g.evaluate(ctx, &p, p.Time, nil, func() (Assessment, error) { return k.a, k.err })
+	if err != nil {
+		return Verdict{}, true, err
+	}
+	v, err = g.finish(ctx, key, rec, rev, v, touched)
+	return v, true, err
 }
 
 // replay returns a recorded verdict.
