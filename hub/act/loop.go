@@ -32,24 +32,49 @@ func (o *Outbox) Run(ctx context.Context) error {
 	finished := make(chan string, o.cfg.Workers)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// Records this replica's Enqueue created claimed by this loop: delivered from what Enqueue
+	// wrote, with no read or claim (see Enqueue).
+	ready := o.hand.open()
+	defer o.hand.close()
+	own := map[string]handed{}
 	start := func(k string) {
 		if inflight[k] || len(inflight) >= o.cfg.Workers {
 			return // running, or all workers busy: the next tick tries again
 		}
 		inflight[k] = true
+		h, handedOver := own[k]
+		delete(own, k)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			o.try(ctx, k)
+			if handedOver {
+				o.attempt(ctx, h.rec, h.rev)
+			} else {
+				o.try(ctx, k)
+			}
 			finished <- k // buffered for every worker: never blocks
 		}()
+	}
+	startOwn := func() {
+		for k := range own {
+			if len(inflight) >= o.cfg.Workers {
+				return
+			}
+			start(k)
+		}
 	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-ready:
+			for _, h := range o.hand.take() {
+				own[h.key] = h
+			}
+			startOwn()
 		case k := <-finished:
 			delete(inflight, k)
+			startOwn()
 		case e, ok := <-w.Updates():
 			if !ok {
 				if ctx.Err() != nil {
@@ -80,6 +105,7 @@ func (o *Outbox) Run(ctx context.Context) error {
 				start(e.Key())
 			}
 		case <-tick.C:
+			startOwn()
 			now := o.cfg.now()
 			for k, at := range due {
 				if ctx.Err() != nil {
@@ -128,7 +154,12 @@ func (o *Outbox) try(ctx context.Context, k string) {
 		}
 		return // another loop claimed it first
 	}
-	if err := o.deliver(ctx, k, rec, rev); err != nil && ctx.Err() == nil && !errors.Is(err, errLost) {
+	o.attempt(ctx, rec, rev)
+}
+
+// attempt delivers a record this loop has claimed at revision rev.
+func (o *Outbox) attempt(ctx context.Context, rec Record, rev uint64) {
+	if err := o.deliver(ctx, key(rec.Action.DecisionID), rec, rev); err != nil && ctx.Err() == nil && !errors.Is(err, errLost) {
 		o.log.Warn("delivery attempt failed", "decision", rec.Action.DecisionID, "phase", rec.Phase, "err", err)
 	}
 }

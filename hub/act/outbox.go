@@ -68,6 +68,8 @@ type Outbox struct {
 	// afterPublish, when set by a test, runs after a PubAck and before the record is marked: a
 	// non-nil error stops the attempt there as a crash would.
 	afterPublish func(id string) error
+
+	hand handoff // records Enqueue created already claimed, for this replica's Run
 }
 
 // Open checks cfg, creates or updates the outbox bucket and the actions stream, and returns the
@@ -129,15 +131,28 @@ func (o *Outbox) Enqueue(ctx context.Context, a Action) (bool, error) {
 	}
 	now := o.cfg.now()
 	rec := Record{Action: a, State: Pending, Phase: EventStart, FirstAt: now, NextAt: now}
+	// While this replica's loop runs and has room, the record is created claimed by it and
+	// handed over in memory: its delivery starts without waiting for the watch, a read and a
+	// claim. Should the replica stop first, the lease runs out and any loop takes it over.
+	own := o.hand.reserve()
+	if own {
+		rec.Owner, rec.LeaseUntil = o.cfg.Owner, now.Add(o.cfg.Lease)
+	}
 	data, err := json.Marshal(rec)
 	if err != nil {
+		o.hand.cancel(own)
 		return false, fmt.Errorf("action %q: %w", a.DecisionID, err)
 	}
-	if _, err := o.kv.Create(ctx, key(a.DecisionID), data); err != nil {
+	rev, err := o.kv.Create(ctx, key(a.DecisionID), data)
+	if err != nil {
+		o.hand.cancel(own)
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			return false, nil
 		}
 		return false, fmt.Errorf("enqueue action %q: %w", a.DecisionID, err)
+	}
+	if own {
+		o.hand.give(handed{key: key(a.DecisionID), rec: rec, rev: rev})
 	}
 	return true, nil
 }
