@@ -19,6 +19,7 @@ import (
 	"github.com/gemba-io/gemba/hub"
 	"github.com/gemba-io/gemba/hub/act"
 	"github.com/gemba-io/gemba/hub/audit"
+	"github.com/gemba-io/gemba/hub/state/features"
 	"github.com/gemba-io/gemba/hub/state/kvkey"
 	"github.com/gemba-io/gemba/internal/promtext"
 	"github.com/gemba-io/gemba/internal/testutil"
@@ -242,7 +243,12 @@ func decideRound(b *testing.B, p plant, production, mayMiss bool, rate int, runF
 	// The units values in the feature store (only units: every record's value would load the CPU).
 	fsub, err := nc.Subscribe(featureLog+">", func(m *nats.Msg) {
 		now := time.Now()
-		for line := range bytes.SplitSeq(m.Data, []byte{'\n'}) {
+		lines, err := features.LogLines(m.Header, m.Data)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		for line := range bytes.SplitSeq(lines, []byte{'\n'}) {
 			if !bytes.Contains(line, []byte(`"name":"units"`)) {
 				continue
 			}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/gemba-io/gemba/hub/state/features"
 	"github.com/gemba-io/gemba/hub/state/kvkey"
 	"github.com/gemba-io/gemba/internal/testutil"
 )
@@ -86,7 +87,12 @@ func latencyRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration)
 				return
 			}
 			at := time.Now()
-			for line := range bytes.SplitSeq(m.Data, []byte{'\n'}) {
+			lines, err := features.LogLines(m.Header, m.Data)
+			if err != nil {
+				b.Error(err)
+				continue
+			}
+			for line := range bytes.SplitSeq(lines, []byte{'\n'}) {
 				agent, seq, ok := lineageOf(line)
 				if !ok {
 					continue

@@ -146,8 +146,12 @@ func (s *Store) follow(ctx context.Context) error {
 			// Our own write since Open: its values are in memory already (their revision is set
 			// from the ack). Decoding them again would double the cost of every record.
 			s.advance(meta.Sequence.Stream)
+		} else if lines, err := LogLines(m.Headers(), m.Data()); err != nil {
+			s.Stats.Unreadable.Add(1)
+			s.log.Error("feature log message unreadable, skipped", "stream", s.cfg.Bucket, "subject", m.Subject(), "seq", meta.Sequence.Stream, "err", err)
+			s.advance(meta.Sequence.Stream)
 		} else {
-			s.fold(m.Subject(), m.Data(), meta.Sequence.Stream)
+			s.fold(m.Subject(), lines, meta.Sequence.Stream)
 		}
 		if meta.Sequence.Stream >= last {
 			done()
@@ -283,7 +287,7 @@ func (s *Store) write(ctx context.Context, subject string, vs []*Value, stored f
 			return
 		}
 		msg := nats.NewMsg(subject)
-		msg.Data = buf
+		pack(msg, buf)
 		msg.Header.Set(writerHeader, s.writer)
 		fut, err := s.js.PublishMsgAsync(msg)
 		if err != nil && firstErr == nil {
