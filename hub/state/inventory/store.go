@@ -63,7 +63,8 @@ type Store struct {
 	maxVal  int // largest value we write: the connection's max payload less room for headers
 	Metrics Metrics
 
-	view *view
+	view   *view
+	recent recent // the last value written to keys in production (see update)
 
 	// stripes serialise the writes of one Store to one key: they would only conflict with each other.
 	stripes [256]sync.Mutex
@@ -178,6 +179,7 @@ func (s *Store) take(e jetstream.KeyValueEntry) {
 	}
 	sum.rev = e.Revision()
 	s.view.put(e.Key(), sum)
+	s.recent.seen(e.Key(), e.Revision())
 	s.Metrics.ViewUpdates.Add(1)
 	if fn := s.notify.Load(); fn != nil {
 		site, sku, _ := splitKey(e.Key())
@@ -335,7 +337,10 @@ func (s *Store) update(ctx context.Context, site, sku, what string, apply func(*
 		return nil
 	}
 	for {
-		st, rev, size, err := s.read(ctx, key)
+		st, rev, size, err := s.remembered(key)
+		if st == nil {
+			st, rev, size, err = s.read(ctx, key)
+		}
 		if err != nil {
 			if errors.Is(err, errCorrupt) {
 				return fail(fmt.Errorf("key %s: %w", key, err)) // never overwrite what we cannot read
@@ -378,12 +383,14 @@ func (s *Store) update(ctx context.Context, site, sku, what string, apply func(*
 			sum := st.summary()
 			sum.rev = newRev
 			s.view.put(key, sum) // read-your-writes; the watcher brings the same revision later
+			s.recent.put(key, newRev, buf)
 			s.Metrics.Folded.Add(uint64(st.folded))
 			return Result{Outcome: out, Position: sum.position(site, sku)}, nil
 		case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
 			// Another replica wrote first: read again. Each conflict means someone progressed, but a loser
 			// can lose many times in a row, so spread the retries out and bound them like failures.
 			s.Metrics.Conflicts.Add(1)
+			s.recent.forget(key)
 			conflicts++
 			if !time.Now().Before(giveUp) {
 				return fail(fmt.Errorf("still conflicting after %d attempts in %s: %w", conflicts, s.cfg.RetryFor, err))
@@ -399,11 +406,27 @@ func (s *Store) update(ctx context.Context, site, sku, what string, apply func(*
 			return fail(err)
 		default:
 			uncertain = out
+			s.recent.forget(key) // the write may have been stored: read it back
 			if err := retry(err); err != nil {
 				return fail(err)
 			}
 		}
 	}
+}
+
+// remembered is read's answer from the value this Store last wrote to key, when it has it (nil
+// state otherwise): a compare-and-set on its revision fails if anyone wrote the key since.
+func (s *Store) remembered(key string) (*state, uint64, int, error) {
+	b, rev, ok := s.recent.get(key)
+	if !ok {
+		return nil, 0, 0, nil
+	}
+	st, err := decodeState(b)
+	if err != nil { // cannot happen for what we encoded; read the bucket instead
+		s.recent.forget(key)
+		return nil, 0, 0, nil
+	}
+	return st, rev, len(b), nil
 }
 
 // read returns a key's state, revision (0 when absent) and the size of its value.
