@@ -336,9 +336,21 @@ func (s *Store) update(ctx context.Context, site, sku, what string, apply func(*
 		backoff = min(2*backoff, time.Second)
 		return nil
 	}
+	tryRecent := true // the first attempt may start from recent; any later one reads
 	for {
-		st, rev, size, err := s.remembered(key)
-		if st == nil {
+		var (
+			st        *state
+			rev       uint64
+			size      int
+			err       error
+			fromCache bool
+		)
+		if tryRecent {
+			st, rev, size = s.remembered(key)
+			fromCache = st != nil
+		}
+		tryRecent = false
+		if !fromCache {
 			st, rev, size, err = s.read(ctx, key)
 		}
 		if err != nil {
@@ -352,6 +364,9 @@ func (s *Store) update(ctx context.Context, site, sku, what string, apply func(*
 		}
 		c := newClock(&s.cfg, s.cfg.now())
 		out, write := apply(st, c)
+		if !write && fromCache {
+			continue // nothing to write: answer with the bucket's position, not a remembered one
+		}
 		if !write {
 			if out == Duplicate && uncertain != 0 {
 				out = uncertain
@@ -414,19 +429,19 @@ func (s *Store) update(ctx context.Context, site, sku, what string, apply func(*
 	}
 }
 
-// remembered is read's answer from the value this Store last wrote to key, when it has it (nil
-// state otherwise): a compare-and-set on its revision fails if anyone wrote the key since.
-func (s *Store) remembered(key string) (*state, uint64, int, error) {
+// remembered is the value this Store last wrote to key, decoded, when recent has it (nil state
+// otherwise): a compare-and-set on its revision fails if anyone wrote the key since.
+func (s *Store) remembered(key string) (*state, uint64, int) {
 	b, rev, ok := s.recent.get(key)
 	if !ok {
-		return nil, 0, 0, nil
+		return nil, 0, 0
 	}
 	st, err := decodeState(b)
 	if err != nil { // cannot happen for what we encoded; read the bucket instead
 		s.recent.forget(key)
-		return nil, 0, 0, nil
+		return nil, 0, 0
 	}
-	return st, rev, len(b), nil
+	return st, rev, len(b)
 }
 
 // read returns a key's state, revision (0 when absent) and the size of its value.
