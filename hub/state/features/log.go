@@ -269,6 +269,9 @@ func (s *Store) Flush(ctx context.Context) error {
 	return err
 }
 
+// lineBufs keeps the lines of a flush for the next one once its message holds them compressed.
+var lineBufs = sync.Pool{New: func() any { return new([]byte) }}
+
 // write publishes values to subject in messages of at most maxMessage bytes, all at once, and
 // calls stored for each message's values once acknowledged. The values are encoded as they are:
 // the caller is the only writer of a value not yet stored.
@@ -279,7 +282,14 @@ func (s *Store) write(ctx context.Context, subject string, vs []*Value, stored f
 	}
 	var parts []part
 	var tc timeCache
-	var buf []byte
+	bp := lineBufs.Get().(*[]byte)
+	buf := (*bp)[:0] // the previous write's lines, when its message held a compressed copy
+	defer func() {
+		if buf != nil && cap(buf) <= 2*maxMessage {
+			*bp = buf[:0]
+			lineBufs.Put(bp)
+		}
+	}()
 	var cur []*Value
 	var firstErr error
 	send := func() {
@@ -287,17 +297,22 @@ func (s *Store) write(ctx context.Context, subject string, vs []*Value, stored f
 			return
 		}
 		msg := nats.NewMsg(subject)
-		pack(msg, buf)
+		free := pack(msg, buf)
 		msg.Header.Set(writerHeader, s.writer)
 		fut, err := s.js.PublishMsgAsync(msg)
 		if err != nil && firstErr == nil {
 			firstErr = fmt.Errorf("features: write %d values: %w", len(cur), err)
 		}
 		parts = append(parts, part{cur, fut})
-		buf, cur = nil, nil
+		if free {
+			buf = buf[:0] // the message holds its compressed copy: the next one reuses the lines
+		} else {
+			buf = nil
+		}
+		cur = nil
 	}
 	for _, v := range vs {
-		if buf == nil {
+		if buf == nil || cap(buf) == 0 {
 			buf = make([]byte, 0, min(maxMessage, 384*(len(vs)-len(cur)+1)))
 		}
 		// Encoded in place (most values), or by encoding/json when the fast path declines.
@@ -325,7 +340,10 @@ func (s *Store) write(ctx context.Context, subject string, vs []*Value, stored f
 			enc := slices.Clone(line[n:])
 			buf = line[:n]
 			send()
-			buf = append(make([]byte, 0, min(maxMessage, 384*(len(vs)-len(cur)+1))), enc...)
+			if buf == nil {
+				buf = make([]byte, 0, min(maxMessage, 384*(len(vs)-len(cur)+1)))
+			}
+			buf = append(buf, enc...)
 			line = buf
 		}
 		buf = append(line, '\n')

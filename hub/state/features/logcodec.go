@@ -2,6 +2,7 @@ package features
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/klauspost/compress/s2"
 	"github.com/nats-io/nats.go"
@@ -15,14 +16,27 @@ const encodingHeader = "Gemba-Encoding"
 
 const encodingS2 = "s2"
 
-// pack sets m's data to lines, compressed when that makes it smaller.
-func pack(m *nats.Msg, lines []byte) {
-	if c := s2.Encode(nil, lines); len(c) < len(lines) {
-		m.Data = c
-		m.Header.Set(encodingHeader, encodingS2)
-		return
+// scratch holds s2's working buffers (MaxEncodedLen of a message, ~900 KiB): a flush at every
+// ingest batch would otherwise allocate one each time, and most of it would be garbage at once.
+var scratch = sync.Pool{New: func() any { return new([]byte) }}
+
+// pack sets m's data to lines, compressed when that makes it smaller. It reports whether m holds
+// a copy, leaving lines free for the caller to reuse.
+func pack(m *nats.Msg, lines []byte) (copied bool) {
+	sp := scratch.Get().(*[]byte)
+	defer scratch.Put(sp)
+	if need := s2.MaxEncodedLen(len(lines)); need > 0 {
+		if cap(*sp) < need {
+			*sp = make([]byte, need)
+		}
+		if c := s2.Encode((*sp)[:need], lines); len(c) < len(lines) {
+			m.Data = append(make([]byte, 0, len(c)), c...)
+			m.Header.Set(encodingHeader, encodingS2)
+			return true
+		}
 	}
 	m.Data = lines
+	return false
 }
 
 // LogLines returns the lines of a feature log message, one JSON object (a Value) per line,
