@@ -241,9 +241,10 @@ func decideRound(b *testing.B, p plant, production, mayMiss bool, rate int, runF
 		b.Cleanup(func() { _ = w.Stop() })
 	}
 	// The units values in the feature store (only units: every record's value would load the CPU).
+	var lr features.LogReader // the subscription's callbacks run one at a time
 	fsub, err := nc.Subscribe(featureLog+">", func(m *nats.Msg) {
 		now := time.Now()
-		lines, err := features.LogLines(m.Header, m.Data)
+		lines, err := lr.Lines(m.Header, m.Data)
 		if err != nil {
 			b.Error(err)
 			return

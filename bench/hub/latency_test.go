@@ -79,6 +79,7 @@ func latencyRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration)
 	watched := make(chan struct{})
 	go func() {
 		defer close(watched)
+		var lr features.LogReader
 		for {
 			var m *nats.Msg
 			select {
@@ -87,7 +88,7 @@ func latencyRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration)
 				return
 			}
 			at := time.Now()
-			lines, err := features.LogLines(m.Header, m.Data)
+			lines, err := lr.Lines(m.Header, m.Data)
 			if err != nil {
 				b.Error(err)
 				continue

@@ -137,6 +137,7 @@ func (s *Store) follow(ctx context.Context) error {
 	if info.State.Msgs == 0 {
 		done()
 	}
+	var lr LogReader // the callback runs on one goroutine; fold copies what it keeps
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		meta, err := m.Metadata()
 		if err != nil {
@@ -146,7 +147,7 @@ func (s *Store) follow(ctx context.Context) error {
 			// Our own write since Open: its values are in memory already (their revision is set
 			// from the ack). Decoding them again would double the cost of every record.
 			s.advance(meta.Sequence.Stream)
-		} else if lines, err := LogLines(m.Headers(), m.Data()); err != nil {
+		} else if lines, err := lr.Lines(m.Headers(), m.Data()); err != nil {
 			s.Stats.Unreadable.Add(1)
 			s.log.Error("feature log message unreadable, skipped", "stream", s.cfg.Bucket, "subject", m.Subject(), "seq", meta.Sequence.Stream, "err", err)
 			s.advance(meta.Sequence.Stream)

@@ -42,6 +42,17 @@ func pack(m *nats.Msg, lines []byte) (copied bool) {
 // LogLines returns the lines of a feature log message, one JSON object (a Value) per line,
 // whatever its encoding. It is how anything outside the store reads the log.
 func LogLines(h nats.Header, data []byte) ([]byte, error) {
+	var r LogReader
+	return r.Lines(h, data)
+}
+
+// LogReader is LogLines reusing one buffer from a message to the next: what follows the log
+// message after message. The lines it returns are valid until its next call; not safe for
+// concurrent use.
+type LogReader struct{ buf []byte }
+
+// Lines is LogLines into r's buffer.
+func (r *LogReader) Lines(h nats.Header, data []byte) ([]byte, error) {
 	switch enc := h.Get(encodingHeader); enc {
 	case "":
 		return data, nil
@@ -53,7 +64,10 @@ func LogLines(h nats.Header, data []byte) ([]byte, error) {
 		if n > maxMessage {
 			return nil, fmt.Errorf("s2: %d bytes decoded, more than a log message holds (%d)", n, maxMessage)
 		}
-		lines, err := s2.Decode(make([]byte, n), data)
+		if cap(r.buf) < n {
+			r.buf = make([]byte, n)
+		}
+		lines, err := s2.Decode(r.buf[:n], data)
 		if err != nil {
 			return nil, fmt.Errorf("s2: %w", err)
 		}

@@ -46,6 +46,15 @@ func TestLogEncodings(t *testing.T) {
 	if got := bytes.Count(lines, []byte{'\n'}); got != 200 || len(raw.Data)*3 > len(lines) {
 		t.Fatalf("%d lines in %d bytes packed into %d: want 200 lines, packed to under a third", got, len(lines), len(raw.Data))
 	}
+	// A reader reuses its buffer: the same message read twice gives the same lines.
+	var lr LogReader
+	first, err := lr.Lines(raw.Header, raw.Data)
+	if err != nil || !bytes.Equal(first, lines) {
+		t.Fatalf("reader: %v, equal %v", err, bytes.Equal(first, lines))
+	}
+	if again, err := lr.Lines(raw.Header, raw.Data); err != nil || !bytes.Equal(again, lines) || &again[0] != &first[0] {
+		t.Fatalf("reader again: %v, equal %v, same buffer %v", err, bytes.Equal(again, lines), &again[0] == &first[0])
+	}
 
 	// A plain message, as written before the header; then a corrupt s2 one and an unknown encoding.
 	plain, _ := encodeValue(&Value{Name: "units", Key: "P", Value: 7, WindowStart: t0, WindowEnd: t0, Lineage: Lineage{Agent: "gw1", StreamSeq: 9000}})
