@@ -162,7 +162,7 @@ func (b *builder) reading(name, key string, r features.Reading) (audit.Input, Fe
 
 // input builds the rule input of u at now.
 func (b *builder) input(u Unit, now time.Time) *explained {
-	ex := &explained{in: rules.Input{SKU: rules.SKU{ID: u.SKU}, Site: u.Site, Now: now, Features: map[string]rules.Feature{}}}
+	ex := &explained{in: rules.Input{SKU: rules.SKU{ID: u.SKU}, Site: u.Site, Now: now, Features: make(map[string]rules.Feature, len(b.defs))}}
 	st := b.topo.skus[u.SKU]
 	if st == nil {
 		st = &skuTopo{}
@@ -178,6 +178,9 @@ func (b *builder) input(u Unit, now time.Time) *explained {
 	if len(lineIDs) > 0 {
 		ex.in.Lines = make([]rules.Line, 0, len(lineIDs))
 	}
+	// Sized once: an audit reading is ~300 bytes, and growing the slice reading by reading was
+	// most of what building an input allocated (10,000 SKUs re-evaluated at every rules change).
+	ex.inputs = make([]audit.Input, 0, len(b.defs)+2*len(lineIDs))
 	for _, l := range lineIDs {
 		ex.in.Lines = append(ex.in.Lines, b.line(ex, l))
 	}

@@ -77,6 +77,9 @@ func (s *Set) Evaluate(in *Input) Result {
 		if !ok {
 			continue
 		}
+		if res.Matches == nil && s.policy != First {
+			res.Matches = make([]Match, 0, min(4, len(s.order))) // not 1, 2, 4 as append would
+		}
 		res.Matches = append(res.Matches, Match{Rule: r.Name, Index: r.Index, Priority: r.Priority,
 			Action: r.Action.resolve(in), ErroredBefore: slices.Clone(errored)})
 		if s.policy == First {
