@@ -499,45 +499,38 @@ func crossingLoad(b *testing.B, js jetstream.JetStream, p plant, windows int, wi
 	sent func(sku string, at time.Time), reset func(sku string) bool) (records, crossings int) {
 	type hotKey struct{ a, l int }
 	unreset := map[hotKey][]string{} // per agent and line, the crossings whose units are still hotValue
-	for wi := 1; wi <= windows; wi++ {
-		for a := range p.agents {
-			due := start.Add(time.Duration(wi-1)*window + time.Duration(a)*window/time.Duration(p.agents))
-			if d := time.Until(due); d > 0 {
-				time.Sleep(d) // pacing the load, not synchronising
+	p.paced(windows, window, start, func(wi, a int, now time.Time) {
+		bt := p.batch(a, wi, t0, window, now)
+		for l := range p.lines {
+			units := func(sku string, v float64) {
+				bt.Features = append(bt.Features, signal.Feature{Signal: p.line(a, l) + ".pack.parts", Name: "units",
+					WindowStart: bt.Oldest, WindowEnd: bt.Newest, Value: v, Count: 10,
+					Labels: signal.Labels{{Key: "sku", Value: sku}}})
 			}
-			now := time.Now()
-			bt := p.batch(a, wi, t0, window, now)
-			for l := range p.lines {
-				units := func(sku string, v float64) {
-					bt.Features = append(bt.Features, signal.Feature{Signal: p.line(a, l) + ".pack.parts", Name: "units",
-						WindowStart: bt.Oldest, WindowEnd: bt.Newest, Value: v, Count: 10,
-						Labels: signal.Labels{{Key: "sku", Value: sku}}})
-				}
-				if crosses(a, wi) {
-					units(p.hot(a, wi, l), hotValue)
-					sent(p.hot(a, wi, l), now)
-					crossings++
-				}
-				k := hotKey{a, l}
-				var keep []string
-				for _, sku := range unreset[k] {
-					if !reset(sku) {
-						keep = append(keep, sku)
-						continue
-					}
-					units(sku, 0)
-				}
-				unreset[k] = keep
-				if crosses(a, wi) {
-					unreset[k] = append(unreset[k], p.hot(a, wi, l))
-				}
+			if crosses(a, wi) {
+				units(p.hot(a, wi, l), hotValue)
+				sent(p.hot(a, wi, l), now)
+				crossings++
 			}
-			bt.Count = len(bt.Features)
-			records += bt.Count
-			if _, err := js.PublishMsgAsync(msg(bt)); err != nil {
-				b.Fatal(err)
+			k := hotKey{a, l}
+			var keep []string
+			for _, sku := range unreset[k] {
+				if !reset(sku) {
+					keep = append(keep, sku)
+					continue
+				}
+				units(sku, 0)
+			}
+			unreset[k] = keep
+			if crosses(a, wi) {
+				unreset[k] = append(unreset[k], p.hot(a, wi, l))
 			}
 		}
-	}
+		bt.Count = len(bt.Features)
+		records += bt.Count
+		if _, err := js.PublishMsgAsync(msg(bt)); err != nil {
+			b.Fatal(err)
+		}
+	})
 	return records, crossings
 }

@@ -114,24 +114,16 @@ func latencyRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration)
 	start := time.Now()
 	cpu0 := cpuTime()
 	sched0 := readSched()
-	for wi := 1; wi <= windows; wi++ {
-		for a := range p.agents {
-			// Agent a's window wi closes at its own offset within the window.
-			due := start.Add(time.Duration(wi-1)*window + time.Duration(a)*window/time.Duration(p.agents))
-			if d := time.Until(due); d > 0 {
-				time.Sleep(d) // pacing the load, not synchronising
-			}
-			now := time.Now()
-			bt := p.batch(a, wi, t0, window, now)
-			m := msg(bt)
-			mu.Lock()
-			sent[msgKey{bt.Agent, bt.FirstSeq}] = now
-			mu.Unlock()
-			if _, err := js.PublishMsgAsync(m); err != nil {
-				b.Fatal(err)
-			}
+	p.paced(windows, window, start, func(wi, a int, now time.Time) {
+		bt := p.batch(a, wi, t0, window, now)
+		m := msg(bt)
+		mu.Lock()
+		sent[msgKey{bt.Agent, bt.FirstSeq}] = now
+		mu.Unlock()
+		if _, err := js.PublishMsgAsync(m); err != nil {
+			b.Fatal(err)
 		}
-	}
+	})
 	el := time.Since(start)
 	testutil.WaitFor(b, time.Minute, "every agent's last window in the store", func() bool {
 		mu.Lock()

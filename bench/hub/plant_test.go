@@ -44,6 +44,21 @@ func (p plant) sku(w, l int) string { return fmt.Sprintf("SKU-%06d", (w+l)%p.sku
 // perWindow is the records one agent emits per window.
 func (p plant) perWindow() int { return p.lines*p.machines*p.fields*4 + 2*p.lines }
 
+// paced calls send for window wi of agent a, for every window and agent, at the time that window
+// closes: agent a's windows close at its own offset within each window, so the agents' messages
+// are spread evenly (a steady rate, as a fleet sends).
+func (p plant) paced(windows int, window time.Duration, start time.Time, send func(wi, a int, now time.Time)) {
+	for wi := 1; wi <= windows; wi++ {
+		for a := range p.agents {
+			due := start.Add(time.Duration(wi-1)*window + time.Duration(a)*window/time.Duration(p.agents))
+			if d := time.Until(due); d > 0 {
+				time.Sleep(d) // pacing the load, not synchronising
+			}
+			send(wi, a, time.Now())
+		}
+	}
+}
+
 // batch is agent a's window w (1-based) as the agent sends it: one features message.
 func (p plant) batch(a, w int, t0 time.Time, window time.Duration, sent time.Time) *signal.Batch {
 	end := t0.Add(time.Duration(w) * window)
