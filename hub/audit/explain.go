@@ -45,6 +45,8 @@ func Explain(w io.Writer, recs []Record, delivery *act.Record) {
 		}
 		if b := x.Bandit; b != nil {
 			p("  experiment %s: bandit (pool %s, posterior revision %d) chose %g%% (%s) among:", x.ID, b.Pool, b.PoolRevision, b.Discount, b.Reason)
+			u := b.Unit
+			p("    stock: position %.1f, safety stock %.1f: room for %.1f extra units; baseline %.1f units over the promotion", u.Position, u.SafetyStock, u.Position-u.SafetyStock, u.Baseline)
 			for _, a := range b.Arms {
 				state := "not eligible: expected extra units exceed the stock above safety"
 				if a.Eligible {

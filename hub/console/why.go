@@ -18,8 +18,9 @@ type experimentView struct {
 	// above the safety stock, and those that did not; NoArm: none fitted (the decision was suppressed).
 	Eligible, Capped []float64
 	NoArm            bool
-	// Position is the stock the cap was measured against (nil: the record has no inventory input).
-	Position *float64
+	// Position is the stock the cap was measured against and SafetyStock what had to remain (nil:
+	// not recorded; older records keep only the inventory input's position).
+	Position, SafetyStock *float64
 }
 
 func experimentOf(rec audit.Record) *experimentView {
@@ -37,7 +38,9 @@ func experimentOf(rec audit.Record) *experimentView {
 			}
 		}
 		v.NoArm = b.Reason == ""
-		if rec.Inventory != nil {
+		if u := b.Unit; u.SKU != "" {
+			v.Position, v.SafetyStock = &u.Position, &u.SafetyStock
+		} else if rec.Inventory != nil {
 			p := rec.Inventory.Inventory.Position
 			v.Position = &p
 		}

@@ -90,10 +90,11 @@ func TestWhyExperimentAndForecast(t *testing.T) {
 	none := rec(9, "SKU-9")
 	none.Outcome = audit.OutcomeSuppressed
 	none.Experiment = &audit.ExperimentRef{ID: "clear-web", Bandit: &experiment.Choice{Pool: "web",
+		Unit: experiment.Unit{SKU: "SKU-9", Channel: "web", Baseline: 40, Position: 30, SafetyStock: 35},
 		Arms: []experiment.ArmDraw{{Discount: 5, ExpectedExtra: 50}, {Discount: 10, ExpectedExtra: 90}}}}
 	e.dec.recs = []audit.Record{none}
 	body, text = get(none)
-	for _, want := range []string{"Arm chosen none : no arm fits the stock above safety (suppressed)", "Safety cap no arm eligible; capped (expected extra units above the stock less its safety days): 5%, 10%"} {
+	for _, want := range []string{"Arm chosen none : no arm fits the stock above safety (suppressed)", "Safety cap no arm eligible; capped (expected extra units above the stock less its safety days, position 30, safety stock 35): 5%, 10%"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("why with no arm lacks %q:\n%s", want, text)
 		}

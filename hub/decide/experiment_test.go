@@ -112,6 +112,10 @@ func TestBanditChoosesWithinCover(t *testing.T) {
 	if rec.Verdict == nil || rec.Verdict.Guardrail != GuardExperimentCover || !strings.Contains(rec.Verdict.Reason, "no eligible arm") {
 		t.Errorf("B's verdict %+v", rec.Verdict)
 	}
+	// The record keeps the numbers the arms were judged against.
+	if x := rec.Experiment; x == nil || x.Bandit == nil || x.Bandit.Unit.Position != 20 || x.Bandit.Unit.SafetyStock != 30 {
+		t.Errorf("B's record does not say the stock its arms were judged against: %+v", x)
+	}
 	if n := len(r.actions()); n != 1 {
 		t.Errorf("%d actions: B acted without an arm", n)
 	}
@@ -125,7 +129,7 @@ func TestBanditWhy(t *testing.T) {
 	testutil.WaitFor(t, 10*time.Second, "A promoted", func() bool { return len(r.actions()) == 1 })
 	var b strings.Builder
 	audit.Explain(&b, r.records(audit.Filter{SKU: "A"}), nil)
-	for _, want := range []string{"experiment promote-any: bandit", "5%: expected lift", "8%: expected lift", "11%: expected lift"} {
+	for _, want := range []string{"experiment promote-any: bandit", "stock: position ", "safety stock ", "5%: expected lift", "8%: expected lift", "11%: expected lift"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("why lacks %q:\n%s", want, b.String())
 		}

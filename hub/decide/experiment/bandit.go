@@ -153,6 +153,9 @@ type Choice struct {
 	Curve        Curve      `json:"curve"`         // the posterior drawn from
 	Beta         [2]float64 `json:"beta,omitzero"` // the curve drawn (Thompson only)
 	Arms         []ArmDraw  `json:"arms"`          // the configured arms by increasing discount
+	// Unit is the stock and demand the arms were judged against: an arm is eligible when its
+	// expected extra units fit in Position − SafetyStock.
+	Unit Unit `json:"unit"`
 }
 
 // choose picks an arm for one decision from the pool's state (and the unit's own, pool unit). The
@@ -163,6 +166,7 @@ func choose(c Choice, pool, unit *State, b *BanditConfig, u Unit) (Choice, error
 	h := fnv.New64a()
 	h.Write([]byte(c.Experiment + "\x00" + c.PoolKey + "\x00" + c.UnitKey + "\x00" + c.DecisionID))
 	rng := rand.New(rand.NewPCG(h.Sum64(), 0x7ea5))
+	c.Unit = u
 	p := newPrior(b.priorLift())
 	if unit == nil {
 		c.Curve = poolCurve(p, pool.Stats)
