@@ -147,17 +147,19 @@ func (m *Measurer) add(subject string, data []byte) {
 		return
 	}
 	x := r.Experiment
-	if x == nil || r.Event != audit.EventDecided || r.Mode == audit.ModeShadow {
+	if x == nil || r.Mode == audit.ModeShadow || (r.Event != audit.EventDecided && r.Event != audit.EventApproved) {
 		return
 	}
 	u := &unit{id: r.DecisionID, exp: x.ID, sku: r.SKU, channel: r.Channel, choice: x.Bandit}
-	switch r.Outcome {
-	case audit.OutcomeFired:
+	switch {
+	case r.Outcome == audit.OutcomeFired:
+		// Fired when decided, or when a person approved it (its window starts at the approval: the
+		// verdict's action time, which the outbox's promotion starts at too).
 		u.start = r.Time
 		if r.Verdict != nil && !r.Verdict.ActionTime.IsZero() {
 			u.start = r.Verdict.ActionTime
 		}
-	case audit.OutcomeHeldOut:
+	case r.Outcome == audit.OutcomeHeldOut && r.Event == audit.EventDecided:
 		u.start, u.choice = r.Time, nil
 	default:
 		return // not acted on and not a holdout: nothing to measure

@@ -166,3 +166,78 @@ func TestNoBaselineAndMalformed(t *testing.T) {
 		t.Errorf("no baseline %d, recorded %d, malformed %d: want 1, 0, 1", m.Stats.NoBaseline.Load(), m.Stats.Recorded.Load(), m.Stats.Malformed.Load())
 	}
 }
+
+// A promotion that waited for a person is measured from its approval: P, decided (awaiting approval)
+// 5 h before start and approved at start, sells 40 while it waits and 30 in its day; its bandit
+// outcome is 30 against a baseline of 10. R, rejected, and Q, still waiting, are not measured.
+func TestMeasuresApprovedFromTheApproval(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	js, log, acfg, ccfg, store := setup(ctx, t)
+	start := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	order := 0
+	sell := func(sku string, at time.Time, qty float64) {
+		order++
+		b, err := commerce.EncodeSale(commerce.Sale{OrderID: fmt.Sprint("o", order), Line: 1, SKU: sku, Site: "s1", Channel: "web",
+			Quantity: qty, UnitPrice: 2, Currency: "EUR", Time: at})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := js.Publish(ctx, commerce.SalesSubject("gemba", "web"), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, sku := range []string{"P", "Q", "R"} {
+		for d := 1; d <= 28; d++ {
+			sell(sku, start.Add(-time.Duration(d)*24*time.Hour+time.Hour), 10)
+		}
+		sell(sku, start.Add(-3*time.Hour), 40) // while waiting for the approval
+		sell(sku, start.Add(2*time.Hour), 30)
+	}
+	arms := []experiment.ArmDraw{{Discount: 5}, {Discount: 10}}
+	rec := func(sku, event, outcome string, at time.Time, v *guard.Verdict) {
+		r := audit.Record{DecisionID: id(sku), Event: event, Outcome: outcome, Mode: audit.ModeActive, Time: at,
+			RuleSet: audit.RuleSetRef{Name: "x", Version: "v1"}, Rule: audit.RuleRef{Name: "b"}, SKU: sku, Site: "s1", Channel: "web",
+			Action: rules.Action{Kind: rules.Promote, Channels: []string{"web"}, Discount: 10, Duration: 24 * time.Hour},
+			Experiment: &audit.ExperimentRef{ID: "b", Bandit: &experiment.Choice{Experiment: "b", Pool: experiment.PoolChannel,
+				DecisionID: id(sku), Discount: 10, Reason: experiment.ReasonThompson, Arms: arms}},
+			Verdict: v}
+		var err error
+		if event == audit.EventDecided {
+			_, err = log.Publish(ctx, r, 0)
+		} else {
+			_, err = log.Append(ctx, r)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	decided := start.Add(-5 * time.Hour)
+	for _, sku := range []string{"P", "Q", "R"} {
+		rec(sku, audit.EventDecided, audit.OutcomeAwaitingApproval, decided, &guard.Verdict{DecisionID: id(sku), Outcome: guard.NeedsApproval, ActionTime: decided})
+	}
+	rec("P", audit.EventApproved, audit.OutcomeFired, start.Add(time.Minute), &guard.Verdict{DecisionID: id("P"), Outcome: guard.Allow, ActionTime: start})
+	rec("R", audit.EventRejected, audit.OutcomeRejected, start, &guard.Verdict{DecisionID: id("R"), Outcome: guard.Rejected, ActionTime: start})
+
+	m := New(js, store, Options{Audit: acfg, Commerce: ccfg.Stream, Prefix: "gemba", Every: 50 * time.Millisecond,
+		Now: func() time.Time { return start.Add(3 * 24 * time.Hour) }})
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = m.Run(ctx) })
+	defer wg.Wait()
+	defer cancel()
+	testutil.WaitFor(t, 20*time.Second, "P measured", func() bool { return m.Stats.Measured.Load() >= 1 })
+	rounds := m.Stats.Rounds.Load()
+	testutil.WaitFor(t, 10*time.Second, "two more rounds", func() bool { return m.Stats.Rounds.Load() >= rounds+2 })
+	if n, r := m.Stats.Measured.Load(), m.Stats.Recorded.Load(); n != 1 || r != 1 {
+		t.Fatalf("measured %d, recorded %d: want P alone", n, r)
+	}
+	lifts, _ := m.Lifts(ctx)
+	if len(lifts) != 1 || lifts[0].Arm != "10%" || lifts[0].Treated != 1 || math.Abs(lifts[0].Lift-3) > 1e-9 {
+		t.Fatalf("lifts %+v, want the 10%% arm at 3 (30 sold from the approval against 10), not counting what sold while waiting", lifts)
+	}
+	cfg := experiment.Config{ID: "b", Bandit: &experiment.BanditConfig{Arms: []float64{5, 10}, Pool: experiment.PoolChannel}}
+	again, err := store.Record(ctx, cfg, experiment.Outcome{ID: id("P"), SKU: "P", Channel: "web", Discount: 10, Units: 30, Baseline: 10, End: start.Add(24 * time.Hour)})
+	if err != nil || again {
+		t.Fatalf("P's outcome was not in the posterior: applied again %v, %v", again, err)
+	}
+}
