@@ -255,7 +255,7 @@ func clusterDecideRound(b *testing.B, p plant, replicas int, cluster bool, rate 
 		defer mu.Unlock()
 		_, done := arrived[sku]
 		return done
-	})
+	}, nil)
 	el := time.Since(start)
 	evals1, evalsEach := rs.sum(b, "gemba_hub_decide_evaluations_total")
 	dec1, _ := rs.sum(b, "gemba_hub_decide_decisions_total")

@@ -158,7 +158,7 @@ func BenchmarkDecideLatency(b *testing.B) {
 
 // stage is when one crossing reached each point of its path (zero: not seen).
 type stage struct {
-	sent, feature, inventory, claim, verdict, record, outbox, action time.Time
+	sent, stored, feature, inventory, claim, verdict, record, outbox, action time.Time
 }
 
 func decideRound(b *testing.B, p plant, production, mayMiss bool, rate int, runFor, warmup time.Duration) {
@@ -319,7 +319,7 @@ func decideRound(b *testing.B, p plant, production, mayMiss bool, rate int, runF
 		mu.Lock()
 		defer mu.Unlock()
 		return mayMiss || !stages[sku].action.IsZero()
-	})
+	}, func(sku string, t time.Time) { at(sku, func(s *stage) { set(&s.stored, t) }) })
 	el := time.Since(start)
 	m1 := metrics()
 	defer func() {
@@ -409,7 +409,7 @@ func decideRound(b *testing.B, p plant, production, mayMiss bool, rate int, runF
 
 	// Each stage from the publish: the hub decides on whichever of the units value (features bucket)
 	// or the production it counts (inventory bucket) it sees first, so the stages overlap.
-	var total []time.Duration
+	var total, hubPart []time.Duration // hubPart: from the agent's message stored in its stream
 	from := map[string][]time.Duration{} // stage → durations from the publish
 	hops := map[string][]time.Duration{} // record → outbox → promotion: one after another in the hub
 	mu.Lock()
@@ -422,7 +422,10 @@ func decideRound(b *testing.B, p plant, production, mayMiss bool, rate int, runF
 			continue // missed (mayMiss): counted apart
 		}
 		total = append(total, s.action.Sub(s.sent))
-		for name, t := range map[string]time.Time{"units in features KV": s.feature, "production in inventory KV": s.inventory,
+		if !s.stored.IsZero() {
+			hubPart = append(hubPart, s.action.Sub(s.stored))
+		}
+		for name, t := range map[string]time.Time{"stored in the agents' stream": s.stored, "units in features KV": s.feature, "production in inventory KV": s.inventory,
 			"guard claim": s.claim, "guard verdict": s.verdict, "decision record": s.record, "outbox record": s.outbox} {
 			if !t.IsZero() {
 				from[name] = append(from[name], t.Sub(s.sent))
@@ -479,9 +482,15 @@ func decideRound(b *testing.B, p plant, production, mayMiss bool, rate int, runF
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(records), "cpu-ns/record")
 	b.Logf("%d records at %.0f records/s, window %s, %d crossings timed: publish → promotion p50 %.1f / p99 %.1f / max %.1f ms",
 		records, float64(records)/el.Seconds(), window, len(total), q(total, 0.5), q(total, 0.99), q(total, 1))
-	line("from the publish to", from, "units in features KV", "production in inventory KV", "guard claim", "guard verdict",
+	line("from the publish to", from, "stored in the agents' stream", "units in features KV", "production in inventory KV", "guard claim", "guard verdict",
 		"decision record", "outbox record")
 	line("hops (as seen by watchers)", hops, "first input stored → claim", "claim → verdict", "verdict → record", "record → outbox", "outbox → promotion")
+	slices.Sort(hubPart)
+	if len(hubPart) > 0 {
+		b.ReportMetric(q(hubPart, 0.99), "hub-p99-ms")
+		b.Logf("the hub's part, from the agent's message stored in its stream to the promotion: p50 %.1f / p99 %.1f / max %.1f ms (%d)",
+			q(hubPart, 0.5), q(hubPart, 0.99), q(hubPart, 1), len(hubPart))
+	}
 	b.Logf("engine during the load: %.0f evaluations/s, %.0f decisions/s; %d crossings, %d promotions", evals/el.Seconds(),
 		decisions/el.Seconds(), crossings, npub)
 	b.ReportMetric(ms(schedMax), "sched-max-ms")
@@ -494,13 +503,17 @@ func decideRound(b *testing.B, p plant, production, mayMiss bool, rate int, runF
 // windows: every other batch of an agent carries one crossing per line (units of hotValue for a
 // SKU seen nowhere else, told to sent with its publish time), and a crossing's units are set back
 // to 0 in its agent's first window after reset(sku) is true. It returns the records and crossings
-// published.
+// published. stored, when set, is told when the server acknowledged the message of each crossing
+// (the agent's message stored in its stream).
 func crossingLoad(b *testing.B, js jetstream.JetStream, p plant, windows int, window time.Duration, t0, start time.Time,
-	sent func(sku string, at time.Time), reset func(sku string) bool) (records, crossings int) {
+	sent func(sku string, at time.Time), reset func(sku string) bool, stored func(sku string, at time.Time)) (records, crossings int) {
 	type hotKey struct{ a, l int }
+	var acks sync.WaitGroup
+	defer acks.Wait()
 	unreset := map[hotKey][]string{} // per agent and line, the crossings whose units are still hotValue
 	p.paced(windows, window, start, func(wi, a int, now time.Time) {
 		bt := p.batch(a, wi, t0, window, now)
+		var hot []string
 		for l := range p.lines {
 			units := func(sku string, v float64) {
 				bt.Features = append(bt.Features, signal.Feature{Signal: p.line(a, l) + ".pack.parts", Name: "units",
@@ -510,6 +523,7 @@ func crossingLoad(b *testing.B, js jetstream.JetStream, p plant, windows int, wi
 			if crosses(a, wi) {
 				units(p.hot(a, wi, l), hotValue)
 				sent(p.hot(a, wi, l), now)
+				hot = append(hot, p.hot(a, wi, l))
 				crossings++
 			}
 			k := hotKey{a, l}
@@ -528,8 +542,22 @@ func crossingLoad(b *testing.B, js jetstream.JetStream, p plant, windows int, wi
 		}
 		bt.Count = len(bt.Features)
 		records += bt.Count
-		if _, err := js.PublishMsgAsync(msg(bt)); err != nil {
+		f, err := js.PublishMsgAsync(msg(bt))
+		if err != nil {
 			b.Fatal(err)
+		}
+		if stored != nil && len(hot) > 0 {
+			acks.Go(func() {
+				select {
+				case <-f.Ok():
+					now := time.Now()
+					for _, sku := range hot {
+						stored(sku, now)
+					}
+				case <-f.Err():
+				case <-time.After(time.Minute):
+				}
+			})
 		}
 	})
 	return records, crossings

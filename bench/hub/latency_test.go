@@ -71,6 +71,15 @@ func latencyRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration)
 	var mu sync.Mutex
 	sent := map[msgKey]time.Time{}
 	var lat []time.Duration
+	// Where the time goes: the agent's message stored in its stream (the server's ack to the
+	// publisher) and from there to readable (the hub's part), per record as lat.
+	type arrival struct {
+		k  msgKey
+		at time.Time
+	}
+	var arrived []arrival
+	acked := map[msgKey]time.Time{}
+	var acks sync.WaitGroup
 	lastSeen := map[string]uint64{} // per agent, the latest window of its first signal's mean
 	probe := map[string]string{}    // KV key of that feature → agent
 	for a := range p.agents {
@@ -101,6 +110,7 @@ func latencyRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration)
 				mu.Lock()
 				if t, ok := sent[msgKey{agent, seq}]; ok && seq >= uint64(counted) {
 					lat = append(lat, at.Sub(t)) // every value of a log message is readable when it arrives
+					arrived = append(arrived, arrival{msgKey{agent, seq}, at})
 				}
 				if a, ok := probe[keyOf(line)]; ok {
 					lastSeen[a] = seq
@@ -120,9 +130,21 @@ func latencyRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration)
 		mu.Lock()
 		sent[msgKey{bt.Agent, bt.FirstSeq}] = now
 		mu.Unlock()
-		if _, err := js.PublishMsgAsync(m); err != nil {
+		f, err := js.PublishMsgAsync(m)
+		if err != nil {
 			b.Fatal(err)
 		}
+		acks.Go(func() {
+			select {
+			case <-f.Ok():
+				at := time.Now()
+				mu.Lock()
+				acked[msgKey{bt.Agent, bt.FirstSeq}] = at
+				mu.Unlock()
+			case <-f.Err():
+			case <-ctx.Done():
+			}
+		})
 	})
 	el := time.Since(start)
 	testutil.WaitFor(b, time.Minute, "every agent's last window in the store", func() bool {
@@ -138,10 +160,19 @@ func latencyRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration)
 	cpu := cpuTime() - cpu0
 	schedQ, schedMax, _, gcMax := readSched().since(sched0, 0.99)
 	drained(b, js, time.Minute)
+	acks.Wait()
 	mu.Lock()
 	ls := slices.Clone(lat)
+	var stored, hub []time.Duration
+	for _, a := range arrived {
+		if ack, ok := acked[a.k]; ok {
+			stored, hub = append(stored, ack.Sub(sent[a.k])), append(hub, a.at.Sub(ack))
+		}
+	}
 	mu.Unlock()
 	slices.Sort(ls)
+	slices.Sort(stored)
+	slices.Sort(hub)
 	if len(ls) < (windows-counted)*p.agents*p.perWindow()/2 {
 		b.Fatalf("only %d updates observed for %d windows of %d agents", len(ls), windows-counted, p.agents)
 	}
@@ -153,6 +184,13 @@ func latencyRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration)
 	b.ReportMetric(q(1), "max-ms")
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(records), "cpu-ns/record")
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	if len(stored) > 0 {
+		qs := func(ds []time.Duration, f float64) float64 { return ms(ds[int(f*float64(len(ds)-1))]) }
+		b.ReportMetric(qs(stored, 0.99), "stored-p99-ms")
+		b.ReportMetric(qs(hub, 0.99), "hub-p99-ms")
+		b.Logf("of which publish → stored in the agents' stream (its ack) p50 %.2f / p99 %.2f ms, stored → readable (the hub) p50 %.2f / p99 %.2f / max %.2f ms (%d updates)",
+			qs(stored, 0.5), qs(stored, 0.99), qs(hub, 0.5), qs(hub, 0.99), qs(hub, 1), len(hub))
+	}
 	b.ReportMetric(ms(schedMax), "sched-max-ms")
 	b.Logf("%d records (%d updates timed) at %.0f records/s, window %s: p50 %.2f ms, p99 %.2f ms, max %.2f ms; "+
 		"goroutines waited for a core p99 %.2f ms, max %.2f ms; longest GC pause %.2f ms",
