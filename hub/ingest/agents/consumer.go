@@ -247,9 +247,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 // item is one message of a batch on its way through.
 type item struct {
-	msg   jetstream.Msg
-	seq   uint64
-	batch *signal.Batch
+	msg    jetstream.Msg
+	seq    uint64
+	stored time.Time // the server's timestamp of the message
+	batch  *signal.Batch
 }
 
 // process settles every message of a batch: malformed ones are terminated, duplicates and status
@@ -283,7 +284,7 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 		}
 		claims = append(claims, dedup.Claim{ID: b.MsgID(), StreamSeq: meta.Sequence.Stream})
 		claimed = append(claimed, len(items))
-		items = append(items, item{msg: m, seq: meta.Sequence.Stream, batch: b})
+		items = append(items, item{msg: m, seq: meta.Sequence.Stream, stored: meta.Timestamp, batch: b})
 	}
 	if len(items) == 0 {
 		return
@@ -372,6 +373,9 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 		_ = it.msg.Ack()
 		if !it.batch.Sent.IsZero() {
 			c.m.latency.Observe(now.Sub(it.batch.Sent).Seconds())
+		}
+		if !it.stored.IsZero() {
+			c.m.stored.Observe(max(now.Sub(it.stored), 0).Seconds()) // another server's clock may be ahead
 		}
 	}
 }

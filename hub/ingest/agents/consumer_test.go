@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/gemba-io/gemba/hub/ingest/dedup"
@@ -130,6 +131,7 @@ func units(sku string, w int, n float64) signal.Feature {
 }
 
 func TestIngest(t *testing.T) {
+	start := time.Now()
 	n := natstest.JetStream(t)
 	_, js := natstest.Connect(t, n.URL())
 	h := startHub(t, n.URL()) // starts before the stream exists: waits for it
@@ -191,6 +193,7 @@ func TestIngest(t *testing.T) {
 	if hi := count(h.m.historical); hi != 1 {
 		t.Errorf("historical %v, want 1", hi)
 	}
+
 	// Nothing is left pending: the malformed messages were terminated, not left for redelivery.
 	cons, err := js.Consumer(context.Background(), "GEMBA", "gemba-hub")
 	if err != nil {
@@ -200,6 +203,14 @@ func TestIngest(t *testing.T) {
 		info, err := cons.Info(context.Background())
 		return err == nil && info.NumAckPending == 0 && info.NumPending == 0
 	})
+	// Both latencies, from the agent's send and from the server's store, once per fresh message
+	// (seq 1, 2 and 3: not the copy, the garbage or the heartbeat), none negative, none beyond the test.
+	for name, hist := range map[string]prometheus.Histogram{"from the send": h.m.latency, "from the store": h.m.stored} {
+		testutil.WaitFor(t, 10*time.Second, "3 latencies "+name, func() bool { n, _ := observed(hist); return n >= 3 })
+		if n, sum := observed(hist); n != 3 || sum < 0 || sum > time.Since(start).Seconds()*3 {
+			t.Errorf("ingest latency %s: %d observations summing to %vs, want 3 within the test's %v", name, n, sum, time.Since(start))
+		}
+	}
 }
 
 // TestReplicasShareTheConsumer: two replicas on one durable consumer, one stopped abruptly (its

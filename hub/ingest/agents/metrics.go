@@ -6,8 +6,11 @@ import "github.com/prometheus/client_golang/prometheus"
 type Metrics struct {
 	messages, records, production                          *prometheus.CounterVec
 	malformed, duplicates, historical, redelivered, errors prometheus.Counter
-	latency                                                prometheus.Histogram
+	latency, stored                                        prometheus.Histogram
 }
+
+// latencyBuckets are the ingest latencies' buckets (seconds).
+var latencyBuckets = []float64{.001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30}
 
 // NewMetrics creates the collectors; Register adds them to a registry.
 func NewMetrics() *Metrics {
@@ -27,15 +30,18 @@ func NewMetrics() *Metrics {
 		redelivered: c("redelivered_total", "Agent messages delivered more than once by JetStream."),
 		errors:      c("errors_total", "Batches or heartbeats handed back for redelivery after a state error."),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "gemba_hub_ingest_latency_seconds",
-			Help:    "From the agent sending a message to its state being stored.",
-			Buckets: []float64{.001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30}}),
+			Help:    "From the agent sending a message to its state being stored (the agent's clock to the hub's).",
+			Buckets: latencyBuckets}),
+		stored: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "gemba_hub_ingest_stored_latency_seconds",
+			Help:    "From an agent message stored in its JetStream stream (the server's timestamp) to its state being stored: the hub's part of gemba_hub_ingest_latency_seconds, waiting in the stream included.",
+			Buckets: latencyBuckets}),
 	}
 }
 
 // Register adds every collector to reg.
 func (m *Metrics) Register(reg prometheus.Registerer) error {
 	for _, c := range []prometheus.Collector{m.messages, m.records, m.production, m.malformed, m.duplicates,
-		m.historical, m.redelivered, m.errors, m.latency} {
+		m.historical, m.redelivered, m.errors, m.latency, m.stored} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
