@@ -43,6 +43,24 @@ func setup(ctx context.Context, t *testing.T) (jetstream.JetStream, *audit.Log, 
 	return js, log, acfg, ccfg, store
 }
 
+// seller publishes sales on web at s1 (copies of the same order line: copies), one order each.
+func seller(ctx context.Context, t *testing.T, js jetstream.JetStream) func(sku string, at time.Time, qty float64, copies int) {
+	order := 0
+	return func(sku string, at time.Time, qty float64, copies int) {
+		order++
+		b, err := commerce.EncodeSale(commerce.Sale{OrderID: fmt.Sprint("o", order), Line: 1, SKU: sku, Site: "s1", Channel: "web",
+			Quantity: qty, UnitPrice: 2, Currency: "EUR", Time: at})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range copies {
+			if _, err := js.Publish(ctx, commerce.SalesSubject("gemba", "web"), b); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
 func id(s string) string {
 	h := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(h[:16])
@@ -58,20 +76,7 @@ func TestMeasuresBanditAndHoldout(t *testing.T) {
 	defer cancel()
 	js, log, acfg, ccfg, store := setup(ctx, t)
 	start := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
-	order := 0
-	sell := func(sku string, at time.Time, qty float64, copies int) {
-		order++
-		b, err := commerce.EncodeSale(commerce.Sale{OrderID: fmt.Sprint("o", order), Line: 1, SKU: sku, Site: "s1", Channel: "web",
-			Quantity: qty, UnitPrice: 2, Currency: "EUR", Time: at})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for range copies {
-			if _, err := js.Publish(ctx, commerce.SalesSubject("gemba", "web"), b); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	sell := seller(ctx, t, js)
 	during := map[string]float64{"A": 25, "B": 12, "C": 20, "D": 8}
 	for sku, q := range during {
 		for d := 1; d <= 28; d++ {
@@ -175,24 +180,13 @@ func TestMeasuresApprovedFromTheApproval(t *testing.T) {
 	defer cancel()
 	js, log, acfg, ccfg, store := setup(ctx, t)
 	start := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
-	order := 0
-	sell := func(sku string, at time.Time, qty float64) {
-		order++
-		b, err := commerce.EncodeSale(commerce.Sale{OrderID: fmt.Sprint("o", order), Line: 1, SKU: sku, Site: "s1", Channel: "web",
-			Quantity: qty, UnitPrice: 2, Currency: "EUR", Time: at})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := js.Publish(ctx, commerce.SalesSubject("gemba", "web"), b); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sell := seller(ctx, t, js)
 	for _, sku := range []string{"P", "Q", "R"} {
 		for d := 1; d <= 28; d++ {
-			sell(sku, start.Add(-time.Duration(d)*24*time.Hour+time.Hour), 10)
+			sell(sku, start.Add(-time.Duration(d)*24*time.Hour+time.Hour), 10, 1)
 		}
-		sell(sku, start.Add(-3*time.Hour), 40) // while waiting for the approval
-		sell(sku, start.Add(2*time.Hour), 30)
+		sell(sku, start.Add(-3*time.Hour), 40, 1) // while waiting for the approval
+		sell(sku, start.Add(2*time.Hour), 30, 1)
 	}
 	arms := []experiment.ArmDraw{{Discount: 5}, {Discount: 10}}
 	rec := func(sku, event, outcome string, at time.Time, v *guard.Verdict) {
