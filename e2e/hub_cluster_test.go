@@ -65,41 +65,9 @@ func TestHubOnClusterNodeKilledUnderLoad(t *testing.T) {
 		t.Skip("runs a 3-node NATS cluster (~30 s)")
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	nodes := natstest.Cluster(t, 3)
-	urls := natstest.URLs(nodes...)
-	_, js := natstest.Connect(t, urls)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	// The agents' stream at R3, as an agent with uplink.nats.replicas: 3 creates it; right after the
-	// meta leader is elected the servers may not all be known as peers yet.
-	var err error
-	if !within(30*time.Second, func() bool {
-		_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "GEMBA", Subjects: []string{"gemba.*.*.samples", "gemba.*.*.features", "gemba.*.*.status"},
-			Retention: jetstream.LimitsPolicy, MaxBytes: -1, Replicas: 3, Duplicates: 20 * time.Minute,
-			Storage: jetstream.FileStorage, Discard: jetstream.DiscardNew})
-		return err == nil
-	}) {
-		t.Fatalf("create the R3 stream: %v", err)
-	}
-
-	hcfg, err := hub.Parse([]byte(`
-hub:
-  id: e2e-hub
-  data_dir: ${DIR}
-  shutdown_timeout: 10s
-http: {listen: "127.0.0.1:0"}
-nats:
-  servers: ["${URL1}", "${URL2}", "${URL3}"]
-  replicas: 3
-ingest:
-  batch: 64          # fewer messages in hand than ack_wait's worth of R3 writes under -race
-  production:
-    - {signal: "*.pack.parts", feature: units}
-`), lookup(map[string]string{"DIR": filepath.Join(t.TempDir(), "hub"),
-		"URL1": nodes[0].URL(), "URL2": nodes[1].URL(), "URL3": nodes[2].URL()}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	nodes, js, hcfg := clusterHub(ctx, t)
 	api, stopHub := startHub(t, hcfg, log)
 	defer stopHub()
 	metric := func(name string) float64 {
@@ -115,20 +83,7 @@ ingest:
 		return r.Ready
 	})
 
-	// publish stores a message, retrying through elections and reconnects with its Msg-Id.
-	publish := func(m ledgerMsg) {
-		for {
-			pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
-			_, err := js.Publish(pctx, m.subject, m.data, jetstream.WithMsgID(m.id))
-			pcancel()
-			if err == nil {
-				return
-			}
-			if ctx.Err() != nil {
-				t.Fatalf("publish %s: %v", m.id, err)
-			}
-		}
-	}
+	publish := func(m ledgerMsg) { publishRetry(ctx, t, js, m) }
 	const n, perMsg, skus = 300, 4, 30
 	first := map[string]float64{}
 	msgs := featureLedger("gw1", 1, n, perMsg, skus, first)
@@ -227,4 +182,128 @@ ingest:
 	}
 	t.Logf("%v messages, %v redelivered, %v duplicates, %v stored twice, %v batches handed back", metric("gemba_hub_ingest_messages_total"),
 		re, d, extra, metric("gemba_hub_ingest_errors_total"))
+}
+
+// clusterHub starts a 3-node cluster in process with the agents' stream at R3, as an agent with
+// uplink.nats.replicas: 3 creates it, and returns the nodes, a JetStream context on them and a hub
+// configuration (nats.replicas: 3: every hub store at R3) for it.
+func clusterHub(ctx context.Context, t *testing.T) ([]*natstest.Node, jetstream.JetStream, *hub.Config) {
+	t.Helper()
+	nodes := natstest.Cluster(t, 3)
+	_, js := natstest.Connect(t, natstest.URLs(nodes...))
+	// Right after the meta leader is elected the servers may not all be known as peers yet.
+	var err error
+	if !within(30*time.Second, func() bool {
+		_, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "GEMBA", Subjects: []string{"gemba.*.*.samples", "gemba.*.*.features", "gemba.*.*.status"},
+			Retention: jetstream.LimitsPolicy, MaxBytes: -1, Replicas: 3, Duplicates: 20 * time.Minute,
+			Storage: jetstream.FileStorage, Discard: jetstream.DiscardNew})
+		return err == nil
+	}) {
+		t.Fatalf("create the R3 stream: %v", err)
+	}
+	hcfg, err := hub.Parse([]byte(`
+hub:
+  id: e2e-hub
+  data_dir: ${DIR}
+  shutdown_timeout: 10s
+http: {listen: "127.0.0.1:0"}
+nats:
+  servers: ["${URL1}", "${URL2}", "${URL3}"]
+  replicas: 3
+ingest:
+  batch: 64          # fewer messages in hand than ack_wait's worth of R3 writes under -race
+  production:
+    - {signal: "*.pack.parts", feature: units}
+`), lookup(map[string]string{"DIR": filepath.Join(t.TempDir(), "hub"),
+		"URL1": nodes[0].URL(), "URL2": nodes[1].URL(), "URL3": nodes[2].URL()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nodes, js, hcfg
+}
+
+// publishRetry stores a message, retrying through elections and reconnects with its Msg-Id, as the
+// agent's uplink does.
+func publishRetry(ctx context.Context, t *testing.T, js jetstream.JetStream, m ledgerMsg) {
+	for {
+		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := js.Publish(pctx, m.subject, m.data, jetstream.WithMsgID(m.id))
+		pcancel()
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("publish %s: %v", m.id, err)
+		}
+	}
+}
+
+// TestHubRestartsOnCluster: the only hub replica on a 3-node cluster (its stores at R3) is stopped
+// mid-load three times, and the messages sent while none runs wait in the agents' stream; each new
+// replica (the same configuration, as after a restart) takes the shared consumer over and drains
+// them. Earlier benchmark rounds saw that consumer without a leader for minutes once its only client
+// had stopped; here ingest never stalls: the last replica has every message settled, the consumer
+// has a leader, and the inventory equals the ledger.
+func TestHubRestartsOnCluster(t *testing.T) {
+	if testing.Short() && os.Getenv("CI") == "" { // CI runs everything
+		t.Skip("runs a 3-node NATS cluster (~40 s)")
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	_, js, hcfg := clusterHub(ctx, t)
+	const rounds, perRound, perMsg, skus = 3, 40, 4, 20
+	want := map[string]float64{}
+	msgs := featureLedger("gw1", 1, rounds*perRound, perMsg, skus, want)
+	ready := func(api hubAPI) {
+		t.Helper()
+		testutil.WaitFor(t, 90*time.Second, "the replica ready", func() bool {
+			var r struct{ Ready bool }
+			api.get(t, "/readyz", &r)
+			return r.Ready
+		})
+	}
+	t0 := time.Now()
+	for r := range rounds {
+		api, stop := startHub(t, hcfg, log)
+		ready(api)
+		chunk := msgs[r*perRound : (r+1)*perRound]
+		for _, m := range chunk[:perRound/2] {
+			publishRetry(ctx, t, js, m)
+		}
+		testutil.WaitFor(t, 60*time.Second, "the replica applying", func() bool {
+			m, err := promtext.Scrape(api.base + "/metrics")
+			return err == nil && m.Sum("gemba_hub_ingest_messages_total") > 0
+		})
+		stop()
+		for _, m := range chunk[perRound/2:] { // no replica running: they wait in the stream
+			publishRetry(ctx, t, js, m)
+		}
+		t.Logf("%.1fs: replica %d stopped, %d messages sent in all", time.Since(t0).Seconds(), r+1, (r+1)*perRound)
+	}
+	api, stop := startHub(t, hcfg, log)
+	defer stop()
+	ready(api)
+	cons, err := js.Consumer(ctx, "GEMBA", "gemba-hub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ci *jetstream.ConsumerInfo
+	if !within(90*time.Second, func() bool {
+		ci, err = cons.Info(ctx)
+		return err == nil && ci.NumPending == 0 && ci.NumAckPending == 0 && ci.AckFloor.Stream >= uint64(len(msgs))
+	}) {
+		t.Fatalf("not drained after the last restart: %+v, %v", ci, err)
+	}
+	if ci.Cluster == nil || ci.Cluster.Leader == "" {
+		t.Errorf("the shared consumer has no leader: %+v", ci.Cluster)
+	}
+	var got map[string]float64
+	if !within(30*time.Second, func() bool {
+		got = api.produced(t, "plant-e2e")
+		return fmt.Sprint(got) == fmt.Sprint(want)
+	}) {
+		t.Fatalf("produced %v, ledger %v", got, want)
+	}
+	t.Logf("%.1fs: %d messages through %d restarts, the inventory equals the ledger", time.Since(t0).Seconds(), len(msgs), rounds)
 }
