@@ -61,12 +61,7 @@ func featureLedger(agent string, first uint64, n, perMsg, skus int, total map[st
 // with the same Msg-Id until acknowledged, as the agent's uplink does. Nothing lost or doubled: the
 // inventory equals the ledger exactly, every message is settled, one dedup marker per identity.
 func TestHubOnClusterNodeKilledUnderLoad(t *testing.T) {
-	if testing.Short() && os.Getenv("CI") == "" { // CI runs everything
-		t.Skip("runs a 3-node NATS cluster (~30 s)")
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	ctx, log := clusterTest(t, 3*time.Minute)
 	nodes, js, hcfg := clusterHub(ctx, t)
 	api, stopHub := startHub(t, hcfg, log)
 	defer stopHub()
@@ -184,6 +179,18 @@ func TestHubOnClusterNodeKilledUnderLoad(t *testing.T) {
 		re, d, extra, metric("gemba_hub_ingest_errors_total"))
 }
 
+// clusterTest is a cluster test's context (ended after d, or with the test) and quiet logger; -short
+// leaves these tests out unless CI is set (CI runs everything).
+func clusterTest(t *testing.T, d time.Duration) (context.Context, *slog.Logger) {
+	t.Helper()
+	if testing.Short() && os.Getenv("CI") == "" {
+		t.Skip("runs a 3-node NATS cluster (~30 s)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+}
+
 // clusterHub starts a 3-node cluster in process with the agents' stream at R3, as an agent with
 // uplink.nats.replicas: 3 creates it, and returns the nodes, a JetStream context on them and a hub
 // configuration (nats.replicas: 3: every hub store at R3) for it.
@@ -245,12 +252,7 @@ func publishRetry(ctx context.Context, t *testing.T, js jetstream.JetStream, m l
 // had stopped; here ingest never stalls: the last replica has every message settled, the consumer
 // has a leader, and the inventory equals the ledger.
 func TestHubRestartsOnCluster(t *testing.T) {
-	if testing.Short() && os.Getenv("CI") == "" { // CI runs everything
-		t.Skip("runs a 3-node NATS cluster (~40 s)")
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
+	ctx, log := clusterTest(t, 4*time.Minute)
 	_, js, hcfg := clusterHub(ctx, t)
 	const rounds, perRound, perMsg, skus = 3, 40, 4, 20
 	want := map[string]float64{}

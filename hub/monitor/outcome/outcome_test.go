@@ -61,6 +61,14 @@ func seller(ctx context.Context, t *testing.T, js jetstream.JetStream) func(sku 
 	}
 }
 
+// history sells 10 of sku a day over the 28 days before start, an hour after start's time of day:
+// its baseline is 10 a day.
+func history(sell func(sku string, at time.Time, qty float64, copies int), start time.Time, sku string) {
+	for d := 1; d <= 28; d++ {
+		sell(sku, start.Add(-time.Duration(d)*24*time.Hour+time.Hour), 10, 1)
+	}
+}
+
 func id(s string) string {
 	h := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(h[:16])
@@ -79,9 +87,7 @@ func TestMeasuresBanditAndHoldout(t *testing.T) {
 	sell := seller(ctx, t, js)
 	during := map[string]float64{"A": 25, "B": 12, "C": 20, "D": 8}
 	for sku, q := range during {
-		for d := 1; d <= 28; d++ {
-			sell(sku, start.Add(-time.Duration(d)*24*time.Hour+time.Hour), 10, 1)
-		}
+		history(sell, start, sku)
 		sell(sku, start.Add(3*time.Hour), q-1, 2) // a second copy of the line counts once
 		sell(sku, start.Add(20*time.Hour), 1, 1)
 		sell(sku, start.Add(30*time.Hour), 50, 1) // after the window
@@ -182,9 +188,7 @@ func TestMeasuresApprovedFromTheApproval(t *testing.T) {
 	start := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 	sell := seller(ctx, t, js)
 	for _, sku := range []string{"P", "Q", "R"} {
-		for d := 1; d <= 28; d++ {
-			sell(sku, start.Add(-time.Duration(d)*24*time.Hour+time.Hour), 10, 1)
-		}
+		history(sell, start, sku)
 		sell(sku, start.Add(-3*time.Hour), 40, 1) // while waiting for the approval
 		sell(sku, start.Add(2*time.Hour), 30, 1)
 	}
