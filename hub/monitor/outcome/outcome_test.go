@@ -61,6 +61,17 @@ func seller(ctx context.Context, t *testing.T, js jetstream.JetStream) func(sku 
 	}
 }
 
+// running starts a measurer whose clock reads now, rounds every 50 ms, until the test ends.
+func running(ctx context.Context, t *testing.T, cancel context.CancelFunc, js jetstream.JetStream, store *experiment.Store,
+	acfg audit.Config, ccfg commerce.Config, now time.Time) *Measurer {
+	m := New(js, store, Options{Audit: acfg, Commerce: ccfg.Stream, Prefix: "gemba", Every: 50 * time.Millisecond,
+		Now: func() time.Time { return now }})
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = m.Run(ctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return m
+}
+
 // history sells 10 of sku a day over the 28 days before start, an hour after start's time of day:
 // its baseline is 10 a day.
 func history(sell func(sku string, at time.Time, qty float64, copies int), start time.Time, sku string) {
@@ -114,12 +125,7 @@ func TestMeasuresBanditAndHoldout(t *testing.T) {
 	rec("B", audit.OutcomeHeldOut, experiment.Held, nil)
 	rec("D", audit.OutcomeHeldOut, experiment.Held, nil)
 
-	m := New(js, store, Options{Audit: acfg, Commerce: ccfg.Stream, Prefix: "gemba", Every: 50 * time.Millisecond,
-		Now: func() time.Time { return start.Add(3 * 24 * time.Hour) }})
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = m.Run(ctx) })
-	defer wg.Wait()
-	defer cancel()
+	m := running(ctx, t, cancel, js, store, acfg, ccfg, start.Add(3*24*time.Hour))
 	testutil.WaitFor(t, 20*time.Second, "four units measured", func() bool { return m.Stats.Measured.Load() == 4 })
 	if r := m.Stats.Recorded.Load(); r != 1 {
 		t.Fatalf("%d bandit outcomes recorded, want 1 (A's)", r)
@@ -166,12 +172,7 @@ func TestNoBaselineAndMalformed(t *testing.T) {
 	if _, err := log.Publish(ctx, r, 0); err != nil {
 		t.Fatal(err)
 	}
-	m := New(js, store, Options{Audit: acfg, Commerce: ccfg.Stream, Prefix: "gemba", Every: 50 * time.Millisecond,
-		Now: func() time.Time { return start.Add(3 * 24 * time.Hour) }})
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = m.Run(ctx) })
-	defer wg.Wait()
-	defer cancel()
+	m := running(ctx, t, cancel, js, store, acfg, ccfg, start.Add(3*24*time.Hour))
 	testutil.WaitFor(t, 20*time.Second, "N measured", func() bool { return m.Stats.Measured.Load() == 1 })
 	if m.Stats.NoBaseline.Load() != 1 || m.Stats.Recorded.Load() != 0 || m.Stats.Malformed.Load() != 1 {
 		t.Errorf("no baseline %d, recorded %d, malformed %d: want 1, 0, 1", m.Stats.NoBaseline.Load(), m.Stats.Recorded.Load(), m.Stats.Malformed.Load())
@@ -217,12 +218,7 @@ func TestMeasuresApprovedFromTheApproval(t *testing.T) {
 	rec("P", audit.EventApproved, audit.OutcomeFired, start.Add(time.Minute), &guard.Verdict{DecisionID: id("P"), Outcome: guard.Allow, ActionTime: start})
 	rec("R", audit.EventRejected, audit.OutcomeRejected, start, &guard.Verdict{DecisionID: id("R"), Outcome: guard.Rejected, ActionTime: start})
 
-	m := New(js, store, Options{Audit: acfg, Commerce: ccfg.Stream, Prefix: "gemba", Every: 50 * time.Millisecond,
-		Now: func() time.Time { return start.Add(3 * 24 * time.Hour) }})
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = m.Run(ctx) })
-	defer wg.Wait()
-	defer cancel()
+	m := running(ctx, t, cancel, js, store, acfg, ccfg, start.Add(3*24*time.Hour))
 	testutil.WaitFor(t, 20*time.Second, "P measured", func() bool { return m.Stats.Measured.Load() >= 1 })
 	rounds := m.Stats.Rounds.Load()
 	testutil.WaitFor(t, 10*time.Second, "two more rounds", func() bool { return m.Stats.Rounds.Load() >= rounds+2 })
