@@ -133,14 +133,22 @@ func (s *Store) load(ctx context.Context, js jetstream.JetStream) (uint64, error
 	if err != nil {
 		return 0, err
 	}
+	// The load ends at the stream's last message as of now (or past it): other replicas writing all
+	// the while cannot keep it going, what they write after is the watch's.
+	target := st.CachedInfo().State.LastSeq
 	if st.CachedInfo().State.Msgs == 0 {
-		return st.CachedInfo().State.LastSeq, nil
+		return target, nil
 	}
 	prefix := "$KV." + s.cfg.Bucket + "."
 	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{prefix + ">"}, DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy})
 	if err != nil {
 		return 0, err
+	}
+	if ci, err := cons.Info(ctx); err != nil {
+		return 0, err
+	} else if ci.NumPending == 0 { // emptied since
+		return target, nil
 	}
 	it, err := cons.Messages(jetstream.PullMaxBytes(loadPullBytes))
 	if err != nil {
@@ -159,7 +167,7 @@ func (s *Store) load(ctx context.Context, js jetstream.JetStream) (uint64, error
 		if op := m.Headers().Get("KV-Operation"); op == "" { // a put (DEL and PURGE leave no value)
 			s.takeValue(strings.TrimPrefix(m.Subject(), prefix), m.Data(), md.Sequence.Stream)
 		}
-		if md.NumPending == 0 {
+		if md.NumPending == 0 || md.Sequence.Stream >= target {
 			return md.Sequence.Stream, nil
 		}
 	}
