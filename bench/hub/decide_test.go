@@ -409,7 +409,7 @@ func decideRound(b *testing.B, p plant, production, mayMiss bool, rate int, runF
 
 	// Each stage from the publish: the hub decides on whichever of the units value (features bucket)
 	// or the production it counts (inventory bucket) it sees first, so the stages overlap.
-	var total, hubPart []time.Duration // hubPart: from the agent's message stored in its stream
+	var total, hubPart []time.Duration   // hubPart: from the agent's message stored in its stream
 	from := map[string][]time.Duration{} // stage → durations from the publish
 	hops := map[string][]time.Duration{} // record → outbox → promotion: one after another in the hub
 	mu.Lock()

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gemba-io/gemba/internal/natstest"
+	"github.com/gemba-io/gemba/internal/testutil"
 )
 
 // BenchmarkFileStoreWrites isolates what sets the 810-record latency tails (#13, #14) without the
@@ -120,4 +121,130 @@ func firstTouch(b *testing.B, mib int) time.Duration {
 		m[i] = 1
 	}
 	return time.Since(t)
+}
+
+// BenchmarkKVUpdateColdKeys measures what a write costs to a KV key whose block is not in memory
+// (docs/BENCHMARKS.md, Session 8: the inventory's writes spread over its bucket). A history-1
+// bucket of 120,000 keys × 400 B (~13 blocks of 4 MiB) is written and the server restarted (no block
+// in memory); then 120 plain puts spread over the bucket; the server restarted again; then 240
+// compare-and-sets side by side, alternating: one to a key spread over the bucket (cold), one to the
+// same key (hot), each with the revision its key was written at, so no read precedes it. Reports p50
+// and max of each and how many took over 5 ms: about one per block for the spread writes (the first
+// to touch a block loads it), none for the one key.
+func BenchmarkKVUpdateColdKeys(b *testing.B) {
+	for b.Loop() {
+		kvColdRound(b)
+	}
+}
+
+func kvColdRound(b *testing.B) {
+	b.StopTimer()
+	defer b.StartTimer()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	n := natstest.JetStream(b)
+	defer n.Stop()
+	nc, js := connect(b, n.URL())
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "COLD", History: 1, Storage: jetstream.FileStorage})
+	if err != nil {
+		b.Fatal(err)
+	}
+	const keys, updates = 120_000, 240
+	val := make([]byte, 400)
+	revs := make([]uint64, keys)
+	for i := range keys {
+		f, err := js.PublishAsync("$KV.COLD.k"+fmt.Sprint(i), val)
+		if err != nil {
+			b.Fatal(err)
+		}
+		go func() {
+			if a := <-f.Ok(); a != nil {
+				revs[i] = a.Sequence // each goroutine its own index
+			}
+		}()
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-ctx.Done():
+		b.Fatal("fixture not acknowledged")
+	}
+	testutil.WaitFor(b, time.Minute, "every revision noted", func() bool {
+		for _, r := range revs {
+			if r == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	nc.Close()
+	n.Stop()
+	n.Start() // nothing of the bucket in memory
+	nc, js = connect(b, n.URL())
+	defer nc.Close()
+	if kv, err = js.KeyValue(ctx, "COLD"); err != nil {
+		b.Fatal(err)
+	}
+	var cold, hot, puts []time.Duration
+	hotKey := keys - 1
+	for i := range updates / 2 {
+		// A plain put (no compare-and-set) to a cold key in a block none of the others touch: the
+		// removal of the key's previous value (history 1) alone.
+		k := (i*997 + 499) % (keys - 1)
+		t := time.Now()
+		if _, err := kv.Put(ctx, "k"+fmt.Sprint(k), val); err != nil {
+			b.Fatal(err)
+		}
+		puts = append(puts, time.Since(t))
+	}
+	// The compare-and-sets after another restart, so that the puts loaded nothing for them.
+	nc.Close()
+	n.Stop()
+	n.Start()
+	nc, js = connect(b, n.URL())
+	defer nc.Close()
+	if kv, err = js.KeyValue(ctx, "COLD"); err != nil {
+		b.Fatal(err)
+	}
+	for i := range updates / 2 {
+		k := (i * 997) % (keys - 1) // spread over the bucket: another block most times
+		t := time.Now()
+		r, err := kv.Update(ctx, "k"+fmt.Sprint(k), val, revs[k])
+		if err != nil {
+			b.Fatalf("update k%d at %d: %v", k, revs[k], err)
+		}
+		cold, revs[k] = append(cold, time.Since(t)), r
+		t = time.Now()
+		r, err = kv.Update(ctx, "k"+fmt.Sprint(hotKey), val, revs[hotKey])
+		if err != nil {
+			b.Fatal(err)
+		}
+		hot, revs[hotKey] = append(hot, time.Since(t)), r
+	}
+	slices.Sort(cold)
+	slices.Sort(hot)
+	slices.Sort(puts)
+	over := func(ds []time.Duration) (n int) {
+		for _, d := range ds {
+			if d > 5*time.Millisecond {
+				n++
+			}
+		}
+		return n
+	}
+	st, err := js.Stream(ctx, "KV_COLD")
+	if err != nil {
+		b.Fatal(err)
+	}
+	blocks := st.CachedInfo().State.Bytes/(4<<20) + 1
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	b.ReportMetric(float64(over(cold)), "cold-over-5ms")
+	b.ReportMetric(float64(over(hot)), "hot-over-5ms")
+	b.ReportMetric(float64(over(puts)), "put-over-5ms")
+	b.ReportMetric(ms(cold[len(cold)/2]), "cold-p50-ms")
+	b.ReportMetric(ms(cold[len(cold)-1]), "cold-max-ms")
+	b.ReportMetric(ms(hot[len(hot)/2]), "hot-p50-ms")
+	b.ReportMetric(ms(hot[len(hot)-1]), "hot-max-ms")
+	b.Logf("compare-and-set after a restart, %d keys in ~%d blocks of 4 MiB: spread over the bucket p50 %.2f / max %.2f ms, %d over 5 ms; one key p50 %.2f / max %.2f ms, %d over 5 ms (%d each); plain puts spread over the bucket after a restart p50 %.2f / max %.2f ms, %d over 5 ms",
+		keys, blocks, ms(cold[len(cold)/2]), ms(cold[len(cold)-1]), over(cold), ms(hot[len(hot)/2]), ms(hot[len(hot)-1]), over(hot), len(cold),
+		ms(puts[len(puts)/2]), ms(puts[len(puts)-1]), over(puts))
 }
