@@ -508,6 +508,9 @@ func decideRound(b *testing.B, p plant, production, mayMiss bool, rate int, runF
 func crossingLoad(b *testing.B, js jetstream.JetStream, p plant, windows int, window time.Duration, t0, start time.Time,
 	sent func(sku string, at time.Time), reset func(sku string) bool, stored func(sku string, at time.Time)) (records, crossings int) {
 	type hotKey struct{ a, l int }
+	// Acks are awaited at most a minute past the load.
+	actx, cancel := context.WithTimeout(context.Background(), time.Duration(windows)*window+time.Minute)
+	defer cancel()
 	var acks sync.WaitGroup
 	defer acks.Wait()
 	unreset := map[hotKey][]string{} // per agent and line, the crossings whose units are still hotValue
@@ -547,15 +550,9 @@ func crossingLoad(b *testing.B, js jetstream.JetStream, p plant, windows int, wi
 			b.Fatal(err)
 		}
 		if stored != nil && len(hot) > 0 {
-			acks.Go(func() {
-				select {
-				case <-f.Ok():
-					now := time.Now()
-					for _, sku := range hot {
-						stored(sku, now)
-					}
-				case <-f.Err():
-				case <-time.After(time.Minute):
+			whenStored(actx, &acks, f, func(at time.Time) {
+				for _, sku := range hot {
+					stored(sku, at)
 				}
 			})
 		}

@@ -70,9 +70,9 @@ func latencyRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration)
 	}
 	var mu sync.Mutex
 	sent := map[msgKey]time.Time{}
-	var lat []time.Duration
-	// Where the time goes: the agent's message stored in its stream (the server's ack to the
-	// publisher) and from there to readable (the hub's part), per record as lat.
+	// Every timed record's arrival at the watcher; with sent and acked (the server's ack to the
+	// publisher: stored in the agents' stream) it splits the latency into the server's part and
+	// the hub's.
 	type arrival struct {
 		k  msgKey
 		at time.Time
@@ -108,9 +108,8 @@ func latencyRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration)
 					continue
 				}
 				mu.Lock()
-				if t, ok := sent[msgKey{agent, seq}]; ok && seq >= uint64(counted) {
-					lat = append(lat, at.Sub(t)) // every value of a log message is readable when it arrives
-					arrived = append(arrived, arrival{msgKey{agent, seq}, at})
+				if _, ok := sent[msgKey{agent, seq}]; ok && seq >= uint64(counted) {
+					arrived = append(arrived, arrival{msgKey{agent, seq}, at}) // every value of a log message is readable when it arrives
 				}
 				if a, ok := probe[keyOf(line)]; ok {
 					lastSeen[a] = seq
@@ -134,16 +133,10 @@ func latencyRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration)
 		if err != nil {
 			b.Fatal(err)
 		}
-		acks.Go(func() {
-			select {
-			case <-f.Ok():
-				at := time.Now()
-				mu.Lock()
-				acked[msgKey{bt.Agent, bt.FirstSeq}] = at
-				mu.Unlock()
-			case <-f.Err():
-			case <-ctx.Done():
-			}
+		whenStored(ctx, &acks, f, func(at time.Time) {
+			mu.Lock()
+			acked[msgKey{bt.Agent, bt.FirstSeq}] = at
+			mu.Unlock()
 		})
 	})
 	el := time.Since(start)
@@ -162,9 +155,9 @@ func latencyRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration)
 	drained(b, js, time.Minute)
 	acks.Wait()
 	mu.Lock()
-	ls := slices.Clone(lat)
-	var stored, hub []time.Duration
+	var ls, stored, hub []time.Duration
 	for _, a := range arrived {
+		ls = append(ls, a.at.Sub(sent[a.k]))
 		if ack, ok := acked[a.k]; ok {
 			stored, hub = append(stored, ack.Sub(sent[a.k])), append(hub, a.at.Sub(ack))
 		}
@@ -176,16 +169,16 @@ func latencyRound(b *testing.B, p plant, rate int, runFor, warmup time.Duration)
 	if len(ls) < (windows-counted)*p.agents*p.perWindow()/2 {
 		b.Fatalf("only %d updates observed for %d windows of %d agents", len(ls), windows-counted, p.agents)
 	}
-	q := func(f float64) float64 { return float64(ls[int(f*float64(len(ls)-1))].Microseconds()) / 1000 }
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	qs := func(ds []time.Duration, f float64) float64 { return ms(ds[int(f*float64(len(ds)-1))]) }
+	q := func(f float64) float64 { return qs(ls, f) }
 	records := windows * p.agents * p.perWindow()
 	b.ReportMetric(float64(records)/el.Seconds(), "records/s")
 	b.ReportMetric(q(0.5), "p50-ms")
 	b.ReportMetric(q(0.99), "p99-ms")
 	b.ReportMetric(q(1), "max-ms")
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(records), "cpu-ns/record")
-	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	if len(stored) > 0 {
-		qs := func(ds []time.Duration, f float64) float64 { return ms(ds[int(f*float64(len(ds)-1))]) }
 		b.ReportMetric(qs(stored, 0.99), "stored-p99-ms")
 		b.ReportMetric(qs(hub, 0.99), "hub-p99-ms")
 		b.Logf("of which publish → stored in the agents' stream (its ack) p50 %.2f / p99 %.2f ms, stored → readable (the hub) p50 %.2f / p99 %.2f / max %.2f ms (%d updates)",

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,6 +44,19 @@ func (p plant) sku(w, l int) string { return fmt.Sprintf("SKU-%06d", (w+l)%p.sku
 
 // perWindow is the records one agent emits per window.
 func (p plant) perWindow() int { return p.lines*p.machines*p.fields*4 + 2*p.lines }
+
+// whenStored calls stored, on a goroutine of wg, with the time the server acknowledged f's message
+// (stored in its stream); not at all if the publish fails or ctx ends first.
+func whenStored(ctx context.Context, wg *sync.WaitGroup, f jetstream.PubAckFuture, stored func(at time.Time)) {
+	wg.Go(func() {
+		select {
+		case <-f.Ok():
+			stored(time.Now())
+		case <-f.Err():
+		case <-ctx.Done():
+		}
+	})
+}
 
 // paced calls send for window wi of agent a, for every window and agent, at the time that window
 // closes: agent a's windows close at its own offset within each window, so the agents' messages
