@@ -18,8 +18,9 @@ type KillSwitch struct {
 
 // SetKill throws (on) or resets the kill switch for every replica sharing the bucket. Every
 // decision reads it fresh from KV, before its guardrails and, when it reserved caps or a cooldown,
-// again just before an allow is recorded, so it takes effect on every replica with the next decision (no watcher to lag or
-// die). The last writer wins: an operator and a replica may both throw it.
+// again just before an allow is recorded, so it takes effect on every replica with the next
+// decision (no watcher to lag or die). The last writer wins: an operator and a replica may both
+// throw it.
 func (g *Guard) SetKill(ctx context.Context, on bool, by, reason string) error {
 	if by == "" {
 		return errors.New("guard: kill switch: who throws it is required")

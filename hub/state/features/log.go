@@ -312,10 +312,14 @@ func (s *Store) write(ctx context.Context, subject string, vs []*Value, stored f
 		}
 		cur = nil
 	}
-	for _, v := range vs {
-		if buf == nil || cap(buf) == 0 {
+	// room gives buf a backing array when send handed the last one to its message.
+	room := func() {
+		if cap(buf) == 0 {
 			buf = make([]byte, 0, min(maxMessage, 384*(len(vs)-len(cur)+1)))
 		}
+	}
+	for _, v := range vs {
+		room()
 		// Encoded in place (most values), or by encoding/json when the fast path declines.
 		n := len(buf)
 		var err error
@@ -341,9 +345,7 @@ func (s *Store) write(ctx context.Context, subject string, vs []*Value, stored f
 			enc := slices.Clone(line[n:])
 			buf = line[:n]
 			send()
-			if buf == nil {
-				buf = make([]byte, 0, min(maxMessage, 384*(len(vs)-len(cur)+1)))
-			}
+			room()
 			buf = append(buf, enc...)
 			line = buf
 		}

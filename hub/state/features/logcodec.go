@@ -9,8 +9,8 @@ import (
 )
 
 // encodingHeader says how a log message's lines are packed: absent, as plain lines (as every
-// message was before the header existed); "s2", compressed in S2's block format. The lines repeat their field names and
-// lineage, so S2 shrinks a flush ~5×: less for the server to store, for each replica's follower
+// message was before the header existed); "s2", compressed in S2's block format. The lines repeat
+// their field names and lineage, so S2 shrinks a flush ~5×: less for the server to store, for each replica's follower
 // to receive, and for the writer to send (a flush of 810 values is ~280 KiB of lines).
 const encodingHeader = "Gemba-Encoding"
 

@@ -164,7 +164,7 @@ func (s *Store) load(ctx context.Context, js jetstream.JetStream) (uint64, error
 		if err != nil {
 			return 0, err
 		}
-		if op := m.Headers().Get("KV-Operation"); op == "" { // a put (DEL and PURGE leave no value)
+		if m.Headers().Get("KV-Operation") == "" { // a put (DEL and PURGE leave no value)
 			s.takeValue(strings.TrimPrefix(m.Subject(), prefix), m.Data(), md.Sequence.Stream)
 		}
 		if md.NumPending == 0 || md.Sequence.Stream >= target {
@@ -399,20 +399,15 @@ func (s *Store) update(ctx context.Context, site, sku, what string, apply func(*
 		backoff = min(2*backoff, time.Second)
 		return nil
 	}
-	tryRecent := true // the first attempt may start from recent; any later one reads
-	for {
-		var (
-			st        *state
-			rev       uint64
-			size      int
-			err       error
-			fromCache bool
-		)
-		if tryRecent {
+	for attempt := 0; ; attempt++ {
+		var st *state
+		var rev uint64
+		var size int
+		var err error
+		if attempt == 0 { // the first attempt may start from what this Store wrote last; any later one reads
 			st, rev, size = s.remembered(key)
-			fromCache = st != nil
 		}
-		tryRecent = false
+		fromCache := st != nil
 		if !fromCache {
 			st, rev, size, err = s.read(ctx, key)
 		}
