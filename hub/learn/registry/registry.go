@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -263,12 +264,16 @@ func (r *Registry) State(ctx context.Context) (Change, uint64, error) {
 	return c, e.Revision(), nil
 }
 
-const maxTries = 8
+// conflictFor bounds how long a change retries conflicts. Bounded by time, not by a count of
+// tries: each conflict means another change landed, so n changes at once need up to n tries for the
+// last of them, and a count below n failed one of ten concurrent changes in a CI run.
+const conflictFor = 10 * time.Second
 
 // change reads the state, computes the next and writes it if nothing changed in between (CAS on the
 // key's revision), again on a conflict. The change is also written to its log key; a writer that
 // dies between the two leaves the log one short, which the next change fills in.
 func (r *Registry) change(ctx context.Context, next func(cur Change) (Change, error)) (Change, error) {
+	giveUp := time.Now().Add(conflictFor)
 	for try := 0; ; try++ {
 		cur, rev, err := r.State(ctx)
 		if err != nil {
@@ -292,13 +297,15 @@ func (r *Registry) change(ctx context.Context, next func(cur Change) (Change, er
 			_, err = r.kv.Update(ctx, stateKey, val, rev)
 		}
 		if errors.Is(err, jetstream.ErrKeyExists) || isWrongLast(err) {
-			if try+1 >= maxTries {
+			if !time.Now().Before(giveUp) {
 				return Change{}, fmt.Errorf("%s: %w", c.Op, ErrConflict)
 			}
+			// Jittered, so that the losers of one round do not all meet again in the next.
+			d := min(time.Duration(try+1)*10*time.Millisecond, 200*time.Millisecond)
 			select {
 			case <-ctx.Done():
 				return Change{}, ctx.Err()
-			case <-time.After(time.Duration(try+1) * 10 * time.Millisecond):
+			case <-time.After(d/2 + rand.N(d)):
 			}
 			continue
 		}
