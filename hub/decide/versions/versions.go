@@ -20,6 +20,7 @@ import (
 	"github.com/gemba-io/gemba/config"
 	"github.com/gemba-io/gemba/hub/audit"
 	"github.com/gemba-io/gemba/hub/decide/rules"
+	"github.com/gemba-io/gemba/internal/kvretry"
 )
 
 // Config is the rules section of the hub config.
@@ -189,12 +190,14 @@ func (r *Registry) Resolve(ctx context.Context, prefix string) (string, error) {
 	return "", fmt.Errorf("version %q is ambiguous: %s", prefix, strings.Join(found, ", "))
 }
 
-// maxTries bounds the retries of a change that keeps meeting concurrent changes.
-const maxTries = 8
+// conflictFor bounds how long a change retries concurrent changes: by time, since n changes at
+// once need up to n tries for the last of them.
+const conflictFor = 10 * time.Second
 
 // change reads the rules state, computes the next one and records it, again on a concurrent change.
 func (r *Registry) change(ctx context.Context, next func(cur audit.Change) (audit.Change, error)) (audit.Change, error) {
-	for try := 0; ; try++ {
+	rt := kvretry.New(ctx, conflictFor)
+	for {
 		cur, err := r.log.Current(ctx)
 		if err != nil {
 			return audit.Change{}, err
@@ -205,13 +208,11 @@ func (r *Registry) change(ctx context.Context, next func(cur audit.Change) (audi
 		}
 		c.At = r.now().UTC()
 		seq, err := r.log.RecordChange(ctx, c, cur.Seq)
-		if errors.Is(err, audit.ErrConflict) && try+1 < maxTries {
-			r.Stats.Retries.Add(1)
-			select {
-			case <-ctx.Done():
-				return audit.Change{}, ctx.Err()
-			case <-time.After(time.Duration(try+1) * 10 * time.Millisecond):
+		if errors.Is(err, audit.ErrConflict) {
+			if err := rt.Conflict(err); err != nil {
+				return audit.Change{}, err
 			}
+			r.Stats.Retries.Add(1)
 			continue
 		}
 		if err != nil {

@@ -7,13 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/internal/kvretry"
 )
 
 // Buckets names the registry's JetStream buckets.
@@ -273,8 +274,8 @@ const conflictFor = 10 * time.Second
 // key's revision), again on a conflict. The change is also written to its log key; a writer that
 // dies between the two leaves the log one short, which the next change fills in.
 func (r *Registry) change(ctx context.Context, next func(cur Change) (Change, error)) (Change, error) {
-	giveUp := time.Now().Add(conflictFor)
-	for try := 0; ; try++ {
+	rt := kvretry.New(ctx, conflictFor)
+	for {
 		cur, rev, err := r.State(ctx)
 		if err != nil {
 			return Change{}, err
@@ -297,15 +298,8 @@ func (r *Registry) change(ctx context.Context, next func(cur Change) (Change, er
 			_, err = r.kv.Update(ctx, stateKey, val, rev)
 		}
 		if errors.Is(err, jetstream.ErrKeyExists) || isWrongLast(err) {
-			if !time.Now().Before(giveUp) {
-				return Change{}, fmt.Errorf("%s: %w", c.Op, ErrConflict)
-			}
-			// Jittered, so that the losers of one round do not all meet again in the next.
-			d := min(time.Duration(try+1)*10*time.Millisecond, 200*time.Millisecond)
-			select {
-			case <-ctx.Done():
-				return Change{}, ctx.Err()
-			case <-time.After(d/2 + rand.N(d)):
+			if err := rt.Conflict(fmt.Errorf("%s: %w", c.Op, ErrConflict)); err != nil {
+				return Change{}, err
 			}
 			continue
 		}
