@@ -42,6 +42,17 @@ func fullChild() {
 		fmt.Fprintln(os.Stderr, "open:", err)
 		os.Exit(2)
 	}
+	if os.Getenv("GEMBA_BUFFER_FULL_MODE") == "small" {
+		// Records small enough to stay in the LSM: the write-ahead log fills, no flush yet.
+		for i := range smallRecs {
+			if _, err := s.Append(context.Background(), signal.StreamSamples, []byte(fmt.Sprintf("%08d%0190d", i, 0))); err != nil {
+				fmt.Fprintln(os.Stderr, "append:", err)
+				os.Exit(5)
+			}
+		}
+		fmt.Println("done")
+		select {} // killed: what is in the write-ahead log is replayed at the next open
+	}
 	if os.Getenv("GEMBA_BUFFER_FULL_MODE") == "append" {
 		fmt.Println("ready")
 		for i := 0; ; i++ {

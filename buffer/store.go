@@ -158,6 +158,13 @@ func Open(cfg Config, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("buffer %s: %w", cfg.Dir, err)
 	}
 	s.initReserve()
+	if n := trimTails(cfg.Dir); n > 0 {
+		log.Info("buffer: gave back blocks allocated past the data of its log files", "dir", cfg.Dir, "bytes", n)
+	}
+	mems := memFiles(cfg.Dir)
+	if err := s.checkReplayRoom(mems); err != nil {
+		return nil, err
+	}
 	prev, serr := readSidecar(cfg.Dir)
 	if serr != nil {
 		// Without it a short store cannot be told from a small one; the store itself is opened
@@ -172,6 +179,8 @@ func Open(cfg Config, opts Options) (*Store, error) {
 		s.recoveries++
 	}
 	s.db = db
+	s.awaitReplay(mems)
+	s.secureFiles() // before this open's own writes: the new write-ahead log gets its blocks
 	if err := s.recover(); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("buffer %s: recover: %w", cfg.Dir, err)
