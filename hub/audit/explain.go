@@ -21,7 +21,7 @@ func Explain(w io.Writer, recs []Record, delivery *act.Record) {
 		p("no audit record (unknown decision id, or its records expired)")
 		return
 	}
-	first, last := recs[0], recs[len(recs)-1]
+	first, last := Decided(recs), recs[len(recs)-1]
 	p("decision %s: %s", first.DecisionID, last.Outcome)
 	where := first.SKU
 	if first.Site != "" {

@@ -46,6 +46,17 @@ func (l *Log) History(ctx context.Context, decisionID string) ([]Record, error) 
 	return out, err
 }
 
+// Decided is the record a decision was made in, which says what it read: its decided record,
+// or the first when it has none (deferred, its inputs never usable). recs must not be empty.
+func Decided(recs []Record) Record {
+	for _, r := range recs {
+		if r.Event == EventDecided {
+			return r
+		}
+	}
+	return recs[0]
+}
+
 // Filter selects records for Recent; empty fields match everything.
 type Filter struct {
 	SKU, Channel, Rule, Outcome, Mode string

@@ -20,6 +20,9 @@ const (
 	EventRejected = "rejected"
 	EventExpired  = "expired"
 	EventReleased = "released"
+	// EventDeferred: not decided yet, because an input could not be used (stale, partial,
+	// historical, bad quality, drifting); the decision is made once they can, in the same bucket.
+	EventDeferred = "deferred"
 )
 
 // Outcomes of a record.
@@ -213,7 +216,7 @@ type Record struct {
 }
 
 var (
-	events   = map[string]bool{EventDecided: true, EventApproved: true, EventRejected: true, EventExpired: true, EventReleased: true}
+	events   = map[string]bool{EventDecided: true, EventApproved: true, EventRejected: true, EventExpired: true, EventReleased: true, EventDeferred: true}
 	outcomes = map[string]bool{OutcomeFired: true, OutcomeHeld: true, OutcomeSuppressed: true, OutcomeAwaitingApproval: true,
 		OutcomeRejected: true, OutcomeExpired: true, OutcomeReleased: true, OutcomeShadow: true, OutcomeHeldOut: true}
 	modes = map[string]bool{ModeActive: true, ModeCanary: true, ModeShadow: true}

@@ -346,7 +346,7 @@ func (c *Console) whyPage(w http.ResponseWriter, r *http.Request) {
 	}
 	var text strings.Builder
 	audit.Explain(&text, recs, del)
-	first, last := recs[0], recs[len(recs)-1]
+	first, last := audit.Decided(recs), recs[len(recs)-1]
 	var verdict *guard.Verdict
 	for _, rec := range recs {
 		if rec.Verdict != nil {

@@ -66,6 +66,12 @@ func (e *Engine) decide(ctx context.Context, ls *liveSets, set *rules.Set, mode 
 	}
 	d.Action.Discount = xs.discount // the bandit's arm, or the rule's own
 	p := proposal(set, res, d, rule, ex, bucket, now, ls.Change.By)
+	if a := guard.InputsAssessment(&p); !a.Passed {
+		// Not decided on inputs it cannot use, and not claimed either: once they can be used,
+		// the decision is made, in this bucket. Recorded once per id here (the log dedups across
+		// replicas on id and event).
+		return e.deferDecision(cctx, ls, set, mode, res, d, rule, ex, id, a, now)
+	}
 	v, err := e.deps.Guard.Check(cctx, p)
 	if err != nil {
 		var ie *guard.InputError
@@ -119,6 +125,30 @@ func (e *Engine) decide(ctx context.Context, ls *liveSets, set *rules.Set, mode 
 		}
 	}
 	e.done.add(id)
+	return nil
+}
+
+// deferDecision records that decision id waits for usable inputs: suppressed by the inputs
+// guardrail, without a claim on the id.
+func (e *Engine) deferDecision(ctx context.Context, ls *liveSets, set *rules.Set, mode string, res *rules.Result,
+	d rules.Decision, rule rules.Rule, ex *explained, id string, a guard.Assessment, now time.Time) error {
+	if e.deferred.has(id) {
+		return nil
+	}
+	v := guard.Verdict{DecisionID: id, Outcome: guard.Suppress, Guardrail: guard.GInputs, Reason: a.Detail,
+		Assessments: []guard.Assessment{a}, ActionTime: now.UTC(), Decided: now.UTC(), Replica: e.deps.Replica}
+	rec := e.record(ls, set, mode, res, d, rule, ex, now)
+	rec.DecisionID, rec.Event, rec.Outcome, rec.Verdict = id, audit.EventDeferred, audit.OutcomeSuppressed, &v
+	if _, err := e.deps.Audit.Publish(ctx, rec, ls.Change.Seq); err != nil {
+		if errors.Is(err, audit.ErrFenced) {
+			e.Metrics.Fenced.Add(1)
+			e.mark(Unit{ex.in.SKU.ID, ex.in.Site})
+			return nil
+		}
+		return fmt.Errorf("audit: %w", err)
+	}
+	e.Metrics.Deferred.Add(1)
+	e.deferred.add(id)
 	return nil
 }
 

@@ -63,7 +63,7 @@ type Deps struct {
 // Metrics count what the engine did; the hub exports them.
 type Metrics struct {
 	Evaluations, Decisions, Acted, Suppressed, Queued, Shadow atomic.Uint64
-	Fenced, Errors, Released, HeldOut                         atomic.Uint64
+	Fenced, Errors, Released, HeldOut, Deferred               atomic.Uint64
 }
 
 // Engine is one replica's decision loop. Every replica runs one on the same state: each sees every
@@ -84,7 +84,8 @@ type Engine struct {
 	all   bool
 	wake  chan struct{}
 
-	done *idSet // decision ids fully handled here (recorded, and acted on when allowed)
+	done     *idSet // decision ids fully handled here (recorded, and acted on when allowed)
+	deferred *idSet // decision ids recorded here as deferred for their inputs
 
 	wmu       sync.Mutex
 	queued    map[string]time.Time // requests awaiting a person, by waitKey, until when
@@ -133,7 +134,7 @@ func New(cfg Config, d Deps) (*Engine, error) {
 	e := &Engine{
 		cfg: cfg, deps: d, log: d.Log.With("component", "decide"), now: d.Now,
 		b:     builder{cfg: cfg.Lines, topo: newTopology(d.Graph), state: d.State, fc: d.Forecasts, q: d.Quality, defs: defs},
-		dirty: map[Unit]struct{}{}, wake: make(chan struct{}, 1), done: newIDSet(1 << 16), queued: map[string]time.Time{},
+		dirty: map[Unit]struct{}{}, wake: make(chan struct{}, 1), done: newIDSet(1 << 16), deferred: newIDSet(1 << 14), queued: map[string]time.Time{},
 		heldUntil: map[string]time.Time{},
 	}
 	return e, nil

@@ -130,6 +130,61 @@ func TestNoActionOnBadInputs(t *testing.T) {
 	}
 }
 
+// A decision whose inputs cannot be used yet (the first, partial window after a start) is
+// deferred, not spent: recorded once, and made in the same time bucket once they can be used.
+func TestDeferredUntilInputsUsable(t *testing.T) {
+	r := newRig(t, nil)
+	r.activate(testRules)
+	r.state.setCover("A", "s1", 45)
+	partial := func(rd *features.Reading) { rd.Partial = true }
+	r.state.setFeature("units", "A", 40, r.clock(), partial)
+	r.state.setFeature("availability", "l1", 0.9, r.clock(), partial)
+	r.eng.FeatureChanged("availability", "l1")
+	testutil.WaitFor(t, 10*time.Second, "two deferred records", func() bool {
+		return len(r.records(audit.Filter{Outcome: audit.OutcomeSuppressed})) == 2
+	})
+	// Evaluated again on the same partial input: nothing new is recorded.
+	before := r.eng.rounds.Load()
+	r.eng.FeatureChanged("availability", "l1")
+	testutil.WaitFor(t, 10*time.Second, "another round", func() bool { return r.eng.settled(before) })
+	deferred := r.records(audit.Filter{Outcome: audit.OutcomeSuppressed})
+	if len(deferred) != 2 || len(r.actions()) != 0 {
+		t.Fatalf("%d suppressed records, %d actions after a second partial round; want 2 and none", len(deferred), len(r.actions()))
+	}
+	ids := map[string]bool{}
+	for _, rec := range deferred {
+		if rec.Event != audit.EventDeferred || rec.Verdict.Guardrail != guard.GInputs || !strings.Contains(rec.Verdict.Reason, "partial") {
+			t.Errorf("%s record, verdict %+v", rec.Event, rec.Verdict)
+		}
+		ids[rec.DecisionID] = true
+	}
+	// The next window is whole, in the same time bucket: the decisions are made and act.
+	r.state.setFeature("units", "A", 40, r.clock(), nil)
+	r.state.setFeature("availability", "l1", 0.9, r.clock(), nil)
+	r.eng.FeatureChanged("availability", "l1")
+	testutil.WaitFor(t, 10*time.Second, "two promotions", func() bool { return len(r.actions()) == 2 })
+	for _, rec := range r.records(audit.Filter{Outcome: audit.OutcomeFired}) {
+		if rec.Event != audit.EventDecided || !ids[rec.DecisionID] {
+			t.Errorf("fired %s record %s, want decided under a deferred id %v", rec.Event, rec.DecisionID, ids)
+		}
+	}
+	// Its explanation lists both events and explains the decision from the record it was made in.
+	for id := range ids {
+		recs, err := r.log.History(r.ctx, id)
+		if err != nil || len(recs) != 2 {
+			t.Fatalf("history of %s: %d records, %v", id, len(recs), err)
+		}
+		if d := audit.Decided(recs); d.Event != audit.EventDecided || d.Outcome != audit.OutcomeFired || slices.ContainsFunc(d.Inputs, func(in audit.Input) bool { return in.Partial }) {
+			t.Errorf("explained from the %s record (%s)", d.Event, d.Outcome)
+		}
+		var text strings.Builder
+		audit.Explain(&text, recs, nil)
+		if !strings.Contains(text.String(), "deferred") || !strings.Contains(text.String(), ": fired") {
+			t.Errorf("explanation:\n%s", text.String())
+		}
+	}
+}
+
 // A rule that reads the stock does not act for a SKU whose stock nobody has counted: neither
 // plenty nor none.
 func TestUnknownStockDoesNotAct(t *testing.T) {
@@ -147,8 +202,8 @@ rules:
 		return len(r.records(audit.Filter{Outcome: audit.OutcomeSuppressed})) == 1
 	})
 	rec := r.records(audit.Filter{})[0]
-	if rec.Verdict.Guardrail != guard.GInputs || !strings.Contains(rec.Verdict.Reason+rec.Verdict.Assessments[1].Detail, "inventory") {
-		t.Errorf("verdict %+v", rec.Verdict)
+	if rec.Event != audit.EventDeferred || rec.Verdict.Guardrail != guard.GInputs || !strings.Contains(rec.Verdict.Reason, "inventory") {
+		t.Errorf("%s record, verdict %+v", rec.Event, rec.Verdict)
 	}
 	if n := len(r.actions()); n != 0 {
 		t.Errorf("%d actions, want none", n)

@@ -28,7 +28,7 @@ func (g *Guard) evaluate(ctx context.Context, p *Proposal, at time.Time, approve
 		return Verdict{}, false, fmt.Errorf("guard: decision %s: %w", p.ID, err)
 	}
 	add(ka)
-	add(inputsAssessment(p))
+	add(InputsAssessment(p))
 	if approved == nil {
 		skew := p.Time.Sub(g.cfg.now())
 		add(Assessment{Guardrail: GTimeSkew, Value: skew.Seconds(), Limit: g.cfg.MaxSkew.Seconds(),
@@ -178,8 +178,9 @@ func reason(a Assessment) string {
 	return fmt.Sprintf("%s: %g over the limit %g (%s)", a.Guardrail, a.Value, a.Limit, a.Detail)
 }
 
-// inputsAssessment refuses any stale, historical, partial, bad-quality or drifting input, naming each.
-func inputsAssessment(p *Proposal) Assessment {
+// InputsAssessment refuses any stale, historical, partial, bad-quality or drifting input, naming
+// each. The engine asks it before claiming a decision (see decide.Engine), Check again.
+func InputsAssessment(p *Proposal) Assessment {
 	var bad []string
 	for _, in := range p.Inputs {
 		var why []string
