@@ -182,6 +182,7 @@ func newRig(t *testing.T, gcfg func(*guard.Config)) *rig {
 // newRigOn is newRig on another graph, with the engine's config changed by ecfg.
 func newRigOn(t *testing.T, graphYAML string, gcfg func(*guard.Config), ecfg func(*Config)) *rig {
 	t.Helper()
+	logger := testutil.Logger(t, slog.LevelWarn) // what went wrong, in a failing test's report
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	node := natstest.JetStream(t)
@@ -192,10 +193,10 @@ func newRigOn(t *testing.T, graphYAML string, gcfg func(*guard.Config), ecfg fun
 	var err error
 	acfg := audit.Config{Prefix: "gemba"}
 	acfg.Defaults()
-	if r.log, err = audit.Open(ctx, js, acfg, nil); err != nil {
+	if r.log, err = audit.Open(ctx, js, acfg, logger); err != nil {
 		t.Fatal(err)
 	}
-	if r.reg, err = versions.Open(ctx, js, versions.Config{Bucket: versions.DefaultBucket}, r.log, slog.New(slog.DiscardHandler)); err != nil {
+	if r.reg, err = versions.Open(ctx, js, versions.Config{Bucket: versions.DefaultBucket}, r.log, logger); err != nil {
 		t.Fatal(err)
 	}
 	gc := guard.DefaultConfig()
@@ -203,13 +204,13 @@ func newRigOn(t *testing.T, graphYAML string, gcfg func(*guard.Config), ecfg fun
 	if gcfg != nil {
 		gcfg(&gc)
 	}
-	if r.guard, err = guard.New(ctx, js, gc, "r1", nil); err != nil {
+	if r.guard, err = guard.New(ctx, js, gc, "r1", logger); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = r.guard.Close() })
 	oc := act.Config{Prefix: "gemba", Channels: map[string]act.Channel{"web": {}, "retail": {}}, Poll: 50 * time.Millisecond, Now: r.clock}
 	oc.Defaults()
-	if r.outbox, err = act.Open(ctx, js, oc, nil); err != nil {
+	if r.outbox, err = act.Open(ctx, js, oc, logger); err != nil {
 		t.Fatal(err)
 	}
 	g, err := graph.Load([]byte(graphYAML))
@@ -225,7 +226,7 @@ func newRigOn(t *testing.T, graphYAML string, gcfg func(*guard.Config), ecfg fun
 		t.Fatal(err)
 	}
 	r.eng, err = New(cfg, Deps{Graph: g, State: r.state, Forecasts: r.fc, Quality: r.q, Experiments: r.exps, Features: testDefs, Guard: r.guard, Outbox: r.outbox,
-		Audit: r.log, Replica: "r1", Now: r.clock})
+		Audit: r.log, Replica: "r1", Now: r.clock, Log: logger})
 	if err != nil {
 		t.Fatal(err)
 	}

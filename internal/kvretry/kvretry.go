@@ -90,3 +90,29 @@ func (r *Retrier) Conflict(err error) error {
 	}
 	return nil
 }
+
+// Attempts runs fn with each attempt bounded by per, retrying transient failures (paced as
+// Failed) until ctx ends: a request whose reply was lost (an R3 stream still electing its leader)
+// costs one attempt, not the caller's whole deadline. For setup calls that are idempotent, such
+// as creating or updating a stream or bucket.
+func Attempts(ctx context.Context, per time.Duration, fn func(ctx context.Context) error) error {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(time.Hour)
+	}
+	r := New(ctx, time.Until(deadline))
+	for {
+		actx, cancel := context.WithTimeout(ctx, per)
+		err := fn(actx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ferr := r.Failed(err); ferr != nil {
+			if ctx.Err() != nil {
+				return err // the attempt's own error says more than the context's
+			}
+			return ferr
+		}
+	}
+}

@@ -68,3 +68,36 @@ func TestRetrier(t *testing.T) {
 		t.Errorf("cancelled: %v", err)
 	}
 }
+
+// A first attempt whose reply never comes is cut at its own bound and tried again; a permanent
+// error is returned at once; a parent context that ends stops the attempts with the attempt's error.
+func TestAttempts(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	calls := 0
+	err := Attempts(ctx, 50*time.Millisecond, func(ctx context.Context) error {
+		calls++
+		if calls == 1 {
+			<-ctx.Done() // the lost reply
+			return ctx.Err()
+		}
+		return nil
+	})
+	if err != nil || calls != 2 {
+		t.Fatalf("lost reply: %v after %d calls, want nil after 2", err, calls)
+	}
+
+	calls = 0
+	err = Attempts(ctx, time.Second, func(context.Context) error { calls++; return jetstream.ErrBucketNotFound })
+	if !errors.Is(err, jetstream.ErrBucketNotFound) || calls != 1 {
+		t.Fatalf("permanent error: %v after %d calls", err, calls)
+	}
+
+	short, stop := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer stop()
+	calls = 0
+	err = Attempts(short, 30*time.Millisecond, func(ctx context.Context) error { calls++; <-ctx.Done(); return ctx.Err() })
+	if !errors.Is(err, context.DeadlineExceeded) || calls < 2 {
+		t.Fatalf("parent deadline: %v after %d calls, want the deadline after several attempts", err, calls)
+	}
+}

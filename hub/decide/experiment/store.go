@@ -60,6 +60,9 @@ type Store struct {
 	log *slog.Logger
 }
 
+// setupAttempt bounds one attempt at creating the bucket (see kvretry.Attempts).
+const setupAttempt = 10 * time.Second
+
 // Open creates or binds the bucket.
 func Open(ctx context.Context, js jetstream.JetStream, cfg StoreConfig, log *slog.Logger) (*Store, error) {
 	if err := cfg.err(); err != nil {
@@ -71,12 +74,16 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg StoreConfig, log *slo
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      cfg.Bucket,
-		Description: "gemba-hub experiments: bandit posteriors per experiment and pool",
-		History:     1,
-		Replicas:    cfg.Replicas,
-		Storage:     jetstream.FileStorage,
+	var kv jetstream.KeyValue
+	err := kvretry.Attempts(ctx, setupAttempt, func(ctx context.Context) (err error) {
+		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      cfg.Bucket,
+			Description: "gemba-hub experiments: bandit posteriors per experiment and pool",
+			History:     1,
+			Replicas:    cfg.Replicas,
+			Storage:     jetstream.FileStorage,
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("experiments: bucket %s: %w", cfg.Bucket, err)

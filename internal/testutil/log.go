@@ -1,0 +1,36 @@
+package testutil
+
+import (
+	"log/slog"
+	"sync"
+	"testing"
+)
+
+// Logger logs at level and above to the test's output, shown when it fails: what a component
+// warned about is then in the report. Lines written after the test's cleanups are dropped.
+func Logger(t testing.TB, level slog.Level) *slog.Logger {
+	w := &testWriter{t: t}
+	t.Cleanup(w.close) // registered first, so it runs after the cleanups that stop the components
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+type testWriter struct {
+	mu     sync.Mutex
+	t      testing.TB
+	closed bool
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.closed {
+		w.t.Log(string(p[:len(p)-min(len(p), 1)]))
+	}
+	return len(p), nil
+}
+
+func (w *testWriter) close() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
+}
