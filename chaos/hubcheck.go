@@ -34,7 +34,8 @@ type HubResult struct {
 	Scenario  string
 	Crossings int // live SKUs reported made (one decision each)
 	Replayed  int // SKUs in the historical backlog
-	// ReplayDecided counts replayed SKUs with a decision on the log (each must be suppressed).
+	// ReplayDecided counts replayed SKUs with a record on the log (deferred: their inputs are
+	// historical; none may act).
 	ReplayDecided int
 	Decided       int // crossings with a decision on the log
 	Allowed       int // decisions the guard allowed
@@ -81,6 +82,7 @@ func (r HubResult) Line() string {
 type ledger struct {
 	allowed  map[string]bool           // guard verdict allow, by decision id
 	decided  map[string]int            // decided records (active or canary) per SKU
+	deferred map[string]int            // deferred records (inputs not usable) per SKU
 	fired    map[string][]audit.Record // fired decided records per decision id
 	actions  map[string][]act.Message  // start messages on ACTIONS per decision id
 	changes  map[uint64]audit.Change   // rules changes by stream sequence
@@ -142,7 +144,7 @@ func readStream(ctx context.Context, js jetstream.JetStream, name, prefix string
 }
 
 func (e *HubEnv) read(ctx context.Context) (*ledger, error) {
-	l := &ledger{decided: map[string]int{}, fired: map[string][]audit.Record{},
+	l := &ledger{decided: map[string]int{}, deferred: map[string]int{}, fired: map[string][]audit.Record{},
 		actions: map[string][]act.Message{}, changes: map[uint64]audit.Change{}, versions: map[string]int{}}
 	allowed, err := verdicts.Allowed(ctx, e.js)
 	if err != nil {
@@ -164,7 +166,15 @@ func (e *HubEnv) read(ctx context.Context) (*ledger, error) {
 			bad = fmt.Errorf("decision record #%d: %w", seq, err)
 			return
 		}
-		if r.Event != audit.EventDecided || r.Mode == audit.ModeShadow {
+		if r.Mode == audit.ModeShadow {
+			return
+		}
+		switch r.Event {
+		case audit.EventDeferred:
+			l.deferred[r.SKU]++
+			return
+		case audit.EventDecided:
+		default:
 			return
 		}
 		l.decided[r.SKU]++
@@ -291,7 +301,7 @@ func (e *HubEnv) judge(l *ledger, r *HubResult) {
 	histSKU := map[string]bool{}
 	for _, s := range hist {
 		histSKU[s] = true
-		if l.decided[s] > 0 {
+		if l.decided[s]+l.deferred[s] > 0 {
 			r.ReplayDecided++
 		}
 	}

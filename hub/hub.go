@@ -28,6 +28,7 @@ import (
 	"github.com/gemba-io/gemba/hub/state/features"
 	"github.com/gemba-io/gemba/hub/state/graph"
 	"github.com/gemba-io/gemba/hub/state/inventory"
+	"github.com/gemba-io/gemba/internal/kvretry"
 )
 
 // Version and Commit are stamped at build time (-ldflags -X).
@@ -316,7 +317,7 @@ type graphRecord struct {
 }
 
 func (h *Hub) recordGraph(ctx context.Context, js jetstream.JetStream, g *graph.Graph) error {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: h.cfg.Graph.Bucket, Replicas: h.cfg.NATS.Replicas,
+	kv, err := kvretry.KeyValue(ctx, js, jetstream.KeyValueConfig{Bucket: h.cfg.Graph.Bucket, Replicas: h.cfg.NATS.Replicas,
 		History: 1, Description: "gemba-hub: knowledge graph versions loaded (by hash)"})
 	if err != nil {
 		return fmt.Errorf("graph bucket %s: %w", h.cfg.Graph.Bucket, err)

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/internal/kvretry"
 )
 
 // State is where a record is in its delivery.
@@ -95,7 +97,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 	}
 	// History 1 and no TTL: the record itself is the memory that a decision was enqueued; a TTL
 	// would let a late duplicate Enqueue deliver again.
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := kvretry.KeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket: cfg.Bucket, History: 1, Replicas: max(cfg.Replicas, 1),
 		Description: "gemba-hub: actions to deliver, keyed by decision id, with their delivery state",
 	})
@@ -103,7 +105,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 		return nil, fmt.Errorf("act outbox bucket %s: %w", cfg.Bucket, err)
 	}
 	o.kv = kv
-	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	_, err = kvretry.Stream(ctx, js, jetstream.StreamConfig{
 		Name: cfg.Stream, Subjects: cfg.subjects(), Storage: jetstream.FileStorage,
 		Replicas: max(cfg.Replicas, 1), Duplicates: cfg.DuplicateWindow,
 		Description: "gemba-hub: promotions and holds, one message per decision (Nats-Msg-Id = decision id)",

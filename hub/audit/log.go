@@ -17,6 +17,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/internal/kvretry"
 )
 
 var (
@@ -59,7 +61,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 	}
 	// No MaxAge: rule changes must outlive any retention (the last one is the state); decision
 	// records carry their own TTL. Direct gets let any replica serve History and Recent.
-	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	st, err := kvretry.Stream(ctx, js, jetstream.StreamConfig{
 		Name: cfg.Stream, Subjects: cfg.subjects(), Storage: jetstream.FileStorage,
 		Replicas: max(cfg.Replicas, 1), Duplicates: cfg.DuplicateWindow, AllowMsgTTL: true, AllowDirect: true,
 		Description: "gemba-hub: decision records (TTL'd) and rules changes (kept; the last is the rules state)",

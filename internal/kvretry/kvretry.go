@@ -1,5 +1,5 @@
-// Package kvretry paces the retries of JetStream KV read → compare-and-set loops: which errors are
-// worth retrying, backoff after a failed request, and pacing after a lost race.
+// Package kvretry paces JetStream retries: read → compare-and-set loops (which errors, backoff,
+// pacing after a lost race) and setup calls repeated while unanswered.
 package kvretry
 
 import (
@@ -91,28 +91,70 @@ func (r *Retrier) Conflict(err error) error {
 	return nil
 }
 
-// Attempts runs fn with each attempt bounded by per, retrying transient failures (paced as
-// Failed) until ctx ends: a request whose reply was lost (an R3 stream still electing its leader)
-// costs one attempt, not the caller's whole deadline. For setup calls that are idempotent, such
-// as creating or updating a stream or bucket.
-func Attempts(ctx context.Context, per time.Duration, fn func(ctx context.Context) error) error {
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		deadline = time.Now().Add(time.Hour)
+// SetupAttempt bounds one attempt of a setup call (Attempts, KeyValue, Stream); SetupFor is how
+// long unanswered attempts are repeated when the caller's context has no deadline.
+const (
+	SetupAttempt = 10 * time.Second
+	SetupFor     = time.Minute
+)
+
+// Unanswered reports a request that got no answer, or "try again" from a cluster still electing:
+// an idempotent setup call is worth repeating then. A server's definite refusal (overlapping
+// subjects, a config it rejects, not enough peers) is not.
+func Unanswered(err error) bool {
+	var api *jetstream.APIError
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout), errors.Is(err, nats.ErrNoResponders),
+		errors.Is(err, jetstream.ErrNoStreamResponse):
+		return true
+	case errors.As(err, &api):
+		return api.ErrorCode == jsClusterNotAvailable
 	}
-	r := New(ctx, time.Until(deadline))
+	return false
+}
+
+// jsClusterNotAvailable is JetStream's "system temporarily unavailable" (no meta leader yet).
+const jsClusterNotAvailable = 10008
+
+// Attempts runs fn with each attempt bounded by per, repeating unanswered ones (paced as Failed)
+// until ctx ends, or for SetupFor when it has no deadline: a request whose reply was lost (an R3
+// stream still electing its leader) costs one attempt, not the caller's whole deadline. For setup
+// calls that are idempotent, such as creating or updating a stream or bucket.
+func Attempts(ctx context.Context, per time.Duration, fn func(ctx context.Context) error) error {
+	giveUp := time.Now().Add(SetupFor)
+	if d, ok := ctx.Deadline(); ok {
+		giveUp = d
+	}
+	r := New(ctx, time.Until(giveUp))
 	for {
 		actx, cancel := context.WithTimeout(ctx, per)
 		err := fn(actx)
 		cancel()
-		if err == nil {
-			return nil
+		if err == nil || !Unanswered(err) || ctx.Err() != nil || r.Expired() {
+			return err
 		}
 		if ferr := r.Failed(err); ferr != nil {
-			if ctx.Err() != nil {
-				return err // the attempt's own error says more than the context's
-			}
-			return ferr
+			return err // the attempt's own error says more than the context's
 		}
 	}
+}
+
+// KeyValue creates or updates a bucket (jetstream.CreateOrUpdateKeyValue) with Attempts.
+func KeyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	var kv jetstream.KeyValue
+	err := Attempts(ctx, SetupAttempt, func(ctx context.Context) (err error) {
+		kv, err = js.CreateOrUpdateKeyValue(ctx, cfg)
+		return err
+	})
+	return kv, err
+}
+
+// Stream creates or updates a stream (jetstream.CreateOrUpdateStream) with Attempts.
+func Stream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	var st jetstream.Stream
+	err := Attempts(ctx, SetupAttempt, func(ctx context.Context) (err error) {
+		st, err = js.CreateOrUpdateStream(ctx, cfg)
+		return err
+	})
+	return st, err
 }

@@ -93,6 +93,16 @@ func TestAttempts(t *testing.T) {
 		t.Fatalf("permanent error: %v after %d calls", err, calls)
 	}
 
+	overlap := &jetstream.APIError{Code: 400, ErrorCode: 10065, Description: "subjects overlap with an existing stream"}
+	calls = 0
+	err = Attempts(ctx, time.Second, func(context.Context) error { calls++; return fmt.Errorf("create: %w", overlap) })
+	if !errors.As(err, new(*jetstream.APIError)) || calls != 1 {
+		t.Fatalf("a server's refusal: %v after %d calls, want it at once", err, calls)
+	}
+	if !Unanswered(&jetstream.APIError{Code: 503, ErrorCode: 10008}) || !Unanswered(jetstream.ErrNoStreamResponse) || !Unanswered(nats.ErrNoResponders) {
+		t.Error("an election's 10008, no stream response and no responders are worth another attempt")
+	}
+
 	short, stop := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer stop()
 	calls = 0

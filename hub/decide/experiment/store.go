@@ -60,9 +60,6 @@ type Store struct {
 	log *slog.Logger
 }
 
-// setupAttempt bounds one attempt at creating the bucket (see kvretry.Attempts).
-const setupAttempt = 10 * time.Second
-
 // Open creates or binds the bucket.
 func Open(ctx context.Context, js jetstream.JetStream, cfg StoreConfig, log *slog.Logger) (*Store, error) {
 	if err := cfg.err(); err != nil {
@@ -74,16 +71,12 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg StoreConfig, log *slo
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	var kv jetstream.KeyValue
-	err := kvretry.Attempts(ctx, setupAttempt, func(ctx context.Context) (err error) {
-		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      cfg.Bucket,
-			Description: "gemba-hub experiments: bandit posteriors per experiment and pool",
-			History:     1,
-			Replicas:    cfg.Replicas,
-			Storage:     jetstream.FileStorage,
-		})
-		return err
+	kv, err := kvretry.KeyValue(ctx, js, jetstream.KeyValueConfig{
+		Bucket:      cfg.Bucket,
+		Description: "gemba-hub experiments: bandit posteriors per experiment and pool",
+		History:     1,
+		Replicas:    cfg.Replicas,
+		Storage:     jetstream.FileStorage,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("experiments: bucket %s: %w", cfg.Bucket, err)

@@ -18,6 +18,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/internal/kvretry"
 )
 
 var (
@@ -89,7 +91,7 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config, replica string
 		_, _ = rand.Read(b[:])
 		replica = "guard-" + hex.EncodeToString(b[:])
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := kvretry.KeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      cfg.Bucket,
 		Description: "gemba-hub guardrails: decisions, daily caps, cooldowns, approvals, kill switch",
 		History:     1,

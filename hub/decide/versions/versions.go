@@ -104,7 +104,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *audit.Lo
 		return nil, errors.New("versions: the decision log is required")
 	}
 	// History 1 and Create only: a version's key is written once and never changes.
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := kvretry.KeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket: cfg.Bucket, History: 1, Replicas: max(cfg.Replicas, 1),
 		Description: "gemba-hub: rule set versions, immutable, keyed v.<version>",
 	})

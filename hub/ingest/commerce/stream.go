@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gemba-io/gemba/config"
+	"github.com/gemba-io/gemba/internal/kvretry"
 	"github.com/gemba-io/gemba/signal"
 )
 
@@ -204,7 +205,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg Config) (jets
 	if err := cfg.check(false); err != nil {
 		return nil, err
 	}
-	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	st, err := kvretry.Stream(ctx, js, jetstream.StreamConfig{
 		Name:        cfg.Stream,
 		Description: "gemba-hub: commerce inputs (sales events, inventory snapshot rows)",
 		Subjects:    cfg.subjects(),

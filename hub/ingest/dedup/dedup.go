@@ -18,6 +18,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/internal/kvretry"
 )
 
 // Config names the bucket and how long an identity is remembered.
@@ -63,7 +65,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Markers, er
 	if cfg.TTL <= 0 {
 		return nil, fmt.Errorf("dedup bucket %s: ttl must be positive", cfg.Bucket)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := kvretry.KeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket: cfg.Bucket, TTL: cfg.TTL, Replicas: max(cfg.Replicas, 1), History: 1,
 		Description: "gemba-hub: message identities already applied (agent batches, commerce events)",
 	})

@@ -136,13 +136,13 @@ func Open(ctx context.Context, js jetstream.JetStream, o Options) (*Registry, er
 		return nil, fmt.Errorf("model sets bucket %s: %w", o.Buckets.Sets, err)
 	}
 	// History 1: the change log is its own keys, each written once.
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: o.Buckets.State, Replicas: rep, History: 1,
+	kv, err := kvretry.KeyValue(ctx, js, jetstream.KeyValueConfig{Bucket: o.Buckets.State, Replicas: rep, History: 1,
 		Description: "gemba-hub: active and shadow model sets (key state, changed by CAS) and their change log (change.<n>)"})
 	if err != nil {
 		return nil, fmt.Errorf("model state bucket %s: %w", o.Buckets.State, err)
 	}
 	// The bucket's TTL is the lock's: a holder that dies stops refreshing and its key expires.
-	lock, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: o.Buckets.Lock, Replicas: rep, History: 1,
+	lock, err := kvretry.KeyValue(ctx, js, jetstream.KeyValueConfig{Bucket: o.Buckets.Lock, Replicas: rep, History: 1,
 		TTL: o.LockTTL, Description: "gemba-hub: refit lock (one refit at a time over all replicas)"})
 	if err != nil {
 		return nil, fmt.Errorf("model lock bucket %s: %w", o.Buckets.Lock, err)

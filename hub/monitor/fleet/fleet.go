@@ -16,6 +16,7 @@ import (
 
 	"github.com/gemba-io/gemba/hub/state/kvkey"
 	"github.com/gemba-io/gemba/hub/state/kvwatch"
+	"github.com/gemba-io/gemba/internal/kvretry"
 	"github.com/gemba-io/gemba/signal"
 )
 
@@ -64,7 +65,7 @@ func Open(ctx context.Context, js jetstream.JetStream, bucket string, replicas i
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := kvretry.KeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket: bucket, Replicas: max(replicas, 1), History: 1,
 		Description: "gemba-hub: latest heartbeat of each agent",
 	})

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gemba-io/gemba/hub/state/features"
+	"github.com/gemba-io/gemba/internal/kvretry"
 	"github.com/gemba-io/gemba/signal"
 )
 
@@ -118,7 +119,7 @@ func Open(ctx context.Context, js jetstream.JetStream, o Options) (*Monitor, err
 	sort.Strings(m.names)
 	m.metrics = newMetrics(m)
 	subj := "gemba_monitor." + cfg.Stream
-	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	st, err := kvretry.Stream(ctx, js, jetstream.StreamConfig{
 		Name: cfg.Stream, Subjects: []string{subj}, Replicas: max(cfg.Replicas, 1), Retention: jetstream.LimitsPolicy,
 		Discard: jetstream.DiscardOld, Storage: jetstream.FileStorage, MaxAge: cfg.Retention(), MaxMsgSize: maxMessage + 64<<10,
 		Description: "gemba-hub: what every replica's ingest observed (message identities, monitored values) for quality monitoring",

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gemba-io/gemba/hub/state/kvkey"
+	"github.com/gemba-io/gemba/internal/kvretry"
 )
 
 // The feature log is one stream per store (named after Config.Bucket) whose messages each carry
@@ -70,7 +71,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, res Resolver,
 		log = slog.New(slog.DiscardHandler)
 	}
 	subj := "gemba_features." + cfg.Bucket + "."
-	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	st, err := kvretry.Stream(ctx, js, jetstream.StreamConfig{
 		Name: cfg.Bucket, Subjects: []string{subj + ">"}, Replicas: max(cfg.Replicas, 1),
 		Retention: jetstream.LimitsPolicy, Discard: jetstream.DiscardOld, Storage: jetstream.FileStorage,
 		MaxMsgSize: maxMessage + 64<<10, AllowDirect: true,

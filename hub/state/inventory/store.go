@@ -90,7 +90,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("component", "inventory", "bucket", cfg.Bucket)
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := kvretry.KeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      cfg.Bucket,
 		Description: "gemba-hub inventory position per site × SKU",
 		History:     1,
