@@ -93,17 +93,10 @@ func (e *Engine) decide(ctx context.Context, ls *liveSets, set *rules.Set, mode 
 	rec := e.record(ls, set, mode, res, d, rule, ex, now)
 	rec.DecisionID, rec.Event, rec.Outcome, rec.Verdict = id, audit.EventDecided, outcome(d.Action.Kind, v), &v
 	rec.Experiment = xs.ref
-	if _, err := e.deps.Audit.Publish(cctx, rec, ls.Change.Seq); err != nil {
-		if errors.Is(err, audit.ErrFenced) {
-			// A rules change landed after this version was loaded: this decision is never recorded
-			// nor acted on. The SKU is evaluated again under the new rules as soon as they arrive.
-			// What an allow reserved stays reserved (never more promotions than the caps, only
-			// possibly fewer); see docs/hub-architecture.md.
-			e.Metrics.Fenced.Add(1)
-			e.mark(Unit{ex.in.SKU.ID, ex.in.Site})
-			return nil
-		}
-		return fmt.Errorf("audit: %w", err)
+	// Fenced: what an allow reserved stays reserved (never more promotions than the caps, only
+	// possibly fewer); see docs/hub-architecture.md.
+	if stored, err := e.publish(cctx, ls, ex, rec); !stored {
+		return err
 	}
 	if v.Acts() {
 		if _, err := e.deps.Outbox.Enqueue(cctx, Action(p, d.Action, v)); err != nil {
@@ -128,6 +121,21 @@ func (e *Engine) decide(ctx context.Context, ls *liveSets, set *rules.Set, mode 
 	return nil
 }
 
+// publish records rec under the fence of the rules it was decided under. stored is false when it
+// was not: err says why, or is nil when a rules change landed since (fenced): then the decision is
+// never recorded nor acted on, and its SKU is evaluated again under the new rules.
+func (e *Engine) publish(ctx context.Context, ls *liveSets, ex *explained, rec audit.Record) (stored bool, err error) {
+	if _, err := e.deps.Audit.Publish(ctx, rec, ls.Change.Seq); err != nil {
+		if errors.Is(err, audit.ErrFenced) {
+			e.Metrics.Fenced.Add(1)
+			e.mark(Unit{ex.in.SKU.ID, ex.in.Site})
+			return false, nil
+		}
+		return false, fmt.Errorf("audit: %w", err)
+	}
+	return true, nil
+}
+
 // deferDecision records that decision id waits for usable inputs: suppressed by the inputs
 // guardrail, without a claim on the id.
 func (e *Engine) deferDecision(ctx context.Context, ls *liveSets, set *rules.Set, mode string, res *rules.Result,
@@ -139,13 +147,8 @@ func (e *Engine) deferDecision(ctx context.Context, ls *liveSets, set *rules.Set
 		Assessments: []guard.Assessment{a}, ActionTime: now.UTC(), Decided: now.UTC(), Replica: e.deps.Replica}
 	rec := e.record(ls, set, mode, res, d, rule, ex, now)
 	rec.DecisionID, rec.Event, rec.Outcome, rec.Verdict = id, audit.EventDeferred, audit.OutcomeSuppressed, &v
-	if _, err := e.deps.Audit.Publish(ctx, rec, ls.Change.Seq); err != nil {
-		if errors.Is(err, audit.ErrFenced) {
-			e.Metrics.Fenced.Add(1)
-			e.mark(Unit{ex.in.SKU.ID, ex.in.Site})
-			return nil
-		}
-		return fmt.Errorf("audit: %w", err)
+	if stored, err := e.publish(ctx, ls, ex, rec); !stored {
+		return err
 	}
 	e.Metrics.Deferred.Add(1)
 	e.deferred.add(id)
@@ -253,13 +256,10 @@ func (e *Engine) shadow(ctx context.Context, ls *liveSets, acting *rules.Set, ac
 		rec.DecisionID, rec.Event, rec.Outcome, rec.Disagreement = id, audit.EventDecided, audit.OutcomeShadow, dis
 		cctx, cancel := context.WithTimeout(ctx, e.cfg.OpTimeout)
 		defer cancel()
-		if _, err := e.deps.Audit.Publish(cctx, rec, ls.Change.Seq); err != nil {
-			if errors.Is(err, audit.ErrFenced) {
-				e.Metrics.Fenced.Add(1)
-				e.mark(Unit{ex.in.SKU.ID, ex.in.Site})
-				return
+		if stored, err := e.publish(cctx, ls, ex, rec); !stored {
+			if err != nil {
+				errs = append(errs, err)
 			}
-			errs = append(errs, err)
 			return
 		}
 		e.Metrics.Shadow.Add(1)

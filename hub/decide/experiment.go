@@ -91,13 +91,8 @@ func (e *Engine) heldOut(ctx context.Context, ls *liveSets, set *rules.Set, mode
 	rule rules.Rule, ex *explained, id, wkey string, st experimentStep, now time.Time) error {
 	rec := e.record(ls, set, mode, res, d, rule, ex, now)
 	rec.DecisionID, rec.Event, rec.Outcome, rec.Experiment = id, audit.EventDecided, audit.OutcomeHeldOut, st.ref
-	if _, err := e.deps.Audit.Publish(ctx, rec, ls.Change.Seq); err != nil {
-		if errors.Is(err, audit.ErrFenced) {
-			e.Metrics.Fenced.Add(1)
-			e.mark(Unit{ex.in.SKU.ID, ex.in.Site})
-			return nil
-		}
-		return fmt.Errorf("audit: %w", err)
+	if stored, err := e.publish(ctx, ls, ex, rec); !stored {
+		return err
 	}
 	e.Metrics.HeldOut.Add(1)
 	e.holdOut(wkey, now.Add(d.Action.Duration))
@@ -112,13 +107,8 @@ func (e *Engine) noArm(ctx context.Context, ls *liveSets, set *rules.Set, mode s
 	v := guard.Verdict{DecisionID: id, Outcome: guard.Suppress, Guardrail: GuardExperimentCover, Reason: st.noArm.Error(),
 		ActionTime: now, Decided: now, Replica: e.deps.Replica}
 	rec.DecisionID, rec.Event, rec.Outcome, rec.Verdict, rec.Experiment = id, audit.EventDecided, audit.OutcomeSuppressed, &v, st.ref
-	if _, err := e.deps.Audit.Publish(ctx, rec, ls.Change.Seq); err != nil {
-		if errors.Is(err, audit.ErrFenced) {
-			e.Metrics.Fenced.Add(1)
-			e.mark(Unit{ex.in.SKU.ID, ex.in.Site})
-			return nil
-		}
-		return fmt.Errorf("audit: %w", err)
+	if stored, err := e.publish(ctx, ls, ex, rec); !stored {
+		return err
 	}
 	e.Metrics.Decisions.Add(1)
 	e.Metrics.Suppressed.Add(1)

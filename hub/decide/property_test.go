@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gemba-io/gemba/hub/act"
+	"github.com/gemba-io/gemba/hub/audit"
 	"github.com/gemba-io/gemba/hub/decide/guard"
 	"github.com/gemba-io/gemba/hub/decide/rules"
 	"github.com/gemba-io/gemba/hub/state/features"
@@ -157,7 +158,10 @@ func TestPropertyGuardrailsHold(t *testing.T) {
 		if err != nil || len(recs) == 0 {
 			t.Fatalf("action %s without its record: %v", m.DecisionID, err)
 		}
-		rec := recs[0]
+		rec := audit.Decided(recs) // not a deferral before it: that one read what it could not use
+		if rec.Event != audit.EventDecided {
+			t.Fatalf("action %s without a decided record: %+v", m.DecisionID, recs)
+		}
 		if m.Kind == act.Promote {
 			if m.Discount > maxDiscount || (m.Channel == "web" && m.Discount > webMax) {
 				t.Errorf("%s: %g %% on %s", m.DecisionID, m.Discount, m.Channel)
