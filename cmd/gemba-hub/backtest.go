@@ -170,7 +170,7 @@ func printSummary(out io.Writer, s backtest.Summary) {
 		s.To.Format(time.RFC3339), s.Wall.Round(time.Millisecond), s.Speed)
 	fmt.Fprintf(out, "inputs: %d feature records, %d sales, %d inventory counts (%d malformed, %d refused by the inventory)\n",
 		s.Features, s.Sales, s.Snapshots, s.Malformed, s.Refused)
-	fmt.Fprintf(out, "evaluations: %d; decisions: %d\n", s.Evaluations, s.Decisions)
+	fmt.Fprintf(out, "evaluations: %d; decisions: %d; deferred for their inputs: %d\n", s.Evaluations, s.Decisions, s.Deferred)
 	for _, g := range []struct {
 		name string
 		m    map[string]int

@@ -66,8 +66,9 @@ func TestBacktestSameAsLiveEngine(t *testing.T) {
 	from, to := at(9, 0), at(14, 0)
 
 	var bt []string
-	if _, err := Run(context.Background(), Options{JS: js, Config: cfg, Rules: set, From: from, To: to, TempDir: t.TempDir(),
-		Out: func(d Decision) { bt = append(bt, verdictOf(d.ID, d.Outcome, d.Guardrail)) }}); err != nil {
+	sum, err := Run(context.Background(), Options{JS: js, Config: cfg, Rules: set, From: from, To: to, TempDir: t.TempDir(),
+		Out: func(d Decision) { bt = append(bt, verdictOf(d.ID, d.Outcome, d.Guardrail)) }})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if len(bt) == 0 {
@@ -127,7 +128,7 @@ func TestBacktestSameAsLiveEngine(t *testing.T) {
 	defer cancel()
 
 	ev := decide.NewEvaluator(cfg.Decide, g, st, cfg.Features)
-	r := &replay{o: o, clk: clk, st: st.state, ev: ev, decided: map[string]bool{}, sum: Summary{ByOutcome: map[string]int{}}}
+	r := &replay{o: o, clk: clk, st: st.state, ev: ev, decided: map[string]bool{}, deferred: map[string]bool{}, sum: Summary{ByOutcome: map[string]int{}}}
 	// Each step: tell the engine, wait until it has started every unit, then until a barrier
 	// unit marked after them has been evaluated (a later round: the earlier ones are done).
 	r.evaluate = func(_ context.Context, us []decide.Unit, _ time.Time, all bool) error {
@@ -159,7 +160,11 @@ func TestBacktestSameAsLiveEngine(t *testing.T) {
 		t.Fatal(err)
 	}
 	var eg []string
+	deferred := map[string]bool{}
 	for _, rec := range recs {
+		if rec.Event == audit.EventDeferred {
+			deferred[rec.DecisionID] = true
+		}
 		if rec.Event != audit.EventDecided || rec.Verdict == nil {
 			continue
 		}
@@ -170,5 +175,8 @@ func TestBacktestSameAsLiveEngine(t *testing.T) {
 	if !slices.Equal(bt, eg) {
 		t.Fatalf("backtest decided:\n%s\nthe live engine:\n%s", strings.Join(bt, "\n"), strings.Join(eg, "\n"))
 	}
-	t.Logf("%d decisions, the same ids and verdicts", len(bt))
+	if sum.Deferred != len(deferred) {
+		t.Fatalf("backtest deferred %d decisions for their inputs, the live engine %d", sum.Deferred, len(deferred))
+	}
+	t.Logf("%d decisions, the same ids and verdicts; %d deferred by both", len(bt), len(deferred))
 }

@@ -20,13 +20,14 @@ import (
 // would: the units an input is an input of once it is applied (at its event time), and every
 // unit every decide.timer of replay time from From.
 type replay struct {
-	o       Options
-	clk     *clock
-	st      *state
-	ev      *decide.Evaluator
-	live    *versions.Live
-	decided map[string]bool // decision ids already judged (the engine's done set)
-	sum     Summary
+	o        Options
+	clk      *clock
+	st       *state
+	ev       *decide.Evaluator
+	live     *versions.Live
+	decided  map[string]bool // decision ids already judged (the engine's done set)
+	deferred map[string]bool // decision ids deferred for their inputs
+	sum      Summary
 
 	// evaluate evaluates units at now (the replay clock): the guard in a backtest; the live
 	// engine in the equivalence test.
@@ -234,6 +235,14 @@ func (r *replay) judge(g *guard.Guard) func(context.Context, []decide.Unit, time
 			r.sum.Evaluations++
 			for i, p := range ev.Proposals {
 				if r.decided[p.ID] {
+					continue
+				}
+				if a := guard.InputsAssessment(&p); !a.Passed {
+					// As the engine: deferred, not judged; decided once its inputs can be used.
+					if !r.deferred[p.ID] {
+						r.deferred[p.ID] = true
+						r.sum.Deferred++
+					}
 					continue
 				}
 				d := Decision{ID: p.ID, Time: now, SKU: p.SKU, Site: p.Site, Channel: p.Channel, Rule: p.Rule,
