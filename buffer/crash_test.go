@@ -81,15 +81,7 @@ func TestCrash(t *testing.T) {
 	for round := range 20 {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), crashChildEnv+"="+dir, "GEMBA_BUFFER_CRASH_ROUND="+strconv.Itoa(round))
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
+		stdout, stderr := startPiped(t, cmd)
 		sc := bufio.NewScanner(stdout)
 		sc.Buffer(make([]byte, 64<<10), 64<<10)
 		if !sc.Scan() || sc.Text() != "ready" {

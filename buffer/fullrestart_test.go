@@ -107,16 +107,7 @@ func TestDiskFullRestart(t *testing.T) {
 	for round := range 2 {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), fullChildEnv+"="+dir, "GEMBA_BUFFER_FULL_MODE=append")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive a test binary that died
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
+		stdout, stderr := startPiped(t, cmd) // never outlives a test binary that died
 		lines := make(chan uint64, 1<<16)
 		go func() {
 			sc := bufio.NewScanner(stdout)

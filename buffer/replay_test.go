@@ -50,6 +50,23 @@ func TestOpenReplaysOnFullDisk(t *testing.T) {
 	})
 }
 
+// startPiped starts a child test binary with its stdout as a pipe and its stderr collected; it
+// never outlives the test binary.
+func startPiped(t *testing.T, cmd *exec.Cmd) (io.ReadCloser, *bytes.Buffer) {
+	t.Helper()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return stdout, &stderr
+}
+
 func fullCmd(dir, mode string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), fullChildEnv+"="+dir, "GEMBA_BUFFER_FULL_MODE="+mode)
@@ -69,15 +86,7 @@ func killedWithLog(t *testing.T, reserve bool) (dir, mnt string) {
 	}
 	dir = filepath.Join(mnt, "buf")
 	cmd := fullCmd(dir, "small")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	stdout, stderr := startPiped(t, cmd)
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
 	done := make(chan bool, 1)
 	go func() {
