@@ -104,7 +104,7 @@ func (m *moments) take(r *audit.Record) {
 		if r.Verdict != nil && r.Verdict.Guardrail == guard.GInputs && strings.Contains(r.Verdict.Reason, "historical") || len(hist) > 0 {
 			m.Historical++
 			if m.Historical <= 3 {
-				fmt.Printf(">>> %4.0fs  NOT ACTED  %s on %s: rule %s read replayed data (%s): the guard suppressed it\n",
+				fmt.Printf(">>> %4.0fs  NOT ACTED  %s on %s: rule %s read replayed data (%s): deferred until the inputs are live\n",
 					el.Seconds(), r.SKU, r.Channel, r.Rule.Name, strings.Join(hist, ", "))
 			}
 		}
