@@ -14,9 +14,9 @@ import (
 
 // At open Badger replays each write-ahead log (.mem file) left by the last run into a memtable
 // and flushes it to a new table in the background, writing through an mmap into a sparse file.
-// On a full disk that write raises SIGBUS. So the store gives back the blocks it allocated ahead
-// in its log files, checks that the flush has room, and waits for it to finish before anything
-// of its own takes disk space.
+// On a full disk that write raises SIGBUS. So the store checks that the flush has room (giving
+// back the blocks it allocated ahead in its log files if need be), and waits for it to finish
+// before anything of its own takes disk space.
 
 // replayOverhead is what a table adds to its write-ahead log's data (block index, bloom filter),
 // with margin; replayPerTable is added for each table.
@@ -124,8 +124,8 @@ func replayNeed(dir string, mems []os.FileInfo) int64 {
 }
 
 // checkReplayRoom refuses to open a store whose replay would write more than the disk has free
-// (initReserve has released the reserve file if it was held, trimTails the tails): a clear error
-// instead of a crash inside Badger at every restart.
+// (initReserve has released the reserve file if it was held): a clear error instead of a crash
+// inside Badger at every restart. Short of room, it first gives back the log files' tails.
 func (s *Store) checkReplayRoom(mems []os.FileInfo) error {
 	need := replayNeed(s.cfg.Dir, mems)
 	if need == 0 {
@@ -134,6 +134,14 @@ func (s *Store) checkReplayRoom(mems []os.FileInfo) error {
 	free, err := s.fsFree()
 	if err != nil {
 		return err
+	}
+	if free < need {
+		if n := trimTails(s.cfg.Dir); n > 0 {
+			s.log.Info("buffer: gave back blocks allocated past the data of its log files", "dir", s.cfg.Dir, "bytes", n)
+			if free, err = s.fsFree(); err != nil {
+				return err
+			}
+		}
 	}
 	if free < need {
 		return fmt.Errorf("buffer %s: disk full: replaying %d write-ahead logs needs %d bytes free, %d are: free some space and start again (opening now would crash inside Badger)",

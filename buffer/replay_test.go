@@ -32,7 +32,7 @@ func TestOpenReplaysOnFullDisk(t *testing.T) {
 	})
 	t.Run("no room", func(t *testing.T) {
 		dir, mnt := killedWithLog(t, false)
-		trimTails(dir)         // what Open gives back first
+		trimTails(dir)         // what Open gives back when short of room
 		filler := fill(t, mnt) // is taken too
 		var stderr bytes.Buffer
 		cmd := fullCmd(dir, "drain")

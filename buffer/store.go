@@ -158,9 +158,6 @@ func Open(cfg Config, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("buffer %s: %w", cfg.Dir, err)
 	}
 	s.initReserve()
-	if n := trimTails(cfg.Dir); n > 0 {
-		log.Info("buffer: gave back blocks allocated past the data of its log files", "dir", cfg.Dir, "bytes", n)
-	}
 	mems := memFiles(cfg.Dir)
 	if err := s.checkReplayRoom(mems); err != nil {
 		return nil, err
