@@ -141,20 +141,19 @@ func Attempts(ctx context.Context, per time.Duration, fn func(ctx context.Contex
 
 // KeyValue creates or updates a bucket (jetstream.CreateOrUpdateKeyValue) with Attempts.
 func KeyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	var kv jetstream.KeyValue
-	err := Attempts(ctx, SetupAttempt, func(ctx context.Context) (err error) {
-		kv, err = js.CreateOrUpdateKeyValue(ctx, cfg)
-		return err
-	})
-	return kv, err
+	return setup(ctx, func(ctx context.Context) (jetstream.KeyValue, error) { return js.CreateOrUpdateKeyValue(ctx, cfg) })
 }
 
 // Stream creates or updates a stream (jetstream.CreateOrUpdateStream) with Attempts.
 func Stream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
-	var st jetstream.Stream
+	return setup(ctx, func(ctx context.Context) (jetstream.Stream, error) { return js.CreateOrUpdateStream(ctx, cfg) })
+}
+
+func setup[T any](ctx context.Context, create func(context.Context) (T, error)) (T, error) {
+	var out T
 	err := Attempts(ctx, SetupAttempt, func(ctx context.Context) (err error) {
-		st, err = js.CreateOrUpdateStream(ctx, cfg)
+		out, err = create(ctx)
 		return err
 	})
-	return st, err
+	return out, err
 }
