@@ -34,15 +34,7 @@ func TestMain(m *testing.M) {
 
 // testLogger logs to the test at Warn and above (Badger's routine output is Debug).
 func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(string(p))
-	return len(p), nil
+	return testutil.Logger(t, slog.LevelWarn)
 }
 
 func slogTo(w io.Writer) *slog.Logger {

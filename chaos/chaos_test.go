@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/gemba-io/gemba/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -19,13 +21,6 @@ func TestMain(m *testing.M) {
 		goleak.IgnoreTopFunction("github.com/gopcua/opcua/server.(*Subscription).run"))
 }
 
-type logWriter struct{ t *testing.T }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(p))
-	return len(p), nil
-}
-
 // TestChaosShort runs every scenario in its short form against a real agent process, mosquitto, an
 // embedded JetStream and the simulator; any acknowledged sample lost or duplicated fails it.
 func TestChaosShort(t *testing.T) {
@@ -36,12 +31,12 @@ func TestChaosShort(t *testing.T) {
 		}
 		t.Skip("mosquitto is not installed: run `make peers` (apt-get install mosquitto)")
 	}
-	o := Short(t.TempDir(), bin, logWriter{t})
+	o := Short(t.TempDir(), bin, testutil.Writer(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	for _, sc := range Scenarios(o) {
 		t.Run(sc.Name, func(t *testing.T) {
-			o.Log = logWriter{t}
+			o.Log = testutil.Writer(t)
 			r := Run(ctx, o, sc)
 			t.Log(r.Line())
 			if r.Pass() {

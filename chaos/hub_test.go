@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/gemba-io/gemba/internal/testutil"
 )
 
 // TestHubChaosShort runs every hub scenario in its short form: gemba-hub processes (the built
@@ -18,12 +20,12 @@ func TestHubChaosShort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := HubShort(t.TempDir(), bin, logWriter{t})
+	o := HubShort(t.TempDir(), bin, testutil.Writer(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	for _, sc := range HubScenarios(o) {
 		t.Run(sc.Name, func(t *testing.T) {
-			o.Log = logWriter{t}
+			o.Log = testutil.Writer(t)
 			r := RunHub(ctx, o, sc)
 			t.Log(r.Line())
 			if !r.Pass() {

@@ -1,17 +1,24 @@
 package testutil
 
 import (
+	"io"
 	"log/slog"
 	"sync"
 	"testing"
 )
 
 // Logger logs at level and above to the test's output, shown when it fails: what a component
-// warned about is then in the report. Lines written after the test's cleanups are dropped.
+// warned about is then in the report.
 func Logger(t testing.TB, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewTextHandler(Writer(t), &slog.HandlerOptions{Level: level}))
+}
+
+// Writer writes each line to the test's output. Lines written after the test's cleanups (a
+// goroutine that outlived it) are dropped rather than panicking the test binary.
+func Writer(t testing.TB) io.Writer {
 	w := &testWriter{t: t}
 	t.Cleanup(w.close) // registered first, so it runs after the cleanups that stop the components
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	return w
 }
 
 type testWriter struct {
