@@ -13,49 +13,60 @@ import (
 	"github.com/gemba-io/gemba/hub/decide/guard"
 )
 
-// Reconciler is what reconciling needs of the guard beyond deciding: its allowed decisions, and
-// the approval requests that expired.
+// Reconciler is what reconciling needs of the guard beyond deciding: its allowed decisions, the
+// approval requests that expired or were left half-answered, and answering them.
 type Reconciler interface {
 	AllowedSince(ctx context.Context, since time.Time) ([]guard.Allowed, error)
-	Expire(ctx context.Context) ([]guard.Request, error)
+	Expire(ctx context.Context, report func(guard.Request) error) (int, error)
 	Pending(ctx context.Context) ([]guard.Request, error)
+	Approve(ctx context.Context, id, approver, reason string) (guard.Verdict, error)
+	Reject(ctx context.Context, id, approver, reason string) (guard.Verdict, error)
 }
 
-// expire records the approval requests that expired unanswered: each gets an expired record
-// beside its decided one. It returns how many.
+// expire records the approval requests that expired unanswered, each with an expired record beside
+// its decided one, and finishes the answers a replica stopped applying (the same person's answer
+// given again: approved or rejected record, and the action). A request whose record could not be
+// written stays in the guard's queue and comes back at the next timer. It returns how many.
 func (e *Engine) expire(ctx context.Context) (int, error) {
 	rc, ok := e.deps.Guard.(Reconciler)
 	if !ok {
 		return 0, nil
 	}
-	reqs, err := rc.Expire(ctx)
-	if err != nil {
-		return 0, err
-	}
-	var errs []error
-	n := 0
-	for _, q := range reqs {
+	answer := &Approver{Guard: rc, Audit: e.deps.Audit, Outbox: e.deps.Outbox, Replica: e.deps.Replica, Now: e.now}
+	return rc.Expire(ctx, func(q guard.Request) error {
 		id := q.Proposal.ID
+		if a := q.Lapsed; a != nil {
+			v, err := answer.Answer(ctx, id, a.By, a.Reason, a.Approved)
+			if errors.Is(err, ErrNoRecord) {
+				// Nothing on the log to answer beside: the guard alone finishes it, and reconcile
+				// releases an allowed decision that has no record.
+				if a.Approved {
+					v, err = rc.Approve(ctx, id, a.By, a.Reason)
+				} else {
+					v, err = rc.Reject(ctx, id, a.By, a.Reason)
+				}
+			}
+			if err != nil {
+				return err
+			}
+			e.log.Warn("answer finished after the replica applying it stopped", "decision", id, "by", a.By, "approved", a.Approved, "outcome", v.Outcome)
+			return nil
+		}
 		recs, err := e.deps.Audit.History(ctx, id)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("decision %s: %w", id, err))
-			continue
+			return err
 		}
 		i := slices.IndexFunc(recs, func(r audit.Record) bool { return r.Event == audit.EventDecided })
 		if i < 0 {
-			continue // never recorded: reconcile deals with it
+			return nil // never recorded: reconcile deals with it
 		}
 		rec := recs[i]
 		v := q.Verdict
 		rec.Event, rec.Outcome, rec.Verdict, rec.Time, rec.Replica = audit.EventExpired, audit.OutcomeExpired, &v, e.now().UTC(), e.deps.Replica
 		rec.Note = "nobody answered the approval request before it expired"
-		if _, err := e.deps.Audit.Append(ctx, rec); err != nil {
-			errs = append(errs, fmt.Errorf("decision %s: %w", id, err))
-			continue
-		}
-		n++
-	}
-	return n, errors.Join(errs...)
+		_, err = e.deps.Audit.Append(ctx, rec)
+		return err
+	})
 }
 
 // reconcile completes or releases allowed decisions that nothing delivers: a replica that stopped

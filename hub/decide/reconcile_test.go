@@ -1,6 +1,7 @@
 package decide
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -91,5 +92,63 @@ func TestExpiredApprovalRecorded(t *testing.T) {
 	}
 	if n := len(r.actions()); n != 0 {
 		t.Errorf("%d actions from expired requests", n)
+	}
+}
+
+// A replica that stopped while applying a person's answer leaves the decision neither pending nor
+// decided; nobody sees it to answer again. The engine's timer gives the same answer again once its
+// lease lapses: the approved record joins the decided one and the promotion is delivered, once.
+func TestLapsedAnswerFinished(t *testing.T) {
+	r := newRig(t, func(c *guard.Config) { c.Approval.TTL = time.Hour })
+	r.activate(strings.Replace(testRules, "discount: 10", "discount: 15", 1))
+	r.overstocked("l1", "A")
+	testutil.WaitFor(t, 10*time.Second, "two queued decisions", func() bool {
+		p, err := r.guard.Pending(r.ctx)
+		return err == nil && len(p) == 2
+	})
+	pend, _ := r.guard.Pending(r.ctx)
+	id := pend[0].Proposal.ID
+	// What a replica leaves when it stops applying bob's approval: the record in status approving,
+	// its lease held by the dead replica.
+	kv, err := r.js.KeyValue(r.ctx, guard.DefaultConfig().Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(r.ctx, "dec."+id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+		t.Fatal(err)
+	}
+	now := r.clock()
+	rec["status"], rec["owner"], rec["lease"] = "approving", "dead", now.Add(time.Second)
+	rec["approving"] = guard.Approval{By: "bob", Reason: "stock is high", At: now, Approved: true}
+	b, _ := json.Marshal(rec)
+	if _, err := kv.Update(r.ctx, "dec."+id, b, e.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := r.eng.expire(r.ctx); err != nil || n != 0 {
+		t.Fatalf("within the lease: %d reported, %v", n, err)
+	}
+	r.advance(2 * time.Second)
+	if n, err := r.eng.expire(r.ctx); err != nil || n != 1 {
+		t.Fatalf("after the lease: %d reported (want 1), %v", n, err)
+	}
+	hist, err := r.log.History(r.ctx, id)
+	if err != nil || len(hist) != 2 || hist[1].Event != audit.EventApproved || hist[1].Outcome != audit.OutcomeFired ||
+		!strings.Contains(hist[1].Note, "bob") {
+		t.Fatalf("history of %s: %+v %v", id, hist, err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "the approved promotion delivered", func() bool { return len(r.actions()) == 1 })
+	if n, err := r.eng.expire(r.ctx); err != nil || n != 0 {
+		t.Fatalf("again: %d reported, %v", n, err)
+	}
+	if p, err := r.guard.Pending(r.ctx); err != nil || len(p) != 1 || p[0].Proposal.ID == id {
+		t.Fatalf("pending after: %+v %v", p, err)
+	}
+	if n := len(r.actions()); n != 1 {
+		t.Fatalf("%d actions, want 1", n)
 	}
 }

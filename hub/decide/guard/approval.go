@@ -18,6 +18,8 @@ type Request struct {
 	Verdict  Verdict   `json:"verdict"` // the needs_approval verdict, with its assessments
 	Created  time.Time `json:"created"`
 	Expires  time.Time `json:"expires"`
+	// Lapsed, reported by Expire only, is the answer a replica was applying when it stopped.
+	Lapsed *Approval `json:"lapsed,omitempty"`
 }
 
 // Approve applies a person's approval to a queued decision. The guardrails other than the approval
@@ -88,7 +90,15 @@ func (g *Guard) decideRequest(ctx context.Context, id, who, reason string, appro
 				}
 				continue
 			}
-			return g.applyApproval(ctx, key, rec, nrev)
+			mine := rec.Approving.By == who && rec.Approving.Approved == approve
+			// What the earlier call reserved before it stopped is held too.
+			v, err := g.applyApproval(ctx, key, rec, nrev, true)
+			if err != nil || mine {
+				return v, err
+			}
+			// Another person's approval won: this answer (a rejection, another approver) is
+			// refused as it would be had that approval finished first.
+			return Verdict{}, &StateError{ID: id, Op: op, Status: string(v.Outcome)}
 		case rec.Status != string(NeedsApproval):
 			if a := rec.Verdict; a != nil && a.Approval != nil && a.Approval.By == who && a.Approval.Approved == approve {
 				return g.replay(rec) // this approver's own decision, e.g. a write whose reply was lost
@@ -133,7 +143,7 @@ func (g *Guard) decideRequest(ctx context.Context, id, who, reason string, appro
 			}
 			continue
 		}
-		return g.applyApproval(ctx, key, rec, nrev)
+		return g.applyApproval(ctx, key, rec, nrev, false)
 	}
 }
 
@@ -148,7 +158,8 @@ func (g *Guard) retryAfter(r *retrier, err error) error {
 }
 
 // applyApproval evaluates an approved decision (claimed in status approving at rev) and records it.
-func (g *Guard) applyApproval(ctx context.Context, key string, rec *record, rev uint64) (Verdict, error) {
+// held says that an earlier call may have reserved for it (a takeover): a suppression gives that back.
+func (g *Guard) applyApproval(ctx context.Context, key string, rec *record, rev uint64, held bool) (Verdict, error) {
 	a := rec.Approving
 	v, touched, err := g.evaluate(ctx, &rec.Proposal, a.At, a, nil)
 	if err != nil {
@@ -157,14 +168,15 @@ func (g *Guard) applyApproval(ctx context.Context, key string, rec *record, rev 
 	if v.Outcome == Allow {
 		v.Reason = "approved by " + a.By
 	}
-	v, err = g.finish(ctx, key, rec, rev, v, touched)
+	v, err = g.finish(ctx, key, rec, rev, v, touched || held)
 	if err == nil {
 		g.dequeue(ctx, rec.Proposal.ID)
 	}
 	return v, err
 }
 
-// expire records that nobody decided a queued decision in time.
+// expire records that nobody decided a queued decision in time. The queue entry stays: Expire
+// reports the expiry (for the decision log) and then removes it, whichever call recorded it.
 func (g *Guard) expire(ctx context.Context, key string, rec *record, rev uint64) error {
 	v := *rec.Verdict
 	at := rec.Created.Add(g.cfg.Approval.TTL).UTC()
@@ -172,14 +184,12 @@ func (g *Guard) expire(ctx context.Context, key string, rec *record, rev uint64)
 	v.Guardrail, v.Reason = GApproval, "nobody approved it before "+at.Format(time.RFC3339)
 	rec.Status, rec.Verdict = string(Expired), &v
 	b, _ := json.Marshal(rec)
-	if _, err := g.write(ctx, key, b, rev); err != nil {
-		return err
-	}
-	g.dequeue(ctx, rec.Proposal.ID)
-	return nil
+	_, err := g.write(ctx, key, b, rev)
+	return err
 }
 
-// dequeue removes a queue entry; one left behind is skipped and removed by Pending.
+// dequeue removes a queue entry; one left behind is skipped and removed by Pending (an expired
+// one by Expire, once reported).
 func (g *Guard) dequeue(ctx context.Context, id string) {
 	opCtx, cancel := context.WithTimeout(ctx, g.cfg.OpTimeout)
 	defer cancel()
@@ -189,35 +199,42 @@ func (g *Guard) dequeue(ctx context.Context, id string) {
 }
 
 // Pending lists the decisions awaiting approval, oldest first. Requests past their expiry are
-// recorded as expired on the way and left out.
+// recorded as expired on the way and left out (Expire reports them).
 func (g *Guard) Pending(ctx context.Context) ([]Request, error) {
-	out, _, err := g.pending(ctx)
+	out, _, err := g.pending(ctx, nil)
 	return out, err
 }
 
-// Expire records every request past its expiry as expired and returns them (with the expired
-// verdict), so that the caller can say so in its own records. Any replica may run it.
-func (g *Guard) Expire(ctx context.Context) ([]Request, error) {
-	_, expired, err := g.pending(ctx)
-	return expired, err
+// Expire records every request past its expiry as expired, and hands report each expired request
+// (with its expired verdict), whichever call recorded the expiry (Expire, Pending, a late Approve or
+// Reject, Sweep), so that the caller can say so in its own records; the request leaves the queue
+// once report returns nil for it, and is reported again at the next call otherwise. It also reports
+// each approval whose replica stopped while applying it, its lease lapsed (Request.Lapsed: the answer
+// to finish, by giving it again as that person; see Approve). It returns how many reports returned
+// nil. Any replica may run it: two at once may report one request twice.
+func (g *Guard) Expire(ctx context.Context, report func(Request) error) (int, error) {
+	_, n, err := g.pending(ctx, report)
+	return n, err
 }
 
-func (g *Guard) pending(ctx context.Context) (out, expired []Request, err error) {
+// pending reads the queue: the requests still waiting and, when report is set, what Expire reports.
+func (g *Guard) pending(ctx context.Context, report func(Request) error) (out []Request, reported int, err error) {
 	if g.closed.Load() {
-		return nil, nil, ErrClosed
+		return nil, 0, ErrClosed
 	}
 	keys, err := g.keys(ctx, prefixQueue+">")
 	if err != nil {
-		return nil, nil, fmt.Errorf("guard: pending: %w", err)
+		return nil, 0, fmt.Errorf("guard: pending: %w", err)
 	}
 	ids := make([]string, len(keys))
 	for i, k := range keys {
 		ids[i] = strings.TrimPrefix(k, prefixQueue)
 	}
+	var errs []error
 	for _, id := range ids {
 		cur, rev, err := g.get(ctx, prefixDec+id)
 		if err != nil {
-			return nil, nil, fmt.Errorf("guard: pending: %w", err)
+			return nil, reported, fmt.Errorf("guard: pending: %w", errors.Join(append(errs, err)...))
 		}
 		if rev == 0 {
 			g.dequeue(ctx, id)
@@ -228,27 +245,56 @@ func (g *Guard) pending(ctx context.Context) (out, expired []Request, err error)
 			g.log.Warn("pending request skipped", "decision", id, "err", err)
 			continue
 		}
-		if rec.Status != string(NeedsApproval) || rec.Verdict == nil {
-			if rec.final() {
-				g.dequeue(ctx, id) // decided; the entry outlived a crash
+		exp := rec.Created.Add(g.cfg.Approval.TTL)
+		q := Request{Proposal: rec.Proposal, Created: rec.Created, Expires: exp}
+		if rec.Verdict != nil {
+			q.Verdict = *rec.Verdict
+		}
+		if report != nil && rec.Status == statusApproving && rec.Approving != nil && g.cfg.now().After(rec.Lease) {
+			// The replica applying an answer stopped, and nobody answers again (the request is no
+			// longer listed): the caller gives the answer again, which finishes it and records it.
+			a := *rec.Approving
+			q.Lapsed = &a
+			if err := report(q); err != nil {
+				errs = append(errs, fmt.Errorf("decision %s: %w", id, err))
+			} else {
+				reported++
 			}
 			continue
 		}
-		exp := rec.Created.Add(g.cfg.Approval.TTL)
-		if g.cfg.now().After(exp) {
+		if rec.Status == string(NeedsApproval) && rec.Verdict != nil && g.cfg.now().After(exp) {
 			if err := g.expire(ctx, prefixDec+id, rec, rev); err != nil {
 				if !isConflict(err) {
 					g.log.Warn("expired request not recorded", "decision", id, "err", err)
 				}
 				continue
 			}
-			expired = append(expired, Request{Proposal: rec.Proposal, Verdict: *rec.Verdict, Created: rec.Created, Expires: exp})
+			q.Verdict = *rec.Verdict // expire set it
+		}
+		if rec.Status == string(Expired) && rec.Verdict != nil {
+			if report != nil {
+				if err := report(q); err != nil {
+					errs = append(errs, fmt.Errorf("decision %s: %w", id, err))
+					continue
+				}
+				reported++
+				g.dequeue(ctx, id)
+			}
 			continue
 		}
-		out = append(out, Request{Proposal: rec.Proposal, Verdict: *rec.Verdict, Created: rec.Created, Expires: exp})
+		if rec.Status != string(NeedsApproval) || rec.Verdict == nil {
+			if rec.final() {
+				g.dequeue(ctx, id) // decided; the entry outlived a crash
+			}
+			continue
+		}
+		out = append(out, q)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
-	return out, expired, nil
+	if len(errs) > 0 {
+		return out, reported, fmt.Errorf("guard: expire: %w", errors.Join(errs...))
+	}
+	return out, reported, nil
 }
 
 // Release gives back what an allowed decision consumed (its cooldown and the day's count and

@@ -173,3 +173,194 @@ func TestConcurrentApprovals(t *testing.T) {
 		c.Add(time.Minute)
 	}
 }
+
+// TestExpiryReportedWhoeverRecordsIt: a request that expired is reported by Expire (which the
+// engine turns into the decision log's expired record) whichever call noticed the expiry first:
+// a listing of the queue (the API, the console), an approval that came too late, or the sweep.
+func TestExpiryReportedWhoeverRecordsIt(t *testing.T) {
+	g, c, _ := single(t, nil)
+	ctx := context.Background()
+	listed, late := promo(c, "r", "SKU-1", "retail", 22), promo(c, "r", "SKU-2", "retail", 22)
+	mustCheck(t, g, listed)
+	mustCheck(t, g, late)
+	c.Add(time.Hour + time.Second)
+	if _, err := g.Approve(ctx, late.ID, "bob", ""); !errors.Is(err, ErrExpired) {
+		t.Fatalf("approve after expiry: %v", err)
+	}
+	if pending, err := g.Pending(ctx); err != nil || len(pending) != 0 {
+		t.Fatalf("pending %+v %v", pending, err)
+	}
+	swept := promo(c, "r", "SKU-3", "retail", 22)
+	mustCheck(t, g, swept)
+	c.Add(time.Hour + time.Second)
+	if _, err := g.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A report that fails (the caller could not write its record) leaves the request queued: it is
+	// reported again at the next call.
+	failed := errors.New("decision log unavailable")
+	n, err := g.Expire(ctx, func(Request) error { return failed })
+	if !errors.Is(err, failed) || n != 0 {
+		t.Fatalf("expire with failing reports: %d, %v", n, err)
+	}
+	got := map[string]bool{}
+	n, err = g.Expire(ctx, func(q Request) error {
+		if q.Verdict.Outcome != Expired || q.Lapsed != nil {
+			t.Errorf("%s reported %s (lapsed %v)", q.Proposal.ID, q.Verdict.Outcome, q.Lapsed)
+		}
+		got[q.Proposal.ID] = true
+		return nil
+	})
+	if err != nil || n != 3 {
+		t.Fatalf("expire: %d, %v", n, err)
+	}
+	for _, p := range []Proposal{listed, late, swept} {
+		if !got[p.ID] {
+			t.Errorf("expired request %s (%s) not reported by Expire", p.ID, p.SKU)
+		}
+	}
+	// Reported once: the next Expire has nothing more.
+	if again, err := g.Expire(ctx, func(q Request) error {
+		t.Errorf("%s reported again", q.Proposal.ID)
+		return nil
+	}); err != nil || again != 0 {
+		t.Fatalf("expire again %d %v", again, err)
+	}
+}
+
+// TestRejectOfALapsedApproval: a replica died while applying bob's approval; carol's rejection
+// that comes after finishes bob's approval (it won), but is refused: a rejection never acts, and
+// the caller must not record an allowed decision as rejected.
+func TestRejectOfALapsedApproval(t *testing.T) {
+	g, c, js := single(t, nil)
+	ctx := context.Background()
+	p := promo(c, "r", "SKU-1", "retail", 22)
+	mustCheck(t, g, p)
+	kv, err := js.KeyValue(ctx, g.cfg.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(ctx, prefixDec+p.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := decodeRecord(p.ID, e.Value())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Status, rec.Owner, rec.Lease = statusApproving, "dead", c.Now().Add(time.Second)
+	rec.Approving = &Approval{By: "bob", At: c.Now(), Approved: true}
+	if _, err := kv.Update(ctx, prefixDec+p.ID, mustJSON(t, rec), e.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	c.Add(2 * time.Second)
+	if v, err := g.Reject(ctx, p.ID, "carol", "no"); !errors.Is(err, ErrState) {
+		t.Fatalf("reject of a decision bob approved: %s by %+v, %v", v.Outcome, v.Approval, err)
+	}
+	if got := mustCheck(t, g, p); got.Outcome != Allow || got.Approval == nil || got.Approval.By != "bob" {
+		t.Fatalf("bob's approval not applied: %+v", got)
+	}
+	// Bob repeating his answer gets his verdict.
+	if v, err := g.Approve(ctx, p.ID, "bob", ""); err != nil || v.Outcome != Allow {
+		t.Fatalf("bob again: %+v %v", v, err)
+	}
+}
+
+// TestLapsedApprovalFinished: a replica died while applying an approval and nobody answers again
+// (the request is no longer listed as pending): the reconciler's Expire takes the approval over
+// once its lease lapses and records its verdict, rather than leaving it neither pending, decided
+// nor expired for good.
+func TestLapsedApprovalFinished(t *testing.T) {
+	g, c, js := single(t, nil)
+	ctx := context.Background()
+	p := promo(c, "r", "SKU-1", "retail", 22)
+	mustCheck(t, g, p)
+	kv, err := js.KeyValue(ctx, g.cfg.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(ctx, prefixDec+p.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := decodeRecord(p.ID, e.Value())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Status, rec.Owner, rec.Lease = statusApproving, "dead", c.Now().Add(30*time.Second)
+	rec.Approving = &Approval{By: "bob", At: c.Now(), Approved: true}
+	if _, err := kv.Update(ctx, prefixDec+p.ID, mustJSON(t, rec), e.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	// While the lease holds, the approval is the dead replica's to finish.
+	var lapsed []Request
+	collect := func(q Request) error { lapsed = append(lapsed, q); return nil }
+	if _, err := g.Expire(ctx, collect); err != nil || len(lapsed) != 0 {
+		t.Fatalf("live approval reported: %+v %v", lapsed, err)
+	}
+	if r := allRecords(t, js, g.cfg.Bucket)[p.ID]; r.Status != statusApproving {
+		t.Fatalf("live approval touched: %+v", r)
+	}
+	c.Add(31 * time.Second)
+	if _, err := g.Expire(ctx, collect); err != nil || len(lapsed) != 1 || lapsed[0].Lapsed == nil ||
+		lapsed[0].Lapsed.By != "bob" || !lapsed[0].Lapsed.Approved || lapsed[0].Proposal.ID != p.ID {
+		t.Fatalf("lapsed approval reported as %+v, %v", lapsed, err)
+	}
+	// The caller (the engine) gives bob's answer again: the approval is finished and recorded.
+	if v, err := g.Approve(ctx, p.ID, lapsed[0].Lapsed.By, lapsed[0].Lapsed.Reason); err != nil || v.Outcome != Allow {
+		t.Fatalf("bob's answer given again: %+v %v", v, err)
+	}
+	r := allRecords(t, js, g.cfg.Bucket)[p.ID]
+	if r.Status != string(Allow) || r.Verdict.Approval == nil || r.Verdict.Approval.By != "bob" {
+		t.Fatalf("lapsed approval not finished: %s %+v", r.Status, r.Verdict)
+	}
+	if _, err := kv.Get(ctx, prefixQueue+p.ID); err == nil {
+		t.Fatal("queue entry of a decided request kept")
+	}
+}
+
+// TestLapsedApprovalSuppressReleases: a replica died while applying an approval, after reserving
+// the cooldown and the day; the approval taken over is now suppressed (the kill switch was thrown)
+// and gives back what the dead replica reserved.
+func TestLapsedApprovalSuppressReleases(t *testing.T) {
+	g, c, js := single(t, nil)
+	ctx := context.Background()
+	p := promo(c, "r", "SKU-1", "retail", 22)
+	mustCheck(t, g, p)
+	kv, err := js.KeyValue(ctx, g.cfg.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(ctx, prefixDec+p.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := decodeRecord(p.ID, e.Value())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Status, rec.Owner, rec.Lease = statusApproving, "dead", c.Now().Add(time.Second)
+	rec.Approving = &Approval{By: "bob", At: c.Now(), Approved: true}
+	if _, err := kv.Update(ctx, prefixDec+p.ID, mustJSON(t, rec), e.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	dead := openGuard(t, js, g.cfg, "dead")
+	if _, ok, err := dead.reserveCooldown(ctx, coolKey(p.SKU, p.Channel), p.ID, c.Now()); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	if _, ok, err := dead.reserveDay(ctx, dayKey("2026-12-04", ""), p.ID, c.Now(), 22, g.cfg.Daily, GDailyCount, GDailyBudget, "x"); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	if err := g.SetKill(ctx, true, "ops", "stop"); err != nil {
+		t.Fatal(err)
+	}
+	c.Add(2 * time.Second)
+	if v, err := g.Approve(ctx, p.ID, "bob", ""); err != nil || v.Outcome != Suppress || v.Guardrail != GKillSwitch {
+		t.Fatalf("%+v %v", v, err)
+	}
+	for _, k := range []string{coolKey(p.SKU, p.Channel), dayKey("2026-12-04", "")} {
+		if l := ledgerOf(t, js, g.cfg.Bucket, k); len(l.Entries) != 0 {
+			t.Errorf("%s still holds %+v", k, l)
+		}
+	}
+}
