@@ -308,6 +308,12 @@ func (c *Config) Validate(r config.Report) {
 	if c.Console.Enabled && !c.HTTP.Enabled {
 		r.Errorf("console.enabled", "the console is served on the HTTP listener: set http.enabled too")
 	}
+	if c.Guard != nil && c.Decide.Bucket+c.Guard.MaxSkew >= c.Guard.Retention {
+		// The sweep removes a decision's record retention after it was decided; a proposal of the same
+		// id can come until its bucket ends, dated up to max_skew off: it would be decided again.
+		r.Errorf("guard.retention", "must exceed decide.bucket + guard.max_skew (%s + %s): a decision id is "+
+			"remembered that long, or it is decided again within its bucket, got %s", c.Decide.Bucket, c.Guard.MaxSkew, c.Guard.Retention)
+	}
 	if c.Guard == nil && c.Act != nil {
 		r.Errorf("guard", "required with act: no decision acts without guardrails (set at least guard.max_discount)")
 	}
