@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -148,8 +149,16 @@ func (a *api) inventory(w http.ResponseWriter, r *http.Request) {
 	list := s.List(f)
 	out := map[string]any{"positions": list}
 	if len(list) == f.Limit {
+		// The next page's whole query: the same filter and limit, after the last position, each
+		// value escaped (a SKU id may hold "&", "+" or "#").
 		last := list[len(list)-1]
-		out["next"] = "after_site=" + last.Site + "&after_sku=" + last.SKU
+		next := url.Values{"after_site": {last.Site}, "after_sku": {last.SKU}}
+		for _, k := range []string{"site", "sku", "limit"} {
+			if v := q.Get(k); v != "" {
+				next.Set(k, v)
+			}
+		}
+		out["next"] = next.Encode()
 	}
 	writeJSON(w, out)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gemba-io/gemba/hub/act"
 	"github.com/gemba-io/gemba/hub/audit"
+	"github.com/gemba-io/gemba/hub/decide"
 	"github.com/gemba-io/gemba/hub/decide/guard"
 )
 
@@ -114,6 +115,10 @@ func (d *decisionsAPI) why(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
+	if !audit.ValidID(id) {
+		writeErr(w, http.StatusNotFound, "no decision "+id+": a decision id is 32 lower-case hex digits")
+		return
+	}
 	recs, err := s.History(r.Context(), id)
 	if err != nil {
 		writeErr(w, http.StatusServiceUnavailable, err.Error())
@@ -185,6 +190,10 @@ func (d *decisionsAPI) answer(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, "want /approvals/{id}/approve or /reject")
 		return
 	}
+	if id := r.PathValue("id"); !audit.ValidID(id) {
+		writeErr(w, http.StatusNotFound, "no decision "+id+": a decision id is 32 lower-case hex digits")
+		return
+	}
 	c, ok := readChange(w, r)
 	if !ok {
 		return
@@ -195,7 +204,7 @@ func (d *decisionsAPI) answer(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case err == nil:
 		writeJSON(w, v)
-	case errors.Is(err, guard.ErrNotFound):
+	case errors.Is(err, guard.ErrNotFound), errors.Is(err, decide.ErrNoRecord):
 		writeErr(w, http.StatusNotFound, err.Error())
 	case errors.Is(err, guard.ErrSelfApproval):
 		writeErr(w, http.StatusForbidden, err.Error())

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -10,11 +11,21 @@ import (
 
 	"github.com/gemba-io/gemba/hub/act"
 	"github.com/gemba-io/gemba/hub/audit"
+	"github.com/gemba-io/gemba/hub/decide"
 	"github.com/gemba-io/gemba/hub/decide/guard"
 )
 
 // fakeDecisions stands in for the decision room (tested against NATS in hub/decide and cmd/gemba-hub):
 // here only the HTTP layer's checks are under test.
+// Decision ids of the fake: one with records, one approvable, one the guard has not, one the
+// caller asked for.
+var (
+	idKnown   = strings.Repeat("0a", 16)
+	idX       = strings.Repeat("1b", 16)
+	idMissing = strings.Repeat("2c", 16)
+	idSelf    = strings.Repeat("3d", 16)
+)
+
 type fakeDecisions struct {
 	answers []string
 	kill    guard.KillSwitch
@@ -24,7 +35,7 @@ func (f *fakeDecisions) Recent(context.Context, audit.Filter) ([]audit.Record, e
 	return nil, nil
 }
 func (f *fakeDecisions) History(_ context.Context, id string) ([]audit.Record, error) {
-	if id == "known" {
+	if id == idKnown {
 		return []audit.Record{{DecisionID: id, Event: audit.EventDecided}}, nil
 	}
 	return nil, nil
@@ -32,10 +43,10 @@ func (f *fakeDecisions) History(_ context.Context, id string) ([]audit.Record, e
 func (f *fakeDecisions) Delivery(context.Context, string) (*act.Record, error) { return nil, nil }
 func (f *fakeDecisions) Pending(context.Context) ([]guard.Request, error)      { return nil, nil }
 func (f *fakeDecisions) Answer(_ context.Context, id, by, reason string, approve bool) (guard.Verdict, error) {
-	if id == "missing" {
+	if id == idMissing {
 		return guard.Verdict{}, guard.ErrNotFound
 	}
-	if id == "self" {
+	if id == idSelf {
 		return guard.Verdict{}, guard.ErrSelfApproval
 	}
 	f.answers = append(f.answers, id+" "+by)
@@ -72,16 +83,16 @@ func TestDecisionEndpoints(t *testing.T) {
 		{"read", "GET", "/api/v1/decisions?limit=5", "rd", "", 200, "decisions"},
 		{"bad limit", "GET", "/api/v1/decisions?limit=0", "rd", "", 400, "limit"},
 		{"unknown decision", "GET", "/api/v1/decisions/nope", "rd", "", 404, "no decision nope"},
-		{"why", "GET", "/api/v1/decisions/known", "rd", "", 200, "known"},
-		{"approve with the read token", "POST", "/api/v1/approvals/x/approve", "rd", `{"by":"bob"}`, 401, "bearer"},
-		{"approve without by", "POST", "/api/v1/approvals/x/approve", "wr", `{"reason":"r"}`, 400, "by"},
-		{"approve with junk", "POST", "/api/v1/approvals/x/approve", "wr", `{"by":`, 400, "body"},
-		{"approve with an unknown field", "POST", "/api/v1/approvals/x/approve", "wr", `{"by":"bob","amount":3}`, 400, "amount"},
-		{"approve too big", "POST", "/api/v1/approvals/x/approve", "wr", `{"by":"` + strings.Repeat("b", maxBody) + `"}`, 400, "body"},
-		{"wrong answer", "POST", "/api/v1/approvals/x/maybe", "wr", `{"by":"bob"}`, 404, "approve"},
-		{"approve missing", "POST", "/api/v1/approvals/missing/approve", "wr", `{"by":"bob"}`, 404, "no such decision"},
-		{"approve own", "POST", "/api/v1/approvals/self/approve", "wr", `{"by":"bob"}`, 403, "own request"},
-		{"approve", "POST", "/api/v1/approvals/x/approve", "wr", `{"by":"bob","reason":"ok"}`, 200, "allow"},
+		{"why", "GET", "/api/v1/decisions/" + idKnown, "rd", "", 200, idKnown},
+		{"approve with the read token", "POST", "/api/v1/approvals/" + idX + "/approve", "rd", `{"by":"bob"}`, 401, "bearer"},
+		{"approve without by", "POST", "/api/v1/approvals/" + idX + "/approve", "wr", `{"reason":"r"}`, 400, "by"},
+		{"approve with junk", "POST", "/api/v1/approvals/" + idX + "/approve", "wr", `{"by":`, 400, "body"},
+		{"approve with an unknown field", "POST", "/api/v1/approvals/" + idX + "/approve", "wr", `{"by":"bob","amount":3}`, 400, "amount"},
+		{"approve too big", "POST", "/api/v1/approvals/" + idX + "/approve", "wr", `{"by":"` + strings.Repeat("b", maxBody) + `"}`, 400, "body"},
+		{"wrong answer", "POST", "/api/v1/approvals/" + idX + "/maybe", "wr", `{"by":"bob"}`, 404, "approve"},
+		{"approve missing", "POST", "/api/v1/approvals/" + idMissing + "/approve", "wr", `{"by":"bob"}`, 404, "no such decision"},
+		{"approve own", "POST", "/api/v1/approvals/" + idSelf + "/approve", "wr", `{"by":"bob"}`, 403, "own request"},
+		{"approve", "POST", "/api/v1/approvals/" + idX + "/approve", "wr", `{"by":"bob","reason":"ok"}`, 200, "allow"},
 		{"kill without on", "PUT", "/api/v1/kill", "wr", `{"by":"ops"}`, 400, "on"},
 		{"kill", "PUT", "/api/v1/kill", "wr", `{"by":"ops","on":true,"reason":"bad data"}`, 200, "bad data"},
 	}
@@ -91,18 +102,53 @@ func TestDecisionEndpoints(t *testing.T) {
 			t.Errorf("%s: %d %s; want %d with %q", c.name, code, body, c.code, c.says)
 		}
 	}
-	if len(f.answers) != 1 || f.answers[0] != "x bob" || !f.kill.On {
+	if len(f.answers) != 1 || f.answers[0] != idX+" bob" || !f.kill.On {
 		t.Errorf("answers %v, kill %+v", f.answers, f.kill)
 	}
 
 	// Without a write token, changes are refused whatever the request carries; without the
 	// decision room, every endpoint says it is off.
 	ro := DecisionsHandler(func() Decisions { return f }, "", "")
-	if code, body := send(ro, "POST", "/api/v1/approvals/x/approve", "", `{"by":"eve"}`); code != 403 || !strings.Contains(body, "write_token") {
+	if code, body := send(ro, "POST", "/api/v1/approvals/"+idX+"/approve", "", `{"by":"eve"}`); code != 403 || !strings.Contains(body, "write_token") {
 		t.Errorf("no write token: %d %s", code, body)
 	}
 	off := DecisionsHandler(func() Decisions { return nil }, "", "")
 	if code, body := send(off, "GET", "/api/v1/decisions", "", ""); code != 404 || !strings.Contains(body, "guard section") {
 		t.Errorf("decisions off: %d %s", code, body)
+	}
+}
+
+// roomErrors answers as the hub's decision room does for ids it has no record of: the decision
+// log refuses an id that is not 32 lower-case hex digits, and the approver finds no record of an
+// unknown one (decide.ErrNoRecord), before the guard is asked.
+type roomErrors struct{ fakeDecisions }
+
+func (f *roomErrors) History(_ context.Context, id string) ([]audit.Record, error) {
+	if !audit.ValidID(id) {
+		return nil, fmt.Errorf("audit: decision id %q is not 32 lower-case hex digits", id)
+	}
+	return nil, nil
+}
+func (f *roomErrors) Answer(ctx context.Context, id, _, _ string, _ bool) (guard.Verdict, error) {
+	if _, err := f.History(ctx, id); err != nil {
+		return guard.Verdict{}, fmt.Errorf("decision %s: %w", id, err)
+	}
+	return guard.Verdict{}, fmt.Errorf("decision %s: %w", id, decide.ErrNoRecord)
+}
+
+// TestUnknownDecision: a mistyped or unknown decision id is the client's mistake (404 saying so),
+// not the hub being unavailable (503, which a script retries).
+func TestUnknownDecision(t *testing.T) {
+	h := DecisionsHandler(func() Decisions { return &roomErrors{} }, "", "wr")
+	unknown := strings.Repeat("ab", 16)
+	for _, c := range []struct{ name, method, path, body string }{
+		{"why, not an id", "GET", "/api/v1/decisions/nope", ""},
+		{"approve, not an id", "POST", "/api/v1/approvals/nope/approve", `{"by":"bob"}`},
+		{"approve, unknown id", "POST", "/api/v1/approvals/" + unknown + "/approve", `{"by":"bob"}`},
+		{"reject, unknown id", "POST", "/api/v1/approvals/" + unknown + "/reject", `{"by":"bob"}`},
+	} {
+		if code, body := send(h, c.method, c.path, "wr", c.body); code != http.StatusNotFound || !strings.Contains(body, "decision") {
+			t.Errorf("%s: %d %s, want 404 naming the decision", c.name, code, strings.TrimSpace(body))
+		}
 	}
 }

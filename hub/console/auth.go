@@ -5,10 +5,13 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -98,16 +101,26 @@ func sessionOf(r *http.Request) *session {
 	return ss
 }
 
-// dummyHash is compared against when the user is unknown, so that a wrong name costs as long as a
-// wrong password (no user enumeration by timing).
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("gemba-console-no-such-user"), bcrypt.DefaultCost)
+// dummyHash is what an unknown user's password is compared against, so that a wrong name costs
+// as long as a wrong password (no user enumeration by timing): a hash of the users' bcrypt cost
+// (the highest, when they differ), since each step of the cost doubles the time.
+func dummyHash(users []User) []byte {
+	cost := bcrypt.MinCost
+	for _, u := range users {
+		if n, err := bcrypt.Cost([]byte(u.PasswordHash.Value())); err == nil {
+			cost = max(cost, n)
+		}
+	}
+	h, _ := bcrypt.GenerateFromPassword([]byte("gemba-console-no-such-user"), cost)
+	return h
+}
 
 // check verifies a user's password.
 func (c *Console) check(name, password string) (User, bool) {
 	u, ok := c.cfg.user(name)
 	h := []byte(u.PasswordHash.Value())
 	if !ok || len(h) == 0 {
-		_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
+		_ = bcrypt.CompareHashAndPassword(c.dummy, []byte(password))
 		return User{}, false
 	}
 	if bcrypt.CompareHashAndPassword(h, []byte(password)) != nil {
@@ -192,6 +205,23 @@ func (c *Console) authed(min Role, h http.HandlerFunc) http.HandlerFunc {
 		}
 		if !safeMethod(r.Method) {
 			r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+			// Read the form here, so that a body over the bound is refused as such rather than as
+			// a form without its CSRF token.
+			err := r.ParseForm() // an encoded form; ParseMultipartForm alone would hide its error
+			if err == nil {
+				if err = r.ParseMultipartForm(maxForm); errors.Is(err, http.ErrNotMultipart) {
+					err = nil
+				}
+			}
+			if err != nil {
+				if tooBig := (*http.MaxBytesError)(nil); errors.As(err, &tooBig) {
+					c.fail(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("request too large: over %d KiB (a rule file may have %d KiB)",
+						maxForm>>10, rules.MaxFileSize>>10))
+					return
+				}
+				c.fail(w, r, http.StatusBadRequest, "the form could not be read: "+err.Error())
+				return
+			}
 		}
 		if !safeMethod(r.Method) && !c.csrfOK(r, ss.csrf) {
 			c.log.Warn("console: request refused, CSRF token missing or wrong", "user", ss.user, "path", r.URL.Path)
@@ -212,7 +242,7 @@ func safeMethod(m string) bool { return m == http.MethodGet || m == http.MethodH
 // and refuses a cross-origin Origin header outright.
 func (c *Console) csrfOK(r *http.Request, want string) bool {
 	if o := r.Header.Get("Origin"); o != "" {
-		if u, err := url.Parse(o); err != nil || u.Host != r.Host {
+		if u, err := url.Parse(o); err != nil || u.Host != c.host(r) {
 			return false
 		}
 	}
@@ -223,8 +253,19 @@ func (c *Console) csrfOK(r *http.Request, want string) bool {
 	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
 }
 
-// maxForm bounds a form body: a pasted rule file and the form around it.
-const maxForm = rules.MaxFileSize + 64<<10
+// host is the host the browser asked for: the request's, or the one a trusted proxy forwarded
+// (X-Forwarded-Host, its first value), when the proxy replaced Host with its upstream's address.
+func (c *Console) host(r *http.Request) string {
+	if fh := r.Header.Get("X-Forwarded-Host"); fh != "" && c.fromTrustedProxy(r) {
+		first, _, _ := strings.Cut(fh, ",")
+		return strings.TrimSpace(first)
+	}
+	return r.Host
+}
+
+// maxForm bounds a form body: a pasted rule file and the form around it, the file form-encoded
+// (a byte may take three: "%0A").
+const maxForm = 3*rules.MaxFileSize + 64<<10
 
 func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
 	tok := token()

@@ -13,6 +13,7 @@ import (
 	"github.com/gemba-io/gemba/hub/act"
 	"github.com/gemba-io/gemba/hub/api"
 	"github.com/gemba-io/gemba/hub/audit"
+	"github.com/gemba-io/gemba/hub/decide"
 	"github.com/gemba-io/gemba/hub/decide/guard"
 	"github.com/gemba-io/gemba/hub/learn/registry"
 	"github.com/gemba-io/gemba/hub/monitor/fleet"
@@ -282,6 +283,7 @@ func (c *Console) live(w http.ResponseWriter, r *http.Request) {
 	end := time.NewTimer(liveFor)
 	defer end.Stop()
 	row := c.pages["decisions"].Lookup("row")
+	ss := sessionOf(r)
 	for {
 		select {
 		case <-r.Context().Done():
@@ -289,6 +291,10 @@ func (c *Console) live(w http.ResponseWriter, r *http.Request) {
 		case <-end.C:
 			return
 		case <-t.C:
+		}
+		// The session ended (signed out or expired): so does the stream; the reconnect is refused.
+		if !ss.proxied && c.sessions.get(ss.id) == nil {
+			return
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 		recs, err := d.Recent(ctx, f)
@@ -413,6 +419,10 @@ func (c *Console) answer(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, http.StatusNotFound, "want /approvals/{id}/approve or /reject")
 		return
 	}
+	if !audit.ValidID(id) {
+		c.fail(w, r, http.StatusNotFound, "no decision "+id+": a decision id is 32 lower-case hex digits")
+		return
+	}
 	reason := strings.TrimSpace(r.PostFormValue("reason"))
 	by := sessionOf(r).user
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
@@ -420,7 +430,7 @@ func (c *Console) answer(w http.ResponseWriter, r *http.Request) {
 	v, err := d.Answer(ctx, id, by, reason, approve)
 	switch {
 	case err == nil:
-	case errors.Is(err, guard.ErrNotFound):
+	case errors.Is(err, guard.ErrNotFound), errors.Is(err, decide.ErrNoRecord):
 		c.fail(w, r, http.StatusNotFound, err.Error())
 		return
 	case errors.Is(err, guard.ErrSelfApproval):
@@ -448,7 +458,17 @@ func (c *Console) kill(w http.ResponseWriter, r *http.Request) {
 	if d == nil {
 		return
 	}
-	on := r.PostFormValue("on") == "true"
+	// The form says which way: anything else is refused, never taken as a reset (which would let
+	// decisions act again).
+	var on bool
+	switch r.PostFormValue("on") {
+	case "true":
+		on = true
+	case "false":
+	default:
+		c.fail(w, r, http.StatusBadRequest, "on is required: true throws the kill switch, false resets it")
+		return
+	}
 	reason := strings.TrimSpace(r.PostFormValue("reason"))
 	if reason == "" {
 		c.fail(w, r, http.StatusBadRequest, "reason is required: the kill switch records why it was thrown or reset")
