@@ -33,7 +33,8 @@ type Config struct {
 	// names are subject tokens, listed literally in the stream (a wildcard channel token would
 	// overlap the agents' <prefix>.*.*.samples|features|status).
 	Channels map[string]Channel `yaml:"channels" json:"channels"`
-	// Workers bounds the attempts one loop runs at once (a slow webhook does not hold up others).
+	// Workers bounds the attempts one loop runs at once; one channel's attempts take at most
+	// Workers-1 of them (when Workers > 1), so a slow webhook does not hold up the others.
 	Workers int `yaml:"workers" json:"workers"`
 	// Retry paces failed webhooks.
 	Retry Retry `yaml:"retry" json:"retry"`

@@ -23,12 +23,15 @@ func (o *Outbox) Run(ctx context.Context) error {
 		return fmt.Errorf("act loop: watch %s: %w", o.cfg.Bucket, err)
 	}
 	defer func() { _ = w.Stop() }()
-	due := map[string]time.Time{} // records not final, by when they may next be tried
+	due := map[string]dueAt{} // records not final, by when they may next be tried
 	tick := time.NewTicker(o.cfg.Poll)
 	defer tick.Stop()
 	// Attempts run on up to Workers goroutines so that one slow webhook does not hold up the
-	// others; a key is attempted by one goroutine of this loop at a time.
-	inflight := map[string]bool{}
+	// others; a key is attempted by one goroutine of this loop at a time, and one channel's
+	// attempts leave a worker to the other channels (however many of its calls hang).
+	inflight := map[string]string{} // key → channel
+	busy := map[string]int{}        // channel → attempts running
+	perChannel := max(1, o.cfg.Workers-1)
 	finished := make(chan string, o.cfg.Workers)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -38,17 +41,28 @@ func (o *Outbox) Run(ctx context.Context) error {
 	defer o.hand.close()
 	own := map[string]handed{}
 	start := func(k string) {
-		if inflight[k] || len(inflight) >= o.cfg.Workers {
+		if _, running := inflight[k]; running || len(inflight) >= o.cfg.Workers {
 			return // running, or all workers busy: the next tick tries again
 		}
-		inflight[k] = true
 		h, handedOver := own[k]
-		delete(own, k)
+		ch := due[k].channel
+		if handedOver {
+			ch = h.rec.Action.Channel
+		}
+		if busy[ch] >= perChannel {
+			return // its channel has all the workers it may have
+		}
+		inflight[k] = ch
+		busy[ch]++
+		if handedOver {
+			delete(own, k)
+			o.hand.started()
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if handedOver {
-				o.attempt(ctx, h.rec, h.rev)
+				o.attemptHanded(ctx, h)
 			} else {
 				o.try(ctx, k)
 			}
@@ -73,7 +87,11 @@ func (o *Outbox) Run(ctx context.Context) error {
 			}
 			startOwn()
 		case k := <-finished:
+			ch := inflight[k]
 			delete(inflight, k)
+			if busy[ch]--; busy[ch] == 0 {
+				delete(busy, ch)
+			}
 			startOwn()
 		case e, ok := <-w.Updates():
 			if !ok {
@@ -100,23 +118,29 @@ func (o *Outbox) Run(ctx context.Context) error {
 				continue
 			}
 			at := nextTry(rec)
-			due[e.Key()] = at
+			due[e.Key()] = dueAt{at, rec.Action.Channel}
 			if !at.After(o.cfg.now()) {
 				start(e.Key())
 			}
 		case <-tick.C:
 			startOwn()
 			now := o.cfg.now()
-			for k, at := range due {
+			for k, d := range due {
 				if ctx.Err() != nil {
 					return nil
 				}
-				if !at.After(now) {
+				if !d.at.After(now) {
 					start(k)
 				}
 			}
 		}
 	}
+}
+
+// dueAt is when a record may next be tried, and its channel.
+type dueAt struct {
+	at      time.Time
+	channel string
 }
 
 func nextTry(rec Record) time.Time {
@@ -155,6 +179,18 @@ func (o *Outbox) try(ctx context.Context, k string) {
 		return // another loop claimed it first
 	}
 	o.attempt(ctx, rec, rev)
+}
+
+// attemptHanded delivers a record Enqueue handed over, from what Enqueue wrote, while the lease
+// written with it holds. Once that lease has run out (the record waited for a worker) another loop
+// may have taken it over and delivered it, maybe longer ago than the duplicate window: it is then
+// read and claimed as any other record, never published from the stale copy.
+func (o *Outbox) attemptHanded(ctx context.Context, h handed) {
+	if !o.cfg.now().Before(h.rec.LeaseUntil) {
+		o.try(ctx, h.key)
+		return
+	}
+	o.attempt(ctx, h.rec, h.rev)
 }
 
 // attempt delivers a record this loop has claimed at revision rev.
@@ -251,7 +287,12 @@ func (o *Outbox) deliver(ctx context.Context, k string, rec Record, rev uint64) 
 	// The phase is delivered: a promotion waits for its end, anything else is done.
 	if rec.Phase == EventStart && rec.Action.Kind == Promote {
 		rec.Phase, rec.Published, rec.Hooked, rec.Attempts, rec.LastError = EventEnd, false, false, 0, ""
+		// The end is due at the promotion's end, or now if the start came later than that: its
+		// retries (max_age) count from when it could first be delivered.
 		rec.FirstAt, rec.NextAt = rec.Action.End, rec.Action.End
+		if now := o.cfg.now(); now.After(rec.FirstAt) {
+			rec.FirstAt = now
+		}
 	} else {
 		rec.State, rec.DoneAt = Done, o.cfg.now()
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sort"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -105,15 +106,42 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 		return nil, fmt.Errorf("act outbox bucket %s: %w", cfg.Bucket, err)
 	}
 	o.kv = kv
-	_, err = kvretry.Stream(ctx, js, jetstream.StreamConfig{
-		Name: cfg.Stream, Subjects: cfg.subjects(), Storage: jetstream.FileStorage,
-		Replicas: max(cfg.Replicas, 1), Duplicates: cfg.DuplicateWindow,
-		Description: "gemba-hub: promotions and holds, one message per decision (Nats-Msg-Id = decision id)",
+	subjects := cfg.subjects()
+	err = kvretry.Attempts(ctx, kvretry.SetupAttempt, func(ctx context.Context) error {
+		// Subjects already on the stream stay: another replica, or the CLI, may run with a channel
+		// this config lacks, and that channel's actions must still find the stream. A channel left
+		// out of every config keeps its two subjects, unused.
+		subjects = cfg.subjects()
+		if s, err := js.Stream(ctx, cfg.Stream); err == nil {
+			subjects = union(s.CachedInfo().Config.Subjects, subjects)
+		} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return err
+		}
+		_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name: cfg.Stream, Subjects: subjects, Storage: jetstream.FileStorage,
+			Replicas: max(cfg.Replicas, 1), Duplicates: cfg.DuplicateWindow,
+			Description: "gemba-hub: promotions and holds, one message per decision (Nats-Msg-Id = decision id)",
+		})
+		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("act stream %s (subjects %v): %w", cfg.Stream, cfg.subjects(), err)
+		return nil, fmt.Errorf("act stream %s (subjects %v): %w", cfg.Stream, subjects, err)
 	}
 	return o, nil
+}
+
+// union returns the strings of a and b once each, sorted.
+func union(a, b []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range append(append([]string{}, a...), b...) {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // noRedirects makes a redirect a failed call: following it would turn the POST into a GET and

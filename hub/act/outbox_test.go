@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -246,4 +247,59 @@ func TestPromotionEnded(t *testing.T) {
 	rcv.mu.Unlock()
 	rcv.checkSigned()
 	testutil.WaitFor(t, time.Second, "nothing pending", func() bool { ids, _ := o.DeadLetters(context.Background()); return len(ids) == 0 })
+}
+
+// The end of a promotion becomes due when its start has been delivered, not before: a start
+// delivered after the promotion's end (retried or replayed for longer than the promotion lasted)
+// leaves its end the full max_age of retries, rather than one attempt and a dead letter because
+// the end time itself lies more than max_age ago.
+func TestPromotionEndDeliveredLateKeepsItsRetries(t *testing.T) {
+	n := natstest.JetStream(t)
+	a := promo("rs3:overstock:sku-3:web:2026-12-05T10", "web", time.Now().Add(-2*time.Hour))
+	a.Start = time.Now().Add(-3 * time.Hour)
+	rcv := newReceiver(t, func(_ int, id string) (int, http.Header, time.Duration) {
+		if id == a.DecisionID+":end" {
+			return http.StatusServiceUnavailable, nil, 0
+		}
+		return http.StatusOK, nil, 0
+	})
+	_, js := connect(t, n)
+	o := open(t, js, testConfig(rcv.srv.URL)) // max_age 1h
+	run(t, o)
+	if _, err := o.Enqueue(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	var rec Record
+	testutil.WaitFor(t, 10*time.Second, "a failed attempt of the end", func() bool {
+		rec, _ = o.Get(context.Background(), a.DecisionID)
+		return rec.Phase == EventEnd && rec.Attempts >= 1 && rec.Owner == ""
+	})
+	if rec.State != Pending {
+		t.Errorf("end after one failed attempt: %+v; want pending, retried (its phase became due just now)", rec)
+	}
+}
+
+// Opening the outbox with fewer channels (a replica not yet given the new config, or the CLI run
+// with an older file) must not take the other channels' subjects off the stream: their actions
+// could no longer be published, and would be retried for ever without a dead letter.
+func TestOpenKeepsOtherChannelsSubjects(t *testing.T) {
+	n := natstest.JetStream(t)
+	_, js := connect(t, n)
+	withWeb := testConfig("")
+	withWeb.Channels["web"] = Channel{}
+	o := open(t, js, withWeb)
+	open(t, js, testConfig("")) // "store" only
+	run(t, o)
+	a := hold("rs3:hold:sku-1:web:2026-12-05T14", "web")
+	if _, err := o.Enqueue(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	var rec Record
+	testutil.WaitFor(t, 10*time.Second, "an attempt", func() bool {
+		rec, _ = o.Get(context.Background(), a.DecisionID)
+		return rec.State == Done || rec.LastError != ""
+	})
+	if rec.State != Done {
+		t.Fatalf("record %+v: want delivered on gemba.actions.holds.web", rec)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -67,6 +68,7 @@ func (o *Outbox) post(ctx context.Context, w *Webhook, key []byte, id string, bo
 }
 
 // retryAfter reads a Retry-After header: seconds or an HTTP date; 0 when absent or unreadable.
+// A wait too long for a Duration is the longest one (as a far date is), not a wrapped-round one.
 func retryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
 		return 0
@@ -74,6 +76,9 @@ func retryAfter(v string, now time.Time) time.Duration {
 	if s, err := strconv.Atoi(v); err == nil {
 		if s < 0 {
 			return 0
+		}
+		if int64(s) > math.MaxInt64/int64(time.Second) {
+			return math.MaxInt64
 		}
 		return time.Duration(s) * time.Second
 	}

@@ -3,6 +3,8 @@ package act
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
@@ -48,6 +50,11 @@ func TestRetryAfter(t *testing.T) {
 		"soon":                          0,
 		"Fri, 04 Dec 2026 20:01:00 GMT": time.Minute,
 		"Fri, 04 Dec 2026 19:00:00 GMT": 0, // in the past
+		// Absurd waits are bounded as a far date is (the longest Duration, beyond any max_age, so
+		// the record is dead-lettered), never wrapped round into a short or negative wait.
+		"Fri, 31 Dec 9999 23:59:59 GMT": time.Duration(math.MaxInt64),
+		"9999999999":                    time.Duration(math.MaxInt64),
+		"18446744074":                   time.Duration(math.MaxInt64),
 	}
 	for v, want := range cases {
 		if got := retryAfter(v, now); got != want {
@@ -217,4 +224,34 @@ func TestWebhookDeadLetteredAfterLimits(t *testing.T) {
 		t.Errorf("record %+v: want dead by age before max_attempts", rec)
 	}
 	rcv.checkSigned()
+}
+
+// A webhook that hangs does not hold up the other channels: however many of its calls are due,
+// they leave a worker to the rest.
+func TestHangingWebhookLeavesAWorker(t *testing.T) {
+	n := natstest.JetStream(t)
+	rcv := newReceiver(t, func(int, string) (int, http.Header, time.Duration) {
+		return 0, nil, 3 * time.Minute // until the client gives up (the loop's stop ends it)
+	})
+	_, js := connect(t, n)
+	cfg := testConfig(rcv.srv.URL)
+	cfg.Lease, cfg.Workers = 4*time.Minute, 2
+	cfg.Channels["web"].Webhook.Timeout = 2 * time.Minute
+	o := open(t, js, cfg)
+	run(t, o)
+	ctx := context.Background()
+	for i := range 3 {
+		if _, err := o.Enqueue(ctx, hold(fmt.Sprintf("rs3:hold:sku-%d:web:h26", i), "web")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.WaitFor(t, 10*time.Second, "a call hanging", func() bool { return rcv.totalCalls() >= 1 })
+	a := hold("rs3:hold:sku-9:store:h26", "store")
+	if _, err := o.Enqueue(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, o, a.DecisionID, Done, EventStart)
+	if c := rcv.totalCalls(); c != 1 {
+		t.Errorf("%d calls to the hanging webhook at once; want 1 of the 2 workers", c)
+	}
 }
