@@ -51,7 +51,9 @@ type Channel struct {
 
 // Webhook is a Standard Webhooks endpoint.
 type Webhook struct {
-	URL string `yaml:"url" json:"url"`
+	// URL is kept as a secret (it often carries the receiver's token: "${ENV}" or {file: PATH});
+	// errors and logs name only its scheme and host.
+	URL config.Secret `yaml:"url" json:"url"`
 	// Secret is "whsec_" + base64 of the key, as the spec writes it.
 	Secret  config.Secret `yaml:"secret" json:"secret"`
 	Timeout time.Duration `yaml:"timeout" json:"timeout"`
@@ -156,8 +158,8 @@ func (c *Config) problems() config.Checks {
 		if w == nil {
 			continue
 		}
-		if u, err := url.Parse(w.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			add(field+".webhook.url", "%q is not an http(s) URL", w.URL)
+		if u, err := url.Parse(w.URL.Value()); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			add(field+".webhook.url", "not an http(s) URL with a host (the URL itself is not repeated: it may hold a token)")
 		}
 		if _, err := decodeSecret(w.Secret.Value()); err != nil {
 			add(field+".webhook.secret", "%v", err)

@@ -48,7 +48,7 @@ func testConfig(url string) Config {
 		Channels: map[string]Channel{"store": {}},
 	}
 	if url != "" {
-		cfg.Channels["web"] = Channel{Webhook: &Webhook{URL: url, Secret: config.NewSecret(testSecret), Timeout: 500 * time.Millisecond}}
+		cfg.Channels["web"] = Channel{Webhook: &Webhook{URL: config.NewSecret(url), Secret: config.NewSecret(testSecret), Timeout: 500 * time.Millisecond}}
 	}
 	return cfg
 }

@@ -6,11 +6,13 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 )
@@ -39,9 +41,9 @@ type result struct {
 func (o *Outbox) post(ctx context.Context, w *Webhook, key []byte, id string, body []byte) result {
 	ctx, cancel := context.WithTimeout(ctx, w.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL.Value(), bytes.NewReader(body))
 	if err != nil {
-		return result{err: fmt.Errorf("webhook %s: %w", w.URL, err)}
+		return result{err: fmt.Errorf("webhook %s: %w", w.where(), err)}
 	}
 	ts := o.cfg.now().Unix()
 	req.Header.Set("Content-Type", "application/json")
@@ -50,7 +52,10 @@ func (o *Outbox) post(ctx context.Context, w *Webhook, key []byte, id string, bo
 	req.Header.Set("webhook-signature", Sign(key, id, ts, body))
 	resp, err := o.client.Do(req)
 	if err != nil {
-		return result{err: fmt.Errorf("webhook %s: %w", w.URL, err)}
+		if ue := (*url.Error)(nil); errors.As(err, &ue) {
+			err = ue.Err // its message repeats the whole URL
+		}
+		return result{err: fmt.Errorf("webhook %s: %w", w.where(), err)}
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // lets the connection be reused
@@ -58,13 +63,24 @@ func (o *Outbox) post(ctx context.Context, w *Webhook, key []byte, id string, bo
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:
 		return result{}
 	case resp.StatusCode == http.StatusGone:
-		return result{err: fmt.Errorf("webhook %s: 410 Gone", w.URL), gone: true}
+		return result{err: fmt.Errorf("webhook %s: 410 Gone", w.where()), gone: true}
 	}
-	res := result{err: fmt.Errorf("webhook %s: status %s", w.URL, resp.Status)}
+	res := result{err: fmt.Errorf("webhook %s: status %s", w.where(), resp.Status)}
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
 		res.retryAfter = retryAfter(resp.Header.Get("Retry-After"), o.cfg.now())
 	}
 	return res
+}
+
+// where names a webhook in errors, logs and the record's last error by its scheme and host only: a
+// receiver's token often sits in the URL's path or query (or its user info), and these are read
+// by people the secret is not for.
+func (w *Webhook) where() string {
+	u, err := url.Parse(w.URL.Value())
+	if err != nil {
+		return "(an unreadable URL)"
+	}
+	return u.Scheme + "://" + u.Host
 }
 
 // retryAfter reads a Retry-After header: seconds or an HTTP date; 0 when absent or unreadable.

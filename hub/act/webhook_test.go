@@ -1,15 +1,21 @@
 package act
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/http"
+	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/gemba-io/gemba/config"
 	"github.com/gemba-io/gemba/internal/natstest"
 	"github.com/gemba-io/gemba/internal/testutil"
 )
@@ -254,4 +260,72 @@ func TestHangingWebhookLeavesAWorker(t *testing.T) {
 	if c := rcv.totalCalls(); c != 1 {
 		t.Errorf("%d calls to the hanging webhook at once; want 1 of the 2 workers", c)
 	}
+}
+
+// A webhook URL often carries the receiver's token (in its path, query or user info): a failed call
+// names the webhook by scheme and host only, in the record's last error as in the logs, and the
+// effective config shows the URL redacted.
+func TestWebhookURLNeverShown(t *testing.T) {
+	n := natstest.JetStream(t)
+	rcv := newReceiver(t, func(int, string) (int, http.Header, time.Duration) {
+		return http.StatusInternalServerError, nil, 0
+	})
+	_, js := connect(t, n)
+	u, err := url.Parse(rcv.srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withToken := "http://hook:tok-user-pw@" + u.Host + "/services/tok-path-1234?token=tok-query-5678"
+	cfg := testConfig(withToken)
+	cfg.Retry.MaxAttempts = 2
+	// A second channel whose receiver is not there: the client's own error repeats the URL.
+	dead := testutil.FreePort(t)
+	cfg.Channels["gone"] = Channel{Webhook: &Webhook{URL: config.NewSecret(fmt.Sprintf("http://127.0.0.1:%d/hooks/tok-dead-9999?sig=tok-dead-q", dead)),
+		Secret: config.NewSecret(testSecret), Timeout: 500 * time.Millisecond}}
+	logs := &lockedBuffer{}
+	o, err := Open(context.Background(), js, cfg, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, o)
+	a, b := hold("rs3:hold:sku-1:web:h1", "web"), hold("rs3:hold:sku-1:gone:h1", "gone")
+	for _, x := range []Action{a, b} {
+		if _, err := o.Enqueue(context.Background(), x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, x := range []Action{a, b} {
+		rec := waitState(t, o, x.DecisionID, Dead, EventStart)
+		if strings.Contains(rec.LastError, "tok-") || !strings.Contains(rec.LastError, "http://") {
+			t.Errorf("last error of %s: %q, want the scheme and host and no token", x.Channel, rec.LastError)
+		}
+	}
+	if strings.Contains(logs.String(), "tok-") || !strings.Contains(logs.String(), "dead-lettered") {
+		t.Errorf("a webhook URL's token in the logs:\n%s", logs.String())
+	}
+	printed, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(printed), "tok-") {
+		t.Errorf("the effective config shows a webhook URL: %s", printed)
+	}
+}
+
+// lockedBuffer is a log destination the loop's goroutines may share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
