@@ -178,21 +178,26 @@ func (c *Consumer) Run(ctx context.Context) error {
 	kctx, kstop := context.WithCancel(context.Background())
 	defer kstop()
 	go h.keepAlive(kctx, c.cfg.AckWait/3)
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		h.add(m)
-		if !g.acquire(len(m.Data())) {
-			h.remove(m)
-			return // stopping: redelivered after ack_wait
-		}
-		select {
-		case msgs <- m:
-		case <-stopped: // not processed: redelivered after ack_wait
-			h.remove(m)
-			g.release(len(m.Data()))
-		}
-	}, jetstream.PullMaxMessagesWithBytesLimit(2*c.cfg.Batch, c.pullBytes()), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		c.log.Debug("consume", "err", err)
-	}))
+	var lastErr atomic.Pointer[error] // the consume's last error, to say why it stopped
+	consume := func(cons jetstream.Consumer) (jetstream.ConsumeContext, error) {
+		return cons.Consume(func(m jetstream.Msg) {
+			h.add(m)
+			if !g.acquire(len(m.Data())) {
+				h.remove(m)
+				return // stopping: redelivered after ack_wait
+			}
+			select {
+			case msgs <- m:
+			case <-stopped: // not processed: redelivered after ack_wait
+				h.remove(m)
+				g.release(len(m.Data()))
+			}
+		}, jetstream.PullMaxMessagesWithBytesLimit(2*c.cfg.Batch, c.pullBytes()), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			lastErr.Store(&err)
+			c.log.Debug("consume", "err", err)
+		}))
+	}
+	cc, err := consume(cons)
 	if err != nil {
 		c.setWhy(fmt.Sprintf("consume %s: %v", c.cfg.Consumer, err))
 		return fmt.Errorf("agents ingest: consume: %w", err)
@@ -213,11 +218,38 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 		return batch, size
 	}
+	pause := time.Second // before binding again after the consume stopped: doubles while it keeps stopping
 	for ctx.Err() == nil {
 		var size int
 		select {
 		case m := <-msgs:
 			batch, size = append(batch[:0], m), len(m.Data())
+			pause = time.Second
+		case <-cc.Closed():
+			// The client library stopped consuming for good (the durable consumer was deleted, or the
+			// server refused the pull): bind it again, as a restart would. A re-created consumer
+			// delivers the stream from the start; the done markers make that a run of duplicates.
+			why := fmt.Sprintf("consumer %s on stream %s stopped", c.cfg.Consumer, c.cfg.Stream)
+			if e := lastErr.Load(); e != nil {
+				why += ": " + (*e).Error()
+			}
+			c.setWhy(why + "; binding it again")
+			c.log.Error("agents' consumer stopped, binding it again", "stream", c.cfg.Stream, "consumer", c.cfg.Consumer, "why", why)
+			if sleep(ctx, pause) != nil {
+				continue
+			}
+			pause = min(2*pause, 30*time.Second)
+			if cons, err = c.bind(ctx); err != nil {
+				continue // ctx ended
+			}
+			ncc, err := consume(cons)
+			if err != nil {
+				lastErr.Store(&err)
+				continue // cc is still the stopped one: tried again after the pause
+			}
+			cc = ncc
+			c.setWhy("")
+			continue
 		case <-ctx.Done():
 			continue
 		}
@@ -338,34 +370,40 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 		b.Features = nil
 	}
 	clear(c.ins) // drop the references into this batch's messages
-	// The feature writes and the inventory moves are independent round trips: overlap them. Both
-	// must succeed before the ack; either failing redelivers the batch (both are idempotent).
+	// The feature writes and the inventory moves (then the observer's records) are independent round
+	// trips: overlapped. Feature values and the observer's records are idempotent whatever their age;
+	// inventory movements only within the inventory's horizon: older production (a replayed backlog)
+	// is guarded by the done markers alone, which a redelivery passes. So once the moves are made the
+	// batch is not handed back for another write's failure: that write (and the markers) is retried
+	// in place while the replica runs. Moves that fail hand the batch back before anything is marked.
 	flushed := make(chan error, 1)
 	go func() { flushed <- c.d.Features.Flush(ctx) }()
 	merr := c.moveAll(ctx, moves)
-	if merr != nil {
-		merr = fmt.Errorf("inventory: %w", merr)
-	} else if c.d.Observer != nil {
-		merr = c.d.Observer.Flush(ctx)
-		if merr != nil {
-			merr = fmt.Errorf("observer: %w", merr)
-		}
+	var oerr error
+	if merr == nil && c.d.Observer != nil {
+		oerr = c.d.Observer.Flush(ctx)
 	}
 	ferr := <-flushed
 	if merr != nil {
-		c.retry(fresh, merr)
+		c.retry(fresh, fmt.Errorf("inventory: %w", merr))
 		return
 	}
 	if ferr != nil {
-		c.retry(fresh, fmt.Errorf("feature store: %w", ferr))
+		ferr = c.inPlace(ctx, "feature store", ferr, c.d.Features.Flush)
+	}
+	if oerr != nil && ferr == nil {
+		oerr = c.inPlace(ctx, "observer", oerr, c.d.Observer.Flush)
+	}
+	if err := errors.Join(ferr, oerr); err != nil {
+		c.retry(fresh, err) // stopping
 		return
 	}
 	done := make([]dedup.Claim, len(fresh))
 	for i, it := range fresh {
 		done[i] = dedup.Claim{ID: it.batch.MsgID(), StreamSeq: it.seq}
 	}
-	if err := c.d.Dedup.DoneAll(ctx, done); err != nil {
-		c.retry(fresh, err) // stored, but not marked: the redelivery is fresh and absorbed by the state
+	if err := c.inPlace(ctx, "dedup markers", nil, func(ctx context.Context) error { return c.d.Dedup.DoneAll(ctx, done) }); err != nil {
+		c.retry(fresh, err) // stopping: stored, but not marked
 		return
 	}
 	now := time.Now()
@@ -376,6 +414,31 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 		}
 		if !it.stored.IsZero() {
 			c.m.stored.Observe(max(now.Sub(it.stored), 0).Seconds()) // another server's clock may be ahead
+		}
+	}
+}
+
+// inPlace retries a write of a batch whose stock is moved (err its first failure, nil when it has
+// not been tried yet) until it succeeds or ctx ends; the batch's messages are kept alive meanwhile.
+// Handing the batch back instead would move again, on its redelivery, the production older than
+// the inventory's horizon, which only the done markers guard. The write must keep what failed
+// for its next call (Features.Flush and Observer.Flush do).
+func (c *Consumer) inPlace(ctx context.Context, what string, err error, write func(context.Context) error) error {
+	wait := 100 * time.Millisecond
+	for {
+		if err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("%s: %w", what, err)
+			}
+			c.m.errors.Inc()
+			c.log.Warn("write after the inventory moves failed, retrying", "what", what, "err", err)
+			if sleep(ctx, wait) != nil {
+				return fmt.Errorf("%s: %w", what, err)
+			}
+			wait = min(2*wait, 5*time.Second)
+		}
+		if err = write(ctx); err == nil {
+			return nil
 		}
 	}
 }
@@ -504,8 +567,10 @@ func (c *Consumer) malformed(m jetstream.Msg, seq uint64, err error) {
 		agent = t[len(t)-2]
 	}
 	c.mu.Lock()
-	first := !c.warned[agent] && len(c.warned) < 10000
-	c.warned[agent] = true
+	first := !c.warned[agent] && len(c.warned) < maxWarned
+	if first {
+		c.warned[agent] = true // bounded: past maxWarned agents, new ones are counted, not logged
+	}
 	c.mu.Unlock()
 	if first {
 		c.log.Error("malformed message terminated (logged once per agent)", "agent", agent, "subject", m.Subject(),
@@ -513,6 +578,9 @@ func (c *Consumer) malformed(m jetstream.Msg, seq uint64, err error) {
 	}
 	_ = m.TermWithReason("malformed: " + truncate(err.Error(), 200))
 }
+
+// maxWarned bounds the agents remembered as already logged about.
+const maxWarned = 10000
 
 func truncate(s string, n int) string {
 	if len(s) <= n {

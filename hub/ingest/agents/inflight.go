@@ -117,3 +117,15 @@ func (g *gate) close() {
 	g.mu.Unlock()
 	g.cond.Broadcast()
 }
+
+// sleep waits d or until ctx ends (its error then).
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

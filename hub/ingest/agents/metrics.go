@@ -28,7 +28,7 @@ func NewMetrics() *Metrics {
 		duplicates:  c("duplicates_total", "Agent messages whose identity was already applied (dropped)."),
 		historical:  c("historical_total", "Fresh agent messages marked historical (state updated, never acted on)."),
 		redelivered: c("redelivered_total", "Agent messages delivered more than once by JetStream."),
-		errors:      c("errors_total", "Batches or heartbeats handed back for redelivery after a state error."),
+		errors:      c("errors_total", "Failed state writes of batches or heartbeats: handed back for redelivery, or retried in place once the batch's stock is moved."),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "gemba_hub_ingest_latency_seconds",
 			Help:    "From the agent sending a message to its state being stored (the agent's clock to the hub's).",
 			Buckets: latencyBuckets}),

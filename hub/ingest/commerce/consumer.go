@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gemba-io/gemba/hub/ingest/dedup"
+	"github.com/gemba-io/gemba/internal/kvretry"
 	"github.com/gemba-io/gemba/internal/ratelog"
 )
 
@@ -80,8 +81,9 @@ func NewConsumer(js jetstream.JetStream, o ConsumerOptions) (*Consumer, error) {
 
 // Run binds (or creates) the durable consumer and applies messages until ctx ends, then returns once
 // the messages it holds are settled: applied and acknowledged, or handed back (nak) for another
-// replica. It returns an error only if the consumer cannot be created; later failures (server
-// unavailable, sink errors) are logged, counted and retried.
+// replica. It returns an error only if the server refuses to create the consumer (no such stream):
+// an unanswered request, and later failures (server unavailable, sink errors), are logged, counted
+// and retried.
 func (c *Consumer) Run(ctx context.Context) error {
 	cons, err := c.bind(ctx)
 	if err != nil {
@@ -105,22 +107,34 @@ func (c *Consumer) Run(ctx context.Context) error {
 	return nil
 }
 
+// bind creates or binds the durable consumer. A request JetStream does not answer (a server still
+// recovering its streams, a cluster electing) is repeated until ctx ends; a definite refusal (no
+// such stream) is returned.
 func (c *Consumer) bind(ctx context.Context) (jetstream.Consumer, error) {
 	cfg := c.o.Config
-	cons, err := c.js.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
-		Durable:       cfg.Consumer,
-		Description:   "gemba-hub: commerce events applied to state (shared by all hub replicas)",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       cfg.AckWait,
-		MaxDeliver:    -1, // a failing Sink is retried until it recovers; malformed events are terminated
-		MaxAckPending: cfg.MaxAckPending,
-		FilterSubject: cfg.Prefix + ".commerce.>",
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("commerce consumer %s on %s: %w", cfg.Consumer, cfg.Stream, err)
+	for {
+		actx, cancel := context.WithTimeout(ctx, kvretry.SetupAttempt)
+		cons, err := c.js.CreateOrUpdateConsumer(actx, cfg.Stream, jetstream.ConsumerConfig{
+			Durable:       cfg.Consumer,
+			Description:   "gemba-hub: commerce events applied to state (shared by all hub replicas)",
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       cfg.AckWait,
+			MaxDeliver:    -1, // a failing Sink is retried until it recovers; malformed events are terminated
+			MaxAckPending: cfg.MaxAckPending,
+			FilterSubject: cfg.Prefix + ".commerce.>",
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+		})
+		cancel()
+		if err == nil {
+			return cons, nil
+		}
+		err = fmt.Errorf("commerce consumer %s on %s: %w", cfg.Consumer, cfg.Stream, err)
+		if !kvretry.Unanswered(err) || ctx.Err() != nil {
+			return nil, err
+		}
+		c.warn.Warn("bind", "commerce: JetStream did not answer, creating the consumer again", "err", err)
+		sleep(ctx, c.backoff)
 	}
-	return cons, nil
 }
 
 // fetch takes what is waiting without waiting (a batch per dedup round trip); when nothing is, it

@@ -183,9 +183,10 @@ func (o *Observer) seal() {
 }
 
 // Flush appends what was observed since the last flush to the monitor log and waits for it to be
-// stored. On error it is dropped: the batch is handed back, observed again on its redelivery, and
-// the monitor folds a message identity once however often it is logged.
-func (o *Observer) Flush(ctx context.Context) error {
+// stored. On error what it took is kept for the next Flush (the caller retries it, or hands the
+// batch back to be observed again): the monitor folds a message identity once however often it
+// is logged.
+func (o *Observer) Flush(ctx context.Context) (err error) {
 	o.mu.Lock()
 	o.seal()
 	msgs := o.pending
@@ -194,6 +195,15 @@ func (o *Observer) Flush(ctx context.Context) error {
 	if len(msgs) == 0 {
 		return nil
 	}
+	defer func() {
+		if err != nil && len(msgs) <= maxKept {
+			// Kept, unless it has piled up (failure after failure, each handed-back batch observed
+			// again): then it is dropped, and its batches are observed again on their redelivery.
+			o.mu.Lock()
+			o.pending = append(msgs, o.pending...)
+			o.mu.Unlock()
+		}
+	}()
 	futs := make([]jetstream.PubAckFuture, 0, len(msgs))
 	for _, data := range msgs {
 		f, err := o.js.PublishMsgAsync(&nats.Msg{Subject: o.subj, Data: data})
@@ -214,6 +224,9 @@ func (o *Observer) Flush(ctx context.Context) error {
 	}
 	return nil
 }
+
+// maxKept bounds the messages a failed Flush keeps for the next (each at most maxMessage).
+const maxKept = 16
 
 // finite reports whether v is a usable number (NaN and ±Inf count as bad values).
 func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
