@@ -36,5 +36,5 @@ func ImportInventory(ctx context.Context, cfg *Config, file, snapshotID string) 
 	}
 	defer f.Close()
 	return commerce.ImportInventory(ctx, pub, f, commerce.ImportOptions{Name: file, SnapshotID: snapshotID,
-		MaxBytes: cfg.Commerce.MaxImportBytes})
+		MaxBytes: cfg.Commerce.MaxImportBytes, MaxFuture: cfg.Inventory.MaxFuture})
 }

@@ -344,7 +344,7 @@ func (h *Hub) startCommerce(js jetstream.JetStream, dd *dedup.Markers) (*commerc
 		return nil, err
 	}
 	if cfg.Commerce.HTTP.Token.IsSet() {
-		hd, err := commerce.Handler(pub, commerce.HandlerOptions{Config: cfg.Commerce, Log: log, Metrics: m})
+		hd, err := commerce.Handler(pub, commerce.HandlerOptions{Config: cfg.Commerce, Log: log, Metrics: m, MaxFuture: cfg.Inventory.MaxFuture})
 		if err != nil {
 			return nil, err
 		}

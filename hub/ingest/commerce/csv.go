@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // ImportOptions configure ImportInventory.
@@ -26,6 +27,9 @@ type ImportOptions struct {
 	MaxBytes int64
 	// Metrics, when set, counts rows under source="csv".
 	Metrics *Metrics
+	// MaxFuture refuses rows dated further ahead of Now (the inventory's max_future; 0: no bound).
+	MaxFuture time.Duration
+	Now       func() time.Time // time.Now when nil
 }
 
 // RowError is one refused row (or the header, Line 1).
@@ -180,6 +184,15 @@ func ParseInventoryCSV(r io.Reader, opts ImportOptions) ([]Snapshot, Report, err
 			id = strings.TrimSpace(rec[idCol])
 		}
 		s, column, err := parseRow(rec, col, id)
+		if err == nil {
+			now := time.Now
+			if opts.Now != nil {
+				now = opts.Now
+			}
+			if err = CheckFuture(s, now(), opts.MaxFuture); err != nil {
+				column = "time"
+			}
+		}
 		if err != nil {
 			if !bad(line, column, err) {
 				break

@@ -15,6 +15,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/gemba-io/gemba/hub/state/inventory"
 	"github.com/gemba-io/gemba/signal"
 )
 
@@ -98,6 +99,9 @@ func CheckToken(v string) error {
 	if n := utf8.RuneCountInString(v); n > MaxTokenLen {
 		return fmt.Errorf("is %d characters long, at most %d allowed", n, MaxTokenLen)
 	}
+	if len(v) > inventory.MaxNameLen {
+		return fmt.Errorf("is %d bytes long in UTF-8, at most %d allowed", len(v), inventory.MaxNameLen)
+	}
 	for _, r := range v {
 		if r == ':' || r < 0x20 || r == 0x7f {
 			return fmt.Errorf("%q contains %q, which cannot appear in an id", v, r)
@@ -143,14 +147,25 @@ func (s Snapshot) Validate() error {
 	return checkTime(s.Time)
 }
 
-// checkTime: RFC 3339 can only write years 0000–9999, and year 0 would be a Go zero time after a
-// conversion to UTC; Go's zero time itself is what an unset field marshals to, so it is refused too.
+// checkTime: the state keeps times as Unix nanoseconds (years 1678 to 2261); Go's zero time is what
+// an unset field marshals to, so it is refused too.
 func checkTime(t time.Time) error {
 	if t.IsZero() {
 		return fieldErr("time", "must be set (got the zero time 0001-01-01T00:00:00Z)")
 	}
-	if y := t.Year(); y < 1 || y > 9999 {
-		return fieldErr("time", "must be a time between years 0001 and 9999, got %s", t)
+	if t.Before(inventory.MinTime) || t.After(inventory.MaxTime) {
+		return fieldErr("time", "must be between %s and %s (the state keeps Unix nanoseconds), got %s",
+			inventory.MinTime.Format(time.DateOnly), inventory.MaxTime.Format(time.DateOnly), t.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// CheckFuture refuses an event dated more than maxFuture ahead of now (0: no bound): the inventory
+// refuses it when it applies it (inventory.max_future), so a sender that can hear why is told now.
+func CheckFuture(e Event, now time.Time, maxFuture time.Duration) error {
+	if t := e.when(); maxFuture > 0 && t.After(now.Add(maxFuture)) {
+		return fieldErr("time", "%s is more than %s ahead of the hub's clock (%s): the inventory would refuse it",
+			t.UTC().Format(time.RFC3339), maxFuture, now.UTC().Format(time.RFC3339))
 	}
 	return nil
 }

@@ -133,7 +133,10 @@ func TestDecodeSaleErrors(t *testing.T) {
 		{"time no zone", "", with(goodSale, "time", `"2026-12-04T10:00:00"`), "time", "RFC 3339"},
 		{"time date only", "", with(goodSale, "time", `"2026-12-04"`), "time", "RFC 3339"},
 		{"time number", "", with(goodSale, "time", `1764842400`), "time", "must be a string"},
-		{"time year 0", "", with(goodSale, "time", `"0000-01-01T00:00:00Z"`), "time", "years 0001 and 9999"},
+		{"time year 0", "", with(goodSale, "time", `"0000-01-01T00:00:00Z"`), "time", "between 1678-01-01 and 2261-12-31"},
+		{"time before 1678", "", with(goodSale, "time", `"1677-12-31T23:59:59Z"`), "time", "between 1678-01-01 and 2261-12-31"},
+		{"time after 2261", "", with(goodSale, "time", `"2261-12-31T00:00:00.000000001Z"`), "time", "between 1678-01-01 and 2261-12-31"},
+		{"sku over 256 bytes", "", with(goodSale, "sku", `"`+strings.Repeat("品", 100)+`"`), "sku", "300 bytes long"},
 		{"time bad day", "", with(goodSale, "time", `"2026-02-30T00:00:00Z"`), "time", "RFC 3339"},
 		{"long unknown key", "", `{"` + strings.Repeat("k", 60000) + `":tru}`, strings.Repeat("k", 64) + "…", "invalid JSON"},
 		{"too big", "", with(goodSale, "schema", `1,"pad":"`+strings.Repeat("x", MaxEventSize)+`"`), "", "at most"},
@@ -220,7 +223,7 @@ func TestRoundTrip(t *testing.T) {
 		{OrderID: "#1001/ü", Line: MaxLine, SKU: "Ä-ß", Site: "Werk 1"[:4], Channel: "b2b-shop", Quantity: -0.25, UnitPrice: 0, Currency: "CHF",
 			Time: time.Date(2026, 3, 29, 1, 59, 59, 999999999, cet)},
 		{OrderID: strings.Repeat("é", MaxTokenLen), Line: 7, SKU: "s", Site: "p", Channel: "c", Quantity: math.MaxFloat64,
-			UnitPrice: math.SmallestNonzeroFloat64, Currency: "XXX", Time: time.Date(1, 1, 1, 0, 0, 1, 0, time.UTC)},
+			UnitPrice: math.SmallestNonzeroFloat64, Currency: "XXX", Time: time.Date(1678, 1, 1, 0, 0, 0, 0, time.UTC)},
 	}
 	for _, s := range sales {
 		b := mustEncode(t, s)
@@ -236,7 +239,7 @@ func TestRoundTrip(t *testing.T) {
 			t.Fatalf("round trip %+v, want %+v", got, s)
 		}
 	}
-	sn := Snapshot{SnapshotID: "erp\"1", SKU: "\\", Site: "<p/&amp;", OnHand: -1e-300, Time: time.Date(9999, 12, 31, 23, 59, 59, 0, cet)}
+	sn := Snapshot{SnapshotID: "erp\"1", SKU: "\\", Site: "<p/&amp;", OnHand: -1e-300, Time: time.Date(2261, 12, 31, 0, 59, 59, 0, cet)}
 	got, err := DecodeSnapshot(mustEncode(t, sn))
 	if err != nil || !got.Time.Equal(sn.Time) || got.OnHand != sn.OnHand || got.MsgID() != sn.MsgID() {
 		t.Fatalf("round trip %+v, %v", got, err)

@@ -24,6 +24,9 @@ type HandlerOptions struct {
 	Config  Config // Prefix, HTTP (token and limits) are used
 	Log     *slog.Logger
 	Metrics *Metrics
+	// MaxFuture refuses events dated further ahead of Now (the inventory's max_future; 0: no bound).
+	MaxFuture time.Duration
+	Now       func() time.Time // time.Now when nil
 }
 
 // Routes served by Handler.
@@ -46,8 +49,11 @@ func Handler(pub EventPublisher, opts HandlerOptions) (http.Handler, error) {
 		m, _ := NewMetrics(nil)
 		opts.Metrics = m
 	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	h := &handler{pub: pub, cfg: opts.Config.HTTP, warn: ratelog.New(opts.Log, time.Minute), m: opts.Metrics,
-		token: sha256.Sum256([]byte(opts.Config.HTTP.Token.Value()))}
+		token: sha256.Sum256([]byte(opts.Config.HTTP.Token.Value())), maxFuture: opts.MaxFuture, now: opts.Now}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+SalesPath, func(w http.ResponseWriter, r *http.Request) {
 		h.serve(w, r, kindSale, func(data []byte) (Event, error) { return DecodeSale("", data) })
@@ -64,6 +70,9 @@ type handler struct {
 	warn  *ratelog.Logger // a client retrying with a wrong token, or an outage, would flood the log
 	m     *Metrics
 	token [32]byte // SHA-256 of the token: compared in constant time whatever the lengths
+
+	maxFuture time.Duration
+	now       func() time.Time
 }
 
 // EventResult is the fate of one event of a request.
@@ -174,6 +183,9 @@ func (h *handler) process(ctx context.Context, kind string, items []item, decode
 		var ev Event
 		if err == nil {
 			ev, err = decode(it.data)
+		}
+		if err == nil {
+			err = CheckFuture(ev, h.now(), h.maxFuture)
 		}
 		if err != nil {
 			res.Status, res.Field, res.Error = outcomeInvalid, Field(err), err.Error()

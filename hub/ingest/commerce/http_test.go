@@ -272,3 +272,45 @@ func TestHTTPPublishFailure(t *testing.T) {
 		t.Fatalf("with the server down: %d %s, want 503 with one failed, one invalid", code, text)
 	}
 }
+
+// An event the inventory would refuse when it applies it (dated beyond inventory.max_future) is
+// refused at the door, where its sender hears why, not accepted and then terminated by the
+// consumer; the CSV import refuses such a row the same way.
+func TestFutureEventRefused(t *testing.T) {
+	cfg := testConfig()
+	cfg.HTTP.Token = config.NewSecret(testToken)
+	s := startServer(t)
+	js := connect(t, s)
+	if _, err := EnsureStream(context.Background(), js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := NewPublisher(js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC) // goodSale's day
+	h, err := Handler(pub, HandlerOptions{Config: cfg, Log: quietLog(), MaxFuture: 24 * time.Hour, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	e := &httpEnv{js: js, srv: srv}
+	ahead := with(with(goodSale, "time", `"2026-12-06T12:00:00Z"`), "line", "2")
+	code, r := e.postEvents(t, SalesPath, "["+goodSale+","+ahead+"]")
+	if code != http.StatusUnprocessableEntity || r.Accepted != 1 || r.Invalid != 1 || r.Results[1].Field != "time" ||
+		!strings.Contains(r.Results[1].Error, "ahead of the hub's clock") {
+		t.Fatalf("%d %+v: want the sale two days ahead refused at time", code, r)
+	}
+	if n := streamMsgs(t, js); n != 1 {
+		t.Fatalf("%d messages stored, want 1", n)
+	}
+	csvIn := "site,sku,on_hand,time\nplant1,A-100,5,2026-12-04T06:00:00Z\nplant1,B-110,5,2026-12-07T06:00:00Z\n"
+	rows, rep, err := ParseInventoryCSV(strings.NewReader(csvIn), ImportOptions{Name: "erp.csv", MaxFuture: 24 * time.Hour, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 1 || len(rep.Errors) != 1 || rep.Errors[0].Line != 3 || rep.Errors[0].Column != "time" {
+		t.Fatalf("rows %+v, errors %+v: want line 3 refused at time", rows, rep.Errors)
+	}
+}

@@ -149,9 +149,9 @@ func TestEncoderOutputMatchesSchema(t *testing.T) {
 	events := []Event{
 		sale("A-1", 1),
 		Sale{OrderID: strings.Repeat("ü", MaxTokenLen), Line: MaxLine, SKU: "\"\\<&", Site: "Ä", Channel: "b2b", Quantity: -math.MaxFloat64,
-			UnitPrice: 0, Currency: "XXX", Time: time.Date(1, 1, 1, 0, 0, 0, 1, time.UTC)},
+			UnitPrice: 0, Currency: "XXX", Time: time.Date(1678, 1, 1, 0, 0, 0, 1, time.UTC)},
 		Sale{OrderID: "o", Line: 1, SKU: "s", Site: "p", Channel: "c", Quantity: math.SmallestNonzeroFloat64, UnitPrice: 1e21,
-			Currency: "JPY", Time: time.Date(9999, 12, 31, 23, 59, 59, 999999999, cet)},
+			Currency: "JPY", Time: time.Date(2261, 12, 30, 14, 29, 59, 999999999, cet)},
 		snapshot("erp-1", "plant1", "SKU-1", 0),
 		Snapshot{SnapshotID: "#", SKU: "\u2028", Site: "/", OnHand: -1e-7, Time: t0.In(cet)},
 	}

@@ -254,7 +254,11 @@ type Event interface {
 	subject(prefix string) string
 	encode() ([]byte, error)
 	kind() string
+	when() time.Time
 }
+
+func (s Sale) when() time.Time     { return s.Time }
+func (s Snapshot) when() time.Time { return s.Time }
 
 func (s Sale) subject(prefix string) string     { return SalesSubject(prefix, s.Channel) }
 func (s Snapshot) subject(prefix string) string { return InventorySubject(prefix) }

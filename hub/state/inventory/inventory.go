@@ -185,22 +185,22 @@ func (e *InputError) Unwrap() error { return ErrInvalid }
 // Longest SKU, site and id accepted: keys and values must stay well inside NATS's control-line and payload
 // limits.
 const (
-	maxNameLen = 256
+	MaxNameLen = 256
 	maxIDLen   = 512
 )
 
-// Event times are stored as Unix nanoseconds, which cover these years.
+// Event times are stored as Unix nanoseconds, which cover MinTime to MaxTime.
 var (
-	minTime = time.Date(1678, 1, 1, 0, 0, 0, 0, time.UTC)
-	maxTime = time.Date(2261, 12, 31, 0, 0, 0, 0, time.UTC)
+	MinTime = time.Date(1678, 1, 1, 0, 0, 0, 0, time.UTC)
+	MaxTime = time.Date(2261, 12, 31, 0, 0, 0, 0, time.UTC)
 )
 
 func checkName(what, id, field, v string) error {
 	switch {
 	case v == "":
 		return &InputError{what, id, field, "empty"}
-	case len(v) > maxNameLen:
-		return &InputError{what, id, field, fmt.Sprintf("longer than %d bytes", maxNameLen)}
+	case len(v) > MaxNameLen:
+		return &InputError{what, id, field, fmt.Sprintf("longer than %d bytes", MaxNameLen)}
 	}
 	return nil
 }
@@ -221,7 +221,7 @@ func checkCommon(what, id, sku, site string, t time.Time, now time.Time, maxFutu
 	if t.IsZero() {
 		return &InputError{what, id, "time", "zero"}
 	}
-	if t.Before(minTime) || t.After(maxTime) {
+	if t.Before(MinTime) || t.After(MaxTime) {
 		return &InputError{what, id, "time", fmt.Sprintf("%s is outside 1678–2261 (Unix nanoseconds)", t.UTC().Format(time.RFC3339))}
 	}
 	if t.After(now.Add(maxFuture)) {
