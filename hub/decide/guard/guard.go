@@ -63,6 +63,7 @@ type Guard struct {
 	cfg    Config
 	zone   *time.Location
 	kv     jetstream.KeyValue
+	js     jetstream.JetStream // for reads of the bucket's stream from a time (AllowedSince)
 	nc     *nats.Conn
 	msgGet string // the stream leader's message-get subject, for reads (see get)
 	// subjPrefix is "$KV.<bucket>.", the subject prefix of the bucket's keys.
@@ -113,7 +114,7 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config, replica string
 	case opts.APIPrefix != "":
 		api = strings.TrimSuffix(opts.APIPrefix, ".") + "."
 	}
-	return &Guard{cfg: cfg, zone: zone, kv: kv, nc: nc, replica: replica, seed: maphash.MakeSeed(),
+	return &Guard{cfg: cfg, zone: zone, kv: kv, js: js, nc: nc, replica: replica, seed: maphash.MakeSeed(),
 		msgGet: api + "STREAM.MSG.GET.KV_" + cfg.Bucket, subjPrefix: "$KV." + cfg.Bucket + ".",
 		log: log.With("component", "guard", "replica", replica)}, nil
 }

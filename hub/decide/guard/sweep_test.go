@@ -2,6 +2,7 @@ package guard
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -52,5 +53,51 @@ func TestSweep(t *testing.T) {
 	// The old proposal again: its record is gone, but it is days old and cannot act.
 	if v := mustCheck(t, g, old); v.Outcome != Suppress || v.Guardrail != GTimeSkew {
 		t.Errorf("late replay after sweep: %+v", v)
+	}
+}
+
+// AllowedSince returns the decisions allowed at or after a time, as their records now stand: not
+// those suppressed, released since, or deleted; and not those allowed earlier.
+func TestAllowedSince(t *testing.T) {
+	g, c, js := single(t, nil)
+	ctx := context.Background()
+	t0 := c.Now()
+	allowed, suppressed, released := promo(c, "r", "SKU-1", "retail", 10), promo(c, "r", "SKU-2", "retail", 40), promo(c, "r", "SKU-3", "retail", 10)
+	gone := promo(c, "r", "SKU-4", "retail", 10)
+	for _, p := range []Proposal{allowed, suppressed, released, gone} {
+		mustCheck(t, g, p)
+	}
+	if err := g.Release(ctx, released.ID); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, g.cfg.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(ctx, prefixDec+gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	c.Add(2 * time.Hour)
+	later := promo(c, "r", "SKU-5", "retail", 10)
+	mustCheck(t, g, later)
+	ids := func(since time.Time) []string {
+		got, err := g.AllowedSince(ctx, since)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, a := range got {
+			out = append(out, a.Proposal.SKU)
+		}
+		return out
+	}
+	if got := fmt.Sprint(ids(t0.Add(-time.Minute))); got != "[SKU-1 SKU-5]" {
+		t.Errorf("allowed since before the first: %s, want [SKU-1 SKU-5]", got)
+	}
+	if got := fmt.Sprint(ids(t0.Add(time.Hour))); got != "[SKU-5]" {
+		t.Errorf("allowed since an hour later: %s, want [SKU-5]", got)
+	}
+	if got := ids(c.Now().Add(time.Minute)); len(got) != 0 {
+		t.Errorf("allowed since after the last: %v", got)
 	}
 }
