@@ -250,7 +250,7 @@ func (h *Hub) tryOpenState(ctx context.Context, js jetstream.JetStream) (*dedup.
 	}
 	if h.feats.Load() == nil {
 		fs, err := features.Open(octx, js, features.Config{Bucket: featuresBucket, Replicas: cfg.NATS.Replicas,
-			Definitions: cfg.Features}, placer{h}, h.log.With("component", "features"))
+			Definitions: cfg.Features, MaxFuture: cfg.Ingest.MaxFuture}, placer{h}, h.log.With("component", "features"))
 		if err != nil {
 			return nil, err
 		}
@@ -414,6 +414,7 @@ func (h *Hub) registerFeatures(fs *features.Store) {
 	c("unmatched_total", "Records no feature definition takes.", &fs.Stats.Unmatched)
 	c("unresolved_total", "Records whose key (line, machine, site, sku) could not be found.", &fs.Stats.Unresolved)
 	c("non_finite_total", "Records with a NaN or infinite value (not stored).", &fs.Stats.NonFinite)
+	c("future_total", "Records whose window ends beyond ingest.max_future ahead of the hub's clock (not stored).", &fs.Stats.Future)
 	c("writes_total", "Feature values written to the feature log.", &fs.Stats.Writes)
 	c("log_messages_total", "Messages written to the feature log (one per flush, more only past its size limit).", &fs.Stats.Messages)
 	c("snapshots_total", "Snapshots of the feature log written by this replica (compaction).", &fs.Stats.Snapshots)

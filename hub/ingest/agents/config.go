@@ -26,6 +26,9 @@ type Config struct {
 	// Production lists the edge features that count finished units per SKU (a "sku" label): they
 	// become produced stock in the inventory of the signal's site.
 	Production []Production `yaml:"production" json:"production"`
+	// MaxFuture refuses feature records whose window ends further ahead of the hub's clock (an agent
+	// whose clock is ahead would pin the feature until then: the latest window wins).
+	MaxFuture time.Duration `yaml:"max_future" json:"max_future"`
 }
 
 // Production names one edge feature that counts units produced.
@@ -37,7 +40,7 @@ type Production struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{Stream: "GEMBA", Consumer: "gemba-hub", AckWait: 30 * time.Second, MaxAckPending: 20000,
-		Batch: 512, DedupTTL: 96 * time.Hour}
+		Batch: 512, DedupTTL: 96 * time.Hour, MaxFuture: 10 * time.Minute}
 }
 
 // Validate checks the section.
@@ -56,6 +59,9 @@ func (c *Config) Validate(r config.Report) {
 	}
 	if c.Batch < 1 || c.Batch > 10000 {
 		r.Errorf("batch", "%d: want 1..10000", c.Batch)
+	}
+	if c.MaxFuture < time.Second {
+		r.Errorf("max_future", "%s is below 1s: the agents' and the hub's clocks are never that close", c.MaxFuture)
 	}
 	if c.DedupTTL < time.Hour {
 		r.Errorf("dedup_ttl", "%s: must cover the agents' buffer.max_age (hours or days)", c.DedupTTL)

@@ -105,7 +105,13 @@ type Config struct {
 	Bucket      string
 	Replicas    int
 	Definitions Definitions
+	// MaxFuture refuses records whose window ends further ahead of the hub's clock (an agent with a
+	// wrong clock): under "latest window wins" one would pin its key until then (0: DefaultMaxFuture).
+	MaxFuture time.Duration
 }
+
+// DefaultMaxFuture is the clock skew between an agent and the hub the store tolerates.
+const DefaultMaxFuture = 10 * time.Minute
 
 func (c Config) check() error {
 	if c.Bucket == "" {

@@ -90,8 +90,13 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, res Resolver,
 
 // newStore is a store's in-memory side, not yet bound to its log.
 func newStore(cfg Config, res Resolver, log *slog.Logger) *Store {
+	maxFuture := cfg.MaxFuture
+	if maxFuture <= 0 {
+		maxFuture = DefaultMaxFuture
+	}
 	return &Store{cfg: cfg, defVer: cfg.Definitions.Version(), res: res, log: log, now: time.Now,
-		vals: map[string]*Value{}, dirty: map[string]struct{}{}, warn: map[string]bool{}, route: map[routeKey][]route{}}
+		vals: map[string]*Value{}, dirty: map[string]struct{}{}, warn: map[string]bool{}, route: map[routeKey][]route{},
+		warnFuture: map[string]bool{}, maxFuture: maxFuture}
 }
 
 // Close stops following the log and compacting. It does not flush: the caller flushes before

@@ -76,6 +76,8 @@ type Resolver interface {
 // Stats are the store's counters (read by the hub's metrics).
 type Stats struct {
 	Applied, Older, Unmatched, Unresolved, NonFinite atomic.Uint64
+	// Future counts records refused for a window ending beyond max_future (an agent's clock ahead).
+	Future atomic.Uint64
 	// Writes counts values written to the log, Messages the messages that carried them, Snapshots
 	// the snapshots this replica wrote, Unreadable the log messages it could not decode.
 	// Dropped the values that cannot be stored (one too big for a log message).
@@ -103,6 +105,9 @@ type Store struct {
 	vals  map[string]*Value // by key (kvkey.Join(name, key))
 	dirty map[string]struct{}
 	warn  map[string]bool // unresolved signals already logged
+	// warnFuture: agents already logged for windows ending beyond maxFuture.
+	warnFuture map[string]bool
+	maxFuture  time.Duration
 	route map[routeKey][]route
 	// applied is the stream sequence of the last message the follower folded: a snapshot taken
 	// now covers every message up to it.
@@ -229,6 +234,15 @@ func (s *Store) apply(ins []Input) (changed [][2]string) {
 			}
 			if math.IsNaN(f.Value) || math.IsInf(f.Value, 0) {
 				s.Stats.NonFinite.Add(1)
+				continue
+			}
+			if f.WindowEnd.After(now.Add(s.maxFuture)) {
+				s.Stats.Future.Add(1)
+				if a := in.Lineage.Agent; !s.warnFuture[a] && len(s.warnFuture) < 10000 {
+					s.warnFuture[a] = true
+					s.log.Warn("feature refused: its window ends in the future (the agent's clock is ahead?); logged once per agent",
+						"feature", d.Name, "signal", f.Signal, "agent", a, "window_end", f.WindowEnd.UTC(), "hub_now", now, "max_future", s.maxFuture)
+				}
 				continue
 			}
 			cur := s.vals[kvk]

@@ -203,3 +203,31 @@ func TestPerHour(t *testing.T) {
 		}
 	}
 }
+
+// A record whose window ends beyond max_future (an agent whose clock is ahead) is refused,
+// counted and logged once per agent: stored, it would pin its key until then, since the latest
+// window wins and every correct record after it would be "older".
+func TestFutureWindowRefused(t *testing.T) {
+	n := natstest.JetStream(t)
+	s := open(t, n.URL())
+	s.now = func() time.Time { return t0 }
+	ahead := t0.Add(DefaultMaxFuture + time.Second)
+	s.Apply([]Input{
+		in(feat("line1.pack.state", "availability", ahead, 0.9), 1),
+		in(feat("line1.pack.state", "availability", ahead.Add(time.Hour), 0.9), 2),
+		in(feat("line1.pack.parts", "units", t0.Add(DefaultMaxFuture), 3, "sku", "SKU-1"), 3), // within the bound
+	})
+	if _, ok := s.Get("availability", "line1"); ok {
+		t.Fatal("a window ending beyond max_future was stored")
+	}
+	if s.Stats.Future.Load() != 2 || s.Stats.Applied.Load() != 1 {
+		t.Fatalf("future %d applied %d, want 2 and 1", s.Stats.Future.Load(), s.Stats.Applied.Load())
+	}
+	if len(s.warnFuture) != 1 {
+		t.Fatalf("%d agents logged, want gw1 once", len(s.warnFuture))
+	}
+	s.Apply([]Input{in(feat("line1.pack.state", "availability", t0, 0.7), 4)})
+	if r, ok := s.Get("availability", "line1"); !ok || r.Value.Value != 0.7 {
+		t.Fatalf("the correct window after the refused ones: %+v, %v", r, ok)
+	}
+}
