@@ -108,7 +108,7 @@ type Store struct {
 	// warnFuture: agents already logged for windows ending beyond maxFuture.
 	warnFuture map[string]bool
 	maxFuture  time.Duration
-	route map[routeKey][]route
+	route      map[routeKey][]route
 	// applied is the stream sequence of the last message the follower folded: a snapshot taken
 	// now covers every message up to it.
 	applied uint64
