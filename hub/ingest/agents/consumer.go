@@ -19,6 +19,7 @@ import (
 	"github.com/gemba-io/gemba/hub/ingest/dedup"
 	"github.com/gemba-io/gemba/hub/state/features"
 	"github.com/gemba-io/gemba/hub/state/inventory"
+	"github.com/gemba-io/gemba/internal/ratelog"
 	"github.com/gemba-io/gemba/signal"
 )
 
@@ -84,6 +85,7 @@ type Consumer struct {
 	mu     sync.Mutex
 	why    string // not-ready reason
 	warned map[string]bool
+	refuse *ratelog.Logger // production the inventory refuses: per movement, a bad clock would flood the log
 }
 
 // New checks the config.
@@ -97,7 +99,8 @@ func New(cfg Config, d Deps, drain time.Duration) (*Consumer, error) {
 	if d.Metrics == nil {
 		d.Metrics = NewMetrics()
 	}
-	return &Consumer{cfg: cfg, d: d, log: d.Logger, m: d.Metrics, drain: drain, why: "not started", warned: map[string]bool{}}, nil
+	return &Consumer{cfg: cfg, d: d, log: d.Logger, m: d.Metrics, drain: drain, why: "not started", warned: map[string]bool{},
+		refuse: ratelog.New(d.Logger, time.Minute)}, nil
 }
 
 // Ready reports whether the consumer is bound and processing, and why not.
@@ -496,7 +499,8 @@ func (c *Consumer) moveAll(ctx context.Context, moves []inventory.Movement) erro
 				for j := range ms {
 					if bad[j] != nil {
 						c.m.production.WithLabelValues("invalid").Inc()
-						c.log.Warn("production record refused by the inventory", "movement", ms[j].ID, "err", bad[j])
+						c.refuse.Warn(ms[j].Site, "production record refused by the inventory (at most one line a minute per site)",
+							"movement", ms[j].ID, "err", bad[j])
 						continue
 					}
 					c.m.production.WithLabelValues(rs[j].Outcome.String()).Inc()
