@@ -245,7 +245,13 @@ func (d *decisionsAPI) setKill(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
-	d.kill(w, r)
+	k, err := s.Kill(r.Context())
+	if err != nil {
+		// It is set: a failed read-back must not tell the caller it was not (a retry is harmless,
+		// but an operator reading 503 in an incident would think the switch did not move).
+		k = guard.KillSwitch{On: *c.On, By: c.By, Reason: c.Reason, At: time.Now().UTC()}
+	}
+	writeJSON(w, k)
 }
 
 func (d *decisionsAPI) rules(w http.ResponseWriter, r *http.Request) {

@@ -29,6 +29,7 @@ var (
 type fakeDecisions struct {
 	answers []string
 	kill    guard.KillSwitch
+	killErr error // what Kill answers (SetKill still sets)
 }
 
 func (f *fakeDecisions) Recent(context.Context, audit.Filter) ([]audit.Record, error) {
@@ -52,7 +53,7 @@ func (f *fakeDecisions) Answer(_ context.Context, id, by, reason string, approve
 	f.answers = append(f.answers, id+" "+by)
 	return guard.Verdict{DecisionID: id, Outcome: guard.Allow}, nil
 }
-func (f *fakeDecisions) Kill(context.Context) (guard.KillSwitch, error) { return f.kill, nil }
+func (f *fakeDecisions) Kill(context.Context) (guard.KillSwitch, error) { return f.kill, f.killErr }
 func (f *fakeDecisions) SetKill(_ context.Context, on bool, by, reason string) error {
 	f.kill = guard.KillSwitch{On: on, By: by, Reason: reason}
 	return nil
@@ -150,5 +151,19 @@ func TestUnknownDecision(t *testing.T) {
 		if code, body := send(h, c.method, c.path, "wr", c.body); code != http.StatusNotFound || !strings.Contains(body, "decision") {
 			t.Errorf("%s: %d %s, want 404 naming the decision", c.name, code, strings.TrimSpace(body))
 		}
+	}
+}
+
+// The kill switch thrown through the API answers 200 with the switch as set even when reading it
+// back fails: a 503 would tell an operator in an incident that it did not move.
+func TestKillSetThoughReadBackFails(t *testing.T) {
+	f := &fakeDecisions{killErr: errors.New("guard bucket: no responders")}
+	h := DecisionsHandler(func() Decisions { return f }, "", "wr")
+	code, body := send(h, "PUT", "/api/v1/kill", "wr", `{"by":"ops","on":true,"reason":"bad data"}`)
+	if code != http.StatusOK || !strings.Contains(body, `"on": true`) || !strings.Contains(body, "bad data") || !f.kill.On {
+		t.Fatalf("%d %s (switch %+v): want 200 with the switch on", code, body, f.kill)
+	}
+	if code, _ := send(h, "GET", "/api/v1/kill", "", ""); code != http.StatusServiceUnavailable {
+		t.Fatalf("reading the switch when the guard cannot: %d, want 503", code)
 	}
 }
