@@ -304,7 +304,7 @@ func (c *Console) rulesChange(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case bad:
 			code = http.StatusBadRequest
-		case errors.Is(err, versions.ErrUnknownVersion), errors.Is(err, versions.ErrNoPrevious):
+		case errors.Is(err, versions.ErrUnknownVersion), errors.Is(err, versions.ErrNoPrevious), errors.Is(err, versions.ErrNothingToClear):
 			code = http.StatusConflict
 		}
 		c.fail(w, r, code, "rules "+r.PathValue("op")+": "+err.Error())

@@ -56,6 +56,9 @@ var (
 	ErrUnknownVersion = errors.New("unknown rule set version")
 	// ErrNoPrevious: a rollback with nothing to return to.
 	ErrNoPrevious = errors.New("no previous version to roll back to")
+	// ErrNothingToClear: a clear of a shadow or canary that is not set (nothing is recorded: a change
+	// would fence the decisions in flight for nothing).
+	ErrNothingToClear = errors.New("nothing to clear")
 	// errCorrupt: what is stored under a version is not that version.
 	errCorrupt = errors.New("corrupt stored version")
 )
@@ -297,6 +300,9 @@ func (r *Registry) Shadow(ctx context.Context, version, by, why string) (audit.C
 	return r.change(ctx, func(cur audit.Change) (audit.Change, error) {
 		op := audit.OpShadow
 		if version == "" {
+			if cur.Shadow == "" {
+				return audit.Change{}, fmt.Errorf("%w: no shadow version is set", ErrNothingToClear)
+			}
 			op = audit.OpClearShadow
 		}
 		c := carry(cur, op, by, why)
@@ -319,6 +325,9 @@ func (r *Registry) Canary(ctx context.Context, version string, share float64, un
 		}
 	}
 	return r.change(ctx, func(cur audit.Change) (audit.Change, error) {
+		if version == "" && cur.Canary == nil {
+			return audit.Change{}, fmt.Errorf("%w: no canary is set", ErrNothingToClear)
+		}
 		c := carry(cur, audit.OpCanary, by, why)
 		if cur.Canary != nil {
 			c.From = cur.Canary.Version

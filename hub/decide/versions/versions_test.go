@@ -148,6 +148,13 @@ func TestActivateRollbackShadowCanary(t *testing.T) {
 	if c, err = e.reg.Shadow(ctx, "", "carol", "done"); err != nil || c.Shadow != "" || c.Op != audit.OpClearShadow {
 		t.Fatalf("clear shadow: %+v %v", c, err)
 	}
+	// Clearing what is not set records nothing (a change would fence the decisions in flight).
+	if _, err := e.reg.Shadow(ctx, "", "carol", "again"); !errors.Is(err, ErrNothingToClear) {
+		t.Fatalf("clear shadow again: %v", err)
+	}
+	if _, err := e.reg.Canary(ctx, "", 0, "", "bob", "none"); !errors.Is(err, ErrNothingToClear) {
+		t.Fatalf("clear a canary never set since the activation: %v", err)
+	}
 	hist, err := e.log.Changes(ctx)
 	if err != nil {
 		t.Fatal(err)
