@@ -170,12 +170,16 @@ func (l *Log) publish(ctx context.Context, rec Record, fence *uint64) (uint64, e
 		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(*fence, 10))
 		m.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, l.cfg.RulesSubject())
 	}
-	opts := []jetstream.PublishOpt{jetstream.WithMsgID(rec.DecisionID + ":" + rec.Event), jetstream.WithMsgTTL(l.cfg.Retention)}
-	var ack *jetstream.PubAck
-	if fence != nil {
-		ack, err = l.publishCAS(ctx, func() (*jetstream.PubAck, error) { return l.js.PublishMsg(ctx, m, opts...) })
-	} else {
-		ack, err = l.publishCAS(ctx, func() (*jetstream.PubAck, error) { return l.js.PublishMsg(ctx, m, opts...) })
+	msgID := rec.DecisionID + ":" + rec.Event
+	opts := []jetstream.PublishOpt{jetstream.WithMsgID(msgID), jetstream.WithMsgTTL(l.cfg.Retention)}
+	ack, err := l.publishCAS(ctx, func() (*jetstream.PubAck, error) { return l.js.PublishMsg(ctx, m, opts...) })
+	if fence != nil && wrongLast(err) {
+		// One server checks the fence before the message id: a record stored by an earlier send
+		// (its answer lost) is refused as fenced once a change lands, though it is on the log. A
+		// replicated stream answers it as a duplicate; so does this.
+		if seq, ok := l.storedAs(ctx, m.Subject, 1, msgID, false); ok {
+			ack, err = &jetstream.PubAck{Sequence: seq, Duplicate: true}, nil
+		}
 	}
 	switch {
 	case fence != nil && wrongLast(err):
@@ -192,44 +196,71 @@ func (l *Log) publish(ctx context.Context, rec Record, fence *uint64) (uint64, e
 }
 
 // Current returns the rules state: the last change (Seq 0 when there is none yet). It is read
-// from the stream leader, not a direct get that a lagging replica could answer.
+// from the stream leader, not a direct get that a lagging replica could answer. A message after it
+// on the rules subject that is not a change (garbage, an op this hub does not know) is skipped,
+// counted and logged: the state is the last change that decodes, and Seq is that message's, so
+// that a new change computed from Current lands (nothing else could replace it).
 func (l *Log) Current(ctx context.Context) (Change, error) {
-	req, _ := json.Marshal(map[string]string{"last_by_subj": l.cfg.RulesSubject()})
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 	}
-	resp, err := l.js.Conn().RequestWithContext(ctx, l.apiPrefix()+"STREAM.MSG.GET."+l.cfg.Stream, req)
+	seq, data, err := l.leaderGet(ctx, map[string]any{"last_by_subj": l.cfg.RulesSubject()})
+	if err != nil || seq == 0 {
+		return Change{}, err
+	}
+	c, err := decodeChange(data, seq)
+	if err == nil {
+		return c, nil
+	}
+	l.malformed(l.cfg.RulesSubject(), seq, err)
+	last := seq
+	c = Change{}
+	for next := uint64(1); next < last; {
+		s, data, err := l.leaderGet(ctx, map[string]any{"seq": next, "next_by_subj": l.cfg.RulesSubject()})
+		if err != nil {
+			return Change{}, err
+		}
+		if s == 0 || s >= last {
+			break
+		}
+		if d, err := decodeChange(data, s); err == nil {
+			c = d
+		}
+		next = s + 1
+	}
+	c.Seq = last
+	return c, nil
+}
+
+// leaderGet reads one message of the stream from its leader; seq 0: not found.
+func (l *Log) leaderGet(ctx context.Context, req map[string]any) (uint64, []byte, error) {
+	body, _ := json.Marshal(req)
+	resp, err := l.js.Conn().RequestWithContext(ctx, l.apiPrefix()+"STREAM.MSG.GET."+l.cfg.Stream, body)
 	if err != nil {
-		return Change{}, fmt.Errorf("audit: read the rules state: %w", err)
+		return 0, nil, fmt.Errorf("audit: read the rules state: %w", err)
 	}
 	var r struct {
 		Message *struct {
-			Subject string `json:"subject"`
-			Seq     uint64 `json:"seq"`
-			Data    []byte `json:"data"`
+			Seq  uint64 `json:"seq"`
+			Data []byte `json:"data"`
 		} `json:"message"`
 		Error *jetstream.APIError `json:"error"`
 	}
 	if err := json.Unmarshal(resp.Data, &r); err != nil {
-		return Change{}, fmt.Errorf("audit: read the rules state: %w", err)
+		return 0, nil, fmt.Errorf("audit: read the rules state: %w", err)
 	}
 	if r.Error != nil {
 		if r.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound {
-			return Change{}, nil
+			return 0, nil, nil
 		}
-		return Change{}, fmt.Errorf("audit: read the rules state: %w", r.Error)
+		return 0, nil, fmt.Errorf("audit: read the rules state: %w", r.Error)
 	}
-	if r.Message == nil {
-		return Change{}, fmt.Errorf("audit: read the rules state: empty answer")
+	if r.Message == nil || r.Message.Seq == 0 {
+		return 0, nil, fmt.Errorf("audit: read the rules state: empty answer")
 	}
-	c, err := decodeChange(r.Message.Data, r.Message.Seq)
-	if err != nil {
-		l.Stats.Malformed.Add(1)
-		return Change{}, fmt.Errorf("audit: the rules state %s seq %d: %w", l.cfg.RulesSubject(), r.Message.Seq, err)
-	}
-	return c, nil
+	return r.Message.Seq, r.Message.Data, nil
 }
 
 func (l *Log) apiPrefix() string {
@@ -275,10 +306,18 @@ func (l *Log) RecordChange(ctx context.Context, c Change, expect uint64) (uint64
 	// The id covers the content and what it was computed from: a retry of the same change after a
 	// lost ack is a duplicate (its sequence comes back), a different change is judged by expect.
 	h := sha256.Sum256(append(strconv.AppendUint(nil, expect, 10), data...))
+	msgID := "rules:" + hex.EncodeToString(h[:16])
 	ack, err := l.publishCAS(ctx, func() (*jetstream.PubAck, error) {
 		return l.js.Publish(ctx, l.cfg.RulesSubject(), data,
-			jetstream.WithExpectLastSequencePerSubject(expect), jetstream.WithMsgID("rules:"+hex.EncodeToString(h[:16])))
+			jetstream.WithExpectLastSequencePerSubject(expect), jetstream.WithMsgID(msgID))
 	})
+	if wrongLast(err) {
+		// One server checks the expected sequence before the message id: this change stored by an
+		// earlier send is then the change right after expect (it was checked against expect).
+		if seq, ok := l.storedAs(ctx, l.cfg.RulesSubject(), expect+1, msgID, true); ok {
+			ack, err = &jetstream.PubAck{Sequence: seq, Duplicate: true}, nil
+		}
+	}
 	switch {
 	case wrongLast(err):
 		l.Stats.Conflicts.Add(1)
@@ -290,6 +329,24 @@ func (l *Log) RecordChange(ctx context.Context, c Change, expect uint64) (uint64
 		l.Stats.Changes.Add(1)
 	}
 	return ack.Sequence, nil
+}
+
+// storedAs finds the message of subject from sequence from whose Nats-Msg-Id is msgID (only the
+// first message when first): a send whose answer was lost. Any read error means not found.
+func (l *Log) storedAs(ctx context.Context, subject string, from uint64, msgID string, first bool) (uint64, bool) {
+	for seq := from; ; {
+		m, err := l.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if err != nil {
+			return 0, false
+		}
+		if m.Header.Get(jetstream.MsgIDHeader) == msgID {
+			return m.Sequence, true
+		}
+		if first {
+			return 0, false
+		}
+		seq = m.Sequence + 1
+	}
 }
 
 // Changes returns every rules change, oldest first.

@@ -278,11 +278,26 @@ func (r *Registry) Activate(ctx context.Context, version, by, why string) (audit
 	})
 }
 
-// Rollback returns to the active version before the current one.
+// Rollback returns to the active version before the current one. It goes back from the active it
+// read first: when another change replaced that active meanwhile (another rollback, an activate),
+// nothing is recorded and the error wraps audit.ErrConflict (recomputed, two rollbacks at once
+// would go back two versions).
 func (r *Registry) Rollback(ctx context.Context, by, why string) (audit.Change, error) {
+	var from string
+	read := false
 	return r.change(ctx, func(cur audit.Change) (audit.Change, error) {
+		if !read {
+			from, read = cur.Active, true
+		} else if cur.Active != from {
+			return audit.Change{}, fmt.Errorf("rollback from %s: change #%d (%s by %s) made %s active meanwhile; nothing rolled back: %w",
+				from, cur.Seq, cur.Op, cur.By, cur.Active, audit.ErrConflict)
+		}
 		if len(cur.Previous) == 0 {
 			return audit.Change{}, ErrNoPrevious
+		}
+		// As activate: a version that does not load would leave every replica deciding nothing.
+		if err := r.known(ctx, cur.Previous[0]); err != nil {
+			return audit.Change{}, fmt.Errorf("roll back to %s: %w", cur.Previous[0], err)
 		}
 		c := carry(cur, audit.OpRollback, by, why)
 		c.From, c.To, c.Active, c.Previous = cur.Active, cur.Previous[0], cur.Previous[0], c.Previous[1:]
