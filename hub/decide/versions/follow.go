@@ -73,6 +73,10 @@ func (r *Registry) Follow(fn func(*Live)) (stop func(), err error) {
 	}, nil
 }
 
+// unknownGrace is how long a version a change names may read as unknown before the change is
+// taken as not loading (a replica of the versions bucket catching up).
+const unknownGrace = 10 * time.Second
+
 // build compiles a change's versions, retrying passing failures while no newer change waits.
 func (r *Registry) build(ctx context.Context, c audit.Change, newer func() bool) (*Live, bool) {
 	live := &Live{Change: c}
@@ -90,6 +94,7 @@ func (r *Registry) build(ctx context.Context, c audit.Change, newer func() bool)
 		if t.version == "" {
 			continue
 		}
+		started := time.Now()
 		for wait := 50 * time.Millisecond; ; wait = min(wait*2, 2*time.Second) {
 			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			s, err := r.compile(rctx, t.version)
@@ -98,12 +103,16 @@ func (r *Registry) build(ctx context.Context, c audit.Change, newer func() bool)
 				*t.set = s
 				break
 			}
-			if errors.Is(err, ErrUnknownVersion) || errors.Is(err, errCorrupt) {
+			// A version is stored before the change naming it, but on a replicated bucket the replica
+			// answering this read may not have it yet: "unknown" is final only after unknownGrace.
+			lagging := errors.Is(err, ErrUnknownVersion) && time.Since(started) < unknownGrace
+			if !lagging && (errors.Is(err, ErrUnknownVersion) || errors.Is(err, errCorrupt)) {
 				r.Stats.LoadFailures.Add(1)
 				r.lg.Error("rules change not applied: a version does not load; the previous rules stay and decisions wait",
 					"change", c.Seq, "op", c.Op, "version", t.version, "err", err)
 				return nil, false
 			}
+			r.Stats.LoadRetries.Add(1)
 			r.lg.Warn("rules change: reading a version failed, retrying", "change", c.Seq, "version", t.version, "err", err)
 			select {
 			case <-ctx.Done():

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gemba-io/gemba/hub/audit"
 	"github.com/gemba-io/gemba/internal/natstest"
 	"github.com/gemba-io/gemba/internal/testutil"
 )
@@ -111,5 +112,58 @@ func TestConcurrentRollbackGoesBackOnce(t *testing.T) {
 	cur, err := e.log.Current(ctx)
 	if err != nil || cur.Active != vs[1] {
 		t.Fatalf("after two rollbacks from %s at once: active %s (%v), want %s", vs[2][:8], cur.Active[:8], err, vs[1][:8])
+	}
+}
+
+// A change can reach a replica before the version it names is readable there (a replica of the
+// versions bucket lagging behind its leader): the follower waits for the version a while instead of
+// giving the change up for good. Here the version is stored only after the change is recorded.
+func TestFollowWaitsForALaggingVersion(t *testing.T) {
+	e, _ := newEnv(t)
+	ctx := context.Background()
+	v1, err := e.reg.Store(ctx, ruleSet(1), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.reg.Activate(ctx, v1, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var live *Live
+	stop, err := e.reg.Follow(func(l *Live) { mu.Lock(); live = l; mu.Unlock() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	get := func() *Live { mu.Lock(); defer mu.Unlock(); return live }
+	testutil.WaitFor(t, 10*time.Second, "v1 live", func() bool { l := get(); return l != nil && l.Active != nil && l.Active.Version() == v1 })
+	// The next version's id, from a registry on another server: content-addressed, the same.
+	other, _ := newEnv(t)
+	v2, err := other.reg.Store(ctx, ruleSet(2), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, err := e.log.Current(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := audit.Change{Op: audit.OpActivate, Active: v2, Previous: []string{v1}, From: v1, To: v2, By: "a", At: time.Now().UTC()}
+	seq, err := e.log.RecordChange(ctx, next, cur.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "the follower trying the unknown version again", func() bool { return e.reg.Stats.LoadRetries.Load() > 0 })
+	if l := get(); e.reg.Stats.LoadFailures.Load() != 0 || l.Change.Seq >= seq {
+		t.Fatalf("the change given up or applied before its version was readable: %d failures, live change %d", e.reg.Stats.LoadFailures.Load(), l.Change.Seq)
+	}
+	if _, err := e.reg.Store(ctx, ruleSet(2), "a"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 15*time.Second, "v2 live once readable", func() bool {
+		l := get()
+		return l.Active != nil && l.Active.Version() == v2 && l.Change.Seq == seq
+	})
+	if n := e.reg.Stats.LoadFailures.Load(); n != 0 {
+		t.Fatalf("%d load failures counted for a version that arrived late", n)
 	}
 }

@@ -82,6 +82,7 @@ type stored struct {
 // Stats are the registry's counters (the hub exports them).
 type Stats struct {
 	LoadFailures atomic.Uint64 // a followed change whose versions could not be loaded
+	LoadRetries  atomic.Uint64 // reads of a followed change's versions tried again
 	Retries      atomic.Uint64 // changes retried after a concurrent change
 }
 
