@@ -378,8 +378,19 @@ func (r *Registry) Promote(ctx context.Context, version, by, why string) (Change
 }
 
 // Rollback returns to the active set before the current one (refused if that set no longer loads).
+// It goes back from the active set it read first: when another change replaced it meanwhile (another
+// rollback, a promotion), nothing is recorded and the error wraps ErrConflict — recomputed, two
+// rollbacks at once would go back two sets.
 func (r *Registry) Rollback(ctx context.Context, by, why string) (Change, error) {
+	var from string
+	read := false
 	return r.change(ctx, func(cur Change) (Change, error) {
+		if !read {
+			from, read = cur.Active, true
+		} else if cur.Active != from {
+			return Change{}, fmt.Errorf("rollback from %s: change #%d (%s by %s) made %s active meanwhile; nothing rolled back: %w",
+				from, cur.Seq, cur.Op, cur.By, cur.Active, ErrConflict)
+		}
 		if len(cur.Previous) == 0 {
 			return Change{}, ErrNoPrevious
 		}

@@ -449,3 +449,39 @@ func TestDecodeRefuses(t *testing.T) {
 		t.Fatalf("a series without forecast: %v", err)
 	}
 }
+
+// Two operators rolling back at once go back one set, not two: the rollback that loses the race
+// finds the active set it read replaced, and records nothing.
+func TestConcurrentRollbackGoesBackOnce(t *testing.T) {
+	srv := startServer(t)
+	ctx := context.Background()
+	other := openRegistry(t, connect(t, srv), Options{})
+	var vs []string
+	for seed := range uint64(3) {
+		v, err := other.Store(ctx, fitSet(t, synthetic(t, 4, 60, seed+20), "test"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := other.Promote(ctx, v, "ops", "next"); err != nil {
+			t.Fatal(err)
+		}
+		vs = append(vs, v)
+	}
+	// Bob's rollback lands between Alice's read of the state and her write (the registry reads its
+	// clock right between the two).
+	var once sync.Once
+	alice := openRegistry(t, connect(t, srv), Options{Now: func() time.Time {
+		once.Do(func() {
+			if c, err := other.Rollback(ctx, "bob", "worse"); err != nil || c.Active != vs[1] {
+				t.Errorf("bob's rollback: %+v %v", c, err)
+			}
+		})
+		return time.Now()
+	}})
+	if c, err := alice.Rollback(ctx, "alice", "worse"); !errors.Is(err, ErrConflict) {
+		t.Errorf("alice's rollback from the same set: %+v %v, want ErrConflict", c, err)
+	}
+	if cur, _, err := other.State(ctx); err != nil || cur.Active != vs[1] {
+		t.Fatalf("after two rollbacks at once: %+v %v, want active %s", cur, err, vs[1])
+	}
+}
