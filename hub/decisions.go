@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -144,7 +145,9 @@ func (h *Hub) initialRules(ctx context.Context, d *decisions) error {
 	if cur, err = d.log.Current(ctx); err == nil && cur.Active != "" {
 		return nil // another replica was first
 	}
-	if _, err := d.registry.Activate(ctx, v, "hub:"+h.cfg.Hub.ID, "first start: decide.rules "+file); err != nil {
+	if _, err := d.registry.Activate(ctx, v, "hub:"+h.cfg.Hub.ID, "first start: decide.rules "+file); errors.Is(err, versions.ErrUnchanged) {
+		return nil // another replica starting with the same file was first
+	} else if err != nil {
 		return fmt.Errorf("decide.rules %s: activate %s: %w", file, v, err)
 	}
 	h.log.Info("rules activated from decide.rules (first start)", "file", file, "version", v)

@@ -340,6 +340,11 @@ func readRuleFile(path string) ([]byte, error) {
 	return data, nil
 }
 
+// printUnchanged says that the version asked for is already active (nothing recorded).
+func printUnchanged(w io.Writer, c audit.Change) {
+	fmt.Fprintf(w, "%s is already active (change #%d): nothing recorded\n", short(c.Active), c.Seq)
+}
+
 func printChange(w io.Writer, c audit.Change) {
 	fmt.Fprintf(w, "change #%d: %s\n", c.Seq, formatChange(c))
 	fmt.Fprintf(w, "rules now: active %s", orNone(c.Active))
@@ -397,6 +402,10 @@ func changeCmd(use, short, long string, args cobra.PositionalArgs, extra func(*c
 				var ee exitError
 				if errors.As(err, &ee) {
 					return err
+				}
+				if errors.Is(err, versions.ErrUnchanged) {
+					printUnchanged(cmd.OutOrStdout(), ch)
+					return nil
 				}
 				if err != nil {
 					cmd.PrintErrln(err)

@@ -193,6 +193,10 @@ func TestRulesCommandsEndToEnd(t *testing.T) {
 		t.Fatalf("activate a: %s", out)
 	}
 	must("activate", b, "-c", cfg, "--by", "bob", "--why", "stricter")
+	// Deploying the active rules again is a no-op: exit 0, nothing recorded (history below).
+	if out = must("activate", b, "-c", cfg, "--by", "bob", "--why", "redeploy"); !strings.Contains(out, sb.Version()[:12]+" is already active") {
+		t.Fatalf("activate the active version: %s", out)
+	}
 	out = must("rollback", "-c", cfg, "--by", "carol", "--why", "b over-promotes")
 	if !strings.Contains(out, "rollback "+sb.Version()[:12]+" → "+sa.Version()[:12]) || !strings.Contains(out, "rules now: active "+sa.Version()[:12]) {
 		t.Fatalf("rollback: %s", out)

@@ -299,6 +299,11 @@ func (c *Console) rulesChange(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, http.StatusNotFound, "unknown rules change "+op+" (activate, shadow, canary, rollback, clear-shadow, clear-canary)")
 		return
 	}
+	if errors.Is(err, versions.ErrUnchanged) {
+		msg := short(ch.Active) + " is already active (change #" + strconv.FormatUint(ch.Seq, 10) + "): nothing recorded"
+		http.Redirect(w, r, c.prefix+"/rules?msg="+url.QueryEscape(msg), http.StatusSeeOther)
+		return
+	}
 	if err != nil {
 		code := http.StatusServiceUnavailable
 		switch {

@@ -167,3 +167,25 @@ func TestFollowWaitsForALaggingVersion(t *testing.T) {
 		t.Fatalf("%d load failures counted for a version that arrived late", n)
 	}
 }
+
+// Activating the version already active records nothing (a change fences the decisions in flight
+// for nothing) and says so with ErrUnchanged and the current state: deploying twice is a no-op.
+func TestActivateTheActiveRecordsNothing(t *testing.T) {
+	e, _ := newEnv(t)
+	ctx := context.Background()
+	v, err := e.reg.Store(ctx, ruleSet(1), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := e.reg.Activate(ctx, v, "a", "deploy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := e.reg.Activate(ctx, v, "a", "deploy again")
+	if !errors.Is(err, ErrUnchanged) || again.Seq != first.Seq || again.Active != v {
+		t.Fatalf("activate the active version: %+v %v, want ErrUnchanged with change #%d", again, err, first.Seq)
+	}
+	if hist, err := e.log.Changes(ctx); err != nil || len(hist) != 1 {
+		t.Fatalf("%d changes recorded (%v), want 1", len(hist), err)
+	}
+}

@@ -59,6 +59,10 @@ var (
 	// ErrNothingToClear: a clear of a shadow or canary that is not set (nothing is recorded: a change
 	// would fence the decisions in flight for nothing).
 	ErrNothingToClear = errors.New("nothing to clear")
+	// ErrUnchanged: activating the version already active records nothing (a change would fence
+	// the decisions in flight for nothing); the error comes with the current state. Not a failure:
+	// deploying the same rules twice is a no-op.
+	ErrUnchanged = errors.New("already active: nothing recorded")
 	// errCorrupt: what is stored under a version is not that version.
 	errCorrupt = errors.New("corrupt stored version")
 )
@@ -265,7 +269,12 @@ func (r *Registry) Activate(ctx context.Context, version, by, why string) (audit
 	if err := r.known(ctx, version); err != nil {
 		return audit.Change{}, err
 	}
-	return r.change(ctx, func(cur audit.Change) (audit.Change, error) {
+	var unchanged audit.Change
+	c, err := r.change(ctx, func(cur audit.Change) (audit.Change, error) {
+		if cur.Active == version {
+			unchanged = cur
+			return audit.Change{}, ErrUnchanged
+		}
 		c := carry(cur, audit.OpActivate, by, why)
 		c.From, c.To, c.Active = cur.Active, version, version
 		if cur.Active != "" && cur.Active != version {
@@ -277,6 +286,10 @@ func (r *Registry) Activate(ctx context.Context, version, by, why string) (audit
 		}
 		return c, nil
 	})
+	if errors.Is(err, ErrUnchanged) {
+		return unchanged, err
+	}
+	return c, err
 }
 
 // Rollback returns to the active version before the current one. It goes back from the active it

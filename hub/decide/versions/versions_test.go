@@ -177,24 +177,30 @@ func TestConcurrentActivate(t *testing.T) {
 	_, js2 := natstest.Connect(t, n.URL())
 	a, b := open(t, js1, nil), open(t, js2, nil)
 	ctx := context.Background()
-	va, err := a.reg.Store(ctx, ruleSet(1), "a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	vb, err := b.reg.Store(ctx, ruleSet(2), "b")
-	if err != nil {
-		t.Fatal(err)
-	}
 	const each = 15
+	// Each activation names a version of its own (activating the active one records nothing).
+	versionsOf := func(e env, base int) []string {
+		var vs []string
+		for i := range each {
+			v, err := e.reg.Store(ctx, ruleSet(base+i), "x")
+			if err != nil {
+				t.Fatal(err)
+			}
+			vs = append(vs, v)
+		}
+		return vs
+	}
+	va, vb := versionsOf(a, 100), versionsOf(b, 200)
 	var wg sync.WaitGroup
 	errs := make(chan error, 2*each)
 	for _, x := range []struct {
-		e    env
-		v, b string
+		e  env
+		vs []string
+		b  string
 	}{{a, va, "a"}, {b, vb, "b"}} {
 		wg.Go(func() {
 			for i := range each {
-				if _, err := x.e.reg.Activate(ctx, x.v, x.b, fmt.Sprint(i)); err != nil {
+				if _, err := x.e.reg.Activate(ctx, x.vs[i], x.b, fmt.Sprint(i)); err != nil {
 					errs <- err
 				}
 			}
