@@ -123,7 +123,7 @@ func TestValueSize(t *testing.T) {
 		if i%4 == 0 {
 			id, q = fmt.Sprintf("prod:agent-line-%02d:%d:%d:%d", i%3, 7, 100_000+i, 0), 12
 		}
-		st.moves = append(st.moves, move{id, tm, q})
+		st.moves = append(st.moves, move{id: id, t: tm, q: q})
 	}
 	for d := range 14 {
 		st.days = append(st.days, dayQty{unixDay(t0.UnixNano()) - 13 + int64(d), float64(40 + d)})

@@ -18,8 +18,8 @@
 // of it relies on the ingest layer's dedup markers (TTL ≥ 72h), not on this package. A snapshot whose time
 // falls inside the folded span cannot be split exactly and is refused (Outcome BeyondHorizon); one after the
 // whole span clears the base, one before it keeps the base. Without any snapshot the same folding applies and
-// on-hand counts as 0. Movements covered by the snapshot are dropped from the list, except sales: their ids
-// stay until the horizon so a duplicate sale is not counted twice in the demand rate.
+// on-hand counts as 0. Movements covered by the snapshot keep their ids until the horizon, so a duplicate
+// sale or return is not counted twice in the demand rate.
 //
 // # Demand
 //
@@ -189,6 +189,10 @@ const (
 	maxIDLen   = 512
 )
 
+// MaxQty bounds a movement's quantity and a count's on-hand (either sign): far beyond any real stock,
+// it keeps every sum finite (a position, a day's demand) and whole units exact (below 2^53).
+const MaxQty = 1e15
+
 // Event times are stored as Unix nanoseconds, which cover MinTime to MaxTime.
 var (
 	MinTime = time.Date(1678, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -241,6 +245,9 @@ func (m *Movement) check(now time.Time, maxFuture time.Duration) error {
 	if math.IsNaN(m.Qty) || math.IsInf(m.Qty, 0) || m.Qty <= 0 {
 		return &InputError{"movement", m.ID, "qty", fmt.Sprintf("must be a finite number > 0, got %v", m.Qty)}
 	}
+	if m.Qty > MaxQty {
+		return &InputError{"movement", m.ID, "qty", fmt.Sprintf("must be at most %g, got %v", MaxQty, m.Qty)}
+	}
 	return nil
 }
 
@@ -250,6 +257,9 @@ func (s *Snapshot) check(now time.Time, maxFuture time.Duration) error {
 	}
 	if math.IsNaN(s.OnHand) || math.IsInf(s.OnHand, 0) {
 		return &InputError{"snapshot", s.ID, "on_hand", fmt.Sprintf("must be finite, got %v", s.OnHand)}
+	}
+	if math.Abs(s.OnHand) > MaxQty {
+		return &InputError{"snapshot", s.ID, "on_hand", fmt.Sprintf("must be between %g and %g, got %v", -MaxQty, MaxQty, s.OnHand)}
 	}
 	return nil
 }

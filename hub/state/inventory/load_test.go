@@ -3,6 +3,7 @@ package inventory
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -84,4 +85,39 @@ func TestOpenLoadsThenWatches(t *testing.T) {
 		}
 	}
 	t.Logf("%d writes during and after the open (%d during)", moved.Load(), during)
+}
+
+// The hub's server allows 8 MiB messages and a value is folded only to fit that; a key whose value
+// outgrows a load pull (2 MiB: 4,096 movements with ids of the longest length accepted, at the
+// default max_movements) must still load when a store opens, not stall the open until it times out.
+func TestOpenLoadsAValueLargerThanAPull(t *testing.T) {
+	o := natstest.Options(t)
+	o.MaxPayload = 8 << 20 // as the hub's embedded server (hub/nats.go)
+	srv := natstest.Start(t, o)
+	js := connectJS(t, srv.URL())
+	cfg := testConfig(newTestClock(t0))
+	w := openStore(t, js, cfg)
+	ms := make([]Movement, cfg.MaxMovements)
+	for i := range ms {
+		id := fmt.Sprintf("sale:%06d:", i)
+		id += strings.Repeat("x", maxIDLen-len(id))
+		ms[i] = mv(id, Sold, 1, time.Duration(i+1)*time.Second)
+	}
+	if _, _, err := w.MoveAll(context.Background(), ms); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := w.Get("SKU", "S1")
+	if want.Sold != float64(len(ms)) {
+		t.Fatalf("sold %v, want %d", want.Sold, len(ms))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	r, err := Open(ctx, js, cfg, nil)
+	if err != nil {
+		t.Fatalf("open on a bucket holding a large value: %v", err)
+	}
+	defer r.Close()
+	if got, ok := r.Get("SKU", "S1"); !ok || got != want {
+		t.Errorf("loaded %+v %v, want %+v", got, ok, want)
+	}
 }

@@ -9,9 +9,10 @@ import (
 
 // move is one movement kept in a key's value: its identity, event time and signed quantity.
 type move struct {
-	id string
-	t  int64   // event time, Unix nanoseconds
-	q  float64 // + produced, − sold
+	id    string
+	t     int64   // event time, Unix nanoseconds
+	q     float64 // + produced, − sold
+	fresh bool    // applied by this operation (not stored)
 }
 
 // dayQty is the units sold on one UTC day (days since the Unix epoch).
@@ -20,8 +21,9 @@ type dayQty struct {
 	q   float64
 }
 
-// recentCap is how many ids of movements applied straight to the base a value remembers: enough to recognise
-// our own write when a timed-out Update is retried, which happens within seconds.
+// recentCap is how many ids of movements applied straight to the base (or folded by the write that applied
+// them) a value remembers: enough to recognise our own write when a timed-out Update is retried, which happens
+// within seconds.
 const recentCap = 32
 
 // state is the whole value of one key. The list and the base are what make late snapshots exact; the summary
@@ -44,7 +46,8 @@ type state struct {
 	produced, sold, rate float64
 	updated              int64
 
-	folded int // movements folded by this operation (not stored)
+	folded     int // movements folded by this operation (not stored)
+	remembered int // ids this operation put in recent (not stored)
 }
 
 // summary is what the in-memory view keeps of a key.
@@ -103,12 +106,18 @@ func (st *state) addBase(t int64, q float64) {
 }
 
 // fold moves the movements older than cutoff, and the oldest beyond maxMoves, out of the list: into the base
-// when the snapshot does not cover them, nowhere when it does. It returns how many it folded.
+// when the snapshot does not cover them, nowhere when it does. It returns how many it folded. A movement
+// this operation applied keeps its id in recent, so that the retry of a write whose reply was lost
+// recognises it.
 func (st *state) fold(cutoff int64, maxMoves int) int {
 	n := 0
 	for n < len(st.moves) && (st.moves[n].t < cutoff || len(st.moves)-n > maxMoves) {
-		if m := st.moves[n]; !st.covered(m.t) {
+		m := st.moves[n]
+		if !st.covered(m.t) {
 			st.addBase(m.t, m.q)
+		}
+		if m.fresh {
+			st.remember(m.id)
 		}
 		n++
 	}
@@ -131,6 +140,7 @@ func (st *state) remember(id string) {
 		st.recent = st.recent[len(st.recent)-recentCap+1:]
 	}
 	st.recent = append(st.recent, id)
+	st.remembered++
 }
 
 func unixDay(t int64) int64 {
@@ -233,7 +243,7 @@ func (st *state) applyMove(m *Movement, c clock) (Outcome, bool) {
 		i, _ := slices.BinarySearchFunc(st.moves, m, func(x move, m *Movement) int {
 			return cmp.Or(cmp.Compare(x.t, t), cmp.Compare(x.id, m.ID))
 		})
-		st.moves = slices.Insert(st.moves, i, move{m.ID, t, q})
+		st.moves = slices.Insert(st.moves, i, move{m.ID, t, q, true})
 		st.fold(c.cutoff, c.maxMoves)
 		out = Applied
 		if covered {
@@ -273,8 +283,8 @@ func (st *state) applySnapshot(sn *Snapshot, c clock) (Outcome, bool) {
 		}
 	}
 	st.hasSnap, st.snapID, st.snapT, st.onHand = true, sn.ID, t, sn.OnHand
-	// Covered production has no further use; covered sales keep their ids for the demand rate.
-	st.moves = slices.DeleteFunc(st.moves, func(m move) bool { return m.q > 0 && m.t <= t })
+	// Covered movements keep their ids until the horizon: a covered sale or return delivered again
+	// must not change the demand rate twice, and a kept positive movement may be either.
 	st.finish(c)
 	return Applied, true
 }

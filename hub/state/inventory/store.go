@@ -104,7 +104,9 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 	if nc := js.Conn(); nc != nil && nc.MaxPayload() > 0 {
 		s.maxVal = int(nc.MaxPayload())
 	}
-	s.maxVal -= 4 << 10 // subject and headers share the payload limit
+	// A value must also fit one load pull: a message larger than a pull is never delivered, and
+	// the next Open would wait for it until its context ends (the hub's server allows 8 MiB).
+	s.maxVal = min(s.maxVal, loadPullBytes) - 4<<10 // subject and headers share the payload limit
 	hint := 0
 	if st, err := kv.Status(ctx); err == nil {
 		hint = int(st.Values())
@@ -273,7 +275,7 @@ func (s *Store) Move(ctx context.Context, m Movement) (Result, error) {
 	}
 	r, err := s.update(ctx, m.Site, m.SKU, "movement "+m.ID, func(st *state, c clock) (Outcome, bool) {
 		return st.applyMove(&m, c)
-	})
+	}, nil)
 	if err == nil {
 		s.Metrics.count(r.Outcome)
 	}
@@ -289,7 +291,7 @@ func (s *Store) Snapshot(ctx context.Context, sn Snapshot) (Result, error) {
 	}
 	r, err := s.update(ctx, sn.Site, sn.SKU, "snapshot "+sn.ID, func(st *state, c clock) (Outcome, bool) {
 		return st.applySnapshot(&sn, c)
-	})
+	}, nil)
 	if err == nil {
 		if r.Outcome == Applied {
 			s.Metrics.Snapshots.Add(1)
@@ -304,8 +306,13 @@ func (s *Store) Snapshot(ctx context.Context, sn Snapshot) (Result, error) {
 // key (Move takes a read and a compare-and-set each): what the ingest of a batch of agent messages
 // does with the production of one key. Results and refusals are per movement, in input order: a
 // movement the store refuses as invalid (ErrInvalid, wrapped) has its error in bad and a zero
-// Result; err is a failure to read or write the key, after which none or all valid movements may
-// be stored (they are idempotent by id: the caller repeats them).
+// Result; err is a failure to read or write the key, after which a prefix of the valid movements
+// may be stored (they are idempotent by id: the caller repeats them).
+//
+// Movements older than the horizon, and those a full list folds at once, have no place in the
+// list: a value remembers only the last recentCap of their ids, and a write whose reply was lost
+// recognises itself by them. So a batch applying more of them than that is written in several
+// writes of at most recentCap each.
 func (s *Store) MoveAll(ctx context.Context, ms []Movement) (rs []Result, bad []error, err error) {
 	if len(ms) == 0 {
 		return nil, nil, nil
@@ -329,27 +336,37 @@ func (s *Store) MoveAll(ctx context.Context, ms []Movement) (rs []Result, bad []
 	if valid == 0 {
 		return rs, bad, nil
 	}
-	var outs, tried []Outcome // this attempt's outcomes; those of the last attempt that wrote
-	r, err := s.update(ctx, site, sku, fmt.Sprintf("%d movements from %s", valid, ms[0].ID), func(st *state, c clock) (Outcome, bool) {
-		if outs != nil && slices.ContainsFunc(outs, func(o Outcome) bool { return o != Duplicate && o != 0 }) {
-			tried = outs
-		}
-		outs = make([]Outcome, len(ms))
-		write := false
-		for i := range ms {
-			if bad[i] != nil {
-				continue
+	what := fmt.Sprintf("%d movements from %s", valid, ms[0].ID)
+	applied := func(o Outcome) bool { return o != Duplicate && o != 0 }
+	outs := make([]Outcome, len(ms))
+	var r Result
+	for start := 0; start < len(ms); {
+		// This write takes ms[start:stop]; a retry never takes more than the attempt before it.
+		stop := len(ms)
+		var cur, lost []Outcome // this attempt's outcomes; those of the last write whose reply was lost
+		r, err = s.update(ctx, site, sku, what, func(st *state, c clock) (Outcome, bool) {
+			cur = make([]Outcome, len(ms))
+			write := false
+			for i := start; i < stop; i++ {
+				if bad[i] != nil {
+					continue
+				}
+				o, w := st.applyMove(&ms[i], c)
+				cur[i], write = o, write || w
+				if st.remembered >= recentCap {
+					stop = i + 1
+				}
 			}
-			o, w := st.applyMove(&ms[i], c)
-			outs[i], write = o, write || w
+			return Applied, write
+		}, func() { lost = cur })
+		if err != nil {
+			return nil, bad, err
 		}
-		return Applied, write
-	})
-	if err != nil {
-		return nil, bad, err
-	}
-	if tried != nil && !slices.ContainsFunc(outs, func(o Outcome) bool { return o != Duplicate && o != 0 }) {
-		outs = tried // our write went through although its reply was lost
+		if lost != nil && !slices.ContainsFunc(cur[start:stop], applied) {
+			cur = lost // our write went through although its reply was lost
+		}
+		copy(outs[start:stop], cur[start:stop])
+		start = stop
 	}
 	for i := range ms {
 		if bad[i] == nil {
@@ -363,8 +380,8 @@ func (s *Store) MoveAll(ctx context.Context, ms []Movement) (rs []Result, bad []
 // update is the read → modify → compare-and-set loop. It retries conflicts at once and failed requests
 // with backoff for cfg.RetryFor. A write whose reply was lost may have been stored: the retry then finds
 // the movement's id (or the snapshot) in the value and reports what that write did rather than
-// Duplicate, since the write was most likely ours.
-func (s *Store) update(ctx context.Context, site, sku, what string, apply func(*state, clock) (Outcome, bool)) (Result, error) {
+// Duplicate, since the write was most likely ours; lost (when not nil) is called at each such write.
+func (s *Store) update(ctx context.Context, site, sku, what string, apply func(*state, clock) (Outcome, bool), lost func()) (Result, error) {
 	if s.closed.Load() {
 		return Result{}, ErrClosed
 	}
@@ -479,6 +496,9 @@ func (s *Store) update(ctx context.Context, site, sku, what string, apply func(*
 			return fail(err)
 		default:
 			uncertain = out
+			if lost != nil {
+				lost()
+			}
 			s.recent.forget(key) // the write may have been stored: read it back
 			if err := retry(err); err != nil {
 				return fail(err)

@@ -2,9 +2,11 @@ package inventory
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -421,5 +423,148 @@ func TestStoreMoveAll(t *testing.T) {
 	}
 	if _, _, err := s.MoveAll(context.Background(), []Movement{moves[0], {ID: "x", SKU: "S9", Site: moves[0].Site, Kind: Produced, Qty: 1, Time: t0}}); err == nil {
 		t.Error("MoveAll over two keys accepted")
+	}
+}
+
+// Quantities are finite but may be absurd (a unit price in the quantity column, a corrupt export):
+// whatever the store accepts, the position it keeps stays finite, so it reads and serves as JSON.
+func TestStoreHugeQuantities(t *testing.T) {
+	srv := natstest.JetStream(t)
+	s := openStore(t, connectJS(t, srv.URL()), testConfig(newTestClock(t0)))
+	ctx := context.Background()
+	huge := math.MaxFloat64
+	for _, op := range []func() error{
+		func() error { _, err := s.Snapshot(ctx, sn("erp:1", huge, 3*time.Hour)); return err },
+		func() error { _, err := s.Move(ctx, mv("prod:1", Produced, huge, 2*time.Hour)); return err },
+		func() error { _, err := s.Move(ctx, mv("prod:2", Produced, huge, time.Hour)); return err },
+		func() error { _, err := s.Move(ctx, mv("sale:1:1", Sold, huge, 25*time.Hour)); return err },
+		func() error { _, err := s.Move(ctx, mv("sale:2:1", Sold, huge, 26*time.Hour)); return err },
+		func() error { _, err := s.Move(ctx, mv("sale:3:1", Sold, 1, time.Hour)); return err },
+	} {
+		if err := op(); err != nil && !errors.Is(err, ErrInvalid) {
+			t.Fatal(err)
+		}
+	}
+	p, ok := s.Get("SKU", "S1")
+	if !ok {
+		t.Fatal("no position")
+	}
+	for _, v := range []float64{p.OnHand, p.Produced, p.Sold, p.Position, p.DailyRate} {
+		if math.IsInf(v, 0) || math.IsNaN(v) {
+			t.Errorf("position not finite: %+v", p)
+			break
+		}
+	}
+	if _, err := json.Marshal(p); err != nil {
+		t.Errorf("position does not marshal: %v", err)
+	}
+}
+
+// An agent's replayed backlog moves many windows older than the horizon for one key in one MoveAll.
+// When the reply of that write is lost, the retry must recognise every one of them, not only the
+// last few whose ids the value remembers.
+func TestStoreMoveAllLostReplyOldBacklog(t *testing.T) {
+	srv := natstest.JetStream(t)
+	s := openStore(t, connectJS(t, srv.URL()), testConfig(newTestClock(t0)))
+	lossy := &lossyKV{KeyValue: s.kv}
+	s.kv = lossy
+	const n = 3 * recentCap
+	ms := make([]Movement, n)
+	for i := range ms {
+		ms[i] = mv(fmt.Sprint("prod:a:", i), Produced, 1, 60*time.Hour+time.Duration(n-i)*time.Minute)
+	}
+	lossy.lose.Store(1)
+	rs, bad, err := s.MoveAll(context.Background(), ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range rs {
+		if bad[i] != nil || r.Outcome != AppliedUnverified {
+			t.Errorf("movement %d: %v %v, want applied_unverified", i, r.Outcome, bad[i])
+		}
+	}
+	st, _ := storedState(t, connectJS(t, srv.URL()), "GEMBA_INVENTORY", keyOf("S1", "SKU"))
+	if got := st.summary().position("S1", "SKU").Produced; got != n {
+		t.Errorf("produced %v after a lost reply, want %d", got, n)
+	}
+}
+
+// racingKV runs before (once) ahead of the next Update: another replica writing the key between
+// this store's read and its compare-and-set.
+type racingKV struct {
+	jetstream.KeyValue
+	before func()
+}
+
+func (r *racingKV) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	if f := r.before; f != nil {
+		r.before = nil
+		f()
+	}
+	return r.KeyValue.Update(ctx, key, value, rev)
+}
+
+// Two replicas given the same movement (a redelivery taken by both): the one that loses the
+// compare-and-set finds it applied by the other and reports a duplicate, from MoveAll as from Move;
+// it is counted applied once across the replicas.
+func TestStoreMoveAllLosesTheRaceToAReplica(t *testing.T) {
+	srv := natstest.JetStream(t)
+	clock := newTestClock(t0)
+	a := openStore(t, connectJS(t, srv.URL()), testConfig(clock))
+	b := openStore(t, connectJS(t, srv.URL()), testConfig(clock))
+	ctx := context.Background()
+	m0, m1 := mv("prod:a:0", Produced, 1, 2*time.Hour), mv("prod:a:1", Produced, 2, time.Hour)
+	if _, _, err := a.MoveAll(ctx, []Movement{m0}); err != nil {
+		t.Fatal(err)
+	}
+	a.kv = &racingKV{KeyValue: a.kv, before: func() { mustMove(t, b, m1, Applied) }}
+	rs, _, err := a.MoveAll(ctx, []Movement{m1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Metrics.Conflicts.Load() == 0 {
+		t.Fatal("no conflict: the test did not race")
+	}
+	if rs[0].Outcome != Duplicate || rs[0].Position.Produced != 3 {
+		t.Errorf("the loser reports %v at produced %v, want duplicate at 3", rs[0].Outcome, rs[0].Position.Produced)
+	}
+	if n := a.Metrics.Applied.Load() + b.Metrics.Applied.Load(); n != 2 {
+		t.Errorf("applied counted %d times across the replicas for 2 movements", n)
+	}
+}
+
+// A key whose list is full (max_movements) folds a late movement older than every kept one
+// straight into the base. When the reply of that write is lost, the retry must still recognise it.
+func TestStoreLostReplyOfAMovementFoldedEarly(t *testing.T) {
+	srv := natstest.JetStream(t)
+	cfg := testConfig(newTestClock(t0))
+	cfg.MaxMovements = 16
+	s := openStore(t, connectJS(t, srv.URL()), cfg)
+	for i := range cfg.MaxMovements {
+		mustMove(t, s, mv(fmt.Sprint("sale:", i), Sold, 1, time.Duration(i+1)*time.Minute), Applied)
+	}
+	lossy := &lossyKV{KeyValue: s.kv}
+	s.kv = lossy
+	lossy.lose.Store(1)
+	late := mv("prod:late", Produced, 100, 10*time.Hour)
+	r, err := s.Move(context.Background(), late)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lossy.lose.Load() > 0 {
+		t.Fatal("the reply was not lost: the test did not exercise the retry")
+	}
+	if r.Outcome == Duplicate {
+		t.Errorf("outcome %v", r.Outcome)
+	}
+	st, _ := storedState(t, connectJS(t, srv.URL()), "GEMBA_INVENTORY", keyOf("S1", "SKU"))
+	if got := st.summary().position("S1", "SKU").Produced; got != late.Qty {
+		t.Errorf("produced %v after a lost reply, want %v", got, late.Qty)
+	}
+	if _, _, err := s.MoveAll(context.Background(), []Movement{late}); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := s.Get("SKU", "S1"); p.Produced != late.Qty {
+		t.Errorf("produced %v after the movement was repeated, want %v", p.Produced, late.Qty)
 	}
 }
