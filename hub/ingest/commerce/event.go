@@ -126,6 +126,8 @@ func (s Sale) Validate() error {
 		return fieldErr("quantity", "must be a finite number, got %v", s.Quantity)
 	case s.Quantity == 0:
 		return fieldErr("quantity", "must not be 0 (negative for a return)")
+	case math.Abs(s.Quantity) > inventory.MaxQty:
+		return fieldErr("quantity", "must be within ±%g, got %v", inventory.MaxQty, s.Quantity)
 	case math.IsNaN(s.UnitPrice) || math.IsInf(s.UnitPrice, 0) || s.UnitPrice < 0:
 		return fieldErr("unit_price", "must be a finite number ≥ 0, got %v", s.UnitPrice)
 	case !currencyRe.MatchString(s.Currency):
@@ -143,6 +145,9 @@ func (s Snapshot) Validate() error {
 	}
 	if math.IsNaN(s.OnHand) || math.IsInf(s.OnHand, 0) {
 		return fieldErr("on_hand", "must be a finite number, got %v", s.OnHand)
+	}
+	if math.Abs(s.OnHand) > inventory.MaxQty {
+		return fieldErr("on_hand", "must be within ±%g, got %v", inventory.MaxQty, s.OnHand)
 	}
 	return checkTime(s.Time)
 }

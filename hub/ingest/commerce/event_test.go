@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gemba-io/gemba/hub/state/inventory"
 )
 
 const goodSale = `{"schema":1,"order_id":"A-1001","line":1,"sku":"SKU-1","site":"plant1","channel":"web","quantity":2,"unit_price":9.5,"currency":"EUR","time":"2026-12-04T10:00:00Z"}`
@@ -136,6 +138,7 @@ func TestDecodeSaleErrors(t *testing.T) {
 		{"time year 0", "", with(goodSale, "time", `"0000-01-01T00:00:00Z"`), "time", "between 1678-01-01 and 2261-12-31"},
 		{"time before 1678", "", with(goodSale, "time", `"1677-12-31T23:59:59Z"`), "time", "between 1678-01-01 and 2261-12-31"},
 		{"time after 2261", "", with(goodSale, "time", `"2261-12-31T00:00:00.000000001Z"`), "time", "between 1678-01-01 and 2261-12-31"},
+		{"quantity beyond 1e15", "", with(goodSale, "quantity", "1e16"), "quantity", "within"},
 		{"sku over 256 bytes", "", with(goodSale, "sku", `"`+strings.Repeat("品", 100)+`"`), "sku", "300 bytes long"},
 		{"time bad day", "", with(goodSale, "time", `"2026-02-30T00:00:00Z"`), "time", "RFC 3339"},
 		{"long unknown key", "", `{"` + strings.Repeat("k", 60000) + `":tru}`, strings.Repeat("k", 64) + "…", "invalid JSON"},
@@ -222,7 +225,7 @@ func TestRoundTrip(t *testing.T) {
 		sale("A-1", 1),
 		{OrderID: "#1001/ü", Line: MaxLine, SKU: "Ä-ß", Site: "Werk 1"[:4], Channel: "b2b-shop", Quantity: -0.25, UnitPrice: 0, Currency: "CHF",
 			Time: time.Date(2026, 3, 29, 1, 59, 59, 999999999, cet)},
-		{OrderID: strings.Repeat("é", MaxTokenLen), Line: 7, SKU: "s", Site: "p", Channel: "c", Quantity: math.MaxFloat64,
+		{OrderID: strings.Repeat("é", MaxTokenLen), Line: 7, SKU: "s", Site: "p", Channel: "c", Quantity: inventory.MaxQty,
 			UnitPrice: math.SmallestNonzeroFloat64, Currency: "XXX", Time: time.Date(1678, 1, 1, 0, 0, 0, 0, time.UTC)},
 	}
 	for _, s := range sales {

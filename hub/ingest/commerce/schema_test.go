@@ -13,6 +13,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/gemba-io/gemba/config"
+	"github.com/gemba-io/gemba/hub/state/inventory"
 )
 
 const (
@@ -148,7 +149,7 @@ func TestEncoderOutputMatchesSchema(t *testing.T) {
 	cet := time.FixedZone("", -(9*3600 + 30*60))
 	events := []Event{
 		sale("A-1", 1),
-		Sale{OrderID: strings.Repeat("ü", MaxTokenLen), Line: MaxLine, SKU: "\"\\<&", Site: "Ä", Channel: "b2b", Quantity: -math.MaxFloat64,
+		Sale{OrderID: strings.Repeat("ü", MaxTokenLen), Line: MaxLine, SKU: "\"\\<&", Site: "Ä", Channel: "b2b", Quantity: -inventory.MaxQty,
 			UnitPrice: 0, Currency: "XXX", Time: time.Date(1678, 1, 1, 0, 0, 0, 1, time.UTC)},
 		Sale{OrderID: "o", Line: 1, SKU: "s", Site: "p", Channel: "c", Quantity: math.SmallestNonzeroFloat64, UnitPrice: 1e21,
 			Currency: "JPY", Time: time.Date(2261, 12, 30, 14, 29, 59, 999999999, cet)},
