@@ -19,6 +19,7 @@ import (
 	"github.com/gemba-io/gemba/hub/ingest/dedup"
 	"github.com/gemba-io/gemba/hub/state/features"
 	"github.com/gemba-io/gemba/hub/state/inventory"
+	"github.com/gemba-io/gemba/internal/kvretry"
 	"github.com/gemba-io/gemba/internal/ratelog"
 	"github.com/gemba-io/gemba/signal"
 )
@@ -238,7 +239,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			}
 			c.setWhy(why + "; binding it again")
 			c.log.Error("agents' consumer stopped, binding it again", "stream", c.cfg.Stream, "consumer", c.cfg.Consumer, "why", why)
-			if sleep(ctx, pause) != nil {
+			if kvretry.Sleep(ctx, pause) != nil {
 				continue
 			}
 			pause = min(2*pause, 30*time.Second)
@@ -417,31 +418,6 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 		}
 		if !it.stored.IsZero() {
 			c.m.stored.Observe(max(now.Sub(it.stored), 0).Seconds()) // another server's clock may be ahead
-		}
-	}
-}
-
-// inPlace retries a write of a batch whose stock is moved (err its first failure, nil when it has
-// not been tried yet) until it succeeds or ctx ends; the batch's messages are kept alive meanwhile.
-// Handing the batch back instead would move again, on its redelivery, the production older than
-// the inventory's horizon, which only the done markers guard. The write must keep what failed
-// for its next call (Features.Flush and Observer.Flush do).
-func (c *Consumer) inPlace(ctx context.Context, what string, err error, write func(context.Context) error) error {
-	wait := 100 * time.Millisecond
-	for {
-		if err != nil {
-			if ctx.Err() != nil {
-				return fmt.Errorf("%s: %w", what, err)
-			}
-			c.m.errors.Inc()
-			c.log.Warn("write after the inventory moves failed, retrying", "what", what, "err", err)
-			if sleep(ctx, wait) != nil {
-				return fmt.Errorf("%s: %w", what, err)
-			}
-			wait = min(2*wait, 5*time.Second)
-		}
-		if err = write(ctx); err == nil {
-			return nil
 		}
 	}
 }

@@ -2,10 +2,13 @@ package agents
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/internal/kvretry"
 )
 
 // held are the messages taken from the consumer and not yet settled (waiting or being processed).
@@ -118,14 +121,27 @@ func (g *gate) close() {
 	g.cond.Broadcast()
 }
 
-// sleep waits d or until ctx ends (its error then).
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
+// inPlace retries a write of a batch whose stock is moved (err its first failure, nil when it has
+// not been tried yet) until it succeeds or ctx ends; the batch's messages are kept alive meanwhile.
+// Handing the batch back instead would move again, on its redelivery, the production older than
+// the inventory's horizon, which only the done markers guard. The write must keep what failed
+// for its next call (Features.Flush and Observer.Flush do).
+func (c *Consumer) inPlace(ctx context.Context, what string, err error, write func(context.Context) error) error {
+	wait := 100 * time.Millisecond
+	for {
+		if err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("%s: %w", what, err)
+			}
+			c.m.errors.Inc()
+			c.log.Warn("write after the inventory moves failed, retrying", "what", what, "err", err)
+			if kvretry.Sleep(ctx, wait) != nil {
+				return fmt.Errorf("%s: %w", what, err)
+			}
+			wait = min(2*wait, 5*time.Second)
+		}
+		if err = write(ctx); err == nil {
+			return nil
+		}
 	}
 }
