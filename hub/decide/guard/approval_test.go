@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/gemba-io/gemba/internal/natstest"
 )
 
@@ -236,23 +238,7 @@ func TestRejectOfALapsedApproval(t *testing.T) {
 	ctx := context.Background()
 	p := promo(c, "r", "SKU-1", "retail", 22)
 	mustCheck(t, g, p)
-	kv, err := js.KeyValue(ctx, g.cfg.Bucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := kv.Get(ctx, prefixDec+p.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec, err := decodeRecord(p.ID, e.Value())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec.Status, rec.Owner, rec.Lease = statusApproving, "dead", c.Now().Add(time.Second)
-	rec.Approving = &Approval{By: "bob", At: c.Now(), Approved: true}
-	if _, err := kv.Update(ctx, prefixDec+p.ID, mustJSON(t, rec), e.Revision()); err != nil {
-		t.Fatal(err)
-	}
+	leaveApproving(t, g, js, c, p, time.Second)
 	c.Add(2 * time.Second)
 	if v, err := g.Reject(ctx, p.ID, "carol", "no"); !errors.Is(err, ErrState) {
 		t.Fatalf("reject of a decision bob approved: %s by %+v, %v", v.Outcome, v.Approval, err)
@@ -275,23 +261,7 @@ func TestLapsedApprovalFinished(t *testing.T) {
 	ctx := context.Background()
 	p := promo(c, "r", "SKU-1", "retail", 22)
 	mustCheck(t, g, p)
-	kv, err := js.KeyValue(ctx, g.cfg.Bucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := kv.Get(ctx, prefixDec+p.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec, err := decodeRecord(p.ID, e.Value())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec.Status, rec.Owner, rec.Lease = statusApproving, "dead", c.Now().Add(30*time.Second)
-	rec.Approving = &Approval{By: "bob", At: c.Now(), Approved: true}
-	if _, err := kv.Update(ctx, prefixDec+p.ID, mustJSON(t, rec), e.Revision()); err != nil {
-		t.Fatal(err)
-	}
+	kv := leaveApproving(t, g, js, c, p, 30*time.Second)
 	// While the lease holds, the approval is the dead replica's to finish.
 	var lapsed []Request
 	collect := func(q Request) error { lapsed = append(lapsed, q); return nil }
@@ -327,23 +297,7 @@ func TestLapsedApprovalSuppressReleases(t *testing.T) {
 	ctx := context.Background()
 	p := promo(c, "r", "SKU-1", "retail", 22)
 	mustCheck(t, g, p)
-	kv, err := js.KeyValue(ctx, g.cfg.Bucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := kv.Get(ctx, prefixDec+p.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec, err := decodeRecord(p.ID, e.Value())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec.Status, rec.Owner, rec.Lease = statusApproving, "dead", c.Now().Add(time.Second)
-	rec.Approving = &Approval{By: "bob", At: c.Now(), Approved: true}
-	if _, err := kv.Update(ctx, prefixDec+p.ID, mustJSON(t, rec), e.Revision()); err != nil {
-		t.Fatal(err)
-	}
+	leaveApproving(t, g, js, c, p, time.Second)
 	dead := openGuard(t, js, g.cfg, "dead")
 	if _, ok, err := dead.reserveCooldown(ctx, coolKey(p.SKU, p.Channel), p.ID, c.Now()); err != nil || !ok {
 		t.Fatal(ok, err)
@@ -363,4 +317,29 @@ func TestLapsedApprovalSuppressReleases(t *testing.T) {
 			t.Errorf("%s still holds %+v", k, l)
 		}
 	}
+}
+
+// leaveApproving leaves p's record as a replica that stopped while applying bob's approval leaves
+// it: status approving, its lease (held by "dead") running for lease more; it returns the bucket.
+func leaveApproving(t *testing.T, g *Guard, js jetstream.JetStream, c *clock, p Proposal, lease time.Duration) jetstream.KeyValue {
+	t.Helper()
+	ctx := context.Background()
+	kv, err := js.KeyValue(ctx, g.cfg.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(ctx, prefixDec+p.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := decodeRecord(p.ID, e.Value())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Status, rec.Owner, rec.Lease = statusApproving, "dead", c.Now().Add(lease)
+	rec.Approving = &Approval{By: "bob", At: c.Now(), Approved: true}
+	if _, err := kv.Update(ctx, prefixDec+p.ID, mustJSON(t, rec), e.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	return kv
 }
