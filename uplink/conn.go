@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gemba-io/gemba/config"
+	"github.com/gemba-io/gemba/signal"
 )
 
 func validate(c *Config) error { return config.NewDecoder().Unmarshal(nil, c) }
@@ -184,7 +185,10 @@ func (u *Uplink) onPermissionDenied(err error) bool {
 		msg, u.cfg.NATS.SubjectPrefix)
 	u.mu.Lock()
 	first := u.deniedWhy == ""
-	u.deniedWhy, u.deniedAt, u.publishWhy = why, time.Now(), why
+	u.deniedWhy, u.deniedAt = why, time.Now()
+	for _, l := range u.lanes { // the violation does not say which subject: every stream's PubAck clears its own
+		u.publishWhy[l.stream] = why
+	}
 	u.mu.Unlock()
 	if first {
 		u.log.Error("publish refused by NATS permissions", "err", msg)
@@ -278,6 +282,13 @@ func (u *Uplink) provision(ctx context.Context, js jetstream.JetStream) bool {
 	}
 }
 
+// statusMissing is why heartbeats do not reach the stream ("" when they do).
+func (u *Uplink) statusMissing() string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.statusWhy
+}
+
 func (u *Uplink) setStream(ok bool, why string) {
 	u.mu.Lock()
 	u.streamOK, u.streamWhy = ok, why
@@ -307,7 +318,7 @@ func (u *Uplink) watchStream(ctx context.Context, js jetstream.JetStream) {
 			case <-ctx.Done():
 				return
 			}
-			if u.ensureStream(ctx, js) == nil {
+			if u.ensureStream(ctx, js) == nil && u.statusMissing() == "" {
 				break
 			}
 			sleepCtx(ctx, bo.next())
@@ -372,6 +383,9 @@ func (u *Uplink) createStream(ctx context.Context, js jetstream.JetStream) error
 	s, err := js.Stream(ctx, n.Stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		if _, err := js.CreateStream(ctx, want); err != nil {
+			if cerr := u.capturedElsewhere(ctx, js, false); cerr != nil {
+				return fmt.Errorf("create stream %s: %w (%w)", n.Stream, cerr, err)
+			}
 			return fmt.Errorf("create stream %s: %w", n.Stream, err)
 		}
 		u.log.Info("stream created", "stream", n.Stream, "subjects", want.Subjects, "replicas", want.Replicas)
@@ -406,16 +420,11 @@ func (u *Uplink) createStream(ctx context.Context, js jetstream.JetStream) error
 // verifyStream checks that the configured stream captures this agent's subjects.
 func (u *Uplink) verifyStream(ctx context.Context, js jetstream.JetStream) error {
 	n := &u.cfg.NATS
-	for _, l := range u.lanes {
-		name, err := js.StreamNameBySubject(ctx, l.subject)
-		switch {
-		case errors.Is(err, jetstream.ErrStreamNotFound):
-			return fmt.Errorf("no JetStream stream captures %s (create stream %s with that subject on the hub, or set uplink.nats.create_stream: true)", l.subject, n.Stream)
-		case err != nil:
-			return fmt.Errorf("looking up the stream for %s: %w", l.subject, err)
-		case name != n.Stream:
-			return fmt.Errorf("subject %s is captured by stream %s, but uplink.nats.stream is %s", l.subject, name, n.Stream)
-		}
+	if err := u.capturedElsewhere(ctx, js, true); err != nil {
+		return err
+	}
+	if err := u.checkStatusSubject(ctx, js); err != nil {
+		return err
 	}
 	s, err := js.Stream(ctx, n.Stream)
 	if err != nil {
@@ -424,6 +433,53 @@ func (u *Uplink) verifyStream(ctx context.Context, js jetstream.JetStream) error
 	if dw := s.CachedInfo().Config.Duplicates; dw <= u.cfg.RestartBudget {
 		u.log.Warn("stream duplicate window below restart budget", "stream", n.Stream, "duplicate_window", dw,
 			"restart_budget", u.cfg.RestartBudget, "effect", "a replay after a longer restart can store duplicates; the hub dedupes on (agent, stream, seq)")
+	}
+	return nil
+}
+
+// capturedElsewhere checks which stream captures each of the agent's subjects: an error names a
+// stream other than the configured one, or (with missing) a subject no stream captures.
+func (u *Uplink) capturedElsewhere(ctx context.Context, js jetstream.JetStream, missing bool) error {
+	n := &u.cfg.NATS
+	for _, l := range u.lanes {
+		name, err := js.StreamNameBySubject(ctx, l.subject)
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			if missing {
+				return fmt.Errorf("no JetStream stream captures %s (create stream %s with that subject on the hub, or set uplink.nats.create_stream: true)", l.subject, n.Stream)
+			}
+		case err != nil:
+			return fmt.Errorf("looking up the stream for %s: %w", l.subject, err)
+		case name != n.Stream:
+			return fmt.Errorf("subject %s is captured by stream %s, but uplink.nats.stream is %s", l.subject, name, n.Stream)
+		}
+	}
+	return nil
+}
+
+// checkStatusSubject records (statusWhy) whether the stream captures the heartbeats: without
+// them the hub never sees the agent, although its data flows, so the data is not held back for it.
+func (u *Uplink) checkStatusSubject(ctx context.Context, js jetstream.JetStream) error {
+	var why string
+	if u.cfg.Heartbeat > 0 {
+		n := &u.cfg.NATS
+		subject := n.subjectFor(u.id, signal.StreamStatus)
+		name, err := js.StreamNameBySubject(ctx, subject)
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			why = fmt.Sprintf("stream %s does not capture %s: the hub never sees this agent's heartbeats (add the subject to the stream); data is forwarded", n.Stream, subject)
+		case err != nil:
+			return fmt.Errorf("looking up the stream for %s: %w", subject, err)
+		case name != n.Stream:
+			why = fmt.Sprintf("%s is captured by stream %s, not %s: the hub never sees this agent's heartbeats; data is forwarded", subject, name, n.Stream)
+		}
+	}
+	u.mu.Lock()
+	was := u.statusWhy
+	u.statusWhy = why
+	u.mu.Unlock()
+	if why != "" && was == "" {
+		u.log.Warn("heartbeats not stored", "reason", why)
 	}
 	return nil
 }

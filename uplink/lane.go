@@ -1,10 +1,12 @@
 package uplink
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -28,7 +30,8 @@ import (
 //
 // A failed publish (timeout, disconnect, stream full) ends the lane's generation: the lane waits
 // for the other in-flight PubAcks, rewinds to the floor and re-reads from the buffer, so the same
-// records go out again with the same message ids.
+// records go out again with the same message ids; those JetStream already acknowledged (live data
+// sent ahead of the backlog, PubAcks that overtook the failed one) are passed over, not re-sent.
 type lane struct {
 	u       *Uplink
 	stream  signal.Stream
@@ -53,6 +56,11 @@ type lane struct {
 	failErr     error
 	floor       uint64
 	sourceAcked uint64
+	// stored are sequences above the floor that JetStream acknowledged and that are no longer in
+	// q or live (live data sent ahead of a backlog, PubAcks that overtook a failed one before a
+	// rewind): sorted, disjoint, dropped once the floor passes them. A re-read does not send them
+	// again.
+	stored []span
 	// A PubAck may say "duplicate" only for a record that could have been published before: one
 	// in the buffer when the uplink started (seq <= replayTo) or one sent by an earlier generation
 	// (seq <= prevSent). sent is the highest sequence handed to publish so far.
@@ -224,13 +232,16 @@ func (l *lane) accept(recs []signal.Record, live bool) []*pending {
 		if err == nil && c.Stream != l.stream {
 			err = fmt.Errorf("chunk of stream %s in buffer stream %s", c.Stream, l.stream)
 		}
-		if err != nil {
+		switch {
+		case l.storedLocked(r.Seq):
+			p.state = acked // JetStream acknowledged it before the lane rewound: never sent again
+		case err != nil:
 			// Unforwardable: count it, say where it is, and let the floor pass it.
 			u.m.errors.Add(1)
 			u.m.corrupt.Add(1)
 			u.log.Error("skipping corrupt buffer record", "stream", l.stream.String(), "seq", r.Seq, "err", err)
 			p.state = acked
-		} else {
+		default:
 			h := signal.Header{
 				Schema: signal.SchemaVersion, Agent: u.id.Agent, Site: u.id.Site, Stream: l.stream,
 				ConfigVersion: c.ConfigVersion, Incarnation: u.id.Incarnation, FirstSeq: r.Seq, LastSeq: r.Seq, Count: c.Count,
@@ -278,7 +289,9 @@ func (l *lane) accept(recs []signal.Record, live bool) []*pending {
 			}
 		}
 	}
-	l.updateFloorLocked()
+	if l.updateFloorLocked() { // skipped records alone can raise the floor: no PubAck will wake the acker
+		l.wakeAcker()
+	}
 	return out
 }
 
@@ -311,6 +324,9 @@ func (l *lane) publish(ctx context.Context, p *pending) error {
 	u.inflight[m] = p
 	u.infMu.Unlock()
 	_, err := u.js.PublishMsgAsync(m)
+	if errors.Is(err, nats.ErrMaxPayload) {
+		err = fmt.Errorf("%d bytes, over the NATS server's max_payload of %d bytes: %w", p.size, u.maxPayload(), err)
+	}
 	if err != nil {
 		// The client may already have reported this message through the error callback (a
 		// disconnect racing the publish); whoever takes it from the map finishes it.
@@ -387,21 +403,25 @@ func (l *lane) done(p *pending, pa *jetstream.PubAck, err error) {
 	l.mu.Unlock()
 
 	if err == nil {
-		u.clearPublishWhy()
+		u.clearPublishWhy(l)
 	} else if current {
 		u.publishFailed(l, err)
 	}
 	if moved {
-		select {
-		case l.ackWake <- struct{}{}:
-		default:
-		}
+		l.wakeAcker()
 	}
 	if settled {
 		select {
 		case l.settled <- struct{}{}:
 		default:
 		}
+	}
+}
+
+func (l *lane) wakeAcker() {
+	select {
+	case l.ackWake <- struct{}{}:
+	default:
 	}
 }
 
@@ -414,6 +434,17 @@ func (l *lane) updateFloorLocked() bool {
 	if i > 0 {
 		clear(l.q[:i])
 		l.q = l.q[i:]
+	}
+	// While the backlog holds the floor down, the live part's acknowledged prefix is kept as a
+	// span, not as messages: a catch-up can last hours.
+	j := 0
+	for j < len(l.live) && l.live[j].state == acked {
+		j++
+	}
+	if j > 0 {
+		l.stored = mergeSpans(append(l.stored, span{l.live[0].seq, l.live[j-1].seq}), l.floor)
+		clear(l.live[:j])
+		l.live = l.live[j:]
 	}
 	f := l.cursor
 	if len(l.q) > 0 {
@@ -448,20 +479,61 @@ func (l *lane) settle(ctx context.Context) {
 	}
 }
 
-// rewindLocked drops the queue and continues from the floor with a new generation.
+// rewindLocked drops the queue and continues from the floor with a new generation, remembering
+// what above the floor JetStream has already stored.
 func (l *lane) rewindLocked() uint64 {
 	l.updateFloorLocked()
+	spans := l.stored
 	for _, part := range [][]*pending{l.q, l.live} {
 		for _, p := range part {
 			if p.state == unsent && p.buf != nil {
 				bufPool.Put(p.buf)
 				p.buf = nil
 			}
+			if p.state == acked && p.seq > l.floor {
+				spans = append(spans, span{p.seq, p.seq})
+			}
 		}
 	}
+	l.stored = mergeSpans(spans, l.floor)
 	l.q, l.live, l.split = nil, nil, false
 	l.cursor, l.outstanding = l.floor, 0
 	return l.floor
+}
+
+// span is an inclusive range of sequences.
+type span struct{ lo, hi uint64 }
+
+// mergeSpans sorts spans, merges overlapping and adjacent ones and drops what is at or below floor.
+func mergeSpans(spans []span, floor uint64) []span {
+	slices.SortFunc(spans, func(a, b span) int { return cmp.Compare(a.lo, b.lo) })
+	out := spans[:0]
+	for _, s := range spans {
+		if s.hi <= floor {
+			continue
+		}
+		s.lo = max(s.lo, floor+1)
+		if n := len(out); n > 0 && s.lo <= out[n-1].hi+1 {
+			out[n-1].hi = max(out[n-1].hi, s.hi)
+			continue
+		}
+		out = append(out, s)
+	}
+	return slices.Clip(out)
+}
+
+// storedLocked reports whether JetStream acknowledged seq before the last rewind.
+func (l *lane) storedLocked(seq uint64) bool {
+	i, _ := slices.BinarySearchFunc(l.stored, seq, func(s span, seq uint64) int {
+		if s.hi < seq {
+			return -1
+		}
+		if s.lo > seq {
+			return 1
+		}
+		return 0
+	})
+	return i < len(l.stored) && l.stored[i].lo <= seq && seq <= l.stored[i].hi
 }
 
 // ackEvery rate-limits buffer acks: each is a write (deletes) in the buffer's store, and at live
@@ -498,112 +570,6 @@ func (l *lane) flushAck() {
 	l.mu.Lock()
 	l.sourceAcked = max(l.sourceAcked, f)
 	l.mu.Unlock()
-}
-
-// publishFailed turns a publish error into a readiness reason an operator can act on.
-func (u *Uplink) publishFailed(l *lane, err error) {
-	msg := u.setErr(err)
-	var apiErr *jetstream.APIError
-	var why string
-	switch {
-	case errors.Is(err, nats.ErrReconnectBufExceeded), errors.Is(err, nats.ErrDisconnected),
-		errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionReconnecting):
-		why = "not connected to NATS; records stay in the buffer"
-	case errors.Is(err, jetstream.ErrNoStreamResponse):
-		why = fmt.Sprintf("no JetStream stream answers on %s; records stay in the buffer", l.subject)
-		u.setStream(false, why)
-		u.checkStreamSoon()
-	case errors.Is(err, jetstream.ErrAsyncPublishTimeout) && u.deniedRecently() != "":
-		why = u.deniedRecently()
-	case errors.Is(err, jetstream.ErrAsyncPublishTimeout):
-		why = fmt.Sprintf("no PubAck within publish_timeout %s; records stay in the buffer and are re-sent", u.cfg.PublishTimeout)
-	case errors.As(err, &apiErr):
-		why = fmt.Sprintf("stream %s refuses messages: %s; records stay in the buffer (free space in the stream or raise its limits)", u.cfg.NATS.Stream, u.redact(apiErr.Description))
-	default:
-		why = "publish failing: " + msg
-	}
-	u.mu.Lock()
-	first := u.publishWhy == ""
-	u.publishWhy = why
-	u.mu.Unlock()
-	if first {
-		u.log.Warn("publish failing", "stream", l.stream.String(), "reason", why, "err", msg)
-	}
-}
-
-func (u *Uplink) clearPublishWhy() {
-	u.mu.Lock()
-	was := u.publishWhy
-	u.publishWhy = ""
-	u.mu.Unlock()
-	if was != "" {
-		u.log.Info("publishing again", "after", was)
-	}
-}
-
-// window bounds the messages and bytes in flight across all lanes.
-type window struct {
-	mu       sync.Mutex
-	n, bytes int
-	maxN     int
-	maxBytes int
-	waiting  bool
-	ch       chan struct{}
-}
-
-func (w *window) init(n, bytes int) {
-	w.maxN, w.maxBytes, w.ch = n, bytes, make(chan struct{})
-}
-
-func (w *window) acquire(ctx context.Context, size int) error {
-	for {
-		w.mu.Lock()
-		if w.n < w.maxN && (w.bytes+size <= w.maxBytes || w.n == 0) {
-			w.n++
-			w.bytes += size
-			w.mu.Unlock()
-			return nil
-		}
-		w.waiting = true
-		ch := w.ch
-		w.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
-func (w *window) release(size int) {
-	w.mu.Lock()
-	w.n--
-	w.bytes -= size
-	if w.waiting {
-		close(w.ch)
-		w.ch, w.waiting = make(chan struct{}), false
-	}
-	w.mu.Unlock()
-}
-
-func (w *window) count() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.n
-}
-
-// waitChange waits until a release or the deadline.
-func (w *window) waitChange(deadline time.Time) {
-	w.mu.Lock()
-	w.waiting = true
-	ch := w.ch
-	w.mu.Unlock()
-	t := time.NewTimer(time.Until(deadline))
-	defer t.Stop()
-	select {
-	case <-ch:
-	case <-t.C:
-	}
 }
 
 // collisionShown is how long an id collision keeps /readyz failing after the last one.

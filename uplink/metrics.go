@@ -40,6 +40,16 @@ func newMetrics(u *Uplink, reg prometheus.Registerer) (*metrics, error) {
 		counter("gemba_uplink_corrupt_records_total", "Buffer records that could not be decoded and were skipped.", &m.corrupt),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gemba_uplink_inflight_messages", Help: "Messages published and awaiting a PubAck."},
 			func() float64 { return float64(u.win.count()) }),
+		// Connected is not enough: a missing or wrong stream, a full stream or a refused message
+		// stops forwarding on a live connection, and a stream that is not usable publishes nothing
+		// for an error counter to count.
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gemba_uplink_ready", Help: "1 while the uplink is ready (connected, stream usable, publishes acknowledged, heartbeats stored); 0 with the reason in /readyz."},
+			func() float64 {
+				if ok, _ := u.Health().Ready(); ok {
+					return 1
+				}
+				return 0
+			}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "gemba_uplink_connected", Help: "1 while connected to NATS."},
 			func() float64 {
 				if u.Health().Connected {

@@ -115,8 +115,9 @@ type Uplink struct {
 	streamWhy   string
 	lastErr     string
 	lastErrAt   time.Time
-	publishWhy  string // set while publishes fail, cleared by the next PubAck
-	deniedWhy   string // the server's last publish permission violation (see onPermissionDenied)
+	publishWhy  [signal.NumStreams]string // per stream: set while its publishes fail, cleared by its next PubAck
+	statusWhy   string                    // the stream does not capture the heartbeats (see checkStatusSubject)
+	deniedWhy   string                    // the server's last publish permission violation (see onPermissionDenied)
 	deniedAt    time.Time
 	collideWhy  string // the last id collision (see lane.done), shown until collideAt+collisionShown
 	collideAt   time.Time
@@ -192,6 +193,9 @@ func (u *Uplink) Run(ctx context.Context) error {
 	if !u.provision(ctx, js) {
 		return nil // ctx done while waiting for a usable stream
 	}
+	if u.statusMissing() != "" {
+		u.checkStreamSoon() // watchStream checks until the stream captures the heartbeats
+	}
 	var wg sync.WaitGroup
 	wg.Go(func() { u.watchStream(ctx, js) })
 	if u.cfg.Heartbeat > 0 {
@@ -263,10 +267,12 @@ func (u *Uplink) Health() Health {
 		}
 	case !u.streamOK:
 		h.Reason = u.streamWhy
-	case u.publishWhy != "":
-		h.Reason = u.publishWhy
+	case u.publishFailing() != "":
+		h.Reason = u.publishFailing()
 	case u.collideWhy != "" && time.Since(u.collideAt) < collisionShown:
 		h.Reason = u.collideWhy
+	case u.statusWhy != "":
+		h.Reason = u.statusWhy
 	}
 	u.mu.Unlock()
 	h.Published, h.Acked = u.m.published.Load(), u.m.acked.Load()
@@ -323,10 +329,14 @@ func (u *Uplink) sendHeartbeat(nc *nats.Conn, subject string, seq *uint64) {
 	if st.Agent == "" {
 		st.Agent, st.Site, st.ConfigVersion = u.id.Agent, u.id.Site, u.id.ConfigVersion
 	}
+	cv := st.ConfigVersion // the config in force now: a reload changes it while the uplink runs
+	if cv == "" {
+		cv = u.id.ConfigVersion
+	}
 	*seq++
 	h := signal.Header{
 		Schema: signal.SchemaVersion, Agent: u.id.Agent, Site: u.id.Site, Stream: signal.StreamStatus,
-		ConfigVersion: u.id.ConfigVersion, Incarnation: u.id.Incarnation, FirstSeq: *seq, LastSeq: *seq, Count: 1,
+		ConfigVersion: cv, Incarnation: u.id.Incarnation, FirstSeq: *seq, LastSeq: *seq, Count: 1,
 		Oldest: st.Time, Newest: st.Time, Sent: now,
 	}
 	data := signal.AppendEnvelope(nil, &h, signal.AppendStatusJSON(nil, []signal.Status{st}))
