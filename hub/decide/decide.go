@@ -54,6 +54,14 @@ func (e *Engine) decide(ctx context.Context, ls *liveSets, set *rules.Set, mode 
 	rule := ls.byName[set][d.Rule]
 	cctx, cancel := context.WithTimeout(ctx, e.cfg.OpTimeout)
 	defer cancel()
+	p := proposal(set, res, d, rule, ex, bucket, now, ls.Change.By)
+	if a := guard.InputsAssessment(&p); !a.Passed {
+		// Not decided on inputs it cannot use, and not claimed either: once they can be used,
+		// the decision is made, in this bucket. Recorded once per id here (the log dedups across
+		// replicas on id and event). Before the experiment: a unit is not held out (nor an arm
+		// drawn) on inputs a treated unit could not act on.
+		return e.deferDecision(cctx, ls, set, mode, res, d, rule, ex, id, a, now)
+	}
 	xs, err := e.experiment(cctx, rule, d, ex, id)
 	if err != nil {
 		return err
@@ -65,13 +73,7 @@ func (e *Engine) decide(ctx context.Context, ls *liveSets, set *rules.Set, mode 
 		return e.noArm(cctx, ls, set, mode, res, d, rule, ex, id, xs, now)
 	}
 	d.Action.Discount = xs.discount // the bandit's arm, or the rule's own
-	p := proposal(set, res, d, rule, ex, bucket, now, ls.Change.By)
-	if a := guard.InputsAssessment(&p); !a.Passed {
-		// Not decided on inputs it cannot use, and not claimed either: once they can be used,
-		// the decision is made, in this bucket. Recorded once per id here (the log dedups across
-		// replicas on id and event).
-		return e.deferDecision(cctx, ls, set, mode, res, d, rule, ex, id, a, now)
-	}
+	p = proposal(set, res, d, rule, ex, bucket, now, ls.Change.By)
 	v, err := e.deps.Guard.Check(cctx, p)
 	if err != nil {
 		var ie *guard.InputError
@@ -128,7 +130,9 @@ func (e *Engine) publish(ctx context.Context, ls *liveSets, ex *explained, rec a
 	if _, err := e.deps.Audit.Publish(ctx, rec, ls.Change.Seq); err != nil {
 		if errors.Is(err, audit.ErrFenced) {
 			e.Metrics.Fenced.Add(1)
-			e.mark(Unit{ex.in.SKU.ID, ex.in.Site})
+			// The new rules re-evaluate every unit when they load (SetLive); should they not
+			// load, the unit is tried again after a pause rather than refused in a loop.
+			e.retryLater(Unit{ex.in.SKU.ID, ex.in.Site})
 			return false, nil
 		}
 		return false, fmt.Errorf("audit: %w", err)
@@ -232,7 +236,7 @@ func (e *Engine) shadow(ctx context.Context, ls *liveSets, acting *rules.Set, ac
 	bucket := guard.TimeBucket(now, e.cfg.Bucket)
 	var errs []error
 	record := func(rule string, sd *rules.Decision, channel string) {
-		id := guard.DecisionID(ls.Shadow.Version(), rule, ex.in.SKU.ID, channel, bucket)
+		id := shadowID(ls.Shadow.Version(), rule, ex.in.SKU.ID, channel, bucket)
 		if e.done.has(id) {
 			return
 		}
@@ -281,6 +285,13 @@ func (e *Engine) shadow(ctx context.Context, ls *liveSets, acting *rules.Set, ac
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// shadowID is a shadow decision's id: never the id the same version decides under once it acts
+// (activated in the same bucket, its decisions would otherwise be taken as done here and their
+// records deduplicated on the log as the shadow's).
+func shadowID(version, rule, sku, channel string, bucket time.Time) string {
+	return guard.DecisionID("shadow:"+version, rule, sku, channel, bucket)
 }
 
 func ruleKind(k guard.Kind) rules.ActionKind { return rules.ActionKind(k) }

@@ -81,6 +81,9 @@ type Engine struct {
 
 	mu    sync.Mutex
 	dirty map[Unit]struct{}
+	seen  map[Unit]struct{} // units marked that the graph does not list: evaluated on the timer with its own
+	graph map[Unit]bool     // the graph's units (fixed for the engine's life)
+	retry map[Unit]struct{} // units whose decisions could not be completed, marked again after a pause
 	all   bool
 	wake  chan struct{}
 
@@ -131,11 +134,16 @@ func New(cfg Config, d Deps) (*Engine, error) {
 	for _, def := range d.Features {
 		defs[def.Name] = def
 	}
+	topo := newTopology(d.Graph)
+	inGraph := make(map[Unit]bool, len(topo.units))
+	for _, u := range topo.units {
+		inGraph[u] = true
+	}
 	e := &Engine{
-		cfg: cfg, deps: d, log: d.Log.With("component", "decide"), now: d.Now,
-		b:     builder{cfg: cfg.Lines, topo: newTopology(d.Graph), state: d.State, fc: d.Forecasts, q: d.Quality, defs: defs},
-		dirty: map[Unit]struct{}{}, wake: make(chan struct{}, 1), done: newIDSet(1 << 16), deferred: newIDSet(1 << 14), queued: map[string]time.Time{},
-		heldUntil: map[string]time.Time{},
+		cfg: cfg, deps: d, log: d.Log.With("component", "decide"), now: d.Now, graph: inGraph,
+		b:     builder{cfg: cfg.Lines, topo: topo, state: d.State, fc: d.Forecasts, q: d.Quality, defs: defs},
+		dirty: map[Unit]struct{}{}, seen: map[Unit]struct{}{}, retry: map[Unit]struct{}{}, wake: make(chan struct{}, 1),
+		done: newIDSet(1 << 16), deferred: newIDSet(1 << 14), queued: map[string]time.Time{}, heldUntil: map[string]time.Time{},
 	}
 	return e, nil
 }
@@ -174,9 +182,21 @@ func (e *Engine) mark(us ...Unit) {
 	e.mu.Lock()
 	for _, u := range us {
 		e.dirty[u] = struct{}{}
+		if !e.graph[u] {
+			e.seen[u] = struct{}{}
+		}
 	}
 	e.mu.Unlock()
 	e.poke()
+}
+
+// retryLater marks u again after a pause (see Run): a decision that could not be completed now
+// (the guard, the log or the outbox did not answer; a rules change not loaded yet) is not retried
+// in a loop that would evaluate, call and log as fast as the machine goes.
+func (e *Engine) retryLater(u Unit) {
+	e.mu.Lock()
+	e.retry[u] = struct{}{}
+	e.mu.Unlock()
 }
 
 // FeatureChanged is the feature store's notice of a stored value: it marks the SKUs the value is an
@@ -186,15 +206,30 @@ func (e *Engine) FeatureChanged(name, key string) { e.mark(e.b.affected(name, ke
 // PositionChanged is the inventory store's notice of a stored position. It never blocks.
 func (e *Engine) PositionChanged(sku, site string) { e.mark(Unit{sku, site}) }
 
-// Run evaluates marked SKUs as they come and every SKU every cfg.Timer, until ctx ends.
+// Run evaluates marked SKUs as they come and every SKU every cfg.Timer, until ctx ends. Units
+// whose decisions could not be completed are evaluated again after a pause that doubles from
+// retryMin up to cfg.Timer while they keep failing.
 func (e *Engine) Run(ctx context.Context) error {
 	tick := time.NewTicker(e.cfg.Timer)
 	defer tick.Stop()
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	var pause time.Duration // the current pause before a retry; 0 when nothing failed last
+	armed := false
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-e.wake:
+		case <-retry.C:
+			armed = false
+			e.mu.Lock()
+			for u := range e.retry {
+				e.dirty[u] = struct{}{}
+			}
+			clear(e.retry)
+			e.mu.Unlock()
 		case <-tick.C:
 			e.mu.Lock()
 			e.all = true
@@ -214,9 +249,23 @@ func (e *Engine) Run(ctx context.Context) error {
 			}
 		}
 		e.round(ctx)
+		e.mu.Lock()
+		failed := len(e.retry) > 0
+		e.mu.Unlock()
+		switch {
+		case failed && !armed:
+			pause = min(max(2*pause, retryMin), e.cfg.Timer)
+			retry.Reset(pause)
+			armed = true
+		case !failed && !armed:
+			pause = 0
+		}
 		e.rounds.Add(1)
 	}
 }
+
+// retryMin is the first pause before a failed decision is tried again.
+const retryMin = time.Second
 
 // settled reports whether nothing is marked and no evaluation is under way: every change handed to
 // the engine so far has been evaluated. It is for tests; a round may start right after.
@@ -228,7 +277,7 @@ func (e *Engine) settled(after uint64) bool {
 }
 
 // round evaluates what is marked. A unit whose decision could not be completed (KV or the stream
-// did not answer) is marked again for the next round.
+// did not answer) is kept for a retry after a pause.
 func (e *Engine) round(ctx context.Context) {
 	ls := e.live.Load()
 	e.mu.Lock()
@@ -265,8 +314,8 @@ func (e *Engine) round(ctx context.Context) {
 			for u := range work {
 				if err := e.unit(ctx, ls, u); err != nil && ctx.Err() == nil {
 					e.Metrics.Errors.Add(1)
-					e.log.Warn("decision not completed, retried next round", "sku", u.SKU, "site", u.Site, "err", err)
-					e.mark(u)
+					e.log.Warn("decision not completed, retried after a pause", "sku", u.SKU, "site", u.Site, "err", err)
+					e.retryLater(u)
 				}
 			}
 		})
@@ -281,17 +330,12 @@ func (e *Engine) round(ctx context.Context) {
 	wg.Wait()
 }
 
-// allUnits is every SKU × site the graph knows and every one the inventory has seen.
+// allUnits is every SKU × site the graph knows and every one the inventory (or a feature) has
+// marked since the engine started, even before any rules were live (under e.mu).
 func (e *Engine) allUnits() []Unit {
 	us := append([]Unit(nil), e.b.topo.units...)
-	seen := make(map[Unit]bool, len(us))
-	for _, u := range us {
-		seen[u] = true
-	}
-	for u := range e.dirty {
-		if !seen[u] {
-			us = append(us, u)
-		}
+	for u := range e.seen {
+		us = append(us, u)
 	}
 	return us
 }

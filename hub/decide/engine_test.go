@@ -257,3 +257,30 @@ func TestApprovalQueue(t *testing.T) {
 		t.Errorf("rejected history %+v", hist)
 	}
 }
+
+// A unit the inventory has seen but the graph does not make anywhere (no line: a SKU bought in, or
+// stocked at a site without lines) is evaluated like the others: when the rules change, and on
+// every timer (a hold repeats once per bucket while its rule holds).
+func TestInventoryOnlyUnitReevaluated(t *testing.T) {
+	g := strings.Replace(testGraph, "skus: [{id: A}, {id: B}]", "skus: [{id: A}, {id: B}, {id: C}]", 1) +
+		"  - {kind: sold_via, from: C, to: web}\n"
+	r := newRigOn(t, g, nil, func(c *Config) { c.Timer = time.Second })
+	// Its stock is known before any rules are active.
+	r.state.setCover("C", "s1", 3)
+	r.eng.PositionChanged("C", "s1")
+	r.activate(`name: t
+hit_policy: first
+rules:
+  - name: hold-short
+    when: inventory.days_of_cover < 7.0
+    hold: {channels: ["*"], reason: short}
+`)
+	testutil.WaitFor(t, 10*time.Second, "C held when the rules became active", func() bool { return len(r.actions()) == 1 })
+	r.advance(time.Hour)
+	testutil.WaitFor(t, 10*time.Second, "C held again in the next bucket, on the timer", func() bool { return len(r.actions()) == 2 })
+	for _, m := range r.actions() {
+		if m.SKU != "C" || m.Site != "s1" || m.Channel != "web" || m.Kind != "hold" {
+			t.Errorf("acted %+v", m)
+		}
+	}
+}

@@ -1,14 +1,20 @@
 package decide
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/gemba-io/gemba/hub/audit"
 	"github.com/gemba-io/gemba/hub/decide/experiment"
+	"github.com/gemba-io/gemba/hub/decide/guard"
+	"github.com/gemba-io/gemba/hub/state/features"
+	"github.com/gemba-io/gemba/hub/state/graph"
 	"github.com/gemba-io/gemba/internal/testutil"
 )
 
@@ -133,5 +139,98 @@ func TestBanditWhy(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("why lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+// Two replicas judge one bandit decision's cover against different stock (a delivery counted
+// between their evaluations, or one restarted later in the bucket): the first finds no arm, the
+// second draws one, claims the id in the guard and acts. The log must not say the decision was
+// suppressed while its promotion runs: an acted decision has its fired record (which the KPIs
+// and the bandit's outcome read).
+func TestBanditNoArmThenArmOnAnotherReplica(t *testing.T) {
+	r := newRig(t, nil)
+	r.activate(banditRules)
+	now := r.clock()
+	r.state.setFeature("units", "B", 40, now, nil)
+	r.state.setCover("B", "s1", 2) // no arm fits
+	r.eng.FeatureChanged("units", "B")
+	testutil.WaitFor(t, 10*time.Second, "B suppressed for its cover", func() bool {
+		return len(r.records(audit.Filter{SKU: "B", Outcome: audit.OutcomeSuppressed})) == 1
+	})
+
+	// Replica r2 sees B after a delivery: 45 days of cover.
+	st := newFakeState()
+	st.setFeature("units", "B", 40, now, nil)
+	st.setCover("B", "s1", 45)
+	g, err := graph.Load([]byte(testGraph))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gc := guard.DefaultConfig()
+	gc.MaxDiscount, gc.Approval.Above, gc.Cooldown, gc.Now = 20, 12, time.Hour, r.clock
+	logger := testutil.Logger(t, slog.LevelWarn)
+	g2, err := guard.New(r.ctx, r.js, gc, "r2", logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = g2.Close() })
+	cfg := DefaultConfig()
+	cfg.Timer = time.Hour
+	e2, err := New(cfg, Deps{Graph: g, State: st, Experiments: r.exps, Features: testDefs, Guard: g2, Outbox: r.outbox,
+		Audit: r.log, Replica: "r2", Now: r.clock, Log: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(r.ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = e2.Run(ctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	e2.SetLive(r.eng.Live())
+	e2.FeatureChanged("units", "B")
+	testutil.WaitFor(t, 10*time.Second, "B promoted by r2", func() bool { return len(r.actions()) == 1 })
+
+	for _, m := range r.actions() {
+		recs, err := r.log.History(r.ctx, m.DecisionID)
+		if err != nil || len(recs) == 0 {
+			t.Fatalf("history of %s: %d records, %v", m.DecisionID, len(recs), err)
+		}
+		if d := audit.Decided(recs); d.Event != audit.EventDecided || d.Outcome != audit.OutcomeFired {
+			t.Errorf("%s promoted at %v%% but its decision is recorded %s %s (%s)", m.SKU, m.Discount, d.Event, d.Outcome, d.Verdict.Guardrail)
+		}
+	}
+}
+
+// A held-out unit whose inputs cannot be used yet (a partial window, a replayed backlog) is
+// deferred like a treated one, not recorded held out: the holdout's control group must not gain
+// units that the treated group, stopped by the same inputs, never gets.
+func TestHoldoutDeferredOnUnusableInputs(t *testing.T) {
+	var id string
+	for i := 0; id == ""; i++ {
+		cand := fmt.Sprintf("ho-%d", i)
+		web, err := experiment.Assign(cand, "B", "web", 0.5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if web.Group == experiment.Held {
+			id = cand
+		}
+	}
+	r := newRig(t, nil)
+	r.activate(fmt.Sprintf(holdoutRules, id))
+	r.state.setCover("B", "s1", 45)
+	r.state.setFeature("units", "B", 40, r.clock(), func(rd *features.Reading) { rd.Partial = true })
+	r.eng.FeatureChanged("units", "B")
+	testutil.WaitFor(t, 10*time.Second, "B recorded", func() bool { return len(r.records(audit.Filter{SKU: "B"})) == 1 })
+	if rec := r.records(audit.Filter{SKU: "B"})[0]; rec.Event != audit.EventDeferred || rec.Outcome == audit.OutcomeHeldOut {
+		t.Fatalf("B on partial units: %s %s, want deferred", rec.Event, rec.Outcome)
+	}
+	// Whole inputs in the same bucket: now it is held out.
+	r.state.setFeature("units", "B", 40, r.clock(), nil)
+	r.eng.FeatureChanged("units", "B")
+	testutil.WaitFor(t, 10*time.Second, "B held out", func() bool {
+		return len(r.records(audit.Filter{SKU: "B", Outcome: audit.OutcomeHeldOut})) == 1
+	})
+	if n := len(r.actions()); n != 0 {
+		t.Errorf("%d actions for a held-out unit", n)
 	}
 }

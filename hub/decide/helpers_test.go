@@ -182,6 +182,12 @@ func newRig(t *testing.T, gcfg func(*guard.Config)) *rig {
 // newRigOn is newRig on another graph, with the engine's config changed by ecfg.
 func newRigOn(t *testing.T, graphYAML string, gcfg func(*guard.Config), ecfg func(*Config)) *rig {
 	t.Helper()
+	return newRigWith(t, graphYAML, gcfg, ecfg, nil)
+}
+
+// newRigWith is newRigOn with the engine's guard wrapped by wrap (nil: the guard itself).
+func newRigWith(t *testing.T, graphYAML string, gcfg func(*guard.Config), ecfg func(*Config), wrap func(Guard) Guard) *rig {
+	t.Helper()
 	logger := testutil.Logger(t, slog.LevelWarn) // what went wrong, in a failing test's report
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -225,7 +231,11 @@ func newRigOn(t *testing.T, graphYAML string, gcfg func(*guard.Config), ecfg fun
 	if r.exps, err = experiment.Open(ctx, js, experiment.DefaultStoreConfig(), nil); err != nil {
 		t.Fatal(err)
 	}
-	r.eng, err = New(cfg, Deps{Graph: g, State: r.state, Forecasts: r.fc, Quality: r.q, Experiments: r.exps, Features: testDefs, Guard: r.guard, Outbox: r.outbox,
+	var eg Guard = r.guard
+	if wrap != nil {
+		eg = wrap(r.guard)
+	}
+	r.eng, err = New(cfg, Deps{Graph: g, State: r.state, Forecasts: r.fc, Quality: r.q, Experiments: r.exps, Features: testDefs, Guard: eg, Outbox: r.outbox,
 		Audit: r.log, Replica: "r1", Now: r.clock, Log: logger})
 	if err != nil {
 		t.Fatal(err)

@@ -91,3 +91,40 @@ func TestCanaryActsForItsShare(t *testing.T) {
 		}
 	}
 }
+
+// A shadow version activated in the bucket of its shadow records acts: its shadow decisions are not
+// the decisions it then makes as the active version (shadow then activate is the way to roll out).
+func TestShadowThenActivateActs(t *testing.T) {
+	r := newRig(t, nil)
+	holdOnly := testRules[:strings.Index(testRules, "  - name: promote-over")]
+	v1 := r.activate(holdOnly)
+	v2, err := r.reg.Store(r.ctx, []byte(testRules), "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.reg.Shadow(r.ctx, v2, "bob", "try promotions"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "shadow live", func() bool { l := r.eng.Live(); return l != nil && l.Shadow != nil })
+	r.overstocked("l1", "A")
+	testutil.WaitFor(t, 10*time.Second, "two shadow records", func() bool {
+		return len(r.records(audit.Filter{Mode: audit.ModeShadow})) == 2
+	})
+	if n := len(r.actions()); n != 0 {
+		t.Fatalf("%d actions under %s, which decides nothing here", n, v1[:8])
+	}
+	if _, err := r.reg.Activate(r.ctx, v2, "bob", "roll out"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "two promotions of the activated version", func() bool { return len(r.actions()) == 2 })
+	for _, m := range r.actions() {
+		if m.RuleSetVersion != v2 || m.SKU != "A" {
+			t.Errorf("acted %+v", m)
+		}
+	}
+	for _, rec := range r.records(audit.Filter{Outcome: audit.OutcomeFired}) {
+		if rec.Mode != audit.ModeActive || rec.RuleSet.Version != v2 {
+			t.Errorf("fired record %+v", rec)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package rules
 import (
 	"cel.dev/cel-go/common/cost"
 	"cel.dev/cel-go/common/types"
+	"cel.dev/cel-go/common/types/ref"
 )
 
 // Bounds on an input's sizes under which a condition's worst-case cost is known at compile time.
@@ -18,8 +19,31 @@ const (
 // from the input; sizes computed inside the expression are left to the estimator.
 type sizeBounds struct{}
 
-func (sizeBounds) EstimateCallCost(string, string, *cost.AstNode, []cost.AstNode) *cost.CallEstimate {
+func (sizeBounds) EstimateCallCost(_, overloadID string, _ *cost.AstNode, _ []cost.AstNode) *cost.CallEstimate {
+	if overloadID == formatOverload {
+		// What format writes is not known from its arguments' estimates: never untracked.
+		return &cost.CallEstimate{CostEstimate: cost.UnknownCostEstimate()}
+	}
 	return nil
+}
+
+// formatOverload is the strings extension's format(), whose cost CEL leaves at one unit whatever
+// it writes: formatting input-sized lists builds megabytes of text for "one operation".
+const formatOverload = "string_format"
+
+// callCosts charges format what it writes, one unit per byte, so the limit stops it (the call's
+// result is built before it is charged: one call can still write up to what its arguments hold).
+type callCosts struct{}
+
+func (callCosts) CallCost(_, overloadID string, _ []ref.Val, result ref.Val) *uint64 {
+	if overloadID != formatOverload {
+		return nil // CEL's own models
+	}
+	n := uint64(1)
+	if s, ok := result.(types.String); ok {
+		n += uint64(len(s))
+	}
+	return &n
 }
 
 func (sizeBounds) EstimateSize(n cost.AstNode) *cost.SizeEstimate {

@@ -73,3 +73,35 @@ func manyFeatures(n int) map[string]Feature {
 	}
 	return m
 }
+
+// format() costs what it writes: CEL's cost models leave it at one unit, so a condition that
+// formats input-sized lists (megabytes of text from 64 substitutes of 256 bytes) passed for cheap
+// and ran untracked. It stops at the limit like any other work, and a format of small values
+// still runs.
+func TestFormatCostsWhatItWrites(t *testing.T) {
+	m := "neighbours.substitutes.map(a, neighbours.substitutes)"
+	s := mustLoad(t, `name: c
+hit_policy: collect
+rules:
+  - name: formats
+    when: '"`+strings.Repeat("%s", 10)+`".format([`+strings.TrimSuffix(strings.Repeat(m+", ", 10), ", ")+`]).size() > 0'
+    hold: {channels: [web], reason: r}
+  - name: small
+    when: '"%d-%s".format([lines.size(), sku.id]) == "0-A"'
+    hold: {channels: [web], reason: r}
+`)
+	if r := s.rules[0]; r.fast != nil {
+		t.Errorf("format of input-sized lists has an untracked program (static bound %d)", r.maxCost)
+	}
+	subs := make([]string, maxBoundedList)
+	for i := range subs {
+		subs[i] = strings.Repeat("x", maxBoundedString)
+	}
+	res := s.Evaluate(&Input{SKU: SKU{ID: "A"}, Neighbours: Neighbours{Substitutes: subs}})
+	if !strings.Contains(res.Trace[0].Err, "cost limit exceeded") {
+		t.Errorf("formats: %+v, want the cost limit", res.Trace[0])
+	}
+	if !res.Trace[1].Matched || res.Trace[1].Err != "" {
+		t.Errorf("small: %+v", res.Trace[1])
+	}
+}

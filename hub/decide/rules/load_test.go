@@ -132,6 +132,30 @@ func TestStrictAndStoredEnvironments(t *testing.T) {
 	}
 }
 
+// A feature named through optional field selection (features.?name) is checked like the other
+// forms: a misspelt name is an error at its column, and the rule reads that feature only (a stale
+// feature it never names does not stop it).
+func TestOptionalSelectOfFeature(t *testing.T) {
+	src := "name: x\nhit_policy: collect\nrules:\n" +
+		"  - name: a\n    when: features.?tempo.hasValue()" + hold +
+		"  - name: b\n    when: features.?units.orValue(rules.Feature{}).value > 1.0" + hold
+	_, err := Load([]byte(src), KnownFeatures("units", "temperature"))
+	if err == nil {
+		t.Fatal("a rule naming the undefined feature tempo loaded")
+	}
+	got := Describe("x", err)
+	if want := `x:5:21: rules[0].when: unknown feature "tempo" (defined: units, temperature)`; len(got) != 1 || got[0] != want {
+		t.Errorf("got\n%s\nwant %s", strings.Join(got, "\n"), want)
+	}
+	s, err := Load([]byte(src), KnownFeatures("units", "tempo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := s.Rules()[1].Reads; !slices.Equal(r.Features, []string{"units"}) || r.AllFeatures {
+		t.Errorf("reads %+v, want the units feature only", r)
+	}
+}
+
 func TestVersion(t *testing.T) {
 	a := "name: x\nlabel: first try\nhit_policy: first\nrules:\n  - name: a\n    when: inventory.on_hand > 3\n    hold: {channels: [web], reason: r}\n"
 	// The same content: another layout, comments, a block scalar, another label.

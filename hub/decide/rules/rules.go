@@ -310,11 +310,11 @@ func compile(d *config.Decoder, env *cel.Env, r *Rule, strict bool, o options) {
 			d.Errorf(&yaml.Node{Line: at.Line, Column: at.Col}, path, "%s", e.msg)
 		}
 	}
-	prog, err := env.Program(ast, cel.CostLimit(o.costLimit), cel.EvalOptions(cel.OptOptimize))
+	prog, err := env.Program(ast, cel.CostLimit(o.costLimit), cel.CostTracking(callCosts{}), cel.EvalOptions(cel.OptOptimize))
 	if err != nil && !strict {
 		// Optimizing compiles constant regular expressions while planning; a stored version
 		// with a pattern the strict checks would refuse still runs, its rule failing at evaluation.
-		prog, err = env.Program(ast, cel.CostLimit(o.costLimit))
+		prog, err = env.Program(ast, cel.CostLimit(o.costLimit), cel.CostTracking(callCosts{}))
 	}
 	if err != nil {
 		d.Errorf(r.whenNode(), path, "%v", err)

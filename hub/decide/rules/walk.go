@@ -58,7 +58,7 @@ func factsOf(a *cel.Ast) exprFacts {
 		case ast.CallKind:
 			c := e.AsCall()
 			switch c.FunctionName() {
-			case operators.Index, operators.OptIndex:
+			case operators.Index, operators.OptIndex, operators.OptSelect: // features["x"], features[?"x"], features.?x
 				args := c.Args()
 				if len(args) == 2 && isFeatures(args[0]) && args[1].Kind() == ast.LiteralKind {
 					if s, ok := args[1].AsLiteral().(types.String); ok {
@@ -121,7 +121,7 @@ func readsOf(a *cel.Ast) Reads {
 			}
 		case ast.CallKind:
 			c := e.AsCall()
-			if fn := c.FunctionName(); fn == operators.Index || fn == operators.OptIndex {
+			if fn := c.FunctionName(); fn == operators.Index || fn == operators.OptIndex || fn == operators.OptSelect {
 				if args := c.Args(); len(args) == 2 && isFeatures(args[0]) && args[1].Kind() == ast.LiteralKind {
 					named++
 				}
