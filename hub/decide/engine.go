@@ -279,8 +279,10 @@ func (e *Engine) settled(after uint64) bool {
 // round evaluates what is marked. A unit whose decision could not be completed (KV or the stream
 // did not answer) is kept for a retry after a pause.
 func (e *Engine) round(ctx context.Context) {
-	ls := e.live.Load()
 	e.mu.Lock()
+	// Read under e.mu, after SetLive's store if its "all" is taken here: a round that takes the
+	// re-evaluation of every unit a new rules state asked for evaluates under that state.
+	ls := e.live.Load()
 	var us []Unit
 	if e.all {
 		us = e.allUnits()
