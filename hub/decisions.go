@@ -233,6 +233,7 @@ func (h *Hub) registerDecisions(d *decisions) {
 	c("decide_fenced_total", "Decisions not recorded nor acted on because a rules change landed first.", &m.Fenced)
 	c("decide_errors_total", "Evaluations whose decisions could not be completed (retried).", &m.Errors)
 	c("decide_released_total", "Allowed decisions released by reconcile (never recorded, so never acted on).", &m.Released)
+	c("decide_undeliverable_total", "Decisions not made because their channel is not in act.channels (logged once per rule version, rule and channel).", &m.Undeliverable)
 	c("decide_deferred_total", "Decisions deferred because an input could not be used (stale, partial, historical, bad quality, drifting): made once it can.", &m.Deferred)
 	c("decide_held_out_total", "Decisions recorded as held out by their experiment (never acted on).", &m.HeldOut)
 	o := &d.outcomes.Stats

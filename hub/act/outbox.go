@@ -150,6 +150,12 @@ func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastR
 
 func key(decisionID string) string { return "a." + token(decisionID) }
 
+// Delivers reports whether the act config lists channel: Enqueue refuses any other.
+func (o *Outbox) Delivers(channel string) bool {
+	_, ok := o.cfg.Channels[channel]
+	return ok
+}
+
 // Enqueue records the action for delivery. A second Enqueue of the same decision id is a no-op
 // (false, nil), whatever its content: the first replica to create the key owns the action.
 func (o *Outbox) Enqueue(ctx context.Context, a Action) (bool, error) {

@@ -51,6 +51,16 @@ func (e *Engine) decide(ctx context.Context, ls *liveSets, set *rules.Set, mode 
 		// stays held out, and is recorded once, for its promotion's duration.)
 		return nil
 	}
+	if mode != audit.ModeShadow && !e.deps.Outbox.Delivers(d.Channel) {
+		// Claimed, it would reserve caps and be recorded fired, then fail in the outbox for good.
+		e.Metrics.Undeliverable.Add(1)
+		if _, logged := e.undeliverable.LoadOrStore(set.Version()+"\x00"+d.Rule+"\x00"+d.Channel, true); !logged {
+			e.log.Error("rule decides for a channel act does not deliver on: not decided (add the channel to act.channels, or change the rule or the graph)",
+				"rule", d.Rule, "version", set.Version(), "channel", d.Channel, "sku", ex.in.SKU.ID)
+		}
+		e.done.add(id)
+		return nil
+	}
 	rule := ls.byName[set][d.Rule]
 	cctx, cancel := context.WithTimeout(ctx, e.cfg.OpTimeout)
 	defer cancel()

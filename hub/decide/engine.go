@@ -28,6 +28,8 @@ type Guard interface {
 // Outbox records an action for delivery, once per decision id (act.Outbox).
 type Outbox interface {
 	Enqueue(ctx context.Context, a act.Action) (bool, error)
+	// Delivers reports whether the outbox delivers on channel (the act config lists it).
+	Delivers(channel string) bool
 	// Get returns a decision's record (jetstream.ErrKeyNotFound when it has none).
 	Get(ctx context.Context, id string) (act.Record, error)
 }
@@ -64,6 +66,8 @@ type Deps struct {
 type Metrics struct {
 	Evaluations, Decisions, Acted, Suppressed, Queued, Shadow atomic.Uint64
 	Fenced, Errors, Released, HeldOut, Deferred               atomic.Uint64
+	// Undeliverable counts decisions not made because their channel is not one act delivers on.
+	Undeliverable atomic.Uint64
 }
 
 // Engine is one replica's decision loop. Every replica runs one on the same state: each sees every
@@ -89,6 +93,8 @@ type Engine struct {
 
 	done     *idSet // decision ids fully handled here (recorded, and acted on when allowed)
 	deferred *idSet // decision ids recorded here as deferred for their inputs
+	// undeliverable: (rule version, rule, channel) already logged as naming a channel act lacks.
+	undeliverable sync.Map
 
 	wmu       sync.Mutex
 	queued    map[string]time.Time // requests awaiting a person, by waitKey, until when

@@ -284,3 +284,30 @@ rules:
 		}
 	}
 }
+
+// A SKU sold via a channel act does not deliver on (in the graph, not in act.channels) is promoted on
+// the others; for that channel nothing is claimed, reserved or recorded, and it is counted and
+// logged: claimed, it would be recorded fired and then fail in the outbox for good.
+func TestUndeliverableChannelNotDecided(t *testing.T) {
+	g := strings.Replace(testGraph, "channels: [{id: web}, {id: retail}]", "channels: [{id: web}, {id: retail}, {id: wholesale}]", 1) +
+		"  - {kind: sold_via, from: A, to: wholesale}\n"
+	r := newRigOn(t, g, func(c *guard.Config) { c.Approval.Above = 0 }, nil)
+	r.activate(testRules)
+	r.overstocked("l1", "A")
+	testutil.WaitFor(t, 10*time.Second, "two promotions and the third channel counted", func() bool {
+		return len(r.actions()) == 2 && r.eng.Metrics.Undeliverable.Load() > 0
+	})
+	for _, m := range r.actions() {
+		if m.Channel == "wholesale" {
+			t.Fatalf("acted on a channel act does not deliver on: %+v", m)
+		}
+	}
+	for _, rec := range r.records(audit.Filter{}) {
+		if rec.Channel == "wholesale" {
+			t.Fatalf("recorded a decision for the undeliverable channel: %+v", rec)
+		}
+	}
+	if n := r.eng.Metrics.Errors.Load(); n != 0 {
+		t.Fatalf("%d decisions not completed (retried): the undeliverable one must not be retried", n)
+	}
+}
