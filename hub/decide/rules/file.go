@@ -79,6 +79,9 @@ const (
 	MaxDuration = 366 * 24 * time.Hour
 )
 
+// MaxChannelLen bounds a channel id: the guard refuses longer ones (they name its keys).
+const MaxChannelLen = 64
+
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
 
 func checkID(r config.Report, field, what, id string, required bool) {
@@ -150,6 +153,9 @@ func checkChannels(r config.Report, chans []string) {
 		seen[c] = true
 		if c != AllChannels {
 			checkID(r, field, "channel", c, true)
+			if len(c) > MaxChannelLen {
+				r.Errorf(field, "channel %q: at most %d bytes (what the guard and the outbox keep)", c, MaxChannelLen)
+			}
 		}
 	}
 	if seen[AllChannels] && len(chans) > 1 {

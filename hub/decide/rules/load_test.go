@@ -72,6 +72,8 @@ func TestValidationProblems(t *testing.T) {
 				`x:6:92: rules[2].promote.audience: audience "b 2 c"`,
 				`x:7:52: rules[3].hold.channels[1]: channel "web" is listed twice`, `x:7:46: rules[3].hold.channels: "*" already means`,
 				"x:7:71: rules[3].hold.reason: reason is required"}},
+		{"channel too long", "name: x\nhit_policy: first\nrules:\n  - {name: a, when: 'true', hold: {channels: [" + strings.Repeat("c", 65) + "], reason: r}}\n",
+			[]string{`x:4:47: rules[0].hold.channels[0]: channel "` + strings.Repeat("c", 65) + `": at most 64 bytes`}},
 		{"two documents", "name: x\nhit_policy: first\nrules: []\n---\nname: y\n", []string{"x:4: a second YAML document"}},
 		{"syntax", "name: x\nhit_policy: [first\n", []string{"x:"}},
 	} {
