@@ -156,6 +156,13 @@ func (s *Store) follow(ctx context.Context) error {
 		} else if lines, err := lr.Lines(m.Headers(), m.Data()); err != nil {
 			s.Stats.Unreadable.Add(1)
 			s.log.Error("feature log message unreadable, skipped", "stream", s.cfg.Bucket, "subject", m.Subject(), "seq", meta.Sequence.Stream, "err", err)
+			if enc := m.Headers().Get(encodingHeader); enc != "" && enc != encodingS2 {
+				s.mu.Lock()
+				if s.unknownFrom == 0 {
+					s.unknownFrom = meta.Sequence.Stream
+				}
+				s.mu.Unlock()
+			}
 			s.advance(meta.Sequence.Stream)
 		} else {
 			s.fold(m.Subject(), lines, meta.Sequence.Stream)
@@ -410,9 +417,17 @@ func (s *Store) compactLoop(ctx context.Context) {
 
 // Compact writes a snapshot of every value this replica holds, covering the log up to the last
 // message it folded, then purges the messages up to there. It returns the snapshot's size in bytes.
+// A message in an encoding this version does not know is never purged (nor anything after it):
+// its values are not in the snapshot. A replica that reads it may purge it.
 func (s *Store) Compact(ctx context.Context) (uint64, error) {
 	s.mu.RLock()
 	covers := s.applied
+	if s.unknownFrom > 0 {
+		covers = min(covers, s.unknownFrom-1)
+	}
+	if covers <= s.purged {
+		covers = 0 // nothing more to purge: another snapshot would only grow the log
+	}
 	vs := make([]*Value, 0, len(s.vals))
 	for _, v := range s.vals {
 		c := *v // the follower replaces values, Apply may overwrite an unflushed one in place
@@ -433,6 +448,9 @@ func (s *Store) Compact(ctx context.Context) (uint64, error) {
 	if err := s.stream.Purge(ctx, jetstream.WithPurgeSequence(covers+1)); err != nil {
 		return 0, fmt.Errorf("purge up to %d: %w", covers, err)
 	}
+	s.mu.Lock()
+	s.purged = max(s.purged, covers)
+	s.mu.Unlock()
 	s.Stats.Snapshots.Add(1)
 	s.log.Info("feature log compacted", "stream", s.cfg.Bucket, "values", len(vs), "covers", covers)
 	return size, nil

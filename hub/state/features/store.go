@@ -112,6 +112,10 @@ type Store struct {
 	// applied is the stream sequence of the last message the follower folded: a snapshot taken
 	// now covers every message up to it.
 	applied uint64
+	// unknownFrom is the sequence of the first log message in an encoding this version does not
+	// know (a newer replica's): compaction stops short of it, as the snapshot cannot hold its
+	// values. purged is where this replica's last compaction purged up to.
+	unknownFrom, purged uint64
 
 	notify atomic.Pointer[func(name, key string)]
 
