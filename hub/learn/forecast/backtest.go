@@ -199,6 +199,11 @@ func (m Model) refilter(hist []float64, opts Options) Model {
 	case TSB:
 		_, m.Level, m.Prob = tsbRun(hist, m.Alpha, m.Beta, m.L0, m.B0)
 		m.N = len(hist)
+	case SESWeekly:
+		// SES (no trend: Phi, Beta and B0 are zero) on the history adjusted by the fitted profile; N
+		// places the forecast's weekdays. Closed days before the first open one carry the initial
+		// level (the fit carried the series' mean weekday there; this changes nothing after it).
+		m.runETS(deseason(hist, m.Season, m.L0))
 	}
 	return m
 }

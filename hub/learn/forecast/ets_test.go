@@ -2,6 +2,7 @@ package forecast
 
 import (
 	"math"
+	"strings"
 	"testing"
 )
 
@@ -122,4 +123,45 @@ func TestDegenerateSeriesGiveFiniteForecasts(t *testing.T) {
 			t.Errorf("%s: Select gave %+v, %v", name, m, err)
 		}
 	}
+}
+
+// Values too large for their squares to stay finite (the SSE overflows to +Inf or NaN) must be an
+// error naming the index, never a panic (damped Holt's grid found no finite point and Nelder-Mead got
+// an empty start) nor a NaN or infinite forecast (SES).
+func TestHugeValuesAreAnErrorNotAPanic(t *testing.T) {
+	y := make([]float64, 60)
+	for i := range y {
+		y[i] = 1e200 * float64(i%3)
+	}
+	for _, method := range AllMethods {
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Errorf("%s panicked: %v", method, r)
+				}
+			}()
+			m, err := Fit(method, y, Options{Name: "huge"})
+			if err == nil {
+				p := m.Forecast(1)[0]
+				for _, v := range []float64{p.Mean, p.Lo80, p.Hi80, p.Lo95, p.Hi95} {
+					if math.IsNaN(v) || math.IsInf(v, 0) {
+						t.Errorf("%s: no error, yet forecast %+v", method, p)
+						break
+					}
+				}
+			} else if !strings.Contains(err.Error(), `series "huge": value 1 is 1e+200`) {
+				t.Errorf("%s: error %v does not name value 1", method, err)
+			}
+		}()
+	}
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				t.Errorf("Select panicked: %v", r)
+			}
+		}()
+		if _, _, err := Select(y, Options{Name: "huge"}); err == nil {
+			t.Errorf("Select accepted values of 1e200")
+		}
+	}()
 }

@@ -136,6 +136,10 @@ func Fit(method Method, y []float64, opts Options) (Model, error) {
 	}
 }
 
+// MaxValue bounds a series' values: far beyond any demand (the hub's sales are within ±1e15 units
+// each), and small enough that sums of squared errors over any series stay finite.
+const MaxValue = 1e100
+
 // checkSeries rejects values no demand series can hold, naming the first offending index.
 func checkSeries(y []float64, name string, method Method) error {
 	if len(y) == 0 {
@@ -144,6 +148,9 @@ func checkSeries(y []float64, name string, method Method) error {
 	for i, v := range y {
 		if math.IsNaN(v) || math.IsInf(v, 0) {
 			return fmt.Errorf("forecast: series %q: value %d is %v", name, i, v)
+		}
+		if math.Abs(v) > MaxValue {
+			return fmt.Errorf("forecast: series %q: value %d is %v, beyond ±%g", name, i, v, MaxValue)
 		}
 		if v < 0 && (method == Croston || method == SBA || method == TSB) {
 			return fmt.Errorf("forecast: series %q: value %d is negative (%v): %s needs non-negative demand", name, i, v, method)

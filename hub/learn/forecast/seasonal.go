@@ -35,20 +35,27 @@ func fitSESWeekly(y []float64, name string) (Model, error) {
 			season[d] = 1 // no demand at all: no profile
 		}
 	}
+	m, err := fitSES(deseason(y, season, avg), name)
+	if err != nil {
+		return Model{}, err
+	}
+	m.Method, m.Season, m.N = SESWeekly, season, len(y)
+	return m, nil
+}
+
+// deseason divides y by the weekly profile (step t is weekday t mod 7); a weekday read as closed
+// repeats the previous adjusted value (carry before the first open day), so the level is carried
+// over it.
+func deseason(y, season []float64, carry float64) []float64 {
 	ds := make([]float64, len(y))
-	last := avg
+	last := carry
 	for t, v := range y {
 		if s := season[t%Week]; s >= minSeasonIndex {
 			last = v / s
 		}
 		ds[t] = last
 	}
-	m, err := fitSES(ds, name)
-	if err != nil {
-		return Model{}, err
-	}
-	m.Method, m.Season, m.N = SESWeekly, season, len(y)
-	return m, nil
+	return ds
 }
 
 // forecastSESWeekly is SES's forecast of the adjusted series, each step scaled by its weekday.

@@ -66,3 +66,31 @@ func TestWeeklyNeedsTwoWeeks(t *testing.T) {
 		t.Errorf("14 days: %v", err)
 	}
 }
+
+// The backtest runs each method's states through the data up to every origin. With a flat week
+// (every weekday alike, so the profile is all ones) ses_weekly is SES, and both must score alike,
+// whatever the step between origins; a level that jumps after the training part shows whether
+// ses_weekly's level follows the data or stays where the training part left it.
+func TestSESWeeklyBacktestFollowsTheData(t *testing.T) {
+	weeks := []float64{10, 12, 9, 11, 10, 30, 33, 29, 31, 30, 32, 28}
+	var y []float64
+	for _, w := range weeks {
+		for range Week {
+			y = append(y, w)
+		}
+	}
+	// Steps of 7 (training on days 0-34) and of 5 (horizon 3: training on days 0-55): whole weeks, so
+	// the profile stays flat.
+	for _, o := range []Options{{Step: 7}, {Step: 5, Horizon: 3}} {
+		o.Name, o.Candidates = "jump", []Method{SES, SESWeekly}
+		step := o.Step
+		_, bt, err := Select(y, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ses, weekly := bt.Scores[0], bt.Scores[1]
+		if math.Abs(ses.MASE-weekly.MASE) > 1e-6*ses.MASE || math.Abs(ses.Bias-weekly.Bias) > 1e-6*ses.MASE {
+			t.Errorf("step %d: ses scores %+v, ses_weekly with a flat profile %+v", step, ses, weekly)
+		}
+	}
+}

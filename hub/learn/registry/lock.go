@@ -29,7 +29,9 @@ type Lock struct {
 	r      *Registry
 	rev    uint64
 	holder Holder
+	val    []byte
 	lost   chan struct{}
+	once   sync.Once
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	mu     sync.Mutex
@@ -57,13 +59,13 @@ func (r *Registry) TryLock(ctx context.Context, by string) (*Lock, error) {
 		return nil, fmt.Errorf("refit lock (%s): %w", r.b.Lock, err)
 	}
 	cctx, cancel := context.WithCancel(context.Background())
-	l := &Lock{r: r, rev: rev, holder: h, lost: make(chan struct{}), cancel: cancel}
+	l := &Lock{r: r, rev: rev, holder: h, val: val, lost: make(chan struct{}), cancel: cancel}
 	every := max(st.TTL()/3, 10*time.Millisecond)
-	l.wg.Go(func() { l.refresh(cctx, every, val) })
+	l.wg.Go(func() { l.refresh(cctx, every) })
 	return l, nil
 }
 
-func (l *Lock) refresh(ctx context.Context, every time.Duration, val []byte) {
+func (l *Lock) refresh(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -72,21 +74,48 @@ func (l *Lock) refresh(ctx context.Context, every time.Duration, val []byte) {
 			return
 		case <-t.C:
 		}
-		l.mu.Lock()
-		rev, err := l.r.lock.Update(ctx, lockKey, val, l.rev)
-		if err == nil {
-			l.rev = rev
+		err := l.renew(ctx)
+		if errors.Is(err, errLockLost) {
+			return
 		}
-		l.mu.Unlock()
 		if err != nil && ctx.Err() == nil {
-			if errors.Is(err, jetstream.ErrKeyNotFound) || isWrongLast(err) || errors.Is(err, jetstream.ErrKeyExists) {
-				l.r.lg.Error("refit lock lost (expired or taken): the refit stops", "holder", l.holder.By, "err", err)
-				close(l.lost)
-				return
-			}
 			l.r.lg.Warn("refit lock: refresh failed, retrying", "err", err)
 		}
 	}
+}
+
+var errLockLost = errors.New("lost (expired or taken by another holder)")
+
+// renew refreshes the lock once: errLockLost (and Lost closed) when the key is gone or another's.
+func (l *Lock) renew(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	select {
+	case <-l.lost:
+		return errLockLost
+	default:
+	}
+	rev, err := l.r.lock.Update(ctx, lockKey, l.val, l.rev)
+	if err == nil {
+		l.rev = rev
+		return nil
+	}
+	if ctx.Err() == nil && (errors.Is(err, jetstream.ErrKeyNotFound) || isWrongLast(err) || errors.Is(err, jetstream.ErrKeyExists)) {
+		l.r.lg.Error("refit lock lost (expired or taken): the refit stops", "holder", l.holder.By, "err", err)
+		l.once.Do(func() { close(l.lost) })
+		return errLockLost
+	}
+	return err
+}
+
+// Confirm refreshes the lock now and returns nil only if it is still this holder's: the refit
+// calls it right before storing, since the periodic refresh may not have run since the key expired
+// (a stall past the TTL) and another holder took it.
+func (l *Lock) Confirm(ctx context.Context) error {
+	if err := l.renew(ctx); err != nil {
+		return fmt.Errorf("refit lock: %w", err)
+	}
+	return nil
 }
 
 // Lost is closed when the lock was lost.

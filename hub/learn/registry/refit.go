@@ -118,10 +118,8 @@ func (r *Registry) Refit(ctx context.Context, js jetstream.JetStream, opts Refit
 	if err != nil {
 		return RefitResult{}, lostOr(lock, err)
 	}
-	select {
-	case <-lock.Lost():
-		return RefitResult{}, lostOr(lock, errors.New("refit"))
-	default:
+	if err := lock.Confirm(ctx); err != nil {
+		return RefitResult{}, lostOr(lock, fmt.Errorf("refit not stored: %w", err))
 	}
 	v, err := r.Store(ctx, set)
 	if err != nil {

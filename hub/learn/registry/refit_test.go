@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -119,5 +120,67 @@ func TestRefitFromStream(t *testing.T) {
 	}
 	if _, err := a.Refit(ctx, js, RefitOptions{Promote: "sometimes"}); err == nil {
 		t.Fatal("an unknown promote mode was accepted")
+	}
+}
+
+// A holder whose lock expired and was taken by another replica while it fitted must not store its
+// set: with the default TTL its refresh does not run again before the store, so the refit has to
+// check that the lock is still its own right before storing.
+func TestRefitStopsWhenLockTakenBeforeStore(t *testing.T) {
+	srv := startServer(t)
+	js := connect(t, srv)
+	ctx := context.Background()
+	ccfg := commerce.DefaultConfig()
+	if _, err := commerce.EnsureStream(ctx, js, ccfg); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := commerce.NewPublisher(js, ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evs []commerce.Event
+	for d := range 20 {
+		evs = append(evs, commerce.Sale{OrderID: fmt.Sprintf("o%d", d), Line: 1, SKU: "A", Site: "s1", Channel: "web",
+			Quantity: float64(1 + d%3), UnitPrice: 1, Currency: "EUR", Time: monday.AddDate(0, 0, d).Add(time.Hour)})
+	}
+	for _, r := range pub.Publish(ctx, evs) {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	a := openRegistry(t, js, Options{})
+	b := openRegistry(t, connect(t, srv), Options{})
+	now := monday.AddDate(0, 0, 20).Add(time.Hour)
+	calls := 0
+	var taken *Lock
+	clock := func() time.Time {
+		// The second call is the fit's (the set's creation time): the fit is done, the store next.
+		// Meanwhile a's lock expired (a stall past its TTL) and b took it.
+		if calls++; calls == 2 {
+			if err := a.lock.Purge(ctx, lockKey); err != nil {
+				t.Error(err)
+			}
+			l, err := b.TryLock(ctx, "replica-b")
+			if err != nil {
+				t.Errorf("b could not take the expired lock: %v", err)
+			}
+			taken = l
+		}
+		return now
+	}
+	_, err = a.Refit(ctx, js, RefitOptions{Source: demand.Source{Stream: ccfg.Stream, Prefix: ccfg.Prefix}, Now: clock,
+		Fit: FitOptions{By: "replica-a", Horizon: 7}})
+	if calls < 2 || taken == nil {
+		t.Fatalf("the clock was read %d times; the takeover did not happen", calls)
+	}
+	t.Cleanup(func() { _ = taken.Release(ctx) })
+	if err == nil {
+		t.Fatal("the refit stored and promoted its set although replica-b holds the lock")
+	}
+	if metas, lerr := a.List(ctx); lerr != nil || len(metas) != 0 {
+		t.Fatalf("sets stored by a holder that lost the lock: %+v, %v", metas, lerr)
+	}
+	if h, ok, err := a.LockHolder(ctx); err != nil || !ok || h.By != "replica-b" {
+		t.Fatalf("replica-b's lock after a's refit: %+v, %v, %v", h, ok, err)
 	}
 }

@@ -135,7 +135,13 @@ func Open(ctx context.Context, js jetstream.JetStream, o Options) (*Tracker, err
 	loaded := make(chan struct{})
 	var once sync.Once
 	done := func() { once.Do(func() { close(loaded) }) }
-	if info.State.Msgs == 0 {
+	// Loaded once the last message is read, or nothing is left to read: the stream's last sequence
+	// can name a message that is gone (decision records expire, rule changes stay), never delivered.
+	cinfo, err := cons.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("kpi: follow %s: %w", o.Audit.Stream, err)
+	}
+	if info.State.Msgs == 0 || cinfo.NumPending == 0 {
 		done()
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
@@ -144,7 +150,7 @@ func Open(ctx context.Context, js jetstream.JetStream, o Options) (*Tracker, err
 			return
 		}
 		t.add(m.Subject(), m.Data(), meta.Sequence.Stream)
-		if meta.Sequence.Stream >= last {
+		if meta.Sequence.Stream >= last || meta.NumPending == 0 {
 			done()
 		}
 	})

@@ -170,3 +170,42 @@ func TestFromHoldout(t *testing.T) {
 		t.Errorf("lift %+v from %+v", l, r)
 	}
 }
+
+// The decision log's newest message can be gone when a replica starts: decision records carry a TTL
+// (audit retention) while rule changes are kept, so after a quiet spell longer than the retention the
+// stream's last sequence names an expired record. Open must still return once what is there is
+// counted, not wait for a message that will never come.
+func TestOpenAfterTheNewestRecordExpired(t *testing.T) {
+	n := natstest.JetStream(t)
+	nc, js := natstest.Connect(t, n.URL())
+	ctx := context.Background()
+	log, err := audit.Open(ctx, js, audit.Config{Prefix: "gemba", Retention: time.Second, DuplicateWindow: time.Second}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A rule change (kept), then a decision record that expires after a second.
+	if err := nc.Publish(log.Config().RulesSubject(), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := log.Publish(ctx, rec(1, audit.EventDecided, audit.OutcomeFired, audit.ModeActive, "overstock", 10, time.Second), 1); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 15*time.Second, "the decision record expires", func() bool {
+		st, err := js.Stream(ctx, audit.DefaultStream)
+		if err != nil {
+			return false
+		}
+		i, err := st.Info(ctx)
+		return err == nil && i.State.Msgs == 1 && i.State.LastSeq == 2
+	})
+	octx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	tr, err := Open(octx, js, Options{Audit: audit.Config{Prefix: "gemba"}})
+	if err != nil {
+		t.Fatalf("Open with the newest record expired: %v", err)
+	}
+	defer tr.Close()
+	if f := tr.Figures(ctx); len(f.Decisions) != 0 || tr.Stats.Malformed.Load() != 0 {
+		t.Errorf("figures %+v, malformed %d", f.Decisions, tr.Stats.Malformed.Load())
+	}
+}

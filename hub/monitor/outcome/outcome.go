@@ -394,15 +394,19 @@ func (m *Measurer) readSales(ctx context.Context, want map[[2]string]bool) (map[
 const week = 7 * 24 * time.Hour
 
 // baseline is what the unit would have sold over [start, end) without the promotion: the mean of its
-// sales over the same window 1, 2, … weeks earlier, as many whole weeks back as the stream holds (at
-// most weeks). The same weekdays and hours, so a weekly pattern (a busy Saturday) is not read as lift,
-// which a flat daily rate would (the bandit's regret on the simulator: 26 % of a fixed discount's with
-// this baseline, about 60 % with a flat 28-day rate; docs/BENCHMARKS.md). 0 with no whole week of
-// history: the unit then says nothing about lift.
+// sales over the same window 1, 2, … weeks earlier (n, n+1, … for a window of up to n weeks), as many
+// whole weeks back as the stream holds (at most weeks windows). The same weekdays and hours, so a
+// weekly pattern (a busy Saturday) is not read as lift, which a flat daily rate would (the bandit's
+// regret on the simulator: 26 % of a fixed discount's with this baseline, about 60 % with a flat
+// 28-day rate; docs/BENCHMARKS.md). 0 with no whole week of history: the unit then says nothing
+// about lift.
 func baseline(tl timeline, start, end, oldest time.Time, weeks int) float64 {
+	// A window longer than a week starts as many whole weeks back as it is long: a window one week
+	// back would overlap the promotion itself.
+	first := max(1, int(math.Ceil(float64(end.Sub(start))/float64(week))))
 	var sum float64
 	k := 0
-	for i := 1; i <= weeks; i++ {
+	for i := first; i < first+weeks; i++ {
 		from := start.Add(-time.Duration(i) * week)
 		if oldest.IsZero() || from.Before(oldest) {
 			break

@@ -235,3 +235,36 @@ func TestMeasuresApprovedFromTheApproval(t *testing.T) {
 		t.Fatalf("P's outcome was not in the posterior: applied again %v, %v", again, err)
 	}
 }
+
+// A promotion longer than a week: its baseline is the same window whole weeks earlier, so a window
+// one week back would overlap the promotion itself and count promoted sales as the baseline. L sells
+// 10 a day for six weeks, then 30 a day over a 14-day promotion: its lift is 3 (420 against 140).
+func TestLongWindowBaselineLeavesOutThePromotion(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	js, log, acfg, ccfg, store := setup(ctx, t)
+	start := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	sell := seller(ctx, t, js)
+	for d := 1; d <= 42; d++ {
+		sell("L", start.Add(-time.Duration(d)*24*time.Hour+time.Hour), 10, 1)
+	}
+	for d := range 14 {
+		sell("L", start.Add(time.Duration(d)*24*time.Hour+time.Hour), 30, 1)
+	}
+	arms := []experiment.ArmDraw{{Discount: 5}, {Discount: 10}}
+	r := audit.Record{DecisionID: id("L"), Event: audit.EventDecided, Outcome: audit.OutcomeFired, Mode: audit.ModeActive, Time: start,
+		RuleSet: audit.RuleSetRef{Name: "x", Version: "v1"}, Rule: audit.RuleRef{Name: "b"}, SKU: "L", Site: "s1", Channel: "web",
+		Action: rules.Action{Kind: rules.Promote, Channels: []string{"web"}, Discount: 10, Duration: 14 * 24 * time.Hour},
+		Experiment: &audit.ExperimentRef{ID: "b", Bandit: &experiment.Choice{Experiment: "b", Pool: experiment.PoolChannel,
+			DecisionID: id("L"), Discount: 10, Arms: arms}},
+		Verdict: &guard.Verdict{DecisionID: id("L"), Outcome: guard.Allow, ActionTime: start}}
+	if _, err := log.Publish(ctx, r, 0); err != nil {
+		t.Fatal(err)
+	}
+	m := running(ctx, t, cancel, js, store, acfg, ccfg, start.Add(16*24*time.Hour))
+	testutil.WaitFor(t, 20*time.Second, "L measured", func() bool { return m.Stats.Measured.Load() == 1 })
+	lifts, _ := m.Lifts(ctx)
+	if len(lifts) != 1 || math.Abs(lifts[0].Lift-3) > 1e-9 {
+		t.Fatalf("lifts %+v, want the 10%% arm at 3 (420 sold against 140 the same 14 days earlier)", lifts)
+	}
+}
