@@ -51,7 +51,7 @@ func (e *Engine) decide(ctx context.Context, ls *liveSets, set *rules.Set, mode 
 		// stays held out, and is recorded once, for its promotion's duration.)
 		return nil
 	}
-	if mode != audit.ModeShadow && !e.deps.Outbox.Delivers(d.Channel) {
+	if !e.deps.Outbox.Delivers(d.Channel) {
 		// Claimed, it would reserve caps and be recorded fired, then fail in the outbox for good.
 		e.Metrics.Undeliverable.Add(1)
 		if _, logged := e.undeliverable.LoadOrStore(set.Version()+"\x00"+d.Rule+"\x00"+d.Channel, true); !logged {
@@ -83,7 +83,9 @@ func (e *Engine) decide(ctx context.Context, ls *liveSets, set *rules.Set, mode 
 		return e.noArm(cctx, ls, set, mode, res, d, rule, ex, id, xs, now)
 	}
 	d.Action.Discount = xs.discount // the bandit's arm, or the rule's own
-	p = proposal(set, res, d, rule, ex, bucket, now, ls.Change.By)
+	if d.Action.Kind == rules.Promote {
+		p.Discount = d.Action.Discount // all the experiment changes of the proposal
+	}
 	v, err := e.deps.Guard.Check(cctx, p)
 	if err != nil {
 		var ie *guard.InputError
