@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/gemba-io/gemba/config"
+	"github.com/gemba-io/gemba/hub/state/features"
 	"github.com/gemba-io/gemba/signal"
 )
 
@@ -40,7 +41,7 @@ type Production struct {
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{Stream: "GEMBA", Consumer: "gemba-hub", AckWait: 30 * time.Second, MaxAckPending: 20000,
-		Batch: 512, DedupTTL: 96 * time.Hour, MaxFuture: 10 * time.Minute}
+		Batch: 512, DedupTTL: 96 * time.Hour, MaxFuture: features.DefaultMaxFuture}
 }
 
 // Validate checks the section.

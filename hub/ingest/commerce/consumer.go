@@ -99,7 +99,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			// events older than the state's idempotence horizon would be applied twice. That takes a
 			// decision (restart, or a consumer starting at a chosen sequence), so it is only logged.
 			c.warn.Warn("fetch", "commerce: fetch failed", "consumer", c.o.Config.Consumer, "err", err)
-			sleep(ctx, c.backoff)
+			_ = kvretry.Sleep(ctx, c.backoff)
 			continue
 		}
 		c.handle(ctx, msgs)
@@ -133,7 +133,7 @@ func (c *Consumer) bind(ctx context.Context) (jetstream.Consumer, error) {
 			return nil, err
 		}
 		c.warn.Warn("bind", "commerce: JetStream did not answer, creating the consumer again", "err", err)
-		sleep(ctx, c.backoff)
+		_ = kvretry.Sleep(ctx, c.backoff)
 	}
 }
 
@@ -332,14 +332,5 @@ func (c *Consumer) giveBack(ctx context.Context, m jetstream.Msg) {
 func (c *Consumer) settle(m jetstream.Msg, err error) {
 	if err != nil {
 		c.warn.Warn("ack", "commerce: acknowledgement failed, message will be redelivered", "subject", m.Subject(), "err", err)
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
 	}
 }

@@ -148,6 +148,10 @@ func ParseInventoryCSV(r io.Reader, opts ImportOptions) ([]Snapshot, Report, err
 			return nil, rep, fmt.Errorf("%s: snapshot id: %v", opts.Name, err)
 		}
 	}
+	now := time.Now()
+	if opts.Now != nil {
+		now = opts.Now()
+	}
 	var out []Snapshot
 	seen := map[string]int{} // MsgID → line, to report a row given twice instead of letting JetStream drop it
 	bad := func(line int, column string, err error) bool {
@@ -185,11 +189,7 @@ func ParseInventoryCSV(r io.Reader, opts ImportOptions) ([]Snapshot, Report, err
 		}
 		s, column, err := parseRow(rec, col, id)
 		if err == nil {
-			now := time.Now
-			if opts.Now != nil {
-				now = opts.Now
-			}
-			if err = CheckFuture(s, now(), opts.MaxFuture); err != nil {
+			if err = CheckFuture(s, now, opts.MaxFuture); err != nil {
 				column = "time"
 			}
 		}
