@@ -70,7 +70,8 @@ func (e *Engine) decide(ctx context.Context, ls *liveSets, set *rules.Set, mode 
 		// the decision is made, in this bucket. Recorded once per id here (the log dedups across
 		// replicas on id and event). Before the experiment: a unit is not held out (nor an arm
 		// drawn) on inputs a treated unit could not act on.
-		return e.deferDecision(cctx, ls, set, mode, res, d, rule, ex, id, a, now)
+		v := guard.Verdict{Guardrail: guard.GInputs, Reason: a.Detail, Assessments: []guard.Assessment{a}}
+		return e.deferDecision(cctx, ls, set, mode, res, d, rule, ex, id, v, nil, now)
 	}
 	xs, err := e.experiment(cctx, rule, d, ex, id)
 	if err != nil {
@@ -80,7 +81,11 @@ func (e *Engine) decide(ctx context.Context, ls *liveSets, set *rules.Set, mode 
 	case xs.heldOut:
 		return e.heldOut(cctx, ls, set, mode, res, d, rule, ex, id, wkey, xs, now)
 	case xs.noArm != nil:
-		return e.noArm(cctx, ls, set, mode, res, d, rule, ex, id, xs, now)
+		// Deferred, not decided: nothing is claimed, so a replica (or this one later in the
+		// bucket) that finds an arm on other stock decides the id, and its decided record stands
+		// for the decision on the log.
+		v := guard.Verdict{Guardrail: GuardExperimentCover, Reason: xs.noArm.Error()}
+		return e.deferDecision(cctx, ls, set, mode, res, d, rule, ex, id, v, xs.ref, now)
 	}
 	d.Action.Discount = xs.discount // the bandit's arm, or the rule's own
 	if d.Action.Kind == rules.Promote {
@@ -152,17 +157,16 @@ func (e *Engine) publish(ctx context.Context, ls *liveSets, ex *explained, rec a
 	return true, nil
 }
 
-// deferDecision records that decision id waits for usable inputs: suppressed by the inputs
-// guardrail, without a claim on the id.
+// deferDecision records that decision id waits: suppressed by v's guardrail (inputs that cannot be
+// used, no bandit arm that fits the cover), without a claim on the id, once per id here.
 func (e *Engine) deferDecision(ctx context.Context, ls *liveSets, set *rules.Set, mode string, res *rules.Result,
-	d rules.Decision, rule rules.Rule, ex *explained, id string, a guard.Assessment, now time.Time) error {
+	d rules.Decision, rule rules.Rule, ex *explained, id string, v guard.Verdict, xref *audit.ExperimentRef, now time.Time) error {
 	if e.deferred.has(id) {
 		return nil
 	}
-	v := guard.Verdict{DecisionID: id, Outcome: guard.Suppress, Guardrail: guard.GInputs, Reason: a.Detail,
-		Assessments: []guard.Assessment{a}, ActionTime: now.UTC(), Decided: now.UTC(), Replica: e.deps.Replica}
+	v.DecisionID, v.Outcome, v.ActionTime, v.Decided, v.Replica = id, guard.Suppress, now.UTC(), now.UTC(), e.deps.Replica
 	rec := e.record(ls, set, mode, res, d, rule, ex, now)
-	rec.DecisionID, rec.Event, rec.Outcome, rec.Verdict = id, audit.EventDeferred, audit.OutcomeSuppressed, &v
+	rec.DecisionID, rec.Event, rec.Outcome, rec.Verdict, rec.Experiment = id, audit.EventDeferred, audit.OutcomeSuppressed, &v, xref
 	if stored, err := e.publish(ctx, ls, ex, rec); !stored {
 		return err
 	}

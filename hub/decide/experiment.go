@@ -9,7 +9,6 @@ import (
 
 	"github.com/gemba-io/gemba/hub/audit"
 	"github.com/gemba-io/gemba/hub/decide/experiment"
-	"github.com/gemba-io/gemba/hub/decide/guard"
 	"github.com/gemba-io/gemba/hub/decide/rules"
 )
 
@@ -97,28 +96,6 @@ func (e *Engine) heldOut(ctx context.Context, ls *liveSets, set *rules.Set, mode
 	e.Metrics.HeldOut.Add(1)
 	e.holdOut(wkey, now.Add(d.Action.Duration))
 	e.done.add(id)
-	return nil
-}
-
-// noArm records a bandit decision for which no discount fits the cover as suppressed by
-// experiment_cover. It is deferred, not decided: nothing is claimed in the guard, so another
-// replica (or this one later in the bucket) that finds an arm on other stock decides the id, and
-// its decided record is the decision's (a decided record here would stand for it on the log,
-// deduplicated on id and event, while its promotion runs). Recorded once per id here.
-func (e *Engine) noArm(ctx context.Context, ls *liveSets, set *rules.Set, mode string, res *rules.Result, d rules.Decision,
-	rule rules.Rule, ex *explained, id string, st experimentStep, now time.Time) error {
-	if e.deferred.has(id) {
-		return nil
-	}
-	rec := e.record(ls, set, mode, res, d, rule, ex, now)
-	v := guard.Verdict{DecisionID: id, Outcome: guard.Suppress, Guardrail: GuardExperimentCover, Reason: st.noArm.Error(),
-		ActionTime: now, Decided: now, Replica: e.deps.Replica}
-	rec.DecisionID, rec.Event, rec.Outcome, rec.Verdict, rec.Experiment = id, audit.EventDeferred, audit.OutcomeSuppressed, &v, st.ref
-	if stored, err := e.publish(ctx, ls, ex, rec); !stored {
-		return err
-	}
-	e.Metrics.Deferred.Add(1)
-	e.deferred.add(id)
 	return nil
 }
 
