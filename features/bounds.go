@@ -3,6 +3,7 @@ package features
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -18,7 +19,7 @@ type TimeBounds struct {
 	// feature engine also never lets a watermark pass the agent's clock, so a sample within the skew
 	// delays its window's close but never makes the correct samples after it late. 0: no bound.
 	MaxFutureSkew time.Duration `yaml:"max_future_skew" json:"max_future_skew"`
-	// MinTime is the earliest sample time accepted. Zero: no floor.
+	// MinTime is the earliest sample time accepted. Zero: no floor but 1677-09-21 (minNanoTime).
 	MinTime Instant `yaml:"min_time" json:"min_time"`
 }
 
@@ -62,9 +63,18 @@ type Limits struct {
 	hi, lo time.Time // hi zero: no upper bound
 }
 
+// minNanoTime is the earliest time the engine can compute with (Unix nanoseconds): UnixNano wraps
+// an earlier one (1601-01-01, the OPC UA epoch, reads as 2185), so it is out of bounds without a
+// floor (min_time "") too. Later times are out of bounds by max_future_skew, which the agent
+// requires.
+var minNanoTime = time.Unix(0, math.MinInt64).UTC()
+
 // At resolves the bounds at now.
 func (b TimeBounds) At(now time.Time) Limits {
 	l := Limits{lo: b.MinTime.Time}
+	if l.lo.Before(minNanoTime) {
+		l.lo = minNanoTime
+	}
 	if b.MaxFutureSkew > 0 {
 		l.hi = now.Add(b.MaxFutureSkew)
 	}
@@ -85,8 +95,11 @@ func (l Limits) Check(t time.Time) Bound {
 
 // Reason describes a broken bound for a sample's Reason.
 func (b TimeBounds) Reason(t time.Time, why Bound) string {
-	if why == TooNew {
+	switch {
+	case why == TooNew:
 		return fmt.Sprintf("source time %s is more than %s ahead of the agent's clock (agent.timestamps.max_future_skew)", t.Format(time.RFC3339Nano), b.MaxFutureSkew)
+	case b.MinTime.Before(minNanoTime):
+		return fmt.Sprintf("source time %s is before %s, the earliest time the agent computes with (agent.timestamps.min_time sets no later floor)", t.Format(time.RFC3339Nano), minNanoTime.Format(time.RFC3339))
 	}
 	return fmt.Sprintf("source time %s is before %s (agent.timestamps.min_time)", t.Format(time.RFC3339Nano), b.MinTime.Format(time.RFC3339))
 }

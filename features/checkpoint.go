@@ -140,9 +140,11 @@ func (e *Engine) restore() {
 	tracks := e.load()
 	for _, r := range e.rules {
 		if r.src.By != "" {
-			if en := e.entry(r.src.By); en.t == nil {
+			en := e.entry(r.src.By)
+			if en.t == nil {
 				en.t = &track{}
 			}
+			en.t.horizon = max(en.t.horizon, r.window+r.lateness)
 		}
 	}
 	for sig := range e.restored {

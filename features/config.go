@@ -145,6 +145,25 @@ func (ru *Rule) validate(r config.Report) {
 		if v == "" {
 			r.Errorf("rename."+k, "new name must not be empty")
 		}
+		if v == "bad_count" || v == "uncertain_count" {
+			r.Errorf("rename."+k, "new name %q is the name of a quality record", v)
+		}
+	}
+	// Every window's records must keep distinct names, or a consumer keeps one value of two.
+	emitted := map[string]string{} // emitted name -> computed feature
+	for _, f := range ru.Compute {
+		n := f
+		if v := ru.Rename[f]; v != "" {
+			n = v
+		}
+		if other, dup := emitted[n]; dup && other != f {
+			renamed, with := f, other
+			if _, ok := ru.Rename[f]; !ok {
+				renamed, with = other, f
+			}
+			r.Errorf("rename."+renamed, "new name %q is also the name of feature %q", n, with)
+		}
+		emitted[n] = f
 	}
 	if ru.By != "" {
 		if kind != "counter" {

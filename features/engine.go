@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"path"
 	"sync"
@@ -88,6 +89,8 @@ type Engine struct {
 	saved    int64 // wall time the restored checkpoint was written (Unix ns)
 	// wmCap is the highest watermark Add may set in this batch (Now with Options.Bounds, else no cap).
 	wmCap int64
+	// unmatched counts the entries without a series added since they were last dropped (maxUnmatched).
+	unmatched int
 }
 
 // entry is what a signal name resolves to: its own series (nil when no rule matches) and the
@@ -186,6 +189,10 @@ func New(cfg Config, opts Options) (*Engine, error) {
 	return e, nil
 }
 
+// maxUnmatched bounds the remembered names of signals no rule matches: names from MQTT templates
+// may be unbounded. Beyond it they are forgotten (and resolved again when they come back).
+const maxUnmatched = 100000
+
 // entry returns the entry for sig, resolving its rule on first sight.
 func (e *Engine) entry(sig string) *entry {
 	en, ok := e.entries[sig]
@@ -193,13 +200,21 @@ func (e *Engine) entry(sig string) *entry {
 		return en
 	}
 	en = &entry{}
-	e.entries[sig] = en
 	for _, r := range e.rules {
 		if ok, _ := path.Match(r.src.Signal, sig); ok {
 			en.s = e.newSeries(sig, r)
 			break
 		}
 	}
+	if en.s == nil {
+		if e.unmatched >= maxUnmatched {
+			// Group-by targets have their track from New on: only the unmatched names are dropped.
+			maps.DeleteFunc(e.entries, func(_ string, x *entry) bool { return x.s == nil && x.t == nil })
+			e.unmatched = 0
+		}
+		e.unmatched++
+	}
+	e.entries[sig] = en
 	return en
 }
 
@@ -288,6 +303,9 @@ func (e *Engine) Add(samples []signal.Sample) []signal.Sample {
 		}
 		if en.t != nil && smp.Quality != signal.Bad && smp.Value.Kind() != signal.KindNone {
 			en.t.add(smp.Time.UnixNano(), smp.Value.Text())
+			if len(en.t.deps) == 0 {
+				en.t.prune() // nothing closes windows to prune it yet
+			}
 		}
 		s := en.s
 		if s == nil {

@@ -242,6 +242,9 @@ func (s *series) closeState(e *Engine, kmax int64, idle bool) int {
 type track struct {
 	Pts  []tpoint
 	deps []*series
+	// horizon is the longest window plus lateness of the rules grouped by it: before any of their
+	// counters has a series, the points older than that behind the newest one are pruned.
+	horizon int64
 }
 
 type tpoint struct {
@@ -276,12 +279,15 @@ func (t *track) at(ts int64) string {
 
 // prune drops points no dependent can look up any more, keeping the one in force at that time.
 func (t *track) prune() {
-	if len(t.deps) == 0 {
+	if len(t.Pts) < 2 {
 		return
 	}
-	need := t.deps[0].firstNeeded()
-	for _, d := range t.deps[1:] {
-		need = min(need, d.firstNeeded())
+	need := t.Pts[len(t.Pts)-1].T - t.horizon // no counter yet: its first sample near the newest
+	if len(t.deps) > 0 {
+		need = t.deps[0].firstNeeded()
+		for _, d := range t.deps[1:] {
+			need = min(need, d.firstNeeded())
+		}
 	}
 	i := sort.Search(len(t.Pts), func(i int) bool { return t.Pts[i].T > need })
 	if i > 1 {

@@ -37,6 +37,9 @@ func decodeBatchJSON(data []byte) (*Batch, error) {
 	if err := checkIncarnation(w.Schema, w.Incarnation); err != nil {
 		return nil, fmt.Errorf("%w: batch: %v", ErrCorrupt, err)
 	}
+	if w.Schema < 2 {
+		w.Incarnation = "" // not a schema-1 field: ignored, as it is not checked either
+	}
 	st, err := ParseStream(w.Stream)
 	if err != nil {
 		return nil, fmt.Errorf("%w: batch: %v", ErrCorrupt, err)

@@ -222,6 +222,10 @@ func (p *fastParser) time() (time.Time, bool) {
 	return time.Time{}, false
 }
 
+// fastMaxLabels bounds the label set the fast path reads: it checks each key against the earlier
+// ones, which is quadratic; a larger set (never written by the agent) goes to the general decoder.
+const fastMaxLabels = 32
+
 // labels reads an object of strings. Repeated keys are left to the general decoder.
 func (p *fastParser) labels() (Labels, bool) {
 	if !p.eat('{') {
@@ -238,6 +242,9 @@ func (p *fastParser) labels() (Labels, bool) {
 		}
 		v, ok := p.str()
 		if !ok {
+			return nil, false
+		}
+		if len(out) == fastMaxLabels {
 			return nil, false
 		}
 		for _, l := range out {
@@ -503,6 +510,9 @@ func decodeBatchFast(data []byte) (*Batch, bool) {
 	})
 	if !ok || !records || h.Schema == 0 || p.pos != len(data) || checkIncarnation(h.Schema, h.Incarnation) != nil {
 		return nil, false
+	}
+	if h.Schema < 2 {
+		h.Incarnation = "" // not a schema-1 field (see decodeBatchJSON)
 	}
 	h.Delay = time.Duration(delayMS) * time.Millisecond
 	return b, true
