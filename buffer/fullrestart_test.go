@@ -34,7 +34,8 @@ func fullConfig(dir string) Config {
 
 // fullChild is the process under test. Mode "append" appends (drop_oldest) until killed, printing
 // the sequence of every record whose Append returned. Mode "drain" reads and acks the whole
-// backlog, as the uplink forwarding it would, and prints what it read and the drop counters.
+// backlog, as the uplink forwarding it would, and prints what it read and the drop counters. Mode
+// "meta" calls PutMeta until killed (see putMetaUntilKilled).
 func fullChild() {
 	cfg := fullConfig(os.Getenv(fullChildEnv))
 	s, err := Open(cfg, Options{})
@@ -52,6 +53,9 @@ func fullChild() {
 		}
 		fmt.Println("done")
 		select {} // killed: what is in the write-ahead log is replayed at the next open
+	}
+	if os.Getenv("GEMBA_BUFFER_FULL_MODE") == "meta" {
+		putMetaUntilKilled(s)
 	}
 	if os.Getenv("GEMBA_BUFFER_FULL_MODE") == "append" {
 		fmt.Println("ready")

@@ -65,6 +65,13 @@ func (m *Memory) Append(ctx context.Context, stream signal.Stream, records ...[]
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	if limit := int64(m.cfg.MaxBytes); limit > 0 && need > limit {
+		m.drops[stream]["full"] += uint64(len(records))
+		return nil, fmt.Errorf("%w: %d records of %d bytes do not fit in max_bytes %d", ErrFull, len(records), need, limit)
+	}
 	for {
 		if m.closed {
 			return nil, ErrClosed

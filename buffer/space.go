@@ -142,6 +142,20 @@ func (s *Store) makeRoom(need int64) error {
 	return fmt.Errorf("%w: %d of %d bytes used (max_bytes)", ErrFull, used, limit)
 }
 
+// metaRoom refuses a PutMeta of need bytes on a full disk, as makeRoom refuses appends: the value
+// goes through Badger's mmaps like a record, and a new log file written where the filesystem has no
+// block left raises SIGBUS. The cap does not apply (meta keys are few and overwritten).
+func (s *Store) metaRoom(need int64) error {
+	free, err := s.fsFree()
+	if err != nil {
+		return err
+	}
+	if free-need < s.reserveNeed() || s.unsecured.Load() {
+		return fmt.Errorf("%w: %d bytes free, %d kept in reserve", syscall.ENOSPC, free, s.reserveNeed())
+	}
+	return nil
+}
+
 // evict drops the oldest records, samples first, until about target bytes are freed.
 func (s *Store) evict(target int64) int64 {
 	s.headMu.Lock()

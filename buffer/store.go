@@ -366,6 +366,12 @@ func (s *Store) appendMeta(ctx context.Context, stream signal.Stream, meta []Met
 	for _, m := range meta {
 		size += int64(len(m.Key) + len(m.Value) + entryOverhead)
 	}
+	if limit := int64(s.cfg.MaxBytes); size > limit {
+		// Not even an empty store holds it: evicting the backlog (drop_oldest) or waiting for
+		// acks (block) would not make room.
+		s.countDrop(stream, "full", uint64(len(records)))
+		return nil, fmt.Errorf("%w: %d records of %d bytes do not fit in max_bytes %d", ErrFull, len(records), size, limit)
+	}
 	req := &appendReq{stream: stream, records: records, meta: meta, size: size, done: make(chan appendRes, 1)}
 	for {
 		space := s.spaceChan()
@@ -579,6 +585,9 @@ func (s *Store) PutMeta(key string, value []byte) error {
 		return err
 	}
 	defer s.calls.Done()
+	if err := s.metaRoom(int64(len(key) + len(value) + entryOverhead)); err != nil {
+		return fmt.Errorf("buffer %s: put meta %q: %w", s.cfg.Dir, key, err)
+	}
 	s.dbMu.RLock()
 	err := s.db.Update(func(txn *badger.Txn) error {
 		return txn.Set(append([]byte{pfxUser}, key...), append([]byte(nil), value...))
