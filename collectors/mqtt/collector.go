@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gemba-io/gemba/collectors"
+	"github.com/gemba-io/gemba/config"
 	"github.com/gemba-io/gemba/internal/ratelog"
 	"github.com/gemba-io/gemba/signal"
 )
@@ -140,6 +143,9 @@ func New(name string, cfg *Config, deps collectors.Deps) (*Collector, error) {
 				// Not fatal: nodes are asked for a rebirth when their data cannot be named.
 				c.log.Warn("sparkplug state unreadable", "subscription", s.filter, "err", err)
 			}
+			if h.committed, err = h.snapshot(s.filter); err != nil {
+				return nil, fmt.Errorf("mqtt %s: sparkplug state: %w", name, err)
+			}
 		}
 		c.sp = append(c.sp, h)
 	}
@@ -253,7 +259,7 @@ func (c *Collector) Run(ctx context.Context, emit collectors.Emitter) error {
 		gen := c.gen.Add(1)
 		cl := paho.NewClient(c.clientOptions(ctx, queue, gen, &handlers))
 		c.client.Store(&clientRef{cl: cl})
-		c.setState(signal.CollectorStarting, "broker", strings.Join(c.cfg.BrokerList(), ","), "client_id", c.clientID)
+		c.setState(signal.CollectorStarting, "broker", strings.Join(c.brokers(), ","), "client_id", c.clientID)
 		err := c.connect(ctx, cl)
 		if err == nil {
 			since := time.Now()
@@ -282,9 +288,9 @@ func (c *Collector) Run(ctx context.Context, emit collectors.Emitter) error {
 			}
 			if isAuthError(err) {
 				c.setState("failed", "last_error", err.Error())
-				return collectors.Permanent(fmt.Errorf("mqtt %s: %w", c.cfg.BrokerList()[0], err))
+				return collectors.Permanent(fmt.Errorf("mqtt %s: %w", strings.Join(c.brokers(), ","), err)) // paho does not say which refused
 			}
-			c.log.Warn("connect failed", "broker", c.cfg.BrokerList(), "err", err, "retry_in", backoff)
+			c.log.Warn("connect failed", "broker", c.brokers(), "err", err, "retry_in", backoff)
 			c.setState("reconnecting", "last_error", err.Error())
 		}
 		select {
@@ -294,6 +300,16 @@ func (c *Collector) Run(ctx context.Context, emit collectors.Emitter) error {
 		}
 		backoff = min(2*backoff, c.cfg.Reconnect.Max)
 	}
+}
+
+// brokers lists the broker URLs for logs, state and errors: credentials in a URL (paho takes
+// them from tcp://user:password@host) are redacted.
+func (c *Collector) brokers() []string {
+	out := make([]string, 0, len(c.cfg.BrokerList()))
+	for _, b := range c.cfg.BrokerList() {
+		out = append(out, config.RedactURL(b))
+	}
+	return out
 }
 
 func isAuthError(err error) bool {
@@ -341,7 +357,10 @@ func (c *Collector) clientOptions(ctx context.Context, queue chan<- inMsg, gen u
 	if c.tlsCfg != nil {
 		o.SetTLSConfig(c.tlsCfg)
 	}
-	o.SetCustomOpenConnectionFn(dialBroker) // buffered reads, coalesced acknowledgements
+	// buffered reads, coalesced acknowledgements, payloads beyond max_payload cut
+	o.SetCustomOpenConnectionFn(func(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
+		return dialBroker(uri, o, int64(c.cfg.MaxPayload))
+	})
 	o.SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { c.receive(ctx, queue, gen, m) })
 	o.SetOnConnectHandler(func(cl paho.Client) {
 		if handlers.enter() {

@@ -29,7 +29,8 @@ type Config struct {
 	Reconnect      Backoff       `yaml:"reconnect" json:"reconnect"`
 	// StallTimeout is the default silence after which a live subscription counts as stalled (0: off).
 	StallTimeout time.Duration `yaml:"stall_timeout" json:"stall_timeout"`
-	// MaxPayload is the largest payload parsed; larger ones are counted as bad and acknowledged.
+	// MaxPayload is the largest payload parsed; larger ones are counted as bad and acknowledged,
+	// and not read into memory beyond it (pubCutter).
 	MaxPayload config.ByteSize `yaml:"max_payload" json:"max_payload"`
 	// MaxBatch caps the messages handed to the buffer in one Emit (one durable write).
 	MaxBatch int `yaml:"max_batch" json:"max_batch"`
@@ -165,12 +166,15 @@ func (c *Config) Validate(r config.Report) {
 		}
 		u, err := url.Parse(b)
 		switch {
+		case err != nil && config.RedactURL(b) != b:
+			// The parser's message quotes the URL, credentials included.
+			r.Errorf(field, "invalid URL %s", config.RedactURL(b))
 		case err != nil:
 			r.Errorf(field, "invalid URL: %v", err)
 		case !brokerSchemes[u.Scheme]:
 			r.Errorf(field, "unsupported scheme %q (use tcp, ssl, tls, mqtts, ws or wss)", u.Scheme)
 		case u.Host == "":
-			r.Errorf(field, "missing host in %q", b)
+			r.Errorf(field, "missing host in %q", config.RedactURL(b))
 		}
 	}
 	if c.QoS < 0 || c.QoS > 2 {

@@ -58,6 +58,9 @@ func TestConfigErrorsNamePaths(t *testing.T) {
 		{"broker: tcp://x:1\nmax_payload: lots\nsubscriptions: [{topic: a, format: json}]", "max_payload: invalid size"},
 		{"broker: tcp://x:1\npassword: p\nsubscriptions: [{topic: a, format: json}]", "username: required when a password is set"},
 		{"broker: tcp://x:1\nreconnect: {initial: 5s, max: 1s}\nsubscriptions: [{topic: a, format: json}]", "reconnect.max: must be at least"},
+		// Labels are rendered once per message: {field} and {metric} would be empty (or the same for all).
+		{"broker: tcp://x:1\nsubscriptions: [{topic: a, format: json, labels: {f: 'x.{field}'}}]", "subscriptions[0].labels.f: placeholder {field} is not available in labels"},
+		{"broker: tcp://x:1\nsubscriptions: [{topic: a, format: sparkplugb, labels: {m: '{metric}'}}]", "subscriptions[0].labels.m: placeholder {metric} is not available in labels"},
 	}
 	for _, tc := range cases {
 		_, err := decodeConfig(t, tc.yaml)

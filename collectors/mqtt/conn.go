@@ -34,13 +34,18 @@ const (
 
 // dialBroker opens the network connection for paho (its CustomOpenConnectionFn), the way paho
 // itself would (tcp and TLS through a proxy from the environment, websockets through paho), and
-// wraps it in a bufConn that bounds each write by paho's write timeout.
-func dialBroker(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
+// wraps it in a bufConn that bounds each write by paho's write timeout and cuts payloads beyond
+// maxPayload (see pubCutter).
+func dialBroker(uri *url.URL, o paho.ClientOptions, maxPayload int64) (net.Conn, error) {
 	conn, err := dialRaw(uri, o)
 	if err != nil {
 		return nil, err
 	}
-	return newBufConn(conn, o.WriteTimeout), nil
+	c := newBufConn(conn, o.WriteTimeout)
+	if maxPayload > 0 && maxPayload < maxRemaining {
+		c.cut = &pubCutter{r: c.r, limit: int(maxPayload)}
+	}
+	return c, nil
 }
 
 func dialRaw(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
@@ -112,6 +117,7 @@ func dialRaw(uri *url.URL, o paho.ClientOptions) (net.Conn, error) {
 type bufConn struct {
 	net.Conn
 	r            *bufio.Reader
+	cut          *pubCutter    // reads through r; nil: none
 	writeTimeout time.Duration // per flusher write; 0: none
 	// interrupt is where Close moves the deadline of a write in flight: the connection under
 	// TLS or a websocket (a websocket's own SetWriteDeadline only applies to its next write, and
@@ -143,7 +149,12 @@ func newBufConn(conn net.Conn, writeTimeout time.Duration) *bufConn {
 	return c
 }
 
-func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c *bufConn) Read(p []byte) (int, error) {
+	if c.cut != nil {
+		return c.cut.Read(p)
+	}
+	return c.r.Read(p)
+}
 
 // Write queues p (paho writes one whole packet per call) and wakes the flusher.
 func (c *bufConn) Write(p []byte) (int, error) {

@@ -116,6 +116,14 @@ func compileSubscription(s *Subscription) (*sub, error) {
 		if err != nil {
 			return nil, cerr("labels."+k, "%v", err)
 		}
+		if lt.uses(tField) {
+			// Labels are rendered once per message (or each element), before any field or metric.
+			name := "field"
+			if strings.Contains(s.Labels[k], "{metric}") {
+				name = "metric"
+			}
+			return nil, cerr("labels."+k, "placeholder {%s} is not available in labels (they are the same for every sample of a message)", name)
+		}
 		c.labels = append(c.labels, labelTmpl{key: k, val: lt})
 	}
 	if len(c.labels) > 0 {
@@ -309,6 +317,14 @@ func convertText(text, typ string) (signal.Value, error) {
 		return signal.String(text), nil
 	case "string":
 		return signal.String(text), nil
+	case "bool":
+		// As a JSON string is read for type bool: true, FALSE, t, 0, ...; else a number 0 or 1.
+		if b, err := strconv.ParseBool(text); err == nil {
+			return signal.Bool(b), nil
+		}
+	}
+	if text == "true" || text == "false" {
+		return convert(text == "true", typ) // int and float read a boolean as 1 or 0, as in JSON
 	}
 	return convert(json.Number(text), typ)
 }

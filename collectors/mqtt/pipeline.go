@@ -31,12 +31,16 @@ func (c *Collector) worker(ctx context.Context, emit collectors.Emitter, queue <
 	free <- jobBufs{}
 	var committer sync.WaitGroup
 	committer.Go(func() { c.commit(ctx, emit, jobs, free, reset) })
+	var job commitJob
+	open := false      // job holds a sample buffer taken from free
+	spGen := uint64(0) // the session generation the Sparkplug state was last restored for
 	defer func() {
 		close(jobs)
 		committer.Wait()
+		if open {
+			c.acked.release(job.digests)
+		}
 	}()
-	var job commitJob
-	open := false // job holds a sample buffer taken from free
 	for {
 		in, out := queue, chan<- commitJob(nil)
 		if open && job.messages >= c.cfg.MaxBatch {
@@ -48,6 +52,17 @@ func (c *Collector) worker(ctx context.Context, emit collectors.Emitter, queue <
 		select {
 		case m := <-in:
 			c.queued.Add(-1)
+			if cur := c.gen.Load(); m.gen == cur && spGen != cur {
+				// A new session: what the batches of the old one did to the Sparkplug state
+				// (births, deaths) was not stored unless they were committed, and the broker
+				// resends the rest in order. Start from the committed state, once the committer
+				// is done with the old session's batches.
+				if !c.settleCommitter(ctx, free, open) {
+					return
+				}
+				c.restoreSparkplug()
+				spGen = cur
+			}
 			if !open {
 				select {
 				case bufs := <-free:
@@ -66,6 +81,48 @@ func (c *Collector) worker(ctx context.Context, emit collectors.Emitter, queue <
 	}
 }
 
+// settleCommitter waits until the committer has finished every job handed to it: then both job
+// buffers are back (one of them in the worker's open job).
+func (c *Collector) settleCommitter(ctx context.Context, free chan jobBufs, open bool) bool {
+	if !slices.ContainsFunc(c.sp, func(h *spHost) bool { return h != nil }) {
+		return true
+	}
+	var held []jobBufs
+	defer func() {
+		for _, b := range held {
+			free <- b
+		}
+	}()
+	for n := 2 - btoi(open); len(held) < n; {
+		select {
+		case b := <-free:
+			held = append(held, b)
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// restoreSparkplug sets every Sparkplug subscription's state back to what was committed.
+func (c *Collector) restoreSparkplug() {
+	for i, h := range c.sp {
+		if h == nil {
+			continue
+		}
+		if err := c.subs[i].restoreSparkplug(h, h.committed); err != nil {
+			c.log.Warn("sparkplug state", "subscription", c.subs[i].filter, "err", err)
+		}
+	}
+}
+
 // addMessage maps one message into job.
 func (c *Collector) addMessage(job *commitJob, in inMsg) {
 	cur := c.gen.Load()
@@ -74,6 +131,7 @@ func (c *Collector) addMessage(job *commitJob, in inMsg) {
 	}
 	if job.gen != cur {
 		// The session was reset while this job filled: what it holds is redelivered.
+		c.acked.release(job.digests)
 		clear(job.samples)
 		*job = commitJob{gen: cur, samples: job.samples[:0], seen: job.seen[:0], digests: job.digests[:0]}
 	}
@@ -81,7 +139,7 @@ func (c *Collector) addMessage(job *commitJob, in inMsg) {
 	if in.msg.Qos() > 0 {
 		job.acks = append(job.acks, in.msg)
 		d := messageDigest(in.msg)
-		if c.acked.seen(in.msg, d) {
+		if c.acked.seen(in.msg, d, cur) {
 			c.m.redelivered.Inc()
 			if len(in.match) > 0 {
 				// Stored before, maybe by a process that crashed before it saved the retained digests
@@ -92,6 +150,7 @@ func (c *Collector) addMessage(job *commitJob, in inMsg) {
 			return // the broker missed our PUBACK
 		}
 		job.digests = append(job.digests, d)
+		c.acked.hold(d, cur)
 	}
 	n := len(job.samples)
 	job.samples = c.mapMessage(job.samples, in)
@@ -118,12 +177,15 @@ func (c *Collector) addMessage(job *commitJob, in inMsg) {
 // the job (before its acknowledgements), and rebirth requests to send.
 func (c *Collector) afterSparkplug(job *commitJob, i int, h *spHost) {
 	filter := c.subs[i].filter
-	if h.dirty && c.stateDir != "" {
+	if h.dirty {
 		if data, err := h.snapshot(filter); err != nil {
 			c.log.Warn("sparkplug state", "subscription", filter, "err", err)
 		} else {
-			w := fileWrite{path: spStatePath(c.stateDir, filter), data: data}
-			if k := slices.IndexFunc(job.state, func(f fileWrite) bool { return f.path == w.path }); k >= 0 {
+			w := fileWrite{sub: i, data: data}
+			if c.stateDir != "" {
+				w.path = spStatePath(c.stateDir, filter)
+			}
+			if k := slices.IndexFunc(job.state, func(f fileWrite) bool { return f.sub == w.sub }); k >= 0 {
 				job.state[k] = w // a later birth in the same batch supersedes
 			} else {
 				job.state = append(job.state, w)
@@ -165,7 +227,10 @@ type jobBufs struct {
 	digests []uint64
 }
 
+// fileWrite is the Sparkplug state of subscription sub after a job: kept in memory as the
+// committed state (spHost.committed) and, with a data dir, saved at path.
 type fileWrite struct {
+	sub  int
 	path string
 	data []byte
 }
@@ -222,6 +287,10 @@ func (c *Collector) commit(ctx context.Context, emit collectors.Emitter, jobs <-
 			}
 			c.acked.add(job.digests) // before the PUBACKs: a redelivery may follow at once
 			for _, w := range job.state {
+				c.sp[w.sub].committed = w.data
+				if w.path == "" {
+					continue
+				}
 				if err := writeFileAtomic(w.path, w.data); err != nil {
 					c.log.Warn("save sparkplug state", "err", err)
 				}
@@ -235,6 +304,8 @@ func (c *Collector) commit(ctx context.Context, emit collectors.Emitter, jobs <-
 				m.Ack()
 			}
 			c.m.acks.Add(float64(len(job.acks)))
+		} else {
+			c.acked.release(job.digests)
 		}
 		clear(job.samples) // drop references to label slices and strings
 		clear(job.seen)
@@ -262,7 +333,8 @@ func (c *Collector) mapMessage(dst []signal.Sample, in inMsg) []signal.Sample {
 			// MQTT forbids it and brokers should refuse it; never let it into signal names.
 			m.addProblem(reasonInvalidUTF8, "topic is not valid UTF-8")
 		} else if len(payload) > int(c.cfg.MaxPayload) {
-			m.addProblem(reasonTooLarge, "payload of %d bytes exceeds max_payload %s", len(payload), c.cfg.MaxPayload)
+			// Payloads beyond it are cut when read (pubCutter): its size is not known here.
+			m.addProblem(reasonTooLarge, "payload exceeds max_payload %s", c.cfg.MaxPayload)
 		} else {
 			dst = c.parse(dst, &m, s, i, payload)
 		}

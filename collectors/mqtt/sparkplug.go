@@ -28,6 +28,10 @@ type spHost struct {
 	pending []spKey
 	// dirty is set when a birth or death changed what must survive a restart (see spstate.go)
 	dirty bool
+	// committed is the snapshot of the last durable batch that changed the state (the loaded
+	// state before any): the worker goes back to it when a session is reset, since the broker
+	// resends what the batches after it held. Written by the committer between jobs.
+	committed []byte
 }
 
 type spKey struct{ group, node string }

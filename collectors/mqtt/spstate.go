@@ -75,9 +75,21 @@ func (s *sub) loadSparkplug(h *spHost, dir string) error {
 	if err != nil {
 		return fmt.Errorf("sparkplug state: %w", err)
 	}
+	if err := s.restoreSparkplug(h, data); err != nil {
+		return fmt.Errorf("sparkplug state %s: %w", spStatePath(dir, s.filter), err)
+	}
+	return nil
+}
+
+// restoreSparkplug replaces h's nodes with a snapshot (nil: none).
+func (s *sub) restoreSparkplug(h *spHost, data []byte) error {
+	h.nodes, h.pending, h.dirty = map[spKey]*spNode{}, h.pending[:0], false
+	if data == nil {
+		return nil
+	}
 	var saved spSaved
 	if err := json.Unmarshal(data, &saved); err != nil {
-		return fmt.Errorf("sparkplug state %s: %w", spStatePath(dir, s.filter), err)
+		return err
 	}
 	for _, sn := range saved.Nodes {
 		n := &spNode{bdSeq: sn.BdSeq, seq: -1, alive: sn.Alive, aliases: map[uint64]*spMetric{},
