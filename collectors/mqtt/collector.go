@@ -54,9 +54,13 @@ type Collector struct {
 	clientID string
 	stateDir string // per client id under Deps.DataDir: the broker's session belongs to the id
 	subs     []*sub
-	sp       []*spHost // per subscription; nil unless sparkplugb
-	m        *metrics
-	tlsCfg   *tls.Config
+	// per subscription: the subscriptions whose filter covers its filter, and the QoS to
+	// subscribe it with (overlap.go)
+	coveredBy [][]int
+	coverQoS  []byte
+	sp        []*spHost // per subscription; nil unless sparkplugb
+	m         *metrics
+	tlsCfg    *tls.Config
 
 	// used by the worker goroutine only
 	subMessages []prometheus.Counter
@@ -152,6 +156,7 @@ func New(name string, cfg *Config, deps collectors.Deps) (*Collector, error) {
 	if cfg.Persistent() && deps.DataDir == "" {
 		c.log.Warn("no data dir: topics removed from the config cannot be unsubscribed after a restart")
 	}
+	c.findCovers()
 	c.lastMsg = make([]atomic.Int64, len(c.subs))
 	c.sources = map[string]string{}
 	t, err := buildTLS(cfg)
@@ -409,7 +414,8 @@ func (c *Collector) receive(ctx context.Context, queue chan<- inMsg, gen uint64,
 }
 
 // onConnect re-subscribes on every connection and reconciles the broker's subscription set with
-// the config: filters recorded in the state file but no longer configured are unsubscribed.
+// the config: filters recorded in the state file but no longer configured (or now covered by
+// another filter, overlap.go) are unsubscribed.
 func (c *Collector) onConnect(ctx context.Context, cl paho.Client) {
 	c.m.connects.Inc()
 	c.m.connected.Set(1)
@@ -417,14 +423,28 @@ func (c *Collector) onConnect(ctx context.Context, cl paho.Client) {
 	c.setState(signal.CollectorStarting, "last_error", "") // subscribing
 	c.log.Info("connected", "client_id", c.clientID, "persistent", c.cfg.Persistent())
 
-	want := map[string]byte{}
-	for _, s := range c.subs {
-		want[s.filter] = s.qos
-	}
 	prev, err := loadState(c.stateDir)
 	if err != nil {
 		c.log.Warn("subscription state unreadable; removed topics cannot be unsubscribed", "err", err)
 	}
+	// Record every configured filter (a covered one is subscribed when the broker refuses its
+	// cover) and the recorded ones first: if we crash before the unsubscribe is confirmed, the
+	// next start still knows those filters may be live at the broker.
+	union := maps.Clone(prev.Topics)
+	if prev.ClientID != c.clientID || !c.cfg.Persistent() {
+		union = map[string]byte{}
+	}
+	for i, s := range c.subs {
+		union[s.filter] = max(union[s.filter], c.coverQoS[i])
+	}
+	if err := saveState(c.stateDir, subState{ClientID: c.clientID, Topics: union}); err != nil {
+		c.log.Warn("save subscription state", "err", err)
+	}
+	want, failed := c.subscribe(ctx, cl)
+	if ctx.Err() != nil {
+		return
+	}
+	// Filters recorded but no longer subscribed: removed from the config, or covered by another.
 	var remove []string
 	if prev.ClientID == c.clientID && c.cfg.Persistent() {
 		for f := range prev.Topics {
@@ -433,20 +453,6 @@ func (c *Collector) onConnect(ctx context.Context, cl paho.Client) {
 			}
 		}
 		slices.Sort(remove)
-	}
-	// Record the union first: if we crash before the unsubscribe is confirmed, the next start
-	// still knows those filters are live at the broker.
-	union := maps.Clone(want)
-	for _, f := range remove {
-		union[f] = prev.Topics[f]
-	}
-	if err := saveState(c.stateDir, subState{ClientID: c.clientID, Topics: union}); err != nil {
-		c.log.Warn("save subscription state", "err", err)
-	}
-	tok := cl.SubscribeMultiple(want, nil)
-	failed := c.waitSubscribe(ctx, tok)
-	if ctx.Err() != nil {
-		return
 	}
 	unsubscribed := true
 	if len(remove) > 0 {
@@ -463,7 +469,7 @@ func (c *Collector) onConnect(ctx context.Context, cl paho.Client) {
 			unsubscribed = false
 			c.log.Warn("unsubscribe of removed topics failed; retried on the next connection", "topics", remove, "err", ut.Error())
 		default:
-			c.log.Info("unsubscribed topics no longer configured", "topics", remove)
+			c.log.Info("unsubscribed topics no longer configured (or covered by another filter)", "topics", remove)
 		}
 	}
 	// Until the broker confirms the unsubscribe the state keeps the union, so the next connection
@@ -522,32 +528,27 @@ func waitToken(ctx context.Context, tok paho.Token, timeout time.Duration) bool 
 	return false
 }
 
-func (c *Collector) waitSubscribe(ctx context.Context, tok paho.Token) (failed []string) {
+// waitSubscribe waits for a SUBACK and returns the filters the broker refused, or confirmed
+// false when none came in time.
+func (c *Collector) waitSubscribe(ctx context.Context, tok paho.Token) (refused []string, confirmed bool) {
 	if !waitToken(ctx, tok, c.cfg.ConnectTimeout) {
-		if ctx.Err() != nil {
-			return nil
+		if ctx.Err() == nil {
+			c.log.Error("subscribe not confirmed", "timeout", c.cfg.ConnectTimeout)
 		}
-		c.m.subFails.Add(float64(len(c.subs)))
-		c.log.Error("subscribe not confirmed", "timeout", c.cfg.ConnectTimeout)
-		for _, s := range c.subs {
-			failed = append(failed, s.filter)
-		}
-		return failed
+		return nil, false
 	}
 	if err := tok.Error(); err != nil {
 		c.log.Error("subscribe failed", "err", err)
 	}
 	st, ok := tok.(*paho.SubscribeToken)
 	if !ok {
-		return nil
+		return nil, true
 	}
 	for f, code := range st.Result() {
 		if code == 0x80 {
-			c.m.subFails.Inc()
 			c.log.Error("broker refused subscription", "topic", f)
-			failed = append(failed, f)
+			refused = append(refused, f)
 		}
 	}
-	slices.Sort(failed)
-	return failed
+	return refused, true
 }
