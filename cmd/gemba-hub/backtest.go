@@ -171,6 +171,9 @@ func printSummary(out io.Writer, s backtest.Summary) {
 	fmt.Fprintf(out, "inputs: %d feature records, %d sales, %d inventory counts (%d malformed, %d refused by the inventory)\n",
 		s.Features, s.Sales, s.Snapshots, s.Malformed, s.Refused)
 	fmt.Fprintf(out, "evaluations: %d; decisions: %d; deferred for their inputs: %d\n", s.Evaluations, s.Decisions, s.Deferred)
+	if s.Undeliverable > 0 {
+		fmt.Fprintf(out, "not decided: %d for channels act does not deliver on (add them to act.channels)\n", s.Undeliverable)
+	}
 	for _, g := range []struct {
 		name string
 		m    map[string]int

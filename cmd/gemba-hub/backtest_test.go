@@ -174,10 +174,10 @@ guard: {max_discount: 20, approval: {above_discount: 12}}
 		}
 	}
 
-	// Durations from now: the scripted day is long gone, its readings stale for the last hour: A
-	// is short and no line reads as running, but a hold on stale inputs is deferred, never decided.
+	// Durations from now: the scripted day is long gone, the streams hold nothing of the last
+	// hour: an error naming their latest input, not a replay of decisions on no data.
 	out, errOut, code = runBacktestCmd(t, "-c", cfg, "--rules", rulesFile, "--from", "-1h")
-	if code != 0 || !regexp.MustCompile(`decisions: 0; deferred for their inputs: [1-9]`).MatchString(out) ||
+	if code != 1 || !regexp.MustCompile(`no input in the span .*: the latest input the streams hold is at 2026-11-20T`).MatchString(errOut) ||
 		strings.Contains(out, "allow") || strings.Contains(out, "needs approval") {
 		t.Fatalf("--from -1h: exit %d: %s%s", code, out, errOut)
 	}

@@ -49,8 +49,11 @@ func Explain(w io.Writer, recs []Record, delivery *act.Record) {
 			p("    stock: position %.1f, safety stock %.1f: room for %.1f extra units; baseline %.1f units over the promotion", u.Position, u.SafetyStock, u.Position-u.SafetyStock, u.Baseline)
 			for _, a := range b.Arms {
 				state := "not eligible: expected extra units exceed the stock above safety"
-				if a.Eligible {
+				switch {
+				case a.Eligible:
 					state = "eligible"
+				case a.AboveMax:
+					state = "not eligible: above the guardrails' max discount"
 				}
 				if a.Drawn {
 					state += fmt.Sprintf(", drew lift %.3f, value %.3f", a.Sample, a.Value)

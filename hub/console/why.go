@@ -33,7 +33,7 @@ func experimentOf(rec audit.Record) *experimentView {
 		for _, a := range b.Arms {
 			if a.Eligible {
 				v.Eligible = append(v.Eligible, a.Discount)
-			} else {
+			} else if !a.AboveMax { // capped by the stock; above the max discount is said per arm
 				v.Capped = append(v.Capped, a.Discount)
 			}
 		}

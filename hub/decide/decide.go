@@ -9,6 +9,7 @@ import (
 
 	"github.com/gemba-io/gemba/hub/act"
 	"github.com/gemba-io/gemba/hub/audit"
+	"github.com/gemba-io/gemba/hub/decide/experiment"
 	"github.com/gemba-io/gemba/hub/decide/guard"
 	"github.com/gemba-io/gemba/hub/decide/rules"
 )
@@ -108,6 +109,11 @@ func (e *Engine) decide(ctx context.Context, ls *liveSets, set *rules.Set, mode 
 		// another arm now that its posterior moved), never on this call's proposal.
 		p = *v.Judged
 		d.Action.Discount = p.Discount
+		if b := xs.bandit(); b != nil && b.Discount != p.Discount {
+			// The arm that runs is the judged one: the outcome measured is credited to the
+			// choice's discount, so the record must name it.
+			b.Discount, b.Reason = p.Discount, experiment.ReasonReplayed
+		}
 	}
 	rec := e.record(ls, set, mode, res, d, rule, ex, now)
 	rec.DecisionID, rec.Event, rec.Outcome, rec.Verdict = id, audit.EventDecided, outcome(d.Action.Kind, v), &v

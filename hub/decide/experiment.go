@@ -66,6 +66,9 @@ func (e *Engine) experiment(ctx context.Context, rule rules.Rule, d rules.Decisi
 		Baseline:    math.Max(inv.DailyRate, 0) * d.Action.Duration.Hours() / 24,
 		SafetyStock: math.Max(inv.DailyRate, 0) * e.cfg.SafetyDays,
 	}
+	if g, ok := e.deps.Guard.(interface{ MaxDiscount(channel string) float64 }); ok {
+		u.MaxDiscount = g.MaxDiscount(d.Channel)
+	}
 	c, err := e.deps.Experiments.Choose(ctx, *x, id, u)
 	switch {
 	case errors.Is(err, experiment.ErrNoEligibleArm):
@@ -78,6 +81,14 @@ func (e *Engine) experiment(ctx context.Context, rule rules.Rule, d rules.Decisi
 	st.ref.Bandit = &c
 	st.discount = c.Discount
 	return st, nil
+}
+
+// bandit is the bandit's choice of the step (nil without one).
+func (st experimentStep) bandit() *experiment.Choice {
+	if st.ref == nil {
+		return nil
+	}
+	return st.ref.Bandit
 }
 
 func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }

@@ -68,14 +68,21 @@ type Decision struct {
 	Rule      string        `json:"rule"`
 	Version   string        `json:"rule_version"`
 	Action    rules.Action  `json:"action"`
-	Outcome   guard.Outcome `json:"outcome"` // allow, suppress, needs_approval
+	Outcome   guard.Outcome `json:"outcome"` // allow, suppress, needs_approval, held_out
 	Guardrail string        `json:"guardrail,omitempty"`
 	Reason    string        `json:"reason,omitempty"`
 }
 
-// Verdict is the decision's outcome in words: allow, suppressed by <guardrail>, needs approval.
+// OutcomeHeldOut is a decision its rule's experiment held out: eligible, deliberately not promoted
+// and not judged by the guardrails (the live engine records it held_out).
+const OutcomeHeldOut guard.Outcome = "held_out"
+
+// Verdict is the decision's outcome in words: allow, suppressed by <guardrail>, needs approval,
+// held out.
 func (d Decision) Verdict() string {
 	switch d.Outcome {
+	case OutcomeHeldOut:
+		return "held out"
 	case guard.Allow:
 		return "allow"
 	case guard.NeedsApproval:
@@ -103,10 +110,13 @@ type Summary struct {
 	Decisions   int       `json:"decisions"`
 	// Deferred counts decision ids that waited for inputs they could not use (the live engine's
 	// deferred records); each is decided later in its bucket, or never.
-	Deferred  int            `json:"deferred"`
-	ByOutcome map[string]int `json:"by_outcome"` // by Verdict()
-	ByRule    map[string]int `json:"by_rule"`
-	ByChannel map[string]int `json:"by_channel"`
+	Deferred int `json:"deferred"`
+	// Undeliverable counts decision ids for a channel the act section does not deliver on: the
+	// engine does not decide them (it logs the rule and channel).
+	Undeliverable int            `json:"undeliverable"`
+	ByOutcome     map[string]int `json:"by_outcome"` // by Verdict()
+	ByRule        map[string]int `json:"by_rule"`
+	ByChannel     map[string]int `json:"by_channel"`
 	// Wall is the wall time the replay took (nanoseconds in JSON).
 	Wall time.Duration `json:"wall_ns"`
 	// Speed is the replayed span (To − From) over the wall time.

@@ -15,6 +15,7 @@ import (
 	"github.com/gemba-io/gemba/hub/audit"
 	"github.com/gemba-io/gemba/hub/decide"
 	"github.com/gemba-io/gemba/hub/decide/guard"
+	"github.com/gemba-io/gemba/hub/decide/rules"
 	"github.com/gemba-io/gemba/hub/decide/versions"
 	"github.com/gemba-io/gemba/hub/state/inventory"
 	"github.com/gemba-io/gemba/internal/natstest"
@@ -58,11 +59,23 @@ func verdictOf(id string, o guard.Outcome, g string) string { return id + " " + 
 // another server, the replay clock as its clock) decides the same decision ids with the same
 // verdicts as the backtest. The engine is stepped through the replay: after each change (and each
 // timer tick) it is told what changed and the test waits until it has decided.
-func TestBacktestSameAsLiveEngine(t *testing.T) {
+func TestBacktestSameAsLiveEngine(t *testing.T) { sameAsLive(t, testSet(t)) }
+
+// The same with promotions that need approval (15 % against approval above 12 %): the engine asks
+// once per rule, SKU and channel while a request is pending (none is answered in a backtest), not
+// once per time bucket.
+func TestBacktestSameAsLiveEngineWithApprovals(t *testing.T) {
+	set, err := rules.Load([]byte(strings.Replace(testRules, "discount: 10,", "discount: 15,", 1)), rules.KnownFeatures("availability", "units"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameAsLive(t, set)
+}
+
+func sameAsLive(t *testing.T, set *rules.Set) {
 	cfg, _ := testConfig(t)
 	js := hubNATS(t, cfg)
 	publishHistory(t, js, cfg)
-	set := testSet(t)
 	from, to := at(9, 0), at(14, 0)
 
 	var bt []string

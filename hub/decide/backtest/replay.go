@@ -6,13 +6,16 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gemba-io/gemba/hub/decide"
+	"github.com/gemba-io/gemba/hub/decide/experiment"
 	"github.com/gemba-io/gemba/hub/decide/guard"
+	"github.com/gemba-io/gemba/hub/decide/rules"
 	"github.com/gemba-io/gemba/hub/decide/versions"
 )
 
@@ -27,7 +30,17 @@ type replay struct {
 	live     *versions.Live
 	decided  map[string]bool // decision ids already judged (the engine's done set)
 	deferred map[string]bool // decision ids deferred for their inputs
-	sum      Summary
+	// undeliverable: decision ids for a channel act does not deliver on (not decided)
+	undeliverable map[string]bool
+	// waitUntil: a rule × SKU × site × channel held out (for its promotion's duration) or with a
+	// request awaiting approval (until it expires: none is answered) is not decided again, as the
+	// engine's holdingOut and waiting.
+	waitUntil map[string]time.Time
+	// seen is the range of event times of every input read (in the span or not); inSpan counts
+	// those applied in [From, To).
+	seen   [2]time.Time
+	inSpan int
+	sum    Summary
 
 	// evaluate evaluates units at now (the replay clock): the guard in a backtest; the live
 	// engine in the equivalence test.
@@ -88,6 +101,25 @@ func (r *replay) run(ctx context.Context, js jetstream.JetStream, log *slog.Logg
 			return fmt.Errorf("backtest: %w", e)
 		}
 	}
+	return r.beyond()
+}
+
+// beyond refuses a span the streams hold nothing of: entirely after their latest input or before
+// their oldest (a replay of it would decide on no data at all, or on what preceded it only). A
+// gap inside what they hold (an outage) replays as the engine would have lived it.
+func (r *replay) beyond() error {
+	if r.inSpan > 0 {
+		return nil
+	}
+	span := fmt.Sprintf("no input in the span %s to %s", r.o.From.Format(time.RFC3339), r.o.To.Format(time.RFC3339))
+	switch {
+	case r.seen[1].IsZero():
+		return fmt.Errorf("backtest: %s: the agents' and COMMERCE streams hold none from %s on", span, r.o.From.Add(-r.o.warmup()).Format(time.RFC3339))
+	case r.seen[1].Before(r.o.From):
+		return fmt.Errorf("backtest: %s: the latest input the streams hold is at %s", span, r.seen[1].Format(time.RFC3339))
+	case !r.seen[0].Before(r.o.To):
+		return fmt.Errorf("backtest: %s: the oldest input the streams hold is at %s", span, r.seen[0].Format(time.RFC3339))
+	}
 	return nil
 }
 
@@ -103,6 +135,15 @@ func (r *replay) loop(ctx context.Context, m *merger) error {
 		}
 		if !ok {
 			break
+		}
+		if r.seen[0].IsZero() || it.t.Before(r.seen[0]) {
+			r.seen[0] = it.t
+		}
+		if it.t.After(r.seen[1]) {
+			r.seen[1] = it.t
+		}
+		if !it.t.Before(r.o.From) && it.t.Before(r.o.To) {
+			r.inSpan++
 		}
 		if !it.t.Before(r.o.To) {
 			continue // after the span; the sources stop soon after
@@ -229,6 +270,16 @@ func (r *replay) flush(ctx context.Context) error {
 // through the real guard (on the private JetStream, at the replay clock), nothing acted on.
 func (r *replay) judge(g *guard.Guard) func(context.Context, []decide.Unit, time.Time, bool) error {
 	bucket := r.o.Config.Decide.Bucket
+	byName := map[string]rules.Rule{}
+	for _, rule := range r.o.Rules.Rules() {
+		byName[rule.Name] = rule
+	}
+	if r.waitUntil == nil {
+		r.waitUntil = map[string]time.Time{}
+	}
+	if r.undeliverable == nil {
+		r.undeliverable = map[string]bool{}
+	}
 	return func(ctx context.Context, us []decide.Unit, now time.Time, _ bool) error {
 		for _, u := range us {
 			ev := r.ev.Evaluate(r.live, u, now, bucket)
@@ -236,6 +287,21 @@ func (r *replay) judge(g *guard.Guard) func(context.Context, []decide.Unit, time
 			for i, p := range ev.Proposals {
 				if r.decided[p.ID] {
 					continue
+				}
+				wkey := strings.Join([]string{p.Rule, p.SKU, p.Site, p.Channel}, "\x00")
+				if until, ok := r.waitUntil[wkey]; ok && now.Before(until) {
+					continue // as the engine: one request at a time; a holdout recorded once
+				}
+				if act := r.o.Config.Act; act != nil {
+					if _, ok := act.Channels[p.Channel]; !ok {
+						// As the engine: a channel act does not deliver on is not decided (it would
+						// use up caps, then fail in the outbox for good).
+						if !r.undeliverable[p.ID] {
+							r.undeliverable[p.ID] = true
+							r.sum.Undeliverable++
+						}
+						continue
+					}
 				}
 				if a := guard.InputsAssessment(&p); !a.Passed {
 					// As the engine: deferred, not judged; decided once its inputs can be used.
@@ -248,9 +314,22 @@ func (r *replay) judge(g *guard.Guard) func(context.Context, []decide.Unit, time
 				d := Decision{ID: p.ID, Time: now, SKU: p.SKU, Site: p.Site, Channel: p.Channel, Rule: p.Rule,
 					Version: p.RuleVersion, Action: ev.Actions[i]}
 				d.Action.Channels = []string{p.Channel}
-				v, err := g.Check(ctx, p)
+				held, err := heldOut(byName[p.Rule], p)
+				if err != nil {
+					return fmt.Errorf("backtest: %w", err)
+				}
+				var v guard.Verdict
 				var ie *guard.InputError
+				if held {
+					// As the engine: in the rule's holdout, recorded and never judged nor acted
+					// on (no cap or cooldown used up).
+					d.Outcome = OutcomeHeldOut
+					r.waitUntil[wkey] = now.Add(d.Action.Duration)
+				} else {
+					v, err = g.Check(ctx, p)
+				}
 				switch {
+				case held:
 				case errors.As(err, &ie):
 					// The engine refuses it too (logged, never acted on).
 					d.Outcome, d.Guardrail, d.Reason = guard.Suppress, "proposal", ie.Error()
@@ -258,6 +337,9 @@ func (r *replay) judge(g *guard.Guard) func(context.Context, []decide.Unit, time
 					return fmt.Errorf("backtest: guard: %w", err)
 				default:
 					d.Outcome, d.Guardrail, d.Reason = v.Outcome, v.Guardrail, v.Reason
+					if v.Outcome == guard.NeedsApproval {
+						r.waitUntil[wkey] = now.Add(r.o.Config.Guard.Approval.TTL)
+					}
 				}
 				r.decided[p.ID] = true
 				r.sum.Decisions++
@@ -271,4 +353,17 @@ func (r *replay) judge(g *guard.Guard) func(context.Context, []decide.Unit, time
 		}
 		return nil
 	}
+}
+
+// heldOut reports whether proposal p of rule falls in the rule's holdout, as the live engine draws it.
+func heldOut(rule rules.Rule, p guard.Proposal) (bool, error) {
+	x := rule.Experiment
+	if x == nil || x.Holdout <= 0 || p.Kind != guard.Promote {
+		return false, nil
+	}
+	a, err := experiment.Assign(x.ID, p.SKU, p.Channel, x.Holdout)
+	if err != nil {
+		return false, fmt.Errorf("experiment %s: %w", x.ID, err)
+	}
+	return a.Group == experiment.Held, nil
 }

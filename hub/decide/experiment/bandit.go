@@ -99,6 +99,9 @@ type Unit struct {
 	// posterior mean lift, exceed Position − SafetyStock is not eligible.
 	Position    float64 `json:"position"`
 	SafetyStock float64 `json:"safety_stock"`
+	// MaxDiscount is the largest discount the guardrails allow on the channel (0: none known): an
+	// arm above it could never run, so never get the outcome its floor waits for, and is not eligible.
+	MaxDiscount float64 `json:"max_discount,omitempty"`
 }
 
 func (u Unit) check() error {
@@ -112,6 +115,8 @@ func (u Unit) check() error {
 		return fmt.Errorf("%s/%s: position %v must be a finite number", u.SKU, u.Channel, u.Position)
 	case bad(u.SafetyStock) || u.SafetyStock < 0:
 		return fmt.Errorf("%s/%s: safety stock %v must be a finite number ≥ 0", u.SKU, u.Channel, u.SafetyStock)
+	case bad(u.MaxDiscount) || u.MaxDiscount < 0:
+		return fmt.Errorf("%s/%s: max discount %v must be a finite number ≥ 0", u.SKU, u.Channel, u.MaxDiscount)
 	}
 	return nil
 }
@@ -120,6 +125,9 @@ func (u Unit) check() error {
 const (
 	ReasonThompson = "thompson" // the best draw among eligible arms
 	ReasonFloor    = "floor"    // an eligible arm below its floor share, drawn among those
+	// ReasonReplayed: the decision's verdict was recorded for the arm an earlier call of it chose
+	// (the guard replays it); that arm runs, whatever this call drew.
+	ReasonReplayed = "replayed"
 )
 
 // ArmDraw is one arm as the choice saw it: its outcomes, its expected lift and eligibility, and
@@ -131,9 +139,10 @@ type ArmDraw struct {
 	ExpectedLift  float64 `json:"expected_lift"`  // on the posterior mean curve
 	ExpectedExtra float64 `json:"expected_extra"` // Baseline × (ExpectedLift − 1)
 	Eligible      bool    `json:"eligible"`
-	Drawn         bool    `json:"drawn"`  // false: not eligible, or the floor chose without drawing
-	Sample        float64 `json:"sample"` // the lift on the drawn curve
-	Value         float64 `json:"value"`  // Sample × (1 − d/100 − cost) / (1 − cost)
+	AboveMax      bool    `json:"above_max,omitempty"` // not eligible: above the guardrails' max discount
+	Drawn         bool    `json:"drawn"`               // false: not eligible, or the floor chose without drawing
+	Sample        float64 `json:"sample"`              // the lift on the drawn curve
+	Value         float64 `json:"value"`               // Sample × (1 − d/100 − cost) / (1 − cost)
 }
 
 // Choice is the arm a bandit chose for one decision and the posterior it came from; the engine
@@ -178,7 +187,8 @@ func choose(c Choice, pool, unit *State, b *BanditConfig, u Unit) (Choice, error
 	for _, d := range b.sortedArms() {
 		lift := c.Curve.Lift(d)
 		extra := u.Baseline * (lift - 1)
-		ad := ArmDraw{Discount: d, PoolN: find(pool.Arms, d).N, ExpectedLift: lift, ExpectedExtra: extra, Eligible: extra <= room}
+		above := u.MaxDiscount > 0 && d > u.MaxDiscount
+		ad := ArmDraw{Discount: d, PoolN: find(pool.Arms, d).N, ExpectedLift: lift, ExpectedExtra: extra, Eligible: extra <= room && !above, AboveMax: above}
 		if unit != nil {
 			ad.UnitN = find(unit.Arms, d).N
 		}
@@ -198,8 +208,12 @@ func choose(c Choice, pool, unit *State, b *BanditConfig, u Unit) (Choice, error
 		}
 	}
 	if len(eligible) == 0 {
-		return c, fmt.Errorf("experiment %s: %s/%s (baseline %v, position %v, safety stock %v): %w",
-			c.Experiment, u.SKU, u.Channel, u.Baseline, u.Position, u.SafetyStock, ErrNoEligibleArm)
+		limit := ""
+		if u.MaxDiscount > 0 {
+			limit = fmt.Sprintf(", arms above the max discount %v not counted", u.MaxDiscount)
+		}
+		return c, fmt.Errorf("experiment %s: %s/%s (baseline %v, position %v, safety stock %v%s): %w",
+			c.Experiment, u.SKU, u.Channel, u.Baseline, u.Position, u.SafetyStock, limit, ErrNoEligibleArm)
 	}
 	if len(under) > 0 {
 		// Drawn at random among the arms below their floor rather than the least-served one: every

@@ -128,6 +128,16 @@ func (g *Guard) Close() error {
 // Replica is the name this Guard writes into records.
 func (g *Guard) Replica() string { return g.replica }
 
+// MaxDiscount is the largest discount in percent a promotion on channel may carry: max_discount,
+// or the channel's own when lower.
+func (g *Guard) MaxDiscount(channel string) float64 {
+	m := g.cfg.MaxDiscount
+	if ch, ok := g.cfg.Channels[channel]; ok && ch.MaxDiscount > 0 {
+		m = min(m, ch.MaxDiscount)
+	}
+	return m
+}
+
 func (g *Guard) lock(id string) func() {
 	mu := &g.stripes[maphash.String(g.seed, id)%uint64(len(g.stripes))]
 	mu.Lock()

@@ -195,6 +195,15 @@ func (m *Measurer) Round(ctx context.Context) error {
 	if len(due) == 0 {
 		return nil
 	}
+	// In the order the windows ended: a posterior remembers its last experiment.MaxApplied ids and
+	// refuses an outcome that ended before the newest one it forgot, so a round with more outcomes
+	// of one pool than that, recorded in map order, would lose new ones as too old.
+	sort.Slice(due, func(i, j int) bool {
+		if !due[i].end.Equal(due[j].end) {
+			return due[i].end.Before(due[j].end)
+		}
+		return due[i].id < due[j].id
+	})
 	want := map[[2]string]bool{}
 	for _, u := range due {
 		want[[2]string{u.sku, u.channel}] = true

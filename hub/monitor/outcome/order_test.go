@@ -1,0 +1,68 @@
+package outcome
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/gemba-io/gemba/hub/audit"
+	"github.com/gemba-io/gemba/hub/decide/experiment"
+	"github.com/gemba-io/gemba/hub/decide/guard"
+	"github.com/gemba-io/gemba/hub/decide/rules"
+	"github.com/gemba-io/gemba/internal/testutil"
+)
+
+// A round records its due bandit outcomes in the order their windows ended. A posterior remembers
+// the ids of its last experiment.MaxApplied outcomes and refuses one whose window ended before the
+// newest it forgot (it cannot tell whether it was applied): recorded in any other order, a round
+// with more than MaxApplied outcomes of one pool (a busy channel, a measurer catching up after a
+// restart) loses new outcomes as "too old" (run once with MaxApplied + 300 of them in map order:
+// 12 of 2348 lost). The order is checked on the pool's applied ids, which keep the order of
+// application until they overflow.
+func TestRoundRecordsInWindowEndOrder(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	js, log, acfg, ccfg, store := setup(ctx, t)
+	start := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	history(seller(ctx, t, js), start, "A") // a baseline of 10 over any 2 h window starting in the first hour
+	const n = 60
+	arms := []experiment.ArmDraw{{Discount: 5}, {Discount: 10}}
+	for i := range n {
+		did := id(fmt.Sprint("d", i))
+		at := start.Add(time.Duration(i) * time.Second)
+		r := audit.Record{DecisionID: did, Event: audit.EventDecided, Outcome: audit.OutcomeFired, Mode: audit.ModeActive, Time: at,
+			RuleSet: audit.RuleSetRef{Name: "x", Version: "v1"}, Rule: audit.RuleRef{Name: "b"}, SKU: "A", Site: "s1", Channel: "web",
+			Action: rules.Action{Kind: rules.Promote, Channels: []string{"web"}, Discount: 10, Duration: 2 * time.Hour},
+			Experiment: &audit.ExperimentRef{ID: "b", Bandit: &experiment.Choice{Experiment: "b", Pool: experiment.PoolChannel,
+				DecisionID: did, Discount: 10, Reason: experiment.ReasonThompson, Arms: arms}},
+			Verdict: &guard.Verdict{DecisionID: did, Outcome: guard.Allow, ActionTime: at}}
+		if _, err := log.Publish(ctx, r, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := New(js, store, Options{Audit: acfg, Commerce: ccfg.Stream, Prefix: "gemba", Now: func() time.Time { return start.Add(3 * 24 * time.Hour) }})
+	stop, err := m.follow(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	testutil.WaitFor(t, 20*time.Second, "every decision followed", func() bool { return m.Stats.Units.Load() == n })
+	if err := m.Round(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cfg := experiment.Config{ID: "b", Bandit: &experiment.BanditConfig{Arms: []float64{5, 10}, Pool: experiment.PoolChannel}}
+	pool, _, err := store.Posterior(ctx, cfg, "A", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := m.Stats.Recorded.Load(); r != n || pool.Stats.N != n || len(pool.Applied) != n {
+		t.Fatalf("%d recorded, the posterior holds %d outcomes and %d ids; want %d", r, pool.Stats.N, len(pool.Applied), n)
+	}
+	for i := 1; i < n; i++ {
+		if a, b := pool.Applied[i-1], pool.Applied[i]; b.End.Before(a.End) {
+			t.Fatalf("applied[%d] (window end %s) was recorded after applied[%d] (%s): a round records in no particular order",
+				i, b.End.Format(time.RFC3339), i-1, a.End.Format(time.RFC3339))
+		}
+	}
+}
