@@ -20,12 +20,14 @@ import (
 	"github.com/gemba-io/gemba/signal"
 )
 
-// Agent is what the hub knows about one agent.
+// Agent is what the hub knows about one agent. An agent clock far ahead of the hub's must not
+// win over every later heartbeat until that time comes, nor one behind read as silence: LastSeen
+// is bounded by the hub's clock and staleness is judged by Received.
 type Agent struct {
 	Agent         string                           `json:"agent"`
 	Site          string                           `json:"site"`
-	LastSeen      time.Time                        `json:"last_seen"` // the heartbeat's own time
-	Received      time.Time                        `json:"received"`  // when the hub stored it
+	LastSeen      time.Time                        `json:"last_seen"` // the heartbeat's own time, at most stale_after past Received
+	Received      time.Time                        `json:"received"`  // when the hub stored it (its clock): staleness is judged by it
 	Version       string                           `json:"version"`
 	Commit        string                           `json:"commit,omitempty"`
 	ConfigVersion string                           `json:"config_version"`
@@ -111,8 +113,9 @@ func (f *Fleet) remote(e jetstream.KeyValueEntry) {
 // different replicas out of order).
 func (f *Fleet) Heartbeat(ctx context.Context, h *signal.Header, st *signal.Status) error {
 	key := kvkey.Join(h.Site, h.Agent)
+	now := f.now().UTC()
 	a := Agent{
-		Agent: h.Agent, Site: h.Site, LastSeen: st.Time.UTC(), Received: f.now().UTC(), Version: st.Version,
+		Agent: h.Agent, Site: h.Site, LastSeen: minTime(st.Time.UTC(), now.Add(f.staleAfter)), Received: now, Version: st.Version,
 		Commit: st.Commit, ConfigVersion: st.ConfigVersion, Incarnation: h.Incarnation,
 		UptimeSeconds: st.Uptime, Buffer: st.Buffer, Collectors: st.Collectors,
 	}
@@ -124,7 +127,8 @@ func (f *Fleet) Heartbeat(ctx context.Context, h *signal.Header, st *signal.Stat
 		f.mu.RLock()
 		cur := f.agents[key]
 		f.mu.RUnlock()
-		if cur != nil && !a.LastSeen.After(cur.LastSeen) {
+		// A stored heartbeat further ahead than LastSeen is now bounded (an older hub wrote it) loses.
+		if cur != nil && !a.LastSeen.After(cur.LastSeen) && !cur.LastSeen.After(now.Add(f.staleAfter)) {
 			return nil
 		}
 		var rev uint64
@@ -159,7 +163,7 @@ func (f *Fleet) Heartbeat(ctx context.Context, h *signal.Header, st *signal.Stat
 
 func (f *Fleet) view(a *Agent, now time.Time) View {
 	v := View{Agent: *a, AgeSeconds: now.Sub(a.LastSeen).Seconds()}
-	v.Stale = now.Sub(a.LastSeen) > f.staleAfter
+	v.Stale = now.Sub(a.Received) > f.staleAfter
 	for _, b := range a.Buffer {
 		v.BufferRecords += b.Records
 		v.OldestSeconds = max(v.OldestSeconds, b.OldestAge)
@@ -197,4 +201,11 @@ func (f *Fleet) Get(site, agent string) (View, bool) {
 		return View{}, false
 	}
 	return f.view(a, f.now()), true
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }

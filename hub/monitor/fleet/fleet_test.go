@@ -65,3 +65,42 @@ func TestNewestWins(t *testing.T) {
 		t.Error("unknown agent found")
 	}
 }
+
+// TestClockAheadDoesNotPinTheAgent: an agent whose clock ran a day ahead sends one heartbeat, then
+// its clock is corrected. Its heartbeats from a minute on are stored (a heartbeat from the future
+// must not win over every real one until that day comes), and once it stops it reads as stale.
+func TestClockAheadDoesNotPinTheAgent(t *testing.T) {
+	n := natstest.JetStream(t)
+	f := open(t, n.URL())
+	t0 := time.Now().UTC()
+	f.now = func() time.Time { return t0 }
+	beat(t, f, t0.Add(24*time.Hour), 10) // the agent's clock a day ahead
+	f.now = func() time.Time { return t0.Add(time.Minute) }
+	beat(t, f, t0.Add(time.Minute), 50) // corrected
+	v, ok := f.Get("plant1", "gw1")
+	if !ok || v.BufferRecords != 51 {
+		t.Fatalf("the corrected heartbeat was not stored: %+v", v)
+	}
+	f.now = func() time.Time { return t0.Add(time.Hour) }
+	if v, _ := f.Get("plant1", "gw1"); !v.Stale {
+		t.Errorf("an hour without heartbeat (stale_after 30s) reads fresh: %+v", v)
+	}
+}
+
+// TestClockBehindReadsFresh: an agent whose clock runs two minutes behind the hub's (no NTP on the
+// gateway) but heartbeats every few seconds is alive: it must not read as stale (stale_after 30s).
+func TestClockBehindReadsFresh(t *testing.T) {
+	n := natstest.JetStream(t)
+	f := open(t, n.URL())
+	t0 := time.Now().UTC()
+	f.now = func() time.Time { return t0 }
+	beat(t, f, t0.Add(-2*time.Minute), 10)
+	f.now = func() time.Time { return t0.Add(5 * time.Second) }
+	if v, _ := f.Get("plant1", "gw1"); v.Stale {
+		t.Errorf("an agent heartbeating 5 s ago (its clock 2 min behind) reads stale: %+v", v)
+	}
+	f.now = func() time.Time { return t0.Add(time.Minute) }
+	if v, _ := f.Get("plant1", "gw1"); !v.Stale {
+		t.Errorf("a minute without heartbeat reads fresh: %+v", v)
+	}
+}

@@ -184,15 +184,22 @@ func (m *Measurer) Round(ctx context.Context) error {
 	now := m.o.Now()
 	m.mu.Lock()
 	var due []*unit
-	from := now
-	for _, u := range m.units {
-		if !u.measured && !u.end.Add(m.o.Settle).After(now) {
+	forgot := false
+	for id, u := range m.units {
+		switch {
+		case u.measured && now.Sub(u.start) > m.o.Audit.Retention:
+			// Its record has left the decision log: a replica started now would not know it.
+			delete(m.units, id)
+			forgot = true
+		case !u.measured && !u.end.Add(m.o.Settle).After(now):
 			due = append(due, u)
-			from = minTime(from, u.start.Add(-time.Duration(m.o.Weeks)*week))
 		}
 	}
 	m.mu.Unlock()
 	if len(due) == 0 {
+		if forgot {
+			m.computeLifts()
+		}
 		return nil
 	}
 	// In the order the windows ended: a posterior remembers its last experiment.MaxApplied ids and
@@ -208,7 +215,7 @@ func (m *Measurer) Round(ctx context.Context) error {
 	for _, u := range due {
 		want[[2]string{u.sku, u.channel}] = true
 	}
-	sales, oldest, err := m.readSales(ctx, want)
+	sales, oldest, err := m.readSales(ctx, want, now)
 	if err != nil {
 		return err
 	}
@@ -350,12 +357,22 @@ func (tl timeline) sum(from, to time.Time) float64 {
 }
 
 // readSales reads every sale the COMMERCE stream holds for the wanted SKU × channel pairs, each order
-// line once (as the commerce consumer applies it), and the oldest sale time the stream still has.
+// line once (as the commerce consumer applies it), and the oldest sale time from which on the stream
+// holds every sale: its oldest sale's, and no earlier than its max_age before now (an older sale
+// uploaded late does not bring back the weeks the stream no longer holds).
 // The whole stream is read: sale times need not follow stream times (late uploads, a simulator's
 // accelerated clock), and the stream's max_age bounds it.
-func (m *Measurer) readSales(ctx context.Context, want map[[2]string]bool) (map[[2]string]timeline, time.Time, error) {
+func (m *Measurer) readSales(ctx context.Context, want map[[2]string]bool, now time.Time) (map[[2]string]timeline, time.Time, error) {
 	out := map[[2]string]timeline{}
 	var oldest time.Time
+	st, err := m.js.Stream(ctx, m.o.Commerce)
+	if err != nil {
+		return nil, oldest, fmt.Errorf("outcome: read %s: %w", m.o.Commerce, err)
+	}
+	var floor time.Time
+	if age := st.CachedInfo().Config.MaxAge; age > 0 {
+		floor = now.Add(-age)
+	}
 	filter := m.o.Prefix + ".commerce.sales.>"
 	cons, err := m.js.OrderedConsumer(ctx, m.o.Commerce, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
 	if err != nil {
@@ -395,6 +412,9 @@ func (m *Measurer) readSales(ctx context.Context, want map[[2]string]bool) (map[
 			}
 		}
 		if md.NumPending == 0 {
+			if !oldest.IsZero() && oldest.Before(floor) {
+				oldest = floor
+			}
 			return out, oldest, nil
 		}
 	}
@@ -427,11 +447,4 @@ func baseline(tl timeline, start, end, oldest time.Time, weeks int) float64 {
 		return 0
 	}
 	return sum / float64(k)
-}
-
-func minTime(a, b time.Time) time.Time {
-	if a.Before(b) {
-		return a
-	}
-	return b
 }

@@ -268,3 +268,79 @@ func TestLongWindowBaselineLeavesOutThePromotion(t *testing.T) {
 		t.Fatalf("lifts %+v, want the 10%% arm at 3 (420 sold against 140 the same 14 days earlier)", lifts)
 	}
 }
+
+// The baseline looks back only as far as the COMMERCE stream holds (commerce.max_age, 30 days by
+// default): A's sales older than that are gone from the stream, and one late-uploaded sale of
+// another SKU dated ten weeks back must not make the weeks the stream no longer holds read as weeks
+// without sales. A sells 10 a day for the 28 days before its window and 25 in it: lift 2.5, not 5.
+func TestBaselineOnlyAsFarBackAsTheStreamHolds(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	js, log, acfg, ccfg, store := setup(ctx, t)
+	start := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	sell := seller(ctx, t, js)
+	history(sell, start, "A")
+	sell("A", start.Add(2*time.Hour), 25, 1)
+	sell("Z", start.Add(-70*24*time.Hour), 1, 1) // a late upload, dated ten weeks back
+	arms := []experiment.ArmDraw{{Discount: 5}, {Discount: 10}}
+	r := audit.Record{DecisionID: id("A"), Event: audit.EventDecided, Outcome: audit.OutcomeFired, Mode: audit.ModeActive, Time: start,
+		RuleSet: audit.RuleSetRef{Name: "x", Version: "v1"}, Rule: audit.RuleRef{Name: "b"}, SKU: "A", Site: "s1", Channel: "web",
+		Action: rules.Action{Kind: rules.Promote, Channels: []string{"web"}, Discount: 10, Duration: 24 * time.Hour},
+		Experiment: &audit.ExperimentRef{ID: "b", Bandit: &experiment.Choice{Experiment: "b", Pool: experiment.PoolChannel,
+			DecisionID: id("A"), Discount: 10, Arms: arms}},
+		Verdict: &guard.Verdict{DecisionID: id("A"), Outcome: guard.Allow, ActionTime: start}}
+	if _, err := log.Publish(ctx, r, 0); err != nil {
+		t.Fatal(err)
+	}
+	m := running(ctx, t, cancel, js, store, acfg, ccfg, start.Add(3*24*time.Hour))
+	testutil.WaitFor(t, 20*time.Second, "A measured", func() bool { return m.Stats.Measured.Load() == 1 })
+	lifts, _ := m.Lifts(ctx)
+	if len(lifts) != 1 || math.Abs(lifts[0].Lift-2.5) > 1e-9 {
+		t.Fatalf("lifts %+v, want the 10%% arm at 2.5 (25 sold against 10 a day)", lifts)
+	}
+}
+
+// A measured unit is kept as long as the decision log keeps its record, not for the life of the
+// process: a replica running for months would otherwise hold every experiment decision ever made
+// (and report lifts over them, which a replica started later, reading the log's retention, would
+// not). With a 48 h retention A is forgotten, and its lift with it, once its record has expired.
+func TestForgetsUnitsPastTheLogsRetention(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	js, log, acfg, ccfg, store := setup(ctx, t)
+	start := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	sell := seller(ctx, t, js)
+	history(sell, start, "A")
+	sell("A", start.Add(2*time.Hour), 25, 1)
+	arms := []experiment.ArmDraw{{Discount: 5}, {Discount: 10}}
+	r := audit.Record{DecisionID: id("A"), Event: audit.EventDecided, Outcome: audit.OutcomeFired, Mode: audit.ModeActive, Time: start,
+		RuleSet: audit.RuleSetRef{Name: "x", Version: "v1"}, Rule: audit.RuleRef{Name: "b"}, SKU: "A", Site: "s1", Channel: "web",
+		Action: rules.Action{Kind: rules.Promote, Channels: []string{"web"}, Discount: 10, Duration: 24 * time.Hour},
+		Experiment: &audit.ExperimentRef{ID: "b", Bandit: &experiment.Choice{Experiment: "b", Pool: experiment.PoolChannel,
+			DecisionID: id("A"), Discount: 10, Arms: arms}},
+		Verdict: &guard.Verdict{DecisionID: id("A"), Outcome: guard.Allow, ActionTime: start}}
+	if _, err := log.Publish(ctx, r, 0); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	now := start.Add(26 * time.Hour)
+	a := acfg
+	a.Retention = 48 * time.Hour
+	m := New(js, store, Options{Audit: a, Commerce: ccfg.Stream, Prefix: "gemba", Every: 50 * time.Millisecond,
+		Now: func() time.Time { mu.Lock(); defer mu.Unlock(); return now }})
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = m.Run(ctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	testutil.WaitFor(t, 20*time.Second, "A measured", func() bool { return m.Stats.Measured.Load() == 1 })
+	if lifts, _ := m.Lifts(ctx); len(lifts) != 1 {
+		t.Fatalf("lifts %+v, want A's arm", lifts)
+	}
+	mu.Lock()
+	now = start.Add(72 * time.Hour)
+	mu.Unlock()
+	testutil.WaitFor(t, 20*time.Second, "A forgotten", func() bool {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return len(m.units) == 0 && len(m.lifts) == 0
+	})
+}

@@ -78,13 +78,15 @@ type Monitor struct {
 	obs   *Observer
 	Stats Stats
 
-	mu      sync.RWMutex
-	keys    map[string]map[string]*keyState // feature → key → state
-	th      map[string]*Thresholds
-	nkeys   int
-	streams map[streamRef]*seqTracker
-	loaded  bool
-	warned  bool
+	mu    sync.RWMutex
+	keys  map[string]map[string]*keyState // feature → key → state
+	th    map[string]*Thresholds
+	nkeys int
+	// keysSwept is the log time of the last sweep for keys past the retention (at maxKeys).
+	keysSwept time.Time
+	streams   map[streamRef]*seqTracker
+	loaded    bool
+	warned    bool
 
 	events  chan Event
 	metrics *metrics
@@ -244,6 +246,7 @@ func (f *folder) chunk(agent string, st signal.Stream, inc string, first, last u
 			Incarnation: inc, From: h[0], To: h[1], Time: f.at,
 			Why: fmt.Sprintf("sequences %d-%d of %s/%s arrived late: the gap is closed", h[0], h[1], agent, st)})
 	}
+	tr.expire(f.at.Add(-m.cfg.Retention()))
 	m.Stats.Folded.Add(1)
 }
 
@@ -252,7 +255,7 @@ func (f *folder) value(feature string, key []byte, v float64, ns int64, partial 
 		return
 	}
 	m := f.m
-	k := m.key(feature, key)
+	k := m.key(feature, key, f.at)
 	if k == nil {
 		return
 	}
@@ -280,7 +283,7 @@ func (f *folder) samples(feature string, key []byte, ns int64, total, bad uint64
 		return
 	}
 	m := f.m
-	k := m.key(feature, key)
+	k := m.key(feature, key, f.at)
 	if k == nil {
 		return
 	}
@@ -332,17 +335,22 @@ func num(x float64) float64 {
 	return x
 }
 
-// key returns the state of a feature × key, created on first sight; nil for a feature this hub
-// does not define (a replica with another config wrote it) or past maxKeys. Called with m.mu held.
-func (m *Monitor) key(feature string, key []byte) *keyState {
+// key returns the state of a feature × key fed at log time at, created on first sight; nil for a
+// feature this hub does not define (a replica with another config wrote it) or past maxKeys.
+// Called with m.mu held.
+func (m *Monitor) key(feature string, key []byte, at time.Time) *keyState {
 	byKey := m.keys[feature]
 	if k := byKey[string(key)]; k != nil { // no allocation for the lookup
+		k.fed = at
 		return k
 	}
 	d, ok := m.defs[feature]
 	if !ok {
 		m.Stats.Unknown.Add(1)
 		return nil
+	}
+	if m.nkeys >= maxKeys && at.Sub(m.keysSwept) >= m.cfg.Slice() {
+		m.evictKeys(at) // at most once a slice of log time: a sweep visits every key
 	}
 	if m.nkeys >= maxKeys {
 		m.Stats.KeysDropped.Add(1)
@@ -367,9 +375,24 @@ func (m *Monitor) key(feature string, key []byte) *keyState {
 		byKey = map[string]*keyState{}
 		m.keys[feature] = byKey
 	}
+	k.fed = at
 	byKey[k.key] = k
 	m.nkeys++
 	return k
+}
+
+// evictKeys forgets keys not fed for the log's retention (a replica started now would not know
+// them either), by log time, so every replica forgets the same. Called with m.mu held.
+func (m *Monitor) evictKeys(at time.Time) {
+	m.keysSwept = at
+	for _, byKey := range m.keys {
+		for key, k := range byKey {
+			if at.Sub(k.fed) > m.cfg.Retention() {
+				delete(byKey, key)
+				m.nkeys--
+			}
+		}
+	}
 }
 
 // ahead reports whether event time t is further past the log time at than max_ahead allows.

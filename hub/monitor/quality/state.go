@@ -30,6 +30,7 @@ type keyState struct {
 	maxAge       time.Duration
 
 	newest time.Time // newest event time of a value or sample
+	fed    time.Time // log time of the last value or sample (keys not fed for the retention go first)
 	feeder streamRef // the agent stream of the newest value
 	count  uint64
 	cur    int64   // newest slice number seen
@@ -144,8 +145,9 @@ func searchEdges(edges []float64, v float64) int {
 	return lo
 }
 
-// window gathers slices [from, to]: counts, the histogram and the reservoir values.
-func (k *keyState) window(from, to int64) (total, bad uint64, hist []float64, vals []float64) {
+// window gathers slices [from, to]: counts (of the finite values seen too), the histogram and the
+// reservoir values.
+func (k *keyState) window(from, to int64) (total, bad, seen uint64, hist []float64, vals []float64) {
 	if len(k.th.Edges) > 0 {
 		hist = make([]float64, len(k.th.Edges)+1)
 	}
@@ -157,6 +159,7 @@ func (k *keyState) window(from, to int64) (total, bad uint64, hist []float64, va
 		}
 		total += uint64(e.total)
 		bad += uint64(e.bad)
+		seen += uint64(e.seen)
 		for i, c := range e.hist {
 			hist[i] += float64(c)
 		}
@@ -164,15 +167,15 @@ func (k *keyState) window(from, to int64) (total, bad uint64, hist []float64, va
 			vals = append(vals, float64(x))
 		}
 	}
-	return total, bad, hist, vals
+	return total, bad, seen, hist, vals
 }
 
 // evaluate judges the current window ending at slice end against the reference window lag slices
 // earlier, and returns what changed.
 func (k *keyState) evaluate(end int64, perWindow, lag int) (driftChanged, badChanged bool) {
 	from := end - int64(perWindow) + 1
-	total, bad, curHist, cur := k.window(from, end)
-	_, _, refHist, ref := k.window(from-int64(lag), end-int64(lag))
+	total, bad, curSeen, curHist, cur := k.window(from, end)
+	_, _, refSeen, refHist, ref := k.window(from-int64(lag), end-int64(lag))
 	k.curN, k.refN = len(cur), len(ref)
 	k.badShare = math.NaN()
 	if total > 0 {
@@ -180,7 +183,9 @@ func (k *keyState) evaluate(end int64, perWindow, lag int) (driftChanged, badCha
 	}
 	k.psi, k.ks, k.ksP = math.NaN(), math.NaN(), math.NaN()
 	drifting := false
-	if len(cur) >= max(k.th.MinCount, 1) && len(ref) >= max(k.th.MinCount, 1) {
+	// min_count counts the values each window saw, not the reservoir kept of them (at most
+	// samples: a min_count above it would otherwise never let drift be judged).
+	if curSeen >= uint64(max(k.th.MinCount, 1)) && refSeen >= uint64(max(k.th.MinCount, 1)) && len(cur) > 0 && len(ref) > 0 {
 		if curHist != nil {
 			k.psi = psi(refHist, curHist)
 		} else {

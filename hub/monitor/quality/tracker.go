@@ -89,6 +89,22 @@ func (t *seqTracker) add(lo, hi uint64, at time.Time) (closed [][2]uint64) {
 	return closed
 }
 
+// expire gives up the holes that appeared before (counted as lost, as past maxRuns): the log no
+// longer holds the runs below them, so a replica started now would not see them.
+func (t *seqTracker) expire(before time.Time) {
+	for i := 1; i < len(t.runs); {
+		if !t.runs[i].opened.Before(before) {
+			i++
+			continue
+		}
+		if h := t.runs[i].lo - t.runs[i-1].hi - 1; h < jumpSize {
+			t.lost += h
+		}
+		t.runs[i-1].hi = t.runs[i].hi
+		t.runs = slices.Delete(t.runs, i, i+1)
+	}
+}
+
 // merge joins run i with adjacent neighbours.
 func (t *seqTracker) merge(i int) {
 	if i+1 < len(t.runs) && t.runs[i].hi+1 >= t.runs[i+1].lo {
