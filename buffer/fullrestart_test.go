@@ -29,8 +29,15 @@ func fullConfig(dir string) Config {
 	cfg.MaxAge = 0
 	cfg.Badger.MemTableSize = 1 << 20
 	cfg.Badger.ValueLogFileSize = 1 << 20
+	if os.Getenv(fullDefaultsEnv) != "" { // Badger sized as in production (max_bytes 2GiB)
+		d := DefaultConfig().Badger
+		cfg.Badger.MemTableSize, cfg.Badger.ValueLogFileSize = d.MemTableSize, maxDefaultVlog
+	}
 	return cfg
 }
+
+// fullDefaultsEnv gives the child Badger's default sizes instead of fullConfig's small ones.
+const fullDefaultsEnv = "GEMBA_BUFFER_FULL_DEFAULTS"
 
 // fullChild is the process under test. Mode "append" appends (drop_oldest) until killed, printing
 // the sequence of every record whose Append returned. Mode "drain" reads and acks the whole
@@ -53,6 +60,9 @@ func fullChild() {
 		}
 		fmt.Println("done")
 		select {} // killed: what is in the write-ahead log is replayed at the next open
+	}
+	if os.Getenv("GEMBA_BUFFER_FULL_MODE") == "many" {
+		appendMany(s)
 	}
 	if os.Getenv("GEMBA_BUFFER_FULL_MODE") == "meta" {
 		putMetaUntilKilled(s)

@@ -77,7 +77,7 @@ func fullCmd(dir, mode string) *exec.Cmd {
 // killedWithLog leaves a store on a fresh small filesystem killed with smallRecs records in its
 // write-ahead log, its reserve file removed unless reserve.
 func killedWithLog(t *testing.T, reserve bool) (dir, mnt string) {
-	mnt, mounted := smallFS(t, "24m")
+	mnt, mounted := smallFS(t, "32m") // room for the reserve file besides the reserve
 	if !mounted {
 		if os.Getenv("CI") == "true" {
 			t.Fatal("CI: cannot mount a tmpfs for the full-disk test")

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -20,20 +21,60 @@ import (
 // is room for it and the store's reserve besides; appends stay refused until then.
 const reserveName = "GEMBA-RESERVE"
 
-// reserveFileSize covers what Badger writes while reclaiming: a flushed memtable (one table), the
-// write-ahead log's pages, one value-log file rewritten by GC, and 1 MiB of margin.
+// reserveFileSize covers what Badger writes on a full disk (draining the backlog, reclaiming): the
+// write-ahead logs of its memtables (a file of twice memtable_size each, allocated in full by
+// secureFiles), a flushed memtable (one table), the value-log file it writes into (twice
+// value_log_file_size, allocated in full), 1 MiB of margin, and what its compactions write (lsmRoom).
 func (s *Store) reserveFileSize() int64 {
 	b := s.cfg.Badger
-	return int64(b.NumMemtables+1)*int64(b.MemTableSize) + int64(b.ValueLogFileSize) + 1<<20
+	return int64(2*b.NumMemtables+1)*int64(b.MemTableSize) + 2*int64(b.ValueLogFileSize) + 1<<20 + s.lsmRoom()
+}
+
+// reserveStep is the granularity in which the reserve follows the LSM, and the slack the reserve
+// file may have before it is shrunk.
+const reserveStep = 1 << 20
+
+// lsmRoom is what Badger's compactions may write at once. A compaction writes its new tables in
+// full before it deletes those it merged, and one set off by the deletions of acks (one L0 table
+// triggers it) or the flatten of a reclaim can rewrite the whole LSM: the backlog of a long outage
+// is an LSM of tens of MiB, far above the memtables, and on a full disk its rewrite died of SIGBUS.
+// So the LSM's size at the last measurement, a quarter more for the deletions written since,
+// in reserveSteps.
+func (s *Store) lsmRoom() int64 {
+	l := s.lsm.Load()
+	return (l + l/4 + reserveStep - 1) / reserveStep * reserveStep
+}
+
+// lsmBytes sums the sizes of the tables in dir.
+func lsmBytes(dir string) int64 {
+	entries, _ := os.ReadDir(dir)
+	var n int64
+	for _, e := range entries {
+		if filepath.Ext(e.Name()) != ".sst" {
+			continue
+		}
+		if info, err := e.Info(); err == nil {
+			n += info.Size()
+		}
+	}
+	return n
 }
 
 // reserveNeed is the free space appends must leave. The reserve file is made again (checkReserve)
 // only when there is room for it besides: appends do not wait for it.
 func (s *Store) reserveNeed() int64 { return s.reserve() }
 
-// holdReserve makes the reserve file when it is missing and there is room for it.
+// holdReserve makes the reserve file when it is missing and there is room for it, and resizes it
+// as the LSM grows or shrinks.
 func (s *Store) holdReserve(free int64) {
-	if s.reserveHeld.Load() || free < s.reserve()+s.reserveFileSize()+2*int64(s.cfg.Badger.ValueLogFileSize) {
+	want, held := s.reserveFileSize(), s.reserveBytes.Load()
+	if s.reserveHeld.Load() && held >= want && held <= want+reserveStep {
+		return
+	}
+	if !s.reserveHeld.Load() {
+		held = 0
+	}
+	if grow := want - held; grow > 0 && free < s.reserve()+grow+2*int64(s.cfg.Badger.ValueLogFileSize) {
 		return
 	}
 	path := filepath.Join(s.cfg.Dir, reserveName)
@@ -42,20 +83,31 @@ func (s *Store) holdReserve(free int64) {
 		s.log.Warn("buffer reserve file not made", "err", err)
 		return
 	}
-	err = unix.Fallocate(int(f.Fd()), 0, 0, s.reserveFileSize())
+	if want > held {
+		err = unix.Fallocate(int(f.Fd()), 0, 0, want)
+	} else {
+		err = f.Truncate(want)
+	}
 	if err == nil {
 		err = f.Sync()
+	}
+	if err != nil && held > 0 && f.Truncate(held) == nil {
+		f.Close() // not grown: the file keeps what it held
+		return
 	}
 	f.Close()
 	if err != nil {
 		_ = os.Remove(path)
+		s.reserveHeld.Store(false)
 		if !errors.Is(err, unix.EOPNOTSUPP) {
 			s.log.Warn("buffer reserve file not made", "err", err)
 		}
 		return
 	}
-	s.reserveHeld.Store(true)
-	s.log.Info("buffer reserve file held", "path", path, "bytes", s.reserveFileSize())
+	s.reserveBytes.Store(want)
+	if !s.reserveHeld.Swap(true) {
+		s.log.Info("buffer reserve file held", "path", path, "bytes", want)
+	}
 }
 
 // releaseReserve deletes the reserve file, giving its space to Badger's next writes.
@@ -67,16 +119,19 @@ func (s *Store) releaseReserve(why string, free int64) {
 		s.log.Error("buffer reserve file not released", "err", err)
 		return
 	}
-	s.log.Warn("buffer reserve file released: the disk is full", "why", why, "free", free, "released", s.reserveFileSize())
+	s.log.Warn("buffer reserve file released: the disk is full", "why", why, "free", free, "released", s.reserveBytes.Load())
 }
 
 // initReserve runs before Badger opens: a store that finds its disk full gives the reserve back
 // first, so that opening (write-ahead log replay, new log files) has room.
 func (s *Store) initReserve() {
-	if st, err := os.Stat(filepath.Join(s.cfg.Dir, reserveName)); err == nil && st.Size() == s.reserveFileSize() {
-		s.reserveHeld.Store(true)
+	s.lsm.Store(lsmBytes(s.cfg.Dir))
+	base := s.reserveFileSize() - s.lsmRoom()
+	if st, err := os.Stat(filepath.Join(s.cfg.Dir, reserveName)); err == nil && st.Size() >= base && allocated(st) {
+		s.reserveHeld.Store(true) // resized to the LSM by checkReserve
+		s.reserveBytes.Store(st.Size())
 	} else if err == nil {
-		_ = os.Remove(filepath.Join(s.cfg.Dir, reserveName)) // another size: made again below
+		_ = os.Remove(filepath.Join(s.cfg.Dir, reserveName)) // not ours, or not allocated: made again below
 	}
 	free, err := s.fsFree()
 	if err != nil {
@@ -89,7 +144,7 @@ func (s *Store) initReserve() {
 
 // checkReserve runs every second: it releases the reserve when another process has eaten into
 // the store's free reserve (Badger's background flushes and compactions need room) and makes it
-// again when there is room.
+// again, or resizes it to the LSM (measure), when there is room.
 func (s *Store) checkReserve() {
 	free, err := s.fsFree()
 	if err != nil {
@@ -100,6 +155,13 @@ func (s *Store) checkReserve() {
 		return
 	}
 	s.holdReserve(free)
+}
+
+// allocated tells whether the blocks of a file cover its size (a reserve file whose allocation
+// was cut short by a crash holds less than it claims).
+func allocated(st os.FileInfo) bool {
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	return !ok || sys.Blocks*512 >= st.Size()
 }
 
 const (

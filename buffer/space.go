@@ -21,10 +21,11 @@ var evictOrder = [signal.NumStreams]signal.Stream{signal.StreamSamples, signal.S
 
 // reserve is the free space the filesystem must keep. Badger writes its logs through mmap into
 // sparse files: a page written on a full filesystem raises SIGBUS instead of returning ENOSPC, so the
-// store stops appending while less than the largest possible unbacked mmap region is free.
+// store stops appending while less is free than Badger may write without asking (reserveFileSize:
+// its log files, a flush, its compactions' new tables) and one value-log file more, so that where
+// appends stop, eviction and reclaim still find room to write (roomToWrite).
 func (s *Store) reserve() int64 {
-	b := s.cfg.Badger
-	return 2*int64(b.ValueLogFileSize) + int64(b.NumMemtables+1)*int64(b.MemTableSize) + 1<<20
+	return s.reserveFileSize() + int64(s.cfg.Badger.ValueLogFileSize)
 }
 
 func (s *Store) fsFree() (int64, error) {
@@ -455,7 +456,7 @@ func (s *Store) measure() {
 	s.mu.Lock()
 	written := s.written
 	s.mu.Unlock()
-	var total int64
+	var total, lsm int64
 	secured := s.securedSizes()
 	_ = filepath.WalkDir(s.cfg.Dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || !d.Type().IsRegular() || d.Name() == reserveName {
@@ -468,6 +469,9 @@ func (s *Store) measure() {
 			}
 		}
 		if info, err := d.Info(); err == nil {
+			if filepath.Ext(d.Name()) == ".sst" {
+				lsm += info.Size()
+			}
 			if st, ok := info.Sys().(*syscall.Stat_t); ok {
 				total += st.Blocks * 512
 			} else {
@@ -480,6 +484,7 @@ func (s *Store) measure() {
 	// Bytes written during the walk may be missing from total: they stay counted in written.
 	s.disk, s.written = total, s.written-written
 	s.mu.Unlock()
+	s.lsm.Store(lsm)
 }
 
 // expire drops records older than max_age.

@@ -49,6 +49,10 @@ type Store struct {
 	dirty    atomic.Bool               // written since the last periodic sync (sync: batch skips idle syncs)
 	// reserveHeld is set while the reserve file (see reserve.go) holds its blocks.
 	reserveHeld atomic.Bool
+	// reserveBytes is the reserve file's size while it is held; lsm is the tables' bytes at the
+	// last measurement (the reserve follows it, see lsmRoom).
+	reserveBytes atomic.Int64
+	lsm          atomic.Int64
 	// secureFiles' state: the directory's mtime at the last pass, the files allocated and their
 	// sizes, and whether the last pass failed (the disk is full).
 	secMu     sync.Mutex
@@ -624,6 +628,9 @@ func (s *Store) Close() error {
 	if cerr := s.db.Close(); cerr != nil {
 		err = errors.Join(err, cerr)
 	}
+	// The next start may be on a full disk: the reserve file fits the LSM the store leaves.
+	s.measure()
+	s.checkReserve()
 	s.saveSidecar(false)
 	if err != nil {
 		return fmt.Errorf("buffer %s: close: %w", s.cfg.Dir, err)
