@@ -32,8 +32,19 @@ func LoadDir(file, dir string, lookup func(string) (string, bool)) (*Config, err
 		}
 		for _, e := range ents {
 			ext := filepath.Ext(e.Name())
-			if e.Type().IsRegular() && !strings.HasPrefix(e.Name(), ".") && (ext == ".yaml" || ext == ".yml") {
-				parts = append(parts, filepath.Join(dir, e.Name()))
+			if strings.HasPrefix(e.Name(), ".") || (ext != ".yaml" && ext != ".yml") {
+				continue
+			}
+			p := filepath.Join(dir, e.Name())
+			regular := e.Type().IsRegular()
+			if e.Type()&os.ModeSymlink != 0 {
+				// A link to a file (sites-enabled style, a Kubernetes ConfigMap) is one of them; a
+				// dangling one is read and reported below rather than silently left out.
+				fi, err := os.Stat(p)
+				regular = err != nil || fi.Mode().IsRegular()
+			}
+			if regular {
+				parts = append(parts, p)
 			}
 		}
 		sort.Strings(parts)
@@ -68,12 +79,19 @@ func LoadDir(file, dir string, lookup func(string) (string, bool)) (*Config, err
 			d.FileErrorf(p, proot, "", "a conf.d file holds a mapping with a collectors list")
 			continue
 		}
+		seen := false
 		for i := 0; i+1 < len(proot.Content); i += 2 {
 			k, v := proot.Content[i], proot.Content[i+1]
 			if k.Value != "collectors" {
 				d.FileErrorf(p, k, k.Value, "a conf.d file holds collectors only; %s belongs in the main file %s", k.Value, file)
 				continue
 			}
+			if seen {
+				// As in the main file: a second list is a mistake, not more collectors.
+				d.FileErrorf(p, k, "collectors", "duplicate key %q", k.Value)
+				continue
+			}
+			seen = true
 			if v.Kind != yaml.SequenceNode {
 				if v.Tag != "!!null" {
 					d.FileErrorf(p, v, "collectors", "expected a list of collectors")

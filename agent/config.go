@@ -159,15 +159,7 @@ func (c *Config) Validate(r config.Report) {
 			continue
 		}
 		if j, dup := names[s.Name]; dup {
-			// Merged from conf.d, the index means nothing to the reader: the file and line do.
-			first := fmt.Sprintf("collectors[%d]", j)
-			switch w := r.Where(first + ".name"); {
-			case strings.HasPrefix(w, "line "):
-				first += ", " + w
-			case w != "":
-				first = "at " + w
-			}
-			r.Errorf(fmt.Sprintf("collectors[%d].name", i), "duplicate collector name %q (also %s)", s.Name, first)
+			r.Errorf(fmt.Sprintf("collectors[%d].name", i), "duplicate collector name %q (also %s)", s.Name, collectorAt(r, j, "name"))
 		}
 		names[s.Name] = i
 		if fl, ok := s.Settings.(collectors.FileLister); ok && !s.Disabled {
@@ -233,10 +225,24 @@ func (c *Config) signalSources(r config.Report) signals {
 			if p, ok := r.Locate(at, "signal", n); ok {
 				at = p
 			}
-			r.Errorf(at, "signal %q is also produced by collector %q (collectors[%d]); two sources would interleave in one series", n, c.Collectors[j].Name, j)
+			r.Errorf(at, "signal %q is also produced by collector %q (%s); two sources would interleave in one series", n, c.Collectors[j].Name, collectorAt(r, j, "name"))
 		}
 	}
 	return src
+}
+
+// collectorAt names where collector j's field is written, for a problem that names a second
+// place: "collectors[j], line N" in one file; merged from conf.d, where the index means nothing to
+// the reader, "at FILE:LINE".
+func collectorAt(r config.Report, j int, field string) string {
+	at := fmt.Sprintf("collectors[%d]", j)
+	switch w := r.Where(at + "." + field); {
+	case strings.HasPrefix(w, "line "):
+		at += ", " + w
+	case w != "":
+		at = "at " + w
+	}
+	return at
 }
 
 // produces reports whether a collector may produce the exact name s. An OPC UA array node's

@@ -140,6 +140,11 @@ func (d *Decoder) Parse(data []byte) (*yaml.Node, error) {
 		d.problems = append(d.problems, syntaxProblem(data, err))
 		return nil, d.Err()
 	}
+	if p, ok := extraDocument(data); ok {
+		// yaml.Unmarshal reads the first document only: what follows would be dropped unseen.
+		d.problems = append(d.problems, p)
+		return nil, d.Err()
+	}
 	if doc.Kind == 0 || len(doc.Content) == 0 {
 		return nil, nil
 	}

@@ -2,7 +2,9 @@ package config
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -171,4 +173,26 @@ func lineEnds(data []byte) []int {
 		ends = append(ends, off)
 	}
 	return ends
+}
+
+// extraDocument reports a second YAML document in data ("---" or "..." then more): a file holds
+// one config, and two pasted together would otherwise lose the second without a word.
+func extraDocument(data []byte) (Problem, bool) {
+	if !bytes.Contains(data, []byte("\n---")) && !bytes.Contains(data, []byte("\n...")) {
+		return Problem{}, false
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var first, next yaml.Node
+	if dec.Decode(&first) != nil {
+		return Problem{}, false
+	}
+	switch err := dec.Decode(&next); {
+	case errors.Is(err, io.EOF):
+		return Problem{}, false
+	case err != nil:
+		return syntaxProblem(data, err), true
+	case len(next.Content) == 0 || next.Content[0].Tag == "!!null":
+		return Problem{}, false // a trailing "---" with nothing after it
+	}
+	return Problem{Line: next.Line, Msg: "a second YAML document: one file holds one config (merge the two, or move the second to a file of its own)"}, true
 }

@@ -95,3 +95,35 @@ collectors:
 		t.Fatalf("probe with a missing node: exit %d\n%s%s", code, out, stderr)
 	}
 }
+
+// TestProbeReadsConfDir: probe takes --config-dir as run, validate and reload do. With the PLCs in
+// conf.d (one file per PLC), probe without it found "no OPC UA collectors to probe" and exited 0:
+// a live check that passed without checking anything.
+func TestProbeReadsConfDir(t *testing.T) {
+	url := startOPCUA(t)
+	dir := t.TempDir()
+	main := filepath.Join(dir, "agent.yaml")
+	cd := filepath.Join(dir, "conf.d")
+	if err := os.MkdirAll(cd, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(main, []byte(fmt.Sprintf("agent: {id: gw1, site: plant1, data_dir: %s/state}\nbuffer: {dir: %s/buf}\n", dir, dir)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	plc := fmt.Sprintf(`collectors:
+  - name: press
+    type: opcua
+    endpoint: %s
+    security: {policy: None, mode: None}
+    nodes:
+      - {node: "nsu=urn:gemba:clitest;s=Press.Temperature", signal: line1.temp}
+      - {node: "nsu=urn:gemba:clitest;s=Press.NoSuchNode", signal: line1.nope}
+`, url)
+	if err := os.WriteFile(filepath.Join(cd, "10-press.yaml"), []byte(plc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code := runAgent(t, nil, "probe", "-c", main, "--config-dir", cd)
+	if code != 1 || !strings.Contains(out, "NoSuchNode") {
+		t.Fatalf("probe with conf.d: exit %d\n%s%s", code, out, stderr)
+	}
+}

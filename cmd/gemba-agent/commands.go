@@ -37,6 +37,16 @@ http.listen (default 127.0.0.1:7467).`,
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
+			// The flags override the file after it is validated: check them as the file's
+			// values are checked, naming the flag.
+			if level != "" {
+				if _, err := agent.ParseLevel(level); err != nil {
+					return fmt.Errorf("--log-level: %w", err)
+				}
+			}
+			if format != "" && format != "json" && format != "text" {
+				return fmt.Errorf("--log-format: must be json or text, got %q", format)
+			}
 			load := func() (*agent.Config, error) {
 				cfg, err := agent.LoadDir(file, dir, os.LookupEnv)
 				if err != nil {

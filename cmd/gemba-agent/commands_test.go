@@ -63,3 +63,28 @@ func TestHostileYAMLFailsFastWithALine(t *testing.T) {
 		}
 	}
 }
+
+// TestRunRefusesBadLogFlags: --log-format and --log-level override the file after it is
+// validated, so they need checks of their own. An unknown format ran with JSON logs and no word;
+// an unknown level failed without naming the flag. Both are refused before anything starts, with
+// the flag in the message. (The buffer dir is a file: an agent that starts anyway fails there.)
+func TestRunRefusesBadLogFlags(t *testing.T) {
+	dir := t.TempDir()
+	notDir := filepath.Join(dir, "not-a-dir")
+	if err := os.WriteFile(notDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	file := writeConfig(t, "agent: {id: gw1, site: plant1}\nbuffer: {dir: "+notDir+"}\nhttp: {enabled: false}\n")
+	for _, c := range []struct {
+		flag, want string
+	}{
+		{"--log-format=xml", `--log-format: must be json or text, got "xml"`},
+		{"--log-level=verbose", `--log-level: unknown log level "verbose"`},
+	} {
+		_, stderr, code := runAgent(t, nil, "run", "-c", file, c.flag)
+		lines := strings.Split(strings.TrimSpace(stderr), "\n")
+		if code != 1 || len(lines) != 1 || !strings.Contains(lines[0], c.want) {
+			t.Errorf("%s: exit %d, stderr:\n%s\nwant one line containing %q", c.flag, code, stderr, c.want)
+		}
+	}
+}

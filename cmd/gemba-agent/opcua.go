@@ -91,7 +91,7 @@ the command line.`,
 }
 
 func probeCmd() *cobra.Command {
-	var file, level string
+	var file, dir, level string
 	c := &cobra.Command{
 		Use:   "probe -c FILE",
 		Short: "Connect every OPC UA collector of a config and check each configured node",
@@ -100,7 +100,7 @@ state of the server certificate and the server's operation limits, and check tha
 node exists and is readable. Exits 1 with the list of problems if there are any.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := agent.Load(file, os.LookupEnv)
+			cfg, err := agent.LoadDir(file, dir, os.LookupEnv)
 			if err != nil {
 				printProblems(cmd, file, err)
 				return exitError{1}
@@ -147,6 +147,7 @@ node exists and is readable. Exits 1 with the list of problems if there are any.
 		},
 	}
 	c.Flags().StringVarP(&file, "config", "c", "/etc/gemba/agent.yaml", "config file")
+	c.Flags().StringVar(&dir, "config-dir", "", "conf.d directory (as given to run): its OPC UA collectors are probed too")
 	c.Flags().StringVar(&level, "log-level", "warn", "log level")
 	return c
 }
