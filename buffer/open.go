@@ -288,3 +288,42 @@ func (l badgerLogger) Errorf(f string, a ...any)   { l.logf(slog.LevelError, f, 
 func (l badgerLogger) Warningf(f string, a ...any) { l.logf(slog.LevelWarn, f, a) }
 func (l badgerLogger) Infof(f string, a ...any)    { l.logf(slog.LevelDebug, f, a) }
 func (l badgerLogger) Debugf(f string, a ...any)   { l.logf(slog.LevelDebug-4, f, a) }
+
+// countLeftover counts as garbage the value-log data an earlier life removed and did not reclaim
+// (acked on a full disk, where reclaims are refused, or closed before one was due): the value
+// logs' data less the records still waiting. The garbage counter is kept in memory only, and without
+// this a store whose leftover alone is over max_bytes would never reclaim with an empty queue: no
+// removal would come to count any garbage, and every append would be refused.
+func (s *Store) countLeftover() {
+	var vlog int64
+	secured := s.securedSizes()
+	entries, _ := os.ReadDir(s.cfg.Dir)
+	for _, e := range entries {
+		if filepath.Ext(e.Name()) != ".vlog" || !e.Type().IsRegular() {
+			continue
+		}
+		if size, ok := secured[e.Name()]; ok {
+			if end, ok := dataEnd(filepath.Join(s.cfg.Dir, e.Name()), size); ok {
+				vlog += end
+				continue
+			}
+		}
+		if info, err := e.Info(); err == nil {
+			size := info.Size() // Badger truncates a closed log to its data
+			if st, ok := info.Sys().(*syscall.Stat_t); ok {
+				size = min(size, st.Blocks*512) // an open one is sparse past it
+			}
+			vlog += size
+		}
+	}
+	s.mu.Lock()
+	for _, st := range s.st {
+		vlog -= int64(st.bytes + st.count*entryOverhead)
+	}
+	s.garbage = max(vlog, 0)
+	kick := s.garbage >= 2*int64(s.cfg.Badger.ValueLogFileSize)
+	s.mu.Unlock()
+	if kick {
+		s.kickReclaim() // as a removal of that much would (removedLocked)
+	}
+}

@@ -1,7 +1,10 @@
 package buffer
 
 import (
+	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -123,4 +126,88 @@ func TestReclaimKeepsConcurrentGarbage(t *testing.T) {
 	if garbage != 500 {
 		t.Fatalf("garbage after a reclaim pass = %d, want the 500 bytes removed during it", garbage)
 	}
+}
+
+// TestDeadDataReclaimedAfterRestart: value-log data of records removed before a restart (acked
+// while reclaims could not run, or before one was due) is not counted by the new life's removals.
+// When it alone is over max_bytes and the queue is empty, nothing was there to evict or ack: every
+// append was refused with ErrFull until something else removed records, which never came.
+func TestDeadDataReclaimedAfterRestart(t *testing.T) {
+	for _, policy := range []string{DropOldest, DropNewest, Block} {
+		t.Run(policy, func(t *testing.T) { deadDataAfterRestart(t, policy) })
+	}
+}
+
+func deadDataAfterRestart(t *testing.T, policy string) {
+	cfg := testConfig(t)
+	cfg.MaxBytes = 64 << 20
+	cfg.Sync = SyncNone
+	// Files larger than what is removed: neither removal nor the maintenance tick reclaims before
+	// Close (the once-a-minute pass aside), so the removed records' data stays on disk.
+	cfg.Badger.ValueLogFileSize = 16 << 20
+	s, err := Open(cfg, Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 192 // 12 MiB
+	var last uint64
+	for i := range n {
+		seqs, err := s.Append(context.Background(), signal.StreamSamples, bigRec(i))
+		if err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+		last = seqs[0]
+	}
+	if err := s.Ack(signal.StreamSamples, last); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d := vlogBytes(t, cfg.Dir); d <= 8<<20 {
+		t.Fatalf("setup: %d bytes of value log left at close, want the acked records' data", d)
+	}
+
+	// The operator lowers the cap below what the dead data occupies (a drain on a full disk,
+	// where reclaims are refused, leaves the same).
+	cfg.MaxBytes = 8 << 20
+	cfg.Badger.ValueLogFileSize = 0
+	cfg.WhenFull = policy
+	s, err = Open(cfg, Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if r := s.Stats().Streams[signal.StreamSamples].Records; r != 0 {
+		t.Fatalf("setup: %d records waiting after all were acked", r)
+	}
+	// block would wait for acks that cannot come: the deadline turns that into ErrFull.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range 32 { // 2 MiB: a quarter of the cap
+		if _, err := s.Append(ctx, signal.StreamSamples, bigRec(i)); err != nil {
+			t.Fatalf("append %d into an empty queue after the restart: %v (disk %d bytes)", i, err, s.Stats().DiskSize)
+		}
+	}
+	if d := s.Stats().DiskSize; d > int64(cfg.MaxBytes) {
+		t.Fatalf("disk %d bytes above max_bytes %d", d, cfg.MaxBytes)
+	}
+}
+
+// vlogBytes sums the sizes of the value-log files in dir (Badger truncates them to their data at close).
+func vlogBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.vlog"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for _, f := range files {
+		info, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += info.Size()
+	}
+	return total
 }

@@ -198,6 +198,7 @@ func Open(cfg Config, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("buffer %s: %w", cfg.Dir, err)
 	}
 	s.measure()
+	s.countLeftover()
 	if s.reg != nil {
 		s.coll = newCollector(s)
 		if err := s.reg.Register(s.coll); err != nil {
