@@ -59,8 +59,9 @@ func under(p, base string) bool {
 	return ok && (rest == "" || rest[0] == '.' || rest[0] == '[')
 }
 
-// RedactURL hides the credentials of a URL with user information (nats://user:password@host or
-// nats://token@host): logs, status pages and printed configs show "[redacted]@host" instead.
+// RedactURL hides the credentials of a URL with user information (nats://user:password@host,
+// nats://token@host, or user:password@host without a scheme): logs, status pages and printed configs
+// show "[redacted]@host" instead; credential-like query parameters (?token=, ?sig=) read "redacted".
 // Text that is not such a URL comes back unchanged.
 func RedactURL(s string) string {
 	u, err := url.Parse(s)
@@ -76,15 +77,52 @@ func RedactURL(s string) string {
 		return "[redacted]" + s[i:]
 	}
 	if u.User == nil {
+		if i := strings.LastIndex(s, "@"); u.Opaque != "" && i >= 0 && u.Scheme != "mailto" {
+			return "[redacted]" + s[i:] // user:password@host, without a scheme, reads as scheme "user"
+		}
+		if q := redactQuery(u.RawQuery); q != u.RawQuery {
+			u.RawQuery = q
+			return u.String()
+		}
 		return s
 	}
 	u.User = nil
+	u.RawQuery = redactQuery(u.RawQuery)
 	out := u.String()
 	scheme, rest, ok := strings.Cut(out, "://")
 	if !ok {
 		return "[redacted]@" + out
 	}
 	return scheme + "://[redacted]@" + rest
+}
+
+// secretParams are the words that mark a URL query parameter as a credential (?token=, ?sig=,
+// ?api_key=, ?password=...).
+var secretParams = []string{"token", "secret", "pass", "pwd", "key", "sig", "auth", "jwt", "credential"}
+
+// redactQuery replaces the values of credential-like parameters of a raw query by "redacted".
+func redactQuery(raw string) string {
+	if raw == "" {
+		return raw
+	}
+	parts := strings.Split(raw, "&")
+	for i, p := range parts {
+		k, _, ok := strings.Cut(p, "=")
+		if !ok {
+			continue
+		}
+		name := strings.ToLower(k)
+		if dk, err := url.QueryUnescape(k); err == nil {
+			name = strings.ToLower(dk)
+		}
+		for _, w := range secretParams {
+			if strings.Contains(name, w) {
+				parts[i] = k + "=redacted"
+				break
+			}
+		}
+	}
+	return strings.Join(parts, "&")
 }
 
 // RedactJSON applies RedactURL to every string in a JSON document that holds a URL, keeping the

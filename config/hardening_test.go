@@ -215,6 +215,14 @@ func TestRedactURL(t *testing.T) {
 		"tcp://u:p%zz@broker:1883/x":    "tcp://[redacted]@broker:1883/x",
 		"line1.{topic.2}":               "line1.{topic.2}",
 		"opc.tcp://a:b@10.0.0.5:4840/x": "opc.tcp://[redacted]@10.0.0.5:4840/x",
+		// Without a scheme url.Parse reads "u" as one and the rest as opaque.
+		"u:hunter2@hub:4222":    "[redacted]@hub:4222",
+		"mailto:me@example.com": "mailto:me@example.com",
+		// Credentials in the query: a websocket token, a signed hook.
+		"wss://broker/mqtt?token=hunter2&x=1":         "wss://broker/mqtt?token=redacted&x=1",
+		"https://hooks.example/h?Sig=hunter2":         "https://hooks.example/h?Sig=redacted",
+		"nats://u:hunter2@hub:4222?api%5Fkey=hunter2": "nats://[redacted]@hub:4222?api%5Fkey=redacted",
+		"https://example.com/a?page=2":                "https://example.com/a?page=2",
 	}
 	for in, want := range cases {
 		if got := RedactURL(in); got != want {
