@@ -121,12 +121,19 @@ func Types() []string {
 }
 
 // Build creates the collector a spec describes.
-func Build(spec *Spec, deps Deps) (Collector, error) {
+func Build(spec *Spec, deps Deps) (c Collector, err error) {
 	f, ok := Lookup(spec.Type)
 	if !ok {
 		return nil, fmt.Errorf("collector %q: unknown type %q", spec.Name, spec.Type)
 	}
-	c, err := f.New(spec.Name, spec.Settings, deps)
+	defer func() {
+		// A constructor's bug takes down its collector (it stays down, with this error), not the
+		// agent and every other collector with it, at start or at a reload.
+		if r := recover(); r != nil {
+			c, err = nil, fmt.Errorf("collector %q: building it panicked: %v", spec.Name, r)
+		}
+	}()
+	c, err = f.New(spec.Name, spec.Settings, deps)
 	if err != nil {
 		return nil, fmt.Errorf("collector %q: %w", spec.Name, err)
 	}
