@@ -124,7 +124,7 @@ func (d *Decoder) Unmarshal(data []byte, out any) error {
 }
 
 // Parse reads a YAML document and expands ${VAR} references in its scalar values (unless
-// WithoutEnv). Only the first document of a stream is read. An empty
+// WithoutEnv). A second document in the stream is a problem. An empty
 // document gives a nil node. A document over the size limit, with bytes YAML refuses, or whose
 // aliases expand past the limit is a problem before anything is decoded.
 func (d *Decoder) Parse(data []byte) (*yaml.Node, error) {
@@ -140,13 +140,13 @@ func (d *Decoder) Parse(data []byte) (*yaml.Node, error) {
 		d.problems = append(d.problems, syntaxProblem(data, err))
 		return nil, d.Err()
 	}
-	if p, ok := extraDocument(data); ok {
+	if line, ok := secondDocument(data); ok {
 		// yaml.Unmarshal reads the first document only: what follows would be dropped unseen.
-		d.problems = append(d.problems, p)
-		return nil, d.Err()
+		d.problems = append(d.problems, Problem{Line: line,
+			Msg: "a second YAML document starts here (after ---): a file holds one document, the rest would not be read"})
 	}
 	if doc.Kind == 0 || len(doc.Content) == 0 {
-		return nil, nil
+		return nil, d.Err()
 	}
 	root := doc.Content[0]
 	if !d.checkAliases(root) {

@@ -175,24 +175,42 @@ func lineEnds(data []byte) []int {
 	return ends
 }
 
-// extraDocument reports a second YAML document in data ("---" or "..." then more): a file holds
-// one config, and two pasted together would otherwise lose the second without a word.
-func extraDocument(data []byte) (Problem, bool) {
-	if !bytes.Contains(data, []byte("\n---")) && !bytes.Contains(data, []byte("\n...")) {
-		return Problem{}, false
-	}
+// secondDocument reports whether data holds a document after its first one that is not empty, and
+// the line where it starts (0 when not found: a document marker yaml.v3 reads where this scan does
+// not). data's first document parses.
+func secondDocument(data []byte) (int, bool) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var first, next yaml.Node
 	if dec.Decode(&first) != nil {
-		return Problem{}, false
+		return 0, false
 	}
-	switch err := dec.Decode(&next); {
-	case errors.Is(err, io.EOF):
-		return Problem{}, false
-	case err != nil:
-		return syntaxProblem(data, err), true
-	case len(next.Content) == 0 || next.Content[0].Tag == "!!null":
-		return Problem{}, false // a trailing "---" with nothing after it
+	err := dec.Decode(&next)
+	if errors.Is(err, io.EOF) || (err == nil && emptyDocument(&next)) {
+		return 0, false
 	}
-	return Problem{Line: next.Line, Msg: "a second YAML document: one file holds one config (merge the two, or move the second to a file of its own)"}, true
+	seen := false // content of the first document
+	for i, l := range strings.Split(string(data), "\n") {
+		t := strings.TrimRight(l, " \t\r")
+		if rest, ok := strings.CutPrefix(t, "---"); ok && (rest == "" || rest[0] == ' ' || rest[0] == '\t') {
+			if seen {
+				return i + 1, true
+			}
+			rest = strings.TrimSpace(rest)
+			seen = rest != "" && !strings.HasPrefix(rest, "#")
+			continue
+		}
+		if s := strings.TrimSpace(t); s != "" && !strings.HasPrefix(s, "#") && !strings.HasPrefix(s, "%") {
+			seen = true
+		}
+	}
+	return 0, true
+}
+
+// emptyDocument reports whether n is a document without content (a marker and comments).
+func emptyDocument(n *yaml.Node) bool {
+	if len(n.Content) == 0 {
+		return true
+	}
+	c := n.Content[0]
+	return len(n.Content) == 1 && c.Kind == yaml.ScalarNode && c.Tag == "!!null" && c.Value == ""
 }

@@ -17,7 +17,7 @@ func ImportInventory(ctx context.Context, cfg *Config, file, snapshotID string) 
 		urls = "nats://" + cfg.NATS.Embedded.Listen
 	}
 	log := slog.New(slog.DiscardHandler)
-	nc, err := connect(cfg, urls, log)
+	nc, err := connect(cfg, urls, log, false)
 	if err != nil {
 		return commerce.Report{}, err
 	}

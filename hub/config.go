@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -112,6 +114,26 @@ type NATSConfig struct {
 	// Replicas of the hub's KV buckets and streams: 1, or 3 on a cluster.
 	Replicas int            `yaml:"replicas" json:"replicas"`
 	Embedded EmbeddedConfig `yaml:"embedded" json:"embedded"`
+}
+
+// MarshalJSON shows the servers with their credentials redacted (also those written without a
+// scheme, which the effective config's URL redaction does not recognise).
+func (n NATSConfig) MarshalJSON() ([]byte, error) {
+	type plain NATSConfig
+	p := plain(n)
+	p.Servers = make([]string, len(n.Servers))
+	for i, s := range n.Servers {
+		p.Servers[i] = redactAll(s)
+	}
+	return json.Marshal(p)
+}
+
+// serverURL is s as nats.go reads it: nats:// when it has no scheme.
+func serverURL(s string) string {
+	if strings.Contains(s, "://") {
+		return s
+	}
+	return "nats://" + s
 }
 
 // TLSConfig verifies the server and presents a client certificate (mTLS).
@@ -230,6 +252,13 @@ func (n *NATSConfig) Validate(r config.Report) {
 	for i, s := range n.Servers {
 		if s == "" {
 			r.Errorf("servers"+config.Index(i), "empty URL")
+			continue
+		}
+		for _, u := range strings.Split(s, ",") { // nats.go reads a comma-separated list too
+			if _, err := url.Parse(serverURL(u)); err != nil {
+				// The parser's error quotes the URL: name it redacted instead.
+				r.Errorf("servers"+config.Index(i), "invalid URL %s (a password with %%, /, ? or # must be percent-encoded)", config.RedactURL(u))
+			}
 		}
 	}
 	if n.Password.Value() != "" && n.User == "" {
@@ -304,6 +333,10 @@ func (c *Config) Validate(r config.Report) {
 	c.Monitor.CheckFeatures(r.Sub("monitor"), names)
 	if c.Guard == nil && c.Decide.Rules != "" {
 		r.Errorf("guard", "required with decide.rules: no decision acts without guardrails (set at least guard.max_discount)")
+	}
+	if len(c.NATS.Servers) == 0 && c.Hub.DataDir == "" {
+		// Empty, the store would be the working directory's nats/: another on each start from elsewhere.
+		r.Errorf("hub.data_dir", "required for the embedded NATS server's store (nats.servers is empty)")
 	}
 	if c.Console.Enabled && !c.HTTP.Enabled {
 		r.Errorf("console.enabled", "the console is served on the HTTP listener: set http.enabled too")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,7 @@ import (
 	"github.com/gemba-io/gemba/hub/monitor/outcome"
 	"github.com/gemba-io/gemba/hub/state/features"
 	"github.com/gemba-io/gemba/hub/state/inventory"
+	"github.com/gemba-io/gemba/internal/kvretry"
 )
 
 // decisions is the decision room of one replica: the guard, the outbox and its delivery loop, the
@@ -39,6 +41,9 @@ type decisions struct {
 	experiments *experiment.Store
 	outcomes    *outcome.Measurer
 	stop        func() // stops following rule changes
+
+	mu  sync.Mutex
+	why map[string]string // loop → why it is not running
 }
 
 // hubQuality is the monitor's verdict as the engine reads it; nothing while monitoring is off or
@@ -174,17 +179,9 @@ func (h *Hub) runDecisions(d *decisions, log *slog.Logger) (stop func()) {
 			log.Error("decision engine stopped", "err", err)
 		}
 	})
-	ow.Go(func() {
-		if err := d.outbox.Run(octx); err != nil {
-			log.Error("action delivery stopped", "err", err)
-		}
-	})
+	ow.Go(func() { d.keepRunning(octx, "action delivery", d.outbox.Run, log) })
 	ow.Go(func() { h.sweepDecisions(octx, d, log) })
-	ow.Go(func() {
-		if err := d.outcomes.Run(octx); err != nil {
-			log.Error("experiment outcomes not measured on this replica", "err", err)
-		}
-	})
+	ow.Go(func() { d.keepRunning(octx, "experiment outcomes", d.outcomes.Run, log) })
 	return func() {
 		d.stop()
 		ecancel()
@@ -193,6 +190,49 @@ func (h *Hub) runDecisions(d *decisions, log *slog.Logger) (stop func()) {
 		ow.Wait()
 		_ = d.guard.Close()
 	}
+}
+
+// keepRunning runs a loop of the room until ctx ends. Such a loop returns an error only when it
+// cannot start (its watch or consumer not created: JetStream not answering, a bucket not there yet):
+// it is started again after a pause, and meanwhile the replica is not ready and says why.
+func (d *decisions) keepRunning(ctx context.Context, name string, run func(context.Context) error, log *slog.Logger) {
+	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
+		err := run(ctx)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		log.Error(name+" not running, starting it again", "err", err, "retry_in", wait)
+		d.setWhy(name, fmt.Sprintf("%s not running: %v", name, err))
+		if kvretry.Sleep(ctx, wait) != nil {
+			return
+		}
+		d.setWhy(name, "")
+	}
+}
+
+func (d *decisions) setWhy(name, why string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if why == "" {
+		delete(d.why, name)
+		return
+	}
+	if d.why == nil {
+		d.why = map[string]string{}
+	}
+	d.why[name] = why
+}
+
+// reasons are why the room is not running (nil when it is).
+func (d *decisions) reasons() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var r []string
+	for _, w := range d.why {
+		r = append(r, w)
+	}
+	slices.Sort(r)
+	return r
 }
 
 // sweepDecisions removes guardrail and outbox memory that can no longer matter, on a slow timer.

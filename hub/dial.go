@@ -20,7 +20,7 @@ func Dial(ctx context.Context, cfg *Config) (*nats.Conn, jetstream.JetStream, er
 	if urls == "" {
 		urls = "nats://" + cfg.NATS.Embedded.Listen
 	}
-	nc, err := connect(cfg, urls, slog.New(slog.DiscardHandler))
+	nc, err := connect(cfg, urls, slog.New(slog.DiscardHandler), false)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -29,8 +29,8 @@ func Dial(ctx context.Context, cfg *Config) (*nats.Conn, jetstream.JetStream, er
 		nc.Close()
 		return nil, nil, err
 	}
-	// The connection retries in the background: fail here, within a bound, rather than in the
-	// command's first request.
+	// A server without JetStream (or one that does not answer): fail here, within a bound, rather
+	// than in the command's first request.
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if _, err := js.AccountInfo(actx); err != nil {

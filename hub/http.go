@@ -33,7 +33,7 @@ type Readiness struct {
 // Readiness says whether this replica is ingesting, and why not.
 func (h *Hub) Readiness() Readiness {
 	h.mu.Lock()
-	why, nc, ing := h.why, h.nc, h.ingest
+	why, nc, ing, cons := h.why, h.nc, h.ingest, h.cons
 	h.mu.Unlock()
 	var r []string
 	if why != "" {
@@ -45,6 +45,16 @@ func (h *Hub) Readiness() Readiness {
 	if ing != nil {
 		if ok, w := ing.Ready(); !ok {
 			r = append(r, "agents ingest: "+w)
+		}
+	}
+	if cons != nil {
+		if ok, w := cons.Ready(); !ok {
+			r = append(r, "commerce ingest: "+w)
+		}
+	}
+	if d := h.dec.Load(); d != nil {
+		for _, w := range d.reasons() {
+			r = append(r, "decisions: "+w)
 		}
 	}
 	return Readiness{Ready: len(r) == 0, Reasons: r}

@@ -67,6 +67,7 @@ type Hub struct {
 	addr   string
 	nc     *nats.Conn
 	ingest *agents.Consumer
+	cons   *commerce.Consumer
 	why    string // not-ready reason while starting
 }
 
@@ -125,7 +126,7 @@ func (h *Hub) Run(ctx context.Context) error {
 		urls = ns.ClientURL()
 		h.registerServer(ns)
 	}
-	nc, err := connect(cfg, urls, log)
+	nc, err := connect(cfg, urls, log, true)
 	if err != nil {
 		return err
 	}
@@ -171,6 +172,9 @@ func (h *Hub) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	h.mu.Lock()
+	h.cons = cons
+	h.mu.Unlock()
 	stopLearning := h.startLearning(js)
 	defer stopLearning()
 	stopDecisions := func() {}
@@ -187,8 +191,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	})
 	wg.Go(func() {
 		if err := cons.Run(ictx); err != nil {
-			log.Error("commerce ingest stopped", "err", err)
-			h.setWhy("commerce ingest stopped: " + err.Error())
+			log.Error("commerce ingest stopped", "err", err) // not ready since: cons.Ready says why
 		}
 	})
 	log.Info("hub started", "id", cfg.Hub.ID, "version", Version, "config_version", cfg.Version(), "http", h.Addr(),

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -35,15 +37,38 @@ func startEmbedded(cfg *Config, log *slog.Logger) (*server.Server, error) {
 		JetStreamMaxStore: int64(cfg.NATS.Embedded.MaxStore), JetStreamMaxMemory: int64(cfg.NATS.Embedded.MaxMemory),
 		MaxPayload: 8 << 20,
 	}
+	// The hub's own credentials are the server's: agents (and the CLI) connect with the same ones
+	// (as connect chooses them: a creds file, which needs a server with accounts, leaves it open).
+	switch n := cfg.NATS; {
+	case n.CredsFile == "" && n.User != "":
+		o.Username, o.Password = n.User, n.Password.Value()
+	case n.CredsFile == "" && n.Token.Value() != "":
+		o.Authorization = n.Token.Value()
+	default:
+		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			log.Warn("the embedded NATS server listens beyond loopback without authentication: anyone who reaches it "+
+				"can change the hub's state; set nats.user and nats.password (or nats.token)", "listen", cfg.NATS.Embedded.Listen)
+		}
+	}
 	s, err := server.NewServer(o)
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
 	}
-	s.SetLoggerV2(serverLogger{log.With("component", "nats-server")}, false, false, false)
+	sl := serverLogger{log: log.With("component", "nats-server"), fatal: new(atomic.Pointer[string])}
+	s.SetLoggerV2(sl, false, false, false)
 	go s.Start()
-	if !s.ReadyForConnections(30 * time.Second) {
-		s.Shutdown()
-		return nil, fmt.Errorf("embedded nats on %s: not ready after 30s (port in use?)", cfg.NATS.Embedded.Listen)
+	// Start gives up on a fatal error (a store it cannot create, a port in use) by logging it and
+	// returning: say that error now rather than wait out the bound.
+	for deadline := time.Now().Add(30 * time.Second); !s.ReadyForConnections(100 * time.Millisecond); {
+		if f := sl.fatal.Load(); f != nil {
+			s.Shutdown()
+			s.WaitForShutdown()
+			return nil, fmt.Errorf("embedded nats on %s (store %s): %s", cfg.NATS.Embedded.Listen, o.StoreDir, *f)
+		}
+		if time.Now().After(deadline) {
+			s.Shutdown()
+			return nil, fmt.Errorf("embedded nats on %s: not ready after 30s (port in use?)", cfg.NATS.Embedded.Listen)
+		}
 	}
 	if !s.JetStreamEnabled() {
 		s.Shutdown()
@@ -54,8 +79,10 @@ func startEmbedded(cfg *Config, log *slog.Logger) (*server.Server, error) {
 }
 
 // connect opens the hub's client connection: reconnect forever, fail publishes while disconnected
-// (state writes are retried by their callers, never silently buffered).
-func connect(cfg *Config, urls string, log *slog.Logger) (*nats.Conn, error) {
+// (state writes are retried by their callers, never silently buffered). With retry the first
+// connection is retried in the background too (the hub waits for NATS, saying so on /readyz);
+// without it (a command) a server that cannot be reached is the error.
+func connect(cfg *Config, urls string, log *slog.Logger, retry bool) (*nats.Conn, error) {
 	n := cfg.NATS
 	name := n.Name
 	if name == "" {
@@ -63,7 +90,7 @@ func connect(cfg *Config, urls string, log *slog.Logger) (*nats.Conn, error) {
 	}
 	opts := []nats.Option{
 		nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
-		nats.ReconnectBufSize(-1), nats.RetryOnFailedConnect(true),
+		nats.ReconnectBufSize(-1), nats.RetryOnFailedConnect(retry),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("disconnected from NATS", "err", err)
@@ -91,20 +118,34 @@ func connect(cfg *Config, urls string, log *slog.Logger) (*nats.Conn, error) {
 	}
 	nc, err := nats.Connect(urls, opts...)
 	if err != nil {
+		var ue *url.Error // an unparsable URL: its error quotes it, credentials and all
+		if errors.As(err, &ue) {
+			ue.URL = config.RedactURL(ue.URL)
+		}
 		return nil, fmt.Errorf("nats %s: %w", redactAll(urls), err)
 	}
 	return nc, nil
 }
 
-// serverLogger sends nats-server's logs to slog; its notices are routine and go to Debug.
-type serverLogger struct{ log *slog.Logger }
+// serverLogger sends nats-server's logs to slog; its notices are routine and go to Debug. fatal keeps
+// the first fatal error (the server does not exit on it: it stops starting).
+type serverLogger struct {
+	log   *slog.Logger
+	fatal *atomic.Pointer[string]
+}
 
 func (l serverLogger) Noticef(f string, a ...any) { l.log.Debug(fmt.Sprintf(f, a...)) }
 func (l serverLogger) Warnf(f string, a ...any)   { l.log.Warn(fmt.Sprintf(f, a...)) }
-func (l serverLogger) Fatalf(f string, a ...any)  { l.log.Error(fmt.Sprintf(f, a...)) }
-func (l serverLogger) Errorf(f string, a ...any)  { l.log.Error(fmt.Sprintf(f, a...)) }
-func (l serverLogger) Debugf(f string, a ...any)  { l.log.Debug(fmt.Sprintf(f, a...)) }
-func (l serverLogger) Tracef(f string, a ...any)  {}
+func (l serverLogger) Fatalf(f string, a ...any) {
+	m := fmt.Sprintf(f, a...)
+	if l.fatal != nil {
+		l.fatal.CompareAndSwap(nil, &m)
+	}
+	l.log.Error(m)
+}
+func (l serverLogger) Errorf(f string, a ...any) { l.log.Error(fmt.Sprintf(f, a...)) }
+func (l serverLogger) Debugf(f string, a ...any) { l.log.Debug(fmt.Sprintf(f, a...)) }
+func (l serverLogger) Tracef(f string, a ...any) {}
 
 // redactAll hides the credentials of each URL of a comma-separated server list.
 func redactAll(urls string) string {

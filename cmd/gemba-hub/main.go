@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -39,13 +40,54 @@ Start with 'gemba-hub validate -c hub.yaml', then 'gemba-hub run -c hub.yaml'.`,
 		SilenceErrors: true,
 	}
 	root.AddCommand(runCmd(), validateCmd(), versionCmd(), importCmd(), rulesCmd(), whyCmd(), backtestCmd(), actionsCmd(), modelsCmd())
+	usageErrors(root)
 	if err := root.Execute(); err != nil {
 		var ee exitError
 		if errors.As(err, &ee) {
 			os.Exit(ee.code)
 		}
 		fmt.Fprintln(os.Stderr, "gemba-hub:", err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			os.Exit(2)
+		}
 		os.Exit(1)
+	}
+}
+
+// usageError is a command line that names no command, or gives it flags or arguments it does not
+// take: exit status 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+
+// usageErrors makes every usage error of c and its subcommands a usageError. A group of commands
+// (rules, models, ...) refuses a subcommand it does not have: cobra shows the group's help and
+// exits 0 for one, so a mistyped command looked done.
+func usageErrors(c *cobra.Command) {
+	c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	if c.HasSubCommands() && !c.Runnable() {
+		c.Args = cobra.ArbitraryArgs
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return cmd.Help()
+			}
+			msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				msg += "; did you mean " + strings.Join(s, ", ") + "?"
+			}
+			return usageError{errors.New(msg)}
+		}
+	} else if args := c.Args; args != nil {
+		c.Args = func(cmd *cobra.Command, a []string) error {
+			if err := args(cmd, a); err != nil {
+				return usageError{err}
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		usageErrors(sub)
 	}
 }
 
@@ -122,6 +164,8 @@ names. Every problem is printed on its own line as FILE:LINE: PATH: MESSAGE. Exi
 			if err != nil {
 				return err
 			}
+			// The graph and the rule file are both checked: every problem is reported in one run.
+			valid := true
 			graphNote := "no graph"
 			if cfg.Graph.File != "" {
 				g, err := graph.LoadFile(cfg.Graph.File)
@@ -129,9 +173,10 @@ names. Every problem is printed on its own line as FILE:LINE: PATH: MESSAGE. Exi
 					for _, l := range config.Describe(cfg.Graph.File, err) {
 						cmd.PrintErrln(l)
 					}
-					return exitError{1}
+					valid = false
+				} else {
+					graphNote = fmt.Sprintf("graph %s (%s)", g.Version(), g.Hash()[:12])
 				}
-				graphNote = fmt.Sprintf("graph %s (%s)", g.Version(), g.Hash()[:12])
 			}
 			rulesNote := ""
 			if cfg.Decide.Rules != "" {
@@ -149,9 +194,13 @@ names. Every problem is printed on its own line as FILE:LINE: PATH: MESSAGE. Exi
 					} else {
 						cmd.PrintErrln(err)
 					}
-					return exitError{1}
+					valid = false
+				} else {
+					rulesNote = fmt.Sprintf(", rules %s (%s)", set.Name(), set.Version()[:12])
 				}
-				rulesNote = fmt.Sprintf(", rules %s (%s)", set.Name(), set.Version()[:12])
+			}
+			if !valid {
+				return exitError{1}
 			}
 			if print {
 				out, err := cfg.Effective()

@@ -52,6 +52,22 @@ type Consumer struct {
 	o       ConsumerOptions
 	warn    *ratelog.Logger
 	backoff time.Duration
+
+	mu  sync.Mutex
+	why string // not-ready reason
+}
+
+// Ready reports whether the consumer is bound and fetching, and why not.
+func (c *Consumer) Ready() (bool, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.why == "", c.why
+}
+
+func (c *Consumer) setWhy(s string) {
+	c.mu.Lock()
+	c.why = s
+	c.mu.Unlock()
 }
 
 // NewConsumer checks the options; Run does the work.
@@ -76,7 +92,7 @@ func NewConsumer(js jetstream.JetStream, o ConsumerOptions) (*Consumer, error) {
 	if o.FetchWait <= 0 {
 		o.FetchWait = 5 * time.Second
 	}
-	return &Consumer{js: js, o: o, warn: ratelog.New(o.Log, o.LogEvery), backoff: time.Second}, nil
+	return &Consumer{js: js, o: o, warn: ratelog.New(o.Log, o.LogEvery), backoff: time.Second, why: "not started"}, nil
 }
 
 // Run binds (or creates) the durable consumer and applies messages until ctx ends, then returns once
@@ -90,18 +106,25 @@ func (c *Consumer) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil // stopped while creating it: not a failure
 		}
+		c.setWhy(err.Error())
 		return err
 	}
+	c.setWhy("")
 	for ctx.Err() == nil {
 		msgs, err := c.fetch(ctx, cons)
 		if err != nil {
 			// A deleted consumer is not created again here: a new one would replay the whole stream, and
 			// events older than the state's idempotence horizon would be applied twice. That takes a
-			// decision (restart, or a consumer starting at a chosen sequence), so it is only logged.
+			// decision (restart, or a consumer starting at a chosen sequence), so it is logged, and the
+			// replica is not ready until a fetch succeeds.
+			if ctx.Err() == nil {
+				c.setWhy(fmt.Sprintf("commerce consumer %s on %s: fetch failed: %v", c.o.Config.Consumer, c.o.Config.Stream, err))
+			}
 			c.warn.Warn("fetch", "commerce: fetch failed", "consumer", c.o.Config.Consumer, "err", err)
 			_ = kvretry.Sleep(ctx, c.backoff)
 			continue
 		}
+		c.setWhy("")
 		c.handle(ctx, msgs)
 	}
 	return nil
@@ -132,6 +155,7 @@ func (c *Consumer) bind(ctx context.Context) (jetstream.Consumer, error) {
 		if !kvretry.Unanswered(err) || ctx.Err() != nil {
 			return nil, err
 		}
+		c.setWhy(err.Error() + "; creating it again")
 		c.warn.Warn("bind", "commerce: JetStream did not answer, creating the consumer again", "err", err)
 		_ = kvretry.Sleep(ctx, c.backoff)
 	}
