@@ -169,6 +169,7 @@ func (h *Hub) runDecisions(d *decisions, log *slog.Logger) (stop func()) {
 	d.stop, err = d.registry.Follow(d.engine.SetLive)
 	if err != nil {
 		log.Error("rule versions not followed: decisions wait for the next start", "err", err)
+		d.setWhy("rule versions", fmt.Sprintf("rule versions not followed (decisions wait for the next start): %v", err))
 		d.stop = func() {}
 	}
 	ectx, ecancel := context.WithCancel(context.Background())
