@@ -205,6 +205,7 @@ func TestBrowser(t *testing.T) {
 	base := th.base
 	th.heartbeat(t, "gw1", time.Now().UTC(), 42)
 	th.heartbeat(t, "gw2", time.Now().UTC().Add(-5*time.Minute), 1800)
+	th.silentFor(t, "gw2", 5*time.Minute) // stale: the hub last heard of it 5 minutes ago
 	th.stock(t)
 	th.unitsAt(t, time.Now().UTC().Add(-2*time.Hour), map[string]float64{"SKU-3": 3}) // past max_age: stale, decides nothing
 

@@ -2,6 +2,7 @@ package console_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/gemba-io/gemba/hub"
+	"github.com/gemba-io/gemba/hub/state/kvkey"
 	"github.com/gemba-io/gemba/internal/testutil"
 	gsig "github.com/gemba-io/gemba/signal"
 )
@@ -239,6 +241,38 @@ func (th *testHub) heartbeat(t testing.TB, agent string, at time.Time, records u
 	h := gsig.Header{Schema: gsig.SchemaVersion, Agent: agent, Site: "s1", Stream: gsig.StreamStatus, ConfigVersion: st.ConfigVersion,
 		Incarnation: "inc-" + agent, FirstSeq: uint64(at.UnixNano()), LastSeq: uint64(at.UnixNano()), Count: 1, Oldest: at, Newest: at, Sent: at}
 	th.publish(t, gsig.Subject("gemba", "s1", agent, gsig.StreamStatus), h, &gsig.Batch{Header: h, Status: []gsig.Status{st}})
+}
+
+// silentFor makes the hub's fleet entry of agent (once its heartbeat is stored) read as received
+// ago d, as a replica that stored it then would have left it: staleness is judged by the hub's
+// clock at receipt, not the agent's.
+func (th *testHub) silentFor(t testing.TB, agent string, d time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	kv, err := th.js.KeyValue(ctx, th.cfg.Fleet.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := kvkey.Join("s1", agent)
+	for {
+		e, err := kv.Get(ctx, key)
+		if err == nil {
+			var a map[string]any
+			if err := json.Unmarshal(e.Value(), &a); err != nil {
+				t.Fatal(err)
+			}
+			a["received"] = time.Now().UTC().Add(-d)
+			data, _ := json.Marshal(a)
+			if _, err := kv.Update(ctx, key, data, e.Revision()); err == nil {
+				return
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("fleet entry of %s: %v", agent, err)
+		}
+		time.Sleep(50 * time.Millisecond) // poll: the hub stores the heartbeat as it ingests it
+	}
 }
 
 func (th *testHub) publish(t testing.TB, subject string, h gsig.Header, b *gsig.Batch) {
