@@ -3,6 +3,7 @@ package opcua
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -160,7 +161,7 @@ func (d *Deadband) UnmarshalConfig(dec *config.Decoder, n *yaml.Node, path strin
 		return
 	}
 	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || f < 0 {
+	if err != nil || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) { // NaN filters nothing, Inf everything
 		dec.Errorf(n, path, "expected a non-negative number or {type: absolute|percent, value: X}, got %q", s)
 		return
 	}

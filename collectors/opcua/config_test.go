@@ -45,6 +45,8 @@ func TestConfigErrorsNamePathAndLine(t *testing.T) {
 			[]string{"nodes[0].deadband: expected a non-negative number", "nodes[1].deadband.type: unknown deadband type \"relative\"", "nodes[2].deadband.value: deadband 101 out of range"}},
 		{"group", "endpoint: opc.tcp://h:4840\ngroups:\n  - {name: g, mode: stream, nodes: [{node: ns=1;s=A, signal: a}]}\n  - {name: g, nodes: []}",
 			[]string{"groups[0].mode: unknown mode \"stream\"", "groups[1].name: duplicate group name", "groups[1].nodes: a group needs nodes"}},
+		{"deadband not finite", "endpoint: opc.tcp://h:4840\nnodes:\n  - {node: ns=1;s=A, signal: a, deadband: nan}\n  - {node: ns=1;s=B, signal: b, deadband: inf}",
+			[]string{"nodes[0].deadband: expected a non-negative number", "nodes[1].deadband: expected a non-negative number"}},
 		{"percent in poll", "endpoint: opc.tcp://h:4840\nmode: poll\nnodes: [{node: ns=1;s=A, signal: a, deadband: {type: percent, value: 5}}]", []string{"nodes[0].deadband: a percent deadband needs subscribe mode"}},
 		{"trigger", "endpoint: opc.tcp://h:4840\nnodes: [{node: ns=1;s=A, signal: a, trigger: always}]", []string{"nodes[0].trigger: unknown trigger \"always\""}},
 		{"duration", "endpoint: opc.tcp://h:4840\npublishing_interval: fast\nnodes: [{node: ns=1;s=A, signal: a}]", []string{"publishing_interval: invalid duration \"fast\""}},

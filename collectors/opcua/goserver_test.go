@@ -56,13 +56,19 @@ func sharedGoServer(t testing.TB) *goServer {
 	return sharedGo
 }
 
-func newGoServer(port int) (*goServer, func(), error) {
-	srv := server.New(
+// newGoServer listens on port; alsoPorts are advertised too (a proxy in front of it: the server
+// answers GetEndpoints only for the URL the client asked with).
+func newGoServer(port int, alsoPorts ...int) (*goServer, func(), error) {
+	opts := []server.Option{
 		server.EndPoint("127.0.0.1", port),
 		server.EnableSecurity("None", ua.MessageSecurityModeNone),
 		server.EnableAuthMode(ua.UserTokenTypeAnonymous),
 		server.SetLogger(slog.New(slog.DiscardHandler)),
-	)
+	}
+	for _, p := range alsoPorts {
+		opts = append(opts, server.EndPoint("127.0.0.1", p))
+	}
+	srv := server.New(opts...)
 	ns := server.NewNodeNameSpace(srv, goNSU)
 	g := &goServer{srv: srv, ns: ns, url: fmt.Sprintf("opc.tcp://127.0.0.1:%d", port), vals: map[string]*ua.DataValue{}}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -53,8 +53,9 @@ type item struct {
 	names  []string // cached array element names
 
 	// client-side deadband state (touched only by the goroutine that handles the item's group)
-	last    float64
-	hasLast bool
+	last       float64
+	hasLast    bool
+	dropLogged bool // array elements beyond max_array were logged once
 
 	// guarded by Collector.mu
 	state     string
@@ -283,7 +284,7 @@ func (c *Collector) runSession(ctx context.Context, emit collectors.Emitter) err
 		return err
 	}
 	c.setState(signal.CollectorRunning, nil)
-	err = r.loop(sctx)
+	err = r.run(sctx)
 	cancel()
 	r.wait()
 	if !errors.Is(err, errChannelLost) {

@@ -33,8 +33,9 @@ type runner struct {
 	wg      sync.WaitGroup
 	pollers map[int]*poller
 
-	lastData   atomic.Int64 // unix nanos of the last notification (data or heartbeat)
-	heartbeats int          // heartbeat notifications; the first is only the initial value
+	lastData   atomic.Int64  // unix nanos of the last notification (data or heartbeat)
+	interval   time.Duration // longest publishing interval of our subscriptions (as revised by the server)
+	heartbeats int           // heartbeat notifications; the first is only the initial value
 	buf        []signal.Sample
 }
 
@@ -61,7 +62,9 @@ func newRunner(c *Collector, s *session, emit collectors.Emitter) *runner {
 	return r
 }
 
-// start creates the subscriptions and starts the pollers.
+// start creates the subscriptions and starts the pollers. Before each subscription it handles the
+// notifications already queued: gopcua's Subscribe waits (without a context) for its publish loop,
+// which waits for room in our queue, and nothing else reads the queue before start returns.
 func (r *runner) start(ctx context.Context) error {
 	heartbeat := true
 	for gi, g := range r.c.groups {
@@ -70,6 +73,9 @@ func (r *runner) start(ctx context.Context) error {
 			r.pollers[gi] = p
 			r.wg.Go(func() { p.run(ctx) })
 			continue
+		}
+		if err := r.drain(ctx); err != nil {
+			return err
 		}
 		keepAlive := uint32(max(1, min(1000, int(10*time.Second/g.PublishingInterval))))
 		sub, err := r.s.client.Subscribe(ctx, &opcua.SubscriptionParameters{
@@ -82,6 +88,7 @@ func (r *runner) start(ctx context.Context) error {
 			return fmt.Errorf("create subscription for group %s: %w", g.Name, err)
 		}
 		r.subs[gi] = sub
+		r.interval = max(r.interval, g.PublishingInterval, sub.RevisedPublishingInterval)
 		if heartbeat {
 			heartbeat = false
 			req := opcua.NewMonitoredItemCreateRequestWithDefaults(ua.NewNumericNodeID(0, id.Server_ServerStatus_CurrentTime), ua.AttributeIDValue, heartbeatHandle)
@@ -187,12 +194,24 @@ func (r *runner) createRequest(it *item) *ua.MonitoredItemCreateRequest {
 	return req
 }
 
+// run handles notifications until the session fails or ctx ends. Notifications received by then
+// are data no new session gets again (it gets only the current values): they are stored first.
+func (r *runner) run(ctx context.Context) error {
+	err := r.loop(ctx)
+	if err != nil && ctx.Err() == nil && !errors.Is(err, errEmit) { // not when stopping: emit is cancelled too
+		if derr := r.drain(ctx); errors.Is(derr, errEmit) {
+			return derr
+		}
+	}
+	return err
+}
+
 // loop handles notifications and the watchdog until the session fails or ctx ends.
 func (r *runner) loop(ctx context.Context) error {
 	cfg := r.c.cfg.Reconnect
 	tick := time.Second
 	if cfg.Watchdog > 0 {
-		tick = min(tick, cfg.Watchdog/4)
+		tick = max(min(tick, cfg.Watchdog/4), time.Millisecond) // a few ns would be a zero ticker
 	}
 	watch := time.NewTicker(tick)
 	defer watch.Stop()
@@ -218,6 +237,26 @@ func (r *runner) loop(ctx context.Context) error {
 			if err := r.retryQuarantined(ctx); err != nil {
 				return err
 			}
+		}
+	}
+}
+
+// drain handles the notifications waiting in the queue, without waiting for more. It returns the
+// first error; the others are still handled unless emit failed.
+func (r *runner) drain(ctx context.Context) error {
+	var first error
+	for {
+		select {
+		case n := <-r.notifs:
+			err := r.handle(ctx, n)
+			if errors.Is(err, errEmit) {
+				return err
+			}
+			if first == nil {
+				first = err
+			}
+		default:
+			return first
 		}
 	}
 }
@@ -273,6 +312,11 @@ func (c *Collector) appendSamples(out []signal.Sample, it *item, dv *ua.DataValu
 	out, dropped := convert(out, it, dv, now)
 	if dropped > 0 {
 		c.m.arrayDrops.Add(float64(dropped))
+		if !it.dropLogged { // once per node: the metric counts every time
+			it.dropLogged = true
+			c.log.Warn("array longer than max_array: the elements beyond are not stored (gemba_opcua_array_elements_dropped_total)",
+				"signal", it.spec.Signal, "node", it.spec.Raw, "length", it.spec.MaxArray+dropped, "max_array", it.spec.MaxArray)
+		}
 	}
 	if len(out)-start == 1 && !it.passDeadband(&out[start]) {
 		c.m.deadband.Inc()
@@ -306,6 +350,8 @@ func (r *runner) watchdog(ctx context.Context) error {
 	if wd <= 0 || len(r.subs) == 0 {
 		return nil
 	}
+	// data and the heartbeat come once per publishing interval: a longer interval is not silence
+	wd = max(wd, 2*r.interval)
 	silent := time.Since(time.Unix(0, r.lastData.Load()))
 	if silent < wd {
 		return nil
