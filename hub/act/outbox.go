@@ -27,6 +27,9 @@ const (
 	Done State = "done"
 	// Dead: a webhook gave up (410 Gone, too many attempts, too old); Replay re-queues it.
 	Dead State = "dead"
+	// Cancelled: never delivered, by Cancel (its decision was given back to the guard); the record
+	// keeps the decision id so that a late Enqueue of it is a no-op.
+	Cancelled State = "cancelled"
 )
 
 // Record is an action's outbox entry: the action and how far its delivery got. Each field that
@@ -193,6 +196,30 @@ func (o *Outbox) Enqueue(ctx context.Context, a Action) (bool, error) {
 	return true, nil
 }
 
+// Cancel records that a decision's action is never to be delivered, unless it was enqueued first:
+// it creates the decision's record in state Cancelled (reason as its last error) and reports
+// whether it did. Whoever releases an allowed decision that nothing enqueued calls it first: a
+// replica deciding the same id again enqueues under the same key, and only one of the two creates
+// it — never an action delivered for a decision whose caps were given back.
+func (o *Outbox) Cancel(ctx context.Context, a Action, reason string) (bool, error) {
+	if a.DecisionID == "" {
+		return false, errors.New("cancel action: decision_id is empty")
+	}
+	now := o.cfg.now()
+	rec := Record{Action: a, State: Cancelled, Phase: EventStart, FirstAt: now, NextAt: now, LastError: reason, DoneAt: now}
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return false, fmt.Errorf("cancel action %q: %w", a.DecisionID, err)
+	}
+	if _, err := o.kv.Create(ctx, key(a.DecisionID), data); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return false, nil
+		}
+		return false, fmt.Errorf("cancel action %q: %w", a.DecisionID, err)
+	}
+	return true, nil
+}
+
 // Get returns the record of a decision (jetstream.ErrKeyNotFound when none).
 func (o *Outbox) Get(ctx context.Context, decisionID string) (Record, error) {
 	rec, _, err := o.read(ctx, key(decisionID))
@@ -249,8 +276,8 @@ func (o *Outbox) DeadLetters(ctx context.Context) ([]string, error) {
 	return ids, nil
 }
 
-// Sweep removes records done more than retention ago (each at the revision it judged) and then
-// the delete markers older than retention, and returns how many records it removed. A removed
+// Sweep removes records done (or cancelled) more than retention ago (each at the revision it
+// judged) and then the delete markers older than retention, and returns how many records it removed. A removed
 // decision could be enqueued and delivered again, so retention must exceed how long a decider can
 // still produce the same decision id (the guard's own retention and time buckets). Pending and
 // dead records are never removed.
@@ -273,7 +300,7 @@ func (o *Outbox) Sweep(ctx context.Context, retention time.Duration) (int, error
 	removed := 0
 	for _, k := range ks {
 		rec, rev, err := o.read(ctx, k)
-		if err != nil || rec.State != Done || rec.DoneAt.IsZero() || rec.DoneAt.After(cut) {
+		if err != nil || rec.State != Done && rec.State != Cancelled || rec.DoneAt.IsZero() || rec.DoneAt.After(cut) {
 			continue
 		}
 		if err := o.kv.Delete(ctx, k, jetstream.LastRevision(rev)); err != nil {

@@ -46,10 +46,12 @@ func (e *Engine) decide(ctx context.Context, ls *liveSets, set *rules.Set, mode 
 		return nil
 	}
 	wkey := waitKey(set.Version(), d.Rule, ex.in.SKU.ID, ex.in.Site, d.Channel)
-	if e.waiting(wkey) || e.holdingOut(wkey) {
+	if e.waiting(wkey, id) || e.holdingOut(wkey) {
 		// The same rule already asks a person about this SKU on this channel: one request is
 		// enough, a new one per time bucket would bury the queue. (Likewise a held-out unit
-		// stays held out, and is recorded once, for its promotion's duration.)
+		// stays held out, and is recorded once, for its promotion's duration.) A request of this
+		// very id goes on: the guard replays it, and its decided record is written should the
+		// replica that queued it have stopped first — without it nobody can answer it.
 		return nil
 	}
 	if !e.deps.Outbox.Delivers(d.Channel) {
@@ -129,7 +131,7 @@ func (e *Engine) decide(ctx context.Context, ls *liveSets, set *rules.Set, mode 
 		}
 	}
 	if v.Outcome == guard.NeedsApproval {
-		e.wait(wkey, time.Time{})
+		e.wait(wkey, id, time.Time{})
 	}
 	if !v.Replayed {
 		e.Metrics.Decisions.Add(1)
@@ -322,29 +324,36 @@ func waitKey(version, rule, sku, site, channel string) string {
 	return version + "\x00" + rule + "\x00" + sku + "\x00" + site + "\x00" + channel
 }
 
-// waiting reports whether a request of the same rule for the same SKU, site and channel awaits a
-// person (as this replica last saw the queue).
-func (e *Engine) waiting(key string) bool {
+// queuedReq is a request awaiting a person: its decision id, and until when it waits (zero: until
+// the next look at the queue).
+type queuedReq struct {
+	id  string
+	exp time.Time
+}
+
+// waiting reports whether a request of the same rule for the same SKU, site and channel, other
+// than decision id, awaits a person (as this replica last saw the queue).
+func (e *Engine) waiting(key, id string) bool {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
-	exp, ok := e.queued[key]
-	return ok && (exp.IsZero() || e.now().Before(exp))
+	q, ok := e.queued[key]
+	return ok && q.id != id && (q.exp.IsZero() || e.now().Before(q.exp))
 }
 
 // wait notes a queued request until exp (zero: until the next look at the queue).
-func (e *Engine) wait(key string, exp time.Time) {
+func (e *Engine) wait(key, id string, exp time.Time) {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
-	e.queued[key] = exp
+	e.queued[key] = queuedReq{id, exp}
 }
 
 // refreshQueue replaces the noted requests with the guard's queue: answered and expired ones
 // leave it, other replicas' join it.
 func (e *Engine) refreshQueue(reqs []guard.Request) {
-	m := make(map[string]time.Time, len(reqs))
+	m := make(map[string]queuedReq, len(reqs))
 	for _, q := range reqs {
 		p := q.Proposal
-		m[waitKey(p.RuleVersion, p.Rule, p.SKU, p.Site, p.Channel)] = q.Expires
+		m[waitKey(p.RuleVersion, p.Rule, p.SKU, p.Site, p.Channel)] = queuedReq{p.ID, q.Expires}
 	}
 	e.wmu.Lock()
 	e.queued = m

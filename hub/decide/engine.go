@@ -32,6 +32,8 @@ type Outbox interface {
 	Delivers(channel string) bool
 	// Get returns a decision's record (jetstream.ErrKeyNotFound when it has none).
 	Get(ctx context.Context, id string) (act.Record, error)
+	// Cancel creates a decision's record cancelled, never delivered, unless one exists (false).
+	Cancel(ctx context.Context, a act.Action, reason string) (bool, error)
 }
 
 // Recorder writes a decision's audit record, fenced on the rules change it was decided under
@@ -97,7 +99,7 @@ type Engine struct {
 	undeliverable sync.Map
 
 	wmu       sync.Mutex
-	queued    map[string]time.Time // requests awaiting a person, by waitKey, until when
+	queued    map[string]queuedReq // requests awaiting a person, by waitKey
 	heldUntil map[string]time.Time // units recorded as held out, by waitKey, until their promotion's end
 
 	rounds  atomic.Uint64 // completed rounds (tests wait on it)
@@ -149,7 +151,7 @@ func New(cfg Config, d Deps) (*Engine, error) {
 		cfg: cfg, deps: d, log: d.Log.With("component", "decide"), now: d.Now, graph: inGraph,
 		b:     builder{cfg: cfg.Lines, topo: topo, state: d.State, fc: d.Forecasts, q: d.Quality, defs: defs},
 		dirty: map[Unit]struct{}{}, seen: map[Unit]struct{}{}, retry: map[Unit]struct{}{}, wake: make(chan struct{}, 1),
-		done: newIDSet(1 << 16), deferred: newIDSet(1 << 14), queued: map[string]time.Time{}, heldUntil: map[string]time.Time{},
+		done: newIDSet(1 << 16), deferred: newIDSet(1 << 14), queued: map[string]queuedReq{}, heldUntil: map[string]time.Time{},
 	}
 	return e, nil
 }

@@ -9,8 +9,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/gemba-io/gemba/hub/act"
 	"github.com/gemba-io/gemba/hub/audit"
 	"github.com/gemba-io/gemba/hub/decide/guard"
+	"github.com/gemba-io/gemba/hub/decide/rules"
 )
 
 // Reconciler is what reconciling needs of the guard beyond deciding: its allowed decisions, the
@@ -77,7 +79,10 @@ func (e *Engine) expire(ctx context.Context) (int, error) {
 //   - enqueued, when its decided (or approved) record is on the decision log: the decision was
 //     recorded and only the action is missing;
 //   - released otherwise (what it reserved is given back, a released record says why): a decision
-//     with no record of its inputs is never acted on.
+//     with no record of its inputs is never acted on. Its outbox record is created cancelled
+//     first, so that a replica deciding the same id again at that moment either enqueued it
+//     first (it acts, nothing is released) or enqueues nothing; then the released record, then
+//     the guard's release, so that a pass stopped on the way is finished by the next.
 //
 // It returns how many it enqueued and released.
 func (e *Engine) reconcile(ctx context.Context) (enqueued, released int, err error) {
@@ -97,38 +102,53 @@ func (e *Engine) reconcile(ctx context.Context) (enqueued, released int, err err
 		if e.done.has(id) || now.Sub(a.Verdict.Decided) < grace {
 			continue
 		}
-		if _, err := e.deps.Outbox.Get(ctx, id); err == nil {
+		ob, err := e.deps.Outbox.Get(ctx, id)
+		switch {
+		case err == nil && ob.State != act.Cancelled:
 			e.done.add(id)
 			continue
-		} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		case err != nil && !errors.Is(err, jetstream.ErrKeyNotFound):
 			errs = append(errs, fmt.Errorf("decision %s: outbox: %w", id, err))
 			continue
 		}
-		recs, err := e.deps.Audit.History(ctx, id)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("decision %s: %w", id, err))
-			continue
-		}
-		var rec *audit.Record
-		for i := range recs {
-			if ev := recs[i].Event; ev == audit.EventDecided || ev == audit.EventApproved {
-				rec = &recs[i]
+		if err != nil { // no outbox record (cancelled: an earlier pass stopped before releasing)
+			recs, err := e.deps.Audit.History(ctx, id)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("decision %s: %w", id, err))
+				continue
 			}
-		}
-		if rec != nil {
-			if _, err := e.deps.Outbox.Enqueue(ctx, Action(a.Proposal, rec.Action, a.Verdict)); err != nil {
+			var rec *audit.Record
+			for i := range recs {
+				if ev := recs[i].Event; ev == audit.EventDecided || ev == audit.EventApproved {
+					rec = &recs[i]
+				}
+			}
+			if rec != nil {
+				if _, err := e.deps.Outbox.Enqueue(ctx, Action(a.Proposal, rec.Action, a.Verdict)); err != nil {
+					errs = append(errs, fmt.Errorf("decision %s: outbox: %w", id, err))
+					continue
+				}
+				e.log.Warn("allowed decision completed by reconcile: its action was not in the outbox", "decision", id, "sku", a.Proposal.SKU, "channel", a.Proposal.Channel)
+				enqueued++
+				e.done.add(id)
+				continue
+			}
+			// The outbox key first: a replica deciding the id again meanwhile (the guard replays
+			// its allow) records and enqueues it, and then its action stands and nothing is
+			// released; otherwise its enqueue is a no-op.
+			created, err := e.deps.Outbox.Cancel(ctx, Action(a.Proposal, rules.Action{}, a.Verdict), "released by reconcile: the deciding replica stopped before recording it")
+			if err != nil {
 				errs = append(errs, fmt.Errorf("decision %s: outbox: %w", id, err))
 				continue
 			}
-			e.log.Warn("allowed decision completed by reconcile: its action was not in the outbox", "decision", id, "sku", a.Proposal.SKU, "channel", a.Proposal.Channel)
-			enqueued++
-			e.done.add(id)
-			continue
+			if !created {
+				e.done.add(id)
+				continue
+			}
 		}
-		if err := e.deps.Guard.Release(ctx, id); err != nil {
-			errs = append(errs, fmt.Errorf("decision %s: release: %w", id, err))
-			continue
-		}
+		// The released record first: once the guard says released, this decision is no longer
+		// listed as allowed, and a record that failed after it would never be written. Written
+		// again (deduplicated on id and event) when the release fails and is retried.
 		v := a.Verdict
 		v.Outcome = guard.Released
 		p := a.Proposal
@@ -141,6 +161,10 @@ func (e *Engine) reconcile(ctx context.Context) (enqueued, released int, err err
 		r.Action.Kind, r.Action.Channels, r.Action.Discount, r.Action.Duration = ruleKind(p.Kind), []string{p.Channel}, p.Discount, time.Duration(p.Duration)
 		if _, err := e.deps.Audit.Append(ctx, r); err != nil {
 			errs = append(errs, fmt.Errorf("decision %s: %w", id, err))
+			continue
+		}
+		if err := e.deps.Guard.Release(ctx, id); err != nil {
+			errs = append(errs, fmt.Errorf("decision %s: release: %w", id, err))
 			continue
 		}
 		e.log.Warn("allowed decision released by reconcile: it was never recorded", "decision", id, "sku", p.SKU, "channel", p.Channel)

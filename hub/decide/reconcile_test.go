@@ -1,14 +1,19 @@
 package decide
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/gemba-io/gemba/hub/act"
 	"github.com/gemba-io/gemba/hub/audit"
 	"github.com/gemba-io/gemba/hub/decide/guard"
 	"github.com/gemba-io/gemba/hub/decide/rules"
+	"github.com/gemba-io/gemba/hub/state/graph"
 	"github.com/gemba-io/gemba/internal/testutil"
 )
 
@@ -151,4 +156,199 @@ func TestLapsedAnswerFinished(t *testing.T) {
 	if n := len(r.actions()); n != 1 {
 		t.Fatalf("%d actions, want 1", n)
 	}
+}
+
+// failingAppend is the decision log with its next n appends refused, as an unreachable stream
+// refuses them.
+type failingAppend struct {
+	Recorder
+	mu sync.Mutex
+	n  int
+}
+
+func (f *failingAppend) Append(ctx context.Context, rec audit.Record) (uint64, error) {
+	f.mu.Lock()
+	fail := f.n > 0
+	f.n--
+	f.mu.Unlock()
+	if fail {
+		return 0, errors.New("stream not answering")
+	}
+	return f.Recorder.Append(ctx, rec)
+}
+
+// Reconcile says an incomplete pass is retried at the next timer. A released record it could not
+// write is written then: the decision log is the only trace of a decision the guard allowed and
+// then gave back, and it was lost when the log refused the first append.
+func TestReconcileReleasedRecordRetried(t *testing.T) {
+	r := newRig(t, func(c *guard.Config) { c.Approval.Above = 0 })
+	v := r.activate(testRules)
+	now := r.clock()
+	p := guard.Proposal{ID: guard.DecisionID(v, "promote-over", "B", "web", guard.TimeBucket(now, time.Hour)), RuleVersion: v,
+		Rule: "promote-over", SKU: "B", Site: "s1", Channel: "web", Kind: guard.Promote, Discount: 10, Duration: guard.Duration(time.Hour), Time: now}
+	if vb, err := r.guard.Check(r.ctx, p); err != nil || !vb.Acts() {
+		t.Fatalf("check: %+v %v", vb, err)
+	}
+	// Another replica's engine, whose decision log refuses one append.
+	cfg := DefaultConfig()
+	cfg.Timer = time.Hour
+	g, err := graph.Load([]byte(testGraph))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &failingAppend{Recorder: r.log, n: 1}
+	b, err := New(cfg, Deps{Graph: g, State: r.state, Features: testDefs, Guard: r.guard, Outbox: r.outbox, Audit: rec, Replica: "r2", Now: r.clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.advance(5 * time.Minute)
+	if _, _, err := b.reconcile(r.ctx); err == nil {
+		t.Fatal("reconcile with the log refusing: no error")
+	}
+	if _, _, err := b.reconcile(r.ctx); err != nil {
+		t.Fatalf("reconcile at the next timer: %v", err)
+	}
+	hist, err := r.log.History(r.ctx, p.ID)
+	if err != nil || len(hist) != 1 || hist[0].Event != audit.EventReleased {
+		t.Fatalf("history after the retry: %+v %v", hist, err)
+	}
+	if vb, err := r.guard.Check(r.ctx, p); err != nil || vb.Outcome != guard.Released {
+		t.Errorf("verdict after reconcile: %+v %v", vb, err)
+	}
+}
+
+// hookedGuard runs hook (once) when a Check replays an allowed verdict, before the engine records
+// and enqueues it: the moment another replica's reconcile may look at the same decision.
+type hookedGuard struct {
+	Guard
+	mu   sync.Mutex
+	hook func(id string)
+}
+
+func (h *hookedGuard) Check(ctx context.Context, p guard.Proposal) (guard.Verdict, error) {
+	v, err := h.Guard.Check(ctx, p)
+	if err == nil && v.Replayed && v.Acts() {
+		h.mu.Lock()
+		f := h.hook
+		h.hook = nil
+		h.mu.Unlock()
+		if f != nil {
+			f(p.ID)
+		}
+	}
+	return v, err
+}
+
+// A replica stopped after the guard allowed a decision and before recording it. Later in the same
+// bucket one replica decides the same id again (the guard replays the allow) while another's
+// reconcile finds nothing on the log nor in the outbox and releases it. One of them must win: the
+// promotion delivered with its caps and cooldown given back would let the guard allow more than
+// configured.
+func TestReconcileReleaseRacesReplayedAllow(t *testing.T) {
+	hg := &hookedGuard{}
+	r := newRigWith(t, testGraph, func(c *guard.Config) { c.Approval.Above = 0 }, nil, func(g Guard) Guard { hg.Guard = g; return hg })
+	// Early in an hour bucket, so that the decision and its replay share one.
+	r.nowMu.Lock()
+	r.now = guard.TimeBucket(r.now, time.Hour).Add(time.Minute)
+	r.nowMu.Unlock()
+	v := r.activate(testRules)
+	now := r.clock()
+	id := guard.DecisionID(v, "promote-over", "A", "web", guard.TimeBucket(now, time.Hour))
+	p := guard.Proposal{ID: id, RuleVersion: v, Rule: "promote-over", SKU: "A", Site: "s1", Channel: "web", Kind: guard.Promote,
+		Discount: 10, Duration: guard.Duration(24 * time.Hour), Time: now}
+	if va, err := r.guard.Check(r.ctx, p); err != nil || !va.Acts() {
+		t.Fatalf("check: %+v %v", va, err)
+	}
+	// The stopped replica recorded nothing more. Past the grace period, replica r2 reconciles just
+	// as this engine replays the decision.
+	cfg := DefaultConfig()
+	cfg.Timer = time.Hour
+	g, err := graph.Load([]byte(testGraph))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(cfg, Deps{Graph: g, State: r.state, Features: testDefs, Guard: r.guard, Outbox: r.outbox, Audit: r.log, Replica: "r2", Now: r.clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reconciled := make(chan error, 1)
+	hg.mu.Lock()
+	hg.hook = func(string) {
+		_, _, err := b.reconcile(r.ctx)
+		reconciled <- err
+	}
+	hg.mu.Unlock()
+	r.advance(5 * time.Minute)
+	r.overstocked("l1", "A")
+	if err := <-reconciled; err != nil {
+		t.Fatalf("reconcile: %v", err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "the retail promotion delivered", func() bool {
+		for _, m := range r.actions() {
+			if m.Channel == "retail" {
+				return true
+			}
+		}
+		return false
+	})
+	testutil.WaitFor(t, 10*time.Second, "the web decision's start settled in the outbox", func() bool {
+		rec, err := r.outbox.Get(r.ctx, id)
+		return err == nil && (rec.State != act.Pending || rec.Phase == act.EventEnd)
+	})
+	va, err := r.guard.Check(r.ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	delivered := 0
+	for _, m := range r.actions() {
+		if m.DecisionID == id {
+			delivered++
+		}
+	}
+	if va.Outcome == guard.Released && delivered > 0 {
+		t.Fatalf("decision %s delivered %d time(s) and released by the guard (caps and cooldown given back)", id, delivered)
+	}
+	if va.Outcome != guard.Released && delivered != 1 {
+		t.Fatalf("decision %s %s and delivered %d times", id, va.Outcome, delivered)
+	}
+}
+
+// A replica stopped between the guard queuing a decision for approval and its decided record. The
+// request is in the queue every replica reads, so their engines take the rule as already asking and
+// never evaluate the id again — and without its record the request cannot be answered ("no
+// decision record") until it expires. The same id in the same bucket is replayed and recorded.
+func TestQueuedDecisionWithoutRecordAnswerable(t *testing.T) {
+	r := newRig(t, nil)
+	r.nowMu.Lock()
+	r.now = guard.TimeBucket(r.now, time.Hour).Add(time.Minute)
+	r.nowMu.Unlock()
+	v := r.activate(strings.Replace(testRules, "discount: 10", "discount: 15", 1))
+	now := r.clock()
+	id := guard.DecisionID(v, "promote-over", "A", "web", guard.TimeBucket(now, time.Hour))
+	p := guard.Proposal{ID: id, RuleVersion: v, Rule: "promote-over", SKU: "A", Site: "s1", Channel: "web", Kind: guard.Promote,
+		Discount: 15, Duration: guard.Duration(24 * time.Hour), Time: now, Requester: "alice"}
+	if vq, err := r.guard.Check(r.ctx, p); err != nil || vq.Outcome != guard.NeedsApproval {
+		t.Fatalf("check: %+v %v", vq, err)
+	}
+	// The engine's timer reads the queue.
+	pend, err := r.guard.Pending(r.ctx)
+	if err != nil || len(pend) != 1 {
+		t.Fatalf("pending %+v %v", pend, err)
+	}
+	r.eng.refreshQueue(pend)
+	r.advance(time.Minute)
+	r.overstocked("l1", "A")
+	testutil.WaitFor(t, 10*time.Second, "the retail decision queued", func() bool {
+		p, err := r.guard.Pending(r.ctx)
+		return err == nil && len(p) == 2
+	})
+	testutil.WaitFor(t, 10*time.Second, "the web decision recorded", func() bool {
+		h, err := r.log.History(r.ctx, id)
+		return err == nil && len(h) == 1
+	})
+	ap := &Approver{Guard: r.guard, Audit: r.log, Outbox: r.outbox, Replica: "r1", Now: r.clock}
+	if va, err := ap.Answer(r.ctx, id, "bob", "stock is real", true); err != nil || !va.Acts() {
+		t.Fatalf("approve: %+v %v", va, err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "the approved promotion", func() bool { return len(r.actions()) == 1 })
 }

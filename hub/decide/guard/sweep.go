@@ -12,6 +12,9 @@ import (
 // Sweep removes guardrail memory that can no longer matter, so the bucket does not grow forever:
 // daily ledgers of days that ended more than retention ago, cooldown ledgers whose newest entry
 // is older than cooldown + retention, and final decision records decided more than retention ago.
+// It also expires approval requests past their ttl and finishes claims abandoned by a stopped
+// replica (lease lapsed, proposal older than max_skew) as a Check would: suppressed, what they
+// reserved given back.
 // It is cleanup only, never what enforces a limit: each removal is a delete at the revision that
 // was judged, so a key changed meanwhile stays. Any replica may run it, on a slow timer. It returns
 // how many keys it removed.
@@ -34,10 +37,21 @@ func (g *Guard) Sweep(ctx context.Context) (int, error) {
 			continue
 		}
 		if strings.HasPrefix(k, prefixDec) {
-			// Requests nobody decided expire here too, not only when someone lists the queue.
-			if rec, err := decodeRecord(k, cur); err == nil && rec.Status == string(NeedsApproval) && rec.Verdict != nil &&
-				now.After(rec.Created.Add(g.cfg.Approval.TTL)) {
+			rec, err := decodeRecord(k, cur)
+			switch {
+			case err != nil:
+			case rec.Status == string(NeedsApproval) && rec.Verdict != nil && now.After(rec.Created.Add(g.cfg.Approval.TTL)):
+				// Requests nobody decided expire here too, not only when someone lists the queue.
 				_ = g.expire(ctx, k, rec, rev)
+				continue
+			case rec.Status == statusClaimed && now.After(rec.Lease) && now.Sub(rec.Proposal.Time) > g.cfg.MaxSkew:
+				// A replica stopped between its claim and its verdict, and no Check of the id came
+				// after (its time bucket is over): what it reserved would be held for the rest of
+				// the day and cooldown. Taken over as such a Check would, now that it can only
+				// suppress it (time_skew), giving the reservations back.
+				if _, err := g.Check(ctx, rec.Proposal); err != nil {
+					g.log.Warn("abandoned decision not finished", "decision", rec.Proposal.ID, "err", err)
+				}
 				continue
 			}
 		}

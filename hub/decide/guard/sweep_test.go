@@ -101,3 +101,47 @@ func TestAllowedSince(t *testing.T) {
 		t.Errorf("allowed since after the last: %v", got)
 	}
 }
+
+// TestSweepFinishesAbandonedClaim: a replica that stopped between its reservations and its verdict
+// leaves a claim that only a Check of the same id would take over — and past max_skew that Check
+// could only suppress it. Nothing checks it again once its time bucket is over: the sweep finishes
+// it as that Check would, giving back the day's count and budget and the cooldown it held.
+func TestSweepFinishesAbandonedClaim(t *testing.T) {
+	g, c, js := single(t, nil)
+	ctx := context.Background()
+	p := promo(c, "r", "SKU-1", "retail", 10)
+	dead := openGuard(t, js, g.cfg, "dead")
+	if _, ok, err := dead.reserveCooldown(ctx, coolKey(p.SKU, p.Channel), p.ID, p.Time); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	if _, ok, err := dead.reserveDay(ctx, dayKey("2026-12-04", ""), p.ID, p.Time, 10, g.cfg.Daily, GDailyCount, GDailyBudget, "x"); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	kv, err := js.KeyValue(ctx, g.cfg.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := record{Status: statusClaimed, Owner: "dead", Lease: c.Now().Add(g.cfg.ClaimLease), Created: c.Now(), Proposal: p}
+	if _, err := kv.Create(ctx, prefixDec+p.ID, mustJSON(t, rec)); err != nil {
+		t.Fatal(err)
+	}
+	// Within the lease the claim is its replica's.
+	if _, err := g.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := allRecords(t, js, g.cfg.Bucket)[p.ID]; r == nil || r.Status != statusClaimed {
+		t.Fatalf("claim within its lease: %+v", r)
+	}
+	c.Add(g.cfg.MaxSkew + time.Minute)
+	if _, err := g.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := allRecords(t, js, g.cfg.Bucket)[p.ID]; r == nil || r.Status != string(Suppress) {
+		t.Fatalf("abandoned claim after the sweep: %+v", r)
+	}
+	for _, k := range []string{coolKey(p.SKU, p.Channel), dayKey("2026-12-04", "")} {
+		if l := ledgerOf(t, js, g.cfg.Bucket, k); len(l.Entries) != 0 {
+			t.Errorf("%s still holds the abandoned decision: %+v", k, l)
+		}
+	}
+}
