@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
@@ -22,19 +23,26 @@ const ackTimeout = 30 * time.Second
 // counts as not acknowledged.
 const publishWait = time.Second
 
+// newMQTTClient connects once, so that a broker that is not there is reported with the reason
+// (connection refused, bad credentials); once connected, the client reconnects by itself. (With
+// paho's connect retry, a missing broker held New for its whole wait and then read "<nil>".)
 func newMQTTClient(broker, clientID string, will func(*paho.ClientOptions), onConnect paho.OnConnectHandler) (paho.Client, error) {
 	o := paho.NewClientOptions().AddBroker(broker).SetClientID(clientID).
 		SetCleanSession(true).SetConnectTimeout(2 * time.Second).SetKeepAlive(10 * time.Second).
-		SetAutoReconnect(true).SetMaxReconnectInterval(time.Second).SetConnectRetry(true).
-		SetConnectRetryInterval(500 * time.Millisecond).SetWriteTimeout(publishWait).SetOrderMatters(true).SetOnConnectHandler(onConnect)
+		SetAutoReconnect(true).SetMaxReconnectInterval(time.Second).
+		SetWriteTimeout(publishWait).SetOrderMatters(true).SetOnConnectHandler(onConnect)
 	if will != nil {
 		will(o)
 	}
 	c := paho.NewClient(o)
 	t := c.Connect()
-	if !t.WaitTimeout(10*time.Second) || t.Error() != nil {
+	if !t.WaitTimeout(10 * time.Second) {
 		c.Disconnect(0)
-		return nil, fmt.Errorf("mqtt connect %s: %v", broker, t.Error())
+		return nil, fmt.Errorf("mqtt connect %s: no answer within 10s", broker)
+	}
+	if err := t.Error(); err != nil {
+		c.Disconnect(0)
+		return nil, fmt.Errorf("mqtt connect %s: %w", broker, err)
 	}
 	return c, nil
 }
@@ -242,7 +250,10 @@ type edgeNode struct {
 	node     string
 	machines []*Machine
 	ack      *acker
-	bdSeq    uint64
+	// bdSeq of the current session: every connect registers a will with the next one, and the
+	// NBIRTH that follows carries it (Sparkplug 3.0), so a host tells an old session's will from the
+	// death of the current one.
+	bdSeq atomic.Uint64
 
 	rebirth chan struct{} // a birth is due before the next data
 	seq     uint64
@@ -250,13 +261,12 @@ type edgeNode struct {
 }
 
 func newEdgeNode(broker, group, node string, bdSeq uint64, machines []*Machine, ack *acker) (*edgeNode, error) {
-	e := &edgeNode{group: group, node: node, machines: machines, ack: ack, bdSeq: bdSeq, rebirth: make(chan struct{}, 1)}
+	e := &edgeNode{group: group, node: node, machines: machines, ack: ack, rebirth: make(chan struct{}, 1)}
+	e.bdSeq.Store(bdSeq)
 	for _, m := range machines {
 		ack.ledger.declare(DeviceID(m), signalsOf(m))
 	}
-	death, err := proto.Marshal(&sparkplug.Payload{Timestamp: proto.Uint64(uint64(time.Now().UnixMilli())),
-		Metrics: []*sparkplug.Payload_Metric{{Name: proto.String("bdSeq"), Datatype: proto.Uint32(uint32(sparkplug.Int64)),
-			Value: &sparkplug.Payload_Metric_LongValue{LongValue: bdSeq}}}})
+	death, err := deathPayload(bdSeq)
 	if err != nil {
 		return nil, err
 	}
@@ -268,12 +278,26 @@ func newEdgeNode(broker, group, node string, bdSeq uint64, machines []*Machine, 
 	}
 	c, err := newMQTTClient(broker, "gemba-sim-"+group+"-"+node, func(o *paho.ClientOptions) {
 		o.SetBinaryWill(e.topic("NDEATH", ""), death, 1, false)
+		o.SetReconnectingHandler(func(_ paho.Client, o *paho.ClientOptions) {
+			bd := (e.bdSeq.Load() + 1) % 256
+			if d, err := deathPayload(bd); err == nil {
+				e.bdSeq.Store(bd)
+				o.SetBinaryWill(e.topic("NDEATH", ""), d, 1, false)
+			}
+		})
 	}, onConnect)
 	if err != nil {
 		return nil, err
 	}
 	e.client = c
 	return e, nil
+}
+
+// deathPayload is the NDEATH an edge node registers as its will when it connects.
+func deathPayload(bdSeq uint64) ([]byte, error) {
+	return proto.Marshal(&sparkplug.Payload{Timestamp: proto.Uint64(uint64(time.Now().UnixMilli())),
+		Metrics: []*sparkplug.Payload_Metric{{Name: proto.String("bdSeq"), Datatype: proto.Uint32(uint32(sparkplug.Int64)),
+			Value: &sparkplug.Payload_Metric_LongValue{LongValue: bdSeq}}}})
 }
 
 func (e *edgeNode) topic(typ, device string) string {
@@ -340,7 +364,7 @@ func (e *edgeNode) publish(at time.Time) {
 		e.seq = 0
 		ms := e.nextMs(at)
 		e.send("NBIRTH", "", &sparkplug.Payload{Timestamp: proto.Uint64(uint64(ms)), Metrics: []*sparkplug.Payload_Metric{
-			{Name: proto.String("bdSeq"), Datatype: proto.Uint32(uint32(sparkplug.Int64)), Value: &sparkplug.Payload_Metric_LongValue{LongValue: e.bdSeq}},
+			{Name: proto.String("bdSeq"), Datatype: proto.Uint32(uint32(sparkplug.Int64)), Value: &sparkplug.Payload_Metric_LongValue{LongValue: e.bdSeq.Load()}},
 			{Name: proto.String("Node Control/Rebirth"), Datatype: proto.Uint32(uint32(sparkplug.Boolean)), Value: &sparkplug.Payload_Metric_BooleanValue{BooleanValue: false}},
 		}}, "")
 		for k, m := range e.machines {

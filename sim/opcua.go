@@ -30,8 +30,9 @@ type opcuaServer struct {
 }
 
 // startOPCUA starts a server on host:port (security None, anonymous) with the current values of the
-// machines, each stamped now so that a restarted server never re-serves an old timestamp.
-func startOPCUA(host string, port int, machines []*Machine, log *slog.Logger) (*opcuaServer, error) {
+// machines, each stamped now (the simulator's clock) so that a restarted server never re-serves an
+// old timestamp.
+func startOPCUA(host string, port int, machines []*Machine, now time.Time, log *slog.Logger) (*opcuaServer, error) {
 	srv := server.New(
 		server.EndPoint(host, port),
 		server.EnableSecurity("None", ua.MessageSecurityModeNone),
@@ -47,7 +48,6 @@ func startOPCUA(host string, port int, machines []*Machine, log *slog.Logger) (*
 	if objects == nil {
 		return nil, fmt.Errorf("opcua server %s: no Objects folder in the standard nodeset", host)
 	}
-	now := time.Now()
 	for _, m := range machines {
 		dev := DeviceID(m)
 		folder := server.NewFolderNode(ua.NewStringNodeID(ns.ID(), dev), dev)

@@ -57,8 +57,21 @@ func DefaultLayout(line, machine, machines int) Protocol {
 	}
 }
 
+// MaxExtraSignals is the most extra signals a machine can have: its Sparkplug B aliases must stay
+// below the next machine's (aliasStride apart).
+const MaxExtraSignals = aliasStride - basePoints
+
+// check refuses a plant New cannot run; NewPlant itself never fails.
+func (c Config) check() error {
+	if c.ExtraSignals < 0 || c.ExtraSignals > MaxExtraSignals {
+		return fmt.Errorf("plant: %d extra signals per machine: want 0 to %d", c.ExtraSignals, MaxExtraSignals)
+	}
+	return nil
+}
+
 func (c Config) withDefaults() Config {
 	d := DefaultConfig()
+	c.ExtraSignals = max(c.ExtraSignals, 0) // a negative count would make no room for the base points
 	if c.Site == "" {
 		c.Site = d.Site
 	}
@@ -180,7 +193,10 @@ func NewPlant(cfg Config) *Plant {
 			m.Points[pParts].Kind, m.Points[pFault].Kind = Int, Int
 			m.Points[pState].S = Running
 			m.Points[pSKU].S = skus[rng.IntN(len(skus))]
-			m.Points[pParts].I = int64(rng.IntN(10000))
+			// Counters start at zero, as a PLC's that does not retain them: a restarted simulator is
+			// then a counter reset, which consumers take exactly (increase = the new value). The draw
+			// of the start value they once had stays, so that a seed keeps every other value.
+			_ = rng.IntN(10000)
 			m.Points[pTemp].F = 25
 			m.dwell = 30 + rng.Float64()*300
 			m.prod = Production{Parts: map[string]int64{}, Seconds: map[string]float64{}}

@@ -89,6 +89,9 @@ func New(opts Options) (*Sim, error) {
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	if err := opts.Plant.check(); err != nil {
+		return nil, err
+	}
 	qos := byte(1)
 	if opts.QoS != nil {
 		qos = *opts.QoS
@@ -146,7 +149,7 @@ func (s *Sim) startOPCUA() error {
 	if l == nil {
 		l = slog.New(slog.DiscardHandler)
 	}
-	o, err := startOPCUA(host, p, s.opcuaM, l)
+	o, err := startOPCUA(host, p, s.opcuaM, s.opts.Clock(), l)
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,9 @@ import (
 
 // CollectorsYAML returns an agent `collectors:` section that reads every signal of the plant: one
 // OPC UA collector with a node per signal, and one MQTT collector for the JSON telemetry and the
-// Sparkplug B edge node. Signal names are <line>.<machine>.<field> on every protocol.
+// Sparkplug B edge node. Signal names are <line>.<machine>.<field> on every protocol. Without an
+// OPC UA endpoint (the simulator runs no server: its OPC UA machines are silent) there is no OPC UA
+// collector.
 func CollectorsYAML(p *Plant, opcuaEndpoint, broker string) string {
 	var b strings.Builder
 	b.WriteString("collectors:\n")
@@ -15,7 +17,7 @@ func CollectorsYAML(p *Plant, opcuaEndpoint, broker string) string {
 	for _, m := range p.Machines {
 		switch m.Protocol {
 		case OPCUA:
-			opcua = true
+			opcua = opcuaEndpoint != ""
 		case MQTTJSON:
 			json = true
 		case Sparkplug:

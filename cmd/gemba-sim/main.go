@@ -10,6 +10,7 @@ import (
 	"io"
 	stdlog "log"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
 	"syscall"
@@ -51,6 +52,18 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if *shutdown <= 0 {
 		return fmt.Errorf("-shutdown-timeout %s: must be positive", *shutdown)
 	}
+	switch {
+	case *lines <= 0:
+		return fmt.Errorf("-lines %d: must be positive", *lines)
+	case *machines <= 0:
+		return fmt.Errorf("-machines %d: must be positive", *machines)
+	case *extra < 0 || *extra > sim.MaxExtraSignals:
+		return fmt.Errorf("-extra-signals %d: want 0 to %d", *extra, sim.MaxExtraSignals)
+	case *tick <= 0:
+		return fmt.Errorf("-tick %s: must be positive", *tick)
+	case !(*speed > 0) || math.IsInf(*speed, 0):
+		return fmt.Errorf("-speed %v: must be a positive number", *speed)
+	}
 	if *qos < 0 || *qos > 1 {
 		return fmt.Errorf("-qos %d: want 0 or 1", *qos)
 	}
@@ -60,7 +73,11 @@ func run(args []string, stdout, stderr io.Writer) error {
 		*broker = "tcp://" + *listenMQTT
 	}
 	if *printCfg {
-		fmt.Fprint(stdout, sim.CollectorsYAML(sim.NewPlant(cfg), "opc.tcp://"+*opcuaAddr, *broker))
+		ep := ""
+		if *opcuaAddr != "" {
+			ep = "opc.tcp://" + *opcuaAddr
+		}
+		fmt.Fprint(stdout, sim.CollectorsYAML(sim.NewPlant(cfg), ep, *broker))
 		return nil
 	}
 

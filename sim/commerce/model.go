@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gemba-io/gemba/hub/ingest/commerce"
@@ -53,7 +54,8 @@ type Config struct {
 	InitialDaysOf map[string]float64
 	// Currency of the prices; default EUR.
 	Currency string
-	// RunID prefixes order and snapshot ids; default "sim<seed>-<Start as Unix seconds>", so a restarted
+	// RunID prefixes order and snapshot ids; default "sim<seed>-<Start as Unix seconds>", or with a zero
+	// Start "sim<seed>-<wall time at New as Unix nanoseconds>", so a restarted
 	// simulator never reuses an identity the hub has already seen (it would be dropped as a duplicate).
 	RunID string
 	// Production returns the units produced per SKU since the simulator started (the plant's finished
@@ -143,8 +145,13 @@ func New(cfg Config) (*Sim, error) {
 	if len(cfg.Channels) == 0 {
 		cfg.Channels = []string{Web, Retail, Wholesale}
 	}
+	runID := fmt.Sprintf("sim%d-%d", cfg.Seed, cfg.Start.Unix())
 	if cfg.Start.IsZero() {
-		cfg.Start = time.Now().UTC().Truncate(time.Second)
+		wall := time.Now()
+		cfg.Start = wall.UTC().Truncate(time.Second)
+		// Nanoseconds of the wall clock, never twice the same in a process: a simulator restarted
+		// within the second of the last start must not reuse its identities.
+		runID = fmt.Sprintf("sim%d-%d", cfg.Seed, wallStamp(wall))
 	}
 	if cfg.Location == nil {
 		cfg.Location = time.UTC
@@ -162,7 +169,7 @@ func New(cfg Config) (*Sim, error) {
 		cfg.Currency = "EUR"
 	}
 	if cfg.RunID == "" {
-		cfg.RunID = fmt.Sprintf("sim%d-%d", cfg.Seed, cfg.Start.Unix())
+		cfg.RunID = runID
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -241,6 +248,19 @@ func New(cfg Config) (*Sim, error) {
 		s.initial[k.Name] = math.Round(s.initial[k.Name])
 	}
 	return s, nil
+}
+
+var lastStamp atomic.Int64
+
+// wallStamp is t in Unix nanoseconds, after every stamp taken before in this process.
+func wallStamp(t time.Time) int64 {
+	for {
+		last, ns := lastStamp.Load(), t.UnixNano()
+		ns = max(ns, last+1)
+		if lastStamp.CompareAndSwap(last, ns) {
+			return ns
+		}
+	}
 }
 
 // Channel terms: the share of a fast SKU's demand, the mean order size, the price factor and how much
