@@ -6,10 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gemba-io/gemba/hub/audit"
 	"github.com/gemba-io/gemba/hub/decide/experiment"
-	"github.com/gemba-io/gemba/hub/decide/guard"
-	"github.com/gemba-io/gemba/hub/decide/rules"
 	"github.com/gemba-io/gemba/internal/testutil"
 )
 
@@ -27,16 +24,10 @@ func TestRoundRecordsInWindowEndOrder(t *testing.T) {
 	start := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 	history(seller(ctx, t, js), start, "A") // a baseline of 10 over any 2 h window starting in the first hour
 	const n = 60
-	arms := []experiment.ArmDraw{{Discount: 5}, {Discount: 10}}
 	for i := range n {
 		did := id(fmt.Sprint("d", i))
 		at := start.Add(time.Duration(i) * time.Second)
-		r := audit.Record{DecisionID: did, Event: audit.EventDecided, Outcome: audit.OutcomeFired, Mode: audit.ModeActive, Time: at,
-			RuleSet: audit.RuleSetRef{Name: "x", Version: "v1"}, Rule: audit.RuleRef{Name: "b"}, SKU: "A", Site: "s1", Channel: "web",
-			Action: rules.Action{Kind: rules.Promote, Channels: []string{"web"}, Discount: 10, Duration: 2 * time.Hour},
-			Experiment: &audit.ExperimentRef{ID: "b", Bandit: &experiment.Choice{Experiment: "b", Pool: experiment.PoolChannel,
-				DecisionID: did, Discount: 10, Reason: experiment.ReasonThompson, Arms: arms}},
-			Verdict: &guard.Verdict{DecisionID: did, Outcome: guard.Allow, ActionTime: at}}
+		r := fired(did, "A", at, 10, 2*time.Hour)
 		if _, err := log.Publish(ctx, r, 0); err != nil {
 			t.Fatal(err)
 		}

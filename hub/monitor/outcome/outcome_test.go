@@ -85,6 +85,18 @@ func id(s string) string {
 	return hex.EncodeToString(h[:16])
 }
 
+// fired is a fired promotion of SKU sku on web at at, its 10% (or discount) chosen by the bandit
+// "b" (pool channel, arms 5 and 10), with its guard verdict: what the measurer waits for.
+func fired(did, sku string, at time.Time, discount float64, d time.Duration) audit.Record {
+	return audit.Record{DecisionID: did, Event: audit.EventDecided, Outcome: audit.OutcomeFired, Mode: audit.ModeActive, Time: at,
+		RuleSet: audit.RuleSetRef{Name: "x", Version: "v1"}, Rule: audit.RuleRef{Name: "b"}, SKU: sku, Site: "s1", Channel: "web",
+		Action: rules.Action{Kind: rules.Promote, Channels: []string{"web"}, Discount: discount, Duration: d},
+		Experiment: &audit.ExperimentRef{ID: "b", Bandit: &experiment.Choice{Experiment: "b", Pool: experiment.PoolChannel,
+			DecisionID: did, Discount: discount, Reason: experiment.ReasonThompson,
+			Arms: []experiment.ArmDraw{{Discount: 5}, {Discount: 10}}}},
+		Verdict: &guard.Verdict{DecisionID: did, Outcome: guard.Allow, ActionTime: at}}
+}
+
 // Four units of one experiment, each with 10 units a day before its window: A (treated, a bandit's
 // 10 % arm) sells 25 in its day, C (treated) 20, B and D (held out) 12 and 8. The measurer records A's
 // bandit outcome once (lift 2.5 against a baseline of 10), and the holdout's lift is mean(2.5, 2) /
@@ -251,13 +263,7 @@ func TestLongWindowBaselineLeavesOutThePromotion(t *testing.T) {
 	for d := range 14 {
 		sell("L", start.Add(time.Duration(d)*24*time.Hour+time.Hour), 30, 1)
 	}
-	arms := []experiment.ArmDraw{{Discount: 5}, {Discount: 10}}
-	r := audit.Record{DecisionID: id("L"), Event: audit.EventDecided, Outcome: audit.OutcomeFired, Mode: audit.ModeActive, Time: start,
-		RuleSet: audit.RuleSetRef{Name: "x", Version: "v1"}, Rule: audit.RuleRef{Name: "b"}, SKU: "L", Site: "s1", Channel: "web",
-		Action: rules.Action{Kind: rules.Promote, Channels: []string{"web"}, Discount: 10, Duration: 14 * 24 * time.Hour},
-		Experiment: &audit.ExperimentRef{ID: "b", Bandit: &experiment.Choice{Experiment: "b", Pool: experiment.PoolChannel,
-			DecisionID: id("L"), Discount: 10, Arms: arms}},
-		Verdict: &guard.Verdict{DecisionID: id("L"), Outcome: guard.Allow, ActionTime: start}}
+	r := fired(id("L"), "L", start, 10, 14*24*time.Hour)
 	if _, err := log.Publish(ctx, r, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -282,13 +288,7 @@ func TestBaselineOnlyAsFarBackAsTheStreamHolds(t *testing.T) {
 	history(sell, start, "A")
 	sell("A", start.Add(2*time.Hour), 25, 1)
 	sell("Z", start.Add(-70*24*time.Hour), 1, 1) // a late upload, dated ten weeks back
-	arms := []experiment.ArmDraw{{Discount: 5}, {Discount: 10}}
-	r := audit.Record{DecisionID: id("A"), Event: audit.EventDecided, Outcome: audit.OutcomeFired, Mode: audit.ModeActive, Time: start,
-		RuleSet: audit.RuleSetRef{Name: "x", Version: "v1"}, Rule: audit.RuleRef{Name: "b"}, SKU: "A", Site: "s1", Channel: "web",
-		Action: rules.Action{Kind: rules.Promote, Channels: []string{"web"}, Discount: 10, Duration: 24 * time.Hour},
-		Experiment: &audit.ExperimentRef{ID: "b", Bandit: &experiment.Choice{Experiment: "b", Pool: experiment.PoolChannel,
-			DecisionID: id("A"), Discount: 10, Arms: arms}},
-		Verdict: &guard.Verdict{DecisionID: id("A"), Outcome: guard.Allow, ActionTime: start}}
+	r := fired(id("A"), "A", start, 10, 24*time.Hour)
 	if _, err := log.Publish(ctx, r, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -312,13 +312,7 @@ func TestForgetsUnitsPastTheLogsRetention(t *testing.T) {
 	sell := seller(ctx, t, js)
 	history(sell, start, "A")
 	sell("A", start.Add(2*time.Hour), 25, 1)
-	arms := []experiment.ArmDraw{{Discount: 5}, {Discount: 10}}
-	r := audit.Record{DecisionID: id("A"), Event: audit.EventDecided, Outcome: audit.OutcomeFired, Mode: audit.ModeActive, Time: start,
-		RuleSet: audit.RuleSetRef{Name: "x", Version: "v1"}, Rule: audit.RuleRef{Name: "b"}, SKU: "A", Site: "s1", Channel: "web",
-		Action: rules.Action{Kind: rules.Promote, Channels: []string{"web"}, Discount: 10, Duration: 24 * time.Hour},
-		Experiment: &audit.ExperimentRef{ID: "b", Bandit: &experiment.Choice{Experiment: "b", Pool: experiment.PoolChannel,
-			DecisionID: id("A"), Discount: 10, Arms: arms}},
-		Verdict: &guard.Verdict{DecisionID: id("A"), Outcome: guard.Allow, ActionTime: start}}
+	r := fired(id("A"), "A", start, 10, 24*time.Hour)
 	if _, err := log.Publish(ctx, r, 0); err != nil {
 		t.Fatal(err)
 	}
