@@ -57,6 +57,28 @@ collectors:
 	}
 }
 
+// A collector's name is a directory under agent.data_dir (its certificates, sessions, journals)
+// and the source label of its metrics: "../x" would put its state outside the data dir, "a:b"
+// split the writer's source label. Such names are config errors.
+func TestCollectorNameIsAPlainName(t *testing.T) {
+	for _, name := range []string{"../etc", "a/b", ".hidden", "a:b", "a b"} {
+		yml := baseConfig + fmt.Sprintf(`
+collectors:
+  - {name: %q, type: mqtt, broker: "tcp://127.0.0.1:1", subscriptions: [{topic: t, format: value, signal: s}]}
+`, name)
+		_, err := Parse([]byte(yml), noEnv)
+		if err == nil || !strings.Contains(err.Error(), "collectors[0].name: ") || !strings.Contains(err.Error(), "letters, digits") {
+			t.Errorf("name %q: got %v, want a problem at collectors[0].name", name, err)
+		}
+	}
+	if _, err := Parse([]byte(baseConfig+`
+collectors:
+  - {name: press-plc_2.a, type: mqtt, broker: "tcp://127.0.0.1:1", subscriptions: [{topic: t, format: value, signal: s}]}
+`), noEnv); err != nil {
+		t.Fatalf("a plain name refused: %v", err)
+	}
+}
+
 func TestConfigVersionTracksDataShapingChangesNotSecrets(t *testing.T) {
 	v := func(yml string, env map[string]string) string {
 		c, err := Parse([]byte(yml), func(k string) (string, bool) { s, ok := env[k]; return s, ok })

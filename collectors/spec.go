@@ -2,6 +2,7 @@ package collectors
 
 import (
 	"encoding/json"
+	"regexp"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -20,6 +21,8 @@ type Spec struct {
 }
 
 var commonKeys = []string{"name", "type", "disabled"}
+
+var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
 // UnmarshalConfig implements config.Unmarshaler: it reads the common keys, looks the type up in the
 // registry and decodes the remaining keys strictly into the type's config.
@@ -46,8 +49,12 @@ func (s *Spec) UnmarshalConfig(d *config.Decoder, n *yaml.Node, path string) {
 	}
 	d.DecodeMapping(&commonNode, path, &common)
 	s.Name, s.Type, s.Disabled = common.Name, common.Type, common.Disabled
-	if s.Name == "" {
+	switch {
+	case s.Name == "":
 		d.Errorf(n, config.Join(path, "name"), "required: every collector needs a unique name")
+	case !nameRe.MatchString(s.Name):
+		// The name is a directory under agent.data_dir and the source label of its metrics.
+		d.Errorf(n, config.Join(path, "name"), "%q: letters, digits, '_', '-' and '.' only, starting with a letter or digit, at most 64", s.Name)
 	}
 	if s.Type == "" {
 		d.Errorf(n, config.Join(path, "type"), "required (one of: %s)", strings.Join(Types(), ", "))
