@@ -225,6 +225,12 @@ func TestSecretNeverPrints(t *testing.T) {
 		!strings.Contains(err.Error(), "items[0].password.file: cannot read secret") {
 		t.Errorf("missing file: %v", err)
 	}
+	// A secret file is a line, not whatever the path names: /dev/zero is refused, not read until
+	// memory runs out.
+	if _, err := decodeDoc(t, "items: [{password: {file: /dev/zero}}]", nil); err == nil ||
+		!strings.Contains(err.Error(), "items[0].password.file: cannot read secret") || !strings.Contains(err.Error(), "larger than the limit") {
+		t.Errorf("endless file: %v", err)
+	}
 }
 
 func TestEmptyDocumentKeepsDefaults(t *testing.T) {

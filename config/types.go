@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"os"
 	"strconv"
 	"strings"
 
@@ -107,6 +106,9 @@ func (s Secret) MarshalJSON() ([]byte, error) {
 	return json.Marshal(s.String())
 }
 
+// maxSecret bounds a secret read from a file (a password, a token, a bcrypt hash, a PEM key).
+const maxSecret = 64 << 10
+
 // UnmarshalConfig implements Unmarshaler.
 func (s *Secret) UnmarshalConfig(d *Decoder, n *yaml.Node, path string) {
 	if n.Kind == yaml.MappingNode {
@@ -118,7 +120,7 @@ func (s *Secret) UnmarshalConfig(d *Decoder, n *yaml.Node, path string) {
 			d.Errorf(n, path, "a secret mapping needs file: PATH")
 			return
 		}
-		data, err := os.ReadFile(src.File)
+		data, err := ReadFile(src.File, maxSecret) // a secret is a line: /dev/zero or a log is a mistake
 		if err != nil {
 			d.Errorf(n, Join(path, "file"), "cannot read secret: %v", err)
 			return
