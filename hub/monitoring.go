@@ -83,6 +83,7 @@ func (m *monitoring) register(reg prometheus.Registerer) error {
 		for name, v := range map[string]func() uint64{
 			"gemba_hub_quality_observed_messages_total": obs.Stats.Chunks.Load,
 			"gemba_hub_quality_observed_values_total":   obs.Stats.Values.Load,
+			"gemba_hub_quality_truncated_total":         obs.Stats.Truncated.Load,
 			"gemba_hub_quality_log_messages_total":      obs.Stats.Messages.Load,
 			"gemba_hub_quality_log_unreadable_total":    q.Stats.Unreadable.Load,
 			"gemba_hub_quality_events_unrecorded_total": func() uint64 { return q.Stats.EventsDropped.Load() + q.Stats.SinkErrors.Load() },
@@ -108,6 +109,7 @@ func (m *monitoring) register(reg prometheus.Registerer) error {
 var monitorHelp = map[string]string{
 	"gemba_hub_quality_observed_messages_total": "Fresh agents' messages this replica's ingest wrote to the monitor log.",
 	"gemba_hub_quality_observed_values_total":   "Monitored feature values this replica's ingest wrote to the monitor log.",
+	"gemba_hub_quality_truncated_total":         "Agents' messages whose monitored values did not all fit in one monitor log message (the rest left out).",
 	"gemba_hub_quality_log_messages_total":      "Messages this replica wrote to the monitor log.",
 	"gemba_hub_quality_log_unreadable_total":    "Monitor log messages that could not be decoded (skipped).",
 	"gemba_hub_quality_events_unrecorded_total": "Quality events that did not reach the decision log (queue full or write failed).",

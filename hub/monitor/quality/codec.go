@@ -49,6 +49,21 @@ func (e *encoder) reset() {
 	clear(e.strs)
 }
 
+// encMark is where a message stood: its length and string table size.
+type encMark struct{ buf, strs int }
+
+func (e *encoder) mark() encMark { return encMark{len(e.buf), len(e.strs)} }
+
+// rewind takes the message back to m, forgetting the strings added since.
+func (e *encoder) rewind(m encMark) {
+	e.buf = e.buf[:m.buf]
+	for s, i := range e.strs {
+		if i >= uint64(m.strs) {
+			delete(e.strs, s)
+		}
+	}
+}
+
 func (e *encoder) str(s string) uint64 {
 	if i, ok := e.strs[s]; ok {
 		return i

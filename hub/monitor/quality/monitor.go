@@ -123,7 +123,7 @@ func Open(ctx context.Context, js jetstream.JetStream, o Options) (*Monitor, err
 	subj := "gemba_monitor." + cfg.Stream
 	st, err := kvretry.Stream(ctx, js, jetstream.StreamConfig{
 		Name: cfg.Stream, Subjects: []string{subj}, Replicas: max(cfg.Replicas, 1), Retention: jetstream.LimitsPolicy,
-		Discard: jetstream.DiscardOld, Storage: jetstream.FileStorage, MaxAge: cfg.Retention(), MaxMsgSize: maxMessage + 64<<10,
+		Discard: jetstream.DiscardOld, Storage: jetstream.FileStorage, MaxAge: cfg.Retention(), MaxMsgSize: maxMsgSize,
 		Description: "gemba-hub: what every replica's ingest observed (message identities, monitored values) for quality monitoring",
 	})
 	if err != nil {

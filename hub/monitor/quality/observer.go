@@ -19,8 +19,14 @@ import (
 // Resolver places a signal in the plant (the knowledge graph), as the feature store does.
 type Resolver = features.Resolver
 
-// maxMessage bounds one monitor log message (JetStream's default max payload is 1 MiB).
-const maxMessage = 768 << 10
+// maxMessage is the size past which a monitor log message is sealed (JetStream's default max
+// payload is 1 MiB); maxMsgSize is the log's max_msg_size, which no message may exceed: a chunk
+// that would take one past it starts a new message, and what of one chunk alone does not fit is
+// left out (ObserverStats.Truncated), since a message over it would be refused every time.
+const (
+	maxMessage = 768 << 10
+	maxMsgSize = maxMessage + 64<<10
+)
 
 // Observer is the ingest side: it sees every fresh agents' message on this replica (it
 // implements the agents consumer's Observer) and appends what the monitor needs to the monitor
@@ -44,6 +50,8 @@ type Observer struct {
 // ObserverStats are the observer's counters.
 type ObserverStats struct {
 	Chunks, Values, Messages atomic.Uint64
+	// Truncated counts chunks whose values did not all fit in one message (the rest left out).
+	Truncated atomic.Uint64
 }
 
 type routeKey struct{ signal, feature string } // feature "" for samples
@@ -126,19 +134,44 @@ func (o *Observer) Observe(b *signal.Batch) {
 		o.enc.reset()
 		o.open = true
 	}
-	o.enc.chunk(&b.Header)
 	o.Stats.Chunks.Add(1)
+	mark := o.enc.mark()
+	n, ok := o.encode(b)
+	if !ok && mark.buf > 2 {
+		// Other chunks share the message: this one starts the next, whole if it fits.
+		o.enc.rewind(mark)
+		o.seal()
+		o.enc.reset()
+		o.open = true
+		n, ok = o.encode(b)
+	}
+	o.Stats.Values.Add(uint64(n))
+	if !ok {
+		o.Stats.Truncated.Add(1)
+	}
+}
+
+// encode appends the chunk's identity and values to the message being written, and reports how
+// many values it wrote and whether they all fit under maxMsgSize (those that do not are left out).
+// Called with o.mu held.
+func (o *Observer) encode(b *signal.Batch) (n int, ok bool) {
+	// full: an entry of feature and key (and its string, if new) might not fit.
+	full := func(feature, key string) bool { return len(o.enc.buf)+len(feature)+len(key)+64 > maxMsgSize }
+	o.enc.chunk(&b.Header)
 	if b.Stream == signal.StreamFeatures {
 		for i := range b.Features {
 			f := &b.Features[i]
 			for _, t := range o.route(f.Signal, f.Name) {
 				if k := keyOf(&t, f.Labels); k != "" {
+					if full(t.feature, k) {
+						return n, false
+					}
 					o.enc.value(t.feature, k, f.Value, unixNano(f.WindowEnd), f.Partial)
-					o.Stats.Values.Add(1)
+					n++
 				}
 			}
 		}
-		return
+		return n, true
 	}
 	clear(o.agg)
 	for i := range b.Samples {
@@ -161,8 +194,12 @@ func (o *Observer) Observe(b *signal.Batch) {
 		}
 	}
 	for _, a := range o.agg {
+		if full(a.Feature, a.Key) {
+			return n, false
+		}
 		o.enc.samples(a.Feature, a.Key, a.Time, a.Total, a.Bad)
 	}
+	return n, true
 }
 
 func unixNano(t time.Time) int64 {
