@@ -180,19 +180,32 @@ func (m *Monitor) follow(ctx context.Context, st jetstream.Stream) error {
 			return
 		}
 		m.fold(msg.Data(), meta.Sequence.Stream, meta.Timestamp)
-		if meta.Sequence.Stream >= last {
+		// Caught up at the last sequence the info named, or at the end of what the log holds now
+		// (the last message may be gone: deleted, or expired since the info).
+		if meta.Sequence.Stream >= last || meta.NumPending == 0 {
 			done()
 		}
 	}, jetstream.PullMaxBytes(followBytes))
 	if err != nil {
 		return err
 	}
-	select {
-	case <-loaded:
-	case <-ctx.Done():
-		cc.Stop()
-		<-cc.Closed()
-		return ctx.Err()
+	// Every message up to last may have expired before the first fetch: then nothing is delivered
+	// until a new one is logged, and nothing is left to wait for.
+	gone := time.NewTicker(time.Second)
+	defer gone.Stop()
+	for waiting := true; waiting; {
+		select {
+		case <-loaded:
+			waiting = false
+		case <-gone.C:
+			if i, err := st.Info(ctx); err == nil && (i.State.Msgs == 0 || i.State.FirstSeq > last) {
+				done()
+			}
+		case <-ctx.Done():
+			cc.Stop()
+			<-cc.Closed()
+			return ctx.Err()
+		}
 	}
 	fctx, cancel := context.WithCancel(context.Background())
 	m.stop = func() { cancel(); cc.Stop() }

@@ -167,7 +167,9 @@ func (s *Store) follow(ctx context.Context) error {
 		} else {
 			s.fold(m.Subject(), lines, meta.Sequence.Stream)
 		}
-		if meta.Sequence.Stream >= last {
+		// Caught up at the last sequence the info named, or at the end of what the log holds now
+		// (its last message may be gone: deleted, or expired since the info).
+		if meta.Sequence.Stream >= last || meta.NumPending == 0 {
 			done()
 		}
 	}, jetstream.PullMaxBytes(followBytes)) // by count (500 of up to 768 KiB) a pull outgrows the client's pending limit: "slow consumer"

@@ -220,3 +220,35 @@ func TestCompactKeepsFutureFormat(t *testing.T) {
 		}
 	}
 }
+
+// A replica opening on a log whose last message is gone (deleted by an operator, or expired since
+// the stream's info) is ready once it has read what the log holds: it waited for the last
+// sequence the info named, which never came, and Open hung until its context ended.
+func TestOpenWhenTheLastLogMessageIsGone(t *testing.T) {
+	n := natstest.JetStream(t)
+	s := open(t, n.URL())
+	for i, sku := range []string{"A", "B"} {
+		s.Apply([]Input{in(feat("line1.pack.parts", "units", t0, float64(i+1), "sku", sku), uint64(i+1))})
+		if err := s.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.stream.DeleteMsg(ctx, info.State.LastSeq); err != nil {
+		t.Fatal(err)
+	}
+	_, js := natstest.Connect(t, n.URL())
+	c, err := Open(ctx, js, Config{Bucket: "F", Definitions: defs}, testPlant, nil)
+	if err != nil {
+		t.Fatalf("a replica opening on a log without its last message: %v", err)
+	}
+	defer c.Close()
+	if _, ok := c.Get("units", "A"); !ok {
+		t.Error("A, on the log, not read")
+	}
+}
