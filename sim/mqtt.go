@@ -271,7 +271,12 @@ func newEdgeNode(broker, group, node string, bdSeq uint64, machines []*Machine, 
 		return nil, err
 	}
 	ncmd := e.topic("NCMD", "")
+	var first atomic.Bool
+	first.Store(true)
 	onConnect := func(c paho.Client) {
+		if first.CompareAndSwap(true, false) {
+			return // the first connect is set up below, before any data
+		}
 		// Sparkplug: subscribe to commands before the birth, and be born again on every connect.
 		c.Subscribe(ncmd, 1, e.onCommand)
 		e.requestBirth()
@@ -290,6 +295,16 @@ func newEdgeNode(broker, group, node string, bdSeq uint64, machines []*Machine, 
 		return nil, err
 	}
 	e.client = c
+	// The first session, here rather than in the connect handler, which paho runs in a goroutine
+	// of its own, maybe after the first ticks' data: DDATA before NBIRTH is not Sparkplug.
+	if tok := c.Subscribe(ncmd, 1, e.onCommand); !tok.WaitTimeout(10 * time.Second) {
+		c.Disconnect(0)
+		return nil, fmt.Errorf("mqtt subscribe %s: no answer within 10s", ncmd)
+	} else if err := tok.Error(); err != nil {
+		c.Disconnect(0)
+		return nil, fmt.Errorf("mqtt subscribe %s: %w", ncmd, err)
+	}
+	e.requestBirth()
 	return e, nil
 }
 
