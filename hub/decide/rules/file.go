@@ -20,6 +20,9 @@ type file struct {
 	Description string     `yaml:"description"`
 	HitPolicy   string     `yaml:"hit_policy"`
 	Rules       []fileRule `yaml:"rules"`
+	// new is set for a new rule set (Load): checks added after versions were stored apply to
+	// new sets only, so a stored version still loads.
+	new bool
 }
 
 type fileRule struct {
@@ -113,6 +116,30 @@ func (f *file) Validate(r config.Report) {
 			continue
 		}
 		seen[name] = i
+	}
+	if f.new {
+		sharedExperiments(r, f.Rules)
+	}
+}
+
+// sharedExperiments reports rules sharing an experiment id. The id salts the holdout and names the
+// posteriors: two rules sharing one would learn from each other's outcomes as if one had decided.
+func sharedExperiments(r config.Report, rules []fileRule) {
+	exps := map[string]int{}
+	for i, rule := range rules {
+		e := rule.body.Experiment
+		if e == nil {
+			continue
+		}
+		id, field := e.ID, fmt.Sprintf("rules[%d].experiment.id", i)
+		if id == "" {
+			id, field = rule.body.Name, fmt.Sprintf("rules[%d].experiment", i)
+		}
+		if j, dup := exps[id]; dup && id != "" {
+			r.Errorf(field, "experiment id %q is rules[%d]'s too: each rule's experiment needs its own id", id, j)
+			continue
+		}
+		exps[id] = i
 	}
 }
 

@@ -74,6 +74,13 @@ func TestValidationProblems(t *testing.T) {
 				"x:7:71: rules[3].hold.reason: reason is required"}},
 		{"channel too long", "name: x\nhit_policy: first\nrules:\n  - {name: a, when: 'true', hold: {channels: [" + strings.Repeat("c", 65) + "], reason: r}}\n",
 			[]string{`x:4:47: rules[0].hold.channels[0]: channel "` + strings.Repeat("c", 65) + `": at most 64 bytes`}},
+		{"shared experiment id", "name: x\nhit_policy: collect\nrules:\n" +
+			"  - {name: a, when: 'true', promote: {channels: [web], discount: 5, duration: 1h}, experiment: {id: e1, holdout: 0.1}}\n" +
+			"  - {name: b, when: 'true', promote: {channels: [app], discount: 5, duration: 1h}, experiment: {id: e1, holdout: 0.2}}\n" +
+			"  - {name: e2, when: 'true', promote: {channels: [app], discount: 5, duration: 1h}, experiment: {holdout: 0.2}}\n" +
+			"  - {name: c, when: 'true', promote: {channels: [app], discount: 5, duration: 1h}, experiment: {id: e2, holdout: 0.2}}\n",
+			[]string{`x:5:101: rules[1].experiment.id: experiment id "e1" is rules[0]'s too`,
+				`x:7:101: rules[3].experiment.id: experiment id "e2" is rules[2]'s too`}},
 		{"two documents", "name: x\nhit_policy: first\nrules: []\n---\nname: y\n", []string{"x:4: a second YAML document"}},
 		{"syntax", "name: x\nhit_policy: [first\n", []string{"x:"}},
 	} {
@@ -81,6 +88,11 @@ func TestValidationProblems(t *testing.T) {
 			_, err := Load([]byte(tc.src))
 			if err == nil {
 				t.Fatal("loaded")
+			}
+			if tc.name == "shared experiment id" { // a check newer than stored versions: they still load
+				if _, err := LoadStored([]byte(tc.src)); err != nil {
+					t.Errorf("stored version refused: %v", err)
+				}
 			}
 			var ps config.Problems
 			if !errors.As(err, &ps) {

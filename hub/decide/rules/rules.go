@@ -220,7 +220,7 @@ func load(data []byte, strict bool, opts []Option) (*Set, error) {
 	}
 	// Literal data: no ${VAR} expansion, so a version's content and hash do not depend on the host.
 	d := config.NewDecoder(config.WithoutEnv())
-	var f file
+	f := file{new: strict}
 	// Problems stay in d: the conditions are compiled even when other fields are wrong, so a
 	// file's every problem comes out in one run.
 	_ = d.Unmarshal(data, &f)
