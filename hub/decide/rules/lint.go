@@ -27,10 +27,10 @@ const (
 	Error   Severity = "error"
 )
 
-// Finding is one lint result, placed at a rule.
+// Finding is one lint result, placed at a rule (overlap_search: at the set, Rule empty).
 type Finding struct {
 	Severity Severity `json:"severity"`
-	Code     string   `json:"code"` // unreachable, never, overlap, conflict
+	Code     string   `json:"code"` // unreachable, never, duplicate, overlap, overlap_search, conflict
 	Rule     string   `json:"rule"`
 	Other    string   `json:"other,omitempty"` // the other rule of a pair
 	Path     string   `json:"path"`
@@ -51,8 +51,13 @@ func (f Finding) Format(file string) string { return file + ":" + f.String() }
 // most how many it generates for one pair not found among them.
 const LintSamples = 4000
 
-// focusedBudget bounds the samples of the pairs not found in the common sample, all together.
-const focusedBudget = 200_000
+// focusedBudget bounds the samples of the pairs not found in the common sample, all together
+// (a few seconds): each pair gets an equal share, at most LintSamples and at least one. Below
+// focusedFull samples a pair, the search is thinned and an info finding says so.
+const (
+	focusedBudget = 1_000_000
+	focusedFull   = 200
+)
 
 // Lint checks the rule set for rules that cannot decide and pairs that disagree:
 //
@@ -165,28 +170,42 @@ func (s *Set) overlaps() []Finding {
 	n := len(s.rules)
 	type pair struct{ a, b int }
 	var pending []pair
+	open := make([]bool, n*n) // open[a*n+b]: a pair with different actions, no witness yet
 	for i := range n {
 		for j := i + 1; j < n; j++ {
 			if !s.rules[i].Action.equal(s.rules[j].Action) {
 				pending = append(pending, pair{i, j})
+				open[i*n+j] = true
 			}
 		}
 	}
 	if len(pending) == 0 {
 		return nil
 	}
-	smp := newSampler(s, s.rules...)
+	facts := make([]exprFacts, n)
+	for i, r := range s.rules {
+		facts[i] = factsOf(r.ast)
+	}
+	smp := newSampler(s, facts, s.rules...)
 	witness := map[pair]*Input{}
-	matched := make([]bool, n)
+	var matched []int
+	// Only the pairs among the rules a sample matched are looked at: a set of hundreds of rules
+	// has tens of thousands of pairs, few of which any one input matches.
 	for k := 0; k < LintSamples && len(witness) < len(pending); k++ {
 		in := smp.input()
 		act := newActivation(in, s.adapter)
+		matched = matched[:0]
 		for i, r := range s.rules {
-			matched[i], _ = r.eval(act)
+			if ok, _ := r.eval(act); ok {
+				matched = append(matched, i)
+			}
 		}
-		for _, p := range pending {
-			if matched[p.a] && matched[p.b] && witness[p] == nil {
-				witness[p] = in
+		for x, a := range matched {
+			for _, b := range matched[x+1:] {
+				if open[a*n+b] {
+					open[a*n+b] = false
+					witness[pair{a, b}] = in
+				}
 			}
 		}
 	}
@@ -198,13 +217,20 @@ func (s *Set) overlaps() []Finding {
 			left = append(left, p)
 		}
 	}
+	var out []Finding
 	perPair := 0
 	if len(left) > 0 {
-		perPair = min(max(focusedBudget/len(left), 200), LintSamples)
+		perPair = min(max(focusedBudget/len(left), 1), LintSamples)
+	}
+	if perPair > 0 && perPair < focusedFull {
+		first := s.rules[0]
+		out = append(out, Finding{Severity: Info, Code: "overlap_search", Path: "rules", Line: first.line,
+			Msg: fmt.Sprintf("%d pairs of rules with different actions were searched for a shared input with %d generated inputs each (%d for a full search): in a set this large, overlaps may go unreported",
+				len(left), perPair, focusedFull)})
 	}
 	for _, p := range left {
 		a, b := s.rules[p.a], s.rules[p.b]
-		fs := newSampler(s, a, b)
+		fs := newSampler(s, facts, a, b)
 		for range perPair {
 			in := fs.input()
 			act := newActivation(in, s.adapter)
@@ -217,7 +243,6 @@ func (s *Set) overlaps() []Finding {
 			}
 		}
 	}
-	var out []Finding
 	for _, p := range pending {
 		in := witness[p]
 		if in == nil {
@@ -304,9 +329,9 @@ type sampler struct {
 	base     time.Time
 }
 
-// newSampler builds a sampler from the constants of rules, seeded from the set's version (and
-// the rules, so that each pair's focused samples differ).
-func newSampler(s *Set, rules ...*Rule) *sampler {
+// newSampler builds a sampler from the constants of rules (facts holds each rule's, by index),
+// seeded from the set's version (and the rules, so that each pair's focused samples differ).
+func newSampler(s *Set, facts []exprFacts, rules ...*Rule) *sampler {
 	var seed [2]uint64
 	for i := range 16 {
 		seed[i/8] = seed[i/8]<<8 | uint64(s.version[i])
@@ -319,7 +344,7 @@ func newSampler(s *Set, rules ...*Rule) *sampler {
 		base:    time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)}
 	feats := map[string]bool{}
 	for _, r := range rules {
-		f := factsOf(r.ast)
+		f := facts[r.Index]
 		for _, x := range f.numbers {
 			smp.numbers = append(smp.numbers, x-1, x-0.01, x, x+0.01, x+1)
 		}
