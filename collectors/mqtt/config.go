@@ -218,6 +218,52 @@ func (c *Config) Validate(r config.Report) {
 		}
 		seen[s.Topic] = i
 	}
+	// The collector subscribes only filters no other covers (overlap.go), but a shared
+	// subscription covers nothing: its messages and another subscription's would each bring a copy.
+	for j, b := range c.Subscriptions {
+		for i, a := range c.Subscriptions[:j] {
+			shared := strings.HasPrefix(a.Topic, "$share/") || strings.HasPrefix(b.Topic, "$share/")
+			if shared && a.Topic != b.Topic && filtersIntersect(stripShare(a.Topic), stripShare(b.Topic)) {
+				what := "shared subscription %q overlaps %q (subscriptions[%d]): a message both match would be stored twice; use one filter"
+				if !strings.HasPrefix(b.Topic, "$share/") {
+					what = "%q overlaps shared subscription %q (subscriptions[%d]): a message both match would be stored twice; use one filter"
+				}
+				r.Errorf("subscriptions"+config.Index(j)+".topic", what, b.Topic, a.Topic, i)
+				break
+			}
+		}
+	}
+}
+
+// filtersIntersect reports whether some topic matches both filters (neither a $share prefix).
+func filtersIntersect(a, b string) bool {
+	al, bl := strings.Split(a, "/"), strings.Split(b, "/")
+	for i := 0; ; i++ {
+		switch {
+		case i == len(al) && i == len(bl):
+			return true
+		case i < len(al) && al[i] == "#": // the rest, and the parent level; not a $-topic at the first
+			return i > 0 || i == len(bl) || !strings.HasPrefix(bl[0], "$")
+		case i < len(bl) && bl[i] == "#":
+			return i > 0 || i == len(al) || !strings.HasPrefix(al[0], "$")
+		case i == len(al) || i == len(bl):
+			return false
+		}
+		x, y := al[i], bl[i]
+		switch {
+		case x == "+" && y == "+":
+		case x == "+":
+			if i == 0 && strings.HasPrefix(y, "$") {
+				return false
+			}
+		case y == "+":
+			if i == 0 && strings.HasPrefix(x, "$") {
+				return false
+			}
+		case x != y:
+			return false
+		}
+	}
 }
 
 // Validate implements config.Validator for one subscription.

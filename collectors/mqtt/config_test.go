@@ -54,6 +54,8 @@ func TestConfigErrorsNamePaths(t *testing.T) {
 		{"broker: tcp://x:1\nsubscriptions: [{topic: a, format: json, signal: s, fields: [{path: a}, {path: b}]}]", "names every field the same"},
 		{"broker: tcp://x:1\nsubscriptions: [{topic: a, format: json, time_field: ts, time_format: yesterday}]", "subscriptions[0].time_format"},
 		{"broker: tcp://x:1\nsubscriptions: [{topic: a, format: json}, {topic: a, format: value}]", "subscriptions[1].topic: topic \"a\" is already subscribed"},
+		{"broker: tcp://x:1\nsubscriptions: [{topic: a/#, format: json}, {topic: $share/g/a/+/t, format: value}]", "subscriptions[1].topic: shared subscription \"$share/g/a/+/t\" overlaps \"a/#\" (subscriptions[0])"},
+		{"broker: tcp://x:1\nsubscriptions: [{topic: $share/g/+/b, format: json}, {topic: $share/h/a/+, format: value}]", "subscriptions[1].topic: shared subscription \"$share/h/a/+\" overlaps \"$share/g/+/b\" (subscriptions[0])"},
 		{"broker: tcp://x:1\nsubscriptions: [{topic: a, format: json, qso: 1}]", `subscriptions[0].qso: unknown field "qso"`},
 		{"broker: tcp://x:1\nmax_payload: lots\nsubscriptions: [{topic: a, format: json}]", "max_payload: invalid size"},
 		{"broker: tcp://x:1\npassword: p\nsubscriptions: [{topic: a, format: json}]", "username: required when a password is set"},

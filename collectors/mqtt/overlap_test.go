@@ -157,3 +157,22 @@ func TestOverlapCoveredFilterUnsubscribed(t *testing.T) {
 		t.Errorf("saved state %v (%v), want ov/# at QoS 1", saved.Topics, err)
 	}
 }
+
+func TestFiltersIntersect(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		want bool
+	}{
+		{"a/#", "a/+/t", true}, {"a/#", "a", true}, {"a", "a/#", true}, {"+/b", "a/+", true},
+		{"a/+", "b/+", false}, {"a/+", "a/b/c", false}, {"a/b", "a/b/c", false}, {"#", "x", true},
+		{"#", "$SYS/x", false}, {"+/x", "$SYS/x", false}, {"$SYS/#", "$SYS/+", true}, {"a/+/#", "a/b", true},
+		{"a/+/c", "a/b/#", true}, {"a/+/c", "a/b/d", false},
+	} {
+		if got := filtersIntersect(tc.a, tc.b); got != tc.want {
+			t.Errorf("filtersIntersect(%q, %q) = %v, want %v", tc.a, tc.b, got, tc.want)
+		}
+		if got := filtersIntersect(tc.b, tc.a); got != tc.want {
+			t.Errorf("filtersIntersect(%q, %q) = %v, want %v", tc.b, tc.a, got, tc.want)
+		}
+	}
+}
