@@ -198,7 +198,10 @@ func (e *Env) count(ctx context.Context, r *Result) {
 		r.Err = fmt.Errorf("agent metrics: %w", err)
 		return
 	}
-	r.Dropped = uint64(m.Sum("gemba_buffer_dropped_records_total", "stream", "samples"))
+	all := uint64(m.Sum("gemba_buffer_dropped_records_total", "stream", "samples"))
+	r.Refused = uint64(m.Sum("gemba_buffer_dropped_records_total", "stream", "samples", "reason", "full"))
+	r.Dropped = all - r.Refused
+	r.PubErrors = uint64(m.Sum("gemba_uplink_publish_errors_total"))
 	js, nc, err := Connect(e.nats.url())
 	if err != nil {
 		r.Err = err
