@@ -57,12 +57,16 @@ func TestRetainedStoredOnceAcrossReconnectAndRestart(t *testing.T) {
 	}
 	values := func(want string) {
 		t.Helper()
-		testutil.WaitFor(t, 5*time.Second, "values "+want+" (have "+renderRetained(em.all())+")", func() bool { return renderRetained(em.all()) == want })
+		testutil.WaitForState(t, 15*time.Second, "values "+want, func() (bool, string) {
+			have := renderRetained(em.all())
+			return have == want, have
+		})
 	}
 	dups := func(reg *prometheus.Registry, want float64) {
 		t.Helper()
-		testutil.WaitFor(t, 5*time.Second, fmt.Sprintf("%v retained duplicates", want), func() bool {
-			return counterValue(t, reg, "gemba_mqtt_retained_duplicates_total", nil) == want
+		testutil.WaitForState(t, 15*time.Second, fmt.Sprintf("%v retained duplicates", want), func() (bool, string) {
+			n := counterValue(t, reg, "gemba_mqtt_retained_duplicates_total", nil)
+			return n == want, fmt.Sprintf("%v, values %s", n, renderRetained(em.all()))
 		})
 	}
 
