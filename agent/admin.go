@@ -12,7 +12,7 @@ import (
 )
 
 // handleReload is POST /admin/reload: the `gemba-agent reload` command and anything that cannot
-// send the process a SIGHUP. It changes state, so it takes requests only from loopback and, when
+// send the process a SIGHUP. It changes state, so it takes requests only from this host and, when
 // http.admin_token is set, only with that token (Authorization: Bearer). CSRF tokens would add
 // nothing: this is not a browser endpoint and holds no cookie session. A browser on the gateway
 // could still send a token-less cross-origin POST to localhost, so a request carrying an Origin
@@ -49,8 +49,8 @@ func (a *Agent) handleReload(w http.ResponseWriter, r *http.Request) {
 // adminAllowed returns 0 for a request that may change state, else the status code and why not.
 func (a *Agent) adminAllowed(r *http.Request) (int, string) {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
-		return http.StatusForbidden, "admin endpoints answer loopback clients only"
+	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() && !sameHost(r, ip) {
+		return http.StatusForbidden, "admin endpoints answer clients on this host only (loopback, or the listener's own address)"
 	}
 	if r.Header.Get("Origin") != "" {
 		return http.StatusForbidden, "admin endpoints refuse browser requests (Origin header present)"
@@ -64,4 +64,16 @@ func (a *Agent) adminAllowed(r *http.Request) (int, string) {
 		return http.StatusUnauthorized, "admin token missing or wrong (Authorization: Bearer, http.admin_token)"
 	}
 	return 0, ""
+}
+
+// sameHost reports whether a client at ip is this host: on a listener bound to a LAN address, a
+// client on the same host connects from that address (the kernel takes the destination as the
+// source). Another host cannot complete a TCP handshake from our address: the replies stay here.
+func sameHost(r *http.Request, ip net.IP) bool {
+	la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return false
+	}
+	tcp, ok := la.(*net.TCPAddr)
+	return ok && tcp.IP.Equal(ip)
 }

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -327,5 +329,34 @@ func TestReloadWithoutSourceIsRefused(t *testing.T) {
 	h := start(t, baseConfig)
 	if _, err := h.agent.Reload(context.Background()); !errors.Is(err, ErrReloadUnsupported) {
 		t.Fatalf("err %v", err)
+	}
+}
+
+// A listener on a LAN address sees the reload command on the same host arrive from that address
+// (the kernel picks the destination as the source): it is this host, like loopback. A client at
+// another address is not.
+func TestAdminAllowedFromThisHostsOwnAddress(t *testing.T) {
+	a := &Agent{cfg: &Config{}}
+	req := func(remote, local string) *http.Request {
+		r := httptest.NewRequest(http.MethodPost, "/admin/reload", nil)
+		r.RemoteAddr = remote
+		if local != "" {
+			r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, &net.TCPAddr{IP: net.ParseIP(local), Port: 9100}))
+		}
+		return r
+	}
+	for _, c := range []struct {
+		remote, local string
+		code          int
+	}{
+		{"127.0.0.1:5000", "127.0.0.1", 0},
+		{"192.168.7.5:5000", "192.168.7.5", 0},
+		{"[fd00::5]:5000", "fd00::5", 0},
+		{"192.168.7.9:5000", "192.168.7.5", http.StatusForbidden},
+		{"192.168.7.5:5000", "", http.StatusForbidden},
+	} {
+		if code, why := a.adminAllowed(req(c.remote, c.local)); code != c.code {
+			t.Errorf("from %s to %s: %d (%s), want %d", c.remote, c.local, code, why, c.code)
+		}
 	}
 }
