@@ -25,8 +25,8 @@ func reloadCmd() *cobra.Command {
 problem and exit 1 without asking the agent (which would refuse it and keep its config). Otherwise
 POST /admin/reload to the agent's health listener (http.listen of the file, or --addr), with
 http.admin_token as the bearer token when set, and print the result: collectors started,
-restarted, stopped and unchanged, and sections that need a restart. The endpoint answers this host
-clients only. Exits 0 when the agent applied the config, 1 when it refused it, 2 when the agent
+restarted, stopped and unchanged, and sections that need a restart. The endpoint answers clients on
+this host only. Exits 0 when the agent applied the config, 1 when it refused it, 2 when the agent
 could not be reached.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
