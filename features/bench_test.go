@@ -215,3 +215,67 @@ func BenchmarkCheckpoint(b *testing.B) {
 	}
 	_ = e2.Close()
 }
+
+// BenchmarkFoldState: 1,000 machine states, each changing every second of event time.
+func BenchmarkFoldState(b *testing.B) {
+	var cfgs string
+	for i := range 1000 {
+		cfgs += fmt.Sprintf("  - {signal: m%d.state, kind: state, window: 1m, compute: [time_in_state, transitions, availability], states: {running: [run]}}\n", i)
+	}
+	e, err := New(parseConfig(b, "features:\n"+cfgs), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	names := make([]string, 1000)
+	for i := range names {
+		names[i] = fmt.Sprintf("m%d.state", i)
+	}
+	states := []signal.Value{signal.String("run"), signal.String("idle"), signal.String("down")}
+	batch := make([]signal.Sample, 1000)
+	n := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		for j := range batch {
+			batch[j] = signal.Sample{Signal: names[n%1000], Time: t0.Add(time.Duration(n/1000) * time.Second), Value: states[(n/1000+j)%3]}
+			n++
+		}
+		e.Add(batch)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/sample")
+}
+
+// BenchmarkFoldFrozenClock: 500 counters and 500 states whose source clock stopped (every sample
+// has the same source time): one point each is held, whatever the number of samples.
+func BenchmarkFoldFrozenClock(b *testing.B) {
+	var cfgs string
+	for i := range 500 {
+		cfgs += fmt.Sprintf("  - {signal: c%d.parts, kind: counter, window: 1m, compute: [delta, resets]}\n", i)
+		cfgs += fmt.Sprintf("  - {signal: m%d.state, kind: state, window: 1m, compute: [transitions]}\n", i)
+	}
+	e, err := New(parseConfig(b, "features:\n"+cfgs), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	names := make([]string, 1000)
+	for i := range 500 {
+		names[2*i], names[2*i+1] = fmt.Sprintf("c%d.parts", i), fmt.Sprintf("m%d.state", i)
+	}
+	states := []signal.Value{signal.String("run"), signal.String("idle"), signal.String("down")}
+	batch := make([]signal.Sample, 1000)
+	n := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		for j := range batch {
+			v := signal.Int(int64(n / 1000))
+			if j%2 == 1 {
+				v = states[(n/1000)%3]
+			}
+			batch[j] = signal.Sample{Signal: names[j], Time: t0, Value: v}
+			n++
+		}
+		e.Add(batch)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/sample")
+}

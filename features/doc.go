@@ -45,7 +45,10 @@
 // sample, Bad ones included). twa holds each good value until the next in-order sample: a Bad
 // sample neither contributes nor interrupts the hold, and the hold also covers empty panes next to
 // a sample. stddev is the population one; ewma carries across windows. Counters and states keep their
-// points until their windows close, so out-of-order samples within the lateness are exact. A counter
+// points until their windows close, so out-of-order samples within the lateness are exact. Samples
+// of one source time are taken in arrival order and folded into one point as they arrive (what they
+// add up to: counts, increments, resets, transitions), and a group-by signal keeps the last value
+// of a time, so a source whose clock stopped holds constant memory. A counter
 // increment is the difference between consecutive samples in event time and belongs to the later
 // one's window; with by, to the by signal's value at that sample's time (last by sample at or
 // before it, looked up when the window closes, so a late-arriving SKU change is still exact).

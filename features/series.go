@@ -2,6 +2,7 @@ package features
 
 import (
 	"math"
+	"sort"
 	"time"
 
 	"github.com/gemba-io/gemba/signal"
@@ -35,8 +36,10 @@ type series struct {
 	LastT          int64 // newest good sample time (order check for ewma/twa)
 	IdleCloseUntil int64 // windows ending after the last event that idle closed are partial
 
-	// counter and state kinds: points in time order (bad ones kept for counting)
-	Pts []point
+	// counter and state kinds: points in time order (bad ones kept for counting), one per time,
+	// and what the samples of a time add up to where there were several (a frozen source clock)
+	Pts  []point
+	Runs map[int64]*run
 
 	ckFP        string // rule fingerprint of a restored series
 	ResetObs    bool   // observation (re)starts at the next good sample (cold start, crash)
@@ -56,12 +59,95 @@ type series struct {
 	nLate, nBad, nExcl, nFolded, nOOB int64
 }
 
-// point is one counter or state sample kept until its windows have closed.
+// point is one counter or state sample kept until its windows have closed, or the run of samples
+// that share its time (a source whose clock stopped stamps every sample with one time): they are
+// folded into one point as they arrive, so such a source holds one point, not every sample.
 type point struct {
 	T   int64
-	V   float64
-	S   string
-	Bad bool // excluded from values (Bad, unusable, or Uncertain under exclude); counted
+	V   float64 // of a run: its last good value
+	S   string  // of a run: its last good state
+	Bad bool    // the (last) sample is excluded from values (Bad, unusable, or Uncertain under exclude); counted
+	Run bool    // a run: what its samples add up to is in series.Runs[T]
+}
+
+// run is what the samples of one time add up to, in arrival order (the order the windows take
+// samples of equal time in): their counts, the first good value (the increment from the point
+// before it, which may still change, is computed when the window closes), and what the good ones
+// add among themselves.
+type run struct {
+	Good, Bad int64
+	FirstV    float64 // counter: the first good value
+	FirstS    string  // state: the first good state
+	Inc       float64 // counter: the increase from the first good value to the last
+	Resets    int64   // counter: resets and rollovers within the run; state: transitions within it
+}
+
+// run returns what the samples of p's time add up to; nil for a single sample.
+func (s *series) run(p *point) *run {
+	if !p.Run {
+		return nil
+	}
+	return s.Runs[p.T]
+}
+
+// good reports whether p (with its run r) holds a usable value in V or S.
+func good(p *point, r *run) bool { return !p.Bad || r != nil && r.Good > 0 }
+
+// counts returns the good and the excluded samples p (with its run r) stands for.
+func counts(p *point, r *run) (good, bad int64) {
+	switch {
+	case r != nil:
+		return r.Good, r.Bad
+	case p.Bad:
+		return 0, 1
+	}
+	return 1, 0
+}
+
+// first returns the first good value and state of p (with its run r).
+func first(p *point, r *run) (float64, string) {
+	if r != nil {
+		return r.FirstV, r.FirstS
+	}
+	return p.V, p.S
+}
+
+// merge folds q, a sample of the same time that arrived after those of p, into p.
+func (s *series) merge(p *point, q point) {
+	r := s.run(p)
+	if r == nil {
+		r = &run{}
+		if p.Bad {
+			r.Bad = 1
+		} else {
+			r.Good, r.FirstV, r.FirstS = 1, p.V, p.S
+		}
+		if s.Runs == nil {
+			s.Runs = map[int64]*run{}
+		}
+		s.Runs[p.T], p.Run = r, true
+	}
+	if q.Bad {
+		r.Bad++
+		p.Bad = true // V and S keep the last good value
+		return
+	}
+	switch {
+	case r.Good == 0:
+		r.FirstV, r.FirstS = q.V, q.S
+	case s.r.kind == kindState:
+		if q.S != p.S {
+			r.Resets++
+		}
+	default:
+		inc, reset := increment(p.V, q.V, s.r.counterMax)
+		r.Inc += inc
+		if reset {
+			r.Resets++
+		}
+	}
+	r.Good++
+	p.V, p.S, p.Bad = q.V, q.S, false
 }
 
 func floorDiv(a, b int64) int64 {
@@ -154,6 +240,10 @@ func (s *series) insert(pt point) {
 	i := len(s.Pts)
 	for i > 0 && s.Pts[i-1].T > pt.T {
 		i--
+	}
+	if i > 0 && s.Pts[i-1].T == pt.T {
+		s.merge(&s.Pts[i-1], pt)
+		return
 	}
 	if i == len(s.Pts) {
 		s.Pts = append(s.Pts, pt)
@@ -258,7 +348,7 @@ func (s *series) prune() {
 	// meaning "unknown"; for counters whether the value is known) and, for counters, the last good
 	// point before start as well (the baseline of the next increment).
 	c := i - 1
-	for s.r.kind == kindCounter && c >= 0 && s.Pts[c].Bad {
+	for s.r.kind == kindCounter && c >= 0 && !good(&s.Pts[c], s.run(&s.Pts[c])) {
 		c--
 	}
 	drop := i
@@ -273,17 +363,37 @@ func (s *series) prune() {
 		n := copy(s.Pts, s.Pts[drop:])
 		clear(s.Pts[n:])
 		s.Pts = s.Pts[:n]
+		s.pruneRuns()
 	}
 	if s.track != nil {
 		s.track.prune()
 	}
 }
 
-// firstNeeded is the earliest time the series may still look up in its group-by track.
+// pruneRuns drops the runs of points no longer held.
+func (s *series) pruneRuns() {
+	if len(s.Runs) == 0 {
+		return
+	}
+	for t := range s.Runs {
+		held := false
+		for i := sort.Search(len(s.Pts), func(i int) bool { return s.Pts[i].T >= t }); i < len(s.Pts) && s.Pts[i].T == t; i++ {
+			held = held || s.Pts[i].Run // (an older checkpoint may hold several points of one time)
+		}
+		if !held {
+			delete(s.Runs, t)
+		}
+	}
+	if len(s.Runs) == 0 {
+		s.Runs = nil
+	}
+}
+
+// firstNeeded is the earliest time the series may still look up in its group-by track: the start
+// of its first open window (a new point is never before it, or it would be late). The carry kept
+// before it (the counter's last value) is never looked up: a quiet counter must not hold back the
+// pruning of a by signal that keeps changing.
 func (s *series) firstNeeded() int64 {
 	start, _ := s.window(s.Closed + 1)
-	if len(s.Pts) > 0 && s.Pts[0].T < start {
-		return s.Pts[0].T
-	}
 	return start
 }

@@ -71,7 +71,7 @@ func (s *series) closeCounter(e *Engine, kmax int64, idle bool) int {
 		// baseline: the last good point before the window
 		havePrev, prev := false, 0.0
 		for j := i - 1; j >= 0; j-- {
-			if !s.Pts[j].Bad {
+			if good(&s.Pts[j], s.run(&s.Pts[j])) {
 				havePrev, prev = true, s.Pts[j].V
 				break
 			}
@@ -80,8 +80,10 @@ func (s *series) closeCounter(e *Engine, kmax int64, idle bool) int {
 		var bad int64
 		for j := i; j < len(s.Pts) && s.Pts[j].T < end; j++ {
 			p := &s.Pts[j]
-			if p.Bad {
-				bad++
+			pr := s.run(p)
+			ng, nb := counts(p, pr)
+			bad += nb
+			if ng == 0 {
 				continue
 			}
 			key := ""
@@ -89,13 +91,18 @@ func (s *series) closeCounter(e *Engine, kmax int64, idle bool) int {
 				key = s.track.at(p.T)
 			}
 			g := findGroup(&groups, key)
-			g.n++
+			g.n += ng
 			if havePrev {
-				inc, reset := increment(prev, p.V, r.counterMax)
+				v, _ := first(p, pr)
+				inc, reset := increment(prev, v, r.counterMax)
 				g.delta += inc
 				if reset {
 					g.resets++
 				}
+			}
+			if pr != nil { // what the samples of p's time add among themselves
+				g.delta += pr.Inc
+				g.resets += pr.Resets
 			}
 			havePrev, prev = true, p.V
 		}
@@ -197,16 +204,24 @@ func (s *series) closeState(e *Engine, kmax int64, idle bool) int {
 			if known {
 				add(cur, p.T-curT)
 			}
-			if p.Bad {
-				bad++
+			pr := s.run(p)
+			ng, nb := counts(p, pr)
+			bad += nb
+			if ng > 0 {
+				// the samples of one time last 0 s: only their transitions count
+				good += ng
+				if _, st := first(p, pr); haveLast && st != last {
+					transitions++
+				}
+				if pr != nil {
+					transitions += pr.Resets
+				}
+				haveLast, last = true, p.S
+			}
+			if p.Bad { // the last sample of p's time is Bad: the state is unknown from here
 				known = false
 				continue
 			}
-			good++
-			if haveLast && p.S != last {
-				transitions++
-			}
-			haveLast, last = true, p.S
 			known, cur, curT = true, p.S, p.T
 		}
 		if known {
@@ -257,7 +272,16 @@ func (t *track) add(ts int64, v string) {
 	for i > 0 && t.Pts[i-1].T > ts {
 		i--
 	}
+	if i > 0 && t.Pts[i-1].T == ts {
+		// A later value of the same time (a frozen source clock) replaces the earlier one: at
+		// looks up the last value at or before a time only.
+		i--
+		t.Pts = append(t.Pts[:i], t.Pts[i+1:]...)
+	}
 	if i > 0 && t.Pts[i-1].V == v {
+		if i < len(t.Pts) && t.Pts[i].V == v { // the same-time value removed above separated them
+			t.Pts = append(t.Pts[:i], t.Pts[i+1:]...)
+		}
 		return // unchanged: the earlier point already says so
 	}
 	t.Pts = append(t.Pts, tpoint{})
