@@ -1,9 +1,13 @@
 package features
 
 import (
+	"bytes"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -295,3 +299,50 @@ features:
 		t.Fatalf("[4980,4990): %+v, want delta 0, n 0, not partial", f)
 	}
 }
+
+// A source whose clock stopped produces no feature at all (no window closes until its time moves):
+// once its watermark has stood still for frozenWarnAt samples in a row, a WARN names the signal,
+// once per standstill.
+func TestFrozenSourceClockWarned(t *testing.T) {
+	var logs syncBuffer
+	e, err := New(parseConfig(t, "features:\n  - {signal: g, window: 10s, compute: [mean]}\n"), Options{
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Now:    func() time.Time { return sec(100) }, CheckpointInterval: time.Hour, Emit: func([]signal.Feature) {},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	feed := func(at time.Time, n int) {
+		for i := range n {
+			e.Add([]signal.Sample{{Signal: "g", Time: at, Value: signal.Float(float64(i)), Quality: signal.Good}})
+		}
+	}
+	warned := func() int { return strings.Count(logs.String(), "source time not advancing") }
+	feed(sec(3), frozenWarnAt-1)
+	if n := warned(); n != 0 {
+		t.Fatalf("%d warnings before %d samples of one time", n, frozenWarnAt)
+	}
+	feed(sec(3), 2*frozenWarnAt)
+	if n := warned(); n != 1 || !strings.Contains(logs.String(), "signal=g") {
+		t.Fatalf("%d warnings after a standstill, want 1 naming the signal:\n%s", n, logs.String())
+	}
+	feed(sec(4), 1) // the clock moves: a later standstill is warned again
+	feed(sec(5), frozenWarnAt+1)
+	if n := warned(); n != 2 {
+		t.Fatalf("%d warnings after a second standstill, want 2", n)
+	}
+}
+
+// syncBuffer is a bytes.Buffer for a logger written from the engine's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }

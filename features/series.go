@@ -57,7 +57,12 @@ type series struct {
 	// restart instead of starting again: a quiet signal keeps its window cadence.
 	Arrival                           int64
 	nLate, nBad, nExcl, nFolded, nOOB int64
+	stood                             int // samples in a row that left the watermark where it was
 }
+
+// frozenWarnAt is how many samples in a row may leave a series' watermark where it was before a
+// WARN says the source's time is not advancing.
+const frozenWarnAt = 10_000
 
 // point is one counter or state sample kept until its windows have closed, or the run of samples
 // that share its time (a source whose clock stopped stamps every sample with one time): they are
@@ -194,8 +199,16 @@ func (s *series) add(e *Engine, smp *signal.Sample, b *batch) bool {
 			s.HoldOK = false
 		}
 	}
-	if !s.HasWM || wm > s.WM {
-		s.WM, s.HasWM = wm, true
+	switch {
+	case !s.HasWM || wm > s.WM:
+		s.WM, s.HasWM, s.stood = wm, true, 0
+	case wm == s.WM:
+		// A source whose clock stopped closes no window of this signal until it moves: say so
+		// once per standstill (its samples fold into one point meanwhile).
+		if s.stood++; s.stood == frozenWarnAt {
+			e.log.Warn("source time not advancing: no window of this signal closes until it moves",
+				"signal", s.sig, "time", smp.Time, "samples", s.stood)
+		}
 	}
 	// Value and quality: Bad, non-numeric gauges/counters and NaN/Inf are counted, not folded.
 	v, num := smp.Value.Number()
