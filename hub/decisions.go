@@ -117,6 +117,9 @@ func (h *Hub) openDecisions(ctx context.Context, js jetstream.JetStream) (*decis
 		_ = d.guard.Close()
 		return nil, err
 	}
+	// Delivery reads the kill switch before any part of a start goes out, and gives back a start it
+	// cancelled (a released record, then the guard's Release).
+	d.outbox.SetGuard(decide.DeliveryGuard{Guard: d.guard, Audit: d.log, Replica: cfg.Hub.ID})
 	d.approver = &decide.Approver{Guard: d.guard, Audit: d.log, Outbox: d.outbox, Replica: cfg.Hub.ID}
 	if err := h.initialRules(ctx, d); err != nil {
 		_ = d.guard.Close()

@@ -10,6 +10,8 @@ import (
 
 	"github.com/gemba-io/gemba/hub"
 	"github.com/gemba-io/gemba/hub/act"
+	"github.com/gemba-io/gemba/hub/decide"
+	"github.com/gemba-io/gemba/hub/decide/guard"
 )
 
 func actionsCmd() *cobra.Command {
@@ -27,6 +29,14 @@ func actionsCmd() *cobra.Command {
 				cmd.PrintErrln(err)
 				return exitError{1}
 			}
+			// The guard's kill switch: a replay refuses while it is thrown.
+			g, err := guard.New(ctx, js, *cfg.Guard, "cli", nil)
+			if err != nil {
+				cmd.PrintErrln(err)
+				return exitError{1}
+			}
+			defer func() { _ = g.Close() }()
+			o.SetGuard(decide.DeliveryGuard{Guard: g})
 			return fn(ctx, o)
 		})
 	}
@@ -42,7 +52,7 @@ func actionsCmd() *cobra.Command {
 	}
 	replay := &cobra.Command{
 		Use:   "replay -c hub.yaml DECISION_ID...",
-		Short: "Re-queue dead-lettered deliveries (their failed phase starts again; what was delivered is not sent again)",
+		Short: "Re-queue dead-lettered deliveries (their failed phase starts again; what was delivered is not sent again); refused while the kill switch is thrown",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withOutbox(cmd, func(ctx context.Context, o *act.Outbox) error {

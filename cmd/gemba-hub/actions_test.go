@@ -14,13 +14,14 @@ import (
 
 	"github.com/gemba-io/gemba/hub"
 	"github.com/gemba-io/gemba/hub/act"
+	"github.com/gemba-io/gemba/hub/decide/guard"
 	"github.com/gemba-io/gemba/internal/natstest"
 	"github.com/gemba-io/gemba/internal/testutil"
 )
 
 // A webhook answering 410 Gone dead-letters its delivery; `actions dead` lists it and `actions
 // replay` re-queues it, which delivers it once the endpoint is back. The command refuses an id
-// that is not dead, and a config without decisions.
+// that is not dead, a replay while the kill switch is thrown, and a config without decisions.
 func TestActionsDeadAndReplay(t *testing.T) {
 	n := natstest.JetStream(t)
 	_, js := natstest.Connect(t, n.URL())
@@ -69,6 +70,24 @@ act:
 	out, e, err := runCobra(t, actionsCmd(), "dead", "-c", cfgFile)
 	if err != nil || !strings.Contains(out, id) || !strings.Contains(out, "1 dead-lettered") || !strings.Contains(out, "410") {
 		t.Fatalf("actions dead: %v\n%s%s", err, out, e)
+	}
+	// While the kill switch is thrown the replay is refused, and the dead letter stays.
+	g, err := guard.New(ctx, js, *hcfg.Guard, "ops", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.SetKill(ctx, true, "ops@plant-a", "recall"); err != nil {
+		t.Fatal(err)
+	}
+	if out, e, err := runCobra(t, actionsCmd(), "replay", "-c", cfgFile, id); exitCode(err) != 1 ||
+		!strings.Contains(e, "kill switch thrown by ops@plant-a") || !strings.Contains(e, "reset it first") || strings.Contains(out, "re-queued") {
+		t.Fatalf("replay while the kill switch is thrown: %v\n%s%s", err, out, e)
+	}
+	if r, err := o.Get(ctx, id); err != nil || r.State != act.Dead {
+		t.Fatalf("after a refused replay: %v %+v", err, r)
+	}
+	if err := g.SetKill(ctx, false, "ops@plant-a", "recall over"); err != nil {
+		t.Fatal(err)
 	}
 	gone.Store(false)
 	out, e, err = runCobra(t, actionsCmd(), "replay", "-c", cfgFile, id)

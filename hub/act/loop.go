@@ -113,7 +113,7 @@ func (o *Outbox) Run(ctx context.Context) error {
 				delete(due, e.Key())
 				continue
 			}
-			if rec.State != Pending {
+			if !rec.active() {
 				delete(due, e.Key())
 				continue
 			}
@@ -164,7 +164,7 @@ func (o *Outbox) try(ctx context.Context, k string) {
 		return
 	}
 	now := o.cfg.now()
-	if rec.State != Pending || nextTry(rec).After(now) {
+	if !rec.active() || nextTry(rec).After(now) {
 		return // finished, not yet due, or leased by a live loop
 	}
 	if rec.Owner != "" && rec.Owner != o.cfg.Owner {
@@ -214,10 +214,15 @@ func (o *Outbox) deliver(ctx context.Context, k string, rec Record, rev uint64) 
 		rev = r
 		return nil
 	}
+	if rec.State == Dead {
+		return o.deadEnd(ctx, &rec, mark) // only a dead record's NATS end is ever due
+	}
+	if rec.Killed != "" && rec.Phase == EventStart {
+		return o.finishCancel(ctx, &rec, mark) // the switch stopped it before anything went out
+	}
 	if _, ok := o.cfg.Channels[rec.Action.Channel]; !ok {
 		// The channel left the config after the action was enqueued: nowhere to deliver it.
-		rec.State, rec.LastError, rec.Owner, rec.LeaseUntil = Dead, fmt.Sprintf("channel %q is no longer configured", rec.Action.Channel), "", time.Time{}
-		o.log.Error("action dead-lettered", "decision", rec.Action.DecisionID, "err", rec.LastError)
+		o.deadLetter(&rec, fmt.Sprintf("channel %q is no longer configured", rec.Action.Channel))
 		return mark()
 	}
 	body, err := json.Marshal(Message{ID: rec.msgID(), Event: rec.Phase, Action: rec.Action})
@@ -225,16 +230,30 @@ func (o *Outbox) deliver(ctx context.Context, k string, rec Record, rev uint64) 
 		return err
 	}
 	if !rec.Published {
+		if stopped, err := o.stopStart(ctx, &rec, mark); stopped || err != nil {
+			return err
+		}
 		subj := o.cfg.subject(rec.Action.Kind, rec.Action.Channel)
 		pctx, cancel := context.WithTimeout(ctx, o.cfg.Lease/3)
 		_, err := o.js.Publish(pctx, subj, body, jetstream.WithMsgID(rec.msgID()), jetstream.WithExpectStream(o.cfg.Stream))
 		cancel()
 		if err != nil {
+			err = fmt.Errorf("publish %s on %s: %w", rec.msgID(), subj, err)
+			if cause := o.permanent(ctx, subj, err); cause != "" {
+				// It can never succeed: retrying would hold the action (and what it reserved)
+				// forever. Counted as the phase's one attempt.
+				rec.Attempts++
+				o.deadLetter(&rec, fmt.Sprintf("%v: %s", err, cause))
+				if err := mark(); err != nil {
+					return err
+				}
+				return err
+			}
 			// Not counted as a webhook attempt: NATS being away is not the receiver's failure.
-			rec.LastError = "publish: " + err.Error()
+			rec.LastError = err.Error()
 			rec.Owner, rec.LeaseUntil, rec.NextAt = "", time.Time{}, o.cfg.now().Add(o.cfg.Retry.Initial)
 			_ = mark()
-			return fmt.Errorf("publish %s on %s: %w", rec.msgID(), subj, err)
+			return err
 		}
 		if o.afterPublish != nil {
 			if err := o.afterPublish(rec.msgID()); err != nil {
@@ -246,7 +265,11 @@ func (o *Outbox) deliver(ctx context.Context, k string, rec Record, rev uint64) 
 			return err
 		}
 	}
-	if hook := o.cfg.Channels[rec.Action.Channel].Webhook; hook != nil && !rec.Hooked {
+	// The end of a promotion the kill switch stopped part way goes only where its start went: NATS.
+	if hook := o.cfg.Channels[rec.Action.Channel].Webhook; hook != nil && !rec.Hooked && !(rec.Phase == EventEnd && rec.Killed != "") {
+		if stopped, err := o.stopStart(ctx, &rec, mark); stopped || err != nil {
+			return err
+		}
 		// Renew the lease first: the call may take up to its timeout (at most half a lease), and
 		// another loop must not take the record over while it runs.
 		rec.LeaseUntil = o.cfg.now().Add(o.cfg.Lease)
@@ -261,21 +284,19 @@ func (o *Outbox) deliver(ctx context.Context, k string, rec Record, rev uint64) 
 			rec.Owner, rec.LeaseUntil = "", time.Time{}
 			switch {
 			case res.gone:
-				rec.State = Dead
+				o.deadLetter(&rec, rec.LastError)
 			case rec.Attempts >= o.cfg.Retry.MaxAttempts:
-				rec.State, rec.LastError = Dead, fmt.Sprintf("%d attempts; last: %s", rec.Attempts, rec.LastError)
+				o.deadLetter(&rec, fmt.Sprintf("%d attempts; last: %s", rec.Attempts, rec.LastError))
 			default:
 				next := now.Add(o.backoff(rec.Attempts))
 				if res.retryAfter > 0 {
 					next = now.Add(res.retryAfter)
 				}
 				if next.Sub(rec.FirstAt) > o.cfg.Retry.MaxAge {
-					rec.State, rec.LastError = Dead, fmt.Sprintf("older than %s after %d attempts; last: %s", o.cfg.Retry.MaxAge, rec.Attempts, rec.LastError)
+					o.deadLetter(&rec, fmt.Sprintf("older than %s after %d attempts; last: %s", o.cfg.Retry.MaxAge, rec.Attempts, rec.LastError))
+				} else {
+					rec.NextAt = next
 				}
-				rec.NextAt = next
-			}
-			if rec.State == Dead {
-				o.log.Error("webhook dead-lettered", "decision", rec.Action.DecisionID, "id", rec.msgID(), "attempts", rec.Attempts, "err", rec.LastError)
 			}
 			if err := mark(); err != nil {
 				return err
@@ -286,7 +307,9 @@ func (o *Outbox) deliver(ctx context.Context, k string, rec Record, rev uint64) 
 	}
 	// The phase is delivered: a promotion waits for its end, anything else is done.
 	if rec.Phase == EventStart && rec.Action.Kind == Promote {
-		rec.Phase, rec.Published, rec.Hooked, rec.Attempts, rec.LastError = EventEnd, false, false, 0, ""
+		// The NATS end may have gone out while the start's webhook was dead-lettered.
+		rec.Phase, rec.Published, rec.Hooked, rec.Attempts, rec.LastError = EventEnd, rec.EndPublished, false, 0, ""
+		rec.EndDue = false
 		// The end is due at the promotion's end, or now if the start came later than that: its
 		// retries (max_age) count from when it could first be delivered.
 		rec.FirstAt, rec.NextAt = rec.Action.End, rec.Action.End

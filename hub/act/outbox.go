@@ -25,10 +25,11 @@ const (
 	Pending State = "pending"
 	// Done: every message of the action was delivered.
 	Done State = "done"
-	// Dead: a webhook gave up (410 Gone, too many attempts, too old); Replay re-queues it.
+	// Dead: a webhook gave up (410 Gone, too many attempts, too old), or a publish can never
+	// succeed; Replay re-queues it.
 	Dead State = "dead"
-	// Cancelled: never delivered, by Cancel (its decision was given back to the guard); the record
-	// keeps the decision id so that a late Enqueue of it is a no-op.
+	// Cancelled: never delivered, by Cancel or by the kill switch (its decision was given back to
+	// the guard); the record keeps the decision id so that a late Enqueue of it is a no-op.
 	Cancelled State = "cancelled"
 )
 
@@ -51,6 +52,21 @@ type Record struct {
 	LeaseUntil time.Time `json:"lease_until,omitzero"`
 	// DoneAt is when the record became Done; Sweep removes it a retention later.
 	DoneAt time.Time `json:"done_at,omitzero"`
+	// Killed says the kill switch stopped the start (by whom, when, why). Written before anything
+	// is given back: whoever takes the record over finishes the cancellation and never delivers
+	// it, whatever the switch says by then. A promotion whose start went out in part (on NATS)
+	// is ended at once, on NATS only.
+	Killed string `json:"killed,omitempty"`
+	// EndDue: a promotion dead-lettered in its start after its NATS start went out still gets its
+	// NATS end, at NextAt (the promotion's end); EndPublished says that end has its PubAck.
+	EndDue       bool `json:"end_due,omitempty"`
+	EndPublished bool `json:"end_published,omitempty"`
+}
+
+// active reports whether a loop has something to do with the record: a pending phase, or the
+// NATS end of a dead-lettered promotion.
+func (r *Record) active() bool {
+	return r.State == Pending || r.State == Dead && r.EndDue
 }
 
 // msgID is the idempotency key of the record's current phase.
@@ -76,7 +92,26 @@ type Outbox struct {
 	afterPublish func(id string) error
 
 	hand handoff // records Enqueue created already claimed, for this replica's Run
+
+	guard Guard // the kill switch and giving back, for starts (nil: never stopped; SetGuard)
 }
+
+// Guard is what delivery asks of the guardrails (wired by the hub to hub/decide/guard and the
+// decision log): the kill switch, read fresh before any part of an action's start goes out, and
+// what to do with a start the switch cancelled for good.
+type Guard interface {
+	// Killed reads the kill switch from its store (no cache that could lag): whether it is thrown,
+	// and a text saying by whom, when and why.
+	Killed(ctx context.Context) (on bool, why string, err error)
+	// Cancelled gives back what the decision of a start the kill switch cancelled holds (the
+	// guard's Release) and records why on the decision log. It is called again after a failure or
+	// a crash, so it must be idempotent.
+	Cancelled(ctx context.Context, a Action, why string) error
+}
+
+// SetGuard makes the outbox read the kill switch through g before any part of an action's start
+// goes out, and refuse Replay while it is thrown. Call it before Run and Replay.
+func (o *Outbox) SetGuard(g Guard) { o.guard = g }
 
 // Open checks cfg, creates or updates the outbox bucket and the actions stream, and returns the
 // outbox. Several replicas open the same bucket and stream.
@@ -229,6 +264,9 @@ func (o *Outbox) Get(ctx context.Context, decisionID string) (Record, error) {
 // ErrNotDead is returned by Replay for a record that is not dead-lettered.
 var ErrNotDead = errors.New("not dead-lettered")
 
+// ErrKilled is returned by Replay while the kill switch is thrown.
+var ErrKilled = errors.New("the kill switch is thrown")
+
 // Replay re-queues a dead-lettered action: its failed phase starts again with fresh attempts.
 // What was already delivered (the NATS message, an earlier phase) is not delivered again.
 func (o *Outbox) Replay(ctx context.Context, decisionID string) error {
@@ -240,8 +278,28 @@ func (o *Outbox) Replay(ctx context.Context, decisionID string) error {
 		if rec.State != Dead {
 			return fmt.Errorf("replay %q: state %s: %w", decisionID, rec.State, ErrNotDead)
 		}
+		if rec.Owner != "" && o.cfg.now().Before(rec.LeaseUntil) {
+			// A loop is publishing its NATS end: taking the record from under it could leave that
+			// end unmarked, published again later. Its claim is short.
+			if err := kvretry.Sleep(ctx, 50*time.Millisecond); err != nil {
+				return fmt.Errorf("replay %q: %w", decisionID, err)
+			}
+			continue
+		}
+		if o.guard != nil {
+			// The loop reads the switch again before it sends any part of a start; refusing here
+			// tells the operator now rather than with a cancelled record later.
+			on, why, err := o.guard.Killed(ctx)
+			if err != nil {
+				return fmt.Errorf("replay %q: read the kill switch: %w", decisionID, err)
+			}
+			if on {
+				return fmt.Errorf("replay %q: %w (%s): reset it first", decisionID, ErrKilled, why)
+			}
+		}
 		now := o.cfg.now()
 		rec.State, rec.Attempts, rec.FirstAt, rec.NextAt, rec.Owner, rec.LeaseUntil = Pending, 0, now, now, "", time.Time{}
+		rec.EndDue = false // the replayed phase leads to the end, which publishes what is left of it
 		_, err = o.write(ctx, key(decisionID), rec, rev)
 		if isConflict(err) {
 			continue // someone changed it meanwhile: look again

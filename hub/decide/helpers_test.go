@@ -240,6 +240,7 @@ func newRigWith(t *testing.T, graphYAML string, gcfg func(*guard.Config), ecfg f
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.outbox.SetGuard(DeliveryGuard{Guard: r.guard, Audit: r.log, Replica: "r1", Now: r.clock}) // as the hub wires it
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = r.eng.Run(ctx) })
 	wg.Go(func() { _ = r.outbox.Run(ctx) })

@@ -299,7 +299,7 @@ func (g *Guard) pending(ctx context.Context, report func(Request) error) (out []
 
 // Release gives back what an allowed decision consumed (its cooldown and the day's count and
 // budget) when its action was not delivered after all — refused for good by the channel, or
-// dead-lettered and abandoned. The decision becomes Released and never acts; its id stays
+// cancelled by the kill switch before any of its start went out (the act loop). The decision becomes Released and never acts; its id stays
 // claimed, so it is not decided again. Releasing twice is harmless. Not needed for a delivery
 // that is merely late: the act layer's outbox retries it under the same id.
 func (g *Guard) Release(ctx context.Context, id string) error {

@@ -58,18 +58,26 @@ func (g *Guard) Kill(ctx context.Context) (KillSwitch, error) {
 	return k, nil
 }
 
+// String says whether the switch is thrown and, when it is, by whom, when and why.
+func (k KillSwitch) String() string {
+	if !k.On {
+		return "kill switch off"
+	}
+	s := fmt.Sprintf("kill switch thrown by %s at %s", k.By, k.At.Format(time.RFC3339))
+	if k.Reason != "" {
+		s += ": " + k.Reason
+	}
+	return s
+}
+
 func (g *Guard) killAssessment(ctx context.Context) (Assessment, error) {
 	k, err := g.Kill(ctx)
 	if err != nil {
 		return Assessment{}, err
 	}
-	a := Assessment{Guardrail: GKillSwitch, Passed: !k.On, Limit: 0, Detail: "kill switch off"}
+	a := Assessment{Guardrail: GKillSwitch, Passed: !k.On, Limit: 0, Detail: k.String()}
 	if k.On {
 		a.Value = 1
-		a.Detail = fmt.Sprintf("kill switch thrown by %s at %s", k.By, k.At.Format(time.RFC3339))
-		if k.Reason != "" {
-			a.Detail += ": " + k.Reason
-		}
 	}
 	return a, nil
 }

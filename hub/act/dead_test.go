@@ -1,0 +1,107 @@
+package act
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/internal/natstest"
+	"github.com/gemba-io/gemba/internal/testutil"
+)
+
+// A promotion whose start webhook is dead-lettered (410) after its NATS start went out still ends
+// on NATS at its end: subscribers of the stream never see a promotion that does not end. A replay
+// then gives the webhook its start and end, and NATS nothing more.
+func TestGoneStartStillEndsOnNATS(t *testing.T) {
+	n := natstest.JetStream(t)
+	_, js := connect(t, n)
+	ctx := context.Background()
+	var gone atomic.Bool
+	gone.Store(true)
+	recv := newReceiver(t, func(int, string) (int, http.Header, time.Duration) {
+		if gone.Load() {
+			return http.StatusGone, nil, 0
+		}
+		return http.StatusOK, nil, 0
+	})
+	o := open(t, js, testConfig(recv.srv.URL))
+	run(t, o)
+	a := promo("dec-gone-end", "web", time.Now().Add(2*time.Second))
+	if _, err := o.Enqueue(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, o, a.DecisionID, Dead, EventStart)
+	testutil.WaitFor(t, 15*time.Second, "the NATS end of the dead-lettered promotion", func() bool {
+		return len(streamMsgs(t, js, "ACTIONS")[a.DecisionID+":end"]) == 1
+	})
+	rec, err := o.Get(ctx, a.DecisionID)
+	if err != nil || rec.State != Dead || rec.Phase != EventStart || !strings.Contains(rec.LastError, "410") {
+		t.Fatalf("after the NATS end: %v %+v, want still dead in its start (410)", err, rec)
+	}
+	gone.Store(false)
+	if err := o.Replay(ctx, a.DecisionID); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, o, a.DecisionID, Done, EventEnd)
+	msgs := streamMsgs(t, js, "ACTIONS")
+	if len(msgs) != 2 || len(msgs[a.DecisionID]) != 1 || len(msgs[a.DecisionID+":end"]) != 1 {
+		t.Errorf("stream: %v, want the start and the end once each", msgs)
+	}
+	if recv.count(a.DecisionID) != 1 || recv.count(a.DecisionID+":end") != 1 {
+		t.Errorf("webhook receipts %v, want the start and the end once each after the replay", recv.got)
+	}
+	recv.checkSigned()
+}
+
+// Publishes that can never succeed are dead-lettered at the first attempt, with an error naming
+// the decision and the cause: a message larger than the stream takes, and a subject the stream
+// no longer takes. Before, they were retried forever.
+func TestPermanentPublishErrorsDeadLettered(t *testing.T) {
+	n := natstest.JetStream(t)
+	_, js := connect(t, n)
+	ctx := context.Background()
+	o := open(t, js, testConfig(""))
+	run(t, o)
+	update := func(change func(*jetstream.StreamConfig)) {
+		t.Helper()
+		s, err := js.Stream(ctx, "ACTIONS")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := s.CachedInfo().Config
+		change(&c)
+		if _, err := js.UpdateStream(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	update(func(c *jetstream.StreamConfig) { c.MaxMsgSize = 64 })
+	big := hold("dec-too-big", "store")
+	if _, err := o.Enqueue(ctx, big); err != nil {
+		t.Fatal(err)
+	}
+	rec := waitState(t, o, big.DecisionID, Dead, EventStart)
+	if rec.Attempts != 1 || rec.Published || !strings.Contains(rec.LastError, big.DecisionID) || !strings.Contains(rec.LastError, "exceeds maximum") {
+		t.Errorf("too big: %+v", rec)
+	}
+	update(func(c *jetstream.StreamConfig) {
+		c.MaxMsgSize = -1
+		c.Subjects = []string{"gemba.actions.promotions.store"} // holds on store are no longer taken
+	})
+	lost := hold("dec-no-subject", "store")
+	if _, err := o.Enqueue(ctx, lost); err != nil {
+		t.Fatal(err)
+	}
+	rec = waitState(t, o, lost.DecisionID, Dead, EventStart)
+	if rec.Attempts != 1 || rec.Published || !strings.Contains(rec.LastError, lost.DecisionID) ||
+		!strings.Contains(rec.LastError, "does not take gemba.actions.holds.store") {
+		t.Errorf("no subject: %+v", rec)
+	}
+	if c := streamCount(t, js, "ACTIONS"); c != 0 {
+		t.Errorf("%d messages on the stream", c)
+	}
+}

@@ -1,0 +1,177 @@
+package act
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// stopStart reads the kill switch before a part of a start goes out (with a Guard set). While it
+// is thrown, a start nothing of which went out is cancelled for good (Killed written first, then
+// finishCancel); a promotion whose NATS start went out is ended at once, on NATS only; a hold
+// whose NATS message went out is done without its webhook. stopped: send nothing more now.
+func (o *Outbox) stopStart(ctx context.Context, rec *Record, mark func() error) (stopped bool, err error) {
+	if o.guard == nil || rec.Phase != EventStart {
+		return false, nil // ends are always delivered: ending is safe
+	}
+	on, why, err := o.guard.Killed(ctx)
+	now := o.cfg.now()
+	if err != nil {
+		// Whether the hub may act is not known: nothing goes out until it is.
+		err = fmt.Errorf("%s: read the kill switch: %w", rec.msgID(), err)
+		rec.LastError = err.Error()
+		rec.Owner, rec.LeaseUntil, rec.NextAt = "", time.Time{}, now.Add(o.cfg.Retry.Initial)
+		_ = mark()
+		return true, err
+	}
+	if !on {
+		return false, nil
+	}
+	id := rec.Action.DecisionID
+	rec.Killed = "cancelled: " + why
+	if !rec.Published {
+		// The commitment: from this mark on the start is never delivered, switch reset or not.
+		rec.LastError = rec.Killed
+		if err := mark(); err != nil {
+			return true, err
+		}
+		return true, o.finishCancel(ctx, rec, mark)
+	}
+	if rec.Action.Kind == Promote {
+		rec.Phase, rec.Published, rec.Hooked, rec.Attempts, rec.EndDue = EventEnd, rec.EndPublished, false, 0, false
+		rec.FirstAt, rec.NextAt = now, now
+		rec.LastError = rec.Killed + " after its NATS start went out: the webhook never got the start; ended at once on NATS"
+		o.log.Warn("promotion ended by the kill switch part way through its start", "decision", id, "why", why)
+	} else {
+		rec.State, rec.DoneAt = Done, now
+		rec.LastError = rec.Killed + " after it was published on NATS: the webhook was not called"
+		o.log.Warn("hold stopped by the kill switch part way through", "decision", id, "why", why)
+	}
+	rec.Owner, rec.LeaseUntil = "", time.Time{}
+	return true, mark()
+}
+
+// finishCancel gives back what a start the kill switch cancelled holds and records it cancelled.
+// Killed is written already: a loop taking the record over after a crash or a failure here does
+// this again (Guard.Cancelled is idempotent) and never delivers it.
+func (o *Outbox) finishCancel(ctx context.Context, rec *Record, mark func() error) error {
+	id := rec.Action.DecisionID
+	now := o.cfg.now()
+	if o.guard != nil {
+		if err := o.guard.Cancelled(ctx, rec.Action, rec.Killed); err != nil {
+			err = fmt.Errorf("%s: give back what the cancelled action holds: %w", id, err)
+			rec.LastError = rec.Killed + "; " + err.Error()
+			rec.Owner, rec.LeaseUntil, rec.NextAt = "", time.Time{}, now.Add(o.cfg.Retry.Initial)
+			_ = mark()
+			return err
+		}
+	} else {
+		o.log.Error("action cancelled by the kill switch with no guard to give back to: its reservations stay", "decision", id)
+	}
+	rec.State, rec.DoneAt, rec.LastError = Cancelled, now, rec.Killed
+	rec.Owner, rec.LeaseUntil = "", time.Time{}
+	o.log.Warn("action cancelled by the kill switch", "decision", id, "why", rec.Killed)
+	return mark()
+}
+
+// deadLetter gives the record up until a Replay. A promotion whose NATS start went out keeps its
+// NATS end due at the promotion's end: subscribers of the stream see it end whatever happened to
+// the webhook.
+func (o *Outbox) deadLetter(rec *Record, why string) {
+	rec.State, rec.LastError, rec.Owner, rec.LeaseUntil = Dead, why, "", time.Time{}
+	rec.EndDue = rec.Action.Kind == Promote && rec.Phase == EventStart && rec.Published && !rec.EndPublished
+	if rec.EndDue {
+		rec.NextAt = rec.Action.End
+	}
+	o.log.Error("action dead-lettered", "decision", rec.Action.DecisionID, "id", rec.msgID(), "attempts", rec.Attempts, "err", why)
+}
+
+// deadEnd publishes the NATS end of a promotion dead-lettered in its start after its NATS start
+// went out. The record stays dead (listed, replayable); a replay then sends no NATS end again.
+func (o *Outbox) deadEnd(ctx context.Context, rec *Record, mark func() error) error {
+	id := rec.Action.DecisionID + ":end"
+	body, err := json.Marshal(Message{ID: id, Event: EventEnd, Action: rec.Action})
+	if err != nil {
+		return err
+	}
+	subj := o.cfg.subject(Promote, rec.Action.Channel)
+	pctx, cancel := context.WithTimeout(ctx, o.cfg.Lease/3)
+	_, err = o.js.Publish(pctx, subj, body, jetstream.WithMsgID(id), jetstream.WithExpectStream(o.cfg.Stream))
+	cancel()
+	rec.Owner, rec.LeaseUntil = "", time.Time{}
+	if err != nil {
+		err = fmt.Errorf("publish %s on %s: %w", id, subj, err)
+		if cause := o.permanent(ctx, subj, err); cause != "" {
+			rec.EndDue = false
+			rec.LastError += fmt.Sprintf("; its NATS end was not published: %v: %s", err, cause)
+			o.log.Error("NATS end of a dead-lettered promotion given up", "decision", rec.Action.DecisionID, "err", err, "cause", cause)
+		} else {
+			rec.NextAt = o.cfg.now().Add(o.cfg.Retry.Initial)
+		}
+		_ = mark()
+		return err
+	}
+	rec.EndDue, rec.EndPublished = false, true
+	o.log.Info("NATS end of a dead-lettered promotion published", "decision", rec.Action.DecisionID)
+	return mark()
+}
+
+// API error codes of publishes that no retry can make succeed (nats-server's
+// JSStreamMessageExceedsMaximumErr, JSStreamHeaderExceedsMaximumErr, JSStreamNotMatchErr).
+const (
+	errCodeMsgTooBig    = 10054
+	errCodeHdrTooBig    = 10097
+	errCodeStreamNotYou = 10060
+)
+
+// permanent says why a publish error can never succeed by retrying, or "" when it may: a message
+// larger than the server or the stream takes, a subject the stream does not take.
+func (o *Outbox) permanent(ctx context.Context, subj string, err error) string {
+	if errors.Is(err, nats.ErrMaxPayload) {
+		return "the message is larger than the server's max_payload"
+	}
+	if api := (*jetstream.APIError)(nil); errors.As(err, &api) {
+		switch api.ErrorCode {
+		case errCodeMsgTooBig, errCodeHdrTooBig, errCodeStreamNotYou:
+			return fmt.Sprintf("stream %s refuses it whatever the retry", o.cfg.Stream)
+		}
+		return ""
+	}
+	if !errors.Is(err, jetstream.ErrNoStreamResponse) {
+		return ""
+	}
+	// No stream answered: JetStream may be electing a leader (retried), or the stream no longer
+	// takes the subject (an operator changed it). Only its config tells.
+	sctx, cancel := context.WithTimeout(ctx, o.cfg.Lease/3)
+	defer cancel()
+	s, err := o.js.Stream(sctx, o.cfg.Stream)
+	if err != nil {
+		return ""
+	}
+	subs := s.CachedInfo().Config.Subjects
+	if slices.ContainsFunc(subs, func(p string) bool { return subjectMatch(p, subj) }) {
+		return ""
+	}
+	return fmt.Sprintf("stream %s does not take %s (its subjects: %s)", o.cfg.Stream, subj, strings.Join(subs, " "))
+}
+
+// subjectMatch reports whether subject subj matches pattern (tokens, '*' one, '>' the rest).
+func subjectMatch(pattern, subj string) bool {
+	ps, ss := strings.Split(pattern, "."), strings.Split(subj, ".")
+	for i, p := range ps {
+		if p == ">" {
+			return len(ss) > i
+		}
+		if i >= len(ss) || p != "*" && p != ss[i] {
+			return false
+		}
+	}
+	return len(ps) == len(ss)
+}

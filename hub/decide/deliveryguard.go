@@ -1,0 +1,93 @@
+package decide
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/gemba-io/gemba/hub/act"
+	"github.com/gemba-io/gemba/hub/audit"
+	"github.com/gemba-io/gemba/hub/decide/guard"
+)
+
+// KillReleaser is what the delivery loop needs of the guard (guard.Guard).
+type KillReleaser interface {
+	Kill(ctx context.Context) (guard.KillSwitch, error)
+	Release(ctx context.Context, id string) error
+}
+
+// DeliveryGuard is the act loop's act.Guard: the kill switch read fresh from the guard before any
+// part of an action's start goes out, and a start the switch cancelled given back — a released
+// record on the decision log (so that why and the KPIs say it never acted, and why), then the
+// guard's Release, in the order reconcile uses: a failure after the record is retried whole.
+type DeliveryGuard struct {
+	Guard KillReleaser
+	// Audit is the decision log; nil records nothing (the CLI, which runs no delivery loop).
+	Audit   Recorder
+	Replica string
+	Now     func() time.Time
+}
+
+// Killed implements act.Guard.
+func (d DeliveryGuard) Killed(ctx context.Context) (bool, string, error) {
+	k, err := d.Guard.Kill(ctx)
+	if err != nil {
+		return false, "", err
+	}
+	return k.On, k.String(), nil
+}
+
+// Cancelled implements act.Guard. It is idempotent: the released record is deduplicated on the
+// decision id and event, and releasing twice is harmless.
+func (d DeliveryGuard) Cancelled(ctx context.Context, a act.Action, why string) error {
+	if d.Audit != nil {
+		if err := d.record(ctx, a, why); err != nil {
+			return err
+		}
+	}
+	err := d.Guard.Release(ctx, a.DecisionID)
+	if errors.Is(err, guard.ErrNotFound) {
+		return nil // nothing reserved under this id (its record swept, or never the guard's)
+	}
+	return err
+}
+
+func (d DeliveryGuard) record(ctx context.Context, a act.Action, why string) error {
+	recs, err := d.Audit.History(ctx, a.DecisionID)
+	if err != nil {
+		return fmt.Errorf("decision %s: %w", a.DecisionID, err)
+	}
+	now := time.Now
+	if d.Now != nil {
+		now = d.Now
+	}
+	r := audit.Record{
+		DecisionID: a.DecisionID, Event: audit.EventReleased, Outcome: audit.OutcomeReleased, Mode: audit.ModeActive,
+		Time: now().UTC(), Replica: d.Replica, RuleSet: audit.RuleSetRef{Version: a.RuleSetVersion}, Rule: audit.RuleRef{Name: a.Rule},
+		SKU: a.SKU, Site: a.Site, Channel: a.Channel,
+		Note: "allowed, but its start was " + why + " before any of it went out: never acted; caps and cooldown given back",
+	}
+	r.Action.Kind, r.Action.Channels, r.Action.Discount, r.Action.Audience = ruleKind(guard.Kind(a.Kind)), []string{a.Channel}, a.Discount, a.Audience
+	if !a.End.IsZero() {
+		r.Action.Duration = a.End.Sub(a.Start)
+	}
+	// The verdict the decision acted under (decided or approved), marked released: why shows its
+	// assessments with the release.
+	v := &guard.Verdict{DecisionID: a.DecisionID}
+	for _, x := range recs {
+		if x.Verdict != nil && (x.Event == audit.EventDecided || x.Event == audit.EventApproved) {
+			cp := *x.Verdict
+			v = &cp
+			if x.Mode != audit.ModeShadow {
+				r.Mode = x.Mode
+			}
+		}
+	}
+	v.Outcome, v.Guardrail, v.Reason = guard.Released, guard.GKillSwitch, why
+	r.Verdict = v
+	if _, err := d.Audit.Append(ctx, r); err != nil {
+		return fmt.Errorf("decision %s: %w", a.DecisionID, err)
+	}
+	return nil
+}
