@@ -87,6 +87,8 @@ type Consumer struct {
 	why    string // not-ready reason
 	warned map[string]bool
 	refuse *ratelog.Logger // production the inventory refuses: per movement, a bad clock would flood the log
+
+	doneAll func(context.Context, []dedup.Claim) error // marks claims done: Dedup.DoneAll (tests inject faults)
 }
 
 // New checks the config.
@@ -101,7 +103,7 @@ func New(cfg Config, d Deps, drain time.Duration) (*Consumer, error) {
 		d.Metrics = NewMetrics()
 	}
 	return &Consumer{cfg: cfg, d: d, log: d.Logger, m: d.Metrics, drain: drain, why: "not started", warned: map[string]bool{},
-		refuse: ratelog.New(d.Logger, time.Minute)}, nil
+		refuse: ratelog.New(d.Logger, time.Minute), doneAll: d.Dedup.DoneAll}, nil
 }
 
 // Ready reports whether the consumer is bound and processing, and why not.
@@ -376,10 +378,12 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 	clear(c.ins) // drop the references into this batch's messages
 	// The feature writes and the inventory moves (then the observer's records) are independent round
 	// trips: overlapped. Feature values and the observer's records are idempotent whatever their age;
-	// inventory movements only within the inventory's horizon: older production (a replayed backlog)
-	// is guarded by the done markers alone, which a redelivery passes. So once the moves are made the
-	// batch is not handed back for another write's failure: that write (and the markers) is retried
-	// in place while the replica runs. Moves that fail hand the batch back before anything is marked.
+	// inventory movements for the horizon after they left a key's list, and within its bound
+	// (max_movements ids per key): past that only the done markers guard them, which a redelivery
+	// passes. So once the moves are made the batch is not handed back for another write's failure:
+	// that write (and the markers) is retried in place while the replica runs, and a replica that
+	// dies meanwhile leaves it to the inventory. Moves that fail hand the batch back before anything
+	// is marked (the keys moved absorb it).
 	flushed := make(chan error, 1)
 	go func() { flushed <- c.d.Features.Flush(ctx) }()
 	merr := c.moveAll(ctx, moves)
@@ -406,7 +410,7 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 	for i, it := range fresh {
 		done[i] = dedup.Claim{ID: it.batch.MsgID(), StreamSeq: it.seq}
 	}
-	if err := c.inPlace(ctx, "dedup markers", nil, func(ctx context.Context) error { return c.d.Dedup.DoneAll(ctx, done) }); err != nil {
+	if err := c.inPlace(ctx, "dedup markers", nil, func(ctx context.Context) error { return c.doneAll(ctx, done) }); err != nil {
 		c.retry(fresh, err) // stopping: stored, but not marked
 		return
 	}

@@ -123,9 +123,9 @@ func (g *gate) close() {
 
 // inPlace retries a write of a batch whose stock is moved (err its first failure, nil when it has
 // not been tried yet) until it succeeds or ctx ends; the batch's messages are kept alive meanwhile.
-// Handing the batch back instead would move again, on its redelivery, the production older than
-// the inventory's horizon, which only the done markers guard. The write must keep what failed
-// for its next call (Features.Flush and Observer.Flush do).
+// Handing the batch back instead would leave the production older than the inventory's horizon
+// to the inventory's remembered ids alone (bounded per key), not the done markers. The write must
+// keep what failed for its next call (Features.Flush and Observer.Flush do).
 func (c *Consumer) inPlace(ctx context.Context, what string, err error, write func(context.Context) error) error {
 	wait := 100 * time.Millisecond
 	for {

@@ -5,17 +5,22 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 )
 
 // A value is binary, version 1, all integers varints:
 //
-//	version(1) flags(bit0 snapshot, bit1 base)
+//	version(1) flags(bit0 snapshot, bit1 base, bit2 times of the recent ids)
 //	summary: onHand produced sold rate [snapT] updated            ← all the watchers decode
 //	[snapID] [baseProd baseSold baseMin baseMax]
 //	nDays  (day: first absolute, then delta; qty)…
 //	nMoves (id; time: first absolute, then delta ≥ 0; signed qty)…
-//	nRecent (id)…
+//	nRecent (id)…          with bit2, each "id" is the time it was remembered (Unix seconds: first
+//	                       absolute, then signed delta) followed by the id
 //
+// The times of the recent ids are inside their strings, flagged: a release that does not know them
+// reads and rewrites the value (it takes them for ids that match nothing, and clears the flag), and
+// a value without them takes its ids as remembered at its last update.
 // A quantity is one varint: an integer n (|n| ≤ 2^53) as zigzag(n)<<1, anything else as 1 followed by the
 // 8 bytes of the float64; most quantities are whole units and take one or two bytes. Times are Unix ns.
 // For a typical key this is under half the size of JSON of the same state (TestValueSize: ~30 bytes
@@ -26,6 +31,7 @@ const valueVersion = 1
 const (
 	flagSnap = 1 << iota
 	flagBase
+	flagRecentTimes
 )
 
 var errCorrupt = errors.New("corrupt value")
@@ -51,6 +57,9 @@ func (st *state) encode(b []byte) []byte {
 	}
 	if st.hasBase {
 		flags |= flagBase
+	}
+	if len(st.recent) > 0 {
+		flags |= flagRecentTimes
 	}
 	b = append(b, valueVersion)
 	b = binary.AppendUvarint(b, flags)
@@ -91,8 +100,13 @@ func (st *state) encode(b []byte) []byte {
 		prev = m.t
 	}
 	b = binary.AppendUvarint(b, uint64(len(st.recent)))
-	for _, id := range st.recent {
-		b = appendStr(b, id)
+	prev = 0
+	for _, g := range st.recent {
+		var at [binary.MaxVarintLen64]byte
+		n := binary.PutVarint(at[:], g.at-prev)
+		b = binary.AppendUvarint(b, uint64(n+len(g.id)))
+		b = append(append(b, at[:n]...), g.id...)
+		prev = g.at
 	}
 	return b
 }
@@ -236,9 +250,27 @@ func decodeState(v []byte) (*state, error) {
 		}
 	}
 	if n := d.count(1); n > 0 {
-		st.recent = make([]string, n)
+		st.recent = make([]gone, n)
+		prev, timed := int64(0), flags&flagRecentTimes != 0
 		for i := range st.recent {
-			st.recent[i] = d.str()
+			g := &st.recent[i]
+			if !timed {
+				g.id, g.at = d.str(), st.updated/int64(time.Second)
+				continue
+			}
+			n := d.uvarint() // the time and the id
+			if d.err != nil || n > uint64(len(d.s)-d.i) {
+				d.fail("truncated string")
+				break
+			}
+			end := d.i + int(n)
+			prev += d.varint()
+			if d.err != nil || d.i > end {
+				d.fail("bad time of a recent id")
+				break
+			}
+			g.id, g.at = string(d.s[d.i:end]), prev
+			d.i = end
 		}
 	}
 	if d.err == nil && d.i != len(d.s) {

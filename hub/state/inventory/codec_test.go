@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -38,7 +39,7 @@ func randomState(r *rand.Rand) *state {
 		st.days = append(st.days, dayQty{unixDay(t0.UnixNano()) - 13 + int64(d), float64(r.IntN(100))})
 	}
 	for i := range r.IntN(5) {
-		st.recent = append(st.recent, fmt.Sprintf("old:%d", i))
+		st.recent = append(st.recent, gone{fmt.Sprintf("old:%d", i), t0.Unix() - int64(r.IntN(100000))})
 	}
 	st.produced, st.sold = math.Pi, -0.5
 	return st
@@ -90,6 +91,36 @@ func TestCodecRejectsGarbage(t *testing.T) {
 	b = append(b[:len(b)-3], 0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0)
 	if _, err := decodeState(b); err == nil || !strings.Contains(err.Error(), "count beyond") {
 		t.Errorf("huge count: %v", err)
+	}
+}
+
+// TestCodecRecentWithoutTimes: a value written before the remembered ids had times is read, its ids
+// taken as remembered when the value was last updated. A value with times is one a release that
+// does not know them reads and rewrites: each time is inside its id's string, the flag tells.
+func TestCodecRecentWithoutTimes(t *testing.T) {
+	st := &state{updated: t0.UnixNano(), onHand: 5}
+	b := st.encode(nil)
+	b = b[:len(b)-1] // the empty list of remembered ids
+	b = binary.AppendUvarint(b, 2)
+	b = appendStr(appendStr(b, "old:1"), "old:2")
+	got, err := decodeState(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []gone{{"old:1", t0.Unix()}, {"old:2", t0.Unix()}}; !reflect.DeepEqual(got.recent, want) || got.onHand != 5 {
+		t.Errorf("value without times read as %+v", got)
+	}
+	got.recent[1].at += 60
+	v := got.encode(nil)
+	if v[0] != valueVersion || v[1]&flagRecentTimes == 0 {
+		t.Errorf("written back as version %d flags %b", v[0], v[1])
+	}
+	// What an earlier release reads: the same layout with opaque ids, the times' flag unknown to it.
+	old := append([]byte(nil), v...)
+	old[1] &^= flagRecentTimes
+	earlier, err := decodeState(old)
+	if err != nil || len(earlier.recent) != 2 || earlier.onHand != 5 || !strings.HasSuffix(earlier.recent[1].id, "old:2") {
+		t.Errorf("an earlier release reads %+v, %v", earlier, err)
 	}
 }
 
@@ -211,4 +242,42 @@ func FuzzKeyEscaping(f *testing.F) {
 			t.Fatalf("%q: %q %q %v", k, s, k2, err)
 		}
 	})
+}
+
+// TestValueSizeFrequentCounts measures the value of a busy key over five days of the hub clock: a
+// count every hour, a sale every 5 minutes and (busy) the production of a line every minute. Ids of
+// movements that left the list are kept for the horizon after, within the list's bound: the value
+// never holds more ids than a full list and recentCap.
+func TestValueSizeFrequentCounts(t *testing.T) {
+	for _, prod := range []time.Duration{0, 10 * time.Minute, time.Minute} {
+		cfg := DefaultConfig()
+		st := &state{}
+		var most, ids, recent, moves int
+		start := t0.Add(-5 * 24 * time.Hour)
+		for now := start; now.Before(t0); now = now.Add(time.Minute) {
+			c := newClock(&cfg, now)
+			i := int(now.Sub(start) / time.Minute)
+			st.remembered = 0 // per operation, as decoding the value gives
+			if prod > 0 && i%int(prod/time.Minute) == 0 {
+				st.applyMove(&Movement{ID: fmt.Sprintf("prod:agent-line-01:line1.pack.parts:SKU-0001:%d", now.UnixNano()),
+					Kind: Produced, Qty: 12, Time: now}, c)
+			}
+			if i%5 == 0 {
+				st.applyMove(&Movement{ID: fmt.Sprintf("sale:ORD-%08d:1", 4_000_000+i), Kind: Sold, Qty: float64(1 + i%3), Time: now}, c)
+			}
+			if i%60 == 0 {
+				st.applySnapshot(&Snapshot{ID: fmt.Sprintf("erp:count:%d", i), OnHand: 1000, Time: now.Add(-time.Minute)}, c)
+			}
+			if n := len(st.moves) + len(st.recent); n > cfg.MaxMovements+recentCap {
+				t.Fatalf("%d ids kept (%d + %d remembered at minute %d), more than max_movements %d + %d", n, len(st.moves), len(st.recent), i, cfg.MaxMovements, recentCap)
+			}
+			if i%60 == 0 {
+				if b := len(st.encode(nil)); b > most {
+					most, ids, recent, moves = b, len(st.moves)+len(st.recent), len(st.recent), len(st.moves)
+				}
+			}
+		}
+		t.Logf("production every %v: largest value %d bytes (%d movements in the list, %d remembered ids, %.1f bytes per id)",
+			prod, most, moves, recent, float64(most)/float64(ids))
+	}
 }

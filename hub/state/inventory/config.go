@@ -14,10 +14,12 @@ type Config struct {
 	// Replicas of the bucket: 1, or 3 on a cluster.
 	Replicas int `yaml:"replicas" json:"replicas"`
 	// Horizon is how long movements keep their identity in the key's value (for exact late snapshots and
-	// duplicate detection); older ones are folded into a base. Keep it below the ingest dedup markers' TTL.
+	// duplicate detection); older ones are folded into a base, their ids remembered for another horizon.
+	// Keep it below the ingest dedup markers' TTL.
 	Horizon time.Duration `yaml:"horizon" json:"horizon"`
-	// MaxMovements bounds the movements kept per key; beyond it the oldest are folded early. It bounds the
-	// value's size (each write rewrites it) for very busy SKUs.
+	// MaxMovements bounds the movements kept per key; beyond it the oldest are folded early. The ids
+	// remembered after the list share it (at least 32 of them). It bounds the value's size (each write
+	// rewrites it) for very busy SKUs.
 	MaxMovements int `yaml:"max_movements" json:"max_movements"`
 	// DemandDays is how many UTC days of sales are kept per key for the demand rate.
 	DemandDays int `yaml:"demand_days" json:"demand_days"`

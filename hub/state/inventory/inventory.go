@@ -12,10 +12,13 @@
 //
 // Each key's value keeps the movements of the last Config.Horizon (by the hub's clock, on event time): id,
 // time and signed quantity, sorted by time. That list lets a late snapshot recompute the sum exactly and is the
-// idempotence set: a movement id already in it is a Duplicate. Older movements are folded into a base (their
-// ids dropped) when the key is next written; so is the oldest part of a list longer than Config.MaxMovements.
-// A movement older than the horizon is applied straight to the base (Outcome AppliedUnverified): a duplicate
-// of it relies on the ingest layer's dedup markers (TTL ≥ 72h), not on this package. A snapshot whose time
+// idempotence set: a movement id already in it is a Duplicate. Older movements are folded into a base when the
+// key is next written; so is the oldest part of a list longer than Config.MaxMovements. A movement older than
+// the horizon is applied straight to the base (Outcome AppliedUnverified). The ids of movements folded or
+// applied straight to the base are remembered for the horizon after that, within the list's bound (at most
+// max(32, MaxMovements − the list)), so a batch redelivered after its replica died is a Duplicate whatever its
+// age; a duplicate arriving after its id was forgotten relies on the ingest layer's dedup markers (TTL ≥ 72h),
+// not on this package. A snapshot whose time
 // falls inside the folded span cannot be split exactly and is refused (Outcome BeyondHorizon); one after the
 // whole span clears the base, one before it keeps the base. Without any snapshot the same folding applies and
 // on-hand counts as 0. Movements covered by the snapshot keep their ids until the horizon, so a duplicate
@@ -90,7 +93,7 @@ const (
 	Applied           Outcome = iota + 1 // changed the position (or replaced the snapshot)
 	Duplicate                            // the id was already applied: nothing changed
 	BeforeSnapshot                       // movement at or before the current snapshot: already in the count
-	AppliedUnverified                    // movement older than the horizon, applied without an idempotence check
+	AppliedUnverified                    // movement older than the horizon, applied to the base (its id checked only against those remembered)
 	Stale                                // snapshot older than the current one: ignored
 	BeyondHorizon                        // snapshot inside the folded span: cannot be applied exactly, ignored
 )

@@ -9,10 +9,16 @@ import (
 
 // move is one movement kept in a key's value: its identity, event time and signed quantity.
 type move struct {
-	id    string
-	t     int64   // event time, Unix nanoseconds
-	q     float64 // + produced, − sold
-	fresh bool    // applied by this operation (not stored)
+	id string
+	t  int64   // event time, Unix nanoseconds
+	q  float64 // + produced, − sold
+}
+
+// gone is the id of a movement that is not (or no longer) in the list: applied straight to the base or
+// to the demand, or folded out of the list; at is when, by the hub clock (Unix seconds).
+type gone struct {
+	id string
+	at int64
 }
 
 // dayQty is the units sold on one UTC day (days since the Unix epoch).
@@ -21,9 +27,13 @@ type dayQty struct {
 	q   float64
 }
 
-// recentCap is how many ids of movements applied straight to the base (or folded by the write that applied
-// them) a value remembers: enough to recognise our own write when a timed-out Update is retried, which happens
-// within seconds.
+// A value remembers the ids of movements that are not in its list (applied straight to the base, or
+// folded out of the list) for the horizon after they left it, by the hub clock: a batch moved and not
+// marked done when its replica died comes back (to another replica, or after a restart) and must find
+// its movements, whatever their age. They share the list's bound: at most max(recentCap, max_movements
+// − movements in the list), the oldest forgotten first, so a value never holds more ids than a full
+// list and recentCap did before. recentCap is also what a write whose reply was lost needs to recognise
+// its own (MoveAll writes at most that many such movements at once).
 const recentCap = 32
 
 // state is the whole value of one key. The list and the base are what make late snapshots exact; the summary
@@ -41,7 +51,7 @@ type state struct {
 
 	moves  []move   // sorted by (t, id)
 	days   []dayQty // sorted by day
-	recent []string // ids applied straight to the base, oldest first
+	recent []gone   // ids of movements not in the list, oldest first
 
 	produced, sold, rate float64
 	updated              int64
@@ -105,25 +115,40 @@ func (st *state) addBase(t int64, q float64) {
 	st.baseMin, st.baseMax = min(st.baseMin, t), max(st.baseMax, t)
 }
 
-// fold moves the movements older than cutoff, and the oldest beyond maxMoves, out of the list: into the base
-// when the snapshot does not cover them, nowhere when it does. It returns how many it folded. A movement
-// this operation applied keeps its id in recent, so that the retry of a write whose reply was lost
-// recognises it.
-func (st *state) fold(cutoff int64, maxMoves int) int {
+// fold moves the movements older than the cutoff, and the oldest beyond maxMoves, out of the list: into the
+// base when the snapshot does not cover them, nowhere when it does; their ids are remembered (recent),
+// within a bound of max(recentCap, maxMoves − the list). It returns how many it folded.
+func (st *state) fold(c clock, maxMoves int) int {
 	n := 0
-	for n < len(st.moves) && (st.moves[n].t < cutoff || len(st.moves)-n > maxMoves) {
+	for n < len(st.moves) && (st.moves[n].t < c.cutoff || len(st.moves)-n > maxMoves) {
 		m := st.moves[n]
 		if !st.covered(m.t) {
 			st.addBase(m.t, m.q)
 		}
-		if m.fresh {
-			st.remember(m.id)
-		}
+		st.remember(m.id, c)
 		n++
 	}
 	st.moves = st.moves[n:]
 	st.folded += n
+	st.forget(c, maxMoves)
 	return n
+}
+
+// fit encodes the state into b, made to fit in limit bytes (one message) if it can: the older half of the
+// remembered ids is forgotten, down to recentCap, then the older half of the list folded early, until it
+// fits (documented limit for hot keys).
+func (st *state) fit(c clock, b []byte, limit int) []byte {
+	b = st.encode(b)
+	for len(b) > limit && (len(st.moves) > 0 || len(st.recent) > recentCap) {
+		if len(st.recent) > recentCap {
+			st.recent = st.recent[len(st.recent)-max(recentCap, len(st.recent)/2):]
+		} else {
+			st.fold(c, len(st.moves)/2)
+		}
+		st.finish(c)
+		b = st.encode(b[:0])
+	}
+	return b
 }
 
 func (st *state) has(id string) bool {
@@ -132,15 +157,27 @@ func (st *state) has(id string) bool {
 			return true
 		}
 	}
-	return slices.Contains(st.recent, id)
+	for i := range st.recent {
+		if st.recent[i].id == id {
+			return true
+		}
+	}
+	return false
 }
 
-func (st *state) remember(id string) {
-	if len(st.recent) >= recentCap {
-		st.recent = st.recent[len(st.recent)-recentCap+1:]
-	}
-	st.recent = append(st.recent, id)
+func (st *state) remember(id string, c clock) {
+	st.recent = append(st.recent, gone{id, c.now / int64(time.Second)})
 	st.remembered++
+}
+
+// forget drops the remembered ids the horizon has passed, then the oldest beyond
+// max(recentCap, maxMoves − the list), never one this operation remembered (a retry after a lost
+// reply must recognise them; they left the list in this operation, or are at most a MoveAll write's).
+func (st *state) forget(c clock, maxMoves int) {
+	st.recent = slices.DeleteFunc(st.recent, func(g gone) bool { return g.at*int64(time.Second) < c.cutoff })
+	if keep := max(recentCap, maxMoves-len(st.moves), st.remembered); len(st.recent) > keep {
+		st.recent = slices.Delete(st.recent, 0, len(st.recent)-keep)
+	}
 }
 
 func unixDay(t int64) int64 {
@@ -212,12 +249,13 @@ func (st *state) finish(c clock) {
 			st.sold -= m.q
 		}
 	}
+	st.forget(c, c.maxMoves)
 	st.updated = c.now
 }
 
 // applyMove applies m and reports the outcome and whether the value changed (and must be written).
 func (st *state) applyMove(m *Movement, c clock) (Outcome, bool) {
-	st.fold(c.cutoff, c.maxMoves)
+	st.fold(c, c.maxMoves)
 	if st.has(m.ID) {
 		return Duplicate, false
 	}
@@ -233,18 +271,18 @@ func (st *state) applyMove(m *Movement, c clock) (Outcome, bool) {
 		// as before_snapshot again, which changes nothing either.
 		return BeforeSnapshot, false
 	case t < c.cutoff && covered:
-		st.remember(m.ID)
+		st.remember(m.ID, c)
 		out = BeforeSnapshot
 	case t < c.cutoff:
 		st.addBase(t, q)
-		st.remember(m.ID)
+		st.remember(m.ID, c)
 		out = AppliedUnverified
 	default:
 		i, _ := slices.BinarySearchFunc(st.moves, m, func(x move, m *Movement) int {
 			return cmp.Or(cmp.Compare(x.t, t), cmp.Compare(x.id, m.ID))
 		})
-		st.moves = slices.Insert(st.moves, i, move{m.ID, t, q, true})
-		st.fold(c.cutoff, c.maxMoves)
+		st.moves = slices.Insert(st.moves, i, move{m.ID, t, q})
+		st.fold(c, c.maxMoves)
 		out = Applied
 		if covered {
 			out = BeforeSnapshot // kept for the demand rate's idempotence only
@@ -263,7 +301,7 @@ func (st *state) applyMove(m *Movement, c clock) (Outcome, bool) {
 // applySnapshot replaces the snapshot by sn if it is newer, and reports the outcome and whether the value
 // changed.
 func (st *state) applySnapshot(sn *Snapshot, c clock) (Outcome, bool) {
-	st.fold(c.cutoff, c.maxMoves)
+	st.fold(c, c.maxMoves)
 	t := sn.Time.UnixNano()
 	if st.hasSnap {
 		switch cmp.Or(cmp.Compare(t, st.snapT), cmp.Compare(sn.ID, st.snapID)) {

@@ -151,12 +151,15 @@ func TestHorizonFolding(t *testing.T) {
 		t.Fatalf("base %v %g [%s, %s]", st.hasBase, st.baseProd, time.Unix(0, st.baseMin).UTC(), time.Unix(0, st.baseMax).UTC())
 	}
 	expectPos(t, b.pos(), 0, 13, 0)
-	// Past the recent-ids ring, a duplicate older than the horizon is applied again: the ingest layer's
-	// dedup markers are what catch it.
-	for i := range recentCap {
+	// The id of a movement applied straight to the base is kept for the horizon after that, however
+	// many follow; once the horizon has passed it a duplicate is applied again: the ingest layer's dedup
+	// markers are what catch it.
+	for i := range 3 * recentCap {
 		b.move(mv(fmt.Sprintf("old-%d", i), Sold, 1, 60*h))
 	}
-	expectOutcome(t, "duplicate beyond the ring", b.move(mv("old", Produced, 5, 50*h)), AppliedUnverified)
+	expectOutcome(t, "duplicate after many others", b.move(mv("old", Produced, 5, 50*h)), Duplicate)
+	b.now = t0.Add(48*h + time.Second)
+	expectOutcome(t, "duplicate once the horizon passed its id", b.move(mv("old", Produced, 5, 50*h)), AppliedUnverified)
 
 	// A count inside the folded span cannot be split: refused. One before it keeps the base, one after
 	// it replaces the base.
@@ -331,8 +334,8 @@ func randomLedger(r *rand.Rand) ledgerCase {
 	for _, e := range evs {
 		m := mv(e.id, e.kind, e.q, e.ago)
 		copies := 1
-		if e.ago < 48*time.Hour-drift && r.IntN(3) == 0 {
-			copies = 2 // only movements that stay in the list repeat: older duplicates are the ingest's job
+		if r.IntN(3) == 0 {
+			copies = 2 // a redelivery: recognised in the list, or by the ids remembered after it
 		}
 		for range copies {
 			c.ops = append(c.ops, op{m: &m})
@@ -466,5 +469,89 @@ func TestReturnRepeatedAfterACount(t *testing.T) {
 	expectPos(t, p, 7, 0, 0)
 	if want := 3.0 / 7; math.Abs(p.DailyRate-want) > 1e-12 {
 		t.Errorf("daily rate %g, want %g (5 sold − 2 returned over 7 days)", p.DailyRate, want)
+	}
+}
+
+// TestRedeliveryAfterItsIDLeftTheList: a batch applied, then redelivered (its replica died before
+// marking it done) after the movement's id left the list — the horizon passed it, a full list folded
+// it early, or it never entered the list (older than the horizon, one of many) — must not count
+// again: not as stock, not as demand. The ids are kept for the horizon after they left the list.
+func TestRedeliveryAfterItsIDLeftTheList(t *testing.T) {
+	h := time.Hour
+	t.Run("horizon passed it", func(t *testing.T) {
+		b := newBook(t)
+		expectOutcome(t, "production just inside the horizon", b.move(mv("p1", Produced, 5, 47*h+59*time.Minute)), Applied)
+		expectOutcome(t, "sale just inside the horizon", b.move(mv("s1", Sold, 2, 47*h+59*time.Minute)), Applied)
+		b.now = t0.Add(5 * time.Minute) // the redelivery comes after the ack wait: both are past the horizon
+		expectOutcome(t, "redelivered production", b.move(mv("p1", Produced, 5, 47*h+59*time.Minute)), Duplicate)
+		expectOutcome(t, "redelivered sale", b.move(mv("s1", Sold, 2, 47*h+59*time.Minute)), Duplicate)
+		expectPos(t, b.pos(), 0, 5, 2)
+	})
+	t.Run("counted sale the horizon passed", func(t *testing.T) {
+		b := newBook(t)
+		day := 24 * time.Hour
+		b.move(mv("s1", Sold, 7, 47*h))
+		b.snap(sn("erp:1", 100, 46*h)) // covers the sale
+		b.now = t0.Add(2 * h)
+		expectOutcome(t, "redelivered counted sale", b.move(mv("s1", Sold, 7, 47*h)), Duplicate)
+		b.now = t0.Add(day) // the rate counts complete days before today
+		var demand float64
+		for _, d := range b.load().days {
+			demand += d.q
+		}
+		if demand != 7 {
+			t.Errorf("demand %v, want 7 (the sale once)", demand)
+		}
+	})
+	t.Run("full list folded it", func(t *testing.T) {
+		b := newBook(t)
+		b.cfg.MaxMovements = 16
+		for i := range 40 {
+			b.move(mv(fmt.Sprintf("p%d", i), Produced, 1, time.Duration(40-i)*time.Minute))
+		}
+		for i := range 40 {
+			expectOutcome(t, fmt.Sprintf("redelivered p%d", i), b.move(mv(fmt.Sprintf("p%d", i), Produced, 1, time.Duration(40-i)*time.Minute)), Duplicate)
+		}
+		expectPos(t, b.pos(), 0, 40, 0)
+	})
+	t.Run("older than the horizon", func(t *testing.T) {
+		b := newBook(t)
+		const n = 300 // a replayed backlog: far more than recentCap
+		for i := range n {
+			expectOutcome(t, "backlog", b.move(mv(fmt.Sprintf("old:%d", i), Produced, 1, 60*h+time.Duration(i)*time.Minute)), AppliedUnverified)
+		}
+		b.now = t0.Add(time.Minute)
+		for i := range n {
+			if out := b.move(mv(fmt.Sprintf("old:%d", i), Produced, 1, 60*h+time.Duration(i)*time.Minute)); out != Duplicate {
+				t.Fatalf("redelivered old:%d: %v, want duplicate", i, out)
+			}
+		}
+		expectPos(t, b.pos(), 0, n, 0)
+	})
+}
+
+// TestFitForgetsRememberedIDsFirst: a value too large for one message forgets the older remembered ids
+// before it folds its list early, and keeps what fits.
+func TestFitForgetsRememberedIDsFirst(t *testing.T) {
+	cfg := DefaultConfig()
+	c := newClock(&cfg, t0)
+	long := strings.Repeat("x", maxIDLen-16)
+	st := &state{}
+	for i := range 2048 {
+		st.recent = append(st.recent, gone{fmt.Sprintf("old:%06d:%s", i, long), t0.Unix()})
+		st.moves = append(st.moves, move{fmt.Sprintf("new:%06d:%s", i, long), t0.Add(-time.Duration(2048-i) * time.Second).UnixNano(), 1})
+	}
+	st.finish(c)
+	const limit = 1 << 20
+	b := st.fit(c, nil, limit)
+	if len(b) > limit {
+		t.Fatalf("value of %d bytes, more than %d", len(b), limit)
+	}
+	if len(st.moves) < 1024 || len(st.recent) < recentCap || !strings.HasPrefix(st.recent[0].id, "new:") {
+		t.Errorf("kept %d movements and %d remembered ids (oldest %.10q): want half the list at least, its ids remembered before the older ones",
+			len(st.moves), len(st.recent), st.recent[0].id)
+	}
+	if got, err := decodeState(b); err != nil || got.summary().position("S1", "SKU").Produced != 2048 {
+		t.Errorf("fitted value: %v", err)
 	}
 }

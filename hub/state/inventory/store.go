@@ -24,7 +24,7 @@ type Metrics struct {
 	Applied           atomic.Uint64 // movements that changed a position
 	Duplicates        atomic.Uint64 // movements and snapshots already applied
 	BeforeSnapshot    atomic.Uint64 // movements already in the count
-	AppliedUnverified atomic.Uint64 // movements older than the horizon, applied without idempotence check
+	AppliedUnverified atomic.Uint64 // movements older than the horizon, applied to the base (checked against the remembered ids)
 	Snapshots         atomic.Uint64 // snapshots that replaced the current one
 	StaleSnapshots    atomic.Uint64 // snapshots older than the current one
 	BeyondHorizon     atomic.Uint64 // snapshots refused because they fall inside the folded span
@@ -310,9 +310,9 @@ func (s *Store) Snapshot(ctx context.Context, sn Snapshot) (Result, error) {
 // may be stored (they are idempotent by id: the caller repeats them).
 //
 // Movements older than the horizon, and those a full list folds at once, have no place in the
-// list: a value remembers only the last recentCap of their ids, and a write whose reply was lost
-// recognises itself by them. So a batch applying more of them than that is written in several
-// writes of at most recentCap each.
+// list: a value remembers their ids for the horizon, within the list's bound (at least recentCap
+// of them), and a write whose reply was lost recognises itself by them. So a batch applying more
+// of them than recentCap is written in several writes of at most recentCap each.
 func (s *Store) MoveAll(ctx context.Context, ms []Movement) (rs []Result, bad []error, err error) {
 	if len(ms) == 0 {
 		return nil, nil, nil
@@ -453,13 +453,7 @@ func (s *Store) update(ctx context.Context, site, sku, what string, apply func(*
 		if cap(buf) < size+256 {
 			buf = make([]byte, 0, size+256)
 		}
-		buf = st.encode(buf[:0])
-		for len(buf) > s.maxVal && len(st.moves) > 0 {
-			// A value must fit in one message: fold the older half early (documented limit for hot keys).
-			st.fold(c.cutoff, len(st.moves)/2)
-			st.finish(c)
-			buf = st.encode(buf[:0])
-		}
+		buf = st.fit(c, buf[:0], s.maxVal)
 		opCtx, cancel := context.WithTimeout(ctx, s.cfg.OpTimeout)
 		var newRev uint64
 		if rev == 0 {

@@ -1,0 +1,165 @@
+package agents
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/gemba-io/gemba/hub/ingest/dedup"
+	"github.com/gemba-io/gemba/hub/state/features"
+	"github.com/gemba-io/gemba/hub/state/inventory"
+	"github.com/gemba-io/gemba/internal/natstest"
+	"github.com/gemba-io/gemba/internal/testutil"
+	"github.com/gemba-io/gemba/signal"
+)
+
+// replica is one hub replica's ingest on a connection of its own, with the inventory clock four days
+// past t0 (the production of windows around t0 is older than the inventory's horizon).
+type replica struct {
+	nc   *nats.Conn
+	inv  *inventory.Store
+	c    *Consumer
+	stop context.CancelFunc
+	done chan error
+}
+
+func startReplica(t *testing.T, url string, beforeRun func(r *replica)) *replica {
+	t.Helper()
+	nc, js := natstest.Connect(t, url)
+	ctx := context.Background()
+	r := &replica{nc: nc, done: make(chan error, 1)}
+	fs, err := features.Open(ctx, js, features.Config{Bucket: "F", Definitions: defs}, plant{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fs.Close)
+	icfg := inventory.DefaultConfig()
+	icfg.Now = func() time.Time { return t0.Add(100 * time.Hour) }
+	if r.inv, err = inventory.Open(ctx, js, icfg, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.inv.Close() })
+	dd, err := dedup.Open(ctx, js, dedup.Config{Bucket: "DEDUP", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.AckWait = 2 * time.Second
+	cfg.Production = []Production{{Signal: "*.pack.parts", Feature: "units"}}
+	if r.c, err = New(cfg, Deps{JS: js, Prefix: "gemba", Dedup: dd, Features: fs, Stock: r.inv, Placer: plant{}}, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	r.stop = cancel
+	if beforeRun != nil {
+		beforeRun(r)
+	}
+	go func() { r.done <- r.c.Run(rctx) }()
+	t.Cleanup(func() { cancel(); <-r.done })
+	return r
+}
+
+// TestCrashBetweenMovesAndDoneMarks: a replica dies (its connection gone, nothing settled) after it
+// moved the stock of a replayed backlog older than the inventory's horizon and before it marked the
+// batch's claims done. Another replica takes the redelivery through the shared consumer: the claims
+// are still pending, so the batch goes through again, and the inventory alone must absorb it — every
+// window counted exactly once.
+func TestCrashBetweenMovesAndDoneMarks(t *testing.T) {
+	n := natstest.JetStream(t)
+	_, js := natstest.Connect(t, n.URL())
+	stream(t, js)
+	died := make(chan struct{})
+	var once sync.Once
+	startReplica(t, n.URL(), func(a *replica) {
+		a.c.doneAll = func(context.Context, []dedup.Claim) error {
+			once.Do(func() {
+				a.nc.Close() // the process is gone: no ack, no nak, no done mark reaches the server
+				a.stop()
+				close(died)
+			})
+			return errors.New("replica died")
+		}
+	})
+	const windows = 300 // one message of a replayed backlog: more than any few ids a value keeps
+	var fsIn = make([]signal.Feature, 0, windows)
+	for w := range windows {
+		fsIn = append(fsIn, units("SKU-1", w, 1))
+	}
+	publish(t, js, 1, true, "", fsIn...)
+	select {
+	case <-died:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the first replica never reached its done marks")
+	}
+	b := startReplica(t, n.URL(), nil)
+	ctx := context.Background()
+	testutil.WaitFor(t, 30*time.Second, "the redelivery applied and acked", func() bool {
+		cons, err := js.Consumer(ctx, "GEMBA", "gemba-hub")
+		if err != nil {
+			return false
+		}
+		info, err := cons.Info(ctx)
+		return err == nil && info.NumAckPending == 0 && info.NumPending == 0 && info.NumRedelivered == 0 && info.Delivered.Consumer >= 2
+	})
+	p, ok := b.inv.Get("SKU-1", "plant1")
+	if !ok || p.Produced != windows || p.Position != windows {
+		t.Errorf("produced %v, position %v, want %d (each window once)", p.Produced, p.Position, windows)
+	}
+	if d := count(b.c.m.production.WithLabelValues(inventory.Duplicate.String())); d != windows {
+		t.Errorf("the redelivery found %v of its %d movements applied", d, windows)
+	}
+}
+
+// failingStock fails the first MoveAll of one SKU: the inventory bucket unavailable for longer than the
+// store retries, for that key.
+type failingStock struct {
+	Stock
+	sku  string
+	once sync.Once
+}
+
+func (f *failingStock) MoveAll(ctx context.Context, ms []inventory.Movement) ([]inventory.Result, []error, error) {
+	fail := false
+	if ms[0].SKU == f.sku {
+		f.once.Do(func() { fail = true })
+	}
+	if fail {
+		return nil, nil, errors.New("inventory bucket unavailable")
+	}
+	return f.Stock.MoveAll(ctx, ms)
+}
+
+// TestFailedMovesRedeliveredDoNotRecount: a batch whose moves fail for one key is handed back while
+// the other keys' moves are stored. Its redelivery must not count those again, a replayed backlog
+// older than the inventory's horizon included.
+func TestFailedMovesRedeliveredDoNotRecount(t *testing.T) {
+	n := natstest.JetStream(t)
+	_, js := natstest.Connect(t, n.URL())
+	stream(t, js)
+	r := startReplica(t, n.URL(), func(r *replica) { r.c.d.Stock = &failingStock{Stock: r.c.d.Stock, sku: "SKU-2"} })
+	const windows = 100
+	fsIn := []signal.Feature{units("SKU-2", 0, 1)}
+	for w := range windows {
+		fsIn = append(fsIn, units("SKU-1", w, 1))
+	}
+	publish(t, js, 1, true, "", fsIn...)
+	ctx := context.Background()
+	testutil.WaitFor(t, 30*time.Second, "the batch applied and acked", func() bool {
+		cons, err := js.Consumer(ctx, "GEMBA", "gemba-hub")
+		if err != nil {
+			return false
+		}
+		info, err := cons.Info(ctx)
+		return err == nil && info.NumAckPending == 0 && info.NumPending == 0 && info.Delivered.Consumer >= 2
+	})
+	if p, _ := r.inv.Get("SKU-1", "plant1"); p.Produced != windows {
+		t.Errorf("SKU-1 produced %v, want %d (each window once)", p.Produced, windows)
+	}
+	if p, _ := r.inv.Get("SKU-2", "plant1"); p.Produced != 1 {
+		t.Errorf("SKU-2 produced %v, want 1", p.Produced)
+	}
+}
