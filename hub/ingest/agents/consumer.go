@@ -73,8 +73,8 @@ type Deps struct {
 // Consumer reads the agents' stream.
 //
 // Lifecycle: Run waits for the stream (agents create it), binds the durable consumer, and
-// processes batches until ctx ends; it then stops pulling, finishes the messages already taken
-// (within drain) and returns. Messages it could not settle are redelivered to another replica.
+// processes batches until ctx ends; it then stops pulling, finishes the batch in hand and the
+// messages already taken (within drain of the stop) and returns. Messages it could not settle are redelivered to another replica.
 type Consumer struct {
 	cfg   Config
 	d     Deps
@@ -225,6 +225,26 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return batch, size
 	}
 	pause := time.Second // before binding again after the consume stopped: doubles while it keeps stopping
+	// Batches are processed under a context that outlives ctx by the drain: a stop that arrives
+	// while a batch is on its way through lets it finish (stored, marked, acked) rather than hand
+	// it back to another replica. What is taken but not started shares the same deadline below.
+	pctx, pcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer pcancel()
+	var drainTimer *time.Timer
+	var drainMu sync.Mutex
+	stopDrain := context.AfterFunc(ctx, func() {
+		drainMu.Lock()
+		drainTimer = time.AfterFunc(c.drain, pcancel)
+		drainMu.Unlock()
+	})
+	defer func() {
+		stopDrain()
+		drainMu.Lock()
+		if drainTimer != nil {
+			drainTimer.Stop()
+		}
+		drainMu.Unlock()
+	}()
 	for ctx.Err() == nil {
 		var size int
 		select {
@@ -260,7 +280,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			continue
 		}
 		batch, size = fill(batch, size)
-		c.process(ctx, batch)
+		c.process(pctx, batch)
 		h.remove(batch...)
 		clear(batch) // the next batch reuses the array: drop this one's messages (MiBs of data) meanwhile
 		g.release(size)
@@ -269,14 +289,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 	cc.Stop()
 	g.close()
 	close(stopped)
-	dctx, cancel := context.WithTimeout(context.Background(), c.drain)
-	defer cancel()
 	for {
 		batch, _ = fill(batch[:0], 0)
 		if len(batch) == 0 {
 			break
 		}
-		c.process(dctx, batch)
+		c.process(pctx, batch)
 		h.remove(batch...)
 	}
 	c.setWhy("stopped")

@@ -163,3 +163,43 @@ func TestFailedMovesRedeliveredDoNotRecount(t *testing.T) {
 		t.Errorf("SKU-2 produced %v, want 1", p.Produced)
 	}
 }
+
+// TestStopFinishesTheBatchInHand: a replica stopped (SIGTERM) while a batch is on its way through
+// finishes it within the drain — its done marks written and its messages acked — instead of handing
+// it back to be redelivered to another replica.
+func TestStopFinishesTheBatchInHand(t *testing.T) {
+	n := natstest.JetStream(t)
+	_, js := natstest.Connect(t, n.URL())
+	stream(t, js)
+	var once sync.Once
+	a := startReplica(t, n.URL(), func(a *replica) {
+		real := a.c.doneAll
+		a.c.doneAll = func(ctx context.Context, cs []dedup.Claim) error {
+			once.Do(a.stop) // the stop arrives while the batch is being marked
+			return real(ctx, cs)
+		}
+	})
+	publish(t, js, 1, false, "", units("SKU-1", 0, 5))
+	select {
+	case err := <-a.done:
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.done <- nil // for the cleanup
+	case <-time.After(30 * time.Second):
+		t.Fatal("the replica did not stop")
+	}
+	ctx := context.Background()
+	cons, err := js.Consumer(ctx, "GEMBA", "gemba-hub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumAckPending != 0 || info.NumPending != 0 || info.AckFloor.Consumer != 1 {
+		t.Errorf("after the stop: %d awaiting an ack, %d pending, ack floor %d: the batch in hand was handed back",
+			info.NumAckPending, info.NumPending, info.AckFloor.Consumer)
+	}
+}
