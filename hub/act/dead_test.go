@@ -105,3 +105,32 @@ func TestPermanentPublishErrorsDeadLettered(t *testing.T) {
 		t.Errorf("%d messages on the stream", c)
 	}
 }
+
+// A promotion whose channel leaves the config while it runs (its start delivered on NATS and to
+// the webhook) is dead-lettered when its end is due — nowhere to call — but its NATS end still
+// goes out: subscribers of the stream saw it start.
+func TestChannelGoneBeforeEndStillEndsOnNATS(t *testing.T) {
+	n := natstest.JetStream(t)
+	_, js := connect(t, n)
+	ctx := context.Background()
+	recv := newReceiver(t, func(int, string) (int, http.Header, time.Duration) { return http.StatusOK, nil, 0 })
+	o := open(t, js, testConfig(recv.srv.URL))
+	stop := run(t, o)
+	a := promo("dec-channel-gone", "web", time.Now().Add(2*time.Second))
+	if _, err := o.Enqueue(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 15*time.Second, "the start delivered", func() bool {
+		rec, err := o.Get(ctx, a.DecisionID)
+		return err == nil && rec.Phase == EventEnd && recv.count(a.DecisionID) == 1
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	o2 := open(t, js, testConfig("")) // the web channel is gone from the config
+	run(t, o2)
+	waitState(t, o2, a.DecisionID, Dead, EventEnd)
+	testutil.WaitFor(t, 15*time.Second, "the NATS end of the promotion whose channel went away", func() bool {
+		return len(streamMsgs(t, js, "ACTIONS")[a.DecisionID+":end"]) == 1
+	})
+}

@@ -81,20 +81,23 @@ func (o *Outbox) finishCancel(ctx context.Context, rec *Record, mark func() erro
 	return mark()
 }
 
-// deadLetter gives the record up until a Replay. A promotion whose NATS start went out keeps its
-// NATS end due at the promotion's end: subscribers of the stream see it end whatever happened to
-// the webhook.
+// deadLetter gives the record up until a Replay. A promotion whose NATS start went out and whose
+// NATS end did not keeps its NATS end due at the promotion's end (now, if that has passed):
+// subscribers of the stream see it end whatever happened to the webhook or the channel's config.
 func (o *Outbox) deadLetter(rec *Record, why string) {
 	rec.State, rec.LastError, rec.Owner, rec.LeaseUntil = Dead, why, "", time.Time{}
-	rec.EndDue = rec.Action.Kind == Promote && rec.Phase == EventStart && rec.Published && !rec.EndPublished
+	// Its NATS start went out and its NATS end did not: in its start phase (published), or in
+	// its end phase before the end's publish (a channel that left the config while it ran).
+	started := rec.Phase == EventStart && rec.Published || rec.Phase == EventEnd && !rec.Published
+	rec.EndDue = rec.Action.Kind == Promote && started && !rec.EndPublished
 	if rec.EndDue {
 		rec.NextAt = rec.Action.End
 	}
 	o.log.Error("action dead-lettered", "decision", rec.Action.DecisionID, "id", rec.msgID(), "attempts", rec.Attempts, "err", why)
 }
 
-// deadEnd publishes the NATS end of a promotion dead-lettered in its start after its NATS start
-// went out. The record stays dead (listed, replayable); a replay then sends no NATS end again.
+// deadEnd publishes the NATS end of a promotion dead-lettered after its NATS start went out and
+// before its NATS end did. The record stays dead (listed, replayable); a replay then sends no NATS end again.
 func (o *Outbox) deadEnd(ctx context.Context, rec *Record, mark func() error) error {
 	id := rec.Action.DecisionID + ":end"
 	body, err := json.Marshal(Message{ID: id, Event: EventEnd, Action: rec.Action})
