@@ -1,16 +1,15 @@
 package features
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/gemba-io/gemba/internal/testutil"
 	"github.com/gemba-io/gemba/signal"
 )
 
@@ -304,7 +303,7 @@ features:
 // once its watermark has stood still for frozenWarnAt samples in a row, a WARN names the signal,
 // once per standstill.
 func TestFrozenSourceClockWarned(t *testing.T) {
-	var logs syncBuffer
+	var logs testutil.Buffer
 	e, err := New(parseConfig(t, "features:\n  - {signal: g, window: 10s, compute: [mean]}\n"), Options{
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Now:    func() time.Time { return sec(100) }, CheckpointInterval: time.Hour, Emit: func([]signal.Feature) {},
@@ -333,16 +332,3 @@ func TestFrozenSourceClockWarned(t *testing.T) {
 		t.Fatalf("%d warnings after a second standstill, want 2", n)
 	}
 }
-
-// syncBuffer is a bytes.Buffer for a logger written from the engine's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
