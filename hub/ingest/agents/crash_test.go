@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gemba-io/gemba/hub/ingest/dedup"
 	"github.com/gemba-io/gemba/hub/state/features"
@@ -96,14 +97,8 @@ func TestCrashBetweenMovesAndDoneMarks(t *testing.T) {
 		t.Fatal("the first replica never reached its done marks")
 	}
 	b := startReplica(t, n.URL(), nil)
-	ctx := context.Background()
-	testutil.WaitFor(t, 30*time.Second, "the redelivery applied and acked", func() bool {
-		cons, err := js.Consumer(ctx, "GEMBA", "gemba-hub")
-		if err != nil {
-			return false
-		}
-		info, err := cons.Info(ctx)
-		return err == nil && info.NumAckPending == 0 && info.NumPending == 0 && info.NumRedelivered == 0 && info.Delivered.Consumer >= 2
+	waitConsumer(t, js, "the redelivery applied and acked", func(info *jetstream.ConsumerInfo) bool {
+		return info.NumAckPending == 0 && info.NumPending == 0 && info.NumRedelivered == 0 && info.Delivered.Consumer >= 2
 	})
 	p, ok := b.inv.Get("SKU-1", "plant1")
 	if !ok || p.Produced != windows || p.Position != windows {
@@ -147,14 +142,8 @@ func TestFailedMovesRedeliveredDoNotRecount(t *testing.T) {
 		fsIn = append(fsIn, units("SKU-1", w, 1))
 	}
 	publish(t, js, 1, true, "", fsIn...)
-	ctx := context.Background()
-	testutil.WaitFor(t, 30*time.Second, "the batch applied and acked", func() bool {
-		cons, err := js.Consumer(ctx, "GEMBA", "gemba-hub")
-		if err != nil {
-			return false
-		}
-		info, err := cons.Info(ctx)
-		return err == nil && info.NumAckPending == 0 && info.NumPending == 0 && info.Delivered.Consumer >= 2
+	waitConsumer(t, js, "the batch applied and acked", func(info *jetstream.ConsumerInfo) bool {
+		return info.NumAckPending == 0 && info.NumPending == 0 && info.Delivered.Consumer >= 2
 	})
 	if p, _ := r.inv.Get("SKU-1", "plant1"); p.Produced != windows {
 		t.Errorf("SKU-1 produced %v, want %d (each window once)", p.Produced, windows)
@@ -202,4 +191,18 @@ func TestStopFinishesTheBatchInHand(t *testing.T) {
 		t.Errorf("after the stop: %d awaiting an ack, %d pending, ack floor %d: the batch in hand was handed back",
 			info.NumAckPending, info.NumPending, info.AckFloor.Consumer)
 	}
+}
+
+// waitConsumer polls the hub's durable consumer's info until ok holds.
+func waitConsumer(t *testing.T, js jetstream.JetStream, what string, ok func(*jetstream.ConsumerInfo) bool) {
+	t.Helper()
+	ctx := context.Background()
+	testutil.WaitFor(t, 30*time.Second, what, func() bool {
+		cons, err := js.Consumer(ctx, "GEMBA", "gemba-hub")
+		if err != nil {
+			return false
+		}
+		info, err := cons.Info(ctx)
+		return err == nil && ok(info)
+	})
 }

@@ -94,14 +94,8 @@ func startBacklog(t *testing.T, first func(js jetstream.JetStream) error) *backl
 // settled waits until the message is acknowledged, then checks every window was counted once.
 func (b *backlog) settled(t *testing.T) {
 	t.Helper()
-	ctx := context.Background()
-	testutil.WaitFor(t, 30*time.Second, "the message applied and acked", func() bool {
-		cons, err := b.js.Consumer(ctx, "GEMBA", "gemba-hub")
-		if err != nil {
-			return false
-		}
-		info, err := cons.Info(ctx)
-		return err == nil && info.NumAckPending == 0 && info.NumPending == 0 && info.Delivered.Consumer >= 1
+	waitConsumer(t, b.js, "the message applied and acked", func(info *jetstream.ConsumerInfo) bool {
+		return info.NumAckPending == 0 && info.NumPending == 0 && info.Delivered.Consumer >= 1
 	})
 	if p, _ := b.inv.Get("SKU-1", "plant1"); p.Produced != backlogWindows {
 		t.Errorf("produced %v, want %d (each window once)", p.Produced, backlogWindows)
