@@ -183,7 +183,7 @@ func DefaultConfig() Config {
 		NATS:      NATSConfig{SubjectPrefix: "gemba", Replicas: 1, Embedded: EmbeddedConfig{Listen: "127.0.0.1:4222"}},
 		Ingest:    agents.DefaultConfig(),
 		Commerce:  defaultCommerce(),
-		Inventory: inventory.DefaultConfig(),
+		Inventory: defaultInventory(),
 		Graph:     GraphConfig{Bucket: "GEMBA_GRAPH"},
 		Fleet:     FleetConfig{Bucket: "GEMBA_FLEET", StaleAfter: 30 * time.Second},
 		Decide:    decide.DefaultConfig(),
@@ -200,6 +200,14 @@ func DefaultConfig() Config {
 func defaultCommerce() commerce.Config {
 	c := commerce.DefaultConfig()
 	c.Channels = []string{"web", "retail", "wholesale"}
+	c.Replicas = 0 // nats.replicas
+	return c
+}
+
+// defaultInventory is the inventory section's defaults, its replicas nats.replicas.
+func defaultInventory() inventory.Config {
+	c := inventory.DefaultConfig()
+	c.Replicas = 0
 	return c
 }
 
@@ -292,6 +300,16 @@ func (f *FleetConfig) Validate(r config.Report) {
 	}
 }
 
+// fillReplicas gives every section whose replicas are unset (0) nats.replicas; a value set is
+// honoured (1 on a 3-node cluster: a bucket that may be rebuilt, or not worth three copies).
+func (c *Config) fillReplicas() {
+	for _, r := range []*int{&c.Inventory.Replicas, &c.Commerce.Replicas, &c.Monitor.Replicas} {
+		if *r == 0 {
+			*r = c.NATS.Replicas
+		}
+	}
+}
+
 // fillDecisions sets what the decision room's sections take from the others: the subject prefix,
 // the replicas, and (without an act section) delivery on NATS alone to the commerce channels.
 func (c *Config) fillDecisions() {
@@ -306,7 +324,7 @@ func (c *Config) fillDecisions() {
 	if c.Guard == nil {
 		return
 	}
-	if c.Guard.Replicas <= 1 {
+	if c.Guard.Replicas == 0 {
 		c.Guard.Replicas = c.NATS.Replicas
 	}
 	if c.Act == nil {
@@ -386,6 +404,7 @@ func Parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
 	if yaml.Unmarshal(data, &top) == nil {
 		if _, ok := top["guard"]; ok {
 			g := guard.DefaultConfig()
+			g.Replicas = 0 // nats.replicas
 			cfg.Guard = &g
 		}
 		if _, ok := top["act"]; ok {
@@ -395,6 +414,7 @@ func Parse(data []byte, lookup func(string) (string, bool)) (*Config, error) {
 	if err := config.NewDecoder(config.WithEnv(lookup)).Unmarshal(data, &cfg); err != nil {
 		return nil, err
 	}
+	cfg.fillReplicas()
 	cfg.fillDecisions()
 	eff, err := json.Marshal(&cfg)
 	if err != nil {

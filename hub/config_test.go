@@ -1,8 +1,13 @@
 package hub
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/gemba-io/gemba/internal/natstest"
+	"github.com/gemba-io/gemba/internal/testutil"
 )
 
 // A decision id must be remembered longer than a proposal of it can come: its time bucket plus the
@@ -21,5 +26,77 @@ guard: {max_discount: 20, retention: 30h, max_skew: 10m}
 	_, err = Parse([]byte(strings.Replace(doc, "retention: 30h", "retention: 49h", 1)), func(string) (string, bool) { return "", false })
 	if err != nil {
 		t.Fatalf("retention beyond bucket + skew: %v", err)
+	}
+}
+
+// TestSectionReplicas: a section's replicas, unset (0), is nats.replicas; set, it is honoured — for
+// inventory, guard and commerce as for audit, rules, act and monitor. inventory.replicas was
+// replaced by nats.replicas when the hub opened the bucket, guard.replicas: 1 too, and commerce
+// never inherited (an R1 COMMERCE stream on a 3-node cluster): the effective config said otherwise.
+func TestSectionReplicas(t *testing.T) {
+	none := func(string) (string, bool) { return "", false }
+	doc := `
+hub: {id: h1, data_dir: /tmp/gemba-hub-config-test}
+nats: {servers: ["nats://127.0.0.1:4222"], replicas: 3}
+guard: {max_discount: 20}
+`
+	cfg, err := Parse([]byte(doc), none)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{"inventory": cfg.Inventory.Replicas, "guard": cfg.Guard.Replicas, "commerce": cfg.Commerce.Replicas,
+		"audit": cfg.Audit.Replicas, "rules": cfg.Rules.Replicas, "act": cfg.Act.Replicas}
+	for section, r := range got {
+		if r != 3 {
+			t.Errorf("%s.replicas unset: %d, want nats.replicas (3)", section, r)
+		}
+	}
+	cfg, err = Parse([]byte(doc+"inventory: {replicas: 1}\ncommerce: {replicas: 1}\naudit: {replicas: 1}\n"+
+		"rules: {replicas: 1}\nact: {replicas: 1, channels: {web: {}}}\n"), none)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg2, err := Parse([]byte(strings.Replace(doc, "max_discount: 20", "max_discount: 20, replicas: 1", 1)), none)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = map[string]int{"inventory": cfg.Inventory.Replicas, "guard": cfg2.Guard.Replicas, "commerce": cfg.Commerce.Replicas,
+		"audit": cfg.Audit.Replicas, "rules": cfg.Rules.Replicas, "act": cfg.Act.Replicas}
+	for section, r := range got {
+		if r != 1 {
+			t.Errorf("%s.replicas: 1: %d, want 1", section, r)
+		}
+	}
+}
+
+// TestSectionReplicasOnACluster: on a 3-node cluster with nats.replicas 3, a bucket whose section
+// says replicas: 1 is created with one replica, and one whose section says nothing with three.
+func TestSectionReplicasOnACluster(t *testing.T) {
+	nodes := natstest.Cluster(t, 3)
+	cfg := testConfig(t, `
+hub: {id: c1, data_dir: "${DIR}", log: {level: error}}
+http: {listen: "127.0.0.1:${HTTP_PORT}"}
+nats: {servers: ["`+natstest.URLs(nodes...)+`"], replicas: 3}
+commerce: {channels: [web], replicas: 1}
+inventory: {replicas: 1}
+guard: {max_discount: 20, replicas: 1}
+monitor: {enabled: false}
+`)
+	start(t, cfg)
+	_, js := natstest.Connect(t, natstest.URLs(nodes...))
+	want := map[string]int{"KV_GEMBA_INVENTORY": 1, "KV_GEMBA_GUARD": 1, "COMMERCE": 1, "GEMBA_DECISIONS": 3, "KV_GEMBA_FLEET": 3}
+	for name, r := range want {
+		var got int
+		testutil.WaitFor(t, 60*time.Second, name+" created", func() bool {
+			s, err := js.Stream(context.Background(), name)
+			if err != nil {
+				return false
+			}
+			got = s.CachedInfo().Config.Replicas
+			return true
+		})
+		if got != r {
+			t.Errorf("%s: %d replicas, want %d", name, got, r)
+		}
 	}
 }

@@ -41,6 +41,9 @@ type decisions struct {
 	experiments *experiment.Store
 	outcomes    *outcome.Measurer
 	stop        func() // stops following rule changes
+	// halted says why the room stopped for good while the process runs (its replica name was taken
+	// over by another process): approvals are refused with it.
+	halted atomic.Pointer[string]
 
 	mu  sync.Mutex
 	why map[string]string // loop → why it is not running
@@ -213,6 +216,9 @@ func (d *decisions) keepRunning(ctx context.Context, name string, run func(conte
 		d.setWhy(name, "")
 	}
 }
+
+// halt refuses approvals from now on, saying why (the loops are stopped by the caller).
+func (d *decisions) halt(why string) { d.halted.Store(&why) }
 
 func (d *decisions) setWhy(name, why string) {
 	d.mu.Lock()

@@ -39,6 +39,9 @@ func (h *Hub) Readiness() Readiness {
 	if why != "" {
 		r = append(r, why)
 	}
+	if w := h.pres.Load().reason(); w != "" {
+		r = append(r, w)
+	}
 	if nc != nil && !nc.IsConnected() {
 		r = append(r, "not connected to NATS ("+nc.Status().String()+")")
 	}
@@ -177,6 +180,9 @@ func (a decisionsAPI) Pending(ctx context.Context) ([]guard.Request, error) {
 }
 
 func (a decisionsAPI) Answer(ctx context.Context, id, by, reason string, approve bool) (guard.Verdict, error) {
+	if w := a.d.halted.Load(); w != nil {
+		return guard.Verdict{}, errors.New(*w)
+	}
 	return a.d.approver.Answer(ctx, id, by, reason, approve)
 }
 

@@ -58,6 +58,7 @@ type Hub struct {
 	dec   atomic.Pointer[decisions]  // nil without a guard section
 	learn atomic.Pointer[learning]   // nil until the model registry is followed (learn.enabled)
 	mon   atomic.Pointer[monitoring] // nil until the monitor room is open
+	pres  atomic.Pointer[presence]   // this process's hold on its replica name (hub.id)
 
 	// commerceHTTP serves the commerce endpoints once the stream is there (nil before, or without a token).
 	commerceHTTP atomic.Pointer[http.Handler]
@@ -138,6 +139,18 @@ func (h *Hub) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
+	// The replica name first: decision claims, approvals and delivery leases are owned by it, so
+	// nothing may run under a name another live process holds (hub/presence.go).
+	pres, err := h.claimName(ctx, js)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	h.pres.Store(pres)
+	pres.keep()
+	defer pres.release()
 
 	// Downstream first: the state the consumers write into. Whatever was opened is closed, also when
 	// the hub is stopped while still opening.
@@ -178,8 +191,19 @@ func (h *Hub) Run(ctx context.Context) error {
 	stopLearning := h.startLearning(js)
 	defer stopLearning()
 	stopDecisions := func() {}
+	var halt sync.WaitGroup
+	hctx, hcancel := context.WithCancel(context.Background())
+	defer func() { hcancel(); halt.Wait() }()
 	if d := h.dec.Load(); d != nil {
-		stopDecisions = h.runDecisions(d, log.With("component", "decide"))
+		stopDecisions = sync.OnceFunc(h.runDecisions(d, log.With("component", "decide")))
+		halt.Go(func() {
+			select {
+			case <-pres.lost: // another process runs under this name: stop claiming, for good
+				d.halt(pres.reason())
+				stopDecisions()
+			case <-hctx.Done():
+			}
+		})
 	}
 	ictx, icancel := context.WithCancel(context.Background())
 	defer icancel()
@@ -213,6 +237,8 @@ func (h *Hub) Run(ctx context.Context) error {
 	case <-time.After(cfg.Hub.ShutdownTimeout):
 		log.Error("shutdown timeout: ingest did not finish; unacked messages will be redelivered")
 	}
+	hcancel()
+	halt.Wait()
 	stopDecisions()
 	log.Info("stopped")
 	return nil
@@ -261,9 +287,7 @@ func (h *Hub) tryOpenState(ctx context.Context, js jetstream.JetStream) (*dedup.
 		h.registerFeatures(fs)
 	}
 	if h.inv.Load() == nil {
-		icfg := cfg.Inventory
-		icfg.Replicas = cfg.NATS.Replicas
-		inv, err := inventory.Open(octx, js, icfg, h.log) // it names itself
+		inv, err := inventory.Open(octx, js, cfg.Inventory, h.log) // it names itself
 		if err != nil {
 			return nil, err
 		}

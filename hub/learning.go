@@ -93,6 +93,12 @@ func OpenModels(ctx context.Context, js jetstream.JetStream, cfg *Config, log *s
 		LockTTL: cfg.Learn.LockTTL, Logger: log})
 }
 
+// BindModels is OpenModels for a reader (the CLI's models list, show, history): the buckets are
+// bound as they are, never created nor changed.
+func BindModels(ctx context.Context, js jetstream.JetStream, cfg *Config) (*registry.Registry, error) {
+	return registry.Bind(ctx, js, registry.Options{Buckets: cfg.Learn.Buckets, Replicas: cfg.NATS.Replicas, LockTTL: cfg.Learn.LockTTL})
+}
+
 // RefitOptions are the refit cfg describes, by who, why and promoting as promote says ("" for the
 // config's).
 func RefitOptions(cfg *Config, by, why, promote string, log *slog.Logger) registry.RefitOptions {

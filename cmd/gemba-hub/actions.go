@@ -18,25 +18,29 @@ func actionsCmd() *cobra.Command {
 	var file string
 	c := &cobra.Command{Use: "actions", Short: "Inspect and replay action deliveries (the outbox)"}
 	c.PersistentFlags().StringVarP(&file, "config", "c", "/etc/gemba/hub.yaml", "hub config (NATS, the act section)")
-	withOutbox := func(cmd *cobra.Command, fn func(ctx context.Context, o *act.Outbox) error) error {
+	withOutbox := func(cmd *cobra.Command, replay bool, fn func(ctx context.Context, o *act.Outbox) error) error {
 		return withHub(cmd, file, func(ctx context.Context, cfg *hub.Config, js jetstream.JetStream) error {
 			if cfg.Act == nil {
 				cmd.PrintErrln(file + ": decisions are off (no guard section): there is no outbox")
 				return exitError{1}
 			}
-			o, err := act.Open(ctx, js, *cfg.Act, nil) // no delivery loop here: a running hub delivers
+			// Bound as it is, never created nor changed (its settings may be a newer release's); no
+			// delivery loop here: a running hub delivers.
+			o, err := act.Bind(ctx, js, *cfg.Act)
 			if err != nil {
 				cmd.PrintErrln(err)
 				return exitError{1}
 			}
-			// The guard's kill switch: a replay refuses while it is thrown.
-			g, err := guard.New(ctx, js, *cfg.Guard, "cli", nil)
-			if err != nil {
-				cmd.PrintErrln(err)
-				return exitError{1}
+			if replay {
+				// The guard's kill switch (bound, like the outbox): a replay refuses while it is thrown.
+				g, err := guard.Bind(ctx, js, *cfg.Guard, "cli")
+				if err != nil {
+					cmd.PrintErrln(err)
+					return exitError{1}
+				}
+				defer func() { _ = g.Close() }()
+				o.SetGuard(decide.DeliveryGuard{Guard: g})
 			}
-			defer func() { _ = g.Close() }()
-			o.SetGuard(decide.DeliveryGuard{Guard: g})
 			return fn(ctx, o)
 		})
 	}
@@ -45,7 +49,7 @@ func actionsCmd() *cobra.Command {
 		Short: "List the dead-lettered deliveries: decision id, phase, attempts, last error",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withOutbox(cmd, func(ctx context.Context, o *act.Outbox) error {
+			return withOutbox(cmd, false, func(ctx context.Context, o *act.Outbox) error {
 				return listDead(ctx, cmd.OutOrStdout(), o)
 			})
 		},
@@ -55,7 +59,7 @@ func actionsCmd() *cobra.Command {
 		Short: "Re-queue dead-lettered deliveries (their failed phase starts again; what was delivered is not sent again); refused while the kill switch is thrown",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withOutbox(cmd, func(ctx context.Context, o *act.Outbox) error {
+			return withOutbox(cmd, true, func(ctx context.Context, o *act.Outbox) error {
 				return replayDead(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), o, args)
 			})
 		},

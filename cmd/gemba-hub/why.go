@@ -43,7 +43,7 @@ func why(ctx context.Context, out, errw io.Writer, js jetstream.JetStream, audit
 		_, _ = io.WriteString(errw, err.Error()+"\n")
 		return exitError{1}
 	}
-	log, err := audit.Open(ctx, js, auditCfg, nil)
+	log, err := audit.Bind(ctx, js, auditCfg, nil) // read only: never created nor changed here
 	if err != nil {
 		return say(err)
 	}
@@ -70,7 +70,7 @@ func why(ctx context.Context, out, errw io.Writer, js jetstream.JetStream, audit
 	}
 	var delivery *act.Record
 	if actCfg != nil {
-		ob, err := act.Open(ctx, js, *actCfg, nil)
+		ob, err := act.Bind(ctx, js, *actCfg)
 		if err != nil {
 			return say(err)
 		}

@@ -168,6 +168,31 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 	return o, nil
 }
 
+// Bind opens the outbox bucket as it is, for the CLI (actions dead, replay; why's delivery state):
+// it never creates the bucket or the actions stream nor changes their settings, which may be a
+// newer release's. A bucket that is not there is an error naming it. The outbox delivers nothing
+// (no Run: a running hub delivers).
+func Bind(ctx context.Context, js jetstream.JetStream, cfg Config) (*Outbox, error) {
+	cfg.Defaults()
+	if err := cfg.err(); err != nil {
+		return nil, err
+	}
+	var kv jetstream.KeyValue
+	err := kvretry.Attempts(ctx, kvretry.SetupAttempt, func(ctx context.Context) (err error) {
+		kv, err = js.KeyValue(ctx, cfg.Bucket)
+		return err
+	})
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("act outbox bucket %s: not found on these servers: the hub has not run with decisions "+
+			"against them yet, or act.bucket names another bucket: %w", cfg.Bucket, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("act outbox bucket %s: %w", cfg.Bucket, err)
+	}
+	return &Outbox{cfg: cfg, js: js, kv: kv, log: slog.New(slog.DiscardHandler), client: &http.Client{CheckRedirect: noRedirects},
+		keys: map[string][]byte{}}, nil
+}
+
 // union returns the strings of a and b once each, sorted.
 func union(a, b []string) []string {
 	seen := map[string]bool{}

@@ -72,6 +72,32 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 	return &Log{cfg: cfg, js: js, stream: st, log: log.With("stream", cfg.Stream)}, nil
 }
 
+// Bind opens the decision log's stream as it is, for a reader (the CLI's why and rules history):
+// it never creates the stream nor changes its settings, which may be a newer release's. A stream
+// that is not there is an error naming it.
+func Bind(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Logger) (*Log, error) {
+	cfg.Defaults()
+	if err := cfg.err(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var st jetstream.Stream
+	err := kvretry.Attempts(ctx, kvretry.SetupAttempt, func(ctx context.Context) (err error) {
+		st, err = js.Stream(ctx, cfg.Stream)
+		return err
+	})
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("audit stream %s: not found on these servers: the hub has not run with decisions (a guard "+
+			"section) against them yet, or audit.stream names another stream: %w", cfg.Stream, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("audit stream %s: %w", cfg.Stream, err)
+	}
+	return &Log{cfg: cfg, js: js, stream: st, log: log.With("stream", cfg.Stream)}, nil
+}
+
 // Config returns the config as it runs (defaults filled).
 func (l *Log) Config() Config { return l.cfg }
 

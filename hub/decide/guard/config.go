@@ -133,8 +133,8 @@ func (c *Config) problems() config.Checks {
 	if !bucketRe.MatchString(c.Bucket) {
 		add("bucket", "must be letters, digits, '-' or '_', got %q", c.Bucket)
 	}
-	if c.Replicas != 1 && c.Replicas != 3 {
-		add("replicas", "must be 1 or 3, got %d", c.Replicas)
+	if c.Replicas != 0 && c.Replicas != 1 && c.Replicas != 3 {
+		add("replicas", "must be 1 or 3, got %d (0: nats.replicas)", c.Replicas)
 	}
 	pct("max_discount", c.MaxDiscount, true)
 	if c.Cooldown < 0 {

@@ -102,6 +102,33 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config, replica string
 	if err != nil {
 		return nil, fmt.Errorf("guard: bucket %s: %w", cfg.Bucket, err)
 	}
+	return newGuard(js, kv, cfg, zone, replica, log)
+}
+
+// Bind opens the bucket as it is, for the CLI (the kill switch a replay checks): it never creates
+// the bucket nor changes its settings, which may be a newer release's. A bucket that is not there
+// is an error naming it.
+func Bind(ctx context.Context, js jetstream.JetStream, cfg Config, replica string) (*Guard, error) {
+	if err := cfg.err(); err != nil {
+		return nil, err
+	}
+	zone, _ := time.LoadLocation(cfg.Zone) // checked by cfg.err
+	var kv jetstream.KeyValue
+	err := kvretry.Attempts(ctx, kvretry.SetupAttempt, func(ctx context.Context) (err error) {
+		kv, err = js.KeyValue(ctx, cfg.Bucket)
+		return err
+	})
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("guard: bucket %s: not found on these servers: the hub has not run with decisions "+
+			"against them yet, or guard.bucket names another bucket: %w", cfg.Bucket, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("guard: bucket %s: %w", cfg.Bucket, err)
+	}
+	return newGuard(js, kv, cfg, zone, replica, slog.New(slog.DiscardHandler))
+}
+
+func newGuard(js jetstream.JetStream, kv jetstream.KeyValue, cfg Config, zone *time.Location, replica string, log *slog.Logger) (*Guard, error) {
 	nc := js.Conn()
 	if nc == nil {
 		return nil, fmt.Errorf("guard: bucket %s: JetStream has no connection", cfg.Bucket)

@@ -122,6 +122,31 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *audit.Lo
 	return &Registry{kv: kv, log: log, lg: logger.With("bucket", cfg.Bucket), opts: opts, cache: rules.NewCache(8), now: time.Now}, nil
 }
 
+// Bind opens the versions bucket as it is, for a reader (the CLI's rules diff): it never creates
+// the bucket nor changes its settings. A bucket that is not there is an error naming it.
+func Bind(ctx context.Context, js jetstream.JetStream, cfg Config, log *audit.Log, logger *slog.Logger, opts ...rules.Option) (*Registry, error) {
+	cfg.Defaults()
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if log == nil {
+		return nil, errors.New("versions: the decision log is required")
+	}
+	var kv jetstream.KeyValue
+	err := kvretry.Attempts(ctx, kvretry.SetupAttempt, func(ctx context.Context) (err error) {
+		kv, err = js.KeyValue(ctx, cfg.Bucket)
+		return err
+	})
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("rules bucket %s: not found on these servers: the hub has not run with decisions against "+
+			"them yet, or rules.bucket names another bucket: %w", cfg.Bucket, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("rules bucket %s: %w", cfg.Bucket, err)
+	}
+	return &Registry{kv: kv, log: log, lg: logger.With("bucket", cfg.Bucket), opts: opts, cache: rules.NewCache(8), now: time.Now}, nil
+}
+
 func key(version string) string { return "v." + version }
 
 // Store checks data as a new rule set (strictly) and stores it under its version. Storing a

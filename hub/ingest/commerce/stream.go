@@ -120,8 +120,8 @@ func (c *Config) problems(requireToken bool) [][2]string {
 	if !nameRe.MatchString(c.Consumer) {
 		add("consumer", "must be letters, digits, '-' or '_', got %q", c.Consumer)
 	}
-	if c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5 {
-		add("replicas", "must be 1, 3 or 5, got %d", c.Replicas)
+	if c.Replicas != 0 && c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5 {
+		add("replicas", "must be 1, 3 or 5, got %d (0: nats.replicas)", c.Replicas)
 	}
 	if c.DuplicateWindow < time.Second {
 		add("duplicate_window", "must be at least 1s, got %s", c.DuplicateWindow)

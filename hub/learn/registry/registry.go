@@ -150,6 +150,48 @@ func Open(ctx context.Context, js jetstream.JetStream, o Options) (*Registry, er
 	return &Registry{obs: obs, kv: kv, lock: lock, b: o.Buckets, lg: o.Logger.With("bucket", o.Buckets.Sets), now: o.Now}, nil
 }
 
+// Bind opens the registry's buckets as they are, for a reader (the CLI's models list, show and
+// history): it never creates them nor changes their settings (a newer release's, the lock's TTL). A
+// bucket that is not there is an error naming it.
+func Bind(ctx context.Context, js jetstream.JetStream, o Options) (*Registry, error) {
+	o.Buckets.Defaults()
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	missing := func(what, bucket string, err error) error {
+		if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("%s %s: not found on these servers: the hub has not run with learn.enabled against them "+
+				"yet, or learn.buckets names another bucket: %w", what, bucket, err)
+		}
+		return fmt.Errorf("%s %s: %w", what, bucket, err)
+	}
+	var obs jetstream.ObjectStore
+	var kv, lock jetstream.KeyValue
+	err := kvretry.Attempts(ctx, kvretry.SetupAttempt, func(ctx context.Context) (err error) {
+		obs, err = js.ObjectStore(ctx, o.Buckets.Sets)
+		return err
+	})
+	if err != nil {
+		return nil, missing("model sets bucket", o.Buckets.Sets, err)
+	}
+	for _, b := range []struct {
+		what, name string
+		kv         *jetstream.KeyValue
+	}{{"model state bucket", o.Buckets.State, &kv}, {"model lock bucket", o.Buckets.Lock, &lock}} {
+		err := kvretry.Attempts(ctx, kvretry.SetupAttempt, func(ctx context.Context) (err error) {
+			*b.kv, err = js.KeyValue(ctx, b.name)
+			return err
+		})
+		if err != nil {
+			return nil, missing(b.what, b.name, err)
+		}
+	}
+	return &Registry{obs: obs, kv: kv, lock: lock, b: o.Buckets, lg: o.Logger.With("bucket", o.Buckets.Sets), now: o.Now}, nil
+}
+
 // Store stores s as a new version and returns it. A set already stored (same content) is left as
 // it is: an object is written once.
 func (r *Registry) Store(ctx context.Context, s *Set) (string, error) {

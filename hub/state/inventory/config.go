@@ -11,7 +11,7 @@ import (
 type Config struct {
 	// Bucket is the KV bucket holding one key per site × SKU (no TTL: a position never expires).
 	Bucket string `yaml:"bucket" json:"bucket"`
-	// Replicas of the bucket: 1, or 3 on a cluster.
+	// Replicas of the bucket: 1, or 3 on a cluster (0: the hub's nats.replicas; one replica here).
 	Replicas int `yaml:"replicas" json:"replicas"`
 	// Horizon is how long movements keep their identity in the key's value (for exact late snapshots and
 	// duplicate detection); older ones are folded into a base, their ids remembered for another horizon.
@@ -62,8 +62,8 @@ func (c *Config) problems() config.Checks {
 	if !bucketRe.MatchString(c.Bucket) {
 		add("bucket", "must be letters, digits, '-' or '_', got %q", c.Bucket)
 	}
-	if c.Replicas != 1 && c.Replicas != 3 {
-		add("replicas", "must be 1 or 3, got %d", c.Replicas)
+	if c.Replicas != 0 && c.Replicas != 1 && c.Replicas != 3 {
+		add("replicas", "must be 1 or 3, got %d (0: nats.replicas)", c.Replicas)
 	}
 	if c.Horizon < time.Minute {
 		add("horizon", "must be at least 1m, got %s", c.Horizon)
