@@ -158,6 +158,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		Store:   metaStore(buf),
 		Emit:    a.w.AddFeatures,
 		Bounds:  cfg.Agent.Timestamps,
+		// A glob rule matched by names that keep changing must not grow the engine without end.
+		MaxSeries: cfg.Agent.MaxFeatureSeries,
 		// The supervisors are built below, before eng.Run starts the idle checks that ask.
 		Live: (&sourceLive{sups: a.supervisors, now: time.Now}).Live,
 	})

@@ -46,6 +46,9 @@ type Settings struct {
 	MaxChunk config.ByteSize `yaml:"max_chunk" json:"max_chunk"`
 	// Timestamps bounds the sample times the agent trusts; see docs/configuration.md.
 	Timestamps features.TimeBounds `yaml:"timestamps" json:"timestamps"`
+	// MaxFeatureSeries caps the series the feature engine holds (signals with a feature rule);
+	// samples of new signals beyond it are forwarded raw, not folded.
+	MaxFeatureSeries int `yaml:"max_feature_series" json:"max_feature_series"`
 	// MemoryLimit is Go's soft memory limit for the process (runtime/debug.SetMemoryLimit): auto
 	// (the default) keeps it at 32MiB, raised with the live heap (see RunMemoryLimit); off leaves
 	// Go's default or GOMEMLIMIT/GOGC; a size is a fixed limit. Without a limit the heap grows to
@@ -84,14 +87,15 @@ func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
 		Agent: Settings{
-			ID:              sanitizeToken(host),
-			Log:             LogConfig{Level: "info", Format: "json"},
-			ShutdownTimeout: 10 * time.Second,
-			Restart:         Backoff{Initial: time.Second, Max: time.Minute},
-			Linger:          2 * time.Millisecond,
-			MaxChunk:        256 << 10,
-			Timestamps:      features.DefaultTimeBounds(),
-			MemoryLimit:     MemoryAuto,
+			ID:               sanitizeToken(host),
+			Log:              LogConfig{Level: "info", Format: "json"},
+			ShutdownTimeout:  10 * time.Second,
+			Restart:          Backoff{Initial: time.Second, Max: time.Minute},
+			Linger:           2 * time.Millisecond,
+			MaxChunk:         256 << 10,
+			Timestamps:       features.DefaultTimeBounds(),
+			MaxFeatureSeries: features.DefaultMaxSeries,
+			MemoryLimit:      MemoryAuto,
 		},
 		HTTP:   HTTPConfig{Enabled: true, Listen: "127.0.0.1:7467"},
 		Buffer: buffer.DefaultConfig(),
@@ -135,6 +139,9 @@ func (s *Settings) Validate(r config.Report) {
 	}
 	if s.Linger < 0 || s.Linger > time.Second {
 		r.Errorf("linger", "must be between 0 and 1s")
+	}
+	if s.MaxFeatureSeries < 1 {
+		r.Errorf("max_feature_series", "must be at least 1, got %d", s.MaxFeatureSeries)
 	}
 	if s.MaxChunk < 1<<10 || s.MaxChunk > maxChunkLimit {
 		r.Errorf("max_chunk", "must be between 1KiB and %v (one buffer record and one NATS message hold one chunk)", config.ByteSize(maxChunkLimit))

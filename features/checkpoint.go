@@ -151,6 +151,10 @@ func (e *Engine) restore() {
 		e.entry(sig) // consumes e.restored[sig] when a rule still matches
 	}
 	for sig := range e.restored {
+		if en := e.entries[sig]; en != nil && en.pending != nil {
+			e.log.Warn("checkpoint series discarded (series limit reached)", "signal", sig, "max_series", e.opts.MaxSeries)
+			continue
+		}
 		e.log.Warn("checkpoint series discarded (no rule matches)", "signal", sig)
 	}
 	e.restored = nil

@@ -44,6 +44,12 @@ type Rule struct {
 	// IdleTimeout closes a signal's open windows when no sample arrived for this long (wall clock).
 	// Default Window + AllowedLateness; "-1s" (any negative value) disables it.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// Retention drops the series of a signal that sent nothing for this long (wall clock): its
+	// windows are closed as the idle timeout closes them, then its state (a counter's baseline, a
+	// state) is forgotten, in memory and in the checkpoint. Default the larger of 168h,
+	// 2 x (Window + AllowedLateness) and 2 x IdleTimeout; any negative value disables it. When set,
+	// at least Window + AllowedLateness and IdleTimeout.
+	Retention time.Duration `yaml:"retention"`
 	// Uncertain is include (default) or exclude: whether Uncertain-quality samples are folded.
 	// Bad samples are always excluded and counted as bad_count.
 	Uncertain string `yaml:"uncertain"`
@@ -123,6 +129,9 @@ func (ru *Rule) validate(r config.Report) {
 	}
 	if ru.AllowedLateness < 0 {
 		r.Errorf("allowed_lateness", "must be >= 0, got %s", ru.AllowedLateness)
+	}
+	if least := max(ru.Window+ru.AllowedLateness, ru.IdleTimeout); ru.Retention > 0 && ru.Retention < least {
+		r.Errorf("retention", "must be at least window + allowed_lateness and idle_timeout (%s), got %s", least, ru.Retention)
 	}
 	if len(ru.Compute) == 0 {
 		r.Errorf("compute", "must list at least one feature")
@@ -215,6 +224,10 @@ func (ru *Rule) kind() string {
 	return ru.Kind
 }
 
+// defaultRetention is the least default retention: a week, longer than the standstills (a
+// weekend, a holiday) through which a counter reporting by exception must keep its baseline.
+const defaultRetention = 168 * time.Hour
+
 // kind codes of compiled rules
 const (
 	kindGauge = iota
@@ -231,6 +244,7 @@ type rule struct {
 	panes      int64 // window / hop
 	lateness   int64
 	idle       time.Duration // <= 0: disabled
+	retention  time.Duration // <= 0: disabled
 	forwardRaw bool
 	exclUnc    bool
 	alpha      float64
@@ -266,6 +280,10 @@ func compile(ru *Rule) *rule {
 	c.idle = ru.IdleTimeout
 	if c.idle == 0 {
 		c.idle = ru.Window + ru.AllowedLateness
+	}
+	c.retention = ru.Retention
+	if c.retention == 0 {
+		c.retention = max(defaultRetention, 2*(ru.Window+ru.AllowedLateness), 2*c.idle)
 	}
 	if c.alpha == 0 {
 		c.alpha = 0.1

@@ -55,6 +55,18 @@
 // A decrease is a rollover when counter_max is set and the previous value was above counter_max/2
 // (increase = counter_max - prev + cur + 1), otherwise a reset to zero (increase = cur).
 //
+// # Retention and the series limit
+//
+// Each signal a rule matches has a series; a glob rule matched by names that keep changing (a job
+// id in an MQTT topic) would create them without end. A series whose signal sent nothing for its
+// rule's retention (wall clock; default the larger of 168h, twice window plus allowed_lateness and
+// twice idle_timeout, so a counter reporting by exception keeps its baseline through a weekend
+// standstill) is dropped: its windows are closed as the idle timeout closes them, then the series
+// and its checkpoint entry are removed. A counter's baseline and a state go with it: a signal that
+// comes back starts as after a cold start. Options.MaxSeries caps the series held; beyond it the
+// samples of a new signal are forwarded raw, not folded, counted (result="series_limit",
+// Stats.SeriesLimit), and a WARN names one of them and the cap at most once a minute.
+//
 // # Partial
 //
 // A record is partial when its window was not fully observed: it starts before the first usable

@@ -50,7 +50,14 @@ type Options struct {
 	// source that is not live leaves a gap after its last sample and its last window is partial.
 	// Nil: every source is live.
 	Live func(source string) bool
+	// MaxSeries caps the series the engine holds (<= 0: DefaultMaxSeries). Beyond it the samples
+	// of signals without a series are forwarded raw, not folded, and counted
+	// (result="series_limit"); a WARN names one at most once a minute.
+	MaxSeries int
 }
+
+// DefaultMaxSeries is the default of Options.MaxSeries.
+const DefaultMaxSeries = 100_000
 
 // CheckpointKey is the Store key of the engine's checkpoint.
 const CheckpointKey = "features/checkpoint"
@@ -91,13 +98,17 @@ type Engine struct {
 	wmCap int64
 	// unmatched counts the entries without a series added since they were last dropped (maxUnmatched).
 	unmatched int
+	limit     seriesLimit
 }
 
 // entry is what a signal name resolves to: its own series (nil when no rule matches) and the
-// group-by track when other rules group by it.
+// group-by track when other rules group by it. pending is the rule of a signal that has no series
+// although the rule matches it (refused at the series limit, or dropped after its retention): the
+// next sample creates one when there is room.
 type entry struct {
-	s *series
-	t *track
+	s       *series
+	t       *track
+	pending *rule
 }
 
 type metrics struct {
@@ -105,7 +116,7 @@ type metrics struct {
 	folded, late, bad, excluded, outOfBounds prometheus.Counter
 	closedWM, closedIdle                     prometheus.Counter
 	emitted                                  prometheus.Counter
-	ckErrors                                 prometheus.Counter
+	ckErrors, dropped, limited               prometheus.Counter
 	ckBytes, seriesN                         prometheus.Gauge
 }
 
@@ -116,13 +127,14 @@ func (m *metrics) samplesVec(result string) prometheus.Counter {
 func newMetrics(reg prometheus.Registerer) (metrics, error) {
 	var m metrics
 	samples := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gemba_features_samples_total",
-		Help: "Samples seen by the feature engine by result: folded, late (beyond allowed lateness, not folded), bad (Bad quality or unusable value, counted not folded), excluded (Uncertain under policy exclude), out_of_bounds (source time outside agent.timestamps, not folded)."}, []string{"result"})
+		Help: "Samples seen by the feature engine by result: folded, late (beyond allowed lateness, not folded), bad (Bad quality or unusable value, counted not folded), excluded (Uncertain under policy exclude), out_of_bounds (source time outside agent.timestamps, not folded), series_limit (a new signal beyond agent.max_feature_series, not folded)."}, []string{"result"})
 	windows := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gemba_features_windows_closed_total",
 		Help: "Windows closed, by reason: watermark or idle."}, []string{"reason"})
 	emitted := prometheus.NewCounter(prometheus.CounterOpts{Name: "gemba_features_emitted_total", Help: "Feature records emitted."})
 	ckErrors := prometheus.NewCounter(prometheus.CounterOpts{Name: "gemba_features_checkpoint_errors_total", Help: "Failed checkpoint writes."})
 	ckBytes := prometheus.NewGauge(prometheus.GaugeOpts{Name: "gemba_features_checkpoint_bytes", Help: "Size of the last checkpoint."})
-	seriesN := prometheus.NewGauge(prometheus.GaugeOpts{Name: "gemba_features_series", Help: "Signals with a feature rule seen so far."})
+	seriesN := prometheus.NewGauge(prometheus.GaugeOpts{Name: "gemba_features_series", Help: "Series held: signals with a feature rule, until they are silent for the rule's retention."})
+	dropped := prometheus.NewCounter(prometheus.CounterOpts{Name: "gemba_features_series_dropped_total", Help: "Series dropped after their signal was silent for the rule's retention."})
 	if reg != nil {
 		// An engine rebuilt on reload registers again: it shares the existing collectors.
 		var err error
@@ -132,6 +144,7 @@ func newMetrics(reg prometheus.Registerer) (metrics, error) {
 		ckErrors = promreg.Register(reg, ckErrors, &err)
 		ckBytes = promreg.Register(reg, ckBytes, &err)
 		seriesN = promreg.Register(reg, seriesN, &err)
+		dropped = promreg.Register(reg, dropped, &err)
 		if err != nil {
 			return m, fmt.Errorf("features: register metrics: %w", err)
 		}
@@ -141,7 +154,8 @@ func newMetrics(reg prometheus.Registerer) (metrics, error) {
 		bad: samples.WithLabelValues("bad"), excluded: samples.WithLabelValues("excluded"),
 		outOfBounds: samples.WithLabelValues("out_of_bounds"),
 		closedWM:    windows.WithLabelValues("watermark"), closedIdle: windows.WithLabelValues("idle"),
-		emitted: emitted, ckErrors: ckErrors, ckBytes: ckBytes, seriesN: seriesN}
+		limited: samples.WithLabelValues("series_limit"),
+		emitted: emitted, ckErrors: ckErrors, ckBytes: ckBytes, seriesN: seriesN, dropped: dropped}
 	return m, nil
 }
 
@@ -159,6 +173,9 @@ func New(cfg Config, opts Options) (*Engine, error) {
 	}
 	if opts.CheckpointInterval <= 0 {
 		opts.CheckpointInterval = 10 * time.Second
+	}
+	if opts.MaxSeries <= 0 {
+		opts.MaxSeries = DefaultMaxSeries
 	}
 	mp, err := mapping.NewCubicallyInterpolatedMapping(sketchAccuracy)
 	if err != nil {
@@ -193,16 +210,24 @@ func New(cfg Config, opts Options) (*Engine, error) {
 // may be unbounded. Beyond it they are forgotten (and resolved again when they come back).
 const maxUnmatched = 100000
 
-// entry returns the entry for sig, resolving its rule on first sight.
+// entry returns the entry for sig, resolving its rule on first sight, and creates the series of
+// a pending entry when there is room.
 func (e *Engine) entry(sig string) *entry {
 	en, ok := e.entries[sig]
 	if ok {
+		if en.pending != nil && len(e.series) < e.opts.MaxSeries {
+			en.s, en.pending = e.newSeries(sig, en.pending), nil
+		}
 		return en
 	}
 	en = &entry{}
 	for _, r := range e.rules {
 		if ok, _ := path.Match(r.src.Signal, sig); ok {
-			en.s = e.newSeries(sig, r)
+			if len(e.series) < e.opts.MaxSeries {
+				en.s = e.newSeries(sig, r)
+			} else {
+				en.pending = r
+			}
 			break
 		}
 	}
@@ -262,8 +287,8 @@ func (e *Engine) newSeries(sig string, r *rule) *series {
 
 // batch counts what one Add did, so metrics are updated once per batch.
 type batch struct {
-	folded, late, bad, excluded, outOfBounds int
-	closedWM, closedIdle                     int
+	folded, late, bad, excluded, outOfBounds, limited int
+	closedWM, closedIdle                              int
 }
 
 // Add folds samples into their windows, emits the features of windows that closed, and returns the
@@ -287,7 +312,7 @@ func (e *Engine) Add(samples []signal.Sample) []signal.Sample {
 	for i := range samples {
 		smp := &samples[i]
 		en := e.entries[smp.Signal]
-		if en == nil {
+		if en == nil || en.pending != nil {
 			en = e.entry(smp.Signal)
 		}
 		if (en.s != nil || en.t != nil) && lim.Check(smp.Time) != InBounds {
@@ -309,6 +334,9 @@ func (e *Engine) Add(samples []signal.Sample) []signal.Sample {
 		}
 		s := en.s
 		if s == nil {
+			if en.pending != nil {
+				e.refused(smp.Signal, now, &b)
+			}
 			keep = append(keep, *smp)
 			continue
 		}
@@ -347,6 +375,9 @@ func (e *Engine) finish(b *batch) {
 	}
 	if b.outOfBounds > 0 {
 		e.m.outOfBounds.Add(float64(b.outOfBounds))
+	}
+	if b.limited > 0 {
+		e.m.limited.Add(float64(b.limited))
 	}
 	if b.closedWM+b.closedIdle > 0 {
 		e.closedSince = true
@@ -387,6 +418,7 @@ func (e *Engine) Tick() {
 	for _, s := range e.series {
 		s.idleCheck(e, now, &b)
 	}
+	e.expire(now, &b)
 	e.finish(&b)
 	var data []byte
 	if d := now.Sub(e.lastCk); d >= e.opts.CheckpointInterval || (e.closedSince && d >= earlyCheckpoint) {
@@ -444,6 +476,9 @@ func (e *Engine) put(data []byte) error {
 // Stats are engine totals since start, for tests and the status heartbeat.
 type Stats struct {
 	Series, Late, Bad, Excluded, Folded, OutOfBounds int64
+	// Dropped counts the series dropped after their retention, SeriesLimit the samples not
+	// folded because the series limit was reached.
+	Dropped, SeriesLimit int64
 }
 
 // Stats returns the engine's totals.
@@ -452,6 +487,7 @@ func (e *Engine) Stats() Stats {
 	defer e.mu.Unlock()
 	var st Stats
 	st.Series = int64(len(e.series))
+	st.Dropped, st.SeriesLimit = e.limit.dropped, e.limit.refused
 	for _, s := range e.series {
 		st.Late += s.nLate
 		st.Bad += s.nBad

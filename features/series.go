@@ -312,10 +312,17 @@ func (s *series) idleCheck(e *Engine, now time.Time, b *batch) {
 	if r.idle <= 0 || !s.HasWM || !s.open() {
 		return
 	}
-	silent := now.Sub(s.lastArrival)
-	if silent < r.idle {
+	if now.Sub(s.lastArrival) < r.idle {
 		return
 	}
+	s.closeSilent(e, now, b)
+}
+
+// closeSilent extrapolates the watermark by the wall-clock silence and closes the windows that
+// passes, as an idle close.
+func (s *series) closeSilent(e *Engine, now time.Time, b *batch) {
+	r := s.r
+	silent := now.Sub(s.lastArrival)
 	s.gone = e.opts.Live != nil && !e.opts.Live(s.Source)
 	to := s.WM + int64(silent)
 	if s.ExtAt != 0 {
