@@ -72,7 +72,7 @@ type Stats struct {
 type StreamStats struct {
 	Records  uint64    // records waiting (appended, not acked)
 	Bytes    uint64    // their payload size
-	Oldest   time.Time // append time of the oldest waiting record; zero when empty
+	Oldest   time.Time // when the oldest waiting record's age counts from (its append time, or a later wall-clock step); zero when empty
 	FirstSeq uint64    // oldest waiting sequence (0 when empty)
 	LastSeq  uint64    // last appended sequence
 	Acked    uint64    // highest acked sequence

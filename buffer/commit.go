@@ -71,16 +71,24 @@ func (s *Store) commitGroup(batch []*appendReq) {
 // commit writes appends that makeRoom accepted as one group and hands them to the syncer or
 // publishes them.
 func (s *Store) commit(accepted []*appendReq) {
-	g := &group{reqs: accepted, seqs: make([][]uint64, len(accepted)), now: time.Now()}
+	g := &group{reqs: accepted, seqs: make([][]uint64, len(accepted))}
+	for i, r := range accepted {
+		g.seqs[i] = make([]uint64, len(r.records))
+		for j := range r.records {
+			s.next[r.stream]++
+			g.seqs[i][j] = s.next[r.stream]
+		}
+		s.handed[r.stream].Store(s.next[r.stream])
+	}
+	// The time is read after the sequences are handed out: a wall-clock step that checkClock sees
+	// after this read finds them below its bound.
+	g.now = s.wallNow()
 	var entries []*badger.Entry
 	var size int64
 	for i, r := range accepted {
 		size += r.size
-		g.seqs[i] = make([]uint64, len(r.records))
 		for j, rec := range r.records {
-			s.next[r.stream]++
-			seq := s.next[r.stream]
-			g.seqs[i][j] = seq
+			seq := g.seqs[i][j]
 			entries = append(entries, badger.NewEntry(qkey(uint8(r.stream), seq, g.now, len(rec)), frame(seq, rec)))
 		}
 		// After the records: should write split the group, a meta key never lands in a
@@ -168,7 +176,8 @@ func (s *Store) publish(gs []*group, err error) {
 		for i, r := range g.reqs {
 			st := &s.st[r.stream]
 			if st.count == 0 {
-				st.first, st.oldest = g.seqs[i][0], g.now
+				st.first = g.seqs[i][0]
+				st.oldest = s.step.ageFrom(r.stream, qkeyInfo{seq: st.first, t: g.now})
 			}
 			st.last = g.seqs[i][len(g.seqs[i])-1]
 			st.count += uint64(len(r.records))
@@ -217,7 +226,7 @@ func (s *Store) recount() {
 			for it.Seek(qseek(uint8(i), st.head+1)); it.Valid(); it.Next() {
 				if k, ok := parseQKey(it.Item().Key()); ok {
 					if st.first == 0 {
-						st.first, st.oldest = k.seq, k.t
+						st.first, st.oldest = k.seq, s.step.ageFrom(signal.Stream(i), k)
 					}
 					st.count++
 					st.bytes += uint64(k.size)
@@ -227,6 +236,7 @@ func (s *Store) recount() {
 			return nil
 		})
 		s.next[i] = max(s.next[i], st.last)
+		s.handed[i].Store(s.next[i])
 	}
 }
 

@@ -33,6 +33,8 @@ const (
 	metaClean = 'c'
 	// metaIncarnation (under stream byte 0xff) names this store's life; see Buffer.Incarnation.
 	metaIncarnation = 'i'
+	// metaStep (under stream byte 0xff) is the last wall-clock step seen; see clockStep.
+	metaStep = 's'
 	// uncleanGap is how far sequences jump after an unclean stop. With sync: batch or none, records
 	// visible to the uplink (and maybe published with their sequence in the message id) can be lost
 	// by a power cut; reusing their sequences would make JetStream's dedup drop the new records.

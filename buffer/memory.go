@@ -171,6 +171,8 @@ func (m *Memory) expireLocked(now time.Time) {
 	if m.cfg.MaxAge <= 0 {
 		return
 	}
+	// now and the records' times are time.Now readings: Before compares their monotonic clocks,
+	// so a step of the wall clock ages nothing (the Store, whose times are in its keys, detects it).
 	cutoff := now.Add(-m.cfg.MaxAge)
 	for s := range signal.NumStreams {
 		for len(m.q[s]) > 0 && m.q[s][0].t.Before(cutoff) {

@@ -1,8 +1,6 @@
 package buffer
 
 import (
-	"time"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gemba-io/gemba/signal"
@@ -60,7 +58,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.bytes, g, float64(ss.Bytes), name)
 		age := 0.0
 		if !ss.Oldest.IsZero() {
-			age = time.Since(ss.Oldest).Seconds()
+			age = c.s.wallNow().Sub(ss.Oldest).Seconds()
 		}
 		ch <- prometheus.MustNewConstMetric(c.oldest, g, age, name)
 		ch <- prometheus.MustNewConstMetric(c.acked, g, float64(ss.Acked), name)

@@ -342,7 +342,7 @@ func (s *Store) refreshFirstLocked(stream signal.Stream) {
 		// Seek past head: everything up to it is deleted, and Rewind would walk their tombstones.
 		for it.Seek(qseek(uint8(stream), st.head+1)); it.Valid(); it.Next() {
 			if k, ok := parseQKey(it.Item().Key()); ok {
-				st.first, st.oldest = k.seq, k.t
+				st.first, st.oldest = k.seq, s.step.ageFrom(stream, k)
 				return nil
 			}
 		}
@@ -487,31 +487,6 @@ func (s *Store) measure() {
 	s.lsm.Store(lsm)
 }
 
-// expire drops records older than max_age.
-func (s *Store) expire(now time.Time) {
-	if s.cfg.MaxAge <= 0 {
-		return
-	}
-	cutoff := now.Add(-s.cfg.MaxAge)
-	s.headMu.Lock()
-	defer s.headMu.Unlock()
-	for st := range signal.NumStreams {
-		s.mu.Lock()
-		old := s.st[st].count > 0 && s.st[st].oldest.Before(cutoff)
-		s.mu.Unlock()
-		if !old {
-			continue
-		}
-		n, err := s.removeHead(st, func(k qkeyInfo) bool { return k.t.Before(cutoff) }, "max_age", 0)
-		if err != nil {
-			s.log.Error("age expiry failed", "stream", st, "err", err)
-		}
-		if n > 0 {
-			s.log.Warn("dropped records older than max_age", "stream", st, "records", n, "max_age", s.cfg.MaxAge)
-		}
-	}
-}
-
 // clearIfRoom clears Full and a disk-full error once there is room to spare again without an
 // append having to find out (so /readyz recovers on an idle agent too).
 func (s *Store) clearIfRoom() {
@@ -577,7 +552,7 @@ func (s *Store) maintain() {
 			s.measure()
 			s.saveSidecar(false)
 		case now := <-t.C:
-			s.expire(now)
+			s.expire()
 			s.mu.Lock()
 			garbage, full, ioErr := s.garbage, s.full, s.ioErr
 			s.mu.Unlock()

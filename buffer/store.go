@@ -24,17 +24,20 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics, when set, receives the store's collector (gemba_buffer_*).
 	Metrics prometheus.Registerer
+	// Clock, when set, replaces time.Now for append times and max_age (tests).
+	Clock Clock
 }
 
 // Store is the Badger-backed Buffer. Records go to the value log; keys carry sequence, append time
 // and size. One writer goroutine group-commits concurrent appends: one Badger transaction and (with
 // sync: always) one fsync per group.
 type Store struct {
-	cfg  Config
-	log  *slog.Logger
-	db   *badger.DB
-	reg  prometheus.Registerer
-	coll *collector
+	cfg   Config
+	log   *slog.Logger
+	clock Clock
+	db    *badger.DB
+	reg   prometheus.Registerer
+	coll  *collector
 
 	reqs     chan *appendReq
 	stop     chan struct{} // tells the writer and maintenance goroutines to exit
@@ -43,10 +46,17 @@ type Store struct {
 	kick     chan struct{} // asks the maintenance goroutine for a reclaim pass
 	syncQ    chan *group   // written groups waiting for their fsync (sync: always)
 	inflight sync.WaitGroup
-	next     [signal.NumStreams]uint64 // last sequence handed out; owned by the writer goroutine
-	touched  atomic.Int64              // bytes of mapped files written or read since the last trimMappings
-	free     freeCache                 // makeRoom's statfs, owned by the writer goroutine
-	dirty    atomic.Bool               // written since the last periodic sync (sync: batch skips idle syncs)
+	next     [signal.NumStreams]uint64        // last sequence handed out; owned by the writer goroutine
+	handed   [signal.NumStreams]atomic.Uint64 // next, for checkClock
+	// lastWall and lastMono are the clock at the last checkClock; ageLogAt is the last max_age
+	// drop log of each stream and ageUnlogged the drops since (headMu).
+	lastWall    time.Time
+	lastMono    time.Duration
+	ageLogAt    [signal.NumStreams]time.Duration
+	ageUnlogged [signal.NumStreams]uint64
+	touched     atomic.Int64 // bytes of mapped files written or read since the last trimMappings
+	free        freeCache    // makeRoom's statfs, owned by the writer goroutine
+	dirty       atomic.Bool  // written since the last periodic sync (sync: batch skips idle syncs)
 	// reserveHeld is set while the reserve file (see reserve.go) holds its blocks.
 	reserveHeld atomic.Bool
 	// reserveBytes is the reserve file's size while it is held; lsm is the tables' bytes at the
@@ -100,6 +110,8 @@ type Store struct {
 	lastEvictLog         time.Time
 	lastNoRoomLog        time.Time
 	groups, grouped      uint64 // group commits and the appends they carried (benchmarks report the ratio)
+	step                 clockStep
+	stepUnsaved          bool
 }
 
 type streamState struct {
@@ -109,7 +121,7 @@ type streamState struct {
 	removed     uint64 // records ever removed (acked or dropped), persisted with head
 	count       uint64
 	bytes       uint64
-	oldest      time.Time
+	oldest      time.Time // when the first waiting record's age counts from (clockStep.ageFrom)
 }
 
 type appendReq struct {
@@ -152,6 +164,10 @@ func Open(cfg Config, opts Options) (*Store, error) {
 		space:   make(chan struct{}),
 		kick:    make(chan struct{}, 1),
 		syncQ:   make(chan *group, 1024),
+		clock:   opts.Clock,
+	}
+	if s.clock == nil {
+		s.clock = sysClock{start: time.Now()}
 	}
 	for i := range s.wake {
 		s.wake[i] = make(chan struct{})
@@ -208,6 +224,11 @@ func Open(cfg Config, opts Options) (*Store, error) {
 	}
 	for i := range s.st {
 		s.next[i] = s.st[i].last
+		s.handed[i].Store(s.next[i])
+	}
+	s.lastWall, s.lastMono = s.clock.Now()
+	for i := range s.ageLogAt {
+		s.ageLogAt[i] = s.lastMono - time.Minute // the first drop is logged at once
 	}
 	s.saveSidecar(true)
 	s.secureFiles() // Badger's logs get their blocks before the reserve file takes any
@@ -222,6 +243,9 @@ func Open(cfg Config, opts Options) (*Store, error) {
 // recover rebuilds the per-stream state from the keys (values are not read).
 func (s *Store) recover() error {
 	return s.db.View(func(txn *badger.Txn) error {
+		if err := s.loadClockStep(txn); err != nil {
+			return err
+		}
 		for i := range s.st {
 			st := &s.st[i]
 			for _, m := range []struct {
@@ -255,7 +279,7 @@ func (s *Store) recover() error {
 					continue
 				}
 				if st.first == 0 {
-					st.first, st.oldest = k.seq, k.t
+					st.first, st.oldest = k.seq, s.step.ageFrom(signal.Stream(i), k)
 				}
 				st.last = k.seq
 				st.count++
@@ -624,7 +648,17 @@ func (s *Store) Close() error {
 	if s.coll != nil {
 		s.reg.Unregister(s.coll)
 	}
-	err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(metaKey(0xff, metaClean), nil) })
+	s.mu.Lock()
+	unsavedStep, step := s.stepUnsaved, s.step.encode()
+	s.mu.Unlock()
+	err := s.db.Update(func(txn *badger.Txn) error {
+		if unsavedStep { // checkClock could not save it (full disk)
+			if err := txn.Set(metaKey(0xff, metaStep), step); err != nil {
+				return err
+			}
+		}
+		return txn.Set(metaKey(0xff, metaClean), nil)
+	})
 	err = errors.Join(err, s.db.Sync())
 	if cerr := s.db.Close(); cerr != nil {
 		err = errors.Join(err, cerr)
