@@ -16,6 +16,7 @@ type metrics struct {
 	arrayDrops  prometheus.Counter
 	deadband    prometheus.Counter
 	unfiltered  prometheus.Gauge
+	repeated    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -39,6 +40,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "gemba_opcua_deadband_suppressed_total", Help: "Samples suppressed by the client-side deadband."}),
 		unfiltered: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gemba_opcua_percent_deadband_not_applied", Help: "Nodes whose percent deadband the server refused: every change of them is stored (only absolute deadbands are applied by the collector)."}),
+		repeated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gemba_opcua_repeated_values_total", Help: "First values of new monitored items (after a session rebuild or a quarantine retry) identical to the value stored last (source time, status, value): not stored again."}),
 	}
 	var err error
 	m.samples = promreg.Register(reg, m.samples, &err)
@@ -49,5 +52,6 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.arrayDrops = promreg.Register(reg, m.arrayDrops, &err)
 	m.deadband = promreg.Register(reg, m.deadband, &err)
 	m.unfiltered = promreg.Register(reg, m.unfiltered, &err)
+	m.repeated = promreg.Register(reg, m.repeated, &err)
 	return m, err
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,9 +26,11 @@ type nodeServer struct {
 	pki  string
 	url  string
 
-	mu  sync.Mutex
-	cmd *exec.Cmd
-	out chan struct{} // closed when the stdout reader ends
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	out     chan struct{} // closed when the stdout reader ends
+	stdin   io.WriteCloser
+	replies chan string // "OK ..." / "ERR ..." answers to stdin commands
 }
 
 type nodeOpts struct {
@@ -97,7 +100,7 @@ func makeNodeServer(dir string, port int, pki string, o nodeOpts) (*nodeServer, 
 		o.maxPerCall = 1000
 	}
 	args := []string{"server.js", "--port", fmt.Sprint(port), "--pki", pki, "--vars", fmt.Sprint(o.vars),
-		"--interval", fmt.Sprint(o.interval.Milliseconds()), "--max-items-per-call", fmt.Sprint(o.maxPerCall)}
+		"--interval", fmt.Sprint(o.interval.Milliseconds()), "--max-items-per-call", fmt.Sprint(o.maxPerCall), "--commands"}
 	if o.acceptUnknown {
 		args = append(args, "--accept-unknown")
 	}
@@ -115,25 +118,36 @@ func (ns *nodeServer) start() error {
 	if err != nil {
 		return err
 	}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start node server: %w", err)
 	}
 	ready := make(chan string, 1)
 	done := make(chan struct{})
+	replies := make(chan string, 16)
 	go func() {
 		defer close(done)
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			if u, ok := strings.CutPrefix(sc.Text(), "READY "); ok {
+			line := sc.Text()
+			if u, ok := strings.CutPrefix(line, "READY "); ok {
 				select {
 				case ready <- u:
+				default:
+				}
+			} else if strings.HasPrefix(line, "OK ") || strings.HasPrefix(line, "ERR ") {
+				select {
+				case replies <- line:
 				default:
 				}
 			}
 		}
 	}()
 	ns.mu.Lock()
-	ns.cmd, ns.out = cmd, done
+	ns.cmd, ns.out, ns.stdin, ns.replies = cmd, done, stdin, replies
 	ns.mu.Unlock()
 	select {
 	case <-ready:
@@ -145,6 +159,26 @@ func (ns *nodeServer) start() error {
 	case <-time.After(90 * time.Second):
 		ns.kill()
 		return fmt.Errorf("node server not READY within 90s")
+	}
+}
+
+// command sends one line to the server's stdin (server.js: "remove NAME", "add NAME") and waits
+// for its answer.
+func (ns *nodeServer) command(t testing.TB, line string) {
+	t.Helper()
+	ns.mu.Lock()
+	stdin, replies := ns.stdin, ns.replies
+	ns.mu.Unlock()
+	if _, err := io.WriteString(stdin, line+"\n"); err != nil {
+		t.Fatalf("node server command %q: %v", line, err)
+	}
+	select {
+	case got := <-replies:
+		if got != "OK "+line {
+			t.Fatalf("node server command %q answered %q", line, got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("node server command %q: no answer within 10s", line)
 	}
 }
 

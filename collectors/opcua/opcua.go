@@ -4,8 +4,10 @@
 // Self-healing is the point. gopcua's own reconnect is switched off: on channel or session loss, on
 // a data-silence watchdog, or when the library reports connected with no live subscription, the
 // collector rebuilds client, session and subscriptions from scratch. Nodes the server rejects are
-// quarantined and retried periodically while every other node keeps flowing; monitored items are
-// created in batches that honour the server's OperationLimits.
+// quarantined and retried periodically while every other node keeps flowing (a node that vanished
+// after its monitored item was created gets a new item); monitored items are created in batches
+// that honour the server's OperationLimits. A new monitored item's first value is the node's
+// current one: when it is the value stored last (same time, status and value) it is not stored twice.
 package opcua
 
 import (
@@ -57,12 +59,21 @@ type item struct {
 	hasLast    bool
 	dropLogged bool // array elements beyond max_array were logged once
 
+	// subscriptions: the last value stored (kept across sessions), and whether the next value is
+	// the first of a new monitored item (the node's current value, possibly stored already)
+	fresh    bool
+	stored   bool
+	storedAt time.Time
+	storedSt ua.StatusCode
+	storedV  any
+
 	// guarded by Collector.mu
 	state     string
 	reason    string
 	id        *ua.NodeID // resolved for the current session
 	noFilter  bool       // the server refused our DataChangeFilter; an absolute deadband is applied here
 	monitorID uint32
+	recreated bool // its monitored item was deleted while quarantined: stays so until a value comes
 }
 
 // Collector is one OPC UA collector. It is built by New and run by the agent.
@@ -299,7 +310,7 @@ func (c *Collector) resolveAll(s *session) {
 	for _, it := range c.items {
 		id, err := it.spec.Ref.resolve(s.namespaces)
 		c.mu.Lock()
-		it.id, it.monitorID = id, 0
+		it.id, it.monitorID, it.recreated = id, 0, false
 		c.mu.Unlock()
 		switch {
 		case err != nil:

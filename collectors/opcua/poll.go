@@ -76,5 +76,6 @@ func (p *poller) once(ctx context.Context) error {
 		out = c.appendSamples(out, it, dv, now)
 	}
 	p.buf = out[:0]
-	return c.emitSamples(ctx, p.r.emit, out)
+	_, err = c.emitSamples(ctx, p.r.emit, out)
+	return err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +38,7 @@ type runner struct {
 	interval   time.Duration // longest publishing interval of our subscriptions (as revised by the server)
 	heartbeats int           // heartbeat notifications; the first is only the initial value
 	buf        []signal.Sample
+	kept       []*ua.MonitoredItemNotification // values that made samples in buf
 }
 
 // Memory bounds on the notification path. A publish response is decoded whole (every DataValue a
@@ -144,8 +146,13 @@ func (r *runner) monitor(ctx context.Context, gi int, items []*item) error {
 				case code == ua.StatusOK || uint32(code)&0xC0000000 == 0:
 					r.c.mu.Lock()
 					it.monitorID = res.Results[i].MonitoredItemID
+					recreated := it.recreated
+					it.recreated = false
 					r.c.mu.Unlock()
-					r.c.setItem(it, stateActive, "")
+					it.fresh = true
+					if !recreated { // else its first value tells (servers accept items for unknown nodes too)
+						r.c.setItem(it, stateActive, "")
+					}
 				case filterCodes[code] && !it.noFilter:
 					r.c.mu.Lock()
 					it.noFilter = true
@@ -162,6 +169,9 @@ func (r *runner) monitor(ctx context.Context, gi int, items []*item) error {
 					}
 					retry = append(retry, it)
 				default:
+					r.c.mu.Lock()
+					it.recreated = false
+					r.c.mu.Unlock()
 					r.c.setItem(it, stateQuarantined, statusName(code))
 				}
 			}
@@ -269,7 +279,7 @@ func (r *runner) handle(ctx context.Context, n *opcua.PublishNotificationData) e
 	switch v := n.Value.(type) {
 	case *ua.DataChangeNotification:
 		now := time.Now()
-		out := r.buf[:0]
+		out, kept := r.buf[:0], r.kept[:0]
 		for _, mi := range v.MonitoredItems {
 			if mi == nil || mi.Value == nil {
 				continue
@@ -282,10 +292,21 @@ func (r *runner) handle(ctx context.Context, n *opcua.PublishNotificationData) e
 				continue
 			}
 			it := r.c.items[mi.ClientHandle-1]
+			before := len(out)
 			out = r.c.appendSamples(out, it, mi.Value, now)
+			if len(out) > before {
+				kept = append(kept, mi)
+			}
 		}
-		r.buf = out[:0]
-		return r.c.emitSamples(ctx, r.emit, out)
+		r.buf, r.kept = out[:0], kept[:0]
+		stored, err := r.c.emitSamples(ctx, r.emit, out)
+		if stored {
+			for _, mi := range kept {
+				r.c.items[mi.ClientHandle-1].remember(mi.Value, now)
+			}
+		}
+		clear(kept)
+		return err
 	case *ua.StatusChangeNotification:
 		if uint32(v.Status)&0x80000000 != 0 {
 			return fmt.Errorf("subscription %d status: %w", n.SubscriptionID, v.Status)
@@ -294,11 +315,16 @@ func (r *runner) handle(ctx context.Context, n *opcua.PublishNotificationData) e
 	return nil
 }
 
-// appendSamples converts one value and applies the client-side deadband.
+// appendSamples converts one value and applies the client-side deadband; a new monitored item's
+// first value is dropped when it is the value stored last.
 // A value whose status says the node itself is wrong (it vanished, access was revoked) quarantines
 // the node instead; a good value later brings it back. Only the goroutine handling the item's
 // group writes its state, so reading it here without the lock is safe.
 func (c *Collector) appendSamples(out []signal.Sample, it *item, dv *ua.DataValue, now time.Time) []signal.Sample {
+	fresh := it.fresh
+	if fresh {
+		it.fresh = false
+	}
 	if isQuarantineCode(dv.Status) {
 		if it.state != stateQuarantined {
 			c.setItem(it, stateQuarantined, statusName(dv.Status))
@@ -307,6 +333,12 @@ func (c *Collector) appendSamples(out []signal.Sample, it *item, dv *ua.DataValu
 	}
 	if it.state != stateActive {
 		c.setItem(it, stateActive, "")
+	}
+	if fresh && it.sameAsStored(dv, now) {
+		// a new monitored item's first value is the node's current one: stored already by an
+		// earlier session (or monitored item) when its time, status and value are the same
+		c.m.repeated.Inc()
+		return out
 	}
 	start := len(out)
 	out, dropped := convert(out, it, dv, now)
@@ -325,18 +357,40 @@ func (c *Collector) appendSamples(out []signal.Sample, it *item, dv *ua.DataValu
 	return out
 }
 
-func (c *Collector) emitSamples(ctx context.Context, emit collectors.Emitter, out []signal.Sample) error {
+// emitSamples hands out to the emitter and reports whether they were stored.
+func (c *Collector) emitSamples(ctx context.Context, emit collectors.Emitter, out []signal.Sample) (bool, error) {
 	if len(out) == 0 {
-		return nil
+		return false, nil
 	}
 	if err := emit.Emit(ctx, out); err != nil {
 		if ctx.Err() != nil {
-			return nil
+			return false, nil
 		}
-		return fmt.Errorf("%w: %v", errEmit, err)
+		return false, fmt.Errorf("%w: %v", errEmit, err)
 	}
 	c.m.samples.Add(float64(len(out)))
-	return nil
+	return true, nil
+}
+
+// sameAsStored reports whether dv is the value stored last for the item: same sample time,
+// status and value. A value without timestamps is never the same (its time is when it came).
+func (it *item) sameAsStored(dv *ua.DataValue, now time.Time) bool {
+	if !it.stored || dv.Status != it.storedSt || !sampleTime(dv, now).Equal(it.storedAt) {
+		return false
+	}
+	var v any
+	if dv.Value != nil {
+		v = dv.Value.Value()
+	}
+	return reflect.DeepEqual(v, it.storedV)
+}
+
+// remember records dv as the value stored last for the item.
+func (it *item) remember(dv *ua.DataValue, now time.Time) {
+	it.stored, it.storedAt, it.storedSt, it.storedV = true, sampleTime(dv, now), dv.Status, nil
+	if dv.Value != nil {
+		it.storedV = dv.Value.Value()
+	}
 }
 
 // watchdog rebuilds when the library holds fewer subscriptions than we made, or when data has
@@ -371,14 +425,15 @@ func (r *runner) watchdog(ctx context.Context) error {
 	return nil
 }
 
-// retryQuarantined re-reads the namespace table and tries quarantined nodes again.
+// retryQuarantined re-reads the namespace table and tries quarantined nodes again. A node
+// quarantined by a notification (it vanished from the server) still has its monitored item; many
+// servers (node-opcua, most PLCs) bind that item to the node object and never notify it again once
+// the node is removed and added back, so the item is deleted and created anew.
 func (r *runner) retryQuarantined(ctx context.Context) error {
 	var q []*item
 	r.c.mu.Lock()
 	for _, it := range r.c.items {
-		// a node quarantined by a notification still has its monitored item: a good value
-		// brings it back without creating a second one
-		if it.state == stateQuarantined && it.monitorID == 0 {
+		if it.state == stateQuarantined {
 			q = append(q, it)
 		}
 	}
@@ -396,21 +451,73 @@ func (r *runner) retryQuarantined(ctx context.Context) error {
 		if err != nil {
 			continue
 		}
-		r.c.mu.Lock()
-		it.id, it.monitorID = nid, 0
-		r.c.mu.Unlock()
 		byGroup[it.group] = append(byGroup[it.group], it)
+		r.c.mu.Lock()
+		if it.monitorID == 0 { // an old monitored item keeps its id until it is deleted
+			it.id = nid
+		}
+		r.c.mu.Unlock()
 	}
 	for gi, items := range byGroup {
 		if p, ok := r.pollers[gi]; ok {
 			p.retry.Store(true)
 			continue
 		}
+		if err := r.unmonitor(ctx, gi, items, ns); err != nil {
+			return err
+		}
 		if err := r.monitor(ctx, gi, items); err != nil {
 			if errors.Is(err, context.Canceled) {
 				return nil
 			}
 			return err
+		}
+	}
+	return nil
+}
+
+// unmonitor deletes the monitored items of quarantined items that still have one, so monitor
+// creates them again. An item the server no longer knows counts as deleted; one it refused to
+// delete keeps its id (monitor skips it: never two items for one node) and is tried again later.
+func (r *runner) unmonitor(ctx context.Context, gi int, items []*item, ns []string) error {
+	var old []*item
+	var ids []uint32
+	r.c.mu.Lock()
+	for _, it := range items {
+		if it.monitorID != 0 {
+			old = append(old, it)
+			ids = append(ids, it.monitorID)
+		}
+	}
+	r.c.mu.Unlock()
+	batch := batchSize(r.s.limits.MaxMonitoredItemsPerCall, r.c.cfg.BatchSize)
+	for start := 0; start < len(ids); start += batch {
+		end := min(start+batch, len(ids))
+		res, err := r.subs[gi].Unmonitor(ctx, ids[start:end]...)
+		var code ua.StatusCode
+		switch {
+		case errors.Is(err, context.Canceled):
+			return nil
+		case errors.As(err, &code):
+			// the service refused (a dead channel is noticed by the loop): not worth a rebuild
+			r.c.log.Warn("server refused to delete the monitored items of quarantined nodes: retried later",
+				"status", statusName(code), "items", end-start)
+			continue
+		case err != nil:
+			return fmt.Errorf("delete monitored items: %w", err)
+		case len(res.Results) != end-start:
+			r.c.log.Warn("server answered a delete of monitored items with a wrong result count: retried later",
+				"results", len(res.Results), "items", end-start)
+			continue
+		}
+		for i, it := range old[start:end] {
+			if code := res.Results[i]; code != ua.StatusOK && code != ua.StatusBadMonitoredItemIDInvalid {
+				continue
+			}
+			nid, _ := it.spec.Ref.resolve(ns) // resolved by the caller
+			r.c.mu.Lock()
+			it.id, it.monitorID, it.recreated = nid, 0, true
+			r.c.mu.Unlock()
 		}
 	}
 	return nil

@@ -1,9 +1,13 @@
 // A node-opcua server for the gemba OPC UA collector tests and benchmarks.
 // Usage: node server.js --port N --pki DIR [--vars N] [--interval MS] [--accept-unknown]
-//        [--user NAME:PASS] [--max-items-per-call N] [--extra-namespace]
+//        [--user NAME:PASS] [--max-items-per-call N] [--extra-namespace] [--commands]
 // Prints "READY <url>" once listening. Variables live in namespace urn:gemba:test:
 //   s=Double, s=Int32, s=Boolean, s=String, s=DoubleArray (typed values, change every tick)
 //   s=v0 .. s=v<N-1> (Double, every one set to the tick counter on every tick)
+// With --commands, it reads commands on stdin, one a line, each answered "OK <line>" (or
+// "ERR <line>: why") on stdout:
+//   remove NAME   delete the variable s=NAME (its monitored items get BadNodeIdInvalid)
+//   add NAME      add a Double variable s=NAME under Bulk, set on every tick like the v's
 "use strict";
 const path = require("path");
 const {
@@ -81,11 +85,10 @@ async function main() {
       value: new Variant({ dataType: DataType.Double, arrayType: VariantArrayType.Array, value: [0, 0, 0] }) }),
   };
   const bulk = ns.addFolder(folder, { browseName: "Bulk", nodeId: "s=Bulk" });
-  const vars = [];
-  for (let i = 0; i < nvars; i++) {
-    vars.push(ns.addVariable({ componentOf: bulk, browseName: "v" + i, nodeId: "s=v" + i, dataType: "Double",
-      value: new Variant({ dataType: DataType.Double, value: 0 }) }));
-  }
+  const vars = new Map();
+  const addVar = (name) => vars.set(name, ns.addVariable({ componentOf: bulk, browseName: name, nodeId: "s=" + name,
+    dataType: "Double", value: new Variant({ dataType: DataType.Double, value: 0 }) }));
+  for (let i = 0; i < nvars; i++) addVar("v" + i);
 
   let tick = 0;
   setInterval(() => {
@@ -98,11 +101,33 @@ async function main() {
     typed.DoubleArray.setValueFromSource(new Variant({ dataType: DataType.Double, arrayType: VariantArrayType.Array,
       value: [tick, tick + 1, tick + 2] }), StatusCodes.Good, now);
     const v = new Variant({ dataType: DataType.Double, value: tick });
-    for (const x of vars) x.setValueFromSource(v, StatusCodes.Good, now);
+    for (const x of vars.values()) x.setValueFromSource(v, StatusCodes.Good, now);
   }, interval);
 
   await server.start();
   process.stdout.write("READY " + server.getEndpointUrl() + "\n");
+  // only when asked: a server started in the background of a terminal would be stopped reading it
+  const command = (line) => {
+    const [cmd, name] = line.trim().split(/\s+/);
+    if (cmd === "remove" && vars.has(name)) {
+      addressSpace.deleteNode(vars.get(name));
+      vars.delete(name);
+    } else if (cmd === "add" && name && !vars.has(name)) {
+      addVar(name);
+    } else {
+      throw new Error("unknown command or name");
+    }
+  };
+  if (arg("commands", false) === true) {
+    require("readline").createInterface({ input: process.stdin }).on("line", (line) => {
+      try {
+        command(line);
+        process.stdout.write("OK " + line + "\n");
+      } catch (err) {
+        process.stdout.write("ERR " + line + ": " + err.message + "\n");
+      }
+    });
+  }
   const stop = async () => { await server.shutdown(0); process.exit(0); };
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
