@@ -107,8 +107,6 @@ func (e *Engine) load() []ckTrack {
 			s.ObsFrom = max(s.ObsFrom, s.WM+1)
 			s.ResetObs = true
 			s.HoldOK = false // do not hold a value across the lost stretch
-		} else {
-			s.GapCheck = true
 		}
 		e.restored[cs.Sig] = s
 	}

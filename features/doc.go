@@ -70,10 +70,13 @@
 // # Partial
 //
 // A record is partial when its window was not fully observed: it starts before the first usable
-// sample after a cold start or crash, before the restart after a crash or a clean stop longer than
-// a window (the newest event time plus the wall-clock silence since), or
-// it was closed by the idle timeout (gauge; counter and state only when their source is gone). A
-// first sample exactly at a window start leaves that window complete.
+// sample after a cold start, a crash or a clean stop longer than a window, before the restart after
+// a crash or such a stop (the newest event time plus the wall-clock silence since), or it was
+// closed by the idle timeout (gauge; counter and state only when their source is gone). A first
+// sample exactly at a window start leaves that window complete. Downtime is wall-clock time: from
+// the saved checkpoint to the restore (a crash counts whatever its length, what was folded after
+// the checkpoint is lost); a clean stop shorter than a window is none, whatever event time a quiet
+// signal skipped meanwhile.
 //
 // # Restarts
 //

@@ -260,12 +260,18 @@ func (e *Engine) newSeries(sig string, r *rule) *series {
 			if !s.HasWM && s.Arrival == 0 || s.lastArrival.After(now) {
 				s.lastArrival = now
 			}
-			// Where the signal's event time has got to by now, extrapolating its silence: the
-			// agent was not watching before it. After a crash (from the checkpoint on) or a clean
-			// stop longer than a window, windows starting before it are partial; those after
-			// it are observed, so a quiet live signal's windows are complete again at once.
+			// Downtime is wall-clock time the agent did not run: from the checkpoint on after a
+			// crash (what was folded after it is lost), from the clean checkpoint's save to now
+			// after a clean stop. A clean stop shorter than a window is no gap, whatever the
+			// event time a quiet signal skipped meanwhile: the agent watched it throughout.
+			// After a crash or a longer stop, windows starting before where the signal's event
+			// time has got to by now (extrapolating its silence) are partial, and so is the
+			// window of the first usable sample after it (it carries the change over the
+			// downtime); windows after it are observed, so a quiet live signal's windows are
+			// complete again at once.
 			if s.HasWM && (e.crashed || now.UnixNano()-e.saved > r.window) {
 				s.ObsFrom = max(s.ObsFrom, s.WM+int64(now.Sub(s.lastArrival)))
+				s.ResetObs, s.HoldOK = true, false
 			}
 		} else {
 			e.log.Warn("checkpoint series discarded (rule changed)", "signal", sig)

@@ -219,7 +219,7 @@ func TestPropertyFrozenRunsMatchReference(t *testing.T) {
 			}
 		}
 		got := h.features()
-		want := reference(t, cfg, ss, restarts)
+		want := reference(t, cfg, ss)
 		sortFeatures(got)
 		sortFeatures(want)
 		diffFeatures(t, fmt.Sprintf("seed %d (%d restarts)", seed, len(restarts)), got, want)

@@ -23,6 +23,7 @@ import (
 //	{"op":"checkpoint"}             write a periodic (not clean) checkpoint
 //	{"op":"restart","mode":"clean"} Close and start a new engine on the same store
 //	{"op":"restart","mode":"crash"} drop the engine without Close and start a new one
+//	{"op":"restart",...,"down":"22s"} the same, the wall clock moving on by down in between
 //	{"op":"batch","samples":[...]}  several samples in one Add call
 //
 // Expected lines are features in the wire format, compared as a set ordered by window, signal,
@@ -45,6 +46,7 @@ type control struct {
 	Op      string            `json:"op"`
 	T       string            `json:"t"`
 	Mode    string            `json:"mode"`
+	Down    string            `json:"down"`
 	Samples []json.RawMessage `json:"samples"`
 }
 
@@ -78,7 +80,15 @@ func runGolden(t *testing.T, dir string) {
 				t.Fatalf("input line %d: %v", n, err)
 			}
 		case "restart":
-			h.restart(c.Mode == "clean")
+			var down time.Duration
+			if c.Down != "" {
+				d, err := time.ParseDuration(c.Down)
+				if err != nil {
+					t.Fatalf("input line %d: %v", n, err)
+				}
+				down = d
+			}
+			h.restartAfter(c.Mode == "clean", down)
 		default:
 			t.Fatalf("input line %d: unknown op %q", n, c.Op)
 		}

@@ -123,11 +123,18 @@ func (h *harness) add(ss ...signal.Sample) {
 // one on the same store.
 func (h *harness) restart(clean bool) {
 	h.t.Helper()
+	h.restartAfter(clean, 0)
+}
+
+// restartAfter is restart with the wall clock moving on by down between the stop and the start.
+func (h *harness) restartAfter(clean bool, down time.Duration) {
+	h.t.Helper()
 	if clean {
 		if err := h.e.Close(); err != nil {
 			h.t.Fatalf("Close: %v", err)
 		}
 	}
+	h.clock.Add(down)
 	h.start()
 }
 

@@ -42,8 +42,7 @@ type series struct {
 	Runs map[int64]*run
 
 	ckFP        string // rule fingerprint of a restored series
-	ResetObs    bool   // observation (re)starts at the next good sample (cold start, crash)
-	GapCheck    bool   // restored cleanly: check the first sample for a downtime gap
+	ResetObs    bool   // observation (re)starts at the next good sample (cold start, crash, long stop)
 	lastArrival time.Time
 	// Source is the newest sample's Source (collector:node), for Options.Live.
 	Source string
@@ -189,15 +188,6 @@ func (s *series) add(e *Engine, smp *signal.Sample, b *batch) bool {
 		b.late++
 		e.log.Debug("late sample", "signal", s.sig, "time", smp.Time, "watermark", time.Unix(0, s.WM).UTC())
 		return true
-	}
-	if s.GapCheck {
-		// First sample after a clean restart: if the agent was down longer than a window, the
-		// windows open at shutdown (and any in the gap) were not fully observed.
-		s.GapCheck = false
-		if t-s.WM > r.window {
-			s.ObsFrom = max(s.ObsFrom, t)
-			s.HoldOK = false
-		}
 	}
 	switch {
 	case !s.HasWM || wm > s.WM:
