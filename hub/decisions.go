@@ -290,6 +290,7 @@ func (h *Hub) registerDecisions(d *decisions) {
 	c("outcome_measured_total", "Experiment decisions measured after their window.", &o.Measured)
 	c("outcome_recorded_total", "Bandit outcomes this replica applied to the posteriors (first to get there).", &o.Recorded)
 	c("outcome_no_baseline_total", "Measured units without sales before their window: not fed to the bandit.", &o.NoBaseline)
+	c("outcome_released_total", "Experiment promotions released (allowed, never acted on): not measured.", &o.Released)
 	c("outcome_errors_total", "Measurement rounds that failed (retried next round).", &o.Errors)
 	g := &d.guard.Metrics
 	c("guard_allowed_total", "Guard verdicts: allow.", &g.Allowed)

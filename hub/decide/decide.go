@@ -41,17 +41,20 @@ func outcome(kind rules.ActionKind, v guard.Verdict) string {
 // SKU in the same time bucket, on any replica.
 func (e *Engine) decide(ctx context.Context, ls *liveSets, set *rules.Set, mode string, res *rules.Result,
 	d rules.Decision, ex *explained, bucket, now time.Time) error {
+	rule := ls.byName[set][d.Rule]
 	id := guard.DecisionID(set.Version(), d.Rule, ex.in.SKU.ID, d.Channel, bucket)
+	if hid, ok := holdoutID(set.Version(), rule, d, ex.in.SKU.ID, now); ok {
+		id = hid // one decision per period of the promotion's duration, on every replica
+	}
 	if e.done.has(id) {
 		return nil
 	}
 	wkey := waitKey(set.Version(), d.Rule, ex.in.SKU.ID, ex.in.Site, d.Channel)
-	if e.waiting(wkey, id) || e.holdingOut(wkey) {
+	if e.waiting(wkey, id) {
 		// The same rule already asks a person about this SKU on this channel: one request is
-		// enough, a new one per time bucket would bury the queue. (Likewise a held-out unit
-		// stays held out, and is recorded once, for its promotion's duration.) A request of this
-		// very id goes on: the guard replays it, and its decided record is written should the
-		// replica that queued it have stopped first — without it nobody can answer it.
+		// enough, a new one per time bucket would bury the queue. A request of this very id goes
+		// on: the guard replays it, and its decided record is written should the replica that
+		// queued it have stopped first — without it nobody can answer it.
 		return nil
 	}
 	if !e.deps.Outbox.Delivers(d.Channel) {
@@ -64,7 +67,6 @@ func (e *Engine) decide(ctx context.Context, ls *liveSets, set *rules.Set, mode 
 		e.done.add(id)
 		return nil
 	}
-	rule := ls.byName[set][d.Rule]
 	cctx, cancel := context.WithTimeout(ctx, e.cfg.OpTimeout)
 	defer cancel()
 	p := proposal(set, res, d, rule, ex, bucket, now, ls.Change.By)
@@ -82,7 +84,7 @@ func (e *Engine) decide(ctx context.Context, ls *liveSets, set *rules.Set, mode 
 	}
 	switch {
 	case xs.heldOut:
-		return e.heldOut(cctx, ls, set, mode, res, d, rule, ex, id, wkey, xs, now)
+		return e.heldOut(cctx, ls, set, mode, res, d, rule, ex, id, xs, now)
 	case xs.noArm != nil:
 		// Deferred, not decided: nothing is claimed, so a replica (or this one later in the
 		// bucket) that finds an arm on other stock decides the id, and its decided record stands

@@ -98,9 +98,8 @@ type Engine struct {
 	// undeliverable: (rule version, rule, channel) already logged as naming a channel act lacks.
 	undeliverable sync.Map
 
-	wmu       sync.Mutex
-	queued    map[string]queuedReq // requests awaiting a person, by waitKey
-	heldUntil map[string]time.Time // units recorded as held out, by waitKey, until their promotion's end
+	wmu    sync.Mutex
+	queued map[string]queuedReq // requests awaiting a person, by waitKey
 
 	rounds  atomic.Uint64 // completed rounds (tests wait on it)
 	running bool          // a round is evaluating what it took (under mu)
@@ -151,7 +150,7 @@ func New(cfg Config, d Deps) (*Engine, error) {
 		cfg: cfg, deps: d, log: d.Log.With("component", "decide"), now: d.Now, graph: inGraph,
 		b:     builder{cfg: cfg.Lines, topo: topo, state: d.State, fc: d.Forecasts, q: d.Quality, defs: defs},
 		dirty: map[Unit]struct{}{}, seen: map[Unit]struct{}{}, retry: map[Unit]struct{}{}, wake: make(chan struct{}, 1),
-		done: newIDSet(1 << 16), deferred: newIDSet(1 << 14), queued: map[string]queuedReq{}, heldUntil: map[string]time.Time{},
+		done: newIDSet(1 << 16), deferred: newIDSet(1 << 14), queued: map[string]queuedReq{},
 	}
 	return e, nil
 }

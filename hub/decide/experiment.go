@@ -9,6 +9,7 @@ import (
 
 	"github.com/gemba-io/gemba/hub/audit"
 	"github.com/gemba-io/gemba/hub/decide/experiment"
+	"github.com/gemba-io/gemba/hub/decide/guard"
 	"github.com/gemba-io/gemba/hub/decide/rules"
 )
 
@@ -93,37 +94,44 @@ func (st experimentStep) bandit() *experiment.Choice {
 
 func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
 
+// holdoutID is the decision id of promotion d of rule for sku at now when the rule's experiment holds
+// the unit out (ok false otherwise): derived from the period of the promotion's duration now falls in
+// (UTC, aligned on multiples of the duration: a 24 h promotion's periods are UTC days) instead of
+// the time bucket. Every replica, and one restarted, derives the same id for the unit within a
+// period, so the unit is recorded held out once per period (the log and the done set deduplicate
+// the id). A record's window may run into the next period's: the outcome measurement counts the
+// overlap once (hub/monitor/outcome).
+func holdoutID(version string, rule rules.Rule, d rules.Decision, sku string, now time.Time) (string, bool) {
+	x := rule.Experiment
+	if x == nil || x.Holdout <= 0 || d.Action.Kind != rules.Promote {
+		return "", false
+	}
+	a, err := experiment.Assign(x.ID, sku, d.Channel, x.Holdout)
+	if err != nil || a.Group != experiment.Held {
+		return "", false // an error is the experiment step's to report
+	}
+	return guard.DecisionID(version, d.Rule, sku, d.Channel, HoldoutPeriod(now, d.Action.Duration)), true
+}
+
+// HoldoutPeriod is the start of the period a held-out decision at t of a promotion lasting dur falls
+// in: periods of dur aligned on its multiples since the zero time, in UTC. The engine records a
+// held-out unit once per period; the backtest does the same.
+func HoldoutPeriod(t time.Time, dur time.Duration) time.Time {
+	return guard.TimeBucket(t, dur)
+}
+
 // heldOut records a decision its experiment held out: eligible, and deliberately not promoted, so
 // that its sales measure what the promotion changed. Nothing is claimed in the guard (no cap or
-// cooldown is used up), and the same rule does not record this SKU × channel again on this replica
-// for the promotion's duration.
+// cooldown is used up). Its id is the period's (holdoutID): the same rule does not record this
+// SKU × channel again, on any replica, until the next period of the promotion's duration.
 func (e *Engine) heldOut(ctx context.Context, ls *liveSets, set *rules.Set, mode string, res *rules.Result, d rules.Decision,
-	rule rules.Rule, ex *explained, id, wkey string, st experimentStep, now time.Time) error {
+	rule rules.Rule, ex *explained, id string, st experimentStep, now time.Time) error {
 	rec := e.record(ls, set, mode, res, d, rule, ex, now)
 	rec.DecisionID, rec.Event, rec.Outcome, rec.Experiment = id, audit.EventDecided, audit.OutcomeHeldOut, st.ref
 	if stored, err := e.publish(ctx, ls, ex, rec); !stored {
 		return err
 	}
 	e.Metrics.HeldOut.Add(1)
-	e.holdOut(wkey, now.Add(d.Action.Duration))
 	e.done.add(id)
 	return nil
-}
-
-// holdingOut reports whether this replica recorded key (a waitKey) as held out until after now.
-func (e *Engine) holdingOut(key string) bool {
-	e.wmu.Lock()
-	defer e.wmu.Unlock()
-	until, ok := e.heldUntil[key]
-	if ok && !e.now().Before(until) {
-		delete(e.heldUntil, key)
-		return false
-	}
-	return ok
-}
-
-func (e *Engine) holdOut(key string, until time.Time) {
-	e.wmu.Lock()
-	defer e.wmu.Unlock()
-	e.heldUntil[key] = until
 }

@@ -234,3 +234,63 @@ func TestHoldoutDeferredOnUnusableInputs(t *testing.T) {
 		t.Errorf("%d actions for a held-out unit", n)
 	}
 }
+
+// A held-out unit is recorded once per period of its promotion's duration on every replica: r1
+// records B held out; three hours (three time buckets) later a replica that did not see it (r2, or
+// r1 restarted) evaluates B and must find the same decision, not record a second held-out window
+// overlapping the first (the outcome measurement would count the control unit's sales twice). In
+// the next period B is recorded held out again, once.
+func TestHoldoutRecordedOncePerPeriodAcrossReplicas(t *testing.T) {
+	var id string
+	for i := 0; id == ""; i++ {
+		cand := fmt.Sprintf("ho-%d", i)
+		web, err := experiment.Assign(cand, "B", "web", 0.5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if web.Group == experiment.Held {
+			id = cand
+		}
+	}
+	r := newRig(t, nil)
+	r.nowMu.Lock()
+	r.now = time.Now().UTC().Truncate(24 * time.Hour).Add(time.Hour) // 01:00, in a 24 h promotion's period
+	r.nowMu.Unlock()
+	r.activate(fmt.Sprintf(holdoutRules, id))
+	fresh := func(e *Engine) {
+		r.state.setCover("B", "s1", 45)
+		r.state.setFeature("units", "B", 40, r.clock(), nil)
+		e.FeatureChanged("units", "B")
+	}
+	held := func() []audit.Record {
+		return r.records(audit.Filter{SKU: "B", Outcome: audit.OutcomeHeldOut})
+	}
+	fresh(r.eng)
+	testutil.WaitFor(t, 10*time.Second, "B held out by r1", func() bool { return len(held()) == 1 })
+
+	r.advance(3 * time.Hour)
+	fresh(r.eng)
+	settle(t, r.eng, "r1 evaluated B again")
+	e2 := r.replica("r2")
+	fresh(e2)
+	settle(t, e2, "r2 evaluated B")
+	if recs := held(); len(recs) != 1 {
+		for _, rec := range recs {
+			t.Logf("held out %s at %s by %s", rec.DecisionID, rec.Time.Format(time.RFC3339), rec.Replica)
+		}
+		t.Fatalf("%d held-out records of B within one 24 h period, want 1", len(recs))
+	}
+
+	r.advance(24 * time.Hour) // the next period
+	fresh(e2)
+	fresh(r.eng)
+	testutil.WaitFor(t, 10*time.Second, "B held out again in the next period", func() bool { return len(held()) >= 2 })
+	settle(t, e2, "r2 evaluated B")
+	settle(t, r.eng, "r1 evaluated B")
+	if recs := held(); len(recs) != 2 || recs[0].DecisionID == recs[1].DecisionID {
+		t.Fatalf("%d held-out records of B over two periods, want 2 with their own ids", len(recs))
+	}
+	if n := len(r.actions()); n != 0 {
+		t.Errorf("%d actions for a held-out unit", n)
+	}
+}

@@ -316,3 +316,42 @@ func (r *rig) overstocked(line, sku string) {
 }
 
 var _ = math.Inf
+
+// replica starts another replica's engine (its own guard and memory) on the rig's NATS, log,
+// outbox, experiments and state, following the rig engine's rules: a second hub process, or the
+// rig's own after a restart.
+func (r *rig) replica(name string) *Engine {
+	r.t.Helper()
+	g, err := graph.Load([]byte(testGraph))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	gc := guard.DefaultConfig()
+	gc.MaxDiscount, gc.Approval.Above, gc.Cooldown, gc.Now = 20, 12, time.Hour, r.clock
+	logger := testutil.Logger(r.t, slog.LevelWarn)
+	gd, err := guard.New(r.ctx, r.js, gc, name, logger)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Timer = time.Hour
+	e, err := New(cfg, Deps{Graph: g, State: r.state, Forecasts: r.fc, Quality: r.q, Experiments: r.exps, Features: testDefs,
+		Guard: gd, Outbox: r.outbox, Audit: r.log, Replica: name, Now: r.clock, Log: logger})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(r.ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = e.Run(ctx) })
+	r.t.Cleanup(func() { cancel(); wg.Wait(); _ = gd.Close() })
+	e.SetLive(r.eng.Live())
+	return e
+}
+
+// settle waits until e has evaluated everything marked so far.
+func settle(t *testing.T, e *Engine, what string) {
+	t.Helper()
+	after := e.rounds.Load()
+	e.poke()
+	testutil.WaitFor(t, 10*time.Second, what, func() bool { return e.settled(after) })
+}

@@ -32,9 +32,10 @@ type replay struct {
 	deferred map[string]bool // decision ids deferred for their inputs
 	// undeliverable: decision ids for a channel act does not deliver on (not decided)
 	undeliverable map[string]bool
-	// waitUntil: a rule × SKU × site × channel held out (for its promotion's duration) or with a
-	// request awaiting approval (until it expires: none is answered) is not decided again, as the
-	// engine's holdingOut and waiting.
+	// waitUntil: a rule × SKU × site × channel held out (until the end of the period of its
+	// promotion's duration its decision fell in: decide.HoldoutPeriod) or with a request awaiting
+	// approval (until it expires: none is answered) is not decided again, as the engine's holdout
+	// ids and waiting.
 	waitUntil map[string]time.Time
 	// seen is the range of event times of every input read (in the span or not); inSpan counts
 	// those applied in [From, To).
@@ -324,7 +325,7 @@ func (r *replay) judge(g *guard.Guard) func(context.Context, []decide.Unit, time
 					// As the engine: in the rule's holdout, recorded and never judged nor acted
 					// on (no cap or cooldown used up).
 					d.Outcome = OutcomeHeldOut
-					r.waitUntil[wkey] = now.Add(d.Action.Duration)
+					r.waitUntil[wkey] = decide.HoldoutPeriod(now, d.Action.Duration).Add(d.Action.Duration) // once per period
 				} else {
 					v, err = g.Check(ctx, p)
 				}

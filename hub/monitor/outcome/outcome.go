@@ -66,6 +66,7 @@ type unit struct {
 	id, exp, sku, channel string
 	start, end            time.Time
 	group                 experiment.Group // "" without a holdout
+	held                  bool             // a held-out decision (not promoted)
 	share                 float64
 	choice                *experiment.Choice // nil without a bandit
 	measured              bool
@@ -75,6 +76,8 @@ type unit struct {
 // Stats count what the measurer did.
 type Stats struct {
 	Units, Measured, NoBaseline, Recorded, Rounds, Errors, Malformed atomic.Uint64
+	// Released counts promotions released (allowed, never acted on): not measured.
+	Released atomic.Uint64
 }
 
 // Measurer follows the decision log's experiment decisions and measures each once its window is over.
@@ -88,13 +91,16 @@ type Measurer struct {
 
 	mu    sync.Mutex
 	units map[string]*unit // by decision id
-	lifts []kpi.Lift
+	// released: decisions released (never acted on), by decision id, with their record's time.
+	released map[string]time.Time
+	relift   bool // a measured unit was released: the lifts are recomputed next round
+	lifts    []kpi.Lift
 }
 
 // New returns a measurer; Run follows and measures until its context ends.
 func New(js jetstream.JetStream, store *experiment.Store, o Options) *Measurer {
 	o.defaults()
-	return &Measurer{o: o, js: js, store: store, log: o.Logger.With("component", "outcome"), units: map[string]*unit{}}
+	return &Measurer{o: o, js: js, store: store, log: o.Logger.With("component", "outcome"), units: map[string]*unit{}, released: map[string]time.Time{}}
 }
 
 // Run follows the decision log and runs a measurement round every Options.Every until ctx ends.
@@ -146,6 +152,10 @@ func (m *Measurer) add(subject string, data []byte) {
 		m.Stats.Malformed.Add(1)
 		return
 	}
+	if r.Event == audit.EventReleased && r.Mode != audit.ModeShadow {
+		m.release(r.DecisionID, r.Time)
+		return
+	}
 	x := r.Experiment
 	if x == nil || r.Mode == audit.ModeShadow || (r.Event != audit.EventDecided && r.Event != audit.EventApproved) {
 		return
@@ -160,7 +170,7 @@ func (m *Measurer) add(subject string, data []byte) {
 			u.start = r.Verdict.ActionTime
 		}
 	case r.Outcome == audit.OutcomeHeldOut && r.Event == audit.EventDecided:
-		u.start, u.choice = r.Time, nil
+		u.start, u.choice, u.held = r.Time, nil, true
 	default:
 		return // not acted on and not a holdout: nothing to measure
 	}
@@ -170,9 +180,32 @@ func (m *Measurer) add(subject string, data []byte) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if _, gone := m.released[u.id]; gone {
+		m.Stats.Released.Add(1) // released first (reconcile), its decided record written after: it never ran
+		return
+	}
 	if _, ok := m.units[u.id]; !ok {
 		m.units[u.id] = u
 		m.Stats.Units.Add(1)
+	}
+}
+
+// release forgets decision id, allowed and then released (the kill switch cancelled its start,
+// its delivery was abandoned, reconcile released it): it never ran, so its sales measure no
+// promotion, and fed to a bandit they would read as its arm's lift. Its decided record may come
+// before or after the released one. A release seen after the unit was measured (its bandit outcome
+// recorded already) still takes it out of the lifts.
+func (m *Measurer) release(id string, at time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.released[id]; ok {
+		return
+	}
+	m.released[id] = at
+	if u, ok := m.units[id]; ok {
+		delete(m.units, id)
+		m.relift = m.relift || u.measured
+		m.Stats.Released.Add(1)
 	}
 }
 
@@ -185,7 +218,12 @@ func (m *Measurer) Round(ctx context.Context) error {
 	m.mu.Lock()
 	var due []*unit
 	forgot := false
+	heldBy := map[heldKey][]*unit{}
 	for id, u := range m.units {
+		if u.held {
+			k := heldKey{u.exp, u.sku, u.channel}
+			heldBy[k] = append(heldBy[k], u)
+		}
 		switch {
 		case u.measured && now.Sub(u.start) > m.o.Audit.Retention:
 			// Its record has left the decision log: a replica started now would not know it.
@@ -193,6 +231,19 @@ func (m *Measurer) Round(ctx context.Context) error {
 			forgot = true
 		case !u.measured && !u.end.Add(m.o.Settle).After(now):
 			due = append(due, u)
+		}
+	}
+	for id, at := range m.released {
+		if now.Sub(at) > m.o.Audit.Retention {
+			delete(m.released, id)
+		}
+	}
+	forgot = forgot || m.relift
+	m.relift = false
+	from := map[*unit]time.Time{}
+	for _, u := range due {
+		if u.held {
+			from[u] = heldFrom(u, heldBy[heldKey{u.exp, u.sku, u.channel}])
 		}
 	}
 	m.mu.Unlock()
@@ -222,8 +273,14 @@ func (m *Measurer) Round(ctx context.Context) error {
 	var errs []error
 	for _, u := range due {
 		s := sales[[2]string{u.sku, u.channel}]
-		u.sales = s.sum(u.start, u.end)
-		u.baseline = baseline(s, u.start, u.end, oldest, m.o.Weeks)
+		start := u.start
+		if f, ok := from[u]; ok {
+			start = f
+		}
+		if start.Before(u.end) {
+			u.sales = s.sum(start, u.end)
+			u.baseline = baseline(s, start, u.end, oldest, m.o.Weeks)
+		}
 		if u.choice != nil && m.store != nil {
 			if u.baseline <= 0 {
 				m.Stats.NoBaseline.Add(1)
@@ -247,6 +304,24 @@ func (m *Measurer) Round(ctx context.Context) error {
 	}
 	m.computeLifts()
 	return errors.Join(errs...)
+}
+
+type heldKey struct{ exp, sku, channel string }
+
+// heldFrom is where held-out unit u's window starts once the windows of the same experiment's
+// held-out decisions of its SKU × channel that began before it are taken out: the control unit was
+// held out once over that time, and its sales count once. The engine records a unit held out once
+// per period of the promotion's duration, so a window runs into the next period's at most; records
+// from different replicas or rule versions (or written before holdouts were recorded once per
+// period) overlap more. Beyond u's end, u adds nothing. (m.mu held.)
+func heldFrom(u *unit, held []*unit) time.Time {
+	from := u.start
+	for _, v := range held {
+		if v != u && (v.start.Before(u.start) || (v.start.Equal(u.start) && v.id < u.id)) && v.end.After(from) {
+			from = v.end
+		}
+	}
+	return from
 }
 
 // computeLifts measures each holdout experiment over its measured units: one outcome per SKU ×

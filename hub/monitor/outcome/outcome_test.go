@@ -338,3 +338,107 @@ func TestForgetsUnitsPastTheLogsRetention(t *testing.T) {
 		return len(m.units) == 0 && len(m.lifts) == 0
 	})
 }
+
+// A held-out unit recorded twice with overlapping windows (two replicas, or a rule changed to a new
+// version, in later time buckets: records of the log written before holdouts were recorded once per
+// period) is counted over the time it was held out, once: B's second window, 3 h after its first,
+// adds only the 3 h beyond the first's end. Counted twice, B's sale in the first window would be
+// set against two baselines (12 against 20: 0.6 instead of 1.2) and the lift read 2.81, not 2.05.
+func TestHoldoutOverlappingWindowsCountedOnce(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	js, log, acfg, ccfg, store := setup(ctx, t)
+	start := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	sell := seller(ctx, t, js)
+	for _, sku := range []string{"A", "C", "D"} {
+		history(sell, start, sku)
+	}
+	sell("A", start.Add(2*time.Hour), 25, 1)
+	sell("C", start.Add(2*time.Hour), 20, 1)
+	sell("D", start.Add(2*time.Hour), 10, 1)
+	for d := 1; d <= 28; d++ { // B sells 10 a day at 18:00
+		sell("B", start.Add(-time.Duration(d)*24*time.Hour+6*time.Hour), 10, 1)
+	}
+	sell("B", start.Add(90*time.Minute), 12, 1) // in its first window only
+	rec := func(did, sku, outcome string, g experiment.Group, at time.Time) {
+		r := audit.Record{DecisionID: id(did), Event: audit.EventDecided, Outcome: outcome, Mode: audit.ModeActive, Time: at,
+			RuleSet: audit.RuleSetRef{Name: "x", Version: "v1"}, Rule: audit.RuleRef{Name: "clear"}, SKU: sku, Site: "s1", Channel: "web",
+			Action:     rules.Action{Kind: rules.Promote, Channels: []string{"web"}, Discount: 10, Duration: 24 * time.Hour},
+			Experiment: &audit.ExperimentRef{ID: "clear", Holdout: &experiment.Assignment{Salt: "clear", Share: 0.5, Group: g}}}
+		if outcome == audit.OutcomeFired {
+			r.Verdict = &guard.Verdict{DecisionID: r.DecisionID, Outcome: guard.Allow, ActionTime: at}
+		}
+		if _, err := log.Publish(ctx, r, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec("A", "A", audit.OutcomeFired, experiment.Treated, start)
+	rec("C", "C", audit.OutcomeFired, experiment.Treated, start)
+	rec("D", "D", audit.OutcomeHeldOut, experiment.Held, start)
+	rec("B1", "B", audit.OutcomeHeldOut, experiment.Held, start)
+	rec("B2", "B", audit.OutcomeHeldOut, experiment.Held, start.Add(3*time.Hour))
+
+	m := running(ctx, t, cancel, js, store, acfg, ccfg, start.Add(3*24*time.Hour))
+	testutil.WaitFor(t, 20*time.Second, "five windows measured", func() bool { return m.Stats.Measured.Load() == 5 })
+	lifts, _ := m.Lifts(ctx)
+	// Treated: 2.5 and 2; held out: D 1, B 12 against 10 (its first window, and 3 h without sales
+	// or baseline after it).
+	want := 2.25 / ((1 + 1.2) / 2)
+	if len(lifts) != 1 || lifts[0].Treated != 2 || lifts[0].Held != 2 || math.Abs(lifts[0].Lift-want) > 1e-9 {
+		t.Fatalf("lifts %+v, want the holdout's at %.4f over 2 and 2 units", lifts, want)
+	}
+}
+
+// A promotion allowed and then released (the kill switch cancelled its start, its delivery was
+// abandoned, or reconcile released it before its decided record was written) never ran: its
+// "outcome" is the unit's unpromoted sales, and fed to the bandit as the arm's it would drag that
+// arm's posterior towards no lift. A's released promotion is not measured nor recorded, whichever
+// of its records the log holds first; B's, which ran, is.
+func TestReleasedPromotionNotMeasured(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	js, log, acfg, ccfg, store := setup(ctx, t)
+	start := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	sell := seller(ctx, t, js)
+	for _, sku := range []string{"A", "B", "C"} {
+		history(sell, start, sku)
+		sell(sku, start.Add(2*time.Hour), 10, 1)
+	}
+	released := func(r audit.Record) audit.Record {
+		return audit.Record{DecisionID: r.DecisionID, Event: audit.EventReleased, Outcome: audit.OutcomeReleased, Mode: audit.ModeActive,
+			Time: start.Add(time.Minute), RuleSet: audit.RuleSetRef{Version: "v1"}, Rule: audit.RuleRef{Name: "b"}, SKU: r.SKU, Site: "s1",
+			Channel: "web", Action: r.Action}
+	}
+	a, b, c := fired(id("A"), "A", start, 10, 24*time.Hour), fired(id("B"), "B", start, 10, 24*time.Hour), fired(id("C"), "C", start, 5, 24*time.Hour)
+	if _, err := log.Publish(ctx, a, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := log.Append(ctx, released(a)); err != nil {
+		t.Fatal(err)
+	}
+	// C: released by reconcile first, its decided record written late by a replica the guard
+	// replayed the allow to (the outbox record was already cancelled: it never ran).
+	if _, err := log.Append(ctx, released(c)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := log.Publish(ctx, c, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := log.Publish(ctx, b, 0); err != nil {
+		t.Fatal(err)
+	}
+	m := running(ctx, t, cancel, js, store, acfg, ccfg, start.Add(3*24*time.Hour))
+	testutil.WaitFor(t, 20*time.Second, "B measured", func() bool { return m.Stats.Recorded.Load() >= 1 })
+	rounds := m.Stats.Rounds.Load()
+	testutil.WaitFor(t, 10*time.Second, "two more rounds", func() bool { return m.Stats.Rounds.Load() >= rounds+2 })
+	if n, r := m.Stats.Measured.Load(), m.Stats.Recorded.Load(); n != 1 || r != 1 {
+		t.Fatalf("measured %d, recorded %d: want B alone (A and C were released, never ran)", n, r)
+	}
+	cfg := experiment.Config{ID: "b", Bandit: &experiment.BanditConfig{Arms: []float64{5, 10}, Pool: experiment.PoolChannel}}
+	for _, sku := range []string{"A", "C"} {
+		applied, err := store.Record(ctx, cfg, experiment.Outcome{ID: id(sku), SKU: sku, Channel: "web", Discount: 10, Units: 10, Baseline: 10, End: start.Add(24 * time.Hour)})
+		if err != nil || !applied {
+			t.Errorf("%s's released promotion was in the posterior already (applied %v, %v)", sku, applied, err)
+		}
+	}
+}
