@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"math"
 	"sort"
@@ -82,6 +83,13 @@ type Tracker struct {
 	latencyH  prometheus.Histogram
 	collector *collector
 
+	// What was counted, by record time within dedupSpan (see seen).
+	seed    maphash.Seed
+	counted map[uint64]time.Time
+	given   map[string]given // decision id -> promotion counted as given
+	newest  time.Time
+	adds    uint64
+
 	stop    func()
 	closing atomic.Bool
 }
@@ -99,12 +107,78 @@ type Discount struct {
 	Promotions  uint64  `json:"promotions"`
 	PointsTotal float64 `json:"points_total"`
 	Max         float64 `json:"max"`
+
+	given map[float64]uint64 // promotions per discount: a released one is taken back, Max too
 }
 
 func (d *Discount) add(a rules.Action) {
 	d.Promotions++
 	d.PointsTotal += a.Discount
 	d.Max = max(d.Max, a.Discount)
+	if d.given == nil {
+		d.given = map[float64]uint64{}
+	}
+	d.given[a.Discount]++
+}
+
+// remove takes back a promotion add counted (released before it acted).
+func (d *Discount) remove(discount float64) {
+	if d.given[discount] == 0 {
+		return
+	}
+	d.Promotions--
+	d.PointsTotal -= discount
+	if d.given[discount]--; d.given[discount] == 0 {
+		delete(d.given, discount)
+		if discount == d.Max {
+			d.Max = 0
+			for v := range d.given {
+				d.Max = max(d.Max, v)
+			}
+		}
+	}
+}
+
+// dedupSpan is how far back (in record time) the tracker remembers the records it counted and the
+// promotions it counted as given: a record published again (a replica re-publishing a replayed
+// decision after the log's duplicate window) or a release comes within it.
+const dedupSpan = 48 * time.Hour
+
+// given is a promotion counted as given, until a release takes it back.
+type given struct {
+	rule     *RuleFigures
+	discount float64
+	at       time.Time
+}
+
+// seen reports whether the tracker counted r already (same decision, event and outcome), and
+// remembers it. t.mu must be held.
+func (t *Tracker) seen(r *audit.Record) bool {
+	if r.DecisionID == "" {
+		return false
+	}
+	k := maphash.String(t.seed, r.DecisionID+"\x00"+r.Event+"\x00"+r.Outcome+"\x00"+r.Mode)
+	if _, ok := t.counted[k]; ok {
+		return true
+	}
+	t.counted[k] = r.Time
+	if r.Time.After(t.newest) {
+		t.newest = r.Time
+	}
+	if t.adds++; t.adds%1024 == 0 {
+		cut := t.newest.Add(-dedupSpan)
+		for k, at := range t.counted {
+			if at.Before(cut) {
+				delete(t.counted, k)
+			}
+		}
+		for id, g := range t.given {
+			if g.at.Before(cut) {
+				delete(t.given, id)
+			}
+		}
+	}
+	return false
 }
 
 // Open starts following the decision log.
@@ -113,7 +187,7 @@ func Open(ctx context.Context, js jetstream.JetStream, o Options) (*Tracker, err
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	t := &Tracker{o: o, log: o.Logger, outcomes: map[[2]string]uint64{}, byRule: map[string]*RuleFigures{},
+	t := &Tracker{o: o, log: o.Logger, outcomes: map[[2]string]uint64{}, byRule: map[string]*RuleFigures{}, seed: maphash.MakeSeed(), counted: map[uint64]time.Time{}, given: map[string]given{},
 		quality: map[[2]string]uint64{}, latency: make([]uint64, len(latencyBuckets)+1),
 		latencyH: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "gemba_hub_kpi_signal_to_action_seconds",
 			Help:    "From the newest input's event time to the action being decided and queued (automatic fired and held decisions).",
@@ -202,6 +276,9 @@ func (t *Tracker) add(subject string, data []byte, seq uint64) {
 	lat, hasLat := latency(&r)
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.seen(&r) {
+		return
+	}
 	if t.since.IsZero() || r.Time.Before(t.since) {
 		t.since = r.Time
 	}
@@ -215,9 +292,22 @@ func (t *Tracker) add(subject string, data []byte, seq uint64) {
 		}
 	}
 	rf.Outcomes[r.Outcome]++
-	if r.Outcome == audit.OutcomeFired && r.Action.Kind == rules.Promote && r.Mode != audit.ModeShadow {
-		t.discount.add(r.Action)
-		rf.Discount.add(r.Action)
+	switch {
+	case r.Outcome == audit.OutcomeFired && r.Action.Kind == rules.Promote && r.Mode != audit.ModeShadow:
+		if _, dup := t.given[r.DecisionID]; !dup {
+			t.discount.add(r.Action)
+			rf.Discount.add(r.Action)
+			if r.DecisionID != "" {
+				t.given[r.DecisionID] = given{rule: rf, discount: r.Action.Discount, at: r.Time}
+			}
+		}
+	case r.Outcome == audit.OutcomeReleased:
+		// Allowed, then given back before it acted: no discount was given.
+		if g, ok := t.given[r.DecisionID]; ok {
+			t.discount.remove(g.discount)
+			g.rule.Discount.remove(g.discount)
+			delete(t.given, r.DecisionID)
+		}
 	}
 	if hasLat {
 		t.latencyH.Observe(lat)

@@ -209,3 +209,48 @@ func TestOpenAfterTheNewestRecordExpired(t *testing.T) {
 		t.Errorf("figures %+v, malformed %d", f.Decisions, tr.Stats.Malformed.Load())
 	}
 }
+
+// A record published again after the log's duplicate window (a replica re-publishing a replayed
+// decision) is counted once, and a promotion released before it acted (kill switch, abandoned
+// delivery, reconcile) gives no discount: the figures are what was acted on.
+func TestRepublishedAndReleasedNotCounted(t *testing.T) {
+	n := natstest.JetStream(t)
+	nc, js := natstest.Connect(t, n.URL())
+	ctx := context.Background()
+	log, err := audit.Open(ctx, js, audit.Config{Prefix: "gemba"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := rec(11, audit.EventDecided, audit.OutcomeFired, audit.ModeActive, "overstock", 10, time.Second)
+	b := rec(12, audit.EventDecided, audit.OutcomeFired, audit.ModeActive, "overstock", 30, time.Second)
+	for _, r := range []audit.Record{a, b} {
+		if _, err := log.Publish(ctx, r, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	again, _ := json.Marshal(a) // past the duplicate window: JetStream stores it again
+	if err := nc.Publish("gemba.decisions."+a.DecisionID, again); err != nil {
+		t.Fatal(err)
+	}
+	rel := b
+	rel.Event, rel.Outcome, rel.Time = audit.EventReleased, audit.OutcomeReleased, b.Time.Add(time.Minute)
+	if _, err := log.Append(ctx, rel); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := Open(ctx, js, Options{Audit: audit.Config{Prefix: "gemba"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	testutil.WaitFor(t, 5*time.Second, "the release counted", func() bool { return tr.Figures(ctx).Decisions[audit.OutcomeReleased] == 1 })
+	f := tr.Figures(ctx)
+	if f.Decisions[audit.OutcomeFired] != 2 {
+		t.Errorf("fired %d, want 2 (the re-published record counted once)", f.Decisions[audit.OutcomeFired])
+	}
+	if f.Discount.Promotions != 1 || f.Discount.PointsTotal != 10 || f.Discount.Max != 10 {
+		t.Errorf("discount %+v, want 1 promotion of 10 points (one counted twice, the other released)", f.Discount)
+	}
+	if rf := f.Rules[0]; rf.Discount.Promotions != 1 || rf.Discount.PointsTotal != 10 {
+		t.Errorf("rule discount %+v", rf.Discount)
+	}
+}
