@@ -3,6 +3,8 @@ package audit
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -108,13 +110,17 @@ func TestFollowChangesLeaderChange(t *testing.T) {
 	nodes := natstest.Cluster(t, 3)
 	ctx := context.Background()
 	_, js := natstest.Connect(t, natstest.URLs(nodes...))
-	l := openLog(t, js, 3)
+	l, err := Open(ctx, js, Config{Prefix: "gemba", Replicas: 3}, testutil.Logger(t, slog.LevelDebug))
+	if err != nil {
+		t.Fatal(err)
+	}
 	s1, err := l.RecordChange(ctx, Change{Op: OpActivate, Active: "v1", By: "a"}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var last atomic.Uint64
-	stop, err := l.FollowChanges(func(c Change) { last.Store(c.Seq) })
+	var seen atomic.Int64
+	stop, err := l.FollowChanges(func(c Change) { last.Store(c.Seq); seen.Store(time.Now().UnixNano()) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,14 +136,98 @@ func TestFollowChangesLeaderChange(t *testing.T) {
 		}
 	}
 	var s2 uint64
+	var recorded time.Time
 	testutil.WaitFor(t, 60*time.Second, "a change after the leader went away", func() bool {
 		if s2 == 0 {
 			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			s2, _ = l.RecordChange(cctx, Change{Op: OpRollback, Active: "v0", By: "b"}, s1)
+			recorded = time.Now()
 			cancel()
 		}
 		return s2 != 0 && last.Load() == s2
 	})
+	t.Logf("change recorded → seen by the follower: %v (%d new consumers)", time.Unix(0, seen.Load()).Sub(recorded), l.Stats.Refollows.Load())
+}
+
+// A follower whose consumer lived on the stream leader, connected to another node, sees the next
+// change soon after it is recorded when that node stops: the ordered consumer alone noticed only
+// after two missed idle heartbeats (10 s), so a rollback reached such a replica 10 s late.
+func TestFollowChangesConsumerNodeStops(t *testing.T) {
+	nodes := natstest.Cluster(t, 3)
+	ctx := context.Background()
+	_, js := natstest.Connect(t, natstest.URLs(nodes...))
+	l := openLog(t, js, 3)
+	info, err := l.stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var leader, other *natstest.Node
+	for _, n := range nodes {
+		if n.S.Name() == info.Cluster.Leader {
+			leader = n
+		} else {
+			other = n
+		}
+	}
+	// The follower's client is on a node that stays: it is not disconnected, and nothing but the
+	// consumer's silence tells it that its consumer went away.
+	nc, fjs := natstest.Connect(t, other.URL())
+	fl, err := Open(ctx, fjs, Config{Prefix: "gemba", Replicas: 3}, testutil.Logger(t, slog.LevelDebug))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1, err := l.RecordChange(ctx, Change{Op: OpActivate, Active: "v1", By: "a"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last atomic.Uint64
+	var seen atomic.Int64
+	var stop func()
+	// The server places the follower's consumer (one replica) on any of the stream's nodes: follow
+	// again until it is on the leader, the node that stops.
+	for try := 0; ; try++ {
+		stop, err = fl.FollowChanges(func(c Change) { last.Store(c.Seq); seen.Store(time.Now().UnixNano()) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		testutil.WaitFor(t, 10*time.Second, "the current state", func() bool { return last.Load() == s1 })
+		var on []string
+		for ci := range fl.stream.ListConsumers(ctx).Info() {
+			if ci.Cluster != nil {
+				on = append(on, ci.Cluster.Leader)
+			}
+		}
+		if len(on) == 1 && on[0] == leader.S.Name() && nc.ConnectedServerName() != on[0] {
+			break
+		}
+		if try == 30 {
+			t.Fatalf("the follower's consumer never landed on the stream leader %s (on %v)", leader.S.Name(), on)
+		}
+		stop()
+		last.Store(0)
+		for name := range fl.stream.ConsumerNames(ctx).Name() { // stop leaves it to expire
+			if err := fl.stream.DeleteConsumer(ctx, name); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	defer stop()
+	stopped := time.Now()
+	leader.Stop()
+	var s2 uint64
+	var recorded time.Time
+	testutil.WaitFor(t, 60*time.Second, "a change recorded after the leader went away", func() bool {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		s2, _ = l.RecordChange(cctx, Change{Op: OpRollback, Active: "v0", By: "b"}, s1)
+		recorded = time.Now()
+		return s2 != 0
+	})
+	testutil.WaitForState(t, 5*time.Second, "the follower seeing the change", func() (bool, string) {
+		return last.Load() == s2, fmt.Sprintf("change %d recorded, the follower at %d", s2, last.Load())
+	})
+	at := time.Unix(0, seen.Load())
+	t.Logf("leader stopped → change recorded %v; recorded → seen by the follower %v (%d new consumers)", recorded.Sub(stopped), at.Sub(recorded), fl.Stats.Refollows.Load())
 }
 
 // Two writers computing from the same state on their own connections: exactly one lands.
@@ -174,4 +264,55 @@ func TestConcurrentChangeOneWins(t *testing.T) {
 		}
 		expect = cur.Seq
 	}
+}
+
+// A consumer that stops delivering without a word (its node crashed or was cut off: no shutdown
+// notice, the client's connection elsewhere intact) is replaced once a change on the stream is not
+// delivered: the follower still sees the next change.
+func TestFollowChangesSilentConsumer(t *testing.T) {
+	nodes := natstest.Cluster(t, 3)
+	ctx := context.Background()
+	_, js := natstest.Connect(t, natstest.URLs(nodes...))
+	l := openLog(t, js, 3)
+	s1, err := l.RecordChange(ctx, Change{Op: OpActivate, Active: "v1", By: "a"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last atomic.Uint64
+	var seen atomic.Int64
+	f, err := l.follow(func(c Change) { last.Store(c.Seq); seen.Store(time.Now().UnixNano()) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.stop()
+	testutil.WaitFor(t, 10*time.Second, "the current state", func() bool { return last.Load() == s1 })
+	f.mu.Lock()
+	cc := f.cc
+	f.mu.Unlock()
+	cc.Stop() // the consumer falls silent
+	<-cc.Closed()
+	s2, err := l.RecordChange(ctx, Change{Op: OpRollback, Active: "v0", By: "b"}, s1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recorded := time.Now()
+	testutil.WaitForState(t, 10*time.Second, "the follower seeing the change", func() (bool, string) {
+		return last.Load() == s2, fmt.Sprintf("change %d recorded, the follower at %d", s2, last.Load())
+	})
+	if n := l.Stats.Refollows.Load(); n != 1 {
+		t.Fatalf("%d new consumers, want 1", n)
+	}
+	s3, err := l.RecordChange(ctx, Change{Op: OpActivate, Active: "v2", By: "c"}, s2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "the next change on the new consumer", func() bool { return last.Load() == s3 })
+	t.Logf("recorded → seen by the follower %v", time.Unix(0, seen.Load()).Sub(recorded))
+	testutil.WaitForState(t, 10*time.Second, "the replaced consumer deleted", func() (bool, string) {
+		var names []string
+		for name := range l.stream.ConsumerNames(ctx).Name() {
+			names = append(names, name)
+		}
+		return len(names) == 1, fmt.Sprint(names)
+	})
 }

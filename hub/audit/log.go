@@ -39,6 +39,7 @@ type Stats struct {
 	Malformed  atomic.Uint64 // messages on the stream that do not decode (skipped)
 	Busy       atomic.Uint64 // publishes repeated because a replicated stream could not check yet (10164)
 	Retries    atomic.Uint64 // publishes repeated because no answer came (leader election, slow replica)
+	Refollows  atomic.Uint64 // rules followers that made a new consumer (its server went away, or it lagged)
 }
 
 // Log is the decision log. Safe for concurrent use; several replicas open the same stream.
@@ -408,50 +409,4 @@ func (l *Log) scanSubject(ctx context.Context, subject string, fn func(*jetstrea
 		fn(m)
 		seq = m.Sequence + 1
 	}
-}
-
-// FollowChanges calls fn with the current rules state, then with every new change, in order, on
-// one goroutine. It follows through a server restart or a leader change (an ordered consumer
-// resumes after the last change it handed). stop ends it and waits for fn to return.
-func (l *Log) FollowChanges(fn func(Change)) (stop func(), err error) {
-	// Creating the consumer can outlast one API timeout on a busy cluster (a stream leader just
-	// elected): a replica that cannot follow the rules cannot decide, so it tries for a while.
-	var cons jetstream.Consumer
-	for deadline := time.Now().Add(time.Minute); ; {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		cons, err = l.js.OrderedConsumer(ctx, l.cfg.Stream, jetstream.OrderedConsumerConfig{
-			FilterSubjects: []string{l.cfg.RulesSubject()}, DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
-		})
-		cancel()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("audit: follow %s: %w", l.cfg.RulesSubject(), err)
-		}
-		l.log.Warn("following rules changes: creating the consumer failed, retrying", "err", err)
-		time.Sleep(250 * time.Millisecond) // a pause between attempts, not synchronisation
-	}
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		md, err := m.Metadata()
-		if err != nil {
-			l.malformed(m.Subject(), 0, err)
-			return
-		}
-		c, err := decodeChange(m.Data(), md.Sequence.Stream)
-		if err != nil {
-			l.malformed(m.Subject(), md.Sequence.Stream, err)
-			return
-		}
-		fn(c)
-	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		l.log.Debug("following rules changes", "err", err) // the ordered consumer recovers by itself
-	}))
-	if err != nil {
-		return nil, fmt.Errorf("audit: follow %s: %w", l.cfg.RulesSubject(), err)
-	}
-	return func() {
-		cc.Stop()
-		<-cc.Closed()
-	}, nil
 }
