@@ -10,7 +10,8 @@ import (
 )
 
 // ImportInventory publishes an inventory CSV to the COMMERCE stream of the NATS cfg names: its
-// servers, or the embedded listen address of a running hub.
+// servers, or the embedded listen address of a running hub. The stream is bound as the hub made it,
+// never created nor changed; missing, it is the error.
 func ImportInventory(ctx context.Context, cfg *Config, file, snapshotID string) (commerce.Report, error) {
 	urls := strings.Join(cfg.NATS.Servers, ",")
 	if urls == "" {
@@ -24,6 +25,9 @@ func ImportInventory(ctx context.Context, cfg *Config, file, snapshotID string) 
 	defer nc.Close()
 	js, err := newJetStream(nc)
 	if err != nil {
+		return commerce.Report{}, err
+	}
+	if _, err := commerce.BindStream(ctx, js, cfg.Commerce, commerce.InventorySubject(cfg.Commerce.Prefix)); err != nil {
 		return commerce.Report{}, err
 	}
 	pub, err := commerce.NewPublisher(js, cfg.Commerce)

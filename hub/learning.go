@@ -87,14 +87,14 @@ func (l *LearnConfig) Validate(r config.Report) {
 	}
 }
 
-// OpenModels opens the model registry cfg names (the models command and the hub share it).
+// OpenModels creates or updates the model registry's buckets cfg names: the hub's, when it starts.
 func OpenModels(ctx context.Context, js jetstream.JetStream, cfg *Config, log *slog.Logger) (*registry.Registry, error) {
 	return registry.Open(ctx, js, registry.Options{Buckets: cfg.Learn.Buckets, Replicas: cfg.NATS.Replicas,
 		LockTTL: cfg.Learn.LockTTL, Logger: log})
 }
 
-// BindModels is OpenModels for a reader (the CLI's models list, show, history): the buckets are
-// bound as they are, never created nor changed.
+// BindModels is OpenModels for the CLI (every models command): the buckets are bound as they are,
+// never created nor changed.
 func BindModels(ctx context.Context, js jetstream.JetStream, cfg *Config) (*registry.Registry, error) {
 	return registry.Bind(ctx, js, registry.Options{Buckets: cfg.Learn.Buckets, Replicas: cfg.NATS.Replicas, LockTTL: cfg.Learn.LockTTL})
 }

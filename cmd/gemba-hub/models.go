@@ -36,26 +36,13 @@ at least 6 of its hex digits.`,
 	return c
 }
 
-// withModels loads the hub config, connects and opens the model registry.
+// withModels loads the hub config, connects and binds the model registry's buckets as they are,
+// never created nor changed, whether the command reads or changes the models: their settings (the
+// refit lock's TTL) may be a newer release's, and only the hub (gemba-hub run) creates and
+// configures them. Missing, they are the error.
 func withModels(cmd *cobra.Command, file string, fn func(ctx context.Context, cfg *hub.Config, js jetstream.JetStream, reg *registry.Registry) error) error {
-	return openModels(cmd, file, false, fn)
-}
-
-// readModels is withModels for a command that only reads: the buckets are bound as they are, never
-// created nor changed (their settings may be a newer release's); missing, they are the error.
-func readModels(cmd *cobra.Command, file string, fn func(ctx context.Context, cfg *hub.Config, js jetstream.JetStream, reg *registry.Registry) error) error {
-	return openModels(cmd, file, true, fn)
-}
-
-func openModels(cmd *cobra.Command, file string, readOnly bool, fn func(ctx context.Context, cfg *hub.Config, js jetstream.JetStream, reg *registry.Registry) error) error {
 	return withHub(cmd, file, func(ctx context.Context, cfg *hub.Config, js jetstream.JetStream) error {
-		var reg *registry.Registry
-		var err error
-		if readOnly {
-			reg, err = hub.BindModels(ctx, js, cfg)
-		} else {
-			reg, err = hub.OpenModels(ctx, js, cfg, nil)
-		}
+		reg, err := hub.BindModels(ctx, js, cfg)
 		if err != nil {
 			cmd.PrintErrln(err)
 			return exitError{1}
@@ -81,7 +68,7 @@ func modelsListCmd() *cobra.Command {
 		Short: "List the stored model sets, oldest first, with which is active and shadow",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return readModels(cmd, file, func(ctx context.Context, _ *hub.Config, _ jetstream.JetStream, reg *registry.Registry) error {
+			return withModels(cmd, file, func(ctx context.Context, _ *hub.Config, _ jetstream.JetStream, reg *registry.Registry) error {
 				metas, err := reg.List(ctx)
 				if err != nil {
 					return failed(cmd, err)
@@ -134,7 +121,7 @@ each method, and the mean backtest MASE against the 28-day moving average's. Wit
 intervals. --json prints the stored set (or the SKU's models) as JSON.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return readModels(cmd, file, func(ctx context.Context, _ *hub.Config, _ jetstream.JetStream, reg *registry.Registry) error {
+			return withModels(cmd, file, func(ctx context.Context, _ *hub.Config, _ jetstream.JetStream, reg *registry.Registry) error {
 				v, err := resolveModel(ctx, reg, args[0])
 				if err != nil {
 					return failed(cmd, err)
@@ -363,7 +350,7 @@ func modelsHistoryCmd() *cobra.Command {
 		Short: "List every change of the active and shadow model sets, oldest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return readModels(cmd, file, func(ctx context.Context, _ *hub.Config, _ jetstream.JetStream, reg *registry.Registry) error {
+			return withModels(cmd, file, func(ctx context.Context, _ *hub.Config, _ jetstream.JetStream, reg *registry.Registry) error {
 				cs, err := reg.Changes(ctx)
 				if err != nil {
 					return failed(cmd, err)

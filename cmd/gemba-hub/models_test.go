@@ -38,6 +38,7 @@ learn: {enabled: true, horizon_days: 7}
 		}
 	}
 	publishSales(t, js, []string{"web", "retail", "wholesale"}, evs)
+	hubMade(t, js, cfgFile) // the commands bind what the hub made
 
 	out, errOut, code := runHub(t, dir, nil, "models", "refit", "-c", cfgFile, "--by", "ops", "--why", "first fit", "--promote", "shadow")
 	m := regexp.MustCompile(`stored model set ([0-9a-f]{16}) .*: 3 series \(0 failed\)`).FindStringSubmatch(out)

@@ -14,8 +14,11 @@ import (
 
 	"github.com/gemba-io/gemba/hub"
 	"github.com/gemba-io/gemba/hub/act"
+	"github.com/gemba-io/gemba/hub/audit"
 	"github.com/gemba-io/gemba/hub/decide/guard"
 	"github.com/gemba-io/gemba/hub/decide/rules"
+	"github.com/gemba-io/gemba/hub/decide/versions"
+	"github.com/gemba-io/gemba/hub/ingest/commerce"
 	"github.com/gemba-io/gemba/internal/natstest"
 )
 
@@ -50,63 +53,22 @@ func readOnlyRuns(cfg, a, version string) []struct {
 func TestReadOnlyCommandsChangeNothing(t *testing.T) {
 	n := natstest.JetStream(t)
 	_, js := natstest.Connect(t, n.URL())
-	ctx := context.Background()
 	dir := t.TempDir()
 	cfg := writeFile(t, filepath.Join(dir, "hub.yaml"), fmt.Sprintf("hub: {id: t1, data_dir: %s/data}\nnats: {servers: [%q]}\n"+
 		"commerce: {channels: [web]}\nguard: {max_discount: 20}\n", dir, n.URL()))
 	a := writeFile(t, filepath.Join(dir, "a.yaml"), ruleA)
 	sa, _ := rules.Load([]byte(ruleA))
-	// What the hub made: the decision log and the rules bucket, the outbox and the actions stream.
+	hubMade(t, js, cfg)
 	if _, e, err := runCobra(t, rulesCmd(), "activate", a, "-c", cfg, "--by", "alice", "--why", "first"); err != nil {
 		t.Fatalf("activate: %v %s", err, e)
 	}
-	hcfg, err := hub.Load(cfg, func(string) (string, bool) { return "", false })
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := act.Open(ctx, js, *hcfg.Act, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := hub.OpenModels(ctx, js, hcfg, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := guard.New(ctx, js, *hcfg.Guard, "t", nil); err != nil {
-		t.Fatal(err)
-	}
-	// A newer release's settings.
-	streams := []string{"GEMBA_DECISIONS", "ACTIONS", "KV_GEMBA_RULES", "KV_GEMBA_ACT_OUTBOX", "OBJ_GEMBA_MODELS",
-		"KV_GEMBA_MODELS_STATE", "KV_GEMBA_MODELS_LOCK", "KV_GEMBA_GUARD"}
-	before := map[string]jetstream.StreamConfig{}
-	for _, name := range streams {
-		s, err := js.Stream(ctx, name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := s.CachedInfo().Config
-		c.Description, c.Duplicates = "configured by a newer release", 90*time.Second
-		st, err := js.UpdateStream(ctx, c)
-		if err != nil {
-			t.Fatalf("update %s: %v", name, err)
-		}
-		before[name] = st.CachedInfo().Config
-	}
-
+	before := newerRelease(t, js)
 	for _, r := range readOnlyRuns(cfg, a, sa.Version()[:8]) {
 		_, e, err := runCobra(t, r.cmd(), r.args...)
 		if code := exitCode(err); code != 0 && strings.Contains(e, "not run") {
 			t.Errorf("%v: exit %d: %s", r.args, code, e)
 		}
-		for _, name := range streams {
-			s, err := js.Stream(ctx, name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := s.CachedInfo().Config; !reflect.DeepEqual(got, before[name]) {
-				t.Errorf("%v changed %s's config: description %q, duplicate window %s; was %q, %s", r.args, name,
-					got.Description, got.Duplicates, before[name].Description, before[name].Duplicates)
-				before[name] = got
-			}
-		}
+		sameConfigs(t, js, before, r.args)
 	}
 
 	// Servers the hub never ran on.
@@ -121,7 +83,91 @@ func TestReadOnlyCommandsChangeNothing(t *testing.T) {
 				r.args, exitCode(err), e, r.first)
 		}
 	}
-	for name := range ejs.StreamNames(ctx).Name() {
+	for name := range ejs.StreamNames(context.Background()).Name() {
 		t.Errorf("a read-only command created %s on empty servers", name)
+	}
+}
+
+// hubMade opens, as a running hub does, every stream and bucket the CLI's commands use: the
+// decision log and the rules bucket, the outbox and the actions stream, the guard, the model
+// registry and the COMMERCE stream.
+func hubMade(t *testing.T, js jetstream.JetStream, cfgFile string) *hub.Config {
+	t.Helper()
+	ctx := context.Background()
+	cfg, err := hub.Load(cfgFile, func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, err := audit.Open(ctx, js, cfg.Audit, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := versions.Open(ctx, js, cfg.Rules, log, nil); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Act != nil {
+		if _, err := act.Open(ctx, js, *cfg.Act, nil); err != nil {
+			t.Fatal(err)
+		}
+		g, err := guard.New(ctx, js, *cfg.Guard, "t", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = g.Close()
+	}
+	if _, err := hub.OpenModels(ctx, js, cfg, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := commerce.EnsureStream(ctx, js, cfg.Commerce); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// hubStreams are the streams behind what hubMade opens.
+var hubStreams = []string{"GEMBA_DECISIONS", "ACTIONS", "KV_GEMBA_RULES", "KV_GEMBA_ACT_OUTBOX", "OBJ_GEMBA_MODELS",
+	"KV_GEMBA_MODELS_STATE", "KV_GEMBA_MODELS_LOCK", "KV_GEMBA_GUARD", "COMMERCE"}
+
+// newerRelease gives every stream of hubStreams settings of a newer release (a description, a
+// duplicate window; a longer refit lock TTL and commerce retention) and returns them.
+func newerRelease(t *testing.T, js jetstream.JetStream) map[string]jetstream.StreamConfig {
+	t.Helper()
+	ctx := context.Background()
+	before := map[string]jetstream.StreamConfig{}
+	for _, name := range hubStreams {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := s.CachedInfo().Config
+		c.Description, c.Duplicates = "configured by a newer release", 90*time.Second
+		switch name {
+		case "KV_GEMBA_MODELS_LOCK":
+			c.MaxAge = 3 * time.Minute
+		case "COMMERCE":
+			c.MaxAge = 45 * 24 * time.Hour
+		}
+		st, err := js.UpdateStream(ctx, c)
+		if err != nil {
+			t.Fatalf("update %s: %v", name, err)
+		}
+		before[name] = st.CachedInfo().Config
+	}
+	return before
+}
+
+// sameConfigs fails the test for every stream whose config is no longer before's, naming what ran.
+func sameConfigs(t *testing.T, js jetstream.JetStream, before map[string]jetstream.StreamConfig, ran []string) {
+	t.Helper()
+	for _, name := range hubStreams {
+		s, err := js.Stream(context.Background(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.CachedInfo().Config; !reflect.DeepEqual(got, before[name]) {
+			t.Errorf("%v changed %s's config: description %q, duplicate window %s, max age %s; was %q, %s, %s", ran, name,
+				got.Description, got.Duplicates, got.MaxAge, before[name].Description, before[name].Duplicates, before[name].MaxAge)
+			before[name] = got
+		}
 	}
 }

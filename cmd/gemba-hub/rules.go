@@ -127,7 +127,7 @@ Exits 0 whatever the difference.`,
 					cmd.PrintErrf("%s is not a file: give -c hub.yaml to read stored versions\n", strings.Join(notFiles(args...), ", "))
 					return exitError{1}
 				}
-				return readRegistry(cmd, file, func(ctx context.Context, r *versions.Registry, _ *audit.Log) error {
+				return withRegistry(cmd, file, func(ctx context.Context, r *versions.Registry, _ *audit.Log) error {
 					return diffArgs(ctx, cmd, r, args)
 				})
 			}
@@ -261,31 +261,18 @@ func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 func quote(s string) string { return fmt.Sprintf("%q", s) }
 
-// withRegistry loads the hub config, connects, opens the decision log and the rules bucket, and
-// runs fn; it ends on SIGINT or SIGTERM.
+// withRegistry loads the hub config, connects, binds the decision log and the rules bucket, and
+// runs fn; it ends on SIGINT or SIGTERM. Both are bound as they are, never created nor changed,
+// whether the command reads or changes the rules state: their settings may be a newer release's,
+// and only the hub (gemba-hub run) creates and configures them. Missing, they are the error.
 func withRegistry(cmd *cobra.Command, file string, fn func(context.Context, *versions.Registry, *audit.Log) error) error {
-	return openRegistry(cmd, file, false, fn)
-}
-
-// readRegistry is withRegistry for a command that only reads: the decision log and the rules
-// bucket are bound as they are, never created nor changed (their settings may be a newer
-// release's); missing, they are the error.
-func readRegistry(cmd *cobra.Command, file string, fn func(context.Context, *versions.Registry, *audit.Log) error) error {
-	return openRegistry(cmd, file, true, fn)
-}
-
-func openRegistry(cmd *cobra.Command, file string, readOnly bool, fn func(context.Context, *versions.Registry, *audit.Log) error) error {
 	return withHub(cmd, file, func(ctx context.Context, cfg *hub.Config, js jetstream.JetStream) error {
-		openLog, openReg := audit.Open, versions.Open
-		if readOnly {
-			openLog, openReg = audit.Bind, versions.Bind
-		}
-		log, err := openLog(ctx, js, cfg.Audit, nil)
+		log, err := audit.Bind(ctx, js, cfg.Audit, nil)
 		if err != nil {
 			cmd.PrintErrln(err)
 			return exitError{1}
 		}
-		reg, err := openReg(ctx, js, cfg.Rules, log, nil, rules.KnownFeatures(featureNames(cfg)...))
+		reg, err := versions.Bind(ctx, js, cfg.Rules, log, nil, rules.KnownFeatures(featureNames(cfg)...))
 		if err != nil {
 			cmd.PrintErrln(err)
 			return exitError{1}
@@ -528,7 +515,7 @@ func rulesHistoryCmd() *cobra.Command {
 		Long:  `One line per change: sequence, time, op, from → to, by, why. The last line is the rules state.`,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return readRegistry(cmd, file, func(ctx context.Context, _ *versions.Registry, log *audit.Log) error {
+			return withRegistry(cmd, file, func(ctx context.Context, _ *versions.Registry, log *audit.Log) error {
 				cs, err := log.Changes(ctx)
 				if err != nil {
 					cmd.PrintErrln(err)

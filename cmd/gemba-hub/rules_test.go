@@ -170,8 +170,10 @@ func TestPrintHistory(t *testing.T) {
 // The commands end to end against a real JetStream server.
 func TestRulesCommandsEndToEnd(t *testing.T) {
 	n := natstest.JetStream(t)
+	_, js := natstest.Connect(t, n.URL())
 	dir := t.TempDir()
 	cfg := writeFile(t, filepath.Join(dir, "hub.yaml"), fmt.Sprintf("hub: {id: t1, data_dir: %s/data}\nnats: {servers: [%q]}\n", dir, n.URL()))
+	hubMade(t, js, cfg) // the commands bind what the hub made
 	a := writeFile(t, filepath.Join(dir, "a.yaml"), ruleA)
 	b := writeFile(t, filepath.Join(dir, "b.yaml"), ruleB)
 	sa, _ := rules.Load([]byte(ruleA))

@@ -73,9 +73,9 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 	return &Log{cfg: cfg, js: js, stream: st, log: log.With("stream", cfg.Stream)}, nil
 }
 
-// Bind opens the decision log's stream as it is, for a reader (the CLI's why and rules history):
-// it never creates the stream nor changes its settings, which may be a newer release's. A stream
-// that is not there is an error naming it.
+// Bind opens the decision log's stream as it is, for the CLI (why, rules history, and the rules
+// changes: activate, rollback, shadow, canary): it never creates the stream nor changes its
+// settings, which may be a newer release's. A stream that is not there is an error naming it.
 func Bind(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Logger) (*Log, error) {
 	cfg.Defaults()
 	if err := cfg.err(); err != nil {

@@ -122,8 +122,9 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *audit.Lo
 	return &Registry{kv: kv, log: log, lg: logger.With("bucket", cfg.Bucket), opts: opts, cache: rules.NewCache(8), now: time.Now}, nil
 }
 
-// Bind opens the versions bucket as it is, for a reader (the CLI's rules diff): it never creates
-// the bucket nor changes its settings. A bucket that is not there is an error naming it.
+// Bind opens the versions bucket as it is, for the CLI (rules diff, and the rules changes, which
+// store versions in it): it never creates the bucket nor changes its settings. A bucket that is not
+// there is an error naming it.
 func Bind(ctx context.Context, js jetstream.JetStream, cfg Config, log *audit.Log, logger *slog.Logger, opts ...rules.Option) (*Registry, error) {
 	cfg.Defaults()
 	if logger == nil {

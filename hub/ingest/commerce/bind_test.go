@@ -3,6 +3,8 @@ package commerce
 import (
 	"context"
 	"net"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,4 +79,35 @@ func TestConsumerBindRetried(t *testing.T) {
 		return pub.Publish(ctx, []Event{sale("B-1", 1)})[0].Err == nil
 	})
 	testutil.WaitFor(t, 20*time.Second, "the event applied", func() bool { return sink.count("sale:B-1:1") == 1 })
+}
+
+// TestBindStream: BindStream binds the stream the hub made, whether it lists its channels or takes
+// every commerce subject, and changes nothing; a missing stream, or one that does not take a subject
+// the caller publishes to, is an error naming it.
+func TestBindStream(t *testing.T) {
+	js := connect(t, startServer(t))
+	ctx := context.Background()
+	cfg := testConfig()
+	if _, err := BindStream(ctx, js, cfg); err == nil || !strings.Contains(err.Error(), cfg.Stream+": not found") {
+		t.Fatalf("no stream: %v", err)
+	}
+	for _, channels := range [][]string{{"web"}, nil} {
+		cfg.Channels = channels
+		st, err := EnsureStream(ctx, js, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := st.CachedInfo().Config
+		st, err = BindStream(ctx, js, cfg, InventorySubject(cfg.Prefix), SalesSubject(cfg.Prefix, "web"))
+		if err != nil {
+			t.Fatalf("channels %v: %v", channels, err)
+		}
+		if got := st.CachedInfo().Config; !reflect.DeepEqual(got, before) {
+			t.Errorf("channels %v: config changed: %+v, was %+v", channels, got, before)
+		}
+	}
+	if _, err := BindStream(ctx, js, cfg, "shop.commerce.inventory"); err == nil ||
+		!strings.Contains(err.Error(), "does not take shop.commerce.inventory") {
+		t.Errorf("a subject the stream does not take: %v", err)
+	}
 }

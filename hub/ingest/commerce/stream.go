@@ -200,7 +200,7 @@ func SalesSubject(prefix, channel string) string { return prefix + ".commerce.sa
 // InventorySubject is where inventory snapshot rows are published.
 func InventorySubject(prefix string) string { return prefix + ".commerce.inventory" }
 
-// EnsureStream creates the COMMERCE stream or updates it to cfg.
+// EnsureStream creates the COMMERCE stream or updates it to cfg: the hub's, when it starts.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg Config) (jetstream.Stream, error) {
 	if err := cfg.check(false); err != nil {
 		return nil, err
@@ -226,6 +226,51 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg Config) (jets
 		return nil, fmt.Errorf("commerce stream %s: %w", cfg.Stream, err)
 	}
 	return st, nil
+}
+
+// BindStream opens the COMMERCE stream as it is, for a publisher outside the hub (gemba-hub import
+// inventory): it never creates the stream nor changes its settings, which are the hub's (and may be
+// a newer release's). A stream that is not there, or that does not take one of the subjects the
+// caller publishes to (another release's subjects, a prefix that is not the hub's), is an error
+// naming it.
+func BindStream(ctx context.Context, js jetstream.JetStream, cfg Config, publishTo ...string) (jetstream.Stream, error) {
+	if err := cfg.check(false); err != nil {
+		return nil, err
+	}
+	var st jetstream.Stream
+	err := kvretry.Attempts(ctx, kvretry.SetupAttempt, func(ctx context.Context) (err error) {
+		st, err = js.Stream(ctx, cfg.Stream)
+		return err
+	})
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("commerce stream %s: not found on these servers: the hub has not run against them yet "+
+			"(it creates the stream), or commerce.stream names another stream: %w", cfg.Stream, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("commerce stream %s: %w", cfg.Stream, err)
+	}
+	subs := st.CachedInfo().Config.Subjects
+	for _, subj := range publishTo {
+		if !slices.ContainsFunc(subs, func(p string) bool { return subjectMatch(p, subj) }) {
+			return nil, fmt.Errorf("commerce stream %s does not take %s (its subjects: %s): commerce.prefix is not the "+
+				"hub's, or the hub's release publishes there no more", cfg.Stream, subj, strings.Join(subs, " "))
+		}
+	}
+	return st, nil
+}
+
+// subjectMatch reports whether subject subj matches pattern (tokens, '*' one, '>' the rest).
+func subjectMatch(pattern, subj string) bool {
+	ps, ss := splitSubject(pattern), splitSubject(subj)
+	for i, p := range ps {
+		if p == ">" {
+			return len(ss) > i
+		}
+		if i >= len(ss) || p != "*" && p != ss[i] {
+			return false
+		}
+	}
+	return len(ps) == len(ss)
 }
 
 // errCodeSubjectOverlap is nats-server's "subjects overlap with an existing stream" (nats.go names no constant).

@@ -150,9 +150,10 @@ func Open(ctx context.Context, js jetstream.JetStream, o Options) (*Registry, er
 	return &Registry{obs: obs, kv: kv, lock: lock, b: o.Buckets, lg: o.Logger.With("bucket", o.Buckets.Sets), now: o.Now}, nil
 }
 
-// Bind opens the registry's buckets as they are, for a reader (the CLI's models list, show and
-// history): it never creates them nor changes their settings (a newer release's, the lock's TTL). A
-// bucket that is not there is an error naming it.
+// Bind opens the registry's buckets as they are, for the CLI (models list, show, history, and the
+// changes: promote, rollback, shadow, refit): it never creates them nor changes their settings (a
+// newer release's, the lock's TTL, which a refit's lock then follows). A bucket that is not there
+// is an error naming it.
 func Bind(ctx context.Context, js jetstream.JetStream, o Options) (*Registry, error) {
 	o.Buckets.Defaults()
 	if o.Logger == nil {
