@@ -40,6 +40,7 @@ type decisions struct {
 	// experiment decisions once their windows are over, feeding the posteriors and the holdout lifts.
 	experiments *experiment.Store
 	outcomes    *outcome.Measurer
+	js          jetstream.JetStream
 	stop        func() // stops following rule changes
 	// halted says why the room stopped for good while the process runs (its replica name was taken
 	// over by another process): approvals are refused with it.
@@ -80,7 +81,7 @@ func (s liveState) Position(sku, site string) (inventory.Position, bool) {
 // log, rule versions) and builds the engine. Nothing runs until runDecisions.
 func (h *Hub) openDecisions(ctx context.Context, js jetstream.JetStream) (*decisions, error) {
 	cfg, log := h.cfg, h.log.With("component", "decide")
-	d := &decisions{}
+	d := &decisions{js: js}
 	var err error
 	if d.log, err = audit.Open(ctx, js, cfg.Audit, log); err != nil {
 		return nil, err
@@ -188,6 +189,7 @@ func (h *Hub) runDecisions(d *decisions, log *slog.Logger) (stop func()) {
 	})
 	ow.Go(func() { d.keepRunning(octx, "action delivery", d.outbox.Run, log) })
 	ow.Go(func() { h.sweepDecisions(octx, d, log) })
+	ow.Go(func() { h.checkKept(octx, d, log) })
 	ow.Go(func() { d.keepRunning(octx, "experiment outcomes", d.outcomes.Run, log) })
 	return func() {
 		d.stop()

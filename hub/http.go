@@ -59,6 +59,9 @@ func (h *Hub) Readiness() Readiness {
 		for _, w := range d.reasons() {
 			r = append(r, "decisions: "+w)
 		}
+		if w := d.outbox.Problem(); w != "" {
+			r = append(r, "decisions: action delivery: "+w)
+		}
 	}
 	return Readiness{Ready: len(r) == 0, Reasons: r}
 }

@@ -103,7 +103,9 @@ func (h *Hub) setWhy(s string) {
 }
 
 // Run runs the hub until ctx ends, then stops upstream first: ingest stops pulling and finishes
-// what it took (acking only what is stored), the stores close, then NATS.
+// what it took (acking only what is stored), the decision and learning rooms stop, the stores
+// close, then NATS. No store closes while a room runs: a room still stopping at shutdown_timeout is
+// waited for, and Run's error names it.
 func (h *Hub) Run(ctx context.Context) error {
 	cfg, log := h.cfg, h.log
 	srv, err := h.listen()
@@ -188,7 +190,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	h.mu.Lock()
 	h.cons = cons
 	h.mu.Unlock()
-	stopLearning := h.startLearning(js)
+	stopLearning := sync.OnceFunc(h.startLearning(js))
 	defer stopLearning()
 	stopDecisions := func() {}
 	var halt sync.WaitGroup
@@ -207,13 +209,15 @@ func (h *Hub) Run(ctx context.Context) error {
 	}
 	ictx, icancel := context.WithCancel(context.Background())
 	defer icancel()
-	var wg sync.WaitGroup
-	wg.Go(func() {
+	// Every room is waited for before the deferred closes: none may run on a closed store or
+	// connection, whatever the shutdown_timeout.
+	var rs rooms
+	rs.run("agents ingest", func() {
 		if err := ing.Run(ictx); err != nil {
 			log.Error("agents ingest stopped", "err", err)
 		}
 	})
-	wg.Go(func() {
+	rs.run("commerce ingest", func() {
 		if err := cons.Run(ictx); err != nil {
 			log.Error("commerce ingest stopped", "err", err) // not ready since: cons.Ready says why
 		}
@@ -229,17 +233,34 @@ func (h *Hub) Run(ctx context.Context) error {
 
 	<-ctx.Done()
 	log.Info("shutting down", "timeout", cfg.Hub.ShutdownTimeout)
+	// Upstream first: the consumers stop pulling and finish what they took (the agents' ingest within
+	// half the timeout, then it hands the rest back), then the decision and learning rooms stop.
+	tctx, tcancel := context.WithTimeout(context.Background(), cfg.Hub.ShutdownTimeout)
+	defer tcancel()
 	icancel()
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(cfg.Hub.ShutdownTimeout):
-		log.Error("shutdown timeout: ingest did not finish; unacked messages will be redelivered")
-	}
+	late := rs.wait(tctx.Done())
 	hcancel()
 	halt.Wait()
-	stopDecisions()
+	rs.run("decisions", stopDecisions)
+	rs.run("learning", stopLearning)
+	if len(late) == 0 {
+		late = rs.wait(tctx.Done())
+	}
+	if len(late) > 0 {
+		// Each has been told to stop and gives back what it holds (unacknowledged messages are
+		// redelivered): waited for, so that nothing runs on the stores closed next.
+		log.Error("shutdown_timeout passed with rooms still stopping; waiting for them before closing the stores",
+			"timeout", cfg.Hub.ShutdownTimeout, "running", late)
+		// Waited for once more as long, not for ever: a room stuck beyond that would hold the
+		// process past any supervisor's stop timeout. It then exits with the stores closed under it.
+		gctx, gcancel := context.WithTimeout(context.Background(), cfg.Hub.ShutdownTimeout)
+		if stuck := rs.wait(gctx.Done()); len(stuck) > 0 {
+			log.Error("rooms still running at twice shutdown_timeout: closing the stores anyway", "running", stuck)
+		}
+		gcancel()
+		return fmt.Errorf("shutdown_timeout %s passed before the drain finished (still running: %s); what they had not acknowledged will be redelivered",
+			cfg.Hub.ShutdownTimeout, strings.Join(late, ", "))
+	}
 	log.Info("stopped")
 	return nil
 }

@@ -253,8 +253,10 @@ func (o *Outbox) deliver(ctx context.Context, k string, rec Record, rev uint64) 
 			rec.LastError = err.Error()
 			rec.Owner, rec.LeaseUntil, rec.NextAt = "", time.Time{}, o.cfg.now().Add(o.cfg.Retry.Initial)
 			_ = mark()
+			o.checkStream(ctx, err)
 			return err
 		}
+		o.streamBack()
 		if o.afterPublish != nil {
 			if err := o.afterPublish(rec.msgID()); err != nil {
 				return err

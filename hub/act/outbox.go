@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net/http"
 	"sort"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -94,6 +96,12 @@ type Outbox struct {
 	hand handoff // records Enqueue created already claimed, for this replica's Run
 
 	guard Guard // the kill switch and giving back, for starts (nil: never stopped; SetGuard)
+
+	// missing says why the actions stream cannot take a publish (nil while it can): it was found
+	// gone at missingAt, and is created again after streamPause (see checkStream).
+	missing   atomic.Pointer[string]
+	streamMu  sync.Mutex
+	missingAt time.Time
 }
 
 // Guard is what delivery asks of the guardrails (wired by the hub to hub/decide/guard and the
@@ -144,18 +152,27 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 		return nil, fmt.Errorf("act outbox bucket %s: %w", cfg.Bucket, err)
 	}
 	o.kv = kv
+	if err := o.createStream(ctx); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// createStream creates the actions stream, or updates it with this config's subjects.
+func (o *Outbox) createStream(ctx context.Context) error {
+	cfg := o.cfg
 	subjects := cfg.subjects()
-	err = kvretry.Attempts(ctx, kvretry.SetupAttempt, func(ctx context.Context) error {
+	err := kvretry.Attempts(ctx, kvretry.SetupAttempt, func(ctx context.Context) error {
 		// Subjects already on the stream stay: another replica, or the CLI, may run with a channel
 		// this config lacks, and that channel's actions must still find the stream. A channel left
 		// out of every config keeps its two subjects, unused.
 		subjects = cfg.subjects()
-		if s, err := js.Stream(ctx, cfg.Stream); err == nil {
+		if s, err := o.js.Stream(ctx, cfg.Stream); err == nil {
 			subjects = union(s.CachedInfo().Config.Subjects, subjects)
 		} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
 			return err
 		}
-		_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		_, err := o.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 			Name: cfg.Stream, Subjects: subjects, Storage: jetstream.FileStorage,
 			Replicas: max(cfg.Replicas, 1), Duplicates: cfg.DuplicateWindow,
 			Description: "gemba-hub: promotions and holds, one message per decision (Nats-Msg-Id = decision id)",
@@ -163,9 +180,9 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("act stream %s (subjects %v): %w", cfg.Stream, subjects, err)
+		return fmt.Errorf("act stream %s (subjects %v): %w", cfg.Stream, subjects, err)
 	}
-	return o, nil
+	return nil
 }
 
 // Bind opens the outbox bucket as it is, for the CLI (actions dead, replay; why's delivery state):

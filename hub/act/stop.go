@@ -119,8 +119,10 @@ func (o *Outbox) deadEnd(ctx context.Context, rec *Record, mark func() error) er
 			rec.NextAt = o.cfg.now().Add(o.cfg.Retry.Initial)
 		}
 		_ = mark()
+		o.checkStream(ctx, err)
 		return err
 	}
+	o.streamBack()
 	rec.EndDue, rec.EndPublished = false, true
 	o.log.Info("NATS end of a dead-lettered promotion published", "decision", rec.Action.DecisionID)
 	return mark()
@@ -177,4 +179,63 @@ func subjectMatch(pattern, subj string) bool {
 		}
 	}
 	return len(ps) == len(ss)
+}
+
+// streamPause is how long the actions stream stays missing before the outbox creates it again: an
+// operator re-creating it by hand, with settings of their own, is not raced.
+const streamPause = 2 * time.Second
+
+// Problem says why the outbox cannot deliver ("" when it can): the actions stream is gone.
+func (o *Outbox) Problem() string {
+	if p := o.missing.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// checkStream follows a publish no stream answered. When the actions stream is gone (deleted while
+// the hub runs), the outbox says so (Problem, an ERROR) and, streamPause later, creates it again
+// with its configured settings, as a restart would: the stream is an output, and what it held left
+// with it; every record that says published stays so, and the others are published to the new one.
+func (o *Outbox) checkStream(ctx context.Context, pubErr error) {
+	if !errors.Is(pubErr, jetstream.ErrNoStreamResponse) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.cfg.Lease/3)
+	defer cancel()
+	if _, err := o.js.Stream(ctx, o.cfg.Stream); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return // there (it did not answer in time), or JetStream not answering: a retry will tell
+	}
+	o.streamMu.Lock()
+	defer o.streamMu.Unlock()
+	now := o.cfg.now()
+	if o.missing.Load() == nil {
+		o.missingAt = now
+		why := fmt.Sprintf("act stream %s not found (deleted while the hub runs?): no action is published; it is created again in %s",
+			o.cfg.Stream, streamPause)
+		o.missing.Store(&why)
+		o.log.Error("act stream not found: actions wait; creating it again shortly", "stream", o.cfg.Stream, "in", streamPause)
+		return
+	}
+	if now.Sub(o.missingAt) < streamPause {
+		return
+	}
+	if err := o.createStream(ctx); err != nil {
+		why := fmt.Sprintf("act stream %s not found, and creating it again failed: %v", o.cfg.Stream, err)
+		o.missing.Store(&why)
+		o.log.Error("act stream not found, creating it again failed; retried", "stream", o.cfg.Stream, "err", err)
+		return
+	}
+	o.missing.Store(nil)
+	o.log.Warn("act stream created again with its configured settings; its earlier messages are gone", "stream", o.cfg.Stream)
+}
+
+// streamBack clears the missing stream's reason once a publish is stored again.
+func (o *Outbox) streamBack() {
+	if o.missing.Load() == nil {
+		return
+	}
+	o.streamMu.Lock()
+	o.missing.Store(nil)
+	o.streamMu.Unlock()
 }
