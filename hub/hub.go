@@ -468,4 +468,5 @@ func (h *Hub) registerFeatures(fs *features.Store) {
 	c("snapshots_total", "Snapshots of the feature log written by this replica (compaction).", &fs.Stats.Snapshots)
 	c("unreadable_total", "Feature log entries that could not be decoded (skipped).", &fs.Stats.Unreadable)
 	c("dropped_total", "Feature values that could not be stored (too big for a log message).", &fs.Stats.Dropped)
+	c("refollows_total", "New consumers made by the feature log follower (the last one's node went away, or it lagged).", &fs.Stats.Refollows)
 }

@@ -86,6 +86,7 @@ func (m *monitoring) register(reg prometheus.Registerer) error {
 			"gemba_hub_quality_truncated_total":         obs.Stats.Truncated.Load,
 			"gemba_hub_quality_log_messages_total":      obs.Stats.Messages.Load,
 			"gemba_hub_quality_log_unreadable_total":    q.Stats.Unreadable.Load,
+			"gemba_hub_quality_log_refollows_total":     q.Stats.Refollows.Load,
 			"gemba_hub_quality_events_unrecorded_total": func() uint64 { return q.Stats.EventsDropped.Load() + q.Stats.SinkErrors.Load() },
 		} {
 			cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: monitorHelp[name]},
@@ -112,6 +113,7 @@ var monitorHelp = map[string]string{
 	"gemba_hub_quality_truncated_total":         "Agents' messages whose monitored values did not all fit in one monitor log message (the rest left out).",
 	"gemba_hub_quality_log_messages_total":      "Messages this replica wrote to the monitor log.",
 	"gemba_hub_quality_log_unreadable_total":    "Monitor log messages that could not be decoded (skipped).",
+	"gemba_hub_quality_log_refollows_total":     "New consumers made by the monitor log follower (the last one's node went away, or it lagged).",
 	"gemba_hub_quality_events_unrecorded_total": "Quality events that did not reach the decision log (queue full or write failed).",
 }
 

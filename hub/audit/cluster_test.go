@@ -267,8 +267,8 @@ func TestConcurrentChangeOneWins(t *testing.T) {
 }
 
 // A consumer that stops delivering without a word (its node crashed or was cut off: no shutdown
-// notice, the client's connection elsewhere intact) is replaced once a change on the stream is not
-// delivered: the follower still sees the next change.
+// notice, the client's connection elsewhere intact; here the server pauses it) is replaced once a
+// change on the stream is not delivered: the follower still sees the next change.
 func TestFollowChangesSilentConsumer(t *testing.T) {
 	nodes := natstest.Cluster(t, 3)
 	ctx := context.Background()
@@ -280,17 +280,17 @@ func TestFollowChangesSilentConsumer(t *testing.T) {
 	}
 	var last atomic.Uint64
 	var seen atomic.Int64
-	f, err := l.follow(func(c Change) { last.Store(c.Seq); seen.Store(time.Now().UnixNano()) })
+	stop, err := l.FollowChanges(func(c Change) { last.Store(c.Seq); seen.Store(time.Now().UnixNano()) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.stop()
+	defer stop()
 	testutil.WaitFor(t, 10*time.Second, "the current state", func() bool { return last.Load() == s1 })
-	f.mu.Lock()
-	cc := f.cc
-	f.mu.Unlock()
-	cc.Stop() // the consumer falls silent
-	<-cc.Closed()
+	for name := range l.stream.ConsumerNames(ctx).Name() { // the consumer falls silent
+		if _, err := js.PauseConsumer(ctx, l.cfg.Stream, name, time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	s2, err := l.RecordChange(ctx, Change{Op: OpRollback, Active: "v0", By: "b"}, s1)
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gemba-io/gemba/hub/learn/forecast"
+	"github.com/gemba-io/gemba/hub/state/kvwatch"
 )
 
 // z80 is qnorm(0.9): the half-width of the central 80 % interval in standard deviations.
@@ -207,21 +208,30 @@ func (f *Follower) Stop() {
 // retried until a newer state supersedes it.
 func (r *Registry) Follow(fn func(*Live)) (*Follower, error) {
 	cctx, cancel := context.WithCancel(context.Background())
-	w, err := r.kv.Watch(cctx, stateKey)
+	// The state key's changes, queued as a KV watch queues them: only the newest matters. kvwatch
+	// follows through the loss of its consumer's node (a watch noticed it after 10 s).
+	updates := make(chan jetstream.KeyValueEntry, 256)
+	sctx, scancel := context.WithTimeout(cctx, time.Minute)
+	stop, err := kvwatch.Follow(sctx, r.js, r.kv, func(e jetstream.KeyValueEntry) {
+		select {
+		case updates <- e:
+		case <-cctx.Done():
+		}
+	}, kvwatch.Options{Key: stateKey, Log: r.lg})
+	scancel()
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("watch model state (%s): %w", r.b.State, err)
 	}
-	f := &Follower{cancel: cancel}
+	f := &Follower{cancel: func() { cancel(); stop() }}
 	cache := map[string]*Index{}
 	f.wg.Go(func() {
-		defer func() { _ = w.Stop() }()
 		for {
 			var e jetstream.KeyValueEntry
 			select {
 			case <-cctx.Done():
 				return
-			case v, ok := <-w.Updates():
+			case v, ok := <-updates:
 				if !ok {
 					return
 				}
@@ -231,8 +241,8 @@ func (r *Registry) Follow(fn func(*Live)) (*Follower, error) {
 				continue // the end of the initial values, or a purge
 			}
 			// Only the newest state matters: skip to it when several are queued.
-			for len(w.Updates()) > 0 {
-				if n := <-w.Updates(); n != nil && n.Operation() == jetstream.KeyValuePut {
+			for len(updates) > 0 {
+				if n := <-updates; n != nil && n.Operation() == jetstream.KeyValuePut {
 					e = n
 				}
 			}
@@ -241,7 +251,7 @@ func (r *Registry) Follow(fn func(*Live)) (*Follower, error) {
 				r.lg.Error("model state does not decode: the previous state stays", "revision", e.Revision(), "err", err)
 				continue
 			}
-			live, ok := r.build(cctx, c, cache, func() bool { return len(w.Updates()) > 0 })
+			live, ok := r.build(cctx, c, cache, func() bool { return len(updates) > 0 })
 			if !ok {
 				continue
 			}

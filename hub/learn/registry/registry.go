@@ -99,6 +99,7 @@ type Meta struct {
 
 // Registry stores sets and changes the pointers. Safe for concurrent use.
 type Registry struct {
+	js   jetstream.JetStream
 	obs  jetstream.ObjectStore
 	kv   jetstream.KeyValue
 	lock jetstream.KeyValue
@@ -147,7 +148,7 @@ func Open(ctx context.Context, js jetstream.JetStream, o Options) (*Registry, er
 	if err != nil {
 		return nil, fmt.Errorf("model lock bucket %s: %w", o.Buckets.Lock, err)
 	}
-	return &Registry{obs: obs, kv: kv, lock: lock, b: o.Buckets, lg: o.Logger.With("bucket", o.Buckets.Sets), now: o.Now}, nil
+	return &Registry{js: js, obs: obs, kv: kv, lock: lock, b: o.Buckets, lg: o.Logger.With("bucket", o.Buckets.Sets), now: o.Now}, nil
 }
 
 // Bind opens the registry's buckets as they are, for the CLI (models list, show, history, and the
@@ -190,7 +191,7 @@ func Bind(ctx context.Context, js jetstream.JetStream, o Options) (*Registry, er
 			return nil, missing(b.what, b.name, err)
 		}
 	}
-	return &Registry{obs: obs, kv: kv, lock: lock, b: o.Buckets, lg: o.Logger.With("bucket", o.Buckets.Sets), now: o.Now}, nil
+	return &Registry{js: js, obs: obs, kv: kv, lock: lock, b: o.Buckets, lg: o.Logger.With("bucket", o.Buckets.Sets), now: o.Now}, nil
 }
 
 // Store stores s as a new version and returns it. A set already stored (same content) is left as

@@ -75,7 +75,7 @@ func Open(ctx context.Context, js jetstream.JetStream, bucket string, replicas i
 		return nil, fmt.Errorf("fleet bucket %s: %w", bucket, err)
 	}
 	f := &Fleet{kv: kv, staleAfter: staleAfter, log: log, now: time.Now, agents: map[string]*Agent{}}
-	stop, err := kvwatch.Follow(kv, f.remote)
+	stop, err := kvwatch.Follow(ctx, js, kv, f.remote, kvwatch.Options{Log: log})
 	if err != nil {
 		return nil, fmt.Errorf("fleet bucket %s: %w", bucket, err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gemba-io/gemba/hub/state/features"
+	"github.com/gemba-io/gemba/internal/jsfollow"
 	"github.com/gemba-io/gemba/internal/kvretry"
 	"github.com/gemba-io/gemba/signal"
 )
@@ -51,6 +52,8 @@ type Stats struct {
 	Folded, Duplicates, Unreadable, Unknown, KeysDropped, Events, EventsDropped, SinkErrors atomic.Uint64
 	// Future counts values and samples whose event time was more than max_ahead past their logging.
 	Future atomic.Uint64
+	// Refollows counts the log follower's new consumers (the last one's node went away, or it lagged).
+	Refollows atomic.Uint64
 }
 
 // Bounds of the state.
@@ -130,7 +133,7 @@ func Open(ctx context.Context, js jetstream.JetStream, o Options) (*Monitor, err
 		return nil, fmt.Errorf("monitor log %s: %w", cfg.Stream, err)
 	}
 	m.obs = newObserver(js, subj, monitored, o.Resolver)
-	if err := m.follow(ctx, st); err != nil {
+	if err := m.follow(ctx, st, subj); err != nil {
 		return nil, fmt.Errorf("monitor log %s: %w", cfg.Stream, err)
 	}
 	return m, nil
@@ -148,16 +151,15 @@ func (m *Monitor) Close() {
 	m.wg.Wait()
 }
 
-func (m *Monitor) follow(ctx context.Context, st jetstream.Stream) error {
+// follow folds the log (returning once what was there is folded), then follows it until Close,
+// through the loss of its consumer's node (see jsfollow: an ordered consumer alone noticed it after
+// 10 s, and the quality verdict decisions read was that old).
+func (m *Monitor) follow(ctx context.Context, st jetstream.Stream, subj string) error {
 	info, err := st.Info(ctx)
 	if err != nil {
 		return err
 	}
 	last := info.State.LastSeq
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		return err
-	}
 	loaded := make(chan struct{})
 	var once sync.Once
 	done := func() {
@@ -174,18 +176,16 @@ func (m *Monitor) follow(ctx context.Context, st jetstream.Stream) error {
 	if info.State.Msgs == 0 {
 		done()
 	}
-	cc, err := cons.Consume(func(msg jetstream.Msg) {
-		meta, err := msg.Metadata()
-		if err != nil {
-			return
-		}
+	f, err := jsfollow.Follow(ctx, jsfollow.Config{Stream: st, Subject: subj, What: "monitor log " + m.cfg.Stream, Log: m.log,
+		Refollows: &m.Stats.Refollows, Pull: []jetstream.PullConsumeOpt{jetstream.PullMaxBytes(followBytes)},
+	}, func(msg jetstream.Msg, meta *jetstream.MsgMetadata) {
 		m.fold(msg.Data(), meta.Sequence.Stream, meta.Timestamp)
 		// Caught up at the last sequence the info named, or at the end of what the log holds now
 		// (the last message may be gone: deleted, or expired since the info).
 		if meta.Sequence.Stream >= last || meta.NumPending == 0 {
 			done()
 		}
-	}, jetstream.PullMaxBytes(followBytes))
+	})
 	if err != nil {
 		return err
 	}
@@ -202,17 +202,12 @@ func (m *Monitor) follow(ctx context.Context, st jetstream.Stream) error {
 				done()
 			}
 		case <-ctx.Done():
-			cc.Stop()
-			<-cc.Closed()
+			f.Stop()
 			return ctx.Err()
 		}
 	}
 	fctx, cancel := context.WithCancel(context.Background())
-	m.stop = func() { cancel(); cc.Stop() }
-	m.wg.Go(func() {
-		<-fctx.Done()
-		<-cc.Closed()
-	})
+	m.stop = func() { cancel(); f.Stop() }
 	m.wg.Go(func() { m.tickLoop(fctx) })
 	m.wg.Go(func() { m.sendLoop(fctx) })
 	return nil

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gemba-io/gemba/hub/state/kvkey"
+	"github.com/gemba-io/gemba/internal/jsfollow"
 	"github.com/gemba-io/gemba/internal/kvretry"
 )
 
@@ -125,30 +126,16 @@ func (s *Store) notifyAll(keys []*Value) {
 }
 
 // follow folds the whole log (returning once the messages that were there at the start are folded,
-// so a new replica starts complete), then every new message until Close.
+// so a new replica starts complete), then every new message until Close. It follows through the
+// loss of its consumer's node (see jsfollow: an ordered consumer alone noticed it after 10 s, and the
+// replica decided on values that old).
 func (s *Store) follow(ctx context.Context) error {
-	info, err := s.stream.Info(ctx)
-	if err != nil {
-		return err
-	}
-	last := info.State.LastSeq
-	cons, err := s.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{s.subj + ">"}})
-	if err != nil {
-		return err
-	}
-	fctx, cancel := context.WithCancel(context.Background())
-	loaded := make(chan struct{})
-	var once sync.Once
-	done := func() { once.Do(func() { close(loaded) }) }
-	if info.State.Msgs == 0 {
-		done()
-	}
-	var lr LogReader // the callback runs on one goroutine; fold copies what it keeps
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		meta, err := m.Metadata()
-		if err != nil {
-			return
-		}
+	var lr LogReader // the callback runs on one goroutine at a time; fold copies what it keeps
+	f, err := jsfollow.Follow(ctx, jsfollow.Config{
+		Stream: s.stream, Subject: s.subj + ">", What: "feature log " + s.cfg.Bucket, Log: s.log, Refollows: &s.Stats.Refollows,
+		// By count (500 of up to 768 KiB) a pull outgrows the client's pending limit: "slow consumer".
+		Pull: []jetstream.PullConsumeOpt{jetstream.PullMaxBytes(followBytes)},
+	}, func(m jetstream.Msg, meta *jetstream.MsgMetadata) {
 		if m.Headers().Get(writerHeader) == s.writer {
 			// Our own write since Open: its values are in memory already (their revision is set
 			// from the ack). Decoding them again would double the cost of every record.
@@ -167,28 +154,18 @@ func (s *Store) follow(ctx context.Context) error {
 		} else {
 			s.fold(m.Subject(), lines, meta.Sequence.Stream)
 		}
-		// Caught up at the last sequence the info named, or at the end of what the log holds now
-		// (its last message may be gone: deleted, or expired since the info).
-		if meta.Sequence.Stream >= last || meta.NumPending == 0 {
-			done()
-		}
-	}, jetstream.PullMaxBytes(followBytes)) // by count (500 of up to 768 KiB) a pull outgrows the client's pending limit: "slow consumer"
+	})
 	if err != nil {
-		cancel()
 		return err
 	}
 	select {
-	case <-loaded:
+	case <-f.Loaded():
 	case <-ctx.Done():
-		cc.Stop()
-		cancel()
+		f.Stop()
 		return ctx.Err()
 	}
-	s.stop = func() { cancel(); cc.Stop() }
-	s.wg.Go(func() {
-		<-fctx.Done()
-		<-cc.Closed()
-	})
+	fctx, cancel := context.WithCancel(context.Background())
+	s.stop = func() { cancel(); f.Stop() }
 	s.wg.Go(func() { s.compactLoop(fctx) })
 	return nil
 }

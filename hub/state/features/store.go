@@ -82,6 +82,8 @@ type Stats struct {
 	// the snapshots this replica wrote, Unreadable the log messages it could not decode.
 	// Dropped the values that cannot be stored (one too big for a log message).
 	Writes, Messages, Snapshots, Unreadable, Dropped atomic.Uint64
+	// Refollows counts the log followers' new consumers (the last one's server went away, or it lagged).
+	Refollows atomic.Uint64
 }
 
 // Store keeps the latest values in memory, mirrored to and from the feature log (see log.go).

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/gemba-io/gemba/hub/state/kvwatch"
 	"github.com/gemba-io/gemba/internal/kvretry"
 )
 
@@ -35,6 +35,7 @@ type Metrics struct {
 	Folded            atomic.Uint64 // movements folded out of a value's list
 	ViewUpdates       atomic.Uint64 // summaries taken into the in-memory view
 	ViewErrors        atomic.Uint64 // values the view could not decode
+	Refollows         atomic.Uint64 // new consumers made by the view's follower (its node went away, or it lagged)
 }
 
 func (m *Metrics) count(o Outcome) {
@@ -73,9 +74,7 @@ type Store struct {
 
 	closed    atomic.Bool
 	closeOnce sync.Once
-	cancel    context.CancelFunc
-	watcher   jetstream.KeyWatcher
-	done      chan struct{}
+	stop      func() // ends the bucket's follower
 
 	notify atomic.Pointer[func(sku, site string)]
 }
@@ -100,7 +99,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 	if err != nil {
 		return nil, fmt.Errorf("inventory: bucket %s: %w", cfg.Bucket, err)
 	}
-	s := &Store{cfg: cfg, kv: kv, log: log, seed: maphash.MakeSeed(), done: make(chan struct{}), maxVal: 1 << 20}
+	s := &Store{cfg: cfg, kv: kv, log: log, seed: maphash.MakeSeed(), maxVal: 1 << 20}
 	if nc := js.Conn(); nc != nil && nc.MaxPayload() > 0 {
 		s.maxVal = int(nc.MaxPayload())
 	}
@@ -112,116 +111,23 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 		hint = int(st.Values())
 	}
 	s.view = newView(hint)
-	last, err := s.load(ctx, js)
+	// One follower loads every key's latest value and then keeps the view current: pulled, bounded
+	// in bytes (a KV watch pushed the whole bucket at the server's pace, which at 300,000 keys queued
+	// ~22 MiB for this connection in the server while the view was being built), and made again at
+	// once when its consumer's node goes away (a watch noticed after 10 s; see kvwatch).
+	stop, err := kvwatch.Follow(ctx, js, kv, s.take, kvwatch.Options{
+		Log: log, Refollows: &s.Metrics.Refollows, Pull: []jetstream.PullConsumeOpt{jetstream.PullMaxBytes(loadPullBytes)},
+	})
 	if err != nil {
-		return nil, fmt.Errorf("inventory: loading bucket %s: %w", cfg.Bucket, err)
+		return nil, fmt.Errorf("inventory: loading %w", err)
 	}
-	if err := s.startWatch(ctx, last+1); err != nil {
-		return nil, err
-	}
+	s.stop = stop
 	log.Info("inventory loaded", "keys", s.view.len())
 	return s, nil
 }
 
-// loadPullBytes bounds what the load asks for per pull.
+// loadPullBytes bounds what the follower asks for per pull.
 var loadPullBytes = 2 << 20 // a variable for tests
-
-// load reads every key's latest value into the view and returns the last stream sequence it read.
-// It pulls, bounded in bytes: a watch pushes the whole bucket at the server's pace, which at 300,000
-// keys queued ~22 MiB for this connection in the server while the view was being built.
-func (s *Store) load(ctx context.Context, js jetstream.JetStream) (uint64, error) {
-	stream := "KV_" + s.cfg.Bucket
-	st, err := js.Stream(ctx, stream)
-	if err != nil {
-		return 0, err
-	}
-	// The load ends at the stream's last message as of now (or past it): other replicas writing all
-	// the while cannot keep it going, what they write after is the watch's.
-	target := st.CachedInfo().State.LastSeq
-	if st.CachedInfo().State.Msgs == 0 {
-		return target, nil
-	}
-	prefix := "$KV." + s.cfg.Bucket + "."
-	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{prefix + ">"}, DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy})
-	if err != nil {
-		return 0, err
-	}
-	if ci, err := cons.Info(ctx); err != nil {
-		return 0, err
-	} else if ci.NumPending == 0 { // emptied since
-		return target, nil
-	}
-	it, err := cons.Messages(jetstream.PullMaxBytes(loadPullBytes))
-	if err != nil {
-		return 0, err
-	}
-	defer it.Stop()
-	for {
-		m, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			return 0, err
-		}
-		md, err := m.Metadata()
-		if err != nil {
-			return 0, err
-		}
-		if m.Headers().Get("KV-Operation") == "" { // a put (DEL and PURGE leave no value)
-			s.takeValue(strings.TrimPrefix(m.Subject(), prefix), m.Data(), md.Sequence.Stream)
-		}
-		if md.NumPending == 0 || md.Sequence.Stream >= target {
-			return md.Sequence.Stream, nil
-		}
-	}
-}
-
-// startWatch keeps the view current from stream sequence from on (what load has not read). The
-// watcher lives until Close, not for ctx.
-func (s *Store) startWatch(ctx context.Context, from uint64) error {
-	wctx, cancel := context.WithCancel(context.Background())
-	w, err := s.kv.WatchAll(wctx, jetstream.IgnoreDeletes(), jetstream.ResumeFromRevision(from))
-	if err != nil {
-		cancel()
-		return fmt.Errorf("inventory: watch bucket %s: %w", s.cfg.Bucket, err)
-	}
-	s.cancel, s.watcher = cancel, w
-	loaded := make(chan error, 1)
-	go func() {
-		defer close(s.done)
-		initial := true
-		for e := range w.Updates() {
-			if e == nil {
-				if initial {
-					initial = false
-					loaded <- nil
-				}
-				continue
-			}
-			s.take(e)
-		}
-		if initial {
-			loaded <- errors.New("watcher ended before delivering every key")
-		} else if !s.closed.Load() {
-			s.log.Warn("inventory watcher ended: the view no longer follows other replicas")
-		}
-	}()
-	select {
-	case err = <-loaded:
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
-	if err != nil {
-		s.stopWatch()
-		return fmt.Errorf("inventory: loading bucket %s: %w", s.cfg.Bucket, err)
-	}
-	return nil
-}
-
-func (s *Store) stopWatch() {
-	_ = s.watcher.Stop()
-	s.cancel()
-	<-s.done
-}
 
 // take puts a watched entry's summary into the view.
 func (s *Store) take(e jetstream.KeyValueEntry) {
@@ -261,7 +167,7 @@ func (s *Store) Notify(fn func(sku, site string)) { s.notify.Store(&fn) }
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
-		s.stopWatch()
+		s.stop()
 	})
 	return nil
 }

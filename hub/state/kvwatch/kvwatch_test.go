@@ -31,11 +31,11 @@ func TestFollow(t *testing.T) {
 	}
 	var mu sync.Mutex
 	seen := map[string]string{}
-	stop, err := Follow(kv, func(e jetstream.KeyValueEntry) {
+	stop, err := Follow(ctx, js, kv, func(e jetstream.KeyValueEntry) {
 		mu.Lock()
 		seen[e.Key()] = string(e.Value())
 		mu.Unlock()
-	})
+	}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
