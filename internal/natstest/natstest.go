@@ -210,3 +210,40 @@ func Connect(t testing.TB, urls string, opts ...nats.Option) (*nats.Conn, jetstr
 	}
 	return nc, js
 }
+
+// OffClient finds a follower placement for a node-loss test: open (given the try number) starts a
+// follower whose client connects where it chooses and returns that client's server name and a
+// close func; OffClient opens again until the one consumer the follower made on st lives on a node
+// other than its client's, and returns that node. The consumers of discarded tries are deleted
+// (their close may leave them to expire).
+func OffClient(t testing.TB, st jetstream.Stream, nodes []*Node, open func(try int) (client string, close func())) *Node {
+	t.Helper()
+	ctx := context.Background()
+	for try := 0; ; try++ {
+		before := map[string]bool{}
+		for name := range st.ConsumerNames(ctx).Name() {
+			before[name] = true
+		}
+		client, closeIt := open(try)
+		var on, names []string
+		for ci := range st.ListConsumers(ctx).Info() {
+			if ci.Cluster != nil && !before[ci.Name] {
+				on, names = append(on, ci.Cluster.Leader), append(names, ci.Name)
+			}
+		}
+		if len(on) == 1 && on[0] != client {
+			for _, n := range nodes {
+				if n.S != nil && n.S.Name() == on[0] {
+					return n
+				}
+			}
+		}
+		if try == 30 {
+			t.Fatalf("the follower's consumer never landed off its client's node (on %v)", on)
+		}
+		closeIt()
+		for _, name := range names {
+			_ = st.DeleteConsumer(ctx, name)
+		}
+	}
+}

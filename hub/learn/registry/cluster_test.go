@@ -50,12 +50,7 @@ func TestFollowConsumerNodeStops(t *testing.T) {
 	// is on a node the follower's client is not connected to. Both sets are loaded by then: what the
 	// promotion below needs is the change, not a set read.
 	var f *Follower
-	var host *natstest.Node
-	for try := 0; ; try++ {
-		before := map[string]bool{}
-		for name := range st.ConsumerNames(ctx).Name() {
-			before[name] = true
-		}
+	host := natstest.OffClient(t, st, nodes, func(try int) (string, func()) {
 		nc, bjs := natstest.Connect(t, nodes[try%len(nodes)].URL())
 		b, err := Open(ctx, bjs, Options{Replicas: 3, Logger: testutil.Logger(t, -4)})
 		if err != nil {
@@ -68,28 +63,8 @@ func TestFollowConsumerNodeStops(t *testing.T) {
 			l := f.Live()
 			return l != nil && l.Active != nil && l.Active.Set.Version == v1 && l.Shadow != nil
 		})
-		var on, names []string
-		for ci := range st.ListConsumers(ctx).Info() {
-			if ci.Cluster != nil && !before[ci.Name] {
-				on, names = append(on, ci.Cluster.Leader), append(names, ci.Name)
-			}
-		}
-		if len(on) == 1 && on[0] != nc.ConnectedServerName() {
-			for _, n := range nodes {
-				if n.S.Name() == on[0] {
-					host = n
-				}
-			}
-			break
-		}
-		if try == 30 {
-			t.Fatalf("the follower's consumer never landed off its client's node (on %v)", on)
-		}
-		f.Stop()
-		for _, name := range names { // Stop may leave it to expire
-			_ = st.DeleteConsumer(ctx, name)
-		}
-	}
+		return nc.ConnectedServerName(), f.Stop
+	})
 	defer f.Stop()
 	stopped := time.Now()
 	host.Stop()

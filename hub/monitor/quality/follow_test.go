@@ -38,39 +38,14 @@ func TestFollowConsumerNodeStops(t *testing.T) {
 	// The server places the follower's consumer on any of the stream's nodes: open again until it
 	// is on a node the follower's client is not connected to.
 	var m2 *Monitor
-	var host *natstest.Node
-	for try := 0; ; try++ {
-		before := map[string]bool{}
-		for name := range st.ConsumerNames(ctx).Name() {
-			before[name] = true
-		}
+	host := natstest.OffClient(t, st, nodes, func(try int) (string, func()) {
 		nc, js2 := natstest.Connect(t, nodes[try%len(nodes)].URL())
 		m2 = open(t, js2, cfg, &sink{}, c)
 		if values(m2) != 1 {
 			t.Fatalf("%d values folded when Open returned, want 1", values(m2))
 		}
-		var on, names []string
-		for ci := range st.ListConsumers(ctx).Info() {
-			if ci.Cluster != nil && !before[ci.Name] {
-				on, names = append(on, ci.Cluster.Leader), append(names, ci.Name)
-			}
-		}
-		if len(on) == 1 && on[0] != nc.ConnectedServerName() {
-			for _, n := range nodes {
-				if n.S.Name() == on[0] {
-					host = n
-				}
-			}
-			break
-		}
-		if try == 30 {
-			t.Fatalf("the follower's consumer never landed off its client's node (on %v)", on)
-		}
-		m2.Close()
-		for _, name := range names { // Close may leave it to expire
-			_ = st.DeleteConsumer(ctx, name)
-		}
-	}
+		return nc.ConnectedServerName(), m2.Close
+	})
 	stopped := time.Now()
 	host.Stop()
 	var recorded time.Time

@@ -34,13 +34,9 @@ func TestFollowConsumerNodeStops(t *testing.T) {
 	// The server places the follower's consumer on any of the stream's nodes: open again until it
 	// is on a node the follower's client is not connected to.
 	var b *Store
-	var host *natstest.Node
-	for try := 0; ; try++ {
-		before := map[string]bool{}
-		for name := range a.stream.ConsumerNames(ctx).Name() {
-			before[name] = true
-		}
+	host := natstest.OffClient(t, a.stream, nodes, func(try int) (string, func()) {
 		nc, bjs := natstest.Connect(t, nodes[try%len(nodes)].URL())
+		var err error
 		b, err = Open(ctx, bjs, cfg, testPlant, testutil.Logger(t, slog.LevelDebug))
 		if err != nil {
 			t.Fatal(err)
@@ -48,28 +44,8 @@ func TestFollowConsumerNodeStops(t *testing.T) {
 		if _, ok := b.Get("units", "A"); !ok {
 			t.Fatal("the current value not loaded when Open returned")
 		}
-		var on, names []string
-		for ci := range a.stream.ListConsumers(ctx).Info() {
-			if ci.Cluster != nil && !before[ci.Name] {
-				on, names = append(on, ci.Cluster.Leader), append(names, ci.Name)
-			}
-		}
-		if len(on) == 1 && on[0] != nc.ConnectedServerName() {
-			for _, n := range nodes {
-				if n.S.Name() == on[0] {
-					host = n
-				}
-			}
-			break
-		}
-		if try == 30 {
-			t.Fatalf("the follower's consumer never landed off its client's node (on %v)", on)
-		}
-		b.Close()
-		for _, name := range names { // Close leaves it to expire
-			_ = a.stream.DeleteConsumer(ctx, name)
-		}
-	}
+		return nc.ConnectedServerName(), b.Close
+	})
 	defer b.Close()
 	stopped := time.Now()
 	host.Stop()

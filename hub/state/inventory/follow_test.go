@@ -27,50 +27,19 @@ func TestViewFollowsConsumerNodeStop(t *testing.T) {
 	// The server places the follower's consumer on any of the stream's nodes: open again until it
 	// is on a node the follower's client is not connected to.
 	var b *Store
-	var host *natstest.Node
-	for try := 0; ; try++ {
+	_, js0 := natstest.Connect(t, nodes[0].URL())
+	st, err := js0.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := natstest.OffClient(t, st, nodes, func(try int) (string, func()) {
 		nc, js := natstest.Connect(t, nodes[try%len(nodes)].URL())
-		st, err := js.Stream(ctx, stream)
-		if err != nil {
-			t.Fatal(err)
-		}
-		before := map[string]bool{}
-		for name := range st.ConsumerNames(ctx).Name() {
-			before[name] = true
-		}
 		b = openStore(t, js, cfg)
 		if p, ok := b.Get("SKU", "S1"); !ok || p.Produced != 10 {
 			t.Fatalf("the current position not loaded when Open returned: %+v", p)
 		}
-		var on, names []string
-		var push []string // a KV watch's consumer, beside the one that loaded the view
-		for ci := range st.ListConsumers(ctx).Info() {
-			if ci.Cluster != nil && !before[ci.Name] {
-				on, names = append(on, ci.Cluster.Leader), append(names, ci.Name)
-				if ci.Config.DeliverSubject != "" {
-					push = append(push, ci.Cluster.Leader)
-				}
-			}
-		}
-		if len(on) > 1 {
-			on = push
-		}
-		if len(on) == 1 && on[0] != nc.ConnectedServerName() {
-			for _, n := range nodes {
-				if n.S.Name() == on[0] {
-					host = n
-				}
-			}
-			break
-		}
-		if try == 30 {
-			t.Fatalf("the follower's consumer never landed off its client's node (on %v)", on)
-		}
-		b.Close()
-		for _, name := range names { // Close may leave it to expire
-			_ = st.DeleteConsumer(ctx, name)
-		}
-	}
+		return nc.ConnectedServerName(), func() { _ = b.Close() }
+	})
 	stopped := time.Now()
 	host.Stop()
 	var recorded time.Time

@@ -43,8 +43,7 @@ func TestFollowConsumerNodeStops(t *testing.T) {
 	// The server places the watch's consumer on any of the stream's nodes: follow again until it is
 	// on a node the follower's client is not connected to.
 	var stop func()
-	var host *natstest.Node
-	for try := 0; ; try++ {
+	host := natstest.OffClient(t, st, nodes, func(try int) (string, func()) {
 		nc, fjs := natstest.Connect(t, nodes[try%len(nodes)].URL())
 		fkv, err := fjs.KeyValue(ctx, "W")
 		if err != nil {
@@ -61,28 +60,8 @@ func TestFollowConsumerNodeStops(t *testing.T) {
 		if get("a") != "1" {
 			t.Fatalf("after Follow returned: %v, want the current entry", seen)
 		}
-		var on []string
-		for ci := range st.ListConsumers(ctx).Info() {
-			if ci.Cluster != nil {
-				on = append(on, ci.Cluster.Leader)
-			}
-		}
-		if len(on) == 1 && on[0] != nc.ConnectedServerName() {
-			for _, n := range nodes {
-				if n.S.Name() == on[0] {
-					host = n
-				}
-			}
-			break
-		}
-		if try == 30 {
-			t.Fatalf("the watch's consumer never landed off its client's node (on %v)", on)
-		}
-		stop()
-		for name := range st.ConsumerNames(ctx).Name() { // stop may leave it to expire
-			_ = st.DeleteConsumer(ctx, name)
-		}
-	}
+		return nc.ConnectedServerName(), stop
+	})
 	defer stop()
 	stopped := time.Now()
 	host.Stop()
