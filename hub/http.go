@@ -94,7 +94,7 @@ func (h *Hub) handler() http.Handler {
 	})
 	dh := api.DecisionsHandler(func() api.Decisions {
 		if d := h.dec.Load(); d != nil {
-			return decisionsAPI{d}
+			return decisionsAPI{d, h.pres.Load}
 		}
 		return nil
 	}, h.cfg.HTTP.ReadToken.Value(), h.cfg.HTTP.WriteToken.Value())
@@ -127,7 +127,7 @@ func (h *Hub) console() http.Handler {
 		Graph:     func() *graph.Graph { return h.graph.Load() },
 		Decisions: func() api.Decisions {
 			if d := h.dec.Load(); d != nil {
-				return decisionsAPI{d}
+				return decisionsAPI{d, h.pres.Load}
 			}
 			return nil
 		},
@@ -157,7 +157,12 @@ func (h *Hub) console() http.Handler {
 }
 
 // decisionsAPI serves the decision endpoints from the decision room.
-type decisionsAPI struct{ d *decisions }
+// decisionsAPI serves the decision room; pres is the replica's hold on its name (an answer is refused
+// as soon as the name is lost, before the room has halted).
+type decisionsAPI struct {
+	d    *decisions
+	pres func() *presence
+}
 
 func (a decisionsAPI) Recent(ctx context.Context, f audit.Filter) ([]audit.Record, error) {
 	return a.d.log.Recent(ctx, f)
@@ -185,6 +190,9 @@ func (a decisionsAPI) Pending(ctx context.Context) ([]guard.Request, error) {
 func (a decisionsAPI) Answer(ctx context.Context, id, by, reason string, approve bool) (guard.Verdict, error) {
 	if w := a.d.halted.Load(); w != nil {
 		return guard.Verdict{}, errors.New(*w)
+	}
+	if w := a.pres().reason(); w != "" {
+		return guard.Verdict{}, errors.New(w)
 	}
 	return a.d.approver.Answer(ctx, id, by, reason, approve)
 }
