@@ -42,9 +42,6 @@ type decisions struct {
 	outcomes    *outcome.Measurer
 	js          jetstream.JetStream
 	stop        func() // stops following rule changes
-	// halted says why the room stopped for good while the process runs (its replica name was taken
-	// over by another process): approvals are refused with it.
-	halted atomic.Pointer[string]
 
 	mu  sync.Mutex
 	why map[string]string // loop → why it is not running
@@ -220,8 +217,6 @@ func (d *decisions) keepRunning(ctx context.Context, name string, run func(conte
 }
 
 // halt refuses approvals from now on, saying why (the loops are stopped by the caller).
-func (d *decisions) halt(why string) { d.halted.Store(&why) }
-
 func (d *decisions) setWhy(name, why string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -158,7 +158,7 @@ func (h *Hub) console() http.Handler {
 
 // decisionsAPI serves the decision endpoints from the decision room.
 // decisionsAPI serves the decision room; pres is the replica's hold on its name (an answer is refused
-// as soon as the name is lost, before the room has halted).
+// once the name is lost: the room stops then).
 type decisionsAPI struct {
 	d    *decisions
 	pres func() *presence
@@ -188,9 +188,6 @@ func (a decisionsAPI) Pending(ctx context.Context) ([]guard.Request, error) {
 }
 
 func (a decisionsAPI) Answer(ctx context.Context, id, by, reason string, approve bool) (guard.Verdict, error) {
-	if w := a.d.halted.Load(); w != nil {
-		return guard.Verdict{}, errors.New(*w)
-	}
 	if w := a.pres().reason(); w != "" {
 		return guard.Verdict{}, errors.New(w)
 	}

@@ -201,7 +201,6 @@ func (h *Hub) Run(ctx context.Context) error {
 		halt.Go(func() {
 			select {
 			case <-pres.lost: // another process runs under this name: stop claiming, for good
-				d.halt(pres.reason())
 				stopDecisions()
 			case <-hctx.Done():
 			}
