@@ -367,7 +367,15 @@ func (e *edgeNode) send(typ, device string, p *sparkplug.Payload, source string)
 	if err != nil {
 		return // unreachable: the payload is built from plain values
 	}
-	tok := e.client.Publish(e.topic(typ, device), 1, false, b)
+	// NBIRTH goes at QoS 0 (Sparkplug 3.0 asks it of every birth and data message): paho resends an
+	// unacknowledged QoS 1 publish after a reconnect, and an old session's birth arriving after its
+	// own NDEATH would carry a bdSeq that is no longer alive. Devices' births and data stay QoS 1:
+	// the ledger counts only what the broker acknowledged.
+	qos := byte(1)
+	if typ == "NBIRTH" {
+		qos = 0
+	}
+	tok := e.client.Publish(e.topic(typ, device), qos, false, b)
 	if source != "" {
 		e.ack.track(tok, source, int64(p.GetTimestamp()))
 	}
