@@ -2,8 +2,12 @@ package features
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/gob"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 
 	"github.com/DataDog/sketches-go/ddsketch"
 	"github.com/DataDog/sketches-go/ddsketch/store"
@@ -113,6 +117,10 @@ func (e *Engine) load() []ckTrack {
 	return ck.Tracks
 }
 
+// updated is when a restored series last got a sample: its wall-clock arrival, or its event time
+// when the checkpoint holds no arrival (the idle clock after a restart continues from the same).
+func (s *series) updated() int64 { return max(s.Arrival, s.WM) }
+
 func (e *Engine) restoreSketches(s *series, cs ckSeries) error {
 	if len(cs.Sketches) == 0 {
 		return nil
@@ -136,6 +144,19 @@ func (e *Engine) restoreSketches(s *series, cs ckSeries) error {
 // the engine still runs, and a crash before the next checkpoint is then taken for a clean stop).
 func (e *Engine) restore() {
 	tracks := e.load()
+	// With fewer series allowed than restored (agent.max_feature_series lowered), the most
+	// recently updated are kept, ties by name: the same checkpoint keeps the same series, and a
+	// busy signal is never refused for one that went quiet.
+	sigs := slices.Collect(maps.Keys(e.restored))
+	slices.SortFunc(sigs, func(a, b string) int {
+		if c := cmp.Compare(e.restored[b].updated(), e.restored[a].updated()); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	for _, sig := range sigs {
+		e.entry(sig) // consumes e.restored[sig] when a rule still matches
+	}
 	for _, r := range e.rules {
 		if r.src.By != "" {
 			en := e.entry(r.src.By)
@@ -145,10 +166,10 @@ func (e *Engine) restore() {
 			en.t.horizon = max(en.t.horizon, r.window+r.lateness)
 		}
 	}
-	for sig := range e.restored {
-		e.entry(sig) // consumes e.restored[sig] when a rule still matches
-	}
-	for sig := range e.restored {
+	for _, sig := range sigs {
+		if _, ok := e.restored[sig]; !ok {
+			continue
+		}
 		if en := e.entries[sig]; en != nil && en.pending != nil {
 			e.log.Warn("checkpoint series discarded (series limit reached)", "signal", sig, "max_series", e.opts.MaxSeries)
 			continue

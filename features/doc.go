@@ -65,7 +65,9 @@
 // and its checkpoint entry are removed. A counter's baseline and a state go with it: a signal that
 // comes back starts as after a cold start. Options.MaxSeries caps the series held; beyond it the
 // samples of a new signal are forwarded raw, not folded, counted (result="series_limit",
-// Stats.SeriesLimit), and a WARN names one of them and the cap at most once a minute.
+// Stats.SeriesLimit), and a WARN names one of them and the cap at most once a minute. A restore
+// with more series in the checkpoint than the cap keeps the most recently updated (newest arrival,
+// ties by signal name) and discards the others with a WARN each.
 //
 // # Partial
 //
@@ -76,7 +78,10 @@
 // sample exactly at a window start leaves that window complete. Downtime is wall-clock time: from
 // the saved checkpoint to the restore (a crash counts whatever its length, what was folded after
 // the checkpoint is lost); a clean stop shorter than a window is none, whatever event time a quiet
-// signal skipped meanwhile.
+// signal skipped meanwhile. Such short stops add up: each is charged to the windows open at it or
+// starting before the restart, and a window charged more than its length in all is partial as
+// after one longer stop (every window starting before where the signal's event time had got to at
+// the restart of the oldest stop in that sum).
 //
 // # Restarts
 //

@@ -268,10 +268,16 @@ func (e *Engine) newSeries(sig string, r *rule) *series {
 			// time has got to by now (extrapolating its silence) are partial, and so is the
 			// window of the first usable sample after it (it carries the change over the
 			// downtime); windows after it are observed, so a quiet live signal's windows are
-			// complete again at once.
-			if s.HasWM && (e.crashed || now.UnixNano()-e.saved > r.window) {
-				s.ObsFrom = max(s.ObsFrom, s.WM+int64(now.Sub(s.lastArrival)))
+			// complete again at once. Short stops add up (shortStop).
+			to, down := s.WM+int64(now.Sub(s.lastArrival)), now.UnixNano()-e.saved
+			switch {
+			case !s.HasWM:
+			case e.crashed || down > r.window:
+				s.ObsFrom = max(s.ObsFrom, to)
 				s.ResetObs, s.HoldOK = true, false
+				s.Stops = nil // every window they were charged to is partial now
+			case down > 0:
+				s.shortStop(to, down)
 			}
 		} else {
 			e.log.Warn("checkpoint series discarded (rule changed)", "signal", sig)

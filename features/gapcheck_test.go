@@ -109,3 +109,38 @@ features:
 		t.Errorf("window of the crash: delta %v, want 3", f.Value)
 	}
 }
+
+// Clean stops shorter than a window add up over the windows they are charged to (open at the stop,
+// or starting before the restart): two stops of 40 s while the 1-minute window at 10 min is open
+// make it partial, as one stop of 80 s would; stops of 40 s in windows of their own do not.
+func TestQuietCounterShortCleanStopsAddUp(t *testing.T) {
+	h := newHarness(t, parseConfig(t, `
+features:
+  - {signal: parts, kind: counter, window: 1m, compute: [delta]}
+`))
+	h.add(cnt("parts", h.clock.Now(), 100))
+	tick := func(to time.Duration) {
+		for h.clock.Now().Sub(t0) < to {
+			h.clock.Add(time.Second)
+			h.e.Tick()
+		}
+	}
+	tick(10*time.Minute + 5*time.Second)
+	h.restartAfter(true, 40*time.Second) // 10:05 to 10:45
+	tick(10*time.Minute + 50*time.Second)
+	h.restartAfter(true, 40*time.Second) // 10:50 to 11:30
+	tick(15*time.Minute + 10*time.Second)
+	h.restartAfter(true, 40*time.Second) // 15:10 to 15:50
+	tick(17*time.Minute + 10*time.Second)
+	h.restartAfter(true, 40*time.Second) // 17:10 to 17:50
+	tick(20 * time.Minute)
+	h.add(cnt("parts", h.clock.Now(), 104)) // 20:00
+	tick(22 * time.Minute)
+	fs := h.features()
+	for m := 0.0; m < 21; m++ {
+		f := one(t, fs, "parts", "delta", m*60)
+		if want := m == 10; f.Partial != want {
+			t.Errorf("window at %g min: partial=%v, want %v (%+v)", m, f.Partial, want, f)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package features
 
 import (
 	"math"
+	"slices"
 	"sort"
 	"time"
 
@@ -40,6 +41,10 @@ type series struct {
 	// and what the samples of a time add up to where there were several (a frozen source clock)
 	Pts  []point
 	Runs map[int64]*run
+
+	// Stops are the clean stops shorter than a window that windows still open were charged
+	// (see shortStop).
+	Stops []stop
 
 	ckFP        string // rule fingerprint of a restored series
 	ResetObs    bool   // observation (re)starts at the next good sample (cold start, crash, long stop)
@@ -288,6 +293,29 @@ func (s *series) closeTo(e *Engine, limit int64, idle bool, b *batch) {
 func (s *series) window(k int64) (start, end int64) {
 	end = (k + 1) * s.r.hop
 	return end - s.r.window, end
+}
+
+// stop is a clean stop shorter than a window: its length D (wall clock) and To, where the signal's
+// event time had got to at the restart. It is charged to every window starting before To that was
+// still open.
+type stop struct{ To, D int64 }
+
+// shortStop records a clean stop shorter than a window. Alone it is no downtime, but the stops
+// charged to one window add up: a window charged more than its length in all is partial, as after
+// one longer stop (every window starting before the To of the oldest stop that takes the sum past
+// it).
+func (s *series) shortStop(to, d int64) {
+	start, _ := s.window(s.Closed + 1)
+	s.Stops = slices.DeleteFunc(s.Stops, func(st stop) bool { return st.To <= start }) // no open window charged
+	s.Stops = append(s.Stops, stop{To: to, D: d})
+	var sum int64
+	for i := len(s.Stops) - 1; i >= 0; i-- {
+		if sum += s.Stops[i].D; sum > s.r.window {
+			s.ObsFrom = max(s.ObsFrom, s.Stops[i].To)
+			s.Stops = slices.Delete(s.Stops, 0, i+1) // the windows they were charged to are partial
+			return
+		}
+	}
 }
 
 // partial reports whether window [start, end) was not fully observed.

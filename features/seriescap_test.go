@@ -3,6 +3,7 @@ package features
 import (
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -123,5 +124,68 @@ func TestRetentionValidate(t *testing.T) {
 	r = compile(&parseConfig(t, "features:\n  - {signal: s, window: 240h, compute: [count]}\n")[0])
 	if r.retention != 480*time.Hour {
 		t.Errorf("default retention of a 240h window %s, want 480h", r.retention)
+	}
+}
+
+// A restart with a lower Options.MaxSeries than the checkpoint holds keeps the most recently
+// updated series (ties by signal name), not whichever the checkpoint map yields first: two agents
+// with the same config and data keep the same series, and a busy one is never dropped for a dead one.
+func TestSeriesCapRestoreKeepsRecent(t *testing.T) {
+	store := newMemStore()
+	clock := &fakeClock{t: t0}
+	cfg := parseConfig(t, `
+features:
+  - {signal: "m.*", window: 1m, compute: [count], forward_raw: false}
+`)
+	start := func(maxSeries int) *Engine {
+		t.Helper()
+		e, err := New(cfg, Options{Now: clock.Now, Store: store, CheckpointInterval: time.Hour, MaxSeries: maxSeries})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	e := start(20)
+	// m.00..m.19 once; then m.10..m.19 again a minute later, and m.05 last of all.
+	for i := range 20 {
+		e.Add([]signal.Sample{gauge(fmt.Sprintf("m.%02d", i), clock.Now(), 1)})
+	}
+	clock.Add(time.Minute)
+	for i := 10; i < 20; i++ {
+		e.Add([]signal.Sample{gauge(fmt.Sprintf("m.%02d", i), clock.Now(), 2)})
+	}
+	clock.Add(time.Second)
+	e.Add([]signal.Sample{gauge("m.05", clock.Now(), 3)})
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	held := func(e *Engine) []string {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		var out []string
+		for _, s := range e.series {
+			out = append(out, s.sig)
+		}
+		slices.Sort(out)
+		return out
+	}
+	for _, c := range []struct {
+		max  int
+		want []string
+	}{
+		{1, []string{"m.05"}},
+		{6, []string{"m.05", "m.10", "m.11", "m.12", "m.13", "m.14"}},
+		{13, []string{"m.00", "m.01", "m.05", "m.10", "m.11", "m.12", "m.13", "m.14", "m.15", "m.16", "m.17", "m.18", "m.19"}},
+	} {
+		for range 5 { // map order differs between runs: the same checkpoint keeps the same series
+			saved := append([]byte(nil), store.m[CheckpointKey]...)
+			e := start(c.max)
+			got := held(e)
+			_ = e.Close()
+			store.m[CheckpointKey] = saved
+			if !slices.Equal(got, c.want) {
+				t.Fatalf("max %d: kept %v, want %v", c.max, got, c.want)
+			}
+		}
 	}
 }
