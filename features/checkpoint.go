@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"encoding/gob"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"strings"
@@ -171,11 +172,12 @@ func (e *Engine) restore() {
 			continue
 		}
 		if en := e.entries[sig]; en != nil && en.pending != nil {
-			e.log.Warn("checkpoint series discarded (series limit reached)", "signal", sig, "max_series", e.opts.MaxSeries)
+			e.discarded.add(discardLimit, sig)
 			continue
 		}
-		e.log.Warn("checkpoint series discarded (no rule matches)", "signal", sig)
+		e.discarded.add(discardNoRule, sig)
 	}
+	e.discarded.log(e.log, e.opts.MaxSeries)
 	e.restored = nil
 	for _, ct := range tracks {
 		if en := e.entries[ct.Sig]; en != nil && en.t != nil {
@@ -183,4 +185,49 @@ func (e *Engine) restore() {
 		}
 	}
 	_ = e.put(e.encode(false))
+}
+
+// Why a restart discards a checkpointed series.
+const (
+	discardRuleChanged = iota
+	discardNoRule
+	discardLimit
+	numDiscards
+)
+
+var discardMsg = [numDiscards]string{
+	"checkpoint series discarded (rule changed)",
+	"checkpoint series discarded (no rule matches)",
+	"checkpoint series discarded (series limit reached)",
+}
+
+// discardExamples is how many signals a discard WARN names.
+const discardExamples = 5
+
+// discards counts the series a restart discarded, by reason, with the first few signals: one WARN
+// per reason (a cap lowered from 100,000 to 10,000 would otherwise print 90,000 lines).
+type discards [numDiscards]struct {
+	n    int
+	sigs []string
+}
+
+func (d *discards) add(why int, sig string) {
+	d[why].n++
+	if len(d[why].sigs) < discardExamples {
+		d[why].sigs = append(d[why].sigs, sig)
+	}
+}
+
+func (d *discards) log(l *slog.Logger, maxSeries int) {
+	for why := range d {
+		if d[why].n == 0 {
+			continue
+		}
+		args := []any{"series", d[why].n, "signals", strings.Join(d[why].sigs, ",")}
+		if why == discardLimit {
+			args = append(args, "max_series", maxSeries)
+		}
+		l.Warn(discardMsg[why], args...)
+		d[why].n, d[why].sigs = 0, nil
+	}
 }

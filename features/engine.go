@@ -91,9 +91,10 @@ type Engine struct {
 	// early, so a crash re-emits as few windows as possible.
 	closedSince bool
 	// restored holds checkpointed series not yet seen since start, by signal name.
-	restored map[string]*series
-	crashed  bool
-	saved    int64 // wall time the restored checkpoint was written (Unix ns)
+	restored  map[string]*series
+	discarded discards // series a restart discarded, logged once per reason
+	crashed   bool
+	saved     int64 // wall time the restored checkpoint was written (Unix ns)
 	// wmCap is the highest watermark Add may set in this batch (Now with Options.Bounds, else no cap).
 	wmCap int64
 	// unmatched counts the entries without a series added since they were last dropped (maxUnmatched).
@@ -280,7 +281,7 @@ func (e *Engine) newSeries(sig string, r *rule) *series {
 				s.shortStop(to, down)
 			}
 		} else {
-			e.log.Warn("checkpoint series discarded (rule changed)", "signal", sig)
+			e.discarded.add(discardRuleChanged, sig)
 		}
 	}
 	if r.src.By != "" {

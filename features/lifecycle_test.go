@@ -160,7 +160,7 @@ func TestChangedRuleDiscardsCheckpointedSeries(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	if !strings.Contains(logs.String(), "checkpoint series discarded") || !strings.Contains(logs.String(), "signal=s") {
+	if !strings.Contains(logs.String(), "checkpoint series discarded") || !strings.Contains(logs.String(), "signals=s") {
 		t.Fatalf("discard not logged: %s", logs.String())
 	}
 	if st := e.Stats(); st.Series != 1 {

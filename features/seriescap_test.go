@@ -189,3 +189,34 @@ features:
 		}
 	}
 }
+
+// A restart that discards many series says so once per reason, with a count and a few of them: a
+// cap lowered from 100,000 to 10,000 printed 90,000 lines.
+func TestSeriesCapDiscardsLoggedOnce(t *testing.T) {
+	store := newMemStore()
+	cfg := parseConfig(t, `
+features:
+  - {signal: "m.*", window: 1m, compute: [count], forward_raw: false}
+`)
+	e, err := New(cfg, Options{Now: (&fakeClock{t: t0}).Now, Store: store, CheckpointInterval: time.Hour, MaxSeries: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		e.Add([]signal.Sample{gauge(fmt.Sprintf("m.%02d", i), t0, 1)})
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var logs testutil.Buffer
+	e, err = New(cfg, Options{Now: (&fakeClock{t: t0}).Now, Store: store, CheckpointInterval: time.Hour, MaxSeries: 10,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	out := logs.String()
+	if n := strings.Count(out, "series limit reached"); n != 1 || !strings.Contains(out, "series=40") || !strings.Contains(out, "max_series=10") {
+		t.Fatalf("want one WARN for 40 series discarded at max_series=10, got %d:\n%s", n, out)
+	}
+}
