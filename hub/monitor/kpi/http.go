@@ -29,7 +29,8 @@ func (t *Tracker) Handler() http.Handler {
 }
 
 // Collector returns the KPIs' Prometheus collector. The figures come from the decision log, the
-// same on every replica: aggregate them with max, not sum.
+// same on every replica: aggregate them with max, not sum (gemba_hub_kpi_refollows_total, the
+// follower's new consumers, is this replica's own).
 func (t *Tracker) Collector() prometheus.Collector { return t.collector }
 
 type collector struct{ t *Tracker }
@@ -46,10 +47,12 @@ var (
 		[]string{"kind", "state"}, nil)
 	liftDesc = prometheus.NewDesc("gemba_hub_kpi_lift", "Measured lift per rule and arm (from the experiments).",
 		[]string{"rule", "arm"}, nil)
+	refollowsDesc = prometheus.NewDesc("gemba_hub_kpi_refollows_total",
+		"New consumers made by this replica's KPI follower of the decision log (the last one's node went away, or it lagged).", nil, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{decisionsDesc, ruleDesc, discountDesc, promotionsDesc, qualityDesc, liftDesc} {
+	for _, d := range []*prometheus.Desc{decisionsDesc, ruleDesc, discountDesc, promotionsDesc, qualityDesc, liftDesc, refollowsDesc} {
 		ch <- d
 	}
 	c.t.latencyH.Describe(ch)
@@ -58,6 +61,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	t := c.t
 	t.latencyH.Collect(ch)
+	ch <- prometheus.MustNewConstMetric(refollowsDesc, prometheus.CounterValue, float64(t.Stats.Refollows.Load()))
 	t.mu.RLock()
 	for k, n := range t.outcomes {
 		ch <- prometheus.MustNewConstMetric(decisionsDesc, prometheus.GaugeValue, float64(n), k[0], k[1])

@@ -19,6 +19,7 @@ import (
 
 	"github.com/gemba-io/gemba/hub/audit"
 	"github.com/gemba-io/gemba/hub/decide/rules"
+	"github.com/gemba-io/gemba/internal/jsfollow"
 )
 
 // Why from the decision log: every replica follows the same log, so every replica reports the
@@ -57,6 +58,8 @@ type Options struct {
 // Stats are the tracker's counters.
 type Stats struct {
 	Records, Events, Malformed atomic.Uint64
+	// Refollows counts the log follower's new consumers (the last one's node went away, or it lagged).
+	Refollows atomic.Uint64
 }
 
 // latencyBuckets of signal-to-action, in seconds.
@@ -65,7 +68,9 @@ var latencyBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10,
 // Tracker follows the decision log and keeps the figures.
 //
 // Lifecycle: Open follows the log from its first record and returns once the records that were
-// there are counted; Close stops following (idempotent).
+// there are counted; Close stops following (idempotent). It follows through the loss of its
+// consumer's node (see jsfollow: an ordered consumer alone noticed it after 10 s, and one its server
+// paused never), each record read once.
 type Tracker struct {
 	o     Options
 	log   *slog.Logger
@@ -197,48 +202,19 @@ func Open(ctx context.Context, js jetstream.JetStream, o Options) (*Tracker, err
 	if err != nil {
 		return nil, fmt.Errorf("kpi: decision log %s: %w", o.Audit.Stream, err)
 	}
-	info, err := st.Info(ctx)
+	f, err := jsfollow.Follow(ctx, jsfollow.Config{Stream: st, Subject: o.Audit.Prefix + ".decisions.*",
+		What: "decision log " + o.Audit.Stream + " (KPIs)", Log: t.log, Refollows: &t.Stats.Refollows,
+	}, func(m jetstream.Msg, meta *jetstream.MsgMetadata) { t.add(m.Subject(), m.Data(), meta.Sequence.Stream) })
 	if err != nil {
 		return nil, fmt.Errorf("kpi: decision log %s: %w", o.Audit.Stream, err)
 	}
-	last := info.State.LastSeq
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{o.Audit.Prefix + ".decisions.*"}})
-	if err != nil {
-		return nil, fmt.Errorf("kpi: follow %s: %w", o.Audit.Stream, err)
-	}
-	loaded := make(chan struct{})
-	var once sync.Once
-	done := func() { once.Do(func() { close(loaded) }) }
-	// Loaded once the last message is read, or nothing is left to read: the stream's last sequence
-	// can name a message that is gone (decision records expire, rule changes stay), never delivered.
-	cinfo, err := cons.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("kpi: follow %s: %w", o.Audit.Stream, err)
-	}
-	if info.State.Msgs == 0 || cinfo.NumPending == 0 {
-		done()
-	}
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		meta, err := m.Metadata()
-		if err != nil {
-			return
-		}
-		t.add(m.Subject(), m.Data(), meta.Sequence.Stream)
-		if meta.Sequence.Stream >= last || meta.NumPending == 0 {
-			done()
-		}
-	})
-	if err != nil {
-		return nil, fmt.Errorf("kpi: follow %s: %w", o.Audit.Stream, err)
-	}
 	select {
-	case <-loaded:
+	case <-f.Loaded():
 	case <-ctx.Done():
-		cc.Stop()
-		<-cc.Closed()
+		f.Stop()
 		return nil, ctx.Err()
 	}
-	t.stop = func() { cc.Stop(); <-cc.Closed() }
+	t.stop = f.Stop
 	return t, nil
 }
 

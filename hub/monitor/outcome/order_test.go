@@ -33,11 +33,11 @@ func TestRoundRecordsInWindowEndOrder(t *testing.T) {
 		}
 	}
 	m := New(js, store, Options{Audit: acfg, Commerce: ccfg.Stream, Prefix: "gemba", Now: func() time.Time { return start.Add(3 * 24 * time.Hour) }})
-	stop, err := m.follow(ctx)
+	f, err := m.follow(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer stop()
+	defer f.Stop()
 	testutil.WaitFor(t, 20*time.Second, "every decision followed", func() bool { return m.Stats.Units.Load() == n })
 	if err := m.Round(ctx); err != nil {
 		t.Fatal(err)

@@ -22,6 +22,7 @@ import (
 	"github.com/gemba-io/gemba/hub/decide/experiment"
 	"github.com/gemba-io/gemba/hub/ingest/commerce"
 	"github.com/gemba-io/gemba/hub/monitor/kpi"
+	"github.com/gemba-io/gemba/internal/jsfollow"
 )
 
 // Options place the measurer and set its pace.
@@ -78,6 +79,8 @@ type Stats struct {
 	Units, Measured, NoBaseline, Recorded, Rounds, Errors, Malformed atomic.Uint64
 	// Released counts promotions released (allowed, never acted on): not measured.
 	Released atomic.Uint64
+	// Refollows counts the log follower's new consumers (the last one's node went away, or it lagged).
+	Refollows atomic.Uint64
 }
 
 // Measurer follows the decision log's experiment decisions and measures each once its window is over.
@@ -103,15 +106,25 @@ func New(js jetstream.JetStream, store *experiment.Store, o Options) *Measurer {
 	return &Measurer{o: o, js: js, store: store, log: o.Logger.With("component", "outcome"), units: map[string]*unit{}, released: map[string]time.Time{}}
 }
 
-// Run follows the decision log and runs a measurement round every Options.Every until ctx ends.
+// Run follows the decision log and runs a measurement round every Options.Every until ctx ends,
+// the first once the log is read.
 func (m *Measurer) Run(ctx context.Context) error {
-	stop, err := m.follow(ctx)
+	f, err := m.follow(ctx)
 	if err != nil {
 		return err
 	}
-	defer stop()
+	defer f.Stop()
 	t := time.NewTicker(m.o.Every)
 	defer t.Stop()
+	// The first round measures what the log holds once it is read (a round on the part read by then
+	// left the rest, and the lifts, to the next round). At most a round's pace later all the same:
+	// the newest record may expire unread, and Loaded then waits for the next.
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-f.Loaded():
+	case <-t.C:
+	}
 	for {
 		if err := m.Round(ctx); err != nil && ctx.Err() == nil {
 			m.Stats.Errors.Add(1)
@@ -125,21 +138,21 @@ func (m *Measurer) Run(ctx context.Context) error {
 	}
 }
 
-// follow keeps the experiment decisions of the decision log (from its first retained message).
-func (m *Measurer) follow(ctx context.Context) (func(), error) {
+// follow keeps the experiment decisions of the decision log (from its first retained message),
+// through the loss of its consumer's node (see jsfollow: an ordered consumer alone noticed it after
+// 10 s, and one its server paused never), each record handed once.
+func (m *Measurer) follow(ctx context.Context) (*jsfollow.Follower, error) {
 	st, err := m.js.Stream(ctx, m.o.Audit.Stream)
 	if err != nil {
 		return nil, fmt.Errorf("outcome: decision log %s: %w", m.o.Audit.Stream, err)
 	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{m.o.Audit.Prefix + ".decisions.*"}})
+	f, err := jsfollow.Follow(ctx, jsfollow.Config{Stream: st, Subject: m.o.Audit.Prefix + ".decisions.*",
+		What: "decision log " + m.o.Audit.Stream + " (outcomes)", Log: m.log, Refollows: &m.Stats.Refollows,
+	}, func(msg jetstream.Msg, _ *jetstream.MsgMetadata) { m.add(msg.Subject(), msg.Data()) })
 	if err != nil {
-		return nil, fmt.Errorf("outcome: follow %s: %w", m.o.Audit.Stream, err)
+		return nil, fmt.Errorf("outcome: decision log %s: %w", m.o.Audit.Stream, err)
 	}
-	cc, err := cons.Consume(func(msg jetstream.Msg) { m.add(msg.Subject(), msg.Data()) })
-	if err != nil {
-		return nil, fmt.Errorf("outcome: follow %s: %w", m.o.Audit.Stream, err)
-	}
-	return func() { cc.Stop(); <-cc.Closed() }, nil
+	return f, nil
 }
 
 // add keeps a decision record that an experiment took part in.
