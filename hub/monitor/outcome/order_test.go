@@ -3,8 +3,12 @@ package outcome
 import (
 	"context"
 	"fmt"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gemba-io/gemba/hub/decide/experiment"
 	"github.com/gemba-io/gemba/internal/testutil"
@@ -55,5 +59,51 @@ func TestRoundRecordsInWindowEndOrder(t *testing.T) {
 			t.Fatalf("applied[%d] (window end %s) was recorded after applied[%d] (%s): a round records in no particular order",
 				i, b.End.Format(time.RFC3339), i-1, a.End.Format(time.RFC3339))
 		}
+	}
+}
+
+// A round whose sales consumer stops delivering (its node lost, or paused) fails after the idle
+// bound, naming the stream, and the next round reads again: it held the round, and every later
+// one, until shutdown.
+func TestRoundGivesUpOnASilentSalesConsumer(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	js, log, acfg, ccfg, store := setup(ctx, t)
+	start := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	history(seller(ctx, t, js), start, "A")
+	if _, err := log.Publish(ctx, fired(id("A"), "A", start, 10, 24*time.Hour), 0); err != nil {
+		t.Fatal(err)
+	}
+	m := New(js, store, Options{Audit: acfg, Commerce: ccfg.Stream, Prefix: "gemba", Now: func() time.Time { return start.Add(3 * 24 * time.Hour) }})
+	m.readIdle = time.Second
+	var paused atomic.Bool
+	m.onRead = func(c jetstream.Consumer) {
+		if paused.CompareAndSwap(false, true) {
+			if _, err := js.PauseConsumer(ctx, ccfg.Stream, c.CachedInfo().Name, time.Now().Add(time.Hour)); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	f, err := m.follow(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Stop()
+	testutil.WaitFor(t, 20*time.Second, "A followed", func() bool { return m.Stats.Units.Load() == 1 })
+	done := make(chan error, 1)
+	go func() { done <- m.Round(ctx) }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), ccfg.Stream) || !strings.Contains(err.Error(), "stopped delivering") {
+			t.Fatalf("round on a paused consumer: %v, want an error naming %s and the silent consumer", err, ccfg.Stream)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("round on a paused sales consumer still running after 20s")
+	}
+	if err := m.Round(ctx); err != nil {
+		t.Fatalf("next round: %v", err)
+	}
+	if m.Stats.Measured.Load() != 1 {
+		t.Fatalf("measured %d after the next round, want A", m.Stats.Measured.Load())
 	}
 }

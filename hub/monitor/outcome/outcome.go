@@ -98,12 +98,21 @@ type Measurer struct {
 	released map[string]time.Time
 	relift   bool // a measured unit was released: the lifts are recomputed next round
 	lifts    []kpi.Lift
+
+	readIdle time.Duration              // readSales gives up after this long without a sale message
+	onRead   func(c jetstream.Consumer) // tests: the sales consumer, before it is read
 }
+
+// readIdle is how long a round waits for the next message of the sales it reads: a consumer that
+// stopped delivering (its node lost, or paused) fails the round, retried the next, instead of
+// holding it, and every later round, until shutdown.
+const readIdle = 30 * time.Second
 
 // New returns a measurer; Run follows and measures until its context ends.
 func New(js jetstream.JetStream, store *experiment.Store, o Options) *Measurer {
 	o.defaults()
-	return &Measurer{o: o, js: js, store: store, log: o.Logger.With("component", "outcome"), units: map[string]*unit{}, released: map[string]time.Time{}}
+	return &Measurer{o: o, js: js, store: store, log: o.Logger.With("component", "outcome"), units: map[string]*unit{}, released: map[string]time.Time{},
+		readIdle: readIdle}
 }
 
 // Run follows the decision log and runs a measurement round every Options.Every until ctx ends,
@@ -473,17 +482,27 @@ func (m *Measurer) readSales(ctx context.Context, want map[[2]string]bool, now t
 	if info.NumPending == 0 {
 		return out, oldest, nil
 	}
+	if m.onRead != nil {
+		m.onRead(cons)
+	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(1000))
 	if err != nil {
 		return nil, oldest, fmt.Errorf("outcome: read %s: %w", m.o.Commerce, err)
 	}
 	defer it.Stop()
 	seen := map[string]bool{}
+	read := 0
 	for {
-		msg, err := it.Next(jetstream.NextContext(ctx))
+		nctx, cancel := context.WithTimeout(ctx, m.readIdle)
+		msg, err := it.Next(jetstream.NextContext(nctx))
+		cancel()
 		if err != nil {
+			if ctx.Err() == nil && nctx.Err() != nil {
+				err = fmt.Errorf("no message for %s after %d of %d pending (the consumer stopped delivering)", m.readIdle, read, info.NumPending)
+			}
 			return nil, oldest, fmt.Errorf("outcome: read %s: %w", m.o.Commerce, err)
 		}
+		read++
 		md, err := msg.Metadata()
 		if err != nil {
 			return nil, oldest, fmt.Errorf("outcome: read %s: %w", m.o.Commerce, err)
