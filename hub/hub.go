@@ -42,6 +42,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Ready receives the HTTP listener's address once the hub is running (tests).
 	Ready chan<- string
+	// Recreate names decision stores (buckets or streams) the operator allows to be created again
+	// empty when they are missing while the others are there (gemba-hub run --recreate): see
+	// checkDecisionStores.
+	Recreate []string
 }
 
 // Hub is one replica.
@@ -70,12 +74,17 @@ type Hub struct {
 	ingest *agents.Consumer
 	cons   *commerce.Consumer
 	why    string // not-ready reason while starting
+
+	storesChecked bool // checkDecisionStores let this process go on (openState's goroutine only)
 }
 
 // New checks the config and loads the graph; Run does the rest.
 func New(cfg *Config, opts Options) (*Hub, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := cfg.checkRecreate(opts.Recreate); err != nil {
+		return nil, err
 	}
 	h := &Hub{cfg: cfg, opts: opts, log: opts.Logger, reg: prometheus.NewRegistry(), why: "starting"}
 	if cfg.Graph.File != "" {
@@ -265,13 +274,17 @@ func (h *Hub) Run(ctx context.Context) error {
 }
 
 // openState opens every store, retrying while JetStream is not available yet (a cluster still
-// electing, a server restarting) until ctx ends.
+// electing, a server restarting) until ctx ends. A start refused (decision stores missing) is not
+// retried.
 func (h *Hub) openState(ctx context.Context, js jetstream.JetStream) (*dedup.Markers, error) {
 	wait := 250 * time.Millisecond
 	for {
 		dd, err := h.tryOpenState(ctx, js)
 		if err == nil {
 			return dd, nil
+		}
+		if re := (*refusedError)(nil); errors.As(err, &re) {
+			return nil, err
 		}
 		h.setWhy("opening state: " + err.Error())
 		h.log.Warn("state not available yet, retrying", "err", err, "retry_in", wait)
@@ -324,6 +337,9 @@ func (h *Hub) tryOpenState(ctx context.Context, js jetstream.JetStream) (*dedup.
 		h.fleet.Store(fl)
 	}
 	if cfg.Decisions() && h.dec.Load() == nil {
+		if err := h.checkDecisionStores(octx, js); err != nil {
+			return nil, err
+		}
 		d, err := h.openDecisions(octx, js)
 		if err != nil {
 			return nil, err

@@ -190,9 +190,9 @@ monitor: {enabled: false}
 		if err := js.DeleteKeyValue(ctx, bucket); err != nil {
 			t.Fatal(err)
 		}
-		testutil.WaitFor(t, 15*time.Second, "not ready, naming "+bucket, func() bool {
+		testutil.WaitFor(t, 15*time.Second, "not ready, naming "+bucket+" and --recreate", func() bool {
 			rd := r.h.Readiness()
-			return !rd.Ready && strings.Contains(strings.Join(rd.Reasons, ";"), bucket)
+			return !rd.Ready && strings.Contains(strings.Join(rd.Reasons, ";"), "--recreate "+bucket)
 		})
 		if _, err := js.KeyValue(ctx, bucket); err == nil {
 			t.Errorf("%s created again empty while the hub runs", bucket)

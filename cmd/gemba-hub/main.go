@@ -104,14 +104,21 @@ func load(cmd *cobra.Command, file string) (*hub.Config, error) {
 
 func runCmd() *cobra.Command {
 	var file, level, format string
+	var recreate []string
 	c := &cobra.Command{
-		Use:   "run -c FILE",
+		Use:   "run -c FILE [--recreate STORE,...]",
 		Short: "Run the hub until SIGINT or SIGTERM",
 		Long: `Run one hub replica. On SIGINT or SIGTERM it stops pulling, finishes and acknowledges what it
 took (anything unfinished is redelivered to another replica), and exits 0 within hub.shutdown_timeout.
 
 HTTP (http.listen, default 127.0.0.1:9400): /healthz, /readyz (JSON, says why not ready),
-/metrics (Prometheus) and the read API under /api/v1/.`,
+/metrics (Prometheus) and the read API under /api/v1/.
+
+The decision room's stores (the decision log, the rule versions, the guard's and the outbox's
+buckets, the actions stream) are created together on a first start. When some are missing while
+the others hold data (deleted, a partial restore), the hub refuses to start, naming each missing
+store and what its loss means: restore it, or name it in --recreate to create it again empty
+(logged at WARN). The flag acts on missing stores only; remove it once the hub has started.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := load(cmd, file)
@@ -126,7 +133,7 @@ HTTP (http.listen, default 127.0.0.1:9400): /healthz, /readyz (JSON, says why no
 			}
 			log := cfg.Hub.Log.NewLogger(os.Stderr)
 			follow := memlimit.Apply(cfg.Hub.MemoryLimit, hub.MemoryPolicy, os.LookupEnv, log)
-			h, err := hub.New(cfg, hub.Options{Logger: log})
+			h, err := hub.New(cfg, hub.Options{Logger: log, Recreate: recreate})
 			if err != nil {
 				log.Error("hub cannot start", "err", err)
 				return exitError{1}
@@ -146,6 +153,8 @@ HTTP (http.listen, default 127.0.0.1:9400): /healthz, /readyz (JSON, says why no
 	c.Flags().StringVarP(&file, "config", "c", "/etc/gemba/hub.yaml", "config file")
 	c.Flags().StringVar(&level, "log-level", "", "override hub.log.level (debug, info, warn, error)")
 	c.Flags().StringVar(&format, "log-format", "", "override hub.log.format (json, text)")
+	c.Flags().StringSliceVar(&recreate, "recreate", nil, "create these missing decision stores again empty (bucket or stream names, comma-separated); "+
+		"what they held is lost")
 	return c
 }
 

@@ -50,10 +50,11 @@ features:
 	return r
 }
 
-// runReplica starts `gemba-hub run -c file` in dir as replica name, killed when the test ends.
-func runReplica(t *testing.T, name, dir, file string) *replica {
+// runReplica starts `gemba-hub run -c file [extra...]` in dir as replica name, killed when the test ends.
+func runReplica(t *testing.T, name, dir, file string, extra ...string) *replica {
 	t.Helper()
-	r := &replica{name: name, cmd: hubCmd(dir, nil, "run", "-c", file), stderr: &testutil.Buffer{}, exited: make(chan struct{})}
+	r := &replica{name: name, cmd: hubCmd(dir, nil, append([]string{"run", "-c", file}, extra...)...), stderr: &testutil.Buffer{},
+		exited: make(chan struct{})}
 	r.cmd.Stderr = r.stderr
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)

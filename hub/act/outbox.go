@@ -201,7 +201,7 @@ func Bind(ctx context.Context, js jetstream.JetStream, cfg Config) (*Outbox, err
 	})
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, fmt.Errorf("act outbox bucket %s: not found on these servers: the hub has not run with decisions "+
-			"against them yet, or act.bucket names another bucket: %w", cfg.Bucket, err)
+			"against them yet, or act.bucket names another bucket, or it was deleted (see gemba-hub run --recreate): %w", cfg.Bucket, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("act outbox bucket %s: %w", cfg.Bucket, err)

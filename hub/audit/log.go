@@ -91,7 +91,7 @@ func Bind(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 	})
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, fmt.Errorf("audit stream %s: not found on these servers: the hub has not run with decisions (a guard "+
-			"section) against them yet, or audit.stream names another stream: %w", cfg.Stream, err)
+			"section) against them yet, or audit.stream names another stream, or it was deleted (see gemba-hub run --recreate): %w", cfg.Stream, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("audit stream %s: %w", cfg.Stream, err)

@@ -140,7 +140,7 @@ func Bind(ctx context.Context, js jetstream.JetStream, cfg Config, log *audit.Lo
 	})
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, fmt.Errorf("rules bucket %s: not found on these servers: the hub has not run with decisions against "+
-			"them yet, or rules.bucket names another bucket: %w", cfg.Bucket, err)
+			"them yet, or rules.bucket names another bucket, or it was deleted (see gemba-hub run --recreate): %w", cfg.Bucket, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("rules bucket %s: %w", cfg.Bucket, err)
