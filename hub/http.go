@@ -196,8 +196,8 @@ func (a decisionsAPI) Answer(ctx context.Context, id, by, reason string, approve
 
 func (a decisionsAPI) Kill(ctx context.Context) (guard.KillSwitch, error) { return a.d.guard.Kill(ctx) }
 
-func (a decisionsAPI) SetKill(ctx context.Context, on bool, by, reason string) error {
-	return a.d.guard.SetKill(ctx, on, by, reason)
+func (a decisionsAPI) SetKill(ctx context.Context, k guard.KillSwitch) error {
+	return a.d.guard.SetKillSwitch(ctx, k)
 }
 
 func (a decisionsAPI) Rules(ctx context.Context) (audit.Change, []audit.Change, error) {

@@ -30,6 +30,11 @@ func (k *killGuard) Killed(ctx context.Context) (bool, string, error) {
 	return s.On, s.String(), err
 }
 
+func (k *killGuard) EndLive(ctx context.Context) (bool, string, error) {
+	s, err := k.g.Kill(ctx)
+	return s.On && s.EndLive, s.String(), err
+}
+
 func (k *killGuard) Cancelled(ctx context.Context, a Action, _ string) error {
 	if k.failing.Load() {
 		return errors.New("guard not answering")

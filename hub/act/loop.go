@@ -16,7 +16,8 @@ import (
 // (a lease), and a record whose owner died is taken over once the lease has passed.
 //
 // The loop watches the bucket, so a new record is tried at once; a poll picks up retries, the ends
-// of promotions and expired leases.
+// of promotions and expired leases. With a Guard, while records wait it also reads the kill switch
+// every 4 polls: thrown with end_live, every promotion running is ended at once (endLive).
 func (o *Outbox) Run(ctx context.Context) error {
 	w, err := o.kv.WatchAll(ctx)
 	if err != nil {
@@ -69,6 +70,12 @@ func (o *Outbox) Run(ctx context.Context) error {
 			finished <- k // buffered for every worker: never blocks
 		}()
 	}
+	// The kill switch thrown with end_live ends every promotion running (endLive): read every
+	// endEvery while some record waits for a later time, by one goroutine at a time.
+	endEvery := 4 * o.cfg.Poll
+	var lastEnd time.Time
+	ending := false
+	endDone := make(chan struct{}, 1)
 	startOwn := func() {
 		for k := range own {
 			if len(inflight) >= o.cfg.Workers {
@@ -122,19 +129,113 @@ func (o *Outbox) Run(ctx context.Context) error {
 			if !at.After(o.cfg.now()) {
 				start(e.Key())
 			}
+		case <-endDone:
+			ending = false
 		case <-tick.C:
 			startOwn()
 			now := o.cfg.now()
+			checkEnd := o.guard != nil && !ending && now.Sub(lastEnd) >= endEvery
+			var later []string // records waiting for a later time, when the switch is to be read
 			for k, d := range due {
 				if ctx.Err() != nil {
 					return nil
 				}
 				if !d.at.After(now) {
 					start(k)
+				} else if checkEnd {
+					later = append(later, k)
 				}
+			}
+			if len(later) > 0 {
+				ending, lastEnd = true, now
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					o.endLive(ctx, later)
+					endDone <- struct{}{} // buffered, one reading at a time: never blocks
+				}()
 			}
 		}
 	}
+}
+
+// endLive reads the kill switch and, when it is thrown with end_live, makes the end of every
+// promotion among keys that is running (started, its end not yet due) due now: its end then goes
+// out as any other, under a lease. Each is one compare-and-set, so the loops of every replica,
+// which all read the switch, end each promotion once; a loop that stops part way leaves the rest
+// to the others.
+func (o *Outbox) endLive(ctx context.Context, keys []string) {
+	defer o.endChecks.Add(1)
+	end, why, err := o.guard.EndLive(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			o.log.Warn("kill switch not read for end_live; read again shortly", "err", err)
+		}
+		return
+	}
+	if !end {
+		return
+	}
+	for _, k := range keys {
+		if ctx.Err() != nil {
+			return
+		}
+		if err := o.endEarly(ctx, k, "ended early: "+why); err != nil && ctx.Err() == nil {
+			o.log.Warn("running promotion not ended for the kill switch; tried again shortly", "key", k, "err", err)
+		}
+	}
+}
+
+// endEarly makes the end of the record at k due now when it is a running promotion, saying why.
+func (o *Outbox) endEarly(ctx context.Context, k, why string) error {
+	for {
+		rec, rev, err := o.read(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		now := o.cfg.now()
+		if !rec.running(now) || rec.Owner != "" && now.Before(rec.LeaseUntil) {
+			return nil // nothing to end, or a loop holds it: the next reading looks again
+		}
+		if rec.Phase == EventStart && rec.State == Pending {
+			// Its NATS start went out, its webhook waits for a retry: tried now, the switch ends
+			// it on NATS (stopStart) instead of at that retry, maybe minutes away.
+			rec.NextAt = now
+		} else {
+			rec.EndedEarly, rec.NextAt = why, now
+			if rec.State == Pending {
+				rec.FirstAt = now // its retries count from now
+			}
+		}
+		_, err = o.write(ctx, k, rec, rev)
+		if isConflict(err) {
+			continue // changed meanwhile (another loop ended it, or delivered something): look again
+		}
+		if err != nil {
+			return err
+		}
+		o.log.Warn("running promotion ended by the kill switch", "decision", rec.Action.DecisionID, "why", why)
+		return nil
+	}
+}
+
+// running reports whether the record is a promotion whose start went out and whose end is not yet
+// due: waiting for its end, waiting for a retry of its start's webhook after its NATS start, or
+// dead-lettered in its start with its NATS end still to come.
+func (r *Record) running(now time.Time) bool {
+	if r.Action.Kind != Promote || r.EndedEarly != "" {
+		return false
+	}
+	switch r.State {
+	case Pending:
+		return r.Phase == EventEnd && r.FirstAt.After(now) || r.Phase == EventStart && r.Published && r.NextAt.After(now)
+	case Dead:
+		return r.EndDue && r.NextAt.After(now)
+	}
+	return false
 }
 
 // dueAt is when a record may next be tried, and its channel.

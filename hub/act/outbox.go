@@ -59,6 +59,10 @@ type Record struct {
 	// it, whatever the switch says by then. A promotion whose start went out in part (on NATS)
 	// is ended at once, on NATS only.
 	Killed string `json:"killed,omitempty"`
+	// EndedEarly says the kill switch, thrown with end_live, ended this running promotion before
+	// its end time (by whom, when, why): its end was made due at once, for every place its start
+	// went. Written once, by compare-and-set, whichever loop saw the switch first.
+	EndedEarly string `json:"ended_early,omitempty"`
 	// EndDue: a promotion dead-lettered in its start after its NATS start went out still gets its
 	// NATS end, at NextAt (the promotion's end); EndPublished says that end has its PubAck.
 	EndDue       bool `json:"end_due,omitempty"`
@@ -96,6 +100,8 @@ type Outbox struct {
 	hand handoff // records Enqueue created already claimed, for this replica's Run
 
 	guard Guard // the kill switch and giving back, for starts (nil: never stopped; SetGuard)
+	// endChecks counts the loop's readings of the kill switch for end_live (tests wait on it).
+	endChecks atomic.Uint64
 
 	// missing says why the actions stream cannot take a publish (nil while it can): it was found
 	// gone at missingAt, and is created again after streamPause (see checkStream).
@@ -115,6 +121,9 @@ type Guard interface {
 	// guard's Release) and records why on the decision log. It is called again after a failure or
 	// a crash, so it must be idempotent.
 	Cancelled(ctx context.Context, a Action, why string) error
+	// EndLive reads the kill switch as Killed does and reports whether it is thrown with end_live
+	// (every promotion running is to be ended now), and a text saying by whom, when and why.
+	EndLive(ctx context.Context) (end bool, why string, err error)
 }
 
 // SetGuard makes the outbox read the kill switch through g before any part of an action's start

@@ -27,7 +27,9 @@ type Decisions interface {
 	Pending(ctx context.Context) ([]guard.Request, error)
 	Answer(ctx context.Context, id, by, reason string, approve bool) (guard.Verdict, error)
 	Kill(ctx context.Context) (guard.KillSwitch, error)
-	SetKill(ctx context.Context, on bool, by, reason string) error
+	// SetKill throws or resets the kill switch (k.At is set by the guard); k.EndLive, only with
+	// k.On, also ends every promotion running.
+	SetKill(ctx context.Context, k guard.KillSwitch) error
 	Rules(ctx context.Context) (audit.Change, []audit.Change, error)
 }
 
@@ -159,6 +161,8 @@ type change struct {
 	By     string `json:"by"`
 	Reason string `json:"reason"`
 	On     *bool  `json:"on,omitempty"` // kill switch only
+	// EndLive (kill switch only, with on: true) also ends every promotion running now.
+	EndLive bool `json:"end_live,omitempty"`
 }
 
 func readChange(w http.ResponseWriter, r *http.Request) (change, bool) {
@@ -241,7 +245,12 @@ func (d *decisionsAPI) setKill(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusBadRequest, "body: on (true throws the kill switch, false resets it) is required")
 		return
 	}
-	if err := s.SetKill(r.Context(), *c.On, c.By, c.Reason); err != nil {
+	if c.EndLive && !*c.On {
+		writeErr(w, http.StatusBadRequest, "body: end_live (end every promotion running) applies only with on: true")
+		return
+	}
+	want := guard.KillSwitch{On: *c.On, EndLive: c.EndLive, By: c.By, Reason: c.Reason}
+	if err := s.SetKill(r.Context(), want); err != nil {
 		writeErr(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
@@ -249,7 +258,7 @@ func (d *decisionsAPI) setKill(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		// It is set: a failed read-back must not tell the caller it was not (a retry is harmless,
 		// but an operator reading 503 in an incident would think the switch did not move).
-		k = guard.KillSwitch{On: *c.On, By: c.By, Reason: c.Reason, At: time.Now().UTC()}
+		k, k.At = want, time.Now().UTC()
 	}
 	writeJSON(w, k)
 }

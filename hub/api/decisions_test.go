@@ -54,8 +54,8 @@ func (f *fakeDecisions) Answer(_ context.Context, id, by, reason string, approve
 	return guard.Verdict{DecisionID: id, Outcome: guard.Allow}, nil
 }
 func (f *fakeDecisions) Kill(context.Context) (guard.KillSwitch, error) { return f.kill, f.killErr }
-func (f *fakeDecisions) SetKill(_ context.Context, on bool, by, reason string) error {
-	f.kill = guard.KillSwitch{On: on, By: by, Reason: reason}
+func (f *fakeDecisions) SetKill(_ context.Context, k guard.KillSwitch) error {
+	f.kill = k
 	return nil
 }
 func (f *fakeDecisions) Rules(context.Context) (audit.Change, []audit.Change, error) {
@@ -96,6 +96,7 @@ func TestDecisionEndpoints(t *testing.T) {
 		{"approve", "POST", "/api/v1/approvals/" + idX + "/approve", "wr", `{"by":"bob","reason":"ok"}`, 200, "allow"},
 		{"kill without on", "PUT", "/api/v1/kill", "wr", `{"by":"ops"}`, 400, "on"},
 		{"kill", "PUT", "/api/v1/kill", "wr", `{"by":"ops","on":true,"reason":"bad data"}`, 200, "bad data"},
+		{"end_live without on", "PUT", "/api/v1/kill", "wr", `{"by":"ops","on":false,"end_live":true}`, 400, "end_live"},
 	}
 	for _, c := range cases {
 		code, body := send(h, c.method, c.path, c.token, c.body)
@@ -103,8 +104,13 @@ func TestDecisionEndpoints(t *testing.T) {
 			t.Errorf("%s: %d %s; want %d with %q", c.name, code, body, c.code, c.says)
 		}
 	}
-	if len(f.answers) != 1 || f.answers[0] != idX+" bob" || !f.kill.On {
+	if len(f.answers) != 1 || f.answers[0] != idX+" bob" || !f.kill.On || f.kill.EndLive {
 		t.Errorf("answers %v, kill %+v", f.answers, f.kill)
+	}
+	// end_live asks every replica's delivery loop to end the promotions running now.
+	code, body := send(h, "PUT", "/api/v1/kill", "wr", `{"by":"ops","on":true,"end_live":true,"reason":"recall"}`)
+	if code != 200 || !f.kill.On || !f.kill.EndLive || f.kill.By != "ops" || !strings.Contains(body, `"end_live": true`) {
+		t.Errorf("kill with end_live: %d %s; switch %+v", code, body, f.kill)
 	}
 
 	// Without a write token, changes are refused whatever the request carries; without the

@@ -209,6 +209,9 @@ func explainDelivery(p func(string, ...any), d *act.Record) {
 		line += ", done at " + stamp(d.DoneAt)
 	}
 	p("%s", line)
+	if d.EndedEarly != "" {
+		p("  %s", d.EndedEarly)
+	}
 	if d.LastError != "" {
 		p("  last error: %s", d.LastError)
 	}

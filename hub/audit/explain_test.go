@@ -74,6 +74,13 @@ func TestExplain(t *testing.T) {
 			t.Errorf("shadow explanation lacks %q:\n%s", want, b.String())
 		}
 	}
+	// A promotion the kill switch ended early (end_live) says who threw it and why.
+	b.Reset()
+	Explain(&b, []Record{first, second}, &act.Record{State: act.Done, Phase: act.EventEnd, Published: true, Hooked: true,
+		EndedEarly: "ended early: kill switch thrown by ops@plant-a at 2026-12-04T11:00:00Z: wrong price list"})
+	if want := "ended early: kill switch thrown by ops@plant-a at 2026-12-04T11:00:00Z: wrong price list"; !strings.Contains(b.String(), want) {
+		t.Errorf("explanation lacks %q:\n%s", want, b.String())
+	}
 	b.Reset()
 	Explain(&b, nil, nil)
 	if !strings.Contains(b.String(), "no audit record") {

@@ -197,7 +197,7 @@ func (l *Log) publish(ctx context.Context, rec Record, fence *uint64) (uint64, e
 		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(*fence, 10))
 		m.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, l.cfg.RulesSubject())
 	}
-	msgID := rec.DecisionID + ":" + rec.Event
+	msgID := rec.DecisionID + ":" + rec.key()
 	opts := []jetstream.PublishOpt{jetstream.WithMsgID(msgID), jetstream.WithMsgTTL(l.cfg.Retention)}
 	ack, err := l.publishCAS(ctx, func() (*jetstream.PubAck, error) { return l.js.PublishMsg(ctx, m, opts...) })
 	if fence != nil && wrongLast(err) {

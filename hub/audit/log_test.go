@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/gemba-io/gemba/hub/decide/guard"
 	"github.com/gemba-io/gemba/hub/decide/rules"
 	"github.com/gemba-io/gemba/internal/natstest"
 	"github.com/gemba-io/gemba/internal/testutil"
@@ -236,5 +238,55 @@ func TestAppendUnfenced(t *testing.T) {
 	h, err := l.History(ctx, id(1))
 	if err != nil || len(h) != 2 || h[1].Event != EventApproved {
 		t.Fatalf("history %+v %v", h, err)
+	}
+}
+
+// A decision suppressed by the kill switch and decided again after its reset (round 1) keeps both
+// decided records: the second has a message id of its own (not dropped as a duplicate), History
+// lists both (a repeat of either once), and Decided is the latest, which why explains.
+func TestDecidedAgainAfterKillSwitch(t *testing.T) {
+	n := natstest.JetStream(t)
+	_, js := natstest.Connect(t, n.URL())
+	l := openLog(t, js, 1)
+	ctx := context.Background()
+	first := record(1, EventDecided, OutcomeSuppressed)
+	first.Verdict = &guard.Verdict{DecisionID: id(1), Outcome: guard.Suppress, Guardrail: guard.GKillSwitch, Reason: "kill switch thrown by ops"}
+	again := record(1, EventDecided, OutcomeFired)
+	again.Time = first.Time.Add(time.Hour)
+	again.Verdict = &guard.Verdict{DecisionID: id(1), Outcome: guard.Allow, Round: 1}
+	var seqs []uint64
+	for _, r := range []Record{first, again, again, first} {
+		seq, err := l.Publish(ctx, r, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, seq)
+	}
+	if seqs[0] == seqs[1] || seqs[1] != seqs[2] || seqs[0] != seqs[3] {
+		t.Errorf("sequences %v: want the decision again stored once, apart from the first", seqs)
+	}
+	recs, err := l.History(ctx, id(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 2 || recs[0].Outcome != OutcomeSuppressed || recs[1].Outcome != OutcomeFired {
+		t.Fatalf("history %+v: want the suppression, then the decision again", recs)
+	}
+	if d := Decided(recs); d.Outcome != OutcomeFired || d.Verdict.Round != 1 {
+		t.Errorf("decided record %+v: want the latest", d)
+	}
+	m, err := l.stream.GetMsg(ctx, seqs[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Header.Get(jetstream.MsgIDHeader); got != id(1)+":decided:1" {
+		t.Errorf("Nats-Msg-Id %q of the decision again", got)
+	}
+	var b strings.Builder
+	Explain(&b, recs, nil)
+	for _, want := range []string{"decision " + id(1) + ": fired", "decided  → suppressed", "decided  → fired", "guardrails: allow"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("why lacks %q:\n%s", want, b.String())
+		}
 	}
 }

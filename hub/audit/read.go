@@ -27,7 +27,7 @@ func (l *Log) decodeRecord(m *jetstream.RawStreamMsg) (Record, bool) {
 	return r, true
 }
 
-// History returns a decision's records, oldest first, each (id, event) once. Malformed messages
+// History returns a decision's records, oldest first, each (id, event, round) once. Malformed messages
 // on its subject are skipped (counted and logged with subject and sequence).
 func (l *Log) History(ctx context.Context, decisionID string) ([]Record, error) {
 	if !ValidID(decisionID) {
@@ -38,20 +38,22 @@ func (l *Log) History(ctx context.Context, decisionID string) ([]Record, error) 
 	err := l.scanSubject(ctx, l.cfg.RecordSubject(decisionID), func(m *jetstream.RawStreamMsg) {
 		r, ok := l.decodeRecord(m)
 		// A re-publish after the duplicate window passed is stored again; it is the same event.
-		if ok && !seen[r.Event] {
-			seen[r.Event] = true
+		if ok && !seen[r.key()] {
+			seen[r.key()] = true
 			out = append(out, r)
 		}
 	})
 	return out, err
 }
 
-// Decided is the record a decision was made in, which says what it read: its decided record,
-// or the first when it has none (deferred, its inputs never usable). recs must not be empty.
+// Decided is the record a decision was made in, which says what it read: its latest decided
+// record (a decision suppressed by the kill switch is decided again once it is reset, in a record
+// of its own), or the first when it has none (deferred, its inputs never usable). recs must not be
+// empty.
 func Decided(recs []Record) Record {
-	for _, r := range recs {
-		if r.Event == EventDecided {
-			return r
+	for i := len(recs) - 1; i >= 0; i-- {
+		if recs[i].Event == EventDecided {
+			return recs[i]
 		}
 	}
 	return recs[0]

@@ -13,7 +13,9 @@ import (
 	"github.com/gemba-io/gemba/hub/state/features"
 )
 
-// Events of a decision's life; each is one record (Nats-Msg-Id <decision id>:<event>).
+// Events of a decision's life; each is one record (Nats-Msg-Id <decision id>:<event>, and
+// <decision id>:<event>:<round> for a decision taken again after a suppression by the kill
+// switch: see Record.key).
 const (
 	EventDecided  = "decided"
 	EventApproved = "approved"
@@ -24,6 +26,16 @@ const (
 	// historical, bad quality, drifting); the decision is made once they can, in the same bucket.
 	EventDeferred = "deferred"
 )
+
+// key tells a decision's records apart: the event, and from the second decision of the id on (a
+// suppression by the kill switch is decided again once the switch is reset; guard.Verdict.Round)
+// its round. The decision log deduplicates on it (Nats-Msg-Id, History).
+func (r *Record) key() string {
+	if r.Verdict != nil && r.Verdict.Round > 0 {
+		return r.Event + ":" + strconv.Itoa(r.Verdict.Round)
+	}
+	return r.Event
+}
 
 // Outcomes of a record.
 const (

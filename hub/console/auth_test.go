@@ -74,10 +74,10 @@ func (f *fakeDecisions) Pending(context.Context) ([]guard.Request, error)      {
 func (f *fakeDecisions) Kill(context.Context) (guard.KillSwitch, error) {
 	return guard.KillSwitch{}, nil
 }
-func (f *fakeDecisions) SetKill(_ context.Context, on bool, by, reason string) error {
+func (f *fakeDecisions) SetKill(_ context.Context, k guard.KillSwitch) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.answered = append(f.answered, fmt.Sprintf("kill %v by %s: %s", on, by, reason))
+	f.answered = append(f.answered, fmt.Sprintf("kill %v by %s: %s", k.On, k.By, k.Reason))
 	return nil
 }
 func (f *fakeDecisions) Rules(context.Context) (audit.Change, []audit.Change, error) {

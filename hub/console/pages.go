@@ -475,7 +475,7 @@ func (c *Console) kill(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	by := sessionOf(r).user
-	if err := d.SetKill(r.Context(), on, by, reason); err != nil {
+	if err := d.SetKill(r.Context(), guard.KillSwitch{On: on, By: by, Reason: reason}); err != nil {
 		c.fail(w, r, http.StatusServiceUnavailable, err.Error())
 		return
 	}

@@ -39,11 +39,10 @@ func (a *Approver) Answer(ctx context.Context, id, by, reason string, approve bo
 	if err != nil {
 		return guard.Verdict{}, fmt.Errorf("decision %s: %w", id, err)
 	}
-	var first *audit.Record
+	var first *audit.Record // the latest decided record: the round the request belongs to
 	for i := range recs {
 		if recs[i].Event == audit.EventDecided {
 			first = &recs[i]
-			break
 		}
 	}
 	if first == nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"time"
 
 	"github.com/gemba-io/gemba/hub/act"
@@ -119,6 +120,14 @@ func (e *Engine) decide(ctx context.Context, ls *liveSets, set *rules.Set, mode 
 			b.Discount, b.Reason = p.Discount, experiment.ReasonReplayed
 		}
 	}
+	killed := v.Outcome == guard.Suppress && v.Guardrail == guard.GKillSwitch
+	killedKey := id + ":" + strconv.Itoa(v.Round)
+	if killed && v.Replayed && e.killed.has(killedKey) {
+		// Recorded here already; checked again only to see the switch reset. Recorded again, each
+		// evaluation of the unit while the switch stays thrown would re-publish it (stored again
+		// once the log's duplicate window has passed).
+		return nil
+	}
 	rec := e.record(ls, set, mode, res, d, rule, ex, now)
 	rec.DecisionID, rec.Event, rec.Outcome, rec.Verdict = id, audit.EventDecided, outcome(d.Action.Kind, v), &v
 	rec.Experiment = xs.ref
@@ -136,18 +145,29 @@ func (e *Engine) decide(ctx context.Context, ls *liveSets, set *rules.Set, mode 
 		e.wait(wkey, id, time.Time{})
 	}
 	if !v.Replayed {
-		e.Metrics.Decisions.Add(1)
-		switch v.Outcome {
-		case guard.Allow:
-			e.Metrics.Acted.Add(1)
-		case guard.NeedsApproval:
-			e.Metrics.Queued.Add(1)
-		default:
-			e.Metrics.Suppressed.Add(1)
-		}
+		e.countDecision(v)
+	}
+	if killed {
+		// Not final: once the switch is reset, the guard decides the id again at its next Check,
+		// which the next evaluation of the unit in this bucket makes (not remembered as done).
+		e.killed.add(killedKey)
+		return nil
 	}
 	e.done.add(id)
 	return nil
+}
+
+// countDecision counts a verdict this replica's Check decided (not a replayed one).
+func (e *Engine) countDecision(v guard.Verdict) {
+	e.Metrics.Decisions.Add(1)
+	switch v.Outcome {
+	case guard.Allow:
+		e.Metrics.Acted.Add(1)
+	case guard.NeedsApproval:
+		e.Metrics.Queued.Add(1)
+	default:
+		e.Metrics.Suppressed.Add(1)
+	}
 }
 
 // publish records rec under the fence of the rules it was decided under. stored is false when it

@@ -38,6 +38,15 @@ func (d DeliveryGuard) Killed(ctx context.Context) (bool, string, error) {
 	return k.On, k.String(), nil
 }
 
+// EndLive implements act.Guard.
+func (d DeliveryGuard) EndLive(ctx context.Context) (bool, string, error) {
+	k, err := d.Guard.Kill(ctx)
+	if err != nil {
+		return false, "", err
+	}
+	return k.On && k.EndLive, k.String(), nil
+}
+
 // Cancelled implements act.Guard. It is idempotent: the released record is deduplicated on the
 // decision id and event, and releasing twice is harmless.
 func (d DeliveryGuard) Cancelled(ctx context.Context, a act.Action, why string) error {

@@ -65,3 +65,75 @@ func TestKillSwitchReleasesEnqueuedDecision(t *testing.T) {
 		}
 	}
 }
+
+// A decision the kill switch suppressed is not final: after the reset, the next evaluation of the
+// SKU in the same time bucket decides it again (same id), acts once, and the decision log keeps
+// both decided records, which why lists (the latest explained).
+func TestKillSuppressedDecidedAgainAfterReset(t *testing.T) {
+	r := newRig(t, func(c *guard.Config) { c.Approval.Above = 0 })
+	r.activate(testRules)
+	if err := r.guard.SetKill(r.ctx, true, "ops@plant-a", "price audit"); err != nil {
+		t.Fatal(err)
+	}
+	r.overstocked("l1", "A")
+	testutil.WaitFor(t, 10*time.Second, "two suppressions", func() bool {
+		return len(r.records(audit.Filter{SKU: "A", Outcome: audit.OutcomeSuppressed})) == 2
+	})
+	if err := r.guard.SetKill(r.ctx, false, "ops@plant-a", "audit done"); err != nil {
+		t.Fatal(err)
+	}
+	// An input changes (same bucket): evaluated again.
+	r.state.setFeature("units", "A", 41, r.clock(), nil)
+	r.eng.FeatureChanged("units", "A")
+	testutil.WaitFor(t, 10*time.Second, "two promotions after the reset", func() bool { return len(r.actions()) == 2 })
+	fired := r.records(audit.Filter{SKU: "A", Outcome: audit.OutcomeFired})
+	if len(fired) != 2 {
+		t.Fatalf("%d fired records, want 2", len(fired))
+	}
+	for _, f := range fired {
+		hist, err := r.log.History(r.ctx, f.DecisionID)
+		if err != nil || len(hist) != 2 || hist[0].Outcome != audit.OutcomeSuppressed || hist[1].Outcome != audit.OutcomeFired {
+			t.Fatalf("history of %s: %+v %v: want the suppression, then the promotion", f.DecisionID, hist, err)
+		}
+		var why bytes.Buffer
+		audit.Explain(&why, hist, nil)
+		for _, want := range []string{"decision " + f.DecisionID + ": fired", "decided  → suppressed", "decided  → fired", "guardrails: allow"} {
+			if !strings.Contains(why.String(), want) {
+				t.Errorf("why does not say %q:\n%s", want, why.String())
+			}
+		}
+	}
+	// More changes: the same ids, nothing acts again.
+	r.state.setFeature("units", "A", 42, r.clock(), nil)
+	r.eng.FeatureChanged("units", "A")
+	r.overstocked("l2", "B")
+	testutil.WaitFor(t, 10*time.Second, "B promoted", func() bool { return len(r.actions()) == 3 })
+	if n := len(r.records(audit.Filter{SKU: "A"})); n != 4 {
+		t.Errorf("%d records of A, want 4", n)
+	}
+}
+
+// While the switch stays thrown, every evaluation of a unit checks its suppressed decision again
+// (to see the reset) but records it once: re-published at each evaluation, it was stored again
+// each time the log's duplicate window had passed.
+func TestKillSuppressionRecordedOnce(t *testing.T) {
+	r := newRig(t, func(c *guard.Config) { c.Approval.Above = 0 })
+	r.activate(testRules)
+	if err := r.guard.SetKill(r.ctx, true, "ops@plant-a", "price audit"); err != nil {
+		t.Fatal(err)
+	}
+	r.overstocked("l1", "A")
+	testutil.WaitFor(t, 10*time.Second, "two suppressions", func() bool {
+		return len(r.records(audit.Filter{SKU: "A", Outcome: audit.OutcomeSuppressed})) == 2
+	})
+	dup := r.log.Stats.Duplicates.Load()
+	for i := range 4 { // a round starts once the one before is over: the 4th waits for the 3rd
+		evals := r.eng.Metrics.Evaluations.Load()
+		r.state.setFeature("units", "A", float64(41+i), r.clock(), nil)
+		r.eng.FeatureChanged("units", "A")
+		testutil.WaitFor(t, 10*time.Second, "A evaluated again", func() bool { return r.eng.Metrics.Evaluations.Load() > evals })
+	}
+	if d := r.log.Stats.Duplicates.Load() - dup; d != 0 {
+		t.Fatalf("%d suppressions re-published while the switch stayed thrown, want none", d)
+	}
+}

@@ -95,6 +95,7 @@ type Engine struct {
 
 	done     *idSet // decision ids fully handled here (recorded, and acted on when allowed)
 	deferred *idSet // decision ids recorded here as deferred for their inputs
+	killed   *idSet // decision ids recorded here as suppressed by the kill switch (decided again once reset)
 	// undeliverable: (rule version, rule, channel) already logged as naming a channel act lacks.
 	undeliverable sync.Map
 
@@ -150,7 +151,7 @@ func New(cfg Config, d Deps) (*Engine, error) {
 		cfg: cfg, deps: d, log: d.Log.With("component", "decide"), now: d.Now, graph: inGraph,
 		b:     builder{cfg: cfg.Lines, topo: topo, state: d.State, fc: d.Forecasts, q: d.Quality, defs: defs},
 		dirty: map[Unit]struct{}{}, seen: map[Unit]struct{}{}, retry: map[Unit]struct{}{}, wake: make(chan struct{}, 1),
-		done: newIDSet(1 << 16), deferred: newIDSet(1 << 14), queued: map[string]queuedReq{},
+		done: newIDSet(1 << 16), deferred: newIDSet(1 << 14), killed: newIDSet(1 << 14), queued: map[string]queuedReq{},
 	}
 	return e, nil
 }

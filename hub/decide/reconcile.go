@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -58,7 +57,12 @@ func (e *Engine) expire(ctx context.Context) (int, error) {
 		if err != nil {
 			return err
 		}
-		i := slices.IndexFunc(recs, func(r audit.Record) bool { return r.Event == audit.EventDecided })
+		i := -1 // the latest decided record: a kill switch suppression decided again has two
+		for j, r := range recs {
+			if r.Event == audit.EventDecided {
+				i = j
+			}
+		}
 		if i < 0 {
 			return nil // never recorded: reconcile deals with it
 		}

@@ -190,6 +190,14 @@ type record struct {
 	// Attempt is a random token of the call that wrote the verdict: after a lost reply, it tells
 	// that call's own write from another's (owner and time can coincide).
 	Attempt string `json:"attempt,omitempty"`
+	// Round counts the decisions of the id (Verdict.Round): one more each time a suppression by
+	// the kill switch is decided again after the switch was reset.
+	Round int `json:"round,omitempty"`
+	// Settled: a suppression by the kill switch that holds nothing any more (it reserved nothing,
+	// or gave back what it held). Only then, or once the deciding call's lease has passed, may a
+	// Check decide the id again: its reservations reuse the id's ledger entries, which a release
+	// still under way would take from under it.
+	Settled bool `json:"settled,omitempty"`
 }
 
 func attempt() string {
@@ -208,9 +216,19 @@ func decodeRecord(id string, b []byte) (*record, error) {
 
 func (r *record) final() bool { return r.Status != statusClaimed && r.Status != statusApproving }
 
+// killed reports whether the record is a suppression by the kill switch: the one final verdict
+// that is not final for good, since the switch says "do nothing now", not "never this". Once the
+// switch is reset, a Check of the id decides again (a new round), in the same time bucket.
+func (r *record) killed() bool {
+	return r.Status == string(Suppress) && r.Verdict != nil && r.Verdict.Guardrail == GKillSwitch
+}
+
 // Check judges a proposal once per decision id. The first call anywhere (any replica) decides and
 // records the verdict; every later call returns the recorded verdict with Replayed set, whatever
-// proposal it carries. An Allow has consumed the day's caps and the cooldown (reserve-then-commit:
+// proposal it carries. The one exception is a suppression by the kill switch: a Check made once
+// the switch is reset claims the id again by compare-and-set (one replica wins, as for a first
+// claim) and decides this proposal afresh, every guardrail applying (Verdict.Round says which
+// decision of the id it is). An Allow has consumed the day's caps and the cooldown (reserve-then-commit:
 // counters first, then the verdict); an action that is then not delivered should be Released.
 // An InputError means the proposal itself is malformed; other errors mean KV did not answer in
 // retry_for, and the same call may be repeated.
@@ -233,7 +251,7 @@ func (g *Guard) Check(ctx context.Context, p Proposal) (Verdict, error) {
 			return Verdict{}, fmt.Errorf("guard: decision %s: %w", p.ID, err)
 		}
 		var rec *record
-		takeover := false
+		takeover, again := false, false
 		if rev == 0 {
 			now := g.cfg.now()
 			rec = &record{Status: statusClaimed, Owner: g.replica, Lease: now.Add(g.cfg.ClaimLease), Created: now, Proposal: p}
@@ -242,6 +260,19 @@ func (g *Guard) Check(ctx context.Context, p Proposal) (Verdict, error) {
 				return Verdict{}, err
 			}
 			switch {
+			case rec.killed() && (rec.Settled || g.cfg.now().After(rec.Lease)):
+				k, err := g.Kill(ctx)
+				if err != nil {
+					return Verdict{}, fmt.Errorf("guard: decision %s: %w", p.ID, err)
+				}
+				if k.On {
+					return g.replay(rec)
+				}
+				// The switch was reset since: decide again, from this proposal.
+				now := g.cfg.now()
+				rec = &record{Status: statusClaimed, Owner: g.replica, Lease: now.Add(g.cfg.ClaimLease), Created: now,
+					Proposal: p, Round: rec.Round + 1}
+				again = true
 			case rec.final() || rec.Status == statusApproving:
 				return g.replay(rec)
 			case rec.Owner == g.replica:
@@ -259,7 +290,7 @@ func (g *Guard) Check(ctx context.Context, p Proposal) (Verdict, error) {
 				continue
 			}
 		}
-		if rev == 0 || takeover {
+		if rev == 0 || takeover || again {
 			b, _ := json.Marshal(rec)
 			nrev, err := g.write(ctx, key, b, rev)
 			switch {
@@ -278,6 +309,9 @@ func (g *Guard) Check(ctx context.Context, p Proposal) (Verdict, error) {
 			if takeover {
 				g.Metrics.Takeovers.Add(1)
 				g.log.Warn("decision taken over from a lapsed claim", "decision", p.ID)
+			}
+			if again {
+				g.log.Info("decision suppressed by the kill switch decided again after its reset", "decision", p.ID, "round", rec.Round)
 			}
 		}
 		v, touched, err := g.evaluate(ctx, &p, p.Time, nil, nil)
@@ -355,15 +389,20 @@ func (g *Guard) finish(ctx context.Context, key string, rec *record, rev uint64,
 			return Verdict{}, fmt.Errorf("guard: decision %s: queue: %w", id, err)
 		}
 	}
+	v.Round = rec.Round
 	rec.Status, rec.Verdict, rec.Approving, rec.Attempt = string(v.Outcome), &v, nil, attempt()
+	killed := v.Outcome == Suppress && v.Guardrail == GKillSwitch
+	rec.Settled = killed && !touched // nothing to give back: it may be decided again at once
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return Verdict{}, err
 	}
 	r := g.retrier(ctx)
+	settle := false
 	for {
-		_, err := g.write(ctx, key, b, rev)
+		nrev, err := g.write(ctx, key, b, rev)
 		if err == nil {
+			rev, settle = nrev, killed && touched
 			break
 		}
 		if !isConflict(err) {
@@ -399,6 +438,16 @@ func (g *Guard) finish(ctx context.Context, key string, rec *record, rev uint64,
 		}
 		// Only now that the record says suppress: a replica that took the decision over may have
 		// reserved it too, and what an allowed decision holds must never be given back.
+		if settle {
+			// Given back: a Check after the switch's reset may decide the id again (without
+			// this mark, only once this call's lease has passed).
+			rec.Settled = true
+			if b, err := json.Marshal(rec); err == nil {
+				if _, err := g.write(ctx, key, b, rev); err != nil {
+					g.log.Debug("kill switch suppression not marked settled", "decision", id, "err", err)
+				}
+			}
+		}
 	case NeedsApproval:
 		g.Metrics.Queued.Add(1)
 	}

@@ -8,12 +8,15 @@ import (
 	"time"
 )
 
-// KillSwitch is the value of the kill key. While On, every Check and Approve suppresses.
+// KillSwitch is the value of the kill key. While On, every Check and Approve suppresses. EndLive
+// (only with On) also ends every promotion already running: each replica's delivery loop delivers
+// its end at once (see act.Outbox.Run).
 type KillSwitch struct {
-	On     bool      `json:"on"`
-	By     string    `json:"by"`
-	Reason string    `json:"reason,omitempty"`
-	At     time.Time `json:"at"`
+	On      bool      `json:"on"`
+	EndLive bool      `json:"end_live,omitempty"`
+	By      string    `json:"by"`
+	Reason  string    `json:"reason,omitempty"`
+	At      time.Time `json:"at"`
 }
 
 // SetKill throws (on) or resets the kill switch for every replica sharing the bucket. Every
@@ -22,10 +25,21 @@ type KillSwitch struct {
 // decision (no watcher to lag or die). The last writer wins: an operator and a replica may both
 // throw it.
 func (g *Guard) SetKill(ctx context.Context, on bool, by, reason string) error {
+	return g.SetKillSwitch(ctx, KillSwitch{On: on, By: by, Reason: reason})
+}
+
+// SetKillSwitch sets the kill switch to k (its At is the guard's clock), as SetKill does; with
+// k.EndLive the delivery loops also end every promotion running.
+func (g *Guard) SetKillSwitch(ctx context.Context, k KillSwitch) error {
+	on, by, reason := k.On, k.By, k.Reason
 	if by == "" {
 		return errors.New("guard: kill switch: who throws it is required")
 	}
-	b, err := json.Marshal(KillSwitch{On: on, By: by, Reason: reason, At: g.cfg.now().UTC()})
+	if k.EndLive && !on {
+		return errors.New("guard: kill switch: end_live applies only when it is thrown (on)")
+	}
+	k.At = g.cfg.now().UTC()
+	b, err := json.Marshal(k)
 	if err != nil {
 		return err
 	}
@@ -35,7 +49,7 @@ func (g *Guard) SetKill(ctx context.Context, on bool, by, reason string) error {
 		_, err := g.kv.Put(opCtx, keyKill, b)
 		cancel()
 		if err == nil {
-			g.log.Warn("kill switch set", "on", on, "by", by, "reason", reason)
+			g.log.Warn("kill switch set", "on", on, "end_live", k.EndLive, "by", by, "reason", reason)
 			return nil
 		}
 		if err := r.Failed(err); err != nil {

@@ -68,6 +68,10 @@ type Verdict struct {
 	Decided    time.Time `json:"decided"`
 	Replica    string    `json:"replica"`
 	Approval   *Approval `json:"approval,omitempty"`
+	// Round numbers the decisions of this id: 0 for the first; a decision taken again after a
+	// suppression by the kill switch (which is not final once the switch is reset) is one more.
+	// The decision log keeps one record per event and round.
+	Round int `json:"round,omitempty"`
 	// Replayed: this call found the verdict already recorded (another replica, an earlier call);
 	// Judged is then the proposal that verdict was given to, which the caller acts on.
 	Replayed bool      `json:"-"`
