@@ -280,6 +280,9 @@ type Change struct {
 	By       string    `json:"by"`
 	Why      string    `json:"why,omitempty"`
 	At       time.Time `json:"at"`
+	// ActiveBy is who made Active the active version (its activate or rollback), whoever made the
+	// changes since (a shadow, a canary): the requester of its decisions that wait for approval.
+	ActiveBy string `json:"active_by,omitempty"`
 }
 
 // CanarySpec is a canary version acting for a share of SKUs or sites.
@@ -287,6 +290,8 @@ type CanarySpec struct {
 	Version string  `json:"version"`
 	Share   float64 `json:"share"`
 	By      string  `json:"by"` // sku or site
+	// Author is who started the canary: the requester of its decisions that wait for approval.
+	Author string `json:"author,omitempty"`
 }
 
 // Ops of a change.

@@ -3,6 +3,7 @@ package console
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -201,6 +202,11 @@ const (
 	liveFor     = 5 * time.Minute
 )
 
+// liveWriteTimeout bounds each poll's writes to the live feed: a client that stops reading (a
+// zero TCP window) ends its stream rather than holding the handler in Write for good. A variable
+// for tests.
+var liveWriteTimeout = 30 * time.Second
+
 var outcomes = []string{audit.OutcomeFired, audit.OutcomeHeld, audit.OutcomeSuppressed, audit.OutcomeAwaitingApproval,
 	audit.OutcomeRejected, audit.OutcomeExpired, audit.OutcomeReleased, audit.OutcomeShadow}
 
@@ -262,6 +268,9 @@ func (c *Console) live(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, http.StatusInternalServerError, "streaming not supported")
 		return
 	}
+	rc := http.NewResponseController(w)
+	// Each poll's writes have a deadline: a client that stops reading ends its stream.
+	deadline := func() { _ = rc.SetWriteDeadline(time.Now().Add(liveWriteTimeout)) }
 	f := c.filterOf(r.URL.Query())
 	f.Limit, f.MaxScan = 50, liveScan
 	after, _ := strconv.ParseUint(r.URL.Query().Get("after"), 10, 64)
@@ -273,6 +282,7 @@ func (c *Console) live(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no")
+	deadline()
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write([]byte(": live decisions\nretry: 2000\n\n"))
 	fl.Flush()
@@ -304,6 +314,7 @@ func (c *Console) live(w http.ResponseWriter, r *http.Request) {
 			c.log.Info("console: live decisions stream ended", "err", err)
 			return
 		}
+		deadline()
 		// Oldest first, so that each prepended row ends up newest on top.
 		for i := len(recs) - 1; i >= 0; i-- {
 			rec := recs[i]
@@ -322,7 +333,9 @@ func (c *Console) live(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-		fl.Flush()
+		if rc.Flush() != nil {
+			return
+		}
 	}
 }
 
@@ -423,7 +436,10 @@ func (c *Console) answer(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, http.StatusNotFound, "no decision "+id+": a decision id is 32 lower-case hex digits")
 		return
 	}
-	reason := strings.TrimSpace(r.PostFormValue("reason"))
+	reason, ok := c.note(w, r, "reason")
+	if !ok {
+		return
+	}
 	by := sessionOf(r).user
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
@@ -469,7 +485,10 @@ func (c *Console) kill(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, http.StatusBadRequest, "on is required: true throws the kill switch, false resets it")
 		return
 	}
-	reason := strings.TrimSpace(r.PostFormValue("reason"))
+	reason, ok := c.note(w, r, "reason")
+	if !ok {
+		return
+	}
 	if reason == "" {
 		c.fail(w, r, http.StatusBadRequest, "reason is required: the kill switch records why it was thrown or reset")
 		return
@@ -485,4 +504,20 @@ func (c *Console) kill(w http.ResponseWriter, r *http.Request) {
 		state = "thrown: nothing acts"
 	}
 	http.Redirect(w, r, c.prefix+"/approvals?msg="+url.QueryEscape("kill switch "+state), http.StatusSeeOther)
+}
+
+// maxNote bounds a reason or a why: as much as the API's whole request body. The form may be as
+// big as a pasted rule file, but a note is written into the guard's (or the rules state's) record
+// and again into the decision log's, where JSON may take six bytes a character: a huge one would
+// be taken by the one and refused by NATS in the other, half done.
+const maxNote = 16 << 10
+
+// note reads a form's reason or why, trimmed; false (and a 400 answered) when it is too long.
+func (c *Console) note(w http.ResponseWriter, r *http.Request, field string) (string, bool) {
+	v := strings.TrimSpace(r.PostFormValue(field))
+	if len(v) > maxNote {
+		c.fail(w, r, http.StatusBadRequest, fmt.Sprintf("the %s is too long: %d KiB, at most %d KiB", field, (len(v)+1023)>>10, maxNote>>10))
+		return "", false
+	}
+	return v, true
 }

@@ -149,16 +149,38 @@ type diffLine struct {
 	Text string
 }
 
-// maxDiffLines bounds the line diff (a rule file is at most rules.MaxFileSize bytes anyway).
-const maxDiffLines = 4000
+// maxDiffLines bounds the lines of a file the diff compares, and maxDiffCells the table of the
+// lines left once the common head and tail are set aside (one's count times the other's: 16 MiB
+// at most, for a viewer's GET).
+const (
+	maxDiffLines = 4000
+	maxDiffCells = 1 << 22
+)
 
-// lineDiff is the longest-common-subsequence diff of two texts, line by line.
+// lineDiff is the longest-common-subsequence diff of two texts, line by line. Versions of a rule
+// file mostly differ in a few lines: the lines both begin and end with are kept as they are, and
+// only those between are compared.
 func lineDiff(a, b string) []diffLine {
 	al, bl := strings.Split(strings.TrimRight(a, "\n"), "\n"), strings.Split(strings.TrimRight(b, "\n"), "\n")
+	tooLong := []diffLine{{Op: "!", Text: "files too long to compare line by line"}}
 	if len(al) > maxDiffLines || len(bl) > maxDiffLines {
-		return []diffLine{{Op: "!", Text: "files too long to compare line by line"}}
+		return tooLong
 	}
+	var out []diffLine
+	for len(al) > 0 && len(bl) > 0 && al[0] == bl[0] {
+		out = append(out, diffLine{" ", al[0]})
+		al, bl = al[1:], bl[1:]
+	}
+	same := 0
+	for same < len(al) && same < len(bl) && al[len(al)-1-same] == bl[len(bl)-1-same] {
+		same++
+	}
+	tail := al[len(al)-same:]
+	al, bl = al[:len(al)-same], bl[:len(bl)-same]
 	n, m := len(al), len(bl)
+	if (n+1)*(m+1) > maxDiffCells {
+		return tooLong
+	}
 	lcs := make([][]int32, n+1)
 	for i := range lcs {
 		lcs[i] = make([]int32, m+1)
@@ -172,7 +194,6 @@ func lineDiff(a, b string) []diffLine {
 			}
 		}
 	}
-	var out []diffLine
 	i, j := 0, 0
 	for i < n && j < m {
 		switch {
@@ -193,6 +214,9 @@ func lineDiff(a, b string) []diffLine {
 	}
 	for ; j < m; j++ {
 		out = append(out, diffLine{"+", bl[j]})
+	}
+	for _, l := range tail {
+		out = append(out, diffLine{" ", l})
 	}
 	return out
 }
@@ -238,7 +262,10 @@ func (c *Console) rulesChange(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	by := sessionOf(r).user
-	why := strings.TrimSpace(r.PostFormValue("why"))
+	why, ok := c.note(w, r, "why")
+	if !ok {
+		return
+	}
 	if why == "" {
 		c.fail(w, r, http.StatusBadRequest, "why is required: every rules change records why it was made")
 		return

@@ -70,7 +70,7 @@ func (e *Engine) decide(ctx context.Context, ls *liveSets, set *rules.Set, mode 
 	}
 	cctx, cancel := context.WithTimeout(ctx, e.cfg.OpTimeout)
 	defer cancel()
-	p := proposal(set, res, d, rule, ex, bucket, now, ls.Change.By)
+	p := proposal(set, res, d, rule, ex, bucket, now, requester(ls.Change, mode))
 	if a := guard.InputsAssessment(&p); !a.Passed {
 		// Not decided on inputs it cannot use, and not claimed either: once they can be used,
 		// the decision is made, in this bucket. Recorded once per id here (the log dedups across
@@ -203,6 +203,19 @@ func (e *Engine) deferDecision(ctx context.Context, ls *liveSets, set *rules.Set
 	e.Metrics.Deferred.Add(1)
 	e.deferred.add(id)
 	return nil
+}
+
+// requester is who asked for the decisions of mode's version, so that forbid_self_approval refuses
+// them as its approvers: who made the active version active, or who started the canary — not the
+// author of whatever change came last (a shadow started by someone else).
+func requester(c audit.Change, mode string) string {
+	switch {
+	case mode == audit.ModeCanary && c.Canary != nil && c.Canary.Author != "":
+		return c.Canary.Author
+	case mode != audit.ModeCanary && c.ActiveBy != "":
+		return c.ActiveBy
+	}
+	return c.By // a rules state recorded before these were kept
 }
 
 // proposal is what one decision asks of the guardrails: its id (rule version, rule, SKU, channel,

@@ -1,6 +1,7 @@
 package decide
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -309,5 +310,40 @@ func TestUndeliverableChannelNotDecided(t *testing.T) {
 	}
 	if n := r.eng.Metrics.Errors.Load(); n != 0 {
 		t.Fatalf("%d decisions not completed (retried): the undeliverable one must not be retried", n)
+	}
+}
+
+// TestSelfApprovalAfterAnotherChange: the requester of a rule set's decisions is who made it
+// active, whoever changed the rules state since: after bob starts a shadow of another version,
+// alice (who activated the set) still may not approve its requests, and bob may.
+func TestSelfApprovalAfterAnotherChange(t *testing.T) {
+	r := newRig(t, nil)
+	r.activate(strings.Replace(testRules, "discount: 10", "discount: 15", 1)) // by alice
+	other, err := r.reg.Store(r.ctx, []byte(strings.Replace(testRules, "name: t", "name: t2", 1)), "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.reg.Shadow(r.ctx, other, "bob", "try t2 in shadow"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "the engine running the shadow", func() bool {
+		l := r.eng.Live()
+		return l != nil && l.Shadow != nil && l.Shadow.Version() == other
+	})
+	r.overstocked("l1", "A")
+	var pend []guard.Request
+	testutil.WaitFor(t, 10*time.Second, "queued decisions", func() bool {
+		pend, err = r.guard.Pending(r.ctx)
+		return err == nil && len(pend) > 0
+	})
+	if rq := pend[0].Proposal.Requester; rq != "alice" {
+		t.Errorf("requester %q, want alice (who activated the rule set), not the shadow's bob", rq)
+	}
+	ap := &Approver{Guard: r.guard, Audit: r.log, Outbox: r.outbox, Replica: "r1", Now: r.clock}
+	if v, err := ap.Answer(r.ctx, pend[0].Proposal.ID, "alice", "mine", true); !errors.Is(err, guard.ErrSelfApproval) {
+		t.Fatalf("alice approving a request of the rule set she activated: %s %v, want ErrSelfApproval", v.Outcome, err)
+	}
+	if v, err := ap.Answer(r.ctx, pend[0].Proposal.ID, "bob", "stock is real", true); err != nil || !v.Acts() {
+		t.Fatalf("bob's approval: %+v %v", v, err)
 	}
 }

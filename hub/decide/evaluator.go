@@ -57,7 +57,7 @@ func (ev *Evaluator) Evaluate(l *versions.Live, u Unit, now time.Time, bucket ti
 	byName := ev.rules(set)
 	b := guard.TimeBucket(now, bucket)
 	for _, d := range res.PerChannel() {
-		out.Proposals = append(out.Proposals, proposal(set, &res, d, byName[d.Rule], ex, b, now, l.Change.By))
+		out.Proposals = append(out.Proposals, proposal(set, &res, d, byName[d.Rule], ex, b, now, requester(l.Change, mode)))
 		out.Actions = append(out.Actions, d.Action)
 	}
 	return out

@@ -259,7 +259,10 @@ func (r *Registry) change(ctx context.Context, next func(cur audit.Change) (audi
 
 // carry starts the next state from the current one.
 func carry(cur audit.Change, op, by, why string) audit.Change {
-	c := audit.Change{Op: op, Active: cur.Active, Shadow: cur.Shadow, Previous: slices.Clone(cur.Previous), By: by, Why: why}
+	c := audit.Change{Op: op, Active: cur.Active, Shadow: cur.Shadow, Previous: slices.Clone(cur.Previous), By: by, Why: why, ActiveBy: cur.ActiveBy}
+	if c.ActiveBy == "" && (cur.Op == audit.OpActivate || cur.Op == audit.OpRollback) {
+		c.ActiveBy = cur.By // a state recorded before ActiveBy was kept
+	}
 	if cur.Canary != nil {
 		cs := *cur.Canary
 		c.Canary = &cs
@@ -302,7 +305,7 @@ func (r *Registry) Activate(ctx context.Context, version, by, why string) (audit
 			return audit.Change{}, ErrUnchanged
 		}
 		c := carry(cur, audit.OpActivate, by, why)
-		c.From, c.To, c.Active = cur.Active, version, version
+		c.From, c.To, c.Active, c.ActiveBy = cur.Active, version, version, by
 		if cur.Active != "" && cur.Active != version {
 			c.Previous = append([]string{cur.Active}, c.Previous...)
 			c.Previous = c.Previous[:min(len(c.Previous), audit.MaxPrevious)]
@@ -340,7 +343,7 @@ func (r *Registry) Rollback(ctx context.Context, by, why string) (audit.Change, 
 			return audit.Change{}, fmt.Errorf("roll back to %s: %w", cur.Previous[0], err)
 		}
 		c := carry(cur, audit.OpRollback, by, why)
-		c.From, c.To, c.Active, c.Previous = cur.Active, cur.Previous[0], cur.Previous[0], c.Previous[1:]
+		c.From, c.To, c.Active, c.Previous, c.ActiveBy = cur.Active, cur.Previous[0], cur.Previous[0], c.Previous[1:], by
 		return c, nil
 	})
 }
@@ -387,7 +390,7 @@ func (r *Registry) Canary(ctx context.Context, version string, share float64, un
 		if cur.Canary != nil {
 			c.From = cur.Canary.Version
 		}
-		c.To, c.Canary = version, &audit.CanarySpec{Version: version, Share: share, By: unit}
+		c.To, c.Canary = version, &audit.CanarySpec{Version: version, Share: share, By: unit, Author: by}
 		if version == "" {
 			c.Op, c.Canary = audit.OpClearCanary, nil
 		}
