@@ -64,8 +64,10 @@ type Stats struct {
 	Messages      int     `json:"messages"`       // stream messages read
 	// Oldest is the time of the oldest sale the stream held. Days before it are not days without
 	// demand but days the stream has no record of (it is younger than the range, or its max_age or
-	// max_bytes dropped them), so From is moved up to Oldest's day (Trimmed), or to the day after when
-	// the stream has dropped messages (that day is no longer whole).
+	// max_bytes dropped them), so From is moved up to Oldest's day (Trimmed). When the stream has
+	// dropped messages, From is moved up to the day after that of its oldest stored sale (its first
+	// message; that day is no longer whole): a sale stored later but dated earlier (a late upload) does
+	// not make the days the stream lost count as days without demand.
 	Oldest  time.Time `json:"oldest,omitzero"`
 	Trimmed bool      `json:"trimmed,omitempty"`
 }
@@ -79,6 +81,8 @@ type Set struct {
 
 	loc      *time.Location
 	firstDay int64
+	// firstStored is the time of the first sale in stream order (the oldest stored).
+	firstStored time.Time
 	// seen holds a 128-bit hash of each sale's identity, not the string: a year of sales is millions
 	// of ids, and two independent 64-bit hashes make a false duplicate vanishingly unlikely.
 	seen   map[[2]uint64]struct{}
@@ -278,19 +282,22 @@ func (s *Set) addBatch(batch []raw, stream string, lg *slog.Logger) {
 		if s.Stats.Oldest.IsZero() || r.sale.Time.Before(s.Stats.Oldest) {
 			s.Stats.Oldest = r.sale.Time
 		}
+		if s.firstStored.IsZero() {
+			s.firstStored = r.sale.Time
+		}
 		s.Add(r.sale)
 	}
 }
 
-// trim moves From up to the oldest sale's day (the day after when the stream dropped messages), when
-// that is later.
+// trim moves From up to the oldest sale's day (when the stream dropped messages, the day after its
+// oldest stored sale's), when that is later.
 func (s *Set) trim(dropped bool, lg *slog.Logger) {
 	if s.Stats.Oldest.IsZero() {
 		return
 	}
 	cut := civil(s.Stats.Oldest.In(s.loc)) - s.firstDay
 	if dropped {
-		cut++
+		cut = civil(s.firstStored.In(s.loc)) - s.firstDay + 1
 	}
 	if cut <= 0 {
 		return
@@ -299,7 +306,7 @@ func (s *Set) trim(dropped bool, lg *slog.Logger) {
 		cut = int64(s.Days) - 1 // keep the last day: a set needs one
 	}
 	lg.Info("demand: the stream holds no sales before the range's start; the series start later",
-		"from", s.From, "oldest_sale", s.Stats.Oldest, "dropped", dropped, "days_cut", cut)
+		"from", s.From, "oldest_sale", s.Stats.Oldest, "oldest_stored_sale", s.firstStored, "dropped", dropped, "days_cut", cut)
 	s.From = s.From.AddDate(0, 0, int(cut))
 	s.firstDay += cut
 	s.Days -= int(cut)

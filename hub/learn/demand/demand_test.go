@@ -220,3 +220,51 @@ func TestEmptyStreamAndBadRange(t *testing.T) {
 		t.Fatal("a missing stream was accepted")
 	}
 }
+
+// Once the stream has dropped messages, the days it lost are the ones before its oldest stored sale,
+// whatever the date of a sale uploaded late: a shop that comes back online with a sale dated weeks
+// back must not turn the days the stream lost into days without demand for every series.
+func TestLateUploadDoesNotUndoTheTrim(t *testing.T) {
+	js := startJS(t)
+	ctx := context.Background()
+	ccfg := commerce.DefaultConfig()
+	st, err := commerce.EnsureStream(ctx, js, ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := commerce.NewPublisher(js, ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evs []commerce.Event
+	for d := range 4 {
+		for h := range 3 {
+			evs = append(evs, commerce.Sale{OrderID: fmt.Sprintf("o%d-%d", d, h), Line: 1, SKU: "A", Site: "s1", Channel: "web",
+				Quantity: 1, UnitPrice: 1, Currency: "EUR", Time: monday.AddDate(0, 0, d).Add(time.Duration(h+1) * time.Hour)})
+		}
+	}
+	// Stored last, dated eight days before the stream's first sale.
+	evs = append(evs, commerce.Sale{OrderID: "late", Line: 1, SKU: "B", Site: "s1", Channel: "retail",
+		Quantity: 2, UnitPrice: 1, Currency: "EUR", Time: monday.AddDate(0, 0, -8).Add(12 * time.Hour)})
+	for _, r := range pub.Publish(ctx, evs) {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	// The stream drops its oldest message (max_age, max_bytes): monday is no longer whole.
+	if err := st.DeleteMsg(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	set, err := Build(ctx, js, Source{Stream: ccfg.Stream, Prefix: ccfg.Prefix}, Options{From: monday.AddDate(0, 0, -10), To: monday.AddDate(0, 0, 4)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sr := set.Series[Key{SKU: "A", Site: "s1"}]
+	if !set.Stats.Trimmed || !set.From.Equal(monday.AddDate(0, 0, 1)) || set.Days != 3 || sr == nil || len(sr.Values) != 3 {
+		t.Fatalf("a late upload in a stream that dropped messages: from %v, %d days, trimmed %v, series A %v", set.From, set.Days,
+			set.Stats.Trimmed, sr)
+	}
+	if !set.Stats.Oldest.Equal(monday.AddDate(0, 0, -8).Add(12 * time.Hour)) {
+		t.Errorf("oldest sale %v, want the late upload's time", set.Stats.Oldest)
+	}
+}

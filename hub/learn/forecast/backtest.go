@@ -216,9 +216,16 @@ func means(p []Point) []float64 {
 	return out
 }
 
+// minSelect is the fewest values Select forecasts from.
+const minSelect = 4
+
 // selectShort chooses without a backtest: SBA when demand is intermittent (more than a third of the
 // periods are zero; SBA is the least biased of the Croston family), SES otherwise.
 func selectShort(y []float64, opts Options, bt Backtest) (Model, Backtest, error) {
+	// Whatever the method: SES would refuse so few values, Croston and SBA would not.
+	if len(y) < minSelect {
+		return Model{}, bt, fmt.Errorf("forecast: series %q: needs at least %d values to forecast, got %d", opts.Name, minSelect, len(y))
+	}
 	zeros := 0
 	for _, v := range y {
 		if v == 0 {

@@ -70,7 +70,7 @@ func TestSelectShortSeriesFallsBack(t *testing.T) {
 	if err != nil || bt.Chosen != SES {
 		t.Errorf("short smooth series: chose %s, err %v", bt.Chosen, err)
 	}
-	if _, _, err := Select([]float64{1, 2}, Options{Name: "tiny"}); err == nil || !strings.Contains(err.Error(), `series "tiny": ses needs at least 4 values`) {
+	if _, _, err := Select([]float64{1, 2}, Options{Name: "tiny"}); err == nil || !strings.Contains(err.Error(), `series "tiny": needs at least 4 values`) {
 		t.Errorf("two values: %v", err)
 	}
 }
@@ -132,5 +132,17 @@ func TestChosenBeatsMovingAverageOutOfSample(t *testing.T) {
 	t.Logf("28-day holdout, total absolute error: chosen %.1f, moving average %.1f", chosen, ma)
 	if !(chosen < ma) {
 		t.Errorf("chosen models' holdout error %.1f not below the moving average's %.1f", chosen, ma)
+	}
+}
+
+// Fewer than 4 values is an error whatever the share of zeros: a series of a day or two (a new SKU, a
+// stream trimmed by its retention) says nothing about demand, and an intermittent-looking one used to
+// get SBA's forecast (0 for [0], 2.4 a day for [0, 5]) while a smooth one of the same length failed.
+func TestSelectTooShortIsAnErrorWhateverTheZeros(t *testing.T) {
+	for _, y := range [][]float64{{0}, {0, 5}, {0, 0, 5}, {5, 5, 5}} {
+		m, bt, err := Select(y, Options{Name: "new sku"})
+		if err == nil || !strings.Contains(err.Error(), `series "new sku"`) || !strings.Contains(err.Error(), "at least 4 values") {
+			t.Errorf("%v: chose %s (forecast %v), err %v; want an error naming the series and the 4 values needed", y, bt.Chosen, m.Forecast(1), err)
+		}
 	}
 }

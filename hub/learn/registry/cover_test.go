@@ -92,3 +92,71 @@ func TestCoverSemantics(t *testing.T) {
 		t.Error("a cover with no live state")
 	}
 }
+
+// The forecast's step j is the calendar day To + j in the set's time zone, whatever the length of
+// the days in between: across a DST change (a 23 or 25 hour day) now still falls on its own day's
+// step, and the part of that day gone is a share of that day's length.
+func TestCoverFollowsCalendarDaysAcrossDST(t *testing.T) {
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rising := func(j int) float64 { return 10 * float64(j+1) } // 10, 20, 30, ...
+	for _, c := range []struct {
+		name string
+		to   time.Time // the forecast's first day (a Saturday before the change)
+		now  time.Time
+		step int     // the calendar day now falls on, counted from to
+		frac float64 // the share of that day gone
+	}{
+		// Clocks go forward on Sunday 28 March 2027: that day has 23 hours.
+		{"spring: just after Monday's midnight", time.Date(2027, 3, 27, 0, 0, 0, 0, berlin), time.Date(2027, 3, 29, 0, 30, 0, 0, berlin), 2, 0.5 / 24},
+		{"spring: Sunday evening", time.Date(2027, 3, 27, 0, 0, 0, 0, berlin), time.Date(2027, 3, 28, 23, 0, 0, 0, berlin), 1, 22.0 / 23},
+		// Clocks go back on Sunday 31 October 2027: that day has 25 hours.
+		{"autumn: Sunday just before midnight", time.Date(2027, 10, 30, 0, 0, 0, 0, berlin), time.Date(2027, 10, 31, 23, 30, 0, 0, berlin), 1, 24.5 / 25},
+		{"autumn: Monday morning", time.Date(2027, 10, 30, 0, 0, 0, 0, berlin), time.Date(2027, 11, 1, 6, 0, 0, 0, berlin), 2, 6.0 / 24},
+	} {
+		s := &Set{Version: "v1", To: c.to, Location: "Europe/Berlin", Horizon: 28, Series: []Model{
+			{Key: demand.Key{SKU: "A", Site: "s1"}, Model: forecast.Model{Method: forecast.SES}, Forecast: points(rising, 0, 28)}}}
+		got, ok := NewIndex(s).Cover("A", "s1", 100, c.now)
+		if !ok {
+			t.Fatalf("%s: no cover", c.name)
+		}
+		// What is left of today's demand, then whole days.
+		left, want := 100.0, 0.0
+		for j := c.step; ; j++ {
+			length := 1.0
+			if j == c.step {
+				length = 1 - c.frac
+			}
+			if d := rising(j); d*length >= left {
+				want += left / d
+				break
+			} else {
+				left -= d * length
+				want += length
+			}
+		}
+		if !near(got.Days, want) {
+			t.Errorf("%s: days %v, want %v (step %d, %.4f of the day gone)", c.name, got.Days, want, c.step, c.frac)
+		}
+	}
+}
+
+// A slow mover with plenty on hand covers more days than a time.Duration can hold (~292 years): its
+// stock-out date must not wrap around into the past, where it would read as already out of stock.
+func TestCoverStockOutBeyondDurationRange(t *testing.T) {
+	to := monday.AddDate(0, 0, 10)
+	s := &Set{Version: "v1", To: to, Location: "UTC", Horizon: 28, Series: []Model{
+		{Key: demand.Key{SKU: "slow", Site: "s1"}, Model: forecast.Model{Method: forecast.SBA}, Forecast: points(func(int) float64 { return 0.001 }, 0, 28)}}}
+	got, ok := NewIndex(s).Cover("slow", "s1", 200, to)
+	if !ok {
+		t.Fatal("no cover")
+	}
+	if !near(got.Days, 200000) {
+		t.Fatalf("days %v, want 200000", got.Days)
+	}
+	if !got.StockOut.IsZero() && !got.StockOut.After(to) {
+		t.Errorf("stock-out %v for %v days of cover from %v: in the past", got.StockOut, got.Days, to)
+	}
+}

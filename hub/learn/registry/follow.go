@@ -74,7 +74,7 @@ type Cover struct {
 	// DailyMean is the forecast mean demand per day over what is left of the horizon from now.
 	DailyMean float64 `json:"daily_mean"`
 	// Days is the days of cover of the position from now (+Inf when no demand is forecast), StockOut
-	// when it runs out (zero when never).
+	// when it runs out (zero when never, or more than ~290 years away).
 	Days     float64   `json:"days"`
 	StockOut time.Time `json:"stock_out,omitzero"`
 	// LowDays and HighDays are the days of cover if demand runs at the top (LowDays) or the bottom
@@ -90,21 +90,26 @@ type Cover struct {
 	Shadow *Cover `json:"shadow,omitempty"`
 }
 
+// maxCoverDays is the most days of cover a StockOut date is given for: what a time.Duration holds.
+const maxCoverDays = float64(math.MaxInt64) / float64(24*time.Hour)
+
 // Cover computes the days of cover of position (units on hand) for sku at site at now.
 func (ix *Index) Cover(sku, site string, position float64, now time.Time) (Cover, bool) {
 	f := ix.by[[2]string{sku, site}]
 	if f == nil {
 		return Cover{}, false
 	}
-	// The forecast's step j is day To + j. now falls on step d, of which frac has passed: the
-	// position already reflects today's sales up to now, so only the rest of today's demand counts.
+	// The forecast's step j is the calendar day To + j in the set's time zone (a day of 23 or 25
+	// hours across a DST change is still one step). now falls on step d, of which frac has passed:
+	// the position already reflects today's sales up to now, so only the rest of today's demand counts.
 	lt := now.In(ix.loc)
-	d := int(math.Floor(lt.Sub(ix.Set.To).Hours() / 24))
+	d := int(civilDay(lt) - civilDay(ix.Set.To.In(ix.loc)))
 	frac := 0.0
 	if d < 0 {
 		d = 0 // before the forecast starts (a clock behind the data): count from its first day
 	} else {
-		frac = lt.Sub(ix.Set.To.Add(time.Duration(d)*24*time.Hour)).Hours() / 24
+		midnight := time.Date(lt.Year(), lt.Month(), lt.Day(), 0, 0, 0, 0, ix.loc)
+		frac = float64(lt.Sub(midnight)) / float64(midnight.AddDate(0, 0, 1).Sub(midnight))
 	}
 	c := Cover{Version: ix.Set.Version, Methods: f.methods, DataTo: ix.Set.To, HasInterval: f.hasInterval, Stale: d >= len(f.mean)}
 	start := min(d, len(f.mean)-1)
@@ -121,10 +126,18 @@ func (ix *Index) Cover(sku, site string, position float64, now time.Time) (Cover
 		c.LowDays = coverDays(position, mean, frac, func(j int) float64 { return mean[j] + z80*sd[j] })
 		c.HighDays = coverDays(position, mean, frac, func(j int) float64 { return mean[j] - z80*sd[j] })
 	}
-	if !math.IsInf(c.Days, 1) {
+	// A time.Duration holds ~292 years: beyond that the stock never runs out for any purpose here
+	// (and the conversion would wrap around into the past).
+	if c.Days < maxCoverDays {
 		c.StockOut = now.Add(time.Duration(c.Days * 24 * float64(time.Hour)))
 	}
 	return c, true
+}
+
+// civilDay numbers t's calendar day in t's location (a date, not 24 hours).
+func civilDay(t time.Time) int64 {
+	y, m, d := t.Date()
+	return time.Date(y, m, d, 0, 0, 0, 0, time.UTC).Unix() / 86400
 }
 
 // coverDays is forecast.DaysOfCover with a first day of which frac has already passed: the days until
@@ -204,8 +217,8 @@ func (f *Follower) Stop() {
 
 // Follow watches the state key and loads the sets it names; fn (may be nil) is called after each new
 // state is in force, on one goroutine. A set that does not load (corrupt, missing) is logged at
-// ERROR with its version and the previous state stays; a read that fails for a passing reason is
-// retried until a newer state supersedes it.
+// ERROR with its version and the previous state stays, but for the shadow set: the state then applies
+// without a shadow. A read that fails for a passing reason is retried until a newer state supersedes it.
 func (r *Registry) Follow(fn func(*Live)) (*Follower, error) {
 	cctx, cancel := context.WithCancel(context.Background())
 	// The state key's changes, queued as a KV watch queues them: only the newest matters. kvwatch
@@ -275,7 +288,8 @@ func (r *Registry) build(ctx context.Context, c Change, cache map[string]*Index,
 	for _, t := range []struct {
 		version string
 		ix      **Index
-	}{{c.Active, &live.Active}, {c.Shadow, &live.Shadow}} {
+		shadow  bool
+	}{{c.Active, &live.Active, false}, {c.Shadow, &live.Shadow, true}} {
 		if t.version == "" {
 			continue
 		}
@@ -289,6 +303,12 @@ func (r *Registry) build(ctx context.Context, c Change, cache map[string]*Index,
 			cancel()
 			if err == nil {
 				*t.ix = NewIndex(s)
+				break
+			}
+			if t.shadow && (errors.Is(err, ErrUnknownVersion) || errors.Is(err, errCorrupt)) {
+				// The shadow only compares: the active set, which decisions use, applies without it.
+				r.lg.Error("model state applied without its shadow: the shadow set does not load", "change", c.Seq, "op", c.Op,
+					"version", t.version, "err", err)
 				break
 			}
 			if errors.Is(err, ErrUnknownVersion) || errors.Is(err, errCorrupt) {

@@ -126,22 +126,18 @@ func (r *Registry) Refit(ctx context.Context, js jetstream.JetStream, opts Refit
 		return RefitResult{}, err
 	}
 	res := RefitResult{Version: v, Set: set}
-	cur, _, err := r.State(ctx)
-	if err != nil {
-		return res, err
-	}
 	why := fmt.Sprintf("refit: %d series, data %s to %s", len(set.Series), day(set.From), day(set.To.AddDate(0, 0, -1)))
 	if opts.Fit.Why != "" {
 		why = opts.Fit.Why + " (" + why + ")"
 	}
 	var c Change
-	switch {
-	case opts.Promote == PromoteNone:
+	switch opts.Promote {
+	case PromoteNone:
 		return res, nil
-	case opts.Promote == PromoteActivate || cur.Active == "":
+	case PromoteActivate:
 		c, err = r.Promote(ctx, v, by, why)
-	default:
-		c, err = r.Shadow(ctx, v, by, why)
+	default: // shadow; the first set ever is activated (decided on the state the change replaces)
+		c, err = r.shadowOrFirst(ctx, v, by, why)
 	}
 	if err != nil {
 		return res, err

@@ -184,3 +184,64 @@ func TestRefitStopsWhenLockTakenBeforeStore(t *testing.T) {
 		t.Fatalf("replica-b's lock after a's refit: %+v, %v, %v", h, ok, err)
 	}
 }
+
+// A refit told to shadow activates its set only when there is no active set: that must be decided on
+// the state its change writes, not on one read before. Here a person promotes a set on another
+// replica between the refit's read and its write: the refit's set must become the shadow, not
+// replace the set the person chose.
+func TestRefitShadowDecidedOnTheStateItChanges(t *testing.T) {
+	srv := startServer(t)
+	js := connect(t, srv)
+	ctx := context.Background()
+	ccfg := commerce.DefaultConfig()
+	if _, err := commerce.EnsureStream(ctx, js, ccfg); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := commerce.NewPublisher(js, ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const days = 50
+	var evs []commerce.Event
+	for d := range days {
+		evs = append(evs, commerce.Sale{OrderID: fmt.Sprintf("o%d", d), Line: 1, SKU: "A", Site: "s1", Channel: "web",
+			Quantity: float64(3 + d%4), UnitPrice: 1, Currency: "EUR", Time: monday.AddDate(0, 0, d).Add(10 * time.Hour)})
+	}
+	for _, r := range pub.Publish(ctx, evs) {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	person := openRegistry(t, connect(t, srv), Options{})
+	chosen, err := person.Store(ctx, fitSet(t, synthetic(t, 2, 60, 5), "person"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The refitting replica's clock: its second reading is its change's timestamp, taken after it
+	// read the state it changes. The person's promotion lands right then.
+	calls := 0
+	var promoted error = errors.New("the person's promotion did not run")
+	refitter := openRegistry(t, js, Options{Now: func() time.Time {
+		calls++
+		if calls == 2 {
+			_, promoted = person.Promote(ctx, chosen, "alice", "the set I checked")
+		}
+		return time.Now()
+	}})
+	now := monday.AddDate(0, 0, days).Add(time.Hour)
+	res, err := refitter.Refit(ctx, js, RefitOptions{Source: demand.Source{Stream: ccfg.Stream, Prefix: ccfg.Prefix},
+		Promote: PromoteShadow, Now: func() time.Time { return now }, Fit: FitOptions{By: "replica-a", Horizon: 14}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if promoted != nil {
+		t.Fatal(promoted)
+	}
+	cur, _, err := person.State(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur.Active != chosen || cur.Shadow != res.Version || res.Change == nil || res.Change.Op != OpShadow {
+		t.Fatalf("the refit (shadow) after alice promoted %s: active %s, shadow %s, its change %+v", chosen, cur.Active, cur.Shadow, res.Change)
+	}
+}

@@ -407,18 +407,21 @@ func (r *Registry) Promote(ctx context.Context, version, by, why string) (Change
 	if err := r.known(ctx, version); err != nil {
 		return Change{}, err
 	}
-	return r.change(ctx, func(cur Change) (Change, error) {
-		c := Change{Op: OpPromote, From: cur.Active, To: version, Active: version, Shadow: cur.Shadow,
-			Previous: slices.Clone(cur.Previous), By: by, Why: why}
-		if cur.Active != "" && cur.Active != version {
-			c.Previous = append([]string{cur.Active}, c.Previous...)
-			c.Previous = c.Previous[:min(len(c.Previous), MaxPrevious)]
-		}
-		if c.Shadow == version {
-			c.Shadow = "" // it is live now: no shadow of itself
-		}
-		return c, nil
-	})
+	return r.change(ctx, func(cur Change) (Change, error) { return promoted(cur, version, by, why), nil })
+}
+
+// promoted is the change that makes version active after cur.
+func promoted(cur Change, version, by, why string) Change {
+	c := Change{Op: OpPromote, From: cur.Active, To: version, Active: version, Shadow: cur.Shadow,
+		Previous: slices.Clone(cur.Previous), By: by, Why: why}
+	if cur.Active != "" && cur.Active != version {
+		c.Previous = append([]string{cur.Active}, c.Previous...)
+		c.Previous = c.Previous[:min(len(c.Previous), MaxPrevious)]
+	}
+	if c.Shadow == version {
+		c.Shadow = "" // it is live now: no shadow of itself
+	}
+	return c
 }
 
 // Rollback returns to the active set before the current one (refused if that set no longer loads).
@@ -453,12 +456,29 @@ func (r *Registry) Shadow(ctx context.Context, version, by, why string) (Change,
 			return Change{}, err
 		}
 	}
+	return r.change(ctx, func(cur Change) (Change, error) { return shadowed(cur, version, by, why), nil })
+}
+
+// shadowed is the change that makes version the shadow after cur ("" ends the shadow).
+func shadowed(cur Change, version, by, why string) Change {
+	op := OpShadow
+	if version == "" {
+		op = OpClearShadow
+	}
+	return Change{Op: op, From: cur.Shadow, To: version, Active: cur.Active, Shadow: version,
+		Previous: slices.Clone(cur.Previous), By: by, Why: why}
+}
+
+// shadowOrFirst shadows version, or promotes it when there is no active set yet: decided on the
+// state the change replaces (a promotion landing meanwhile makes it a shadow).
+func (r *Registry) shadowOrFirst(ctx context.Context, version, by, why string) (Change, error) {
+	if err := r.known(ctx, version); err != nil {
+		return Change{}, err
+	}
 	return r.change(ctx, func(cur Change) (Change, error) {
-		op := OpShadow
-		if version == "" {
-			op = OpClearShadow
+		if cur.Active == "" {
+			return promoted(cur, version, by, why), nil
 		}
-		return Change{Op: op, From: cur.Shadow, To: version, Active: cur.Active, Shadow: version,
-			Previous: slices.Clone(cur.Previous), By: by, Why: why}, nil
+		return shadowed(cur, version, by, why), nil
 	})
 }

@@ -485,3 +485,50 @@ func TestConcurrentRollbackGoesBackOnce(t *testing.T) {
 		t.Fatalf("after two rollbacks at once: %+v %v, want active %s", cur, err, vs[1])
 	}
 }
+
+// A shadow set that no longer loads must not hold back the active one: the shadow only compares, the
+// active set is what decisions use. A replica starting while the state names a corrupt shadow follows
+// the active set (without a shadow) instead of having no cover at all.
+func TestFollowAppliesActiveWhenShadowDoesNotLoad(t *testing.T) {
+	srv := startServer(t)
+	js := connect(t, srv)
+	ctx := context.Background()
+	r := openRegistry(t, js, Options{})
+	v1, err := r.Store(ctx, fitSet(t, synthetic(t, 4, 60, 6), "test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, err := r.Store(ctx, fitSet(t, synthetic(t, 4, 60, 7), "test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Promote(ctx, v1, "a", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Shadow(ctx, v2, "a", "compare"); err != nil {
+		t.Fatal(err)
+	}
+	obs, err := js.ObjectStore(ctx, DefaultSetsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := obs.PutBytes(ctx, v2, []byte("junk")); err != nil {
+		t.Fatal(err)
+	}
+	// A replica starting now.
+	f, err := openRegistry(t, connect(t, srv), Options{}).Follow(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Stop)
+	testutil.WaitFor(t, 10*time.Second, "the active set followed although the shadow does not load", func() bool {
+		l := f.Live()
+		return l != nil && l.Active != nil && l.Active.Set.Version == v1
+	})
+	if l := f.Live(); l.Shadow != nil || l.Change.Seq != 2 {
+		t.Fatalf("state %d in force with shadow %v; want 2 without the corrupt shadow", l.Change.Seq, l.Shadow)
+	}
+	if c, ok := f.Cover("sku-00001", "s1", 10, monday.AddDate(0, 0, 60)); !ok || c.Version != v1 || c.Shadow != nil {
+		t.Fatalf("cover %+v, %v", c, ok)
+	}
+}
