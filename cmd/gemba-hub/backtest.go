@@ -35,8 +35,9 @@ nothing is acted on: the guardrails and the inventory run on a private in-proces
 removed at the end, with the replay's clock (the latest event time seen) as their clock.
 
 T1 and T2 are RFC 3339 times (2026-12-03T00:00:00Z) or durations from now (-24h); T2 defaults to
-now. Inputs before T1 only rebuild the state: the COMMERCE stream from --warmup before it (the
-inventory's last count and its demand days), the agents' stream from the longest feature max_age.
+now and may not be later. Inputs before T1 only rebuild the state: the COMMERCE stream from
+--warmup before it (the inventory's last count and its demand days), the agents' stream from the
+longest feature max_age.
 Inputs up to --reorder out of event-time order are applied in order.
 
 Exit status: 0 after a replay, 1 when it could not run (config, rules, NATS), 2 on bad flags.`,
@@ -54,6 +55,11 @@ Exit status: 0 after a replay, 1 when it could not run (config, rules, NATS), 2 
 					cmd.PrintErrf("--to: want an RFC 3339 time or a duration from now (-1h), got %q\n", to)
 					return exitError{2}
 				}
+			}
+			if t2.After(now) {
+				// Ticks past now would decide on state gone stale for want of inputs not received yet.
+				cmd.PrintErrf("--to (%s) is in the future: a backtest replays what the hub has received (leave --to out for now)\n", t2.Format(time.RFC3339))
+				return exitError{2}
 			}
 			if !t2.After(t1) {
 				cmd.PrintErrf("--to (%s) must be after --from (%s)\n", t2.Format(time.RFC3339), t1.Format(time.RFC3339))
@@ -119,22 +125,21 @@ func runBacktest(ctx context.Context, out, errw io.Writer, cfg *hub.Config, set 
 		return say(err)
 	}
 	defer nc.Close()
+	// Printed once the replay has run: a span it refuses (no input in it) prints no decision that
+	// the warm-up's state alone made.
 	var ds []backtest.Decision
-	emit := func(d backtest.Decision) {
-		if asJSON {
-			ds = append(ds, d)
-			return
-		}
-		fmt.Fprintln(out, decisionLine(d))
-	}
-	if !asJSON {
-		fmt.Fprintf(out, "backtest of rule set %s (%s) from %s to %s\n", set.Name(), set.Version()[:12],
-			from.Format(time.RFC3339), to.Format(time.RFC3339))
-	}
+	emit := func(d backtest.Decision) { ds = append(ds, d) }
 	sum, err := backtest.Run(ctx, backtest.Options{JS: js, Config: cfg, Rules: set, From: from, To: to,
 		Warmup: warmup, Reorder: reorder, Out: emit, Log: slog.New(slog.NewTextHandler(errw, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		return say(err)
+	}
+	if !asJSON {
+		fmt.Fprintf(out, "backtest of rule set %s (%s) from %s to %s\n", set.Name(), set.Version()[:12],
+			from.Format(time.RFC3339), to.Format(time.RFC3339))
+		for _, d := range ds {
+			fmt.Fprintln(out, decisionLine(d))
+		}
 	}
 	if asJSON {
 		if ds == nil {
@@ -168,9 +173,12 @@ func printSummary(out io.Writer, s backtest.Summary) {
 	span := s.To.Sub(s.From)
 	fmt.Fprintf(out, "\nreplayed %s (%s to %s) in %s: %.0f× real time\n", span, s.From.Format(time.RFC3339),
 		s.To.Format(time.RFC3339), s.Wall.Round(time.Millisecond), s.Speed)
-	fmt.Fprintf(out, "inputs: %d feature records, %d sales, %d inventory counts (%d malformed, %d refused by the inventory)\n",
-		s.Features, s.Sales, s.Snapshots, s.Malformed, s.Refused)
+	fmt.Fprintf(out, "inputs: %d feature records, %d sales, %d inventory counts (%d malformed, %d refused by the inventory, %d feature records dated ahead of the hub's clock)\n",
+		s.Features, s.Sales, s.Snapshots, s.Malformed, s.Refused, s.Future)
 	fmt.Fprintf(out, "evaluations: %d; decisions: %d; deferred for their inputs: %d\n", s.Evaluations, s.Decisions, s.Deferred)
+	for _, w := range s.Warnings {
+		fmt.Fprintf(out, "warning: %s\n", w)
+	}
 	if s.Undeliverable > 0 {
 		fmt.Fprintf(out, "not decided: %d for channels act does not deliver on (add them to act.channels)\n", s.Undeliverable)
 	}

@@ -208,6 +208,9 @@ guard: {max_discount: 20}
 		{[]string{"-c", noGuard, "--rules", rulesFile, "--from", "yesterday"}, 2, "--from: want an RFC 3339 time"},
 		{[]string{"-c", noGuard, "--rules", rulesFile, "--from", "-1h", "--to", "-2h"}, 2, "must be after --from"},
 		{[]string{"-c", noGuard, "--from", "-1h"}, 2, "--rules is required"},
+		// Ticks past now would decide on state gone stale for want of inputs not received yet.
+		{[]string{"-c", noGuard, "--rules", rulesFile, "--from", "-1h", "--to", "1h"}, 2, "is in the future"},
+		{[]string{"-c", noGuard, "--rules", rulesFile, "--from", "-1h", "--to", "2099-01-01T00:00:00+01:00"}, 2, "is in the future"},
 		{[]string{"-c", withGuard, "--rules", badRules, "--from", "-1h"}, 1, "bad.yaml:4"},
 		{[]string{"-c", withGuard, "--rules", rulesFile, "--from", "-1h"}, 1, `unknown feature "units"`},
 		{[]string{"-c", noGuard, "--rules", rulesFile, "--from", "-1h"}, 1, "no guard section"},
@@ -216,5 +219,38 @@ guard: {max_discount: 20}
 		if code != c.code || !strings.Contains(errOut, c.want) {
 			t.Errorf("%v: exit %d, stderr %q; want exit %d mentioning %q", c.args, code, errOut, c.code, c.want)
 		}
+	}
+}
+
+// A span after the streams' latest input is refused (exit 1): the decisions the warm-up's state
+// alone would have made are not printed before the error, as if they were the rules' verdict on
+// that span.
+func TestBacktestCommandPrintsNoDecisionOfARefusedSpan(t *testing.T) {
+	n := natstest.JetStream(t)
+	_, js := natstest.Connect(t, n.URL())
+	btHistory(t, n.URL(), js)
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "graph.yaml"), btGraph)
+	rulesFile := writeFile(t, filepath.Join(dir, "rules.yaml"), `name: short
+hit_policy: first
+rules:
+  - name: hold-short
+    when: inventory.days_of_cover < 7.0
+    hold: {channels: ["*"], reason: short}
+`)
+	cfg := writeFile(t, filepath.Join(dir, "hub.yaml"), fmt.Sprintf(`hub: {id: bt, data_dir: %s/data}
+nats: {servers: [%q]}
+commerce: {channels: [web]}
+features:
+  - {name: availability, signal: "*.pack.state", feature: availability, key: line, max_age: 1m}
+  - {name: units, signal: "*.pack.parts", feature: units, key: sku, max_age: 1m}
+graph: {file: graph.yaml}
+decide: {bucket: 1h, timer: 5m}
+guard: {max_discount: 20}
+`, dir, n.URL()))
+	from, to := btAt(10, 31).Format(time.RFC3339), btAt(11, 30).Format(time.RFC3339)
+	out, errOut, code := runBacktestCmd(t, "-c", cfg, "--rules", rulesFile, "--from", from, "--to", to)
+	if code != 1 || !strings.Contains(errOut, "no input in the span") || strings.Contains(out, "hold-short") {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s\nwant exit 1, no input in the span, and no decision printed", code, out, errOut)
 	}
 }

@@ -99,15 +99,18 @@ type Summary struct {
 	To   time.Time `json:"to"`
 	// First and Last are the event times of the first and last input applied (the first is in
 	// the warm-up before From).
-	First       time.Time `json:"first_input"`
-	Last        time.Time `json:"last_input"`
-	Features    int       `json:"features"` // feature records read
-	Sales       int       `json:"sales"`
-	Snapshots   int       `json:"inventory_counts"`
-	Malformed   int       `json:"malformed"` // messages that do not decode (the hub terminates them too)
-	Refused     int       `json:"refused"`   // movements and counts the inventory refused
-	Evaluations int       `json:"evaluations"`
-	Decisions   int       `json:"decisions"`
+	First     time.Time `json:"first_input"`
+	Last      time.Time `json:"last_input"`
+	Features  int       `json:"features"` // feature records read
+	Sales     int       `json:"sales"`
+	Snapshots int       `json:"inventory_counts"`
+	Malformed int       `json:"malformed"` // messages that do not decode (the hub terminates them too)
+	Refused   int       `json:"refused"`   // movements and counts the inventory refused
+	// Future counts feature records refused for a window ending beyond ingest.max_future of when
+	// they were stored (an agent's clock ahead), as the feature store refuses them.
+	Future      int `json:"future"`
+	Evaluations int `json:"evaluations"`
+	Decisions   int `json:"decisions"`
 	// Deferred counts decision ids that waited for inputs they could not use (the live engine's
 	// deferred records); each is decided later in its bucket, or never.
 	Deferred int `json:"deferred"`
@@ -117,6 +120,8 @@ type Summary struct {
 	ByOutcome     map[string]int `json:"by_outcome"` // by Verdict()
 	ByRule        map[string]int `json:"by_rule"`
 	ByChannel     map[string]int `json:"by_channel"`
+	// Warnings say what the replay lacked (a stream whose retention removed what it needs).
+	Warnings []string `json:"warnings,omitempty"`
 	// Wall is the wall time the replay took (nanoseconds in JSON).
 	Wall time.Duration `json:"wall_ns"`
 	// Speed is the replayed span (To − From) over the wall time.
@@ -174,11 +179,15 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 	r := &replay{
 		o: o, clk: clk, st: st, ev: decide.NewEvaluator(cfg.Decide, g, st, cfg.Features),
 		live:    &versions.Live{Change: audit.Change{Op: "backtest", Active: o.Rules.Version(), By: "backtest"}, Active: o.Rules},
-		decided: map[string]bool{}, deferred: map[string]bool{},
+		decided: idsUntil{}, deferred: idsUntil{},
 		sum: Summary{From: o.From, To: o.To, ByOutcome: map[string]int{}, ByRule: map[string]int{}, ByChannel: map[string]int{}},
 	}
 	r.evaluate = r.judge(gd)
-	if err := r.run(ctx, o.JS, log); err != nil {
+	err = r.run(ctx, o.JS, log)
+	if inspect != nil {
+		inspect(r)
+	}
+	if err != nil {
 		return r.sum, err
 	}
 	r.sum.Wall = time.Since(started)
@@ -187,6 +196,9 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 	}
 	return r.sum, nil
 }
+
+// inspect, when set (by tests), sees the replay's state once it has run.
+var inspect func(*replay)
 
 func (o *Options) check() error {
 	var errs []error

@@ -20,20 +20,8 @@ func TestBacktestHoldsOutAsLive(t *testing.T) {
 	cfg, _ := testConfig(t)
 	js := hubNATS(t, cfg)
 	publishHistory(t, js, cfg)
-	var salt string
-	for i := 0; salt == ""; i++ {
-		s := fmt.Sprint("ho-", i)
-		w, err := experiment.Assign(s, "A", "web", 0.5)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, _ := experiment.Assign(s, "A", "retail", 0.5)
-		if w.Group == experiment.Held && r.Group == experiment.Treated {
-			salt = s
-		}
-	}
 	src := strings.Replace(testRules, "promote: {channels: [\"*\"], discount: 10, duration: 24h}",
-		"promote: {channels: [\"*\"], discount: 10, duration: 24h}\n    experiment: {id: "+salt+", holdout: 0.5}", 1)
+		"promote: {channels: [\"*\"], discount: 10, duration: 24h}\n    experiment: {id: "+holdoutSalt(t)+", holdout: 0.5}", 1)
 	set, err := rules.Load([]byte(src), rules.KnownFeatures("availability", "units"))
 	if err != nil {
 		t.Fatal(err)
@@ -61,6 +49,22 @@ func TestBacktestHoldsOutAsLive(t *testing.T) {
 	}
 	if sum.ByOutcome["held out"] != 1 || sum.ByOutcome["allow"] != 7 {
 		t.Errorf("summary by outcome %v", sum.ByOutcome)
+	}
+}
+
+// holdoutSalt is an experiment id that holds A out on web and treats it on retail (holdout 0.5).
+func holdoutSalt(t *testing.T) string {
+	t.Helper()
+	for i := 0; ; i++ {
+		s := fmt.Sprint("ho-", i)
+		w, err := experiment.Assign(s, "A", "web", 0.5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, _ := experiment.Assign(s, "A", "retail", 0.5)
+		if w.Group == experiment.Held && r.Group == experiment.Treated {
+			return s
+		}
 	}
 }
 

@@ -72,6 +72,18 @@ func TestBacktestSameAsLiveEngineWithApprovals(t *testing.T) {
 	sameAsLive(t, set)
 }
 
+// The same with a holdout: a held-out unit is recorded under the id of the period of its
+// promotion's duration (not of the time bucket), once per period.
+func TestBacktestSameAsLiveEngineWithHoldout(t *testing.T) {
+	src := strings.Replace(testRules, "promote: {channels: [\"*\"], discount: 10, duration: 24h}",
+		"promote: {channels: [\"*\"], discount: 10, duration: 24h}\n    experiment: {id: "+holdoutSalt(t)+", holdout: 0.5}", 1)
+	set, err := rules.Load([]byte(src), rules.KnownFeatures("availability", "units"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameAsLive(t, set)
+}
+
 func sameAsLive(t *testing.T, set *rules.Set) {
 	cfg, _ := testConfig(t)
 	js := hubNATS(t, cfg)
@@ -141,7 +153,7 @@ func sameAsLive(t *testing.T, set *rules.Set) {
 	defer cancel()
 
 	ev := decide.NewEvaluator(cfg.Decide, g, st, cfg.Features)
-	r := &replay{o: o, clk: clk, st: st.state, ev: ev, decided: map[string]bool{}, deferred: map[string]bool{}, sum: Summary{ByOutcome: map[string]int{}}}
+	r := &replay{o: o, clk: clk, st: st.state, ev: ev, decided: idsUntil{}, deferred: idsUntil{}, sum: Summary{ByOutcome: map[string]int{}}}
 	// Each step: tell the engine, wait until it has started every unit, then until a barrier
 	// unit marked after them has been evaluated (a later round: the earlier ones are done).
 	r.evaluate = func(_ context.Context, us []decide.Unit, _ time.Time, all bool) error {
@@ -177,6 +189,10 @@ func sameAsLive(t *testing.T, set *rules.Set) {
 	for _, rec := range recs {
 		if rec.Event == audit.EventDeferred {
 			deferred[rec.DecisionID] = true
+		}
+		if rec.Event == audit.EventDecided && rec.Outcome == audit.OutcomeHeldOut {
+			eg = append(eg, verdictOf(rec.DecisionID, OutcomeHeldOut, ""))
+			continue
 		}
 		if rec.Event != audit.EventDecided || rec.Verdict == nil {
 			continue

@@ -17,6 +17,7 @@ import (
 	"github.com/gemba-io/gemba/hub/decide/guard"
 	"github.com/gemba-io/gemba/hub/decide/rules"
 	"github.com/gemba-io/gemba/hub/decide/versions"
+	"github.com/gemba-io/gemba/hub/state/features"
 )
 
 // replay drives the state through the merged inputs and asks for evaluations as the live engine
@@ -28,14 +29,13 @@ type replay struct {
 	st       *state
 	ev       *decide.Evaluator
 	live     *versions.Live
-	decided  map[string]bool // decision ids already judged (the engine's done set)
-	deferred map[string]bool // decision ids deferred for their inputs
+	decided  idsUntil // decision ids already judged (the engine's done set)
+	deferred idsUntil // decision ids deferred for their inputs
 	// undeliverable: decision ids for a channel act does not deliver on (not decided)
-	undeliverable map[string]bool
-	// waitUntil: a rule × SKU × site × channel held out (until the end of the period of its
-	// promotion's duration its decision fell in: decide.HoldoutPeriod) or with a request awaiting
-	// approval (until it expires: none is answered) is not decided again, as the engine's holdout
-	// ids and waiting.
+	undeliverable idsUntil
+	// waitUntil: a rule × SKU × site × channel with a request awaiting approval is not decided
+	// again until it expires (none is answered), as the engine's waiting. (A held-out unit is
+	// decided once per period by its id: decide.HoldoutPeriod.)
 	waitUntil map[string]time.Time
 	// seen is the range of event times of every input read (in the span or not); inSpan counts
 	// those applied in [From, To).
@@ -49,6 +49,61 @@ type replay struct {
 
 	pending map[decide.Unit]struct{}
 	changed []fkey
+	// inGraph: the graph's units; others are units the inventory marked (a SKU stocked where the
+	// graph has no line of it), evaluated on every tick from then on as the engine's seen units,
+	// in a fixed order.
+	inGraph map[decide.Unit]bool
+	others  []decide.Unit
+}
+
+// idsUntil are decision ids, each with the end of the time bucket (or holdout period) it was
+// derived from: an evaluation derives it again only before then.
+type idsUntil map[string]time.Time
+
+func (s idsUntil) has(id string) bool {
+	_, ok := s[id]
+	return ok
+}
+
+// forget drops the ids that can no longer come again at now (the replay clock never goes back):
+// a long span holds only its current buckets' ids.
+func (r *replay) forget(now time.Time) {
+	for _, s := range []idsUntil{r.decided, r.deferred, r.undeliverable} {
+		for id, until := range s {
+			if !now.Before(until) {
+				delete(s, id)
+			}
+		}
+	}
+}
+
+// units is every unit a tick evaluates: the graph's, then those marked that it does not list.
+func (r *replay) units() []decide.Unit {
+	return append(r.ev.Units(), r.others...)
+}
+
+// note remembers a marked unit the graph does not list (before From too: the engine is told of
+// every stored position).
+func (r *replay) note(u decide.Unit) {
+	if r.inGraph == nil {
+		r.inGraph = map[decide.Unit]bool{}
+		for _, g := range r.ev.Units() {
+			r.inGraph[g] = true
+		}
+	}
+	if r.inGraph[u] {
+		return
+	}
+	r.inGraph[u] = true
+	i, _ := slices.BinarySearchFunc(r.others, u, cmpUnit)
+	r.others = slices.Insert(r.others, i, u)
+}
+
+func cmpUnit(a, b decide.Unit) int {
+	if c := strings.Compare(a.SKU, b.SKU); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Site, b.Site)
 }
 
 // run reads both streams and replays them; it returns once both are read (or on error).
@@ -72,10 +127,12 @@ func (r *replay) run(ctx context.Context, js jetstream.JetStream, log *slog.Logg
 	}
 	srcs := []*source{
 		{name: "agents", stream: cfg.Ingest.Stream, filter: []string{cfg.NATS.SubjectPrefix + ".*.*.features"},
-			start: r.o.From.Add(-longest - reorder), batch: 64, decode: featureDecoder(cfg.NATS.SubjectPrefix, 0), badLog: bad(cfg.Ingest.Stream)},
+			start: r.o.From.Add(-longest - reorder), batch: 64, decode: featureDecoder(cfg.NATS.SubjectPrefix, 0), badLog: bad(cfg.Ingest.Stream),
+			ahead: r.featureFuture()},
 		// The COMMERCE stream holds only commerce subjects: all of it is read.
 		{name: "commerce", stream: cfg.Commerce.Stream,
-			start: r.o.From.Add(-r.o.warmup()), batch: 512, decode: commerceDecoder(1), badLog: bad(cfg.Commerce.Stream)},
+			start: r.o.From.Add(-r.o.warmup()), batch: 512, decode: commerceDecoder(1), badLog: bad(cfg.Commerce.Stream),
+			ahead: cfg.Inventory.MaxFuture},
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -92,6 +149,19 @@ func (r *replay) run(ctx context.Context, js jetstream.JetStream, log *slog.Logg
 	wg.Wait()
 	for _, s := range srcs {
 		r.sum.Malformed += s.bad
+		if s.gone.IsZero() || (!s.oldest.IsZero() && !s.oldest.After(r.o.From)) {
+			continue
+		}
+		// Its retention removed what the replay's start needs: say so, not a replay that reads as
+		// what the rules would have decided with what the hub had.
+		held := "it holds none from then on"
+		if !s.oldest.IsZero() {
+			held = "its oldest input read is at " + s.oldest.Format(time.RFC3339)
+		}
+		w := fmt.Sprintf("the %s stream %s no longer holds what it stored before %s (its retention): %s; the replay from %s lacks the inputs the hub had before that",
+			s.name, s.stream, s.gone.Format(time.RFC3339), held, r.o.From.Format(time.RFC3339))
+		log.Warn(w)
+		r.sum.Warnings = append(r.sum.Warnings, w)
 	}
 	r.sum.Refused = r.st.refused
 	if err != nil {
@@ -103,6 +173,15 @@ func (r *replay) run(ctx context.Context, js jetstream.JetStream, log *slog.Logg
 		}
 	}
 	return r.beyond()
+}
+
+// featureFuture is how far ahead of the hub's clock the feature store takes a window's end
+// (ingest.max_future).
+func (r *replay) featureFuture() time.Duration {
+	if d := r.o.Config.Ingest.MaxFuture; d > 0 {
+		return d
+	}
+	return features.DefaultMaxFuture
 }
 
 // beyond refuses a span the streams hold nothing of: entirely after their latest input or before
@@ -137,6 +216,14 @@ func (r *replay) loop(ctx context.Context, m *merger) error {
 		if !ok {
 			break
 		}
+		if it.future {
+			// Dated beyond max_future of when it was stored: the hub refuses it (apply counts it),
+			// and its date moves no clock.
+			if err := r.apply(ctx, &it); err != nil {
+				return err
+			}
+			continue
+		}
 		if r.seen[0].IsZero() || it.t.Before(r.seen[0]) {
 			r.seen[0] = it.t
 		}
@@ -156,7 +243,8 @@ func (r *replay) loop(ctx context.Context, m *merger) error {
 				return err
 			}
 			r.clk.advance(tick)
-			if err := r.evaluate(ctx, r.ev.Units(), tick, true); err != nil {
+			r.forget(tick)
+			if err := r.evaluate(ctx, r.units(), tick, true); err != nil {
 				return err
 			}
 			tick = tick.Add(timer)
@@ -177,7 +265,7 @@ func (r *replay) loop(ctx context.Context, m *merger) error {
 	}
 	for ; tick.Before(r.o.To); tick = tick.Add(timer) {
 		r.clk.advance(tick)
-		if err := r.evaluate(ctx, r.ev.Units(), tick, true); err != nil {
+		if err := r.evaluate(ctx, r.units(), tick, true); err != nil {
 			return err
 		}
 	}
@@ -186,23 +274,36 @@ func (r *replay) loop(ctx context.Context, m *merger) error {
 
 // apply folds one input into the state and marks the units it is an input of.
 func (r *replay) apply(ctx context.Context, it *item) error {
-	if r.sum.First.IsZero() || it.t.Before(r.sum.First) {
-		r.sum.First = it.t
+	if !it.future { // a refused date is no input's time
+		if r.sum.First.IsZero() || it.t.Before(r.sum.First) {
+			r.sum.First = it.t
+		}
+		if it.t.After(r.sum.Last) {
+			r.sum.Last = it.t
+		}
 	}
-	if it.t.After(r.sum.Last) {
-		r.sum.Last = it.t
+	mark := func(u decide.Unit) {
+		r.pending[u] = struct{}{}
+		r.note(u)
 	}
-	mark := func(u decide.Unit) { r.pending[u] = struct{}{} }
 	switch it.kind {
 	case kindFeature:
 		r.sum.Features++
-		r.changed = r.st.applyFeature(it.h, it.seq, it.f, r.changed[:0])
-		for _, k := range r.changed {
-			for _, u := range r.ev.Affected(k.name, k.key) {
-				mark(u)
+		// The hub reads a record when it is stored (recv) and refuses one ending further ahead of
+		// its clock than max_future: the feature store and the inventory, each with its own bound.
+		if it.beyond(r.featureFuture()) {
+			r.sum.Future++
+		} else {
+			r.changed = r.st.applyFeature(it.h, it.seq, it.f, r.changed[:0])
+			for _, k := range r.changed {
+				for _, u := range r.ev.Affected(k.name, k.key) {
+					mark(u)
+				}
 			}
 		}
-		if mv, ok := r.st.production(it.h, it.f); ok {
+		if mv, ok := r.st.production(it.h, it.f); ok && it.beyond(r.o.Config.Inventory.MaxFuture) {
+			r.st.refused++
+		} else if ok {
 			w, err := r.st.move(ctx, mv)
 			if err != nil {
 				return fmt.Errorf("backtest: production %s: %w", mv.ID, err)
@@ -213,6 +314,10 @@ func (r *replay) apply(ctx context.Context, it *item) error {
 		}
 	case kindSale:
 		r.sum.Sales++
+		if it.beyond(r.o.Config.Inventory.MaxFuture) {
+			r.st.refused++ // the inventory's max_future, against the hub's clock when it read it
+			return nil
+		}
 		w, err := r.st.sale(ctx, it.sale)
 		if err != nil {
 			return fmt.Errorf("backtest: sale %s: %w", it.sale.MsgID(), err)
@@ -222,6 +327,10 @@ func (r *replay) apply(ctx context.Context, it *item) error {
 		}
 	case kindSnapshot:
 		r.sum.Snapshots++
+		if it.beyond(r.o.Config.Inventory.MaxFuture) {
+			r.st.refused++
+			return nil
+		}
 		w, err := r.st.snapshot(ctx, it.snap)
 		if err != nil {
 			return fmt.Errorf("backtest: inventory count %s: %w", it.snap.MsgID(), err)
@@ -249,21 +358,7 @@ func (r *replay) flush(ctx context.Context) error {
 	}
 	clear(r.pending)
 	// A fixed order: the same history replays the same way.
-	slices.SortFunc(us, func(a, b decide.Unit) int {
-		if a.SKU != b.SKU {
-			if a.SKU < b.SKU {
-				return -1
-			}
-			return 1
-		}
-		if a.Site < b.Site {
-			return -1
-		}
-		if a.Site > b.Site {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(us, cmpUnit)
 	return r.evaluate(ctx, us, now, false)
 }
 
@@ -279,14 +374,27 @@ func (r *replay) judge(g *guard.Guard) func(context.Context, []decide.Unit, time
 		r.waitUntil = map[string]time.Time{}
 	}
 	if r.undeliverable == nil {
-		r.undeliverable = map[string]bool{}
+		r.undeliverable = idsUntil{}
 	}
 	return func(ctx context.Context, us []decide.Unit, now time.Time, _ bool) error {
 		for _, u := range us {
 			ev := r.ev.Evaluate(r.live, u, now, bucket)
 			r.sum.Evaluations++
 			for i, p := range ev.Proposals {
-				if r.decided[p.ID] {
+				held, err := heldOut(byName[p.Rule], p)
+				if err != nil {
+					return fmt.Errorf("backtest: %w", err)
+				}
+				// The id comes again only until the end of its bucket (or holdout period).
+				until := guard.TimeBucket(now, bucket).Add(bucket)
+				if held {
+					// As the engine: a held-out unit's id is the period's of its promotion's
+					// duration, decided (recorded held out) once per period.
+					dur := ev.Actions[i].Duration
+					p.ID = guard.DecisionID(p.RuleVersion, p.Rule, p.SKU, p.Channel, decide.HoldoutPeriod(now, dur))
+					until = decide.HoldoutPeriod(now, dur).Add(dur)
+				}
+				if r.decided.has(p.ID) {
 					continue
 				}
 				wkey := strings.Join([]string{p.Rule, p.SKU, p.Site, p.Channel}, "\x00")
@@ -297,8 +405,8 @@ func (r *replay) judge(g *guard.Guard) func(context.Context, []decide.Unit, time
 					if _, ok := act.Channels[p.Channel]; !ok {
 						// As the engine: a channel act does not deliver on is not decided (it would
 						// use up caps, then fail in the outbox for good).
-						if !r.undeliverable[p.ID] {
-							r.undeliverable[p.ID] = true
+						if !r.undeliverable.has(p.ID) {
+							r.undeliverable[p.ID] = until
 							r.sum.Undeliverable++
 						}
 						continue
@@ -306,8 +414,8 @@ func (r *replay) judge(g *guard.Guard) func(context.Context, []decide.Unit, time
 				}
 				if a := guard.InputsAssessment(&p); !a.Passed {
 					// As the engine: deferred, not judged; decided once its inputs can be used.
-					if !r.deferred[p.ID] {
-						r.deferred[p.ID] = true
+					if !r.deferred.has(p.ID) {
+						r.deferred[p.ID] = until
 						r.sum.Deferred++
 					}
 					continue
@@ -315,17 +423,12 @@ func (r *replay) judge(g *guard.Guard) func(context.Context, []decide.Unit, time
 				d := Decision{ID: p.ID, Time: now, SKU: p.SKU, Site: p.Site, Channel: p.Channel, Rule: p.Rule,
 					Version: p.RuleVersion, Action: ev.Actions[i]}
 				d.Action.Channels = []string{p.Channel}
-				held, err := heldOut(byName[p.Rule], p)
-				if err != nil {
-					return fmt.Errorf("backtest: %w", err)
-				}
 				var v guard.Verdict
 				var ie *guard.InputError
 				if held {
 					// As the engine: in the rule's holdout, recorded and never judged nor acted
 					// on (no cap or cooldown used up).
 					d.Outcome = OutcomeHeldOut
-					r.waitUntil[wkey] = decide.HoldoutPeriod(now, d.Action.Duration).Add(d.Action.Duration) // once per period
 				} else {
 					v, err = g.Check(ctx, p)
 				}
@@ -342,7 +445,7 @@ func (r *replay) judge(g *guard.Guard) func(context.Context, []decide.Unit, time
 						r.waitUntil[wkey] = now.Add(r.o.Config.Guard.Approval.TTL)
 					}
 				}
-				r.decided[p.ID] = true
+				r.decided[p.ID] = until
 				r.sum.Decisions++
 				r.sum.ByOutcome[d.Verdict()]++
 				r.sum.ByRule[d.Rule]++

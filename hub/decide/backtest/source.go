@@ -27,13 +27,22 @@ const (
 type item struct {
 	t    time.Time
 	kind int
-	src  int    // which source, for a stable order among equal times
-	seq  uint64 // stream sequence
-	ord  int    // position in its message
+	src  int       // which source, for a stable order among equal times
+	seq  uint64    // stream sequence
+	recv time.Time // when the stream stored it: the hub's clock when it read it, as closely as known
+	ord  int       // position in its message
 	h    *signal.Header
 	f    *signal.Feature
 	sale commerce.Sale
 	snap commerce.Snapshot
+	// future: dated beyond its source's max_future of recv (it moves no watermark).
+	future bool
+}
+
+// beyond reports whether the item is dated more than d after it was stored: the hub, reading it
+// then, refuses it (an agent's clock ahead, a mistyped date).
+func (it *item) beyond(d time.Duration) bool {
+	return !it.recv.IsZero() && it.t.After(it.recv.Add(d))
 }
 
 // source reads one stream with an ordered consumer from a start time (stream time) and decodes
@@ -47,6 +56,13 @@ type source struct {
 	start  time.Time
 	batch  int
 	decode func(m jetstream.Msg, seq uint64, out []item) ([]item, error)
+	// ahead is how far past the time it was stored an item may be dated and still be used by the
+	// hub (max_future): a later one is refused when applied and moves no watermark.
+	ahead time.Duration
+
+	// gone is when the oldest message the stream still holds was stored, when its retention
+	// removed messages stored after start (zero otherwise); oldest is the earliest event time read.
+	gone, oldest time.Time
 
 	bad     int // messages that do not decode (the hub terminates them too)
 	badLog  func(subject string, seq uint64, err error)
@@ -65,6 +81,9 @@ func (s *source) run(ctx context.Context, js jetstream.JetStream, stop func() ti
 		return fmt.Errorf("%s stream %s: %w", s.name, s.stream, err)
 	}
 	s.lastSeq = st.CachedInfo().State.LastSeq
+	if info := st.CachedInfo().State; info.FirstSeq > 1 && info.FirstTime.After(s.start) {
+		s.gone = info.FirstTime.UTC()
+	}
 	if s.lastSeq == 0 || st.CachedInfo().State.LastTime.Before(s.start) {
 		return nil // nothing stored since start
 	}
@@ -122,8 +141,16 @@ func (s *source) run(ctx context.Context, js jetstream.JetStream, stop func() ti
 			items = items[:before]
 		}
 		for i := before; i < len(items); i++ {
+			items[i].recv = meta.Timestamp
+			if items[i].beyond(s.ahead) {
+				items[i].future = true // refused when applied; a wrong clock must not end the read
+				continue
+			}
 			if items[i].t.After(wm) {
 				wm = items[i].t
+			}
+			if s.oldest.IsZero() || items[i].t.Before(s.oldest) {
+				s.oldest = items[i].t
 			}
 		}
 		// What arrives from here on arrived after the backtest started, or is past the span.
@@ -230,7 +257,7 @@ func (m *merger) next(ctx context.Context) (item, bool, error) {
 				continue
 			}
 			for _, it := range items {
-				if it.t.After(m.wm[lag]) {
+				if !it.future && it.t.After(m.wm[lag]) {
 					m.wm[lag] = it.t
 				}
 				heap.Push(&m.h, it)

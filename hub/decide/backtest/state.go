@@ -147,8 +147,8 @@ func (s *state) routesOf(f *signal.Feature) []route {
 	return rs
 }
 
-// applyFeature folds one record in as the feature store's Apply does and returns the
-// (name, key) pairs whose value changed.
+// applyFeature folds one record in as the feature store's Apply does (later decides) and returns
+// the (name, key) pairs whose value changed.
 func (s *state) applyFeature(h *signal.Header, streamSeq uint64, f *signal.Feature, changed []fkey) []fkey {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -166,8 +166,9 @@ func (s *state) applyFeature(h *signal.Header, streamSeq uint64, f *signal.Featu
 			continue
 		}
 		k := fkey{d.Name, key}
-		if cur := s.vals[k]; cur != nil && !f.WindowEnd.After(cur.WindowEnd) {
-			s.older++
+		if cur := s.vals[k]; cur != nil && (!later(f.WindowEnd, streamSeq, f.Signal, cur) ||
+			cur.WindowEnd.Equal(f.WindowEnd) && cur.Lineage.Signal == f.Signal && cur.Value == f.Value) {
+			s.older++ // (or the same window re-sent: the hub's dedup drops its message)
 			continue
 		}
 		v := &features.Value{
@@ -187,6 +188,19 @@ func (s *state) applyFeature(h *signal.Header, streamSeq uint64, f *signal.Featu
 		changed = append(changed, k)
 	}
 	return changed
+}
+
+// later is the feature store's order of values of one key: a later window, or at the same window
+// end the later message, then the larger signal (two sources of one key closing a window at the
+// same instant).
+func later(end time.Time, seq uint64, sig string, cur *features.Value) bool {
+	if c := end.Compare(cur.WindowEnd); c != 0 {
+		return c > 0
+	}
+	if seq != cur.Lineage.StreamSeq {
+		return seq > cur.Lineage.StreamSeq
+	}
+	return sig > cur.Lineage.Signal
 }
 
 // production is the agents ingest's mapping of a units-per-SKU feature onto produced stock
