@@ -285,8 +285,20 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	}
 	name, pw := r.PostFormValue("user"), r.PostFormValue("password")
 	next := safeNext(c.prefix, r.PostFormValue("next"))
-	u, ok := c.check(name, pw)
+	addr := address(r)
+	if wait := c.signIns.refused(addr); wait > 0 {
+		c.log.Warn("console: sign-in refused: too many wrong ones from this address", "remote", r.RemoteAddr, "retry_in", wait.Round(time.Second))
+		c.tooMany(w, r, wait, "too many wrong sign-ins from this address: try again later")
+		return
+	}
+	var u User
+	var ok bool
+	if !c.signIns.check(r.Context(), func() { u, ok = c.check(name, pw) }) {
+		c.tooMany(w, r, time.Second, "too many sign-ins at once: try again in a moment")
+		return
+	}
 	if !ok {
+		c.signIns.failed(addr)
 		c.log.Info("console: sign-in refused", "user", name, "remote", r.RemoteAddr)
 		http.Redirect(w, r, c.prefix+"/login?error=1&next="+url.QueryEscape(next), http.StatusSeeOther)
 		return

@@ -93,6 +93,7 @@ type Console struct {
 	prefix   string
 	trusted  []netip.Prefix
 	sessions *sessions
+	signIns  *signIns
 	dummy    []byte // the hash an unknown user's password is compared against
 	pages    map[string]*template.Template
 	mux      *http.ServeMux
@@ -111,7 +112,7 @@ func New(cfg Config, src Sources, opts Options) (*Console, error) {
 		opts.Now = time.Now
 	}
 	c := &Console{cfg: cfg, src: src, log: opts.Logger.With("component", "console"), now: opts.Now, prefix: Prefix,
-		sessions: newSessions(cfg.SessionTTL, opts.Now), proxySess: map[string]*session{}, dummy: dummyHash(cfg.Users)}
+		sessions: newSessions(cfg.SessionTTL, opts.Now), signIns: newSignIns(opts.Now), proxySess: map[string]*session{}, dummy: dummyHash(cfg.Users)}
 	for _, t := range cfg.Proxy.Trusted {
 		p, err := parsePrefix(t)
 		if err != nil {
