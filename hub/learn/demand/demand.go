@@ -173,7 +173,14 @@ type Source struct {
 	Stream string
 	Prefix string
 	Logger *slog.Logger
+	// Idle is how long the read waits for its next message (default 30 s): a consumer that stopped
+	// delivering (its node lost, or paused) fails the build instead of holding it, and the refit
+	// lock with it, until shutdown.
+	Idle time.Duration
 }
+
+// onRead, in tests, sees the reading consumer before it is read.
+var onRead func(jetstream.Consumer)
 
 // Build reads every sale the stream holds (an ordered consumer on <prefix>.commerce.sales.>, from
 // the stream's first message to the last one there when it starts) and returns the daily series of
@@ -213,6 +220,13 @@ func Build(ctx context.Context, js jetstream.JetStream, src Source, opts Options
 	if info.NumPending == 0 {
 		return set, nil
 	}
+	if onRead != nil {
+		onRead(cons)
+	}
+	idle := src.Idle
+	if idle <= 0 {
+		idle = 30 * time.Second
+	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(batchSize))
 	if err != nil {
 		return nil, fmt.Errorf("demand: read stream %s: %w", src.Stream, err)
@@ -223,8 +237,13 @@ func Build(ctx context.Context, js jetstream.JetStream, src Source, opts Options
 	// sale is still the one that counts.
 	batch := make([]raw, 0, batchSize)
 	for {
-		m, err := it.Next(jetstream.NextContext(ctx))
+		nctx, cancel := context.WithTimeout(ctx, idle)
+		m, err := it.Next(jetstream.NextContext(nctx))
+		cancel()
 		if err != nil {
+			if ctx.Err() == nil && nctx.Err() != nil {
+				err = fmt.Errorf("no message for %s of %d pending (the consumer stopped delivering)", idle, info.NumPending)
+			}
 			return nil, fmt.Errorf("demand: read stream %s after %d messages: %w", src.Stream, set.Stats.Messages, err)
 		}
 		md, err := m.Metadata()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -266,5 +267,45 @@ func TestLateUploadDoesNotUndoTheTrim(t *testing.T) {
 	}
 	if !set.Stats.Oldest.Equal(monday.AddDate(0, 0, -8).Add(12 * time.Hour)) {
 		t.Errorf("oldest sale %v, want the late upload's time", set.Stats.Oldest)
+	}
+}
+
+// A build whose consumer stops delivering (its node lost, or paused) fails after Source.Idle,
+// naming the stream: it waited until shutdown, holding the refit lock.
+func TestBuildGivesUpOnASilentConsumer(t *testing.T) {
+	js := startJS(t)
+	ctx := context.Background()
+	ccfg := commerce.DefaultConfig()
+	if _, err := commerce.EnsureStream(ctx, js, ccfg); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := commerce.NewPublisher(js, ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sale := commerce.Sale{OrderID: "o1", Line: 1, SKU: "A", Site: "s1", Channel: "web", Quantity: 1, UnitPrice: 1, Currency: "EUR", Time: monday.Add(time.Hour)}
+	for _, r := range pub.Publish(ctx, []commerce.Event{sale}) {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	onRead = func(c jetstream.Consumer) {
+		if _, err := js.PauseConsumer(ctx, ccfg.Stream, c.CachedInfo().Name, time.Now().Add(time.Hour)); err != nil {
+			t.Error(err)
+		}
+	}
+	defer func() { onRead = nil }()
+	done := make(chan error, 1)
+	go func() {
+		_, err := Build(ctx, js, Source{Stream: ccfg.Stream, Prefix: ccfg.Prefix, Idle: time.Second}, Options{From: monday, To: monday.AddDate(0, 0, 2)})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), ccfg.Stream) || !strings.Contains(err.Error(), "stopped delivering") {
+			t.Fatalf("build on a paused consumer: %v, want an error naming %s and the silent consumer", err, ccfg.Stream)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("build on a paused consumer still running after 20s")
 	}
 }
