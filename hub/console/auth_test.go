@@ -77,7 +77,11 @@ func (f *fakeDecisions) Kill(context.Context) (guard.KillSwitch, error) {
 func (f *fakeDecisions) SetKill(_ context.Context, k guard.KillSwitch) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.answered = append(f.answered, fmt.Sprintf("kill %v by %s: %s", k.On, k.By, k.Reason))
+	end := ""
+	if k.EndLive {
+		end = " (end live)"
+	}
+	f.answered = append(f.answered, fmt.Sprintf("kill %v%s by %s: %s", k.On, end, k.By, k.Reason))
 	return nil
 }
 func (f *fakeDecisions) Rules(context.Context) (audit.Change, []audit.Change, error) {
@@ -303,6 +307,23 @@ func TestCSRFAndRoles(t *testing.T) {
 	}
 	if len(e.dec.answered) != 1 || e.dec.answered[0] != "kill true by root: webhook storm" {
 		t.Fatalf("kill switch calls: %q", e.dec.answered)
+	}
+	// end_live: with the switch thrown only, and said so.
+	if w := e.do("POST", "/console/kill", url.Values{"csrf": {adtok}, "on": {"false"}, "end_live": {"true"}, "reason": {"x"}}, []*http.Cookie{ad}, nil); w.Code != http.StatusBadRequest {
+		t.Fatalf("end_live with a reset: %d, want 400", w.Code)
+	}
+	if w := e.do("POST", "/console/kill", url.Values{"csrf": {adtok}, "on": {"true"}, "end_live": {"yes"}, "reason": {"x"}}, []*http.Cookie{ad}, nil); w.Code != http.StatusBadRequest {
+		t.Fatalf("end_live neither true nor false: %d, want 400", w.Code)
+	}
+	if w := e.do("POST", "/console/kill", url.Values{"csrf": {adtok}, "on": {"true"}, "end_live": {"true"}, "reason": {"bad prices"}}, []*http.Cookie{ad}, nil); w.Code != http.StatusSeeOther {
+		t.Fatalf("admin kill switch with end_live: %d, want 303", w.Code)
+	}
+	if len(e.dec.answered) != 2 || e.dec.answered[1] != "kill true (end live) by root: bad prices" {
+		t.Fatalf("kill switch calls: %q", e.dec.answered)
+	}
+	page := e.do("GET", "/console/approvals", nil, []*http.Cookie{ad}, nil)
+	if !strings.Contains(page.Body.String(), `name="end_live"`) {
+		t.Fatalf("the approvals page offers no end_live to an admin while the switch is off:\n%s", page.Body.String())
 	}
 }
 

@@ -493,14 +493,30 @@ func (c *Console) kill(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, http.StatusBadRequest, "reason is required: the kill switch records why it was thrown or reset")
 		return
 	}
+	var endLive bool
+	switch r.PostFormValue("end_live") {
+	case "true":
+		endLive = true
+	case "", "false":
+	default:
+		c.fail(w, r, http.StatusBadRequest, "end_live must be true or false")
+		return
+	}
+	if endLive && !on {
+		c.fail(w, r, http.StatusBadRequest, "end_live (end every promotion running) applies only when the switch is thrown")
+		return
+	}
 	by := sessionOf(r).user
-	if err := d.SetKill(r.Context(), guard.KillSwitch{On: on, By: by, Reason: reason}); err != nil {
+	if err := d.SetKill(r.Context(), guard.KillSwitch{On: on, EndLive: endLive, By: by, Reason: reason}); err != nil {
 		c.fail(w, r, http.StatusServiceUnavailable, err.Error())
 		return
 	}
-	c.log.Warn("console: kill switch set", "on", on, "by", by, "reason", reason)
+	c.log.Warn("console: kill switch set", "on", on, "end_live", endLive, "by", by, "reason", reason)
 	state := "reset: decisions act again"
-	if on {
+	switch {
+	case endLive:
+		state = "thrown: nothing acts, and the promotions running are ended"
+	case on:
 		state = "thrown: nothing acts"
 	}
 	http.Redirect(w, r, c.prefix+"/approvals?msg="+url.QueryEscape("kill switch "+state), http.StatusSeeOther)
