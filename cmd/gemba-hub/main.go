@@ -39,7 +39,7 @@ Start with 'gemba-hub validate -c hub.yaml', then 'gemba-hub run -c hub.yaml'.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(runCmd(), validateCmd(), versionCmd(), importCmd(), rulesCmd(), whyCmd(), backtestCmd(), actionsCmd(), modelsCmd())
+	root.AddCommand(runCmd(), validateCmd(), versionCmd(), importCmd(), rulesCmd(), whyCmd(), backtestCmd(), actionsCmd(), modelsCmd(), killCmd())
 	usageErrors(root)
 	if err := root.Execute(); err != nil {
 		var ee exitError
