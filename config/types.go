@@ -125,7 +125,13 @@ func (s *Secret) UnmarshalConfig(d *Decoder, n *yaml.Node, path string) {
 			d.Errorf(n, Join(path, "file"), "cannot read secret: %v", err)
 			return
 		}
-		*s = Secret{value: strings.TrimRight(string(data), "\r\n"), file: src.File}
+		v := strings.TrimRight(string(data), "\r\n")
+		if v == "" {
+			// As ${VAR} set but empty: an empty secret would read as none (an API open to all).
+			d.Errorf(n, Join(path, "file"), "secret file %s is empty", src.File)
+			return
+		}
+		*s = Secret{value: v, file: src.File}
 		return
 	}
 	v, ok := d.Scalar(n, path)

@@ -2,6 +2,8 @@ package hub
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -97,6 +99,28 @@ monitor: {enabled: false}
 		})
 		if got != r {
 			t.Errorf("%s: %d replicas, want %d", name, got, r)
+		}
+	}
+}
+
+// TestEmptyTokenFile: a token read from a file that turns out empty (a secret not provisioned yet,
+// a mount that failed) must not leave the API open to everyone on the listener, as no read_token
+// does: the config is refused, naming the key, as ${VAR} set but empty is.
+func TestEmptyTokenFile(t *testing.T) {
+	none := func(string) (string, bool) { return "", false }
+	empty := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"read_token", "write_token"} {
+		doc := "hub: {id: h1, data_dir: /tmp/gemba-hub-config-test}\nhttp: {" + key + ": {file: " + empty + "}}\n"
+		cfg, err := Parse([]byte(doc), none)
+		if err == nil {
+			t.Errorf("%s from an empty file: accepted as no token (read token %q): the read API open to all", key, cfg.HTTP.ReadToken.Value())
+			continue
+		}
+		if !strings.Contains(err.Error(), "http."+key) || !strings.Contains(err.Error(), "empty") {
+			t.Errorf("%s from an empty file: %v, want an error at http.%s saying it is empty", key, err, key)
 		}
 	}
 }

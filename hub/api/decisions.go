@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -94,6 +95,16 @@ func (d *decisionsAPI) recent(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	f := audit.Filter{SKU: q.Get("sku"), Channel: q.Get("channel"), Rule: q.Get("rule"), Outcome: q.Get("outcome"), Mode: q.Get("mode")}
+	// A value no record has (a typo) would answer "none" after scanning the whole window.
+	for _, c := range []struct {
+		name, v string
+		of      []string
+	}{{"outcome", f.Outcome, audit.Outcomes}, {"mode", f.Mode, audit.Modes}} {
+		if c.v != "" && !slices.Contains(c.of, c.v) {
+			writeErr(w, http.StatusBadRequest, c.name+": want one of "+strings.Join(c.of, ", "))
+			return
+		}
+	}
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 1 || n > audit.MaxLimit {
@@ -167,9 +178,27 @@ type change struct {
 
 func readChange(w http.ResponseWriter, r *http.Request) (change, bool) {
 	var c change
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
+	err := dec.Decode(&c)
+	if err == io.EOF {
+		err = errors.New("empty: want a JSON object")
+	}
+	if err == nil {
+		// One object and nothing else: a second one after it would otherwise be dropped unread
+		// (a throw followed by a reset read as a throw).
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = errors.New("unexpected data after the JSON object")
+			if terr != nil && !errors.As(terr, new(*json.SyntaxError)) {
+				err = terr
+			}
+		}
+	}
+	if tooBig := (*http.MaxBytesError)(nil); errors.As(err, &tooBig) {
+		writeErr(w, http.StatusRequestEntityTooLarge, "body: larger than "+strconv.Itoa(maxBody)+" bytes")
+		return c, false
+	}
+	if err != nil {
 		writeErr(w, http.StatusBadRequest, "body: "+err.Error())
 		return c, false
 	}

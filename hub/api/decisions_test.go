@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -89,7 +90,7 @@ func TestDecisionEndpoints(t *testing.T) {
 		{"approve without by", "POST", "/api/v1/approvals/" + idX + "/approve", "wr", `{"reason":"r"}`, 400, "by"},
 		{"approve with junk", "POST", "/api/v1/approvals/" + idX + "/approve", "wr", `{"by":`, 400, "body"},
 		{"approve with an unknown field", "POST", "/api/v1/approvals/" + idX + "/approve", "wr", `{"by":"bob","amount":3}`, 400, "amount"},
-		{"approve too big", "POST", "/api/v1/approvals/" + idX + "/approve", "wr", `{"by":"` + strings.Repeat("b", maxBody) + `"}`, 400, "body"},
+		{"approve too big", "POST", "/api/v1/approvals/" + idX + "/approve", "wr", `{"by":"` + strings.Repeat("b", maxBody) + `"}`, 413, "larger than"},
 		{"wrong answer", "POST", "/api/v1/approvals/" + idX + "/maybe", "wr", `{"by":"bob"}`, 404, "approve"},
 		{"approve missing", "POST", "/api/v1/approvals/" + idMissing + "/approve", "wr", `{"by":"bob"}`, 404, "no such decision"},
 		{"approve own", "POST", "/api/v1/approvals/" + idSelf + "/approve", "wr", `{"by":"bob"}`, 403, "own request"},
@@ -171,5 +172,59 @@ func TestKillSetThoughReadBackFails(t *testing.T) {
 	}
 	if code, _ := send(h, "GET", "/api/v1/kill", "", ""); code != http.StatusServiceUnavailable {
 		t.Fatalf("reading the switch when the guard cannot: %d, want 503", code)
+	}
+}
+
+// TestChangeBodyStrict: a change's body is one JSON object and nothing else. A second object after
+// the first (a client that concatenated two requests, a proxy that glued bodies) must not be read
+// as the first alone: "throw the switch" followed by "reset it" is not a throw. A body over the
+// limit says so (413 naming the limit), not "unexpected EOF".
+func TestChangeBodyStrict(t *testing.T) {
+	f := &fakeDecisions{}
+	h := DecisionsHandler(func() Decisions { return f }, "", "wr")
+	for _, c := range []struct{ name, method, path, body string }{
+		{"kill, then a reset", "PUT", "/api/v1/kill", `{"by":"ops","on":true,"reason":"a"}{"by":"ops","on":false}`},
+		{"kill, then junk", "PUT", "/api/v1/kill", `{"by":"ops","on":true} junk`},
+		{"approve, then another", "POST", "/api/v1/approvals/" + idX + "/approve", `{"by":"bob"} {"by":"eve"}`},
+	} {
+		code, body := send(h, c.method, c.path, "wr", c.body)
+		if code != http.StatusBadRequest || !strings.Contains(body, "after") {
+			t.Errorf("%s: %d %s, want 400 naming the data after the object", c.name, code, strings.TrimSpace(body))
+		}
+	}
+	if f.kill.On || len(f.answers) != 0 {
+		t.Errorf("a refused body changed something: kill %+v, answers %v", f.kill, f.answers)
+	}
+	big := `{"by":"ops","on":true,"reason":"` + strings.Repeat("r", maxBody) + `"}`
+	if code, body := send(h, "PUT", "/api/v1/kill", "wr", big); code != http.StatusRequestEntityTooLarge || !strings.Contains(body, strconv.Itoa(maxBody)) {
+		t.Errorf("body of %d bytes: %d %s, want 413 naming the limit", len(big), code, strings.TrimSpace(body))
+	}
+	if code, body := send(h, "PUT", "/api/v1/kill", "wr", ""); code != http.StatusBadRequest || !strings.Contains(body, "empty") {
+		t.Errorf("no body: %d %s, want 400 saying the body is empty", code, strings.TrimSpace(body))
+	}
+	// Trailing white space (a newline from curl -d @file) is fine.
+	if code, body := send(h, "PUT", "/api/v1/kill", "wr", "{\"by\":\"ops\",\"on\":true}\n\n"); code != http.StatusOK {
+		t.Errorf("object and a newline: %d %s", code, body)
+	}
+}
+
+// TestRecentFilterValues: an outcome or mode no record can have (a typo: "fire" for "fired") is
+// the client's mistake, named with the values it may take; answered 200 with nothing, it reads as
+// "no promotion fired", after a scan of the whole window.
+func TestRecentFilterValues(t *testing.T) {
+	h := DecisionsHandler(func() Decisions { return &fakeDecisions{} }, "", "")
+	for _, c := range []struct{ query, says string }{
+		{"outcome=fire", "fired"},
+		{"outcome=FIRED", "held_out"},
+		{"mode=live", "canary"},
+	} {
+		if code, body := send(h, "GET", "/api/v1/decisions?"+c.query, "", ""); code != http.StatusBadRequest || !strings.Contains(body, c.says) {
+			t.Errorf("%s: %d %s, want 400 naming %q", c.query, code, strings.TrimSpace(body), c.says)
+		}
+	}
+	for _, q := range []string{"outcome=fired", "outcome=held_out", "outcome=awaiting_approval", "mode=shadow", "mode=active&outcome=suppressed", "outcome="} {
+		if code, body := send(h, "GET", "/api/v1/decisions?"+q, "", ""); code != http.StatusOK {
+			t.Errorf("%s: %d %s, want 200", q, code, strings.TrimSpace(body))
+		}
 	}
 }

@@ -50,12 +50,19 @@ const (
 	OutcomeHeldOut          = "held_out" // in its experiment's holdout: eligible, deliberately not promoted
 )
 
+// Outcomes lists every outcome a record may have (what a filter may ask for).
+var Outcomes = []string{OutcomeFired, OutcomeHeld, OutcomeSuppressed, OutcomeAwaitingApproval, OutcomeRejected,
+	OutcomeExpired, OutcomeReleased, OutcomeShadow, OutcomeHeldOut}
+
 // Modes: which version decided.
 const (
 	ModeActive = "active"
 	ModeCanary = "canary"
 	ModeShadow = "shadow"
 )
+
+// Modes lists every mode a record may have.
+var Modes = []string{ModeActive, ModeCanary, ModeShadow}
 
 // Input is one value a decision read, with where it came from.
 type Input struct {
