@@ -2,13 +2,14 @@ package agent
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/gemba-io/gemba/config"
 )
 
 // handleReload is POST /admin/reload: the `gemba-agent reload` command and anything that cannot
@@ -60,7 +61,7 @@ func (a *Agent) adminAllowed(r *http.Request) (int, string) {
 		return 0, ""
 	}
 	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(tok)) != 1 {
+	if !ok || !config.TokenEqual(got, tok) {
 		return http.StatusUnauthorized, "admin token missing or wrong (Authorization: Bearer, http.admin_token)"
 	}
 	return 0, ""

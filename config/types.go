@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -138,4 +140,12 @@ func (s *Secret) UnmarshalConfig(d *Decoder, n *yaml.Node, path string) {
 	if ok {
 		*s = Secret{value: v}
 	}
+}
+
+// TokenEqual compares a presented token with the expected one in constant time, lengths included:
+// both are hashed first (subtle.ConstantTimeCompare returns at once on a length difference, which
+// tells a caller how long the token is).
+func TokenEqual(got, want string) bool {
+	g, w := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
+	return subtle.ConstantTimeCompare(g[:], w[:]) == 1
 }

@@ -2,7 +2,6 @@ package hub
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -11,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gemba-io/gemba/config"
 	"github.com/gemba-io/gemba/hub/audit"
 	"github.com/gemba-io/gemba/hub/ingest/agents"
 	"github.com/gemba-io/gemba/hub/monitor/kpi"
@@ -188,7 +188,7 @@ func (h *Hub) readAuth(next http.Handler) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(tok)) != 1 {
+		if !ok || !config.TokenEqual(got, tok) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="gemba-hub"`)
 			http.Error(w, "missing or wrong bearer token", http.StatusUnauthorized)
 			return

@@ -3,7 +3,6 @@
 package api
 
 import (
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -11,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/gemba-io/gemba/config"
 	"github.com/gemba-io/gemba/hub/monitor/fleet"
 	"github.com/gemba-io/gemba/hub/state/features"
 	"github.com/gemba-io/gemba/hub/state/graph"
@@ -44,7 +44,7 @@ func Handler(src Sources, token string) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+		if !ok || !config.TokenEqual(got, token) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="gemba-hub"`)
 			writeErr(w, http.StatusUnauthorized, "missing or wrong bearer token")
 			return

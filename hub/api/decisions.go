@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"io"
@@ -12,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gemba-io/gemba/config"
 	"github.com/gemba-io/gemba/hub/act"
 	"github.com/gemba-io/gemba/hub/audit"
 	"github.com/gemba-io/gemba/hub/decide"
@@ -69,7 +69,7 @@ func bearer(token string, h http.HandlerFunc) http.HandlerFunc {
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+		if !ok || !config.TokenEqual(got, token) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="gemba-hub"`)
 			writeErr(w, http.StatusUnauthorized, "missing or wrong bearer token")
 			return
@@ -231,7 +231,9 @@ func (d *decisionsAPI) answer(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	// Not cut short by a client that goes away: an answer the guard took is recorded (who
+	// approved, in the decision log) and enqueued within the same call.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Second)
 	defer cancel()
 	v, err := s.Answer(ctx, r.PathValue("id"), c.By, c.Reason, approve)
 	switch {

@@ -441,7 +441,9 @@ func (c *Console) answer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	by := sessionOf(r).user
-	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	// Not cut short by a client that goes away: an answer the guard took is recorded (who
+	// approved, in the decision log) and enqueued within the same call.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Second)
 	defer cancel()
 	v, err := d.Answer(ctx, id, by, reason, approve)
 	switch {
