@@ -41,7 +41,9 @@ type Agent struct {
 // View is an agent with its derived state for readers.
 type View struct {
 	Agent
-	Stale      bool    `json:"stale"` // no heartbeat for longer than stale_after
+	Stale bool `json:"stale"` // no heartbeat for longer than stale_after
+	// AgeSeconds is how long ago the hub received the heartbeat (its clock, as Stale: an agent
+	// clock ahead or behind does not show in it).
 	AgeSeconds float64 `json:"age_s"`
 	// BufferRecords and Dropped sum the agent's buffer streams.
 	BufferRecords uint64  `json:"buffer_records"`
@@ -110,7 +112,7 @@ func (f *Fleet) remote(e jetstream.KeyValueEntry) {
 }
 
 // Heartbeat stores a status if it is newer than the one known (heartbeats of one agent can reach
-// different replicas out of order).
+// different replicas out of order), or if the hub received the one known half of stale_after ago.
 func (f *Fleet) Heartbeat(ctx context.Context, h *signal.Header, st *signal.Status) error {
 	key := kvkey.Join(h.Site, h.Agent)
 	now := f.now().UTC()
@@ -127,8 +129,12 @@ func (f *Fleet) Heartbeat(ctx context.Context, h *signal.Header, st *signal.Stat
 		f.mu.RLock()
 		cur := f.agents[key]
 		f.mu.RUnlock()
-		// A stored heartbeat further ahead than LastSeen is now bounded (an older hub wrote it) loses.
-		if cur != nil && !a.LastSeen.After(cur.LastSeen) && !cur.LastSeen.After(now.Add(f.staleAfter)) {
+		// A stored heartbeat further ahead than LastSeen is now bounded (an older hub wrote it) loses,
+		// and so does one the hub received half of stale_after ago or more: heartbeats reach replicas
+		// out of order by seconds, so an older time after that long is the agent's clock set back
+		// (NTP, a reboot without a real-time clock), and it must not read as silence.
+		if cur != nil && !a.LastSeen.After(cur.LastSeen) && !cur.LastSeen.After(now.Add(f.staleAfter)) &&
+			now.Sub(cur.Received) < f.staleAfter/2 {
 			return nil
 		}
 		var rev uint64
@@ -162,7 +168,7 @@ func (f *Fleet) Heartbeat(ctx context.Context, h *signal.Header, st *signal.Stat
 }
 
 func (f *Fleet) view(a *Agent, now time.Time) View {
-	v := View{Agent: *a, AgeSeconds: now.Sub(a.LastSeen).Seconds()}
+	v := View{Agent: *a, AgeSeconds: now.Sub(a.Received).Seconds()}
 	v.Stale = now.Sub(a.Received) > f.staleAfter
 	for _, b := range a.Buffer {
 		v.BufferRecords += b.Records

@@ -1,6 +1,7 @@
 package quality
 
 import (
+	"context"
 	"strconv"
 	"time"
 )
@@ -46,4 +47,83 @@ func (e Event) ID() string {
 		return id + e.Agent + ":" + e.Stream + ":" + e.Incarnation + ":" + strconv.FormatUint(e.From, 10)
 	}
 	return id + e.Feature + ":" + e.Key + ":" + strconv.FormatInt(e.Time.UnixNano(), 10)
+}
+
+// emit raises events (queue and report).
+func (m *Monitor) emit(evs ...Event) {
+	m.mu.Lock()
+	lost := m.queue(evs)
+	m.mu.Unlock()
+	m.report(evs, lost)
+}
+
+// queue hands events to the sender and returns those the full queue refused. Called with m.mu
+// held, so events raised on the fold and on the clock's check (a gap's recovery and its breach)
+// reach the decision log in the order they were raised.
+func (m *Monitor) queue(evs []Event) (lost []Event) {
+	for _, e := range evs {
+		m.Stats.Events.Add(1)
+		m.metrics.events.WithLabelValues(e.Kind, e.State).Inc()
+		if m.sink == nil {
+			continue
+		}
+		select {
+		case m.events <- e:
+		default:
+			m.Stats.EventsDropped.Add(1)
+			lost = append(lost, e)
+		}
+	}
+	return lost
+}
+
+// report logs queued events, outside the lock.
+func (m *Monitor) report(evs, lost []Event) {
+	for _, e := range evs {
+		m.log.Info("quality event", "kind", e.Kind, "state", e.State, "feature", e.Feature, "key", e.Key, "agent", e.Agent, "why", e.Why)
+	}
+	for _, e := range lost {
+		m.log.Warn("quality event not recorded: the queue to the decision log is full", "kind", e.Kind, "feature", e.Feature, "key", e.Key)
+	}
+}
+
+// sendLoop hands events to the sink, one at a time, retrying a failed one a few times; once drain
+// is closed, it records what is queued and returns.
+func (m *Monitor) sendLoop(ctx context.Context, drain <-chan struct{}) {
+	for {
+		select {
+		case e := <-m.events:
+			m.send(ctx, e)
+		case <-drain:
+			for {
+				select {
+				case e := <-m.events:
+					m.send(ctx, e)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (m *Monitor) send(ctx context.Context, e Event) {
+	if ctx.Err() != nil {
+		m.Stats.EventsDropped.Add(1)
+		m.log.Warn("quality event not recorded: the monitor closed before it was", "id", e.ID())
+		return
+	}
+	var err error
+	for try := 0; try < 3; try++ {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err = m.sink.Record(rctx, e)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+	}
+	if err != nil {
+		m.Stats.SinkErrors.Add(1)
+		m.log.Error("quality event not recorded on the decision log", "id", e.ID(), "err", err)
+	}
 }

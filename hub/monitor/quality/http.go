@@ -3,6 +3,8 @@ package quality
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 )
 
@@ -16,8 +18,10 @@ var _ Source = (*Monitor)(nil)
 // Handler serves the quality read API (the hub mounts it at /api/v1/quality and /api/v1/quality/gaps):
 //
 //	GET …/quality?feature=F&key=K   one key (404 with the reason when unknown)
-//	GET …/quality?feature=F         every key of F (every feature without F); ?breach=1 only keys in breach
-//	GET …/quality/gaps?agent=A      the agents' streams and their gaps
+//	GET …/quality?feature=F         the keys of F (of every feature without F); &breach=1 only keys in
+//	                                breach; a page of limit (1000, at most 10000) keys, by feature and key,
+//	                                after after_feature/after_key; a full page carries next, the next page's query
+//	GET …/quality/gaps?agent=A      the agents' streams and their gaps (404 for an agent with none)
 func (m *Monitor) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -27,7 +31,14 @@ func (m *Monitor) Handler() http.Handler {
 		}
 		q := r.URL.Query()
 		if strings.HasSuffix(r.URL.Path, "/gaps") {
-			writeJSON(w, http.StatusOK, map[string]any{"streams": orEmpty(m.Gaps(q.Get("agent")))})
+			agent := q.Get("agent")
+			gs := m.Gaps(agent)
+			if agent != "" && len(gs) == 0 {
+				writeJSON(w, http.StatusNotFound, map[string]string{"error": "quality: no stream of agent " + strconv.Quote(agent) +
+					" observed within the monitor log's retention"})
+				return
+			}
+			writeJSON(w, http.StatusOK, map[string]any{"streams": orEmpty(gs)})
 			return
 		}
 		feature, key := q.Get("feature"), q.Get("key")
@@ -44,17 +55,45 @@ func (m *Monitor) Handler() http.Handler {
 			writeJSON(w, http.StatusNotFound, map[string]string{"error": "quality: unknown feature " + feature})
 			return
 		}
+		breach, limit := false, 1000
+		if b := q.Get("breach"); b != "" {
+			var err error
+			if breach, err = strconv.ParseBool(b); err != nil {
+				writeJSON(w, http.StatusBadRequest, map[string]string{"error": "quality: breach: want 1 or 0, got " + strconv.Quote(b)})
+				return
+			}
+		}
+		if l := q.Get("limit"); l != "" {
+			n, err := strconv.Atoi(l)
+			if err != nil || n < 1 || n > 10000 {
+				writeJSON(w, http.StatusBadRequest, map[string]string{"error": "quality: limit: want 1..10000"})
+				return
+			}
+			limit = n
+		}
+		afterF, afterK := q.Get("after_feature"), q.Get("after_key")
 		all := m.List(feature)
-		if q.Get("breach") != "" {
-			keep := all[:0]
-			for _, x := range all {
-				if !x.OK() {
-					keep = append(keep, x)
+		keep := all[:0]
+		for _, x := range all {
+			if (breach && x.OK()) || (afterF != "" || afterK != "") && (x.Feature < afterF || x.Feature == afterF && x.Key <= afterK) {
+				continue
+			}
+			if keep = append(keep, x); len(keep) == limit {
+				break
+			}
+		}
+		out := map[string]any{"keys": orEmpty(keep)}
+		if len(keep) == limit {
+			last := keep[len(keep)-1]
+			next := url.Values{"after_feature": {last.Feature}, "after_key": {last.Key}}
+			for _, k := range []string{"feature", "breach", "limit"} {
+				if v := q.Get(k); v != "" {
+					next.Set(k, v)
 				}
 			}
-			all = keep
+			out["next"] = next.Encode()
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"keys": orEmpty(all)})
+		writeJSON(w, http.StatusOK, out)
 	})
 }
 

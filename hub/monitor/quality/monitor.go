@@ -4,7 +4,6 @@ package quality
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"iter"
 	"log/slog"
@@ -85,11 +84,12 @@ type Monitor struct {
 	keys  map[string]map[string]*keyState // feature → key → state
 	th    map[string]*Thresholds
 	nkeys int
-	// keysSwept is the log time of the last sweep for keys past the retention (at maxKeys).
-	keysSwept time.Time
-	streams   map[streamRef]*seqTracker
-	loaded    bool
-	warned    bool
+	// keysSwept and streamsSwept are the log times of the last sweeps for keys and agent streams
+	// not fed for the retention.
+	keysSwept, streamsSwept time.Time
+	streams                 map[streamRef]*seqTracker
+	loaded                  bool
+	warned                  bool
 
 	events  chan Event
 	metrics *metrics
@@ -142,7 +142,8 @@ func Open(ctx context.Context, js jetstream.JetStream, o Options) (*Monitor, err
 // Observer is what the agents' ingest consumer is given.
 func (m *Monitor) Observer() *Observer { return m.obs }
 
-// Close stops following and waits for the event sender (events still queued are dropped).
+// Close stops following and waits for the event sender to record the events still queued (for at
+// most closeDrain; those left then are dropped and counted).
 func (m *Monitor) Close() {
 	if m.closing.Swap(true) || m.stop == nil {
 		return
@@ -207,11 +208,28 @@ func (m *Monitor) follow(ctx context.Context, st jetstream.Stream, subj string) 
 		}
 	}
 	fctx, cancel := context.WithCancel(context.Background())
-	m.stop = func() { cancel(); f.Stop() }
-	m.wg.Go(func() { m.tickLoop(fctx) })
-	m.wg.Go(func() { m.sendLoop(fctx) })
+	sctx, scancel := context.WithCancel(context.Background())
+	drain := make(chan struct{})
+	var ticking sync.WaitGroup
+	m.stop = func() {
+		cancel()
+		f.Stop()
+		ticking.Wait()
+		// What is queued is recorded, for at most closeDrain: a hub stopping right after a breach
+		// would otherwise lose its event for good (a replica started later raises none for history).
+		t := time.AfterFunc(closeDrain, scancel)
+		close(drain)
+		m.wg.Wait()
+		t.Stop()
+		scancel()
+	}
+	ticking.Go(func() { m.tickLoop(fctx) })
+	m.wg.Go(func() { m.sendLoop(sctx, drain) })
 	return nil
 }
+
+// closeDrain bounds how long Close records the events still queued.
+const closeDrain = 5 * time.Second
 
 // fold applies one log message. It runs on the follower goroutine.
 func (m *Monitor) fold(data []byte, seq uint64, at time.Time) {
@@ -224,9 +242,13 @@ func (m *Monitor) fold(data []byte, seq uint64, at time.Time) {
 	m.mu.Lock()
 	_ = scan(data, &f) // checked above
 	loaded := m.loaded
+	var lost []Event
+	if loaded {
+		lost = m.queue(f.evs)
+	}
 	m.mu.Unlock()
 	if loaded {
-		m.emit(f.evs...)
+		m.report(f.evs, lost)
 	}
 }
 
@@ -241,6 +263,12 @@ type folder struct {
 
 func (f *folder) chunk(agent string, st signal.Stream, inc string, first, last uint64) {
 	m := f.m
+	if f.at.Sub(m.streamsSwept) >= m.cfg.Slice() {
+		// Streams not fed for the log's retention (an old incarnation: the buffer was wiped) are
+		// forgotten, holes and all, as a replica started now would not know them.
+		m.streamsSwept = f.at
+		m.evictStreams(f.at)
+	}
 	f.ref = streamRef{Agent: agent, Stream: st, Incarnation: inc}
 	tr := m.tracker(f.ref, f.at)
 	if f.skip = tr == nil || tr.seen(first); f.skip {
@@ -345,19 +373,25 @@ func num(x float64) float64 {
 
 // key returns the state of a feature × key fed at log time at, created on first sight; nil for a
 // feature this hub does not define (a replica with another config wrote it) or past maxKeys.
-// Called with m.mu held.
+// A key not fed for the log's retention starts afresh, as on a replica started now, which would
+// not know it (its verdicts, kept while a window is empty, would otherwise hold on one replica
+// only). Called with m.mu held.
 func (m *Monitor) key(feature string, key []byte, at time.Time) *keyState {
 	byKey := m.keys[feature]
 	if k := byKey[string(key)]; k != nil { // no allocation for the lookup
-		k.fed = at
-		return k
+		if at.Sub(k.fed) <= m.cfg.Retention() {
+			k.fed = at
+			return k
+		}
+		delete(byKey, k.key)
+		m.nkeys--
 	}
 	d, ok := m.defs[feature]
 	if !ok {
 		m.Stats.Unknown.Add(1)
 		return nil
 	}
-	if m.nkeys >= maxKeys && at.Sub(m.keysSwept) >= m.cfg.Slice() {
+	if at.Sub(m.keysSwept) >= m.cfg.Slice() {
 		m.evictKeys(at) // at most once a slice of log time: a sweep visits every key
 	}
 	if m.nkeys >= maxKeys {
@@ -390,7 +424,8 @@ func (m *Monitor) key(feature string, key []byte, at time.Time) *keyState {
 }
 
 // evictKeys forgets keys not fed for the log's retention (a replica started now would not know
-// them either), by log time, so every replica forgets the same. Called with m.mu held.
+// them either), by log time, so every replica forgets the same, and the memory of keys that are
+// gone (a SKU out of the catalogue) is given back. Called with m.mu held.
 func (m *Monitor) evictKeys(at time.Time) {
 	m.keysSwept = at
 	for _, byKey := range m.keys {
@@ -424,7 +459,10 @@ func (m *Monitor) all() iter.Seq[*keyState] {
 // tracker returns the sequence tracker of an agent stream. Called with m.mu held.
 func (m *Monitor) tracker(ref streamRef, at time.Time) *seqTracker {
 	if t := m.streams[ref]; t != nil {
-		return t
+		if at.Sub(t.updated) <= m.cfg.Retention() {
+			return t
+		}
+		delete(m.streams, ref) // not fed for the retention: afresh, as on a replica started now
 	}
 	if len(m.streams) >= maxStreams {
 		m.evictStreams(at)
@@ -503,50 +541,13 @@ func (m *Monitor) check(emit bool) {
 	if len(m.streams) > maxStreams/2 {
 		m.evictStreams(now)
 	}
-	loaded := m.loaded
+	emit = emit && m.loaded
+	var lost []Event
+	if emit {
+		lost = m.queue(evs)
+	}
 	m.mu.Unlock()
-	if loaded && emit {
-		m.emit(evs...)
-	}
-}
-
-func (m *Monitor) emit(evs ...Event) {
-	for _, e := range evs {
-		m.Stats.Events.Add(1)
-		m.metrics.events.WithLabelValues(e.Kind, e.State).Inc()
-		m.log.Info("quality event", "kind", e.Kind, "state", e.State, "feature", e.Feature, "key", e.Key, "agent", e.Agent, "why", e.Why)
-		if m.sink == nil {
-			continue
-		}
-		select {
-		case m.events <- e:
-		default:
-			m.Stats.EventsDropped.Add(1)
-			m.log.Warn("quality event not recorded: the queue to the decision log is full", "kind", e.Kind, "feature", e.Feature, "key", e.Key)
-		}
-	}
-}
-
-// sendLoop hands events to the sink, one at a time, retrying a failed one a few times.
-func (m *Monitor) sendLoop(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case e := <-m.events:
-			var err error
-			for try := 0; try < 3; try++ {
-				rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				err = m.sink.Record(rctx, e)
-				cancel()
-				if err == nil || ctx.Err() != nil {
-					break
-				}
-			}
-			if err != nil && !errors.Is(err, context.Canceled) {
-				m.Stats.SinkErrors.Add(1)
-				m.log.Error("quality event not recorded on the decision log", "id", e.ID(), "err", err)
-			}
-		}
+	if emit {
+		m.report(evs, lost)
 	}
 }

@@ -203,10 +203,15 @@ func (k *keyState) evaluate(end int64, perWindow, lag int) (driftChanged, badCha
 		// PSI alone has no notion of sample size, and on reservoirs of a hundred values its
 		// noise reaches 0.3 now and then.
 		drifting = (k.psi >= k.th.PSI || k.ks >= k.th.KS) && k.ksP < k.th.KSAlpha
-	} else if k.drifting && len(cur) > 0 && len(ref) == 0 {
-		drifting = true // no reference to judge by (e.g. data resumed after a long gap): keep the verdict
+	} else {
+		// Too few values to judge by (no reference after a long gap, a sensor sending less as it
+		// fails): the verdict stands, rather than read as a recovery.
+		drifting = k.drifting
 	}
-	isBad := total >= uint64(max(k.th.MinCount, 1)) && k.badShare >= k.th.BadShare
+	isBad := k.bad // likewise
+	if total >= uint64(max(k.th.MinCount, 1)) {
+		isBad = k.badShare >= k.th.BadShare
+	}
 	at := time.Unix(0, (end+1)*k.width).UTC()
 	driftChanged = k.driftV.judge(drifting, at, k.th.Confirm)
 	badChanged = k.badV.judge(isBad, at, k.th.Confirm)

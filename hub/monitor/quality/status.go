@@ -56,7 +56,7 @@ func (m *Monitor) Lookup(feature, key string) (Quality, error) {
 	}
 	q, ok := m.Status(feature, key)
 	if !ok {
-		return Quality{}, fmt.Errorf("quality: no value of feature %q for key %q observed yet", feature, key)
+		return Quality{}, fmt.Errorf("quality: no value of feature %q for key %q observed within the monitor log's retention (%s)", feature, key, m.cfg.Retention())
 	}
 	return q, nil
 }
