@@ -18,6 +18,18 @@ type exitError struct{ code int }
 func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
 
 func main() {
+	if err := newRoot().Execute(); err != nil {
+		var ee exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
+		fmt.Fprintln(os.Stderr, "gemba-agent:", err)
+		os.Exit(1)
+	}
+}
+
+// newRoot builds the command tree.
+func newRoot() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "gemba-agent",
 		Short: "Edge agent: OPC UA and MQTT telemetry, durably buffered, forwarded to NATS JetStream",
@@ -30,12 +42,5 @@ Start with 'gemba-agent validate -c agent.yaml', then 'gemba-agent run -c agent.
 		SilenceErrors: true,
 	}
 	root.AddCommand(runCmd(), validateCmd(), reloadCmd(), versionCmd(), browseCmd(), probeCmd())
-	if err := root.Execute(); err != nil {
-		var ee exitError
-		if errors.As(err, &ee) {
-			os.Exit(ee.code)
-		}
-		fmt.Fprintln(os.Stderr, "gemba-agent:", err)
-		os.Exit(1)
-	}
+	return root
 }

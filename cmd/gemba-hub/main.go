@@ -27,6 +27,22 @@ type exitError struct{ code int }
 func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
 
 func main() {
+	if err := newRoot().Execute(); err != nil {
+		var ee exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
+		fmt.Fprintln(os.Stderr, "gemba-hub:", err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+// newRoot builds the command tree.
+func newRoot() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "gemba-hub",
 		Short: "Decision hub: agents' features, commerce events, inventory and the knowledge graph on NATS JetStream",
@@ -41,18 +57,7 @@ Start with 'gemba-hub validate -c hub.yaml', then 'gemba-hub run -c hub.yaml'.`,
 	}
 	root.AddCommand(runCmd(), validateCmd(), versionCmd(), importCmd(), rulesCmd(), whyCmd(), backtestCmd(), actionsCmd(), modelsCmd(), killCmd())
 	usageErrors(root)
-	if err := root.Execute(); err != nil {
-		var ee exitError
-		if errors.As(err, &ee) {
-			os.Exit(ee.code)
-		}
-		fmt.Fprintln(os.Stderr, "gemba-hub:", err)
-		var ue usageError
-		if errors.As(err, &ue) {
-			os.Exit(2)
-		}
-		os.Exit(1)
-	}
+	return root
 }
 
 // usageError is a command line that names no command, or gives it flags or arguments it does not
