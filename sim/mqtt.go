@@ -62,6 +62,7 @@ type acker struct {
 	mu       sync.Mutex
 	acked    uint64 // messages
 	failed   uint64
+	tracked  uint64 // messages handed to track
 }
 
 type pending struct {
@@ -114,6 +115,9 @@ func (a *acker) wait(p pending) bool {
 }
 
 func (a *acker) track(tok paho.Token, source string, ms int64) {
+	a.mu.Lock()
+	a.tracked++
+	a.mu.Unlock()
 	p := pending{tok, source, ms, time.Now().Add(ackTimeout)}
 	select {
 	case a.queue <- p: // room: always tracked, even while stopping
@@ -154,6 +158,13 @@ func (a *acker) close(timeout time.Duration) {
 		close(a.giveUp)
 		<-a.done
 	}
+}
+
+// settled reports whether every message tracked so far is acknowledged or failed.
+func (a *acker) settled() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.acked+a.failed == a.tracked
 }
 
 func (a *acker) counts() (acked, failed uint64) {
