@@ -11,6 +11,10 @@ import (
 	"runtime"
 	"strings"
 	"syscall"
+	// The time zones the guard's days and the forecasts' calendar days are counted in
+	// (guard.zone, learn.timezone), built in: replicas on hosts with and without a zone
+	// database (a minimal container) count the same days.
+	_ "time/tzdata"
 
 	"github.com/spf13/cobra"
 
