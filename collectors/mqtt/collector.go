@@ -209,6 +209,24 @@ func (c *Collector) State() (string, map[string]string) {
 func (c *Collector) setState(state string, kv ...string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.setStateLocked(state, kv...)
+}
+
+// setStateIf sets the state while cl is connected: what a connection found out (its subscriptions,
+// its loss) is not reported once another connection took over, or after it was lost. paho calls
+// the connection-lost handler while it reconnects, and lets an OnConnect run on after its
+// connection was lost; under mu, so a loss reported after the check is reported after the state.
+func (c *Collector) setStateIf(cl paho.Client, connected bool, state string, kv ...string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cl.IsConnectionOpen() != connected {
+		return false
+	}
+	c.setStateLocked(state, kv...)
+	return true
+}
+
+func (c *Collector) setStateLocked(state string, kv ...string) {
 	c.state = state
 	for i := 0; i+1 < len(kv); i += 2 {
 		if kv[i+1] == "" {
@@ -373,12 +391,14 @@ func (c *Collector) clientOptions(ctx context.Context, queue chan<- inMsg, gen u
 			c.onConnect(ctx, cl)
 		}
 	})
-	o.SetConnectionLostHandler(func(_ paho.Client, err error) {
+	o.SetConnectionLostHandler(func(cl paho.Client, err error) {
 		c.m.lost.Inc()
-		c.m.connected.Set(0)
-		c.connectedAt.Store(0)
 		c.log.Warn("connection lost", "err", err)
-		c.setState("reconnecting", "last_error", err.Error())
+		// Unless paho's reconnect, which runs alongside this call, has already succeeded.
+		if c.setStateIf(cl, false, "reconnecting", "last_error", err.Error()) {
+			c.m.connected.Set(0)
+			c.connectedAt.Store(0)
+		}
 	})
 	return o
 }
@@ -480,10 +500,12 @@ func (c *Collector) onConnect(ctx context.Context, cl paho.Client) {
 			c.log.Warn("save subscription state", "err", err)
 		}
 	}
+	// A connection lost while subscribing (paho then fails the subscribe) is reported by the
+	// connection-lost handler.
 	if len(failed) > 0 {
-		c.setState("degraded", "failed_subscriptions", strings.Join(failed, ","))
+		c.setStateIf(cl, true, "degraded", "failed_subscriptions", strings.Join(failed, ","))
 	} else {
-		c.setState(signal.CollectorRunning, "failed_subscriptions", "")
+		c.setStateIf(cl, true, signal.CollectorRunning, "failed_subscriptions", "")
 	}
 }
 
@@ -528,27 +550,41 @@ func waitToken(ctx context.Context, tok paho.Token, timeout time.Duration) bool 
 	return false
 }
 
-// waitSubscribe waits for a SUBACK and returns the filters the broker refused, or confirmed
-// false when none came in time.
-func (c *Collector) waitSubscribe(ctx context.Context, tok paho.Token) (refused []string, confirmed bool) {
+// SUBACK return codes: 0, 1 and 2 grant a QoS; MQTT 3.1.1 knows one refusal, 0x80, but brokers
+// also send MQTT 5 reason codes (all from 0x80 up). subackIDInUse is one of those: mochi answers it
+// to a SUBSCRIBE whose packet id equals one of its own unacknowledged PUBLISHes to us (the ids of
+// the two directions are independent, so this is the broker's bug), which says nothing about the
+// filters: they are asked again, under a new id, once our PUBACKs had a moment to free it.
+const (
+	subackMaxQoS        = 2
+	subackIDInUse       = 0x91
+	subscribeRetryPause = 50 * time.Millisecond
+)
+
+// waitSubscribe waits for a SUBACK and returns the filters the broker refused and those it
+// answered "packet identifier in use" (busy), or confirmed false when none came in time.
+func (c *Collector) waitSubscribe(ctx context.Context, tok paho.Token) (refused, busy []string, confirmed bool) {
 	if !waitToken(ctx, tok, c.cfg.ConnectTimeout) {
 		if ctx.Err() == nil {
 			c.log.Error("subscribe not confirmed", "timeout", c.cfg.ConnectTimeout)
 		}
-		return nil, false
+		return nil, nil, false
 	}
 	if err := tok.Error(); err != nil {
 		c.log.Error("subscribe failed", "err", err)
 	}
 	st, ok := tok.(*paho.SubscribeToken)
 	if !ok {
-		return nil, true
+		return nil, nil, true
 	}
 	for f, code := range st.Result() {
-		if code == 0x80 {
-			c.log.Error("broker refused subscription", "topic", f)
+		switch {
+		case code == subackIDInUse:
+			busy = append(busy, f)
+		case code > subackMaxQoS:
+			c.log.Error("broker refused subscription", "topic", f, "code", fmt.Sprintf("0x%02x", code))
 			refused = append(refused, f)
 		}
 	}
-	return refused, true
+	return refused, busy, true
 }

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 )
@@ -69,11 +70,14 @@ func (c *Collector) covered(i int, refused map[string]bool) bool {
 }
 
 // subscribe subscribes to the filters no other covers. When the broker refuses one (an ACL may
-// allow a/+ but not a/#), the filters it covered are subscribed in a next round. It returns the
-// filters asked for and, sorted, the configured filters that no confirmed subscription covers.
+// allow a/+ but not a/#), the filters it covered are subscribed in a next round; filters answered
+// "packet identifier in use" are asked again until connect_timeout, then count as refused. It
+// returns the filters asked for and, sorted, the configured filters that no confirmed subscription
+// covers.
 func (c *Collector) subscribe(ctx context.Context, cl paho.Client) (asked map[string]byte, failed []string) {
 	asked = map[string]byte{}
 	refused := map[string]bool{}
+	retryUntil := time.Now().Add(c.cfg.ConnectTimeout) // for filters answered "packet identifier in use"
 	for {
 		round := map[string]byte{}
 		for i, s := range c.subs {
@@ -85,7 +89,7 @@ func (c *Collector) subscribe(ctx context.Context, cl paho.Client) (asked map[st
 			break
 		}
 		maps.Copy(asked, round)
-		no, confirmed := c.waitSubscribe(ctx, cl.SubscribeMultiple(round, nil))
+		no, busy, confirmed := c.waitSubscribe(ctx, cl.SubscribeMultiple(round, nil))
 		if ctx.Err() != nil {
 			return asked, nil
 		}
@@ -95,7 +99,17 @@ func (c *Collector) subscribe(ctx context.Context, cl paho.Client) (asked map[st
 			}
 			break
 		}
-		if len(no) == 0 {
+		if len(busy) > 0 && !retryPause(ctx, retryUntil) {
+			if ctx.Err() != nil {
+				return asked, nil
+			}
+			c.log.Error("broker refused subscription: packet identifier in use", "topics", busy)
+			no, busy = append(no, busy...), nil
+		}
+		for _, f := range busy {
+			delete(asked, f) // asked again in the next round
+		}
+		if len(no) == 0 && len(busy) == 0 {
 			break
 		}
 		for _, f := range no {
@@ -115,4 +129,20 @@ func (c *Collector) subscribe(ctx context.Context, cl paho.Client) (asked map[st
 	c.m.subFails.Add(float64(len(failed)))
 	slices.Sort(failed)
 	return asked, failed
+}
+
+// retryPause waits before a SUBSCRIBE is sent again: false when that would pass deadline, or ctx
+// ended.
+func retryPause(ctx context.Context, deadline time.Time) bool {
+	if time.Until(deadline) < subscribeRetryPause {
+		return false
+	}
+	t := time.NewTimer(subscribeRetryPause)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }

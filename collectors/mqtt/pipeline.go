@@ -143,9 +143,9 @@ func (c *Collector) addMessage(job *commitJob, in inMsg) {
 			c.m.redelivered.Inc()
 			if len(in.match) > 0 {
 				// Stored before, maybe by a process that crashed before it saved the retained digests
-				// (retained.go): it is its topic's last stored message, so the retained copy that
+				// (retained.go): a topic without a digest gets this one, so the retained copy that
 				// the next subscribe brings is not stored again either.
-				job.seen = append(job.seen, seenMsg{topic: in.msg.Topic(), digest: payloadDigest(in.msg.Payload()), lo: len(job.samples), hi: len(job.samples)})
+				job.seen = append(job.seen, seenMsg{topic: in.msg.Topic(), digest: payloadDigest(in.msg.Payload()), redelivered: true, lo: len(job.samples), hi: len(job.samples)})
 			}
 			return // the broker missed our PUBACK
 		}

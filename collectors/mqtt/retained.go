@@ -40,10 +40,11 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 // seenMsg is one mapped message of a job: its topic, payload digest, and its samples' range.
 type seenMsg struct {
-	topic    string
-	digest   uint64
-	retained bool
-	lo, hi   int
+	topic       string
+	digest      uint64
+	retained    bool
+	redelivered bool // a redelivery of a message stored before (recentAcks)
+	lo, hi      int
 }
 
 func payloadDigest(p []byte) uint64 { return xxhash.Sum64(p) }
@@ -189,6 +190,11 @@ func (c *Collector) dedupRetained(job *commitJob, updates []retainedEntry, undo 
 	for i := range job.seen {
 		e := &job.seen[i]
 		old, had := st.last[e.topic]
+		if e.redelivered && had {
+			// The digest already names its topic's last stored message, this one or a later one:
+			// redeliveries need not come in the order they were sent (mochi resends in any order).
+			continue
+		}
 		if had && old == e.digest {
 			if e.retained {
 				c.m.retainedDups.Inc()

@@ -7,9 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gemba-io/gemba/collectors"
@@ -47,6 +51,12 @@ func TestRetainedStoredOnceAcrossReconnectAndRestart(t *testing.T) {
 		if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 			t.Fatalf("publish: %v", tok.Error())
 		}
+		// mochi acknowledges a publication before it hands it to the subscribers: a collector
+		// subscribing meanwhile gets it twice, retained and live. It reads a client's packets
+		// in order, so the next publication's PUBACK says this one was handed out.
+		if tok := pub.Publish("sync", 1, false, "x"); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
+		}
 	}
 	em := &memEmitter{} // outlives the collectors, like the buffer
 	run := func() (*Collector, *prometheus.Registry, func()) {
@@ -62,11 +72,14 @@ func TestRetainedStoredOnceAcrossReconnectAndRestart(t *testing.T) {
 			return have == want, have
 		})
 	}
+	// At least want: a retained copy delivered just before a connection ended may come once more
+	// (its PUBACK had not been read when the next connection took the session over; mochi then
+	// resends it). What counts is that none is stored again: the values checked after.
 	dups := func(reg *prometheus.Registry, want float64) {
 		t.Helper()
 		testutil.WaitForState(t, 15*time.Second, fmt.Sprintf("%v retained duplicates", want), func() (bool, string) {
 			n := counterValue(t, reg, "gemba_mqtt_retained_duplicates_total", nil)
-			return n == want, fmt.Sprintf("%v, values %s", n, renderRetained(em.all()))
+			return n >= want, fmt.Sprintf("%v, values %s", n, renderRetained(em.all()))
 		})
 	}
 
@@ -84,11 +97,13 @@ func TestRetainedStoredOnceAcrossReconnectAndRestart(t *testing.T) {
 	cl.Stop(errors.New("test: connection dropped"))
 	testutil.WaitFor(t, 10*time.Second, "reconnect", func() bool { return counterValue(t, reg, "gemba_mqtt_connects_total", nil) == 2 })
 	dups(reg, 1)
+	values("1r 2")
 
 	// The agent restarts: the same retained message once more.
 	stop()
 	_, reg, stop = run()
 	dups(reg, 1)
+	values("1r 2")
 	stop()
 
 	// It changed while the agent was down. The persistent session queued the publication: it comes
@@ -300,6 +315,81 @@ func TestMosquittoRetainedStoredOnce(t *testing.T) {
 	stop = run()
 	defer stop()
 	dups(1)
+	if got := renderRetained(em.all()); got != "1r 2" {
+		t.Errorf("stored %s, want 1r 2", got)
+	}
+}
+
+// pubackLoser makes mochi lose the PUBACKs of every client while lose is set (they name packet id
+// 0, which no message has).
+type pubackLoser struct {
+	auth.AllowHook
+	lose atomic.Bool
+}
+
+func (h *pubackLoser) ID() string { return "puback-loser" }
+
+func (h *pubackLoser) Provides(b byte) bool {
+	return b == mochi.OnPacketRead || h.AllowHook.Provides(b)
+}
+
+func (h *pubackLoser) OnPacketRead(_ *mochi.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type == packets.Puback && h.lose.Load() {
+		pk.PacketID = 0
+	}
+	return pk, nil
+}
+
+// TestRetainedRedeliveredOutOfOrderStoredOnce: two stored messages of a topic are redelivered
+// newest first (mochi resends its in-flight messages in any order within a second). The older
+// redelivery replaced the topic's digest, so the retained copy of the newer one that the subscribe
+// brings next was stored a second time.
+func TestRetainedRedeliveredOutOfOrderStoredOnce(t *testing.T) {
+	b := startMochi(t)
+	b.stop()
+	h := &pubackLoser{}
+	b.startWith(h, nil)
+	cfg := testConfig(b.url(), Subscription{Topic: "plant/+/temp", Format: FormatJSON, Fields: []Field{{Path: "v"}}})
+	cfg.ClientID = "retained-order"
+	pub := newPublisher(t, b.url(), "pub")
+	retain := func(v int) {
+		t.Helper()
+		if tok := pub.Publish("plant/a/temp", 1, true, fmt.Sprintf(`{"v":%d}`, v)); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
+		}
+		// mochi hands a publication out after its PUBACK: the next PUBACK says it was handed out.
+		if tok := pub.Publish("sync", 1, false, "x"); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
+		}
+	}
+	retain(1)
+	h.lose.Store(true) // both messages stay in flight at the broker, stored by the collector
+	em := &memEmitter{}
+	reg := prometheus.NewRegistry()
+	c := runCollector(t, cfg, collectors.Deps{Agent: "a", DataDir: t.TempDir(), Metrics: reg}, em)
+	testutil.WaitFor(t, 10*time.Second, "connected", connectedState(c))
+	testutil.WaitFor(t, 10*time.Second, "1r", func() bool { return renderRetained(em.all()) == "1r" })
+	retain(2)
+	testutil.WaitFor(t, 10*time.Second, "1r 2", func() bool { return renderRetained(em.all()) == "1r 2" })
+
+	cl, ok := b.srv.Clients.Get(cfg.ClientID)
+	if !ok {
+		t.Fatal("collector not at the broker")
+	}
+	// Newest first: mochi sorts its resends by creation second.
+	for _, pk := range cl.State.Inflight.GetAll(false) {
+		if bytes.Contains(pk.Payload, []byte(`"v":1`)) {
+			pk.Created += 10
+			cl.State.Inflight.Set(pk)
+		}
+	}
+	h.lose.Store(false)
+	cl.Stop(errors.New("test: connection dropped"))
+	testutil.WaitForState(t, 10*time.Second, "the retained copy recognised", func() (bool, string) {
+		n := counterValue(t, reg, "gemba_mqtt_retained_duplicates_total", nil)
+		return n == 1, fmt.Sprintf("%v duplicates, %v redeliveries, values %s", n,
+			counterValue(t, reg, "gemba_mqtt_redelivered_duplicates_total", nil), renderRetained(em.all()))
+	})
 	if got := renderRetained(em.all()); got != "1r 2" {
 		t.Errorf("stored %s, want 1r 2", got)
 	}
