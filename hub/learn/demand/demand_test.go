@@ -156,29 +156,9 @@ func TestSeriesEqualLedger(t *testing.T) {
 // A range reaching before the stream's first sale starts at that sale's day; once the stream has
 // dropped messages, at the day after (that day is no longer whole).
 func TestRangeTrimmedToTheStream(t *testing.T) {
-	js := startJS(t)
 	ctx := context.Background()
-	ccfg := commerce.DefaultConfig()
-	st, err := commerce.EnsureStream(ctx, js, ccfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := commerce.NewPublisher(js, ccfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var evs []commerce.Event
-	for d := range 4 {
-		for h := range 3 {
-			evs = append(evs, commerce.Sale{OrderID: fmt.Sprintf("o%d-%d", d, h), Line: 1, SKU: "A", Site: "s1", Channel: "web",
-				Quantity: 1, UnitPrice: 1, Currency: "EUR", Time: monday.AddDate(0, 0, d).Add(time.Duration(h+1) * time.Hour)})
-		}
-	}
-	for _, r := range pub.Publish(ctx, evs) {
-		if r.Err != nil {
-			t.Fatal(r.Err)
-		}
-	}
+	js, ccfg, st, publish := salesStream(t)
+	publish(threeADay(4)...)
 	src := Source{Stream: ccfg.Stream, Prefix: ccfg.Prefix}
 	set, err := Build(ctx, js, src, Options{From: monday.AddDate(0, 0, -10), To: monday.AddDate(0, 0, 4)})
 	if err != nil {
@@ -226,32 +206,13 @@ func TestEmptyStreamAndBadRange(t *testing.T) {
 // whatever the date of a sale uploaded late: a shop that comes back online with a sale dated weeks
 // back must not turn the days the stream lost into days without demand for every series.
 func TestLateUploadDoesNotUndoTheTrim(t *testing.T) {
-	js := startJS(t)
 	ctx := context.Background()
-	ccfg := commerce.DefaultConfig()
-	st, err := commerce.EnsureStream(ctx, js, ccfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := commerce.NewPublisher(js, ccfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var evs []commerce.Event
-	for d := range 4 {
-		for h := range 3 {
-			evs = append(evs, commerce.Sale{OrderID: fmt.Sprintf("o%d-%d", d, h), Line: 1, SKU: "A", Site: "s1", Channel: "web",
-				Quantity: 1, UnitPrice: 1, Currency: "EUR", Time: monday.AddDate(0, 0, d).Add(time.Duration(h+1) * time.Hour)})
-		}
-	}
+	js, ccfg, st, publish := salesStream(t)
+	evs := threeADay(4)
 	// Stored last, dated eight days before the stream's first sale.
 	evs = append(evs, commerce.Sale{OrderID: "late", Line: 1, SKU: "B", Site: "s1", Channel: "retail",
 		Quantity: 2, UnitPrice: 1, Currency: "EUR", Time: monday.AddDate(0, 0, -8).Add(12 * time.Hour)})
-	for _, r := range pub.Publish(ctx, evs) {
-		if r.Err != nil {
-			t.Fatal(r.Err)
-		}
-	}
+	publish(evs...)
 	// The stream drops its oldest message (max_age, max_bytes): monday is no longer whole.
 	if err := st.DeleteMsg(ctx, 1); err != nil {
 		t.Fatal(err)
@@ -273,22 +234,9 @@ func TestLateUploadDoesNotUndoTheTrim(t *testing.T) {
 // A build whose consumer stops delivering (its node lost, or paused) fails after Source.Idle,
 // naming the stream: it waited until shutdown, holding the refit lock.
 func TestBuildGivesUpOnASilentConsumer(t *testing.T) {
-	js := startJS(t)
 	ctx := context.Background()
-	ccfg := commerce.DefaultConfig()
-	if _, err := commerce.EnsureStream(ctx, js, ccfg); err != nil {
-		t.Fatal(err)
-	}
-	pub, err := commerce.NewPublisher(js, ccfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sale := commerce.Sale{OrderID: "o1", Line: 1, SKU: "A", Site: "s1", Channel: "web", Quantity: 1, UnitPrice: 1, Currency: "EUR", Time: monday.Add(time.Hour)}
-	for _, r := range pub.Publish(ctx, []commerce.Event{sale}) {
-		if r.Err != nil {
-			t.Fatal(r.Err)
-		}
-	}
+	js, ccfg, _, publish := salesStream(t)
+	publish(threeADay(1)...)
 	onRead = func(c jetstream.Consumer) {
 		if _, err := js.PauseConsumer(ctx, ccfg.Stream, c.CachedInfo().Name, time.Now().Add(time.Hour)); err != nil {
 			t.Error(err)
@@ -308,4 +256,40 @@ func TestBuildGivesUpOnASilentConsumer(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("build on a paused consumer still running after 20s")
 	}
+}
+
+// salesStream starts a server with the COMMERCE stream; publish stores sales on it.
+func salesStream(t *testing.T) (jetstream.JetStream, commerce.Config, jetstream.Stream, func(...commerce.Event)) {
+	t.Helper()
+	js := startJS(t)
+	ctx := context.Background()
+	ccfg := commerce.DefaultConfig()
+	st, err := commerce.EnsureStream(ctx, js, ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := commerce.NewPublisher(js, ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js, ccfg, st, func(evs ...commerce.Event) {
+		t.Helper()
+		for _, r := range pub.Publish(ctx, evs) {
+			if r.Err != nil {
+				t.Fatal(r.Err)
+			}
+		}
+	}
+}
+
+// threeADay is one sale of A at s1 on web at 01:00, 02:00 and 03:00 of each of days days from monday.
+func threeADay(days int) []commerce.Event {
+	var evs []commerce.Event
+	for d := range days {
+		for h := range 3 {
+			evs = append(evs, commerce.Sale{OrderID: fmt.Sprintf("o%d-%d", d, h), Line: 1, SKU: "A", Site: "s1", Channel: "web",
+				Quantity: 1, UnitPrice: 1, Currency: "EUR", Time: monday.AddDate(0, 0, d).Add(time.Duration(h+1) * time.Hour)})
+		}
+	}
+	return evs
 }
