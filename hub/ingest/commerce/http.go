@@ -3,8 +3,6 @@ package commerce
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gemba-io/gemba/config"
 	"github.com/gemba-io/gemba/internal/ratelog"
 )
 
@@ -53,7 +52,7 @@ func Handler(pub EventPublisher, opts HandlerOptions) (http.Handler, error) {
 		opts.Now = time.Now
 	}
 	h := &handler{pub: pub, cfg: opts.Config.HTTP, warn: ratelog.New(opts.Log, time.Minute), m: opts.Metrics,
-		token: sha256.Sum256([]byte(opts.Config.HTTP.Token.Value())), maxFuture: opts.MaxFuture, now: opts.Now}
+		token: opts.Config.HTTP.Token.Value(), maxFuture: opts.MaxFuture, now: opts.Now}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+SalesPath, func(w http.ResponseWriter, r *http.Request) {
 		h.serve(w, r, kindSale, func(data []byte) (Event, error) { return DecodeSale("", data) })
@@ -69,7 +68,7 @@ type handler struct {
 	cfg   HTTPConfig
 	warn  *ratelog.Logger // a client retrying with a wrong token, or an outage, would flood the log
 	m     *Metrics
-	token [32]byte // SHA-256 of the token: compared in constant time whatever the lengths
+	token string // compared with config.TokenEqual: constant time whatever the lengths
 
 	maxFuture time.Duration
 	now       func() time.Time
@@ -104,8 +103,7 @@ func (h *handler) authorized(r *http.Request) bool {
 	if !ok {
 		return false
 	}
-	sum := sha256.Sum256([]byte(strings.TrimSpace(got)))
-	return subtle.ConstantTimeCompare(sum[:], h.token[:]) == 1
+	return config.TokenEqual(strings.TrimSpace(got), h.token)
 }
 
 func (h *handler) reply(w http.ResponseWriter, kind string, code int, body any) {
