@@ -34,12 +34,36 @@ func startReplica(t *testing.T, url string, cfg Config, name string) *replica {
 	}
 	cfg.Owner = name
 	o := open(t, js, cfg)
-	return &replica{nc: nc, o: o, stop: run(t, o)}
+	return &replica{nc: nc, o: o, stop: keepRunning(t, o, name)}
 }
 
 func (r *replica) kill() {
 	r.nc.Close()
-	_ = r.stop() // nil or "watch closed"
+	_ = r.stop()
+}
+
+// keepRunning runs the loop as the hub does (hub.decisions.keepRunning): started again after a
+// pause when it returns an error — a watch refused while a fresh cluster elects its leaders, or
+// closed under a killed connection. stop ends it and returns nil.
+func keepRunning(t *testing.T, o *Outbox, name string) (stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			if err := o.Run(ctx); err != nil && ctx.Err() == nil {
+				t.Logf("replica %s: %v; started again", name, err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+		}
+	}()
+	halt := func() error { cancel(); <-done; return nil }
+	t.Cleanup(func() { _ = halt() })
+	return halt
 }
 
 // Three replicas; while actions arrive, one is killed at a time and a new one started. Every
