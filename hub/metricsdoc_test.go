@@ -58,19 +58,15 @@ learn: {enabled: true}
 	mentioned, families := docs.Metrics(), docs.Families()
 	var missing []string
 	// The parts of the hub register as they open: poll until each named metric is there.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testutil.Poll(20*time.Second, func() bool {
 		missing = missing[:0]
 		for name := range mentioned {
 			if hubMetric(name) && !doccheck.Registered(name, r.h.reg) {
 				missing = append(missing, name)
 			}
 		}
-		if len(missing) == 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return len(missing) == 0
+	})
 	sort.Strings(missing)
 	for _, name := range missing {
 		at := mentioned[name]

@@ -45,29 +45,34 @@ func startOnce(t *testing.T, cfg *Config, opts Options) (error, string) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- h.Run(ctx) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	var runErr error
+	returned := false
+	ready := testutil.Poll(30*time.Second, func() bool {
 		select {
-		case err := <-done:
-			if err == nil {
-				err = errors.New("Run returned nil before the hub was ready")
-			}
-			return err, logs.String()
+		case runErr = <-done:
+			returned = true
+			return true
 		default:
+			return h.Readiness().Ready
 		}
-		if h.Readiness().Ready {
-			cancel()
-			if err := <-done; err != nil {
-				t.Fatalf("Run after ready: %v", err)
-			}
-			return nil, logs.String()
+	})
+	switch {
+	case returned:
+		if runErr == nil {
+			runErr = errors.New("Run returned nil before the hub was ready")
 		}
-		if time.Now().After(deadline) {
-			cancel()
-			<-done
-			t.Fatalf("neither ready nor refused within 30s: %v\n%s", h.Readiness().Reasons, logs.String())
+		return runErr, logs.String()
+	case ready:
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("Run after ready: %v", err)
 		}
-		time.Sleep(20 * time.Millisecond) // polling the readiness, not synchronising
+		return nil, logs.String()
+	default:
+		cancel()
+		<-done
+		t.Fatalf("neither ready nor refused within 30s: %v\n%s", h.Readiness().Reasons, logs.String())
+		return nil, ""
 	}
 }
 

@@ -16,13 +16,22 @@ import (
 // waited for once within has passed.
 func WaitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
+	if !Poll(within, cond) {
+		t.Fatalf("timed out after %s waiting for %s", within, what)
+	}
+}
+
+// Poll is WaitFor for a test that ends on its own terms: it polls cond every few milliseconds
+// and reports whether it held before within passed.
+func Poll(within time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(within)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
+			return false
 		}
 		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
 	}
+	return true
 }
 
 // WaitForState is WaitFor whose condition also describes what it saw, printed when it times out.
