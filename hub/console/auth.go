@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -37,6 +38,7 @@ type session struct {
 	csrf    string
 	expires time.Time
 	proxied bool
+	flash   atomic.Pointer[string] // the result of this session's last change, shown once
 }
 
 type sessions struct {
@@ -299,6 +301,9 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	}
 	if !ok {
 		c.signIns.failed(addr)
+		if _, known := c.cfg.user(name); !known {
+			name = "(not a user)" // what was typed may be a password put in the wrong field
+		}
 		c.log.Info("console: sign-in refused", "user", name, "remote", r.RemoteAddr)
 		http.Redirect(w, r, c.prefix+"/login?error=1&next="+url.QueryEscape(next), http.StatusSeeOther)
 		return

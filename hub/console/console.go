@@ -279,8 +279,10 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, code int, name 
 		p.User, p.Role, p.CSRF = ss.user, ss.role.String(), ss.csrf
 		p.CanApprove, p.CanAdmin = ss.role >= RoleApprover, ss.role >= RoleAdmin
 	}
-	if p.Msg == "" {
-		p.Msg = r.URL.Query().Get("msg")
+	if ss := sessionOf(r); p.Msg == "" && ss != nil {
+		if m := ss.flash.Swap(nil); m != nil {
+			p.Msg = *m
+		}
 	}
 	var buf bytes.Buffer
 	if err := c.pages[name].ExecuteTemplate(&buf, "layout", p); err != nil {
@@ -292,6 +294,15 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, code int, name 
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
 	_, _ = w.Write(buf.Bytes())
+}
+
+// done redirects after a change to path, where the change's result msg is shown once, to this
+// session only (a link cannot put words on the console's pages).
+func (c *Console) done(w http.ResponseWriter, r *http.Request, path, msg string) {
+	if ss := sessionOf(r); ss != nil {
+		ss.flash.Store(&msg)
+	}
+	http.Redirect(w, r, c.prefix+path, http.StatusSeeOther)
 }
 
 // fail answers an error: a page for a browser, text for htmx and scripts.

@@ -466,7 +466,7 @@ func (c *Console) answer(w http.ResponseWriter, r *http.Request) {
 	if v.Reason != "" {
 		msg += " (" + v.Reason + ")"
 	}
-	http.Redirect(w, r, c.prefix+"/decisions/"+url.PathEscape(id)+"?msg="+url.QueryEscape(msg), http.StatusSeeOther)
+	c.done(w, r, "/decisions/"+url.PathEscape(id), msg)
 }
 
 // kill throws or resets the kill switch as the signed-in admin (the API's SetKill): while it is on,
@@ -521,7 +521,7 @@ func (c *Console) kill(w http.ResponseWriter, r *http.Request) {
 	case on:
 		state = "thrown: nothing acts"
 	}
-	http.Redirect(w, r, c.prefix+"/approvals?msg="+url.QueryEscape("kill switch "+state), http.StatusSeeOther)
+	c.done(w, r, "/approvals", "kill switch "+state)
 }
 
 // maxNote bounds a reason or a why: as much as the API's whole request body. The form may be as

@@ -167,9 +167,9 @@ func TestRulesChanges(t *testing.T) {
 		{"canary", url.Values{"version": {"abcdef12"}, "why": {"x"}, "share": {"2"}, "unit": {"sku"}}, http.StatusBadRequest, "share in (0, 1]"},
 		{"rollback", url.Values{"why": {"x"}}, http.StatusConflict, "no previous version"},
 		{"explode", url.Values{"why": {"x"}}, http.StatusNotFound, "unknown rules change"},
-		{"activate", url.Values{"version": {"abcdef12"}, "why": {"go"}}, http.StatusSeeOther, "/console/rules?msg="},
-		{"shadow", url.Values{"yaml": {"name: y\r\nrules: []\r\n"}, "why": {"try"}}, http.StatusSeeOther, "/console/rules?msg="},
-		{"canary", url.Values{"version": {"abcdef12"}, "why": {"half"}, "share": {"0.5"}, "unit": {"site"}}, http.StatusSeeOther, "/console/rules?msg="},
+		{"activate", url.Values{"version": {"abcdef12"}, "why": {"go"}}, http.StatusSeeOther, "/console/rules"},
+		{"shadow", url.Values{"yaml": {"name: y\r\nrules: []\r\n"}, "why": {"try"}}, http.StatusSeeOther, "/console/rules"},
+		{"canary", url.Values{"version": {"abcdef12"}, "why": {"half"}, "share": {"0.5"}, "unit": {"site"}}, http.StatusSeeOther, "/console/rules"},
 	} {
 		code, text := post(tc.op, tc.form)
 		if code != tc.want || !strings.Contains(text, tc.text) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -274,14 +273,17 @@ func (c *Console) rulesChange(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	// version: a new file pasted in (stored first, as `rules activate FILE` does) or a stored one.
 	pick := func() (string, error) {
-		if y := r.PostFormValue("yaml"); strings.TrimSpace(y) != "" {
+		y, ref := r.PostFormValue("yaml"), strings.TrimSpace(r.PostFormValue("version"))
+		if strings.TrimSpace(y) != "" && ref != "" {
+			return "", errors.New("give a version or paste a rule file, not both")
+		}
+		if strings.TrimSpace(y) != "" {
 			v, err := reg.Store(ctx, []byte(strings.ReplaceAll(y, "\r\n", "\n")), by)
 			if err != nil {
 				return "", errors.New(strings.Join(rules.Describe("pasted rules", err), "; "))
 			}
 			return v, nil
 		}
-		ref := strings.TrimSpace(r.PostFormValue("version"))
 		if ref == "" {
 			return "", errors.New("give a version (or paste a rule file)")
 		}
@@ -328,7 +330,7 @@ func (c *Console) rulesChange(w http.ResponseWriter, r *http.Request) {
 	}
 	if errors.Is(err, versions.ErrUnchanged) {
 		msg := short(ch.Active) + " is already active (change #" + strconv.FormatUint(ch.Seq, 10) + "): nothing recorded"
-		http.Redirect(w, r, c.prefix+"/rules?msg="+url.QueryEscape(msg), http.StatusSeeOther)
+		c.done(w, r, "/rules", msg)
 		return
 	}
 	if err != nil {
@@ -344,7 +346,7 @@ func (c *Console) rulesChange(w http.ResponseWriter, r *http.Request) {
 	}
 	c.log.Info("console: rules changed", "op", ch.Op, "from", ch.From, "to", ch.To, "by", by)
 	msg := "change #" + strconv.FormatUint(ch.Seq, 10) + ": " + ch.Op + " → active " + short(ch.Active)
-	http.Redirect(w, r, c.prefix+"/rules?msg="+url.QueryEscape(msg), http.StatusSeeOther)
+	c.done(w, r, "/rules", msg)
 }
 
 func short(v string) string {
