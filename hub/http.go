@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -23,6 +24,9 @@ import (
 	"github.com/gemba-io/gemba/hub/state/graph"
 	"github.com/gemba-io/gemba/hub/state/inventory"
 )
+
+// writeTimeout bounds the writing of one response; a variable for tests.
+var writeTimeout = time.Minute
 
 // Readiness is /readyz's body.
 type Readiness struct {
@@ -166,6 +170,10 @@ type decisionsAPI struct {
 
 func (a decisionsAPI) Recent(ctx context.Context, f audit.Filter) ([]audit.Record, error) {
 	return a.d.log.Recent(ctx, f)
+}
+
+func (a decisionsAPI) RecentPage(ctx context.Context, f audit.Filter) (audit.Page, error) {
+	return a.d.log.RecentPage(ctx, f)
 }
 
 func (a decisionsAPI) History(ctx context.Context, id string) ([]audit.Record, error) {

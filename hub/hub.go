@@ -441,8 +441,25 @@ func (p placer) Place(sig string) (machine, line, site string, ok bool) {
 	return machine, r.ID, r.Site, true
 }
 
+// server is the HTTP server of hd. Each response has writeTimeout from its request to be written
+// (a client that stops reading a large one does not hold its handler for good); not as the
+// server's WriteTimeout, which a stream cannot extend: the console's live feed sets a deadline of
+// its own before each write. A handler's panic is logged by the hub's logger, not the standard
+// library's log.
+func (h *Hub) server(hd http.Handler) *http.Server {
+	d := writeTimeout
+	return &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d))
+			hd.ServeHTTP(w, r)
+		}),
+		ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
+		ErrorLog: slog.NewLogLogger(h.log.With("component", "http").Handler(), slog.LevelError),
+	}
+}
+
 func (h *Hub) listen() (*http.Server, error) {
-	srv := &http.Server{Handler: h.handler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second}
+	srv := h.server(h.handler())
 	if !h.cfg.HTTP.Enabled {
 		return srv, nil
 	}

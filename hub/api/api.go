@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -73,13 +74,70 @@ func starting(w http.ResponseWriter) {
 	writeErr(w, http.StatusServiceUnavailable, "hub is starting: state not loaded yet")
 }
 
-func (a *api) fleet(w http.ResponseWriter, _ *http.Request) {
+// Paging of the lists (as inventory and quality page): limit items, defaultPage unless the query
+// says, at most maxPage, after the last one of the previous page; a full page carries next, the
+// next page's whole query.
+const (
+	defaultPage = 1000
+	maxPage     = 10000
+)
+
+// pageLimit reads limit; false when it is malformed (answered 400).
+func pageLimit(w http.ResponseWriter, q url.Values) (int, bool) {
+	l := q.Get("limit")
+	if l == "" {
+		return defaultPage, true
+	}
+	n, err := strconv.Atoi(l)
+	if err != nil || n < 1 || n > maxPage {
+		writeErr(w, http.StatusBadRequest, "limit: want 1.."+strconv.Itoa(maxPage))
+		return 0, false
+	}
+	return n, true
+}
+
+// nextQuery is the next page's whole query: the cursor, then the parameters of q named in keep
+// that are set, each value escaped (an id may hold "&", "+" or "#").
+func nextQuery(q, cursor url.Values, keep ...string) string {
+	for _, k := range keep {
+		if v := q.Get(k); v != "" {
+			cursor.Set(k, v)
+		}
+	}
+	return cursor.Encode()
+}
+
+// after reports whether (a, b) sorts after the cursor (x, y); an empty cursor is before everything.
+func after(a, b, x, y string) bool { return (x == "" && y == "") || a > x || a == x && b > y }
+
+func (a *api) fleet(w http.ResponseWriter, r *http.Request) {
 	f := a.src.Fleet()
 	if f == nil {
 		starting(w)
 		return
 	}
-	writeJSON(w, map[string]any{"agents": f.List()})
+	q := r.URL.Query()
+	limit, ok := pageLimit(w, q)
+	if !ok {
+		return
+	}
+	afterSite, afterAgent := q.Get("after_site"), q.Get("after_agent")
+	list := f.List() // by site, then agent
+	page := list[:0]
+	for _, v := range list {
+		if !after(v.Site, v.Agent.Agent, afterSite, afterAgent) {
+			continue
+		}
+		if page = append(page, v); len(page) == limit {
+			break
+		}
+	}
+	out := map[string]any{"agents": page}
+	if len(page) == limit {
+		last := page[len(page)-1]
+		out["next"] = nextQuery(q, url.Values{"after_site": {last.Site}, "after_agent": {last.Agent.Agent}}, "limit")
+	}
+	writeJSON(w, out)
 }
 
 func (a *api) agent(w http.ResponseWriter, r *http.Request) {
@@ -102,18 +160,39 @@ func (a *api) features(w http.ResponseWriter, r *http.Request) {
 		starting(w)
 		return
 	}
-	defs, ver := s.Definitions()
-	list := s.List(r.URL.Query().Get("name"))
-	if k := r.URL.Query().Get("key"); k != "" {
-		kept := list[:0]
-		for _, v := range list {
-			if v.Key == k {
-				kept = append(kept, v)
-			}
-		}
-		list = kept
+	q := r.URL.Query()
+	limit, ok := pageLimit(w, q)
+	if !ok {
+		return
 	}
-	writeJSON(w, map[string]any{"definitions_version": ver, "definitions": defs, "values": list})
+	defs, ver := s.Definitions()
+	k, afterName, afterKey := q.Get("key"), q.Get("after_name"), q.Get("after_key")
+	name := q.Get("name")
+	list := s.List(name) // by name, then key
+	if name != "" && len(list) == 0 && !slices.ContainsFunc(defs, func(d features.Definition) bool { return d.Name == name }) {
+		// A typo must not read as "no values yet" (values of a definition since removed are still listed).
+		names := make([]string, len(defs))
+		for i, d := range defs {
+			names[i] = d.Name
+		}
+		writeErr(w, http.StatusNotFound, "no feature "+strconv.Quote(name)+": the definitions are "+strings.Join(names, ", "))
+		return
+	}
+	page := list[:0]
+	for _, v := range list {
+		if k != "" && v.Key != k || !after(v.Name, v.Key, afterName, afterKey) {
+			continue
+		}
+		if page = append(page, v); len(page) == limit {
+			break
+		}
+	}
+	out := map[string]any{"definitions_version": ver, "definitions": defs, "values": page}
+	if len(page) == limit {
+		last := page[len(page)-1]
+		out["next"] = nextQuery(q, url.Values{"after_name": {last.Name}, "after_key": {last.Key}}, "name", "key", "limit")
+	}
+	writeJSON(w, out)
 }
 
 func (a *api) feature(w http.ResponseWriter, r *http.Request) {
@@ -137,28 +216,16 @@ func (a *api) inventory(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	f := inventory.Filter{Site: q.Get("site"), SKU: q.Get("sku"), AfterSite: q.Get("after_site"), AfterSKU: q.Get("after_sku"), Limit: 1000}
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > 10000 {
-			writeErr(w, http.StatusBadRequest, "limit: want 1..10000")
-			return
-		}
-		f.Limit = n
+	limit, ok := pageLimit(w, q)
+	if !ok {
+		return
 	}
+	f := inventory.Filter{Site: q.Get("site"), SKU: q.Get("sku"), AfterSite: q.Get("after_site"), AfterSKU: q.Get("after_sku"), Limit: limit}
 	list := s.List(f)
 	out := map[string]any{"positions": list}
 	if len(list) == f.Limit {
-		// The next page's whole query: the same filter and limit, after the last position, each
-		// value escaped (a SKU id may hold "&", "+" or "#").
 		last := list[len(list)-1]
-		next := url.Values{"after_site": {last.Site}, "after_sku": {last.SKU}}
-		for _, k := range []string{"site", "sku", "limit"} {
-			if v := q.Get(k); v != "" {
-				next.Set(k, v)
-			}
-		}
-		out["next"] = next.Encode()
+		out["next"] = nextQuery(q, url.Values{"after_site": {last.Site}, "after_sku": {last.SKU}}, "site", "sku", "limit")
 	}
 	writeJSON(w, out)
 }

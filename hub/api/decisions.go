@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,6 +23,8 @@ import (
 // decision room.
 type Decisions interface {
 	Recent(ctx context.Context, f audit.Filter) ([]audit.Record, error)
+	// RecentPage is Recent with where the read stopped (audit.Log.RecentPage).
+	RecentPage(ctx context.Context, f audit.Filter) (audit.Page, error)
 	History(ctx context.Context, id string) ([]audit.Record, error)
 	// Delivery is the outbox record of an acted decision (nil when it has none).
 	Delivery(ctx context.Context, id string) (*act.Record, error)
@@ -113,12 +116,26 @@ func (d *decisionsAPI) recent(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Limit = n
 	}
-	recs, err := s.Recent(r.Context(), f)
+	if b := q.Get("before"); b != "" {
+		n, err := strconv.ParseUint(b, 10, 64)
+		if err != nil || n < 1 {
+			writeErr(w, http.StatusBadRequest, "before: want a sequence (a page's next), 1 or more")
+			return
+		}
+		f.Before = n
+	}
+	p, err := s.RecentPage(r.Context(), f)
 	if err != nil {
 		writeErr(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
-	writeJSON(w, map[string]any{"decisions": recs})
+	out := map[string]any{"decisions": orEmpty(p.Records)}
+	if p.Next != 0 {
+		// A full page, or a read that stopped at its scan bound (scan_cut): more may match before.
+		out["next"] = nextQuery(q, url.Values{"before": {strconv.FormatUint(p.Next, 10)}}, "sku", "channel", "rule", "outcome", "mode", "limit")
+		out["scan_cut"] = p.ScanCut
+	}
+	writeJSON(w, out)
 }
 
 // why is one decision: every record of it (decided, then approved, ...) and its delivery.
@@ -281,11 +298,15 @@ func (d *decisionsAPI) setKill(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	want := guard.KillSwitch{On: *c.On, EndLive: c.EndLive, By: c.By, Reason: c.Reason}
-	if err := s.SetKill(r.Context(), want); err != nil {
+	// Not cut short by a client that goes away (as an answer): the guard retries through a leader
+	// election, and a switch left unthrown because curl gave up first is one nobody is told of.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Second)
+	defer cancel()
+	if err := s.SetKill(ctx, want); err != nil {
 		writeErr(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
-	k, err := s.Kill(r.Context())
+	k, err := s.Kill(ctx)
 	if err != nil {
 		// It is set: a failed read-back must not tell the caller it was not (a retry is harmless,
 		// but an operator reading 503 in an incident would think the switch did not move).
@@ -305,4 +326,11 @@ func (d *decisionsAPI) rules(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, map[string]any{"current": cur, "history": hist})
+}
+
+func orEmpty[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }

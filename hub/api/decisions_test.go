@@ -36,6 +36,9 @@ type fakeDecisions struct {
 func (f *fakeDecisions) Recent(context.Context, audit.Filter) ([]audit.Record, error) {
 	return nil, nil
 }
+func (f *fakeDecisions) RecentPage(context.Context, audit.Filter) (audit.Page, error) {
+	return audit.Page{}, nil
+}
 func (f *fakeDecisions) History(_ context.Context, id string) ([]audit.Record, error) {
 	if id == idKnown {
 		return []audit.Record{{DecisionID: id, Event: audit.EventDecided}}, nil
@@ -226,5 +229,33 @@ func TestRecentFilterValues(t *testing.T) {
 		if code, body := send(h, "GET", "/api/v1/decisions?"+q, "", ""); code != http.StatusOK {
 			t.Errorf("%s: %d %s, want 200", q, code, strings.TrimSpace(body))
 		}
+	}
+}
+
+// hangUp is a decision room whose kill switch write fails once the request's context is done, as
+// the guard's KV put does.
+type hangUp struct{ fakeDecisions }
+
+func (f *hangUp) SetKill(ctx context.Context, k guard.KillSwitch) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return f.fakeDecisions.SetKill(ctx, k)
+}
+
+// TestKillOutlivesTheClient: a kill switch thrown through the API is thrown even when the client
+// goes away before the answer (curl --max-time, a proxy's timeout, a laptop closed while the guard
+// retries through a leader election), as an approval is: the operator's last word is that it is
+// thrown, and nobody is told it was not.
+func TestKillOutlivesTheClient(t *testing.T) {
+	f := &hangUp{}
+	h := DecisionsHandler(func() Decisions { return f }, "", "wr")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the client is gone by the time the guard is asked
+	req := httptest.NewRequestWithContext(ctx, "PUT", "/api/v1/kill", strings.NewReader(`{"by":"ops","on":true,"reason":"recall"}`))
+	req.Header.Set("Authorization", "Bearer wr")
+	h.ServeHTTP(httptest.NewRecorder(), req)
+	if !f.kill.On || f.kill.By != "ops" {
+		t.Fatalf("kill switch after the client went away: %+v, want thrown by ops", f.kill)
 	}
 }

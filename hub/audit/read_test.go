@@ -82,6 +82,28 @@ func TestHistoryAndRecentSkipGarbage(t *testing.T) {
 	if err != nil || len(recent) > 5 {
 		t.Fatalf("bounded scan: %d records, %v", len(recent), err)
 	}
+	// A read that stops at MaxScan says so and where to go on; going on from there (Before) reads
+	// the older messages, and a read that reaches the stream's first message has no Next.
+	info, err := l.stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := info.State.LastSeq
+	p, err := l.RecentPage(ctx, Filter{SKU: "nothing", MaxScan: 5})
+	if err != nil || len(p.Records) != 0 || !p.ScanCut || p.Next != last-4 {
+		t.Fatalf("cut scan: %+v, %v; want no records, ScanCut, Next %d", p, err, last-4)
+	}
+	p, err = l.RecentPage(ctx, Filter{MaxScan: 5, Before: p.Next})
+	if err != nil || len(p.Records) != 5 || p.Records[0].Seq != last-5 || !p.ScanCut || p.Next != last-9 {
+		t.Fatalf("going on before %d: %+v, %v", last-4, p, err)
+	}
+	p, err = l.RecentPage(ctx, Filter{SKU: "nothing"})
+	if err != nil || p.ScanCut || p.Next != 0 {
+		t.Fatalf("whole stream read: %+v, %v; want neither ScanCut nor Next", p, err)
+	}
+	if p, err = l.RecentPage(ctx, Filter{Before: info.State.FirstSeq}); err != nil || len(p.Records) != 0 || p.Next != 0 {
+		t.Fatalf("before the first message: %+v, %v", p, err)
+	}
 	if _, err := l.History(ctx, "nope"); err == nil {
 		t.Fatal("history of a malformed id accepted")
 	}

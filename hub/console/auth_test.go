@@ -58,6 +58,10 @@ func (f *fakeDecisions) Recent(_ context.Context, flt audit.Filter) ([]audit.Rec
 	}
 	return out, nil
 }
+func (f *fakeDecisions) RecentPage(ctx context.Context, flt audit.Filter) (audit.Page, error) {
+	recs, err := f.Recent(ctx, flt)
+	return audit.Page{Records: recs}, err
+}
 func (f *fakeDecisions) History(_ context.Context, id string) ([]audit.Record, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
