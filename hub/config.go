@@ -24,6 +24,7 @@ import (
 	"github.com/gemba-io/gemba/hub/decide/versions"
 	"github.com/gemba-io/gemba/hub/ingest/agents"
 	"github.com/gemba-io/gemba/hub/ingest/commerce"
+	"github.com/gemba-io/gemba/hub/monitor/fleet"
 	"github.com/gemba-io/gemba/hub/monitor/quality"
 	"github.com/gemba-io/gemba/hub/state/features"
 	"github.com/gemba-io/gemba/hub/state/inventory"
@@ -165,6 +166,9 @@ type FleetConfig struct {
 	Bucket string `yaml:"bucket" json:"bucket"`
 	// StaleAfter marks an agent whose last heartbeat is older than this (a few heartbeat intervals).
 	StaleAfter time.Duration `yaml:"stale_after" json:"stale_after"`
+	// ForgetAfter deletes an agent not heard from for this long from the fleet (agents that come
+	// and go would grow it for ever).
+	ForgetAfter time.Duration `yaml:"forget_after" json:"forget_after"`
 }
 
 // Bucket names of the hub's own state, beside those of the sections above.
@@ -185,7 +189,7 @@ func DefaultConfig() Config {
 		Commerce:  defaultCommerce(),
 		Inventory: defaultInventory(),
 		Graph:     GraphConfig{Bucket: "GEMBA_GRAPH"},
-		Fleet:     FleetConfig{Bucket: "GEMBA_FLEET", StaleAfter: 30 * time.Second},
+		Fleet:     FleetConfig{Bucket: "GEMBA_FLEET", StaleAfter: 30 * time.Second, ForgetAfter: fleet.DefaultForgetAfter},
 		Decide:    decide.DefaultConfig(),
 		Audit:     audit.Config{Stream: audit.DefaultStream, Retention: audit.DefaultRetention, DuplicateWindow: audit.DefaultDuplicateWindow},
 		Rules:     versions.Config{Bucket: versions.DefaultBucket},
@@ -297,6 +301,10 @@ func (f *FleetConfig) Validate(r config.Report) {
 	}
 	if f.StaleAfter < time.Second {
 		r.Errorf("stale_after", "%s: want at least 1s (a few agent heartbeat intervals)", f.StaleAfter)
+	}
+	if f.ForgetAfter < time.Hour || f.ForgetAfter <= f.StaleAfter {
+		r.Errorf("forget_after", "%s: want at least 1h and longer than stale_after %s (an agent is stale long before it is forgotten)",
+			f.ForgetAfter, f.StaleAfter)
 	}
 }
 

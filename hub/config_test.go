@@ -124,3 +124,22 @@ func TestEmptyTokenFile(t *testing.T) {
 		}
 	}
 }
+
+// TestFleetForgetAfter: fleet.forget_after defaults to 7 days, and one that would forget an agent
+// before (or as soon as) it reads stale, or within the hour, is refused at its key.
+func TestFleetForgetAfter(t *testing.T) {
+	none := func(string) (string, bool) { return "", false }
+	base := "hub: {id: h1, data_dir: /tmp/gemba-hub-config-test}\n"
+	cfg, err := Parse([]byte(base), none)
+	if err != nil || cfg.Fleet.ForgetAfter != 7*24*time.Hour {
+		t.Fatalf("default forget_after: %v %v, want 168h", cfg.Fleet.ForgetAfter, err)
+	}
+	for _, f := range []string{"{forget_after: 10m}", "{stale_after: 2h, forget_after: 2h}", "{forget_after: -1h}"} {
+		if _, err := Parse([]byte(base+"fleet: "+f+"\n"), none); err == nil || !strings.Contains(err.Error(), "fleet.forget_after") {
+			t.Errorf("fleet: %s: %v, want an error at fleet.forget_after", f, err)
+		}
+	}
+	if cfg, err := Parse([]byte(base+"fleet: {forget_after: 48h}\n"), none); err != nil || cfg.Fleet.ForgetAfter != 48*time.Hour {
+		t.Errorf("forget_after 48h: %v %v", cfg.Fleet.ForgetAfter, err)
+	}
+}

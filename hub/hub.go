@@ -330,7 +330,7 @@ func (h *Hub) tryOpenState(ctx context.Context, js jetstream.JetStream) (*dedup.
 		return nil, err
 	}
 	if h.fleet.Load() == nil {
-		fl, err := fleet.Open(octx, js, cfg.Fleet.Bucket, cfg.NATS.Replicas, cfg.Fleet.StaleAfter, h.log.With("component", "fleet"))
+		fl, err := fleet.Open(octx, js, cfg.Fleet.Bucket, cfg.NATS.Replicas, cfg.Fleet.StaleAfter, cfg.Fleet.ForgetAfter, h.log.With("component", "fleet"))
 		if err != nil {
 			return nil, err
 		}

@@ -87,6 +87,7 @@ func (m *monitoring) register(reg prometheus.Registerer) error {
 			"gemba_hub_quality_log_messages_total":      obs.Stats.Messages.Load,
 			"gemba_hub_quality_log_unreadable_total":    q.Stats.Unreadable.Load,
 			"gemba_hub_quality_log_refollows_total":     q.Stats.Refollows.Load,
+			"gemba_hub_quality_future_total":            q.Stats.Future.Load,
 			"gemba_hub_quality_events_unrecorded_total": func() uint64 { return q.Stats.EventsDropped.Load() + q.Stats.SinkErrors.Load() },
 		} {
 			cs = append(cs, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: monitorHelp[name]},
@@ -115,6 +116,7 @@ var monitorHelp = map[string]string{
 	"gemba_hub_quality_log_unreadable_total":    "Monitor log messages that could not be decoded (skipped).",
 	"gemba_hub_quality_log_refollows_total":     "New consumers made by the monitor log follower (the last one's node went away, or it lagged).",
 	"gemba_hub_quality_events_unrecorded_total": "Quality events that did not reach the decision log (queue full or write failed).",
+	"gemba_hub_quality_future_total":            "Monitored values and sample counts dated more than monitor.max_ahead past their logging (counted as bad at the logging time).",
 }
 
 // observer is what the agents' ingest is given: nil when the quality monitor is off.

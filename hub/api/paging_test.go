@@ -83,7 +83,7 @@ func TestFeaturesAndFleetPaging(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fs.Close()
-	fl, err := fleet.Open(ctx, js, "FLEET", 1, time.Minute, nil)
+	fl, err := fleet.Open(ctx, js, "FLEET", 1, time.Minute, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func TestFeaturesAndFleetPaging(t *testing.T) {
 	var wantAgents []string
 	for _, site := range []string{"s1", "s&2"} {
 		for _, agent := range []string{"gw1", "gw+2", "gw#3"} {
-			if err := fl.Heartbeat(ctx, &signal.Header{Site: site, Agent: agent}, &signal.Status{Time: time.Now(), Site: site, Agent: agent}); err != nil {
+			if err := fl.Heartbeat(ctx, &signal.Header{Site: site, Agent: agent}, &signal.Status{Time: time.Now(), Site: site, Agent: agent}, time.Time{}); err != nil {
 				t.Fatal(err)
 			}
 			wantAgents = append(wantAgents, site+"/"+agent)

@@ -33,9 +33,9 @@ type Stock interface {
 	MoveAll(ctx context.Context, ms []inventory.Movement) ([]inventory.Result, []error, error)
 }
 
-// Fleet takes heartbeats.
+// Fleet takes heartbeats, with when the agents' stream stored them (the message's timestamp).
 type Fleet interface {
-	Heartbeat(ctx context.Context, h *signal.Header, st *signal.Status) error
+	Heartbeat(ctx context.Context, h *signal.Header, st *signal.Status, stored time.Time) error
 }
 
 // Placer finds the site of a signal (the knowledge graph); ok=false when unknown.
@@ -333,7 +333,7 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 			c.m.redelivered.Inc()
 		}
 		if b.Stream == signal.StreamStatus {
-			c.status(ctx, m, b)
+			c.status(ctx, m, b, meta.Timestamp)
 			continue
 		}
 		claims = append(claims, dedup.Claim{ID: b.MsgID(), StreamSeq: meta.Sequence.Stream})
@@ -442,10 +442,10 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 	}
 }
 
-func (c *Consumer) status(ctx context.Context, m jetstream.Msg, b *signal.Batch) {
+func (c *Consumer) status(ctx context.Context, m jetstream.Msg, b *signal.Batch, stored time.Time) {
 	if c.d.Fleet != nil {
 		for i := range b.Status {
-			if err := c.d.Fleet.Heartbeat(ctx, &b.Header, &b.Status[i]); err != nil {
+			if err := c.d.Fleet.Heartbeat(ctx, &b.Header, &b.Status[i], stored); err != nil {
 				c.m.errors.Inc()
 				c.log.Warn("heartbeat not stored", "agent", b.Agent, "err", err)
 				_ = m.NakWithDelay(time.Second)

@@ -65,7 +65,7 @@ func startHub(t *testing.T, url string) *hub {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = h.inv.Close() })
-	if h.fleet, err = fleet.Open(ctx, js, "FLEET", 1, time.Minute, nil); err != nil {
+	if h.fleet, err = fleet.Open(ctx, js, "FLEET", 1, time.Minute, 0, nil); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.fleet.Close)

@@ -1,5 +1,6 @@
 // Package fleet keeps the latest heartbeat of every agent (buffer depth, drops, collectors,
-// versions) in a KV bucket all hub replicas share, and tells which agents went quiet.
+// versions) in a KV bucket all hub replicas share, tells which agents went quiet, and forgets those
+// not heard from for forget_after.
 package fleet
 
 import (
@@ -22,12 +23,14 @@ import (
 
 // Agent is what the hub knows about one agent. An agent clock far ahead of the hub's must not
 // win over every later heartbeat until that time comes, nor one behind read as silence: LastSeen
-// is bounded by the hub's clock and staleness is judged by Received.
+// is bounded by the hub's clock and staleness is judged by Received: when the agents' stream stored
+// the heartbeat (the server's clock, at most the hub's now), not when a hub read it (a heartbeat
+// replayed after a hub restart is as old as it is).
 type Agent struct {
 	Agent         string                           `json:"agent"`
 	Site          string                           `json:"site"`
 	LastSeen      time.Time                        `json:"last_seen"` // the heartbeat's own time, at most stale_after past Received
-	Received      time.Time                        `json:"received"`  // when the hub stored it (its clock): staleness is judged by it
+	Received      time.Time                        `json:"received"`  // when the agents' stream stored it: staleness is judged by it
 	Version       string                           `json:"version"`
 	Commit        string                           `json:"commit,omitempty"`
 	ConfigVersion string                           `json:"config_version"`
@@ -42,8 +45,8 @@ type Agent struct {
 type View struct {
 	Agent
 	Stale bool `json:"stale"` // no heartbeat for longer than stale_after
-	// AgeSeconds is how long ago the hub received the heartbeat (its clock, as Stale: an agent
-	// clock ahead or behind does not show in it).
+	// AgeSeconds is how long ago the agents' stream stored the heartbeat (by the hub's clock, as
+	// Stale: an agent clock ahead or behind does not show in it).
 	AgeSeconds float64 `json:"age_s"`
 	// BufferRecords and Dropped sum the agent's buffer streams.
 	BufferRecords uint64  `json:"buffer_records"`
@@ -53,19 +56,24 @@ type View struct {
 
 // Fleet is the heartbeat table. Safe for concurrent use.
 type Fleet struct {
-	kv         jetstream.KeyValue
-	staleAfter time.Duration
-	log        *slog.Logger
-	now        func() time.Time
+	kv          jetstream.KeyValue
+	staleAfter  time.Duration
+	forgetAfter time.Duration
+	log         *slog.Logger
+	now         func() time.Time
 
 	mu     sync.RWMutex
 	agents map[string]*Agent // by KV key
 
-	stop func() // ends the bucket watch
+	stop func() // ends the bucket watch and the sweep
 }
 
-// Open creates or binds the bucket, loads it and starts watching it.
-func Open(ctx context.Context, js jetstream.JetStream, bucket string, replicas int, staleAfter time.Duration, log *slog.Logger) (*Fleet, error) {
+// DefaultForgetAfter is how long an agent not heard from stays in the fleet by default.
+const DefaultForgetAfter = 7 * 24 * time.Hour
+
+// Open creates or binds the bucket, loads it and starts watching it, and sweeps it for agents not
+// heard from for forgetAfter (0: DefaultForgetAfter).
+func Open(ctx context.Context, js jetstream.JetStream, bucket string, replicas int, staleAfter, forgetAfter time.Duration, log *slog.Logger) (*Fleet, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -76,13 +84,89 @@ func Open(ctx context.Context, js jetstream.JetStream, bucket string, replicas i
 	if err != nil {
 		return nil, fmt.Errorf("fleet bucket %s: %w", bucket, err)
 	}
-	f := &Fleet{kv: kv, staleAfter: staleAfter, log: log, now: time.Now, agents: map[string]*Agent{}}
+	if forgetAfter <= 0 {
+		forgetAfter = DefaultForgetAfter
+	}
+	f := &Fleet{kv: kv, staleAfter: staleAfter, forgetAfter: forgetAfter, log: log, now: time.Now, agents: map[string]*Agent{}}
 	stop, err := kvwatch.Follow(ctx, js, kv, f.remote, kvwatch.Options{Log: log})
 	if err != nil {
 		return nil, fmt.Errorf("fleet bucket %s: %w", bucket, err)
 	}
-	f.stop = stop
+	sctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { f.sweepLoop(sctx) })
+	f.stop = func() {
+		cancel()
+		wg.Wait()
+		stop()
+	}
 	return f, nil
+}
+
+// sweepLoop forgets the agents gone for forget_after, every sweepEvery.
+func (f *Fleet) sweepLoop(ctx context.Context) {
+	t := time.NewTicker(min(max(f.forgetAfter/8, time.Second), sweepEvery))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f.forget(ctx)
+		}
+	}
+}
+
+// sweepEvery bounds the time between sweeps.
+const sweepEvery = 10 * time.Minute
+
+// forget deletes from the bucket the agents not heard from for forget_after: each once, whichever
+// replica gets there first (the delete is conditional on the revision it saw, so a heartbeat that
+// arrived meanwhile keeps the agent, and the replicas that lose say nothing).
+func (f *Fleet) forget(ctx context.Context) {
+	now := f.now()
+	type entry struct {
+		key string
+		a   Agent
+	}
+	var gone []entry
+	f.mu.RLock()
+	for key, a := range f.agents {
+		if f.forgotten(a, now) {
+			gone = append(gone, entry{key, *a})
+		}
+	}
+	f.mu.RUnlock()
+	for _, e := range gone {
+		err := f.kv.Delete(ctx, e.key, jetstream.LastRevision(e.a.revision))
+		switch {
+		case err == nil:
+			f.log.Info("agent forgotten: no heartbeat for fleet.forget_after, its entry is deleted", "agent", e.a.Agent, "site", e.a.Site,
+				"received", e.a.Received, "forget_after", f.forgetAfter)
+			f.mu.Lock()
+			if c := f.agents[e.key]; c != nil && c.revision == e.a.revision {
+				delete(f.agents, e.key)
+			}
+			f.mu.Unlock()
+		case conflict(err):
+			// Another replica deleted it, or a heartbeat came: the watch brings what is so.
+		case ctx.Err() != nil:
+			return
+		default:
+			f.log.Warn("fleet: agent gone for forget_after not deleted (tried again at the next sweep)", "agent", e.a.Agent,
+				"site", e.a.Site, "err", err)
+		}
+	}
+}
+
+// forgotten reports whether a was last heard from longer than forget_after before now.
+func (f *Fleet) forgotten(a *Agent, now time.Time) bool { return now.Sub(a.Received) > f.forgetAfter }
+
+// conflict reports whether err is a write refused because the key changed since the revision given.
+func conflict(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrKeyExists) || errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // Close stops watching.
@@ -97,7 +181,10 @@ func (f *Fleet) remote(e jetstream.KeyValueEntry) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if e.Operation() != jetstream.KeyValuePut {
-		delete(f.agents, e.Key())
+		// A heartbeat stored after the delete may be here already (stored by this replica).
+		if cur := f.agents[e.Key()]; cur != nil && cur.revision < e.Revision() {
+			delete(f.agents, e.Key())
+		}
 		return
 	}
 	var a Agent
@@ -113,11 +200,17 @@ func (f *Fleet) remote(e jetstream.KeyValueEntry) {
 
 // Heartbeat stores a status if it is newer than the one known (heartbeats of one agent can reach
 // different replicas out of order), or if the hub received the one known half of stale_after ago.
-func (f *Fleet) Heartbeat(ctx context.Context, h *signal.Header, st *signal.Status) error {
+// stored is when the agents' stream stored it (the message's timestamp; zero: now): a heartbeat
+// the stream delivers again after a hub restart is that old, and its agent may be dead.
+func (f *Fleet) Heartbeat(ctx context.Context, h *signal.Header, st *signal.Status, stored time.Time) error {
 	key := kvkey.Join(h.Site, h.Agent)
 	now := f.now().UTC()
+	received := now
+	if !stored.IsZero() && stored.Before(now) { // a server clock ahead of the hub's is taken as now
+		received = stored.UTC()
+	}
 	a := Agent{
-		Agent: h.Agent, Site: h.Site, LastSeen: minTime(st.Time.UTC(), now.Add(f.staleAfter)), Received: now, Version: st.Version,
+		Agent: h.Agent, Site: h.Site, LastSeen: minTime(st.Time.UTC(), now.Add(f.staleAfter)), Received: received, Version: st.Version,
 		Commit: st.Commit, ConfigVersion: st.ConfigVersion, Incarnation: h.Incarnation,
 		UptimeSeconds: st.Uptime, Buffer: st.Buffer, Collectors: st.Collectors,
 	}
@@ -152,13 +245,20 @@ func (f *Fleet) Heartbeat(ctx context.Context, h *signal.Header, st *signal.Stat
 			f.mu.Unlock()
 			return nil
 		}
-		var apiErr *jetstream.APIError
-		if !errors.Is(err, jetstream.ErrKeyExists) && !(errors.As(err, &apiErr) &&
-			(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)) {
+		if !conflict(err) {
 			return fmt.Errorf("fleet: store %s: %w", key, err)
 		}
 		// Another replica wrote first: read what it wrote and compare again.
 		e, gerr := f.kv.Get(ctx, key)
+		if errors.Is(gerr, jetstream.ErrKeyNotFound) {
+			// Forgotten (deleted) by a replica meanwhile: created afresh on the next attempt.
+			f.mu.Lock()
+			if f.agents[key] == cur {
+				delete(f.agents, key)
+			}
+			f.mu.Unlock()
+			continue
+		}
 		if gerr != nil {
 			return fmt.Errorf("fleet: read %s: %w", key, gerr)
 		}
@@ -180,13 +280,16 @@ func (f *Fleet) view(a *Agent, now time.Time) View {
 	return v
 }
 
-// List returns every agent, sorted by site and id.
+// List returns every agent, sorted by site and id; those not heard from for forget_after are left
+// out (whether or not a sweep deleted them yet).
 func (f *Fleet) List() []View {
 	now := f.now()
 	f.mu.RLock()
 	out := make([]View, 0, len(f.agents))
 	for _, a := range f.agents {
-		out = append(out, f.view(a, now))
+		if !f.forgotten(a, now) {
+			out = append(out, f.view(a, now))
+		}
 	}
 	f.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool {
@@ -202,11 +305,11 @@ func (f *Fleet) List() []View {
 func (f *Fleet) Get(site, agent string) (View, bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	a := f.agents[kvkey.Join(site, agent)]
-	if a == nil {
+	a, now := f.agents[kvkey.Join(site, agent)], f.now()
+	if a == nil || f.forgotten(a, now) {
 		return View{}, false
 	}
-	return f.view(a, f.now()), true
+	return f.view(a, now), true
 }
 
 func minTime(a, b time.Time) time.Time {

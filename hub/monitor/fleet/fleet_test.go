@@ -17,7 +17,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func open(t *testing.T, url string) *Fleet {
 	t.Helper()
 	_, js := natstest.Connect(t, url)
-	f, err := Open(context.Background(), js, "FLEET", 1, 30*time.Second, nil)
+	f, err := Open(context.Background(), js, "FLEET", 1, 30*time.Second, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +31,7 @@ func beat(t *testing.T, f *Fleet, at time.Time, records uint64) {
 	st := &signal.Status{Time: at, Agent: "gw1", Site: "plant1", Version: "v1",
 		Buffer: map[string]signal.BufferState{"samples": {Records: records, OldestAge: 3, Dropped: map[string]uint64{"max_age": 2}},
 			"features": {Records: 1, Dropped: map[string]uint64{"corrupt": 1}}}}
-	if err := f.Heartbeat(context.Background(), h, st); err != nil {
+	if err := f.Heartbeat(context.Background(), h, st, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -44,7 +44,7 @@ func TestAgeByTheHubsClock(t *testing.T) {
 	for _, skew := range []time.Duration{-2 * time.Minute, 20 * time.Second} {
 		h := &signal.Header{Agent: "gw" + skew.String(), Site: "plant1"}
 		f.now = func() time.Time { return t0 }
-		if err := f.Heartbeat(context.Background(), h, &signal.Status{Time: t0.Add(skew)}); err != nil {
+		if err := f.Heartbeat(context.Background(), h, &signal.Status{Time: t0.Add(skew)}, time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 		f.now = func() time.Time { return t0.Add(time.Second) }
@@ -64,7 +64,7 @@ func TestOddAgentIDs(t *testing.T) {
 	ids := []string{"gw.1", "gw=2E1", "gw 1", "gw/1", "gw*>", "Größe-1"}
 	for i, id := range ids {
 		h := &signal.Header{Agent: id, Site: "plant.1"}
-		if err := f.Heartbeat(context.Background(), h, &signal.Status{Time: now, Buffer: map[string]signal.BufferState{"s": {Records: uint64(i)}}}); err != nil {
+		if err := f.Heartbeat(context.Background(), h, &signal.Status{Time: now, Buffer: map[string]signal.BufferState{"s": {Records: uint64(i)}}}, time.Time{}); err != nil {
 			t.Fatalf("%q: %v", id, err)
 		}
 	}

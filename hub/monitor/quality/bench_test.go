@@ -16,7 +16,7 @@ func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 // BenchmarkObserve is the observer's cost on the ingest hot path, per feature record (every record
 // feeding a monitored feature; an 800-record message as the agents send them).
 func BenchmarkObserve(b *testing.B) {
-	o := newObserver(nil, "x", defs, nil)
+	o := newObserver(nil, "x", defs, nil, time.Hour)
 	a := &agent{id: "a1", inc: "i1"}
 	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	fs := make([]signal.Feature, 800)

@@ -72,16 +72,7 @@ func (m *Monitor) Handler() http.Handler {
 			limit = n
 		}
 		afterF, afterK := q.Get("after_feature"), q.Get("after_key")
-		all := m.List(feature)
-		keep := all[:0]
-		for _, x := range all {
-			if (breach && x.OK()) || (afterF != "" || afterK != "") && (x.Feature < afterF || x.Feature == afterF && x.Key <= afterK) {
-				continue
-			}
-			if keep = append(keep, x); len(keep) == limit {
-				break
-			}
-		}
+		keep := m.Page(feature, afterF, afterK, breach, limit)
 		out := map[string]any{"keys": orEmpty(keep)}
 		if len(keep) == limit {
 			last := keep[len(keep)-1]

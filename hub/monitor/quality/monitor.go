@@ -132,7 +132,7 @@ func Open(ctx context.Context, js jetstream.JetStream, o Options) (*Monitor, err
 	if err != nil {
 		return nil, fmt.Errorf("monitor log %s: %w", cfg.Stream, err)
 	}
-	m.obs = newObserver(js, subj, monitored, o.Resolver)
+	m.obs = newObserver(js, subj, monitored, o.Resolver, cfg.MaxAhead)
 	if err := m.follow(ctx, st, subj); err != nil {
 		return nil, fmt.Errorf("monitor log %s: %w", cfg.Stream, err)
 	}
@@ -325,7 +325,8 @@ func (f *folder) samples(feature string, key []byte, ns int64, total, bad uint64
 	}
 	t := time.Unix(0, ns).UTC()
 	if f.m.ahead(t, f.at) {
-		t = f.at
+		// As for a value: every sample of them counts as bad, at the time they were logged.
+		t, bad = f.at, total
 		m.Stats.Future.Add(1)
 	}
 	f.evs = m.advance(k, t, f.evs)

@@ -21,7 +21,7 @@ func (c *countValues) samples(string, []byte, int64, uint64, uint64)       {}
 // chunk that would overflow the message being written starts a new one; one that alone exceeds a
 // message keeps what fits (counted as truncated) rather than refusing the whole batch forever.
 func TestMonitorMessagesFitTheLog(t *testing.T) {
-	o := newObserver(nil, "x", defs, nil)
+	o := newObserver(nil, "x", defs, nil, time.Hour)
 	a := &agent{id: "a1", inc: "i1"}
 	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	many := func(n, from int) []signal.Feature {

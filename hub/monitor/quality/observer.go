@@ -44,7 +44,16 @@ type Observer struct {
 	enc     encoder
 	open    bool
 	pending [][]byte
-	agg     map[[2]string]*sampleRec // per chunk of samples, reused
+	agg     map[aggKey]*sampleRec // per chunk of samples, reused
+	// maxAhead is the monitor's max_ahead: samples dated further ahead of now are summed apart, so
+	// that the fold counts them bad without the others of their key (0: no check).
+	maxAhead time.Duration
+}
+
+// aggKey sums a message's samples per feature × key, those dated past max_ahead apart.
+type aggKey struct {
+	feature, key string
+	ahead        bool
 }
 
 // ObserverStats are the observer's counters.
@@ -66,8 +75,8 @@ type target struct {
 // maxRoutes bounds the route cache; past it the cache starts over.
 const maxRoutes = 1 << 18
 
-func newObserver(js jetstream.JetStream, subj string, defs features.Definitions, res Resolver) *Observer {
-	return &Observer{js: js, subj: subj, defs: defs, res: res, routes: map[routeKey][]target{}, agg: map[[2]string]*sampleRec{}}
+func newObserver(js jetstream.JetStream, subj string, defs features.Definitions, res Resolver, maxAhead time.Duration) *Observer {
+	return &Observer{js: js, subj: subj, defs: defs, res: res, routes: map[routeKey][]target{}, agg: map[aggKey]*sampleRec{}, maxAhead: maxAhead}
 }
 
 // route returns the hub features a record of (signal, edge feature) feeds; an empty edge feature
@@ -174,6 +183,10 @@ func (o *Observer) encode(b *signal.Batch) (n int, ok bool) {
 		return n, true
 	}
 	clear(o.agg)
+	var bound int64 = math.MaxInt64
+	if o.maxAhead > 0 {
+		bound = time.Now().Add(o.maxAhead).UnixNano()
+	}
 	for i := range b.Samples {
 		s := &b.Samples[i]
 		for _, t := range o.route(s.Signal, "") {
@@ -181,10 +194,11 @@ func (o *Observer) encode(b *signal.Batch) (n int, ok bool) {
 			if k == "" {
 				continue
 			}
-			a := o.agg[[2]string{t.feature, k}]
+			ak := aggKey{t.feature, k, unixNano(s.Time) > bound}
+			a := o.agg[ak]
 			if a == nil {
 				a = &sampleRec{Feature: t.feature, Key: k}
-				o.agg[[2]string{t.feature, k}] = a
+				o.agg[ak] = a
 			}
 			a.Total++
 			if s.Quality == signal.Bad {

@@ -14,7 +14,7 @@ import (
 func TestFailedFlushKept(t *testing.T) {
 	js := jetStream(t)
 	const subj = "gemba_monitor_test.log"
-	o := newObserver(js, subj, defs, nil)
+	o := newObserver(js, subj, defs, nil, time.Hour)
 	a := &agent{id: "a1", inc: "i1"}
 	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	o.Observe(a.batch(mean("line1.oven.temp", t0, 10)))

@@ -41,6 +41,7 @@ type keyState struct {
 	psi, ks, ksP, badShare float64
 	curN, refN             int
 	drifting, bad          bool
+	stuck                  bool // both windows held one and the same value: the drift verdict stood
 	driftSince, badSince   time.Time
 	driftV, badV           verdict
 	// stale is the last staleness this replica reported (clock-driven, by the ticker)
@@ -185,7 +186,15 @@ func (k *keyState) evaluate(end int64, perWindow, lag int) (driftChanged, badCha
 	drifting := false
 	// min_count counts the values each window saw, not the reservoir kept of them (at most
 	// samples: a min_count above it would otherwise never let drift be judged).
-	if curSeen >= uint64(max(k.th.MinCount, 1)) && refSeen >= uint64(max(k.th.MinCount, 1)) && len(cur) > 0 && len(ref) > 0 {
+	enough := curSeen >= uint64(max(k.th.MinCount, 1)) && refSeen >= uint64(max(k.th.MinCount, 1)) && len(cur) > 0 && len(ref) > 0
+	k.stuck = enough && constant(cur) && constant(ref) && cur[0] == ref[0]
+	if k.stuck {
+		// Both windows hold one and the same value: a sensor stuck for longer than reference_lag
+		// + window, compared with its own stuck past (D 0). That says nothing of a recovery: the
+		// verdict stands until the value moves (a sensor constant from the start stays clear).
+		drifting = k.drifting
+		k.psi, k.ks, k.ksP = 0, 0, 1
+	} else if enough {
 		if curHist != nil {
 			k.psi = psi(refHist, curHist)
 		} else {
@@ -218,6 +227,16 @@ func (k *keyState) evaluate(end int64, perWindow, lag int) (driftChanged, badCha
 	k.drifting, k.driftSince = k.driftV.on, k.driftV.since
 	k.bad, k.badSince = k.badV.on, k.badV.since
 	return driftChanged, badChanged
+}
+
+// constant reports whether every value of xs (not empty) is the same.
+func constant(xs []float64) bool {
+	for _, x := range xs[1:] {
+		if x != xs[0] {
+			return false
+		}
+	}
+	return true
 }
 
 // verdict is a breach judged over consecutive evaluations: it changes only after confirm

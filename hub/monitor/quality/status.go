@@ -81,6 +81,39 @@ func (m *Monitor) List(feature string) []Quality {
 	return out
 }
 
+// Page returns up to limit keys of feature (every feature when empty) after afterFeature and
+// afterKey, by feature and key, only those in breach when breach is set: List's, but building the
+// status of the keys it returns only (and of those it passes over as not in breach), not of every key.
+func (m *Monitor) Page(feature, afterFeature, afterKey string, breach bool, limit int) []Quality {
+	now := m.now().UTC()
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []Quality
+	var ks []*keyState
+	for _, f := range m.names { // sorted
+		if feature != "" && f != feature || f < afterFeature {
+			continue
+		}
+		ks = ks[:0]
+		for key, k := range m.keys[f] {
+			if f > afterFeature || key > afterKey {
+				ks = append(ks, k)
+			}
+		}
+		sort.Slice(ks, func(i, j int) bool { return ks[i].key < ks[j].key })
+		for _, k := range ks {
+			q := m.status(k, now)
+			if breach && q.OK() {
+				continue
+			}
+			if out = append(out, q); len(out) == limit {
+				return out
+			}
+		}
+	}
+	return out
+}
+
 // status builds a Quality. Called with m.mu held.
 func (m *Monitor) status(k *keyState, now time.Time) Quality {
 	q := Quality{Feature: k.feature, Key: k.key, Newest: k.newest, BadShare: num(k.badShare), Bad: k.bad, PSI: num(k.psi),
@@ -109,7 +142,11 @@ func (m *Monitor) status(k *keyState, now time.Time) Quality {
 	}
 	if k.drifting {
 		since = append(since, k.driftSince)
-		q.Reasons = append(q.Reasons, fmt.Sprintf("drifting: PSI %.3f (threshold %g), KS D %.3f p %.2g", q.PSI, k.th.PSI, q.KS, q.KSP))
+		if k.stuck {
+			q.Reasons = append(q.Reasons, fmt.Sprintf("drifting: stuck, the current and the reference window hold one value only (%d and %d values)", k.curN, k.refN))
+		} else {
+			q.Reasons = append(q.Reasons, fmt.Sprintf("drifting: PSI %.3f (threshold %g), KS D %.3f p %.2g", q.PSI, k.th.PSI, q.KS, q.KSP))
+		}
 	}
 	for _, s := range since {
 		if q.Since.IsZero() || s.Before(q.Since) {

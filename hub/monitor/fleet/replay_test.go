@@ -1,0 +1,48 @@
+package fleet
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/internal/natstest"
+	"github.com/gemba-io/gemba/signal"
+)
+
+// TestReplayedHeartbeatOfADeadAgent: an agent sends its last heartbeat and dies; the hub stops
+// before acknowledging it and starts five minutes later, when the agents' stream delivers it again.
+// The agent must read as dead (stale_after 30s) right away, not fresh for another stale_after: the
+// heartbeat's age is from when the stream stored it (the server's clock), not from when the hub
+// read it.
+func TestReplayedHeartbeatOfADeadAgent(t *testing.T) {
+	n := natstest.JetStream(t)
+	_, js := natstest.Connect(t, n.URL())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "AGENTS", Subjects: []string{"gemba.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := time.Now().UTC()
+	if _, err := js.Publish(ctx, "gemba.plant1.gw1.status", []byte("heartbeat")); err != nil {
+		t.Fatal(err)
+	}
+	msg, err := st.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := msg.Time // the server's timestamp of the message
+	f := open(t, n.URL())
+	f.now = func() time.Time { return stored.Add(5 * time.Minute) } // the hub restarted five minutes on
+	h := &signal.Header{Agent: "gw1", Site: "plant1", Incarnation: "ab"}
+	if err := f.Heartbeat(ctx, h, &signal.Status{Time: sent, Agent: "gw1", Site: "plant1"}, stored); err != nil {
+		t.Fatal(err)
+	}
+	v, ok := f.Get("plant1", "gw1")
+	if !ok || !v.Stale || v.AgeSeconds < 299 {
+		t.Errorf("an agent whose last heartbeat was stored 5 minutes ago, replayed after a hub restart, reads stale %v, age %v s (want stale, ~300 s): %+v",
+			v.Stale, v.AgeSeconds, v)
+	}
+}
