@@ -22,7 +22,8 @@ func killCmd() *cobra.Command {
 		Short: "Show, throw (on) or reset (off) the kill switch of every replica",
 		Long: `Without an argument, print the kill switch. "on" throws it: every replica suppresses every
 decision from its next one and cancels starts not yet out; with --end-live every promotion running
-now is ended too (its end message and end webhook, once). "off" resets it: decisions act again, and
+now is ended too (its end message and end webhook, once), even if the switch is reset at once: the
+throw leaves an end-live mark, shown here, that ends what started before it. "off" resets it: decisions act again, and
 a decision the switch suppressed is decided again at its unit's next evaluation. --by and --reason
 are kept with the switch (GET /api/v1/kill and the console show them).`,
 		Args:      cobra.MaximumNArgs(1),
@@ -85,6 +86,10 @@ are kept with the switch (GET /api/v1/kill and the console show them).`,
 					return nil
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "kill switch %s (%s by %s at %s: %s)\n", state, verb, k.By, k.At.Format(time.RFC3339), k.Reason)
+				if m := k.Mark; m != nil {
+					fmt.Fprintf(cmd.OutOrStdout(), "end-live mark %d: promotions whose start went out by %s are ended, reset or not (thrown by %s: %s)\n",
+						m.Gen, m.At.Format(time.RFC3339), m.By, m.Reason)
+				}
 				return nil
 			})
 		},

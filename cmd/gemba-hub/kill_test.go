@@ -55,7 +55,7 @@ guard: {max_discount: 20}
 		t.Fatalf("the guard reads %+v %v", k, err)
 	}
 	out, e, err = runCobra(t, killCmd(), "off", "-c", cfgFile, "--by", "ops@plant-a", "--reason", "fixed")
-	if err != nil || !strings.Contains(out, "kill switch off (reset by ops@plant-a") {
+	if err != nil || !strings.Contains(out, "kill switch off (reset by ops@plant-a") || !strings.Contains(out, "end-live mark 1: promotions whose start went out by") {
 		t.Fatalf("kill off: %v\n%s%s", err, out, e)
 	}
 	if k, _ := g.Kill(ctx); k.On {

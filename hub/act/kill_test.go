@@ -30,9 +30,12 @@ func (k *killGuard) Killed(ctx context.Context) (bool, string, error) {
 	return s.On, s.String(), err
 }
 
-func (k *killGuard) EndLive(ctx context.Context) (bool, string, error) {
+func (k *killGuard) EndLive(ctx context.Context) (EndMark, error) {
 	s, err := k.g.Kill(ctx)
-	return s.On && s.EndLive, s.String(), err
+	if err != nil || s.Mark == nil {
+		return EndMark{}, err
+	}
+	return EndMark{Gen: s.Mark.Gen, At: s.Mark.At, Why: s.Mark.String()}, nil
 }
 
 func (k *killGuard) Cancelled(ctx context.Context, a Action, _ string) error {

@@ -16,8 +16,9 @@ import (
 // (a lease), and a record whose owner died is taken over once the lease has passed.
 //
 // The loop watches the bucket, so a new record is tried at once; a poll picks up retries, the ends
-// of promotions and expired leases. With a Guard, while records wait it also reads the kill switch
-// every 4 polls: thrown with end_live, every promotion running is ended at once (endLive).
+// of promotions and expired leases. With a Guard, while promotions run it also reads the kill
+// switch every 4 polls: each running promotion whose start went out by the switch's last throw
+// with end_live is ended at once (endLive), whether or not the switch has been reset since.
 func (o *Outbox) Run(ctx context.Context) error {
 	w, err := o.kv.WatchAll(ctx)
 	if err != nil {
@@ -70,8 +71,8 @@ func (o *Outbox) Run(ctx context.Context) error {
 			finished <- k // buffered for every worker: never blocks
 		}()
 	}
-	// The kill switch thrown with end_live ends every promotion running (endLive): read every
-	// endEvery while some record waits for a later time, by one goroutine at a time.
+	// The kill switch thrown with end_live ends every promotion running then (endLive): read every
+	// endEvery while some running promotion waits for a later time, by one goroutine at a time.
 	endEvery := 4 * o.cfg.Poll
 	var lastEnd time.Time
 	ending := false
@@ -125,7 +126,7 @@ func (o *Outbox) Run(ctx context.Context) error {
 				continue
 			}
 			at := nextTry(rec)
-			due[e.Key()] = dueAt{at, rec.Action.Channel}
+			due[e.Key()] = dueAt{at, rec.Action.Channel, rec.live(), rec.startedAt()}
 			if !at.After(o.cfg.now()) {
 				start(e.Key())
 			}
@@ -135,15 +136,18 @@ func (o *Outbox) Run(ctx context.Context) error {
 			startOwn()
 			now := o.cfg.now()
 			checkEnd := o.guard != nil && !ending && now.Sub(lastEnd) >= endEvery
-			var later []string // records waiting for a later time, when the switch is to be read
+			var later map[string]time.Time // running promotions waiting, by when they started
 			for k, d := range due {
 				if ctx.Err() != nil {
 					return nil
 				}
 				if !d.at.After(now) {
 					start(k)
-				} else if checkEnd {
-					later = append(later, k)
+				} else if checkEnd && d.live {
+					if later == nil {
+						later = map[string]time.Time{}
+					}
+					later[k] = d.started
 				}
 			}
 			if len(later) > 0 {
@@ -159,35 +163,42 @@ func (o *Outbox) Run(ctx context.Context) error {
 	}
 }
 
-// endLive reads the kill switch and, when it is thrown with end_live, makes the end of every
-// promotion among keys that is running (started, its end not yet due) due now: its end then goes
-// out as any other, under a lease. Each is one compare-and-set, so the loops of every replica,
-// which all read the switch, end each promotion once; a loop that stops part way leaves the rest
-// to the others.
-func (o *Outbox) endLive(ctx context.Context, keys []string) {
+// endLive reads the kill switch's end-live mark (the last throw with end_live, kept through a reset)
+// and makes the end of every promotion among keys that is running and started by the mark's time
+// due now: its end then goes out as any other, under a lease. keys holds when each started, as the
+// loop last saw it: a promotion started after the mark is not read again. Each end is one
+// compare-and-set that writes EndedEarly, so the loops of every replica, which all read the mark,
+// end each promotion once, and a promotion once ended is not ended again; a loop that stops part
+// way leaves the rest to the others.
+func (o *Outbox) endLive(ctx context.Context, keys map[string]time.Time) {
 	defer o.endChecks.Add(1)
-	end, why, err := o.guard.EndLive(ctx)
+	m, err := o.guard.EndLive(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
 			o.log.Warn("kill switch not read for end_live; read again shortly", "err", err)
 		}
 		return
 	}
-	if !end {
-		return
+	if m.At.IsZero() {
+		return // never thrown with end_live
 	}
-	for _, k := range keys {
+	for k, started := range keys {
 		if ctx.Err() != nil {
 			return
 		}
-		if err := o.endEarly(ctx, k, "ended early: "+why); err != nil && ctx.Err() == nil {
+		if started.After(m.At) {
+			continue // started after the mark: not the switch's to end
+		}
+		if err := o.endEarly(ctx, k, m); err != nil && ctx.Err() == nil {
 			o.log.Warn("running promotion not ended for the kill switch; tried again shortly", "key", k, "err", err)
 		}
 	}
 }
 
-// endEarly makes the end of the record at k due now when it is a running promotion, saying why.
-func (o *Outbox) endEarly(ctx context.Context, k, why string) error {
+// endEarly makes the end of the record at k due now when it is a promotion running that started
+// by the mark's time, saying why.
+func (o *Outbox) endEarly(ctx context.Context, k string, m EndMark) error {
+	why := "ended early: " + m.Why
 	for {
 		rec, rev, err := o.read(ctx, k)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -197,13 +208,17 @@ func (o *Outbox) endEarly(ctx context.Context, k, why string) error {
 			return err
 		}
 		now := o.cfg.now()
-		if !rec.running(now) || rec.Owner != "" && now.Before(rec.LeaseUntil) {
+		if !rec.running(now) || rec.startedAt().After(m.At) || rec.Owner != "" && now.Before(rec.LeaseUntil) {
 			return nil // nothing to end, or a loop holds it: the next reading looks again
 		}
 		if rec.Phase == EventStart && rec.State == Pending {
-			// Its NATS start went out, its webhook waits for a retry: tried now, the switch ends
-			// it on NATS (stopStart) instead of at that retry, maybe minutes away.
-			rec.NextAt = now
+			// Its NATS start went out, its webhook waits for a retry: ended now on NATS only, as
+			// stopStart ends it while the switch is thrown — not by reading the switch again at
+			// the next attempt, which after a reset would send the webhook its start.
+			rec.Killed, rec.EndedEarly = "cancelled: "+m.Why, why
+			rec.Phase, rec.Published, rec.Hooked, rec.Attempts, rec.EndDue = EventEnd, rec.EndPublished, false, 0, false
+			rec.FirstAt, rec.NextAt = now, now
+			rec.LastError = rec.Killed + " after its NATS start went out: the webhook never got the start; ended at once on NATS"
 		} else {
 			rec.EndedEarly, rec.NextAt = why, now
 			if rec.State == Pending {
@@ -217,31 +232,53 @@ func (o *Outbox) endEarly(ctx context.Context, k, why string) error {
 		if err != nil {
 			return err
 		}
-		o.log.Warn("running promotion ended by the kill switch", "decision", rec.Action.DecisionID, "why", why)
+		o.log.Warn("running promotion ended by the kill switch", "decision", rec.Action.DecisionID, "why", why, "mark", m.Gen)
 		return nil
 	}
 }
 
-// running reports whether the record is a promotion whose start went out and whose end is not yet
-// due: waiting for its end, waiting for a retry of its start's webhook after its NATS start, or
-// dead-lettered in its start with its NATS end still to come.
-func (r *Record) running(now time.Time) bool {
+// live reports whether the record is a promotion whose start went out and whose end is still to
+// go out, not yet ended by the kill switch: waiting for its end, for a retry of its start's webhook
+// after its NATS start, or dead-lettered in its start with its NATS end still to come.
+func (r *Record) live() bool {
 	if r.Action.Kind != Promote || r.EndedEarly != "" {
 		return false
 	}
 	switch r.State {
 	case Pending:
-		return r.Phase == EventEnd && r.FirstAt.After(now) || r.Phase == EventStart && r.Published && r.NextAt.After(now)
+		return r.Phase == EventEnd || r.Phase == EventStart && r.Published
 	case Dead:
-		return r.EndDue && r.NextAt.After(now)
+		return r.EndDue
 	}
 	return false
+}
+
+// running reports whether the record is live and its end not yet due.
+func (r *Record) running(now time.Time) bool {
+	if !r.live() {
+		return false
+	}
+	if r.State == Pending && r.Phase == EventEnd {
+		return r.FirstAt.After(now)
+	}
+	return r.NextAt.After(now)
+}
+
+// startedAt is when the record's start was first tried on NATS (Action.Start in a record written
+// before StartedAt existed).
+func (r *Record) startedAt() time.Time {
+	if r.StartedAt.IsZero() {
+		return r.Action.Start
+	}
+	return r.StartedAt
 }
 
 // dueAt is when a record may next be tried, and its channel.
 type dueAt struct {
 	at      time.Time
 	channel string
+	live    bool      // a promotion running (Record.live): the kill switch's end-live mark may end it
+	started time.Time // when its start went out (Record.startedAt)
 }
 
 func nextTry(rec Record) time.Time {
@@ -331,6 +368,11 @@ func (o *Outbox) deliver(ctx context.Context, k string, rec Record, rev uint64) 
 		return err
 	}
 	if !rec.Published {
+		if rec.Phase == EventStart && rec.StartedAt.IsZero() {
+			// Before the switch is read: a mark thrown once it was read, the start going out
+			// after it, still ends this promotion. Saved with the attempt's mark.
+			rec.StartedAt = o.cfg.now()
+		}
 		if stopped, err := o.stopStart(ctx, &rec, mark); stopped || err != nil {
 			return err
 		}

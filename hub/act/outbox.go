@@ -61,8 +61,12 @@ type Record struct {
 	Killed string `json:"killed,omitempty"`
 	// EndedEarly says the kill switch, thrown with end_live, ended this running promotion before
 	// its end time (by whom, when, why): its end was made due at once, for every place its start
-	// went. Written once, by compare-and-set, whichever loop saw the switch first.
+	// went. Written once, by compare-and-set, whichever loop read the switch's mark first.
 	EndedEarly string `json:"ended_early,omitempty"`
+	// StartedAt is when the start's NATS message was first tried (set with its mark, kept once
+	// it went out): a mark of the kill switch thrown with end_live at or after it ends the
+	// promotion. Zero in a record written before it existed: Action.Start stands for it.
+	StartedAt time.Time `json:"started_at,omitzero"`
 	// EndDue: a promotion dead-lettered in its start after its NATS start went out still gets its
 	// NATS end, at NextAt (the promotion's end); EndPublished says that end has its PubAck.
 	EndDue       bool `json:"end_due,omitempty"`
@@ -121,9 +125,17 @@ type Guard interface {
 	// guard's Release) and records why on the decision log. It is called again after a failure or
 	// a crash, so it must be idempotent.
 	Cancelled(ctx context.Context, a Action, why string) error
-	// EndLive reads the kill switch as Killed does and reports whether it is thrown with end_live
-	// (every promotion running is to be ended now), and a text saying by whom, when and why.
-	EndLive(ctx context.Context) (end bool, why string, err error)
+	// EndLive reads the kill switch's last end-live mark as Killed reads the switch: the zero
+	// EndMark when it was never thrown with end_live. The mark outlives a reset of the switch.
+	EndLive(ctx context.Context) (EndMark, error)
+}
+
+// EndMark is the last throw of the kill switch with end_live: every promotion whose start went out
+// by At is to be ended, whatever the switch says now. Gen numbers the throws.
+type EndMark struct {
+	Gen uint64
+	At  time.Time
+	Why string // by whom, when, why
 }
 
 // SetGuard makes the outbox read the kill switch through g before any part of an action's start
@@ -350,6 +362,9 @@ func (o *Outbox) Replay(ctx context.Context, decisionID string) error {
 		}
 		now := o.cfg.now()
 		rec.State, rec.Attempts, rec.FirstAt, rec.NextAt, rec.Owner, rec.LeaseUntil = Pending, 0, now, now, "", time.Time{}
+		if !rec.Published && rec.Phase == EventStart {
+			rec.StartedAt = time.Time{} // its start never went out: it starts when it does
+		}
 		rec.EndDue = false // the replayed phase leads to the end, which publishes what is left of it
 		_, err = o.write(ctx, key(decisionID), rec, rev)
 		if isConflict(err) {

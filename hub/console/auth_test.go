@@ -45,6 +45,7 @@ type fakeDecisions struct {
 	mu       sync.Mutex
 	answered []string
 	recs     []audit.Record // newest first, as the decision log answers
+	kill     guard.KillSwitch
 }
 
 func (f *fakeDecisions) Recent(_ context.Context, flt audit.Filter) ([]audit.Record, error) {
@@ -76,7 +77,9 @@ func (f *fakeDecisions) History(_ context.Context, id string) ([]audit.Record, e
 func (f *fakeDecisions) Delivery(context.Context, string) (*act.Record, error) { return nil, nil }
 func (f *fakeDecisions) Pending(context.Context) ([]guard.Request, error)      { return nil, nil }
 func (f *fakeDecisions) Kill(context.Context) (guard.KillSwitch, error) {
-	return guard.KillSwitch{}, nil
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.kill, nil
 }
 func (f *fakeDecisions) SetKill(_ context.Context, k guard.KillSwitch) error {
 	f.mu.Lock()
@@ -328,6 +331,15 @@ func TestCSRFAndRoles(t *testing.T) {
 	page := e.do("GET", "/console/approvals", nil, []*http.Cookie{ad}, nil)
 	if !strings.Contains(page.Body.String(), `name="end_live"`) {
 		t.Fatalf("the approvals page offers no end_live to an admin while the switch is off:\n%s", page.Body.String())
+	}
+	// Reset after a throw with end_live: the page says the mark still ends what ran then.
+	e.dec.mu.Lock()
+	e.dec.kill = guard.KillSwitch{By: "root", Reason: "prices fixed", At: time.Date(2026, 12, 4, 10, 1, 0, 0, time.UTC),
+		Mark: &guard.EndLiveMark{Gen: 1, By: "root", Reason: "bad prices", At: time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)}}
+	e.dec.mu.Unlock()
+	page = e.do("GET", "/console/approvals", nil, []*http.Cookie{ad}, nil)
+	if b := page.Body.String(); !strings.Contains(b, "Last thrown with end_live by root at 2026-12-04 10:00:00Z (bad prices)") {
+		t.Fatalf("the approvals page does not show the end-live mark after a reset:\n%s", b)
 	}
 }
 

@@ -38,13 +38,13 @@ func (d DeliveryGuard) Killed(ctx context.Context) (bool, string, error) {
 	return k.On, k.String(), nil
 }
 
-// EndLive implements act.Guard.
-func (d DeliveryGuard) EndLive(ctx context.Context) (bool, string, error) {
+// EndLive implements act.Guard: the switch's end-live mark, kept through a reset.
+func (d DeliveryGuard) EndLive(ctx context.Context) (act.EndMark, error) {
 	k, err := d.Guard.Kill(ctx)
-	if err != nil {
-		return false, "", err
+	if err != nil || k.Mark == nil {
+		return act.EndMark{}, err
 	}
-	return k.On && k.EndLive, k.String(), nil
+	return act.EndMark{Gen: k.Mark.Gen, At: k.Mark.At, Why: k.Mark.String()}, nil
 }
 
 // Cancelled implements act.Guard. It is idempotent: the released record is deduplicated on the

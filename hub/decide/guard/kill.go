@@ -9,14 +9,37 @@ import (
 )
 
 // KillSwitch is the value of the kill key. While On, every Check and Approve suppresses. EndLive
-// (only with On) also ends every promotion already running: each replica's delivery loop delivers
-// its end at once (see act.Outbox.Run).
+// (only with On) says this throw also ends every promotion already running; it leaves Mark, which
+// the delivery loops act on (see act.Outbox.Run).
 type KillSwitch struct {
 	On      bool      `json:"on"`
 	EndLive bool      `json:"end_live,omitempty"`
 	By      string    `json:"by"`
 	Reason  string    `json:"reason,omitempty"`
 	At      time.Time `json:"at"`
+	// Mark is the last throw with end_live. It is kept by every later change of the switch (a reset
+	// included) and replaced only by the next throw with end_live: a loop that reads the switch
+	// only after a quick reset still ends the promotions running when it was thrown. Set by the
+	// guard (SetKillSwitch ignores the caller's).
+	Mark *EndLiveMark `json:"end_live_mark,omitempty"`
+}
+
+// EndLiveMark records a throw of the kill switch with end_live: every promotion whose start went
+// out by At is to be ended, once, whatever the switch says when a delivery loop reads it.
+type EndLiveMark struct {
+	Gen    uint64    `json:"gen"` // 1 for the first throw with end_live, one more for each next one
+	By     string    `json:"by"`
+	Reason string    `json:"reason,omitempty"`
+	At     time.Time `json:"at"`
+}
+
+// String says who threw the switch with end_live, when and why.
+func (m EndLiveMark) String() string {
+	s := fmt.Sprintf("kill switch thrown by %s at %s with end_live", m.By, m.At.Format(time.RFC3339))
+	if m.Reason != "" {
+		s += ": " + m.Reason
+	}
+	return s
 }
 
 // SetKill throws (on) or resets the kill switch for every replica sharing the bucket. Every
@@ -28,8 +51,10 @@ func (g *Guard) SetKill(ctx context.Context, on bool, by, reason string) error {
 	return g.SetKillSwitch(ctx, KillSwitch{On: on, By: by, Reason: reason})
 }
 
-// SetKillSwitch sets the kill switch to k (its At is the guard's clock), as SetKill does; with
-// k.EndLive the delivery loops also end every promotion running.
+// SetKillSwitch sets the kill switch to k (its At is the guard's clock), as SetKill does. With
+// k.EndLive it also leaves a new end-live mark (the delivery loops end every promotion running
+// then); without, the last mark is kept, by compare-and-set, so that a reset does not take it
+// away.
 func (g *Guard) SetKillSwitch(ctx context.Context, k KillSwitch) error {
 	on, by, reason := k.On, k.By, k.Reason
 	if by == "" {
@@ -38,27 +63,42 @@ func (g *Guard) SetKillSwitch(ctx context.Context, k KillSwitch) error {
 	if k.EndLive && !on {
 		return errors.New("guard: kill switch: end_live applies only when it is thrown (on)")
 	}
-	k.At = g.cfg.now().UTC()
-	b, err := json.Marshal(k)
+	k.At, k.Mark = g.cfg.now().UTC(), nil
+	_, err := g.modify(ctx, keyKill, func(cur []byte) ([]byte, bool, error) {
+		next := k
+		var old KillSwitch
+		if cur != nil && json.Unmarshal(cur, &old) == nil {
+			old = withMark(old)
+			if old.On == k.On && old.EndLive == k.EndLive && old.By == k.By && old.Reason == k.Reason && old.At.Equal(k.At) {
+				return nil, false, nil // this call's own write, its reply lost
+			}
+			next.Mark = old.Mark
+		} // a value nobody can decode has no mark to keep
+		if k.EndLive {
+			next.Mark = &EndLiveMark{Gen: 1, By: by, Reason: reason, At: k.At}
+			if old.Mark != nil {
+				next.Mark.Gen = old.Mark.Gen + 1
+			}
+		}
+		b, err := json.Marshal(next)
+		return b, true, err
+	})
 	if err != nil {
-		return err
+		return fmt.Errorf("guard: kill switch: %w", err)
 	}
-	r := g.retrier(ctx)
-	for {
-		opCtx, cancel := context.WithTimeout(ctx, g.cfg.OpTimeout)
-		_, err := g.kv.Put(opCtx, keyKill, b)
-		cancel()
-		if err == nil {
-			g.log.Warn("kill switch set", "on", on, "end_live", k.EndLive, "by", by, "reason", reason)
-			return nil
-		}
-		if err := r.Failed(err); err != nil {
-			return fmt.Errorf("guard: kill switch: %w", err)
-		}
-	}
+	g.log.Warn("kill switch set", "on", on, "end_live", k.EndLive, "by", by, "reason", reason)
+	return nil
 }
 
-// Kill reads the kill switch (off when it was never set).
+// withMark gives a switch thrown with end_live by an older hub (no mark) the mark it stands for.
+func withMark(k KillSwitch) KillSwitch {
+	if k.Mark == nil && k.On && k.EndLive {
+		k.Mark = &EndLiveMark{By: k.By, Reason: k.Reason, At: k.At}
+	}
+	return k
+}
+
+// Kill reads the kill switch (off when it was never set), with its end-live mark.
 func (g *Guard) Kill(ctx context.Context) (KillSwitch, error) {
 	b, rev, err := g.get(ctx, keyKill)
 	if err != nil || rev == 0 {
@@ -69,7 +109,7 @@ func (g *Guard) Kill(ctx context.Context) (KillSwitch, error) {
 		// Fail safe: a switch nobody can read is thrown.
 		return KillSwitch{On: true, By: "unknown", Reason: fmt.Sprintf("undecodable kill switch (revision %d): %v", rev, err)}, nil
 	}
-	return k, nil
+	return withMark(k), nil
 }
 
 // String says whether the switch is thrown and, when it is, by whom, when and why.

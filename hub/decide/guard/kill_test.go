@@ -3,6 +3,7 @@ package guard
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -126,5 +127,77 @@ func TestKillSuppressionNotFinal(t *testing.T) {
 	q.Discount = 10
 	if v := mustCheck(t, b, q); v.Outcome != Suppress || !v.Replayed {
 		t.Errorf("a suppression by %s decided again: %+v", GMaxDiscount, v)
+	}
+}
+
+// TestKillEndLiveMark: a throw with end_live leaves a mark (who, when, why, a generation) that a
+// reset and a throw without end_live keep and the next throw with end_live replaces; a switch
+// thrown with end_live by an older hub (no mark) reads as its mark.
+func TestKillEndLiveMark(t *testing.T) {
+	g, c, js := single(t, nil)
+	ctx := context.Background()
+	read := func() KillSwitch {
+		t.Helper()
+		k, err := g.Kill(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	if k := read(); k.Mark != nil {
+		t.Fatalf("never thrown: %+v", k)
+	}
+	if err := g.SetKillSwitch(ctx, KillSwitch{On: true, EndLive: true, By: "ops-anna", Reason: "wrong price list",
+		Mark: &EndLiveMark{Gen: 9, By: "forged"}}); err != nil {
+		t.Fatal(err)
+	}
+	thrown := c.Now().UTC()
+	want := EndLiveMark{Gen: 1, By: "ops-anna", Reason: "wrong price list", At: thrown}
+	if k := read(); !k.On || !k.EndLive || k.Mark == nil || *k.Mark != want {
+		t.Fatalf("thrown with end_live: %+v, want mark %+v", k, want)
+	}
+	c.Add(time.Second)
+	if err := g.SetKill(ctx, false, "ops-anna", "good decisions may go on"); err != nil {
+		t.Fatal(err)
+	}
+	if k := read(); k.On || k.EndLive || k.Mark == nil || *k.Mark != want {
+		t.Fatalf("reset: %+v, want the mark %+v kept", k, want)
+	}
+	c.Add(time.Minute)
+	if err := g.SetKill(ctx, true, "ops-ben", "audit"); err != nil {
+		t.Fatal(err)
+	}
+	if k := read(); !k.On || k.EndLive || k.Mark == nil || *k.Mark != want {
+		t.Fatalf("thrown without end_live: %+v, want the mark %+v kept", k, want)
+	}
+	c.Add(time.Minute)
+	if err := g.SetKillSwitch(ctx, KillSwitch{On: true, EndLive: true, By: "ops-ben", Reason: "second list"}); err != nil {
+		t.Fatal(err)
+	}
+	want = EndLiveMark{Gen: 2, By: "ops-ben", Reason: "second list", At: c.Now().UTC()}
+	if k := read(); k.Mark == nil || *k.Mark != want {
+		t.Fatalf("thrown with end_live again: %+v, want mark %+v", k, want)
+	}
+	if s := want.String(); !strings.Contains(s, "kill switch thrown by ops-ben") || !strings.Contains(s, "second list") {
+		t.Errorf("mark says %q", s)
+	}
+
+	// As an older hub wrote it: no mark.
+	kv, err := js.KeyValue(ctx, g.cfg.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, keyKill, []byte(`{"on":true,"end_live":true,"by":"old","reason":"r","at":"2026-12-04T09:00:00Z"}`)); err != nil {
+		t.Fatal(err)
+	}
+	old := EndLiveMark{By: "old", Reason: "r", At: time.Date(2026, 12, 4, 9, 0, 0, 0, time.UTC)}
+	if k := read(); k.Mark == nil || *k.Mark != old {
+		t.Fatalf("old value: %+v, want mark %+v", k, old)
+	}
+	if err := g.SetKill(ctx, false, "ops-anna", "reset"); err != nil {
+		t.Fatal(err)
+	}
+	if k := read(); k.Mark == nil || *k.Mark != old {
+		t.Fatalf("old value reset: %+v, want mark %+v kept", k, old)
 	}
 }
