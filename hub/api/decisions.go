@@ -260,7 +260,7 @@ func (d *decisionsAPI) answer(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, err.Error())
 	case errors.Is(err, guard.ErrSelfApproval):
 		writeErr(w, http.StatusForbidden, err.Error())
-	case errors.Is(err, guard.ErrState), errors.Is(err, guard.ErrExpired):
+	case errors.Is(err, guard.ErrState), errors.Is(err, guard.ErrExpired), errors.Is(err, guard.ErrKilled):
 		writeErr(w, http.StatusConflict, err.Error())
 	default:
 		writeErr(w, http.StatusServiceUnavailable, err.Error())

@@ -454,7 +454,7 @@ func (c *Console) answer(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, guard.ErrSelfApproval):
 		c.fail(w, r, http.StatusForbidden, "you asked for this change: someone else must approve it ("+err.Error()+")")
 		return
-	case errors.Is(err, guard.ErrState), errors.Is(err, guard.ErrExpired):
+	case errors.Is(err, guard.ErrState), errors.Is(err, guard.ErrExpired), errors.Is(err, guard.ErrKilled):
 		c.fail(w, r, http.StatusConflict, err.Error())
 		return
 	default:

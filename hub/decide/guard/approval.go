@@ -115,6 +115,17 @@ func (g *Guard) decideRequest(ctx context.Context, id, who, reason string, appro
 		case approve && g.cfg.Approval.ForbidSelf && rec.Proposal.Requester != "" && who == rec.Proposal.Requester:
 			return Verdict{}, fmt.Errorf("guard: %s %s by %s: %w", op, id, who, ErrSelfApproval)
 		}
+		if approve {
+			// Approved while the switch is thrown, it would be recorded as a kill suppression and
+			// leave the queue, not asked again in its time bucket: refused, the request waits.
+			k, err := g.Kill(ctx)
+			if err != nil {
+				return Verdict{}, fmt.Errorf("guard: %s %s: reading the kill switch: %w", op, id, err)
+			}
+			if k.On {
+				return Verdict{}, fmt.Errorf("guard: %s %s: %w (%s): reset it first; the request stays queued", op, id, ErrKilled, k.String())
+			}
+		}
 		a := &Approval{By: who, Reason: reason, At: now.UTC(), Approved: approve}
 		if !approve {
 			v := *rec.Verdict

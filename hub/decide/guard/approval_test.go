@@ -3,6 +3,8 @@ package guard
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -80,13 +82,14 @@ func TestApprovalRechecksCaps(t *testing.T) {
 	if err != nil || v.Outcome != Suppress || v.Guardrail != GDailyBudget || v.Approval == nil || v.Approval.By != "bob" {
 		t.Fatalf("%+v %v", v, err)
 	}
-	// The kill switch is checked again too.
+	// The kill switch is checked again too: while thrown the approval is refused (the request
+	// waits; TestApprovalRefusedWhileKilled).
 	q := promo(c, "r", "SKU-2", "retail", 22)
 	mustCheck(t, g, q)
 	if err := g.SetKill(ctx, true, "ops", ""); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := g.Approve(ctx, q.ID, "bob", ""); err != nil || v.Outcome != Suppress || v.Guardrail != GKillSwitch {
+	if v, err := g.Approve(ctx, q.ID, "bob", ""); !errors.Is(err, ErrKilled) {
 		t.Fatalf("%+v %v", v, err)
 	}
 }
@@ -342,4 +345,35 @@ func leaveApproving(t *testing.T, g *Guard, js jetstream.JetStream, c *clock, p 
 		t.Fatal(err)
 	}
 	return kv
+}
+
+// An approval while the kill switch is thrown is refused and the request stays queued: approved
+// then, it would be recorded as a kill suppression, leave the queue, and not be asked again in its
+// time bucket. A rejection is taken (it never acts). After the reset the approval acts.
+func TestApprovalRefusedWhileKilled(t *testing.T) {
+	g, c, _ := single(t, nil)
+	ctx := context.Background()
+	p := promo(c, "r", "SKU-1", "retail", 22)
+	q := promo(c, "r", "SKU-2", "retail", 22)
+	mustCheck(t, g, p)
+	mustCheck(t, g, q)
+	if err := g.SetKill(ctx, true, "ops", "bad feed"); err != nil {
+		t.Fatal(err)
+	}
+	v, err := g.Approve(ctx, p.ID, "bob", "stock is high")
+	if !errors.Is(err, ErrKilled) || !strings.Contains(fmt.Sprint(err), "ops") {
+		t.Fatalf("approve while killed: %+v %v, want ErrKilled naming who threw it", v, err)
+	}
+	if pending, err := g.Pending(ctx); err != nil || len(pending) != 2 {
+		t.Fatalf("pending while killed: %d %v, want both still queued", len(pending), err)
+	}
+	if v, err := g.Reject(ctx, q.ID, "bob", "no"); err != nil || v.Outcome != Rejected {
+		t.Fatalf("reject while killed: %+v %v", v, err)
+	}
+	if err := g.SetKill(ctx, false, "ops", "fixed"); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := g.Approve(ctx, p.ID, "bob", "stock is high"); err != nil || v.Outcome != Allow {
+		t.Fatalf("approve after the reset: %+v %v", v, err)
+	}
 }

@@ -33,6 +33,8 @@ var (
 	ErrSelfApproval = errors.New("guard: an approver cannot approve their own request")
 	// ErrExpired: the approval request expired before it was decided.
 	ErrExpired = errors.New("guard: approval request expired")
+	// ErrKilled: an approval while the kill switch is thrown; the request stays queued.
+	ErrKilled = errors.New("guard: the kill switch is thrown")
 )
 
 // StateError says what state a decision was in when an operation needed another.
