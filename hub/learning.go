@@ -112,7 +112,8 @@ func RefitOptions(cfg *Config, by, why, promote string, log *slog.Logger) regist
 	return registry.RefitOptions{
 		Source:  demand.Source{Stream: cfg.Commerce.Stream, Prefix: cfg.Commerce.Prefix, Logger: log},
 		History: cfg.Learn.HistoryDays, Location: loc, ByChannel: cfg.Learn.ByChannel, Promote: promote,
-		Fit: registry.FitOptions{Horizon: cfg.Learn.HorizonDays, Workers: cfg.Learn.Workers, By: by, Why: why},
+		Fit: registry.FitOptions{Horizon: cfg.Learn.HorizonDays, Workers: cfg.Learn.Workers, By: by, Why: why,
+			FallbackWindow: cfg.Inventory.RateWindow},
 	}
 }
 
@@ -211,12 +212,13 @@ func (h *Hub) refitLoop(ctx context.Context, js jetstream.JetStream, l *learning
 		}
 		wait = time.Minute/2 + rand.N(time.Minute)
 		l.refits.checks.Add(1)
-		metas, err := l.reg.List(ctx)
+		// A set whose refit failed to promote it is not fresh: the next check, a minute on, retries.
+		_, fresh, err := l.reg.Fresh(ctx, cfg.Learn.RefitEvery, time.Now())
 		if err != nil {
 			log.Warn("model sets not listed; refit check skipped", "err", err)
 			continue
 		}
-		if n := len(metas); n > 0 && time.Since(metas[n-1].Created) < cfg.Learn.RefitEvery {
+		if fresh {
 			continue
 		}
 		start := time.Now()

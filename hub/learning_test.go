@@ -38,7 +38,8 @@ learn:
 		t.Fatalf("defaults not kept: %+v", l)
 	}
 	opts := RefitOptions(cfg, "ops", "why", "", nil)
-	if opts.Promote != "shadow" || opts.History != 365 || opts.Source.Stream != "COMMERCE" || opts.Location.String() != "UTC" {
+	if opts.Promote != "shadow" || opts.History != 365 || opts.Source.Stream != "COMMERCE" || opts.Location.String() != "UTC" ||
+		opts.Fit.FallbackWindow != cfg.Inventory.RateWindow {
 		t.Fatalf("refit options: %+v", opts)
 	}
 }

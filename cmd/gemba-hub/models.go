@@ -78,6 +78,17 @@ func modelsListCmd() *cobra.Command {
 					return failed(cmd, err)
 				}
 				printModelList(cmd.OutOrStdout(), metas, cur)
+				st, ok, err := reg.LastRefit(ctx)
+				if err != nil {
+					return failed(cmd, err)
+				}
+				if ok && st.Err != "" {
+					stored := ""
+					if st.Version != "" {
+						stored = ", its set " + st.Version + " stored but not in force"
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "the last refit failed (%s by %s%s): %s\n", st.At.Format(time.RFC3339), st.By, stored, st.Err)
+				}
 				return nil
 			})
 		},
@@ -154,6 +165,11 @@ intervals. --json prints the stored set (or the SKU's models) as JSON.`,
 				for _, m := range ms {
 					printModel(w, s, m)
 				}
+				for _, f := range s.Failed {
+					if f.Key.SKU == sku && (site == "" || f.Key.Site == site) {
+						printFailure(w, f)
+					}
+				}
 				return nil
 			})
 		},
@@ -220,8 +236,17 @@ func printSet(w io.Writer, s *registry.Set) {
 			fmt.Fprintf(w, "... and %d more failed\n", len(s.Failed)-10)
 			break
 		}
-		fmt.Fprintf(w, "failed: %s: %s\n", f.Key, f.Err)
+		printFailure(w, f)
 	}
+}
+
+// printFailure prints a series whose fit failed and what Cover counts for it instead.
+func printFailure(w io.Writer, f registry.Failure) {
+	fb := "no moving average either: its SKU × site's cover is incomplete (not used)"
+	if f.Fallback != nil {
+		fb = fmt.Sprintf("counted at its moving average, %g/day over %d days", f.Fallback.Mean, f.Fallback.Days)
+	}
+	fmt.Fprintf(w, "failed: %s: %s; %s\n", f.Key, f.Err, fb)
 }
 
 func printModel(w io.Writer, s *registry.Set, m registry.Model) {

@@ -107,11 +107,18 @@ func Explain(w io.Writer, recs []Record, delivery *act.Record) {
 		if fc := inv.Forecast; fc != nil {
 			p("      days of cover from model set %s (methods %s, fitted on data to %s): %g, %g to %g in the 80%% interval; moving average %g/day",
 				fc.Version, strings.Join(fc.Methods, ", "), stamp(fc.DataTo), v.DaysOfCover, v.DaysOfCoverLow, v.DaysOfCoverHigh, inv.MovingAverage)
+			for _, fb := range fc.Fallbacks {
+				p("      channel %s", fb)
+			}
 			if sc := fc.Shadow; sc != nil {
 				p("      shadow model set %s (decides nothing): %g days of cover, %g to %g", sc.Version, sc.Cover.DaysOfCover, sc.Cover.DaysOfCoverLow, sc.Cover.DaysOfCoverHigh)
 			}
 		} else {
-			p("      days of cover from the moving average of daily sales (no model set covers this SKU)")
+			why := "no model set covers this SKU"
+			if inv.NotUsed != "" {
+				why = inv.NotUsed
+			}
+			p("      days of cover from the moving average of daily sales (%s)", why)
 		}
 	}
 	if len(first.Paths) > 0 {

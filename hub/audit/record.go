@@ -145,6 +145,9 @@ type InventoryInput struct {
 	// Forecast, when a model set covered the SKU, is where the rule's days of cover came from.
 	MovingAverage float64      `json:"moving_average"`
 	Forecast      *ForecastRef `json:"forecast,omitempty"`
+	// NotUsed says why a model set's forecast of the SKU was not used (past its horizon, or
+	// incomplete: a channel's demand missing), when it had one.
+	NotUsed string `json:"forecast_not_used,omitempty"`
 }
 
 // ForecastRef names the model set whose forecast gave a decision's days of cover (the days
@@ -154,6 +157,8 @@ type ForecastRef struct {
 	Methods     []string  `json:"methods"` // the chosen method of each of the SKU's series
 	DataTo      time.Time `json:"data_to"` // the end of the data the set was fitted on
 	HasInterval bool      `json:"has_interval"`
+	// Fallbacks are the channels whose fit failed, counted at their moving average instead, and why.
+	Fallbacks []string `json:"fallbacks,omitempty"`
 	// Shadow is the shadow model set's cover of the same position, recorded beside the active one's
 	// (it decides nothing): its version and days of cover, low and high.
 	Shadow *ShadowCover `json:"shadow,omitempty"`

@@ -60,10 +60,11 @@ type coverRow struct {
 // beside it. Only for a decision a model set covered (otherwise the inventory line says the moving
 // average gave the days).
 type forecastView struct {
-	Version string
-	Methods []string
-	DataTo  time.Time
-	Rows    []coverRow
+	Version   string
+	Methods   []string
+	DataTo    time.Time
+	Fallbacks []string
+	Rows      []coverRow
 }
 
 func forecastOf(rec audit.Record) *forecastView {
@@ -72,7 +73,7 @@ func forecastOf(rec audit.Record) *forecastView {
 		return nil
 	}
 	fc, c := inv.Forecast, inv.Inventory
-	v := &forecastView{Version: fc.Version, Methods: fc.Methods, DataTo: fc.DataTo}
+	v := &forecastView{Version: fc.Version, Methods: fc.Methods, DataTo: fc.DataTo, Fallbacks: fc.Fallbacks}
 	v.Rows = append(v.Rows, coverRow{Source: "model set", Version: fc.Version, Role: "in force: gave the decision's days of cover",
 		Days: c.DaysOfCover, Low: c.DaysOfCoverLow, High: c.DaysOfCoverHigh, Rate: c.DailyRate, Interval: fc.HasInterval})
 	if sc := fc.Shadow; sc != nil {

@@ -1,9 +1,11 @@
 package decide
 
 import (
+	"fmt"
 	"math"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/gemba-io/gemba/hub/audit"
@@ -192,9 +194,24 @@ func (b *builder) input(u Unit, now time.Time) *explained {
 		}
 		ex.inv = &audit.InventoryInput{Updated: p.Updated, SnapshotTime: p.SnapshotTime, MovingAverage: p.DailyRate}
 		if b.fc != nil {
-			// A forecast past its horizon is an extrapolation of a set nobody refitted: the moving
-			// average of what actually sold is the better guess then.
-			if c, ok := b.fc.Cover(u.SKU, u.Site, p.Position, now); ok && !c.Stale {
+			// A forecast past its horizon is an extrapolation of a set nobody refitted, and an
+			// incomplete one leaves a channel's demand out: the moving average of what actually
+			// sold is the better guess then.
+			c, ok := b.fc.Cover(u.SKU, u.Site, p.Position, now)
+			switch {
+			case ok && c.Stale:
+				ex.inv.NotUsed = fmt.Sprintf("model set %s is past its horizon (data to %s)", c.Version, c.DataTo.Format(time.RFC3339))
+			case ok && c.Incomplete:
+				var missing []string
+				for _, fb := range c.Fallbacks {
+					if fb.Missing {
+						missing = append(missing, fmt.Sprintf("%s (fit failed: %s)", fb.Channel, fb.Err))
+					}
+				}
+				ex.inv.NotUsed = fmt.Sprintf("model set %s is incomplete: no forecast nor moving average of channel %s", c.Version,
+					strings.Join(missing, ", "))
+			}
+			if ok && !c.Stale && !c.Incomplete {
 				inv := &ex.in.Inventory
 				inv.DaysOfCover, inv.DaysOfCoverLow, inv.DaysOfCoverHigh = c.Days, c.LowDays, c.HighDays
 				inv.DailyRate, inv.Forecast = c.DailyMean, c.Version
@@ -203,6 +220,10 @@ func (b *builder) input(u Unit, now time.Time) *explained {
 					ms[i] = string(m)
 				}
 				ex.inv.Forecast = &audit.ForecastRef{Version: c.Version, Methods: ms, DataTo: c.DataTo, HasInterval: c.HasInterval}
+				for _, fb := range c.Fallbacks {
+					ex.inv.Forecast.Fallbacks = append(ex.inv.Forecast.Fallbacks,
+						fmt.Sprintf("%s: moving average %g/day over %d days (fit failed: %s)", fb.Channel, fb.Mean, fb.Days, fb.Err))
+				}
 				if sc := c.Shadow; sc != nil {
 					ex.inv.Forecast.Shadow = &audit.ShadowCover{Version: sc.Version, Cover: rules.Inventory{DaysOfCover: sc.Days,
 						DaysOfCoverLow: sc.LowDays, DaysOfCoverHigh: sc.HighDays, DailyRate: sc.DailyMean, Forecast: sc.Version}}

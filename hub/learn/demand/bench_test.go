@@ -3,6 +3,7 @@ package demand
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -53,4 +54,48 @@ func BenchmarkBuild(b *testing.B) {
 	b.ReportMetric(float64(skus*days)*float64(b.N)/b.Elapsed().Seconds(), "sales/s")
 	// CPU per sale, the embedded server's included: the wall rate on a shared machine is the neighbours'.
 	b.ReportMetric(float64(cpu.Microseconds())/float64(skus*days*b.N), "cpu-µs/sale")
+}
+
+// BenchmarkSeriesMemory measures what a long history holds in memory: 1,000 SKUs × 3 channels ×
+// 3,650 days (learn.history_days at its maximum, by channel), one sale per series a week. The series
+// are dense (8 bytes a day whether it sold or not); each sale read also keeps a 16-byte identity for
+// deduplication. Scale by SKUs: 10,000 SKUs hold ten times this.
+// go test -run XXX -bench SeriesMemory -benchtime 1x ./hub/learn/demand/
+func BenchmarkSeriesMemory(b *testing.B) {
+	const skus, channels, days, every = 1000, 3, 3650, 7
+	for b.Loop() {
+		heap := func() uint64 {
+			runtime.GC()
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			return ms.HeapAlloc
+		}
+		h0 := heap()
+		set, err := New(Options{From: monday, To: monday.AddDate(0, 0, days), ByChannel: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		sales := 0
+		for d := 0; d < days; d += every {
+			for i := range skus {
+				for c := range channels {
+					set.Add(commerce.Sale{OrderID: fmt.Sprintf("o%d-%d-%d", d, i, c), Line: 1, SKU: fmt.Sprintf("sku-%05d", i), Site: "s1",
+						Channel: fmt.Sprintf("ch%d", c), Quantity: 1, UnitPrice: 1, Currency: "EUR", Time: monday.AddDate(0, 0, d).Add(time.Hour)})
+					sales++
+				}
+			}
+		}
+		h1 := heap()
+		set.seen = nil
+		h2 := heap()
+		if len(set.Series) != skus*channels {
+			b.Fatalf("%d series", len(set.Series))
+		}
+		seriesDays := float64(skus * channels * days)
+		b.ReportMetric(float64(h2-h0)/seriesDays, "B/series-day")
+		b.ReportMetric(float64(h1-h2)/float64(sales), "dedup-B/sale")
+		b.ReportMetric(float64(h2-h0)/(1<<20), "series-MiB")
+		b.ReportMetric(float64(h1-h2)/(1<<20), "dedup-MiB")
+		runtime.KeepAlive(set)
+	}
 }

@@ -88,6 +88,8 @@ type Set struct {
 	seen   map[[2]uint64]struct{}
 	seeds  [2]maphash.Seed
 	byChan bool
+	// dropped: the stream has dropped messages, so the series start the day after firstStored's.
+	dropped bool
 }
 
 // New starts an empty set over opts' range.
@@ -207,7 +209,10 @@ func Build(ctx context.Context, js jetstream.JetStream, src Source, opts Options
 	if err != nil {
 		return nil, fmt.Errorf("demand: stream %s: %w", src.Stream, err)
 	}
-	dropped := sinfo.State.FirstSeq > 1
+	set.dropped = sinfo.State.FirstSeq > 1
+	// The read ends at the stream's last message when it starts: sales stored meanwhile are today's
+	// (after the range), and a read that followed them might not catch up under a steady flow.
+	end := sinfo.State.LastSeq
 	cons, err := js.OrderedConsumer(ctx, src.Stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverAllPolicy})
 	if err != nil {
@@ -250,14 +255,17 @@ func Build(ctx context.Context, js jetstream.JetStream, src Source, opts Options
 		if err != nil {
 			return nil, fmt.Errorf("demand: stream %s: message metadata: %w", src.Stream, err)
 		}
-		batch = append(batch, raw{subject: m.Subject(), data: m.Data(), seq: md.Sequence.Stream})
-		last := md.NumPending == 0
+		past := md.Sequence.Stream > end
+		if !past {
+			batch = append(batch, raw{subject: m.Subject(), data: m.Data(), seq: md.Sequence.Stream})
+		}
+		last := past || md.NumPending == 0 || md.Sequence.Stream == end
 		if len(batch) == batchSize || last {
 			set.addBatch(decodeAll(batch), src.Stream, lg)
 			batch = batch[:0]
 		}
 		if last {
-			set.trim(dropped, lg)
+			set.trim(lg)
 			return set, nil
 		}
 	}
@@ -303,29 +311,32 @@ func (s *Set) addBatch(batch []raw, stream string, lg *slog.Logger) {
 		}
 		if s.firstStored.IsZero() {
 			s.firstStored = r.sale.Time
+			if s.dropped {
+				// The start is known now: cut before any series is made, so that each holds the
+				// days the stream keeps, not the whole range (3,650 days of a 30-day stream).
+				s.trim(lg)
+			}
 		}
 		s.Add(r.sale)
 	}
 }
 
 // trim moves From up to the oldest sale's day (when the stream dropped messages, the day after its
-// oldest stored sale's), when that is later.
-func (s *Set) trim(dropped bool, lg *slog.Logger) {
+// oldest stored sale's), when that is later. Again, it changes nothing.
+func (s *Set) trim(lg *slog.Logger) {
 	if s.Stats.Oldest.IsZero() {
 		return
 	}
 	cut := civil(s.Stats.Oldest.In(s.loc)) - s.firstDay
-	if dropped {
+	if s.dropped {
 		cut = civil(s.firstStored.In(s.loc)) - s.firstDay + 1
 	}
+	cut = min(cut, int64(s.Days)-1) // keep the last day: a set needs one
 	if cut <= 0 {
 		return
 	}
-	if cut >= int64(s.Days) {
-		cut = int64(s.Days) - 1 // keep the last day: a set needs one
-	}
 	lg.Info("demand: the stream holds no sales before the range's start; the series start later",
-		"from", s.From, "oldest_sale", s.Stats.Oldest, "oldest_stored_sale", s.firstStored, "dropped", dropped, "days_cut", cut)
+		"from", s.From, "oldest_sale", s.Stats.Oldest, "oldest_stored_sale", s.firstStored, "dropped", s.dropped, "days_cut", cut)
 	s.From = s.From.AddDate(0, 0, int(cut))
 	s.firstDay += cut
 	s.Days -= int(cut)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -292,4 +293,71 @@ func threeADay(days int) []commerce.Event {
 		}
 	}
 	return evs
+}
+
+// A build reads the sales the stream holds when it starts, not those stored while it reads: under
+// a steady flow of sales a read that follows them may never catch up, holding the refit lock.
+func TestBuildStopsAtTheStreamsEndWhenItStarted(t *testing.T) {
+	ctx := context.Background()
+	js, ccfg, _, publish := salesStream(t)
+	publish(threeADay(2)...)
+	onRead = func(jetstream.Consumer) {
+		publish(commerce.Sale{OrderID: "during", Line: 1, SKU: "A", Site: "s1", Channel: "web", Quantity: 1, UnitPrice: 1,
+			Currency: "EUR", Time: monday.AddDate(0, 0, 1).Add(5 * time.Hour)})
+	}
+	defer func() { onRead = nil }()
+	set, err := Build(ctx, js, Source{Stream: ccfg.Stream, Prefix: ccfg.Prefix}, Options{From: monday, To: monday.AddDate(0, 0, 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if set.Stats.Messages != 6 || set.Stats.Sales != 6 {
+		t.Errorf("read %d messages, %d sales; want the 6 stored when the build started", set.Stats.Messages, set.Stats.Sales)
+	}
+}
+
+// A stream that has dropped messages (commerce.max_age shorter than learn.history_days, the
+// defaults after a month) holds only its retention's days: the series are sized to those days, not
+// to the whole range asked for (3,650 days × 8 bytes per series for a few weeks of data).
+func TestSeriesSizedToWhatTheStreamHolds(t *testing.T) {
+	ctx := context.Background()
+	js, ccfg, st, publish := salesStream(t)
+	const skus = 20
+	var evs []commerce.Event
+	for i := range skus {
+		for _, e := range threeADay(10) {
+			s := e.(commerce.Sale)
+			s.SKU, s.OrderID = fmt.Sprintf("sku-%d", i), fmt.Sprintf("%s-%d", s.OrderID, i)
+			evs = append(evs, s)
+		}
+	}
+	publish(evs...)
+	if err := st.DeleteMsg(ctx, 1); err != nil { // retention dropped the oldest sale
+		t.Fatal(err)
+	}
+	to := monday.AddDate(0, 0, 10)
+	src := Source{Stream: ccfg.Stream, Prefix: ccfg.Prefix}
+	build := func(days int) (*Set, uint64) {
+		var m0, m1 runtime.MemStats
+		runtime.ReadMemStats(&m0)
+		set, err := Build(ctx, js, src, Options{From: to.AddDate(0, 0, -days), To: to})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runtime.ReadMemStats(&m1)
+		return set, m1.TotalAlloc - m0.TotalAlloc
+	}
+	_, short := build(10)
+	set, long := build(36500) // a century: 292 KB a series if sized to the range
+	sr := set.Series[Key{SKU: "sku-0", Site: "s1"}]
+	if !set.Stats.Trimmed || !set.From.Equal(monday.AddDate(0, 0, 1)) || set.Days != 9 || sr == nil || len(sr.Values) != 9 {
+		t.Fatalf("from %v, %d days, trimmed %v, series %v", set.From, set.Days, set.Stats.Trimmed, sr)
+	}
+	if sr.Values[0] != 3 || set.Stats.Sales != skus*27 {
+		t.Errorf("values %v, stats %+v: want 3 a day from the first whole day", sr.Values, set.Stats)
+	}
+	// 20 series of 36,500 days would be 5.8 MB more than of 10.
+	if long > short+2<<20 {
+		t.Errorf("a build over a century allocated %d KiB, over 10 days %d KiB: the series are sized to the range, not to the stream's days",
+			long>>10, short>>10)
+	}
 }

@@ -30,10 +30,26 @@ type skuForecast struct {
 	methods     []forecast.Method
 	mean, sd    []float64
 	hasInterval bool
+	fallbacks   []ChannelFallback
+	incomplete  bool
+}
+
+// ChannelFallback is a channel whose fit failed, in a SKU × site's Cover: counted at its moving
+// average (Mean a day over its last Days days), or Missing from the sum when even that could not be
+// computed (the Cover is then Incomplete).
+type ChannelFallback struct {
+	Channel string  `json:"channel"`
+	Err     string  `json:"error"`
+	Mean    float64 `json:"mean"`
+	Days    int     `json:"days,omitempty"`
+	Missing bool    `json:"missing,omitempty"`
 }
 
 // NewIndex indexes s by SKU × site. Channels of a SKU × site add up: means add, and variances add
 // (the channels' errors taken as independent); the sum has an interval only if every channel has one.
+// A channel whose fit failed adds its moving average (no interval; FallbackMethod among the
+// methods), or, without one, makes the SKU × site's forecast incomplete. A SKU × site none of whose
+// series was fitted has no forecast (the inventory's live moving average is the better guess).
 func NewIndex(s *Set) *Index {
 	loc, err := time.LoadLocation(s.Location)
 	if err != nil {
@@ -58,6 +74,24 @@ func NewIndex(s *Set) *Index {
 				f.hasInterval = false
 			}
 		}
+	}
+	for _, fl := range s.Failed {
+		f := ix.by[[2]string{fl.Key.SKU, fl.Key.Site}]
+		if f == nil {
+			continue
+		}
+		cf := ChannelFallback{Channel: fl.Key.Channel, Err: fl.Err}
+		if fb := fl.Fallback; fb != nil {
+			cf.Mean, cf.Days = fb.Mean, fb.Days
+			f.methods = append(f.methods, FallbackMethod)
+			f.hasInterval = false
+			for j := range f.mean {
+				f.mean[j] += fb.Mean
+			}
+		} else {
+			cf.Missing, f.incomplete = true, true
+		}
+		f.fallbacks = append(f.fallbacks, cf)
 	}
 	for _, f := range ix.by {
 		for j := range f.sd {
@@ -86,6 +120,12 @@ type Cover struct {
 	// after it is an extrapolation (Stale says it is past the horizon).
 	DataTo time.Time `json:"data_to"`
 	Stale  bool      `json:"stale,omitempty"`
+	// Fallbacks are the channels whose fit failed: counted at their moving average, or missing.
+	// Incomplete says a channel is missing from the sum (its fit failed and it had no usable moving
+	// average either): the demand is understated and the days overstated, so do not use it as a
+	// forecast of the whole SKU × site.
+	Fallbacks  []ChannelFallback `json:"fallbacks,omitempty"`
+	Incomplete bool              `json:"incomplete,omitempty"`
 	// Shadow is the shadow set's Cover of the same position, when a shadow set is followed.
 	Shadow *Cover `json:"shadow,omitempty"`
 }
@@ -111,7 +151,8 @@ func (ix *Index) Cover(sku, site string, position float64, now time.Time) (Cover
 		midnight := time.Date(lt.Year(), lt.Month(), lt.Day(), 0, 0, 0, 0, ix.loc)
 		frac = float64(lt.Sub(midnight)) / float64(midnight.AddDate(0, 0, 1).Sub(midnight))
 	}
-	c := Cover{Version: ix.Set.Version, Methods: f.methods, DataTo: ix.Set.To, HasInterval: f.hasInterval, Stale: d >= len(f.mean)}
+	c := Cover{Version: ix.Set.Version, Methods: f.methods, DataTo: ix.Set.To, HasInterval: f.hasInterval, Stale: d >= len(f.mean),
+		Fallbacks: f.fallbacks, Incomplete: f.incomplete}
 	start := min(d, len(f.mean)-1)
 	mean := f.mean[start:]
 	var sum float64

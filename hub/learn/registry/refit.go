@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -41,6 +42,61 @@ type RefitOptions struct {
 // ErrFresh: a scheduled refit found a set younger than FreshFor and did nothing.
 var ErrFresh = errors.New("the newest model set is fresh: no refit needed")
 
+// RefitStatus is what the last refit that ran (held the lock, was not fresh) came to, kept in the
+// state bucket (key refit.last).
+type RefitStatus struct {
+	At      time.Time `json:"at"`
+	By      string    `json:"by"`
+	Version string    `json:"version,omitempty"` // the set it stored, if it got that far
+	Err     string    `json:"error,omitempty"`   // why it failed; "" when it succeeded
+}
+
+const refitKey = "refit.last"
+
+// LastRefit returns the last refit's outcome (false before any refit recorded one).
+func (r *Registry) LastRefit(ctx context.Context) (RefitStatus, bool, error) {
+	e, err := r.kv.Get(ctx, refitKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return RefitStatus{}, false, nil
+	}
+	if err != nil {
+		return RefitStatus{}, false, fmt.Errorf("last refit: %w", err)
+	}
+	var st RefitStatus
+	if err := json.Unmarshal(e.Value(), &st); err != nil {
+		return RefitStatus{}, false, fmt.Errorf("last refit (%s key %q, revision %d): does not decode: %w", r.b.State, refitKey, e.Revision(), err)
+	}
+	return st, true, nil
+}
+
+func (r *Registry) recordRefit(st RefitStatus) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	val, _ := json.Marshal(st)
+	if _, err := r.kv.Put(ctx, refitKey, val); err != nil {
+		r.lg.Warn("refit outcome not recorded", "version", st.Version, "refit_error", st.Err, "err", err)
+	}
+}
+
+// Fresh returns the newest stored set and whether it is fresh: younger than within at now, and the
+// last refit did not fail. A set whose refit failed after storing it (its promotion or shadowing did
+// not happen) changed nothing: the next scheduled check must try again, not wait a whole period.
+func (r *Registry) Fresh(ctx context.Context, within time.Duration, now time.Time) (Meta, bool, error) {
+	metas, err := r.List(ctx)
+	if err != nil || len(metas) == 0 {
+		return Meta{}, false, err
+	}
+	m := metas[len(metas)-1]
+	if now.Sub(m.Created) >= within {
+		return m, false, nil
+	}
+	st, ok, err := r.LastRefit(ctx)
+	if err != nil {
+		return m, false, err
+	}
+	return m, !(ok && st.Err != ""), nil
+}
+
 // RefitResult is what a refit did.
 type RefitResult struct {
 	Version string
@@ -50,7 +106,7 @@ type RefitResult struct {
 
 // Refit takes the refit lock (ErrLocked if another refit holds it), builds the demand series from
 // the stream, fits them, stores the set and promotes or shadows it as opts say.
-func (r *Registry) Refit(ctx context.Context, js jetstream.JetStream, opts RefitOptions) (RefitResult, error) {
+func (r *Registry) Refit(ctx context.Context, js jetstream.JetStream, opts RefitOptions) (res RefitResult, err error) {
 	if opts.History <= 0 {
 		opts.History = 365
 	}
@@ -94,12 +150,33 @@ func (r *Registry) Refit(ctx context.Context, js jetstream.JetStream, opts Refit
 	}()
 
 	if opts.FreshFor > 0 {
-		metas, err := r.List(ctx)
+		m, fresh, err := r.Fresh(ctx, opts.FreshFor, opts.Now())
 		if err != nil {
 			return RefitResult{}, err
 		}
-		if n := len(metas); n > 0 && opts.Now().Sub(metas[n-1].Created) < opts.FreshFor {
-			return RefitResult{}, fmt.Errorf("%w (%s, created %s)", ErrFresh, metas[n-1].Version, metas[n-1].Created.Format(time.RFC3339))
+		if fresh {
+			return RefitResult{}, fmt.Errorf("%w (%s, created %s)", ErrFresh, m.Version, m.Created.Format(time.RFC3339))
+		}
+	}
+	// From here on it is a refit: its outcome is recorded, so that a set stored but not promoted is
+	// not taken for a fresh one, and an operator sees that the last refit failed.
+	defer func() {
+		select {
+		case <-lock.Lost():
+			return // another holder is refitting: its outcome is the one to record
+		default:
+		}
+		st := RefitStatus{At: r.now().UTC(), By: by, Version: res.Version}
+		if err != nil {
+			st.Err = err.Error()
+		}
+		r.recordRefit(st)
+	}()
+	if opts.Promote != PromoteNone {
+		// A set that cannot be promoted is not worth fitting: with the state unreadable every
+		// scheduled check (a minute apart after a failure) would store another set.
+		if _, _, err := r.State(ctx); err != nil {
+			return RefitResult{}, fmt.Errorf("refit: nothing fitted: %w", err)
 		}
 	}
 	now := opts.Now().In(opts.Location)
@@ -125,7 +202,7 @@ func (r *Registry) Refit(ctx context.Context, js jetstream.JetStream, opts Refit
 	if err != nil {
 		return RefitResult{}, err
 	}
-	res := RefitResult{Version: v, Set: set}
+	res = RefitResult{Version: v, Set: set}
 	why := fmt.Sprintf("refit: %d series, data %s to %s", len(set.Series), day(set.From), day(set.To.AddDate(0, 0, -1)))
 	if opts.Fit.Why != "" {
 		why = opts.Fit.Why + " (" + why + ")"

@@ -327,11 +327,19 @@ func (r *Registry) change(ctx context.Context, next func(cur Change) (Change, er
 		if cur.Seq > 0 {
 			r.logChange(ctx, cur)
 		}
+		last := cur.Seq
+		if rev == 0 {
+			// No state key: none yet, or it was purged. The log outlives a purge, and numbering
+			// from 1 again would give the next change a number an old one holds (and no log entry).
+			if last, err = r.lastLogged(ctx); err != nil {
+				return Change{}, err
+			}
+		}
 		c, err := next(cur)
 		if err != nil {
 			return Change{}, err
 		}
-		c.Seq, c.At = cur.Seq+1, r.now().UTC()
+		c.Seq, c.At = last+1, r.now().UTC()
 		val, err := json.Marshal(c)
 		if err != nil {
 			return Change{}, err
@@ -368,15 +376,37 @@ func (r *Registry) logChange(ctx context.Context, c Change) {
 	}
 }
 
-// Changes returns the change log, oldest first.
+// lastLogged is the highest change number in the log (0 when it is empty).
+func (r *Registry) lastLogged(ctx context.Context) (uint64, error) {
+	kl, err := r.kv.ListKeysFiltered(ctx, "change.>")
+	if err != nil {
+		return 0, fmt.Errorf("model change log (%s): %w", r.b.State, err)
+	}
+	defer func() { _ = kl.Stop() }()
+	var last uint64
+	for k := range kl.Keys() {
+		if n, err := strconv.ParseUint(strings.TrimPrefix(k, "change."), 10, 64); err == nil {
+			last = max(last, n)
+		}
+	}
+	return last, nil
+}
+
+// Changes returns the change log, oldest first (with the state key purged, the log as it is).
 func (r *Registry) Changes(ctx context.Context) ([]Change, error) {
-	cur, _, err := r.State(ctx)
-	if err != nil || cur.Seq == 0 {
+	cur, rev, err := r.State(ctx)
+	if err != nil {
 		return nil, err
 	}
-	out := make([]Change, 0, cur.Seq)
-	for seq := uint64(1); seq <= cur.Seq; seq++ {
-		if seq == cur.Seq {
+	last := cur.Seq
+	if rev == 0 {
+		if last, err = r.lastLogged(ctx); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]Change, 0, last)
+	for seq := uint64(1); seq <= last; seq++ {
+		if seq == cur.Seq && rev != 0 {
 			out = append(out, cur)
 			break
 		}

@@ -61,6 +61,41 @@ type Model struct {
 type Failure struct {
 	Key demand.Key `json:"key"`
 	Err string     `json:"error"`
+	// Fallback is what Cover counts for the series instead (nil when even that could not be
+	// computed: Cover then marks its SKU × site incomplete).
+	Fallback *Fallback `json:"fallback,omitempty"`
+}
+
+// FallbackMethod is the method Cover lists for a series whose fit failed.
+const FallbackMethod forecast.Method = "moving_average"
+
+// Fallback is the plain moving average of a series' last Days days (the inventory's moving average
+// of daily sales, what days of cover used before forecasting), flat over the horizon.
+type Fallback struct {
+	Mean float64 `json:"mean"`
+	Days int     `json:"days"`
+}
+
+// DefaultFallbackWindow is the days of FitOptions.FallbackWindow by default (the inventory's
+// rate_window_days by default).
+const DefaultFallbackWindow = 7
+
+// movingAverage is the fallback of a failed series: nil when its last window days hold no usable
+// value (not finite, or beyond what a series may hold).
+func movingAverage(v []float64, window int) *Fallback {
+	w := v[max(0, len(v)-window):]
+	if len(w) == 0 {
+		return nil
+	}
+	var sum float64
+	for _, x := range w {
+		sum += x
+	}
+	mean := sum / float64(len(w))
+	if math.IsNaN(mean) || math.IsInf(mean, 0) || math.Abs(mean) > forecast.MaxValue {
+		return nil
+	}
+	return &Fallback{Mean: mean, Days: len(w)}
 }
 
 // FitOptions shape a fit.
@@ -73,6 +108,9 @@ type FitOptions struct {
 	Forecast forecast.Options
 	By, Why  string
 	Now      func() time.Time
+	// FallbackWindow is the days of the moving average a series whose fit fails is counted at
+	// (default DefaultFallbackWindow; the hub passes inventory.rate_window_days).
+	FallbackWindow int
 }
 
 // ErrNoSeries: nothing to fit (no sales in the range, or every series failed).
@@ -90,6 +128,9 @@ func Fit(ctx context.Context, ds *demand.Set, opts FitOptions) (*Set, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.FallbackWindow <= 0 {
+		opts.FallbackWindow = DefaultFallbackWindow
 	}
 	keys := ds.Keys()
 	models := make([]Model, len(keys))
@@ -120,7 +161,7 @@ feed:
 		Days: ds.Days, Location: ds.From.Location().String(), ByChannel: ds.ByChannel(), Horizon: opts.Horizon, Demand: ds.Stats}
 	for i, k := range keys {
 		if errs[i] != nil {
-			s.Failed = append(s.Failed, Failure{Key: k, Err: errs[i].Error()})
+			s.Failed = append(s.Failed, Failure{Key: k, Err: errs[i].Error(), Fallback: movingAverage(ds.Series[k].Values, opts.FallbackWindow)})
 			continue
 		}
 		s.Series = append(s.Series, models[i])
@@ -238,6 +279,11 @@ func decode(version string, data []byte) (*Set, error) {
 		return nil, fmt.Errorf("model set %s: %w: its content hashes to %s", version, errCorrupt, got)
 	}
 	s.Version = version
+	for _, f := range s.Failed {
+		if fb := f.Fallback; fb != nil && (math.IsNaN(fb.Mean) || math.IsInf(fb.Mean, 0) || fb.Days <= 0) {
+			return nil, fmt.Errorf("model set %s: %w: failed series %s: fallback %+v", version, errCorrupt, f.Key, *fb)
+		}
+	}
 	for i := range s.Series {
 		if err := s.Series[i].check(); err != nil {
 			return nil, fmt.Errorf("model set %s: %w: series %s: %w", version, errCorrupt, s.Series[i].Key, err)
