@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gemba-io/gemba/hub/ingest/commerce"
+	"github.com/gemba-io/gemba/internal/jsfollow"
 )
 
 // Key names one series. Channel is "" when the channels of a SKU × site are summed (Options.ByChannel
@@ -242,14 +243,9 @@ func Build(ctx context.Context, js jetstream.JetStream, src Source, opts Options
 	// sale is still the one that counts.
 	batch := make([]raw, 0, batchSize)
 	for {
-		nctx, cancel := context.WithTimeout(ctx, idle)
-		m, err := it.Next(jetstream.NextContext(nctx))
-		cancel()
+		m, err := jsfollow.NextWithin(ctx, it, idle)
 		if err != nil {
-			if ctx.Err() == nil && nctx.Err() != nil {
-				err = fmt.Errorf("no message for %s of %d pending (the consumer stopped delivering)", idle, info.NumPending)
-			}
-			return nil, fmt.Errorf("demand: read stream %s after %d messages: %w", src.Stream, set.Stats.Messages, err)
+			return nil, fmt.Errorf("demand: read stream %s after %d messages of %d pending: %w", src.Stream, set.Stats.Messages, info.NumPending, err)
 		}
 		md, err := m.Metadata()
 		if err != nil {

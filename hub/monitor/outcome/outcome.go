@@ -493,14 +493,9 @@ func (m *Measurer) readSales(ctx context.Context, want map[[2]string]bool, now t
 	seen := map[string]bool{}
 	read := 0
 	for {
-		nctx, cancel := context.WithTimeout(ctx, m.readIdle)
-		msg, err := it.Next(jetstream.NextContext(nctx))
-		cancel()
+		msg, err := jsfollow.NextWithin(ctx, it, m.readIdle)
 		if err != nil {
-			if ctx.Err() == nil && nctx.Err() != nil {
-				err = fmt.Errorf("no message for %s after %d of %d pending (the consumer stopped delivering)", m.readIdle, read, info.NumPending)
-			}
-			return nil, oldest, fmt.Errorf("outcome: read %s: %w", m.o.Commerce, err)
+			return nil, oldest, fmt.Errorf("outcome: read %s after %d of %d pending: %w", m.o.Commerce, read, info.NumPending, err)
 		}
 		read++
 		md, err := msg.Metadata()
