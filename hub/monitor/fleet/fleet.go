@@ -230,6 +230,11 @@ func (f *Fleet) Heartbeat(ctx context.Context, h *signal.Header, st *signal.Stat
 			now.Sub(cur.Received) < f.staleAfter/2 {
 			return nil
 		}
+		// One the stream stored before the one held (redelivered, or read late by this replica)
+		// never replaces it, however long ago that came: the agent's age would go back.
+		if cur != nil && !stored.IsZero() && a.Received.Before(cur.Received) {
+			return nil
+		}
 		var rev uint64
 		if cur == nil {
 			rev, err = f.kv.Create(ctx, key, data)

@@ -46,3 +46,30 @@ func TestReplayedHeartbeatOfADeadAgent(t *testing.T) {
 			v.Stale, v.AgeSeconds, v)
 	}
 }
+
+// A heartbeat the stream stored before the one the fleet holds never replaces it, however long
+// ago the newer one came: a redelivered older heartbeat made the agent's age jump back (its
+// LastSeen and buffer figures went back in time too).
+func TestOlderStoredHeartbeatNeverReplacesNewer(t *testing.T) {
+	n := natstest.JetStream(t)
+	ctx := context.Background()
+	f := open(t, n.URL())
+	t0 := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	now := t0.Add(time.Minute)
+	f.now = func() time.Time { return now }
+	h := &signal.Header{Agent: "gw1", Site: "plant1", Incarnation: "ab"}
+	beat := func(stored time.Time, records uint64) {
+		t.Helper()
+		st := &signal.Status{Time: stored, Agent: "gw1", Site: "plant1", Buffer: map[string]signal.BufferState{"default": {Records: records}}}
+		if err := f.Heartbeat(ctx, h, st, stored); err != nil {
+			t.Fatal(err)
+		}
+	}
+	beat(t0.Add(30*time.Second), 7) // the newer heartbeat, read first
+	now = now.Add(10 * time.Minute) // long past stale_after/2
+	beat(t0, 999)                   // the older one, redelivered
+	v, ok := f.Get("plant1", "gw1")
+	if !ok || !v.Received.Equal(t0.Add(30*time.Second)) || v.BufferRecords != 7 {
+		t.Fatalf("after a redelivered older heartbeat: received %s, %d records (want %s, 7)", v.Received, v.BufferRecords, t0.Add(30*time.Second))
+	}
+}
