@@ -1,11 +1,9 @@
 package mqtt
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,23 +12,6 @@ import (
 	"github.com/gemba-io/gemba/collectors"
 	"github.com/gemba-io/gemba/internal/testutil"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestBrokerURLCredentialsNotLeaked: paho takes the credentials of a broker URL
 // (tcp://user:password@host); the password must not reach the log, the collector's state (the
@@ -43,7 +24,7 @@ func TestBrokerURLCredentialsNotLeaked(t *testing.T) {
 	down := "tcp://u:hunter2@127.0.0.1:1" // nothing listens: tried first, fails, logged
 	cfg := testConfig("", Subscription{Topic: "x", Format: FormatValue})
 	cfg.Brokers = []string{down, url}
-	var logs syncBuffer
+	var logs testutil.Buffer
 	c, err := New("test", cfg, collectors.Deps{Agent: "a", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)

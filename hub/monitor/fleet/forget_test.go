@@ -1,7 +1,6 @@
 package fleet
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,31 +17,13 @@ import (
 	"github.com/gemba-io/gemba/signal"
 )
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestGoneAgentsAreForgotten: agents come and go (gateways replaced, renamed, test rigs); an
 // entry not heard from for forget_after (7 days by default) is deleted from the bucket by one
 // replica, logged with the agent's name, and no longer listed, so the fleet does not grow for
 // ever. An agent still heartbeating is kept.
 func TestGoneAgentsAreForgotten(t *testing.T) {
 	n := natstest.JetStream(t)
-	var logs syncBuffer
+	var logs testutil.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	a, b := openForget(t, n.URL(), log), openForget(t, n.URL(), log)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
