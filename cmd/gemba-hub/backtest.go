@@ -37,7 +37,8 @@ removed at the end, with the replay's clock (the latest event time seen) as thei
 T1 and T2 are RFC 3339 times (2026-12-03T00:00:00Z) or durations from now (-24h); T2 defaults to
 now and may not be later. Inputs before T1 only rebuild the state: the COMMERCE stream from
 --warmup before it (the inventory's last count and its demand days), the agents' stream from the
-longest feature max_age.
+longest feature max_age (and, for the units produced, from the last inventory count before T1).
+A proposal the guard refuses as malformed is listed apart, not as a decision, as the hub logs it.
 Inputs up to --reorder out of event-time order are applied in order.
 
 Exit status: 0 after a replay, 1 when it could not run (config, rules, NATS), 2 on bad flags.`,
@@ -178,6 +179,16 @@ func printSummary(out io.Writer, s backtest.Summary) {
 	fmt.Fprintf(out, "evaluations: %d; decisions: %d; deferred for their inputs: %d\n", s.Evaluations, s.Decisions, s.Deferred)
 	for _, w := range s.Warnings {
 		fmt.Fprintf(out, "warning: %s\n", w)
+	}
+	if s.Invalid > 0 {
+		// As the live engine: refused by the guard, logged, not decided (nor suppressed).
+		fmt.Fprintf(out, "not decided: %d proposals the guard refused as malformed (the hub logs them and decides nothing)\n", s.Invalid)
+		for _, p := range s.InvalidProposals {
+			fmt.Fprintf(out, "  error: %s  %s  %s  %s  %s: %s\n", p.Time.Format(time.RFC3339), p.SKU, p.Site, p.Channel, p.Rule, p.Error)
+		}
+		if more := s.Invalid - len(s.InvalidProposals); more > 0 {
+			fmt.Fprintf(out, "  … and %d more\n", more)
+		}
 	}
 	if s.Undeliverable > 0 {
 		fmt.Fprintf(out, "not decided: %d for channels act does not deliver on (add them to act.channels)\n", s.Undeliverable)

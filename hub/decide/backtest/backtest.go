@@ -46,7 +46,8 @@ type Options struct {
 	From, To time.Time
 	// Warmup is how far before From the COMMERCE stream is read to rebuild the inventory (its last
 	// count and the demand rate's days): inventory.demand_days when 0. The agents' stream is read
-	// from From less the longest feature max_age.
+	// from From less the longest feature max_age, and for its production (ingest.production) from
+	// the earliest of the last inventory counts before From.
 	Warmup time.Duration
 	// Reorder is the reorder window (DefaultReorder when 0).
 	Reorder time.Duration
@@ -93,6 +94,21 @@ func (d Decision) Verdict() string {
 	return string(d.Outcome)
 }
 
+// InvalidProposal is a proposal the guard refused as malformed: what the engine logs of it.
+type InvalidProposal struct {
+	ID      string    `json:"decision_id"`
+	Time    time.Time `json:"time"`
+	SKU     string    `json:"sku"`
+	Site    string    `json:"site"`
+	Channel string    `json:"channel"`
+	Rule    string    `json:"rule"`
+	Error   string    `json:"error"`
+}
+
+// MaxInvalidListed bounds Summary.InvalidProposals (a rule refused in every time bucket of a long
+// span would otherwise list each).
+const MaxInvalidListed = 100
+
 // Summary is what a replay did.
 type Summary struct {
 	From time.Time `json:"from"`
@@ -116,10 +132,16 @@ type Summary struct {
 	Deferred int `json:"deferred"`
 	// Undeliverable counts decision ids for a channel the act section does not deliver on: the
 	// engine does not decide them (it logs the rule and channel).
-	Undeliverable int            `json:"undeliverable"`
-	ByOutcome     map[string]int `json:"by_outcome"` // by Verdict()
-	ByRule        map[string]int `json:"by_rule"`
-	ByChannel     map[string]int `json:"by_channel"`
+	Undeliverable int `json:"undeliverable"`
+	// Invalid counts proposals the guard refused as malformed (guard.InputError: a rule asked for
+	// what no guardrail can judge). The engine logs each (rule, SKU, channel, error) and decides
+	// nothing: they are no decision, and no suppression, here either. InvalidProposals lists the
+	// first MaxInvalidListed of them.
+	Invalid          int               `json:"invalid_proposals"`
+	InvalidProposals []InvalidProposal `json:"invalid,omitempty"`
+	ByOutcome        map[string]int    `json:"by_outcome"` // by Verdict()
+	ByRule           map[string]int    `json:"by_rule"`
+	ByChannel        map[string]int    `json:"by_channel"`
 	// Warnings say what the replay lacked (a stream whose retention removed what it needs).
 	Warnings []string `json:"warnings,omitempty"`
 	// Wall is the wall time the replay took (nanoseconds in JSON).

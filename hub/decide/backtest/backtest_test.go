@@ -141,7 +141,7 @@ func TestBacktestScriptedDay(t *testing.T) {
 		switch {
 		case s == "gemba.s1.agent-1.features", strings.HasPrefix(s, "gemba.commerce."),
 			strings.HasPrefix(s, "$JS.EVENT.ADVISORY."), strings.HasPrefix(s, "$JS.API.CONSUMER."),
-			strings.HasPrefix(s, "$JS.API.STREAM.INFO."), s == "$JS.API.INFO":
+			strings.HasPrefix(s, "$JS.API.STREAM.INFO."), strings.HasPrefix(s, "$JS.API.STREAM.MSG.GET."), s == "$JS.API.INFO":
 		default:
 			t.Errorf("the backtest sent %s on the hub's NATS", s)
 		}

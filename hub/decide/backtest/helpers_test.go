@@ -13,7 +13,6 @@ import (
 	"github.com/gemba-io/gemba/hub"
 	"github.com/gemba-io/gemba/hub/decide/rules"
 	"github.com/gemba-io/gemba/hub/ingest/commerce"
-	"github.com/gemba-io/gemba/hub/state/graph"
 	"github.com/gemba-io/gemba/internal/natstest"
 	"github.com/gemba-io/gemba/signal"
 )
@@ -74,8 +73,14 @@ func at(h, m int) time.Time {
 // testConfig writes the graph and hub config into a directory and loads them as the command does.
 func testConfig(t testing.TB) (*hub.Config, string) {
 	t.Helper()
+	return testConfigGraph(t, testGraph)
+}
+
+// testConfigGraph is testConfig with another graph.
+func testConfigGraph(t testing.TB, graphYAML string) (*hub.Config, string) {
+	t.Helper()
 	dir := t.TempDir()
-	for name, data := range map[string]string{"graph.yaml": testGraph, "hub.yaml": testHub, "rules.yaml": testRules} {
+	for name, data := range map[string]string{"graph.yaml": graphYAML, "hub.yaml": testHub, "rules.yaml": testRules} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -94,15 +99,6 @@ func testSet(t testing.TB) *rules.Set {
 		t.Fatal(err)
 	}
 	return s
-}
-
-func testGraphOf(t testing.TB) *graph.Graph {
-	t.Helper()
-	g, err := graph.Load([]byte(testGraph))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return g
 }
 
 // hubNATS starts the hub's NATS with the agents' stream (as the agents create it) and COMMERCE.

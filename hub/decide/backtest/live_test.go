@@ -17,6 +17,7 @@ import (
 	"github.com/gemba-io/gemba/hub/decide/guard"
 	"github.com/gemba-io/gemba/hub/decide/rules"
 	"github.com/gemba-io/gemba/hub/decide/versions"
+	"github.com/gemba-io/gemba/hub/state/graph"
 	"github.com/gemba-io/gemba/hub/state/inventory"
 	"github.com/gemba-io/gemba/internal/natstest"
 )
@@ -84,8 +85,12 @@ func TestBacktestSameAsLiveEngineWithHoldout(t *testing.T) {
 	sameAsLive(t, set)
 }
 
-func sameAsLive(t *testing.T, set *rules.Set) {
-	cfg, _ := testConfig(t)
+func sameAsLive(t *testing.T, set *rules.Set) { sameAsLiveOn(t, testGraph, set) }
+
+// sameAsLiveOn replays the scripted day through set on graphYAML, in the backtest and through the
+// live engine, and compares them; it returns the backtest's summary and the live engine's log.
+func sameAsLiveOn(t *testing.T, graphYAML string, set *rules.Set) (Summary, *logRecords) {
+	cfg, _ := testConfigGraph(t, graphYAML)
 	js := hubNATS(t, cfg)
 	publishHistory(t, js, cfg)
 	from, to := at(9, 0), at(14, 0)
@@ -137,12 +142,16 @@ func sameAsLive(t *testing.T, set *rules.Set) {
 		t.Fatal(err)
 	}
 	defer inv.Close()
-	g := testGraphOf(t)
+	g, err := graph.Load([]byte(graphYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
 	st := &engineState{state: newState(clk, cfg.Features, g, cfg.Ingest.Production, inv)}
+	elog := &logRecords{}
 	ecfg := cfg.Decide
 	ecfg.Workers, ecfg.Timer = 1, time.Hour // the replay's ticks come through SetLive, not the wall clock
 	eng, err := decide.New(ecfg, decide.Deps{Graph: g, State: st, Features: cfg.Features, Guard: gd, Outbox: outbox,
-		Audit: alog, Replica: "live", Log: slog.New(slog.DiscardHandler), Now: clk.Now})
+		Audit: alog, Replica: "live", Log: slog.New(elog), Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,4 +217,34 @@ func sameAsLive(t *testing.T, set *rules.Set) {
 		t.Fatalf("backtest deferred %d decisions for their inputs, the live engine %d", sum.Deferred, len(deferred))
 	}
 	t.Logf("%d decisions, the same ids and verdicts; %d deferred by both", len(bt), len(deferred))
+	return sum, elog
+}
+
+// logRecords keeps the messages of the records logged at error level.
+type logRecords struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (l *logRecords) Enabled(_ context.Context, lv slog.Level) bool { return lv >= slog.LevelError }
+func (l *logRecords) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.msgs = append(l.msgs, r.Message)
+	return nil
+}
+func (l *logRecords) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logRecords) WithGroup(string) slog.Handler      { return l }
+
+// count is how many records said msg.
+func (l *logRecords) count(msg string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, m := range l.msgs {
+		if m == msg {
+			n++
+		}
+	}
+	return n
 }

@@ -37,6 +37,9 @@ type replay struct {
 	// again until it expires (none is answered), as the engine's waiting. (A held-out unit is
 	// decided once per period by its id: decide.HoldoutPeriod.)
 	waitUntil map[string]time.Time
+	// featFrom is when the features' read starts (From less the longest max_age and the reorder
+	// window, stream time): a record stored earlier is read only for its production.
+	featFrom time.Time
 	// seen is the range of event times of every input read (in the span or not); inSpan counts
 	// those applied in [From, To).
 	seen   [2]time.Time
@@ -125,9 +128,24 @@ func (r *replay) run(ctx context.Context, js jetstream.JetStream, log *slog.Logg
 			}
 		}
 	}
+	// The features are read from what the hub stored since From less the longest max_age; the
+	// production (ingest.production) since the last count before From of every SKU × site, for
+	// the positions at From, from earlier when that count is older.
+	r.featFrom = r.o.From.Add(-longest - reorder)
+	agentsFrom := r.featFrom
+	var count time.Time
+	if len(cfg.Ingest.Production) > 0 {
+		var err error
+		if count, err = r.earliestLastCount(ctx, js); err != nil {
+			return fmt.Errorf("backtest: %w", err)
+		}
+		if !count.IsZero() && count.Add(-reorder).Before(agentsFrom) {
+			agentsFrom = count.Add(-reorder)
+		}
+	}
 	srcs := []*source{
 		{name: "agents", stream: cfg.Ingest.Stream, filter: []string{cfg.NATS.SubjectPrefix + ".*.*.features"},
-			start: r.o.From.Add(-longest - reorder), batch: 64, decode: featureDecoder(cfg.NATS.SubjectPrefix, 0), badLog: bad(cfg.Ingest.Stream),
+			start: agentsFrom, batch: 64, decode: featureDecoder(cfg.NATS.SubjectPrefix, 0), badLog: bad(cfg.Ingest.Stream),
 			ahead: r.featureFuture()},
 		// The COMMERCE stream holds only commerce subjects: all of it is read.
 		{name: "commerce", stream: cfg.Commerce.Stream,
@@ -147,6 +165,14 @@ func (r *replay) run(ctx context.Context, js jetstream.JetStream, log *slog.Logg
 	err := r.loop(rctx, newMerger(reorder, chans...))
 	cancel()
 	wg.Wait()
+	if a := srcs[0]; agentsFrom.Before(r.featFrom) && !a.gone.IsZero() {
+		// Its retention removed production the positions at From count (the hub applied it as it
+		// arrived): they are lower than the hub's.
+		w := fmt.Sprintf("the agents stream %s no longer holds what it stored before %s (its retention): the stock positions at %s lack the production between the inventory count at %s and then",
+			a.stream, a.gone.Format(time.RFC3339), r.o.From.Format(time.RFC3339), count.Format(time.RFC3339))
+		log.Warn(w)
+		r.sum.Warnings = append(r.sum.Warnings, w)
+	}
 	for _, s := range srcs {
 		r.sum.Malformed += s.bad
 		if s.gone.IsZero() || (!s.oldest.IsZero() && !s.oldest.After(r.o.From)) {
@@ -288,12 +314,19 @@ func (r *replay) apply(ctx context.Context, it *item) error {
 	}
 	switch it.kind {
 	case kindFeature:
-		r.sum.Features++
+		// Stored before the features' read (to count the production since an older inventory
+		// count): only its production is applied.
+		early := it.recv.Before(r.featFrom)
+		if !early {
+			r.sum.Features++
+		}
 		// The hub reads a record when it is stored (recv) and refuses one ending further ahead of
 		// its clock than max_future: the feature store and the inventory, each with its own bound.
-		if it.beyond(r.featureFuture()) {
+		switch {
+		case early:
+		case it.beyond(r.featureFuture()):
 			r.sum.Future++
-		} else {
+		default:
 			r.changed = r.st.applyFeature(it.h, it.seq, it.f, r.changed[:0])
 			for _, k := range r.changed {
 				for _, u := range r.ev.Affected(k.name, k.key) {
@@ -435,8 +468,16 @@ func (r *replay) judge(g *guard.Guard) func(context.Context, []decide.Unit, time
 				switch {
 				case held:
 				case errors.As(err, &ie):
-					// The engine refuses it too (logged, never acted on).
-					d.Outcome, d.Guardrail, d.Reason = guard.Suppress, "proposal", ie.Error()
+					// As the engine: refused (it logs it with its rule and SKU; the summary lists it),
+					// never recorded, acted on nor counted as a decision (nor a suppression); not
+					// asked again in its bucket.
+					r.decided[p.ID] = until
+					r.sum.Invalid++
+					if len(r.sum.InvalidProposals) < MaxInvalidListed {
+						r.sum.InvalidProposals = append(r.sum.InvalidProposals, InvalidProposal{ID: p.ID, Time: now,
+							SKU: p.SKU, Site: p.Site, Channel: p.Channel, Rule: p.Rule, Error: ie.Error()})
+					}
+					continue
 				case err != nil:
 					return fmt.Errorf("backtest: guard: %w", err)
 				default:

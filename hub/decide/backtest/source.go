@@ -295,3 +295,56 @@ func (h *itemHeap) Pop() any {
 	*h = old[:len(old)-1]
 	return it
 }
+
+// earliestLastCount reads the ERP counts (the COMMERCE stream's inventory subject) from the
+// warm-up's start and returns the earliest of the last counts before From of each SKU × site
+// (zero: none): the positions at From count the production since then.
+func (r *replay) earliestLastCount(ctx context.Context, js jetstream.JetStream) (time.Time, error) {
+	cfg := r.o.Config
+	subj := commerce.InventorySubject(cfg.Commerce.Prefix)
+	s := &source{name: "commerce", stream: cfg.Commerce.Stream, filter: []string{subj},
+		start: r.o.From.Add(-r.o.warmup()), batch: 512, decode: commerceDecoder(1), ahead: cfg.Inventory.MaxFuture}
+	st, err := js.Stream(ctx, s.stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("commerce stream %s: %w", s.stream, err)
+	}
+	// Without a count stored since the start, the read would wait idleEnd for nothing.
+	last, err := st.GetLastMsgForSubject(ctx, subj)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("commerce stream %s: last count: %w", s.stream, err)
+	}
+	if last.Time.Before(s.start) {
+		return time.Time{}, nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch := make(chan []item, 4)
+	errc := make(chan error, 1)
+	go func() { errc <- s.run(ctx, js, func() time.Time { return r.o.From }, ch) }()
+	counts := map[[2]string]time.Time{}
+	for items := range ch {
+		for _, it := range items {
+			if it.kind == kindSnapshot && !it.future && it.t.Before(r.o.From) {
+				if k := [2]string{it.snap.SKU, it.snap.Site}; it.t.After(counts[k]) {
+					counts[k] = it.t
+				}
+			}
+		}
+	}
+	if err := <-errc; err != nil {
+		return time.Time{}, err
+	}
+	var first time.Time
+	for _, t := range counts {
+		if first.IsZero() || t.Before(first) {
+			first = t
+		}
+	}
+	return first, nil
+}
