@@ -36,7 +36,8 @@ func (s *Store) wallNow() time.Time {
 const stepTolerance = time.Minute
 
 // clockStep is the last wall-clock step the store saw: records up to seq[stream] were appended
-// before it and count their age from at (a time after the step). Their keys keep the append time
+// before it and count their age from at (a time after the step; for a step made while the agent was
+// stopped, the moment it stopped or the restart, see checkRestart). Their keys keep the append time
 // of the clock before the step (a gateway without RTC battery boots in 1970; NTP then steps it by
 // decades), which would otherwise expire them at once, or (a backward step) keep them past max_age
 // by the step's size. A later step replaces it: records never lose time, they may gain up to their
@@ -95,47 +96,60 @@ func (s *Store) loadClockStep(txn *badger.Txn) error {
 	})
 }
 
-// checkClock compares the wall-clock time elapsed since the last check with the monotonic time:
+// detectStep compares the wall-clock time elapsed since the last check with the monotonic time:
 // a difference beyond stepTolerance is a step of the wall clock. The records handed a sequence
-// before it then count their age from now (see clockStep), in memory and in the store's meta.
+// before it then count their age from now (see clockStep), in memory; checkClock saves it.
 // headMu must be held.
-func (s *Store) checkClock(wall time.Time, mono time.Duration) {
+func (s *Store) detectStep(wall time.Time, mono time.Duration) bool {
 	d := wall.Sub(s.lastWall) - (mono - s.lastMono)
 	s.lastWall, s.lastMono = wall, mono
-	stepped := d <= -stepTolerance || d >= stepTolerance
-	if stepped {
-		// commit reads the time after handing out the sequences: a group stamped before the step
-		// is below these.
-		c := clockStep{at: wall}
-		for i := range c.seq {
-			c.seq[i] = s.handed[i].Load()
-		}
-		s.mu.Lock()
-		s.step, s.stepUnsaved = c, true
-		for i := range s.st {
-			if st := &s.st[i]; st.count > 0 && st.first <= c.seq[i] {
-				st.oldest = wall
-			}
-		}
-		s.mu.Unlock()
-		s.log.Warn("wall clock stepped: records buffered before the step count their age (max_age) from now",
-			"step", d, "now", wall, "max_age", s.cfg.MaxAge)
+	if d > -stepTolerance && d < stepTolerance {
+		return false
 	}
+	// commit reads the time after handing out the sequences: a group stamped before the step
+	// is below these.
+	c := clockStep{at: wall}
+	for i := range c.seq {
+		c.seq[i] = s.handed[i].Load()
+	}
+	s.setStep(c)
+	s.log.Warn("wall clock stepped: records buffered before the step count their age (max_age) from now",
+		"step", d, "now", wall, "max_age", s.cfg.MaxAge)
+	return true
+}
+
+// setStep makes c the last step: the records up to its sequences count their age from c.at.
+func (s *Store) setStep(c clockStep) {
 	s.mu.Lock()
-	unsaved, v := s.stepUnsaved, s.step.encode()
+	defer s.mu.Unlock()
+	s.step, s.stepUnsaved = c, true
+	for i := range s.st {
+		if st := &s.st[i]; st.count > 0 && st.first <= c.seq[i] {
+			st.oldest = c.at
+		}
+	}
+}
+
+// checkClock looks for a step (detectStep) and saves it, and every markEvery the clock mark.
+// headMu must be held.
+func (s *Store) checkClock(wall time.Time, mono time.Duration) {
+	stepped := s.detectStep(wall, mono)
+	s.mu.Lock()
+	unsaved := s.stepUnsaved
 	s.mu.Unlock()
-	if !unsaved {
+	if !unsaved && mono-s.markMono < markEvery {
 		return
 	}
+	s.markMono = mono // a mark that could not be saved is tried again in markEvery, a step at every check
 	// Saved so that the records keep their time after a restart; a failure (a full disk) is
 	// retried at every check (logged once) and at Close.
-	err := s.metaRoom(int64(len(v) + entryOverhead))
+	err := s.metaRoom(int64(8*(int(signal.NumStreams)+1) + 64 + 2*entryOverhead))
 	if err == nil {
 		s.dbMu.RLock()
-		err = s.db.Update(func(txn *badger.Txn) error { return txn.Set(metaKey(0xff, metaStep), v) })
+		err = s.db.Update(func(txn *badger.Txn) error { return s.putClock(txn, wall) })
 		s.dbMu.RUnlock()
 	}
-	if err == nil {
+	if err == nil && unsaved {
 		err = s.db.Sync()
 	}
 	if err != nil {
@@ -160,18 +174,42 @@ func (s *Store) expire() {
 		return
 	}
 	cutoff := now.Add(-s.cfg.MaxAge)
+	first := !s.checked
+	s.checked = true
 	for st := range signal.NumStreams {
 		s.mu.Lock()
 		old := s.st[st].count > 0 && s.st[st].oldest.Before(cutoff)
 		step := s.step
 		s.mu.Unlock()
 		var n uint64
+		var from, to time.Time // the append times of the records dropped
 		if old {
 			var err error
-			n, err = s.removeHead(st, func(k qkeyInfo) bool { return step.ageFrom(st, k).Before(cutoff) }, "max_age", 0)
+			n, err = s.removeHead(st, func(k qkeyInfo) bool {
+				if !step.ageFrom(st, k).Before(cutoff) {
+					return false
+				}
+				if from.IsZero() || k.t.Before(from) {
+					from = k.t
+				}
+				if k.t.After(to) {
+					to = k.t
+				}
+				return true
+			}, "max_age", 0)
 			if err != nil {
 				s.log.Error("age expiry failed", "stream", st, "err", err)
 			}
+		}
+		if first && n > 0 {
+			// Past max_age when the agent started: the time it was stopped, or a step of the clock
+			// while it was (which checkRestart could not see). Not to be told apart here: the
+			// evidence is logged with them.
+			s.log.Warn("dropped records older than max_age at the first check after the restart", "stream", st,
+				"records", n, "appended_from", from, "appended_to", to, "last_seen", s.seen, "now", now,
+				"max_age", s.cfg.MaxAge, "clock", s.restartClock)
+			s.ageLogAt[st] = mono
+			continue
 		}
 		// At most every 10 s per stream: past max_age in a long outage, records age out every tick
 		// (the counters carry the exact numbers).

@@ -2,6 +2,7 @@ package buffer
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -18,12 +19,29 @@ type fakeClock struct {
 	mu   sync.Mutex
 	wall time.Time
 	mono time.Duration
+	boot int // the machine's boot: reboot counts it up
 }
 
 func (c *fakeClock) Now() (time.Time, time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.wall, c.mono
+}
+
+// Boot implements BootClock: the monotonic clock runs from the boot, suspend included.
+func (c *fakeClock) Boot() (string, time.Duration, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return fmt.Sprintf("boot-%d", c.boot), c.mono, true
+}
+
+// reboot restarts the machine: a new boot, whose monotonic clock starts again; the wall clock
+// goes on from where it was (an RTC), or not (see step).
+func (c *fakeClock) reboot() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.boot++
+	c.mono = 0
 }
 
 // advance lets d pass: both clocks move.

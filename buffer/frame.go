@@ -35,6 +35,9 @@ const (
 	metaIncarnation = 'i'
 	// metaStep (under stream byte 0xff) is the last wall-clock step seen; see clockStep.
 	metaStep = 's'
+	// metaMark (under stream byte 0xff) is the wall clock and the boot's clock read together; see
+	// clockMark.
+	metaMark = 'w'
 	// uncleanGap is how far sequences jump after an unclean stop. With sync: batch or none, records
 	// visible to the uplink (and maybe published with their sequence in the message id) can be lost
 	// by a power cut; reusing their sequences would make JetStream's dedup drop the new records.

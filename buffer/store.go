@@ -24,7 +24,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics, when set, receives the store's collector (gemba_buffer_*).
 	Metrics prometheus.Registerer
-	// Clock, when set, replaces time.Now for append times and max_age (tests).
+	// Clock, when set, replaces time.Now for append times and max_age (tests); when it is a
+	// BootClock, also the boot's clock of the check at open (see checkRestart).
 	Clock Clock
 }
 
@@ -69,6 +70,16 @@ type Store struct {
 	secMtime  time.Time
 	secDone   map[string]int64
 	unsecured atomic.Bool
+
+	// markMono is when the clock mark was last saved; prevMark is the one the previous run saved,
+	// seen the latest wall time that run is known to have seen, restartClock what the restart
+	// could tell of the clock (see checkRestart), checked whether expire ran since the open
+	// (headMu; set at open).
+	markMono     time.Duration
+	prevMark     clockMark
+	seen         time.Time
+	restartClock string
+	checked      bool
 
 	closeMu sync.RWMutex
 	closed  bool
@@ -202,9 +213,15 @@ func Open(cfg Config, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("buffer %s: recover: %w", cfg.Dir, err)
 	}
+	s.lastWall, s.lastMono = s.clock.Now()
+	s.markMono = s.lastMono
+	s.checkRestart(s.lastWall)
 	err = s.reconcile(prev, moved)
 	if err == nil {
 		err = s.markOpen()
+	}
+	if err == nil {
+		err = s.db.Update(func(txn *badger.Txn) error { return s.putClock(txn, s.lastWall) })
 	}
 	if err == nil {
 		err = s.db.Sync()
@@ -226,7 +243,7 @@ func Open(cfg Config, opts Options) (*Store, error) {
 		s.next[i] = s.st[i].last
 		s.handed[i].Store(s.next[i])
 	}
-	s.lastWall, s.lastMono = s.clock.Now()
+	s.stepUnsaved = false // saved above
 	for i := range s.ageLogAt {
 		s.ageLogAt[i] = s.lastMono - time.Minute // the first drop is logged at once
 	}
@@ -245,6 +262,12 @@ func (s *Store) recover() error {
 	return s.db.View(func(txn *badger.Txn) error {
 		if err := s.loadClockStep(txn); err != nil {
 			return err
+		}
+		if err := s.loadClockMark(txn); err != nil {
+			return err
+		}
+		if s.step.at.After(s.seen) { // a store of an earlier version saved no mark
+			s.seen = s.step.at
 		}
 		for i := range s.st {
 			st := &s.st[i]
@@ -280,6 +303,9 @@ func (s *Store) recover() error {
 				}
 				if st.first == 0 {
 					st.first, st.oldest = k.seq, s.step.ageFrom(signal.Stream(i), k)
+				}
+				if k.seq > s.step.seq[i] && k.t.After(s.seen) { // stamped after the last step
+					s.seen = k.t
 				}
 				st.last = k.seq
 				st.count++
@@ -648,14 +674,15 @@ func (s *Store) Close() error {
 	if s.coll != nil {
 		s.reg.Unregister(s.coll)
 	}
-	s.mu.Lock()
-	unsavedStep, step := s.stepUnsaved, s.step.encode()
-	s.mu.Unlock()
+	// A step since the last maintenance tick is seen before the mark is saved (the next start
+	// compares the clock with it), and saved with a step checkClock could not save (full disk).
+	s.headMu.Lock()
+	wall, mono := s.clock.Now()
+	s.detectStep(wall, mono)
+	s.headMu.Unlock()
 	err := s.db.Update(func(txn *badger.Txn) error {
-		if unsavedStep { // checkClock could not save it (full disk)
-			if err := txn.Set(metaKey(0xff, metaStep), step); err != nil {
-				return err
-			}
+		if err := s.putClock(txn, wall); err != nil {
+			return err
 		}
 		return txn.Set(metaKey(0xff, metaClean), nil)
 	})
