@@ -56,7 +56,7 @@ func actionsCmd() *cobra.Command {
 	}
 	replay := &cobra.Command{
 		Use:   "replay -c hub.yaml DECISION_ID...",
-		Short: "Re-queue dead-lettered deliveries (their failed phase starts again; what was delivered is not sent again); refused while the kill switch is thrown",
+		Short: "Re-queue dead-lettered deliveries (their failed phase starts again; what was delivered is not sent again); refused while the kill switch is thrown, or when a promotion that gave back its caps and cooldown cannot reserve them again now",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withOutbox(cmd, true, func(ctx context.Context, o *act.Outbox) error {

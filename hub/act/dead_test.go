@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/gemba-io/gemba/hub/decide/guard"
 	"github.com/gemba-io/gemba/internal/natstest"
 	"github.com/gemba-io/gemba/internal/testutil"
 )
@@ -133,4 +134,53 @@ func TestChannelGoneBeforeEndStillEndsOnNATS(t *testing.T) {
 	testutil.WaitFor(t, 15*time.Second, "the NATS end of the promotion whose channel went away", func() bool {
 		return len(streamMsgs(t, js, "ACTIONS")[a.DecisionID+":end"]) == 1
 	})
+}
+
+// What a promotion dead-lettered in its start reserved in the guard: given back (once) when none of
+// it went out — here its channel left the config before its start — and kept when its NATS start
+// went out (a 410 from the webhook after it): it ran, on one channel at least.
+func TestDeadLetterGivesBackOnlyWhenNothingWentOut(t *testing.T) {
+	n := natstest.JetStream(t)
+	_, js := connect(t, n)
+	ctx := context.Background()
+	kg, allow := guarded(t, js)
+	recv := newReceiver(t, func(int, string) (int, http.Header, time.Duration) { return http.StatusGone, nil, 0 })
+	o := open(t, js, testConfig(recv.srv.URL))
+	o.SetGuard(kg)
+	stop := run(t, o)
+	ran := allow("ran", "sku-1", "web", Promote)
+	if _, err := o.Enqueue(ctx, ran); err != nil {
+		t.Fatal(err)
+	}
+	rec := waitState(t, o, ran.DecisionID, Dead, EventStart)
+	if !rec.Published || rec.GiveBack || !rec.GivenBack.IsZero() {
+		t.Errorf("dead after its NATS start: %+v, want its reservations kept", rec)
+	}
+
+	// Enqueued by a replica that has the web channel, delivered by one that no longer has it.
+	o2 := open(t, js, testConfig(""))
+	o2.SetGuard(kg)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	never := allow("never", "sku-2", "web", Promote)
+	if _, err := o.Enqueue(ctx, never); err != nil {
+		t.Fatal(err)
+	}
+	run(t, o2)
+	testutil.WaitFor(t, 15*time.Second, "the reservations of the promotion that never ran given back", func() bool {
+		r, err := o2.Get(ctx, never.DecisionID)
+		return err == nil && r.State == Dead && !r.GivenBack.IsZero() && !r.GiveBack
+	})
+	for _, a := range []Action{ran, never} {
+		v, err := kg.g.Check(ctx, guard.Proposal{ID: a.DecisionID, RuleVersion: "v3", Rule: a.Rule, SKU: a.SKU, Site: a.Site,
+			Channel: a.Channel, Kind: guard.Promote, Discount: 15, Duration: guard.Duration(time.Hour), Time: a.Start})
+		want := guard.Allow
+		if a.DecisionID == never.DecisionID {
+			want = guard.Released
+		}
+		if err != nil || v.Outcome != want {
+			t.Errorf("%s: decision %s %v, want %s", a.Rule, v.Outcome, err, want)
+		}
+	}
 }

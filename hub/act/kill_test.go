@@ -3,6 +3,7 @@ package act
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -44,6 +45,18 @@ func (k *killGuard) Cancelled(ctx context.Context, a Action, _ string) error {
 	}
 	k.cancelled.Add(1)
 	return k.g.Release(ctx, a.DecisionID)
+}
+
+func (k *killGuard) DeadLettered(ctx context.Context, a Action, _ string) error {
+	return k.g.Release(ctx, a.DecisionID)
+}
+
+func (k *killGuard) Reacquire(ctx context.Context, a Action) error {
+	v, err := k.g.Reacquire(ctx, a.DecisionID)
+	if err == nil && v.Outcome != guard.Allow {
+		err = fmt.Errorf("%w by %s: %s", ErrRefused, v.Guardrail, v.Reason)
+	}
+	return err
 }
 
 // guarded opens a guard on js (one-hour cooldown) and returns it with a function that has it allow

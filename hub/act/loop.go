@@ -353,6 +353,9 @@ func (o *Outbox) deliver(ctx context.Context, k string, rec Record, rev uint64) 
 		return nil
 	}
 	if rec.State == Dead {
+		if rec.GiveBack {
+			return o.giveBack(ctx, &rec, mark) // dead before any of it went out
+		}
 		return o.deadEnd(ctx, &rec, mark) // only a dead record's NATS end is ever due
 	}
 	if rec.Killed != "" && rec.Phase == EventStart {

@@ -28,7 +28,8 @@ const (
 	// Done: every message of the action was delivered.
 	Done State = "done"
 	// Dead: a webhook gave up (410 Gone, too many attempts, too old), or a publish can never
-	// succeed; Replay re-queues it.
+	// succeed; Replay re-queues it. A promotion dead before any of it went out gives back what it
+	// reserved in the guard (GiveBack), and its replay reserves again first.
 	Dead State = "dead"
 	// Cancelled: never delivered, by Cancel or by the kill switch (its decision was given back to
 	// the guard); the record keeps the decision id so that a late Enqueue of it is a no-op.
@@ -71,12 +72,27 @@ type Record struct {
 	// NATS end, at NextAt (the promotion's end); EndPublished says that end has its PubAck.
 	EndDue       bool `json:"end_due,omitempty"`
 	EndPublished bool `json:"end_published,omitempty"`
+	// GiveBack: a promotion dead-lettered before any of it went out (see wentOut), whose
+	// reservations a loop is still to give back to the guard (Guard.DeadLettered); GivenBack is
+	// when that was done. A Replay of either reserves again first (Guard.Reacquire).
+	GiveBack  bool      `json:"give_back,omitempty"`
+	GivenBack time.Time `json:"given_back,omitzero"`
+	// Reacquired is when a Replay reserved again what the record had given back (the decision log's
+	// released record predates it: the decision is allowed again).
+	Reacquired time.Time `json:"reacquired,omitzero"`
 }
 
 // active reports whether a loop has something to do with the record: a pending phase, or the
-// NATS end of a dead-lettered promotion.
+// NATS end of a dead-lettered promotion, or giving back what a dead letter holds.
 func (r *Record) active() bool {
-	return r.State == Pending || r.State == Dead && r.EndDue
+	return r.State == Pending || r.State == Dead && (r.EndDue || r.GiveBack)
+}
+
+// wentOut reports whether any part of the action was delivered: its start's NATS message (a
+// PubAck) or webhook (a 2xx), or anything of its end. A start's webhook is called only after its
+// NATS message went out, so a start not published has gone nowhere.
+func (r *Record) wentOut() bool {
+	return r.Phase != EventStart || r.Published || r.Hooked || r.EndPublished
 }
 
 // msgID is the idempotency key of the record's current phase.
@@ -128,6 +144,15 @@ type Guard interface {
 	// EndLive reads the kill switch's last end-live mark as Killed reads the switch: the zero
 	// EndMark when it was never thrown with end_live. The mark outlives a reset of the switch.
 	EndLive(ctx context.Context) (EndMark, error)
+	// DeadLettered gives back what the decision of a promotion dead-lettered before any of it went
+	// out holds (the guard's Release) and records why on the decision log. It is called again
+	// after a failure or a crash, so it must be idempotent.
+	DeadLettered(ctx context.Context, a Action, why string) error
+	// Reacquire reserves again, as of now, what DeadLettered gave back, checking the guardrails
+	// as a decision would (kill switch, discount, daily caps of today, cooldown): an error wrapping
+	// ErrRefused names the guardrail that refuses it now. Idempotent: a decision that holds its
+	// reservations already is left as it is.
+	Reacquire(ctx context.Context, a Action) error
 }
 
 // EndMark is the last throw of the kill switch with end_live: every promotion whose start went out
@@ -330,8 +355,14 @@ var ErrNotDead = errors.New("not dead-lettered")
 // ErrKilled is returned by Replay while the kill switch is thrown.
 var ErrKilled = errors.New("the kill switch is thrown")
 
+// ErrRefused is returned by Replay when the guard refuses, as of now, to reserve again what a
+// promotion dead-lettered before any of it went out gave back; the error names the guardrail.
+var ErrRefused = errors.New("refused by the guard")
+
 // Replay re-queues a dead-lettered action: its failed phase starts again with fresh attempts.
-// What was already delivered (the NATS message, an earlier phase) is not delivered again.
+// What was already delivered (the NATS message, an earlier phase) is not delivered again. A
+// promotion that gave its reservations back (GiveBack, GivenBack) reserves them again first
+// (Guard.Reacquire): refused, the record stays dead and the error wraps ErrRefused.
 func (o *Outbox) Replay(ctx context.Context, decisionID string) error {
 	for {
 		rec, rev, err := o.read(ctx, key(decisionID))
@@ -359,6 +390,17 @@ func (o *Outbox) Replay(ctx context.Context, decisionID string) error {
 			if on {
 				return fmt.Errorf("replay %q: %w (%s): reset it first", decisionID, ErrKilled, why)
 			}
+		}
+		if rec.GiveBack || !rec.GivenBack.IsZero() {
+			// Its reservations were (or are being) given back: delivered without them, it could
+			// pass a cap or a cooldown. Reserved again as of now, or not replayed.
+			if o.guard == nil {
+				return fmt.Errorf("replay %q: its reservations were given back to the guard, and there is no guard to reserve them again", decisionID)
+			}
+			if err := o.guard.Reacquire(ctx, rec.Action); err != nil {
+				return fmt.Errorf("replay %q: reserve again what it gave back when it was dead-lettered: %w", decisionID, err)
+			}
+			rec.GiveBack, rec.GivenBack, rec.Reacquired = false, time.Time{}, o.cfg.now()
 		}
 		now := o.cfg.now()
 		rec.State, rec.Attempts, rec.FirstAt, rec.NextAt, rec.Owner, rec.LeaseUntil = Pending, 0, now, now, "", time.Time{}

@@ -84,8 +84,12 @@ func (o *Outbox) finishCancel(ctx context.Context, rec *Record, mark func() erro
 // deadLetter gives the record up until a Replay. A promotion whose NATS start went out and whose
 // NATS end did not keeps its NATS end due at the promotion's end (now, if that has passed):
 // subscribers of the stream see it end whatever happened to the webhook or the channel's config.
+// A promotion nothing of which went out is to give its reservations back (giveBack, now).
 func (o *Outbox) deadLetter(rec *Record, why string) {
 	rec.State, rec.LastError, rec.Owner, rec.LeaseUntil = Dead, why, "", time.Time{}
+	if rec.Action.Kind == Promote && !rec.wentOut() && rec.GivenBack.IsZero() {
+		rec.GiveBack, rec.NextAt = true, o.cfg.now()
+	}
 	// Its NATS start went out and its NATS end did not: in its start phase (published), or in
 	// its end phase before the end's publish (a channel that left the config while it ran).
 	started := rec.Phase == EventStart && rec.Published || rec.Phase == EventEnd && !rec.Published
@@ -94,6 +98,33 @@ func (o *Outbox) deadLetter(rec *Record, why string) {
 		rec.NextAt = rec.Action.End
 	}
 	o.log.Error("action dead-lettered", "decision", rec.Action.DecisionID, "id", rec.msgID(), "attempts", rec.Attempts, "err", why)
+}
+
+// giveBack gives back to the guard what a promotion dead-lettered before any of it went out
+// holds (its daily caps and cooldown), so that a promotion that never ran spends none of them. The
+// record stays dead, marked given back: a Replay reserves again first. Any loop may do it (under
+// its claim); after a failure or a crash it is done again (Guard.DeadLettered is idempotent).
+func (o *Outbox) giveBack(ctx context.Context, rec *Record, mark func() error) error {
+	id := rec.Action.DecisionID
+	rec.Owner, rec.LeaseUntil = "", time.Time{}
+	if o.guard == nil {
+		o.log.Error("promotion dead-lettered before any of it went out, with no guard to give back to: its reservations stay", "decision", id)
+		rec.GiveBack = false
+		return mark()
+	}
+	// Within the claim: a call still running once another loop could take the record over (and a
+	// replay reserve again) would give back what the replay reserved.
+	gctx, cancel := context.WithTimeout(ctx, o.cfg.Lease/3)
+	err := o.guard.DeadLettered(gctx, rec.Action, "dead-lettered ("+rec.LastError+")")
+	cancel()
+	if err != nil {
+		rec.NextAt = o.cfg.now().Add(o.cfg.Retry.Initial)
+		_ = mark()
+		return fmt.Errorf("%s: give back what the dead-lettered promotion holds: %w", id, err)
+	}
+	rec.GiveBack, rec.GivenBack = false, o.cfg.now()
+	o.log.Warn("promotion dead-lettered before any of it went out: its caps and cooldown given back", "decision", id)
+	return mark()
 }
 
 // deadEnd publishes the NATS end of a promotion dead-lettered after its NATS start went out and

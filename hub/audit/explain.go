@@ -219,6 +219,12 @@ func explainDelivery(p func(string, ...any), d *act.Record) {
 	if d.EndedEarly != "" {
 		p("  %s", d.EndedEarly)
 	}
+	if !d.GivenBack.IsZero() {
+		p("  dead before any of it went out: its caps and cooldown given back at %s (a replay reserves them again first)", stamp(d.GivenBack))
+	}
+	if !d.Reacquired.IsZero() {
+		p("  caps and cooldown given back when it was dead-lettered, reserved again at %s for its replay: allowed again", stamp(d.Reacquired))
+	}
 	if d.LastError != "" {
 		p("  last error: %s", d.LastError)
 	}

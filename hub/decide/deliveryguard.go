@@ -15,12 +15,15 @@ import (
 type KillReleaser interface {
 	Kill(ctx context.Context) (guard.KillSwitch, error)
 	Release(ctx context.Context, id string) error
+	Reacquire(ctx context.Context, id string) (guard.Verdict, error)
 }
 
 // DeliveryGuard is the act loop's act.Guard: the kill switch read fresh from the guard before any
 // part of an action's start goes out, and a start the switch cancelled given back — a released
 // record on the decision log (so that why and the KPIs say it never acted, and why), then the
-// guard's Release, in the order reconcile uses: a failure after the record is retried whole.
+// guard's Release, in the order reconcile uses: a failure after the record is retried whole. A
+// promotion dead-lettered before any of it went out is given back the same way (DeadLettered), and
+// its replay reserves again through the guard's Reacquire.
 type DeliveryGuard struct {
 	Guard KillReleaser
 	// Audit is the decision log; nil records nothing (the CLI, which runs no delivery loop).
@@ -50,8 +53,37 @@ func (d DeliveryGuard) EndLive(ctx context.Context) (act.EndMark, error) {
 // Cancelled implements act.Guard. It is idempotent: the released record is deduplicated on the
 // decision id and event, and releasing twice is harmless.
 func (d DeliveryGuard) Cancelled(ctx context.Context, a act.Action, why string) error {
+	return d.giveBack(ctx, a, guard.GKillSwitch, why)
+}
+
+// DeadLettered implements act.Guard: a promotion dead-lettered before any of it went out gives back
+// its caps and cooldown, recorded released (no guardrail: delivery gave it up) with why. Idempotent
+// as Cancelled.
+func (d DeliveryGuard) DeadLettered(ctx context.Context, a act.Action, why string) error {
+	return d.giveBack(ctx, a, "", why)
+}
+
+// Reacquire implements act.Guard: the guard's Reacquire, a refusal an error wrapping act.ErrRefused
+// that names the guardrail and why.
+func (d DeliveryGuard) Reacquire(ctx context.Context, a act.Action) error {
+	v, err := d.Guard.Reacquire(ctx, a.DecisionID)
+	if errors.Is(err, guard.ErrNotFound) {
+		return fmt.Errorf("%w: the guard no longer knows decision %s (swept after its retention): it cannot be reserved again", act.ErrRefused, a.DecisionID)
+	}
+	if err != nil {
+		return err
+	}
+	if v.Outcome != guard.Allow {
+		return fmt.Errorf("%w by %s: %s", act.ErrRefused, v.Guardrail, v.Reason)
+	}
+	return nil
+}
+
+// giveBack records the decision released on the log (stopped by guardrail, "" for none, because
+// of why), then has the guard give back what it holds.
+func (d DeliveryGuard) giveBack(ctx context.Context, a act.Action, guardrail, why string) error {
 	if d.Audit != nil {
-		if err := d.record(ctx, a, why); err != nil {
+		if err := d.record(ctx, a, guardrail, why); err != nil {
 			return err
 		}
 	}
@@ -62,7 +94,7 @@ func (d DeliveryGuard) Cancelled(ctx context.Context, a act.Action, why string) 
 	return err
 }
 
-func (d DeliveryGuard) record(ctx context.Context, a act.Action, why string) error {
+func (d DeliveryGuard) record(ctx context.Context, a act.Action, guardrail, why string) error {
 	recs, err := d.Audit.History(ctx, a.DecisionID)
 	if err != nil {
 		return fmt.Errorf("decision %s: %w", a.DecisionID, err)
@@ -93,7 +125,7 @@ func (d DeliveryGuard) record(ctx context.Context, a act.Action, why string) err
 			}
 		}
 	}
-	v.Outcome, v.Guardrail, v.Reason = guard.Released, guard.GKillSwitch, why
+	v.Outcome, v.Guardrail, v.Reason = guard.Released, guardrail, why
 	r.Verdict = v
 	if _, err := d.Audit.Append(ctx, r); err != nil {
 		return fmt.Errorf("decision %s: %w", a.DecisionID, err)

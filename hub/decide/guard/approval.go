@@ -172,7 +172,7 @@ func (g *Guard) retryAfter(r *retrier, err error) error {
 // held says that an earlier call may have reserved for it (a takeover): a suppression gives that back.
 func (g *Guard) applyApproval(ctx context.Context, key string, rec *record, rev uint64, held bool) (Verdict, error) {
 	a := rec.Approving
-	v, touched, err := g.evaluate(ctx, &rec.Proposal, a.At, a, nil)
+	v, touched, err := g.evaluate(ctx, &rec.Proposal, a.At, a, false, nil)
 	if err != nil {
 		return Verdict{}, err
 	}
@@ -310,7 +310,8 @@ func (g *Guard) pending(ctx context.Context, report func(Request) error) (out []
 
 // Release gives back what an allowed decision consumed (its cooldown and the day's count and
 // budget) when its action was not delivered after all — refused for good by the channel, or
-// cancelled by the kill switch before any of its start went out (the act loop). The decision becomes Released and never acts; its id stays
+// cancelled by the kill switch or dead-lettered before any of its start went out (the act loop;
+// Reacquire takes them again for the replay of such a dead letter). The decision becomes Released and never acts; its id stays
 // claimed, so it is not decided again. Releasing twice is harmless. Not needed for a delivery
 // that is merely late: the act layer's outbox retries it under the same id.
 func (g *Guard) Release(ctx context.Context, id string) error {
@@ -323,7 +324,9 @@ func (g *Guard) Release(ctx context.Context, id string) error {
 	defer g.lock(id)()
 	key := prefixDec + id
 	var rec *record
+	skip := false
 	_, err := g.modify(ctx, key, func(cur []byte) ([]byte, bool, error) {
+		skip = false
 		if cur == nil {
 			return nil, false, ErrNotFound
 		}
@@ -336,6 +339,11 @@ func (g *Guard) Release(ctx context.Context, id string) error {
 		}
 		switch rec.Status {
 		case string(Released):
+			if rec.Reacquiring {
+				// A replay is reserving it again (Reacquire): what the ledgers hold under this
+				// id is that call's, and given back by it if refused.
+				skip = true
+			}
 			return nil, false, nil
 		case string(Allow):
 		default:
@@ -349,6 +357,9 @@ func (g *Guard) Release(ctx context.Context, id string) error {
 	})
 	if err != nil {
 		return fmt.Errorf("guard: release %s: %w", id, err)
+	}
+	if skip {
+		return nil
 	}
 	// After the record says released: a crash here leaves the reservations, and a second Release
 	// gives them back.

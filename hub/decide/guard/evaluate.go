@@ -14,8 +14,10 @@ import (
 // the approval guardrail and the time check (the proposal waited in the queue) are then skipped.
 // touched reports whether a reservation may have been written, so that a suppressed verdict gives
 // it back once recorded. kill, when set, gives the first reading of the kill switch (one taken
-// alongside the claim); nil reads it here.
-func (g *Guard) evaluate(ctx context.Context, p *Proposal, at time.Time, approved *Approval, kill func() (Assessment, error)) (Verdict, bool, error) {
+// alongside the claim); nil reads it here. again is set when an allowed decision reserves again
+// what it gave back (Reacquire): the approval guardrail and the proposal's age are skipped as for
+// an approval (it passed them when it was decided).
+func (g *Guard) evaluate(ctx context.Context, p *Proposal, at time.Time, approved *Approval, again bool, kill func() (Assessment, error)) (Verdict, bool, error) {
 	v := Verdict{DecisionID: p.ID, ActionTime: at.UTC(), Replica: g.replica, Approval: approved}
 	var as []Assessment
 	add := func(a Assessment) { as = append(as, a) }
@@ -29,7 +31,7 @@ func (g *Guard) evaluate(ctx context.Context, p *Proposal, at time.Time, approve
 	}
 	add(ka)
 	add(InputsAssessment(p))
-	if approved == nil {
+	if approved == nil && !again {
 		skew := p.Time.Sub(g.cfg.now())
 		add(Assessment{Guardrail: GTimeSkew, Value: skew.Seconds(), Limit: g.cfg.MaxSkew.Seconds(),
 			Passed: skew.Abs() <= g.cfg.MaxSkew,
@@ -42,7 +44,7 @@ func (g *Guard) evaluate(ctx context.Context, p *Proposal, at time.Time, approve
 			add(Assessment{Guardrail: GMaxDiscountChannel, Value: p.Discount, Limit: ch.MaxDiscount,
 				Passed: p.Discount <= ch.MaxDiscount, Detail: "discount percent on channel " + p.Channel})
 		}
-		if approved == nil && g.cfg.Approval.Above > 0 {
+		if approved == nil && !again && g.cfg.Approval.Above > 0 {
 			add(Assessment{Guardrail: GApproval, Value: p.Discount, Limit: g.cfg.Approval.Above,
 				Passed: p.Discount <= g.cfg.Approval.Above, Detail: "discounts above the limit need a person's approval"})
 		}

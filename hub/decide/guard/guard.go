@@ -200,6 +200,9 @@ type record struct {
 	// Check decide the id again: its reservations reuse the id's ledger entries, which a release
 	// still under way would take from under it.
 	Settled bool `json:"settled,omitempty"`
+	// Reacquiring: a released decision whose reservations Owner is taking again until Lease
+	// (Reacquire); another replica's Reacquire waits for it, or takes it over once it lapses.
+	Reacquiring bool `json:"reacquiring,omitempty"`
 }
 
 func attempt() string {
@@ -316,7 +319,7 @@ func (g *Guard) Check(ctx context.Context, p Proposal) (Verdict, error) {
 				g.log.Info("decision suppressed by the kill switch decided again after its reset", "decision", p.ID, "round", rec.Round)
 			}
 		}
-		v, touched, err := g.evaluate(ctx, &p, p.Time, nil, nil)
+		v, touched, err := g.evaluate(ctx, &p, p.Time, nil, false, nil)
 		if err != nil {
 			return Verdict{}, err
 		}
@@ -356,7 +359,7 @@ func (g *Guard) claimFirst(ctx context.Context, key string, p Proposal) (Verdict
 		// was lost reads back as our own claim and is decided from it.
 		return Verdict{}, false, nil
 	}
-	v, touched, err := g.evaluate(ctx, &p, p.Time, nil, func() (Assessment, error) { return k.a, k.err })
+	v, touched, err := g.evaluate(ctx, &p, p.Time, nil, false, func() (Assessment, error) { return k.a, k.err })
 	if err != nil {
 		return Verdict{}, true, err
 	}
