@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode"
 
 	"go.yaml.in/yaml/v3"
 
@@ -96,9 +97,18 @@ type HTTPConfig struct {
 	// ReadToken, when set, is required for the read API (it is open on the listener otherwise). The
 	// commerce endpoints have their own token (commerce.http.token).
 	ReadToken config.Secret `yaml:"read_token" json:"read_token"`
-	// WriteToken is required for the API's changes (approve, reject, kill switch); without it they
-	// are refused.
+	// Writers are named tokens for the API's changes (approve, reject, kill switch): a change made
+	// with one is recorded as made by its name. Without writers or write_token changes are refused.
+	Writers []Writer `yaml:"writers" json:"writers,omitempty"`
+	// WriteToken is a token shared by everyone who makes changes: a change made with it is recorded
+	// under the name its body gives, marked as not verified (kept for compatibility; use writers).
 	WriteToken config.Secret `yaml:"write_token" json:"write_token"`
+}
+
+// Writer is one of http.writers: a person or tool allowed to change decisions, and its token.
+type Writer struct {
+	Name  string        `yaml:"name" json:"name"`
+	Token config.Secret `yaml:"token" json:"token"`
 }
 
 // NATSConfig is how the hub reaches NATS; without servers it runs an embedded server.
@@ -243,6 +253,55 @@ func (h *HTTPConfig) Validate(r config.Report) {
 	if _, _, err := net.SplitHostPort(h.Listen); err != nil {
 		r.Errorf("listen", "%q: %v", h.Listen, err)
 	}
+	// A token is one identity: a writer's that is another's, the shared one's or the read token
+	// would record changes under a name its holder may not be, or let a reader change decisions.
+	names := map[string]bool{}
+	tokens := map[string]string{}
+	if h.ReadToken.IsSet() {
+		tokens[h.ReadToken.Value()] = "http.read_token"
+	}
+	if h.WriteToken.IsSet() {
+		if other, ok := tokens[h.WriteToken.Value()]; ok {
+			r.Errorf("write_token", "the same token as %s: whoever may read could approve and throw the kill switch", other)
+		}
+		tokens[h.WriteToken.Value()] = "http.write_token"
+	}
+	for i, w := range h.Writers {
+		at := "writers" + config.Index(i)
+		switch name := strings.TrimSpace(w.Name); {
+		case name == "":
+			r.Errorf(at+".name", "required: the name a change made with this token is recorded under")
+		case name != w.Name || strings.ContainsFunc(name, unicode.IsControl):
+			r.Errorf(at+".name", "%q: one line, without leading or trailing white space", w.Name)
+		case names[name]:
+			r.Errorf(at+".name", "%q is already a writer: each name once", name)
+		default:
+			names[name] = true
+		}
+		if !w.Token.IsSet() {
+			r.Errorf(at+".token", "required (inline, ${VAR} or {file: PATH}): an empty token would let anyone change decisions as %q", w.Name)
+			continue
+		}
+		if other, ok := tokens[w.Token.Value()]; ok {
+			r.Errorf(at+".token", "the same token as %s: each token is one identity", other)
+			continue
+		}
+		tokens[w.Token.Value()] = "http." + at
+	}
+}
+
+// changedBy names the key of tok when it is a token for the API's changes (write_token or a
+// writer's), "" otherwise.
+func (h *HTTPConfig) changedBy(tok string) string {
+	if h.WriteToken.Value() == tok {
+		return "http.write_token"
+	}
+	for i, w := range h.Writers {
+		if w.Token.Value() == tok {
+			return "http.writers" + config.Index(i)
+		}
+	}
+	return ""
 }
 
 // Validate checks the NATS section.
@@ -376,11 +435,29 @@ func (c *Config) Validate(r config.Report) {
 	if c.Guard == nil && c.Act != nil {
 		r.Errorf("guard", "required with act: no decision acts without guardrails (set at least guard.max_discount)")
 	}
+	if t := c.Commerce.HTTP.Token; t.IsSet() {
+		if other := c.HTTP.changedBy(t.Value()); other != "" {
+			r.Errorf("commerce.http.token", "the same token as %s: the sales system that sends events could approve "+
+				"promotions and throw the kill switch", other)
+		}
+	}
 	if c.Commerce.Prefix == c.NATS.SubjectPrefix && len(c.Commerce.Channels) == 0 {
 		r.Errorf("commerce.channels", "list the sales channels: the commerce stream shares the prefix %q with the agents' "+
 			"stream, and a catch-all <prefix>.commerce.> would overlap <prefix>.*.*.samples (JetStream refuses overlapping streams)",
 			c.NATS.SubjectPrefix)
 	}
+}
+
+// Warnings are what the config allows but should not be: the hub logs each at start, validate
+// prints them.
+func (c *Config) Warnings() []string {
+	var w []string
+	if c.HTTP.WriteToken.IsSet() && c.Guard != nil && c.Guard.Approval.ForbidSelf {
+		w = append(w, "http.write_token with guard.approval.forbid_self_approval: a change made with the shared token "+
+			"is recorded under whatever name its body gives, so whoever holds it can approve their own rule set's "+
+			"promotions under another name; give each approver a token of their own in http.writers and remove write_token")
+	}
+	return w
 }
 
 // Load reads, expands and validates a config file; every problem is reported at once.

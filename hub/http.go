@@ -96,12 +96,16 @@ func (h *Hub) handler() http.Handler {
 		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
 	})
+	writers := make([]api.Writer, len(h.cfg.HTTP.Writers))
+	for i, w := range h.cfg.HTTP.Writers {
+		writers[i] = api.Writer{Name: w.Name, Token: w.Token.Value()}
+	}
 	dh := api.DecisionsHandler(func() api.Decisions {
 		if d := h.dec.Load(); d != nil {
 			return decisionsAPI{d, h.pres.Load}
 		}
 		return nil
-	}, h.cfg.HTTP.ReadToken.Value(), h.cfg.HTTP.WriteToken.Value())
+	}, h.cfg.HTTP.ReadToken.Value(), h.cfg.HTTP.WriteToken.Value(), writers...)
 	for _, p := range []string{"/api/v1/decisions", "/api/v1/decisions/", "/api/v1/approvals", "/api/v1/approvals/", "/api/v1/kill", "/api/v1/rules"} {
 		mux.Handle(p, dh)
 	}

@@ -117,6 +117,9 @@ func (h *Hub) setWhy(s string) {
 // waited for, and Run's error names it.
 func (h *Hub) Run(ctx context.Context) error {
 	cfg, log := h.cfg, h.log
+	for _, w := range cfg.Warnings() {
+		log.Warn(w)
+	}
 	srv, err := h.listen()
 	if err != nil {
 		return err

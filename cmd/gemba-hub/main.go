@@ -220,6 +220,9 @@ names. Every problem is printed on its own line as FILE:LINE: PATH: MESSAGE. Exi
 			if !valid {
 				return exitError{1}
 			}
+			for _, w := range cfg.Warnings() {
+				cmd.PrintErrln(file + ": warning: " + w)
+			}
 			if print {
 				out, err := cfg.Effective()
 				if err != nil {

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/gemba-io/gemba/config"
 	"github.com/gemba-io/gemba/hub/act"
@@ -40,21 +41,39 @@ type Decisions interface {
 // maxBody bounds a request body of the decision endpoints.
 const maxBody = 16 << 10
 
+// Writer is a named write token (http.writers): a change made with Token is recorded as made by
+// Name.
+type Writer struct{ Name, Token string }
+
+// Unverified marks the reason of a change made with the shared write token: its by is the body's,
+// which nobody checked.
+const Unverified = "[shared token: by not verified]"
+
 // DecisionsHandler serves the decision endpoints under /api/v1/: reads with readToken (open when
-// empty), changes (approve, reject, kill switch) only with writeToken, which has no default: without
-// it they answer 403. Both are bearer tokens in the Authorization header, which a browser never
-// sends on its own, so a cross-site form cannot forge a change.
-func DecisionsHandler(src func() Decisions, readToken, writeToken string) http.Handler {
+// empty), changes (approve, reject, kill switch) only with a writer's token, recorded as made by
+// that writer, or with the shared writeToken, recorded under the body's by marked Unverified.
+// Changes have no default: without a writer or writeToken they answer 403. Tokens are bearer
+// tokens in the Authorization header, which a browser never sends on its own, so a cross-site form
+// cannot forge a change.
+func DecisionsHandler(src func() Decisions, readToken, writeToken string, writers ...Writer) http.Handler {
 	d := &decisionsAPI{src: src}
 	mux := http.NewServeMux()
 	read := func(h http.HandlerFunc) http.HandlerFunc { return bearer(readToken, h) }
-	write := func(h http.HandlerFunc) http.HandlerFunc {
-		if writeToken == "" {
+	write := func(h func(http.ResponseWriter, *http.Request, author)) http.HandlerFunc {
+		if writeToken == "" && len(writers) == 0 {
 			return func(w http.ResponseWriter, _ *http.Request) {
-				writeErr(w, http.StatusForbidden, "changes are disabled: set http.write_token")
+				writeErr(w, http.StatusForbidden, "changes are disabled: set http.writers (or http.write_token)")
 			}
 		}
-		return bearer(writeToken, h)
+		return func(w http.ResponseWriter, r *http.Request) {
+			a, ok := authorOf(r, writeToken, writers)
+			if !ok {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="gemba-hub"`)
+				writeErr(w, http.StatusUnauthorized, "missing or wrong bearer token")
+				return
+			}
+			h(w, r, a)
+		}
 	}
 	mux.HandleFunc("GET /api/v1/decisions", read(d.recent))
 	mux.HandleFunc("GET /api/v1/decisions/{id}", read(d.why))
@@ -64,6 +83,32 @@ func DecisionsHandler(src func() Decisions, readToken, writeToken string) http.H
 	mux.HandleFunc("PUT /api/v1/kill", write(d.setKill))
 	mux.HandleFunc("GET /api/v1/rules", read(d.rules))
 	return mux
+}
+
+// author is who a change's token says makes it: a writer's name, or the shared token (shared).
+type author struct {
+	name   string
+	shared bool
+}
+
+// authorOf finds the writer whose token r carries, or the shared token. Every token is compared
+// (in constant time), whichever matches: the time taken tells nothing of which one did.
+func authorOf(r *http.Request, shared string, writers []Writer) (author, bool) {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		return author{}, false
+	}
+	var a author
+	found := false
+	for _, w := range writers {
+		if config.TokenEqual(got, w.Token) && w.Token != "" {
+			a, found = author{name: w.Name}, true
+		}
+	}
+	if shared != "" && config.TokenEqual(got, shared) && !found {
+		a, found = author{shared: true}, true
+	}
+	return a, found
 }
 
 func bearer(token string, h http.HandlerFunc) http.HandlerFunc {
@@ -193,7 +238,10 @@ type change struct {
 	EndLive bool `json:"end_live,omitempty"`
 }
 
-func readChange(w http.ResponseWriter, r *http.Request) (change, bool) {
+// readChange reads a change's body and settles who makes it: a writer, whose by may be left out
+// and must otherwise be the writer's name (a different one is refused, never replaced), or the
+// shared token, whose by is required and whose reason is marked Unverified.
+func readChange(w http.ResponseWriter, r *http.Request, a author) (change, bool) {
 	var c change
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
 	dec.DisallowUnknownFields()
@@ -219,14 +267,29 @@ func readChange(w http.ResponseWriter, r *http.Request) (change, bool) {
 		writeErr(w, http.StatusBadRequest, "body: "+err.Error())
 		return c, false
 	}
-	if c.By = strings.TrimSpace(c.By); c.By == "" {
-		writeErr(w, http.StatusBadRequest, "body: by (who makes the change) is required")
+	c.By = strings.TrimSpace(c.By)
+	switch {
+	case !a.shared && c.By != "" && c.By != a.name:
+		writeErr(w, http.StatusBadRequest, "body: by must be the token's name, "+a.name+" (or left out)")
 		return c, false
+	case !a.shared:
+		c.By = a.name
+	case c.By == "":
+		writeErr(w, http.StatusBadRequest, "body: by (who makes the change) is required with the shared write token")
+		return c, false
+	case strings.ContainsFunc(c.By, unicode.IsControl):
+		// A line break would write lines of its own into the why text (an approval by someone else).
+		writeErr(w, http.StatusBadRequest, "body: by must be one line of text without control characters")
+		return c, false
+	case c.Reason == "":
+		c.Reason = Unverified
+	default:
+		c.Reason = Unverified + " " + c.Reason
 	}
 	return c, true
 }
 
-func (d *decisionsAPI) answer(w http.ResponseWriter, r *http.Request) {
+func (d *decisionsAPI) answer(w http.ResponseWriter, r *http.Request, a author) {
 	s := d.get(w)
 	if s == nil {
 		return
@@ -244,7 +307,7 @@ func (d *decisionsAPI) answer(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusNotFound, "no decision "+id+": a decision id is 32 lower-case hex digits")
 		return
 	}
-	c, ok := readChange(w, r)
+	c, ok := readChange(w, r, a)
 	if !ok {
 		return
 	}
@@ -280,12 +343,12 @@ func (d *decisionsAPI) kill(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, k)
 }
 
-func (d *decisionsAPI) setKill(w http.ResponseWriter, r *http.Request) {
+func (d *decisionsAPI) setKill(w http.ResponseWriter, r *http.Request, a author) {
 	s := d.get(w)
 	if s == nil {
 		return
 	}
-	c, ok := readChange(w, r)
+	c, ok := readChange(w, r, a)
 	if !ok {
 		return
 	}

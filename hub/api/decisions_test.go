@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -257,5 +258,48 @@ func TestKillOutlivesTheClient(t *testing.T) {
 	h.ServeHTTP(httptest.NewRecorder(), req)
 	if !f.kill.On || f.kill.By != "ops" {
 		t.Fatalf("kill switch after the client went away: %+v, want thrown by ops", f.kill)
+	}
+}
+
+// TestWriters: with writers, a change is made as the writer whose token it carries: by may be
+// left out, another name is refused (400, nothing changes), and without the shared token only a
+// writer's token is taken. The shared token's changes are marked as not verified.
+func TestWriters(t *testing.T) {
+	f := &fakeDecisions{}
+	h := DecisionsHandler(func() Decisions { return f }, "", "", Writer{Name: "alice", Token: "ta"}, Writer{Name: "bob", Token: "tb"})
+	approve := "/api/v1/approvals/" + idX + "/approve"
+	if code, body := send(h, "POST", approve, "ta", `{"by":"bob"}`); code != 400 || !strings.Contains(body, "by must be the token's name, alice") {
+		t.Errorf("alice as bob: %d %s", code, body)
+	}
+	if code, body := send(h, "PUT", "/api/v1/kill", "tb", `{"by":"ops","on":true}`); code != 400 || !strings.Contains(body, "bob") {
+		t.Errorf("bob as ops: %d %s", code, body)
+	}
+	if code, body := send(h, "POST", approve, "wr", `{"by":"bob"}`); code != 401 {
+		t.Errorf("a token no writer has: %d %s", code, body)
+	}
+	if len(f.answers) != 0 || f.kill.On {
+		t.Fatalf("refused changes changed something: answers %v, kill %+v", f.answers, f.kill)
+	}
+	if code, body := send(h, "POST", approve, "tb", `{"reason":"ok"}`); code != 200 {
+		t.Errorf("bob: %d %s", code, body)
+	}
+	if code, body := send(h, "POST", approve, "ta", `{"by":" alice "}`); code != 200 {
+		t.Errorf("alice by her name: %d %s", code, body)
+	}
+	if code, body := send(h, "PUT", "/api/v1/kill", "tb", `{"on":true,"reason":"bad data"}`); code != 200 || f.kill.By != "bob" || f.kill.Reason != "bad data" {
+		t.Errorf("bob's throw: %d %s, switch %+v", code, body, f.kill)
+	}
+	if want := []string{idX + " bob", idX + " alice"}; !slices.Equal(f.answers, want) {
+		t.Errorf("answers %v, want %v", f.answers, want)
+	}
+	// Beside writers, the shared token: the body's by, its reason marked.
+	both := DecisionsHandler(func() Decisions { return f }, "", "wr", Writer{Name: "alice", Token: "ta"})
+	if code, body := send(both, "PUT", "/api/v1/kill", "wr", `{"by":"ops","on":false,"reason":"fixed"}`); code != 200 || f.kill.By != "ops" ||
+		f.kill.Reason != Unverified+" fixed" {
+		t.Errorf("shared token's reset: %d %s, switch %+v", code, body, f.kill)
+	}
+	none := DecisionsHandler(func() Decisions { return f }, "", "")
+	if code, body := send(none, "POST", approve, "ta", `{}`); code != 403 || !strings.Contains(body, "http.writers") {
+		t.Errorf("no writers: %d %s", code, body)
 	}
 }

@@ -3,8 +3,10 @@ package audit
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/gemba-io/gemba/hub/act"
 	"github.com/gemba-io/gemba/hub/decide/rules"
@@ -70,7 +72,7 @@ func Explain(w io.Writer, recs []Record, delivery *act.Record) {
 			line += " (replica " + r.Replica + ")"
 		}
 		if r.Note != "" {
-			line += ": " + r.Note
+			line += ": " + oneLine(r.Note)
 		}
 		p("%s", line)
 	}
@@ -177,7 +179,7 @@ func explainVerdict(p func(string, ...any), recs []Record) {
 		head += fmt.Sprintf(" by %s", v.Guardrail)
 	}
 	if v.Reason != "" {
-		head += ": " + v.Reason
+		head += ": " + oneLine(v.Reason)
 	}
 	p("%s", head)
 	for _, a := range v.Assessments {
@@ -196,12 +198,22 @@ func explainVerdict(p func(string, ...any), recs []Record) {
 		if a.Approved {
 			what = "approved"
 		}
-		line := fmt.Sprintf("approval: %s by %s at %s", what, a.By, stamp(a.At))
+		line := fmt.Sprintf("approval: %s by %s at %s", what, oneLine(a.By), stamp(a.At))
 		if a.Reason != "" {
 			line += fmt.Sprintf(": %q", a.Reason)
 		}
 		p("%s", line)
 	}
+}
+
+// oneLine is s with its control characters escaped (a line break as \n): a reason or a name a
+// person wrote cannot add lines of its own to the text, such as an event nobody recorded.
+func oneLine(s string) string {
+	if !strings.ContainsFunc(s, unicode.IsControl) {
+		return s
+	}
+	q := strconv.Quote(s)
+	return q[1 : len(q)-1]
 }
 
 func explainDelivery(p func(string, ...any), d *act.Record) {
