@@ -17,10 +17,14 @@ func TestFollowConsumerNodeStops(t *testing.T) {
 	nodes := natstest.Cluster(t, 3)
 	ctx := context.Background()
 	_, js := natstest.Connect(t, natstest.URLs(nodes...))
-	a, err := Open(ctx, js, Options{Replicas: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// A fresh cluster under load may count a peer offline for a moment ("no suitable peers for
+	// placement"): the buckets' creation is tried again until then, as a hub's restart would.
+	var a *Registry
+	var err error
+	testutil.WaitForState(t, 30*time.Second, "the registry's R3 buckets created", func() (bool, string) {
+		a, err = Open(ctx, js, Options{Replicas: 3})
+		return err == nil, fmt.Sprint(err)
+	})
 	s1, s2 := fitSet(t, synthetic(t, 10, 120, 4), "test"), fitSet(t, synthetic(t, 10, 120, 5), "test")
 	var v1, v2 string
 	// A new R3 bucket answers once its leader is elected: each step is tried again until then.
