@@ -4,12 +4,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	"golang.org/x/sys/unix"
+
+	"github.com/gemba-io/gemba/internal/bootclock"
 )
 
 // BootClock is a Clock that also reads the machine's boot: id names it (Linux's
@@ -22,14 +21,7 @@ type BootClock interface {
 }
 
 // Boot implements BootClock.
-func (sysClock) Boot() (string, time.Duration, bool) {
-	id, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	var ts unix.Timespec
-	if err != nil || unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) != nil {
-		return "", 0, false
-	}
-	return strings.TrimSpace(string(id)), time.Duration(ts.Nano()), true
-}
+func (sysClock) Boot() (string, time.Duration, bool) { return bootclock.Read() }
 
 // markEvery is how often the clock mark is saved beside the saves at open, at a step and at
 // close (a crash leaves the last of them).

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/DataDog/sketches-go/ddsketch"
 	"github.com/DataDog/sketches-go/ddsketch/store"
@@ -23,9 +25,13 @@ import (
 const checkpointVersion = 1
 
 type checkpoint struct {
-	V      int
-	Clean  bool
-	Saved  int64 // wall clock (Unix ns) when written: the downtime of a clean stop
+	V     int
+	Clean bool
+	Saved int64 // wall clock (Unix ns) when written: the downtime of a clean stop
+	// Boot and Since are the machine's boot and the time since it (ns) when written ("" when not
+	// known, and in checkpoints of earlier versions): see restart.
+	Boot   string
+	Since  int64
 	Series []ckSeries
 	Tracks []ckTrack
 }
@@ -45,6 +51,9 @@ type ckTrack struct {
 // encode serialises the engine state. Called with e.mu held.
 func (e *Engine) encode(clean bool) []byte {
 	ck := checkpoint{V: checkpointVersion, Clean: clean, Saved: e.opts.Now().UnixNano()}
+	if id, since, ok := e.opts.Boot(); ok {
+		ck.Boot, ck.Since = id, int64(since)
+	}
 	for _, s := range e.series {
 		s.Arrival = s.lastArrival.UnixNano()
 		cs := ckSeries{Sig: s.sig, FP: s.r.fp, S: s, Panes: s.panes}
@@ -94,7 +103,8 @@ func (e *Engine) load() []ckTrack {
 		e.log.Warn("checkpoint version unknown, cold start", "version", ck.V)
 		return nil
 	}
-	e.crashed, e.saved = !ck.Clean, ck.Saved
+	e.crashed = !ck.Clean
+	e.down, e.step = e.restart(ck)
 	e.restored = make(map[string]*series, len(ck.Series))
 	for _, cs := range ck.Series {
 		s := cs.S
@@ -102,6 +112,13 @@ func (e *Engine) load() []ckTrack {
 			continue
 		}
 		s.sig, s.ckFP, s.panes = cs.Sig, cs.FP, cs.Panes
+		// The series' wall-clock times move with the wall clock: its silence is the time passed.
+		if s.Arrival != 0 {
+			s.Arrival += e.step
+		}
+		if s.ExtAt != 0 {
+			s.ExtAt += e.step
+		}
 		if err := e.restoreSketches(s, cs); err != nil {
 			e.log.Warn("checkpoint series dropped", "signal", cs.Sig, "err", err)
 			continue
@@ -116,6 +133,42 @@ func (e *Engine) load() []ckTrack {
 		e.restored[cs.Sig] = s
 	}
 	return ck.Tracks
+}
+
+// stepLogged is the smallest step of the wall clock while stopped that restart logs (reading the
+// two clocks one after the other makes them differ by microseconds).
+const stepLogged = time.Second
+
+// downUnknown is the downtime of a restart whose downtime is not known: longer than any window.
+const downUnknown = math.MaxInt64
+
+// restart returns how long the agent was stopped, from the checkpoint's save to now, and how far
+// the wall clock was set meanwhile (a gateway without an RTC battery whose NTP steps it late).
+//
+//   - Same boot: the boot's clock gives the time stopped; the wall clock moved by more or less
+//     than that was set by the difference.
+//   - Another boot, or the boot not known: the wall clock from the save to now is all there is. A
+//     clock set forward meanwhile cannot be told from downtime that long (windows are partial as
+//     after a long stop). A clock before the save was set back (or the machine came up with an
+//     old time): the downtime is not known, never negative, and counts as a long stop.
+func (e *Engine) restart(ck checkpoint) (down, step int64) {
+	now := e.opts.Now().UnixNano()
+	wall := now - ck.Saved
+	id, since, ok := e.opts.Boot()
+	switch {
+	case ok && ck.Boot != "" && id == ck.Boot && int64(since) >= ck.Since:
+		down = int64(since) - ck.Since
+		if step = wall - down; step <= -int64(stepLogged) || step >= int64(stepLogged) {
+			e.log.Warn("wall clock set while the agent was stopped: downtime measured by the boot's clock",
+				"step", time.Duration(step), "downtime", time.Duration(down), "saved", time.Unix(0, ck.Saved), "now", time.Unix(0, now))
+		}
+		return down, step
+	case wall < 0:
+		e.log.Warn("wall clock before the checkpoint's save, in another boot: the downtime is not known, every window is partial up to each signal's first newer sample",
+			"saved", time.Unix(0, ck.Saved), "now", time.Unix(0, now), "boot_known", ok && ck.Boot != "")
+		return downUnknown, 0
+	}
+	return wall, 0
 }
 
 // updated is when a restored series last got a sample: its wall-clock arrival, or its event time

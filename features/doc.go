@@ -75,10 +75,17 @@
 // sample after a cold start, a crash or a clean stop longer than a window, before the restart after
 // a crash or such a stop (the newest event time plus the wall-clock silence since), or it was
 // closed by the idle timeout (gauge; counter and state only when their source is gone). A first
-// sample exactly at a window start leaves that window complete. Downtime is wall-clock time: from
-// the saved checkpoint to the restore (a crash counts whatever its length, what was folded after
-// the checkpoint is lost); a clean stop shorter than a window is none, whatever event time a quiet
-// signal skipped meanwhile. Such short stops add up: each is charged to the windows open at it or
+// sample exactly at a window start leaves that window complete. Downtime is the time from the saved
+// checkpoint to the restore (a crash counts whatever its length, what was folded after the
+// checkpoint is lost); a clean stop shorter than a window is none, whatever event time a quiet
+// signal skipped meanwhile. Within one boot of the machine it is measured by the boot's clock
+// (Options.Boot, saved in the checkpoint), so a step of the wall clock while the agent was stopped
+// is no downtime and hides none; the restored wall-clock times (the idle clock) move with the step.
+// Across a reboot only the wall clock is left: a clock set forward cannot be told from downtime
+// that long, and a clock before the save leaves the downtime unknown (never negative): every
+// window is then partial up to the signal's first usable sample newer than its watermark. The
+// window of the first usable sample after a crash or a long stop is partial; a value resent with
+// its old time (a collector starting) is not that sample, the first newer one is. Such short stops add up: each is charged to the windows open at it or
 // starting before the restart, and a window charged more than its length in all is partial as
 // after one longer stop (every window starting before where the signal's event time had got to at
 // the restart of the oldest stop in that sum).

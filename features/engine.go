@@ -15,6 +15,7 @@ import (
 	"github.com/DataDog/sketches-go/ddsketch/mapping"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gemba-io/gemba/internal/bootclock"
 	"github.com/gemba-io/gemba/internal/promreg"
 	"github.com/gemba-io/gemba/signal"
 )
@@ -34,6 +35,10 @@ type Options struct {
 	// from Add, Run or Flush, and must neither keep the slice nor call back into the engine.
 	Emit func([]signal.Feature)
 	Now  func() time.Time // wall clock (default time.Now), used for idle timeouts only
+	// Boot reads the machine's boot: its id and the time since it (bootclock.Read when Now is nil;
+	// with Now set and Boot nil the boot is not known). A restart in the same boot measures the
+	// time the agent was stopped by it, so a step of the wall clock meanwhile is not downtime.
+	Boot func() (id string, since time.Duration, ok bool)
 	// CheckpointInterval is how often Run checkpoints open windows (default 10s).
 	CheckpointInterval time.Duration
 	// TickInterval is how often Run checks idle timeouts (default: a quarter of the shortest idle
@@ -94,7 +99,9 @@ type Engine struct {
 	restored  map[string]*series
 	discarded discards // series a restart discarded, logged once per reason
 	crashed   bool
-	saved     int64 // wall time the restored checkpoint was written (Unix ns)
+	// down is how long the agent was stopped, from the restored checkpoint's save to New (ns;
+	// downUnknown when not known), and step how far the wall clock was set meanwhile (see restart).
+	down, step int64
 	// wmCap is the highest watermark Add may set in this batch (Now with Options.Bounds, else no cap).
 	wmCap int64
 	// unmatched counts the entries without a series added since they were last dropped (maxUnmatched).
@@ -168,6 +175,12 @@ func New(cfg Config, opts Options) (*Engine, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+		if opts.Boot == nil {
+			opts.Boot = bootclock.Read
+		}
+	}
+	if opts.Boot == nil {
+		opts.Boot = func() (string, time.Duration, bool) { return "", 0, false }
 	}
 	if opts.Emit == nil {
 		opts.Emit = func([]signal.Feature) {}
@@ -261,22 +274,30 @@ func (e *Engine) newSeries(sig string, r *rule) *series {
 			if !s.HasWM && s.Arrival == 0 || s.lastArrival.After(now) {
 				s.lastArrival = now
 			}
-			// Downtime is wall-clock time the agent did not run: from the checkpoint on after a
-			// crash (what was folded after it is lost), from the clean checkpoint's save to now
+			// Downtime is the time the agent did not run (restart): from the checkpoint on after
+			// a crash (what was folded after it is lost), from the clean checkpoint's save to now
 			// after a clean stop. A clean stop shorter than a window is no gap, whatever the
 			// event time a quiet signal skipped meanwhile: the agent watched it throughout.
 			// After a crash or a longer stop, windows starting before where the signal's event
 			// time has got to by now (extrapolating its silence) are partial, and so is the
 			// window of the first usable sample after it (it carries the change over the
 			// downtime); windows after it are observed, so a quiet live signal's windows are
-			// complete again at once. Short stops add up (shortStop).
-			to, down := s.WM+int64(now.Sub(s.lastArrival)), now.UnixNano()-e.saved
+			// complete again at once. Short stops add up (shortStop). After a downtime not known
+			// (downUnknown) where the restart is in event time is not known either: every window
+			// is partial up to the first newer usable sample (Unwatched).
+			to, down := s.WM+int64(now.Sub(s.lastArrival)), e.down
 			switch {
 			case !s.HasWM:
 			case e.crashed || down > r.window:
 				s.ObsFrom = max(s.ObsFrom, to)
 				s.ResetObs, s.HoldOK = true, false
+				s.Unwatched = s.Unwatched || down == downUnknown
 				s.Stops = nil // every window they were charged to is partial now
+				// The idle clock goes on from here even when a value resent with its old time
+				// restarts the silence (it leaves observation to the first newer sample).
+				if s.ExtAt == 0 || to > s.ExtT+now.UnixNano()-s.ExtAt {
+					s.ExtT, s.ExtAt = to, now.UnixNano()
+				}
 			case down > 0:
 				s.shortStop(to, down)
 			}

@@ -144,3 +144,39 @@ features:
 		}
 	}
 }
+
+// The collector resends a counter's value unchanged since before the stop, with its old time (an
+// OPC UA subscription sends every node's current value when it starts): that tells nothing about
+// the downtime, so the window of the first newer sample, whose increase is measured from the
+// value before the stop, is still partial.
+func TestQuietCounterLongStopResend(t *testing.T) {
+	h := newHarness(t, parseConfig(t, `
+features:
+  - {signal: parts, kind: counter, window: 1m, compute: [delta]}
+`))
+	for range 10 {
+		h.clock.Add(time.Minute)
+		h.e.Tick()
+	}
+	last := h.clock.Now()
+	h.add(cnt("parts", last, 100))      // 10:00, its window open at the stop
+	h.restartAfter(true, 3*time.Minute) // stopped from 10:00 to 13:00
+	h.add(cnt("parts", last, 100))      // resent with its time
+	for range 7 {
+		h.clock.Add(time.Minute)
+		h.e.Tick()
+	}
+	h.clock.Add(30 * time.Second)
+	h.add(cnt("parts", h.clock.Now(), 104)) // 20:30
+	for range 2 {
+		h.clock.Add(time.Minute)
+		h.e.Tick()
+	}
+	fs := h.features()
+	for m := 10.0; m < 21; m++ {
+		f := one(t, fs, "parts", "delta", m*60)
+		if want := m < 13 || m == 20; f.Partial != want {
+			t.Errorf("window at %g min: partial=%v, want %v (%+v)", m, f.Partial, want, f)
+		}
+	}
+}

@@ -40,10 +40,13 @@ func (s *memStore) PutMeta(key string, value []byte) error {
 	return nil
 }
 
-// fakeClock is a settable wall clock.
+// fakeClock is a settable wall clock with the machine's boot clock beside it: Set and Add are time
+// passing (both move), Step sets the wall clock alone (NTP's step), Reboot starts another boot.
 type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
+	mu    sync.Mutex
+	t     time.Time
+	boot  string
+	since time.Duration
 }
 
 func (c *fakeClock) Now() time.Time {
@@ -54,6 +57,7 @@ func (c *fakeClock) Now() time.Time {
 
 func (c *fakeClock) Set(t time.Time) {
 	c.mu.Lock()
+	c.since += t.Sub(c.t)
 	c.t = t
 	c.mu.Unlock()
 }
@@ -61,7 +65,30 @@ func (c *fakeClock) Set(t time.Time) {
 func (c *fakeClock) Add(d time.Duration) {
 	c.mu.Lock()
 	c.t = c.t.Add(d)
+	c.since += d
 	c.mu.Unlock()
+}
+
+// Step sets the wall clock by d without time passing.
+func (c *fakeClock) Step(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// Reboot starts a new boot that has been up for up, the wall clock at wall.
+func (c *fakeClock) Reboot(wall time.Time, up time.Duration) {
+	c.mu.Lock()
+	c.boot += "+"
+	c.t, c.since = wall, up
+	c.mu.Unlock()
+}
+
+// Boot is the boot's id and the time since it.
+func (c *fakeClock) Boot() (string, time.Duration, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.boot, c.since, c.boot != ""
 }
 
 type agentDoc struct {
@@ -93,7 +120,7 @@ type harness struct {
 }
 
 func newHarness(t testing.TB, cfg Config) *harness {
-	h := &harness{t: t, cfg: cfg, clock: &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}, store: newMemStore()}
+	h := &harness{t: t, cfg: cfg, clock: &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), boot: "boot", since: time.Hour}, store: newMemStore()}
 	h.start()
 	return h
 }
@@ -102,7 +129,7 @@ func (h *harness) start() {
 	h.t.Helper()
 	e, err := New(h.cfg, Options{
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		Store:  h.store, Now: h.clock.Now, CheckpointInterval: time.Hour, Bounds: h.bounds, Live: h.live,
+		Store:  h.store, Now: h.clock.Now, Boot: h.clock.Boot, CheckpointInterval: time.Hour, Bounds: h.bounds, Live: h.live,
 		Emit: func(fs []signal.Feature) {
 			h.mu.Lock()
 			h.out = append(h.out, fs...)

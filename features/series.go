@@ -46,8 +46,11 @@ type series struct {
 	// (see shortStop).
 	Stops []stop
 
-	ckFP        string // rule fingerprint of a restored series
-	ResetObs    bool   // observation (re)starts at the next good sample (cold start, crash, long stop)
+	ckFP     string // rule fingerprint of a restored series
+	ResetObs bool   // observation (re)starts at the next good sample (cold start, crash, long stop)
+	// Unwatched is set by a restart whose downtime is not known (restart): every window closed
+	// is partial until a usable sample newer than the watermark restarts observation.
+	Unwatched   bool
 	lastArrival time.Time
 	// Source is the newest sample's Source (collector:node), for Options.Live.
 	Source string
@@ -188,6 +191,7 @@ func (s *series) add(e *Engine, smp *signal.Sample, b *batch) bool {
 		s.Closed = min(p, floorDiv(wm-r.lateness, r.hop)) - 1
 		s.ObsFrom, s.ResetObs = t, true
 	}
+	newer := !s.HasWM || t > s.WM
 	if p <= s.Closed {
 		s.nLate++
 		b.late++
@@ -212,10 +216,12 @@ func (s *series) add(e *Engine, smp *signal.Sample, b *batch) bool {
 		bad = true
 	}
 	excl := !bad && smp.Quality == signal.Uncertain && r.exclUnc
-	if s.ResetObs && !bad && !excl {
+	if s.ResetObs && !bad && !excl && newer {
 		// Observation (re)starts at the first usable value: a window starting before it lacks
-		// the value carried into it (time-weighted mean, counter baseline, state).
-		s.ObsFrom, s.ResetObs = max(s.ObsFrom, t), false
+		// the value carried into it (time-weighted mean, counter baseline, state). Only a value
+		// newer than the watermark tells what changed over a stop: a collector resends one
+		// unchanged since before it with its old time (an OPC UA subscription at its start).
+		s.ObsFrom, s.ResetObs, s.Unwatched = max(s.ObsFrom, t), false, false
 	}
 	switch {
 	case bad:
@@ -320,7 +326,7 @@ func (s *series) shortStop(to, d int64) {
 
 // partial reports whether window [start, end) was not fully observed.
 func (s *series) partial(start, end int64, idle bool) bool {
-	return start < s.ObsFrom || (idle && end > s.WM)
+	return start < s.ObsFrom || s.Unwatched || (idle && end > s.WM)
 }
 
 // idleCheck extrapolates the watermark of a signal that has been silent for its idle timeout by
