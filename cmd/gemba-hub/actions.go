@@ -50,7 +50,7 @@ func actionsCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withOutbox(cmd, false, func(ctx context.Context, o *act.Outbox) error {
-				return listDead(ctx, cmd.OutOrStdout(), o)
+				return listDead(ctx, cmd.OutOrStdout(), cmd.ErrOrStderr(), o)
 			})
 		},
 	}
@@ -68,11 +68,9 @@ func actionsCmd() *cobra.Command {
 	return c
 }
 
-func listDead(ctx context.Context, out io.Writer, o *act.Outbox) error {
-	ids, err := o.DeadLetters(ctx)
-	if err != nil {
-		return err
-	}
+// listDead prints the dead letters; exit 1 when a record could not be read (it may be one).
+func listDead(ctx context.Context, out, errw io.Writer, o *act.Outbox) error {
+	ids, unread := o.DeadLetters(ctx)
 	for _, id := range ids {
 		r, err := o.Get(ctx, id)
 		if err != nil {
@@ -81,6 +79,11 @@ func listDead(ctx context.Context, out io.Writer, o *act.Outbox) error {
 		}
 		fmt.Fprintf(out, "%s\t%s %s on %s\tphase %s\t%d attempts since %s\t%s\n", id, r.Action.Kind, r.Action.SKU,
 			r.Action.Channel, r.Phase, r.Attempts, r.FirstAt.Format("2006-01-02 15:04:05Z07:00"), r.LastError)
+	}
+	if unread != nil {
+		fmt.Fprintf(out, "%d dead-lettered found; records that could not be read may be dead-lettered too (stderr)\n", len(ids))
+		fmt.Fprintln(errw, unread)
+		return exitError{1}
 	}
 	fmt.Fprintf(out, "%d dead-lettered\n", len(ids))
 	return nil

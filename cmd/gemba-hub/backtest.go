@@ -29,17 +29,18 @@ func backtestCmd() *cobra.Command {
 		Short: "Replay the streams through a rule version and print what it would have decided, acting on nothing",
 		Long: `Replay the agents' features and the COMMERCE stream (sales, inventory counts) of [T1, T2) through
 the rule file, with the hub's own evaluation and guardrails (cooldown, caps, approval, inputs), and
-print one line per decision: time, SKU, site, channel, rule, action and verdict (allow, suppressed
-by a guardrail, needs approval), then a summary. Nothing is published to the hub's NATS and
-nothing is acted on: the guardrails and the inventory run on a private in-process JetStream
-removed at the end, with the replay's clock (the latest event time seen) as their clock.
+print one line per decision: time, SKU, site, channel, rule, action and outcome, in the decision
+log's words (fired, held, suppressed by a guardrail, awaiting_approval, held_out), then a summary.
+Nothing is published to the hub's NATS and nothing is acted on: the guardrails and the inventory
+run on a private in-process JetStream removed at the end, with the replay's clock (the latest event time seen) as their clock.
 
 T1 and T2 are RFC 3339 times (2026-12-03T00:00:00Z) or durations from now (-24h); T2 defaults to
 now and may not be later. Inputs before T1 only rebuild the state: the COMMERCE stream from
 --warmup before it (the inventory's last count and its demand days), the agents' stream from the
 longest feature max_age (and, for the units produced, from the last inventory count before T1).
 A proposal the guard refuses as malformed is listed apart, not as a decision, as the hub logs it.
-Inputs up to --reorder out of event-time order are applied in order.
+Inputs up to --reorder out of event-time order are applied in order; --reorder 0 applies each as
+read, one read after later ones late, as the hub does.
 
 Exit status: 0 after a replay, 1 when it could not run (config, rules, NATS), 2 on bad flags.`,
 		Args: cobra.NoArgs,
@@ -64,6 +65,10 @@ Exit status: 0 after a replay, 1 when it could not run (config, rules, NATS), 2 
 			}
 			if !t2.After(t1) {
 				cmd.PrintErrf("--to (%s) must be after --from (%s)\n", t2.Format(time.RFC3339), t1.Format(time.RFC3339))
+				return exitError{2}
+			}
+			if reorder < 0 || warmup < 0 {
+				cmd.PrintErrf("--reorder (%s) and --warmup (%s) must not be negative\n", reorder, warmup)
 				return exitError{2}
 			}
 			if rulesFile == "" {
@@ -97,7 +102,7 @@ Exit status: 0 after a replay, 1 when it could not run (config, rules, NATS), 2 
 	c.Flags().StringVar(&from, "from", "", "start of the replay: RFC 3339 time or a duration from now (-24h)")
 	c.Flags().StringVar(&to, "to", "", "end of the replay, exclusive (default now)")
 	c.Flags().DurationVar(&warmup, "warmup", 0, "how far before --from the COMMERCE stream is read to rebuild the inventory (default inventory.demand_days)")
-	c.Flags().DurationVar(&reorder, "reorder", backtest.DefaultReorder, "inputs this far out of event-time order are applied in order")
+	c.Flags().DurationVar(&reorder, "reorder", backtest.DefaultReorder, "inputs this far out of event-time order are applied in order (0: none, each applied as read)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print {\"decisions\": [...], \"summary\": {...}} as JSON")
 	return c
 }
@@ -131,7 +136,7 @@ func runBacktest(ctx context.Context, out, errw io.Writer, cfg *hub.Config, set 
 	var ds []backtest.Decision
 	emit := func(d backtest.Decision) { ds = append(ds, d) }
 	sum, err := backtest.Run(ctx, backtest.Options{JS: js, Config: cfg, Rules: set, From: from, To: to,
-		Warmup: warmup, Reorder: reorder, Out: emit, Log: slog.New(slog.NewTextHandler(errw, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		Warmup: warmup, Reorder: reorder, NoReorder: reorder == 0, Out: emit, Log: slog.New(slog.NewTextHandler(errw, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		return say(err)
 	}
@@ -160,7 +165,7 @@ func runBacktest(ctx context.Context, out, errw io.Writer, cfg *hub.Config, set 
 	return nil
 }
 
-// decisionLine is one decision: event time, SKU, site, channel, rule, action, verdict.
+// decisionLine is one decision: event time, SKU, site, channel, rule, action, outcome.
 func decisionLine(d backtest.Decision) string {
 	action := string(d.Action.Kind)
 	if d.Action.Discount > 0 {
@@ -174,8 +179,8 @@ func printSummary(out io.Writer, s backtest.Summary) {
 	span := s.To.Sub(s.From)
 	fmt.Fprintf(out, "\nreplayed %s (%s to %s) in %s: %.0f× real time\n", span, s.From.Format(time.RFC3339),
 		s.To.Format(time.RFC3339), s.Wall.Round(time.Millisecond), s.Speed)
-	fmt.Fprintf(out, "inputs: %d feature records, %d sales, %d inventory counts (%d malformed, %d refused by the inventory, %d feature records dated ahead of the hub's clock)\n",
-		s.Features, s.Sales, s.Snapshots, s.Malformed, s.Refused, s.Future)
+	fmt.Fprintf(out, "inputs: %d feature records, %d sales, %d inventory counts (%d malformed, %d refused by the inventory, %d feature records dated ahead of the hub's clock), reorder window %s\n",
+		s.Features, s.Sales, s.Snapshots, s.Malformed, s.Refused, s.Future, s.Reorder)
 	fmt.Fprintf(out, "evaluations: %d; decisions: %d; deferred for their inputs: %d\n", s.Evaluations, s.Decisions, s.Deferred)
 	for _, w := range s.Warnings {
 		fmt.Fprintf(out, "warning: %s\n", w)
@@ -196,7 +201,7 @@ func printSummary(out io.Writer, s backtest.Summary) {
 	for _, g := range []struct {
 		name string
 		m    map[string]int
-	}{{"outcome", s.ByOutcome}, {"rule", s.ByRule}, {"channel", s.ByChannel}} {
+	}{{"outcome", s.ByOutcome}, {"guardrail", s.ByGuardrail}, {"rule", s.ByRule}, {"channel", s.ByChannel}} {
 		if len(g.m) == 0 {
 			continue
 		}

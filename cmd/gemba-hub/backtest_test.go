@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/gemba-io/gemba/hub/audit"
 	"github.com/gemba-io/gemba/hub/decide/backtest"
 	"github.com/gemba-io/gemba/hub/ingest/commerce"
 	"github.com/gemba-io/gemba/internal/natstest"
@@ -140,12 +142,14 @@ guard: {max_discount: 20, approval: {above_discount: 12}}
 		t.Fatalf("exit %d: %s%s", code, out, errOut)
 	}
 	for _, want := range []string{
-		"2026-11-20T10:00:00Z  B                s1           web        clear-over               promote 15% 48h0m0s needs approval",
-		"2026-11-20T10:00:10Z  A                s1           web        hold-short               hold               allow",
+		// The decision log's outcomes (gemba-hub why, the read API's ?outcome=): a promotion that needs
+		// approval awaits it, a hold allowed is held.
+		"2026-11-20T10:00:00Z  B                s1           web        clear-over               promote 15% 48h0m0s awaiting_approval",
+		"2026-11-20T10:00:10Z  A                s1           web        hold-short               hold               held",
 		"replayed 30m0s (2026-11-20T10:00:00Z to 2026-11-20T10:30:00Z)",
 		"evaluations: ",
 		"decisions: 2",
-		"by outcome: allow 1, needs approval 1",
+		"by outcome: awaiting_approval 1, held 1",
 		"by rule: clear-over 1, hold-short 1",
 		"by channel: web 2",
 	} {
@@ -169,8 +173,14 @@ guard: {max_discount: 20, approval: {above_discount: 12}}
 		t.Fatalf("--json: %+v", doc)
 	}
 	for _, d := range doc.Decisions {
-		if d.ID == "" || d.Version == "" || (d.SKU == "A") != (d.Verdict() == "allow") {
-			t.Errorf("decision %+v", d)
+		want := map[string]string{"A": audit.OutcomeHeld, "B": audit.OutcomeAwaitingApproval}[d.SKU]
+		if d.ID == "" || d.Version == "" || string(d.Outcome) != want {
+			t.Errorf("decision %+v: outcome %q, want %q (the decision log's)", d, d.Outcome, want)
+		}
+	}
+	for k := range doc.Summary.ByOutcome {
+		if !slices.Contains(audit.Outcomes, k) {
+			t.Errorf("summary by_outcome key %q is no decision log outcome (%v)", k, audit.Outcomes)
 		}
 	}
 
@@ -178,7 +188,7 @@ guard: {max_discount: 20, approval: {above_discount: 12}}
 	// hour: an error naming their latest input, not a replay of decisions on no data.
 	out, errOut, code = runBacktestCmd(t, "-c", cfg, "--rules", rulesFile, "--from", "-1h")
 	if code != 1 || !regexp.MustCompile(`no input in the span .*: the latest input the streams hold is at 2026-11-20T`).MatchString(errOut) ||
-		strings.Contains(out, "allow") || strings.Contains(out, "needs approval") {
+		strings.Contains(out, "hold-short") || strings.Contains(out, "clear-over") {
 		t.Fatalf("--from -1h: exit %d: %s%s", code, out, errOut)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gemba-io/gemba/hub"
+	"github.com/gemba-io/gemba/hub/learn/demand"
 	"github.com/gemba-io/gemba/hub/learn/registry"
 )
 
@@ -114,8 +115,13 @@ func printModelList(w io.Writer, metas []registry.Meta, cur registry.Change) {
 		case slices.Contains(cur.Previous, m.Version):
 			state = "previous"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s..%s\t%d\t%d\t%.3f\t%.3f\n", m.Version, state, m.Created.UTC().Format(time.RFC3339), m.By,
-			m.From.Format("2006-01-02"), m.To.AddDate(0, 0, -1).Format("2006-01-02"), m.Series, m.Failed, m.MASE, m.Baseline)
+		// No series backtested: no score at all, not a perfect one.
+		mase, base := "-", "-"
+		if m.Backtested != 0 {
+			mase, base = fmt.Sprintf("%.3f", m.MASE), fmt.Sprintf("%.3f", m.Baseline)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s..%s\t%d\t%d\t%s\t%s\n", m.Version, state, m.Created.UTC().Format(time.RFC3339), m.By,
+			m.From.Format("2006-01-02"), m.To.AddDate(0, 0, -1).Format("2006-01-02"), m.Series, m.Failed, mase, base)
 	}
 	_ = tw.Flush()
 }
@@ -129,9 +135,16 @@ func modelsShowCmd() *cobra.Command {
 		Long: `Without --sku: the set's data range, what the series were built from, how many series chose
 each method, and the mean backtest MASE against the 28-day moving average's. With --sku (and
 --site): each of its series' method, parameters, backtest and daily forecast with its 80 %/95 %
-intervals. --json prints the stored set (or the SKU's models) as JSON.`,
+intervals, and each that failed to fit with its error and what it counts as (its moving average
+beside fitted series; with none fitted the SKU × site has no forecast and the hub counts it at the
+inventory's moving average). --json prints the stored set (or {"series", "failed", "no_forecast"}
+of the SKU) as JSON. Exit 1 when the set holds no series of the SKU.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if site != "" && sku == "" {
+				cmd.PrintErrln("--site goes with --sku: give the SKU whose series at that site to show")
+				return exitError{2}
+			}
 			return withModels(cmd, file, func(ctx context.Context, _ *hub.Config, _ jetstream.JetStream, reg *registry.Registry) error {
 				v, err := resolveModel(ctx, reg, args[0])
 				if err != nil {
@@ -155,20 +168,42 @@ intervals. --json prints the stored set (or the SKU's models) as JSON.`,
 						ms = append(ms, m)
 					}
 				}
-				if len(ms) == 0 {
+				// A series whose fit failed is the SKU's too: with its error and what it counts as.
+				var fs []registry.Failure
+				for _, f := range s.Failed {
+					if f.Key.SKU == sku && (site == "" || f.Key.Site == site) {
+						fs = append(fs, f)
+					}
+				}
+				if len(ms) == 0 && len(fs) == 0 {
 					cmd.PrintErrf("model set %s has no series for SKU %q%s\n", v, sku, map[bool]string{true: " at site " + site, false: ""}[site != ""])
 					return exitError{1}
 				}
+				ix := registry.NewIndex(s)
+				var none []string // the SKU's sites the set has no forecast for: every series failed
+				for _, f := range fs {
+					if !ix.Has(f.Key.SKU, f.Key.Site) && !slices.Contains(none, f.Key.Site) {
+						none = append(none, f.Key.Site)
+					}
+				}
 				if asJSON {
-					return writeJSON(w, ms)
+					if ms == nil {
+						ms = []registry.Model{}
+					}
+					return writeJSON(w, struct {
+						Series     []registry.Model   `json:"series"`
+						Failed     []registry.Failure `json:"failed,omitempty"`
+						NoForecast []string           `json:"no_forecast,omitempty"`
+					}{ms, fs, none})
 				}
 				for _, m := range ms {
 					printModel(w, s, m)
 				}
-				for _, f := range s.Failed {
-					if f.Key.SKU == sku && (site == "" || f.Key.Site == site) {
-						printFailure(w, f)
-					}
+				for _, f := range fs {
+					printFailure(w, ix, f)
+				}
+				for _, st := range none {
+					printNoForecast(w, sku, st)
 				}
 				return nil
 			})
@@ -223,30 +258,63 @@ func printSet(w io.Writer, s *registry.Set) {
 	if d.Trimmed {
 		fmt.Fprintf(w, "the stream's oldest sale is %s: the series start there, not at history_days\n", d.Oldest.UTC().Format(time.RFC3339))
 	}
-	fmt.Fprintf(w, "series: %d fitted, %d failed; backtested %d: mean MASE %.3f (28-day moving average %.3f)\n", sum.Series, sum.Failed,
-		sum.Backtested, sum.MeanMASE, sum.MeanBaseline)
+	if sum.Backtested == 0 {
+		fmt.Fprintf(w, "series: %d fitted, %d failed; backtested 0 (every series too short to backtest: no MASE)\n", sum.Series, sum.Failed)
+	} else {
+		fmt.Fprintf(w, "series: %d fitted, %d failed; backtested %d: mean MASE %.3f (28-day moving average %.3f)\n", sum.Series, sum.Failed,
+			sum.Backtested, sum.MeanMASE, sum.MeanBaseline)
+	}
 	methods := make([]string, 0, len(sum.Methods))
 	for m, n := range sum.Methods {
 		methods = append(methods, fmt.Sprintf("%s %d", m, n))
 	}
 	slices.Sort(methods)
 	fmt.Fprintf(w, "methods: %s\n", strings.Join(methods, ", "))
+	ix := registry.NewIndex(s)
 	for i, f := range s.Failed {
 		if i == 10 {
 			fmt.Fprintf(w, "... and %d more failed\n", len(s.Failed)-10)
 			break
 		}
-		printFailure(w, f)
+		printFailure(w, ix, f)
+	}
+	var none []demand.Key
+	for _, f := range s.Failed {
+		k := demand.Key{SKU: f.Key.SKU, Site: f.Key.Site}
+		if !ix.Has(k.SKU, k.Site) && !slices.Contains(none, k) {
+			none = append(none, k)
+		}
+	}
+	for i, k := range none {
+		if i == 10 {
+			fmt.Fprintf(w, "... and %d more SKU × sites without a forecast\n", len(none)-10)
+			break
+		}
+		printNoForecast(w, k.SKU, k.Site)
 	}
 }
 
-// printFailure prints a series whose fit failed and what Cover counts for it instead.
-func printFailure(w io.Writer, f registry.Failure) {
+// printFailure prints a series whose fit failed and what Cover counts for it instead: its moving
+// average beside its SKU × site's fitted series; nothing when none of them was fitted (the SKU ×
+// site has no forecast: printNoForecast).
+func printFailure(w io.Writer, ix *registry.Index, f registry.Failure) {
 	fb := "no moving average either: its SKU × site's cover is incomplete (not used)"
-	if f.Fallback != nil {
+	switch {
+	case !ix.Has(f.Key.SKU, f.Key.Site):
+		fb = "no series of its SKU × site fitted"
+		if f.Fallback != nil {
+			fb += fmt.Sprintf(" (its moving average, %g/day over %d days, is not used)", f.Fallback.Mean, f.Fallback.Days)
+		}
+	case f.Fallback != nil:
 		fb = fmt.Sprintf("counted at its moving average, %g/day over %d days", f.Fallback.Mean, f.Fallback.Days)
 	}
 	fmt.Fprintf(w, "failed: %s: %s; %s\n", f.Key, f.Err, fb)
+}
+
+// printNoForecast says what a SKU × site none of whose series was fitted counts as.
+func printNoForecast(w io.Writer, sku, site string) {
+	fmt.Fprintf(w, "no forecast for %s: the set gives it no days of cover; the hub counts it at the inventory's moving average of its sales\n",
+		demand.Key{SKU: sku, Site: site})
 }
 
 func printModel(w io.Writer, s *registry.Set, m registry.Model) {

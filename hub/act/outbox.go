@@ -420,7 +420,9 @@ func (o *Outbox) Replay(ctx context.Context, decisionID string) error {
 	}
 }
 
-// DeadLetters lists the decision ids whose delivery gave up.
+// DeadLetters lists the decision ids whose delivery gave up. A record it cannot read (other than
+// one removed meanwhile: undecodable, or a read that failed) may be dead too: the error names each,
+// beside the ids found.
 func (o *Outbox) DeadLetters(ctx context.Context) ([]string, error) {
 	lister, err := o.kv.ListKeys(ctx)
 	if err != nil {
@@ -430,16 +432,22 @@ func (o *Outbox) DeadLetters(ctx context.Context) ([]string, error) {
 		return nil, err
 	}
 	var ids []string
+	var unread []error
 	for k := range lister.Keys() {
 		rec, _, err := o.read(ctx, k)
-		if err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
 			continue // removed meanwhile
+		}
+		if err != nil {
+			// Its state is unknown: it may be dead. Named, not taken as removed.
+			unread = append(unread, err)
+			continue
 		}
 		if rec.State == Dead {
 			ids = append(ids, rec.Action.DecisionID)
 		}
 	}
-	return ids, nil
+	return ids, errors.Join(unread...)
 }
 
 // Sweep removes records done (or cancelled) more than retention ago (each at the revision it

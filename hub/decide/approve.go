@@ -67,7 +67,7 @@ func (a *Approver) Answer(ctx context.Context, id, by, reason string, approve bo
 	if approve {
 		rec.Event = audit.EventApproved
 	}
-	rec.Outcome = outcome(rec.Action.Kind, v)
+	rec.Outcome = Outcome(rec.Action.Kind, v)
 	rec.Note = "answered by " + by
 	if reason != "" {
 		rec.Note += ": " + reason

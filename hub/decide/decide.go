@@ -15,8 +15,9 @@ import (
 	"github.com/gemba-io/gemba/hub/decide/rules"
 )
 
-// outcome names a verdict for the audit.
-func outcome(kind rules.ActionKind, v guard.Verdict) string {
+// Outcome names a verdict of the guard on an action of kind as the decision log records it
+// (audit.OutcomeFired, OutcomeHeld, ...); the backtest reports its decisions with it.
+func Outcome(kind rules.ActionKind, v guard.Verdict) string {
 	switch v.Outcome {
 	case guard.Allow:
 		if kind == rules.Hold {
@@ -129,7 +130,7 @@ func (e *Engine) decide(ctx context.Context, ls *liveSets, set *rules.Set, mode 
 		return nil
 	}
 	rec := e.record(ls, set, mode, res, d, rule, ex, now)
-	rec.DecisionID, rec.Event, rec.Outcome, rec.Verdict = id, audit.EventDecided, outcome(d.Action.Kind, v), &v
+	rec.DecisionID, rec.Event, rec.Outcome, rec.Verdict = id, audit.EventDecided, Outcome(d.Action.Kind, v), &v
 	rec.Experiment = xs.ref
 	// Fenced: what an allow reserved stays reserved (never more promotions than the caps, only
 	// possibly fewer); see docs/hub-architecture.md.

@@ -49,8 +49,13 @@ type Options struct {
 	// from From less the longest feature max_age, and for its production (ingest.production) from
 	// the earliest of the last inventory counts before From.
 	Warmup time.Duration
-	// Reorder is the reorder window (DefaultReorder when 0).
+	// Reorder is the reorder window: inputs this far out of event-time order are applied in order.
+	// 0 is DefaultReorder unless NoReorder is set.
 	Reorder time.Duration
+	// NoReorder applies inputs with no reorder window (Reorder must be 0): each is applied once
+	// every stream still being read has reached its time, and one read after later ones is applied
+	// late, as the hub applies what arrives late.
+	NoReorder bool
 	// Out receives each decision once, in decision order (may be nil).
 	Out func(Decision)
 	// Log receives warnings (malformed messages); discarded when nil.
@@ -61,37 +66,29 @@ type Options struct {
 
 // Decision is one decision the rule version would have taken, with the guardrails' verdict.
 type Decision struct {
-	ID        string        `json:"decision_id"`
-	Time      time.Time     `json:"time"` // replay time of the evaluation (the event time that triggered it)
-	SKU       string        `json:"sku"`
-	Site      string        `json:"site"`
-	Channel   string        `json:"channel"`
-	Rule      string        `json:"rule"`
-	Version   string        `json:"rule_version"`
-	Action    rules.Action  `json:"action"`
-	Outcome   guard.Outcome `json:"outcome"` // allow, suppress, needs_approval, held_out
-	Guardrail string        `json:"guardrail,omitempty"`
-	Reason    string        `json:"reason,omitempty"`
+	ID      string       `json:"decision_id"`
+	Time    time.Time    `json:"time"` // replay time of the evaluation (the event time that triggered it)
+	SKU     string       `json:"sku"`
+	Site    string       `json:"site"`
+	Channel string       `json:"channel"`
+	Rule    string       `json:"rule"`
+	Version string       `json:"rule_version"`
+	Action  rules.Action `json:"action"`
+	// Outcome is what the decision log would record (decide.Outcome of the guard's verdict):
+	// audit.OutcomeFired (a promotion allowed), OutcomeHeld (a hold allowed), OutcomeSuppressed
+	// (Guardrail says which), OutcomeAwaitingApproval or OutcomeHeldOut.
+	Outcome   string `json:"outcome"`
+	Guardrail string `json:"guardrail,omitempty"`
+	Reason    string `json:"reason,omitempty"`
 }
 
-// OutcomeHeldOut is a decision its rule's experiment held out: eligible, deliberately not promoted
-// and not judged by the guardrails (the live engine records it held_out).
-const OutcomeHeldOut guard.Outcome = "held_out"
-
-// Verdict is the decision's outcome in words: allow, suppressed by <guardrail>, needs approval,
-// held out.
+// Verdict is the decision's outcome as printed: the decision log's outcome, with the guardrail of
+// a suppression (suppressed by cooldown).
 func (d Decision) Verdict() string {
-	switch d.Outcome {
-	case OutcomeHeldOut:
-		return "held out"
-	case guard.Allow:
-		return "allow"
-	case guard.NeedsApproval:
-		return "needs approval"
-	case guard.Suppress:
-		return "suppressed by " + d.Guardrail
+	if d.Outcome == audit.OutcomeSuppressed && d.Guardrail != "" {
+		return d.Outcome + " by " + d.Guardrail
 	}
-	return string(d.Outcome)
+	return d.Outcome
 }
 
 // InvalidProposal is a proposal the guard refused as malformed: what the engine logs of it.
@@ -139,9 +136,14 @@ type Summary struct {
 	// first MaxInvalidListed of them.
 	Invalid          int               `json:"invalid_proposals"`
 	InvalidProposals []InvalidProposal `json:"invalid,omitempty"`
-	ByOutcome        map[string]int    `json:"by_outcome"` // by Verdict()
-	ByRule           map[string]int    `json:"by_rule"`
-	ByChannel        map[string]int    `json:"by_channel"`
+	// ByOutcome counts the decisions by the decision log's outcome (Decision.Outcome), ByGuardrail
+	// the suppressions by guardrail.
+	ByOutcome   map[string]int `json:"by_outcome"`
+	ByGuardrail map[string]int `json:"by_guardrail"`
+	ByRule      map[string]int `json:"by_rule"`
+	ByChannel   map[string]int `json:"by_channel"`
+	// Reorder is the reorder window the inputs were applied in (Options.Reorder; nanoseconds in JSON).
+	Reorder time.Duration `json:"reorder_ns"`
 	// Warnings say what the replay lacked (a stream whose retention removed what it needs).
 	Warnings []string `json:"warnings,omitempty"`
 	// Wall is the wall time the replay took (nanoseconds in JSON).
@@ -202,7 +204,8 @@ func Run(ctx context.Context, o Options) (Summary, error) {
 		o: o, clk: clk, st: st, ev: decide.NewEvaluator(cfg.Decide, g, st, cfg.Features),
 		live:    &versions.Live{Change: audit.Change{Op: "backtest", Active: o.Rules.Version(), By: "backtest"}, Active: o.Rules},
 		decided: idsUntil{}, deferred: idsUntil{},
-		sum: Summary{From: o.From, To: o.To, ByOutcome: map[string]int{}, ByRule: map[string]int{}, ByChannel: map[string]int{}},
+		sum: Summary{From: o.From, To: o.To, ByOutcome: map[string]int{}, ByGuardrail: map[string]int{}, ByRule: map[string]int{},
+			ByChannel: map[string]int{}, Reorder: o.reorder()},
 	}
 	r.evaluate = r.judge(gd)
 	err = r.run(ctx, o.JS, log)
@@ -241,6 +244,9 @@ func (o *Options) check() error {
 	if o.Warmup < 0 || o.Reorder < 0 {
 		errs = append(errs, errors.New("warmup and reorder must not be negative"))
 	}
+	if o.NoReorder && o.Reorder != 0 {
+		errs = append(errs, fmt.Errorf("a reorder window of %s and none (NoReorder)", o.Reorder))
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("backtest: %w", errors.Join(errs...))
 	}
@@ -255,7 +261,7 @@ func (o *Options) warmup() time.Duration {
 }
 
 func (o *Options) reorder() time.Duration {
-	if o.Reorder > 0 {
+	if o.Reorder > 0 || o.NoReorder {
 		return o.Reorder
 	}
 	return DefaultReorder

@@ -90,14 +90,14 @@ func TestBacktestScriptedDay(t *testing.T) {
 		lines = append(lines, line(d))
 	}
 	want := []string{
-		"10:00:10 A retail hold-short hold allow",
-		"10:00:10 A web hold-short hold allow",
-		"11:00:00 A retail hold-short hold allow",
-		"11:00:00 A web hold-short hold allow",
-		"12:00:00 A retail hold-short hold allow", // the window ending 12:00:00 is still down
-		"12:00:00 A web hold-short hold allow",
-		"12:30:00 A retail promote-over promote allow",
-		"12:30:00 A web promote-over promote allow",
+		"10:00:10 A retail hold-short hold held",
+		"10:00:10 A web hold-short hold held",
+		"11:00:00 A retail hold-short hold held",
+		"11:00:00 A web hold-short hold held",
+		"12:00:00 A retail hold-short hold held", // the window ending 12:00:00 is still down
+		"12:00:00 A web hold-short hold held",
+		"12:30:00 A retail promote-over promote fired",
+		"12:30:00 A web promote-over promote fired",
 		"13:00:00 A retail promote-over promote suppressed by cooldown",
 		"13:00:00 A web promote-over promote suppressed by cooldown",
 	}
@@ -117,7 +117,8 @@ func TestBacktestScriptedDay(t *testing.T) {
 			t.Errorf("%s: action %+v", line(d), d.Action)
 		}
 	}
-	if sum.Decisions != 10 || sum.ByOutcome["allow"] != 8 || sum.ByOutcome["suppressed by cooldown"] != 2 ||
+	if sum.Decisions != 10 || sum.ByOutcome["held"] != 6 || sum.ByOutcome["fired"] != 2 || sum.ByOutcome["suppressed"] != 2 ||
+		sum.ByGuardrail["cooldown"] != 2 ||
 		sum.ByRule["hold-short"] != 6 || sum.ByChannel["web"] != 5 {
 		t.Errorf("summary %+v", sum)
 	}

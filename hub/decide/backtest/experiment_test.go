@@ -40,14 +40,14 @@ func TestBacktestHoldsOutAsLive(t *testing.T) {
 		}
 	}
 	want := []string{
-		"12:30:00 A retail promote-over promote allow",
-		"12:30:00 A web promote-over promote held out", // once, for the promotion's duration
+		"12:30:00 A retail promote-over promote fired",
+		"12:30:00 A web promote-over promote held_out", // once, for the promotion's duration
 		"13:00:00 A retail promote-over promote suppressed by cooldown",
 	}
 	if !slices.Equal(lines, want) {
 		t.Fatalf("decisions:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
 	}
-	if sum.ByOutcome["held out"] != 1 || sum.ByOutcome["allow"] != 7 {
+	if sum.ByOutcome["held_out"] != 1 || sum.ByOutcome["held"] != 6 || sum.ByOutcome["fired"] != 1 {
 		t.Errorf("summary by outcome %v", sum.ByOutcome)
 	}
 }

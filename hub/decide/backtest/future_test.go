@@ -56,14 +56,14 @@ func TestBacktestRefusesFutureInputs(t *testing.T) {
 				lines = append(lines, line(d))
 			}
 			want := []string{
-				"10:00:10 A retail hold-short hold allow",
-				"10:00:10 A web hold-short hold allow",
-				"11:00:00 A retail hold-short hold allow",
-				"11:00:00 A web hold-short hold allow",
-				"12:00:00 A retail hold-short hold allow",
-				"12:00:00 A web hold-short hold allow",
-				"12:30:00 A retail promote-over promote allow",
-				"12:30:00 A web promote-over promote allow",
+				"10:00:10 A retail hold-short hold held",
+				"10:00:10 A web hold-short hold held",
+				"11:00:00 A retail hold-short hold held",
+				"11:00:00 A web hold-short hold held",
+				"12:00:00 A retail hold-short hold held",
+				"12:00:00 A web hold-short hold held",
+				"12:30:00 A retail promote-over promote fired",
+				"12:30:00 A web promote-over promote fired",
 				"13:00:00 A retail promote-over promote suppressed by cooldown",
 				"13:00:00 A web promote-over promote suppressed by cooldown",
 			}

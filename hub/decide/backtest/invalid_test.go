@@ -30,7 +30,7 @@ rules:
 	if refused == 0 {
 		t.Fatal("the live engine refused no proposal: the test does not exercise guard.InputError")
 	}
-	if n := sum.ByOutcome["suppressed by proposal"]; n != 0 || sum.Decisions != sum.ByRule["promote-running"] {
+	if n := sum.ByGuardrail["proposal"]; n != 0 || sum.Decisions != sum.ByRule["promote-running"] {
 		t.Errorf("backtest outcomes %v: %d refusals counted as suppressions", sum.ByOutcome, n)
 	}
 	if sum.Invalid != refused || len(sum.InvalidProposals) != refused {

@@ -53,8 +53,9 @@ func poll(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// verdictOf is what two runs must agree on for one decision.
-func verdictOf(id string, o guard.Outcome, g string) string { return id + " " + string(o) + " " + g }
+// verdictOf is what two runs must agree on for one decision: its id, its outcome as the decision
+// log records it, and the guardrail.
+func verdictOf(id, outcome, g string) string { return id + " " + outcome + " " + g }
 
 // The same history through the live decide.Engine (its own guard, outbox and decision log on
 // another server, the replay clock as its clock) decides the same decision ids with the same
@@ -200,13 +201,13 @@ func sameAsLiveOn(t *testing.T, graphYAML string, set *rules.Set) (Summary, *log
 			deferred[rec.DecisionID] = true
 		}
 		if rec.Event == audit.EventDecided && rec.Outcome == audit.OutcomeHeldOut {
-			eg = append(eg, verdictOf(rec.DecisionID, OutcomeHeldOut, ""))
+			eg = append(eg, verdictOf(rec.DecisionID, rec.Outcome, ""))
 			continue
 		}
 		if rec.Event != audit.EventDecided || rec.Verdict == nil {
 			continue
 		}
-		eg = append(eg, verdictOf(rec.DecisionID, rec.Verdict.Outcome, rec.Verdict.Guardrail))
+		eg = append(eg, verdictOf(rec.DecisionID, rec.Outcome, rec.Verdict.Guardrail))
 	}
 	slices.Sort(bt)
 	slices.Sort(eg)

@@ -104,7 +104,7 @@ func TestBacktestPositionCountsProductionSinceTheCount(t *testing.T) {
 		t.Errorf("position of A at s1 at the end %v, want %v (the count, the production since, the sale since)", pos, want)
 	}
 	// Promoted at From; the next hour's decision, if the span reaches it, meets the cooldown.
-	want := from.Format("15:04:05") + " A web promote-stock promote allow"
+	want := from.Format("15:04:05") + " A web promote-stock promote fired"
 	if len(got) == 0 || got[0] != want || len(got) > 2 || len(got) == 2 && !strings.HasSuffix(got[1], "suppressed by cooldown") {
 		t.Fatalf("decisions %q, want [%s] and at most a later one suppressed by cooldown (summary %+v)", got, want, sum)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/gemba-io/gemba/hub/audit"
 	"github.com/gemba-io/gemba/hub/decide"
 	"github.com/gemba-io/gemba/hub/decide/experiment"
 	"github.com/gemba-io/gemba/hub/decide/guard"
@@ -461,7 +462,7 @@ func (r *replay) judge(g *guard.Guard) func(context.Context, []decide.Unit, time
 				if held {
 					// As the engine: in the rule's holdout, recorded and never judged nor acted
 					// on (no cap or cooldown used up).
-					d.Outcome = OutcomeHeldOut
+					d.Outcome = audit.OutcomeHeldOut
 				} else {
 					v, err = g.Check(ctx, p)
 				}
@@ -481,14 +482,18 @@ func (r *replay) judge(g *guard.Guard) func(context.Context, []decide.Unit, time
 				case err != nil:
 					return fmt.Errorf("backtest: guard: %w", err)
 				default:
-					d.Outcome, d.Guardrail, d.Reason = v.Outcome, v.Guardrail, v.Reason
+					// As the engine records it (fired, held, suppressed, awaiting_approval).
+					d.Outcome, d.Guardrail, d.Reason = decide.Outcome(d.Action.Kind, v), v.Guardrail, v.Reason
 					if v.Outcome == guard.NeedsApproval {
 						r.waitUntil[wkey] = now.Add(r.o.Config.Guard.Approval.TTL)
 					}
 				}
 				r.decided[p.ID] = until
 				r.sum.Decisions++
-				r.sum.ByOutcome[d.Verdict()]++
+				r.sum.ByOutcome[d.Outcome]++
+				if d.Outcome == audit.OutcomeSuppressed {
+					r.sum.ByGuardrail[d.Guardrail]++
+				}
 				r.sum.ByRule[d.Rule]++
 				r.sum.ByChannel[d.Channel]++
 				if r.o.Out != nil {

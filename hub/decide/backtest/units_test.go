@@ -51,7 +51,7 @@ rules:
 		lines = append(lines, line(d)+" "+d.Site)
 	}
 	want := []string{
-		"09:30:00 A web promote-dc promote allow w2",
+		"09:30:00 A web promote-dc promote fired w2",
 		"10:00:00 A web promote-dc promote suppressed by cooldown w2",
 		"11:00:00 A web promote-dc promote suppressed by cooldown w2",
 		"12:00:00 A web promote-dc promote suppressed by cooldown w2",

@@ -101,6 +101,11 @@ func NewIndex(s *Set) *Index {
 	return ix
 }
 
+// Has reports whether the set forecasts sku at site: whether a series of it was fitted (Cover
+// answers for it). A SKU × site whose every series failed has none: the hub's cover falls back to
+// the inventory's own moving average, and its failed series' fallbacks are not used.
+func (ix *Index) Has(sku, site string) bool { return ix.by[[2]string{sku, site}] != nil }
+
 // Cover is what a model set says about a SKU × site's stock.
 type Cover struct {
 	Version string            `json:"version"`

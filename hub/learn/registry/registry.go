@@ -94,7 +94,10 @@ type Meta struct {
 	Failed   int       `json:"failed"`
 	MASE     float64   `json:"mase"`
 	Baseline float64   `json:"baseline_mase"`
-	Size     uint64    `json:"size"`
+	// Backtested is how many series MASE and Baseline average over: 0 when none was long enough
+	// to backtest (the two are then no score), -1 for a set stored before it was recorded.
+	Backtested int    `json:"backtested"`
+	Size       uint64 `json:"size"`
 }
 
 // Registry stores sets and changes the pointers. Safe for concurrent use.
@@ -213,6 +216,7 @@ func (r *Registry) Store(ctx context.Context, s *Set) (string, error) {
 		"from": s.From.Format(time.RFC3339), "to": s.To.Format(time.RFC3339),
 		"series": strconv.Itoa(sum.Series), "failed": strconv.Itoa(sum.Failed),
 		"mase": strconv.FormatFloat(sum.MeanMASE, 'g', 6, 64), "baseline_mase": strconv.FormatFloat(sum.MeanBaseline, 'g', 6, 64),
+		"backtested": strconv.Itoa(sum.Backtested),
 	}
 	meta := jetstream.ObjectMeta{Name: v, Metadata: md,
 		Description: fmt.Sprintf("%d series, data %s to %s", sum.Series, day(s.From), day(s.To))}
@@ -255,6 +259,10 @@ func (r *Registry) List(ctx context.Context) ([]Meta, error) {
 		m.Failed, _ = strconv.Atoi(md["failed"])
 		m.MASE, _ = strconv.ParseFloat(md["mase"], 64)
 		m.Baseline, _ = strconv.ParseFloat(md["baseline_mase"], 64)
+		m.Backtested = -1
+		if b, ok := md["backtested"]; ok {
+			m.Backtested, _ = strconv.Atoi(b)
+		}
 		if m.Created.IsZero() {
 			m.Created = in.ModTime
 		}
