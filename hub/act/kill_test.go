@@ -51,6 +51,8 @@ func (k *killGuard) DeadLettered(ctx context.Context, a Action, _ string) error 
 	return k.g.Release(ctx, a.DecisionID)
 }
 
+func (k *killGuard) Reacquired(context.Context, Action, time.Time) error { return nil }
+
 func (k *killGuard) Reacquire(ctx context.Context, a Action) error {
 	v, err := k.g.Reacquire(ctx, a.DecisionID)
 	if err == nil && v.Outcome != guard.Allow {

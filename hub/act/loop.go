@@ -308,6 +308,9 @@ func (o *Outbox) try(ctx context.Context, k string) {
 	if rec.Owner != "" && rec.Owner != o.cfg.Owner {
 		o.log.Warn("taking over an expired lease", "decision", rec.Action.DecisionID, "from", rec.Owner)
 	}
+	if rec.Owner != "" && rec.State == Pending && rec.Phase == EventStart && !rec.Published {
+		rec.MaybeOut = true // its last attempt stopped part way: maybe after its publish
+	}
 	rec.Owner, rec.LeaseUntil = o.cfg.Owner, now.Add(o.cfg.Lease)
 	rev, err = o.write(ctx, k, rec, rev)
 	if err != nil {
@@ -352,14 +355,24 @@ func (o *Outbox) deliver(ctx context.Context, k string, rec Record, rev uint64) 
 		rev = r
 		return nil
 	}
-	if rec.State == Dead {
-		if rec.GiveBack {
-			return o.giveBack(ctx, &rec, mark) // dead before any of it went out
+	if !rec.Reacquired.IsZero() && !rec.ReacquireLogged {
+		// Before anything else of the replay (a give-back again included): the decision log
+		// says in order that it was released, then reserved again.
+		if err := o.logReacquired(ctx, &rec, mark); err != nil {
+			return err
 		}
+	}
+	if rec.GiveBack {
+		return o.giveBack(ctx, &rec, mark) // dead, or expired, before any of it went out
+	}
+	if rec.State == Dead {
 		return o.deadEnd(ctx, &rec, mark) // only a dead record's NATS end is ever due
 	}
 	if rec.Killed != "" && rec.Phase == EventStart {
 		return o.finishCancel(ctx, &rec, mark) // the switch stopped it before anything went out
+	}
+	if now := o.cfg.now(); rec.Action.Kind == Promote && !rec.wentOut() && !now.Before(rec.Action.End) {
+		return o.expire(ctx, &rec, mark, now) // its end passed before any of it went out
 	}
 	if _, ok := o.cfg.Channels[rec.Action.Channel]; !ok {
 		// The channel left the config after the action was enqueued: nowhere to deliver it.
@@ -397,6 +410,9 @@ func (o *Outbox) deliver(ctx context.Context, k string, rec Record, rev uint64) 
 			}
 			// Not counted as a webhook attempt: NATS being away is not the receiver's failure.
 			rec.LastError = err.Error()
+			if rec.Phase == EventStart && !refused(err) {
+				rec.MaybeOut = true // no answer: it may have been stored all the same
+			}
 			rec.Owner, rec.LeaseUntil, rec.NextAt = "", time.Time{}, o.cfg.now().Add(o.cfg.Retry.Initial)
 			_ = mark()
 			o.checkStream(ctx, err)
@@ -414,7 +430,7 @@ func (o *Outbox) deliver(ctx context.Context, k string, rec Record, rev uint64) 
 		}
 	}
 	// The end of a promotion the kill switch stopped part way goes only where its start went: NATS.
-	if hook := o.cfg.Channels[rec.Action.Channel].Webhook; hook != nil && !rec.Hooked && !(rec.Phase == EventEnd && rec.Killed != "") {
+	if hook := o.cfg.Channels[rec.Action.Channel].Webhook; hook != nil && !rec.Hooked && !(rec.Phase == EventEnd && (rec.Killed != "" || rec.NATSOnly)) {
 		if stopped, err := o.stopStart(ctx, &rec, mark); stopped || err != nil {
 			return err
 		}

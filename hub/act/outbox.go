@@ -31,8 +31,10 @@ const (
 	// succeed; Replay re-queues it. A promotion dead before any of it went out gives back what it
 	// reserved in the guard (GiveBack), and its replay reserves again first.
 	Dead State = "dead"
-	// Cancelled: never delivered, by Cancel or by the kill switch (its decision was given back to
-	// the guard); the record keeps the decision id so that a late Enqueue of it is a no-op.
+	// Cancelled: never delivered, by Cancel or by the kill switch, or a promotion whose end passed
+	// before any of its start went out (LastError "expired: …"; GiveBack until a loop gave its
+	// reservations back); its decision was given back to the guard. The record keeps the decision
+	// id so that a late Enqueue of it is a no-op.
 	Cancelled State = "cancelled"
 )
 
@@ -72,20 +74,29 @@ type Record struct {
 	// NATS end, at NextAt (the promotion's end); EndPublished says that end has its PubAck.
 	EndDue       bool `json:"end_due,omitempty"`
 	EndPublished bool `json:"end_published,omitempty"`
-	// GiveBack: a promotion dead-lettered before any of it went out (see wentOut), whose
-	// reservations a loop is still to give back to the guard (Guard.DeadLettered); GivenBack is
-	// when that was done. A Replay of either reserves again first (Guard.Reacquire).
+	// GiveBack: a promotion dead-lettered (or cancelled as expired) before any of it went out
+	// (see wentOut), whose reservations a loop is still to give back to the guard
+	// (Guard.DeadLettered); GivenBack is when that was done. A Replay of either reserves again
+	// first (Guard.Reacquire).
 	GiveBack  bool      `json:"give_back,omitempty"`
 	GivenBack time.Time `json:"given_back,omitzero"`
 	// Reacquired is when a Replay reserved again what the record had given back (the decision log's
-	// released record predates it: the decision is allowed again).
-	Reacquired time.Time `json:"reacquired,omitzero"`
+	// released record predates it: the decision is allowed again). ReacquireLogged: a loop had the
+	// Guard record it on the decision log (Guard.Reacquired), before anything else of the replay.
+	Reacquired      time.Time `json:"reacquired,omitzero"`
+	ReacquireLogged bool      `json:"reacquire_logged,omitempty"`
+	// MaybeOut: the start's NATS message may be on the stream though not marked published (an
+	// attempt of it stopped part way and was taken over, or a publish got no answer). Should its
+	// end pass before it is known to have gone out, its NATS end goes out all the same (NATSOnly:
+	// its end goes to NATS alone) and it keeps its reservations, rather than being cancelled unseen.
+	MaybeOut bool `json:"maybe_out,omitempty"`
+	NATSOnly bool `json:"nats_only,omitempty"`
 }
 
 // active reports whether a loop has something to do with the record: a pending phase, or the
 // NATS end of a dead-lettered promotion, or giving back what a dead letter holds.
 func (r *Record) active() bool {
-	return r.State == Pending || r.State == Dead && (r.EndDue || r.GiveBack)
+	return r.State == Pending || r.State == Dead && (r.EndDue || r.GiveBack) || r.State == Cancelled && r.GiveBack
 }
 
 // wentOut reports whether any part of the action was delivered: its start's NATS message (a
@@ -153,6 +164,11 @@ type Guard interface {
 	// ErrRefused names the guardrail that refuses it now. Idempotent: a decision that holds its
 	// reservations already is left as it is.
 	Reacquire(ctx context.Context, a Action) error
+	// Reacquired records on the decision log that a Replay reserved the decision again at `at`
+	// (Reacquire ran where the Replay did, which may have no decision log: the CLI). The loop
+	// calls it before it delivers anything of the replayed record, again after a failure or a
+	// crash, so it must be idempotent.
+	Reacquired(ctx context.Context, a Action, at time.Time) error
 }
 
 // EndMark is the last throw of the kill switch with end_live: every promotion whose start went out
@@ -355,6 +371,11 @@ var ErrNotDead = errors.New("not dead-lettered")
 // ErrKilled is returned by Replay while the kill switch is thrown.
 var ErrKilled = errors.New("the kill switch is thrown")
 
+// ErrPermanent is wrapped by an error of the Guard that no retry can change (the guard does not
+// know the decision id, or the decision is not in a state the call takes): the loop records it on
+// the outbox record, logs it once and leaves the record final instead of retrying.
+var ErrPermanent = errors.New("refused by the guard whatever the retry")
+
 // ErrRefused is returned by Replay when the guard refuses, as of now, to reserve again what a
 // promotion dead-lettered before any of it went out gave back; the error names the guardrail.
 var ErrRefused = errors.New("refused by the guard")
@@ -400,7 +421,7 @@ func (o *Outbox) Replay(ctx context.Context, decisionID string) error {
 			if err := o.guard.Reacquire(ctx, rec.Action); err != nil {
 				return fmt.Errorf("replay %q: reserve again what it gave back when it was dead-lettered: %w", decisionID, err)
 			}
-			rec.GiveBack, rec.GivenBack, rec.Reacquired = false, time.Time{}, o.cfg.now()
+			rec.GiveBack, rec.GivenBack, rec.Reacquired, rec.ReacquireLogged = false, time.Time{}, o.cfg.now(), false
 		}
 		now := o.cfg.now()
 		rec.State, rec.Attempts, rec.FirstAt, rec.NextAt, rec.Owner, rec.LeaseUntil = Pending, 0, now, now, "", time.Time{}
@@ -474,7 +495,7 @@ func (o *Outbox) Sweep(ctx context.Context, retention time.Duration) (int, error
 	removed := 0
 	for _, k := range ks {
 		rec, rev, err := o.read(ctx, k)
-		if err != nil || rec.State != Done && rec.State != Cancelled || rec.DoneAt.IsZero() || rec.DoneAt.After(cut) {
+		if err != nil || rec.State != Done && rec.State != Cancelled || rec.GiveBack || rec.DoneAt.IsZero() || rec.DoneAt.After(cut) {
 			continue
 		}
 		if err := o.kv.Delete(ctx, k, jetstream.LastRevision(rev)); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -249,26 +250,34 @@ func TestPromotionEnded(t *testing.T) {
 	testutil.WaitFor(t, time.Second, "nothing pending", func() bool { ids, _ := o.DeadLetters(context.Background()); return len(ids) == 0 })
 }
 
-// The end of a promotion becomes due when its start has been delivered, not before: a start
-// delivered after the promotion's end (retried or replayed for longer than the promotion lasted)
-// leaves its end the full max_age of retries, rather than one attempt and a dead letter because
-// the end time itself lies more than max_age ago.
+// The end of a promotion becomes due when its start has been delivered, not before: a start whose
+// NATS message went out before the promotion's end and whose webhook answered only after it (retried
+// for longer than the promotion lasted) leaves its end the full max_age of retries, rather than one
+// attempt and a dead letter because the end time itself lies more than max_age ago. (A start none of
+// which went out by its end is not started at all: TestStartAfterItsEndNotDelivered.)
 func TestPromotionEndDeliveredLateKeepsItsRetries(t *testing.T) {
 	n := natstest.JetStream(t)
-	a := promo("rs3:overstock:sku-3:web:2026-12-05T10", "web", time.Now().Add(-2*time.Hour))
-	a.Start = time.Now().Add(-3 * time.Hour)
+	a := promo("rs3:overstock:sku-3:web:2026-12-05T10", "web", time.Now().Add(time.Hour))
+	var late atomic.Int64 // how far the loop's clock is ahead
 	rcv := newReceiver(t, func(_ int, id string) (int, http.Header, time.Duration) {
-		if id == a.DecisionID+":end" {
+		if id == a.DecisionID+":end" || late.Load() == 0 {
 			return http.StatusServiceUnavailable, nil, 0
 		}
 		return http.StatusOK, nil, 0
 	})
 	_, js := connect(t, n)
-	o := open(t, js, testConfig(rcv.srv.URL)) // max_age 1h
+	cfg := testConfig(rcv.srv.URL) // max_age 1h
+	cfg.Now = func() time.Time { return time.Now().Add(time.Duration(late.Load())) }
+	o := open(t, js, cfg)
 	run(t, o)
 	if _, err := o.Enqueue(context.Background(), a); err != nil {
 		t.Fatal(err)
 	}
+	testutil.WaitFor(t, 10*time.Second, "the NATS start out, its webhook failing", func() bool {
+		rec, _ := o.Get(context.Background(), a.DecisionID)
+		return rec.Phase == EventStart && rec.Published && rec.Attempts >= 1
+	})
+	late.Store(int64(2 * time.Hour)) // its webhook answers once the promotion's end is an hour past
 	var rec Record
 	testutil.WaitFor(t, 10*time.Second, "a failed attempt of the end", func() bool {
 		rec, _ = o.Get(context.Background(), a.DecisionID)
@@ -276,6 +285,9 @@ func TestPromotionEndDeliveredLateKeepsItsRetries(t *testing.T) {
 	})
 	if rec.State != Pending {
 		t.Errorf("end after one failed attempt: %+v; want pending, retried (its phase became due just now)", rec)
+	}
+	if rcv.count(a.DecisionID) != 1 {
+		t.Errorf("webhook receipts %v, want the start once", rcv.got)
 	}
 }
 

@@ -65,7 +65,14 @@ func (o *Outbox) finishCancel(ctx context.Context, rec *Record, mark func() erro
 	id := rec.Action.DecisionID
 	now := o.cfg.now()
 	if o.guard != nil {
-		if err := o.guard.Cancelled(ctx, rec.Action, rec.Killed); err != nil {
+		if err := o.guard.Cancelled(ctx, rec.Action, rec.Killed); errors.Is(err, ErrPermanent) {
+			// No retry can give it back: cancelled all the same (nothing goes out), the guard's
+			// refusal on the record and logged, once.
+			rec.State, rec.DoneAt, rec.LastError = Cancelled, now, rec.Killed+"; its reservations were not given back: "+err.Error()
+			rec.Owner, rec.LeaseUntil = "", time.Time{}
+			o.log.Error("action cancelled by the kill switch; the guard refuses to give back what it holds", "decision", id, "err", err)
+			return mark()
+		} else if err != nil {
 			err = fmt.Errorf("%s: give back what the cancelled action holds: %w", id, err)
 			rec.LastError = rec.Killed + "; " + err.Error()
 			rec.Owner, rec.LeaseUntil, rec.NextAt = "", time.Time{}, now.Add(o.cfg.Retry.Initial)
@@ -100,31 +107,92 @@ func (o *Outbox) deadLetter(rec *Record, why string) {
 	o.log.Error("action dead-lettered", "decision", rec.Action.DecisionID, "id", rec.msgID(), "attempts", rec.Attempts, "err", why)
 }
 
-// giveBack gives back to the guard what a promotion dead-lettered before any of it went out
-// holds (its daily caps and cooldown), so that a promotion that never ran spends none of them. The
-// record stays dead, marked given back: a Replay reserves again first. Any loop may do it (under
-// its claim); after a failure or a crash it is done again (Guard.DeadLettered is idempotent).
+// giveBack gives back to the guard what a promotion dead-lettered (or expired) before any of it
+// went out holds (its daily caps and cooldown), so that a promotion that never ran spends none of
+// them. The record stays dead (or cancelled), marked given back: a Replay of a dead one reserves
+// again first. Any loop may do it (under its claim); after a failure or a crash it is done again
+// (Guard.DeadLettered is idempotent). A refusal no retry can change (ErrPermanent) is final: the
+// record keeps what the guard said, and no longer gives back.
 func (o *Outbox) giveBack(ctx context.Context, rec *Record, mark func() error) error {
 	id := rec.Action.DecisionID
+	what, why := "dead-lettered", "dead-lettered ("+rec.LastError+")"
+	if rec.State == Cancelled {
+		what, why = "not started", rec.LastError
+	}
 	rec.Owner, rec.LeaseUntil = "", time.Time{}
 	if o.guard == nil {
-		o.log.Error("promotion dead-lettered before any of it went out, with no guard to give back to: its reservations stay", "decision", id)
+		o.log.Error("promotion "+what+" before any of it went out, with no guard to give back to: its reservations stay", "decision", id)
 		rec.GiveBack = false
 		return mark()
 	}
 	// Within the claim: a call still running once another loop could take the record over (and a
 	// replay reserve again) would give back what the replay reserved.
 	gctx, cancel := context.WithTimeout(ctx, o.cfg.Lease/3)
-	err := o.guard.DeadLettered(gctx, rec.Action, "dead-lettered ("+rec.LastError+")")
+	err := o.guard.DeadLettered(gctx, rec.Action, why)
 	cancel()
+	if errors.Is(err, ErrPermanent) {
+		rec.GiveBack = false
+		rec.LastError += "; its reservations were not given back: " + err.Error()
+		o.log.Error("promotion "+what+" before any of it went out; the guard refuses to give back what it holds", "decision", id, "err", err)
+		return mark()
+	}
 	if err != nil {
 		rec.NextAt = o.cfg.now().Add(o.cfg.Retry.Initial)
 		_ = mark()
-		return fmt.Errorf("%s: give back what the dead-lettered promotion holds: %w", id, err)
+		return fmt.Errorf("%s: give back what the %s promotion holds: %w", id, what, err)
 	}
 	rec.GiveBack, rec.GivenBack = false, o.cfg.now()
-	o.log.Warn("promotion dead-lettered before any of it went out: its caps and cooldown given back", "decision", id)
+	o.log.Warn("promotion "+what+" before any of it went out: its caps and cooldown given back", "decision", id)
 	return mark()
+}
+
+// logReacquired has the guard record on the decision log that a replay reserved the record's
+// decision again; the mark goes with the attempt's next one. A failure sends nothing now and is
+// retried; a refusal no retry changes (ErrPermanent) is logged once and the delivery goes on.
+func (o *Outbox) logReacquired(ctx context.Context, rec *Record, mark func() error) error {
+	if o.guard != nil {
+		err := o.guard.Reacquired(ctx, rec.Action, rec.Reacquired)
+		if errors.Is(err, ErrPermanent) {
+			o.log.Error("replay reserved again, not recorded on the decision log", "decision", rec.Action.DecisionID, "err", err)
+		} else if err != nil {
+			err = fmt.Errorf("%s: record its reservations taken again for its replay: %w", rec.Action.DecisionID, err)
+			rec.LastError = err.Error()
+			rec.Owner, rec.LeaseUntil, rec.NextAt = "", time.Time{}, o.cfg.now().Add(o.cfg.Retry.Initial)
+			_ = mark()
+			return err
+		}
+	}
+	rec.ReacquireLogged = true
+	return nil
+}
+
+// expire cancels for good a promotion whose end passed before any of it went out (NATS refused its
+// start until then, or no loop ran): started now, it would run a promotion nobody decided for now.
+// The commitment is written first, under the claim (a loop taking it over, whatever its clock,
+// only gives back); then what it reserved is given back as for a dead letter (giveBack). One whose
+// NATS start may have gone out unmarked (MaybeOut) is ended on NATS instead, keeping what it holds.
+func (o *Outbox) expire(ctx context.Context, rec *Record, mark func() error, now time.Time) error {
+	why := fmt.Sprintf("expired: its end %s had passed when its start could go out (due since %s)",
+		rec.Action.End.UTC().Format(time.RFC3339), rec.FirstAt.UTC().Format(time.RFC3339))
+	if rec.LastError != "" {
+		why += "; last error: " + rec.LastError
+	}
+	if rec.MaybeOut {
+		// Its NATS start may be on the stream: ended there at once, as a start the kill switch
+		// stopped part way; the webhook never got the start and gets nothing. It may have acted:
+		// its reservations stay.
+		rec.Phase, rec.Published, rec.Hooked, rec.Attempts, rec.NATSOnly = EventEnd, false, false, 0, true
+		rec.FirstAt, rec.NextAt, rec.Owner, rec.LeaseUntil = now, now, "", time.Time{}
+		rec.LastError = why + "; its NATS start may have gone out unmarked (an attempt stopped part way, or a publish got no answer): its NATS end goes out, the webhook gets nothing"
+		o.log.Warn("promotion past its end, its NATS start maybe out: ended on NATS", "decision", rec.Action.DecisionID, "end", rec.Action.End)
+		return mark()
+	}
+	rec.State, rec.DoneAt, rec.LastError, rec.GiveBack, rec.NextAt = Cancelled, now, why, true, now
+	o.log.Warn("promotion not started: its end passed before its start could go out", "decision", rec.Action.DecisionID, "end", rec.Action.End)
+	if err := mark(); err != nil {
+		return err
+	}
+	return o.giveBack(ctx, rec, mark)
 }
 
 // deadEnd publishes the NATS end of a promotion dead-lettered after its NATS start went out and
@@ -196,6 +264,15 @@ func (o *Outbox) permanent(ctx context.Context, subj string, err error) string {
 		return ""
 	}
 	return fmt.Sprintf("stream %s does not take %s (its subjects: %s)", o.cfg.Stream, subj, strings.Join(subs, " "))
+}
+
+// refused reports whether a publish error says the message was not stored (the server or the
+// stream answered no, or nothing listened); any other (a timeout, a lost connection) leaves it
+// unknown.
+func refused(err error) bool {
+	var api *jetstream.APIError
+	return errors.As(err, &api) || errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, nats.ErrMaxPayload)
 }
 
 // subjectMatch reports whether subject subj matches pattern (tokens, '*' one, '>' the rest).

@@ -231,7 +231,9 @@ func explainDelivery(p func(string, ...any), d *act.Record) {
 	if d.EndedEarly != "" {
 		p("  %s", d.EndedEarly)
 	}
-	if !d.GivenBack.IsZero() {
+	if !d.GivenBack.IsZero() && d.State == act.Cancelled {
+		p("  never started: its caps and cooldown given back at %s", stamp(d.GivenBack))
+	} else if !d.GivenBack.IsZero() {
 		p("  dead before any of it went out: its caps and cooldown given back at %s (a replay reserves them again first)", stamp(d.GivenBack))
 	}
 	if !d.Reacquired.IsZero() {

@@ -22,6 +22,9 @@ const (
 	EventRejected = "rejected"
 	EventExpired  = "expired"
 	EventReleased = "released"
+	// EventReacquired: a released decision whose delivery was dead-lettered before any of it went
+	// out, reserved again for the replay of that dead letter (outcome fired, or held): it acts again.
+	EventReacquired = "reacquired"
 	// EventDeferred: not decided yet, because an input could not be used (stale, partial,
 	// historical, bad quality, drifting); the decision is made once they can, in the same bucket.
 	EventDeferred = "deferred"
@@ -29,12 +32,17 @@ const (
 
 // key tells a decision's records apart: the event, and from the second decision of the id on (a
 // suppression by the kill switch is decided again once the switch is reset; guard.Verdict.Round)
-// its round. The decision log deduplicates on it (Nats-Msg-Id, History).
+// its round, and the replays of its dead-lettered delivery that reserved it again before it
+// (Record.Replay). The decision log deduplicates on it (Nats-Msg-Id, History).
 func (r *Record) key() string {
+	k := r.Event
 	if r.Verdict != nil && r.Verdict.Round > 0 {
-		return r.Event + ":" + strconv.Itoa(r.Verdict.Round)
+		k += ":" + strconv.Itoa(r.Verdict.Round)
 	}
-	return r.Event
+	if r.Replay > 0 {
+		k += ":replay" + strconv.Itoa(r.Replay)
+	}
+	return k
 }
 
 // Outcomes of a record.
@@ -234,13 +242,17 @@ type Record struct {
 	Arm          string          `json:"arm,omitempty"`
 	Experiment   *ExperimentRef  `json:"experiment,omitempty"`
 	Note         string          `json:"note,omitempty"`
+	// Replay counts, on a released or reacquired record, the reacquired (released) records before
+	// it: a delivery dead-lettered, replayed and dead-lettered again is released and reserved again
+	// more than once, each a record of its own.
+	Replay int `json:"replay,omitempty"`
 
 	// Seq is the record's stream sequence, filled on read.
 	Seq uint64 `json:"seq,omitempty"`
 }
 
 var (
-	events   = map[string]bool{EventDecided: true, EventApproved: true, EventRejected: true, EventExpired: true, EventReleased: true, EventDeferred: true}
+	events   = map[string]bool{EventDecided: true, EventApproved: true, EventRejected: true, EventExpired: true, EventReleased: true, EventDeferred: true, EventReacquired: true}
 	outcomes = map[string]bool{OutcomeFired: true, OutcomeHeld: true, OutcomeSuppressed: true, OutcomeAwaitingApproval: true,
 		OutcomeRejected: true, OutcomeExpired: true, OutcomeReleased: true, OutcomeShadow: true, OutcomeHeldOut: true}
 	modes = map[string]bool{ModeActive: true, ModeCanary: true, ModeShadow: true}

@@ -79,6 +79,37 @@ func (d DeliveryGuard) Reacquire(ctx context.Context, a act.Action) error {
 	return nil
 }
 
+// Reacquired implements act.Guard: a reacquired record on the decision log (outcome fired, or held),
+// the verdict the decision acted under allowed again as of at. Idempotent: deduplicated on the
+// decision id, event and how many times it was released before (Record.Replay).
+func (d DeliveryGuard) Reacquired(ctx context.Context, a act.Action, at time.Time) error {
+	if d.Audit == nil {
+		return nil
+	}
+	r, recs, err := d.base(ctx, a)
+	if err != nil {
+		return err
+	}
+	r.Event, r.Outcome = audit.EventReacquired, audit.OutcomeFired
+	if a.Kind == act.Hold {
+		r.Outcome = audit.OutcomeHeld
+	}
+	for _, x := range recs {
+		if x.Event == audit.EventReleased {
+			r.Replay++ // the n-th release is answered by the n-th reacquire
+		}
+	}
+	r.Verdict.Outcome, r.Verdict.Guardrail = guard.Allow, ""
+	r.Verdict.ActionTime, r.Verdict.Reason = at.UTC(), "reserved again, as of then, for the replay of its dead-lettered delivery"
+	r.Note = fmt.Sprintf("released when its delivery was dead-lettered before any of it went out; reserved again at %s "+
+		"(kill switch, discount, cooldown and that day's caps checked again) for its replay: allowed again, to be delivered",
+		at.UTC().Format(time.RFC3339))
+	if _, err := d.Audit.Append(ctx, r); err != nil {
+		return fmt.Errorf("decision %s: %w", a.DecisionID, err)
+	}
+	return nil
+}
+
 // giveBack records the decision released on the log (stopped by guardrail, "" for none, because
 // of why), then has the guard give back what it holds.
 func (d DeliveryGuard) giveBack(ctx context.Context, a act.Action, guardrail, why string) error {
@@ -88,33 +119,59 @@ func (d DeliveryGuard) giveBack(ctx context.Context, a act.Action, guardrail, wh
 		}
 	}
 	err := d.Guard.Release(ctx, a.DecisionID)
-	if errors.Is(err, guard.ErrNotFound) {
+	switch {
+	case errors.Is(err, guard.ErrNotFound):
 		return nil // nothing reserved under this id (its record swept, or never the guard's)
+	case errors.Is(err, guard.ErrState), errors.Is(err, guard.ErrInvalid):
+		return fmt.Errorf("%w: %w", act.ErrPermanent, err) // no retry changes it
 	}
 	return err
 }
 
 func (d DeliveryGuard) record(ctx context.Context, a act.Action, guardrail, why string) error {
+	r, recs, err := d.base(ctx, a)
+	if err != nil {
+		return err
+	}
+	r.Event, r.Outcome = audit.EventReleased, audit.OutcomeReleased
+	r.Note = "allowed, but its start was " + why + " before any of it went out: never acted; caps and cooldown given back"
+	for _, x := range recs {
+		if x.Event == audit.EventReacquired {
+			r.Replay++ // released again after a replay reserved it again: a record of its own
+		}
+	}
+	r.Verdict.Outcome, r.Verdict.Guardrail, r.Verdict.Reason = guard.Released, guardrail, why
+	if _, err := d.Audit.Append(ctx, r); err != nil {
+		return fmt.Errorf("decision %s: %w", a.DecisionID, err)
+	}
+	return nil
+}
+
+// base is a record of a later event of a's decision (event and outcome to fill), with the verdict
+// the decision acted under (decided or approved; its copy, to change), and the decision's records.
+func (d DeliveryGuard) base(ctx context.Context, a act.Action) (audit.Record, []audit.Record, error) {
+	if !audit.ValidID(a.DecisionID) {
+		return audit.Record{}, nil, fmt.Errorf("%w: decision id %q is not one the decision log takes", act.ErrPermanent, a.DecisionID)
+	}
 	recs, err := d.Audit.History(ctx, a.DecisionID)
 	if err != nil {
-		return fmt.Errorf("decision %s: %w", a.DecisionID, err)
+		return audit.Record{}, nil, fmt.Errorf("decision %s: %w", a.DecisionID, err)
 	}
 	now := time.Now
 	if d.Now != nil {
 		now = d.Now
 	}
 	r := audit.Record{
-		DecisionID: a.DecisionID, Event: audit.EventReleased, Outcome: audit.OutcomeReleased, Mode: audit.ModeActive,
+		DecisionID: a.DecisionID, Mode: audit.ModeActive,
 		Time: now().UTC(), Replica: d.Replica, RuleSet: audit.RuleSetRef{Version: a.RuleSetVersion}, Rule: audit.RuleRef{Name: a.Rule},
 		SKU: a.SKU, Site: a.Site, Channel: a.Channel,
-		Note: "allowed, but its start was " + why + " before any of it went out: never acted; caps and cooldown given back",
 	}
 	r.Action.Kind, r.Action.Channels, r.Action.Discount, r.Action.Audience = ruleKind(guard.Kind(a.Kind)), []string{a.Channel}, a.Discount, a.Audience
 	if !a.End.IsZero() {
 		r.Action.Duration = a.End.Sub(a.Start)
 	}
-	// The verdict the decision acted under (decided or approved), marked released: why shows its
-	// assessments with the release.
+	// The verdict the decision acted under (decided or approved): why shows its assessments with
+	// the later event.
 	v := &guard.Verdict{DecisionID: a.DecisionID}
 	for _, x := range recs {
 		if x.Verdict != nil && (x.Event == audit.EventDecided || x.Event == audit.EventApproved) {
@@ -125,10 +182,6 @@ func (d DeliveryGuard) record(ctx context.Context, a act.Action, guardrail, why 
 			}
 		}
 	}
-	v.Outcome, v.Guardrail, v.Reason = guard.Released, guardrail, why
 	r.Verdict = v
-	if _, err := d.Audit.Append(ctx, r); err != nil {
-		return fmt.Errorf("decision %s: %w", a.DecisionID, err)
-	}
-	return nil
+	return r, recs, nil
 }
