@@ -38,8 +38,9 @@ func TestLearningPage(t *testing.T) {
 	}
 	day := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 	e.learning = &fakeLearning{
-		sets: []registry.Meta{{Version: "aaaaaaaaaaaaaaaa1", From: day, To: day.AddDate(0, 0, 28), Series: 120, MASE: 0.823, Baseline: 0.888},
-			{Version: "bbbbbbbbbbbbbbbb2", From: day, To: day.AddDate(0, 0, 29), Series: 121, Failed: 2, MASE: 0.8, Baseline: 0.9}},
+		sets: []registry.Meta{{Version: "aaaaaaaaaaaaaaaa1", From: day, To: day.AddDate(0, 0, 28), Series: 120, MASE: 0.823, Baseline: 0.888, Backtested: 120},
+			{Version: "bbbbbbbbbbbbbbbb2", From: day, To: day.AddDate(0, 0, 29), Series: 121, Failed: 2, MASE: 0.8, Baseline: 0.9, Backtested: -1},
+			{Version: "cccccccccccccccc3", From: day, To: day.AddDate(0, 0, 20), Series: 7}},
 		lifts: []kpi.Lift{{Rule: "clear-web", Arm: "holdout", Lift: 1.31, Low: 1.12, High: 1.53, Level: 0.95, Treated: 90, Held: 10, SRM: true},
 			{Rule: "clear-web", Arm: "10%", Lift: 1.2, Low: 1.1, High: 1.3, Level: 0.95, Treated: 40}},
 	}
@@ -62,6 +63,14 @@ func TestLearningPage(t *testing.T) {
 	}
 	if a, s := row("aaaaaaaaaaaa"), row("bbbbbbbbbbbb"); !strings.Contains(a, "<strong>active</strong>") || !strings.Contains(s, "shadow") {
 		t.Errorf("rows: active %q shadow %q", a, s)
+	}
+	// A set none of whose series was backtested has no MASE (not a perfect 0.000); one stored
+	// before sets counted them (-1) shows its figures.
+	if c := row("cccccccccccc"); strings.Contains(c, "0.000") || !strings.Contains(c, "–") {
+		t.Errorf("a set never backtested: %q", c)
+	}
+	if b := row("bbbbbbbbbbbb"); !strings.Contains(b, "0.800") {
+		t.Errorf("a set stored before backtested was counted: %q", b)
 	}
 }
 

@@ -22,7 +22,8 @@ type Config struct {
 	MaxAckPending int           `yaml:"max_ack_pending" json:"max_ack_pending"`
 	// Batch is the most messages processed (deduplicated, stored, acked) together.
 	Batch int `yaml:"batch" json:"batch"`
-	// DedupTTL is how long a message identity is remembered: the agents' buffer.max_age plus a margin.
+	// DedupTTL is how long a message identity is remembered: longer than a record can wait in an
+	// agent's buffer (buffer.max_age, more after wall-clock steps: docs/hub-configuration.md).
 	DedupTTL time.Duration `yaml:"dedup_ttl" json:"dedup_ttl"`
 	// Production lists the edge features that count finished units per SKU (a "sku" label): they
 	// become produced stock in the inventory of the signal's site.
