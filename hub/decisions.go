@@ -288,6 +288,7 @@ func (h *Hub) registerDecisions(d *decisions) {
 	c("outcome_recorded_total", "Bandit outcomes this replica applied to the posteriors (first to get there).", &o.Recorded)
 	c("outcome_no_baseline_total", "Measured units without sales before their window: not fed to the bandit.", &o.NoBaseline)
 	c("outcome_released_total", "Experiment promotions released (allowed, never acted on): not measured.", &o.Released)
+	c("outcome_reacquired_total", "Released experiment promotions reserved again for the replay of their dead letter: measured from then on.", &o.Reacquired)
 	c("outcome_errors_total", "Measurement rounds that failed (retried next round).", &o.Errors)
 	c("outcome_refollows_total", "New consumers made by the outcome measurer's follower of the decision log (the last one's node went away, or it lagged).", &o.Refollows)
 	g := &d.guard.Metrics

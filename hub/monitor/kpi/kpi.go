@@ -149,20 +149,41 @@ func (d *Discount) remove(discount float64) {
 // decision after the log's duplicate window) or a release comes within it.
 const dedupSpan = 48 * time.Hour
 
-// given is a promotion counted as given, until a release takes it back.
+// given is a promotion's state: counted as given (until a release takes it back), and the
+// latest of its releases and reservations again after a replay seen (step).
 type given struct {
 	rule     *RuleFigures
 	discount float64
 	at       time.Time
+	counted  bool
+	step     int
 }
 
-// seen reports whether the tracker counted r already (same decision, event and outcome), and
-// remembers it. t.mu must be held.
+// step orders a decision's releases and reacquires: its n-th release (replay n-1) is 2n-1, the
+// reacquire answering it (replay n) 2n, and 0 before any. A record earlier than the latest step
+// seen changes nothing (records may come out of order: reconcile writes its release before a slow
+// replica's decided record).
+func step(r *audit.Record) int {
+	if r.Event == audit.EventReleased {
+		return 2*r.Replay + 1
+	}
+	if r.Event == audit.EventReacquired {
+		return 2 * r.Replay
+	}
+	return 0
+}
+
+// seen reports whether the tracker counted r already (same decision, event, outcome, mode and, as
+// the log's message id (audit.Record key), round and replay), and remembers it. t.mu must be held.
 func (t *Tracker) seen(r *audit.Record) bool {
 	if r.DecisionID == "" {
 		return false
 	}
-	k := maphash.String(t.seed, r.DecisionID+"\x00"+r.Event+"\x00"+r.Outcome+"\x00"+r.Mode)
+	round := 0
+	if r.Verdict != nil {
+		round = r.Verdict.Round
+	}
+	k := maphash.String(t.seed, fmt.Sprintf("%s\x00%s\x00%s\x00%s\x00%d\x00%d", r.DecisionID, r.Event, r.Outcome, r.Mode, round, r.Replay))
 	if _, ok := t.counted[k]; ok {
 		return true
 	}
@@ -270,19 +291,30 @@ func (t *Tracker) add(subject string, data []byte, seq uint64) {
 	rf.Outcomes[r.Outcome]++
 	switch {
 	case r.Outcome == audit.OutcomeFired && r.Action.Kind == rules.Promote && r.Mode != audit.ModeShadow:
-		if _, dup := t.given[r.DecisionID]; !dup {
-			t.discount.add(r.Action)
-			rf.Discount.add(r.Action)
-			if r.DecisionID != "" {
-				t.given[r.DecisionID] = given{rule: rf, discount: r.Action.Discount, at: r.Time}
-			}
+		// Fired when decided or approved, or reserved again for the replay of its dead letter
+		// (reacquired): given, once, unless a later release took it back already.
+		g, ok := t.given[r.DecisionID]
+		if ok && (g.counted || g.step > step(&r)) {
+			break
+		}
+		t.discount.add(r.Action)
+		rf.Discount.add(r.Action)
+		if r.DecisionID != "" {
+			t.given[r.DecisionID] = given{rule: rf, discount: r.Action.Discount, at: r.Time, counted: true, step: max(g.step, step(&r))}
 		}
 	case r.Outcome == audit.OutcomeReleased:
-		// Allowed, then given back before it acted: no discount was given.
-		if g, ok := t.given[r.DecisionID]; ok {
+		// Allowed, then given back before it acted: no discount was given. Remembered even when
+		// nothing was counted yet: its decided record may come after it.
+		g := t.given[r.DecisionID]
+		if g.step >= step(&r) {
+			break // this release, or a reacquire after it, seen already
+		}
+		if g.counted {
 			t.discount.remove(g.discount)
 			g.rule.Discount.remove(g.discount)
-			delete(t.given, r.DecisionID)
+		}
+		if r.DecisionID != "" {
+			t.given[r.DecisionID] = given{at: r.Time, step: step(&r)}
 		}
 	}
 	if hasLat {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gemba-io/gemba/hub/audit"
 	"github.com/gemba-io/gemba/hub/decide/experiment"
+	"github.com/gemba-io/gemba/hub/decide/guard"
 	"github.com/gemba-io/gemba/hub/decide/rules"
 	"github.com/gemba-io/gemba/internal/natstest"
 	"github.com/gemba-io/gemba/internal/testutil"
@@ -252,5 +253,122 @@ func TestRepublishedAndReleasedNotCounted(t *testing.T) {
 	}
 	if rf := f.Rules[0]; rf.Discount.Promotions != 1 || rf.Discount.PointsTotal != 10 {
 		t.Errorf("rule discount %+v", rf.Discount)
+	}
+}
+
+// A promotion released when its delivery was dead-lettered, reserved again by the replay of that
+// dead letter (reacquired: it acts after all), and released again when the replay was
+// dead-lettered too, gave nothing: the second release takes back what the reacquired record
+// counted. One released and reacquired once is given, once. Each record stored twice (a replica
+// re-publishing it after the duplicate window) is counted once.
+func TestReleasedAgainAfterReplayNotCounted(t *testing.T) {
+	n := natstest.JetStream(t)
+	nc, js := natstest.Connect(t, n.URL())
+	ctx := context.Background()
+	log, err := audit.Open(ctx, js, audit.Config{Prefix: "gemba"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := func(r audit.Record, event, outcome string, replay int, after time.Duration) audit.Record {
+		r.Event, r.Outcome, r.Replay, r.Time, r.Inputs = event, outcome, replay, r.Time.Add(after), nil
+		return r
+	}
+	a := rec(21, audit.EventDecided, audit.OutcomeFired, audit.ModeActive, "overstock", 10, time.Second) // released again
+	b := rec(22, audit.EventDecided, audit.OutcomeFired, audit.ModeActive, "overstock", 30, time.Second) // acts after its replay
+	recs := []audit.Record{a, b,
+		later(a, audit.EventReleased, audit.OutcomeReleased, 0, time.Minute),
+		later(b, audit.EventReleased, audit.OutcomeReleased, 0, time.Minute),
+		later(a, audit.EventReacquired, audit.OutcomeFired, 1, 2*time.Minute),
+		later(b, audit.EventReacquired, audit.OutcomeFired, 1, 2*time.Minute),
+		later(a, audit.EventReleased, audit.OutcomeReleased, 1, 3*time.Minute),
+	}
+	for _, r := range recs {
+		if r.Event == audit.EventDecided {
+			_, err = log.Publish(ctx, r, 0)
+		} else {
+			_, err = log.Append(ctx, r)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, _ := json.Marshal(r) // past the duplicate window: JetStream stores it again
+		if err := nc.Publish("gemba.decisions."+r.DecisionID, again); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tr, err := Open(ctx, js, Options{Audit: audit.Config{Prefix: "gemba"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	testutil.WaitFor(t, 5*time.Second, "every record read", func() bool { return tr.Stats.Records.Load() == uint64(2*len(recs)) })
+	f := tr.Figures(ctx)
+	if f.Discount.Promotions != 1 || f.Discount.PointsTotal != 30 || f.Discount.Max != 30 {
+		t.Errorf("discount %+v, want 1 promotion of 30 points (the one reacquired; the other released again)", f.Discount)
+	}
+	if rf := f.Rules[0]; rf.Discount.Promotions != 1 || rf.Discount.PointsTotal != 30 {
+		t.Errorf("rule discount %+v", rf.Discount)
+	}
+	if f.Decisions[audit.OutcomeReleased] != 3 || f.Decisions[audit.OutcomeFired] != 4 {
+		t.Errorf("decisions %v, want 3 released and 4 fired records (2 decided, 2 reacquired), each counted once", f.Decisions)
+	}
+}
+
+// Reconcile releases an allowed decision whose replica stopped before recording it; a replica that
+// was only slow records its decided record after the release. The promotion never ran: no discount.
+func TestReleasedBeforeDecidedNotCounted(t *testing.T) {
+	n := natstest.JetStream(t)
+	_, js := natstest.Connect(t, n.URL())
+	ctx := context.Background()
+	log, err := audit.Open(ctx, js, audit.Config{Prefix: "gemba"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := rec(31, audit.EventDecided, audit.OutcomeFired, audit.ModeActive, "overstock", 20, time.Second)
+	rel := d
+	rel.Event, rel.Outcome, rel.Inputs = audit.EventReleased, audit.OutcomeReleased, nil
+	if _, err := log.Append(ctx, rel); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := log.Publish(ctx, d, 0); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := Open(ctx, js, Options{Audit: audit.Config{Prefix: "gemba"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	testutil.WaitFor(t, 5*time.Second, "both records read", func() bool { return tr.Stats.Records.Load() == 2 })
+	if f := tr.Figures(ctx); f.Discount.Promotions != 0 || f.Discount.PointsTotal != 0 {
+		t.Errorf("discount %+v, want none (released by reconcile before its decided record was written)", f.Discount)
+	}
+}
+
+// A decision suppressed by the kill switch is decided again once the switch is reset (a round of
+// its own, guard.Verdict.Round), and may be suppressed again (a cap): two suppressions, counted as two.
+func TestDecidedAgainInANewRoundCounted(t *testing.T) {
+	n := natstest.JetStream(t)
+	_, js := natstest.Connect(t, n.URL())
+	ctx := context.Background()
+	log, err := audit.Open(ctx, js, audit.Config{Prefix: "gemba"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := range 2 {
+		r := rec(41, audit.EventDecided, audit.OutcomeSuppressed, audit.ModeActive, "overstock", 10, time.Second)
+		r.Time = r.Time.Add(time.Duration(round) * time.Hour)
+		r.Verdict = &guard.Verdict{DecisionID: r.DecisionID, Outcome: guard.Suppress, Round: round}
+		if _, err := log.Publish(ctx, r, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tr, err := Open(ctx, js, Options{Audit: audit.Config{Prefix: "gemba"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	testutil.WaitFor(t, 5*time.Second, "both records read", func() bool { return tr.Stats.Records.Load() == 2 })
+	if f := tr.Figures(ctx); f.Decisions[audit.OutcomeSuppressed] != 2 {
+		t.Errorf("suppressed %d, want 2 (one per round)", f.Decisions[audit.OutcomeSuppressed])
 	}
 }

@@ -79,6 +79,9 @@ type Stats struct {
 	Units, Measured, NoBaseline, Recorded, Rounds, Errors, Malformed atomic.Uint64
 	// Released counts promotions released (allowed, never acted on): not measured.
 	Released atomic.Uint64
+	// Reacquired counts released promotions reserved again for the replay of their dead letter:
+	// measured from then on.
+	Reacquired atomic.Uint64
 	// Refollows counts the log follower's new consumers (the last one's node went away, or it lagged).
 	Refollows atomic.Uint64
 }
@@ -94,8 +97,9 @@ type Measurer struct {
 
 	mu    sync.Mutex
 	units map[string]*unit // by decision id
-	// released: decisions released (never acted on), by decision id, with their record's time.
-	released map[string]time.Time
+	// released: decisions released (never acted on), or released and reserved again for the replay
+	// of their dead letter, by decision id (see parked).
+	released map[string]*parked
 	relift   bool // a measured unit was released: the lifts are recomputed next round
 	lifts    []kpi.Lift
 
@@ -111,7 +115,7 @@ const readIdle = 30 * time.Second
 // New returns a measurer; Run follows and measures until its context ends.
 func New(js jetstream.JetStream, store *experiment.Store, o Options) *Measurer {
 	o.defaults()
-	return &Measurer{o: o, js: js, store: store, log: o.Logger.With("component", "outcome"), units: map[string]*unit{}, released: map[string]time.Time{},
+	return &Measurer{o: o, js: js, store: store, log: o.Logger.With("component", "outcome"), units: map[string]*unit{}, released: map[string]*parked{},
 		readIdle: readIdle}
 }
 
@@ -174,8 +178,8 @@ func (m *Measurer) add(subject string, data []byte) {
 		m.Stats.Malformed.Add(1)
 		return
 	}
-	if r.Event == audit.EventReleased && r.Mode != audit.ModeShadow {
-		m.release(r.DecisionID, r.Time)
+	if (r.Event == audit.EventReleased || r.Event == audit.EventReacquired) && r.Mode != audit.ModeShadow {
+		m.release(&r)
 		return
 	}
 	x := r.Experiment
@@ -202,9 +206,19 @@ func (m *Measurer) add(subject string, data []byte) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, gone := m.released[u.id]; gone {
-		m.Stats.Released.Add(1) // released first (reconcile), its decided record written after: it never ran
-		return
+	if p, ok := m.released[u.id]; ok {
+		if p.step%2 == 1 {
+			// Released first (reconcile), its decided record written after: it never ran, unless
+			// a replay reserves it again (kept for that).
+			if p.u == nil {
+				p.u = u
+				m.Stats.Released.Add(1)
+			}
+			return
+		}
+		if u.start = p.from; !u.start.Before(u.end) {
+			return // reacquired before its decided record was read, past its window's end
+		}
 	}
 	if _, ok := m.units[u.id]; !ok {
 		m.units[u.id] = u
@@ -212,22 +226,57 @@ func (m *Measurer) add(subject string, data []byte) {
 	}
 }
 
-// release forgets decision id, allowed and then released (the kill switch cancelled its start,
-// its delivery was abandoned, reconcile released it): it never ran, so its sales measure no
-// promotion, and fed to a bandit they would read as its arm's lift. Its decided record may come
-// before or after the released one. A release seen after the unit was measured (its bandit outcome
-// recorded already) still takes it out of the lifts.
-func (m *Measurer) release(id string, at time.Time) {
+// parked is what the measurer knows of a decision's releases and reservations again: the latest
+// step seen (its n-th release, replay n-1, is 2n-1; the reacquire answering it, replay n, 2n: a
+// record of an earlier step, or seen already, changes nothing), that record's time, and while
+// released its unit, taken out of the measured ones.
+type parked struct {
+	step int
+	at   time.Time
+	from time.Time // reacquired: when it acted again
+	u    *unit
+}
+
+// release takes out the unit of decision r.DecisionID when r releases it (the kill switch
+// cancelled its start, its delivery was abandoned or dead-lettered, reconcile released it): it
+// never ran, so its sales measure no promotion, and fed to a bandit they would read as its arm's
+// lift. Its decided record may come before or after the released one. A release seen after the
+// unit was measured (its bandit outcome recorded already) still takes it out of the lifts. When r
+// reserves it again (reacquired: a replay of its dead letter) the promotion acts after all, from
+// r's time to its window's end (the outbox keeps its end): the unit is measured over that.
+func (m *Measurer) release(r *audit.Record) {
+	step := 2 * r.Replay
+	if r.Event == audit.EventReleased {
+		step++
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, ok := m.released[id]; ok {
+	p := m.released[r.DecisionID]
+	if p == nil {
+		p = &parked{}
+		m.released[r.DecisionID] = p
+	} else if step <= p.step {
 		return
 	}
-	m.released[id] = at
-	if u, ok := m.units[id]; ok {
-		delete(m.units, id)
-		m.relift = m.relift || u.measured
-		m.Stats.Released.Add(1)
+	p.step, p.at = step, r.Time
+	if step%2 == 1 {
+		if u, ok := m.units[r.DecisionID]; ok {
+			delete(m.units, r.DecisionID)
+			m.relift = m.relift || u.measured
+			p.u = u
+			m.Stats.Released.Add(1)
+		}
+		return
+	}
+	p.from = r.Time
+	if u := p.u; u != nil {
+		// A new unit: a round may still be measuring the one released (outside m.mu).
+		p.u = nil
+		if r.Time.Before(u.end) {
+			m.units[r.DecisionID] = &unit{id: u.id, exp: u.exp, sku: u.sku, channel: u.channel, start: r.Time, end: u.end,
+				group: u.group, held: u.held, share: u.share, choice: u.choice}
+			m.Stats.Reacquired.Add(1)
+		}
 	}
 }
 
@@ -255,8 +304,8 @@ func (m *Measurer) Round(ctx context.Context) error {
 			due = append(due, u)
 		}
 	}
-	for id, at := range m.released {
-		if now.Sub(at) > m.o.Audit.Retention {
+	for id, p := range m.released {
+		if now.Sub(p.at) > m.o.Audit.Retention {
 			delete(m.released, id)
 		}
 	}

@@ -442,3 +442,63 @@ func TestReleasedPromotionNotMeasured(t *testing.T) {
 		}
 	}
 }
+
+// A promotion released when its delivery was dead-lettered and reserved again by the replay of
+// that dead letter (reacquired: the decision log's record carries no experiment) acts after all,
+// from then on: A is measured from its reacquired record's time, the sale before it left out. B,
+// released again when its replay was dead-lettered too, never ran: not measured nor recorded.
+func TestReacquiredPromotionMeasuredFromItsReplay(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	js, log, acfg, ccfg, store := setup(ctx, t)
+	start := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	sell := seller(ctx, t, js)
+	for _, sku := range []string{"A", "B"} {
+		for d := 1; d <= 28; d++ {
+			sell(sku, start.Add(-time.Duration(d)*24*time.Hour+10*time.Hour), 10, 1) // a baseline of 10 over [start+6h, start+24h)
+		}
+		sell(sku, start.Add(2*time.Hour), 10, 1) // before the replay: released, it was not running
+		sell(sku, start.Add(8*time.Hour), 30, 1)
+	}
+	later := func(r audit.Record, event, outcome string, replay int, at time.Time) audit.Record {
+		v := *r.Verdict
+		v.ActionTime = at
+		return audit.Record{DecisionID: r.DecisionID, Event: event, Outcome: outcome, Mode: audit.ModeActive, Time: at,
+			RuleSet: audit.RuleSetRef{Version: "v1"}, Rule: audit.RuleRef{Name: "b"}, SKU: r.SKU, Site: "s1",
+			Channel: "web", Action: r.Action, Verdict: &v, Replay: replay}
+	}
+	a, b := fired(id("A"), "A", start, 10, 24*time.Hour), fired(id("B"), "B", start, 10, 24*time.Hour)
+	for _, r := range []audit.Record{a, b} {
+		if _, err := log.Publish(ctx, r, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, r := range []audit.Record{
+		later(a, audit.EventReleased, audit.OutcomeReleased, 0, start.Add(time.Minute)),
+		later(b, audit.EventReleased, audit.OutcomeReleased, 0, start.Add(time.Minute)),
+		later(a, audit.EventReacquired, audit.OutcomeFired, 1, start.Add(6*time.Hour)),
+		later(b, audit.EventReacquired, audit.OutcomeFired, 1, start.Add(6*time.Hour)),
+		later(b, audit.EventReleased, audit.OutcomeReleased, 1, start.Add(7*time.Hour)),
+	} {
+		if _, err := log.Append(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := running(ctx, t, cancel, js, store, acfg, ccfg, start.Add(3*24*time.Hour))
+	rounds := m.Stats.Rounds.Load()
+	testutil.WaitFor(t, 20*time.Second, "three rounds", func() bool { return m.Stats.Rounds.Load() >= rounds+3 })
+	if n, r := m.Stats.Measured.Load(), m.Stats.Recorded.Load(); n != 1 || r != 1 {
+		t.Fatalf("measured %d, recorded %d: want A alone (reacquired; B was released again)", n, r)
+	}
+	m.mu.Lock()
+	u := m.units[id("A")]
+	m.mu.Unlock()
+	if u == nil || u.sales != 30 || u.baseline != 10 || !u.start.Equal(start.Add(6*time.Hour)) {
+		t.Fatalf("A measured as %+v, want 30 sold against 10 from its replay at %s", u, start.Add(6*time.Hour))
+	}
+	cfg := experiment.Config{ID: "b", Bandit: &experiment.BanditConfig{Arms: []float64{5, 10}, Pool: experiment.PoolChannel}}
+	applied, err := store.Record(ctx, cfg, experiment.Outcome{ID: id("B"), SKU: "B", Channel: "web", Discount: 10, Units: 10, Baseline: 10, End: start.Add(24 * time.Hour)})
+	if err != nil || !applied {
+		t.Errorf("B's promotion, released again, was in the posterior already (applied %v, %v)", applied, err)
+	}
+}
