@@ -251,6 +251,20 @@ type Record struct {
 	Seq uint64 `json:"seq,omitempty"`
 }
 
+// ReleaseStep orders a decision's releases and reservations again: its n-th release (replay n-1) is
+// 2n-1, the reacquire answering it (replay n) 2n, any other record 0. Records may be read out of
+// order (reconcile writes a release before a slow replica's decided record): a reader keeps the
+// latest step it saw and lets a record of an earlier one change nothing; an odd step is released.
+func (r *Record) ReleaseStep() int {
+	switch r.Event {
+	case EventReleased:
+		return 2*r.Replay + 1
+	case EventReacquired:
+		return 2 * r.Replay
+	}
+	return 0
+}
+
 var (
 	events   = map[string]bool{EventDecided: true, EventApproved: true, EventRejected: true, EventExpired: true, EventReleased: true, EventDeferred: true, EventReacquired: true}
 	outcomes = map[string]bool{OutcomeFired: true, OutcomeHeld: true, OutcomeSuppressed: true, OutcomeAwaitingApproval: true,

@@ -150,27 +150,13 @@ func (d *Discount) remove(discount float64) {
 const dedupSpan = 48 * time.Hour
 
 // given is a promotion's state: counted as given (until a release takes it back), and the
-// latest of its releases and reservations again after a replay seen (step).
+// latest of its releases and reservations again after a replay seen (audit.Record.ReleaseStep).
 type given struct {
 	rule     *RuleFigures
 	discount float64
 	at       time.Time
 	counted  bool
 	step     int
-}
-
-// step orders a decision's releases and reacquires: its n-th release (replay n-1) is 2n-1, the
-// reacquire answering it (replay n) 2n, and 0 before any. A record earlier than the latest step
-// seen changes nothing (records may come out of order: reconcile writes its release before a slow
-// replica's decided record).
-func step(r *audit.Record) int {
-	if r.Event == audit.EventReleased {
-		return 2*r.Replay + 1
-	}
-	if r.Event == audit.EventReacquired {
-		return 2 * r.Replay
-	}
-	return 0
 }
 
 // seen reports whether the tracker counted r already (same decision, event, outcome, mode and, as
@@ -294,19 +280,19 @@ func (t *Tracker) add(subject string, data []byte, seq uint64) {
 		// Fired when decided or approved, or reserved again for the replay of its dead letter
 		// (reacquired): given, once, unless a later release took it back already.
 		g, ok := t.given[r.DecisionID]
-		if ok && (g.counted || g.step > step(&r)) {
+		if ok && (g.counted || g.step > r.ReleaseStep()) {
 			break
 		}
 		t.discount.add(r.Action)
 		rf.Discount.add(r.Action)
 		if r.DecisionID != "" {
-			t.given[r.DecisionID] = given{rule: rf, discount: r.Action.Discount, at: r.Time, counted: true, step: max(g.step, step(&r))}
+			t.given[r.DecisionID] = given{rule: rf, discount: r.Action.Discount, at: r.Time, counted: true, step: max(g.step, r.ReleaseStep())}
 		}
 	case r.Outcome == audit.OutcomeReleased:
 		// Allowed, then given back before it acted: no discount was given. Remembered even when
 		// nothing was counted yet: its decided record may come after it.
 		g := t.given[r.DecisionID]
-		if g.step >= step(&r) {
+		if g.step >= r.ReleaseStep() {
 			break // this release, or a reacquire after it, seen already
 		}
 		if g.counted {
@@ -314,7 +300,7 @@ func (t *Tracker) add(subject string, data []byte, seq uint64) {
 			g.rule.Discount.remove(g.discount)
 		}
 		if r.DecisionID != "" {
-			t.given[r.DecisionID] = given{at: r.Time, step: step(&r)}
+			t.given[r.DecisionID] = given{at: r.Time, step: r.ReleaseStep()}
 		}
 	}
 	if hasLat {

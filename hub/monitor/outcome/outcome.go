@@ -227,9 +227,8 @@ func (m *Measurer) add(subject string, data []byte) {
 }
 
 // parked is what the measurer knows of a decision's releases and reservations again: the latest
-// step seen (its n-th release, replay n-1, is 2n-1; the reacquire answering it, replay n, 2n: a
-// record of an earlier step, or seen already, changes nothing), that record's time, and while
-// released its unit, taken out of the measured ones.
+// step seen (audit.Record.ReleaseStep: a record of an earlier step, or seen already, changes
+// nothing), that record's time, and while released its unit, taken out of the measured ones.
 type parked struct {
 	step int
 	at   time.Time
@@ -245,10 +244,7 @@ type parked struct {
 // reserves it again (reacquired: a replay of its dead letter) the promotion acts after all, from
 // r's time to its window's end (the outbox keeps its end): the unit is measured over that.
 func (m *Measurer) release(r *audit.Record) {
-	step := 2 * r.Replay
-	if r.Event == audit.EventReleased {
-		step++
-	}
+	step := r.ReleaseStep()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	p := m.released[r.DecisionID]
