@@ -45,8 +45,7 @@ func TestEveryReconnectIsANewBdSeq(t *testing.T) {
 		if !ok {
 			t.Fatal("edge node not connected")
 		}
-		// Nothing in flight: paho 1.5.1 races with itself resending an unacknowledged publish after
-		// a reconnect (resume sets its DUP flag while the new connection writes it; -race sees it).
+		// Nothing in flight, so that the messages this test counts are this session's.
 		testutil.WaitFor(t, 10*time.Second, "every publish acknowledged", s.ack.settled)
 		// The connection cut under the broker: its read fails, so it sends the will. (Stop may let the
 		// read loop end as a clean close, without the will.)

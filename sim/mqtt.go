@@ -9,6 +9,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/gemba-io/gemba/collectors/mqtt/sparkplug"
@@ -23,6 +24,20 @@ const ackTimeout = 30 * time.Second
 // counts as not acknowledged.
 const publishWait = time.Second
 
+// copyStore hands out a copy of a stored publish. paho 1.5.1 (eclipse-paho/paho.mqtt.golang#703)
+// resends what its store holds after a reconnect and sets the DUP flag on the stored packet itself,
+// while a publish made in the moment the connection is back may be writing that same packet.
+type copyStore struct{ paho.Store }
+
+func (s copyStore) Get(key string) packets.ControlPacket {
+	p := s.Store.Get(key)
+	if pub, ok := p.(*packets.PublishPacket); ok {
+		c := *pub
+		return &c
+	}
+	return p
+}
+
 // newMQTTClient connects once, so that a broker that is not there is reported with the reason
 // (connection refused, bad credentials); once connected, the client reconnects by itself. (With
 // paho's connect retry, a missing broker held New for its whole wait and then read "<nil>".)
@@ -30,7 +45,8 @@ func newMQTTClient(broker, clientID string, will func(*paho.ClientOptions), onCo
 	o := paho.NewClientOptions().AddBroker(broker).SetClientID(clientID).
 		SetCleanSession(true).SetConnectTimeout(2 * time.Second).SetKeepAlive(10 * time.Second).
 		SetAutoReconnect(true).SetMaxReconnectInterval(time.Second).
-		SetWriteTimeout(publishWait).SetOrderMatters(true).SetOnConnectHandler(onConnect)
+		SetWriteTimeout(publishWait).SetOrderMatters(true).SetOnConnectHandler(onConnect).
+		SetStore(copyStore{paho.NewMemoryStore()})
 	if will != nil {
 		will(o)
 	}

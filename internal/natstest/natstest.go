@@ -211,6 +211,16 @@ func Connect(t testing.TB, urls string, opts ...nats.Option) (*nats.Conn, jetstr
 	return nc, js
 }
 
+// Opening calls open until it succeeds, at most 30 s: a fresh in-process cluster under load may
+// leave a request unanswered for a moment or count a peer offline, which a hub's restart rides out.
+func Opening(t testing.TB, what string, open func() error) {
+	t.Helper()
+	testutil.WaitForState(t, 30*time.Second, what, func() (bool, string) {
+		err := open()
+		return err == nil, fmt.Sprint(err)
+	})
+}
+
 // OffClient finds a follower placement for a node-loss test: open (given the try number) starts a
 // follower whose client connects where it chooses and returns that client's server name and a
 // close func; OffClient opens again until the one consumer the follower made on st lives on a node

@@ -56,10 +56,11 @@ func TestFollowConsumerNodeStops(t *testing.T) {
 	var f *Follower
 	host := natstest.OffClient(t, st, nodes, func(try int) (string, func()) {
 		nc, bjs := natstest.Connect(t, nodes[try%len(nodes)].URL())
-		b, err := Open(ctx, bjs, Options{Replicas: 3, Logger: testutil.Logger(t, -4)})
-		if err != nil {
-			t.Fatal(err)
-		}
+		var b *Registry
+		natstest.Opening(t, "the second registry open", func() (err error) {
+			b, err = Open(ctx, bjs, Options{Replicas: 3, Logger: testutil.Logger(t, -4)})
+			return err
+		})
 		if f, err = b.Follow(nil); err != nil {
 			t.Fatal(err)
 		}

@@ -53,10 +53,10 @@ func TestFollowConsumerNodeStops(t *testing.T) {
 	var tr *Tracker
 	host := natstest.OffClient(t, st, nodes, func(try int) (string, func()) {
 		nc, js2 := natstest.Connect(t, nodes[try%len(nodes)].URL())
-		var err error
-		if tr, err = Open(ctx, js2, Options{Audit: audit.Config{Prefix: "gemba"}, Logger: testutil.Logger(t, slog.LevelDebug)}); err != nil {
-			t.Fatal(err)
-		}
+		natstest.Opening(t, "the tracker open", func() (err error) {
+			tr, err = Open(ctx, js2, Options{Audit: audit.Config{Prefix: "gemba"}, Logger: testutil.Logger(t, slog.LevelDebug)})
+			return err
+		})
 		if r, f := counted(tr); r != 1 || f != 1 {
 			t.Fatalf("%d records (%d fired) counted when Open returned, want 1", r, f)
 		}

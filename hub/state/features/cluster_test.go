@@ -36,11 +36,10 @@ func TestFollowConsumerNodeStops(t *testing.T) {
 	var b *Store
 	host := natstest.OffClient(t, a.stream, nodes, func(try int) (string, func()) {
 		nc, bjs := natstest.Connect(t, nodes[try%len(nodes)].URL())
-		var err error
-		b, err = Open(ctx, bjs, cfg, testPlant, testutil.Logger(t, slog.LevelDebug))
-		if err != nil {
-			t.Fatal(err)
-		}
+		natstest.Opening(t, "the second store open", func() (err error) {
+			b, err = Open(ctx, bjs, cfg, testPlant, testutil.Logger(t, slog.LevelDebug))
+			return err
+		})
 		if _, ok := b.Get("units", "A"); !ok {
 			t.Fatal("the current value not loaded when Open returned")
 		}

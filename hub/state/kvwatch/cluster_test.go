@@ -45,18 +45,18 @@ func TestFollowConsumerNodeStops(t *testing.T) {
 	var stop func()
 	host := natstest.OffClient(t, st, nodes, func(try int) (string, func()) {
 		nc, fjs := natstest.Connect(t, nodes[try%len(nodes)].URL())
-		fkv, err := fjs.KeyValue(ctx, "W")
-		if err != nil {
-			t.Fatal(err)
-		}
-		stop, err = Follow(ctx, fjs, fkv, func(e jetstream.KeyValueEntry) {
-			mu.Lock()
-			seen[e.Key()], at = string(e.Value()), time.Now()
-			mu.Unlock()
-		}, Options{Log: testutil.Logger(t, slog.LevelDebug)})
-		if err != nil {
-			t.Fatal(err)
-		}
+		natstest.Opening(t, "the follower open", func() error {
+			fkv, err := fjs.KeyValue(ctx, "W")
+			if err != nil {
+				return err
+			}
+			stop, err = Follow(ctx, fjs, fkv, func(e jetstream.KeyValueEntry) {
+				mu.Lock()
+				seen[e.Key()], at = string(e.Value()), time.Now()
+				mu.Unlock()
+			}, Options{Log: testutil.Logger(t, slog.LevelDebug)})
+			return err
+		})
 		if get("a") != "1" {
 			t.Fatalf("after Follow returned: %v, want the current entry", seen)
 		}
