@@ -262,9 +262,10 @@ func (h *Hub) Run(ctx context.Context) error {
 		// redelivered): waited for, so that nothing runs on the stores closed next.
 		log.Error("shutdown_timeout passed with rooms still stopping; waiting for them before closing the stores",
 			"timeout", cfg.Hub.ShutdownTimeout, "running", late)
-		// Waited for once more as long, not for ever: a room stuck beyond that would hold the
-		// process past any supervisor's stop timeout. It then exits with the stores closed under it.
-		gctx, gcancel := context.WithTimeout(context.Background(), cfg.Hub.ShutdownTimeout)
+		// Waited for once more as long (at least stopGrace), not for ever: a room stuck beyond that
+		// would hold the process past any supervisor's stop timeout. It then exits with the stores
+		// closed under it.
+		gctx, gcancel := context.WithTimeout(context.Background(), max(cfg.Hub.ShutdownTimeout, stopGrace))
 		if stuck := rs.wait(gctx.Done()); len(stuck) > 0 {
 			log.Error("rooms still running at twice shutdown_timeout: closing the stores anyway", "running", stuck)
 		}
@@ -275,6 +276,10 @@ func (h *Hub) Run(ctx context.Context) error {
 	log.Info("stopped")
 	return nil
 }
+
+// stopGrace is the least a room told to stop is waited for after shutdown_timeout: a short timeout
+// bounds the drain, not the moment a room needs to hand back what it holds.
+const stopGrace = 5 * time.Second
 
 // openState opens every store, retrying while JetStream is not available yet (a cluster still
 // electing, a server restarting) until ctx ends. A start refused (decision stores missing) is not
