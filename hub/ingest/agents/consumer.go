@@ -3,6 +3,7 @@
 package agents
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -305,6 +306,7 @@ type item struct {
 	seq    uint64
 	stored time.Time // the server's timestamp of the message
 	batch  *signal.Batch
+	sites  map[string]string // site of each production signal, pinned at the first delivery (see pin)
 }
 
 // process settles every message of a batch: malformed ones are terminated, duplicates and status
@@ -313,6 +315,7 @@ type item struct {
 func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 	items := make([]item, 0, len(msgs))
 	var claims []dedup.Claim
+	var pins [][]byte
 	var claimed []int
 	for _, m := range msgs {
 		meta, err := m.Metadata()
@@ -338,12 +341,14 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 		}
 		claims = append(claims, dedup.Claim{ID: b.MsgID(), StreamSeq: meta.Sequence.Stream})
 		claimed = append(claimed, len(items))
-		items = append(items, item{msg: m, seq: meta.Sequence.Stream, stored: meta.Timestamp, batch: b})
+		sites, pin := c.place(b)
+		pins = append(pins, pin)
+		items = append(items, item{msg: m, seq: meta.Sequence.Stream, stored: meta.Timestamp, batch: b, sites: sites})
 	}
 	if len(items) == 0 {
 		return
 	}
-	verdicts, err := c.d.Dedup.ClaimAll(ctx, claims)
+	verdicts, recorded, err := c.d.Dedup.ClaimPinned(ctx, claims, pins)
 	if err != nil {
 		c.retry(items, fmt.Errorf("dedup: %w", err))
 		return
@@ -355,6 +360,9 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 			c.m.duplicates.Inc()
 			_ = it.msg.Ack()
 			continue
+		}
+		if recorded[i] != nil && !bytes.Equal(recorded[i], pins[i]) {
+			it.sites = c.pinned(it.batch, recorded[i], it.sites)
 		}
 		fresh = append(fresh, it)
 	}
@@ -381,7 +389,7 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 		for fi := range b.Features {
 			f := &b.Features[fi]
 			c.ins = append(c.ins, features.Input{Feature: f, Lineage: lin, Historical: b.Historical})
-			if mv, ok := c.production(b, f); ok {
+			if mv, ok := c.production(b, f, it.sites); ok {
 				moves = append(moves, mv)
 			}
 		}

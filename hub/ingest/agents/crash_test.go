@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -197,4 +198,68 @@ func waitConsumer(t *testing.T, js jetstream.JetStream, what string, ok func(*je
 		info, err := cons.Info(ctx)
 		return err == nil && ok(info)
 	})
+}
+
+// movablePlant is a graph that can be replaced while the hub runs: line1 is at site, then elsewhere.
+type movablePlant struct{ site atomic.Pointer[string] }
+
+func (p *movablePlant) Place(sig string) (string, string, string, bool) {
+	if _, _, _, ok := (plant{}).Place(sig); !ok {
+		return "", "", "", false
+	}
+	return "pack1", "line1", *p.site.Load(), true
+}
+
+// TestRedeliveryAfterGraphChangeCountsOnce: a replica moves a batch's production to the site the
+// graph gives line1 and dies before marking it done; a new graph version, loaded meanwhile, puts
+// line1 at another site. The redelivery must place the production where the first apply did: the
+// units are counted once across every SKU × site, not once at each site.
+func TestRedeliveryAfterGraphChangeCountsOnce(t *testing.T) {
+	n := natstest.JetStream(t)
+	_, js := natstest.Connect(t, n.URL())
+	stream(t, js)
+	g := &movablePlant{}
+	site := "plant1"
+	g.site.Store(&site)
+	died := make(chan struct{})
+	var once sync.Once
+	startReplica(t, n.URL(), func(a *replica) {
+		a.c.d.Placer = g
+		a.c.doneAll = func(context.Context, []dedup.Claim) error {
+			once.Do(func() {
+				a.nc.Close() // the process is gone: no ack, no nak, no done mark reaches the server
+				a.stop()
+				close(died)
+			})
+			return errors.New("replica died")
+		}
+	})
+	const windows = 5
+	var fsIn []signal.Feature
+	for w := range windows {
+		fsIn = append(fsIn, units("SKU-1", w, 2))
+	}
+	publish(t, js, 1, false, "", fsIn...)
+	select {
+	case <-died:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the first replica never reached its done marks")
+	}
+	moved := "plant2" // the new graph version: line1 belongs to plant2
+	g.site.Store(&moved)
+	b := startReplica(t, n.URL(), func(b *replica) { b.c.d.Placer = g })
+	waitConsumer(t, js, "the redelivery applied and acked", func(info *jetstream.ConsumerInfo) bool {
+		return info.NumAckPending == 0 && info.NumPending == 0 && info.NumRedelivered == 0 && info.Delivered.Consumer >= 2
+	})
+	var total float64
+	for _, p := range b.inv.List(inventory.Filter{}) {
+		total += p.Produced
+		t.Logf("%s/%s produced %v", p.Site, p.SKU, p.Produced)
+	}
+	if total != 2*windows {
+		t.Errorf("produced %v across every SKU × site, want %d (each window once, where the first apply placed it)", total, 2*windows)
+	}
+	if p, _ := b.inv.Get("SKU-1", "plant1"); p.Produced != 2*windows {
+		t.Errorf("plant1 produced %v, want %d", p.Produced, 2*windows)
+	}
 }

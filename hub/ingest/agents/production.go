@@ -2,6 +2,7 @@ package agents
 
 import (
 	"context"
+	"encoding/json"
 	"path"
 	"strconv"
 	"sync"
@@ -77,8 +78,77 @@ func (c *Consumer) moveAll(ctx context.Context, moves []inventory.Movement) erro
 	return firstErr
 }
 
-// production turns a units-per-SKU feature into produced stock at the signal's site.
-func (c *Consumer) production(b *signal.Batch, f *signal.Feature) (inventory.Movement, bool) {
+// place finds the site of every production signal of a features message — through the graph, else
+// the agent's site — and encodes them as the message's pin (nil: no production in it). The first
+// delivery's pin is stored with its dedup claim, and a redelivery places its production where the
+// first delivery did (pinned), whatever graph version was loaded meanwhile: the inventory knows a
+// movement's id only at the SKU × site it was applied to, so placed elsewhere it would count twice.
+func (c *Consumer) place(b *signal.Batch) (map[string]string, []byte) {
+	if c.d.Stock == nil || b.Stream != signal.StreamFeatures {
+		return nil, nil
+	}
+	var sites map[string]string
+	for fi := range b.Features {
+		f := &b.Features[fi]
+		if !c.isProduction(f) {
+			continue
+		}
+		if _, ok := sites[f.Signal]; ok {
+			continue
+		}
+		site := b.Site
+		if c.d.Placer != nil {
+			if _, _, s, ok := c.d.Placer.Place(f.Signal); ok && s != "" {
+				site = s
+			}
+		}
+		if sites == nil {
+			sites = make(map[string]string)
+		}
+		sites[f.Signal] = site
+	}
+	if sites == nil {
+		return nil, nil
+	}
+	pin, _ := json.Marshal(sites) // a map of strings always encodes (sorted keys: the same sites give the same bytes)
+	return sites, pin
+}
+
+// pinned is the sites of the pin a message's first delivery stored, over mine (a signal it does not
+// name — the production config changed meanwhile — is placed by the current graph). A pin that does
+// not decode, which only another program writing the bucket can cause, leaves mine.
+func (c *Consumer) pinned(b *signal.Batch, pin []byte, mine map[string]string) map[string]string {
+	var sites map[string]string
+	if err := json.Unmarshal(pin, &sites); err != nil {
+		c.log.Error("production placement pinned by the first delivery unreadable, placing by the current graph",
+			"agent", b.Agent, "message", b.MsgID(), "err", err)
+		return mine
+	}
+	c.log.Info("redelivered production placed where its first delivery placed it, not by the current graph",
+		"agent", b.Agent, "message", b.MsgID(), "first", string(pin))
+	for sig, site := range sites {
+		if _, ok := mine[sig]; ok && site != "" {
+			mine[sig] = site
+		}
+	}
+	return mine
+}
+
+func (c *Consumer) isProduction(f *signal.Feature) bool {
+	for _, p := range c.cfg.Production {
+		if p.Feature != f.Name {
+			continue
+		}
+		if ok, _ := path.Match(p.Signal, f.Signal); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// production turns a units-per-SKU feature into produced stock at the site place (or the first
+// delivery's pin) gave its signal.
+func (c *Consumer) production(b *signal.Batch, f *signal.Feature, sites map[string]string) (inventory.Movement, bool) {
 	for _, p := range c.cfg.Production {
 		if p.Feature != f.Name {
 			continue
@@ -86,15 +156,13 @@ func (c *Consumer) production(b *signal.Batch, f *signal.Feature) (inventory.Mov
 		if ok, _ := path.Match(p.Signal, f.Signal); !ok {
 			continue
 		}
+		site, ok := sites[f.Signal] // place found every production signal
+		if !ok {
+			return inventory.Movement{}, false
+		}
 		sku, _ := f.Labels.Get("sku")
 		if sku == "" || f.Value <= 0 {
 			return inventory.Movement{}, false // nothing produced, or not attributable to a SKU
-		}
-		site := b.Site
-		if c.d.Placer != nil {
-			if _, _, s, ok := c.d.Placer.Place(f.Signal); ok && s != "" {
-				site = s
-			}
 		}
 		// The window identifies the units: the same window re-sent in another message (or from a
 		// re-read stream) is the same movement.

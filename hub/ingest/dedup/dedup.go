@@ -5,6 +5,10 @@
 // marked done once its state is stored ("d12"). A claim by the same stream message is fresh while
 // the marker is pending (a redelivery after a crash: the state absorbs it) and a duplicate once it
 // is done, so a consumer that re-reads the stream (deleted and re-created) applies nothing twice.
+//
+// A claim may carry a pin (a header of its pending marker): what the first delivery decided about
+// applying the message (where the agents' ingest placed its production), which a redelivery reads
+// back and applies the same way.
 package dedup
 
 import (
@@ -57,7 +61,8 @@ type Claim struct {
 type Markers struct {
 	js     jetstream.JetStream
 	kv     jetstream.KeyValue
-	prefix string // "$KV.<bucket>."
+	stream jetstream.Stream // the bucket's stream: a pin is read with its marker (a KV entry has no headers)
+	prefix string           // "$KV.<bucket>."
 }
 
 // Open creates or binds the bucket.
@@ -72,7 +77,11 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Markers, er
 	if err != nil {
 		return nil, fmt.Errorf("dedup bucket %s: %w", cfg.Bucket, err)
 	}
-	return &Markers{js: js, kv: kv, prefix: "$KV." + cfg.Bucket + "."}, nil
+	st, err := js.Stream(ctx, "KV_"+cfg.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("dedup bucket %s: %w", cfg.Bucket, err)
+	}
+	return &Markers{js: js, kv: kv, stream: st, prefix: "$KV." + cfg.Bucket + "."}, nil
 }
 
 // Key is the bucket key of an identity: identities hold characters KV keys refuse (':' and others)
@@ -86,47 +95,87 @@ func Key(id string) string {
 // verdict per claim in order. A claim that could not be decided (timeout, lost connection) is an
 // error for the whole call: the caller leaves the batch unacknowledged and it is redelivered.
 func (m *Markers) ClaimAll(ctx context.Context, claims []Claim) ([]Verdict, error) {
+	v, _, err := m.ClaimPinned(ctx, claims, nil)
+	return v, err
+}
+
+// ClaimPinned is ClaimAll that also pins what the caller decided about each message when it first
+// applies it (pins[i] for claims[i]; nil: nothing to pin), stored with the claim in the same create:
+// recorded[i] is the pin of a Fresh claim given one — the caller's own on a first claim, the one the
+// first delivery stored on a redelivery. A redelivery thus applies the message as its first delivery
+// did, whatever changed meanwhile (the knowledge graph placing production at another site). The pin
+// is a header of the marker (its value stays the stream sequence, as a replica of an earlier release
+// reads it), and goes when the claim is marked done. A marker stored without a pin (by an earlier
+// release) gives the caller's own.
+func (m *Markers) ClaimPinned(ctx context.Context, claims []Claim, pins [][]byte) (verdicts []Verdict, recorded [][]byte, err error) {
 	out := make([]Verdict, len(claims))
 	futs := make([]jetstream.PubAckFuture, len(claims))
+	if pins != nil {
+		recorded = make([][]byte, len(claims))
+	}
+	var none []byte
+	pin := func(i int) ([]byte, *[]byte) {
+		if pins == nil {
+			return nil, &none
+		}
+		return pins[i], &recorded[i]
+	}
 	// At most maxInFlight creates await their acks: a batch of up to 10,000 messages would otherwise
 	// run into the connection's async publish limit (4,000 by default) and fail on a busy server.
 	waited := 0
 	for i, c := range claims {
 		for ; waited <= i-maxInFlight; waited++ {
-			if err := m.await(ctx, claims[waited], futs[waited], &out[waited]); err != nil {
-				return nil, err
+			p, rec := pin(waited)
+			if err := m.await(ctx, claims[waited], p, futs[waited], &out[waited], rec); err != nil {
+				return nil, nil, err
 			}
 		}
-		msg := nats.NewMsg(m.prefix + Key(c.ID))
-		msg.Data = strconv.AppendUint(nil, c.StreamSeq, 10)
-		f, err := m.js.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(0))
+		p, _ := pin(i)
+		f, err := m.js.PublishMsgAsync(m.claimMsg(c, p), jetstream.WithExpectLastSequencePerSubject(0))
 		if err != nil {
-			return nil, fmt.Errorf("dedup claim %s: %w", c.ID, err)
+			return nil, nil, fmt.Errorf("dedup claim %s: %w", c.ID, err)
 		}
 		futs[i] = f
 	}
 	for i := waited; i < len(claims); i++ {
-		if err := m.await(ctx, claims[i], futs[i], &out[i]); err != nil {
-			return nil, err
+		p, rec := pin(i)
+		if err := m.await(ctx, claims[i], p, futs[i], &out[i], rec); err != nil {
+			return nil, nil, err
 		}
 	}
-	return out, nil
+	return out, recorded, nil
+}
+
+// pinHeader carries a claim's pin on its marker.
+const pinHeader = "Gemba-Pin"
+
+// claimMsg is the pending marker of c, with its pin.
+func (m *Markers) claimMsg(c Claim, pin []byte) *nats.Msg {
+	msg := nats.NewMsg(m.prefix + Key(c.ID))
+	msg.Data = strconv.AppendUint(nil, c.StreamSeq, 10)
+	if pin != nil {
+		msg.Header.Set(pinHeader, string(pin))
+	}
+	return msg
 }
 
 // maxInFlight bounds the unacknowledged creates of one ClaimAll.
 const maxInFlight = 256
 
-// await decides one claim from its create's ack.
-func (m *Markers) await(ctx context.Context, c Claim, f jetstream.PubAckFuture, v *Verdict) error {
+// await decides one claim from its create's ack, and sets rec to its recorded pin when fresh.
+func (m *Markers) await(ctx context.Context, c Claim, pin []byte, f jetstream.PubAckFuture, v *Verdict, rec *[]byte) error {
 	select {
 	case <-f.Ok():
-		*v = Fresh
+		*v, *rec = Fresh, pin
 	case err := <-f.Err():
-		verdict, err := m.settle(ctx, c, err)
+		verdict, p, err := m.settle(ctx, c, pin, err)
 		if err != nil {
 			return err
 		}
 		*v = verdict
+		if verdict == Fresh {
+			*rec = p
+		}
 	case <-ctx.Done():
 		return fmt.Errorf("dedup claim %s: %w", c.ID, ctx.Err())
 	}
@@ -134,30 +183,66 @@ func (m *Markers) await(ctx context.Context, c Claim, f jetstream.PubAckFuture, 
 }
 
 // settle decides a claim whose create was refused: the identity exists, and it is a duplicate unless
-// it was claimed by the same stream message.
-func (m *Markers) settle(ctx context.Context, c Claim, cause error) (Verdict, error) {
-	var apiErr *jetstream.APIError
-	if !errors.As(cause, &apiErr) || (apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence &&
-		apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
-		return 0, fmt.Errorf("dedup claim %s: %w", c.ID, cause)
-	}
-	e, err := m.kv.Get(ctx, Key(c.ID))
-	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-		// Expired between the create and the read: claim it again.
-		if _, err := m.kv.Create(ctx, Key(c.ID), strconv.AppendUint(nil, c.StreamSeq, 10)); err == nil {
-			return Fresh, nil
-		} else if !errors.Is(err, jetstream.ErrKeyExists) {
-			return 0, fmt.Errorf("dedup claim %s: %w", c.ID, err)
+// it was claimed by the same stream message, whose pin it then returns (pin if it has none).
+func (m *Markers) settle(ctx context.Context, c Claim, pin []byte, cause error) (Verdict, []byte, error) {
+	for range 10 {
+		var apiErr *jetstream.APIError
+		if !errors.Is(cause, jetstream.ErrKeyExists) && (!errors.As(cause, &apiErr) ||
+			(apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence &&
+				apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequenceConstant)) {
+			return 0, nil, fmt.Errorf("dedup claim %s: %w", c.ID, cause)
 		}
-		return m.settle(ctx, c, &jetstream.APIError{ErrorCode: jetstream.JSErrCodeStreamWrongLastSequence})
+		value, stored, err := m.read(ctx, c.ID, pin != nil)
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			// Expired between the create and the read: claim it again.
+			if pin == nil {
+				_, cause = m.kv.Create(ctx, Key(c.ID), strconv.AppendUint(nil, c.StreamSeq, 10))
+			} else {
+				_, cause = m.js.PublishMsg(ctx, m.claimMsg(c, pin), jetstream.WithExpectLastSequencePerSubject(0))
+			}
+			if cause == nil {
+				return Fresh, pin, nil
+			}
+			continue
+		}
+		if err != nil {
+			return 0, nil, fmt.Errorf("dedup claim %s: read: %w", c.ID, err)
+		}
+		if seq, err := strconv.ParseUint(string(value), 10, 64); err == nil && seq == c.StreamSeq {
+			if stored == nil {
+				stored = pin // claimed by a release without pins
+			}
+			return Fresh, stored, nil // pending, by this very message
+		}
+		return Duplicate, nil, nil // done, or claimed by another message
 	}
-	if err != nil {
-		return 0, fmt.Errorf("dedup claim %s: read: %w", c.ID, err)
+	return 0, nil, fmt.Errorf("dedup claim %s: refused and gone again and again: %w", c.ID, cause)
+}
+
+// read returns an identity's marker and, when pinned is set, the pin stored with it (nil: none):
+// both from one read of the bucket's stream, since a KV entry has no headers.
+func (m *Markers) read(ctx context.Context, id string, pinned bool) (value, pin []byte, err error) {
+	if !pinned {
+		e, err := m.kv.Get(ctx, Key(id))
+		if err != nil {
+			return nil, nil, err
+		}
+		return e.Value(), nil, nil
 	}
-	if seq, err := strconv.ParseUint(string(e.Value()), 10, 64); err == nil && seq == c.StreamSeq {
-		return Fresh, nil // pending, by this very message
+	msg, err := m.stream.GetLastMsgForSubject(ctx, m.prefix+Key(id))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return nil, nil, jetstream.ErrKeyNotFound
+	case err != nil:
+		return nil, nil, err
 	}
-	return Duplicate, nil // done, or claimed by another message
+	if op := msg.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+		return nil, nil, jetstream.ErrKeyDeleted
+	}
+	if p := msg.Header.Get(pinHeader); p != "" {
+		pin = []byte(p)
+	}
+	return msg.Data, pin, nil
 }
 
 // DoneAll marks claims as applied (their state is stored), in one round trip, before the messages

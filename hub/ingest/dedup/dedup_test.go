@@ -144,3 +144,43 @@ func TestDone(t *testing.T) {
 		t.Fatalf("after done: %v %v, want duplicate for a, fresh for pending b", v, err)
 	}
 }
+
+// TestPins: the first claim of an identity stores its pin; a redelivery (the same stream message)
+// gets that pin back, not its own, and a duplicate gets none.
+func TestPins(t *testing.T) {
+	js := startJS(t)
+	ctx := context.Background()
+	m, err := Open(ctx, js, Config{Bucket: "D", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims := []Claim{{"a", 1}, {"b", 2}}
+	v, rec, err := m.ClaimPinned(ctx, claims, [][]byte{[]byte("first"), nil})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(v) != "[fresh fresh]" || string(rec[0]) != "first" || rec[1] != nil {
+		t.Fatalf("first claims: %v, pins %q", v, rec)
+	}
+	v, rec, err = m.ClaimPinned(ctx, []Claim{{"a", 1}, {"a", 7}, {"b", 2}}, [][]byte{[]byte("second"), []byte("other"), []byte("late")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(v) != "[fresh duplicate fresh]" || string(rec[0]) != "first" || rec[1] != nil || string(rec[2]) != "late" {
+		t.Fatalf("redelivery: %v, pins %q; want the first delivery's pin for a, none for the duplicate, b's first pin", v, rec)
+	}
+	// The marker's value is what a replica of an earlier release reads: the stream sequence, as before.
+	if v, err := m.ClaimAll(ctx, []Claim{{"a", 1}}); err != nil || v[0] != Fresh {
+		t.Fatalf("the marker of a pinned claim reads as before: %v %v", v, err)
+	}
+	if e, err := m.kv.Get(ctx, Key("a")); err != nil || string(e.Value()) != "1" {
+		t.Fatalf("marker value %q (%v), want \"1\"", e.Value(), err)
+	}
+	// Marked done, the identity is a duplicate and its pin gone with the pending marker.
+	if err := m.DoneAll(ctx, []Claim{{"a", 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if v, rec, err := m.ClaimPinned(ctx, []Claim{{"a", 1}}, [][]byte{[]byte("x")}); err != nil || v[0] != Duplicate || rec[0] != nil {
+		t.Fatalf("after done: %v %q %v", v, rec, err)
+	}
+}
