@@ -2,8 +2,11 @@ package act
 
 import (
 	"context"
+	"errors"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -183,4 +186,135 @@ func TestDeadLetterGivesBackOnlyWhenNothingWentOut(t *testing.T) {
 			t.Errorf("%s: decision %s %v, want %s", a.Rule, v.Outcome, err, want)
 		}
 	}
+}
+
+// A promotion whose NATS start may have gone out unmarked (its loop stopped after the publish,
+// before the mark: maybe_out) and which is then dead-lettered before it is known to have gone out
+// (here its channel left the config of the loop that took it over) keeps what it reserved, as the
+// expiry path keeps it: its start may be on the stream, so it may have acted. Given back, its budget
+// and daily count could be spent twice.
+func TestMaybeOutDeadLetterKeepsReservations(t *testing.T) {
+	n := natstest.JetStream(t)
+	_, js := connect(t, n)
+	ctx := context.Background()
+	kg, allow := guarded(t, js)
+	o1 := open(t, js, named(testConfig("http://127.0.0.1:1"), "loop-1"))
+	o1.SetGuard(kg)
+	crashed := make(chan struct{})
+	o1.afterPublish = func(string) error {
+		close(crashed)
+		return errors.New("crashed after the start's publish")
+	}
+	stop1 := run(t, o1)
+	a := allow("overstock", "sku-2", "web", Promote)
+	if _, err := o1.Enqueue(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	<-crashed
+	if err := stop1(); err != nil {
+		t.Fatal(err)
+	}
+	o2 := open(t, js, named(testConfig(""), "loop-2")) // the web channel is gone from its config
+	o2.SetGuard(kg)
+	run(t, o2)
+	var rec Record
+	testutil.WaitFor(t, 15*time.Second, "the record dead and settled", func() bool {
+		r, err := o2.Get(ctx, a.DecisionID)
+		rec = r
+		return err == nil && r.State == Dead && !r.GiveBack
+	})
+	if !rec.MaybeOut || !rec.GivenBack.IsZero() {
+		t.Errorf("record %+v: want maybe_out, its reservations kept (not given back)", rec)
+	}
+	if msgs := streamMsgs(t, js, "ACTIONS"); len(msgs[a.DecisionID]) != 1 {
+		t.Errorf("stream %v: want its start (sent before the stop) once", msgs)
+	}
+	if ids := allowedIDs(t, kg.g); !slices.Contains(ids, a.DecisionID) {
+		t.Errorf("allowed in the guard: %v, want %s (its start may be out: its reservations kept)", ids, a.DecisionID)
+	}
+}
+
+// logGuard is killGuard with the decision log's released and reacquired records kept in order
+// (what DeliveryGuard writes), and a give-back that fails while failDead is set (the log or the
+// guard not answering).
+type logGuard struct {
+	*killGuard
+	failDead atomic.Bool
+	mu       sync.Mutex
+	events   []string
+}
+
+func (l *logGuard) DeadLettered(ctx context.Context, a Action, why string) error {
+	if l.failDead.Load() {
+		return errors.New("decision log not answering")
+	}
+	if err := l.killGuard.DeadLettered(ctx, a, why); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n := len(l.events); n == 0 || l.events[n-1] != "released" { // deduplicated, as on the log
+		l.events = append(l.events, "released")
+	}
+	return nil
+}
+
+func (l *logGuard) Reacquired(context.Context, Action, time.Time) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n := len(l.events); n == 0 || l.events[n-1] != "reacquired" {
+		l.events = append(l.events, "reacquired")
+	}
+	return nil
+}
+
+func (l *logGuard) log() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.events, " ")
+}
+
+// A replay of a dead letter whose reservations are still to be given back (the give-back failed
+// and waits for its retry) is refused until they are: replayed then, the guard still holds them
+// and the replay's "reserved again" would stand on the decision log with no release before it
+// (and the release, never recorded, would leave the KPIs' order of releases and reservations
+// again one step behind). Once given back, the replay reserves again and the log says released,
+// then reacquired.
+func TestReplayWhileGivingBackRefused(t *testing.T) {
+	n := natstest.JetStream(t)
+	_, js := connect(t, n)
+	ctx := context.Background()
+	kg, allow := guarded(t, js)
+	lg := &logGuard{killGuard: kg}
+	lg.failDead.Store(true)
+	o1 := open(t, js, testConfig("http://127.0.0.1:1"))
+	o := open(t, js, testConfig("")) // the web channel is gone from the delivering loop's config
+	o.SetGuard(lg)
+	run(t, o)
+	a := allow("overstock", "sku-2", "web", Promote)
+	if _, err := o1.Enqueue(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 15*time.Second, "dead, its give-back failing", func() bool {
+		r, err := o.Get(ctx, a.DecisionID)
+		return err == nil && r.State == Dead && r.GiveBack && strings.Contains(r.LastError, "no longer configured")
+	})
+	err := o.Replay(ctx, a.DecisionID)
+	lg.failDead.Store(false)
+	if err == nil || !strings.Contains(err.Error(), "still being given back") {
+		t.Errorf("replay while its reservations were still to be given back: %v, want it refused, saying why", err)
+	}
+	testutil.WaitFor(t, 15*time.Second, "dead and given back", func() bool {
+		r, err := o.Get(ctx, a.DecisionID)
+		return err == nil && r.State == Dead && !r.GiveBack && !r.GivenBack.IsZero()
+	})
+	if got := lg.log(); !strings.HasPrefix(got, "released") {
+		t.Fatalf("decision log %q: want released first (no reacquired with no release before it)", got)
+	}
+	if err := o.Replay(ctx, a.DecisionID); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 15*time.Second, "released, reacquired, released again", func() bool {
+		return lg.log() == "released reacquired released"
+	})
 }

@@ -88,7 +88,8 @@ type Record struct {
 	// MaybeOut: the start's NATS message may be on the stream though not marked published (an
 	// attempt of it stopped part way and was taken over, or a publish got no answer). Should its
 	// end pass before it is known to have gone out, its NATS end goes out all the same (NATSOnly:
-	// its end goes to NATS alone) and it keeps its reservations, rather than being cancelled unseen.
+	// its end goes to NATS alone) and it keeps its reservations, rather than being cancelled unseen;
+	// dead-lettered before it is known to have gone out, it keeps them too (no GiveBack).
 	MaybeOut bool `json:"maybe_out,omitempty"`
 	NATSOnly bool `json:"nats_only,omitempty"`
 }
@@ -382,8 +383,9 @@ var ErrRefused = errors.New("refused by the guard")
 
 // Replay re-queues a dead-lettered action: its failed phase starts again with fresh attempts.
 // What was already delivered (the NATS message, an earlier phase) is not delivered again. A
-// promotion that gave its reservations back (GiveBack, GivenBack) reserves them again first
-// (Guard.Reacquire): refused, the record stays dead and the error wraps ErrRefused.
+// promotion that gave its reservations back (GivenBack) reserves them again first
+// (Guard.Reacquire): refused, the record stays dead and the error wraps ErrRefused. One still to
+// give them back (GiveBack: its give-back failed and waits for its retry) is refused until it has.
 func (o *Outbox) Replay(ctx context.Context, decisionID string) error {
 	for {
 		rec, rev, err := o.read(ctx, key(decisionID))
@@ -412,16 +414,23 @@ func (o *Outbox) Replay(ctx context.Context, decisionID string) error {
 				return fmt.Errorf("replay %q: %w (%s): reset it first", decisionID, ErrKilled, why)
 			}
 		}
-		if rec.GiveBack || !rec.GivenBack.IsZero() {
-			// Its reservations were (or are being) given back: delivered without them, it could
-			// pass a cap or a cooldown. Reserved again as of now, or not replayed.
+		if rec.GiveBack {
+			// Its give-back is still to do (it failed, and waits for its retry): reserved again
+			// now, the guard would find them held, and the decision log would say reserved again
+			// with no release before it — then released after it, when the give-back is done.
+			return fmt.Errorf("replay %q: its reservations are still being given back to the guard (a delivery loop retries it; "+
+				"the hub's log says why it failed): replay it once they are", decisionID)
+		}
+		if !rec.GivenBack.IsZero() {
+			// Its reservations were given back: delivered without them, it could pass a cap or a
+			// cooldown. Reserved again as of now, or not replayed.
 			if o.guard == nil {
 				return fmt.Errorf("replay %q: its reservations were given back to the guard, and there is no guard to reserve them again", decisionID)
 			}
 			if err := o.guard.Reacquire(ctx, rec.Action); err != nil {
 				return fmt.Errorf("replay %q: reserve again what it gave back when it was dead-lettered: %w", decisionID, err)
 			}
-			rec.GiveBack, rec.GivenBack, rec.Reacquired, rec.ReacquireLogged = false, time.Time{}, o.cfg.now(), false
+			rec.GivenBack, rec.Reacquired, rec.ReacquireLogged = time.Time{}, o.cfg.now(), false
 		}
 		now := o.cfg.now()
 		rec.State, rec.Attempts, rec.FirstAt, rec.NextAt, rec.Owner, rec.LeaseUntil = Pending, 0, now, now, "", time.Time{}

@@ -64,37 +64,61 @@ func (o *Outbox) stopStart(ctx context.Context, rec *Record, mark func() error) 
 func (o *Outbox) finishCancel(ctx context.Context, rec *Record, mark func() error) error {
 	id := rec.Action.DecisionID
 	now := o.cfg.now()
-	if o.guard != nil {
-		if err := o.guard.Cancelled(ctx, rec.Action, rec.Killed); errors.Is(err, ErrPermanent) {
-			// No retry can give it back: cancelled all the same (nothing goes out), the guard's
-			// refusal on the record and logged, once.
-			rec.State, rec.DoneAt, rec.LastError = Cancelled, now, rec.Killed+"; its reservations were not given back: "+err.Error()
-			rec.Owner, rec.LeaseUntil = "", time.Time{}
-			o.log.Error("action cancelled by the kill switch; the guard refuses to give back what it holds", "decision", id, "err", err)
-			return mark()
-		} else if err != nil {
-			err = fmt.Errorf("%s: give back what the cancelled action holds: %w", id, err)
-			rec.LastError = rec.Killed + "; " + err.Error()
-			rec.Owner, rec.LeaseUntil, rec.NextAt = "", time.Time{}, now.Add(o.cfg.Retry.Initial)
-			_ = mark()
-			return err
-		}
-	} else {
+	if o.guard == nil {
 		o.log.Error("action cancelled by the kill switch with no guard to give back to: its reservations stay", "decision", id)
+		rec.State, rec.DoneAt, rec.LastError = Cancelled, now, rec.Killed
+		rec.Owner, rec.LeaseUntil = "", time.Time{}
+		return mark()
 	}
-	rec.State, rec.DoneAt, rec.LastError = Cancelled, now, rec.Killed
+	return o.guardGiveBack(ctx, rec, mark, "give back what the cancelled action holds",
+		func(ctx context.Context) error { return o.guard.Cancelled(ctx, rec.Action, rec.Killed) },
+		func() {
+			rec.State, rec.DoneAt, rec.LastError = Cancelled, now, rec.Killed
+			o.log.Warn("action cancelled by the kill switch", "decision", id, "why", rec.Killed)
+		},
+		func(err error) {
+			// Cancelled all the same (nothing goes out), the guard's refusal on the record.
+			rec.State, rec.DoneAt, rec.LastError = Cancelled, now, rec.Killed+"; its reservations were not given back: "+err.Error()
+			o.log.Error("action cancelled by the kill switch; the guard refuses to give back what it holds", "decision", id, "err", err)
+		},
+		func(err error) { rec.LastError = rec.Killed + "; " + err.Error() })
+}
+
+// guardGiveBack has the guard give back what rec holds (call, within a third of the lease: a call
+// still running once another loop could take the record over, and a replay reserve again, would
+// give back what the replay reserved) and marks its outcome: done once given back; final on a
+// refusal no retry changes (ErrPermanent: logged once, never retried); on any other error failed,
+// and the record is tried again after Retry.Initial, the error (saying what failed) returned.
+// finishCancel and giveBack share it, so that the two give-backs stay in step.
+func (o *Outbox) guardGiveBack(ctx context.Context, rec *Record, mark func() error, what string,
+	call func(context.Context) error, done func(), final, failed func(error)) error {
 	rec.Owner, rec.LeaseUntil = "", time.Time{}
-	o.log.Warn("action cancelled by the kill switch", "decision", id, "why", rec.Killed)
+	gctx, cancel := context.WithTimeout(ctx, o.cfg.Lease/3)
+	err := call(gctx)
+	cancel()
+	switch {
+	case errors.Is(err, ErrPermanent):
+		final(err)
+		return mark()
+	case err != nil:
+		err = fmt.Errorf("%s: %s: %w", rec.Action.DecisionID, what, err)
+		failed(err)
+		rec.NextAt = o.cfg.now().Add(o.cfg.Retry.Initial)
+		_ = mark()
+		return err
+	}
+	done()
 	return mark()
 }
 
 // deadLetter gives the record up until a Replay. A promotion whose NATS start went out and whose
 // NATS end did not keeps its NATS end due at the promotion's end (now, if that has passed):
 // subscribers of the stream see it end whatever happened to the webhook or the channel's config.
-// A promotion nothing of which went out is to give its reservations back (giveBack, now).
+// A promotion nothing of which went out is to give its reservations back (giveBack, now); one whose
+// NATS start may have gone out unmarked (MaybeOut) keeps them, as expire keeps them: it may have acted.
 func (o *Outbox) deadLetter(rec *Record, why string) {
 	rec.State, rec.LastError, rec.Owner, rec.LeaseUntil = Dead, why, "", time.Time{}
-	if rec.Action.Kind == Promote && !rec.wentOut() && rec.GivenBack.IsZero() {
+	if rec.Action.Kind == Promote && !rec.wentOut() && !rec.MaybeOut && rec.GivenBack.IsZero() {
 		rec.GiveBack, rec.NextAt = true, o.cfg.now()
 	}
 	// Its NATS start went out and its NATS end did not: in its start phase (published), or in
@@ -119,31 +143,23 @@ func (o *Outbox) giveBack(ctx context.Context, rec *Record, mark func() error) e
 	if rec.State == Cancelled {
 		what, why = "not started", rec.LastError
 	}
-	rec.Owner, rec.LeaseUntil = "", time.Time{}
 	if o.guard == nil {
 		o.log.Error("promotion "+what+" before any of it went out, with no guard to give back to: its reservations stay", "decision", id)
-		rec.GiveBack = false
+		rec.GiveBack, rec.Owner, rec.LeaseUntil = false, "", time.Time{}
 		return mark()
 	}
-	// Within the claim: a call still running once another loop could take the record over (and a
-	// replay reserve again) would give back what the replay reserved.
-	gctx, cancel := context.WithTimeout(ctx, o.cfg.Lease/3)
-	err := o.guard.DeadLettered(gctx, rec.Action, why)
-	cancel()
-	if errors.Is(err, ErrPermanent) {
-		rec.GiveBack = false
-		rec.LastError += "; its reservations were not given back: " + err.Error()
-		o.log.Error("promotion "+what+" before any of it went out; the guard refuses to give back what it holds", "decision", id, "err", err)
-		return mark()
-	}
-	if err != nil {
-		rec.NextAt = o.cfg.now().Add(o.cfg.Retry.Initial)
-		_ = mark()
-		return fmt.Errorf("%s: give back what the %s promotion holds: %w", id, what, err)
-	}
-	rec.GiveBack, rec.GivenBack = false, o.cfg.now()
-	o.log.Warn("promotion "+what+" before any of it went out: its caps and cooldown given back", "decision", id)
-	return mark()
+	return o.guardGiveBack(ctx, rec, mark, "give back what the "+what+" promotion holds",
+		func(ctx context.Context) error { return o.guard.DeadLettered(ctx, rec.Action, why) },
+		func() {
+			rec.GiveBack, rec.GivenBack = false, o.cfg.now()
+			o.log.Warn("promotion "+what+" before any of it went out: its caps and cooldown given back", "decision", id)
+		},
+		func(err error) {
+			rec.GiveBack = false
+			rec.LastError += "; its reservations were not given back: " + err.Error()
+			o.log.Error("promotion "+what+" before any of it went out; the guard refuses to give back what it holds", "decision", id, "err", err)
+		},
+		func(error) {}) // its last error stays the dead letter's: it is what the give-back's retry says why with
 }
 
 // logReacquired has the guard record on the decision log that a replay reserved the record's

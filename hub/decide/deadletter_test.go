@@ -110,8 +110,11 @@ func TestDeadBeforeAnythingWentOutGivesBack(t *testing.T) {
 	if n := r.guard.Metrics.Released.Load() + g2.Metrics.Released.Load(); n != 1 {
 		t.Errorf("given back %d times across the two replicas, want once", n)
 	}
-	ob, _ = r.outbox.Get(r.ctx, p1.ID)
-	if ob.State != act.Dead || ob.GivenBack.IsZero() {
+	// Marked given back after the guard's release and the record: polled, not read once.
+	if !testutil.Poll(10*time.Second, func() bool {
+		ob, _ = r.outbox.Get(r.ctx, p1.ID)
+		return ob.State == act.Dead && !ob.GivenBack.IsZero()
+	}) {
 		t.Errorf("outbox record after the give-back: %+v, want dead, given back", ob)
 	}
 	explains(t, hist, &ob, "guardrails: released: dead-lettered", "its caps and cooldown given back at")

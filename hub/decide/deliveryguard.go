@@ -19,9 +19,10 @@ type KillReleaser interface {
 }
 
 // DeliveryGuard is the act loop's act.Guard: the kill switch read fresh from the guard before any
-// part of an action's start goes out, and a start the switch cancelled given back — a released
-// record on the decision log (so that why and the KPIs say it never acted, and why), then the
-// guard's Release, in the order reconcile uses: a failure after the record is retried whole. A
+// part of an action's start goes out, and a start the switch cancelled given back — the guard's
+// Release, then a released record on the decision log (so that why and the KPIs say it never
+// acted, and why): a release the guard refuses for good leaves no record; a failure after the
+// release is retried whole, as the outbox record keeps the give-back due. A
 // promotion dead-lettered before any of it went out is given back the same way (DeadLettered), and
 // its replay reserves again through the guard's Reacquire.
 type DeliveryGuard struct {
@@ -110,22 +111,25 @@ func (d DeliveryGuard) Reacquired(ctx context.Context, a act.Action, at time.Tim
 	return nil
 }
 
-// giveBack records the decision released on the log (stopped by guardrail, "" for none, because
-// of why), then has the guard give back what it holds.
+// giveBack has the guard give back what the decision holds, then records it released on the log
+// (stopped by guardrail, "" for none, because of why). The release first: a release the guard
+// refuses for good leaves no released record saying it was given back. The outbox record keeps
+// the give-back due until this returns nil, so a record that failed after the release is written
+// by the retry (Release again is a no-op).
 func (d DeliveryGuard) giveBack(ctx context.Context, a act.Action, guardrail, why string) error {
-	if d.Audit != nil {
-		if err := d.record(ctx, a, guardrail, why); err != nil {
-			return err
-		}
-	}
 	err := d.Guard.Release(ctx, a.DecisionID)
 	switch {
 	case errors.Is(err, guard.ErrNotFound):
-		return nil // nothing reserved under this id (its record swept, or never the guard's)
+		// Nothing reserved under this id (its record swept, or never the guard's).
 	case errors.Is(err, guard.ErrState), errors.Is(err, guard.ErrInvalid):
 		return fmt.Errorf("%w: %w", act.ErrPermanent, err) // no retry changes it
+	case err != nil:
+		return err
 	}
-	return err
+	if d.Audit == nil {
+		return nil
+	}
+	return d.record(ctx, a, guardrail, why)
 }
 
 func (d DeliveryGuard) record(ctx context.Context, a act.Action, guardrail, why string) error {

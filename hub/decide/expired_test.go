@@ -120,6 +120,17 @@ func TestGiveBackGuardStateErrorIsFinal(t *testing.T) {
 			if n := len(r.actions()); n != 0 {
 				t.Errorf("%d actions delivered", n)
 			}
+			// The decision log does not say it was released (caps and cooldown given back):
+			// the guard refused that.
+			hist, err := r.log.History(r.ctx, p.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, h := range hist {
+				if h.Event == audit.EventReleased {
+					t.Errorf("decision log has %s record %q though the guard refused the release", h.Event, h.Note)
+				}
+			}
 		})
 	}
 }

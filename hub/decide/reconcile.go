@@ -88,6 +88,9 @@ func (e *Engine) expire(ctx context.Context) (int, error) {
 //     first (it acts, nothing is released) or enqueues nothing; then the released record, then
 //     the guard's release, so that a pass stopped on the way is finished by the next.
 //
+// A decision whose outbox record the delivery loop cancelled (expired, or by the kill switch) and
+// is still giving back is left to that loop.
+//
 // It returns how many it enqueued and released.
 func (e *Engine) reconcile(ctx context.Context) (enqueued, released int, err error) {
 	rc, ok := e.deps.Guard.(Reconciler)
@@ -110,6 +113,11 @@ func (e *Engine) reconcile(ctx context.Context) (enqueued, released int, err err
 		switch {
 		case err == nil && ob.State != act.Cancelled:
 			e.done.add(id)
+			continue
+		case err == nil && (ob.GiveBack || ob.Killed != ""):
+			// Cancelled by the delivery loop (expired, or by the kill switch), which gives back
+			// what it holds with a released record of its own saying why: not this pass's, whose
+			// record would say the deciding replica stopped and stand in place of the loop's.
 			continue
 		case err != nil && !errors.Is(err, jetstream.ErrKeyNotFound):
 			errs = append(errs, fmt.Errorf("decision %s: outbox: %w", id, err))

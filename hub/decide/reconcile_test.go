@@ -352,3 +352,52 @@ func TestQueuedDecisionWithoutRecordAnswerable(t *testing.T) {
 	}
 	testutil.WaitFor(t, 10*time.Second, "the approved promotion", func() bool { return len(r.actions()) == 1 })
 }
+
+// A promotion whose record the delivery loop made cancelled as expired (its end passed before its
+// start could go out) and whose reservations it is still giving back (a failed give-back, retried
+// later) is the loop's to release: reconcile leaves it alone instead of releasing it with a note
+// saying the deciding replica stopped, which would stand on the log in place of the loop's own
+// (deduplicated on the decision id and event).
+func TestReconcileLeavesExpiredGivingBack(t *testing.T) {
+	r := newRig(t, func(c *guard.Config) { c.Approval.Above = 0 })
+	p := r.allowPromo("promote-a", "A", false)
+	v, err := r.guard.Check(r.ctx, p)
+	if err != nil || v.Outcome != guard.Allow {
+		t.Fatalf("check: %+v %v", v, err)
+	}
+	ra := rules.Action{Kind: rules.Promote, Channels: []string{"web"}, Discount: 10, Duration: time.Hour}
+	if _, err := r.log.Append(r.ctx, audit.Record{DecisionID: p.ID, Event: audit.EventApproved, Outcome: audit.OutcomeFired,
+		Mode: audit.ModeActive, Time: r.clock(), RuleSet: audit.RuleSetRef{Version: p.RuleVersion}, Rule: audit.RuleRef{Name: p.Rule},
+		SKU: "A", Site: "s1", Channel: "web", Verdict: &v, Action: ra}); err != nil {
+		t.Fatal(err)
+	}
+	// As expire leaves it when the give-back failed: cancelled, still to give back, at NextAt.
+	now := r.clock()
+	ob := act.Record{Action: Action(p, ra, v), State: act.Cancelled, Phase: act.EventStart, FirstAt: now, NextAt: now.Add(time.Hour),
+		DoneAt: now, GiveBack: true, LastError: "expired: its end had passed when its start could go out; last error: maximum messages"}
+	data, err := json.Marshal(ob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := r.js.KeyValue(r.ctx, "GEMBA_ACT_OUTBOX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Create(r.ctx, "a."+p.ID, data); err != nil {
+		t.Fatal(err)
+	}
+	r.advance(5 * time.Minute)
+	if n, m, err := r.eng.reconcile(r.ctx); err != nil || n+m != 0 {
+		t.Errorf("reconcile: enqueued %d, released %d, %v; want the expired promotion left to its loop", n, m, err)
+	}
+	r.advance(2 * time.Hour) // the loop's retry of the give-back is due
+	testutil.WaitFor(t, 10*time.Second, "given back by the loop", func() bool {
+		ob, err := r.outbox.Get(r.ctx, p.ID)
+		return err == nil && !ob.GiveBack && !ob.GivenBack.IsZero()
+	})
+	hist, err := r.log.History(r.ctx, p.ID)
+	if err != nil || len(hist) != 2 || hist[1].Event != audit.EventReleased || !strings.Contains(hist[1].Note, "expired") ||
+		strings.Contains(hist[1].Note, "replica stopped") {
+		t.Fatalf("history %+v %v: want approved, then released as expired", hist, err)
+	}
+}
