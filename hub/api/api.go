@@ -107,9 +107,6 @@ func nextQuery(q, cursor url.Values, keep ...string) string {
 	return cursor.Encode()
 }
 
-// after reports whether (a, b) sorts after the cursor (x, y); an empty cursor is before everything.
-func after(a, b, x, y string) bool { return (x == "" && y == "") || a > x || a == x && b > y }
-
 func (a *api) fleet(w http.ResponseWriter, r *http.Request) {
 	f := a.src.Fleet()
 	if f == nil {
@@ -121,17 +118,7 @@ func (a *api) fleet(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	afterSite, afterAgent := q.Get("after_site"), q.Get("after_agent")
-	list := f.List() // by site, then agent
-	page := list[:0]
-	for _, v := range list {
-		if !after(v.Site, v.Agent.Agent, afterSite, afterAgent) {
-			continue
-		}
-		if page = append(page, v); len(page) == limit {
-			break
-		}
-	}
+	page := f.Page(q.Get("after_site"), q.Get("after_agent"), limit) // by site, then agent
 	out := map[string]any{"agents": page}
 	if len(page) == limit {
 		last := page[len(page)-1]
@@ -168,8 +155,8 @@ func (a *api) features(w http.ResponseWriter, r *http.Request) {
 	defs, ver := s.Definitions()
 	k, afterName, afterKey := q.Get("key"), q.Get("after_name"), q.Get("after_key")
 	name := q.Get("name")
-	list := s.List(name) // by name, then key
-	if name != "" && len(list) == 0 && !slices.ContainsFunc(defs, func(d features.Definition) bool { return d.Name == name }) {
+	page, named := s.Page(name, k, afterName, afterKey, limit) // by name, then key
+	if name != "" && !named && !slices.ContainsFunc(defs, func(d features.Definition) bool { return d.Name == name }) {
 		// A typo must not read as "no values yet" (values of a definition since removed are still listed).
 		names := make([]string, len(defs))
 		for i, d := range defs {
@@ -177,15 +164,6 @@ func (a *api) features(w http.ResponseWriter, r *http.Request) {
 		}
 		writeErr(w, http.StatusNotFound, "no feature "+strconv.Quote(name)+": the definitions are "+strings.Join(names, ", "))
 		return
-	}
-	page := list[:0]
-	for _, v := range list {
-		if k != "" && v.Key != k || !after(v.Name, v.Key, afterName, afterKey) {
-			continue
-		}
-		if page = append(page, v); len(page) == limit {
-			break
-		}
 	}
 	out := map[string]any{"definitions_version": ver, "definitions": defs, "values": page}
 	if len(page) == limit {

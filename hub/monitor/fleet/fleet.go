@@ -1,6 +1,7 @@
 // Package fleet keeps the latest heartbeat of every agent (buffer depth, drops, collectors,
 // versions) in a KV bucket all hub replicas share, tells which agents went quiet, and forgets those
-// not heard from for forget_after.
+// not heard from for forget_after: their entries are deleted, and the delete markers purged
+// forget_after later; an entry it cannot read is deleted once forget_after old.
 package fleet
 
 import (
@@ -62,10 +63,23 @@ type Fleet struct {
 	log         *slog.Logger
 	now         func() time.Time
 
+	stream jetstream.Stream // the bucket's, to purge old delete markers
+	subj   string           // the bucket's subject prefix: $KV.<bucket>.
+
 	mu     sync.RWMutex
 	agents map[string]*Agent // by KV key
+	// unreadable holds the entries that do not decode as an Agent (another hub version wrote them,
+	// or they are corrupt), markers the delete markers of forgotten agents, by KV key: the sweep
+	// removes both once forget_after old. A key is in one of the three maps at most.
+	unreadable, markers map[string]entry
 
 	stop func() // ends the bucket watch and the sweep
+}
+
+// entry is a bucket entry the fleet holds no agent for: its revision and when the bucket stored it.
+type entry struct {
+	revision uint64
+	created  time.Time
 }
 
 // DefaultForgetAfter is how long an agent not heard from stays in the fleet by default.
@@ -87,7 +101,12 @@ func Open(ctx context.Context, js jetstream.JetStream, bucket string, replicas i
 	if forgetAfter <= 0 {
 		forgetAfter = DefaultForgetAfter
 	}
-	f := &Fleet{kv: kv, staleAfter: staleAfter, forgetAfter: forgetAfter, log: log, now: time.Now, agents: map[string]*Agent{}}
+	st, err := js.Stream(ctx, "KV_"+kv.Bucket())
+	if err != nil {
+		return nil, fmt.Errorf("fleet bucket %s: %w", bucket, err)
+	}
+	f := &Fleet{kv: kv, stream: st, subj: "$KV." + kv.Bucket() + ".", staleAfter: staleAfter, forgetAfter: forgetAfter, log: log,
+		now: time.Now, agents: map[string]*Agent{}, unreadable: map[string]entry{}, markers: map[string]entry{}}
 	stop, err := kvwatch.Follow(ctx, js, kv, f.remote, kvwatch.Options{Log: log})
 	if err != nil {
 		return nil, fmt.Errorf("fleet bucket %s: %w", bucket, err)
@@ -122,22 +141,37 @@ const sweepEvery = 10 * time.Minute
 
 // forget deletes from the bucket the agents not heard from for forget_after: each once, whichever
 // replica gets there first (the delete is conditional on the revision it saw, so a heartbeat that
-// arrived meanwhile keeps the agent, and the replicas that lose say nothing).
+// arrived meanwhile keeps the agent, and the replicas that lose say nothing). It deletes the same
+// way the entries it cannot decode that the bucket stored longer than forget_after ago, and purges
+// the delete markers older than forget_after (kept that long so that every replica's watch sees
+// the agent go).
 func (f *Fleet) forget(ctx context.Context) {
 	now := f.now()
-	type entry struct {
+	type gone struct {
 		key string
 		a   Agent
 	}
-	var gone []entry
+	var agents []gone
+	var unreadable, markers []string
+	revs := map[string]entry{}
 	f.mu.RLock()
 	for key, a := range f.agents {
 		if f.forgotten(a, now) {
-			gone = append(gone, entry{key, *a})
+			agents = append(agents, gone{key, *a})
+		}
+	}
+	for key, e := range f.unreadable {
+		if now.Sub(e.created) > f.forgetAfter {
+			unreadable, revs[key] = append(unreadable, key), e
+		}
+	}
+	for key, e := range f.markers {
+		if now.Sub(e.created) > f.forgetAfter {
+			markers, revs[key] = append(markers, key), e
 		}
 	}
 	f.mu.RUnlock()
-	for _, e := range gone {
+	for _, e := range agents {
 		err := f.kv.Delete(ctx, e.key, jetstream.LastRevision(e.a.revision))
 		switch {
 		case err == nil:
@@ -157,6 +191,44 @@ func (f *Fleet) forget(ctx context.Context) {
 				"site", e.a.Site, "err", err)
 		}
 	}
+	for _, key := range unreadable {
+		e := revs[key]
+		err := f.kv.Delete(ctx, key, jetstream.LastRevision(e.revision))
+		switch {
+		case err == nil:
+			f.log.Info("fleet entry unreadable and stored longer than fleet.forget_after ago: deleted", "key", key,
+				"revision", e.revision, "stored", e.created, "forget_after", f.forgetAfter)
+			f.drop(f.unreadable, key, e.revision)
+		case conflict(err):
+		case ctx.Err() != nil:
+			return
+		default:
+			f.log.Warn("fleet: unreadable entry older than forget_after not deleted (tried again at the next sweep)", "key", key, "err", err)
+		}
+	}
+	for _, key := range markers {
+		// Only the messages up to the marker go: a heartbeat stored after it (the agent back, not
+		// yet seen here) is kept. Every replica purges each marker once; the later ones purge nothing.
+		e := revs[key]
+		err := f.stream.Purge(ctx, jetstream.WithPurgeSubject(f.subj+key), jetstream.WithPurgeSequence(e.revision+1))
+		switch {
+		case err == nil:
+			f.drop(f.markers, key, e.revision)
+		case ctx.Err() != nil:
+			return
+		default:
+			f.log.Warn("fleet: delete marker of an agent forgotten forget_after ago not purged (tried again at the next sweep)", "key", key, "err", err)
+		}
+	}
+}
+
+// drop removes key from m if it still holds revision rev.
+func (f *Fleet) drop(m map[string]entry, key string, rev uint64) {
+	f.mu.Lock()
+	if e, ok := m[key]; ok && e.revision == rev {
+		delete(m, key)
+	}
+	f.mu.Unlock()
 }
 
 // forgotten reports whether a was last heard from longer than forget_after before now.
@@ -177,25 +249,49 @@ func (f *Fleet) Close() {
 	}
 }
 
+// remote takes an entry of the bucket (from the watch, or read back after a conflict) unless what
+// is held for its key is as recent.
 func (f *Fleet) remote(e jetstream.KeyValueEntry) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if e.Operation() != jetstream.KeyValuePut {
-		// A heartbeat stored after the delete may be here already (stored by this replica).
-		if cur := f.agents[e.Key()]; cur != nil && cur.revision < e.Revision() {
-			delete(f.agents, e.Key())
-		}
+	key, rev := e.Key(), e.Revision()
+	if rev <= f.held(key) {
 		return
 	}
 	var a Agent
-	if err := json.Unmarshal(e.Value(), &a); err != nil {
-		f.log.Error("fleet entry unreadable, ignored", "key", e.Key(), "revision", e.Revision(), "err", err)
-		return
+	var err error
+	if e.Operation() == jetstream.KeyValuePut {
+		if err = json.Unmarshal(e.Value(), &a); err == nil && kvkey.Join(a.Site, a.Agent) != key {
+			// Listed, it would be an agent without a name (or under another's), and the API's paging
+			// by site and agent would skip or repeat it.
+			err = fmt.Errorf("its site %q and agent %q are not its key", a.Site, a.Agent)
+		}
+		if err != nil {
+			// Logged once per replica: the same revision read again (a new watch) is held already.
+			f.log.Error("fleet entry unreadable, ignored (the next heartbeat of its agent replaces it, the sweep deletes it once older than fleet.forget_after)",
+				"key", key, "revision", rev, "err", err)
+		}
 	}
-	a.revision = e.Revision()
-	if cur := f.agents[e.Key()]; cur == nil || cur.revision < a.revision {
-		f.agents[e.Key()] = &a
+	delete(f.agents, key)
+	delete(f.unreadable, key)
+	delete(f.markers, key)
+	switch {
+	case e.Operation() != jetstream.KeyValuePut:
+		f.markers[key] = entry{rev, e.Created()}
+	case err != nil:
+		f.unreadable[key] = entry{rev, e.Created()}
+	default:
+		a.revision = rev
+		f.agents[key] = &a
 	}
+}
+
+// held is the revision of what the fleet holds for key (0: nothing). Called with f.mu held.
+func (f *Fleet) held(key string) uint64 {
+	if a := f.agents[key]; a != nil {
+		return a.revision
+	}
+	return max(f.unreadable[key].revision, f.markers[key].revision)
 }
 
 // Heartbeat stores a status if it is newer than the one known (heartbeats of one agent can reach
@@ -220,7 +316,7 @@ func (f *Fleet) Heartbeat(ctx context.Context, h *signal.Header, st *signal.Stat
 	}
 	for range 10 {
 		f.mu.RLock()
-		cur := f.agents[key]
+		cur, odd := f.agents[key], f.unreadable[key]
 		f.mu.RUnlock()
 		// A stored heartbeat further ahead than LastSeen is now bounded (an older hub wrote it) loses,
 		// and so does one the hub received half of stale_after ago or more: heartbeats reach replicas
@@ -236,15 +332,21 @@ func (f *Fleet) Heartbeat(ctx context.Context, h *signal.Header, st *signal.Stat
 			return nil
 		}
 		var rev uint64
-		if cur == nil {
-			rev, err = f.kv.Create(ctx, key, data)
-		} else {
+		switch {
+		case cur != nil:
 			rev, err = f.kv.Update(ctx, key, data, cur.revision)
+		case odd.revision != 0:
+			// An entry this hub cannot read (another version's, or corrupt) is replaced.
+			rev, err = f.kv.Update(ctx, key, data, odd.revision)
+		default:
+			rev, err = f.kv.Create(ctx, key, data)
 		}
 		if err == nil {
 			a.revision = rev
 			f.mu.Lock()
-			if c := f.agents[key]; c == nil || c.revision < rev {
+			if rev > f.held(key) {
+				delete(f.unreadable, key)
+				delete(f.markers, key)
 				f.agents[key] = &a
 			}
 			f.mu.Unlock()
@@ -262,6 +364,7 @@ func (f *Fleet) Heartbeat(ctx context.Context, h *signal.Header, st *signal.Stat
 				delete(f.agents, key)
 			}
 			f.mu.Unlock()
+			f.drop(f.unreadable, key, odd.revision)
 			continue
 		}
 		if gerr != nil {
