@@ -50,12 +50,19 @@ type ckTrack struct {
 
 // encode serialises the engine state. Called with e.mu held.
 func (e *Engine) encode(clean bool) []byte {
-	ck := checkpoint{V: checkpointVersion, Clean: clean, Saved: e.opts.Now().UnixNano()}
+	now := e.opts.Now()
+	ck := checkpoint{V: checkpointVersion, Clean: clean, Saved: now.UnixNano()}
 	if id, since, ok := e.opts.Boot(); ok {
 		ck.Boot, ck.Since = id, int64(since)
 	}
 	for _, s := range e.series {
-		s.Arrival = s.lastArrival.UnixNano()
+		// The running times are saved on the wall clock of the save: the time since them by the
+		// monotonic clock (now.Sub), so a step of the wall clock since is not taken for silence.
+		s.Arrival = wallOf(now, s.lastArrival)
+		s.ExtAt = 0
+		if !s.extAt.IsZero() {
+			s.ExtAt = wallOf(now, s.extAt)
+		}
 		cs := ckSeries{Sig: s.sig, FP: s.r.fp, S: s, Panes: s.panes}
 		if s.r.sketch {
 			for _, pn := range s.panes {
@@ -79,6 +86,15 @@ func (e *Engine) encode(clean bool) []byte {
 	}
 	return buf.Bytes()
 }
+
+// wallOf returns t on the wall clock of now (Unix ns): now less the time since t by the monotonic
+// clock when both carry a reading (time.Now's do), so a step of the wall clock between them does not
+// move it.
+func wallOf(now, t time.Time) int64 { return now.Add(-now.Sub(t)).UnixNano() }
+
+// onMono returns the wall-clock time at (Unix ns) as a time at the same distance before now, with
+// now's monotonic reading: the running times compare by it.
+func onMono(now time.Time, at int64) time.Time { return now.Add(-time.Duration(now.UnixNano() - at)) }
 
 // load reads the checkpoint into e.restored and returns the tracks. A missing, corrupt or
 // incompatible checkpoint is logged and gives a cold start: windows are then marked partial.

@@ -81,6 +81,9 @@
 // signal skipped meanwhile. Within one boot of the machine it is measured by the boot's clock
 // (Options.Boot, saved in the checkpoint), so a step of the wall clock while the agent was stopped
 // is no downtime and hides none; the restored wall-clock times (the idle clock) move with the step.
+// While the agent runs the idle clock measures by the monotonic clock (time.Now's reading), and a
+// checkpoint saves its times on the wall clock of the save: a step while running is no silence,
+// before or after a restart.
 // Across a reboot only the wall clock is left: a clock set forward cannot be told from downtime
 // that long, and a clock before the save leaves the downtime unknown (never negative): every
 // window is then partial up to the signal's first usable sample newer than its watermark. The

@@ -34,7 +34,9 @@ type Options struct {
 	// Emit receives the features of the windows that closed. It is called with the engine's lock held,
 	// from Add, Run or Flush, and must neither keep the slice nor call back into the engine.
 	Emit func([]signal.Feature)
-	Now  func() time.Time // wall clock (default time.Now), used for idle timeouts only
+	// Now is the wall clock (default time.Now); the idle clock measures by the monotonic reading
+	// of its times when they carry one (time.Now's do), so a step of the wall clock is no silence.
+	Now func() time.Time
 	// Boot reads the machine's boot: its id and the time since it (bootclock.Read when Now is nil;
 	// with Now set and Boot nil the boot is not known). A restart in the same boot measures the
 	// time the agent was stopped by it, so a step of the wall clock meanwhile is not downtime.
@@ -268,11 +270,15 @@ func (e *Engine) newSeries(sig string, r *rule) *series {
 			// The idle clock continues from the last arrival before the restart; after a crash
 			// samples arrived after the checkpoint, of which the newest event time (the
 			// watermark) is the best trace left. Never later than now.
+			// Restored on the monotonic clock (onMono), as the times taken while running.
 			now := e.opts.Now()
 			last := max(s.Arrival, s.WM)
-			s.lastArrival = time.Unix(0, last)
-			if !s.HasWM && s.Arrival == 0 || s.lastArrival.After(now) {
+			s.lastArrival = onMono(now, last)
+			if !s.HasWM && s.Arrival == 0 || last > now.UnixNano() {
 				s.lastArrival = now
+			}
+			if s.ExtAt != 0 {
+				s.extAt = onMono(now, s.ExtAt)
 			}
 			// Downtime is the time the agent did not run (restart): from the checkpoint on after
 			// a crash (what was folded after it is lost), from the clean checkpoint's save to now
@@ -295,8 +301,8 @@ func (e *Engine) newSeries(sig string, r *rule) *series {
 				s.Stops = nil // every window they were charged to is partial now
 				// The idle clock goes on from here even when a value resent with its old time
 				// restarts the silence (it leaves observation to the first newer sample).
-				if s.ExtAt == 0 || to > s.ExtT+now.UnixNano()-s.ExtAt {
-					s.ExtT, s.ExtAt = to, now.UnixNano()
+				if s.extAt.IsZero() || to > s.ExtT+int64(now.Sub(s.extAt)) {
+					s.ExtT, s.extAt = to, now
 				}
 			case down > 0:
 				s.shortStop(to, down)

@@ -113,6 +113,7 @@ type harness struct {
 	live   func(source string) bool
 	clock  *fakeClock
 	store  *memStore
+	mono   bool // the engine's times carry the boot's clock as their monotonic reading (monoClock)
 	e      *Engine
 	mu     sync.Mutex
 	out    []signal.Feature
@@ -127,9 +128,13 @@ func newHarness(t testing.TB, cfg Config) *harness {
 
 func (h *harness) start() {
 	h.t.Helper()
+	now := h.clock.Now
+	if h.mono {
+		now = monoClock(h.t, h.clock)
+	}
 	e, err := New(h.cfg, Options{
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		Store:  h.store, Now: h.clock.Now, Boot: h.clock.Boot, CheckpointInterval: time.Hour, Bounds: h.bounds, Live: h.live,
+		Store:  h.store, Now: now, Boot: h.clock.Boot, CheckpointInterval: time.Hour, Bounds: h.bounds, Live: h.live,
 		Emit: func(fs []signal.Feature) {
 			h.mu.Lock()
 			h.out = append(h.out, fs...)

@@ -54,14 +54,18 @@ type series struct {
 	lastArrival time.Time
 	// Source is the newest sample's Source (collector:node), for Options.Live.
 	Source string
-	// ExtT is the event time the idle timeout last extrapolated the watermark to, at wall time
-	// ExtAt (Unix ns): a late sample (an OPC UA reconnect resends the unchanged value with its old
-	// source time) restarts the silence without moving the watermark, and the extrapolation
-	// continues from here instead of falling back behind windows already closed.
+	// ExtT is the event time the idle timeout last extrapolated the watermark to, at extAt (with
+	// a monotonic reading: a step of the wall clock is no time passed; ExtAt is it on the wall
+	// clock of the checkpoint's save, Unix ns): a late sample (an OPC UA reconnect resends the
+	// unchanged value with its old source time) restarts the silence without moving the
+	// watermark, and the extrapolation continues from here instead of falling back behind
+	// windows already closed.
 	ExtT, ExtAt int64
+	extAt       time.Time
 	gone        bool // set by idleCheck: Options.Live says the source is not connected
-	// Arrival is lastArrival in the checkpoint (Unix ns), so the idle clock continues after a
-	// restart instead of starting again: a quiet signal keeps its window cadence.
+	// Arrival is lastArrival in the checkpoint, on the wall clock of its save (Unix ns), so the
+	// idle clock continues after a restart instead of starting again: a quiet signal keeps its
+	// window cadence.
 	Arrival                           int64
 	nLate, nBad, nExcl, nFolded, nOOB int64
 	stood                             int // samples in a row that left the watermark where it was
@@ -349,11 +353,11 @@ func (s *series) closeSilent(e *Engine, now time.Time, b *batch) {
 	silent := now.Sub(s.lastArrival)
 	s.gone = e.opts.Live != nil && !e.opts.Live(s.Source)
 	to := s.WM + int64(silent)
-	if s.ExtAt != 0 {
-		to = max(to, s.ExtT+now.UnixNano()-s.ExtAt)
+	if !s.extAt.IsZero() {
+		to = max(to, s.ExtT+int64(now.Sub(s.extAt)))
 	}
 	s.closeTo(e, to-r.lateness, true, b)
-	s.ExtT, s.ExtAt = to, now.UnixNano()
+	s.ExtT, s.extAt = to, now
 	s.gone = false
 }
 

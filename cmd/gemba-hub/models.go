@@ -357,6 +357,11 @@ func modelChange(use, short, long string, args cobra.PositionalArgs, extra func(
 			}
 			return withModels(cmd, f.file, func(ctx context.Context, _ *hub.Config, _ jetstream.JetStream, reg *registry.Registry) error {
 				ch, err := run(ctx, cmd, reg, args, &f)
+				if errors.Is(err, registry.ErrUnchanged) {
+					// As the rules' activate of the active version: a no-op, not a failure.
+					fmt.Fprintf(cmd.OutOrStdout(), "model set %s is already active (change #%d): nothing recorded\n", orNone(ch.Active), ch.Seq)
+					return nil
+				}
 				if err != nil {
 					return failed(cmd, err)
 				}
@@ -393,7 +398,7 @@ func modelsPromoteCmd() *cobra.Command {
 	return modelChange("promote VERSION --why TEXT [--by NAME] -c hub.yaml", "Make a stored model set the active one",
 		`Every replica's days of cover use it within a second. The set it replaces goes on the rollback
 stack; if it was the shadow, the shadow ends. A version that is not stored, or whose stored content is
-not that version (corrupt), is refused.`,
+not that version (corrupt), is refused. Promoting the set already active records nothing (exit 0).`,
 		cobra.ExactArgs(1), nil,
 		func(ctx context.Context, _ *cobra.Command, reg *registry.Registry, args []string, f *changeFlags) (registry.Change, error) {
 			v, err := reg.Resolve(ctx, args[0])
@@ -418,7 +423,8 @@ func modelsShadowCmd() *cobra.Command {
 	return modelChange("shadow VERSION|--clear --why TEXT [--by NAME] -c hub.yaml",
 		"Forecast with a model set beside the active one without using it",
 		`The shadow set's days of cover are computed for the same positions and recorded beside the active
-set's (Cover.Shadow), so the two can be compared before a promotion. --clear ends the shadow.`,
+set's (Cover.Shadow), so the two can be compared before a promotion. --clear ends the shadow; with
+no shadow set it is refused (exit 1) and nothing is recorded.`,
 		cobra.MaximumNArgs(1), func(c *cobra.Command) { c.Flags().BoolVar(&clear, "clear", false, "end the shadow") },
 		func(ctx context.Context, cmd *cobra.Command, reg *registry.Registry, args []string, f *changeFlags) (registry.Change, error) {
 			if clear == (len(args) == 1) {

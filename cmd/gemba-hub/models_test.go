@@ -74,6 +74,16 @@ learn: {enabled: true, horizon_days: 7}
 	if code != 0 || !strings.Contains(out, "change #4: rollback "+v2[:12]+" → "+v1[:12]+" by bob") {
 		t.Fatalf("rollback: code %d\n%s", code, out)
 	}
+	// No-ops are refused and recorded nowhere (history below): promoting the active set (exit 0, as
+	// the rules' activate of the active version) and clearing a shadow that is not set (exit 1).
+	out, errOut, code = runHub(t, dir, nil, "models", "promote", v1[:8], "-c", cfgFile, "--by", "alice", "--why", "again")
+	if code != 0 || !strings.Contains(out, "model set "+v1[:12]+" is already active (change #4): nothing recorded") {
+		t.Errorf("promote the active set: code %d\n%s%s", code, out, errOut)
+	}
+	if _, errOut, code = runHub(t, dir, nil, "models", "shadow", "--clear", "-c", cfgFile, "--by", "x", "--why", "y"); code != 1 ||
+		!strings.Contains(errOut, "nothing to clear: no shadow model set is set") {
+		t.Errorf("clear a shadow not set: code %d, %s", code, errOut)
+	}
 	out, _, code = runHub(t, dir, nil, "models", "history", "-c", cfgFile)
 	if code != 0 || strings.Count(out, "\n") != 4 || !strings.Contains(out, "#2 ") || !strings.Contains(out, "\"second fit") {
 		t.Fatalf("history: code %d\n%s", code, out)

@@ -293,9 +293,19 @@ func (a *api) graphPaths(w http.ResponseWriter, r *http.Request) {
 		}
 		depth = n
 	}
+	for _, k := range []string{"from", "to"} {
+		if q.Get(k) == "" {
+			writeErr(w, http.StatusBadRequest, k+": required (a node id)")
+			return
+		}
+	}
 	paths, truncated, err := g.Paths(q.Get("from"), q.Get("to"), depth)
 	if err != nil {
-		writeErr(w, http.StatusBadRequest, err.Error())
+		code := http.StatusBadRequest
+		if errors.Is(err, graph.ErrUnknown) {
+			code = http.StatusNotFound // as /graph/{query}/{id}
+		}
+		writeErr(w, code, err.Error())
 		return
 	}
 	out := make([]map[string]any, len(paths))

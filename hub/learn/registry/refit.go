@@ -101,7 +101,7 @@ func (r *Registry) Fresh(ctx context.Context, within time.Duration, now time.Tim
 type RefitResult struct {
 	Version string
 	Set     *Set
-	Change  *Change // nil when the set was only stored
+	Change  *Change // nil when the set was only stored (or was the active set already)
 }
 
 // Refit takes the refit lock (ErrLocked if another refit holds it), builds the demand series from
@@ -215,6 +215,9 @@ func (r *Registry) Refit(ctx context.Context, js jetstream.JetStream, opts Refit
 		c, err = r.Promote(ctx, v, by, why)
 	default: // shadow; the first set ever is activated (decided on the state the change replaces)
 		c, err = r.shadowOrFirst(ctx, v, by, why)
+	}
+	if errors.Is(err, ErrUnchanged) {
+		return res, nil // the same set as the active one: nothing to change
 	}
 	if err != nil {
 		return res, err

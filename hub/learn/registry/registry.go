@@ -55,6 +55,11 @@ var (
 	ErrNoPrevious = errors.New("no previous model set to roll back to")
 	// ErrConflict: the state kept changing under a change (retried, then given up).
 	ErrConflict = errors.New("model state changed concurrently")
+	// ErrNothingToClear: clearing the shadow when no shadow set is set records nothing.
+	ErrNothingToClear = errors.New("nothing to clear")
+	// ErrUnchanged: promoting the set already active records nothing; the error comes with the
+	// current state. Not a failure: promoting the same set twice is a no-op.
+	ErrUnchanged = errors.New("already active: nothing recorded")
 )
 
 // Operations a change records.
@@ -440,12 +445,25 @@ func (r *Registry) known(ctx context.Context, version string) error {
 	return err
 }
 
-// Promote makes version the active set; the old active goes on the rollback stack.
+// Promote makes version the active set; the old active goes on the rollback stack. Promoting the
+// set already active records nothing: the error wraps ErrUnchanged and the Change is the current
+// state.
 func (r *Registry) Promote(ctx context.Context, version, by, why string) (Change, error) {
 	if err := r.known(ctx, version); err != nil {
 		return Change{}, err
 	}
-	return r.change(ctx, func(cur Change) (Change, error) { return promoted(cur, version, by, why), nil })
+	var unchanged Change
+	c, err := r.change(ctx, func(cur Change) (Change, error) {
+		if cur.Active == version {
+			unchanged = cur
+			return Change{}, fmt.Errorf("promote %s: %w (model state at change #%d)", version, ErrUnchanged, cur.Seq)
+		}
+		return promoted(cur, version, by, why), nil
+	})
+	if errors.Is(err, ErrUnchanged) {
+		return unchanged, err
+	}
+	return c, err
 }
 
 // promoted is the change that makes version active after cur.
@@ -487,14 +505,25 @@ func (r *Registry) Rollback(ctx context.Context, by, why string) (Change, error)
 	})
 }
 
-// Shadow forecasts with version beside the active set without using it ("" ends the shadow).
+// Shadow forecasts with version beside the active set without using it ("" ends the shadow; with
+// no shadow set the error wraps ErrNothingToClear and nothing is recorded).
 func (r *Registry) Shadow(ctx context.Context, version, by, why string) (Change, error) {
 	if version != "" {
 		if err := r.known(ctx, version); err != nil {
 			return Change{}, err
 		}
 	}
-	return r.change(ctx, func(cur Change) (Change, error) { return shadowed(cur, version, by, why), nil })
+	return r.change(ctx, func(cur Change) (Change, error) {
+		if version == "" && cur.Shadow == "" {
+			active := cur.Active
+			if active == "" {
+				active = "none"
+			}
+			return Change{}, fmt.Errorf("clear shadow: %w: no shadow model set is set (active %s, model state at change #%d)",
+				ErrNothingToClear, active, cur.Seq)
+		}
+		return shadowed(cur, version, by, why), nil
+	})
 }
 
 // shadowed is the change that makes version the shadow after cur ("" ends the shadow).
