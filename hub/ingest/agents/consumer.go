@@ -34,9 +34,10 @@ type Stock interface {
 	MoveAll(ctx context.Context, ms []inventory.Movement) ([]inventory.Result, []error, error)
 }
 
-// Fleet takes heartbeats, with when the agents' stream stored them (the message's timestamp).
+// Fleet takes heartbeats, with when the agents' stream stored them (the message's timestamp) and
+// their sequence in it (the later is the newer, whatever the clocks).
 type Fleet interface {
-	Heartbeat(ctx context.Context, h *signal.Header, st *signal.Status, stored time.Time) error
+	HeartbeatSeq(ctx context.Context, h *signal.Header, st *signal.Status, stored time.Time, seq uint64) error
 }
 
 // Placer finds the site of a signal (the knowledge graph); ok=false when unknown.
@@ -336,7 +337,7 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 			c.m.redelivered.Inc()
 		}
 		if b.Stream == signal.StreamStatus {
-			c.status(ctx, m, b, meta.Timestamp)
+			c.status(ctx, m, b, meta.Timestamp, meta.Sequence.Stream)
 			continue
 		}
 		claims = append(claims, dedup.Claim{ID: b.MsgID(), StreamSeq: meta.Sequence.Stream})
@@ -450,10 +451,10 @@ func (c *Consumer) process(ctx context.Context, msgs []jetstream.Msg) {
 	}
 }
 
-func (c *Consumer) status(ctx context.Context, m jetstream.Msg, b *signal.Batch, stored time.Time) {
+func (c *Consumer) status(ctx context.Context, m jetstream.Msg, b *signal.Batch, stored time.Time, seq uint64) {
 	if c.d.Fleet != nil {
 		for i := range b.Status {
-			if err := c.d.Fleet.Heartbeat(ctx, &b.Header, &b.Status[i], stored); err != nil {
+			if err := c.d.Fleet.HeartbeatSeq(ctx, &b.Header, &b.Status[i], stored, seq); err != nil {
 				c.m.errors.Inc()
 				c.log.Warn("heartbeat not stored", "agent", b.Agent, "err", err)
 				_ = m.NakWithDelay(time.Second)

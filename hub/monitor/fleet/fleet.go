@@ -30,8 +30,9 @@ import (
 type Agent struct {
 	Agent         string                           `json:"agent"`
 	Site          string                           `json:"site"`
-	LastSeen      time.Time                        `json:"last_seen"` // the heartbeat's own time, at most stale_after past Received
-	Received      time.Time                        `json:"received"`  // when the agents' stream stored it: staleness is judged by it
+	LastSeen      time.Time                        `json:"last_seen"`            // the heartbeat's own time, at most stale_after past Received
+	Received      time.Time                        `json:"received"`             // when the agents' stream stored it: staleness is judged by it
+	StreamSeq     uint64                           `json:"stream_seq,omitempty"` // its sequence in the agents' stream: the later wins (see newer)
 	Version       string                           `json:"version"`
 	Commit        string                           `json:"commit,omitempty"`
 	ConfigVersion string                           `json:"config_version"`
@@ -294,11 +295,17 @@ func (f *Fleet) held(key string) uint64 {
 	return max(f.unreadable[key].revision, f.markers[key].revision)
 }
 
-// Heartbeat stores a status if it is newer than the one known (heartbeats of one agent can reach
-// different replicas out of order), or if the hub received the one known half of stale_after ago.
-// stored is when the agents' stream stored it (the message's timestamp; zero: now): a heartbeat
-// the stream delivers again after a hub restart is that old, and its agent may be dead.
+// Heartbeat is HeartbeatSeq without the agents' stream sequence: the heartbeat is ordered by times
+// alone.
 func (f *Fleet) Heartbeat(ctx context.Context, h *signal.Header, st *signal.Status, stored time.Time) error {
+	return f.HeartbeatSeq(ctx, h, st, stored, 0)
+}
+
+// HeartbeatSeq stores a status if it is newer than the one known (heartbeats of one agent can reach
+// different replicas out of order; see newer). stored is when the agents' stream stored it (the
+// message's timestamp; zero: now): a heartbeat the stream delivers again after a hub restart is
+// that old, and its agent may be dead. seq is its sequence in the agents' stream (0: unknown).
+func (f *Fleet) HeartbeatSeq(ctx context.Context, h *signal.Header, st *signal.Status, stored time.Time, seq uint64) error {
 	key := kvkey.Join(h.Site, h.Agent)
 	now := f.now().UTC()
 	received := now
@@ -306,8 +313,8 @@ func (f *Fleet) Heartbeat(ctx context.Context, h *signal.Header, st *signal.Stat
 		received = stored.UTC()
 	}
 	a := Agent{
-		Agent: h.Agent, Site: h.Site, LastSeen: minTime(st.Time.UTC(), now.Add(f.staleAfter)), Received: received, Version: st.Version,
-		Commit: st.Commit, ConfigVersion: st.ConfigVersion, Incarnation: h.Incarnation,
+		Agent: h.Agent, Site: h.Site, LastSeen: minTime(st.Time.UTC(), now.Add(f.staleAfter)), Received: received, StreamSeq: seq,
+		Version: st.Version, Commit: st.Commit, ConfigVersion: st.ConfigVersion, Incarnation: h.Incarnation,
 		UptimeSeconds: st.Uptime, Buffer: st.Buffer, Collectors: st.Collectors,
 	}
 	data, err := json.Marshal(&a)
@@ -318,17 +325,7 @@ func (f *Fleet) Heartbeat(ctx context.Context, h *signal.Header, st *signal.Stat
 		f.mu.RLock()
 		cur, odd := f.agents[key], f.unreadable[key]
 		f.mu.RUnlock()
-		// A stored heartbeat further ahead than LastSeen is now bounded (an older hub wrote it) loses,
-		// and so does one the hub received half of stale_after ago or more: heartbeats reach replicas
-		// out of order by seconds, so an older time after that long is the agent's clock set back
-		// (NTP, a reboot without a real-time clock), and it must not read as silence.
-		if cur != nil && !a.LastSeen.After(cur.LastSeen) && !cur.LastSeen.After(now.Add(f.staleAfter)) &&
-			now.Sub(cur.Received) < f.staleAfter/2 {
-			return nil
-		}
-		// One the stream stored before the one held (redelivered, or read late by this replica)
-		// never replaces it, however long ago that came: the agent's age would go back.
-		if cur != nil && !stored.IsZero() && a.Received.Before(cur.Received) {
+		if cur != nil && !f.newer(&a, cur, !stored.IsZero(), now) {
 			return nil
 		}
 		var rev uint64
@@ -373,6 +370,30 @@ func (f *Fleet) Heartbeat(ctx context.Context, h *signal.Header, st *signal.Stat
 		f.remote(e)
 	}
 	return fmt.Errorf("fleet: store %s: still conflicting after 10 attempts", key)
+}
+
+// newer reports whether heartbeat a is to replace cur, the one held.
+//
+// Both from the agents' stream (an older hub wrote no sequence), the later sequence in it wins,
+// whatever the times: neither the agent's clock set back nor the server's stepped back holds a
+// heartbeat back. A lower sequence wins only if cur was stored more than half of stale_after before
+// it: the stream was created again and its sequences started over (one delivered late to this
+// replica was stored before cur, or within seconds with the server's clock stepped back).
+//
+// Otherwise (no sequence, or the same message again), by times: one the stream stored before cur
+// (redelivered, or read late by this replica) never replaces it, however long ago that came (the
+// agent's age would go back); of two stored at the same time or later, the later agent time wins,
+// or any once the hub received cur half of stale_after ago or more (the agent's clock set back
+// must not read as silence); a cur whose agent time is further ahead than LastSeen is now bounded
+// (an older hub wrote it) is not kept by it.
+func (f *Fleet) newer(a, cur *Agent, stored bool, now time.Time) bool {
+	if a.StreamSeq != 0 && cur.StreamSeq != 0 && a.StreamSeq != cur.StreamSeq {
+		return a.StreamSeq > cur.StreamSeq || a.Received.Sub(cur.Received) > f.staleAfter/2
+	}
+	if !a.LastSeen.After(cur.LastSeen) && !cur.LastSeen.After(now.Add(f.staleAfter)) && now.Sub(cur.Received) < f.staleAfter/2 {
+		return false
+	}
+	return !stored || !a.Received.Before(cur.Received)
 }
 
 func (f *Fleet) view(a *Agent, now time.Time) View {

@@ -86,7 +86,7 @@ func TestMarkerPurgeSparesAgentBack(t *testing.T) {
 	if err := kv.Delete(ctx, "plant1.gw1"); err != nil {
 		t.Fatal(err)
 	}
-	testutil.WaitFor(t, 5*time.Second, "replica a to see the agent deleted", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "replica a to see the agent deleted", func() bool {
 		_, ok := a.Get("plant1", "gw1")
 		return !ok
 	})
@@ -103,7 +103,7 @@ func TestMarkerPurgeSparesAgentBack(t *testing.T) {
 	if err := b.Heartbeat(ctx, &signal.Header{Agent: "gw1", Site: "plant1"}, &signal.Status{Time: later}, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	testutil.WaitFor(t, 5*time.Second, "replica a to see the agent back", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "replica a to see the agent back", func() bool {
 		_, ok := a.Get("plant1", "gw1")
 		return ok
 	})

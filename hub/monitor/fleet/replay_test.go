@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -37,7 +38,7 @@ func TestReplayedHeartbeatOfADeadAgent(t *testing.T) {
 	f := open(t, n.URL())
 	f.now = func() time.Time { return stored.Add(5 * time.Minute) } // the hub restarted five minutes on
 	h := &signal.Header{Agent: "gw1", Site: "plant1", Incarnation: "ab"}
-	if err := f.Heartbeat(ctx, h, &signal.Status{Time: sent, Agent: "gw1", Site: "plant1"}, stored); err != nil {
+	if err := f.HeartbeatSeq(ctx, h, &signal.Status{Time: sent, Agent: "gw1", Site: "plant1"}, stored, msg.Sequence); err != nil {
 		t.Fatal(err)
 	}
 	v, ok := f.Get("plant1", "gw1")
@@ -49,27 +50,31 @@ func TestReplayedHeartbeatOfADeadAgent(t *testing.T) {
 
 // A heartbeat the stream stored before the one the fleet holds never replaces it, however long
 // ago the newer one came: a redelivered older heartbeat made the agent's age jump back (its
-// LastSeen and buffer figures went back in time too).
+// LastSeen and buffer figures went back in time too). So with their sequences in the agents'
+// stream (the older's the lower), and without (an older hub's entries).
 func TestOlderStoredHeartbeatNeverReplacesNewer(t *testing.T) {
 	n := natstest.JetStream(t)
 	ctx := context.Background()
-	f := open(t, n.URL())
-	t0 := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
-	now := t0.Add(time.Minute)
-	f.now = func() time.Time { return now }
-	h := &signal.Header{Agent: "gw1", Site: "plant1", Incarnation: "ab"}
-	beat := func(stored time.Time, records uint64) {
-		t.Helper()
-		st := &signal.Status{Time: stored, Agent: "gw1", Site: "plant1", Buffer: map[string]signal.BufferState{"default": {Records: records}}}
-		if err := f.Heartbeat(ctx, h, st, stored); err != nil {
-			t.Fatal(err)
+	for _, seqs := range [][2]uint64{{0, 0}, {1, 2}} {
+		f := open(t, n.URL())
+		t0 := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+		now := t0.Add(time.Minute)
+		f.now = func() time.Time { return now }
+		h := &signal.Header{Agent: fmt.Sprint("gw", seqs[0]), Site: "plant1", Incarnation: "ab"}
+		beat := func(stored time.Time, seq, records uint64) {
+			t.Helper()
+			st := &signal.Status{Time: stored, Agent: h.Agent, Site: "plant1", Buffer: map[string]signal.BufferState{"default": {Records: records}}}
+			if err := f.HeartbeatSeq(ctx, h, st, stored, seq); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	beat(t0.Add(30*time.Second), 7) // the newer heartbeat, read first
-	now = now.Add(10 * time.Minute) // long past stale_after/2
-	beat(t0, 999)                   // the older one, redelivered
-	v, ok := f.Get("plant1", "gw1")
-	if !ok || !v.Received.Equal(t0.Add(30*time.Second)) || v.BufferRecords != 7 {
-		t.Fatalf("after a redelivered older heartbeat: received %s, %d records (want %s, 7)", v.Received, v.BufferRecords, t0.Add(30*time.Second))
+		beat(t0.Add(30*time.Second), seqs[1], 7) // the newer heartbeat, read first
+		now = now.Add(10 * time.Minute)          // long past stale_after/2
+		beat(t0, seqs[0], 999)                   // the older one, redelivered
+		v, ok := f.Get("plant1", h.Agent)
+		if !ok || !v.Received.Equal(t0.Add(30*time.Second)) || v.BufferRecords != 7 {
+			t.Errorf("sequences %v: after a redelivered older heartbeat: received %s, %d records (want %s, 7)",
+				seqs, v.Received, v.BufferRecords, t0.Add(30*time.Second))
+		}
 	}
 }

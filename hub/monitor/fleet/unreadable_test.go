@@ -47,7 +47,7 @@ func TestUnreadableEntryIsSwept(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testutil.WaitFor(t, 5*time.Second, "both replicas to read the unreadable entry", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "both replicas to read the unreadable entry", func() bool {
 		return strings.Count(logs.String(), "key=plant1.odd") == 2
 	})
 	for _, f := range []*Fleet{a, b} {
@@ -102,7 +102,7 @@ func TestHeartbeatOverUnreadableEntry(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	testutil.WaitFor(t, 5*time.Second, "the fleet to read both unreadable entries", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "the fleet to read both unreadable entries", func() bool {
 		return strings.Contains(logs.String(), "key=plant1.gw1") && strings.Contains(logs.String(), "key=plant1.gw2")
 	})
 	for i, id := range []string{"gw1", "gw2"} {
@@ -138,7 +138,7 @@ func TestEntryNotNamingItsKey(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	testutil.WaitFor(t, 5*time.Second, "the fleet to read the last entry", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "the fleet to read the last entry", func() bool {
 		_, ok := f.Get("plant1", "gw1")
 		return ok
 	})
