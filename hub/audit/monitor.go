@@ -16,7 +16,7 @@ import (
 type MonitorEvent struct {
 	// ID is the event's identity, the same on every replica that raises it: stored once.
 	ID          string    `json:"id"`
-	Kind        string    `json:"kind"`  // drift, bad_share, stale, gap
+	Kind        string    `json:"kind"`  // drift, bad_share, stale, stuck, gap
 	State       string    `json:"state"` // breach, recovered
 	Feature     string    `json:"feature,omitempty"`
 	Key         string    `json:"key,omitempty"`
@@ -38,14 +38,14 @@ type MonitorEvent struct {
 	Seq uint64 `json:"seq,omitempty"` // filled on read
 }
 
-var monitorKinds = map[string]bool{"drift": true, "bad_share": true, "stale": true, "gap": true}
+var monitorKinds = map[string]bool{"drift": true, "bad_share": true, "stale": true, "stuck": true, "gap": true}
 
 func (e *MonitorEvent) check() error {
 	switch {
 	case e.ID == "" || len(e.ID) > 1024:
 		return fmt.Errorf("monitor event: id required (at most 1024 bytes), got %d bytes", len(e.ID))
 	case !monitorKinds[e.Kind]:
-		return fmt.Errorf("monitor event %s: unknown kind %q (drift, bad_share, stale, gap)", e.ID, e.Kind)
+		return fmt.Errorf("monitor event %s: unknown kind %q (drift, bad_share, stale, stuck, gap)", e.ID, e.Kind)
 	case e.State != "breach" && e.State != "recovered":
 		return fmt.Errorf("monitor event %s: unknown state %q (breach, recovered)", e.ID, e.State)
 	case e.Kind == "gap" && e.Agent == "":

@@ -29,6 +29,12 @@ func TestMonitorEvents(t *testing.T) {
 	if _, err := l.RecordMonitor(ctx, gap); err != nil {
 		t.Fatal(err)
 	}
+	// A stuck sensor (quality.KindStuck) is an event of its own.
+	stuck := MonitorEvent{ID: "quality:stuck:breach:temp:line2:2", Kind: "stuck", State: "breach", Feature: "temp", Key: "line2", Time: at,
+		Why: "value 11.5 unchanged for 6h0m0s"}
+	if _, err := l.RecordMonitor(ctx, stuck); err != nil {
+		t.Fatalf("stuck event: %v", err)
+	}
 	if _, err := l.Publish(ctx, record(1, EventDecided, OutcomeFired), 0); err != nil {
 		t.Fatal(err)
 	}
@@ -36,8 +42,8 @@ func TestMonitorEvents(t *testing.T) {
 	if err != nil || len(got) != 1 || got[0].PSI != 0.4 || got[0].Seq != seq {
 		t.Fatalf("events of temp/line1: %+v %v", got, err)
 	}
-	if all, _ := l.MonitorEvents(ctx, "", "", 10); len(all) != 2 {
-		t.Fatalf("all events: %d, want 2", len(all))
+	if all, _ := l.MonitorEvents(ctx, "", "", 10); len(all) != 3 {
+		t.Fatalf("all events: %d, want 3", len(all))
 	}
 	// Decision reads skip monitor events rather than counting them as malformed records.
 	recs, err := l.Recent(ctx, Filter{})

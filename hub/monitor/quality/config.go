@@ -67,6 +67,12 @@ type Thresholds struct {
 	Bins int `yaml:"bins" json:"bins"`
 	// Confirm: a breach (or its recovery) counts after this many consecutive evaluations agree.
 	Confirm int `yaml:"confirm" json:"confirm"`
+	// StuckAfter: a value unchanged (to 1e-9 relative) for this long in event time, over at least
+	// min_count values, is stuck, whatever the reference window holds. Unset (nil): the default's,
+	// and in the defaults DefaultStuckAfter, at most reference_lag; 0 turns it off (for a
+	// feature that is legitimately constant for long: a line's availability, units of a stopped
+	// line).
+	StuckAfter *time.Duration `yaml:"stuck_after" json:"stuck_after,omitempty"`
 }
 
 // Defaults of the section.
@@ -78,6 +84,9 @@ const (
 	DefaultSamples      = 128
 	DefaultGapAfter     = time.Minute
 	DefaultEvery        = 5 * time.Second
+	// DefaultStuckAfter is stuck_after when neither the defaults nor the feature set it (at most
+	// reference_lag).
+	DefaultStuckAfter = 6 * time.Hour
 	// maxSlices bounds the ring of slices per key ((lag + window) / slice): the memory per key.
 	maxSlices = 512
 	maxEdges  = 64
@@ -144,8 +153,39 @@ func (c *Config) For(feature string) Thresholds {
 	if o.Confirm != 0 {
 		t.Confirm = o.Confirm
 	}
+	if o.StuckAfter != nil {
+		t.StuckAfter = o.StuckAfter
+	}
 	return t
 }
+
+// stuckAfter is how long a value of a feature with thresholds t must stay unchanged to be stuck
+// (0: never). At most reference_lag (problems; the default is cut to it): the drift verdict of a
+// sensor that stuck lets go once its reference window holds mostly the stuck value (about
+// reference_lag + window later), and the stuck verdict must hold by then; and every replica must
+// see a run that long, whenever it started (the log keeps reference_lag + window + 2 slices).
+//
+// Set for the feature (features.<name>.stuck_after), it applies whatever the feature is. Otherwise
+// only to a level of a signal (edge is the definition's edge feature: mean, min, max, a percentile,
+// first, last, ewma, twa): counts, deltas, rates and state features (availability 1 all shift, units
+// 0 on a stopped line) are constant for hours on a healthy line.
+func (c *Config) stuckAfter(feature, edge string) time.Duration {
+	if t, ok := c.Features[feature]; ok && t.StuckAfter != nil {
+		return *t.StuckAfter
+	}
+	if !levelFeatures[edge] {
+		return 0
+	}
+	if c.Defaults.StuckAfter != nil {
+		return *c.Defaults.StuckAfter
+	}
+	return min(DefaultStuckAfter, c.ReferenceLag)
+}
+
+// levelFeatures are the edge features that follow a signal's level: a value of one of them unchanged
+// for hours is a sensor that stopped, not a quiet line.
+var levelFeatures = map[string]bool{"mean": true, "min": true, "max": true, "first": true, "last": true,
+	"ewma": true, "twa": true, "p50": true, "p90": true, "p95": true, "p99": true}
 
 // Validate checks one set of thresholds (config.Validator): every problem, each at its field.
 func (t *Thresholds) Validate(r config.Report) {
@@ -238,6 +278,28 @@ func (c *Config) problems() config.Checks {
 	}
 	if c.Defaults.Confirm < 1 {
 		add("defaults.confirm", "required, at least 1")
+	}
+	// Past reference_lag the drift verdict of a stuck sensor may have let go before the stuck one
+	// holds, and a run longer than the log keeps would be stuck on the replicas that ran through it
+	// and not on one started since (see stuckAfter).
+	names := make([]string, 0, len(c.Features))
+	for n := range c.Features {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range append([]string{""}, names...) {
+		field, th := "defaults.stuck_after", c.Defaults
+		if n != "" {
+			field, th = "features."+n+".stuck_after", c.Features[n]
+		}
+		switch d := th.StuckAfter; {
+		case d == nil:
+		case *d < 0:
+			add(field, "%s: must not be negative (0 turns the check off)", *d)
+		case *d > c.ReferenceLag:
+			add(field, "%s is longer than reference_lag %s: a stuck sensor's drift verdict lets go about then, and a replica started later might not see a run that long",
+				*d, c.ReferenceLag)
+		}
 	}
 	return ps
 }

@@ -12,12 +12,14 @@ const (
 	KindBadShare = "bad_share"
 	KindStale    = "stale"
 	KindGap      = "gap"
+	// KindStuck: a value unchanged for stuck_after (event time), whatever the reference window says.
+	KindStuck = "stuck"
 
 	StateBreach    = "breach"
 	StateRecovered = "recovered"
 )
 
-// Event is a breach or its recovery: for a feature × key (drift, bad share, staleness) or for an
+// Event is a breach or its recovery: for a feature × key (drift, bad share, staleness, stuck) or for an
 // agent stream (a gap).
 type Event struct {
 	Kind        string    `json:"kind"`

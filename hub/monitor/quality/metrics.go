@@ -43,7 +43,7 @@ func (x *metrics) Collect(ch chan<- prometheus.Metric) {
 	x.events.Collect(ch)
 	per, miss := x.m.tally()
 	for f, c := range per {
-		for cond, v := range map[string]float64{"all": c.all, "stale": c.stale, "gap": c.gap, "bad": c.bad, "drifting": c.drifting} {
+		for cond, v := range map[string]float64{"all": c.all, "stale": c.stale, "gap": c.gap, "bad": c.bad, "drifting": c.drifting, "stuck": c.stuck} {
 			ch <- prometheus.MustNewConstMetric(x.keys, prometheus.GaugeValue, v, f, cond)
 		}
 		ch <- prometheus.MustNewConstMetric(x.psi, prometheus.GaugeValue, c.psi, f)
@@ -54,8 +54,8 @@ func (x *metrics) Collect(ch chan<- prometheus.Metric) {
 }
 
 type tally struct {
-	all, stale, gap, bad, drifting float64
-	psi                            float64
+	all, stale, gap, bad, drifting, stuck float64
+	psi                                   float64
 }
 
 // tally counts the keys per feature and condition, and the missing records per agent, in one
@@ -92,8 +92,11 @@ func (m *Monitor) tally() (map[string]*tally, map[string]float64) {
 			if k.bad {
 				c.bad++
 			}
-			if k.drifting {
+			if k.drifting || k.stuck { // as Quality.Drifting
 				c.drifting++
+			}
+			if k.stuck {
+				c.stuck++
 			}
 			c.psi = max(c.psi, num(k.psi))
 		}

@@ -1,5 +1,6 @@
 // Package quality monitors the agents' data per hub feature × key and per agent stream: freshness,
-// sequence gaps, bad-quality share and drift (PSI, KS), folded from a log every replica shares.
+// sequence gaps, bad-quality share, drift (PSI, KS) and stuck values (unchanged for stuck_after),
+// folded from a log every replica shares.
 package quality
 
 import (
@@ -312,6 +313,15 @@ func (f *folder) value(feature string, key []byte, v float64, ns int64, partial 
 		k.feeder = f.ref
 	}
 	k.add(t, v, 1, b, true)
+	if !bad && k.run(t, v) {
+		e := m.keyEvent(k, KindStuck, k.stuck, k.stuckSince)
+		e.Why = fmt.Sprintf("value %g unchanged from %s to %s (%s, %d values; stuck_after %s)", k.runV,
+			k.runFrom.Format(time.RFC3339), k.runTo.Format(time.RFC3339), k.runTo.Sub(k.runFrom), k.runN, k.stuckAfter)
+		if !k.stuck {
+			e.Why = fmt.Sprintf("value changed to %g at %s (stuck_after %s)", v, t.Format(time.RFC3339), k.stuckAfter)
+		}
+		f.evs = append(f.evs, e)
+	}
 }
 
 func (f *folder) samples(feature string, key []byte, ns int64, total, bad uint64) {
@@ -414,6 +424,7 @@ func (m *Monitor) key(feature string, key []byte, at time.Time) *keyState {
 		maxAge = th.MaxAge
 	}
 	k := newKeyState(feature, string(key), th, maxAge, m.cfg.ring(), m.cfg.Slice(), max(1, m.cfg.Samples/m.cfg.Slices))
+	k.stuckAfter = m.cfg.stuckAfter(feature, d.Feature)
 	if byKey == nil {
 		byKey = map[string]*keyState{}
 		m.keys[feature] = byKey

@@ -41,9 +41,18 @@ type keyState struct {
 	psi, ks, ksP, badShare float64
 	curN, refN             int
 	drifting, bad          bool
-	stuck                  bool // both windows held one and the same value: the drift verdict stood
+	sameWindows            bool // both windows held one and the same value: the drift verdict stood
 	driftSince, badSince   time.Time
 	driftV, badV           verdict
+	// the run of one value (event time): the stuck verdict, from the values alone (not the windows),
+	// so that a replica whose log starts with the value already stuck judges it as the others do
+	stuckAfter     time.Duration // 0: not judged
+	runV           float64
+	runFrom, runTo time.Time // event times of the run's first and newest values
+	runBreak       time.Time // the newest different value before the run: it reaches back no further
+	runN           uint64
+	stuck          bool
+	stuckSince     time.Time
 	// stale is the last staleness this replica reported (clock-driven, by the ticker)
 	stale      bool
 	staleSince time.Time
@@ -187,11 +196,13 @@ func (k *keyState) evaluate(end int64, perWindow, lag int) (driftChanged, badCha
 	// min_count counts the values each window saw, not the reservoir kept of them (at most
 	// samples: a min_count above it would otherwise never let drift be judged).
 	enough := curSeen >= uint64(max(k.th.MinCount, 1)) && refSeen >= uint64(max(k.th.MinCount, 1)) && len(cur) > 0 && len(ref) > 0
-	k.stuck = enough && constant(cur) && constant(ref) && cur[0] == ref[0]
-	if k.stuck {
+	k.sameWindows = enough && constant(cur) && constant(ref) && cur[0] == ref[0]
+	if k.sameWindows {
 		// Both windows hold one and the same value: a sensor stuck for longer than reference_lag
 		// + window, compared with its own stuck past (D 0). That says nothing of a recovery: the
-		// verdict stands until the value moves (a sensor constant from the start stays clear).
+		// verdict stands until the value moves. A reference with a few values from before it stuck
+		// reads as no drift, and a sensor constant from the start is never drifting: the stuck
+		// verdict (run) judges those.
 		drifting = k.drifting
 		k.psi, k.ks, k.ksP = 0, 0, 1
 	} else if enough {
@@ -227,6 +238,57 @@ func (k *keyState) evaluate(end int64, perWindow, lag int) (driftChanged, badCha
 	k.drifting, k.driftSince = k.driftV.on, k.driftV.since
 	k.bad, k.badSince = k.badV.on, k.badV.since
 	return driftChanged, badChanged
+}
+
+// run folds a usable value at event time t into the run of one value and reports whether the
+// stuck verdict changed. A value equal to the run's (within 1e-9 relative: a window's mean of one
+// repeated reading may differ in its last bit) extends it, back no further than the newest
+// different value before it; a different one newer than the run starts a new run (recovery); one
+// older than the run is history before it; one in between (reported late) means the run holds
+// only since then. Stuck: the run spans stuck_after and holds at least min_count values. Derived
+// from the values' event times, not from when they were folded: a replica whose log starts inside
+// the run judges it stuck once the part it holds spans stuck_after, which the log keeps.
+func (k *keyState) run(t time.Time, v float64) (changed bool) {
+	switch {
+	case k.runN == 0:
+		k.runV, k.runFrom, k.runTo, k.runN = v, t, t, 1
+	case same(v, k.runV):
+		if t.Before(k.runFrom) {
+			if !t.After(k.runBreak) {
+				return false // before a different value: not this run
+			}
+			k.runFrom = t
+		}
+		k.runN++
+		if t.After(k.runTo) {
+			k.runTo = t
+		}
+	case !t.Before(k.runTo): // newer than the run: a new one
+		k.runBreak = k.runTo
+		k.runV, k.runFrom, k.runTo, k.runN = v, t, t, 1
+	case t.Before(k.runFrom):
+		if t.After(k.runBreak) {
+			k.runBreak = t
+		}
+		return false
+	default: // late, inside the run: it holds since then (its values since are not known apart: counted from 1)
+		k.runBreak, k.runFrom, k.runN = t, t, 1
+	}
+	stuck := k.stuckAfter > 0 && k.runTo.Sub(k.runFrom) >= k.stuckAfter && k.runN >= uint64(max(k.th.MinCount, 1))
+	if stuck == k.stuck {
+		return false
+	}
+	k.stuck = stuck
+	k.stuckSince = t
+	if stuck {
+		k.stuckSince = k.runFrom.Add(k.stuckAfter)
+	}
+	return true
+}
+
+// same reports whether a and b are one value, to 1e-9 relative.
+func same(a, b float64) bool {
+	return a == b || math.Abs(a-b) <= 1e-9*max(math.Abs(a), math.Abs(b))
 }
 
 // constant reports whether every value of xs (not empty) is the same.

@@ -22,10 +22,15 @@ type Quality struct {
 	BadShare float64 `json:"bad_share"`
 	Bad      bool    `json:"bad"`
 	// PSI and KS (D and its p-value) of the current window against the reference.
-	PSI      float64 `json:"psi"`
-	KS       float64 `json:"ks"`
-	KSP      float64 `json:"ks_p"`
-	Drifting bool    `json:"drifting"`
+	PSI float64 `json:"psi"`
+	KS  float64 `json:"ks"`
+	KSP float64 `json:"ks_p"`
+	// Drifting: the values are not their reference's (PSI, KS), or they are stuck (a dead sensor's
+	// values are no more usable than drifted ones: rules and the guard reading drifting hold them).
+	Drifting bool `json:"drifting"`
+	// Stuck: the value has not changed (to 1e-9 relative) for stuck_after of event time, whatever the
+	// reference window holds.
+	Stuck bool `json:"stuck"`
 	// Since is when the earliest breach still in force began (zero when none).
 	Since  time.Time `json:"since,omitzero"`
 	Agent  string    `json:"agent,omitempty"`
@@ -117,7 +122,7 @@ func (m *Monitor) Page(feature, afterFeature, afterKey string, breach bool, limi
 // status builds a Quality. Called with m.mu held.
 func (m *Monitor) status(k *keyState, now time.Time) Quality {
 	q := Quality{Feature: k.feature, Key: k.key, Newest: k.newest, BadShare: num(k.badShare), Bad: k.bad, PSI: num(k.psi),
-		KS: num(k.ks), KSP: num(k.ksP), Drifting: k.drifting, Agent: k.feeder.Agent, Values: k.count}
+		KS: num(k.ks), KSP: num(k.ksP), Drifting: k.drifting || k.stuck, Stuck: k.stuck, Agent: k.feeder.Agent, Values: k.count}
 	if !k.newest.IsZero() {
 		q.AgeS = now.Sub(k.newest).Seconds()
 		q.Stale = k.maxAge > 0 && now.Sub(k.newest) > k.maxAge
@@ -142,11 +147,16 @@ func (m *Monitor) status(k *keyState, now time.Time) Quality {
 	}
 	if k.drifting {
 		since = append(since, k.driftSince)
-		if k.stuck {
+		if k.sameWindows {
 			q.Reasons = append(q.Reasons, fmt.Sprintf("drifting: stuck, the current and the reference window hold one value only (%d and %d values)", k.curN, k.refN))
 		} else {
 			q.Reasons = append(q.Reasons, fmt.Sprintf("drifting: PSI %.3f (threshold %g), KS D %.3f p %.2g", q.PSI, k.th.PSI, q.KS, q.KSP))
 		}
+	}
+	if k.stuck {
+		since = append(since, k.stuckSince)
+		q.Reasons = append(q.Reasons, fmt.Sprintf("stuck: value %g unchanged since %s (%s of event time, %d values; stuck_after %s)",
+			k.runV, k.runFrom.Format(time.RFC3339), k.runTo.Sub(k.runFrom), k.runN, k.stuckAfter))
 	}
 	for _, s := range since {
 		if q.Since.IsZero() || s.Before(q.Since) {
