@@ -371,8 +371,8 @@ func (o *Outbox) deliver(ctx context.Context, k string, rec Record, rev uint64) 
 	if rec.Killed != "" && rec.Phase == EventStart {
 		return o.finishCancel(ctx, &rec, mark) // the switch stopped it before anything went out
 	}
-	if now := o.cfg.now(); rec.Action.Kind == Promote && !rec.wentOut() && !now.Before(rec.Action.End) {
-		return o.expire(ctx, &rec, mark, now) // its end passed before any of it went out
+	if now := o.cfg.now(); rec.pastEnd(now) {
+		return o.expire(ctx, &rec, mark, now) // its end passed before its start is known to have gone out
 	}
 	if _, ok := o.cfg.Channels[rec.Action.Channel]; !ok {
 		// The channel left the config after the action was enqueued: nowhere to deliver it.
@@ -383,7 +383,9 @@ func (o *Outbox) deliver(ctx context.Context, k string, rec Record, rev uint64) 
 	if err != nil {
 		return err
 	}
-	if !rec.Published {
+	// A start whose NATS end went out already (a maybe-out dead letter ended on NATS, replayed) is
+	// not published after it: NATS has it ended.
+	if !rec.Published && !(rec.Phase == EventStart && rec.EndPublished) {
 		if rec.Phase == EventStart && rec.StartedAt.IsZero() {
 			// Before the switch is read: a mark thrown once it was read, the start going out
 			// after it, still ends this promotion. Saved with the attempt's mark.

@@ -70,8 +70,9 @@ type Record struct {
 	// it went out): a mark of the kill switch thrown with end_live at or after it ends the
 	// promotion. Zero in a record written before it existed: Action.Start stands for it.
 	StartedAt time.Time `json:"started_at,omitzero"`
-	// EndDue: a promotion dead-lettered in its start after its NATS start went out still gets its
-	// NATS end, at NextAt (the promotion's end); EndPublished says that end has its PubAck.
+	// EndDue: a promotion dead-lettered in its start after its NATS start went out (or may have:
+	// MaybeOut) still gets its NATS end, at NextAt (the promotion's end); EndPublished says that end
+	// has its PubAck (its start is then never published after it, by a replay).
 	EndDue       bool `json:"end_due,omitempty"`
 	EndPublished bool `json:"end_published,omitempty"`
 	// GiveBack: a promotion dead-lettered (or cancelled as expired) before any of it went out
@@ -89,7 +90,9 @@ type Record struct {
 	// attempt of it stopped part way and was taken over, or a publish got no answer). Should its
 	// end pass before it is known to have gone out, its NATS end goes out all the same (NATSOnly:
 	// its end goes to NATS alone) and it keeps its reservations, rather than being cancelled unseen;
-	// dead-lettered before it is known to have gone out, it keeps them too (no GiveBack).
+	// dead-lettered before it is known to have gone out, it keeps them too (no GiveBack) and its
+	// NATS end stays due (EndDue), as for a start known to have gone out; met by the kill switch,
+	// it is ended on NATS at once, as a start the switch stopped after its NATS publish.
 	MaybeOut bool `json:"maybe_out,omitempty"`
 	NATSOnly bool `json:"nats_only,omitempty"`
 }
@@ -105,6 +108,13 @@ func (r *Record) active() bool {
 // NATS message went out, so a start not published has gone nowhere.
 func (r *Record) wentOut() bool {
 	return r.Phase != EventStart || r.Published || r.Hooked || r.EndPublished
+}
+
+// pastEnd reports whether the record is a promotion whose end has passed at now before its start is
+// known to have gone out: nothing of it went out, or its NATS start may have (MaybeOut) — its NATS
+// end then maybe out too, as the end of a dead letter (a replay of one after its end).
+func (r *Record) pastEnd(now time.Time) bool {
+	return r.Action.Kind == Promote && r.Phase == EventStart && !r.Published && (!r.wentOut() || r.MaybeOut) && !now.Before(r.Action.End)
 }
 
 // msgID is the idempotency key of the record's current phase.

@@ -15,8 +15,9 @@ import (
 
 // stopStart reads the kill switch before a part of a start goes out (with a Guard set). While it
 // is thrown, a start nothing of which went out is cancelled for good (Killed written first, then
-// finishCancel); a promotion whose NATS start went out is ended at once, on NATS only; a hold
-// whose NATS message went out is done without its webhook. stopped: send nothing more now.
+// finishCancel); a promotion whose NATS start went out, or may have (MaybeOut), is ended at once,
+// on NATS only, keeping what it reserved; a hold whose NATS message went out (or may have) is done
+// without its webhook. stopped: send nothing more now.
 func (o *Outbox) stopStart(ctx context.Context, rec *Record, mark func() error) (stopped bool, err error) {
 	if o.guard == nil || rec.Phase != EventStart {
 		return false, nil // ends are always delivered: ending is safe
@@ -36,7 +37,7 @@ func (o *Outbox) stopStart(ctx context.Context, rec *Record, mark func() error) 
 	}
 	id := rec.Action.DecisionID
 	rec.Killed = "cancelled: " + why
-	if !rec.Published {
+	if !rec.Published && !rec.MaybeOut {
 		// The commitment: from this mark on the start is never delivered, switch reset or not.
 		rec.LastError = rec.Killed
 		if err := mark(); err != nil {
@@ -44,14 +45,20 @@ func (o *Outbox) stopStart(ctx context.Context, rec *Record, mark func() error) 
 		}
 		return true, o.finishCancel(ctx, rec, mark)
 	}
+	// Its NATS start went out, or may have (a publish with no answer, an attempt taken over part
+	// way): not cancelled in silence with its start maybe on the stream.
+	out := "went out"
+	if !rec.Published {
+		out = "may have gone out unmarked"
+	}
 	if rec.Action.Kind == Promote {
 		rec.Phase, rec.Published, rec.Hooked, rec.Attempts, rec.EndDue = EventEnd, rec.EndPublished, false, 0, false
 		rec.FirstAt, rec.NextAt = now, now
-		rec.LastError = rec.Killed + " after its NATS start went out: the webhook never got the start; ended at once on NATS"
+		rec.LastError = rec.Killed + " after its NATS start " + out + ": the webhook never got the start; ended at once on NATS"
 		o.log.Warn("promotion ended by the kill switch part way through its start", "decision", id, "why", why)
 	} else {
 		rec.State, rec.DoneAt = Done, now
-		rec.LastError = rec.Killed + " after it was published on NATS: the webhook was not called"
+		rec.LastError = rec.Killed + " after its NATS message " + out + ": the webhook was not called"
 		o.log.Warn("hold stopped by the kill switch part way through", "decision", id, "why", why)
 	}
 	rec.Owner, rec.LeaseUntil = "", time.Time{}
@@ -111,19 +118,21 @@ func (o *Outbox) guardGiveBack(ctx context.Context, rec *Record, mark func() err
 	return mark()
 }
 
-// deadLetter gives the record up until a Replay. A promotion whose NATS start went out and whose
-// NATS end did not keeps its NATS end due at the promotion's end (now, if that has passed):
-// subscribers of the stream see it end whatever happened to the webhook or the channel's config.
-// A promotion nothing of which went out is to give its reservations back (giveBack, now); one whose
-// NATS start may have gone out unmarked (MaybeOut) keeps them, as expire keeps them: it may have acted.
+// deadLetter gives the record up until a Replay. A promotion whose NATS start went out (or may
+// have: MaybeOut) and whose NATS end did not keeps its NATS end due at the promotion's end (now, if
+// that has passed), on NATS only: subscribers of the stream see it end whatever happened to the
+// webhook or the channel's config. A promotion nothing of which went out is to give its
+// reservations back (giveBack, now); one whose NATS start may have gone out unmarked keeps them,
+// as expire keeps them: it may have acted.
 func (o *Outbox) deadLetter(rec *Record, why string) {
 	rec.State, rec.LastError, rec.Owner, rec.LeaseUntil = Dead, why, "", time.Time{}
 	if rec.Action.Kind == Promote && !rec.wentOut() && !rec.MaybeOut && rec.GivenBack.IsZero() {
 		rec.GiveBack, rec.NextAt = true, o.cfg.now()
 	}
-	// Its NATS start went out and its NATS end did not: in its start phase (published), or in
-	// its end phase before the end's publish (a channel that left the config while it ran).
-	started := rec.Phase == EventStart && rec.Published || rec.Phase == EventEnd && !rec.Published
+	// Its NATS start went out (or may have) and its NATS end did not: in its start phase
+	// (published, or maybe out), or in its end phase before the end's publish (a channel that
+	// left the config while it ran).
+	started := rec.Phase == EventStart && (rec.Published || rec.MaybeOut) || rec.Phase == EventEnd && !rec.Published
 	rec.EndDue = rec.Action.Kind == Promote && started && !rec.EndPublished
 	if rec.EndDue {
 		rec.NextAt = rec.Action.End
@@ -186,7 +195,8 @@ func (o *Outbox) logReacquired(ctx context.Context, rec *Record, mark func() err
 // start until then, or no loop ran): started now, it would run a promotion nobody decided for now.
 // The commitment is written first, under the claim (a loop taking it over, whatever its clock,
 // only gives back); then what it reserved is given back as for a dead letter (giveBack). One whose
-// NATS start may have gone out unmarked (MaybeOut) is ended on NATS instead, keeping what it holds.
+// NATS start may have gone out unmarked (MaybeOut) is ended on NATS instead, keeping what it holds:
+// a replayed dead letter whose NATS end went out already (deadEnd) is then done with nothing sent.
 func (o *Outbox) expire(ctx context.Context, rec *Record, mark func() error, now time.Time) error {
 	why := fmt.Sprintf("expired: its end %s had passed when its start could go out (due since %s)",
 		rec.Action.End.UTC().Format(time.RFC3339), rec.FirstAt.UTC().Format(time.RFC3339))
@@ -196,10 +206,16 @@ func (o *Outbox) expire(ctx context.Context, rec *Record, mark func() error, now
 	if rec.MaybeOut {
 		// Its NATS start may be on the stream: ended there at once, as a start the kill switch
 		// stopped part way; the webhook never got the start and gets nothing. It may have acted:
-		// its reservations stay.
-		rec.Phase, rec.Published, rec.Hooked, rec.Attempts, rec.NATSOnly = EventEnd, false, false, 0, true
-		rec.FirstAt, rec.NextAt, rec.Owner, rec.LeaseUntil = now, now, "", time.Time{}
-		rec.LastError = why + "; its NATS start may have gone out unmarked (an attempt stopped part way, or a publish got no answer): its NATS end goes out, the webhook gets nothing"
+		// its reservations stay. A replayed dead letter's NATS end may be out already (deadEnd):
+		// not sent again.
+		end := "its NATS end goes out"
+		if rec.EndPublished {
+			end = "its NATS end went out when it was dead-lettered"
+		}
+		rec.Phase, rec.Published, rec.Hooked, rec.Attempts, rec.NATSOnly = EventEnd, rec.EndPublished, false, 0, true
+		rec.EndDue, rec.FirstAt, rec.NextAt, rec.Owner, rec.LeaseUntil = false, now, now, "", time.Time{}
+		rec.LastError = why + "; its NATS start may have gone out unmarked (an attempt stopped part way, or a publish got no answer): " +
+			end + ", the webhook gets nothing"
 		o.log.Warn("promotion past its end, its NATS start maybe out: ended on NATS", "decision", rec.Action.DecisionID, "end", rec.Action.End)
 		return mark()
 	}
@@ -211,8 +227,9 @@ func (o *Outbox) expire(ctx context.Context, rec *Record, mark func() error, now
 	return o.giveBack(ctx, rec, mark)
 }
 
-// deadEnd publishes the NATS end of a promotion dead-lettered after its NATS start went out and
-// before its NATS end did. The record stays dead (listed, replayable); a replay then sends no NATS end again.
+// deadEnd publishes the NATS end of a promotion dead-lettered after its NATS start went out (or may
+// have: MaybeOut) and before its NATS end did. The record stays dead (listed, replayable); a replay
+// then sends no NATS end again, nor a NATS start after it.
 func (o *Outbox) deadEnd(ctx context.Context, rec *Record, mark func() error) error {
 	id := rec.Action.DecisionID + ":end"
 	body, err := json.Marshal(Message{ID: id, Event: EventEnd, Action: rec.Action})

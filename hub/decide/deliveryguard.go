@@ -81,8 +81,11 @@ func (d DeliveryGuard) Reacquire(ctx context.Context, a act.Action) error {
 }
 
 // Reacquired implements act.Guard: a reacquired record on the decision log (outcome fired, or held),
-// the verdict the decision acted under allowed again as of at. Idempotent: deduplicated on the
-// decision id, event and how many times it was released before (Record.Replay).
+// the verdict the decision acted under allowed again as of at, answering the decision's latest
+// release (Record.ReleaseStep: the n-th release is answered by the n-th reacquire). Only a release
+// is answered: with no released record of the decision on the log it writes nothing (an error
+// wrapping act.ErrPermanent), and once the latest release is answered it writes nothing more, so
+// the call is idempotent.
 func (d DeliveryGuard) Reacquired(ctx context.Context, a act.Action, at time.Time) error {
 	if d.Audit == nil {
 		return nil
@@ -91,15 +94,22 @@ func (d DeliveryGuard) Reacquired(ctx context.Context, a act.Action, at time.Tim
 	if err != nil {
 		return err
 	}
+	step := 0
+	for _, x := range recs {
+		step = max(step, x.ReleaseStep())
+	}
+	switch {
+	case step == 0:
+		return fmt.Errorf("%w: decision %s: no released record of it on the decision log: its replay is not recorded "+
+			"as reserved again (nothing was given back to reserve again)", act.ErrPermanent, a.DecisionID)
+	case step%2 == 0:
+		return nil // its latest release is answered already (a retry after a crash)
+	}
 	r.Event, r.Outcome = audit.EventReacquired, audit.OutcomeFired
 	if a.Kind == act.Hold {
 		r.Outcome = audit.OutcomeHeld
 	}
-	for _, x := range recs {
-		if x.Event == audit.EventReleased {
-			r.Replay++ // the n-th release is answered by the n-th reacquire
-		}
-	}
+	r.Replay = (step + 1) / 2 // the release at step 2n-1 (replay n-1) is answered at step 2n (replay n)
 	r.Verdict.Outcome, r.Verdict.Guardrail = guard.Allow, ""
 	r.Verdict.ActionTime, r.Verdict.Reason = at.UTC(), "reserved again, as of then, for the replay of its dead-lettered delivery"
 	r.Note = fmt.Sprintf("released when its delivery was dead-lettered before any of it went out; reserved again at %s "+

@@ -2,6 +2,8 @@ package decide
 
 import (
 	"bytes"
+	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -135,5 +137,57 @@ func TestKillSuppressionRecordedOnce(t *testing.T) {
 	}
 	if d := r.log.Stats.Duplicates.Load() - dup; d != 0 {
 		t.Fatalf("%d suppressions re-published while the switch stayed thrown, want none", d)
+	}
+}
+
+// DeliveryGuard.Reacquired records a replay's reservation again only as the answer to a release on
+// the decision log: with no released record of the decision before it, it writes nothing and says so
+// (act.ErrPermanent: the loop logs it once and delivers on) — a reacquired record with no release
+// before it would have why and the KPIs count a reservation again that undoes nothing. After a
+// release it writes its answer (replay 1) once; called again for that release (a retry after a
+// crash) it writes nothing more.
+func TestReacquiredOnlyAfterARelease(t *testing.T) {
+	r := newRig(t, func(c *guard.Config) { c.Approval.Above = 0 })
+	now := r.clock()
+	p := guard.Proposal{ID: guard.DecisionID("v-re", "promote-a", "A", "web", guard.TimeBucket(now, time.Hour)), RuleVersion: "v-re",
+		Rule: "promote-a", SKU: "A", Site: "s1", Channel: "web", Kind: guard.Promote, Discount: 10, Duration: guard.Duration(time.Hour), Time: now}
+	v, err := r.guard.Check(r.ctx, p)
+	if err != nil || !v.Acts() {
+		t.Fatalf("check: %+v %v", v, err)
+	}
+	ra := rules.Action{Kind: rules.Promote, Channels: []string{"web"}, Discount: 10, Duration: time.Hour}
+	if _, err := r.log.Append(r.ctx, audit.Record{DecisionID: p.ID, Event: audit.EventApproved, Outcome: audit.OutcomeFired,
+		Mode: audit.ModeActive, Time: now, RuleSet: audit.RuleSetRef{Version: p.RuleVersion}, Rule: audit.RuleRef{Name: p.Rule},
+		SKU: "A", Site: "s1", Channel: "web", Verdict: &v, Action: ra}); err != nil {
+		t.Fatal(err)
+	}
+	d := DeliveryGuard{Guard: r.guard, Audit: r.log, Replica: "r1", Now: r.clock}
+	a := Action(p, ra, v)
+	events := func() string {
+		t.Helper()
+		hist, err := r.log.History(r.ctx, p.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, h := range hist {
+			got = append(got, h.Event+":"+strconv.Itoa(h.ReleaseStep()))
+		}
+		return strings.Join(got, " ")
+	}
+	err = d.Reacquired(r.ctx, a, now)
+	if got := events(); got != "approved:0" || !errors.Is(err, act.ErrPermanent) || !strings.Contains(err.Error(), "no released record") {
+		t.Fatalf("reacquired with no release before it: log %q, error %v; want nothing written, refused for good saying why", got, err)
+	}
+	if err := d.DeadLettered(r.ctx, a, "a test"); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := d.Reacquired(r.ctx, a, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := events(); got != "approved:0 released:1 reacquired:2" {
+		t.Errorf("log %q: want the release answered once", got)
 	}
 }
