@@ -97,7 +97,7 @@ func fillFeatures(b *testing.B, th *testHub) {
 		th.seq += uint64(len(fs))
 		th.publish(b, gsig.Subject("gemba", "s1", "gw1", gsig.StreamFeatures), h, &gsig.Batch{Header: h, Features: fs})
 	}
-	api := strings.TrimSuffix(th.base, "/console") + "/api/v1/features?name=units"
+	api := strings.TrimSuffix(th.base, "/console") + "/api/v1/features?name=units&limit=10000"
 	testutil.WaitFor(b, 2*time.Minute, "10,000 feature values", func() bool {
 		var out struct {
 			Values []json.RawMessage `json:"values"`

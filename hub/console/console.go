@@ -230,6 +230,14 @@ var funcs = template.FuncMap{
 		}
 		return fmt.Sprintf("%.3g", f)
 	},
+	// fixed3 is a figure with three decimals; "—" for one that is not a finite number (a lift over a
+	// baseline near 0: kpi.Lift).
+	"fixed3": func(f float64) string {
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return "—"
+		}
+		return strconv.FormatFloat(f, 'f', 3, 64)
+	},
 	"pct": func(f float64) string { return fmt.Sprintf("%.1f%%", f*100) },
 	"days": func(d float64) string {
 		if math.IsInf(d, 1) {

@@ -125,3 +125,30 @@ func TestLinesTable(t *testing.T) {
 		}
 	}
 }
+
+// A lift that is not a finite number (+Inf over a baseline near 0, its interval NaN: kpi.Lift)
+// shows as "—", as the console shows a figure it does not have, not as "+Inf" or "NaN".
+func TestLearningPageNonFiniteLift(t *testing.T) {
+	e := newEnv(t, nil)
+	sc, _ := e.login(t, "vera", "viewer-pw")
+	day := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	e.learning = &fakeLearning{
+		sets:  []registry.Meta{{Version: "aaaaaaaaaaaaaaaa1", From: day, To: day}, {Version: "bbbbbbbbbbbbbbbb2", From: day, To: day}},
+		lifts: []kpi.Lift{{Rule: "clear-web", Arm: "holdout", Lift: math.Inf(1), Low: math.NaN(), High: math.Inf(-1), Level: 0.95, Treated: 2, Held: 2}},
+	}
+	page := e.do("GET", "/console/learning", nil, []*http.Cookie{sc}, nil)
+	body := page.Body.String()
+	i := strings.Index(body, `id="lifts"`)
+	if page.Code != 200 || i < 0 {
+		t.Fatalf("%d %s", page.Code, body)
+	}
+	lifts := body[i:]
+	for _, bad := range []string{"Inf", "NaN"} {
+		if strings.Contains(lifts, bad) {
+			t.Errorf("the lifts table shows %q:\n%s", bad, lifts)
+		}
+	}
+	if !strings.Contains(lifts, `<td class="n">—</td>`) || !strings.Contains(lifts, "— – — (95.0%)") {
+		t.Errorf("the lifts table does not show — for the lift and its interval:\n%s", lifts)
+	}
+}

@@ -39,6 +39,7 @@ type skuRate struct {
 	Elsewhere string
 	// Running: a fresh reading with units made here, whether or not the graph lists the SKU.
 	Running bool
+	read    bool // a reading of units made here (Units, once kept)
 }
 
 // maxLineSKUs bounds the SKUs listed per line: the running ones come first, the rest are counted.
@@ -54,7 +55,7 @@ type cell struct {
 // featureReader is what the Lines table reads of the feature store (*features.Store).
 type featureReader interface {
 	Get(name, key string) (features.Reading, bool)
-	List(name string) []features.Reading
+	Groups(name string, limit int, group func(*features.Reading) string, cmp func(a, b *features.Reading) int) map[string]*features.Group
 	Definitions() (features.Definitions, string)
 }
 
@@ -77,31 +78,40 @@ func (c *Console) lineRows(fs featureReader, g *graph.Graph) (rows []lineRow, sk
 		return nil, ""
 	}
 	lines := g.Lines()
-	// Each SKU's latest units reading and the line whose signal brought it ("" when the graph does
-	// not place the signal: then it is taken as made by the lines the graph says produce the SKU).
-	// Pointers into the list: no copy of each reading per SKU.
-	var units map[string]skuReading
-	ok, skuNote := skuUnits(fs, c.cfg.SKUUnits)
-	here := map[string][]string{} // line → SKUs whose latest reading came from it
-	if ok {
-		list := fs.List(c.cfg.SKUUnits)
-		units = make(map[string]skuReading, len(list))
-		placed := map[string]string{}
-		for i := range list {
-			r := &list[i]
-			sig := r.Lineage.Signal
-			l, seen := placed[sig]
-			if !seen {
-				if res, err := g.LineOfSignal(sig); err == nil {
-					l = res.ID
-				}
-				placed[sig] = l
+	// The line a signal is placed on ("": none), once per signal.
+	placed := map[string]string{}
+	lineOf := func(sig string) string {
+		l, seen := placed[sig]
+		if !seen {
+			if res, err := g.LineOfSignal(sig); err == nil {
+				l = res.ID
 			}
-			units[r.Key] = skuReading{r, l}
-			if l != "" {
-				here[l] = append(here[l], r.Key)
+			placed[sig] = l
+		}
+		return l
+	}
+	// The SKUs each line produces (the graph's edges), and per line the first of the SKUs whose latest
+	// units reading came from its signals though the graph does not say it produces them (made here),
+	// as the store goes through the readings: no copy of them all per view.
+	prods := make(map[string][]graph.Result, len(lines))
+	produces := map[[2]string]bool{}
+	for _, l := range lines {
+		if prod, err := g.SKUsOf(l.ID); err == nil {
+			prods[l.ID] = prod
+			for _, p := range prod {
+				produces[[2]string{l.ID, p.ID}] = true
 			}
 		}
+	}
+	var made map[string]*features.Group
+	ok, skuNote := skuUnits(fs, c.cfg.SKUUnits)
+	if ok {
+		made = fs.Groups(c.cfg.SKUUnits, maxLineSKUs, func(r *features.Reading) string {
+			if l := lineOf(r.Lineage.Signal); l != "" && !produces[[2]string{l, r.Key}] {
+				return l
+			}
+			return ""
+		}, compareMade)
 	}
 	rows = make([]lineRow, 0, len(lines))
 	for _, l := range lines {
@@ -119,7 +129,10 @@ func (c *Console) lineRows(fs featureReader, g *graph.Graph) (rows []lineRow, sk
 			}
 		}
 		if ok {
-			row.SKUs, row.MoreSKUs = lineSKUs(g, l.ID, here[l.ID], units)
+			row.SKUs, row.MoreSKUs = lineSKUs(l.ID, prods[l.ID], made[l.ID], func(sku string) (features.Reading, string, bool) {
+				r, ok := fs.Get(c.cfg.SKUUnits, sku)
+				return r, lineOf(r.Lineage.Signal), ok
+			})
 		}
 		if c.src.Timeline != nil {
 			if spans, ok := c.src.Timeline(lc.Availability, l.ID); ok && len(spans) > 0 {
@@ -138,68 +151,94 @@ func (c *Console) lineRows(fs featureReader, g *graph.Graph) (rows []lineRow, sk
 	return rows, skuNote
 }
 
-// lineSKUs lists the SKUs of line: those the graph says it produces and those whose latest units
-// reading came from its signals (made here though the graph does not say so). The running ones
-// come first, fastest first; then those with a reading (stale, or none made), then those without,
-// each by id; at most maxLineSKUs, the others counted.
-func lineSKUs(g *graph.Graph, line string, madeHere []string, units map[string]skuReading) ([]skuRate, int) {
-	prod, err := g.SKUsOf(line)
-	if err != nil {
-		prod = nil
-	}
-	out := make([]skuRate, 0, len(prod)+len(madeHere))
-	seen := make(map[string]bool, cap(out))
-	add := func(sku string, produces bool) {
-		if seen[sku] {
-			return
-		}
-		seen[sku] = true
-		s := skuRate{SKU: sku, Produces: produces}
-		if u, ok := units[sku]; ok {
-			switch {
-			case u.line == line || (u.line == "" && produces):
-				s.Units, s.PerHour = u.r, u.r.PerHour()
-				s.Running = !u.r.Stale && u.r.Value.Value > 0
-			case u.line != "":
-				s.Elsewhere = u.line
+// lineSKUs lists the SKUs of line: those the graph says it produces (prod; units reads a SKU's
+// latest reading and the line it came from) and those whose latest units reading came from its
+// signals though the graph does not say so (made: the first of them, and their count). The running
+// ones come first, fastest first; then those with a reading (stale, or none made), then those
+// without, each by id; at most maxLineSKUs, the others counted. It keeps those alone as it goes.
+func lineSKUs(line string, prod []graph.Result, made *features.Group, units func(sku string) (features.Reading, string, bool)) ([]skuRate, int) {
+	out := make([]skuRate, 0, maxLineSKUs)
+	n := 0
+	keep := func(s skuRate, r *features.Reading) {
+		n++
+		if len(out) == maxLineSKUs {
+			if compareSKUs(&s, &out[maxLineSKUs-1]) >= 0 {
+				return
 			}
+			out = out[:maxLineSKUs-1]
 		}
-		out = append(out, s)
+		if r != nil {
+			s.Units = new(features.Reading)
+			*s.Units = *r // a copy only of those kept
+		}
+		i, _ := slices.BinarySearchFunc(out, &s, func(a skuRate, b *skuRate) int { return compareSKUs(&a, b) })
+		out = slices.Insert(out, i, s)
 	}
+	seen := make(map[string]bool, len(prod))
 	for _, p := range prod {
-		add(p.ID, true)
+		if seen[p.ID] {
+			continue
+		}
+		seen[p.ID] = true
+		s := skuRate{SKU: p.ID, Produces: true}
+		r, l, ok := units(p.ID)
+		switch {
+		case !ok:
+		case l == line || l == "": // a signal the graph does not place counts for the SKU's producers
+			rateOf(&s, &r)
+			keep(s, &r)
+			continue
+		default:
+			s.Elsewhere = l
+		}
+		keep(s, nil)
 	}
-	for _, sku := range madeHere {
-		add(sku, false)
+	if made != nil {
+		for i := range made.First {
+			r := &made.First[i]
+			s := skuRate{SKU: r.Key}
+			rateOf(&s, r)
+			keep(s, r)
+		}
+		n += made.Count - len(made.First)
 	}
+	return out, n - len(out)
+}
+
+// rateOf puts the rate of the units reading r, made on the SKU's line, in s (not r itself: that is
+// copied for the SKUs kept).
+func rateOf(s *skuRate, r *features.Reading) {
+	s.read, s.PerHour = true, r.PerHour()
+	s.Running = !r.Stale && r.Value.Value > 0
+}
+
+// compareMade orders readings of units made on their SKU's line as the table does.
+func compareMade(a, b *features.Reading) int {
+	sa, sb := skuRate{SKU: a.Key}, skuRate{SKU: b.Key}
+	rateOf(&sa, a)
+	rateOf(&sb, b)
+	return compareSKUs(&sa, &sb)
+}
+
+// compareSKUs orders the SKUs of a line: running first, fastest first; then with a reading; then
+// without; each by id.
+func compareSKUs(a, b *skuRate) int {
 	rank := func(s *skuRate) int {
 		switch {
 		case s.Running:
 			return 0
-		case s.Units != nil: // stale, or none made in its window
+		case s.read: // stale, or none made in its window
 			return 1
 		}
 		return 2
 	}
-	slices.SortFunc(out, func(a, b skuRate) int {
-		if c := cmp.Compare(rank(&a), rank(&b)); c != 0 {
+	if c := cmp.Compare(rank(a), rank(b)); c != 0 {
+		return c
+	}
+	if a.Running {
+		if c := cmp.Compare(b.PerHour, a.PerHour); c != 0 {
 			return c
 		}
-		if a.Running {
-			if c := cmp.Compare(b.PerHour, a.PerHour); c != 0 {
-				return c
-			}
-		}
-		return cmp.Compare(a.SKU, b.SKU)
-	})
-	if len(out) > maxLineSKUs {
-		return out[:maxLineSKUs:maxLineSKUs], len(out) - maxLineSKUs
 	}
-	return out, 0
-}
-
-// skuReading is a SKU's latest units reading and the line its signal is placed on ("": none).
-type skuReading struct {
-	r    *features.Reading
-	line string
+	return cmp.Compare(a.SKU, b.SKU)
 }

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -29,12 +30,20 @@ func (f *fakeFeatures) Get(name, key string) (features.Reading, bool) {
 	return features.Reading{}, false
 }
 
-func (f *fakeFeatures) List(name string) []features.Reading {
-	var out []features.Reading
+func (f *fakeFeatures) Groups(name string, limit int, group func(*features.Reading) string, cmp func(a, b *features.Reading) int) map[string]*features.Group {
+	out := map[string]*features.Group{}
 	for _, r := range f.vals {
-		if r.Name == name {
-			out = append(out, r)
+		if k := group(&r); r.Name == name && k != "" {
+			if out[k] == nil {
+				out[k] = &features.Group{}
+			}
+			out[k].First = append(out[k].First, r)
+			out[k].Count++
 		}
+	}
+	for _, g := range out {
+		slices.SortFunc(g.First, func(a, b features.Reading) int { return cmp(&a, &b) })
+		g.First = g.First[:min(limit, len(g.First))]
 	}
 	return out
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -33,17 +32,21 @@ func (c *Console) fleetPage(w http.ResponseWriter, r *http.Request) {
 		c.starting(w, r, "the fleet")
 		return
 	}
-	list := f.List()
-	stale := 0
-	for _, a := range list {
-		if a.Stale {
-			stale++
-		}
+	// A page after a cursor (the last agent of the page before), chosen as the fleet is gone
+	// through: a view costs memory by its page, not by the fleet.
+	q := r.URL.Query()
+	list := f.Page(q.Get("after_site"), q.Get("after_agent"), c.cfg.PageSize)
+	total, stale := f.Counts()
+	next := ""
+	if len(list) == c.cfg.PageSize {
+		last := list[len(list)-1]
+		next = "?" + url.Values{"after_site": {last.Site}, "after_agent": {last.Agent.Agent}}.Encode()
 	}
 	c.render(w, r, http.StatusOK, "fleet", page{Title: "Fleet", Data: struct {
-		Agents []fleet.View
-		Stale  int
-	}{list, stale}})
+		Agents       []fleet.View
+		Total, Stale int
+		Next         string
+	}{list, total, stale, next}})
 }
 
 // featureRow is one value with where it is (line, site from the graph when the key is a signal or line).
@@ -61,23 +64,14 @@ func (c *Console) featuresPage(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	defs, ver := s.Definitions()
 	name, key := q.Get("name"), q.Get("key")
-	all := s.List(name)
-	if key != "" {
-		all = slices.DeleteFunc(all, func(v features.Reading) bool { return !strings.Contains(v.Key, key) })
-	}
-	off, _ := strconv.Atoi(q.Get("offset"))
-	off = max(0, min(off, len(all)))
-	end := min(off+c.cfg.PageSize, len(all))
-	rows := make([]featureRow, 0, end-off)
-	stale := 0
-	for _, v := range all {
-		if v.Stale {
-			stale++
-		}
-	}
-	for _, v := range all[off:end] {
+	// A page after a cursor (the last value of the page before), chosen as the store goes through
+	// its values: a view costs memory by its page, not by the store.
+	sel := s.Select(name, key, q.Get("after_name"), q.Get("after_key"), c.cfg.PageSize)
+	rows := make([]featureRow, 0, len(sel.Page))
+	for _, v := range sel.Page {
 		rows = append(rows, featureRow{Reading: v})
 	}
+	off, end := sel.Before, sel.Before+len(sel.Page)
 	var lines []graph.Node
 	g := c.src.Graph()
 	if g != nil {
@@ -85,11 +79,12 @@ func (c *Console) featuresPage(w http.ResponseWriter, r *http.Request) {
 	}
 	lineRows, skuNote := c.lineRows(s, g)
 	next := ""
-	if end < len(all) {
-		next = "?" + url.Values{"name": {name}, "key": {key}, "offset": {strconv.Itoa(end)}}.Encode()
+	if end < sel.Total && len(sel.Page) > 0 {
+		last := sel.Page[len(sel.Page)-1]
+		next = "?" + url.Values{"name": {name}, "key": {key}, "after_name": {last.Name}, "after_key": {last.Key}}.Encode()
 	}
 	c.render(w, r, http.StatusOK, "features", page{Title: "Lines & features", Data: map[string]any{
-		"Defs": defs, "DefsVersion": ver, "Rows": rows, "Total": len(all), "Stale": stale, "From": off + 1, "To": end,
+		"Defs": defs, "DefsVersion": ver, "Rows": rows, "Total": sel.Total, "Stale": sel.Stale, "From": off + 1, "To": end,
 		"Next": next, "Name": name, "Key": key, "Lines": lines, "LineRows": lineRows,
 		"SKUUnits": c.cfg.SKUUnits, "SKUNote": skuNote,
 	}})

@@ -60,3 +60,21 @@ func (h *lastFirst) Pop() any {
 	*h = old[:len(old)-1]
 	return a
 }
+
+// Counts returns how many agents List returns and how many of them are stale, without a copy of
+// them: a page's reader shows the whole fleet's.
+func (f *Fleet) Counts() (agents, stale int) {
+	now := f.now()
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	for _, a := range f.agents {
+		if f.forgotten(a, now) {
+			continue
+		}
+		agents++
+		if now.Sub(a.Received) > f.staleAfter { // as view has it
+			stale++
+		}
+	}
+	return agents, stale
+}

@@ -1,6 +1,7 @@
 package kpi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -20,11 +21,21 @@ func (t *Tracker) Handler() http.Handler {
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 		defer cancel()
 		f := t.Figures(ctx)
+		// Encoded whole before the status is sent: a figure that does not encode is a 500 that says
+		// so, never a 200 with an empty body.
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(f); err != nil {
+			t.log.Error("kpis: the figures could not be encoded", "err", err)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusInternalServerError)
+			_ = json.NewEncoder(w).Encode(map[string]string{"error": "kpis: encoding the figures: " + err.Error()})
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(f)
+		_, _ = w.Write(buf.Bytes())
 	})
 }
 

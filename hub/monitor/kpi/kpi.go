@@ -31,7 +31,7 @@ type Lift struct {
 	Rule string `json:"rule"`
 	Arm  string `json:"arm"`
 	// Lift is the relative change in sales of treated vs held-out units; Low and High bound its
-	// confidence interval at Level.
+	// confidence interval at Level. Each is null in JSON when not a finite number (MarshalJSON).
 	Lift    float64 `json:"lift"`
 	Low     float64 `json:"low"`
 	High    float64 `json:"high"`
@@ -40,6 +40,27 @@ type Lift struct {
 	Held    int     `json:"held"`
 	// SRM: the sample-ratio-mismatch check flagged the assignment (the lift is not to be trusted).
 	SRM bool `json:"srm,omitempty"`
+}
+
+// MarshalJSON writes a Lift, Low, High or Level that is not a finite number as null (JSON has no
+// NaN or infinity, and encoding/json refuses them): a response of sales over a baseline near 0
+// overflows to +Inf, and the mean and variance over it to +Inf and NaN, so the lift is +Inf and
+// its interval NaN. The other figures are served as they are.
+func (l Lift) MarshalJSON() ([]byte, error) {
+	type plain Lift // without this method
+	finite := func(v float64) *float64 {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil
+		}
+		return &v
+	}
+	return json.Marshal(struct {
+		plain
+		Lift  *float64 `json:"lift"`
+		Low   *float64 `json:"low"`
+		High  *float64 `json:"high"`
+		Level *float64 `json:"level"`
+	}{plain(l), finite(l.Lift), finite(l.Low), finite(l.High), finite(l.Level)})
 }
 
 // LiftSource is the seam to the experiments (hub/decide/experiment): it reports the lift measured

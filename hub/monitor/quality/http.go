@@ -1,6 +1,7 @@
 package quality
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -26,7 +27,7 @@ func (m *Monitor) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
-			writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "quality: only GET"})
+			m.writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "quality: only GET"})
 			return
 		}
 		q := r.URL.Query()
@@ -34,39 +35,39 @@ func (m *Monitor) Handler() http.Handler {
 			agent := q.Get("agent")
 			gs := m.Gaps(agent)
 			if agent != "" && len(gs) == 0 {
-				writeJSON(w, http.StatusNotFound, map[string]string{"error": "quality: no stream of agent " + strconv.Quote(agent) +
+				m.writeJSON(w, http.StatusNotFound, map[string]string{"error": "quality: no stream of agent " + strconv.Quote(agent) +
 					" observed within the monitor log's retention"})
 				return
 			}
-			writeJSON(w, http.StatusOK, map[string]any{"streams": orEmpty(gs)})
+			m.writeJSON(w, http.StatusOK, map[string]any{"streams": orEmpty(gs)})
 			return
 		}
 		feature, key := q.Get("feature"), q.Get("key")
 		if key != "" {
 			st, err := m.Lookup(feature, key)
 			if err != nil {
-				writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
+				m.writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
 				return
 			}
-			writeJSON(w, http.StatusOK, st)
+			m.writeJSON(w, http.StatusOK, st)
 			return
 		}
 		if _, ok := m.defs[feature]; feature != "" && !ok {
-			writeJSON(w, http.StatusNotFound, map[string]string{"error": "quality: unknown feature " + feature})
+			m.writeJSON(w, http.StatusNotFound, map[string]string{"error": "quality: unknown feature " + feature})
 			return
 		}
 		breach, limit := false, 1000
 		if b := q.Get("breach"); b != "" {
 			var err error
 			if breach, err = strconv.ParseBool(b); err != nil {
-				writeJSON(w, http.StatusBadRequest, map[string]string{"error": "quality: breach: want 1 or 0, got " + strconv.Quote(b)})
+				m.writeJSON(w, http.StatusBadRequest, map[string]string{"error": "quality: breach: want 1 or 0, got " + strconv.Quote(b)})
 				return
 			}
 		}
 		if l := q.Get("limit"); l != "" {
 			n, err := strconv.Atoi(l)
 			if err != nil || n < 1 || n > 10000 {
-				writeJSON(w, http.StatusBadRequest, map[string]string{"error": "quality: limit: want 1..10000"})
+				m.writeJSON(w, http.StatusBadRequest, map[string]string{"error": "quality: limit: want 1..10000"})
 				return
 			}
 			limit = n
@@ -84,7 +85,7 @@ func (m *Monitor) Handler() http.Handler {
 			}
 			out["next"] = next.Encode()
 		}
-		writeJSON(w, http.StatusOK, out)
+		m.writeJSON(w, http.StatusOK, out)
 	})
 }
 
@@ -95,9 +96,18 @@ func orEmpty[T any](s []T) []T {
 	return s
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
+// writeJSON answers v with code, encoded whole before the status is sent: a value that does not
+// encode is a 500 that says so (and is logged), never the code with an empty body. (The figures
+// served are finite: status writes a NaN or infinite one as 0.)
+func (m *Monitor) writeJSON(w http.ResponseWriter, code int, v any) {
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(v); err != nil {
+		m.log.Error("quality: an answer could not be encoded", "err", err)
+		m.writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "quality: encoding the answer: " + err.Error()})
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v)
+	_, _ = w.Write(buf.Bytes())
 }
