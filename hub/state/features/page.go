@@ -1,11 +1,12 @@
 package features
 
 import (
-	"container/heap"
 	"slices"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/gemba-io/gemba/internal/topn"
 )
 
 // Page returns at most limit values sorted by name and key, those after the cursor (afterName,
@@ -81,27 +82,14 @@ func (s *Store) Select(name, keyPart, afterName, afterKey string, limit int) Sel
 
 // first returns the first limit values (by name and key) of those keep takes, keeping them alone
 // as it goes through the store. s.mu held.
-func (s *Store) first(limit int, keep func(*Value) bool) lastFirst {
-	top := make(lastFirst, 0, min(limit, len(s.vals))) // the page so far, its last value on top
+func (s *Store) first(limit int, keep func(*Value) bool) []*Value {
+	first := topn.New(limit, len(s.vals), func(a, b *Value) bool { return valueLess(a.Name, a.Key, b) })
 	for _, v := range s.vals {
-		if !keep(v) {
-			continue
-		}
-		switch {
-		case len(top) < limit:
-			heap.Push(&top, v)
-		case valueLess(v.Name, v.Key, top[0]):
-			top[0] = v
-			heap.Fix(&top, 0)
+		if keep(v) {
+			first.Offer(v)
 		}
 	}
-	slices.SortFunc(top, func(a, b *Value) int {
-		if valueLess(a.Name, a.Key, b) {
-			return -1
-		}
-		return 1 // no two values share a name and a key
-	})
-	return top
+	return first.Sorted()
 }
 
 // Group is one group of Groups: its first values in order, and how many values it has.
@@ -153,18 +141,4 @@ func (s *Store) Groups(name string, limit int, group func(*Reading) string, cmp 
 // valueLess reports whether (name, key) sorts before v.
 func valueLess(name, key string, v *Value) bool {
 	return name < v.Name || name == v.Name && key < v.Key
-}
-
-// lastFirst is a heap of values, the one sorting last on top.
-type lastFirst []*Value
-
-func (h lastFirst) Len() int           { return len(h) }
-func (h lastFirst) Less(i, j int) bool { return valueLess(h[j].Name, h[j].Key, h[i]) }
-func (h lastFirst) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *lastFirst) Push(x any)        { *h = append(*h, x.(*Value)) }
-func (h *lastFirst) Pop() any {
-	old := *h
-	v := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return v
 }
