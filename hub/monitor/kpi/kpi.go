@@ -276,6 +276,12 @@ func (t *Tracker) add(subject string, data []byte, seq uint64) {
 		t.malformed(subject, seq, fmt.Errorf("decision record: %v", orMissing(err, "event and outcome")))
 		return
 	}
+	if d := r.Action.Discount; !(d >= 0 && d <= rules.MaxDiscount) {
+		// No rule gives it (rules refuse it at load): counted, it would make the figures
+		// meaningless (1e308 twice: the points total +Inf).
+		t.malformed(subject, seq, fmt.Errorf("decision record %s: discount %v outside [0, %v]", r.DecisionID, d, rules.MaxDiscount))
+		return
+	}
 	t.Stats.Records.Add(1)
 	lat, hasLat := latency(&r)
 	t.mu.Lock()
