@@ -308,8 +308,19 @@ func (o *Outbox) try(ctx context.Context, k string) {
 	if rec.Owner != "" && rec.Owner != o.cfg.Owner {
 		o.log.Warn("taking over an expired lease", "decision", rec.Action.DecisionID, "from", rec.Owner)
 	}
-	if rec.Owner != "" && rec.State == Pending && rec.Phase == EventStart && !rec.Published {
+	start := rec.State == Pending && rec.Phase == EventStart && !rec.Published
+	handed := false
+	switch {
+	case start && rec.Owner != "" && !rec.StartedAt.IsZero():
 		rec.MaybeOut = true // its last attempt stopped part way: maybe after its publish
+	case start && rec.Owner != "":
+		// Enqueue handed it to its replica's loop, which saves its try with the publish's mark
+		// (no write before the publish on the way from decision to promotion): tried or not is
+		// not known. Looked for on the stream once claimed.
+		handed = true
+		rec.StartedAt = now
+	case start && rec.StartedAt.IsZero():
+		rec.StartedAt = now // its first try here, saved with the claim, before any of it is tried
 	}
 	rec.Owner, rec.LeaseUntil = o.cfg.Owner, now.Add(o.cfg.Lease)
 	rev, err = o.write(ctx, k, rec, rev)
@@ -319,7 +330,28 @@ func (o *Outbox) try(ctx context.Context, k string) {
 		}
 		return // another loop claimed it first
 	}
+	if handed {
+		o.handedOver(ctx, &rec)
+	}
 	o.attempt(ctx, rec, rev)
+}
+
+// handedOver settles a start taken over from a loop that stopped with it in hand, not knowing
+// whether it was tried: on the stream, or not known (the lookup failed), it is maybe out, tried
+// when it was enqueued (its later lookups start there; its end passed, it is ended on NATS alone);
+// not there, it was never tried (its lease has lapsed; a copy still on its way is one the stream
+// drops, within the duplicate window of the publish that follows). Only after a replica's stop: a
+// lookup here costs nothing on the way from a decision to its promotion.
+func (o *Outbox) handedOver(ctx context.Context, rec *Record) {
+	subj := o.cfg.subject(rec.Action.Kind, rec.Action.Channel)
+	found, err := o.stored(ctx, rec.msgID(), subj, rec.FirstAt, true)
+	if err != nil {
+		o.log.Warn("start taken over from a stopped replica: whether it went out is not known, taken as maybe out",
+			"decision", rec.Action.DecisionID, "err", err)
+	}
+	if found || err != nil {
+		rec.MaybeOut, rec.StartedAt = true, rec.FirstAt
+	}
 }
 
 // attemptHanded delivers a record Enqueue handed over, from what Enqueue wrote, while the lease
@@ -387,42 +419,22 @@ func (o *Outbox) deliver(ctx context.Context, k string, rec Record, rev uint64) 
 	// not published after it: NATS has it ended.
 	if !rec.Published && !(rec.Phase == EventStart && rec.EndPublished) {
 		if rec.Phase == EventStart && rec.StartedAt.IsZero() {
-			// Before the switch is read: a mark thrown once it was read, the start going out
-			// after it, still ends this promotion. Saved with the attempt's mark.
+			// Saved before the switch is read and before the publish (a claim by try saves it; a
+			// record Enqueue handed over has none yet): a mark thrown once it was read, the start
+			// going out after it, still ends this promotion; a loop taking the record over knows
+			// the start was tried (MaybeOut), and from when to look for it on the stream.
 			rec.StartedAt = o.cfg.now()
 		}
 		if stopped, err := o.stopStart(ctx, &rec, mark); stopped || err != nil {
 			return err
 		}
 		subj := o.cfg.subject(rec.Action.Kind, rec.Action.Channel)
-		pctx, cancel := context.WithTimeout(ctx, o.cfg.Lease/3)
-		_, err := o.js.Publish(pctx, subj, body, jetstream.WithMsgID(rec.msgID()), jetstream.WithExpectStream(o.cfg.Stream))
-		cancel()
+		stored, err := o.lookFirst(ctx, &rec, subj, mark)
 		if err != nil {
-			err = fmt.Errorf("publish %s on %s: %w", rec.msgID(), subj, err)
-			if cause := o.permanent(ctx, subj, err); cause != "" {
-				// It can never succeed: retrying would hold the action (and what it reserved)
-				// forever. Counted as the phase's one attempt.
-				rec.Attempts++
-				o.deadLetter(&rec, fmt.Sprintf("%v: %s", err, cause))
-				if err := mark(); err != nil {
-					return err
-				}
-				return err
-			}
-			// Not counted as a webhook attempt: NATS being away is not the receiver's failure.
-			rec.LastError = err.Error()
-			if rec.Phase == EventStart && !refused(err) {
-				rec.MaybeOut = true // no answer: it may have been stored all the same
-			}
-			rec.Owner, rec.LeaseUntil, rec.NextAt = "", time.Time{}, o.cfg.now().Add(o.cfg.Retry.Initial)
-			_ = mark()
-			o.checkStream(ctx, err)
 			return err
 		}
-		o.streamBack()
-		if o.afterPublish != nil {
-			if err := o.afterPublish(rec.msgID()); err != nil {
+		if !stored {
+			if err := o.publish(ctx, &rec, subj, body, mark); err != nil {
 				return err
 			}
 		}

@@ -66,9 +66,12 @@ type Record struct {
 	// its end time (by whom, when, why): its end was made due at once, for every place its start
 	// went. Written once, by compare-and-set, whichever loop read the switch's mark first.
 	EndedEarly string `json:"ended_early,omitempty"`
-	// StartedAt is when the start's NATS message was first tried (set with its mark, kept once
-	// it went out): a mark of the kill switch thrown with end_live at or after it ends the
-	// promotion. Zero in a record written before it existed: Action.Start stands for it.
+	// StartedAt is when the start's NATS message was first tried: saved before any of it is tried
+	// (with try's claim, or a mark of its own for a record Enqueue handed over), kept once it went
+	// out or may have (a Replay keeps it for a MaybeOut record). A mark of the kill switch thrown
+	// with end_live at or after it ends the promotion; a start claimed by a loop that stopped is
+	// maybe out only with it (without it, it was never tried); a maybe-out start is looked for on
+	// the stream from it. Zero in a record written before it existed: Action.Start stands for it.
 	StartedAt time.Time `json:"started_at,omitzero"`
 	// EndDue: a promotion dead-lettered in its start after its NATS start went out (or may have:
 	// MaybeOut) still gets its NATS end, at NextAt (the promotion's end); EndPublished says that end
@@ -87,7 +90,9 @@ type Record struct {
 	Reacquired      time.Time `json:"reacquired,omitzero"`
 	ReacquireLogged bool      `json:"reacquire_logged,omitempty"`
 	// MaybeOut: the start's NATS message may be on the stream though not marked published (an
-	// attempt of it stopped part way and was taken over, or a publish got no answer). Should its
+	// attempt of it stopped part way and was taken over, or a publish got no answer). Before it is
+	// published again later than the stream's duplicate window after StartedAt, the loop looks for
+	// it on the stream (startStored): found, it is marked published and not sent again. Should its
 	// end pass before it is known to have gone out, its NATS end goes out all the same (NATSOnly:
 	// its end goes to NATS alone) and it keeps its reservations, rather than being cancelled unseen;
 	// dead-lettered before it is known to have gone out, it keeps them too (no GiveBack) and its
@@ -396,6 +401,7 @@ var ErrRefused = errors.New("refused by the guard")
 // promotion that gave its reservations back (GivenBack) reserves them again first
 // (Guard.Reacquire): refused, the record stays dead and the error wraps ErrRefused. One still to
 // give them back (GiveBack: its give-back failed and waits for its retry) is refused until it has.
+// A write of the replayed record that fails after Reacquire gives them back again (undoReacquire).
 func (o *Outbox) Replay(ctx context.Context, decisionID string) error {
 	for {
 		rec, rev, err := o.read(ctx, key(decisionID))
@@ -405,6 +411,7 @@ func (o *Outbox) Replay(ctx context.Context, decisionID string) error {
 		if rec.State != Dead {
 			return fmt.Errorf("replay %q: state %s: %w", decisionID, rec.State, ErrNotDead)
 		}
+		dead := rec // as read (undoReacquire)
 		if rec.Owner != "" && o.cfg.now().Before(rec.LeaseUntil) {
 			// A loop is publishing its NATS end: taking the record from under it could leave that
 			// end unmarked, published again later. Its claim is short.
@@ -431,7 +438,8 @@ func (o *Outbox) Replay(ctx context.Context, decisionID string) error {
 			return fmt.Errorf("replay %q: its reservations are still being given back to the guard (a delivery loop retries it; "+
 				"the hub's log says why it failed): replay it once they are", decisionID)
 		}
-		if !rec.GivenBack.IsZero() {
+		reacquired := !rec.GivenBack.IsZero()
+		if reacquired {
 			// Its reservations were given back: delivered without them, it could pass a cap or a
 			// cooldown. Reserved again as of now, or not replayed.
 			if o.guard == nil {
@@ -444,13 +452,16 @@ func (o *Outbox) Replay(ctx context.Context, decisionID string) error {
 		}
 		now := o.cfg.now()
 		rec.State, rec.Attempts, rec.FirstAt, rec.NextAt, rec.Owner, rec.LeaseUntil = Pending, 0, now, now, "", time.Time{}
-		if !rec.Published && rec.Phase == EventStart {
+		if !rec.Published && rec.Phase == EventStart && !rec.MaybeOut {
 			rec.StartedAt = time.Time{} // its start never went out: it starts when it does
 		}
 		rec.EndDue = false // the replayed phase leads to the end, which publishes what is left of it
 		_, err = o.write(ctx, key(decisionID), rec, rev)
 		if isConflict(err) {
 			continue // someone changed it meanwhile: look again
+		}
+		if err != nil && reacquired {
+			err = o.undoReacquire(ctx, key(decisionID), dead, rev, rec.Reacquired, err)
 		}
 		if err != nil {
 			return fmt.Errorf("replay %q: %w", decisionID, err)

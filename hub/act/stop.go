@@ -171,6 +171,38 @@ func (o *Outbox) giveBack(ctx context.Context, rec *Record, mark func() error) e
 		func(error) {}) // its last error stays the dead letter's: it is what the give-back's retry says why with
 }
 
+// undoReacquire gives back what a Replay reserved again (Guard.Reacquire) when its write of the
+// record then failed other than by a conflict (its context ended, NATS did not answer): the record
+// stays dead and given back, so the guard must not hold its caps and cooldown. The write may have
+// landed all the same (its answer lost): the dead record is first written again at the revision
+// the replay read, which the replay's write can then never land on; written, what was reserved is
+// given back (Guard.DeadLettered, as a dead letter gives back). Found changed, the record is read
+// back: the replay's write landed (Reacquired is at), and nil is returned. Whatever else, the error
+// says whether the guard still holds them. It works on a context of its own, for a lease/3: the
+// replay's may be what failed.
+func (o *Outbox) undoReacquire(ctx context.Context, k string, dead Record, rev uint64, at time.Time, wErr error) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.cfg.Lease/3)
+	defer cancel()
+	held := "what the guard reserved again for it may stay reserved while it stays dead: replay it again " +
+		"(reserving again is then a no-op), or have the guard release it"
+	_, err := o.write(ctx, k, dead, rev)
+	if isConflict(err) {
+		if rec, _, rerr := o.read(ctx, k); rerr == nil && rec.Reacquired.Equal(at) {
+			return nil // the replay's write landed
+		}
+		return fmt.Errorf("%w; the record changed meanwhile (another replay?): what the guard reserved again is left as it is", wErr)
+	}
+	if err != nil {
+		return fmt.Errorf("%w; whether the replay was recorded is not known (%v): %s", wErr, err, held)
+	}
+	why := "dead-lettered (" + dead.LastError + "); reserved again for a replay whose record was not written (" + wErr.Error() + ")"
+	if err := o.guard.DeadLettered(ctx, dead.Action, why); err != nil {
+		return fmt.Errorf("%w; giving back what it reserved again failed (%v): %s", wErr, err, held)
+	}
+	o.log.Warn("replay not recorded: what it reserved again was given back", "decision", dead.Action.DecisionID, "err", wErr)
+	return fmt.Errorf("%w; not replayed: what it reserved again was given back", wErr)
+}
+
 // logReacquired has the guard record on the decision log that a replay reserved the record's
 // decision again; the mark goes with the attempt's next one. A failure sends nothing now and is
 // retried; a refusal no retry changes (ErrPermanent) is logged once and the delivery goes on.
