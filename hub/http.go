@@ -195,8 +195,8 @@ func (a decisionsAPI) Delivery(ctx context.Context, id string) (*act.Record, err
 	return &r, nil
 }
 
-func (a decisionsAPI) Pending(ctx context.Context) ([]guard.Request, error) {
-	return a.d.guard.Pending(ctx)
+func (a decisionsAPI) PendingPage(ctx context.Context, after uint64, limit int) (guard.QueuePage, error) {
+	return a.d.guard.PendingPage(ctx, after, limit)
 }
 
 func (a decisionsAPI) Answer(ctx context.Context, id, by, reason string, approve bool) (guard.Verdict, error) {

@@ -29,7 +29,8 @@ type Decisions interface {
 	History(ctx context.Context, id string) ([]audit.Record, error)
 	// Delivery is the outbox record of an acted decision (nil when it has none).
 	Delivery(ctx context.Context, id string) (*act.Record, error)
-	Pending(ctx context.Context) ([]guard.Request, error)
+	// PendingPage is a page of the approval queue (guard.Guard.PendingPage).
+	PendingPage(ctx context.Context, after uint64, limit int) (guard.QueuePage, error)
 	Answer(ctx context.Context, id, by, reason string, approve bool) (guard.Verdict, error)
 	Kill(ctx context.Context) (guard.KillSwitch, error)
 	// SetKill throws or resets the kill switch (k.At is set by the guard); k.EndLive, only with
@@ -216,17 +217,37 @@ func (d *decisionsAPI) why(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, map[string]any{"id": id, "records": recs, "delivery": del})
 }
 
+// pending is a page of the approval queue, oldest first: limit requests (as the other lists page)
+// after the queue position after, a page's next; total counts the queue.
 func (d *decisionsAPI) pending(w http.ResponseWriter, r *http.Request) {
 	s := d.get(w)
 	if s == nil {
 		return
 	}
-	reqs, err := s.Pending(r.Context())
+	q := r.URL.Query()
+	limit, ok := pageLimit(w, q)
+	if !ok {
+		return
+	}
+	var after uint64
+	if a := q.Get("after"); a != "" {
+		n, err := strconv.ParseUint(a, 10, 64)
+		if err != nil || n < 1 {
+			writeErr(w, http.StatusBadRequest, "after: want a queue position (a page's next), 1 or more")
+			return
+		}
+		after = n
+	}
+	p, err := s.PendingPage(r.Context(), after, limit)
 	if err != nil {
 		writeErr(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
-	writeJSON(w, map[string]any{"approvals": reqs})
+	out := map[string]any{"approvals": orEmpty(p.Requests), "total": p.Total}
+	if p.Next != 0 {
+		out["next"] = nextQuery(q, url.Values{"after": {strconv.FormatUint(p.Next, 10)}}, "limit")
+	}
+	writeJSON(w, out)
 }
 
 // change is the body of a change: who makes it and why.

@@ -47,7 +47,9 @@ func (f *fakeDecisions) History(_ context.Context, id string) ([]audit.Record, e
 	return nil, nil
 }
 func (f *fakeDecisions) Delivery(context.Context, string) (*act.Record, error) { return nil, nil }
-func (f *fakeDecisions) Pending(context.Context) ([]guard.Request, error)      { return nil, nil }
+func (f *fakeDecisions) PendingPage(context.Context, uint64, int) (guard.QueuePage, error) {
+	return guard.QueuePage{}, nil
+}
 func (f *fakeDecisions) Answer(_ context.Context, id, by, reason string, approve bool) (guard.Verdict, error) {
 	if id == idMissing {
 		return guard.Verdict{}, guard.ErrNotFound
@@ -88,6 +90,9 @@ func TestDecisionEndpoints(t *testing.T) {
 		{"read without token", "GET", "/api/v1/decisions", "", "", 401, "bearer"},
 		{"read", "GET", "/api/v1/decisions?limit=5", "rd", "", 200, "decisions"},
 		{"bad limit", "GET", "/api/v1/decisions?limit=0", "rd", "", 400, "limit"},
+		{"approvals", "GET", "/api/v1/approvals", "rd", "", 200, `"approvals": []`},
+		{"approvals, bad limit", "GET", "/api/v1/approvals?limit=10001", "rd", "", 400, "limit"},
+		{"approvals, bad cursor", "GET", "/api/v1/approvals?after=x", "rd", "", 400, "after"},
 		{"unknown decision", "GET", "/api/v1/decisions/nope", "rd", "", 404, "no decision nope"},
 		{"why", "GET", "/api/v1/decisions/" + idKnown, "rd", "", 200, idKnown},
 		{"approve with the read token", "POST", "/api/v1/approvals/" + idX + "/approve", "rd", `{"by":"bob"}`, 401, "bearer"},

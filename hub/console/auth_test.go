@@ -75,7 +75,9 @@ func (f *fakeDecisions) History(_ context.Context, id string) ([]audit.Record, e
 	return out, nil
 }
 func (f *fakeDecisions) Delivery(context.Context, string) (*act.Record, error) { return nil, nil }
-func (f *fakeDecisions) Pending(context.Context) ([]guard.Request, error)      { return nil, nil }
+func (f *fakeDecisions) PendingPage(context.Context, uint64, int) (guard.QueuePage, error) {
+	return guard.QueuePage{}, nil
+}
 func (f *fakeDecisions) Kill(context.Context) (guard.KillSwitch, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

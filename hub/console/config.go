@@ -52,7 +52,7 @@ type Config struct {
 	SecureCookie bool `yaml:"secure_cookie" json:"secure_cookie"`
 	// LivePoll is how often the live decision feed looks for new decisions.
 	LivePoll time.Duration `yaml:"live_poll" json:"live_poll"`
-	// PageSize is how many rows a page shows at most (features, inventory, decisions).
+	// PageSize is how many rows a page shows at most (features, inventory, decisions, fleet, approvals).
 	PageSize int `yaml:"page_size" json:"page_size"`
 	// SKUUnits is the hub feature (keyed by sku) of units made per window: the Lines table shows
 	// each line's SKUs with their units per hour from it. The agents' counters name no standard

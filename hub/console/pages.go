@@ -384,10 +384,25 @@ func (c *Console) approvalsPage(w http.ResponseWriter, r *http.Request) {
 	if d == nil {
 		return
 	}
-	reqs, err := d.Pending(r.Context())
+	// A page of the queue after a position (the next of the page before), oldest first: a view
+	// reads the decisions of its page, not of the whole queue.
+	var after uint64
+	if a := r.URL.Query().Get("after"); a != "" {
+		n, err := strconv.ParseUint(a, 10, 64)
+		if err != nil || n < 1 {
+			c.fail(w, r, http.StatusBadRequest, "after: want a queue position (a page's next link), 1 or more")
+			return
+		}
+		after = n
+	}
+	queue, err := d.PendingPage(r.Context(), after, c.cfg.PageSize)
 	if err != nil {
 		c.fail(w, r, http.StatusServiceUnavailable, err.Error())
 		return
+	}
+	next := ""
+	if queue.Next != 0 {
+		next = "?" + url.Values{"after": {strconv.FormatUint(queue.Next, 10)}}.Encode()
 	}
 	kill, err := d.Kill(r.Context())
 	if err != nil {
@@ -406,7 +421,7 @@ func (c *Console) approvalsPage(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	c.render(w, r, http.StatusOK, "approvals", page{Title: "Approvals", Data: map[string]any{
-		"Pending": reqs, "Kill": kill, "Answered": answered, "Now": c.now(), "User": sessionOf(r).user,
+		"Pending": queue.Requests, "Total": queue.Total, "Next": next, "First": after == 0, "Kill": kill, "Answered": answered, "Now": c.now(), "User": sessionOf(r).user,
 	}})
 }
 

@@ -200,17 +200,46 @@ func (g *Guard) expire(ctx context.Context, key string, rec *record, rev uint64)
 }
 
 // dequeue removes a queue entry; one left behind is skipped and removed by Pending (an expired
-// one by Expire, once reported).
+// one by Expire, once reported). It purges the entry's key rather than deleting it: a delete leaves
+// a marker for good, and every listing of the queue would stream one per request ever queued.
 func (g *Guard) dequeue(ctx context.Context, id string) {
-	opCtx, cancel := context.WithTimeout(ctx, g.cfg.OpTimeout)
-	defer cancel()
-	if err := g.kv.Delete(opCtx, prefixQueue+id); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if err := g.purgeQueue(ctx, id, 0); err != nil {
 		g.log.Debug("queue entry not removed", "decision", id, "err", err)
 	}
 }
 
+// purgeQueue removes what the bucket holds of the queue entry of id: everything, or with upTo set,
+// only up to that revision (a delete marker listed at upTo, not an entry written after it).
+func (g *Guard) purgeQueue(ctx context.Context, id string, upTo uint64) error {
+	req := map[string]any{"filter": g.subjPrefix + prefixQueue + id}
+	if upTo > 0 {
+		req["seq"] = upTo + 1 // up to, not including
+	}
+	b, _ := json.Marshal(req)
+	opCtx, cancel := context.WithTimeout(ctx, g.cfg.OpTimeout)
+	defer cancel()
+	msg, err := g.nc.RequestWithContext(opCtx, g.purge, b)
+	if err != nil {
+		return err
+	}
+	var resp struct {
+		Error *struct {
+			Code        int    `json:"code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return fmt.Errorf("undecodable reply to a purge: %w", err)
+	}
+	if resp.Error != nil {
+		return fmt.Errorf("purge: %s (%d)", resp.Error.Description, resp.Error.Code)
+	}
+	return nil
+}
+
 // Pending lists the decisions awaiting approval, oldest first. Requests past their expiry are
-// recorded as expired on the way and left out (Expire reports them).
+// recorded as expired on the way and left out (Expire reports them). It reads every queued
+// request's decision: a view of the queue pages with PendingPage.
 func (g *Guard) Pending(ctx context.Context) ([]Request, error) {
 	out, _, err := g.pending(ctx, nil)
 	return out, err
@@ -228,84 +257,122 @@ func (g *Guard) Expire(ctx context.Context, report func(Request) error) (int, er
 	return n, err
 }
 
+// maxMarkerPurges bounds the old delete markers one Expire removes from the queue.
+const maxMarkerPurges = 1000
+
 // pending reads the queue: the requests still waiting and, when report is set, what Expire reports.
 func (g *Guard) pending(ctx context.Context, report func(Request) error) (out []Request, reported int, err error) {
 	if g.closed.Load() {
 		return nil, 0, ErrClosed
 	}
-	keys, err := g.keys(ctx, prefixQueue+">")
+	var ids []string
+	var markers []queueEntry
+	var listed map[string]bool
+	err = g.listQueue(ctx, func() { ids, markers, listed = nil, nil, map[string]bool{} }, func(e jetstream.KeyValueEntry) {
+		id := strings.TrimPrefix(e.Key(), prefixQueue)
+		switch {
+		case e.Operation() != jetstream.KeyValuePut:
+			markers = append(markers, queueEntry{id: id, rev: e.Revision()})
+		case !listed[id]: // a key written while it is listed may come twice
+			listed[id] = true
+			ids = append(ids, id)
+		}
+	})
 	if err != nil {
 		return nil, 0, fmt.Errorf("guard: pending: %w", err)
 	}
-	ids := make([]string, len(keys))
-	for i, k := range keys {
-		ids[i] = strings.TrimPrefix(k, prefixQueue)
+	if report != nil {
+		// Delete markers: left by an earlier release's dequeue (or a replica of one). Removed a
+		// bounded number a call, up to the revision listed (not an entry queued since).
+		for _, m := range markers[:min(len(markers), maxMarkerPurges)] {
+			if err := g.purgeQueue(ctx, m.id, m.rev); err != nil {
+				g.log.Debug("queue delete marker not removed", "decision", m.id, "err", err)
+			}
+		}
 	}
 	var errs []error
 	for _, id := range ids {
-		cur, rev, err := g.get(ctx, prefixDec+id)
+		q, waiting, ok, rerr, err := g.queued(ctx, id, report)
 		if err != nil {
 			return nil, reported, fmt.Errorf("guard: pending: %w", errors.Join(append(errs, err)...))
 		}
-		if rev == 0 {
-			g.dequeue(ctx, id)
-			continue
+		if rerr != nil {
+			errs = append(errs, rerr)
 		}
-		rec, err := decodeRecord(id, cur)
-		if err != nil {
-			g.log.Warn("pending request skipped", "decision", id, "err", err)
-			continue
+		if ok {
+			reported++
 		}
-		exp := rec.Created.Add(g.cfg.Approval.TTL)
-		q := Request{Proposal: rec.Proposal, Created: rec.Created, Expires: exp}
-		if rec.Verdict != nil {
-			q.Verdict = *rec.Verdict
+		if waiting {
+			out = append(out, q)
 		}
-		if report != nil && rec.Status == statusApproving && rec.Approving != nil && g.cfg.now().After(rec.Lease) {
-			// The replica applying an answer stopped, and nobody answers again (the request is no
-			// longer listed): the caller gives the answer again, which finishes it and records it.
-			a := *rec.Approving
-			q.Lapsed = &a
-			if err := report(q); err != nil {
-				errs = append(errs, fmt.Errorf("decision %s: %w", id, err))
-			} else {
-				reported++
-			}
-			continue
-		}
-		if rec.Status == string(NeedsApproval) && rec.Verdict != nil && g.cfg.now().After(exp) {
-			if err := g.expire(ctx, prefixDec+id, rec, rev); err != nil {
-				if !isConflict(err) {
-					g.log.Warn("expired request not recorded", "decision", id, "err", err)
-				}
-				continue
-			}
-			q.Verdict = *rec.Verdict // expire set it
-		}
-		if rec.Status == string(Expired) && rec.Verdict != nil {
-			if report != nil {
-				if err := report(q); err != nil {
-					errs = append(errs, fmt.Errorf("decision %s: %w", id, err))
-					continue
-				}
-				reported++
-				g.dequeue(ctx, id)
-			}
-			continue
-		}
-		if rec.Status != string(NeedsApproval) || rec.Verdict == nil {
-			if rec.final() {
-				g.dequeue(ctx, id) // decided; the entry outlived a crash
-			}
-			continue
-		}
-		out = append(out, q)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
 	if len(errs) > 0 {
 		return out, reported, fmt.Errorf("guard: expire: %w", errors.Join(errs...))
 	}
 	return out, reported, nil
+}
+
+// queued reads the decision of one queue entry: the request, and whether it still waits. A request
+// past its expiry is recorded as expired (and does not wait); with report set (Expire), an expired
+// request or a lapsed answer is handed to report (reported: it returned nil, rerr: what it returned
+// otherwise) and an expired one leaves the queue once reported. An entry whose decision is gone or
+// final leaves the queue. err is a failed read.
+func (g *Guard) queued(ctx context.Context, id string, report func(Request) error) (q Request, waiting, reported bool, rerr, err error) {
+	cur, rev, err := g.get(ctx, prefixDec+id)
+	if err != nil {
+		return q, false, false, nil, err
+	}
+	if rev == 0 {
+		g.dequeue(ctx, id)
+		return q, false, false, nil, nil
+	}
+	rec, err := decodeRecord(id, cur)
+	if err != nil {
+		g.log.Warn("pending request skipped", "decision", id, "err", err)
+		return q, false, false, nil, nil
+	}
+	exp := rec.Created.Add(g.cfg.Approval.TTL)
+	q = Request{Proposal: rec.Proposal, Created: rec.Created, Expires: exp}
+	if rec.Verdict != nil {
+		q.Verdict = *rec.Verdict
+	}
+	if report != nil && rec.Status == statusApproving && rec.Approving != nil && g.cfg.now().After(rec.Lease) {
+		// The replica applying an answer stopped, and nobody answers again (the request is no
+		// longer listed): the caller gives the answer again, which finishes it and records it.
+		a := *rec.Approving
+		q.Lapsed = &a
+		if err := report(q); err != nil {
+			return q, false, false, fmt.Errorf("decision %s: %w", id, err), nil
+		}
+		return q, false, true, nil, nil
+	}
+	if rec.Status == string(NeedsApproval) && rec.Verdict != nil && g.cfg.now().After(exp) {
+		if err := g.expire(ctx, prefixDec+id, rec, rev); err != nil {
+			if !isConflict(err) {
+				g.log.Warn("expired request not recorded", "decision", id, "err", err)
+			}
+			return q, false, false, nil, nil
+		}
+		q.Verdict = *rec.Verdict // expire set it
+	}
+	if rec.Status == string(Expired) && rec.Verdict != nil {
+		if report == nil {
+			return q, false, false, nil, nil
+		}
+		if err := report(q); err != nil {
+			return q, false, false, fmt.Errorf("decision %s: %w", id, err), nil
+		}
+		g.dequeue(ctx, id)
+		return q, false, true, nil, nil
+	}
+	if rec.Status != string(NeedsApproval) || rec.Verdict == nil {
+		if rec.final() {
+			g.dequeue(ctx, id) // decided; the entry outlived a crash
+		}
+		return q, false, false, nil, nil
+	}
+	return q, true, false, nil, nil
 }
 
 // Release gives back what an allowed decision consumed (its cooldown and the day's count and

@@ -68,6 +68,7 @@ type Guard struct {
 	js     jetstream.JetStream // for reads of the bucket's stream from a time (AllowedSince)
 	nc     *nats.Conn
 	msgGet string // the stream leader's message-get subject, for reads (see get)
+	purge  string // the stream's purge subject, to remove a queue entry (see dequeue)
 	// subjPrefix is "$KV.<bucket>.", the subject prefix of the bucket's keys.
 	subjPrefix string
 	log        *slog.Logger
@@ -144,7 +145,7 @@ func newGuard(js jetstream.JetStream, kv jetstream.KeyValue, cfg Config, zone *t
 		api = strings.TrimSuffix(opts.APIPrefix, ".") + "."
 	}
 	return &Guard{cfg: cfg, zone: zone, kv: kv, js: js, nc: nc, replica: replica, seed: maphash.MakeSeed(),
-		msgGet: api + "STREAM.MSG.GET.KV_" + cfg.Bucket, subjPrefix: "$KV." + cfg.Bucket + ".",
+		msgGet: api + "STREAM.MSG.GET.KV_" + cfg.Bucket, purge: api + "STREAM.PURGE.KV_" + cfg.Bucket, subjPrefix: "$KV." + cfg.Bucket + ".",
 		log: log.With("component", "guard", "replica", replica)}, nil
 }
 
