@@ -142,7 +142,7 @@ func TestRegisteredFactory(t *testing.T) {
 func TestRunStopsPromptlyWhileServerIsDown(t *testing.T) {
 	cfg := decodeConfig(t, "endpoint: opc.tcp://127.0.0.1:1\nnodes: [{node: ns=1;s=A, signal: a}]\nreconnect: {min_backoff: 10ms, max_backoff: 20ms}")
 	r := startCollector(t, cfg, t.TempDir())
-	testutil.WaitFor(t, 5*time.Second, "reconnecting", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "reconnecting", func() bool {
 		st, d := r.c.State()
 		return st == "reconnecting" && strings.Contains(d["last_error"], "connection refused")
 	})

@@ -159,19 +159,19 @@ func TestSubscribeDataTypesArraysAndQuality(t *testing.T) {
 	src := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 	g.set(t, ids["Quality"], &ua.DataValue{EncodingMask: ua.DataValueValue | ua.DataValueStatusCode | ua.DataValueSourceTimestamp,
 		Value: ua.MustVariant(7.0), Status: ua.StatusUncertainLastUsableValue, SourceTimestamp: src})
-	testutil.WaitFor(t, 5*time.Second, "uncertain sample", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "uncertain sample", func() bool {
 		s, ok := r.sink.last("t.quality")
 		return ok && s.Quality == signal.Uncertain && s.Reason == "UncertainLastUsableValue" && s.Time.Equal(src) && s.Value.Equal(signal.Float(7))
 	})
 	g.set(t, ids["Quality"], &ua.DataValue{EncodingMask: ua.DataValueStatusCode | ua.DataValueSourceTimestamp,
 		Status: ua.StatusBadSensorFailure, SourceTimestamp: src.Add(time.Second)})
-	testutil.WaitFor(t, 5*time.Second, "bad sample", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "bad sample", func() bool {
 		s, ok := r.sink.last("t.quality")
 		return ok && s.Quality == signal.Bad && s.Reason == "BadSensorFailure" && s.Value.Kind() == signal.KindNone
 	})
 	// a change arrives as a new sample
 	g.set(t, ids["Int32"], dval(int32(42)))
-	testutil.WaitFor(t, 5*time.Second, "changed int", func() bool { s, ok := r.sink.last("t.int32"); return ok && s.Value.Equal(signal.Int(42)) })
+	testutil.WaitFor(t, 20*time.Second, "changed int", func() bool { s, ok := r.sink.last("t.int32"); return ok && s.Value.Equal(signal.Int(42)) })
 	st, details := r.c.State()
 	if st != "running" || details["security"] != "None/None" || details["nodes_active"] != fmt.Sprint(len(ids)) {
 		t.Errorf("state = %s %v", st, details)
@@ -192,12 +192,12 @@ func TestDeadbandFiltersSmallChanges(t *testing.T) {
 				g.set(t, nid, dval(v))
 				g.set(t, marker, dval(i))
 				// the marker changes with the level: once it is seen, the level was read too
-				testutil.WaitFor(t, 5*time.Second, fmt.Sprint("marker ", i), func() bool {
+				testutil.WaitFor(t, 20*time.Second, fmt.Sprint("marker ", i), func() bool {
 					s, ok := r.sink.last("marker")
 					return ok && s.Value.Equal(signal.Int(int64(i)))
 				})
 			}
-			testutil.WaitFor(t, 5*time.Second, "first level", func() bool { return r.sink.count("level") > 0 })
+			testutil.WaitFor(t, 20*time.Second, "first level", func() bool { return r.sink.count("level") > 0 })
 			for i, v := range []float64{10.5, 11.2, 11.3, 10.9, 13} {
 				step(v, int32(i+1))
 			}
@@ -241,7 +241,7 @@ groups:
 `, g.url))
 	r := startCollector(t, cfg, t.TempDir())
 	testutil.WaitFor(t, 10*time.Second, "polls", func() bool { return r.sink.count("a") >= 3 && r.sink.count("b") >= 3 })
-	testutil.WaitFor(t, 5*time.Second, "quarantine", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "quarantine", func() bool {
 		ns := r.c.NodeStates()
 		return strings.HasPrefix(ns["missing"], "quarantined: BadNodeIdUnknown") && strings.HasPrefix(ns["nons"], "quarantined: BadNamespaceUnknown")
 	})
@@ -273,18 +273,18 @@ func TestSubscribeQuarantineAndReturn(t *testing.T) {
 		"  - {node: \"ns=1;s=sq.A\", signal: a}\n  - {node: \"ns=1;s=sq.Gone\", signal: gone}\n"))
 	r := startCollector(t, cfg, t.TempDir())
 	testutil.WaitFor(t, 10*time.Second, "a", func() bool { return r.sink.count("a") > 0 })
-	testutil.WaitFor(t, 5*time.Second, "gone quarantined", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "gone quarantined", func() bool {
 		return strings.HasPrefix(r.c.NodeStates()["gone"], "quarantined")
 	})
 	g.set(t, a, dval(2.0))
-	testutil.WaitFor(t, 5*time.Second, "a=2", func() bool { s, _ := r.sink.last("a"); return s.Value.Equal(signal.Float(2)) })
+	testutil.WaitFor(t, 20*time.Second, "a=2", func() bool { s, _ := r.sink.last("a"); return s.Value.Equal(signal.Float(2)) })
 	if n := r.sink.count("gone"); n != 0 {
 		t.Errorf("quarantined node emitted %d samples", n)
 	}
 	// the node appears and changes: its monitored item delivers a good value and it is active again
 	gone := g.add("sq.Gone", 3.0)
 	g.set(t, gone, dval(4.0))
-	testutil.WaitFor(t, 5*time.Second, "gone back", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "gone back", func() bool {
 		s, ok := r.sink.last("gone")
 		return ok && s.Value.Equal(signal.Float(4)) && r.c.NodeStates()["gone"] == stateActive
 	})
@@ -298,7 +298,7 @@ func TestWatchdogProbeKeepsQuietSession(t *testing.T) {
 	testutil.WaitFor(t, 10*time.Second, "a", func() bool { return r.sink.count("a") > 0 })
 	// quiet data for several watchdog periods: the probe read succeeds, nothing is rebuilt
 	deadline := time.Now().Add(time.Second)
-	testutil.WaitFor(t, 5*time.Second, "quiet period", func() bool { return time.Now().After(deadline) })
+	testutil.WaitFor(t, 20*time.Second, "quiet period", func() bool { return time.Now().After(deadline) })
 	if n := metricValue(r.c.m.reconnects.WithLabelValues("error")) + metricValue(r.c.m.reconnects.WithLabelValues("watchdog")); n != 0 {
 		t.Errorf("quiet but healthy session rebuilt %v times", n)
 	}

@@ -118,14 +118,14 @@ func TestChannelLossKeepsReceivedNotifications(t *testing.T) {
 	// the agent's buffer is slow: the loop waits in Emit with value 1, and values 2..5 arrive
 	gs.close()
 	g.set(t, nid, dval(1.0))
-	testutil.WaitFor(t, 5*time.Second, "emit blocked", func() bool { return gs.waiting() == 1 })
+	testutil.WaitFor(t, 20*time.Second, "emit blocked", func() bool { return gs.waiting() == 1 })
 	for i := 1; i <= cap(r.notifs); i++ {
 		g.set(t, nid, dval(float64(i+1)))
-		testutil.WaitFor(t, 5*time.Second, fmt.Sprint(i, " notifications queued"), func() bool { return len(r.notifs) >= i })
+		testutil.WaitFor(t, 20*time.Second, fmt.Sprint(i, " notifications queued"), func() bool { return len(r.notifs) >= i })
 	}
 	// the connection drops while they wait
 	p.Cut()
-	testutil.WaitFor(t, 5*time.Second, "loss signalled", func() bool { return len(r.s.lost) == 1 })
+	testutil.WaitFor(t, 20*time.Second, "loss signalled", func() bool { return len(r.s.lost) == 1 })
 	gs.release()
 	select {
 	case err := <-done:

@@ -203,15 +203,15 @@ func (g *Guard) expire(ctx context.Context, key string, rec *record, rev uint64)
 // one by Expire, once reported). It purges the entry's key rather than deleting it: a delete leaves
 // a marker for good, and every listing of the queue would stream one per request ever queued.
 func (g *Guard) dequeue(ctx context.Context, id string) {
-	if err := g.purgeQueue(ctx, id, 0); err != nil {
+	if err := g.purgeKey(ctx, prefixQueue+id, 0); err != nil {
 		g.log.Debug("queue entry not removed", "decision", id, "err", err)
 	}
 }
 
-// purgeQueue removes what the bucket holds of the queue entry of id: everything, or with upTo set,
-// only up to that revision (a delete marker listed at upTo, not an entry written after it).
-func (g *Guard) purgeQueue(ctx context.Context, id string, upTo uint64) error {
-	req := map[string]any{"filter": g.subjPrefix + prefixQueue + id}
+// purgeKey removes what the bucket holds of key, leaving no delete marker: everything, or with upTo
+// set, only up to that revision (the value or delete marker read at upTo, not one written after it).
+func (g *Guard) purgeKey(ctx context.Context, key string, upTo uint64) error {
+	req := map[string]any{"filter": g.subjPrefix + key}
 	if upTo > 0 {
 		req["seq"] = upTo + 1 // up to, not including
 	}
@@ -257,7 +257,8 @@ func (g *Guard) Expire(ctx context.Context, report func(Request) error) (int, er
 	return n, err
 }
 
-// maxMarkerPurges bounds the old delete markers one Expire removes from the queue.
+// maxMarkerPurges bounds the old delete markers one Expire removes from the queue, and one Sweep
+// from the bucket.
 const maxMarkerPurges = 1000
 
 // pending reads the queue: the requests still waiting and, when report is set, what Expire reports.
@@ -268,7 +269,7 @@ func (g *Guard) pending(ctx context.Context, report func(Request) error) (out []
 	var ids []string
 	var markers []queueEntry
 	var listed map[string]bool
-	err = g.listQueue(ctx, func() { ids, markers, listed = nil, nil, map[string]bool{} }, func(e jetstream.KeyValueEntry) {
+	err = g.listMeta(ctx, prefixQueue+">", func() { ids, markers, listed = nil, nil, map[string]bool{} }, func(e jetstream.KeyValueEntry) {
 		id := strings.TrimPrefix(e.Key(), prefixQueue)
 		switch {
 		case e.Operation() != jetstream.KeyValuePut:
@@ -285,7 +286,7 @@ func (g *Guard) pending(ctx context.Context, report func(Request) error) (out []
 		// Delete markers: left by an earlier release's dequeue (or a replica of one). Removed a
 		// bounded number a call, up to the revision listed (not an entry queued since).
 		for _, m := range markers[:min(len(markers), maxMarkerPurges)] {
-			if err := g.purgeQueue(ctx, m.id, m.rev); err != nil {
+			if err := g.purgeKey(ctx, prefixQueue+m.id, m.rev); err != nil {
 				g.log.Debug("queue delete marker not removed", "decision", m.id, "err", err)
 			}
 		}

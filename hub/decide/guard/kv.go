@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gemba-io/gemba/internal/kvretry"
 )
@@ -170,39 +169,4 @@ func (g *Guard) modify(ctx context.Context, key string, change func(cur []byte) 
 			}
 		}
 	}
-}
-
-// keys lists the bucket's keys matching filter, retrying failed listings (a listing is a consumer
-// that a leader election or a slow node can time out).
-func (g *Guard) keys(ctx context.Context, filter string) ([]string, error) {
-	r := g.retrier(ctx)
-	for {
-		keys, err := g.listOnce(ctx, filter)
-		if err == nil || errors.Is(err, jetstream.ErrNoKeysFound) {
-			return keys, nil
-		}
-		if err := r.Failed(err); err != nil {
-			return nil, err
-		}
-	}
-}
-
-func (g *Guard) listOnce(ctx context.Context, filter string) ([]string, error) {
-	opCtx, cancel := context.WithTimeout(ctx, g.cfg.OpTimeout)
-	defer cancel()
-	lister, err := g.kv.ListKeysFiltered(opCtx, filter)
-	if err != nil {
-		return nil, err
-	}
-	// The listing may repeat a key written meanwhile; and it ends early, silently, when opCtx
-	// does, so a timed-out listing is an error rather than a short list.
-	var keys []string
-	seen := map[string]bool{}
-	for k := range lister.Keys() {
-		if !seen[k] {
-			seen[k] = true
-			keys = append(keys, k)
-		}
-	}
-	return keys, opCtx.Err()
 }

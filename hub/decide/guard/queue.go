@@ -73,7 +73,7 @@ type queueEntry struct {
 // queue holds others after them), and how many entries it holds.
 func (g *Guard) queueWindow(ctx context.Context, after uint64, limit int) (win []queueEntry, total int, more bool, err error) {
 	var listed map[string]bool
-	err = g.listQueue(ctx, func() { win, total, more, listed = nil, 0, false, map[string]bool{} }, func(e jetstream.KeyValueEntry) {
+	err = g.listMeta(ctx, prefixQueue+">", func() { win, total, more, listed = nil, 0, false, map[string]bool{} }, func(e jetstream.KeyValueEntry) {
 		// A key written while it is listed may come twice, the second time at a later revision.
 		id := strings.TrimPrefix(e.Key(), prefixQueue)
 		if e.Operation() != jetstream.KeyValuePut || listed[id] {
@@ -92,27 +92,28 @@ func (g *Guard) queueWindow(ctx context.Context, after uint64, limit int) (win [
 	return win, total, more, err
 }
 
-// listQueue lists the queue's keys, delete markers included, as one stream of their metadata (no
-// values), in the order of their revisions: the last of each key, handed to each. start is called
-// before each attempt: a failed listing is retried from the start, for retry_for.
-func (g *Guard) listQueue(ctx context.Context, start func(), each func(jetstream.KeyValueEntry)) error {
+// listMeta lists the keys matching filter (the queue's, or the bucket's), delete markers included,
+// as one stream of their metadata (no values), in the order of their revisions: the last of each
+// key, handed to each. A key written while it is listed may come twice. start is called before each
+// attempt: a failed listing is retried from the start, for retry_for.
+func (g *Guard) listMeta(ctx context.Context, filter string, start func(), each func(jetstream.KeyValueEntry)) error {
 	r := g.retrier(ctx)
 	for {
 		start()
-		err := g.listQueueOnce(ctx, each)
+		err := g.listMetaOnce(ctx, filter, each)
 		if err == nil {
 			return nil
 		}
 		if err := r.Failed(err); err != nil {
-			return fmt.Errorf("list the queue: %w", err)
+			return fmt.Errorf("list %s: %w", filter, err)
 		}
 	}
 }
 
-func (g *Guard) listQueueOnce(ctx context.Context, each func(jetstream.KeyValueEntry)) error {
+func (g *Guard) listMetaOnce(ctx context.Context, filter string, each func(jetstream.KeyValueEntry)) error {
 	opCtx, cancel := context.WithTimeout(ctx, g.cfg.OpTimeout)
 	defer cancel()
-	w, err := g.kv.WatchFiltered(opCtx, []string{prefixQueue + ">"}, jetstream.MetaOnly())
+	w, err := g.kv.WatchFiltered(opCtx, []string{filter}, jetstream.MetaOnly())
 	if err != nil {
 		return err
 	}

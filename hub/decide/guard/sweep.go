@@ -15,16 +15,37 @@ import (
 // It also expires approval requests past their ttl and finishes claims abandoned by a stopped
 // replica (lease lapsed, proposal older than max_skew) as a Check would: suppressed, what they
 // reserved given back.
-// It is cleanup only, never what enforces a limit: each removal is a delete at the revision that
-// was judged, so a key changed meanwhile stays. Any replica may run it, on a slow timer. It returns
-// how many keys it removed.
+// It is cleanup only, never what enforces a limit: each removal purges the key up to the revision
+// that was judged, so a key written meanwhile stays, and leaves nothing behind (a delete would leave
+// a marker for good, and every listing of the bucket would stream one per key ever swept). The
+// delete markers an earlier release left are purged too, up to the revision listed, at most
+// maxMarkerPurges a call. Any replica may run it, on a slow timer. It returns how many keys it
+// removed (markers not counted).
 func (g *Guard) Sweep(ctx context.Context) (int, error) {
 	if g.closed.Load() {
 		return 0, ErrClosed
 	}
-	keys, err := g.keys(ctx, ">")
+	var keys []string
+	var markers []jetstream.KeyValueEntry
+	var listed map[string]bool
+	err := g.listMeta(ctx, ">", func() { keys, markers, listed = nil, nil, map[string]bool{} }, func(e jetstream.KeyValueEntry) {
+		switch {
+		case e.Operation() != jetstream.KeyValuePut:
+			if len(markers) < maxMarkerPurges {
+				markers = append(markers, e)
+			}
+		case !listed[e.Key()]:
+			listed[e.Key()] = true
+			keys = append(keys, e.Key())
+		}
+	})
 	if err != nil {
 		return 0, fmt.Errorf("guard: sweep: %w", err)
+	}
+	for _, m := range markers {
+		if err := g.purgeKey(ctx, m.Key(), m.Revision()); err != nil {
+			g.log.Debug("delete marker not removed", "key", m.Key(), "err", err)
+		}
 	}
 	now := g.cfg.now()
 	removed := 0
@@ -58,10 +79,7 @@ func (g *Guard) Sweep(ctx context.Context) (int, error) {
 		if !g.spent(k, cur, now) {
 			continue
 		}
-		opCtx, cancel := context.WithTimeout(ctx, g.cfg.OpTimeout)
-		err = g.kv.Delete(opCtx, k, jetstream.LastRevision(rev))
-		cancel()
-		if err == nil {
+		if err := g.purgeKey(ctx, k, rev); err == nil {
 			removed++
 		}
 	}

@@ -3,8 +3,12 @@ package guard
 import (
 	"context"
 	"fmt"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestSweep: what can no longer matter is removed, what still can is kept, and a swept day is
@@ -143,5 +147,160 @@ func TestSweepFinishesAbandonedClaim(t *testing.T) {
 		if l := ledgerOf(t, js, g.cfg.Bucket, k); len(l.Entries) != 0 {
 			t.Errorf("%s still holds the abandoned decision: %+v", k, l)
 		}
+	}
+}
+
+// subjectMsgs counts the messages the bucket's stream holds under the keys matching filter: values
+// and delete markers.
+func subjectMsgs(t *testing.T, g *Guard, js jetstream.JetStream, filter string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, "KV_"+g.cfg.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(g.subjPrefix+filter))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, c := range info.State.Subjects {
+		n += int(c)
+	}
+	return n
+}
+
+// oldDecisions decides n proposals (allowed up to the daily cap, suppressed after it) and moves the
+// clock past their retention.
+func oldDecisions(t *testing.T, g *Guard, c *clock, n int) []string {
+	t.Helper()
+	ids := make([]string, n)
+	for i := range n {
+		p := promo(c, "r", fmt.Sprintf("SKU-%04d", i), "retail", 10)
+		mustCheck(t, g, p)
+		ids[i] = p.ID
+	}
+	c.Add(4 * 24 * time.Hour)
+	return ids
+}
+
+// TestSweepLeavesNothing: what Sweep removes leaves nothing in the bucket. It deleted each key,
+// which leaves a delete marker for good (the bucket has no TTL, and no listing of Sweep's sees a
+// deleted key): every listing of the bucket streamed one per decision, day and cooldown ever swept.
+func TestSweepLeavesNothing(t *testing.T) {
+	g, c, js := single(t, nil)
+	ctx := context.Background()
+	oldDecisions(t, g, c, 60)
+	n, err := g.Sweep(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 60 {
+		t.Errorf("swept %d keys, want the 60 decisions and their ledgers", n)
+	}
+	nc := js.Conn()
+	before := nc.Stats().InMsgs
+	if _, err := g.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := nc.Stats().InMsgs - before
+	if left := subjectMsgs(t, g, js, ">"); left != 0 || got > 10 {
+		t.Errorf("the bucket swept of 60 decisions holds %d messages, and sweeping it again received %d messages, want none and a few", left, got)
+	}
+}
+
+// TestSweepRemovesOldDeleteMarkers: the delete markers an earlier release's Sweep left (or a replica
+// of one, during an upgrade) are removed by Sweep, which walks the bucket anyway; a key written
+// again over a marker is kept.
+func TestSweepRemovesOldDeleteMarkers(t *testing.T) {
+	g, c, js := single(t, nil)
+	ctx := context.Background()
+	ids := oldDecisions(t, g, c, 20)
+	for _, id := range ids {
+		if err := g.kv.Delete(ctx, prefixDec+id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	again := promo(c, "r", "SKU-AGAIN", "retail", 10)
+	if _, err := g.kv.Put(ctx, prefixDec+ids[0], mustJSON(t, record{Status: statusClaimed, Owner: "r1", Lease: c.Now().Add(time.Hour), Created: c.Now(), Proposal: again})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if left := subjectMsgs(t, g, js, prefixDec+">"); left != 1 {
+		t.Errorf("the decisions hold %d messages after Sweep, want the one written again", left)
+	}
+	if r := allRecords(t, js, g.cfg.Bucket)[ids[0]]; r == nil || r.Proposal.SKU != "SKU-AGAIN" {
+		t.Errorf("the decision written again over a marker: %+v", r)
+	}
+}
+
+// TestSweepRemovalKeepsAKeyWrittenAgain: Sweep removes a key up to the revision it judged: a
+// decision written again under the key after it was read (here: by another replica, after its
+// record was removed) stays.
+func TestSweepRemovalKeepsAKeyWrittenAgain(t *testing.T) {
+	g, c, js := single(t, nil)
+	ctx := context.Background()
+	ids := oldDecisions(t, g, c, 1)
+	key := prefixDec + ids[0]
+	_, rev, err := g.get(ctx, key)
+	if err != nil || rev == 0 {
+		t.Fatal(rev, err)
+	}
+	again := promo(c, "r", "SKU-AGAIN", "retail", 10)
+	if _, err := g.kv.Put(ctx, key, mustJSON(t, record{Status: statusClaimed, Owner: "r2", Lease: c.Now().Add(time.Hour), Created: c.Now(), Proposal: again})); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.purgeKey(ctx, key, rev); err != nil {
+		t.Fatal(err)
+	}
+	if r := allRecords(t, js, g.cfg.Bucket)[ids[0]]; r == nil || r.Proposal.SKU != "SKU-AGAIN" {
+		t.Errorf("the decision written again after the read: %+v", r)
+	}
+}
+
+// blockedWatchers counts the goroutines of KV watches blocked delivering to their channel.
+func blockedWatchers() int {
+	buf := make([]byte, 1<<22)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "[chan send") && strings.Contains(g, "jetstream.(*kvs).WatchFiltered.func1") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestSweepTimedOutListingLeaksNothing: a listing of the bucket that times out part way leaves no
+// goroutine behind. The listing (ListKeysFiltered) stopped reading its watch when its time was up:
+// the watch's delivery, blocked on its full channel, stayed blocked for good, one goroutine and its
+// messages per timed-out listing (a listing slow enough to time out comes back each sweep).
+func TestSweepTimedOutListingLeaksNothing(t *testing.T) {
+	g, _, _ := single(t, nil)
+	ctx := context.Background()
+	for i := range 5000 {
+		if _, err := g.kv.PutString(ctx, fmt.Sprintf("x.%05d", i), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cut := 0
+	for i := range 40 {
+		// The call's time ends during its listing (or before, or after it: then nothing to see).
+		sctx, cancel := context.WithTimeout(ctx, time.Duration(1+i)*5*time.Millisecond)
+		if _, err := g.Sweep(sctx); err != nil {
+			cut++
+		}
+		cancel()
+	}
+	t.Logf("%d of 40 sweeps cut short", cut)
+	deadline := time.Now().Add(5 * time.Second)
+	for blockedWatchers() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := blockedWatchers(); n > 0 {
+		t.Errorf("%d watch goroutines blocked for good after the sweeps' listings timed out", n)
 	}
 }
