@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/gemba-io/gemba/internal/testutil"
 )
 
 // TestSweep: what can no longer matter is removed, what still can is kept, and a swept day is
@@ -296,11 +298,8 @@ func TestSweepTimedOutListingLeaksNothing(t *testing.T) {
 		cancel()
 	}
 	t.Logf("%d of 40 sweeps cut short", cut)
-	deadline := time.Now().Add(5 * time.Second)
-	for blockedWatchers() > 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if n := blockedWatchers(); n > 0 {
-		t.Errorf("%d watch goroutines blocked for good after the sweeps' listings timed out", n)
-	}
+	testutil.WaitForState(t, 5*time.Second, "no watch goroutine blocked after the sweeps' listings timed out", func() (bool, string) {
+		n := blockedWatchers()
+		return n == 0, fmt.Sprintf("%d watch goroutines blocked for good after the sweeps' listings timed out", n)
+	})
 }
