@@ -383,10 +383,13 @@ func TestFollowRollbackClusterR3(t *testing.T) {
 		return env{js, l, r}
 	}
 	a, b := open3(js1), open3(js2)
-	v1, err := a.reg.Store(ctx, ruleSet(1), "a")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// A new R3 bucket answers once its leader is elected ("no response from stream" until then):
+	// the first write is tried again, as a hub's would be.
+	var v1 string
+	natstest.Opening(t, "the first rule set stored", func() (err error) {
+		v1, err = a.reg.Store(ctx, ruleSet(1), "a")
+		return err
+	})
 	v2, _ := a.reg.Store(ctx, ruleSet(2), "a")
 	for _, v := range []string{v1, v2} {
 		if _, err := a.reg.Activate(ctx, v, "a", "up"); err != nil {
